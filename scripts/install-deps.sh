@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Installs every Debian package Capstan needs to build, test and benchmark.
+# Idempotent: packages already present are skipped, and apt-get update runs
+# only when something is missing. Peers installed for tests (etcd, nginx,
+# haproxy) are kept from starting as system services, because on a user's
+# machine they would take the ports Capstan wants (2379 for etcd).
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    echo "install-deps: not root and no sudo; run this script as root" >&2
+    exit 1
+  fi
+fi
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake ninja-build ccache pkg-config git clang lld libclang-rt-14-dev
+  clang-format
+  # libraries (see shared DESIGN.md, "Dependencies")
+  librocksdb-dev libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libprotoc-dev libabsl-dev liburing-dev libnghttp2-dev libssl-dev
+  libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libsimdjson-dev
+  libxxhash-dev libzstd-dev liblz4-dev libsnappy-dev libbz2-dev zlib1g-dev
+  libboost-math-dev libluajit-5.1-dev
+  # tests and benchmarks: real peers and real clients
+  libgtest-dev libgmock-dev libbenchmark-dev etcd-server etcd-client
+  curl python3 procps psmisc iproute2 gnuplot-nox
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+else
+  echo "install-deps: installing ${#missing[@]} packages: ${missing[*]}"
+  # Keep postinst scripts from starting etcd/nginx as services while we install.
+  policy=/usr/sbin/policy-rc.d
+  created_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod +x "$policy"
+    created_policy=1
+  fi
+  trap '[ $created_policy -eq 1 ] && $SUDO rm -f '"$policy" EXIT
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Whatever happened before (an older install, a package upgrade), make sure the
+# test peers are not running as services holding our ports.
+for svc in etcd nginx haproxy; do
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  fi
+  if [ -x "/etc/init.d/$svc" ]; then
+    $SUDO "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+  fi
+done
+echo "install-deps: done"

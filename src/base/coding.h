@@ -1,0 +1,52 @@
+// Fixed-width big-endian integer encoding. Big-endian so that encoded
+// integers sort bytewise in numeric order (RocksDB keys, WAL headers).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace capstan {
+
+inline void PutFixed64BE(std::string* dst, uint64_t v) {
+  char buf[8];
+  for (int i = 7; i >= 0; --i) {
+    buf[i] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+  dst->append(buf, 8);
+}
+
+inline void PutFixed32LE(std::string* dst, uint32_t v) {
+  char buf[4] = {static_cast<char>(v), static_cast<char>(v >> 8), static_cast<char>(v >> 16),
+                 static_cast<char>(v >> 24)};
+  dst->append(buf, 4);
+}
+
+inline void PutFixed64LE(std::string* dst, uint64_t v) {
+  PutFixed32LE(dst, static_cast<uint32_t>(v));
+  PutFixed32LE(dst, static_cast<uint32_t>(v >> 32));
+}
+
+// REQUIRES: p points at 8 readable bytes.
+inline uint64_t DecodeFixed64BE(const char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+
+// REQUIRES: p points at 4 readable bytes.
+inline uint32_t DecodeFixed32LE(const char* p) {
+  return static_cast<uint32_t>(static_cast<uint8_t>(p[0])) |
+         (static_cast<uint32_t>(static_cast<uint8_t>(p[1])) << 8) |
+         (static_cast<uint32_t>(static_cast<uint8_t>(p[2])) << 16) |
+         (static_cast<uint32_t>(static_cast<uint8_t>(p[3])) << 24);
+}
+
+// REQUIRES: p points at 8 readable bytes.
+inline uint64_t DecodeFixed64LE(const char* p) {
+  return static_cast<uint64_t>(DecodeFixed32LE(p)) |
+         (static_cast<uint64_t>(DecodeFixed32LE(p + 4)) << 32);
+}
+
+}  // namespace capstan
