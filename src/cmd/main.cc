@@ -1,0 +1,222 @@
+// `capstan`: one binary, one subcommand per role (see README.md).
+//
+//   capstan store [flags]   a metadata store member speaking the etcd v3 API
+//   capstan dev             everything on localhost, data in ./data
+#include <signal.h>
+
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "base/config.h"
+#include "base/logging.h"
+#include "store/server.h"
+
+namespace capstan {
+namespace {
+
+constexpr char kVersion[] = "0.1.0";
+
+struct StoreFlags {
+  std::string name = "default";
+  std::string data_dir;
+  std::vector<std::string> listen_client_urls{"http://127.0.0.1:2379"};
+  std::vector<std::string> advertise_client_urls;
+  std::vector<std::string> initial_advertise_peer_urls{"http://localhost:2380"};
+  std::vector<std::string> listen_metrics_urls;
+  int64_t quota_backend_bytes = 0;
+  int64_t max_request_bytes = 1536 * 1024;
+  int max_txn_ops = 128;
+  int64_t heartbeat_ms = 100;
+  int64_t election_ms = 1000;
+  std::string progress_notify_interval = "10m";
+  std::string log_level = "info";
+  std::string config_file;
+};
+
+void AddStoreFlags(CLI::App* cmd, StoreFlags* f, bool dev) {
+  cmd->add_option("--name", f->name, "Human-readable name for this member.")
+      ->capture_default_str();
+  cmd->add_option("--data-dir", f->data_dir,
+                  dev ? "Directory for the data (write-ahead log and database)."
+                      : "Directory for the data (default: ${name}.etcd, as etcd).")
+      ->capture_default_str();
+  cmd->add_option("--listen-client-urls", f->listen_client_urls,
+                  "URLs to serve the etcd v3 gRPC API on (comma-separated, http://host:port).")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--advertise-client-urls", f->advertise_client_urls,
+                  "Client URLs reported in MemberList (default: the listen URLs).")
+      ->delimiter(',');
+  cmd->add_option("--initial-advertise-peer-urls", f->initial_advertise_peer_urls,
+                  "Peer URLs reported in MemberList.")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--listen-metrics-urls", f->listen_metrics_urls,
+                  "URLs to serve /metrics (Prometheus text) and /health on.")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--quota-backend-bytes", f->quota_backend_bytes,
+                  "Raise the NOSPACE alarm when the database exceeds this size; then only "
+                  "reads and deletes are accepted (0: 2 GiB, etcd's default).")
+      ->capture_default_str();
+  cmd->add_option("--max-request-bytes", f->max_request_bytes,
+                  "Largest request the server accepts, in bytes (etcd's default: 1.5 MiB).")
+      ->capture_default_str();
+  cmd->add_option("--max-txn-ops", f->max_txn_ops,
+                  "Most operations (compares, or ops per branch) in one txn.")
+      ->capture_default_str();
+  cmd->add_option("--heartbeat-interval", f->heartbeat_ms,
+                  "Raft heartbeat interval in milliseconds (also sets the minimum lease TTL).")
+      ->capture_default_str();
+  cmd->add_option("--election-timeout", f->election_ms,
+                  "Raft election timeout in milliseconds (also sets the minimum lease TTL).")
+      ->capture_default_str();
+  cmd->add_option("--experimental-watch-progress-notify-interval", f->progress_notify_interval,
+                  "How often watchers that asked for progress_notify get a progress response.")
+      ->capture_default_str();
+  cmd->add_option("--log-level", f->log_level, "debug, info, warn or err.")
+      ->capture_default_str();
+  cmd->add_option("--config-file", f->config_file,
+                  "YAML file of flag-name: value pairs; command-line flags override it.");
+}
+
+absl::StatusOr<store::StoreServerConfig> BuildConfig(const StoreFlags& f) {
+  store::StoreServerConfig cfg;
+  cfg.store.name = f.name;
+  cfg.store.data_dir = f.data_dir.empty() ? f.name + ".etcd" : f.data_dir;
+  cfg.listen_client_urls = f.listen_client_urls;
+  cfg.listen_metrics_urls = f.listen_metrics_urls;
+  cfg.store.advertise_client_urls = f.advertise_client_urls;
+  cfg.store.advertise_peer_urls = f.initial_advertise_peer_urls;
+  if (f.listen_client_urls.empty()) {
+    return absl::InvalidArgumentError("--listen-client-urls: give at least one URL");
+  }
+  if (f.quota_backend_bytes < 0) {
+    return absl::InvalidArgumentError("--quota-backend-bytes must be >= 0 (0 means 2 GiB)");
+  }
+  if (f.quota_backend_bytes > 0) cfg.store.quota_backend_bytes = f.quota_backend_bytes;
+  if (f.max_request_bytes < 1024 || f.max_request_bytes > (int64_t{1} << 30)) {
+    return absl::InvalidArgumentError(
+        "--max-request-bytes must be between 1024 and 1073741824 (1 GiB)");
+  }
+  cfg.store.max_request_bytes = static_cast<size_t>(f.max_request_bytes);
+  if (f.max_txn_ops < 1) return absl::InvalidArgumentError("--max-txn-ops must be at least 1");
+  cfg.store.max_txn_ops = f.max_txn_ops;
+  if (f.heartbeat_ms <= 0) return absl::InvalidArgumentError("--heartbeat-interval must be > 0");
+  if (f.election_ms < 5 * f.heartbeat_ms) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--election-timeout[", f.election_ms, "ms] should be at least 5 times ",
+        "--heartbeat-interval[", f.heartbeat_ms, "ms]"));
+  }
+  // etcd's minimum lease TTL: 1.5 election timeouts, rounded up to a second.
+  int64_t ticks = f.election_ms / f.heartbeat_ms;
+  cfg.store.min_lease_ttl_seconds = static_cast<int64_t>(
+      std::ceil(static_cast<double>((3 * ticks) / 2 * f.heartbeat_ms) / 1000.0));
+  auto progress = ParseDurationMillis(f.progress_notify_interval);
+  if (!progress.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--experimental-watch-progress-notify-interval: ", progress.status().message()));
+  }
+  if (*progress < 100) {
+    return absl::InvalidArgumentError(
+        "--experimental-watch-progress-notify-interval must be at least 100ms");
+  }
+  cfg.store.progress_notify_interval = std::chrono::milliseconds(*progress);
+  return cfg;
+}
+
+int RunStore(const StoreFlags& flags, const char* role) {
+  if (!InitLogging(flags.log_level)) {
+    std::cerr << "capstan " << role << ": --log-level \"" << flags.log_level
+              << "\" is not one of trace, debug, info, warn, err\n";
+    return 2;
+  }
+  auto cfg = BuildConfig(flags);
+  if (!cfg.ok()) {
+    std::cerr << "capstan " << role << ": " << cfg.status().message() << "\n";
+    return 2;
+  }
+  auto server = store::StoreServer::Start(*std::move(cfg));
+  if (!server.ok()) {
+    std::cerr << "capstan " << role << ": " << server.status().message() << "\n";
+    return 1;
+  }
+  CAPSTAN_LOG(info, "ready to serve client requests", "role", role);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  int sig = 0;
+  sigwait(&set, &sig);
+  CAPSTAN_LOG(info, "shutting down", "signal", sig);
+  (*server)->Shutdown();
+  return 0;
+}
+
+// Reads --config-file from argv (if any) and returns argv with the file's
+// settings placed before the command-line flags, so the flags win.
+absl::StatusOr<std::vector<std::string>> ExpandConfigFile(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  for (size_t i = 1; i < args.size(); ++i) {
+    std::string file;
+    if (args[i] == "--config-file" && i + 1 < args.size()) file = args[i + 1];
+    if (args[i].rfind("--config-file=", 0) == 0) file = args[i].substr(14);
+    if (file.empty()) continue;
+    ASSIGN_OR_RETURN(std::vector<std::string> from_file, LoadConfigFileAsArgs(file));
+    // Insert right after the subcommand name.
+    size_t at = args.size() > 1 ? 2 : 1;
+    args.insert(args.begin() + static_cast<ptrdiff_t>(at), from_file.begin(), from_file.end());
+    break;
+  }
+  return args;
+}
+
+}  // namespace
+}  // namespace capstan
+
+int main(int argc, char** argv) {
+  using namespace capstan;
+  // Signals are taken synchronously by the main thread; block them before any
+  // thread starts so that no other thread receives them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  CLI::App app{"Capstan: metadata store, RPC framework, gateway and experiments in one binary."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", kVersion);
+
+  StoreFlags store_flags;
+  CLI::App* store_cmd = app.add_subcommand(
+      "store", "Run a metadata store member that speaks the etcd v3 gRPC API.");
+  AddStoreFlags(store_cmd, &store_flags, false);
+
+  StoreFlags dev_flags;
+  dev_flags.name = "dev";
+  dev_flags.data_dir = "./data";
+  dev_flags.listen_metrics_urls = {"http://127.0.0.1:2381"};
+  CLI::App* dev_cmd = app.add_subcommand(
+      "dev", "Run everything on localhost for development (for now: one store member).");
+  AddStoreFlags(dev_cmd, &dev_flags, true);
+
+  auto args = ExpandConfigFile(argc, argv);
+  if (!args.ok()) {
+    std::cerr << "capstan: " << args.status().message() << "\n";
+    return 2;
+  }
+  std::vector<std::string> rev(args->rbegin(), args->rend() - 1);
+  try {
+    app.parse(rev);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (store_cmd->parsed()) return RunStore(store_flags, "store");
+  if (dev_cmd->parsed()) return RunStore(dev_flags, "dev");
+  return 0;
+}

@@ -1,0 +1,381 @@
+#include "store/apply.h"
+
+#include "base/coding.h"
+#include "base/logging.h"
+#include "store/errors.h"
+#include "store/kv_ops.h"
+
+namespace capstan::store {
+
+using etcdserverpb::RequestOp;
+using etcdserverpb::TxnRequest;
+using etcdserverpb::TxnResponse;
+
+namespace {
+
+// Walks the ops on the taken path of a txn (and its nested txns), calling
+// check for every non-txn op, as etcd's checkRequests does.
+absl::Status CheckPath(const TxnRequest& req, const std::vector<bool>& path, size_t* cursor,
+                       const std::function<absl::Status(const RequestOp&)>& check) {
+  bool ok = path[(*cursor)++];
+  for (const auto& op : ok ? req.success() : req.failure()) {
+    if (op.has_request_txn()) {
+      RETURN_IF_ERROR(CheckPath(op.request_txn(), path, cursor, check));
+    } else {
+      RETURN_IF_ERROR(check(op));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Applier::Applier(Backend* backend, Mvcc* mvcc, Lessor* lessor, WatchHub* hub)
+    : backend_(backend), mvcc_(mvcc), lessor_(lessor), hub_(hub) {}
+
+absl::Status Applier::Restore() {
+  auto v = backend_->Get(MetaKey(kMetaAlarms));
+  if (absl::IsNotFound(v.status())) return absl::OkStatus();
+  RETURN_IF_ERROR(v.status());
+  etcdserverpb::AlarmResponse stored;
+  if (!stored.ParseFromString(*v)) return absl::DataLossError("undecodable alarm record");
+  absl::MutexLock lock(&alarms_mu_);
+  alarms_.assign(stored.alarms().begin(), stored.alarms().end());
+  return absl::OkStatus();
+}
+
+std::vector<etcdserverpb::AlarmMember> Applier::Alarms() const {
+  absl::MutexLock lock(&alarms_mu_);
+  return alarms_;
+}
+
+bool Applier::NoSpaceAlarm() const {
+  absl::MutexLock lock(&alarms_mu_);
+  for (const auto& a : alarms_) {
+    if (a.alarm() == etcdserverpb::NOSPACE) return true;
+  }
+  return false;
+}
+
+void Applier::RecordIndex(uint64_t index, rocksdb::WriteBatch* batch) {
+  std::string v;
+  PutFixed64BE(&v, index);
+  batch->Put(MetaKey(kMetaAppliedIndex), v);
+}
+
+absl::Status Applier::Commit(uint64_t index, Mvcc::WriteTxn* txn) {
+  RecordIndex(index, txn->batch());
+  bool changed = !txn->events().empty();
+  int64_t rev = txn->write_rev();
+  std::vector<mvccpb::Event> events = txn->events();
+  RETURN_IF_ERROR(txn->Commit());
+  if (changed) hub_->Publish(rev, events);
+  return absl::OkStatus();
+}
+
+void Applier::Apply(uint64_t index, const LogEntry& entry, const ApplyDone& done) {
+  auto finish = [&](absl::Status st, google::protobuf::Message* resp) {
+    if (!st.ok() && !absl::IsInvalidArgument(st) && !absl::IsNotFound(st) &&
+        !absl::IsOutOfRange(st) && !absl::IsFailedPrecondition(st) &&
+        !absl::IsResourceExhausted(st)) {
+      CAPSTAN_LOG(err, "apply failed", "index", index, "error", st.ToString());
+    }
+    if (done) done(std::move(st), resp);
+  };
+  switch (entry.request_case()) {
+    case LogEntry::kPut: {
+      etcdserverpb::PutResponse resp;
+      absl::Status st = ApplyPut(index, entry.put(), &resp);
+      finish(st, &resp);
+      break;
+    }
+    case LogEntry::kDeleteRange: {
+      etcdserverpb::DeleteRangeResponse resp;
+      absl::Status st = ApplyDelete(index, entry.delete_range(), &resp);
+      finish(st, &resp);
+      break;
+    }
+    case LogEntry::kTxn: {
+      TxnResponse resp;
+      absl::Status st = ApplyTxn(index, entry.txn(), &resp);
+      finish(st, &resp);
+      break;
+    }
+    case LogEntry::kCompaction:
+      ApplyCompaction(index, entry.compaction(), done);
+      break;
+    case LogEntry::kLeaseGrant: {
+      etcdserverpb::LeaseGrantResponse resp;
+      absl::Status st = ApplyLeaseGrant(index, entry.lease_grant(), &resp);
+      finish(st, &resp);
+      break;
+    }
+    case LogEntry::kLeaseRevoke: {
+      etcdserverpb::LeaseRevokeResponse resp;
+      absl::Status st = ApplyLeaseRevoke(index, entry.lease_revoke(), &resp);
+      finish(st, &resp);
+      break;
+    }
+    case LogEntry::kAlarm: {
+      etcdserverpb::AlarmResponse resp;
+      absl::Status st = ApplyAlarm(index, entry.alarm(), &resp);
+      finish(st, &resp);
+      break;
+    }
+    default:
+      finish(absl::InvalidArgumentError("unknown log entry"), nullptr);
+  }
+}
+
+absl::Status Applier::ApplyPut(uint64_t index, const etcdserverpb::PutRequest& req,
+                               etcdserverpb::PutResponse* resp) {
+  if (NoSpaceAlarm()) return ErrNoSpace();
+  if (req.lease() != 0 && !lessor_->Exists(req.lease())) return ErrLeaseNotFound();
+  auto txn = mvcc_->BeginWrite();
+  std::string value = req.value();
+  int64_t lease = req.lease();
+  if (req.ignore_value() || req.ignore_lease() || req.prev_kv()) {
+    ASSIGN_OR_RETURN(RangeResult rr, txn->Range(req.key(), "", {}));
+    if ((req.ignore_value() || req.ignore_lease()) && rr.kvs.empty()) return ErrKeyNotFound();
+    if (req.ignore_value()) value = rr.kvs[0].value();
+    if (req.ignore_lease()) lease = rr.kvs[0].lease();
+    if (req.prev_kv() && !rr.kvs.empty()) *resp->mutable_prev_kv() = rr.kvs[0];
+  }
+  txn->Put(req.key(), value, lease);
+  lessor_->Attach(lease, req.key());
+  resp->mutable_header()->set_revision(txn->write_rev());
+  return Commit(index, txn.get());
+}
+
+absl::Status Applier::ApplyDelete(uint64_t index, const etcdserverpb::DeleteRangeRequest& req,
+                                  etcdserverpb::DeleteRangeResponse* resp) {
+  auto txn = mvcc_->BeginWrite();
+  std::vector<mvccpb::KeyValue> prev;
+  auto keys = txn->DeleteRange(req.key(), req.range_end(), req.prev_kv() ? &prev : nullptr);
+  for (const auto& k : keys) lessor_->DetachKey(k);
+  resp->set_deleted(static_cast<int64_t>(keys.size()));
+  for (auto& kv : prev) *resp->add_prev_kvs() = std::move(kv);
+  resp->mutable_header()->set_revision(txn->rev());
+  return Commit(index, txn.get());
+}
+
+absl::Status Applier::ApplyTxn(uint64_t index, const TxnRequest& req, TxnResponse* resp) {
+  if (NoSpaceAlarm() && TxnHasPut(req)) return ErrNoSpace();
+  auto txn = mvcc_->BeginWrite();
+  TxnView view(txn.get());
+  std::vector<bool> path = CompareToPath(view, req);
+
+  // Validate every op on the path against the state before the txn, so a txn
+  // either applies whole or not at all.
+  size_t cursor = 0;
+  RETURN_IF_ERROR(CheckPath(req, path, &cursor, [&](const RequestOp& op) -> absl::Status {
+    if (op.has_request_put()) {
+      const auto& p = op.request_put();
+      if (p.ignore_value() || p.ignore_lease()) {
+        ASSIGN_OR_RETURN(RangeResult rr, txn->Range(p.key(), "", {}));
+        if (rr.kvs.empty()) return ErrKeyNotFound();
+      }
+      if (p.lease() != 0 && !lessor_->Exists(p.lease())) return ErrLeaseNotFound();
+    }
+    return absl::OkStatus();
+  }));
+  cursor = 0;
+  RETURN_IF_ERROR(CheckPath(req, path, &cursor, [&](const RequestOp& op) -> absl::Status {
+    if (op.has_request_range()) {
+      int64_t rev = op.request_range().revision();
+      if (rev == 0) return absl::OkStatus();
+      if (rev > txn->rev()) return ErrFutureRev();
+      if (rev < mvcc_->compact_rev()) return ErrCompacted();
+    }
+    return absl::OkStatus();
+  }));
+
+  // Executes the taken branch of `r` into `out`.
+  cursor = 0;
+  std::function<absl::Status(const TxnRequest&, TxnResponse*)> run =
+      [&](const TxnRequest& r, TxnResponse* out) -> absl::Status {
+    bool ok = path[cursor++];
+    out->set_succeeded(ok);
+    for (const auto& op : ok ? r.success() : r.failure()) {
+      auto* rop = out->add_responses();
+      if (op.has_request_range()) {
+        RETURN_IF_ERROR(ExecuteRange(view, op.request_range(), rop->mutable_response_range()));
+      } else if (op.has_request_put()) {
+        const auto& p = op.request_put();
+        auto* pr = rop->mutable_response_put();
+        pr->mutable_header();
+        std::string value = p.value();
+        int64_t lease = p.lease();
+        if (p.ignore_value() || p.ignore_lease() || p.prev_kv()) {
+          ASSIGN_OR_RETURN(RangeResult rr, txn->Range(p.key(), "", {}));
+          if ((p.ignore_value() || p.ignore_lease()) && rr.kvs.empty()) return ErrKeyNotFound();
+          if (p.ignore_value()) value = rr.kvs[0].value();
+          if (p.ignore_lease()) lease = rr.kvs[0].lease();
+          if (p.prev_kv() && !rr.kvs.empty()) *pr->mutable_prev_kv() = rr.kvs[0];
+        }
+        txn->Put(p.key(), value, lease);
+        lessor_->Attach(lease, p.key());
+        pr->mutable_header()->set_revision(txn->write_rev());
+      } else if (op.has_request_delete_range()) {
+        const auto& d = op.request_delete_range();
+        auto* dr = rop->mutable_response_delete_range();
+        std::vector<mvccpb::KeyValue> prev;
+        auto keys = txn->DeleteRange(d.key(), d.range_end(), d.prev_kv() ? &prev : nullptr);
+        for (const auto& k : keys) lessor_->DetachKey(k);
+        dr->set_deleted(static_cast<int64_t>(keys.size()));
+        if (d.prev_kv()) {
+          for (auto& kv : prev) *dr->add_prev_kvs() = std::move(kv);
+        }
+        dr->mutable_header()->set_revision(txn->rev());
+      } else if (op.has_request_txn()) {
+        auto* nested = rop->mutable_response_txn();
+        nested->mutable_header();  // etcd leaves nested headers empty
+        RETURN_IF_ERROR(run(op.request_txn(), nested));
+      } else {
+        rop->Clear();
+      }
+    }
+    return absl::OkStatus();
+  };
+  absl::Status st = run(req, resp);
+  if (!st.ok()) {
+    // Checks above make this unreachable for valid input; never commit half a txn.
+    CAPSTAN_LOG(err, "txn failed after validation; discarded", "error", st.ToString());
+    return st;
+  }
+  resp->mutable_header()->set_revision(txn->rev());
+  return Commit(index, txn.get());
+}
+
+absl::Status Applier::Range(const etcdserverpb::RangeRequest& req,
+                            etcdserverpb::RangeResponse* resp) {
+  SnapshotView view(mvcc_);
+  return ExecuteRange(view, req, resp);
+}
+
+absl::Status Applier::ReadOnlyTxn(const TxnRequest& req, TxnResponse* resp) {
+  SnapshotView view(mvcc_);
+  std::vector<bool> path = CompareToPath(view, req);
+  size_t cursor = 0;
+  RETURN_IF_ERROR(CheckPath(req, path, &cursor, [&](const RequestOp& op) -> absl::Status {
+    if (op.has_request_range()) {
+      int64_t rev = op.request_range().revision();
+      if (rev == 0) return absl::OkStatus();
+      if (rev > view.rev()) return ErrFutureRev();
+      if (rev < mvcc_->compact_rev()) return ErrCompacted();
+    }
+    return absl::OkStatus();
+  }));
+  cursor = 0;
+  std::function<absl::Status(const TxnRequest&, TxnResponse*)> run =
+      [&](const TxnRequest& r, TxnResponse* out) -> absl::Status {
+    bool ok = path[cursor++];
+    out->set_succeeded(ok);
+    for (const auto& op : ok ? r.success() : r.failure()) {
+      auto* rop = out->add_responses();
+      if (op.has_request_range()) {
+        RETURN_IF_ERROR(ExecuteRange(view, op.request_range(), rop->mutable_response_range()));
+      } else if (op.has_request_txn()) {
+        rop->mutable_response_txn()->mutable_header();
+        RETURN_IF_ERROR(run(op.request_txn(), rop->mutable_response_txn()));
+      }
+    }
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(run(req, resp));
+  resp->mutable_header()->set_revision(view.rev());
+  return absl::OkStatus();
+}
+
+void Applier::ApplyCompaction(uint64_t index, const etcdserverpb::CompactionRequest& req,
+                              const ApplyDone& done) {
+  rocksdb::WriteBatch batch;
+  auto respond = std::make_shared<etcdserverpb::CompactionResponse>();
+  std::function<void()> on_physical;
+  if (req.physical() && done) {
+    on_physical = [done, respond] { done(absl::OkStatus(), respond.get()); };
+  }
+  absl::Status st = mvcc_->Compact(req.revision(), &batch, on_physical);
+  if (!st.ok()) {
+    if (done) done(st, nullptr);
+    return;
+  }
+  RecordIndex(index, &batch);
+  respond->mutable_header()->set_revision(mvcc_->current_rev());
+  st = backend_->Write(&batch);
+  if (!st.ok()) CAPSTAN_LOG(err, "compaction meta write failed", "error", st.ToString());
+  if (!req.physical() && done) done(st, respond.get());
+}
+
+absl::Status Applier::ApplyLeaseGrant(uint64_t index, const etcdserverpb::LeaseGrantRequest& req,
+                                      etcdserverpb::LeaseGrantResponse* resp) {
+  if (NoSpaceAlarm()) return ErrNoSpace();
+  rocksdb::WriteBatch batch;
+  ASSIGN_OR_RETURN(int64_t ttl, lessor_->Grant(req.id(), req.ttl(), &batch));
+  RecordIndex(index, &batch);
+  RETURN_IF_ERROR(backend_->Write(&batch));
+  resp->set_id(req.id());
+  resp->set_ttl(ttl);
+  resp->mutable_header()->set_revision(mvcc_->current_rev());
+  return absl::OkStatus();
+}
+
+absl::Status Applier::ApplyLeaseRevoke(uint64_t index,
+                                       const etcdserverpb::LeaseRevokeRequest& req,
+                                       etcdserverpb::LeaseRevokeResponse* resp) {
+  auto txn = mvcc_->BeginWrite();
+  ASSIGN_OR_RETURN(std::vector<std::string> keys, lessor_->Revoke(req.id(), txn->batch()));
+  // All attached keys go in one revision, like a txn of deletes.
+  for (const auto& k : keys) txn->DeleteRange(k, "", nullptr);
+  RETURN_IF_ERROR(Commit(index, txn.get()));
+  resp->mutable_header()->set_revision(mvcc_->current_rev());
+  return absl::OkStatus();
+}
+
+absl::Status Applier::ApplyAlarm(uint64_t index, const etcdserverpb::AlarmRequest& req,
+                                 etcdserverpb::AlarmResponse* resp) {
+  absl::MutexLock lock(&alarms_mu_);
+  switch (req.action()) {
+    case etcdserverpb::AlarmRequest::GET:
+      for (const auto& a : alarms_) {
+        if (req.alarm() == etcdserverpb::NONE || a.alarm() == req.alarm()) *resp->add_alarms() = a;
+      }
+      break;
+    case etcdserverpb::AlarmRequest::ACTIVATE: {
+      if (req.alarm() == etcdserverpb::NONE) break;
+      bool found = false;
+      for (const auto& a : alarms_) {
+        if (a.memberid() == req.memberid() && a.alarm() == req.alarm()) found = true;
+      }
+      etcdserverpb::AlarmMember m;
+      m.set_memberid(req.memberid());
+      m.set_alarm(req.alarm());
+      if (!found) alarms_.push_back(m);
+      *resp->add_alarms() = m;
+      if (!found) CAPSTAN_LOG(warn, "alarm raised", "alarm", etcdserverpb::AlarmType_Name(m.alarm()));
+      break;
+    }
+    case etcdserverpb::AlarmRequest::DEACTIVATE:
+      for (auto it = alarms_.begin(); it != alarms_.end(); ++it) {
+        if (it->memberid() == req.memberid() && it->alarm() == req.alarm()) {
+          *resp->add_alarms() = *it;
+          alarms_.erase(it);
+          CAPSTAN_LOG(info, "alarm cleared", "alarm", etcdserverpb::AlarmType_Name(req.alarm()));
+          break;
+        }
+      }
+      break;
+    default:
+      break;
+  }
+  rocksdb::WriteBatch batch;
+  etcdserverpb::AlarmResponse stored;
+  for (const auto& a : alarms_) *stored.add_alarms() = a;
+  batch.Put(MetaKey(kMetaAlarms), stored.SerializeAsString());
+  RecordIndex(index, &batch);
+  RETURN_IF_ERROR(backend_->Write(&batch));
+  resp->mutable_header()->set_revision(mvcc_->current_rev());
+  return absl::OkStatus();
+}
+
+}  // namespace capstan::store

@@ -1,0 +1,293 @@
+// v3lock and v3election, implemented inside the server on top of the KV store
+// the way etcd implements them (etcd runs its clientv3/concurrency recipes
+// against itself): a waiter puts a key under the name's prefix with its lease,
+// and holds the lock (or leadership) once every key created before it is gone.
+// These RPCs block while waiting, so they use gRPC's synchronous API and its
+// thread pool rather than the callback threads.
+#include <future>
+
+#include "absl/strings/str_format.h"
+#include "etcd/etcdserverpb/rpc.grpc.pb.h"
+#include "etcd/v3electionpb/v3election.grpc.pb.h"
+#include "etcd/v3lockpb/v3lock.grpc.pb.h"
+#include "store/errors.h"
+#include "store/services.h"
+
+namespace capstan::store {
+namespace {
+
+using namespace etcdserverpb;
+
+template <typename Resp>
+absl::StatusOr<Resp> ProposeSync(Store* store, LogEntry entry) {
+  std::promise<absl::StatusOr<Resp>> promise;
+  auto future = promise.get_future();
+  store->Propose(std::move(entry), [&promise](absl::Status st, google::protobuf::Message* m) {
+    if (!st.ok()) {
+      promise.set_value(st);
+      return;
+    }
+    Resp r;
+    if (m != nullptr) r.Swap(static_cast<Resp*>(m));
+    promise.set_value(std::move(r));
+  });
+  return future.get();
+}
+
+absl::StatusOr<TxnResponse> Txn(Store* store, TxnRequest req) {
+  LogEntry e;
+  *e.mutable_txn() = std::move(req);
+  ASSIGN_OR_RETURN(TxnResponse resp, ProposeSync<TxnResponse>(store, std::move(e)));
+  store->FillHeader(resp.mutable_header());
+  return resp;
+}
+
+std::string PrefixEnd(const std::string& prefix) {
+  std::string end = prefix;
+  while (!end.empty()) {
+    if (static_cast<unsigned char>(end.back()) < 0xff) {
+      end.back() = static_cast<char>(static_cast<unsigned char>(end.back()) + 1);
+      return end;
+    }
+    end.pop_back();
+  }
+  return std::string(1, '\0');
+}
+
+// The key in prefix with the lowest (first) or highest (last) create
+// revision, optionally created at or before max_create_rev.
+RangeRequest ByCreate(const std::string& prefix, bool first, int64_t max_create_rev = 0) {
+  RangeRequest r;
+  r.set_key(prefix);
+  r.set_range_end(PrefixEnd(prefix));
+  r.set_sort_target(RangeRequest::CREATE);
+  r.set_sort_order(first ? RangeRequest::ASCEND : RangeRequest::DESCEND);
+  r.set_limit(1);
+  r.set_max_create_revision(max_create_rev);
+  return r;
+}
+
+Compare CreateRevisionIs(const std::string& key, int64_t rev) {
+  Compare c;
+  c.set_key(key);
+  c.set_target(Compare::CREATE);
+  c.set_result(Compare::EQUAL);
+  c.set_create_revision(rev);
+  return c;
+}
+
+absl::StatusOr<RangeResponse> Get(Store* store, const RangeRequest& req) {
+  RangeResponse resp;
+  RETURN_IF_ERROR(store->applier()->Range(req, &resp));
+  store->FillHeader(resp.mutable_header());
+  return resp;
+}
+
+// Waits until no key in prefix has a create revision <= max_create_rev
+// (etcd's waitDeletes). Returns the header of the read that saw none.
+absl::StatusOr<ResponseHeader> WaitDeletes(Store* store, grpc::ServerContext* ctx,
+                                           const std::string& prefix, int64_t max_create_rev) {
+  while (true) {
+    ASSIGN_OR_RETURN(RangeResponse r, Get(store, ByCreate(prefix, false, max_create_rev)));
+    if (r.kvs().empty()) return r.header();
+    int64_t seen = r.header().revision();
+    while (store->mvcc()->current_rev() <= seen) {
+      if (ctx->IsCancelled()) return absl::CancelledError("context canceled");
+      store->WaitRevisionAbove(seen,
+                               std::chrono::steady_clock::now() + std::chrono::milliseconds(100));
+    }
+  }
+}
+
+class LockService final : public v3lockpb::Lock::Service {
+ public:
+  explicit LockService(Store* store) : store_(store) {}
+
+  grpc::Status Lock(grpc::ServerContext* ctx, const v3lockpb::LockRequest* req,
+                    v3lockpb::LockResponse* resp) override {
+    std::string prefix = req->name() + "/";
+    std::string key = prefix + absl::StrFormat("%x", req->lease());
+    TxnRequest t;
+    *t.add_compare() = CreateRevisionIs(key, 0);
+    auto* put = t.add_success()->mutable_request_put();
+    put->set_key(key);
+    put->set_lease(req->lease());
+    *t.add_success()->mutable_request_range() = ByCreate(prefix, true);
+    t.add_failure()->mutable_request_range()->set_key(key);
+    *t.add_failure()->mutable_request_range() = ByCreate(prefix, true);
+    auto tr = Txn(store_, t);
+    if (!tr.ok()) return ToGrpc(tr.status());
+    int64_t my_rev = tr->header().revision();
+    if (!tr->succeeded()) my_rev = tr->responses(0).response_range().kvs(0).create_revision();
+    const auto& owner = tr->responses(1).response_range().kvs();
+    if (owner.empty() || owner[0].create_revision() == my_rev) {
+      *resp->mutable_header() = tr->header();
+      resp->set_key(key);
+      return grpc::Status::OK;
+    }
+    auto hdr = WaitDeletes(store_, ctx, prefix, my_rev - 1);
+    if (!hdr.ok()) {
+      (void)Delete(key);  // give up our place in line; the lease ends it anyway
+      return ToGrpc(hdr.status());
+    }
+    *resp->mutable_header() = *hdr;
+    resp->set_key(key);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Unlock(grpc::ServerContext*, const v3lockpb::UnlockRequest* req,
+                      v3lockpb::UnlockResponse* resp) override {
+    auto d = Delete(req->key());
+    if (!d.ok()) return ToGrpc(d.status());
+    *resp->mutable_header() = d->header();
+    return grpc::Status::OK;
+  }
+
+ private:
+  absl::StatusOr<DeleteRangeResponse> Delete(const std::string& key) {
+    LogEntry e;
+    e.mutable_delete_range()->set_key(key);
+    ASSIGN_OR_RETURN(DeleteRangeResponse r, ProposeSync<DeleteRangeResponse>(store_, e));
+    store_->FillHeader(r.mutable_header());
+    return r;
+  }
+
+  Store* store_;
+};
+
+class ElectionService final : public v3electionpb::Election::Service {
+ public:
+  explicit ElectionService(Store* store) : store_(store) {}
+
+  grpc::Status Campaign(grpc::ServerContext* ctx, const v3electionpb::CampaignRequest* req,
+                        v3electionpb::CampaignResponse* resp) override {
+    std::string prefix = req->name() + "/";
+    std::string key = prefix + absl::StrFormat("%x", req->lease());
+    TxnRequest t;
+    *t.add_compare() = CreateRevisionIs(key, 0);
+    auto* put = t.add_success()->mutable_request_put();
+    put->set_key(key);
+    put->set_value(req->value());
+    put->set_lease(req->lease());
+    t.add_failure()->mutable_request_range()->set_key(key);
+    auto tr = Txn(store_, t);
+    if (!tr.ok()) return ToGrpc(tr.status());
+    int64_t leader_rev = tr->header().revision();
+    if (!tr->succeeded()) {
+      const auto& kv = tr->responses(0).response_range().kvs(0);
+      leader_rev = kv.create_revision();
+      if (kv.value() != req->value()) {
+        absl::Status st = Proclaim(key, leader_rev, req->lease(), req->value(), nullptr);
+        if (!st.ok()) {
+          (void)Resign(key, leader_rev, nullptr);
+          return ToGrpc(st);
+        }
+      }
+    }
+    auto waited = WaitDeletes(store_, ctx, prefix, leader_rev - 1);
+    if (!waited.ok()) {
+      if (ctx->IsCancelled()) (void)Resign(key, leader_rev, nullptr);
+      return ToGrpc(waited.status());
+    }
+    *resp->mutable_header() = tr->header();
+    auto* leader = resp->mutable_leader();
+    leader->set_name(req->name());
+    leader->set_key(key);
+    leader->set_rev(leader_rev);
+    leader->set_lease(req->lease());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Proclaim(grpc::ServerContext*, const v3electionpb::ProclaimRequest* req,
+                        v3electionpb::ProclaimResponse* resp) override {
+    if (!req->has_leader()) return MissingLeader();
+    const auto& l = req->leader();
+    return ToGrpc(Proclaim(l.key(), l.rev(), l.lease(), req->value(), resp->mutable_header()));
+  }
+
+  grpc::Status Leader(grpc::ServerContext*, const v3electionpb::LeaderRequest* req,
+                      v3electionpb::LeaderResponse* resp) override {
+    auto r = Get(store_, ByCreate(req->name() + "/", true));
+    if (!r.ok()) return ToGrpc(r.status());
+    if (r->kvs().empty()) return ToGrpc(ErrElectionNoLeader());
+    *resp->mutable_header() = r->header();
+    *resp->mutable_kv() = r->kvs(0);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Observe(grpc::ServerContext* ctx, const v3electionpb::LeaderRequest* req,
+                       grpc::ServerWriter<v3electionpb::LeaderResponse>* writer) override {
+    std::string prefix = req->name() + "/";
+    std::string last_key;
+    int64_t last_mod = 0;
+    while (!ctx->IsCancelled()) {
+      auto r = Get(store_, ByCreate(prefix, true));
+      if (!r.ok()) return ToGrpc(r.status());
+      int64_t seen = r->header().revision();
+      if (!r->kvs().empty()) {
+        const auto& kv = r->kvs(0);
+        if (kv.key() != last_key || kv.mod_revision() != last_mod) {
+          v3electionpb::LeaderResponse out;
+          *out.mutable_header() = r->header();
+          *out.mutable_kv() = kv;
+          if (!writer->Write(out)) return grpc::Status::OK;
+          last_key = kv.key();
+          last_mod = kv.mod_revision();
+        }
+      }
+      while (!ctx->IsCancelled() && store_->mvcc()->current_rev() <= seen) {
+        store_->WaitRevisionAbove(
+            seen, std::chrono::steady_clock::now() + std::chrono::milliseconds(100));
+      }
+    }
+    return grpc::Status(grpc::StatusCode::CANCELLED, "context canceled");
+  }
+
+  grpc::Status Resign(grpc::ServerContext*, const v3electionpb::ResignRequest* req,
+                      v3electionpb::ResignResponse* resp) override {
+    if (!req->has_leader()) return MissingLeader();
+    return ToGrpc(Resign(req->leader().key(), req->leader().rev(), resp->mutable_header()));
+  }
+
+ private:
+  static grpc::Status MissingLeader() {
+    return grpc::Status(grpc::StatusCode::UNKNOWN, "\"leader\" field must be provided");
+  }
+
+  absl::Status Proclaim(const std::string& key, int64_t rev, int64_t lease,
+                        const std::string& value, ResponseHeader* header) {
+    TxnRequest t;
+    *t.add_compare() = CreateRevisionIs(key, rev);
+    auto* put = t.add_success()->mutable_request_put();
+    put->set_key(key);
+    put->set_value(value);
+    put->set_lease(lease);
+    ASSIGN_OR_RETURN(TxnResponse tr, Txn(store_, t));
+    if (!tr.succeeded()) return ErrElectionNotLeader();
+    if (header != nullptr) *header = tr.header();
+    return absl::OkStatus();
+  }
+
+  absl::Status Resign(const std::string& key, int64_t rev, ResponseHeader* header) {
+    TxnRequest t;
+    *t.add_compare() = CreateRevisionIs(key, rev);
+    t.add_success()->mutable_request_delete_range()->set_key(key);
+    ASSIGN_OR_RETURN(TxnResponse tr, Txn(store_, t));
+    if (header != nullptr) *header = tr.header();
+    return absl::OkStatus();
+  }
+
+  Store* store_;
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::Service> NewLockService(Store* store) {
+  return std::make_unique<LockService>(store);
+}
+
+std::unique_ptr<grpc::Service> NewElectionService(Store* store) {
+  return std::make_unique<ElectionService>(store);
+}
+
+}  // namespace capstan::store

@@ -1,0 +1,305 @@
+#include <dirent.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "base/logging.h"
+#include "etcd/etcdserverpb/rpc.grpc.pb.h"
+#include "store/errors.h"
+#include "store/services.h"
+
+namespace capstan::store {
+namespace {
+
+using namespace etcdserverpb;
+namespace fs = std::filesystem;
+
+// Streams a snapshot of the backend: a tar archive of a RocksDB checkpoint,
+// followed by the SHA-256 of the archive. etcdctl's `snapshot save` checks for
+// exactly this trailer (the size is a multiple of 512 plus 32 bytes).
+class SnapshotReactor final : public grpc::ServerWriteReactor<SnapshotResponse> {
+ public:
+  SnapshotReactor(Store* store) : store_(store), md_(EVP_MD_CTX_new()) {
+    EVP_DigestInit_ex(md_, EVP_sha256(), nullptr);
+    static std::atomic<uint64_t> seq{0};
+    dir_ = absl::StrCat(store_->options().data_dir, "/member/snapshot-", ::getpid(), "-", ++seq);
+    absl::Status st = store_->Checkpoint(dir_);
+    if (!st.ok()) {
+      CAPSTAN_LOG(warn, "snapshot checkpoint failed", "error", st.ToString());
+      Finish(ToGrpc(st));
+      return;
+    }
+    for (const auto& e : fs::directory_iterator(dir_)) {
+      if (e.is_regular_file()) files_.push_back({e.path().filename().string(), e.file_size()});
+    }
+    for (const auto& f : files_) total_ += 512 + (f.size + 511) / 512 * 512;
+    total_ += 1024 + 32;
+    header_.set_revision(store_->mvcc()->current_rev());
+    store_->FillHeader(&header_);
+    NextChunk();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "snapshot stream write failed"));
+      return;
+    }
+    NextChunk();
+  }
+
+  void OnDone() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+    EVP_MD_CTX_free(md_);
+    delete this;
+  }
+
+ private:
+  struct File {
+    std::string name;
+    uint64_t size;
+  };
+
+  static std::string TarHeader(const std::string& name, uint64_t size) {
+    std::string h(512, '\0');
+    std::memcpy(&h[0], name.data(), std::min<size_t>(name.size(), 99));
+    std::snprintf(&h[100], 8, "%07o", 0644);
+    std::snprintf(&h[108], 8, "%07o", 0);
+    std::snprintf(&h[116], 8, "%07o", 0);
+    std::snprintf(&h[124], 12, "%011llo", static_cast<unsigned long long>(size));
+    std::snprintf(&h[136], 12, "%011o", 0);
+    h[156] = '0';
+    std::memcpy(&h[257], "ustar", 6);
+    std::memcpy(&h[263], "00", 2);
+    std::memset(&h[148], ' ', 8);
+    unsigned sum = 0;
+    for (char c : h) sum += static_cast<unsigned char>(c);
+    std::snprintf(&h[148], 8, "%06o", sum);
+    h[155] = ' ';
+    return h;
+  }
+
+  // Fills the next ~64 KiB of the archive and writes it.
+  void NextChunk() {
+    constexpr size_t kChunk = 64 << 10;
+    std::string out;
+    while (out.size() < kChunk && !trailer_sent_) {
+      if (file_idx_ < files_.size()) {
+        const File& f = files_[file_idx_];
+        if (!in_file_) {
+          out += TarHeader(f.name, f.size);
+          in.open(dir_ + "/" + f.name, std::ios::binary);
+          in_file_ = true;
+          file_off_ = 0;
+        }
+        size_t want = std::min<uint64_t>(kChunk, f.size - file_off_);
+        std::string buf(want, '\0');
+        in.read(buf.data(), static_cast<std::streamsize>(want));
+        out += buf;
+        file_off_ += want;
+        if (file_off_ >= f.size) {
+          out.append((512 - f.size % 512) % 512, '\0');
+          in.close();
+          in_file_ = false;
+          ++file_idx_;
+        }
+      } else {
+        out.append(1024, '\0');
+        EVP_DigestUpdate(md_, out.data(), out.size());
+        unsigned char digest[32];
+        unsigned len = 0;
+        EVP_DigestFinal_ex(md_, digest, &len);
+        hashed_ = true;
+        out.append(reinterpret_cast<char*>(digest), 32);
+        trailer_sent_ = true;
+      }
+    }
+    if (out.empty()) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    if (!hashed_) EVP_DigestUpdate(md_, out.data(), out.size());
+    sent_ += out.size();
+    response_.Clear();
+    *response_.mutable_header() = header_;
+    response_.set_remaining_bytes(total_ - sent_);
+    response_.set_blob(std::move(out));
+    response_.set_version(kEtcdApiVersion);
+    StartWrite(&response_);
+  }
+
+  Store* store_;
+  EVP_MD_CTX* md_;
+  std::string dir_;
+  std::vector<File> files_;
+  size_t file_idx_ = 0;
+  bool in_file_ = false;
+  uint64_t file_off_ = 0;
+  std::ifstream in;
+  uint64_t total_ = 0, sent_ = 0;
+  bool trailer_sent_ = false, hashed_ = false;
+  ResponseHeader header_;
+  SnapshotResponse response_;
+};
+
+class MaintenanceService final : public Maintenance::CallbackService {
+ public:
+  explicit MaintenanceService(Store* store) : store_(store) {}
+
+  grpc::ServerUnaryReactor* Alarm(grpc::CallbackServerContext* ctx, const AlarmRequest* req,
+                                  AlarmResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    LogEntry entry;
+    *entry.mutable_alarm() = *req;
+    store_->Propose(std::move(entry), [this, reactor, resp](absl::Status st,
+                                                            google::protobuf::Message* msg) {
+      if (st.ok() && msg != nullptr) {
+        resp->Swap(static_cast<AlarmResponse*>(msg));
+        store_->FillHeader(resp->mutable_header());
+      }
+      reactor->Finish(ToGrpc(st));
+    });
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx, const StatusRequest*,
+                                   StatusResponse* resp) override {
+    *resp = store_->Status();
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Defragment(grpc::CallbackServerContext* ctx,
+                                       const DefragmentRequest*,
+                                       DefragmentResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    absl::Status st = store_->Defragment();
+    store_->FillHeader(resp->mutable_header(), 0);
+    reactor->Finish(ToGrpc(st));
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Hash(grpc::CallbackServerContext* ctx, const HashRequest*,
+                                 HashResponse* resp) override {
+    resp->set_hash(store_->BackendHash());
+    store_->FillHeader(resp->mutable_header(), 0);
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* HashKV(grpc::CallbackServerContext* ctx, const HashKVRequest* req,
+                                   HashKVResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    int64_t rev = req->revision() > 0 ? req->revision() : store_->mvcc()->current_rev();
+    int64_t compact = 0;
+    auto h = store_->mvcc()->HashKV(rev, &compact);
+    if (h.ok()) {
+      resp->set_hash(*h);
+      resp->set_compact_revision(compact);
+      resp->set_hash_revision(rev);
+      store_->FillHeader(resp->mutable_header(), 0);
+    }
+    reactor->Finish(ToGrpc(h.status()));
+    return reactor;
+  }
+
+  grpc::ServerWriteReactor<SnapshotResponse>* Snapshot(grpc::CallbackServerContext*,
+                                                       const SnapshotRequest*) override {
+    return new SnapshotReactor(store_);
+  }
+
+  grpc::ServerUnaryReactor* MoveLeader(grpc::CallbackServerContext* ctx,
+                                       const MoveLeaderRequest* req,
+                                       MoveLeaderResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    store_->FillHeader(resp->mutable_header(), 0);
+    if (req->targetid() == store_->member_id()) {
+      reactor->Finish(grpc::Status::OK);  // already the leader
+    } else {
+      reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                   "etcdserver: bad leader transferee"));
+    }
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Downgrade(grpc::CallbackServerContext* ctx, const DowngradeRequest*,
+                                      DowngradeResponse*) override {
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                                 "capstan: downgrade is not supported"));
+    return reactor;
+  }
+
+ private:
+  Store* store_;
+};
+
+class ClusterService final : public Cluster::CallbackService {
+ public:
+  ClusterService(Store* store, ClusterInfo info) : store_(store), info_(std::move(info)) {}
+
+  grpc::ServerUnaryReactor* MemberList(grpc::CallbackServerContext* ctx, const MemberListRequest*,
+                                       MemberListResponse* resp) override {
+    Member* m = resp->add_members();
+    m->set_id(store_->member_id());
+    m->set_name(info_.name);
+    for (const auto& u : info_.peer_urls) m->add_peerurls(u);
+    for (const auto& u : info_.client_urls) m->add_clienturls(u);
+    store_->FillHeader(resp->mutable_header(), 0);
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* MemberAdd(grpc::CallbackServerContext* ctx, const MemberAddRequest*,
+                                      MemberAddResponse*) override {
+    return SingleNode(ctx);
+  }
+  grpc::ServerUnaryReactor* MemberRemove(grpc::CallbackServerContext* ctx,
+                                         const MemberRemoveRequest*,
+                                         MemberRemoveResponse*) override {
+    return SingleNode(ctx);
+  }
+  grpc::ServerUnaryReactor* MemberUpdate(grpc::CallbackServerContext* ctx,
+                                         const MemberUpdateRequest*,
+                                         MemberUpdateResponse*) override {
+    return SingleNode(ctx);
+  }
+  grpc::ServerUnaryReactor* MemberPromote(grpc::CallbackServerContext* ctx,
+                                          const MemberPromoteRequest*,
+                                          MemberPromoteResponse*) override {
+    return SingleNode(ctx);
+  }
+
+ private:
+  grpc::ServerUnaryReactor* SingleNode(grpc::CallbackServerContext* ctx) {
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status(
+        grpc::StatusCode::UNIMPLEMENTED,
+        "capstan: this store runs as a single member; membership changes need a Raft cluster"));
+    return reactor;
+  }
+
+  Store* store_;
+  ClusterInfo info_;
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::Service> NewMaintenanceService(Store* store) {
+  return std::make_unique<MaintenanceService>(store);
+}
+
+std::unique_ptr<grpc::Service> NewClusterService(Store* store, ClusterInfo info) {
+  return std::make_unique<ClusterService>(store, std::move(info));
+}
+
+}  // namespace capstan::store

@@ -1,0 +1,129 @@
+#include "store/server.h"
+
+#include <climits>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/logging.h"
+#include "store/services.h"
+
+namespace capstan::store {
+
+absl::StatusOr<std::unique_ptr<StoreServer>> StoreServer::Start(StoreServerConfig config) {
+  std::unique_ptr<StoreServer> server(new StoreServer());
+  RETURN_IF_ERROR(server->Init(std::move(config)));
+  return server;
+}
+
+absl::Status StoreServer::Init(StoreServerConfig config) {
+  struct Listen {
+    std::string host;
+    int port;
+  };
+  std::vector<Listen> client, metrics;
+  for (const auto& url : config.listen_client_urls) {
+    std::string scheme, host;
+    int port;
+    RETURN_IF_ERROR(net::ParseHostPort(url, &scheme, &host, &port));
+    if (scheme != "http") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--listen-client-urls: \"", url, "\": only http:// is supported (TLS is not yet)"));
+    }
+    client.push_back({host, port});
+  }
+  for (const auto& url : config.listen_metrics_urls) {
+    std::string scheme, host;
+    int port;
+    RETURN_IF_ERROR(net::ParseHostPort(url, &scheme, &host, &port));
+    if (scheme != "http") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--listen-metrics-urls: \"", url, "\": only http:// is supported"));
+    }
+    metrics.push_back({host, port});
+  }
+  if (config.store.advertise_client_urls.empty()) {
+    config.store.advertise_client_urls = config.listen_client_urls;
+  }
+
+  config.store.metrics = &metrics_;
+  ASSIGN_OR_RETURN(store_, Store::Open(config.store));
+
+  ClusterInfo info{config.store.name, config.store.advertise_peer_urls,
+                   config.store.advertise_client_urls};
+  services_.push_back(NewKvService(store_.get()));
+  services_.push_back(NewWatchService(store_.get()));
+  services_.push_back(NewLeaseService(store_.get()));
+  services_.push_back(NewMaintenanceService(store_.get()));
+  services_.push_back(NewClusterService(store_.get(), info));
+  services_.push_back(NewLockService(store_.get()));
+  services_.push_back(NewElectionService(store_.get()));
+
+  grpc::ServerBuilder builder;
+  // Like etcd: requests up to max-request-bytes get a clear etcd error from the
+  // store; gRPC itself rejects anything past that plus 512 KiB of slack.
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(config.store.max_request_bytes + 512 * 1024));
+  builder.SetMaxSendMessageSize(INT_MAX);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  client_ports_.assign(client.size(), 0);
+  for (size_t i = 0; i < client.size(); ++i) {
+    std::string addr = client[i].host.find(':') != std::string::npos
+                           ? absl::StrCat("[", client[i].host, "]:", client[i].port)
+                           : absl::StrCat(client[i].host, ":", client[i].port);
+    builder.AddListeningPort(addr, grpc::InsecureServerCredentials(), &client_ports_[i]);
+  }
+  for (auto& s : services_) builder.RegisterService(s.get());
+  grpc_ = builder.BuildAndStart();
+  for (size_t i = 0; i < client.size(); ++i) {
+    if (grpc_ == nullptr || client_ports_[i] == 0) {
+      store_->Stop();
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", config.listen_client_urls[i],
+                       " (is another etcd or capstan using the port?)"));
+    }
+  }
+
+  for (const auto& m : metrics) {
+    auto http = std::make_unique<net::HttpServer>();
+    http->Handle("/metrics", [this] {
+      return net::HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8",
+                               metrics_.RenderText()};
+    });
+    http->Handle("/health", [this] {
+      if (store_->healthy()) {
+        return net::HttpResponse{200, "application/json", "{\"health\":\"true\",\"reason\":\"\"}"};
+      }
+      std::string reason = store_->applier()->NoSpaceAlarm() ? "ALARM NOSPACE" : "stopping";
+      return net::HttpResponse{503, "application/json",
+                               "{\"health\":\"false\",\"reason\":\"" + reason + "\"}"};
+    });
+    absl::Status st = http->Start(m.host, m.port);
+    if (!st.ok()) {
+      Shutdown();
+      return st;
+    }
+    metrics_ports_.push_back(http->port());
+    http_.push_back(std::move(http));
+  }
+  CAPSTAN_LOG(info, "serving etcd v3 API", "client_urls",
+              absl::StrJoin(config.listen_client_urls, ","), "metrics_urls",
+              absl::StrJoin(config.listen_metrics_urls, ","));
+  return absl::OkStatus();
+}
+
+StoreServer::~StoreServer() { Shutdown(); }
+
+void StoreServer::Shutdown(std::chrono::milliseconds grace) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (grpc_) {
+    grpc_->Shutdown(std::chrono::system_clock::now() + grace);
+    grpc_->Wait();
+  }
+  for (auto& h : http_) h->Stop();
+  if (store_) store_->Stop();
+}
+
+}  // namespace capstan::store

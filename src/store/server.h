@@ -1,0 +1,50 @@
+// StoreServer: a running `capstan store` member. Opens the Store, serves the
+// etcd v3 gRPC API on the client URLs and /metrics and /health on the metrics
+// URLs, and shuts all of it down in order.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/metrics.h"
+#include "base/status.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/impl/codegen/service_type.h"
+#include "net/http_server.h"
+#include "store/store.h"
+
+namespace capstan::store {
+
+struct StoreServerConfig {
+  StoreOptions store;
+  std::vector<std::string> listen_client_urls{"http://127.0.0.1:2379"};
+  std::vector<std::string> listen_metrics_urls;
+};
+
+class StoreServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<StoreServer>> Start(StoreServerConfig config);
+  ~StoreServer();
+
+  // Stops serving: in-flight RPCs get up to `grace` to finish.
+  void Shutdown(std::chrono::milliseconds grace = std::chrono::milliseconds(2000));
+  const std::vector<int>& client_ports() const { return client_ports_; }
+  const std::vector<int>& metrics_ports() const { return metrics_ports_; }
+  Store* store() { return store_.get(); }
+
+ private:
+  StoreServer() = default;
+  absl::Status Init(StoreServerConfig config);
+
+  metrics::Registry metrics_;
+  std::unique_ptr<Store> store_;
+  std::vector<std::unique_ptr<grpc::Service>> services_;
+  std::unique_ptr<grpc::Server> grpc_;
+  std::vector<std::unique_ptr<net::HttpServer>> http_;
+  std::vector<int> client_ports_;
+  std::vector<int> metrics_ports_;
+  bool shut_down_ = false;
+};
+
+}  // namespace capstan::store

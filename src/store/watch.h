@@ -1,0 +1,136 @@
+// The watch hub: delivers committed changes to watchers, in revision order,
+// each event exactly once, and catches up watchers that start in the past or
+// fall behind.
+//
+// A watcher is either synced (it gets events as the applier publishes each
+// revision) or unsynced (it is behind: the syncer thread reads the history
+// from the backend and sends it in chunks). A synced watcher whose stream has
+// more than `max_stream_bytes` queued becomes unsynced instead of growing the
+// queue, so a slow client costs a bounded amount of memory and never stalls
+// the applier or other watchers; it catches up from history once its stream
+// drains, or is cancelled with compact_revision if compaction passes it.
+//
+// Thread-safety: everything may be called from any thread. Lock order: hub
+// mutex, then a sink's own lock (sinks must not call back into the hub from
+// Send).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "base/metrics.h"
+#include "etcd/etcdserverpb/rpc.pb.h"
+#include "store/mvcc.h"
+
+namespace capstan::store {
+
+// The transport side of one Watch stream (a gRPC bidi stream).
+class WatchSink {
+ public:
+  virtual ~WatchSink() = default;
+  // Queues a response. Never blocks and never calls into the hub.
+  virtual void Send(etcdserverpb::WatchResponse response) = 0;
+  // Bytes queued and not yet written to the network.
+  virtual size_t QueuedBytes() const = 0;
+};
+
+class WatchHub {
+ public:
+  struct Options {
+    size_t max_stream_bytes = 8 << 20;    // queued per stream before watchers fall behind
+    size_t max_request_bytes = 1536 * 1024;  // fragment threshold
+    std::chrono::milliseconds progress_interval{600'000};  // progress_notify period
+    std::chrono::milliseconds sync_interval{20};
+    metrics::Registry* metrics = nullptr;
+  };
+  using HeaderFiller = std::function<void(etcdserverpb::ResponseHeader*, int64_t rev)>;
+
+  WatchHub(Mvcc* mvcc, Options options, HeaderFiller fill_header);
+  ~WatchHub();
+
+  // Stream lifecycle. A sink must be removed before it is destroyed.
+  void AddStream(WatchSink* sink);
+  void RemoveStream(WatchSink* sink);
+
+  // Handles one request received on the stream (create, cancel, progress).
+  void HandleRequest(WatchSink* sink, const etcdserverpb::WatchRequest& req);
+
+  // Called by the applier after a revision is committed, in revision order.
+  void Publish(int64_t rev, const std::vector<mvccpb::Event>& events);
+
+  // Wakes the syncer (a sink that drained may let behind watchers resume).
+  void Kick();
+
+  size_t watcher_count() const;
+
+ private:
+  struct Stream;
+  struct Watcher {
+    int64_t id = 0;
+    std::string key, end;
+    bool prev_kv = false, progress_notify = false, fragment = false;
+    bool no_put = false, no_delete = false;
+    int64_t next_rev = 0;  // first revision not yet delivered
+    bool synced = false;
+    bool sent_since_progress = false;
+    Stream* stream = nullptr;
+  };
+  struct Stream {
+    WatchSink* sink = nullptr;
+    std::map<int64_t, std::unique_ptr<Watcher>> watchers;
+    int64_t next_id = 0;
+    bool progress_pending = false;
+  };
+
+  void Create(Stream* s, const etcdserverpb::WatchCreateRequest& req)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Cancel(Stream* s, int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveWatcher(Watcher* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MakeSynced(Watcher* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MakeUnsynced(Watcher* w, int64_t next_rev) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends events (already filtered for w) as one response, fragmenting if asked.
+  void SendEvents(Watcher* w, int64_t header_rev, std::vector<mvccpb::Event> events)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool Matches(const Watcher& w, const mvccpb::Event& ev) const;
+  void FillPrevKv(mvccpb::Event* ev) const;
+  void MaybeSendProgress(Stream* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SyncerLoop();
+  void SyncOnce();
+  void ProgressTick() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  Mvcc* mvcc_;
+  Options options_;
+  HeaderFiller fill_header_;
+
+  mutable absl::Mutex mu_;
+  std::unordered_map<WatchSink*, std::unique_ptr<Stream>> streams_ ABSL_GUARDED_BY(mu_);
+  // Synced single-key watchers by key, and synced range watchers.
+  std::unordered_multimap<std::string, Watcher*> key_watchers_ ABSL_GUARDED_BY(mu_);
+  std::set<Watcher*> range_watchers_ ABSL_GUARDED_BY(mu_);
+  std::set<Watcher*> unsynced_ ABSL_GUARDED_BY(mu_);
+  int64_t published_rev_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t watcher_count_ ABSL_GUARDED_BY(mu_) = 0;
+  std::chrono::steady_clock::time_point last_progress_ ABSL_GUARDED_BY(mu_);
+
+  std::mutex syncer_mu_;
+  std::condition_variable syncer_cv_;
+  bool syncer_stop_ = false;
+  bool syncer_kicked_ = false;
+  std::thread syncer_;
+
+  metrics::Gauge* watchers_gauge_ = nullptr;
+  metrics::Gauge* unsynced_gauge_ = nullptr;
+  metrics::Counter* events_total_ = nullptr;
+};
+
+}  // namespace capstan::store

@@ -1,0 +1,251 @@
+#include <deque>
+#include <mutex>
+#include <random>
+
+#include "etcd/etcdserverpb/rpc.grpc.pb.h"
+#include "store/errors.h"
+#include "store/services.h"
+
+namespace capstan::store {
+namespace {
+
+using namespace etcdserverpb;
+
+// One Watch stream. Reads requests and hands them to the hub; the hub queues
+// responses through Send, and this reactor writes them one at a time.
+class WatchReactor final : public grpc::ServerBidiReactor<WatchRequest, WatchResponse>,
+                           public WatchSink {
+ public:
+  explicit WatchReactor(WatchHub* hub) : hub_(hub) {
+    hub_->AddStream(this);
+    StartRead(&request_);
+  }
+
+  void Send(WatchResponse response) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (finished_) return;
+    queued_bytes_ += response.ByteSizeLong();
+    queue_.push_back(std::move(response));
+    if (!writing_) StartNextWriteLocked();
+  }
+
+  size_t QueuedBytes() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return queued_bytes_;
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The client closed its side or went away: the stream is over.
+      hub_->RemoveStream(this);
+      std::lock_guard<std::mutex> lock(mu_);
+      FinishLocked(grpc::Status::OK);
+      return;
+    }
+    hub_->HandleRequest(this, request_);
+    StartRead(&request_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool drained = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queued_bytes_ -= in_flight_bytes_;
+      in_flight_bytes_ = 0;
+      writing_ = false;
+      if (!ok) {
+        FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "watch stream write failed"));
+        return;
+      }
+      if (!queue_.empty()) {
+        StartNextWriteLocked();
+      } else {
+        drained = true;
+      }
+    }
+    if (drained) hub_->Kick();  // watchers that fell behind may resume
+  }
+
+  void OnDone() override {
+    hub_->RemoveStream(this);
+    delete this;
+  }
+
+ private:
+  // REQUIRES: mu_ held, no write in flight, queue_ not empty.
+  void StartNextWriteLocked() {
+    current_ = std::move(queue_.front());
+    queue_.pop_front();
+    in_flight_bytes_ = current_.ByteSizeLong();
+    writing_ = true;
+    StartWrite(&current_);
+  }
+
+  // gRPC completes an outstanding write before it sends the status.
+  void FinishLocked(grpc::Status st) {
+    if (finished_) return;
+    finished_ = true;
+    queue_.clear();
+    Finish(std::move(st));
+  }
+
+  WatchHub* hub_;
+  WatchRequest request_;
+  mutable std::mutex mu_;
+  std::deque<WatchResponse> queue_;
+  size_t queued_bytes_ = 0;
+  size_t in_flight_bytes_ = 0;
+  bool writing_ = false;
+  bool finished_ = false;
+  WatchResponse current_;
+};
+
+class WatchService final : public Watch::CallbackService {
+ public:
+  explicit WatchService(Store* store) : store_(store) {}
+  grpc::ServerBidiReactor<WatchRequest, WatchResponse>* Watch(
+      grpc::CallbackServerContext*) override {
+    return new WatchReactor(store_->watch_hub());
+  }
+
+ private:
+  Store* store_;
+};
+
+// LeaseKeepAlive: one response per request, in order.
+class KeepAliveReactor final
+    : public grpc::ServerBidiReactor<LeaseKeepAliveRequest, LeaseKeepAliveResponse> {
+ public:
+  explicit KeepAliveReactor(Store* store) : store_(store) { StartRead(&request_); }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    response_.Clear();
+    response_.set_id(request_.id());
+    auto ttl = store_->lessor()->Renew(request_.id());
+    response_.set_ttl(ttl.ok() ? *ttl : 0);  // 0 tells the client the lease is gone
+    store_->FillHeader(response_.mutable_header(), 0);
+    StartWrite(&response_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "keepalive stream write failed"));
+      return;
+    }
+    StartRead(&request_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  Store* store_;
+  LeaseKeepAliveRequest request_;
+  LeaseKeepAliveResponse response_;
+};
+
+class LeaseService final : public Lease::CallbackService {
+ public:
+  explicit LeaseService(Store* store) : store_(store), rng_(std::random_device{}()) {}
+
+  grpc::ServerUnaryReactor* LeaseGrant(grpc::CallbackServerContext* ctx,
+                                       const LeaseGrantRequest* req,
+                                       LeaseGrantResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    absl::Status st = store_->CheckQuota(64);
+    if (!st.ok()) {
+      reactor->Finish(ToGrpc(st));
+      return reactor;
+    }
+    LogEntry entry;
+    *entry.mutable_lease_grant() = *req;
+    if (req->id() == 0) {
+      // The proposer picks the ID so that applying the entry is deterministic.
+      std::lock_guard<std::mutex> lock(rng_mu_);
+      int64_t id;
+      do {
+        id = static_cast<int64_t>(rng_() & 0x7fffffffffffffffull);
+      } while (id == 0 || store_->lessor()->Exists(id));
+      entry.mutable_lease_grant()->set_id(id);
+    }
+    Propose(std::move(entry), reactor, resp);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* LeaseRevoke(grpc::CallbackServerContext* ctx,
+                                        const LeaseRevokeRequest* req,
+                                        LeaseRevokeResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    LogEntry entry;
+    *entry.mutable_lease_revoke() = *req;
+    Propose(std::move(entry), reactor, resp);
+    return reactor;
+  }
+
+  grpc::ServerBidiReactor<LeaseKeepAliveRequest, LeaseKeepAliveResponse>* LeaseKeepAlive(
+      grpc::CallbackServerContext*) override {
+    return new KeepAliveReactor(store_);
+  }
+
+  grpc::ServerUnaryReactor* LeaseTimeToLive(grpc::CallbackServerContext* ctx,
+                                            const LeaseTimeToLiveRequest* req,
+                                            LeaseTimeToLiveResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    resp->set_id(req->id());
+    auto info = store_->lessor()->TimeToLive(req->id());
+    if (!info.ok()) {
+      resp->set_ttl(-1);  // etcd answers an unknown lease with TTL -1, not an error
+    } else {
+      resp->set_ttl(info->ttl_remaining);
+      resp->set_grantedttl(info->granted_ttl);
+      if (req->keys()) {
+        for (auto& k : info->keys) resp->add_keys(std::move(k));
+      }
+    }
+    store_->FillHeader(resp->mutable_header(), 0);
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* LeaseLeases(grpc::CallbackServerContext* ctx,
+                                        const LeaseLeasesRequest*,
+                                        LeaseLeasesResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    for (int64_t id : store_->lessor()->Leases()) resp->add_leases()->set_id(id);
+    store_->FillHeader(resp->mutable_header(), 0);
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+ private:
+  template <typename Resp>
+  void Propose(LogEntry entry, grpc::ServerUnaryReactor* reactor, Resp* resp) {
+    store_->Propose(std::move(entry),
+                    [this, reactor, resp](absl::Status st, google::protobuf::Message* msg) {
+                      if (st.ok() && msg != nullptr) {
+                        resp->Swap(static_cast<Resp*>(msg));
+                        store_->FillHeader(resp->mutable_header());
+                      }
+                      reactor->Finish(ToGrpc(st));
+                    });
+  }
+
+  Store* store_;
+  std::mutex rng_mu_;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::Service> NewWatchService(Store* store) {
+  return std::make_unique<WatchService>(store);
+}
+
+std::unique_ptr<grpc::Service> NewLeaseService(Store* store) {
+  return std::make_unique<LeaseService>(store);
+}
+
+}  // namespace capstan::store
