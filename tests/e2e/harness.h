@@ -1,0 +1,98 @@
+// Helpers for black-box tests: start real processes (capstan, etcd) on ports
+// they pick, run real clients (etcdctl), and always clean up.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace capstan::e2e {
+
+// A port on 127.0.0.1 that was free a moment ago.
+int PickFreePort();
+
+// A temporary directory removed (recursively) on destruction.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix);
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;  // -1 when killed by the timeout
+  std::string out;
+  std::string err;
+};
+
+// Runs argv to completion with `input` on stdin; kills it after `timeout`.
+CommandResult RunCommand(const std::vector<std::string>& argv, const std::string& input = "",
+                  std::chrono::milliseconds timeout = std::chrono::seconds(20),
+                  const std::map<std::string, std::string>& env = {});
+
+// A child process running in the background; SIGKILLed on destruction.
+class Process {
+ public:
+  // stdout and stderr go to `log_path`.
+  Process(const std::vector<std::string>& argv, const std::string& log_path);
+  ~Process();
+  pid_t pid() const { return pid_; }
+  bool Running();
+  void Signal(int sig);
+  // Waits for exit; returns the wait status, or -1 on timeout.
+  int Wait(std::chrono::milliseconds timeout);
+  void Kill();
+  std::string Log() const;
+
+ private:
+  pid_t pid_ = -1;
+  std::string log_path_;
+};
+
+// Path of the capstan binary under test.
+std::string CapstanBinary();
+
+// A store server (capstan or etcd) reachable on 127.0.0.1:port.
+class StoreProcess {
+ public:
+  enum class Kind { kCapstan, kEtcd };
+  StoreProcess(Kind kind, const std::string& data_dir, std::vector<std::string> extra = {});
+  ~StoreProcess();
+  // Starts the process and waits until it answers Maintenance.Status.
+  bool Start(std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  void Kill() { process_->Kill(); }
+  void Stop();  // SIGTERM, then wait
+  std::string endpoint() const { return "127.0.0.1:" + std::to_string(port_); }
+  int port() const { return port_; }
+  int metrics_port() const { return metrics_port_; }
+  Process* process() { return process_.get(); }
+  std::string Log() const { return process_ ? process_->Log() : ""; }
+
+ private:
+  Kind kind_;
+  std::string data_dir_;
+  std::vector<std::string> extra_;
+  int port_ = 0;
+  int peer_port_ = 0;
+  int metrics_port_ = 0;
+  std::unique_ptr<Process> process_;
+};
+
+// Runs etcdctl (API v3) against `endpoint`.
+CommandResult Etcdctl(const std::string& endpoint, const std::vector<std::string>& args,
+                      const std::string& input = "",
+                      std::chrono::milliseconds timeout = std::chrono::seconds(20));
+
+// Waits for cond() to become true, polling; false on timeout.
+bool Eventually(const std::function<bool()>& cond,
+                std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+}  // namespace capstan::e2e
