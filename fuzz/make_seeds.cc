@@ -1,0 +1,60 @@
+// Writes the seed corpora under fuzz/corpus/ (run once; the files are committed).
+#include <fstream>
+#include <string>
+
+#include "capstan/store/internal.pb.h"
+#include "raft/wal.h"
+
+int main(int argc, char** argv) {
+  std::string root = argc > 1 ? argv[1] : "fuzz/corpus";
+  auto write = [&](const std::string& path, const std::string& data) {
+    std::ofstream(root + "/" + path, std::ios::binary) << data;
+  };
+  using capstan::raft::EncodeRecord;
+  std::string recs;
+  for (uint64_t i = 1; i <= 3; ++i) EncodeRecord({i, 1, "entry-" + std::to_string(i)}, &recs);
+  write("wal_record/three_records", std::string("\x01", 1) + recs);
+  write("wal_record/torn_tail", std::string("\x01", 1) + recs.substr(0, recs.size() - 5));
+  write("wal_record/zero_fill", std::string("\x01", 1) + recs + std::string(64, '\0'));
+  std::string bad = recs;
+  bad[20] ^= 0x40;
+  write("wal_record/corrupt_middle", std::string("\x01", 1) + bad);
+  write("wal_record/decode_only", std::string("\x00", 1) + recs);
+
+  capstan::store::LogEntry e;
+  e.mutable_put()->set_key("k");
+  e.mutable_put()->set_value("v");
+  write("log_entry/put", e.SerializeAsString());
+  e.Clear();
+  auto* t = e.mutable_txn();
+  auto* c = t->add_compare();
+  c->set_key("k");
+  c->set_target(etcdserverpb::Compare::VERSION);
+  c->set_version(1);
+  auto* p = t->add_success()->mutable_request_put();
+  p->set_key("k2");
+  p->set_prev_kv(true);
+  t->add_failure()->mutable_request_range()->set_key("k");
+  auto* n = t->add_success()->mutable_request_txn();
+  n->add_success()->mutable_request_delete_range()->set_key("k");
+  write("log_entry/nested_txn", e.SerializeAsString());
+  e.Clear();
+  e.mutable_delete_range()->set_key("a");
+  e.mutable_delete_range()->set_range_end(std::string(1, '\0'));
+  write("log_entry/delete_from_key", e.SerializeAsString());
+  e.Clear();
+  e.mutable_compaction()->set_revision(2);
+  write("log_entry/compaction", e.SerializeAsString());
+  e.Clear();
+  e.mutable_lease_grant()->set_id(5);
+  e.mutable_lease_grant()->set_ttl(10);
+  write("log_entry/lease_grant", e.SerializeAsString());
+  e.Clear();
+  e.mutable_lease_revoke()->set_id(5);
+  write("log_entry/lease_revoke", e.SerializeAsString());
+  e.Clear();
+  e.mutable_alarm()->set_action(etcdserverpb::AlarmRequest::ACTIVATE);
+  e.mutable_alarm()->set_alarm(etcdserverpb::NOSPACE);
+  write("log_entry/alarm", e.SerializeAsString());
+  return 0;
+}
