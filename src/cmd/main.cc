@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
@@ -156,22 +157,35 @@ int RunStore(const StoreFlags& flags, const char* role) {
   return 0;
 }
 
-// Reads --config-file from argv (if any) and returns argv with the file's
-// settings placed before the command-line flags, so the flags win.
-absl::StatusOr<std::vector<std::string>> ExpandConfigFile(int argc, char** argv) {
-  std::vector<std::string> args(argv, argv + argc);
-  for (size_t i = 1; i < args.size(); ++i) {
-    std::string file;
-    if (args[i] == "--config-file" && i + 1 < args.size()) file = args[i + 1];
-    if (args[i].rfind("--config-file=", 0) == 0) file = args[i].substr(14);
-    if (file.empty()) continue;
-    ASSIGN_OR_RETURN(std::vector<std::string> from_file, LoadConfigFileAsArgs(file));
-    // Insert right after the subcommand name.
-    size_t at = args.size() > 1 ? 2 : 1;
-    args.insert(args.begin() + static_cast<ptrdiff_t>(at), from_file.begin(), from_file.end());
-    break;
+// The --config-file named on the command line, if any.
+std::string FindConfigFile(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--config-file" && i + 1 < argc) return argv[i + 1];
+    if (a.rfind("--config-file=", 0) == 0) return a.substr(14);
   }
-  return args;
+  return "";
+}
+
+struct Cli {
+  std::unique_ptr<CLI::App> app;
+  CLI::App* store = nullptr;
+  CLI::App* dev = nullptr;
+};
+
+Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags) {
+  Cli cli;
+  cli.app = std::make_unique<CLI::App>(
+      "Capstan: metadata store, RPC framework, gateway and experiments in one binary.");
+  cli.app->require_subcommand(1);
+  cli.app->set_version_flag("--version", kVersion);
+  cli.store = cli.app->add_subcommand(
+      "store", "Run a metadata store member that speaks the etcd v3 gRPC API.");
+  AddStoreFlags(cli.store, store_flags, false);
+  cli.dev = cli.app->add_subcommand(
+      "dev", "Run everything on localhost for development (for now: one store member).");
+  AddStoreFlags(cli.dev, dev_flags, true);
+  return cli;
 }
 
 }  // namespace
@@ -188,34 +202,39 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  CLI::App app{"Capstan: metadata store, RPC framework, gateway and experiments in one binary."};
-  app.require_subcommand(1);
-  app.set_version_flag("--version", kVersion);
-
   StoreFlags store_flags;
-  CLI::App* store_cmd = app.add_subcommand(
-      "store", "Run a metadata store member that speaks the etcd v3 gRPC API.");
-  AddStoreFlags(store_cmd, &store_flags, false);
-
   StoreFlags dev_flags;
   dev_flags.name = "dev";
   dev_flags.data_dir = "./data";
   dev_flags.listen_metrics_urls = {"http://127.0.0.1:2381"};
-  CLI::App* dev_cmd = app.add_subcommand(
-      "dev", "Run everything on localhost for development (for now: one store member).");
-  AddStoreFlags(dev_cmd, &dev_flags, true);
 
-  auto args = ExpandConfigFile(argc, argv);
-  if (!args.ok()) {
-    std::cerr << "capstan: " << args.status().message() << "\n";
-    return 2;
+  // A config file is parsed first, as if its settings were flags; the command
+  // line is parsed second, so each flag given there replaces the file's value.
+  std::string config_file = FindConfigFile(argc, argv);
+  if (!config_file.empty() && argc > 1) {
+    auto from_file = LoadConfigFileAsArgs(config_file);
+    if (!from_file.ok()) {
+      std::cerr << "capstan: " << from_file.status().message() << "\n";
+      return 2;
+    }
+    std::vector<std::string> args(from_file->rbegin(), from_file->rend());
+    args.push_back(argv[1]);  // the subcommand
+    Cli file_cli = MakeCli(&store_flags, &dev_flags);
+    try {
+      file_cli.app->parse(args);
+    } catch (const CLI::ParseError& e) {
+      std::cerr << "capstan: config file " << config_file << ": " << e.what() << "\n";
+      return 2;
+    }
   }
-  std::vector<std::string> rev(args->rbegin(), args->rend() - 1);
+  Cli cli = MakeCli(&store_flags, &dev_flags);
   try {
-    app.parse(rev);
+    cli.app->parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return cli.app->exit(e);
   }
+  CLI::App* store_cmd = cli.store;
+  CLI::App* dev_cmd = cli.dev;
   if (store_cmd->parsed()) return RunStore(store_flags, "store");
   if (dev_cmd->parsed()) return RunStore(dev_flags, "dev");
   return 0;

@@ -63,8 +63,8 @@ TEST(SingleNodeLog, AppliesConcurrentProposalsInOrderAndReplaysAfterRestart) {
     }
     for (auto& t : threads) t.join();
     sm.WaitFor(kThreads * kPerThread);
+    (*log)->Stop();  // joins the applier, which publishes AppliedIndex after each batch
     EXPECT_EQ((*log)->AppliedIndex(), uint64_t{kThreads * kPerThread});
-    (*log)->Stop();
     EXPECT_FALSE((*log)->Propose("late").ok());
   }
   {

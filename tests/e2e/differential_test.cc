@@ -592,6 +592,42 @@ TEST_F(DifferentialTest, WatchStreams) {
   }
 }
 
+TEST_F(DifferentialTest, WatchCancelAndProgressRequests) {
+  Put("p", "1");
+  auto run = [&](Stubs& stubs) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    auto stream = stubs.watch->Watch(&ctx);
+    std::vector<WatchResponse> out;
+    WatchRequest req;
+    req.mutable_create_request()->set_key("p");
+    stream->Write(req);
+    WatchResponse resp;
+    stream->Read(&resp);
+    out.push_back(resp);
+    WatchRequest progress;
+    progress.mutable_progress_request();
+    stream->Write(progress);  // every watcher is synced: answered at once
+    stream->Read(&resp);
+    out.push_back(resp);
+    WatchRequest cancel;
+    cancel.mutable_cancel_request()->set_watch_id(out[0].watch_id());
+    stream->Write(cancel);
+    stream->Read(&resp);
+    out.push_back(resp);
+    stream->WritesDone();
+    ctx.TryCancel();
+    return out;
+  };
+  auto ra = run(*a_), rb = run(*b_);
+  ASSERT_EQ(ra.size(), rb.size());
+  for (size_t i = 0; i < ra.size(); ++i) {
+    NormalizeHeaders(&ra[i]);
+    NormalizeHeaders(&rb[i]);
+    EXPECT_EQ(Diff(ra[i], rb[i]), "") << "response " << i;
+  }
+}
+
 // Randomized operation sequences over a small key space, so that compares,
 // ranges and deletes keep hitting the same keys.
 class RandomizedDifferentialTest : public DifferentialTest,

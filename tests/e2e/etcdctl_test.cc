@@ -3,11 +3,13 @@
 #include <signal.h>
 
 #include <filesystem>
+#include <fstream>
 #include <regex>
 #include <thread>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "diff_util.h"
 #include "harness.h"
 
 namespace capstan::e2e {
@@ -251,6 +253,64 @@ TEST_F(EtcdctlTest, MetricsAndHealthOverHttp) {
   auto health = RunCommand({"curl", "-sf", base + "/health"});
   EXPECT_EQ(health.out, "{\"health\":\"true\",\"reason\":\"\"}");
   EXPECT_NE(RunCommand({"curl", "-sf", base + "/nope"}).exit_code, 0);
+}
+
+class ProgressNotifyTest : public EtcdctlTest {
+ protected:
+  void SetUp() override {
+    StartServer({"--experimental-watch-progress-notify-interval=200ms"});
+  }
+};
+
+TEST_F(ProgressNotifyTest, QuietWatchersGetProgressNotifications) {
+  // etcdctl 3.4 cannot ask for progress_notify, so this one speaks gRPC directly.
+  Ok({"put", "quiet", "1"});
+  Stubs stubs(server_->endpoint());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto stream = stubs.watch->Watch(&ctx);
+  etcdserverpb::WatchRequest req;
+  req.mutable_create_request()->set_key("quiet");
+  req.mutable_create_request()->set_progress_notify(true);
+  ASSERT_TRUE(stream->Write(req));
+  etcdserverpb::WatchResponse resp;
+  ASSERT_TRUE(stream->Read(&resp));
+  ASSERT_TRUE(resp.created());
+  int64_t id = resp.watch_id();
+  ASSERT_TRUE(stream->Read(&resp)) << "no progress notification within the deadline";
+  EXPECT_FALSE(resp.created());
+  EXPECT_EQ(resp.events_size(), 0);
+  EXPECT_EQ(resp.watch_id(), id);
+  EXPECT_EQ(resp.header().revision(), 2);
+  ctx.TryCancel();
+}
+
+TEST(StoreConfigFile, FileSettingsApplyAndFlagsOverrideThem) {
+  TempDir dir("capstan-config");
+  int port = PickFreePort();
+  std::string cfg = dir.path() + "/store.yaml";
+  {
+    std::ofstream f(cfg);
+    f << "name: from-file\n"
+      << "data-dir: " << dir.path() << "/data\n"
+      << "listen-client-urls: [http://127.0.0.1:" << port << "]\n"
+      << "max-txn-ops: 3\n";
+  }
+  Process server({CapstanBinary(), "store", "--config-file", cfg, "--max-txn-ops", "4"},
+                 dir.path() + "/log");
+  std::string ep = "127.0.0.1:" + std::to_string(port);
+  ASSERT_TRUE(Eventually([&] { return Etcdctl(ep, {"member", "list"}).exit_code == 0; }))
+      << server.Log();
+  EXPECT_THAT(Etcdctl(ep, {"member", "list"}).out, HasSubstr("from-file"));
+  std::string four = "\nput a 1\nput b 1\nput c 1\nput d 1\n\n\n";
+  EXPECT_EQ(Etcdctl(ep, {"txn"}, four).exit_code, 0) << "the flag (4) overrides the file (3)";
+  std::string five = "\nput a 1\nput b 1\nput c 1\nput d 1\nput e 1\n\n\n";
+  EXPECT_THAT(Etcdctl(ep, {"txn"}, five).err, HasSubstr("too many operations in txn request"));
+
+  std::ofstream(dir.path() + "/bad.yaml") << "name: [unclosed\n";
+  auto r = RunCommand({CapstanBinary(), "store", "--config-file", dir.path() + "/bad.yaml"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("bad.yaml"));
 }
 
 TEST(StoreFlags, BadFlagsSayWhatIsWrong) {
