@@ -38,6 +38,8 @@ class ReplicatedLog {
   virtual uint64_t CommittedIndex() const = 0;
   virtual uint64_t AppliedIndex() const = 0;
   virtual uint64_t Term() const = 0;
+  // OK, or why the log can take no more proposals (e.g. its disk failed).
+  virtual absl::Status Health() const = 0;
   // Stops accepting proposals, applies what is durable, joins threads.
   virtual void Stop() = 0;
 };

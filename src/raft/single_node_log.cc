@@ -73,6 +73,11 @@ absl::Status SingleNodeLog::Propose(std::string data) {
   return absl::OkStatus();
 }
 
+absl::Status SingleNodeLog::Health() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return failure_;
+}
+
 void SingleNodeLog::ReleaseTo(uint64_t index) {
   uint64_t cur = release_to_.load();
   while (index > cur && !release_to_.compare_exchange_weak(cur, index)) {
@@ -81,14 +86,21 @@ void SingleNodeLog::ReleaseTo(uint64_t index) {
   propose_cv_.notify_one();
 }
 
-void SingleNodeLog::Fail(const absl::Status& status) {
+void SingleNodeLog::Fail(const absl::Status& status, std::vector<std::string> dropped) {
   CAPSTAN_LOG(err, "wal failed; the store accepts no more writes until restarted", "error",
               status.ToString());
-  std::lock_guard<std::mutex> lock(mu_);
-  failure_ = absl::UnavailableError(
-      absl::StrCat("etcdserver: write-ahead log failed: ", status.message()));
-  pending_.clear();
-  pending_bytes_ = 0;
+  absl::Status failure;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    failure_ = absl::UnavailableError(absl::StrCat(
+        "etcdserver: write-ahead log failed (", status.message(),
+        "); writes stop until the member restarts with the disk fixed"));
+    failure = failure_;
+    for (auto& p : pending_) dropped.push_back(std::move(p));
+    pending_.clear();
+    pending_bytes_ = 0;
+  }
+  if (options_.on_dropped) options_.on_dropped(failure, std::move(dropped));
 }
 
 void SingleNodeLog::WriterLoop() {
@@ -118,8 +130,8 @@ void SingleNodeLog::WriterLoop() {
     for (std::string& data : taken) batch.push_back({++index, Term(), std::move(data)});
     taken.clear();
 
-    absl::Status st = wal_->Append(batch);
     auto start = std::chrono::steady_clock::now();
+    absl::Status st = wal_->Append(batch);
     if (st.ok()) st = wal_->Sync();
     if (fsync_seconds_ != nullptr) {
       fsync_seconds_->Observe(
@@ -127,7 +139,9 @@ void SingleNodeLog::WriterLoop() {
       batch_entries_->Observe(static_cast<double>(batch.size()));
     }
     if (!st.ok()) {
-      Fail(st);
+      std::vector<std::string> dropped;
+      for (auto& e : batch) dropped.push_back(std::move(e.data));
+      Fail(st, std::move(dropped));
       break;
     }
     committed_.store(index);

@@ -16,6 +16,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -34,6 +35,9 @@ class SingleNodeLog final : public ReplicatedLog {
     Wal::Options wal;
     size_t max_pending_bytes = 256 << 20;  // proposals queued before RESOURCE_EXHAUSTED
     metrics::Registry* metrics = nullptr;  // optional
+    // Told, once, about the proposals a WAL failure dropped (never durable,
+    // never applied), so their proposers can get an error at once.
+    std::function<void(const absl::Status&, std::vector<std::string>)> on_dropped;
   };
 
   // Opens the WAL, replays entries after `applied_index` into `sm`
@@ -47,19 +51,21 @@ class SingleNodeLog final : public ReplicatedLog {
   uint64_t CommittedIndex() const override { return committed_.load(); }
   uint64_t AppliedIndex() const override { return applied_.load(); }
   uint64_t Term() const override { return 1; }
+  absl::Status Health() const override;
   void Stop() override;
 
  private:
   SingleNodeLog(Options options, StateMachine* sm, std::unique_ptr<Wal> wal);
   void WriterLoop();
   void ApplierLoop();
-  void Fail(const absl::Status& status);
+  // REQUIRES: called by the writer with the batch it failed to make durable.
+  void Fail(const absl::Status& status, std::vector<std::string> dropped);
 
   Options options_;
   StateMachine* sm_;
   std::unique_ptr<Wal> wal_;  // owned by the writer thread once started
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable propose_cv_;
   std::condition_variable apply_cv_;
   std::vector<std::string> pending_;  // GUARDED_BY(mu_)

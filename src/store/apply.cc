@@ -1,5 +1,6 @@
 #include "store/apply.h"
 
+#include "absl/strings/str_cat.h"
 #include "base/coding.h"
 #include "base/logging.h"
 #include "store/errors.h"
@@ -57,6 +58,28 @@ bool Applier::NoSpaceAlarm() const {
   return false;
 }
 
+absl::Status Applier::failure() const {
+  absl::MutexLock lock(&alarms_mu_);
+  return failure_;
+}
+
+absl::Status Applier::Fail(const absl::Status& st) {
+  CAPSTAN_LOG(critical, "backend write failed: no more entries are applied until restart",
+              "error", st.ToString());
+  absl::MutexLock lock(&alarms_mu_);
+  if (failure_.ok()) {
+    failure_ = absl::UnavailableError(
+        absl::StrCat("etcdserver: storage failure (", st.message(),
+                     "); writes stop until the member restarts with the disk fixed"));
+  }
+  return failure_;
+}
+
+absl::Status Applier::WriteBatch(rocksdb::WriteBatch* batch) {
+  absl::Status st = backend_->Write(batch);
+  return st.ok() ? st : Fail(st);
+}
+
 void Applier::RecordIndex(uint64_t index, rocksdb::WriteBatch* batch) {
   std::string v;
   PutFixed64BE(&v, index);
@@ -67,13 +90,17 @@ absl::Status Applier::Commit(uint64_t index, Mvcc::WriteTxn* txn) {
   RecordIndex(index, txn->batch());
   bool changed = !txn->events().empty();
   int64_t rev = txn->write_rev();
-  std::vector<mvccpb::Event> events = txn->events();
-  RETURN_IF_ERROR(txn->Commit());
-  if (changed) hub_->Publish(rev, events);
+  absl::Status st = txn->Commit();
+  if (!st.ok()) return Fail(st);
+  if (changed) hub_->Publish(rev, txn->events());
   return absl::OkStatus();
 }
 
 void Applier::Apply(uint64_t index, const LogEntry& entry, const ApplyDone& done) {
+  if (absl::Status failed = failure(); !failed.ok()) {
+    if (done) done(failed, nullptr);
+    return;
+  }
   auto finish = [&](absl::Status st, google::protobuf::Message* resp) {
     if (!st.ok() && !absl::IsInvalidArgument(st) && !absl::IsNotFound(st) &&
         !absl::IsOutOfRange(st) && !absl::IsFailedPrecondition(st) &&
@@ -142,9 +169,10 @@ absl::Status Applier::ApplyPut(uint64_t index, const etcdserverpb::PutRequest& r
     if (req.prev_kv() && !rr.kvs.empty()) *resp->mutable_prev_kv() = rr.kvs[0];
   }
   txn->Put(req.key(), value, lease);
-  lessor_->Attach(lease, req.key());
   resp->mutable_header()->set_revision(txn->write_rev());
-  return Commit(index, txn.get());
+  RETURN_IF_ERROR(Commit(index, txn.get()));
+  lessor_->Attach(lease, req.key());
+  return absl::OkStatus();
 }
 
 absl::Status Applier::ApplyDelete(uint64_t index, const etcdserverpb::DeleteRangeRequest& req,
@@ -152,11 +180,12 @@ absl::Status Applier::ApplyDelete(uint64_t index, const etcdserverpb::DeleteRang
   auto txn = mvcc_->BeginWrite();
   std::vector<mvccpb::KeyValue> prev;
   auto keys = txn->DeleteRange(req.key(), req.range_end(), req.prev_kv() ? &prev : nullptr);
-  for (const auto& k : keys) lessor_->DetachKey(k);
   resp->set_deleted(static_cast<int64_t>(keys.size()));
   for (auto& kv : prev) *resp->add_prev_kvs() = std::move(kv);
   resp->mutable_header()->set_revision(txn->rev());
-  return Commit(index, txn.get());
+  RETURN_IF_ERROR(Commit(index, txn.get()));
+  for (const auto& k : keys) lessor_->DetachKey(k);
+  return absl::OkStatus();
 }
 
 absl::Status Applier::ApplyTxn(uint64_t index, const TxnRequest& req, TxnResponse* resp) {
@@ -190,6 +219,9 @@ absl::Status Applier::ApplyTxn(uint64_t index, const TxnRequest& req, TxnRespons
     return absl::OkStatus();
   }));
 
+  // Lease ownership changes wait until the txn is written.
+  std::vector<std::pair<int64_t, std::string>> attach;
+  std::vector<std::string> detach;
   // Executes the taken branch of `r` into `out`.
   cursor = 0;
   std::function<absl::Status(const TxnRequest&, TxnResponse*)> run =
@@ -214,14 +246,14 @@ absl::Status Applier::ApplyTxn(uint64_t index, const TxnRequest& req, TxnRespons
           if (p.prev_kv() && !rr.kvs.empty()) *pr->mutable_prev_kv() = rr.kvs[0];
         }
         txn->Put(p.key(), value, lease);
-        lessor_->Attach(lease, p.key());
+        attach.emplace_back(lease, p.key());
         pr->mutable_header()->set_revision(txn->write_rev());
       } else if (op.has_request_delete_range()) {
         const auto& d = op.request_delete_range();
         auto* dr = rop->mutable_response_delete_range();
         std::vector<mvccpb::KeyValue> prev;
         auto keys = txn->DeleteRange(d.key(), d.range_end(), d.prev_kv() ? &prev : nullptr);
-        for (const auto& k : keys) lessor_->DetachKey(k);
+        detach.insert(detach.end(), keys.begin(), keys.end());
         dr->set_deleted(static_cast<int64_t>(keys.size()));
         if (d.prev_kv()) {
           for (auto& kv : prev) *dr->add_prev_kvs() = std::move(kv);
@@ -244,7 +276,11 @@ absl::Status Applier::ApplyTxn(uint64_t index, const TxnRequest& req, TxnRespons
     return st;
   }
   resp->mutable_header()->set_revision(txn->rev());
-  return Commit(index, txn.get());
+  RETURN_IF_ERROR(Commit(index, txn.get()));
+  // Within one txn a key is either deleted or put (never both), so order is free.
+  for (const auto& k : detach) lessor_->DetachKey(k);
+  for (const auto& [lease, key] : attach) lessor_->Attach(lease, key);
+  return absl::OkStatus();
 }
 
 absl::Status Applier::Range(const etcdserverpb::RangeRequest& req,
@@ -302,18 +338,26 @@ void Applier::ApplyCompaction(uint64_t index, const etcdserverpb::CompactionRequ
   }
   RecordIndex(index, &batch);
   respond->mutable_header()->set_revision(mvcc_->current_rev());
-  st = backend_->Write(&batch);
-  if (!st.ok()) CAPSTAN_LOG(err, "compaction meta write failed", "error", st.ToString());
+  st = WriteBatch(&batch);
+  if (!st.ok()) {
+    if (done) done(st, nullptr);
+    return;
+  }
   if (!req.physical() && done) done(st, respond.get());
 }
 
 absl::Status Applier::ApplyLeaseGrant(uint64_t index, const etcdserverpb::LeaseGrantRequest& req,
                                       etcdserverpb::LeaseGrantResponse* resp) {
   if (NoSpaceAlarm()) return ErrNoSpace();
+  ASSIGN_OR_RETURN(int64_t ttl, lessor_->CheckGrant(req.id(), req.ttl()));
   rocksdb::WriteBatch batch;
-  ASSIGN_OR_RETURN(int64_t ttl, lessor_->Grant(req.id(), req.ttl(), &batch));
+  LeaseRecord rec;
+  rec.set_id(req.id());
+  rec.set_ttl_seconds(ttl);
+  batch.Put(LeaseKey(req.id()), rec.SerializeAsString());
   RecordIndex(index, &batch);
-  RETURN_IF_ERROR(backend_->Write(&batch));
+  RETURN_IF_ERROR(WriteBatch(&batch));
+  lessor_->Grant(req.id(), ttl);
   resp->set_id(req.id());
   resp->set_ttl(ttl);
   resp->mutable_header()->set_revision(mvcc_->current_rev());
@@ -323,11 +367,13 @@ absl::Status Applier::ApplyLeaseGrant(uint64_t index, const etcdserverpb::LeaseG
 absl::Status Applier::ApplyLeaseRevoke(uint64_t index,
                                        const etcdserverpb::LeaseRevokeRequest& req,
                                        etcdserverpb::LeaseRevokeResponse* resp) {
+  ASSIGN_OR_RETURN(std::vector<std::string> keys, lessor_->Keys(req.id()));
   auto txn = mvcc_->BeginWrite();
-  ASSIGN_OR_RETURN(std::vector<std::string> keys, lessor_->Revoke(req.id(), txn->batch()));
+  txn->batch()->Delete(LeaseKey(req.id()));
   // All attached keys go in one revision, like a txn of deletes.
   for (const auto& k : keys) txn->DeleteRange(k, "", nullptr);
   RETURN_IF_ERROR(Commit(index, txn.get()));
+  lessor_->Remove(req.id());
   resp->mutable_header()->set_revision(mvcc_->current_rev());
   return absl::OkStatus();
 }
@@ -373,7 +419,7 @@ absl::Status Applier::ApplyAlarm(uint64_t index, const etcdserverpb::AlarmReques
   for (const auto& a : alarms_) *stored.add_alarms() = a;
   batch.Put(MetaKey(kMetaAlarms), stored.SerializeAsString());
   RecordIndex(index, &batch);
-  RETURN_IF_ERROR(backend_->Write(&batch));
+  RETURN_IF_ERROR(WriteBatch(&batch));
   resp->mutable_header()->set_revision(mvcc_->current_rev());
   return absl::OkStatus();
 }

@@ -42,6 +42,12 @@ class Applier {
   std::vector<etcdserverpb::AlarmMember> Alarms() const;
   bool NoSpaceAlarm() const;
 
+  // Set once a backend write failed (disk full, I/O error). Applying stops
+  // there, so that the outcome of every entry depends only on the log: the
+  // entries are applied again, in order, when the member restarts. Reads keep
+  // serving the state up to the last applied entry.
+  absl::Status failure() const;
+
  private:
   absl::Status ApplyPut(uint64_t index, const etcdserverpb::PutRequest& req,
                         etcdserverpb::PutResponse* resp);
@@ -59,7 +65,11 @@ class Applier {
                        const ApplyDone& done);
   // Commits the txn with the applied index and publishes its events.
   absl::Status Commit(uint64_t index, Mvcc::WriteTxn* txn);
-  // Persists just the applied index (entries that changed nothing else).
+  // Writes a batch that is not part of a txn (leases, alarms, compaction).
+  absl::Status WriteBatch(rocksdb::WriteBatch* batch);
+  // Records a backend failure; returns the error every later entry gets.
+  absl::Status Fail(const absl::Status& st);
+  // Adds the applied index to a batch.
   void RecordIndex(uint64_t index, rocksdb::WriteBatch* batch);
 
   Backend* backend_;
@@ -68,6 +78,7 @@ class Applier {
   WatchHub* hub_;
   mutable absl::Mutex alarms_mu_;
   std::vector<etcdserverpb::AlarmMember> alarms_ ABSL_GUARDED_BY(alarms_mu_);
+  absl::Status failure_ ABSL_GUARDED_BY(alarms_mu_);
 };
 
 }  // namespace capstan::store

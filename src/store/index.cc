@@ -31,6 +31,19 @@ void KeyIndex::Tombstone(Revision rev) {
   generations_.emplace_back();
 }
 
+bool KeyIndex::Undo(Revision rev, bool tombstone) {
+  if (tombstone && !generations_.empty() && generations_.back().revs.empty()) {
+    generations_.pop_back();  // the empty generation the tombstone opened
+  }
+  if (generations_.empty()) return true;
+  Generation& g = generations_.back();
+  if (!g.revs.empty() && g.revs.back() == rev) {
+    g.revs.pop_back();
+    --g.ver;
+  }
+  return generations_.size() == 1 && generations_[0].revs.empty();
+}
+
 bool KeyIndex::Get(int64_t at, IndexHit* hit) const {
   for (size_t i = generations_.size(); i-- > 0;) {
     const Generation& g = generations_[i];
@@ -106,6 +119,11 @@ void TreeIndex::Tombstone(std::string_view key, Revision rev) {
   auto it = keys_.find(key);
   if (it == keys_.end()) it = keys_.emplace(std::string(key), KeyIndex()).first;
   it->second.Tombstone(rev);
+}
+
+void TreeIndex::Undo(std::string_view key, Revision rev, bool tombstone) {
+  auto it = keys_.find(key);
+  if (it != keys_.end() && it->second.Undo(rev, tombstone)) keys_.erase(it);
 }
 
 bool TreeIndex::Get(std::string_view key, int64_t at, IndexHit* hit) const {

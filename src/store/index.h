@@ -47,6 +47,9 @@ class KeyIndex {
   void Restore(Revision rev, int64_t create_main, int64_t version);
   // Records a delete.
   void Tombstone(Revision rev);
+  // Undoes the newest Put (tombstone=false) or Tombstone at `rev`, for a txn
+  // that could not be written. Returns true when nothing is left.
+  bool Undo(Revision rev, bool tombstone);
   // The version visible at revision `at`; false when the key did not exist then.
   bool Get(int64_t at, IndexHit* hit) const;
   // True when the key exists at the newest revision.
@@ -71,6 +74,7 @@ class TreeIndex {
   void Put(std::string_view key, Revision rev);
   void Restore(std::string_view key, Revision rev, int64_t create_main, int64_t version);
   void Tombstone(std::string_view key, Revision rev);
+  void Undo(std::string_view key, Revision rev, bool tombstone);
   bool Get(std::string_view key, int64_t at, IndexHit* hit) const;
   bool IsLive(std::string_view key) const;
 

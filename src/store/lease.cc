@@ -2,8 +2,6 @@
 
 #include <algorithm>
 
-#include "capstan/store/internal.pb.h"
-#include "store/backend.h"
 #include "store/errors.h"
 
 namespace capstan::store {
@@ -11,30 +9,33 @@ namespace capstan::store {
 Lessor::Lessor(const Clock* clock, int64_t min_ttl_seconds)
     : clock_(clock), min_ttl_(min_ttl_seconds) {}
 
-absl::StatusOr<int64_t> Lessor::Grant(int64_t id, int64_t ttl, rocksdb::WriteBatch* batch) {
+absl::StatusOr<int64_t> Lessor::CheckGrant(int64_t id, int64_t ttl) const {
   if (ttl > kMaxLeaseTTL) return ErrLeaseTTLTooLarge();
   absl::MutexLock lock(&mu_);
   if (leases_.contains(id)) return ErrLeaseExist();
-  ttl = std::max(ttl, min_ttl_);
+  return std::max(ttl, min_ttl_);
+}
+
+void Lessor::Grant(int64_t id, int64_t ttl) {
+  absl::MutexLock lock(&mu_);
   Lease& l = leases_[id];
   l.ttl = ttl;
   l.deadline = clock_->Now() + std::chrono::seconds(ttl);
-  LeaseRecord rec;
-  rec.set_id(id);
-  rec.set_ttl_seconds(ttl);
-  batch->Put(LeaseKey(id), rec.SerializeAsString());
-  return ttl;
 }
 
-absl::StatusOr<std::vector<std::string>> Lessor::Revoke(int64_t id, rocksdb::WriteBatch* batch) {
+absl::StatusOr<std::vector<std::string>> Lessor::Keys(int64_t id) const {
   absl::MutexLock lock(&mu_);
   auto it = leases_.find(id);
   if (it == leases_.end()) return ErrLeaseNotFound();
-  std::vector<std::string> keys(it->second.keys.begin(), it->second.keys.end());
-  for (const auto& k : keys) owner_.erase(k);
+  return std::vector<std::string>(it->second.keys.begin(), it->second.keys.end());
+}
+
+void Lessor::Remove(int64_t id) {
+  absl::MutexLock lock(&mu_);
+  auto it = leases_.find(id);
+  if (it == leases_.end()) return;
+  for (const auto& k : it->second.keys) owner_.erase(k);
   leases_.erase(it);
-  batch->Delete(LeaseKey(id));
-  return keys;
 }
 
 void Lessor::Attach(int64_t id, const std::string& key) {

@@ -1,7 +1,7 @@
 // Leases: TTL-bound ownership of keys, as in etcd's lessor.
 //
-// Grant, Revoke, Attach and Detach run on the applier thread as log entries
-// are applied, so every member agrees on which leases exist and which keys
+// Grant, Remove, Attach and DetachKey run on the applier thread as log entries
+// are applied (each after its change is written to the backend), so every member agrees on which leases exist and which keys
 // they own. Expiry is driven by the member that leads (here: the only one):
 // Expired() names leases past their deadline, and the server proposes their
 // revocation through the log. Keep-alives only move the in-memory deadline.
@@ -21,7 +21,6 @@
 #include "absl/synchronization/mutex.h"
 #include "base/clock.h"
 #include "base/status.h"
-#include "rocksdb/write_batch.h"
 
 namespace capstan::store {
 
@@ -31,10 +30,15 @@ class Lessor {
  public:
   Lessor(const Clock* clock, int64_t min_ttl_seconds);
 
-  // Applier thread. Records the lease in `batch`. Returns the granted TTL.
-  absl::StatusOr<int64_t> Grant(int64_t id, int64_t ttl, rocksdb::WriteBatch* batch);
-  // Applier thread. Removes the lease; returns the keys it owned (sorted).
-  absl::StatusOr<std::vector<std::string>> Revoke(int64_t id, rocksdb::WriteBatch* batch);
+  // Applier thread. Validates a grant: the TTL it will have, or ErrLeaseExist
+  // or ErrLeaseTTLTooLarge. Changes nothing.
+  absl::StatusOr<int64_t> CheckGrant(int64_t id, int64_t ttl) const;
+  // Applier thread, after the grant is durable. REQUIRES: CheckGrant passed.
+  void Grant(int64_t id, int64_t ttl);
+  // The keys attached to a lease (sorted), or ErrLeaseNotFound.
+  absl::StatusOr<std::vector<std::string>> Keys(int64_t id) const;
+  // Applier thread, after the revocation is durable.
+  void Remove(int64_t id);
   // Makes `id` the owner of `key` (id 0: no lease), releasing any previous owner.
   void Attach(int64_t id, const std::string& key);
   // The key was deleted: no lease owns it any more.

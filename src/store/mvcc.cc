@@ -133,7 +133,18 @@ absl::StatusOr<RangeResult> Mvcc::Range(std::string_view key, std::string_view e
 Mvcc::WriteTxn::WriteTxn(Mvcc* mvcc) : mvcc_(mvcc), begin_rev_(mvcc->current_rev()) {}
 
 Mvcc::WriteTxn::~WriteTxn() {
-  if (!committed_) mvcc_->mu_.Unlock();
+  if (committed_) return;
+  Rollback();
+  mvcc_->mu_.Unlock();
+}
+
+void Mvcc::WriteTxn::Rollback() {
+  for (size_t i = events_.size(); i-- > 0;) {
+    mvcc_->index_.Undo(events_[i].kv().key(), {write_rev(), static_cast<int64_t>(i)},
+                       events_[i].type() == mvccpb::Event::DELETE);
+  }
+  events_.clear();
+  pending_.clear();
 }
 
 std::unique_ptr<Mvcc::WriteTxn> Mvcc::BeginWrite() {
@@ -192,7 +203,11 @@ std::vector<std::string> Mvcc::WriteTxn::DeleteRange(std::string_view key, std::
 
 absl::Status Mvcc::WriteTxn::Commit() {
   absl::Status st = mvcc_->backend_->Write(&batch_);
-  if (st.ok() && !events_.empty()) mvcc_->current_rev_.store(write_rev(), std::memory_order_release);
+  if (!st.ok()) {
+    Rollback();
+  } else if (!events_.empty()) {
+    mvcc_->current_rev_.store(write_rev(), std::memory_order_release);
+  }
   committed_ = true;
   mvcc_->mu_.Unlock();
   return st;

@@ -79,12 +79,14 @@ class Mvcc {
     const std::vector<mvccpb::Event>& events() const { return events_; }
     // For writes that must commit atomically with the txn (meta, leases).
     rocksdb::WriteBatch* batch() { return &batch_; }
-    // Writes everything, publishes the new revision, releases the lock.
+    // Writes everything, publishes the new revision, releases the lock. On a
+    // backend failure the index changes are undone and nothing is published.
     absl::Status Commit();
 
    private:
     friend class Mvcc;
     explicit WriteTxn(Mvcc* mvcc);
+    void Rollback();
     Mvcc* mvcc_;
     int64_t begin_rev_;
     bool committed_ = false;
@@ -92,7 +94,8 @@ class Mvcc {
     std::vector<mvccpb::Event> events_;
     rocksdb::WriteBatch batch_;
   };
-  // Takes the write lock. REQUIRES: called from the applier thread only.
+  // Takes the write lock. A txn destroyed without Commit is undone.
+  // REQUIRES: called from the applier thread only.
   std::unique_ptr<WriteTxn> BeginWrite();
 
   // Compacts history up to `rev` (etcd's Compact): index first, backend records

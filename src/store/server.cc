@@ -92,10 +92,13 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
                                metrics_.RenderText()};
     });
     http->Handle("/health", [this] {
-      if (store_->healthy()) {
+      std::string reason = store_->Unhealthy();
+      if (reason.empty()) {
         return net::HttpResponse{200, "application/json", "{\"health\":\"true\",\"reason\":\"\"}"};
       }
-      std::string reason = store_->applier()->NoSpaceAlarm() ? "ALARM NOSPACE" : "stopping";
+      for (char& c : reason) {
+        if (c == '"' || c == '\\') c = '\'';
+      }
       return net::HttpResponse{503, "application/json",
                                "{\"health\":\"false\",\"reason\":\"" + reason + "\"}"};
     });

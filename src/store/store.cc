@@ -113,6 +113,22 @@ absl::Status Store::Init() {
   raft::SingleNodeLog::Options log_opts;
   log_opts.dir = member_dir + "/wal";
   log_opts.metrics = options_.metrics;
+  log_opts.on_dropped = [this](const absl::Status& st, std::vector<std::string> dropped) {
+    for (const std::string& data : dropped) {
+      LogEntry entry;
+      if (!entry.ParseFromString(data) || entry.request_id() == 0) continue;
+      ApplyDone done;
+      {
+        std::lock_guard<std::mutex> lock(waiters_mu_);
+        auto it = waiters_.find(entry.request_id());
+        if (it == waiters_.end()) continue;
+        done = std::move(it->second.done);
+        waiters_.erase(it);
+      }
+      if (proposals_failed_) proposals_failed_->Inc();
+      done(st, nullptr);
+    }
+  };
   ASSIGN_OR_RETURN(log_, raft::SingleNodeLog::Start(log_opts, this, applied));
   CAPSTAN_LOG(info, "store opened", "name", options_.name, "data_dir", options_.data_dir,
               "revision", mvcc_->current_rev(), "applied_index", log_->AppliedIndex(),
@@ -126,6 +142,10 @@ Store::~Store() { Stop(); }
 void Store::Stop() {
   if (stopping_.exchange(true)) return;
   rev_cv_.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(bg_mu_);
+    bg_cv_.notify_all();
+  }
   if (background_.joinable()) background_.join();
   if (log_) log_->Stop();
   std::unordered_map<uint64_t, Waiter> left;
@@ -143,6 +163,10 @@ void Store::Stop() {
 void Store::Propose(LogEntry entry, ApplyDone done) {
   if (stopping_) {
     done(ErrStopped(), nullptr);
+    return;
+  }
+  if (absl::Status failed = applier_->failure(); !failed.ok()) {
+    done(failed, nullptr);
     return;
   }
   uint64_t id = request_nonce_ | (next_request_.fetch_add(1) & 0x0000ffffffffffffull);
@@ -232,7 +256,13 @@ int64_t Store::WaitRevisionAbove(int64_t rev, std::chrono::steady_clock::time_po
   return mvcc_->current_rev();
 }
 
-bool Store::healthy() const { return !stopping_ && !applier_->NoSpaceAlarm(); }
+std::string Store::Unhealthy() const {
+  if (stopping_) return "stopping";
+  if (absl::Status failed = applier_->failure(); !failed.ok()) return std::string(failed.message());
+  if (absl::Status failed = log_->Health(); !failed.ok()) return std::string(failed.message());
+  if (applier_->NoSpaceAlarm()) return "ALARM NOSPACE";
+  return "";
+}
 
 etcdserverpb::StatusResponse Store::Status() const {
   etcdserverpb::StatusResponse resp;
@@ -267,8 +297,8 @@ void Store::BackgroundLoop() {
   uint64_t released = 0;
   while (!stopping_) {
     {
-      std::unique_lock<std::mutex> lock(rev_mu_);
-      rev_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stopping_.load(); });
+      std::unique_lock<std::mutex> lock(bg_mu_);
+      bg_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stopping_.load(); });
     }
     if (stopping_) break;
     // Expired leases are revoked through the log, like any write.

@@ -84,7 +84,8 @@ class Store final : public raft::StateMachine {
   const StoreOptions& options() const { return options_; }
   uint64_t member_id() const { return member_id_; }
   uint64_t cluster_id() const { return cluster_id_; }
-  bool healthy() const;
+  // Why the member cannot serve writes ("" when it can).
+  std::string Unhealthy() const;
 
   // Stops accepting writes, applies what is durable, stops threads.
   void Stop();
@@ -116,7 +117,9 @@ class Store final : public raft::StateMachine {
   std::unordered_map<uint64_t, Waiter> waiters_;  // GUARDED_BY(waiters_mu_)
 
   std::mutex rev_mu_;
-  std::condition_variable rev_cv_;
+  std::condition_variable rev_cv_;  // signalled after every applied batch
+  std::mutex bg_mu_;
+  std::condition_variable bg_cv_;  // wakes the background loop to stop
   std::atomic<bool> stopping_{false};
   std::atomic<bool> nospace_raised_{false};
   std::thread background_;

@@ -235,6 +235,7 @@ bool StoreProcess::Start(std::chrono::milliseconds timeout) {
             "--listen-metrics-urls", metrics, "--logger", "zap", "--log-outputs", "stderr"};
   }
   argv.insert(argv.end(), extra_.begin(), extra_.end());
+  argv.insert(argv.begin(), wrapper_.begin(), wrapper_.end());
   process_ = std::make_unique<Process>(argv, data_dir_ + ".log");
   return Eventually(
       [&] {

@@ -66,6 +66,8 @@ class StoreProcess {
   enum class Kind { kCapstan, kEtcd };
   StoreProcess(Kind kind, const std::string& data_dir, std::vector<std::string> extra = {});
   ~StoreProcess();
+  // Runs the server under a wrapper command (e.g. nsenter into a namespace).
+  void set_wrapper(std::vector<std::string> prefix) { wrapper_ = std::move(prefix); }
   // Starts the process and waits until it answers Maintenance.Status.
   bool Start(std::chrono::milliseconds timeout = std::chrono::seconds(30));
   void Kill() { process_->Kill(); }
@@ -80,6 +82,7 @@ class StoreProcess {
   Kind kind_;
   std::string data_dir_;
   std::vector<std::string> extra_;
+  std::vector<std::string> wrapper_;
   int port_ = 0;
   int peer_port_ = 0;
   int metrics_port_ = 0;
