@@ -105,14 +105,14 @@ Registry::Series* Registry::AddSeries(const std::string& name, const std::string
 }
 
 Counter* Registry::AddCounter(const std::string& name, const std::string& help, Labels labels) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Series* s = AddSeries(name, help, Kind::kCounter, labels);
   s->counter = std::make_unique<Counter>();
   return s->counter.get();
 }
 
 Gauge* Registry::AddGauge(const std::string& name, const std::string& help, Labels labels) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Series* s = AddSeries(name, help, Kind::kGauge, labels);
   s->gauge = std::make_unique<Gauge>();
   return s->gauge.get();
@@ -120,7 +120,7 @@ Gauge* Registry::AddGauge(const std::string& name, const std::string& help, Labe
 
 Histogram* Registry::AddHistogram(const std::string& name, const std::string& help,
                                   std::vector<double> bounds, Labels labels) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Series* s = AddSeries(name, help, Kind::kHistogram, labels);
   s->histogram = std::make_unique<Histogram>(std::move(bounds));
   return s->histogram.get();
@@ -128,13 +128,13 @@ Histogram* Registry::AddHistogram(const std::string& name, const std::string& he
 
 void Registry::AddGaugeFunc(const std::string& name, const std::string& help,
                             std::function<double()> fn, Labels labels) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Series* s = AddSeries(name, help, Kind::kGauge, labels);
   s->fn = std::move(fn);
 }
 
 std::string Registry::RenderText() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::string out;
   for (const auto& [name, fam] : families_) {
     const char* type = fam.kind == Kind::kCounter ? "counter"

@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
+#include "base/mutex.h"
 
 namespace capstan::metrics {
 
@@ -95,7 +95,7 @@ class Registry {
   Series* AddSeries(const std::string& name, const std::string& help, Kind kind,
                     const Labels& labels) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::map<std::string, Family> families_ ABSL_GUARDED_BY(mu_);
 };
 

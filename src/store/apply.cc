@@ -40,18 +40,18 @@ absl::Status Applier::Restore() {
   RETURN_IF_ERROR(v.status());
   etcdserverpb::AlarmResponse stored;
   if (!stored.ParseFromString(*v)) return absl::DataLossError("undecodable alarm record");
-  absl::MutexLock lock(&alarms_mu_);
+  MutexLock lock(&alarms_mu_);
   alarms_.assign(stored.alarms().begin(), stored.alarms().end());
   return absl::OkStatus();
 }
 
 std::vector<etcdserverpb::AlarmMember> Applier::Alarms() const {
-  absl::MutexLock lock(&alarms_mu_);
+  MutexLock lock(&alarms_mu_);
   return alarms_;
 }
 
 bool Applier::NoSpaceAlarm() const {
-  absl::MutexLock lock(&alarms_mu_);
+  MutexLock lock(&alarms_mu_);
   for (const auto& a : alarms_) {
     if (a.alarm() == etcdserverpb::NOSPACE) return true;
   }
@@ -59,14 +59,14 @@ bool Applier::NoSpaceAlarm() const {
 }
 
 absl::Status Applier::failure() const {
-  absl::MutexLock lock(&alarms_mu_);
+  MutexLock lock(&alarms_mu_);
   return failure_;
 }
 
 absl::Status Applier::Fail(const absl::Status& st) {
   CAPSTAN_LOG(critical, "backend write failed: no more entries are applied until restart",
               "error", st.ToString());
-  absl::MutexLock lock(&alarms_mu_);
+  MutexLock lock(&alarms_mu_);
   if (failure_.ok()) {
     failure_ = absl::UnavailableError(
         absl::StrCat("etcdserver: storage failure (", st.message(),
@@ -326,24 +326,26 @@ absl::Status Applier::ReadOnlyTxn(const TxnRequest& req, TxnResponse* resp) {
 void Applier::ApplyCompaction(uint64_t index, const etcdserverpb::CompactionRequest& req,
                               const ApplyDone& done) {
   rocksdb::WriteBatch batch;
-  auto respond = std::make_shared<etcdserverpb::CompactionResponse>();
-  std::function<void()> on_physical;
-  if (req.physical() && done) {
-    on_physical = [done, respond] { done(absl::OkStatus(), respond.get()); };
-  }
-  absl::Status st = mvcc_->Compact(req.revision(), &batch, on_physical);
-  if (!st.ok()) {
-    if (done) done(st, nullptr);
+  auto dropped = mvcc_->Compact(req.revision(), &batch);
+  if (!dropped.ok()) {
+    if (done) done(dropped.status(), nullptr);
     return;
   }
   RecordIndex(index, &batch);
-  respond->mutable_header()->set_revision(mvcc_->current_rev());
-  st = WriteBatch(&batch);
+  absl::Status st = WriteBatch(&batch);
   if (!st.ok()) {
     if (done) done(st, nullptr);
     return;
   }
-  if (!req.physical() && done) done(st, respond.get());
+  auto resp = std::make_shared<etcdserverpb::CompactionResponse>();
+  resp->mutable_header()->set_revision(mvcc_->current_rev());
+  std::function<void()> on_deleted;
+  if (req.physical() && done) {
+    // `physical` answers once the records are gone from the backend.
+    on_deleted = [done, resp] { done(absl::OkStatus(), resp.get()); };
+  }
+  mvcc_->ScheduleDeletion(*std::move(dropped), std::move(on_deleted));
+  if (!req.physical() && done) done(absl::OkStatus(), resp.get());
 }
 
 absl::Status Applier::ApplyLeaseGrant(uint64_t index, const etcdserverpb::LeaseGrantRequest& req,
@@ -380,7 +382,7 @@ absl::Status Applier::ApplyLeaseRevoke(uint64_t index,
 
 absl::Status Applier::ApplyAlarm(uint64_t index, const etcdserverpb::AlarmRequest& req,
                                  etcdserverpb::AlarmResponse* resp) {
-  absl::MutexLock lock(&alarms_mu_);
+  MutexLock lock(&alarms_mu_);
   switch (req.action()) {
     case etcdserverpb::AlarmRequest::GET:
       for (const auto& a : alarms_) {

@@ -11,7 +11,7 @@
 #include <memory>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
+#include "base/mutex.h"
 #include "capstan/store/internal.pb.h"
 #include "etcd/etcdserverpb/rpc.pb.h"
 #include "google/protobuf/message.h"
@@ -76,7 +76,7 @@ class Applier {
   Mvcc* mvcc_;
   Lessor* lessor_;
   WatchHub* hub_;
-  mutable absl::Mutex alarms_mu_;
+  mutable Mutex alarms_mu_;
   std::vector<etcdserverpb::AlarmMember> alarms_ ABSL_GUARDED_BY(alarms_mu_);
   absl::Status failure_ ABSL_GUARDED_BY(alarms_mu_);
 };

@@ -11,27 +11,27 @@ Lessor::Lessor(const Clock* clock, int64_t min_ttl_seconds)
 
 absl::StatusOr<int64_t> Lessor::CheckGrant(int64_t id, int64_t ttl) const {
   if (ttl > kMaxLeaseTTL) return ErrLeaseTTLTooLarge();
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (leases_.contains(id)) return ErrLeaseExist();
   return std::max(ttl, min_ttl_);
 }
 
 void Lessor::Grant(int64_t id, int64_t ttl) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Lease& l = leases_[id];
   l.ttl = ttl;
   l.deadline = clock_->Now() + std::chrono::seconds(ttl);
 }
 
 absl::StatusOr<std::vector<std::string>> Lessor::Keys(int64_t id) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = leases_.find(id);
   if (it == leases_.end()) return ErrLeaseNotFound();
   return std::vector<std::string>(it->second.keys.begin(), it->second.keys.end());
 }
 
 void Lessor::Remove(int64_t id) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = leases_.find(id);
   if (it == leases_.end()) return;
   for (const auto& k : it->second.keys) owner_.erase(k);
@@ -39,7 +39,7 @@ void Lessor::Remove(int64_t id) {
 }
 
 void Lessor::Attach(int64_t id, const std::string& key) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto prev = owner_.find(key);
   if (prev != owner_.end()) {
     if (prev->second == id) return;
@@ -55,7 +55,7 @@ void Lessor::Attach(int64_t id, const std::string& key) {
 }
 
 void Lessor::DetachKey(const std::string& key) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto prev = owner_.find(key);
   if (prev == owner_.end()) return;
   auto old = leases_.find(prev->second);
@@ -64,19 +64,19 @@ void Lessor::DetachKey(const std::string& key) {
 }
 
 bool Lessor::Exists(int64_t id) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return leases_.contains(id);
 }
 
 void Lessor::Restore(int64_t id, int64_t ttl) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Lease& l = leases_[id];
   l.ttl = ttl;
   l.deadline = clock_->Now() + std::chrono::seconds(ttl);
 }
 
 absl::StatusOr<int64_t> Lessor::Renew(int64_t id) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = leases_.find(id);
   auto now = clock_->Now();
   if (it == leases_.end() || it->second.deadline <= now) return ErrLeaseNotFound();
@@ -85,7 +85,7 @@ absl::StatusOr<int64_t> Lessor::Renew(int64_t id) {
 }
 
 absl::StatusOr<Lessor::Info> Lessor::TimeToLive(int64_t id) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = leases_.find(id);
   if (it == leases_.end()) return ErrLeaseNotFound();
   Info info;
@@ -98,7 +98,7 @@ absl::StatusOr<Lessor::Info> Lessor::TimeToLive(int64_t id) const {
 }
 
 std::vector<int64_t> Lessor::Leases() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::vector<std::pair<std::chrono::steady_clock::time_point, int64_t>> v;
   for (const auto& [id, l] : leases_) v.emplace_back(l.deadline, id);
   std::sort(v.begin(), v.end());
@@ -108,7 +108,7 @@ std::vector<int64_t> Lessor::Leases() const {
 }
 
 std::vector<int64_t> Lessor::TakeExpired(std::chrono::milliseconds retry) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::vector<int64_t> out;
   auto now = clock_->Now();
   for (auto& [id, l] : leases_) {
@@ -123,7 +123,7 @@ std::vector<int64_t> Lessor::TakeExpired(std::chrono::milliseconds retry) {
 }
 
 size_t Lessor::size() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return leases_.size();
 }
 

@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
+#include "base/mutex.h"
 #include "base/clock.h"
 #include "base/status.h"
 
@@ -73,7 +73,7 @@ class Lessor {
   };
   const Clock* clock_;
   int64_t min_ttl_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::map<int64_t, Lease> leases_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t, std::less<>> owner_ ABSL_GUARDED_BY(mu_);  // key -> lease
 };

@@ -22,12 +22,12 @@ Mvcc::~Mvcc() {
 }
 
 size_t Mvcc::key_count() const {
-  absl::ReaderMutexLock lock(&mu_);
+  ReaderMutexLock lock(&mu_);
   return index_.key_count();
 }
 
 absl::Status Mvcc::Restore(const std::function<void(const std::string&, int64_t)>& on_lease) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::map<std::string, int64_t> leases;
   auto it = backend_->NewIterator();
   int64_t last = 1;
@@ -108,7 +108,7 @@ absl::StatusOr<RangeResult> Mvcc::RangeAt(std::string_view key, std::string_view
   if (locked_for_write) {
     collect();
   } else {
-    absl::ReaderMutexLock lock(&mu_);
+    ReaderMutexLock lock(&mu_);
     collect();
   }
   result.kvs.resize(revs.size());
@@ -213,10 +213,11 @@ absl::Status Mvcc::WriteTxn::Commit() {
   return st;
 }
 
-absl::Status Mvcc::Compact(int64_t rev, rocksdb::WriteBatch* batch, std::function<void()> done) {
+absl::StatusOr<std::vector<DroppedRevision>> Mvcc::Compact(int64_t rev,
+                                                             rocksdb::WriteBatch* batch) {
   std::vector<DroppedRevision> dropped;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (rev <= compact_rev()) return ErrCompacted();
     if (rev > current_rev()) return ErrFutureRev();
     index_.Compact(rev, &dropped);
@@ -225,10 +226,13 @@ absl::Status Mvcc::Compact(int64_t rev, rocksdb::WriteBatch* batch, std::functio
   std::string v;
   PutFixed64BE(&v, static_cast<uint64_t>(rev));
   batch->Put(MetaKey(kMetaCompactRev), v);
+  return dropped;
+}
+
+void Mvcc::ScheduleDeletion(std::vector<DroppedRevision> dropped, std::function<void()> done) {
   std::lock_guard<std::mutex> lock(compactor_mu_);
   compactor_jobs_.push_back({std::move(dropped), std::move(done)});
   compactor_cv_.notify_one();
-  return absl::OkStatus();
 }
 
 void Mvcc::CompactorLoop() {

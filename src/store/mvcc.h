@@ -24,7 +24,7 @@
 #include <thread>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
+#include "base/mutex.h"
 #include "base/status.h"
 #include "etcd/mvccpb/kv.pb.h"
 #include "store/backend.h"
@@ -98,11 +98,13 @@ class Mvcc {
   // REQUIRES: called from the applier thread only.
   std::unique_ptr<WriteTxn> BeginWrite();
 
-  // Compacts history up to `rev` (etcd's Compact): index first, backend records
-  // in the background. `done` runs once the records are gone from the backend.
+  // Compacts history up to `rev` (etcd's Compact): the index at once; the
+  // returned records are deleted by ScheduleDeletion. `batch` receives the
+  // compaction meta so it commits with the log index.
   // Errors: ErrCompacted (rev <= compacted), ErrFutureRev (rev > current).
-  // `batch` receives the compaction meta so it commits with the log index.
-  absl::Status Compact(int64_t rev, rocksdb::WriteBatch* batch, std::function<void()> done);
+  absl::StatusOr<std::vector<DroppedRevision>> Compact(int64_t rev, rocksdb::WriteBatch* batch);
+  // Deletes dropped records in the background; `done` (may be null) runs after.
+  void ScheduleDeletion(std::vector<DroppedRevision> dropped, std::function<void()> done);
 
   // Events with revisions in [from, to], in revision order, stopping after
   // roughly max_bytes. *next is the first revision not returned.
@@ -121,7 +123,7 @@ class Mvcc {
   void CompactorLoop();
 
   Backend* backend_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   TreeIndex index_ ABSL_GUARDED_BY(mu_);
   std::atomic<int64_t> current_rev_{1};
   std::atomic<int64_t> compact_rev_{-1};  // etcd starts at -1: nothing compacted

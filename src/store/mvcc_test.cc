@@ -112,10 +112,12 @@ TEST_F(MvccTest, CompactionAndRestart) {
   }
   rocksdb::WriteBatch batch;
   std::atomic<bool> done{false};
-  ASSERT_TRUE(mvcc_->Compact(8, &batch, [&] { done = true; }).ok());
+  auto dropped = mvcc_->Compact(8, &batch);
+  ASSERT_TRUE(dropped.ok());
   ASSERT_TRUE(backend_->Write(&batch).ok());
-  EXPECT_EQ(mvcc_->Compact(8, &batch, nullptr), ErrCompacted());
-  EXPECT_EQ(mvcc_->Compact(100, &batch, nullptr), ErrFutureRev());
+  mvcc_->ScheduleDeletion(*std::move(dropped), [&] { done = true; });
+  EXPECT_EQ(mvcc_->Compact(8, &batch).status(), ErrCompacted());
+  EXPECT_EQ(mvcc_->Compact(100, &batch).status(), ErrFutureRev());
   EXPECT_EQ(mvcc_->Range("k", "", {.rev = 7}).status(), ErrCompacted());
   EXPECT_EQ(Values("k", "", 8), (std::vector<std::string>{"k=6"}));
   while (!done) std::this_thread::yield();

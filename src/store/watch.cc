@@ -16,7 +16,7 @@ constexpr size_t kMaxSyncPerRound = 256;
 WatchHub::WatchHub(Mvcc* mvcc, Options options, HeaderFiller fill_header)
     : mvcc_(mvcc), options_(options), fill_header_(std::move(fill_header)) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     published_rev_ = mvcc_->current_rev();
     last_progress_ = std::chrono::steady_clock::now();
   }
@@ -40,19 +40,19 @@ WatchHub::~WatchHub() {
 }
 
 size_t WatchHub::watcher_count() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return watcher_count_;
 }
 
 void WatchHub::AddStream(WatchSink* sink) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto s = std::make_unique<Stream>();
   s->sink = sink;
   streams_[sink] = std::move(s);
 }
 
 void WatchHub::RemoveStream(WatchSink* sink) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = streams_.find(sink);
   if (it == streams_.end()) return;
   while (!it->second->watchers.empty()) RemoveWatcher(it->second->watchers.begin()->second.get());
@@ -60,7 +60,7 @@ void WatchHub::RemoveStream(WatchSink* sink) {
 }
 
 void WatchHub::HandleRequest(WatchSink* sink, const etcdserverpb::WatchRequest& req) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = streams_.find(sink);
   if (it == streams_.end()) return;
   Stream* s = it->second.get();
@@ -231,7 +231,7 @@ void WatchHub::SendEvents(Watcher* w, int64_t header_rev, std::vector<mvccpb::Ev
 }
 
 void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   published_rev_ = rev;
   if (events.empty() || watcher_count_ == 0) return;
   // Watchers with matching events, in first-match order, and the events each gets.
@@ -308,7 +308,7 @@ void WatchHub::SyncerLoop() {
       syncer_kicked_ = false;
     }
     SyncOnce();
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto now = std::chrono::steady_clock::now();
     if (now - last_progress_ >= options_.progress_interval) {
       last_progress_ = now;
@@ -326,7 +326,7 @@ void WatchHub::SyncOnce() {
   };
   std::vector<Work> work;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     for (Watcher* w : unsynced_) {
       if (work.size() >= kMaxSyncPerRound) break;
       if (w->stream->sink->QueuedBytes() >= options_.max_stream_bytes) continue;
@@ -338,7 +338,7 @@ void WatchHub::SyncOnce() {
     std::vector<mvccpb::Event> events;
     int64_t next = item.from;
     absl::Status st = mvcc_->History(item.from, item.to, kHistoryChunkBytes, &events, &next);
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto sit = streams_.find(item.sink);
     if (sit == streams_.end()) continue;
     Stream* s = sit->second.get();

@@ -27,7 +27,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
+#include "base/mutex.h"
 #include "base/metrics.h"
 #include "etcd/etcdserverpb/rpc.pb.h"
 #include "store/mvcc.h"
@@ -112,7 +112,7 @@ class WatchHub {
   Options options_;
   HeaderFiller fill_header_;
 
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::unordered_map<WatchSink*, std::unique_ptr<Stream>> streams_ ABSL_GUARDED_BY(mu_);
   // Synced single-key watchers by key, and synced range watchers.
   std::unordered_multimap<std::string, Watcher*> key_watchers_ ABSL_GUARDED_BY(mu_);

@@ -162,7 +162,7 @@ TEST_F(WatchHubTest, ProgressAndCompaction) {
   Put("a", "2");
   int64_t rev = Put("a", "3");
   rocksdb::WriteBatch batch;
-  ASSERT_TRUE(mvcc_->Compact(rev, &batch, nullptr).ok());
+  ASSERT_TRUE(mvcc_->Compact(rev, &batch).ok());
   FakeSink sink;
   hub_->AddStream(&sink);
   Create(&sink, "a", "", 2);  // before the compaction point
