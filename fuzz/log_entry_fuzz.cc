@@ -6,9 +6,9 @@
 
 #include <cstdint>
 
-#include "spdlog/spdlog.h"
 #include <filesystem>
 #include <memory>
+#include "spdlog/spdlog.h"
 
 #include "capstan/store/internal.pb.h"
 #include "store/apply.h"

@@ -6,14 +6,14 @@
 
 #include <cstdint>
 
-#include "spdlog/spdlog.h"
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include "spdlog/spdlog.h"
 
-#include "base/crc32c.h"
 #include "base/coding.h"
+#include "base/crc32c.h"
 #include "raft/wal.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -69,10 +69,10 @@ std::string Format(std::string_view msg, const Fields&... fields) {
 }  // namespace logging_internal
 }  // namespace capstan
 
-#define CAPSTAN_LOG(lvl, msg, ...)                                                   \
-  do {                                                                                 \
-    if (spdlog::should_log(spdlog::level::lvl)) {                                    \
-      spdlog::log(spdlog::level::lvl, "{}",                                          \
+#define CAPSTAN_LOG(lvl, msg, ...)                                                      \
+  do {                                                                                  \
+    if (spdlog::should_log(spdlog::level::lvl)) {                                       \
+      spdlog::log(spdlog::level::lvl, "{}",                                             \
                   ::capstan::logging_internal::Format(msg __VA_OPT__(, ) __VA_ARGS__)); \
-    }                                                                                  \
+    }                                                                                   \
   } while (0)

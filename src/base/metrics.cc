@@ -159,8 +159,8 @@ std::string Registry::RenderText() const {
           out += name + "_bucket" + WithLe(s.labels, FormatDouble(bounds[i])) + " " +
                  std::to_string(cum[i]) + "\n";
         }
-        out += name + "_bucket" + WithLe(s.labels, "+Inf") + " " + std::to_string(cum.back()) +
-               "\n";
+        out +=
+            name + "_bucket" + WithLe(s.labels, "+Inf") + " " + std::to_string(cum.back()) + "\n";
         out += name + "_sum" + s.labels + " " + FormatDouble(sum) + "\n";
         out += name + "_count" + s.labels + " " + std::to_string(count) + "\n";
       }

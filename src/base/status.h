@@ -15,16 +15,16 @@
 #define CAPSTAN_CONCAT_INNER(a, b) a##b
 #define CAPSTAN_CONCAT(a, b) CAPSTAN_CONCAT_INNER(a, b)
 
-#define RETURN_IF_ERROR(expr)                  \
-  do {                                         \
-    ::absl::Status capstan_status_ = (expr);   \
+#define RETURN_IF_ERROR(expr)                          \
+  do {                                                 \
+    ::absl::Status capstan_status_ = (expr);           \
     if (!capstan_status_.ok()) return capstan_status_; \
   } while (0)
 
 #define ASSIGN_OR_RETURN(lhs, expr) \
   ASSIGN_OR_RETURN_IMPL(CAPSTAN_CONCAT(capstan_statusor_, __LINE__), lhs, expr)
 
-#define ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
-  auto tmp = (expr);                          \
+#define ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr)    \
+  auto tmp = (expr);                             \
   if (!tmp.ok()) return std::move(tmp).status(); \
   lhs = std::move(tmp).value()

@@ -38,8 +38,7 @@ struct StoreFlags {
 };
 
 void AddStoreFlags(CLI::App* cmd, StoreFlags* f, bool dev) {
-  cmd->add_option("--name", f->name, "Human-readable name for this member.")
-      ->capture_default_str();
+  cmd->add_option("--name", f->name, "Human-readable name for this member.")->capture_default_str();
   cmd->add_option("--data-dir", f->data_dir,
                   dev ? "Directory for the data (write-ahead log and database)."
                       : "Directory for the data (default: ${name}.etcd, as etcd).")
@@ -78,8 +77,7 @@ void AddStoreFlags(CLI::App* cmd, StoreFlags* f, bool dev) {
   cmd->add_option("--experimental-watch-progress-notify-interval", f->progress_notify_interval,
                   "How often watchers that asked for progress_notify get a progress response.")
       ->capture_default_str();
-  cmd->add_option("--log-level", f->log_level, "debug, info, warn or err.")
-      ->capture_default_str();
+  cmd->add_option("--log-level", f->log_level, "debug, info, warn or err.")->capture_default_str();
   cmd->add_option("--config-file", f->config_file,
                   "YAML file of flag-name: value pairs; command-line flags override it.");
 }
@@ -108,9 +106,9 @@ absl::StatusOr<store::StoreServerConfig> BuildConfig(const StoreFlags& f) {
   cfg.store.max_txn_ops = f.max_txn_ops;
   if (f.heartbeat_ms <= 0) return absl::InvalidArgumentError("--heartbeat-interval must be > 0");
   if (f.election_ms < 5 * f.heartbeat_ms) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--election-timeout[", f.election_ms, "ms] should be at least 5 times ",
-        "--heartbeat-interval[", f.heartbeat_ms, "ms]"));
+    return absl::InvalidArgumentError(absl::StrCat("--election-timeout[", f.election_ms,
+                                                   "ms] should be at least 5 times ",
+                                                   "--heartbeat-interval[", f.heartbeat_ms, "ms]"));
   }
   // etcd's minimum lease TTL: 1.5 election timeouts, rounded up to a second.
   int64_t ticks = f.election_ms / f.heartbeat_ms;

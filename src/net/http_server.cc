@@ -97,8 +97,7 @@ absl::Status HttpServer::Start(const std::string& host, int port) {
     std::string err = std::strerror(errno);
     ::freeaddrinfo(res);
     if (fd >= 0) ::close(fd);
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", host, ":", port, ": ", err));
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", host, ":", port, ": ", err));
   }
   ::freeaddrinfo(res);
   sockaddr_storage addr{};
@@ -176,10 +175,9 @@ void HttpServer::ServeConnection(int fd) {
       if (method == "HEAD") resp.body.clear();
     }
   }
-  std::string out = absl::StrCat("HTTP/1.1 ", resp.status, " ", Reason(resp.status),
-                                 "\r\nContent-Type: ", resp.content_type,
-                                 "\r\nContent-Length: ", resp.body.size(),
-                                 "\r\nConnection: close\r\n\r\n", resp.body);
+  std::string out = absl::StrCat(
+      "HTTP/1.1 ", resp.status, " ", Reason(resp.status), "\r\nContent-Type: ", resp.content_type,
+      "\r\nContent-Length: ", resp.body.size(), "\r\nConnection: close\r\n\r\n", resp.body);
   WriteAll(fd, out);
 }
 

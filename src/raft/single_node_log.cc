@@ -10,9 +10,9 @@ namespace capstan::raft {
 SingleNodeLog::SingleNodeLog(Options options, StateMachine* sm, std::unique_ptr<Wal> wal)
     : options_(std::move(options)), sm_(sm), wal_(std::move(wal)) {
   if (options_.metrics != nullptr) {
-    fsync_seconds_ = options_.metrics->AddHistogram(
-        "capstan_wal_fsync_duration_seconds", "Latency of WAL fdatasync calls.",
-        metrics::LatencyBuckets());
+    fsync_seconds_ = options_.metrics->AddHistogram("capstan_wal_fsync_duration_seconds",
+                                                    "Latency of WAL fdatasync calls.",
+                                                    metrics::LatencyBuckets());
     batch_entries_ = options_.metrics->AddHistogram(
         "capstan_wal_batch_entries", "Entries made durable by one fdatasync (group commit size).",
         {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096});
@@ -27,10 +27,10 @@ absl::StatusOr<std::unique_ptr<SingleNodeLog>> SingleNodeLog::Start(Options opti
   if (wal->last_index() < applied_index) {
     // The state machine is ahead of the log, e.g. the log directory was lost.
     // Continuing would reuse indexes the state machine already applied.
-    return absl::DataLossError(absl::StrCat(
-        "wal in ", options.dir, " ends at index ", wal->last_index(),
-        " but the state machine has applied index ", applied_index,
-        "; the wal directory does not belong to this data directory"));
+    return absl::DataLossError(
+        absl::StrCat("wal in ", options.dir, " ends at index ", wal->last_index(),
+                     " but the state machine has applied index ", applied_index,
+                     "; the wal directory does not belong to this data directory"));
   }
   std::vector<WalEntry> batch;
   size_t batch_bytes = 0;
@@ -47,8 +47,8 @@ absl::StatusOr<std::unique_ptr<SingleNodeLog>> SingleNodeLog::Start(Options opti
     return absl::OkStatus();
   }));
   if (!batch.empty()) sm->ApplyBatch(batch);
-  CAPSTAN_LOG(info, "wal replayed", "dir", options.dir, "from_index", applied_index + 1,
-              "entries", replayed, "last_index", wal->last_index());
+  CAPSTAN_LOG(info, "wal replayed", "dir", options.dir, "from_index", applied_index + 1, "entries",
+              replayed, "last_index", wal->last_index());
 
   std::unique_ptr<SingleNodeLog> log(new SingleNodeLog(std::move(options), sm, std::move(wal)));
   log->committed_ = log->wal_->last_index();
@@ -92,9 +92,9 @@ void SingleNodeLog::Fail(const absl::Status& status, std::vector<std::string> dr
   absl::Status failure;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    failure_ = absl::UnavailableError(absl::StrCat(
-        "etcdserver: write-ahead log failed (", status.message(),
-        "); writes stop until the member restarts with the disk fixed"));
+    failure_ = absl::UnavailableError(
+        absl::StrCat("etcdserver: write-ahead log failed (", status.message(),
+                     "); writes stop until the member restarts with the disk fixed"));
     failure = failure_;
     for (auto& p : pending_) dropped.push_back(std::move(p));
     pending_.clear();
@@ -109,9 +109,8 @@ void SingleNodeLog::WriterLoop() {
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      propose_cv_.wait(lock, [&] {
-        return stopping_ || !pending_.empty() || release_to_.load() > released;
-      });
+      propose_cv_.wait(
+          lock, [&] { return stopping_ || !pending_.empty() || release_to_.load() > released; });
       if (!failure_.ok() || (stopping_ && pending_.empty())) break;
       taken.swap(pending_);
       pending_bytes_ = 0;

@@ -31,7 +31,7 @@ namespace capstan::raft {
 class SingleNodeLog final : public ReplicatedLog {
  public:
   struct Options {
-    std::string dir;                       // WAL directory
+    std::string dir;  // WAL directory
     Wal::Options wal;
     size_t max_pending_bytes = 256 << 20;  // proposals queued before RESOURCE_EXHAUSTED
     metrics::Registry* metrics = nullptr;  // optional
@@ -68,8 +68,8 @@ class SingleNodeLog final : public ReplicatedLog {
   mutable std::mutex mu_;
   std::condition_variable propose_cv_;
   std::condition_variable apply_cv_;
-  std::vector<std::string> pending_;  // GUARDED_BY(mu_)
-  size_t pending_bytes_ = 0;          // GUARDED_BY(mu_)
+  std::vector<std::string> pending_;            // GUARDED_BY(mu_)
+  size_t pending_bytes_ = 0;                    // GUARDED_BY(mu_)
   std::deque<std::vector<WalEntry>> to_apply_;  // GUARDED_BY(mu_)
   bool stopping_ = false;                       // GUARDED_BY(mu_)
   bool writer_done_ = false;                    // GUARDED_BY(mu_)

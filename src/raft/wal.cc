@@ -182,8 +182,8 @@ absl::Status Wal::Load(uint64_t first_index_if_new) {
     const Segment& seg = segments_[i];
     if (seg.first_index != next_index_) {
       return absl::DataLossError(absl::StrCat("wal segment ", seg.path, " starts at index ",
-                                              seg.first_index, " but the log expects ",
-                                              next_index_, ": a segment is missing"));
+                                              seg.first_index, " but the log expects ", next_index_,
+                                              ": a segment is missing"));
     }
     RETURN_IF_ERROR(ScanSegment(seg, i + 1 == segments_.size(), &next_index_, nullptr, 0));
   }
@@ -194,8 +194,7 @@ absl::Status Wal::ScanSegment(const Segment& seg, bool is_last, uint64_t* next_i
                               const std::function<absl::Status(const WalEntry&)>* fn,
                               uint64_t from) {
   ASSIGN_OR_RETURN(std::string data, ReadFile(seg.path));
-  if (data.size() < kSegmentHeaderSize ||
-      std::memcmp(data.data(), kMagic, sizeof(kMagic)) != 0 ||
+  if (data.size() < kSegmentHeaderSize || std::memcmp(data.data(), kMagic, sizeof(kMagic)) != 0 ||
       crc32c::Unmask(DecodeFixed32LE(data.data() + 16)) !=
           crc32c::Value(std::string_view(data.data(), 16)) ||
       DecodeFixed64LE(data.data() + 8) != seg.first_index) {

@@ -89,8 +89,7 @@ class Wal {
   absl::Status Roll();
   absl::Status SyncDir();
   absl::Status ScanSegment(const Segment& seg, bool is_last, uint64_t* next_index,
-                           const std::function<absl::Status(const WalEntry&)>* fn,
-                           uint64_t from);
+                           const std::function<absl::Status(const WalEntry&)>* fn, uint64_t from);
 
   std::string dir_;
   Options options_;

@@ -19,18 +19,21 @@ using ::testing::HasSubstr;
 class WalTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("wal_test_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("wal_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
 
   std::vector<WalEntry> ReadAll(Wal& wal, uint64_t from = 1) {
     std::vector<WalEntry> out;
-    EXPECT_TRUE(wal.Replay(from, [&](const WalEntry& e) {
-                     out.push_back(e);
-                     return absl::OkStatus();
-                   }).ok());
+    EXPECT_TRUE(wal.Replay(from,
+                           [&](const WalEntry& e) {
+                             out.push_back(e);
+                             return absl::OkStatus();
+                           })
+                    .ok());
     return out;
   }
 

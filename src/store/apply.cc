@@ -29,6 +29,21 @@ absl::Status CheckPath(const TxnRequest& req, const std::vector<bool>& path, siz
   return absl::OkStatus();
 }
 
+// Ranges on the taken path must read revisions the store has (etcd's
+// checkRequestRange): not in the future, not compacted. Revision 0 is "now".
+absl::Status CheckRangeRevisions(const TxnRequest& req, const std::vector<bool>& path, int64_t rev,
+                                 int64_t compact_rev) {
+  size_t cursor = 0;
+  return CheckPath(req, path, &cursor, [&](const RequestOp& op) -> absl::Status {
+    if (!op.has_request_range()) return absl::OkStatus();
+    int64_t want = op.request_range().revision();
+    if (want == 0) return absl::OkStatus();
+    if (want > rev) return ErrFutureRev();
+    if (want < compact_rev) return ErrCompacted();
+    return absl::OkStatus();
+  });
+}
+
 }  // namespace
 
 Applier::Applier(Backend* backend, Mvcc* mvcc, Lessor* lessor, WatchHub* hub)
@@ -64,8 +79,8 @@ absl::Status Applier::failure() const {
 }
 
 absl::Status Applier::Fail(const absl::Status& st) {
-  CAPSTAN_LOG(critical, "backend write failed: no more entries are applied until restart",
-              "error", st.ToString());
+  CAPSTAN_LOG(critical, "backend write failed: no more entries are applied until restart", "error",
+              st.ToString());
   MutexLock lock(&alarms_mu_);
   if (failure_.ok()) {
     failure_ = absl::UnavailableError(
@@ -109,46 +124,33 @@ void Applier::Apply(uint64_t index, const LogEntry& entry, const ApplyDone& done
     }
     if (done) done(std::move(st), resp);
   };
+  // Runs one Apply* method with a response of its own type.
+  auto run = [&](auto method, const auto& req, auto resp) {
+    absl::Status st = (this->*method)(index, req, &resp);
+    finish(std::move(st), &resp);
+  };
   switch (entry.request_case()) {
-    case LogEntry::kPut: {
-      etcdserverpb::PutResponse resp;
-      absl::Status st = ApplyPut(index, entry.put(), &resp);
-      finish(st, &resp);
+    case LogEntry::kPut:
+      run(&Applier::ApplyPut, entry.put(), etcdserverpb::PutResponse());
       break;
-    }
-    case LogEntry::kDeleteRange: {
-      etcdserverpb::DeleteRangeResponse resp;
-      absl::Status st = ApplyDelete(index, entry.delete_range(), &resp);
-      finish(st, &resp);
+    case LogEntry::kDeleteRange:
+      run(&Applier::ApplyDelete, entry.delete_range(), etcdserverpb::DeleteRangeResponse());
       break;
-    }
-    case LogEntry::kTxn: {
-      TxnResponse resp;
-      absl::Status st = ApplyTxn(index, entry.txn(), &resp);
-      finish(st, &resp);
+    case LogEntry::kTxn:
+      run(&Applier::ApplyTxn, entry.txn(), TxnResponse());
       break;
-    }
     case LogEntry::kCompaction:
       ApplyCompaction(index, entry.compaction(), done);
       break;
-    case LogEntry::kLeaseGrant: {
-      etcdserverpb::LeaseGrantResponse resp;
-      absl::Status st = ApplyLeaseGrant(index, entry.lease_grant(), &resp);
-      finish(st, &resp);
+    case LogEntry::kLeaseGrant:
+      run(&Applier::ApplyLeaseGrant, entry.lease_grant(), etcdserverpb::LeaseGrantResponse());
       break;
-    }
-    case LogEntry::kLeaseRevoke: {
-      etcdserverpb::LeaseRevokeResponse resp;
-      absl::Status st = ApplyLeaseRevoke(index, entry.lease_revoke(), &resp);
-      finish(st, &resp);
+    case LogEntry::kLeaseRevoke:
+      run(&Applier::ApplyLeaseRevoke, entry.lease_revoke(), etcdserverpb::LeaseRevokeResponse());
       break;
-    }
-    case LogEntry::kAlarm: {
-      etcdserverpb::AlarmResponse resp;
-      absl::Status st = ApplyAlarm(index, entry.alarm(), &resp);
-      finish(st, &resp);
+    case LogEntry::kAlarm:
+      run(&Applier::ApplyAlarm, entry.alarm(), etcdserverpb::AlarmResponse());
       break;
-    }
     default:
       finish(absl::InvalidArgumentError("unknown log entry"), nullptr);
   }
@@ -208,16 +210,7 @@ absl::Status Applier::ApplyTxn(uint64_t index, const TxnRequest& req, TxnRespons
     }
     return absl::OkStatus();
   }));
-  cursor = 0;
-  RETURN_IF_ERROR(CheckPath(req, path, &cursor, [&](const RequestOp& op) -> absl::Status {
-    if (op.has_request_range()) {
-      int64_t rev = op.request_range().revision();
-      if (rev == 0) return absl::OkStatus();
-      if (rev > txn->rev()) return ErrFutureRev();
-      if (rev < mvcc_->compact_rev()) return ErrCompacted();
-    }
-    return absl::OkStatus();
-  }));
+  RETURN_IF_ERROR(CheckRangeRevisions(req, path, txn->rev(), mvcc_->compact_rev()));
 
   // Lease ownership changes wait until the txn is written.
   std::vector<std::pair<int64_t, std::string>> attach;
@@ -292,17 +285,8 @@ absl::Status Applier::Range(const etcdserverpb::RangeRequest& req,
 absl::Status Applier::ReadOnlyTxn(const TxnRequest& req, TxnResponse* resp) {
   SnapshotView view(mvcc_);
   std::vector<bool> path = CompareToPath(view, req);
+  RETURN_IF_ERROR(CheckRangeRevisions(req, path, view.rev(), mvcc_->compact_rev()));
   size_t cursor = 0;
-  RETURN_IF_ERROR(CheckPath(req, path, &cursor, [&](const RequestOp& op) -> absl::Status {
-    if (op.has_request_range()) {
-      int64_t rev = op.request_range().revision();
-      if (rev == 0) return absl::OkStatus();
-      if (rev > view.rev()) return ErrFutureRev();
-      if (rev < mvcc_->compact_rev()) return ErrCompacted();
-    }
-    return absl::OkStatus();
-  }));
-  cursor = 0;
   std::function<absl::Status(const TxnRequest&, TxnResponse*)> run =
       [&](const TxnRequest& r, TxnResponse* out) -> absl::Status {
     bool ok = path[cursor++];
@@ -366,8 +350,7 @@ absl::Status Applier::ApplyLeaseGrant(uint64_t index, const etcdserverpb::LeaseG
   return absl::OkStatus();
 }
 
-absl::Status Applier::ApplyLeaseRevoke(uint64_t index,
-                                       const etcdserverpb::LeaseRevokeRequest& req,
+absl::Status Applier::ApplyLeaseRevoke(uint64_t index, const etcdserverpb::LeaseRevokeRequest& req,
                                        etcdserverpb::LeaseRevokeResponse* resp) {
   ASSIGN_OR_RETURN(std::vector<std::string> keys, lessor_->Keys(req.id()));
   auto txn = mvcc_->BeginWrite();
@@ -400,7 +383,8 @@ absl::Status Applier::ApplyAlarm(uint64_t index, const etcdserverpb::AlarmReques
       m.set_alarm(req.alarm());
       if (!found) alarms_.push_back(m);
       *resp->add_alarms() = m;
-      if (!found) CAPSTAN_LOG(warn, "alarm raised", "alarm", etcdserverpb::AlarmType_Name(m.alarm()));
+      if (!found)
+        CAPSTAN_LOG(warn, "alarm raised", "alarm", etcdserverpb::AlarmType_Name(m.alarm()));
       break;
     }
     case etcdserverpb::AlarmRequest::DEACTIVATE:

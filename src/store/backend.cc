@@ -12,9 +12,12 @@ namespace {
 
 absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return absl::OkStatus();
-  if (s.IsNotFound()) return absl::NotFoundError(absl::StrCat(std::string(what), ": ", s.ToString()));
-  if (s.IsNoSpace()) return absl::ResourceExhaustedError(absl::StrCat(std::string(what), ": ", s.ToString()));
-  if (s.IsCorruption()) return absl::DataLossError(absl::StrCat(std::string(what), ": ", s.ToString()));
+  if (s.IsNotFound())
+    return absl::NotFoundError(absl::StrCat(std::string(what), ": ", s.ToString()));
+  if (s.IsNoSpace())
+    return absl::ResourceExhaustedError(absl::StrCat(std::string(what), ": ", s.ToString()));
+  if (s.IsCorruption())
+    return absl::DataLossError(absl::StrCat(std::string(what), ": ", s.ToString()));
   return absl::InternalError(absl::StrCat(std::string(what), ": ", s.ToString()));
 }
 
@@ -84,8 +87,8 @@ absl::Status Backend::Write(rocksdb::WriteBatch* batch) {
 
 absl::StatusOr<std::string> Backend::Get(std::string_view key) const {
   std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), rocksdb::Slice(key.data(), key.size()),
-                               &value);
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), rocksdb::Slice(key.data(), key.size()), &value);
   if (!s.ok()) return FromRocks(s, "backend get");
   return value;
 }

@@ -49,15 +49,9 @@ inline absl::Status ErrRequestTooLarge() {
 inline absl::Status ErrTooManyRequests() {
   return absl::ResourceExhaustedError("etcdserver: too many requests");
 }
-inline absl::Status ErrTimeout() {
-  return absl::UnavailableError("etcdserver: request timed out");
-}
-inline absl::Status ErrStopped() {
-  return absl::UnavailableError("etcdserver: server stopped");
-}
-inline absl::Status ErrNotCapable() {
-  return absl::UnavailableError("etcdserver: not capable");
-}
+inline absl::Status ErrTimeout() { return absl::UnavailableError("etcdserver: request timed out"); }
+inline absl::Status ErrStopped() { return absl::UnavailableError("etcdserver: server stopped"); }
+inline absl::Status ErrNotCapable() { return absl::UnavailableError("etcdserver: not capable"); }
 inline absl::Status ErrMemberNotFound() {
   return absl::NotFoundError("etcdserver: member not found");
 }

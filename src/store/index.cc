@@ -108,8 +108,7 @@ void TreeIndex::Put(std::string_view key, Revision rev) {
   it->second.Put(rev);
 }
 
-void TreeIndex::Restore(std::string_view key, Revision rev, int64_t create_main,
-                        int64_t version) {
+void TreeIndex::Restore(std::string_view key, Revision rev, int64_t create_main, int64_t version) {
   auto it = keys_.find(key);
   if (it == keys_.end()) it = keys_.emplace(std::string(key), KeyIndex()).first;
   it->second.Restore(rev, create_main, version);

@@ -27,9 +27,9 @@ struct Revision {
 
 // The version of a key visible at some revision.
 struct IndexHit {
-  Revision modified;      // the change that wrote this version (its backend record)
+  Revision modified;  // the change that wrote this version (its backend record)
   int64_t create_main = 0;
-  int64_t version = 0;    // 1 for the put that created the key
+  int64_t version = 0;  // 1 for the put that created the key
 };
 
 // A revision dropped by compaction, and whether its backend record is a tombstone.
@@ -62,7 +62,7 @@ class KeyIndex {
 
  private:
   struct Generation {
-    int64_t ver = 0;            // puts in this generation, including the tombstone
+    int64_t ver = 0;  // puts in this generation, including the tombstone
     int64_t create_main = 0;
     std::vector<Revision> revs;  // a closed generation ends with its tombstone
   };

@@ -95,8 +95,7 @@ bool ApplyCompare(KvView& view, const Compare& c) {
   return true;
 }
 
-void CompareToPathInto(KvView& view, const etcdserverpb::TxnRequest& req,
-                       std::vector<bool>* path) {
+void CompareToPathInto(KvView& view, const etcdserverpb::TxnRequest& req, std::vector<bool>* path) {
   bool ok = EvaluateCompares(view, req);
   path->push_back(ok);
   for (const auto& op : ok ? req.success() : req.failure()) {
@@ -153,10 +152,9 @@ absl::Status ExecuteRange(KvView& view, const RangeRequest& req,
     if (order == RangeRequest::ASCEND) {
       std::stable_sort(kvs.begin(), kvs.end(), less);
     } else {
-      std::stable_sort(kvs.begin(), kvs.end(),
-                       [&](const mvccpb::KeyValue& a, const mvccpb::KeyValue& b) {
-                         return less(b, a);
-                       });
+      std::stable_sort(
+          kvs.begin(), kvs.end(),
+          [&](const mvccpb::KeyValue& a, const mvccpb::KeyValue& b) { return less(b, a); });
     }
   }
 

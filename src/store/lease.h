@@ -1,12 +1,12 @@
 // Leases: TTL-bound ownership of keys, as in etcd's lessor.
 //
 // Grant, Remove, Attach and DetachKey run on the applier thread as log entries
-// are applied (each after its change is written to the backend), so every member agrees on which leases exist and which keys
-// they own. Expiry is driven by the member that leads (here: the only one):
-// Expired() names leases past their deadline, and the server proposes their
-// revocation through the log. Keep-alives only move the in-memory deadline.
-// After a restart every lease gets its full TTL again (etcd's behaviour when
-// a member becomes leader), so a restart never expires a lease early.
+// are applied (each after its change is written to the backend), so every member agrees on which
+// leases exist and which keys they own. Expiry is driven by the member that leads (here: the only
+// one): Expired() names leases past their deadline, and the server proposes their revocation
+// through the log. Keep-alives only move the in-memory deadline. After a restart every lease gets
+// its full TTL again (etcd's behaviour when a member becomes leader), so a restart never expires a
+// lease early.
 //
 // Thread-safety: all methods may be called from any thread.
 #pragma once
@@ -18,8 +18,8 @@
 #include <string>
 #include <vector>
 
-#include "base/mutex.h"
 #include "base/clock.h"
+#include "base/mutex.h"
 #include "base/status.h"
 
 namespace capstan::store {

@@ -157,14 +157,7 @@ class MaintenanceService final : public Maintenance::CallbackService {
     auto* reactor = ctx->DefaultReactor();
     LogEntry entry;
     *entry.mutable_alarm() = *req;
-    store_->Propose(std::move(entry), [this, reactor, resp](absl::Status st,
-                                                            google::protobuf::Message* msg) {
-      if (st.ok() && msg != nullptr) {
-        resp->Swap(static_cast<AlarmResponse*>(msg));
-        store_->FillHeader(resp->mutable_header());
-      }
-      reactor->Finish(ToGrpc(st));
-    });
+    ProposeAndFinish(store_, std::move(entry), reactor, resp);
     return reactor;
   }
 
@@ -176,8 +169,7 @@ class MaintenanceService final : public Maintenance::CallbackService {
     return reactor;
   }
 
-  grpc::ServerUnaryReactor* Defragment(grpc::CallbackServerContext* ctx,
-                                       const DefragmentRequest*,
+  grpc::ServerUnaryReactor* Defragment(grpc::CallbackServerContext* ctx, const DefragmentRequest*,
                                        DefragmentResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
     absl::Status st = store_->Defragment();
@@ -224,8 +216,8 @@ class MaintenanceService final : public Maintenance::CallbackService {
     if (req->targetid() == store_->member_id()) {
       reactor->Finish(grpc::Status::OK);  // already the leader
     } else {
-      reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                                   "etcdserver: bad leader transferee"));
+      reactor->Finish(
+          grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "etcdserver: bad leader transferee"));
     }
     return reactor;
   }
@@ -233,8 +225,8 @@ class MaintenanceService final : public Maintenance::CallbackService {
   grpc::ServerUnaryReactor* Downgrade(grpc::CallbackServerContext* ctx, const DowngradeRequest*,
                                       DowngradeResponse*) override {
     auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                                 "capstan: downgrade is not supported"));
+    reactor->Finish(
+        grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "capstan: downgrade is not supported"));
     return reactor;
   }
 

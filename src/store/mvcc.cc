@@ -38,8 +38,8 @@ absl::Status Mvcc::Restore(const std::function<void(const std::string&, int64_t)
     std::string_view k(it->key().data(), it->key().size());
     if (!ParseRevisionKey(k, &rev, &tomb) ||
         !kv.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
-      return absl::DataLossError(absl::StrCat("backend ", backend_->path(),
-                                              ": undecodable revision record"));
+      return absl::DataLossError(
+          absl::StrCat("backend ", backend_->path(), ": undecodable revision record"));
     }
     if (tomb) {
       index_.Tombstone(kv.key(), rev);
@@ -214,7 +214,7 @@ absl::Status Mvcc::WriteTxn::Commit() {
 }
 
 absl::StatusOr<std::vector<DroppedRevision>> Mvcc::Compact(int64_t rev,
-                                                             rocksdb::WriteBatch* batch) {
+                                                           rocksdb::WriteBatch* batch) {
   std::vector<DroppedRevision> dropped;
   {
     MutexLock lock(&mu_);

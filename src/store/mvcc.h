@@ -108,8 +108,8 @@ class Mvcc {
 
   // Events with revisions in [from, to], in revision order, stopping after
   // roughly max_bytes. *next is the first revision not returned.
-  absl::Status History(int64_t from, int64_t to, size_t max_bytes,
-                       std::vector<mvccpb::Event>* out, int64_t* next) const;
+  absl::Status History(int64_t from, int64_t to, size_t max_bytes, std::vector<mvccpb::Event>* out,
+                       int64_t* next) const;
 
   // Hash of the history up to rev (Maintenance.HashKV).
   absl::StatusOr<uint32_t> HashKV(int64_t rev, int64_t* compact_rev) const;

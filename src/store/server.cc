@@ -61,8 +61,7 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
   grpc::ServerBuilder builder;
   // Like etcd: requests up to max-request-bytes get a clear etcd error from the
   // store; gRPC itself rejects anything past that plus 512 KiB of slack.
-  builder.SetMaxReceiveMessageSize(
-      static_cast<int>(config.store.max_request_bytes + 512 * 1024));
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config.store.max_request_bytes + 512 * 1024));
   builder.SetMaxSendMessageSize(INT_MAX);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
@@ -79,9 +78,8 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
   for (size_t i = 0; i < client.size(); ++i) {
     if (grpc_ == nullptr || client_ports_[i] == 0) {
       store_->Stop();
-      return absl::UnavailableError(
-          absl::StrCat("cannot listen on ", config.listen_client_urls[i],
-                       " (is another etcd or capstan using the port?)"));
+      return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen_client_urls[i],
+                                                 " (is another etcd or capstan using the port?)"));
     }
   }
 

@@ -16,6 +16,28 @@ inline grpc::Status ToGrpc(const absl::Status& st) {
   return grpc::Status(static_cast<grpc::StatusCode>(st.code()), std::string(st.message()));
 }
 
+// Proposes `entry`; when it is applied, moves the result into `resp`, fills
+// the header and finishes the RPC (with the error, if any).
+template <typename Resp>
+void ProposeAndFinish(Store* store, LogEntry entry, grpc::ServerUnaryReactor* reactor, Resp* resp) {
+  store->Propose(std::move(entry),
+                 [store, reactor, resp](absl::Status st, google::protobuf::Message* msg) {
+                   if (st.ok() && msg != nullptr) {
+                     resp->Swap(static_cast<Resp*>(msg));
+                     store->FillHeader(resp->mutable_header());
+                   }
+                   reactor->Finish(ToGrpc(st));
+                 });
+}
+
+// Finishes a unary RPC at once with `st`.
+inline grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx,
+                                           const absl::Status& st) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpc(st));
+  return reactor;
+}
+
 struct ClusterInfo {
   std::string name;
   std::vector<std::string> peer_urls;

@@ -93,8 +93,8 @@ absl::Status Store::Init() {
   if (options_.metrics != nullptr) {
     proposals_ = options_.metrics->AddCounter("capstan_store_proposals_total",
                                               "Write requests proposed to the log.");
-    proposals_failed_ = options_.metrics->AddCounter(
-        "capstan_store_proposals_failed_total", "Proposals rejected, timed out or failed.");
+    proposals_failed_ = options_.metrics->AddCounter("capstan_store_proposals_failed_total",
+                                                     "Proposals rejected, timed out or failed.");
     applied_index_ =
         options_.metrics->AddGauge("capstan_store_applied_index", "Last applied log index.");
     options_.metrics->AddGaugeFunc("capstan_store_db_size_bytes", "Backend size on disk.",
@@ -131,8 +131,8 @@ absl::Status Store::Init() {
   };
   ASSIGN_OR_RETURN(log_, raft::SingleNodeLog::Start(log_opts, this, applied));
   CAPSTAN_LOG(info, "store opened", "name", options_.name, "data_dir", options_.data_dir,
-              "revision", mvcc_->current_rev(), "applied_index", log_->AppliedIndex(),
-              "member_id", absl::StrCat(absl::Hex(member_id_)));
+              "revision", mvcc_->current_rev(), "applied_index", log_->AppliedIndex(), "member_id",
+              absl::StrCat(absl::Hex(member_id_)));
   background_ = std::thread([this] { BackgroundLoop(); });
   return absl::OkStatus();
 }
@@ -233,9 +233,8 @@ absl::Status Store::CheckQuota(size_t cost) {
     alarm.mutable_alarm()->set_action(etcdserverpb::AlarmRequest::ACTIVATE);
     alarm.mutable_alarm()->set_memberid(member_id_);
     alarm.mutable_alarm()->set_alarm(etcdserverpb::NOSPACE);
-    Propose(std::move(alarm), [this](absl::Status, google::protobuf::Message*) {
-      nospace_raised_ = false;
-    });
+    Propose(std::move(alarm),
+            [this](absl::Status, google::protobuf::Message*) { nospace_raised_ = false; });
   }
   return ErrNoSpace();
 }
@@ -326,8 +325,7 @@ void Store::BackgroundLoop() {
       d(ErrTimeout(), nullptr);
     }
     // Persist the backend and let the log drop what it no longer needs.
-    if (now - last_flush >= std::chrono::seconds(10) &&
-        log_->AppliedIndex() > released + 1000) {
+    if (now - last_flush >= std::chrono::seconds(10) && log_->AppliedIndex() > released + 1000) {
       last_flush = now;
       if (backend_->Flush().ok()) {
         auto v = backend_->Get(MetaKey(kMetaAppliedIndex));

@@ -27,8 +27,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "base/mutex.h"
 #include "base/metrics.h"
+#include "base/mutex.h"
 #include "etcd/etcdserverpb/rpc.pb.h"
 #include "store/mvcc.h"
 
@@ -47,7 +47,7 @@ class WatchSink {
 class WatchHub {
  public:
   struct Options {
-    size_t max_stream_bytes = 8 << 20;    // queued per stream before watchers fall behind
+    size_t max_stream_bytes = 8 << 20;       // queued per stream before watchers fall behind
     size_t max_request_bytes = 1536 * 1024;  // fragment threshold
     std::chrono::milliseconds progress_interval{600'000};  // progress_notify period
     std::chrono::milliseconds sync_interval{20};

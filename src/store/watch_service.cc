@@ -210,8 +210,7 @@ class LeaseService final : public Lease::CallbackService {
     return reactor;
   }
 
-  grpc::ServerUnaryReactor* LeaseLeases(grpc::CallbackServerContext* ctx,
-                                        const LeaseLeasesRequest*,
+  grpc::ServerUnaryReactor* LeaseLeases(grpc::CallbackServerContext* ctx, const LeaseLeasesRequest*,
                                         LeaseLeasesResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
     for (int64_t id : store_->lessor()->Leases()) resp->add_leases()->set_id(id);
@@ -223,14 +222,7 @@ class LeaseService final : public Lease::CallbackService {
  private:
   template <typename Resp>
   void Propose(LogEntry entry, grpc::ServerUnaryReactor* reactor, Resp* resp) {
-    store_->Propose(std::move(entry),
-                    [this, reactor, resp](absl::Status st, google::protobuf::Message* msg) {
-                      if (st.ok() && msg != nullptr) {
-                        resp->Swap(static_cast<Resp*>(msg));
-                        store_->FillHeader(resp->mutable_header());
-                      }
-                      reactor->Finish(ToGrpc(st));
-                    });
+    ProposeAndFinish(store_, std::move(entry), reactor, resp);
   }
 
   Store* store_;

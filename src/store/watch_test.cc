@@ -65,10 +65,9 @@ class WatchHubTest : public ::testing::Test {
     WatchHub::Options opts;
     opts.max_stream_bytes = 1000;
     opts.max_request_bytes = 4096;
-    hub_ = std::make_unique<WatchHub>(mvcc_.get(), opts,
-                                      [](etcdserverpb::ResponseHeader* h, int64_t rev) {
-                                        h->set_revision(rev);
-                                      });
+    hub_ = std::make_unique<WatchHub>(
+        mvcc_.get(), opts,
+        [](etcdserverpb::ResponseHeader* h, int64_t rev) { h->set_revision(rev); });
   }
   void TearDown() override {
     hub_.reset();
@@ -166,9 +165,8 @@ TEST_F(WatchHubTest, ProgressAndCompaction) {
   FakeSink sink;
   hub_->AddStream(&sink);
   Create(&sink, "a", "", 2);  // before the compaction point
-  ASSERT_TRUE(sink.WaitFor([](const std::vector<WatchResponse>& rs) {
-    return rs.size() == 2 && rs[1].canceled();
-  }));
+  ASSERT_TRUE(sink.WaitFor(
+      [](const std::vector<WatchResponse>& rs) { return rs.size() == 2 && rs[1].canceled(); }));
   auto rs = sink.Take();
   EXPECT_EQ(rs[1].compact_revision(), rev);
   Create(&sink, "a", "", 0);

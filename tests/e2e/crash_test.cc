@@ -22,6 +22,21 @@ struct Ack {
   int64_t revision;
 };
 
+// Checks that every acknowledged write is readable with its value and revision.
+void ExpectAllPresent(Stubs& stubs, const std::vector<Ack>& acked, int64_t max_acked_rev) {
+  for (const Ack& a : acked) {
+    grpc::ClientContext ctx;
+    RangeRequest r;
+    r.set_key(a.key);
+    RangeResponse resp;
+    ASSERT_TRUE(stubs.kv->Range(&ctx, r, &resp).ok());
+    ASSERT_EQ(resp.kvs_size(), 1) << "lost acknowledged write " << a.key;
+    EXPECT_EQ(resp.kvs(0).value(), a.value);
+    EXPECT_EQ(resp.kvs(0).mod_revision(), a.revision);
+    EXPECT_GE(resp.header().revision(), max_acked_rev) << "revision went back";
+  }
+}
+
 TEST(CrashTest, AcknowledgedWritesSurviveSigkill) {
   TempDir dir("capstan-crash");
   uint32_t seed = std::random_device{}();
@@ -37,18 +52,8 @@ TEST(CrashTest, AcknowledgedWritesSurviveSigkill) {
     Stubs stubs(server.endpoint());
 
     // Everything acknowledged before the previous kill must be there.
-    for (const Ack& a : acked) {
-      grpc::ClientContext ctx;
-      RangeRequest r;
-      r.set_key(a.key);
-      RangeResponse resp;
-      ASSERT_TRUE(stubs.kv->Range(&ctx, r, &resp).ok());
-      ASSERT_EQ(resp.kvs_size(), 1) << "lost acknowledged write " << a.key << " (cycle " << cycle
-                                    << ")";
-      EXPECT_EQ(resp.kvs(0).value(), a.value);
-      EXPECT_EQ(resp.kvs(0).mod_revision(), a.revision);
-      EXPECT_GE(resp.header().revision(), max_acked_rev) << "revision went back";
-    }
+    ExpectAllPresent(stubs, acked, max_acked_rev);
+    if (HasFatalFailure()) return;
 
     std::mutex mu;
     std::atomic<bool> stop{false};
@@ -90,15 +95,7 @@ TEST(CrashTest, AcknowledgedWritesSurviveSigkill) {
   ASSERT_TRUE(stubs.kv->Range(&ctx, all, &resp).ok());
   EXPECT_GE(resp.count(), static_cast<int64_t>(acked.size()));
   EXPECT_GE(resp.header().revision(), max_acked_rev);
-  for (const Ack& a : acked) {
-    grpc::ClientContext c;
-    RangeRequest r;
-    r.set_key(a.key);
-    RangeResponse kv;
-    ASSERT_TRUE(stubs.kv->Range(&c, r, &kv).ok());
-    ASSERT_EQ(kv.kvs_size(), 1) << "lost acknowledged write " << a.key;
-    EXPECT_EQ(kv.kvs(0).mod_revision(), a.revision);
-  }
+  ExpectAllPresent(stubs, acked, max_acked_rev);
   std::cerr << "acknowledged writes checked: " << acked.size() << "\n";
 }
 

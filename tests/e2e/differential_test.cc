@@ -95,27 +95,24 @@ class DifferentialTest : public ::testing::Test {
     CompactionRequest r;
     r.set_revision(rev);
     r.set_physical(physical);
-    Same<CompactionResponse>("compact " + r.ShortDebugString(),
-                             [&](Stubs& s, CompactionResponse* o) {
-                               return s.kv->Compact(Ctx().get(), r, o);
-                             });
+    Same<CompactionResponse>(
+        "compact " + r.ShortDebugString(),
+        [&](Stubs& s, CompactionResponse* o) { return s.kv->Compact(Ctx().get(), r, o); });
   }
   void LeaseGrant(int64_t id, int64_t ttl) {
     LeaseGrantRequest r;
     r.set_id(id);
     r.set_ttl(ttl);
-    Same<LeaseGrantResponse>("lease grant " + r.ShortDebugString(),
-                             [&](Stubs& s, LeaseGrantResponse* o) {
-                               return s.lease->LeaseGrant(Ctx().get(), r, o);
-                             });
+    Same<LeaseGrantResponse>(
+        "lease grant " + r.ShortDebugString(),
+        [&](Stubs& s, LeaseGrantResponse* o) { return s.lease->LeaseGrant(Ctx().get(), r, o); });
   }
   void LeaseRevoke(int64_t id) {
     LeaseRevokeRequest r;
     r.set_id(id);
-    Same<LeaseRevokeResponse>("lease revoke " + r.ShortDebugString(),
-                              [&](Stubs& s, LeaseRevokeResponse* o) {
-                                return s.lease->LeaseRevoke(Ctx().get(), r, o);
-                              });
+    Same<LeaseRevokeResponse>(
+        "lease revoke " + r.ShortDebugString(),
+        [&](Stubs& s, LeaseRevokeResponse* o) { return s.lease->LeaseRevoke(Ctx().get(), r, o); });
   }
   void TimeToLive(int64_t id, bool keys) {
     LeaseTimeToLiveRequest r;
@@ -166,7 +163,8 @@ TEST_F(DifferentialTest, RangeOptions) {
   for (const char* k : {"a", "ab", "abc", "b", "c", "d"}) Put(k, std::string("v-") + k);
   Put("b", "zz");
   Put("ab", "a");
-  for (std::string end : {std::string(""), std::string("c"), kAll, PrefixEnd("a"), std::string("a")}) {
+  for (std::string end :
+       {std::string(""), std::string("c"), kAll, PrefixEnd("a"), std::string("a")}) {
     for (int64_t limit : {0, 1, 2, 10}) {
       RangeRequest r = R("a", end);
       r.set_limit(limit);
@@ -238,7 +236,7 @@ TEST_F(DifferentialTest, PutAndDeleteOptions) {
   p.set_key("k");
   p.set_ignore_lease(true);
   p.set_lease(7);
-  Put(p);  // lease provided
+  Put(p);                // lease provided
   Put("k", "v", 12345);  // lease not found
   LeaseGrant(100, 1000);
   Put("k", "leased", 100);
@@ -284,12 +282,23 @@ TEST_F(DifferentialTest, TxnSemantics) {
     c.set_target(t);
     c.set_result(res);
     switch (t) {
-      case Compare::VERSION: c.set_version(n); break;
-      case Compare::CREATE: c.set_create_revision(n); break;
-      case Compare::MOD: c.set_mod_revision(n); break;
-      case Compare::VALUE: c.set_value(value); break;
-      case Compare::LEASE: c.set_lease(n); break;
-      default: break;
+      case Compare::VERSION:
+        c.set_version(n);
+        break;
+      case Compare::CREATE:
+        c.set_create_revision(n);
+        break;
+      case Compare::MOD:
+        c.set_mod_revision(n);
+        break;
+      case Compare::VALUE:
+        c.set_value(value);
+        break;
+      case Compare::LEASE:
+        c.set_lease(n);
+        break;
+      default:
+        break;
     }
     return c;
   };
@@ -298,9 +307,9 @@ TEST_F(DifferentialTest, TxnSemantics) {
       for (int res = 0; res <= 3; ++res) {
         for (int64_t n : {0, 2, 4, 9}) {
           TxnRequest txn;
-          *txn.add_compare() = cmp(key, static_cast<Compare::CompareTarget>(t),
-                                   static_cast<Compare::CompareResult>(res), n,
-                                   n == 0 ? "" : std::to_string(n - 1));
+          *txn.add_compare() =
+              cmp(key, static_cast<Compare::CompareTarget>(t),
+                  static_cast<Compare::CompareResult>(res), n, n == 0 ? "" : std::to_string(n - 1));
           *txn.add_success()->mutable_request_range() = R(key);
           Txn(txn);
         }
@@ -405,9 +414,9 @@ TEST_F(DifferentialTest, CompactionAndLeases) {
   Range(R(kAll, kAll));
 
   LeaseGrant(1, 1000);
-  LeaseGrant(1, 1000);           // exists
-  LeaseGrant(2, 1);              // raised to the minimum TTL
-  LeaseGrant(3, 9000000001LL);   // too large
+  LeaseGrant(1, 1000);          // exists
+  LeaseGrant(2, 1);             // raised to the minimum TTL
+  LeaseGrant(3, 9000000001LL);  // too large
   Put("a", "1", 1);
   Put("b", "2", 1);
   Put("c", "3", 2);
@@ -423,8 +432,8 @@ TEST_F(DifferentialTest, CompactionAndLeases) {
 }
 
 TEST_F(DifferentialTest, RequestSizeLimits) {
-  Put("big", std::string(1536 * 1024 - 100, 'x'));     // just fits
-  Put("big", std::string(1536 * 1024 + 100, 'x'));     // etcd's "request is too large"
+  Put("big", std::string(1536 * 1024 - 100, 'x'));  // just fits
+  Put("big", std::string(1536 * 1024 + 100, 'x'));  // etcd's "request is too large"
   // Past the transport limit both reject in gRPC (messages differ by language).
   PutRequest huge;
   huge.set_key("huge");
@@ -538,14 +547,14 @@ TEST_F(DifferentialTest, WatchStreams) {
     }
     specs.push_back(s);
   };
-  add(kAll, kAll, 1, false, {});                       // compacted
-  add("a", PrefixEnd("a"), 4, true, {});               // from the compaction point
-  add("a", PrefixEnd("a"), 0, false, {});              // from now
+  add(kAll, kAll, 1, false, {});           // compacted
+  add("a", PrefixEnd("a"), 4, true, {});   // from the compaction point
+  add("a", PrefixEnd("a"), 0, false, {});  // from now
   add("b", "d", 5, true, {WatchCreateRequest::NOPUT});
   add("a", kAll, 6, true, {WatchCreateRequest::NODELETE}, 100);
-  add("b", "", 2, false, {}, 100);                     // duplicate id
-  add("z", "a", 0, false, {});                         // empty range
-  add("b", "", 100, false, {});                        // future start
+  add("b", "", 2, false, {}, 100);  // duplicate id
+  add("z", "a", 0, false, {});      // empty range
+  add("b", "", 100, false, {});     // future start
   for (const auto& s : specs) {
     WatchResponse ca = wa.Create(s.req), cb = wb.Create(s.req);
     NormalizeHeaders(&ca);
@@ -640,10 +649,15 @@ TEST_P(RandomizedDifferentialTest, SameAnswers) {
   auto key = [&] { return keys[pick(keys.size())]; };
   auto end = [&](const std::string& k) -> std::string {
     switch (pick(5)) {
-      case 0: case 1: return "";
-      case 2: return PrefixEnd(k);
-      case 3: return kAll;
-      default: return key();
+      case 0:
+      case 1:
+        return "";
+      case 2:
+        return PrefixEnd(k);
+      case 3:
+        return kAll;
+      default:
+        return key();
     }
   };
   int64_t rev = 1;
@@ -691,11 +705,21 @@ TEST_P(RandomizedDifferentialTest, SameAnswers) {
       c->set_target(static_cast<Compare::CompareTarget>(pick(5)));
       c->set_result(static_cast<Compare::CompareResult>(pick(4)));
       switch (c->target()) {
-        case Compare::VALUE: c->set_value("v" + std::to_string(pick(5))); break;
-        case Compare::VERSION: c->set_version(pick(4)); break;
-        case Compare::CREATE: c->set_create_revision(pick(rev + 1)); break;
-        case Compare::MOD: c->set_mod_revision(pick(rev + 1)); break;
-        default: c->set_lease(pick(3)); break;
+        case Compare::VALUE:
+          c->set_value("v" + std::to_string(pick(5)));
+          break;
+        case Compare::VERSION:
+          c->set_version(pick(4));
+          break;
+        case Compare::CREATE:
+          c->set_create_revision(pick(rev + 1));
+          break;
+        case Compare::MOD:
+          c->set_mod_revision(pick(rev + 1));
+          break;
+        default:
+          c->set_lease(pick(3));
+          break;
       }
     }
     for (auto* ops : {t.mutable_success(), t.mutable_failure()}) {

@@ -24,7 +24,8 @@ TEST(DiskFull, WritesFailClearlyAndNoAcknowledgedWriteIsLost) {
   Process holder({"unshare", "-m", "--propagation", "private", "sh", "-c",
                   "mount -t tmpfs -o size=24m tmpfs " + mnt + " && echo mounted && exec sleep 600"},
                  dir.path() + "/holder.log");
-  if (!Eventually([&] { return holder.Log().find("mounted") != std::string::npos || !holder.Running(); }) ||
+  if (!Eventually(
+          [&] { return holder.Log().find("mounted") != std::string::npos || !holder.Running(); }) ||
       !holder.Running()) {
     GTEST_SKIP() << "cannot mount a tmpfs in a private mount namespace here: " << holder.Log();
   }
@@ -89,8 +90,7 @@ TEST(DiskFull, WritesFailClearlyAndNoAcknowledgedWriteIsLost) {
     ASSERT_EQ(resp.kvs_size(), 1) << "lost acknowledged write " << key;
     EXPECT_EQ(resp.kvs(0).value(), value);
   }
-  EXPECT_EQ(Etcdctl(server.endpoint(), {"put", "after", "restart"}).exit_code, 0)
-      << server.Log();
+  EXPECT_EQ(Etcdctl(server.endpoint(), {"put", "after", "restart"}).exit_code, 0) << server.Log();
   std::cerr << "acknowledged before the disk filled: " << acked.size() << "\n";
 }
 

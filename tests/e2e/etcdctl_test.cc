@@ -7,9 +7,9 @@
 #include <regex>
 #include <thread>
 
+#include "diff_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "diff_util.h"
 #include "harness.h"
 
 namespace capstan::e2e {
@@ -79,7 +79,8 @@ TEST_F(EtcdctlTest, PutFlagsAndErrors) {
 
 TEST_F(EtcdctlTest, TxnFromStdin) {
   Ok({"put", "user", "alice"});
-  std::string out = Ok({"txn"}, "value(\"user\") = \"alice\"\n\nput user bob\nget user\n\nput user carol\n\n");
+  std::string out =
+      Ok({"txn"}, "value(\"user\") = \"alice\"\n\nput user bob\nget user\n\nput user carol\n\n");
   EXPECT_EQ(out, "SUCCESS\n\nOK\n\nuser\nbob\n");
   out = Ok({"txn"}, "value(\"user\") = \"alice\"\n\nput user bob\n\nget user\n\n");
   EXPECT_EQ(out, "FAILURE\n\nuser\nbob\n");
@@ -140,7 +141,9 @@ TEST_F(EtcdctlTest, LockIsExclusive) {
   std::string log = dir_.path() + "/holder.log";
   Process holder({"etcdctl", "--endpoints=" + server_->endpoint(), "lock", "mutex", "sleep", "2"},
                  log);
-  ASSERT_TRUE(Eventually([&] { return Ok({"get", "mutex/", "--prefix", "--keys-only"}).size() > 0; }));
+  ASSERT_TRUE(Eventually([&] {
+    return Ok({"get", "mutex/", "--prefix", "--keys-only"}).size() > 0;
+  }));
   auto start = std::chrono::steady_clock::now();
   std::string out = Ok({"lock", "mutex", "echo", "acquired"});
   auto waited = std::chrono::steady_clock::now() - start;
@@ -235,7 +238,9 @@ TEST_F(QuotaTest, NoSpaceAlarmAllowsOnlyReadsAndDeletes) {
   }
   ASSERT_NE(r.exit_code, 0) << "the quota must be hit";
   EXPECT_THAT(r.err, HasSubstr("etcdserver: mvcc: database space exceeded"));
-  EXPECT_TRUE(Eventually([&] { return Ok({"alarm", "list"}).find("NOSPACE") != std::string::npos; }));
+  EXPECT_TRUE(Eventually([&] {
+    return Ok({"alarm", "list"}).find("NOSPACE") != std::string::npos;
+  }));
   r = Ctl({"put", "small", "v"});
   EXPECT_THAT(r.err, HasSubstr("database space exceeded"));
   EXPECT_EQ(Ok({"get", "big0", "--keys-only"}), "big0\n\n");
@@ -248,7 +253,8 @@ TEST_F(EtcdctlTest, MetricsAndHealthOverHttp) {
   std::string base = "http://127.0.0.1:" + std::to_string(server_->metrics_port());
   auto metrics = RunCommand({"curl", "-sf", base + "/metrics"});
   EXPECT_EQ(metrics.exit_code, 0);
-  EXPECT_THAT(metrics.out, HasSubstr("# TYPE capstan_store_revision gauge\ncapstan_store_revision 2"));
+  EXPECT_THAT(metrics.out,
+              HasSubstr("# TYPE capstan_store_revision gauge\ncapstan_store_revision 2"));
   EXPECT_THAT(metrics.out, HasSubstr("capstan_wal_fsync_duration_seconds_bucket"));
   auto health = RunCommand({"curl", "-sf", base + "/health"});
   EXPECT_EQ(health.out, "{\"health\":\"true\",\"reason\":\"\"}");
@@ -257,9 +263,7 @@ TEST_F(EtcdctlTest, MetricsAndHealthOverHttp) {
 
 class ProgressNotifyTest : public EtcdctlTest {
  protected:
-  void SetUp() override {
-    StartServer({"--experimental-watch-progress-notify-interval=200ms"});
-  }
+  void SetUp() override { StartServer({"--experimental-watch-progress-notify-interval=200ms"}); }
 };
 
 TEST_F(ProgressNotifyTest, QuietWatchersGetProgressNotifications) {
@@ -299,8 +303,9 @@ TEST(StoreConfigFile, FileSettingsApplyAndFlagsOverrideThem) {
   Process server({CapstanBinary(), "store", "--config-file", cfg, "--max-txn-ops", "4"},
                  dir.path() + "/log");
   std::string ep = "127.0.0.1:" + std::to_string(port);
-  ASSERT_TRUE(Eventually([&] { return Etcdctl(ep, {"member", "list"}).exit_code == 0; }))
-      << server.Log();
+  ASSERT_TRUE(Eventually([&] {
+    return Etcdctl(ep, {"member", "list"}).exit_code == 0;
+  })) << server.Log();
   EXPECT_THAT(Etcdctl(ep, {"member", "list"}).out, HasSubstr("from-file"));
   std::string four = "\nput a 1\nput b 1\nput c 1\nput d 1\n\n\n";
   EXPECT_EQ(Etcdctl(ep, {"txn"}, four).exit_code, 0) << "the flag (4) overrides the file (3)";

@@ -64,8 +64,8 @@ std::vector<char*> ToArgv(const std::vector<std::string>& argv) {
 }  // namespace
 
 CommandResult RunCommand(const std::vector<std::string>& argv, const std::string& input,
-                  std::chrono::milliseconds timeout,
-                  const std::map<std::string, std::string>& env) {
+                         std::chrono::milliseconds timeout,
+                         const std::map<std::string, std::string>& env) {
   int in_pipe[2], out_pipe[2], err_pipe[2];
   if (::pipe2(in_pipe, O_CLOEXEC) != 0 || ::pipe2(out_pipe, O_CLOEXEC) != 0 ||
       ::pipe2(err_pipe, O_CLOEXEC) != 0) {
@@ -225,31 +225,47 @@ bool StoreProcess::Start(std::chrono::milliseconds timeout) {
   std::string metrics = "http://127.0.0.1:" + std::to_string(metrics_port_);
   std::vector<std::string> argv;
   if (kind_ == Kind::kCapstan) {
-    argv = {CapstanBinary(), "store", "--name", "e2e", "--data-dir", data_dir_,
-            "--listen-client-urls", client, "--listen-metrics-urls", metrics,
-            "--initial-advertise-peer-urls", peer};
+    argv = {CapstanBinary(),
+            "store",
+            "--name",
+            "e2e",
+            "--data-dir",
+            data_dir_,
+            "--listen-client-urls",
+            client,
+            "--listen-metrics-urls",
+            metrics,
+            "--initial-advertise-peer-urls",
+            peer};
   } else {
-    argv = {"etcd", "--name", "e2e", "--data-dir", data_dir_, "--listen-client-urls", client,
-            "--advertise-client-urls", client, "--listen-peer-urls", peer,
-            "--initial-advertise-peer-urls", peer, "--initial-cluster", "e2e=" + peer,
-            "--listen-metrics-urls", metrics, "--logger", "zap", "--log-outputs", "stderr"};
+    argv = {"etcd",        "--name",
+            "e2e",         "--data-dir",
+            data_dir_,     "--listen-client-urls",
+            client,        "--advertise-client-urls",
+            client,        "--listen-peer-urls",
+            peer,          "--initial-advertise-peer-urls",
+            peer,          "--initial-cluster",
+            "e2e=" + peer, "--listen-metrics-urls",
+            metrics,       "--logger",
+            "zap",         "--log-outputs",
+            "stderr"};
   }
   argv.insert(argv.end(), extra_.begin(), extra_.end());
   argv.insert(argv.begin(), wrapper_.begin(), wrapper_.end());
   process_ = std::make_unique<Process>(argv, data_dir_ + ".log");
   return Eventually(
-      [&] {
-        if (!process_->Running()) return true;  // reported below
-        // A fresh channel per attempt: a channel that saw "connection refused"
-        // waits out its reconnect backoff before trying again.
-        auto channel = grpc::CreateChannel(endpoint(), grpc::InsecureChannelCredentials());
-        auto stub = etcdserverpb::Maintenance::NewStub(channel);
-        grpc::ClientContext ctx;
-        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
-        etcdserverpb::StatusResponse resp;
-        return stub->Status(&ctx, etcdserverpb::StatusRequest(), &resp).ok();
-      },
-      timeout) &&
+             [&] {
+               if (!process_->Running()) return true;  // reported below
+               // A fresh channel per attempt: a channel that saw "connection refused"
+               // waits out its reconnect backoff before trying again.
+               auto channel = grpc::CreateChannel(endpoint(), grpc::InsecureChannelCredentials());
+               auto stub = etcdserverpb::Maintenance::NewStub(channel);
+               grpc::ClientContext ctx;
+               ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+               etcdserverpb::StatusResponse resp;
+               return stub->Status(&ctx, etcdserverpb::StatusRequest(), &resp).ok();
+             },
+             timeout) &&
          process_->Running();
 }
 
@@ -261,8 +277,7 @@ void StoreProcess::Stop() {
 
 CommandResult Etcdctl(const std::string& endpoint, const std::vector<std::string>& args,
                       const std::string& input, std::chrono::milliseconds timeout) {
-  std::vector<std::string> argv = {"etcdctl", "--endpoints=" + endpoint,
-                                   "--command-timeout=15s"};
+  std::vector<std::string> argv = {"etcdctl", "--endpoints=" + endpoint, "--command-timeout=15s"};
   argv.insert(argv.end(), args.begin(), args.end());
   return RunCommand(argv, input, timeout, {{"ETCDCTL_API", "3"}});
 }

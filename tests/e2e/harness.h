@@ -35,8 +35,8 @@ struct CommandResult {
 
 // Runs argv to completion with `input` on stdin; kills it after `timeout`.
 CommandResult RunCommand(const std::vector<std::string>& argv, const std::string& input = "",
-                  std::chrono::milliseconds timeout = std::chrono::seconds(20),
-                  const std::map<std::string, std::string>& env = {});
+                         std::chrono::milliseconds timeout = std::chrono::seconds(20),
+                         const std::map<std::string, std::string>& env = {});
 
 // A child process running in the background; SIGKILLed on destruction.
 class Process {
