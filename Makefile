@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make run` and `make test`. Everything
 # else here is a named build mode (see CMakePresets.json).
-.PHONY: deps build run test test-asan test-tsan fuzz fuzz-build format clean
+.PHONY: deps build run test test-asan test-tsan test-slow sim-long fuzz fuzz-build format clean
 
 JOBS ?= $(shell nproc)
 # Tests carrying these labels are slow (soak, benchmarks) and stay out of `make test`.
@@ -29,6 +29,12 @@ test-tsan: build-tsan
 
 test-slow: build-release
 	ctest --preset release -L '$(SLOW_LABELS)'
+
+# The Raft simulator over many seeds (3- and 5-node clusters).
+SEEDS ?= 100000
+sim-long: build-release
+	./build/release/src/raft/capstan-sim --seeds $(SEEDS) --nodes 3
+	./build/release/src/raft/capstan-sim --seeds $(SEEDS) --nodes 5
 
 fuzz-build: deps
 	cmake --preset fuzz
