@@ -4,6 +4,7 @@
 #include <climits>
 #include <map>
 #include <set>
+#include <unordered_set>
 #include <sstream>
 
 namespace capstan::raft::sim {
@@ -12,7 +13,7 @@ namespace {
 struct Search {
   const std::vector<Op>* ops;
   // Memo of (set of linearized ops, register value) already explored.
-  std::set<std::pair<std::vector<bool>, std::string>> seen;
+  std::unordered_set<std::string> seen;
   size_t budget = 2'000'000;
 
   // Applies op to `state`; false when the op's observed result contradicts it.
@@ -42,7 +43,12 @@ struct Search {
     if (remaining_required == 0) return true;
     if (budget == 0) return true;  // give up quietly on pathological histories
     --budget;
-    if (!seen.insert({done, state}).second) return false;
+    std::string key(done.size() / 8 + 1, '\0');
+    for (size_t i = 0; i < done.size(); ++i) {
+      if (done[i]) key[i / 8] = static_cast<char>(key[i / 8] | (1 << (i % 8)));
+    }
+    key += state;
+    if (!seen.insert(std::move(key)).second) return false;
     // The earliest completion among ops not yet linearized bounds which ops
     // may go next: anything invoked after it must wait.
     int64_t min_complete = INT64_MAX;

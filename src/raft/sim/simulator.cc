@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <deque>
 #include <optional>
 #include <sstream>
@@ -13,8 +14,12 @@ namespace capstan::raft::sim {
 namespace {
 
 // What a node has on disk. `synced` survives a crash; `pending` does not.
+using Kv = std::map<std::string, std::string>;
+
 struct Disk {
   PersistentState synced;
+  Kv snapshot_kv;  // the state machine as of synced.snapshot.index
+  std::optional<std::pair<SnapshotMeta, Kv>> pending_snapshot;
   std::optional<HardState> pending_hs;
   std::vector<Entry> pending_entries;  // replace synced.entries from [0].index on
   void Write(const Ready& rd) {
@@ -29,6 +34,12 @@ struct Disk {
     }
   }
   void Sync() {
+    if (pending_snapshot) {
+      synced.snapshot = pending_snapshot->first;
+      snapshot_kv = std::move(pending_snapshot->second);
+      synced.entries.clear();
+      pending_snapshot.reset();
+    }
     if (pending_hs) synced.hard_state = *pending_hs;
     pending_hs.reset();
     if (!pending_entries.empty()) {
@@ -39,7 +50,14 @@ struct Disk {
       pending_entries.clear();
     }
   }
+  // Takes a snapshot of the applied state and forgets the entries it covers.
+  void Snapshot(const SnapshotMeta& meta, const Kv& kv) {
+    synced.snapshot = meta;
+    snapshot_kv = kv;
+    std::erase_if(synced.entries, [&](const Entry& e) { return e.index <= meta.index; });
+  }
   void Crash() {
+    pending_snapshot.reset();
     pending_hs.reset();
     pending_entries.clear();
   }
@@ -54,7 +72,8 @@ struct Node {
   uint64_t id;
   std::unique_ptr<Raft> raft;  // null while crashed
   Disk disk;
-  std::map<std::string, std::string> kv;  // the replicated state machine
+  Kv kv;  // the replicated state machine
+  std::shared_ptr<const Kv> incoming_snapshot;  // data for a snapshot being installed
   uint64_t applied = 0;
   uint64_t last_term_seen = 0;
   // Client ops this node proposed, by op id, and reads waiting for an index.
@@ -67,17 +86,29 @@ struct InFlight {
   int64_t deliver_at;
   uint64_t seq;
   Message msg;
+  std::shared_ptr<const Kv> snapshot_kv;  // kSnapshot: the leader's snapshot data
 };
 
 class Simulation {
  public:
   explicit Simulation(const SimOptions& o) : opts_(o), rng_(o.seed) {
-    ConfState conf;
-    for (int i = 1; i <= o.nodes; ++i) conf.voters.push_back(i);
+    // Bootstrap as etcd does: the initial membership is the first entries of
+    // the log (one AddVoter per member, term 1, committed), identical on
+    // every founding member, so a member that joins later replays them and
+    // learns who the voters are.
+    PersistentState founding;
     for (int i = 1; i <= o.nodes; ++i) {
+      ConfChange cc{ConfChange::Type::kAddVoter, static_cast<uint64_t>(i), ""};
+      founding.entries.push_back(
+          Entry{static_cast<uint64_t>(i), 1, EntryType::kConfChange, cc.Encode()});
+    }
+    founding.hard_state = HardState{1, 0, static_cast<uint64_t>(o.nodes)};
+    // One more node than the cluster: it starts outside and is added as a
+    // learner, promoted, removed and added again by the membership fault.
+    for (int i = 1; i <= o.nodes + 1; ++i) {
       auto n = std::make_unique<Node>();
       n->id = i;
-      n->disk.synced.snapshot.conf = conf;
+      if (i <= o.nodes) n->disk.synced = founding;
       nodes_.push_back(std::move(n));
       Start(*nodes_.back());
     }
@@ -145,9 +176,9 @@ class Simulation {
     cfg.max_inflight = 8;
     n.raft = std::make_unique<Raft>(cfg, n.disk.synced);
     n.raft->set_bug_vote_without_log_check(opts_.bug_vote_without_log_check);
-    // The state machine restarts empty and re-applies the committed log.
-    n.kv.clear();
-    n.applied = 0;
+    // The state machine restarts from its snapshot and re-applies the log.
+    n.kv = n.disk.snapshot_kv;
+    n.applied = n.disk.synced.snapshot.index;
     n.proposals.clear();
     n.reads.clear();
     n.restart_at = -1;
@@ -159,6 +190,10 @@ class Simulation {
 
   void Crash(Node& n) {
     if (!n.raft) return;
+    if (opts_.verbose) {
+      std::fprintf(stderr, "t=%lld node %llu crashes\n", (long long)now_,
+                   (unsigned long long)n.id);
+    }
     ++result_.crashes;
     n.raft.reset();
     n.disk.Crash();
@@ -176,7 +211,7 @@ class Simulation {
       // At most a minority down at once, so the cluster can make progress.
       size_t down = 0;
       for (auto& n : nodes_) down += n->raft ? 0 : 1;
-      if (down < std::max<size_t>(1, (nodes_.size() - 1) / 2)) Crash(*nodes_[Rand(nodes_.size())]);
+      if (down < std::max<size_t>(1, (opts_.nodes - 1) / 2)) Crash(*nodes_[Rand(nodes_.size())]);
     }
     if (Chance(opts_.partition_per_tick)) {
       blocked_.clear();
@@ -195,8 +230,38 @@ class Simulation {
         }
       }
     }
+    if (Chance(0.01)) ChangeMembership();
     // Client load.
     if (Chance(0.3)) ClientOp();
+  }
+
+  // Adds the spare node as a learner, promotes it once it has caught up,
+  // removes it, and starts over.
+  void ChangeMembership() {
+    Node* leader = nullptr;
+    for (auto& n : nodes_) {
+      if (n->raft && n->raft->role() == Role::kLeader) leader = n.get();
+    }
+    if (leader == nullptr) return;
+    Raft& r = *leader->raft;
+    uint64_t spare = nodes_.size();
+    const ConfState& conf = r.conf();
+    auto has = [](const std::vector<uint64_t>& v, uint64_t id) {
+      return std::find(v.begin(), v.end(), id) != v.end();
+    };
+    ConfChange cc;
+    cc.node = spare;
+    if (has(conf.voters, spare)) {
+      cc.type = ConfChange::Type::kRemove;
+    } else if (has(conf.learners, spare)) {
+      auto it = r.progress().find(spare);
+      if (it == r.progress().end() || it->second.match < r.log().committed()) return;
+      cc.type = ConfChange::Type::kAddVoter;
+    } else {
+      cc.type = ConfChange::Type::kAddLearner;
+    }
+    if (r.ProposeConfChange(cc).ok()) ++result_.conf_changes;
+    Process(*leader);
   }
 
   void ClientOp() {
@@ -235,20 +300,23 @@ class Simulation {
 
   void Step(bool faults = true) {
     // Deliver what is due.
-    std::vector<Message> due;
-    for (auto it = network_.begin(); it != network_.end();) {
-      if (it->deliver_at <= now_) {
-        due.push_back(std::move(it->msg));
-        it = network_.erase(it);
-      } else {
-        ++it;
-      }
+    std::vector<InFlight> due;
+    while (!network_.empty() && network_.begin()->first.first <= now_) {
+      due.push_back(std::move(network_.begin()->second));
+      network_.erase(network_.begin());
     }
-    for (Message& m : due) {
-      Node* to = Find(m.to);
-      if (to == nullptr || !to->raft) continue;
-      (void)to->raft->Step(std::move(m));
+    for (InFlight& f : due) {
+      Node* to = Find(f.msg.to);
+      bool snapshot = f.msg.type == MsgType::kSnapshot;
+      uint64_t from = f.msg.from, dest = f.msg.to;
+      if (to == nullptr || !to->raft) {
+        if (snapshot) ReportSnapshot(from, dest, true);
+        continue;
+      }
+      to->incoming_snapshot = f.snapshot_kv;
+      (void)to->raft->Step(std::move(f.msg));
       Process(*to);
+      if (snapshot) ReportSnapshot(from, dest, false);
     }
     for (auto& n : nodes_) {
       if (!n->raft) continue;
@@ -264,22 +332,47 @@ class Simulation {
     (void)faults;
   }
 
+  // The transport tells the leader how a snapshot send went.
+  void ReportSnapshot(uint64_t leader, uint64_t to, bool failed) {
+    Node* n = Find(leader);
+    if (n == nullptr || !n->raft) return;
+    Message st{.type = MsgType::kSnapStatus, .from = to, .reject = failed};
+    (void)n->raft->Step(std::move(st));
+  }
+
   Node* Find(uint64_t id) {
     if (id == 0 || id > nodes_.size()) return nullptr;
     return nodes_[id - 1].get();
   }
 
   void SendToNetwork(Message m) {
-    if (blocked_.contains({m.from, m.to}) || Chance(opts_.drop)) return;
+    if (blocked_.contains({m.from, m.to}) || Chance(opts_.drop)) {
+      if (m.type == MsgType::kSnapshot) ReportSnapshot(m.from, m.to, /*failed=*/true);
+      return;
+    }
     int copies = Chance(opts_.duplicate) ? 2 : 1;
     for (int i = 0; i < copies; ++i) {
-      network_.push_back({now_ + 1 + static_cast<int64_t>(Rand(opts_.max_delay)), seq_++, m});
+      InFlight f{now_ + 1 + static_cast<int64_t>(Rand(opts_.max_delay)), seq_++, m, nullptr};
+      if (m.type == MsgType::kSnapshot) {
+        f.snapshot_kv = std::make_shared<const Kv>(Find(m.from)->disk.snapshot_kv);
+      }
+      network_.emplace(std::make_pair(f.deliver_at, f.seq), std::move(f));
     }
   }
 
   void Process(Node& n) {
     while (n.raft && n.raft->HasReady()) {
       Ready rd = n.raft->GetReady();
+      if (rd.snapshot) {
+        if (!n.incoming_snapshot) {
+          Fail(absl::StrCat("node ", n.id, " installs a snapshot it never received"));
+          return;
+        }
+        n.disk.pending_snapshot = {*rd.snapshot, *n.incoming_snapshot};
+        n.kv = *n.incoming_snapshot;
+        n.applied = rd.snapshot->index;
+        committed_.emplace(rd.snapshot->index, std::make_pair(rd.snapshot->term, "<snapshot>"));
+      }
       n.disk.Write(rd);
       if (opts_.bug_send_before_persist) {
         // Broken driver: messages leave before the disk has what they promise.
@@ -297,11 +390,23 @@ class Simulation {
       }
       n.raft->Advance(rd);
       ServeReads(n);
+      MaybeSnapshot(n);
       if (n.raft->term() > n.last_term_seen) n.last_term_seen = n.raft->term();
       if (n.raft->log().applied() > n.raft->log().committed()) {
         Fail(absl::StrCat("node ", n.id, " applied past its commit index"));
       }
     }
+  }
+
+  // Every 40 applied entries a node snapshots its state machine and compacts
+  // its log, so lagging and new members need InstallSnapshot.
+  void MaybeSnapshot(Node& n) {
+    if (!n.raft || n.applied < n.disk.synced.snapshot.index + 40) return;
+    if (n.applied > n.raft->log().stable()) return;
+    auto term = n.raft->log().Term(n.applied);
+    if (!term) return;
+    n.disk.Snapshot(SnapshotMeta{n.applied, *term, n.raft->conf()}, n.kv);
+    n.raft->Compact(n.applied);
   }
 
   void ServeReads(Node& n) {
@@ -324,7 +429,9 @@ class Simulation {
     // Committed entries never change: every node must apply the same entry at
     // the same index.
     auto [it, inserted] = committed_.emplace(e.index, std::make_pair(e.term, e.data));
-    if (!inserted && (it->second.first != e.term || it->second.second != e.data)) {
+    if (!inserted && it->second.second == "<snapshot>") {
+      it->second = {e.term, e.data};  // first time this entry is applied as an entry
+    } else if (!inserted && (it->second.first != e.term || it->second.second != e.data)) {
       Fail(absl::StrCat("node ", n.id, " applied a different entry at index ", e.index,
                         " (term ", e.term, " vs ", it->second.first, ")"));
       return;
@@ -335,7 +442,25 @@ class Simulation {
     }
     n.applied = e.index;
     result_.committed = std::max<int64_t>(result_.committed, e.index);
-    if (e.type != EntryType::kNormal || e.data.empty()) return;
+    if (e.type == EntryType::kConfChange) {
+      ConfChange cc;
+      if (!ConfChange::Decode(e.data, &cc)) {
+        Fail(absl::StrCat("undecodable conf change at index ", e.index));
+        return;
+      }
+      ConfState cs = n.raft->ApplyConfChange(cc);
+      if (opts_.verbose) {
+        std::string v;
+        for (auto x : cs.voters) absl::StrAppend(&v, x, " ");
+        std::string l;
+        for (auto x : cs.learners) absl::StrAppend(&l, x, " ");
+        std::fprintf(stderr, "t=%lld node %llu applied conf change at %llu: voters [%s] learners [%s]\n",
+                     (long long)now_, (unsigned long long)n.id, (unsigned long long)e.index,
+                     v.c_str(), l.c_str());
+      }
+      return;
+    }
+    if (e.data.empty()) return;
     std::vector<std::string> parts = absl::StrSplit(e.data, ' ');
     const std::string& id = parts[0];
     bool ok = true;
@@ -360,6 +485,13 @@ class Simulation {
       if (!n->raft || n->raft->role() != Role::kLeader) continue;
       auto [it, inserted] = leaders_.emplace(n->raft->term(), n->id);
       if (inserted) ++result_.leaders_elected;
+      if (inserted && opts_.verbose) {
+        std::fprintf(stderr, "t=%lld node %llu leads term %llu (last %llu commit %llu)\n",
+                     (long long)now_, (unsigned long long)n->id,
+                     (unsigned long long)n->raft->term(),
+                     (unsigned long long)n->raft->log().last_index(),
+                     (unsigned long long)n->raft->log().committed());
+      }
       if (it->second != n->id) {
         Fail(absl::StrCat("two leaders in term ", n->raft->term(), ": nodes ", it->second,
                           " and ", n->id));
@@ -382,7 +514,13 @@ class Simulation {
     for (int i = 0; i < 200 && result_.ok; ++i, ++now_) {
       Step(false);
       bool all = true;
-      for (auto& n : nodes_) all &= n->raft && n->applied >= target;
+      const ConfState& conf = leader->raft->conf();
+      for (auto& n : nodes_) {
+        bool member = std::count(conf.voters.begin(), conf.voters.end(), n->id) +
+                          std::count(conf.learners.begin(), conf.learners.end(), n->id) >
+                      0;
+        if (member) all &= n->raft && n->applied >= target;
+      }
       if (all) return;
     }
     Fail(absl::StrCat("nodes did not converge on index ", target, " after healing"));
@@ -393,7 +531,7 @@ class Simulation {
   int64_t now_ = 0;
   uint64_t seq_ = 0;
   std::vector<std::unique_ptr<Node>> nodes_;
-  std::deque<InFlight> network_;
+  std::map<std::pair<int64_t, uint64_t>, InFlight> network_;  // by (delivery time, send order)
   std::set<std::pair<uint64_t, uint64_t>> blocked_;
   std::map<uint64_t, uint64_t> leaders_;  // term -> leader
   std::map<uint64_t, std::pair<uint64_t, std::string>> committed_;

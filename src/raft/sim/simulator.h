@@ -47,6 +47,7 @@ struct SimResult {
   int64_t committed = 0;
   int64_t leaders_elected = 0;
   int64_t crashes = 0;
+  int64_t conf_changes = 0;
   size_t history_ops = 0;
 };
 
