@@ -29,8 +29,10 @@ struct Progress {
     state = State::kProbe;
     probe_sent = false;
     inflight.clear();
-    if (pending_snapshot != 0) next = std::max(match + 1, pending_snapshot + 1);
-    else next = match + 1;
+    if (pending_snapshot != 0)
+      next = std::max(match + 1, pending_snapshot + 1);
+    else
+      next = match + 1;
     pending_snapshot = 0;
   }
   void BecomeReplicate() {

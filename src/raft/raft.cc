@@ -26,11 +26,10 @@ MsgType ResponseTo(MsgType t) {
 }  // namespace
 
 const char* MsgTypeName(MsgType t) {
-  static const char* kNames[] = {"Hup",          "Propose",   "TransferLeader", "ReadIndex",
-                                 "SnapStatus",   "Unreachable", "Append",       "AppendResp",
-                                 "Vote",         "VoteResp",  "PreVote",        "PreVoteResp",
-                                 "Heartbeat",    "HeartbeatResp", "Snapshot",   "TimeoutNow",
-                                 "ReadIndexResp"};
+  static const char* kNames[] = {
+      "Hup",       "Propose",       "TransferLeader", "ReadIndex",  "SnapStatus",   "Unreachable",
+      "Append",    "AppendResp",    "Vote",           "VoteResp",   "PreVote",      "PreVoteResp",
+      "Heartbeat", "HeartbeatResp", "Snapshot",       "TimeoutNow", "ReadIndexResp"};
   return kNames[static_cast<int>(t)];
 }
 
@@ -385,9 +384,7 @@ bool Raft::MaybeCommit() {
   return true;
 }
 
-bool Raft::CommittedEntryInCurrentTerm() const {
-  return log_.Term(log_.committed()) == term_;
-}
+bool Raft::CommittedEntryInCurrentTerm() const { return log_.Term(log_.committed()) == term_; }
 
 int Raft::TallyVotes(uint64_t from, bool granted) {
   votes_.emplace(from, granted);
@@ -425,7 +422,10 @@ void Raft::StartElection(bool pre_vote, bool transfer) {
   }
   for (uint64_t v : conf_.voters) {
     if (v == id_) continue;
-    Message m{.type = type, .to = v, .term = term, .log_term = log_.last_term(),
+    Message m{.type = type,
+              .to = v,
+              .term = term,
+              .log_term = log_.last_term(),
               .index = log_.last_index()};
     if (transfer) m.context = kTransferContext;
     Send(std::move(m));

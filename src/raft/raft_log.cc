@@ -9,12 +9,12 @@ namespace capstan::raft {
 
 // Invariant violations in the core are bugs that would corrupt replicated
 // state: stop the process rather than carry on (always on, not debug-only).
-#define RAFT_CHECK(cond, ...)                                              \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
+#define RAFT_CHECK(cond, ...)                                                \
+  do {                                                                       \
+    if (!(cond)) {                                                           \
       CAPSTAN_LOG(critical, "raft invariant violated: " #cond, __VA_ARGS__); \
-      std::abort();                                                        \
-    }                                                                      \
+      std::abort();                                                          \
+    }                                                                        \
   } while (0)
 
 RaftLog::RaftLog(const SnapshotMeta& snap, std::vector<Entry> entries, uint64_t commit)

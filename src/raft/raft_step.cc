@@ -217,7 +217,10 @@ void Raft::HandleAppend(const Message& m) {
   // the leader's, so the leader skips a whole divergent term per round trip.
   uint64_t hint = std::min(m.index, log_.last_index());
   while (hint > log_.snapshot_index() && *log_.Term(hint) > m.log_term) --hint;
-  Send(Message{.type = MsgType::kAppendResp, .to = m.from, .index = m.index, .reject = true,
+  Send(Message{.type = MsgType::kAppendResp,
+               .to = m.from,
+               .index = m.index,
+               .reject = true,
                .reject_hint = hint});
 }
 

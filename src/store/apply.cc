@@ -44,6 +44,37 @@ absl::Status CheckRangeRevisions(const TxnRequest& req, const std::vector<bool>&
   });
 }
 
+// Executes a put inside `txn` (etcd's applierV3backend.Put); returns the
+// lease the key ends up with. REQUIRES: ignore_value/ignore_lease were checked.
+absl::StatusOr<int64_t> ExecutePut(Mvcc::WriteTxn* txn, const etcdserverpb::PutRequest& p,
+                                   etcdserverpb::PutResponse* resp) {
+  resp->mutable_header();
+  std::string value = p.value();
+  int64_t lease = p.lease();
+  if (p.ignore_value() || p.ignore_lease() || p.prev_kv()) {
+    ASSIGN_OR_RETURN(RangeResult rr, txn->Range(p.key(), "", {}));
+    if ((p.ignore_value() || p.ignore_lease()) && rr.kvs.empty()) return ErrKeyNotFound();
+    if (p.ignore_value()) value = rr.kvs[0].value();
+    if (p.ignore_lease()) lease = rr.kvs[0].lease();
+    if (p.prev_kv() && !rr.kvs.empty()) *resp->mutable_prev_kv() = rr.kvs[0];
+  }
+  txn->Put(p.key(), value, lease);
+  resp->mutable_header()->set_revision(txn->write_rev());
+  return lease;
+}
+
+// Executes a delete inside `txn`; returns the deleted keys.
+std::vector<std::string> ExecuteDelete(Mvcc::WriteTxn* txn,
+                                       const etcdserverpb::DeleteRangeRequest& d,
+                                       etcdserverpb::DeleteRangeResponse* resp) {
+  std::vector<mvccpb::KeyValue> prev;
+  auto keys = txn->DeleteRange(d.key(), d.range_end(), d.prev_kv() ? &prev : nullptr);
+  resp->set_deleted(static_cast<int64_t>(keys.size()));
+  for (auto& kv : prev) *resp->add_prev_kvs() = std::move(kv);
+  resp->mutable_header()->set_revision(txn->rev());
+  return keys;
+}
+
 }  // namespace
 
 Applier::Applier(Backend* backend, Mvcc* mvcc, Lessor* lessor, WatchHub* hub)
@@ -161,17 +192,7 @@ absl::Status Applier::ApplyPut(uint64_t index, const etcdserverpb::PutRequest& r
   if (NoSpaceAlarm()) return ErrNoSpace();
   if (req.lease() != 0 && !lessor_->Exists(req.lease())) return ErrLeaseNotFound();
   auto txn = mvcc_->BeginWrite();
-  std::string value = req.value();
-  int64_t lease = req.lease();
-  if (req.ignore_value() || req.ignore_lease() || req.prev_kv()) {
-    ASSIGN_OR_RETURN(RangeResult rr, txn->Range(req.key(), "", {}));
-    if ((req.ignore_value() || req.ignore_lease()) && rr.kvs.empty()) return ErrKeyNotFound();
-    if (req.ignore_value()) value = rr.kvs[0].value();
-    if (req.ignore_lease()) lease = rr.kvs[0].lease();
-    if (req.prev_kv() && !rr.kvs.empty()) *resp->mutable_prev_kv() = rr.kvs[0];
-  }
-  txn->Put(req.key(), value, lease);
-  resp->mutable_header()->set_revision(txn->write_rev());
+  ASSIGN_OR_RETURN(int64_t lease, ExecutePut(txn.get(), req, resp));
   RETURN_IF_ERROR(Commit(index, txn.get()));
   lessor_->Attach(lease, req.key());
   return absl::OkStatus();
@@ -180,11 +201,7 @@ absl::Status Applier::ApplyPut(uint64_t index, const etcdserverpb::PutRequest& r
 absl::Status Applier::ApplyDelete(uint64_t index, const etcdserverpb::DeleteRangeRequest& req,
                                   etcdserverpb::DeleteRangeResponse* resp) {
   auto txn = mvcc_->BeginWrite();
-  std::vector<mvccpb::KeyValue> prev;
-  auto keys = txn->DeleteRange(req.key(), req.range_end(), req.prev_kv() ? &prev : nullptr);
-  resp->set_deleted(static_cast<int64_t>(keys.size()));
-  for (auto& kv : prev) *resp->add_prev_kvs() = std::move(kv);
-  resp->mutable_header()->set_revision(txn->rev());
+  auto keys = ExecuteDelete(txn.get(), req, resp);
   RETURN_IF_ERROR(Commit(index, txn.get()));
   for (const auto& k : keys) lessor_->DetachKey(k);
   return absl::OkStatus();
@@ -226,32 +243,13 @@ absl::Status Applier::ApplyTxn(uint64_t index, const TxnRequest& req, TxnRespons
       if (op.has_request_range()) {
         RETURN_IF_ERROR(ExecuteRange(view, op.request_range(), rop->mutable_response_range()));
       } else if (op.has_request_put()) {
-        const auto& p = op.request_put();
-        auto* pr = rop->mutable_response_put();
-        pr->mutable_header();
-        std::string value = p.value();
-        int64_t lease = p.lease();
-        if (p.ignore_value() || p.ignore_lease() || p.prev_kv()) {
-          ASSIGN_OR_RETURN(RangeResult rr, txn->Range(p.key(), "", {}));
-          if ((p.ignore_value() || p.ignore_lease()) && rr.kvs.empty()) return ErrKeyNotFound();
-          if (p.ignore_value()) value = rr.kvs[0].value();
-          if (p.ignore_lease()) lease = rr.kvs[0].lease();
-          if (p.prev_kv() && !rr.kvs.empty()) *pr->mutable_prev_kv() = rr.kvs[0];
-        }
-        txn->Put(p.key(), value, lease);
-        attach.emplace_back(lease, p.key());
-        pr->mutable_header()->set_revision(txn->write_rev());
+        ASSIGN_OR_RETURN(int64_t lease,
+                         ExecutePut(txn.get(), op.request_put(), rop->mutable_response_put()));
+        attach.emplace_back(lease, op.request_put().key());
       } else if (op.has_request_delete_range()) {
-        const auto& d = op.request_delete_range();
-        auto* dr = rop->mutable_response_delete_range();
-        std::vector<mvccpb::KeyValue> prev;
-        auto keys = txn->DeleteRange(d.key(), d.range_end(), d.prev_kv() ? &prev : nullptr);
+        auto keys = ExecuteDelete(txn.get(), op.request_delete_range(),
+                                  rop->mutable_response_delete_range());
         detach.insert(detach.end(), keys.begin(), keys.end());
-        dr->set_deleted(static_cast<int64_t>(keys.size()));
-        if (d.prev_kv()) {
-          for (auto& kv : prev) *dr->add_prev_kvs() = std::move(kv);
-        }
-        dr->mutable_header()->set_revision(txn->rev());
       } else if (op.has_request_txn()) {
         auto* nested = rop->mutable_response_txn();
         nested->mutable_header();  // etcd leaves nested headers empty

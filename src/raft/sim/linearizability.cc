@@ -4,8 +4,8 @@
 #include <climits>
 #include <map>
 #include <set>
-#include <unordered_set>
 #include <sstream>
+#include <unordered_set>
 
 namespace capstan::raft::sim {
 namespace {

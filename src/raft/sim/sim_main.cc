@@ -5,8 +5,8 @@
 #include <iostream>
 
 #include "CLI/CLI.hpp"
-#include "spdlog/spdlog.h"
 #include "raft/sim/simulator.h"
+#include "spdlog/spdlog.h"
 
 int main(int argc, char** argv) {
   using namespace capstan::raft::sim;

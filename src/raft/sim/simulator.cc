@@ -72,7 +72,7 @@ struct Node {
   uint64_t id;
   std::unique_ptr<Raft> raft;  // null while crashed
   Disk disk;
-  Kv kv;  // the replicated state machine
+  Kv kv;                                        // the replicated state machine
   std::shared_ptr<const Kv> incoming_snapshot;  // data for a snapshot being installed
   uint64_t applied = 0;
   uint64_t last_term_seen = 0;
@@ -163,8 +163,8 @@ class Simulation {
                         pr.inflight.size(), "\n");
       }
     }
-    result_.failure = absl::StrCat("seed ", opts_.seed, " at tick ", now_, ": ", what, "\n",
-                                   state, "replay: capstan-sim --seed ", opts_.seed);
+    result_.failure = absl::StrCat("seed ", opts_.seed, " at tick ", now_, ": ", what, "\n", state,
+                                   "replay: capstan-sim --seed ", opts_.seed);
   }
 
   void Start(Node& n) {
@@ -191,8 +191,7 @@ class Simulation {
   void Crash(Node& n) {
     if (!n.raft) return;
     if (opts_.verbose) {
-      std::fprintf(stderr, "t=%lld node %llu crashes\n", (long long)now_,
-                   (unsigned long long)n.id);
+      std::fprintf(stderr, "t=%lld node %llu crashes\n", (long long)now_, (unsigned long long)n.id);
     }
     ++result_.crashes;
     n.raft.reset();
@@ -432,8 +431,8 @@ class Simulation {
     if (!inserted && it->second.second == "<snapshot>") {
       it->second = {e.term, e.data};  // first time this entry is applied as an entry
     } else if (!inserted && (it->second.first != e.term || it->second.second != e.data)) {
-      Fail(absl::StrCat("node ", n.id, " applied a different entry at index ", e.index,
-                        " (term ", e.term, " vs ", it->second.first, ")"));
+      Fail(absl::StrCat("node ", n.id, " applied a different entry at index ", e.index, " (term ",
+                        e.term, " vs ", it->second.first, ")"));
       return;
     }
     if (e.index != n.applied + 1) {
@@ -454,7 +453,8 @@ class Simulation {
         for (auto x : cs.voters) absl::StrAppend(&v, x, " ");
         std::string l;
         for (auto x : cs.learners) absl::StrAppend(&l, x, " ");
-        std::fprintf(stderr, "t=%lld node %llu applied conf change at %llu: voters [%s] learners [%s]\n",
+        std::fprintf(stderr,
+                     "t=%lld node %llu applied conf change at %llu: voters [%s] learners [%s]\n",
                      (long long)now_, (unsigned long long)n.id, (unsigned long long)e.index,
                      v.c_str(), l.c_str());
       }
@@ -493,8 +493,8 @@ class Simulation {
                      (unsigned long long)n->raft->log().committed());
       }
       if (it->second != n->id) {
-        Fail(absl::StrCat("two leaders in term ", n->raft->term(), ": nodes ", it->second,
-                          " and ", n->id));
+        Fail(absl::StrCat("two leaders in term ", n->raft->term(), ": nodes ", it->second, " and ",
+                          n->id));
       }
     }
   }

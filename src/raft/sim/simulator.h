@@ -30,9 +30,9 @@ struct SimOptions {
   int fault_ticks = 600;     // ticks with faults
   int liveness_ticks = 300;  // ticks after healing, to converge and commit
   int clients = 4;
-  double drop = 0.05;        // per message
+  double drop = 0.05;  // per message
   double duplicate = 0.02;
-  int max_delay = 3;         // ticks
+  int max_delay = 3;  // ticks
   double crash_per_tick = 0.004;
   double partition_per_tick = 0.01;
   // Deliberate bugs, to show the checkers catch them.
