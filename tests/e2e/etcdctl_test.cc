@@ -138,18 +138,19 @@ TEST_F(EtcdctlTest, LeasesAttachExpireAndRevoke) {
 }
 
 TEST_F(EtcdctlTest, LockIsExclusive) {
-  std::string log = dir_.path() + "/holder.log";
-  Process holder({"etcdctl", "--endpoints=" + server_->endpoint(), "lock", "mutex", "sleep", "2"},
-                 log);
+  // The holder marks the critical section; the second locker must only ever
+  // see it finished.
+  std::string ep = server_->endpoint();
+  std::string ctl = "ETCDCTL_API=3 etcdctl --endpoints=" + ep;
+  Process holder({"etcdctl", "--endpoints=" + ep, "lock", "mutex", "--", "sh", "-c",
+                  ctl + " put owner inside && sleep 1 && " + ctl + " put owner released"},
+                 dir_.path() + "/holder.log");
   ASSERT_TRUE(Eventually([&] {
-    return Ok({"get", "mutex/", "--prefix", "--keys-only"}).size() > 0;
-  }));
-  auto start = std::chrono::steady_clock::now();
-  std::string out = Ok({"lock", "mutex", "echo", "acquired"});
-  auto waited = std::chrono::steady_clock::now() - start;
-  EXPECT_THAT(out, HasSubstr("acquired"));
-  EXPECT_EQ(holder.Wait(std::chrono::seconds(10)), 0) << "the holder must have finished first";
-  (void)waited;
+    return Ok({"get", "owner", "--print-value-only"}) == "inside\n";
+  })) << holder.Log();
+  std::string out = Ok({"lock", "mutex", "--", "sh", "-c", ctl + " get owner --print-value-only"});
+  EXPECT_THAT(out, HasSubstr("released")) << "the lock was held twice at once";
+  EXPECT_EQ(holder.Wait(std::chrono::seconds(10)), 0);
   EXPECT_EQ(Ok({"get", "mutex/", "--prefix"}), "") << "both locks released";
 }
 
