@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,7 +15,9 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <mutex>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -25,7 +28,22 @@ namespace capstan::e2e {
 
 namespace fs = std::filesystem;
 
+int PickPortOnce();
+
 int PickFreePort() {
+  // The kernel may hand the same ephemeral port out twice in a row once the
+  // probe socket is closed; never return a port twice from one process.
+  static std::mutex mu;
+  static std::set<int> handed_out;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    int port = PickPortOnce();
+    std::lock_guard<std::mutex> lock(mu);
+    if (handed_out.insert(port).second) return port;
+  }
+  return PickPortOnce();
+}
+
+int PickPortOnce() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -73,6 +91,8 @@ CommandResult RunCommand(const std::vector<std::string>& argv, const std::string
   }
   pid_t pid = ::fork();
   if (pid == 0) {
+    // If the test dies (a failed assertion, a sanitizer abort), so does this.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     ::dup2(in_pipe[0], 0);
     ::dup2(out_pipe[1], 1);
     ::dup2(err_pipe[1], 2);
@@ -141,6 +161,8 @@ Process::Process(const std::vector<std::string>& argv, const std::string& log_pa
     : log_path_(log_path) {
   pid_ = ::fork();
   if (pid_ == 0) {
+    // Servers die with the test process even when it cannot clean up.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
@@ -220,6 +242,24 @@ StoreProcess::~StoreProcess() {
 }
 
 bool StoreProcess::Start(std::chrono::milliseconds timeout) {
+  // Another test may have taken one of our ports in the meantime: try fresh
+  // ports a few times when the server says so.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    if (StartOnce(timeout)) return true;
+    std::string log = Log();
+    if (log.find("address already in use") == std::string::npos &&
+        log.find("cannot listen") == std::string::npos) {
+      return false;
+    }
+    process_->Kill();
+    port_ = PickFreePort();
+    peer_port_ = PickFreePort();
+    metrics_port_ = PickFreePort();
+  }
+  return false;
+}
+
+bool StoreProcess::StartOnce(std::chrono::milliseconds timeout) {
   std::string client = "http://127.0.0.1:" + std::to_string(port_);
   std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
   std::string metrics = "http://127.0.0.1:" + std::to_string(metrics_port_);

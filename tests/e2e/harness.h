@@ -79,6 +79,7 @@ class StoreProcess {
   std::string Log() const { return process_ ? process_->Log() : ""; }
 
  private:
+  bool StartOnce(std::chrono::milliseconds timeout);
   Kind kind_;
   std::string data_dir_;
   std::vector<std::string> extra_;
