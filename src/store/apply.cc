@@ -75,6 +75,44 @@ std::vector<std::string> ExecuteDelete(Mvcc::WriteTxn* txn,
   return keys;
 }
 
+// Lease ownership changes a txn makes, applied once it is written.
+struct TxnEffects {
+  std::vector<std::pair<int64_t, std::string>> attach;
+  std::vector<std::string> detach;
+};
+
+// Executes the branch of `r` (and of nested txns) that `path` selects, into
+// `out`. `txn` is null for read-only txns, which contain no puts or deletes.
+absl::Status ExecuteTxnPath(KvView& view, Mvcc::WriteTxn* txn, const TxnRequest& r,
+                            const std::vector<bool>& path, size_t* cursor, TxnResponse* out,
+                            TxnEffects* effects) {
+  bool ok = path[(*cursor)++];
+  out->set_succeeded(ok);
+  for (const auto& op : ok ? r.success() : r.failure()) {
+    auto* rop = out->add_responses();
+    if (op.request_case() == etcdserverpb::RequestOp::REQUEST_NOT_SET) {
+      continue;  // an empty op gets an empty response, as in etcd
+    } else if (op.has_request_range()) {
+      RETURN_IF_ERROR(ExecuteRange(view, op.request_range(), rop->mutable_response_range()));
+    } else if (op.has_request_txn()) {
+      auto* nested = rop->mutable_response_txn();
+      nested->mutable_header();  // etcd leaves nested headers empty
+      RETURN_IF_ERROR(ExecuteTxnPath(view, txn, op.request_txn(), path, cursor, nested, effects));
+    } else if (txn == nullptr) {
+      return absl::InternalError("write op in a read-only txn");
+    } else if (op.has_request_put()) {
+      ASSIGN_OR_RETURN(int64_t lease,
+                       ExecutePut(txn, op.request_put(), rop->mutable_response_put()));
+      effects->attach.emplace_back(lease, op.request_put().key());
+    } else if (op.has_request_delete_range()) {
+      auto keys =
+          ExecuteDelete(txn, op.request_delete_range(), rop->mutable_response_delete_range());
+      effects->detach.insert(effects->detach.end(), keys.begin(), keys.end());
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 Applier::Applier(Backend* backend, Mvcc* mvcc, Lessor* lessor, WatchHub* hub)
@@ -229,38 +267,9 @@ absl::Status Applier::ApplyTxn(uint64_t index, const TxnRequest& req, TxnRespons
   }));
   RETURN_IF_ERROR(CheckRangeRevisions(req, path, txn->rev(), mvcc_->compact_rev()));
 
-  // Lease ownership changes wait until the txn is written.
-  std::vector<std::pair<int64_t, std::string>> attach;
-  std::vector<std::string> detach;
-  // Executes the taken branch of `r` into `out`.
+  TxnEffects effects;
   cursor = 0;
-  std::function<absl::Status(const TxnRequest&, TxnResponse*)> run =
-      [&](const TxnRequest& r, TxnResponse* out) -> absl::Status {
-    bool ok = path[cursor++];
-    out->set_succeeded(ok);
-    for (const auto& op : ok ? r.success() : r.failure()) {
-      auto* rop = out->add_responses();
-      if (op.has_request_range()) {
-        RETURN_IF_ERROR(ExecuteRange(view, op.request_range(), rop->mutable_response_range()));
-      } else if (op.has_request_put()) {
-        ASSIGN_OR_RETURN(int64_t lease,
-                         ExecutePut(txn.get(), op.request_put(), rop->mutable_response_put()));
-        attach.emplace_back(lease, op.request_put().key());
-      } else if (op.has_request_delete_range()) {
-        auto keys = ExecuteDelete(txn.get(), op.request_delete_range(),
-                                  rop->mutable_response_delete_range());
-        detach.insert(detach.end(), keys.begin(), keys.end());
-      } else if (op.has_request_txn()) {
-        auto* nested = rop->mutable_response_txn();
-        nested->mutable_header();  // etcd leaves nested headers empty
-        RETURN_IF_ERROR(run(op.request_txn(), nested));
-      } else {
-        rop->Clear();
-      }
-    }
-    return absl::OkStatus();
-  };
-  absl::Status st = run(req, resp);
+  absl::Status st = ExecuteTxnPath(view, txn.get(), req, path, &cursor, resp, &effects);
   if (!st.ok()) {
     // Checks above make this unreachable for valid input; never commit half a txn.
     CAPSTAN_LOG(err, "txn failed after validation; discarded", "error", st.ToString());
@@ -269,8 +278,8 @@ absl::Status Applier::ApplyTxn(uint64_t index, const TxnRequest& req, TxnRespons
   resp->mutable_header()->set_revision(txn->rev());
   RETURN_IF_ERROR(Commit(index, txn.get()));
   // Within one txn a key is either deleted or put (never both), so order is free.
-  for (const auto& k : detach) lessor_->DetachKey(k);
-  for (const auto& [lease, key] : attach) lessor_->Attach(lease, key);
+  for (const auto& k : effects.detach) lessor_->DetachKey(k);
+  for (const auto& [lease, key] : effects.attach) lessor_->Attach(lease, key);
   return absl::OkStatus();
 }
 
@@ -285,22 +294,7 @@ absl::Status Applier::ReadOnlyTxn(const TxnRequest& req, TxnResponse* resp) {
   std::vector<bool> path = CompareToPath(view, req);
   RETURN_IF_ERROR(CheckRangeRevisions(req, path, view.rev(), mvcc_->compact_rev()));
   size_t cursor = 0;
-  std::function<absl::Status(const TxnRequest&, TxnResponse*)> run =
-      [&](const TxnRequest& r, TxnResponse* out) -> absl::Status {
-    bool ok = path[cursor++];
-    out->set_succeeded(ok);
-    for (const auto& op : ok ? r.success() : r.failure()) {
-      auto* rop = out->add_responses();
-      if (op.has_request_range()) {
-        RETURN_IF_ERROR(ExecuteRange(view, op.request_range(), rop->mutable_response_range()));
-      } else if (op.has_request_txn()) {
-        rop->mutable_response_txn()->mutable_header();
-        RETURN_IF_ERROR(run(op.request_txn(), rop->mutable_response_txn()));
-      }
-    }
-    return absl::OkStatus();
-  };
-  RETURN_IF_ERROR(run(req, resp));
+  RETURN_IF_ERROR(ExecuteTxnPath(view, nullptr, req, path, &cursor, resp, nullptr));
   resp->mutable_header()->set_revision(view.rev());
   return absl::OkStatus();
 }
