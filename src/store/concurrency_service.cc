@@ -76,6 +76,24 @@ Compare CreateRevisionIs(const std::string& key, int64_t rev) {
   return c;
 }
 
+// A waiter's key: name + "/" + hex(lease), as etcd's recipes name it.
+std::string WaiterKey(const std::string& name, int64_t lease) {
+  return name + "/" + absl::StrFormat("%x", lease);
+}
+
+// The txn both recipes start with: create the waiter key if absent (its first
+// response is then the put), else read it back (first response: the range).
+TxnRequest CreateOrGet(const std::string& key, const std::string& value, int64_t lease) {
+  TxnRequest t;
+  *t.add_compare() = CreateRevisionIs(key, 0);
+  auto* put = t.add_success()->mutable_request_put();
+  put->set_key(key);
+  put->set_value(value);
+  put->set_lease(lease);
+  t.add_failure()->mutable_request_range()->set_key(key);
+  return t;
+}
+
 absl::StatusOr<RangeResponse> Get(Store* store, const RangeRequest& req) {
   RangeResponse resp;
   RETURN_IF_ERROR(store->applier()->Range(req, &resp));
@@ -106,14 +124,10 @@ class LockService final : public v3lockpb::Lock::Service {
   grpc::Status Lock(grpc::ServerContext* ctx, const v3lockpb::LockRequest* req,
                     v3lockpb::LockResponse* resp) override {
     std::string prefix = req->name() + "/";
-    std::string key = prefix + absl::StrFormat("%x", req->lease());
-    TxnRequest t;
-    *t.add_compare() = CreateRevisionIs(key, 0);
-    auto* put = t.add_success()->mutable_request_put();
-    put->set_key(key);
-    put->set_lease(req->lease());
+    std::string key = WaiterKey(req->name(), req->lease());
+    TxnRequest t = CreateOrGet(key, "", req->lease());
+    // Also fetch the current holder, to finish the uncontended case in one txn.
     *t.add_success()->mutable_request_range() = ByCreate(prefix, true);
-    t.add_failure()->mutable_request_range()->set_key(key);
     *t.add_failure()->mutable_request_range() = ByCreate(prefix, true);
     auto tr = Txn(store_, t);
     if (!tr.ok()) return ToGrpc(tr.status());
@@ -162,14 +176,8 @@ class ElectionService final : public v3electionpb::Election::Service {
   grpc::Status Campaign(grpc::ServerContext* ctx, const v3electionpb::CampaignRequest* req,
                         v3electionpb::CampaignResponse* resp) override {
     std::string prefix = req->name() + "/";
-    std::string key = prefix + absl::StrFormat("%x", req->lease());
-    TxnRequest t;
-    *t.add_compare() = CreateRevisionIs(key, 0);
-    auto* put = t.add_success()->mutable_request_put();
-    put->set_key(key);
-    put->set_value(req->value());
-    put->set_lease(req->lease());
-    t.add_failure()->mutable_request_range()->set_key(key);
+    std::string key = WaiterKey(req->name(), req->lease());
+    TxnRequest t = CreateOrGet(key, req->value(), req->lease());
     auto tr = Txn(store_, t);
     if (!tr.ok()) return ToGrpc(tr.status());
     int64_t leader_rev = tr->header().revision();
