@@ -90,12 +90,6 @@ bool KeyIndex::Compact(int64_t at, std::vector<DroppedRevision>* dropped) {
   return generations_.size() == 1 && generations_[0].revs.empty();
 }
 
-size_t KeyIndex::revision_count() const {
-  size_t n = 0;
-  for (const auto& g : generations_) n += g.revs.size();
-  return n;
-}
-
 bool InRange(std::string_view k, std::string_view key, std::string_view end) {
   if (IsSingleKey(end)) return k == key;
   if (k < key) return false;

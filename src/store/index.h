@@ -57,8 +57,6 @@ class KeyIndex {
   // Forgets every revision not needed to answer reads at revisions >= at.
   // Returns true when nothing is left (the key can leave the index).
   bool Compact(int64_t at, std::vector<DroppedRevision>* dropped);
-  // Revisions still recorded (for metrics and tests).
-  size_t revision_count() const;
 
  private:
   struct Generation {
