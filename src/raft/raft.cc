@@ -188,6 +188,7 @@ void Raft::Tick() {
       }
     }
     lead_transferee_ = 0;  // a transfer that did not finish in an election timeout is abandoned
+    if (!IsVoter(id_)) HandOver();  // removed: try again
   }
   if (heartbeat_elapsed_ >= cfg_.heartbeat_tick) {
     heartbeat_elapsed_ = 0;
@@ -277,13 +278,25 @@ ConfState Raft::ApplyConfChange(const ConfChange& cc) {
   std::sort(cs.learners.begin(), cs.learners.end());
   ApplyConf(cs);
   if (role_ == Role::kLeader) {
-    if (!IsVoter(id_)) {
-      BecomeFollower(term_, 0);  // removed: step down, someone else campaigns
-    } else if (MaybeCommit()) {
-      BroadcastAppend();  // a smaller quorum may commit more now
-    }
+    if (MaybeCommit()) BroadcastAppend();  // a smaller quorum may commit more now
+    // A leader that removed itself keeps leading (the others may not know yet
+    // that the removal committed, and could not elect anyone without its
+    // vote) and hands over to the most up-to-date voter.
+    if (!IsVoter(id_)) HandOver();
   }
   return conf_;
+}
+
+void Raft::HandOver() {
+  uint64_t best = 0, best_match = 0;
+  for (uint64_t v : conf_.voters) {
+    auto it = prs_.find(v);
+    if (it != prs_.end() && (best == 0 || it->second.match > best_match)) {
+      best = v;
+      best_match = it->second.match;
+    }
+  }
+  if (best != 0) (void)Step(Message{.type = MsgType::kTransferLeader, .from = best});
 }
 
 void Raft::Compact(uint64_t index) {

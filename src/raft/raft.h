@@ -117,6 +117,8 @@ class Raft {
   void ResetRandomizedElectionTimeout();
   void ApplyConf(const ConfState& cs);
   void ReleasePendingReads();
+  // A leader no longer in the voters transfers leadership away.
+  void HandOver();
 
   absl::Status StepLeader(Message& m);
   absl::Status StepCandidate(Message& m);

@@ -15,6 +15,7 @@ struct Search {
   // Memo of (set of linearized ops, register value) already explored.
   std::unordered_set<std::string> seen;
   size_t budget = 2'000'000;
+  bool exhausted = false;
 
   // Applies op to `state`; false when the op's observed result contradicts it.
   static bool Apply(const Op& op, std::string* state) {
@@ -41,7 +42,10 @@ struct Search {
 
   bool Dfs(std::vector<bool>& done, size_t remaining_required, const std::string& state) {
     if (remaining_required == 0) return true;
-    if (budget == 0) return true;  // give up quietly on pathological histories
+    if (budget == 0) {
+      exhausted = true;  // reported as inconclusive, not as a pass
+      return true;
+    }
     --budget;
     std::string key(done.size() / 8 + 1, '\0');
     for (size_t i = 0; i < done.size(); ++i) {
@@ -55,10 +59,15 @@ struct Search {
     for (size_t i = 0; i < ops->size(); ++i) {
       if (!done[i]) min_complete = std::min(min_complete, (*ops)[i].complete);
     }
-    for (size_t i = 0; i < ops->size(); ++i) {
+    // Ops with a known outcome first: a linearization that leaves the
+    // unknown ones out (they never took effect) is found without trying every
+    // place to put them.
+    for (size_t k = 0; k < 2 * ops->size(); ++k) {
+      size_t i = k % ops->size();
       const Op& op = (*ops)[i];
-      if (done[i] || op.invoke > min_complete) continue;
       bool required = op.complete != INT64_MAX;
+      if ((k < ops->size()) != required) continue;
+      if (done[i] || op.invoke > min_complete) continue;
       std::vector<std::string> outcomes;
       if (op.kind == Op::Kind::kCas && !required) {
         // Unacknowledged CAS: it either swapped or did not.
@@ -109,6 +118,7 @@ CheckResult CheckLinearizable(const std::vector<Op>& history) {
     if (op.kind == Op::Kind::kRead && op.complete == INT64_MAX) continue;
     by_key[op.key].push_back(op);
   }
+  CheckResult result;
   for (auto& [key, ops] : by_key) {
     std::sort(ops.begin(), ops.end(), [](const Op& a, const Op& b) { return a.invoke < b.invoke; });
     Search s;
@@ -117,10 +127,11 @@ CheckResult CheckLinearizable(const std::vector<Op>& history) {
     size_t required = 0;
     for (const Op& op : ops) required += op.complete != INT64_MAX ? 1 : 0;
     if (!s.Dfs(done, required, "")) {
-      return {false, key, Describe(ops)};
+      return {false, key, Describe(ops), result.inconclusive_keys};
     }
+    if (s.exhausted) ++result.inconclusive_keys;
   }
-  return {};
+  return result;
 }
 
 }  // namespace capstan::raft::sim

@@ -27,6 +27,9 @@ struct CheckResult {
   bool linearizable = true;
   std::string key;      // first key that failed
   std::string details;  // its history
+  // Keys whose search hit the step budget before finishing: neither proven
+  // nor refuted. Callers should treat a non-zero count as a weak run.
+  size_t inconclusive_keys = 0;
 };
 
 // Unacknowledged writes and CASes may or may not have happened; unanswered

@@ -31,6 +31,11 @@ int main(int argc, char** argv) {
       std::cerr << r.failure << "\n";
       return 1;
     }
+    if (r.inconclusive_keys > 0) {
+      std::cerr << "seed " << s << ": linearizability search did not finish for "
+                << r.inconclusive_keys << " key(s)\n";
+      return 1;
+    }
     if (seed != 0 || s % 1000 == 0) {
       std::printf("seed %llu ok: committed %lld, leaders %lld, crashes %lld, ops %zu\n",
                   static_cast<unsigned long long>(s), static_cast<long long>(r.committed),

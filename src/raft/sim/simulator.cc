@@ -130,6 +130,7 @@ class Simulation {
     if (result_.ok) {
       // Operations still waiting keep complete == INT64_MAX: unknown outcome.
       CheckResult lin = CheckLinearizable(history_);
+      result_.inconclusive_keys = lin.inconclusive_keys;
       if (!lin.linearizable) {
         Fail(absl::StrCat("history not linearizable for key '", lin.key, "':\n", lin.details));
       }
@@ -197,6 +198,8 @@ class Simulation {
     n.raft.reset();
     n.disk.Crash();
     // The clients of its pending operations never hear back: unknown outcome.
+    FreeAll(n.proposals, [](const PendingClientOp& p) { return p.history_index; });
+    FreeAll(n.reads, [](const auto& r) { return r.first.history_index; });
     n.proposals.clear();
     n.reads.clear();
     n.restart_at = static_cast<int>(now_ + 5 + Rand(40));
@@ -251,6 +254,10 @@ class Simulation {
     ConfChange cc;
     cc.node = spare;
     if (has(conf.voters, spare)) {
+      // Not from two voters: the old quorum (both) needs the removed node's
+      // vote, so if it was the leader and dies mid hand-over the survivor
+      // cannot learn that the removal committed (see docs/raft.md).
+      if (conf.voters.size() < 3) return;
       cc.type = ConfChange::Type::kRemove;
     } else if (has(conf.learners, spare)) {
       auto it = r.progress().find(spare);
@@ -263,11 +270,28 @@ class Simulation {
     Process(*leader);
   }
 
+  // Clients are closed-loop, as in Jepsen: one operation at a time each. A
+  // client whose operation timed out moves on; that operation stays open
+  // (unknown outcome). This bounds concurrency, which keeps the
+  // linearizability search tractable.
+  void FreeClient(size_t history_index) {
+    client_busy_[history_[history_index].client - 1] = false;
+  }
+  template <typename Map, typename Index>
+  void FreeAll(const Map& pending, Index index_of) {
+    for (const auto& [id, p] : pending) FreeClient(index_of(p));
+  }
+
   void ClientOp() {
     Node& n = *nodes_[Rand(nodes_.size())];
     if (!n.raft) return;
+    std::vector<size_t> idle;
+    for (size_t c = 0; c < client_busy_.size(); ++c) {
+      if (!client_busy_[c]) idle.push_back(c);
+    }
+    if (idle.empty()) return;
     Op op;
-    op.client = 1 + Rand(opts_.clients);
+    op.client = 1 + idle[Rand(idle.size())];
     op.key = absl::StrCat("k", Rand(3));
     op.invoke = now_;
     op.complete = INT64_MAX;
@@ -276,6 +300,7 @@ class Simulation {
     if (kind < 4) {
       op.kind = Op::Kind::kRead;
       history_.push_back(op);
+      client_busy_[op.client - 1] = true;
       n.raft->ReadIndex(id);
       n.reads[id] = {{history_.size() - 1, now_ + 60}, 0};
       return;
@@ -291,10 +316,10 @@ class Simulation {
       op.value = absl::StrCat("v", history_.size());
       cmd = absl::StrCat(id, " cas ", op.key, " ", op.expected, " ", op.value);
     }
+    if (!n.raft->Propose(cmd).ok()) return;  // refused at once: it never happened
     history_.push_back(op);
-    if (n.raft->Propose(cmd).ok()) {
-      n.proposals[id] = {history_.size() - 1, now_ + 60};
-    }
+    client_busy_[op.client - 1] = true;
+    n.proposals[id] = {history_.size() - 1, now_ + 60};
   }
 
   void Step(bool faults = true) {
@@ -324,8 +349,16 @@ class Simulation {
     }
     // Give up on client operations that waited too long: unknown outcome.
     for (auto& n : nodes_) {
-      std::erase_if(n->proposals, [&](const auto& p) { return p.second.deadline < now_; });
-      std::erase_if(n->reads, [&](const auto& p) { return p.second.first.deadline < now_; });
+      std::erase_if(n->proposals, [&](const auto& p) {
+        if (p.second.deadline >= now_) return false;
+        FreeClient(p.second.history_index);
+        return true;
+      });
+      std::erase_if(n->reads, [&](const auto& p) {
+        if (p.second.first.deadline >= now_) return false;
+        FreeClient(p.second.first.history_index);
+        return true;
+      });
     }
     CheckLeaders();
     (void)faults;
@@ -420,6 +453,7 @@ class Simulation {
       op.output = kv == n.kv.end() ? "" : kv->second;
       op.ok = true;
       op.complete = now_;
+      FreeClient(it->second.first.history_index);
       it = n.reads.erase(it);
     }
   }
@@ -476,6 +510,7 @@ class Simulation {
       Op& op = history_[p->second.history_index];
       op.ok = ok;
       op.complete = now_;
+      FreeClient(p->second.history_index);
       n.proposals.erase(p);
     }
   }
@@ -536,6 +571,7 @@ class Simulation {
   std::map<uint64_t, uint64_t> leaders_;  // term -> leader
   std::map<uint64_t, std::pair<uint64_t, std::string>> committed_;
   std::vector<Op> history_;
+  std::vector<bool> client_busy_ = std::vector<bool>(opts_.clients, false);
   SimResult result_;
 };
 

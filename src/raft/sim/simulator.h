@@ -49,6 +49,7 @@ struct SimResult {
   int64_t crashes = 0;
   int64_t conf_changes = 0;
   size_t history_ops = 0;
+  size_t inconclusive_keys = 0;  // keys the linearizability search could not finish
 };
 
 SimResult RunSimulation(const SimOptions& options);
