@@ -232,7 +232,7 @@ void Raft::TransferLeader(uint64_t to) {
 bool Raft::HasReady() const {
   HardState hs{term_, vote_, log_.committed()};
   return !msgs_.empty() || !read_states_.empty() || hs != prev_hs_ ||
-         log_.pending_snapshot().has_value() || !log_.UnstableEntries().empty() ||
+         log_.pending_snapshot().has_value() || log_.HasUnstable() ||
          log_.committed() > log_.applied();
 }
 

@@ -3,6 +3,7 @@
 // applied. Pure in-memory bookkeeping; the driver persists what Ready says.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <optional>
@@ -55,6 +56,7 @@ class RaftLog {
 
   // For Ready: entries not yet durable, and entries committed but not applied.
   std::vector<Entry> UnstableEntries() const;
+  bool HasUnstable() const { return std::max(unstable_from_, first_index()) <= last_index(); }
   std::vector<Entry> NextCommitted(size_t max_bytes) const;
   const std::optional<SnapshotMeta>& pending_snapshot() const { return pending_snapshot_; }
   // After the driver persisted a Ready.
