@@ -61,7 +61,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (entry.has_txn()) st = capstan::store::CheckTxn(entry.txn(), 128);
   if (!st.ok()) return 0;
   int64_t before = world->mvcc->current_rev();
-  world->applier->Apply(++world->index, entry, nullptr);
+  world->applier->Apply(++world->index, 1, entry, nullptr);
   int64_t after = world->mvcc->current_rev();
   if (after < before || after > before + 1) __builtin_trap();  // one revision per request
   // Reads over the whole keyspace must still work.

@@ -11,13 +11,24 @@ int main(int argc, char** argv) {
     std::ofstream(root + "/" + path, std::ios::binary) << data;
   };
   using capstan::raft::EncodeRecord;
+  using capstan::raft::WalRecord;
   std::string recs;
-  for (uint64_t i = 1; i <= 3; ++i) EncodeRecord({i, 1, "entry-" + std::to_string(i)}, &recs);
+  EncodeRecord({.kind = WalRecord::Kind::kSnapshot}, &recs);
+  EncodeRecord({.kind = WalRecord::Kind::kHardState, .hard_state = {1, 1, 0}}, &recs);
+  for (uint64_t i = 1; i <= 3; ++i) {
+    EncodeRecord({.kind = WalRecord::Kind::kEntry,
+                  .entry = {i, 1, capstan::raft::EntryType::kNormal, "entry-" + std::to_string(i)}},
+                 &recs);
+  }
+  // A follower's conflicting suffix replaced by a later term.
+  EncodeRecord({.kind = WalRecord::Kind::kConfEntry,
+                .entry = {2, 2, capstan::raft::EntryType::kConfChange, "conf"}},
+               &recs);
   write("wal_record/three_records", std::string("\x01", 1) + recs);
   write("wal_record/torn_tail", std::string("\x01", 1) + recs.substr(0, recs.size() - 5));
   write("wal_record/zero_fill", std::string("\x01", 1) + recs + std::string(64, '\0'));
   std::string bad = recs;
-  bad[20] ^= 0x40;
+  bad[70] ^= 0x40;
   write("wal_record/corrupt_middle", std::string("\x01", 1) + bad);
   write("wal_record/decode_only", std::string("\x00", 1) + recs);
 

@@ -27,6 +27,11 @@ struct StoreFlags {
   std::vector<std::string> advertise_client_urls;
   std::vector<std::string> initial_advertise_peer_urls{"http://localhost:2380"};
   std::vector<std::string> listen_metrics_urls;
+  std::vector<std::string> listen_peer_urls;
+  std::string initial_cluster;
+  std::string initial_cluster_state = "new";
+  std::string initial_cluster_token = "etcd-cluster";
+  int64_t snapshot_catchup_entries = 5000;
   int64_t quota_backend_bytes = 0;
   int64_t max_request_bytes = 1536 * 1024;
   int max_txn_ops = 128;
@@ -53,6 +58,24 @@ void AddStoreFlags(CLI::App* cmd, StoreFlags* f, bool dev) {
   cmd->add_option("--initial-advertise-peer-urls", f->initial_advertise_peer_urls,
                   "Peer URLs reported in MemberList.")
       ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--listen-peer-urls", f->listen_peer_urls,
+                  "URLs to accept traffic from the other members on (default: the advertised "
+                  "peer URLs).")
+      ->delimiter(',');
+  cmd->add_option("--initial-cluster", f->initial_cluster,
+                  "The members at bootstrap, name=peer-url,... (default: this member alone at "
+                  "its advertised peer URLs). Ignored once the data directory exists.");
+  cmd->add_option("--initial-cluster-state", f->initial_cluster_state,
+                  "new: found a cluster with --initial-cluster; existing: join a cluster this "
+                  "member was added to with `etcdctl member add`.")
+      ->capture_default_str();
+  cmd->add_option("--initial-cluster-token", f->initial_cluster_token,
+                  "Makes member and cluster IDs unique to this cluster at bootstrap.")
+      ->capture_default_str();
+  cmd->add_option("--experimental-snapshot-catchup-entries", f->snapshot_catchup_entries,
+                  "Log entries kept behind the database's durable point for slow followers; "
+                  "further behind, a follower is sent a snapshot.")
       ->capture_default_str();
   cmd->add_option("--listen-metrics-urls", f->listen_metrics_urls,
                   "URLs to serve /metrics (Prometheus text) and /health on.")
@@ -90,6 +113,22 @@ absl::StatusOr<store::StoreServerConfig> BuildConfig(const StoreFlags& f) {
   cfg.listen_metrics_urls = f.listen_metrics_urls;
   cfg.store.advertise_client_urls = f.advertise_client_urls;
   cfg.store.advertise_peer_urls = f.initial_advertise_peer_urls;
+  cfg.listen_peer_urls = f.listen_peer_urls;
+  cfg.store.initial_cluster = f.initial_cluster;
+  cfg.store.initial_cluster_state = f.initial_cluster_state;
+  cfg.store.initial_cluster_token = f.initial_cluster_token;
+  if (f.initial_cluster_state != "new" && f.initial_cluster_state != "existing") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--initial-cluster-state must be \"new\" or \"existing\", not \"", f.initial_cluster_state,
+        "\""));
+  }
+  if (f.initial_advertise_peer_urls.empty()) {
+    return absl::InvalidArgumentError("--initial-advertise-peer-urls: give at least one URL");
+  }
+  if (f.snapshot_catchup_entries < 1) {
+    return absl::InvalidArgumentError("--experimental-snapshot-catchup-entries must be >= 1");
+  }
+  cfg.store.snapshot_catchup_entries = static_cast<uint64_t>(f.snapshot_catchup_entries);
   if (f.listen_client_urls.empty()) {
     return absl::InvalidArgumentError("--listen-client-urls: give at least one URL");
   }
@@ -112,6 +151,8 @@ absl::StatusOr<store::StoreServerConfig> BuildConfig(const StoreFlags& f) {
   }
   // etcd's minimum lease TTL: 1.5 election timeouts, rounded up to a second.
   int64_t ticks = f.election_ms / f.heartbeat_ms;
+  cfg.store.heartbeat = std::chrono::milliseconds(f.heartbeat_ms);
+  cfg.store.election_ticks = static_cast<int>(ticks);
   cfg.store.min_lease_ttl_seconds = static_cast<int64_t>(
       std::ceil(static_cast<double>((3 * ticks) / 2 * f.heartbeat_ms) / 1000.0));
   auto progress = ParseDurationMillis(f.progress_notify_interval);
@@ -205,6 +246,7 @@ int main(int argc, char** argv) {
   dev_flags.name = "dev";
   dev_flags.data_dir = "./data";
   dev_flags.listen_metrics_urls = {"http://127.0.0.1:2381"};
+  dev_flags.initial_advertise_peer_urls = {"http://127.0.0.1:2380"};
 
   // A config file is parsed first, as if its settings were flags; the command
   // line is parsed second, so each flag given there replaces the file's value.

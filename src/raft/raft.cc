@@ -204,6 +204,18 @@ absl::Status Raft::Propose(std::string data) {
   return Step(std::move(m));
 }
 
+absl::Status Raft::CanPropose() const {
+  if (role_ == Role::kLeader) {
+    if (lead_transferee_ != 0) {
+      return absl::UnavailableError("raft: leadership transfer in progress; retry");
+    }
+    if (!IsVoter(id_)) return absl::UnavailableError("raft: leader was removed");
+    return absl::OkStatus();
+  }
+  if (role_ == Role::kFollower && lead_ != 0) return absl::OkStatus();
+  return absl::UnavailableError("raft: no leader; retry");
+}
+
 absl::Status Raft::ProposeConfChange(const ConfChange& cc) {
   if (role_ != Role::kLeader) return absl::FailedPreconditionError("raft: not the leader");
   if (pending_conf_index_ > log_.applied()) {

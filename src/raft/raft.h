@@ -58,6 +58,9 @@ class Raft {
   absl::Status Step(Message m);
 
   absl::Status Propose(std::string data);
+  // Whether a normal proposal would be taken (or forwarded) now; when not,
+  // why (no leader, transfer in progress, leader removed).
+  absl::Status CanPropose() const;
   absl::Status ProposeConfChange(const ConfChange& cc);
   // Asks for a linearizable read point; the answer arrives as a ReadState.
   void ReadIndex(std::string context);

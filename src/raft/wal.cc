@@ -10,6 +10,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -24,8 +25,9 @@ constexpr char kMagic[8] = {'C', 'A', 'P', 'S', 'W', 'A', 'L', '1'};
 constexpr size_t kSegmentHeaderSize = 20;  // magic, first index, crc
 constexpr size_t kRecordHeaderSize = 9;    // length, masked crc, type
 constexpr size_t kEntryFixedSize = 16;     // index, term
+constexpr size_t kHardStateSize = 24;      // term, vote, commit
+constexpr size_t kSnapshotSize = 16;       // index, term
 constexpr uint32_t kMaxRecordPayload = 256u << 20;
-constexpr uint8_t kTypeEntry = 1;
 
 absl::Status ErrnoError(const std::string& what, const std::string& path) {
   return absl::InternalError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
@@ -90,22 +92,37 @@ std::string EncodeSegmentHeader(uint64_t first_index) {
 
 }  // namespace
 
-void EncodeRecord(const WalEntry& entry, std::string* out) {
+void EncodeRecord(const WalRecord& rec, std::string* out) {
   size_t start = out->size();
-  uint32_t payload = static_cast<uint32_t>(kEntryFixedSize + entry.data.size());
-  PutFixed32LE(out, payload);
+  PutFixed32LE(out, 0);  // length placeholder
   PutFixed32LE(out, 0);  // crc placeholder
-  out->push_back(static_cast<char>(kTypeEntry));
-  PutFixed64LE(out, entry.index);
-  PutFixed64LE(out, entry.term);
-  out->append(entry.data);
+  out->push_back(static_cast<char>(rec.kind));
+  switch (rec.kind) {
+    case WalRecord::Kind::kEntry:
+    case WalRecord::Kind::kConfEntry:
+      PutFixed64LE(out, rec.entry.index);
+      PutFixed64LE(out, rec.entry.term);
+      out->append(rec.entry.data);
+      break;
+    case WalRecord::Kind::kHardState:
+      PutFixed64LE(out, rec.hard_state.term);
+      PutFixed64LE(out, rec.hard_state.vote);
+      PutFixed64LE(out, rec.hard_state.commit);
+      break;
+    case WalRecord::Kind::kSnapshot:
+      PutFixed64LE(out, rec.snapshot_index);
+      PutFixed64LE(out, rec.snapshot_term);
+      break;
+  }
+  uint32_t payload = static_cast<uint32_t>(out->size() - start - kRecordHeaderSize);
   uint32_t crc = crc32c::Value(std::string_view(out->data() + start + 8, 1 + payload));
-  std::string masked;
-  PutFixed32LE(&masked, crc32c::Mask(crc));
-  out->replace(start + 4, 4, masked);
+  std::string fixed;
+  PutFixed32LE(&fixed, payload);
+  PutFixed32LE(&fixed, crc32c::Mask(crc));
+  out->replace(start, 8, fixed);
 }
 
-DecodeResult DecodeRecord(std::string_view buf, WalEntry* entry, size_t* consumed) {
+DecodeResult DecodeRecord(std::string_view buf, WalRecord* rec, size_t* consumed) {
   if (buf.size() < kRecordHeaderSize) {
     return AllZero(buf) ? DecodeResult::kEnd : DecodeResult::kIncomplete;
   }
@@ -113,19 +130,72 @@ DecodeResult DecodeRecord(std::string_view buf, WalEntry* entry, size_t* consume
   uint32_t payload = DecodeFixed32LE(buf.data());
   uint32_t masked = DecodeFixed32LE(buf.data() + 4);
   uint8_t type = static_cast<uint8_t>(buf[8]);
-  if (type != kTypeEntry || payload < kEntryFixedSize || payload > kMaxRecordPayload) {
-    return DecodeResult::kCorrupt;
-  }
+  bool is_entry = type == static_cast<uint8_t>(WalRecord::Kind::kEntry) ||
+                  type == static_cast<uint8_t>(WalRecord::Kind::kConfEntry);
+  bool shape_ok =
+      (is_entry && payload >= kEntryFixedSize && payload <= kMaxRecordPayload) ||
+      (type == static_cast<uint8_t>(WalRecord::Kind::kHardState) && payload == kHardStateSize) ||
+      (type == static_cast<uint8_t>(WalRecord::Kind::kSnapshot) && payload == kSnapshotSize);
+  if (!shape_ok) return DecodeResult::kCorrupt;
   if (buf.size() - kRecordHeaderSize < payload) return DecodeResult::kIncomplete;
   std::string_view covered = buf.substr(8, 1 + payload);
   if (crc32c::Unmask(masked) != crc32c::Value(covered)) return DecodeResult::kCorrupt;
   const char* p = buf.data() + kRecordHeaderSize;
-  entry->index = DecodeFixed64LE(p);
-  entry->term = DecodeFixed64LE(p + 8);
-  entry->data.assign(p + kEntryFixedSize, payload - kEntryFixedSize);
+  rec->kind = static_cast<WalRecord::Kind>(type);
+  if (is_entry) {
+    rec->entry.index = DecodeFixed64LE(p);
+    rec->entry.term = DecodeFixed64LE(p + 8);
+    rec->entry.type = rec->kind == WalRecord::Kind::kConfEntry ? EntryType::kConfChange
+                                                               : EntryType::kNormal;
+    rec->entry.data.assign(p + kEntryFixedSize, payload - kEntryFixedSize);
+  } else if (rec->kind == WalRecord::Kind::kHardState) {
+    rec->hard_state = HardState{DecodeFixed64LE(p), DecodeFixed64LE(p + 8), DecodeFixed64LE(p + 16)};
+  } else {
+    rec->snapshot_index = DecodeFixed64LE(p);
+    rec->snapshot_term = DecodeFixed64LE(p + 8);
+  }
   *consumed = kRecordHeaderSize + payload;
   return DecodeResult::kOk;
 }
+
+// Applies records in disk order, as Open() reads them, and checks that they
+// describe one consistent log.
+struct Wal::Loader {
+  WalState state;
+  std::deque<Entry> entries;
+  uint64_t next = 1;  // the index the next appended entry would get
+
+  // Returns a description of the inconsistency, or "".
+  std::string Add(WalRecord& rec) {
+    switch (rec.kind) {
+      case WalRecord::Kind::kHardState:
+        state.hard_state = rec.hard_state;
+        return "";
+      case WalRecord::Kind::kSnapshot:
+        if (rec.snapshot_index < state.snapshot_index) return "";
+        state.snapshot_index = rec.snapshot_index;
+        state.snapshot_term = rec.snapshot_term;
+        while (!entries.empty() && entries.front().index <= rec.snapshot_index) {
+          entries.pop_front();
+        }
+        if (next <= rec.snapshot_index) next = rec.snapshot_index + 1;
+        return "";
+      case WalRecord::Kind::kEntry:
+      case WalRecord::Kind::kConfEntry: {
+        uint64_t index = rec.entry.index;
+        if (index > next) {
+          return absl::StrCat("entry ", index, " follows entry ", next - 1, " (a gap)");
+        }
+        if (index <= state.snapshot_index) return "";  // covered by the snapshot
+        while (!entries.empty() && entries.back().index >= index) entries.pop_back();
+        entries.push_back(std::move(rec.entry));
+        next = index + 1;
+        return "";
+      }
+    }
+    return "unknown record";
+  }
+};
 
 Wal::Wal(std::string dir, Options options) : dir_(std::move(dir)), options_(options) {}
 
@@ -137,15 +207,11 @@ Wal::~Wal() {
 }
 
 absl::StatusOr<std::unique_ptr<Wal>> Wal::Open(const std::string& dir, Options options,
-                                               uint64_t first_index_if_new) {
+                                               WalState* state) {
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return ErrnoError("mkdir", dir);
   std::unique_ptr<Wal> wal(new Wal(dir, options));
-  RETURN_IF_ERROR(wal->Load(first_index_if_new));
+  RETURN_IF_ERROR(wal->Load(state));
   return wal;
-}
-
-uint64_t Wal::first_index() const {
-  return segments_.empty() ? next_index_ : segments_.front().first_index;
 }
 
 absl::Status Wal::SyncDir() {
@@ -157,7 +223,7 @@ absl::Status Wal::SyncDir() {
   return absl::OkStatus();
 }
 
-absl::Status Wal::Load(uint64_t first_index_if_new) {
+absl::Status Wal::Load(WalState* state) {
   DIR* d = ::opendir(dir_.c_str());
   if (d == nullptr) return ErrnoError("opendir", dir_);
   while (dirent* e = ::readdir(d)) {
@@ -173,26 +239,40 @@ absl::Status Wal::Load(uint64_t first_index_if_new) {
   std::sort(segments_.begin(), segments_.end(),
             [](const Segment& a, const Segment& b) { return a.seq < b.seq; });
 
+  *state = WalState{};
   if (segments_.empty()) {
-    next_index_ = first_index_if_new;
+    next_index_ = 1;
     return Roll();
   }
-  next_index_ = segments_.front().first_index;
+  Loader loader;
+  loader.next = segments_.front().first_index;
   for (size_t i = 0; i < segments_.size(); ++i) {
     const Segment& seg = segments_[i];
-    if (seg.first_index != next_index_) {
+    if (seg.first_index != loader.next) {
       return absl::DataLossError(absl::StrCat("wal segment ", seg.path, " starts at index ",
-                                              seg.first_index, " but the log expects ", next_index_,
-                                              ": a segment is missing"));
+                                              seg.first_index, " but the log expects ",
+                                              loader.next, ": a segment is missing"));
     }
-    RETURN_IF_ERROR(ScanSegment(seg, i + 1 == segments_.size(), &next_index_, nullptr, 0));
+    RETURN_IF_ERROR(ScanSegment(seg, i + 1 == segments_.size(), &loader));
   }
+  if (!loader.entries.empty() &&
+      loader.entries.front().index != loader.state.snapshot_index + 1) {
+    return absl::DataLossError(absl::StrCat(
+        "wal in ", dir_, " holds entries from index ", loader.entries.front().index,
+        " but its snapshot marker covers only up to ", loader.state.snapshot_index,
+        ": entries in between are missing"));
+  }
+  next_index_ = loader.next;
+  hard_state_ = loader.state.hard_state;
+  snapshot_index_ = loader.state.snapshot_index;
+  snapshot_term_ = loader.state.snapshot_term;
+  loader.state.entries.assign(std::make_move_iterator(loader.entries.begin()),
+                              std::make_move_iterator(loader.entries.end()));
+  *state = std::move(loader.state);
   return OpenTail();
 }
 
-absl::Status Wal::ScanSegment(const Segment& seg, bool is_last, uint64_t* next_index,
-                              const std::function<absl::Status(const WalEntry&)>* fn,
-                              uint64_t from) {
+absl::Status Wal::ScanSegment(const Segment& seg, bool is_last, Loader* loader) {
   ASSIGN_OR_RETURN(std::string data, ReadFile(seg.path));
   if (data.size() < kSegmentHeaderSize || std::memcmp(data.data(), kMagic, sizeof(kMagic)) != 0 ||
       crc32c::Unmask(DecodeFixed32LE(data.data() + 16)) !=
@@ -202,20 +282,17 @@ absl::Status Wal::ScanSegment(const Segment& seg, bool is_last, uint64_t* next_i
         absl::StrCat("wal segment ", seg.path, ": bad segment header at offset 0"));
   }
   size_t off = kSegmentHeaderSize;
-  uint64_t expect = seg.first_index;
-  WalEntry entry;
+  WalRecord rec;
   while (true) {
     std::string_view rest(data.data() + off, data.size() - off);
     size_t consumed = 0;
-    DecodeResult r = DecodeRecord(rest, &entry, &consumed);
+    DecodeResult r = DecodeRecord(rest, &rec, &consumed);
     if (r == DecodeResult::kOk) {
-      if (entry.index != expect) {
-        return absl::DataLossError(absl::StrCat("wal segment ", seg.path, ": record at offset ",
-                                                off, " has index ", entry.index, ", expected ",
-                                                expect));
+      std::string bad = loader->Add(rec);
+      if (!bad.empty()) {
+        return absl::DataLossError(
+            absl::StrCat("wal segment ", seg.path, ": record at offset ", off, ": ", bad));
       }
-      if (fn != nullptr && entry.index >= from) RETURN_IF_ERROR((*fn)(entry));
-      ++expect;
       off += consumed;
       continue;
     }
@@ -225,15 +302,14 @@ absl::Status Wal::ScanSegment(const Segment& seg, bool is_last, uint64_t* next_i
     bool later_record = false;
     for (size_t probe = off + 1; probe + kRecordHeaderSize <= data.size() && !later_record;
          ++probe) {
-      WalEntry e;
+      WalRecord other;
       size_t c;
-      if (DecodeRecord(std::string_view(data.data() + probe, data.size() - probe), &e, &c) ==
-              DecodeResult::kOk &&
-          e.index >= expect) {
+      if (DecodeRecord(std::string_view(data.data() + probe, data.size() - probe), &other, &c) ==
+          DecodeResult::kOk) {
         later_record = true;
       }
     }
-    if (!is_last || later_record || fn != nullptr) {
+    if (!is_last || later_record) {
       return absl::DataLossError(absl::StrCat(
           "wal segment ", seg.path, ": corrupt record at offset ", off,
           later_record ? " followed by intact records" : " in a segment that is not the last",
@@ -251,7 +327,6 @@ absl::Status Wal::ScanSegment(const Segment& seg, bool is_last, uint64_t* next_i
     if (rc != 0) return ErrnoError("fdatasync", seg.path);
     break;
   }
-  *next_index = expect;
   return absl::OkStatus();
 }
 
@@ -277,7 +352,14 @@ absl::Status Wal::Roll() {
   std::string tmp_path = final_path + ".tmp";
   int fd = ::open(tmp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoError("create", tmp_path);
-  absl::Status st = WriteAll(fd, EncodeSegmentHeader(next_index_), tmp_path);
+  // The state current now, so that deleting older segments never loses it.
+  std::string head = EncodeSegmentHeader(next_index_);
+  WalRecord snap{.kind = WalRecord::Kind::kSnapshot,
+                 .snapshot_index = snapshot_index_,
+                 .snapshot_term = snapshot_term_};
+  EncodeRecord(snap, &head);
+  EncodeRecord(WalRecord{.kind = WalRecord::Kind::kHardState, .hard_state = hard_state_}, &head);
+  absl::Status st = WriteAll(fd, head, tmp_path);
   if (st.ok() && ::fsync(fd) != 0) st = ErrnoError("fsync", tmp_path);
   ::close(fd);
   RETURN_IF_ERROR(st);
@@ -287,36 +369,67 @@ absl::Status Wal::Roll() {
   return OpenTail();
 }
 
-absl::Status Wal::Replay(uint64_t from, const std::function<absl::Status(const WalEntry&)>& fn) {
-  if (from < first_index() && first_index() <= last_index()) {
-    return absl::DataLossError(absl::StrCat("wal in ", dir_, " starts at index ", first_index(),
-                                            " but replay needs index ", from));
-  }
-  for (size_t i = 0; i < segments_.size(); ++i) {
-    uint64_t seg_end = i + 1 < segments_.size() ? segments_[i + 1].first_index : next_index_;
-    if (seg_end <= from) continue;
-    uint64_t next = 0;
-    RETURN_IF_ERROR(ScanSegment(segments_[i], false, &next, &fn, from));
-  }
+absl::Status Wal::MaybeRoll() {
+  if (tail_size_ >= options_.segment_bytes) return Roll();
   return absl::OkStatus();
 }
 
-absl::Status Wal::Append(const std::vector<WalEntry>& entries) {
-  if (entries.empty()) return absl::OkStatus();
-  if (tail_size_ >= options_.segment_bytes) RETURN_IF_ERROR(Roll());
-  buf_.clear();
-  for (const WalEntry& e : entries) {
-    if (e.index != next_index_) {
-      return absl::InternalError(
-          absl::StrCat("wal append out of order: got index ", e.index, ", expected ", next_index_));
-    }
-    EncodeRecord(e, &buf_);
-    ++next_index_;
-  }
-  RETURN_IF_ERROR(WriteAll(tail_fd_, buf_, segments_.back().path));
-  tail_size_ += buf_.size();
-  bytes_written_ += buf_.size();
+absl::Status Wal::Write(const std::string& buf) {
+  RETURN_IF_ERROR(WriteAll(tail_fd_, buf, segments_.back().path));
+  tail_size_ += buf.size();
+  bytes_written_ += buf.size();
   dirty_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status Wal::Append(const std::vector<Entry>& entries) {
+  if (entries.empty()) return absl::OkStatus();
+  RETURN_IF_ERROR(MaybeRoll());
+  if (entries.front().index > next_index_ || entries.front().index <= snapshot_index_) {
+    return absl::InternalError(absl::StrCat("wal append out of order: got index ",
+                                            entries.front().index, ", log holds (",
+                                            snapshot_index_, ", ", next_index_ - 1, "]"));
+  }
+  buf_.clear();
+  uint64_t next = entries.front().index;
+  WalRecord rec;
+  for (const Entry& e : entries) {
+    if (e.index != next) {
+      return absl::InternalError(
+          absl::StrCat("wal append not consecutive: got index ", e.index, ", expected ", next));
+    }
+    rec.kind = e.type == EntryType::kConfChange ? WalRecord::Kind::kConfEntry
+                                                : WalRecord::Kind::kEntry;
+    rec.entry.index = e.index;
+    rec.entry.term = e.term;
+    rec.entry.data = e.data;  // one copy per record; entries are small next to the fsync
+    EncodeRecord(rec, &buf_);
+    ++next;
+  }
+  RETURN_IF_ERROR(Write(buf_));
+  next_index_ = next;
+  return absl::OkStatus();
+}
+
+absl::Status Wal::SaveHardState(const HardState& hs) {
+  buf_.clear();
+  EncodeRecord(WalRecord{.kind = WalRecord::Kind::kHardState, .hard_state = hs}, &buf_);
+  RETURN_IF_ERROR(Write(buf_));
+  hard_state_ = hs;
+  return absl::OkStatus();
+}
+
+absl::Status Wal::SaveSnapshot(uint64_t index, uint64_t term) {
+  if (index < snapshot_index_) return absl::OkStatus();
+  buf_.clear();
+  EncodeRecord(WalRecord{.kind = WalRecord::Kind::kSnapshot,
+                         .snapshot_index = index,
+                         .snapshot_term = term},
+               &buf_);
+  RETURN_IF_ERROR(Write(buf_));
+  snapshot_index_ = index;
+  snapshot_term_ = term;
+  if (next_index_ <= index) next_index_ = index + 1;
   return absl::OkStatus();
 }
 
@@ -327,10 +440,13 @@ absl::Status Wal::Sync() {
   return absl::OkStatus();
 }
 
-absl::Status Wal::ReleaseTo(uint64_t index) {
+absl::Status Wal::ReleaseTo(uint64_t index, uint64_t term) {
   size_t drop = 0;
   while (drop + 1 < segments_.size() && segments_[drop + 1].first_index <= index + 1) ++drop;
   if (drop == 0) return absl::OkStatus();
+  // The marker must be durable before the entries it stands for are deleted.
+  RETURN_IF_ERROR(SaveSnapshot(index, term));
+  RETURN_IF_ERROR(Sync());
   for (size_t i = 0; i < drop; ++i) {
     if (::unlink(segments_[i].path.c_str()) != 0) return ErrnoError("unlink", segments_[i].path);
   }

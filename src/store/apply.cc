@@ -119,14 +119,167 @@ Applier::Applier(Backend* backend, Mvcc* mvcc, Lessor* lessor, WatchHub* hub)
     : backend_(backend), mvcc_(mvcc), lessor_(lessor), hub_(hub) {}
 
 absl::Status Applier::Restore() {
-  auto v = backend_->Get(MetaKey(kMetaAlarms));
-  if (absl::IsNotFound(v.status())) return absl::OkStatus();
-  RETURN_IF_ERROR(v.status());
-  etcdserverpb::AlarmResponse stored;
-  if (!stored.ParseFromString(*v)) return absl::DataLossError("undecodable alarm record");
   MutexLock lock(&alarms_mu_);
-  alarms_.assign(stored.alarms().begin(), stored.alarms().end());
+  auto v = backend_->Get(MetaKey(kMetaAlarms));
+  if (!absl::IsNotFound(v.status())) {
+    RETURN_IF_ERROR(v.status());
+    etcdserverpb::AlarmResponse stored;
+    if (!stored.ParseFromString(*v)) return absl::DataLossError("undecodable alarm record");
+    alarms_.assign(stored.alarms().begin(), stored.alarms().end());
+  }
+  auto applied = backend_->Get(MetaKey(kMetaAppliedIndex));
+  if (applied.ok() && applied->size() == 16) {
+    MutexLock applied_lock(&applied_mu_);
+    applied_index_ = DecodeFixed64BE(applied->data());
+    applied_term_ = DecodeFixed64BE(applied->data() + 8);
+  }
+  auto conf = backend_->Get(MetaKey(kMetaRaftConf));
+  if (conf.ok()) {
+    RaftConf rc;
+    if (!rc.ParseFromString(*conf)) return absl::DataLossError("undecodable raft membership record");
+    conf_.voters.assign(rc.voters().begin(), rc.voters().end());
+    conf_.learners.assign(rc.learners().begin(), rc.learners().end());
+  }
+  members_.clear();
+  std::string prefix = MetaKey(kMetaMemberPrefix);
+  auto it = backend_->NewIterator();
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    etcdserverpb::Member m;
+    if (!m.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return absl::DataLossError("undecodable member record");
+    }
+    members_[m.id()] = m;
+  }
   return absl::OkStatus();
+}
+
+std::vector<etcdserverpb::Member> Applier::Members() const {
+  MutexLock lock(&alarms_mu_);
+  std::vector<etcdserverpb::Member> out;
+  for (const auto& [id, m] : members_) out.push_back(m);
+  return out;
+}
+
+raft::ConfState Applier::Conf() const {
+  MutexLock lock(&alarms_mu_);
+  return conf_;
+}
+
+std::pair<uint64_t, uint64_t> Applier::Applied() const {
+  MutexLock lock(&applied_mu_);
+  return {applied_index_, applied_term_};
+}
+
+absl::Status Applier::RecordApplied(uint64_t index, uint64_t term) {
+  if (absl::Status failed = failure(); !failed.ok()) return failed;
+  term_ = term;
+  rocksdb::WriteBatch batch;
+  RecordIndex(index, &batch);
+  return WriteBatch(&batch);
+}
+
+namespace {
+std::string MemberKey(uint64_t id) {
+  return MetaKey(absl::StrCat(kMetaMemberPrefix, absl::Hex(id, absl::kZeroPad16)));
+}
+}  // namespace
+
+void Applier::ApplyConfChange(uint64_t index, uint64_t term, const raft::ConfChange& cc,
+                              const raft::ConfState& conf, const ApplyDone& done) {
+  term_ = term;
+  if (absl::Status failed = failure(); !failed.ok()) {
+    if (done) done(failed, nullptr);
+    return;
+  }
+  ConfChangeContext ctx;
+  if (!ctx.ParseFromString(cc.context)) {
+    CAPSTAN_LOG(err, "membership change with an undecodable context", "index", index);
+  }
+  rocksdb::WriteBatch batch;
+  etcdserverpb::MemberListResponse resp;
+  {
+    MutexLock lock(&alarms_mu_);
+    if (cc.type == raft::ConfChange::Type::kRemove) {
+      auto it = members_.find(cc.node);
+      if (it != members_.end()) {
+        *resp.mutable_header() = {};
+        *resp.add_members() = it->second;  // the removed member, for the reply
+        members_.erase(it);
+      }
+      batch.Delete(MemberKey(cc.node));
+    } else {
+      etcdserverpb::Member m = ctx.member();
+      auto it = members_.find(cc.node);
+      if (it != members_.end()) {
+        // A promotion (or a repeated add): keep what the member published.
+        std::string name = it->second.name();
+        auto client_urls = it->second.clienturls();
+        if (m.peerurls().empty()) *m.mutable_peerurls() = it->second.peerurls();
+        if (m.name().empty()) m.set_name(name);
+        *m.mutable_clienturls() = client_urls;
+      }
+      m.set_id(cc.node);
+      m.set_islearner(cc.type == raft::ConfChange::Type::kAddLearner);
+      members_[cc.node] = m;
+      batch.Put(MemberKey(cc.node), m.SerializeAsString());
+      *resp.add_members() = m;  // the changed member first, for the reply
+    }
+    conf_ = conf;
+    RaftConf rc;
+    for (uint64_t v : conf.voters) rc.add_voters(v);
+    for (uint64_t l : conf.learners) rc.add_learners(l);
+    batch.Put(MetaKey(kMetaRaftConf), rc.SerializeAsString());
+    for (const auto& [id, m] : members_) *resp.add_members() = m;
+  }
+  RecordIndex(index, &batch);
+  absl::Status st = WriteBatch(&batch);
+  if (st.ok() && on_members_changed_) on_members_changed_();
+  resp.mutable_header()->set_revision(mvcc_->current_rev());
+  if (done) done(st, st.ok() ? &resp : nullptr);
+}
+
+absl::Status Applier::WriteMember(uint64_t index, const etcdserverpb::Member& m,
+                                  etcdserverpb::MemberListResponse* resp) {
+  rocksdb::WriteBatch batch;
+  batch.Put(MemberKey(m.id()), m.SerializeAsString());
+  RecordIndex(index, &batch);
+  RETURN_IF_ERROR(WriteBatch(&batch));
+  {
+    MutexLock lock(&alarms_mu_);
+    members_[m.id()] = m;
+    for (const auto& [id, member] : members_) *resp->add_members() = member;
+  }
+  if (on_members_changed_) on_members_changed_();
+  resp->mutable_header()->set_revision(mvcc_->current_rev());
+  return absl::OkStatus();
+}
+
+absl::Status Applier::ApplyMemberAttributes(uint64_t index, const etcdserverpb::Member& req,
+                                            etcdserverpb::MemberListResponse* resp) {
+  etcdserverpb::Member m;
+  {
+    MutexLock lock(&alarms_mu_);
+    auto it = members_.find(req.id());
+    if (it == members_.end()) return ErrMemberNotFound();
+    m = it->second;
+  }
+  m.set_name(req.name());
+  *m.mutable_clienturls() = req.clienturls();
+  return WriteMember(index, m, resp);
+}
+
+absl::Status Applier::ApplyMemberUpdate(uint64_t index,
+                                        const etcdserverpb::MemberUpdateRequest& req,
+                                        etcdserverpb::MemberListResponse* resp) {
+  etcdserverpb::Member m;
+  {
+    MutexLock lock(&alarms_mu_);
+    auto it = members_.find(req.id());
+    if (it == members_.end()) return ErrMemberNotFound();
+    m = it->second;
+  }
+  *m.mutable_peerurls() = req.peerurls();
+  return WriteMember(index, m, resp);
 }
 
 std::vector<etcdserverpb::AlarmMember> Applier::Alarms() const {
@@ -167,7 +320,11 @@ absl::Status Applier::WriteBatch(rocksdb::WriteBatch* batch) {
 void Applier::RecordIndex(uint64_t index, rocksdb::WriteBatch* batch) {
   std::string v;
   PutFixed64BE(&v, index);
+  PutFixed64BE(&v, term_);
   batch->Put(MetaKey(kMetaAppliedIndex), v);
+  MutexLock lock(&applied_mu_);
+  applied_index_ = index;
+  applied_term_ = term_;
 }
 
 absl::Status Applier::Commit(uint64_t index, Mvcc::WriteTxn* txn) {
@@ -180,7 +337,8 @@ absl::Status Applier::Commit(uint64_t index, Mvcc::WriteTxn* txn) {
   return absl::OkStatus();
 }
 
-void Applier::Apply(uint64_t index, const LogEntry& entry, const ApplyDone& done) {
+void Applier::Apply(uint64_t index, uint64_t term, const LogEntry& entry, const ApplyDone& done) {
+  term_ = term;
   if (absl::Status failed = failure(); !failed.ok()) {
     if (done) done(failed, nullptr);
     return;
@@ -219,6 +377,13 @@ void Applier::Apply(uint64_t index, const LogEntry& entry, const ApplyDone& done
       break;
     case LogEntry::kAlarm:
       run(&Applier::ApplyAlarm, entry.alarm(), etcdserverpb::AlarmResponse());
+      break;
+    case LogEntry::kMemberAttributes:
+      run(&Applier::ApplyMemberAttributes, entry.member_attributes(),
+          etcdserverpb::MemberListResponse());
+      break;
+    case LogEntry::kMemberUpdate:
+      run(&Applier::ApplyMemberUpdate, entry.member_update(), etcdserverpb::MemberListResponse());
       break;
     default:
       finish(absl::InvalidArgumentError("unknown log entry"), nullptr);

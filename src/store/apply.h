@@ -8,6 +8,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include "capstan/store/internal.pb.h"
 #include "etcd/etcdserverpb/rpc.pb.h"
 #include "google/protobuf/message.h"
+#include "raft/types.h"
 #include "store/lease.h"
 #include "store/mvcc.h"
 #include "store/watch.h"
@@ -29,11 +31,25 @@ class Applier {
  public:
   Applier(Backend* backend, Mvcc* mvcc, Lessor* lessor, WatchHub* hub);
 
-  // Loads alarms persisted by earlier runs.
+  // Loads alarms, members and the Raft membership persisted by earlier runs.
   absl::Status Restore();
 
-  // Applies the entry at `index`. `done` may be null (nobody waits, e.g. replay).
-  void Apply(uint64_t index, const LogEntry& entry, const ApplyDone& done);
+  // Applies the entry at (index, term). `done` may be null (nobody waits, e.g. replay).
+  void Apply(uint64_t index, uint64_t term, const LogEntry& entry, const ApplyDone& done);
+  // Records that the entry at (index, term) was applied without other effect
+  // (a new leader's empty entry, a request that failed validation).
+  absl::Status RecordApplied(uint64_t index, uint64_t term);
+  // Applies a Raft membership change: the member record and the resulting
+  // membership are written with the index. `done` gets a MemberListResponse.
+  void ApplyConfChange(uint64_t index, uint64_t term, const raft::ConfChange& cc,
+                       const raft::ConfState& conf, const ApplyDone& done);
+
+  std::vector<etcdserverpb::Member> Members() const;
+  raft::ConfState Conf() const;
+  // The last applied index and its term, as recorded in the backend.
+  std::pair<uint64_t, uint64_t> Applied() const;
+  // Told (from the apply thread) whenever the member list changed.
+  void set_on_members_changed(std::function<void()> fn) { on_members_changed_ = std::move(fn); }
 
   // Requests served without the log.
   absl::Status Range(const etcdserverpb::RangeRequest& req, etcdserverpb::RangeResponse* resp);
@@ -69,7 +85,14 @@ class Applier {
   absl::Status WriteBatch(rocksdb::WriteBatch* batch);
   // Records a backend failure; returns the error every later entry gets.
   absl::Status Fail(const absl::Status& st);
-  // Adds the applied index to a batch.
+  absl::Status ApplyMemberAttributes(uint64_t index, const etcdserverpb::Member& req,
+                                     etcdserverpb::MemberListResponse* resp);
+  absl::Status ApplyMemberUpdate(uint64_t index, const etcdserverpb::MemberUpdateRequest& req,
+                                 etcdserverpb::MemberListResponse* resp);
+  // Writes a member record and the index; REQUIRES meta_mu_ not held.
+  absl::Status WriteMember(uint64_t index, const etcdserverpb::Member& m,
+                           etcdserverpb::MemberListResponse* resp);
+  // Adds the applied index (and the term of the entry being applied) to a batch.
   void RecordIndex(uint64_t index, rocksdb::WriteBatch* batch);
 
   Backend* backend_;
@@ -79,6 +102,14 @@ class Applier {
   mutable Mutex alarms_mu_;
   std::vector<etcdserverpb::AlarmMember> alarms_ ABSL_GUARDED_BY(alarms_mu_);
   absl::Status failure_ ABSL_GUARDED_BY(alarms_mu_);
+  std::map<uint64_t, etcdserverpb::Member> members_ ABSL_GUARDED_BY(alarms_mu_);
+  raft::ConfState conf_ ABSL_GUARDED_BY(alarms_mu_);
+  // Its own lock: RecordIndex runs inside sections that hold alarms_mu_.
+  mutable Mutex applied_mu_;
+  uint64_t applied_index_ ABSL_GUARDED_BY(applied_mu_) = 0;
+  uint64_t applied_term_ ABSL_GUARDED_BY(applied_mu_) = 0;
+  uint64_t term_ = 0;  // of the entry being applied; apply thread only
+  std::function<void()> on_members_changed_;
 };
 
 }  // namespace capstan::store

@@ -34,6 +34,9 @@ inline constexpr char kMetaAppliedIndex[] = "applied_index";
 inline constexpr char kMetaCompactRev[] = "compact_rev";
 inline constexpr char kMetaIdentity[] = "identity";
 inline constexpr char kMetaAlarms[] = "alarms";
+inline constexpr char kMetaRaftConf[] = "raft_conf";
+// Members are stored under MetaKey(kMetaMemberPrefix + 16 hex digits of the ID).
+inline constexpr char kMetaMemberPrefix[] = "member/";
 
 class Backend {
  public:

@@ -55,6 +55,31 @@ inline absl::Status ErrNotCapable() { return absl::UnavailableError("etcdserver:
 inline absl::Status ErrMemberNotFound() {
   return absl::NotFoundError("etcdserver: member not found");
 }
+inline absl::Status ErrMemberExist() {
+  return absl::FailedPreconditionError("etcdserver: member ID already exist");
+}
+inline absl::Status ErrPeerUrlExist() {
+  return absl::FailedPreconditionError("etcdserver: Peer URLs already exists");
+}
+inline absl::Status ErrMemberBadUrls() {
+  return absl::InvalidArgumentError("etcdserver: given member URLs are invalid");
+}
+inline absl::Status ErrMemberNotLearner() {
+  return absl::FailedPreconditionError("etcdserver: can only promote a learner member");
+}
+inline absl::Status ErrLearnerNotReady() {
+  return absl::FailedPreconditionError(
+      "etcdserver: can only promote a learner member which is in sync with leader");
+}
+inline absl::Status ErrNoLeader() { return absl::UnavailableError("etcdserver: no leader"); }
+inline absl::Status ErrNotLeader() { return absl::UnavailableError("etcdserver: not leader"); }
+inline absl::Status ErrLeaderChanged() {
+  return absl::UnavailableError("etcdserver: leader changed");
+}
+inline absl::Status ErrBadLeaderTransferee() {
+  return absl::FailedPreconditionError("etcdserver: bad leader transferee");
+}
+inline absl::Status ErrUnhealthy() { return absl::UnavailableError("etcdserver: unhealthy cluster"); }
 inline absl::Status ErrElectionNoLeader() { return absl::UnknownError("election: no leader"); }
 inline absl::Status ErrElectionNotLeader() { return absl::UnknownError("election: not leader"); }
 

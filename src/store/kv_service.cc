@@ -16,9 +16,21 @@ class KvService final : public KV::CallbackService {
   grpc::ServerUnaryReactor* Range(grpc::CallbackServerContext* ctx, const RangeRequest* req,
                                   RangeResponse* resp) override {
     absl::Status st = CheckRangeRequest(*req);
-    if (st.ok()) st = store_->applier()->Range(*req, resp);
-    if (st.ok()) store_->FillHeader(resp->mutable_header());
-    return FinishNow(ctx, st);
+    if (!st.ok()) return FinishNow(ctx, st);
+    if (req->serializable()) {
+      st = store_->applier()->Range(*req, resp);
+      if (st.ok()) store_->FillHeader(resp->mutable_header());
+      return FinishNow(ctx, st);
+    }
+    // Linearizable: read once this member has applied everything committed
+    // before the request arrived (ReadIndex), on any member.
+    auto* reactor = ctx->DefaultReactor();
+    store_->LinearizableRead([this, req, resp, reactor](absl::Status st) {
+      if (st.ok()) st = store_->applier()->Range(*req, resp);
+      if (st.ok()) store_->FillHeader(resp->mutable_header());
+      reactor->Finish(ToGrpc(st));
+    });
+    return reactor;
   }
 
   grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx, const PutRequest* req,
@@ -45,10 +57,14 @@ class KvService final : public KV::CallbackService {
                                 TxnResponse* resp) override {
     absl::Status st = CheckTxn(*req, store_->options().max_txn_ops);
     if (st.ok() && IsTxnReadOnly(*req)) {
-      // Read-only txns need no log entry (as in etcd).
-      st = store_->applier()->ReadOnlyTxn(*req, resp);
-      if (st.ok()) store_->FillHeader(resp->mutable_header());
-      return FinishNow(ctx, st);
+      // Read-only txns need no log entry (as in etcd), only a read index.
+      auto* reactor = ctx->DefaultReactor();
+      store_->LinearizableRead([this, req, resp, reactor](absl::Status st) {
+        if (st.ok()) st = store_->applier()->ReadOnlyTxn(*req, resp);
+        if (st.ok()) store_->FillHeader(resp->mutable_header());
+        reactor->Finish(ToGrpc(st));
+      });
+      return reactor;
     }
     if (st.ok()) {
       size_t cost = TxnCost(*req);

@@ -84,6 +84,21 @@ absl::StatusOr<int64_t> Lessor::Renew(int64_t id) {
   return it->second.ttl;
 }
 
+void Lessor::Promote(std::chrono::milliseconds extend) {
+  MutexLock lock(&mu_);
+  auto now = clock_->Now();
+  for (auto& [id, l] : leases_) {
+    l.deadline = now + std::chrono::seconds(l.ttl) + extend;
+    l.revoke_requested = {};
+  }
+}
+
+void Lessor::Clear() {
+  MutexLock lock(&mu_);
+  leases_.clear();
+  owner_.clear();
+}
+
 absl::StatusOr<Lessor::Info> Lessor::TimeToLive(int64_t id) const {
   MutexLock lock(&mu_);
   auto it = leases_.find(id);

@@ -50,6 +50,12 @@ class Lessor {
 
   // Keep-alive: NOT_FOUND for unknown or already expired leases.
   absl::StatusOr<int64_t> Renew(int64_t id);
+  // This member became the leader: every lease gets its full TTL (plus
+  // `extend`) from now, as etcd's lessor does on promotion, since the old
+  // leader's renewals are not known here.
+  void Promote(std::chrono::milliseconds extend);
+  // Forgets every lease (before a snapshot is restored).
+  void Clear();
 
   struct Info {
     int64_t ttl_remaining = 0;  // whole seconds left

@@ -212,13 +212,32 @@ class MaintenanceService final : public Maintenance::CallbackService {
                                        const MoveLeaderRequest* req,
                                        MoveLeaderResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    store_->FillHeader(resp->mutable_header(), 0);
-    if (req->targetid() == store_->member_id()) {
-      reactor->Finish(grpc::Status::OK);  // already the leader
+    raft::Node* node = store_->node();
+    absl::Status st;
+    raft::ConfState conf = store_->applier()->Conf();
+    if (!node->IsLeader()) {
+      st = ErrNotLeader();
+    } else if (req->targetid() == store_->member_id()) {
+      st = absl::OkStatus();  // already the leader
+    } else if (std::find(conf.voters.begin(), conf.voters.end(), req->targetid()) ==
+               conf.voters.end()) {
+      st = ErrBadLeaderTransferee();
     } else {
-      reactor->Finish(
-          grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "etcdserver: bad leader transferee"));
+      st = node->TransferLeadership(req->targetid());
+      // The transfer is quick when the target is up to date: wait for it here
+      // (a rare admin call) for up to two election timeouts.
+      auto deadline = std::chrono::steady_clock::now() +
+                      2 * store_->options().heartbeat * store_->options().election_ticks;
+      while (st.ok() && node->Leader() != req->targetid()) {
+        if (std::chrono::steady_clock::now() >= deadline) {
+          st = ErrTimeout();
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
     }
+    store_->FillHeader(resp->mutable_header(), 0);
+    reactor->Finish(ToGrpc(st));
     return reactor;
   }
 
@@ -234,54 +253,202 @@ class MaintenanceService final : public Maintenance::CallbackService {
   Store* store_;
 };
 
+// Membership changes run on the leader (the Raft core takes them only
+// there); a follower forwards the request to the leader's client URL.
 class ClusterService final : public Cluster::CallbackService {
  public:
-  ClusterService(Store* store, ClusterInfo info) : store_(store), info_(std::move(info)) {}
+  explicit ClusterService(Store* store) : store_(store) {}
 
   grpc::ServerUnaryReactor* MemberList(grpc::CallbackServerContext* ctx, const MemberListRequest*,
                                        MemberListResponse* resp) override {
-    Member* m = resp->add_members();
-    m->set_id(store_->member_id());
-    m->set_name(info_.name);
-    for (const auto& u : info_.peer_urls) m->add_peerurls(u);
-    for (const auto& u : info_.client_urls) m->add_clienturls(u);
+    for (const auto& m : store_->Members()) {
+      Member* out = resp->add_members();
+      *out = m;
+      if (m.id() == store_->member_id() && m.name().empty()) {
+        // This member has not published its attributes through the log yet
+        // (no leader so far): it knows them, so show them.
+        out->set_name(store_->options().name);
+        for (const auto& u : store_->options().advertise_client_urls) out->add_clienturls(u);
+      }
+    }
     store_->FillHeader(resp->mutable_header(), 0);
     auto* reactor = ctx->DefaultReactor();
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }
 
-  grpc::ServerUnaryReactor* MemberAdd(grpc::CallbackServerContext* ctx, const MemberAddRequest*,
-                                      MemberAddResponse*) override {
-    return SingleNode(ctx);
-  }
-  grpc::ServerUnaryReactor* MemberRemove(grpc::CallbackServerContext* ctx,
-                                         const MemberRemoveRequest*,
-                                         MemberRemoveResponse*) override {
-    return SingleNode(ctx);
-  }
-  grpc::ServerUnaryReactor* MemberUpdate(grpc::CallbackServerContext* ctx,
-                                         const MemberUpdateRequest*,
-                                         MemberUpdateResponse*) override {
-    return SingleNode(ctx);
-  }
-  grpc::ServerUnaryReactor* MemberPromote(grpc::CallbackServerContext* ctx,
-                                          const MemberPromoteRequest*,
-                                          MemberPromoteResponse*) override {
-    return SingleNode(ctx);
-  }
-
- private:
-  grpc::ServerUnaryReactor* SingleNode(grpc::CallbackServerContext* ctx) {
+  grpc::ServerUnaryReactor* MemberAdd(grpc::CallbackServerContext* ctx,
+                                      const MemberAddRequest* req,
+                                      MemberAddResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(grpc::Status(
-        grpc::StatusCode::UNIMPLEMENTED,
-        "capstan: this store runs as a single member; membership changes need a Raft cluster"));
+    if (Forward(reactor, req, resp, [](auto* a, auto* c, auto* q, auto* r, auto cb) { a->MemberAdd(c, q, r, std::move(cb)); })) return reactor;
+    if (req->peerurls().empty()) return Finish(reactor, ErrMemberBadUrls());
+    for (const auto& url : req->peerurls()) {
+      if (!url.starts_with("http://") || url.size() <= 7) return Finish(reactor, ErrMemberBadUrls());
+    }
+    int learners = 0;
+    for (const auto& m : store_->Members()) {
+      learners += m.islearner();
+      for (const auto& url : m.peerurls()) {
+        for (const auto& want : req->peerurls()) {
+          if (url == want) return Finish(reactor, ErrPeerUrlExist());
+        }
+      }
+    }
+    if (req->islearner() && learners >= 1) {
+      return Finish(reactor, absl::FailedPreconditionError(
+                                 "etcdserver: too many learner members in cluster"));
+    }
+    Member m;
+    std::random_device rd;
+    m.set_id(((static_cast<uint64_t>(rd()) << 32) ^ rd()) | 1);
+    *m.mutable_peerurls() = req->peerurls();
+    m.set_islearner(req->islearner());
+    store_->ProposeConfChange(
+        req->islearner() ? raft::ConfChange::Type::kAddLearner : raft::ConfChange::Type::kAddVoter,
+        m, [this, reactor, resp](absl::Status st, google::protobuf::Message* msg) {
+          if (st.ok() && msg != nullptr) {
+            auto* list = static_cast<MemberListResponse*>(msg);
+            *resp->mutable_member() = list->members(0);
+            for (int i = 1; i < list->members_size(); ++i) *resp->add_members() = list->members(i);
+            store_->FillHeader(resp->mutable_header(), 0);
+          }
+          reactor->Finish(ToGrpc(st));
+        });
     return reactor;
   }
 
+  grpc::ServerUnaryReactor* MemberRemove(grpc::CallbackServerContext* ctx,
+                                         const MemberRemoveRequest* req,
+                                         MemberRemoveResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (Forward(reactor, req, resp, [](auto* a, auto* c, auto* q, auto* r, auto cb) { a->MemberRemove(c, q, r, std::move(cb)); })) return reactor;
+    auto member = Find(req->id());
+    if (!member) return Finish(reactor, ErrMemberNotFound());
+    store_->ProposeConfChange(raft::ConfChange::Type::kRemove, *member,
+                              [this, reactor, resp](absl::Status st,
+                                                    google::protobuf::Message* msg) {
+                                if (st.ok() && msg != nullptr) {
+                                  auto* list = static_cast<MemberListResponse*>(msg);
+                                  for (int i = 1; i < list->members_size(); ++i) {
+                                    *resp->add_members() = list->members(i);
+                                  }
+                                  store_->FillHeader(resp->mutable_header(), 0);
+                                }
+                                reactor->Finish(ToGrpc(st));
+                              });
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* MemberUpdate(grpc::CallbackServerContext* ctx,
+                                         const MemberUpdateRequest* req,
+                                         MemberUpdateResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (Forward(reactor, req, resp, [](auto* a, auto* c, auto* q, auto* r, auto cb) { a->MemberUpdate(c, q, r, std::move(cb)); })) return reactor;
+    if (!Find(req->id())) return Finish(reactor, ErrMemberNotFound());
+    if (req->peerurls().empty()) return Finish(reactor, ErrMemberBadUrls());
+    for (const auto& m : store_->Members()) {
+      if (m.id() == req->id()) continue;
+      for (const auto& url : m.peerurls()) {
+        for (const auto& want : req->peerurls()) {
+          if (url == want) return Finish(reactor, ErrPeerUrlExist());
+        }
+      }
+    }
+    LogEntry entry;
+    *entry.mutable_member_update() = *req;
+    store_->Propose(std::move(entry),
+                    [this, reactor, resp](absl::Status st, google::protobuf::Message* msg) {
+                      if (st.ok() && msg != nullptr) {
+                        auto* list = static_cast<MemberListResponse*>(msg);
+                        *resp->mutable_members() = list->members();
+                        store_->FillHeader(resp->mutable_header(), 0);
+                      }
+                      reactor->Finish(ToGrpc(st));
+                    });
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* MemberPromote(grpc::CallbackServerContext* ctx,
+                                          const MemberPromoteRequest* req,
+                                          MemberPromoteResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (Forward(reactor, req, resp, [](auto* a, auto* c, auto* q, auto* r, auto cb) { a->MemberPromote(c, q, r, std::move(cb)); })) {
+      return reactor;
+    }
+    auto member = Find(req->id());
+    if (!member) return Finish(reactor, ErrMemberNotFound());
+    if (!member->islearner()) return Finish(reactor, ErrMemberNotLearner());
+    // As etcd: promote only a learner that has caught up (90% of the leader's log).
+    raft::NodeStatus status = store_->node()->Status();
+    auto match = status.match.find(req->id());
+    if (match == status.match.end() ||
+        static_cast<double>(match->second) < 0.9 * static_cast<double>(status.committed)) {
+      return Finish(reactor, ErrLearnerNotReady());
+    }
+    member->set_islearner(false);
+    store_->ProposeConfChange(raft::ConfChange::Type::kAddVoter, *member,
+                              [this, reactor, resp](absl::Status st,
+                                                    google::protobuf::Message* msg) {
+                                if (st.ok() && msg != nullptr) {
+                                  auto* list = static_cast<MemberListResponse*>(msg);
+                                  for (int i = 1; i < list->members_size(); ++i) {
+                                    *resp->add_members() = list->members(i);
+                                  }
+                                  store_->FillHeader(resp->mutable_header(), 0);
+                                }
+                                reactor->Finish(ToGrpc(st));
+                              });
+    return reactor;
+  }
+
+ private:
+  grpc::ServerUnaryReactor* Finish(grpc::ServerUnaryReactor* reactor, const absl::Status& st) {
+    reactor->Finish(ToGrpc(st));
+    return reactor;
+  }
+
+  std::optional<Member> Find(uint64_t id) {
+    for (const auto& m : store_->Members()) {
+      if (m.id() == id) return m;
+    }
+    return std::nullopt;
+  }
+
+  // On a follower, sends the request to the leader's client URL and finishes
+  // with its answer. Returns false when this member is the leader.
+  template <typename Req, typename Resp, typename Method>
+  bool Forward(grpc::ServerUnaryReactor* reactor, const Req* req, Resp* resp, Method method) {
+    raft::Node* node = store_->node();
+    if (node->IsLeader()) return false;
+    uint64_t leader = node->Leader();
+    std::string target;
+    for (const auto& m : store_->Members()) {
+      if (m.id() == leader && !m.clienturls().empty()) target = m.clienturls(0);
+    }
+    if (leader == 0 || target.empty()) {
+      reactor->Finish(ToGrpc(ErrNoLeader()));
+      return true;
+    }
+    if (target.starts_with("http://")) target = target.substr(7);
+    std::shared_ptr<Cluster::Stub> stub;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto& s = stubs_[target];
+      if (!s) s = Cluster::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+      stub = s;
+    }
+    auto ctx = std::make_shared<grpc::ClientContext>();
+    ctx->set_deadline(std::chrono::system_clock::now() + store_->options().request_timeout);
+    method(stub->async(), ctx.get(), req, resp,
+           std::function<void(grpc::Status)>(
+               [ctx, stub, reactor](grpc::Status st) { reactor->Finish(st); }));
+    return true;
+  }
+
   Store* store_;
-  ClusterInfo info_;
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Cluster::Stub>> stubs_;
 };
 
 }  // namespace
@@ -290,8 +457,8 @@ std::unique_ptr<grpc::Service> NewMaintenanceService(Store* store) {
   return std::make_unique<MaintenanceService>(store);
 }
 
-std::unique_ptr<grpc::Service> NewClusterService(Store* store, ClusterInfo info) {
-  return std::make_unique<ClusterService>(store, std::move(info));
+std::unique_ptr<grpc::Service> NewClusterService(Store* store) {
+  return std::make_unique<ClusterService>(store);
 }
 
 }  // namespace capstan::store

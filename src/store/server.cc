@@ -20,7 +20,18 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
     std::string host;
     int port;
   };
-  std::vector<Listen> client, metrics;
+  std::vector<Listen> client, metrics, peer;
+  if (config.listen_peer_urls.empty()) config.listen_peer_urls = config.store.advertise_peer_urls;
+  for (const auto& url : config.listen_peer_urls) {
+    std::string scheme, host;
+    int port;
+    RETURN_IF_ERROR(net::ParseHostPort(url, &scheme, &host, &port));
+    if (scheme != "http") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--listen-peer-urls: \"", url, "\": only http:// is supported (TLS is not yet)"));
+    }
+    peer.push_back({host, port});
+  }
   for (const auto& url : config.listen_client_urls) {
     std::string scheme, host;
     int port;
@@ -48,13 +59,41 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
   config.store.metrics = &metrics_;
   ASSIGN_OR_RETURN(store_, Store::Open(config.store));
 
-  ClusterInfo info{config.store.name, config.store.advertise_peer_urls,
-                   config.store.advertise_client_urls};
+  // Peer traffic: the transport the node sends with, and the service that
+  // receives from the other members.
+  transport_ =
+      std::make_unique<PeerTransport>(store_->member_id(), store_->cluster_id(), store_->node());
+  store_->set_on_members_changed([this] { transport_->UpdatePeers(store_->Members()); });
+  transport_->UpdatePeers(store_->Members());
+  store_->set_peer_stubs([this](uint64_t id) { return transport_->StubFor(id); });
+  store_->node()->SetTransport(transport_.get());
+  peer_service_ = NewPeerService(store_.get(), config.store.data_dir + "/member/snap");
+  {
+    grpc::ServerBuilder builder;
+    builder.SetMaxReceiveMessageSize(128 << 20);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+    peer_ports_.assign(peer.size(), 0);
+    for (size_t i = 0; i < peer.size(); ++i) {
+      builder.AddListeningPort(absl::StrCat(peer[i].host, ":", peer[i].port),
+                               grpc::InsecureServerCredentials(), &peer_ports_[i]);
+    }
+    builder.RegisterService(peer_service_.get());
+    peer_grpc_ = builder.BuildAndStart();
+    for (size_t i = 0; i < peer.size(); ++i) {
+      if (peer_grpc_ == nullptr || peer_ports_[i] == 0) {
+        Shutdown();
+        return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen_peer_urls[i],
+                                                   " (is another etcd or capstan using the port?)"));
+      }
+    }
+  }
   services_.push_back(NewKvService(store_.get()));
   services_.push_back(NewWatchService(store_.get()));
   services_.push_back(NewLeaseService(store_.get()));
   services_.push_back(NewMaintenanceService(store_.get()));
-  services_.push_back(NewClusterService(store_.get(), info));
+  services_.push_back(NewClusterService(store_.get()));
   services_.push_back(NewLockService(store_.get()));
   services_.push_back(NewElectionService(store_.get()));
 
@@ -77,7 +116,7 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
   grpc_ = builder.BuildAndStart();
   for (size_t i = 0; i < client.size(); ++i) {
     if (grpc_ == nullptr || client_ports_[i] == 0) {
-      store_->Stop();
+      Shutdown();
       return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen_client_urls[i],
                                                  " (is another etcd or capstan using the port?)"));
     }
@@ -109,7 +148,8 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
     http_.push_back(std::move(http));
   }
   CAPSTAN_LOG(info, "serving etcd v3 API", "client_urls",
-              absl::StrJoin(config.listen_client_urls, ","), "metrics_urls",
+              absl::StrJoin(config.listen_client_urls, ","), "peer_urls",
+              absl::StrJoin(config.listen_peer_urls, ","), "metrics_urls",
               absl::StrJoin(config.listen_metrics_urls, ","));
   return absl::OkStatus();
 }
@@ -123,8 +163,14 @@ void StoreServer::Shutdown(std::chrono::milliseconds grace) {
     grpc_->Shutdown(std::chrono::system_clock::now() + grace);
     grpc_->Wait();
   }
+  if (peer_grpc_) {
+    peer_grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
+    peer_grpc_->Wait();
+  }
   for (auto& h : http_) h->Stop();
+  // The node sends through the transport until it stops: stop it first.
   if (store_) store_->Stop();
+  if (transport_) transport_->Stop();
 }
 
 }  // namespace capstan::store

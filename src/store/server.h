@@ -12,6 +12,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/impl/codegen/service_type.h"
 #include "net/http_server.h"
+#include "store/peer.h"
 #include "store/store.h"
 
 namespace capstan::store {
@@ -20,6 +21,7 @@ struct StoreServerConfig {
   StoreOptions store;
   std::vector<std::string> listen_client_urls{"http://127.0.0.1:2379"};
   std::vector<std::string> listen_metrics_urls;
+  std::vector<std::string> listen_peer_urls;  // empty: the advertised peer URLs
 };
 
 class StoreServer {
@@ -31,6 +33,7 @@ class StoreServer {
   void Shutdown(std::chrono::milliseconds grace = std::chrono::milliseconds(2000));
   const std::vector<int>& client_ports() const { return client_ports_; }
   const std::vector<int>& metrics_ports() const { return metrics_ports_; }
+  const std::vector<int>& peer_ports() const { return peer_ports_; }
   Store* store() { return store_.get(); }
 
  private:
@@ -41,6 +44,10 @@ class StoreServer {
   std::unique_ptr<Store> store_;
   std::vector<std::unique_ptr<grpc::Service>> services_;
   std::unique_ptr<grpc::Server> grpc_;
+  std::unique_ptr<grpc::Service> peer_service_;
+  std::unique_ptr<grpc::Server> peer_grpc_;
+  std::unique_ptr<PeerTransport> transport_;
+  std::vector<int> peer_ports_;
   std::vector<std::unique_ptr<net::HttpServer>> http_;
   std::vector<int> client_ports_;
   std::vector<int> metrics_ports_;

@@ -38,17 +38,15 @@ inline grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx,
   return reactor;
 }
 
-struct ClusterInfo {
-  std::string name;
-  std::vector<std::string> peer_urls;
-  std::vector<std::string> client_urls;
-};
+// Lease TTL as this member's lessor sees it (authoritative on the leader).
+absl::Status FillTimeToLive(Store* store, const etcdserverpb::LeaseTimeToLiveRequest& req,
+                            etcdserverpb::LeaseTimeToLiveResponse* resp);
 
 std::unique_ptr<grpc::Service> NewKvService(Store* store);
 std::unique_ptr<grpc::Service> NewWatchService(Store* store);
 std::unique_ptr<grpc::Service> NewLeaseService(Store* store);
 std::unique_ptr<grpc::Service> NewMaintenanceService(Store* store);
-std::unique_ptr<grpc::Service> NewClusterService(Store* store, ClusterInfo info);
+std::unique_ptr<grpc::Service> NewClusterService(Store* store);
 std::unique_ptr<grpc::Service> NewLockService(Store* store);
 std::unique_ptr<grpc::Service> NewElectionService(Store* store);
 

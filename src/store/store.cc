@@ -5,12 +5,22 @@
 
 #include <cstring>
 #include <random>
+#include <set>
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "base/coding.h"
 #include "base/crc32c.h"
 #include "base/logging.h"
-#include "raft/single_node_log.h"
+#include "capstan/peer.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
 #include "store/errors.h"
 
 namespace capstan::store {
@@ -29,7 +39,63 @@ uint64_t RandomU64() {
   return (static_cast<uint64_t>(rd()) << 32) ^ rd();
 }
 
+uint64_t Sha256Prefix(const std::string& data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | md[i];
+  return v;
+}
+
+// "http://host:port" -> "host:port" for a gRPC channel.
+std::string GrpcTarget(const std::string& url) {
+  std::string_view v = url;
+  for (std::string_view scheme : {"http://", "https://"}) {
+    if (v.starts_with(scheme)) v.remove_prefix(scheme.size());
+  }
+  return std::string(v);
+}
+
 }  // namespace
+
+uint64_t ComputeMemberId(std::vector<std::string> peer_urls, const std::string& token) {
+  std::sort(peer_urls.begin(), peer_urls.end());
+  return Sha256Prefix(absl::StrCat(absl::StrJoin(peer_urls, ""), token)) | 1;
+}
+
+absl::StatusOr<std::vector<InitialMember>> ParseInitialCluster(const std::string& spec,
+                                                               const std::string& token) {
+  std::vector<InitialMember> out;
+  for (const std::string& part : std::vector<std::string>(absl::StrSplit(spec, ',', absl::SkipWhitespace()))) {
+    std::vector<std::string> kv = absl::StrSplit(part, absl::MaxSplits('=', 1));
+    if (kv.size() != 2 || kv[0].empty() || kv[1].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--initial-cluster: \"", part, "\" is not name=url (e.g. infra0=http://10.0.0.1:2380)"));
+    }
+    if (!kv[1].starts_with("http://")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--initial-cluster: ", kv[1], " must be an http:// URL (TLS is not supported yet)"));
+    }
+    auto it = std::find_if(out.begin(), out.end(),
+                           [&](const InitialMember& m) { return m.name == kv[0]; });
+    if (it == out.end()) {
+      out.push_back({kv[0], {}, 0});
+      it = out.end() - 1;
+    }
+    it->peer_urls.push_back(kv[1]);
+  }
+  if (out.empty()) return absl::InvalidArgumentError("--initial-cluster is empty");
+  std::set<uint64_t> ids;
+  for (auto& m : out) {
+    m.id = ComputeMemberId(m.peer_urls, token);
+    if (!ids.insert(m.id).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--initial-cluster: member ", m.name, " repeats another member's peer URLs"));
+    }
+  }
+  return out;
+}
 
 Store::Store(StoreOptions options) : options_(std::move(options)) {}
 
@@ -44,24 +110,8 @@ absl::Status Store::Init() {
   std::string member_dir = options_.data_dir + "/member";
   RETURN_IF_ERROR(MakeDir(member_dir));
   ASSIGN_OR_RETURN(backend_, Backend::Open(member_dir + "/kv", {}));
-
-  // Identity: fixed at first start, like etcd's member and cluster IDs.
-  auto ident = backend_->Get(MetaKey(kMetaIdentity));
-  MemberIdentity id;
-  if (ident.ok() && id.ParseFromString(*ident)) {
-    member_id_ = id.member_id();
-    cluster_id_ = id.cluster_id();
-  } else {
-    member_id_ = RandomU64() | 1;
-    cluster_id_ = RandomU64() | 1;
-    id.set_member_id(member_id_);
-    id.set_cluster_id(cluster_id_);
-    id.set_name(options_.name);
-    rocksdb::WriteBatch batch;
-    batch.Put(MetaKey(kMetaIdentity), id.SerializeAsString());
-    RETURN_IF_ERROR(backend_->Write(&batch));
-    RETURN_IF_ERROR(backend_->Flush());
-  }
+  std::vector<raft::Entry> bootstrap;
+  RETURN_IF_ERROR(InitIdentity(&bootstrap));
   request_nonce_ = RandomU64() & 0xffff000000000000ull;
 
   lessor_ = std::make_unique<Lessor>(clock_, options_.min_lease_ttl_seconds);
@@ -89,6 +139,14 @@ absl::Status Store::Init() {
       [this](etcdserverpb::ResponseHeader* h, int64_t rev) { FillHeader(h, rev); });
   applier_ = std::make_unique<Applier>(backend_.get(), mvcc_.get(), lessor_.get(), hub_.get());
   RETURN_IF_ERROR(applier_->Restore());
+  applier_->set_on_members_changed([this] {
+    std::function<void()> fn;
+    {
+      std::lock_guard<std::mutex> lock(stubs_mu_);
+      fn = on_members_changed_;
+    }
+    if (fn) fn();
+  });
 
   if (options_.metrics != nullptr) {
     proposals_ = options_.metrics->AddCounter("capstan_store_proposals_total",
@@ -107,34 +165,144 @@ absl::Status Store::Init() {
                                    [this] { return static_cast<double>(lessor_->size()); });
   }
 
-  uint64_t applied = 0;
-  auto applied_raw = backend_->Get(MetaKey(kMetaAppliedIndex));
-  if (applied_raw.ok() && applied_raw->size() == 8) applied = DecodeFixed64BE(applied_raw->data());
-  raft::SingleNodeLog::Options log_opts;
-  log_opts.dir = member_dir + "/wal";
-  log_opts.metrics = options_.metrics;
-  log_opts.on_dropped = [this](const absl::Status& st, std::vector<std::string> dropped) {
-    for (const std::string& data : dropped) {
-      LogEntry entry;
-      if (!entry.ParseFromString(data) || entry.request_id() == 0) continue;
-      ApplyDone done;
-      {
-        std::lock_guard<std::mutex> lock(waiters_mu_);
-        auto it = waiters_.find(entry.request_id());
-        if (it == waiters_.end()) continue;
-        done = std::move(it->second.done);
-        waiters_.erase(it);
-      }
-      if (proposals_failed_) proposals_failed_->Inc();
-      done(st, nullptr);
-    }
+  auto [applied_index, applied_term] = applier_->Applied();
+  applied_ = applied_index;
+  last_applied_term_ = applied_term;
+  raft::NodeOptions node_opts;
+  node_opts.id = member_id_;
+  node_opts.wal_dir = member_dir + "/wal";
+  node_opts.snapshot_dir = member_dir + "/snap";
+  node_opts.tick = options_.heartbeat;
+  node_opts.election_ticks = options_.election_ticks;
+  node_opts.seed = RandomU64();
+  node_opts.bootstrap = std::move(bootstrap);
+  node_opts.catch_up_entries = options_.snapshot_catchup_entries;
+  node_opts.metrics = options_.metrics;
+  node_opts.on_dropped = [this](const absl::Status& st, std::vector<std::string> dropped) {
+    FailDropped(st, std::move(dropped));
   };
-  ASSIGN_OR_RETURN(log_, raft::SingleNodeLog::Start(log_opts, this, applied));
+  node_opts.on_leader_change = [this](uint64_t leader, uint64_t term) {
+    OnLeaderChange(leader, term);
+  };
+  raft::AppliedState applied{applied_index, applied_term, applier_->Conf()};
+  for (int i = 0; i < 2; ++i) read_threads_.emplace_back([this] { ReadLoop(); });
+  ASSIGN_OR_RETURN(node_, raft::Node::Start(std::move(node_opts), this, applied));
   CAPSTAN_LOG(info, "store opened", "name", options_.name, "data_dir", options_.data_dir,
-              "revision", mvcc_->current_rev(), "applied_index", log_->AppliedIndex(), "member_id",
-              absl::StrCat(absl::Hex(member_id_)));
+              "revision", mvcc_->current_rev(), "applied_index", applied_index, "member_id",
+              absl::StrCat(absl::Hex(member_id_)), "cluster_id",
+              absl::StrCat(absl::Hex(cluster_id_)));
   background_ = std::thread([this] { BackgroundLoop(); });
   return absl::OkStatus();
+}
+
+absl::Status Store::InitIdentity(std::vector<raft::Entry>* bootstrap) {
+  // Identity: fixed at first start, like etcd's member and cluster IDs; the
+  // cluster flags are ignored afterwards.
+  auto ident = backend_->Get(MetaKey(kMetaIdentity));
+  MemberIdentity id;
+  if (ident.ok() && id.ParseFromString(*ident)) {
+    member_id_ = id.member_id();
+    cluster_id_ = id.cluster_id();
+    return absl::OkStatus();
+  }
+  std::string spec = options_.initial_cluster;
+  if (spec.empty()) {
+    for (const auto& url : options_.advertise_peer_urls) {
+      absl::StrAppend(&spec, spec.empty() ? "" : ",", options_.name, "=", url);
+    }
+  }
+  ASSIGN_OR_RETURN(std::vector<InitialMember> members,
+                   ParseInitialCluster(spec, options_.initial_cluster_token));
+  auto self = std::find_if(members.begin(), members.end(),
+                           [&](const InitialMember& m) { return m.name == options_.name; });
+  if (self == members.end()) {
+    return absl::InvalidArgumentError(absl::StrCat("--initial-cluster has no member named \"",
+                                                   options_.name, "\" (this member's --name)"));
+  }
+  std::vector<std::string> mine = options_.advertise_peer_urls, listed = self->peer_urls;
+  std::sort(mine.begin(), mine.end());
+  std::sort(listed.begin(), listed.end());
+  if (mine != listed) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--initial-cluster gives ", options_.name, "=", absl::StrJoin(listed, ","),
+        " but --initial-advertise-peer-urls is ", absl::StrJoin(mine, ","), "; they must match"));
+  }
+  if (options_.initial_cluster_state == "existing") {
+    RETURN_IF_ERROR(JoinExisting(members, &id));
+  } else if (options_.initial_cluster_state == "new") {
+    std::vector<uint64_t> ids;
+    for (const auto& m : members) ids.push_back(m.id);
+    std::sort(ids.begin(), ids.end());
+    std::string seed;
+    for (uint64_t v : ids) PutFixed64BE(&seed, v);
+    id.set_member_id(self->id);
+    id.set_cluster_id(Sha256Prefix(seed + options_.initial_cluster_token) | 1);
+    // The initial membership: the same entries on every founding member.
+    std::sort(members.begin(), members.end(),
+              [](const InitialMember& a, const InitialMember& b) { return a.id < b.id; });
+    uint64_t index = 0;
+    for (const auto& m : members) {
+      ConfChangeContext ctx;
+      ctx.mutable_member()->set_id(m.id);
+      for (const auto& u : m.peer_urls) ctx.mutable_member()->add_peerurls(u);
+      raft::ConfChange cc{raft::ConfChange::Type::kAddVoter, m.id, ctx.SerializeAsString()};
+      bootstrap->push_back(raft::Entry{++index, 1, raft::EntryType::kConfChange, cc.Encode()});
+    }
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("--initial-cluster-state must be new or existing, not \"",
+                                                   options_.initial_cluster_state, "\""));
+  }
+  member_id_ = id.member_id();
+  cluster_id_ = id.cluster_id();
+  id.set_name(options_.name);
+  rocksdb::WriteBatch batch;
+  batch.Put(MetaKey(kMetaIdentity), id.SerializeAsString());
+  RETURN_IF_ERROR(backend_->Write(&batch));
+  return backend_->Flush();
+}
+
+absl::Status Store::JoinExisting(const std::vector<InitialMember>& members, MemberIdentity* id) {
+  // Ask the other members who is in the cluster; this member must already
+  // have been added (etcdctl member add) with its peer URLs.
+  std::vector<std::string> mine = options_.advertise_peer_urls;
+  std::sort(mine.begin(), mine.end());
+  std::string errors;
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    for (const auto& m : members) {
+      if (m.name == options_.name) continue;
+      for (const auto& url : m.peer_urls) {
+        auto stub = capstan::peer::Peer::NewStub(
+            grpc::CreateChannel(GrpcTarget(url), grpc::InsecureChannelCredentials()));
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+        etcdserverpb::MemberListResponse resp;
+        grpc::Status st = stub->Members(&ctx, capstan::peer::MembersRequest(), &resp);
+        if (!st.ok()) {
+          absl::StrAppend(&errors, " ", url, ": ", st.error_message(), ";");
+          continue;
+        }
+        for (const auto& member : resp.members()) {
+          std::vector<std::string> urls(member.peerurls().begin(), member.peerurls().end());
+          std::sort(urls.begin(), urls.end());
+          if (urls == mine) {
+            id->set_member_id(member.id());
+            id->set_cluster_id(resp.header().cluster_id());
+            CAPSTAN_LOG(info, "joining an existing cluster", "member_id",
+                        absl::StrCat(absl::Hex(member.id())), "via", url);
+            return absl::OkStatus();
+          }
+        }
+        return absl::FailedPreconditionError(absl::StrCat(
+            "this member (peer URLs ", absl::StrJoin(mine, ","),
+            ") is not in the cluster's member list; add it first with `etcdctl member add ",
+            options_.name, " --peer-urls=", absl::StrJoin(mine, ","), "`"));
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // peers may still be starting
+  }
+  return absl::UnavailableError(absl::StrCat(
+      "--initial-cluster-state=existing: could not reach any other member of --initial-cluster:",
+      errors));
 }
 
 Store::~Store() { Stop(); }
@@ -147,7 +315,17 @@ void Store::Stop() {
     bg_cv_.notify_all();
   }
   if (background_.joinable()) background_.join();
-  if (log_) log_->Stop();
+  if (node_) node_->Stop();
+  {
+    std::lock_guard<std::mutex> lock(reads_mu_);
+    for (auto& [index, fn] : reads_waiting_) {
+      reads_ready_.push_back([fn = std::move(fn)] { fn(ErrStopped()); });
+    }
+    reads_waiting_.clear();
+  }
+  reads_cv_.notify_all();
+  for (auto& t : read_threads_) t.join();
+  read_threads_.clear();
   std::unordered_map<uint64_t, Waiter> left;
   {
     std::lock_guard<std::mutex> lock(waiters_mu_);
@@ -181,44 +359,185 @@ void Store::Propose(LogEntry entry, ApplyDone done) {
     std::lock_guard<std::mutex> lock(waiters_mu_);
     waiters_[id] = {std::move(done), clock_->Now() + options_.request_timeout};
   }
-  absl::Status st = log_->Propose(std::move(data));
+  absl::Status st = node_->Propose(std::move(data));
   if (!st.ok()) {
-    ApplyDone d;
-    {
-      std::lock_guard<std::mutex> lock(waiters_mu_);
-      auto it = waiters_.find(id);
-      if (it == waiters_.end()) return;
-      d = std::move(it->second.done);
-      waiters_.erase(it);
-    }
+    ApplyDone d = TakeWaiter(id);
+    if (!d) return;
     if (proposals_failed_) proposals_failed_->Inc();
     d(st, nullptr);
   }
 }
 
-void Store::ApplyBatch(const std::vector<raft::WalEntry>& entries) {
-  for (const raft::WalEntry& e : entries) {
+ApplyDone Store::TakeWaiter(uint64_t request_id) {
+  if (request_id == 0) return nullptr;
+  std::lock_guard<std::mutex> lock(waiters_mu_);
+  auto it = waiters_.find(request_id);
+  if (it == waiters_.end()) return nullptr;
+  ApplyDone done = std::move(it->second.done);
+  waiters_.erase(it);
+  return done;
+}
+
+void Store::FailDropped(const absl::Status& st, std::vector<std::string> dropped) {
+  for (const std::string& data : dropped) {
+    LogEntry entry;
+    if (!entry.ParseFromString(data)) continue;
+    ApplyDone done = TakeWaiter(entry.request_id());
+    if (!done) continue;
+    if (proposals_failed_) proposals_failed_->Inc();
+    done(absl::IsUnavailable(st) && absl::StrContains(st.message(), "no leader") ? ErrNoLeader() : st,
+         nullptr);
+  }
+}
+
+void Store::ProposeConfChange(raft::ConfChange::Type type, const etcdserverpb::Member& member,
+                              ApplyDone done) {
+  if (stopping_) {
+    done(ErrStopped(), nullptr);
+    return;
+  }
+  uint64_t id = request_nonce_ | (next_request_.fetch_add(1) & 0x0000ffffffffffffull);
+  ConfChangeContext ctx;
+  ctx.set_request_id(id);
+  *ctx.mutable_member() = member;
+  {
+    std::lock_guard<std::mutex> lock(waiters_mu_);
+    waiters_[id] = {std::move(done), clock_->Now() + options_.request_timeout};
+  }
+  absl::Status st =
+      node_->ProposeConfChange(raft::ConfChange{type, member.id(), ctx.SerializeAsString()});
+  if (!st.ok()) {
+    ApplyDone d = TakeWaiter(id);
+    if (!d) return;
+    if (absl::StrContains(st.message(), "not the leader")) st = ErrNotLeader();
+    if (absl::StrContains(st.message(), "already in progress")) {
+      st = absl::FailedPreconditionError(
+          "etcdserver: another membership change is in progress; retry when it has applied");
+    }
+    d(st, nullptr);
+  }
+}
+
+void Store::LinearizableRead(std::function<void(absl::Status)> then) {
+  auto deadline = std::chrono::steady_clock::now() + options_.request_timeout;
+  node_->ReadIndex(
+      [this, then = std::move(then)](absl::Status st, uint64_t index) mutable {
+        std::lock_guard<std::mutex> lock(reads_mu_);
+        if (!st.ok()) {
+          if (absl::IsDeadlineExceeded(st)) st = ErrTimeout();
+          reads_ready_.push_back([then = std::move(then), st] { then(st); });
+        } else if (applied_.load() >= index) {
+          reads_ready_.push_back([then = std::move(then)] { then(absl::OkStatus()); });
+        } else {
+          reads_waiting_.emplace(index, std::move(then));
+          return;
+        }
+        reads_cv_.notify_one();
+      },
+      deadline);
+}
+
+void Store::RunReads(uint64_t applied) {
+  std::lock_guard<std::mutex> lock(reads_mu_);
+  auto end = reads_waiting_.upper_bound(applied);
+  if (end == reads_waiting_.begin()) return;
+  for (auto it = reads_waiting_.begin(); it != end; ++it) {
+    reads_ready_.push_back([fn = std::move(it->second)] { fn(absl::OkStatus()); });
+  }
+  reads_waiting_.erase(reads_waiting_.begin(), end);
+  reads_cv_.notify_all();
+}
+
+void Store::ReadLoop() {
+  while (true) {
+    std::function<void()> fn;
+    {
+      std::unique_lock<std::mutex> lock(reads_mu_);
+      reads_cv_.wait(lock, [&] { return stopping_.load() || !reads_ready_.empty(); });
+      if (reads_ready_.empty()) return;
+      fn = std::move(reads_ready_.front());
+      reads_ready_.pop_front();
+    }
+    fn();
+  }
+}
+
+std::shared_ptr<capstan::peer::Peer::Stub> Store::LeaderStub() {
+  uint64_t leader = node_->Leader();
+  if (leader == 0 || leader == member_id_) return nullptr;
+  std::lock_guard<std::mutex> lock(stubs_mu_);
+  return peer_stubs_ ? peer_stubs_(leader) : nullptr;
+}
+
+void Store::OnLeaderChange(uint64_t leader, uint64_t term) {
+  if (leader != 0 && !published_) {
+    std::lock_guard<std::mutex> lock(bg_mu_);
+    bg_cv_.notify_all();  // publish this member's attributes now
+  }
+  if (leader == member_id_) {
+    // Renewals went to the old leader; give every lease its full TTL again
+    // (etcd does the same), with an election timeout of slack.
+    lessor_->Promote(options_.heartbeat * options_.election_ticks);
+  }
+}
+
+void Store::ApplyBatch(const raft::CommittedBatch& batch) {
+  for (const raft::Entry& e : batch.entries) {
+    last_applied_term_ = e.term;
+    if (e.type == raft::EntryType::kConfChange) {
+      raft::ConfChange cc;
+      auto conf = batch.conf_after.find(e.index);
+      if (!raft::ConfChange::Decode(e.data, &cc) || conf == batch.conf_after.end()) {
+        CAPSTAN_LOG(err, "undecodable membership change skipped", "index", e.index);
+        (void)applier_->RecordApplied(e.index, e.term);
+        continue;
+      }
+      ConfChangeContext ctx;
+      ctx.ParseFromString(cc.context);
+      applier_->ApplyConfChange(e.index, e.term, cc, conf->second, TakeWaiter(ctx.request_id()));
+      if (cc.type == raft::ConfChange::Type::kRemove && cc.node == member_id_) {
+        CAPSTAN_LOG(warn, "this member was removed from the cluster", "member_id",
+                    absl::StrCat(absl::Hex(member_id_)));
+      }
+      continue;
+    }
+    if (e.data.empty()) {
+      // A new leader's first entry: nothing to apply, but the index counts.
+      (void)applier_->RecordApplied(e.index, e.term);
+      continue;
+    }
     LogEntry entry;
     if (!entry.ParseFromString(e.data)) {
       CAPSTAN_LOG(err, "undecodable log entry skipped", "index", e.index);
+      (void)applier_->RecordApplied(e.index, e.term);
       continue;
     }
-    ApplyDone done;
-    if (entry.request_id() != 0) {
-      std::lock_guard<std::mutex> lock(waiters_mu_);
-      auto it = waiters_.find(entry.request_id());
-      if (it != waiters_.end()) {
-        done = std::move(it->second.done);
-        waiters_.erase(it);
-      }
-    }
-    applier_->Apply(e.index, entry, done);
+    applier_->Apply(e.index, e.term, entry, TakeWaiter(entry.request_id()));
   }
-  if (applied_index_ && !entries.empty()) {
-    applied_index_->Set(static_cast<int64_t>(entries.back().index));
+  if (batch.entries.empty()) return;
+  uint64_t last = batch.entries.back().index;
+  applied_ = last;
+  if (applied_index_) applied_index_->Set(static_cast<int64_t>(last));
+  {
+    std::lock_guard<std::mutex> lock(rev_mu_);
+    rev_cv_.notify_all();
   }
-  std::lock_guard<std::mutex> lock(rev_mu_);
-  rev_cv_.notify_all();
+  RunReads(last);
+}
+
+absl::StatusOr<raft::AppliedState> Store::CreateSnapshot(const std::string& dir) {
+  // Runs on the apply thread: nothing is applied while the checkpoint is cut,
+  // so it holds exactly the entries up to applied_.
+  uint64_t index = applied_.load();
+  RETURN_IF_ERROR(applier_->RecordApplied(index, last_applied_term_));
+  RETURN_IF_ERROR(backend_->Checkpoint(dir));
+  return raft::AppliedState{index, last_applied_term_, applier_->Conf()};
+}
+
+absl::Status Store::RestoreSnapshot(const std::string& dir, const raft::AppliedState& meta) {
+  return absl::UnimplementedError(
+      absl::StrCat("restoring a snapshot from the leader (index ", meta.index, ") from ", dir,
+                   " is not supported yet"));
 }
 
 absl::Status Store::CheckQuota(size_t cost) {
@@ -244,7 +563,7 @@ void Store::FillHeader(etcdserverpb::ResponseHeader* h) const { FillHeader(h, h-
 void Store::FillHeader(etcdserverpb::ResponseHeader* h, int64_t rev) const {
   h->set_cluster_id(cluster_id_);
   h->set_member_id(member_id_);
-  h->set_raft_term(log_ ? log_->Term() : 0);
+  h->set_raft_term(node_ ? node_->Term() : 0);
   h->set_revision(rev != 0 ? rev : mvcc_->current_rev());
 }
 
@@ -258,7 +577,8 @@ int64_t Store::WaitRevisionAbove(int64_t rev, std::chrono::steady_clock::time_po
 std::string Store::Unhealthy() const {
   if (stopping_) return "stopping";
   if (absl::Status failed = applier_->failure(); !failed.ok()) return std::string(failed.message());
-  if (absl::Status failed = log_->Health(); !failed.ok()) return std::string(failed.message());
+  if (absl::Status failed = node_->Health(); !failed.ok()) return std::string(failed.message());
+  if (node_->Leader() == 0) return "no leader";
   if (applier_->NoSpaceAlarm()) return "ALARM NOSPACE";
   return "";
 }
@@ -269,10 +589,13 @@ etcdserverpb::StatusResponse Store::Status() const {
   resp.set_version(kEtcdApiVersion);
   resp.set_dbsize(backend_->SizeBytes());
   resp.set_dbsizeinuse(backend_->SizeInUseBytes());
-  resp.set_leader(member_id_);
-  resp.set_raftindex(log_->CommittedIndex());
-  resp.set_raftterm(log_->Term());
-  resp.set_raftappliedindex(log_->AppliedIndex());
+  resp.set_leader(node_->Leader());
+  resp.set_raftindex(node_->CommittedIndex());
+  resp.set_raftterm(node_->Term());
+  resp.set_raftappliedindex(applied_.load());
+  raft::ConfState conf = applier_->Conf();
+  resp.set_islearner(std::find(conf.learners.begin(), conf.learners.end(), member_id_) !=
+                     conf.learners.end());
   resp.set_dbsizequota(options_.quota_backend_bytes);
   for (const auto& a : applier_->Alarms()) {
     resp.add_errors(absl::StrCat("memberID:", a.memberid(),
@@ -297,14 +620,30 @@ void Store::BackgroundLoop() {
   while (!stopping_) {
     {
       std::unique_lock<std::mutex> lock(bg_mu_);
-      bg_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stopping_.load(); });
+      bg_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] {
+        return stopping_.load() || (!published_ && node_ && node_->Leader() != 0);
+      });
     }
     if (stopping_) break;
-    // Expired leases are revoked through the log, like any write.
-    for (int64_t id : lessor_->TakeExpired(std::chrono::seconds(3))) {
+    // Expired leases are revoked by the leader, through the log like any write.
+    if (node_->IsLeader()) {
+      for (int64_t id : lessor_->TakeExpired(std::chrono::seconds(3))) {
+        LogEntry e;
+        e.mutable_lease_revoke()->set_id(id);
+        Propose(std::move(e), [](absl::Status, google::protobuf::Message*) {});
+      }
+    }
+    // Once there is a leader, publish this member's name and client URLs.
+    if (!published_ && node_->Leader() != 0) {
+      published_ = true;
       LogEntry e;
-      e.mutable_lease_revoke()->set_id(id);
-      Propose(std::move(e), [](absl::Status, google::protobuf::Message*) {});
+      auto* m = e.mutable_member_attributes();
+      m->set_id(member_id_);
+      m->set_name(options_.name);
+      for (const auto& u : options_.advertise_client_urls) m->add_clienturls(u);
+      Propose(std::move(e), [this](absl::Status st, google::protobuf::Message*) {
+        if (!st.ok()) published_ = false;  // try again
+      });
     }
     // Proposals whose outcome never came (the log failed under them).
     std::vector<ApplyDone> expired;
@@ -325,14 +664,12 @@ void Store::BackgroundLoop() {
       d(ErrTimeout(), nullptr);
     }
     // Persist the backend and let the log drop what it no longer needs.
-    if (now - last_flush >= std::chrono::seconds(10) && log_->AppliedIndex() > released + 1000) {
+    if (now - last_flush >= std::chrono::seconds(10) && applied_.load() > released + 1000) {
       last_flush = now;
+      uint64_t durable = applier_->Applied().first;
       if (backend_->Flush().ok()) {
-        auto v = backend_->Get(MetaKey(kMetaAppliedIndex));
-        if (v.ok() && v->size() == 8) {
-          released = DecodeFixed64BE(v->data());
-          log_->ReleaseTo(released);
-        }
+        released = durable;
+        node_->Compact(released);
       }
     }
   }

@@ -5,8 +5,11 @@
 // fill response headers, check the space quota.
 //
 // The write path: service validates -> Propose (entry gets a request id and a
-// waiter) -> log makes it durable -> ApplyBatch applies it -> the waiter's
-// callback completes the RPC. See src/store/README.md.
+// waiter) -> the Raft node replicates it (a follower forwards it to the
+// leader) -> every member's ApplyBatch applies it -> on the member that
+// proposed it, the waiter's callback completes the RPC. Linearizable reads
+// ask the node for a read index and run once it is applied. See
+// src/store/README.md and docs/raft.md.
 //
 // Thread-safety: all public methods may be called from any thread.
 #pragma once
@@ -18,11 +21,15 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <deque>
+#include <map>
 #include <unordered_map>
 #include <vector>
 
 #include "base/clock.h"
 #include "base/metrics.h"
+#include "capstan/peer.grpc.pb.h"
+#include "raft/node.h"
 #include "raft/replicated_log.h"
 #include "store/apply.h"
 #include "store/backend.h"
@@ -48,7 +55,28 @@ struct StoreOptions {
   std::chrono::milliseconds request_timeout{7'000};
   size_t max_watch_stream_bytes = 8 << 20;
   metrics::Registry* metrics = nullptr;
+  // Cluster bootstrap, as etcd's flags: "name=peer-url,..." (empty: this
+  // member alone, at its advertised peer URLs), "new" or "existing".
+  std::string initial_cluster;
+  std::string initial_cluster_state = "new";
+  std::string initial_cluster_token = "etcd-cluster";
+  std::chrono::milliseconds heartbeat{100};
+  int election_ticks = 10;
+  uint64_t snapshot_catchup_entries = 5000;
 };
+
+// A parsed --initial-cluster entry.
+struct InitialMember {
+  std::string name;
+  std::vector<std::string> peer_urls;
+  uint64_t id = 0;
+};
+// Parses "name=url,name=url"; a name may repeat to give several URLs.
+absl::StatusOr<std::vector<InitialMember>> ParseInitialCluster(const std::string& spec,
+                                                               const std::string& token);
+// etcd-style IDs derived from the peer URLs and the cluster token, so every
+// founding member computes the same ones.
+uint64_t ComputeMemberId(std::vector<std::string> peer_urls, const std::string& token);
 
 class Store final : public raft::StateMachine {
  public:
@@ -58,6 +86,28 @@ class Store final : public raft::StateMachine {
   // Proposes a mutating request. `done` runs exactly once: on apply with the
   // response, or with an error (rejected, timed out, stopped).
   void Propose(LogEntry entry, ApplyDone done);
+  // Proposes a membership change for `member`; `done` gets a
+  // MemberListResponse (the changed member first) once it is applied.
+  void ProposeConfChange(raft::ConfChange::Type type, const etcdserverpb::Member& member,
+                         ApplyDone done);
+  // Runs `then` (on a read thread) once this member has applied everything
+  // committed before the call: a linearizable read point (ReadIndex).
+  void LinearizableRead(std::function<void(absl::Status)> then);
+  std::vector<etcdserverpb::Member> Members() const { return applier_->Members(); }
+  raft::Node* node() { return node_.get(); }
+  // How to reach other members' peer service (set by the server once its
+  // transport exists); LeaderStub is null when there is no leader or it is us.
+  void set_peer_stubs(
+      std::function<std::shared_ptr<capstan::peer::Peer::Stub>(uint64_t)> fn) {
+    std::lock_guard<std::mutex> lock(stubs_mu_);
+    peer_stubs_ = std::move(fn);
+  }
+  std::shared_ptr<capstan::peer::Peer::Stub> LeaderStub();
+  // Called (from the apply thread) after the member list changed.
+  void set_on_members_changed(std::function<void()> fn) {
+    std::lock_guard<std::mutex> lock(stubs_mu_);
+    on_members_changed_ = std::move(fn);
+  }
 
   // Raises NOSPACE and fails when a write of `cost` bytes would exceed the quota.
   absl::Status CheckQuota(size_t cost);
@@ -93,8 +143,19 @@ class Store final : public raft::StateMachine {
  private:
   explicit Store(StoreOptions options);
   absl::Status Init();
-  void ApplyBatch(const std::vector<raft::WalEntry>& entries) override;
+  // Decides this member's and the cluster's IDs at first start; fills the
+  // bootstrap entries for a founding member of a new cluster.
+  absl::Status InitIdentity(std::vector<raft::Entry>* bootstrap);
+  absl::Status JoinExisting(const std::vector<InitialMember>& members, MemberIdentity* id);
+  void ApplyBatch(const raft::CommittedBatch& batch) override;
+  absl::StatusOr<raft::AppliedState> CreateSnapshot(const std::string& dir) override;
+  absl::Status RestoreSnapshot(const std::string& dir, const raft::AppliedState& meta) override;
+  void OnLeaderChange(uint64_t leader, uint64_t term);
+  void FailDropped(const absl::Status& st, std::vector<std::string> dropped);
+  ApplyDone TakeWaiter(uint64_t request_id);
+  void RunReads(uint64_t applied);
   void BackgroundLoop();
+  void ReadLoop();
 
   StoreOptions options_;
   const Clock* clock_ = RealClock::Get();
@@ -103,7 +164,7 @@ class Store final : public raft::StateMachine {
   std::unique_ptr<Lessor> lessor_;
   std::unique_ptr<WatchHub> hub_;
   std::unique_ptr<Applier> applier_;
-  std::unique_ptr<raft::ReplicatedLog> log_;
+  std::unique_ptr<raft::Node> node_;
   uint64_t member_id_ = 0;
   uint64_t cluster_id_ = 0;
   uint64_t request_nonce_ = 0;
@@ -113,6 +174,9 @@ class Store final : public raft::StateMachine {
     ApplyDone done;
     std::chrono::steady_clock::time_point deadline;
   };
+  std::mutex stubs_mu_;
+  std::function<std::shared_ptr<capstan::peer::Peer::Stub>(uint64_t)> peer_stubs_;
+  std::function<void()> on_members_changed_;
   std::mutex waiters_mu_;
   std::unordered_map<uint64_t, Waiter> waiters_;  // GUARDED_BY(waiters_mu_)
 
@@ -122,7 +186,18 @@ class Store final : public raft::StateMachine {
   std::condition_variable bg_cv_;  // wakes the background loop to stop
   std::atomic<bool> stopping_{false};
   std::atomic<bool> nospace_raised_{false};
+  std::atomic<bool> published_{false};
   std::thread background_;
+
+  // Linearizable reads waiting for the applied index, and the threads that
+  // run them (not the apply thread: a big range must not delay applying).
+  std::mutex reads_mu_;
+  std::condition_variable reads_cv_;
+  std::multimap<uint64_t, std::function<void(absl::Status)>> reads_waiting_;  // by index
+  std::deque<std::function<void()>> reads_ready_;
+  std::vector<std::thread> read_threads_;
+  std::atomic<uint64_t> applied_{0};
+  uint64_t last_applied_term_ = 0;  // apply thread only
 
   metrics::Counter* proposals_ = nullptr;
   metrics::Counter* proposals_failed_ = nullptr;

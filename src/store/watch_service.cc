@@ -112,7 +112,8 @@ class WatchService final : public Watch::CallbackService {
   Store* store_;
 };
 
-// LeaseKeepAlive: one response per request, in order.
+// LeaseKeepAlive: one response per request, in order. The leader holds the
+// authoritative expiry times, so a follower forwards each renewal to it.
 class KeepAliveReactor final
     : public grpc::ServerBidiReactor<LeaseKeepAliveRequest, LeaseKeepAliveResponse> {
  public:
@@ -124,11 +125,31 @@ class KeepAliveReactor final
       return;
     }
     response_.Clear();
-    response_.set_id(request_.id());
-    auto ttl = store_->lessor()->Renew(request_.id());
-    response_.set_ttl(ttl.ok() ? *ttl : 0);  // 0 tells the client the lease is gone
-    store_->FillHeader(response_.mutable_header(), 0);
-    StartWrite(&response_);
+    if (store_->node()->IsLeader()) {
+      response_.set_id(request_.id());
+      auto ttl = store_->lessor()->Renew(request_.id());
+      response_.set_ttl(ttl.ok() ? *ttl : 0);  // 0 tells the client the lease is gone
+      store_->FillHeader(response_.mutable_header(), 0);
+      StartWrite(&response_);
+      return;
+    }
+    auto stub = store_->LeaderStub();
+    if (!stub) {
+      Finish(ToGrpc(ErrNoLeader()));
+      return;
+    }
+    forward_ctx_ = std::make_unique<grpc::ClientContext>();
+    forward_ctx_->set_deadline(std::chrono::system_clock::now() +
+                               store_->options().request_timeout);
+    stub->async()->LeaseKeepAlive(forward_ctx_.get(), &request_, &response_,
+                                  [this](grpc::Status st) {
+                                    if (!st.ok()) {
+                                      Finish(st);
+                                      return;
+                                    }
+                                    store_->FillHeader(response_.mutable_header(), 0);
+                                    StartWrite(&response_);
+                                  });
   }
 
   void OnWriteDone(bool ok) override {
@@ -145,6 +166,7 @@ class KeepAliveReactor final
   Store* store_;
   LeaseKeepAliveRequest request_;
   LeaseKeepAliveResponse response_;
+  std::unique_ptr<grpc::ClientContext> forward_ctx_;
 };
 
 class LeaseService final : public Lease::CallbackService {
@@ -194,19 +216,22 @@ class LeaseService final : public Lease::CallbackService {
                                             const LeaseTimeToLiveRequest* req,
                                             LeaseTimeToLiveResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    resp->set_id(req->id());
-    auto info = store_->lessor()->TimeToLive(req->id());
-    if (!info.ok()) {
-      resp->set_ttl(-1);  // etcd answers an unknown lease with TTL -1, not an error
-    } else {
-      resp->set_ttl(info->ttl_remaining);
-      resp->set_grantedttl(info->granted_ttl);
-      if (req->keys()) {
-        for (auto& k : info->keys) resp->add_keys(std::move(k));
-      }
+    if (store_->node()->IsLeader()) {
+      reactor->Finish(ToGrpc(FillTimeToLive(store_, *req, resp)));
+      return reactor;
     }
-    store_->FillHeader(resp->mutable_header(), 0);
-    reactor->Finish(grpc::Status::OK);
+    auto stub = store_->LeaderStub();
+    if (!stub) {
+      reactor->Finish(ToGrpc(ErrNoLeader()));
+      return reactor;
+    }
+    auto forward = std::make_shared<grpc::ClientContext>();
+    forward->set_deadline(std::chrono::system_clock::now() + store_->options().request_timeout);
+    stub->async()->LeaseTimeToLive(forward.get(), req, resp,
+                                   [this, forward, reactor, resp](grpc::Status st) {
+                                     if (st.ok()) store_->FillHeader(resp->mutable_header(), 0);
+                                     reactor->Finish(st);
+                                   });
     return reactor;
   }
 
@@ -231,6 +256,23 @@ class LeaseService final : public Lease::CallbackService {
 };
 
 }  // namespace
+
+absl::Status FillTimeToLive(Store* store, const LeaseTimeToLiveRequest& req,
+                            LeaseTimeToLiveResponse* resp) {
+  resp->set_id(req.id());
+  auto info = store->lessor()->TimeToLive(req.id());
+  if (!info.ok()) {
+    resp->set_ttl(-1);  // etcd answers an unknown lease with TTL -1, not an error
+  } else {
+    resp->set_ttl(info->ttl_remaining);
+    resp->set_grantedttl(info->granted_ttl);
+    if (req.keys()) {
+      for (auto& k : info->keys) resp->add_keys(std::move(k));
+    }
+  }
+  store->FillHeader(resp->mutable_header(), 0);
+  return absl::OkStatus();
+}
 
 std::unique_ptr<grpc::Service> NewWatchService(Store* store) {
   return std::make_unique<WatchService>(store);

@@ -64,9 +64,15 @@ TEST(DiskFull, WritesFailClearlyAndNoAcknowledgedWriteIsLost) {
     EXPECT_THAT(failure, HasSubstr("restarts"));
     ASSERT_TRUE(server.process()->Running()) << "a full disk must not crash the server";
 
-    // Reads still work, further writes fail fast with the same story, health says why.
-    auto get = Etcdctl(server.endpoint(), {"get", acked.front().first, "--keys-only"});
+    // Serializable reads still work; linearizable ones cannot be confirmed
+    // through a failed log and say so; further writes fail fast with the same
+    // story; health says why.
+    auto get = Etcdctl(server.endpoint(),
+                       {"get", acked.front().first, "--keys-only", "--consistency=s"});
     EXPECT_EQ(get.out, acked.front().first + "\n\n");
+    auto linearizable = Etcdctl(server.endpoint(), {"get", acked.front().first});
+    EXPECT_NE(linearizable.exit_code, 0);
+    EXPECT_THAT(linearizable.err, HasSubstr("No space left on device"));
     auto put = Etcdctl(server.endpoint(), {"put", "more", "x"});
     EXPECT_NE(put.exit_code, 0);
     EXPECT_THAT(put.err, HasSubstr("No space left on device"));
