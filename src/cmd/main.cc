@@ -3,6 +3,7 @@
 //   capstan store [flags]   a metadata store member speaking the etcd v3 API
 //   capstan dev             everything on localhost, data in ./data
 #include <signal.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -179,6 +180,8 @@ int RunStore(const StoreFlags& flags, const char* role) {
     std::cerr << "capstan " << role << ": " << cfg.status().message() << "\n";
     return 2;
   }
+  // A member removed from its cluster stops, as etcd's does.
+  cfg->store.on_removed = [] { ::kill(::getpid(), SIGTERM); };
   auto server = store::StoreServer::Start(*std::move(cfg));
   if (!server.ok()) {
     std::cerr << "capstan " << role << ": " << server.status().message() << "\n";

@@ -35,6 +35,7 @@ inline constexpr char kMetaCompactRev[] = "compact_rev";
 inline constexpr char kMetaIdentity[] = "identity";
 inline constexpr char kMetaAlarms[] = "alarms";
 inline constexpr char kMetaRaftConf[] = "raft_conf";
+inline constexpr char kMetaJoinMembers[] = "join_members";
 // Members are stored under MetaKey(kMetaMemberPrefix + 16 hex digits of the ID).
 inline constexpr char kMetaMemberPrefix[] = "member/";
 

@@ -63,8 +63,8 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
   // receives from the other members.
   transport_ =
       std::make_unique<PeerTransport>(store_->member_id(), store_->cluster_id(), store_->node());
-  store_->set_on_members_changed([this] { transport_->UpdatePeers(store_->Members()); });
-  transport_->UpdatePeers(store_->Members());
+  store_->set_on_members_changed([this] { transport_->UpdatePeers(store_->PeerMembers()); });
+  transport_->UpdatePeers(store_->PeerMembers());
   store_->set_peer_stubs([this](uint64_t id) { return transport_->StubFor(id); });
   store_->node()->SetTransport(transport_.get());
   peer_service_ = NewPeerService(store_.get(), config.store.data_dir + "/member/snap");

@@ -203,6 +203,11 @@ absl::Status Store::InitIdentity(std::vector<raft::Entry>* bootstrap) {
   if (ident.ok() && id.ParseFromString(*ident)) {
     member_id_ = id.member_id();
     cluster_id_ = id.cluster_id();
+    auto joined = backend_->Get(MetaKey(kMetaJoinMembers));
+    etcdserverpb::MemberListResponse list;
+    if (joined.ok() && list.ParseFromString(*joined)) {
+      join_members_.assign(list.members().begin(), list.members().end());
+    }
     return absl::OkStatus();
   }
   std::string spec = options_.initial_cluster;
@@ -257,6 +262,13 @@ absl::Status Store::InitIdentity(std::vector<raft::Entry>* bootstrap) {
   id.set_name(options_.name);
   rocksdb::WriteBatch batch;
   batch.Put(MetaKey(kMetaIdentity), id.SerializeAsString());
+  if (!join_members_.empty()) {
+    // Until this member has caught up, the peers it joined through are the
+    // only ones it knows how to reach (also after a restart).
+    etcdserverpb::MemberListResponse list;
+    for (const auto& m : join_members_) *list.add_members() = m;
+    batch.Put(MetaKey(kMetaJoinMembers), list.SerializeAsString());
+  }
   RETURN_IF_ERROR(backend_->Write(&batch));
   return backend_->Flush();
 }
@@ -285,6 +297,7 @@ absl::Status Store::JoinExisting(const std::vector<InitialMember>& members, Memb
           std::vector<std::string> urls(member.peerurls().begin(), member.peerurls().end());
           std::sort(urls.begin(), urls.end());
           if (urls == mine) {
+            join_members_.assign(resp.members().begin(), resp.members().end());
             id->set_member_id(member.id());
             id->set_cluster_id(resp.header().cluster_id());
             CAPSTAN_LOG(info, "joining an existing cluster", "member_id",
@@ -462,6 +475,14 @@ void Store::ReadLoop() {
   }
 }
 
+std::vector<etcdserverpb::Member> Store::PeerMembers() const {
+  auto members = applier_->Members();
+  for (const auto& m : members) {
+    if (m.id() == member_id_) return members;
+  }
+  return join_members_.empty() ? members : join_members_;
+}
+
 std::shared_ptr<capstan::peer::Peer::Stub> Store::LeaderStub() {
   uint64_t leader = node_->Leader();
   if (leader == 0 || leader == member_id_) return nullptr;
@@ -496,8 +517,9 @@ void Store::ApplyBatch(const raft::CommittedBatch& batch) {
       ctx.ParseFromString(cc.context);
       applier_->ApplyConfChange(e.index, e.term, cc, conf->second, TakeWaiter(ctx.request_id()));
       if (cc.type == raft::ConfChange::Type::kRemove && cc.node == member_id_) {
-        CAPSTAN_LOG(warn, "this member was removed from the cluster", "member_id",
+        CAPSTAN_LOG(warn, "this member was removed from the cluster; shutting down", "member_id",
                     absl::StrCat(absl::Hex(member_id_)));
+        if (options_.on_removed) options_.on_removed();
       }
       continue;
     }

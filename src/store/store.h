@@ -63,6 +63,9 @@ struct StoreOptions {
   std::chrono::milliseconds heartbeat{100};
   int election_ticks = 10;
   uint64_t snapshot_catchup_entries = 5000;
+  // Called once when this member sees its own removal applied (etcd exits
+  // then: the member must not serve stale data).
+  std::function<void()> on_removed;
 };
 
 // A parsed --initial-cluster entry.
@@ -94,6 +97,9 @@ class Store final : public raft::StateMachine {
   // committed before the call: a linearizable read point (ReadIndex).
   void LinearizableRead(std::function<void(absl::Status)> then);
   std::vector<etcdserverpb::Member> Members() const { return applier_->Members(); }
+  // Whom to connect to: the applied member list, or, for a member that joined
+  // an existing cluster and has not caught up yet, the list the peers gave it.
+  std::vector<etcdserverpb::Member> PeerMembers() const;
   raft::Node* node() { return node_.get(); }
   // How to reach other members' peer service (set by the server once its
   // transport exists); LeaderStub is null when there is no leader or it is us.
@@ -187,6 +193,7 @@ class Store final : public raft::StateMachine {
   std::atomic<bool> stopping_{false};
   std::atomic<bool> nospace_raised_{false};
   std::atomic<bool> published_{false};
+  std::vector<etcdserverpb::Member> join_members_;  // set once in Init
   std::thread background_;
 
   // Linearizable reads waiting for the applied index, and the threads that
