@@ -119,9 +119,9 @@ absl::StatusOr<store::StoreServerConfig> BuildConfig(const StoreFlags& f) {
   cfg.store.initial_cluster_state = f.initial_cluster_state;
   cfg.store.initial_cluster_token = f.initial_cluster_token;
   if (f.initial_cluster_state != "new" && f.initial_cluster_state != "existing") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--initial-cluster-state must be \"new\" or \"existing\", not \"", f.initial_cluster_state,
-        "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--initial-cluster-state must be \"new\" or \"existing\", not \"",
+                     f.initial_cluster_state, "\""));
   }
   if (f.initial_advertise_peer_urls.empty()) {
     return absl::InvalidArgumentError("--initial-advertise-peer-urls: give at least one URL");

@@ -145,11 +145,12 @@ DecodeResult DecodeRecord(std::string_view buf, WalRecord* rec, size_t* consumed
   if (is_entry) {
     rec->entry.index = DecodeFixed64LE(p);
     rec->entry.term = DecodeFixed64LE(p + 8);
-    rec->entry.type = rec->kind == WalRecord::Kind::kConfEntry ? EntryType::kConfChange
-                                                               : EntryType::kNormal;
+    rec->entry.type =
+        rec->kind == WalRecord::Kind::kConfEntry ? EntryType::kConfChange : EntryType::kNormal;
     rec->entry.data.assign(p + kEntryFixedSize, payload - kEntryFixedSize);
   } else if (rec->kind == WalRecord::Kind::kHardState) {
-    rec->hard_state = HardState{DecodeFixed64LE(p), DecodeFixed64LE(p + 8), DecodeFixed64LE(p + 16)};
+    rec->hard_state =
+        HardState{DecodeFixed64LE(p), DecodeFixed64LE(p + 8), DecodeFixed64LE(p + 16)};
   } else {
     rec->snapshot_index = DecodeFixed64LE(p);
     rec->snapshot_term = DecodeFixed64LE(p + 8);
@@ -250,17 +251,16 @@ absl::Status Wal::Load(WalState* state) {
     const Segment& seg = segments_[i];
     if (seg.first_index != loader.next) {
       return absl::DataLossError(absl::StrCat("wal segment ", seg.path, " starts at index ",
-                                              seg.first_index, " but the log expects ",
-                                              loader.next, ": a segment is missing"));
+                                              seg.first_index, " but the log expects ", loader.next,
+                                              ": a segment is missing"));
     }
     RETURN_IF_ERROR(ScanSegment(seg, i + 1 == segments_.size(), &loader));
   }
-  if (!loader.entries.empty() &&
-      loader.entries.front().index != loader.state.snapshot_index + 1) {
-    return absl::DataLossError(absl::StrCat(
-        "wal in ", dir_, " holds entries from index ", loader.entries.front().index,
-        " but its snapshot marker covers only up to ", loader.state.snapshot_index,
-        ": entries in between are missing"));
+  if (!loader.entries.empty() && loader.entries.front().index != loader.state.snapshot_index + 1) {
+    return absl::DataLossError(
+        absl::StrCat("wal in ", dir_, " holds entries from index ", loader.entries.front().index,
+                     " but its snapshot marker covers only up to ", loader.state.snapshot_index,
+                     ": entries in between are missing"));
   }
   next_index_ = loader.next;
   hard_state_ = loader.state.hard_state;
@@ -387,8 +387,8 @@ absl::Status Wal::Append(const std::vector<Entry>& entries) {
   RETURN_IF_ERROR(MaybeRoll());
   if (entries.front().index > next_index_ || entries.front().index <= snapshot_index_) {
     return absl::InternalError(absl::StrCat("wal append out of order: got index ",
-                                            entries.front().index, ", log holds (",
-                                            snapshot_index_, ", ", next_index_ - 1, "]"));
+                                            entries.front().index, ", log holds (", snapshot_index_,
+                                            ", ", next_index_ - 1, "]"));
   }
   buf_.clear();
   uint64_t next = entries.front().index;
@@ -398,8 +398,8 @@ absl::Status Wal::Append(const std::vector<Entry>& entries) {
       return absl::InternalError(
           absl::StrCat("wal append not consecutive: got index ", e.index, ", expected ", next));
     }
-    rec.kind = e.type == EntryType::kConfChange ? WalRecord::Kind::kConfEntry
-                                                : WalRecord::Kind::kEntry;
+    rec.kind =
+        e.type == EntryType::kConfChange ? WalRecord::Kind::kConfEntry : WalRecord::Kind::kEntry;
     rec.entry.index = e.index;
     rec.entry.term = e.term;
     rec.entry.data = e.data;  // one copy per record; entries are small next to the fsync
@@ -422,10 +422,9 @@ absl::Status Wal::SaveHardState(const HardState& hs) {
 absl::Status Wal::SaveSnapshot(uint64_t index, uint64_t term) {
   if (index < snapshot_index_) return absl::OkStatus();
   buf_.clear();
-  EncodeRecord(WalRecord{.kind = WalRecord::Kind::kSnapshot,
-                         .snapshot_index = index,
-                         .snapshot_term = term},
-               &buf_);
+  EncodeRecord(
+      WalRecord{.kind = WalRecord::Kind::kSnapshot, .snapshot_index = index, .snapshot_term = term},
+      &buf_);
   RETURN_IF_ERROR(Write(buf_));
   snapshot_index_ = index;
   snapshot_term_ = term;

@@ -34,8 +34,8 @@ namespace capstan::raft {
 struct WalRecord {
   enum class Kind : uint8_t { kEntry = 1, kConfEntry = 2, kHardState = 3, kSnapshot = 4 };
   Kind kind = Kind::kEntry;
-  Entry entry;          // kEntry, kConfEntry
-  HardState hard_state;  // kHardState
+  Entry entry;                  // kEntry, kConfEntry
+  HardState hard_state;         // kHardState
   uint64_t snapshot_index = 0;  // kSnapshot: entries <= index are covered by a snapshot
   uint64_t snapshot_term = 0;
 };
@@ -60,7 +60,7 @@ struct WalState {
   HardState hard_state;
   uint64_t snapshot_index = 0;  // the newest snapshot marker
   uint64_t snapshot_term = 0;
-  std::vector<Entry> entries;   // consecutive, all after snapshot_index
+  std::vector<Entry> entries;  // consecutive, all after snapshot_index
 };
 
 class Wal {

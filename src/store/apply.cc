@@ -136,7 +136,8 @@ absl::Status Applier::Restore() {
   auto conf = backend_->Get(MetaKey(kMetaRaftConf));
   if (conf.ok()) {
     RaftConf rc;
-    if (!rc.ParseFromString(*conf)) return absl::DataLossError("undecodable raft membership record");
+    if (!rc.ParseFromString(*conf))
+      return absl::DataLossError("undecodable raft membership record");
     conf_.voters.assign(rc.voters().begin(), rc.voters().end());
     conf_.learners.assign(rc.learners().begin(), rc.learners().end());
   }

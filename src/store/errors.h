@@ -79,7 +79,9 @@ inline absl::Status ErrLeaderChanged() {
 inline absl::Status ErrBadLeaderTransferee() {
   return absl::FailedPreconditionError("etcdserver: bad leader transferee");
 }
-inline absl::Status ErrUnhealthy() { return absl::UnavailableError("etcdserver: unhealthy cluster"); }
+inline absl::Status ErrUnhealthy() {
+  return absl::UnavailableError("etcdserver: unhealthy cluster");
+}
 inline absl::Status ErrElectionNoLeader() { return absl::UnknownError("election: no leader"); }
 inline absl::Status ErrElectionNotLeader() { return absl::UnknownError("election: not leader"); }
 

@@ -277,14 +277,17 @@ class ClusterService final : public Cluster::CallbackService {
     return reactor;
   }
 
-  grpc::ServerUnaryReactor* MemberAdd(grpc::CallbackServerContext* ctx,
-                                      const MemberAddRequest* req,
+  grpc::ServerUnaryReactor* MemberAdd(grpc::CallbackServerContext* ctx, const MemberAddRequest* req,
                                       MemberAddResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    if (Forward(reactor, req, resp, [](auto* a, auto* c, auto* q, auto* r, auto cb) { a->MemberAdd(c, q, r, std::move(cb)); })) return reactor;
+    if (Forward(reactor, req, resp, [](auto* a, auto* c, auto* q, auto* r, auto cb) {
+          a->MemberAdd(c, q, r, std::move(cb));
+        }))
+      return reactor;
     if (req->peerurls().empty()) return Finish(reactor, ErrMemberBadUrls());
     for (const auto& url : req->peerurls()) {
-      if (!url.starts_with("http://") || url.size() <= 7) return Finish(reactor, ErrMemberBadUrls());
+      if (!url.starts_with("http://") || url.size() <= 7)
+        return Finish(reactor, ErrMemberBadUrls());
     }
     int learners = 0;
     for (const auto& m : store_->Members()) {
@@ -322,21 +325,24 @@ class ClusterService final : public Cluster::CallbackService {
                                          const MemberRemoveRequest* req,
                                          MemberRemoveResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    if (Forward(reactor, req, resp, [](auto* a, auto* c, auto* q, auto* r, auto cb) { a->MemberRemove(c, q, r, std::move(cb)); })) return reactor;
+    if (Forward(reactor, req, resp, [](auto* a, auto* c, auto* q, auto* r, auto cb) {
+          a->MemberRemove(c, q, r, std::move(cb));
+        }))
+      return reactor;
     auto member = Find(req->id());
     if (!member) return Finish(reactor, ErrMemberNotFound());
-    store_->ProposeConfChange(raft::ConfChange::Type::kRemove, *member,
-                              [this, reactor, resp](absl::Status st,
-                                                    google::protobuf::Message* msg) {
-                                if (st.ok() && msg != nullptr) {
-                                  auto* list = static_cast<MemberListResponse*>(msg);
-                                  for (int i = 1; i < list->members_size(); ++i) {
-                                    *resp->add_members() = list->members(i);
-                                  }
-                                  store_->FillHeader(resp->mutable_header(), 0);
-                                }
-                                reactor->Finish(ToGrpc(st));
-                              });
+    store_->ProposeConfChange(
+        raft::ConfChange::Type::kRemove, *member,
+        [this, reactor, resp](absl::Status st, google::protobuf::Message* msg) {
+          if (st.ok() && msg != nullptr) {
+            auto* list = static_cast<MemberListResponse*>(msg);
+            for (int i = 1; i < list->members_size(); ++i) {
+              *resp->add_members() = list->members(i);
+            }
+            store_->FillHeader(resp->mutable_header(), 0);
+          }
+          reactor->Finish(ToGrpc(st));
+        });
     return reactor;
   }
 
@@ -344,7 +350,10 @@ class ClusterService final : public Cluster::CallbackService {
                                          const MemberUpdateRequest* req,
                                          MemberUpdateResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    if (Forward(reactor, req, resp, [](auto* a, auto* c, auto* q, auto* r, auto cb) { a->MemberUpdate(c, q, r, std::move(cb)); })) return reactor;
+    if (Forward(reactor, req, resp, [](auto* a, auto* c, auto* q, auto* r, auto cb) {
+          a->MemberUpdate(c, q, r, std::move(cb));
+        }))
+      return reactor;
     if (!Find(req->id())) return Finish(reactor, ErrMemberNotFound());
     if (req->peerurls().empty()) return Finish(reactor, ErrMemberBadUrls());
     for (const auto& m : store_->Members()) {
@@ -373,7 +382,9 @@ class ClusterService final : public Cluster::CallbackService {
                                           const MemberPromoteRequest* req,
                                           MemberPromoteResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    if (Forward(reactor, req, resp, [](auto* a, auto* c, auto* q, auto* r, auto cb) { a->MemberPromote(c, q, r, std::move(cb)); })) {
+    if (Forward(reactor, req, resp, [](auto* a, auto* c, auto* q, auto* r, auto cb) {
+          a->MemberPromote(c, q, r, std::move(cb));
+        })) {
       return reactor;
     }
     auto member = Find(req->id());
@@ -387,18 +398,18 @@ class ClusterService final : public Cluster::CallbackService {
       return Finish(reactor, ErrLearnerNotReady());
     }
     member->set_islearner(false);
-    store_->ProposeConfChange(raft::ConfChange::Type::kAddVoter, *member,
-                              [this, reactor, resp](absl::Status st,
-                                                    google::protobuf::Message* msg) {
-                                if (st.ok() && msg != nullptr) {
-                                  auto* list = static_cast<MemberListResponse*>(msg);
-                                  for (int i = 1; i < list->members_size(); ++i) {
-                                    *resp->add_members() = list->members(i);
-                                  }
-                                  store_->FillHeader(resp->mutable_header(), 0);
-                                }
-                                reactor->Finish(ToGrpc(st));
-                              });
+    store_->ProposeConfChange(
+        raft::ConfChange::Type::kAddVoter, *member,
+        [this, reactor, resp](absl::Status st, google::protobuf::Message* msg) {
+          if (st.ok() && msg != nullptr) {
+            auto* list = static_cast<MemberListResponse*>(msg);
+            for (int i = 1; i < list->members_size(); ++i) {
+              *resp->add_members() = list->members(i);
+            }
+            store_->FillHeader(resp->mutable_header(), 0);
+          }
+          reactor->Finish(ToGrpc(st));
+        });
     return reactor;
   }
 

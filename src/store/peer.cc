@@ -1,10 +1,12 @@
 #include "store/peer.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "base/logging.h"
 #include "store/errors.h"
 #include "store/services.h"
@@ -83,10 +85,9 @@ raft::Message FromProto(const capstan::peer::Message& m) {
   out.index = m.index();
   out.entries.reserve(m.entries_size());
   for (const auto& e : m.entries()) {
-    out.entries.push_back(raft::Entry{e.index(), e.term(),
-                                      e.type() == 1 ? raft::EntryType::kConfChange
-                                                    : raft::EntryType::kNormal,
-                                      e.data()});
+    out.entries.push_back(raft::Entry{
+        e.index(), e.term(),
+        e.type() == 1 ? raft::EntryType::kConfChange : raft::EntryType::kNormal, e.data()});
   }
   out.commit = m.commit();
   out.reject = m.reject();
@@ -106,7 +107,17 @@ raft::Message FromProto(const capstan::peer::Message& m) {
 // ----- transport --------------------------------------------------------
 
 PeerTransport::PeerTransport(uint64_t self, uint64_t cluster_id, raft::Node* node)
-    : self_(self), cluster_id_(cluster_id), node_(node) {}
+    : self_(self), cluster_id_(cluster_id), node_(node) {
+  // Test hook: CAPSTAN_TEST_PEER_DIAL="url=host:port,..." makes this member
+  // dial those addresses instead of the peers' URLs, so a test can put a
+  // fault-injecting proxy on every directed link (tests/e2e/cluster.h).
+  if (const char* dial = std::getenv("CAPSTAN_TEST_PEER_DIAL"); dial != nullptr) {
+    for (const std::string& pair : std::vector<std::string>(absl::StrSplit(dial, ','))) {
+      std::vector<std::string> kv = absl::StrSplit(pair, absl::MaxSplits('=', 1));
+      if (kv.size() == 2) dial_override_[GrpcTarget(kv[0])] = kv[1];
+    }
+  }
+}
 
 PeerTransport::~PeerTransport() { Stop(); }
 
@@ -141,7 +152,9 @@ void PeerTransport::UpdatePeers(const std::vector<etcdserverpb::Member>& members
     std::map<uint64_t, std::string> want;
     for (const auto& m : members) {
       if (m.id() == self_ || m.peerurls().empty()) continue;
-      want[m.id()] = GrpcTarget(m.peerurls(0));
+      std::string target = GrpcTarget(m.peerurls(0));
+      if (auto o = dial_override_.find(target); o != dial_override_.end()) target = o->second;
+      want[m.id()] = target;
     }
     for (auto it = peers_.begin(); it != peers_.end();) {
       auto w = want.find(it->first);
@@ -345,7 +358,8 @@ class PeerService final : public capstan::peer::Peer::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Snapshot(grpc::ServerContext*, grpc::ServerReader<capstan::peer::SnapshotChunk>* reader,
+  grpc::Status Snapshot(grpc::ServerContext*,
+                        grpc::ServerReader<capstan::peer::SnapshotChunk>* reader,
                         capstan::peer::PeerAck*) override {
     capstan::peer::SnapshotChunk chunk;
     if (!reader->Read(&chunk) || !chunk.has_message() || !chunk.message().has_snapshot()) {

@@ -67,6 +67,7 @@ class PeerTransport final : public raft::Transport {
   raft::Node* node_;
   std::mutex mu_;
   std::map<uint64_t, std::shared_ptr<Peer>> peers_;
+  std::map<std::string, std::string> dial_override_;  // host:port -> host:port
   std::vector<std::thread> snapshot_threads_;
   std::atomic<bool> stopping_{false};
 };

@@ -84,8 +84,9 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
     for (size_t i = 0; i < peer.size(); ++i) {
       if (peer_grpc_ == nullptr || peer_ports_[i] == 0) {
         Shutdown();
-        return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen_peer_urls[i],
-                                                   " (is another etcd or capstan using the port?)"));
+        return absl::UnavailableError(
+            absl::StrCat("cannot listen on ", config.listen_peer_urls[i],
+                         " (is another etcd or capstan using the port?)"));
       }
     }
   }

@@ -12,8 +12,8 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "base/coding.h"
@@ -67,15 +67,16 @@ uint64_t ComputeMemberId(std::vector<std::string> peer_urls, const std::string& 
 absl::StatusOr<std::vector<InitialMember>> ParseInitialCluster(const std::string& spec,
                                                                const std::string& token) {
   std::vector<InitialMember> out;
-  for (const std::string& part : std::vector<std::string>(absl::StrSplit(spec, ',', absl::SkipWhitespace()))) {
+  for (const std::string& part :
+       std::vector<std::string>(absl::StrSplit(spec, ',', absl::SkipWhitespace()))) {
     std::vector<std::string> kv = absl::StrSplit(part, absl::MaxSplits('=', 1));
     if (kv.size() != 2 || kv[0].empty() || kv[1].empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "--initial-cluster: \"", part, "\" is not name=url (e.g. infra0=http://10.0.0.1:2380)"));
     }
     if (!kv[1].starts_with("http://")) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--initial-cluster: ", kv[1], " must be an http:// URL (TLS is not supported yet)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--initial-cluster: ", kv[1], " must be an http:// URL (TLS is not supported yet)"));
     }
     auto it = std::find_if(out.begin(), out.end(),
                            [&](const InitialMember& m) { return m.name == kv[0]; });
@@ -90,8 +91,8 @@ absl::StatusOr<std::vector<InitialMember>> ParseInitialCluster(const std::string
   for (auto& m : out) {
     m.id = ComputeMemberId(m.peer_urls, token);
     if (!ids.insert(m.id).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--initial-cluster: member ", m.name, " repeats another member's peer URLs"));
+      return absl::InvalidArgumentError(absl::StrCat("--initial-cluster: member ", m.name,
+                                                     " repeats another member's peer URLs"));
     }
   }
   return out;
@@ -254,8 +255,9 @@ absl::Status Store::InitIdentity(std::vector<raft::Entry>* bootstrap) {
       bootstrap->push_back(raft::Entry{++index, 1, raft::EntryType::kConfChange, cc.Encode()});
     }
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("--initial-cluster-state must be new or existing, not \"",
-                                                   options_.initial_cluster_state, "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--initial-cluster-state must be new or existing, not \"",
+                     options_.initial_cluster_state, "\""));
   }
   member_id_ = id.member_id();
   cluster_id_ = id.cluster_id();
@@ -398,7 +400,8 @@ void Store::FailDropped(const absl::Status& st, std::vector<std::string> dropped
     ApplyDone done = TakeWaiter(entry.request_id());
     if (!done) continue;
     if (proposals_failed_) proposals_failed_->Inc();
-    done(absl::IsUnavailable(st) && absl::StrContains(st.message(), "no leader") ? ErrNoLeader() : st,
+    done(absl::IsUnavailable(st) && absl::StrContains(st.message(), "no leader") ? ErrNoLeader()
+                                                                                 : st,
          nullptr);
   }
 }
@@ -557,9 +560,9 @@ absl::StatusOr<raft::AppliedState> Store::CreateSnapshot(const std::string& dir)
 }
 
 absl::Status Store::RestoreSnapshot(const std::string& dir, const raft::AppliedState& meta) {
-  return absl::UnimplementedError(
-      absl::StrCat("restoring a snapshot from the leader (index ", meta.index, ") from ", dir,
-                   " is not supported yet"));
+  return absl::UnimplementedError(absl::StrCat("restoring a snapshot from the leader (index ",
+                                               meta.index, ") from ", dir,
+                                               " is not supported yet"));
 }
 
 absl::Status Store::CheckQuota(size_t cost) {

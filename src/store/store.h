@@ -17,12 +17,12 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
-#include <deque>
-#include <map>
 #include <unordered_map>
 #include <vector>
 
@@ -103,8 +103,7 @@ class Store final : public raft::StateMachine {
   raft::Node* node() { return node_.get(); }
   // How to reach other members' peer service (set by the server once its
   // transport exists); LeaderStub is null when there is no leader or it is us.
-  void set_peer_stubs(
-      std::function<std::shared_ptr<capstan::peer::Peer::Stub>(uint64_t)> fn) {
+  void set_peer_stubs(std::function<std::shared_ptr<capstan::peer::Peer::Stub>(uint64_t)> fn) {
     std::lock_guard<std::mutex> lock(stubs_mu_);
     peer_stubs_ = std::move(fn);
   }

@@ -41,8 +41,9 @@ CommandResult RunCommand(const std::vector<std::string>& argv, const std::string
 // A child process running in the background; SIGKILLed on destruction.
 class Process {
  public:
-  // stdout and stderr go to `log_path`.
-  Process(const std::vector<std::string>& argv, const std::string& log_path);
+  // stdout and stderr go to `log_path`; `env` is added to the environment.
+  Process(const std::vector<std::string>& argv, const std::string& log_path,
+          const std::map<std::string, std::string>& env = {});
   ~Process();
   pid_t pid() const { return pid_; }
   bool Running();

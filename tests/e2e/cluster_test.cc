@@ -1,0 +1,372 @@
+// Real 3-member `capstan store` clusters: etcdctl against every member, the
+// leader killed with SIGKILL under write load (history checked for
+// linearizability, no acknowledged write lost), partitions through the
+// fault-injecting proxies, membership changes and full restarts.
+#include <signal.h>
+
+#include <atomic>
+#include <climits>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "cluster.h"
+#include "diff_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "raft/sim/linearizability.h"
+
+namespace capstan::e2e {
+namespace {
+
+using namespace etcdserverpb;
+using ::testing::HasSubstr;
+using Clock = std::chrono::steady_clock;
+
+std::string HexId(uint64_t id) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%llx", static_cast<unsigned long long>(id));
+  return buf;
+}
+
+std::string OkCtl(const std::string& endpoints, const std::vector<std::string>& args) {
+  auto r = Etcdctl(endpoints, args);
+  EXPECT_EQ(r.exit_code, 0) << "etcdctl " << args[0] << ": " << r.err;
+  return r.out;
+}
+
+grpc::Status Put(Stubs& s, const std::string& k, const std::string& v, int64_t* rev = nullptr,
+                 std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+  PutRequest req;
+  req.set_key(k);
+  req.set_value(v);
+  PutResponse resp;
+  grpc::Status st = s.kv->Put(&ctx, req, &resp);
+  if (st.ok() && rev != nullptr) *rev = resp.header().revision();
+  return st;
+}
+
+grpc::Status Get(Stubs& s, const std::string& k, bool serializable, RangeResponse* resp,
+                 std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+  RangeRequest req;
+  req.set_key(k);
+  req.set_serializable(serializable);
+  return s.kv->Range(&ctx, req, resp);
+}
+
+std::string Value(Stubs& s, const std::string& k, bool serializable) {
+  RangeResponse resp;
+  if (!Get(s, k, serializable, &resp).ok() || resp.kvs_size() == 0) return "";
+  return resp.kvs(0).value();
+}
+
+TEST(ClusterTest, EtcdctlWorksAgainstEveryMember) {
+  TempDir dir("capstan-cluster-ctl");
+  Cluster c(dir.path());
+  ASSERT_TRUE(c.Start()) << c.Logs();
+
+  for (size_t i = 0; i < c.size(); ++i) {
+    EXPECT_EQ(OkCtl(c.endpoint(i), {"put", "key" + std::to_string(i), "from-" + c.name(i)}),
+              "OK\n");
+  }
+  // Linearizable reads on any member see every acknowledged write at once.
+  for (size_t i = 0; i < c.size(); ++i) {
+    EXPECT_EQ(OkCtl(c.endpoint(i), {"get", "key", "--prefix", "--print-value-only"}),
+              "from-m0\nfrom-m1\nfrom-m2\n")
+        << "member " << i;
+  }
+  std::string members = OkCtl(c.endpoint(1), {"member", "list"});
+  for (size_t i = 0; i < c.size(); ++i) {
+    EXPECT_THAT(members, HasSubstr("started, " + c.name(i) + ", " + c.peer_url(i) + ", http://" +
+                                   c.endpoint(i) + ", false"));
+  }
+  std::string status = OkCtl(c.endpoint(2), {"endpoint", "status", "--cluster"});
+  for (size_t i = 0; i < c.size(); ++i) EXPECT_THAT(status, HasSubstr(c.endpoint(i)));
+  int leader = c.WaitForLeader(std::chrono::seconds(5));
+  ASSERT_GE(leader, 0);
+  size_t follower = (static_cast<size_t>(leader) + 1) % c.size();
+  size_t other = (static_cast<size_t>(leader) + 2) % c.size();
+
+  // A watch on a follower sees a put made through another member.
+  Process watch({"etcdctl", "--endpoints=" + c.endpoint(follower), "watch", "watched"},
+                dir.path() + "/watch.log", {{"ETCDCTL_API", "3"}});
+  ASSERT_TRUE(Eventually([&] {
+    OkCtl(c.endpoint(other), {"put", "watched", "hello"});
+    return watch.Log().find("hello") != std::string::npos;
+  }));
+
+  // Leases: granted on one follower, kept alive through another, attached keys
+  // visible everywhere, revoked through the leader.
+  std::string grant = OkCtl(c.endpoint(follower), {"lease", "grant", "30"});
+  std::string lease = grant.substr(6, grant.find(' ', 6) - 6);
+  OkCtl(c.endpoint(follower), {"put", "leased", "v", "--lease=" + lease});
+  EXPECT_THAT(OkCtl(c.endpoint(other), {"lease", "keep-alive", "--once", lease}),
+              HasSubstr("keepalived with TTL(30)"));
+  EXPECT_THAT(OkCtl(c.endpoint(other), {"lease", "timetolive", lease, "--keys"}),
+              HasSubstr("attached keys([leased])"));
+  OkCtl(c.endpoint(static_cast<size_t>(leader)), {"lease", "revoke", lease});
+  EXPECT_EQ(OkCtl(c.endpoint(follower), {"get", "leased"}), "");
+
+  // Txn and compaction go through the log from a follower.
+  EXPECT_THAT(Etcdctl(c.endpoint(follower), {"txn"},
+                      "value(\"key0\") = \"from-m0\"\n\nput key0 changed\n\n\n")
+                  .out,
+              HasSubstr("SUCCESS"));
+  EXPECT_EQ(OkCtl(c.endpoint(other), {"get", "key0", "--print-value-only"}), "changed\n");
+
+  // Leadership moves where it is told.
+  std::string target = HexId(c.MemberId(follower));
+  EXPECT_THAT(OkCtl(c.endpoint(static_cast<size_t>(leader)), {"move-leader", target}),
+              HasSubstr("Leadership transferred"));
+  EXPECT_EQ(c.WaitForLeader(std::chrono::seconds(5)), static_cast<int>(follower));
+}
+
+int64_t CountPrefix(Stubs& s, const std::string& prefix, bool serializable) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  RangeRequest req;
+  req.set_key(prefix);
+  std::string end = prefix;
+  end.back()++;
+  req.set_range_end(end);
+  req.set_count_only(true);
+  req.set_serializable(serializable);
+  RangeResponse resp;
+  if (!s.kv->Range(&ctx, req, &resp).ok()) return -1;
+  return resp.count();
+}
+
+TEST(ClusterTest, LeaderKilledUnderWriteLoadLosesNothingAndStaysLinearizable) {
+  TempDir dir("capstan-cluster-kill");
+  Cluster c(dir.path());
+  ASSERT_TRUE(c.Start()) << c.Logs();
+  int leader = c.WaitForLeader(std::chrono::seconds(5));
+  ASSERT_GE(leader, 0);
+
+  std::mutex mu;
+  std::vector<raft::sim::Op> history;
+  std::vector<std::string> acked;  // unique keys whose put was acknowledged
+  std::atomic<bool> stop{false};
+  auto t0 = Clock::now();
+  auto now = [&] {
+    return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
+  };
+  std::vector<std::thread> clients;
+  for (int cl = 0; cl < 6; ++cl) {
+    clients.emplace_back([&, cl] {
+      std::mt19937 rng(static_cast<uint32_t>(cl));
+      size_t member = static_cast<size_t>(cl) % c.size();
+      auto stubs = std::make_unique<Stubs>(c.endpoint(member));
+      int seq = 0;
+      while (!stop) {
+        unsigned dice = rng() % 4;
+        grpc::Status st;
+        if (dice < 2) {
+          std::string key = "u-" + std::to_string(cl) + "-" + std::to_string(seq++);
+          st = Put(*stubs, key, "v", nullptr, std::chrono::seconds(3));
+          if (st.ok()) {
+            std::lock_guard<std::mutex> lock(mu);
+            acked.push_back(key);
+          }
+        } else {
+          raft::sim::Op op;
+          op.client = static_cast<uint64_t>(cl);
+          op.key = "reg" + std::to_string(rng() % 3);
+          op.invoke = now();
+          if (dice == 2) {
+            op.kind = raft::sim::Op::Kind::kWrite;
+            op.value = "c" + std::to_string(cl) + "-" + std::to_string(seq++);
+            st = Put(*stubs, op.key, op.value, nullptr, std::chrono::seconds(3));
+            op.ok = st.ok();
+            // A failed write may still have happened: its outcome is unknown.
+            op.complete = st.ok() ? now() : INT64_MAX;
+          } else {
+            op.kind = raft::sim::Op::Kind::kRead;
+            RangeResponse resp;
+            st = Get(*stubs, op.key, false, &resp, std::chrono::seconds(3));
+            op.complete = now();
+            op.ok = st.ok();
+            if (resp.kvs_size() > 0) op.output = resp.kvs(0).value();
+          }
+          if (op.kind == raft::sim::Op::Kind::kWrite || op.ok) {
+            std::lock_guard<std::mutex> lock(mu);
+            history.push_back(op);
+          }
+        }
+        if (!st.ok()) {
+          // That member may be the dead one: go to the next.
+          member = (member + 1) % c.size();
+          stubs = std::make_unique<Stubs>(c.endpoint(member));
+        }
+      }
+    });
+  }
+  auto wait_for_acks = [&](size_t n) {
+    return Eventually([&] {
+      std::lock_guard<std::mutex> lock(mu);
+      return acked.size() >= n;
+    });
+  };
+  ASSERT_TRUE(wait_for_acks(200)) << c.Logs();
+  size_t acked_before_kill;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    acked_before_kill = acked.size();
+  }
+  auto killed_at = Clock::now();
+  c.Kill(static_cast<size_t>(leader));
+  int new_leader = c.WaitForLeader(std::chrono::seconds(15), {static_cast<size_t>(leader)});
+  auto failover = Clock::now() - killed_at;
+  ASSERT_GE(new_leader, 0) << c.Logs();
+  EXPECT_NE(new_leader, leader);
+  auto failover_ms = std::chrono::duration_cast<std::chrono::milliseconds>(failover).count();
+  std::cerr << "new leader " << failover_ms << " ms after SIGKILL (election timeout "
+            << c.options().election_ms << " ms)\n";
+  // "About two election timeouts"; the bound leaves room for a loaded CI machine.
+  EXPECT_LE(failover_ms, 6 * c.options().election_ms);
+  ASSERT_TRUE(wait_for_acks(acked_before_kill + 200)) << "writes did not resume\n" << c.Logs();
+  stop = true;
+  for (auto& t : clients) t.join();
+
+  ASSERT_TRUE(c.StartMember(static_cast<size_t>(leader))) << c.Log(static_cast<size_t>(leader));
+  ASSERT_GE(c.WaitForLeader(std::chrono::seconds(10)), 0);
+  for (size_t i = 0; i < c.size(); ++i) {
+    Stubs stubs(c.endpoint(i));
+    ASSERT_TRUE(Eventually([&] {
+      return CountPrefix(stubs, "u-", false) >= static_cast<int64_t>(acked.size());
+    })) << "member "
+        << i << " is missing acknowledged writes";
+    for (const std::string& key : acked) {
+      RangeResponse resp;
+      ASSERT_TRUE(Get(stubs, key, true, &resp).ok());
+      ASSERT_EQ(resp.kvs_size(), 1) << "member " << i << " lost acknowledged write " << key;
+    }
+  }
+  auto result = raft::sim::CheckLinearizable(history);
+  EXPECT_TRUE(result.linearizable) << result.key << "\n" << result.details;
+  EXPECT_EQ(result.inconclusive_keys, 0u);
+  std::cerr << acked.size() << " unique writes acknowledged, " << history.size()
+            << " register operations checked\n";
+}
+
+TEST(ClusterTest, IsolatedLeaderStepsDownAndTheMajorityCarriesOn) {
+  TempDir dir("capstan-cluster-partition");
+  Cluster c(dir.path());
+  ASSERT_TRUE(c.Start()) << c.Logs();
+  size_t old_leader = static_cast<size_t>(c.WaitForLeader(std::chrono::seconds(5)));
+  Stubs isolated(c.endpoint(old_leader));
+  ASSERT_TRUE(Put(isolated, "before", "1").ok());
+
+  c.Isolate({old_leader});
+  int leader = c.WaitForLeader(std::chrono::seconds(10), {old_leader});
+  ASSERT_GE(leader, 0) << c.Logs();
+  ASSERT_NE(static_cast<size_t>(leader), old_leader);
+  // CheckQuorum: the cut-off leader notices it leads no one and steps down.
+  EXPECT_TRUE(Eventually([&] { return c.LeaderSeenBy(old_leader) != c.MemberId(old_leader); }))
+      << c.Log(old_leader);
+
+  Stubs majority(c.endpoint(static_cast<size_t>(leader)));
+  ASSERT_TRUE(Put(majority, "during", "2").ok());
+  EXPECT_FALSE(Put(isolated, "lost", "x", nullptr, std::chrono::seconds(2)).ok())
+      << "a minority must not commit writes";
+  RangeResponse resp;
+  EXPECT_FALSE(Get(isolated, "during", false, &resp, std::chrono::seconds(2)).ok())
+      << "a minority must not serve linearizable reads";
+  EXPECT_EQ(Value(isolated, "before", true), "1") << "serializable reads are served locally";
+  EXPECT_EQ(Value(isolated, "during", true), "") << "the minority cannot have the new write";
+
+  c.Heal();
+  EXPECT_TRUE(Eventually([&] { return Value(isolated, "during", true) == "2"; }))
+      << c.Log(old_leader);
+  EXPECT_GE(c.WaitForLeader(std::chrono::seconds(10)), 0);
+  EXPECT_EQ(Value(isolated, "lost", false), "") << "the write the minority refused never appears";
+  EXPECT_TRUE(Put(isolated, "after", "3").ok());
+}
+
+TEST(ClusterTest, IsolatedFollowerFallsBehindAndCatchesUp) {
+  TempDir dir("capstan-cluster-follower");
+  Cluster c(dir.path());
+  ASSERT_TRUE(c.Start()) << c.Logs();
+  size_t leader = static_cast<size_t>(c.WaitForLeader(std::chrono::seconds(5)));
+  size_t follower = (leader + 1) % c.size();
+  c.Isolate({follower});
+  Stubs majority(c.endpoint(leader));
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(Put(majority, "k" + std::to_string(i), "v").ok());
+  Stubs cut(c.endpoint(follower));
+  EXPECT_EQ(CountPrefix(cut, "k", true), 0);
+  RangeResponse resp;
+  EXPECT_FALSE(Get(cut, "k1", false, &resp, std::chrono::seconds(2)).ok());
+  // The cut-off follower's pre-votes never disturb the majority's leader.
+  EXPECT_EQ(c.LeaderSeenBy(leader), c.MemberId(leader));
+  c.Heal();
+  EXPECT_TRUE(Eventually([&] { return CountPrefix(cut, "k", true) == 50; })) << c.Log(follower);
+  EXPECT_EQ(c.WaitForLeader(std::chrono::seconds(5)), static_cast<int>(leader))
+      << "healing a follower must not cost the leader its place";
+}
+
+TEST(ClusterTest, MembersAreAddedPromotedAndRemoved) {
+  TempDir dir("capstan-cluster-members");
+  Cluster c(dir.path());
+  ASSERT_TRUE(c.Start()) << c.Logs();
+  Stubs first(c.endpoint(0));
+  for (int i = 0; i < 50; ++i)
+    ASSERT_TRUE(Put(first, "k" + std::to_string(i), "v" + std::to_string(i)).ok());
+
+  size_t n = c.AddSlot();
+  EXPECT_THAT(OkCtl(c.endpoint(1),
+                    {"member", "add", c.name(n), "--peer-urls=" + c.peer_url(n), "--learner"}),
+              HasSubstr("added to cluster"));
+  ASSERT_TRUE(c.StartMember(n, /*existing=*/true)) << c.Log(n);
+  Stubs joined(c.endpoint(n));
+  ASSERT_TRUE(Eventually([&] { return Value(joined, "k49", true) == "v49"; })) << c.Log(n);
+  EXPECT_THAT(OkCtl(c.endpoint(0), {"member", "list"}),
+              HasSubstr("started, " + c.name(n) + ", " + c.peer_url(n)));
+
+  std::string id = HexId(c.MemberId(n));
+  EXPECT_THAT(OkCtl(c.endpoint(2), {"member", "promote", id}), HasSubstr("promoted"));
+  EXPECT_THAT(OkCtl(c.endpoint(0), {"member", "list"}),
+              HasSubstr(c.peer_url(n) + ", http://" + c.endpoint(n) + ", false"));
+
+  // Remove the leader itself: it hands over before leaving, and shuts down.
+  size_t leader = static_cast<size_t>(c.WaitForLeader(std::chrono::seconds(5)));
+  size_t asker = (leader + 1) % c.size();
+  EXPECT_THAT(OkCtl(c.endpoint(asker), {"member", "remove", HexId(c.MemberId(leader))}),
+              HasSubstr("removed from cluster"));
+  EXPECT_TRUE(Eventually([&] { return !c.Running(leader); })) << c.Log(leader);
+  int new_leader = c.WaitForLeader(std::chrono::seconds(10), {leader});
+  ASSERT_GE(new_leader, 0) << c.Logs();
+  std::string members = OkCtl(c.endpoint(n), {"member", "list"});
+  EXPECT_THAT(members, ::testing::Not(HasSubstr(c.peer_url(leader))));
+  EXPECT_TRUE(Put(joined, "after", "removal").ok());
+  EXPECT_EQ(Value(joined, "after", false), "removal");
+}
+
+TEST(ClusterTest, EveryMemberRestartsWithItsData) {
+  TempDir dir("capstan-cluster-restart");
+  Cluster c(dir.path());
+  ASSERT_TRUE(c.Start()) << c.Logs();
+  for (int i = 0; i < 60; ++i) {
+    Stubs s(c.endpoint(static_cast<size_t>(i) % c.size()));
+    ASSERT_TRUE(Put(s, "k" + std::to_string(i), "v").ok());
+  }
+  for (int round = 0; round < 2; ++round) {
+    // First a clean stop of everyone, then SIGKILL of everyone.
+    for (size_t i = 0; i < c.size(); ++i) round == 0 ? c.Stop(i) : c.Kill(i);
+    ASSERT_TRUE(c.Start()) << c.Logs();
+    for (size_t i = 0; i < c.size(); ++i) {
+      Stubs s(c.endpoint(i));
+      EXPECT_EQ(CountPrefix(s, "k", false), 60) << "member " << i << " round " << round;
+    }
+    Stubs s(c.endpoint(static_cast<size_t>(round)));
+    ASSERT_TRUE(Put(s, "round" + std::to_string(round), "ok").ok());
+  }
+}
+
+}  // namespace
+}  // namespace capstan::e2e
