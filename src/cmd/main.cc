@@ -33,6 +33,7 @@ struct StoreFlags {
   std::string initial_cluster_state = "new";
   std::string initial_cluster_token = "etcd-cluster";
   int64_t snapshot_catchup_entries = 5000;
+  int64_t snapshot_count = 10000;
   int64_t quota_backend_bytes = 0;
   int64_t max_request_bytes = 1536 * 1024;
   int max_txn_ops = 128;
@@ -73,6 +74,9 @@ void AddStoreFlags(CLI::App* cmd, StoreFlags* f, bool dev) {
       ->capture_default_str();
   cmd->add_option("--initial-cluster-token", f->initial_cluster_token,
                   "Makes member and cluster IDs unique to this cluster at bootstrap.")
+      ->capture_default_str();
+  cmd->add_option("--snapshot-count", f->snapshot_count,
+                  "Applied entries after which the database is flushed and the log compacted.")
       ->capture_default_str();
   cmd->add_option("--experimental-snapshot-catchup-entries", f->snapshot_catchup_entries,
                   "Log entries kept behind the database's durable point for slow followers; "
@@ -130,6 +134,8 @@ absl::StatusOr<store::StoreServerConfig> BuildConfig(const StoreFlags& f) {
     return absl::InvalidArgumentError("--experimental-snapshot-catchup-entries must be >= 1");
   }
   cfg.store.snapshot_catchup_entries = static_cast<uint64_t>(f.snapshot_catchup_entries);
+  if (f.snapshot_count < 1) return absl::InvalidArgumentError("--snapshot-count must be >= 1");
+  cfg.store.snapshot_count = static_cast<uint64_t>(f.snapshot_count);
   if (f.listen_client_urls.empty()) {
     return absl::InvalidArgumentError("--listen-client-urls: give at least one URL");
   }

@@ -344,6 +344,7 @@ void Node::DrainInputs() {
         durable > options_.catch_up_entries ? durable - options_.catch_up_entries : 0;
     if (keep_from > raft_->log().snapshot_index() && keep_from <= raft_->log().stable()) {
       raft_->Compact(keep_from);
+      CAPSTAN_LOG(info, "raft log compacted", "up_to", keep_from, "durable", durable);
     }
     auto term = raft_->log().Term(durable);
     if (term) {

@@ -1,5 +1,7 @@
 #include "store/backend.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "base/coding.h"
 #include "rocksdb/cache.h"
@@ -130,6 +132,29 @@ absl::Status Backend::Checkpoint(const std::string& dir) {
   std::unique_ptr<rocksdb::Checkpoint> owned(cp);
   // Flush first so the checkpoint holds everything applied (our RocksDB WAL is off).
   return FromRocks(owned->CreateCheckpoint(dir, /*log_size_for_flush=*/0), "checkpoint create");
+}
+
+absl::Status Backend::ReplaceWith(const std::string& dir, const std::vector<std::string>& keep) {
+  rocksdb::Options opts;
+  rocksdb::DB* raw = nullptr;
+  RETURN_IF_ERROR(FromRocks(rocksdb::DB::OpenForReadOnly(opts, dir, &raw),
+                            absl::StrCat("open received snapshot ", dir)));
+  std::unique_ptr<rocksdb::DB> src(raw);
+  rocksdb::WriteBatch batch;
+  // Every key space ('l', 'm', 'r') sorts below 0xff.
+  batch.DeleteRange(db_->DefaultColumnFamily(), rocksdb::Slice("", 0), "\xff");
+  std::unique_ptr<rocksdb::Iterator> it(src->NewIterator(rocksdb::ReadOptions()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    if (std::find(keep.begin(), keep.end(), it->key().ToStringView()) != keep.end()) continue;
+    batch.Put(it->key(), it->value());
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "read received snapshot"));
+  for (const std::string& k : keep) {
+    auto v = Get(k);
+    if (v.ok()) batch.Put(k, *v);
+  }
+  RETURN_IF_ERROR(Write(&batch));
+  return Flush();
 }
 
 }  // namespace capstan::store

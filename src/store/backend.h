@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/status.h"
 #include "rocksdb/db.h"
@@ -61,6 +62,12 @@ class Backend {
   absl::Status CompactAll();
   // A consistent copy of the database in `dir` (hard links where possible).
   absl::Status Checkpoint(const std::string& dir);
+  // Replaces the whole content with that of the checkpoint in `dir` (a
+  // snapshot from the leader), keeping the keys in `keep` (this member's own
+  // identity). One write batch, then a flush: readers and a crash see the old
+  // content or the new, never a mix. The batch holds the whole snapshot in
+  // memory.
+  absl::Status ReplaceWith(const std::string& dir, const std::vector<std::string>& keep);
   const std::string& path() const { return path_; }
 
  private:

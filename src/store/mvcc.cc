@@ -28,6 +28,8 @@ size_t Mvcc::key_count() const {
 
 absl::Status Mvcc::Restore(const std::function<void(const std::string&, int64_t)>& on_lease) {
   MutexLock lock(&mu_);
+  index_ = TreeIndex();  // a restore after a snapshot starts from scratch
+  compact_rev_.store(-1);
   std::map<std::string, int64_t> leases;
   auto it = backend_->NewIterator();
   int64_t last = 1;

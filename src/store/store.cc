@@ -116,19 +116,8 @@ absl::Status Store::Init() {
   request_nonce_ = RandomU64() & 0xffff000000000000ull;
 
   lessor_ = std::make_unique<Lessor>(clock_, options_.min_lease_ttl_seconds);
-  {
-    auto it = backend_->NewIterator();
-    for (it->Seek("l"); it->Valid() && it->key().starts_with("l"); it->Next()) {
-      LeaseRecord rec;
-      if (!rec.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
-        return absl::DataLossError("undecodable lease record in " + backend_->path());
-      }
-      lessor_->Restore(rec.id(), rec.ttl_seconds());
-    }
-  }
   mvcc_ = std::make_unique<Mvcc>(backend_.get());
-  RETURN_IF_ERROR(mvcc_->Restore(
-      [this](const std::string& key, int64_t lease) { lessor_->Attach(lease, key); }));
+  RETURN_IF_ERROR(LoadLeasesAndIndex());
 
   WatchHub::Options hub_opts;
   hub_opts.max_request_bytes = options_.max_request_bytes;
@@ -194,6 +183,20 @@ absl::Status Store::Init() {
               absl::StrCat(absl::Hex(cluster_id_)));
   background_ = std::thread([this] { BackgroundLoop(); });
   return absl::OkStatus();
+}
+
+absl::Status Store::LoadLeasesAndIndex() {
+  lessor_->Clear();
+  auto it = backend_->NewIterator();
+  for (it->Seek("l"); it->Valid() && it->key().starts_with("l"); it->Next()) {
+    LeaseRecord rec;
+    if (!rec.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return absl::DataLossError("undecodable lease record in " + backend_->path());
+    }
+    lessor_->Restore(rec.id(), rec.ttl_seconds());
+  }
+  return mvcc_->Restore(
+      [this](const std::string& key, int64_t lease) { lessor_->Attach(lease, key); });
 }
 
 absl::Status Store::InitIdentity(std::vector<raft::Entry>* bootstrap) {
@@ -560,9 +563,36 @@ absl::StatusOr<raft::AppliedState> Store::CreateSnapshot(const std::string& dir)
 }
 
 absl::Status Store::RestoreSnapshot(const std::string& dir, const raft::AppliedState& meta) {
-  return absl::UnimplementedError(absl::StrCat("restoring a snapshot from the leader (index ",
-                                               meta.index, ") from ", dir,
-                                               " is not supported yet"));
+  // Runs on the apply thread, so nothing else writes meanwhile. Readers see
+  // the old content until the one batch lands; the in-memory index is rebuilt
+  // right after.
+  CAPSTAN_LOG(info, "restoring a snapshot from the leader", "index", meta.index, "term", meta.term,
+              "dir", dir);
+  RETURN_IF_ERROR(backend_->ReplaceWith(dir, {MetaKey(kMetaIdentity), MetaKey(kMetaJoinMembers)}));
+  RETURN_IF_ERROR(LoadLeasesAndIndex());
+  RETURN_IF_ERROR(applier_->Restore());
+  auto [index, term] = applier_->Applied();
+  if (index != meta.index) {
+    return absl::DataLossError(absl::StrCat("the snapshot announced index ", meta.index,
+                                            " but its database holds index ", index));
+  }
+  applied_ = index;
+  last_applied_term_ = term;
+  if (applied_index_) applied_index_->Set(static_cast<int64_t>(index));
+  hub_->Resync();
+  std::function<void()> members_changed;
+  {
+    std::lock_guard<std::mutex> lock(stubs_mu_);
+    members_changed = on_members_changed_;
+  }
+  if (members_changed) members_changed();
+  {
+    std::lock_guard<std::mutex> lock(rev_mu_);
+    rev_cv_.notify_all();
+  }
+  RunReads(index);
+  CAPSTAN_LOG(info, "restored from snapshot", "index", index, "revision", mvcc_->current_rev());
+  return absl::OkStatus();
 }
 
 absl::Status Store::CheckQuota(size_t cost) {
@@ -689,7 +719,11 @@ void Store::BackgroundLoop() {
       d(ErrTimeout(), nullptr);
     }
     // Persist the backend and let the log drop what it no longer needs.
-    if (now - last_flush >= std::chrono::seconds(10) && applied_.load() > released + 1000) {
+    // After --snapshot-count entries (or 10 s with some), the backend is made
+    // durable and the log compacted behind it.
+    uint64_t pending = applied_.load() > released ? applied_.load() - released : 0;
+    if (pending >= options_.snapshot_count ||
+        (now - last_flush >= std::chrono::seconds(10) && pending > 1000)) {
       last_flush = now;
       uint64_t durable = applier_->Applied().first;
       if (backend_->Flush().ok()) {

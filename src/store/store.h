@@ -63,6 +63,7 @@ struct StoreOptions {
   std::chrono::milliseconds heartbeat{100};
   int election_ticks = 10;
   uint64_t snapshot_catchup_entries = 5000;
+  uint64_t snapshot_count = 10000;  // applied entries between backend flushes + log compactions
   // Called once when this member sees its own removal applied (etcd exits
   // then: the member must not serve stale data).
   std::function<void()> on_removed;
@@ -151,6 +152,8 @@ class Store final : public raft::StateMachine {
   // Decides this member's and the cluster's IDs at first start; fills the
   // bootstrap entries for a founding member of a new cluster.
   absl::Status InitIdentity(std::vector<raft::Entry>* bootstrap);
+  // (Re)builds the lessor and the MVCC index from the backend.
+  absl::Status LoadLeasesAndIndex();
   absl::Status JoinExisting(const std::vector<InitialMember>& members, MemberIdentity* id);
   void ApplyBatch(const raft::CommittedBatch& batch) override;
   absl::StatusOr<raft::AppliedState> CreateSnapshot(const std::string& dir) override;

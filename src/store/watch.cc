@@ -153,6 +153,19 @@ void WatchHub::MakeSynced(Watcher* w) {
   }
 }
 
+void WatchHub::Resync() {
+  {
+    MutexLock lock(&mu_);
+    for (auto& [sink, stream] : streams_) {
+      for (auto& [id, w] : stream->watchers) {
+        if (w->synced) MakeUnsynced(w.get(), w->next_rev);
+      }
+    }
+    published_rev_ = mvcc_->current_rev();
+  }
+  Kick();
+}
+
 void WatchHub::MakeUnsynced(Watcher* w, int64_t next_rev) {
   if (w->synced) {
     if (IsSingleKey(w->end)) {

@@ -70,6 +70,9 @@ class WatchHub {
 
   // Wakes the syncer (a sink that drained may let behind watchers resume).
   void Kick();
+  // The store's content was replaced by a snapshot: every watcher catches up
+  // from the history again (or is cancelled as compacted).
+  void Resync();
 
   size_t watcher_count() const;
 

@@ -23,12 +23,14 @@ FaultProxy::FaultProxy(int target_port) : target_port_(target_port) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;  // the kernel picks: no race with other tests
-  ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  // From PickFreePort, which never hands out a port twice in this process,
+  // so a proxy cannot take a port already promised to a member.
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    port_ = PickFreePort();
+    addr.sin_port = htons(static_cast<uint16_t>(port_));
+    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) break;
+  }
   ::listen(listen_fd_, 64);
-  socklen_t len = sizeof(addr);
-  ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-  port_ = ntohs(addr.sin_port);
   acceptor_ = std::thread([this] { AcceptLoop(); });
 }
 

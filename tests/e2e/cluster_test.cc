@@ -310,6 +310,58 @@ TEST(ClusterTest, IsolatedFollowerFallsBehindAndCatchesUp) {
       << "healing a follower must not cost the leader its place";
 }
 
+TEST(ClusterTest, FollowerFarBehindCatchesUpFromASnapshot) {
+  TempDir dir("capstan-cluster-snapshot");
+  ClusterOptions options;
+  options.extra_flags = {"--snapshot-count", "100", "--experimental-snapshot-catchup-entries",
+                         "20"};
+  Cluster c(dir.path(), options);
+  ASSERT_TRUE(c.Start()) << c.Logs();
+  size_t leader = static_cast<size_t>(c.WaitForLeader(std::chrono::seconds(5)));
+  size_t follower = (leader + 1) % c.size();
+  Stubs cut(c.endpoint(follower));
+  ASSERT_TRUE(Put(cut, "k000", "first").ok());
+  // A watcher on the follower must see every event across the snapshot, in order.
+  Process watch({"etcdctl", "--endpoints=" + c.endpoint(follower), "watch", "--prefix", "k"},
+                dir.path() + "/watch.log", {{"ETCDCTL_API", "3"}});
+  ASSERT_TRUE(Eventually([&] {
+    return Put(cut, "k000", "first").ok() && watch.Log().find("first") != std::string::npos;
+  }));
+
+  c.Isolate({follower});
+  Stubs majority(c.endpoint(leader));
+  char key[16];
+  for (int i = 1; i <= 400; ++i) {
+    std::snprintf(key, sizeof(key), "k%03d", i);
+    ASSERT_TRUE(Put(majority, key, "v" + std::to_string(i)).ok());
+  }
+  ASSERT_TRUE(Eventually([&] {
+    return c.Log(leader).find("raft log compacted") != std::string::npos;
+  })) << c.Log(leader);
+  c.Heal();
+  ASSERT_TRUE(
+      Eventually([&] { return CountPrefix(cut, "k", true) == 401; }, std::chrono::seconds(20)))
+      << c.Log(follower);
+  EXPECT_THAT(c.Log(follower), HasSubstr("restored from snapshot"));
+  EXPECT_EQ(Value(cut, "k400", false), "v400");
+  ASSERT_TRUE(Eventually([&] { return watch.Log().find("v400") != std::string::npos; }))
+      << watch.Log();
+  std::string events = watch.Log();
+  size_t last = 0;
+  for (int i = 1; i <= 400; ++i) {
+    size_t at = events.find("\nv" + std::to_string(i) + "\n");
+    ASSERT_NE(at, std::string::npos) << "watch missed event " << i;
+    ASSERT_GT(at, last) << "watch events out of order at " << i;
+    last = at;
+  }
+  // The restored state is durable: it survives a restart of the follower.
+  c.Kill(follower);
+  ASSERT_TRUE(c.StartMember(follower)) << c.Log(follower);
+  Stubs again(c.endpoint(follower));
+  EXPECT_EQ(CountPrefix(again, "k", false), 401) << c.Log(follower);
+  EXPECT_TRUE(Put(again, "after", "snapshot").ok());
+}
+
 TEST(ClusterTest, MembersAreAddedPromotedAndRemoved) {
   TempDir dir("capstan-cluster-members");
   Cluster c(dir.path());

@@ -67,8 +67,8 @@ TEST(DiskFull, WritesFailClearlyAndNoAcknowledgedWriteIsLost) {
     // Serializable reads still work; linearizable ones cannot be confirmed
     // through a failed log and say so; further writes fail fast with the same
     // story; health says why.
-    auto get = Etcdctl(server.endpoint(),
-                       {"get", acked.front().first, "--keys-only", "--consistency=s"});
+    auto get =
+        Etcdctl(server.endpoint(), {"get", acked.front().first, "--keys-only", "--consistency=s"});
     EXPECT_EQ(get.out, acked.front().first + "\n\n");
     auto linearizable = Etcdctl(server.endpoint(), {"get", acked.front().first});
     EXPECT_NE(linearizable.exit_code, 0);
