@@ -38,6 +38,15 @@ struct Config {
   size_t max_inflight = 256;              // appends outstanding per follower
   size_t max_bytes_per_append = 1 << 20;  // entry data per append message
   uint64_t seed = 0;                      // for randomized election timeouts
+  // Lease-based reads (off by default): the leader answers ReadIndex from its
+  // commit index without a heartbeat round while it holds a lease, i.e. it
+  // heard from a quorum in the current CheckQuorum window and the window has
+  // more than `lease_margin_ticks` left. Safe only if clocks run at the same
+  // rate within that margin and messages are delivered within it: followers
+  // refuse votes for an election timeout after hearing from the leader, and
+  // the lease must end before any of them can vote for someone else.
+  bool lease_reads = false;
+  int lease_margin_ticks = 4;
 };
 
 // What a restarted node recovers from disk.
@@ -117,6 +126,8 @@ class Raft {
   // Counts granted and rejected votes; returns +1 won, -1 lost, 0 pending.
   int TallyVotes(uint64_t from, bool granted);
   bool CommittedEntryInCurrentTerm() const;
+  // Lease reads: whether the leader may answer a read without a quorum round.
+  bool InLease() const;
   void ResetRandomizedElectionTimeout();
   void ApplyConf(const ConfState& cs);
   void ReleasePendingReads();

@@ -265,13 +265,25 @@ void Raft::HandleReadIndexRequest(Message& m) {
     return;
   }
   PendingRead read{log_.committed(), m.from, m.context, {}};
-  if (conf_.voters.size() == 1) {
+  if (conf_.voters.size() == 1 || InLease()) {
     RespondToRead(read);
     return;
   }
   read.acks[id_] = true;
   pending_reads_.push_back(std::move(read));
   BroadcastHeartbeat(pending_reads_.back().context);
+}
+
+bool Raft::InLease() const {
+  if (!cfg_.lease_reads || !cfg_.check_quorum || role_ != Role::kLeader) return false;
+  // A transfer lets the target win votes inside other members' leases.
+  if (lead_transferee_ != 0) return false;
+  if (election_elapsed_ + cfg_.lease_margin_ticks >= cfg_.election_tick) return false;
+  size_t active = 0;
+  for (const auto& [id, pr] : prs_) {
+    if ((id == id_ || pr.recent_active) && IsVoter(id)) ++active;
+  }
+  return active >= Quorum();
 }
 
 void Raft::HandleHeartbeatResp(const Message& m) {

@@ -18,6 +18,11 @@ int main(int argc, char** argv) {
   app.add_option("--seeds", seeds, "Run seeds 1..N.")->capture_default_str();
   app.add_option("--nodes", o.nodes, "Cluster size.")->capture_default_str();
   app.add_option("--fault-ticks", o.fault_ticks, "Ticks with faults.")->capture_default_str();
+  app.add_option("--torn-write", o.torn_write, "Chance a crash keeps part of the unsynced writes.")
+      ->capture_default_str();
+  app.add_option("--transfer-per-tick", o.transfer_per_tick, "Chance per tick of a leader transfer.")
+      ->capture_default_str();
+  app.add_flag("--lease-reads", o.lease_reads, "Serve reads from the leader's lease.");
   app.add_flag("--bug-send-before-persist", o.bug_send_before_persist,
                "Inject the 'vote before persisting' bug.");
   app.add_flag("--verbose", o.verbose, "Log every step.");

@@ -18,8 +18,8 @@ class SimSeeds : public ::testing::TestWithParam<int> {};
 
 TEST_P(SimSeeds, SafeUnderFaultsAndLiveAfterHealing) {
   int nodes = GetParam();
-  int seeds = SeedCount(nodes == 3 ? 150 : 60);
-  int64_t committed = 0, leaders = 0, crashes = 0;
+  int seeds = SeedCount(nodes == 3 ? 300 : nodes == 5 ? 150 : 50);
+  int64_t committed = 0, leaders = 0, crashes = 0, watch_events = 0, transfers = 0;
   for (int seed = 1; seed <= seeds; ++seed) {
     SimOptions o;
     o.seed = static_cast<uint64_t>(seed) * 7919 + nodes;
@@ -30,13 +30,34 @@ TEST_P(SimSeeds, SafeUnderFaultsAndLiveAfterHealing) {
     committed += r.committed;
     leaders += r.leaders_elected;
     crashes += r.crashes;
+    watch_events += r.watch_events;
+    transfers += r.transfers;
   }
   // The runs must actually exercise something.
   EXPECT_GT(committed, seeds * 20);
   EXPECT_GT(leaders, seeds);
   EXPECT_GT(crashes, 0);
+  EXPECT_GT(watch_events, committed) << "watchers must see the committed entries";
+  if (nodes > 1) {
+    EXPECT_GT(transfers, 0);
+  }
   std::cerr << seeds << " seeds: " << committed << " entries committed, " << leaders
-            << " leaders elected, " << crashes << " crashes\n";
+            << " leaders elected, " << crashes << " crashes, " << transfers << " transfers, "
+            << watch_events << " watch events checked\n";
+}
+
+// Lease-based reads (off by default) stay linearizable under the simulator's
+// bounded delays (max_delay < lease_margin_ticks).
+TEST(Sim, LeaseReadsStayLinearizable) {
+  int seeds = SeedCount(100);
+  for (int seed = 1; seed <= seeds; ++seed) {
+    SimOptions o;
+    o.seed = static_cast<uint64_t>(seed) * 104729;
+    o.lease_reads = true;
+    SimResult r = RunSimulation(o);
+    ASSERT_TRUE(r.ok) << r.failure;
+    EXPECT_EQ(r.inconclusive_keys, 0u) << "seed " << o.seed;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(ClusterSizes, SimSeeds, ::testing::Values(1, 3, 5));

@@ -20,18 +20,26 @@ struct Disk {
   PersistentState synced;
   Kv snapshot_kv;  // the state machine as of synced.snapshot.index
   std::optional<std::pair<SnapshotMeta, Kv>> pending_snapshot;
-  std::optional<HardState> pending_hs;
-  std::vector<Entry> pending_entries;  // replace synced.entries from [0].index on
+  // Writes since the last sync, in order. Within one, the entries precede the
+  // hard state, as in the WAL.
+  struct PendingWrite {
+    std::optional<HardState> hard_state;
+    std::vector<Entry> entries;
+  };
+  std::vector<PendingWrite> pending;
+
   void Write(const Ready& rd) {
-    if (rd.hard_state) pending_hs = rd.hard_state;
-    if (!rd.entries.empty()) {
-      // A later write of the same indexes replaces an earlier pending one.
-      uint64_t from = rd.entries.front().index;
-      while (!pending_entries.empty() && pending_entries.back().index >= from) {
-        pending_entries.pop_back();
-      }
-      pending_entries.insert(pending_entries.end(), rd.entries.begin(), rd.entries.end());
+    if (rd.hard_state || !rd.entries.empty()) pending.push_back({rd.hard_state, rd.entries});
+  }
+  void Persist(const PendingWrite& w, size_t entries, bool hard_state) {
+    if (entries > 0) {
+      // A later write of the same indexes replaces what was there.
+      uint64_t from = w.entries.front().index;
+      auto& e = synced.entries;
+      while (!e.empty() && e.back().index >= from) e.pop_back();
+      e.insert(e.end(), w.entries.begin(), w.entries.begin() + static_cast<ptrdiff_t>(entries));
     }
+    if (hard_state && w.hard_state) synced.hard_state = *w.hard_state;
   }
   void Sync() {
     if (pending_snapshot) {
@@ -40,15 +48,8 @@ struct Disk {
       synced.entries.clear();
       pending_snapshot.reset();
     }
-    if (pending_hs) synced.hard_state = *pending_hs;
-    pending_hs.reset();
-    if (!pending_entries.empty()) {
-      uint64_t from = pending_entries.front().index;
-      auto& e = synced.entries;
-      while (!e.empty() && e.back().index >= from) e.pop_back();
-      e.insert(e.end(), pending_entries.begin(), pending_entries.end());
-      pending_entries.clear();
-    }
+    for (const auto& w : pending) Persist(w, w.entries.size(), true);
+    pending.clear();
   }
   // Takes a snapshot of the applied state and forgets the entries it covers.
   void Snapshot(const SnapshotMeta& meta, const Kv& kv) {
@@ -56,10 +57,20 @@ struct Disk {
     snapshot_kv = kv;
     std::erase_if(synced.entries, [&](const Entry& e) { return e.index <= meta.index; });
   }
-  void Crash() {
+  // Unsynced writes are lost, except that the page cache may already have
+  // written some of them: a torn write keeps a prefix of the byte stream,
+  // i.e. whole earlier writes plus a prefix of one write's entries.
+  void Crash(std::mt19937_64& rng, double torn) {
+    bool keep_some = !pending_snapshot &&
+                     std::uniform_real_distribution<double>(0, 1)(rng) < torn && !pending.empty();
+    if (keep_some) {
+      size_t whole = rng() % pending.size();
+      for (size_t i = 0; i < whole; ++i) Persist(pending[i], pending[i].entries.size(), true);
+      const PendingWrite& w = pending[whole];
+      Persist(w, w.entries.empty() ? 0 : rng() % (w.entries.size() + 1), false);
+    }
     pending_snapshot.reset();
-    pending_hs.reset();
-    pending_entries.clear();
+    pending.clear();
   }
 };
 
@@ -80,6 +91,18 @@ struct Node {
   std::map<std::string, PendingClientOp> proposals;
   std::map<std::string, std::pair<PendingClientOp, uint64_t>> reads;  // ctx -> (op, index)
   int restart_at = -1;
+  // What this node applied since it started (or installed a snapshot), for
+  // the watchers attached to it: index -> entry data.
+  std::map<uint64_t, std::string> applied_log;
+  uint64_t log_base = 1;  // first index applied_log can hold
+};
+
+// A watch client: attached to one node, it receives every entry that node
+// applies from `next` on; when the node dies it reconnects to another one with
+// its last index, as an etcd client does with its last revision.
+struct Watcher {
+  uint64_t node = 0;
+  uint64_t next = 1;
 };
 
 struct InFlight {
@@ -111,6 +134,9 @@ class Simulation {
       if (i <= o.nodes) n->disk.synced = founding;
       nodes_.push_back(std::move(n));
       Start(*nodes_.back());
+    }
+    for (int w = 0; w < o.watchers; ++w) {
+      watchers_.push_back(Watcher{1 + Rand(static_cast<uint64_t>(o.nodes)), 1});
     }
   }
 
@@ -175,11 +201,14 @@ class Simulation {
     cfg.election_tick = 10;
     cfg.heartbeat_tick = 1;
     cfg.max_inflight = 8;
+    cfg.lease_reads = opts_.lease_reads;
     n.raft = std::make_unique<Raft>(cfg, n.disk.synced);
     n.raft->set_bug_vote_without_log_check(opts_.bug_vote_without_log_check);
     // The state machine restarts from its snapshot and re-applies the log.
     n.kv = n.disk.snapshot_kv;
     n.applied = n.disk.synced.snapshot.index;
+    n.applied_log.clear();
+    n.log_base = n.applied + 1;
     n.proposals.clear();
     n.reads.clear();
     n.restart_at = -1;
@@ -196,7 +225,7 @@ class Simulation {
     }
     ++result_.crashes;
     n.raft.reset();
-    n.disk.Crash();
+    n.disk.Crash(rng_, opts_.torn_write);
     // The clients of its pending operations never hear back: unknown outcome.
     FreeAll(n.proposals, [](const PendingClientOp& p) { return p.history_index; });
     FreeAll(n.reads, [](const auto& r) { return r.first.history_index; });
@@ -233,8 +262,63 @@ class Simulation {
       }
     }
     if (Chance(0.01)) ChangeMembership();
+    if (Chance(opts_.transfer_per_tick)) TransferLeadership();
     // Client load.
     if (Chance(0.3)) ClientOp();
+  }
+
+  // The leader hands over to a random other voter (etcd's MoveLeader).
+  void TransferLeadership() {
+    for (auto& n : nodes_) {
+      if (!n->raft || n->raft->role() != Role::kLeader) continue;
+      const auto& voters = n->raft->conf().voters;
+      uint64_t to = voters[Rand(voters.size())];
+      if (to == n->id) return;
+      n->raft->TransferLeader(to);
+      ++result_.transfers;
+      Process(*n);
+      return;
+    }
+  }
+
+  // Delivers to each watcher what its node applied since, and checks the
+  // stream: consecutive indexes (no gap, no duplicate) carrying exactly the
+  // committed entries. A node that only has a snapshot past the watcher's
+  // position answers "compacted", which skips ahead explicitly.
+  void DeliverWatches() {
+    for (Watcher& w : watchers_) {
+      Node* n = Find(w.node);
+      if (n == nullptr || !n->raft) {
+        std::vector<uint64_t> up;
+        for (auto& m : nodes_) {
+          if (m->raft) up.push_back(m->id);
+        }
+        if (up.empty()) continue;
+        w.node = up[Rand(up.size())];
+        continue;  // reconnected; events flow from the next tick
+      }
+      while (w.next <= n->applied && result_.ok) {
+        if (w.next < n->log_base) {
+          w.next = n->log_base;  // compacted: the client re-watches from here
+          continue;
+        }
+        auto it = n->applied_log.find(w.next);
+        if (it == n->applied_log.end()) {
+          Fail(absl::StrCat("watcher on node ", n->id, " found no event at index ", w.next,
+                            " (a gap)"));
+          return;
+        }
+        auto c = committed_.find(w.next);
+        if (c == committed_.end() ||
+            (c->second.second != "<snapshot>" && c->second.second != it->second)) {
+          Fail(absl::StrCat("watcher on node ", n->id, " got an event at index ", w.next,
+                            " that is not the committed entry"));
+          return;
+        }
+        ++w.next;
+        ++result_.watch_events;
+      }
+    }
   }
 
   // Adds the spare node as a learner, promotes it once it has caught up,
@@ -361,6 +445,7 @@ class Simulation {
       });
     }
     CheckLeaders();
+    DeliverWatches();
     (void)faults;
   }
 
@@ -382,7 +467,10 @@ class Simulation {
       if (m.type == MsgType::kSnapshot) ReportSnapshot(m.from, m.to, /*failed=*/true);
       return;
     }
-    int copies = Chance(opts_.duplicate) ? 2 : 1;
+    // Raft's own messages may arrive twice. A forwarded proposal may not: it
+    // would apply the client's write twice, and the real transport delivers
+    // each message at most once (it drops, never resends, on a broken stream).
+    int copies = Chance(opts_.duplicate) && m.type != MsgType::kPropose ? 2 : 1;
     for (int i = 0; i < copies; ++i) {
       InFlight f{now_ + 1 + static_cast<int64_t>(Rand(opts_.max_delay)), seq_++, m, nullptr};
       if (m.type == MsgType::kSnapshot) {
@@ -403,6 +491,8 @@ class Simulation {
         n.disk.pending_snapshot = {*rd.snapshot, *n.incoming_snapshot};
         n.kv = *n.incoming_snapshot;
         n.applied = rd.snapshot->index;
+        n.applied_log.clear();
+        n.log_base = n.applied + 1;
         committed_.emplace(rd.snapshot->index, std::make_pair(rd.snapshot->term, "<snapshot>"));
       }
       n.disk.Write(rd);
@@ -451,6 +541,11 @@ class Simulation {
       Op& op = history_[it->second.first.history_index];
       auto kv = n.kv.find(op.key);
       op.output = kv == n.kv.end() ? "" : kv->second;
+      if (opts_.verbose) {
+        std::fprintf(stderr, "t=%lld node %llu read %s at index %llu (applied %llu) -> '%s'\n",
+                     (long long)now_, (unsigned long long)n.id, op.key.c_str(),
+                     (unsigned long long)index, (unsigned long long)n.applied, op.output.c_str());
+      }
       op.ok = true;
       op.complete = now_;
       FreeClient(it->second.first.history_index);
@@ -474,6 +569,7 @@ class Simulation {
       return;
     }
     n.applied = e.index;
+    n.applied_log[e.index] = e.data;
     result_.committed = std::max<int64_t>(result_.committed, e.index);
     if (e.type == EntryType::kConfChange) {
       ConfChange cc;
@@ -504,6 +600,11 @@ class Simulation {
       auto cur = n.kv.find(parts[2]);
       ok = cur != n.kv.end() && cur->second == parts[3];
       if (ok) n.kv[parts[2]] = parts[4];
+    }
+    if (opts_.verbose) {
+      std::fprintf(stderr, "t=%lld node %llu applied %llu: %s%s\n", (long long)now_,
+                   (unsigned long long)n.id, (unsigned long long)e.index, e.data.c_str(),
+                   ok ? "" : " (failed)");
     }
     auto p = n.proposals.find(id);
     if (p != n.proposals.end()) {
@@ -556,7 +657,21 @@ class Simulation {
                       0;
         if (member) all &= n->raft && n->applied >= target;
       }
-      if (all) return;
+      if (all) {
+        // Every watcher on a member has caught up with the converged log (one
+        // on a node outside the cluster legitimately sees it no more).
+        DeliverWatches();
+        for (const Watcher& w : watchers_) {
+          bool member = std::count(conf.voters.begin(), conf.voters.end(), w.node) +
+                            std::count(conf.learners.begin(), conf.learners.end(), w.node) >
+                        0;
+          if (member && w.next <= target) {
+            Fail(absl::StrCat("a watcher on node ", w.node, " stopped at index ", w.next,
+                              " while the log reached ", target));
+          }
+        }
+        return;
+      }
     }
     Fail(absl::StrCat("nodes did not converge on index ", target, " after healing"));
   }
@@ -571,6 +686,7 @@ class Simulation {
   std::map<uint64_t, uint64_t> leaders_;  // term -> leader
   std::map<uint64_t, std::pair<uint64_t, std::string>> committed_;
   std::vector<Op> history_;
+  std::vector<Watcher> watchers_;
   std::vector<bool> client_busy_ = std::vector<bool>(opts_.clients, false);
   SimResult result_;
 };

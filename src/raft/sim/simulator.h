@@ -35,6 +35,10 @@ struct SimOptions {
   int max_delay = 3;  // ticks
   double crash_per_tick = 0.004;
   double partition_per_tick = 0.01;
+  double transfer_per_tick = 0.003;  // the leader hands over to a random voter
+  double torn_write = 0.5;           // a crash keeps a random prefix of unsynced writes
+  bool lease_reads = false;          // leader answers reads from its lease
+  int watchers = 3;
   // Deliberate bugs, to show the checkers catch them.
   bool bug_send_before_persist = false;  // votes/acks sent before the disk has them
   bool bug_vote_without_log_check = false;
@@ -50,6 +54,8 @@ struct SimResult {
   int64_t conf_changes = 0;
   size_t history_ops = 0;
   size_t inconclusive_keys = 0;  // keys the linearizability search could not finish
+  int64_t watch_events = 0;      // events delivered to watchers and checked
+  int64_t transfers = 0;
 };
 
 SimResult RunSimulation(const SimOptions& options);
