@@ -146,7 +146,7 @@ void Node::Stop() {
 
 absl::Status Node::Health() const {
   if (!failed_) return absl::OkStatus();
-  std::lock_guard<std::mutex> lock(const_cast<std::mutex&>(mu_));
+  std::lock_guard<std::mutex> lock(mu_);
   return failure_;
 }
 
@@ -171,6 +171,7 @@ absl::Status Node::RunOnLoop(std::function<absl::Status()> fn) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return absl::UnavailableError("raft node stopped");
+    if (!failure_.ok()) return failure_;  // the loop has exited
     tasks_.push_back([this, fn = std::move(fn), result] {
       if (stopping_) {
         result->set_value(absl::UnavailableError("raft node stopped"));
@@ -538,13 +539,16 @@ void Node::Fail(const absl::Status& cause, std::vector<std::string> dropped) {
       absl::StrCat("etcdserver: write-ahead log failed (", cause.message(),
                    "); this member takes no more requests that need the log until it restarts "
                    "with the disk fixed"));
+  std::vector<std::function<void()>> tasks;
   {
     std::lock_guard<std::mutex> lock(mu_);
     failure_ = st;
     for (auto& d : proposals_) dropped.push_back(std::move(d));
     proposals_.clear();
+    tasks.swap(tasks_);
   }
   failed_ = true;
+  for (auto& t : tasks) t();  // the loop exits after this: nobody may wait on it
   for (auto& h : held_) {
     for (auto& d : h.data) dropped.push_back(std::move(d));
   }

@@ -179,7 +179,7 @@ class Node {
   std::unique_ptr<Wal> wal_;    // raft loop only
 
   // Inputs, guarded by mu_.
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::string> proposals_;
   size_t proposal_bytes_ = 0;
@@ -188,7 +188,7 @@ class Node {
   std::vector<std::function<void()>> tasks_;
   std::vector<std::pair<uint64_t, std::string>> incoming_snapshots_;  // index -> dir
   uint64_t compact_to_ = 0;
-  bool stopping_ = false;
+  std::atomic<bool> stopping_{false};
   absl::Status failure_;
 
   // Raft-loop-only state.
