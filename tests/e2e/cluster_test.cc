@@ -7,6 +7,7 @@
 #include <atomic>
 #include <climits>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <random>
@@ -362,6 +363,103 @@ TEST(ClusterTest, FollowerFarBehindCatchesUpFromASnapshot) {
   EXPECT_TRUE(Put(again, "after", "snapshot").ok());
 }
 
+// A watch client whose member dies reconnects to another member with its last
+// revision + 1 and must see every later revision exactly once, in order.
+TEST(ClusterTest, WatchResumesOnAnotherMemberWithoutGapsOrDuplicates) {
+  TempDir dir("capstan-cluster-watch");
+  Cluster c(dir.path());
+  ASSERT_TRUE(c.Start()) << c.Logs();
+  size_t leader = static_cast<size_t>(c.WaitForLeader(std::chrono::seconds(5)));
+  size_t watched = (leader + 1) % c.size();
+  size_t other = (leader + 2) % c.size();
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    Stubs s(c.endpoint(leader));
+    for (int i = 0; i < 600 && !stop; ++i) {
+      if (Put(s, "w/" + std::to_string(i % 7), std::to_string(i)).ok()) ++written;
+    }
+  });
+
+  std::vector<int64_t> revisions;
+  auto watch_until = [&](size_t member, int64_t start, const std::function<bool()>& done) {
+    Stubs s(c.endpoint(member));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    auto stream = s.watch->Watch(&ctx);
+    WatchRequest req;
+    req.mutable_create_request()->set_key("w/");
+    req.mutable_create_request()->set_range_end("w0");
+    req.mutable_create_request()->set_start_revision(start);
+    if (!stream->Write(req)) return;
+    WatchResponse resp;
+    while (!done() && stream->Read(&resp)) {
+      for (const auto& ev : resp.events()) revisions.push_back(ev.kv().mod_revision());
+    }
+    ctx.TryCancel();
+  };
+  // Watch on one member until some events arrived, then that member dies.
+  watch_until(watched, 1, [&] { return revisions.size() >= 150; });
+  ASSERT_GE(revisions.size(), 150u);
+  c.Kill(watched);
+  // Resume elsewhere right after the last revision seen.
+  int64_t resume = revisions.back() + 1;
+  writer.join();
+  int64_t final_rev = 0;
+  {
+    Stubs s(c.endpoint(other));
+    RangeResponse resp;
+    ASSERT_TRUE(Get(s, "w/0", false, &resp).ok());
+    final_rev = resp.header().revision();
+  }
+  watch_until(other, resume, [&] { return !revisions.empty() && revisions.back() >= final_rev; });
+  ASSERT_FALSE(revisions.empty());
+  EXPECT_EQ(revisions.back(), final_rev);
+  // Revision 1 is the empty store; every put makes the next revision.
+  EXPECT_EQ(static_cast<int>(revisions.size()), written.load());
+  for (size_t i = 1; i < revisions.size(); ++i) {
+    ASSERT_EQ(revisions[i], revisions[i - 1] + 1) << "gap or duplicate at event " << i;
+  }
+  stop = true;
+}
+
+// Only the leader expires leases; a new leader gives every lease its full TTL
+// again, so a lease kept alive until the failover survives it, then expires
+// once nobody renews it.
+TEST(ClusterTest, LeasesSurviveLeaderFailoverAndThenExpire) {
+  TempDir dir("capstan-cluster-lease");
+  Cluster c(dir.path());
+  ASSERT_TRUE(c.Start()) << c.Logs();
+  size_t leader = static_cast<size_t>(c.WaitForLeader(std::chrono::seconds(5)));
+  size_t follower = (leader + 1) % c.size();
+  std::string grant = OkCtl(c.endpoint(follower), {"lease", "grant", "4"});
+  std::string lease = grant.substr(6, grant.find(' ', 6) - 6);
+  OkCtl(c.endpoint(follower), {"put", "leased", "v", "--lease=" + lease});
+  // Keep it alive (through a follower, forwarded to the leader) past its
+  // first TTL: only the leader knows of these renewals.
+  auto granted = Clock::now();
+  while (Clock::now() - granted < std::chrono::milliseconds(5000)) {
+    EXPECT_THAT(OkCtl(c.endpoint(follower), {"lease", "keep-alive", "--once", lease}),
+                HasSubstr("keepalived"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));  // the client's renewal period
+  }
+  c.Kill(leader);
+  ASSERT_GE(c.WaitForLeader(std::chrono::seconds(10), {leader}), 0);
+  auto after_failover = Clock::now();
+  EXPECT_THAT(OkCtl(c.endpoint(follower), {"get", "leased"}), HasSubstr("leased"))
+      << "the new leader must not expire a lease the old one was keeping";
+  ASSERT_TRUE(Eventually(
+      [&] {
+        return OkCtl(c.endpoint(follower), {"get", "leased"}).empty();
+      },
+      std::chrono::seconds(20)));
+  auto lived = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - after_failover);
+  EXPECT_GE(lived.count(), 3000) << "the TTL restarts in full on the new leader";
+  EXPECT_THAT(OkCtl(c.endpoint(follower), {"lease", "timetolive", lease}),
+              HasSubstr("already expired"));
+}
+
 TEST(ClusterTest, MembersAreAddedPromotedAndRemoved) {
   TempDir dir("capstan-cluster-members");
   Cluster c(dir.path());
@@ -382,8 +480,15 @@ TEST(ClusterTest, MembersAreAddedPromotedAndRemoved) {
 
   std::string id = HexId(c.MemberId(n));
   EXPECT_THAT(OkCtl(c.endpoint(2), {"member", "promote", id}), HasSubstr("promoted"));
+  // MemberUpdate changes the advertised peer URLs (here: adds a second one).
+  std::string extra = "http://127.0.0.1:" + std::to_string(PickFreePort());
+  EXPECT_THAT(
+      OkCtl(c.endpoint(1), {"member", "update", id, "--peer-urls=" + c.peer_url(n) + "," + extra}),
+      HasSubstr("updated"));
+  EXPECT_THAT(OkCtl(c.endpoint(n), {"member", "list"}), HasSubstr(c.peer_url(n) + "," + extra));
   EXPECT_THAT(OkCtl(c.endpoint(0), {"member", "list"}),
-              HasSubstr(c.peer_url(n) + ", http://" + c.endpoint(n) + ", false"));
+              HasSubstr(", http://" + c.endpoint(n) + ", false"))
+      << "promoted: no longer a learner";
 
   // Remove the leader itself: it hands over before leaving, and shuts down.
   size_t leader = static_cast<size_t>(c.WaitForLeader(std::chrono::seconds(5)));
