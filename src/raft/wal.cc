@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cinttypes>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <deque>
@@ -337,7 +338,17 @@ absl::Status Wal::OpenTail() {
   struct stat st;
   if (::fstat(tail_fd_, &st) != 0) return ErrnoError("stat", seg.path);
   tail_size_ = static_cast<uint64_t>(st.st_size);
+  tail_synced_ = tail_size_;  // read back from disk, or written and fsynced by Roll
   return absl::OkStatus();
+}
+
+std::vector<std::pair<std::string, uint64_t>> Wal::DurableSizes() const {
+  std::vector<std::pair<std::string, uint64_t>> out;
+  for (size_t i = 0; i < segments_.size(); ++i) {
+    bool tail = i + 1 == segments_.size();
+    out.emplace_back(segments_[i].path, tail ? tail_synced_ : UINT64_MAX);
+  }
+  return out;
 }
 
 absl::Status Wal::Roll() {
@@ -436,6 +447,7 @@ absl::Status Wal::Sync() {
   if (!dirty_) return absl::OkStatus();
   if (::fdatasync(tail_fd_) != 0) return ErrnoError("fdatasync", segments_.back().path);
   dirty_ = false;
+  tail_synced_ = tail_size_;
   return absl::OkStatus();
 }
 

@@ -23,6 +23,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -93,6 +94,9 @@ class Wal {
   absl::Status ReleaseTo(uint64_t index, uint64_t term);
 
   uint64_t last_index() const { return next_index_ - 1; }
+  // For the simulator's crash model: each segment file and how many of its
+  // bytes are known durable (older segments were synced whole when rolled).
+  std::vector<std::pair<std::string, uint64_t>> DurableSizes() const;
   uint64_t snapshot_index() const { return snapshot_index_; }
   size_t segment_count() const { return segments_.size(); }
   uint64_t bytes_written() const { return bytes_written_; }
@@ -124,6 +128,7 @@ class Wal {
   uint64_t snapshot_term_ = 0;
   int tail_fd_ = -1;
   uint64_t tail_size_ = 0;
+  uint64_t tail_synced_ = 0;  // bytes of the tail segment known durable
   uint64_t bytes_written_ = 0;
   bool dirty_ = false;
   std::string buf_;

@@ -20,9 +20,14 @@ int main(int argc, char** argv) {
   app.add_option("--fault-ticks", o.fault_ticks, "Ticks with faults.")->capture_default_str();
   app.add_option("--torn-write", o.torn_write, "Chance a crash keeps part of the unsynced writes.")
       ->capture_default_str();
-  app.add_option("--transfer-per-tick", o.transfer_per_tick, "Chance per tick of a leader transfer.")
+  app.add_option("--transfer-per-tick", o.transfer_per_tick,
+                 "Chance per tick of a leader transfer.")
+      ->capture_default_str();
+  app.add_option("--crash-in-write", o.crash_in_write, "Chance per Ready of dying mid-write.")
       ->capture_default_str();
   app.add_flag("--lease-reads", o.lease_reads, "Serve reads from the leader's lease.");
+  app.add_option("--real-wal", o.wal_dir,
+                 "Keep each node's log in the real WAL under this directory (e.g. /dev/shm/sim).");
   app.add_flag("--bug-send-before-persist", o.bug_send_before_persist,
                "Inject the 'vote before persisting' bug.");
   app.add_flag("--verbose", o.verbose, "Log every step.");

@@ -1,6 +1,9 @@
 // Runs the Raft simulator over many seeds in the default test set (bounded),
 // and shows that deliberately injected bugs are caught.
+#include <unistd.h>
+
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 
 #include "gtest/gtest.h"
@@ -18,7 +21,7 @@ class SimSeeds : public ::testing::TestWithParam<int> {};
 
 TEST_P(SimSeeds, SafeUnderFaultsAndLiveAfterHealing) {
   int nodes = GetParam();
-  int seeds = SeedCount(nodes == 3 ? 300 : nodes == 5 ? 150 : 50);
+  int seeds = SeedCount(nodes == 3 ? 1000 : nodes == 5 ? 400 : 100);
   int64_t committed = 0, leaders = 0, crashes = 0, watch_events = 0, transfers = 0;
   for (int seed = 1; seed <= seeds; ++seed) {
     SimOptions o;
@@ -49,7 +52,7 @@ TEST_P(SimSeeds, SafeUnderFaultsAndLiveAfterHealing) {
 // Lease-based reads (off by default) stay linearizable under the simulator's
 // bounded delays (max_delay < lease_margin_ticks).
 TEST(Sim, LeaseReadsStayLinearizable) {
-  int seeds = SeedCount(100);
+  int seeds = SeedCount(200);
   for (int seed = 1; seed <= seeds; ++seed) {
     SimOptions o;
     o.seed = static_cast<uint64_t>(seed) * 104729;
@@ -61,6 +64,29 @@ TEST(Sim, LeaseReadsStayLinearizable) {
 }
 
 INSTANTIATE_TEST_SUITE_P(ClusterSizes, SimSeeds, ::testing::Values(1, 3, 5));
+
+// The real WAL under the simulator's crashes and torn writes: recovery must
+// always produce a log Raft can continue from, and everything stays safe.
+TEST(Sim, RealWalSurvivesCrashesAndTornWrites) {
+  namespace fs = std::filesystem;
+  fs::path root = fs::exists("/dev/shm") ? fs::path("/dev/shm") : fs::temp_directory_path();
+  root /= "capstan-sim-" + std::to_string(::getpid());
+  int seeds = SeedCount(200);
+  int64_t crashes = 0;
+  for (int seed = 1; seed <= seeds; ++seed) {
+    SimOptions o;
+    o.seed = static_cast<uint64_t>(seed) * 31337;
+    o.wal_dir = root.string();
+    o.crash_per_tick = 0.01;
+    o.torn_write = 0.7;
+    SimResult r = RunSimulation(o);
+    ASSERT_TRUE(r.ok) << r.failure;
+    EXPECT_EQ(r.inconclusive_keys, 0u) << "seed " << o.seed;
+    crashes += r.crashes;
+  }
+  fs::remove_all(root);
+  EXPECT_GT(crashes, seeds);
+}
 
 // The same seed gives the same run.
 TEST(Sim, ReplaysExactly) {

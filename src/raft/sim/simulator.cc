@@ -4,11 +4,13 @@
 #include <climits>
 #include <cstdio>
 #include <deque>
+#include <filesystem>
 #include <optional>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "raft/wal.h"
 
 namespace capstan::raft::sim {
 namespace {
@@ -28,7 +30,73 @@ struct Disk {
   };
   std::vector<PendingWrite> pending;
 
+  // Real-WAL mode (SimOptions::wal_dir): the log lives in a Wal; the state
+  // machine snapshot stays in memory and counts as durable, as the store's
+  // flushed RocksDB does.
+  std::string wal_dir;
+  std::unique_ptr<Wal> wal;
+  std::string error;  // a WAL call failed; the run fails with it
+  bool real() const { return !wal_dir.empty(); }
+  void Check(const absl::Status& st) {
+    if (!st.ok() && error.empty()) error = st.ToString();
+  }
+  static Wal::Options WalOptions() {
+    Wal::Options o;
+    o.segment_bytes = 2048;  // small, so segments roll and get released often
+    return o;
+  }
+  // A founding member's first start: the bootstrap entries, durable.
+  void Bootstrap(const PersistentState& founding) {
+    WalState ws;
+    auto w = Wal::Open(wal_dir, WalOptions(), &ws);
+    if (!w.ok()) return Check(w.status());
+    Check((*w)->Append(founding.entries));
+    Check((*w)->SaveHardState(founding.hard_state));
+    Check((*w)->Sync());
+  }
+  // Reads the WAL back into `synced`, as raft::Node::Init does.
+  void Load() {
+    WalState ws;
+    auto w = Wal::Open(wal_dir, WalOptions(), &ws);
+    if (!w.ok()) return Check(w.status());
+    wal = std::move(*w);
+    uint64_t snap = synced.snapshot.index;
+    synced.hard_state = ws.hard_state;
+    synced.entries.clear();
+    for (Entry& e : ws.entries) {
+      if (e.index > snap) synced.entries.push_back(std::move(e));
+    }
+    if (!synced.entries.empty() && synced.entries.front().index != snap + 1) {
+      error =
+          absl::StrCat("wal starts at ", synced.entries.front().index, " after snapshot ", snap);
+      return;
+    }
+    if (wal->last_index() < snap) {
+      Check(wal->SaveSnapshot(snap, synced.snapshot.term));
+      Check(wal->Sync());
+    }
+    uint64_t last = synced.entries.empty() ? snap : synced.entries.back().index;
+    if (synced.hard_state.commit > last) {
+      error = absl::StrCat("recovered hard state commits ", synced.hard_state.commit,
+                           " but the log ends at ", last);
+      return;
+    }
+    synced.hard_state.commit = std::max(synced.hard_state.commit, snap);
+  }
+
   void Write(const Ready& rd) {
+    if (real()) {
+      if (pending_snapshot) {
+        // The state machine takes the snapshot first, then the WAL records it.
+        synced.snapshot = pending_snapshot->first;
+        snapshot_kv = std::move(pending_snapshot->second);
+        pending_snapshot.reset();
+        Check(wal->SaveSnapshot(synced.snapshot.index, synced.snapshot.term));
+      }
+      Check(wal->Append(rd.entries));
+      if (rd.hard_state) Check(wal->SaveHardState(*rd.hard_state));
+      return;
+    }
     if (rd.hard_state || !rd.entries.empty()) pending.push_back({rd.hard_state, rd.entries});
   }
   void Persist(const PendingWrite& w, size_t entries, bool hard_state) {
@@ -42,6 +110,7 @@ struct Disk {
     if (hard_state && w.hard_state) synced.hard_state = *w.hard_state;
   }
   void Sync() {
+    if (real()) return Check(wal->Sync());
     if (pending_snapshot) {
       synced.snapshot = pending_snapshot->first;
       snapshot_kv = std::move(pending_snapshot->second);
@@ -55,12 +124,31 @@ struct Disk {
   void Snapshot(const SnapshotMeta& meta, const Kv& kv) {
     synced.snapshot = meta;
     snapshot_kv = kv;
+    if (real()) return Check(wal->ReleaseTo(meta.index, meta.term));
     std::erase_if(synced.entries, [&](const Entry& e) { return e.index <= meta.index; });
   }
   // Unsynced writes are lost, except that the page cache may already have
   // written some of them: a torn write keeps a prefix of the byte stream,
   // i.e. whole earlier writes plus a prefix of one write's entries.
   void Crash(std::mt19937_64& rng, double torn) {
+    if (real()) {
+      // Each segment keeps what was fsynced; a torn write keeps part of the
+      // rest, possibly cutting a record, which recovery must repair.
+      auto sizes = wal ? wal->DurableSizes() : decltype(wal->DurableSizes()){};
+      wal.reset();
+      for (const auto& [path, durable] : sizes) {
+        std::error_code ec;
+        uint64_t actual = std::filesystem::file_size(path, ec);
+        if (ec || durable == UINT64_MAX || actual <= durable) continue;
+        uint64_t keep = durable;
+        if (std::uniform_real_distribution<double>(0, 1)(rng) < torn) {
+          keep += rng() % (actual - durable + 1);
+        }
+        std::filesystem::resize_file(path, keep, ec);
+      }
+      pending_snapshot.reset();
+      return;
+    }
     bool keep_some = !pending_snapshot &&
                      std::uniform_real_distribution<double>(0, 1)(rng) < torn && !pending.empty();
     if (keep_some) {
@@ -128,10 +216,20 @@ class Simulation {
     founding.hard_state = HardState{1, 0, static_cast<uint64_t>(o.nodes)};
     // One more node than the cluster: it starts outside and is added as a
     // learner, promoted, removed and added again by the membership fault.
+    if (!o.wal_dir.empty()) {
+      run_dir_ = absl::StrCat(o.wal_dir, "/seed-", o.seed);
+      std::filesystem::remove_all(run_dir_);
+    }
     for (int i = 1; i <= o.nodes + 1; ++i) {
       auto n = std::make_unique<Node>();
       n->id = i;
-      if (i <= o.nodes) n->disk.synced = founding;
+      if (!run_dir_.empty()) {
+        n->disk.wal_dir = absl::StrCat(run_dir_, "/node", i);
+        std::filesystem::create_directories(n->disk.wal_dir);
+        if (i <= o.nodes) n->disk.Bootstrap(founding);
+      } else if (i <= o.nodes) {
+        n->disk.synced = founding;
+      }
       nodes_.push_back(std::move(n));
       Start(*nodes_.back());
     }
@@ -140,11 +238,17 @@ class Simulation {
     }
   }
 
+  ~Simulation() {
+    if (!run_dir_.empty()) std::filesystem::remove_all(run_dir_);
+  }
+
   SimResult Run() {
+    faults_active_ = true;
     for (now_ = 0; now_ < opts_.fault_ticks && result_.ok; ++now_) {
       Faults();
       Step();
     }
+    faults_active_ = false;
     // Liveness: heal everything and give the cluster time.
     blocked_.clear();
     for (auto& n : nodes_) {
@@ -195,6 +299,13 @@ class Simulation {
   }
 
   void Start(Node& n) {
+    if (n.disk.real()) {
+      n.disk.Load();
+      if (!n.disk.error.empty()) {
+        Fail(absl::StrCat("node ", n.id, " cannot recover its WAL: ", n.disk.error));
+        return;
+      }
+    }
     Config cfg;
     cfg.id = n.id;
     cfg.seed = opts_.seed * 1000 + n.id * 7 + result_.crashes;
@@ -218,6 +329,13 @@ class Simulation {
     }
   }
 
+  // At most a minority down at once, so the cluster can make progress.
+  bool CanCrash() const {
+    size_t down = 0;
+    for (auto& m : nodes_) down += m->raft ? 0 : 1;
+    return down < std::max<size_t>(1, (opts_.nodes - 1) / 2);
+  }
+
   void Crash(Node& n) {
     if (!n.raft) return;
     if (opts_.verbose) {
@@ -239,10 +357,7 @@ class Simulation {
       if (!n->raft && n->restart_at >= 0 && now_ >= n->restart_at) Start(*n);
     }
     if (Chance(opts_.crash_per_tick)) {
-      // At most a minority down at once, so the cluster can make progress.
-      size_t down = 0;
-      for (auto& n : nodes_) down += n->raft ? 0 : 1;
-      if (down < std::max<size_t>(1, (opts_.nodes - 1) / 2)) Crash(*nodes_[Rand(nodes_.size())]);
+      if (CanCrash()) Crash(*nodes_[Rand(nodes_.size())]);
     }
     if (Chance(opts_.partition_per_tick)) {
       blocked_.clear();
@@ -496,6 +611,12 @@ class Simulation {
         committed_.emplace(rd.snapshot->index, std::make_pair(rd.snapshot->term, "<snapshot>"));
       }
       n.disk.Write(rd);
+      if (faults_active_ && Chance(opts_.crash_in_write) && CanCrash()) {
+        // Power fails while the write is in the page cache: part of it may
+        // reach the disk, and nothing of this Ready leaves the node.
+        Crash(n);
+        return;
+      }
       if (opts_.bug_send_before_persist) {
         // Broken driver: messages leave before the disk has what they promise.
         for (Message& m : rd.messages) SendToNetwork(std::move(m));
@@ -513,6 +634,10 @@ class Simulation {
       n.raft->Advance(rd);
       ServeReads(n);
       MaybeSnapshot(n);
+      if (!n.disk.error.empty()) {
+        Fail(absl::StrCat("node ", n.id, " WAL error: ", n.disk.error));
+        return;
+      }
       if (n.raft->term() > n.last_term_seen) n.last_term_seen = n.raft->term();
       if (n.raft->log().applied() > n.raft->log().committed()) {
         Fail(absl::StrCat("node ", n.id, " applied past its commit index"));
@@ -687,6 +812,8 @@ class Simulation {
   std::map<uint64_t, std::pair<uint64_t, std::string>> committed_;
   std::vector<Op> history_;
   std::vector<Watcher> watchers_;
+  std::string run_dir_;  // real-WAL mode: this run's directories
+  bool faults_active_ = false;
   std::vector<bool> client_busy_ = std::vector<bool>(opts_.clients, false);
   SimResult result_;
 };

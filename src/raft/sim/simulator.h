@@ -37,8 +37,14 @@ struct SimOptions {
   double partition_per_tick = 0.01;
   double transfer_per_tick = 0.003;  // the leader hands over to a random voter
   double torn_write = 0.5;           // a crash keeps a random prefix of unsynced writes
+  double crash_in_write = 0.002;     // per Ready: the node dies between its write and fsync
   bool lease_reads = false;          // leader answers reads from its lease
   int watchers = 3;
+  // Non-empty: every node keeps its log in the real WAL (src/raft/wal.h) in a
+  // directory under this one, and a crash cuts each segment back to what was
+  // fsynced plus, for a torn write, part of the rest; restart runs the WAL's
+  // real recovery. Empty: a model of the disk in memory (faster).
+  std::string wal_dir;
   // Deliberate bugs, to show the checkers catch them.
   bool bug_send_before_persist = false;  // votes/acks sent before the disk has them
   bool bug_vote_without_log_check = false;
