@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include "spdlog/spdlog.h"
@@ -22,6 +23,12 @@ struct World {
     namespace fs = std::filesystem;
     dir = fs::temp_directory_path() / ("log_entry_fuzz_" + std::to_string(::getpid()));
     fs::remove_all(dir);
+    static std::string cleanup;
+    cleanup = dir.string();
+    std::atexit([] {
+      std::error_code ec;
+      std::filesystem::remove_all(cleanup, ec);
+    });
     backend = std::move(*capstan::store::Backend::Open(dir.string(), {}));
     mvcc = std::make_unique<capstan::store::Mvcc>(backend.get());
     (void)mvcc->Restore([](const std::string&, int64_t) {});

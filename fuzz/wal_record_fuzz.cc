@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -36,8 +37,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Half the inputs also go through Wal::Open as the body of a segment file.
   if (size > 0 && (data[0] & 1)) {
     namespace fs = std::filesystem;
-    static const fs::path dir =
-        fs::temp_directory_path() / ("wal_fuzz_" + std::to_string(::getpid()));
+    static const fs::path dir = [] {
+      fs::path d = fs::temp_directory_path() / ("wal_fuzz_" + std::to_string(::getpid()));
+      static std::string cleanup = d.string();
+      std::atexit([] {
+        std::error_code ec;
+        std::filesystem::remove_all(cleanup, ec);
+      });
+      return d;
+    }();
     fs::remove_all(dir);
     fs::create_directories(dir);
     std::string header("CAPSWAL1", 8);
