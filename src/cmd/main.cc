@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/config.h"
 #include "base/logging.h"
+#include "bench/store_bench.h"
 #include "store/server.h"
 
 namespace capstan {
@@ -219,9 +220,58 @@ struct Cli {
   std::unique_ptr<CLI::App> app;
   CLI::App* store = nullptr;
   CLI::App* dev = nullptr;
+  CLI::App* bench_store = nullptr;
 };
 
-Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags) {
+struct BenchFlags {
+  bench::StoreBenchOptions store;
+  bool json = false;
+};
+
+void AddBenchStoreFlags(CLI::App* cmd, BenchFlags* f) {
+  auto& o = f->store;
+  cmd->add_option("--endpoints", o.endpoints, "Servers to load (host:port, comma-separated).")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--workload", o.workload, "put, range, txn-create or txn-update.")
+      ->capture_default_str();
+  cmd->add_option("--clients", o.clients, "Requests in flight at once.")->capture_default_str();
+  cmd->add_option("--conns", o.connections, "HTTP/2 connections.")->capture_default_str();
+  cmd->add_option("--total", o.total, "Operations to run.")->capture_default_str();
+  cmd->add_option("--duration", o.duration_seconds, "Stop after this many seconds (0: none).")
+      ->capture_default_str();
+  cmd->add_option("--key-size", o.key_size, "Key size in bytes (put, range).")
+      ->capture_default_str();
+  cmd->add_option("--val-size", o.value_size, "Value size in bytes (put, range).")
+      ->capture_default_str();
+  cmd->add_option("--key-space", o.key_space, "Distinct keys.")->capture_default_str();
+  cmd->add_flag("--sequential-keys", o.sequential_keys, "Keys in order instead of random.");
+  cmd->add_option(
+      "--consistency",
+      [&o](const CLI::results_t& r) {
+        o.serializable = r[0] == "s";
+        return r[0] == "s" || r[0] == "l";
+      },
+      "range: l (linearizable) or s (serializable).");
+  cmd->add_option("--limit", o.range_limit, "range: read a prefix with this limit (0: one key).")
+      ->capture_default_str();
+  cmd->add_option("--pid", o.server_pids, "Server process id(s), for CPU per op and peak RSS.")
+      ->delimiter(',');
+  cmd->add_flag("--json", f->json, "Print the result as one JSON line.");
+  cmd->add_flag("!--no-progress", o.progress, "No progress line every second.");
+}
+
+int RunBenchStore(const BenchFlags& f) {
+  auto r = bench::RunStoreBench(f.store);
+  if (!r.ok()) {
+    std::cerr << "capstan bench store: " << r.status().message() << "\n";
+    return 2;
+  }
+  std::cout << (f.json ? r->Json() + "\n" : r->Table());
+  return r->errors == 0 ? 0 : 1;
+}
+
+Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags, BenchFlags* bench_flags) {
   Cli cli;
   cli.app = std::make_unique<CLI::App>(
       "Capstan: metadata store, RPC framework, gateway and experiments in one binary.");
@@ -233,6 +283,11 @@ Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags) {
   cli.dev = cli.app->add_subcommand(
       "dev", "Run everything on localhost for development (for now: one store member).");
   AddStoreFlags(cli.dev, dev_flags, true);
+  CLI::App* bench = cli.app->add_subcommand("bench", "Load generators.");
+  bench->require_subcommand(1);
+  cli.bench_store = bench->add_subcommand(
+      "store", "Load an etcd v3 server (capstan or etcd) and report throughput and latency.");
+  AddBenchStoreFlags(cli.bench_store, bench_flags);
   return cli;
 }
 
@@ -252,6 +307,7 @@ int main(int argc, char** argv) {
 
   StoreFlags store_flags;
   StoreFlags dev_flags;
+  BenchFlags bench_flags;
   dev_flags.name = "dev";
   dev_flags.data_dir = "./data";
   dev_flags.listen_metrics_urls = {"http://127.0.0.1:2381"};
@@ -268,7 +324,7 @@ int main(int argc, char** argv) {
     }
     std::vector<std::string> args(from_file->rbegin(), from_file->rend());
     args.push_back(argv[1]);  // the subcommand
-    Cli file_cli = MakeCli(&store_flags, &dev_flags);
+    Cli file_cli = MakeCli(&store_flags, &dev_flags, &bench_flags);
     try {
       file_cli.app->parse(args);
     } catch (const CLI::ParseError& e) {
@@ -276,7 +332,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  Cli cli = MakeCli(&store_flags, &dev_flags);
+  Cli cli = MakeCli(&store_flags, &dev_flags, &bench_flags);
   try {
     cli.app->parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -286,5 +342,6 @@ int main(int argc, char** argv) {
   CLI::App* dev_cmd = cli.dev;
   if (store_cmd->parsed()) return RunStore(store_flags, "store");
   if (dev_cmd->parsed()) return RunStore(dev_flags, "dev");
+  if (cli.bench_store->parsed()) return RunBenchStore(bench_flags);
   return 0;
 }

@@ -1,0 +1,305 @@
+#include "bench/store_bench.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "client/client.h"
+
+namespace capstan::bench {
+
+using namespace etcdserverpb;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// utime + stime of a process, in microseconds.
+int64_t CpuMicros(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return 0;
+  // Fields after the command name, which is in parentheses and may hold spaces.
+  auto close = line.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream rest(line.substr(close + 2));
+  std::string field;
+  int64_t utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stoll(field);
+    if (i == 15) stime = std::stoll(field);
+  }
+  return (utime + stime) * 1'000'000 / sysconf(_SC_CLK_TCK);
+}
+
+// Peak resident set size (VmHWM) in bytes.
+int64_t PeakRss(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+std::string MakeKey(int64_t n, int size, const std::string& prefix = "") {
+  std::string digits = std::to_string(n);
+  std::string key = prefix;
+  int pad = size - static_cast<int>(prefix.size() + digits.size());
+  if (pad > 0) key.append(static_cast<size_t>(pad), '0');
+  key += digits;
+  return key;
+}
+
+// Kubernetes-shaped keys: about 70 bytes, e.g. /registry/pods/<ns>/<name>.
+std::string KubeKey(int64_t n) { return MakeKey(n, 70, "/registry/pods/benchmark-namespace/pod-"); }
+
+}  // namespace
+
+std::string StoreBenchResult::Table() const {
+  std::string out;
+  absl::StrAppendFormat(&out, "%-22s %12lld\n", "operations", static_cast<long long>(ops));
+  absl::StrAppendFormat(&out, "%-22s %12lld\n", "errors", static_cast<long long>(errors));
+  absl::StrAppendFormat(&out, "%-22s %12.2f\n", "seconds", seconds);
+  absl::StrAppendFormat(&out, "%-22s %12.0f\n", "throughput (ops/s)", throughput);
+  absl::StrAppendFormat(&out, "%-22s %12.3f\n", "latency mean (ms)", mean_ms);
+  absl::StrAppendFormat(&out, "%-22s %12.3f\n", "latency p50 (ms)", p50_ms);
+  absl::StrAppendFormat(&out, "%-22s %12.3f\n", "latency p90 (ms)", p90_ms);
+  absl::StrAppendFormat(&out, "%-22s %12.3f\n", "latency p99 (ms)", p99_ms);
+  absl::StrAppendFormat(&out, "%-22s %12.3f\n", "latency p99.9 (ms)", p999_ms);
+  absl::StrAppendFormat(&out, "%-22s %12.3f\n", "latency max (ms)", max_ms);
+  if (server_cpu_us_per_op > 0) {
+    absl::StrAppendFormat(&out, "%-22s %12.1f\n", "server CPU (us/op)", server_cpu_us_per_op);
+    absl::StrAppendFormat(&out, "%-22s %12.1f\n", "server peak RSS (MiB)",
+                          static_cast<double>(server_peak_rss_bytes) / (1 << 20));
+  }
+  if (!first_error.empty()) absl::StrAppend(&out, "first error: ", first_error, "\n");
+  return out;
+}
+
+std::string StoreBenchResult::Json() const {
+  return absl::StrFormat(
+      "{\"ops\":%d,\"errors\":%d,\"seconds\":%.3f,\"throughput\":%.1f,\"mean_ms\":%.4f,"
+      "\"p50_ms\":%.4f,\"p90_ms\":%.4f,\"p99_ms\":%.4f,\"p999_ms\":%.4f,\"max_ms\":%.4f,"
+      "\"server_cpu_us_per_op\":%.2f,\"server_peak_rss_bytes\":%d}",
+      ops, errors, seconds, throughput, mean_ms, p50_ms, p90_ms, p99_ms, p999_ms, max_ms,
+      server_cpu_us_per_op, server_peak_rss_bytes);
+}
+
+absl::StatusOr<StoreBenchResult> RunStoreBench(const StoreBenchOptions& o) {
+  if (o.clients < 1 || o.connections < 1 || o.total < 1) {
+    return absl::InvalidArgumentError("--clients, --connections and --total must be >= 1");
+  }
+  if (o.workload != "put" && o.workload != "range" && o.workload != "txn-create" &&
+      o.workload != "txn-update") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown workload \"", o.workload, "\" (put, range, txn-create, txn-update)"));
+  }
+  client::ClientOptions copts;
+  copts.endpoints = o.endpoints;
+  copts.channels = o.connections;
+  ASSIGN_OR_RETURN(auto cli, client::Client::Connect(copts));
+  std::string value(static_cast<size_t>(o.value_size), 'v');
+  bool kube = o.workload.starts_with("txn");
+  if (kube) value.assign(512, 'v');
+
+  // Setup outside the measured run: keys that ranges and updates will find.
+  std::vector<int64_t> revision_of;  // txn-update: each key's current mod_revision
+  if (o.workload == "range" || o.workload == "txn-update") {
+    int64_t n = o.workload == "range" ? std::min<int64_t>(o.key_space, 100000) : o.key_space;
+    if (o.workload == "txn-update") revision_of.assign(static_cast<size_t>(n), 0);
+    std::atomic<int64_t> next{0};
+    std::vector<std::thread> loaders;
+    std::mutex err_mu;
+    absl::Status load_error;
+    for (int t = 0; t < 4; ++t) {
+      loaders.emplace_back([&] {
+        for (int64_t i; (i = next.fetch_add(1)) < n;) {
+          std::string key = kube ? KubeKey(i) : MakeKey(i, o.key_size);
+          auto r = cli->Put(key, value);
+          if (!r.ok()) {
+            std::lock_guard<std::mutex> lock(err_mu);
+            load_error = r.status();
+            return;
+          }
+          if (!revision_of.empty()) revision_of[static_cast<size_t>(i)] = r->header().revision();
+        }
+      });
+    }
+    for (auto& t : loaders) t.join();
+    RETURN_IF_ERROR(load_error);
+  }
+
+  std::vector<int64_t> cpu_before;
+  for (int pid : o.server_pids) cpu_before.push_back(CpuMicros(pid));
+
+  std::vector<uint32_t> latency_us(static_cast<size_t>(o.total));
+  std::atomic<int64_t> issued{0}, completed{0}, errors{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  std::string first_error;
+  auto start = Clock::now();
+  auto deadline = o.duration_seconds > 0
+                      ? start + std::chrono::duration_cast<Clock::duration>(
+                                    std::chrono::duration<double>(o.duration_seconds))
+                      : Clock::time_point::max();
+  std::atomic<int> running{o.clients};
+  std::atomic<int64_t> create_seq{o.key_space};
+
+  // One closed-loop client: issue, and on completion record and issue again.
+  std::function<void(int, std::shared_ptr<std::mt19937_64>)> issue;
+  issue = [&](int client_id, std::shared_ptr<std::mt19937_64> rng) {
+    int64_t n = issued.fetch_add(1);
+    if (n >= o.total || Clock::now() >= deadline) {
+      if (running.fetch_sub(1) == 1) {
+        std::lock_guard<std::mutex> lock(mu);
+        cv.notify_all();
+      }
+      return;
+    }
+    auto sent = Clock::now();
+    auto finish = [&, client_id, rng, sent, n](absl::Status st) {
+      auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - sent).count();
+      latency_us[static_cast<size_t>(n)] = static_cast<uint32_t>(std::min<int64_t>(us, UINT32_MAX));
+      if (!st.ok()) {
+        if (errors.fetch_add(1) == 0) {
+          std::lock_guard<std::mutex> lock(mu);
+          first_error = st.ToString();
+        }
+      }
+      completed.fetch_add(1);
+      issue(client_id, rng);
+    };
+    int64_t k = o.sequential_keys
+                    ? n % o.key_space
+                    : static_cast<int64_t>((*rng)() % static_cast<uint64_t>(o.key_space));
+    if (o.workload == "put") {
+      PutRequest req;
+      req.set_key(MakeKey(k, o.key_size));
+      req.set_value(value);
+      cli->PutAsync(req, [finish](absl::Status st, PutResponse) { finish(st); });
+    } else if (o.workload == "range") {
+      RangeRequest req;
+      k %= std::min<int64_t>(o.key_space, 100000);
+      req.set_key(MakeKey(k, o.key_size));
+      if (o.range_limit > 0) {
+        std::string prefix = req.key().substr(0, req.key().size() / 2);
+        req.set_key(prefix);
+        std::string end = prefix;
+        end.back()++;
+        req.set_range_end(end);
+        req.set_limit(o.range_limit);
+      }
+      req.set_serializable(o.serializable);
+      cli->RangeAsync(req, [finish](absl::Status st, RangeResponse) { finish(st); });
+    } else if (o.workload == "txn-create") {
+      // Kubernetes' create: put only if the key does not exist yet.
+      TxnRequest txn;
+      std::string key = KubeKey(create_seq.fetch_add(1));
+      auto* cmp = txn.add_compare();
+      cmp->set_key(key);
+      cmp->set_target(Compare::MOD);
+      cmp->set_result(Compare::EQUAL);
+      cmp->set_mod_revision(0);
+      auto* put = txn.add_success()->mutable_request_put();
+      put->set_key(key);
+      put->set_value(value);
+      txn.add_failure()->mutable_request_range()->set_key(key);
+      cli->TxnAsync(txn, [finish](absl::Status st, TxnResponse r) {
+        finish(st.ok() && !r.succeeded() ? absl::AbortedError("create found the key") : st);
+      });
+    } else {
+      // Kubernetes' update: put only if nobody changed the key since we read
+      // it. Each client owns the keys congruent to its id, so the compare
+      // normally succeeds, as for a controller updating its own objects.
+      int64_t per = std::max<int64_t>(1, o.key_space / o.clients);
+      int64_t key_index = (k % per) * o.clients + client_id;
+      if (key_index >= o.key_space) key_index = client_id % o.key_space;
+      std::string key = KubeKey(key_index);
+      TxnRequest txn;
+      auto* cmp = txn.add_compare();
+      cmp->set_key(key);
+      cmp->set_target(Compare::MOD);
+      cmp->set_result(Compare::EQUAL);
+      cmp->set_mod_revision(revision_of[static_cast<size_t>(key_index)]);
+      auto* put = txn.add_success()->mutable_request_put();
+      put->set_key(key);
+      put->set_value(value);
+      txn.add_failure()->mutable_request_range()->set_key(key);
+      cli->TxnAsync(txn, [finish, key_index, &revision_of](absl::Status st, TxnResponse r) {
+        if (st.ok() && r.succeeded()) {
+          revision_of[static_cast<size_t>(key_index)] = r.header().revision();
+        } else if (st.ok() && r.responses_size() > 0 &&
+                   r.responses(0).response_range().kvs_size() > 0) {
+          revision_of[static_cast<size_t>(key_index)] =
+              r.responses(0).response_range().kvs(0).mod_revision();
+        }
+        finish(st);
+      });
+    }
+  };
+
+  for (int c = 0; c < o.clients; ++c) {
+    issue(c, std::make_shared<std::mt19937_64>(static_cast<uint64_t>(c) * 7919 + 1));
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    int64_t last = 0;
+    auto last_at = Clock::now();
+    while (!cv.wait_for(lock, std::chrono::seconds(1), [&] { return running.load() == 0; })) {
+      if (!o.progress) continue;
+      int64_t done = completed.load();
+      auto now = Clock::now();
+      double rate =
+          static_cast<double>(done - last) / std::chrono::duration<double>(now - last_at).count();
+      std::fprintf(stderr, "%s: %lld/%lld done, %.0f ops/s, %lld errors\n", o.workload.c_str(),
+                   static_cast<long long>(done), static_cast<long long>(o.total), rate,
+                   static_cast<long long>(errors.load()));
+      last = done;
+      last_at = now;
+    }
+  }
+  auto elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+
+  StoreBenchResult r;
+  r.ops = completed.load();
+  r.errors = errors.load();
+  r.first_error = first_error;
+  r.seconds = elapsed;
+  r.throughput = static_cast<double>(r.ops) / elapsed;
+  latency_us.resize(static_cast<size_t>(r.ops));
+  std::sort(latency_us.begin(), latency_us.end());
+  auto pct = [&](double p) {
+    if (latency_us.empty()) return 0.0;
+    size_t i = std::min(latency_us.size() - 1, static_cast<size_t>(p * latency_us.size()));
+    return latency_us[i] / 1000.0;
+  };
+  r.p50_ms = pct(0.50);
+  r.p90_ms = pct(0.90);
+  r.p99_ms = pct(0.99);
+  r.p999_ms = pct(0.999);
+  r.max_ms = latency_us.empty() ? 0 : latency_us.back() / 1000.0;
+  double sum = 0;
+  for (uint32_t v : latency_us) sum += v;
+  r.mean_ms = latency_us.empty() ? 0 : sum / latency_us.size() / 1000.0;
+  int64_t cpu = 0;
+  for (size_t i = 0; i < o.server_pids.size(); ++i) {
+    cpu += CpuMicros(o.server_pids[i]) - cpu_before[i];
+    r.server_peak_rss_bytes = std::max(r.server_peak_rss_bytes, PeakRss(o.server_pids[i]));
+  }
+  if (!o.server_pids.empty() && r.ops > 0) {
+    r.server_cpu_us_per_op = static_cast<double>(cpu) / static_cast<double>(r.ops);
+  }
+  return r;
+}
+
+}  // namespace capstan::bench
