@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Runs `capstan store` and etcd (Debian's etcd-server) side by side on this
+# machine, as 1 member and as 3 members on 127.0.0.1, with the same durability
+# (fsync on, data directories on the same disk), loads each with
+# `capstan bench store` in turn (interleaved, ROUNDS rounds, median reported),
+# and writes docs/benchmarks/store.md plus a throughput plot.
+#
+#   bench/store-vs-etcd.sh              # full run (several minutes)
+#   ROUNDS=1 TOTAL=5000 bench/store-vs-etcd.sh   # quick look
+#
+# Needs a release build (cmake --build --preset release).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+CAPSTAN="${CAPSTAN:-$ROOT/build/release/src/cmd/capstan}"
+ROUNDS="${ROUNDS:-3}"
+TOTAL="${TOTAL:-20000}"
+OUT_MD="${OUT_MD:-$ROOT/docs/benchmarks/store.md}"
+[[ -x "$CAPSTAN" ]] || { echo "build first: cmake --build --preset release" >&2; exit 2; }
+command -v etcd >/dev/null || { echo "etcd not found: run scripts/install-deps.sh" >&2; exit 2; }
+
+# Same disk for both: a directory under /var/tmp (not tmpfs).
+WORK="$(mktemp -d /var/tmp/capstan-bench.XXXXXX)"
+RESULTS="$WORK/results.jsonl"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_cluster SYSTEM SIZE: starts the members, sets ENDPOINTS and SERVER_PIDS.
+start_cluster() {
+  local system=$1 size=$2 i name initial="" cports=() pports=()
+  for ((i = 0; i < size; i++)); do cports+=("$(free_port)"); pports+=("$(free_port)"); done
+  for ((i = 0; i < size; i++)); do initial+="${initial:+,}m$i=http://127.0.0.1:${pports[$i]}"; done
+  ENDPOINTS=""; SERVER_PIDS=""
+  for ((i = 0; i < size; i++)); do
+    name="m$i"
+    local dir="$WORK/$system-$size-$i"
+    rm -rf "$dir"
+    local args=(--name "$name" --data-dir "$dir"
+      --listen-client-urls "http://127.0.0.1:${cports[$i]}"
+      --advertise-client-urls "http://127.0.0.1:${cports[$i]}"
+      --listen-peer-urls "http://127.0.0.1:${pports[$i]}"
+      --initial-advertise-peer-urls "http://127.0.0.1:${pports[$i]}"
+      --initial-cluster "$initial")
+    if [[ $system == capstan ]]; then
+      "$CAPSTAN" store "${args[@]}" --log-level warn >"$dir.log" 2>&1 &
+    else
+      etcd "${args[@]}" --log-level error --logger zap >"$dir.log" 2>&1 &
+    fi
+    PIDS+=($!)
+    SERVER_PIDS+="${SERVER_PIDS:+,}$!"
+    ENDPOINTS+="${ENDPOINTS:+,}127.0.0.1:${cports[$i]}"
+  done
+  # Ready when a write goes through.
+  for _ in $(seq 1 100); do
+    if ETCDCTL_API=3 etcdctl --endpoints="$ENDPOINTS" --command-timeout=2s put bench-ready 1 >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "$system cluster of $size did not start; logs in $WORK" >&2
+  exit 1
+}
+
+stop_cluster() {
+  for p in ${SERVER_PIDS//,/ }; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+}
+
+# run SYSTEM SIZE ROUND WORKLOAD CLIENTS [extra bench flags...]
+run() {
+  local system=$1 size=$2 round=$3 workload=$4 clients=$5
+  shift 5
+  local total=$TOTAL
+  [[ $clients -eq 1 ]] && total=$((TOTAL / 10))
+  local json
+  json=$("$CAPSTAN" bench store --endpoints "$ENDPOINTS" --pid "$SERVER_PIDS" --workload "$workload" \
+    --clients "$clients" --conns "$(( clients < 8 ? clients : 8 ))" --total "$total" --no-progress --json "$@")
+  local extra="$*"
+  echo "{\"system\":\"$system\",\"size\":$size,\"round\":$round,\"workload\":\"$workload\",\"clients\":$clients,\"flags\":\"$extra\",\"result\":$json}" >>"$RESULTS"
+  echo "  $system x$size $workload c=$clients $extra: $json" >&2
+}
+
+ROWS=(
+  "put 1 --key-size 8 --val-size 256 --key-space 100000"
+  "put 16 --key-size 8 --val-size 256 --key-space 100000"
+  "put 64 --key-size 8 --val-size 256 --key-space 100000"
+  "put 256 --key-size 8 --val-size 256 --key-space 100000"
+  "range 64 --key-size 8 --val-size 256 --key-space 10000 --consistency l"
+  "range 64 --key-size 8 --val-size 256 --key-space 10000 --consistency s"
+  "txn-create 64"
+  "txn-update 64 --key-space 2000"
+)
+
+for size in 1 3; do
+  for ((round = 1; round <= ROUNDS; round++)); do
+    echo "round $round, $size member(s)" >&2
+    for system in capstan etcd; do
+      start_cluster "$system" "$size"
+      for row in "${ROWS[@]}"; do
+        # shellcheck disable=SC2086
+        run "$system" "$size" "$round" $row
+      done
+      stop_cluster
+    done
+  done
+done
+
+python3 "$ROOT/bench/store_report.py" "$RESULTS" "$OUT_MD" "ROUNDS=$ROUNDS TOTAL=$TOTAL"
+echo "wrote $OUT_MD" >&2
