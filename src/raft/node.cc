@@ -434,6 +434,22 @@ void Node::ProcessReady() {
       }
       compacted_ = rd.snapshot->index;
     }
+    // A leader's appends and heartbeats leave before its own write (Raft
+    // thesis §10.2.1), so followers write in parallel with the leader: the
+    // leader counts its own entries toward commit only in Advance, after its
+    // fsync, and its term was durable before it could lead. Votes and
+    // acknowledgements still wait for the disk, below.
+    std::vector<Message> early;
+    for (Message& m : rd.messages) {
+      if (m.type == MsgType::kAppend || m.type == MsgType::kHeartbeat)
+        early.push_back(std::move(m));
+    }
+    if (!early.empty()) {
+      std::erase_if(rd.messages, [](const Message& m) {
+        return m.type == MsgType::kAppend || m.type == MsgType::kHeartbeat;
+      });
+      if (Transport* t = transport_.load(); t != nullptr) t->Send(std::move(early));
+    }
     absl::Status st = wal_->Append(rd.entries);
     if (st.ok() && rd.hard_state) st = wal_->SaveHardState(*rd.hard_state);
     if (st.ok() && (rd.must_sync || rd.snapshot)) {

@@ -610,6 +610,17 @@ class Simulation {
         n.log_base = n.applied + 1;
         committed_.emplace(rd.snapshot->index, std::make_pair(rd.snapshot->term, "<snapshot>"));
       }
+      if (!opts_.bug_send_before_persist) {
+        // As raft::Node does: a leader's appends and heartbeats leave before
+        // its own write; everything else waits for the disk.
+        for (Message& m : rd.messages) {
+          if (m.type == MsgType::kAppend || m.type == MsgType::kHeartbeat) {
+            SendToNetwork(std::move(m));
+            m.type = MsgType::kHup;  // sent; skipped below
+          }
+        }
+        std::erase_if(rd.messages, [](const Message& m) { return m.type == MsgType::kHup; });
+      }
       n.disk.Write(rd);
       if (faults_active_ && Chance(opts_.crash_in_write) && CanCrash()) {
         // Power fails while the write is in the page cache: part of it may
