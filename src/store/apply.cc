@@ -255,32 +255,37 @@ absl::Status Applier::WriteMember(uint64_t index, const etcdserverpb::Member& m,
   return absl::OkStatus();
 }
 
-absl::Status Applier::ApplyMemberAttributes(uint64_t index, const etcdserverpb::Member& req,
-                                            etcdserverpb::MemberListResponse* resp) {
+absl::Status Applier::UpdateMember(uint64_t index, uint64_t id,
+                                   const std::function<void(etcdserverpb::Member*)>& change,
+                                   etcdserverpb::MemberListResponse* resp) {
   etcdserverpb::Member m;
   {
     MutexLock lock(&alarms_mu_);
-    auto it = members_.find(req.id());
+    auto it = members_.find(id);
     if (it == members_.end()) return ErrMemberNotFound();
     m = it->second;
   }
-  m.set_name(req.name());
-  *m.mutable_clienturls() = req.clienturls();
+  change(&m);
   return WriteMember(index, m, resp);
+}
+
+absl::Status Applier::ApplyMemberAttributes(uint64_t index, const etcdserverpb::Member& req,
+                                            etcdserverpb::MemberListResponse* resp) {
+  return UpdateMember(
+      index, req.id(),
+      [&](etcdserverpb::Member* m) {
+        m->set_name(req.name());
+        *m->mutable_clienturls() = req.clienturls();
+      },
+      resp);
 }
 
 absl::Status Applier::ApplyMemberUpdate(uint64_t index,
                                         const etcdserverpb::MemberUpdateRequest& req,
                                         etcdserverpb::MemberListResponse* resp) {
-  etcdserverpb::Member m;
-  {
-    MutexLock lock(&alarms_mu_);
-    auto it = members_.find(req.id());
-    if (it == members_.end()) return ErrMemberNotFound();
-    m = it->second;
-  }
-  *m.mutable_peerurls() = req.peerurls();
-  return WriteMember(index, m, resp);
+  return UpdateMember(
+      index, req.id(), [&](etcdserverpb::Member* m) { *m->mutable_peerurls() = req.peerurls(); },
+      resp);
 }
 
 std::vector<etcdserverpb::AlarmMember> Applier::Alarms() const {

@@ -89,7 +89,11 @@ class Applier {
                                      etcdserverpb::MemberListResponse* resp);
   absl::Status ApplyMemberUpdate(uint64_t index, const etcdserverpb::MemberUpdateRequest& req,
                                  etcdserverpb::MemberListResponse* resp);
-  // Writes a member record and the index; REQUIRES meta_mu_ not held.
+  // Changes an existing member's record with `change` and writes it.
+  absl::Status UpdateMember(uint64_t index, uint64_t id,
+                            const std::function<void(etcdserverpb::Member*)>& change,
+                            etcdserverpb::MemberListResponse* resp);
+  // Writes a member record and the index; REQUIRES alarms_mu_ not held.
   absl::Status WriteMember(uint64_t index, const etcdserverpb::Member& m,
                            etcdserverpb::MemberListResponse* resp);
   // Adds the applied index (and the term of the entry being applied) to a batch.

@@ -289,15 +289,9 @@ class ClusterService final : public Cluster::CallbackService {
       if (!url.starts_with("http://") || url.size() <= 7)
         return Finish(reactor, ErrMemberBadUrls());
     }
+    if (PeerUrlInUse(req->peerurls(), 0)) return Finish(reactor, ErrPeerUrlExist());
     int learners = 0;
-    for (const auto& m : store_->Members()) {
-      learners += m.islearner();
-      for (const auto& url : m.peerurls()) {
-        for (const auto& want : req->peerurls()) {
-          if (url == want) return Finish(reactor, ErrPeerUrlExist());
-        }
-      }
-    }
+    for (const auto& m : store_->Members()) learners += m.islearner();
     if (req->islearner() && learners >= 1) {
       return Finish(reactor, absl::FailedPreconditionError(
                                  "etcdserver: too many learner members in cluster"));
@@ -307,17 +301,9 @@ class ClusterService final : public Cluster::CallbackService {
     m.set_id(((static_cast<uint64_t>(rd()) << 32) ^ rd()) | 1);
     *m.mutable_peerurls() = req->peerurls();
     m.set_islearner(req->islearner());
-    store_->ProposeConfChange(
+    ProposeChange(
         req->islearner() ? raft::ConfChange::Type::kAddLearner : raft::ConfChange::Type::kAddVoter,
-        m, [this, reactor, resp](absl::Status st, google::protobuf::Message* msg) {
-          if (st.ok() && msg != nullptr) {
-            auto* list = static_cast<MemberListResponse*>(msg);
-            *resp->mutable_member() = list->members(0);
-            for (int i = 1; i < list->members_size(); ++i) *resp->add_members() = list->members(i);
-            store_->FillHeader(resp->mutable_header(), 0);
-          }
-          reactor->Finish(ToGrpc(st));
-        });
+        m, reactor, resp, resp->mutable_member());
     return reactor;
   }
 
@@ -331,18 +317,7 @@ class ClusterService final : public Cluster::CallbackService {
       return reactor;
     auto member = Find(req->id());
     if (!member) return Finish(reactor, ErrMemberNotFound());
-    store_->ProposeConfChange(
-        raft::ConfChange::Type::kRemove, *member,
-        [this, reactor, resp](absl::Status st, google::protobuf::Message* msg) {
-          if (st.ok() && msg != nullptr) {
-            auto* list = static_cast<MemberListResponse*>(msg);
-            for (int i = 1; i < list->members_size(); ++i) {
-              *resp->add_members() = list->members(i);
-            }
-            store_->FillHeader(resp->mutable_header(), 0);
-          }
-          reactor->Finish(ToGrpc(st));
-        });
+    ProposeChange(raft::ConfChange::Type::kRemove, *member, reactor, resp);
     return reactor;
   }
 
@@ -356,14 +331,7 @@ class ClusterService final : public Cluster::CallbackService {
       return reactor;
     if (!Find(req->id())) return Finish(reactor, ErrMemberNotFound());
     if (req->peerurls().empty()) return Finish(reactor, ErrMemberBadUrls());
-    for (const auto& m : store_->Members()) {
-      if (m.id() == req->id()) continue;
-      for (const auto& url : m.peerurls()) {
-        for (const auto& want : req->peerurls()) {
-          if (url == want) return Finish(reactor, ErrPeerUrlExist());
-        }
-      }
-    }
+    if (PeerUrlInUse(req->peerurls(), req->id())) return Finish(reactor, ErrPeerUrlExist());
     LogEntry entry;
     *entry.mutable_member_update() = *req;
     store_->Propose(std::move(entry),
@@ -398,18 +366,7 @@ class ClusterService final : public Cluster::CallbackService {
       return Finish(reactor, ErrLearnerNotReady());
     }
     member->set_islearner(false);
-    store_->ProposeConfChange(
-        raft::ConfChange::Type::kAddVoter, *member,
-        [this, reactor, resp](absl::Status st, google::protobuf::Message* msg) {
-          if (st.ok() && msg != nullptr) {
-            auto* list = static_cast<MemberListResponse*>(msg);
-            for (int i = 1; i < list->members_size(); ++i) {
-              *resp->add_members() = list->members(i);
-            }
-            store_->FillHeader(resp->mutable_header(), 0);
-          }
-          reactor->Finish(ToGrpc(st));
-        });
+    ProposeChange(raft::ConfChange::Type::kAddVoter, *member, reactor, resp);
     return reactor;
   }
 
@@ -417,6 +374,36 @@ class ClusterService final : public Cluster::CallbackService {
   grpc::ServerUnaryReactor* Finish(grpc::ServerUnaryReactor* reactor, const absl::Status& st) {
     reactor->Finish(ToGrpc(st));
     return reactor;
+  }
+
+  // Proposes a membership change and answers with the members after it; the
+  // changed member comes first in the applied reply and goes to `changed`
+  // for the responses that have that field.
+  template <typename Resp>
+  void ProposeChange(raft::ConfChange::Type type, const Member& member,
+                     grpc::ServerUnaryReactor* reactor, Resp* resp, Member* changed = nullptr) {
+    store_->ProposeConfChange(
+        type, member,
+        [this, reactor, resp, changed](absl::Status st, google::protobuf::Message* msg) {
+          if (st.ok() && msg != nullptr) {
+            auto* list = static_cast<MemberListResponse*>(msg);
+            if (changed != nullptr) *changed = list->members(0);
+            for (int i = 1; i < list->members_size(); ++i) *resp->add_members() = list->members(i);
+            store_->FillHeader(resp->mutable_header(), 0);
+          }
+          reactor->Finish(ToGrpc(st));
+        });
+  }
+
+  // Whether another member (not `except`) already uses one of `urls`.
+  bool PeerUrlInUse(const google::protobuf::RepeatedPtrField<std::string>& urls, uint64_t except) {
+    for (const auto& m : store_->Members()) {
+      if (m.id() == except) continue;
+      for (const auto& url : m.peerurls()) {
+        if (std::find(urls.begin(), urls.end(), url) != urls.end()) return true;
+      }
+    }
+    return false;
   }
 
   std::optional<Member> Find(uint64_t id) {

@@ -492,7 +492,14 @@ TEST(ClusterTest, MembersAreAddedPromotedAndRemoved) {
   EXPECT_TRUE(EventuallyListed(c.endpoint(0), "started, " + c.name(n) + ", " + c.peer_url(n)));
 
   std::string id = HexId(c.MemberId(n));
-  EXPECT_THAT(OkCtl(c.endpoint(2), {"member", "promote", id}), HasSubstr("promoted"));
+  // As with etcd, promotion waits until the leader sees the learner caught up.
+  std::string promote_out;
+  EXPECT_TRUE(Eventually([&] {
+    auto r = Etcdctl(c.endpoint(2), {"member", "promote", id});
+    promote_out = r.out + r.err;
+    return r.exit_code == 0;
+  })) << promote_out;
+  EXPECT_THAT(promote_out, HasSubstr("promoted"));
   // MemberUpdate changes the advertised peer URLs (here: adds a second one).
   std::string extra = "http://127.0.0.1:" + std::to_string(PickFreePort());
   EXPECT_THAT(
