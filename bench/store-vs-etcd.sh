@@ -76,10 +76,12 @@ run() {
   local system=$1 size=$2 round=$3 workload=$4 clients=$5
   shift 5
   local total=$TOTAL
+  local conns=$(( clients < 8 ? clients : 8 ))
   [[ $clients -eq 1 ]] && total=$((TOTAL / 10))
+  [[ $workload == watch ]] && { total=20; conns=4; }
   local json
   json=$("$CAPSTAN" bench store --endpoints "$ENDPOINTS" --pid "$SERVER_PIDS" --workload "$workload" \
-    --clients "$clients" --conns "$(( clients < 8 ? clients : 8 ))" --total "$total" --no-progress --json "$@")
+    --clients "$clients" --conns "$conns" --total "$total" --no-progress --json "$@")
   local extra="$*"
   echo "{\"system\":\"$system\",\"size\":$size,\"round\":$round,\"workload\":\"$workload\",\"clients\":$clients,\"flags\":\"$extra\",\"result\":$json}" >>"$RESULTS"
   echo "  $system x$size $workload c=$clients $extra: $json" >&2
@@ -107,6 +109,18 @@ for size in 1 3; do
       done
       stop_cluster
     done
+  done
+done
+
+# Watchers: one member, WATCHERS watchers on a prefix (1000 per stream), a
+# slow trickle of puts; put-to-event latency at every watcher and server RSS
+# growth per watcher.
+WATCHERS="${WATCHERS:-100000}"
+for ((round = 1; round <= ROUNDS; round++)); do
+  for system in capstan etcd; do
+    start_cluster "$system" 1
+    run "$system" 1 "$round" watch 1 --watchers "$WATCHERS" --watchers-per-stream 1000 --rate 10
+    stop_cluster
   done
 done
 

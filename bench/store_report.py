@@ -69,6 +69,17 @@ for size, workload, clients, flags in keys:
         f"{e['server_cpu_us_per_op']:.1f} | {ratio(c['server_cpu_us_per_op'], e['server_cpu_us_per_op'])} |")
     if workload == "put":
         plot[size][clients] = (c["throughput"], e["throughput"])
+watch_rows = [k for k in keys if k[1] == "watch"]
+if watch_rows:
+    lines.append("\nWatch rows: ops/s is events delivered per second across all watchers, p99 is")
+    lines.append("put-to-event latency at the watchers, CPU/op is per event delivered.\n")
+    lines.append("| watchers | capstan RSS per watcher (B) | etcd RSS per watcher (B) | ratio |")
+    lines.append("| --- | --- | --- | --- |")
+    for size, workload, clients, flags in watch_rows:
+        cw = med([x.get("server_rss_bytes_per_watcher", 0) for x in groups.get((size, workload, clients, flags, "capstan"), [])])
+        ew = med([x.get("server_rss_bytes_per_watcher", 0) for x in groups.get((size, workload, clients, flags, "etcd"), [])])
+        n = flags.split("--watchers ")[1].split()[0] if "--watchers " in flags else "?"
+        lines.append(f"| {n} | {cw:.0f} | {ew:.0f} | {cw / ew:.2f} |" if ew else f"| {n} | {cw:.0f} | {ew:.0f} | - |")
 errors = sum(r["result"]["errors"] for r in rows)
 lines.append(f"\nErrors across all runs: {errors}.\n")
 

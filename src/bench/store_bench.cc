@@ -3,9 +3,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <mutex>
 #include <random>
@@ -51,6 +54,199 @@ int64_t PeakRss(int pid) {
   return 0;
 }
 
+// Current resident set size (VmRSS) in bytes.
+int64_t CurrentRss(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+// Latencies from many threads without a lock: log-scaled buckets of 1/16 of
+// a power of two (about 4% wide), from 1 µs up.
+class LatencyHistogram {
+ public:
+  void Add(int64_t us) {
+    us = std::max<int64_t>(us, 1);
+    int log = 63 - __builtin_clzll(static_cast<uint64_t>(us));
+    int sub = log >= 4 ? static_cast<int>((us >> (log - 4)) & 15) : 0;
+    size_t b = std::min<size_t>(static_cast<size_t>(log * 16 + sub), kBuckets - 1);
+    counts_[b].fetch_add(1, std::memory_order_relaxed);
+  }
+  int64_t Count() const {
+    int64_t n = 0;
+    for (const auto& c : counts_) n += c.load();
+    return n;
+  }
+  double PercentileMs(double p) const {
+    int64_t total = Count();
+    int64_t want =
+        std::min<int64_t>(total - 1, static_cast<int64_t>(p * static_cast<double>(total)));
+    int64_t seen = 0;
+    for (size_t b = 0; b < kBuckets; ++b) {
+      seen += counts_[b].load();
+      if (seen > want) {
+        int log = static_cast<int>(b / 16), sub = static_cast<int>(b % 16);
+        double us = std::ldexp(1.0 + sub / 16.0, log);
+        return us / 1000.0;
+      }
+    }
+    return 0;
+  }
+
+ private:
+  static constexpr size_t kBuckets = 40 * 16;
+  std::array<std::atomic<int64_t>, kBuckets> counts_{};
+};
+
+int64_t NowMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+// Many watchers on one Watch stream: writes its create requests one after
+// another, then counts created responses and timestamps every event.
+class WatchLoad final : public grpc::ClientBidiReactor<WatchRequest, WatchResponse> {
+ public:
+  WatchLoad(Watch::Stub* stub, int watchers, const std::string& prefix, LatencyHistogram* hist,
+            std::atomic<int64_t>* created, std::atomic<int64_t>* events)
+      : remaining_(watchers), hist_(hist), created_(created), events_(events) {
+    auto* c = request_.mutable_create_request();
+    c->set_key(prefix);
+    std::string end = prefix;
+    end.back()++;
+    c->set_range_end(end);
+    stub->async()->Watch(&ctx_, this);
+    StartRead(&response_);
+    WriteNext();
+    StartCall();
+  }
+  void WriteNext() {
+    if (remaining_-- > 0) StartWrite(&request_);
+  }
+  void OnWriteDone(bool ok) override {
+    if (ok) WriteNext();
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) return;
+    if (response_.created()) created_->fetch_add(1);
+    int64_t now = NowMicros();
+    for (const auto& ev : response_.events()) {
+      int64_t sent = std::strtoll(ev.kv().value().c_str(), nullptr, 10);
+      hist_->Add(now - sent);
+    }
+    events_->fetch_add(response_.events_size());
+    StartRead(&response_);
+  }
+  void OnDone(const grpc::Status&) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_ = true;
+    cv_.notify_all();
+  }
+  void Stop() {
+    ctx_.TryCancel();
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return done_; });
+  }
+
+ private:
+  grpc::ClientContext ctx_;
+  WatchRequest request_;
+  WatchResponse response_;
+  int remaining_;
+  LatencyHistogram* hist_;
+  std::atomic<int64_t>* created_;
+  std::atomic<int64_t>* events_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+};
+
+absl::StatusOr<StoreBenchResult> RunWatchBench(const StoreBenchOptions& o) {
+  if (o.watchers < 1 || o.watchers_per_stream < 1 || o.rate <= 0) {
+    return absl::InvalidArgumentError("--watchers, --watchers-per-stream and --rate must be > 0");
+  }
+  int pid = o.server_pids.empty() ? 0 : o.server_pids.front();
+  int64_t rss_before = pid ? CurrentRss(pid) : 0;
+  int streams = static_cast<int>((o.watchers + o.watchers_per_stream - 1) / o.watchers_per_stream);
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  std::vector<std::unique_ptr<Watch::Stub>> stubs;
+  for (int i = 0; i < o.connections; ++i) {
+    grpc::ChannelArguments args;
+    args.SetInt("capstan.bench.channel", i);
+    channels.push_back(grpc::CreateCustomChannel(
+        client::TargetOf(o.endpoints[static_cast<size_t>(i) % o.endpoints.size()]),
+        grpc::InsecureChannelCredentials(), args));
+    stubs.push_back(Watch::NewStub(channels.back()));
+  }
+  LatencyHistogram hist;
+  std::atomic<int64_t> created{0}, events{0};
+  std::vector<std::unique_ptr<WatchLoad>> loads;
+  int64_t left = o.watchers;
+  for (int s = 0; s < streams; ++s) {
+    int n = static_cast<int>(std::min<int64_t>(left, o.watchers_per_stream));
+    left -= n;
+    loads.push_back(std::make_unique<WatchLoad>(stubs[static_cast<size_t>(s) % stubs.size()].get(),
+                                                n, "watch-bench/", &hist, &created, &events));
+  }
+  auto setup_deadline = Clock::now() + std::chrono::seconds(120);
+  while (created.load() < o.watchers && Clock::now() < setup_deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // polling a counter
+  }
+  if (created.load() < o.watchers) {
+    for (auto& l : loads) l->Stop();
+    return absl::DeadlineExceededError(absl::StrCat("only ", created.load(), " of ", o.watchers,
+                                                    " watchers were created in 120 s"));
+  }
+  int64_t rss_watchers = pid ? CurrentRss(pid) : 0;
+  int64_t cpu_before = pid ? CpuMicros(pid) : 0;
+
+  client::ClientOptions copts;
+  copts.endpoints = o.endpoints;
+  ASSIGN_OR_RETURN(auto cli, client::Client::Connect(copts));
+  auto start = Clock::now();
+  auto interval = std::chrono::duration<double>(1.0 / o.rate);
+  int64_t errors = 0;
+  std::string first_error;
+  for (int64_t i = 0; i < o.total; ++i) {
+    std::this_thread::sleep_until(start +
+                                  std::chrono::duration_cast<Clock::duration>(interval * i));
+    auto r = cli->Put("watch-bench/k" + std::to_string(i % 16), std::to_string(NowMicros()));
+    if (!r.ok() && errors++ == 0) first_error = r.status().ToString();
+  }
+  int64_t want = (o.total - errors) * o.watchers;
+  auto drain_deadline = Clock::now() + std::chrono::seconds(60);
+  while (events.load() < want && Clock::now() < drain_deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling a counter
+  }
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  StoreBenchResult r;
+  r.ops = o.total;
+  r.errors = errors + (events.load() < want ? 1 : 0);
+  r.first_error = events.load() < want
+                      ? absl::StrCat("watchers got ", events.load(), " of ", want, " events")
+                      : first_error;
+  r.events = events.load();
+  r.seconds = elapsed;
+  r.throughput = static_cast<double>(r.events) / elapsed;
+  r.p50_ms = hist.PercentileMs(0.5);
+  r.p90_ms = hist.PercentileMs(0.9);
+  r.p99_ms = hist.PercentileMs(0.99);
+  r.p999_ms = hist.PercentileMs(0.999);
+  r.max_ms = hist.PercentileMs(1.0);
+  if (pid) {
+    r.server_cpu_us_per_op = static_cast<double>(CpuMicros(pid) - cpu_before) /
+                             static_cast<double>(std::max<int64_t>(1, r.events));
+    r.server_peak_rss_bytes = PeakRss(pid);
+    r.server_rss_bytes_per_watcher =
+        static_cast<double>(rss_watchers - rss_before) / static_cast<double>(o.watchers);
+  }
+  for (auto& l : loads) l->Stop();
+  return r;
+}
+
 std::string MakeKey(int64_t n, int size, const std::string& prefix = "") {
   std::string digits = std::to_string(n);
   std::string key = prefix;
@@ -82,6 +278,11 @@ std::string StoreBenchResult::Table() const {
     absl::StrAppendFormat(&out, "%-22s %12.1f\n", "server peak RSS (MiB)",
                           static_cast<double>(server_peak_rss_bytes) / (1 << 20));
   }
+  if (events > 0) {
+    absl::StrAppendFormat(&out, "%-22s %12lld\n", "watch events", static_cast<long long>(events));
+    absl::StrAppendFormat(&out, "%-22s %12.0f\n", "RSS per watcher (B)",
+                          server_rss_bytes_per_watcher);
+  }
   if (!first_error.empty()) absl::StrAppend(&out, "first error: ", first_error, "\n");
   return out;
 }
@@ -90,19 +291,21 @@ std::string StoreBenchResult::Json() const {
   return absl::StrFormat(
       "{\"ops\":%d,\"errors\":%d,\"seconds\":%.3f,\"throughput\":%.1f,\"mean_ms\":%.4f,"
       "\"p50_ms\":%.4f,\"p90_ms\":%.4f,\"p99_ms\":%.4f,\"p999_ms\":%.4f,\"max_ms\":%.4f,"
-      "\"server_cpu_us_per_op\":%.2f,\"server_peak_rss_bytes\":%d}",
+      "\"server_cpu_us_per_op\":%.2f,\"server_peak_rss_bytes\":%d,\"events\":%d,"
+      "\"server_rss_bytes_per_watcher\":%.1f}",
       ops, errors, seconds, throughput, mean_ms, p50_ms, p90_ms, p99_ms, p999_ms, max_ms,
-      server_cpu_us_per_op, server_peak_rss_bytes);
+      server_cpu_us_per_op, server_peak_rss_bytes, events, server_rss_bytes_per_watcher);
 }
 
 absl::StatusOr<StoreBenchResult> RunStoreBench(const StoreBenchOptions& o) {
   if (o.clients < 1 || o.connections < 1 || o.total < 1) {
     return absl::InvalidArgumentError("--clients, --connections and --total must be >= 1");
   }
+  if (o.workload == "watch") return RunWatchBench(o);
   if (o.workload != "put" && o.workload != "range" && o.workload != "txn-create" &&
       o.workload != "txn-update") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown workload \"", o.workload, "\" (put, range, txn-create, txn-update)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown workload \"", o.workload, "\" (put, range, txn-create, txn-update, watch)"));
   }
   client::ClientOptions copts;
   copts.endpoints = o.endpoints;

@@ -19,7 +19,7 @@ namespace capstan::bench {
 
 struct StoreBenchOptions {
   std::vector<std::string> endpoints{"127.0.0.1:2379"};
-  std::string workload = "put";  // put | range | txn-create | txn-update
+  std::string workload = "put";  // put | range | txn-create | txn-update | watch
   int clients = 16;
   int connections = 4;
   int64_t total = 10000;        // operations to run
@@ -31,6 +31,12 @@ struct StoreBenchOptions {
   bool serializable = false;     // range: serializable instead of linearizable
   int range_limit = 0;           // range: 0 = one key, else a prefix range with this limit
   std::vector<int> server_pids;  // for CPU time per op and peak RSS
+  // watch: `watchers` watchers on one prefix, `watchers_per_stream` on each
+  // Watch stream; `total` puts at `rate` per second; latency is put-to-event
+  // at every watcher.
+  int64_t watchers = 1000;
+  int watchers_per_stream = 100;
+  double rate = 200;
   bool progress = true;
 };
 
@@ -43,6 +49,8 @@ struct StoreBenchResult {
   double p50_ms = 0, p90_ms = 0, p99_ms = 0, p999_ms = 0, max_ms = 0, mean_ms = 0;
   double server_cpu_us_per_op = 0;  // summed over server_pids; 0 without pids
   int64_t server_peak_rss_bytes = 0;
+  int64_t events = 0;                       // watch: events delivered to watchers
+  double server_rss_bytes_per_watcher = 0;  // watch: RSS growth from creating them
   std::string Table() const;
   std::string Json() const;
 };

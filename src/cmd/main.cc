@@ -233,7 +233,7 @@ void AddBenchStoreFlags(CLI::App* cmd, BenchFlags* f) {
   cmd->add_option("--endpoints", o.endpoints, "Servers to load (host:port, comma-separated).")
       ->delimiter(',')
       ->capture_default_str();
-  cmd->add_option("--workload", o.workload, "put, range, txn-create or txn-update.")
+  cmd->add_option("--workload", o.workload, "put, range, txn-create, txn-update or watch.")
       ->capture_default_str();
   cmd->add_option("--clients", o.clients, "Requests in flight at once.")->capture_default_str();
   cmd->add_option("--conns", o.connections, "HTTP/2 connections.")->capture_default_str();
@@ -255,6 +255,11 @@ void AddBenchStoreFlags(CLI::App* cmd, BenchFlags* f) {
       "range: l (linearizable) or s (serializable).");
   cmd->add_option("--limit", o.range_limit, "range: read a prefix with this limit (0: one key).")
       ->capture_default_str();
+  cmd->add_option("--watchers", o.watchers, "watch: watchers on one prefix.")
+      ->capture_default_str();
+  cmd->add_option("--watchers-per-stream", o.watchers_per_stream, "watch: watchers per stream.")
+      ->capture_default_str();
+  cmd->add_option("--rate", o.rate, "watch: puts per second.")->capture_default_str();
   cmd->add_option("--pid", o.server_pids, "Server process id(s), for CPU per op and peak RSS.")
       ->delimiter(',');
   cmd->add_flag("--json", f->json, "Print the result as one JSON line.");

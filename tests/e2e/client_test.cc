@@ -156,6 +156,13 @@ TEST(BenchSmoke, EveryWorkloadRuns) {
     EXPECT_THAT(r.out, ::testing::HasSubstr("\"ops\":400,\"errors\":0")) << workload;
     EXPECT_THAT(r.out, ::testing::HasSubstr("server_cpu_us_per_op")) << workload;
   }
+  auto watch = RunCommand(
+      {CapstanBinary(), "bench", "store", "--endpoints", server.endpoint(), "--workload", "watch",
+       "--watchers", "200", "--watchers-per-stream", "50", "--total", "20", "--rate", "200",
+       "--pid", std::to_string(server.process()->pid()), "--json", "--no-progress"},
+      "", std::chrono::seconds(60));
+  EXPECT_EQ(watch.exit_code, 0) << watch.out << watch.err;
+  EXPECT_THAT(watch.out, ::testing::HasSubstr("\"events\":4000,")) << "20 puts x 200 watchers";
   auto bad = RunCommand({CapstanBinary(), "bench", "store", "--workload", "nope"});
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_THAT(bad.err, ::testing::HasSubstr("unknown workload"));
