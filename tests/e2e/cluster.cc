@@ -7,12 +7,19 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 
 #include "etcd/etcdserverpb/rpc.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 
 namespace capstan::e2e {
+
+int TimeScale() {
+  const char* env = std::getenv("CAPSTAN_TEST_TIME_SCALE");
+  int scale = env != nullptr ? std::atoi(env) : 1;
+  return scale > 0 ? scale : 1;
+}
 
 // ----- FaultProxy ---------------------------------------------------------
 

@@ -46,10 +46,14 @@ class FaultProxy {
   std::thread acceptor_;
 };
 
+// Sanitizer builds run several times slower: CAPSTAN_TEST_TIME_SCALE (set by
+// the debug and tsan test presets) stretches Raft timing and client deadlines.
+int TimeScale();
+
 struct ClusterOptions {
   int members = 3;
-  int heartbeat_ms = 50;
-  int election_ms = 500;
+  int heartbeat_ms = 50 * TimeScale();
+  int election_ms = 500 * TimeScale();
   std::vector<std::string> extra_flags;
 };
 

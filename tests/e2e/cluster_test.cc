@@ -56,7 +56,7 @@ std::string OkCtl(const std::string& endpoints, const std::vector<std::string>& 
 grpc::Status Put(Stubs& s, const std::string& k, const std::string& v, int64_t* rev = nullptr,
                  std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout * TimeScale());
   PutRequest req;
   req.set_key(k);
   req.set_value(v);
@@ -69,7 +69,7 @@ grpc::Status Put(Stubs& s, const std::string& k, const std::string& v, int64_t* 
 grpc::Status Get(Stubs& s, const std::string& k, bool serializable, RangeResponse* resp,
                  std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout * TimeScale());
   RangeRequest req;
   req.set_key(k);
   req.set_serializable(serializable);
