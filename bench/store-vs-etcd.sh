@@ -79,6 +79,7 @@ run() {
   local conns=$(( clients < 8 ? clients : 8 ))
   [[ $clients -eq 1 ]] && total=$((TOTAL / 10))
   [[ $workload == watch ]] && { total=20; conns=4; }
+  [[ $workload == lease ]] && total=1000
   local json
   json=$("$CAPSTAN" bench store --endpoints "$ENDPOINTS" --pid "$SERVER_PIDS" --workload "$workload" \
     --clients "$clients" --conns "$conns" --total "$total" --no-progress --json "$@")
@@ -120,6 +121,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
   for system in capstan etcd; do
     start_cluster "$system" 1
     run "$system" 1 "$round" watch 1 --watchers "$WATCHERS" --watchers-per-stream 1000 --rate 10
+    stop_cluster
+    # Leases left to expire: lag from TTL to the DELETE a watcher sees.
+    start_cluster "$system" 1
+    run "$system" 1 "$round" lease 1 --lease-ttl 2
     stop_cluster
   done
 done

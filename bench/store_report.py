@@ -80,6 +80,9 @@ if watch_rows:
         ew = med([x.get("server_rss_bytes_per_watcher", 0) for x in groups.get((size, workload, clients, flags, "etcd"), [])])
         n = flags.split("--watchers ")[1].split()[0] if "--watchers " in flags else "?"
         lines.append(f"| {n} | {cw:.0f} | {ew:.0f} | {cw / ew:.2f} |" if ew else f"| {n} | {cw:.0f} | {ew:.0f} | - |")
+if any(k[1] == "lease" for k in keys):
+    lines.append("\nLease rows: p99 is the expiry lag, from a lease's TTL running out to the DELETE")
+    lines.append("of its key reaching a watcher (ops/s there is only the grant rate).\n")
 errors = sum(r["result"]["errors"] for r in rows)
 lines.append(f"\nErrors across all runs: {errors}.\n")
 

@@ -19,7 +19,7 @@ namespace capstan::bench {
 
 struct StoreBenchOptions {
   std::vector<std::string> endpoints{"127.0.0.1:2379"};
-  std::string workload = "put";  // put | range | txn-create | txn-update | watch
+  std::string workload = "put";  // put | range | txn-create | txn-update | watch | lease
   int clients = 16;
   int connections = 4;
   int64_t total = 10000;        // operations to run
@@ -37,6 +37,9 @@ struct StoreBenchOptions {
   int64_t watchers = 1000;
   int watchers_per_stream = 100;
   double rate = 200;
+  // lease: `total` leases of this TTL, one key each, left to expire; latency
+  // is the expiry lag (DELETE seen by a watcher minus grant time plus TTL).
+  int64_t lease_ttl_seconds = 2;
   bool progress = true;
 };
 
@@ -49,7 +52,7 @@ struct StoreBenchResult {
   double p50_ms = 0, p90_ms = 0, p99_ms = 0, p999_ms = 0, max_ms = 0, mean_ms = 0;
   double server_cpu_us_per_op = 0;  // summed over server_pids; 0 without pids
   int64_t server_peak_rss_bytes = 0;
-  int64_t events = 0;                       // watch: events delivered to watchers
+  int64_t events = 0;  // watch: events delivered to watchers; lease: leased keys expired
   double server_rss_bytes_per_watcher = 0;  // watch: RSS growth from creating them
   std::string Table() const;
   std::string Json() const;

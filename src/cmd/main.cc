@@ -233,7 +233,7 @@ void AddBenchStoreFlags(CLI::App* cmd, BenchFlags* f) {
   cmd->add_option("--endpoints", o.endpoints, "Servers to load (host:port, comma-separated).")
       ->delimiter(',')
       ->capture_default_str();
-  cmd->add_option("--workload", o.workload, "put, range, txn-create, txn-update or watch.")
+  cmd->add_option("--workload", o.workload, "put, range, txn-create, txn-update, watch or lease.")
       ->capture_default_str();
   cmd->add_option("--clients", o.clients, "Requests in flight at once.")->capture_default_str();
   cmd->add_option("--conns", o.connections, "HTTP/2 connections.")->capture_default_str();
@@ -260,6 +260,8 @@ void AddBenchStoreFlags(CLI::App* cmd, BenchFlags* f) {
   cmd->add_option("--watchers-per-stream", o.watchers_per_stream, "watch: watchers per stream.")
       ->capture_default_str();
   cmd->add_option("--rate", o.rate, "watch: puts per second.")->capture_default_str();
+  cmd->add_option("--lease-ttl", o.lease_ttl_seconds, "lease: TTL of each lease in seconds.")
+      ->capture_default_str();
   cmd->add_option("--pid", o.server_pids, "Server process id(s), for CPU per op and peak RSS.")
       ->delimiter(',');
   cmd->add_flag("--json", f->json, "Print the result as one JSON line.");

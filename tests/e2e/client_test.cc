@@ -163,6 +163,12 @@ TEST(BenchSmoke, EveryWorkloadRuns) {
       "", std::chrono::seconds(60));
   EXPECT_EQ(watch.exit_code, 0) << watch.out << watch.err;
   EXPECT_THAT(watch.out, ::testing::HasSubstr("\"events\":4000,")) << "20 puts x 200 watchers";
+  auto lease =
+      RunCommand({CapstanBinary(), "bench", "store", "--endpoints", server.endpoint(), "--workload",
+                  "lease", "--total", "20", "--lease-ttl", "2", "--json", "--no-progress"},
+                 "", std::chrono::seconds(60));
+  EXPECT_EQ(lease.exit_code, 0) << lease.out << lease.err;
+  EXPECT_THAT(lease.out, ::testing::HasSubstr("\"events\":20,")) << "every leased key expires";
   auto bad = RunCommand({CapstanBinary(), "bench", "store", "--workload", "nope"});
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_THAT(bad.err, ::testing::HasSubstr("unknown workload"));
