@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/client.h"
+#include "net/url.h"
 
 namespace capstan::bench {
 
@@ -45,25 +46,17 @@ int64_t CpuMicros(int pid) {
   return (utime + stime) * 1'000'000 / sysconf(_SC_CLK_TCK);
 }
 
-// Peak resident set size (VmHWM) in bytes.
-int64_t PeakRss(int pid) {
+// A "kB" field of /proc/PID/status (VmHWM: peak RSS, VmRSS: current RSS), in bytes.
+int64_t StatusBytes(int pid, std::string_view field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+    if (line.starts_with(field)) return std::stoll(line.substr(field.size())) * 1024;
   }
   return 0;
 }
-
-// Current resident set size (VmRSS) in bytes.
-int64_t CurrentRss(int pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
-  }
-  return 0;
-}
+int64_t PeakRss(int pid) { return StatusBytes(pid, "VmHWM:"); }
+int64_t CurrentRss(int pid) { return StatusBytes(pid, "VmRSS:"); }
 
 // Latencies from many threads without a lock: log-scaled buckets of 1/16 of
 // a power of two (about 4% wide), from 1 µs up.
@@ -178,7 +171,7 @@ absl::StatusOr<StoreBenchResult> RunWatchBench(const StoreBenchOptions& o) {
     grpc::ChannelArguments args;
     args.SetInt("capstan.bench.channel", i);
     channels.push_back(grpc::CreateCustomChannel(
-        client::TargetOf(o.endpoints[static_cast<size_t>(i) % o.endpoints.size()]),
+        net::GrpcTarget(o.endpoints[static_cast<size_t>(i) % o.endpoints.size()]),
         grpc::InsecureChannelCredentials(), args));
     stubs.push_back(Watch::NewStub(channels.back()));
   }

@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "net/url.h"
 
 namespace capstan::client {
 
@@ -18,14 +19,6 @@ absl::Status FromGrpc(const grpc::Status& st) {
 
 }  // namespace
 
-std::string TargetOf(const std::string& endpoint) {
-  std::string_view v = endpoint;
-  for (std::string_view scheme : {"http://", "https://"}) {
-    if (v.starts_with(scheme)) v.remove_prefix(scheme.size());
-  }
-  return std::string(v);
-}
-
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   if (options.endpoints.empty()) return absl::InvalidArgumentError("client: no endpoints given");
   if (options.channels < 1) return absl::InvalidArgumentError("client: channels must be >= 1");
@@ -39,7 +32,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
     args.SetMaxReceiveMessageSize(-1);
     Conn conn;
     conn.channel =
-        grpc::CreateCustomChannel(TargetOf(ep), grpc::InsecureChannelCredentials(), args);
+        grpc::CreateCustomChannel(net::GrpcTarget(ep), grpc::InsecureChannelCredentials(), args);
     conn.kv = KV::NewStub(conn.channel);
     conn.lease = Lease::NewStub(conn.channel);
     conn.watch = etcdserverpb::Watch::NewStub(conn.channel);

@@ -98,7 +98,4 @@ class Client {
   std::atomic<uint64_t> next_{0};
 };
 
-// "http://host:port" or "host:port" -> "host:port".
-std::string TargetOf(const std::string& endpoint);
-
 }  // namespace capstan::client

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "etcd/etcdserverpb/rpc.grpc.pb.h"
+#include "net/url.h"
 #include "store/errors.h"
 #include "store/services.h"
 
@@ -428,12 +429,14 @@ class ClusterService final : public Cluster::CallbackService {
       reactor->Finish(ToGrpc(ErrNoLeader()));
       return true;
     }
-    if (target.starts_with("http://")) target = target.substr(7);
     std::shared_ptr<Cluster::Stub> stub;
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto& s = stubs_[target];
-      if (!s) s = Cluster::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+      if (!s) {
+        s = Cluster::NewStub(
+            grpc::CreateChannel(net::GrpcTarget(target), grpc::InsecureChannelCredentials()));
+      }
       stub = s;
     }
     auto ctx = std::make_shared<grpc::ClientContext>();

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/logging.h"
+#include "net/url.h"
 #include "store/errors.h"
 #include "store/services.h"
 
@@ -20,13 +21,6 @@ namespace {
 constexpr size_t kMaxQueuedPerPeer = 8192;
 constexpr size_t kMaxBatchBytes = 16 << 20;
 constexpr size_t kSnapshotChunkBytes = 1 << 20;
-
-std::string GrpcTarget(std::string_view url) {
-  for (std::string_view scheme : {"http://", "https://"}) {
-    if (url.starts_with(scheme)) url.remove_prefix(scheme.size());
-  }
-  return std::string(url);
-}
 
 std::shared_ptr<grpc::Channel> PeerChannel(const std::string& target) {
   grpc::ChannelArguments args;
@@ -114,7 +108,7 @@ PeerTransport::PeerTransport(uint64_t self, uint64_t cluster_id, raft::Node* nod
   if (const char* dial = std::getenv("CAPSTAN_TEST_PEER_DIAL"); dial != nullptr) {
     for (const std::string& pair : std::vector<std::string>(absl::StrSplit(dial, ','))) {
       std::vector<std::string> kv = absl::StrSplit(pair, absl::MaxSplits('=', 1));
-      if (kv.size() == 2) dial_override_[GrpcTarget(kv[0])] = kv[1];
+      if (kv.size() == 2) dial_override_[net::GrpcTarget(kv[0])] = kv[1];
     }
   }
 }
@@ -152,7 +146,7 @@ void PeerTransport::UpdatePeers(const std::vector<etcdserverpb::Member>& members
     std::map<uint64_t, std::string> want;
     for (const auto& m : members) {
       if (m.id() == self_ || m.peerurls().empty()) continue;
-      std::string target = GrpcTarget(m.peerurls(0));
+      std::string target = net::GrpcTarget(m.peerurls(0));
       if (auto o = dial_override_.find(target); o != dial_override_.end()) target = o->second;
       want[m.id()] = target;
     }

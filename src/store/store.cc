@@ -21,6 +21,7 @@
 #include "base/logging.h"
 #include "capstan/peer.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "net/url.h"
 #include "store/errors.h"
 
 namespace capstan::store {
@@ -46,15 +47,6 @@ uint64_t Sha256Prefix(const std::string& data) {
   uint64_t v = 0;
   for (int i = 0; i < 8; ++i) v = (v << 8) | md[i];
   return v;
-}
-
-// "http://host:port" -> "host:port" for a gRPC channel.
-std::string GrpcTarget(const std::string& url) {
-  std::string_view v = url;
-  for (std::string_view scheme : {"http://", "https://"}) {
-    if (v.starts_with(scheme)) v.remove_prefix(scheme.size());
-  }
-  return std::string(v);
 }
 
 }  // namespace
@@ -289,7 +281,7 @@ absl::Status Store::JoinExisting(const std::vector<InitialMember>& members, Memb
       if (m.name == options_.name) continue;
       for (const auto& url : m.peer_urls) {
         auto stub = capstan::peer::Peer::NewStub(
-            grpc::CreateChannel(GrpcTarget(url), grpc::InsecureChannelCredentials()));
+            grpc::CreateChannel(net::GrpcTarget(url), grpc::InsecureChannelCredentials()));
         grpc::ClientContext ctx;
         ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
         etcdserverpb::MemberListResponse resp;
