@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
+#include "base/thread_name.h"
 
 namespace capstan::net {
 namespace {
@@ -107,7 +108,10 @@ absl::Status HttpServer::Start(const std::string& host, int port) {
                                      : ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
   listen_fd_ = fd;
   if (::pipe2(wake_pipe_, O_CLOEXEC) != 0) return absl::InternalError("pipe failed");
-  thread_ = std::thread([this] { Serve(); });
+  thread_ = std::thread([this] {
+    SetThreadName("http-server");
+    Serve();
+  });
   return absl::OkStatus();
 }
 

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
+#include "base/thread_name.h"
 
 namespace capstan::raft {
 
@@ -36,8 +37,14 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(NodeOptions options, StateMach
                                                   const AppliedState& applied) {
   std::unique_ptr<Node> node(new Node(std::move(options), sm));
   RETURN_IF_ERROR(node->Init(applied));
-  node->applier_ = std::thread([n = node.get()] { n->ApplyLoop(); });
-  node->loop_ = std::thread([n = node.get()] { n->Loop(); });
+  node->applier_ = std::thread([n = node.get()] {
+    SetThreadName("raft-apply");
+    n->ApplyLoop();
+  });
+  node->loop_ = std::thread([n = node.get()] {
+    SetThreadName("raft-loop");
+    n->Loop();
+  });
   return node;
 }
 

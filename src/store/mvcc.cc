@@ -4,12 +4,16 @@
 #include "base/coding.h"
 #include "base/crc32c.h"
 #include "base/logging.h"
+#include "base/thread_name.h"
 #include "store/errors.h"
 
 namespace capstan::store {
 
 Mvcc::Mvcc(Backend* backend) : backend_(backend) {
-  compactor_ = std::thread([this] { CompactorLoop(); });
+  compactor_ = std::thread([this] {
+    SetThreadName("mvcc-compact");
+    CompactorLoop();
+  });
 }
 
 Mvcc::~Mvcc() {

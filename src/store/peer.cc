@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/logging.h"
+#include "base/thread_name.h"
 #include "net/url.h"
 #include "store/errors.h"
 #include "store/services.h"
@@ -166,7 +167,10 @@ void PeerTransport::UpdatePeers(const std::vector<etcdserverpb::Member>& members
       p->target = target;
       p->channel = PeerChannel(target);
       p->stub = capstan::peer::Peer::NewStub(p->channel);
-      p->thread = std::thread([this, p] { SenderLoop(p); });
+      p->thread = std::thread([this, p] {
+        SetThreadName("peer-send");
+        SenderLoop(p);
+      });
       peers_[id] = p;
       CAPSTAN_LOG(info, "peer added", "peer", absl::StrCat(absl::Hex(id)), "target", target);
     }

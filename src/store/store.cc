@@ -19,6 +19,7 @@
 #include "base/coding.h"
 #include "base/crc32c.h"
 #include "base/logging.h"
+#include "base/thread_name.h"
 #include "capstan/peer.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "net/url.h"
@@ -167,13 +168,21 @@ absl::Status Store::Init() {
     OnLeaderChange(leader, term);
   };
   raft::AppliedState applied{applied_index, applied_term, applier_->Conf()};
-  for (int i = 0; i < 2; ++i) read_threads_.emplace_back([this] { ReadLoop(); });
+  for (int i = 0; i < 2; ++i) {
+    read_threads_.emplace_back([this] {
+      SetThreadName("store-read");
+      ReadLoop();
+    });
+  }
   ASSIGN_OR_RETURN(node_, raft::Node::Start(std::move(node_opts), this, applied));
   CAPSTAN_LOG(info, "store opened", "name", options_.name, "data_dir", options_.data_dir,
               "revision", mvcc_->current_rev(), "applied_index", applied_index, "member_id",
               absl::StrCat(absl::Hex(member_id_)), "cluster_id",
               absl::StrCat(absl::Hex(cluster_id_)));
-  background_ = std::thread([this] { BackgroundLoop(); });
+  background_ = std::thread([this] {
+    SetThreadName("store-bg");
+    BackgroundLoop();
+  });
   return absl::OkStatus();
 }
 

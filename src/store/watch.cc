@@ -3,6 +3,7 @@
 #include <unordered_set>
 
 #include "base/logging.h"
+#include "base/thread_name.h"
 #include "store/errors.h"
 
 namespace capstan::store {
@@ -27,7 +28,10 @@ WatchHub::WatchHub(Mvcc* mvcc, Options options, HeaderFiller fill_header)
     events_total_ = options_.metrics->AddCounter("capstan_store_watch_events_total",
                                                  "Events delivered to watchers.");
   }
-  syncer_ = std::thread([this] { SyncerLoop(); });
+  syncer_ = std::thread([this] {
+    SetThreadName("watch-sync");
+    SyncerLoop();
+  });
 }
 
 WatchHub::~WatchHub() {
