@@ -73,18 +73,20 @@ stop_cluster() {
 
 # run SYSTEM SIZE ROUND WORKLOAD CLIENTS [extra bench flags...]
 run() {
-  local system=$1 size=$2 round=$3 workload=$4 clients=$5
+  local system=$1 size=$2 round=$3 workload=$4 clients=$5 row=$4
   shift 5
   local total=$TOTAL
   local conns=$(( clients < 8 ? clients : 8 ))
   [[ $clients -eq 1 ]] && total=$((TOTAL / 10))
   [[ $workload == watch ]] && { total=20; conns=4; }
   [[ $workload == lease ]] && total=1000
+  # fill: one million 64 B keys with 256 B values, for the RSS they cost.
+  [[ $workload == fill ]] && { workload=put; total=1000000; }
   local json
   json=$("$CAPSTAN" bench store --endpoints "$ENDPOINTS" --pid "$SERVER_PIDS" --workload "$workload" \
     --clients "$clients" --conns "$conns" --total "$total" --no-progress --json "$@")
   local extra="$*"
-  echo "{\"system\":\"$system\",\"size\":$size,\"round\":$round,\"workload\":\"$workload\",\"clients\":$clients,\"flags\":\"$extra\",\"result\":$json}" >>"$RESULTS"
+  echo "{\"system\":\"$system\",\"size\":$size,\"round\":$round,\"workload\":\"$row\",\"clients\":$clients,\"flags\":\"$extra\",\"result\":$json}" >>"$RESULTS"
   echo "  $system x$size $workload c=$clients $extra: $json" >&2
 }
 
@@ -110,6 +112,33 @@ for size in 1 3; do
       done
       stop_cluster
     done
+  done
+done
+
+# The floor under CPU per put: gRPC's own cost per unary call, measured on
+# `capstan bench null-server` (the etcd KV API answering at once, no work).
+for ((round = 1; round <= ROUNDS; round++)); do
+  port=$(free_port)
+  "$CAPSTAN" bench null-server --listen "127.0.0.1:$port" &
+  null_pid=$!
+  PIDS+=("$null_pid")
+  ENDPOINTS="127.0.0.1:$port"; SERVER_PIDS="$null_pid"
+  for _ in $(seq 1 50); do
+    ETCDCTL_API=3 etcdctl --endpoints="$ENDPOINTS" --command-timeout=1s put x 1 >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  for clients in 1 16 64 256; do
+    run grpc-null 1 "$round" put "$clients" --key-size 8 --val-size 256 --key-space 100000
+  done
+  kill "$null_pid"; wait "$null_pid" 2>/dev/null || true
+done
+
+# One million keys (64 B keys, 256 B values) on one member: peak RSS.
+for ((round = 1; round <= ROUNDS; round++)); do
+  for system in capstan etcd; do
+    start_cluster "$system" 1
+    run "$system" 1 "$round" fill 256 --key-size 64 --val-size 256 --key-space 1000000 --sequential-keys
+    stop_cluster
   done
 done
 

@@ -54,7 +54,7 @@ lines.append("the members of a cluster); it holds whatever the load generator co
 lines.append("capstan / etcd: above 1 is better for throughput, below 1 is better for latency and CPU.\n")
 lines.append("| members | workload | clients | flags | capstan ops/s | etcd ops/s | ratio | capstan p99 ms | etcd p99 ms | ratio | capstan CPU µs/op | etcd CPU µs/op | ratio |")
 lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-keys = sorted({(k[0], k[1], k[2], k[3]) for k in groups}, key=lambda k: (k[0], k[1] != "put", k[1], k[3], k[2]))
+keys = sorted({(k[0], k[1], k[2], k[3]) for k in groups if k[1] != "fill"}, key=lambda k: (k[0], k[1] != "put", k[1], k[3], k[2]))
 plot = defaultdict(dict)  # size -> clients -> (cap, etcd)
 for size, workload, clients, flags in keys:
     c = summary((size, workload, clients, flags, "capstan"))
@@ -69,6 +69,31 @@ for size, workload, clients, flags in keys:
         f"{e['server_cpu_us_per_op']:.1f} | {ratio(c['server_cpu_us_per_op'], e['server_cpu_us_per_op'])} |")
     if workload == "put":
         plot[size][clients] = (c["throughput"], e["throughput"])
+null_rows = [k for k in keys if (k[0], k[1], k[2], k[3], "grpc-null") in groups]
+if null_rows:
+    lines.append("\nThe floor under CPU per put: `capstan bench null-server` serves the etcd KV API")
+    lines.append("on libgrpc++'s callback API (the store's settings) and answers every call at")
+    lines.append("once. Its CPU per call is what gRPC itself costs on this machine; the put target")
+    lines.append("(a third of etcd's CPU per put) is out of reach wherever it is below that floor.\n")
+    lines.append("| clients | gRPC floor µs/call | capstan put µs/op | etcd put µs/op | target (etcd / 3) | capstan above floor |")
+    lines.append("| --- | --- | --- | --- | --- | --- |")
+    for size, workload, clients, flags in null_rows:
+        n = summary((size, workload, clients, flags, "grpc-null"))["server_cpu_us_per_op"]
+        c = summary((size, workload, clients, flags, "capstan"))["server_cpu_us_per_op"]
+        e = summary((size, workload, clients, flags, "etcd"))["server_cpu_us_per_op"]
+        lines.append(f"| {clients} | {n:.1f} | {c:.1f} | {e:.1f} | {e / 3:.1f} | {c - n:.1f} |")
+fill = [k for k in groups if k[1] == "fill"]
+if fill:
+    cr = med([x["server_peak_rss_bytes"] for k in fill if k[4] == "capstan" for x in groups[k]])
+    er = med([x["server_peak_rss_bytes"] for k in fill if k[4] == "etcd" for x in groups[k]])
+    ct = med([x["throughput"] for k in fill if k[4] == "capstan" for x in groups[k]])
+    et = med([x["throughput"] for k in fill if k[4] == "etcd" for x in groups[k]])
+    lines.append("\nOne million keys (64 B keys, 256 B values, written in key order by 256 clients)")
+    lines.append("on one member: peak RSS of the server over the load.\n")
+    lines.append("| | capstan | etcd | ratio |")
+    lines.append("| --- | --- | --- | --- |")
+    lines.append(f"| peak RSS (MiB) | {cr / 2**20:.0f} | {er / 2**20:.0f} | {cr / er:.2f} |" if er else "| peak RSS | - | - | - |")
+    lines.append(f"| load throughput (puts/s) | {ct:.0f} | {et:.0f} | {ct / et:.2f} |" if et else "")
 watch_rows = [k for k in keys if k[1] == "watch"]
 if watch_rows:
     lines.append("\nWatch rows: ops/s is events delivered per second across all watchers, p99 is")

@@ -23,8 +23,7 @@ class NullKv final : public KV::CallbackService {
                                 PutResponse* resp) override {
     return Done(ctx, resp->mutable_header());
   }
-  grpc::ServerUnaryReactor* DeleteRange(grpc::CallbackServerContext* ctx,
-                                        const DeleteRangeRequest*,
+  grpc::ServerUnaryReactor* DeleteRange(grpc::CallbackServerContext* ctx, const DeleteRangeRequest*,
                                         DeleteRangeResponse* resp) override {
     return Done(ctx, resp->mutable_header());
   }

@@ -12,9 +12,9 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "base/config.h"
 #include "base/logging.h"
-#include "absl/synchronization/mutex.h"
 #include "bench/null_server.h"
 #include "bench/store_bench.h"
 #include "store/server.h"
@@ -300,8 +300,7 @@ Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags, BenchFlags* bench_fl
       "store", "Load an etcd v3 server (capstan or etcd) and report throughput and latency.");
   AddBenchStoreFlags(cli.bench_store, bench_flags);
   cli.bench_null_server = bench->add_subcommand(
-      "null-server",
-      "Serve the etcd KV API doing no work, to measure gRPC's own CPU per call.");
+      "null-server", "Serve the etcd KV API doing no work, to measure gRPC's own CPU per call.");
   cli.bench_null_server
       ->add_option("--listen", bench_flags->null_server.listen, "host:port to serve on.")
       ->capture_default_str();

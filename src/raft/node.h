@@ -171,6 +171,7 @@ class Node {
   void Fail(const absl::Status& st, std::vector<std::string> dropped);
   void PublishState();
   void EnqueueApply(ApplyItem item);
+  void RunApplyItem(ApplyItem item);
 
   NodeOptions options_;
   StateMachine* sm_;
@@ -209,6 +210,8 @@ class Node {
   std::condition_variable apply_cv_;
   std::deque<ApplyItem> apply_queue_;
   bool apply_stopping_ = false;
+  bool applying_ = false;  // an item is being applied (by the applier or the raft loop)
+  static constexpr size_t kInlineApplyMaxEntries = 4;
 
   std::atomic<uint64_t> leader_{0};
   std::atomic<uint64_t> term_{0};

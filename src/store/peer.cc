@@ -1,14 +1,15 @@
 #include "store/peer.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/logging.h"
-#include "base/thread_name.h"
 #include "net/url.h"
 #include "store/errors.h"
 #include "store/services.h"
@@ -116,6 +117,37 @@ PeerTransport::PeerTransport(uint64_t self, uint64_t cluster_id, raft::Node* nod
 
 PeerTransport::~PeerTransport() { Stop(); }
 
+// One open Peer.Raft stream. gRPC owns it until OnDone; the peer holds a
+// reference while it is the peer's current stream.
+class PeerTransport::Stream final : public grpc::ClientWriteReactor<capstan::peer::MessageBatch> {
+ public:
+  Stream(PeerTransport* transport, std::shared_ptr<Peer> peer)
+      : transport_(transport), peer_(std::move(peer)) {}
+
+  void Open(std::shared_ptr<Stream> self) {
+    self_ = std::move(self);
+    peer_->stub->async()->Raft(&ctx_, &ack_, this);
+  }
+  void Write() { StartWrite(&out_); }
+  void Call() { StartCall(); }
+  void Cancel() { ctx_.TryCancel(); }
+  capstan::peer::MessageBatch* out() { return &out_; }
+
+  void OnWriteDone(bool ok) override { transport_->OnWriteDone(peer_, this, ok); }
+  void OnDone(const grpc::Status&) override {
+    transport_->OnStreamDone(peer_, this);
+    self_.reset();  // may delete this
+  }
+
+ private:
+  PeerTransport* transport_;
+  std::shared_ptr<Peer> peer_;
+  std::shared_ptr<Stream> self_;
+  grpc::ClientContext ctx_;
+  capstan::peer::PeerAck ack_;
+  capstan::peer::MessageBatch out_;  // the batch being written
+};
+
 void PeerTransport::Stop() {
   if (stopping_.exchange(true)) return;
   std::map<uint64_t, std::shared_ptr<Peer>> peers;
@@ -130,13 +162,16 @@ void PeerTransport::Stop() {
 }
 
 void PeerTransport::StopPeer(const std::shared_ptr<Peer>& peer) {
+  std::shared_ptr<Stream> stream;
   {
     std::lock_guard<std::mutex> lock(peer->mu);
     peer->stopping = true;
-    if (peer->active != nullptr) peer->active->TryCancel();
+    peer->queue.clear();
+    stream = peer->stream;
   }
-  peer->cv.notify_all();
-  if (peer->thread.joinable()) peer->thread.join();
+  if (stream) stream->Cancel();
+  std::unique_lock<std::mutex> lock(peer->mu);
+  peer->cv.wait(lock, [&] { return peer->open_streams == 0; });
 }
 
 void PeerTransport::UpdatePeers(const std::vector<etcdserverpb::Member>& members) {
@@ -167,10 +202,6 @@ void PeerTransport::UpdatePeers(const std::vector<etcdserverpb::Member>& members
       p->target = target;
       p->channel = PeerChannel(target);
       p->stub = capstan::peer::Peer::NewStub(p->channel);
-      p->thread = std::thread([this, p] {
-        SetThreadName("peer-send");
-        SenderLoop(p);
-      });
       peers_[id] = p;
       CAPSTAN_LOG(info, "peer added", "peer", absl::StrCat(absl::Hex(id)), "target", target);
     }
@@ -191,80 +222,103 @@ void PeerTransport::Send(std::vector<raft::Message> messages) {
     peers = peers_;
   }
   std::vector<uint64_t> unreachable;
+  std::vector<std::shared_ptr<Peer>> touched;
   for (raft::Message& m : messages) {
     auto it = peers.find(m.to);
     if (it == peers.end()) continue;  // not (yet) a known member: Raft retries
     Peer& p = *it->second;
     std::lock_guard<std::mutex> lock(p.mu);
+    if (p.stopping) continue;
     if (p.queue.size() >= kMaxQueuedPerPeer) {
       unreachable.push_back(m.to);
       continue;
     }
     p.queue.push_back(std::move(m));
-    p.cv.notify_one();
+    if (std::find(touched.begin(), touched.end(), it->second) == touched.end()) {
+      touched.push_back(it->second);
+    }
   }
+  for (const auto& p : touched) Pump(p);
   for (uint64_t id : unreachable) node_->ReportUnreachable(id);
 }
 
-void PeerTransport::SenderLoop(std::shared_ptr<Peer> peer) {
-  auto backoff = std::chrono::milliseconds(50);
-  std::unique_ptr<grpc::ClientContext> ctx;
-  std::unique_ptr<grpc::ClientWriter<capstan::peer::MessageBatch>> writer;
-  capstan::peer::PeerAck ack;
-  auto close_stream = [&] {
-    if (!writer) return;
-    {
-      std::lock_guard<std::mutex> lock(peer->mu);
-      peer->active = nullptr;
-    }
-    ctx->TryCancel();
-    (void)writer->Finish();
-    writer.reset();
-    ctx.reset();
-  };
-  while (true) {
-    std::deque<raft::Message> batch;
-    {
-      std::unique_lock<std::mutex> lock(peer->mu);
-      peer->cv.wait(lock, [&] { return peer->stopping || !peer->queue.empty(); });
-      if (peer->stopping) break;
-      batch.swap(peer->queue);
-    }
-    if (!writer) {
-      ctx = std::make_unique<grpc::ClientContext>();
-      {
-        std::lock_guard<std::mutex> lock(peer->mu);
-        if (peer->stopping) break;
-        peer->active = ctx.get();
-      }
-      writer = peer->stub->Raft(ctx.get(), &ack);
-    }
-    bool ok = true;
-    while (!batch.empty() && ok) {
-      capstan::peer::MessageBatch out;
-      out.set_cluster_id(cluster_id_);
-      size_t bytes = 0;
-      while (!batch.empty() && (bytes < kMaxBatchBytes || out.messages_size() == 0)) {
-        ToProto(batch.front(), out.add_messages());
-        for (const auto& e : batch.front().entries) bytes += e.data.size();
-        batch.pop_front();
-      }
-      ok = writer->Write(out);
-    }
-    if (ok) {
-      backoff = std::chrono::milliseconds(50);
-      continue;
-    }
-    // The stream broke: the peer is down, restarting or cut off.
-    close_stream();
-    node_->ReportUnreachable(peer->id);
-    std::unique_lock<std::mutex> lock(peer->mu);
-    peer->queue.clear();  // stale by the time we reconnect; Raft resends what matters
-    peer->cv.wait_for(lock, backoff, [&] { return peer->stopping; });
-    if (peer->stopping) break;
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+void PeerTransport::FillBatch(Peer* peer, capstan::peer::MessageBatch* out) {
+  out->Clear();
+  out->set_cluster_id(cluster_id_);
+  size_t bytes = 0;
+  while (!peer->queue.empty() && (bytes < kMaxBatchBytes || out->messages_size() == 0)) {
+    ToProto(peer->queue.front(), out->add_messages());
+    for (const auto& e : peer->queue.front().entries) bytes += e.data.size();
+    peer->queue.pop_front();
   }
-  close_stream();
+}
+
+void PeerTransport::Pump(const std::shared_ptr<Peer>& peer) {
+  std::shared_ptr<Stream> stream;
+  bool opened = false;
+  {
+    std::lock_guard<std::mutex> lock(peer->mu);
+    if (peer->stopping || peer->writing || peer->queue.empty()) return;
+    if (!peer->stream) {
+      // Messages wait for the backoff to pass; heartbeats keep calling Send.
+      if (std::chrono::steady_clock::now() < peer->retry_after) return;
+      peer->stream = std::make_shared<Stream>(this, peer);
+      ++peer->open_streams;
+      opened = true;
+    }
+    stream = peer->stream;
+    FillBatch(peer.get(), stream->out());
+    peer->writing = true;
+  }
+  // Outside the lock: gRPC may run reactions inline.
+  if (opened) stream->Open(stream);
+  stream->Write();
+  if (opened) stream->Call();
+}
+
+void PeerTransport::BreakStream(Peer* peer, Stream* stream) {
+  if (peer->stream.get() != stream) return;
+  peer->stream.reset();
+  peer->writing = false;
+  peer->queue.clear();  // stale by the time we reconnect; Raft resends what matters
+  peer->retry_after = std::chrono::steady_clock::now() + peer->backoff;
+  peer->backoff = std::min(peer->backoff * 2, std::chrono::milliseconds(1000));
+}
+
+void PeerTransport::OnWriteDone(const std::shared_ptr<Peer>& peer, Stream* stream, bool ok) {
+  {
+    std::lock_guard<std::mutex> lock(peer->mu);
+    if (peer->stream.get() != stream) return;
+    if (ok) {
+      peer->backoff = std::chrono::milliseconds(50);
+      if (peer->queue.empty() || peer->stopping) {
+        peer->writing = false;
+        return;
+      }
+      FillBatch(peer.get(), stream->out());
+    } else {
+      // The stream broke: the peer is down, restarting or cut off.
+      BreakStream(peer.get(), stream);
+    }
+  }
+  if (ok) {
+    stream->Write();
+    return;
+  }
+  stream->Cancel();
+  node_->ReportUnreachable(peer->id);
+}
+
+void PeerTransport::OnStreamDone(const std::shared_ptr<Peer>& peer, Stream* stream) {
+  bool broke = false;
+  {
+    std::lock_guard<std::mutex> lock(peer->mu);
+    broke = peer->stream.get() == stream && !peer->stopping;
+    BreakStream(peer.get(), stream);  // the server ended it (e.g. a cluster ID mismatch)
+    --peer->open_streams;
+  }
+  peer->cv.notify_all();
+  if (broke) node_->ReportUnreachable(peer->id);
 }
 
 void PeerTransport::SendSnapshot(raft::Message m, std::string dir) {
@@ -326,102 +380,151 @@ void PeerTransport::SendSnapshot(raft::Message m, std::string dir) {
 
 namespace {
 
-class PeerService final : public capstan::peer::Peer::Service {
+// Peer.Raft on the receiving side: every batch read is stepped into the node
+// on gRPC's thread, and the next read started (no thread of our own).
+class RaftStreamReader final : public grpc::ServerReadReactor<capstan::peer::MessageBatch> {
+ public:
+  explicit RaftStreamReader(Store* store) : store_(store) { StartRead(&batch_); }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    if (batch_.cluster_id() != store_->cluster_id()) {
+      Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          absl::StrCat("cluster ID mismatch: this member belongs to ",
+                                       absl::Hex(store_->cluster_id()), ", the sender to ",
+                                       absl::Hex(batch_.cluster_id()))));
+      return;
+    }
+    for (const auto& m : batch_.messages()) {
+      auto type = static_cast<raft::MsgType>(m.type());
+      bool network = m.type() >= static_cast<uint32_t>(raft::MsgType::kAppend) &&
+                     m.type() <= static_cast<uint32_t>(raft::MsgType::kReadIndexResp) &&
+                     type != raft::MsgType::kSnapshot;  // snapshots come on their own stream
+      bool forwarded = type == raft::MsgType::kPropose || type == raft::MsgType::kReadIndex ||
+                       type == raft::MsgType::kTransferLeader;
+      if (!network && !forwarded) continue;  // local-only types never travel
+      store_->node()->Step(FromProto(m));
+    }
+    StartRead(&batch_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  Store* store_;
+  capstan::peer::MessageBatch batch_;
+};
+
+// Peer.Snapshot on the receiving side: chunks are written to files in a
+// fresh directory as they arrive; the node gets the directory at the end.
+class SnapshotReader final : public grpc::ServerReadReactor<capstan::peer::SnapshotChunk> {
+ public:
+  SnapshotReader(Store* store, const std::string& snapshot_dir)
+      : store_(store), snapshot_dir_(snapshot_dir) {
+    StartRead(&chunk_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!header_) {
+      if (!ok || !chunk_.has_message() || !chunk_.message().has_snapshot()) {
+        return Fail(grpc::StatusCode::INVALID_ARGUMENT, "snapshot stream without a header");
+      }
+      if (chunk_.cluster_id() != store_->cluster_id()) {
+        return Fail(grpc::StatusCode::FAILED_PRECONDITION, "cluster ID mismatch");
+      }
+      header_ = FromProto(chunk_.message());
+      dir_ = absl::StrCat(snapshot_dir_, "/in-", header_->from, "-", header_->snapshot->index, "-",
+                          std::random_device()());
+      std::error_code ec;
+      fs::create_directories(dir_, ec);
+      if (ec) return Fail(grpc::StatusCode::INTERNAL, "cannot create " + dir_);
+      StartRead(&chunk_);
+      return;
+    }
+    if (!ok) {  // the sender is done
+      out_.close();
+      CAPSTAN_LOG(info, "snapshot received", "from", absl::StrCat(absl::Hex(header_->from)),
+                  "index", header_->snapshot->index);
+      store_->node()->StepSnapshot(std::move(*header_), dir_);
+      dir_.clear();
+      Finish(grpc::Status::OK);
+      return;
+    }
+    const std::string& name = chunk_.file();
+    if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos) {
+      return Fail(grpc::StatusCode::INVALID_ARGUMENT, "bad snapshot chunk: file name " + name);
+    }
+    if (name != current_) {
+      out_.close();
+      out_.open(dir_ + "/" + name, std::ios::binary | std::ios::trunc);
+      current_ = name;
+    }
+    out_.write(chunk_.data().data(), static_cast<std::streamsize>(chunk_.data().size()));
+    if (!out_) return Fail(grpc::StatusCode::INTERNAL, "cannot write " + dir_ + "/" + name);
+    StartRead(&chunk_);
+  }
+  void OnDone() override {
+    if (!dir_.empty()) {  // never completed: leave nothing behind
+      out_.close();
+      std::error_code ec;
+      fs::remove_all(dir_, ec);
+    }
+    delete this;
+  }
+
+ private:
+  void Fail(grpc::StatusCode code, const std::string& why) { Finish(grpc::Status(code, why)); }
+
+  Store* store_;
+  const std::string& snapshot_dir_;
+  capstan::peer::SnapshotChunk chunk_;
+  std::optional<raft::Message> header_;
+  std::string dir_;
+  std::string current_;
+  std::ofstream out_;
+};
+
+class PeerService final : public capstan::peer::Peer::CallbackService {
  public:
   PeerService(Store* store, std::string snapshot_dir)
       : store_(store), snapshot_dir_(std::move(snapshot_dir)) {}
 
-  grpc::Status Raft(grpc::ServerContext* ctx,
-                    grpc::ServerReader<capstan::peer::MessageBatch>* reader,
-                    capstan::peer::PeerAck*) override {
-    capstan::peer::MessageBatch batch;
-    while (reader->Read(&batch)) {
-      if (batch.cluster_id() != store_->cluster_id()) {
-        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                            absl::StrCat("cluster ID mismatch: this member belongs to ",
-                                         absl::Hex(store_->cluster_id()), ", the sender to ",
-                                         absl::Hex(batch.cluster_id())));
-      }
-      for (const auto& m : batch.messages()) {
-        auto type = static_cast<raft::MsgType>(m.type());
-        bool network = m.type() >= static_cast<uint32_t>(raft::MsgType::kAppend) &&
-                       m.type() <= static_cast<uint32_t>(raft::MsgType::kReadIndexResp) &&
-                       type != raft::MsgType::kSnapshot;  // snapshots come on their own stream
-        bool forwarded = type == raft::MsgType::kPropose || type == raft::MsgType::kReadIndex ||
-                         type == raft::MsgType::kTransferLeader;
-        if (!network && !forwarded) continue;  // local-only types never travel
-        store_->node()->Step(FromProto(m));
-      }
-    }
-    return grpc::Status::OK;
+  grpc::ServerReadReactor<capstan::peer::MessageBatch>* Raft(grpc::CallbackServerContext*,
+                                                             capstan::peer::PeerAck*) override {
+    return new RaftStreamReader(store_);
   }
 
-  grpc::Status Snapshot(grpc::ServerContext*,
-                        grpc::ServerReader<capstan::peer::SnapshotChunk>* reader,
-                        capstan::peer::PeerAck*) override {
-    capstan::peer::SnapshotChunk chunk;
-    if (!reader->Read(&chunk) || !chunk.has_message() || !chunk.message().has_snapshot()) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "snapshot stream without a header");
-    }
-    if (chunk.cluster_id() != store_->cluster_id()) {
-      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "cluster ID mismatch");
-    }
-    raft::Message m = FromProto(chunk.message());
-    std::string dir = absl::StrCat(snapshot_dir_, "/in-", m.from, "-", m.snapshot->index, "-",
-                                   std::random_device()());
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    if (ec) return grpc::Status(grpc::StatusCode::INTERNAL, "cannot create " + dir);
-    std::ofstream out;
-    std::string current;
-    bool ok = true;
-    while (ok && reader->Read(&chunk)) {
-      const std::string& name = chunk.file();
-      if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos) {
-        ok = false;
-        break;
-      }
-      if (name != current) {
-        out.close();
-        out.open(dir + "/" + name, std::ios::binary | std::ios::trunc);
-        current = name;
-      }
-      out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
-      ok = static_cast<bool>(out);
-    }
-    out.close();
-    if (!ok) {
-      fs::remove_all(dir, ec);
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "bad snapshot chunk");
-    }
-    CAPSTAN_LOG(info, "snapshot received", "from", absl::StrCat(absl::Hex(m.from)), "index",
-                m.snapshot->index);
-    store_->node()->StepSnapshot(std::move(m), dir);
-    return grpc::Status::OK;
+  grpc::ServerReadReactor<capstan::peer::SnapshotChunk>* Snapshot(
+      grpc::CallbackServerContext*, capstan::peer::PeerAck*) override {
+    return new SnapshotReader(store_, snapshot_dir_);
   }
 
-  grpc::Status Members(grpc::ServerContext*, const capstan::peer::MembersRequest*,
-                       etcdserverpb::MemberListResponse* resp) override {
+  grpc::ServerUnaryReactor* Members(grpc::CallbackServerContext* ctx,
+                                    const capstan::peer::MembersRequest*,
+                                    etcdserverpb::MemberListResponse* resp) override {
     store_->FillHeader(resp->mutable_header(), 0);
     for (const auto& m : store_->Members()) *resp->add_members() = m;
-    return grpc::Status::OK;
+    return FinishNow(ctx, absl::OkStatus());
   }
 
-  grpc::Status LeaseKeepAlive(grpc::ServerContext*, const etcdserverpb::LeaseKeepAliveRequest* req,
-                              etcdserverpb::LeaseKeepAliveResponse* resp) override {
-    if (!store_->node()->IsLeader()) return ToGrpc(ErrNotLeader());
+  grpc::ServerUnaryReactor* LeaseKeepAlive(grpc::CallbackServerContext* ctx,
+                                           const etcdserverpb::LeaseKeepAliveRequest* req,
+                                           etcdserverpb::LeaseKeepAliveResponse* resp) override {
+    if (!store_->node()->IsLeader()) return FinishNow(ctx, ErrNotLeader());
     resp->set_id(req->id());
     auto ttl = store_->lessor()->Renew(req->id());
     resp->set_ttl(ttl.ok() ? *ttl : 0);
     store_->FillHeader(resp->mutable_header(), 0);
-    return grpc::Status::OK;
+    return FinishNow(ctx, absl::OkStatus());
   }
 
-  grpc::Status LeaseTimeToLive(grpc::ServerContext*,
-                               const etcdserverpb::LeaseTimeToLiveRequest* req,
-                               etcdserverpb::LeaseTimeToLiveResponse* resp) override {
-    if (!store_->node()->IsLeader()) return ToGrpc(ErrNotLeader());
-    return ToGrpc(FillTimeToLive(store_, *req, resp));
+  grpc::ServerUnaryReactor* LeaseTimeToLive(grpc::CallbackServerContext* ctx,
+                                            const etcdserverpb::LeaseTimeToLiveRequest* req,
+                                            etcdserverpb::LeaseTimeToLiveResponse* resp) override {
+    if (!store_->node()->IsLeader()) return FinishNow(ctx, ErrNotLeader());
+    return FinishNow(ctx, FillTimeToLive(store_, *req, resp));
   }
 
  private:

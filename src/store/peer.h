@@ -1,12 +1,14 @@
 // Peer traffic: the Raft transport between store members over gRPC, and the
 // peer service that receives it (docs/raft.md, "Transport").
 //
-// Each peer gets one sender thread and one long-lived client stream
-// (Peer.Raft): the thread writes everything queued for that peer since its
-// last write as one MessageBatch, so a busy leader sends few large writes.
-// A broken stream is reopened with exponential backoff (50 ms to 1 s), and
-// messages that could not be delivered are reported to the node as
-// unreachable so the leader probes that follower again. Snapshots go on their
+// Each peer gets one long-lived client stream (Peer.Raft) on gRPC's callback
+// API. The raft loop starts a write itself when none is in flight (no thread
+// hand-off on the commit path); while one is in flight, messages queue, and
+// its completion writes everything queued as one MessageBatch, so a busy
+// leader sends few large writes. A broken stream is reopened with
+// exponential backoff (50 ms to 1 s) on the next send after the backoff, and
+// the peer is reported to the node as unreachable so the leader probes that
+// follower again. Snapshots go on their
 // own Peer.Snapshot stream from a thread of their own, in 1 MiB chunks, so a
 // large one never delays heartbeats.
 //
@@ -14,6 +16,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -46,6 +49,7 @@ class PeerTransport final : public raft::Transport {
   void Stop();
 
  private:
+  class Stream;
   struct Peer {
     uint64_t id = 0;
     std::string target;  // host:port
@@ -55,11 +59,21 @@ class PeerTransport final : public raft::Transport {
     std::condition_variable cv;
     std::deque<raft::Message> queue;
     bool stopping = false;
-    // The open stream, so Stop can cancel a write blocked on a dead peer.
-    grpc::ClientContext* active = nullptr;
-    std::thread thread;
+    std::shared_ptr<Stream> stream;  // the open Peer.Raft stream, if any
+    bool writing = false;            // a write on `stream` has not completed yet
+    int open_streams = 0;            // streams gRPC has not called OnDone for
+    std::chrono::steady_clock::time_point retry_after;
+    std::chrono::milliseconds backoff{50};
   };
-  void SenderLoop(std::shared_ptr<Peer> peer);
+  // Writes what is queued for `peer` unless a write is already in flight
+  // (its completion writes the rest); opens the stream when there is none.
+  void Pump(const std::shared_ptr<Peer>& peer);
+  // Moves queued messages into one batch. REQUIRES: peer->mu held.
+  void FillBatch(Peer* peer, capstan::peer::MessageBatch* out);
+  void OnWriteDone(const std::shared_ptr<Peer>& peer, Stream* stream, bool ok);
+  void OnStreamDone(const std::shared_ptr<Peer>& peer, Stream* stream);
+  // The stream broke: back off before reopening. REQUIRES: peer->mu held.
+  void BreakStream(Peer* peer, Stream* stream);
   void StopPeer(const std::shared_ptr<Peer>& peer);
 
   const uint64_t self_;
