@@ -2,9 +2,13 @@
 // the way etcd implements them (etcd runs its clientv3/concurrency recipes
 // against itself): a waiter puts a key under the name's prefix with its lease,
 // and holds the lock (or leadership) once every key created before it is gone.
-// These RPCs block while waiting, so they use gRPC's synchronous API and its
-// thread pool rather than the callback threads.
+// These RPCs block while waiting: each call runs on a thread of its own (as
+// gRPC's synchronous server would run it), never on gRPC's callback threads,
+// and the server has no synchronous services (whose polling threads would
+// compete with the callback threads for every request).
+#include <condition_variable>
 #include <future>
+#include <thread>
 
 #include "absl/strings/str_format.h"
 #include "etcd/etcdserverpb/rpc.grpc.pb.h"
@@ -103,7 +107,7 @@ absl::StatusOr<RangeResponse> Get(Store* store, const RangeRequest& req) {
 
 // Waits until no key in prefix has a create revision <= max_create_rev
 // (etcd's waitDeletes). Returns the header of the read that saw none.
-absl::StatusOr<ResponseHeader> WaitDeletes(Store* store, grpc::ServerContext* ctx,
+absl::StatusOr<ResponseHeader> WaitDeletes(Store* store, grpc::ServerContextBase* ctx,
                                            const std::string& prefix, int64_t max_create_rev) {
   while (true) {
     ASSIGN_OR_RETURN(RangeResponse r, Get(store, ByCreate(prefix, false, max_create_rev)));
@@ -117,12 +121,81 @@ absl::StatusOr<ResponseHeader> WaitDeletes(Store* store, grpc::ServerContext* ct
   }
 }
 
-class LockService final : public v3lockpb::Lock::Service {
+// Threads for calls that block. Each call gets one, joined when it ends or
+// at the latest when the service is destroyed (after the server shut down,
+// which cancels the calls still waiting).
+class BlockingCalls {
+ public:
+  ~BlockingCalls() {
+    std::vector<std::thread> all;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      all.swap(threads_);
+    }
+    for (auto& t : all) t.join();
+  }
+
+  void Run(std::function<void()> fn) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ReapLocked();
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    threads_.emplace_back([fn = std::move(fn), done] {
+      fn();
+      done->store(true);
+    });
+    done_.push_back(done);
+  }
+
+ private:
+  void ReapLocked() {
+    for (size_t i = 0; i < threads_.size();) {
+      if (done_[i]->load()) {
+        threads_[i].join();
+        threads_.erase(threads_.begin() + static_cast<long>(i));
+        done_.erase(done_.begin() + static_cast<long>(i));
+      } else {
+        ++i;
+      }
+    }
+  }
+
+  std::mutex mu_;
+  std::vector<std::thread> threads_;
+  std::vector<std::shared_ptr<std::atomic<bool>>> done_;
+};
+
+// Runs `body` on its own thread and finishes the unary call with its status.
+template <typename Body>
+grpc::ServerUnaryReactor* RunBlocking(BlockingCalls* calls, grpc::CallbackServerContext* ctx,
+                                      Body body) {
+  auto* reactor = ctx->DefaultReactor();
+  calls->Run([reactor, body = std::move(body)]() mutable { reactor->Finish(body()); });
+  return reactor;
+}
+
+class LockService final : public v3lockpb::Lock::CallbackService {
  public:
   explicit LockService(Store* store) : store_(store) {}
 
-  grpc::Status Lock(grpc::ServerContext* ctx, const v3lockpb::LockRequest* req,
-                    v3lockpb::LockResponse* resp) override {
+  grpc::ServerUnaryReactor* Lock(grpc::CallbackServerContext* ctx, const v3lockpb::LockRequest* req,
+                                 v3lockpb::LockResponse* resp) override {
+    return RunBlocking(&calls_, ctx, [this, ctx, req, resp] { return DoLock(ctx, req, resp); });
+  }
+
+  grpc::ServerUnaryReactor* Unlock(grpc::CallbackServerContext* ctx,
+                                   const v3lockpb::UnlockRequest* req,
+                                   v3lockpb::UnlockResponse* resp) override {
+    return RunBlocking(&calls_, ctx, [this, req, resp]() -> grpc::Status {
+      auto d = Delete(req->key());
+      if (!d.ok()) return ToGrpc(d.status());
+      *resp->mutable_header() = d->header();
+      return grpc::Status::OK;
+    });
+  }
+
+ private:
+  grpc::Status DoLock(grpc::ServerContextBase* ctx, const v3lockpb::LockRequest* req,
+                      v3lockpb::LockResponse* resp) {
     std::string prefix = req->name() + "/";
     std::string key = WaiterKey(req->name(), req->lease());
     TxnRequest t = CreateOrGet(key, "", req->lease());
@@ -149,15 +222,6 @@ class LockService final : public v3lockpb::Lock::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Unlock(grpc::ServerContext*, const v3lockpb::UnlockRequest* req,
-                      v3lockpb::UnlockResponse* resp) override {
-    auto d = Delete(req->key());
-    if (!d.ok()) return ToGrpc(d.status());
-    *resp->mutable_header() = d->header();
-    return grpc::Status::OK;
-  }
-
- private:
   absl::StatusOr<DeleteRangeResponse> Delete(const std::string& key) {
     LogEntry e;
     e.mutable_delete_range()->set_key(key);
@@ -167,14 +231,88 @@ class LockService final : public v3lockpb::Lock::Service {
   }
 
   Store* store_;
+  BlockingCalls calls_;  // last: destroyed (joined) first
 };
 
-class ElectionService final : public v3electionpb::Election::Service {
+// A server stream written from a blocking thread: Write waits until gRPC has
+// taken the message. The thread's last act is Finish; gRPC deletes the
+// reactor in OnDone.
+class BlockingLeaderWriter final : public grpc::ServerWriteReactor<v3electionpb::LeaderResponse> {
+ public:
+  bool Write(const v3electionpb::LeaderResponse& msg) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      msg_ = msg;
+      write_done_ = false;
+    }
+    StartWrite(&msg_);  // outside the lock: the completion may run inline
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return write_done_; });
+    return write_ok_;
+  }
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    write_ok_ = ok;
+    write_done_ = true;
+    cv_.notify_all();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  v3electionpb::LeaderResponse msg_;
+  bool write_done_ = false;
+  bool write_ok_ = false;
+};
+
+class ElectionService final : public v3electionpb::Election::CallbackService {
  public:
   explicit ElectionService(Store* store) : store_(store) {}
 
-  grpc::Status Campaign(grpc::ServerContext* ctx, const v3electionpb::CampaignRequest* req,
-                        v3electionpb::CampaignResponse* resp) override {
+  grpc::ServerUnaryReactor* Campaign(grpc::CallbackServerContext* ctx,
+                                     const v3electionpb::CampaignRequest* req,
+                                     v3electionpb::CampaignResponse* resp) override {
+    return RunBlocking(&calls_, ctx, [this, ctx, req, resp] { return DoCampaign(ctx, req, resp); });
+  }
+
+  grpc::ServerUnaryReactor* Proclaim(grpc::CallbackServerContext* ctx,
+                                     const v3electionpb::ProclaimRequest* req,
+                                     v3electionpb::ProclaimResponse* resp) override {
+    return RunBlocking(&calls_, ctx, [this, req, resp]() -> grpc::Status {
+      if (!req->has_leader()) return MissingLeader();
+      const auto& l = req->leader();
+      return ToGrpc(Proclaim(l.key(), l.rev(), l.lease(), req->value(), resp->mutable_header()));
+    });
+  }
+
+  grpc::ServerUnaryReactor* Leader(grpc::CallbackServerContext* ctx,
+                                   const v3electionpb::LeaderRequest* req,
+                                   v3electionpb::LeaderResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(DoLeader(req, resp));
+    return reactor;
+  }
+
+  grpc::ServerWriteReactor<v3electionpb::LeaderResponse>* Observe(
+      grpc::CallbackServerContext* ctx, const v3electionpb::LeaderRequest* req) override {
+    auto* writer = new BlockingLeaderWriter();
+    calls_.Run([this, ctx, req, writer] { writer->Finish(DoObserve(ctx, req, writer)); });
+    return writer;
+  }
+
+  grpc::ServerUnaryReactor* Resign(grpc::CallbackServerContext* ctx,
+                                   const v3electionpb::ResignRequest* req,
+                                   v3electionpb::ResignResponse* resp) override {
+    return RunBlocking(&calls_, ctx, [this, req, resp]() -> grpc::Status {
+      if (!req->has_leader()) return MissingLeader();
+      return ToGrpc(Resign(req->leader().key(), req->leader().rev(), resp->mutable_header()));
+    });
+  }
+
+ private:
+  grpc::Status DoCampaign(grpc::ServerContextBase* ctx, const v3electionpb::CampaignRequest* req,
+                          v3electionpb::CampaignResponse* resp) {
     std::string prefix = req->name() + "/";
     std::string key = WaiterKey(req->name(), req->lease());
     TxnRequest t = CreateOrGet(key, req->value(), req->lease());
@@ -206,15 +344,8 @@ class ElectionService final : public v3electionpb::Election::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Proclaim(grpc::ServerContext*, const v3electionpb::ProclaimRequest* req,
-                        v3electionpb::ProclaimResponse* resp) override {
-    if (!req->has_leader()) return MissingLeader();
-    const auto& l = req->leader();
-    return ToGrpc(Proclaim(l.key(), l.rev(), l.lease(), req->value(), resp->mutable_header()));
-  }
-
-  grpc::Status Leader(grpc::ServerContext*, const v3electionpb::LeaderRequest* req,
-                      v3electionpb::LeaderResponse* resp) override {
+  grpc::Status DoLeader(const v3electionpb::LeaderRequest* req,
+                        v3electionpb::LeaderResponse* resp) {
     auto r = Get(store_, ByCreate(req->name() + "/", true));
     if (!r.ok()) return ToGrpc(r.status());
     if (r->kvs().empty()) return ToGrpc(ErrElectionNoLeader());
@@ -223,8 +354,8 @@ class ElectionService final : public v3electionpb::Election::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Observe(grpc::ServerContext* ctx, const v3electionpb::LeaderRequest* req,
-                       grpc::ServerWriter<v3electionpb::LeaderResponse>* writer) override {
+  grpc::Status DoObserve(grpc::ServerContextBase* ctx, const v3electionpb::LeaderRequest* req,
+                         BlockingLeaderWriter* writer) {
     std::string prefix = req->name() + "/";
     std::string last_key;
     int64_t last_mod = 0;
@@ -251,13 +382,6 @@ class ElectionService final : public v3electionpb::Election::Service {
     return grpc::Status(grpc::StatusCode::CANCELLED, "context canceled");
   }
 
-  grpc::Status Resign(grpc::ServerContext*, const v3electionpb::ResignRequest* req,
-                      v3electionpb::ResignResponse* resp) override {
-    if (!req->has_leader()) return MissingLeader();
-    return ToGrpc(Resign(req->leader().key(), req->leader().rev(), resp->mutable_header()));
-  }
-
- private:
   static grpc::Status MissingLeader() {
     return grpc::Status(grpc::StatusCode::UNKNOWN, "\"leader\" field must be provided");
   }
@@ -286,6 +410,7 @@ class ElectionService final : public v3electionpb::Election::Service {
   }
 
   Store* store_;
+  BlockingCalls calls_;  // last: destroyed (joined) first
 };
 
 }  // namespace
