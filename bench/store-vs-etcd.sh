@@ -25,7 +25,7 @@ RESULTS="$WORK/results.jsonl"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
+  if [[ -n ${KEEP_WORK:-} ]]; then echo "kept $WORK for its logs" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -83,8 +83,18 @@ run() {
   # fill: one million 64 B keys with 256 B values, for the RSS they cost.
   [[ $workload == fill ]] && { workload=put; total=1000000; }
   local json
+  # A run with errors still prints its JSON (errors are counted in the report);
+  # one that prints nothing is reported and skipped, not fatal to the whole run.
   json=$("$CAPSTAN" bench store --endpoints "$ENDPOINTS" --pid "$SERVER_PIDS" --workload "$workload" \
-    --clients "$clients" --conns "$conns" --total "$total" --no-progress --json "$@")
+    --clients "$clients" --conns "$conns" --total "$total" --no-progress --json "$@") || true
+  if [[ -z $json ]]; then
+    echo "  $system x$size $row c=$clients $*: no result (server logs kept in $WORK/failed-*)" >&2
+    for log in "$WORK/$system-$size"-*.log; do
+      [[ -f $log ]] && cp "$log" "$WORK/failed-$round-$row-$clients-$(basename "$log")"
+    done
+    KEEP_WORK=1
+    return 0
+  fi
   local extra="$*"
   echo "{\"system\":\"$system\",\"size\":$size,\"round\":$round,\"workload\":\"$row\",\"clients\":$clients,\"flags\":\"$extra\",\"result\":$json}" >>"$RESULTS"
   echo "  $system x$size $workload c=$clients $extra: $json" >&2

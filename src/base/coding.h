@@ -1,5 +1,6 @@
-// Fixed-width big-endian integer encoding. Big-endian so that encoded
-// integers sort bytewise in numeric order (RocksDB keys, WAL headers).
+// Integer encodings. Fixed-width big-endian so that encoded integers sort
+// bytewise in numeric order (RocksDB keys, WAL headers); little-endian for
+// checksummed records; varints for hand-built protobuf messages.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +27,18 @@ inline void PutFixed32LE(std::string* dst, uint32_t v) {
 inline void PutFixed64LE(std::string* dst, uint64_t v) {
   PutFixed32LE(dst, static_cast<uint32_t>(v));
   PutFixed32LE(dst, static_cast<uint32_t>(v >> 32));
+}
+
+// Protocol buffers' base-128 varint.
+inline void PutVarint64(std::string* dst, uint64_t v) {
+  char buf[10];
+  int n = 0;
+  while (v >= 0x80) {
+    buf[n++] = static_cast<char>((v & 0x7f) | 0x80);
+    v >>= 7;
+  }
+  buf[n++] = static_cast<char>(v);
+  dst->append(buf, static_cast<size_t>(n));
 }
 
 // REQUIRES: p points at 8 readable bytes.

@@ -196,6 +196,7 @@ absl::StatusOr<StoreBenchResult> RunWatchBench(const StoreBenchOptions& o) {
   }
   int64_t rss_watchers = pid ? CurrentRss(pid) : 0;
   int64_t cpu_before = pid ? CpuMicros(pid) : 0;
+  int64_t self_cpu_before = CpuMicros(getpid());
 
   client::ClientOptions copts;
   copts.endpoints = o.endpoints;
@@ -223,6 +224,8 @@ absl::StatusOr<StoreBenchResult> RunWatchBench(const StoreBenchOptions& o) {
                       ? absl::StrCat("watchers got ", events.load(), " of ", want, " events")
                       : first_error;
   r.events = events.load();
+  r.client_cpu_us_per_op = static_cast<double>(CpuMicros(getpid()) - self_cpu_before) /
+                           static_cast<double>(std::max<int64_t>(1, r.events));
   r.seconds = elapsed;
   r.throughput = static_cast<double>(r.events) / elapsed;
   r.p50_ms = hist.PercentileMs(0.5);
@@ -348,6 +351,9 @@ std::string StoreBenchResult::Table() const {
     absl::StrAppendFormat(&out, "%-22s %12.1f\n", "server peak RSS (MiB)",
                           static_cast<double>(server_peak_rss_bytes) / (1 << 20));
   }
+  if (client_cpu_us_per_op > 0) {
+    absl::StrAppendFormat(&out, "%-22s %12.1f\n", "client CPU (us/op)", client_cpu_us_per_op);
+  }
   if (events > 0) {
     absl::StrAppendFormat(&out, "%-22s %12lld\n", "watch events", static_cast<long long>(events));
     absl::StrAppendFormat(&out, "%-22s %12.0f\n", "RSS per watcher (B)",
@@ -362,9 +368,10 @@ std::string StoreBenchResult::Json() const {
       "{\"ops\":%d,\"errors\":%d,\"seconds\":%.3f,\"throughput\":%.1f,\"mean_ms\":%.4f,"
       "\"p50_ms\":%.4f,\"p90_ms\":%.4f,\"p99_ms\":%.4f,\"p999_ms\":%.4f,\"max_ms\":%.4f,"
       "\"server_cpu_us_per_op\":%.2f,\"server_peak_rss_bytes\":%d,\"events\":%d,"
-      "\"server_rss_bytes_per_watcher\":%.1f}",
+      "\"server_rss_bytes_per_watcher\":%.1f,\"client_cpu_us_per_op\":%.2f}",
       ops, errors, seconds, throughput, mean_ms, p50_ms, p90_ms, p99_ms, p999_ms, max_ms,
-      server_cpu_us_per_op, server_peak_rss_bytes, events, server_rss_bytes_per_watcher);
+      server_cpu_us_per_op, server_peak_rss_bytes, events, server_rss_bytes_per_watcher,
+      client_cpu_us_per_op);
 }
 
 absl::StatusOr<StoreBenchResult> RunStoreBench(const StoreBenchOptions& o) {
@@ -416,6 +423,7 @@ absl::StatusOr<StoreBenchResult> RunStoreBench(const StoreBenchOptions& o) {
 
   std::vector<int64_t> cpu_before;
   for (int pid : o.server_pids) cpu_before.push_back(CpuMicros(pid));
+  int64_t self_cpu_before = CpuMicros(getpid());
 
   std::vector<uint32_t> latency_us(static_cast<size_t>(o.total));
   std::atomic<int64_t> issued{0}, completed{0}, errors{0};
@@ -566,6 +574,10 @@ absl::StatusOr<StoreBenchResult> RunStoreBench(const StoreBenchOptions& o) {
   double sum = 0;
   for (uint32_t v : latency_us) sum += v;
   r.mean_ms = latency_us.empty() ? 0 : sum / latency_us.size() / 1000.0;
+  if (r.ops > 0) {
+    r.client_cpu_us_per_op =
+        static_cast<double>(CpuMicros(getpid()) - self_cpu_before) / static_cast<double>(r.ops);
+  }
   int64_t cpu = 0;
   for (size_t i = 0; i < o.server_pids.size(); ++i) {
     cpu += CpuMicros(o.server_pids[i]) - cpu_before[i];

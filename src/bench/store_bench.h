@@ -54,6 +54,9 @@ struct StoreBenchResult {
   int64_t server_peak_rss_bytes = 0;
   int64_t events = 0;  // watch: events delivered to watchers; lease: leased keys expired
   double server_rss_bytes_per_watcher = 0;  // watch: RSS growth from creating them
+  // The load generator's own CPU per operation (per event for watch): what
+  // it takes from the cores it shares with the servers.
+  double client_cpu_us_per_op = 0;
   std::string Table() const;
   std::string Json() const;
 };

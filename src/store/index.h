@@ -15,6 +15,8 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
+
 namespace capstan::store {
 
 // A store revision: `main` is the revision of the request, `sub` orders the
@@ -59,12 +61,15 @@ class KeyIndex {
   bool Compact(int64_t at, std::vector<DroppedRevision>* dropped);
 
  private:
+  // Inline capacity of one: most keys have one generation holding one
+  // revision (after compaction), and the index holds every key in memory, so
+  // two heap blocks per key would be most of its size (1M keys: ~50 MB).
   struct Generation {
     int64_t ver = 0;  // puts in this generation, including the tombstone
     int64_t create_main = 0;
-    std::vector<Revision> revs;  // a closed generation ends with its tombstone
+    absl::InlinedVector<Revision, 1> revs;  // a closed generation ends with its tombstone
   };
-  std::vector<Generation> generations_;
+  absl::InlinedVector<Generation, 1> generations_;
 };
 
 class TreeIndex {

@@ -2,6 +2,7 @@
 
 #include <unordered_set>
 
+#include "base/coding.h"
 #include "base/logging.h"
 #include "base/thread_name.h"
 #include "store/errors.h"
@@ -11,6 +12,19 @@ namespace {
 
 constexpr size_t kHistoryChunkBytes = 1 << 20;
 constexpr size_t kMaxSyncPerRound = 256;
+
+// WatchResponse's field numbers (etcd's rpc.proto), for responses built from
+// serialized pieces.
+constexpr int kResponseHeaderField = 1;
+constexpr uint64_t kResponseWatchIdTag = 2 << 3;  // field 2, varint
+constexpr int kResponseEventsField = 11;
+
+// Appends a length-delimited field.
+void AppendField(std::string* out, int field, const std::string& bytes) {
+  PutVarint64(out, (static_cast<uint64_t>(field) << 3) | 2);
+  PutVarint64(out, bytes.size());
+  *out += bytes;
+}
 
 }  // namespace
 
@@ -267,19 +281,58 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
       if (InRange(events[i].kv().key(), w->key, w->end)) add(w, i);
     }
   }
+  // Every watcher of a revision gets the same header and, mostly, the same
+  // events: serialize those once and build each watcher's response from the
+  // pieces (a protobuf message is the concatenation of its fields), instead
+  // of copying and serializing the events again per watcher.
+  std::string header_field;
+  {
+    etcdserverpb::ResponseHeader header;
+    fill_header_(&header, rev);
+    AppendField(&header_field, kResponseHeaderField, header.SerializeAsString());
+  }
+  std::vector<std::string> event_fields(events.size());
   for (auto& [w, idxs] : targets) {
     if (w->stream->sink->QueuedBytes() >= options_.max_stream_bytes) {
       MakeUnsynced(w, rev);  // falls behind; the syncer resends from history
       continue;
     }
-    std::vector<mvccpb::Event> out;
-    for (size_t i : idxs) {
-      if (!Matches(*w, events[i])) continue;
-      out.push_back(events[i]);
-      if (w->prev_kv) FillPrevKv(&out.back());
-    }
+    std::erase_if(idxs, [&](size_t i) { return !Matches(*w, events[i]); });
     w->next_rev = rev + 1;
-    SendEvents(w, rev, std::move(out));
+    if (idxs.empty()) continue;
+    if (w->prev_kv) {  // per-watcher content: the slow path
+      std::vector<mvccpb::Event> out;
+      for (size_t i : idxs) {
+        out.push_back(events[i]);
+        FillPrevKv(&out.back());
+      }
+      SendEvents(w, rev, std::move(out));
+      continue;
+    }
+    size_t size = header_field.size() + 11;
+    for (size_t i : idxs) {
+      if (event_fields[i].empty()) {
+        AppendField(&event_fields[i], kResponseEventsField, events[i].SerializeAsString());
+      }
+      size += event_fields[i].size();
+    }
+    if (w->fragment && idxs.size() > 1 && size >= options_.max_request_bytes) {
+      std::vector<mvccpb::Event> out;
+      for (size_t i : idxs) out.push_back(events[i]);
+      SendEvents(w, rev, std::move(out));
+      continue;
+    }
+    std::string encoded;
+    encoded.reserve(size);
+    encoded += header_field;
+    if (w->id != 0) {  // proto3 leaves a zero field out
+      PutVarint64(&encoded, kResponseWatchIdTag);
+      PutVarint64(&encoded, static_cast<uint64_t>(w->id));
+    }
+    for (size_t i : idxs) encoded += event_fields[i];
+    w->sent_since_progress = true;
+    if (events_total_) events_total_->Inc(idxs.size());
+    w->stream->sink->SendEncoded(std::move(encoded));
   }
 }
 

@@ -38,10 +38,15 @@ namespace capstan::store {
 class WatchSink {
  public:
   virtual ~WatchSink() = default;
-  // Queues a response. Never blocks and never calls into the hub.
-  virtual void Send(etcdserverpb::WatchResponse response) = 0;
+  // Queues one serialized WatchResponse. Never blocks and never calls into
+  // the hub.
+  virtual void SendEncoded(std::string response) = 0;
   // Bytes queued and not yet written to the network.
   virtual size_t QueuedBytes() const = 0;
+
+  void Send(const etcdserverpb::WatchResponse& response) {
+    SendEncoded(response.SerializeAsString());
+  }
 };
 
 class WatchHub {

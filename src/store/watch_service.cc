@@ -11,20 +11,22 @@ namespace {
 
 using namespace etcdserverpb;
 
-// One Watch stream. Reads requests and hands them to the hub; the hub queues
-// responses through Send, and this reactor writes them one at a time.
-class WatchReactor final : public grpc::ServerBidiReactor<WatchRequest, WatchResponse>,
+// One Watch stream, on gRPC's raw (ByteBuffer) API: the hub hands over
+// responses already serialized (a fan-out builds them from shared pieces), so
+// they are written as they are; requests are parsed here. Responses queue in
+// Send and this reactor writes them one at a time.
+class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
                            public WatchSink {
  public:
   explicit WatchReactor(WatchHub* hub) : hub_(hub) {
     hub_->AddStream(this);
-    StartRead(&request_);
+    StartRead(&request_buf_);
   }
 
-  void Send(WatchResponse response) override {
+  void SendEncoded(std::string response) override {
     std::unique_lock<std::mutex> lock(mu_);
     if (finished_) return;
-    queued_bytes_ += response.ByteSizeLong();
+    queued_bytes_ += response.size();
     queue_.push_back(std::move(response));
     if (!writing_) StartNextWriteLocked();
   }
@@ -42,8 +44,18 @@ class WatchReactor final : public grpc::ServerBidiReactor<WatchRequest, WatchRes
       FinishLocked(grpc::Status::OK);
       return;
     }
-    hub_->HandleRequest(this, request_);
-    StartRead(&request_);
+    WatchRequest request;
+    grpc::Status parsed =
+        grpc::SerializationTraits<WatchRequest>::Deserialize(&request_buf_, &request);
+    if (!parsed.ok()) {
+      hub_->RemoveStream(this);
+      std::lock_guard<std::mutex> lock(mu_);
+      FinishLocked(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                "undecodable WatchRequest: " + parsed.error_message()));
+      return;
+    }
+    hub_->HandleRequest(this, request);
+    StartRead(&request_buf_);
   }
 
   void OnWriteDone(bool ok) override {
@@ -74,9 +86,11 @@ class WatchReactor final : public grpc::ServerBidiReactor<WatchRequest, WatchRes
  private:
   // REQUIRES: mu_ held, no write in flight, queue_ not empty.
   void StartNextWriteLocked() {
-    current_ = std::move(queue_.front());
+    std::string& next = queue_.front();
+    grpc::Slice slice(next.data(), next.size());
+    current_ = grpc::ByteBuffer(&slice, 1);
+    in_flight_bytes_ = next.size();
     queue_.pop_front();
-    in_flight_bytes_ = current_.ByteSizeLong();
     writing_ = true;
     // More responses are waiting: let gRPC hold this one and send it with the
     // next ones in fewer frames and syscalls (a fan-out to many watchers on
@@ -95,20 +109,20 @@ class WatchReactor final : public grpc::ServerBidiReactor<WatchRequest, WatchRes
   }
 
   WatchHub* hub_;
-  WatchRequest request_;
+  grpc::ByteBuffer request_buf_;
   mutable std::mutex mu_;
-  std::deque<WatchResponse> queue_;
+  std::deque<std::string> queue_;
   size_t queued_bytes_ = 0;
   size_t in_flight_bytes_ = 0;
   bool writing_ = false;
   bool finished_ = false;
-  WatchResponse current_;
+  grpc::ByteBuffer current_;
 };
 
-class WatchService final : public Watch::CallbackService {
+class WatchService final : public Watch::WithRawCallbackMethod_Watch<Watch::Service> {
  public:
   explicit WatchService(Store* store) : store_(store) {}
-  grpc::ServerBidiReactor<WatchRequest, WatchResponse>* Watch(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Watch(
       grpc::CallbackServerContext*) override {
     return new WatchReactor(store_->watch_hub());
   }

@@ -16,7 +16,9 @@ using etcdserverpb::WatchResponse;
 // A stream that records responses and reports whatever backlog the test sets.
 class FakeSink : public WatchSink {
  public:
-  void Send(WatchResponse r) override {
+  void SendEncoded(std::string bytes) override {
+    WatchResponse r;
+    EXPECT_TRUE(r.ParseFromString(bytes));
     std::lock_guard<std::mutex> lock(mu_);
     responses_.push_back(std::move(r));
     cv_.notify_all();

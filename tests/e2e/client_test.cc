@@ -1,6 +1,9 @@
 // src/client against both etcd and capstan: the same calls, the same answers.
+#include <sys/wait.h>
+
 #include <atomic>
 #include <condition_variable>
+#include <csignal>
 #include <mutex>
 
 #include "client/client.h"
@@ -172,6 +175,36 @@ TEST(BenchSmoke, EveryWorkloadRuns) {
   auto bad = RunCommand({CapstanBinary(), "bench", "store", "--workload", "nope"});
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_THAT(bad.err, ::testing::HasSubstr("unknown workload"));
+}
+
+// The null server answers the KV API without doing anything: puts succeed,
+// CPU per call is reported, and SIGTERM stops it cleanly.
+TEST(BenchSmoke, NullServerAnswersAndStops) {
+  TempDir dir("capstan-null-server");
+  std::string endpoint = "127.0.0.1:" + std::to_string(PickFreePort());
+  Process server({CapstanBinary(), "bench", "null-server", "--listen", endpoint},
+                 dir.path() + "/log");
+  std::string out;
+  ASSERT_TRUE(Eventually(
+      [&] {
+        auto r =
+            RunCommand({CapstanBinary(), "bench", "store", "--endpoints", endpoint, "--workload",
+                        "put", "--clients", "4", "--conns", "1", "--total", "200", "--pid",
+                        std::to_string(server.pid()), "--json", "--no-progress"},
+                       "", std::chrono::seconds(20));
+        out = r.out;
+        return r.exit_code == 0;
+      },
+      std::chrono::seconds(20)))
+      << out << server.Log();
+  EXPECT_THAT(out, ::testing::HasSubstr("\"ops\":200,\"errors\":0"));
+  server.Signal(SIGTERM);
+  int status = server.Wait(std::chrono::seconds(10));
+  ASSERT_NE(status, -1) << "null server did not stop on SIGTERM";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << server.Log();
+  auto busy = RunCommand({CapstanBinary(), "bench", "null-server", "--listen", "256.0.0.1:1"});
+  EXPECT_EQ(busy.exit_code, 2);
+  EXPECT_THAT(busy.err, ::testing::HasSubstr("cannot listen on"));
 }
 
 }  // namespace
