@@ -2,6 +2,8 @@
 
 #include <unordered_set>
 
+#include "absl/container/inlined_vector.h"
+
 #include "base/coding.h"
 #include "base/logging.h"
 #include "base/thread_name.h"
@@ -18,6 +20,8 @@ constexpr size_t kMaxSyncPerRound = 256;
 constexpr int kResponseHeaderField = 1;
 constexpr uint64_t kResponseWatchIdTag = 2 << 3;  // field 2, varint
 constexpr int kResponseEventsField = 11;
+// Responses handed to a stream at once during a fan-out.
+constexpr size_t kFanOutSlice = 64;
 
 // Appends a length-delimited field.
 void AppendField(std::string* out, int field, const std::string& bytes) {
@@ -264,27 +268,45 @@ void WatchHub::SendEvents(Watcher* w, int64_t header_rev, std::vector<mvccpb::Ev
 void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
   MutexLock lock(&mu_);
   published_rev_ = rev;
+  ++publish_seq_;
   if (events.empty() || watcher_count_ == 0) return;
-  // Watchers with matching events, in first-match order, and the events each gets.
-  std::vector<std::pair<Watcher*, std::vector<size_t>>> targets;
-  std::unordered_map<Watcher*, size_t> slot;
-  auto add = [&](Watcher* w, size_t i) {
-    if (rev < w->next_rev) return;
-    auto [it, inserted] = slot.emplace(w, targets.size());
-    if (inserted) targets.push_back({w, {}});
-    targets[it->second].second.push_back(i);
-  };
-  for (size_t i = 0; i < events.size(); ++i) {
-    auto range = key_watchers_.equal_range(events[i].kv().key());
-    for (auto it = range.first; it != range.second; ++it) add(it->second, i);
+  // Matching watchers and, when the revision has several events, the events
+  // each one gets (most revisions change one key and need no such list).
+  std::vector<Watcher*> targets;
+  std::vector<std::vector<size_t>> target_events;
+  if (events.size() == 1) {
+    const std::string& key = events[0].kv().key();
+    auto range = key_watchers_.equal_range(key);
+    for (auto it = range.first; it != range.second; ++it) {
+      if (rev >= it->second->next_rev) targets.push_back(it->second);
+    }
     for (Watcher* w : range_watchers_) {
-      if (InRange(events[i].kv().key(), w->key, w->end)) add(w, i);
+      if (rev >= w->next_rev && InRange(key, w->key, w->end)) targets.push_back(w);
+    }
+  } else {
+    std::unordered_map<Watcher*, size_t> slot;
+    auto add = [&](Watcher* w, size_t i) {
+      if (rev < w->next_rev) return;
+      auto [it, inserted] = slot.emplace(w, targets.size());
+      if (inserted) {
+        targets.push_back(w);
+        target_events.emplace_back();
+      }
+      target_events[it->second].push_back(i);
+    };
+    for (size_t i = 0; i < events.size(); ++i) {
+      auto range = key_watchers_.equal_range(events[i].kv().key());
+      for (auto it = range.first; it != range.second; ++it) add(it->second, i);
+      for (Watcher* w : range_watchers_) {
+        if (InRange(events[i].kv().key(), w->key, w->end)) add(w, i);
+      }
     }
   }
   // Every watcher of a revision gets the same header and, mostly, the same
   // events: serialize those once and build each watcher's response from the
   // pieces (a protobuf message is the concatenation of its fields), instead
-  // of copying and serializing the events again per watcher.
+  // of copying and serializing the events again per watcher. Responses are
+  // handed to each stream in one batch.
   std::string header_field;
   {
     etcdserverpb::ResponseHeader header;
@@ -292,12 +314,27 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
     AppendField(&header_field, kResponseHeaderField, header.SerializeAsString());
   }
   std::vector<std::string> event_fields(events.size());
-  for (auto& [w, idxs] : targets) {
-    if (w->stream->sink->QueuedBytes() >= options_.max_stream_bytes) {
+  std::vector<Stream*> touched;
+  absl::InlinedVector<size_t, 4> idxs;
+  for (size_t t = 0; t < targets.size(); ++t) {
+    Watcher* w = targets[t];
+    Stream* s = w->stream;
+    if (s->publish_seq != publish_seq_) {
+      s->publish_seq = publish_seq_;
+      s->behind = s->sink->QueuedBytes() >= options_.max_stream_bytes;
+    }
+    if (s->behind) {
       MakeUnsynced(w, rev);  // falls behind; the syncer resends from history
       continue;
     }
-    std::erase_if(idxs, [&](size_t i) { return !Matches(*w, events[i]); });
+    idxs.clear();
+    if (events.size() == 1) {
+      if (Matches(*w, events[0])) idxs.push_back(0);
+    } else {
+      for (size_t i : target_events[t]) {
+        if (Matches(*w, events[i])) idxs.push_back(i);
+      }
+    }
     w->next_rev = rev + 1;
     if (idxs.empty()) continue;
     if (w->prev_kv) {  // per-watcher content: the slow path
@@ -332,7 +369,15 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
     for (size_t i : idxs) encoded += event_fields[i];
     w->sent_since_progress = true;
     if (events_total_) events_total_->Inc(idxs.size());
-    w->stream->sink->SendEncoded(std::move(encoded));
+    if (s->outgoing.empty()) touched.push_back(s);
+    s->outgoing.push_back(std::move(encoded));
+    // Hand over in slices, so the stream starts writing while the fan-out
+    // goes on.
+    if (s->outgoing.size() >= kFanOutSlice)
+      s->sink->SendEncodedBatch(std::exchange(s->outgoing, {}));
+  }
+  for (Stream* s : touched) {
+    if (!s->outgoing.empty()) s->sink->SendEncodedBatch(std::exchange(s->outgoing, {}));
   }
 }
 

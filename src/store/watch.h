@@ -44,6 +44,12 @@ class WatchSink {
   // Bytes queued and not yet written to the network.
   virtual size_t QueuedBytes() const = 0;
 
+  // Queues several responses at once (a fan-out to many watchers of one
+  // stream); sinks may take them under one lock.
+  virtual void SendEncodedBatch(std::vector<std::string> responses) {
+    for (auto& r : responses) SendEncoded(std::move(r));
+  }
+
   void Send(const etcdserverpb::WatchResponse& response) {
     SendEncoded(response.SerializeAsString());
   }
@@ -98,6 +104,11 @@ class WatchHub {
     std::map<int64_t, std::unique_ptr<Watcher>> watchers;
     int64_t next_id = 0;
     bool progress_pending = false;
+    // Publish's per-call state: whether the stream had too much queued when
+    // call number `publish_seq` began, and the responses it collects.
+    uint64_t publish_seq = 0;
+    bool behind = false;
+    std::vector<std::string> outgoing;
   };
 
   void Create(Stream* s, const etcdserverpb::WatchCreateRequest& req)
@@ -127,6 +138,7 @@ class WatchHub {
   std::set<Watcher*> range_watchers_ ABSL_GUARDED_BY(mu_);
   std::set<Watcher*> unsynced_ ABSL_GUARDED_BY(mu_);
   int64_t published_rev_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t publish_seq_ ABSL_GUARDED_BY(mu_) = 0;  // Publish calls so far
   size_t watcher_count_ ABSL_GUARDED_BY(mu_) = 0;
   std::chrono::steady_clock::time_point last_progress_ ABSL_GUARDED_BY(mu_);
 

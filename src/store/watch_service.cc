@@ -31,6 +31,16 @@ class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
     if (!writing_) StartNextWriteLocked();
   }
 
+  void SendEncodedBatch(std::vector<std::string> responses) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (finished_) return;
+    for (auto& r : responses) {
+      queued_bytes_ += r.size();
+      queue_.push_back(std::move(r));
+    }
+    if (!writing_ && !queue_.empty()) StartNextWriteLocked();
+  }
+
   size_t QueuedBytes() const override {
     std::lock_guard<std::mutex> lock(mu_);
     return queued_bytes_;
