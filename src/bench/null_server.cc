@@ -1,10 +1,9 @@
 #include "bench/null_server.h"
 
-#include <signal.h>
-
 #include <climits>
 
 #include "absl/strings/str_cat.h"
+#include "base/signals.h"
 #include "etcd/etcdserverpb/rpc.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 
@@ -66,12 +65,7 @@ absl::Status RunNullServer(const NullServerOptions& options) {
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options.listen, " (is the port in use?)"));
   }
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  int sig = 0;
-  sigwait(&set, &sig);
+  WaitForTerminationSignal();
   server->Shutdown();
   return absl::OkStatus();
 }

@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "base/config.h"
 #include "base/logging.h"
+#include "base/signals.h"
 #include "bench/null_server.h"
 #include "bench/store_bench.h"
 #include "store/server.h"
@@ -197,12 +198,7 @@ int RunStore(const StoreFlags& flags, const char* role) {
     return 1;
   }
   CAPSTAN_LOG(info, "ready to serve client requests", "role", role);
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  int sig = 0;
-  sigwait(&set, &sig);
+  int sig = WaitForTerminationSignal();
   CAPSTAN_LOG(info, "shutting down", "signal", sig);
   (*server)->Shutdown();
   return 0;

@@ -1,0 +1,50 @@
+# Shared by the store benchmarks: start and stop a cluster of capstan or etcd
+# members on 127.0.0.1 with the same flags for both. Source it after setting
+# CAPSTAN (the binary) and WORK (a directory on the disk under test), with a
+# PIDS array that the caller's cleanup kills.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_cluster SYSTEM SIZE: starts the members, sets ENDPOINTS and
+# SERVER_PIDS (comma-separated) and CLIENT_PORTS (an array, by member).
+start_cluster() {
+  local system=$1 size=$2 i name initial="" cports=() pports=()
+  for ((i = 0; i < size; i++)); do cports+=("$(free_port)"); pports+=("$(free_port)"); done
+  for ((i = 0; i < size; i++)); do initial+="${initial:+,}m$i=http://127.0.0.1:${pports[$i]}"; done
+  ENDPOINTS=""; SERVER_PIDS=""
+  for ((i = 0; i < size; i++)); do
+    name="m$i"
+    local dir="$WORK/$system-$size-$i"
+    rm -rf "$dir"
+    local args=(--name "$name" --data-dir "$dir"
+      --listen-client-urls "http://127.0.0.1:${cports[$i]}"
+      --advertise-client-urls "http://127.0.0.1:${cports[$i]}"
+      --listen-peer-urls "http://127.0.0.1:${pports[$i]}"
+      --initial-advertise-peer-urls "http://127.0.0.1:${pports[$i]}"
+      --initial-cluster "$initial")
+    if [[ $system == capstan ]]; then
+      "$CAPSTAN" store "${args[@]}" --log-level warn >"$dir.log" 2>&1 &
+    else
+      etcd "${args[@]}" --log-level error --logger zap >"$dir.log" 2>&1 &
+    fi
+    PIDS+=($!)
+    SERVER_PIDS+="${SERVER_PIDS:+,}$!"
+    ENDPOINTS+="${ENDPOINTS:+,}127.0.0.1:${cports[$i]}"
+  done
+  CLIENT_PORTS=("${cports[@]}")
+  # Ready when a write goes through.
+  for _ in $(seq 1 100); do
+    if ETCDCTL_API=3 etcdctl --endpoints="$ENDPOINTS" --command-timeout=2s put bench-ready 1 >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "$system cluster of $size did not start; logs in $WORK" >&2
+  KEEP_WORK=1
+  exit 1
+}
+
+stop_cluster() {
+  for p in ${SERVER_PIDS//,/ }; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+}
+
