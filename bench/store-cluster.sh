@@ -1,7 +1,19 @@
-# Shared by the store benchmarks: start and stop a cluster of capstan or etcd
-# members on 127.0.0.1 with the same flags for both. Source it after setting
-# CAPSTAN (the binary) and WORK (a directory on the disk under test), with a
-# PIDS array that the caller's cleanup kills.
+# Shared by the store benchmarks: checks the tools, makes the work directory
+# (on the disk under test, removed at exit unless KEEP_WORK is set), and
+# starts and stops clusters of capstan or etcd members on 127.0.0.1 with the
+# same flags for both. Source it after setting CAPSTAN (the binary) and
+# WORK_PREFIX (e.g. /var/tmp/capstan-bench).
+
+[[ -x "$CAPSTAN" ]] || { echo "build first: cmake --build --preset release" >&2; exit 2; }
+command -v etcd >/dev/null || { echo "etcd not found: run scripts/install-deps.sh" >&2; exit 2; }
+
+WORK="$(mktemp -d "$WORK_PREFIX.XXXXXX")"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill -9 "$p" 2>/dev/null || true; done
+  if [[ -n ${KEEP_WORK:-} ]]; then echo "kept $WORK for its logs" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

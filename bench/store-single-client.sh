@@ -12,16 +12,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CAPSTAN="${CAPSTAN:-$ROOT/build/release/src/cmd/capstan}"
 ROUNDS="${ROUNDS:-3}"
 TOTAL="${TOTAL:-2000}"
-[[ -x "$CAPSTAN" ]] || { echo "build first: cmake --build --preset release" >&2; exit 2; }
-command -v etcd >/dev/null || { echo "etcd not found: run scripts/install-deps.sh" >&2; exit 2; }
-
-WORK="$(mktemp -d /var/tmp/capstan-single.XXXXXX)"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill -9 "$p" 2>/dev/null || true; done
-  if [[ -n ${KEEP_WORK:-} ]]; then echo "kept $WORK for its logs" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+WORK_PREFIX=/var/tmp/capstan-single
 # shellcheck source=bench/store-cluster.sh
 source "$ROOT/bench/store-cluster.sh"
 

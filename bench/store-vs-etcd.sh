@@ -16,21 +16,11 @@ CAPSTAN="${CAPSTAN:-$ROOT/build/release/src/cmd/capstan}"
 ROUNDS="${ROUNDS:-3}"
 TOTAL="${TOTAL:-20000}"
 OUT_MD="${OUT_MD:-$ROOT/docs/benchmarks/store.md}"
-[[ -x "$CAPSTAN" ]] || { echo "build first: cmake --build --preset release" >&2; exit 2; }
-command -v etcd >/dev/null || { echo "etcd not found: run scripts/install-deps.sh" >&2; exit 2; }
-
 # Same disk for both: a directory under /var/tmp (not tmpfs).
-WORK="$(mktemp -d /var/tmp/capstan-bench.XXXXXX)"
-RESULTS="$WORK/results.jsonl"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill -9 "$p" 2>/dev/null || true; done
-  if [[ -n ${KEEP_WORK:-} ]]; then echo "kept $WORK for its logs" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-
+WORK_PREFIX=/var/tmp/capstan-bench
 # shellcheck source=bench/store-cluster.sh
 source "$ROOT/bench/store-cluster.sh"
+RESULTS="$WORK/results.jsonl"
 
 # run SYSTEM SIZE ROUND WORKLOAD CLIENTS [extra bench flags...]
 run() {

@@ -533,23 +533,19 @@ void Node::HandleCommitted(std::vector<Entry> committed) {
   // member (the single-client latency), and applying a few entries delays
   // the next write by little. Larger batches go to the applier, so the next
   // fsync overlaps with applying them.
+  bool inline_apply = false;
   if (item.batch.entries.size() <= kInlineApplyMaxEntries && item.batch.conf_after.empty()) {
-    {
-      std::lock_guard<std::mutex> lock(apply_mu_);
-      if (!apply_queue_.empty() || applying_) {
-        apply_queue_.push_back(std::move(item));
-        apply_cv_.notify_one();
-        return;
-      }
-      applying_ = true;
-    }
-    sm_->ApplyBatch(item.batch);
-    applied_ = item.batch.entries.back().index;
     std::lock_guard<std::mutex> lock(apply_mu_);
-    applying_ = false;
+    inline_apply = apply_queue_.empty() && !applying_;
+    applying_ = applying_ || inline_apply;
+  }
+  if (!inline_apply) {
+    EnqueueApply(std::move(item));
     return;
   }
-  EnqueueApply(std::move(item));
+  RunApplyItem(std::move(item));
+  std::lock_guard<std::mutex> lock(apply_mu_);
+  applying_ = false;
 }
 
 void Node::ServeReadStates(const std::vector<ReadState>& states) {

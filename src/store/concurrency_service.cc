@@ -127,41 +127,36 @@ absl::StatusOr<ResponseHeader> WaitDeletes(Store* store, grpc::ServerContextBase
 class BlockingCalls {
  public:
   ~BlockingCalls() {
-    std::vector<std::thread> all;
+    std::vector<Call> all;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      all.swap(threads_);
+      all.swap(calls_);
     }
-    for (auto& t : all) t.join();
+    for (auto& c : all) c.thread.join();
   }
 
   void Run(std::function<void()> fn) {
     std::lock_guard<std::mutex> lock(mu_);
-    ReapLocked();
-    auto done = std::make_shared<std::atomic<bool>>(false);
-    threads_.emplace_back([fn = std::move(fn), done] {
-      fn();
-      done->store(true);
+    std::erase_if(calls_, [](Call& c) {
+      if (!c.done->load()) return false;
+      c.thread.join();
+      return true;
     });
-    done_.push_back(done);
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    calls_.push_back({std::thread([fn = std::move(fn), done] {
+                        fn();
+                        done->store(true);
+                      }),
+                      done});
   }
 
  private:
-  void ReapLocked() {
-    for (size_t i = 0; i < threads_.size();) {
-      if (done_[i]->load()) {
-        threads_[i].join();
-        threads_.erase(threads_.begin() + static_cast<long>(i));
-        done_.erase(done_.begin() + static_cast<long>(i));
-      } else {
-        ++i;
-      }
-    }
-  }
-
+  struct Call {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
   std::mutex mu_;
-  std::vector<std::thread> threads_;
-  std::vector<std::shared_ptr<std::atomic<bool>>> done_;
+  std::vector<Call> calls_;
 };
 
 // Runs `body` on its own thread and finishes the unary call with its status.
