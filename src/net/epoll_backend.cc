@@ -1,0 +1,230 @@
+// The epoll engine: edge-triggered readiness, then the system call itself.
+// Used where io_uring is unavailable (old kernels, containers whose seccomp
+// profile forbids it) and in tests, so both engines stay honest.
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "net/io_backend.h"
+#include "net/socket.h"
+
+namespace capstan::net {
+
+class EpollBackend final : public IoBackend {
+ public:
+  EpollBackend(EventLoop* loop, int epfd, int wake_fd)
+      : loop_(loop), epfd_(epfd), wake_fd_(wake_fd) {}
+  ~EpollBackend() override {
+    ::close(wake_fd_);
+    ::close(epfd_);
+  }
+
+  void Wait(std::chrono::nanoseconds timeout) override {
+    epoll_event events[256];
+    timespec ts;
+    timespec* tsp = nullptr;
+    if (timeout.count() >= 0) {
+      ts.tv_sec = timeout.count() / 1'000'000'000;
+      ts.tv_nsec = timeout.count() % 1'000'000'000;
+      tsp = &ts;
+    }
+    int n = epoll_pwait2(epfd_, events, 256, tsp, nullptr);
+    for (int i = 0; i < n; ++i) Dispatch(events[i]);
+  }
+
+  void Wake() override {
+    uint64_t one = 1;
+    // A full counter (EAGAIN) still leaves the fd readable: the loop wakes.
+    [[maybe_unused]] ssize_t r = ::write(wake_fd_, &one, sizeof(one));
+  }
+
+  void Attach(Socket* s) override {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.ptr = &s->recv_op_;
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, s->fd_, &ev);
+  }
+
+  void StartReceive(Socket* s) override {
+    s->receiving_ = true;
+    if (s->readable_) ReadSome(s);
+  }
+
+  void StartSend(Socket* s) override {
+    s->sending_ = true;
+    if (s->writable_) SendSome(s);
+  }
+
+  void StartConnect(Socket* s, const sockaddr_storage& addr, socklen_t len) override {
+    if (::connect(s->fd_, reinterpret_cast<const sockaddr*>(&addr), len) == 0) {
+      s->OnConnected(0);
+    } else if (errno == EINPROGRESS) {
+      s->connecting_ = true;
+    } else {
+      s->OnConnected(-errno);
+    }
+  }
+
+  void Detach(Socket* s) override {
+    epoll_ctl(epfd_, EPOLL_CTL_DEL, s->fd_, nullptr);
+    s->receiving_ = false;
+    s->sending_ = false;
+    s->connecting_ = false;
+    s->OnDetached();
+  }
+
+  void StartAccept(Listener* l) override {
+    auto* op = new IoOp{IoOp::kAccept, l};
+    l->accept_op_ = op;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLET;
+    ev.data.ptr = op;
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, l->fd_, &ev);
+    AcceptAll(l);
+  }
+
+  void StopAccept(Listener* l) override {
+    if (l->accept_op_ == nullptr) return;
+    epoll_ctl(epfd_, EPOLL_CTL_DEL, l->fd_, nullptr);
+    delete l->accept_op_;
+    l->accept_op_ = nullptr;
+  }
+
+ private:
+  void Dispatch(const epoll_event& ev) {
+    auto* op = static_cast<IoOp*>(ev.data.ptr);
+    switch (op->kind) {
+      case IoOp::kWake: {
+        uint64_t value;
+        [[maybe_unused]] ssize_t r = ::read(wake_fd_, &value, sizeof(value));
+        return;
+      }
+      case IoOp::kAccept:
+        AcceptAll(static_cast<Listener*>(op->owner));
+        return;
+      default:
+        break;
+    }
+    auto* s = static_cast<Socket*>(op->owner);
+    if (s->detached_) return;  // closed by an earlier event of this batch
+    if (ev.events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+      s->writable_ = true;
+      if (s->connecting_) {
+        s->connecting_ = false;
+        int err = 0;
+        socklen_t len = sizeof(err);
+        getsockopt(s->fd_, SOL_SOCKET, SO_ERROR, &err, &len);
+        s->OnConnected(-err);
+        if (err != 0) return;
+      } else if (s->sending_) {
+        SendSome(s);
+        if (s->detached_) return;
+      }
+    }
+    if (ev.events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+      s->readable_ = true;
+      if (s->receiving_) ReadSome(s);
+    }
+  }
+
+  void ReadSome(Socket* s) {
+    while (s->WantsInput()) {
+      std::span<char> space = s->input_.Reserve(4096);
+      ssize_t n = ::read(s->fd_, space.data(), space.size());
+      if (n > 0) {
+        s->input_.Commit(static_cast<size_t>(n));
+        s->OnReceived(static_cast<size_t>(n));
+        // A short read drained the socket: edge-triggered epoll reports the
+        // next arrival, so no second read just to see EAGAIN.
+        if (static_cast<size_t>(n) < space.size()) {
+          s->readable_ = false;
+          return;
+        }
+        continue;
+      }
+      s->input_.Commit(0);
+      if (n == 0) {
+        s->receiving_ = false;
+        s->OnReceiveEnd(0);
+        return;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        s->readable_ = false;
+        return;
+      }
+      s->receiving_ = false;
+      s->OnReceiveEnd(-errno);
+      return;
+    }
+    s->receiving_ = false;  // paused at the input limit; ReadMore resumes it
+  }
+
+  void SendSome(Socket* s) {
+    while (!s->output_.empty()) {
+      msghdr msg{};
+      msg.msg_iov = s->send_iov_;
+      msg.msg_iovlen = static_cast<size_t>(s->output_.FillIovecs(s->send_iov_, Socket::kMaxIov));
+      ssize_t n = ::sendmsg(s->fd_, &msg, MSG_NOSIGNAL);
+      if (n >= 0) {
+        s->OnSent(static_cast<size_t>(n));
+        continue;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        s->writable_ = false;  // sending_ stays set: EPOLLOUT continues it
+        return;
+      }
+      s->sending_ = false;
+      s->OnSendError(-errno);
+      return;
+    }
+    s->sending_ = false;
+  }
+
+  void AcceptAll(Listener* l) {
+    while (!l->closed_) {
+      int fd = ::accept4(l->fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd >= 0) {
+        l->OnAccepted(fd);
+        continue;
+      }
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) l->OnAcceptError(-errno);
+      return;
+    }
+  }
+
+  EventLoop* loop_;
+  int epfd_;
+  int wake_fd_;
+  IoOp wake_op_{IoOp::kWake, nullptr};
+
+ public:
+  void RegisterWake() {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = &wake_op_;
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, wake_fd_, &ev);
+  }
+};
+
+absl::StatusOr<std::unique_ptr<IoBackend>> NewEpollBackend(EventLoop* loop) {
+  int epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (epfd < 0) return absl::InternalError(absl::StrCat("epoll_create1: ", std::strerror(errno)));
+  int wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake < 0) {
+    int err = errno;
+    ::close(epfd);
+    return absl::InternalError(absl::StrCat("eventfd: ", std::strerror(err)));
+  }
+  auto backend = std::make_unique<EpollBackend>(loop, epfd, wake);
+  backend->RegisterWake();
+  return backend;
+}
+
+}  // namespace capstan::net

@@ -1,0 +1,287 @@
+#include "net/socket.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "base/logging.h"
+#include "net/io_backend.h"
+
+namespace capstan::net {
+
+absl::Status ResolveAddress(const std::string& host, int port, sockaddr_storage* addr,
+                            socklen_t* len) {
+  if (port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("port ", port, " is out of range 0..65535"));
+  }
+  std::memset(addr, 0, sizeof(*addr));
+  std::string h = host == "localhost" ? "127.0.0.1" : host;
+  if (h.size() > 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  auto* v4 = reinterpret_cast<sockaddr_in*>(addr);
+  if (inet_pton(AF_INET, h.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(port));
+    *len = sizeof(sockaddr_in);
+    return absl::OkStatus();
+  }
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(addr);
+  if (inet_pton(AF_INET6, h.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(port));
+    *len = sizeof(sockaddr_in6);
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("'", host,
+                   "' is not a numeric IP address; names are resolved by the mesh's DNS "
+                   "discovery, not by the socket layer"));
+}
+
+namespace {
+
+absl::Status ErrnoStatus(std::string_view what, int err) {
+  return absl::UnavailableError(absl::StrCat(std::string(what), ": ", std::strerror(err)));
+}
+
+void SetNoDelay(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+}  // namespace
+
+Socket::Socket(EventLoop* loop, int fd) : loop_(loop), fd_(fd) {}
+
+Socket::~Socket() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::shared_ptr<Socket> Socket::Adopt(EventLoop* loop, int fd) {
+  int flags = fcntl(fd, F_GETFL, 0);
+  if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  SetNoDelay(fd);
+  std::shared_ptr<Socket> s(new Socket(loop, fd));
+  loop->io()->Attach(s.get());
+  loop->io()->StartReceive(s.get());
+  return s;
+}
+
+Task<absl::StatusOr<std::shared_ptr<Socket>>> Socket::Connect(EventLoop* loop, std::string host,
+                                                              int port,
+                                                              EventLoop::Clock::duration timeout) {
+  sockaddr_storage addr;
+  socklen_t len;
+  if (absl::Status st = ResolveAddress(host, port, &addr, &len); !st.ok()) co_return st;
+  int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) co_return ErrnoStatus("socket", errno);
+  std::shared_ptr<Socket> s(new Socket(loop, fd));
+  loop->io()->Attach(s.get());
+  struct Awaiter {
+    Socket* s;
+    const sockaddr_storage& addr;
+    socklen_t len;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) {
+      s->connector_ = h;
+      s->loop_->io()->StartConnect(s, addr, len);
+    }
+    void await_resume() const noexcept {}
+  };
+  Timer give_up([&s, &host, port, timeout] {
+    s->Fail(absl::DeadlineExceededError(absl::StrCat(
+        "connect to ", host, ":", port, " took longer than ",
+        std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count(), " ms")));
+  });
+  if (timeout > EventLoop::Clock::duration::zero()) give_up.ArmAfter(loop, timeout);
+  co_await Awaiter{s.get(), addr, len};
+  give_up.Cancel();
+  if (s->closed_) co_return s->error_;
+  if (s->connect_result_ != 0) {
+    absl::Status st =
+        ErrnoStatus(absl::StrCat("connect to ", host, ":", port), -s->connect_result_);
+    s->Fail(st);
+    co_return st;
+  }
+  SetNoDelay(fd);
+  loop->io()->StartReceive(s.get());
+  co_return s;
+}
+
+void Socket::ReadAwaiter::await_suspend(std::coroutine_handle<> h) {
+  socket->reader_ = h;
+  // Receiving may have paused at the input limit; a waiting reader resumes it.
+  if (!socket->receiving_) socket->loop_->io()->StartReceive(socket);
+}
+
+absl::Status Socket::ReadAwaiter::await_resume() {
+  if (socket->input_grew_) {
+    socket->input_grew_ = false;
+    return absl::OkStatus();
+  }
+  return socket->error_;
+}
+
+void Socket::DrainAwaiter::await_suspend(std::coroutine_handle<> h) {
+  socket->drainer_ = h;
+  socket->drain_at_most_ = at_most;
+}
+
+void Socket::Write(Buffer&& data) {
+  if (closed_ || data.empty()) return;
+  output_.Append(std::move(data));
+  MarkWritten();
+}
+
+void Socket::Write(std::string_view data) {
+  if (closed_ || data.empty()) return;
+  output_.Append(data);
+  MarkWritten();
+}
+
+void Socket::MarkWritten() {
+  if (closed_) {
+    output_.Clear();
+    return;
+  }
+  if (!flush_marked_ && !sending_) {
+    flush_marked_ = true;
+    loop_->MarkForFlush(this);
+  }
+}
+
+void Socket::Flush() {
+  flush_marked_ = false;
+  if (closed_ || sending_ || output_.empty()) return;
+  loop_->io()->StartSend(this);
+}
+
+void Socket::OnReceived(size_t n) {
+  ++receives_;
+  input_grew_ = true;
+  if (reader_) loop_->Schedule(std::exchange(reader_, nullptr));
+}
+
+void Socket::OnReceiveEnd(int err) {
+  if (err == 0) {
+    Fail(absl::UnavailableError("connection closed by peer"));
+  } else {
+    Fail(ErrnoStatus("receive", -err));
+  }
+}
+
+void Socket::OnSent(size_t n) {
+  ++sends_;
+  output_.Consume(n);
+  if (drainer_ && output_.size() <= drain_at_most_) {
+    loop_->Schedule(std::exchange(drainer_, nullptr));
+  }
+}
+
+void Socket::OnSendError(int err) { Fail(ErrnoStatus("send", -err)); }
+
+void Socket::OnConnected(int err) {
+  connect_result_ = err;
+  if (connector_) loop_->Schedule(std::exchange(connector_, nullptr));
+}
+
+void Socket::Fail(absl::Status status) {
+  if (closed_) return;
+  closed_ = true;
+  error_ = std::move(status);
+  output_.Clear();
+  if (reader_) loop_->Schedule(std::exchange(reader_, nullptr));
+  if (drainer_) loop_->Schedule(std::exchange(drainer_, nullptr));
+  if (connector_) loop_->Schedule(std::exchange(connector_, nullptr));
+  loop_->io()->Detach(this);
+}
+
+void Socket::Close() { Fail(absl::CancelledError("socket closed")); }
+
+void Socket::OnDetached() {
+  detached_ = true;
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Listener>> Listener::Bind(EventLoop* loop, const std::string& host,
+                                                         int port, bool reuse_port) {
+  sockaddr_storage addr;
+  socklen_t len;
+  RETURN_IF_ERROR(ResolveAddress(host, port, &addr, &len));
+  int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ErrnoStatus("socket", errno);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+    int err = errno;
+    ::close(fd);
+    return ErrnoStatus("SO_REUSEPORT", err);
+  }
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+    int err = errno;
+    ::close(fd);
+    return absl::UnavailableError(
+        absl::StrCat("bind ", host, ":", port, ": ", std::strerror(err),
+                     err == EADDRINUSE ? " (is another server on it?)" : ""));
+  }
+  if (::listen(fd, 4096) != 0) {
+    int err = errno;
+    ::close(fd);
+    return ErrnoStatus("listen", err);
+  }
+  sockaddr_storage bound;
+  socklen_t bound_len = sizeof(bound);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &bound_len);
+  int bound_port = bound.ss_family == AF_INET6
+                       ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
+                       : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  std::unique_ptr<Listener> l(new Listener(loop, fd, bound_port));
+  loop->io()->StartAccept(l.get());
+  return l;
+}
+
+Listener::~Listener() { Close(); }
+
+void Listener::Close() {
+  if (closed_) return;
+  closed_ = true;
+  loop_->io()->StopAccept(this);
+  for (int fd : accepted_) ::close(fd);
+  accepted_.clear();
+  ::close(fd_);
+  fd_ = -1;
+  if (acceptor_) loop_->Schedule(std::exchange(acceptor_, nullptr));
+}
+
+void Listener::OnAccepted(int fd) {
+  if (closed_) {
+    ::close(fd);
+    return;
+  }
+  accepted_.push_back(fd);
+  if (acceptor_) loop_->Schedule(std::exchange(acceptor_, nullptr));
+}
+
+void Listener::OnAcceptError(int err) {
+  // Out of descriptors or memory: the connection stays in the backlog and is
+  // retried; say so once per burst rather than per attempt.
+  CAPSTAN_LOG(warn, "accept failed", "port", port_, "error", std::strerror(-err));
+}
+
+void Listener::AcceptAwaiter::await_suspend(std::coroutine_handle<> h) { listener->acceptor_ = h; }
+
+absl::StatusOr<std::shared_ptr<Socket>> Listener::AcceptAwaiter::await_resume() {
+  if (listener->accepted_.empty()) return absl::CancelledError("listener closed");
+  int fd = listener->accepted_.front();
+  listener->accepted_.pop_front();
+  return Socket::Adopt(listener->loop_, fd);
+}
+
+}  // namespace capstan::net

@@ -1,0 +1,222 @@
+// Socket and Listener: TCP on an EventLoop, for coroutines.
+//
+// A Socket keeps receiving while its reader wants bytes, queues what is
+// written during a turn and sends it in one system call (or one io_uring
+// submission) before the loop waits. Readers consume from input() and await
+// ReadMore() when a frame is incomplete; writers append with Write() and,
+// when they produce faster than the peer reads, await Drained().
+//
+// Thread-safety: a Socket belongs to its loop; use it only on that thread.
+// It is shared-owned (std::shared_ptr) so a reader coroutine and a writer
+// can both hold it; the fd closes once Close() was called and no I/O of the
+// socket is in flight. Always Close() a socket you are done with: while its
+// receive is armed the kernel holds a pointer to it, so the engine keeps it
+// alive until then.
+//
+//   net::Task<void> Echo(std::shared_ptr<net::Socket> s) {
+//     while ((co_await s->ReadMore()).ok()) s->Write(s->input().Cut(s->input().size()));
+//     s->Close();
+//   }
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <coroutine>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+#include "net/buffer.h"
+#include "net/event_loop.h"
+#include "net/task.h"
+
+namespace capstan::net {
+
+// Resolves a numeric address or "localhost" (no DNS here: the mesh resolves
+// names). Fills addr and len.
+absl::Status ResolveAddress(const std::string& host, int port, sockaddr_storage* addr,
+                            socklen_t* len);
+
+// A record the kernel hands back on completion (its address is io_uring's
+// user_data; epoll keeps one per registered fd).
+struct IoOp {
+  enum Kind : uint8_t { kReceive, kSend, kConnect, kAccept, kWake };
+  Kind kind;
+  void* owner;
+};
+
+class Socket : public std::enable_shared_from_this<Socket> {
+ public:
+  // Takes ownership of a connected fd.
+  static std::shared_ptr<Socket> Adopt(EventLoop* loop, int fd);
+  // Connects to host:port; the result is ready for reading and writing.
+  // A positive timeout bounds the handshake (DEADLINE_EXCEEDED after it).
+  static Task<absl::StatusOr<std::shared_ptr<Socket>>> Connect(
+      EventLoop* loop, std::string host, int port,
+      EventLoop::Clock::duration timeout = std::chrono::seconds(10));
+  ~Socket();
+  Socket(const Socket&) = delete;
+  Socket& operator=(const Socket&) = delete;
+
+  EventLoop* loop() const { return loop_; }
+  int fd() const { return fd_; }
+  bool closed() const { return closed_; }
+  // Why the socket stopped (OK while open; UNAVAILABLE for a reset or the
+  // peer's close; CANCELLED after a local Close).
+  const absl::Status& error() const { return error_; }
+
+  // ---- reading
+  // Bytes received and not yet consumed by the reader.
+  Buffer& input() { return input_; }
+  // Receiving pauses while input() holds this many bytes and nobody awaits
+  // ReadMore (a reader waiting for a large frame always gets its bytes).
+  void set_input_limit(size_t bytes) { input_limit_ = bytes; }
+
+  struct ReadAwaiter {
+    Socket* socket;
+    bool await_ready() const noexcept { return socket->closed_ || socket->input_grew_; }
+    void await_suspend(std::coroutine_handle<> h);
+    absl::Status await_resume();
+  };
+  // Waits until input() has grown since the previous ReadMore returned, or
+  // the socket stops. Returns OK when there are new bytes, else error().
+  // One reader at a time.
+  ReadAwaiter ReadMore() { return ReadAwaiter{this}; }
+
+  // ---- writing
+  // Queues bytes; they leave in the socket's flush at the end of the turn.
+  // Writes after Close are dropped.
+  void Write(Buffer&& data);
+  void Write(std::string_view data);
+  // The output buffer itself, for serializers that write in place. Call
+  // MarkWritten() after appending to it.
+  Buffer& output() { return output_; }
+  void MarkWritten();
+  // Bytes queued or in flight to the kernel.
+  size_t pending_output() const { return output_.size(); }
+
+  struct DrainAwaiter {
+    Socket* socket;
+    size_t at_most;
+    bool await_ready() const noexcept {
+      return socket->closed_ || socket->output_.size() <= at_most;
+    }
+    void await_suspend(std::coroutine_handle<> h);
+    absl::Status await_resume() const { return socket->error_; }
+  };
+  // Waits until no more than `at_most` bytes are pending (or the socket
+  // stops); returns error() (OK while open).
+  DrainAwaiter Drained(size_t at_most = 0) { return DrainAwaiter{this, at_most}; }
+
+  // Stops all I/O: pending output is dropped, a waiting reader and drainer
+  // resume with CANCELLED. For a graceful end, co_await Drained() first.
+  void Close();
+
+  // Counters (loop thread).
+  uint64_t sends() const { return sends_; }
+  uint64_t receives() const { return receives_; }
+
+ private:
+  friend class UringBackend;
+  friend class EpollBackend;
+  friend class EventLoop;
+  Socket(EventLoop* loop, int fd);
+
+  // ---- called by the backends
+  bool WantsInput() const {
+    return !closed_ && (reader_ != nullptr || input_.size() < input_limit_);
+  }
+  void OnReceived(size_t n);   // n bytes were appended to input_ (n > 0)
+  void OnReceiveEnd(int err);  // 0: the peer closed; else -errno
+  void OnSent(size_t n);
+  void OnSendError(int err);
+  void OnConnected(int err);
+  void OnDetached();  // the backend holds nothing of ours any more
+  void Fail(absl::Status status);
+  void Flush();  // from the loop, before it waits
+
+  EventLoop* loop_;
+  int fd_;
+  bool closed_ = false;
+  bool detached_ = false;
+  absl::Status error_;
+  Buffer input_;
+  size_t input_limit_ = 4 << 20;
+  bool input_grew_ = false;
+  Buffer output_;
+  bool flush_marked_ = false;
+  std::coroutine_handle<> reader_;
+  std::coroutine_handle<> drainer_;
+  size_t drain_at_most_ = 0;
+  std::coroutine_handle<> connector_;
+  int connect_result_ = 0;
+  uint64_t sends_ = 0;
+  uint64_t receives_ = 0;
+
+  // Backend state (owned by whichever backend the loop runs).
+  bool receiving_ = false;         // a receive is armed
+  bool sending_ = false;           // a send is in flight
+  bool readable_ = false;          // epoll: the kernel may have bytes for us
+  bool writable_ = true;           // epoll: the kernel may take bytes
+  bool connecting_ = false;        // a connect is in flight
+  bool cancel_requested_ = false;  // io_uring: a cancel of the receive is in flight
+  int ops_in_flight_ = 0;          // io_uring: submitted and not yet completed
+  // Keeps the socket alive while the kernel still holds pointers into it.
+  std::shared_ptr<Socket> self_while_busy_;
+  static constexpr int kMaxIov = 64;
+  struct iovec send_iov_[kMaxIov];
+  struct msghdr send_msg_ {};
+  std::unique_ptr<char[]> recv_scratch_;  // io_uring without provided buffers
+  IoOp recv_op_{IoOp::kReceive, this};
+  IoOp send_op_{IoOp::kSend, this};
+  IoOp connect_op_{IoOp::kConnect, this};
+  sockaddr_storage connect_addr_{};
+  socklen_t connect_addr_len_ = 0;
+};
+
+class Listener {
+ public:
+  // Binds host:port (port 0 picks one) with SO_REUSEPORT when reuse_port is
+  // set, so every loop of a group can listen on the same port.
+  static absl::StatusOr<std::unique_ptr<Listener>> Bind(EventLoop* loop, const std::string& host,
+                                                        int port, bool reuse_port = false);
+  ~Listener();
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+  int port() const { return port_; }
+  EventLoop* loop() const { return loop_; }
+
+  struct AcceptAwaiter {
+    Listener* listener;
+    bool await_ready() const noexcept { return !listener->accepted_.empty() || listener->closed_; }
+    void await_suspend(std::coroutine_handle<> h);
+    absl::StatusOr<std::shared_ptr<Socket>> await_resume();
+  };
+  // The next connection; CANCELLED after Close.
+  AcceptAwaiter Accept() { return AcceptAwaiter{this}; }
+  void Close();
+
+ private:
+  friend class UringBackend;
+  friend class EpollBackend;
+  Listener(EventLoop* loop, int fd, int port) : loop_(loop), fd_(fd), port_(port) {}
+  void OnAccepted(int fd);
+  void OnAcceptError(int err);
+
+  EventLoop* loop_;
+  int fd_;
+  int port_;
+  bool closed_ = false;
+  std::deque<int> accepted_;
+  std::coroutine_handle<> acceptor_;
+  // The backend's record of the armed accept; it outlives the Listener when
+  // the kernel still holds it (io_uring cancels asynchronously).
+  IoOp* accept_op_ = nullptr;
+};
+
+}  // namespace capstan::net

@@ -1,0 +1,38 @@
+// Helpers for tests that drive an EventLoop: run a coroutine to completion
+// on a fresh loop of a given engine.
+#pragma once
+
+#include <memory>
+
+#include "gtest/gtest.h"
+#include "net/event_loop.h"
+#include "net/task.h"
+
+namespace capstan::net::testing {
+
+inline std::unique_ptr<EventLoop> NewLoop(IoBackendKind kind) {
+  LoopOptions options;
+  options.backend = kind;
+  auto loop = EventLoop::Create(options);
+  if (!loop.ok()) return nullptr;
+  return std::move(loop).value();
+}
+
+// Runs `body` on `loop` (on this thread) until it finishes.
+inline void RunToCompletion(EventLoop& loop, Task<void> body) {
+  struct Runner {
+    static Task<void> Run(EventLoop& loop, Task<void> body) {
+      co_await std::move(body);
+      loop.Stop();
+    }
+  };
+  loop.Spawn(Runner::Run(loop, std::move(body)));
+  loop.Run();
+}
+
+// Parameter printer for backend-parameterized suites.
+inline std::string BackendName(const ::testing::TestParamInfo<IoBackendKind>& info) {
+  return info.param == IoBackendKind::kIoUring ? "io_uring" : "epoll";
+}
+
+}  // namespace capstan::net::testing

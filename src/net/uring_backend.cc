@@ -1,0 +1,401 @@
+// The io_uring engine. Per loop: one ring set up for a single issuer with
+// deferred task work (completions are reaped only when the loop asks, so
+// the kernel never interrupts the loop thread), one multishot accept per
+// listener, one multishot receive per socket drawing from a ring of
+// provided buffers, and one sendmsg in flight per socket. A turn's sends and
+// the wait for the next completions are one io_uring_enter.
+//
+// Where the kernel lacks a feature the engine steps down: no provided-buffer
+// ring or multishot receive -> one receive at a time into a socket's own
+// scratch buffer; no single-issuer/deferred task work -> a plain ring.
+#include <liburing.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "base/logging.h"
+#include "net/io_backend.h"
+#include "net/socket.h"
+
+namespace capstan::net {
+
+namespace {
+constexpr int kBufferGroup = 1;
+
+// An accept armed on the ring; outlives its Listener until the kernel hands
+// the record back (a cancel completes asynchronously).
+struct AcceptOp : IoOp {
+  explicit AcceptOp(Listener* l) : IoOp{IoOp::kAccept, l} {}
+  bool stopped = false;
+};
+}  // namespace
+
+class UringBackend final : public IoBackend {
+ public:
+  UringBackend(EventLoop* loop, const LoopOptions& options) : loop_(loop), options_(options) {}
+
+  ~UringBackend() override {
+    if (ring_ready_) io_uring_queue_exit(&ring_);
+    if (buf_ring_ != nullptr) munmap(buf_ring_, buf_ring_bytes_);
+    if (wake_fd_ >= 0) ::close(wake_fd_);
+    for (AcceptOp* op : accept_ops_) delete op;
+  }
+
+  absl::Status Init() {
+    io_uring_params params{};
+    params.flags =
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
+    params.cq_entries = options_.ring_entries * 4;
+    params.flags |= IORING_SETUP_CQSIZE;
+    int r = io_uring_queue_init_params(options_.ring_entries, &ring_, &params);
+    if (r == -EINVAL) {
+      // Kernels before 6.1: no deferred task work.
+      params = {};
+      params.flags = IORING_SETUP_CQSIZE;
+      params.cq_entries = options_.ring_entries * 4;
+      r = io_uring_queue_init_params(options_.ring_entries, &ring_, &params);
+      disabled_until_run_ = false;
+    } else {
+      disabled_until_run_ = true;
+    }
+    if (r < 0) return absl::UnavailableError(absl::StrCat("io_uring_setup: ", std::strerror(-r)));
+    ring_ready_ = true;
+    if (!(params.features & IORING_FEAT_NODROP) || !(params.features & IORING_FEAT_FAST_POLL)) {
+      return absl::UnavailableError("io_uring lacks NODROP/FAST_POLL (kernel older than 5.7)");
+    }
+    io_uring_probe* probe = io_uring_get_probe_ring(&ring_);
+    bool ops_ok = probe != nullptr && io_uring_opcode_supported(probe, IORING_OP_SENDMSG) &&
+                  io_uring_opcode_supported(probe, IORING_OP_RECV) &&
+                  io_uring_opcode_supported(probe, IORING_OP_ACCEPT) &&
+                  io_uring_opcode_supported(probe, IORING_OP_CONNECT) &&
+                  io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL) &&
+                  io_uring_opcode_supported(probe, IORING_OP_READ);
+    if (probe != nullptr) io_uring_free_probe(probe);
+    if (!ops_ok) return absl::UnavailableError("io_uring lacks socket operations");
+    wake_fd_ = eventfd(0, EFD_CLOEXEC);
+    if (wake_fd_ < 0) return absl::InternalError(absl::StrCat("eventfd: ", std::strerror(errno)));
+    SetUpBufferRing();
+    ArmWake();
+    return absl::OkStatus();
+  }
+
+  bool uses_provided_buffers() const override { return multishot_receive_; }
+
+  void OnLoopThread() override {
+    if (disabled_until_run_) {
+      // The thread that enables the ring becomes its single issuer.
+      // (liburing 2.3 declares io_uring_enable_rings but does not export it.)
+      syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
+      disabled_until_run_ = false;
+    }
+  }
+
+  void Wait(std::chrono::nanoseconds timeout) override {
+    if (timeout.count() == 0) {
+      io_uring_submit_and_get_events(&ring_);
+    } else {
+      io_uring_cqe* cqe = nullptr;
+      __kernel_timespec ts;
+      __kernel_timespec* tsp = nullptr;
+      if (timeout.count() > 0) {
+        ts.tv_sec = timeout.count() / 1'000'000'000;
+        ts.tv_nsec = timeout.count() % 1'000'000'000;
+        tsp = &ts;
+      }
+      io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
+    }
+    // Handlers may submit (re-arm, cancel) while we walk the queue; the CQ
+    // is sized at 4x the SQ and the kernel holds overflow (NODROP).
+    while (true) {
+      unsigned head;
+      unsigned count = 0;
+      io_uring_cqe* cqe;
+      io_uring_for_each_cqe(&ring_, head, cqe) {
+        Dispatch(cqe->user_data, cqe->res, cqe->flags);
+        ++count;
+      }
+      if (count == 0) break;
+      io_uring_cq_advance(&ring_, count);
+    }
+  }
+
+  void Wake() override {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t r = ::write(wake_fd_, &one, sizeof(one));
+  }
+
+  void Attach(Socket* s) override {}
+
+  void StartReceive(Socket* s) override {
+    if (s->receiving_ || s->closed_) return;
+    s->receiving_ = true;
+    s->cancel_requested_ = false;
+    io_uring_sqe* sqe = GetSqe();
+    if (multishot_receive_) {
+      io_uring_prep_recv_multishot(sqe, s->fd_, nullptr, 0, 0);
+      sqe->flags |= IOSQE_BUFFER_SELECT;
+      sqe->buf_group = kBufferGroup;
+    } else {
+      if (!s->recv_scratch_) s->recv_scratch_.reset(new char[kScratchSize]);
+      io_uring_prep_recv(sqe, s->fd_, s->recv_scratch_.get(), kScratchSize, 0);
+    }
+    io_uring_sqe_set_data(sqe, &s->recv_op_);
+    Busy(s);
+  }
+
+  void StartSend(Socket* s) override {
+    s->sending_ = true;
+    s->send_msg_ = {};
+    s->send_msg_.msg_iov = s->send_iov_;
+    s->send_msg_.msg_iovlen =
+        static_cast<size_t>(s->output_.FillIovecs(s->send_iov_, Socket::kMaxIov));
+    io_uring_sqe* sqe = GetSqe();
+    io_uring_prep_sendmsg(sqe, s->fd_, &s->send_msg_, MSG_NOSIGNAL);
+    io_uring_sqe_set_data(sqe, &s->send_op_);
+    Busy(s);
+  }
+
+  void StartConnect(Socket* s, const sockaddr_storage& addr, socklen_t len) override {
+    s->connect_addr_ = addr;
+    s->connect_addr_len_ = len;
+    s->connecting_ = true;
+    io_uring_sqe* sqe = GetSqe();
+    io_uring_prep_connect(sqe, s->fd_, reinterpret_cast<sockaddr*>(&s->connect_addr_),
+                          s->connect_addr_len_);
+    io_uring_sqe_set_data(sqe, &s->connect_op_);
+    Busy(s);
+  }
+
+  void Detach(Socket* s) override {
+    if (s->ops_in_flight_ == 0) {
+      s->OnDetached();
+      return;
+    }
+    // Everything of this socket still on the ring comes back (cancelled or
+    // done); the last completion finishes the detach.
+    io_uring_sqe* sqe = GetSqe();
+    io_uring_prep_cancel_fd(sqe, s->fd_, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, 0);
+  }
+
+  void StartAccept(Listener* l) override {
+    auto* op = new AcceptOp(l);
+    accept_ops_.insert(op);
+    l->accept_op_ = op;
+    ArmAccept(op, l->fd_);
+  }
+
+  void StopAccept(Listener* l) override {
+    auto* op = static_cast<AcceptOp*>(l->accept_op_);
+    if (op == nullptr) return;
+    l->accept_op_ = nullptr;
+    op->stopped = true;
+    op->owner = nullptr;
+    io_uring_sqe* sqe = GetSqe();
+    io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(static_cast<IoOp*>(op)), 0);
+    io_uring_sqe_set_data64(sqe, 0);
+  }
+
+ private:
+  static constexpr size_t kScratchSize = 16 * 1024;
+
+  io_uring_sqe* GetSqe() {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    while (sqe == nullptr) {
+      io_uring_submit(&ring_);
+      sqe = io_uring_get_sqe(&ring_);
+    }
+    return sqe;
+  }
+
+  void Busy(Socket* s) {
+    if (s->ops_in_flight_++ == 0) s->self_while_busy_ = s->shared_from_this();
+  }
+
+  // Drops one in-flight count; the socket may be freed on return.
+  void Done(Socket* s) {
+    if (--s->ops_in_flight_ > 0) return;
+    if (s->closed_ && !s->detached_) s->OnDetached();
+    std::shared_ptr<Socket> release = std::move(s->self_while_busy_);
+  }
+
+  void SetUpBufferRing() {
+    unsigned count = options_.recv_buffer_count;
+    if (count == 0 || (count & (count - 1)) != 0 || count > 32768) return;
+    buf_ring_bytes_ = count * sizeof(io_uring_buf);
+    void* mem =
+        mmap(nullptr, buf_ring_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (mem == MAP_FAILED) return;
+    buf_ring_ = static_cast<io_uring_buf_ring*>(mem);
+    io_uring_buf_reg reg{};
+    reg.ring_addr = reinterpret_cast<uint64_t>(mem);
+    reg.ring_entries = count;
+    reg.bgid = kBufferGroup;
+    if (io_uring_register_buf_ring(&ring_, &reg, 0) != 0) {
+      munmap(mem, buf_ring_bytes_);
+      buf_ring_ = nullptr;
+      return;
+    }
+    buffers_.resize(static_cast<size_t>(count) * options_.recv_buffer_size);
+    io_uring_buf_ring_init(buf_ring_);
+    for (unsigned i = 0; i < count; ++i) {
+      io_uring_buf_ring_add(buf_ring_, BufferAt(i), options_.recv_buffer_size,
+                            static_cast<unsigned short>(i), io_uring_buf_ring_mask(count),
+                            static_cast<int>(i));
+    }
+    io_uring_buf_ring_advance(buf_ring_, static_cast<int>(count));
+    multishot_receive_ = true;
+  }
+
+  char* BufferAt(unsigned id) {
+    return buffers_.data() + static_cast<size_t>(id) * options_.recv_buffer_size;
+  }
+
+  void RecycleBuffer(unsigned id) {
+    io_uring_buf_ring_add(buf_ring_, BufferAt(id), options_.recv_buffer_size,
+                          static_cast<unsigned short>(id),
+                          io_uring_buf_ring_mask(options_.recv_buffer_count), 0);
+    io_uring_buf_ring_advance(buf_ring_, 1);
+  }
+
+  void ArmWake() {
+    io_uring_sqe* sqe = GetSqe();
+    io_uring_prep_read(sqe, wake_fd_, &wake_value_, sizeof(wake_value_), 0);
+    io_uring_sqe_set_data(sqe, &wake_op_);
+  }
+
+  void ArmAccept(AcceptOp* op, int fd) {
+    io_uring_sqe* sqe = GetSqe();
+    io_uring_prep_multishot_accept(sqe, fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    io_uring_sqe_set_data(sqe, static_cast<IoOp*>(op));
+  }
+
+  void Dispatch(uint64_t user_data, int res, uint32_t flags) {
+    if (user_data == 0) return;  // a cancel request's own completion
+    auto* op = reinterpret_cast<IoOp*>(user_data);
+    switch (op->kind) {
+      case IoOp::kWake:
+        ArmWake();
+        return;
+      case IoOp::kAccept:
+        OnAccept(static_cast<AcceptOp*>(op), res, flags);
+        return;
+      case IoOp::kReceive:
+        OnReceive(static_cast<Socket*>(op->owner), res, flags);
+        return;
+      case IoOp::kSend:
+        OnSend(static_cast<Socket*>(op->owner), res);
+        return;
+      case IoOp::kConnect: {
+        auto* s = static_cast<Socket*>(op->owner);
+        s->connecting_ = false;
+        s->OnConnected(res);
+        Done(s);
+        return;
+      }
+    }
+  }
+
+  void OnAccept(AcceptOp* op, int res, uint32_t flags) {
+    auto* l = static_cast<Listener*>(op->owner);
+    if (res >= 0) {
+      if (l != nullptr) {
+        l->OnAccepted(res);
+      } else {
+        ::close(res);
+      }
+    } else if (res != -ECANCELED && l != nullptr) {
+      l->OnAcceptError(res);
+    }
+    if (flags & IORING_CQE_F_MORE) return;
+    if (op->stopped || l == nullptr) {
+      accept_ops_.erase(op);
+      delete op;
+      return;
+    }
+    ArmAccept(op, l->fd_);
+  }
+
+  void OnReceive(Socket* s, int res, uint32_t flags) {
+    bool more = flags & IORING_CQE_F_MORE;
+    if (res > 0) {
+      const char* data;
+      if (flags & IORING_CQE_F_BUFFER) {
+        data = BufferAt(flags >> IORING_CQE_BUFFER_SHIFT);
+      } else {
+        data = s->recv_scratch_.get();
+      }
+      if (!s->closed_) {
+        s->input_.Append(std::string_view(data, static_cast<size_t>(res)));
+        s->OnReceived(static_cast<size_t>(res));
+      }
+      if (flags & IORING_CQE_F_BUFFER) RecycleBuffer(flags >> IORING_CQE_BUFFER_SHIFT);
+      if (more && !s->closed_ && !s->WantsInput() && !s->cancel_requested_) {
+        // Input is at its limit and nobody reads: pause the receive.
+        s->cancel_requested_ = true;
+        io_uring_sqe* sqe = GetSqe();
+        io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(&s->recv_op_), 0);
+        io_uring_sqe_set_data64(sqe, 0);
+      }
+    } else if (res == 0) {
+      if (!s->closed_) s->OnReceiveEnd(0);
+    } else if (res == -EINVAL && multishot_receive_ && !more && s->receives_ == 0) {
+      // The kernel has buffer rings but no multishot receive (5.19).
+      multishot_receive_ = false;
+    } else if (res != -ECANCELED && res != -ENOBUFS && res != -EINTR && res != -EAGAIN) {
+      if (!s->closed_) s->OnReceiveEnd(res);
+    }
+    if (more) return;
+    s->receiving_ = false;
+    // Errors and the peer's close have closed the socket by now; what is left
+    // (our own pause cancelled, buffers ran out, single-shot receive done)
+    // re-arms when someone wants bytes.
+    bool rearm = !s->closed_ && s->WantsInput();
+    if (rearm) StartReceive(s);
+    Done(s);
+  }
+
+  void OnSend(Socket* s, int res) {
+    s->sending_ = false;
+    if (res >= 0) {
+      if (!s->closed_) {
+        s->OnSent(static_cast<size_t>(res));
+        // What was written while this send was in flight leaves now.
+        if (!s->output_.empty()) StartSend(s);
+      }
+    } else if (res != -ECANCELED && !s->closed_) {
+      s->OnSendError(res);
+    }
+    Done(s);
+  }
+
+  EventLoop* loop_;
+  LoopOptions options_;
+  io_uring ring_{};
+  bool ring_ready_ = false;
+  bool disabled_until_run_ = false;
+  bool multishot_receive_ = false;
+  io_uring_buf_ring* buf_ring_ = nullptr;
+  size_t buf_ring_bytes_ = 0;
+  std::vector<char> buffers_;
+  int wake_fd_ = -1;
+  uint64_t wake_value_ = 0;
+  IoOp wake_op_{IoOp::kWake, nullptr};
+  absl::flat_hash_set<AcceptOp*> accept_ops_;
+};
+
+absl::StatusOr<std::unique_ptr<IoBackend>> NewUringBackend(EventLoop* loop,
+                                                           const LoopOptions& options) {
+  auto backend = std::make_unique<UringBackend>(loop, options);
+  RETURN_IF_ERROR(backend->Init());
+  return backend;
+}
+
+}  // namespace capstan::net
