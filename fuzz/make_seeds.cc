@@ -4,6 +4,7 @@
 
 #include "capstan/store/internal.pb.h"
 #include "raft/wal.h"
+#include "rpc/protocol.h"
 
 int main(int argc, char** argv) {
   std::string root = argc > 1 ? argv[1] : "fuzz/corpus";
@@ -67,5 +68,34 @@ int main(int argc, char** argv) {
   e.mutable_alarm()->set_action(etcdserverpb::AlarmRequest::ACTIVATE);
   e.mutable_alarm()->set_alarm(etcdserverpb::NOSPACE);
   write("log_entry/alarm", e.SerializeAsString());
+  // RPC frames: a unary request and its response, streaming frames, a ping
+  // and a GOAWAY, each seed prefixed by the piece-size byte.
+  {
+    using namespace capstan::rpc;
+    capstan::net::Buffer wire;
+    Meta req;
+    req.method = "capstan.bench.Echo/Echo";
+    req.timeout_us = 250000;
+    req.entries.emplace_back("traceparent",
+                             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    AppendFrame(&wire, FrameType::kRequest, frame_flags::kEndStream | frame_flags::kHasMessage, 1,
+                req, capstan::net::Buffer("\x0a\x05hello"));
+    Meta resp;
+    resp.status_code = 8;
+    resp.status_message = "over the concurrency limit";
+    AppendFrame(&wire, FrameType::kResponse, 0, 1, resp, capstan::net::Buffer());
+    write("rpc_frame/unary", "\x07" + wire.ToString());
+    capstan::net::Buffer stream;
+    AppendFrame(&stream, FrameType::kRequest, 0, 3, req, capstan::net::Buffer());
+    AppendFrame(&stream, FrameType::kMessage, frame_flags::kHasMessage, 3, Meta{},
+                capstan::net::Buffer("abc"));
+    AppendFrame(&stream, FrameType::kWindow, 0, 3, Meta{}, capstan::net::Buffer("\x80\x80\x04"));
+    AppendFrame(&stream, FrameType::kCancel, 0, 3, Meta{}, capstan::net::Buffer());
+    AppendFrame(&stream, FrameType::kPing, 0, 0, Meta{}, capstan::net::Buffer("12345678"));
+    Meta away;
+    away.last_stream_id = 3;
+    AppendFrame(&stream, FrameType::kGoAway, 0, 0, away, capstan::net::Buffer());
+    write("rpc_frame/streaming", std::string("\x00", 1) + stream.ToString());
+  }
   return 0;
 }

@@ -30,15 +30,46 @@ inline void PutFixed64LE(std::string* dst, uint64_t v) {
 }
 
 // Protocol buffers' base-128 varint.
+inline int EncodeVarint64(char* dst, uint64_t v);
 inline void PutVarint64(std::string* dst, uint64_t v) {
   char buf[10];
+  dst->append(buf, static_cast<size_t>(EncodeVarint64(buf, v)));
+}
+
+// Writes v as a varint at dst (at most 10 bytes); returns the bytes written.
+inline int EncodeVarint64(char* dst, uint64_t v) {
   int n = 0;
   while (v >= 0x80) {
-    buf[n++] = static_cast<char>((v & 0x7f) | 0x80);
+    dst[n++] = static_cast<char>((v & 0x7f) | 0x80);
     v >>= 7;
   }
-  buf[n++] = static_cast<char>(v);
-  dst->append(buf, static_cast<size_t>(n));
+  dst[n++] = static_cast<char>(v);
+  return n;
+}
+
+inline int VarintLength(uint64_t v) {
+  int n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+
+// Reads a varint from the front of *in and advances it; false when *in ends
+// first or the varint is longer than 10 bytes.
+inline bool GetVarint64(std::string_view* in, uint64_t* v) {
+  uint64_t result = 0;
+  for (int shift = 0, i = 0; i < 10 && i < static_cast<int>(in->size()); ++i, shift += 7) {
+    uint8_t byte = static_cast<uint8_t>((*in)[static_cast<size_t>(i)]);
+    result |= static_cast<uint64_t>(byte & 0x7f) << shift;
+    if (byte < 0x80) {
+      in->remove_prefix(static_cast<size_t>(i) + 1);
+      *v = result;
+      return true;
+    }
+  }
+  return false;
 }
 
 // REQUIRES: p points at 8 readable bytes.
