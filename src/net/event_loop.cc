@@ -49,7 +49,7 @@ void Timer::Cancel() {
 // ---- EventLoop
 
 EventLoop::EventLoop(IoBackendKind kind) : backend_kind_(kind), now_(Clock::now()) {
-  thread_id_ = std::this_thread::get_id();
+  thread_id_.store(std::this_thread::get_id());
 }
 
 EventLoop::~EventLoop() {
@@ -140,7 +140,7 @@ void EventLoop::FireTimers() {
 }
 
 void EventLoop::Run() {
-  thread_id_ = std::this_thread::get_id();
+  thread_id_.store(std::this_thread::get_id());
   io_->OnLoopThread();
   while (!stop_.load(std::memory_order_relaxed)) {
     ++stats_.turns;
@@ -167,11 +167,18 @@ void EventLoop::Run() {
     sleeping_.store(false, std::memory_order_relaxed);
     now_ = Clock::now();
   }
-  // Output queued in the last turn still leaves.
-  RunPosted();
+  // Output queued in the last turn still leaves, and sockets closed during
+  // it get their cancelled I/O back (bounded: a peer cannot hold us here).
+  auto give_up = Clock::now() + std::chrono::seconds(1);
+  do {
+    RunPosted();
+    RunReady();
+    FlushSockets();
+    io_->Wait(io_->busy_sockets() > 0 ? std::chrono::nanoseconds(std::chrono::milliseconds(1))
+                                      : std::chrono::nanoseconds(0));
+  } while (io_->busy_sockets() > 0 && Clock::now() < give_up);
   RunReady();
-  FlushSockets();
-  io_->Wait(std::chrono::nanoseconds(0));
+  stop_.store(false);
 }
 
 // ---- timer heap

@@ -104,7 +104,9 @@ class EventLoop {
   void Post(absl::AnyInvocable<void() &&> fn);
   // Any thread: starts the task on the loop thread (now if called there).
   void Spawn(Task<void> task);
-  bool InLoopThread() const { return std::this_thread::get_id() == thread_id_; }
+  bool InLoopThread() const {
+    return std::this_thread::get_id() == thread_id_.load(std::memory_order_relaxed);
+  }
 
   // Loop thread only. Resumes h in this turn or the next, never inside the
   // caller's stack (so a completion handler never re-enters its owner).
@@ -164,7 +166,9 @@ class EventLoop {
 
   IoBackendKind backend_kind_;
   std::unique_ptr<IoBackend> io_;
-  std::thread::id thread_id_;
+  // The creating thread until Run starts, then the running one (atomic: a
+  // group starts Run on its own thread while others may already Post).
+  std::atomic<std::thread::id> thread_id_;
   Clock::time_point now_;
   std::vector<std::coroutine_handle<>> ready_;
   std::vector<std::coroutine_handle<>> running_;

@@ -30,6 +30,9 @@ class IoBackend {
   // Any thread: makes a blocked Wait return.
   virtual void Wake() = 0;
   virtual bool uses_provided_buffers() const { return false; }
+  // Closed sockets whose I/O the kernel still holds (a stopping loop waits
+  // for them so their memory is returned).
+  virtual int busy_sockets() const { return 0; }
 
   // A connected (or connecting) socket joins the loop.
   virtual void Attach(Socket* s) = 0;

@@ -87,6 +87,7 @@ class UringBackend final : public IoBackend {
   }
 
   bool uses_provided_buffers() const override { return multishot_receive_; }
+  int busy_sockets() const override { return closing_sockets_; }
 
   void OnLoopThread() override {
     if (disabled_until_run_) {
@@ -180,6 +181,10 @@ class UringBackend final : public IoBackend {
     }
     // Everything of this socket still on the ring comes back (cancelled or
     // done); the last completion finishes the detach.
+    if (!s->closing_counted_) {
+      s->closing_counted_ = true;
+      ++closing_sockets_;
+    }
     io_uring_sqe* sqe = GetSqe();
     io_uring_prep_cancel_fd(sqe, s->fd_, IORING_ASYNC_CANCEL_ALL);
     io_uring_sqe_set_data64(sqe, 0);
@@ -223,6 +228,10 @@ class UringBackend final : public IoBackend {
   void Done(Socket* s) {
     if (--s->ops_in_flight_ > 0) return;
     if (s->closed_ && !s->detached_) s->OnDetached();
+    if (s->closing_counted_) {
+      s->closing_counted_ = false;
+      --closing_sockets_;
+    }
     std::shared_ptr<Socket> release = std::move(s->self_while_busy_);
   }
 
@@ -389,6 +398,7 @@ class UringBackend final : public IoBackend {
   uint64_t wake_value_ = 0;
   IoOp wake_op_{IoOp::kWake, nullptr};
   absl::flat_hash_set<AcceptOp*> accept_ops_;
+  int closing_sockets_ = 0;  // closed, with I/O still on the ring
 };
 
 absl::StatusOr<std::unique_ptr<IoBackend>> NewUringBackend(EventLoop* loop,

@@ -1,0 +1,40 @@
+// BlockOn: run a coroutine on a loop from another thread and wait for it.
+// For tools, tests and the edges of a program; never call it on the loop's
+// own thread (the loop could not run the task while its thread waits).
+//
+//   absl::StatusOr<Reply> r = net::BlockOn(loop, stub.Hello(request));
+#pragma once
+
+#include <future>
+#include <utility>
+
+#include "net/event_loop.h"
+#include "net/task.h"
+
+namespace capstan::net {
+
+template <typename T>
+T BlockOn(EventLoop* loop, Task<T> task) {
+  std::promise<T> result;
+  std::future<T> future = result.get_future();
+  loop->Post([t = std::move(task), &result]() mutable {
+    StartDetached([](Task<T> t, std::promise<T>* out) -> Task<void> {
+      out->set_value(co_await std::move(t));
+    }(std::move(t), &result));
+  });
+  return future.get();
+}
+
+inline void BlockOn(EventLoop* loop, Task<void> task) {
+  std::promise<void> done;
+  std::future<void> future = done.get_future();
+  loop->Post([t = std::move(task), &done]() mutable {
+    StartDetached([](Task<void> t, std::promise<void>* out) -> Task<void> {
+      co_await std::move(t);
+      out->set_value();
+    }(std::move(t), &done));
+  });
+  future.get();
+}
+
+}  // namespace capstan::net

@@ -1,0 +1,305 @@
+#include "rpc/channel.h"
+
+#include "absl/strings/str_cat.h"
+#include "base/logging.h"
+#include "net/socket.h"
+
+namespace capstan::rpc {
+
+namespace {
+
+int64_t Millis(Clock::duration d) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+}
+
+absl::Status StatusFromWire(uint32_t code, std::string_view message) {
+  if (code == 0) return absl::OkStatus();
+  // Codes from a later version map to UNKNOWN, as gRPC does.
+  auto c = code <= 16 ? static_cast<absl::StatusCode>(code) : absl::StatusCode::kUnknown;
+  return absl::Status(c, std::string(message));
+}
+
+}  // namespace
+
+// A call waiting for its answer; lives in the calling coroutine's frame.
+struct Channel::PendingCall {
+  explicit PendingCall(absl::AnyInvocable<void()> on_deadline)
+      : deadline_timer(std::move(on_deadline)) {}
+  net::EventLoop* loop = nullptr;
+  std::coroutine_handle<> waiter;
+  CallResult result;
+  bool done = false;
+  net::Timer deadline_timer;
+
+  void Complete() {
+    done = true;
+    deadline_timer.Cancel();
+    if (waiter) loop->Schedule(std::exchange(waiter, nullptr));
+  }
+  struct Awaiter {
+    PendingCall* call;
+    bool await_ready() const noexcept { return call->done; }
+    void await_suspend(std::coroutine_handle<> h) { call->waiter = h; }
+    void await_resume() const noexcept {}
+  };
+};
+
+// One connection of the channel; calls in flight keep it alive after the
+// channel has moved on to a new one (GOAWAY, failure).
+struct Channel::Connection {
+  net::EventLoop* loop = nullptr;
+  std::string endpoint;
+  size_t max_frame_size = kDefaultMaxFrameSize;
+  std::shared_ptr<net::Socket> socket;
+  absl::flat_hash_map<uint32_t, PendingCall*> pending;
+  uint32_t next_stream_id = 1;
+  bool going_away = false;
+};
+
+std::shared_ptr<Channel> Channel::Create(net::EventLoop* loop, std::string host, int port,
+                                         ChannelOptions options) {
+  return std::shared_ptr<Channel>(new Channel(loop, std::move(host), port, std::move(options)));
+}
+
+Channel::Channel(net::EventLoop* loop, std::string host, int port, ChannelOptions options)
+    : loop_(loop),
+      host_(std::move(host)),
+      port_(port),
+      endpoint_(absl::StrCat(host_, ":", port_)),
+      options_(std::move(options)) {}
+
+Channel::~Channel() { Close(); }
+
+size_t Channel::in_flight() const { return current_ ? current_->pending.size() : 0; }
+
+bool Channel::connected() const {
+  return current_ && !current_->socket->closed() && !current_->going_away;
+}
+
+void Channel::Close() {
+  if (closed_) return;
+  closed_ = true;
+  if (current_) {
+    FailAll(*current_, absl::CancelledError("channel closed"), false);
+    current_->socket->Close();
+    current_.reset();
+  }
+  for (auto h : connect_waiters_) loop_->Schedule(h);
+  connect_waiters_.clear();
+}
+
+void Channel::FailAll(Connection& conn, const absl::Status& status, bool not_processed) {
+  auto pending = std::move(conn.pending);
+  conn.pending.clear();
+  for (auto& [id, call] : pending) {
+    call->result.status = status;
+    call->result.not_processed = not_processed;
+    call->Complete();
+  }
+}
+
+void Channel::ConnectionEnded(Connection* conn) {
+  if (current_.get() == conn) current_.reset();
+}
+
+net::Task<absl::Status> Channel::EnsureConnected(Clock::time_point deadline) {
+  while (true) {
+    if (closed_) co_return absl::CancelledError("channel closed");
+    if (connected()) co_return absl::OkStatus();
+    if (!connecting_) break;
+    struct Wait {
+      Channel* channel;
+      bool await_ready() const noexcept { return false; }
+      void await_suspend(std::coroutine_handle<> h) { channel->connect_waiters_.push_back(h); }
+      void await_resume() const noexcept {}
+    };
+    co_await Wait{this};
+    if (!connected() && !connecting_) co_return last_connect_error_;
+  }
+  Clock::time_point now = Clock::now();
+  if (now < retry_after_) {
+    co_return absl::UnavailableError(absl::StrCat(
+        last_connect_error_.message(), " (next attempt in ", Millis(retry_after_ - now), " ms)"));
+  }
+  Clock::duration timeout = options_.connect_timeout;
+  bool deadline_bound = false;
+  if (deadline != Clock::time_point::max() && deadline - now < timeout) {
+    timeout = deadline - now;
+    deadline_bound = true;
+  }
+  connecting_ = true;
+  auto socket = co_await net::Socket::Connect(loop_, host_, port_, timeout);
+  connecting_ = false;
+  absl::Status result;
+  if (closed_) {
+    if (socket.ok()) (*socket)->Close();
+    result = absl::CancelledError("channel closed");
+  } else if (socket.ok()) {
+    auto conn = std::make_shared<Connection>();
+    conn->loop = loop_;
+    conn->endpoint = endpoint_;
+    conn->max_frame_size = options_.max_frame_size;
+    conn->socket = std::move(socket).value();
+    current_ = conn;
+    backoff_ = Clock::duration::zero();
+    retry_after_ = {};
+    loop_->Spawn(ReadLoop(weak_from_this(), std::move(conn)));
+  } else if (deadline_bound && socket.status().code() == absl::StatusCode::kDeadlineExceeded) {
+    // The call ran out of time, not the endpoint: no back-off.
+    result = socket.status();
+  } else {
+    last_connect_error_ = absl::UnavailableError(
+        absl::StrCat("cannot connect to ", endpoint_, ": ", socket.status().message()));
+    backoff_ = backoff_ == Clock::duration::zero() ? options_.initial_backoff
+                                                   : std::min(backoff_ * 2, options_.max_backoff);
+    retry_after_ = Clock::now() + backoff_;
+    result = last_connect_error_;
+  }
+  for (auto h : connect_waiters_) loop_->Schedule(h);
+  connect_waiters_.clear();
+  co_return result;
+}
+
+net::Task<CallResult> Channel::CallBytes(std::string_view method, net::Buffer request,
+                                         const CallOptions& options) {
+  co_return co_await Send(method, options, request.size(),
+                          [&](char* dst) { request.CopyTo(dst, request.size()); });
+}
+
+net::Task<CallResult> Channel::Send(std::string_view method, const CallOptions& options,
+                                    size_t size, absl::FunctionRef<void(char*)> write_payload) {
+  CallResult early;
+  early.not_processed = true;
+  Clock::time_point now = Clock::now();
+  Clock::time_point deadline = Clock::time_point::max();
+  if (options.timeout > Clock::duration::zero()) deadline = now + options.timeout;
+  if (options.parent != nullptr) {
+    if (options.parent->cancelled()) {
+      early.status = absl::CancelledError("the call being served was cancelled");
+      co_return early;
+    }
+    deadline = std::min(deadline, options.parent->deadline());
+  }
+  if (deadline <= now) {
+    early.status = absl::DeadlineExceededError(
+        absl::StrCat("deadline passed before ", std::string(method), " was sent"));
+    co_return early;
+  }
+  if (size > options_.max_frame_size) {
+    early.status = absl::ResourceExhaustedError(absl::StrCat(
+        "request of ", size, " bytes exceeds max_frame_size ", options_.max_frame_size));
+    co_return early;
+  }
+  absl::Status connected = co_await EnsureConnected(deadline);
+  if (!connected.ok()) {
+    early.status = std::move(connected);
+    co_return early;
+  }
+  std::shared_ptr<Connection> conn = current_;
+  uint32_t id = conn->next_stream_id++;
+  if (conn->next_stream_id == 0) conn->next_stream_id = 1;
+
+  Meta meta;
+  meta.method = method;
+  if (deadline != Clock::time_point::max()) {
+    auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - Clock::now());
+    meta.timeout_us = std::max<int64_t>(1, left.count());
+  }
+  for (const auto& [k, v] : options.metadata) meta.entries.emplace_back(k, v);
+  if (!options_.caller.empty()) meta.entries.emplace_back("caller", options_.caller);
+  if (options.parent != nullptr) {
+    for (std::string_view key : {"traceparent", "tracestate"}) {
+      std::string_view value = options.parent->Metadata(key);
+      bool overridden = false;
+      for (const auto& [k, v] : options.metadata) overridden |= k == key;
+      if (!value.empty() && !overridden) meta.entries.emplace_back(key, value);
+    }
+  }
+  AppendFrameWith(&conn->socket->output(), FrameType::kRequest,
+                  frame_flags::kEndStream | frame_flags::kHasMessage, id, meta, size,
+                  write_payload);
+  conn->socket->MarkWritten();
+
+  Connection* raw = conn.get();
+  PendingCall call([&call, raw, id, method, this, now] {
+    raw->pending.erase(id);
+    if (!raw->socket->closed()) {
+      AppendFrame(&raw->socket->output(), FrameType::kCancel, 0, id, Meta{}, net::Buffer());
+      raw->socket->MarkWritten();
+    }
+    call.result.status = absl::DeadlineExceededError(
+        absl::StrCat(std::string(method), " to ", endpoint_, ": deadline exceeded after ",
+                     Millis(Clock::now() - now), " ms"));
+    call.Complete();
+  });
+  call.loop = loop_;
+  conn->pending[id] = &call;
+  if (deadline != Clock::time_point::max()) call.deadline_timer.Arm(loop_, deadline);
+  co_await PendingCall::Awaiter{&call};
+  co_return std::move(call.result);
+}
+
+net::Task<void> Channel::ReadLoop(std::weak_ptr<Channel> channel,
+                                  std::shared_ptr<Connection> conn) {
+  net::Socket& socket = *conn->socket;
+  DecodeLimits limits{.max_frame_size = conn->max_frame_size};
+  Frame frame;
+  std::string error;
+  absl::Status ended;
+  while (ended.ok()) {
+    while (true) {
+      DecodeStatus st = DecodeFrame(socket.input(), limits, &frame, &error);
+      if (st == DecodeStatus::kNeedMore) break;
+      if (st == DecodeStatus::kError) {
+        CAPSTAN_LOG(warn, "rpc protocol error from server, closing connection", "endpoint",
+                    conn->endpoint, "reason", error);
+        ended = absl::UnavailableError(
+            absl::StrCat("protocol error from ", conn->endpoint, ": ", error));
+        break;
+      }
+      if (frame.type == FrameType::kResponse) {
+        auto it = conn->pending.find(frame.stream_id);
+        if (it == conn->pending.end()) continue;  // its deadline passed first
+        PendingCall* call = it->second;
+        conn->pending.erase(it);
+        call->result.status = StatusFromWire(frame.meta.status_code, frame.meta.status_message);
+        if (call->result.status.ok()) call->result.payload = std::move(frame.payload);
+        call->Complete();
+      } else if (frame.type == FrameType::kGoAway) {
+        conn->going_away = true;
+        if (auto ch = channel.lock()) ch->ConnectionEnded(conn.get());
+        // Streams past last_stream_id were not processed: safe to retry.
+        std::vector<uint32_t> unprocessed;
+        for (auto& [id, call] : conn->pending) {
+          if (id > frame.meta.last_stream_id) unprocessed.push_back(id);
+        }
+        for (uint32_t id : unprocessed) {
+          PendingCall* call = conn->pending[id];
+          conn->pending.erase(id);
+          call->result.status = absl::UnavailableError(
+              absl::StrCat(conn->endpoint, " is shutting down (GOAWAY); call not processed"));
+          call->result.not_processed = true;
+          call->Complete();
+        }
+      } else if (frame.type == FrameType::kPing && frame.payload.size() <= kMaxPingPayload) {
+        AppendFrame(&socket.output(), FrameType::kPong, 0, 0, Meta{}, std::move(frame.payload));
+        socket.MarkWritten();
+      }
+    }
+    if (!ended.ok()) break;
+    if (conn->going_away && conn->pending.empty()) {
+      ended = absl::UnavailableError("connection drained after GOAWAY");
+      break;
+    }
+    absl::Status st = co_await socket.ReadMore();
+    if (!st.ok()) {
+      ended = absl::UnavailableError(
+          absl::StrCat("connection to ", conn->endpoint, " lost: ", st.message()));
+    }
+  }
+  if (auto ch = channel.lock()) ch->ConnectionEnded(conn.get());
+  FailAll(*conn, ended, false);
+  socket.Close();
+}
+
+}  // namespace capstan::rpc

@@ -1,0 +1,140 @@
+// Channel: the client side of one Capstan RPC endpoint, on one event loop.
+// Calls made on the loop share one connection (multiplexed by stream id,
+// answered in any order); the requests of one loop turn leave in one send.
+// The connection opens on the first call and reopens after a failure (with
+// a back-off during which calls fail fast with UNAVAILABLE, so a balancer
+// can route around the endpoint).
+//
+// Deadlines: CallOptions::timeout bounds a call; CallOptions::parent (the
+// ServerContext of the call being served) passes its deadline, trace
+// context and cancellation on, so a chain of services shares one deadline.
+//
+//   auto channel = rpc::Channel::Create(loop, "127.0.0.1", port);
+//   EchoStub stub(channel);                                // generated
+//   absl::StatusOr<EchoResponse> r =
+//       co_await stub.Echo(request, {.timeout = std::chrono::milliseconds(50)});
+//
+// Thread-safety: a Channel belongs to its loop; call it only there (from
+// other threads, net::BlockOn). Create returns a shared_ptr: keep it while
+// calls run. Balancing over many endpoints is
+// mesh's job (src/mesh), built from one Channel per endpoint and loop.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
+#include "base/status.h"
+#include "net/buffer.h"
+#include "net/event_loop.h"
+#include "net/task.h"
+#include "rpc/protocol.h"
+#include "rpc/serialization.h"
+#include "rpc/server.h"
+
+namespace capstan::net {
+class Socket;
+}
+
+namespace capstan::rpc {
+
+struct CallOptions {
+  // Zero: no timeout of the call's own (a parent's deadline still applies).
+  Clock::duration timeout = Clock::duration::zero();
+  // The call being served, whose deadline, trace context and cancellation
+  // this outgoing call inherits.
+  const ServerContext* parent = nullptr;
+  MetadataList metadata;
+};
+
+struct ChannelOptions {
+  Clock::duration connect_timeout = std::chrono::seconds(3);
+  // After a failed connect, calls fail fast for this long (doubling up to
+  // max_backoff while failures continue).
+  Clock::duration initial_backoff = std::chrono::milliseconds(100);
+  Clock::duration max_backoff = std::chrono::seconds(5);
+  size_t max_frame_size = kDefaultMaxFrameSize;
+  // Sent as the "caller" metadata entry when not empty.
+  std::string caller;
+};
+
+// What a call learned besides its message.
+struct CallResult {
+  absl::Status status;
+  net::Buffer payload;
+  // True when the server cannot have run the call (connection not
+  // established, stream beyond GOAWAY, shed before running): safe to retry
+  // for any method.
+  bool not_processed = false;
+};
+
+class Channel : public std::enable_shared_from_this<Channel> {
+ public:
+  static std::shared_ptr<Channel> Create(net::EventLoop* loop, std::string host, int port,
+                                         ChannelOptions options = {});
+  ~Channel();
+  Channel(const Channel&) = delete;
+  Channel& operator=(const Channel&) = delete;
+
+  net::EventLoop* loop() const { return loop_; }
+  const std::string& endpoint() const { return endpoint_; }
+  // Calls sent and not yet answered.
+  size_t in_flight() const;
+  bool connected() const;
+
+  // Raw bytes in and out (generic client for proxies and tools).
+  net::Task<CallResult> CallBytes(std::string_view method, net::Buffer request,
+                                  const CallOptions& options = {});
+
+  template <typename Request, typename Response>
+  net::Task<absl::StatusOr<Response>> Call(std::string_view method, const Request& request,
+                                           const CallOptions& options = {}) {
+    size_t size = request.ByteSizeLong();
+    CallResult result =
+        co_await Send(method, options, size, [&](char* dst) { SerializeTo(request, size, dst); });
+    if (!result.status.ok()) co_return std::move(result.status);
+    Response response;
+    if (!ParseFromBuffer(result.payload, &response)) {
+      co_return absl::InternalError("response payload does not parse as " + response.GetTypeName());
+    }
+    co_return response;
+  }
+
+  // Closes the connection; calls in flight end with CANCELLED.
+  void Close();
+
+  // Sends a request whose payload (size bytes) write_payload writes, and
+  // waits for the answer. The building block of Call and CallBytes.
+  net::Task<CallResult> Send(std::string_view method, const CallOptions& options, size_t size,
+                             absl::FunctionRef<void(char*)> write_payload);
+
+ private:
+  struct Connection;
+  struct PendingCall;
+  Channel(net::EventLoop* loop, std::string host, int port, ChannelOptions options);
+  net::Task<absl::Status> EnsureConnected(Clock::time_point deadline);
+  static net::Task<void> ReadLoop(std::weak_ptr<Channel> channel, std::shared_ptr<Connection> conn);
+  static void FailAll(Connection& conn, const absl::Status& status, bool not_processed);
+  void ConnectionEnded(Connection* conn);
+
+  net::EventLoop* loop_;
+  std::string host_;
+  int port_;
+  std::string endpoint_;
+  ChannelOptions options_;
+  std::shared_ptr<Connection> current_;
+  bool connecting_ = false;
+  std::vector<std::coroutine_handle<>> connect_waiters_;
+  absl::Status last_connect_error_;
+  Clock::time_point retry_after_{};
+  Clock::duration backoff_{};
+  bool closed_ = false;
+};
+
+}  // namespace capstan::rpc

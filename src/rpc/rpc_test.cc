@@ -1,0 +1,330 @@
+#include <future>
+#include <thread>
+
+#include "capstan/echo.pb.h"
+#include "gtest/gtest.h"
+#include "net/block_on.h"
+#include "net/loop_group.h"
+#include "net/socket.h"
+#include "rpc/channel.h"
+#include "rpc/server.h"
+
+namespace capstan::rpc {
+namespace {
+
+using echo::EchoRequest;
+using echo::EchoResponse;
+using namespace std::chrono_literals;
+
+// An echo service written by hand against the Service API (the generated
+// one is tested in codegen_test).
+class TestEcho : public Service {
+ public:
+  explicit TestEcho(std::string name, std::shared_ptr<Channel>* downstream = nullptr)
+      : Service("capstan.echo.Echo"), name_(std::move(name)), downstream_(downstream) {
+    AddUnary<EchoRequest, EchoResponse>(
+        "Echo",
+        [this](ServerContext& ctx, const EchoRequest& req,
+               EchoResponse* resp) -> net::Task<absl::Status> {
+          if (req.delay_us() > 0)
+            co_await ctx.loop()->Sleep(std::chrono::microseconds(req.delay_us()));
+          if (req.fail_code() != 0) {
+            co_return absl::Status(static_cast<absl::StatusCode>(req.fail_code()), "asked to fail");
+          }
+          if (req.call_downstream() && downstream_ != nullptr) {
+            EchoRequest next;
+            next.set_payload(req.payload());
+            auto r = co_await (*downstream_)
+                         ->Call<EchoRequest, EchoResponse>("capstan.echo.Echo/Echo", next,
+                                                           CallOptions{.parent = &ctx});
+            if (!r.ok()) co_return r.status();
+            *resp = *r;
+            co_return absl::OkStatus();
+          }
+          resp->set_payload(req.payload());
+          resp->set_served_by(name_);
+          resp->set_caller(std::string(ctx.Metadata("caller")));
+          resp->set_deadline_left_us(ctx.has_deadline()
+                                         ? std::chrono::duration_cast<std::chrono::microseconds>(
+                                               ctx.deadline() - Clock::now())
+                                               .count()
+                                         : -1);
+          co_return absl::OkStatus();
+        });
+  }
+
+ private:
+  std::string name_;
+  std::shared_ptr<Channel>* downstream_;
+};
+
+class RpcTest : public ::testing::TestWithParam<net::IoBackendKind> {
+ protected:
+  void SetUp() override {
+    server_ = StartServer(&service_);
+    net::LoopGroupOptions options;
+    options.loop.backend = GetParam();
+    options.name = "client";
+    auto group = net::LoopGroup::Start(options);
+    ASSERT_TRUE(group.ok()) << group.status();
+    client_loops_ = std::move(group).value();
+    loop_ = client_loops_->loop(0);
+    channel_ = Channel::Create(loop_, "127.0.0.1", server_->port(), {.caller = "rpc_test"});
+  }
+  void TearDown() override {
+    net::BlockOn(loop_, [](std::shared_ptr<Channel>* c) -> net::Task<void> {
+      c->reset();
+      co_return;
+    }(&channel_));
+    client_loops_->Stop();
+    if (server_) server_->Shutdown(1s);
+  }
+
+  std::unique_ptr<Server> StartServer(Service* service, int threads = 2) {
+    ServerOptions options;
+    options.threads = threads;
+    options.backend = GetParam();
+    auto server = std::make_unique<Server>(options);
+    server->AddService(service);
+    absl::Status st = server->Start();
+    EXPECT_TRUE(st.ok()) << st;
+    EXPECT_EQ(server->backend(), GetParam());
+    return server;
+  }
+
+  absl::StatusOr<EchoResponse> Echo(const EchoRequest& req, CallOptions options = {}) {
+    return net::BlockOn(
+        loop_, channel_->Call<EchoRequest, EchoResponse>("capstan.echo.Echo/Echo", req, options));
+  }
+
+  TestEcho service_{"a"};
+  std::unique_ptr<Server> server_;
+  std::unique_ptr<net::LoopGroup> client_loops_;
+  net::EventLoop* loop_ = nullptr;
+  std::shared_ptr<Channel> channel_;
+};
+
+TEST_P(RpcTest, UnaryCallReturnsTheHandlersAnswer) {
+  EchoRequest req;
+  req.set_payload("hello");
+  auto resp = Echo(req);
+  ASSERT_TRUE(resp.ok()) << resp.status();
+  EXPECT_EQ(resp->payload(), "hello");
+  EXPECT_EQ(resp->served_by(), "a");
+  EXPECT_EQ(resp->caller(), "rpc_test");
+  EXPECT_EQ(resp->deadline_left_us(), -1);
+}
+
+TEST_P(RpcTest, LargeMessagesCrossInBothDirections) {
+  EchoRequest req;
+  req.set_payload(std::string(3 << 20, 'q'));
+  auto resp = Echo(req);
+  ASSERT_TRUE(resp.ok()) << resp.status();
+  EXPECT_EQ(resp->payload(), req.payload());
+}
+
+TEST_P(RpcTest, ConcurrentCallsShareOneConnectionAndFinishOutOfOrder) {
+  constexpr int kCalls = 50;
+  std::vector<std::string> order;
+  std::vector<absl::Status> statuses(kCalls);
+  net::BlockOn(
+      loop_,
+      [](std::shared_ptr<Channel> ch, std::vector<std::string>* order,
+         std::vector<absl::Status>* statuses) -> net::Task<void> {
+        int remaining = kCalls;
+        std::coroutine_handle<> waiter;
+        for (int i = 0; i < kCalls; ++i) {
+          ch->loop()->Spawn([](std::shared_ptr<Channel> ch, int i, std::vector<std::string>* order,
+                               absl::Status* status, int* remaining,
+                               std::coroutine_handle<>* waiter) -> net::Task<void> {
+            EchoRequest req;
+            req.set_payload(std::to_string(i));
+            // Later calls answer sooner.
+            req.set_delay_us((kCalls - i) * 400);
+            auto r = co_await ch->Call<EchoRequest, EchoResponse>("capstan.echo.Echo/Echo", req);
+            *status = r.status();
+            if (r.ok()) order->push_back(r->payload());
+            if (--*remaining == 0 && *waiter) ch->loop()->Schedule(*waiter);
+          }(ch, i, order, &(*statuses)[i], &remaining, &waiter));
+        }
+        struct Wait {
+          int* remaining;
+          std::coroutine_handle<>* waiter;
+          bool await_ready() const noexcept { return *remaining == 0; }
+          void await_suspend(std::coroutine_handle<> h) { *waiter = h; }
+          void await_resume() const noexcept {}
+        };
+        co_await Wait{&remaining, &waiter};
+      }(channel_, &order, &statuses));
+  for (const auto& st : statuses) EXPECT_TRUE(st.ok()) << st;
+  ASSERT_EQ(order.size(), static_cast<size_t>(kCalls));
+  EXPECT_EQ(order.front(), std::to_string(kCalls - 1));
+  EXPECT_EQ(order.back(), "0");
+  EXPECT_EQ(server_->stats().connections, 1);
+  EXPECT_EQ(server_->stats().calls_started, kCalls);
+}
+
+TEST_P(RpcTest, UnknownMethodsAreUnimplemented) {
+  auto r = net::BlockOn(
+      loop_, channel_->Call<EchoRequest, EchoResponse>("capstan.echo.Echo/Nope", EchoRequest()));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnimplemented) << r.status();
+  EXPECT_NE(r.status().message().find("Nope"), std::string::npos);
+}
+
+TEST_P(RpcTest, HandlerErrorsReachTheCallerWithCodeAndMessage) {
+  EchoRequest req;
+  req.set_fail_code(static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  auto r = Echo(req);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(r.status().message(), "asked to fail");
+}
+
+TEST_P(RpcTest, ASlowHandlerMeetsTheCallersDeadline) {
+  EchoRequest req;
+  req.set_delay_us(2'000'000);
+  auto start = Clock::now();
+  auto r = Echo(req, {.timeout = 50ms});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
+  // The call ends at its deadline, not when the handler does.
+  EXPECT_LT(Clock::now() - start, 1900ms);
+  // The connection stays usable; a late answer for the dead call is dropped.
+  auto ok = Echo(EchoRequest(), {.timeout = 1s});
+  EXPECT_TRUE(ok.ok()) << ok.status();
+}
+
+TEST_P(RpcTest, TheHandlerSeesTheCallersDeadline) {
+  auto r = Echo(EchoRequest(), {.timeout = 800ms});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(r->deadline_left_us(), 0);
+  EXPECT_LE(r->deadline_left_us(), 800'000);
+}
+
+// Creates, on the serving loop, the channel a forwarding handler calls through.
+class MakeDownstream : public Service {
+ public:
+  MakeDownstream(std::shared_ptr<Channel>* out, int port) : Service("capstan.echo.Setup") {
+    AddUnary<EchoRequest, EchoResponse>("Make",
+                                        [out, port](ServerContext& ctx, const EchoRequest&,
+                                                    EchoResponse*) -> net::Task<absl::Status> {
+                                          *out = Channel::Create(ctx.loop(), "127.0.0.1", port);
+                                          co_return absl::OkStatus();
+                                        });
+    // Channels die on their own loop.
+    AddUnary<EchoRequest, EchoResponse>(
+        "Drop",
+        [out](ServerContext&, const EchoRequest&, EchoResponse*) -> net::Task<absl::Status> {
+          out->reset();
+          co_return absl::OkStatus();
+        });
+  }
+};
+
+TEST_P(RpcTest, DeadlinesPropagateThroughAServerToItsOwnCalls) {
+  // client -> front (forwards with parent = its ServerContext) -> back.
+  TestEcho back_service("b");
+  auto back = StartServer(&back_service, 1);
+  std::shared_ptr<Channel> downstream;
+  TestEcho front_service("front", &downstream);
+  MakeDownstream setup(&downstream, back->port());
+  auto front = std::make_unique<Server>(ServerOptions{.threads = 1, .backend = GetParam()});
+  front->AddService(&front_service);
+  front->AddService(&setup);
+  ASSERT_TRUE(front->Start().ok());
+  auto front_channel = Channel::Create(loop_, "127.0.0.1", front->port());
+  auto call = [&](const EchoRequest& req, CallOptions options) {
+    return net::BlockOn(loop_, front_channel->Call<EchoRequest, EchoResponse>(
+                                   "capstan.echo.Echo/Echo", req, options));
+  };
+  auto made = net::BlockOn(loop_, front_channel->Call<EchoRequest, EchoResponse>(
+                                      "capstan.echo.Setup/Make", EchoRequest()));
+  ASSERT_TRUE(made.ok()) << made.status();
+
+  EchoRequest req;
+  req.set_payload("through");
+  req.set_call_downstream(true);
+  auto r = call(req, {.timeout = 300ms});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->served_by(), "b");
+  EXPECT_EQ(r->payload(), "through");
+  // The back saw (what was left of) the client's deadline.
+  EXPECT_GT(r->deadline_left_us(), 0);
+  EXPECT_LE(r->deadline_left_us(), 300'000);
+  // Without a deadline at the client there is none at the back either.
+  auto unbounded = call(req, {});
+  ASSERT_TRUE(unbounded.ok()) << unbounded.status();
+  EXPECT_EQ(unbounded->deadline_left_us(), -1);
+
+  ASSERT_TRUE(net::BlockOn(loop_, front_channel->Call<EchoRequest, EchoResponse>(
+                                      "capstan.echo.Setup/Drop", EchoRequest()))
+                  .ok());
+  net::BlockOn(loop_, [](std::shared_ptr<Channel>* c) -> net::Task<void> {
+    c->reset();
+    co_return;
+  }(&front_channel));
+  front->Shutdown(1s);
+  back->Shutdown(1s);
+}
+
+TEST_P(RpcTest, AnEndpointThatIsDownFailsFastAsNotProcessed) {
+  int port = server_->port();
+  server_->Shutdown(1s);
+  server_.reset();
+  auto ch = Channel::Create(loop_, "127.0.0.1", port);
+  CallResult first = net::BlockOn(loop_, ch->CallBytes("capstan.echo.Echo/Echo", net::Buffer()));
+  EXPECT_EQ(first.status.code(), absl::StatusCode::kUnavailable) << first.status;
+  EXPECT_TRUE(first.not_processed);
+  // Within the back-off the channel does not even try.
+  CallResult second = net::BlockOn(loop_, ch->CallBytes("capstan.echo.Echo/Echo", net::Buffer()));
+  EXPECT_NE(second.status.message().find("next attempt in"), std::string::npos) << second.status;
+  net::BlockOn(loop_, [](std::shared_ptr<Channel> c) -> net::Task<void> {
+    c->Close();
+    co_return;
+  }(std::move(ch)));
+}
+
+TEST_P(RpcTest, ShutdownLetsCallsInFlightFinishAndRefusesNewOnes) {
+  ASSERT_TRUE(Echo(EchoRequest()).ok());  // connected
+  EchoRequest slow;
+  slow.set_delay_us(200'000);
+  slow.set_payload("finished");
+  std::promise<absl::StatusOr<EchoResponse>> result;
+  loop_->Spawn([](std::shared_ptr<Channel> ch, EchoRequest req,
+                  std::promise<absl::StatusOr<EchoResponse>>* out) -> net::Task<void> {
+    out->set_value(co_await ch->Call<EchoRequest, EchoResponse>("capstan.echo.Echo/Echo", req));
+  }(channel_, slow, &result));
+  // Wait (bounded) until the server runs the slow call, then shut down.
+  for (int i = 0; i < 2000 && server_->stats().calls_in_flight == 0; ++i) {
+    std::this_thread::sleep_for(1ms);
+  }
+  ASSERT_EQ(server_->stats().calls_in_flight, 1);
+  server_->Shutdown(5s);
+  auto r = result.get_future().get();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->payload(), "finished");
+  auto after = Echo(EchoRequest());
+  EXPECT_EQ(after.status().code(), absl::StatusCode::kUnavailable) << after.status();
+}
+
+TEST_P(RpcTest, GarbageClosesOnlyThatConnection) {
+  net::BlockOn(loop_, [](net::EventLoop* loop, int port) -> net::Task<void> {
+    auto s = co_await net::Socket::Connect(loop, "127.0.0.1", port);
+    if (!s.ok()) co_return;
+    (*s)->Write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    // The server hangs up on us.
+    while ((co_await (*s)->ReadMore()).ok()) {
+    }
+    (*s)->Close();
+  }(loop_, server_->port()));
+  EXPECT_EQ(server_->stats().protocol_errors, 1);
+  auto r = Echo(EchoRequest());
+  EXPECT_TRUE(r.ok()) << r.status();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Engines, RpcTest, ::testing::Values(net::IoBackendKind::kIoUring, net::IoBackendKind::kEpoll),
+    [](const auto& info) {
+      return std::string(info.param == net::IoBackendKind::kIoUring ? "io_uring" : "epoll");
+    });
+
+}  // namespace
+}  // namespace capstan::rpc

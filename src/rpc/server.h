@@ -1,0 +1,257 @@
+// The Capstan RPC server: services with typed or generic methods, served on
+// one event loop per thread with SO_REUSEPORT listeners. Handlers are
+// coroutines that run on the loop that received the call; a handler that
+// must block hands its work to a pool of its own (there is no hidden M:N
+// scheduler). Many calls share a connection and finish in any order; the
+// responses of one loop turn leave in one send.
+//
+//   class Greeter : public rpc::Service {
+//    public:
+//     Greeter() : Service("demo.Greeter") {
+//       AddUnary<HelloRequest, HelloReply>("Hello", [](rpc::ServerContext& ctx,
+//           const HelloRequest& req, HelloReply* reply) -> net::Task<absl::Status> {
+//         reply->set_text("hi " + req.name());
+//         co_return absl::OkStatus();
+//       });
+//     }
+//   };
+//   rpc::Server server({.port = 0, .threads = 2});
+//   Greeter greeter;
+//   server.AddService(&greeter);
+//   RETURN_IF_ERROR(server.Start());
+//   ...
+//   server.Shutdown(std::chrono::seconds(5));   // drains in-flight calls
+//
+// Generated code (protoc-gen-capstan) writes the Service subclass for you.
+//
+// Thread-safety: AddService before Start; Start, Shutdown and the getters
+// from any one thread. Handlers run on loop threads.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+#include "base/status.h"
+#include "google/protobuf/message_lite.h"
+#include "net/buffer.h"
+#include "net/event_loop.h"
+#include "net/loop_group.h"
+#include "net/task.h"
+#include "rpc/protocol.h"
+#include "rpc/serialization.h"
+
+namespace capstan::rpc {
+
+using Clock = std::chrono::steady_clock;
+using MetadataList = std::vector<std::pair<std::string, std::string>>;
+
+// What a handler knows about its call.
+class ServerContext {
+ public:
+  std::string_view method() const { return method_; }
+  // time_point::max() when the caller set no deadline.
+  Clock::time_point deadline() const { return deadline_; }
+  bool has_deadline() const { return deadline_ != Clock::time_point::max(); }
+  const MetadataList& metadata() const { return metadata_; }
+  // The value of a metadata key, or "" when absent.
+  std::string_view Metadata(std::string_view key) const;
+  // True once the caller cancelled, its connection dropped, or the server
+  // stopped waiting for in-flight calls.
+  bool cancelled() const { return cancelled_; }
+  net::EventLoop* loop() const { return loop_; }
+  // Metadata sent back with the response.
+  void AddTrailer(std::string key, std::string value) {
+    trailers_.emplace_back(std::move(key), std::move(value));
+  }
+
+ private:
+  friend class ServerCall;
+  friend class Server;
+  std::string method_;
+  Clock::time_point deadline_ = Clock::time_point::max();
+  MetadataList metadata_;
+  MetadataList trailers_;
+  bool cancelled_ = false;
+  net::EventLoop* loop_ = nullptr;
+};
+
+class ServerCall;
+
+// One method's implementation behind a type-erased face.
+class MethodHandler {
+ public:
+  virtual ~MethodHandler() = default;
+  // Parses the request, runs the handler and finishes the call.
+  virtual net::Task<void> Run(ServerCall* call) = 0;
+};
+
+// A call in progress on the server (one per REQUEST frame).
+class ServerCall {
+ public:
+  ServerContext& context() { return context_; }
+  const net::Buffer& request() const { return request_; }
+  net::Buffer TakeRequest() { return std::move(request_); }
+  // Sends the response (with `message` when the status is OK and it is not
+  // null) unless the caller is gone. Once per call.
+  void Finish(const absl::Status& status, const google::protobuf::MessageLite* message);
+  void FinishBytes(const absl::Status& status, net::Buffer message);
+  bool finished() const { return finished_; }
+
+ private:
+  friend class Server;
+  struct Connection;
+  ServerCall() = default;
+  void Respond(const absl::Status& status, size_t size,
+               absl::FunctionRef<void(char*)> write_message, bool has_message);
+
+  ServerContext context_;
+  net::Buffer request_;
+  std::shared_ptr<Connection> connection_;
+  uint32_t stream_id_ = 0;
+  bool finished_ = false;
+};
+
+using GenericHandler =
+    absl::AnyInvocable<net::Task<absl::StatusOr<net::Buffer>>(ServerContext&, net::Buffer)>;
+
+template <typename Request, typename Response>
+using UnaryHandler =
+    absl::AnyInvocable<net::Task<absl::Status>(ServerContext&, const Request&, Response*)>;
+
+namespace internal {
+
+template <typename Request, typename Response>
+class UnaryMethod final : public MethodHandler {
+ public:
+  explicit UnaryMethod(UnaryHandler<Request, Response> fn) : fn_(std::move(fn)) {}
+  net::Task<void> Run(ServerCall* call) override {
+    Request request;
+    if (!ParseFromBuffer(call->request(), &request)) {
+      call->Finish(
+          absl::InvalidArgumentError("request payload does not parse as " + request.GetTypeName()),
+          nullptr);
+      co_return;
+    }
+    Response response;
+    absl::Status status = co_await fn_(call->context(), request, &response);
+    call->Finish(status, &response);
+  }
+
+ private:
+  UnaryHandler<Request, Response> fn_;
+};
+
+class GenericMethod final : public MethodHandler {
+ public:
+  explicit GenericMethod(GenericHandler fn) : fn_(std::move(fn)) {}
+  net::Task<void> Run(ServerCall* call) override;
+
+ private:
+  GenericHandler fn_;
+};
+
+}  // namespace internal
+
+class Service {
+ public:
+  // `name` is the protobuf full name: "package.Service".
+  explicit Service(std::string name) : name_(std::move(name)) {}
+  virtual ~Service() = default;
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+  const std::string& name() const { return name_; }
+
+ protected:
+  template <typename Request, typename Response>
+  void AddUnary(std::string method, UnaryHandler<Request, Response> fn) {
+    methods_.emplace_back(
+        std::move(method),
+        std::make_unique<internal::UnaryMethod<Request, Response>>(std::move(fn)));
+  }
+  // Raw bytes in and out: proxies and tools that carry messages they do not
+  // parse.
+  void AddGeneric(std::string method, GenericHandler fn) {
+    methods_.emplace_back(std::move(method),
+                          std::make_unique<internal::GenericMethod>(std::move(fn)));
+  }
+
+ private:
+  friend class Server;
+  std::string name_;
+  std::vector<std::pair<std::string, std::unique_ptr<MethodHandler>>> methods_;
+};
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 0;
+  int threads = 1;
+  net::IoBackendKind backend = net::IoBackendKind::kAuto;
+  // Largest frame accepted; a bigger one closes the connection.
+  size_t max_frame_size = kDefaultMaxFrameSize;
+  // Thread names are "<name>-<i>".
+  std::string name = "rpc";
+};
+
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // REQUIRES: before Start; the service outlives the server.
+  void AddService(Service* service);
+  absl::Status Start();
+  int port() const { return port_; }
+  net::IoBackendKind backend() const { return group_->backend(); }
+
+  // Stops accepting, tells every client GOAWAY, waits up to `grace` for the
+  // calls in flight to finish, then closes every connection and stops the
+  // loops. Idempotent.
+  void Shutdown(Clock::duration grace = std::chrono::seconds(5));
+
+  struct Stats {
+    int64_t connections = 0;
+    int64_t calls_in_flight = 0;
+    int64_t calls_started = 0;
+    int64_t protocol_errors = 0;
+  };
+  Stats stats() const;
+
+ private:
+  struct LoopState;
+  net::Task<void> AcceptLoop(LoopState* state);
+  net::Task<void> ServeConnection(LoopState* state, std::shared_ptr<ServerCall::Connection> conn);
+  void HandleRequest(LoopState* state, const std::shared_ptr<ServerCall::Connection>& conn,
+                     Frame& frame);
+  net::Task<void> RunCall(LoopState* state, std::unique_ptr<ServerCall> call,
+                          MethodHandler* handler);
+  void CallDone();
+
+  ServerOptions options_;
+  absl::flat_hash_map<std::string, MethodHandler*> methods_;
+  std::unique_ptr<net::LoopGroup> group_;
+  std::vector<std::unique_ptr<LoopState>> loops_;
+  int port_ = 0;
+  bool started_ = false;
+  bool shut_down_ = false;
+
+  std::atomic<int64_t> connections_{0};
+  std::atomic<int64_t> in_flight_{0};
+  std::atomic<int64_t> calls_started_{0};
+  std::atomic<int64_t> protocol_errors_{0};
+  // Shutdown waits here for in_flight_ to reach zero.
+  std::mutex drain_mu_;
+  std::condition_variable drained_;
+};
+
+}  // namespace capstan::rpc
