@@ -92,9 +92,10 @@ class Channel : public std::enable_shared_from_this<Channel> {
   net::Task<CallResult> CallBytes(std::string_view method, net::Buffer request,
                                   const CallOptions& options = {});
 
+  // `request` is read when the call is awaited: it must live until then.
   template <typename Request, typename Response>
   net::Task<absl::StatusOr<Response>> Call(std::string_view method, const Request& request,
-                                           const CallOptions& options = {}) {
+                                           CallOptions options = {}) {
     size_t size = request.ByteSizeLong();
     CallResult result =
         co_await Send(method, options, size, [&](char* dst) { SerializeTo(request, size, dst); });
