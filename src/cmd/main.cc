@@ -17,6 +17,7 @@
 #include "base/logging.h"
 #include "base/signals.h"
 #include "bench/null_server.h"
+#include "bench/rpc_bench.h"
 #include "bench/store_bench.h"
 #include "store/server.h"
 
@@ -220,13 +221,49 @@ struct Cli {
   CLI::App* dev = nullptr;
   CLI::App* bench_store = nullptr;
   CLI::App* bench_null_server = nullptr;
+  CLI::App* bench_rpc = nullptr;
+  CLI::App* bench_rpc_server = nullptr;
 };
 
 struct BenchFlags {
   bench::StoreBenchOptions store;
   bench::NullServerOptions null_server;
+  bench::RpcBenchOptions rpc;
+  bench::RpcBenchServerOptions rpc_server;
   bool json = false;
 };
+
+void AddBenchRpcFlags(CLI::App* cmd, BenchFlags* f) {
+  auto& o = f->rpc;
+  cmd->add_option("--system", o.system, "capstan or grpc (the client library to load with).")
+      ->capture_default_str();
+  cmd->add_option("--target", o.target, "host:port of the echo server.")->capture_default_str();
+  cmd->add_option("--concurrency", o.concurrency, "Calls in flight at once.")
+      ->capture_default_str();
+  cmd->add_option("--conns", o.connections, "Connections.")->capture_default_str();
+  cmd->add_option("--payload", o.payload_bytes, "Request (and response) payload bytes.")
+      ->capture_default_str();
+  cmd->add_option("--warmup", o.warmup_seconds, "Seconds of load before measuring.")
+      ->capture_default_str();
+  cmd->add_option("--duration", o.duration_seconds, "Seconds measured.")->capture_default_str();
+  cmd->add_option("--threads", o.threads, "capstan: client event loops.")->capture_default_str();
+  cmd->add_option("--io", o.io, "capstan: auto, io_uring or epoll.")->capture_default_str();
+  cmd->add_option("--pid", o.server_pids, "Server process id(s), for CPU per call.")
+      ->delimiter(',');
+  cmd->add_option("--server-core", o.server_core,
+                  "The core the server is pinned to, for its busy time from /proc/stat.");
+  cmd->add_flag("--json", f->json, "Print the result as one JSON line.");
+}
+
+void AddBenchRpcServerFlags(CLI::App* cmd, BenchFlags* f) {
+  auto& o = f->rpc_server;
+  cmd->add_option("--system", o.system, "capstan or grpc.")->capture_default_str();
+  cmd->add_option("--listen", o.listen, "host:port to serve on (port 0 picks one).")
+      ->capture_default_str();
+  cmd->add_option("--threads", o.threads, "capstan: event loops.")->capture_default_str();
+  cmd->add_option("--io", o.io, "capstan: auto, io_uring or epoll.")->capture_default_str();
+  cmd->add_option("--port-file", o.port_file, "Write the bound port here.");
+}
 
 void AddBenchStoreFlags(CLI::App* cmd, BenchFlags* f) {
   auto& o = f->store;
@@ -300,6 +337,12 @@ Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags, BenchFlags* bench_fl
   cli.bench_null_server
       ->add_option("--listen", bench_flags->null_server.listen, "host:port to serve on.")
       ->capture_default_str();
+  cli.bench_rpc = bench->add_subcommand(
+      "rpc", "Load an echo server (capstan RPC or gRPC) and report QPS, latency and CPU.");
+  AddBenchRpcFlags(cli.bench_rpc, bench_flags);
+  cli.bench_rpc_server =
+      bench->add_subcommand("rpc-server", "Serve the echo service with capstan RPC or gRPC C++.");
+  AddBenchRpcServerFlags(cli.bench_rpc_server, bench_flags);
   return cli;
 }
 
@@ -359,6 +402,23 @@ int main(int argc, char** argv) {
   if (store_cmd->parsed()) return RunStore(store_flags, "store");
   if (dev_cmd->parsed()) return RunStore(dev_flags, "dev");
   if (cli.bench_store->parsed()) return RunBenchStore(bench_flags);
+  if (cli.bench_rpc->parsed()) {
+    auto r = bench::RunRpcBench(bench_flags.rpc);
+    if (!r.ok()) {
+      std::cerr << "capstan bench rpc: " << r.status().message() << "\n";
+      return 2;
+    }
+    std::cout << (bench_flags.json ? r->Json() + "\n" : r->Table());
+    return r->errors == 0 ? 0 : 1;
+  }
+  if (cli.bench_rpc_server->parsed()) {
+    absl::Status st = bench::RunRpcBenchServer(bench_flags.rpc_server);
+    if (!st.ok()) {
+      std::cerr << "capstan bench rpc-server: " << st.message() << "\n";
+      return 2;
+    }
+    return 0;
+  }
   if (cli.bench_null_server->parsed()) {
     absl::Status st = bench::RunNullServer(bench_flags.null_server);
     if (!st.ok()) {
