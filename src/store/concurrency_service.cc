@@ -277,7 +277,7 @@ class ElectionService final : public v3electionpb::Election::CallbackService {
     return RunBlocking(&calls_, ctx, [this, req, resp]() -> grpc::Status {
       if (!req->has_leader()) return MissingLeader();
       const auto& l = req->leader();
-      return ToGrpc(Proclaim(l.key(), l.rev(), l.lease(), req->value(), resp->mutable_header()));
+      return ToGrpc(SetLeaderValue(l.key(), l.rev(), l.lease(), req->value(), resp->mutable_header()));
     });
   }
 
@@ -301,7 +301,7 @@ class ElectionService final : public v3electionpb::Election::CallbackService {
                                    v3electionpb::ResignResponse* resp) override {
     return RunBlocking(&calls_, ctx, [this, req, resp]() -> grpc::Status {
       if (!req->has_leader()) return MissingLeader();
-      return ToGrpc(Resign(req->leader().key(), req->leader().rev(), resp->mutable_header()));
+      return ToGrpc(DeleteLeaderKey(req->leader().key(), req->leader().rev(), resp->mutable_header()));
     });
   }
 
@@ -318,16 +318,16 @@ class ElectionService final : public v3electionpb::Election::CallbackService {
       const auto& kv = tr->responses(0).response_range().kvs(0);
       leader_rev = kv.create_revision();
       if (kv.value() != req->value()) {
-        absl::Status st = Proclaim(key, leader_rev, req->lease(), req->value(), nullptr);
+        absl::Status st = SetLeaderValue(key, leader_rev, req->lease(), req->value(), nullptr);
         if (!st.ok()) {
-          (void)Resign(key, leader_rev, nullptr);
+          (void)DeleteLeaderKey(key, leader_rev, nullptr);
           return ToGrpc(st);
         }
       }
     }
     auto waited = WaitDeletes(store_, ctx, prefix, leader_rev - 1);
     if (!waited.ok()) {
-      if (ctx->IsCancelled()) (void)Resign(key, leader_rev, nullptr);
+      if (ctx->IsCancelled()) (void)DeleteLeaderKey(key, leader_rev, nullptr);
       return ToGrpc(waited.status());
     }
     *resp->mutable_header() = tr->header();
@@ -381,7 +381,7 @@ class ElectionService final : public v3electionpb::Election::CallbackService {
     return grpc::Status(grpc::StatusCode::UNKNOWN, "\"leader\" field must be provided");
   }
 
-  absl::Status Proclaim(const std::string& key, int64_t rev, int64_t lease,
+  absl::Status SetLeaderValue(const std::string& key, int64_t rev, int64_t lease,
                         const std::string& value, ResponseHeader* header) {
     TxnRequest t;
     *t.add_compare() = CreateRevisionIs(key, rev);
@@ -395,7 +395,7 @@ class ElectionService final : public v3electionpb::Election::CallbackService {
     return absl::OkStatus();
   }
 
-  absl::Status Resign(const std::string& key, int64_t rev, ResponseHeader* header) {
+  absl::Status DeleteLeaderKey(const std::string& key, int64_t rev, ResponseHeader* header) {
     TxnRequest t;
     *t.add_compare() = CreateRevisionIs(key, rev);
     t.add_success()->mutable_request_delete_range()->set_key(key);
