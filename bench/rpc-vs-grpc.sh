@@ -89,6 +89,8 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
+# The raw runs stay beside the report, so it can be regenerated or re-read.
+cp "$RESULTS" "${OUT_MD%.md}.jsonl"
 python3 "$ROOT/bench/rpc_report.py" "$RESULTS" "$OUT_MD" \
   "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)" \
   "ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP bench/rpc-vs-grpc.sh"

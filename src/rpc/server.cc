@@ -32,46 +32,49 @@ std::string_view ServerContext::Metadata(std::string_view key) const {
   return {};
 }
 
-void ServerCall::Respond(const absl::Status& status, size_t size,
-                         absl::FunctionRef<void(char*)> write_message, bool has_message) {
-  if (finished_) return;
+// Takes the call out of its connection's table; false when nobody waits for
+// the answer any more (cancelled, or the connection is gone).
+bool ServerCall::Detach() {
+  if (finished_) return false;
   finished_ = true;
   Connection& conn = *connection_;
   auto it = conn.calls.find(stream_id_);
-  // Cancelled by the caller (or its connection is gone): nobody is waiting.
-  if (it == conn.calls.end() || it->second != this) return;
+  if (it == conn.calls.end() || it->second != this) return false;
   conn.calls.erase(it);
-  if (conn.socket->closed()) return;
+  return !conn.socket->closed();
+}
+
+Meta ServerCall::ResponseMeta(const absl::Status& status) const {
   Meta meta;
-  std::string code_message;
   if (!status.ok()) {
     meta.status_code = static_cast<uint32_t>(status.code());
     meta.status_message = std::string_view(status.message().data(), status.message().size());
   }
   for (const auto& [k, v] : context_.trailers_) meta.entries.emplace_back(k, v);
-  AppendFrameWith(&conn.socket->output(), FrameType::kResponse,
-                  has_message ? frame_flags::kHasMessage : 0, stream_id_, meta,
-                  has_message ? size : 0, [&](char* dst) {
-                    if (has_message) write_message(dst);
-                  });
-  conn.socket->MarkWritten();
+  return meta;
 }
 
 void ServerCall::Finish(const absl::Status& status, const google::protobuf::MessageLite* message) {
+  if (!Detach()) return;
+  net::Socket& socket = *connection_->socket;
+  Meta meta = ResponseMeta(status);
   if (status.ok() && message != nullptr) {
     size_t size = message->ByteSizeLong();
-    Respond(
-        status, size, [&](char* dst) { SerializeTo(*message, size, dst); }, true);
+    AppendFrameWith(&socket.output(), FrameType::kResponse, frame_flags::kHasMessage, stream_id_,
+                    meta, size, [&](char* dst) { SerializeTo(*message, size, dst); });
   } else {
-    Respond(
-        status, 0, [](char*) {}, false);
+    AppendFrame(&socket.output(), FrameType::kResponse, 0, stream_id_, meta, net::Buffer());
   }
+  socket.MarkWritten();
 }
 
 void ServerCall::FinishBytes(const absl::Status& status, net::Buffer message) {
+  if (!Detach()) return;
+  net::Socket& socket = *connection_->socket;
   bool has = status.ok();
-  Respond(
-      status, message.size(), [&](char* dst) { message.CopyTo(dst, message.size()); }, has);
+  AppendFrame(&socket.output(), FrameType::kResponse, has ? frame_flags::kHasMessage : 0,
+              stream_id_, ResponseMeta(status), has ? std::move(message) : net::Buffer());
+  socket.MarkWritten();
 }
 
 namespace internal {

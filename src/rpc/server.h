@@ -110,8 +110,8 @@ class ServerCall {
   friend class Server;
   struct Connection;
   ServerCall() = default;
-  void Respond(const absl::Status& status, size_t size,
-               absl::FunctionRef<void(char*)> write_message, bool has_message);
+  bool Detach();
+  Meta ResponseMeta(const absl::Status& status) const;
 
   ServerContext context_;
   net::Buffer request_;
