@@ -22,6 +22,7 @@
 #include "net/block_on.h"
 #include "net/http_server.h"
 #include "net/loop_group.h"
+#include "net/wait_group.h"
 
 namespace capstan::bench {
 namespace {
@@ -92,8 +93,7 @@ std::string Payload(int bytes) {
 }
 
 net::Task<void> CapstanWorker(std::shared_ptr<rpc::Channel> channel, Shared* shared,
-                              std::string payload, int* running,
-                              std::coroutine_handle<>* all_done) {
+                              std::string payload, net::WaitGroup* done) {
   echo::EchoClient client(channel);
   EchoRequest request;
   request.set_payload(std::move(payload));
@@ -109,7 +109,7 @@ net::Task<void> CapstanWorker(std::shared_ptr<rpc::Channel> channel, Shared* sha
       shared->calls.fetch_add(1, std::memory_order_relaxed);
     }
   }
-  if (--*running == 0 && *all_done) channel->loop()->Schedule(*all_done);
+  done->Done();
 }
 
 // Runs `per_loop` workers on one loop over `channels` and returns when all stop.
@@ -121,21 +121,14 @@ net::Task<void> CapstanLoad(net::EventLoop* loop, const RpcBenchOptions* o, int 
   std::vector<std::shared_ptr<rpc::Channel>> chans;
   for (int i = 0; i < std::max(1, channels); ++i)
     chans.push_back(rpc::Channel::Create(loop, host, port));
-  int running = workers;
-  std::coroutine_handle<> all_done;
+  net::WaitGroup done(loop);
   std::string payload = Payload(o->payload_bytes);
   for (int i = 0; i < workers; ++i) {
-    loop->Spawn(CapstanWorker(chans[static_cast<size_t>(i) % chans.size()], shared, payload,
-                              &running, &all_done));
+    done.Add();
+    loop->Spawn(
+        CapstanWorker(chans[static_cast<size_t>(i) % chans.size()], shared, payload, &done));
   }
-  struct Wait {
-    int* running;
-    std::coroutine_handle<>* slot;
-    bool await_ready() const noexcept { return *running == 0; }
-    void await_suspend(std::coroutine_handle<> h) { *slot = h; }
-    void await_resume() const noexcept {}
-  };
-  co_await Wait{&running, &all_done};
+  co_await done.Wait();
   for (auto& c : chans) c->Close();
 }
 

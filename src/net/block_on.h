@@ -17,8 +17,8 @@ template <typename T>
 T BlockOn(EventLoop* loop, Task<T> task) {
   std::promise<T> result;
   std::future<T> future = result.get_future();
-  loop->Post([t = std::move(task), &result]() mutable {
-    StartDetached([](Task<T> t, std::promise<T>* out) -> Task<void> {
+  loop->Post([loop, t = std::move(task), &result]() mutable {
+    loop->StartOwned([](Task<T> t, std::promise<T>* out) -> Task<void> {
       out->set_value(co_await std::move(t));
     }(std::move(t), &result));
   });
@@ -28,8 +28,8 @@ T BlockOn(EventLoop* loop, Task<T> task) {
 inline void BlockOn(EventLoop* loop, Task<void> task) {
   std::promise<void> done;
   std::future<void> future = done.get_future();
-  loop->Post([t = std::move(task), &done]() mutable {
-    StartDetached([](Task<void> t, std::promise<void>* out) -> Task<void> {
+  loop->Post([loop, t = std::move(task), &done]() mutable {
+    loop->StartOwned([](Task<void> t, std::promise<void>* out) -> Task<void> {
       co_await std::move(t);
       out->set_value();
     }(std::move(t), &done));

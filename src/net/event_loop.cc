@@ -53,8 +53,9 @@ EventLoop::EventLoop(IoBackendKind kind) : backend_kind_(kind), now_(Clock::now(
 }
 
 EventLoop::~EventLoop() {
-  // Coroutines still parked on this loop cannot finish; their frames are
-  // owned by whoever started them. Sockets detach with the backend.
+  // Coroutines still parked on this loop can never finish: destroy them
+  // while the engine exists, so the sockets they hold detach from it.
+  detached_.DestroyAll();
   io_.reset();
 }
 
@@ -90,10 +91,10 @@ void EventLoop::Post(absl::AnyInvocable<void() &&> fn) {
 
 void EventLoop::Spawn(Task<void> task) {
   if (InLoopThread()) {
-    StartDetached(std::move(task));
+    StartOwned(std::move(task));
     return;
   }
-  Post([t = std::move(task)]() mutable { StartDetached(std::move(t)); });
+  Post([this, t = std::move(task)]() mutable { StartOwned(std::move(t)); });
 }
 
 void EventLoop::Stop() {

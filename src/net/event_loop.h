@@ -103,7 +103,11 @@ class EventLoop {
   // Any thread: runs fn on the loop thread in a later turn.
   void Post(absl::AnyInvocable<void() &&> fn);
   // Any thread: starts the task on the loop thread (now if called there).
+  // A spawned task still parked when the loop is destroyed is destroyed
+  // with it (its frame's destructors run).
   void Spawn(Task<void> task);
+  // Loop thread: starts the task now, owned by the loop as Spawn's are.
+  void StartOwned(Task<void> task) { StartDetached(std::move(task), &detached_); }
   bool InLoopThread() const {
     return std::this_thread::get_id() == thread_id_.load(std::memory_order_relaxed);
   }
@@ -166,6 +170,9 @@ class EventLoop {
 
   IoBackendKind backend_kind_;
   std::unique_ptr<IoBackend> io_;
+  // Declared after io_: destroyed first, while the engine still exists for
+  // the sockets and timers the parked frames release.
+  DetachedList detached_;
   // The creating thread until Run starts, then the running one (atomic: a
   // group starts Run on its own thread while others may already Post).
   std::atomic<std::thread::id> thread_id_;

@@ -11,18 +11,9 @@ namespace capstan::net {
 namespace {
 
 using testing::BackendName;
-using testing::NewLoop;
 using testing::RunToCompletion;
 
-class EventLoopTest : public ::testing::TestWithParam<IoBackendKind> {
- protected:
-  void SetUp() override {
-    loop_ = NewLoop(GetParam());
-    if (!loop_) GTEST_SKIP() << IoBackendName(GetParam()) << " is not available here";
-    ASSERT_EQ(loop_->backend(), GetParam());
-  }
-  std::unique_ptr<EventLoop> loop_;
-};
+using EventLoopTest = testing::EngineTest;
 
 Task<int> Add(int a, int b) { co_return a + b; }
 Task<int> Twice(int a) {

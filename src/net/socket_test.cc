@@ -11,14 +11,13 @@ namespace capstan::net {
 namespace {
 
 using testing::BackendName;
-using testing::NewLoop;
 using testing::RunToCompletion;
 
-class SocketTest : public ::testing::TestWithParam<IoBackendKind> {
+class SocketTest : public testing::EngineTest {
  protected:
   void SetUp() override {
-    loop_ = NewLoop(GetParam());
-    if (!loop_) GTEST_SKIP() << IoBackendName(GetParam()) << " is not available here";
+    EngineTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     auto l = Listener::Bind(loop_.get(), "127.0.0.1", 0);
     ASSERT_TRUE(l.ok()) << l.status();
     listener_ = std::move(l).value();
@@ -26,7 +25,6 @@ class SocketTest : public ::testing::TestWithParam<IoBackendKind> {
   void TearDown() override {
     if (listener_) listener_->Close();
   }
-  std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<Listener> listener_;
 };
 

@@ -30,6 +30,18 @@ inline void RunToCompletion(EventLoop& loop, Task<void> body) {
   loop.Run();
 }
 
+// A suite run once per I/O engine, with a fresh loop of that engine; skips
+// (saying why) where the engine is unavailable.
+class EngineTest : public ::testing::TestWithParam<IoBackendKind> {
+ protected:
+  void SetUp() override {
+    loop_ = NewLoop(GetParam());
+    if (!loop_) GTEST_SKIP() << IoBackendName(GetParam()) << " is not available here";
+    ASSERT_EQ(loop_->backend(), GetParam());
+  }
+  std::unique_ptr<EventLoop> loop_;
+};
+
 // Parameter printer for backend-parameterized suites.
 inline std::string BackendName(const ::testing::TestParamInfo<IoBackendKind>& info) {
   return info.param == IoBackendKind::kIoUring ? "io_uring" : "epoll";

@@ -43,6 +43,15 @@ class UringBackend final : public IoBackend {
 
   ~UringBackend() override {
     if (ring_ready_) io_uring_queue_exit(&ring_);
+    // The ring is gone, so no completion will come for what was in flight:
+    // let go of the sockets it kept alive.
+    std::vector<std::shared_ptr<Socket>> release;
+    for (Socket* s : busy_) {
+      s->ops_in_flight_ = 0;
+      release.push_back(std::move(s->self_while_busy_));
+    }
+    busy_.clear();
+    release.clear();
     if (buf_ring_ != nullptr) munmap(buf_ring_, buf_ring_bytes_);
     if (wake_fd_ >= 0) ::close(wake_fd_);
     for (AcceptOp* op : accept_ops_) delete op;
@@ -221,7 +230,10 @@ class UringBackend final : public IoBackend {
   }
 
   void Busy(Socket* s) {
-    if (s->ops_in_flight_++ == 0) s->self_while_busy_ = s->shared_from_this();
+    if (s->ops_in_flight_++ == 0) {
+      s->self_while_busy_ = s->shared_from_this();
+      busy_.insert(s);
+    }
   }
 
   // Drops one in-flight count; the socket may be freed on return.
@@ -232,6 +244,7 @@ class UringBackend final : public IoBackend {
       s->closing_counted_ = false;
       --closing_sockets_;
     }
+    busy_.erase(s);
     std::shared_ptr<Socket> release = std::move(s->self_while_busy_);
   }
 
@@ -398,7 +411,8 @@ class UringBackend final : public IoBackend {
   uint64_t wake_value_ = 0;
   IoOp wake_op_{IoOp::kWake, nullptr};
   absl::flat_hash_set<AcceptOp*> accept_ops_;
-  int closing_sockets_ = 0;  // closed, with I/O still on the ring
+  int closing_sockets_ = 0;            // closed, with I/O still on the ring
+  absl::flat_hash_set<Socket*> busy_;  // with I/O on the ring (kept alive by it)
 };
 
 absl::StatusOr<std::unique_ptr<IoBackend>> NewUringBackend(EventLoop* loop,

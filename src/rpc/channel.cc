@@ -25,7 +25,12 @@ absl::Status StatusFromWire(uint32_t code, std::string_view message) {
 struct Channel::PendingCall {
   explicit PendingCall(absl::AnyInvocable<void()> on_deadline)
       : deadline_timer(std::move(on_deadline)) {}
+  // A call whose frame is destroyed while waiting (its loop went away)
+  // leaves its connection's table.
+  ~PendingCall();
   net::EventLoop* loop = nullptr;
+  Connection* connection = nullptr;
+  uint32_t stream_id = 0;
   std::coroutine_handle<> waiter;
   CallResult result;
   bool done = false;
@@ -55,6 +60,12 @@ struct Channel::Connection {
   uint32_t next_stream_id = 1;
   bool going_away = false;
 };
+
+Channel::PendingCall::~PendingCall() {
+  if (connection == nullptr) return;
+  auto it = connection->pending.find(stream_id);
+  if (it != connection->pending.end() && it->second == this) connection->pending.erase(it);
+}
 
 std::shared_ptr<Channel> Channel::Create(net::EventLoop* loop, std::string host, int port,
                                          ChannelOptions options) {
@@ -233,6 +244,8 @@ net::Task<CallResult> Channel::Send(std::string_view method, const CallOptions& 
     call.Complete();
   });
   call.loop = loop_;
+  call.connection = raw;
+  call.stream_id = id;
   conn->pending[id] = &call;
   if (deadline != Clock::time_point::max()) call.deadline_timer.Arm(loop_, deadline);
   co_await PendingCall::Awaiter{&call};

@@ -6,6 +6,7 @@
 #include "net/block_on.h"
 #include "net/loop_group.h"
 #include "net/socket.h"
+#include "net/wait_group.h"
 #include "rpc/channel.h"
 #include "rpc/server.h"
 
@@ -131,12 +132,11 @@ TEST_P(RpcTest, ConcurrentCallsShareOneConnectionAndFinishOutOfOrder) {
       loop_,
       [](std::shared_ptr<Channel> ch, std::vector<std::string>* order,
          std::vector<absl::Status>* statuses) -> net::Task<void> {
-        int remaining = kCalls;
-        std::coroutine_handle<> waiter;
+        net::WaitGroup done(ch->loop());
         for (int i = 0; i < kCalls; ++i) {
+          done.Add();
           ch->loop()->Spawn([](std::shared_ptr<Channel> ch, int i, std::vector<std::string>* order,
-                               absl::Status* status, int* remaining,
-                               std::coroutine_handle<>* waiter) -> net::Task<void> {
+                               absl::Status* status, net::WaitGroup* done) -> net::Task<void> {
             EchoRequest req;
             req.set_payload(std::to_string(i));
             // Later calls answer sooner.
@@ -144,17 +144,10 @@ TEST_P(RpcTest, ConcurrentCallsShareOneConnectionAndFinishOutOfOrder) {
             auto r = co_await ch->Call<EchoRequest, EchoResponse>("capstan.echo.Echo/Echo", req);
             *status = r.status();
             if (r.ok()) order->push_back(r->payload());
-            if (--*remaining == 0 && *waiter) ch->loop()->Schedule(*waiter);
-          }(ch, i, order, &(*statuses)[i], &remaining, &waiter));
+            done->Done();
+          }(ch, i, order, &(*statuses)[i], &done));
         }
-        struct Wait {
-          int* remaining;
-          std::coroutine_handle<>* waiter;
-          bool await_ready() const noexcept { return *remaining == 0; }
-          void await_suspend(std::coroutine_handle<> h) { *waiter = h; }
-          void await_resume() const noexcept {}
-        };
-        co_await Wait{&remaining, &waiter};
+        co_await done.Wait();
       }(channel_, &order, &statuses));
   for (const auto& st : statuses) EXPECT_TRUE(st.ok()) << st;
   ASSERT_EQ(order.size(), static_cast<size_t>(kCalls));

@@ -250,7 +250,7 @@ void Server::HandleRequest(LoopState* state, const std::shared_ptr<ServerCall::C
   calls_started_.fetch_add(1, std::memory_order_relaxed);
   // Runs inline until the handler first waits: a handler that answers at
   // once has its response queued before the next frame is decoded.
-  net::StartDetached(RunCall(state, std::move(call), method->second));
+  state->loop->StartOwned(RunCall(state, std::move(call), method->second));
 }
 
 net::Task<void> Server::RunCall(LoopState* state, std::unique_ptr<ServerCall> call,
