@@ -1,6 +1,6 @@
 #include "bench/rpc_bench.h"
 
-#include <sys/resource.h>
+#include <unistd.h>
 
 #include <climits>
 #include <condition_variable>
@@ -193,13 +193,6 @@ std::pair<int64_t, int64_t> CoreJiffies(int core) {
   return {0, 0};
 }
 
-int64_t OwnCpuMicros() {
-  rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1'000'000 + ru.ru_utime.tv_usec +
-         ru.ru_stime.tv_usec;
-}
-
 }  // namespace
 
 absl::Status RunRpcBenchServer(const RpcBenchServerOptions& options) {
@@ -250,7 +243,6 @@ absl::StatusOr<RpcBenchResult> RunRpcBench(const RpcBenchOptions& o) {
         absl::StrCat("unknown system '", o.system, "': use capstan or grpc"));
   }
   Shared shared;
-  std::function<void()> wait_stopped;
   std::unique_ptr<net::LoopGroup> loops;
   std::vector<std::shared_ptr<grpc::Channel>> grpc_channels;
   std::vector<std::unique_ptr<echo::Echo::Stub>> stubs;
@@ -301,7 +293,7 @@ absl::StatusOr<RpcBenchResult> RunRpcBench(const RpcBenchOptions& o) {
   sleep_for(o.warmup_seconds);
   std::vector<int64_t> cpu_before;
   for (int pid : o.server_pids) cpu_before.push_back(CpuMicros(pid));
-  int64_t own_before = OwnCpuMicros();
+  int64_t own_before = CpuMicros(getpid());
   auto core_before =
       o.server_core >= 0 ? CoreJiffies(o.server_core) : std::pair<int64_t, int64_t>{};
   auto start = Clock::now();
@@ -309,7 +301,7 @@ absl::StatusOr<RpcBenchResult> RunRpcBench(const RpcBenchOptions& o) {
   sleep_for(o.duration_seconds);
   shared.measuring = false;
   double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  int64_t own_cpu = OwnCpuMicros() - own_before;
+  int64_t own_cpu = CpuMicros(getpid()) - own_before;
   auto core_after = o.server_core >= 0 ? CoreJiffies(o.server_core) : std::pair<int64_t, int64_t>{};
   int64_t server_cpu = 0;
   for (size_t i = 0; i < o.server_pids.size(); ++i) {

@@ -8,6 +8,7 @@
 #include <future>
 #include <utility>
 
+#include "absl/functional/function_ref.h"
 #include "net/event_loop.h"
 #include "net/task.h"
 
@@ -23,6 +24,16 @@ T BlockOn(EventLoop* loop, Task<T> task) {
     }(std::move(t), &result));
   });
   return future.get();
+}
+
+// Runs fn on the loop's thread and waits for it to return.
+inline void RunOn(EventLoop* loop, absl::FunctionRef<void()> fn) {
+  std::promise<void> done;
+  loop->Post([fn, &done] {
+    fn();
+    done.set_value();
+  });
+  done.get_future().wait();
 }
 
 inline void BlockOn(EventLoop* loop, Task<void> task) {

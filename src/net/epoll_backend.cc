@@ -16,8 +16,7 @@ namespace capstan::net {
 
 class EpollBackend final : public IoBackend {
  public:
-  EpollBackend(EventLoop* loop, int epfd, int wake_fd)
-      : loop_(loop), epfd_(epfd), wake_fd_(wake_fd) {}
+  EpollBackend(int epfd, int wake_fd) : epfd_(epfd), wake_fd_(wake_fd) {}
   ~EpollBackend() override {
     ::close(wake_fd_);
     ::close(epfd_);
@@ -199,7 +198,6 @@ class EpollBackend final : public IoBackend {
     }
   }
 
-  EventLoop* loop_;
   int epfd_;
   int wake_fd_;
   IoOp wake_op_{IoOp::kWake, nullptr};
@@ -213,7 +211,7 @@ class EpollBackend final : public IoBackend {
   }
 };
 
-absl::StatusOr<std::unique_ptr<IoBackend>> NewEpollBackend(EventLoop* loop) {
+absl::StatusOr<std::unique_ptr<IoBackend>> NewEpollBackend() {
   int epfd = epoll_create1(EPOLL_CLOEXEC);
   if (epfd < 0) return absl::InternalError(absl::StrCat("epoll_create1: ", std::strerror(errno)));
   int wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -222,7 +220,7 @@ absl::StatusOr<std::unique_ptr<IoBackend>> NewEpollBackend(EventLoop* loop) {
     ::close(epfd);
     return absl::InternalError(absl::StrCat("eventfd: ", std::strerror(err)));
   }
-  auto backend = std::make_unique<EpollBackend>(loop, epfd, wake);
+  auto backend = std::make_unique<EpollBackend>(epfd, wake);
   backend->RegisterWake();
   return backend;
 }

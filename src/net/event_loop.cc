@@ -63,7 +63,7 @@ absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::Create(const LoopOptions& 
   std::unique_ptr<EventLoop> loop;
   if (options.backend != IoBackendKind::kEpoll) {
     loop.reset(new EventLoop(IoBackendKind::kIoUring));
-    auto uring = NewUringBackend(loop.get(), options);
+    auto uring = NewUringBackend(options);
     if (uring.ok()) {
       loop->io_ = std::move(uring).value();
       return loop;
@@ -72,7 +72,7 @@ absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::Create(const LoopOptions& 
     CAPSTAN_LOG(info, "io_uring unavailable, using epoll", "reason", uring.status().ToString());
   }
   loop.reset(new EventLoop(IoBackendKind::kEpoll));
-  ASSIGN_OR_RETURN(loop->io_, NewEpollBackend(loop.get()));
+  ASSIGN_OR_RETURN(loop->io_, NewEpollBackend());
   return loop;
 }
 

@@ -49,8 +49,7 @@ class IoBackend {
   virtual void StopAccept(Listener* l) = 0;
 };
 
-absl::StatusOr<std::unique_ptr<IoBackend>> NewUringBackend(EventLoop* loop,
-                                                           const LoopOptions& options);
-absl::StatusOr<std::unique_ptr<IoBackend>> NewEpollBackend(EventLoop* loop);
+absl::StatusOr<std::unique_ptr<IoBackend>> NewUringBackend(const LoopOptions& options);
+absl::StatusOr<std::unique_ptr<IoBackend>> NewEpollBackend();
 
 }  // namespace capstan::net

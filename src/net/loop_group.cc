@@ -1,9 +1,8 @@
 #include "net/loop_group.h"
 
-#include <future>
-
 #include "absl/strings/str_cat.h"
 #include "base/thread_name.h"
+#include "net/block_on.h"
 
 namespace capstan::net {
 
@@ -26,9 +25,7 @@ absl::StatusOr<std::unique_ptr<LoopGroup>> LoopGroup::Start(const LoopGroupOptio
     });
     // Until its Run starts, a loop counts its creator as its thread; wait, so
     // a Spawn from here afterwards goes through Post instead of running here.
-    std::promise<void> running;
-    loop->Post([&running] { running.set_value(); });
-    running.get_future().wait();
+    RunOn(loop, [] {});
   }
   return group;
 }

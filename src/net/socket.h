@@ -164,7 +164,6 @@ class Socket : public std::enable_shared_from_this<Socket> {
   bool writable_ = true;           // epoll: the kernel may take bytes
   bool connecting_ = false;        // a connect is in flight
   bool cancel_requested_ = false;  // io_uring: a cancel of the receive is in flight
-  bool closing_counted_ = false;   // io_uring: counted among closing sockets
   int ops_in_flight_ = 0;          // io_uring: submitted and not yet completed
   // Keeps the socket alive while the kernel still holds pointers into it.
   std::shared_ptr<Socket> self_while_busy_;

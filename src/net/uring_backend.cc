@@ -39,7 +39,7 @@ struct AcceptOp : IoOp {
 
 class UringBackend final : public IoBackend {
  public:
-  UringBackend(EventLoop* loop, const LoopOptions& options) : loop_(loop), options_(options) {}
+  explicit UringBackend(const LoopOptions& options) : options_(options) {}
 
   ~UringBackend() override {
     if (ring_ready_) io_uring_queue_exit(&ring_);
@@ -96,7 +96,11 @@ class UringBackend final : public IoBackend {
   }
 
   bool uses_provided_buffers() const override { return multishot_receive_; }
-  int busy_sockets() const override { return closing_sockets_; }
+  int busy_sockets() const override {
+    int closing = 0;
+    for (const Socket* s : busy_) closing += s->closed_ ? 1 : 0;
+    return closing;
+  }
 
   void OnLoopThread() override {
     if (disabled_until_run_) {
@@ -190,10 +194,6 @@ class UringBackend final : public IoBackend {
     }
     // Everything of this socket still on the ring comes back (cancelled or
     // done); the last completion finishes the detach.
-    if (!s->closing_counted_) {
-      s->closing_counted_ = true;
-      ++closing_sockets_;
-    }
     io_uring_sqe* sqe = GetSqe();
     io_uring_prep_cancel_fd(sqe, s->fd_, IORING_ASYNC_CANCEL_ALL);
     io_uring_sqe_set_data64(sqe, 0);
@@ -240,10 +240,6 @@ class UringBackend final : public IoBackend {
   void Done(Socket* s) {
     if (--s->ops_in_flight_ > 0) return;
     if (s->closed_ && !s->detached_) s->OnDetached();
-    if (s->closing_counted_) {
-      s->closing_counted_ = false;
-      --closing_sockets_;
-    }
     busy_.erase(s);
     std::shared_ptr<Socket> release = std::move(s->self_while_busy_);
   }
@@ -398,7 +394,6 @@ class UringBackend final : public IoBackend {
     Done(s);
   }
 
-  EventLoop* loop_;
   LoopOptions options_;
   io_uring ring_{};
   bool ring_ready_ = false;
@@ -411,13 +406,11 @@ class UringBackend final : public IoBackend {
   uint64_t wake_value_ = 0;
   IoOp wake_op_{IoOp::kWake, nullptr};
   absl::flat_hash_set<AcceptOp*> accept_ops_;
-  int closing_sockets_ = 0;            // closed, with I/O still on the ring
   absl::flat_hash_set<Socket*> busy_;  // with I/O on the ring (kept alive by it)
 };
 
-absl::StatusOr<std::unique_ptr<IoBackend>> NewUringBackend(EventLoop* loop,
-                                                           const LoopOptions& options) {
-  auto backend = std::make_unique<UringBackend>(loop, options);
+absl::StatusOr<std::unique_ptr<IoBackend>> NewUringBackend(const LoopOptions& options) {
+  auto backend = std::make_unique<UringBackend>(options);
   RETURN_IF_ERROR(backend->Init());
   return backend;
 }

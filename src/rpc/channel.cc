@@ -124,8 +124,9 @@ net::Task<absl::Status> Channel::EnsureConnected(Clock::time_point deadline) {
       void await_suspend(std::coroutine_handle<> h) { channel->connect_waiters_.push_back(h); }
       void await_resume() const noexcept {}
     };
+    // Whoever was connecting has finished: look again (connected, backing
+    // off after a failure, or free to try ourselves).
     co_await Wait{this};
-    if (!connected() && !connecting_) co_return last_connect_error_;
   }
   Clock::time_point now = Clock::now();
   if (now < retry_after_) {
@@ -135,6 +136,10 @@ net::Task<absl::Status> Channel::EnsureConnected(Clock::time_point deadline) {
   Clock::duration timeout = options_.connect_timeout;
   bool deadline_bound = false;
   if (deadline != Clock::time_point::max() && deadline - now < timeout) {
+    if (deadline <= now) {
+      co_return absl::DeadlineExceededError(
+          absl::StrCat("deadline passed while connecting to ", endpoint_));
+    }
     timeout = deadline - now;
     deadline_bound = true;
   }
@@ -173,12 +178,14 @@ net::Task<absl::Status> Channel::EnsureConnected(Clock::time_point deadline) {
 
 net::Task<CallResult> Channel::CallBytes(std::string_view method, net::Buffer request,
                                          const CallOptions& options) {
-  co_return co_await Send(method, options, request.size(),
-                          [&](char* dst) { request.CopyTo(dst, request.size()); });
+  size_t size = request.size();
+  co_return co_await Send(
+      method, options, size, [](char*) {}, &request);
 }
 
 net::Task<CallResult> Channel::Send(std::string_view method, const CallOptions& options,
-                                    size_t size, absl::FunctionRef<void(char*)> write_payload) {
+                                    size_t size, absl::FunctionRef<void(char*)> write_payload,
+                                    net::Buffer* payload) {
   CallResult early;
   early.not_processed = true;
   Clock::time_point now = Clock::now();
@@ -226,20 +233,27 @@ net::Task<CallResult> Channel::Send(std::string_view method, const CallOptions& 
       if (!value.empty() && !overridden) meta.entries.emplace_back(key, value);
     }
   }
-  AppendFrameWith(&conn->socket->output(), FrameType::kRequest,
-                  frame_flags::kEndStream | frame_flags::kHasMessage, id, meta, size,
-                  write_payload);
+  constexpr uint8_t kFlags = frame_flags::kEndStream | frame_flags::kHasMessage;
+  if (payload != nullptr) {
+    AppendFrame(&conn->socket->output(), FrameType::kRequest, kFlags, id, meta,
+                std::move(*payload));
+  } else {
+    AppendFrameWith(&conn->socket->output(), FrameType::kRequest, kFlags, id, meta, size,
+                    write_payload);
+  }
   conn->socket->MarkWritten();
 
   Connection* raw = conn.get();
-  PendingCall call([&call, raw, id, method, this, now] {
+  // The timer may fire after the channel is gone (a call on a connection
+  // it left after GOAWAY): it touches only the call and its connection.
+  PendingCall call([&call, raw, id, method, now] {
     raw->pending.erase(id);
     if (!raw->socket->closed()) {
       AppendFrame(&raw->socket->output(), FrameType::kCancel, 0, id, Meta{}, net::Buffer());
       raw->socket->MarkWritten();
     }
     call.result.status = absl::DeadlineExceededError(
-        absl::StrCat(std::string(method), " to ", endpoint_, ": deadline exceeded after ",
+        absl::StrCat(std::string(method), " to ", raw->endpoint, ": deadline exceeded after ",
                      Millis(Clock::now() - now), " ms"));
     call.Complete();
   });

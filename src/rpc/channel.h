@@ -110,10 +110,12 @@ class Channel : public std::enable_shared_from_this<Channel> {
   // Closes the connection; calls in flight end with CANCELLED.
   void Close();
 
-  // Sends a request whose payload (size bytes) write_payload writes, and
-  // waits for the answer. The building block of Call and CallBytes.
+  // Sends a request and waits for the answer: the payload (size bytes) is
+  // `*payload` moved into the frame when given, else what write_payload
+  // writes in place. The building block of Call and CallBytes.
   net::Task<CallResult> Send(std::string_view method, const CallOptions& options, size_t size,
-                             absl::FunctionRef<void(char*)> write_payload);
+                             absl::FunctionRef<void(char*)> write_payload,
+                             net::Buffer* payload = nullptr);
 
  private:
   struct Connection;

@@ -1,3 +1,7 @@
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <future>
 #include <thread>
 
@@ -273,6 +277,50 @@ TEST_P(RpcTest, AnEndpointThatIsDownFailsFastAsNotProcessed) {
     c->Close();
     co_return;
   }(std::move(ch)));
+}
+
+// Regression: calls waiting behind a connect that their own deadline cut
+// short used to be told "connected" with no connection.
+TEST_P(RpcTest, CallsWaitingOnAConnectThatTimesOutFailWithTheirDeadline) {
+  // A listener that never accepts, its queue full: new handshakes hang.
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(fd, 0), 0);
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  std::vector<int> fillers;
+  for (int i = 0; i < 4; ++i) {
+    int c = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ::connect(c, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    fillers.push_back(c);
+  }
+  auto ch = Channel::Create(loop_, "127.0.0.1", ntohs(addr.sin_port));
+  std::vector<absl::Status> results(3);
+  net::BlockOn(
+      loop_,
+      [](std::shared_ptr<Channel> ch, std::vector<absl::Status>* results) -> net::Task<void> {
+        net::WaitGroup done(ch->loop());
+        for (auto& result : *results) {
+          done.Add();
+          ch->loop()->Spawn([](std::shared_ptr<Channel> ch, absl::Status* out,
+                               net::WaitGroup* done) -> net::Task<void> {
+            CallResult r =
+                co_await ch->CallBytes("capstan.echo.Echo/Echo", net::Buffer(), {.timeout = 100ms});
+            *out = r.status;
+            done->Done();
+          }(ch, &result, &done));
+        }
+        co_await done.Wait();
+        ch->Close();
+      }(std::move(ch), &results));
+  for (const auto& st : results) {
+    EXPECT_EQ(st.code(), absl::StatusCode::kDeadlineExceeded) << st;
+  }
+  for (int c : fillers) ::close(c);
+  ::close(fd);
 }
 
 TEST_P(RpcTest, ShutdownLetsCallsInFlightFinishAndRefusesNewOnes) {

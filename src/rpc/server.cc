@@ -1,9 +1,8 @@
 #include "rpc/server.h"
 
-#include <future>
-
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
+#include "net/block_on.h"
 #include "net/socket.h"
 
 namespace capstan::rpc {
@@ -14,7 +13,6 @@ struct ServerCall::Connection {
   std::shared_ptr<net::Socket> socket;
   absl::flat_hash_map<uint32_t, ServerCall*> calls;
   uint32_t max_stream_id = 0;
-  bool going_away = false;
 };
 
 // Per loop: touched only on that loop's thread.
@@ -113,20 +111,18 @@ absl::Status Server::Start() {
   for (int i = 0; i < group_->size(); ++i) {
     auto state = std::make_unique<LoopState>();
     state->loop = group_->loop(i);
-    std::promise<absl::Status> bound;
     LoopState* raw = state.get();
-    state->loop->Post([&, raw] {
+    absl::Status st;
+    net::RunOn(raw->loop, [&] {
       auto listener = net::Listener::Bind(raw->loop, options_.host, port, /*reuse_port=*/true);
       if (!listener.ok()) {
-        bound.set_value(listener.status());
+        st = listener.status();
         return;
       }
       raw->listener = std::move(listener).value();
       port = raw->listener->port();
       raw->loop->Spawn(AcceptLoop(raw));
-      bound.set_value(absl::OkStatus());
     });
-    absl::Status st = bound.get_future().get();
     loops_.push_back(std::move(state));
     if (!st.ok()) {
       Shutdown(std::chrono::seconds(0));
@@ -146,6 +142,8 @@ net::Task<void> Server::AcceptLoop(LoopState* state) {
     if (!accepted.ok()) co_return;  // the listener closed
     auto conn = std::make_shared<ServerCall::Connection>();
     conn->socket = std::move(accepted).value();
+    // Connections that ended leave the list as new ones arrive.
+    std::erase_if(state->connections, [](const auto& weak) { return weak.expired(); });
     state->connections.push_back(conn);
     state->loop->Spawn(ServeConnection(state, std::move(conn)));
   }
@@ -278,23 +276,19 @@ void Server::Shutdown(Clock::duration grace) {
   shut_down_ = true;
   // 1. No new connections or calls; clients hear GOAWAY.
   for (auto& state : loops_) {
-    std::promise<void> done;
     LoopState* raw = state.get();
-    raw->loop->Post([raw, &done] {
+    net::RunOn(raw->loop, [raw] {
       raw->draining = true;
       if (raw->listener) raw->listener->Close();
       for (auto& weak : raw->connections) {
         auto conn = weak.lock();
         if (!conn || conn->socket->closed()) continue;
-        conn->going_away = true;
         Meta meta;
         meta.last_stream_id = conn->max_stream_id;
         AppendFrame(&conn->socket->output(), FrameType::kGoAway, 0, 0, meta, net::Buffer());
         conn->socket->MarkWritten();
       }
-      done.set_value();
     });
-    done.get_future().wait();
   }
   // 2. Let the calls in flight finish.
   {
@@ -306,23 +300,21 @@ void Server::Shutdown(Clock::duration grace) {
   }
   // 3. Close every connection (after its last responses are sent).
   for (auto& state : loops_) {
-    std::promise<void> done;
-    LoopState* raw = state.get();
-    raw->loop->Spawn([](LoopState* raw, std::promise<void>* done) -> net::Task<void> {
+    net::BlockOn(state->loop, [](LoopState* raw) -> net::Task<void> {
+      // Clients that stopped reading hold the shutdown up for one second in
+      // all, not one each.
+      auto give_up_at = Clock::now() + std::chrono::seconds(1);
       for (auto& weak : raw->connections) {
         auto conn = weak.lock();
         if (!conn) continue;
-        // A client that stopped reading does not hold the shutdown up.
         net::Socket* socket = conn->socket.get();
         net::Timer give_up([socket] { socket->Close(); });
-        give_up.ArmAfter(raw->loop, std::chrono::seconds(1));
+        give_up.Arm(raw->loop, give_up_at);
         co_await socket->Drained();
         socket->Close();
       }
       raw->connections.clear();
-      done->set_value();
-    }(raw, &done));
-    done.get_future().wait();
+    }(state.get()));
   }
   group_->Stop();
 }
