@@ -28,6 +28,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "base/status.h"
 #include "mesh/circuit_breaker.h"
+#include "mesh/outlier.h"
 
 namespace capstan::mesh {
 
@@ -52,6 +53,7 @@ struct EndpointState {
   // 0 until the first call finishes.
   double ewma_latency_ns = 0;
   CircuitBreaker breaker;
+  OutlierStats outlier;
 
   // REQUIRES: called once per finished call.
   void RecordLatency(std::chrono::nanoseconds latency, double alpha = 0.3) {

@@ -84,6 +84,10 @@ void CircuitBreaker::RecordFailure() {
   if (consecutive_failures_ >= options_.consecutive_failures || rate_trips) Open(now);
 }
 
+void CircuitBreaker::RecordAbandoned() {
+  if (state_ == State::kHalfOpen) probes_in_flight_ = std::max(0, probes_in_flight_ - 1);
+}
+
 void CircuitBreaker::Open(TimePoint now) {
   // Each failed probe doubles the wait: an endpoint that stays down is
   // probed less and less often.

@@ -46,6 +46,9 @@ class CircuitBreaker {
   bool Allow();
   void RecordSuccess();
   void RecordFailure();
+  // A call let through ended without a verdict (cancelled because another
+  // copy of a hedged call answered first): frees its probe slot.
+  void RecordAbandoned();
   State state();  // (may move open -> half-open when the time has come)
   static const char* StateName(State s);
 

@@ -30,6 +30,20 @@ TEST(CircuitBreakerTest, ConsecutiveFailuresOpenThenAProbeCloses) {
   EXPECT_TRUE(b.Allow());
 }
 
+TEST(CircuitBreakerTest, AnAbandonedProbeFreesItsSlotWithoutAVerdict) {
+  ManualClock clock;
+  CircuitBreaker b({.consecutive_failures = 1, .open_duration = 100ms}, &clock);
+  b.RecordFailure();
+  clock.Advance(100ms);
+  ASSERT_TRUE(b.Allow());
+  EXPECT_FALSE(b.Allow());
+  b.RecordAbandoned();
+  EXPECT_EQ(b.state(), State::kHalfOpen);
+  EXPECT_TRUE(b.Allow());  // the slot is free again
+  b.RecordSuccess();
+  EXPECT_EQ(b.state(), State::kClosed);
+}
+
 TEST(CircuitBreakerTest, AFailedProbeReopensForTwiceAsLong) {
   ManualClock clock;
   CircuitBreaker b({.consecutive_failures = 1, .open_duration = 100ms, .max_open_duration = 300ms},

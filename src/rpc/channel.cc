@@ -28,8 +28,11 @@ struct Channel::PendingCall {
   // A call whose frame is destroyed while waiting (its loop went away)
   // leaves its connection's table.
   ~PendingCall();
+  // Ends the call before its answer: leaves the table, tells the server.
+  void Abandon(absl::Status status);
   net::EventLoop* loop = nullptr;
   Connection* connection = nullptr;
+  CallCanceller* canceller = nullptr;
   uint32_t stream_id = 0;
   std::coroutine_handle<> waiter;
   CallResult result;
@@ -39,6 +42,7 @@ struct Channel::PendingCall {
   void Complete() {
     done = true;
     deadline_timer.Cancel();
+    if (canceller != nullptr) canceller->hook_ = nullptr;
     if (waiter) loop->Schedule(std::exchange(waiter, nullptr));
   }
   struct Awaiter {
@@ -62,9 +66,21 @@ struct Channel::Connection {
 };
 
 Channel::PendingCall::~PendingCall() {
+  if (canceller != nullptr) canceller->hook_ = nullptr;
   if (connection == nullptr) return;
   auto it = connection->pending.find(stream_id);
   if (it != connection->pending.end() && it->second == this) connection->pending.erase(it);
+}
+
+void Channel::PendingCall::Abandon(absl::Status status) {
+  connection->pending.erase(stream_id);
+  if (!connection->socket->closed()) {
+    AppendFrame(&connection->socket->output(), FrameType::kCancel, 0, stream_id, Meta{},
+                net::Buffer());
+    connection->socket->MarkWritten();
+  }
+  result.status = std::move(status);
+  Complete();
 }
 
 std::shared_ptr<Channel> Channel::Create(net::EventLoop* loop, std::string host, int port,
@@ -213,6 +229,10 @@ net::Task<CallResult> Channel::Send(std::string_view method, const CallOptions& 
     early.status = std::move(connected);
     co_return early;
   }
+  if (options.canceller != nullptr && options.canceller->cancelled()) {
+    early.status = absl::CancelledError(absl::StrCat(std::string(method), " cancelled before it was sent"));
+    co_return early;
+  }
   std::shared_ptr<Connection> conn = current_;
   uint32_t id = conn->next_stream_id++;
   if (conn->next_stream_id == 0) conn->next_stream_id = 1;
@@ -246,21 +266,22 @@ net::Task<CallResult> Channel::Send(std::string_view method, const CallOptions& 
   Connection* raw = conn.get();
   // The timer may fire after the channel is gone (a call on a connection
   // it left after GOAWAY): it touches only the call and its connection.
-  PendingCall call([&call, raw, id, method, now] {
-    raw->pending.erase(id);
-    if (!raw->socket->closed()) {
-      AppendFrame(&raw->socket->output(), FrameType::kCancel, 0, id, Meta{}, net::Buffer());
-      raw->socket->MarkWritten();
-    }
-    call.result.status = absl::DeadlineExceededError(
+  PendingCall call([&call, raw, method, now] {
+    call.Abandon(absl::DeadlineExceededError(
         absl::StrCat(std::string(method), " to ", raw->endpoint, ": deadline exceeded after ",
-                     Millis(Clock::now() - now), " ms"));
-    call.Complete();
+                     Millis(Clock::now() - now), " ms")));
   });
   call.loop = loop_;
   call.connection = raw;
   call.stream_id = id;
   conn->pending[id] = &call;
+  if (options.canceller != nullptr) {
+    call.canceller = options.canceller;
+    options.canceller->hook_ = [&call, raw, method] {
+      call.Abandon(absl::CancelledError(
+          absl::StrCat(std::string(method), " to ", raw->endpoint, " cancelled by the caller")));
+    };
+  }
   if (deadline != Clock::time_point::max()) call.deadline_timer.Arm(loop_, deadline);
   co_await PendingCall::Awaiter{&call};
   co_return std::move(call.result);

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/functional/function_ref.h"
 #include "base/status.h"
 #include "net/buffer.h"
@@ -44,6 +45,23 @@ class Socket;
 
 namespace capstan::rpc {
 
+// Ends a call from outside before its answer (the losing copy of a hedged
+// call, a caller that gave up): the call returns CANCELLED and the server is
+// sent CANCEL. One canceller per call; it must outlive the call.
+class CallCanceller {
+ public:
+  void Cancel() {
+    cancelled_ = true;
+    if (hook_) std::exchange(hook_, nullptr)();
+  }
+  bool cancelled() const { return cancelled_; }
+
+ private:
+  friend class Channel;
+  absl::AnyInvocable<void()> hook_;
+  bool cancelled_ = false;
+};
+
 struct CallOptions {
   // Zero: no timeout of the call's own (a parent's deadline still applies).
   Clock::duration timeout = Clock::duration::zero();
@@ -51,6 +69,14 @@ struct CallOptions {
   // this outgoing call inherits.
   const ServerContext* parent = nullptr;
   MetadataList metadata;
+  CallCanceller* canceller = nullptr;
+  // Balanced channels only. The method has no effect beyond its answer
+  // (a read, an idempotent write): a call that failed with UNAVAILABLE
+  // after it was sent may be retried, as its outcome does not matter.
+  bool idempotent = false;
+  // Balanced channels only: the request's key for consistent hashing
+  // (mesh::HashKey(user_id)), used by the "maglev" balancer.
+  uint64_t hash = 0;
 };
 
 struct ChannelOptions {

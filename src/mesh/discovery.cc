@@ -1,0 +1,206 @@
+#include "mesh/discovery.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include <charconv>
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "base/logging.h"
+#include "base/stop_signal.h"
+#include "client/client.h"
+#include "mesh/registry.h"
+
+namespace capstan::mesh {
+
+namespace {
+
+class StaticSource final : public EndpointSource {
+ public:
+  explicit StaticSource(std::vector<Endpoint> endpoints) : endpoints_(std::move(endpoints)) {}
+  void Start(EndpointsCallback on_update) override { on_update(endpoints_); }
+  std::string Describe() const override {
+    std::vector<std::string> ids;
+    for (const Endpoint& e : endpoints_) ids.push_back(e.id);
+    return absl::StrCat("static:///", absl::StrJoin(ids, ","));
+  }
+
+ private:
+  std::vector<Endpoint> endpoints_;
+};
+
+class DnsSource final : public EndpointSource {
+ public:
+  DnsSource(std::string host, int port, DnsOptions options)
+      : host_(std::move(host)), port_(port), options_(options) {}
+  ~DnsSource() override {
+    stop_.Stop();
+    if (thread_.joinable()) thread_.join();
+  }
+  void Start(EndpointsCallback on_update) override {
+    thread_ = std::thread([this, cb = std::move(on_update)] { Run(cb); });
+  }
+  std::string Describe() const override { return absl::StrCat("dns:///", FormatHostPort(host_, port_)); }
+
+ private:
+  void Run(const EndpointsCallback& on_update) {
+    std::vector<Endpoint> last;
+    bool delivered = false;
+    while (true) {
+      absl::StatusOr<std::vector<Endpoint>> resolved = Resolve();
+      std::chrono::milliseconds wait = options_.refresh;
+      if (!resolved.ok()) {
+        CAPSTAN_LOG(warn, "dns lookup failed; keeping the last endpoints", "target", Describe(),
+                    "error", std::string(resolved.status().message()));
+        wait = options_.retry;
+      } else if (!delivered || *resolved != last) {
+        last = *resolved;
+        delivered = true;
+        on_update(last);
+      }
+      if (stop_.WaitFor(wait)) return;
+    }
+  }
+
+  absl::StatusOr<std::vector<Endpoint>> Resolve() const {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* result = nullptr;
+    int rc = getaddrinfo(host_.c_str(), nullptr, &hints, &result);
+    if (rc != 0) {
+      return absl::UnavailableError(absl::StrCat("cannot resolve ", host_, ": ", gai_strerror(rc)));
+    }
+    std::vector<Endpoint> out;
+    for (addrinfo* a = result; a != nullptr; a = a->ai_next) {
+      char text[INET6_ADDRSTRLEN] = {};
+      const void* addr = a->ai_family == AF_INET
+                             ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr)
+                             : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr);
+      if (inet_ntop(a->ai_family, addr, text, sizeof(text)) == nullptr) continue;
+      Endpoint e{.host = text, .port = port_, .weight = 1, .id = FormatHostPort(text, port_)};
+      if (std::find(out.begin(), out.end(), e) == out.end()) out.push_back(std::move(e));
+    }
+    freeaddrinfo(result);
+    // The resolver's order rotates between answers; a sorted set changes
+    // only when the addresses do.
+    std::sort(out.begin(), out.end(), [](const Endpoint& a, const Endpoint& b) { return a.id < b.id; });
+    return out;
+  }
+
+  std::string host_;
+  int port_;
+  DnsOptions options_;
+  StopSignal stop_;
+  std::thread thread_;
+};
+
+absl::StatusOr<std::vector<Endpoint>> ParseEndpointList(std::string_view list) {
+  std::vector<Endpoint> out;
+  for (absl::string_view item :
+       absl::StrSplit(absl::string_view(list.data(), list.size()), ',', absl::SkipWhitespace())) {
+    item = absl::StripAsciiWhitespace(item);
+    absl::StatusOr<Endpoint> e = ParseEndpoint(std::string_view(item.data(), item.size()));
+    if (!e.ok()) return e.status();
+    out.push_back(*std::move(e));
+  }
+  if (out.empty()) return absl::InvalidArgumentError("no endpoints in the list");
+  return out;
+}
+
+}  // namespace
+
+std::string FormatHostPort(const std::string& host, int port) {
+  return host.find(':') != std::string::npos ? absl::StrCat("[", host, "]:", port)
+                                             : absl::StrCat(host, ":", port);
+}
+
+absl::StatusOr<Endpoint> ParseEndpoint(std::string_view host_port) {
+  std::string_view host;
+  std::string_view port_text;
+  if (!host_port.empty() && host_port.front() == '[') {
+    size_t close = host_port.find(']');
+    if (close == std::string_view::npos || close + 1 >= host_port.size() ||
+        host_port[close + 1] != ':') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "endpoint '", std::string(host_port), "': expected [ipv6]:port, e.g. [::1]:7000"));
+    }
+    host = host_port.substr(1, close - 1);
+    port_text = host_port.substr(close + 2);
+  } else {
+    size_t colon = host_port.rfind(':');
+    if (colon == std::string_view::npos || host_port.find(':') != colon) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "endpoint '", std::string(host_port), "': expected host:port, e.g. 10.0.0.7:7000"));
+    }
+    host = host_port.substr(0, colon);
+    port_text = host_port.substr(colon + 1);
+  }
+  int port = 0;
+  auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  bool port_ok = ec == std::errc() && end == port_text.data() + port_text.size();
+  if (host.empty() || !port_ok || port < 1 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "endpoint '", std::string(host_port), "': needs a host and a port between 1 and 65535"));
+  }
+  return Endpoint{.host = std::string(host), .port = port, .weight = 1, .id = std::string(host_port)};
+}
+
+std::unique_ptr<EndpointSource> StaticEndpoints(std::vector<Endpoint> endpoints) {
+  for (Endpoint& e : endpoints) {
+    if (e.id.empty()) e.id = FormatHostPort(e.host, e.port);
+  }
+  return std::make_unique<StaticSource>(std::move(endpoints));
+}
+
+std::unique_ptr<EndpointSource> DnsEndpoints(std::string host, int port, DnsOptions options) {
+  return std::make_unique<DnsSource>(std::move(host), port, options);
+}
+
+absl::StatusOr<std::unique_ptr<EndpointSource>> NewEndpointSource(std::string_view target) {
+  constexpr std::string_view kForms =
+      "expected static:///host:port,..., dns:///host:port or store://host:port[,...]/prefix";
+  size_t sep = target.find("://");
+  std::string_view scheme = sep == std::string_view::npos ? "" : target.substr(0, sep);
+  std::string_view rest = sep == std::string_view::npos ? target : target.substr(sep + 3);
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("endpoint target '", std::string(target), "': ", why, " (",
+                     std::string(kForms), ")"));
+  };
+  if (scheme.empty() || scheme == "static") {
+    if (!rest.empty() && rest.front() == '/') rest.remove_prefix(1);
+    absl::StatusOr<std::vector<Endpoint>> list = ParseEndpointList(rest);
+    if (!list.ok()) return bad(list.status().message());
+    return StaticEndpoints(*std::move(list));
+  }
+  if (scheme == "dns") {
+    if (!rest.empty() && rest.front() == '/') rest.remove_prefix(1);
+    absl::StatusOr<Endpoint> e = ParseEndpoint(rest);
+    if (!e.ok()) return bad(e.status().message());
+    return DnsEndpoints(e->host, e->port);
+  }
+  if (scheme == "store" || scheme == "etcd") {
+    size_t slash = rest.find('/');
+    if (slash == std::string_view::npos || slash == 0 || slash + 1 == rest.size()) {
+      return bad("needs the store's endpoints and a prefix");
+    }
+    absl::StatusOr<std::vector<Endpoint>> stores = ParseEndpointList(rest.substr(0, slash));
+    if (!stores.ok()) return bad(stores.status().message());
+    client::ClientOptions options;
+    for (const Endpoint& e : *stores) options.endpoints.push_back(e.id);
+    absl::StatusOr<std::unique_ptr<client::Client>> client = client::Client::Connect(options);
+    if (!client.ok()) return client.status();
+    return StoreEndpoints(std::shared_ptr<client::Client>(*std::move(client)),
+                          std::string(rest.substr(slash + 1)));
+  }
+  return bad(absl::StrCat("unknown scheme '", std::string(scheme), "'"));
+}
+
+}  // namespace capstan::mesh

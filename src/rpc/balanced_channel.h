@@ -1,0 +1,174 @@
+// BalancedChannel: calls to a service, spread over the endpoints a
+// mesh::EndpointSource reports (static list, DNS, the store's registry), on
+// one event loop. It has the Channel's Call template, so generated clients
+// take it as is:
+//
+//   auto source = mesh::NewEndpointSource("store://127.0.0.1:2379/services/echo").value();
+//   auto channel = rpc::BalancedChannel::Create(loop, std::move(source), {.balancer = "p2c"});
+//   EchoClientT<rpc::BalancedChannel> echo(channel);
+//   auto reply = co_await echo.Echo(request, {.timeout = 50ms});
+//
+// Per call: pick an endpoint whose circuit breaker lets calls through (and
+// not ejected as an outlier), send on that endpoint's Channel, record the
+// outcome (latency EWMA, breaker, outlier counters). A failed call is tried
+// again on another endpoint when that is safe (the server did not run it,
+// or the method is idempotent; see docs/rpc-protocol.md's Retry column),
+// within max_attempts, the call's deadline and the retry budget. With
+// hedge_delay set, a call unanswered after that long is sent to a second
+// endpoint too (budget permitting); the first answer wins, the rest are
+// cancelled.
+//
+// Endpoint set changes apply between calls: a removed endpoint's Channel
+// lives until its calls in flight end; they are not dropped.
+//
+// Thread-safety: like Channel, one loop; call it there. Create from any
+// thread. Keep the shared_ptr while calls run.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "mesh/balancer.h"
+#include "mesh/circuit_breaker.h"
+#include "mesh/discovery.h"
+#include "mesh/outlier.h"
+#include "mesh/retry_budget.h"
+#include "net/event_loop.h"
+#include "net/task.h"
+#include "rpc/channel.h"
+
+namespace capstan::rpc {
+
+struct BalancedChannelOptions {
+  std::string balancer = "p2c";
+  ChannelOptions channel;
+  mesh::CircuitBreakerOptions breaker;
+  mesh::OutlierOptions outlier;
+  mesh::RetryBudgetOptions retry_budget;
+  // The first try plus retries and hedges.
+  int max_attempts = 3;
+  // Before a retry: doubling from initial_retry_backoff up to
+  // max_retry_backoff, each with +-50% jitter. The first retry of a call
+  // the server never ran (connection refused, GOAWAY) goes at once.
+  Clock::duration initial_retry_backoff = std::chrono::milliseconds(10);
+  Clock::duration max_retry_backoff = std::chrono::milliseconds(500);
+  // Zero: no hedging. Otherwise a call unanswered for this long is also
+  // sent to another endpoint (up to max_attempts copies in all).
+  Clock::duration hedge_delay = Clock::duration::zero();
+  // A call made before the source's first answer waits this long for it
+  // (or until its deadline) before failing with UNAVAILABLE.
+  Clock::duration wait_for_endpoints = std::chrono::seconds(5);
+};
+
+// One endpoint as the channel sees it (for /status and tests).
+struct BalancedEndpointInfo {
+  mesh::Endpoint endpoint;
+  int outstanding = 0;
+  double ewma_latency_ms = 0;
+  const char* breaker = "closed";
+  bool ejected = false;
+  bool connected = false;
+  uint64_t calls = 0;
+  uint64_t failures = 0;
+};
+
+struct BalancedChannelStats {
+  uint64_t calls = 0;
+  uint64_t retries = 0;
+  uint64_t hedges = 0;
+  // Retries or hedges wanted but refused by the retry budget.
+  uint64_t budget_refusals = 0;
+  // Calls that found no endpoint to send to.
+  uint64_t no_endpoint = 0;
+  // Endpoint set updates applied.
+  uint64_t updates = 0;
+};
+
+class BalancedChannel : public std::enable_shared_from_this<BalancedChannel> {
+ public:
+  // The source starts at once; its updates reach the loop by Post.
+  static absl::StatusOr<std::shared_ptr<BalancedChannel>> Create(
+      net::EventLoop* loop, std::unique_ptr<mesh::EndpointSource> source,
+      BalancedChannelOptions options = {});
+  // Stops the source.
+  ~BalancedChannel();
+  BalancedChannel(const BalancedChannel&) = delete;
+  BalancedChannel& operator=(const BalancedChannel&) = delete;
+
+  net::EventLoop* loop() const { return loop_; }
+
+  net::Task<CallResult> CallBytes(std::string_view method, net::Buffer request,
+                                  const CallOptions& options = {});
+
+  // `request` is read when the call is awaited: it must live until then.
+  template <typename Request, typename Response>
+  net::Task<absl::StatusOr<Response>> Call(std::string_view method, const Request& request,
+                                           CallOptions options = {}) {
+    size_t size = request.ByteSizeLong();
+    net::Buffer bytes;
+    std::span<char> dst = bytes.Reserve(size);
+    SerializeTo(request, size, dst.data());
+    bytes.Commit(size);
+    CallResult result = co_await CallBytes(method, std::move(bytes), options);
+    if (!result.status.ok()) co_return std::move(result.status);
+    Response response;
+    if (!ParseFromBuffer(result.payload, &response)) {
+      co_return absl::InternalError("response payload does not parse as " + response.GetTypeName());
+    }
+    co_return response;
+  }
+
+  // Loop thread. Replaces the endpoint set (what the source's updates do;
+  // public for tests and for callers that manage endpoints themselves).
+  void UpdateEndpoints(std::vector<mesh::Endpoint> endpoints);
+
+  // Loop thread.
+  std::vector<BalancedEndpointInfo> Endpoints();
+  const BalancedChannelStats& stats() const { return stats_; }
+  std::string Describe() const;
+
+ private:
+  struct Member;
+  struct HedgeState;
+  struct EndpointWaiter;
+  BalancedChannel(net::EventLoop* loop, std::unique_ptr<mesh::Balancer> balancer,
+                  std::unique_ptr<mesh::EndpointSource> source, BalancedChannelOptions options);
+
+  std::shared_ptr<Member> Pick(uint64_t hash, const std::vector<std::shared_ptr<Member>>& tried);
+  net::Task<bool> WaitForEndpoints(Clock::time_point deadline);
+  net::Task<CallResult> Attempt(std::shared_ptr<Member> member, std::string_view method,
+                                net::Buffer request, CallOptions options,
+                                Clock::time_point deadline);
+  net::Task<CallResult> CallWithRetries(std::string_view method, const net::Buffer& request,
+                                        const CallOptions& options, Clock::time_point deadline);
+  net::Task<CallResult> CallHedged(std::string_view method, const net::Buffer& request,
+                                   const CallOptions& options, Clock::time_point deadline);
+  static net::Task<void> RunHedgeCopy(std::shared_ptr<BalancedChannel> self,
+                                      std::shared_ptr<HedgeState> state,
+                                      std::shared_ptr<Member> member, std::string method,
+                                      net::Buffer request, CallOptions options,
+                                      Clock::time_point deadline, size_t index);
+  bool ShouldRetry(const CallResult& result, const CallOptions& options) const;
+  Clock::duration RetryBackoff(int retry, const CallResult& last);
+  CallResult NoEndpoint(std::string_view method) ;
+
+  net::EventLoop* loop_;
+  std::unique_ptr<mesh::Balancer> balancer_;
+  std::unique_ptr<mesh::EndpointSource> source_;
+  std::string source_description_;
+  BalancedChannelOptions options_;
+  mesh::RetryBudget budget_;
+  mesh::OutlierDetector outliers_;
+  absl::flat_hash_map<std::string, std::shared_ptr<Member>> members_;
+  bool have_endpoints_ = false;
+  std::vector<EndpointWaiter*> endpoint_waiters_;
+  uint64_t rng_state_;
+  BalancedChannelStats stats_;
+};
+
+}  // namespace capstan::rpc
