@@ -6,6 +6,8 @@
 #pragma once
 
 #include <future>
+#include <optional>
+#include <type_traits>
 #include <utility>
 
 #include "absl/functional/function_ref.h"
@@ -34,6 +36,15 @@ inline void RunOn(EventLoop* loop, absl::FunctionRef<void()> fn) {
     done.set_value();
   });
   done.get_future().wait();
+}
+
+// The same, returning what fn returns.
+template <typename Fn>
+  requires(!std::is_void_v<std::invoke_result_t<Fn&>>)
+std::invoke_result_t<Fn&> RunOn(EventLoop* loop, Fn&& fn) {
+  std::optional<std::invoke_result_t<Fn&>> result;
+  RunOn(loop, [&] { result.emplace(fn()); });
+  return std::move(*result);
 }
 
 inline void BlockOn(EventLoop* loop, Task<void> task) {

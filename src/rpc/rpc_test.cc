@@ -13,55 +13,15 @@
 #include "net/wait_group.h"
 #include "rpc/channel.h"
 #include "rpc/server.h"
+#include "rpc/test_echo.h"
 
 namespace capstan::rpc {
 namespace {
 
 using echo::EchoRequest;
 using echo::EchoResponse;
+using testing::TestEcho;
 using namespace std::chrono_literals;
-
-// An echo service written by hand against the Service API (the generated
-// one is tested in codegen_test).
-class TestEcho : public Service {
- public:
-  explicit TestEcho(std::string name, std::shared_ptr<Channel>* downstream = nullptr)
-      : Service("capstan.echo.Echo"), name_(std::move(name)), downstream_(downstream) {
-    AddUnary<EchoRequest, EchoResponse>(
-        "Echo",
-        [this](ServerContext& ctx, const EchoRequest& req,
-               EchoResponse* resp) -> net::Task<absl::Status> {
-          if (req.delay_us() > 0)
-            co_await ctx.loop()->Sleep(std::chrono::microseconds(req.delay_us()));
-          if (req.fail_code() != 0) {
-            co_return absl::Status(static_cast<absl::StatusCode>(req.fail_code()), "asked to fail");
-          }
-          if (req.call_downstream() && downstream_ != nullptr) {
-            EchoRequest next;
-            next.set_payload(req.payload());
-            auto r = co_await (*downstream_)
-                         ->Call<EchoRequest, EchoResponse>("capstan.echo.Echo/Echo", next,
-                                                           CallOptions{.parent = &ctx});
-            if (!r.ok()) co_return r.status();
-            *resp = *r;
-            co_return absl::OkStatus();
-          }
-          resp->set_payload(req.payload());
-          resp->set_served_by(name_);
-          resp->set_caller(std::string(ctx.Metadata("caller")));
-          resp->set_deadline_left_us(ctx.has_deadline()
-                                         ? std::chrono::duration_cast<std::chrono::microseconds>(
-                                               ctx.deadline() - Clock::now())
-                                               .count()
-                                         : -1);
-          co_return absl::OkStatus();
-        });
-  }
-
- private:
-  std::string name_;
-  std::shared_ptr<Channel>* downstream_;
-};
 
 class RpcTest : public ::testing::TestWithParam<net::IoBackendKind> {
  protected:

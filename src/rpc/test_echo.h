@@ -1,0 +1,70 @@
+// An echo service written by hand against the Service API, for the RPC
+// tests (the generated one is tested in codegen_test). The request says how
+// to behave (delay, fail, call downstream); `forced_failure` and
+// `extra_delay` make a whole server misbehave.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "capstan/echo.pb.h"
+#include "rpc/channel.h"
+#include "rpc/server.h"
+
+namespace capstan::rpc::testing {
+
+class TestEcho : public Service {
+ public:
+  explicit TestEcho(std::string name, std::shared_ptr<Channel>* downstream = nullptr)
+      : Service("capstan.echo.Echo"), name_(std::move(name)), downstream_(downstream) {
+    AddUnary<echo::EchoRequest, echo::EchoResponse>(
+        "Echo", [this](ServerContext& ctx, const echo::EchoRequest& req,
+                       echo::EchoResponse* resp) { return Handle(ctx, req, resp); });
+  }
+
+  std::atomic<int> calls{0};
+  // Calls whose caller had cancelled them by the time they finished.
+  std::atomic<int> cancelled{0};
+  std::atomic<int> forced_failure{0};   // a status code every call returns
+  std::atomic<int64_t> extra_delay_us{0};
+
+ private:
+  net::Task<absl::Status> Handle(ServerContext& ctx, const echo::EchoRequest& req,
+                                 echo::EchoResponse* resp) {
+    calls++;
+    int64_t delay = req.delay_us() + extra_delay_us.load();
+    if (delay > 0) co_await ctx.loop()->Sleep(std::chrono::microseconds(delay));
+    if (ctx.cancelled()) cancelled++;
+    if (req.fail_code() != 0) {
+      co_return absl::Status(static_cast<absl::StatusCode>(req.fail_code()), "asked to fail");
+    }
+    if (int code = forced_failure.load(); code != 0) {
+      co_return absl::Status(static_cast<absl::StatusCode>(code), name_ + " is set to fail");
+    }
+    if (req.call_downstream() && downstream_ != nullptr) {
+      echo::EchoRequest next;
+      next.set_payload(req.payload());
+      auto r = co_await (*downstream_)
+                   ->Call<echo::EchoRequest, echo::EchoResponse>("capstan.echo.Echo/Echo", next,
+                                                                 CallOptions{.parent = &ctx});
+      if (!r.ok()) co_return r.status();
+      *resp = *r;
+      co_return absl::OkStatus();
+    }
+    resp->set_payload(req.payload());
+    resp->set_served_by(name_);
+    resp->set_caller(std::string(ctx.Metadata("caller")));
+    resp->set_deadline_left_us(
+        ctx.has_deadline()
+            ? std::chrono::duration_cast<std::chrono::microseconds>(ctx.deadline() - Clock::now())
+                  .count()
+            : -1);
+    co_return absl::OkStatus();
+  }
+
+  std::string name_;
+  std::shared_ptr<Channel>* downstream_;
+};
+
+}  // namespace capstan::rpc::testing
