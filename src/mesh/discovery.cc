@@ -121,7 +121,7 @@ std::string FormatHostPort(const std::string& host, int port) {
                                              : absl::StrCat(host, ":", port);
 }
 
-absl::StatusOr<Endpoint> ParseEndpoint(std::string_view host_port) {
+absl::StatusOr<Endpoint> ParseEndpoint(std::string_view host_port, bool allow_any_port) {
   std::string_view host;
   std::string_view port_text;
   if (!host_port.empty() && host_port.front() == '[') {
@@ -145,7 +145,7 @@ absl::StatusOr<Endpoint> ParseEndpoint(std::string_view host_port) {
   int port = 0;
   auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   bool port_ok = ec == std::errc() && end == port_text.data() + port_text.size();
-  if (host.empty() || !port_ok || port < 1 || port > 65535) {
+  if (host.empty() || !port_ok || port < (allow_any_port ? 0 : 1) || port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat(
         "endpoint '", std::string(host_port), "': needs a host and a port between 1 and 65535"));
   }

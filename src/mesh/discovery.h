@@ -42,7 +42,9 @@ class EndpointSource {
 };
 
 // "host:port" (IPv6 as "[::1]:7000") into an Endpoint whose id is the text.
-absl::StatusOr<Endpoint> ParseEndpoint(std::string_view host_port);
+// With allow_any_port, port 0 ("any free port", for listen addresses) is
+// accepted too.
+absl::StatusOr<Endpoint> ParseEndpoint(std::string_view host_port, bool allow_any_port = false);
 // The inverse: "10.0.0.7:7000", "[::1]:7000".
 std::string FormatHostPort(const std::string& host, int port);
 

@@ -1,0 +1,227 @@
+// echo_example: a service on Capstan RPC, registered in the store, and a
+// client that finds it there.
+//
+//   echo_example serve --listen 127.0.0.1:7001 --store 127.0.0.1:2379 --instance a
+//   echo_example call --target store://127.0.0.1:2379/services/echo --count 10
+//
+// `serve` prints "listening HOST:PORT" once it accepts calls and is
+// registered; SIGTERM or SIGINT deregisters it, then drains calls in flight.
+#include <signal.h>
+
+#include <cstdio>
+#include <map>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "base/signals.h"
+#include "client/client.h"
+#include "echo_example.capstan.h"
+#include "mesh/discovery.h"
+#include "mesh/registry.h"
+#include "net/block_on.h"
+#include "net/loop_group.h"
+#include "rpc/balanced_channel.h"
+#include "rpc/server.h"
+
+namespace capstan::examples {
+namespace {
+
+using namespace std::chrono_literals;
+
+// The service: the generated base class with its one method written.
+class EchoService : public EchoServer {
+ public:
+  explicit EchoService(std::string instance) : instance_(std::move(instance)) {}
+
+  net::Task<absl::Status> Echo(rpc::ServerContext& context, const EchoRequest& request,
+                               EchoReply* reply) override {
+    reply->set_deadline_left_ms(
+        context.has_deadline()
+            ? std::chrono::duration_cast<std::chrono::milliseconds>(context.deadline() - std::chrono::steady_clock::now())
+                  .count()
+            : -1);
+    if (request.sleep_ms() > 0) {
+      co_await context.loop()->Sleep(std::chrono::milliseconds(request.sleep_ms()));
+    }
+    reply->set_message(request.message());
+    reply->set_instance(instance_);
+    co_return absl::OkStatus();
+  }
+
+ private:
+  std::string instance_;
+};
+
+struct ServeFlags {
+  std::string listen = "127.0.0.1:0";
+  std::string store;
+  std::string prefix = "services/echo";
+  std::string instance;
+  int ttl_seconds = 10;
+  int threads = 1;
+};
+
+int Serve(const ServeFlags& flags) {
+  absl::StatusOr<mesh::Endpoint> listen = mesh::ParseEndpoint(flags.listen, /*allow_any_port=*/true);
+  if (!listen.ok()) {
+    std::fprintf(stderr, "--listen: %s\n", std::string(listen.status().message()).c_str());
+    return 2;
+  }
+  EchoService service(flags.instance.empty() ? flags.listen : flags.instance);
+  rpc::ServerOptions options;
+  options.host = listen->host;
+  options.port = listen->port;
+  options.threads = flags.threads;
+  rpc::Server server(options);
+  server.AddService(&service);
+  if (absl::Status st = server.Start(); !st.ok()) {
+    std::fprintf(stderr, "cannot start the server: %s\n", std::string(st.message()).c_str());
+    return 1;
+  }
+  mesh::Endpoint advertised{.host = listen->host, .port = server.port()};
+  std::unique_ptr<mesh::Registration> registration;
+  if (!flags.store.empty()) {
+    auto store = client::Client::Connect({.endpoints = {flags.store}, .timeout = 3000ms});
+    if (!store.ok()) {
+      std::fprintf(stderr, "--store: %s\n", std::string(store.status().message()).c_str());
+      return 1;
+    }
+    auto reg = mesh::Registration::Start(
+        std::shared_ptr<client::Client>(*std::move(store)),
+        {.prefix = flags.prefix,
+         .id = flags.instance,
+         .endpoint = advertised,
+         .ttl = std::chrono::seconds(flags.ttl_seconds)});
+    if (!reg.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(reg.status().message()).c_str());
+      server.Shutdown(0s);
+      return 1;
+    }
+    registration = *std::move(reg);
+  }
+  std::printf("listening %s\n", mesh::FormatHostPort(advertised.host, advertised.port).c_str());
+  std::fflush(stdout);
+  WaitForTerminationSignal();
+  // Out of the set first, so no new calls come; then finish those running.
+  registration.reset();
+  server.Shutdown(5s);
+  return 0;
+}
+
+struct CallFlags {
+  std::string target;
+  std::string balancer = "p2c";
+  std::string message = "hello";
+  int count = 10;
+  int timeout_ms = 1000;
+  int sleep_ms = 0;
+};
+
+int Call(const CallFlags& flags) {
+  auto source = mesh::NewEndpointSource(flags.target);
+  if (!source.ok()) {
+    std::fprintf(stderr, "--target: %s\n", std::string(source.status().message()).c_str());
+    return 2;
+  }
+  auto loops = net::LoopGroup::Start({.name = "echo-client"});
+  if (!loops.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(loops.status().message()).c_str());
+    return 1;
+  }
+  net::EventLoop* loop = (*loops)->loop(0);
+  auto channel = net::RunOn(loop, [&] {
+    return rpc::BalancedChannel::Create(loop, *std::move(source), {.balancer = flags.balancer});
+  });
+  if (!channel.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(channel.status().message()).c_str());
+    return 2;
+  }
+  int failed = net::BlockOn(loop, [](std::shared_ptr<rpc::BalancedChannel> channel,
+                                     CallFlags flags) -> net::Task<int> {
+    EchoClientT<rpc::BalancedChannel> echo(channel);
+    std::map<std::string, int> by_instance;
+    int failed = 0;
+    for (int i = 0; i < flags.count; ++i) {
+      EchoRequest request;
+      request.set_message(flags.message);
+      request.set_sleep_ms(flags.sleep_ms);
+      auto start = std::chrono::steady_clock::now();
+      auto reply = co_await echo.Echo(
+          request, {.timeout = std::chrono::milliseconds(flags.timeout_ms), .idempotent = true});
+      auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count();
+      if (reply.ok()) {
+        by_instance[reply->instance()]++;
+        std::printf("ok instance=%s latency_us=%lld\n", reply->instance().c_str(),
+                    static_cast<long long>(us));
+      } else {
+        ++failed;
+        std::printf("error %s latency_us=%lld\n", reply.status().ToString().c_str(),
+                    static_cast<long long>(us));
+      }
+    }
+    std::string summary;
+    for (const auto& [instance, n] : by_instance) absl::StrAppend(&summary, " ", instance, "=", n);
+    std::printf("calls=%d failed=%d served:%s\n", flags.count, failed, summary.c_str());
+    co_return failed;
+  }(*channel, flags));
+  net::RunOn(loop, [&] { channel->reset(); });
+  (*loops)->Stop();
+  return failed == 0 ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace capstan::examples
+
+int main(int argc, char** argv) {
+  using namespace capstan::examples;
+  // Termination signals are taken by WaitForTerminationSignal, not by a
+  // handler: block them before any thread starts.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  CLI::App app("Capstan RPC example: an echo service registered in the store, and its client.");
+  app.require_subcommand(1);
+  ServeFlags serve;
+  CLI::App* serve_cmd = app.add_subcommand("serve", "Run one instance of the service.");
+  serve_cmd->add_option("--listen", serve.listen, "host:port to listen on (port 0: any free one).")
+      ->capture_default_str();
+  serve_cmd->add_option("--store", serve.store,
+                        "The store (host:port) to register in; none: do not register.");
+  serve_cmd->add_option("--prefix", serve.prefix, "Registry prefix of the service.")
+      ->capture_default_str();
+  serve_cmd->add_option("--instance", serve.instance,
+                        "This instance's name (its key below the prefix); default host:port.");
+  serve_cmd->add_option("--ttl", serve.ttl_seconds,
+                        "Lease TTL in seconds: how long the entry outlives a crashed instance.")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
+  serve_cmd->add_option("--threads", serve.threads, "Event loops (one per core).")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  CallFlags call;
+  CLI::App* call_cmd = app.add_subcommand("call", "Call the service and print each answer.");
+  call_cmd
+      ->add_option("--target", call.target,
+                   "Where the endpoints come from: static:///h:p,h:p, dns:///h:p or "
+                   "store://h:p/prefix.")
+      ->required();
+  call_cmd->add_option("--balancer", call.balancer, "round_robin, weighted_round_robin, random, p2c, maglev.")
+      ->capture_default_str();
+  call_cmd->add_option("--count", call.count, "Calls to make, one after another.")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10'000'000));
+  call_cmd->add_option("--timeout-ms", call.timeout_ms, "Deadline of each call.")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3'600'000));
+  call_cmd->add_option("--sleep-ms", call.sleep_ms, "Ask the server to take this long.")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 3'600'000));
+  call_cmd->add_option("--message", call.message, "What to echo.")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (serve_cmd->parsed()) return Serve(serve);
+  return Call(call);
+}
