@@ -1,27 +1,43 @@
 #include "rpc/server.h"
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+#include <array>
+
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "net/block_on.h"
+#include "net/http_server.h"
 #include "net/socket.h"
+#include "rpc/server_internal.h"
 
 namespace capstan::rpc {
 
-// A client connection as the server sees it; shared by its reader and by the
-// calls running on it (a call may outlive the reader when the peer leaves).
-struct ServerCall::Connection {
-  std::shared_ptr<net::Socket> socket;
-  absl::flat_hash_map<uint32_t, ServerCall*> calls;
-  uint32_t max_stream_id = 0;
-};
+namespace {
 
-// Per loop: touched only on that loop's thread.
-struct Server::LoopState {
-  net::EventLoop* loop = nullptr;
-  std::unique_ptr<net::Listener> listener;
-  std::vector<std::weak_ptr<ServerCall::Connection>> connections;
-  bool draining = false;
-};
+// Finer than the store's buckets: RPC handlers answer in microseconds.
+std::vector<double> RpcLatencyBuckets() {
+  return {10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3,
+          25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1.0,  2.5,    5.0,    10.0};
+}
+
+std::string PeerOf(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "?";
+  char host[INET6_ADDRSTRLEN] = {};
+  if (addr.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&addr);
+    inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+    return absl::StrCat(host, ":", ntohs(a->sin_port));
+  }
+  auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
+  inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+  return absl::StrCat("[", host, "]:", ntohs(a->sin6_port));
+}
+
+}  // namespace
 
 std::string_view ServerContext::Metadata(std::string_view key) const {
   for (const auto& [k, v] : metadata_) {
@@ -53,6 +69,7 @@ Meta ServerCall::ResponseMeta(const absl::Status& status) const {
 }
 
 void ServerCall::Finish(const absl::Status& status, const google::protobuf::MessageLite* message) {
+  if (!finished_) code_ = status.code();
   if (!Detach()) return;
   net::Socket& socket = *connection_->socket;
   Meta meta = ResponseMeta(status);
@@ -67,6 +84,7 @@ void ServerCall::Finish(const absl::Status& status, const google::protobuf::Mess
 }
 
 void ServerCall::FinishBytes(const absl::Status& status, net::Buffer message) {
+  if (!finished_) code_ = status.code();
   if (!Detach()) return;
   net::Socket& socket = *connection_->socket;
   bool has = status.ok();
@@ -93,13 +111,63 @@ Server::Server(ServerOptions options) : options_(std::move(options)) {}
 Server::~Server() { Shutdown(std::chrono::seconds(0)); }
 
 void Server::AddService(Service* service) {
-  for (auto& [method, handler] : service->methods_) {
-    methods_[absl::StrCat(service->name(), "/", method)] = handler.get();
+  for (auto& [name, handler] : service->methods_) {
+    auto m = std::make_unique<Method>();
+    m->index = method_list_.size();
+    m->full_name = absl::StrCat(service->name(), "/", name);
+    m->handler = handler.get();
+    methods_[m->full_name] = m.get();
+    method_list_.push_back(std::move(m));
+  }
+}
+
+int Server::admin_port() const { return admin_ ? admin_->port() : 0; }
+
+void Server::RegisterMetrics() {
+  for (auto& m : method_list_) {
+    metrics::Labels method{{"method", m->full_name}};
+    for (int c = 0; c < kStatusCodes; ++c) {
+      metrics::Labels labels = method;
+      labels.emplace_back("code", absl::StatusCodeToString(static_cast<absl::StatusCode>(c)));
+      m->handled[c] = metrics_->AddCounter("capstan_rpc_server_handled_total",
+                                           "RPC calls finished, by method and status code.",
+                                           std::move(labels));
+    }
+    m->latency = metrics_->AddHistogram("capstan_rpc_server_handling_seconds",
+                                        "Time from a call's arrival to its answer.",
+                                        RpcLatencyBuckets(), method);
+    m->in_flight = metrics_->AddGauge("capstan_rpc_server_in_flight",
+                                      "Calls running now.", method);
+    m->shed = metrics_->AddCounter(
+        "capstan_rpc_server_shed_total",
+        "Calls refused by a concurrency limit (RESOURCE_EXHAUSTED, not processed).", method);
+    m->limit = metrics_->AddGauge(
+        "capstan_rpc_server_concurrency_limit",
+        "The adaptive concurrency limit, summed over the server's loops.", method);
   }
 }
 
 absl::Status Server::Start() {
   if (started_) return absl::FailedPreconditionError("server already started");
+  for (const auto& [name, limit] : options_.max_concurrency) {
+    auto it = methods_.find(name);
+    if (it == methods_.end()) {
+      std::string known;
+      for (const auto& m : method_list_) absl::StrAppend(&known, known.empty() ? "" : ", ", m->full_name);
+      return absl::InvalidArgumentError(absl::StrCat("max_concurrency names '", name,
+                                                     "', which is not a method of this server (",
+                                                     known.empty() ? "none" : known, ")"));
+    }
+    if (limit < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("max_concurrency for ", name, " must be at least 1, not ", limit));
+    }
+    it->second->max_concurrency = limit;
+  }
+  if (options_.metrics == nullptr) own_metrics_ = std::make_unique<metrics::Registry>();
+  metrics_ = options_.metrics != nullptr ? options_.metrics : own_metrics_.get();
+  RegisterMetrics();
+  started_at_ = Clock::now();
   net::LoopGroupOptions group_options;
   group_options.threads = options_.threads;
   group_options.loop.backend = options_.backend;
@@ -111,6 +179,14 @@ absl::Status Server::Start() {
   for (int i = 0; i < group_->size(); ++i) {
     auto state = std::make_unique<LoopState>();
     state->loop = group_->loop(i);
+    if (options_.adaptive_concurrency_limit) {
+      for (auto& m : method_list_) {
+        state->limiters.push_back(
+            std::make_unique<mesh::AdaptiveConcurrencyLimiter>(options_.adaptive_limit));
+        state->published_limits.push_back(state->limiters.back()->limit());
+        m->limit->Add(state->limiters.back()->limit());
+      }
+    }
     LoopState* raw = state.get();
     absl::Status st;
     net::RunOn(raw->loop, [&] {
@@ -131,6 +207,25 @@ absl::Status Server::Start() {
   }
   port_ = port;
   started_ = true;
+  if (!options_.admin_address.empty()) {
+    std::string scheme, host;
+    int admin_port = 0;
+    absl::Status st = net::ParseHostPort(options_.admin_address, &scheme, &host, &admin_port);
+    if (st.ok()) {
+      admin_ = std::make_unique<net::HttpServer>();
+      admin_->Handle("/metrics", [this] {
+        return net::HttpResponse{.content_type = "text/plain; version=0.0.4; charset=utf-8",
+                                 .body = metrics_->RenderText()};
+      });
+      admin_->Handle("/status", [this] { return net::HttpResponse{.body = StatusText()}; });
+      st = admin_->Start(host, admin_port);
+    }
+    if (!st.ok()) {
+      Shutdown(std::chrono::seconds(0));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "admin address '", options_.admin_address, "': ", st.message()));
+    }
+  }
   CAPSTAN_LOG(info, "rpc server listening", "host", options_.host, "port", port_, "threads",
               options_.threads, "io", net::IoBackendName(group_->backend()));
   return absl::OkStatus();
@@ -142,6 +237,8 @@ net::Task<void> Server::AcceptLoop(LoopState* state) {
     if (!accepted.ok()) co_return;  // the listener closed
     auto conn = std::make_shared<ServerCall::Connection>();
     conn->socket = std::move(accepted).value();
+    conn->peer = PeerOf(conn->socket->fd());
+    conn->opened = Clock::now();
     // Connections that ended leave the list as new ones arrive.
     std::erase_if(state->connections, [](const auto& weak) { return weak.expired(); });
     state->connections.push_back(conn);
@@ -201,15 +298,19 @@ net::Task<void> Server::ServeConnection(LoopState* state,
   connections_.fetch_sub(1, std::memory_order_relaxed);
 }
 
+void Server::Reject(const std::shared_ptr<ServerCall::Connection>& conn, uint32_t stream_id,
+                    absl::StatusCode code, std::string_view message) {
+  Meta meta;
+  meta.status_code = static_cast<uint32_t>(code);
+  meta.status_message = message;
+  AppendFrame(&conn->socket->output(), FrameType::kResponse, 0, stream_id, meta, net::Buffer());
+  conn->socket->MarkWritten();
+}
+
 void Server::HandleRequest(LoopState* state, const std::shared_ptr<ServerCall::Connection>& conn,
                            Frame& frame) {
-  net::Socket& socket = *conn->socket;
   auto reject = [&](absl::StatusCode code, std::string_view message) {
-    Meta meta;
-    meta.status_code = static_cast<uint32_t>(code);
-    meta.status_message = message;
-    AppendFrame(&socket.output(), FrameType::kResponse, 0, frame.stream_id, meta, net::Buffer());
-    socket.MarkWritten();
+    Reject(conn, frame.stream_id, code, message);
   };
   if (frame.stream_id == 0 || conn->calls.contains(frame.stream_id)) {
     reject(absl::StatusCode::kInvalidArgument, "stream id is 0 or already open");
@@ -227,8 +328,29 @@ void Server::HandleRequest(LoopState* state, const std::shared_ptr<ServerCall::C
            absl::StrCat("unknown method '", std::string(frame.meta.method), "'"));
     return;
   }
+  Method* m = method->second;
   if (frame.meta.timeout_us == 0) {
+    m->Handled(absl::StatusCode::kDeadlineExceeded)->Inc();
     reject(absl::StatusCode::kDeadlineExceeded, "deadline passed before the call started");
+    return;
+  }
+  // Limits answer at once: a call over them is refused unprocessed, so the
+  // client may send it to another instance instead of waiting here.
+  auto shed = [&](std::string_view why) {
+    m->shed->Inc();
+    m->Handled(absl::StatusCode::kResourceExhausted)->Inc();
+    calls_shed_.fetch_add(1, std::memory_order_relaxed);
+    reject(absl::StatusCode::kResourceExhausted,
+           absl::StrCat(m->full_name, ": ", std::string(why), " (not processed; retry elsewhere)"));
+  };
+  if (m->max_concurrency > 0 && m->in_flight->Value() >= m->max_concurrency) {
+    shed(absl::StrCat("max_concurrency ", m->max_concurrency, " reached"));
+    return;
+  }
+  mesh::AdaptiveConcurrencyLimiter* limiter =
+      state->limiters.empty() ? nullptr : state->limiters[m->index].get();
+  if (limiter != nullptr && !limiter->TryAcquire()) {
+    shed(absl::StrCat("adaptive concurrency limit ", limiter->limit(), " reached"));
     return;
   }
   auto call = std::unique_ptr<ServerCall>(new ServerCall());
@@ -244,18 +366,42 @@ void Server::HandleRequest(LoopState* state, const std::shared_ptr<ServerCall::C
   for (const auto& [k, v] : frame.meta.entries) ctx.metadata_.emplace_back(k, v);
   conn->calls[frame.stream_id] = call.get();
   conn->max_stream_id = std::max(conn->max_stream_id, frame.stream_id);
+  conn->calls_started++;
   in_flight_.fetch_add(1, std::memory_order_relaxed);
   calls_started_.fetch_add(1, std::memory_order_relaxed);
+  m->in_flight->Add(1);
   // Runs inline until the handler first waits: a handler that answers at
   // once has its response queued before the next frame is decoded.
-  state->loop->StartOwned(RunCall(state, std::move(call), method->second));
+  state->loop->StartOwned(RunCall(std::move(call), m, limiter));
+  if (limiter != nullptr && limiter->limit() != state->published_limits[m->index]) {
+    m->limit->Add(limiter->limit() - state->published_limits[m->index]);
+    state->published_limits[m->index] = limiter->limit();
+  }
 }
 
-net::Task<void> Server::RunCall(LoopState* state, std::unique_ptr<ServerCall> call,
-                                MethodHandler* handler) {
-  co_await handler->Run(call.get());
-  if (!call->finished())
+net::Task<void> Server::RunCall(std::unique_ptr<ServerCall> call, Method* method,
+                                mesh::AdaptiveConcurrencyLimiter* limiter) {
+  Clock::time_point start = Clock::now();
+  ServerContext& context = call->context();
+  size_t entered = 0;
+  absl::Status refused;
+  for (; entered < interceptors_.size() && refused.ok(); ++entered) {
+    refused = interceptors_[entered]->Before(context);
+  }
+  if (refused.ok()) {
+    co_await method->handler->Run(call.get());
+  } else {
+    call->Finish(refused, nullptr);
+  }
+  if (!call->finished()) {
     call->Finish(absl::UnknownError("handler ended without a response"), nullptr);
+  }
+  Clock::duration elapsed = Clock::now() - start;
+  while (entered > 0) interceptors_[--entered]->After(context, call->code(), elapsed);
+  if (limiter != nullptr) limiter->Release(elapsed);
+  method->in_flight->Add(-1);
+  method->Handled(call->code())->Inc();
+  method->latency->Observe(std::chrono::duration<double>(elapsed).count());
   CallDone();
 }
 
@@ -268,12 +414,14 @@ void Server::CallDone() {
 
 Server::Stats Server::stats() const {
   return Stats{connections_.load(), in_flight_.load(), calls_started_.load(),
-               protocol_errors_.load()};
+               protocol_errors_.load(), calls_shed_.load()};
 }
 
 void Server::Shutdown(Clock::duration grace) {
   if (shut_down_ || group_ == nullptr) return;
   shut_down_ = true;
+  // The admin page reads the loops: it stops before they do.
+  if (admin_) admin_->Stop();
   // 1. No new connections or calls; clients hear GOAWAY.
   for (auto& state : loops_) {
     LoopState* raw = state.get();

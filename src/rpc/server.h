@@ -31,6 +31,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -40,14 +41,20 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
+#include "base/metrics.h"
 #include "base/status.h"
 #include "google/protobuf/message_lite.h"
+#include "mesh/concurrency_limiter.h"
 #include "net/buffer.h"
 #include "net/event_loop.h"
 #include "net/loop_group.h"
 #include "net/task.h"
 #include "rpc/protocol.h"
 #include "rpc/serialization.h"
+
+namespace capstan::net {
+class HttpServer;
+}
 
 namespace capstan::rpc {
 
@@ -105,6 +112,8 @@ class ServerCall {
   void Finish(const absl::Status& status, const google::protobuf::MessageLite* message);
   void FinishBytes(const absl::Status& status, net::Buffer message);
   bool finished() const { return finished_; }
+  // The status code the call finished with.
+  absl::StatusCode code() const { return code_; }
 
  private:
   friend class Server;
@@ -118,6 +127,7 @@ class ServerCall {
   std::shared_ptr<Connection> connection_;
   uint32_t stream_id_ = 0;
   bool finished_ = false;
+  absl::StatusCode code_ = absl::StatusCode::kUnknown;
 };
 
 using GenericHandler =
@@ -190,6 +200,19 @@ class Service {
   std::vector<std::pair<std::string, std::unique_ptr<MethodHandler>>> methods_;
 };
 
+// Code that runs around every call (authentication, logging, tagging):
+// Before in the order added, After in reverse. Both run on the call's loop
+// and must not block.
+class ServerInterceptor {
+ public:
+  virtual ~ServerInterceptor() = default;
+  // A non-OK status answers the call with it; the handler does not run.
+  virtual absl::Status Before(ServerContext& context) { return absl::OkStatus(); }
+  // After the handler (or a refusal by Before): the call's status and how
+  // long it took. Runs for every call whose Before ran.
+  virtual void After(ServerContext& context, absl::StatusCode code, Clock::duration elapsed) {}
+};
+
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 0;
@@ -199,6 +222,19 @@ struct ServerOptions {
   size_t max_frame_size = kDefaultMaxFrameSize;
   // Thread names are "<name>-<i>".
   std::string name = "rpc";
+  // Each loop limits each method's concurrent calls adaptively
+  // (mesh/concurrency_limiter.h); calls over the limit are answered
+  // RESOURCE_EXHAUSTED at once, unprocessed, so clients retry elsewhere.
+  bool adaptive_concurrency_limit = true;
+  mesh::AdaptiveLimiterOptions adaptive_limit;
+  // Hard caps on concurrent calls by full method name
+  // ("package.Service/Method"), across all loops.
+  std::map<std::string, int> max_concurrency;
+  // Where per-method metrics go; null: a registry of the server's own.
+  metrics::Registry* metrics = nullptr;
+  // "host:port" to serve GET /metrics (Prometheus) and /status on; empty:
+  // no admin endpoint.
+  std::string admin_address;
 };
 
 class Server {
@@ -210,8 +246,18 @@ class Server {
 
   // REQUIRES: before Start; the service outlives the server.
   void AddService(Service* service);
+  // REQUIRES: before Start.
+  void AddInterceptor(std::shared_ptr<ServerInterceptor> interceptor) {
+    interceptors_.push_back(std::move(interceptor));
+  }
   absl::Status Start();
   int port() const { return port_; }
+  // The admin endpoint's port (0 when there is none).
+  int admin_port() const;
+  metrics::Registry& metrics() { return *metrics_; }
+  // The /status page: services and methods (calls, errors, in flight,
+  // limits, latency), connections and their calls in flight.
+  std::string StatusText();
   net::IoBackendKind backend() const { return group_->backend(); }
 
   // Stops accepting, tells every client GOAWAY, waits up to `grace` for the
@@ -224,21 +270,33 @@ class Server {
     int64_t calls_in_flight = 0;
     int64_t calls_started = 0;
     int64_t protocol_errors = 0;
+    // Calls refused by a concurrency limit (hard or adaptive).
+    int64_t calls_shed = 0;
   };
   Stats stats() const;
 
  private:
   struct LoopState;
+  struct Method;
+  void RegisterMetrics();
+  void Reject(const std::shared_ptr<ServerCall::Connection>& conn, uint32_t stream_id,
+              absl::StatusCode code, std::string_view message);
   net::Task<void> AcceptLoop(LoopState* state);
   net::Task<void> ServeConnection(LoopState* state, std::shared_ptr<ServerCall::Connection> conn);
   void HandleRequest(LoopState* state, const std::shared_ptr<ServerCall::Connection>& conn,
                      Frame& frame);
-  net::Task<void> RunCall(LoopState* state, std::unique_ptr<ServerCall> call,
-                          MethodHandler* handler);
+  net::Task<void> RunCall(std::unique_ptr<ServerCall> call, Method* method,
+                          mesh::AdaptiveConcurrencyLimiter* limiter);
   void CallDone();
 
   ServerOptions options_;
-  absl::flat_hash_map<std::string, MethodHandler*> methods_;
+  std::vector<std::unique_ptr<Method>> method_list_;
+  absl::flat_hash_map<std::string, Method*> methods_;
+  std::vector<std::shared_ptr<ServerInterceptor>> interceptors_;
+  std::unique_ptr<metrics::Registry> own_metrics_;
+  metrics::Registry* metrics_ = nullptr;
+  std::unique_ptr<net::HttpServer> admin_;
+  Clock::time_point started_at_{};
   std::unique_ptr<net::LoopGroup> group_;
   std::vector<std::unique_ptr<LoopState>> loops_;
   int port_ = 0;
@@ -249,6 +307,7 @@ class Server {
   std::atomic<int64_t> in_flight_{0};
   std::atomic<int64_t> calls_started_{0};
   std::atomic<int64_t> protocol_errors_{0};
+  std::atomic<int64_t> calls_shed_{0};
   // Shutdown waits here for in_flight_ to reach zero.
   std::mutex drain_mu_;
   std::condition_variable drained_;
