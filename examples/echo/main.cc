@@ -59,6 +59,7 @@ struct ServeFlags {
   std::string instance;
   int ttl_seconds = 10;
   int threads = 1;
+  std::string admin;
 };
 
 int Serve(const ServeFlags& flags) {
@@ -72,6 +73,7 @@ int Serve(const ServeFlags& flags) {
   options.host = listen->host;
   options.port = listen->port;
   options.threads = flags.threads;
+  options.admin_address = flags.admin;
   rpc::Server server(options);
   server.AddService(&service);
   if (absl::Status st = server.Start(); !st.ok()) {
@@ -100,6 +102,7 @@ int Serve(const ServeFlags& flags) {
     registration = *std::move(reg);
   }
   std::printf("listening %s\n", mesh::FormatHostPort(advertised.host, advertised.port).c_str());
+  if (server.admin_port() != 0) std::printf("admin %s:%d\n", listen->host.c_str(), server.admin_port());
   std::fflush(stdout);
   WaitForTerminationSignal();
   // Out of the set first, so no new calls come; then finish those running.
@@ -202,6 +205,8 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--threads", serve.threads, "Event loops (one per core).")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
+  serve_cmd->add_option("--admin", serve.admin,
+                        "host:port for GET /metrics (Prometheus) and /status; none when empty.");
   CallFlags call;
   CLI::App* call_cmd = app.add_subcommand("call", "Call the service and print each answer.");
   call_cmd

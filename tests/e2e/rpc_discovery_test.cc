@@ -54,15 +54,16 @@ class RpcDiscoveryTest : public ::testing::Test {
   }
 
   // Starts `echo_example serve` and waits for its "listening" line.
-  Instance& StartInstance(const std::string& name) {
+  Instance& StartInstance(const std::string& name, std::vector<std::string> extra = {}) {
     Instance inst;
     inst.name = name;
     std::string log = dir_->path() + "/" + name + ".log";
-    inst.process = std::make_unique<Process>(
-        std::vector<std::string>{ECHO_EXAMPLE_PATH, "serve", "--store", store_->endpoint(),
-                                 "--prefix", kPrefix, "--instance", name, "--ttl",
-                                 std::to_string(kTtlSeconds)},
-        log);
+    std::vector<std::string> argv{ECHO_EXAMPLE_PATH, "serve",    "--store",
+                                  store_->endpoint(), "--prefix", kPrefix,
+                                  "--instance",       name,       "--ttl",
+                                  std::to_string(kTtlSeconds)};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    inst.process = std::make_unique<Process>(argv, log);
     std::smatch m;
     static const std::regex kListening("listening 127\\.0\\.0\\.1:(\\d+)");
     bool up = Eventually([&] {
@@ -201,6 +202,26 @@ TEST_F(RpcDiscoveryTest, DeadlinesAreHonouredAndReachTheServer) {
   auto took = std::chrono::steady_clock::now() - start;
   EXPECT_EQ(late.status().code(), absl::StatusCode::kDeadlineExceeded) << late.status();
   EXPECT_LT(took, 2s) << "the call ended at its deadline, not when the server answered";
+}
+
+TEST_F(RpcDiscoveryTest, TheAdminEndpointServesMetricsAndStatusToCurl) {
+  Instance& a = StartInstance("a", {"--admin", "127.0.0.1:0"});
+  std::smatch m;
+  std::string log = a.process->Log();
+  ASSERT_TRUE(std::regex_search(log, m, std::regex("admin 127\\.0\\.0\\.1:(\\d+)"))) << log;
+  std::string base = "http://127.0.0.1:" + m[1].str();
+  ConnectClient("p2c");
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(Echo(2s).ok());
+
+  CommandResult metrics = RunCommand({"curl", "-sf", base + "/metrics"});
+  ASSERT_EQ(metrics.exit_code, 0) << metrics.err;
+  EXPECT_NE(metrics.out.find(R"(capstan_rpc_server_handled_total{method="capstan.examples.Echo/Echo",code="OK"} 5)"),
+            std::string::npos)
+      << metrics.out;
+  CommandResult status = RunCommand({"curl", "-sf", base + "/status"});
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_NE(status.out.find("capstan.examples.Echo/Echo"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("connections 1,"), std::string::npos) << status.out;
 }
 
 TEST_F(RpcDiscoveryTest, TheExampleClientFindsTheServiceThroughTheStore) {
