@@ -177,14 +177,7 @@ int Call(const CallFlags& flags) {
 
 int main(int argc, char** argv) {
   using namespace capstan::examples;
-  // Termination signals are taken by WaitForTerminationSignal, not by a
-  // handler: block them before any thread starts.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  capstan::BlockTerminationSignals();
 
   CLI::App app("Capstan RPC example: an echo service registered in the store, and its client.");
   app.require_subcommand(1);

@@ -351,14 +351,7 @@ Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags, BenchFlags* bench_fl
 
 int main(int argc, char** argv) {
   using namespace capstan;
-  // Signals are taken synchronously by the main thread; block them before any
-  // thread starts so that no other thread receives them.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  BlockTerminationSignals();
   // Debian builds abseil without NDEBUG, which leaves absl::Mutex's deadlock
   // detector on: every lock gRPC takes then updates a global lock graph (a few
   // percent of the store's CPU in perf). Our own locks are checked by TSan.

@@ -114,13 +114,7 @@ class BalancedChannel : public std::enable_shared_from_this<BalancedChannel> {
     std::span<char> dst = bytes.Reserve(size);
     SerializeTo(request, size, dst.data());
     bytes.Commit(size);
-    CallResult result = co_await CallBytes(method, std::move(bytes), options);
-    if (!result.status.ok()) co_return std::move(result.status);
-    Response response;
-    if (!ParseFromBuffer(result.payload, &response)) {
-      co_return absl::InternalError("response payload does not parse as " + response.GetTypeName());
-    }
-    co_return response;
+    co_return ParseResponse<Response>(co_await CallBytes(method, std::move(bytes), options));
   }
 
   // Loop thread. Replaces the endpoint set (what the source's updates do;

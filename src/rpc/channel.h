@@ -100,6 +100,17 @@ struct CallResult {
   bool not_processed = false;
 };
 
+// A call's result as a typed message (or its error status).
+template <typename Response>
+absl::StatusOr<Response> ParseResponse(CallResult result) {
+  if (!result.status.ok()) return std::move(result.status);
+  Response response;
+  if (!ParseFromBuffer(result.payload, &response)) {
+    return absl::InternalError("response payload does not parse as " + response.GetTypeName());
+  }
+  return response;
+}
+
 class Channel : public std::enable_shared_from_this<Channel> {
  public:
   static std::shared_ptr<Channel> Create(net::EventLoop* loop, std::string host, int port,
@@ -125,12 +136,7 @@ class Channel : public std::enable_shared_from_this<Channel> {
     size_t size = request.ByteSizeLong();
     CallResult result =
         co_await Send(method, options, size, [&](char* dst) { SerializeTo(request, size, dst); });
-    if (!result.status.ok()) co_return std::move(result.status);
-    Response response;
-    if (!ParseFromBuffer(result.payload, &response)) {
-      co_return absl::InternalError("response payload does not parse as " + response.GetTypeName());
-    }
-    co_return response;
+    co_return ParseResponse<Response>(std::move(result));
   }
 
   // Closes the connection; calls in flight end with CANCELLED.
