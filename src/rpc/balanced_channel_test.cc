@@ -59,6 +59,13 @@ class BalancedChannelTest : public ::testing::TestWithParam<net::IoBackendKind> 
     for (auto& s : servers_) s->Shutdown(1s);
   }
 
+  // Services live in the fixture, so they outlive the servers (stopped in
+  // TearDown) that call them.
+  TestEcho& NewService(const std::string& name) {
+    services_.push_back(std::make_unique<TestEcho>(name));
+    return *services_.back();
+  }
+
   // Starts a server for `service` and returns its endpoint.
   mesh::Endpoint Serve(TestEcho* service) {
     ServerOptions options;
@@ -95,6 +102,7 @@ class BalancedChannelTest : public ::testing::TestWithParam<net::IoBackendKind> 
     return net::RunOn(loop_, [&] { return channel_->Endpoints(); });
   }
 
+  std::vector<std::unique_ptr<TestEcho>> services_;
   std::vector<std::unique_ptr<Server>> servers_;
   std::unique_ptr<net::LoopGroup> loops_;
   net::EventLoop* loop_ = nullptr;
@@ -102,7 +110,9 @@ class BalancedChannelTest : public ::testing::TestWithParam<net::IoBackendKind> 
 };
 
 TEST_P(BalancedChannelTest, GeneratedClientSpreadsCallsOverEveryEndpoint) {
-  TestEcho a("a"), b("b"), c("c");
+  TestEcho& a = NewService("a");
+  TestEcho& b = NewService("b");
+  TestEcho& c = NewService("c");
   Connect(mesh::StaticEndpoints({Serve(&a), Serve(&b), Serve(&c)}), {.balancer = "round_robin"});
   std::map<std::string, int> served;
   for (int i = 0; i < 30; ++i) {
@@ -115,7 +125,8 @@ TEST_P(BalancedChannelTest, GeneratedClientSpreadsCallsOverEveryEndpoint) {
 }
 
 TEST_P(BalancedChannelTest, CallsFailOverFromADeadEndpointAndItsBreakerOpens) {
-  TestEcho a("a"), b("b");
+  TestEcho& a = NewService("a");
+  TestEcho& b = NewService("b");
   mesh::Endpoint dead = Local(DeadPort());
   Connect(mesh::StaticEndpoints({Serve(&a), dead, Serve(&b)}),
           {.balancer = "round_robin", .breaker = {.consecutive_failures = 3}});
@@ -140,7 +151,7 @@ TEST_P(BalancedChannelTest, AnEmptySetFailsFastAndAFirstSetIsWaitedFor) {
   auto manual = std::make_unique<ManualSource>();
   auto feed = manual->callback();
   Connect(std::move(manual), {.wait_for_endpoints = 10s});
-  TestEcho a("a");
+  TestEcho& a = NewService("a");
   mesh::Endpoint endpoint = Serve(&a);
   // A call made before the source answers waits for its first set.
   auto pending = std::async(std::launch::async, [&] { return Echo({.timeout = 5s}); });
@@ -158,7 +169,8 @@ TEST_P(BalancedChannelTest, AnEmptySetFailsFastAndAFirstSetIsWaitedFor) {
 }
 
 TEST_P(BalancedChannelTest, ACallInFlightOnARemovedEndpointStillGetsItsAnswer) {
-  TestEcho a("a"), b("b");
+  TestEcho& a = NewService("a");
+  TestEcho& b = NewService("b");
   mesh::Endpoint ea = Serve(&a), eb = Serve(&b);
   auto manual = std::make_unique<ManualSource>();
   auto feed = manual->callback();
@@ -179,7 +191,8 @@ TEST_P(BalancedChannelTest, ACallInFlightOnARemovedEndpointStillGetsItsAnswer) {
 }
 
 TEST_P(BalancedChannelTest, AFailureAfterSendingIsRetriedOnlyForIdempotentMethods) {
-  TestEcho bad("bad"), good("good");
+  TestEcho& bad = NewService("bad");
+  TestEcho& good = NewService("good");
   bad.forced_failure = static_cast<int>(absl::StatusCode::kUnavailable);
   // Round robin starts at a fixed place: find out which endpoint comes first.
   Connect(mesh::StaticEndpoints({Serve(&bad), Serve(&good)}),
@@ -200,7 +213,8 @@ TEST_P(BalancedChannelTest, AFailureAfterSendingIsRetriedOnlyForIdempotentMethod
 }
 
 TEST_P(BalancedChannelTest, ShedCallsAreRetriedWithinTheRetryBudget) {
-  TestEcho a("a"), b("b");
+  TestEcho& a = NewService("a");
+  TestEcho& b = NewService("b");
   a.forced_failure = b.forced_failure = static_cast<int>(absl::StatusCode::kResourceExhausted);
   Connect(mesh::StaticEndpoints({Serve(&a), Serve(&b)}),
           {.breaker = {.consecutive_failures = 1'000'000, .min_calls_for_rate = 1'000'000},
@@ -218,7 +232,8 @@ TEST_P(BalancedChannelTest, ShedCallsAreRetriedWithinTheRetryBudget) {
 }
 
 TEST_P(BalancedChannelTest, ASlowAnswerIsHedgedToAnotherEndpoint) {
-  TestEcho slow("slow"), fast("fast");
+  TestEcho& slow = NewService("slow");
+  TestEcho& fast = NewService("fast");
   slow.extra_delay_us = 300'000;
   Connect(mesh::StaticEndpoints({Serve(&slow), Serve(&fast)}),
           {.balancer = "round_robin", .max_attempts = 2, .hedge_delay = 20ms});
@@ -238,7 +253,8 @@ TEST_P(BalancedChannelTest, ASlowAnswerIsHedgedToAnotherEndpoint) {
 }
 
 TEST_P(BalancedChannelTest, TheDeadlineBoundsEveryAttempt) {
-  TestEcho a("a"), b("b");
+  TestEcho& a = NewService("a");
+  TestEcho& b = NewService("b");
   a.extra_delay_us = b.extra_delay_us = 3'000'000;
   Connect(mesh::StaticEndpoints({Serve(&a), Serve(&b)}), {.hedge_delay = 10ms});
   auto start = Clock::now();
