@@ -95,7 +95,10 @@ class BalancedChannel : public std::enable_shared_from_this<BalancedChannel> {
   static absl::StatusOr<std::shared_ptr<BalancedChannel>> Create(
       net::EventLoop* loop, std::unique_ptr<mesh::EndpointSource> source,
       BalancedChannelOptions options = {});
-  // Stops the source.
+  // Stops the source, which may block its thread briefly: a store source
+  // waits for its watch stream to close (and for a listing in progress,
+  // bounded by the store client's timeout). Drop channels at shutdown, not
+  // per request.
   ~BalancedChannel();
   BalancedChannel(const BalancedChannel&) = delete;
   BalancedChannel& operator=(const BalancedChannel&) = delete;
