@@ -6,7 +6,7 @@
 namespace capstan::mesh {
 
 int OutlierDetector::MaybeEvaluate(const std::vector<OutlierStats*>& endpoints) {
-  if (!options_.enabled || clock_->Now() < next_) return 0;
+  if (!due()) return 0;
   return Evaluate(endpoints);
 }
 

@@ -54,6 +54,8 @@ class OutlierDetector {
     next_ = clock_->Now() + options_.interval;
   }
   bool ejected(const OutlierStats& s) const { return s.ejected(clock_->Now()); }
+  // An interval has passed: MaybeEvaluate would evaluate now.
+  bool due() const { return options_.enabled && clock_->Now() >= next_; }
   // Evaluates the set when an interval has passed since the last time;
   // returns how many endpoints it ejected.
   int MaybeEvaluate(const std::vector<OutlierStats*>& endpoints);

@@ -35,7 +35,7 @@ uint64_t SplitMix(uint64_t* state) {
 
 // An endpoint of the set with its Channel. Calls hold it by shared_ptr, so
 // one that leaves the set lives until its calls end.
-struct BalancedChannel::Member : mesh::EndpointState {
+struct BalancedChannel::Member : mesh::EndpointState, std::enable_shared_from_this<Member> {
   Member(mesh::Endpoint e, const mesh::CircuitBreakerOptions& breaker_options)
       : mesh::EndpointState(std::move(e), breaker_options) {}
   std::shared_ptr<Channel> channel;
@@ -189,7 +189,7 @@ net::Task<bool> BalancedChannel::WaitForEndpoints(Clock::time_point deadline) {
 std::shared_ptr<BalancedChannel::Member> BalancedChannel::Pick(
     uint64_t hash, const std::vector<std::shared_ptr<Member>>& tried) {
   if (members_.empty()) return nullptr;
-  if (options_.outlier.enabled) {
+  if (outliers_.due()) {
     std::vector<mesh::OutlierStats*> all;
     all.reserve(members_.size());
     for (auto& [id, m] : members_) all.push_back(&m->outlier);
@@ -211,7 +211,7 @@ std::shared_ptr<BalancedChannel::Member> BalancedChannel::Pick(
       if (e == nullptr) break;
       auto* m = static_cast<Member*>(e);
       if (!outliers_.ejected(m->outlier) && m->breaker.Allow()) {
-        return members_.at(m->endpoint.id);
+        return m->shared_from_this();
       }
       exclude.insert(e);
     }
