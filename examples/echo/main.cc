@@ -35,11 +35,11 @@ class EchoService : public EchoServer {
 
   net::Task<absl::Status> Echo(rpc::ServerContext& context, const EchoRequest& request,
                                EchoReply* reply) override {
-    reply->set_deadline_left_ms(
-        context.has_deadline()
-            ? std::chrono::duration_cast<std::chrono::milliseconds>(context.deadline() - std::chrono::steady_clock::now())
-                  .count()
-            : -1);
+    reply->set_deadline_left_ms(context.has_deadline()
+                                    ? std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          context.deadline() - std::chrono::steady_clock::now())
+                                          .count()
+                                    : -1);
     if (request.sleep_ms() > 0) {
       co_await context.loop()->Sleep(std::chrono::milliseconds(request.sleep_ms()));
     }
@@ -63,7 +63,8 @@ struct ServeFlags {
 };
 
 int Serve(const ServeFlags& flags) {
-  absl::StatusOr<mesh::Endpoint> listen = mesh::ParseEndpoint(flags.listen, /*allow_any_port=*/true);
+  absl::StatusOr<mesh::Endpoint> listen =
+      mesh::ParseEndpoint(flags.listen, /*allow_any_port=*/true);
   if (!listen.ok()) {
     std::fprintf(stderr, "--listen: %s\n", std::string(listen.status().message()).c_str());
     return 2;
@@ -88,12 +89,11 @@ int Serve(const ServeFlags& flags) {
       std::fprintf(stderr, "--store: %s\n", std::string(store.status().message()).c_str());
       return 1;
     }
-    auto reg = mesh::Registration::Start(
-        std::shared_ptr<client::Client>(*std::move(store)),
-        {.prefix = flags.prefix,
-         .id = flags.instance,
-         .endpoint = advertised,
-         .ttl = std::chrono::seconds(flags.ttl_seconds)});
+    auto reg = mesh::Registration::Start(std::shared_ptr<client::Client>(*std::move(store)),
+                                         {.prefix = flags.prefix,
+                                          .id = flags.instance,
+                                          .endpoint = advertised,
+                                          .ttl = std::chrono::seconds(flags.ttl_seconds)});
     if (!reg.ok()) {
       std::fprintf(stderr, "%s\n", std::string(reg.status().message()).c_str());
       server.Shutdown(0s);
@@ -102,7 +102,8 @@ int Serve(const ServeFlags& flags) {
     registration = *std::move(reg);
   }
   std::printf("listening %s\n", mesh::FormatHostPort(advertised.host, advertised.port).c_str());
-  if (server.admin_port() != 0) std::printf("admin %s:%d\n", listen->host.c_str(), server.admin_port());
+  if (server.admin_port() != 0)
+    std::printf("admin %s:%d\n", listen->host.c_str(), server.admin_port());
   std::fflush(stdout);
   WaitForTerminationSignal();
   // Out of the set first, so no new calls come; then finish those running.
@@ -139,34 +140,38 @@ int Call(const CallFlags& flags) {
     std::fprintf(stderr, "%s\n", std::string(channel.status().message()).c_str());
     return 2;
   }
-  int failed = net::BlockOn(loop, [](std::shared_ptr<rpc::BalancedChannel> channel,
-                                     CallFlags flags) -> net::Task<int> {
-    EchoClientT<rpc::BalancedChannel> echo(channel);
-    std::map<std::string, int> by_instance;
-    int failed = 0;
-    for (int i = 0; i < flags.count; ++i) {
-      EchoRequest request;
-      request.set_message(flags.message);
-      request.set_sleep_ms(flags.sleep_ms);
-      auto start = std::chrono::steady_clock::now();
-      auto reply = co_await echo.Echo(
-          request, {.timeout = std::chrono::milliseconds(flags.timeout_ms), .idempotent = true});
-      auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count();
-      if (reply.ok()) {
-        by_instance[reply->instance()]++;
-        std::printf("ok instance=%s latency_us=%lld\n", reply->instance().c_str(),
-                    static_cast<long long>(us));
-      } else {
-        ++failed;
-        std::printf("error %s latency_us=%lld\n", reply.status().ToString().c_str(),
-                    static_cast<long long>(us));
-      }
-    }
-    std::string summary;
-    for (const auto& [instance, n] : by_instance) absl::StrAppend(&summary, " ", instance, "=", n);
-    std::printf("calls=%d failed=%d served:%s\n", flags.count, failed, summary.c_str());
-    co_return failed;
-  }(*channel, flags));
+  int failed = net::BlockOn(
+      loop, [](std::shared_ptr<rpc::BalancedChannel> channel, CallFlags flags) -> net::Task<int> {
+        EchoClientT<rpc::BalancedChannel> echo(channel);
+        std::map<std::string, int> by_instance;
+        int failed = 0;
+        for (int i = 0; i < flags.count; ++i) {
+          EchoRequest request;
+          request.set_message(flags.message);
+          request.set_sleep_ms(flags.sleep_ms);
+          auto start = std::chrono::steady_clock::now();
+          auto reply = co_await echo.Echo(
+              request,
+              {.timeout = std::chrono::milliseconds(flags.timeout_ms), .idempotent = true});
+          auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                        std::chrono::steady_clock::now() - start)
+                        .count();
+          if (reply.ok()) {
+            by_instance[reply->instance()]++;
+            std::printf("ok instance=%s latency_us=%lld\n", reply->instance().c_str(),
+                        static_cast<long long>(us));
+          } else {
+            ++failed;
+            std::printf("error %s latency_us=%lld\n", reply.status().ToString().c_str(),
+                        static_cast<long long>(us));
+          }
+        }
+        std::string summary;
+        for (const auto& [instance, n] : by_instance)
+          absl::StrAppend(&summary, " ", instance, "=", n);
+        std::printf("calls=%d failed=%d served:%s\n", flags.count, failed, summary.c_str());
+        co_return failed;
+      }(*channel, flags));
   net::RunOn(loop, [&] { channel->reset(); });
   (*loops)->Stop();
   return failed == 0 ? 0 : 1;
@@ -191,8 +196,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   serve_cmd->add_option("--instance", serve.instance,
                         "This instance's name (its key below the prefix); default host:port.");
-  serve_cmd->add_option("--ttl", serve.ttl_seconds,
-                        "Lease TTL in seconds: how long the entry outlives a crashed instance.")
+  serve_cmd
+      ->add_option("--ttl", serve.ttl_seconds,
+                   "Lease TTL in seconds: how long the entry outlives a crashed instance.")
       ->capture_default_str()
       ->check(CLI::Range(1, 3600));
   serve_cmd->add_option("--threads", serve.threads, "Event loops (one per core).")
@@ -207,7 +213,9 @@ int main(int argc, char** argv) {
                    "Where the endpoints come from: static:///h:p,h:p, dns:///h:p or "
                    "store://h:p/prefix.")
       ->required();
-  call_cmd->add_option("--balancer", call.balancer, "round_robin, weighted_round_robin, random, p2c, maglev.")
+  call_cmd
+      ->add_option("--balancer", call.balancer,
+                   "round_robin, weighted_round_robin, random, p2c, maglev.")
       ->capture_default_str();
   call_cmd->add_option("--count", call.count, "Calls to make, one after another.")
       ->capture_default_str()

@@ -7,11 +7,11 @@
 #include <algorithm>
 #include <thread>
 
-#include "absl/strings/str_join.h"
-#include "absl/strings/strip.h"
 #include <charconv>
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "base/logging.h"
 #include "base/stop_signal.h"
 #include "client/client.h"
@@ -46,7 +46,9 @@ class DnsSource final : public EndpointSource {
   void Start(EndpointsCallback on_update) override {
     thread_ = std::thread([this, cb = std::move(on_update)] { Run(cb); });
   }
-  std::string Describe() const override { return absl::StrCat("dns:///", FormatHostPort(host_, port_)); }
+  std::string Describe() const override {
+    return absl::StrCat("dns:///", FormatHostPort(host_, port_));
+  }
 
  private:
   void Run(const EndpointsCallback& on_update) {
@@ -80,9 +82,10 @@ class DnsSource final : public EndpointSource {
     std::vector<Endpoint> out;
     for (addrinfo* a = result; a != nullptr; a = a->ai_next) {
       char text[INET6_ADDRSTRLEN] = {};
-      const void* addr = a->ai_family == AF_INET
-                             ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr)
-                             : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr);
+      const void* addr =
+          a->ai_family == AF_INET
+              ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr)
+              : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr);
       if (inet_ntop(a->ai_family, addr, text, sizeof(text)) == nullptr) continue;
       Endpoint e{.host = text, .port = port_, .weight = 1, .id = FormatHostPort(text, port_)};
       if (std::find(out.begin(), out.end(), e) == out.end()) out.push_back(std::move(e));
@@ -90,7 +93,8 @@ class DnsSource final : public EndpointSource {
     freeaddrinfo(result);
     // The resolver's order rotates between answers; a sorted set changes
     // only when the addresses do.
-    std::sort(out.begin(), out.end(), [](const Endpoint& a, const Endpoint& b) { return a.id < b.id; });
+    std::sort(out.begin(), out.end(),
+              [](const Endpoint& a, const Endpoint& b) { return a.id < b.id; });
     return out;
   }
 
@@ -128,16 +132,16 @@ absl::StatusOr<Endpoint> ParseEndpoint(std::string_view host_port, bool allow_an
     size_t close = host_port.find(']');
     if (close == std::string_view::npos || close + 1 >= host_port.size() ||
         host_port[close + 1] != ':') {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "endpoint '", std::string(host_port), "': expected [ipv6]:port, e.g. [::1]:7000"));
+      return absl::InvalidArgumentError(absl::StrCat("endpoint '", std::string(host_port),
+                                                     "': expected [ipv6]:port, e.g. [::1]:7000"));
     }
     host = host_port.substr(1, close - 1);
     port_text = host_port.substr(close + 2);
   } else {
     size_t colon = host_port.rfind(':');
     if (colon == std::string_view::npos || host_port.find(':') != colon) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "endpoint '", std::string(host_port), "': expected host:port, e.g. 10.0.0.7:7000"));
+      return absl::InvalidArgumentError(absl::StrCat("endpoint '", std::string(host_port),
+                                                     "': expected host:port, e.g. 10.0.0.7:7000"));
     }
     host = host_port.substr(0, colon);
     port_text = host_port.substr(colon + 1);
@@ -149,7 +153,8 @@ absl::StatusOr<Endpoint> ParseEndpoint(std::string_view host_port, bool allow_an
     return absl::InvalidArgumentError(absl::StrCat(
         "endpoint '", std::string(host_port), "': needs a host and a port between 1 and 65535"));
   }
-  return Endpoint{.host = std::string(host), .port = port, .weight = 1, .id = std::string(host_port)};
+  return Endpoint{
+      .host = std::string(host), .port = port, .weight = 1, .id = std::string(host_port)};
 }
 
 std::unique_ptr<EndpointSource> StaticEndpoints(std::vector<Endpoint> endpoints) {
@@ -170,9 +175,8 @@ absl::StatusOr<std::unique_ptr<EndpointSource>> NewEndpointSource(std::string_vi
   std::string_view scheme = sep == std::string_view::npos ? "" : target.substr(0, sep);
   std::string_view rest = sep == std::string_view::npos ? target : target.substr(sep + 3);
   auto bad = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("endpoint target '", std::string(target), "': ", why, " (",
-                     std::string(kForms), ")"));
+    return absl::InvalidArgumentError(absl::StrCat("endpoint target '", std::string(target),
+                                                   "': ", why, " (", std::string(kForms), ")"));
   };
   if (scheme.empty() || scheme == "static") {
     if (!rest.empty() && rest.front() == '/') rest.remove_prefix(1);

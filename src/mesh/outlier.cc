@@ -40,8 +40,8 @@ int OutlierDetector::Evaluate(const std::vector<OutlierStats*>& endpoints) {
     double threshold = mean - options_.stdev_factor * stdev;
     std::sort(eligible.begin(), eligible.end(),
               [](const Candidate& a, const Candidate& b) { return a.rate < b.rate; });
-    int max_ejected = std::max<int>(
-        1, static_cast<int>(endpoints.size()) * options_.max_ejection_percent / 100);
+    int max_ejected =
+        std::max<int>(1, static_cast<int>(endpoints.size()) * options_.max_ejection_percent / 100);
     for (const Candidate& c : eligible) {
       if (c.rate >= threshold || ejected_now >= max_ejected) break;
       auto duration = std::min<std::chrono::milliseconds>(

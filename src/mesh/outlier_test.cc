@@ -39,7 +39,9 @@ TEST(OutlierDetectorTest, EjectsTheEndpointFarBelowItsPeersAndLetsItBack) {
 
 TEST(OutlierDetectorTest, RepeatOffendersStayOutLongerAndAreForgivenOverTime) {
   ManualClock clock;
-  OutlierDetector d({.min_hosts = 5, .min_requests = 10, .base_ejection_time = 1000ms,
+  OutlierDetector d({.min_hosts = 5,
+                     .min_requests = 10,
+                     .base_ejection_time = 1000ms,
                      .max_ejection_time = 2500ms},
                     &clock);
   Fleet f(10);

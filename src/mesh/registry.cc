@@ -30,7 +30,8 @@ std::string PrefixEnd(std::string prefix) {
 
 class StoreSource final : public EndpointSource {
  public:
-  StoreSource(std::shared_ptr<client::Client> client, std::string prefix, StoreSourceOptions options)
+  StoreSource(std::shared_ptr<client::Client> client, std::string prefix,
+              StoreSourceOptions options)
       : client_(std::move(client)), directory_(RegistryDirectory(prefix)), options_(options) {}
   ~StoreSource() override {
     {
@@ -107,8 +108,7 @@ class StoreSource final : public EndpointSource {
     if (response.events_size() == 0) return;  // created, progress
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& event : response.events()) {
-      Apply(event.kv().key(),
-            event.type() == mvccpb::Event::PUT ? &event.kv().value() : nullptr);
+      Apply(event.kv().key(), event.type() == mvccpb::Event::PUT ? &event.kv().value() : nullptr);
     }
     Deliver();
   }
@@ -213,7 +213,8 @@ std::unique_ptr<EndpointSource> StoreEndpoints(std::shared_ptr<client::Client> c
 
 Registration::Registration(std::shared_ptr<client::Client> client, RegistrationOptions options)
     : client_(std::move(client)), options_(std::move(options)) {
-  if (options_.id.empty()) options_.id = FormatHostPort(options_.endpoint.host, options_.endpoint.port);
+  if (options_.id.empty())
+    options_.id = FormatHostPort(options_.endpoint.host, options_.endpoint.port);
   key_ = RegistryDirectory(options_.prefix) + options_.id;
   value_ = EncodeRegistryValue(options_.endpoint);
 }

@@ -40,8 +40,8 @@ inline void RunOn(EventLoop* loop, absl::FunctionRef<void()> fn) {
 
 // The same, returning what fn returns.
 template <typename Fn>
-  requires(!std::is_void_v<std::invoke_result_t<Fn&>>)
-std::invoke_result_t<Fn&> RunOn(EventLoop* loop, Fn&& fn) {
+requires(!std::is_void_v<std::invoke_result_t<Fn&>>) std::invoke_result_t<Fn&> RunOn(
+    EventLoop* loop, Fn&& fn) {
   std::optional<std::invoke_result_t<Fn&>> result;
   RunOn(loop, [&] { result.emplace(fn()); });
   return std::move(*result);

@@ -224,8 +224,8 @@ CallResult BalancedChannel::NoEndpoint(std::string_view method) {
   CallResult r;
   r.not_processed = true;
   if (!have_endpoints_) {
-    r.status = absl::UnavailableError(absl::StrCat("no endpoints yet for ", std::string(method),
-                                                   " from ", source_description_));
+    r.status = absl::UnavailableError(
+        absl::StrCat("no endpoints yet for ", std::string(method), " from ", source_description_));
   } else if (members_.empty()) {
     r.status = absl::UnavailableError(
         absl::StrCat("no endpoints for ", std::string(method), " in ", source_description_));
@@ -298,8 +298,8 @@ net::Task<CallResult> BalancedChannel::CallBytes(std::string_view method, net::B
   if (!have_endpoints_ && !co_await WaitForEndpoints(deadline)) {
     CallResult r = NoEndpoint(method);
     if (Clock::now() >= deadline) {
-      r.status = absl::DeadlineExceededError(absl::StrCat(
-          "deadline passed waiting for the first endpoints of ", source_description_));
+      r.status = absl::DeadlineExceededError(
+          absl::StrCat("deadline passed waiting for the first endpoints of ", source_description_));
     }
     co_return r;
   }
@@ -366,18 +366,10 @@ net::Task<CallResult> BalancedChannel::CallHedged(std::string_view method,
     size_t index = state->cancellers.size();
     state->cancellers.push_back(std::make_unique<CallCanceller>());
     ++in_flight;
-    // The copy's options must not point into this frame: it may outlive it.
-    CallOptions copy_options = options;
-    copy_options.parent = nullptr;
-    if (options.parent != nullptr) {
-      for (std::string_view key : {"traceparent", "tracestate"}) {
-        std::string_view value = options.parent->Metadata(key);
-        if (!value.empty()) copy_options.metadata.emplace_back(std::string(key), std::string(value));
-      }
-    }
+    // The copy outlives this frame: it gets its own options, and reads the
+    // parent (alive now) before its first wait (CallOptions::parent).
     loop_->StartOwned(RunHedgeCopy(shared_from_this(), state, std::move(member),
-                                   std::string(method), request.Share(), std::move(copy_options),
-                                   deadline, index));
+                                   std::string(method), request.Share(), options, deadline, index));
     return true;
   };
   auto finish = [&](CallResult result) {

@@ -152,7 +152,7 @@ class BalancedChannel : public std::enable_shared_from_this<BalancedChannel> {
                                       Clock::time_point deadline, size_t index);
   bool ShouldRetry(const CallResult& result, const CallOptions& options) const;
   Clock::duration RetryBackoff(int retry, const CallResult& last);
-  CallResult NoEndpoint(std::string_view method) ;
+  CallResult NoEndpoint(std::string_view method);
 
   net::EventLoop* loop_;
   std::unique_ptr<mesh::Balancer> balancer_;

@@ -40,7 +40,9 @@ int DeadPort() {
   return port;
 }
 
-mesh::Endpoint Local(int port) { return mesh::ParseEndpoint("127.0.0.1:" + std::to_string(port)).value(); }
+mesh::Endpoint Local(int port) {
+  return mesh::ParseEndpoint("127.0.0.1:" + std::to_string(port)).value();
+}
 
 class BalancedChannelTest : public ::testing::TestWithParam<net::IoBackendKind> {
  protected:
@@ -86,13 +88,14 @@ class BalancedChannelTest : public ::testing::TestWithParam<net::IoBackendKind> 
   }
 
   absl::StatusOr<EchoResponse> Echo(CallOptions options = {}, std::string payload = "x") {
-    return net::BlockOn(loop_, [](std::shared_ptr<BalancedChannel> channel, CallOptions options,
-                                  std::string payload) -> net::Task<absl::StatusOr<EchoResponse>> {
-      Client client(std::move(channel));
-      EchoRequest request;
-      request.set_payload(payload);
-      co_return co_await client.Echo(request, std::move(options));
-    }(channel_, std::move(options), std::move(payload)));
+    return net::BlockOn(loop_,
+                        [](std::shared_ptr<BalancedChannel> channel, CallOptions options,
+                           std::string payload) -> net::Task<absl::StatusOr<EchoResponse>> {
+                          Client client(std::move(channel));
+                          EchoRequest request;
+                          request.set_payload(payload);
+                          co_return co_await client.Echo(request, std::move(options));
+                        }(channel_, std::move(options), std::move(payload)));
   }
 
   BalancedChannelStats Stats() {
@@ -264,7 +267,8 @@ TEST_P(BalancedChannelTest, TheDeadlineBoundsEveryAttempt) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, BalancedChannelTest,
-                         ::testing::Values(net::IoBackendKind::kIoUring, net::IoBackendKind::kEpoll),
+                         ::testing::Values(net::IoBackendKind::kIoUring,
+                                           net::IoBackendKind::kEpoll),
                          [](const auto& info) {
                            return info.param == net::IoBackendKind::kIoUring ? "io_uring" : "epoll";
                          });

@@ -207,12 +207,21 @@ net::Task<CallResult> Channel::Send(std::string_view method, const CallOptions& 
   Clock::time_point now = Clock::now();
   Clock::time_point deadline = Clock::time_point::max();
   if (options.timeout > Clock::duration::zero()) deadline = now + options.timeout;
+  // Everything taken from the parent is taken now, before the first wait:
+  // a call may outlive the served call that started it (a hedged copy).
+  MetadataList inherited;
   if (options.parent != nullptr) {
     if (options.parent->cancelled()) {
       early.status = absl::CancelledError("the call being served was cancelled");
       co_return early;
     }
     deadline = std::min(deadline, options.parent->deadline());
+    for (std::string_view key : {"traceparent", "tracestate"}) {
+      std::string_view value = options.parent->Metadata(key);
+      bool overridden = false;
+      for (const auto& [k, v] : options.metadata) overridden |= k == key;
+      if (!value.empty() && !overridden) inherited.emplace_back(key, value);
+    }
   }
   if (deadline <= now) {
     early.status = absl::DeadlineExceededError(
@@ -230,7 +239,8 @@ net::Task<CallResult> Channel::Send(std::string_view method, const CallOptions& 
     co_return early;
   }
   if (options.canceller != nullptr && options.canceller->cancelled()) {
-    early.status = absl::CancelledError(absl::StrCat(std::string(method), " cancelled before it was sent"));
+    early.status =
+        absl::CancelledError(absl::StrCat(std::string(method), " cancelled before it was sent"));
     co_return early;
   }
   std::shared_ptr<Connection> conn = current_;
@@ -245,14 +255,7 @@ net::Task<CallResult> Channel::Send(std::string_view method, const CallOptions& 
   }
   for (const auto& [k, v] : options.metadata) meta.entries.emplace_back(k, v);
   if (!options_.caller.empty()) meta.entries.emplace_back("caller", options_.caller);
-  if (options.parent != nullptr) {
-    for (std::string_view key : {"traceparent", "tracestate"}) {
-      std::string_view value = options.parent->Metadata(key);
-      bool overridden = false;
-      for (const auto& [k, v] : options.metadata) overridden |= k == key;
-      if (!value.empty() && !overridden) meta.entries.emplace_back(key, value);
-    }
-  }
+  for (const auto& [k, v] : inherited) meta.entries.emplace_back(k, v);
   constexpr uint8_t kFlags = frame_flags::kEndStream | frame_flags::kHasMessage;
   if (payload != nullptr) {
     AppendFrame(&conn->socket->output(), FrameType::kRequest, kFlags, id, meta,

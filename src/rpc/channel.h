@@ -66,7 +66,8 @@ struct CallOptions {
   // Zero: no timeout of the call's own (a parent's deadline still applies).
   Clock::duration timeout = Clock::duration::zero();
   // The call being served, whose deadline, trace context and cancellation
-  // this outgoing call inherits.
+  // this outgoing call inherits. Read when the call starts, before its
+  // first wait; it need not outlive the call.
   const ServerContext* parent = nullptr;
   MetadataList metadata;
   CallCanceller* canceller = nullptr;

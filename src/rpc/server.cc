@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
+#include "mesh/discovery.h"
 #include "net/block_on.h"
 #include "net/http_server.h"
 #include "net/socket.h"
@@ -18,8 +19,8 @@ namespace {
 
 // Finer than the store's buckets: RPC handlers answer in microseconds.
 std::vector<double> RpcLatencyBuckets() {
-  return {10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3,
-          25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1.0,  2.5,    5.0,    10.0};
+  return {10e-6, 25e-6, 50e-6,  100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3,
+          25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1.0,    2.5,  5.0,    10.0};
 }
 
 std::string PeerOf(int fd) {
@@ -27,14 +28,12 @@ std::string PeerOf(int fd) {
   socklen_t len = sizeof(addr);
   if (getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "?";
   char host[INET6_ADDRSTRLEN] = {};
-  if (addr.ss_family == AF_INET) {
-    auto* a = reinterpret_cast<sockaddr_in*>(&addr);
-    inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-    return absl::StrCat(host, ":", ntohs(a->sin_port));
-  }
-  auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
-  inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-  return absl::StrCat("[", host, "]:", ntohs(a->sin6_port));
+  bool v4 = addr.ss_family == AF_INET;
+  auto* a4 = reinterpret_cast<sockaddr_in*>(&addr);
+  auto* a6 = reinterpret_cast<sockaddr_in6*>(&addr);
+  inet_ntop(addr.ss_family, v4 ? static_cast<void*>(&a4->sin_addr) : &a6->sin6_addr, host,
+            sizeof(host));
+  return mesh::FormatHostPort(host, ntohs(v4 ? a4->sin_port : a6->sin6_port));
 }
 
 }  // namespace
@@ -129,21 +128,20 @@ void Server::RegisterMetrics() {
     for (int c = 0; c < kStatusCodes; ++c) {
       metrics::Labels labels = method;
       labels.emplace_back("code", absl::StatusCodeToString(static_cast<absl::StatusCode>(c)));
-      m->handled[c] = metrics_->AddCounter("capstan_rpc_server_handled_total",
-                                           "RPC calls finished, by method and status code.",
-                                           std::move(labels));
+      m->handled[c] =
+          metrics_->AddCounter("capstan_rpc_server_handled_total",
+                               "RPC calls finished, by method and status code.", std::move(labels));
     }
     m->latency = metrics_->AddHistogram("capstan_rpc_server_handling_seconds",
                                         "Time from a call's arrival to its answer.",
                                         RpcLatencyBuckets(), method);
-    m->in_flight = metrics_->AddGauge("capstan_rpc_server_in_flight",
-                                      "Calls running now.", method);
+    m->in_flight = metrics_->AddGauge("capstan_rpc_server_in_flight", "Calls running now.", method);
     m->shed = metrics_->AddCounter(
         "capstan_rpc_server_shed_total",
         "Calls refused by a concurrency limit (RESOURCE_EXHAUSTED, not processed).", method);
-    m->limit = metrics_->AddGauge(
-        "capstan_rpc_server_concurrency_limit",
-        "The adaptive concurrency limit, summed over the server's loops.", method);
+    m->limit = metrics_->AddGauge("capstan_rpc_server_concurrency_limit",
+                                  "The adaptive concurrency limit, summed over the server's loops.",
+                                  method);
   }
 }
 
@@ -153,7 +151,8 @@ absl::Status Server::Start() {
     auto it = methods_.find(name);
     if (it == methods_.end()) {
       std::string known;
-      for (const auto& m : method_list_) absl::StrAppend(&known, known.empty() ? "" : ", ", m->full_name);
+      for (const auto& m : method_list_)
+        absl::StrAppend(&known, known.empty() ? "" : ", ", m->full_name);
       return absl::InvalidArgumentError(absl::StrCat("max_concurrency names '", name,
                                                      "', which is not a method of this server (",
                                                      known.empty() ? "none" : known, ")"));
@@ -222,8 +221,8 @@ absl::Status Server::Start() {
     }
     if (!st.ok()) {
       Shutdown(std::chrono::seconds(0));
-      return absl::InvalidArgumentError(absl::StrCat(
-          "admin address '", options_.admin_address, "': ", st.message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("admin address '", options_.admin_address, "': ", st.message()));
     }
   }
   CAPSTAN_LOG(info, "rpc server listening", "host", options_.host, "port", port_, "threads",

@@ -49,15 +49,17 @@ class GovernanceTest : public ::testing::Test {
   // statuses in the order they finished.
   std::vector<absl::Status> Burst(int n, int64_t delay_us) {
     return net::BlockOn(
-        loop_, [](net::EventLoop* loop, std::shared_ptr<Channel> channel, int n,
-                  int64_t delay_us) -> net::Task<std::vector<absl::Status>> {
+        loop_,
+        [](net::EventLoop* loop, std::shared_ptr<Channel> channel, int n,
+           int64_t delay_us) -> net::Task<std::vector<absl::Status>> {
           std::vector<absl::Status> finished;
           net::WaitGroup done(loop);
           auto one = [](std::shared_ptr<Channel> channel, int64_t delay_us,
                         std::vector<absl::Status>* out, net::WaitGroup* done) -> net::Task<void> {
             EchoRequest req;
             req.set_delay_us(delay_us);
-            auto r = co_await channel->Call<EchoRequest, EchoResponse>(kEcho, req, {.timeout = 10s});
+            auto r =
+                co_await channel->Call<EchoRequest, EchoResponse>(kEcho, req, {.timeout = 10s});
             out->push_back(r.status());
             done->Done();
           };
@@ -172,15 +174,20 @@ TEST_F(GovernanceTest, PerMethodMetricsAndTheStatusPageCountCalls) {
   EXPECT_EQ(Echo(failing).status().code(), absl::StatusCode::kNotFound);
 
   std::string text = server_->metrics().RenderText();
-  EXPECT_NE(text.find(R"(capstan_rpc_server_handled_total{method="capstan.echo.Echo/Echo",code="OK"} 3)"),
-            std::string::npos)
+  EXPECT_NE(
+      text.find(R"(capstan_rpc_server_handled_total{method="capstan.echo.Echo/Echo",code="OK"} 3)"),
+      std::string::npos)
       << text;
-  EXPECT_NE(text.find(R"(capstan_rpc_server_handled_total{method="capstan.echo.Echo/Echo",code="NOT_FOUND"} 1)"),
-            std::string::npos);
-  EXPECT_NE(text.find(R"(capstan_rpc_server_handling_seconds_count{method="capstan.echo.Echo/Echo"} 4)"),
-            std::string::npos);
-  EXPECT_NE(text.find(R"(capstan_rpc_server_concurrency_limit{method="capstan.echo.Echo/Echo"} 50)"),
-            std::string::npos)
+  EXPECT_NE(
+      text.find(
+          R"(capstan_rpc_server_handled_total{method="capstan.echo.Echo/Echo",code="NOT_FOUND"} 1)"),
+      std::string::npos);
+  EXPECT_NE(
+      text.find(R"(capstan_rpc_server_handling_seconds_count{method="capstan.echo.Echo/Echo"} 4)"),
+      std::string::npos);
+  EXPECT_NE(
+      text.find(R"(capstan_rpc_server_concurrency_limit{method="capstan.echo.Echo/Echo"} 50)"),
+      std::string::npos)
       << "the default adaptive limit, one loop";
 
   std::string status = server_->StatusText();

@@ -27,7 +27,6 @@ struct ServerCall::Connection {
   uint64_t calls_started = 0;
 };
 
-
 // A method as the server serves it: handler, limits, metrics.
 struct Server::Method {
   size_t index = 0;

@@ -30,7 +30,6 @@ double QuantileMs(const metrics::Histogram& h, double q) {
 
 }  // namespace
 
-
 std::string Server::StatusText() {
   if (!started_) return "server not started\n";
   auto uptime = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_at_);
@@ -61,8 +60,8 @@ std::string Server::StatusText() {
 
   constexpr size_t kMaxListed = 100;
   absl::StrAppend(&out, "\nconnections (at most ", kMaxListed, " per loop)\n");
-  absl::StrAppendFormat(&out, "  %-4s %-46s %10s %12s %9s\n", "loop", "peer", "age s",
-                        "calls", "in flight");
+  absl::StrAppendFormat(&out, "  %-4s %-46s %10s %12s %9s\n", "loop", "peer", "age s", "calls",
+                        "in flight");
   for (size_t i = 0; i < loops_.size(); ++i) {
     LoopState* state = loops_[i].get();
     std::string lines = net::RunOn(state->loop, [&] {

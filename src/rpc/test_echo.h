@@ -19,14 +19,15 @@ class TestEcho : public Service {
   explicit TestEcho(std::string name, std::shared_ptr<Channel>* downstream = nullptr)
       : Service("capstan.echo.Echo"), name_(std::move(name)), downstream_(downstream) {
     AddUnary<echo::EchoRequest, echo::EchoResponse>(
-        "Echo", [this](ServerContext& ctx, const echo::EchoRequest& req,
-                       echo::EchoResponse* resp) { return Handle(ctx, req, resp); });
+        "Echo", [this](ServerContext& ctx, const echo::EchoRequest& req, echo::EchoResponse* resp) {
+          return Handle(ctx, req, resp);
+        });
   }
 
   std::atomic<int> calls{0};
   // Calls whose caller had cancelled them by the time they finished.
   std::atomic<int> cancelled{0};
-  std::atomic<int> forced_failure{0};   // a status code every call returns
+  std::atomic<int> forced_failure{0};  // a status code every call returns
   std::atomic<int64_t> extra_delay_us{0};
 
  private:

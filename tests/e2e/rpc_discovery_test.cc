@@ -58,20 +58,21 @@ class RpcDiscoveryTest : public ::testing::Test {
     Instance inst;
     inst.name = name;
     std::string log = dir_->path() + "/" + name + ".log";
-    std::vector<std::string> argv{ECHO_EXAMPLE_PATH, "serve",    "--store",
-                                  store_->endpoint(), "--prefix", kPrefix,
-                                  "--instance",       name,       "--ttl",
-                                  std::to_string(kTtlSeconds)};
+    std::vector<std::string> argv{
+        ECHO_EXAMPLE_PATH, "serve", "--store", store_->endpoint(),         "--prefix", kPrefix,
+        "--instance",      name,    "--ttl",   std::to_string(kTtlSeconds)};
     argv.insert(argv.end(), extra.begin(), extra.end());
     inst.process = std::make_unique<Process>(argv, log);
     std::smatch m;
     static const std::regex kListening("listening 127\\.0\\.0\\.1:(\\d+)");
-    bool up = Eventually([&] {
-      std::string text = inst.process->Log();
-      if (!std::regex_search(text, m, kListening)) return false;
-      inst.port = std::stoi(m[1]);
-      return true;
-    }, 20s);
+    bool up = Eventually(
+        [&] {
+          std::string text = inst.process->Log();
+          if (!std::regex_search(text, m, kListening)) return false;
+          inst.port = std::stoi(m[1]);
+          return true;
+        },
+        20s);
     EXPECT_TRUE(up) << name << " did not start: " << inst.process->Log();
     instances_.push_back(std::move(inst));
     return instances_.back();
@@ -91,8 +92,9 @@ class RpcDiscoveryTest : public ::testing::Test {
 
   absl::StatusOr<EchoReply> Echo(std::chrono::milliseconds timeout, uint32_t sleep_ms = 0) {
     return net::BlockOn(
-        loop_, [](std::shared_ptr<rpc::BalancedChannel> channel, std::chrono::milliseconds timeout,
-                  uint32_t sleep_ms) -> net::Task<absl::StatusOr<EchoReply>> {
+        loop_,
+        [](std::shared_ptr<rpc::BalancedChannel> channel, std::chrono::milliseconds timeout,
+           uint32_t sleep_ms) -> net::Task<absl::StatusOr<EchoReply>> {
           examples::EchoClientT<rpc::BalancedChannel> echo(channel);
           EchoRequest request;
           request.set_message("ping");
@@ -133,7 +135,8 @@ TEST_F(RpcDiscoveryTest, ClientBalancesAcrossRegisteredInstancesAndSurvivesOneBe
   // Registered as etcd's naming layout: etcdctl sees them.
   EXPECT_EQ(RegistryKeys(),
             (std::set<std::string>{"services/echo/a", "services/echo/b", "services/echo/c"}));
-  CommandResult value = Etcdctl(store_->endpoint(), {"get", "--print-value-only", "services/echo/a"});
+  CommandResult value =
+      Etcdctl(store_->endpoint(), {"get", "--print-value-only", "services/echo/a"});
   EXPECT_NE(value.out.find("\"Addr\":\"127.0.0.1:" + std::to_string(instances_[0].port) + "\""),
             std::string::npos)
       << value.out;
@@ -165,7 +168,8 @@ TEST_F(RpcDiscoveryTest, ClientBalancesAcrossRegisteredInstancesAndSurvivesOneBe
   EXPECT_EQ(served.count("b"), 0u);
   EXPECT_GT(served["a"], 0);
   EXPECT_GT(served["c"], 0);
-  EXPECT_GT(calls_while_b_listed, 0) << "the failover (b still listed, calls retried) was exercised";
+  EXPECT_GT(calls_while_b_listed, 0)
+      << "the failover (b still listed, calls retried) was exercised";
   // Gone within its lease TTL (plus the store's expiry check and the watch).
   EXPECT_LE(left_after, std::chrono::seconds(kTtlSeconds) + 1500ms)
       << std::chrono::duration_cast<std::chrono::milliseconds>(left_after).count() << " ms";
@@ -215,8 +219,10 @@ TEST_F(RpcDiscoveryTest, TheAdminEndpointServesMetricsAndStatusToCurl) {
 
   CommandResult metrics = RunCommand({"curl", "-sf", base + "/metrics"});
   ASSERT_EQ(metrics.exit_code, 0) << metrics.err;
-  EXPECT_NE(metrics.out.find(R"(capstan_rpc_server_handled_total{method="capstan.examples.Echo/Echo",code="OK"} 5)"),
-            std::string::npos)
+  EXPECT_NE(
+      metrics.out.find(
+          R"(capstan_rpc_server_handled_total{method="capstan.examples.Echo/Echo",code="OK"} 5)"),
+      std::string::npos)
       << metrics.out;
   CommandResult status = RunCommand({"curl", "-sf", base + "/status"});
   ASSERT_EQ(status.exit_code, 0) << status.err;
@@ -227,10 +233,9 @@ TEST_F(RpcDiscoveryTest, TheAdminEndpointServesMetricsAndStatusToCurl) {
 TEST_F(RpcDiscoveryTest, TheExampleClientFindsTheServiceThroughTheStore) {
   StartInstance("a");
   StartInstance("b");
-  CommandResult r =
-      RunCommand({ECHO_EXAMPLE_PATH, "call", "--target",
-                  "store://" + store_->endpoint() + "/" + kPrefix, "--count", "6", "--balancer",
-                  "round_robin"});
+  CommandResult r = RunCommand({ECHO_EXAMPLE_PATH, "call", "--target",
+                                "store://" + store_->endpoint() + "/" + kPrefix, "--count", "6",
+                                "--balancer", "round_robin"});
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("calls=6 failed=0 served: a=3 b=3"), std::string::npos) << r.out;
 
