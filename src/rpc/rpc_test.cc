@@ -210,6 +210,14 @@ TEST_P(RpcTest, DeadlinesPropagateThroughAServerToItsOwnCalls) {
   auto unbounded = call(req, {});
   ASSERT_TRUE(unbounded.ok()) << unbounded.status();
   EXPECT_EQ(unbounded->deadline_left_us(), -1);
+  // The trace context the client sent reaches the back through the front.
+  EchoRequest trace;
+  trace.set_payload("traceparent");
+  trace.set_call_downstream(true);
+  constexpr char kTrace[] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  auto traced = call(trace, {.timeout = 2s, .metadata = {{"traceparent", kTrace}}});
+  ASSERT_TRUE(traced.ok()) << traced.status();
+  EXPECT_EQ(traced->payload(), kTrace);
 
   ASSERT_TRUE(net::BlockOn(loop_, front_channel->Call<EchoRequest, EchoResponse>(
                                       "capstan.echo.Setup/Drop", EchoRequest()))

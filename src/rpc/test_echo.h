@@ -53,7 +53,10 @@ class TestEcho : public Service {
       *resp = *r;
       co_return absl::OkStatus();
     }
-    resp->set_payload(req.payload());
+    // A request for "traceparent" is answered with the trace context the
+    // call arrived with (to test propagation through a hop).
+    resp->set_payload(req.payload() == "traceparent" ? std::string(ctx.Metadata("traceparent"))
+                                                     : req.payload());
     resp->set_served_by(name_);
     resp->set_caller(std::string(ctx.Metadata("caller")));
     resp->set_deadline_left_us(
