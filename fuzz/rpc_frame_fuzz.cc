@@ -1,7 +1,8 @@
 // Fuzz target: the RPC frame decoder. Arbitrary bytes, fed in arbitrary
 // pieces, must decode to frames, "need more" or an error with a reason —
 // never a crash or an out-of-bounds read — and every decoded frame must
-// re-encode to a frame that decodes to the same fields.
+// re-encode to a frame that decodes to the same fields; WINDOW payloads
+// parse or are refused with a reason.
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -55,6 +56,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         return 0;
       }
       CheckRoundTrip(f);
+      if (f.type == capstan::rpc::FrameType::kWindow) {
+        // A WINDOW payload parses to a positive increment or says why not.
+        uint64_t increment = 0;
+        std::string why;
+        bool ok = capstan::rpc::ParseWindowIncrement(f.payload, &increment, &why);
+        if (ok ? increment == 0 : why.empty()) std::abort();
+      }
     }
   }
   return 0;

@@ -112,12 +112,8 @@ class BalancedChannel : public std::enable_shared_from_this<BalancedChannel> {
   template <typename Request, typename Response>
   net::Task<absl::StatusOr<Response>> Call(std::string_view method, const Request& request,
                                            CallOptions options = {}) {
-    size_t size = request.ByteSizeLong();
-    net::Buffer bytes;
-    std::span<char> dst = bytes.Reserve(size);
-    SerializeTo(request, size, dst.data());
-    bytes.Commit(size);
-    co_return ParseResponse<Response>(co_await CallBytes(method, std::move(bytes), options));
+    co_return ParseResponse<Response>(
+        co_await CallBytes(method, SerializeToBuffer(request), options));
   }
 
   // Loop thread. Replaces the endpoint set (what the source's updates do;

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "net/socket.h"
+#include "rpc/stream_state.h"
 
 namespace capstan::rpc {
 
@@ -21,19 +22,29 @@ absl::Status StatusFromWire(uint32_t code, std::string_view message) {
 
 }  // namespace
 
-// A call waiting for its answer; lives in the calling coroutine's frame.
+// A call waiting for its answer; lives in the calling coroutine's frame
+// (unary) or in its ClientStream (streams).
 struct Channel::PendingCall {
-  explicit PendingCall(absl::AnyInvocable<void()> on_deadline)
-      : deadline_timer(std::move(on_deadline)) {}
+  PendingCall(net::EventLoop* loop, Connection* connection, uint32_t stream_id,
+              std::string_view method, Clock::time_point started);
   // A call whose frame is destroyed while waiting (its loop went away)
   // leaves its connection's table.
   ~PendingCall();
+  // Enters the connection's table; arms the deadline and the canceller.
+  void Track(Clock::time_point deadline, CallCanceller* canceller);
   // Ends the call before its answer: leaves the table, tells the server.
   void Abandon(absl::Status status);
-  net::EventLoop* loop = nullptr;
-  Connection* connection = nullptr;
+  net::EventLoop* loop;
+  Connection* connection;
+  uint32_t stream_id;
+  // Owned by the caller (unary) or the ClientStream.
+  std::string_view method;
+  Clock::time_point started;
   CallCanceller* canceller = nullptr;
-  uint32_t stream_id = 0;
+  // Streams only: where MESSAGE and WINDOW frames go, and whether messages
+  // are now dropped as they arrive (the caller is waiting in Finish).
+  internal::StreamState* stream = nullptr;
+  bool drop_messages = false;
   std::coroutine_handle<> waiter;
   CallResult result;
   bool done = false;
@@ -43,6 +54,7 @@ struct Channel::PendingCall {
     done = true;
     deadline_timer.Cancel();
     if (canceller != nullptr) canceller->hook_ = nullptr;
+    if (stream != nullptr) stream->End();
     if (waiter) loop->Schedule(std::exchange(waiter, nullptr));
   }
   struct Awaiter {
@@ -65,11 +77,44 @@ struct Channel::Connection {
   bool going_away = false;
 };
 
+struct Channel::Opened {
+  std::shared_ptr<Connection> connection;
+  uint32_t stream_id = 0;
+  Clock::time_point started;
+  Clock::time_point deadline;
+};
+
+// The timer may fire after the channel is gone (a call on a connection it
+// left after GOAWAY): it touches only the call and its connection.
+Channel::PendingCall::PendingCall(net::EventLoop* loop, Connection* connection, uint32_t stream_id,
+                                  std::string_view method, Clock::time_point started)
+    : loop(loop),
+      connection(connection),
+      stream_id(stream_id),
+      method(method),
+      started(started),
+      deadline_timer([this] {
+        Abandon(absl::DeadlineExceededError(absl::StrCat(
+            std::string(this->method), " to ", this->connection->endpoint,
+            ": deadline exceeded after ", Millis(Clock::now() - this->started), " ms")));
+      }) {}
+
 Channel::PendingCall::~PendingCall() {
   if (canceller != nullptr) canceller->hook_ = nullptr;
-  if (connection == nullptr) return;
   auto it = connection->pending.find(stream_id);
   if (it != connection->pending.end() && it->second == this) connection->pending.erase(it);
+}
+
+void Channel::PendingCall::Track(Clock::time_point deadline, CallCanceller* call_canceller) {
+  connection->pending[stream_id] = this;
+  if (call_canceller != nullptr) {
+    canceller = call_canceller;
+    canceller->hook_ = [this] {
+      Abandon(absl::CancelledError(absl::StrCat(std::string(method), " to ", connection->endpoint,
+                                                " cancelled by the caller")));
+    };
+  }
+  if (deadline != Clock::time_point::max()) deadline_timer.Arm(loop, deadline);
 }
 
 void Channel::PendingCall::Abandon(absl::Status status) {
@@ -199,11 +244,9 @@ net::Task<CallResult> Channel::CallBytes(std::string_view method, net::Buffer re
       method, options, size, [](char*) {}, &request);
 }
 
-net::Task<CallResult> Channel::Send(std::string_view method, const CallOptions& options,
-                                    size_t size, absl::FunctionRef<void(char*)> write_payload,
-                                    net::Buffer* payload) {
-  CallResult early;
-  early.not_processed = true;
+net::Task<absl::StatusOr<Channel::Opened>> Channel::Open(
+    std::string_view method, const CallOptions& options, uint8_t flags, size_t size,
+    absl::FunctionRef<void(char*)> write_payload, net::Buffer* payload) {
   Clock::time_point now = Clock::now();
   Clock::time_point deadline = Clock::time_point::max();
   if (options.timeout > Clock::duration::zero()) deadline = now + options.timeout;
@@ -212,8 +255,7 @@ net::Task<CallResult> Channel::Send(std::string_view method, const CallOptions& 
   MetadataList inherited;
   if (options.parent != nullptr) {
     if (options.parent->cancelled()) {
-      early.status = absl::CancelledError("the call being served was cancelled");
-      co_return early;
+      co_return absl::CancelledError("the call being served was cancelled");
     }
     deadline = std::min(deadline, options.parent->deadline());
     for (std::string_view key : {"traceparent", "tracestate"}) {
@@ -224,28 +266,22 @@ net::Task<CallResult> Channel::Send(std::string_view method, const CallOptions& 
     }
   }
   if (deadline <= now) {
-    early.status = absl::DeadlineExceededError(
+    co_return absl::DeadlineExceededError(
         absl::StrCat("deadline passed before ", std::string(method), " was sent"));
-    co_return early;
   }
   if (size > options_.max_frame_size) {
-    early.status = absl::ResourceExhaustedError(absl::StrCat(
+    co_return absl::ResourceExhaustedError(absl::StrCat(
         "request of ", size, " bytes exceeds max_frame_size ", options_.max_frame_size));
-    co_return early;
   }
   absl::Status connected = co_await EnsureConnected(deadline);
-  if (!connected.ok()) {
-    early.status = std::move(connected);
-    co_return early;
-  }
+  if (!connected.ok()) co_return connected;
   if (options.canceller != nullptr && options.canceller->cancelled()) {
-    early.status =
-        absl::CancelledError(absl::StrCat(std::string(method), " cancelled before it was sent"));
-    co_return early;
+    co_return absl::CancelledError(
+        absl::StrCat(std::string(method), " cancelled before it was sent"));
   }
-  std::shared_ptr<Connection> conn = current_;
-  uint32_t id = conn->next_stream_id++;
-  if (conn->next_stream_id == 0) conn->next_stream_id = 1;
+  Opened opened{current_, current_->next_stream_id++, now, deadline};
+  Connection& conn = *opened.connection;
+  if (conn.next_stream_id == 0) conn.next_stream_id = 1;
 
   Meta meta;
   meta.method = method;
@@ -256,38 +292,150 @@ net::Task<CallResult> Channel::Send(std::string_view method, const CallOptions& 
   for (const auto& [k, v] : options.metadata) meta.entries.emplace_back(k, v);
   if (!options_.caller.empty()) meta.entries.emplace_back("caller", options_.caller);
   for (const auto& [k, v] : inherited) meta.entries.emplace_back(k, v);
-  constexpr uint8_t kFlags = frame_flags::kEndStream | frame_flags::kHasMessage;
   if (payload != nullptr) {
-    AppendFrame(&conn->socket->output(), FrameType::kRequest, kFlags, id, meta,
+    AppendFrame(&conn.socket->output(), FrameType::kRequest, flags, opened.stream_id, meta,
                 std::move(*payload));
   } else {
-    AppendFrameWith(&conn->socket->output(), FrameType::kRequest, kFlags, id, meta, size,
-                    write_payload);
+    AppendFrameWith(&conn.socket->output(), FrameType::kRequest, flags, opened.stream_id, meta,
+                    size, write_payload);
   }
-  conn->socket->MarkWritten();
+  conn.socket->MarkWritten();
+  co_return opened;
+}
 
-  Connection* raw = conn.get();
-  // The timer may fire after the channel is gone (a call on a connection
-  // it left after GOAWAY): it touches only the call and its connection.
-  PendingCall call([&call, raw, method, now] {
-    call.Abandon(absl::DeadlineExceededError(
-        absl::StrCat(std::string(method), " to ", raw->endpoint, ": deadline exceeded after ",
-                     Millis(Clock::now() - now), " ms")));
-  });
-  call.loop = loop_;
-  call.connection = raw;
-  call.stream_id = id;
-  conn->pending[id] = &call;
-  if (options.canceller != nullptr) {
-    call.canceller = options.canceller;
-    options.canceller->hook_ = [&call, raw, method] {
-      call.Abandon(absl::CancelledError(
-          absl::StrCat(std::string(method), " to ", raw->endpoint, " cancelled by the caller")));
-    };
+net::Task<CallResult> Channel::Send(std::string_view method, const CallOptions& options,
+                                    size_t size, absl::FunctionRef<void(char*)> write_payload,
+                                    net::Buffer* payload) {
+  constexpr uint8_t kFlags = frame_flags::kEndStream | frame_flags::kHasMessage;
+  absl::StatusOr<Opened> opened =
+      co_await Open(method, options, kFlags, size, write_payload, payload);
+  if (!opened.ok()) {
+    CallResult early;
+    early.status = std::move(opened).status();
+    early.not_processed = true;
+    co_return early;
   }
-  if (deadline != Clock::time_point::max()) call.deadline_timer.Arm(loop_, deadline);
+  PendingCall call(loop_, opened->connection.get(), opened->stream_id, method, opened->started);
+  call.Track(opened->deadline, options.canceller);
   co_await PendingCall::Awaiter{&call};
   co_return std::move(call.result);
+}
+
+// A stream's state; its PendingCall is absent when the call was never sent.
+struct ClientStream::State {
+  State(net::EventLoop* loop, std::string method) : method(std::move(method)), stream(loop) {}
+  // Sends credit for messages taken, unless the call is over.
+  void ReturnCredit(uint64_t credit) {
+    if (credit == 0 || call->done || connection->socket->closed()) return;
+    AppendWindow(&connection->socket->output(), call->stream_id, credit);
+    connection->socket->MarkWritten();
+  }
+  std::string method;
+  internal::StreamState stream;
+  std::shared_ptr<Channel::Connection> connection;
+  std::optional<Channel::PendingCall> call;
+  CallResult unsent;
+  bool send_closed = false;
+  bool finished = false;
+};
+
+ClientStream::ClientStream(std::unique_ptr<State> state) : state_(std::move(state)) {}
+
+ClientStream::~ClientStream() {
+  if (state_->call && !state_->call->done) Cancel();
+}
+
+bool ClientStream::done() const { return !state_->call || state_->call->done; }
+
+void ClientStream::Fail(absl::Status status) {
+  if (!done()) state_->call->Abandon(std::move(status));
+}
+
+void ClientStream::Cancel() {
+  if (done()) return;
+  Fail(absl::CancelledError(absl::StrCat(state_->method, " to ", state_->connection->endpoint,
+                                         " cancelled by the caller")));
+}
+
+net::Task<bool> ClientStream::WriteWith(size_t size, absl::FunctionRef<void(char*)> write) {
+  State& st = *state_;
+  while (true) {
+    if (done() || st.send_closed || st.connection->socket->closed()) co_return false;
+    if (st.stream.window().CanSend(size)) break;
+    co_await st.stream.Writable(size);
+  }
+  if (size > st.connection->max_frame_size) {
+    Fail(absl::ResourceExhaustedError(absl::StrCat("stream message of ", size,
+                                                   " bytes exceeds max_frame_size ",
+                                                   st.connection->max_frame_size)));
+    co_return false;
+  }
+  st.stream.window().Sent(size);
+  net::Socket& socket = *st.connection->socket;
+  AppendFrameWith(&socket.output(), FrameType::kMessage, frame_flags::kHasMessage,
+                  st.call->stream_id, Meta{}, size, write);
+  socket.MarkWritten();
+  co_return true;
+}
+
+net::Task<bool> ClientStream::WriteBytes(net::Buffer message) {
+  co_return co_await WriteWith(message.size(),
+                               [&](char* dst) { message.CopyTo(dst, message.size()); });
+}
+
+void ClientStream::CloseSend() {
+  State& st = *state_;
+  if (done() || st.send_closed) return;
+  st.send_closed = true;
+  if (st.connection->socket->closed()) return;
+  AppendFrame(&st.connection->socket->output(), FrameType::kMessage, frame_flags::kEndStream,
+              st.call->stream_id, Meta{}, net::Buffer());
+  st.connection->socket->MarkWritten();
+}
+
+net::Task<bool> ClientStream::ReadBytes(net::Buffer* message) {
+  State& st = *state_;
+  if (!st.call) co_return false;
+  while (!st.stream.has_message()) {
+    if (st.call->done) co_return false;
+    co_await st.stream.Readable();
+  }
+  st.ReturnCredit(st.stream.Take(message));
+  co_return true;
+}
+
+net::Task<CallResult> ClientStream::Finish() {
+  State& st = *state_;
+  if (!st.call) co_return std::move(st.unsent);
+  CloseSend();
+  // A server still writing must not wait for credit nobody will return.
+  st.call->drop_messages = true;
+  st.ReturnCredit(st.stream.DropQueued());
+  co_await Channel::PendingCall::Awaiter{&*st.call};
+  co_return std::move(st.call->result);
+}
+
+net::Task<std::unique_ptr<ClientStream>> Channel::OpenStream(std::string_view method,
+                                                             const CallOptions& options,
+                                                             net::Buffer* request) {
+  auto state = std::make_unique<ClientStream::State>(loop_, std::string(method));
+  ClientStream::State& st = *state;
+  uint8_t flags = request != nullptr ? frame_flags::kEndStream | frame_flags::kHasMessage : 0;
+  net::Buffer nothing;
+  absl::StatusOr<Opened> opened = co_await Open(
+      st.method, options, flags, request != nullptr ? request->size() : 0, [](char*) {},
+      request != nullptr ? request : &nothing);
+  if (!opened.ok()) {
+    st.unsent.status = std::move(opened).status();
+    st.unsent.not_processed = true;
+    co_return std::unique_ptr<ClientStream>(new ClientStream(std::move(state)));
+  }
+  st.connection = opened->connection;
+  st.send_closed = request != nullptr;
+  st.call.emplace(loop_, st.connection.get(), opened->stream_id, st.method, opened->started);
+  st.call->stream = &st.stream;
+  st.call->Track(opened->deadline, options.canceller);
+  co_return std::unique_ptr<ClientStream>(new ClientStream(std::move(state)));
 }
 
 net::Task<void> Channel::ReadLoop(std::weak_ptr<Channel> channel,
@@ -316,6 +464,24 @@ net::Task<void> Channel::ReadLoop(std::weak_ptr<Channel> channel,
         call->result.status = StatusFromWire(frame.meta.status_code, frame.meta.status_message);
         if (call->result.status.ok()) call->result.payload = std::move(frame.payload);
         call->Complete();
+      } else if (frame.type == FrameType::kMessage || frame.type == FrameType::kWindow) {
+        auto it = conn->pending.find(frame.stream_id);
+        if (it == conn->pending.end() || it->second->stream == nullptr) continue;
+        PendingCall* call = it->second;
+        if (!internal::ApplyStreamFrame(*call->stream, frame, &error)) {
+          CAPSTAN_LOG(warn, "rpc protocol error from server, closing connection", "endpoint",
+                      conn->endpoint, "reason", error);
+          ended = absl::UnavailableError(
+              absl::StrCat("protocol error from ", conn->endpoint, ": ", error));
+          break;
+        }
+        if (call->drop_messages) {
+          uint64_t credit = call->stream->DropQueued();
+          if (credit > 0) {
+            AppendWindow(&socket.output(), call->stream_id, credit);
+            socket.MarkWritten();
+          }
+        }
       } else if (frame.type == FrameType::kGoAway) {
         conn->going_away = true;
         if (auto ch = channel.lock()) ch->ConnectionEnded(conn.get());

@@ -112,6 +112,118 @@ absl::StatusOr<Response> ParseResponse(CallResult result) {
   return response;
 }
 
+class Channel;
+
+// A streaming call on a Channel, in raw bytes (the typed faces below wrap
+// it). Open one with Channel::OpenStream. Reads and writes may wait in two
+// coroutines at once (one of each); everything runs on the channel's loop.
+//
+// The call ends when the server answers (its status is Finish's), when the
+// deadline passes, when it is cancelled, or when the connection fails; then
+// Write returns false, and Read returns what arrived before and then false.
+class ClientStream {
+ public:
+  // Cancels the call (the server is sent CANCEL) if it has not ended.
+  ~ClientStream();
+  ClientStream(const ClientStream&) = delete;
+  ClientStream& operator=(const ClientStream&) = delete;
+
+  // Sends one message of `size` bytes written by `write`, after waiting for
+  // flow-control credit; false when the call has ended or CloseSend was
+  // called.
+  net::Task<bool> WriteWith(size_t size, absl::FunctionRef<void(char*)> write);
+  net::Task<bool> WriteBytes(net::Buffer message);
+  // Half-closes: the server learns no more messages follow.
+  void CloseSend();
+  // The server's next message; false when no more will come.
+  net::Task<bool> ReadBytes(net::Buffer* message);
+  // Half-closes (if not yet), then waits for the call's end: the status
+  // and, for client streaming, the response in CallResult::payload.
+  // Messages not read are dropped. Once per stream.
+  net::Task<CallResult> Finish();
+  // Ends the call with CANCELLED (the server is sent CANCEL).
+  void Cancel();
+  // Ends the call with `status` (the server is sent CANCEL).
+  void Fail(absl::Status status);
+  bool done() const;
+
+  template <typename Message>
+  net::Task<bool> Write(const Message& message) {
+    size_t size = message.ByteSizeLong();
+    co_return co_await WriteWith(size, [&](char* dst) { SerializeTo(message, size, dst); });
+  }
+  // False as ReadBytes, and when a message does not parse (the call then
+  // ends with INTERNAL).
+  template <typename Message>
+  net::Task<bool> Read(Message* message) {
+    net::Buffer bytes;
+    if (!co_await ReadBytes(&bytes)) co_return false;
+    if (ParseFromBuffer(bytes, message)) co_return true;
+    Fail(absl::InternalError("stream message does not parse as " + message->GetTypeName()));
+    co_return false;
+  }
+
+ private:
+  friend class Channel;
+  struct State;
+  explicit ClientStream(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+// Server streaming: read the responses, then Finish for the status.
+template <typename Response>
+class ClientReader {
+ public:
+  explicit ClientReader(std::unique_ptr<ClientStream> stream) : stream_(std::move(stream)) {}
+  net::Task<bool> Read(Response* message) { return stream_->Read(message); }
+  net::Task<absl::Status> Finish() {
+    CallResult result = co_await stream_->Finish();
+    co_return result.status;
+  }
+  void Cancel() { stream_->Cancel(); }
+  ClientStream& stream() { return *stream_; }
+
+ private:
+  std::unique_ptr<ClientStream> stream_;
+};
+
+// Client streaming: write the requests, then Finish for the one response.
+template <typename Request, typename Response>
+class ClientWriter {
+ public:
+  explicit ClientWriter(std::unique_ptr<ClientStream> stream) : stream_(std::move(stream)) {}
+  net::Task<bool> Write(const Request& message) { return stream_->Write(message); }
+  void CloseSend() { stream_->CloseSend(); }
+  net::Task<absl::StatusOr<Response>> Finish() {
+    co_return ParseResponse<Response>(co_await stream_->Finish());
+  }
+  void Cancel() { stream_->Cancel(); }
+  ClientStream& stream() { return *stream_; }
+
+ private:
+  std::unique_ptr<ClientStream> stream_;
+};
+
+// Bidirectional: write and read independently, CloseSend when done
+// writing, Finish for the status.
+template <typename Request, typename Response>
+class ClientReaderWriter {
+ public:
+  explicit ClientReaderWriter(std::unique_ptr<ClientStream> stream) : stream_(std::move(stream)) {}
+  net::Task<bool> Write(const Request& message) { return stream_->Write(message); }
+  void CloseSend() { stream_->CloseSend(); }
+  net::Task<bool> Read(Response* message) { return stream_->Read(message); }
+  net::Task<absl::Status> Finish() {
+    CallResult result = co_await stream_->Finish();
+    co_return result.status;
+  }
+  void Cancel() { stream_->Cancel(); }
+  ClientStream& stream() { return *stream_; }
+
+ private:
+  std::unique_ptr<ClientStream> stream_;
+};
+
 class Channel : public std::enable_shared_from_this<Channel> {
  public:
   static std::shared_ptr<Channel> Create(net::EventLoop* loop, std::string host, int port,
@@ -140,6 +252,33 @@ class Channel : public std::enable_shared_from_this<Channel> {
     co_return ParseResponse<Response>(std::move(result));
   }
 
+  // Opens a streaming call. With `request`, it is the call's only request
+  // and the stream is half-closed at once (server streaming); without, the
+  // caller writes. Never null: a call that could not be sent (no
+  // connection, deadline already past) is a stream that has ended, and
+  // Finish says why (with not_processed).
+  net::Task<std::unique_ptr<ClientStream>> OpenStream(std::string_view method,
+                                                      const CallOptions& options = {},
+                                                      net::Buffer* request = nullptr);
+
+  template <typename Request, typename Response>
+  net::Task<ClientReader<Response>> OpenServerStream(std::string_view method,
+                                                     const Request& request,
+                                                     CallOptions options = {}) {
+    net::Buffer bytes = SerializeToBuffer(request);
+    co_return ClientReader<Response>(co_await OpenStream(method, options, &bytes));
+  }
+  template <typename Request, typename Response>
+  net::Task<ClientWriter<Request, Response>> OpenClientStream(std::string_view method,
+                                                              CallOptions options = {}) {
+    co_return ClientWriter<Request, Response>(co_await OpenStream(method, options));
+  }
+  template <typename Request, typename Response>
+  net::Task<ClientReaderWriter<Request, Response>> OpenBidiStream(std::string_view method,
+                                                                  CallOptions options = {}) {
+    co_return ClientReaderWriter<Request, Response>(co_await OpenStream(method, options));
+  }
+
   // Closes the connection; calls in flight end with CANCELLED.
   void Close();
 
@@ -151,9 +290,18 @@ class Channel : public std::enable_shared_from_this<Channel> {
                              net::Buffer* payload = nullptr);
 
  private:
+  friend class ClientStream;
   struct Connection;
   struct PendingCall;
+  struct Opened;
   Channel(net::EventLoop* loop, std::string host, int port, ChannelOptions options);
+  // Everything up to and including the REQUEST frame: inherits from the
+  // parent, checks the deadline, connects, picks the stream id. An error
+  // means the call was not sent.
+  net::Task<absl::StatusOr<Opened>> Open(std::string_view method, const CallOptions& options,
+                                         uint8_t flags, size_t size,
+                                         absl::FunctionRef<void(char*)> write_payload,
+                                         net::Buffer* payload);
   net::Task<absl::Status> EnsureConnected(Clock::time_point deadline);
   static net::Task<void> ReadLoop(std::weak_ptr<Channel> channel, std::shared_ptr<Connection> conn);
   static void FailAll(Connection& conn, const absl::Status& status, bool not_processed);

@@ -242,4 +242,58 @@ DecodeStatus DecodeFrame(net::Buffer& in, const DecodeLimits& limits, Frame* fra
   return DecodeStatus::kFrame;
 }
 
+void AppendWindow(net::Buffer* out, uint32_t stream_id, uint64_t increment) {
+  char varint[10];
+  int len = EncodeVarint64(varint, increment);
+  AppendFrameWith(out, FrameType::kWindow, 0, stream_id, Meta{}, static_cast<size_t>(len),
+                  [&](char* dst) { std::memcpy(dst, varint, static_cast<size_t>(len)); });
+}
+
+bool ParseWindowIncrement(const net::Buffer& payload, uint64_t* increment, std::string* error) {
+  char bytes[10];
+  if (payload.size() > sizeof(bytes)) {
+    *error = absl::StrCat("WINDOW payload of ", payload.size(), " bytes is not one varint");
+    return false;
+  }
+  payload.CopyTo(bytes, payload.size());
+  std::string_view in(bytes, payload.size());
+  if (!GetVarint64(&in, increment) || !in.empty()) {
+    *error = "WINDOW payload is not exactly one varint";
+    return false;
+  }
+  if (*increment == 0) {
+    *error = "WINDOW increment of 0";
+    return false;
+  }
+  return true;
+}
+
+bool StreamWindow::Credit(uint64_t increment, std::string* error) {
+  if (increment > outstanding_) {
+    *error = absl::StrCat("WINDOW returns ", increment, " bytes but only ", outstanding_,
+                          " are outstanding");
+    return false;
+  }
+  outstanding_ -= increment;
+  return true;
+}
+
+bool StreamWindow::Received(size_t size, std::string* error) {
+  if (unreturned_ > 0 && unreturned_ + size > window_) {
+    *error = absl::StrCat("MESSAGE of ", size, " bytes overruns the stream window (", unreturned_,
+                          " of ", window_, " bytes not yet returned)");
+    return false;
+  }
+  unreturned_ += size;
+  return true;
+}
+
+uint64_t StreamWindow::Consumed(size_t size, bool queue_empty) {
+  taken_ += size;
+  if (taken_ == 0 || (!queue_empty && taken_ < window_ / 4)) return 0;
+  uint64_t credit = std::exchange(taken_, 0);
+  unreturned_ -= credit;
+  return credit;
+}
+
 }  // namespace capstan::rpc

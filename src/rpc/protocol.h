@@ -49,6 +49,8 @@ inline constexpr size_t kHeaderSize = 16;
 inline constexpr size_t kMaxMetaSize = 64 * 1024;
 inline constexpr size_t kDefaultMaxFrameSize = 16 * 1024 * 1024;
 inline constexpr size_t kMaxPingPayload = 64;
+// Bytes of MESSAGE payload a stream may have outstanding in each direction.
+inline constexpr uint64_t kStreamWindow = 1 << 20;
 
 // A frame's metadata. The views point into bytes owned elsewhere: when
 // decoding, Frame::meta_bytes; when encoding, the caller's strings.
@@ -127,5 +129,48 @@ void AppendFrameWith(net::Buffer* out, FrameType type, uint8_t flags, uint32_t s
   payload.Commit(payload_size);
   out->Append(std::move(payload));
 }
+
+// Appends a WINDOW frame returning `increment` bytes of credit on a stream.
+void AppendWindow(net::Buffer* out, uint32_t stream_id, uint64_t increment);
+
+// Reads a WINDOW frame's payload: exactly one varint, greater than zero.
+bool ParseWindowIncrement(const net::Buffer& payload, uint64_t* increment, std::string* error);
+
+// The flow-control ledger of one stream (docs/rpc-protocol.md, "Streaming
+// flow control"), both directions. Pure bookkeeping: callers send the frames.
+//
+// Sending: at most `window` bytes of MESSAGE payload outstanding, except that
+// a message larger than the whole window may go when nothing is outstanding
+// (messages are never split). Receiving: the peer broke the rule when a
+// message would take the unreturned bytes past the window while some are
+// already unreturned (our view of unreturned bytes never exceeds the
+// sender's view of outstanding ones, so the check holds despite credit in
+// flight). Credit goes back once a quarter of the window has been taken by
+// the application, or at once when the application has taken everything
+// queued, so a sender waiting for room always gets it.
+class StreamWindow {
+ public:
+  explicit StreamWindow(uint64_t window = kStreamWindow) : window_(window) {}
+
+  bool CanSend(size_t size) const { return outstanding_ == 0 || outstanding_ + size <= window_; }
+  void Sent(size_t size) { outstanding_ += size; }
+  // A WINDOW frame arrived; false when it returns more than was sent.
+  bool Credit(uint64_t increment, std::string* error);
+
+  // A MESSAGE payload arrived; false when the peer overran the window.
+  bool Received(size_t size, std::string* error);
+  // The application took a message of `size` bytes; `queue_empty` when no
+  // other received message waits. Returns the credit to send now (0: none).
+  uint64_t Consumed(size_t size, bool queue_empty);
+
+  uint64_t outstanding() const { return outstanding_; }
+  uint64_t unreturned() const { return unreturned_; }
+
+ private:
+  uint64_t window_;
+  uint64_t outstanding_ = 0;  // sent, not yet credited
+  uint64_t unreturned_ = 0;   // received, credit not yet sent
+  uint64_t taken_ = 0;        // of unreturned_, taken by the application
+};
 
 }  // namespace capstan::rpc

@@ -154,5 +154,66 @@ TEST(ProtocolTest, LargePayloadsTravelInTheirOwnBlock) {
   EXPECT_EQ(f.payload.ToString(), big);
 }
 
+TEST(ProtocolTest, WindowFramesCarryOnePositiveVarint) {
+  net::Buffer wire;
+  AppendWindow(&wire, 9, 300000);
+  Frame f;
+  std::string error;
+  ASSERT_EQ(DecodeFrame(wire, {}, &f, &error), DecodeStatus::kFrame) << error;
+  EXPECT_EQ(f.type, FrameType::kWindow);
+  EXPECT_EQ(f.stream_id, 9u);
+  uint64_t increment = 0;
+  ASSERT_TRUE(ParseWindowIncrement(f.payload, &increment, &error)) << error;
+  EXPECT_EQ(increment, 300000u);
+  for (std::string bad : {std::string(), std::string("\x00", 1), std::string("\x80"),
+                          std::string("\x01\x01"), std::string(11, '\x81')}) {
+    error.clear();
+    EXPECT_FALSE(ParseWindowIncrement(net::Buffer(bad), &increment, &error)) << bad.size();
+    EXPECT_FALSE(error.empty());
+  }
+}
+
+TEST(StreamWindowTest, SenderStopsAtTheWindowButAnOversizedMessageGoesAlone) {
+  StreamWindow w(100);
+  EXPECT_TRUE(w.CanSend(60));
+  w.Sent(60);
+  EXPECT_TRUE(w.CanSend(40));
+  EXPECT_FALSE(w.CanSend(41));
+  std::string error;
+  ASSERT_TRUE(w.Credit(60, &error));
+  EXPECT_TRUE(w.CanSend(250));  // nothing outstanding: a big message may go
+  w.Sent(250);
+  EXPECT_FALSE(w.CanSend(1));
+  EXPECT_FALSE(w.Credit(251, &error));  // more than was sent
+  EXPECT_NE(error.find("outstanding"), std::string::npos) << error;
+}
+
+TEST(StreamWindowTest, ReceiverRejectsAnOverrunAndReturnsCredit) {
+  StreamWindow w(100);
+  std::string error;
+  ASSERT_TRUE(w.Received(250, &error));  // alone: allowed
+  EXPECT_FALSE(w.Received(1, &error));
+  EXPECT_NE(error.find("overruns"), std::string::npos) << error;
+  EXPECT_EQ(w.Consumed(250, /*queue_empty=*/true), 250u);
+  // Small messages taken while others wait are returned a quarter at a time.
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(w.Received(10, &error)) << error;
+  EXPECT_FALSE(w.Received(1, &error));
+  EXPECT_EQ(w.Consumed(10, false), 0u);
+  EXPECT_EQ(w.Consumed(10, false), 0u);
+  EXPECT_EQ(w.Consumed(10, false), 30u);
+  EXPECT_EQ(w.unreturned(), 70u);
+  // The rest are taken too: credit each time a quarter has been taken.
+  uint64_t returned = 0;
+  for (int i = 0; i < 7; ++i) returned += w.Consumed(10, i == 6);
+  EXPECT_EQ(returned, 70u);
+  EXPECT_EQ(w.unreturned(), 0u);
+  // Below a quarter, taking the last queued message returns what was taken.
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(w.Received(5, &error)) << error;
+  EXPECT_EQ(w.Consumed(5, false), 0u);
+  EXPECT_EQ(w.Consumed(5, false), 0u);
+  EXPECT_EQ(w.Consumed(5, true), 15u);
+  EXPECT_EQ(w.unreturned(), 0u);
+}
+
 }  // namespace
 }  // namespace capstan::rpc

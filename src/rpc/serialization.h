@@ -18,4 +18,15 @@ inline void SerializeTo(const google::protobuf::MessageLite& message, size_t siz
   message.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(dst));
 }
 
+// The message's bytes in a buffer of their own (for requests that must
+// outlive the caller's message: retries, hedged copies, stream openings).
+inline net::Buffer SerializeToBuffer(const google::protobuf::MessageLite& message) {
+  size_t size = message.ByteSizeLong();
+  net::Buffer bytes;
+  std::span<char> dst = bytes.Reserve(size);
+  SerializeTo(message, size, dst.data());
+  bytes.Commit(size);
+  return bytes;
+}
+
 }  // namespace capstan::rpc

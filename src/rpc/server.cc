@@ -12,6 +12,7 @@
 #include "net/http_server.h"
 #include "net/socket.h"
 #include "rpc/server_internal.h"
+#include "rpc/stream_state.h"
 
 namespace capstan::rpc {
 
@@ -47,9 +48,13 @@ std::string_view ServerContext::Metadata(std::string_view key) const {
 
 // Takes the call out of its connection's table; false when nobody waits for
 // the answer any more (cancelled, or the connection is gone).
+ServerCall::~ServerCall() = default;
+
 bool ServerCall::Detach() {
   if (finished_) return false;
   finished_ = true;
+  // A coroutine of the handler still waiting to read or write returns.
+  if (stream_) stream_->End();
   Connection& conn = *connection_;
   auto it = conn.calls.find(stream_id_);
   if (it == conn.calls.end() || it->second != this) return false;
@@ -90,6 +95,46 @@ void ServerCall::FinishBytes(const absl::Status& status, net::Buffer message) {
   AppendFrame(&socket.output(), FrameType::kResponse, has ? frame_flags::kHasMessage : 0,
               stream_id_, ResponseMeta(status), has ? std::move(message) : net::Buffer());
   socket.MarkWritten();
+}
+
+void ServerCall::Cancel() {
+  context_.cancelled_ = true;
+  if (stream_) stream_->End();
+}
+
+net::Task<bool> ServerCall::ReadBytes(net::Buffer* message) {
+  if (request_has_message_) {
+    request_has_message_ = false;
+    *message = std::move(request_);
+    co_return true;
+  }
+  if (stream_ == nullptr) co_return false;
+  while (!stream_->has_message()) {
+    if (finished_ || context_.cancelled_ || stream_->inbound_closed()) co_return false;
+    co_await stream_->Readable();
+  }
+  if (finished_ || context_.cancelled_) co_return false;
+  uint64_t credit = stream_->Take(message);
+  if (credit > 0 && !connection_->socket->closed()) {
+    AppendWindow(&connection_->socket->output(), stream_id_, credit);
+    connection_->socket->MarkWritten();
+  }
+  co_return true;
+}
+
+net::Task<bool> ServerCall::WriteWith(size_t size, absl::FunctionRef<void(char*)> write) {
+  if (stream_ == nullptr) co_return false;
+  while (true) {
+    if (finished_ || context_.cancelled_ || connection_->socket->closed()) co_return false;
+    if (stream_->window().CanSend(size)) break;
+    co_await stream_->Writable(size);
+  }
+  stream_->window().Sent(size);
+  net::Socket& socket = *connection_->socket;
+  AppendFrameWith(&socket.output(), FrameType::kMessage, frame_flags::kHasMessage, stream_id_,
+                  Meta{}, size, write);
+  socket.MarkWritten();
+  co_return true;
 }
 
 namespace internal {
@@ -270,8 +315,21 @@ net::Task<void> Server::ServeConnection(LoopState* state,
         case FrameType::kCancel: {
           auto it = conn->calls.find(frame.stream_id);
           if (it != conn->calls.end()) {
-            it->second->context_.cancelled_ = true;
+            it->second->Cancel();
             conn->calls.erase(it);
+          }
+          break;
+        }
+        case FrameType::kMessage:
+        case FrameType::kWindow: {
+          // Frames of a call that ended cross in flight and are dropped, as
+          // are stream frames sent to a unary method.
+          auto it = conn->calls.find(frame.stream_id);
+          if (it == conn->calls.end() || it->second->stream_ == nullptr) break;
+          if (!internal::ApplyStreamFrame(*it->second->stream_, frame, &error)) {
+            protocol_errors_.fetch_add(1, std::memory_order_relaxed);
+            CAPSTAN_LOG(warn, "rpc protocol error, closing connection", "reason", error);
+            open = false;
           }
           break;
         }
@@ -282,16 +340,16 @@ net::Task<void> Server::ServeConnection(LoopState* state,
           }
           break;
         default:
-          // MESSAGE and WINDOW belong to streams (not served here yet);
           // PONG and GOAWAY need nothing from a server.
           break;
       }
+      if (!open) break;
     }
     if (!open) break;
     if (!(co_await socket.ReadMore()).ok()) break;
   }
   // Calls still running finish into the void.
-  for (auto& [id, call] : conn->calls) call->context_.cancelled_ = true;
+  for (auto& [id, call] : conn->calls) call->Cancel();
   conn->calls.clear();
   socket.Close();
   connections_.fetch_sub(1, std::memory_order_relaxed);
@@ -346,8 +404,9 @@ void Server::HandleRequest(LoopState* state, const std::shared_ptr<ServerCall::C
     shed(absl::StrCat("max_concurrency ", m->max_concurrency, " reached"));
     return;
   }
+  bool streaming = m->handler->streaming();
   mesh::AdaptiveConcurrencyLimiter* limiter =
-      state->limiters.empty() ? nullptr : state->limiters[m->index].get();
+      state->limiters.empty() || streaming ? nullptr : state->limiters[m->index].get();
   if (limiter != nullptr && !limiter->TryAcquire()) {
     shed(absl::StrCat("adaptive concurrency limit ", limiter->limit(), " reached"));
     return;
@@ -356,6 +415,11 @@ void Server::HandleRequest(LoopState* state, const std::shared_ptr<ServerCall::C
   call->stream_id_ = frame.stream_id;
   call->connection_ = conn;
   call->request_ = std::move(frame.payload);
+  call->request_has_message_ = frame.has_message() && streaming;
+  if (streaming) {
+    call->stream_ = std::make_unique<internal::StreamState>(state->loop);
+    if (frame.end_stream()) call->stream_->CloseInbound();
+  }
   ServerContext& ctx = call->context_;
   ctx.loop_ = state->loop;
   ctx.method_ = std::string(frame.meta.method);

@@ -41,6 +41,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "base/metrics.h"
 #include "base/status.h"
 #include "google/protobuf/message_lite.h"
@@ -93,12 +94,20 @@ class ServerContext {
 
 class ServerCall;
 
+namespace internal {
+class StreamState;
+}
+
 // One method's implementation behind a type-erased face.
 class MethodHandler {
  public:
   virtual ~MethodHandler() = default;
   // Parses the request, runs the handler and finishes the call.
   virtual net::Task<void> Run(ServerCall* call) = 0;
+  // Streaming methods receive MESSAGE frames after the request and may send
+  // their own; their calls last as long as the stream, so the adaptive
+  // limiter (which learns from unary latency) leaves them alone.
+  virtual bool streaming() const { return false; }
 };
 
 // A call in progress on the server (one per REQUEST frame).
@@ -115,29 +124,173 @@ class ServerCall {
   // The status code the call finished with.
   absl::StatusCode code() const { return code_; }
 
+  // Streaming methods only. The client's next message (the one carried by
+  // the REQUEST first, when it had one); false once the client half-closed
+  // and everything was read, or the call was cancelled or finished.
+  // Returning credit to the client as messages are taken is done here.
+  net::Task<bool> ReadBytes(net::Buffer* message);
+  // Sends one message of `size` bytes written by `write`, after waiting for
+  // flow-control credit; false when the call was cancelled or finished.
+  net::Task<bool> WriteWith(size_t size, absl::FunctionRef<void(char*)> write);
+  // Why the call must fail although its handler may say OK (a client
+  // message that did not parse); OK otherwise.
+  const absl::Status& stream_error() const { return stream_error_; }
+  void set_stream_error(absl::Status status) { stream_error_ = std::move(status); }
+
+  ~ServerCall();
+
  private:
   friend class Server;
   struct Connection;
   ServerCall() = default;
   bool Detach();
+  // The client cancelled or went away: waiting reads and writes return.
+  void Cancel();
   Meta ResponseMeta(const absl::Status& status) const;
 
   ServerContext context_;
   net::Buffer request_;
+  bool request_has_message_ = false;
   std::shared_ptr<Connection> connection_;
+  std::unique_ptr<internal::StreamState> stream_;
+  absl::Status stream_error_;
   uint32_t stream_id_ = 0;
   bool finished_ = false;
   absl::StatusCode code_ = absl::StatusCode::kUnknown;
 };
 
+// The typed faces of a streaming call, handed to handlers.
+template <typename Request>
+class ServerReader {
+ public:
+  explicit ServerReader(ServerCall* call) : call_(call) {}
+  // The client's next message; false at the end of its stream, on
+  // cancellation, or when a message does not parse (the call then ends
+  // with INVALID_ARGUMENT whatever the handler returns).
+  net::Task<bool> Read(Request* message) {
+    net::Buffer bytes;
+    if (!co_await call_->ReadBytes(&bytes)) co_return false;
+    if (!ParseFromBuffer(bytes, message)) {
+      call_->set_stream_error(
+          absl::InvalidArgumentError("stream message does not parse as " + message->GetTypeName()));
+      co_return false;
+    }
+    co_return true;
+  }
+
+ protected:
+  ServerCall* call_;
+};
+
+template <typename Response>
+class ServerWriter {
+ public:
+  explicit ServerWriter(ServerCall* call) : writer_call_(call) {}
+  // Sends a message, waiting while the client has a full window unread;
+  // false when the call was cancelled (stop producing) or finished.
+  net::Task<bool> Write(const Response& message) {
+    size_t size = message.ByteSizeLong();
+    co_return co_await writer_call_->WriteWith(size,
+                                               [&](char* dst) { SerializeTo(message, size, dst); });
+  }
+
+ private:
+  ServerCall* writer_call_;
+};
+
+template <typename Request, typename Response>
+class ServerReaderWriter : public ServerReader<Request>, public ServerWriter<Response> {
+ public:
+  explicit ServerReaderWriter(ServerCall* call)
+      : ServerReader<Request>(call), ServerWriter<Response>(call) {}
+};
+
 using GenericHandler =
     absl::AnyInvocable<net::Task<absl::StatusOr<net::Buffer>>(ServerContext&, net::Buffer)>;
+// Raw streaming: the handler reads (ServerCall::ReadBytes), writes
+// (WriteWith) and finishes the call itself (FinishBytes).
+using GenericStreamHandler = absl::AnyInvocable<net::Task<void>(ServerCall&)>;
 
 template <typename Request, typename Response>
 using UnaryHandler =
     absl::AnyInvocable<net::Task<absl::Status>(ServerContext&, const Request&, Response*)>;
 
+template <typename Request, typename Response>
+using ServerStreamingHandler = absl::AnyInvocable<net::Task<absl::Status>(
+    ServerContext&, const Request&, ServerWriter<Response>&)>;
+
+template <typename Request, typename Response>
+using ClientStreamingHandler =
+    absl::AnyInvocable<net::Task<absl::Status>(ServerContext&, ServerReader<Request>&, Response*)>;
+
+template <typename Request, typename Response>
+using BidiStreamingHandler = absl::AnyInvocable<net::Task<absl::Status>(
+    ServerContext&, ServerReaderWriter<Request, Response>&)>;
+
 namespace internal {
+
+// Parses the request a unary or server-streaming call opened with; on
+// failure the call is finished with INVALID_ARGUMENT and false returned.
+template <typename Request>
+bool ParseRequest(ServerCall* call, Request* request) {
+  if (ParseFromBuffer(call->request(), request)) return true;
+  call->Finish(
+      absl::InvalidArgumentError("request payload does not parse as " + request->GetTypeName()),
+      nullptr);
+  return false;
+}
+
+template <typename Request, typename Response>
+class ServerStreamingMethod final : public MethodHandler {
+ public:
+  explicit ServerStreamingMethod(ServerStreamingHandler<Request, Response> fn)
+      : fn_(std::move(fn)) {}
+  bool streaming() const override { return true; }
+  net::Task<void> Run(ServerCall* call) override {
+    Request request;
+    if (!ParseRequest(call, &request)) co_return;
+    ServerWriter<Response> writer(call);
+    absl::Status status = co_await fn_(call->context(), request, writer);
+    call->Finish(status, nullptr);
+  }
+
+ private:
+  ServerStreamingHandler<Request, Response> fn_;
+};
+
+template <typename Request, typename Response>
+class ClientStreamingMethod final : public MethodHandler {
+ public:
+  explicit ClientStreamingMethod(ClientStreamingHandler<Request, Response> fn)
+      : fn_(std::move(fn)) {}
+  bool streaming() const override { return true; }
+  net::Task<void> Run(ServerCall* call) override {
+    ServerReader<Request> reader(call);
+    Response response;
+    absl::Status status = co_await fn_(call->context(), reader, &response);
+    if (!call->stream_error().ok()) status = call->stream_error();
+    call->Finish(status, &response);
+  }
+
+ private:
+  ClientStreamingHandler<Request, Response> fn_;
+};
+
+template <typename Request, typename Response>
+class BidiStreamingMethod final : public MethodHandler {
+ public:
+  explicit BidiStreamingMethod(BidiStreamingHandler<Request, Response> fn) : fn_(std::move(fn)) {}
+  bool streaming() const override { return true; }
+  net::Task<void> Run(ServerCall* call) override {
+    ServerReaderWriter<Request, Response> stream(call);
+    absl::Status status = co_await fn_(call->context(), stream);
+    if (!call->stream_error().ok()) status = call->stream_error();
+    call->Finish(status, nullptr);
+  }
+
+ private:
+  BidiStreamingHandler<Request, Response> fn_;
+};
 
 template <typename Request, typename Response>
 class UnaryMethod final : public MethodHandler {
@@ -145,12 +298,7 @@ class UnaryMethod final : public MethodHandler {
   explicit UnaryMethod(UnaryHandler<Request, Response> fn) : fn_(std::move(fn)) {}
   net::Task<void> Run(ServerCall* call) override {
     Request request;
-    if (!ParseFromBuffer(call->request(), &request)) {
-      call->Finish(
-          absl::InvalidArgumentError("request payload does not parse as " + request.GetTypeName()),
-          nullptr);
-      co_return;
-    }
+    if (!ParseRequest(call, &request)) co_return;
     Response response;
     absl::Status status = co_await fn_(call->context(), request, &response);
     call->Finish(status, &response);
@@ -167,6 +315,16 @@ class GenericMethod final : public MethodHandler {
 
  private:
   GenericHandler fn_;
+};
+
+class GenericStreamMethod final : public MethodHandler {
+ public:
+  explicit GenericStreamMethod(GenericStreamHandler fn) : fn_(std::move(fn)) {}
+  bool streaming() const override { return true; }
+  net::Task<void> Run(ServerCall* call) override { co_await fn_(*call); }
+
+ private:
+  GenericStreamHandler fn_;
 };
 
 }  // namespace internal
@@ -187,11 +345,39 @@ class Service {
         std::move(method),
         std::make_unique<internal::UnaryMethod<Request, Response>>(std::move(fn)));
   }
+  // Server streaming: one request, any number of responses (Write), then
+  // the status the handler returns.
+  template <typename Request, typename Response>
+  void AddServerStreaming(std::string method, ServerStreamingHandler<Request, Response> fn) {
+    methods_.emplace_back(
+        std::move(method),
+        std::make_unique<internal::ServerStreamingMethod<Request, Response>>(std::move(fn)));
+  }
+  // Client streaming: requests until the client half-closes (Read returns
+  // false), then one response.
+  template <typename Request, typename Response>
+  void AddClientStreaming(std::string method, ClientStreamingHandler<Request, Response> fn) {
+    methods_.emplace_back(
+        std::move(method),
+        std::make_unique<internal::ClientStreamingMethod<Request, Response>>(std::move(fn)));
+  }
+  // Bidirectional: reads and writes independently (a handler may write from
+  // a coroutine of its own while it reads); the call ends when it returns.
+  template <typename Request, typename Response>
+  void AddBidiStreaming(std::string method, BidiStreamingHandler<Request, Response> fn) {
+    methods_.emplace_back(
+        std::move(method),
+        std::make_unique<internal::BidiStreamingMethod<Request, Response>>(std::move(fn)));
+  }
   // Raw bytes in and out: proxies and tools that carry messages they do not
   // parse.
   void AddGeneric(std::string method, GenericHandler fn) {
     methods_.emplace_back(std::move(method),
                           std::make_unique<internal::GenericMethod>(std::move(fn)));
+  }
+  void AddGenericStream(std::string method, GenericStreamHandler fn) {
+    methods_.emplace_back(std::move(method),
+                          std::make_unique<internal::GenericStreamMethod>(std::move(fn)));
   }
 
  private:

@@ -2,8 +2,8 @@
 // For a service `Echo` it declares
 //   class EchoServer : public capstan::rpc::Service   // implement its methods
 //   class EchoClient                                    // typed calls on a Channel
-// Unary methods only for now; streaming methods are listed in a comment and
-// skipped (the runtime does not serve streams yet).
+// Every call shape: unary, server streaming, client streaming and
+// bidirectional.
 //
 //   protoc --plugin=protoc-gen-capstan=... --capstan_out=OUT --cpp_out=OUT x.proto
 #include <map>
@@ -56,8 +56,6 @@ std::string StripProto(const std::string& name) {
   return name;
 }
 
-bool IsUnary(const MethodDescriptor* m) { return !m->client_streaming() && !m->server_streaming(); }
-
 class CapstanGenerator final : public CodeGenerator {
  public:
   bool Generate(const FileDescriptor* file, const std::string& parameter, GeneratorContext* context,
@@ -83,19 +81,76 @@ class CapstanGenerator final : public CodeGenerator {
   }
 
  private:
+  // The four call shapes: how a method is registered, the handler's
+  // parameters, and the client stub's return type, opener and parameters.
+  struct Shape {
+    const char* add;
+    const char* handler_params;
+    const char* handler_args;
+    const char* client_result;
+    const char* client_call;
+    const char* client_params;
+    const char* client_args;
+  };
+
+  static Shape ShapeOf(const MethodDescriptor* m) {
+    if (m->client_streaming() && m->server_streaming()) {
+      return {"AddBidiStreaming",
+              "::capstan::rpc::ServerReaderWriter<$req$, $resp$>& stream",
+              "stream",
+              "::capstan::rpc::ClientReaderWriter<$req$, $resp$>",
+              "OpenBidiStream",
+              "",
+              ""};
+    }
+    if (m->client_streaming()) {
+      return {"AddClientStreaming",
+              "::capstan::rpc::ServerReader<$req$>& reader, $resp$* response",
+              "reader, response",
+              "::capstan::rpc::ClientWriter<$req$, $resp$>",
+              "OpenClientStream",
+              "",
+              ""};
+    }
+    if (m->server_streaming()) {
+      return {"AddServerStreaming",
+              "const $req$& request, ::capstan::rpc::ServerWriter<$resp$>& writer",
+              "request, writer",
+              "::capstan::rpc::ClientReader<$resp$>",
+              "OpenServerStream",
+              "const $req$& request, ",
+              "request, "};
+    }
+    return {"AddUnary",
+            "const $req$& request, $resp$* response",
+            "request, response",
+            "::absl::StatusOr<$resp$>",
+            "Call",
+            "const $req$& request, ",
+            "request, "};
+  }
+
+  static std::map<std::string, std::string> MethodVars(const ServiceDescriptor* s,
+                                                       const MethodDescriptor* m) {
+    return {{"method", m->name()},
+            {"req", QualifiedName(m->input_type())},
+            {"resp", QualifiedName(m->output_type())},
+            {"full", m->full_name()},
+            {"path", s->full_name() + "/" + m->name()}};
+  }
+
+  // Expands the $req$/$resp$ inside a shape's fragment.
+  static std::string Fill(const char* text, const std::map<std::string, std::string>& vars) {
+    std::string out = text;
+    out = Replace(out, "$req$", vars.at("req"));
+    return Replace(out, "$resp$", vars.at("resp"));
+  }
+
   static void PrintService(Printer& p, const ServiceDescriptor* s) {
     std::map<std::string, std::string> vars{{"service", s->name()}, {"full_name", s->full_name()}};
-    std::string skipped;
-    for (int i = 0; i < s->method_count(); ++i) {
-      if (!IsUnary(s->method(i))) skipped += " " + s->method(i)->name();
-    }
-    vars["skipped"] = skipped;
-
     p.Print(vars,
             "\n// Implement the methods of $full_name$ and add an instance to an\n"
-            "// rpc::Server. A method left alone answers UNIMPLEMENTED.\n");
-    if (!skipped.empty()) p.Print(vars, "// Streaming methods not generated yet:$skipped$.\n");
-    p.Print(vars,
+            "// rpc::Server. A method left alone answers UNIMPLEMENTED.\n"
             "class $service$Server : public ::capstan::rpc::Service {\n"
             " public:\n"
             "  static constexpr const char* kServiceName = \"$full_name$\";\n"
@@ -104,36 +159,35 @@ class CapstanGenerator final : public CodeGenerator {
     p.Indent();
     for (int i = 0; i < s->method_count(); ++i) {
       const MethodDescriptor* m = s->method(i);
-      if (!IsUnary(m)) continue;
-      p.Print(
-          "AddUnary<$req$, $resp$>(\n"
-          "    \"$method$\", [this](::capstan::rpc::ServerContext& context, const $req$& request,\n"
-          "                        $resp$* response) {\n"
-          "      return $method$(context, request, response);\n"
-          "    });\n",
-          "req", QualifiedName(m->input_type()), "resp", QualifiedName(m->output_type()), "method",
-          m->name());
+      auto mv = MethodVars(s, m);
+      Shape shape = ShapeOf(m);
+      mv["add"] = shape.add;
+      mv["params"] = Fill(shape.handler_params, mv);
+      mv["args"] = shape.handler_args;
+      p.Print(mv,
+              "$add$<$req$, $resp$>(\n"
+              "    \"$method$\", [this](::capstan::rpc::ServerContext& context, $params$) {\n"
+              "      return $method$(context, $args$);\n"
+              "    });\n");
     }
     p.Outdent();
     p.Outdent();
     p.Print("  }\n\n");
     for (int i = 0; i < s->method_count(); ++i) {
       const MethodDescriptor* m = s->method(i);
-      if (!IsUnary(m)) continue;
-      p.Print(
-          "  virtual ::capstan::net::Task<::absl::Status> $method$(\n"
-          "      ::capstan::rpc::ServerContext& context, const $req$& request, $resp$* response) "
-          "{\n"
-          "    co_return ::absl::UnimplementedError(\"$full$ is not implemented\");\n"
-          "  }\n",
-          "method", m->name(), "req", QualifiedName(m->input_type()), "resp",
-          QualifiedName(m->output_type()), "full", m->full_name());
+      auto mv = MethodVars(s, m);
+      mv["params"] = Fill(ShapeOf(m).handler_params, mv);
+      p.Print(mv,
+              "  virtual ::capstan::net::Task<::absl::Status> $method$(\n"
+              "      ::capstan::rpc::ServerContext& context, $params$) {\n"
+              "    co_return ::absl::UnimplementedError(\"$full$ is not implemented\");\n"
+              "  }\n");
     }
     p.Print("};\n");
 
     p.Print(vars,
             "\n// Typed calls to $full_name$ over a Channel (or anything with the\n"
-            "// Channel's Call template, such as a balanced mesh channel).\n"
+            "// Channel's Call and Open*Stream templates, such as a balanced channel).\n"
             "template <typename ChannelT = ::capstan::rpc::Channel>\n"
             "class $service$ClientT {\n"
             " public:\n"
@@ -142,15 +196,18 @@ class CapstanGenerator final : public CodeGenerator {
             "  ChannelT& channel() const { return *channel_; }\n");
     for (int i = 0; i < s->method_count(); ++i) {
       const MethodDescriptor* m = s->method(i);
-      if (!IsUnary(m)) continue;
-      p.Print(
-          "\n  ::capstan::net::Task<::absl::StatusOr<$resp$>> $method$(\n"
-          "      const $req$& request, ::capstan::rpc::CallOptions options = {}) {\n"
-          "    return channel_->template Call<$req$, $resp$>(\"$path$\", request, "
-          "std::move(options));\n"
-          "  }\n",
-          "method", m->name(), "req", QualifiedName(m->input_type()), "resp",
-          QualifiedName(m->output_type()), "path", s->full_name() + "/" + m->name());
+      auto mv = MethodVars(s, m);
+      Shape shape = ShapeOf(m);
+      mv["result"] = Fill(shape.client_result, mv);
+      mv["open"] = shape.client_call;
+      mv["params"] = Fill(shape.client_params, mv);
+      mv["args"] = shape.client_args;
+      p.Print(mv,
+              "\n  ::capstan::net::Task<$result$> $method$(\n"
+              "      $params$::capstan::rpc::CallOptions options = {}) {\n"
+              "    return channel_->template $open$<$req$, $resp$>(\"$path$\", $args$"
+              "std::move(options));\n"
+              "  }\n");
     }
     p.Print(vars,
             "\n private:\n"
