@@ -286,24 +286,83 @@ net::Task<CallResult> BalancedChannel::Attempt(std::shared_ptr<Member> member,
   co_return result;
 }
 
+Clock::time_point BalancedChannel::DeadlineOf(const CallOptions& options) {
+  Clock::time_point deadline = Clock::time_point::max();
+  if (options.timeout > Clock::duration::zero()) deadline = Clock::now() + options.timeout;
+  if (options.parent != nullptr) deadline = std::min(deadline, options.parent->deadline());
+  return deadline;
+}
+
+net::Task<bool> BalancedChannel::ReadyToCall(std::string_view method, Clock::time_point deadline,
+                                             CallResult* failure) {
+  stats_.calls++;
+  // (No co_await inside && or ||: GCC 12 miscompiles it.)
+  bool have_endpoints = have_endpoints_;
+  if (!have_endpoints) have_endpoints = co_await WaitForEndpoints(deadline);
+  if (!have_endpoints) {
+    *failure = NoEndpoint(method);
+    if (Clock::now() >= deadline) {
+      failure->status = absl::DeadlineExceededError(
+          absl::StrCat("deadline passed waiting for the first endpoints of ", source_description_));
+    }
+    co_return false;
+  }
+  budget_.RecordCall();
+  co_return true;
+}
+
+net::Task<std::unique_ptr<ClientStream>> BalancedChannel::OpenStream(std::string_view method,
+                                                                     const CallOptions& options,
+                                                                     net::Buffer* request) {
+  std::shared_ptr<BalancedChannel> self = shared_from_this();
+  Clock::time_point deadline = DeadlineOf(options);
+  CallResult failure;
+  bool ready = co_await ReadyToCall(method, deadline, &failure);
+  if (!ready) co_return ClientStream::Unsent(std::move(failure));
+  std::vector<std::shared_ptr<Member>> tried;
+  for (int attempt = 1;; ++attempt) {
+    std::shared_ptr<Member> member = Pick(options.hash, tried);
+    if (member == nullptr) co_return ClientStream::Unsent(NoEndpoint(method));
+    tried.push_back(member);
+    member->calls++;
+    CallOptions attempt_options = options;
+    if (deadline != Clock::time_point::max()) {
+      attempt_options.timeout = std::max(deadline - Clock::now(), Clock::duration(1));
+    }
+    net::Buffer copy = request != nullptr ? request->Share() : net::Buffer();
+    std::unique_ptr<ClientStream> stream = co_await member->channel->OpenStream(
+        method, attempt_options, request != nullptr ? &copy : nullptr);
+    // How a stream ends says little about its endpoint (a watch may be
+    // cancelled after an hour); opening it is what the breaker learns from.
+    if (!stream->done()) {
+      member->breaker.RecordSuccess();
+      co_return stream;
+    }
+    CallResult result = co_await stream->Finish();  // not sent: why
+    if (EndpointFailure(result.status)) {
+      member->failures++;
+      member->breaker.RecordFailure();
+      member->outlier.Record(false);
+    }
+    if (!result.not_processed || attempt >= options_.max_attempts) {
+      co_return ClientStream::Unsent(std::move(result));
+    }
+    if (!budget_.TryRetry()) {
+      stats_.budget_refusals++;
+      co_return ClientStream::Unsent(std::move(result));
+    }
+    stats_.retries++;
+  }
+}
+
 net::Task<CallResult> BalancedChannel::CallBytes(std::string_view method, net::Buffer request,
                                                  const CallOptions& options) {
   // Calls hold the channel: its owner may drop it while they run.
   std::shared_ptr<BalancedChannel> self = shared_from_this();
-  stats_.calls++;
-  Clock::time_point now = Clock::now();
-  Clock::time_point deadline = Clock::time_point::max();
-  if (options.timeout > Clock::duration::zero()) deadline = now + options.timeout;
-  if (options.parent != nullptr) deadline = std::min(deadline, options.parent->deadline());
-  if (!have_endpoints_ && !co_await WaitForEndpoints(deadline)) {
-    CallResult r = NoEndpoint(method);
-    if (Clock::now() >= deadline) {
-      r.status = absl::DeadlineExceededError(
-          absl::StrCat("deadline passed waiting for the first endpoints of ", source_description_));
-    }
-    co_return r;
-  }
-  budget_.RecordCall();
+  Clock::time_point deadline = DeadlineOf(options);
+  CallResult failure;
+  bool ready = co_await ReadyToCall(method, deadline, &failure);
+  if (!ready) co_return failure;
   if (options_.hedge_delay > Clock::duration::zero() && options_.max_attempts > 1) {
     co_return co_await CallHedged(method, request, options, deadline);
   }

@@ -1,7 +1,7 @@
 // BalancedChannel: calls to a service, spread over the endpoints a
 // mesh::EndpointSource reports (static list, DNS, the store's registry), on
-// one event loop. It has the Channel's Call template, so generated clients
-// take it as is:
+// one event loop. It has the Channel's Call and stream templates, so
+// generated clients take it as is:
 //
 //   auto source = mesh::NewEndpointSource("store://127.0.0.1:2379/services/echo").value();
 //   auto channel = rpc::BalancedChannel::Create(loop, std::move(source), {.balancer = "p2c"});
@@ -89,7 +89,8 @@ struct BalancedChannelStats {
   uint64_t updates = 0;
 };
 
-class BalancedChannel : public std::enable_shared_from_this<BalancedChannel> {
+class BalancedChannel : public std::enable_shared_from_this<BalancedChannel>,
+                        public StreamOpeners<BalancedChannel> {
  public:
   // The source starts at once; its updates reach the loop by Post.
   static absl::StatusOr<std::shared_ptr<BalancedChannel>> Create(
@@ -116,6 +117,14 @@ class BalancedChannel : public std::enable_shared_from_this<BalancedChannel> {
         co_await CallBytes(method, SerializeToBuffer(request), options));
   }
 
+  // A streaming call on one endpoint picked as for a unary call. Only its
+  // opening is retried (on another endpoint, when it could not be sent);
+  // once open, the stream is bound to its endpoint. Like Channel's: never
+  // null, and a stream that could not open has ended (Finish says why).
+  net::Task<std::unique_ptr<ClientStream>> OpenStream(std::string_view method,
+                                                      const CallOptions& options = {},
+                                                      net::Buffer* request = nullptr);
+
   // Loop thread. Replaces the endpoint set (what the source's updates do;
   // public for tests and for callers that manage endpoints themselves).
   void UpdateEndpoints(std::vector<mesh::Endpoint> endpoints);
@@ -134,6 +143,11 @@ class BalancedChannel : public std::enable_shared_from_this<BalancedChannel> {
 
   std::shared_ptr<Member> Pick(uint64_t hash, const std::vector<std::shared_ptr<Member>>& tried);
   net::Task<bool> WaitForEndpoints(Clock::time_point deadline);
+  // The call's deadline from its options.
+  static Clock::time_point DeadlineOf(const CallOptions& options);
+  // Waits for the source's first set; false with *failure when none came.
+  net::Task<bool> ReadyToCall(std::string_view method, Clock::time_point deadline,
+                              CallResult* failure);
   net::Task<CallResult> Attempt(std::shared_ptr<Member> member, std::string_view method,
                                 net::Buffer request, CallOptions options,
                                 Clock::time_point deadline);

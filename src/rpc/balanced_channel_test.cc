@@ -150,6 +150,37 @@ TEST_P(BalancedChannelTest, CallsFailOverFromADeadEndpointAndItsBreakerOpens) {
   EXPECT_EQ(a.calls + b.calls, 30);
 }
 
+TEST_P(BalancedChannelTest, StreamsAreBalancedAndOpenPastADeadEndpoint) {
+  TestEcho& a = NewService("a");
+  TestEcho& b = NewService("b");
+  Connect(mesh::StaticEndpoints({Serve(&a), Local(DeadPort()), Serve(&b)}),
+          {.balancer = "round_robin"});
+  std::map<std::string, int> served;
+  for (int i = 0; i < 12; ++i) {
+    auto answers = net::BlockOn(
+        loop_,
+        [](std::shared_ptr<BalancedChannel> channel) -> net::Task<absl::StatusOr<std::string>> {
+          EchoRequest request;
+          request.set_payload("s");
+          auto reader = co_await channel->OpenServerStream<EchoRequest, EchoResponse>(
+              "capstan.echo.Echo/Stream", request, {.timeout = 2s});
+          std::string by;
+          EchoResponse response;
+          while (co_await reader.Read(&response)) by += response.served_by();
+          absl::Status st = co_await reader.Finish();
+          if (!st.ok()) co_return st;
+          co_return by;
+        }(channel_));
+    ASSERT_TRUE(answers.ok()) << "stream " << i << ": " << answers.status();
+    ASSERT_EQ(answers->size(), 3u);
+    served[answers->substr(0, 1)]++;
+  }
+  EXPECT_GE(served["a"], 4);
+  EXPECT_GE(served["b"], 4);
+  EXPECT_EQ(a.calls + b.calls, 12);
+  EXPECT_GE(Stats().retries, 1u) << "the dead endpoint's turns were opened elsewhere";
+}
+
 TEST_P(BalancedChannelTest, AnEmptySetFailsFastAndAFirstSetIsWaitedFor) {
   auto manual = std::make_unique<ManualSource>();
   auto feed = manual->callback();

@@ -341,6 +341,12 @@ struct ClientStream::State {
 
 ClientStream::ClientStream(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
+std::unique_ptr<ClientStream> ClientStream::Unsent(CallResult result) {
+  auto state = std::make_unique<State>(nullptr, std::string());
+  state->unsent = std::move(result);
+  return std::unique_ptr<ClientStream>(new ClientStream(std::move(state)));
+}
+
 ClientStream::~ClientStream() {
   if (state_->call && !state_->call->done) Cancel();
 }
@@ -426,9 +432,10 @@ net::Task<std::unique_ptr<ClientStream>> Channel::OpenStream(std::string_view me
       st.method, options, flags, request != nullptr ? request->size() : 0, [](char*) {},
       request != nullptr ? request : &nothing);
   if (!opened.ok()) {
-    st.unsent.status = std::move(opened).status();
-    st.unsent.not_processed = true;
-    co_return std::unique_ptr<ClientStream>(new ClientStream(std::move(state)));
+    CallResult unsent;
+    unsent.status = std::move(opened).status();
+    unsent.not_processed = true;
+    co_return ClientStream::Unsent(std::move(unsent));
   }
   st.connection = opened->connection;
   st.send_closed = request != nullptr;

@@ -146,6 +146,9 @@ class ClientStream {
   // Ends the call with `status` (the server is sent CANCEL).
   void Fail(absl::Status status);
   bool done() const;
+  // A stream that ended before it was sent (for channels that failed to
+  // open one on any endpoint).
+  static std::unique_ptr<ClientStream> Unsent(CallResult result);
 
   template <typename Message>
   net::Task<bool> Write(const Message& message) {
@@ -224,7 +227,34 @@ class ClientReaderWriter {
   std::unique_ptr<ClientStream> stream_;
 };
 
-class Channel : public std::enable_shared_from_this<Channel> {
+// The typed stream openers of a channel type with OpenStream (Channel,
+// BalancedChannel), which generated clients call.
+template <typename ChannelT>
+class StreamOpeners {
+ public:
+  template <typename Request, typename Response>
+  net::Task<ClientReader<Response>> OpenServerStream(std::string_view method,
+                                                     const Request& request,
+                                                     CallOptions options = {}) {
+    net::Buffer bytes = SerializeToBuffer(request);
+    co_return ClientReader<Response>(co_await self().OpenStream(method, options, &bytes));
+  }
+  template <typename Request, typename Response>
+  net::Task<ClientWriter<Request, Response>> OpenClientStream(std::string_view method,
+                                                              CallOptions options = {}) {
+    co_return ClientWriter<Request, Response>(co_await self().OpenStream(method, options));
+  }
+  template <typename Request, typename Response>
+  net::Task<ClientReaderWriter<Request, Response>> OpenBidiStream(std::string_view method,
+                                                                  CallOptions options = {}) {
+    co_return ClientReaderWriter<Request, Response>(co_await self().OpenStream(method, options));
+  }
+
+ private:
+  ChannelT& self() { return static_cast<ChannelT&>(*this); }
+};
+
+class Channel : public std::enable_shared_from_this<Channel>, public StreamOpeners<Channel> {
  public:
   static std::shared_ptr<Channel> Create(net::EventLoop* loop, std::string host, int port,
                                          ChannelOptions options = {});
@@ -260,24 +290,6 @@ class Channel : public std::enable_shared_from_this<Channel> {
   net::Task<std::unique_ptr<ClientStream>> OpenStream(std::string_view method,
                                                       const CallOptions& options = {},
                                                       net::Buffer* request = nullptr);
-
-  template <typename Request, typename Response>
-  net::Task<ClientReader<Response>> OpenServerStream(std::string_view method,
-                                                     const Request& request,
-                                                     CallOptions options = {}) {
-    net::Buffer bytes = SerializeToBuffer(request);
-    co_return ClientReader<Response>(co_await OpenStream(method, options, &bytes));
-  }
-  template <typename Request, typename Response>
-  net::Task<ClientWriter<Request, Response>> OpenClientStream(std::string_view method,
-                                                              CallOptions options = {}) {
-    co_return ClientWriter<Request, Response>(co_await OpenStream(method, options));
-  }
-  template <typename Request, typename Response>
-  net::Task<ClientReaderWriter<Request, Response>> OpenBidiStream(std::string_view method,
-                                                                  CallOptions options = {}) {
-    co_return ClientReaderWriter<Request, Response>(co_await OpenStream(method, options));
-  }
 
   // Closes the connection; calls in flight end with CANCELLED.
   void Close();

@@ -22,6 +22,21 @@ class TestEcho : public Service {
         "Echo", [this](ServerContext& ctx, const echo::EchoRequest& req, echo::EchoResponse* resp) {
           return Handle(ctx, req, resp);
         });
+    // Server streaming (not in echo.proto's Echo service; tests call it by
+    // name): three answers, each saying who served it.
+    AddServerStreaming<echo::EchoRequest, echo::EchoResponse>(
+        "Stream",
+        [this](ServerContext& ctx, const echo::EchoRequest& req,
+               ServerWriter<echo::EchoResponse>& writer) -> net::Task<absl::Status> {
+          calls++;
+          echo::EchoResponse resp;
+          resp.set_payload(req.payload());
+          resp.set_served_by(name_);
+          for (int i = 0; i < 3; ++i) {
+            if (!co_await writer.Write(resp)) co_return absl::CancelledError("caller went away");
+          }
+          co_return absl::OkStatus();
+        });
   }
 
   std::atomic<int> calls{0};
