@@ -68,5 +68,40 @@ TEST_F(CodegenTest, MethodsNotOverriddenAnswerUnimplemented) {
   server.Shutdown(1s);
 }
 
+// Streaming methods a subclass leaves alone end their stream UNIMPLEMENTED.
+TEST_F(CodegenTest, StreamingMethodsNotOverriddenAnswerUnimplemented) {
+  StreamsServer service;
+  EXPECT_STREQ(StreamsServer::kServiceName, "capstan.echo.Streams");
+  rpc::Server server({});
+  server.AddService(&service);
+  ASSERT_TRUE(server.Start().ok());
+  auto statuses =
+      net::BlockOn(client_loops_->loop(0),
+                   [](net::EventLoop* loop, int port) -> net::Task<std::vector<absl::Status>> {
+                     StreamsClient client(rpc::Channel::Create(loop, "127.0.0.1", port));
+                     std::vector<absl::Status> out;
+                     auto produce = co_await client.Produce(ProduceRequest(), {.timeout = 2s});
+                     Chunk chunk;
+                     bool got = co_await produce.Read(&chunk);
+                     absl::Status produced = co_await produce.Finish();
+                     out.push_back(got ? absl::InternalError("a chunk arrived") : produced);
+                     auto consume = co_await client.Consume({.timeout = 2s});
+                     co_await consume.Write(Chunk());
+                     out.push_back((co_await consume.Finish()).status());
+                     auto exchange = co_await client.Exchange({.timeout = 2s});
+                     out.push_back(co_await exchange.Finish());
+                     co_return out;
+                   }(client_loops_->loop(0), server.port()));
+  ASSERT_EQ(statuses.size(), 3u);
+  const char* methods[] = {"Produce", "Consume", "Exchange"};
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(statuses[i].code(), absl::StatusCode::kUnimplemented) << statuses[i];
+    EXPECT_NE(statuses[i].message().find(std::string("capstan.echo.Streams.") + methods[i]),
+              std::string::npos)
+        << statuses[i];
+  }
+  server.Shutdown(1s);
+}
+
 }  // namespace
 }  // namespace capstan::echo
