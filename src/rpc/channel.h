@@ -173,58 +173,61 @@ class ClientStream {
   std::unique_ptr<State> state_;
 };
 
-// Server streaming: read the responses, then Finish for the status.
-template <typename Response>
-class ClientReader {
+namespace internal {
+
+// What the typed faces share: the stream, Cancel, and the raw stream for
+// callers that need more.
+class TypedClientStream {
  public:
-  explicit ClientReader(std::unique_ptr<ClientStream> stream) : stream_(std::move(stream)) {}
-  net::Task<bool> Read(Response* message) { return stream_->Read(message); }
-  net::Task<absl::Status> Finish() {
-    CallResult result = co_await stream_->Finish();
-    co_return result.status;
-  }
+  // Ends the call with CANCELLED (the server is sent CANCEL).
   void Cancel() { stream_->Cancel(); }
   ClientStream& stream() { return *stream_; }
 
- private:
+ protected:
+  explicit TypedClientStream(std::unique_ptr<ClientStream> stream) : stream_(std::move(stream)) {}
+  net::Task<absl::Status> FinishStatus() {
+    CallResult result = co_await stream_->Finish();
+    co_return result.status;
+  }
   std::unique_ptr<ClientStream> stream_;
+};
+
+}  // namespace internal
+
+// Server streaming: read the responses, then Finish for the status.
+template <typename Response>
+class ClientReader : public internal::TypedClientStream {
+ public:
+  explicit ClientReader(std::unique_ptr<ClientStream> stream)
+      : TypedClientStream(std::move(stream)) {}
+  net::Task<bool> Read(Response* message) { return stream_->Read(message); }
+  net::Task<absl::Status> Finish() { return FinishStatus(); }
 };
 
 // Client streaming: write the requests, then Finish for the one response.
 template <typename Request, typename Response>
-class ClientWriter {
+class ClientWriter : public internal::TypedClientStream {
  public:
-  explicit ClientWriter(std::unique_ptr<ClientStream> stream) : stream_(std::move(stream)) {}
+  explicit ClientWriter(std::unique_ptr<ClientStream> stream)
+      : TypedClientStream(std::move(stream)) {}
   net::Task<bool> Write(const Request& message) { return stream_->Write(message); }
   void CloseSend() { stream_->CloseSend(); }
   net::Task<absl::StatusOr<Response>> Finish() {
     co_return ParseResponse<Response>(co_await stream_->Finish());
   }
-  void Cancel() { stream_->Cancel(); }
-  ClientStream& stream() { return *stream_; }
-
- private:
-  std::unique_ptr<ClientStream> stream_;
 };
 
 // Bidirectional: write and read independently, CloseSend when done
 // writing, Finish for the status.
 template <typename Request, typename Response>
-class ClientReaderWriter {
+class ClientReaderWriter : public internal::TypedClientStream {
  public:
-  explicit ClientReaderWriter(std::unique_ptr<ClientStream> stream) : stream_(std::move(stream)) {}
+  explicit ClientReaderWriter(std::unique_ptr<ClientStream> stream)
+      : TypedClientStream(std::move(stream)) {}
   net::Task<bool> Write(const Request& message) { return stream_->Write(message); }
   void CloseSend() { stream_->CloseSend(); }
   net::Task<bool> Read(Response* message) { return stream_->Read(message); }
-  net::Task<absl::Status> Finish() {
-    CallResult result = co_await stream_->Finish();
-    co_return result.status;
-  }
-  void Cancel() { stream_->Cancel(); }
-  ClientStream& stream() { return *stream_; }
-
- private:
-  std::unique_ptr<ClientStream> stream_;
+  net::Task<absl::Status> Finish() { return FinishStatus(); }
 };
 
 // The typed stream openers of a channel type with OpenStream (Channel,

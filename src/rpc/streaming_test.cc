@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cstring>
 #include <future>
+#include <optional>
 #include <thread>
 
 #include "capstan/echo.capstan.h"
@@ -428,6 +429,21 @@ struct RawClient {
   }
 };
 
+// Connects and opens stream 1 to Produce `count` chunks of 64 KiB.
+net::Task<std::optional<RawClient>> RawProduce(net::EventLoop* loop, int port, uint8_t flags,
+                                               int count) {
+  auto s = co_await net::Socket::Connect(loop, "127.0.0.1", port);
+  if (!s.ok()) co_return std::nullopt;
+  RawClient raw{std::move(s).value()};
+  ProduceRequest request;
+  request.set_count(count);
+  request.set_size(64 * 1024);
+  Meta meta;
+  meta.method = "capstan.echo.Streams/Produce";
+  raw.Send(FrameType::kRequest, flags, 1, net::Buffer(request.SerializeAsString()), meta);
+  co_return raw;
+}
+
 TEST_P(StreamingTest, OnTheWireTheServerSendsNoMoreThanAWindowAheadOfCredit) {
   struct Seen {
     uint64_t before_credit = 0;
@@ -436,16 +452,10 @@ TEST_P(StreamingTest, OnTheWireTheServerSendsNoMoreThanAWindowAheadOfCredit) {
   };
   Seen seen = Run([](net::EventLoop* loop, int port) -> net::Task<Seen> {
     Seen out;
-    auto s = co_await net::Socket::Connect(loop, "127.0.0.1", port);
-    if (!s.ok()) co_return out;
-    RawClient raw{std::move(s).value()};
-    ProduceRequest request;
-    request.set_count(40);
-    request.set_size(64 * 1024);
-    Meta meta;
-    meta.method = "capstan.echo.Streams/Produce";
-    raw.Send(FrameType::kRequest, frame_flags::kEndStream | frame_flags::kHasMessage, 1,
-             net::Buffer(request.SerializeAsString()), meta);
+    std::optional<RawClient> opened =
+        co_await RawProduce(loop, port, frame_flags::kEndStream | frame_flags::kHasMessage, 40);
+    if (!opened) co_return out;
+    RawClient& raw = *opened;
     // Read messages until the window is full (no credit is returned), then
     // ping: everything the server could send was sent before the PONG.
     uint64_t window_full_at = kStreamWindow - (64 * 1024 + 16);
@@ -489,19 +499,13 @@ TEST_P(StreamingTest, OnTheWireTheServerSendsNoMoreThanAWindowAheadOfCredit) {
 
 TEST_P(StreamingTest, OnTheWireAClientOverrunningTheWindowIsCutOff) {
   bool closed = Run([](net::EventLoop* loop, int port) -> net::Task<bool> {
-    auto s = co_await net::Socket::Connect(loop, "127.0.0.1", port);
-    if (!s.ok()) co_return false;
-    RawClient raw{std::move(s).value()};
     // Produce fills its window and waits for credit we never send. Its
     // REQUEST is not half-closed, and its handler never reads: nothing
     // returns credit for the messages that follow either.
-    ProduceRequest request;
-    request.set_count(100);
-    request.set_size(64 * 1024);
-    Meta meta;
-    meta.method = "capstan.echo.Streams/Produce";
-    raw.Send(FrameType::kRequest, frame_flags::kHasMessage, 1,
-             net::Buffer(request.SerializeAsString()), meta);
+    std::optional<RawClient> opened =
+        co_await RawProduce(loop, port, frame_flags::kHasMessage, 100);
+    if (!opened) co_return false;
+    RawClient& raw = *opened;
     for (int i = 0; i < 3; ++i) {
       raw.Send(FrameType::kMessage, frame_flags::kHasMessage, 1,
                net::Buffer(std::string(kStreamWindow / 2, 'x')));
