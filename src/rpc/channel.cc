@@ -326,9 +326,7 @@ struct ClientStream::State {
   State(net::EventLoop* loop, std::string method) : method(std::move(method)), stream(loop) {}
   // Sends credit for messages taken, unless the call is over.
   void ReturnCredit(uint64_t credit) {
-    if (credit == 0 || call->done || connection->socket->closed()) return;
-    AppendWindow(&connection->socket->output(), call->stream_id, credit);
-    connection->socket->MarkWritten();
+    if (!call->done) internal::SendCredit(*connection->socket, call->stream_id, credit);
   }
   std::string method;
   internal::StreamState stream;
@@ -336,7 +334,6 @@ struct ClientStream::State {
   std::optional<Channel::PendingCall> call;
   CallResult unsent;
   bool send_closed = false;
-  bool finished = false;
 };
 
 ClientStream::ClientStream(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -363,30 +360,32 @@ void ClientStream::Cancel() {
                                          " cancelled by the caller")));
 }
 
-net::Task<bool> ClientStream::WriteWith(size_t size, absl::FunctionRef<void(char*)> write) {
+net::Task<bool> ClientStream::WriteMessage(size_t size, absl::FunctionRef<void(char*)> write,
+                                           net::Buffer* payload) {
   State& st = *state_;
+  if (!done() && size > st.connection->max_frame_size) {
+    Fail(absl::ResourceExhaustedError(absl::StrCat("stream message of ", size,
+                                                   " bytes exceeds max_frame_size ",
+                                                   st.connection->max_frame_size)));
+  }
   while (true) {
     if (done() || st.send_closed || st.connection->socket->closed()) co_return false;
     if (st.stream.window().CanSend(size)) break;
     co_await st.stream.Writable(size);
   }
-  if (size > st.connection->max_frame_size) {
-    Fail(absl::ResourceExhaustedError(absl::StrCat("stream message of ", size,
-                                                   " bytes exceeds max_frame_size ",
-                                                   st.connection->max_frame_size)));
-    co_return false;
-  }
-  st.stream.window().Sent(size);
-  net::Socket& socket = *st.connection->socket;
-  AppendFrameWith(&socket.output(), FrameType::kMessage, frame_flags::kHasMessage,
-                  st.call->stream_id, Meta{}, size, write);
-  socket.MarkWritten();
+  internal::SendMessage(st.stream, *st.connection->socket, st.call->stream_id, size, write,
+                        payload);
   co_return true;
 }
 
+net::Task<bool> ClientStream::WriteWith(size_t size, absl::FunctionRef<void(char*)> write) {
+  co_return co_await WriteMessage(size, write);
+}
+
 net::Task<bool> ClientStream::WriteBytes(net::Buffer message) {
-  co_return co_await WriteWith(message.size(),
-                               [&](char* dst) { message.CopyTo(dst, message.size()); });
+  size_t size = message.size();
+  co_return co_await WriteMessage(
+      size, [](char*) {}, &message);
 }
 
 void ClientStream::CloseSend() {
@@ -483,11 +482,7 @@ net::Task<void> Channel::ReadLoop(std::weak_ptr<Channel> channel,
           break;
         }
         if (call->drop_messages) {
-          uint64_t credit = call->stream->DropQueued();
-          if (credit > 0) {
-            AppendWindow(&socket.output(), call->stream_id, credit);
-            socket.MarkWritten();
-          }
+          internal::SendCredit(socket, call->stream_id, call->stream->DropQueued());
         }
       } else if (frame.type == FrameType::kGoAway) {
         conn->going_away = true;

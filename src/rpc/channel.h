@@ -170,6 +170,10 @@ class ClientStream {
   friend class Channel;
   struct State;
   explicit ClientStream(std::unique_ptr<State> state);
+  // WriteWith and WriteBytes: waits for room, then sends what `write`
+  // writes or `*payload` (moved, not copied) when given.
+  net::Task<bool> WriteMessage(size_t size, absl::FunctionRef<void(char*)> write,
+                               net::Buffer* payload = nullptr);
   std::unique_ptr<State> state_;
 };
 

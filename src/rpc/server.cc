@@ -46,10 +46,10 @@ std::string_view ServerContext::Metadata(std::string_view key) const {
   return {};
 }
 
-// Takes the call out of its connection's table; false when nobody waits for
-// the answer any more (cancelled, or the connection is gone).
 ServerCall::~ServerCall() = default;
 
+// Takes the call out of its connection's table; false when nobody waits for
+// the answer any more (cancelled, or the connection is gone).
 bool ServerCall::Detach() {
   if (finished_) return false;
   finished_ = true;
@@ -108,32 +108,25 @@ net::Task<bool> ServerCall::ReadBytes(net::Buffer* message) {
     *message = std::move(request_);
     co_return true;
   }
+  // The stream has ended once the call finished or was cancelled.
   if (stream_ == nullptr) co_return false;
   while (!stream_->has_message()) {
-    if (finished_ || context_.cancelled_ || stream_->inbound_closed()) co_return false;
+    if (stream_->ended() || stream_->inbound_closed()) co_return false;
     co_await stream_->Readable();
   }
-  if (finished_ || context_.cancelled_) co_return false;
-  uint64_t credit = stream_->Take(message);
-  if (credit > 0 && !connection_->socket->closed()) {
-    AppendWindow(&connection_->socket->output(), stream_id_, credit);
-    connection_->socket->MarkWritten();
-  }
+  if (stream_->ended()) co_return false;
+  internal::SendCredit(*connection_->socket, stream_id_, stream_->Take(message));
   co_return true;
 }
 
 net::Task<bool> ServerCall::WriteWith(size_t size, absl::FunctionRef<void(char*)> write) {
   if (stream_ == nullptr) co_return false;
   while (true) {
-    if (finished_ || context_.cancelled_ || connection_->socket->closed()) co_return false;
+    if (stream_->ended() || connection_->socket->closed()) co_return false;
     if (stream_->window().CanSend(size)) break;
     co_await stream_->Writable(size);
   }
-  stream_->window().Sent(size);
-  net::Socket& socket = *connection_->socket;
-  AppendFrameWith(&socket.output(), FrameType::kMessage, frame_flags::kHasMessage, stream_id_,
-                  Meta{}, size, write);
-  socket.MarkWritten();
+  internal::SendMessage(*stream_, *connection_->socket, stream_id_, size, write);
   co_return true;
 }
 

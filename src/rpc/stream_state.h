@@ -13,8 +13,10 @@
 #include <string>
 #include <utility>
 
+#include "absl/functional/function_ref.h"
 #include "net/buffer.h"
 #include "net/event_loop.h"
+#include "net/socket.h"
 #include "rpc/protocol.h"
 
 namespace capstan::rpc::internal {
@@ -106,6 +108,29 @@ class StreamState {
   bool inbound_closed_ = false;
   bool ended_ = false;
 };
+
+// Returns `credit` bytes to the peer on stream `id` (nothing when there is
+// none or the connection is gone).
+inline void SendCredit(net::Socket& socket, uint32_t id, uint64_t credit) {
+  if (credit == 0 || socket.closed()) return;
+  AppendWindow(&socket.output(), id, credit);
+  socket.MarkWritten();
+}
+
+// Sends a MESSAGE of `size` bytes, written in place by `write` or moved
+// from `*payload` when given. REQUIRES: the window allows it (CanSend).
+inline void SendMessage(StreamState& stream, net::Socket& socket, uint32_t id, size_t size,
+                        absl::FunctionRef<void(char*)> write, net::Buffer* payload = nullptr) {
+  stream.window().Sent(size);
+  if (payload != nullptr) {
+    AppendFrame(&socket.output(), FrameType::kMessage, frame_flags::kHasMessage, id, Meta{},
+                std::move(*payload));
+  } else {
+    AppendFrameWith(&socket.output(), FrameType::kMessage, frame_flags::kHasMessage, id, Meta{},
+                    size, write);
+  }
+  socket.MarkWritten();
+}
 
 // Applies a MESSAGE or WINDOW frame of this stream; false (with *error) on a
 // protocol error, which closes the connection.
