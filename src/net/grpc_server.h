@@ -1,0 +1,233 @@
+// GrpcServer: gRPC over HTTP/2 on the runtime's event loops.
+//
+// nghttp2 does HTTP/2 (framing, HPACK, flow control, PING, GOAWAY); this
+// server adds gRPC on top: the length-prefixed messages, grpc-status
+// trailers, grpc-timeout deadlines, and dispatch by path to handlers that
+// run on the loop that owns the connection. It exists so the store can
+// serve the etcd v3 API without libgrpc++'s thread hand-offs and copies per
+// call (docs/benchmarks/store-analysis.md): a request is parsed, handled and
+// answered on one thread, and every reply written in a turn leaves in one
+// system call.
+//
+//   net::GrpcServer server({});
+//   server.AddUnary("/pkg.Svc/Echo", [](net::GrpcCallPtr call, net::Buffer req) {
+//     call->Reply(std::move(req));
+//   });
+//   int port = server.Listen(group.get(), "127.0.0.1", 0).value();
+//   ...
+//   server.Shutdown(std::chrono::seconds(2));
+//
+// Thread-safety: a call and its handler belong to the connection's loop.
+// From another thread, reach a call through its loop (call->loop()->Post or
+// GrpcCall::FinishFromAnyThread). Listen and Shutdown are called from a
+// thread that is not one of the group's loops.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "base/status.h"
+#include "net/buffer.h"
+#include "net/event_loop.h"
+#include "net/grpc_wire.h"
+#include "net/loop_group.h"
+#include "net/socket.h"
+#include "net/task.h"
+
+namespace capstan::net {
+
+class GrpcConnection;
+class GrpcCall;
+using GrpcCallPtr = std::shared_ptr<GrpcCall>;
+
+// The events of one streaming call, on its loop. After OnDone nothing more
+// is delivered and the handler is destroyed.
+class GrpcStreamHandler {
+ public:
+  virtual ~GrpcStreamHandler() = default;
+  // One whole request message.
+  virtual void OnMessage(Buffer message) = 0;
+  // The client sent END_STREAM: no more messages will come.
+  virtual void OnHalfClose() {}
+  // Output buffered for this call fell below the low mark after a Write
+  // returned false.
+  virtual void OnWriteRoom() {}
+  // The call is over. `cancelled`: it ended before the server finished it
+  // (the client reset it, the connection was lost, the deadline passed, the
+  // server shut down).
+  virtual void OnDone(bool cancelled) { (void)cancelled; }
+};
+
+// Unary: runs once the whole request (exactly one message) has arrived.
+using GrpcUnaryHandler = std::function<void(const GrpcCallPtr& call, Buffer request)>;
+// Streaming (any of the three shapes; the wire is the same): makes the
+// handler that receives the call's events.
+using GrpcStreamFactory = std::function<std::unique_ptr<GrpcStreamHandler>(const GrpcCallPtr&)>;
+
+class GrpcCall : public std::enable_shared_from_this<GrpcCall> {
+ public:
+  ~GrpcCall();
+  GrpcCall(const GrpcCall&) = delete;
+  GrpcCall& operator=(const GrpcCall&) = delete;
+
+  // "/package.Service/Method".
+  const std::string& method() const { return path_; }
+  // Request metadata (custom headers), names in lowercase as HTTP/2 sends them.
+  const std::vector<std::pair<std::string, std::string>>& metadata() const { return metadata_; }
+  // The first value of `name`, or nullopt.
+  std::optional<std::string_view> FindMetadata(std::string_view name) const;
+  EventLoop* loop() const { return loop_; }
+
+  // The call is over (finished and sent, reset, or its connection is gone).
+  bool done() const { return done_; }
+  bool cancelled() const { return cancelled_; }
+  // Finish was called.
+  bool finished() const { return finishing_; }
+
+  // ---- loop thread
+  // Queues one response message (serialized). Returns false once the call's
+  // buffered output reaches the high mark (the handler's OnWriteRoom is
+  // called when it drains); the message is queued either way. Dropped after
+  // Finish or when the call is over.
+  bool Write(Buffer message);
+  // Response bytes queued and not yet handed to the connection.
+  size_t buffered_bytes() const { return out_.size(); }
+  // Ends the call with `status` once the queued messages are sent.
+  void Finish(const absl::Status& status);
+  // Unary: one response message, then OK.
+  void Reply(Buffer message) {
+    Write(std::move(message));
+    Finish(absl::OkStatus());
+  }
+
+  // ---- any thread
+  // Replies with `message` (status OK) or fails with `status`, on the call's
+  // loop. The call may be over by then; nothing is sent then.
+  static void FinishFromAnyThread(GrpcCallPtr call, absl::Status status,
+                                  std::optional<Buffer> message);
+
+ private:
+  friend class GrpcConnection;
+  GrpcCall(GrpcConnection* conn, EventLoop* loop, int32_t stream_id)
+      : conn_(conn), loop_(loop), stream_id_(stream_id) {}
+
+  GrpcConnection* conn_;  // null once the connection is gone
+  EventLoop* loop_;
+  int32_t stream_id_;
+  std::string path_;
+  std::string http_method_;
+  std::string content_type_;
+  std::string timeout_;
+  std::vector<std::pair<std::string, std::string>> metadata_;
+  size_t metadata_bytes_ = 0;
+
+  bool dispatched_ = false;
+  const GrpcUnaryHandler* unary_ = nullptr;  // set for unary methods
+  bool half_closed_ = false;
+  bool headers_sent_ = false;
+  bool data_deferred_ = false;
+  bool finishing_ = false;
+  bool done_ = false;
+  bool cancelled_ = false;
+  bool wants_room_ = false;
+  absl::Status status_;
+  Buffer out_;
+  std::unique_ptr<GrpcMessageReader> reader_;
+  std::optional<Buffer> unary_request_;
+  int unary_messages_ = 0;
+  std::unique_ptr<GrpcStreamHandler> handler_;
+  std::unique_ptr<Timer> deadline_;
+};
+
+struct GrpcServerOptions {
+  // Larger request messages end the call RESOURCE_EXHAUSTED.
+  size_t max_receive_message_bytes = 4 << 20;
+  // SETTINGS_MAX_CONCURRENT_STREAMS announced to clients.
+  uint32_t max_concurrent_streams = 16384;
+  // HTTP/2 receive windows: per stream and per connection.
+  int32_t stream_window_bytes = 1 << 20;
+  int32_t connection_window_bytes = 16 << 20;
+  // Request metadata beyond this ends the stream (RST_STREAM).
+  size_t max_metadata_bytes = 16 << 10;
+  // A streaming call's Write returns false from this much buffered output;
+  // OnWriteRoom comes when it falls to a quarter of it.
+  size_t stream_high_water_bytes = 1 << 20;
+};
+
+class GrpcServer {
+ public:
+  explicit GrpcServer(GrpcServerOptions options = {}) : options_(options) {}
+  ~GrpcServer();
+  GrpcServer(const GrpcServer&) = delete;
+  GrpcServer& operator=(const GrpcServer&) = delete;
+
+  // REQUIRES: before the first Listen.
+  void AddUnary(std::string path, GrpcUnaryHandler handler);
+  void AddStream(std::string path, GrpcStreamFactory factory);
+  // Handles every path not added (without it: UNIMPLEMENTED).
+  void SetFallback(GrpcStreamFactory factory) { fallback_ = std::move(factory); }
+
+  // Listens on host:port on every loop of `group` (SO_REUSEPORT); port 0
+  // picks one. Returns the port. May be called for several addresses.
+  absl::StatusOr<int> Listen(LoopGroup* group, const std::string& host, int port);
+
+  // REQUIRES: the loop group is still running (stop it after this).
+  // Stops accepting, sends GOAWAY, lets calls in flight finish for up to
+  // `grace`, then cancels the rest and closes every connection. Idempotent.
+  void Shutdown(std::chrono::milliseconds grace);
+
+  struct Stats {
+    uint64_t connections = 0;  // open now
+    uint64_t calls_active = 0;
+    uint64_t calls_started = 0;
+    uint64_t protocol_errors = 0;
+  };
+  Stats stats() const;
+  const GrpcServerOptions& options() const { return options_; }
+
+ private:
+  friend class GrpcConnection;
+  friend class GrpcCall;
+  struct LoopState {
+    EventLoop* loop = nullptr;
+    std::vector<std::unique_ptr<Listener>> listeners;
+    std::vector<std::weak_ptr<GrpcConnection>> connections;
+  };
+  struct Method {
+    GrpcUnaryHandler unary;
+    GrpcStreamFactory stream;
+  };
+
+  Task<void> AcceptLoop(LoopState* state, Listener* listener);
+  Task<void> ServeConnection(std::shared_ptr<GrpcConnection> conn);
+  void TaskEnded();
+  void OnCallEnded();
+
+  GrpcServerOptions options_;
+  absl::flat_hash_map<std::string, Method> methods_;
+  absl::flat_hash_set<std::string> services_;
+  GrpcStreamFactory fallback_;
+  std::vector<std::unique_ptr<LoopState>> loops_;
+  bool shut_down_ = false;
+
+  std::atomic<uint64_t> connections_{0};
+  std::atomic<uint64_t> calls_active_{0};
+  std::atomic<uint64_t> calls_started_{0};
+  std::atomic<uint64_t> protocol_errors_{0};
+  // Accept loops and connections still running: Shutdown waits for none.
+  std::atomic<int> tasks_{0};
+  std::mutex drain_mu_;
+  std::condition_variable drained_;
+};
+
+}  // namespace capstan::net

@@ -1,0 +1,456 @@
+// GrpcServer driven by the real gRPC C++ client (generic stub, raw bytes):
+// what any gRPC client sees must hold here — statuses and messages,
+// deadlines, cancellation, streaming with flow control, shutdown.
+#include "net/grpc_server.h"
+
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "net/block_on.h"
+#include "net/grpc_wire.h"
+#include "net/socket.h"
+#include "net/test_util.h"
+
+namespace capstan::net {
+namespace {
+
+grpc::ByteBuffer ToByteBuffer(std::string_view s) {
+  grpc::Slice slice(s.data(), s.size());
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+std::string FromByteBuffer(const grpc::ByteBuffer& bb) {
+  std::vector<grpc::Slice> slices;
+  (void)bb.Dump(&slices);
+  std::string out;
+  for (auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out;
+}
+
+template <typename Pred>
+bool Eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(5)) {
+  auto until = std::chrono::steady_clock::now() + limit;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+// A blocking face over the callback bidi API of the generic stub.
+class BidiCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  BidiCall(grpc::GenericStub* stub, const std::string& method) {
+    stub->PrepareBidiStreamingCall(&ctx_, method, {}, this);
+    StartCall();
+  }
+  grpc::ClientContext& context() { return ctx_; }
+
+  // The lock is not held across Start*: gRPC may run the reaction inline.
+  bool Write(std::string_view s) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      out_ = ToByteBuffer(s);
+      writing_ = true;
+    }
+    StartWrite(&out_);
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return !writing_; });
+    return write_ok_;
+  }
+  void WritesDone() { StartWritesDone(); }
+  // nullopt at the end of the stream.
+  std::optional<std::string> Read() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      reading_ = true;
+    }
+    StartRead(&in_);
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return !reading_; });
+    if (!read_ok_) return std::nullopt;
+    return FromByteBuffer(in_);
+  }
+  grpc::Status Finish() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return done_; });
+    return status_;
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    write_ok_ = ok;
+    writing_ = false;
+    cv_.notify_all();
+  }
+  void OnReadDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    read_ok_ = ok;
+    reading_ = false;
+    cv_.notify_all();
+  }
+  void OnDone(const grpc::Status& s) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    status_ = s;
+    done_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  grpc::ClientContext ctx_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  grpc::ByteBuffer out_, in_;
+  bool writing_ = false, write_ok_ = false, reading_ = false, read_ok_ = false, done_ = false;
+  grpc::Status status_;
+};
+
+// Echo for bidi streams: every message back, OK at the client's half-close.
+class EchoStream : public GrpcStreamHandler {
+ public:
+  explicit EchoStream(GrpcCallPtr call) : call_(std::move(call)) {}
+  void OnMessage(Buffer message) override { call_->Write(std::move(message)); }
+  void OnHalfClose() override { call_->Finish(absl::OkStatus()); }
+
+ private:
+  GrpcCallPtr call_;
+};
+
+// Sends `count` messages of `size` bytes ("count size" in the request),
+// honouring Write's backpressure.
+class ProduceStream : public GrpcStreamHandler {
+ public:
+  ProduceStream(GrpcCallPtr call, std::atomic<int>* max_buffered_over)
+      : call_(std::move(call)), over_(max_buffered_over) {}
+  void OnMessage(Buffer message) override {
+    std::string req = message.ToString();
+    sscanf(req.c_str(), "%d %d", &left_, &size_);
+    Pump();
+  }
+  void OnWriteRoom() override { Pump(); }
+
+ private:
+  void Pump() {
+    while (left_ > 0) {
+      std::string payload(static_cast<size_t>(size_), static_cast<char>('a' + left_ % 26));
+      --left_;
+      bool more = call_->Write(Buffer(payload));
+      if (call_->buffered_bytes() > (1u << 20) + 2 * static_cast<size_t>(size_)) {
+        over_->fetch_add(1);
+      }
+      if (!more) return;  // OnWriteRoom resumes us
+    }
+    call_->Finish(absl::OkStatus());
+  }
+  GrpcCallPtr call_;
+  std::atomic<int>* over_;
+  int left_ = 0;
+  int size_ = 0;
+};
+
+class GrpcServerTest : public ::testing::TestWithParam<IoBackendKind> {
+ protected:
+  void SetUp() override {
+    if (testing::NewLoop(GetParam()) == nullptr) {
+      GTEST_SKIP() << IoBackendName(GetParam()) << " is not available here";
+    }
+    LoopGroupOptions go;
+    go.threads = 2;
+    go.loop.backend = GetParam();
+    group_ = LoopGroup::Start(go).value();
+    GrpcServerOptions options;
+    options.max_receive_message_bytes = 64 << 10;
+    server_ = std::make_unique<GrpcServer>(options);
+    server_->AddUnary("/test.Svc/Echo", [this](const GrpcCallPtr& call, Buffer req) {
+      auto who = call->FindMetadata("x-who");
+      last_who_ = who ? std::string(*who) : "";
+      call->Reply(std::move(req));
+    });
+    server_->AddUnary("/test.Svc/Fail", [](const GrpcCallPtr& call, Buffer req) {
+      call->Finish(absl::FailedPreconditionError(req.ToString()));
+    });
+    server_->AddUnary("/test.Svc/Hang", [this](const GrpcCallPtr& call, Buffer) {
+      std::lock_guard<std::mutex> lock(mu_);
+      hung_.push_back(call);
+    });
+    server_->AddUnary("/test.Svc/OtherThread", [](const GrpcCallPtr& call, Buffer req) {
+      std::thread([call, r = req.ToString()] {
+        GrpcCall::FinishFromAnyThread(call, absl::OkStatus(), Buffer("re:" + r));
+      }).detach();
+    });
+    server_->AddStream("/test.Svc/Bidi",
+                       [](const GrpcCallPtr& call) { return std::make_unique<EchoStream>(call); });
+    server_->AddStream("/test.Svc/Produce", [this](const GrpcCallPtr& call) {
+      return std::make_unique<ProduceStream>(call, &over_high_water_);
+    });
+    server_->AddStream("/test.Svc/Watch", [this](const GrpcCallPtr& call) {
+      struct Watch : GrpcStreamHandler {
+        std::atomic<int>* cancelled;
+        explicit Watch(std::atomic<int>* c) : cancelled(c) {}
+        void OnMessage(Buffer) override {}
+        void OnDone(bool was_cancelled) override {
+          if (was_cancelled) cancelled->fetch_add(1);
+        }
+      };
+      (void)call;
+      return std::make_unique<Watch>(&stream_cancels_);
+    });
+    auto port = server_->Listen(group_.get(), "127.0.0.1", 0);
+    ASSERT_TRUE(port.ok()) << port.status();
+    port_ = *port;
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(port_),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = std::make_unique<grpc::GenericStub>(channel_);
+  }
+  void TearDown() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      hung_.clear();  // the calls are owned by their loop from here on
+    }
+    if (server_) server_->Shutdown(std::chrono::milliseconds(0));
+    if (group_) group_->Stop();
+  }
+
+  grpc::Status Unary(const std::string& method, std::string_view req, std::string* resp,
+                     std::chrono::milliseconds deadline = std::chrono::seconds(10),
+                     const std::map<std::string, std::string>& metadata = {}) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + deadline);
+    for (const auto& [k, v] : metadata) ctx.AddMetadata(k, v);
+    grpc::ByteBuffer in = ToByteBuffer(req), out;
+    std::promise<grpc::Status> done;
+    stub_->UnaryCall(&ctx, method, {}, &in, &out,
+                     [&](grpc::Status st) { done.set_value(std::move(st)); });
+    grpc::Status st = done.get_future().get();
+    if (st.ok() && resp != nullptr) *resp = FromByteBuffer(out);
+    return st;
+  }
+
+  std::unique_ptr<LoopGroup> group_;
+  std::unique_ptr<GrpcServer> server_;
+  int port_ = 0;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<grpc::GenericStub> stub_;
+  std::string last_who_;
+  std::mutex mu_;
+  std::vector<GrpcCallPtr> hung_;
+  std::atomic<int> over_high_water_{0};
+  std::atomic<int> stream_cancels_{0};
+};
+
+TEST_P(GrpcServerTest, UnaryCallEchoesAndSeesMetadata) {
+  std::string resp;
+  grpc::Status st =
+      Unary("/test.Svc/Echo", "hello", &resp, std::chrono::seconds(10), {{"x-who", "tester"}});
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(resp, "hello");
+  EXPECT_EQ(last_who_, "tester");
+  // An empty message is a message.
+  st = Unary("/test.Svc/Echo", "", &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(resp, "");
+}
+
+TEST_P(GrpcServerTest, StatusAndMessageReachTheClientExactly) {
+  std::string message = "etcdserver: 100% wrong — ключ";
+  grpc::Status st = Unary("/test.Svc/Fail", message, nullptr);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(st.error_message(), message);
+}
+
+TEST_P(GrpcServerTest, UnknownMethodsAndServicesAreUnimplemented) {
+  grpc::Status st = Unary("/test.Svc/Nope", "x", nullptr);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(st.error_message(), "unknown method Nope for service test.Svc");
+  st = Unary("/other.Svc/Nope", "x", nullptr);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(st.error_message(), "unknown service other.Svc");
+}
+
+TEST_P(GrpcServerTest, OversizedRequestIsResourceExhausted) {
+  std::string big(100 << 10, 'x');
+  grpc::Status st = Unary("/test.Svc/Echo", big, nullptr);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(st.error_message().find("larger than max"), std::string::npos) << st.error_message();
+  // The connection still serves.
+  std::string resp;
+  EXPECT_TRUE(Unary("/test.Svc/Echo", "after", &resp).ok());
+  EXPECT_EQ(resp, "after");
+}
+
+TEST_P(GrpcServerTest, DeadlineEndsTheCallOnBothSides) {
+  grpc::Status st = Unary("/test.Svc/Hang", "x", nullptr, std::chrono::milliseconds(200));
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The server saw the call end as cancelled (its own timer or the client's
+  // reset, whichever came first).
+  GrpcCallPtr call;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ASSERT_EQ(hung_.size(), 1u);
+    call = hung_[0];
+  }
+  EXPECT_TRUE(Eventually(
+      [&] { return RunOn(call->loop(), [&] { return call->done() && call->cancelled(); }); }));
+}
+
+TEST_P(GrpcServerTest, RepliesFromOtherThreadsAndManyCallsAtOnce) {
+  constexpr int kCalls = 500;
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<grpc::ByteBuffer> ins(kCalls), outs(kCalls);
+  std::vector<std::promise<grpc::Status>> done(kCalls);
+  for (int i = 0; i < kCalls; ++i) {
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    ins[i] = ToByteBuffer(std::to_string(i));
+    stub_->UnaryCall(ctxs.back().get(), i % 2 ? "/test.Svc/OtherThread" : "/test.Svc/Echo", {},
+                     &ins[i], &outs[i], [&, i](grpc::Status st) { done[i].set_value(st); });
+  }
+  for (int i = 0; i < kCalls; ++i) {
+    grpc::Status st = done[i].get_future().get();
+    ASSERT_TRUE(st.ok()) << i << ": " << st.error_message();
+    EXPECT_EQ(FromByteBuffer(outs[i]), (i % 2 ? "re:" : "") + std::to_string(i));
+  }
+  EXPECT_EQ(server_->stats().calls_started, static_cast<uint64_t>(kCalls));
+}
+
+TEST_P(GrpcServerTest, BidiStreamEchoesInOrderAndEndsOk) {
+  BidiCall call(stub_.get(), "/test.Svc/Bidi");
+  for (int i = 0; i < 200; ++i) {
+    std::string msg = "m" + std::to_string(i) + std::string(static_cast<size_t>(i * 37), 'z');
+    ASSERT_TRUE(call.Write(msg));
+    std::optional<std::string> back = call.Read();
+    ASSERT_TRUE(back.has_value());
+    EXPECT_EQ(*back, msg);
+  }
+  call.WritesDone();
+  EXPECT_FALSE(call.Read().has_value());
+  grpc::Status st = call.Finish();
+  EXPECT_TRUE(st.ok()) << st.error_message();
+}
+
+TEST_P(GrpcServerTest, ServerStreamLargerThanEveryWindowArrivesWhole) {
+  // 24 MiB in 48 KiB messages: past the client's stream and connection
+  // windows and the server's high mark, so both flow control and
+  // OnWriteRoom are exercised.
+  BidiCall call(stub_.get(), "/test.Svc/Produce");
+  ASSERT_TRUE(call.Write("512 49152"));
+  int got = 0;
+  size_t bytes = 0;
+  while (auto msg = call.Read()) {
+    ASSERT_EQ(msg->size(), 49152u);
+    EXPECT_EQ((*msg)[0], static_cast<char>('a' + (512 - got) % 26));
+    ++got;
+    bytes += msg->size();
+  }
+  EXPECT_EQ(got, 512);
+  EXPECT_EQ(bytes, size_t{512} * 49152);
+  EXPECT_TRUE(call.Finish().ok());
+  // The producer never ran far past its high mark.
+  EXPECT_EQ(over_high_water_.load(), 0);
+}
+
+TEST_P(GrpcServerTest, ClientCancelReachesTheStreamHandler) {
+  auto call = std::make_unique<BidiCall>(stub_.get(), "/test.Svc/Watch");
+  ASSERT_TRUE(call->Write("watch"));
+  call->context().TryCancel();
+  EXPECT_EQ(call->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(Eventually([&] { return stream_cancels_.load() == 1; }));
+  EXPECT_TRUE(Eventually([&] { return server_->stats().calls_active == 0; }));
+}
+
+TEST_P(GrpcServerTest, GarbageClosesOnlyThatConnection) {
+  // An HTTP/1 request where the HTTP/2 preface belongs: the server closes
+  // that connection and keeps serving the others.
+  absl::Status ended =
+      BlockOn(group_->loop(0), [](EventLoop* loop, int port) -> Task<absl::Status> {
+        auto s = co_await Socket::Connect(loop, "127.0.0.1", port);
+        if (!s.ok()) co_return s.status();
+        (*s)->Write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        absl::Status st;
+        while ((st = co_await (*s)->ReadMore()).ok()) (*s)->input().Clear();
+        (*s)->Close();
+        co_return st;
+      }(group_->loop(0), port_));
+  EXPECT_EQ(ended.code(), absl::StatusCode::kUnavailable) << ended;
+  EXPECT_GE(server_->stats().protocol_errors, 1u);
+  std::string resp;
+  EXPECT_TRUE(Unary("/test.Svc/Echo", "still", &resp).ok());
+  EXPECT_EQ(resp, "still");
+}
+
+TEST_P(GrpcServerTest, ShutdownCancelsCallsPastTheGrace) {
+  grpc::ClientContext ctx;
+  grpc::ByteBuffer in = ToByteBuffer("x"), out;
+  std::promise<grpc::Status> done;
+  stub_->UnaryCall(&ctx, "/test.Svc/Hang", {}, &in, &out,
+                   [&](grpc::Status st) { done.set_value(st); });
+  ASSERT_TRUE(Eventually([&] {
+    std::lock_guard<std::mutex> lock(mu_);
+    return hung_.size() == 1;
+  }));
+  server_->Shutdown(std::chrono::milliseconds(100));
+  grpc::Status st = done.get_future().get();
+  EXPECT_FALSE(st.ok());
+  EXPECT_EQ(server_->stats().calls_active, 0u);
+  EXPECT_EQ(server_->stats().connections, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, GrpcServerTest,
+                         ::testing::Values(IoBackendKind::kIoUring, IoBackendKind::kEpoll),
+                         testing::BackendName);
+
+TEST(GrpcWireTest, TimeoutsParseInEveryUnit) {
+  EXPECT_EQ(ParseGrpcTimeout("1S"), std::chrono::seconds(1));
+  EXPECT_EQ(ParseGrpcTimeout("250m"), std::chrono::milliseconds(250));
+  EXPECT_EQ(ParseGrpcTimeout("7u"), std::chrono::microseconds(7));
+  EXPECT_EQ(ParseGrpcTimeout("99999999n"), std::chrono::nanoseconds(99999999));
+  EXPECT_EQ(ParseGrpcTimeout("2M"), std::chrono::minutes(2));
+  EXPECT_EQ(ParseGrpcTimeout("1H"), std::chrono::hours(1));
+  EXPECT_FALSE(ParseGrpcTimeout("").has_value());
+  EXPECT_FALSE(ParseGrpcTimeout("S").has_value());
+  EXPECT_FALSE(ParseGrpcTimeout("123456789S").has_value());  // 9 digits
+  EXPECT_FALSE(ParseGrpcTimeout("1s").has_value());
+  EXPECT_FALSE(ParseGrpcTimeout("-1S").has_value());
+}
+
+TEST(GrpcWireTest, MessagesPercentEncodeAndDecodeBack) {
+  std::string m = "a%b\n\xd0\xba";
+  std::string enc = PercentEncodeGrpcMessage(m);
+  EXPECT_EQ(enc, "a%25b%0A%D0%BA");
+  EXPECT_EQ(PercentDecodeGrpcMessage(enc), m);
+  EXPECT_EQ(PercentDecodeGrpcMessage("100%"), "100%");
+  EXPECT_EQ(PercentDecodeGrpcMessage("%zz"), "%zz");
+}
+
+TEST(GrpcWireTest, ReaderCutsMessagesAcrossChunksAndEnforcesLimits) {
+  Buffer framed;
+  AppendGrpcMessagePrefix(&framed, 3);
+  framed.Append("abc");
+  AppendGrpcMessagePrefix(&framed, 0);
+  std::string bytes = framed.ToString();
+  GrpcMessageReader reader(16);
+  for (char c : bytes) reader.Append(std::string_view(&c, 1));
+  auto first = reader.Next();
+  ASSERT_TRUE(first.ok() && first->has_value());
+  EXPECT_EQ((*first)->ToString(), "abc");
+  auto second = reader.Next();
+  ASSERT_TRUE(second.ok() && second->has_value());
+  EXPECT_EQ((*second)->size(), 0u);
+  auto none = reader.Next();
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+
+  GrpcMessageReader small(2);
+  small.Append(bytes);
+  EXPECT_EQ(small.Next().status().code(), absl::StatusCode::kResourceExhausted);
+  GrpcMessageReader compressed(16);
+  compressed.Append(std::string_view("\x01\0\0\0\x01x", 6));
+  EXPECT_EQ(compressed.Next().status().code(), absl::StatusCode::kUnimplemented);
+}
+
+}  // namespace
+}  // namespace capstan::net
