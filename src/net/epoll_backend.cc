@@ -126,6 +126,7 @@ class EpollBackend final : public IoBackend {
     }
     if (ev.events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
       s->readable_ = true;
+      if (ev.events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s->peer_done_ = true;
       if (s->receiving_) ReadSome(s);
     }
   }
@@ -138,8 +139,10 @@ class EpollBackend final : public IoBackend {
         s->input_.Commit(static_cast<size_t>(n));
         s->OnReceived(static_cast<size_t>(n));
         // A short read drained the socket: edge-triggered epoll reports the
-        // next arrival, so no second read just to see EAGAIN.
-        if (static_cast<size_t>(n) < space.size()) {
+        // next arrival, so no second read just to see EAGAIN — unless the
+        // peer's end was already reported: no edge comes after it, so read
+        // on until read() says so.
+        if (static_cast<size_t>(n) < space.size() && !s->peer_done_) {
           s->readable_ = false;
           return;
         }

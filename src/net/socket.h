@@ -162,6 +162,7 @@ class Socket : public std::enable_shared_from_this<Socket> {
   bool sending_ = false;           // a send is in flight
   bool readable_ = false;          // epoll: the kernel may have bytes for us
   bool writable_ = true;           // epoll: the kernel may take bytes
+  bool peer_done_ = false;         // epoll: the peer's close (or an error) was reported
   bool connecting_ = false;        // a connect is in flight
   bool cancel_requested_ = false;  // io_uring: a cancel of the receive is in flight
   int ops_in_flight_ = 0;          // io_uring: submitted and not yet completed

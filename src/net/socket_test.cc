@@ -1,5 +1,8 @@
 #include "net/socket.h"
 
+#include <arpa/inet.h>
+#include <unistd.h>
+
 #include <random>
 #include <string>
 #include <vector>
@@ -150,6 +153,43 @@ TEST_P(SocketTest, PeerCloseEndsTheReaderAfterItsLastBytes) {
   EXPECT_EQ(got, "last words");
   EXPECT_EQ(end.code(), absl::StatusCode::kUnavailable) << end;
   EXPECT_NE(end.message().find("closed by peer"), std::string::npos) << end;
+}
+
+TEST_P(SocketTest, BytesAndCloseThatArriveTogetherAreBothSeen) {
+  // The peer's last bytes and its FIN are queued before the loop first
+  // looks: one readiness event reports both, and the reader must still
+  // reach the end after a short read of the bytes.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(listener_->port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::write(fd, "bye", 3), 3);
+  ::close(fd);
+  absl::Status end;
+  std::string got;
+  RunToCompletion(
+      *loop_,
+      [](EventLoop* loop, Listener* listener, absl::Status* end, std::string* got) -> Task<void> {
+        auto server = co_await listener->Accept();
+        if (!server.ok()) co_return;
+        Socket* s = server->get();
+        // Bounded: a missed end shows as CANCELLED instead of a hang.
+        Timer give_up([s] { s->Close(); });
+        give_up.ArmAfter(loop, std::chrono::seconds(5));
+        while (true) {
+          absl::Status st = co_await s->ReadMore();
+          if (!st.ok()) {
+            *end = st;
+            break;
+          }
+        }
+        *got = s->input().ToString();
+        s->Close();
+      }(loop_.get(), listener_.get(), &end, &got));
+  EXPECT_EQ(got, "bye");
+  EXPECT_EQ(end.code(), absl::StatusCode::kUnavailable) << end;
 }
 
 TEST_P(SocketTest, ConnectToAClosedPortFailsWithTheReason) {
