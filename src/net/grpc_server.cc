@@ -140,7 +140,16 @@ nghttp2_session_callbacks* GrpcConnection::Callbacks() {
 }
 
 bool GrpcConnection::Start() {
-  if (nghttp2_session_server_new(&session_, Callbacks(), this) != 0) return false;
+  // No HTTP messaging checks: gRPC clients send what gRPC servers accept, and
+  // that is not always strict HTTP — etcd's client sends the endpoint URL
+  // itself ("http://host:port") as :authority, which nghttp2 would reset.
+  // Dispatch checks what gRPC needs (:method, :path, content-type).
+  nghttp2_option* option;
+  nghttp2_option_new(&option);
+  nghttp2_option_set_no_http_messaging(option, 1);
+  int rv = nghttp2_session_server_new2(&session_, Callbacks(), this, option);
+  nghttp2_option_del(option);
+  if (rv != 0) return false;
   const GrpcServerOptions& o = server_->options_;
   nghttp2_settings_entry settings[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, o.max_concurrent_streams},
