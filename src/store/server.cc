@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/logging.h"
+#include "store/etcd_grpc.h"
 #include "store/services.h"
 
 namespace capstan::store {
@@ -90,7 +91,6 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
       }
     }
   }
-  services_.push_back(NewKvService(store_.get()));
   services_.push_back(NewWatchService(store_.get()));
   services_.push_back(NewLeaseService(store_.get()));
   services_.push_back(NewMaintenanceService(store_.get()));
@@ -98,29 +98,44 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
   services_.push_back(NewLockService(store_.get()));
   services_.push_back(NewElectionService(store_.get()));
 
+  // The libgrpc++ services listen on no port: the client server hands them
+  // the methods it does not serve itself.
   grpc::ServerBuilder builder;
-  // Like etcd: requests up to max-request-bytes get a clear etcd error from the
-  // store; gRPC itself rejects anything past that plus 512 KiB of slack.
-  builder.SetMaxReceiveMessageSize(static_cast<int>(config.store.max_request_bytes + 512 * 1024));
+  builder.SetMaxReceiveMessageSize(INT_MAX);
   builder.SetMaxSendMessageSize(INT_MAX);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
-  client_ports_.assign(client.size(), 0);
-  for (size_t i = 0; i < client.size(); ++i) {
-    std::string addr = client[i].host.find(':') != std::string::npos
-                           ? absl::StrCat("[", client[i].host, "]:", client[i].port)
-                           : absl::StrCat(client[i].host, ":", client[i].port);
-    builder.AddListeningPort(addr, grpc::InsecureServerCredentials(), &client_ports_[i]);
-  }
   for (auto& s : services_) builder.RegisterService(s.get());
   grpc_ = builder.BuildAndStart();
+  if (grpc_ == nullptr) {
+    Shutdown();
+    return absl::InternalError("cannot start the gRPC services");
+  }
+  grpc::ChannelArguments bridge_args;
+  bridge_args.SetMaxReceiveMessageSize(-1);
+  bridge_args.SetMaxSendMessageSize(-1);
+
+  net::LoopGroupOptions loop_options;
+  loop_options.threads = config.client_loops > 0
+                             ? config.client_loops
+                             : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  loop_options.name = "client";
+  ASSIGN_OR_RETURN(client_loops_, net::LoopGroup::Start(loop_options));
+  net::GrpcServerOptions server_options;
+  // Like etcd: requests up to max-request-bytes get a clear etcd error from
+  // the store; the transport rejects anything past that plus 512 KiB.
+  server_options.max_receive_message_bytes = config.store.max_request_bytes + 512 * 1024;
+  client_server_ = std::make_unique<net::GrpcServer>(server_options);
+  AddNativeEtcdMethods(store_.get(), client_server_.get());
+  BridgeUnservedMethods(grpc_->InProcessChannel(bridge_args), client_server_.get());
   for (size_t i = 0; i < client.size(); ++i) {
-    if (grpc_ == nullptr || client_ports_[i] == 0) {
+    absl::StatusOr<int> port =
+        client_server_->Listen(client_loops_.get(), client[i].host, client[i].port);
+    if (!port.ok()) {
       Shutdown();
-      return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen_client_urls[i],
-                                                 " (is another etcd or capstan using the port?)"));
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", config.listen_client_urls[i],
+                       " (is another etcd or capstan using the port?): ", port.status().message()));
     }
+    client_ports_.push_back(*port);
   }
 
   for (const auto& m : metrics) {
@@ -160,10 +175,14 @@ StoreServer::~StoreServer() { Shutdown(); }
 void StoreServer::Shutdown(std::chrono::milliseconds grace) {
   if (shut_down_) return;
   shut_down_ = true;
+  // Clients first (their calls in flight get the grace), then the services
+  // behind the bridge, whose last reactions still reach the client loops.
+  if (client_server_) client_server_->Shutdown(grace);
   if (grpc_) {
-    grpc_->Shutdown(std::chrono::system_clock::now() + grace);
+    grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
     grpc_->Wait();
   }
+  if (client_loops_) client_loops_->Stop();
   if (peer_grpc_) {
     peer_grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
     peer_grpc_->Wait();

@@ -11,7 +11,9 @@
 #include "base/status.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/impl/codegen/service_type.h"
+#include "net/grpc_server.h"
 #include "net/http_server.h"
+#include "net/loop_group.h"
 #include "store/peer.h"
 #include "store/store.h"
 
@@ -22,6 +24,8 @@ struct StoreServerConfig {
   std::vector<std::string> listen_client_urls{"http://127.0.0.1:2379"};
   std::vector<std::string> listen_metrics_urls;
   std::vector<std::string> listen_peer_urls;  // empty: the advertised peer URLs
+  // Event loops serving clients (0: one per hardware thread).
+  int client_loops = 0;
 };
 
 class StoreServer {
@@ -43,6 +47,10 @@ class StoreServer {
   metrics::Registry metrics_;
   std::unique_ptr<Store> store_;
   std::vector<std::unique_ptr<grpc::Service>> services_;
+  // Clients reach the API through client_server_ on client_loops_; methods
+  // it does not serve natively go on to grpc_ over an in-process channel.
+  std::unique_ptr<net::LoopGroup> client_loops_;
+  std::unique_ptr<net::GrpcServer> client_server_;
   std::unique_ptr<grpc::Server> grpc_;
   std::unique_ptr<grpc::Service> peer_service_;
   std::unique_ptr<grpc::Server> peer_grpc_;

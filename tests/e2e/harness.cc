@@ -26,6 +26,14 @@
 
 namespace capstan::e2e {
 
+// A test process talks to servers it kills and children that may exit
+// before reading their input: a write to them must fail with EPIPE, not
+// kill the test (a SIGPIPE once ended a cluster test mid-run).
+[[maybe_unused]] const bool kIgnoreSigpipe = [] {
+  signal(SIGPIPE, SIG_IGN);
+  return true;
+}();
+
 namespace fs = std::filesystem;
 
 int PickPortOnce();
