@@ -483,9 +483,21 @@ std::optional<std::string_view> GrpcCall::FindMetadata(std::string_view name) co
 }
 
 bool GrpcCall::Write(Buffer message) {
+  // Small messages are copied behind their prefix (one block); large ones
+  // keep their blocks and get a prefix block of their own.
+  if (message.size() <= 4096) {
+    return WriteFramed(
+        FrameGrpcMessage(message.size(), [&](char* out) { message.CopyTo(out, message.size()); }));
+  }
+  Buffer framed;
+  AppendGrpcMessagePrefix(&framed, message.size());
+  framed.Append(std::move(message));
+  return WriteFramed(std::move(framed));
+}
+
+bool GrpcCall::WriteFramed(Buffer framed) {
   if (finishing_ || done_ || conn_ == nullptr) return false;
-  AppendGrpcMessagePrefix(&out_, message.size());
-  out_.Append(std::move(message));
+  out_.Append(std::move(framed));
   if (!headers_sent_) {
     headers_sent_ = true;
     conn_->SubmitHeaders(this);
@@ -515,21 +527,18 @@ void GrpcCall::Finish(const absl::Status& status) {
 }
 
 void GrpcCall::FinishFromAnyThread(GrpcCallPtr call, absl::Status status,
-                                   std::optional<Buffer> message) {
-  auto finish = [](GrpcCall* c, absl::Status st, std::optional<Buffer> msg) {
-    if (st.ok() && msg.has_value()) {
-      c->Reply(std::move(*msg));
-    } else {
-      c->Finish(st);
-    }
+                                   std::optional<Buffer> framed) {
+  auto finish = [](GrpcCall* c, absl::Status st, std::optional<Buffer> framed) {
+    if (st.ok() && framed.has_value()) c->WriteFramed(std::move(*framed));
+    c->Finish(st);
   };
   if (call->loop_->InLoopThread()) {
-    finish(call.get(), std::move(status), std::move(message));
+    finish(call.get(), std::move(status), std::move(framed));
     return;
   }
   EventLoop* loop = call->loop_;
-  loop->Post([call = std::move(call), status = std::move(status), message = std::move(message),
-              finish]() mutable { finish(call.get(), std::move(status), std::move(message)); });
+  loop->Post([call = std::move(call), status = std::move(status), framed = std::move(framed),
+              finish]() mutable { finish(call.get(), std::move(status), std::move(framed)); });
 }
 
 // ---- GrpcServer

@@ -100,6 +100,9 @@ class GrpcCall : public std::enable_shared_from_this<GrpcCall> {
   // called when it drains); the message is queued either way. Dropped after
   // Finish or when the call is over.
   bool Write(Buffer message);
+  // The same for a message that already carries its length prefix
+  // (FrameGrpcMessage): no second allocation for the prefix.
+  bool WriteFramed(Buffer framed);
   // Response bytes queued and not yet handed to the connection.
   size_t buffered_bytes() const { return out_.size(); }
   // Ends the call with `status` once the queued messages are sent.
@@ -111,10 +114,11 @@ class GrpcCall : public std::enable_shared_from_this<GrpcCall> {
   }
 
   // ---- any thread
-  // Replies with `message` (status OK) or fails with `status`, on the call's
-  // loop. The call may be over by then; nothing is sent then.
+  // Replies with `framed` (a message with its length prefix, from
+  // FrameGrpcMessage; status OK) or fails with `status`, on the call's loop.
+  // The call may be over by then; nothing is sent then.
   static void FinishFromAnyThread(GrpcCallPtr call, absl::Status status,
-                                  std::optional<Buffer> message);
+                                  std::optional<Buffer> framed);
 
  private:
   friend class GrpcConnection;

@@ -175,7 +175,7 @@ class GrpcServerTest : public ::testing::TestWithParam<IoBackendKind> {
     });
     server_->AddUnary("/test.Svc/OtherThread", [](const GrpcCallPtr& call, Buffer req) {
       std::thread([call, r = req.ToString()] {
-        GrpcCall::FinishFromAnyThread(call, absl::OkStatus(), Buffer("re:" + r));
+        GrpcCall::FinishFromAnyThread(call, absl::OkStatus(), FrameGrpcMessage("re:" + r));
       }).detach();
     });
     server_->AddStream("/test.Svc/Bidi",

@@ -72,7 +72,26 @@ std::string PercentDecodeGrpcMessage(std::string_view encoded) {
 void AppendGrpcMessagePrefix(Buffer* out, size_t size) {
   char prefix[5] = {0, static_cast<char>(size >> 24), static_cast<char>(size >> 16),
                     static_cast<char>(size >> 8), static_cast<char>(size)};
-  out->Append(std::string_view(prefix, sizeof(prefix)));
+  if (!out->empty()) {
+    out->Append(std::string_view(prefix, sizeof(prefix)));
+    return;
+  }
+  // Alone in its buffer: a block of five bytes, not a default-sized one.
+  std::span<char> room = out->Reserve(sizeof(prefix), sizeof(prefix));
+  std::memcpy(room.data(), prefix, sizeof(prefix));
+  out->Commit(sizeof(prefix));
+}
+
+void GrpcMessageReader::Append(std::string_view bytes) {
+  if (!pending_.empty() || bytes.empty()) {
+    pending_.Append(bytes);
+    return;
+  }
+  // The usual request arrives in one piece: a block of its size, not a
+  // default-sized one per call.
+  std::span<char> room = pending_.Reserve(bytes.size(), bytes.size());
+  std::memcpy(room.data(), bytes.data(), bytes.size());
+  pending_.Commit(bytes.size());
 }
 
 absl::StatusOr<std::optional<Buffer>> GrpcMessageReader::Next() {

@@ -26,14 +26,12 @@ bool ParseFrom(Buffer& bytes, google::protobuf::MessageLite* msg) {
   return msg->ParseFromArray(flat.data(), static_cast<int>(flat.size()));
 }
 
+// The reply as one framed gRPC message, serialized in place.
 Buffer Serialize(const google::protobuf::MessageLite& msg) {
   size_t size = msg.ByteSizeLong();
-  Buffer out;
-  if (size == 0) return out;
-  std::span<char> room = out.Reserve(size, std::max(size, Buffer::kDefaultBlockSize));
-  msg.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(room.data()));
-  out.Commit(size);
-  return out;
+  return net::FrameGrpcMessage(size, [&](char* out) {
+    msg.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(out));
+  });
 }
 
 // Ends `call` with `resp` (header filled) or the error, from any thread.
