@@ -8,6 +8,7 @@
 #include "store/errors.h"
 #include "store/kv_ops.h"
 #include "store/validate.h"
+#include "store/watch.h"
 
 namespace capstan::store {
 namespace {
@@ -126,6 +127,144 @@ void AddKv(Store* store, net::GrpcServer* server) {
     LogEntry entry;
     if (!ParseRequest(call, bytes, entry.mutable_compaction())) return;
     ProposeAndAnswer<CompactionResponse>(store, call, std::move(entry));
+  });
+}
+
+// ---- Watch
+
+// One Watch stream's queue between the hub (any thread) and the call (its
+// loop). Responses arrive serialized; they wait here until the loop takes
+// them, and the loop hands them to the call only while the call is under
+// its high mark, so what the hub sees queued (QueuedBytes, its slow-stream
+// limit) is what this client has not taken yet.
+class WatchQueue final : public WatchSink, public std::enable_shared_from_this<WatchQueue> {
+ public:
+  explicit WatchQueue(GrpcCallPtr call) : call_(std::move(call)) {}
+
+  void SendEncoded(std::string response) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    QueueLocked(std::move(response));
+  }
+  void SendEncodedBatch(std::vector<std::string> responses) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& r : responses) QueueLocked(std::move(r));
+  }
+  size_t QueuedBytes() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return pending_bytes_ + call_buffered_;
+  }
+
+  // ---- loop thread
+  // Hands queued responses to the call until it is full. True when nothing
+  // is left here.
+  bool Drain() {
+    std::deque<std::string> batch;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      flush_posted_ = false;
+      if (closed_) return true;
+      if (call_full_) return pending_.empty();
+      batch.swap(pending_);
+    }
+    bool full = false;
+    size_t taken = 0;
+    while (!batch.empty() && !full) {
+      const std::string& r = batch.front();
+      taken += r.size();
+      full = !call_->WriteFramed(net::FrameGrpcMessage(r));
+      batch.pop_front();
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_bytes_ -= taken;
+    call_full_ = full;
+    call_buffered_ = call_->buffered_bytes();
+    // What the call could not take goes back in front of what came since.
+    for (auto it = batch.rbegin(); it != batch.rend(); ++it) pending_.push_front(std::move(*it));
+    return pending_.empty();
+  }
+  // The call drained below its low mark: hand it more. True when nothing
+  // is left here.
+  bool CallHasRoom() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      call_full_ = false;
+    }
+    return Drain();
+  }
+  void Close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    pending_.clear();
+  }
+
+ private:
+  void QueueLocked(std::string response) {
+    if (closed_) return;
+    pending_bytes_ += response.size();
+    pending_.push_back(std::move(response));
+    if (flush_posted_ || call_full_) return;
+    flush_posted_ = true;
+    // One post per burst: a fan-out queues many responses before the loop
+    // runs, and they leave in one turn.
+    call_->loop()->Post([self = shared_from_this()] { self->Drain(); });
+  }
+
+  GrpcCallPtr call_;
+  mutable std::mutex mu_;
+  std::deque<std::string> pending_;
+  size_t pending_bytes_ = 0;
+  size_t call_buffered_ = 0;
+  bool flush_posted_ = false;
+  bool call_full_ = false;
+  bool closed_ = false;
+};
+
+class WatchStream final : public net::GrpcStreamHandler {
+ public:
+  WatchStream(WatchHub* hub, GrpcCallPtr call)
+      : hub_(hub), call_(call), queue_(std::make_shared<WatchQueue>(std::move(call))) {
+    hub_->AddStream(queue_.get());
+  }
+  ~WatchStream() override { Stop(); }
+
+  void OnMessage(Buffer bytes) override {
+    WatchRequest request;
+    if (!ParseFrom(bytes, &request)) {
+      Stop();
+      call_->Finish(absl::InvalidArgumentError(
+          "undecodable WatchRequest: grpc: error unmarshalling request"));
+      return;
+    }
+    hub_->HandleRequest(queue_.get(), request);
+  }
+  // The client closed its side: the stream is over (as in etcd).
+  void OnHalfClose() override {
+    Stop();
+    call_->Finish(absl::OkStatus());
+  }
+  void OnWriteRoom() override {
+    // Watchers that fell behind while the stream was full may resume.
+    if (queue_->CallHasRoom()) hub_->Kick();
+  }
+  void OnDone(bool) override { Stop(); }
+
+ private:
+  void Stop() {
+    if (stopped_) return;
+    stopped_ = true;
+    hub_->RemoveStream(queue_.get());  // no Send* after this returns
+    queue_->Close();
+  }
+
+  WatchHub* hub_;
+  GrpcCallPtr call_;
+  std::shared_ptr<WatchQueue> queue_;
+  bool stopped_ = false;
+};
+
+void AddWatch(Store* store, net::GrpcServer* server) {
+  server->AddStream("/etcdserverpb.Watch/Watch", [store](const GrpcCallPtr& call) {
+    return std::make_unique<WatchStream>(store->watch_hub(), call);
   });
 }
 
@@ -299,7 +438,10 @@ class BridgeHandler : public net::GrpcStreamHandler {
 
 }  // namespace
 
-void AddNativeEtcdMethods(Store* store, net::GrpcServer* server) { AddKv(store, server); }
+void AddNativeEtcdMethods(Store* store, net::GrpcServer* server) {
+  AddKv(store, server);
+  AddWatch(store, server);
+}
 
 void BridgeUnservedMethods(std::shared_ptr<grpc::Channel> channel, net::GrpcServer* server) {
   auto stub = std::make_shared<grpc::GenericStub>(std::move(channel));

@@ -91,7 +91,6 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
       }
     }
   }
-  services_.push_back(NewWatchService(store_.get()));
   services_.push_back(NewLeaseService(store_.get()));
   services_.push_back(NewMaintenanceService(store_.get()));
   services_.push_back(NewClusterService(store_.get()));

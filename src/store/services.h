@@ -1,5 +1,6 @@
-// The etcd v3 gRPC services of one store member served by libgrpc++ (KV is
-// served natively: etcd_grpc.h; these are reached through its bridge). Each
+// The etcd v3 gRPC services of one store member served by libgrpc++ (KV and
+// Watch are served natively: etcd_grpc.h; these are reached through its
+// bridge). Each
 // is a thin adapter:
 // validate the request, then either read through the Applier or Propose a
 // log entry and finish the RPC when it is applied.
@@ -44,7 +45,6 @@ inline grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx,
 absl::Status FillTimeToLive(Store* store, const etcdserverpb::LeaseTimeToLiveRequest& req,
                             etcdserverpb::LeaseTimeToLiveResponse* resp);
 
-std::unique_ptr<grpc::Service> NewWatchService(Store* store);
 std::unique_ptr<grpc::Service> NewLeaseService(Store* store);
 std::unique_ptr<grpc::Service> NewMaintenanceService(Store* store);
 std::unique_ptr<grpc::Service> NewClusterService(Store* store);
