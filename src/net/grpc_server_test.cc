@@ -163,6 +163,7 @@ class GrpcServerTest : public ::testing::TestWithParam<IoBackendKind> {
     server_ = std::make_unique<GrpcServer>(options);
     server_->AddUnary("/test.Svc/Echo", [this](const GrpcCallPtr& call, Buffer req) {
       auto who = call->FindMetadata("x-who");
+      std::lock_guard<std::mutex> lock(mu_);  // read by the test thread
       last_who_ = who ? std::string(*who) : "";
       call->Reply(std::move(req));
     });
@@ -244,7 +245,10 @@ TEST_P(GrpcServerTest, UnaryCallEchoesAndSeesMetadata) {
       Unary("/test.Svc/Echo", "hello", &resp, std::chrono::seconds(10), {{"x-who", "tester"}});
   ASSERT_TRUE(st.ok()) << st.error_message();
   EXPECT_EQ(resp, "hello");
-  EXPECT_EQ(last_who_, "tester");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    EXPECT_EQ(last_who_, "tester");
+  }
   // An empty message is a message.
   st = Unary("/test.Svc/Echo", "", &resp);
   ASSERT_TRUE(st.ok()) << st.error_message();
