@@ -72,7 +72,9 @@ class GrpcConnection {
 
   // ---- for GrpcCall
   void SubmitHeaders(GrpcCall* call);
-  void SubmitTrailersOnly(GrpcCall* call);
+  // The call's status: as trailers after its messages, or as the whole
+  // response (trailers-only) when it sent none.
+  void SubmitStatus(GrpcCall* call, bool trailers_only);
   void ResumeData(GrpcCall* call) {
     call->data_deferred_ = false;
     nghttp2_session_resume_data(session_, call->stream_id_);
@@ -104,7 +106,6 @@ class GrpcConnection {
   void Dispatch(GrpcCall* call);
   void DeliverMessages(GrpcCall* call);
   void OnRequestEnd(GrpcCall* call);
-  void SubmitTrailers(GrpcCall* call);
   void EndCall(GrpcCall* call);
   // Ends a call the handler did not end (bad request, limits): the handler,
   // if any, sees it cancelled.
@@ -218,23 +219,24 @@ void GrpcConnection::SubmitHeaders(GrpcCall* call) {
   nghttp2_submit_response(session_, call->stream_id_, fields, std::size(fields), &data);
 }
 
-void GrpcConnection::SubmitTrailersOnly(GrpcCall* call) {
+void GrpcConnection::SubmitStatus(GrpcCall* call, bool trailers_only) {
   std::string code = absl::StrCat(static_cast<int>(call->status_.code()));
   std::string message = PercentEncodeGrpcMessage(
       std::string_view(call->status_.message().data(), call->status_.message().size()));
-  nghttp2_nv fields[] = {Field(":status", "200"), Field("content-type", "application/grpc"),
-                         Field("grpc-status", code), Field("grpc-message", message)};
-  nghttp2_submit_response(session_, call->stream_id_, fields,
-                          std::size(fields) - (message.empty() ? 1 : 0), nullptr);
-}
-
-void GrpcConnection::SubmitTrailers(GrpcCall* call) {
-  std::string code = absl::StrCat(static_cast<int>(call->status_.code()));
-  std::string message = PercentEncodeGrpcMessage(
-      std::string_view(call->status_.message().data(), call->status_.message().size()));
-  nghttp2_nv fields[] = {Field("grpc-status", code), Field("grpc-message", message)};
-  nghttp2_submit_trailer(session_, call->stream_id_, fields,
-                         std::size(fields) - (message.empty() ? 1 : 0));
+  // Every reply ends here: fields on the stack, not the heap.
+  nghttp2_nv fields[4];
+  size_t n = 0;
+  if (trailers_only) {
+    fields[n++] = Field(":status", "200");
+    fields[n++] = Field("content-type", "application/grpc");
+  }
+  fields[n++] = Field("grpc-status", code);
+  if (!message.empty()) fields[n++] = Field("grpc-message", message);
+  if (trailers_only) {
+    nghttp2_submit_response(session_, call->stream_id_, fields, n, nullptr);
+  } else {
+    nghttp2_submit_trailer(session_, call->stream_id_, fields, n);
+  }
 }
 
 int GrpcConnection::OnBeginHeaders(nghttp2_session*, const nghttp2_frame* frame, void* user) {
@@ -375,7 +377,6 @@ void GrpcConnection::DeliverMessages(GrpcCall* call) {
 }
 
 void GrpcConnection::OnRequestEnd(GrpcCall* call) {
-  call->half_closed_ = true;
   if (call->finishing_) return;
   if (call->reader_->pending_bytes() > 0) {
     Fail(call, absl::InternalError("grpc: the request ended inside a message"));
@@ -440,7 +441,7 @@ ssize_t GrpcConnection::ReadData(nghttp2_session*, int32_t, uint8_t*, size_t len
   if (n > 0) *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
   if (n == available && call->finishing_) {
     *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
-    self->SubmitTrailers(call);
+    self->SubmitStatus(call, /*trailers_only=*/false);
   }
   return static_cast<ssize_t>(n);
 }
@@ -519,7 +520,7 @@ void GrpcCall::Finish(const absl::Status& status) {
   if (conn_ == nullptr) return;
   if (!headers_sent_) {
     headers_sent_ = true;
-    conn_->SubmitTrailersOnly(this);
+    conn_->SubmitStatus(this, /*trailers_only=*/true);
   } else if (data_deferred_) {
     conn_->ResumeData(this);
   }

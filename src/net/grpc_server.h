@@ -91,8 +91,6 @@ class GrpcCall : public std::enable_shared_from_this<GrpcCall> {
   // The call is over (finished and sent, reset, or its connection is gone).
   bool done() const { return done_; }
   bool cancelled() const { return cancelled_; }
-  // Finish was called.
-  bool finished() const { return finishing_; }
 
   // ---- loop thread
   // Queues one response message (serialized). Returns false once the call's
@@ -137,7 +135,6 @@ class GrpcCall : public std::enable_shared_from_this<GrpcCall> {
 
   bool dispatched_ = false;
   const GrpcUnaryHandler* unary_ = nullptr;  // set for unary methods
-  bool half_closed_ = false;
   bool headers_sent_ = false;
   bool data_deferred_ = false;
   bool finishing_ = false;

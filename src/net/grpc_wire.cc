@@ -47,28 +47,6 @@ std::string PercentEncodeGrpcMessage(std::string_view message) {
   return out;
 }
 
-std::string PercentDecodeGrpcMessage(std::string_view encoded) {
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  std::string out;
-  out.reserve(encoded.size());
-  for (size_t i = 0; i < encoded.size(); ++i) {
-    // A malformed escape stays as it is, as the spec asks of decoders.
-    if (encoded[i] == '%' && i + 2 < encoded.size() && hex(encoded[i + 1]) >= 0 &&
-        hex(encoded[i + 2]) >= 0) {
-      out.push_back(static_cast<char>(hex(encoded[i + 1]) * 16 + hex(encoded[i + 2])));
-      i += 2;
-    } else {
-      out.push_back(encoded[i]);
-    }
-  }
-  return out;
-}
-
 void AppendGrpcMessagePrefix(Buffer* out, size_t size) {
   char prefix[5] = {0, static_cast<char>(size >> 24), static_cast<char>(size >> 16),
                     static_cast<char>(size >> 8), static_cast<char>(size)};

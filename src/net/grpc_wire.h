@@ -25,7 +25,6 @@ std::optional<std::chrono::nanoseconds> ParseGrpcTimeout(std::string_view value)
 // grpc-message is percent-encoded: bytes outside printable ASCII and '%'
 // become %XX, so any UTF-8 message survives a header.
 std::string PercentEncodeGrpcMessage(std::string_view message);
-std::string PercentDecodeGrpcMessage(std::string_view encoded);
 
 // Appends the length prefix of an uncompressed message of `size` bytes.
 void AppendGrpcMessagePrefix(Buffer* out, size_t size);

@@ -2,7 +2,9 @@
 // on a fresh loop of a given engine.
 #pragma once
 
+#include <chrono>
 #include <memory>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "net/event_loop.h"
@@ -41,6 +43,17 @@ class EngineTest : public ::testing::TestWithParam<IoBackendKind> {
   }
   std::unique_ptr<EventLoop> loop_;
 };
+
+// Waits (bounded, 5 s) for a condition another thread makes true.
+template <typename Condition>
+bool Eventually(Condition condition) {
+  auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < give_up) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return condition();
+}
 
 // Parameter printer for backend-parameterized suites.
 inline std::string BackendName(const ::testing::TestParamInfo<IoBackendKind>& info) {

@@ -13,6 +13,7 @@
 #include "net/block_on.h"
 #include "net/loop_group.h"
 #include "net/socket.h"
+#include "net/test_util.h"
 #include "net/wait_group.h"
 #include "rpc/channel.h"
 #include "rpc/server.h"
@@ -71,15 +72,7 @@ class TestStreams : public echo::StreamsServer {
   std::atomic<int> exchanges_ended{0};
 };
 
-// Waits (bounded, 5 s) for a condition another thread makes true.
-template <typename Condition>
-bool Eventually(Condition condition) {
-  for (int i = 0; i < 5000; ++i) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(1ms);
-  }
-  return condition();
-}
+using net::testing::Eventually;
 
 Chunk MakeChunk(int64_t seq, size_t size) {
   Chunk chunk;

@@ -67,17 +67,18 @@ bool ParseRequest(const GrpcCallPtr& call, Buffer& bytes, Req* req) {
 
 void AddKv(Store* store, net::GrpcServer* server) {
   server->AddUnary("/etcdserverpb.KV/Range", [store](const GrpcCallPtr& call, Buffer bytes) {
-    auto req = std::make_shared<RangeRequest>();
-    if (!ParseRequest(call, bytes, req.get())) return;
-    absl::Status st = CheckRangeRequest(*req);
+    RangeRequest parsed;
+    if (!ParseRequest(call, bytes, &parsed)) return;
+    absl::Status st = CheckRangeRequest(parsed);
     if (!st.ok()) return call->Finish(st);
-    if (req->serializable()) {
+    if (parsed.serializable()) {
       RangeResponse resp;
-      st = store->applier()->Range(*req, &resp);
+      st = store->applier()->Range(parsed, &resp);
       return Answer(store, call, st, &resp);
     }
     // Linearizable: read once this member has applied everything committed
     // before the request arrived (ReadIndex), on any member.
+    auto req = std::make_shared<RangeRequest>(std::move(parsed));
     store->LinearizableRead([store, call, req](absl::Status st) {
       RangeResponse resp;
       if (st.ok()) st = store->applier()->Range(*req, &resp);
