@@ -53,14 +53,25 @@ bool AllZero(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return c == 0; });
 }
 
-absl::Status WriteAll(int fd, std::string_view data, const std::string& path) {
+absl::Status WriteAllAt(int fd, std::string_view data, uint64_t offset, const std::string& path) {
   while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
+    ssize_t n = ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
     if (n < 0) {
       if (errno == EINTR) continue;
       return ErrnoError("write", path);
     }
     data.remove_prefix(static_cast<size_t>(n));
+    offset += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteZeros(int fd, uint64_t from, uint64_t to, const std::string& path) {
+  static const std::string kZeros(64 << 10, '\0');
+  while (from < to) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(to - from, kZeros.size()));
+    RETURN_IF_ERROR(WriteAllAt(fd, std::string_view(kZeros.data(), n), from, path));
+    from += n;
   }
   return absl::OkStatus();
 }
@@ -248,6 +259,7 @@ absl::Status Wal::Load(WalState* state) {
   }
   Loader loader;
   loader.next = segments_.front().first_index;
+  uint64_t tail_end = 0;
   for (size_t i = 0; i < segments_.size(); ++i) {
     const Segment& seg = segments_[i];
     if (seg.first_index != loader.next) {
@@ -255,7 +267,7 @@ absl::Status Wal::Load(WalState* state) {
                                               seg.first_index, " but the log expects ", loader.next,
                                               ": a segment is missing"));
     }
-    RETURN_IF_ERROR(ScanSegment(seg, i + 1 == segments_.size(), &loader));
+    RETURN_IF_ERROR(ScanSegment(seg, i + 1 == segments_.size(), &loader, &tail_end));
   }
   if (!loader.entries.empty() && loader.entries.front().index != loader.state.snapshot_index + 1) {
     return absl::DataLossError(
@@ -270,10 +282,10 @@ absl::Status Wal::Load(WalState* state) {
   loader.state.entries.assign(std::make_move_iterator(loader.entries.begin()),
                               std::make_move_iterator(loader.entries.end()));
   *state = std::move(loader.state);
-  return OpenTail();
+  return OpenTail(tail_end);
 }
 
-absl::Status Wal::ScanSegment(const Segment& seg, bool is_last, Loader* loader) {
+absl::Status Wal::ScanSegment(const Segment& seg, bool is_last, Loader* loader, uint64_t* end) {
   ASSIGN_OR_RETURN(std::string data, ReadFile(seg.path));
   if (data.size() < kSegmentHeaderSize || std::memcmp(data.data(), kMagic, sizeof(kMagic)) != 0 ||
       crc32c::Unmask(DecodeFixed32LE(data.data() + 16)) !=
@@ -297,7 +309,10 @@ absl::Status Wal::ScanSegment(const Segment& seg, bool is_last, Loader* loader) 
       off += consumed;
       continue;
     }
-    if (r == DecodeResult::kEnd && AllZero(rest)) break;
+    if (r == DecodeResult::kEnd && AllZero(rest)) {
+      *end = off;
+      break;
+    }
     // Damage at `off`. It is a torn tail only in the last segment and only when
     // no intact record follows it; anything else means lost acknowledged data.
     bool later_record = false;
@@ -326,18 +341,20 @@ absl::Status Wal::ScanSegment(const Segment& seg, bool is_last, Loader* loader) 
     int rc = ::fdatasync(fd);
     ::close(fd);
     if (rc != 0) return ErrnoError("fdatasync", seg.path);
+    *end = off;
     break;
   }
   return absl::OkStatus();
 }
 
-absl::Status Wal::OpenTail() {
+absl::Status Wal::OpenTail(uint64_t end) {
   const Segment& seg = segments_.back();
-  tail_fd_ = ::open(seg.path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  tail_fd_ = ::open(seg.path.c_str(), O_WRONLY | O_CLOEXEC);
   if (tail_fd_ < 0) return ErrnoError("open", seg.path);
   struct stat st;
   if (::fstat(tail_fd_, &st) != 0) return ErrnoError("stat", seg.path);
-  tail_size_ = static_cast<uint64_t>(st.st_size);
+  tail_file_size_ = std::max(static_cast<uint64_t>(st.st_size), end);
+  tail_size_ = end;
   tail_synced_ = tail_size_;  // read back from disk, or written and fsynced by Roll
   return absl::OkStatus();
 }
@@ -370,14 +387,15 @@ absl::Status Wal::Roll() {
                  .snapshot_term = snapshot_term_};
   EncodeRecord(snap, &head);
   EncodeRecord(WalRecord{.kind = WalRecord::Kind::kHardState, .hard_state = hard_state_}, &head);
-  absl::Status st = WriteAll(fd, head, tmp_path);
+  absl::Status st = WriteAllAt(fd, head, 0, tmp_path);
+  if (st.ok()) st = WriteZeros(fd, head.size(), PreallocateEnd(head.size()), tmp_path);
   if (st.ok() && ::fsync(fd) != 0) st = ErrnoError("fsync", tmp_path);
   ::close(fd);
   RETURN_IF_ERROR(st);
   if (::rename(tmp_path.c_str(), final_path.c_str()) != 0) return ErrnoError("rename", tmp_path);
   RETURN_IF_ERROR(SyncDir());
   segments_.push_back({seq, next_index_, final_path});
-  return OpenTail();
+  return OpenTail(head.size());
 }
 
 absl::Status Wal::MaybeRoll() {
@@ -385,8 +403,24 @@ absl::Status Wal::MaybeRoll() {
   return absl::OkStatus();
 }
 
+uint64_t Wal::PreallocateEnd(uint64_t end) const {
+  uint64_t step = options_.preallocate_bytes;
+  if (step == 0) return end;
+  uint64_t target = (end + step - 1) / step * step;
+  // Past the segment size the log rolls: zeros there would never be used.
+  return std::max(end, std::min<uint64_t>(target, options_.segment_bytes));
+}
+
 absl::Status Wal::Write(const std::string& buf) {
-  RETURN_IF_ERROR(WriteAll(tail_fd_, buf, segments_.back().path));
+  const std::string& path = segments_.back().path;
+  RETURN_IF_ERROR(WriteAllAt(tail_fd_, buf, tail_size_, path));
+  uint64_t end = tail_size_ + buf.size();
+  if (end > tail_file_size_) {
+    // Zero the next step now; the Sync after this write carries both.
+    uint64_t target = PreallocateEnd(end);
+    RETURN_IF_ERROR(WriteZeros(tail_fd_, end, target, path));
+    tail_file_size_ = target;
+  }
   tail_size_ += buf.size();
   bytes_written_ += buf.size();
   dirty_ = true;

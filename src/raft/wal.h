@@ -68,6 +68,11 @@ class Wal {
  public:
   struct Options {
     size_t segment_bytes = 64 << 20;  // roll to a new segment past this size
+    // Zeros are written ahead of the tail segment's last record in steps of
+    // this size. Records then overwrite blocks that already exist, so the
+    // fdatasync after them writes data only, not also the inode's new file
+    // size: one disk write per sync instead of two (docs/wal.md). 0 appends.
+    size_t preallocate_bytes = 1 << 20;
   };
 
   // Opens (creating if needed) the log in `dir` and reads it into *state.
@@ -112,12 +117,16 @@ class Wal {
 
   Wal(std::string dir, Options options);
   absl::Status Load(WalState* state);
-  absl::Status OpenTail();
+  // Opens the newest segment for writing after its last record at `end`.
+  absl::Status OpenTail(uint64_t end);
   absl::Status Roll();
   absl::Status SyncDir();
-  absl::Status ScanSegment(const Segment& seg, bool is_last, Loader* loader);
+  // Replays one segment; *end is where its records end (the rest is zeros).
+  absl::Status ScanSegment(const Segment& seg, bool is_last, Loader* loader, uint64_t* end);
   absl::Status Write(const std::string& buf);
   absl::Status MaybeRoll();
+  // Where the zeros written ahead of a tail ending at `end` should stop.
+  uint64_t PreallocateEnd(uint64_t end) const;
 
   std::string dir_;
   Options options_;
@@ -127,8 +136,9 @@ class Wal {
   uint64_t snapshot_index_ = 0;
   uint64_t snapshot_term_ = 0;
   int tail_fd_ = -1;
-  uint64_t tail_size_ = 0;
-  uint64_t tail_synced_ = 0;  // bytes of the tail segment known durable
+  uint64_t tail_size_ = 0;       // bytes of records in the tail segment
+  uint64_t tail_file_size_ = 0;  // tail_size_ plus the zeros written ahead
+  uint64_t tail_synced_ = 0;     // bytes of the tail segment known durable
   uint64_t bytes_written_ = 0;
   bool dirty_ = false;
   std::string buf_;

@@ -154,6 +154,78 @@ TEST_F(WalTest, RefusesAMissingSegment) {
 }
 
 TEST_F(WalTest, RepairsTornTail) {
+  Wal::Options opts;
+  opts.preallocate_bytes = 0;  // the segment ends at its last record
+  WalState state;
+  {
+    auto wal = Open(&state, opts);
+    ASSERT_TRUE((*wal)->Append(Entries(1, 10, 100)).ok());
+    ASSERT_TRUE((*wal)->Sync().ok());
+  }
+  fs::path seg = Segments().back();
+  auto size = fs::file_size(seg);
+  fs::resize_file(seg, size - 30);  // cut the last record short
+  {
+    auto wal = Open(&state, opts);
+    ASSERT_TRUE(wal.ok()) << wal.status();
+    EXPECT_EQ((*wal)->last_index(), 9u);
+    ASSERT_TRUE((*wal)->Append(Entries(10, 2, 100)).ok());
+    ASSERT_TRUE((*wal)->Sync().ok());
+  }
+  auto wal = Open(&state, opts);
+  ASSERT_TRUE(wal.ok()) << wal.status();
+  EXPECT_EQ(state.entries.size(), 11u);
+}
+
+// Segment header 20 bytes, snapshot marker 25, hard state 33, then entries:
+// 125 bytes each with a 100-byte payload.
+constexpr uint64_t kFirstEntryOffset = 78;
+constexpr uint64_t kEntry100Bytes = 125;
+
+TEST_F(WalTest, PreallocatedSegmentReopensAfterItsLastRecord) {
+  Wal::Options opts;
+  opts.preallocate_bytes = 64 << 10;
+  WalState state;
+  {
+    auto wal = Open(&state, opts);
+    ASSERT_TRUE((*wal)->Append(Entries(1, 10, 100)).ok());
+    ASSERT_TRUE((*wal)->Sync().ok());
+  }
+  fs::path seg = Segments().back();
+  EXPECT_EQ(fs::file_size(seg), 64u << 10) << "zeros are written ahead of the records";
+  {
+    auto wal = Open(&state, opts);
+    ASSERT_TRUE(wal.ok()) << wal.status();
+    EXPECT_EQ((*wal)->last_index(), 10u);
+    // Appending continues right after the last record, not at the file's end,
+    // and past the zeroed part the file grows by another step.
+    ASSERT_TRUE((*wal)->Append(Entries(11, 600, 100)).ok());
+    ASSERT_TRUE((*wal)->Sync().ok());
+  }
+  EXPECT_EQ(fs::file_size(seg), 128u << 10);
+  auto wal = Open(&state, opts);
+  ASSERT_TRUE(wal.ok()) << wal.status();
+  ASSERT_EQ(state.entries.size(), 610u);
+  EXPECT_EQ(state.entries[10], Entries(11, 1, 100)[0]);
+  EXPECT_EQ(state.entries.back(), Entries(610, 1, 100)[0]);
+}
+
+TEST_F(WalTest, PreallocationStopsAtTheSegmentSize) {
+  Wal::Options opts;
+  opts.segment_bytes = 4096;
+  opts.preallocate_bytes = 64 << 10;
+  WalState state;
+  auto wal = Open(&state, opts);
+  for (uint64_t i = 1; i <= 200; i += 10) ASSERT_TRUE((*wal)->Append(Entries(i, 10, 100)).ok());
+  ASSERT_TRUE((*wal)->Sync().ok());
+  EXPECT_GT((*wal)->segment_count(), 3u);
+  for (const fs::path& seg : Segments()) {
+    // A batch may run past the segment size (the log rolls before the next one).
+    EXPECT_LE(fs::file_size(seg), 4096u + 10 * kEntry100Bytes) << seg;
+  }
+}
+
+TEST_F(WalTest, RepairsTornTailInsidePreallocatedZeros) {
   WalState state;
   {
     auto wal = Open(&state);
@@ -161,8 +233,12 @@ TEST_F(WalTest, RepairsTornTail) {
     ASSERT_TRUE((*wal)->Sync().ok());
   }
   fs::path seg = Segments().back();
-  auto size = fs::file_size(seg);
-  fs::resize_file(seg, size - 30);  // cut the last record short
+  {
+    // A torn write: the last record's final bytes never reached the disk.
+    std::fstream f(seg, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(kFirstEntryOffset + 10 * kEntry100Bytes - 30));
+    f << std::string(30, '\0');
+  }
   {
     auto wal = Open(&state);
     ASSERT_TRUE(wal.ok()) << wal.status();
@@ -172,7 +248,8 @@ TEST_F(WalTest, RepairsTornTail) {
   }
   auto wal = Open(&state);
   ASSERT_TRUE(wal.ok()) << wal.status();
-  EXPECT_EQ(state.entries.size(), 11u);
+  ASSERT_EQ(state.entries.size(), 11u);
+  EXPECT_EQ(state.entries.back(), Entries(11, 1, 100)[0]);
 }
 
 TEST_F(WalTest, RepairsZeroFilledTail) {
@@ -198,9 +275,8 @@ TEST_F(WalTest, RefusesCorruptionBeforeIntactRecords) {
   fs::path seg = Segments().back();
   {
     std::fstream f(seg, std::ios::in | std::ios::out | std::ios::binary);
-    // Segment header 20 bytes, snapshot marker 25, hard state 33, then
-    // entries of 125 bytes: this lands inside the third entry's payload.
-    f.seekp(78 + 125 * 2 + 40);
+    // This lands inside the third entry's payload.
+    f.seekp(kFirstEntryOffset + kEntry100Bytes * 2 + 40);
     f.put('X');
   }
   auto wal = Open(&state);
