@@ -528,13 +528,19 @@ void Node::HandleCommitted(std::vector<Entry> committed) {
                 item.batch.conf_after[e.index].learners.size());
   }
   item.batch.entries = std::move(committed);
-  // A small batch while the applier is idle is applied right here: handing
-  // it over would cost a thread wake-up on every request of a lightly loaded
-  // member (the single-client latency), and applying a few entries delays
-  // the next write by little. Larger batches go to the applier, so the next
-  // fsync overlaps with applying them.
+  // While the applier is idle a batch is applied right here: handing it over
+  // costs a thread wake-up per batch, and on a busy machine that wake-up (and
+  // the switch back) costs more CPU than overlapping the apply with the next
+  // fsync saves (docs/benchmarks/store-analysis.md). A member that is the only
+  // voter applies every batch so: its raft loop has nobody to heartbeat, and
+  // what waits behind a long apply (reads, the next writes) would wait for it
+  // anyway. With peers only small batches are, so that a long apply never
+  // holds back heartbeats and appends.
   bool inline_apply = false;
-  if (item.batch.entries.size() <= kInlineApplyMaxEntries && item.batch.conf_after.empty()) {
+  const ConfState& conf = raft_->conf();
+  bool alone = conf.voters.size() == 1 && conf.voters[0] == options_.id && conf.learners.empty();
+  if ((alone || item.batch.entries.size() <= kInlineApplyMaxEntries) &&
+      item.batch.conf_after.empty()) {
     std::lock_guard<std::mutex> lock(apply_mu_);
     inline_apply = apply_queue_.empty() && !applying_;
     applying_ = applying_ || inline_apply;
