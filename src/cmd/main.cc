@@ -42,6 +42,7 @@ struct StoreFlags {
   int64_t quota_backend_bytes = 0;
   int64_t max_request_bytes = 1536 * 1024;
   int max_txn_ops = 128;
+  int client_threads = 0;
   int64_t heartbeat_ms = 100;
   int64_t election_ms = 1000;
   std::string progress_notify_interval = "10m";
@@ -101,6 +102,10 @@ void AddStoreFlags(CLI::App* cmd, StoreFlags* f, bool dev) {
   cmd->add_option("--max-txn-ops", f->max_txn_ops,
                   "Most operations (compares, or ops per branch) in one txn.")
       ->capture_default_str();
+  cmd->add_option("--client-threads", f->client_threads,
+                  "Event-loop threads serving clients (0: one per CPU but one, which is left "
+                  "to the thread that writes and applies the log).")
+      ->capture_default_str();
   cmd->add_option("--heartbeat-interval", f->heartbeat_ms,
                   "Raft heartbeat interval in milliseconds (also sets the minimum lease TTL).")
       ->capture_default_str();
@@ -155,6 +160,11 @@ absl::StatusOr<store::StoreServerConfig> BuildConfig(const StoreFlags& f) {
   cfg.store.max_request_bytes = static_cast<size_t>(f.max_request_bytes);
   if (f.max_txn_ops < 1) return absl::InvalidArgumentError("--max-txn-ops must be at least 1");
   cfg.store.max_txn_ops = f.max_txn_ops;
+  if (f.client_threads < 0 || f.client_threads > 1024) {
+    return absl::InvalidArgumentError(
+        "--client-threads must be between 0 (one per CPU but one) and 1024");
+  }
+  cfg.client_loops = f.client_threads;
   if (f.heartbeat_ms <= 0) return absl::InvalidArgumentError("--heartbeat-interval must be > 0");
   if (f.election_ms < 5 * f.heartbeat_ms) {
     return absl::InvalidArgumentError(absl::StrCat("--election-timeout[", f.election_ms,

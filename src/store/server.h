@@ -24,7 +24,8 @@ struct StoreServerConfig {
   std::vector<std::string> listen_client_urls{"http://127.0.0.1:2379"};
   std::vector<std::string> listen_metrics_urls;
   std::vector<std::string> listen_peer_urls;  // empty: the advertised peer URLs
-  // Event loops serving clients (0: one per hardware thread).
+  // Event loops serving clients (0: one per hardware thread but one, which
+  // is left to the raft loop that writes and applies the log).
   int client_loops = 0;
 };
 

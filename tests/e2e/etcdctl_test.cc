@@ -326,6 +326,9 @@ TEST(StoreFlags, BadFlagsSayWhatIsWrong) {
   r = RunCommand({CapstanBinary(), "store", "--election-timeout", "100"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("should be at least 5 times --heartbeat-interval"));
+  r = RunCommand({CapstanBinary(), "store", "--client-threads", "-1"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--client-threads must be between 0"));
   r = RunCommand({CapstanBinary(), "store", "--no-such-flag"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err + r.out, HasSubstr("--no-such-flag"));
