@@ -9,6 +9,9 @@
 
 namespace capstan {
 
+inline void EncodeFixed64BE(char* dst, uint64_t v) {
+  for (int i = 7; i >= 0; --i) *dst++ = static_cast<char>(v >> (8 * i));
+}
 inline void PutFixed64BE(std::string* dst, uint64_t v) {
   char buf[8];
   for (int i = 7; i >= 0; --i) {

@@ -2,7 +2,9 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "base/coding.h"
 #include "base/logging.h"
 #include "net/block_on.h"
 #include "net/task.h"
@@ -265,17 +267,23 @@ int GrpcConnection::OnHeader(nghttp2_session*, const nghttp2_frame* frame, const
   std::string_view n = AsView(name, namelen);
   std::string_view v = AsView(value, valuelen);
   if (n == ":path") {
-    call->path_ = v;
+    auto it = self->server_->methods_.find(absl::string_view(v.data(), v.size()));
+    if (it != self->server_->methods_.end()) {
+      call->route_ = &*it;
+    } else {
+      call->route_ = nullptr;
+      call->path_ = v;
+    }
   } else if (n == ":method") {
     call->http_method_ = v;
   } else if (n == "content-type") {
-    call->content_type_ = v;
+    call->grpc_content_type_ = v.starts_with("application/grpc");
   } else if (n == "grpc-timeout") {
     call->timeout_ = v;
   } else if (n.empty() || n.front() == ':' || n == "te") {
     // Other pseudo-headers (nghttp2 has checked them) and transport fields.
   } else {
-    call->metadata_.emplace_back(n, v);
+    call->metadata_.Add(n, v);
   }
   return 0;
 }
@@ -296,7 +304,7 @@ int GrpcConnection::OnFrameRecv(nghttp2_session*, const nghttp2_frame* frame, vo
 
 void GrpcConnection::Dispatch(GrpcCall* call) {
   call->dispatched_ = true;
-  if (call->http_method_ != "POST" || !call->content_type_.starts_with("application/grpc")) {
+  if (call->http_method_ != "POST" || !call->grpc_content_type_) {
     // Not a gRPC request: the HTTP answer the gRPC spec asks for.
     call->finishing_ = true;
     call->headers_sent_ = true;
@@ -323,19 +331,18 @@ void GrpcConnection::Dispatch(GrpcCall* call) {
     });
     call->deadline_->ArmAfter(loop(), *timeout);
   }
-  auto it = server_->methods_.find(call->path_);
-  if (it != server_->methods_.end() && it->second.unary) {
-    call->unary_ = &it->second.unary;
+  if (call->route_ != nullptr && call->route_->second.unary) {
+    call->unary_ = &call->route_->second.unary;
     return;
   }
-  GrpcStreamFactory* factory = nullptr;
-  if (it != server_->methods_.end()) {
-    factory = &it->second.stream;
+  const GrpcStreamFactory* factory = nullptr;
+  if (call->route_ != nullptr) {
+    factory = &call->route_->second.stream;
   } else if (server_->fallback_) {
     factory = &server_->fallback_;
   }
   if (factory == nullptr) {
-    auto [service_view, method_view] = SplitPath(call->path_);
+    auto [service_view, method_view] = SplitPath(call->method());
     std::string service(service_view), method(method_view);
     Fail(call, absl::UnimplementedError(
                    server_->services_.contains(service)
@@ -476,9 +483,29 @@ int GrpcConnection::OnFrameSend(nghttp2_session* session, const nghttp2_frame* f
 
 GrpcCall::~GrpcCall() = default;
 
-std::optional<std::string_view> GrpcCall::FindMetadata(std::string_view name) const {
-  for (const auto& [n, v] : metadata_) {
-    if (n == name) return std::string_view(v);
+void GrpcMetadata::Add(std::string_view name, std::string_view value) {
+  if (blob_.empty()) blob_.reserve(256);
+  PutFixed32LE(&blob_, static_cast<uint32_t>(name.size()));
+  PutFixed32LE(&blob_, static_cast<uint32_t>(value.size()));
+  blob_.append(name);
+  blob_.append(value);
+}
+
+GrpcMetadata::Field GrpcMetadata::Iterator::operator*() const {
+  const char* p = blob_->data() + pos_;
+  uint32_t name_len = DecodeFixed32LE(p), value_len = DecodeFixed32LE(p + 4);
+  return {std::string_view(p + 8, name_len), std::string_view(p + 8 + name_len, value_len)};
+}
+
+GrpcMetadata::Iterator& GrpcMetadata::Iterator::operator++() {
+  const char* p = blob_->data() + pos_;
+  pos_ += 8 + DecodeFixed32LE(p) + DecodeFixed32LE(p + 4);
+  return *this;
+}
+
+std::optional<std::string_view> GrpcMetadata::Find(std::string_view name) const {
+  for (const auto& [n, v] : *this) {
+    if (n == name) return v;
   }
   return std::nullopt;
 }

@@ -34,8 +34,8 @@
 #include <utility>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/container/node_hash_map.h"
 #include "base/status.h"
 #include "net/buffer.h"
 #include "net/event_loop.h"
@@ -74,6 +74,44 @@ using GrpcUnaryHandler = std::function<void(const GrpcCallPtr& call, Buffer requ
 // handler that receives the call's events.
 using GrpcStreamFactory = std::function<std::unique_ptr<GrpcStreamHandler>(const GrpcCallPtr&)>;
 
+// A registered method: one of the two is set.
+struct GrpcMethod {
+  GrpcUnaryHandler unary;
+  GrpcStreamFactory stream;
+};
+
+// A request's custom metadata, every field in one buffer: one allocation per
+// call rather than two per field (calls are short; the fields are few).
+class GrpcMetadata {
+ public:
+  using Field = std::pair<std::string_view, std::string_view>;
+  class Iterator {
+   public:
+    using value_type = Field;
+    using difference_type = std::ptrdiff_t;
+    Field operator*() const;
+    Iterator& operator++();
+    bool operator==(const Iterator& other) const { return pos_ == other.pos_; }
+
+   private:
+    friend class GrpcMetadata;
+    Iterator(const std::string* blob, size_t pos) : blob_(blob), pos_(pos) {}
+    const std::string* blob_;
+    size_t pos_;
+  };
+
+  void Add(std::string_view name, std::string_view value);
+  // The first value of `name`, or nullopt.
+  std::optional<std::string_view> Find(std::string_view name) const;
+  bool empty() const { return blob_.empty(); }
+  Iterator begin() const { return Iterator(&blob_, 0); }
+  Iterator end() const { return Iterator(&blob_, blob_.size()); }
+
+ private:
+  // Per field: name length and value length (4 bytes each), name, value.
+  std::string blob_;
+};
+
 class GrpcCall : public std::enable_shared_from_this<GrpcCall> {
  public:
   ~GrpcCall();
@@ -81,11 +119,13 @@ class GrpcCall : public std::enable_shared_from_this<GrpcCall> {
   GrpcCall& operator=(const GrpcCall&) = delete;
 
   // "/package.Service/Method".
-  const std::string& method() const { return path_; }
+  const std::string& method() const { return route_ != nullptr ? route_->first : path_; }
   // Request metadata (custom headers), names in lowercase as HTTP/2 sends them.
-  const std::vector<std::pair<std::string, std::string>>& metadata() const { return metadata_; }
+  const GrpcMetadata& metadata() const { return metadata_; }
   // The first value of `name`, or nullopt.
-  std::optional<std::string_view> FindMetadata(std::string_view name) const;
+  std::optional<std::string_view> FindMetadata(std::string_view name) const {
+    return metadata_.Find(name);
+  }
   EventLoop* loop() const { return loop_; }
 
   // The call is over (finished and sent, reset, or its connection is gone).
@@ -126,11 +166,13 @@ class GrpcCall : public std::enable_shared_from_this<GrpcCall> {
   GrpcConnection* conn_;  // null once the connection is gone
   EventLoop* loop_;
   int32_t stream_id_;
+  // A registered method's entry (its name is the key), else the path as sent.
+  const std::pair<const std::string, GrpcMethod>* route_ = nullptr;
   std::string path_;
   std::string http_method_;
-  std::string content_type_;
+  bool grpc_content_type_ = false;  // content-type application/grpc[+proto...]
   std::string timeout_;
-  std::vector<std::pair<std::string, std::string>> metadata_;
+  GrpcMetadata metadata_;
   size_t metadata_bytes_ = 0;
 
   bool dispatched_ = false;
@@ -204,10 +246,6 @@ class GrpcServer {
     std::vector<std::unique_ptr<Listener>> listeners;
     std::vector<std::weak_ptr<GrpcConnection>> connections;
   };
-  struct Method {
-    GrpcUnaryHandler unary;
-    GrpcStreamFactory stream;
-  };
 
   Task<void> AcceptLoop(LoopState* state, Listener* listener);
   Task<void> ServeConnection(std::shared_ptr<GrpcConnection> conn);
@@ -215,7 +253,8 @@ class GrpcServer {
   void OnCallEnded();
 
   GrpcServerOptions options_;
-  absl::flat_hash_map<std::string, Method> methods_;
+  // Node-based: calls point at their method's entry.
+  absl::node_hash_map<std::string, GrpcMethod> methods_;
   absl::flat_hash_set<std::string> services_;
   GrpcStreamFactory fallback_;
   std::vector<std::unique_ptr<LoopState>> loops_;

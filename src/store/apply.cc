@@ -49,10 +49,11 @@ absl::Status CheckRangeRevisions(const TxnRequest& req, const std::vector<bool>&
 absl::StatusOr<int64_t> ExecutePut(Mvcc::WriteTxn* txn, const etcdserverpb::PutRequest& p,
                                    etcdserverpb::PutResponse* resp) {
   resp->mutable_header();
-  std::string value = p.value();
+  std::string_view value = p.value();
   int64_t lease = p.lease();
+  RangeResult rr;
   if (p.ignore_value() || p.ignore_lease() || p.prev_kv()) {
-    ASSIGN_OR_RETURN(RangeResult rr, txn->Range(p.key(), "", {}));
+    ASSIGN_OR_RETURN(rr, txn->Range(p.key(), "", {}));
     if ((p.ignore_value() || p.ignore_lease()) && rr.kvs.empty()) return ErrKeyNotFound();
     if (p.ignore_value()) value = rr.kvs[0].value();
     if (p.ignore_lease()) lease = rr.kvs[0].lease();

@@ -1,6 +1,7 @@
 #include "store/backend.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "absl/strings/str_cat.h"
 #include "base/coding.h"
@@ -25,14 +26,18 @@ absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
 
 }  // namespace
 
-std::string RevisionKey(Revision rev, bool tombstone) {
-  std::string k;
-  k.reserve(18);
-  k.push_back('r');
-  PutFixed64BE(&k, static_cast<uint64_t>(rev.main));
-  PutFixed64BE(&k, static_cast<uint64_t>(rev.sub));
-  if (tombstone) k.push_back('t');
+RevisionKeyBytes EncodeRevisionKey(Revision rev, bool tombstone) {
+  RevisionKeyBytes k;
+  k.data[0] = 'r';
+  EncodeFixed64BE(k.data + 1, static_cast<uint64_t>(rev.main));
+  EncodeFixed64BE(k.data + 9, static_cast<uint64_t>(rev.sub));
+  k.data[17] = 't';
+  k.size = tombstone ? 18 : 17;
   return k;
+}
+
+std::string RevisionKey(Revision rev, bool tombstone) {
+  return std::string(EncodeRevisionKey(rev, tombstone).view());
 }
 
 bool ParseRevisionKey(std::string_view key, Revision* rev, bool* tombstone) {
@@ -110,6 +115,19 @@ int64_t Backend::SizeBytes() const {
   db_->GetIntProperty("rocksdb.total-sst-files-size", &sst);
   db_->GetIntProperty("rocksdb.cur-size-all-mem-tables", &mem);
   return static_cast<int64_t>(sst + mem);
+}
+
+int64_t Backend::RecentSizeBytes() const {
+  int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    std::chrono::steady_clock::now().time_since_epoch())
+                    .count();
+  if (now < recent_size_until_ns_.load(std::memory_order_acquire)) {
+    return recent_size_.load(std::memory_order_relaxed);
+  }
+  int64_t size = SizeBytes();
+  recent_size_.store(size, std::memory_order_relaxed);
+  recent_size_until_ns_.store(now + 10'000'000, std::memory_order_release);
+  return size;
 }
 
 int64_t Backend::SizeInUseBytes() const {

@@ -12,6 +12,7 @@
 // Thread-safety: all methods may be called from any thread.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -26,6 +27,13 @@
 namespace capstan::store {
 
 std::string RevisionKey(Revision rev, bool tombstone);
+// The same bytes on the stack, for the write and read paths.
+struct RevisionKeyBytes {
+  char data[18];
+  uint8_t size;
+  std::string_view view() const { return {data, size}; }
+};
+RevisionKeyBytes EncodeRevisionKey(Revision rev, bool tombstone);
 // Parses a key made by RevisionKey. False when `key` is not a revision key.
 bool ParseRevisionKey(std::string_view key, Revision* rev, bool* tombstone);
 std::string LeaseKey(int64_t id);
@@ -56,6 +64,9 @@ class Backend {
   absl::Status Flush();
   // Physical size of the database files in bytes.
   int64_t SizeBytes() const;
+  // SizeBytes as of at most 10 ms ago: asking RocksDB takes its mutex and
+  // two property lookups, too much for every write's quota check.
+  int64_t RecentSizeBytes() const;
   // Bytes of live data (an estimate), for Status.dbSizeInUse.
   int64_t SizeInUseBytes() const;
   // Rewrites the files to drop deleted data (Maintenance.Defragment).
@@ -74,6 +85,8 @@ class Backend {
   Backend(std::string path, std::unique_ptr<rocksdb::DB> db);
   std::string path_;
   std::unique_ptr<rocksdb::DB> db_;
+  mutable std::atomic<int64_t> recent_size_{0};
+  mutable std::atomic<int64_t> recent_size_until_ns_{0};  // steady clock
   rocksdb::WriteOptions write_options_;
 };
 

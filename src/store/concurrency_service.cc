@@ -277,7 +277,8 @@ class ElectionService final : public v3electionpb::Election::CallbackService {
     return RunBlocking(&calls_, ctx, [this, req, resp]() -> grpc::Status {
       if (!req->has_leader()) return MissingLeader();
       const auto& l = req->leader();
-      return ToGrpc(SetLeaderValue(l.key(), l.rev(), l.lease(), req->value(), resp->mutable_header()));
+      return ToGrpc(
+          SetLeaderValue(l.key(), l.rev(), l.lease(), req->value(), resp->mutable_header()));
     });
   }
 
@@ -301,7 +302,8 @@ class ElectionService final : public v3electionpb::Election::CallbackService {
                                    v3electionpb::ResignResponse* resp) override {
     return RunBlocking(&calls_, ctx, [this, req, resp]() -> grpc::Status {
       if (!req->has_leader()) return MissingLeader();
-      return ToGrpc(DeleteLeaderKey(req->leader().key(), req->leader().rev(), resp->mutable_header()));
+      return ToGrpc(
+          DeleteLeaderKey(req->leader().key(), req->leader().rev(), resp->mutable_header()));
     });
   }
 
@@ -382,7 +384,7 @@ class ElectionService final : public v3electionpb::Election::CallbackService {
   }
 
   absl::Status SetLeaderValue(const std::string& key, int64_t rev, int64_t lease,
-                        const std::string& value, ResponseHeader* header) {
+                              const std::string& value, ResponseHeader* header) {
     TxnRequest t;
     *t.add_compare() = CreateRevisionIs(key, rev);
     auto* put = t.add_success()->mutable_request_put();

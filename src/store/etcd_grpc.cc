@@ -314,7 +314,7 @@ class BridgedCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteB
 
   void Start(grpc::GenericStub* stub) {
     for (const auto& [name, value] : call_->metadata()) {
-      if (!IsTransportHeader(name)) ctx_.AddMetadata(name, value);
+      if (!IsTransportHeader(name)) ctx_.AddMetadata(std::string(name), std::string(value));
     }
     self_ = shared_from_this();  // until OnDone
     stub->PrepareBidiStreamingCall(&ctx_, call_->method(), {}, this);

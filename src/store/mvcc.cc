@@ -82,7 +82,7 @@ absl::Status Mvcc::Restore(const std::function<void(const std::string&, int64_t)
 }
 
 absl::Status Mvcc::ReadKv(Revision rev, mvccpb::KeyValue* kv) const {
-  auto value = backend_->Get(RevisionKey(rev, false));
+  auto value = backend_->Get(EncodeRevisionKey(rev, false).view());
   if (absl::IsNotFound(value.status())) return ErrCompacted();  // compacted under us
   if (!value.ok()) return value.status();
   if (!kv->ParseFromString(*value)) {
@@ -93,8 +93,7 @@ absl::Status Mvcc::ReadKv(Revision rev, mvccpb::KeyValue* kv) const {
 
 absl::StatusOr<RangeResult> Mvcc::RangeAt(std::string_view key, std::string_view end,
                                           const RangeOptions& opts, int64_t cur,
-                                          const std::map<Revision, mvccpb::KeyValue>* pending,
-                                          bool locked_for_write) const {
+                                          const WriteTxn* txn) const {
   int64_t rev = opts.rev <= 0 ? cur : opts.rev;
   if (rev > cur) return ErrFutureRev();
   if (rev < compact_rev()) return ErrCompacted();
@@ -111,7 +110,7 @@ absl::StatusOr<RangeResult> Mvcc::RangeAt(std::string_view key, std::string_view
       return true;
     });
   };
-  if (locked_for_write) {
+  if (txn != nullptr) {  // the txn holds the write lock
     collect();
   } else {
     ReaderMutexLock lock(&mu_);
@@ -119,12 +118,11 @@ absl::StatusOr<RangeResult> Mvcc::RangeAt(std::string_view key, std::string_view
   }
   result.kvs.resize(revs.size());
   for (size_t i = 0; i < revs.size(); ++i) {
-    if (pending != nullptr) {
-      auto it = pending->find(revs[i]);
-      if (it != pending->end()) {
-        result.kvs[i] = it->second;
-        continue;
-      }
+    if (txn != nullptr && revs[i].main == txn->write_rev() &&
+        static_cast<size_t>(revs[i].sub) < txn->events_.size()) {
+      // Written by this txn, not yet in the backend.
+      result.kvs[i] = txn->events_[static_cast<size_t>(revs[i].sub)].kv();
+      continue;
     }
     RETURN_IF_ERROR(ReadKv(revs[i], &result.kvs[i]));
   }
@@ -133,7 +131,7 @@ absl::StatusOr<RangeResult> Mvcc::RangeAt(std::string_view key, std::string_view
 
 absl::StatusOr<RangeResult> Mvcc::Range(std::string_view key, std::string_view end,
                                         const RangeOptions& opts) const {
-  return RangeAt(key, end, opts, current_rev(), nullptr, false);
+  return RangeAt(key, end, opts, current_rev(), nullptr);
 }
 
 Mvcc::WriteTxn::WriteTxn(Mvcc* mvcc) : mvcc_(mvcc), begin_rev_(mvcc->current_rev()) {}
@@ -150,7 +148,6 @@ void Mvcc::WriteTxn::Rollback() {
                        events_[i].type() == mvccpb::Event::DELETE);
   }
   events_.clear();
-  pending_.clear();
 }
 
 std::unique_ptr<Mvcc::WriteTxn> Mvcc::BeginWrite() {
@@ -160,30 +157,26 @@ std::unique_ptr<Mvcc::WriteTxn> Mvcc::BeginWrite() {
 
 absl::StatusOr<RangeResult> Mvcc::WriteTxn::Range(std::string_view key, std::string_view end,
                                                   const RangeOptions& opts) {
-  return mvcc_->RangeAt(key, end, opts, rev(), &pending_, true);
+  return mvcc_->RangeAt(key, end, opts, rev(), this);
 }
 
 void Mvcc::WriteTxn::Put(std::string_view key, std::string_view value, int64_t lease) {
   Revision rev{write_rev(), static_cast<int64_t>(events_.size())};
-  mvccpb::KeyValue kv;
-  kv.set_key(std::string(key));
-  kv.set_value(std::string(value));
-  kv.set_mod_revision(rev.main);
-  kv.set_lease(lease);
   IndexHit hit;
-  if (mvcc_->index_.Get(key, rev.main, &hit)) {
-    kv.set_create_revision(hit.create_main);
-    kv.set_version(hit.version + 1);
-  } else {
-    kv.set_create_revision(rev.main);
-    kv.set_version(1);
-  }
-  batch_.Put(RevisionKey(rev, false), kv.SerializeAsString());
-  mvcc_->index_.Put(key, rev);
+  bool existed = mvcc_->index_.Get(key, rev.main, &hit);
   mvccpb::Event& ev = events_.emplace_back();
   ev.set_type(mvccpb::Event::PUT);
-  *ev.mutable_kv() = kv;
-  pending_.emplace(rev, std::move(kv));
+  mvccpb::KeyValue* kv = ev.mutable_kv();
+  kv->set_key(key.data(), key.size());
+  kv->set_value(value.data(), value.size());
+  kv->set_mod_revision(rev.main);
+  kv->set_lease(lease);
+  kv->set_create_revision(existed ? hit.create_main : rev.main);
+  kv->set_version(existed ? hit.version + 1 : 1);
+  kv->SerializeToString(&record_);
+  RevisionKeyBytes rk = EncodeRevisionKey(rev, false);
+  batch_.Put(rocksdb::Slice(rk.data, rk.size), record_);
+  mvcc_->index_.Put(key, rev);
 }
 
 std::vector<std::string> Mvcc::WriteTxn::DeleteRange(std::string_view key, std::string_view end,
@@ -195,13 +188,17 @@ std::vector<std::string> Mvcc::WriteTxn::DeleteRange(std::string_view key, std::
       if (r.ok() && !r->kvs.empty()) prev->push_back(std::move(r->kvs[0]));
     }
     Revision rev{write_rev(), static_cast<int64_t>(events_.size())};
-    mvccpb::KeyValue tomb;
-    tomb.set_key(k);
-    batch_.Put(RevisionKey(rev, true), tomb.SerializeAsString());
     mvcc_->index_.Tombstone(k, rev);
     mvccpb::Event& ev = events_.emplace_back();
     ev.set_type(mvccpb::Event::DELETE);
     ev.mutable_kv()->set_key(k);
+    // The record holds the key only (the event's revision is its own).
+    record_.clear();
+    mvccpb::KeyValue tomb;
+    tomb.set_key(k);
+    tomb.SerializeToString(&record_);
+    RevisionKeyBytes rk = EncodeRevisionKey(rev, true);
+    batch_.Put(rocksdb::Slice(rk.data, rk.size), record_);
     ev.mutable_kv()->set_mod_revision(rev.main);
   }
   return keys;

@@ -90,9 +90,11 @@ class Mvcc {
     Mvcc* mvcc_;
     int64_t begin_rev_;
     bool committed_ = false;
-    std::map<Revision, mvccpb::KeyValue> pending_;
+    // Change i has revision {write_rev(), i}; a put's event holds the
+    // key-value reads inside the txn see before it is written.
     std::vector<mvccpb::Event> events_;
-    rocksdb::WriteBatch batch_;
+    rocksdb::WriteBatch batch_{1024};
+    std::string record_;  // reused for each record's encoding
   };
   // Takes the write lock. A txn destroyed without Commit is undone.
   // REQUIRES: called from the applier thread only.
@@ -117,8 +119,7 @@ class Mvcc {
  private:
   absl::StatusOr<RangeResult> RangeAt(std::string_view key, std::string_view end,
                                       const RangeOptions& opts, int64_t cur,
-                                      const std::map<Revision, mvccpb::KeyValue>* pending,
-                                      bool locked_for_write) const;
+                                      const WriteTxn* txn) const;
   absl::Status ReadKv(Revision rev, mvccpb::KeyValue* kv) const;
   void CompactorLoop();
 

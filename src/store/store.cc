@@ -598,7 +598,7 @@ absl::Status Store::RestoreSnapshot(const std::string& dir, const raft::AppliedS
 
 absl::Status Store::CheckQuota(size_t cost) {
   if (applier_->NoSpaceAlarm()) return ErrNoSpace();
-  if (backend_->SizeBytes() + static_cast<int64_t>(cost) <= options_.quota_backend_bytes) {
+  if (backend_->RecentSizeBytes() + static_cast<int64_t>(cost) <= options_.quota_backend_bytes) {
     return absl::OkStatus();
   }
   if (!nospace_raised_.exchange(true)) {
