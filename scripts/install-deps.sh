@@ -24,6 +24,8 @@ PACKAGES=(
   libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libsimdjson-dev
   libxxhash-dev libzstd-dev liblz4-dev libsnappy-dev libbz2-dev zlib1g-dev
   libboost-math-dev libluajit-5.1-dev
+  # the allocator of the capstan binary (threads hand buffers to each other)
+  libjemalloc-dev
   # tests and benchmarks: real peers and real clients
   libgtest-dev libgmock-dev libbenchmark-dev etcd-server etcd-client
   curl python3 procps psmisc iproute2 gnuplot-nox
