@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/measure.h"
+#include "bench/raw_watch.h"
 #include "client/client.h"
 #include "net/url.h"
 
@@ -29,99 +30,49 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-// Many watchers on one Watch stream: writes its create requests one after
-// another, then counts created responses and timestamps every event.
-class WatchLoad final : public grpc::ClientBidiReactor<WatchRequest, WatchResponse> {
- public:
-  WatchLoad(Watch::Stub* stub, int watchers, const std::string& prefix, LatencyHistogram* hist,
-            std::atomic<int64_t>* created, std::atomic<int64_t>* events)
-      : remaining_(watchers), hist_(hist), created_(created), events_(events) {
-    auto* c = request_.mutable_create_request();
-    c->set_key(prefix);
-    std::string end = prefix;
-    end.back()++;
-    c->set_range_end(end);
-    stub->async()->Watch(&ctx_, this);
-    StartRead(&response_);
-    WriteNext();
-    StartCall();
-  }
-  void WriteNext() {
-    if (remaining_-- > 0) StartWrite(&request_);
-  }
-  void OnWriteDone(bool ok) override {
-    if (ok) WriteNext();
-  }
-  void OnReadDone(bool ok) override {
-    if (!ok) return;
-    if (response_.created()) created_->fetch_add(1);
-    int64_t now = NowMicros();
-    for (const auto& ev : response_.events()) {
-      int64_t sent = std::strtoll(ev.kv().value().c_str(), nullptr, 10);
-      hist_->Add(now - sent);
-    }
-    events_->fetch_add(response_.events_size());
-    StartRead(&response_);
-  }
-  void OnDone(const grpc::Status&) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    done_ = true;
-    cv_.notify_all();
-  }
-  void Stop() {
-    ctx_.TryCancel();
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return done_; });
-  }
-
- private:
-  grpc::ClientContext ctx_;
-  WatchRequest request_;
-  WatchResponse response_;
-  int remaining_;
-  LatencyHistogram* hist_;
-  std::atomic<int64_t>* created_;
-  std::atomic<int64_t>* events_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-};
-
 absl::StatusOr<StoreBenchResult> RunWatchBench(const StoreBenchOptions& o) {
   if (o.watchers < 1 || o.watchers_per_stream < 1 || o.rate <= 0) {
     return absl::InvalidArgumentError("--watchers, --watchers-per-stream and --rate must be > 0");
   }
   int pid = o.server_pids.empty() ? 0 : o.server_pids.front();
   int64_t rss_before = pid ? CurrentRss(pid) : 0;
-  int streams = static_cast<int>((o.watchers + o.watchers_per_stream - 1) / o.watchers_per_stream);
-  std::vector<std::shared_ptr<grpc::Channel>> channels;
-  std::vector<std::unique_ptr<Watch::Stub>> stubs;
-  for (int i = 0; i < o.connections; ++i) {
-    grpc::ChannelArguments args;
-    args.SetInt("capstan.bench.channel", i);
-    channels.push_back(grpc::CreateCustomChannel(
-        net::GrpcTarget(o.endpoints[static_cast<size_t>(i) % o.endpoints.size()]),
-        grpc::InsecureChannelCredentials(), args));
-    stubs.push_back(Watch::NewStub(channels.back()));
-  }
-  LatencyHistogram hist;
-  std::atomic<int64_t> created{0}, events{0};
-  std::vector<std::unique_ptr<WatchLoad>> loads;
+  // Streams of watchers_per_stream watchers each, spread over the connections.
+  int connections = std::max(1, o.connections);
+  std::vector<std::vector<int>> per_connection(static_cast<size_t>(connections));
   int64_t left = o.watchers;
-  for (int s = 0; s < streams; ++s) {
+  for (size_t s = 0; left > 0; ++s) {
     int n = static_cast<int>(std::min<int64_t>(left, o.watchers_per_stream));
     left -= n;
-    loads.push_back(std::make_unique<WatchLoad>(stubs[static_cast<size_t>(s) % stubs.size()].get(),
-                                                n, "watch-bench/", &hist, &created, &events));
+    per_connection[s % per_connection.size()].push_back(n);
   }
+  LatencyHistogram hist;
+  RawWatchCounters counters;
+  counters.latency = &hist;
+  std::vector<std::unique_ptr<RawWatchConnection>> loads;
+  for (size_t i = 0; i < per_connection.size(); ++i) {
+    if (per_connection[i].empty()) continue;
+    ASSIGN_OR_RETURN(
+        auto conn, RawWatchConnection::Start(o.endpoints[i % o.endpoints.size()], per_connection[i],
+                                             "watch-bench/", &counters));
+    loads.push_back(std::move(conn));
+  }
+  auto first_error = [&]() -> std::string {
+    for (auto& l : loads) {
+      if (std::string e = l->error(); !e.empty()) return e;
+    }
+    return "";
+  };
+  std::atomic<int64_t>& created = counters.created;
+  std::atomic<int64_t>& events = counters.events;
   auto setup_deadline = Clock::now() + std::chrono::seconds(120);
-  while (created.load() < o.watchers && Clock::now() < setup_deadline) {
+  while (created.load() < o.watchers && Clock::now() < setup_deadline && first_error().empty()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));  // polling a counter
   }
   if (created.load() < o.watchers) {
-    for (auto& l : loads) l->Stop();
+    std::string why = first_error();
     return absl::DeadlineExceededError(absl::StrCat("only ", created.load(), " of ", o.watchers,
-                                                    " watchers were created in 120 s"));
+                                                    " watchers were created",
+                                                    why.empty() ? " in 120 s" : ": " + why));
   }
   int64_t rss_watchers = pid ? CurrentRss(pid) : 0;
   int64_t cpu_before = pid ? CpuMicros(pid) : 0;
@@ -133,12 +84,12 @@ absl::StatusOr<StoreBenchResult> RunWatchBench(const StoreBenchOptions& o) {
   auto start = Clock::now();
   auto interval = std::chrono::duration<double>(1.0 / o.rate);
   int64_t errors = 0;
-  std::string first_error;
+  std::string put_error;
   for (int64_t i = 0; i < o.total; ++i) {
     std::this_thread::sleep_until(start +
                                   std::chrono::duration_cast<Clock::duration>(interval * i));
     auto r = cli->Put("watch-bench/k" + std::to_string(i % 16), std::to_string(NowMicros()));
-    if (!r.ok() && errors++ == 0) first_error = r.status().ToString();
+    if (!r.ok() && errors++ == 0) put_error = r.status().ToString();
   }
   int64_t want = (o.total - errors) * o.watchers;
   auto drain_deadline = Clock::now() + std::chrono::seconds(60);
@@ -149,9 +100,9 @@ absl::StatusOr<StoreBenchResult> RunWatchBench(const StoreBenchOptions& o) {
   StoreBenchResult r;
   r.ops = o.total;
   r.errors = errors + (events.load() < want ? 1 : 0);
-  r.first_error = events.load() < want
-                      ? absl::StrCat("watchers got ", events.load(), " of ", want, " events")
-                      : first_error;
+  r.first_error = events.load() < want ? absl::StrCat("watchers got ", events.load(), " of ", want,
+                                                      " events ", first_error())
+                                       : put_error;
   r.events = events.load();
   r.client_cpu_us_per_op = static_cast<double>(CpuMicros(getpid()) - self_cpu_before) /
                            static_cast<double>(std::max<int64_t>(1, r.events));
@@ -169,7 +120,6 @@ absl::StatusOr<StoreBenchResult> RunWatchBench(const StoreBenchOptions& o) {
     r.server_rss_bytes_per_watcher =
         static_cast<double>(rss_watchers - rss_before) / static_cast<double>(o.watchers);
   }
-  for (auto& l : loads) l->Stop();
   return r;
 }
 

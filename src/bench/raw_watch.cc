@@ -1,0 +1,298 @@
+#include "bench/raw_watch.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <nghttp2/nghttp2.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "etcd/etcdserverpb/rpc.pb.h"
+
+namespace capstan::bench {
+namespace {
+
+// Wire types and the field numbers of etcd's messages the scan reads.
+constexpr int kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kFixed32 = 5;
+constexpr int kResponseCreated = 3, kResponseEvents = 11;  // WatchResponse
+constexpr int kEventKv = 2;                                // Event
+constexpr int kKeyValueValue = 5;                          // KeyValue
+
+bool ReadVarint(std::string_view* in, uint64_t* v) {
+  *v = 0;
+  for (int shift = 0; shift < 64 && !in->empty(); shift += 7) {
+    auto byte = static_cast<uint8_t>(in->front());
+    in->remove_prefix(1);
+    *v |= static_cast<uint64_t>(byte & 0x7f) << shift;
+    if ((byte & 0x80) == 0) return true;
+  }
+  return false;
+}
+
+// Calls on_field(number, wire_type, varint, bytes) for each field of `msg`.
+template <typename OnField>
+bool ForEachField(std::string_view msg, OnField&& on_field) {
+  while (!msg.empty()) {
+    uint64_t tag, value = 0;
+    if (!ReadVarint(&msg, &tag)) return false;
+    int type = static_cast<int>(tag & 7);
+    int number = static_cast<int>(tag >> 3);
+    std::string_view bytes;
+    switch (type) {
+      case kVarint:
+        if (!ReadVarint(&msg, &value)) return false;
+        break;
+      case kFixed64:
+      case kFixed32: {
+        size_t n = type == kFixed64 ? 8 : 4;
+        if (msg.size() < n) return false;
+        msg.remove_prefix(n);
+        break;
+      }
+      case kLengthDelimited:
+        if (!ReadVarint(&msg, &value) || value > msg.size()) return false;
+        bytes = msg.substr(0, value);
+        msg.remove_prefix(value);
+        break;
+      default:
+        return false;
+    }
+    if (!on_field(number, type, value, bytes)) return false;
+  }
+  return true;
+}
+
+int64_t ParseMicros(std::string_view digits) {
+  int64_t v = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return -1;
+    v = v * 10 + (c - '0');
+  }
+  return digits.empty() ? -1 : v;
+}
+
+}  // namespace
+
+bool ScanWatchResponse(std::string_view message, int64_t now_us, RawWatchCounters* counters) {
+  int64_t events = 0;
+  bool ok =
+      ForEachField(message, [&](int number, int type, uint64_t value, std::string_view bytes) {
+        if (number == kResponseCreated && type == kVarint && value != 0) {
+          counters->created.fetch_add(1, std::memory_order_relaxed);
+        } else if (number == kResponseEvents && type == kLengthDelimited) {
+          ++events;
+          return ForEachField(bytes, [&](int n, int t, uint64_t, std::string_view kv) {
+            if (n != kEventKv || t != kLengthDelimited) return true;
+            return ForEachField(kv, [&](int f, int ft, uint64_t, std::string_view v) {
+              if (f == kKeyValueValue && ft == kLengthDelimited && counters->latency != nullptr) {
+                int64_t sent = ParseMicros(v);
+                if (sent >= 0) counters->latency->Add(now_us - sent);
+              }
+              return true;
+            });
+          });
+        }
+        return true;
+      });
+  if (events > 0) counters->events.fetch_add(events, std::memory_order_relaxed);
+  return ok;
+}
+
+struct RawWatchConnection::Stream {
+  std::string body;  // the framed create requests, sent once
+  size_t sent = 0;
+  std::string pending;  // received bytes of an incomplete message
+
+  // nghttp2's body source for the stream.
+  static ssize_t ReadBody(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32_t*,
+                          nghttp2_data_source* source, void*) {
+    auto* s = static_cast<Stream*>(source->ptr);
+    size_t n = std::min(length, s->body.size() - s->sent);
+    // Never EOF: the watchers live as long as the stream is open.
+    if (n == 0) return NGHTTP2_ERR_DEFERRED;
+    std::memcpy(buf, s->body.data() + s->sent, n);
+    s->sent += n;
+    return static_cast<ssize_t>(n);
+  }
+};
+
+struct RawWatchConnection::Session {
+  nghttp2_session* h2 = nullptr;
+  std::vector<std::unique_ptr<Stream>> streams;
+  RawWatchCounters* counters = nullptr;
+  mutable std::mutex mu;
+  std::string error;  // GUARDED_BY(mu)
+
+  void Fail(std::string why) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (error.empty()) error = std::move(why);
+  }
+  ~Session() {
+    if (h2 != nullptr) nghttp2_session_del(h2);
+  }
+};
+
+namespace {
+
+nghttp2_nv Field(const char* name, const std::string& value) {
+  return {reinterpret_cast<uint8_t*>(const_cast<char*>(name)),
+          reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), std::strlen(name),
+          value.size(), NGHTTP2_NV_FLAG_NONE};
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RawWatchConnection>> RawWatchConnection::Start(
+    const std::string& endpoint, const std::vector<int>& watchers_per_stream,
+    const std::string& prefix, RawWatchCounters* counters) {
+  std::string authority = endpoint;
+  if (authority.starts_with("http://")) authority = authority.substr(7);
+  size_t colon = authority.rfind(':');
+  if (colon == std::string::npos || prefix.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("endpoint ", endpoint, " is not host:port"));
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  std::string host = authority.substr(0, colon), port = authority.substr(colon + 1);
+  if (int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0) {
+    return absl::UnavailableError(absl::StrCat("resolve ", endpoint, ": ", gai_strerror(rc)));
+  }
+  std::unique_ptr<RawWatchConnection> conn(new RawWatchConnection());
+  conn->fd_ = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int rc = conn->fd_ < 0 ? -1 : ::connect(conn->fd_, res->ai_addr, res->ai_addrlen);
+  ::freeaddrinfo(res);
+  if (rc != 0) {
+    return absl::UnavailableError(absl::StrCat("connect ", endpoint, ": ", std::strerror(errno)));
+  }
+  int one = 1;
+  ::setsockopt(conn->fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+  auto session = std::make_unique<Session>();
+  session->counters = counters;
+  nghttp2_session_callbacks* cb;
+  nghttp2_session_callbacks_new(&cb);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
+      cb,
+      [](nghttp2_session* h2, uint8_t, int32_t id, const uint8_t* data, size_t len,
+         void* user) -> int {
+        auto* s = static_cast<Stream*>(nghttp2_session_get_stream_user_data(h2, id));
+        if (s == nullptr) return 0;
+        auto* self = static_cast<Session*>(user);
+        s->pending.append(reinterpret_cast<const char*>(data), len);
+        std::string_view rest = s->pending;
+        int64_t now = NowMicros();
+        while (rest.size() >= 5) {
+          uint32_t size = (static_cast<uint32_t>(static_cast<uint8_t>(rest[1])) << 24) |
+                          (static_cast<uint32_t>(static_cast<uint8_t>(rest[2])) << 16) |
+                          (static_cast<uint32_t>(static_cast<uint8_t>(rest[3])) << 8) |
+                          static_cast<uint32_t>(static_cast<uint8_t>(rest[4]));
+          if (rest.size() < 5 + static_cast<size_t>(size)) break;
+          if (rest[0] != 0 || !ScanWatchResponse(rest.substr(5, size), now, self->counters)) {
+            self->Fail("undecodable WatchResponse");
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+          }
+          rest.remove_prefix(5 + static_cast<size_t>(size));
+        }
+        s->pending.erase(0, s->pending.size() - rest.size());
+        return 0;
+      });
+  nghttp2_session_callbacks_set_on_stream_close_callback(
+      cb, [](nghttp2_session*, int32_t id, uint32_t code, void* user) -> int {
+        static_cast<Session*>(user)->Fail(
+            absl::StrCat("watch stream ", id, " closed by the server (HTTP/2 code ", code, ")"));
+        return 0;
+      });
+  nghttp2_session_client_new(&session->h2, cb, session.get());
+  nghttp2_session_callbacks_del(cb);
+  // Large windows: the server may send a put's whole fan-out at once.
+  nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 64 << 20}};
+  nghttp2_submit_settings(session->h2, NGHTTP2_FLAG_NONE, settings, 1);
+  nghttp2_session_set_local_window_size(session->h2, NGHTTP2_FLAG_NONE, 0, 1 << 30);
+
+  etcdserverpb::WatchRequest create;
+  create.mutable_create_request()->set_key(prefix);
+  std::string end = prefix;
+  end.back()++;
+  create.mutable_create_request()->set_range_end(end);
+  std::string one_request = create.SerializeAsString();
+  std::string path = "/etcdserverpb.Watch/Watch", post = "POST", http = "http",
+              grpc = "application/grpc", trailers = "trailers";
+  for (int watchers : watchers_per_stream) {
+    auto s = std::make_unique<Stream>();
+    for (int i = 0; i < watchers; ++i) {
+      uint32_t n = static_cast<uint32_t>(one_request.size());
+      char prefix_bytes[5] = {0, static_cast<char>(n >> 24), static_cast<char>(n >> 16),
+                              static_cast<char>(n >> 8), static_cast<char>(n)};
+      s->body.append(prefix_bytes, 5);
+      s->body += one_request;
+    }
+    nghttp2_nv headers[] = {Field(":method", post),      Field(":scheme", http),
+                            Field(":path", path),        Field(":authority", authority),
+                            Field("content-type", grpc), Field("te", trailers)};
+    nghttp2_data_provider body;
+    body.source.ptr = s.get();
+    body.read_callback = &Stream::ReadBody;
+    int32_t id = nghttp2_submit_request(session->h2, nullptr, headers, 6, &body, s.get());
+    if (id < 0) return absl::InternalError(nghttp2_strerror(id));
+    session->streams.push_back(std::move(s));
+  }
+  conn->session_ = std::move(session);
+  conn->thread_ = std::thread([c = conn.get()] { c->Run(); });
+  return conn;
+}
+
+void RawWatchConnection::Run() {
+  nghttp2_session* h2 = session_->h2;
+  std::vector<char> buf(256 << 10);
+  while (!stop_.load(std::memory_order_relaxed)) {
+    const uint8_t* out;
+    ssize_t n;
+    while ((n = nghttp2_session_mem_send(h2, &out)) > 0) {
+      while (n > 0) {
+        ssize_t w = ::send(fd_, out, static_cast<size_t>(n), MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+          session_->Fail(absl::StrCat("send: ", std::strerror(errno)));
+          return;
+        }
+        out += w;
+        n -= w;
+      }
+    }
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, 20) <= 0) continue;
+    ssize_t got = ::recv(fd_, buf.data(), buf.size(), 0);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) {
+      if (!stop_) session_->Fail(got == 0 ? "server closed the connection" : std::strerror(errno));
+      return;
+    }
+    if (nghttp2_session_mem_recv(h2, reinterpret_cast<const uint8_t*>(buf.data()),
+                                 static_cast<size_t>(got)) < 0) {
+      session_->Fail("HTTP/2 error from the server");
+      return;
+    }
+  }
+}
+
+std::string RawWatchConnection::error() const {
+  std::lock_guard<std::mutex> lock(session_->mu);
+  return session_->error;
+}
+
+RawWatchConnection::~RawWatchConnection() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+  if (fd_ >= 0) ::close(fd_);
+}
+
+}  // namespace capstan::bench
