@@ -271,8 +271,7 @@ int GrpcConnection::OnHeader(nghttp2_session*, const nghttp2_frame* frame, const
     if (it != self->server_->methods_.end()) {
       call->route_ = &*it;
     } else {
-      call->route_ = nullptr;
-      call->path_ = v;
+      call->path_ = v;  // kept only to name the unknown method in the error
     }
   } else if (n == ":method") {
     call->http_method_ = v;

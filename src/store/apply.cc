@@ -51,7 +51,7 @@ absl::StatusOr<int64_t> ExecutePut(Mvcc::WriteTxn* txn, const etcdserverpb::PutR
   resp->mutable_header();
   std::string_view value = p.value();
   int64_t lease = p.lease();
-  RangeResult rr;
+  RangeResult rr;  // outlives `value`, which may point into it
   if (p.ignore_value() || p.ignore_lease() || p.prev_kv()) {
     ASSIGN_OR_RETURN(rr, txn->Range(p.key(), "", {}));
     if ((p.ignore_value() || p.ignore_lease()) && rr.kvs.empty()) return ErrKeyNotFound();

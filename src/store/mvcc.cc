@@ -192,14 +192,13 @@ std::vector<std::string> Mvcc::WriteTxn::DeleteRange(std::string_view key, std::
     mvccpb::Event& ev = events_.emplace_back();
     ev.set_type(mvccpb::Event::DELETE);
     ev.mutable_kv()->set_key(k);
-    // The record holds the key only (the event's revision is its own).
-    record_.clear();
+    ev.mutable_kv()->set_mod_revision(rev.main);
+    // The tombstone record holds the key only; its revision is in its key.
     mvccpb::KeyValue tomb;
     tomb.set_key(k);
     tomb.SerializeToString(&record_);
     RevisionKeyBytes rk = EncodeRevisionKey(rev, true);
     batch_.Put(rocksdb::Slice(rk.data, rk.size), record_);
-    ev.mutable_kv()->set_mod_revision(rev.main);
   }
   return keys;
 }
