@@ -51,12 +51,13 @@ inline int64_t CurrentRss(int pid) { return StatusBytes(pid, "VmRSS:"); }
 // a power of two (about 4% wide), from 1 µs up.
 class LatencyHistogram {
  public:
-  void Add(int64_t us) {
+  // Records `count` samples of `us` microseconds.
+  void Add(int64_t us, int64_t count = 1) {
     us = std::max<int64_t>(us, 1);
     int log = 63 - __builtin_clzll(static_cast<uint64_t>(us));
     int sub = log >= 4 ? static_cast<int>((us >> (log - 4)) & 15) : 0;
     size_t b = std::min<size_t>(static_cast<size_t>(log * 16 + sub), kBuckets - 1);
-    counts_[b].fetch_add(1, std::memory_order_relaxed);
+    counts_[b].fetch_add(count, std::memory_order_relaxed);
   }
   int64_t Count() const {
     int64_t n = 0;

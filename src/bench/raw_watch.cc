@@ -80,28 +80,45 @@ int64_t ParseMicros(std::string_view digits) {
 
 }  // namespace
 
-bool ScanWatchResponse(std::string_view message, int64_t now_us, RawWatchCounters* counters) {
-  int64_t events = 0;
-  bool ok =
-      ForEachField(message, [&](int number, int type, uint64_t value, std::string_view bytes) {
-        if (number == kResponseCreated && type == kVarint && value != 0) {
-          counters->created.fetch_add(1, std::memory_order_relaxed);
-        } else if (number == kResponseEvents && type == kLengthDelimited) {
-          ++events;
-          return ForEachField(bytes, [&](int n, int t, uint64_t, std::string_view kv) {
-            if (n != kEventKv || t != kLengthDelimited) return true;
-            return ForEachField(kv, [&](int f, int ft, uint64_t, std::string_view v) {
-              if (f == kKeyValueValue && ft == kLengthDelimited && counters->latency != nullptr) {
-                int64_t sent = ParseMicros(v);
-                if (sent >= 0) counters->latency->Add(now_us - sent);
-              }
-              return true;
-            });
-          });
-        }
-        return true;
+void WatchTally::FlushLatencies(RawWatchCounters* counters) {
+  if (run_length > 0 && counters->latency != nullptr) {
+    counters->latency->Add(run_latency_us, run_length);
+  }
+  run_length = 0;
+}
+
+void WatchTally::FlushTo(RawWatchCounters* counters) {
+  FlushLatencies(counters);
+  if (created > 0) counters->created.fetch_add(std::exchange(created, 0));
+  if (events > 0) counters->events.fetch_add(std::exchange(events, 0));
+}
+
+bool ScanWatchResponse(std::string_view message, int64_t now_us, WatchTally* tally,
+                       RawWatchCounters* counters) {
+  return ForEachField(message, [&](int number, int type, uint64_t value, std::string_view bytes) {
+    if (number == kResponseCreated && type == kVarint && value != 0) {
+      ++tally->created;
+    } else if (number == kResponseEvents && type == kLengthDelimited) {
+      ++tally->events;
+      return ForEachField(bytes, [&](int n, int t, uint64_t, std::string_view kv) {
+        if (n != kEventKv || t != kLengthDelimited) return true;
+        return ForEachField(kv, [&](int f, int ft, uint64_t, std::string_view v) {
+          if (f == kKeyValueValue && ft == kLengthDelimited) {
+            int64_t sent = ParseMicros(v);
+            if (sent >= 0) tally->AddLatency(now_us - sent, counters);
+          }
+          return true;
+        });
       });
-  if (events > 0) counters->events.fetch_add(events, std::memory_order_relaxed);
+    }
+    return true;
+  });
+}
+
+bool ScanWatchResponse(std::string_view message, int64_t now_us, RawWatchCounters* counters) {
+  WatchTally tally;
+  bool ok = ScanWatchResponse(message, now_us, &tally, counters);
+  tally.FlushTo(counters);
   return ok;
 }
 
@@ -140,6 +157,14 @@ struct RawWatchConnection::Session {
 };
 
 namespace {
+
+// The length in a gRPC message prefix. REQUIRES: prefix.size() >= 5.
+size_t MessageSize(std::string_view prefix) {
+  return (static_cast<size_t>(static_cast<uint8_t>(prefix[1])) << 24) |
+         (static_cast<size_t>(static_cast<uint8_t>(prefix[2])) << 16) |
+         (static_cast<size_t>(static_cast<uint8_t>(prefix[3])) << 8) |
+         static_cast<size_t>(static_cast<uint8_t>(prefix[4]));
+}
 
 nghttp2_nv Field(const char* name, const std::string& value) {
   return {reinterpret_cast<uint8_t*>(const_cast<char*>(name)),
@@ -187,22 +212,41 @@ absl::StatusOr<std::unique_ptr<RawWatchConnection>> RawWatchConnection::Start(
         auto* s = static_cast<Stream*>(nghttp2_session_get_stream_user_data(h2, id));
         if (s == nullptr) return 0;
         auto* self = static_cast<Session*>(user);
-        s->pending.append(reinterpret_cast<const char*>(data), len);
-        std::string_view rest = s->pending;
         int64_t now = NowMicros();
-        while (rest.size() >= 5) {
-          uint32_t size = (static_cast<uint32_t>(static_cast<uint8_t>(rest[1])) << 24) |
-                          (static_cast<uint32_t>(static_cast<uint8_t>(rest[2])) << 16) |
-                          (static_cast<uint32_t>(static_cast<uint8_t>(rest[3])) << 8) |
-                          static_cast<uint32_t>(static_cast<uint8_t>(rest[4]));
-          if (rest.size() < 5 + static_cast<size_t>(size)) break;
-          if (rest[0] != 0 || !ScanWatchResponse(rest.substr(5, size), now, self->counters)) {
-            self->Fail("undecodable WatchResponse");
-            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        WatchTally tally;
+        std::string_view in(reinterpret_cast<const char*>(data), len);
+        auto scan = [&](std::string_view framed) {
+          if (framed[0] == 0 && ScanWatchResponse(framed.substr(5), now, &tally, self->counters)) {
+            return true;
           }
-          rest.remove_prefix(5 + static_cast<size_t>(size));
+          self->Fail("undecodable WatchResponse");
+          return false;
+        };
+        // Messages are scanned where they lie in the chunk; only one cut by
+        // the chunk's end is copied (and completed from the next chunk).
+        if (!s->pending.empty()) {
+          if (s->pending.size() < 5) {
+            size_t take = std::min(5 - s->pending.size(), in.size());
+            s->pending.append(in.substr(0, take));
+            in.remove_prefix(take);
+            if (s->pending.size() < 5) return 0;
+          }
+          size_t whole = 5 + MessageSize(s->pending);
+          size_t take = std::min(whole - s->pending.size(), in.size());
+          s->pending.append(in.substr(0, take));
+          in.remove_prefix(take);
+          if (s->pending.size() < whole) return 0;
+          if (!scan(s->pending)) return NGHTTP2_ERR_CALLBACK_FAILURE;
+          s->pending.clear();
         }
-        s->pending.erase(0, s->pending.size() - rest.size());
+        while (in.size() >= 5) {
+          size_t whole = 5 + MessageSize(in);
+          if (in.size() < whole) break;
+          if (!scan(in.substr(0, whole))) return NGHTTP2_ERR_CALLBACK_FAILURE;
+          in.remove_prefix(whole);
+        }
+        s->pending.assign(in);
+        tally.FlushTo(self->counters);
         return 0;
       });
   nghttp2_session_callbacks_set_on_stream_close_callback(

@@ -142,13 +142,17 @@ class WatchQueue final : public WatchSink, public std::enable_shared_from_this<W
  public:
   explicit WatchQueue(GrpcCallPtr call) : call_(std::move(call)) {}
 
-  void SendEncoded(std::string response) override {
+  void SendEncoded(std::string response) override { SendFramed(net::FrameGrpcMessage(response)); }
+  void SendFramed(Buffer framed) override {
     std::lock_guard<std::mutex> lock(mu_);
-    QueueLocked(std::move(response));
-  }
-  void SendEncodedBatch(std::vector<std::string> responses) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& r : responses) QueueLocked(std::move(r));
+    if (closed_ || framed.empty()) return;
+    pending_bytes_ += framed.size();
+    pending_.push_back(std::move(framed));
+    if (flush_posted_ || call_full_) return;
+    flush_posted_ = true;
+    // One post per burst: a fan-out queues responses for many streams
+    // before the loop runs, and they leave in one turn.
+    call_->loop()->Post([self = shared_from_this()] { self->Drain(); });
   }
   size_t QueuedBytes() const override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -159,7 +163,7 @@ class WatchQueue final : public WatchSink, public std::enable_shared_from_this<W
   // Hands queued responses to the call until it is full. True when nothing
   // is left here.
   bool Drain() {
-    std::deque<std::string> batch;
+    std::deque<Buffer> batch;
     {
       std::lock_guard<std::mutex> lock(mu_);
       flush_posted_ = false;
@@ -170,9 +174,8 @@ class WatchQueue final : public WatchSink, public std::enable_shared_from_this<W
     bool full = false;
     size_t taken = 0;
     while (!batch.empty() && !full) {
-      const std::string& r = batch.front();
-      taken += r.size();
-      full = !call_->WriteFramed(net::FrameGrpcMessage(r));
+      taken += batch.front().size();
+      full = !call_->WriteFramed(std::move(batch.front()));
       batch.pop_front();
     }
     std::lock_guard<std::mutex> lock(mu_);
@@ -199,20 +202,9 @@ class WatchQueue final : public WatchSink, public std::enable_shared_from_this<W
   }
 
  private:
-  void QueueLocked(std::string response) {
-    if (closed_) return;
-    pending_bytes_ += response.size();
-    pending_.push_back(std::move(response));
-    if (flush_posted_ || call_full_) return;
-    flush_posted_ = true;
-    // One post per burst: a fan-out queues many responses before the loop
-    // runs, and they leave in one turn.
-    call_->loop()->Post([self = shared_from_this()] { self->Drain(); });
-  }
-
   GrpcCallPtr call_;
   mutable std::mutex mu_;
-  std::deque<std::string> pending_;
+  std::deque<Buffer> pending_;
   size_t pending_bytes_ = 0;
   size_t call_buffered_ = 0;
   bool flush_posted_ = false;

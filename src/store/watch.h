@@ -22,14 +22,19 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <span>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/container/node_hash_map.h"
 #include "base/metrics.h"
 #include "base/mutex.h"
 #include "etcd/etcdserverpb/rpc.pb.h"
+#include "net/buffer.h"
 #include "store/mvcc.h"
 
 namespace capstan::store {
@@ -41,14 +46,13 @@ class WatchSink {
   // Queues one serialized WatchResponse. Never blocks and never calls into
   // the hub.
   virtual void SendEncoded(std::string response) = 0;
+  // Queues responses already framed as gRPC messages (each behind its 5-byte
+  // length prefix), many in one buffer: a fan-out hands a stream all its
+  // watchers' responses to a revision at once. The default splits them and
+  // calls SendEncoded for each.
+  virtual void SendFramed(net::Buffer framed);
   // Bytes queued and not yet written to the network.
   virtual size_t QueuedBytes() const = 0;
-
-  // Queues several responses at once (a fan-out to many watchers of one
-  // stream); sinks may take them under one lock.
-  virtual void SendEncodedBatch(std::vector<std::string> responses) {
-    for (auto& r : responses) SendEncoded(std::move(r));
-  }
 
   void Send(const etcdserverpb::WatchResponse& response) {
     SendEncoded(response.SerializeAsString());
@@ -89,26 +93,48 @@ class WatchHub {
 
  private:
   struct Stream;
+  struct Watcher;
+  // A watched range, shared by every watcher of the same key and range_end
+  // (a fan-out tests each range once per revision, not each watcher).
+  struct KeyRange {
+    std::string key, end;  // end empty: the single key `key`
+    size_t watchers = 0;   // watchers holding this range
+    // Synced watchers of a single key (range watchers are listed per stream
+    // instead, so a fan-out writes stream by stream).
+    std::vector<Watcher*> synced_key_watchers;
+    // Which of the current revision's events fall in the range, computed
+    // once per Publish call (number match_seq).
+    uint64_t match_seq = 0;
+    absl::InlinedVector<uint32_t, 2> matched;
+  };
   struct Watcher {
     int64_t id = 0;
-    std::string key, end;
+    KeyRange* range = nullptr;
+    Stream* stream = nullptr;
+    int64_t next_rev = 0;  // first revision not yet delivered
+    // While synced: the index in the stream's synced_range_watchers or the
+    // range's synced_key_watchers, for removal in constant time.
+    uint32_t synced_slot = 0;
     bool prev_kv = false, progress_notify = false, fragment = false;
     bool no_put = false, no_delete = false;
-    int64_t next_rev = 0;  // first revision not yet delivered
     bool synced = false;
     bool sent_since_progress = false;
-    Stream* stream = nullptr;
+    uint64_t publish_seq = 0;  // the Publish call that last sent to it
   };
   struct Stream {
     WatchSink* sink = nullptr;
-    std::map<int64_t, std::unique_ptr<Watcher>> watchers;
+    absl::node_hash_map<int64_t, Watcher> watchers;
+    std::vector<Watcher*> synced_range_watchers;
     int64_t next_id = 0;
     bool progress_pending = false;
     // Publish's per-call state: whether the stream had too much queued when
-    // call number `publish_seq` began, and the responses it collects.
+    // call number `publish_seq` began, and the framed responses it collects
+    // (written straight into reserved room of `out`).
     uint64_t publish_seq = 0;
     bool behind = false;
-    std::vector<std::string> outgoing;
+    net::Buffer out;
+    std::span<char> room;
+    size_t room_used = 0;
   };
 
   void Create(Stream* s, const etcdserverpb::WatchCreateRequest& req)
@@ -121,6 +147,13 @@ class WatchHub {
   void SendEvents(Watcher* w, int64_t header_rev, std::vector<mvccpb::Event> events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Matches(const Watcher& w, const mvccpb::Event& ev) const;
+  KeyRange* AcquireRange(std::string_view key, std::string_view end)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseRange(KeyRange* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The indexes of `events` that fall in r (cached for this Publish call).
+  const absl::InlinedVector<uint32_t, 2>& MatchedEvents(KeyRange* r,
+                                                        const std::vector<mvccpb::Event>& events)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FillPrevKv(mvccpb::Event* ev) const;
   void MaybeSendProgress(Stream* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SyncerLoop();
@@ -133,9 +166,9 @@ class WatchHub {
 
   mutable Mutex mu_;
   std::unordered_map<WatchSink*, std::unique_ptr<Stream>> streams_ ABSL_GUARDED_BY(mu_);
-  // Synced single-key watchers by key, and synced range watchers.
-  std::unordered_multimap<std::string, Watcher*> key_watchers_ ABSL_GUARDED_BY(mu_);
-  std::set<Watcher*> range_watchers_ ABSL_GUARDED_BY(mu_);
+  // Every watched range, by (key, end); the views point into the KeyRange.
+  absl::flat_hash_map<std::pair<std::string_view, std::string_view>, std::unique_ptr<KeyRange>>
+      ranges_ ABSL_GUARDED_BY(mu_);
   std::set<Watcher*> unsynced_ ABSL_GUARDED_BY(mu_);
   int64_t published_rev_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t publish_seq_ ABSL_GUARDED_BY(mu_) = 0;  // Publish calls so far

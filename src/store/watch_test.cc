@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include "gtest/gtest.h"
 
@@ -160,6 +161,140 @@ TEST_F(WatchHubTest, AssembledResponsesMatchProtobufs) {
     EXPECT_EQ(by_id[id][1].SerializeAsString(), second.SerializeAsString()) << "watch " << id;
   }
   hub_->RemoveStream(&sink);
+}
+
+// The fan-out shares work between watchers (a range is tested once per
+// revision, a stream's responses are written into one buffer, synced watchers
+// sit in vectors that removal reorders). Every watcher must still get exactly
+// the events its own range and filters select, whatever its neighbours do.
+TEST_F(WatchHubTest, FanOutGivesEachWatcherItsOwnEvents) {
+  struct Spec {
+    std::string key, end;
+    bool no_put = false, no_delete = false;
+  };
+  const std::vector<Spec> specs = {
+      {"k1", ""},
+      {"k2", ""},
+      {"k", "l"},
+      {"k", "l", true},
+      {"k", "l", false, true},
+      {"k1", "k3"},
+      {"\0", std::string(1, '\0')},
+      {"m", "n"},
+  };
+  constexpr int kStreams = 3, kPerSpec = 7;
+  std::vector<std::unique_ptr<FakeSink>> sinks;
+  // (stream, watch id) -> spec index; ids are assigned 0, 1, ... per stream.
+  std::map<std::pair<int, int64_t>, size_t> spec_of;
+  for (int st = 0; st < kStreams; ++st) {
+    sinks.push_back(std::make_unique<FakeSink>());
+    hub_->AddStream(sinks.back().get());
+    int64_t id = 0;
+    for (int copy = 0; copy < kPerSpec; ++copy) {
+      for (size_t i = 0; i < specs.size(); ++i) {
+        etcdserverpb::WatchRequest req;
+        auto* c = req.mutable_create_request();
+        c->set_key(specs[i].key);
+        c->set_range_end(specs[i].end);
+        if (specs[i].no_put) c->add_filters(etcdserverpb::WatchCreateRequest::NOPUT);
+        if (specs[i].no_delete) c->add_filters(etcdserverpb::WatchCreateRequest::NODELETE);
+        hub_->HandleRequest(sinks.back().get(), req);
+        spec_of[{st, id++}] = i;
+      }
+    }
+    sinks.back()->Take();
+  }
+  // Cancel a few watchers in the middle of the synced lists, and then the
+  // ones that were moved into their slots (ids 55 and 48 were last in their
+  // stream's range list and in the key "k1"'s list).
+  std::set<std::pair<int, int64_t>> cancelled = {{0, 3}, {0, 17}, {0, 55},
+                                                 {1, 0}, {1, 48}, {2, 40}};
+  for (auto [st, id] : cancelled) {
+    etcdserverpb::WatchRequest req;
+    req.mutable_cancel_request()->set_watch_id(id);
+    hub_->HandleRequest(sinks[st].get(), req);
+    sinks[st]->Take();
+  }
+  // Revisions: single puts, a delete, and a txn with several events.
+  std::vector<std::pair<int64_t, std::vector<mvccpb::Event>>> published;
+  auto publish = [&](auto&& fill) {
+    auto txn = mvcc_->BeginWrite();
+    fill(txn.get());
+    int64_t rev = txn->write_rev();
+    auto events = txn->events();
+    ASSERT_TRUE(txn->Commit().ok());
+    hub_->Publish(rev, events);
+    published.emplace_back(rev, events);
+  };
+  publish([](auto* t) { t->Put("k1", "a", 0); });
+  publish([](auto* t) { t->Put("k2", "b", 0); });
+  publish([](auto* t) { t->Put("m5", "c", 0); });
+  publish([](auto* t) {
+    t->Put("k1", "d", 0);
+    t->Put("k25", "e", 0);
+    t->Put("z", "f", 0);
+  });
+  publish([](auto* t) { EXPECT_EQ(t->DeleteRange("k2", "", nullptr).size(), 1u); });
+
+  for (int st = 0; st < kStreams; ++st) {
+    std::map<int64_t, std::vector<std::pair<int64_t, std::string>>> got;  // id -> (rev, key)
+    for (const auto& r : sinks[st]->Take()) {
+      for (const auto& e : r.events()) {
+        got[r.watch_id()].emplace_back(r.header().revision(), e.kv().key());
+      }
+    }
+    for (const auto& [where, spec_index] : spec_of) {
+      if (where.first != st) continue;
+      const Spec& spec = specs[spec_index];
+      std::vector<std::pair<int64_t, std::string>> want;
+      if (!cancelled.contains(where)) {
+        for (const auto& [rev, events] : published) {
+          for (const auto& e : events) {
+            if (!InRange(e.kv().key(), spec.key, spec.end)) continue;
+            if (e.type() == mvccpb::Event::PUT && spec.no_put) continue;
+            if (e.type() == mvccpb::Event::DELETE && spec.no_delete) continue;
+            want.emplace_back(rev, e.kv().key());
+          }
+        }
+      }
+      EXPECT_EQ(got[where.second], want) << "stream " << st << " watch " << where.second << " ["
+                                         << spec.key << ", " << spec.end << ")";
+    }
+  }
+  for (auto& sink : sinks) hub_->RemoveStream(sink.get());
+}
+
+// A stream over its limit: all its matching watchers (many, so removal from
+// the synced list reorders it during the fan-out) fall behind together and
+// all catch up, each with every revision once.
+TEST_F(WatchHubTest, ManyWatchersOfASlowStreamAllCatchUp) {
+  FakeSink slow;
+  hub_->AddStream(&slow);
+  constexpr int kWatchers = 40;
+  for (int i = 0; i < kWatchers; ++i) Create(&slow, i % 2 ? "p" : "p1", i % 2 ? "q" : "", 0);
+  slow.Take();
+  slow.set_queued(1 << 20);
+  std::vector<int64_t> written;
+  for (int i = 0; i < 5; ++i) written.push_back(Put("p1", std::to_string(i)));
+  int64_t other = Put("p2", "only the range watchers");
+  slow.set_queued(0);
+  hub_->Kick();
+  ASSERT_TRUE(slow.WaitFor([&](const std::vector<WatchResponse>& rs) {
+    size_t events = 0;
+    for (const auto& r : rs) events += static_cast<size_t>(r.events_size());
+    return events >= kWatchers * written.size() + kWatchers / 2;
+  }));
+  std::map<int64_t, std::vector<int64_t>> by_id;
+  for (const auto& r : slow.Take()) {
+    for (const auto& e : r.events()) by_id[r.watch_id()].push_back(e.kv().mod_revision());
+  }
+  ASSERT_EQ(by_id.size(), static_cast<size_t>(kWatchers));
+  for (const auto& [id, revs] : by_id) {
+    std::vector<int64_t> want = written;
+    if (id % 2) want.push_back(other);
+    EXPECT_EQ(revs, want) << "watch " << id;
+  }
+  hub_->RemoveStream(&slow);
 }
 
 TEST_F(WatchHubTest, SlowWatcherFallsBehindWithoutBlockingOthersAndCatchesUp) {
