@@ -19,55 +19,67 @@
 namespace capstan::bench {
 namespace {
 
-// Wire types and the field numbers of etcd's messages the scan reads.
+// Wire types and the field tags of etcd's messages the scan reads.
 constexpr int kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kFixed32 = 5;
-constexpr int kResponseCreated = 3, kResponseEvents = 11;  // WatchResponse
-constexpr int kEventKv = 2;                                // Event
-constexpr int kKeyValueValue = 5;                          // KeyValue
+constexpr uint64_t kResponseCreatedTag = (3 << 3) | kVarint;           // WatchResponse.created
+constexpr uint64_t kResponseEventsTag = (11 << 3) | kLengthDelimited;  // WatchResponse.events
+constexpr uint64_t kEventKvTag = (2 << 3) | kLengthDelimited;          // Event.kv
+constexpr uint64_t kKeyValueValueTag = (5 << 3) | kLengthDelimited;    // KeyValue.value
 
-bool ReadVarint(std::string_view* in, uint64_t* v) {
-  *v = 0;
-  for (int shift = 0; shift < 64 && !in->empty(); shift += 7) {
-    auto byte = static_cast<uint8_t>(in->front());
-    in->remove_prefix(1);
-    *v |= static_cast<uint64_t>(byte & 0x7f) << shift;
-    if ((byte & 0x80) == 0) return true;
+// Reads protobuf wire format from [p, end). Every read checks the bounds;
+// a false return means the bytes are not a well-formed message.
+struct WireReader {
+  const char* p;
+  const char* end;
+
+  explicit WireReader(std::string_view bytes) : p(bytes.data()), end(bytes.data() + bytes.size()) {}
+  bool done() const { return p == end; }
+
+  bool Varint(uint64_t* v) {
+    // Tags and short lengths are one byte: the common case first.
+    if (p != end && static_cast<uint8_t>(*p) < 0x80) {
+      *v = static_cast<uint8_t>(*p++);
+      return true;
+    }
+    uint64_t result = 0;
+    for (int shift = 0; shift < 64 && p != end; shift += 7) {
+      auto byte = static_cast<uint8_t>(*p++);
+      result |= static_cast<uint64_t>(byte & 0x7f) << shift;
+      if (byte < 0x80) {
+        *v = result;
+        return true;
+      }
+    }
+    return false;
   }
-  return false;
-}
-
-// Calls on_field(number, wire_type, varint, bytes) for each field of `msg`.
-template <typename OnField>
-bool ForEachField(std::string_view msg, OnField&& on_field) {
-  while (!msg.empty()) {
-    uint64_t tag, value = 0;
-    if (!ReadVarint(&msg, &tag)) return false;
-    int type = static_cast<int>(tag & 7);
-    int number = static_cast<int>(tag >> 3);
+  bool Bytes(std::string_view* out) {
+    uint64_t n;
+    if (!Varint(&n) || n > static_cast<uint64_t>(end - p)) return false;
+    *out = std::string_view(p, n);
+    p += n;
+    return true;
+  }
+  // Skips the value of a field whose tag was just read.
+  bool Skip(uint64_t tag) {
+    uint64_t ignored;
     std::string_view bytes;
-    switch (type) {
+    switch (static_cast<int>(tag & 7)) {
       case kVarint:
-        if (!ReadVarint(&msg, &value)) return false;
-        break;
+        return Varint(&ignored);
       case kFixed64:
       case kFixed32: {
-        size_t n = type == kFixed64 ? 8 : 4;
-        if (msg.size() < n) return false;
-        msg.remove_prefix(n);
-        break;
+        long n = (tag & 7) == kFixed64 ? 8 : 4;
+        if (end - p < n) return false;
+        p += n;
+        return true;
       }
       case kLengthDelimited:
-        if (!ReadVarint(&msg, &value) || value > msg.size()) return false;
-        bytes = msg.substr(0, value);
-        msg.remove_prefix(value);
-        break;
+        return Bytes(&bytes);
       default:
-        return false;
+        return false;  // groups (deprecated) and invalid wire types
     }
-    if (!on_field(number, type, value, bytes)) return false;
   }
-  return true;
-}
+};
 
 int64_t ParseMicros(std::string_view digits) {
   int64_t v = 0;
@@ -93,26 +105,72 @@ void WatchTally::FlushTo(RawWatchCounters* counters) {
   if (events > 0) counters->events.fetch_add(std::exchange(events, 0));
 }
 
+namespace {
+
+// The microseconds in an event's value, parsed once per distinct value.
+void AddEventLatency(std::string_view value, int64_t now_us, WatchTally* tally,
+                     RawWatchCounters* counters) {
+  if (value != tally->last_value) {
+    tally->last_value.assign(value);
+    tally->last_sent_us = ParseMicros(value);
+  }
+  if (tally->last_sent_us >= 0) tally->AddLatency(now_us - tally->last_sent_us, counters);
+}
+
+bool ScanKeyValue(std::string_view kv, int64_t now_us, WatchTally* tally,
+                  RawWatchCounters* counters) {
+  WireReader in(kv);
+  while (!in.done()) {
+    uint64_t tag;
+    if (!in.Varint(&tag)) return false;
+    if (tag == kKeyValueValueTag) {
+      std::string_view value;
+      if (!in.Bytes(&value)) return false;
+      AddEventLatency(value, now_us, tally, counters);
+    } else if (!in.Skip(tag)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool ScanEvent(std::string_view event, int64_t now_us, WatchTally* tally,
+               RawWatchCounters* counters) {
+  WireReader in(event);
+  while (!in.done()) {
+    uint64_t tag;
+    if (!in.Varint(&tag)) return false;
+    if (tag == kEventKvTag) {
+      std::string_view kv;
+      if (!in.Bytes(&kv) || !ScanKeyValue(kv, now_us, tally, counters)) return false;
+    } else if (!in.Skip(tag)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
 bool ScanWatchResponse(std::string_view message, int64_t now_us, WatchTally* tally,
                        RawWatchCounters* counters) {
-  return ForEachField(message, [&](int number, int type, uint64_t value, std::string_view bytes) {
-    if (number == kResponseCreated && type == kVarint && value != 0) {
-      ++tally->created;
-    } else if (number == kResponseEvents && type == kLengthDelimited) {
+  WireReader in(message);
+  while (!in.done()) {
+    uint64_t tag;
+    if (!in.Varint(&tag)) return false;
+    if (tag == kResponseCreatedTag) {
+      uint64_t created;
+      if (!in.Varint(&created)) return false;
+      if (created != 0) ++tally->created;
+    } else if (tag == kResponseEventsTag) {
+      std::string_view event;
+      if (!in.Bytes(&event) || !ScanEvent(event, now_us, tally, counters)) return false;
       ++tally->events;
-      return ForEachField(bytes, [&](int n, int t, uint64_t, std::string_view kv) {
-        if (n != kEventKv || t != kLengthDelimited) return true;
-        return ForEachField(kv, [&](int f, int ft, uint64_t, std::string_view v) {
-          if (f == kKeyValueValue && ft == kLengthDelimited) {
-            int64_t sent = ParseMicros(v);
-            if (sent >= 0) tally->AddLatency(now_us - sent, counters);
-          }
-          return true;
-        });
-      });
+    } else if (!in.Skip(tag)) {
+      return false;
     }
-    return true;
-  });
+  }
+  return true;
 }
 
 bool ScanWatchResponse(std::string_view message, int64_t now_us, RawWatchCounters* counters) {

@@ -40,6 +40,10 @@ struct WatchTally {
   int64_t events = 0;
   int64_t run_latency_us = 0;  // the current run of equal latencies
   int64_t run_length = 0;
+  // The last timestamp parsed and its text: the events of one put repeat
+  // it, and comparing the bytes is cheaper than parsing the digits again.
+  std::string last_value;
+  int64_t last_sent_us = -1;
 
   void AddLatency(int64_t us, RawWatchCounters* counters) {
     if (run_length > 0 && us != run_latency_us) FlushLatencies(counters);

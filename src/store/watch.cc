@@ -154,6 +154,7 @@ void WatchHub::Create(Stream* s, const etcdserverpb::WatchCreateRequest& req) {
     if (f == etcdserverpb::WatchCreateRequest::NOPUT) w->no_put = true;
     if (f == etcdserverpb::WatchCreateRequest::NODELETE) w->no_delete = true;
   }
+  w->plain = !w->prev_kv && !w->fragment && !w->no_put && !w->no_delete;
   int64_t start = req.start_revision() == 0 ? published_rev_ + 1 : req.start_revision();
   resp.set_watch_id(id);
   s->sink->Send(std::move(resp));
@@ -326,6 +327,21 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
     AppendField(&header_field, kResponseHeaderField, header.SerializeAsString());
   }
   std::vector<std::string> event_fields(events.size());
+  auto event_field = [&](uint32_t i) -> const std::string& {
+    if (event_fields[i].empty()) {
+      AppendField(&event_fields[i], kResponseEventsField, events[i].SerializeAsString());
+    }
+    return event_fields[i];
+  };
+  auto range_blob = [&](KeyRange* r) -> const std::string& {
+    const auto& matched = MatchedEvents(r, events);
+    if (r->blob_seq != publish_seq_) {
+      r->blob_seq = publish_seq_;
+      r->blob.clear();
+      for (uint32_t i : matched) r->blob += event_field(i);
+    }
+    return r->blob;
+  };
   std::vector<Stream*> touched;
   uint64_t delivered = 0;
 
@@ -339,8 +355,38 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
     s->room = {};
     if (!s->out.empty()) s->sink->SendFramed(std::exchange(s->out, {}));
   };
-  // Sends rev's events to a synced watcher. False when its stream is behind
-  // and the watcher became unsynced instead (it left its synced list).
+  // Writes one framed response (header, watch ID, the event fields in
+  // `body`) into the stream's buffer.
+  auto write_response = [&](Stream* s, int64_t id, std::string_view body) {
+    size_t size = header_field.size() + body.size();
+    if (id != 0) size += 1 + static_cast<size_t>(VarintLength(static_cast<uint64_t>(id)));
+    if (s->out.empty() && s->room_used == 0) touched.push_back(s);
+    if (s->room.size() - s->room_used < 5 + size) {
+      if (s->room_used > 0) s->out.Commit(std::exchange(s->room_used, 0));
+      s->room = s->out.Reserve(5 + size, kFanOutBlockBytes);
+    }
+    char* p = s->room.data() + s->room_used;
+    char* start = p;
+    *p++ = 0;  // uncompressed
+    p[0] = static_cast<char>(size >> 24);
+    p[1] = static_cast<char>(size >> 16);
+    p[2] = static_cast<char>(size >> 8);
+    p[3] = static_cast<char>(size);
+    p += 4;
+    std::memcpy(p, header_field.data(), header_field.size());
+    p += header_field.size();
+    if (id != 0) {  // proto3 leaves a zero field out
+      *p++ = static_cast<char>(kResponseWatchIdTag);
+      p += EncodeVarint64(p, static_cast<uint64_t>(id));
+    }
+    std::memcpy(p, body.data(), body.size());
+    p += body.size();
+    s->room_used += static_cast<size_t>(p - start);
+  };
+  // Sends rev's events to a synced watcher, any kind. False when its stream
+  // is behind and the watcher became unsynced instead (it left its synced
+  // list).
+  std::string filtered_body;
   auto deliver = [&](Watcher* w) -> bool {
     if (rev < w->next_rev) return true;  // starts at a later revision
     Stream* s = w->stream;
@@ -372,15 +418,14 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
       SendEvents(w, rev, std::move(out));
       return true;
     }
-    size_t size = header_field.size();
-    if (w->id != 0) size += 1 + VarintLength(static_cast<uint64_t>(w->id));
-    for (uint32_t i : *idxs) {
-      if (event_fields[i].empty()) {
-        AppendField(&event_fields[i], kResponseEventsField, events[i].SerializeAsString());
-      }
-      size += event_fields[i].size();
+    const std::string* body = &range_blob(w->range);
+    if (idxs == &kept) {
+      filtered_body.clear();
+      for (uint32_t i : kept) filtered_body += event_field(i);
+      body = &filtered_body;
     }
-    if (w->fragment && idxs->size() > 1 && size >= options_.max_request_bytes) {
+    if (w->fragment && idxs->size() > 1 &&
+        header_field.size() + body->size() >= options_.max_request_bytes) {
       std::vector<mvccpb::Event> out;
       for (uint32_t i : *idxs) out.push_back(events[i]);
       SendEvents(w, rev, std::move(out));
@@ -388,30 +433,7 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
     }
     w->sent_since_progress = true;
     delivered += idxs->size();
-    if (s->out.empty() && s->room_used == 0) touched.push_back(s);
-    if (s->room.size() - s->room_used < 5 + size) {
-      if (s->room_used > 0) s->out.Commit(std::exchange(s->room_used, 0));
-      s->room = s->out.Reserve(5 + size, kFanOutBlockBytes);
-    }
-    char* p = s->room.data() + s->room_used;
-    char* start = p;
-    *p++ = 0;  // uncompressed
-    p[0] = static_cast<char>(size >> 24);
-    p[1] = static_cast<char>(size >> 16);
-    p[2] = static_cast<char>(size >> 8);
-    p[3] = static_cast<char>(size);
-    p += 4;
-    std::memcpy(p, header_field.data(), header_field.size());
-    p += header_field.size();
-    if (w->id != 0) {  // proto3 leaves a zero field out
-      *p++ = static_cast<char>(kResponseWatchIdTag);
-      p += EncodeVarint64(p, static_cast<uint64_t>(w->id));
-    }
-    for (uint32_t i : *idxs) {
-      std::memcpy(p, event_fields[i].data(), event_fields[i].size());
-      p += event_fields[i].size();
-    }
-    s->room_used += static_cast<size_t>(p - start);
+    write_response(s, w->id, *body);
     return true;
   };
 
@@ -430,6 +452,9 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
   }
   // Range watchers, stream by stream: each stream's responses leave as soon
   // as they are written, so it starts sending while the fan-out goes on.
+  KeyRange* plain_range = nullptr;  // the range plain_body was built for
+  const std::string* plain_body = nullptr;
+  size_t plain_events = 0;
   for (auto& [sink, stream] : streams_) {
     Stream* s = stream.get();
     std::vector<Watcher*>& list = s->synced_range_watchers;
@@ -441,7 +466,22 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
     constexpr size_t kPrefetchAhead = 8;
     for (size_t i = list.size(); i-- > 0;) {
       if (i >= kPrefetchAhead) __builtin_prefetch(list[i - kPrefetchAhead]);
-      deliver(list[i]);
+      Watcher* w = list[i];
+      // The common case inline: a plain watcher gets its range's body.
+      if (w->plain && !s->behind && rev >= w->next_rev) {
+        if (w->range != plain_range) {
+          plain_range = w->range;
+          plain_body = &range_blob(plain_range);
+          plain_events = plain_range->matched.size();
+        }
+        w->next_rev = rev + 1;
+        if (plain_events == 0) continue;
+        w->sent_since_progress = true;
+        delivered += plain_events;
+        write_response(s, w->id, *plain_body);
+        continue;
+      }
+      deliver(w);
     }
     hand_over(s);
   }

@@ -106,6 +106,11 @@ class WatchHub {
     // once per Publish call (number match_seq).
     uint64_t match_seq = 0;
     absl::InlinedVector<uint32_t, 2> matched;
+    // The matched events' serialized WatchResponse.events fields, end to
+    // end: the body every plain watcher of the range gets (built at most
+    // once per Publish call, number blob_seq).
+    uint64_t blob_seq = 0;
+    std::string blob;
   };
   struct Watcher {
     int64_t id = 0;
@@ -117,6 +122,9 @@ class WatchHub {
     uint32_t synced_slot = 0;
     bool prev_kv = false, progress_notify = false, fragment = false;
     bool no_put = false, no_delete = false;
+    // None of the above: the watcher gets every event of its range in one
+    // response, the same bytes as its range's other plain watchers.
+    bool plain = false;
     bool synced = false;
     bool sent_since_progress = false;
     uint64_t publish_seq = 0;  // the Publish call that last sent to it
