@@ -356,14 +356,18 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
     if (!s->out.empty()) s->sink->SendFramed(std::exchange(s->out, {}));
   };
   // Writes one framed response (header, watch ID, the event fields in
-  // `body`) into the stream's buffer.
-  auto write_response = [&](Stream* s, int64_t id, std::string_view body) {
+  // `body`) into the stream's buffer. `more` says how many responses the
+  // stream may still get in this call (this one included): room is reserved
+  // for them, up to a block, so a stream of one watcher does not hold a
+  // whole block per revision while its client is slow (its queue limit
+  // counts bytes written, not blocks held).
+  auto write_response = [&](Stream* s, int64_t id, std::string_view body, size_t more) {
     size_t size = header_field.size() + body.size();
     if (id != 0) size += 1 + static_cast<size_t>(VarintLength(static_cast<uint64_t>(id)));
     if (s->out.empty() && s->room_used == 0) touched.push_back(s);
     if (s->room.size() - s->room_used < 5 + size) {
       if (s->room_used > 0) s->out.Commit(std::exchange(s->room_used, 0));
-      s->room = s->out.Reserve(5 + size, kFanOutBlockBytes);
+      s->room = s->out.Reserve(5 + size, std::min(kFanOutBlockBytes, more * (5 + size)));
     }
     char* p = s->room.data() + s->room_used;
     char* start = p;
@@ -387,7 +391,7 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
   // is behind and the watcher became unsynced instead (it left its synced
   // list).
   std::string filtered_body;
-  auto deliver = [&](Watcher* w) -> bool {
+  auto deliver = [&](Watcher* w, size_t more) -> bool {
     if (rev < w->next_rev) return true;  // starts at a later revision
     Stream* s = w->stream;
     const auto& matched = MatchedEvents(w->range, events);
@@ -433,7 +437,7 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
     }
     w->sent_since_progress = true;
     delivered += idxs->size();
-    write_response(s, w->id, *body);
+    write_response(s, w->id, *body, more);
     return true;
   };
 
@@ -447,7 +451,7 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
       if (w->publish_seq == publish_seq_) continue;  // a txn may change a key twice
       w->publish_seq = publish_seq_;
       begin_stream(w->stream);
-      deliver(w);
+      deliver(w, i + 1);
     }
   }
   // Range watchers, stream by stream: each stream's responses leave as soon
@@ -478,10 +482,10 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
         if (plain_events == 0) continue;
         w->sent_since_progress = true;
         delivered += plain_events;
-        write_response(s, w->id, *plain_body);
+        write_response(s, w->id, *plain_body, i + 1);
         continue;
       }
-      deliver(w);
+      deliver(w, i + 1);
     }
     hand_over(s);
   }
