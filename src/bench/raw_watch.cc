@@ -117,17 +117,19 @@ void AddEventLatency(std::string_view value, int64_t now_us, WatchTally* tally,
   if (tally->last_sent_us >= 0) tally->AddLatency(now_us - tally->last_sent_us, counters);
 }
 
-bool ScanKeyValue(std::string_view kv, int64_t now_us, WatchTally* tally,
-                  RawWatchCounters* counters) {
-  WireReader in(kv);
+// Calls on_bytes(bytes) for each length-delimited field `tag` of `msg`,
+// skipping every other field. False when the bytes are malformed or on_bytes
+// returns false.
+template <typename OnBytes>
+bool ForEachBytesField(std::string_view msg, uint64_t tag, OnBytes&& on_bytes) {
+  WireReader in(msg);
   while (!in.done()) {
-    uint64_t tag;
-    if (!in.Varint(&tag)) return false;
-    if (tag == kKeyValueValueTag) {
-      std::string_view value;
-      if (!in.Bytes(&value)) return false;
-      AddEventLatency(value, now_us, tally, counters);
-    } else if (!in.Skip(tag)) {
+    uint64_t t;
+    if (!in.Varint(&t)) return false;
+    if (t == tag) {
+      std::string_view bytes;
+      if (!in.Bytes(&bytes) || !on_bytes(bytes)) return false;
+    } else if (!in.Skip(t)) {
       return false;
     }
   }
@@ -136,18 +138,12 @@ bool ScanKeyValue(std::string_view kv, int64_t now_us, WatchTally* tally,
 
 bool ScanEvent(std::string_view event, int64_t now_us, WatchTally* tally,
                RawWatchCounters* counters) {
-  WireReader in(event);
-  while (!in.done()) {
-    uint64_t tag;
-    if (!in.Varint(&tag)) return false;
-    if (tag == kEventKvTag) {
-      std::string_view kv;
-      if (!in.Bytes(&kv) || !ScanKeyValue(kv, now_us, tally, counters)) return false;
-    } else if (!in.Skip(tag)) {
-      return false;
-    }
-  }
-  return true;
+  return ForEachBytesField(event, kEventKvTag, [&](std::string_view kv) {
+    return ForEachBytesField(kv, kKeyValueValueTag, [&](std::string_view value) {
+      AddEventLatency(value, now_us, tally, counters);
+      return true;
+    });
+  });
 }
 
 }  // namespace

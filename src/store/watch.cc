@@ -183,7 +183,8 @@ WatchHub::KeyRange* WatchHub::AcquireRange(std::string_view key, std::string_vie
 
 void WatchHub::ReleaseRange(KeyRange* r) {
   if (--r->watchers > 0) return;
-  ranges_.erase(std::pair<std::string_view, std::string_view>(r->key, r->end));  // destroys r
+  // The map's key views r's own strings: find first, then erase (destroys r).
+  ranges_.erase(ranges_.find(std::pair<std::string_view, std::string_view>(r->key, r->end)));
 }
 
 void WatchHub::Cancel(Stream* s, int64_t id) {
@@ -338,6 +339,8 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
     if (r->blob_seq != publish_seq_) {
       r->blob_seq = publish_seq_;
       r->blob.clear();
+      // A large revision's body is not kept for the small ones that follow.
+      if (r->blob.capacity() > kFanOutBlockBytes) r->blob.shrink_to_fit();
       for (uint32_t i : matched) r->blob += event_field(i);
     }
     return r->blob;
@@ -387,21 +390,21 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
     p += body.size();
     s->room_used += static_cast<size_t>(p - start);
   };
-  // Sends rev's events to a synced watcher, any kind. False when its stream
-  // is behind and the watcher became unsynced instead (it left its synced
-  // list).
+  // Sends rev's events to a synced watcher, any kind. When its stream is
+  // behind, the watcher becomes unsynced instead (and leaves its synced list,
+  // whose last entry takes its slot).
   std::string filtered_body;
-  auto deliver = [&](Watcher* w, size_t more) -> bool {
-    if (rev < w->next_rev) return true;  // starts at a later revision
+  auto deliver = [&](Watcher* w, size_t more) {
+    if (rev < w->next_rev) return;  // starts at a later revision
     Stream* s = w->stream;
     const auto& matched = MatchedEvents(w->range, events);
     if (matched.empty()) {
       w->next_rev = rev + 1;
-      return true;
+      return;
     }
     if (s->behind) {
       MakeUnsynced(w, rev);  // falls behind; the syncer resends from history
-      return false;
+      return;
     }
     w->next_rev = rev + 1;
     const absl::InlinedVector<uint32_t, 2>* idxs = &matched;
@@ -410,7 +413,7 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
       for (uint32_t i : matched) {
         if (Matches(*w, events[i])) kept.push_back(i);
       }
-      if (kept.empty()) return true;
+      if (kept.empty()) return;
       idxs = &kept;
     }
     if (w->prev_kv) {  // per-watcher content: the slow path
@@ -420,7 +423,7 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
         FillPrevKv(&out.back());
       }
       SendEvents(w, rev, std::move(out));
-      return true;
+      return;
     }
     const std::string* body = &range_blob(w->range);
     if (idxs == &kept) {
@@ -433,12 +436,11 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
       std::vector<mvccpb::Event> out;
       for (uint32_t i : *idxs) out.push_back(events[i]);
       SendEvents(w, rev, std::move(out));
-      return true;
+      return;
     }
     w->sent_since_progress = true;
     delivered += idxs->size();
     write_response(s, w->id, *body, more);
-    return true;
   };
 
   // Watchers of single keys: found by each event's key.
