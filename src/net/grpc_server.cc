@@ -638,7 +638,9 @@ Task<void> GrpcServer::ServeConnection(std::shared_ptr<GrpcConnection> conn) {
   // The last frames (replies, a GOAWAY saying why) leave, within a bound.
   Timer give_up([socket] { socket->Close(); });
   give_up.ArmAfter(conn->loop(), std::chrono::seconds(1));
-  co_await socket->Drained();
+  // Drained or cut short by the timer, the socket closes next.
+  auto drained = co_await socket->Drained();
+  (void)drained;
   socket->Close();
   connections_.fetch_sub(1, std::memory_order_relaxed);
   conn.reset();

@@ -514,7 +514,9 @@ void Server::Shutdown(Clock::duration grace) {
         net::Socket* socket = conn->socket.get();
         net::Timer give_up([socket] { socket->Close(); });
         give_up.Arm(raw->loop, give_up_at);
-        co_await socket->Drained();
+        // Drained or cut short by the timer, the socket closes next.
+        auto drained = co_await socket->Drained();
+        (void)drained;
         socket->Close();
       }
       raw->connections.clear();
