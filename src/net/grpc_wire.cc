@@ -48,8 +48,8 @@ std::string PercentEncodeGrpcMessage(std::string_view message) {
 }
 
 void AppendGrpcMessagePrefix(Buffer* out, size_t size) {
-  char prefix[5] = {0, static_cast<char>(size >> 24), static_cast<char>(size >> 16),
-                    static_cast<char>(size >> 8), static_cast<char>(size)};
+  char prefix[5];
+  EncodeGrpcMessagePrefix(prefix, size);
   if (!out->empty()) {
     out->Append(std::string_view(prefix, sizeof(prefix)));
     return;

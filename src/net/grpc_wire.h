@@ -29,17 +29,22 @@ std::string PercentEncodeGrpcMessage(std::string_view message);
 // Appends the length prefix of an uncompressed message of `size` bytes.
 void AppendGrpcMessagePrefix(Buffer* out, size_t size);
 
+// Writes the 5-byte prefix of an uncompressed message of `size` bytes at out.
+inline void EncodeGrpcMessagePrefix(char* out, size_t size) {
+  out[0] = 0;
+  out[1] = static_cast<char>(size >> 24);
+  out[2] = static_cast<char>(size >> 16);
+  out[3] = static_cast<char>(size >> 8);
+  out[4] = static_cast<char>(size);
+}
+
 // One length-prefixed message in a single block of exactly its size (a
 // reply costs one allocation); `fill(char* out)` writes the `size` bytes.
 template <typename Fill>
 Buffer FrameGrpcMessage(size_t size, Fill&& fill) {
   Buffer out;
   std::span<char> room = out.Reserve(5 + size, 5 + size);
-  room[0] = 0;
-  room[1] = static_cast<char>(size >> 24);
-  room[2] = static_cast<char>(size >> 16);
-  room[3] = static_cast<char>(size >> 8);
-  room[4] = static_cast<char>(size);
+  EncodeGrpcMessagePrefix(room.data(), size);
   fill(room.data() + 5);
   out.Commit(5 + size);
   return out;

@@ -7,6 +7,7 @@
 #include "base/coding.h"
 #include "base/logging.h"
 #include "base/thread_name.h"
+#include "net/grpc_wire.h"
 #include "store/errors.h"
 
 namespace capstan::store {
@@ -33,15 +34,10 @@ void AppendField(std::string* out, int field, const std::string& bytes) {
 }  // namespace
 
 void WatchSink::SendFramed(net::Buffer framed) {
-  std::string scratch;
-  while (framed.size() >= 5) {
-    std::string_view prefix = framed.Peek(5, &scratch);
-    size_t size = (static_cast<size_t>(static_cast<uint8_t>(prefix[1])) << 24) |
-                  (static_cast<size_t>(static_cast<uint8_t>(prefix[2])) << 16) |
-                  (static_cast<size_t>(static_cast<uint8_t>(prefix[3])) << 8) |
-                  static_cast<size_t>(static_cast<uint8_t>(prefix[4]));
-    framed.Consume(5);
-    SendEncoded(framed.Cut(std::min(size, framed.size())).ToString());
+  net::GrpcMessageReader reader(framed.size());
+  for (size_t i = 0; i < framed.slice_count(); ++i) reader.Append(framed.slice(i));
+  for (auto next = reader.Next(); next.ok() && next->has_value(); next = reader.Next()) {
+    SendEncoded((*next)->ToString());
   }
 }
 
@@ -374,12 +370,8 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
     }
     char* p = s->room.data() + s->room_used;
     char* start = p;
-    *p++ = 0;  // uncompressed
-    p[0] = static_cast<char>(size >> 24);
-    p[1] = static_cast<char>(size >> 16);
-    p[2] = static_cast<char>(size >> 8);
-    p[3] = static_cast<char>(size);
-    p += 4;
+    net::EncodeGrpcMessagePrefix(p, size);
+    p += 5;
     std::memcpy(p, header_field.data(), header_field.size());
     p += header_field.size();
     if (id != 0) {  // proto3 leaves a zero field out
