@@ -39,6 +39,23 @@ class WalTest : public ::testing::Test {
     return Wal::Open(dir_, opts, state);
   }
 
+  // Appends `entries` to the log in dir_, syncs and closes it.
+  void WriteSynced(WalState* state, const std::vector<Entry>& entries) {
+    auto wal = Open(state);
+    ASSERT_TRUE(wal.ok()) << wal.status();
+    ASSERT_TRUE((*wal)->Append(entries).ok());
+    ASSERT_TRUE((*wal)->Sync().ok());
+  }
+  // Overwrites bytes of the newest segment at `offset`, as a torn or corrupt
+  // write would leave them; returns the segment's path.
+  fs::path OverwriteNewestSegment(std::streamoff offset, std::string_view bytes) {
+    fs::path seg = Segments().back();
+    std::fstream f(seg, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(offset);
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    return seg;
+  }
+
   std::vector<fs::path> Segments() {
     std::vector<fs::path> v;
     for (auto& e : fs::directory_iterator(dir_)) v.push_back(e.path());
@@ -227,18 +244,10 @@ TEST_F(WalTest, PreallocationStopsAtTheSegmentSize) {
 
 TEST_F(WalTest, RepairsTornTailInsidePreallocatedZeros) {
   WalState state;
-  {
-    auto wal = Open(&state);
-    ASSERT_TRUE((*wal)->Append(Entries(1, 10, 100)).ok());
-    ASSERT_TRUE((*wal)->Sync().ok());
-  }
-  fs::path seg = Segments().back();
-  {
-    // A torn write: the last record's final bytes never reached the disk.
-    std::fstream f(seg, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(static_cast<std::streamoff>(kFirstEntryOffset + 10 * kEntry100Bytes - 30));
-    f << std::string(30, '\0');
-  }
+  WriteSynced(&state, Entries(1, 10, 100));
+  // A torn write: the last record's final bytes never reached the disk.
+  OverwriteNewestSegment(static_cast<std::streamoff>(kFirstEntryOffset + 10 * kEntry100Bytes - 30),
+                         std::string(30, '\0'));
   {
     auto wal = Open(&state);
     ASSERT_TRUE(wal.ok()) << wal.status();
@@ -254,11 +263,7 @@ TEST_F(WalTest, RepairsTornTailInsidePreallocatedZeros) {
 
 TEST_F(WalTest, RepairsZeroFilledTail) {
   WalState state;
-  {
-    auto wal = Open(&state);
-    ASSERT_TRUE((*wal)->Append(Entries(1, 5)).ok());
-    ASSERT_TRUE((*wal)->Sync().ok());
-  }
+  WriteSynced(&state, Entries(1, 5));
   std::ofstream(Segments().back(), std::ios::app) << std::string(4096, '\0');
   auto wal = Open(&state);
   ASSERT_TRUE(wal.ok()) << wal.status();
@@ -267,18 +272,9 @@ TEST_F(WalTest, RepairsZeroFilledTail) {
 
 TEST_F(WalTest, RefusesCorruptionBeforeIntactRecords) {
   WalState state;
-  {
-    auto wal = Open(&state);
-    ASSERT_TRUE((*wal)->Append(Entries(1, 10, 100)).ok());
-    ASSERT_TRUE((*wal)->Sync().ok());
-  }
-  fs::path seg = Segments().back();
-  {
-    std::fstream f(seg, std::ios::in | std::ios::out | std::ios::binary);
-    // This lands inside the third entry's payload.
-    f.seekp(kFirstEntryOffset + kEntry100Bytes * 2 + 40);
-    f.put('X');
-  }
+  WriteSynced(&state, Entries(1, 10, 100));
+  // This lands inside the third entry's payload.
+  fs::path seg = OverwriteNewestSegment(kFirstEntryOffset + kEntry100Bytes * 2 + 40, "X");
   auto wal = Open(&state);
   ASSERT_FALSE(wal.ok());
   EXPECT_EQ(wal.status().code(), absl::StatusCode::kDataLoss);

@@ -76,13 +76,8 @@ void FaultProxy::AcceptLoop() {
       ::close(client);
       continue;
     }
-    int upstream = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(static_cast<uint16_t>(target_port_));
-    if (::connect(upstream, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-      ::close(upstream);
+    int upstream = ConnectLoopback(target_port_);
+    if (upstream < 0) {
       ::close(client);
       continue;
     }

@@ -7,6 +7,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <future>
 
 #include "etcd/etcdserverpb/rpc.grpc.pb.h"
@@ -87,12 +89,8 @@ TEST_P(GarbageTest, UnknownMethodsAndServicesAreUnimplemented) {
 }
 
 TEST_P(GarbageTest, BytesThatAreNotHttp2CloseOnlyThatConnection) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(server_->port()));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  int fd = ConnectLoopback(server_->port());
+  ASSERT_GE(fd, 0) << std::strerror(errno);
   std::string junk = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + std::string(64, '\xee');
   ASSERT_EQ(::write(fd, junk.data(), junk.size()), static_cast<ssize_t>(junk.size()));
   timeval tv{10, 0};

@@ -15,6 +15,8 @@ namespace capstan::e2e {
 
 // A port on 127.0.0.1 that was free a moment ago.
 int PickFreePort();
+// A TCP connection to 127.0.0.1:port (a blocking socket), or -1.
+int ConnectLoopback(int port);
 
 // A temporary directory removed (recursively) on destruction.
 class TempDir {
