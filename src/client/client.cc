@@ -41,6 +41,21 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   return c;
 }
 
+Client::~Client() {
+  std::unique_lock<std::mutex> lock(calls_mu_);
+  calls_cv_.wait(lock, [&] { return calls_in_flight_ == 0; });
+}
+
+Client::CallInFlight::CallInFlight(Client* client) : client_(client) {
+  std::lock_guard<std::mutex> lock(client_->calls_mu_);
+  ++client_->calls_in_flight_;
+}
+
+Client::CallInFlight::~CallInFlight() {
+  std::lock_guard<std::mutex> lock(client_->calls_mu_);
+  if (--client_->calls_in_flight_ == 0) client_->calls_cv_.notify_all();
+}
+
 Client::Conn& Client::Next() { return conns_[next_.fetch_add(1) % conns_.size()]; }
 
 template <typename Resp, typename Call>
@@ -144,12 +159,14 @@ absl::StatusOr<int64_t> Client::LeaseKeepAliveOnce(int64_t id) {
 template <typename Req, typename Resp, typename Method>
 void Client::Async(const Req& req, Callback<Resp> done, Method method) {
   struct Call {
+    explicit Call(Client* client) : in_flight(client) {}
+    CallInFlight in_flight;  // first member: released after ctx lets go of the channel
     grpc::ClientContext ctx;
     Req req;
     Resp resp;
     Callback<Resp> done;
   };
-  auto call = std::make_shared<Call>();
+  auto call = std::make_shared<Call>(this);
   call->ctx.set_deadline(std::chrono::system_clock::now() + options_.timeout);
   call->req = req;
   call->done = std::move(done);

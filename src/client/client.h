@@ -8,14 +8,19 @@
 // `channels` separate HTTP/2 connections to the endpoints, because one
 // connection serializes on a single gRPC I/O path and caps throughput.
 //
-// Thread-safety: every method may be called from any thread.
+// Thread-safety: every method may be called from any thread. Destroying the
+// Client waits until every async call it started has finished (its callback
+// has run and gRPC has let go of it), so a callback must not destroy its own
+// Client.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -45,6 +50,7 @@ class Watch {
 class Client {
  public:
   static absl::StatusOr<std::unique_ptr<Client>> Connect(ClientOptions options);
+  ~Client();
 
   // Blocking calls.
   absl::StatusOr<etcdserverpb::PutResponse> Put(const std::string& key, const std::string& value,
@@ -86,6 +92,21 @@ class Client {
     std::unique_ptr<etcdserverpb::Lease::Stub> lease;
     std::unique_ptr<etcdserverpb::Watch::Stub> watch;
   };
+  // Counts an async call from its start until gRPC has dropped it. A finished
+  // call still holds its channel for a moment on a gRPC callback thread; if the
+  // channel's last reference went with it, the channel would be destroyed on
+  // that thread and tear down the completion queue the thread is reading.
+  class CallInFlight {
+   public:
+    explicit CallInFlight(Client* client);
+    ~CallInFlight();
+    CallInFlight(const CallInFlight&) = delete;
+    CallInFlight& operator=(const CallInFlight&) = delete;
+
+   private:
+    Client* client_;
+  };
+
   explicit Client(ClientOptions options) : options_(std::move(options)) {}
   Conn& Next();
   template <typename Resp, typename Call>
@@ -96,6 +117,9 @@ class Client {
   ClientOptions options_;
   std::vector<Conn> conns_;
   std::atomic<uint64_t> next_{0};
+  std::mutex calls_mu_;
+  std::condition_variable calls_cv_;
+  int64_t calls_in_flight_ = 0;  // guarded by calls_mu_
 };
 
 }  // namespace capstan::client
