@@ -124,6 +124,15 @@ void EventLoop::RunPosted() {
   posted_running_.clear();
 }
 
+void EventLoop::RunTurnEnd() {
+  // What these add (or schedule) runs in a later turn: the wait below does
+  // not block while anything is ready.
+  turn_end_running_.swap(turn_end_);
+  for (auto& fn : turn_end_running_) std::move(fn)();
+  turn_end_running_.clear();
+  RunReady();
+}
+
 void EventLoop::FlushSockets() {
   // The list holds references, so a socket released by its owner during the
   // turn still flushes (or, closed, does nothing) safely.
@@ -149,9 +158,10 @@ void EventLoop::Run() {
     RunReady();
     FireTimers();
     RunReady();
+    RunTurnEnd();
     FlushSockets();
     std::chrono::nanoseconds timeout(-1);
-    if (!ready_.empty()) {
+    if (!ready_.empty() || !turn_end_.empty()) {
       timeout = std::chrono::nanoseconds(0);
     } else {
       sleeping_.store(true, std::memory_order_seq_cst);
@@ -174,6 +184,7 @@ void EventLoop::Run() {
   do {
     RunPosted();
     RunReady();
+    RunTurnEnd();
     FlushSockets();
     io_->Wait(io_->busy_sockets() > 0 ? std::chrono::nanoseconds(std::chrono::milliseconds(1))
                                       : std::chrono::nanoseconds(0));

@@ -142,6 +142,11 @@ class EventLoop {
   };
   YieldAwaiter Yield() { return YieldAwaiter{this}; }
 
+  // Loop thread only: runs fn once at the end of this turn, after every
+  // ready coroutine and before the turn's output is flushed (so work that
+  // the turn's requests share, e.g. one log round for all their writes, runs
+  // once and its answers leave with the turn).
+  void AtTurnEnd(absl::AnyInvocable<void() &&> fn) { turn_end_.push_back(std::move(fn)); }
   // Sockets with output written this turn; flushed before the loop waits.
   void MarkForFlush(Socket* socket);
   IoBackend* io() { return io_.get(); }
@@ -161,6 +166,7 @@ class EventLoop {
   void RunPosted();
   void FireTimers();
   void FlushSockets();
+  void RunTurnEnd();
 
   // Timer heap (min-heap by deadline), intrusive through Timer::heap_index_.
   void HeapInsert(Timer* t);
@@ -181,6 +187,8 @@ class EventLoop {
   std::vector<std::coroutine_handle<>> running_;
   std::vector<Timer*> timers_;
   std::vector<std::shared_ptr<Socket>> flush_;
+  std::vector<absl::AnyInvocable<void() &&>> turn_end_;
+  std::vector<absl::AnyInvocable<void() &&>> turn_end_running_;
   Stats stats_;
 
   Mutex post_mu_;

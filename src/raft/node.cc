@@ -24,6 +24,10 @@ Node::Node(NodeOptions options, StateMachine* sm) : options_(std::move(options))
     proposals_dropped_ = options_.metrics->AddCounter(
         "capstan_raft_proposals_dropped_total",
         "Proposals that never entered the log (no leader in time, refused, disk failure).");
+    proposer_rounds_ = options_.metrics->AddCounter(
+        "capstan_raft_proposer_rounds_total",
+        "Raft rounds a request's event loop ran itself because the raft loop was idle (lone "
+        "voter, one write at a time).");
     options_.metrics->AddGaugeFunc("capstan_raft_term", "Current Raft term.",
                                    [this] { return static_cast<double>(term_.load()); });
     options_.metrics->AddGaugeFunc("capstan_raft_is_leader", "1 on the leader, else 0.",
@@ -120,6 +124,11 @@ void Node::Stop() {
   }
   cv_.notify_all();
   if (loop_.joinable()) loop_.join();
+  // A proposer may be driving a round (it may still hand the applier work):
+  // wait for it, and let none start.
+  std::lock_guard<std::mutex> core(core_mu_);
+  core_closed_ = true;
+  lone_leader_ = false;
   {
     std::lock_guard<std::mutex> lock(apply_mu_);
     apply_stopping_ = true;
@@ -157,7 +166,7 @@ absl::Status Node::Health() const {
   return failure_;
 }
 
-absl::Status Node::Propose(std::string data) {
+absl::Status Node::Propose(std::string data, bool defer_wake) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!failure_.ok()) return failure_;
@@ -168,8 +177,30 @@ absl::Status Node::Propose(std::string data) {
     proposal_bytes_ += data.size();
     proposals_.push_back(std::move(data));
   }
-  cv_.notify_one();
+  if (!defer_wake) cv_.notify_one();
   return absl::OkStatus();
+}
+
+void Node::DriveOrWake(size_t max_entries) {
+  // try_lock, not lock: a busy loop takes these proposals with its next
+  // round (group commit); waiting here would only serialize the proposers.
+  if (lone_leader_.load() && core_mu_.try_lock()) {
+    std::lock_guard<std::mutex> core(core_mu_, std::adopt_lock);
+    bool small;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      small = proposals_.size() <= max_entries && !stopping_ && failure_.ok();
+    }
+    // Recent rounds carried more: writers are concurrent, and the ones behind
+    // this proposal are better served by a caller that keeps reading.
+    small = small && round_entries_x16_.load(std::memory_order_relaxed) <= max_entries * 16 + 8;
+    if (small && !core_closed_) {
+      RunRound();
+      if (proposer_rounds_) proposer_rounds_->Inc();
+      return;
+    }
+  }
+  cv_.notify_one();
 }
 
 absl::Status Node::RunOnLoop(std::function<absl::Status()> fn) {
@@ -280,9 +311,13 @@ void Node::Loop() {
   auto next_tick = Clock::now() + options_.tick;
   // Committed entries recovered from disk (or the bootstrap membership) are
   // handed on at once, and a lone voter campaigns without waiting for a tick.
-  ProcessReady();
-  RetryHeldWork(false);
-  ProcessReady();
+  {
+    std::lock_guard<std::mutex> core(core_mu_);
+    ProcessReady();
+    RetryHeldWork(false);
+    ProcessReady();
+    PublishLoneLeader();
+  }
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -292,18 +327,35 @@ void Node::Loop() {
       });
       if (stopping_ || !failure_.ok()) return;
     }
-    DrainInputs();
-    bool tick = Clock::now() >= next_tick;
-    if (tick) {
-      raft_->Tick();
-      next_tick += options_.tick;
-      // After a long stall (a slow fsync, a stopped process) do not fire a
-      // burst of ticks: that would expire election timers all at once.
-      if (next_tick < Clock::now()) next_tick = Clock::now() + options_.tick;
+    std::lock_guard<std::mutex> core(core_mu_);
+    if (failed_) return;  // a proposer's round failed the log
+    if (Clock::now() < next_tick) {
+      RunRound();
+      continue;
     }
-    RetryHeldWork(tick);
+    DrainInputs();
+    raft_->Tick();
+    next_tick += options_.tick;
+    // After a long stall (a slow fsync, a stopped process) do not fire a
+    // burst of ticks: that would expire election timers all at once.
+    if (next_tick < Clock::now()) next_tick = Clock::now() + options_.tick;
+    RetryHeldWork(true);
     ProcessReady();
+    PublishLoneLeader();
   }
+}
+
+void Node::RunRound() {
+  DrainInputs();
+  RetryHeldWork(false);
+  ProcessReady();
+  PublishLoneLeader();
+}
+
+void Node::PublishLoneLeader() {
+  const ConfState& conf = raft_->conf();
+  lone_leader_ = raft_->role() == Role::kLeader && conf.voters.size() == 1 &&
+                 conf.voters[0] == options_.id && conf.learners.empty() && !failed_;
 }
 
 void Node::DrainInputs() {
@@ -456,6 +508,12 @@ void Node::ProcessReady() {
         return m.type == MsgType::kAppend || m.type == MsgType::kHeartbeat;
       });
       if (Transport* t = transport_.load(); t != nullptr) t->Send(std::move(early));
+    }
+    if (!rd.entries.empty()) {
+      // A moving average (x16) of the entries a round appends.
+      uint32_t avg = round_entries_x16_.load(std::memory_order_relaxed);
+      uint32_t n = static_cast<uint32_t>(std::min<size_t>(rd.entries.size(), 1 << 16));
+      round_entries_x16_.store(avg - avg / 8 + n * 2, std::memory_order_relaxed);
     }
     absl::Status st = wal_->Append(rd.entries);
     if (st.ok() && rd.hard_state) st = wal_->SaveHardState(*rd.hard_state);

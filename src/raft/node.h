@@ -9,6 +9,11 @@
 //    overlaps with applying batch N. Snapshots for peers are cut here too, so
 //    their content matches exactly the entries applied.
 //
+// The core is not tied to the raft loop's thread: whoever holds core_mu_ runs
+// a round. A lone voter's proposer (an event loop answering one write at a
+// time) runs the round itself when the raft loop is idle (DriveOrWake),
+// which spares the two thread hand-offs per write that dominate its cost.
+//
 // Proposals arriving while there is no leader are held (not failed) for up to
 // `hold_without_leader`, since an election usually ends sooner. A WAL write or
 // fsync failure is not retried (the page cache state is unknown after a failed
@@ -103,7 +108,21 @@ class Node {
 
   // Queues `data` for the log. OK means queued, not committed: the outcome
   // reaches the proposer through the state machine (or on_dropped).
-  absl::Status Propose(std::string data);
+  //
+  // With `defer_wake` the raft loop is not woken: the caller promises to call
+  // DriveOrWake soon (an event loop does at the end of its turn, so that the
+  // turn's proposals share one round).
+  absl::Status Propose(std::string data, bool defer_wake = false);
+  // Gets queued proposals moving. A member that is the only voter, whose raft
+  // loop is idle and that has at most `max_entries` proposals queued runs
+  // the round on the calling thread: it appends, syncs and applies, so the
+  // outcome is delivered before this returns. That saves two thread
+  // hand-offs per write when writes come one at a time, which on a VM cost
+  // more CPU than the write itself; larger batches go to the raft loop so
+  // that the caller keeps reading requests while the log syncs. Otherwise
+  // it wakes the raft loop. Only callers that hold no locks the state
+  // machine's callbacks take (event loops answering requests) may call it.
+  void DriveOrWake(size_t max_entries);
   // Proposes a membership change; fails at once when the core refuses it
   // (not the leader, another change in progress, ...).
   absl::Status ProposeConfChange(const ConfChange& cc);
@@ -168,6 +187,10 @@ class Node {
   void HandleCommitted(std::vector<Entry> committed);
   void ServeReadStates(const std::vector<ReadState>& states);
   void RetryHeldWork(bool tick);
+  // One round without a tick (inputs, held work, ready), then publishes
+  // whether a proposer may drive the next one. Under core_mu_.
+  void RunRound();
+  void PublishLoneLeader();
   void Fail(const absl::Status& st, std::vector<std::string> dropped);
   void PublishState();
   void EnqueueApply(ApplyItem item);
@@ -191,6 +214,17 @@ class Node {
   uint64_t compact_to_ = 0;
   std::atomic<bool> stopping_{false};
   absl::Status failure_;
+
+  // Held by whichever thread runs the core: the raft loop, or a proposer
+  // driving a round itself (Propose with drive_if_idle). Everything marked
+  // "raft loop only" is guarded by it.
+  std::mutex core_mu_;
+  bool core_closed_ = false;  // Stop has taken the core's state; guarded by core_mu_
+  // The core is a leader that is the only voter (no learners): a round
+  // commits what it appends, so a proposer can drive one.
+  std::atomic<bool> lone_leader_{false};
+  // Entries per round, averaged over the last few rounds, times 16.
+  std::atomic<uint32_t> round_entries_x16_{16};
 
   // Raft-loop-only state.
   struct HeldProposals {
@@ -225,6 +259,7 @@ class Node {
   metrics::Histogram* batch_entries_ = nullptr;
   metrics::Counter* leader_changes_ = nullptr;
   metrics::Counter* proposals_dropped_ = nullptr;
+  metrics::Counter* proposer_rounds_ = nullptr;
 };
 
 }  // namespace capstan::raft

@@ -38,8 +38,10 @@ class StateMachine {
  public:
   virtual ~StateMachine() = default;
   // Applies committed entries, in index order, each exactly once per process
-  // lifetime, always from the same thread. Entries at or below the index the
-  // state machine reported at startup are never passed again.
+  // lifetime, one batch at a time (never concurrently, though not always
+  // from the same thread: the applier, the raft loop or a proposer driving
+  // a round, with a happens-before edge between consecutive batches). Entries at or below the index
+  // the state machine reported at startup are never passed again.
   virtual void ApplyBatch(const CommittedBatch& batch) = 0;
   // Writes a consistent snapshot of everything applied so far into `dir`
   // (which does not exist yet) and returns what it covers.

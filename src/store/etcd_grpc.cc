@@ -49,10 +49,13 @@ void Answer(Store* store, const GrpcCallPtr& call, const absl::Status& st, Resp*
 // Proposes `entry`; the applied result answers the call.
 template <typename Resp>
 void ProposeAndAnswer(Store* store, const GrpcCallPtr& call, LogEntry entry) {
-  store->Propose(std::move(entry), [store, call](absl::Status st, google::protobuf::Message* msg) {
-    if (st.ok() && msg == nullptr) st = absl::InternalError("no apply result");
-    Answer(store, call, st, static_cast<Resp*>(msg));
-  });
+  store->ProposeFromLoop(
+      std::move(entry),
+      [store, call](absl::Status st, google::protobuf::Message* msg) {
+        if (st.ok() && msg == nullptr) st = absl::InternalError("no apply result");
+        Answer(store, call, st, static_cast<Resp*>(msg));
+      },
+      call->loop());
 }
 
 // Parses the request of a unary call, or ends the call as gRPC does for a

@@ -358,6 +358,23 @@ void Store::Stop() {
 }
 
 void Store::Propose(LogEntry entry, ApplyDone done) {
+  ProposeImpl(std::move(entry), std::move(done), /*defer_wake=*/false);
+}
+
+void Store::ProposeFromLoop(LogEntry entry, ApplyDone done, net::EventLoop* loop) {
+  // One drive per loop turn and store (a process may hold several stores in
+  // tests); the turn's other proposals ride along.
+  thread_local std::vector<Store*> drive_pending;
+  ProposeImpl(std::move(entry), std::move(done), /*defer_wake=*/true);
+  if (std::find(drive_pending.begin(), drive_pending.end(), this) != drive_pending.end()) return;
+  drive_pending.push_back(this);
+  loop->AtTurnEnd([this] {
+    std::erase(drive_pending, this);
+    node_->DriveOrWake(kMaxEntriesDrivenByLoop);
+  });
+}
+
+void Store::ProposeImpl(LogEntry entry, ApplyDone done, bool defer_wake) {
   if (stopping_) {
     done(ErrStopped(), nullptr);
     return;
@@ -378,7 +395,7 @@ void Store::Propose(LogEntry entry, ApplyDone done) {
     std::lock_guard<std::mutex> lock(waiters_mu_);
     waiters_[id] = {std::move(done), clock_->Now() + options_.request_timeout};
   }
-  absl::Status st = node_->Propose(std::move(data));
+  absl::Status st = node_->Propose(std::move(data), defer_wake);
   if (!st.ok()) {
     ApplyDone d = TakeWaiter(id);
     if (!d) return;

@@ -29,6 +29,7 @@
 #include "base/clock.h"
 #include "base/metrics.h"
 #include "capstan/peer.grpc.pb.h"
+#include "net/event_loop.h"
 #include "raft/node.h"
 #include "raft/replicated_log.h"
 #include "store/apply.h"
@@ -90,6 +91,10 @@ class Store final : public raft::StateMachine {
   // Proposes a mutating request. `done` runs exactly once: on apply with the
   // response, or with an error (rejected, timed out, stopped).
   void Propose(LogEntry entry, ApplyDone done);
+  // The same from an event loop thread: the proposal waits for the end of
+  // the loop's turn, when one DriveOrWake moves all of the turn's proposals
+  // (on a lone member with an idle log, by running the round right there).
+  void ProposeFromLoop(LogEntry entry, ApplyDone done, net::EventLoop* loop);
   // Proposes a membership change for `member`; `done` gets a
   // MemberListResponse (the changed member first) once it is applied.
   void ProposeConfChange(raft::ConfChange::Type type, const etcdserverpb::Member& member,
@@ -161,6 +166,10 @@ class Store final : public raft::StateMachine {
   void OnLeaderChange(uint64_t leader, uint64_t term);
   void FailDropped(const absl::Status& st, std::vector<std::string> dropped);
   ApplyDone TakeWaiter(uint64_t request_id);
+  void ProposeImpl(LogEntry entry, ApplyDone done, bool defer_wake);
+  // Past this many queued proposals a loop hands the round to the raft loop
+  // and goes back to reading requests while the log syncs.
+  static constexpr size_t kMaxEntriesDrivenByLoop = 1;
   void RunReads(uint64_t applied);
   void BackgroundLoop();
   void ReadLoop();
