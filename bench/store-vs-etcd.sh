@@ -22,6 +22,11 @@ WORK_PREFIX=/var/tmp/capstan-bench
 source "$ROOT/bench/store-cluster.sh"
 RESULTS="$WORK/results.jsonl"
 
+# Requests go over raw HTTP/2 (bench/raw_unary.h): the gRPC C++ client costs
+# the shared cores ~30 us per call, as much as a capstan put, and capped the
+# throughput rows. BENCH_CLIENT=grpc measures with the client library instead.
+BENCH_CLIENT=${BENCH_CLIENT:-raw}
+
 # run SYSTEM SIZE ROUND WORKLOAD CLIENTS [extra bench flags...]
 run() {
   local system=$1 size=$2 round=$3 workload=$4 clients=$5 row=$4
@@ -37,7 +42,8 @@ run() {
   # A run with errors still prints its JSON (errors are counted in the report);
   # one that prints nothing is reported and skipped, not fatal to the whole run.
   json=$("$CAPSTAN" bench store --endpoints "$ENDPOINTS" --pid "$SERVER_PIDS" --workload "$workload" \
-    --clients "$clients" --conns "$conns" --total "$total" --no-progress --json "$@") || true
+    --clients "$clients" --conns "$conns" --total "$total" --client "$BENCH_CLIENT" \
+    --no-progress --json "$@") || true
   if [[ -z $json ]]; then
     echo "  $system x$size $row c=$clients $*: no result (server logs kept in $WORK/failed-*)" >&2
     for log in "$WORK/$system-$size"-*.log; do

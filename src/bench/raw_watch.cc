@@ -1,5 +1,7 @@
 #include "bench/raw_watch.h"
 
+#include "bench/raw_h2.h"
+
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -210,50 +212,14 @@ struct RawWatchConnection::Session {
   }
 };
 
-namespace {
-
-// The length in a gRPC message prefix. REQUIRES: prefix.size() >= 5.
-size_t MessageSize(std::string_view prefix) {
-  return (static_cast<size_t>(static_cast<uint8_t>(prefix[1])) << 24) |
-         (static_cast<size_t>(static_cast<uint8_t>(prefix[2])) << 16) |
-         (static_cast<size_t>(static_cast<uint8_t>(prefix[3])) << 8) |
-         static_cast<size_t>(static_cast<uint8_t>(prefix[4]));
-}
-
-nghttp2_nv Field(const char* name, const std::string& value) {
-  return {reinterpret_cast<uint8_t*>(const_cast<char*>(name)),
-          reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), std::strlen(name),
-          value.size(), NGHTTP2_NV_FLAG_NONE};
-}
-
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<RawWatchConnection>> RawWatchConnection::Start(
     const std::string& endpoint, const std::vector<int>& watchers_per_stream,
     const std::string& prefix, RawWatchCounters* counters) {
-  std::string authority = endpoint;
-  if (authority.starts_with("http://")) authority = authority.substr(7);
-  size_t colon = authority.rfind(':');
-  if (colon == std::string::npos || prefix.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("endpoint ", endpoint, " is not host:port"));
-  }
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  std::string host = authority.substr(0, colon), port = authority.substr(colon + 1);
-  if (int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0) {
-    return absl::UnavailableError(absl::StrCat("resolve ", endpoint, ": ", gai_strerror(rc)));
-  }
+  if (prefix.empty()) return absl::InvalidArgumentError("watch prefix is empty");
+  std::string authority;
+  ASSIGN_OR_RETURN(int fd, ConnectTcp(endpoint, &authority));
   std::unique_ptr<RawWatchConnection> conn(new RawWatchConnection());
-  conn->fd_ = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int rc = conn->fd_ < 0 ? -1 : ::connect(conn->fd_, res->ai_addr, res->ai_addrlen);
-  ::freeaddrinfo(res);
-  if (rc != 0) {
-    return absl::UnavailableError(absl::StrCat("connect ", endpoint, ": ", std::strerror(errno)));
-  }
-  int one = 1;
-  ::setsockopt(conn->fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  conn->fd_ = fd;
 
   auto session = std::make_unique<Session>();
   session->counters = counters;
@@ -285,7 +251,7 @@ absl::StatusOr<std::unique_ptr<RawWatchConnection>> RawWatchConnection::Start(
             in.remove_prefix(take);
             if (s->pending.size() < 5) return 0;
           }
-          size_t whole = 5 + MessageSize(s->pending);
+          size_t whole = 5 + GrpcMessageSize(s->pending);
           size_t take = std::min(whole - s->pending.size(), in.size());
           s->pending.append(in.substr(0, take));
           in.remove_prefix(take);
@@ -294,7 +260,7 @@ absl::StatusOr<std::unique_ptr<RawWatchConnection>> RawWatchConnection::Start(
           s->pending.clear();
         }
         while (in.size() >= 5) {
-          size_t whole = 5 + MessageSize(in);
+          size_t whole = 5 + GrpcMessageSize(in);
           if (in.size() < whole) break;
           if (!scan(in.substr(0, whole))) return NGHTTP2_ERR_CALLBACK_FAILURE;
           in.remove_prefix(whole);
@@ -333,9 +299,9 @@ absl::StatusOr<std::unique_ptr<RawWatchConnection>> RawWatchConnection::Start(
       s->body.append(prefix_bytes, 5);
       s->body += one_request;
     }
-    nghttp2_nv headers[] = {Field(":method", post),      Field(":scheme", http),
-                            Field(":path", path),        Field(":authority", authority),
-                            Field("content-type", grpc), Field("te", trailers)};
+    nghttp2_nv headers[] = {HeaderField(":method", post),      HeaderField(":scheme", http),
+                            HeaderField(":path", path),        HeaderField(":authority", authority),
+                            HeaderField("content-type", grpc), HeaderField("te", trailers)};
     nghttp2_data_provider body;
     body.source.ptr = s.get();
     body.read_callback = &Stream::ReadBody;

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/measure.h"
+#include "bench/raw_unary.h"
 #include "bench/raw_watch.h"
 #include "client/client.h"
 #include "net/url.h"
@@ -253,6 +254,31 @@ std::string StoreBenchResult::Json() const {
       client_cpu_us_per_op);
 }
 
+namespace {
+
+// One call of a request workload, through the raw HTTP/2 pool when there is
+// one (on its thread) or the gRPC client; `reply` gets the response, parsed
+// only when `parse` is set (the pool hands back bytes).
+template <typename Resp, typename Req, typename GrpcAsync>
+void SendCall(RawUnaryPool* raw, int client, const std::string& path, const Req& req,
+              GrpcAsync grpc_async, bool parse, std::function<void(absl::Status, Resp)> reply) {
+  if (raw == nullptr) {
+    grpc_async(req, std::move(reply));
+    return;
+  }
+  raw->Send(client, path, req.SerializeAsString(),
+            [parse, reply = std::move(reply)](absl::Status st, std::string_view bytes) {
+              Resp resp;
+              if (st.ok() && parse &&
+                  !resp.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+                st = absl::InternalError("undecodable response");
+              }
+              reply(st, std::move(resp));
+            });
+}
+
+}  // namespace
+
 absl::StatusOr<StoreBenchResult> RunStoreBench(const StoreBenchOptions& o) {
   if (o.clients < 1 || o.connections < 1 || o.total < 1) {
     return absl::InvalidArgumentError("--clients, --connections and --total must be >= 1");
@@ -269,6 +295,10 @@ absl::StatusOr<StoreBenchResult> RunStoreBench(const StoreBenchOptions& o) {
   copts.endpoints = o.endpoints;
   copts.channels = o.connections;
   ASSIGN_OR_RETURN(auto cli, client::Client::Connect(copts));
+  std::unique_ptr<RawUnaryPool> raw;
+  if (o.raw_client) {
+    ASSIGN_OR_RETURN(raw, RawUnaryPool::Connect(o.endpoints, o.connections));
+  }
   std::string value(static_cast<size_t>(o.value_size), 'v');
   bool kube = o.workload.starts_with("txn");
   if (kube) value.assign(512, 'v');
@@ -348,7 +378,10 @@ absl::StatusOr<StoreBenchResult> RunStoreBench(const StoreBenchOptions& o) {
       PutRequest req;
       req.set_key(MakeKey(k, o.key_size));
       req.set_value(value);
-      cli->PutAsync(req, [finish](absl::Status st, PutResponse) { finish(st); });
+      SendCall<PutResponse>(
+          raw.get(), client_id, "/etcdserverpb.KV/Put", req,
+          [&](const PutRequest& q, auto cb) { cli->PutAsync(q, std::move(cb)); }, false,
+          [finish](absl::Status st, PutResponse) { finish(st); });
     } else if (o.workload == "range") {
       RangeRequest req;
       k %= std::min<int64_t>(o.key_space, 100000);
@@ -362,7 +395,10 @@ absl::StatusOr<StoreBenchResult> RunStoreBench(const StoreBenchOptions& o) {
         req.set_limit(o.range_limit);
       }
       req.set_serializable(o.serializable);
-      cli->RangeAsync(req, [finish](absl::Status st, RangeResponse) { finish(st); });
+      SendCall<RangeResponse>(
+          raw.get(), client_id, "/etcdserverpb.KV/Range", req,
+          [&](const RangeRequest& q, auto cb) { cli->RangeAsync(q, std::move(cb)); }, false,
+          [finish](absl::Status st, RangeResponse) { finish(st); });
     } else if (o.workload == "txn-create") {
       // Kubernetes' create: put only if the key does not exist yet.
       TxnRequest txn;
@@ -376,9 +412,12 @@ absl::StatusOr<StoreBenchResult> RunStoreBench(const StoreBenchOptions& o) {
       put->set_key(key);
       put->set_value(value);
       txn.add_failure()->mutable_request_range()->set_key(key);
-      cli->TxnAsync(txn, [finish](absl::Status st, TxnResponse r) {
-        finish(st.ok() && !r.succeeded() ? absl::AbortedError("create found the key") : st);
-      });
+      SendCall<TxnResponse>(
+          raw.get(), client_id, "/etcdserverpb.KV/Txn", txn,
+          [&](const TxnRequest& q, auto cb) { cli->TxnAsync(q, std::move(cb)); }, true,
+          [finish](absl::Status st, TxnResponse r) {
+            finish(st.ok() && !r.succeeded() ? absl::AbortedError("create found the key") : st);
+          });
     } else {
       // Kubernetes' update: put only if nobody changed the key since we read
       // it. Each client owns the keys congruent to its id, so the compare
@@ -397,27 +436,39 @@ absl::StatusOr<StoreBenchResult> RunStoreBench(const StoreBenchOptions& o) {
       put->set_key(key);
       put->set_value(value);
       txn.add_failure()->mutable_request_range()->set_key(key);
-      cli->TxnAsync(txn, [finish, key_index, &revision_of](absl::Status st, TxnResponse r) {
-        if (st.ok() && r.succeeded()) {
-          revision_of[static_cast<size_t>(key_index)] = r.header().revision();
-        } else if (st.ok() && r.responses_size() > 0 &&
-                   r.responses(0).response_range().kvs_size() > 0) {
-          revision_of[static_cast<size_t>(key_index)] =
-              r.responses(0).response_range().kvs(0).mod_revision();
-        }
-        finish(st);
-      });
+      SendCall<TxnResponse>(
+          raw.get(), client_id, "/etcdserverpb.KV/Txn", txn,
+          [&](const TxnRequest& q, auto cb) { cli->TxnAsync(q, std::move(cb)); }, true,
+          [finish, key_index, &revision_of](absl::Status st, TxnResponse r) {
+            if (st.ok() && r.succeeded()) {
+              revision_of[static_cast<size_t>(key_index)] = r.header().revision();
+            } else if (st.ok() && r.responses_size() > 0 &&
+                       r.responses(0).response_range().kvs_size() > 0) {
+              revision_of[static_cast<size_t>(key_index)] =
+                  r.responses(0).response_range().kvs(0).mod_revision();
+            }
+            finish(st);
+          });
     }
   };
 
-  for (int c = 0; c < o.clients; ++c) {
-    issue(c, std::make_shared<std::mt19937_64>(static_cast<uint64_t>(c) * 7919 + 1));
+  auto start_clients = [&] {
+    for (int c = 0; c < o.clients; ++c) {
+      issue(c, std::make_shared<std::mt19937_64>(static_cast<uint64_t>(c) * 7919 + 1));
+    }
+  };
+  if (raw) {
+    raw->Start(start_clients);
+  } else {
+    start_clients();
   }
+  std::string raw_error;
   {
     std::unique_lock<std::mutex> lock(mu);
     int64_t last = 0;
     auto last_at = Clock::now();
     while (!cv.wait_for(lock, std::chrono::seconds(1), [&] { return running.load() == 0; })) {
+      if (raw && !(raw_error = raw->error()).empty()) break;
       if (!o.progress) continue;
       int64_t done = completed.load();
       auto now = Clock::now();
@@ -431,6 +482,8 @@ absl::StatusOr<StoreBenchResult> RunStoreBench(const StoreBenchOptions& o) {
     }
   }
   auto elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  if (raw) raw->Stop();  // before the state its completions use goes away
+  if (!raw_error.empty()) return absl::UnavailableError(absl::StrCat("raw client: ", raw_error));
 
   StoreBenchResult r;
   r.ops = completed.load();

@@ -41,6 +41,9 @@ struct StoreBenchOptions {
   // is the expiry lag (DELETE seen by a watcher minus grant time plus TTL).
   int64_t lease_ttl_seconds = 2;
   bool progress = true;
+  // put, range, txn: send over raw HTTP/2 (bench/raw_unary.h) instead of the
+  // gRPC client, so the generator takes less of the CPU it shares.
+  bool raw_client = false;
 };
 
 struct StoreBenchResult {

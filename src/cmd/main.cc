@@ -313,6 +313,14 @@ void AddBenchStoreFlags(CLI::App* cmd, BenchFlags* f) {
       ->delimiter(',');
   cmd->add_flag("--json", f->json, "Print the result as one JSON line.");
   cmd->add_flag("!--no-progress", o.progress, "No progress line every second.");
+  cmd->add_option(
+      "--client",
+      [&o](const CLI::results_t& r) {
+        o.raw_client = r[0] == "raw";
+        return r[0] == "raw" || r[0] == "grpc";
+      },
+      "put, range, txn: grpc (the C++ client library, default) or raw (HTTP/2 through nghttp2 "
+      "on one thread: a fraction of the generator CPU per call).");
 }
 
 int RunBenchStore(const BenchFlags& f) {
