@@ -370,7 +370,11 @@ void Store::ProposeFromLoop(LogEntry entry, ApplyDone done, net::EventLoop* loop
   drive_pending.push_back(this);
   loop->AtTurnEnd([this] {
     std::erase(drive_pending, this);
-    node_->DriveOrWake(kMaxEntriesDrivenByLoop);
+    // A round applies on the thread that runs it, fan-out included: with many
+    // watchers that costs more than the hand-off it spares, and the loop
+    // would encode every watcher's events before sending any of them.
+    bool many_watchers = hub_->watcher_count() > kMaxWatchersForDriving;
+    node_->DriveOrWake(many_watchers ? 0 : kMaxEntriesDrivenByLoop);
   });
 }
 

@@ -170,6 +170,7 @@ class Store final : public raft::StateMachine {
   // Past this many queued proposals a loop hands the round to the raft loop
   // and goes back to reading requests while the log syncs.
   static constexpr size_t kMaxEntriesDrivenByLoop = 1;
+  static constexpr size_t kMaxWatchersForDriving = 256;
   void RunReads(uint64_t applied);
   void BackgroundLoop();
   void ReadLoop();

@@ -70,11 +70,6 @@ WatchHub::~WatchHub() {
   syncer_.join();
 }
 
-size_t WatchHub::watcher_count() const {
-  MutexLock lock(&mu_);
-  return watcher_count_;
-}
-
 void WatchHub::AddStream(WatchSink* sink) {
   MutexLock lock(&mu_);
   auto s = std::make_unique<Stream>();
@@ -155,7 +150,7 @@ void WatchHub::Create(Stream* s, const etcdserverpb::WatchCreateRequest& req) {
   resp.set_watch_id(id);
   s->sink->Send(std::move(resp));
   ++watcher_count_;
-  if (watchers_gauge_) watchers_gauge_->Set(static_cast<int64_t>(watcher_count_));
+  if (watchers_gauge_) watchers_gauge_->Set(static_cast<int64_t>(watcher_count_.load()));
   w->next_rev = start;
   if (start > published_rev_) {
     MakeSynced(w);
@@ -240,7 +235,7 @@ void WatchHub::RemoveWatcher(Watcher* w) {
   }
   if (unsynced_.erase(w) > 0 && unsynced_gauge_) unsynced_gauge_->Add(-1);
   --watcher_count_;
-  if (watchers_gauge_) watchers_gauge_->Set(static_cast<int64_t>(watcher_count_));
+  if (watchers_gauge_) watchers_gauge_->Set(static_cast<int64_t>(watcher_count_.load()));
   ReleaseRange(w->range);
   int64_t id = w->id;
   w->stream->watchers.erase(id);  // destroys w

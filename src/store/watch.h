@@ -89,7 +89,8 @@ class WatchHub {
   // from the history again (or is cancelled as compacted).
   void Resync();
 
-  size_t watcher_count() const;
+  // Without the hub's lock (a fan-out may hold it for milliseconds).
+  size_t watcher_count() const { return watcher_count_.load(std::memory_order_relaxed); }
 
  private:
   struct Stream;
@@ -180,7 +181,7 @@ class WatchHub {
   std::set<Watcher*> unsynced_ ABSL_GUARDED_BY(mu_);
   int64_t published_rev_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t publish_seq_ ABSL_GUARDED_BY(mu_) = 0;  // Publish calls so far
-  size_t watcher_count_ ABSL_GUARDED_BY(mu_) = 0;
+  std::atomic<size_t> watcher_count_{0};           // written under mu_, read without it
   std::chrono::steady_clock::time_point last_progress_ ABSL_GUARDED_BY(mu_);
 
   std::mutex syncer_mu_;
