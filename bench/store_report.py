@@ -142,5 +142,5 @@ if os.path.exists(png):
 lines.append("## Commands\n")
 lines.append("```\nbench/store-vs-etcd.sh\n# which runs, per system, cluster size, round and row:\n"
              "capstan bench store --endpoints <members> --pid <member pids> --workload <w> --clients <c> "
-             "--conns <min(c,8)> --total <n> --json <row flags>\n```\n")
+             "--conns <min(c,8)> --total <n> --client raw --json <row flags>\n```\n")
 open(out_md, "w").write("\n".join(lines))
