@@ -6,6 +6,7 @@
 #include <set>
 #include <thread>
 
+#include "base/test_dir.h"
 #include "gtest/gtest.h"
 
 namespace capstan::raft {
@@ -54,10 +55,7 @@ class RecordingMachine final : public StateMachine {
 class NodeTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("node_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
+    dir_ = FreshTestDir("node_test");
     fs::create_directories(dir_ / "snap");
   }
   void TearDown() override {

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "base/test_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -18,12 +19,7 @@ using ::testing::HasSubstr;
 
 class WalTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("wal_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-  }
+  void SetUp() override { dir_ = FreshTestDir("wal_test"); }
   void TearDown() override { fs::remove_all(dir_); }
 
   static std::vector<Entry> Entries(uint64_t first, int n, size_t size = 10, uint64_t term = 1) {

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "base/test_dir.h"
 #include "gtest/gtest.h"
 #include "store/errors.h"
 
@@ -15,10 +16,7 @@ namespace fs = std::filesystem;
 class MvccTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("mvcc_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
+    dir_ = FreshTestDir("mvcc_test");
     Open();
   }
   void TearDown() override {

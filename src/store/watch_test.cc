@@ -7,6 +7,7 @@
 #include <mutex>
 #include <set>
 
+#include "base/test_dir.h"
 #include "gtest/gtest.h"
 
 namespace capstan::store {
@@ -59,10 +60,7 @@ class FakeSink : public WatchSink {
 class WatchHubTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("watch_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
+    dir_ = FreshTestDir("watch_test");
     backend_ = std::move(*Backend::Open(dir_, {}));
     mvcc_ = std::make_unique<Mvcc>(backend_.get());
     ASSERT_TRUE(mvcc_->Restore([](const std::string&, int64_t) {}).ok());
