@@ -195,7 +195,7 @@ void Node::DriveOrWake(size_t max_entries) {
     // this proposal are better served by a caller that keeps reading.
     small = small && round_entries_x16_.load(std::memory_order_relaxed) <= max_entries * 16 + 8;
     if (small && !core_closed_) {
-      RunRound();
+      RunRound(/*tick=*/false);
       if (proposer_rounds_) proposer_rounds_->Inc();
       return;
     }
@@ -329,25 +329,21 @@ void Node::Loop() {
     }
     std::lock_guard<std::mutex> core(core_mu_);
     if (failed_) return;  // a proposer's round failed the log
-    if (Clock::now() < next_tick) {
-      RunRound();
-      continue;
+    bool tick = Clock::now() >= next_tick;
+    if (tick) {
+      next_tick += options_.tick;
+      // After a long stall (a slow fsync, a stopped process) do not fire a
+      // burst of ticks: that would expire election timers all at once.
+      if (next_tick < Clock::now()) next_tick = Clock::now() + options_.tick;
     }
-    DrainInputs();
-    raft_->Tick();
-    next_tick += options_.tick;
-    // After a long stall (a slow fsync, a stopped process) do not fire a
-    // burst of ticks: that would expire election timers all at once.
-    if (next_tick < Clock::now()) next_tick = Clock::now() + options_.tick;
-    RetryHeldWork(true);
-    ProcessReady();
-    PublishLoneLeader();
+    RunRound(tick);
   }
 }
 
-void Node::RunRound() {
+void Node::RunRound(bool tick) {
   DrainInputs();
-  RetryHeldWork(false);
+  if (tick) raft_->Tick();
+  RetryHeldWork(tick);
   ProcessReady();
   PublishLoneLeader();
 }

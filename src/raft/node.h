@@ -187,9 +187,9 @@ class Node {
   void HandleCommitted(std::vector<Entry> committed);
   void ServeReadStates(const std::vector<ReadState>& states);
   void RetryHeldWork(bool tick);
-  // One round without a tick (inputs, held work, ready), then publishes
+  // One round (inputs, the tick if due, held work, ready), then publishes
   // whether a proposer may drive the next one. Under core_mu_.
-  void RunRound();
+  void RunRound(bool tick);
   void PublishLoneLeader();
   void Fail(const absl::Status& st, std::vector<std::string> dropped);
   void PublishState();
