@@ -85,6 +85,20 @@ class NodeTest : public ::testing::Test {
     ASSERT_TRUE(node_->IsLeader());
   }
 
+  // The loop may still be finishing its start-up round: writes until it is
+  // idle and one write is driven by its proposer (each waits until applied).
+  // Returns the writes made.
+  size_t WriteUntilAProposerDrives() {
+    size_t written = 0;
+    for (; written < 100 && ProposerRounds() == 0; ++written) {
+      EXPECT_TRUE(node_->Propose("warm-up", /*defer_wake=*/true).ok());
+      node_->DriveOrWake(1);
+      EXPECT_TRUE(sm_.WaitForCount(written + 1));
+    }
+    EXPECT_EQ(ProposerRounds(), 1);
+    return written;
+  }
+
   double ProposerRounds() {
     std::string text = metrics_.RenderText();
     std::string name = "capstan_raft_proposer_rounds_total ";
@@ -103,15 +117,8 @@ class NodeTest : public ::testing::Test {
 // appends, syncs and applies, so the write is applied when it returns.
 TEST_F(NodeTest, IdleLoneLeaderIsDrivenByItsProposer) {
   ASSERT_NO_FATAL_FAILURE(StartLoneNode());
-  // The loop may still be finishing its start-up round: write until it is
-  // idle and one write is driven (each write waits until applied).
-  size_t written = 0;
-  for (; written < 100 && ProposerRounds() == 0; ++written) {
-    ASSERT_TRUE(node_->Propose("warm-up", /*defer_wake=*/true).ok());
-    node_->DriveOrWake(1);
-    ASSERT_TRUE(sm_.WaitForCount(written + 1));
-  }
-  ASSERT_EQ(ProposerRounds(), 1);
+  size_t written = WriteUntilAProposerDrives();
+  ASSERT_FALSE(HasFailure());
   for (int i = 0; i < 5; ++i) {
     std::string data = "w" + std::to_string(i);
     ASSERT_TRUE(node_->Propose(data, /*defer_wake=*/true).ok());
@@ -130,9 +137,11 @@ TEST_F(NodeTest, IdleLoneLeaderIsDrivenByItsProposer) {
 
 // Proposers that drive, proposers that wake the loop, and the loop itself
 // contend for the core: every write is applied exactly once, and batches
-// never overlap (checked by the machine).
+// never overlap (checked by the machine). Which thread runs which round is
+// up to the scheduler, so only the outcome is asserted.
 TEST_F(NodeTest, DriversAndTheLoopShareTheCore) {
   ASSERT_NO_FATAL_FAILURE(StartLoneNode());
+  size_t written = WriteUntilAProposerDrives();
   constexpr int kThreads = 4, kEach = 200;
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
@@ -146,11 +155,11 @@ TEST_F(NodeTest, DriversAndTheLoopShareTheCore) {
     });
   }
   for (auto& th : threads) th.join();
-  ASSERT_TRUE(sm_.WaitForCount(kThreads * kEach));
+  ASSERT_TRUE(sm_.WaitForCount(written + kThreads * kEach));
   std::vector<std::string> applied = sm_.Applied();
+  applied.erase(applied.begin(), applied.begin() + static_cast<ptrdiff_t>(written));
   EXPECT_EQ(applied.size(), static_cast<size_t>(kThreads * kEach));
   EXPECT_EQ(std::set<std::string>(applied.begin(), applied.end()).size(), applied.size());
-  EXPECT_GT(ProposerRounds(), 0);
 }
 
 // Stop while proposers are driving: it waits for the round in progress, and
