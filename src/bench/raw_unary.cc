@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "bench/raw_h2.h"
+#include "net/grpc_wire.h"
 
 namespace capstan::bench {
 
@@ -131,16 +132,15 @@ absl::StatusOr<std::unique_ptr<RawUnaryPool>> RawUnaryPool::Connect(
   return pool;
 }
 
-void RawUnaryPool::Send(int client, const std::string& path, const std::string& request,
-                        Done done) {
+void RawUnaryPool::Send(int client, const std::string& path,
+                        const google::protobuf::MessageLite& request, Done done) {
   Connection* c = connections_[static_cast<size_t>(client) % connections_.size()].get();
   auto call = std::make_unique<Call>();
-  uint32_t n = static_cast<uint32_t>(request.size());
-  call->body.reserve(5 + request.size());
-  char prefix[5] = {0, static_cast<char>(n >> 24), static_cast<char>(n >> 16),
-                    static_cast<char>(n >> 8), static_cast<char>(n)};
-  call->body.append(prefix, 5);
-  call->body += request;
+  // Framed in place: the prefix, then the message serialized right after it.
+  size_t size = request.ByteSizeLong();
+  call->body.resize(5 + size);
+  net::EncodeGrpcMessagePrefix(call->body.data(), size);
+  request.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(call->body.data() + 5));
   call->done = std::move(done);
   static const std::string kPost = "POST", kHttp = "http", kGrpc = "application/grpc",
                            kTrailers = "trailers";

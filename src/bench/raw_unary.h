@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "google/protobuf/message_lite.h"
 
 namespace capstan::bench {
 
@@ -41,9 +42,10 @@ class RawUnaryPool {
   // Starts the pool's thread, which runs `start` and then serves calls until Stop.
   void Start(std::function<void()> start);
   void Stop();
-  // Sends `request` (a serialized message) to `path` on connection
-  // `client % connections`; `done` runs on the pool's thread.
-  void Send(int client, const std::string& path, const std::string& request, Done done);
+  // Sends `request` to `path` on connection `client % connections`; `done`
+  // runs on the pool's thread.
+  void Send(int client, const std::string& path, const google::protobuf::MessageLite& request,
+            Done done);
   // Why the pool stopped early ("" while it runs or after a clean stop).
   std::string error() const;
 

@@ -1,6 +1,7 @@
 #include "bench/raw_watch.h"
 
 #include "bench/raw_h2.h"
+#include "net/grpc_wire.h"
 
 #include <netdb.h>
 #include <netinet/in.h>
@@ -293,10 +294,9 @@ absl::StatusOr<std::unique_ptr<RawWatchConnection>> RawWatchConnection::Start(
   for (int watchers : watchers_per_stream) {
     auto s = std::make_unique<Stream>();
     for (int i = 0; i < watchers; ++i) {
-      uint32_t n = static_cast<uint32_t>(one_request.size());
-      char prefix_bytes[5] = {0, static_cast<char>(n >> 24), static_cast<char>(n >> 16),
-                              static_cast<char>(n >> 8), static_cast<char>(n)};
-      s->body.append(prefix_bytes, 5);
+      char prefix[5];
+      net::EncodeGrpcMessagePrefix(prefix, one_request.size());
+      s->body.append(prefix, 5);
       s->body += one_request;
     }
     nghttp2_nv headers[] = {HeaderField(":method", post),      HeaderField(":scheme", http),

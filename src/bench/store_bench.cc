@@ -266,7 +266,7 @@ void SendCall(RawUnaryPool* raw, int client, const std::string& path, const Req&
     grpc_async(req, std::move(reply));
     return;
   }
-  raw->Send(client, path, req.SerializeAsString(),
+  raw->Send(client, path, req,
             [parse, reply = std::move(reply)](absl::Status st, std::string_view bytes) {
               Resp resp;
               if (st.ok() && parse &&
