@@ -2,6 +2,7 @@
 
 #include <deque>
 #include <mutex>
+#include <variant>
 
 #include "etcd/etcdserverpb/rpc.pb.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -136,8 +137,33 @@ void AddKv(Store* store, net::GrpcServer* server) {
 
 // ---- Watch
 
+// A fan-out hands a loop all its streams' groups at once: for one put with
+// 100k watchers, 100k responses, about 9 MB. Written out in one turn, all of
+// them would be encoded before the first byte left (sockets flush at the
+// turn's end); with a budget per turn, each part is on its way while the
+// next is written, and other calls on the loop are served in between.
+constexpr size_t kGroupBytesPerTurn = 256 * 1024;
+
+// Group bytes this loop thread has written in its current turn.
+struct GroupTurnBudget {
+  uint64_t turn = 0;
+  size_t bytes = 0;
+
+  bool Spent(uint64_t now) const { return turn == now && bytes >= kGroupBytesPerTurn; }
+  void Spend(uint64_t now, size_t n) {
+    if (turn != now) {
+      turn = now;
+      bytes = 0;
+    }
+    bytes += n;
+  }
+};
+thread_local GroupTurnBudget group_turn_budget;
+
 // One Watch stream's queue between the hub (any thread) and the call (its
-// loop). Responses arrive serialized; they wait here until the loop takes
+// loop). Responses arrive serialized, or as a group's watch IDs that the
+// loop writes out when it takes them (the fan-out's bytes are made on the
+// stream's loop, not the applier's). They wait here until the loop takes
 // them, and the loop hands them to the call only while the call is under
 // its high mark, so what the hub sees queued (QueuedBytes, its slow-stream
 // limit) is what this client has not taken yet.
@@ -147,15 +173,15 @@ class WatchQueue final : public WatchSink, public std::enable_shared_from_this<W
 
   void SendEncoded(std::string response) override { SendFramed(net::FrameGrpcMessage(response)); }
   void SendFramed(Buffer framed) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (closed_ || framed.empty()) return;
-    pending_bytes_ += framed.size();
-    pending_.push_back(std::move(framed));
-    if (flush_posted_ || call_full_) return;
-    flush_posted_ = true;
-    // One post per burst: a fan-out queues responses for many streams
-    // before the loop runs, and they leave in one turn.
-    call_->loop()->Post([self = shared_from_this()] { self->Drain(); });
+    if (framed.empty()) return;
+    size_t bytes = framed.size();
+    Queue(Pending(std::move(framed)), bytes);
+  }
+  // Written out on the loop, when the call takes them.
+  void SendGroup(store::GroupResponses group) override {
+    if (group.ids.empty()) return;
+    size_t bytes = group.framed_bytes;
+    Queue(Pending(std::move(group)), bytes);
   }
   size_t QueuedBytes() const override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -166,7 +192,7 @@ class WatchQueue final : public WatchSink, public std::enable_shared_from_this<W
   // Hands queued responses to the call until it is full. True when nothing
   // is left here.
   bool Drain() {
-    std::deque<Buffer> batch;
+    std::deque<Pending> batch;
     {
       std::lock_guard<std::mutex> lock(mu_);
       flush_posted_ = false;
@@ -174,11 +200,24 @@ class WatchQueue final : public WatchSink, public std::enable_shared_from_this<W
       if (call_full_) return pending_.empty();
       batch.swap(pending_);
     }
-    bool full = false;
+    bool full = false, out_of_budget = false;
     size_t taken = 0;
+    uint64_t turn = call_->loop()->stats().turns;
     while (!batch.empty() && !full) {
-      taken += batch.front().size();
-      full = !call_->WriteFramed(std::move(batch.front()));
+      Buffer framed;
+      if (auto* group = std::get_if<store::GroupResponses>(&batch.front())) {
+        if (group_turn_budget.Spent(turn)) {
+          out_of_budget = true;
+          break;
+        }
+        group->EncodeTo(&framed);
+        taken += group->framed_bytes;
+        group_turn_budget.Spend(turn, group->framed_bytes);
+      } else {
+        framed = std::move(std::get<Buffer>(batch.front()));
+        taken += framed.size();
+      }
+      full = !call_->WriteFramed(std::move(framed));
       batch.pop_front();
     }
     std::lock_guard<std::mutex> lock(mu_);
@@ -187,6 +226,10 @@ class WatchQueue final : public WatchSink, public std::enable_shared_from_this<W
     call_buffered_ = call_->buffered_bytes();
     // What the call could not take goes back in front of what came since.
     for (auto it = batch.rbegin(); it != batch.rend(); ++it) pending_.push_front(std::move(*it));
+    if (out_of_budget && !full && !closed_ && !flush_posted_) {
+      flush_posted_ = true;  // the rest in a later turn
+      call_->loop()->Post([self = shared_from_this()] { self->Drain(); });
+    }
     return pending_.empty();
   }
   // The call drained below its low mark: hand it more. True when nothing
@@ -205,9 +248,23 @@ class WatchQueue final : public WatchSink, public std::enable_shared_from_this<W
   }
 
  private:
+  using Pending = std::variant<Buffer, store::GroupResponses>;
+
+  void Queue(Pending item, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return;
+    pending_bytes_ += bytes;
+    pending_.push_back(std::move(item));
+    if (flush_posted_ || call_full_) return;
+    flush_posted_ = true;
+    // One post per burst: a fan-out queues responses for many streams
+    // before the loop runs, and they leave in one turn.
+    call_->loop()->Post([self = shared_from_this()] { self->Drain(); });
+  }
+
   GrpcCallPtr call_;
   mutable std::mutex mu_;
-  std::deque<Buffer> pending_;
+  std::deque<Pending> pending_;
   size_t pending_bytes_ = 0;
   size_t call_buffered_ = 0;
   bool flush_posted_ = false;

@@ -33,6 +33,50 @@ void AppendField(std::string* out, int field, const std::string& bytes) {
 
 }  // namespace
 
+size_t GroupResponses::IdFieldBytes(int64_t id) {
+  return id == 0 ? 0 : 1 + static_cast<size_t>(VarintLength(static_cast<uint64_t>(id)));
+}
+
+size_t GroupResponses::FramedBytes(size_t header_and_body, size_t responses,
+                                   size_t id_field_bytes) {
+  return responses * (5 + header_and_body) + id_field_bytes;
+}
+
+void GroupResponses::EncodeTo(net::Buffer* out) const {
+  const std::string& header = *header_field;
+  const std::string& events = *body;
+  size_t fixed = header.size() + events.size();
+  size_t left = framed_bytes;
+  std::span<char> room;
+  size_t used = 0;
+  for (int64_t id : ids) {
+    size_t size = fixed + IdFieldBytes(id);
+    if (room.size() - used < 5 + size) {
+      if (used > 0) out->Commit(std::exchange(used, 0));
+      room = out->Reserve(5 + size, std::min(kFanOutBlockBytes, left));
+    }
+    char* p = room.data() + used;
+    net::EncodeGrpcMessagePrefix(p, size);
+    p += 5;
+    std::memcpy(p, header.data(), header.size());
+    p += header.size();
+    if (id != 0) {  // proto3 leaves a zero field out
+      *p++ = static_cast<char>(kResponseWatchIdTag);
+      p += EncodeVarint64(p, static_cast<uint64_t>(id));
+    }
+    std::memcpy(p, events.data(), events.size());
+    used += 5 + size;
+    left -= 5 + size;
+  }
+  if (used > 0) out->Commit(used);
+}
+
+void WatchSink::SendGroup(GroupResponses group) {
+  net::Buffer framed;
+  group.EncodeTo(&framed);
+  SendFramed(std::move(framed));
+}
+
 void WatchSink::SendFramed(net::Buffer framed) {
   net::GrpcMessageReader reader(framed.size());
   for (size_t i = 0; i < framed.slice_count(); ++i) reader.Append(framed.slice(i));
@@ -195,6 +239,10 @@ void WatchHub::Cancel(Stream* s, int64_t id) {
 void WatchHub::MakeSynced(Watcher* w) {
   if (unsynced_.erase(w) > 0 && unsynced_gauge_) unsynced_gauge_->Add(-1);
   w->synced = true;
+  if (Groupable(*w)) {
+    JoinGroup(w);
+    return;
+  }
   std::vector<Watcher*>& list =
       IsSingleKey(w->range->end) ? w->range->synced_key_watchers : w->stream->synced_range_watchers;
   w->synced_slot = static_cast<uint32_t>(list.size());
@@ -206,7 +254,7 @@ void WatchHub::Resync() {
     MutexLock lock(&mu_);
     for (auto& [sink, stream] : streams_) {
       for (auto& [id, w] : stream->watchers) {
-        if (w.synced) MakeUnsynced(&w, w.next_rev);
+        if (w.synced) MakeUnsynced(&w, NextRev(w));
       }
     }
     published_rev_ = mvcc_->current_rev();
@@ -214,8 +262,61 @@ void WatchHub::Resync() {
   Kick();
 }
 
-void WatchHub::MakeUnsynced(Watcher* w, int64_t next_rev) {
-  if (w->synced) {
+bool WatchHub::Groupable(const Watcher& w) const {
+  return w.plain && !IsSingleKey(w.range->end) && w.next_rev == published_rev_ + 1;
+}
+
+void WatchHub::JoinGroup(Watcher* w) {
+  Stream* s = w->stream;
+  PlainGroup*& group = s->plain_group_of[w->range];
+  if (group == nullptr) {
+    auto owned = std::make_unique<PlainGroup>();
+    group = owned.get();
+    group->range = w->range;
+    group->slot = static_cast<uint32_t>(s->plain_groups.size());
+    s->plain_groups.push_back(std::move(owned));
+  }
+  w->group = group;
+  w->joined_seq = publish_seq_;
+  w->synced_slot = static_cast<uint32_t>(group->ids.size());
+  group->id_field_bytes += GroupResponses::IdFieldBytes(w->id);
+  group->ids.push_back(w->id);
+  group->watchers.push_back(w);
+}
+
+void WatchHub::LeaveGroup(Watcher* w) {
+  PlainGroup* group = w->group;
+  w->next_rev = published_rev_ + 1;
+  w->sent_since_progress = SentSinceProgress(*w);
+  w->group = nullptr;
+  group->id_field_bytes -= GroupResponses::IdFieldBytes(w->id);
+  uint32_t slot = w->synced_slot;
+  Watcher* last = group->watchers.back();
+  group->watchers[slot] = last;
+  group->ids[slot] = last->id;
+  last->synced_slot = slot;
+  group->watchers.pop_back();
+  group->ids.pop_back();
+  if (!group->ids.empty()) return;
+  // The last one out removes the group (the stream's last group takes its
+  // slot, which a fan-out walking the groups backwards has already visited).
+  Stream* s = w->stream;
+  s->plain_group_of.erase(group->range);
+  std::unique_ptr<PlainGroup>& moved = s->plain_groups.back();
+  moved->slot = group->slot;
+  std::swap(s->plain_groups[group->slot], moved);
+  s->plain_groups.pop_back();  // destroys group
+}
+
+bool WatchHub::SentSinceProgress(const Watcher& w) const {
+  if (w.sent_since_progress) return true;
+  return w.group != nullptr && w.group->last_sent_seq > std::max(w.joined_seq, progress_seq_);
+}
+
+void WatchHub::DetachSynced(Watcher* w) {
+  if (w->group != nullptr) {
+    LeaveGroup(w);
+  } else if (w->synced) {
     std::vector<Watcher*>& list = IsSingleKey(w->range->end) ? w->range->synced_key_watchers
                                                              : w->stream->synced_range_watchers;
     Watcher* last = list.back();
@@ -223,6 +324,10 @@ void WatchHub::MakeUnsynced(Watcher* w, int64_t next_rev) {
     last->synced_slot = w->synced_slot;
     list.pop_back();
   }
+}
+
+void WatchHub::MakeUnsynced(Watcher* w, int64_t next_rev) {
+  DetachSynced(w);
   w->synced = false;
   w->next_rev = next_rev;
   if (unsynced_.insert(w).second && unsynced_gauge_) unsynced_gauge_->Add(1);
@@ -230,9 +335,7 @@ void WatchHub::MakeUnsynced(Watcher* w, int64_t next_rev) {
 }
 
 void WatchHub::RemoveWatcher(Watcher* w) {
-  if (w->synced) {
-    MakeUnsynced(w, w->next_rev);  // detaches from the synced structures
-  }
+  DetachSynced(w);
   if (unsynced_.erase(w) > 0 && unsynced_gauge_) unsynced_gauge_->Add(-1);
   --watcher_count_;
   if (watchers_gauge_) watchers_gauge_->Set(static_cast<int64_t>(watcher_count_.load()));
@@ -312,12 +415,13 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
   // pieces (a protobuf message is the concatenation of its fields), writing
   // it framed straight into its stream's buffer. A stream gets all its
   // watchers' responses in one hand-over.
-  std::string header_field;
+  auto shared_header = std::make_shared<std::string>();
   {
     etcdserverpb::ResponseHeader header;
     fill_header_(&header, rev);
-    AppendField(&header_field, kResponseHeaderField, header.SerializeAsString());
+    AppendField(shared_header.get(), kResponseHeaderField, header.SerializeAsString());
   }
+  const std::string& header_field = *shared_header;
   std::vector<std::string> event_fields(events.size());
   auto event_field = [&](uint32_t i) -> const std::string& {
     if (event_fields[i].empty()) {
@@ -337,6 +441,7 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
     return r->blob;
   };
   std::vector<Stream*> touched;
+  std::vector<KeyRange*> shared_ranges;
   uint64_t delivered = 0;
 
   auto begin_stream = [&](Stream* s) {
@@ -445,40 +550,56 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
   }
   // Range watchers, stream by stream: each stream's responses leave as soon
   // as they are written, so it starts sending while the fan-out goes on.
-  KeyRange* plain_range = nullptr;  // the range plain_body was built for
-  const std::string* plain_body = nullptr;
-  size_t plain_events = 0;
   for (auto& [sink, stream] : streams_) {
     Stream* s = stream.get();
-    std::vector<Watcher*>& list = s->synced_range_watchers;
-    if (list.empty()) continue;
+    if (s->plain_groups.empty() && s->synced_range_watchers.empty()) continue;
     begin_stream(s);
-    // A watcher is a cache miss (100k of them do not stay in cache between
-    // revisions), which cost more than the rest of its delivery: fetch a few
-    // ahead.
-    constexpr size_t kPrefetchAhead = 8;
-    for (size_t i = list.size(); i-- > 0;) {
-      if (i >= kPrefetchAhead) __builtin_prefetch(list[i - kPrefetchAhead]);
-      Watcher* w = list[i];
-      // The common case inline: a plain watcher gets its range's body.
-      if (w->plain && !s->behind && rev >= w->next_rev) {
-        if (w->range != plain_range) {
-          plain_range = w->range;
-          plain_body = &range_blob(plain_range);
-          plain_events = plain_range->matched.size();
-        }
-        w->next_rev = rev + 1;
-        if (plain_events == 0) continue;
-        w->sent_since_progress = true;
-        delivered += plain_events;
-        write_response(s, w->id, *plain_body, i + 1);
+    // The common case: plain watchers level with the hub, a group at a time,
+    // handed over as IDs for the stream to write out (after what this call
+    // wrote for the stream so far, to keep its order).
+    hand_over(s);
+    // Backwards: a group that empties takes the last one into its slot.
+    for (size_t g = s->plain_groups.size(); g-- > 0;) {
+      PlainGroup* group = s->plain_groups[g].get();
+      KeyRange* r = group->range;
+      const std::string& body = range_blob(r);
+      size_t matched = r->matched.size();
+      if (matched == 0) continue;
+      if (s->behind) {  // they fall behind; the syncer resends from history
+        for (size_t k = group->watchers.size(); k-- > 0;) MakeUnsynced(group->watchers[k], rev);
         continue;
       }
+      if (r->shared_seq != publish_seq_) {
+        r->shared_seq = publish_seq_;
+        r->shared_blob = std::make_shared<const std::string>(body);
+        shared_ranges.push_back(r);
+      }
+      group->last_sent_seq = publish_seq_;
+      delivered += matched * group->ids.size();
+      GroupResponses responses;
+      responses.header_field = shared_header;
+      responses.body = r->shared_blob;
+      responses.ids = group->ids;
+      responses.framed_bytes = GroupResponses::FramedBytes(
+          header_field.size() + body.size(), group->ids.size(), group->id_field_bytes);
+      s->sink->SendGroup(std::move(responses));
+    }
+    // The rest one by one. A plain one that has caught up with the hub (it
+    // started at a later revision) joins its group for the next revision.
+    std::vector<Watcher*>& list = s->synced_range_watchers;
+    for (size_t i = list.size(); i-- > 0;) {
+      Watcher* w = list[i];
       deliver(w, i + 1);
+      if (w->synced && Groupable(*w)) {
+        DetachSynced(w);  // leaves the list (the last one, already visited, takes its slot)
+        JoinGroup(w);
+      }
     }
     hand_over(s);
   }
   for (Stream* s : touched) hand_over(s);
+  // The streams hold the bodies they still have to write; the hub does not.
+  for (KeyRange* r : shared_ranges) r->shared_blob.reset();
   if (events_total_ && delivered > 0) events_total_->Inc(delivered);
 }
 
@@ -497,7 +618,7 @@ void WatchHub::MaybeSendProgress(Stream* s) {
 void WatchHub::ProgressTick() {
   for (auto& [sink, s] : streams_) {
     for (auto& [id, w] : s->watchers) {
-      if (w.progress_notify && w.synced && !w.sent_since_progress) {
+      if (w.progress_notify && w.synced && !SentSinceProgress(w)) {
         etcdserverpb::WatchResponse resp;
         fill_header_(resp.mutable_header(), published_rev_);
         resp.set_watch_id(id);
@@ -506,6 +627,7 @@ void WatchHub::ProgressTick() {
       w.sent_since_progress = false;
     }
   }
+  progress_seq_ = publish_seq_;
 }
 
 void WatchHub::Kick() {

@@ -39,6 +39,26 @@
 
 namespace capstan::store {
 
+// Responses to one revision for several watchers of a stream that differ
+// only in their watch ID: what a fan-out hands a stream for a group of its
+// watchers. The applier's thread only decides who gets what; the bytes are
+// written where the stream is sent from (EncodeTo), so a revision with 100k
+// watchers does not hold up the applier, and streams on different threads
+// are written in parallel.
+struct GroupResponses {
+  std::shared_ptr<const std::string> header_field;  // WatchResponse.header, serialized as a field
+  std::shared_ptr<const std::string> body;          // the WatchResponse.events fields
+  std::vector<int64_t> ids;
+  size_t framed_bytes = 0;  // what EncodeTo appends
+
+  // The responses as gRPC messages (each behind its 5-byte length prefix).
+  void EncodeTo(net::Buffer* out) const;
+  // framed_bytes for these fields and IDs.
+  static size_t FramedBytes(size_t header_and_body, size_t responses, size_t id_field_bytes);
+  // Bytes of the watch_id field for `id` (none for 0: proto3 leaves it out).
+  static size_t IdFieldBytes(int64_t id);
+};
+
 // The transport side of one Watch stream (a gRPC bidi stream).
 class WatchSink {
  public:
@@ -51,6 +71,9 @@ class WatchSink {
   // watchers' responses to a revision at once. The default splits them and
   // calls SendEncoded for each.
   virtual void SendFramed(net::Buffer framed);
+  // Queues a group's responses, in order with everything else sent. The
+  // default writes them at once and calls SendFramed.
+  virtual void SendGroup(GroupResponses group);
   // Bytes queued and not yet written to the network.
   virtual size_t QueuedBytes() const = 0;
 
@@ -95,6 +118,7 @@ class WatchHub {
  private:
   struct Stream;
   struct Watcher;
+  struct PlainGroup;
   // A watched range, shared by every watcher of the same key and range_end
   // (a fan-out tests each range once per revision, not each watcher).
   struct KeyRange {
@@ -112,14 +136,21 @@ class WatchHub {
     // once per Publish call, number blob_seq).
     uint64_t blob_seq = 0;
     std::string blob;
+    // The same bytes, for plain groups: shared with the streams that write
+    // them later (made at most once per Publish call, number shared_seq).
+    uint64_t shared_seq = 0;
+    std::shared_ptr<const std::string> shared_blob;
   };
   struct Watcher {
     int64_t id = 0;
     KeyRange* range = nullptr;
     Stream* stream = nullptr;
-    int64_t next_rev = 0;  // first revision not yet delivered
-    // While synced: the index in the stream's synced_range_watchers or the
-    // range's synced_key_watchers, for removal in constant time.
+    // First revision not yet delivered; a grouped watcher's is the hub's
+    // published_rev_ + 1 instead (NextRev).
+    int64_t next_rev = 0;
+    // While synced: the index in its group, the stream's
+    // synced_range_watchers or the range's synced_key_watchers, for removal
+    // in constant time.
     uint32_t synced_slot = 0;
     bool prev_kv = false, progress_notify = false, fragment = false;
     bool no_put = false, no_delete = false;
@@ -128,12 +159,29 @@ class WatchHub {
     bool plain = false;
     bool synced = false;
     bool sent_since_progress = false;
-    uint64_t publish_seq = 0;  // the Publish call that last sent to it
+    uint64_t publish_seq = 0;     // the Publish call that last sent to it
+    PlainGroup* group = nullptr;  // set while in a plain group
+    uint64_t joined_seq = 0;      // publish_seq_ when it joined the group
+  };
+  // A stream's synced plain watchers of one range that are level with the
+  // hub (each next revision is theirs). A fan-out sends each of them the
+  // same response but for the watch ID, so it reads only their IDs, end to
+  // end, not the watchers themselves: 100k watchers are 100k cache misses.
+  struct PlainGroup {
+    KeyRange* range = nullptr;
+    uint32_t slot = 0;           // index in the stream's plain_groups
+    uint64_t last_sent_seq = 0;  // the Publish call that last sent to the group
+    size_t id_field_bytes = 0;   // GroupResponses::IdFieldBytes summed over ids
+    std::vector<int64_t> ids;
+    std::vector<Watcher*> watchers;  // the same watchers, index for index
   };
   struct Stream {
     WatchSink* sink = nullptr;
     absl::node_hash_map<int64_t, Watcher> watchers;
+    // Synced range watchers that are in no plain group.
     std::vector<Watcher*> synced_range_watchers;
+    std::vector<std::unique_ptr<PlainGroup>> plain_groups;
+    absl::flat_hash_map<KeyRange*, PlainGroup*> plain_group_of;
     int64_t next_id = 0;
     bool progress_pending = false;
     // Publish's per-call state: whether the stream had too much queued when
@@ -152,6 +200,18 @@ class WatchHub {
   void RemoveWatcher(Watcher* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MakeSynced(Watcher* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MakeUnsynced(Watcher* w, int64_t next_rev) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes a synced watcher out of its group or list (it stays marked synced).
+  void DetachSynced(Watcher* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A synced watcher that can be in a plain group: plain, on a range, and
+  // level with the hub.
+  bool Groupable(const Watcher& w) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void JoinGroup(Watcher* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Leaves the group with its own next_rev and progress state.
+  void LeaveGroup(Watcher* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int64_t NextRev(const Watcher& w) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return w.group != nullptr ? published_rev_ + 1 : w.next_rev;
+  }
+  bool SentSinceProgress(const Watcher& w) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sends events (already filtered for w) as one response, fragmenting if asked.
   void SendEvents(Watcher* w, int64_t header_rev, std::vector<mvccpb::Event> events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -180,8 +240,9 @@ class WatchHub {
       ranges_ ABSL_GUARDED_BY(mu_);
   std::set<Watcher*> unsynced_ ABSL_GUARDED_BY(mu_);
   int64_t published_rev_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t publish_seq_ ABSL_GUARDED_BY(mu_) = 0;  // Publish calls so far
-  std::atomic<size_t> watcher_count_{0};           // written under mu_, read without it
+  uint64_t publish_seq_ ABSL_GUARDED_BY(mu_) = 0;   // Publish calls so far
+  uint64_t progress_seq_ ABSL_GUARDED_BY(mu_) = 0;  // publish_seq_ at the last ProgressTick
+  std::atomic<size_t> watcher_count_{0};            // written under mu_, read without it
   std::chrono::steady_clock::time_point last_progress_ ABSL_GUARDED_BY(mu_);
 
   std::mutex syncer_mu_;

@@ -161,6 +161,45 @@ TEST_F(WatchHubTest, AssembledResponsesMatchProtobufs) {
   hub_->RemoveStream(&sink);
 }
 
+// A group's responses are written where the stream is sent from; the size
+// the hub counts for them (its slow-stream limit) must be what is written.
+TEST(GroupResponsesTest, FramedBytesIsWhatEncodeWrites) {
+  // The pieces as the hub makes them: a response with only a header, and
+  // one with only an event, serialized (fields 1 and 11).
+  WatchResponse header_only;
+  header_only.mutable_header()->set_revision(12345);
+  header_only.mutable_header()->set_cluster_id(~uint64_t{0});
+  WatchResponse event_only;
+  event_only.add_events()->mutable_kv()->set_value(std::string(5000, 'b'));
+  std::string header_field = header_only.SerializeAsString();
+  std::string body = event_only.SerializeAsString();
+  GroupResponses group;
+  group.header_field = std::make_shared<const std::string>(header_field);
+  group.body = std::make_shared<const std::string>(body);
+  size_t id_bytes = 0;
+  for (int64_t id : {int64_t{0}, int64_t{1}, int64_t{127}, int64_t{128}, int64_t{1} << 40}) {
+    for (int copies = 0; copies < 20; ++copies) {  // past one 64 KiB block
+      group.ids.push_back(id);
+      id_bytes += GroupResponses::IdFieldBytes(id);
+    }
+  }
+  group.framed_bytes =
+      GroupResponses::FramedBytes(header_field.size() + body.size(), group.ids.size(), id_bytes);
+  net::Buffer out;
+  group.EncodeTo(&out);
+  EXPECT_EQ(out.size(), group.framed_bytes);
+  FakeSink sink;
+  sink.SendGroup(group);
+  auto got = sink.Take();
+  ASSERT_EQ(got.size(), group.ids.size()) << "each response parses on its own";
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].watch_id(), group.ids[i]);
+    EXPECT_EQ(got[i].header().revision(), 12345);
+    ASSERT_EQ(got[i].events_size(), 1);
+    EXPECT_EQ(got[i].events(0).kv().value().size(), 5000u);
+  }
+}
+
 // The fan-out shares work between watchers (a range is tested once per
 // revision, a stream's responses are written into one buffer, synced watchers
 // sit in vectors that removal reorders). Every watcher must still get exactly
@@ -260,6 +299,77 @@ TEST_F(WatchHubTest, FanOutGivesEachWatcherItsOwnEvents) {
     }
   }
   for (auto& sink : sinks) hub_->RemoveStream(sink.get());
+}
+
+// Plain range watchers that are level with the hub are sent to as a group;
+// one that starts at a later revision joins its group only when the fan-out
+// reaches that revision, and one that leaves and rejoins (cancel, a new
+// watcher in its slot) keeps getting exactly its own events.
+TEST_F(WatchHubTest, WatchersStartingLaterJoinTheirGroupAtTheirRevision) {
+  FakeSink sink;
+  hub_->AddStream(&sink);
+  int64_t now = Put("s0", "before");
+  // ids 0..5: starts now+1 (level), now+1, now+2, now+3, now+5, now+1.
+  const std::vector<int64_t> starts = {0, now + 1, now + 2, now + 3, now + 5, 0};
+  for (int64_t start : starts) Create(&sink, "s", "t", start);
+  sink.Take();
+  std::vector<int64_t> written;
+  for (int i = 0; i < 6; ++i) {
+    written.push_back(Put("s" + std::to_string(i), "v"));
+    if (i == 2) {  // the group's first member leaves; the last takes its slot
+      etcdserverpb::WatchRequest cancel;
+      cancel.mutable_cancel_request()->set_watch_id(0);
+      hub_->HandleRequest(&sink, cancel);
+    }
+  }
+  std::map<int64_t, std::vector<int64_t>> by_id;
+  for (const auto& r : sink.Take()) {
+    for (const auto& e : r.events()) by_id[r.watch_id()].push_back(e.kv().mod_revision());
+  }
+  for (int64_t id = 0; id < static_cast<int64_t>(starts.size()); ++id) {
+    int64_t start =
+        starts[static_cast<size_t>(id)] == 0 ? now + 1 : starts[static_cast<size_t>(id)];
+    std::vector<int64_t> want;
+    for (int64_t rev : written) {
+      if (rev >= start && (id != 0 || rev <= written[2])) want.push_back(rev);
+    }
+    EXPECT_EQ(by_id[id], want) << "watch " << id << " starting at " << start;
+  }
+  hub_->RemoveStream(&sink);
+}
+
+// A watcher asking for progress notifications gets one when its group has
+// sent it nothing for an interval.
+TEST(WatchHubProgressTest, IdleGroupedWatcherGetsProgressNotifications) {
+  fs::path dir = FreshTestDir("watch_progress_test");
+  auto backend = std::move(*Backend::Open(dir, {}));
+  Mvcc mvcc(backend.get());
+  ASSERT_TRUE(mvcc.Restore([](const std::string&, int64_t) {}).ok());
+  WatchHub::Options opts;
+  opts.progress_interval = std::chrono::milliseconds(20);
+  opts.sync_interval = std::chrono::milliseconds(5);
+  WatchHub hub(&mvcc, opts,
+               [](etcdserverpb::ResponseHeader* h, int64_t rev) { h->set_revision(rev); });
+  FakeSink sink;
+  hub.AddStream(&sink);
+  for (int i = 0; i < 2; ++i) {
+    etcdserverpb::WatchRequest req;
+    req.mutable_create_request()->set_key("p");
+    req.mutable_create_request()->set_range_end("q");
+    req.mutable_create_request()->set_progress_notify(i == 0);
+    hub.HandleRequest(&sink, req);
+  }
+  ASSERT_TRUE(sink.WaitFor([](const std::vector<WatchResponse>& rs) {
+    for (const auto& r : rs) {
+      if (!r.created() && r.events_size() == 0 && r.watch_id() == 0) return true;
+    }
+    return false;
+  })) << "the idle watcher that asked for progress gets a notification";
+  for (const auto& r : sink.Take()) {
+    EXPECT_FALSE(!r.created() && r.watch_id() == 1) << "the one that did not ask gets none";
+  }
+  hub.RemoveStream(&sink);
+  fs::remove_all(dir);
 }
 
 // A stream over its limit: all its matching watchers (many, so removal from
