@@ -150,6 +150,9 @@ struct GroupTurnBudget {
   size_t bytes = 0;
 
   bool Spent(uint64_t now) const { return turn == now && bytes >= kGroupBytesPerTurn; }
+  size_t Left(uint64_t now) const {
+    return turn == now ? kGroupBytesPerTurn - bytes : kGroupBytesPerTurn;
+  }
   void Spend(uint64_t now, size_t n) {
     if (turn != now) {
       turn = now;
@@ -210,13 +213,17 @@ class WatchQueue final : public WatchSink, public std::enable_shared_from_this<W
           out_of_budget = true;
           break;
         }
-        group->EncodeTo(&framed);
-        taken += group->framed_bytes;
-        group_turn_budget.Spend(turn, group->framed_bytes);
-      } else {
-        framed = std::move(std::get<Buffer>(batch.front()));
-        taken += framed.size();
+        // Written a part at a time: a group of large events is never all in
+        // memory at once, past what the call buffers.
+        size_t n = group->EncodeTo(&framed, group_turn_budget.Left(turn));
+        taken += n;
+        group_turn_budget.Spend(turn, n);
+        full = !call_->WriteFramed(std::move(framed));
+        if (group->done()) batch.pop_front();
+        continue;
       }
+      framed = std::move(std::get<Buffer>(batch.front()));
+      taken += framed.size();
       full = !call_->WriteFramed(std::move(framed));
       batch.pop_front();
     }

@@ -42,18 +42,21 @@ size_t GroupResponses::FramedBytes(size_t header_and_body, size_t responses,
   return responses * (5 + header_and_body) + id_field_bytes;
 }
 
-void GroupResponses::EncodeTo(net::Buffer* out) const {
+size_t GroupResponses::EncodeTo(net::Buffer* out, size_t max_bytes) {
   const std::string& header = *header_field;
   const std::string& events = *body;
   size_t fixed = header.size() + events.size();
-  size_t left = framed_bytes;
+  size_t written = 0;
   std::span<char> room;
   size_t used = 0;
-  for (int64_t id : ids) {
+  for (; next < ids.size() && (written == 0 || written < max_bytes); ++next) {
+    int64_t id = ids[next];
     size_t size = fixed + IdFieldBytes(id);
     if (room.size() - used < 5 + size) {
       if (used > 0) out->Commit(std::exchange(used, 0));
-      room = out->Reserve(5 + size, std::min(kFanOutBlockBytes, left));
+      // Room for what this call will write, up to a block.
+      size_t left = std::min(framed_bytes - encoded, max_bytes - written);
+      room = out->Reserve(5 + size, std::min(kFanOutBlockBytes, std::max(left, 5 + size)));
     }
     char* p = room.data() + used;
     net::EncodeGrpcMessagePrefix(p, size);
@@ -66,9 +69,11 @@ void GroupResponses::EncodeTo(net::Buffer* out) const {
     }
     std::memcpy(p, events.data(), events.size());
     used += 5 + size;
-    left -= 5 + size;
+    written += 5 + size;
+    encoded += 5 + size;
   }
   if (used > 0) out->Commit(used);
+  return written;
 }
 
 void WatchSink::SendGroup(GroupResponses group) {

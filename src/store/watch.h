@@ -49,10 +49,15 @@ struct GroupResponses {
   std::shared_ptr<const std::string> header_field;  // WatchResponse.header, serialized as a field
   std::shared_ptr<const std::string> body;          // the WatchResponse.events fields
   std::vector<int64_t> ids;
-  size_t framed_bytes = 0;  // what EncodeTo appends
+  size_t framed_bytes = 0;  // what EncodeTo appends for all of them
+  size_t next = 0;          // the first ID not yet written
+  size_t encoded = 0;       // bytes appended so far
 
-  // The responses as gRPC messages (each behind its 5-byte length prefix).
-  void EncodeTo(net::Buffer* out) const;
+  // Appends the responses from `next` on as gRPC messages (each behind its
+  // 5-byte length prefix), stopping once `max_bytes` are written (at least
+  // one response is). Returns the bytes appended; done() after the last.
+  size_t EncodeTo(net::Buffer* out, size_t max_bytes = SIZE_MAX);
+  bool done() const { return next == ids.size(); }
   // framed_bytes for these fields and IDs.
   static size_t FramedBytes(size_t header_and_body, size_t responses, size_t id_field_bytes);
   // Bytes of the watch_id field for `id` (none for 0: proto3 leaves it out).

@@ -185,9 +185,26 @@ TEST(GroupResponsesTest, FramedBytesIsWhatEncodeWrites) {
   }
   group.framed_bytes =
       GroupResponses::FramedBytes(header_field.size() + body.size(), group.ids.size(), id_bytes);
+  GroupResponses whole = group;
   net::Buffer out;
-  group.EncodeTo(&out);
+  whole.EncodeTo(&out);
   EXPECT_EQ(out.size(), group.framed_bytes);
+  EXPECT_TRUE(whole.done());
+  // In parts (as a loop writes them, a budget per turn): the same bytes, and
+  // each part stops at the first response that reaches its limit.
+  GroupResponses parts = group;
+  net::Buffer joined;
+  int calls = 0;
+  while (!parts.done()) {
+    net::Buffer part;
+    size_t n = parts.EncodeTo(&part, 7000);
+    ASSERT_EQ(n, part.size());
+    EXPECT_LT(n, 7000u + 5 + header_field.size() + body.size() + 11);
+    joined.Append(std::move(part));
+    ++calls;
+  }
+  EXPECT_GT(calls, 10);
+  EXPECT_EQ(joined.ToString(), out.ToString());
   FakeSink sink;
   sink.SendGroup(group);
   auto got = sink.Take();
