@@ -125,5 +125,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
   done
 done
 
+# The raw results stay beside the report, so it can be regenerated:
+#   python3 bench/store_report.py docs/benchmarks/store-results.jsonl docs/benchmarks/store.md "..."
+cp "$RESULTS" "$(dirname "$OUT_MD")/store-results.jsonl"
 python3 "$ROOT/bench/store_report.py" "$RESULTS" "$OUT_MD" "ROUNDS=$ROUNDS TOTAL=$TOTAL"
 echo "wrote $OUT_MD" >&2
