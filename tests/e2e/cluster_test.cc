@@ -101,8 +101,16 @@ TEST(ClusterTest, EtcdctlWorksAgainstEveryMember) {
     EXPECT_TRUE(EventuallyListed(c.endpoint(1), "started, " + c.name(i) + ", " + c.peer_url(i) +
                                                     ", http://" + c.endpoint(i) + ", false"));
   }
-  std::string status = OkCtl(c.endpoint(2), {"endpoint", "status", "--cluster"});
-  for (size_t i = 0; i < c.size(); ++i) EXPECT_THAT(status, HasSubstr(c.endpoint(i)));
+  // Each member learns the others' client URLs as it applies their
+  // publications: member 2's list may lag member 1's by a moment.
+  std::string status;
+  EXPECT_TRUE(Eventually([&] {
+    status = OkCtl(c.endpoint(2), {"endpoint", "status", "--cluster"});
+    for (size_t i = 0; i < c.size(); ++i) {
+      if (status.find(c.endpoint(i)) == std::string::npos) return false;
+    }
+    return true;
+  })) << status;
   int leader = c.WaitForLeader(std::chrono::seconds(5));
   ASSERT_GE(leader, 0);
   size_t follower = (static_cast<size_t>(leader) + 1) % c.size();
