@@ -29,7 +29,11 @@ run() {
   "$CAPSTAN" bench store --endpoints "$ENDPOINTS" --pid "$SERVER_PIDS" --workload watch \
     --clients 1 --conns 4 --total "$1" --watchers "$W" --watchers-per-stream 1000 --rate 10 \
     --no-progress --json |
-    python3 -c 'import json, sys; d = json.load(sys.stdin); print(f"{sys.argv[1]} puts: p50 {d[\"p50_ms\"]} ms, p99 {d[\"p99_ms\"]} ms, server {d[\"server_cpu_us_per_op\"]} us/event, generator {d[\"client_cpu_us_per_op\"]} us/event")' "$1"
+    python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print("%s puts: p50 %s ms, p99 %s ms, server %s us/event, generator %s us/event" % (
+    sys.argv[1], d["p50_ms"], d["p99_ms"], d["server_cpu_us_per_op"], d["client_cpu_us_per_op"]))' "$1"
 }
 
 start_cluster "${1:-capstan}" 1
