@@ -31,6 +31,22 @@ void AppendField(std::string* out, int field, const std::string& bytes) {
   *out += bytes;
 }
 
+// Writes one gRPC-framed WatchResponse of `size` bytes made of its pieces:
+// the header field, the watch ID, the events fields. Returns the end.
+char* WriteResponse(char* p, size_t size, std::string_view header_field, int64_t id,
+                    std::string_view events) {
+  net::EncodeGrpcMessagePrefix(p, size);
+  p += 5;
+  std::memcpy(p, header_field.data(), header_field.size());
+  p += header_field.size();
+  if (id != 0) {  // proto3 leaves a zero field out
+    *p++ = static_cast<char>(kResponseWatchIdTag);
+    p += EncodeVarint64(p, static_cast<uint64_t>(id));
+  }
+  std::memcpy(p, events.data(), events.size());
+  return p + events.size();
+}
+
 }  // namespace
 
 size_t GroupResponses::IdFieldBytes(int64_t id) {
@@ -58,16 +74,7 @@ size_t GroupResponses::EncodeTo(net::Buffer* out, size_t max_bytes) {
       size_t left = std::min(framed_bytes - encoded, max_bytes - written);
       room = out->Reserve(5 + size, std::min(kFanOutBlockBytes, std::max(left, 5 + size)));
     }
-    char* p = room.data() + used;
-    net::EncodeGrpcMessagePrefix(p, size);
-    p += 5;
-    std::memcpy(p, header.data(), header.size());
-    p += header.size();
-    if (id != 0) {  // proto3 leaves a zero field out
-      *p++ = static_cast<char>(kResponseWatchIdTag);
-      p += EncodeVarint64(p, static_cast<uint64_t>(id));
-    }
-    std::memcpy(p, events.data(), events.size());
+    WriteResponse(room.data() + used, size, header, id, events);
     used += 5 + size;
     written += 5 + size;
     encoded += 5 + size;
@@ -466,26 +473,14 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
   // whole block per revision while its client is slow (its queue limit
   // counts bytes written, not blocks held).
   auto write_response = [&](Stream* s, int64_t id, std::string_view body, size_t more) {
-    size_t size = header_field.size() + body.size();
-    if (id != 0) size += 1 + static_cast<size_t>(VarintLength(static_cast<uint64_t>(id)));
+    size_t size = header_field.size() + body.size() + GroupResponses::IdFieldBytes(id);
     if (s->out.empty() && s->room_used == 0) touched.push_back(s);
     if (s->room.size() - s->room_used < 5 + size) {
       if (s->room_used > 0) s->out.Commit(std::exchange(s->room_used, 0));
       s->room = s->out.Reserve(5 + size, std::min(kFanOutBlockBytes, more * (5 + size)));
     }
-    char* p = s->room.data() + s->room_used;
-    char* start = p;
-    net::EncodeGrpcMessagePrefix(p, size);
-    p += 5;
-    std::memcpy(p, header_field.data(), header_field.size());
-    p += header_field.size();
-    if (id != 0) {  // proto3 leaves a zero field out
-      *p++ = static_cast<char>(kResponseWatchIdTag);
-      p += EncodeVarint64(p, static_cast<uint64_t>(id));
-    }
-    std::memcpy(p, body.data(), body.size());
-    p += body.size();
-    s->room_used += static_cast<size_t>(p - start);
+    WriteResponse(s->room.data() + s->room_used, size, header_field, id, body);
+    s->room_used += 5 + size;
   };
   // Sends rev's events to a synced watcher, any kind. When its stream is
   // behind, the watcher becomes unsynced instead (and leaves its synced list,
