@@ -151,7 +151,8 @@ struct GroupTurnBudget {
 
   bool Spent(uint64_t now) const { return turn == now && bytes >= kGroupBytesPerTurn; }
   size_t Left(uint64_t now) const {
-    return turn == now ? kGroupBytesPerTurn - bytes : kGroupBytesPerTurn;
+    if (turn != now) return kGroupBytesPerTurn;
+    return bytes < kGroupBytesPerTurn ? kGroupBytesPerTurn - bytes : 0;
   }
   void Spend(uint64_t now, size_t n) {
     if (turn != now) {

@@ -548,8 +548,8 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
       deliver(w, i + 1);
     }
   }
-  // Range watchers, stream by stream: each stream's responses leave as soon
-  // as they are written, so it starts sending while the fan-out goes on.
+  // Range watchers, stream by stream: each stream gets its part as soon as
+  // it is decided, so its loop starts writing while the fan-out goes on.
   for (auto& [sink, stream] : streams_) {
     Stream* s = stream.get();
     if (s->plain_groups.empty() && s->synced_range_watchers.empty()) continue;

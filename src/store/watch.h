@@ -72,9 +72,9 @@ class WatchSink {
   // the hub.
   virtual void SendEncoded(std::string response) = 0;
   // Queues responses already framed as gRPC messages (each behind its 5-byte
-  // length prefix), many in one buffer: a fan-out hands a stream all its
-  // watchers' responses to a revision at once. The default splits them and
-  // calls SendEncoded for each.
+  // length prefix), many in one buffer: a fan-out hands a stream the
+  // responses it wrote for the stream's ungrouped watchers at once. The
+  // default splits them and calls SendEncoded for each.
   virtual void SendFramed(net::Buffer framed);
   // Queues a group's responses, in order with everything else sent. The
   // default writes them at once and calls SendFramed.
