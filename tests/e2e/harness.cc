@@ -36,27 +36,66 @@ namespace capstan::e2e {
 
 namespace fs = std::filesystem;
 
-int PickPortOnce();
+int PickPortOnce();  // callers hold PickFreePort's lock
 
 int PickFreePort() {
-  // The kernel may hand the same ephemeral port out twice in a row once the
-  // probe socket is closed; never return a port twice from one process.
+  // A port stays free until its server binds it, so the next pick may
+  // find it again: never return a port twice from one process.
   static std::mutex mu;
   static std::set<int> handed_out;
+  std::lock_guard<std::mutex> lock(mu);  // also guards PickPortOnce's generator
   for (int attempt = 0; attempt < 100; ++attempt) {
     int port = PickPortOnce();
-    std::lock_guard<std::mutex> lock(mu);
     if (handed_out.insert(port).second) return port;
   }
   return PickPortOnce();
 }
 
-int PickPortOnce() {
+// The kernel's range for outgoing connections' local ports (and for bind
+// to port 0); the default when it cannot be read.
+std::pair<int, int> EphemeralPortRange() {
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+  int low = 32768, high = 60999;
+  if (!(in >> low >> high)) return {32768, 60999};
+  return {low, high};
+}
+
+bool CanBind(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+int PickPortOnce() {
+  // A port the kernel would hand out as an ephemeral one is also what every
+  // outgoing connection of a parallel test (etcdctl, gRPC clients) may take
+  // in the moment before our server binds it: under TSan a cluster member
+  // once lost its port that way. So pick at random outside that range,
+  // among ports that bind right now.
+  static std::mt19937 rng(static_cast<uint32_t>(::getpid()) * 2654435761u ^
+                          static_cast<uint32_t>(std::random_device{}()));
+  auto [low, high] = EphemeralPortRange();
+  int from = 10000, to = 65535;
+  if (low - from >= 2000) {
+    to = low - 1;  // below the range (its default starts at 32768)
+  } else if (to - high >= 2000) {
+    from = high + 1;
+  }
+  std::uniform_int_distribution<int> pick(from, to);
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    int port = pick(rng);
+    if (CanBind(port)) return port;
+  }
+  // Nothing found outside the range: let the kernel choose.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
   socklen_t len = sizeof(addr);
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
