@@ -60,16 +60,23 @@ std::pair<int, int> EphemeralPortRange() {
   return {low, high};
 }
 
-bool CanBind(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+// A TCP socket that bind or connect took to 127.0.0.1:port, or -1.
+int LoopbackSocket(int port, int (*op)(int, const sockaddr*, socklen_t)) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   addr.sin_port = htons(static_cast<uint16_t>(port));
-  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  ::close(fd);
-  return ok;
+  if (op(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
 }
+
+// A socket bound to 127.0.0.1:port (0: the kernel chooses), or -1.
+int BindLoopback(int port) { return LoopbackSocket(port, &::bind); }
 
 int PickPortOnce() {
   // A port the kernel would hand out as an ephemeral one is also what every
@@ -79,7 +86,8 @@ int PickPortOnce() {
   // among ports that bind right now.
   static std::mt19937 rng(static_cast<uint32_t>(::getpid()) * 2654435761u ^
                           static_cast<uint32_t>(std::random_device{}()));
-  auto [low, high] = EphemeralPortRange();
+  static const std::pair<int, int> ephemeral = EphemeralPortRange();
+  auto [low, high] = ephemeral;
   int from = 10000, to = 65535;
   if (low - from >= 2000) {
     to = low - 1;  // below the range (its default starts at 32768)
@@ -89,34 +97,21 @@ int PickPortOnce() {
   std::uniform_int_distribution<int> pick(from, to);
   for (int attempt = 0; attempt < 200; ++attempt) {
     int port = pick(rng);
-    if (CanBind(port)) return port;
+    if (int fd = BindLoopback(port); fd >= 0) {
+      ::close(fd);
+      return port;
+    }
   }
   // Nothing found outside the range: let the kernel choose.
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  int fd = BindLoopback(0);
   sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
   socklen_t len = sizeof(addr);
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  int port = ntohs(addr.sin_port);
   ::close(fd);
-  return port;
+  return ntohs(addr.sin_port);
 }
 
-int ConnectLoopback(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
+int ConnectLoopback(int port) { return LoopbackSocket(port, &::connect); }
 
 TempDir::TempDir(const std::string& prefix) {
   std::string tmpl = (fs::temp_directory_path() / (prefix + "-XXXXXX")).string();
