@@ -44,6 +44,24 @@ Buffer Buffer::Share() const {
   return copy;
 }
 
+Buffer Buffer::ShareRange(size_t offset, size_t n) const {
+  Buffer part;
+  for (const Slice& s : slices_) {
+    if (n == 0) break;
+    if (offset >= s.length) {
+      offset -= s.length;
+      continue;
+    }
+    uint32_t take = static_cast<uint32_t>(std::min<size_t>(n, s.length - offset));
+    Ref(s.block);
+    part.slices_.push_back(Slice{s.block, s.offset + static_cast<uint32_t>(offset), take});
+    part.size_ += take;
+    n -= take;
+    offset = 0;
+  }
+  return part;
+}
+
 void Buffer::Clear() {
   for (const Slice& s : slices_) Unref(s.block);
   slices_.clear();

@@ -50,6 +50,9 @@ class Buffer {
 
   // Another Buffer over the same bytes (no copy).
   Buffer Share() const;
+  // Another Buffer over bytes [offset, offset + n) of this one (no copy).
+  // REQUIRES: offset + n <= size().
+  Buffer ShareRange(size_t offset, size_t n) const;
 
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }

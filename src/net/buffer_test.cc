@@ -34,6 +34,22 @@ TEST(BufferTest, CutSharesBlocksAndOwnersExtendWithoutOverwriting) {
   EXPECT_EQ(shared.slice_count(), 2u);
 }
 
+TEST(BufferTest, ShareRangeSpansSlicesWithoutCopying) {
+  Buffer b;
+  b.Append(std::string(Buffer::kDefaultBlockSize - 2, 'a'));
+  b.Append("bcdef");  // crosses into a second block
+  ASSERT_EQ(b.slice_count(), 2u);
+  Buffer part = b.ShareRange(Buffer::kDefaultBlockSize - 4, 6);
+  EXPECT_EQ(part.ToString(), "aabcde");
+  EXPECT_EQ(part.slice_count(), 2u);
+  EXPECT_EQ(part.slice(0).data(), b.slice(0).data() + Buffer::kDefaultBlockSize - 4);
+  EXPECT_EQ(b.ShareRange(0, 0).size(), 0u);
+  EXPECT_EQ(b.ShareRange(b.size() - 1, 1).ToString(), "f");
+  // The original keeps its bytes when the part is appended to.
+  part.Append("Z");
+  EXPECT_EQ(b.ToString().substr(b.size() - 3), "def");
+}
+
 TEST(BufferTest, AppendBufferMovesLargeSlicesAndCopiesSmallOnes) {
   Buffer big;
   big.Append(std::string(100000, 'x'));

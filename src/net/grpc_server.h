@@ -1,7 +1,7 @@
 // GrpcServer: gRPC over HTTP/2 on the runtime's event loops.
 //
-// nghttp2 does HTTP/2 (framing, HPACK, flow control, PING, GOAWAY); this
-// server adds gRPC on top: the length-prefixed messages, grpc-status
+// net::Http2Session does HTTP/2 (nghttp2: framing, HPACK, flow control,
+// PING, GOAWAY); this server adds gRPC on top: the length-prefixed messages, grpc-status
 // trailers, grpc-timeout deadlines, and dispatch by path to handlers that
 // run on the loop that owns the connection. It exists so the store can
 // serve the etcd v3 API without libgrpc++'s thread hand-offs and copies per
@@ -40,6 +40,7 @@
 #include "net/buffer.h"
 #include "net/event_loop.h"
 #include "net/grpc_wire.h"
+#include "net/http2.h"
 #include "net/loop_group.h"
 #include "net/socket.h"
 #include "net/task.h"
@@ -48,6 +49,7 @@ namespace capstan::net {
 
 class GrpcConnection;
 class GrpcCall;
+class GrpcServer;
 using GrpcCallPtr = std::shared_ptr<GrpcCall>;
 
 // The events of one streaming call, on its loop. After OnDone nothing more
@@ -112,11 +114,11 @@ class GrpcMetadata {
   std::string blob_;
 };
 
-class GrpcCall : public std::enable_shared_from_this<GrpcCall> {
+// One call: an HTTP/2 stream carrying gRPC. The Http2Stream side is the
+// transport's; handlers use the methods below.
+class GrpcCall : public Http2Stream {
  public:
-  ~GrpcCall();
-  GrpcCall(const GrpcCall&) = delete;
-  GrpcCall& operator=(const GrpcCall&) = delete;
+  ~GrpcCall() override;
 
   // "/package.Service/Method".
   const std::string& method() const { return route_ != nullptr ? route_->first : path_; }
@@ -141,8 +143,6 @@ class GrpcCall : public std::enable_shared_from_this<GrpcCall> {
   // The same for a message that already carries its length prefix
   // (FrameGrpcMessage): no second allocation for the prefix.
   bool WriteFramed(Buffer framed);
-  // Response bytes queued and not yet handed to the connection.
-  size_t buffered_bytes() const { return out_.size(); }
   // Ends the call with `status` once the queued messages are sent.
   void Finish(const absl::Status& status);
   // Unary: one response message, then OK.
@@ -160,12 +160,29 @@ class GrpcCall : public std::enable_shared_from_this<GrpcCall> {
 
  private:
   friend class GrpcConnection;
-  GrpcCall(GrpcConnection* conn, EventLoop* loop, int32_t stream_id)
-      : conn_(conn), loop_(loop), stream_id_(stream_id) {}
+  GrpcCall(GrpcServer* server, EventLoop* loop) : server_(server), loop_(loop) {}
+  GrpcCallPtr self() { return std::static_pointer_cast<GrpcCall>(shared_from_this()); }
 
-  GrpcConnection* conn_;  // null once the connection is gone
+  // ---- Http2Stream events
+  bool OnHeader(HeadersKind kind, std::string_view name, std::string_view value) override;
+  void OnHeaders(HeadersKind kind, bool end_stream) override;
+  void OnData(std::string_view bytes) override;
+  void OnEndStream() override;
+  void OnWriteRoom() override;
+  void OnClose(uint32_t error_code) override;
+  void OnSendTrailers() override;
+
+  void Dispatch();
+  void DeliverMessages();
+  // Ends a call the handler did not end (bad request, limits): the handler,
+  // if any, sees it cancelled.
+  void Fail(const absl::Status& status) {
+    cancelled_ = true;
+    Finish(status);
+  }
+
+  GrpcServer* server_;
   EventLoop* loop_;
-  int32_t stream_id_;
   // A registered method's entry (its name is the key), else the path as sent.
   const std::pair<const std::string, GrpcMethod>* route_ = nullptr;
   std::string path_;
@@ -177,14 +194,10 @@ class GrpcCall : public std::enable_shared_from_this<GrpcCall> {
 
   bool dispatched_ = false;
   const GrpcUnaryHandler* unary_ = nullptr;  // set for unary methods
-  bool headers_sent_ = false;
-  bool data_deferred_ = false;
   bool finishing_ = false;
   bool done_ = false;
   bool cancelled_ = false;
-  bool wants_room_ = false;
   absl::Status status_;
-  Buffer out_;
   std::unique_ptr<GrpcMessageReader> reader_;
   std::optional<Buffer> unary_request_;
   int unary_messages_ = 0;
