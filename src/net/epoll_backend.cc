@@ -133,10 +133,10 @@ class EpollBackend final : public IoBackend {
 
   void ReadSome(Socket* s) {
     while (s->WantsInput()) {
-      std::span<char> space = s->input_.Reserve(4096);
+      std::span<char> space = s->receive_buffer().Reserve(4096);
       ssize_t n = ::read(s->fd_, space.data(), space.size());
       if (n > 0) {
-        s->input_.Commit(static_cast<size_t>(n));
+        s->receive_buffer().Commit(static_cast<size_t>(n));
         s->OnReceived(static_cast<size_t>(n));
         // A short read drained the socket: edge-triggered epoll reports the
         // next arrival, so no second read just to see EAGAIN — unless the
@@ -148,7 +148,7 @@ class EpollBackend final : public IoBackend {
         }
         continue;
       }
-      s->input_.Commit(0);
+      s->receive_buffer().Commit(0);
       if (n == 0) {
         s->receiving_ = false;
         s->OnReceiveEnd(0);

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "net/io_backend.h"
+#include "net/tls.h"
 
 namespace capstan::net {
 
@@ -133,19 +134,19 @@ void Socket::DrainAwaiter::await_suspend(std::coroutine_handle<> h) {
 
 void Socket::Write(Buffer&& data) {
   if (closed_ || data.empty()) return;
-  output_.Append(std::move(data));
+  output().Append(std::move(data));
   MarkWritten();
 }
 
 void Socket::Write(std::string_view data) {
   if (closed_ || data.empty()) return;
-  output_.Append(data);
+  output().Append(data);
   MarkWritten();
 }
 
 void Socket::MarkWritten() {
   if (closed_) {
-    output_.Clear();
+    output().Clear();
     return;
   }
   if (!flush_marked_ && !sending_) {
@@ -156,13 +157,73 @@ void Socket::MarkWritten() {
 
 void Socket::Flush() {
   flush_marked_ = false;
-  if (closed_ || sending_ || output_.empty()) return;
+  if (closed_ || sending_) return;
+  if (tls_ != nullptr && !EncryptPending()) return;
+  if (output_.empty()) return;
   loop_->io()->StartSend(this);
+}
+
+absl::Status Socket::StartTls(std::shared_ptr<const TlsContext> context, TlsRole role,
+                              std::string_view server_name) {
+  if (tls_ != nullptr) return absl::FailedPreconditionError("tls: already started");
+  if (closed_) return error_;
+  ASSIGN_OR_RETURN(tls_, TlsConnection::Create(std::move(context), role, server_name));
+  plain_output_ = &tls_->plain_output();
+  // Bytes already received (a client may have sent its hello at once) are
+  // ciphertext.
+  if (!input_.empty()) {
+    tls_->wire_input().Append(std::move(input_));
+    OnReceived(0);
+  }
+  // A client's hello leaves at the end of this turn.
+  if (!flush_marked_ && !sending_ && !closed_) {
+    flush_marked_ = true;
+    loop_->MarkForFlush(this);
+  }
+  return absl::OkStatus();
+}
+
+Buffer& Socket::receive_buffer() { return tls_ != nullptr ? tls_->wire_input() : input_; }
+
+bool Socket::EncryptPending() {
+  absl::Status st = tls_->Flush(&output_);
+  if (!st.ok()) {
+    // An alert may be queued: it goes out only with a graceful end, and
+    // this end is not; the error says why.
+    Fail(std::move(st));
+    return false;
+  }
+  return true;
 }
 
 void Socket::OnReceived(size_t n) {
   ++receives_;
-  input_grew_ = true;
+  (void)n;
+  if (tls_ != nullptr) {
+    absl::StatusOr<size_t> plain = tls_->OnWireInput(&input_, &output_);
+    if (!plain.ok()) {
+      // Send the alert that says why, then stop.
+      if (!output_.empty() && !sending_) loop_->io()->StartSend(this);
+      Fail(plain.status());
+      return;
+    }
+    // Handshake replies, or writes that waited for the handshake.
+    if (!output_.empty() || (tls_->handshake_done() && !plain_output_->empty())) {
+      if (!flush_marked_ && !sending_) {
+        flush_marked_ = true;
+        loop_->MarkForFlush(this);
+      }
+    }
+    if (*plain > 0) input_grew_ = true;
+    if (tls_->peer_closed()) {
+      if (reader_) loop_->Schedule(std::exchange(reader_, nullptr));
+      Fail(absl::UnavailableError("connection closed by peer (TLS close_notify)"));
+      return;
+    }
+    if (*plain == 0) return;
+  } else {
+    input_grew_ = true;
+  }
   if (reader_) loop_->Schedule(std::exchange(reader_, nullptr));
 }
 
@@ -177,7 +238,10 @@ void Socket::OnReceiveEnd(int err) {
 void Socket::OnSent(size_t n) {
   ++sends_;
   output_.Consume(n);
-  if (drainer_ && output_.size() <= drain_at_most_) {
+  // Plaintext written while the send was in flight: encrypted now, so the
+  // backend's next send takes it.
+  if (tls_ != nullptr && !plain_output_->empty() && !EncryptPending()) return;
+  if (drainer_ && pending_output() <= drain_at_most_) {
     loop_->Schedule(std::exchange(drainer_, nullptr));
   }
 }
@@ -194,6 +258,7 @@ void Socket::Fail(absl::Status status) {
   closed_ = true;
   error_ = std::move(status);
   output_.Clear();
+  if (plain_output_ != nullptr) plain_output_->Clear();
   if (reader_) loop_->Schedule(std::exchange(reader_, nullptr));
   if (drainer_) loop_->Schedule(std::exchange(drainer_, nullptr));
   if (connector_) loop_->Schedule(std::exchange(connector_, nullptr));

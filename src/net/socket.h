@@ -36,6 +36,10 @@
 
 namespace capstan::net {
 
+class TlsConnection;
+class TlsContext;
+enum class TlsRole : uint8_t;
+
 // Resolves a numeric address or "localhost" (no DNS here: the mesh resolves
 // names). Fills addr and len.
 absl::Status ResolveAddress(const std::string& host, int port, sockaddr_storage* addr,
@@ -93,17 +97,20 @@ class Socket : public std::enable_shared_from_this<Socket> {
   void Write(Buffer&& data);
   void Write(std::string_view data);
   // The output buffer itself, for serializers that write in place. Call
-  // MarkWritten() after appending to it.
-  Buffer& output() { return output_; }
+  // MarkWritten() after appending to it. (With TLS: the plaintext waiting
+  // to be encrypted.)
+  Buffer& output() { return plain_output_ != nullptr ? *plain_output_ : output_; }
   void MarkWritten();
   // Bytes queued or in flight to the kernel.
-  size_t pending_output() const { return output_.size(); }
+  size_t pending_output() const {
+    return output_.size() + (plain_output_ != nullptr ? plain_output_->size() : 0);
+  }
 
   struct DrainAwaiter {
     Socket* socket;
     size_t at_most;
     bool await_ready() const noexcept {
-      return socket->closed_ || socket->output_.size() <= at_most;
+      return socket->closed_ || socket->pending_output() <= at_most;
     }
     void await_suspend(std::coroutine_handle<> h);
     absl::Status await_resume() const { return socket->error_; }
@@ -115,6 +122,17 @@ class Socket : public std::enable_shared_from_this<Socket> {
   // Stops all I/O: pending output is dropped, a waiting reader and drainer
   // resume with CANCELLED. For a graceful end, co_await Drained() first.
   void Close();
+
+  // ---- TLS
+  // Turns TLS on, before any byte has been exchanged: from now on input()
+  // holds decrypted bytes and what is written is encrypted at the end of
+  // the turn. A client sends `server_name` as SNI and checks the peer's
+  // certificate against it. A failed handshake closes the socket with an
+  // error that says why (readers see it from ReadMore).
+  absl::Status StartTls(std::shared_ptr<const TlsContext> context, TlsRole role,
+                        std::string_view server_name = {});
+  // The connection's TLS state (ALPN, SNI, peer), or null without TLS.
+  const TlsConnection* tls() const { return tls_.get(); }
 
   // Counters (loop thread).
   uint64_t sends() const { return sends_; }
@@ -138,6 +156,12 @@ class Socket : public std::enable_shared_from_this<Socket> {
   void OnDetached();  // the backend holds nothing of ours any more
   void Fail(absl::Status status);
   void Flush();  // from the loop, before it waits
+  // Where the backends put received bytes: input_, or with TLS the
+  // ciphertext buffer that OnReceived decrypts into input_.
+  Buffer& receive_buffer();
+  // With TLS: encrypts what was written into output_; false if TLS failed
+  // (the socket is closed then).
+  bool EncryptPending();
 
   EventLoop* loop_;
   int fd_;
@@ -156,6 +180,8 @@ class Socket : public std::enable_shared_from_this<Socket> {
   int connect_result_ = 0;
   uint64_t sends_ = 0;
   uint64_t receives_ = 0;
+  std::unique_ptr<TlsConnection> tls_;
+  Buffer* plain_output_ = nullptr;  // tls_'s plaintext, when TLS is on
 
   // Backend state (owned by whichever backend the loop runs).
   bool receiving_ = false;         // a receive is armed

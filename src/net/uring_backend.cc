@@ -351,7 +351,7 @@ class UringBackend final : public IoBackend {
         data = s->recv_scratch_.get();
       }
       if (!s->closed_) {
-        s->input_.Append(std::string_view(data, static_cast<size_t>(res)));
+        s->receive_buffer().Append(std::string_view(data, static_cast<size_t>(res)));
         s->OnReceived(static_cast<size_t>(res));
       }
       if (flags & IORING_CQE_F_BUFFER) RecycleBuffer(flags >> IORING_CQE_BUFFER_SHIFT);
