@@ -1,0 +1,648 @@
+#include "gateway/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/config.h"
+#include "re2/re2.h"
+
+namespace capstan::gateway {
+namespace {
+
+// Reads one YAML mapping into a struct, field by field. The first error
+// sticks (later reads do nothing) and names the source, the line and the
+// field's path; Finish() also refuses keys nobody read, so a misspelt
+// option is an error rather than a silent default.
+class MapReader {
+ public:
+  MapReader(const YAML::Node& node, std::string path, std::string_view source, absl::Status* status)
+      : node_(node), path_(std::move(path)), source_(std::string(source)), status_(status) {
+    if (status_->ok() && !node_.IsMap()) Fail(node_, "must be a mapping");
+  }
+
+  int line() const { return node_.Mark().line + 1; }
+  bool ok() const { return status_->ok(); }
+  bool Has(const char* key) const { return ok() && node_[key].IsDefined() && !node_[key].IsNull(); }
+
+  void Fail(const YAML::Node& at, std::string_view message, std::string_view key = {}) {
+    if (!status_->ok()) return;
+    int line = at.Mark().line >= 0 ? at.Mark().line + 1 : this->line();
+    std::string where = key.empty() ? path_ : Join(key);
+    *status_ = absl::InvalidArgumentError(absl::StrCat(
+        source_, ":", line, ": ", where.empty() ? "" : where + ": ", std::string(message)));
+  }
+
+  // The child at `key`, or an undefined node; marks it read.
+  YAML::Node Get(const char* key) {
+    seen_.insert(key);
+    if (!ok()) return YAML::Node();
+    return node_[key];
+  }
+
+  void String(const char* key, std::string* out, bool required = false) {
+    YAML::Node n = Get(key);
+    if (!ok()) return;
+    if (!n.IsDefined() || n.IsNull()) {
+      if (required) Fail(node_, "is required", key);
+      return;
+    }
+    if (!n.IsScalar()) return Fail(n, "must be a string", key);
+    *out = n.Scalar();
+  }
+  void OptString(const char* key, std::optional<std::string>* out) {
+    if (!Has(key)) {
+      Get(key);
+      return;
+    }
+    std::string s;
+    String(key, &s);
+    *out = std::move(s);
+  }
+  void Bool(const char* key, bool* out) {
+    YAML::Node n = Get(key);
+    if (!ok() || !n.IsDefined() || n.IsNull()) return;
+    std::string s = n.IsScalar() ? absl::AsciiStrToLower(n.Scalar()) : "";
+    if (s == "true" || s == "yes" || s == "on") {
+      *out = true;
+    } else if (s == "false" || s == "no" || s == "off") {
+      *out = false;
+    } else {
+      Fail(n, "must be true or false", key);
+    }
+  }
+  template <typename T>
+  void Int(const char* key, T* out, int64_t min, int64_t max) {
+    YAML::Node n = Get(key);
+    if (!ok() || !n.IsDefined() || n.IsNull()) return;
+    int64_t v;
+    if (!n.IsScalar() || !absl::SimpleAtoi(n.Scalar(), &v))
+      return Fail(n, "must be a whole number", key);
+    if (v < min || v > max) {
+      return Fail(n, absl::StrCat("must be from ", min, " to ", max), key);
+    }
+    *out = static_cast<T>(v);
+  }
+  void Time(const char* key, Duration* out) {
+    YAML::Node n = Get(key);
+    if (!ok() || !n.IsDefined() || n.IsNull()) return;
+    if (!n.IsScalar()) return Fail(n, "must be a duration like 500ms, 10s, 5m", key);
+    absl::StatusOr<int64_t> ms = ParseDurationMillis(n.Scalar());
+    if (!ms.ok() || *ms < 0) return Fail(n, "must be a duration like 500ms, 10s, 5m", key);
+    *out = Duration(*ms);
+  }
+  void Bytes(const char* key, size_t* out) {
+    YAML::Node n = Get(key);
+    if (!ok() || !n.IsDefined() || n.IsNull()) return;
+    absl::StatusOr<size_t> v =
+        n.IsScalar() ? ParseByteSize(n.Scalar()) : absl::InvalidArgumentError("not a scalar");
+    if (!v.ok()) return Fail(n, "must be a size like 512, 64KiB, 16MiB", key);
+    *out = *v;
+  }
+  void StringList(const char* key, std::vector<std::string>* out) {
+    YAML::Node n = Get(key);
+    if (!ok() || !n.IsDefined() || n.IsNull()) return;
+    if (n.IsScalar()) {
+      *out = {n.Scalar()};
+      return;
+    }
+    if (!n.IsSequence()) return Fail(n, "must be a list of strings", key);
+    out->clear();
+    for (const YAML::Node& item : n) {
+      if (!item.IsScalar()) return Fail(item, "must be a list of strings", key);
+      out->push_back(item.Scalar());
+    }
+  }
+  // Calls `each(reader)` for every mapping in the list at `key`.
+  void List(const char* key, const std::function<void(MapReader&)>& each) {
+    YAML::Node n = Get(key);
+    if (!ok() || !n.IsDefined() || n.IsNull()) return;
+    if (!n.IsSequence()) return Fail(n, "must be a list", key);
+    size_t i = 0;
+    for (const YAML::Node& item : n) {
+      MapReader r(item, absl::StrCat(Join(key), "[", i++, "]"), source_, status_);
+      if (!ok()) return;
+      each(r);
+      r.Finish();
+      if (!ok()) return;
+    }
+  }
+  // Calls `fill(reader)` on the mapping at `key` when it is there.
+  bool Map(const char* key, const std::function<void(MapReader&)>& fill) {
+    YAML::Node n = Get(key);
+    if (!ok() || !n.IsDefined() || n.IsNull()) return false;
+    MapReader r(n, Join(key), source_, status_);
+    if (!ok()) return false;
+    fill(r);
+    r.Finish();
+    return true;
+  }
+  // Refuses keys nobody read.
+  void Finish() {
+    if (!ok()) return;
+    for (auto it = node_.begin(); it != node_.end(); ++it) {
+      std::string key = it->first.Scalar();
+      if (!seen_.contains(key)) return Fail(it->first, "unknown option", key);
+    }
+  }
+  // A check of a value already read: fails pointing at `key`.
+  void Check(bool condition, const char* key, std::string_view message) {
+    if (ok() && !condition) Fail(node_[key].IsDefined() ? node_[key] : node_, message, key);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string Join(std::string_view key) const {
+    return path_.empty() ? std::string(key) : absl::StrCat(path_, ".", std::string(key));
+  }
+
+  YAML::Node node_;
+  std::string path_;
+  std::string source_;
+  absl::Status* status_;
+  std::set<std::string> seen_;
+};
+
+bool ValidDomain(std::string_view d) {
+  if (d == "*") return true;
+  if (d.starts_with("*.")) d.remove_prefix(2);
+  if (d.empty()) return false;
+  for (char c : d) {
+    if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == ':' ||
+          c == '[' || c == ']')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool ValidFieldName(std::string_view name) {
+  if (name.empty()) return false;
+  for (char c : name) {
+    if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) ||
+          std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool ValidFieldValue(std::string_view value) {
+  for (char c : value) {
+    if (c == '\r' || c == '\n' || c == '\0') return false;
+  }
+  return true;
+}
+
+void CheckRegex(MapReader& r, const char* key, const std::optional<std::string>& pattern) {
+  if (!pattern || !r.ok()) return;
+  RE2 re(*pattern, RE2::Quiet);
+  r.Check(re.ok(), key, absl::StrCat("not a valid RE2 expression: ", re.error()));
+}
+
+void ReadHeaderEdits(MapReader& r, HeaderEdits* edits) {
+  auto pairs = [&r](const char* key, std::vector<std::pair<std::string, std::string>>* out) {
+    r.List(key, [out](MapReader& item) {
+      std::string name, value;
+      item.String("name", &name, /*required=*/true);
+      item.String("value", &value, /*required=*/true);
+      item.Check(ValidFieldName(name), "name", "is not a valid header name");
+      item.Check(ValidFieldValue(value), "value", "must not contain CR, LF or NUL");
+      out->emplace_back(absl::AsciiStrToLower(name), value);
+    });
+  };
+  pairs("set", &edits->set);
+  pairs("append", &edits->append);
+  r.StringList("remove", &edits->remove);
+  for (std::string& name : edits->remove) {
+    r.Check(ValidFieldName(name), "remove", "holds an invalid header name");
+    name = absl::AsciiStrToLower(name);
+  }
+}
+
+void ReadMatch(MapReader& r, RouteMatch* m) {
+  r.OptString("path", &m->path);
+  r.OptString("prefix", &m->prefix);
+  r.OptString("regex", &m->regex);
+  r.Check(int(m->path.has_value()) + m->prefix.has_value() + m->regex.has_value() <= 1, "path",
+          "give one of path, prefix and regex");
+  if (m->path) r.Check(m->path->starts_with('/'), "path", "must start with '/'");
+  if (m->prefix) r.Check(m->prefix->starts_with('/'), "prefix", "must start with '/'");
+  CheckRegex(r, "regex", m->regex);
+  r.Bool("case_sensitive", &m->case_sensitive);
+  r.StringList("methods", &m->methods);
+  for (const std::string& method : m->methods) {
+    r.Check(ValidFieldName(method), "methods", "holds an invalid method name");
+  }
+  r.List("headers", [&](MapReader& h) {
+    HeaderMatcher hm;
+    h.String("name", &hm.name, /*required=*/true);
+    hm.name = absl::AsciiStrToLower(hm.name);
+    h.OptString("exact", &hm.exact);
+    h.OptString("prefix", &hm.prefix);
+    h.OptString("regex", &hm.regex);
+    if (h.Has("present")) {
+      bool present = true;
+      h.Bool("present", &present);
+      hm.present = present;
+    } else {
+      h.Get("present");
+    }
+    h.Bool("invert", &hm.invert);
+    h.Check(ValidFieldName(hm.name), "name", "is not a valid header name");
+    int kinds = hm.exact.has_value() + hm.prefix.has_value() + hm.regex.has_value() +
+                hm.present.has_value();
+    h.Check(kinds == 1, "name", "give exactly one of exact, prefix, regex and present");
+    CheckRegex(h, "regex", hm.regex);
+    m->headers.push_back(std::move(hm));
+  });
+  r.List("query", [&](MapReader& q) {
+    QueryMatcher qm;
+    q.String("name", &qm.name, /*required=*/true);
+    q.OptString("exact", &qm.exact);
+    q.OptString("regex", &qm.regex);
+    if (q.Has("present")) {
+      bool present = true;
+      q.Bool("present", &present);
+      qm.present = present;
+    } else {
+      q.Get("present");
+    }
+    int kinds = qm.exact.has_value() + qm.regex.has_value() + qm.present.has_value();
+    q.Check(kinds == 1, "name", "give exactly one of exact, regex and present");
+    CheckRegex(q, "regex", qm.regex);
+    m->query.push_back(std::move(qm));
+  });
+}
+
+void ReadRoute(MapReader& r, RouteConfig* route) {
+  route->line = r.line();
+  r.String("name", &route->name);
+  if (!r.Map("match", [&](MapReader& m) { ReadMatch(m, &route->match); })) {
+    route->match.prefix = "/";
+  }
+  r.OptString("cluster", &route->cluster);
+  r.List("split", [&](MapReader& w) {
+    WeightedCluster wc;
+    w.String("cluster", &wc.cluster, /*required=*/true);
+    w.Int("weight", &wc.weight, 0, 1000000);
+    route->split.push_back(std::move(wc));
+  });
+  r.OptString("split_hash_header", &route->split_hash_header);
+  if (route->split_hash_header)
+    *route->split_hash_header = absl::AsciiStrToLower(*route->split_hash_header);
+  r.Map("redirect", [&](MapReader& m) {
+    Redirect rd;
+    m.OptString("scheme", &rd.scheme);
+    m.OptString("host", &rd.host);
+    m.OptString("path", &rd.path);
+    m.OptString("prefix_rewrite", &rd.prefix_rewrite);
+    if (m.Has("port")) {
+      int port = 0;
+      m.Int("port", &port, 1, 65535);
+      rd.port = port;
+    } else {
+      m.Get("port");
+    }
+    m.Int("status", &rd.status, 300, 399);
+    m.Bool("strip_query", &rd.strip_query);
+    m.Check(rd.status == 301 || rd.status == 302 || rd.status == 303 || rd.status == 307 ||
+                rd.status == 308,
+            "status", "must be 301, 302, 303, 307 or 308");
+    if (rd.scheme)
+      m.Check(*rd.scheme == "http" || *rd.scheme == "https", "scheme", "must be http or https");
+    route->redirect = std::move(rd);
+  });
+  r.Map("direct_response", [&](MapReader& m) {
+    DirectResponse d;
+    m.Int("status", &d.status, 200, 599);
+    m.String("body", &d.body);
+    m.String("content_type", &d.content_type);
+    route->direct_response = std::move(d);
+  });
+  int actions = route->cluster.has_value() + !route->split.empty() + route->redirect.has_value() +
+                route->direct_response.has_value();
+  r.Check(actions == 1, "cluster",
+          "a route takes exactly one of cluster, split, redirect and direct_response");
+  if (!route->split.empty()) {
+    uint64_t total = 0;
+    for (const auto& w : route->split) total += w.weight;
+    r.Check(total > 0, "split", "the weights must not all be 0");
+  }
+  r.Time("timeout", &route->timeout);
+  r.Time("idle_timeout", &route->idle_timeout);
+  r.Map("retry", [&](MapReader& m) {
+    RetryPolicy& p = route->retry;
+    m.StringList("on", &p.retry_on);
+    for (const std::string& on : p.retry_on) {
+      m.Check(on == "connect-failure" || on == "reset" || on == "5xx" || on == "gateway-error" ||
+                  on == "retriable-status",
+              "on", "conditions are connect-failure, reset, 5xx, gateway-error, retriable-status");
+    }
+    m.Int("attempts", &p.max_attempts, 1, 10);
+    m.Bool("non_idempotent", &p.non_idempotent);
+    m.Time("per_try_timeout", &p.per_try_timeout);
+    YAML::Node statuses = m.Get("statuses");
+    if (m.ok() && statuses.IsDefined() && !statuses.IsNull()) {
+      if (!statuses.IsSequence())
+        return m.Fail(statuses, "must be a list of status codes", "statuses");
+      for (const YAML::Node& s : statuses) {
+        int code;
+        if (!s.IsScalar() || !absl::SimpleAtoi(s.Scalar(), &code) || code < 100 || code > 599) {
+          return m.Fail(s, "must be a list of status codes", "statuses");
+        }
+        p.retriable_statuses.push_back(code);
+      }
+    }
+  });
+  if (r.Has("max_body")) {
+    size_t max = 0;
+    r.Bytes("max_body", &max);
+    route->max_body_bytes = max;
+  } else {
+    r.Get("max_body");
+  }
+  r.OptString("prefix_rewrite", &route->prefix_rewrite);
+  r.OptString("host_rewrite", &route->host_rewrite);
+  if (route->prefix_rewrite) {
+    r.Check(route->prefix_rewrite->starts_with('/'), "prefix_rewrite", "must start with '/'");
+  }
+  r.Map("request_headers", [&](MapReader& m) { ReadHeaderEdits(m, &route->request_headers); });
+  r.Map("response_headers", [&](MapReader& m) { ReadHeaderEdits(m, &route->response_headers); });
+}
+
+void ReadVirtualHost(MapReader& r, VirtualHostConfig* vh) {
+  vh->line = r.line();
+  r.String("name", &vh->name, /*required=*/true);
+  r.StringList("domains", &vh->domains);
+  if (vh->domains.empty()) vh->domains = {"*"};
+  for (std::string& d : vh->domains) {
+    d = absl::AsciiStrToLower(d);
+    r.Check(ValidDomain(d), "domains", absl::StrCat("'", d, "' is not a host name, *.suffix or *"));
+  }
+  r.List("routes", [&](MapReader& m) {
+    RouteConfig route;
+    ReadRoute(m, &route);
+    vh->routes.push_back(std::move(route));
+  });
+  r.Check(!vh->routes.empty(), "routes", "a virtual host needs at least one route");
+}
+
+void ReadCluster(MapReader& r, ClusterConfig* c) {
+  c->line = r.line();
+  r.String("name", &c->name, /*required=*/true);
+  r.StringList("endpoints", &c->endpoints);
+  r.OptString("discovery", &c->discovery);
+  r.Check(c->endpoints.empty() != !c->discovery.has_value(), "endpoints",
+          "give endpoints (host:port list) or discovery (store://... or dns:///...), not both");
+  if (c->discovery) {
+    r.Check(c->discovery->starts_with("store://") || c->discovery->starts_with("dns:///") ||
+                c->discovery->starts_with("static:///"),
+            "discovery", "must be store://HOST:PORT/PREFIX, dns:///NAME:PORT or static:///A,B");
+  }
+  r.String("balancer", &c->balancer);
+  r.String("hash_on", &c->hash_on);
+  r.Check(c->hash_on == "client_address" || c->hash_on.starts_with("header:") ||
+              c->hash_on.starts_with("cookie:"),
+          "hash_on", "must be client_address, header:NAME or cookie:NAME");
+  r.String("protocol", &c->protocol);
+  r.Check(c->protocol == "http1" || c->protocol == "h2", "protocol", "must be http1 or h2");
+  r.Bool("tls", &c->tls);
+  r.String("tls_server_name", &c->tls_server_name);
+  r.String("tls_ca_file", &c->tls_ca_file);
+  r.Bool("tls_verify", &c->tls_verify);
+  r.Time("connect_timeout", &c->connect_timeout);
+  r.Int("max_idle_connections", &c->max_idle_connections, 0, 1 << 20);
+  r.Time("idle_timeout", &c->idle_timeout);
+  r.Time("max_connection_lifetime", &c->max_connection_lifetime);
+  r.Map("health_check", [&](MapReader& m) {
+    HealthCheckConfig h;
+    m.String("path", &h.path);
+    m.String("host", &h.host);
+    m.Time("interval", &h.interval);
+    m.Time("timeout", &h.timeout);
+    m.Int("healthy_threshold", &h.healthy_threshold, 1, 100);
+    m.Int("unhealthy_threshold", &h.unhealthy_threshold, 1, 100);
+    m.Int("expected_status_min", &h.expected_status_min, 100, 599);
+    m.Int("expected_status_max", &h.expected_status_max, 100, 599);
+    m.Check(h.path.starts_with('/'), "path", "must start with '/'");
+    m.Check(h.interval.count() > 0, "interval", "must be more than 0");
+    c->health_check = std::move(h);
+  });
+  r.Map("limits", [&](MapReader& m) {
+    m.Int("max_connections", &c->limits.max_connections, 1, 1 << 24);
+    m.Int("max_pending_requests", &c->limits.max_pending_requests, 0, 1 << 24);
+    m.Int("max_requests", &c->limits.max_requests, 1, 1 << 24);
+  });
+  r.Bool("outlier_detection", &c->outlier_detection);
+}
+
+void ReadListener(MapReader& r, ListenerConfig* l) {
+  l->line = r.line();
+  r.String("name", &l->name);
+  r.String("address", &l->address, /*required=*/true);
+  if (l->name.empty()) l->name = l->address;
+  r.StringList("protocols", &l->protocols);
+  for (const std::string& p : l->protocols) {
+    r.Check(p == "http1" || p == "h2c" || p == "h2", "protocols",
+            "protocols are http1, h2c and h2");
+  }
+  r.Map("tls", [&](MapReader& m) {
+    ListenerTls tls;
+    m.List("certificates", [&](MapReader& c) {
+      TlsCertificate cert;
+      c.String("cert", &cert.cert_file, /*required=*/true);
+      c.String("key", &cert.key_file, /*required=*/true);
+      c.StringList("server_names", &cert.server_names);
+      tls.certificates.push_back(std::move(cert));
+    });
+    m.Check(!tls.certificates.empty(), "certificates", "TLS needs at least one certificate");
+    m.StringList("alpn", &tls.alpn);
+    m.String("min_version", &tls.min_version);
+    m.Check(tls.min_version == "TLSv1.2" || tls.min_version == "TLSv1.3", "min_version",
+            "must be TLSv1.2 or TLSv1.3");
+    m.Bool("session_tickets", &tls.session_tickets);
+    l->tls = std::move(tls);
+  });
+  r.Map("limits", [&](MapReader& m) {
+    HttpLimits& lim = l->limits;
+    m.Bytes("max_request_line", &lim.max_request_line_bytes);
+    m.Bytes("max_header_bytes", &lim.max_header_bytes);
+    m.Int("max_header_count", &lim.max_header_count, 1, 10000);
+    m.Bytes("max_body", &lim.max_body_bytes);
+    m.Time("request_header_timeout", &lim.request_header_timeout);
+    m.Time("idle_timeout", &lim.idle_timeout);
+    m.Int("max_concurrent_streams", &lim.max_concurrent_streams, 1, 1 << 20);
+    m.Bytes("max_header_list", &lim.max_header_list_bytes);
+  });
+}
+
+}  // namespace
+
+absl::StatusOr<size_t> ParseByteSize(std::string_view text) {
+  std::string_view digits = text;
+  uint64_t multiplier = 1;
+  static constexpr std::pair<std::string_view, uint64_t> kUnits[] = {{"KiB", 1ull << 10},
+                                                                     {"MiB", 1ull << 20},
+                                                                     {"GiB", 1ull << 30},
+                                                                     {"KB", 1000},
+                                                                     {"MB", 1000000},
+                                                                     {"GB", 1000000000},
+                                                                     {"B", 1}};
+  for (const auto& [suffix, m] : kUnits) {
+    if (digits.size() > suffix.size() - 1 && digits.ends_with(suffix)) {
+      digits.remove_suffix(suffix.size());
+      multiplier = m;
+      break;
+    }
+  }
+  uint64_t n;
+  if (digits.empty() || !absl::SimpleAtoi(absl::string_view(digits.data(), digits.size()), &n) ||
+      n > (uint64_t{1} << 50) / multiplier) {
+    return absl::InvalidArgumentError(absl::StrCat("not a size: '", std::string(text), "'"));
+  }
+  return static_cast<size_t>(n * multiplier);
+}
+
+namespace {
+
+// Parses YAML text into a node, turning yaml-cpp's exceptions (its only
+// way to report) into a status that names the source and line.
+absl::StatusOr<YAML::Node> ParseYaml(std::string_view text, std::string_view source) {
+  try {
+    return YAML::Load(std::string(text));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(source), ":", e.mark.line + 1, ": not valid YAML: ", e.msg));
+  }
+}
+
+template <typename T, typename Fill>
+absl::StatusOr<T> ParseDocument(std::string_view text, std::string_view source, Fill fill) {
+  absl::StatusOr<YAML::Node> root = ParseYaml(text, source);
+  if (!root.ok()) return root.status();
+  absl::Status status;
+  T out;
+  try {
+    MapReader r(*root, "", source, &status);
+    if (status.ok()) {
+      fill(r, &out);
+      r.Finish();
+    }
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(source), ":", e.mark.line + 1, ": ", e.msg));
+  }
+  if (!status.ok()) return status;
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<GatewayConfig> ParseGatewayConfig(std::string_view text, std::string_view source) {
+  absl::StatusOr<GatewayConfig> config =
+      ParseDocument<GatewayConfig>(text, source, [](MapReader& r, GatewayConfig* c) {
+        r.List("listeners", [c](MapReader& m) {
+          ListenerConfig l;
+          ReadListener(m, &l);
+          c->listeners.push_back(std::move(l));
+        });
+        r.List("virtual_hosts", [c](MapReader& m) {
+          VirtualHostConfig vh;
+          ReadVirtualHost(m, &vh);
+          c->virtual_hosts.push_back(std::move(vh));
+        });
+        r.List("clusters", [c](MapReader& m) {
+          ClusterConfig cl;
+          ReadCluster(m, &cl);
+          c->clusters.push_back(std::move(cl));
+        });
+        r.String("store", &c->store);
+        r.String("store_prefix", &c->store_prefix);
+        if (!c->store.empty()) {
+          r.Check(c->store.starts_with("store://"), "store",
+                  "must be store://HOST:PORT[,HOST:PORT]");
+        }
+        r.Check(c->store_prefix.starts_with('/') && c->store_prefix.ends_with('/'), "store_prefix",
+                "must start and end with '/'");
+        r.String("admin", &c->admin_address);
+        r.Map("access_log", [c](MapReader& m) {
+          m.String("path", &c->access_log.path);
+          m.StringList("fields", &c->access_log.fields);
+        });
+        r.Bool("via", &c->add_via);
+        r.Bool("x_forwarded", &c->add_x_forwarded);
+        r.String("request_id_header", &c->request_id_header);
+        r.Time("drain_timeout", &c->drain_timeout);
+      });
+  if (!config.ok()) return config.status();
+  absl::Status valid = ValidateGatewayConfig(*config);
+  if (!valid.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(source), ": ", std::string(valid.message())));
+  }
+  return config;
+}
+
+absl::StatusOr<GatewayConfig> LoadGatewayConfigFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseGatewayConfig(text.str(), path);
+}
+
+absl::StatusOr<VirtualHostConfig> ParseVirtualHostDocument(std::string_view text,
+                                                           std::string_view source) {
+  return ParseDocument<VirtualHostConfig>(text, source, ReadVirtualHost);
+}
+
+absl::StatusOr<ClusterConfig> ParseClusterDocument(std::string_view text, std::string_view source) {
+  return ParseDocument<ClusterConfig>(text, source, ReadCluster);
+}
+
+absl::Status ValidateGatewayConfig(const GatewayConfig& config) {
+  std::set<std::string> clusters, hosts, listeners;
+  for (const ClusterConfig& c : config.clusters) {
+    if (!clusters.insert(c.name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("line ", c.line, ": cluster '", c.name, "' is defined twice"));
+    }
+  }
+  for (const ListenerConfig& l : config.listeners) {
+    if (!listeners.insert(l.address).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("line ", l.line, ": two listeners on ", l.address));
+    }
+  }
+  for (const VirtualHostConfig& vh : config.virtual_hosts) {
+    if (!hosts.insert(vh.name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("line ", vh.line, ": virtual host '", vh.name, "' is defined twice"));
+    }
+    for (const RouteConfig& r : vh.routes) {
+      std::vector<std::string> used;
+      if (r.cluster) used.push_back(*r.cluster);
+      for (const WeightedCluster& w : r.split) used.push_back(w.cluster);
+      for (const std::string& name : used) {
+        // With live configuration a cluster may arrive from the store later.
+        if (!clusters.contains(name) && config.store.empty()) {
+          return absl::InvalidArgumentError(absl::StrCat("line ", r.line, ": route of '", vh.name,
+                                                         "' names cluster '", name,
+                                                         "', which is not defined"));
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace capstan::gateway

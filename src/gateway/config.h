@@ -1,0 +1,257 @@
+// The gateway's configuration: listeners, virtual hosts with their routes,
+// and clusters, as one YAML file (`capstan gateway --config FILE`) or as
+// documents in the store (one virtual host or one cluster per key, YAML or
+// JSON — JSON is YAML). Parsing checks every field and fails with the
+// field's path and line ("gateway.yaml:14: routes[2].match.prefix: must
+// start with '/'"); nothing half-valid is returned. docs/gateway.md lists
+// every option with its default.
+//
+//   auto config = gateway::ParseGatewayConfig(text, "gateway.yaml");
+//   if (!config.ok()) { log(config.status()); return; }
+//   auto table = gateway::RouteTable::Build(*config);   // router.h
+//
+// Thread-safety: plain values; a parsed config is immutable once shared.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+
+namespace capstan::gateway {
+
+using Duration = std::chrono::milliseconds;
+
+// ---- listeners
+
+struct TlsCertificate {
+  std::string cert_file;  // PEM chain
+  std::string key_file;   // PEM key
+  // SNI names this certificate answers (exact or "*.suffix"); empty: the
+  // default certificate (the first one is the default when none is empty).
+  std::vector<std::string> server_names;
+};
+
+struct ListenerTls {
+  std::vector<TlsCertificate> certificates;
+  std::vector<std::string> alpn = {"h2", "http/1.1"};
+  std::string min_version = "TLSv1.2";  // or TLSv1.3
+  bool session_tickets = true;
+};
+
+// Limits of what a client may send; the answer when passed in parentheses.
+struct HttpLimits {
+  size_t max_request_line_bytes = 8 << 10;  // (414)
+  size_t max_header_bytes = 64 << 10;       // the whole header block (431)
+  size_t max_header_count = 100;            // (431)
+  size_t max_body_bytes = 16 << 20;         // per route overridable (413)
+  Duration request_header_timeout{10000};   // first byte to end of headers (408, close)
+  Duration idle_timeout{60000};             // keep-alive connection with no request
+  // HTTP/2 downstream.
+  uint32_t max_concurrent_streams = 100;
+  size_t max_header_list_bytes = 64 << 10;
+};
+
+struct ListenerConfig {
+  std::string name;
+  std::string address;  // host:port
+  // "http1", "h2c" (prior knowledge and Upgrade); with tls: ALPN decides.
+  std::vector<std::string> protocols = {"http1", "h2c"};
+  std::optional<ListenerTls> tls;
+  HttpLimits limits;
+  int line = 0;  // where it was defined, for messages
+};
+
+// ---- routes
+
+struct HeaderMatcher {
+  std::string name;  // lowercase
+  // One of: exact, prefix, regex, present (true: must be there, false: must not).
+  std::optional<std::string> exact, prefix, regex;
+  std::optional<bool> present;
+  bool invert = false;
+};
+
+struct QueryMatcher {
+  std::string name;
+  std::optional<std::string> exact, regex;
+  std::optional<bool> present;
+};
+
+struct RouteMatch {
+  // One of exact path, path prefix, path regex (RE2, whole path); none: every path.
+  std::optional<std::string> path, prefix, regex;
+  bool case_sensitive = true;
+  std::vector<std::string> methods;  // empty: any
+  std::vector<HeaderMatcher> headers;
+  std::vector<QueryMatcher> query;
+};
+
+struct WeightedCluster {
+  std::string cluster;
+  uint32_t weight = 0;
+};
+
+struct Redirect {
+  std::optional<std::string> scheme, host, path, prefix_rewrite;
+  std::optional<int> port;
+  int status = 301;  // 301, 302, 303, 307, 308
+  bool strip_query = false;
+};
+
+struct DirectResponse {
+  int status = 200;
+  std::string body;
+  std::string content_type = "text/plain";
+};
+
+struct RetryPolicy {
+  // Conditions: "connect-failure", "reset", "5xx", "gateway-error"
+  // (502/503/504), "retriable-status" (the codes below).
+  std::vector<std::string> retry_on = {"connect-failure", "reset"};
+  std::vector<int> retriable_statuses;
+  int max_attempts = 2;  // the first try included
+  // Only idempotent methods (GET HEAD OPTIONS PUT DELETE TRACE) are retried
+  // unless this is set.
+  bool non_idempotent = false;
+  Duration per_try_timeout{0};  // 0: the route timeout bounds each try
+};
+
+struct HeaderEdits {
+  std::vector<std::pair<std::string, std::string>> set;     // replace or add
+  std::vector<std::pair<std::string, std::string>> append;  // add another
+  std::vector<std::string> remove;
+};
+
+struct RouteConfig {
+  std::string name;
+  RouteMatch match;
+  // Exactly one action.
+  std::optional<std::string> cluster;
+  std::vector<WeightedCluster> split;  // weights sum > 0
+  // Sticky split: hash this request header (or cookie) instead of drawing
+  // at random, so a unit stays in its split (the experiments issue uses it).
+  std::optional<std::string> split_hash_header;
+  std::optional<Redirect> redirect;
+  std::optional<DirectResponse> direct_response;
+  // Forwarding options.
+  Duration timeout{15000};   // whole response; 0: none
+  Duration idle_timeout{0};  // between bytes of a streaming response; 0: none
+  RetryPolicy retry;
+  std::optional<size_t> max_body_bytes;
+  std::optional<std::string> prefix_rewrite;  // replaces the matched prefix
+  std::optional<std::string> host_rewrite;
+  HeaderEdits request_headers, response_headers;
+  int line = 0;
+};
+
+struct VirtualHostConfig {
+  std::string name;
+  // "example.com", "*.example.com" (any subdomain), "*" (any host).
+  std::vector<std::string> domains;
+  std::vector<RouteConfig> routes;
+  int line = 0;
+};
+
+// ---- clusters
+
+struct HealthCheckConfig {
+  std::string path = "/health";
+  std::string host;  // Host header; empty: the endpoint's address
+  Duration interval{5000};
+  Duration timeout{1000};
+  int healthy_threshold = 2;
+  int unhealthy_threshold = 3;
+  int expected_status_min = 200, expected_status_max = 399;
+  bool operator==(const HealthCheckConfig&) const = default;
+};
+
+struct ClusterLimits {
+  // Circuit breaking by counts (Envoy's thresholds); the overflow answer is
+  // 503 with `x-capstan-overflow: <limit name>`.
+  uint32_t max_connections = 1024;
+  uint32_t max_pending_requests = 1024;
+  uint32_t max_requests = 1024;
+  bool operator==(const ClusterLimits&) const = default;
+};
+
+struct ClusterConfig {
+  std::string name;
+  // Static "host:port" list, or a discovery URL: "store://HOST:PORT/PREFIX",
+  // "dns:///NAME:PORT".
+  std::vector<std::string> endpoints;
+  std::optional<std::string> discovery;
+  std::string balancer = "round_robin";  // mesh balancer names; "maglev" hashes hash_on
+  // For maglev: "header:NAME", "cookie:NAME" or "client_address".
+  std::string hash_on = "client_address";
+  std::string protocol = "http1";  // "http1" or "h2"
+  bool tls = false;
+  std::string tls_server_name;  // SNI and verification name; empty: the endpoint host
+  std::string tls_ca_file;      // empty: the system's roots
+  bool tls_verify = true;
+  Duration connect_timeout{1000};
+  // Upstream connections per loop and endpoint.
+  uint32_t max_idle_connections = 64;
+  Duration idle_timeout{60000};
+  Duration max_connection_lifetime{0};  // 0: none
+  std::optional<HealthCheckConfig> health_check;
+  ClusterLimits limits;
+  bool outlier_detection = true;
+  int line = 0;
+  bool operator==(const ClusterConfig&) const = default;
+};
+
+// Equal but for where they were defined.
+inline bool ClusterConfigsEqual(ClusterConfig a, ClusterConfig b) {
+  a.line = b.line = 0;
+  return a == b;
+}
+
+// ---- the whole
+
+struct AccessLogConfig {
+  std::string path;  // empty: no access log; "-": standard output
+  std::vector<std::string> fields = {"time",     "client", "method",     "authority",
+                                     "path",     "status", "bytes_sent", "duration_ms",
+                                     "upstream", "route",  "request_id"};
+};
+
+struct GatewayConfig {
+  std::vector<ListenerConfig> listeners;
+  std::vector<VirtualHostConfig> virtual_hosts;
+  std::vector<ClusterConfig> clusters;
+  // Where live configuration comes from: "store://HOST:PORT" (watched under
+  // store_prefix); empty: the file alone.
+  std::string store;
+  std::string store_prefix = "/capstan/gateway/";
+  std::string admin_address;  // /metrics, /health, /status; empty: none
+  AccessLogConfig access_log;
+  bool add_via = false;
+  bool add_x_forwarded = true;  // X-Forwarded-For, -Proto, -Host
+  std::string request_id_header = "x-request-id";
+  Duration drain_timeout{15000};  // SIGTERM: in-flight requests get this long
+};
+
+// Parses a whole file. `source` names it in errors.
+absl::StatusOr<GatewayConfig> ParseGatewayConfig(std::string_view text, std::string_view source);
+absl::StatusOr<GatewayConfig> LoadGatewayConfigFile(const std::string& path);
+
+// One document from the store: a virtual host (under .../routes/) or a
+// cluster (under .../clusters/). `source` is the key.
+absl::StatusOr<VirtualHostConfig> ParseVirtualHostDocument(std::string_view text,
+                                                           std::string_view source);
+absl::StatusOr<ClusterConfig> ParseClusterDocument(std::string_view text, std::string_view source);
+
+// Cross-checks a whole configuration: names unique, every route's clusters
+// defined, listener addresses parse. (Parsing checks each part alone.)
+absl::Status ValidateGatewayConfig(const GatewayConfig& config);
+
+// "64KiB", "16MiB", "1GiB", "512" (bytes) -> bytes.
+absl::StatusOr<size_t> ParseByteSize(std::string_view text);
+
+}  // namespace capstan::gateway

@@ -1,0 +1,164 @@
+#include "gateway/config.h"
+
+#include "gtest/gtest.h"
+
+namespace capstan::gateway {
+namespace {
+
+constexpr std::string_view kFull = R"(
+listeners:
+  - name: public
+    address: 127.0.0.1:8080
+    limits: {max_request_line: 4KiB, max_body: 1MiB, idle_timeout: 30s}
+virtual_hosts:
+  - name: api
+    domains: [api.example.com, "*.api.example.com"]
+    routes:
+      - name: v1
+        match: {prefix: /v1/, methods: [GET, HEAD]}
+        cluster: api
+        timeout: 2s
+        retry: {on: [connect-failure, gateway-error], attempts: 3}
+        request_headers:
+          set: [{name: X-Env, value: prod}]
+          remove: [X-Debug]
+      - name: canary
+        split: [{cluster: api, weight: 9}, {cluster: api-next, weight: 1}]
+        split_hash_header: X-User
+clusters:
+  - name: api
+    endpoints: [127.0.0.1:9000, 127.0.0.1:9001]
+    balancer: p2c
+    health_check: {path: /healthz, interval: 1s}
+    limits: {max_requests: 100}
+  - name: api-next
+    discovery: store://127.0.0.1:2379/services/api-next
+    protocol: h2
+admin: 127.0.0.1:9901
+access_log: {path: "-"}
+)";
+
+TEST(GatewayConfigTest, AFullFileParsesWithDefaultsForWhatIsNotGiven) {
+  auto config = ParseGatewayConfig(kFull, "gateway.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->listeners.size(), 1u);
+  const ListenerConfig& l = config->listeners[0];
+  EXPECT_EQ(l.address, "127.0.0.1:8080");
+  EXPECT_EQ(l.limits.max_request_line_bytes, 4096u);
+  EXPECT_EQ(l.limits.max_body_bytes, 1u << 20);
+  EXPECT_EQ(l.limits.idle_timeout, Duration(30000));
+  EXPECT_EQ(l.limits.max_header_bytes, 64u << 10);  // default
+  EXPECT_EQ(l.protocols, (std::vector<std::string>{"http1", "h2c"}));
+  ASSERT_EQ(config->virtual_hosts.size(), 1u);
+  const RouteConfig& v1 = config->virtual_hosts[0].routes[0];
+  EXPECT_EQ(v1.match.prefix, "/v1/");
+  EXPECT_EQ(v1.timeout, Duration(2000));
+  EXPECT_EQ(v1.retry.max_attempts, 3);
+  ASSERT_EQ(v1.request_headers.set.size(), 1u);
+  EXPECT_EQ(v1.request_headers.set[0].first, "x-env");  // names lowercased
+  EXPECT_EQ(v1.request_headers.remove, std::vector<std::string>{"x-debug"});
+  const RouteConfig& canary = config->virtual_hosts[0].routes[1];
+  EXPECT_EQ(canary.match.prefix, "/");  // no match: every path
+  EXPECT_EQ(canary.split.size(), 2u);
+  EXPECT_EQ(canary.split_hash_header, "x-user");
+  ASSERT_EQ(config->clusters.size(), 2u);
+  EXPECT_EQ(config->clusters[0].balancer, "p2c");
+  ASSERT_TRUE(config->clusters[0].health_check.has_value());
+  EXPECT_EQ(config->clusters[0].health_check->path, "/healthz");
+  EXPECT_EQ(config->clusters[0].health_check->unhealthy_threshold, 3);
+  EXPECT_EQ(config->clusters[0].limits.max_requests, 100u);
+  EXPECT_EQ(config->clusters[1].protocol, "h2");
+  EXPECT_EQ(config->admin_address, "127.0.0.1:9901");
+}
+
+// The error for `yaml`, which must not parse.
+std::string ErrorOf(std::string_view yaml) {
+  auto config = ParseGatewayConfig(yaml, "g.yaml");
+  EXPECT_FALSE(config.ok());
+  return config.ok() ? "" : std::string(config.status().message());
+}
+
+TEST(GatewayConfigTest, ErrorsNameTheFileLineAndField) {
+  EXPECT_EQ(ErrorOf("clusters:\n  - name: a\n    endpoints: [x:1]\n    balancr: p2c\n"),
+            "g.yaml:4: clusters[0].balancr: unknown option");
+  EXPECT_EQ(ErrorOf("virtual_hosts:\n  - name: h\n    routes:\n      - match: {prefix: api}\n"
+                    "        direct_response: {status: 200}\n"),
+            "g.yaml:4: virtual_hosts[0].routes[0].match.prefix: must start with '/'");
+  EXPECT_EQ(ErrorOf("clusters:\n  - name: a\n    endpoints: [x:1]\n    connect_timeout: soon\n"),
+            "g.yaml:4: clusters[0].connect_timeout: must be a duration like 500ms, 10s, 5m");
+  EXPECT_EQ(ErrorOf("listeners: [{address: 'x:1', limits: {max_body: lots}}]\n"),
+            "g.yaml:1: listeners[0].limits.max_body: must be a size like 512, 64KiB, 16MiB");
+  EXPECT_NE(ErrorOf("virtual_hosts: [{name: h, routes: [{match: {regex: '('}, cluster: a}]}]\n"
+                    "clusters: [{name: a, endpoints: [x:1]}]\n")
+                .find("not a valid RE2 expression"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("a: [\n").find("g.yaml:"), std::string::npos);
+}
+
+TEST(GatewayConfigTest, RoutesTakeExactlyOneActionAndNameDefinedClusters) {
+  EXPECT_NE(ErrorOf("virtual_hosts: [{name: h, routes: [{cluster: a, direct_response: {}}]}]\n"
+                    "clusters: [{name: a, endpoints: [x:1]}]\n")
+                .find("exactly one of cluster, split, redirect and direct_response"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("virtual_hosts: [{name: h, routes: [{}]}]\n").find("exactly one of"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("virtual_hosts: [{name: h, routes: [{cluster: missing}]}]\n")
+                .find("names cluster 'missing', which is not defined"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("virtual_hosts: [{name: h, routes: [{split: [{cluster: a, weight: 0}]}]}]\n"
+                    "clusters: [{name: a, endpoints: [x:1]}]\n")
+                .find("weights must not all be 0"),
+            std::string::npos);
+  // With live configuration, clusters may come from the store later.
+  EXPECT_TRUE(ParseGatewayConfig("store: store://127.0.0.1:2379\n"
+                                 "virtual_hosts: [{name: h, routes: [{cluster: later}]}]\n",
+                                 "g.yaml")
+                  .ok());
+}
+
+TEST(GatewayConfigTest, HeaderEditsRefuseValuesThatWouldSplitAHeader) {
+  EXPECT_NE(ErrorOf("virtual_hosts: [{name: h, routes: [{direct_response: {}, request_headers: "
+                    "{set: [{name: x, value: \"a\\r\\nInjected: 1\"}]}}]}]\n")
+                .find("must not contain CR, LF or NUL"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("virtual_hosts: [{name: h, routes: [{direct_response: {}, request_headers: "
+                    "{set: [{name: 'bad name', value: x}]}}]}]\n")
+                .find("not a valid header name"),
+            std::string::npos);
+}
+
+TEST(GatewayConfigTest, DuplicateNamesAreRefused) {
+  EXPECT_NE(ErrorOf("clusters: [{name: a, endpoints: [x:1]}, {name: a, endpoints: [x:2]}]\n")
+                .find("cluster 'a' is defined twice"),
+            std::string::npos);
+}
+
+TEST(GatewayConfigTest, StoreDocumentsParseAlone) {
+  auto vh = ParseVirtualHostDocument(
+      R"({"name": "shop", "domains": ["shop.example.com"],
+          "routes": [{"match": {"prefix": "/"}, "cluster": "shop"}]})",
+      "/capstan/gateway/routes/shop");
+  ASSERT_TRUE(vh.ok()) << vh.status();
+  EXPECT_EQ(vh->routes[0].cluster, "shop");
+  auto cluster = ParseClusterDocument(R"({"name": "shop", "endpoints": ["127.0.0.1:9000"]})",
+                                      "/capstan/gateway/clusters/shop");
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  auto bad = ParseClusterDocument(R"({"name": "shop"})", "/capstan/gateway/clusters/shop");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("/capstan/gateway/clusters/shop:1"), std::string::npos)
+      << bad.status();
+}
+
+TEST(ByteSizeTest, UnitsAndOverflow) {
+  EXPECT_EQ(ParseByteSize("512").value(), 512u);
+  EXPECT_EQ(ParseByteSize("64KiB").value(), 64u << 10);
+  EXPECT_EQ(ParseByteSize("16MiB").value(), 16u << 20);
+  EXPECT_EQ(ParseByteSize("2GB").value(), 2000000000u);
+  EXPECT_FALSE(ParseByteSize("").ok());
+  EXPECT_FALSE(ParseByteSize("KiB").ok());
+  EXPECT_FALSE(ParseByteSize("-1").ok());
+  EXPECT_FALSE(ParseByteSize("99999999999999999GiB").ok());
+}
+
+}  // namespace
+}  // namespace capstan::gateway
