@@ -522,16 +522,14 @@ Event ChunkedDecoder::Next(Buffer* input) {
       case State::kTrailers: {
         size_t end = 0;
         ScanResult r =
-            ScanLines(*input, &scan_, limits_.max_trailer_bytes + 1, [&](size_t len, size_t e) {
+            ScanLines(*input, &scan_, limits_.max_trailer_bytes, [&](size_t len, size_t e) {
               end = e;
               return len == 0;
             });
         if (r == ScanResult::kBareLf) return Fail(ErrorCode::kBadLineEnding, "bare LF in trailers");
-        if (r == ScanResult::kNeedMore || end > limits_.max_trailer_bytes) {
-          if (scan_.scanned > limits_.max_trailer_bytes) {
-            return Fail(ErrorCode::kTrailerTooLarge, "trailer section too large");
-          }
-          return Event{Event::kNeedMore, {}};
+        if (r == ScanResult::kNeedMore) {
+          if (scan_.scanned < limits_.max_trailer_bytes) return Event{Event::kNeedMore, {}};
+          return Fail(ErrorCode::kTrailerTooLarge, "trailer section too large");
         }
         scan_ = {};
         std::string_view text = Codec::Adopt(input->Cut(end), &trailers_);
@@ -589,30 +587,36 @@ Event MessageParser::Next(Buffer* input) {
             input->Consume(2);
           }
         }
+        // Each scan stops where its limit ends, so which error a long or
+        // broken head gets does not depend on how its bytes arrived.
         const size_t max_line = limits_.max_request_line_bytes;
-        const size_t max_scan = max_line + 2 + limits_.max_header_bytes + 1;
-        bool line_too_long = false;
+        if (scan_.first_line_end == 0) {
+          size_t line_len = 0;
+          ScanResult r = ScanLines(*input, &scan_, max_line + 2, [&](size_t len, size_t e) {
+            scan_.first_line_end = e;
+            line_len = len;
+            return true;
+          });
+          if (r == ScanResult::kBareLf) return Fail(ErrorCode::kBadLineEnding, "bare LF");
+          if (r == ScanResult::kNeedMore && scan_.scanned < max_line + 2) {
+            return Event{Event::kNeedMore, {}};
+          }
+          if (r == ScanResult::kNeedMore || line_len > max_line) {
+            return request_ ? Fail(ErrorCode::kRequestLineTooLong, "request line too long")
+                            : Fail(ErrorCode::kBadStatusLine, "status line too long");
+          }
+        }
+        const size_t max_scan = scan_.first_line_end + limits_.max_header_bytes;
         size_t end = 0;
         ScanResult r = ScanLines(*input, &scan_, max_scan, [&](size_t len, size_t e) {
-          if (scan_.first_line_end == 0) {
-            scan_.first_line_end = e;
-            if (len > max_line) line_too_long = true;
-            return line_too_long;
-          }
           end = e;
           return len == 0;
         });
-        ErrorCode too_long_line =
-            request_ ? ErrorCode::kRequestLineTooLong : ErrorCode::kBadStatusLine;
         if (r == ScanResult::kBareLf) return Fail(ErrorCode::kBadLineEnding, "bare LF");
-        if (line_too_long || (scan_.first_line_end == 0 && scan_.scanned > max_line + 1)) {
-          return Fail(too_long_line, request_ ? "request line too long" : "status line too long");
-        }
-        if (scan_.first_line_end != 0 &&
-            std::max(end, scan_.scanned) - scan_.first_line_end > limits_.max_header_bytes) {
+        if (r == ScanResult::kNeedMore) {
+          if (scan_.scanned < max_scan) return Event{Event::kNeedMore, {}};
           return Fail(ErrorCode::kHeaderTooLarge, "header section too large");
         }
-        if (r == ScanResult::kNeedMore) return Event{Event::kNeedMore, {}};
         scan_ = {};
         chunked_.Reset();
         body_bytes_ = 0;
