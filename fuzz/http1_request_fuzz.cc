@@ -64,7 +64,8 @@ std::string Parse(std::string_view input, uint8_t seed) {
       http1::Event ev = parser.Next(&in);
       if (ev.type == http1::Event::kNeedMore) break;
       if (ev.type == http1::Event::kError) {
-        out += "open body " + body + "\nerror " + std::string(http1::ErrorCodeName(parser.error().code));
+        out += "open body " + body + "\nerror " +
+               std::string(http1::ErrorCodeName(parser.error().code));
         return out;
       }
       if (ev.type == http1::Event::kHead) {

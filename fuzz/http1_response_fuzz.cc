@@ -51,8 +51,8 @@ std::string Parse(std::string_view input, uint8_t control, bool split) {
       if (ev.type == http1::Event::kHead) {
         const http1::ResponseHead& h = parser.head();
         out += "head " + std::to_string(h.status) + " " + std::string(h.reason) + " " +
-               std::to_string(static_cast<int>(h.framing)) + " " +
-               std::to_string(h.fields.size()) + "\n";
+               std::to_string(static_cast<int>(h.framing)) + " " + std::to_string(h.fields.size()) +
+               "\n";
         got = 0;
         announced = h.content_length;
         length_framed = h.framing == http1::Framing::kContentLength;

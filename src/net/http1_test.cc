@@ -363,6 +363,21 @@ TEST(Http1RequestTest, LimitsHaveTheirOwnStatus) {
   EXPECT_EQ(t.error_status, 431);
 }
 
+TEST(Http1RequestTest, ErrorOfAnOverlongHeadDoesNotDependOnHowItArrived) {
+  // Regression (found by http1_request_fuzz): a bare LF past the line limit
+  // was reported as kBadLineEnding when the bytes came at once, but as
+  // kRequestLineTooLong when they came in pieces.
+  Limits limits;
+  limits.max_request_line_bytes = 32;
+  limits.max_header_bytes = 64;
+  std::string line = std::string(40, 'x') + "\n";
+  std::string fields = "GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(70, 'v') + "\n";
+  for (size_t piece : {0, 1, 4}) {
+    EXPECT_EQ(ParseRequests(line, piece, limits).error, ErrorCode::kRequestLineTooLong);
+    EXPECT_EQ(ParseRequests(fields, piece, limits).error, ErrorCode::kHeaderTooLarge);
+  }
+}
+
 TEST(Http1RequestTest, EqualDuplicateContentLengthsAreNormalizedToOne) {
   for (const char* input : {
            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello",
