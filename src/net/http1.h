@@ -63,11 +63,12 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/container/inlined_vector.h"
 #include "net/buffer.h"
@@ -183,9 +184,12 @@ class HeaderFields {
   friend class Codec;
   absl::InlinedVector<Field, 16> fields_;
   Buffer storage_;  // the received bytes the views point into (one slice)
-  // Edited text. A deque never moves its elements, so views into them stay
-  // valid; one allocation holds many small strings' headers.
-  std::deque<std::string> arena_;
+  // Edited text, bump-allocated in blocks that never move (views stay
+  // valid); nothing is allocated until the first edit, and a few edits
+  // share one block. (std::deque would allocate even when empty.)
+  std::vector<std::unique_ptr<char[]>> arena_blocks_;
+  size_t arena_used_ = 0;  // in the last block
+  size_t arena_capacity_ = 0;
 };
 
 enum class TargetForm : uint8_t { kOrigin, kAbsolute, kAuthority, kAsterisk };
