@@ -12,7 +12,6 @@
 #include <chrono>
 #include <cstring>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "base/thread_name.h"
@@ -51,31 +50,6 @@ void WriteAll(int fd, const std::string& data) {
 }
 
 }  // namespace
-
-absl::Status ParseHostPort(const std::string& url, std::string* scheme, std::string* host,
-                           int* port) {
-  std::string rest = url;
-  *scheme = "http";
-  auto pos = rest.find("://");
-  if (pos != std::string::npos) {
-    *scheme = rest.substr(0, pos);
-    rest = rest.substr(pos + 3);
-  }
-  while (!rest.empty() && rest.back() == '/') rest.pop_back();
-  auto colon = rest.rfind(':');
-  if (colon == std::string::npos || colon == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("URL \"", url, "\" needs a host and a port, e.g. http://127.0.0.1:2379"));
-  }
-  *host = rest.substr(0, colon);
-  if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
-    *host = host->substr(1, host->size() - 2);
-  }
-  if (!absl::SimpleAtoi(rest.substr(colon + 1), port) || *port < 0 || *port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("URL \"", url, "\" has an invalid port"));
-  }
-  return absl::OkStatus();
-}
 
 HttpServer::~HttpServer() { Stop(); }
 

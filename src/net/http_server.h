@@ -50,8 +50,4 @@ class HttpServer {
   std::thread thread_;
 };
 
-// Parses "http://host:port" (or "host:port") into host and port.
-absl::Status ParseHostPort(const std::string& url, std::string* scheme, std::string* host,
-                           int* port);
-
 }  // namespace capstan::net

@@ -30,16 +30,12 @@
 #include <string>
 
 #include "base/status.h"
+#include "net/address.h"  // ResolveAddress
 #include "net/buffer.h"
 #include "net/event_loop.h"
 #include "net/task.h"
 
 namespace capstan::net {
-
-// Resolves a numeric address or "localhost" (no DNS here: the mesh resolves
-// names). Fills addr and len.
-absl::Status ResolveAddress(const std::string& host, int port, sockaddr_storage* addr,
-                            socklen_t* len);
 
 // A record the kernel hands back on completion (its address is io_uring's
 // user_data; epoll keeps one per registered fd).
