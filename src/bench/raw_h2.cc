@@ -9,21 +9,19 @@
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
+#include "net/address.h"
 
 namespace capstan::bench {
 
 absl::StatusOr<int> ConnectTcp(const std::string& endpoint, std::string* authority) {
-  *authority = endpoint;
-  if (authority->starts_with("http://")) *authority = authority->substr(7);
-  size_t colon = authority->rfind(':');
-  if (colon == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("endpoint ", endpoint, " is not host:port"));
-  }
+  absl::StatusOr<net::Url> url = net::ParseUrl(endpoint, {.require_port = true});
+  if (!url.ok()) return url.status();
+  *authority = url->Authority();
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* res = nullptr;
-  std::string host = authority->substr(0, colon), port = authority->substr(colon + 1);
+  std::string host = url->host, port = std::to_string(url->port);
   if (int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0) {
     return absl::UnavailableError(absl::StrCat("resolve ", endpoint, ": ", gai_strerror(rc)));
   }

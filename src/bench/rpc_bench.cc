@@ -19,6 +19,7 @@
 #include "capstan/echo.capstan.h"
 #include "capstan/echo.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "net/address.h"
 #include "net/block_on.h"
 #include "net/http_server.h"
 #include "net/loop_group.h"
@@ -54,8 +55,11 @@ class GrpcEcho final : public echo::Echo::CallbackService {
 };
 
 absl::Status SplitTarget(const std::string& target, std::string* host, int* port) {
-  std::string scheme;
-  return net::ParseHostPort(target, &scheme, host, port);
+  ASSIGN_OR_RETURN(net::Url url,
+                   net::ParseUrl(target, {.require_port = true, .allow_port_zero = true}));
+  *host = std::move(url.host);
+  *port = url.port;
+  return absl::OkStatus();
 }
 
 void AnnouncePort(const RpcBenchServerOptions& options, int port) {

@@ -22,7 +22,7 @@
 #include "bench/raw_unary.h"
 #include "bench/raw_watch.h"
 #include "client/client.h"
-#include "net/url.h"
+#include "net/address.h"
 
 namespace capstan::bench {
 

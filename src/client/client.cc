@@ -4,7 +4,7 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
-#include "net/url.h"
+#include "net/address.h"
 
 namespace capstan::client {
 

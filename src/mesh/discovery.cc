@@ -16,6 +16,7 @@
 #include "base/stop_signal.h"
 #include "client/client.h"
 #include "mesh/registry.h"
+#include "net/address.h"
 
 namespace capstan::mesh {
 
@@ -121,40 +122,18 @@ absl::StatusOr<std::vector<Endpoint>> ParseEndpointList(std::string_view list) {
 }  // namespace
 
 std::string FormatHostPort(const std::string& host, int port) {
-  return host.find(':') != std::string::npos ? absl::StrCat("[", host, "]:", port)
-                                             : absl::StrCat(host, ":", port);
+  return net::FormatHostPort(host, port);
 }
 
 absl::StatusOr<Endpoint> ParseEndpoint(std::string_view host_port, bool allow_any_port) {
-  std::string_view host;
-  std::string_view port_text;
-  if (!host_port.empty() && host_port.front() == '[') {
-    size_t close = host_port.find(']');
-    if (close == std::string_view::npos || close + 1 >= host_port.size() ||
-        host_port[close + 1] != ':') {
-      return absl::InvalidArgumentError(absl::StrCat("endpoint '", std::string(host_port),
-                                                     "': expected [ipv6]:port, e.g. [::1]:7000"));
-    }
-    host = host_port.substr(1, close - 1);
-    port_text = host_port.substr(close + 2);
-  } else {
-    size_t colon = host_port.rfind(':');
-    if (colon == std::string_view::npos || host_port.find(':') != colon) {
-      return absl::InvalidArgumentError(absl::StrCat("endpoint '", std::string(host_port),
-                                                     "': expected host:port, e.g. 10.0.0.7:7000"));
-    }
-    host = host_port.substr(0, colon);
-    port_text = host_port.substr(colon + 1);
+  absl::StatusOr<net::HostPort> parsed = net::ParseHostPort(host_port, allow_any_port);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("endpoint ", parsed.status().message()));
   }
-  int port = 0;
-  auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  bool port_ok = ec == std::errc() && end == port_text.data() + port_text.size();
-  if (host.empty() || !port_ok || port < (allow_any_port ? 0 : 1) || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "endpoint '", std::string(host_port), "': needs a host and a port between 1 and 65535"));
-  }
-  return Endpoint{
-      .host = std::string(host), .port = port, .weight = 1, .id = std::string(host_port)};
+  return Endpoint{.host = std::move(parsed->host),
+                  .port = parsed->port,
+                  .weight = 1,
+                  .id = std::string(host_port)};
 }
 
 std::unique_ptr<EndpointSource> StaticEndpoints(std::vector<Endpoint> endpoints) {

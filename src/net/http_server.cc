@@ -1,27 +1,35 @@
 #include "net/http_server.h"
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <chrono>
-#include <cstring>
+#include <algorithm>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "base/logging.h"
-#include "base/thread_name.h"
+#include "net/block_on.h"
+#include "net/http1.h"
 
 namespace capstan::net {
 namespace {
 
-constexpr size_t kMaxRequestBytes = 16 << 10;
-constexpr int kReadTimeoutMs = 5000;
+// What an admin request may be: a GET with a short head. Bodies (allowed
+// by HTTP, useless here) are read and dropped up to the limit.
+http1::Limits AdminLimits() {
+  http1::Limits limits;
+  limits.max_request_line_bytes = 8 << 10;
+  limits.max_header_bytes = 16 << 10;
+  limits.max_header_fields = 64;
+  limits.max_body_bytes = 64 << 10;
+  limits.max_trailer_bytes = 4 << 10;
+  return limits;
+}
+
+// Answers queued beyond this wait for the client to read them before more
+// pipelined requests are parsed, so a client that never reads cannot grow
+// the output without bound.
+constexpr size_t kMaxQueuedOutput = 1 << 20;
+
+// What a lingering close reads and drops at most before closing anyway.
+constexpr size_t kMaxLingerBytes = 1 << 20;
 
 const char* Reason(int status) {
   switch (status) {
@@ -33,156 +41,207 @@ const char* Reason(int status) {
       return "Not Found";
     case 405:
       return "Method Not Allowed";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 431:
+      return "Request Header Fields Too Large";
     case 503:
       return "Service Unavailable";
+    case 505:
+      return "HTTP Version Not Supported";
     default:
       return "Error";
   }
 }
 
-void WriteAll(int fd, const std::string& data) {
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    off += static_cast<size_t>(n);
+// The path of a request target, without its query: "/metrics" from
+// "/metrics?x=1" or from "http://host:9090/metrics".
+std::string_view PathOf(const http1::RequestHead& head) {
+  std::string_view target = head.target;
+  if (head.target_form == http1::TargetForm::kAbsolute) {
+    size_t authority = target.find("://") + 3;
+    size_t slash = target.find_first_of("/?", authority);
+    target = slash == std::string_view::npos ? "/" : target.substr(slash);
+    if (target.front() == '?') return "/";
   }
+  return target.substr(0, target.find('?'));
+}
+
+void WriteResponse(Socket* socket, const HttpResponse& response, bool head_only, bool keep_alive,
+                   bool http10) {
+  http1::ResponseHead head;
+  head.status = response.status;
+  head.reason = Reason(response.status);
+  head.fields.Add("Content-Type", response.content_type);
+  head.fields.Add("Content-Length", std::to_string(response.body.size()));
+  if (!keep_alive) {
+    head.fields.Add("Connection", "close");
+  } else if (http10) {
+    head.fields.Add("Connection", "keep-alive");
+  }
+  http1::WriteResponseHead(head, &socket->output());
+  if (!head_only) socket->output().Append(response.body);
+  socket->MarkWritten();
 }
 
 }  // namespace
 
-absl::Status ParseHostPort(const std::string& url, std::string* scheme, std::string* host,
-                           int* port) {
-  std::string rest = url;
-  *scheme = "http";
-  auto pos = rest.find("://");
-  if (pos != std::string::npos) {
-    *scheme = rest.substr(0, pos);
-    rest = rest.substr(pos + 3);
-  }
-  while (!rest.empty() && rest.back() == '/') rest.pop_back();
-  auto colon = rest.rfind(':');
-  if (colon == std::string::npos || colon == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("URL \"", url, "\" needs a host and a port, e.g. http://127.0.0.1:2379"));
-  }
-  *host = rest.substr(0, colon);
-  if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
-    *host = host->substr(1, host->size() - 2);
-  }
-  if (!absl::SimpleAtoi(rest.substr(colon + 1), port) || *port < 0 || *port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("URL \"", url, "\" has an invalid port"));
-  }
-  return absl::OkStatus();
-}
-
 HttpServer::~HttpServer() { Stop(); }
 
 absl::Status HttpServer::Start(const std::string& host, int port) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* res = nullptr;
-  std::string port_str = std::to_string(port);
-  int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), port_str.c_str(), &hints, &res);
-  if (rc != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot resolve ", host, ": ", ::gai_strerror(rc)));
-  }
-  int fd = ::socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol);
-  int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (fd < 0 || ::bind(fd, res->ai_addr, res->ai_addrlen) != 0 || ::listen(fd, 64) != 0) {
-    std::string err = std::strerror(errno);
-    ::freeaddrinfo(res);
-    if (fd >= 0) ::close(fd);
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", host, ":", port, ": ", err));
-  }
-  ::freeaddrinfo(res);
-  sockaddr_storage addr{};
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  port_ = addr.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port)
-                                     : ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
-  listen_fd_ = fd;
-  if (::pipe2(wake_pipe_, O_CLOEXEC) != 0) return absl::InternalError("pipe failed");
-  thread_ = std::thread([this] {
-    SetThreadName("http-server");
-    Serve();
+  if (group_ != nullptr) return absl::FailedPreconditionError("HttpServer already started");
+  ASSIGN_OR_RETURN(group_, LoopGroup::Start({.threads = 1, .name = "http-admin"}));
+  EventLoop* loop = group_->loop(0);
+  absl::Status st;
+  RunOn(loop, [&] {
+    absl::StatusOr<std::unique_ptr<Listener>> listener = Listener::Bind(loop, host, port);
+    if (!listener.ok()) {
+      st = listener.status();
+      return;
+    }
+    listener_ = std::move(listener).value();
+    port_ = listener_->port();
+    tasks_.fetch_add(1);
+    loop->StartOwned(AcceptLoop());
   });
+  if (!st.ok()) {
+    group_->Stop();
+    group_.reset();
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", host, ":", port, ": ", st.message()));
+  }
   return absl::OkStatus();
 }
 
 void HttpServer::Stop() {
-  if (stopping_.exchange(true)) return;
-  if (wake_pipe_[1] >= 0) {
-    char c = 0;
-    (void)!::write(wake_pipe_[1], &c, 1);
+  if (group_ == nullptr || stopped_) return;
+  stopped_ = true;
+  EventLoop* loop = group_->loop(0);
+  RunOn(loop, [this] {
+    stopping_ = true;
+    listener_->Close();
+    for (std::weak_ptr<Socket>& weak : connections_) {
+      if (std::shared_ptr<Socket> socket = weak.lock()) socket->Close();
+    }
+  });
+  {
+    std::unique_lock<std::mutex> lock(tasks_mu_);
+    tasks_done_.wait(lock, [this] { return tasks_.load() == 0; });
   }
-  if (thread_.joinable()) thread_.join();
-  for (int fd : {listen_fd_, wake_pipe_[0], wake_pipe_[1]}) {
-    if (fd >= 0) ::close(fd);
+  RunOn(loop, [this] {
+    listener_.reset();
+    connections_.clear();
+  });
+  group_->Stop();
+}
+
+void HttpServer::TaskEnded() {
+  if (tasks_.fetch_sub(1) == 1) {
+    std::lock_guard<std::mutex> lock(tasks_mu_);
+    tasks_done_.notify_all();
   }
 }
 
-void HttpServer::Serve() {
-  while (!stopping_) {
-    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_pipe_[0], POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      return;
+Task<void> HttpServer::AcceptLoop() {
+  while (true) {
+    absl::StatusOr<std::shared_ptr<Socket>> accepted = co_await listener_->Accept();
+    if (!accepted.ok()) break;  // the listener closed
+    std::shared_ptr<Socket> socket = std::move(accepted).value();
+    if (stopping_) {
+      socket->Close();
+      continue;
     }
-    if (fds[1].revents != 0) return;
-    int conn = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (conn < 0) continue;
-    ServeConnection(conn);
-    ::close(conn);
+    std::erase_if(connections_, [](const std::weak_ptr<Socket>& weak) { return weak.expired(); });
+    connections_.push_back(socket);
+    tasks_.fetch_add(1);
+    socket->loop()->StartOwned(ServeConnection(std::move(socket)));
   }
+  TaskEnded();
 }
 
-void HttpServer::ServeConnection(int fd) {
-  std::string req;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kReadTimeoutMs);
-  while (req.find("\r\n\r\n") == std::string::npos) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    deadline - std::chrono::steady_clock::now())
-                    .count();
-    if (left <= 0 || req.size() > kMaxRequestBytes) return;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left)) <= 0) return;
-    char buf[4096];
-    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) return;
-    req.append(buf, static_cast<size_t>(n));
-  }
-  HttpResponse resp;
-  auto line_end = req.find("\r\n");
-  std::string line = req.substr(0, line_end);
-  auto sp1 = line.find(' ');
-  auto sp2 = line.find(' ', sp1 == std::string::npos ? 0 : sp1 + 1);
-  if (sp1 == std::string::npos || sp2 == std::string::npos) {
-    resp = {400, "text/plain; charset=utf-8", "malformed request line\n"};
-  } else {
-    std::string method = line.substr(0, sp1);
-    std::string path = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    auto q = path.find('?');
-    if (q != std::string::npos) path = path.substr(0, q);
-    auto it = handlers_.find(path);
-    if (method != "GET" && method != "HEAD") {
-      resp = {405, "text/plain; charset=utf-8", "only GET is supported\n"};
-    } else if (it == handlers_.end()) {
-      resp = {404, "text/plain; charset=utf-8", "not found\n"};
-    } else {
-      resp = it->second();
-      if (method == "HEAD") resp.body.clear();
+HttpResponse HttpServer::Dispatch(std::string_view method, std::string_view path) const {
+  if (method != "GET" && method != "HEAD")
+    return {405, "text/plain; charset=utf-8", "only GET is supported\n"};
+  auto it = handlers_.find(std::string(path));
+  if (it == handlers_.end()) return {404, "text/plain; charset=utf-8", "not found\n"};
+  return it->second();
+}
+
+Task<void> HttpServer::ServeConnection(std::shared_ptr<Socket> socket) {
+  EventLoop* loop = socket->loop();
+  http1::RequestParser parser(AdminLimits());
+  // Closing the socket wakes the reader: a request that does not arrive in
+  // time ends the connection.
+  Timer deadline([s = socket.get()] { s->Close(); });
+  deadline.ArmAfter(loop, kReadTimeout);
+  std::string method, path;
+  bool keep_alive = false, http10 = false;
+  bool open = true;
+  while (open && !stopping_) {
+    http1::Event event = parser.Next(&socket->input());
+    switch (event.type) {
+      case http1::Event::kNeedMore: {
+        absl::Status read = co_await socket->ReadMore();
+        if (!read.ok()) open = false;
+        break;
+      }
+      case http1::Event::kHead: {
+        const http1::RequestHead& head = parser.head();
+        method = std::string(head.method);
+        path = std::string(PathOf(head));
+        keep_alive = head.keep_alive;
+        http10 = head.version == http1::Version::kHttp10;
+        break;
+      }
+      case http1::Event::kBody:
+        break;  // dropped: no endpoint here takes a body
+      case http1::Event::kComplete: {
+        WriteResponse(socket.get(), Dispatch(method, path), method == "HEAD", keep_alive, http10);
+        if (!keep_alive) {
+          open = false;
+          break;
+        }
+        deadline.ArmAfter(loop, kReadTimeout);
+        if (socket->pending_output() > kMaxQueuedOutput) {
+          absl::Status drained = co_await socket->Drained(kMaxQueuedOutput / 2);
+          if (!drained.ok()) open = false;
+        }
+        break;
+      }
+      case http1::Event::kError: {
+        const http1::Error& error = parser.error();
+        WriteResponse(socket.get(),
+                      {error.status, "text/plain; charset=utf-8", std::string(error.reason) + "\n"},
+                      false, false, false);
+        open = false;
+        break;
+      }
+      case http1::Event::kClosed:
+        open = false;
+        break;
     }
   }
-  std::string out = absl::StrCat(
-      "HTTP/1.1 ", resp.status, " ", Reason(resp.status), "\r\nContent-Type: ", resp.content_type,
-      "\r\nContent-Length: ", resp.body.size(), "\r\nConnection: close\r\n\r\n", resp.body);
-  WriteAll(fd, out);
+  // Lingering close: the answers leave, then our FIN, and what the client
+  // still sends is read and dropped until it closes. Closing with unread
+  // bytes would make the kernel answer them with a reset, which can destroy
+  // the answer (a 414 or 431 to a client still sending) before it is read.
+  // The timer bounds all of it.
+  deadline.ArmAfter(loop, std::chrono::seconds(1));
+  absl::Status drained = co_await socket->Drained();
+  if (drained.ok() && !socket->closed()) {
+    ::shutdown(socket->fd(), SHUT_WR);
+    size_t dropped = 0;
+    while (dropped < kMaxLingerBytes) {
+      dropped += socket->input().size();
+      socket->input().Clear();
+      absl::Status read = co_await socket->ReadMore();
+      if (!read.ok()) break;
+    }
+  }
+  socket->Close();
+  TaskEnded();
 }
 
 }  // namespace capstan::net

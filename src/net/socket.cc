@@ -15,34 +15,6 @@
 
 namespace capstan::net {
 
-absl::Status ResolveAddress(const std::string& host, int port, sockaddr_storage* addr,
-                            socklen_t* len) {
-  if (port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("port ", port, " is out of range 0..65535"));
-  }
-  std::memset(addr, 0, sizeof(*addr));
-  std::string h = host == "localhost" ? "127.0.0.1" : host;
-  if (h.size() > 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
-  auto* v4 = reinterpret_cast<sockaddr_in*>(addr);
-  if (inet_pton(AF_INET, h.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(static_cast<uint16_t>(port));
-    *len = sizeof(sockaddr_in);
-    return absl::OkStatus();
-  }
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(addr);
-  if (inet_pton(AF_INET6, h.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(static_cast<uint16_t>(port));
-    *len = sizeof(sockaddr_in6);
-    return absl::OkStatus();
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("'", host,
-                   "' is not a numeric IP address; names are resolved by the mesh's DNS "
-                   "discovery, not by the socket layer"));
-}
-
 namespace {
 
 absl::Status ErrnoStatus(std::string_view what, int err) {

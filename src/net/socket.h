@@ -30,6 +30,7 @@
 #include <string>
 
 #include "base/status.h"
+#include "net/address.h"  // ResolveAddress
 #include "net/buffer.h"
 #include "net/event_loop.h"
 #include "net/task.h"
@@ -39,11 +40,6 @@ namespace capstan::net {
 class TlsConnection;
 class TlsContext;
 enum class TlsRole : uint8_t;
-
-// Resolves a numeric address or "localhost" (no DNS here: the mesh resolves
-// names). Fills addr and len.
-absl::Status ResolveAddress(const std::string& host, int port, sockaddr_storage* addr,
-                            socklen_t* len);
 
 // A record the kernel hands back on completion (its address is io_uring's
 // user_data; epoll keeps one per registered fd).

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "mesh/discovery.h"
+#include "net/address.h"
 #include "net/block_on.h"
 #include "net/http_server.h"
 #include "net/socket.h"
@@ -245,9 +246,9 @@ absl::Status Server::Start() {
   port_ = port;
   started_ = true;
   if (!options_.admin_address.empty()) {
-    std::string scheme, host;
-    int admin_port = 0;
-    absl::Status st = net::ParseHostPort(options_.admin_address, &scheme, &host, &admin_port);
+    absl::StatusOr<net::Url> admin_url =
+        net::ParseUrl(options_.admin_address, {.require_port = true, .allow_port_zero = true});
+    absl::Status st = admin_url.status();
     if (st.ok()) {
       admin_ = std::make_unique<net::HttpServer>();
       admin_->Handle("/metrics", [this] {
@@ -255,7 +256,7 @@ absl::Status Server::Start() {
                                  .body = metrics_->RenderText()};
       });
       admin_->Handle("/status", [this] { return net::HttpResponse{.body = StatusText()}; });
-      st = admin_->Start(host, admin_port);
+      st = admin_->Start(admin_url->host, admin_url->port);
     }
     if (!st.ok()) {
       Shutdown(std::chrono::seconds(0));

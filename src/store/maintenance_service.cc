@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "etcd/etcdserverpb/rpc.grpc.pb.h"
-#include "net/url.h"
+#include "net/address.h"
 #include "store/errors.h"
 #include "store/services.h"
 

@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/logging.h"
-#include "net/url.h"
+#include "net/address.h"
 #include "store/errors.h"
 #include "store/services.h"
 

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/logging.h"
+#include "net/address.h"
 #include "store/etcd_grpc.h"
 #include "store/services.h"
 
@@ -24,34 +25,31 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
   std::vector<Listen> client, metrics, peer;
   if (config.listen_peer_urls.empty()) config.listen_peer_urls = config.store.advertise_peer_urls;
   for (const auto& url : config.listen_peer_urls) {
-    std::string scheme, host;
-    int port;
-    RETURN_IF_ERROR(net::ParseHostPort(url, &scheme, &host, &port));
-    if (scheme != "http") {
+    ASSIGN_OR_RETURN(net::Url parsed,
+                     net::ParseUrl(url, {.require_port = true, .allow_port_zero = true}));
+    if (parsed.scheme != "http") {
       return absl::InvalidArgumentError(absl::StrCat(
           "--listen-peer-urls: \"", url, "\": only http:// is supported (TLS is not yet)"));
     }
-    peer.push_back({host, port});
+    peer.push_back({parsed.host, parsed.port});
   }
   for (const auto& url : config.listen_client_urls) {
-    std::string scheme, host;
-    int port;
-    RETURN_IF_ERROR(net::ParseHostPort(url, &scheme, &host, &port));
-    if (scheme != "http") {
+    ASSIGN_OR_RETURN(net::Url parsed,
+                     net::ParseUrl(url, {.require_port = true, .allow_port_zero = true}));
+    if (parsed.scheme != "http") {
       return absl::InvalidArgumentError(absl::StrCat(
           "--listen-client-urls: \"", url, "\": only http:// is supported (TLS is not yet)"));
     }
-    client.push_back({host, port});
+    client.push_back({parsed.host, parsed.port});
   }
   for (const auto& url : config.listen_metrics_urls) {
-    std::string scheme, host;
-    int port;
-    RETURN_IF_ERROR(net::ParseHostPort(url, &scheme, &host, &port));
-    if (scheme != "http") {
+    ASSIGN_OR_RETURN(net::Url parsed,
+                     net::ParseUrl(url, {.require_port = true, .allow_port_zero = true}));
+    if (parsed.scheme != "http") {
       return absl::InvalidArgumentError(
           absl::StrCat("--listen-metrics-urls: \"", url, "\": only http:// is supported"));
     }
-    metrics.push_back({host, port});
+    metrics.push_back({parsed.host, parsed.port});
   }
   if (config.store.advertise_client_urls.empty()) {
     config.store.advertise_client_urls = config.listen_client_urls;

@@ -22,7 +22,7 @@
 #include "base/thread_name.h"
 #include "capstan/peer.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
-#include "net/url.h"
+#include "net/address.h"
 #include "store/errors.h"
 
 namespace capstan::store {

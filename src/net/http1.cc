@@ -1,0 +1,1102 @@
+#include "net/http1.h"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+
+#include "absl/strings/ascii.h"
+
+namespace capstan::net::http1 {
+namespace {
+
+// Byte classes, one table lookup per byte.
+enum : uint8_t {
+  kTokenChar = 1,   // tchar (RFC 9110 §5.6.2)
+  kValueChar = 2,   // field-vchar, SP, HTAB (obs-text included)
+  kTargetChar = 4,  // visible ASCII other than '#'
+  kHostChar = 8,    // reg-name: unreserved, sub-delims, '%'
+  kHexChar = 16,
+};
+
+constexpr std::array<uint8_t, 256> MakeClasses() {
+  std::array<uint8_t, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    bool digit = c >= '0' && c <= '9';
+    uint8_t v = 0;
+    if (alpha || digit ||
+        (c != 0 && std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) !=
+                       std::string_view::npos)) {
+      v |= kTokenChar;
+    }
+    if (c == '\t' || (c >= 0x20 && c != 0x7f)) v |= kValueChar;
+    if (c > 0x20 && c < 0x7f && c != '#') v |= kTargetChar;
+    if (alpha || digit ||
+        (c != 0 && std::string_view("-._~!$&'()*+,;=%").find(static_cast<char>(c)) !=
+                       std::string_view::npos)) {
+      v |= kHostChar;
+    }
+    if (digit || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')) v |= kHexChar;
+    t[c] = v;
+  }
+  return t;
+}
+constexpr std::array<uint8_t, 256> kClasses = MakeClasses();
+
+bool Is(char c, uint8_t cls) { return (kClasses[static_cast<uint8_t>(c)] & cls) != 0; }
+
+bool AllAre(std::string_view s, uint8_t cls) {
+  for (char c : s) {
+    if (!Is(c, cls)) return false;
+  }
+  return true;
+}
+
+// field-value bytes, eight at a time: a word with no byte below 0x20 and no
+// DEL is valid as a whole; one that has some (HTAB is the legal case) is
+// checked byte by byte. Values are most of a head's bytes.
+bool IsFieldValue(std::string_view s) {
+  constexpr uint64_t kOnes = 0x0101010101010101ull;
+  constexpr uint64_t kHighs = 0x8080808080808080ull;
+  size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t w;
+    std::memcpy(&w, s.data() + i, 8);
+    uint64_t below_space = (w - kOnes * 0x20) & ~w & kHighs;
+    uint64_t del = w ^ (kOnes * 0x7f);
+    uint64_t is_del = (del - kOnes) & ~del & kHighs;
+    if ((below_space | is_del) != 0 && !AllAre(s.substr(i, 8), kValueChar)) return false;
+  }
+  return AllAre(s.substr(i), kValueChar);
+}
+
+bool IsToken(std::string_view s) { return !s.empty() && AllAre(s, kTokenChar); }
+
+// ASCII case-insensitive equality (field names, tokens).
+bool EqualsNoCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (absl::ascii_tolower(static_cast<unsigned char>(a[i])) !=
+        absl::ascii_tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+bool IsOws(char c) { return c == ' ' || c == '\t'; }
+
+std::string_view TrimOws(std::string_view s) {
+  while (!s.empty() && IsOws(s.front())) s.remove_prefix(1);
+  while (!s.empty() && IsOws(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+// Calls fn(element) for each comma-separated element of a list value,
+// trimmed of OWS (empty elements included); stops early when fn returns false.
+template <typename Fn>
+bool ForEachListElement(std::string_view value, Fn&& fn) {
+  while (true) {
+    size_t comma = value.find(',');
+    if (!fn(TrimOws(value.substr(0, comma)))) return false;
+    if (comma == std::string_view::npos) return true;
+    value.remove_prefix(comma + 1);
+  }
+}
+
+int StatusFor(ErrorCode code, bool request) {
+  if (!request) return 502;
+  switch (code) {
+    case ErrorCode::kRequestLineTooLong:
+      return 414;
+    case ErrorCode::kHeaderTooLarge:
+    case ErrorCode::kTrailerTooLarge:
+      return 431;
+    case ErrorCode::kBodyTooLarge:
+      return 413;
+    case ErrorCode::kUnsupportedVersion:
+      return 505;
+    default:
+      return 400;
+  }
+}
+
+Error MakeError(ErrorCode code, const char* reason, bool request) {
+  return Error{code, StatusFor(code, request), reason};
+}
+
+enum class ScanResult { kNeedMore, kFound, kBareLf };
+
+// Resumes scanning `input` for line ends (CRLF) from where `scan` stopped.
+// At each line end calls on_line(line_len, end) with `end` the offset after
+// its LF; a true return stops the scan there (kFound). A LF without a CR
+// before it is kBareLf. Scans at most `max_scan` bytes in all.
+template <typename OnLine>
+ScanResult ScanLines(const Buffer& input, internal::LineScan* scan, size_t max_scan,
+                     OnLine&& on_line) {
+  size_t base = 0;
+  size_t limit = std::min(input.size(), max_scan);
+  for (size_t i = 0; i < input.slice_count() && scan->scanned < limit; ++i) {
+    std::string_view s = input.slice(i);
+    if (base + s.size() <= scan->scanned) {
+      base += s.size();
+      continue;
+    }
+    size_t from = scan->scanned - base;
+    size_t to = std::min(s.size(), limit - base);
+    while (from < to) {
+      const void* hit = std::memchr(s.data() + from, '\n', to - from);
+      if (hit == nullptr) {
+        scan->last = s[to - 1];
+        scan->scanned = base + to;
+        break;
+      }
+      size_t k = static_cast<const char*>(hit) - s.data();
+      char before = k > 0 ? s[k - 1] : scan->last;
+      size_t lf = base + k;
+      scan->scanned = lf + 1;
+      scan->last = '\n';
+      if (before != '\r' || lf == scan->line_start) return ScanResult::kBareLf;
+      size_t line_len = lf - 1 - scan->line_start;
+      scan->line_start = lf + 1;
+      if (on_line(line_len, lf + 1)) return ScanResult::kFound;
+      from = k + 1;
+    }
+    base += s.size();
+  }
+  return ScanResult::kNeedMore;
+}
+
+// Host / authority (RFC 3986 §3.2.2): reg-name or IPv4 or [IPv6], then an
+// optional (or required) ":port".
+bool ValidAuthority(std::string_view s, bool port_required) {
+  std::string_view rest;
+  if (!s.empty() && s.front() == '[') {
+    size_t close = s.find(']');
+    if (close == std::string_view::npos || close == 1) return false;
+    for (char c : s.substr(1, close - 1)) {
+      if (!Is(c, kHexChar) && c != ':' && c != '.') return false;
+    }
+    rest = s.substr(close + 1);
+  } else {
+    size_t colon = s.find(':');
+    std::string_view host = s.substr(0, colon);
+    if (host.empty() || !AllAre(host, kHostChar)) return false;
+    for (size_t i = 0; i < host.size(); ++i) {
+      if (host[i] == '%' &&
+          (i + 2 >= host.size() || !Is(host[i + 1], kHexChar) || !Is(host[i + 2], kHexChar))) {
+        return false;
+      }
+    }
+    rest = colon == std::string_view::npos ? std::string_view() : s.substr(colon);
+  }
+  if (rest.empty()) return !port_required;
+  if (rest.front() != ':') return false;
+  rest.remove_prefix(1);
+  if (rest.empty() || rest.size() > 5) return false;
+  for (char c : rest) {
+    if (!IsDigit(c)) return false;
+  }
+  return true;
+}
+
+// Parses a Content-Length value: a list of 1*DIGIT that must all agree.
+// *canonical is false when the value is not already one plain number.
+bool ParseContentLength(std::string_view value, uint64_t* n, bool* canonical, bool* seen) {
+  bool ok = true;
+  size_t elements = 0;
+  ForEachListElement(value, [&](std::string_view e) {
+    if (e.empty() || e.size() > 19) return ok = false;
+    uint64_t v = 0;
+    for (char c : e) {
+      if (!IsDigit(c)) return ok = false;
+      v = v * 10 + static_cast<uint64_t>(c - '0');
+    }
+    if (*seen && v != *n) return ok = false;
+    if (e.size() > 1 && e[0] == '0') *canonical = false;
+    *n = v;
+    *seen = true;
+    ++elements;
+    return true;
+  });
+  if (elements > 1) *canonical = false;
+  return ok;
+}
+
+struct TransferCodings {
+  bool present = false;
+  int chunked = 0;  // how many times chunked appears
+  bool chunked_last = false;
+  bool valid = true;  // every element a plain token
+};
+
+void ParseTransferEncoding(std::string_view value, TransferCodings* te) {
+  te->present = true;
+  ForEachListElement(value, [&](std::string_view e) {
+    if (!IsToken(e)) return te->valid = false;
+    bool chunked = EqualsNoCase(e, "chunked");
+    te->chunked += chunked ? 1 : 0;
+    te->chunked_last = chunked;
+    return true;
+  });
+}
+
+// Parses "HTTP/d.d".
+bool ParseVersion(std::string_view s, Version* v, ErrorCode* code) {
+  if (s.size() != 8 || !s.starts_with("HTTP/") || !IsDigit(s[5]) || s[6] != '.' || !IsDigit(s[7])) {
+    *code = ErrorCode::kBadVersion;
+    return false;
+  }
+  if (s[5] == '1' && s[7] == '1') {
+    *v = Version::kHttp11;
+  } else if (s[5] == '1' && s[7] == '0') {
+    *v = Version::kHttp10;
+  } else {
+    *code = ErrorCode::kUnsupportedVersion;
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+// The parts that touch HeaderFields' insides.
+class Codec {
+ public:
+  // Parses field lines from `text`, each ending in CRLF, the last one empty
+  // (the scan that found the block guarantees a LF only ever follows a CR).
+  static bool ParseFieldLines(std::string_view text, size_t max_fields, HeaderFields* fields,
+                              ErrorCode* code, const char** reason) {
+    size_t pos = 0;
+    while (true) {
+      const void* hit = std::memchr(text.data() + pos, '\r', text.size() - pos);
+      size_t cr = hit == nullptr ? text.size() : static_cast<const char*>(hit) - text.data();
+      if (cr + 1 >= text.size() || text[cr + 1] != '\n') {
+        *code = ErrorCode::kBadLineEnding;
+        *reason = "bare CR in a field line";
+        return false;
+      }
+      std::string_view line = text.substr(pos, cr - pos);
+      pos = cr + 2;
+      if (line.empty()) return true;
+      if (IsOws(line[0])) {
+        *code = ErrorCode::kObsFold;
+        *reason = "field line starts with whitespace (obs-fold)";
+        return false;
+      }
+      size_t i = 0;
+      while (i < line.size() && Is(line[i], kTokenChar)) ++i;
+      if (i == line.size() || i == 0 || line[i] != ':') {
+        if (i > 0 && i < line.size() && IsOws(line[i])) {
+          *code = ErrorCode::kWhitespaceBeforeColon;
+          *reason = "whitespace between field name and colon";
+        } else {
+          *code = ErrorCode::kBadFieldName;
+          *reason = "invalid field name";
+        }
+        return false;
+      }
+      std::string_view value = TrimOws(line.substr(i + 1));
+      if (!IsFieldValue(value)) {
+        *code = ErrorCode::kBadFieldValue;
+        *reason = "control character in a field value";
+        return false;
+      }
+      if (fields->fields_.size() >= max_fields) {
+        *code = ErrorCode::kHeaderTooLarge;
+        *reason = "too many header fields";
+        return false;
+      }
+      fields->fields_.push_back({line.substr(0, i), value});
+    }
+  }
+
+  // Makes `raw` the fields' storage (one slice) and returns its bytes.
+  static std::string_view Adopt(Buffer raw, HeaderFields* fields) {
+    fields->Clear();
+    fields->storage_ = std::move(raw);
+    return fields->storage_.Flatten();
+  }
+};
+
+// ---- HeaderFields --------------------------------------------------------
+
+std::optional<std::string_view> HeaderFields::Get(std::string_view name) const {
+  for (const Field& f : fields_) {
+    if (f.name.size() == name.size() && EqualsNoCase(f.name, name)) return f.value;
+  }
+  return std::nullopt;
+}
+
+size_t HeaderFields::Count(std::string_view name) const {
+  size_t n = 0;
+  for (const Field& f : fields_) {
+    if (f.name.size() == name.size() && EqualsNoCase(f.name, name)) ++n;
+  }
+  return n;
+}
+
+bool HeaderFields::HasToken(std::string_view name, std::string_view token) const {
+  for (const Field& f : fields_) {
+    if (f.name.size() != name.size() || !EqualsNoCase(f.name, name)) continue;
+    bool found = false;
+    ForEachListElement(f.value, [&](std::string_view e) {
+      found = EqualsNoCase(e, token);
+      return !found;
+    });
+    if (found) return true;
+  }
+  return false;
+}
+
+std::string_view HeaderFields::Own(std::string_view text) {
+  if (text.empty()) return {};
+  // A moved-from vector is empty: the check covers a moved-from arena too.
+  if (arena_blocks_.empty() || arena_capacity_ - arena_used_ < text.size()) {
+    arena_capacity_ = std::max<size_t>(256, text.size());
+    arena_blocks_.push_back(std::make_unique_for_overwrite<char[]>(arena_capacity_));
+    arena_used_ = 0;
+  }
+  char* at = arena_blocks_.back().get() + arena_used_;
+  std::memcpy(at, text.data(), text.size());
+  arena_used_ += text.size();
+  return {at, text.size()};
+}
+
+void HeaderFields::Add(std::string_view name, std::string_view value) {
+  fields_.push_back({Own(name), Own(value)});
+}
+
+size_t HeaderFields::Remove(std::string_view name) {
+  size_t before = fields_.size();
+  fields_.erase(std::remove_if(fields_.begin(), fields_.end(),
+                               [&](const Field& f) {
+                                 return f.name.size() == name.size() && EqualsNoCase(f.name, name);
+                               }),
+                fields_.end());
+  return before - fields_.size();
+}
+
+void HeaderFields::Set(std::string_view name, std::string_view value) {
+  Remove(name);
+  Add(name, value);
+}
+
+void HeaderFields::Clear() {
+  fields_.clear();
+  storage_.Clear();
+  arena_blocks_.clear();
+  arena_used_ = arena_capacity_ = 0;
+}
+
+size_t HeaderFields::SerializedSize() const {
+  size_t n = 0;
+  for (const Field& f : fields_) n += f.name.size() + f.value.size() + 4;
+  return n;
+}
+
+char* HeaderFields::WriteTo(char* out) const {
+  for (const Field& f : fields_) {
+    std::memcpy(out, f.name.data(), f.name.size());
+    out += f.name.size();
+    *out++ = ':';
+    *out++ = ' ';
+    if (!f.value.empty()) std::memcpy(out, f.value.data(), f.value.size());
+    out += f.value.size();
+    *out++ = '\r';
+    *out++ = '\n';
+  }
+  return out;
+}
+
+// ---- ChunkedDecoder ------------------------------------------------------
+
+void ChunkedDecoder::Reset() {
+  state_ = State::kSize;
+  chunk_left_ = 0;
+  body_bytes_ = 0;
+  extension_bytes_ = 0;
+  scan_ = {};
+  trailers_.Clear();
+}
+
+Event ChunkedDecoder::Fail(ErrorCode code, const char* reason) {
+  error_ = MakeError(code, reason, request_);
+  state_ = State::kError;
+  return Event{Event::kError, {}};
+}
+
+Event ChunkedDecoder::Next(Buffer* input) {
+  while (true) {
+    switch (state_) {
+      case State::kSize: {
+        // chunk-size [ chunk-ext ] CRLF: at most 16 digits and what is left
+        // of the extension budget.
+        size_t max_line = 16 + (limits_.max_chunk_extension_bytes - extension_bytes_) + 2;
+        size_t line_end = 0;
+        ScanResult r = ScanLines(*input, &scan_, max_line, [&](size_t, size_t end) {
+          line_end = end;
+          return true;
+        });
+        if (r == ScanResult::kBareLf)
+          return Fail(ErrorCode::kBadLineEnding, "bare LF in chunk line");
+        if (r == ScanResult::kNeedMore) {
+          if (scan_.scanned < max_line) return Event{Event::kNeedMore, {}};
+          // No line end within the budget: say which part is at fault.
+          std::string_view head = input->Peek(std::min<size_t>(input->size(), 17), &scratch_);
+          size_t digits = 0;
+          while (digits < head.size() && Is(head[digits], kHexChar)) ++digits;
+          if (digits > 16 || digits == 0) return Fail(ErrorCode::kBadChunkSize, "bad chunk size");
+          return Fail(ErrorCode::kChunkExtensionTooLong, "chunk extensions too long");
+        }
+        std::string_view line = input->Peek(line_end, &scratch_);
+        line.remove_suffix(2);
+        scan_ = {};
+        size_t digits = 0;
+        uint64_t size = 0;
+        while (digits < line.size() && Is(line[digits], kHexChar)) {
+          char c = line[digits];
+          int v = IsDigit(c) ? c - '0' : (absl::ascii_tolower(c) - 'a' + 10);
+          size = (size << 4) | static_cast<uint64_t>(v);
+          ++digits;
+        }
+        if (digits == 0 || digits > 16) return Fail(ErrorCode::kBadChunkSize, "bad chunk size");
+        std::string_view ext = line.substr(digits);
+        if (!ext.empty() && !IsOws(ext[0]) && ext[0] != ';') {
+          return Fail(ErrorCode::kBadChunkSize, "bad chunk size");
+        }
+        extension_bytes_ += ext.size();
+        if (extension_bytes_ > limits_.max_chunk_extension_bytes) {
+          return Fail(ErrorCode::kChunkExtensionTooLong, "chunk extensions too long");
+        }
+        // chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )
+        size_t p = 0;
+        auto skip_bws = [&] {
+          while (p < ext.size() && IsOws(ext[p])) ++p;
+        };
+        auto token = [&] {
+          size_t start = p;
+          while (p < ext.size() && Is(ext[p], kTokenChar)) ++p;
+          return p > start;
+        };
+        while (p < ext.size()) {
+          skip_bws();
+          if (p == ext.size() || ext[p] != ';') {
+            return Fail(ErrorCode::kBadChunkExtension, "bad chunk extension");
+          }
+          ++p;
+          skip_bws();
+          if (!token()) return Fail(ErrorCode::kBadChunkExtension, "bad chunk extension");
+          size_t after_name = p;
+          skip_bws();
+          if (p < ext.size() && ext[p] == '=') {
+            ++p;
+            skip_bws();
+            if (p < ext.size() && ext[p] == '"') {
+              ++p;
+              bool closed = false;
+              while (p < ext.size()) {
+                char c = ext[p];
+                if (c == '"') {
+                  closed = true;
+                  ++p;
+                  break;
+                }
+                if (c == '\\') {
+                  if (p + 1 >= ext.size() || !Is(ext[p + 1], kValueChar)) break;
+                  p += 2;
+                  continue;
+                }
+                if (!Is(c, kValueChar)) break;
+                ++p;
+              }
+              if (!closed) return Fail(ErrorCode::kBadChunkExtension, "bad chunk extension");
+            } else if (!token()) {
+              return Fail(ErrorCode::kBadChunkExtension, "bad chunk extension");
+            }
+          } else {
+            p = after_name;  // BWS belongs to the next ";" (or is trailing: an error)
+          }
+        }
+        input->Consume(line_end);
+        if (size == 0) {
+          state_ = State::kTrailers;
+          continue;
+        }
+        if (size > limits_.max_body_bytes - body_bytes_ || body_bytes_ > limits_.max_body_bytes) {
+          return Fail(ErrorCode::kBodyTooLarge, "body too large");
+        }
+        chunk_left_ = size;
+        state_ = State::kData;
+        continue;
+      }
+      case State::kData: {
+        if (input->empty()) return Event{Event::kNeedMore, {}};
+        size_t n = static_cast<size_t>(std::min<uint64_t>(chunk_left_, input->size()));
+        chunk_left_ -= n;
+        body_bytes_ += n;
+        if (chunk_left_ == 0) state_ = State::kDataEnd;
+        return Event{Event::kBody, input->Cut(n)};
+      }
+      case State::kDataEnd: {
+        if (input->empty()) return Event{Event::kNeedMore, {}};
+        std::string_view crlf = input->Peek(std::min<size_t>(2, input->size()), &scratch_);
+        if (crlf[0] != '\r' || (crlf.size() == 2 && crlf[1] != '\n')) {
+          return Fail(ErrorCode::kBadChunkData, "chunk data not followed by CRLF");
+        }
+        if (crlf.size() < 2) return Event{Event::kNeedMore, {}};
+        input->Consume(2);
+        state_ = State::kSize;
+        continue;
+      }
+      case State::kTrailers: {
+        size_t end = 0;
+        ScanResult r =
+            ScanLines(*input, &scan_, limits_.max_trailer_bytes, [&](size_t len, size_t e) {
+              end = e;
+              return len == 0;
+            });
+        if (r == ScanResult::kBareLf) return Fail(ErrorCode::kBadLineEnding, "bare LF in trailers");
+        if (r == ScanResult::kNeedMore) {
+          if (scan_.scanned < limits_.max_trailer_bytes) return Event{Event::kNeedMore, {}};
+          return Fail(ErrorCode::kTrailerTooLarge, "trailer section too large");
+        }
+        scan_ = {};
+        std::string_view text = Codec::Adopt(input->Cut(end), &trailers_);
+        ErrorCode code;
+        const char* reason;
+        if (!Codec::ParseFieldLines(text, limits_.max_header_fields, &trailers_, &code, &reason)) {
+          if (code == ErrorCode::kHeaderTooLarge) code = ErrorCode::kTrailerTooLarge;
+          return Fail(code, reason);
+        }
+        state_ = State::kSize;
+        body_bytes_ = 0;
+        extension_bytes_ = 0;
+        return Event{Event::kComplete, {}};
+      }
+      case State::kError:
+        return Event{Event::kError, {}};
+    }
+  }
+}
+
+// ---- MessageParser -------------------------------------------------------
+
+Limits ResponseLimits() {
+  Limits limits;
+  limits.max_body_bytes = std::numeric_limits<uint64_t>::max();
+  return limits;
+}
+
+MessageParser::MessageParser(const Limits& limits, bool request)
+    : limits_(limits), request_(request), chunked_(limits, request) {}
+
+bool MessageParser::SetError(ErrorCode code, const char* reason) {
+  error_ = MakeError(code, reason, request_);
+  state_ = State::kError;
+  return false;
+}
+
+Event MessageParser::Fail(ErrorCode code, const char* reason) {
+  SetError(code, reason);
+  return Event{Event::kError, {}};
+}
+
+Event MessageParser::Next(Buffer* input) {
+  while (true) {
+    switch (state_) {
+      case State::kHead: {
+        if (request_ && scan_.scanned == 0) {
+          // RFC 9112 §2.2: empty lines before a request line are ignored.
+          while (!input->empty()) {
+            std::string_view two = input->Peek(std::min<size_t>(2, input->size()), &scratch_);
+            if (two[0] == '\n') return Fail(ErrorCode::kBadLineEnding, "bare LF");
+            if (two[0] != '\r') break;
+            if (two.size() < 2) return Event{Event::kNeedMore, {}};
+            if (two[1] != '\n') return Fail(ErrorCode::kBadLineEnding, "bare CR");
+            input->Consume(2);
+          }
+        }
+        // Each scan stops where its limit ends, so which error a long or
+        // broken head gets does not depend on how its bytes arrived.
+        const size_t max_line = limits_.max_request_line_bytes;
+        if (scan_.first_line_end == 0) {
+          size_t line_len = 0;
+          ScanResult r = ScanLines(*input, &scan_, max_line + 2, [&](size_t len, size_t e) {
+            scan_.first_line_end = e;
+            line_len = len;
+            return true;
+          });
+          if (r == ScanResult::kBareLf) return Fail(ErrorCode::kBadLineEnding, "bare LF");
+          if (r == ScanResult::kNeedMore && scan_.scanned < max_line + 2) {
+            return Event{Event::kNeedMore, {}};
+          }
+          if (r == ScanResult::kNeedMore || line_len > max_line) {
+            return request_ ? Fail(ErrorCode::kRequestLineTooLong, "request line too long")
+                            : Fail(ErrorCode::kBadStatusLine, "status line too long");
+          }
+        }
+        const size_t max_scan = scan_.first_line_end + limits_.max_header_bytes;
+        size_t end = 0;
+        ScanResult r = ScanLines(*input, &scan_, max_scan, [&](size_t len, size_t e) {
+          end = e;
+          return len == 0;
+        });
+        if (r == ScanResult::kBareLf) return Fail(ErrorCode::kBadLineEnding, "bare LF");
+        if (r == ScanResult::kNeedMore) {
+          if (scan_.scanned < max_scan) return Event{Event::kNeedMore, {}};
+          return Fail(ErrorCode::kHeaderTooLarge, "header section too large");
+        }
+        scan_ = {};
+        chunked_.Reset();
+        body_bytes_ = 0;
+        switched_ = false;
+        informational_ = false;
+        if (!ParseHead(input->Cut(end))) return Event{Event::kError, {}};
+        switch (framing_) {
+          case Framing::kNone:
+            state_ = State::kEnd;
+            break;
+          case Framing::kContentLength:
+            state_ = body_left_ == 0 ? State::kEnd : State::kLength;
+            break;
+          case Framing::kChunked:
+            state_ = State::kChunked;
+            break;
+          case Framing::kUntilClose:
+            state_ = State::kUntilClose;
+            break;
+        }
+        return Event{Event::kHead, {}};
+      }
+      case State::kLength: {
+        if (input->empty()) return Event{Event::kNeedMore, {}};
+        size_t n = static_cast<size_t>(std::min<uint64_t>(body_left_, input->size()));
+        body_left_ -= n;
+        if (body_left_ == 0) state_ = State::kEnd;
+        return Event{Event::kBody, input->Cut(n)};
+      }
+      case State::kChunked: {
+        Event ev = chunked_.Next(input);
+        if (ev.type == Event::kError) {
+          error_ = chunked_.error();
+          state_ = State::kError;
+        } else if (ev.type == Event::kComplete) {
+          state_ = State::kEnd;
+          continue;
+        }
+        return ev;
+      }
+      case State::kUntilClose: {
+        if (input->empty()) return Event{Event::kNeedMore, {}};
+        if (input->size() > limits_.max_body_bytes - body_bytes_) {
+          return Fail(ErrorCode::kBodyTooLarge, "body too large");
+        }
+        body_bytes_ += input->size();
+        return Event{Event::kBody, input->Cut(input->size())};
+      }
+      case State::kEnd:
+        state_ = switched_ ? State::kSwitched : State::kHead;
+        if (!informational_) head_request_ = connect_request_ = false;
+        return Event{Event::kComplete, {}};
+      case State::kSwitched:
+        return Fail(ErrorCode::kAfterSwitch, "connection no longer carries HTTP/1.1");
+      case State::kError:
+        return Event{Event::kError, {}};
+    }
+  }
+}
+
+Event MessageParser::Finish(const Buffer& input) {
+  switch (state_) {
+    case State::kUntilClose:
+      state_ = State::kSwitched;
+      head_request_ = connect_request_ = false;
+      return Event{Event::kComplete, {}};
+    case State::kHead:
+      if (input.empty()) return Event{Event::kClosed, {}};
+      return Fail(ErrorCode::kTruncated, "connection closed inside a message head");
+    case State::kSwitched:
+      return Event{Event::kClosed, {}};
+    case State::kError:
+      return Event{Event::kError, {}};
+    default:
+      return Fail(ErrorCode::kTruncated, "connection closed inside a message body");
+  }
+}
+
+// ---- RequestParser -------------------------------------------------------
+
+bool RequestParser::ParseHead(Buffer raw) {
+  RequestHead& h = head_;
+  std::string_view text = Codec::Adopt(std::move(raw), &h.fields);
+  size_t line_len = text.find("\r\n");  // the scan guarantees one exists
+  std::string_view line = text.substr(0, line_len);
+  if (line.find('\r') != std::string_view::npos) {
+    return SetError(ErrorCode::kBadLineEnding, "bare CR in request line");
+  }
+  // method SP request-target SP HTTP-version, single spaces.
+  size_t i = 0;
+  while (i < line.size() && Is(line[i], kTokenChar)) ++i;
+  if (i == 0 || i == line.size() || line[i] != ' ') {
+    return SetError(ErrorCode::kBadRequestLine, "bad method or request line");
+  }
+  h.method = line.substr(0, i);
+  size_t target_end = line.find(' ', i + 1);
+  if (target_end == std::string_view::npos || target_end == i + 1) {
+    return SetError(ErrorCode::kBadRequestLine, "bad request line");
+  }
+  h.target = line.substr(i + 1, target_end - i - 1);
+  std::string_view version = line.substr(target_end + 1);
+  if (version.find(' ') != std::string_view::npos) {
+    return SetError(ErrorCode::kBadRequestLine, "bad request line");
+  }
+  ErrorCode code;
+  if (!ParseVersion(version, &h.version, &code)) {
+    return SetError(code, code == ErrorCode::kUnsupportedVersion ? "HTTP version not supported"
+                                                                 : "bad HTTP version");
+  }
+  if (!AllAre(h.target, kTargetChar)) return SetError(ErrorCode::kBadTarget, "bad request target");
+
+  // Target forms (RFC 9112 §3.2).
+  bool connect = h.method == "CONNECT";
+  h.authority = {};
+  if (connect) {
+    if (!ValidAuthority(h.target, /*port_required=*/true)) {
+      return SetError(ErrorCode::kBadTarget, "CONNECT needs authority-form host:port");
+    }
+    h.target_form = TargetForm::kAuthority;
+    h.authority = h.target;
+  } else if (h.target[0] == '/') {
+    h.target_form = TargetForm::kOrigin;
+  } else if (h.target == "*") {
+    if (h.method != "OPTIONS") return SetError(ErrorCode::kBadTarget, "* is for OPTIONS only");
+    h.target_form = TargetForm::kAsterisk;
+  } else {
+    // absolute-form: scheme "://" authority [ path-abempty [ "?" query ] ]
+    size_t s = 0;
+    while (s < h.target.size() &&
+           (absl::ascii_isalnum(static_cast<unsigned char>(h.target[s])) || h.target[s] == '+' ||
+            h.target[s] == '-' || h.target[s] == '.')) {
+      ++s;
+    }
+    if (s == 0 || !absl::ascii_isalpha(static_cast<unsigned char>(h.target[0])) ||
+        h.target.substr(s, 3) != "://") {
+      return SetError(ErrorCode::kBadTarget, "bad request target");
+    }
+    std::string_view rest = h.target.substr(s + 3);
+    std::string_view authority = rest.substr(0, rest.find_first_of("/?"));
+    if (!ValidAuthority(authority, /*port_required=*/false)) {
+      return SetError(ErrorCode::kBadTarget, "bad authority in absolute-form target");
+    }
+    h.target_form = TargetForm::kAbsolute;
+    h.authority = authority;
+  }
+
+  if (!Codec::ParseFieldLines(text.substr(line_len + 2), limits_.max_header_fields, &h.fields,
+                              &code, &error_.reason)) {
+    return SetError(code, error_.reason);
+  }
+
+  // What the fields say about the message, in one pass.
+  size_t hosts = 0;
+  std::string_view host;
+  bool cl_seen = false, cl_canonical = true;
+  size_t cl_fields = 0;
+  uint64_t content_length = 0;
+  TransferCodings te;
+  bool close = false, keep_alive = false, connection_upgrade = false, has_upgrade = false;
+  h.expect_continue = false;
+  for (const HeaderFields::Field& f : h.fields) {
+    std::string_view n = f.name;
+    if (n.size() == 4 && EqualsNoCase(n, "host")) {
+      ++hosts;
+      host = f.value;
+    } else if (n.size() == 14 && EqualsNoCase(n, "content-length")) {
+      ++cl_fields;
+      if (!ParseContentLength(f.value, &content_length, &cl_canonical, &cl_seen)) {
+        return SetError(ErrorCode::kBadContentLength, "bad Content-Length");
+      }
+    } else if (n.size() == 17 && EqualsNoCase(n, "transfer-encoding")) {
+      ParseTransferEncoding(f.value, &te);
+    } else if (n.size() == 10 && EqualsNoCase(n, "connection")) {
+      ForEachListElement(f.value, [&](std::string_view e) {
+        close |= EqualsNoCase(e, "close");
+        keep_alive |= EqualsNoCase(e, "keep-alive");
+        connection_upgrade |= EqualsNoCase(e, "upgrade");
+        return true;
+      });
+    } else if (n.size() == 6 && EqualsNoCase(n, "expect")) {
+      h.expect_continue = EqualsNoCase(f.value, "100-continue");
+    } else if (n.size() == 7 && EqualsNoCase(n, "upgrade")) {
+      has_upgrade = true;
+    }
+  }
+  bool http11 = h.version == Version::kHttp11;
+  // RFC 9112 §3.2: exactly one Host in HTTP/1.1, never two.
+  if ((http11 && hosts != 1) || hosts > 1)
+    return SetError(ErrorCode::kBadHost, "missing or repeated Host");
+  if (hosts == 1 && !host.empty() && !ValidAuthority(host, false)) {
+    return SetError(ErrorCode::kBadHost, "invalid Host");
+  }
+  if (h.authority.empty() && h.target_form != TargetForm::kAbsolute) h.authority = host;
+
+  // Framing (RFC 9112 §6.3), refusing every ambiguity.
+  h.content_length = 0;
+  if (te.present) {
+    if (cl_seen || cl_fields > 0) {
+      return SetError(ErrorCode::kConflictingFraming, "Content-Length with Transfer-Encoding");
+    }
+    if (!http11) return SetError(ErrorCode::kBadTransferEncoding, "Transfer-Encoding in HTTP/1.0");
+    if (!te.valid || te.chunked != 1 || !te.chunked_last) {
+      return SetError(ErrorCode::kBadTransferEncoding, "Transfer-Encoding must end in chunked");
+    }
+    h.framing = Framing::kChunked;
+  } else if (cl_seen) {
+    if (content_length > limits_.max_body_bytes) {
+      return SetError(ErrorCode::kBodyTooLarge, "body too large");
+    }
+    h.framing = Framing::kContentLength;
+    h.content_length = content_length;
+    if (!cl_canonical || cl_fields > 1) {
+      // Equal duplicates or leading zeros: forward one plain number only.
+      h.fields.Set("Content-Length", h.fields.Own(std::to_string(content_length)));
+    }
+  } else {
+    h.framing = Framing::kNone;
+  }
+  h.keep_alive = http11 ? !close : (keep_alive && !close);
+  if (!http11) h.expect_continue = false;  // RFC 9110 §10.1.1
+  h.upgrade = http11 && has_upgrade && connection_upgrade;
+  framing_ = h.framing;
+  body_left_ = h.content_length;
+  return true;
+}
+
+// ---- ResponseParser ------------------------------------------------------
+
+void ResponseParser::SetRequestMethod(std::string_view method) {
+  head_request_ = method == "HEAD";
+  connect_request_ = method == "CONNECT";
+}
+
+bool ResponseParser::ParseHead(Buffer raw) {
+  ResponseHead& h = head_;
+  std::string_view text = Codec::Adopt(std::move(raw), &h.fields);
+  size_t line_len = text.find("\r\n");
+  std::string_view line = text.substr(0, line_len);
+  if (line.find('\r') != std::string_view::npos) {
+    return SetError(ErrorCode::kBadLineEnding, "bare CR in status line");
+  }
+  // HTTP-version SP 3DIGIT SP [ reason ]; a missing SP before an empty
+  // reason is accepted (common in the wild, and unambiguous).
+  ErrorCode code;
+  if (line.size() < 12 || line[8] != ' ' || !IsDigit(line[9]) || !IsDigit(line[10]) ||
+      !IsDigit(line[11]) || (line.size() > 12 && line[12] != ' ')) {
+    if (line.size() >= 8 && !ParseVersion(line.substr(0, 8), &h.version, &code)) {
+      return SetError(code, "bad HTTP version");
+    }
+    return SetError(ErrorCode::kBadStatusLine, "bad status line");
+  }
+  if (!ParseVersion(line.substr(0, 8), &h.version, &code))
+    return SetError(code, "bad HTTP version");
+  h.status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
+  if (h.status < 100 || h.status > 599)
+    return SetError(ErrorCode::kBadStatusLine, "bad status code");
+  h.reason = line.size() > 12 ? line.substr(13) : std::string_view();
+  if (!AllAre(h.reason, kValueChar))
+    return SetError(ErrorCode::kBadStatusLine, "bad reason phrase");
+
+  if (!Codec::ParseFieldLines(text.substr(line_len + 2), limits_.max_header_fields, &h.fields,
+                              &code, &error_.reason)) {
+    return SetError(code, error_.reason);
+  }
+  bool cl_seen = false, cl_canonical = true;
+  size_t cl_fields = 0;
+  uint64_t content_length = 0;
+  TransferCodings te;
+  bool close = false, keep_alive = false;
+  for (const HeaderFields::Field& f : h.fields) {
+    std::string_view n = f.name;
+    if (n.size() == 14 && EqualsNoCase(n, "content-length")) {
+      ++cl_fields;
+      if (!ParseContentLength(f.value, &content_length, &cl_canonical, &cl_seen)) {
+        return SetError(ErrorCode::kBadContentLength, "bad Content-Length");
+      }
+    } else if (n.size() == 17 && EqualsNoCase(n, "transfer-encoding")) {
+      ParseTransferEncoding(f.value, &te);
+    } else if (n.size() == 10 && EqualsNoCase(n, "connection")) {
+      ForEachListElement(f.value, [&](std::string_view e) {
+        close |= EqualsNoCase(e, "close");
+        keep_alive |= EqualsNoCase(e, "keep-alive");
+        return true;
+      });
+    }
+  }
+  bool http11 = h.version == Version::kHttp11;
+  h.switched_protocols = false;
+  h.content_length = 0;
+  informational_ = false;
+  // Framing (RFC 9112 §6.3).
+  if (h.status < 200) {
+    h.framing = Framing::kNone;
+    h.switched_protocols = h.status == 101;
+    informational_ = !h.switched_protocols;
+  } else if (head_request_ || h.status == 204 || h.status == 304) {
+    h.framing = Framing::kNone;
+  } else if (connect_request_ && h.status < 300) {
+    h.framing = Framing::kNone;
+    h.switched_protocols = true;
+  } else if (te.present) {
+    if (cl_fields > 0) {
+      return SetError(ErrorCode::kConflictingFraming, "Content-Length with Transfer-Encoding");
+    }
+    if (!http11) return SetError(ErrorCode::kBadTransferEncoding, "Transfer-Encoding in HTTP/1.0");
+    if (!te.valid || te.chunked > 1 || (te.chunked == 1 && !te.chunked_last)) {
+      return SetError(ErrorCode::kBadTransferEncoding, "chunked must be the final coding, once");
+    }
+    // Without chunked the body runs until the server closes (§6.3 rule 4).
+    h.framing = te.chunked == 1 ? Framing::kChunked : Framing::kUntilClose;
+  } else if (cl_seen) {
+    if (content_length > limits_.max_body_bytes) {
+      return SetError(ErrorCode::kBodyTooLarge, "body too large");
+    }
+    h.framing = Framing::kContentLength;
+    h.content_length = content_length;
+    if (!cl_canonical || cl_fields > 1) {
+      h.fields.Set("Content-Length", h.fields.Own(std::to_string(content_length)));
+    }
+  } else {
+    h.framing = Framing::kUntilClose;
+  }
+  h.keep_alive = (http11 ? !close : (keep_alive && !close)) && h.framing != Framing::kUntilClose &&
+                 !h.switched_protocols;
+  switched_ = h.switched_protocols;
+  framing_ = h.framing;
+  body_left_ = h.content_length;
+  return true;
+}
+
+// ---- Serialization -------------------------------------------------------
+
+std::string_view VersionText(Version v) { return v == Version::kHttp10 ? "HTTP/1.0" : "HTTP/1.1"; }
+
+namespace {
+char* Put(char* out, std::string_view s) {
+  if (!s.empty()) std::memcpy(out, s.data(), s.size());
+  return out + s.size();
+}
+}  // namespace
+
+void WriteRequestHead(const RequestHead& head, Buffer* out) {
+  size_t size =
+      head.method.size() + 1 + head.target.size() + 1 + 8 + 2 + head.fields.SerializedSize() + 2;
+  char* p = out->Reserve(size, std::max(size, Buffer::kDefaultBlockSize)).data();
+  p = Put(p, head.method);
+  *p++ = ' ';
+  p = Put(p, head.target);
+  *p++ = ' ';
+  p = Put(p, VersionText(head.version));
+  p = Put(p, "\r\n");
+  p = head.fields.WriteTo(p);
+  Put(p, "\r\n");
+  out->Commit(size);
+}
+
+void WriteResponseHead(const ResponseHead& head, Buffer* out) {
+  size_t size = 8 + 5 + head.reason.size() + 2 + head.fields.SerializedSize() + 2;
+  char* p = out->Reserve(size, std::max(size, Buffer::kDefaultBlockSize)).data();
+  p = Put(p, VersionText(head.version));
+  int status = std::clamp(head.status, 100, 999);
+  *p++ = ' ';
+  *p++ = static_cast<char>('0' + status / 100);
+  *p++ = static_cast<char>('0' + status / 10 % 10);
+  *p++ = static_cast<char>('0' + status % 10);
+  *p++ = ' ';
+  p = Put(p, head.reason);
+  p = Put(p, "\r\n");
+  p = head.fields.WriteTo(p);
+  Put(p, "\r\n");
+  out->Commit(size);
+}
+
+void AppendChunk(Buffer&& piece, Buffer* out) {
+  if (piece.empty()) return;
+  char line[20];
+  char* end = line + sizeof(line);
+  char* p = end;
+  *--p = '\n';
+  *--p = '\r';
+  for (uint64_t n = piece.size(); n != 0 || p == end - 2; n >>= 4) {
+    *--p = "0123456789abcdef"[n & 15];
+  }
+  out->Append(std::string_view(p, static_cast<size_t>(end - p)));
+  out->Append(std::move(piece));
+  out->Append("\r\n");
+}
+
+void AppendLastChunk(const HeaderFields* trailers, Buffer* out) {
+  size_t size = 3 + (trailers != nullptr ? trailers->SerializedSize() : 0) + 2;
+  char* p = out->Reserve(size, std::max(size, Buffer::kDefaultBlockSize)).data();
+  p = Put(p, "0\r\n");
+  if (trailers != nullptr) p = trailers->WriteTo(p);
+  Put(p, "\r\n");
+  out->Commit(size);
+}
+
+std::string_view ErrorCodeName(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kBadRequestLine:
+      return "bad request line";
+    case ErrorCode::kBadTarget:
+      return "bad request target";
+    case ErrorCode::kBadVersion:
+      return "bad HTTP version";
+    case ErrorCode::kUnsupportedVersion:
+      return "unsupported HTTP version";
+    case ErrorCode::kBadStatusLine:
+      return "bad status line";
+    case ErrorCode::kBadLineEnding:
+      return "bad line ending";
+    case ErrorCode::kObsFold:
+      return "obs-fold";
+    case ErrorCode::kBadFieldName:
+      return "bad field name";
+    case ErrorCode::kWhitespaceBeforeColon:
+      return "whitespace before colon";
+    case ErrorCode::kBadFieldValue:
+      return "bad field value";
+    case ErrorCode::kBadHost:
+      return "bad Host";
+    case ErrorCode::kBadContentLength:
+      return "bad Content-Length";
+    case ErrorCode::kConflictingFraming:
+      return "conflicting framing";
+    case ErrorCode::kBadTransferEncoding:
+      return "bad Transfer-Encoding";
+    case ErrorCode::kBadChunkSize:
+      return "bad chunk size";
+    case ErrorCode::kBadChunkExtension:
+      return "bad chunk extension";
+    case ErrorCode::kBadChunkData:
+      return "bad chunk data";
+    case ErrorCode::kRequestLineTooLong:
+      return "request line too long";
+    case ErrorCode::kHeaderTooLarge:
+      return "header too large";
+    case ErrorCode::kBodyTooLarge:
+      return "body too large";
+    case ErrorCode::kChunkExtensionTooLong:
+      return "chunk extension too long";
+    case ErrorCode::kTrailerTooLarge:
+      return "trailer too large";
+    case ErrorCode::kTruncated:
+      return "truncated";
+    case ErrorCode::kAfterSwitch:
+      return "after protocol switch";
+  }
+  return "unknown";
+}
+
+}  // namespace capstan::net::http1
