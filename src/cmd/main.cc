@@ -16,6 +16,7 @@
 #include "base/config.h"
 #include "base/logging.h"
 #include "base/signals.h"
+#include "cmd/gateway_cmd.h"
 #include "bench/null_server.h"
 #include "bench/rpc_bench.h"
 #include "bench/store_bench.h"
@@ -229,6 +230,7 @@ struct Cli {
   std::unique_ptr<CLI::App> app;
   CLI::App* store = nullptr;
   CLI::App* dev = nullptr;
+  CLI::App* gateway = nullptr;
   CLI::App* bench_store = nullptr;
   CLI::App* bench_null_server = nullptr;
   CLI::App* bench_rpc = nullptr;
@@ -333,7 +335,8 @@ int RunBenchStore(const BenchFlags& f) {
   return r->errors == 0 ? 0 : 1;
 }
 
-Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags, BenchFlags* bench_flags) {
+Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags, BenchFlags* bench_flags,
+            GatewayFlags* gateway_flags) {
   Cli cli;
   cli.app = std::make_unique<CLI::App>(
       "Capstan: metadata store, RPC framework, gateway and experiments in one binary.");
@@ -345,6 +348,9 @@ Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags, BenchFlags* bench_fl
   cli.dev = cli.app->add_subcommand(
       "dev", "Run everything on localhost for development (for now: one store member).");
   AddStoreFlags(cli.dev, dev_flags, true);
+  cli.gateway = cli.app->add_subcommand(
+      "gateway", "Run the HTTP reverse proxy and load balancer (docs/gateway.md).");
+  AddGatewayCommand(cli.gateway, gateway_flags);
   CLI::App* bench = cli.app->add_subcommand("bench", "Load generators.");
   bench->require_subcommand(1);
   cli.bench_store = bench->add_subcommand(
@@ -378,6 +384,7 @@ int main(int argc, char** argv) {
   StoreFlags store_flags;
   StoreFlags dev_flags;
   BenchFlags bench_flags;
+  GatewayFlags gateway_flags;
   dev_flags.name = "dev";
   dev_flags.data_dir = "./data";
   dev_flags.listen_metrics_urls = {"http://127.0.0.1:2381"};
@@ -394,7 +401,7 @@ int main(int argc, char** argv) {
     }
     std::vector<std::string> args(from_file->rbegin(), from_file->rend());
     args.push_back(argv[1]);  // the subcommand
-    Cli file_cli = MakeCli(&store_flags, &dev_flags, &bench_flags);
+    Cli file_cli = MakeCli(&store_flags, &dev_flags, &bench_flags, &gateway_flags);
     try {
       file_cli.app->parse(args);
     } catch (const CLI::ParseError& e) {
@@ -402,7 +409,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  Cli cli = MakeCli(&store_flags, &dev_flags, &bench_flags);
+  Cli cli = MakeCli(&store_flags, &dev_flags, &bench_flags, &gateway_flags);
   try {
     cli.app->parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -412,6 +419,7 @@ int main(int argc, char** argv) {
   CLI::App* dev_cmd = cli.dev;
   if (store_cmd->parsed()) return RunStore(store_flags, "store");
   if (dev_cmd->parsed()) return RunStore(dev_flags, "dev");
+  if (cli.gateway->parsed()) return RunGateway(gateway_flags);
   if (cli.bench_store->parsed()) return RunBenchStore(bench_flags);
   if (cli.bench_rpc->parsed()) {
     auto r = bench::RunRpcBench(bench_flags.rpc);

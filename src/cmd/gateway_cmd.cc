@@ -1,0 +1,148 @@
+// `capstan gateway`: the reverse proxy, from a YAML file (--config) or from
+// flags alone (--listen / --upstream, the quick start).
+#include "cmd/gateway_cmd.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <iostream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "base/logging.h"
+#include "gateway/config.h"
+#include "gateway/gateway.h"
+#include "net/loop_group.h"
+
+namespace capstan {
+
+void AddGatewayCommand(CLI::App* cmd, GatewayFlags* f) {
+  cmd->add_option("--config", f->config, "YAML configuration file (docs/gateway.md).");
+  cmd->add_flag("--validate", f->validate, "Check the configuration, report and exit.");
+  cmd->add_option("--listen", f->listen,
+                  "Quick start: address to listen on (without --config; default 127.0.0.1:8080).");
+  cmd->add_option("--upstream", f->upstreams,
+                  "Quick start: where every request goes, round robin: http://HOST:PORT "
+                  "(repeat or separate with commas) or store://HOST:PORT/services/NAME.")
+      ->delimiter(',');
+  cmd->add_option("--threads", f->threads, "Event loops (default: one per CPU).");
+}
+
+namespace {
+
+// The configuration the quick-start flags describe.
+absl::StatusOr<gateway::GatewayConfig> QuickStartConfig(const GatewayFlags& f) {
+  if (f.upstreams.empty()) {
+    return absl::InvalidArgumentError("give --config FILE, or --upstream URL for the quick start");
+  }
+  gateway::GatewayConfig config;
+  gateway::ListenerConfig listener;
+  listener.name = "quick";
+  listener.address = f.listen.empty() ? "127.0.0.1:8080" : f.listen;
+  config.listeners.push_back(listener);
+  gateway::ClusterConfig cluster;
+  cluster.name = "upstream";
+  for (const std::string& u : f.upstreams) {
+    if (u.starts_with("store://") || u.starts_with("dns:///")) {
+      if (f.upstreams.size() != 1) {
+        return absl::InvalidArgumentError("a discovery --upstream (store://...) stands alone");
+      }
+      cluster.discovery = u;
+      continue;
+    }
+    std::string_view hostport = u;
+    if (hostport.starts_with("http://")) hostport.remove_prefix(7);
+    if (hostport.starts_with("https://")) {
+      return absl::InvalidArgumentError(absl::StrCat("--upstream ", u,
+                                                     ": TLS to upstreams is set per cluster in "
+                                                     "--config (tls: true)"));
+    }
+    while (hostport.ends_with('/')) hostport.remove_suffix(1);
+    cluster.endpoints.emplace_back(hostport);
+  }
+  config.clusters.push_back(cluster);
+  gateway::VirtualHostConfig vh;
+  vh.name = "all";
+  vh.domains = {"*"};
+  gateway::RouteConfig route;
+  route.name = "all";
+  route.match.prefix = "/";
+  route.cluster = "upstream";
+  vh.routes.push_back(route);
+  config.virtual_hosts.push_back(vh);
+  return config;
+}
+
+absl::StatusOr<gateway::GatewayConfig> LoadConfig(const GatewayFlags& f) {
+  if (f.config.empty()) return QuickStartConfig(f);
+  if (!f.upstreams.empty() || !f.listen.empty()) {
+    return absl::InvalidArgumentError("--listen and --upstream are for use without --config");
+  }
+  return gateway::LoadGatewayConfigFile(f.config);
+}
+
+}  // namespace
+
+int RunGateway(const GatewayFlags& f) {
+  auto config = LoadConfig(f);
+  if (!config.ok()) {
+    std::cerr << "capstan gateway: " << config.status().message() << "\n";
+    return 2;
+  }
+  if (f.validate) {
+    std::cout << "capstan gateway: configuration OK (" << config->listeners.size() << " listeners, "
+              << config->virtual_hosts.size() << " virtual hosts, " << config->clusters.size()
+              << " clusters)\n";
+    return 0;
+  }
+  // SIGHUP reloads the file: taken by sigwait below, so blocked in every
+  // thread from before the loops start.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  int threads = f.threads > 0 ? f.threads
+                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  auto group = net::LoopGroup::Start({.threads = threads, .name = "gateway"});
+  if (!group.ok()) {
+    std::cerr << "capstan gateway: " << group.status().message() << "\n";
+    return 1;
+  }
+  std::chrono::milliseconds drain = config->drain_timeout;
+  auto gw = gateway::Gateway::Start(std::move(config).value(), group->get());
+  if (!gw.ok()) {
+    std::cerr << "capstan gateway: " << gw.status().message() << "\n";
+    return 1;
+  }
+  // Tests and scripts read the bound ports from here.
+  for (int port : (*gw)->ports()) std::cout << "listening on port " << port << "\n";
+  std::cout.flush();
+  while (true) {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    if (sig != SIGHUP) break;
+    if (f.config.empty()) {
+      CAPSTAN_LOG(info, "gateway: SIGHUP without --config: nothing to reload");
+      continue;
+    }
+    auto next = gateway::LoadGatewayConfigFile(f.config);
+    absl::Status st = next.ok() ? (*gw)->Reload(std::move(next).value()) : next.status();
+    if (st.ok()) {
+      CAPSTAN_LOG(info, "gateway: configuration reloaded", "file", f.config);
+    } else {
+      CAPSTAN_LOG(err, "gateway: reload refused; the previous configuration stays", "error",
+                  std::string(st.message()));
+    }
+  }
+  CAPSTAN_LOG(info, "gateway: draining", "grace_ms", drain.count());
+  (*gw)->Shutdown(drain);
+  gw->reset();
+  (*group)->Stop();
+  return 0;
+}
+
+}  // namespace capstan

@@ -1,0 +1,24 @@
+// `capstan gateway`: flags and entry point (src/cmd/gateway_cmd.cc).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+
+namespace capstan {
+
+struct GatewayFlags {
+  std::string config;
+  bool validate = false;
+  std::string listen;
+  std::vector<std::string> upstreams;
+  int threads = 0;
+};
+
+void AddGatewayCommand(CLI::App* cmd, GatewayFlags* flags);
+// Runs until SIGINT/SIGTERM (drains) ; SIGHUP reloads --config. Returns the
+// exit code.
+int RunGateway(const GatewayFlags& flags);
+
+}  // namespace capstan

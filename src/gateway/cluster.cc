@@ -1,0 +1,199 @@
+#include "gateway/cluster.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/logging.h"
+#include "net/block_on.h"
+
+namespace capstan::gateway {
+
+// ---- ClusterLoop
+
+ClusterLoop::ClusterLoop(net::EventLoop* loop, const ClusterConfig* config)
+    : loop_(loop), config_(config) {
+  // "maglev" and friends take the request's hash; the name was checked when
+  // the cluster was created.
+  auto balancer = mesh::NewBalancer(config_->balancer);
+  balancer_ =
+      balancer.ok() ? std::move(balancer).value() : mesh::NewBalancer("round_robin").value();
+}
+
+ClusterLoop::~ClusterLoop() {
+  for (auto& [id, conns] : idle_) {
+    for (UpstreamConnection& c : conns) c.socket->Close();
+  }
+}
+
+void ClusterLoop::Update(std::vector<mesh::Endpoint> endpoints) {
+  std::vector<std::shared_ptr<mesh::EndpointState>> next;
+  next.reserve(endpoints.size());
+  absl::flat_hash_set<std::string> ids;
+  for (mesh::Endpoint& e : endpoints) {
+    ids.insert(e.id);
+    auto it = std::find_if(endpoints_.begin(), endpoints_.end(),
+                           [&](const auto& s) { return s->endpoint.id == e.id; });
+    if (it != endpoints_.end() && (*it)->endpoint == e) {
+      next.push_back(*it);
+    } else {
+      next.push_back(std::make_shared<mesh::EndpointState>(std::move(e)));
+    }
+  }
+  for (const auto& old : endpoints_) {
+    if (!ids.contains(old->endpoint.id)) CloseIdle(old->endpoint.id);
+  }
+  endpoints_ = std::move(next);
+  std::vector<mesh::EndpointState*> raw;
+  raw.reserve(endpoints_.size());
+  for (const auto& e : endpoints_) raw.push_back(e.get());
+  balancer_->Update(raw);
+}
+
+std::shared_ptr<mesh::EndpointState> ClusterLoop::Pick(
+    uint64_t hash, const absl::flat_hash_set<const mesh::EndpointState*>& tried) {
+  absl::flat_hash_set<const mesh::EndpointState*> exclude = tried;
+  // An endpoint whose breaker refuses is passed over for this request (the
+  // breaker's Allow admits half-open probes, so it is asked only of the
+  // endpoint picked).
+  for (size_t round = 0; round <= endpoints_.size(); ++round) {
+    mesh::PickContext context{hash, &exclude};
+    mesh::EndpointState* picked = balancer_->Pick(context);
+    if (picked == nullptr) return nullptr;
+    if (picked->breaker.Allow()) {
+      for (const auto& e : endpoints_) {
+        if (e.get() == picked) return e;
+      }
+      return nullptr;
+    }
+    exclude.insert(picked);
+  }
+  return nullptr;
+}
+
+net::Task<absl::StatusOr<UpstreamConnection>> ClusterLoop::Acquire(
+    std::shared_ptr<mesh::EndpointState> endpoint) {
+  auto it = idle_.find(endpoint->endpoint.id);
+  if (it != idle_.end()) {
+    auto now = loop_->now();
+    while (!it->second.empty()) {
+      UpstreamConnection conn = std::move(it->second.back());
+      it->second.pop_back();
+      bool expired =
+          config_->idle_timeout.count() > 0 && now - conn.idle_since > config_->idle_timeout;
+      // Closed by the upstream while idle, or holding bytes nobody asked
+      // for: not reusable.
+      if (conn.socket->closed() || !conn.socket->input().empty() || expired) {
+        conn.socket->Close();
+        --open_connections_;
+        continue;
+      }
+      co_return conn;
+    }
+  }
+  if (open_connections_ >= static_cast<int>(config_->limits.max_connections)) {
+    co_return absl::ResourceExhaustedError("max_connections");
+  }
+  ++open_connections_;
+  const mesh::Endpoint& e = endpoint->endpoint;
+  auto socket = co_await net::Socket::Connect(loop_, e.host, e.port, config_->connect_timeout);
+  if (!socket.ok()) {
+    --open_connections_;
+    co_return socket.status();
+  }
+  UpstreamConnection conn;
+  conn.socket = std::move(socket).value();
+  conn.endpoint = std::move(endpoint);
+  conn.created = loop_->now();
+  co_return conn;
+}
+
+void ClusterLoop::Release(UpstreamConnection conn, bool reusable) {
+  auto now = loop_->now();
+  bool too_old = config_->max_connection_lifetime.count() > 0 &&
+                 now - conn.created > config_->max_connection_lifetime;
+  bool known = std::any_of(endpoints_.begin(), endpoints_.end(),
+                           [&](const auto& e) { return e == conn.endpoint; });
+  std::vector<UpstreamConnection>& idle = idle_[conn.endpoint->endpoint.id];
+  if (!reusable || too_old || !known || conn.socket->closed() ||
+      idle.size() >= config_->max_idle_connections) {
+    conn.socket->Close();
+    --open_connections_;
+    return;
+  }
+  conn.idle_since = now;
+  ++conn.requests;
+  idle.push_back(std::move(conn));
+}
+
+void ClusterLoop::CloseIdle(const std::string& endpoint_id) {
+  auto it = idle_.find(endpoint_id);
+  if (it == idle_.end()) return;
+  for (UpstreamConnection& c : it->second) {
+    c.socket->Close();
+    --open_connections_;
+  }
+  idle_.erase(it);
+}
+
+size_t ClusterLoop::idle_connections() const {
+  size_t n = 0;
+  for (const auto& [id, conns] : idle_) n += conns.size();
+  return n;
+}
+
+// ---- Cluster
+
+absl::StatusOr<std::shared_ptr<Cluster>> Cluster::Create(ClusterConfig config,
+                                                         net::LoopGroup* group) {
+  if (!mesh::NewBalancer(config.balancer).ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cluster '", config.name, "': unknown balancer '", config.balancer,
+                     "' (known: ", absl::StrJoin(mesh::BalancerNames(), ", "), ")"));
+  }
+  std::string target;
+  if (config.discovery) {
+    target = *config.discovery;
+  } else {
+    target = absl::StrCat("static:///", absl::StrJoin(config.endpoints, ","));
+  }
+  auto source = mesh::NewEndpointSource(target);
+  if (!source.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cluster '", config.name, "': ", std::string(source.status().message())));
+  }
+  std::shared_ptr<Cluster> cluster(new Cluster(std::move(config)));
+  for (int i = 0; i < group->size(); ++i) {
+    cluster->event_loops_.push_back(group->loop(i));
+    cluster->loops_.push_back(std::make_unique<ClusterLoop>(group->loop(i), &cluster->config_));
+  }
+  cluster->source_ = std::move(source).value();
+  std::weak_ptr<Cluster> weak = cluster;
+  std::vector<net::EventLoop*> loops = cluster->event_loops_;
+  cluster->source_->Start([weak, loops](std::vector<mesh::Endpoint> set) {
+    for (size_t i = 0; i < loops.size(); ++i) {
+      loops[i]->Post([weak, i, set] {
+        if (std::shared_ptr<Cluster> c = weak.lock()) c->loops_[i]->Update(set);
+      });
+    }
+  });
+  return cluster;
+}
+
+Cluster::~Cluster() {
+  source_.reset();  // no update runs after this
+  for (size_t i = 0; i < loops_.size(); ++i) {
+    net::EventLoop* loop = event_loops_[i];
+    if (loop->InLoopThread()) {
+      loops_[i].reset();
+    } else {
+      loop->Post([part = std::move(loops_[i])]() mutable { part.reset(); });
+    }
+  }
+}
+
+std::string Cluster::Describe() const {
+  return config_.discovery ? *config_.discovery : absl::StrJoin(config_.endpoints, ",");
+}
+
+}  // namespace capstan::gateway

@@ -1,0 +1,302 @@
+#include "gateway/gateway.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <random>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "base/logging.h"
+#include "gateway/http1_proxy.h"
+#include "mesh/discovery.h"
+#include "net/block_on.h"
+#include "net/wait_group.h"
+
+namespace capstan::gateway {
+
+struct Gateway::LoopState {
+  net::EventLoop* loop = nullptr;
+  int index = 0;
+  std::shared_ptr<const Snapshot> snapshot;
+  std::vector<std::unique_ptr<net::Listener>> listeners;
+  struct Connection {
+    std::weak_ptr<net::Socket> socket;
+    std::shared_ptr<bool> idle;  // waiting for a request's first byte
+  };
+  std::vector<Connection> connections;
+};
+
+void Gateway::Counters::CountStatus(int status) {
+  switch (status / 100) {
+    case 2:
+      s2xx.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case 3:
+      s3xx.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case 4:
+      s4xx.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case 5:
+      s5xx.fetch_add(1, std::memory_order_relaxed);
+      break;
+    default:
+      break;
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(GatewayConfig config,
+                                                        net::LoopGroup* group) {
+  RETURN_IF_ERROR(ValidateGatewayConfig(config));
+  std::unique_ptr<Gateway> gw(new Gateway(group));
+  for (int i = 0; i < group->size(); ++i) {
+    auto state = std::make_unique<LoopState>();
+    state->loop = group->loop(i);
+    state->index = i;
+    gw->loops_.push_back(std::move(state));
+  }
+  for (const ListenerConfig& l : config.listeners) {
+    std::shared_ptr<net::TlsContext> tls;
+    if (l.tls) {
+      net::TlsServerOptions options;
+      for (const TlsCertificate& c : l.tls->certificates) {
+        options.certificates.push_back({c.cert_file, c.key_file, c.server_names});
+      }
+      options.alpn = l.tls->alpn;
+      options.tls13_only = l.tls->min_version == "TLSv1.3";
+      options.session_tickets = l.tls->session_tickets;
+      auto context = net::TlsContext::NewServer(options);
+      if (!context.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("listener ", l.name, ": ", std::string(context.status().message())));
+      }
+      tls = *context;
+    }
+    gw->listener_tls_.push_back(std::move(tls));
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot,
+                   gw->BuildSnapshot(std::move(config), nullptr));
+  gw->Publish(snapshot);
+  const GatewayConfig& c = snapshot->config;
+  for (size_t li = 0; li < c.listeners.size(); ++li) {
+    auto endpoint = mesh::ParseEndpoint(c.listeners[li].address, /*allow_any_port=*/true);
+    if (!endpoint.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("listener ", c.listeners[li].name, ": ",
+                                                     std::string(endpoint.status().message())));
+    }
+    int port = endpoint->port;
+    for (auto& state : gw->loops_) {
+      LoopState* raw = state.get();
+      absl::Status st;
+      net::RunOn(raw->loop, [&] {
+        auto listener = net::Listener::Bind(raw->loop, endpoint->host, port, /*reuse_port=*/true);
+        if (!listener.ok()) {
+          st = listener.status();
+          return;
+        }
+        port = (*listener)->port();
+        raw->listeners.push_back(std::move(listener).value());
+        gw->tasks_.fetch_add(1);
+        raw->loop->StartOwned(gw->AcceptLoop(raw, li, raw->listeners.back().get()));
+      });
+      if (!st.ok()) {
+        gw->Shutdown(std::chrono::milliseconds(0));
+        return st;
+      }
+    }
+    gw->ports_.push_back(port);
+    CAPSTAN_LOG(info, "gateway listening", "listener", c.listeners[li].name, "address",
+                mesh::FormatHostPort(endpoint->host, port), "tls", c.listeners[li].tls.has_value());
+  }
+  return gw;
+}
+
+Gateway::Gateway(net::LoopGroup* group) : group_(group) {}
+
+Gateway::~Gateway() { Shutdown(std::chrono::milliseconds(0)); }
+
+absl::StatusOr<std::shared_ptr<const Snapshot>> Gateway::BuildSnapshot(GatewayConfig config,
+                                                                       const Snapshot* previous) {
+  auto snapshot = std::make_shared<Snapshot>();
+  ASSIGN_OR_RETURN(snapshot->routes, RouteTable::Build(config.virtual_hosts));
+  for (const ClusterConfig& cc : config.clusters) {
+    // A cluster whose configuration is unchanged keeps its pools and
+    // endpoint state.
+    if (previous != nullptr) {
+      auto it = previous->clusters.find(cc.name);
+      if (it != previous->clusters.end()) {
+        if (ClusterConfigsEqual(it->second->config(), cc)) {
+          snapshot->clusters.emplace(cc.name, it->second);
+          continue;
+        }
+      }
+    }
+    ASSIGN_OR_RETURN(std::shared_ptr<Cluster> cluster, Cluster::Create(cc, group_));
+    snapshot->clusters.emplace(cc.name, std::move(cluster));
+  }
+  snapshot->config = std::move(config);
+  return std::shared_ptr<const Snapshot>(std::move(snapshot));
+}
+
+void Gateway::Publish(std::shared_ptr<const Snapshot> snapshot) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    current_ = snapshot;
+  }
+  for (auto& state : loops_) {
+    LoopState* raw = state.get();
+    // Synchronously, so that a Reload has reached every loop when it returns.
+    net::RunOn(raw->loop, [raw, snapshot] { raw->snapshot = snapshot; });
+  }
+}
+
+absl::Status Gateway::Reload(GatewayConfig config) {
+  RETURN_IF_ERROR(ValidateGatewayConfig(config));
+  std::shared_ptr<const Snapshot> previous;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    previous = current_;
+  }
+  if (config.listeners.size() != previous->config.listeners.size()) {
+    return absl::FailedPreconditionError("listeners cannot change without a restart");
+  }
+  for (size_t i = 0; i < config.listeners.size(); ++i) {
+    if (config.listeners[i].address != previous->config.listeners[i].address) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "listener ", config.listeners[i].name, ": the address cannot change without a restart"));
+    }
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot,
+                   BuildSnapshot(std::move(config), previous.get()));
+  Publish(std::move(snapshot));
+  return absl::OkStatus();
+}
+
+net::Task<void> Gateway::AcceptLoop(LoopState* state, size_t listener_index,
+                                    net::Listener* listener) {
+  while (true) {
+    auto accepted = co_await listener->Accept();
+    if (!accepted.ok()) break;  // the listener closed
+    std::shared_ptr<net::Socket> socket = std::move(accepted).value();
+    std::erase_if(state->connections, [](const auto& c) { return c.socket.expired(); });
+    auto idle = std::make_shared<bool>(true);
+    state->connections.push_back({socket, idle});
+    tasks_.fetch_add(1);
+    state->loop->StartOwned(ServeConnection(state, listener_index, std::move(socket), idle));
+  }
+  TaskEnded();
+}
+
+namespace {
+
+std::string PeerAddress(int fd) {
+  sockaddr_storage addr;
+  socklen_t len = sizeof(addr);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "";
+  char text[INET6_ADDRSTRLEN] = {0};
+  if (addr.ss_family == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&addr)->sin_addr, text, sizeof(text));
+  } else if (addr.ss_family == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&addr)->sin6_addr, text, sizeof(text));
+  }
+  return text;
+}
+
+}  // namespace
+
+net::Task<void> Gateway::ServeConnection(LoopState* state, size_t listener_index,
+                                         std::shared_ptr<net::Socket> socket,
+                                         std::shared_ptr<bool> idle) {
+  counters_.downstream_connections.fetch_add(1, std::memory_order_relaxed);
+  const std::shared_ptr<net::TlsContext>& tls = listener_tls_[listener_index];
+  bool ok = true;
+  if (tls != nullptr) {
+    absl::Status st = socket->StartTls(tls, net::TlsRole::kServer);
+    if (!st.ok()) {
+      CAPSTAN_LOG(warn, "gateway: TLS did not start", "error", std::string(st.message()));
+      ok = false;
+    }
+  }
+  if (ok) {
+    DownstreamContext context{state->loop,    state->index,   &state->snapshot,
+                              &counters_,     &draining_,     PeerAddress(socket->fd()),
+                              tls != nullptr, listener_index, std::move(idle)};
+    co_await ServeHttp1(context, socket);
+  }
+  socket->Close();
+  counters_.downstream_connections.fetch_sub(1, std::memory_order_relaxed);
+  TaskEnded();
+}
+
+void Gateway::TaskEnded() {
+  if (tasks_.fetch_sub(1) == 1) {
+    std::lock_guard<std::mutex> lock(drain_mu_);
+    drained_.notify_all();
+  }
+}
+
+void Gateway::Shutdown(std::chrono::milliseconds grace) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  draining_ = true;
+  // 1. No new connections; idle keep-alive connections close, busy ones
+  // answer their request with Connection: close.
+  for (auto& state : loops_) {
+    LoopState* raw = state.get();
+    net::RunOn(raw->loop, [raw] {
+      for (auto& listener : raw->listeners) listener->Close();
+      for (auto& c : raw->connections) {
+        auto socket = c.socket.lock();
+        if (socket != nullptr && *c.idle) socket->Close();
+      }
+    });
+  }
+  // 2. Requests in flight get the grace period.
+  {
+    std::unique_lock<std::mutex> lock(drain_mu_);
+    drained_.wait_until(lock, std::chrono::steady_clock::now() + grace,
+                        [this] { return tasks_.load() == 0; });
+  }
+  // 3. Whatever is left is closed; its coroutines end.
+  for (auto& state : loops_) {
+    LoopState* raw = state.get();
+    net::RunOn(raw->loop, [raw] {
+      for (auto& c : raw->connections) {
+        if (auto socket = c.socket.lock()) socket->Close();
+      }
+    });
+  }
+  {
+    std::unique_lock<std::mutex> lock(drain_mu_);
+    drained_.wait(lock, [this] { return tasks_.load() == 0; });
+  }
+  // 4. Clusters (and their pools) go on their loops.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    current_.reset();
+  }
+  for (auto& state : loops_) {
+    LoopState* raw = state.get();
+    net::RunOn(raw->loop, [raw] { raw->snapshot.reset(); });
+  }
+}
+
+GatewayStats Gateway::stats() const {
+  GatewayStats s;
+  s.requests = counters_.requests.load();
+  s.responses_2xx = counters_.s2xx.load();
+  s.responses_3xx = counters_.s3xx.load();
+  s.responses_4xx = counters_.s4xx.load();
+  s.responses_5xx = counters_.s5xx.load();
+  s.upstream_connect_failures = counters_.connect_failures.load();
+  s.upstream_resets = counters_.resets.load();
+  s.retries = counters_.retries.load();
+  s.bad_requests = counters_.bad_requests.load();
+  s.downstream_connections = counters_.downstream_connections.load();
+  return s;
+}
+
+}  // namespace capstan::gateway

@@ -1,0 +1,111 @@
+// Gateway: the L7 reverse proxy. Listeners accept HTTP/1.1 (and TLS) on
+// every loop of a LoopGroup (SO_REUSEPORT); each request is matched against
+// the route table, forwarded to a cluster's endpoint over a pooled upstream
+// connection, and the response streamed back. How a request flows, in
+// src/gateway/README.md; every option, in docs/gateway.md.
+//
+//   auto group = net::LoopGroup::Start({.threads = 2}).value();
+//   auto gateway = gateway::Gateway::Start(config, group.get()).value();
+//   ...
+//   gateway->Reload(new_config);          // new requests use it; none dropped
+//   gateway->Shutdown(std::chrono::seconds(15));
+//
+// Configuration is a snapshot (route table + clusters) that each loop holds
+// its own reference to; Reload builds a new snapshot (keeping clusters whose
+// configuration did not change, with their pools) and posts it to every
+// loop. A request keeps the snapshot it started with.
+//
+// Thread-safety: Start, Reload, Shutdown and stats from any thread but the
+// group's loops.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "base/status.h"
+#include "gateway/cluster.h"
+#include "gateway/config.h"
+#include "gateway/router.h"
+#include "net/loop_group.h"
+#include "net/socket.h"
+#include "net/task.h"
+#include "net/tls.h"
+
+namespace capstan::gateway {
+
+// What every loop reads per request: immutable once published.
+struct Snapshot {
+  GatewayConfig config;
+  std::shared_ptr<const RouteTable> routes;
+  absl::flat_hash_map<std::string, std::shared_ptr<Cluster>> clusters;
+};
+
+struct GatewayStats {
+  uint64_t requests = 0;
+  uint64_t responses_2xx = 0, responses_3xx = 0, responses_4xx = 0, responses_5xx = 0;
+  uint64_t upstream_connect_failures = 0;
+  uint64_t upstream_resets = 0;
+  uint64_t retries = 0;
+  uint64_t bad_requests = 0;            // refused by the codec (framing, limits)
+  uint64_t downstream_connections = 0;  // open now
+};
+
+class Gateway {
+ public:
+  static absl::StatusOr<std::unique_ptr<Gateway>> Start(GatewayConfig config,
+                                                        net::LoopGroup* group);
+  ~Gateway();
+  Gateway(const Gateway&) = delete;
+  Gateway& operator=(const Gateway&) = delete;
+
+  // Applies a new configuration to new requests. Listeners are fixed at
+  // Start (a changed listener list is refused).
+  absl::Status Reload(GatewayConfig config);
+  // Stops accepting, asks clients to go (Connection: close on the next
+  // response), gives requests in flight `grace`, then closes everything.
+  void Shutdown(std::chrono::milliseconds grace);
+
+  // The bound ports, in listener order (port 0 in the config picks one).
+  const std::vector<int>& ports() const { return ports_; }
+  GatewayStats stats() const;
+
+  // ---- internals shared by the protocol handlers (loop threads)
+  struct LoopState;
+  struct Counters {
+    std::atomic<uint64_t> requests{0}, s2xx{0}, s3xx{0}, s4xx{0}, s5xx{0};
+    std::atomic<uint64_t> connect_failures{0}, resets{0}, retries{0}, bad_requests{0};
+    std::atomic<uint64_t> downstream_connections{0};
+    void CountStatus(int status);
+  };
+
+ private:
+  explicit Gateway(net::LoopGroup* group);
+  absl::StatusOr<std::shared_ptr<const Snapshot>> BuildSnapshot(GatewayConfig config,
+                                                                const Snapshot* previous);
+  void Publish(std::shared_ptr<const Snapshot> snapshot);
+  net::Task<void> AcceptLoop(LoopState* state, size_t listener_index, net::Listener* listener);
+  net::Task<void> ServeConnection(LoopState* state, size_t listener_index,
+                                  std::shared_ptr<net::Socket> socket, std::shared_ptr<bool> idle);
+  void TaskEnded();
+
+  net::LoopGroup* group_;
+  std::vector<std::unique_ptr<LoopState>> loops_;
+  std::vector<int> ports_;
+  std::vector<std::shared_ptr<net::TlsContext>> listener_tls_;  // per listener, or null
+  std::mutex mu_;                                               // guards current_ (Reload)
+  std::shared_ptr<const Snapshot> current_;
+  Counters counters_;
+  bool shut_down_ = false;
+  std::atomic<bool> draining_{false};
+  std::atomic<int> tasks_{0};
+  std::mutex drain_mu_;
+  std::condition_variable drained_;
+};
+
+}  // namespace capstan::gateway

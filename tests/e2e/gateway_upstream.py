@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""An HTTP/1.1 origin for the gateway's end-to-end tests (Python's own
+http.server, keep-alive on). Prints "port N" once listening on 127.0.0.1.
+
+  GET  /echo...        200, JSON: method, path, headers as received, this
+                       server's name and the connection's request count
+  POST /echo...        the same plus the body's length and SHA-256
+  GET  /big?bytes=N    N bytes (Content-Length)
+  GET  /chunked?n=K    K chunks of "chunk i\n" (Transfer-Encoding: chunked)
+  GET  /slow?ms=N      waits N ms, then 200 "slow"
+  GET  /cut            starts a 1 MB response, sends 1000 bytes, closes
+  GET  /status?code=N  answers status N
+  GET  /health         200 "ok"
+"""
+import hashlib
+import json
+import socket
+import sys
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+NAME = sys.argv[1] if len(sys.argv) > 1 else "origin"
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def setup(self):
+        super().setup()
+        self.count = 0
+
+    def _send(self, status, body, content_type="text/plain", extra=None):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _read_body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        n = int(self.headers.get("Content-Length", "0"))
+        return self.rfile.read(n) if n else b""
+
+    def _echo(self, body=None):
+        self.count += 1
+        info = {
+            "server": NAME,
+            "method": self.command,
+            "path": self.path,
+            "headers": [[k.lower(), v] for k, v in self.headers.items()],
+            "connection_requests": self.count,
+        }
+        if body is not None:
+            info["body_length"] = len(body)
+            info["body_sha256"] = hashlib.sha256(body).hexdigest()
+        self._send(200, json.dumps(info).encode(), "application/json")
+
+    def do_GET(self):
+        url = urllib.parse.urlparse(self.path)
+        q = dict(urllib.parse.parse_qsl(url.query))
+        if url.path.startswith("/echo") or url.path == "/" or url.path.startswith("/api"):
+            return self._echo()
+        if url.path == "/health":
+            return self._send(200, b"ok")
+        if url.path == "/big":
+            n = int(q.get("bytes", "1024"))
+            return self._send(200, bytes((i * 7) % 251 for i in range(n)), "application/octet-stream")
+        if url.path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(int(q.get("n", "3"))):
+                piece = f"chunk {i}\n".encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        if url.path == "/slow":
+            time.sleep(int(q.get("ms", "1000")) / 1000)
+            return self._send(200, b"slow")
+        if url.path == "/cut":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            self.wfile.write(b"x" * 1000)
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        if url.path == "/status":
+            return self._send(int(q.get("code", "200")), b"status\n")
+        return self._send(404, b"origin has no such path\n")
+
+    do_HEAD = do_GET
+    do_DELETE = do_GET
+
+    def do_POST(self):
+        self._echo(self._read_body())
+
+    do_PUT = do_POST
+
+
+def main():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    print("port", server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
