@@ -20,7 +20,7 @@ PACKAGES=(
   clang-format
   # libraries (see shared DESIGN.md, "Dependencies")
   librocksdb-dev libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libprotoc-dev libabsl-dev liburing-dev libnghttp2-dev libssl-dev
+  libprotoc-dev libabsl-dev liburing-dev libnghttp2-dev libssl-dev libre2-dev openssl
   libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libsimdjson-dev
   libxxhash-dev libzstd-dev liblz4-dev libsnappy-dev libbz2-dev zlib1g-dev
   libboost-math-dev libluajit-5.1-dev
@@ -29,6 +29,8 @@ PACKAGES=(
   # tests and benchmarks: real peers and real clients
   libgtest-dev libgmock-dev libbenchmark-dev etcd-server etcd-client
   curl python3 procps psmisc iproute2 gnuplot-nox
+  # the gateway's peers and load generators (bench/gateway-vs-nginx.sh, e2e tests)
+  nginx haproxy wrk nghttp2-client
 )
 
 missing=()
