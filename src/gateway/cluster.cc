@@ -24,6 +24,42 @@ ClusterLoop::~ClusterLoop() {
   for (auto& [id, conns] : idle_) {
     for (UpstreamConnection& c : conns) c.socket->Close();
   }
+  for (auto& [id, session] : http2_) session->Close();
+}
+
+namespace {
+net::Task<void> DriveSession(std::shared_ptr<net::Http2Session> session) {
+  co_await session->Run();
+}
+}  // namespace
+
+net::Task<absl::StatusOr<std::shared_ptr<net::Http2Session>>> ClusterLoop::AcquireHttp2(
+    const std::shared_ptr<mesh::EndpointState>& endpoint) {
+  const std::string& id = endpoint->endpoint.id;
+  auto it = http2_.find(id);
+  if (it != http2_.end() && it->second->CanOpenStream()) co_return it->second;
+  const mesh::Endpoint& e = endpoint->endpoint;
+  auto socket = co_await net::Socket::Connect(loop_, e.host, e.port, config_->connect_timeout);
+  if (!socket.ok()) co_return socket.status();
+  net::Http2Options options;
+  options.max_concurrent_streams = 100;  // what it may push to us: nothing
+  options.manual_flow_control = true;    // responses flow at the client's pace
+  options.stream_window_bytes = 1 << 20;
+  options.connection_window_bytes = 16 << 20;
+  auto session = std::make_shared<net::Http2Session>(net::Http2Session::Role::kClient,
+                                                     std::move(socket).value(), options);
+  if (!session->Start()) {
+    session->Close();
+    co_return absl::UnavailableError("http2: cannot start a client session");
+  }
+  loop_->StartOwned(DriveSession(session));
+  auto previous = http2_.find(id);
+  if (previous != http2_.end() && previous->second != session) {
+    // The old session goes away once its streams end (it cannot take more).
+    if (previous->second->open_streams() == 0) previous->second->Close();
+  }
+  http2_[id] = session;
+  co_return session;
 }
 
 void ClusterLoop::Update(std::vector<mesh::Endpoint> endpoints) {
@@ -127,6 +163,11 @@ void ClusterLoop::Release(UpstreamConnection conn, bool reusable) {
 }
 
 void ClusterLoop::CloseIdle(const std::string& endpoint_id) {
+  auto h2 = http2_.find(endpoint_id);
+  if (h2 != http2_.end()) {
+    h2->second->GoAway();
+    http2_.erase(h2);
+  }
   auto it = idle_.find(endpoint_id);
   if (it == idle_.end()) return;
   for (UpstreamConnection& c : it->second) {

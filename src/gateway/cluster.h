@@ -32,6 +32,7 @@
 #include "mesh/balancer.h"
 #include "mesh/discovery.h"
 #include "net/event_loop.h"
+#include "net/http2.h"
 #include "net/loop_group.h"
 #include "net/socket.h"
 #include "net/task.h"
@@ -66,6 +67,11 @@ class ClusterLoop {
   // Gives a connection back after a request: kept idle when `reusable` and
   // within the pool's bounds, else closed.
   void Release(UpstreamConnection conn, bool reusable);
+  // HTTP/2 clusters: the loop's session to `endpoint` if it can take
+  // another stream, else a new one (connected, started and driven by a
+  // coroutine of its own until it ends).
+  net::Task<absl::StatusOr<std::shared_ptr<net::Http2Session>>> AcquireHttp2(
+      const std::shared_ptr<mesh::EndpointState>& endpoint);
 
   bool has_endpoints() const { return !endpoints_.empty(); }
   size_t endpoint_count() const { return endpoints_.size(); }
@@ -83,6 +89,7 @@ class ClusterLoop {
   std::vector<std::shared_ptr<mesh::EndpointState>> endpoints_;
   std::unique_ptr<mesh::Balancer> balancer_;
   absl::flat_hash_map<std::string, std::vector<UpstreamConnection>> idle_;
+  absl::flat_hash_map<std::string, std::shared_ptr<net::Http2Session>> http2_;
   int open_connections_ = 0;
 };
 

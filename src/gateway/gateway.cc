@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "base/logging.h"
 #include "gateway/http1_proxy.h"
+#include "gateway/http2_proxy.h"
 #include "mesh/discovery.h"
 #include "net/block_on.h"
 #include "net/wait_group.h"
@@ -24,7 +25,7 @@ struct Gateway::LoopState {
   std::vector<std::unique_ptr<net::Listener>> listeners;
   struct Connection {
     std::weak_ptr<net::Socket> socket;
-    std::shared_ptr<bool> idle;  // waiting for a request's first byte
+    std::shared_ptr<ConnectionControl> control;
   };
   std::vector<Connection> connections;
 };
@@ -182,10 +183,10 @@ net::Task<void> Gateway::AcceptLoop(LoopState* state, size_t listener_index,
     if (!accepted.ok()) break;  // the listener closed
     std::shared_ptr<net::Socket> socket = std::move(accepted).value();
     std::erase_if(state->connections, [](const auto& c) { return c.socket.expired(); });
-    auto idle = std::make_shared<bool>(true);
-    state->connections.push_back({socket, idle});
+    auto control = std::make_shared<ConnectionControl>();
+    state->connections.push_back({socket, control});
     tasks_.fetch_add(1);
-    state->loop->StartOwned(ServeConnection(state, listener_index, std::move(socket), idle));
+    state->loop->StartOwned(ServeConnection(state, listener_index, std::move(socket), control));
   }
   TaskEnded();
 }
@@ -209,7 +210,7 @@ std::string PeerAddress(int fd) {
 
 net::Task<void> Gateway::ServeConnection(LoopState* state, size_t listener_index,
                                          std::shared_ptr<net::Socket> socket,
-                                         std::shared_ptr<bool> idle) {
+                                         std::shared_ptr<ConnectionControl> control) {
   counters_.downstream_connections.fetch_add(1, std::memory_order_relaxed);
   const std::shared_ptr<net::TlsContext>& tls = listener_tls_[listener_index];
   bool ok = true;
@@ -223,8 +224,41 @@ net::Task<void> Gateway::ServeConnection(LoopState* state, size_t listener_index
   if (ok) {
     DownstreamContext context{state->loop,    state->index,   &state->snapshot,
                               &counters_,     &draining_,     PeerAddress(socket->fd()),
-                              tls != nullptr, listener_index, std::move(idle)};
-    co_await ServeHttp1(context, socket);
+                              tls != nullptr, listener_index, std::move(control),
+                              state};
+    // The protocol: ALPN under TLS; in clear text the HTTP/2 connection
+    // preface (prior knowledge) or else HTTP/1.1.
+    bool http2 = false;
+    const ListenerConfig& lc = state->snapshot->config.listeners[listener_index];
+    bool h2c = std::find(lc.protocols.begin(), lc.protocols.end(), "h2c") != lc.protocols.end();
+    if (tls != nullptr || h2c) {
+      static constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+      while (true) {
+        if (tls != nullptr && socket->tls()->handshake_done()) {
+          http2 = socket->tls()->alpn() == "h2";
+          break;
+        }
+        if (tls == nullptr) {
+          std::string scratch;
+          size_t n = std::min(socket->input().size(), kPreface.size());
+          std::string_view head = socket->input().Peek(n, &scratch);
+          if (head != kPreface.substr(0, n)) break;  // not HTTP/2
+          if (n == kPreface.size()) {
+            http2 = true;
+            break;
+          }
+        }
+        absl::Status st = co_await socket->ReadMore();
+        if (!st.ok()) break;
+      }
+    }
+    if (socket->closed()) {
+      // Gone before a request (or a failed handshake).
+    } else if (http2) {
+      co_await ServeHttp2(context, socket);
+    } else {
+      co_await ServeHttp1(context, socket);
+    }
   }
   socket->Close();
   counters_.downstream_connections.fetch_sub(1, std::memory_order_relaxed);
@@ -250,7 +284,12 @@ void Gateway::Shutdown(std::chrono::milliseconds grace) {
       for (auto& listener : raw->listeners) listener->Close();
       for (auto& c : raw->connections) {
         auto socket = c.socket.lock();
-        if (socket != nullptr && *c.idle) socket->Close();
+        if (socket == nullptr) continue;
+        if (c.control->drain) {
+          c.control->drain();
+        } else if (c.control->idle) {
+          socket->Close();
+        }
       }
     });
   }

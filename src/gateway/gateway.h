@@ -22,6 +22,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -38,6 +39,14 @@
 #include "net/tls.h"
 
 namespace capstan::gateway {
+
+// A downstream connection as the gateway's shutdown sees it (loop thread).
+struct ConnectionControl {
+  bool idle = true;  // waiting for a request's first byte: close at once
+  // Asks the connection to end gracefully (HTTP/2: GOAWAY); null for
+  // HTTP/1.1, which answers its current request with Connection: close.
+  std::function<void()> drain;
+};
 
 // What every loop reads per request: immutable once published.
 struct Snapshot {
@@ -91,7 +100,8 @@ class Gateway {
   void Publish(std::shared_ptr<const Snapshot> snapshot);
   net::Task<void> AcceptLoop(LoopState* state, size_t listener_index, net::Listener* listener);
   net::Task<void> ServeConnection(LoopState* state, size_t listener_index,
-                                  std::shared_ptr<net::Socket> socket, std::shared_ptr<bool> idle);
+                                  std::shared_ptr<net::Socket> socket,
+                                  std::shared_ptr<ConnectionControl> control);
   void TaskEnded();
 
   net::LoopGroup* group_;

@@ -12,6 +12,7 @@
 
 #include "gtest/gtest.h"
 #include "harness.h"
+#include "net/test_certs.h"
 
 namespace capstan::e2e {
 namespace {
@@ -270,6 +271,101 @@ TEST(GatewayE2E, SigtermDrainsAndExits) {
   gw.process()->Signal(SIGTERM);
   slow.join();
   EXPECT_GE(gw.process()->Wait(std::chrono::seconds(20)), 0);
+}
+
+TEST(GatewayE2E, Http2PriorKnowledgeStreamsBodiesAndLoad) {
+  TempDir dir("gw_h2");
+  Origin origin(dir, "a");
+  GatewayProcess gw(dir, {"--upstream", origin.url()});
+  // Prior knowledge, one stream.
+  CommandResult r =
+      Curl({"--http2-prior-knowledge", "-sS", "-w", "\n%{http_version}", gw.url("/echo?h2=1")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"path\": \"/echo?h2=1\""), std::string::npos) << r.out;
+  EXPECT_TRUE(r.out.ends_with("\n2")) << r.out;
+  // A request body over HTTP/2 arrives whole.
+  std::string file = dir.path() + "/body.bin";
+  {
+    std::ofstream out(file, std::ios::binary);
+    for (int i = 0; i < 2 << 20; ++i) out.put(static_cast<char>((i * 31) % 256));
+  }
+  std::string sha = RunCommand({"sh", "-c", "sha256sum " + file + " | cut -d' ' -f1"}).out;
+  sha.erase(sha.find_last_not_of("\n") + 1);
+  r = Curl({"--http2-prior-knowledge", "--data-binary", "@" + file, gw.url("/echo")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find(sha), std::string::npos) << r.out;
+  // Many streams on one connection (nghttp), a large response among them.
+  r = RunCommand({"nghttp", "-n", "-s", "-m", "20", gw.url("/big?bytes=300000")});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  // h2load: every request answered 2xx.
+  r = RunCommand({"h2load", "-n", "400", "-c", "2", "-m", "10", gw.url("/echo")});
+  EXPECT_NE(r.out.find("400 succeeded, 0 failed"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("status codes: 400 2xx"), std::string::npos) << r.out;
+}
+
+TEST(GatewayE2E, EtcdctlWorksThroughTheGatewayToAStore) {
+  TempDir dir("gw_etcd");
+  StoreProcess store(StoreProcess::Kind::kCapstan, dir.path() + "/store");
+  ASSERT_TRUE(store.Start()) << store.Log();
+  std::string config = dir.path() + "/gateway.yaml";
+  int port = PickFreePort();
+  {
+    std::ofstream out(config);
+    out << "listeners: [{address: \"127.0.0.1:" << port << "\"}]\n"
+        << "clusters: [{name: store, endpoints: [\"" << store.endpoint()
+        << "\"], protocol: h2}]\n"
+        // Watch streams live long: no route timeout.
+        << "virtual_hosts: [{name: all, routes: [{cluster: store, timeout: 0s}]}]\n";
+  }
+  GatewayProcess gw(dir, {"--config", config});
+  std::string endpoint = "127.0.0.1:" + std::to_string(gw.port());
+  CommandResult r = Etcdctl(endpoint, {"put", "greeting", "hello"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = Etcdctl(endpoint, {"get", "greeting", "--print-value-only"});
+  EXPECT_EQ(r.out, "hello\n") << r.err;
+  // A watch stream through the gateway sees a put made directly on the store.
+  std::unique_ptr<Process> watch = std::make_unique<Process>(
+      std::vector<std::string>{"etcdctl", "--endpoints=" + endpoint, "watch", "w"},
+      dir.path() + "/watch.log", std::map<std::string, std::string>{{"ETCDCTL_API", "3"}});
+  bool seen = Eventually([&] {
+    Etcdctl(store.endpoint(), {"put", "w", "through-the-gateway"});
+    return watch->Log().find("through-the-gateway") != std::string::npos;
+  });
+  EXPECT_TRUE(seen) << watch->Log();
+  // A gRPC error status passes through as trailers.
+  r = Etcdctl(endpoint, {"lease", "keep-alive", "--once", "12345"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("requested lease not found"), std::string::npos) << r.err;
+}
+
+TEST(GatewayE2E, HttpsWithSniAndAlpnServesBothProtocols) {
+  TempDir dir("gw_tls");
+  net::testing::TestCa ca(std::string(dir.path()) + "/ca");
+  net::testing::TestCert cert = ca.Issue("shop.test", {"DNS:shop.test"});
+  Origin origin(dir, "a");
+  std::string config = dir.path() + "/gateway.yaml";
+  int port = PickFreePort();
+  {
+    std::ofstream out(config);
+    out << "listeners:\n  - address: \"127.0.0.1:" << port << "\"\n"
+        << "    tls: {certificates: [{cert: " << cert.cert_file << ", key: " << cert.key_file
+        << "}]}\n"
+        << "clusters: [{name: o, endpoints: [\"127.0.0.1:" << origin.port() << "\"]}]\n"
+        << "virtual_hosts: [{name: all, routes: [{cluster: o}]}]\n";
+  }
+  GatewayProcess gw(dir, {"--config", config});
+  std::string url = "https://shop.test:" + std::to_string(gw.port()) + "/echo";
+  std::string resolve = "shop.test:" + std::to_string(gw.port()) + ":127.0.0.1";
+  for (std::string version : {"--http1.1", "--http2"}) {
+    CommandResult r = Curl(
+        {version, "--cacert", ca.ca_file(), "--resolve", resolve, "-w", "\n%{http_version}", url});
+    ASSERT_EQ(r.exit_code, 0) << version << ": " << r.err;
+    EXPECT_NE(r.out.find("[\"x-forwarded-proto\", \"https\"]"), std::string::npos) << r.out;
+    EXPECT_TRUE(r.out.ends_with(version == "--http2" ? "\n2" : "\n1.1")) << r.out;
+  }
+  // A client that does not trust the CA is refused by its own check.
+  CommandResult untrusted = Curl({"--resolve", resolve, url});
+  EXPECT_EQ(untrusted.exit_code, 60) << untrusted.err;  // peer certificate cannot be authenticated
 }
 
 }  // namespace

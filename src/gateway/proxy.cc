@@ -1,0 +1,520 @@
+#include "gateway/proxy.h"
+
+#include <algorithm>
+#include <random>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "base/logging.h"
+#include "gateway/upstream_h2.h"
+
+namespace capstan::gateway {
+namespace {
+
+namespace http1 = net::http1;
+
+// Output queued to the upstream beyond which the client's body is not read
+// until it drains to the low mark.
+constexpr size_t kHighWater = 1 << 20;
+constexpr size_t kLowWater = 256 << 10;
+
+// Fields that describe one hop, not the message (RFC 9110 §7.6.1), and are
+// never forwarded; plus those the Connection field names.
+constexpr std::string_view kHopByHop[] = {"connection", "keep-alive",        "proxy-connection",
+                                          "te",         "transfer-encoding", "upgrade"};
+
+void RemoveHopByHop(http1::HeaderFields* fields) {
+  // Collect the Connection options first (views die with the fields).
+  std::vector<std::string> named;
+  for (const auto& f : *fields) {
+    if (!absl::EqualsIgnoreCase(absl::string_view(f.name.data(), f.name.size()), "connection")) {
+      continue;
+    }
+    for (absl::string_view token :
+         absl::StrSplit(absl::string_view(f.value.data(), f.value.size()), ',')) {
+      std::string t = absl::AsciiStrToLower(absl::StripAsciiWhitespace(token));
+      if (!t.empty() && t != "close" && t != "keep-alive") named.push_back(std::move(t));
+    }
+  }
+  for (std::string_view name : kHopByHop) fields->Remove(name);
+  for (const std::string& name : named) fields->Remove(name);
+}
+
+void ApplyEdits(const HeaderEdits& edits, http1::HeaderFields* fields) {
+  for (const std::string& name : edits.remove) fields->Remove(name);
+  for (const auto& [name, value] : edits.set) fields->Set(name, value);
+  for (const auto& [name, value] : edits.append) fields->Add(name, value);
+}
+
+bool IsIdempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
+         method == "DELETE" || method == "TRACE";
+}
+
+std::string NewRequestId() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id(32, '0');
+  uint64_t a = rng(), b = rng();
+  for (int i = 0; i < 16; ++i) {
+    id[i] = kHex[(a >> (i * 4)) & 15];
+    id[16 + i] = kHex[(b >> (i * 4)) & 15];
+  }
+  return id;
+}
+
+uint64_t RandomDraw() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return rng();
+}
+
+bool RetryOn(const RetryPolicy& p, std::string_view condition) {
+  return std::find(p.retry_on.begin(), p.retry_on.end(), condition) != p.retry_on.end();
+}
+
+// Reads the rest of a request body the gateway answered itself, so the
+// connection can carry the next request. False: close instead.
+net::Task<bool> DiscardBody(DownstreamExchange& x) {
+  size_t discarded = 0;
+  while (true) {
+    BodyEvent ev = co_await x.NextBody();
+    if (ev.type == BodyEvent::kEnd) co_return true;
+    if (ev.type == BodyEvent::kError) co_return false;
+    discarded += ev.piece.size();
+    // A large body is not worth reading just to keep the connection.
+    if (discarded > (64 << 10)) co_return false;
+  }
+}
+
+// Answers with `status` and, for a keep-alive client, reads away the body.
+net::Task<bool> Local(DownstreamExchange& x, int status, std::string_view body,
+                      std::string_view extra_name = {}, std::string_view extra_value = {}) {
+  x.status = status;
+  x.SendLocal(status, body, extra_name, extra_value);
+  x.response_started = true;
+  bool keep = x.request().keep_alive;
+  if (keep && x.request().has_body) keep = co_await DiscardBody(x);
+  co_return keep;
+}
+
+// The upstream request head: the client's, edited for forwarding.
+struct UpstreamRequest {
+  std::string method;
+  std::string target;  // path (rewritten) and query
+  std::string authority;
+  // The fields to send: the client's, edited in place (HTTP/2 upstream), or
+  // `ordered` (HTTP/1.1: Host first, framing last). The client's own stay
+  // alive: the request's views point into their storage.
+  http1::HeaderFields* fields;
+  http1::HeaderFields ordered;
+  bool chunked = false;  // HTTP/1.1 upstream: body length unknown
+};
+
+// One attempt over HTTP/1.1: request out, response back. kRetry: nothing
+// of the request body was consumed and nothing received, so another
+// attempt is safe (policy decides whether it is made).
+net::Task<Outcome> ForwardHttp1(DownstreamContext& ctx, DownstreamExchange& x, const Route& route,
+                                UpstreamRequest& req, UpstreamConnection& conn, bool* reusable) {
+  *reusable = false;
+  net::Socket* up = conn.socket.get();
+  ProxyRequest& in = x.request();
+  {
+    http1::RequestHead head;
+    head.method = req.method;
+    head.target = req.target;
+    head.version = http1::Version::kHttp11;
+    head.fields = std::move(*req.fields);
+    http1::WriteRequestHead(head, &up->output());
+    *req.fields = std::move(head.fields);  // kept for a retry
+  }
+  up->MarkWritten();
+  if (in.has_body) {
+    while (true) {
+      BodyEvent ev = co_await x.NextBody();
+      if (ev.type == BodyEvent::kError) co_return Outcome::kFailed;
+      if (ev.type == BodyEvent::kEnd) {
+        if (req.chunked) {
+          http1::AppendLastChunk(ev.trailers, &up->output());
+          up->MarkWritten();
+        }
+        break;
+      }
+      if (req.chunked) {
+        http1::AppendChunk(std::move(ev.piece), &up->output());
+      } else {
+        up->output().Append(std::move(ev.piece));
+      }
+      up->MarkWritten();
+      if (up->pending_output() > kHighWater) {
+        absl::Status st = co_await up->Drained(kLowWater);
+        if (!st.ok()) break;  // the response read below says what happened
+      }
+    }
+  }
+  // The response, under the route's timeout.
+  bool timed_out = false;
+  net::Timer deadline([&timed_out, up] {
+    timed_out = true;
+    up->Close();
+  });
+  if (route.config().timeout.count() > 0) deadline.ArmAfter(ctx.loop, route.config().timeout);
+  // A client that goes away ends the wait (HTTP/2: its stream is reset).
+  x.cancel_upstream = [up] { up->Close(); };
+  struct ClearCancel {
+    DownstreamExchange& x;
+    ~ClearCancel() { x.cancel_upstream = nullptr; }
+  } clear_cancel{x};
+  http1::ResponseParser rp;
+  rp.SetRequestMethod(req.method);
+  bool received_any = false;
+  bool has_body = false;
+  while (true) {
+    http1::Event ev = rp.Next(&up->input());
+    if (ev.type == http1::Event::kNeedMore) {
+      absl::Status st = co_await up->ReadMore();
+      if (st.ok()) {
+        received_any = true;
+        continue;
+      }
+      ev = rp.Finish(up->input());
+      if (ev.type != http1::Event::kComplete) {
+        // The upstream went away (or timed out) before the response ended.
+        conn.endpoint->breaker.RecordFailure();
+        if (x.response_started) {
+          x.Abort();
+          co_return Outcome::kFailed;
+        }
+        if (timed_out) {
+          x.status = 504;
+          x.SendLocal(504, "upstream timed out\n");
+          x.response_started = true;
+          co_return Outcome::kDone;
+        }
+        ctx.counters->resets.fetch_add(1, std::memory_order_relaxed);
+        if (!received_any && !in.has_body) co_return Outcome::kRetry;
+        x.status = 502;
+        x.SendLocal(502, "upstream closed the connection\n");
+        x.response_started = true;
+        co_return Outcome::kDone;
+      }
+    }
+    switch (ev.type) {
+      case http1::Event::kHead: {
+        http1::ResponseHead& h = rp.head();
+        if (h.status >= 100 && h.status < 200 && !h.switched_protocols) break;  // interim
+        x.status = h.status;
+        std::optional<uint64_t> length;
+        if (h.framing == http1::Framing::kContentLength) length = h.content_length;
+        has_body = h.framing != http1::Framing::kNone;
+        RemoveHopByHop(&h.fields);
+        ApplyEdits(route.config().response_headers, &h.fields);
+        if (ctx.snapshot->get()->config.add_via) h.fields.Add("via", "1.1 capstan");
+        x.response_started = true;
+        if (!x.SendHead(h.status, h.fields, has_body, length)) co_return Outcome::kFailed;
+        break;
+      }
+      case http1::Event::kBody: {
+        bool ok = co_await x.SendBody(std::move(ev.body));
+        if (!ok) co_return Outcome::kFailed;
+        break;
+      }
+      case http1::Event::kComplete:
+        x.End(has_body ? &rp.trailers() : nullptr);
+        conn.endpoint->breaker.RecordSuccess();
+        *reusable =
+            rp.head().keep_alive && rp.head().framing != http1::Framing::kUntilClose && !timed_out;
+        co_return Outcome::kDone;
+      case http1::Event::kError:
+        conn.endpoint->breaker.RecordFailure();
+        CAPSTAN_LOG(warn, "gateway: bad response from upstream", "endpoint",
+                    conn.endpoint->endpoint.id, "error", rp.error().reason);
+        if (x.response_started) {
+          x.Abort();
+          co_return Outcome::kFailed;
+        }
+        x.status = 502;
+        x.SendLocal(502, "bad response from upstream\n");
+        x.response_started = true;
+        co_return Outcome::kDone;
+      default:
+        break;
+    }
+  }
+}
+
+// Forwards to the route's cluster. Returns keep-alive.
+net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Route& route,
+                        Cluster& cluster) {
+  ProxyRequest& in = x.request();
+  const RouteConfig& rc = route.config();
+  ClusterLoop& cl = cluster.on(ctx.loop_index);
+  const ClusterLimits& limits = cluster.config().limits;
+  if (cl.active_requests >= static_cast<int>(limits.max_requests)) {
+    co_return co_await Local(x, 503, "cluster overloaded\n", "x-capstan-overflow", "max_requests");
+  }
+  UpstreamRequest req;
+  req.method = std::string(in.method);
+  req.target = in.asterisk ? "*" : route.RewritePath(in.path);
+  if (!in.query.empty()) absl::StrAppend(&req.target, "?", std::string(in.query));
+  req.authority = std::string(in.authority);
+  req.fields = in.fields;
+  http1::HeaderFields& f = *in.fields;
+  RemoveHopByHop(&f);
+  f.Remove("expect");  // 100-continue is answered here
+  f.Remove("host");
+  f.Remove("content-length");
+  const GatewayConfig& gc = (*ctx.snapshot)->config;
+  if (gc.add_x_forwarded) {
+    std::optional<std::string_view> xff = f.Get("x-forwarded-for");
+    std::string forwarded_for =
+        xff ? absl::StrCat(std::string(*xff), ", ", ctx.client_address) : ctx.client_address;
+    f.Set("x-forwarded-for", forwarded_for);
+    f.Set("x-forwarded-proto", ctx.tls ? "https" : "http");
+    f.Set("x-forwarded-host", req.authority);
+  }
+  if (!gc.request_id_header.empty() && !f.Get(gc.request_id_header)) {
+    f.Set(gc.request_id_header, NewRequestId());
+  }
+  if (gc.add_via) f.Add("via", in.http2 ? "2 capstan" : "1.1 capstan");
+  ApplyEdits(rc.request_headers, &f);
+  if (rc.host_rewrite) req.authority = *rc.host_rewrite;
+  bool h2_upstream = cluster.config().protocol == "h2";
+  if (!h2_upstream) {
+    // Host first, as HTTP/1.1 wants it; the body's framing last.
+    http1::HeaderFields& ordered = req.ordered;
+    ordered.Add("host", req.authority);
+    for (const auto& field : f) ordered.Add(field.name, field.value);
+    if (in.has_body) {
+      if (in.content_length) {
+        ordered.Add("content-length", absl::StrCat(*in.content_length));
+      } else {
+        ordered.Add("transfer-encoding", "chunked");
+        req.chunked = true;
+      }
+    }
+    req.fields = &ordered;
+  } else if (in.grpc) {
+    f.Set("te", "trailers");  // gRPC servers require it (hop-by-hop removal took it)
+  }
+  // The client asked to be told when to send its body: now.
+  if (in.expect_continue && in.has_body) x.SendContinue();
+
+  const RetryPolicy& retry = rc.retry;
+  bool may_retry = retry.non_idempotent || IsIdempotent(req.method);
+  absl::flat_hash_set<const mesh::EndpointState*> tried;
+  uint64_t hash = 0;
+  const std::string& hash_on = cluster.config().hash_on;
+  if (hash_on.starts_with("header:")) {
+    std::optional<std::string_view> v = req.fields->Get(std::string_view(hash_on).substr(7));
+    hash = mesh::HashKey(v ? *v : std::string_view());
+  } else {
+    hash = mesh::HashKey(ctx.client_address);
+  }
+  ++cl.active_requests;
+  struct Active {
+    ClusterLoop& cl;
+    ~Active() { --cl.active_requests; }
+  } active{cl};
+  for (int attempt = 1;; ++attempt) {
+    std::shared_ptr<mesh::EndpointState> endpoint = cl.Pick(hash, tried);
+    if (endpoint == nullptr && attempt > 1) {
+      // Every endpoint left has been tried: the failure seen is the answer.
+      co_return co_await Local(x, 502, "upstream unreachable\n");
+    }
+    if (endpoint == nullptr) {
+      co_return co_await Local(
+          x, 503, cl.has_endpoints() ? "no healthy upstream\n" : "no upstream endpoints\n");
+    }
+    tried.insert(endpoint.get());
+    bool last = attempt >= retry.max_attempts || !may_retry;
+    if (h2_upstream) {
+      Outcome r = co_await ForwardHttp2(ctx, x, route, cluster, endpoint, req.method, req.target,
+                                        req.authority, *req.fields);
+      if (r == Outcome::kRetry && !last) {
+        ctx.counters->retries.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      if (r == Outcome::kRetry) co_return co_await Local(x, 502, "upstream unreachable\n");
+      co_return r == Outcome::kDone&& in.keep_alive;
+    }
+    auto conn = co_await cl.Acquire(endpoint);
+    if (!conn.ok()) {
+      if (conn.status().code() == absl::StatusCode::kResourceExhausted) {
+        co_return co_await Local(x, 503, "cluster overloaded\n", "x-capstan-overflow",
+                                 "max_connections");
+      }
+      ctx.counters->connect_failures.fetch_add(1, std::memory_order_relaxed);
+      endpoint->breaker.RecordFailure();
+      CAPSTAN_LOG(debug, "gateway: upstream connect failed", "endpoint", endpoint->endpoint.id,
+                  "error", std::string(conn.status().message()));
+      // Nothing was sent: a connect failure is safe to retry for any method.
+      if (RetryOn(retry, "connect-failure") && attempt < retry.max_attempts) {
+        ctx.counters->retries.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      co_return co_await Local(x, 502, "upstream unreachable\n");
+    }
+    bool reused = conn->requests > 0;
+    bool reusable = false;
+    Outcome r = co_await ForwardHttp1(ctx, x, route, req, *conn, &reusable);
+    cl.Release(std::move(*conn), reusable);
+    if (r == Outcome::kRetry) {
+      // The keep-alive race (an idle connection closed as we sent) is
+      // retried on a fresh connection for requests safe to repeat; other
+      // resets by policy.
+      if ((reused && IsIdempotent(req.method)) || (RetryOn(retry, "reset") && !last)) {
+        ctx.counters->retries.fetch_add(1, std::memory_order_relaxed);
+        if (reused) tried.erase(endpoint.get());  // the endpoint itself may be fine
+        continue;
+      }
+      co_return co_await Local(x, 502, "upstream closed the connection\n");
+    }
+    co_return r == Outcome::kDone&& in.keep_alive;
+  }
+}
+
+// A route that does not forward.
+net::Task<bool> AnswerLocally(DownstreamContext& ctx, DownstreamExchange& x, const Route& route) {
+  const RouteConfig& rc = route.config();
+  ProxyRequest& in = x.request();
+  if (rc.direct_response) {
+    x.status = rc.direct_response->status;
+    http1::HeaderFields fields;
+    fields.Add("content-type", rc.direct_response->content_type);
+    x.response_started = true;
+    bool has_body = in.method != "HEAD";
+    if (x.SendHead(x.status, fields, has_body, rc.direct_response->body.size()) && has_body) {
+      bool ok = co_await x.SendBody(net::Buffer(rc.direct_response->body));
+      if (ok) x.End(nullptr);
+    } else if (!has_body) {
+      x.End(nullptr);
+    }
+    bool keep = in.keep_alive;
+    if (keep && in.has_body) keep = co_await DiscardBody(x);
+    co_return keep;
+  }
+  const Redirect& r = *rc.redirect;
+  std::string scheme = r.scheme.value_or(ctx.tls ? "https" : "http");
+  std::string host = r.host.value_or(NormalizeHost(in.authority));
+  std::string location = absl::StrCat(scheme, "://", host);
+  if (r.port) absl::StrAppend(&location, ":", *r.port);
+  if (r.path) {
+    absl::StrAppend(&location, *r.path);
+  } else if (r.prefix_rewrite && rc.match.prefix) {
+    absl::StrAppend(&location, *r.prefix_rewrite,
+                    std::string(in.path.substr(std::min(rc.match.prefix->size(), in.path.size()))));
+  } else {
+    absl::StrAppend(&location, std::string(in.path));
+  }
+  if (!r.strip_query && !in.query.empty()) absl::StrAppend(&location, "?", std::string(in.query));
+  co_return co_await Local(x, r.status, "", "location", location);
+}
+
+}  // namespace
+
+std::string_view ReasonPhrase(int status) {
+  switch (status) {
+    case 100:
+      return "Continue";
+    case 101:
+      return "Switching Protocols";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 206:
+      return "Partial Content";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 303:
+      return "See Other";
+    case 304:
+      return "Not Modified";
+    case 307:
+      return "Temporary Redirect";
+    case 308:
+      return "Permanent Redirect";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "";
+  }
+}
+
+net::Task<bool> HandleRequest(DownstreamContext& ctx, DownstreamExchange& x) {
+  ctx.counters->requests.fetch_add(1, std::memory_order_relaxed);
+  std::shared_ptr<const Snapshot> snapshot = *ctx.snapshot;  // held for the request's life
+  ProxyRequest& in = x.request();
+  std::string host = NormalizeHost(in.authority);
+  http1::HeaderFields* fields = in.fields;
+  auto lookup = [fields](std::string_view name) { return fields->Get(name); };
+  RequestView view{host, in.method, in.path, in.query, lookup};
+  const Route* route = snapshot->routes->Match(view);
+  bool keep;
+  if (route == nullptr) {
+    keep = co_await Local(x, 404, "no route\n");
+  } else if (route->config().max_body_bytes && in.content_length &&
+             *in.content_length > *route->config().max_body_bytes) {
+    x.status = 413;
+    x.SendLocal(413, "request body too large\n");
+    x.response_started = true;
+    keep = false;
+  } else if (!route->config().cluster && route->config().split.empty()) {
+    keep = co_await AnswerLocally(ctx, x, *route);
+  } else {
+    uint64_t draw = RandomDraw();
+    if (route->config().split_hash_header) {
+      std::optional<std::string_view> unit = fields->Get(*route->config().split_hash_header);
+      if (unit) draw = mesh::HashKey(*unit);
+    }
+    const std::string& cluster_name = route->PickCluster(draw);
+    auto it = snapshot->clusters.find(cluster_name);
+    if (it == snapshot->clusters.end()) {
+      keep = co_await Local(x, 503, absl::StrCat("cluster ", cluster_name, " is not defined\n"));
+    } else {
+      keep = co_await Forward(ctx, x, *route, *it->second);
+    }
+  }
+  ctx.counters->CountStatus(x.status);
+  co_return keep;
+}
+
+}  // namespace capstan::gateway
