@@ -2,7 +2,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <coroutine>
 #include <future>
+#include <mutex>
 #include <thread>
 
 #include "capstan/echo.pb.h"
@@ -88,37 +90,119 @@ TEST_P(RpcTest, LargeMessagesCrossInBothDirections) {
   EXPECT_EQ(resp->payload(), req.payload());
 }
 
+// A chain of gates, one per call: the handler of call i (i < n - 1) waits
+// until the caller has released gate i, which it does when it has the answer
+// of call i + 1. Handlers run on the server's loop, releases come from the
+// client's, so a release reaches the handler by Post.
+class GateChain {
+ public:
+  explicit GateChain(int n) : gates_(n) {}
+
+  // On the handler's loop: resumes once gate `i` is released.
+  auto Wait(net::EventLoop* loop, int i) {
+    struct Awaiter {
+      GateChain* chain;
+      net::EventLoop* loop;
+      int i;
+      bool await_ready() {
+        std::lock_guard lock(chain->mu_);
+        return chain->gates_[i].released;
+      }
+      bool await_suspend(std::coroutine_handle<> h) {
+        std::lock_guard lock(chain->mu_);
+        Gate& gate = chain->gates_[i];
+        if (gate.released) return false;
+        gate.loop = loop;
+        gate.waiter = h;
+        return true;
+      }
+      void await_resume() {}
+    };
+    return Awaiter{this, loop, i};
+  }
+
+  // Any thread.
+  void Release(int i) {
+    std::lock_guard lock(mu_);
+    Gate& gate = gates_[i];
+    gate.released = true;
+    if (gate.waiter) {
+      gate.loop->Post([h = std::exchange(gate.waiter, nullptr)] { h.resume(); });
+    }
+  }
+
+ private:
+  struct Gate {
+    bool released = false;
+    net::EventLoop* loop = nullptr;
+    std::coroutine_handle<> waiter;
+  };
+  std::mutex mu_;
+  std::vector<Gate> gates_;
+};
+
+// Echoes the payload (a call's index) once the gate of that index is open;
+// the last call's gate is never waited on.
+class GatedEcho : public Service {
+ public:
+  GatedEcho(GateChain* gates, int calls) : Service("capstan.echo.Echo") {
+    AddUnary<EchoRequest, EchoResponse>(
+        "Echo",
+        [gates, calls](ServerContext& ctx, const EchoRequest& req,
+                       EchoResponse* resp) -> net::Task<absl::Status> {
+          int index = std::stoi(req.payload());
+          if (index < calls - 1) co_await gates->Wait(ctx.loop(), index);
+          resp->set_payload(req.payload());
+          co_return absl::OkStatus();
+        });
+  }
+};
+
 TEST_P(RpcTest, ConcurrentCallsShareOneConnectionAndFinishOutOfOrder) {
   constexpr int kCalls = 50;
+  // Call i is answered only after call i + 1 was: the answers must arrive in
+  // the reverse of the order the calls were sent, on one connection, which
+  // only works if a pending call does not hold up the ones behind it.
+  GateChain gates(kCalls);
+  GatedEcho gated(&gates, kCalls);
+  auto server = StartServer(&gated);
+  auto ch = Channel::Create(loop_, "127.0.0.1", server->port(), {.caller = "rpc_test"});
   std::vector<std::string> order;
   std::vector<absl::Status> statuses(kCalls);
-  net::BlockOn(
-      loop_,
-      [](std::shared_ptr<Channel> ch, std::vector<std::string>* order,
-         std::vector<absl::Status>* statuses) -> net::Task<void> {
-        net::WaitGroup done(ch->loop());
-        for (int i = 0; i < kCalls; ++i) {
-          done.Add();
-          ch->loop()->Spawn([](std::shared_ptr<Channel> ch, int i, std::vector<std::string>* order,
-                               absl::Status* status, net::WaitGroup* done) -> net::Task<void> {
-            EchoRequest req;
-            req.set_payload(std::to_string(i));
-            // Later calls answer sooner.
-            req.set_delay_us((kCalls - i) * 400);
-            auto r = co_await ch->Call<EchoRequest, EchoResponse>("capstan.echo.Echo/Echo", req);
-            *status = r.status();
-            if (r.ok()) order->push_back(r->payload());
-            done->Done();
-          }(ch, i, order, &(*statuses)[i], &done));
-        }
-        co_await done.Wait();
-      }(channel_, &order, &statuses));
+  net::BlockOn(loop_,
+               [](std::shared_ptr<Channel> ch, GateChain* gates, std::vector<std::string>* order,
+                  std::vector<absl::Status>* statuses) -> net::Task<void> {
+                 net::WaitGroup done(ch->loop());
+                 for (int i = 0; i < kCalls; ++i) {
+                   done.Add();
+                   ch->loop()->Spawn([](std::shared_ptr<Channel> ch, GateChain* gates, int i,
+                                        std::vector<std::string>* order, absl::Status* status,
+                                        net::WaitGroup* done) -> net::Task<void> {
+                     EchoRequest req;
+                     req.set_payload(std::to_string(i));
+                     // The deadline only bounds a broken run; no answer depends on it.
+                     auto r = co_await ch->Call<EchoRequest, EchoResponse>("capstan.echo.Echo/Echo",
+                                                                           req, {.timeout = 60s});
+                     *status = r.status();
+                     if (r.ok()) order->push_back(r->payload());
+                     // Whatever the outcome, let the call before this one finish.
+                     if (i > 0) gates->Release(i - 1);
+                     done->Done();
+                   }(ch, gates, i, order, &(*statuses)[i], &done));
+                 }
+                 co_await done.Wait();
+               }(ch, &gates, &order, &statuses));
   for (const auto& st : statuses) EXPECT_TRUE(st.ok()) << st;
-  ASSERT_EQ(order.size(), static_cast<size_t>(kCalls));
-  EXPECT_EQ(order.front(), std::to_string(kCalls - 1));
-  EXPECT_EQ(order.back(), "0");
-  EXPECT_EQ(server_->stats().connections, 1);
-  EXPECT_EQ(server_->stats().calls_started, kCalls);
+  std::vector<std::string> reversed;
+  for (int i = kCalls - 1; i >= 0; --i) reversed.push_back(std::to_string(i));
+  EXPECT_EQ(order, reversed);
+  EXPECT_EQ(server->stats().connections, 1);
+  EXPECT_EQ(server->stats().calls_started, kCalls);
+  net::BlockOn(loop_, [](std::shared_ptr<Channel> c) -> net::Task<void> {
+    c->Close();
+    co_return;
+  }(std::move(ch)));
+  server->Shutdown(1s);
 }
 
 TEST_P(RpcTest, UnknownMethodsAreUnimplemented) {
