@@ -8,6 +8,7 @@
 #include "gtest/gtest.h"
 #include "net/block_on.h"
 #include "net/loop_group.h"
+#include "net/test_util.h"
 #include "rpc/test_echo.h"
 
 namespace capstan::rpc {
@@ -30,15 +31,6 @@ class ManualSource : public mesh::EndpointSource {
  private:
   std::shared_ptr<mesh::EndpointsCallback> callback_ = std::make_shared<mesh::EndpointsCallback>();
 };
-
-// A port nothing listens on (bound, then closed).
-int DeadPort() {
-  Server probe({});
-  EXPECT_TRUE(probe.Start().ok());
-  int port = probe.port();
-  probe.Shutdown(0s);
-  return port;
-}
 
 mesh::Endpoint Local(int port) {
   return mesh::ParseEndpoint("127.0.0.1:" + std::to_string(port)).value();
@@ -130,7 +122,8 @@ TEST_P(BalancedChannelTest, GeneratedClientSpreadsCallsOverEveryEndpoint) {
 TEST_P(BalancedChannelTest, CallsFailOverFromADeadEndpointAndItsBreakerOpens) {
   TestEcho& a = NewService("a");
   TestEcho& b = NewService("b");
-  mesh::Endpoint dead = Local(DeadPort());
+  net::testing::RefusingPort refusing;  // held for the whole test
+  mesh::Endpoint dead = Local(refusing.port());
   Connect(mesh::StaticEndpoints({Serve(&a), dead, Serve(&b)}),
           {.balancer = "round_robin", .breaker = {.consecutive_failures = 3}});
   for (int i = 0; i < 30; ++i) {
@@ -153,7 +146,8 @@ TEST_P(BalancedChannelTest, CallsFailOverFromADeadEndpointAndItsBreakerOpens) {
 TEST_P(BalancedChannelTest, StreamsAreBalancedAndOpenPastADeadEndpoint) {
   TestEcho& a = NewService("a");
   TestEcho& b = NewService("b");
-  Connect(mesh::StaticEndpoints({Serve(&a), Local(DeadPort()), Serve(&b)}),
+  net::testing::RefusingPort refusing;  // held for the whole test
+  Connect(mesh::StaticEndpoints({Serve(&a), Local(refusing.port()), Serve(&b)}),
           {.balancer = "round_robin"});
   std::map<std::string, int> served;
   for (int i = 0; i < 12; ++i) {
