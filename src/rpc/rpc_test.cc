@@ -12,6 +12,7 @@
 #include "net/block_on.h"
 #include "net/loop_group.h"
 #include "net/socket.h"
+#include "net/test_util.h"
 #include "net/wait_group.h"
 #include "rpc/channel.h"
 #include "rpc/server.h"
@@ -315,10 +316,10 @@ TEST_P(RpcTest, DeadlinesPropagateThroughAServerToItsOwnCalls) {
 }
 
 TEST_P(RpcTest, AnEndpointThatIsDownFailsFastAsNotProcessed) {
-  int port = server_->port();
-  server_->Shutdown(1s);
-  server_.reset();
-  auto ch = Channel::Create(loop_, "127.0.0.1", port);
+  // Held refusing for the whole test: a stopped server's port could be bound
+  // again by a test running in parallel.
+  net::testing::RefusingPort down;
+  auto ch = Channel::Create(loop_, "127.0.0.1", down.port());
   CallResult first = net::BlockOn(loop_, ch->CallBytes("capstan.echo.Echo/Echo", net::Buffer()));
   EXPECT_EQ(first.status.code(), absl::StatusCode::kUnavailable) << first.status;
   EXPECT_TRUE(first.not_processed);
