@@ -2,9 +2,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <coroutine>
 #include <future>
-#include <mutex>
 #include <thread>
 
 #include "capstan/echo.pb.h"
@@ -91,68 +89,18 @@ TEST_P(RpcTest, LargeMessagesCrossInBothDirections) {
   EXPECT_EQ(resp->payload(), req.payload());
 }
 
-// A chain of gates, one per call: the handler of call i (i < n - 1) waits
-// until the caller has released gate i, which it does when it has the answer
-// of call i + 1. Handlers run on the server's loop, releases come from the
-// client's, so a release reaches the handler by Post.
-class GateChain {
- public:
-  explicit GateChain(int n) : gates_(n) {}
-
-  // On the handler's loop: resumes once gate `i` is released.
-  auto Wait(net::EventLoop* loop, int i) {
-    struct Awaiter {
-      GateChain* chain;
-      net::EventLoop* loop;
-      int i;
-      bool await_ready() {
-        std::lock_guard lock(chain->mu_);
-        return chain->gates_[i].released;
-      }
-      bool await_suspend(std::coroutine_handle<> h) {
-        std::lock_guard lock(chain->mu_);
-        Gate& gate = chain->gates_[i];
-        if (gate.released) return false;
-        gate.loop = loop;
-        gate.waiter = h;
-        return true;
-      }
-      void await_resume() {}
-    };
-    return Awaiter{this, loop, i};
-  }
-
-  // Any thread.
-  void Release(int i) {
-    std::lock_guard lock(mu_);
-    Gate& gate = gates_[i];
-    gate.released = true;
-    if (gate.waiter) {
-      gate.loop->Post([h = std::exchange(gate.waiter, nullptr)] { h.resume(); });
-    }
-  }
-
- private:
-  struct Gate {
-    bool released = false;
-    net::EventLoop* loop = nullptr;
-    std::coroutine_handle<> waiter;
-  };
-  std::mutex mu_;
-  std::vector<Gate> gates_;
-};
-
 // Echoes the payload (a call's index) once the gate of that index is open;
-// the last call's gate is never waited on.
+// the last call's gate is never waited on. Handlers run on the server's
+// loop, the gates are opened from the client's.
 class GatedEcho : public Service {
  public:
-  GatedEcho(GateChain* gates, int calls) : Service("capstan.echo.Echo") {
+  GatedEcho(std::vector<testing::Gate>* gates, int calls) : Service("capstan.echo.Echo") {
     AddUnary<EchoRequest, EchoResponse>(
         "Echo",
         [gates, calls](ServerContext& ctx, const EchoRequest& req,
                        EchoResponse* resp) -> net::Task<absl::Status> {
           int index = std::stoi(req.payload());
-          if (index < calls - 1) co_await gates->Wait(ctx.loop(), index);
+          if (index < calls - 1) co_await (*gates)[index].Wait(ctx.loop());
           resp->set_payload(req.payload());
           co_return absl::OkStatus();
         });
@@ -164,35 +112,36 @@ TEST_P(RpcTest, ConcurrentCallsShareOneConnectionAndFinishOutOfOrder) {
   // Call i is answered only after call i + 1 was: the answers must arrive in
   // the reverse of the order the calls were sent, on one connection, which
   // only works if a pending call does not hold up the ones behind it.
-  GateChain gates(kCalls);
+  std::vector<testing::Gate> gates(kCalls);
   GatedEcho gated(&gates, kCalls);
   auto server = StartServer(&gated);
   auto ch = Channel::Create(loop_, "127.0.0.1", server->port(), {.caller = "rpc_test"});
   std::vector<std::string> order;
   std::vector<absl::Status> statuses(kCalls);
-  net::BlockOn(loop_,
-               [](std::shared_ptr<Channel> ch, GateChain* gates, std::vector<std::string>* order,
-                  std::vector<absl::Status>* statuses) -> net::Task<void> {
-                 net::WaitGroup done(ch->loop());
-                 for (int i = 0; i < kCalls; ++i) {
-                   done.Add();
-                   ch->loop()->Spawn([](std::shared_ptr<Channel> ch, GateChain* gates, int i,
-                                        std::vector<std::string>* order, absl::Status* status,
-                                        net::WaitGroup* done) -> net::Task<void> {
-                     EchoRequest req;
-                     req.set_payload(std::to_string(i));
-                     // The deadline only bounds a broken run; no answer depends on it.
-                     auto r = co_await ch->Call<EchoRequest, EchoResponse>("capstan.echo.Echo/Echo",
-                                                                           req, {.timeout = 60s});
-                     *status = r.status();
-                     if (r.ok()) order->push_back(r->payload());
-                     // Whatever the outcome, let the call before this one finish.
-                     if (i > 0) gates->Release(i - 1);
-                     done->Done();
-                   }(ch, gates, i, order, &(*statuses)[i], &done));
-                 }
-                 co_await done.Wait();
-               }(ch, &gates, &order, &statuses));
+  net::BlockOn(
+      loop_,
+      [](std::shared_ptr<Channel> ch, std::vector<testing::Gate>* gates,
+         std::vector<std::string>* order, std::vector<absl::Status>* statuses) -> net::Task<void> {
+        net::WaitGroup done(ch->loop());
+        for (int i = 0; i < kCalls; ++i) {
+          done.Add();
+          ch->loop()->Spawn([](std::shared_ptr<Channel> ch, std::vector<testing::Gate>* gates,
+                               int i, std::vector<std::string>* order, absl::Status* status,
+                               net::WaitGroup* done) -> net::Task<void> {
+            EchoRequest req;
+            req.set_payload(std::to_string(i));
+            // The deadline only bounds a broken run; no answer depends on it.
+            auto r = co_await ch->Call<EchoRequest, EchoResponse>("capstan.echo.Echo/Echo", req,
+                                                                  {.timeout = 60s});
+            *status = r.status();
+            if (r.ok()) order->push_back(r->payload());
+            // Whatever the outcome, let the call before this one finish.
+            if (i > 0) (*gates)[i - 1].Open();
+            done->Done();
+          }(ch, gates, i, order, &(*statuses)[i], &done));
+        }
+        co_await done.Wait();
+      }(ch, &gates, &order, &statuses));
   for (const auto& st : statuses) EXPECT_TRUE(st.ok()) << st;
   std::vector<std::string> reversed;
   for (int i = kCalls - 1; i >= 0; --i) reversed.push_back(std::to_string(i));
