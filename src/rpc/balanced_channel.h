@@ -42,6 +42,7 @@
 #include "mesh/circuit_breaker.h"
 #include "mesh/discovery.h"
 #include "mesh/endpoint_pool.h"
+#include "mesh/endpoint_target.h"
 #include "mesh/outlier.h"
 #include "mesh/retry_budget.h"
 #include "net/event_loop.h"
