@@ -6,6 +6,7 @@
 
 #include "capstan/echo.capstan.h"
 #include "gtest/gtest.h"
+#include "mesh/discovery_hub.h"
 #include "net/block_on.h"
 #include "net/loop_group.h"
 #include "net/test_util.h"
@@ -289,6 +290,35 @@ TEST_P(BalancedChannelTest, TheDeadlineBoundsEveryAttempt) {
   auto r = Echo({.timeout = 100ms});
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
   EXPECT_LT(Clock::now() - start, 2s) << "well before either server would answer";
+}
+
+TEST_P(BalancedChannelTest, ChannelsOfOneTargetShareTheHubsSource) {
+  TestEcho& a = NewService("a");
+  mesh::Endpoint endpoint = Serve(&a);
+  mesh::DiscoveryHub hub;
+  std::string target = "static:///" + endpoint.id;
+  auto source = hub.Source(target);
+  ASSERT_TRUE(source.ok()) << source.status();
+  Connect(*std::move(source), {});
+  auto other = net::RunOn(loop_, [&] {
+    return BalancedChannel::Create(loop_, hub.Source(target).value(), {}).value();
+  });
+  EXPECT_EQ(hub.sources(), 1u);
+  auto r = Echo({.timeout = 2s});
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto r2 = net::BlockOn(
+      loop_,
+      [](std::shared_ptr<BalancedChannel> channel) -> net::Task<absl::StatusOr<EchoResponse>> {
+        Client client(std::move(channel));
+        co_return co_await client.Echo(EchoRequest(), {.timeout = 2s});
+      }(other));
+  ASSERT_TRUE(r2.ok()) << r2.status();
+  EXPECT_EQ(a.calls, 2);
+  net::RunOn(loop_, [&] {
+    other.reset();
+    channel_.reset();
+  });
+  EXPECT_EQ(hub.sources(), 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, BalancedChannelTest,
