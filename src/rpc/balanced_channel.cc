@@ -114,9 +114,11 @@ BalancedChannel::BalancedChannel(net::EventLoop* loop, std::unique_ptr<Pool> poo
     : loop_(loop),
       pool_(std::move(pool)),
       source_(std::move(source)),
-      source_description_(source_->Describe()) {}
+      source_description_(source_->Describe()),
+      own_options_(pool_->options()) {}
 
 BalancedChannel::~BalancedChannel() {
+  policy_subscription_.reset();
   // The source's thread may be posting an update: once it is gone, no more
   // arrive (and those posted find the channel gone).
   source_.reset();
@@ -132,6 +134,26 @@ void BalancedChannel::UpdateEndpoints(std::vector<mesh::Endpoint> endpoints) {
 
 absl::Status BalancedChannel::SetPolicy(const mesh::EndpointPoolOptions& options) {
   return pool_->SetOptions(options);
+}
+
+void BalancedChannel::FollowPolicy(mesh::PolicyWatcher& watcher, const std::string& service) {
+  std::weak_ptr<BalancedChannel> weak = weak_from_this();
+  policy_subscription_ = watcher.Subscribe(
+      service, loop_, [weak, service](const std::optional<mesh::EndpointPoolOptions>& policy) {
+        std::shared_ptr<BalancedChannel> self = weak.lock();
+        if (self == nullptr) return;
+        mesh::EndpointPoolOptions next = policy.has_value() ? *policy : self->own_options_;
+        next.wait_for_endpoints = self->own_options_.wait_for_endpoints;
+        if (absl::Status st = self->SetPolicy(next); !st.ok()) {
+          CAPSTAN_LOG(err, "cannot apply the mesh policy; keeping the current one", "service",
+                      service, "target", self->source_description_, "error",
+                      std::string(st.message()));
+          return;
+        }
+        CAPSTAN_LOG(info, "mesh policy in force", "service", service, "target",
+                    self->source_description_, "balancer", next.balancer, "from",
+                    policy.has_value() ? "store" : "channel options");
+      });
 }
 
 std::vector<BalancedEndpointInfo> BalancedChannel::Endpoints() {

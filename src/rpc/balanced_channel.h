@@ -44,6 +44,7 @@
 #include "mesh/endpoint_pool.h"
 #include "mesh/endpoint_target.h"
 #include "mesh/outlier.h"
+#include "mesh/policy.h"
 #include "mesh/retry_budget.h"
 #include "net/event_loop.h"
 #include "net/task.h"
@@ -141,6 +142,13 @@ class BalancedChannel : public std::enable_shared_from_this<BalancedChannel>,
   // old options stay) when they cannot work.
   absl::Status SetPolicy(const mesh::EndpointPoolOptions& options);
 
+  // Loop thread. Follows `service`'s policy document in the store: every
+  // change the watcher accepts replaces the governance options (keeping
+  // the channel's wait_for_endpoints); deleting the document restores the
+  // options the channel was created with. The watcher must outlive the
+  // channel, and the channel is then destroyed on its loop.
+  void FollowPolicy(mesh::PolicyWatcher& watcher, const std::string& service);
+
   // Loop thread.
   std::vector<BalancedEndpointInfo> Endpoints();
   const BalancedChannelStats& stats() const { return pool_->stats(); }
@@ -177,6 +185,10 @@ class BalancedChannel : public std::enable_shared_from_this<BalancedChannel>,
   std::unique_ptr<Pool> pool_;
   std::unique_ptr<mesh::EndpointSource> source_;
   std::string source_description_;
+  // The options the channel was created with: what a deleted policy
+  // returns to.
+  mesh::EndpointPoolOptions own_options_;
+  std::unique_ptr<mesh::PolicyWatcher::Subscription> policy_subscription_;
 };
 
 }  // namespace capstan::rpc
