@@ -263,33 +263,40 @@ TEST_P(BalancedChannelTest, ShedCallsAreRetriedWithinTheRetryBudget) {
 TEST_P(BalancedChannelTest, ASlowAnswerIsHedgedToAnotherEndpoint) {
   TestEcho& slow = NewService("slow");
   TestEcho& fast = NewService("fast");
-  slow.extra_delay_us = 300'000;
+  // 'slow' answers nothing until the end: every call it gets must be
+  // hedged, and won by 'fast', however long 'fast' takes.
+  testing::Gate held;
+  slow.hold = &held;
   Connect(mesh::StaticEndpoints({Serve(&slow), Serve(&fast)}),
           {.balancer = "round_robin", .max_attempts = 2, .hedge_delay = 20ms});
-  int hedged = 0;
   for (int i = 0; i < 4; ++i) {
     auto r = Echo({.timeout = 10s});
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->served_by(), "fast");
   }
-  hedged = static_cast<int>(Stats().hedges);
-  EXPECT_EQ(hedged, slow.calls.load()) << "each call that went to 'slow' first was hedged";
+  int hedged = static_cast<int>(Stats().hedges);
+  EXPECT_EQ(hedged, slow.calls.load()) << "each call that went to 'slow' was hedged";
   EXPECT_GE(hedged, 1);
-  // The losing copies were cancelled: 'slow' was told (seen when its
-  // handlers wake).
-  for (int i = 0; i < 300 && slow.cancelled.load() < hedged; ++i) std::this_thread::sleep_for(10ms);
-  EXPECT_EQ(slow.cancelled.load(), hedged);
+  // The losing copies were cancelled: 'slow' has read their CANCELs while
+  // they are still held, and its handlers see it when they wake.
+  EXPECT_TRUE(net::testing::Eventually([&] { return slow.HeldCancelled() == hedged; }));
+  held.Open();
+  EXPECT_TRUE(net::testing::Eventually([&] { return slow.cancelled.load() == hedged; }));
+  slow.hold = nullptr;
 }
 
 TEST_P(BalancedChannelTest, TheDeadlineBoundsEveryAttempt) {
   TestEcho& a = NewService("a");
   TestEcho& b = NewService("b");
-  a.extra_delay_us = b.extra_delay_us = 3'000'000;
+  // Neither answers before the call has ended: it can only end at its
+  // deadline (a call that waited for them would never return).
+  testing::Gate held;
+  a.hold = b.hold = &held;
   Connect(mesh::StaticEndpoints({Serve(&a), Serve(&b)}), {.hedge_delay = 10ms});
-  auto start = Clock::now();
   auto r = Echo({.timeout = 100ms});
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
-  EXPECT_LT(Clock::now() - start, 2s) << "well before either server would answer";
+  held.Open();
+  a.hold = b.hold = nullptr;
 }
 
 TEST_P(BalancedChannelTest, ChannelsOfOneTargetShareTheHubsSource) {

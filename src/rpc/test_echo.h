@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "capstan/echo.pb.h"
+#include "net/block_on.h"
 #include "rpc/channel.h"
 #include "rpc/server.h"
 
@@ -86,13 +87,37 @@ class TestEcho : public Service {
   // When set, every call waits for it to open before answering.
   std::atomic<Gate*> hold{nullptr};
 
+  // How many calls held at the gate their caller has cancelled by now (the
+  // server has read their CANCEL), read on each call's loop.
+  // REQUIRES: the gate is closed (the held calls' contexts are alive).
+  int HeldCancelled() {
+    std::vector<ServerContext*> held;
+    {
+      std::lock_guard lock(held_mu_);
+      held = held_;
+    }
+    int cancelled_now = 0;
+    for (ServerContext* ctx : held) {
+      net::RunOn(ctx->loop(), [&] { cancelled_now += ctx->cancelled() ? 1 : 0; });
+    }
+    return cancelled_now;
+  }
+
  private:
   net::Task<absl::Status> Handle(ServerContext& ctx, const echo::EchoRequest& req,
                                  echo::EchoResponse* resp) {
     calls++;
     int64_t delay = req.delay_us() + extra_delay_us.load();
     if (delay > 0) co_await ctx.loop()->Sleep(std::chrono::microseconds(delay));
-    if (Gate* gate = hold.load(); gate != nullptr) co_await gate->Wait(ctx.loop());
+    if (Gate* gate = hold.load(); gate != nullptr) {
+      {
+        std::lock_guard lock(held_mu_);
+        held_.push_back(&ctx);
+      }
+      co_await gate->Wait(ctx.loop());
+      std::lock_guard lock(held_mu_);
+      std::erase(held_, &ctx);
+    }
     if (ctx.cancelled()) cancelled++;
     if (req.fail_code() != 0) {
       co_return absl::Status(static_cast<absl::StatusCode>(req.fail_code()), "asked to fail");
@@ -126,6 +151,8 @@ class TestEcho : public Service {
 
   std::string name_;
   std::shared_ptr<Channel>* downstream_;
+  std::mutex held_mu_;
+  std::vector<ServerContext*> held_;
 };
 
 }  // namespace capstan::rpc::testing
