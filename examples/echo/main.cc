@@ -17,6 +17,7 @@
 #include "client/client.h"
 #include "echo_example.capstan.h"
 #include "mesh/discovery.h"
+#include "mesh/endpoint_target.h"
 #include "mesh/registry.h"
 #include "net/block_on.h"
 #include "net/loop_group.h"

@@ -31,6 +31,7 @@
 #include "gateway/config.h"
 #include "mesh/balancer.h"
 #include "mesh/discovery.h"
+#include "mesh/endpoint_target.h"
 #include "net/event_loop.h"
 #include "net/http2.h"
 #include "net/loop_group.h"

@@ -50,6 +50,9 @@ class CircuitBreaker {
   // copy of a hedged call answered first): frees its probe slot.
   void RecordAbandoned();
   State state();  // (may move open -> half-open when the time has come)
+  // New settings (a policy update): the state is kept, the next decisions
+  // and transitions use them.
+  void set_options(const CircuitBreakerOptions& options) { options_ = options; }
   static const char* StateName(State s);
 
  private:

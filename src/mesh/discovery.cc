@@ -14,8 +14,6 @@
 #include "absl/strings/strip.h"
 #include "base/logging.h"
 #include "base/stop_signal.h"
-#include "client/client.h"
-#include "mesh/registry.h"
 #include "net/address.h"
 
 namespace capstan::mesh {
@@ -106,6 +104,8 @@ class DnsSource final : public EndpointSource {
   std::thread thread_;
 };
 
+}  // namespace
+
 absl::StatusOr<std::vector<Endpoint>> ParseEndpointList(std::string_view list) {
   std::vector<Endpoint> out;
   for (absl::string_view item :
@@ -118,8 +118,6 @@ absl::StatusOr<std::vector<Endpoint>> ParseEndpointList(std::string_view list) {
   if (out.empty()) return absl::InvalidArgumentError("no endpoints in the list");
   return out;
 }
-
-}  // namespace
 
 std::string FormatHostPort(const std::string& host, int port) {
   return net::FormatHostPort(host, port);
@@ -145,45 +143,6 @@ std::unique_ptr<EndpointSource> StaticEndpoints(std::vector<Endpoint> endpoints)
 
 std::unique_ptr<EndpointSource> DnsEndpoints(std::string host, int port, DnsOptions options) {
   return std::make_unique<DnsSource>(std::move(host), port, options);
-}
-
-absl::StatusOr<std::unique_ptr<EndpointSource>> NewEndpointSource(std::string_view target) {
-  constexpr std::string_view kForms =
-      "expected static:///host:port,..., dns:///host:port or store://host:port[,...]/prefix";
-  size_t sep = target.find("://");
-  std::string_view scheme = sep == std::string_view::npos ? "" : target.substr(0, sep);
-  std::string_view rest = sep == std::string_view::npos ? target : target.substr(sep + 3);
-  auto bad = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(absl::StrCat("endpoint target '", std::string(target),
-                                                   "': ", why, " (", std::string(kForms), ")"));
-  };
-  if (scheme.empty() || scheme == "static") {
-    if (!rest.empty() && rest.front() == '/') rest.remove_prefix(1);
-    absl::StatusOr<std::vector<Endpoint>> list = ParseEndpointList(rest);
-    if (!list.ok()) return bad(list.status().message());
-    return StaticEndpoints(*std::move(list));
-  }
-  if (scheme == "dns") {
-    if (!rest.empty() && rest.front() == '/') rest.remove_prefix(1);
-    absl::StatusOr<Endpoint> e = ParseEndpoint(rest);
-    if (!e.ok()) return bad(e.status().message());
-    return DnsEndpoints(e->host, e->port);
-  }
-  if (scheme == "store" || scheme == "etcd") {
-    size_t slash = rest.find('/');
-    if (slash == std::string_view::npos || slash == 0 || slash + 1 == rest.size()) {
-      return bad("needs the store's endpoints and a prefix");
-    }
-    absl::StatusOr<std::vector<Endpoint>> stores = ParseEndpointList(rest.substr(0, slash));
-    if (!stores.ok()) return bad(stores.status().message());
-    client::ClientOptions options;
-    for (const Endpoint& e : *stores) options.endpoints.push_back(e.id);
-    absl::StatusOr<std::unique_ptr<client::Client>> client = client::Client::Connect(options);
-    if (!client.ok()) return client.status();
-    return StoreEndpoints(std::shared_ptr<client::Client>(*std::move(client)),
-                          std::string(rest.substr(slash + 1)));
-  }
-  return bad(absl::StrCat("unknown scheme '", std::string(scheme), "'"));
 }
 
 }  // namespace capstan::mesh

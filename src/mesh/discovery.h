@@ -3,16 +3,15 @@
 // current set on every change (the consumer diffs by Endpoint::id), from the
 // source's own thread.
 //
-//   auto source = mesh::NewEndpointSource("dns:///echo.internal:7000").value();
+//   auto source = mesh::DnsEndpoints("echo.internal", 7000);
 //   source->Start([](std::vector<mesh::Endpoint> set) { ... post to a loop ... });
 //   ...
 //   source.reset();   // stops; no callback runs after the destructor returns
 //
-// Targets (NewEndpointSource):
-//   static:///10.0.0.1:7000,10.0.0.2:7000    a fixed list (also "host:port,...")
-//   dns:///echo.internal:7000                A/AAAA records, re-resolved every 30 s
-//   store://127.0.0.1:2379/services/echo     the store's registry under a prefix
-//                                            (also etcd://; see registry.h)
+// The store's registry is a source too (registry.h); a target string names
+// any of them (endpoint_target.h), and DiscoveryHub (discovery_hub.h) shares
+// one source per target across loops. This file is the bottom of that
+// stack: it knows neither the store nor the registry.
 //
 // Thread-safety: Start once; destroy from any thread but the callback's.
 #pragma once
@@ -60,8 +59,8 @@ struct DnsOptions {
 // and delivers the addresses with `port` whenever the answer changes.
 std::unique_ptr<EndpointSource> DnsEndpoints(std::string host, int port, DnsOptions options = {});
 
-// A source from a target string (forms above); INVALID_ARGUMENT saying what
-// was expected otherwise.
-absl::StatusOr<std::unique_ptr<EndpointSource>> NewEndpointSource(std::string_view target);
+// "host:port,host:port" (whitespace around items allowed); INVALID_ARGUMENT
+// for an empty list or a bad item.
+absl::StatusOr<std::vector<Endpoint>> ParseEndpointList(std::string_view list);
 
 }  // namespace capstan::mesh

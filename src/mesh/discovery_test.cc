@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "gtest/gtest.h"
+#include "mesh/endpoint_target.h"
 #include "mesh/registry.h"
 
 namespace capstan::mesh {

@@ -14,6 +14,7 @@ namespace capstan::net {
 namespace {
 
 using testing::BackendName;
+using testing::RefusingPort;
 using testing::RunToCompletion;
 
 class SocketTest : public testing::EngineTest {
@@ -193,8 +194,9 @@ TEST_P(SocketTest, BytesAndCloseThatArriveTogetherAreBothSeen) {
 }
 
 TEST_P(SocketTest, ConnectToAClosedPortFailsWithTheReason) {
-  int port = listener_->port();
-  listener_->Close();
+  // Not a closed listener's port: a test running in parallel could bind it.
+  RefusingPort closed;
+  int port = closed.port();
   absl::Status result;
   RunToCompletion(*loop_, [](EventLoop* loop, int port, absl::Status* result) -> Task<void> {
     auto s = co_await Socket::Connect(loop, "127.0.0.1", port);

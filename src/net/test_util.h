@@ -2,6 +2,11 @@
 // on a fresh loop of a given engine.
 #pragma once
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <memory>
 #include <thread>
@@ -54,6 +59,39 @@ bool Eventually(Condition condition) {
   }
   return condition();
 }
+
+// A port on 127.0.0.1 that refuses connections for as long as this object
+// lives: a socket is bound to it and never listens, so the kernel answers a
+// SYN with RST. A port that was merely free a moment ago is no dead endpoint:
+// a test running in parallel may bind it (or an outgoing connection take it)
+// in between. Bound without SO_REUSEADDR/SO_REUSEPORT, so nobody else can.
+class RefusingPort {
+ public:
+  RefusingPort() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      ADD_FAILURE() << "cannot bind a loopback port to hold";
+      return;
+    }
+    port_ = ntohs(addr.sin_port);
+  }
+  ~RefusingPort() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  RefusingPort(const RefusingPort&) = delete;
+  RefusingPort& operator=(const RefusingPort&) = delete;
+
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
 
 // Parameter printer for backend-parameterized suites.
 inline std::string BackendName(const ::testing::TestParamInfo<IoBackendKind>& info) {

@@ -24,31 +24,36 @@ bool EndpointFailure(const absl::Status& status) {
   }
 }
 
-uint64_t SplitMix(uint64_t* state) {
-  uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
+mesh::AttemptVerdict VerdictOf(const CallResult& result, const CallOptions& options) {
+  if (options.canceller != nullptr && options.canceller->cancelled() &&
+      result.status.code() == absl::StatusCode::kCancelled) {
+    return mesh::AttemptVerdict::kAbandoned;
+  }
+  if (EndpointFailure(result.status)) return mesh::AttemptVerdict::kEndpointFailure;
+  if (result.status.ok()) return mesh::AttemptVerdict::kSuccess;
+  return mesh::AttemptVerdict::kRequestFailure;
+}
+
+// Whether another endpoint may be tried: the server did not run the call,
+// it was shed before running, or running it twice is safe.
+bool Retryable(const CallResult& result, const CallOptions& options) {
+  if (result.status.ok()) return false;
+  if (result.not_processed) return true;
+  switch (result.status.code()) {
+    case absl::StatusCode::kResourceExhausted:  // shed before running
+      return true;
+    case absl::StatusCode::kUnavailable:
+      return options.idempotent;
+    // Only a per-try timeout ends an attempt before the call's deadline
+    // (at the deadline the pool retries nothing).
+    case absl::StatusCode::kDeadlineExceeded:
+      return options.idempotent;
+    default:
+      return false;
+  }
 }
 
 }  // namespace
-
-// An endpoint of the set with its Channel. Calls hold it by shared_ptr, so
-// one that leaves the set lives until its calls end.
-struct BalancedChannel::Member : mesh::EndpointState, std::enable_shared_from_this<Member> {
-  Member(mesh::Endpoint e, const mesh::CircuitBreakerOptions& breaker_options)
-      : mesh::EndpointState(std::move(e), breaker_options) {}
-  std::shared_ptr<Channel> channel;
-  uint64_t calls = 0;
-  uint64_t failures = 0;
-};
-
-// A call waiting for the source's first answer.
-struct BalancedChannel::EndpointWaiter {
-  explicit EndpointWaiter(absl::AnyInvocable<void()> on_timeout) : timer(std::move(on_timeout)) {}
-  std::coroutine_handle<> handle;
-  net::Timer timer;
-};
 
 // The copies of one hedged call: answers arrive here in order.
 struct BalancedChannel::HedgeState {
@@ -70,16 +75,31 @@ struct BalancedChannel::HedgeState {
   };
 };
 
+mesh::EndpointPoolOptions BalancedChannelOptions::PoolOptions() const {
+  return {.balancer = balancer,
+          .breaker = breaker,
+          .outlier = outlier,
+          .retry_budget = retry_budget,
+          .max_attempts = max_attempts,
+          .initial_retry_backoff = initial_retry_backoff,
+          .max_retry_backoff = max_retry_backoff,
+          .hedge_delay = hedge_delay,
+          .wait_for_endpoints = wait_for_endpoints,
+          .timeout = timeout,
+          .per_try_timeout = per_try_timeout};
+}
+
 absl::StatusOr<std::shared_ptr<BalancedChannel>> BalancedChannel::Create(
     net::EventLoop* loop, std::unique_ptr<mesh::EndpointSource> source,
     BalancedChannelOptions options) {
-  absl::StatusOr<std::unique_ptr<mesh::Balancer>> balancer = mesh::NewBalancer(options.balancer);
-  if (!balancer.ok()) return balancer.status();
-  if (options.max_attempts < 1) {
-    return absl::InvalidArgumentError("max_attempts must be at least 1 (the first try)");
-  }
+  absl::StatusOr<std::unique_ptr<Pool>> pool =
+      Pool::Create(loop, source->Describe(), options.PoolOptions(),
+                   [loop, channel_options = options.channel](const mesh::Endpoint& e) {
+                     return Channel::Create(loop, e.host, e.port, channel_options);
+                   });
+  if (!pool.ok()) return pool.status();
   std::shared_ptr<BalancedChannel> channel(
-      new BalancedChannel(loop, *std::move(balancer), std::move(source), std::move(options)));
+      new BalancedChannel(loop, *std::move(pool), std::move(source)));
   std::weak_ptr<BalancedChannel> weak = channel;
   channel->source_->Start([loop, weak](std::vector<mesh::Endpoint> endpoints) {
     loop->Post([weak, endpoints = std::move(endpoints)]() mutable {
@@ -89,72 +109,62 @@ absl::StatusOr<std::shared_ptr<BalancedChannel>> BalancedChannel::Create(
   return channel;
 }
 
-BalancedChannel::BalancedChannel(net::EventLoop* loop, std::unique_ptr<mesh::Balancer> balancer,
-                                 std::unique_ptr<mesh::EndpointSource> source,
-                                 BalancedChannelOptions options)
+BalancedChannel::BalancedChannel(net::EventLoop* loop, std::unique_ptr<Pool> pool,
+                                 std::unique_ptr<mesh::EndpointSource> source)
     : loop_(loop),
-      balancer_(std::move(balancer)),
+      pool_(std::move(pool)),
       source_(std::move(source)),
       source_description_(source_->Describe()),
-      options_(std::move(options)),
-      budget_(options_.retry_budget),
-      outliers_(options_.outlier),
-      rng_state_(reinterpret_cast<uintptr_t>(this) ^
-                 static_cast<uint64_t>(Clock::now().time_since_epoch().count())) {}
+      own_options_(pool_->options()) {}
 
 BalancedChannel::~BalancedChannel() {
+  policy_subscription_.reset();
   // The source's thread may be posting an update: once it is gone, no more
   // arrive (and those posted find the channel gone).
-  // (No call waits for endpoints here: each holds the channel.)
   source_.reset();
 }
 
 std::string BalancedChannel::Describe() const {
-  return absl::StrCat(source_description_, " (", std::string(balancer_->name()), ")");
+  return absl::StrCat(source_description_, " (", std::string(pool_->balancer_name()), ")");
 }
 
 void BalancedChannel::UpdateEndpoints(std::vector<mesh::Endpoint> endpoints) {
-  stats_.updates++;
-  absl::flat_hash_map<std::string, std::shared_ptr<Member>> next;
-  for (mesh::Endpoint& e : endpoints) {
-    auto it = members_.find(e.id);
-    if (it != members_.end() && it->second->endpoint.host == e.host &&
-        it->second->endpoint.port == e.port) {
-      it->second->endpoint.weight = e.weight;
-      next[e.id] = std::move(it->second);
-      continue;
-    }
-    auto member = std::make_shared<Member>(e, options_.breaker);
-    member->channel = Channel::Create(loop_, e.host, e.port, options_.channel);
-    next[e.id] = std::move(member);
-  }
-  if (members_.size() != next.size() || !endpoints.empty()) {
-    CAPSTAN_LOG(debug, "endpoint set updated", "target", source_description_, "endpoints",
-                next.size());
-  }
-  // Members left out here are released by this map; their calls in flight
-  // hold them until they end.
-  members_ = std::move(next);
-  std::vector<mesh::EndpointState*> states;
-  states.reserve(members_.size());
-  for (auto& [id, m] : members_) states.push_back(m.get());
-  balancer_->Update(states);
-  have_endpoints_ = true;
-  for (EndpointWaiter* w : std::exchange(endpoint_waiters_, {})) {
-    w->timer.Cancel();
-    loop_->Schedule(w->handle);
-  }
+  pool_->Update(std::move(endpoints));
+}
+
+absl::Status BalancedChannel::SetPolicy(const mesh::EndpointPoolOptions& options) {
+  return pool_->SetOptions(options);
+}
+
+void BalancedChannel::FollowPolicy(mesh::PolicyWatcher& watcher, const std::string& service) {
+  std::weak_ptr<BalancedChannel> weak = weak_from_this();
+  policy_subscription_ = watcher.Subscribe(
+      service, loop_, [weak, service](const std::optional<mesh::EndpointPoolOptions>& policy) {
+        std::shared_ptr<BalancedChannel> self = weak.lock();
+        if (self == nullptr) return;
+        mesh::EndpointPoolOptions next = policy.has_value() ? *policy : self->own_options_;
+        next.wait_for_endpoints = self->own_options_.wait_for_endpoints;
+        if (absl::Status st = self->SetPolicy(next); !st.ok()) {
+          CAPSTAN_LOG(err, "cannot apply the mesh policy; keeping the current one", "service",
+                      service, "target", self->source_description_, "error",
+                      std::string(st.message()));
+          return;
+        }
+        CAPSTAN_LOG(info, "mesh policy in force", "service", service, "target",
+                    self->source_description_, "balancer", next.balancer, "from",
+                    policy.has_value() ? "store" : "channel options");
+      });
 }
 
 std::vector<BalancedEndpointInfo> BalancedChannel::Endpoints() {
   std::vector<BalancedEndpointInfo> out;
-  for (auto& [id, m] : members_) {
+  for (auto& [id, m] : pool_->members()) {
     out.push_back({.endpoint = m->endpoint,
                    .outstanding = m->outstanding,
                    .ewma_latency_ms = m->ewma_latency_ns / 1e6,
                    .breaker = mesh::CircuitBreaker::StateName(m->breaker.state()),
-                   .ejected = outliers_.ejected(m->outlier),
-                   .connected = m->channel->connected(),
+                   .ejected = pool_->ejected(*m),
+                   .connected = m->connection->connected(),
                    .calls = m->calls,
                    .failures = m->failures});
   }
@@ -163,151 +173,39 @@ std::vector<BalancedEndpointInfo> BalancedChannel::Endpoints() {
   return out;
 }
 
-net::Task<bool> BalancedChannel::WaitForEndpoints(Clock::time_point deadline) {
-  if (have_endpoints_) co_return true;
-  Clock::time_point until = std::min(deadline, Clock::now() + options_.wait_for_endpoints);
-  struct Wait {
-    BalancedChannel* self;
-    EndpointWaiter* waiter;
-    Clock::time_point until;
-    bool await_ready() const noexcept { return false; }
-    void await_suspend(std::coroutine_handle<> h) {
-      waiter->handle = h;
-      self->endpoint_waiters_.push_back(waiter);
-      waiter->timer.Arm(self->loop_, until);
-    }
-    void await_resume() const noexcept {}
-  };
-  EndpointWaiter waiter([this, &waiter] {
-    std::erase(endpoint_waiters_, &waiter);
-    loop_->Schedule(waiter.handle);
-  });
-  co_await Wait{this, &waiter, until};
-  co_return have_endpoints_;
-}
-
-std::shared_ptr<BalancedChannel::Member> BalancedChannel::Pick(
-    uint64_t hash, const std::vector<std::shared_ptr<Member>>& tried) {
-  if (members_.empty()) return nullptr;
-  if (outliers_.due()) {
-    std::vector<mesh::OutlierStats*> all;
-    all.reserve(members_.size());
-    for (auto& [id, m] : members_) all.push_back(&m->outlier);
-    if (int n = outliers_.MaybeEvaluate(all); n > 0) {
-      CAPSTAN_LOG(info, "ejected outlier endpoints", "target", source_description_, "count", n);
-    }
-  }
-  absl::flat_hash_set<const mesh::EndpointState*> exclude;
-  for (const auto& m : tried) exclude.insert(m.get());
-  // Two passes: first avoiding endpoints this call already tried, then (a
-  // small set) any whose breaker lets it through.
-  for (int pass = 0; pass < 2; ++pass) {
-    if (pass == 1) {
-      if (tried.empty()) break;
-      for (const auto& m : tried) exclude.erase(m.get());
-    }
-    for (size_t i = 0; i <= members_.size(); ++i) {
-      mesh::EndpointState* e = balancer_->Pick({.hash = hash, .exclude = &exclude});
-      if (e == nullptr) break;
-      auto* m = static_cast<Member*>(e);
-      if (!outliers_.ejected(m->outlier) && m->breaker.Allow()) {
-        return m->shared_from_this();
-      }
-      exclude.insert(e);
-    }
-  }
-  return nullptr;
-}
-
 CallResult BalancedChannel::NoEndpoint(std::string_view method) {
-  stats_.no_endpoint++;
   CallResult r;
   r.not_processed = true;
-  if (!have_endpoints_) {
-    r.status = absl::UnavailableError(
-        absl::StrCat("no endpoints yet for ", std::string(method), " from ", source_description_));
-  } else if (members_.empty()) {
-    r.status = absl::UnavailableError(
-        absl::StrCat("no endpoints for ", std::string(method), " in ", source_description_));
-  } else {
-    r.status = absl::UnavailableError(
-        absl::StrCat("all ", members_.size(), " endpoints of ", source_description_,
-                     " are refusing calls (circuit breakers open or ejected)"));
-  }
+  r.status = pool_->NoEndpoint(method);
   return r;
-}
-
-bool BalancedChannel::ShouldRetry(const CallResult& result, const CallOptions& options) const {
-  if (result.status.ok()) return false;
-  if (result.not_processed) return true;
-  switch (result.status.code()) {
-    case absl::StatusCode::kResourceExhausted:  // shed before running
-      return true;
-    case absl::StatusCode::kUnavailable:
-      return options.idempotent;
-    default:
-      return false;
-  }
-}
-
-Clock::duration BalancedChannel::RetryBackoff(int retry, const CallResult& last) {
-  if (retry == 1 && last.not_processed) return Clock::duration::zero();
-  Clock::duration base = options_.initial_retry_backoff;
-  for (int i = 1; i < retry && base < options_.max_retry_backoff; ++i) base *= 2;
-  base = std::min(base, options_.max_retry_backoff);
-  double jitter = 0.5 + static_cast<double>(SplitMix(&rng_state_) >> 11) / 9007199254740992.0;
-  return std::chrono::duration_cast<Clock::duration>(base * jitter);
 }
 
 net::Task<CallResult> BalancedChannel::Attempt(std::shared_ptr<Member> member,
                                                std::string_view method, net::Buffer request,
                                                CallOptions options, Clock::time_point deadline) {
-  Clock::time_point start = Clock::now();
-  if (deadline != Clock::time_point::max()) {
-    options.timeout = std::max(deadline - start, Clock::duration(1));
-  }
-  member->outstanding++;
-  member->calls++;
-  CallResult result = co_await member->channel->CallBytes(method, std::move(request), options);
-  member->outstanding--;
-  bool abandoned = options.canceller != nullptr && options.canceller->cancelled() &&
-                   result.status.code() == absl::StatusCode::kCancelled;
-  if (abandoned) {
-    member->breaker.RecordAbandoned();
-  } else if (EndpointFailure(result.status)) {
-    member->failures++;
-    member->breaker.RecordFailure();
-    member->outlier.Record(false);
-  } else {
-    member->breaker.RecordSuccess();
-    member->outlier.Record(true);
-    member->RecordLatency(Clock::now() - start);
-  }
+  Clock::time_point start = pool_->BeginAttempt(*member);
+  Clock::duration timeout = pool_->AttemptTimeout(deadline);
+  if (timeout != Clock::duration::max()) options.timeout = timeout;
+  CallResult result = co_await member->connection->CallBytes(method, std::move(request), options);
+  pool_->EndAttempt(*member, VerdictOf(result, options), start);
   co_return result;
 }
 
-Clock::time_point BalancedChannel::DeadlineOf(const CallOptions& options) {
+Clock::time_point BalancedChannel::DeadlineOf(const CallOptions& options) const {
   Clock::time_point deadline = Clock::time_point::max();
   if (options.timeout > Clock::duration::zero()) deadline = Clock::now() + options.timeout;
   if (options.parent != nullptr) deadline = std::min(deadline, options.parent->deadline());
-  return deadline;
+  return pool_->CallDeadline(deadline);
 }
 
 net::Task<bool> BalancedChannel::ReadyToCall(std::string_view method, Clock::time_point deadline,
                                              CallResult* failure) {
-  stats_.calls++;
-  // (No co_await inside && or ||: GCC 12 miscompiles it.)
-  bool have_endpoints = have_endpoints_;
-  if (!have_endpoints) have_endpoints = co_await WaitForEndpoints(deadline);
-  if (!have_endpoints) {
-    *failure = NoEndpoint(method);
-    if (Clock::now() >= deadline) {
-      failure->status = absl::DeadlineExceededError(
-          absl::StrCat("deadline passed waiting for the first endpoints of ", source_description_));
-    }
+  absl::Status admitted = co_await pool_->Admit(method, deadline);
+  if (!admitted.ok()) {
+    failure->status = std::move(admitted);
+    failure->not_processed = true;
     co_return false;
   }
-  budget_.RecordCall();
   co_return true;
 }
 
@@ -321,16 +219,17 @@ net::Task<std::unique_ptr<ClientStream>> BalancedChannel::OpenStream(std::string
   if (!ready) co_return ClientStream::Unsent(std::move(failure));
   std::vector<std::shared_ptr<Member>> tried;
   for (int attempt = 1;; ++attempt) {
-    std::shared_ptr<Member> member = Pick(options.hash, tried);
+    std::shared_ptr<Member> member = pool_->Pick(options.hash, tried);
     if (member == nullptr) co_return ClientStream::Unsent(NoEndpoint(method));
     tried.push_back(member);
     member->calls++;
     CallOptions attempt_options = options;
+    // A stream's life is not an attempt: only the call's deadline bounds it.
     if (deadline != Clock::time_point::max()) {
       attempt_options.timeout = std::max(deadline - Clock::now(), Clock::duration(1));
     }
     net::Buffer copy = request != nullptr ? request->Share() : net::Buffer();
-    std::unique_ptr<ClientStream> stream = co_await member->channel->OpenStream(
+    std::unique_ptr<ClientStream> stream = co_await member->connection->OpenStream(
         method, attempt_options, request != nullptr ? &copy : nullptr);
     // How a stream ends says little about its endpoint (a watch may be
     // cancelled after an hour); opening it is what the breaker learns from.
@@ -340,18 +239,12 @@ net::Task<std::unique_ptr<ClientStream>> BalancedChannel::OpenStream(std::string
     }
     CallResult result = co_await stream->Finish();  // not sent: why
     if (EndpointFailure(result.status)) {
-      member->failures++;
-      member->breaker.RecordFailure();
-      member->outlier.Record(false);
+      pool_->RecordOutcome(*member, mesh::AttemptVerdict::kEndpointFailure);
     }
-    if (!result.not_processed || attempt >= options_.max_attempts) {
-      co_return ClientStream::Unsent(std::move(result));
-    }
-    if (!budget_.TryRetry()) {
-      stats_.budget_refusals++;
-      co_return ClientStream::Unsent(std::move(result));
-    }
-    stats_.retries++;
+    if (!result.not_processed) co_return ClientStream::Unsent(std::move(result));
+    // Opening again goes at once: nothing was sent.
+    if (!pool_->DecideAnotherAttempt(attempt)) co_return ClientStream::Unsent(std::move(result));
+    pool_->RecordRetry();
   }
 }
 
@@ -363,9 +256,7 @@ net::Task<CallResult> BalancedChannel::CallBytes(std::string_view method, net::B
   CallResult failure;
   bool ready = co_await ReadyToCall(method, deadline, &failure);
   if (!ready) co_return failure;
-  if (options_.hedge_delay > Clock::duration::zero() && options_.max_attempts > 1) {
-    co_return co_await CallHedged(method, request, options, deadline);
-  }
+  if (pool_->hedging()) co_return co_await CallHedged(method, request, options, deadline);
   co_return co_await CallWithRetries(method, request, options, deadline);
 }
 
@@ -376,25 +267,23 @@ net::Task<CallResult> BalancedChannel::CallWithRetries(std::string_view method,
   std::vector<std::shared_ptr<Member>> tried;
   for (int attempt = 1;; ++attempt) {
     CallResult result;
-    std::shared_ptr<Member> member = Pick(options.hash, tried);
+    std::shared_ptr<Member> member = pool_->Pick(options.hash, tried);
     if (member == nullptr) {
       result = NoEndpoint(method);
     } else {
       tried.push_back(member);
       result = co_await Attempt(std::move(member), method, request.Share(), options, deadline);
     }
-    if (!ShouldRetry(result, options) || attempt >= options_.max_attempts) co_return result;
-    Clock::duration backoff = RetryBackoff(attempt, result);
-    if (Clock::now() + backoff >= deadline) co_return result;
-    if (!budget_.TryRetry()) {
-      stats_.budget_refusals++;
+    mesh::RetryDecision decision =
+        pool_->DecideRetry(attempt, Retryable(result, options), result.not_processed, deadline);
+    if (decision.budget_refused) {
       result.status = absl::Status(
           result.status.code(),
           absl::StrCat(result.status.message(), " (not retried: retry budget exhausted)"));
-      co_return result;
     }
-    stats_.retries++;
-    if (backoff > Clock::duration::zero()) co_await loop_->Sleep(backoff);
+    if (!decision.retry) co_return result;
+    pool_->RecordRetry();
+    if (decision.backoff > Clock::duration::zero()) co_await loop_->Sleep(decision.backoff);
   }
 }
 
@@ -419,7 +308,7 @@ net::Task<CallResult> BalancedChannel::CallHedged(std::string_view method,
   std::vector<std::shared_ptr<Member>> tried;
   size_t in_flight = 0;
   auto launch = [&]() -> bool {
-    std::shared_ptr<Member> member = Pick(options.hash, tried);
+    std::shared_ptr<Member> member = pool_->Pick(options.hash, tried);
     if (member == nullptr) return false;
     tried.push_back(member);
     size_t index = state->cancellers.size();
@@ -437,12 +326,14 @@ net::Task<CallResult> BalancedChannel::CallHedged(std::string_view method,
   };
 
   if (!launch()) co_return NoEndpoint(method);
+  Clock::duration hedge_delay = pool_->options().hedge_delay;
+  int max_attempts = pool_->options().max_attempts;
   net::Timer hedge_timer([&state] {
     state->hedge_due = true;
     state->Wake();
   });
   int attempts = 1;
-  if (attempts < options_.max_attempts) hedge_timer.ArmAfter(loop_, options_.hedge_delay);
+  if (attempts < max_attempts) hedge_timer.ArmAfter(loop_, hedge_delay);
   CallResult last;
   while (true) {
     co_await HedgeState::Awaiter{state.get()};
@@ -450,7 +341,7 @@ net::Task<CallResult> BalancedChannel::CallHedged(std::string_view method,
       CallResult result = std::move(state->answers.front());
       state->answers.pop_front();
       --in_flight;
-      if (!ShouldRetry(result, options)) {
+      if (!Retryable(result, options)) {
         hedge_timer.Cancel();
         co_return finish(std::move(result));
       }
@@ -458,29 +349,22 @@ net::Task<CallResult> BalancedChannel::CallHedged(std::string_view method,
       if (in_flight > 0) continue;  // another copy may still answer
       // Every copy failed in a way worth retrying: one more, now.
       hedge_timer.Cancel();
-      if (attempts >= options_.max_attempts || Clock::now() >= deadline) co_return last;
-      if (!budget_.TryRetry()) {
-        stats_.budget_refusals++;
-        co_return last;
-      }
+      if (Clock::now() >= deadline) co_return last;
+      if (!pool_->DecideAnotherAttempt(attempts)) co_return last;
       if (!launch()) co_return last;
-      stats_.retries++;
+      pool_->RecordRetry();
       ++attempts;
-      if (attempts < options_.max_attempts) hedge_timer.ArmAfter(loop_, options_.hedge_delay);
+      if (attempts < max_attempts) hedge_timer.ArmAfter(loop_, hedge_delay);
       continue;
     }
     // The hedge delay passed without an answer.
     state->hedge_due = false;
-    if (attempts >= options_.max_attempts) continue;
-    if (!budget_.TryRetry()) {
-      stats_.budget_refusals++;
-      continue;
-    }
+    if (!pool_->DecideAnotherAttempt(attempts)) continue;
     if (launch()) {
-      stats_.hedges++;
+      pool_->RecordHedge();
       ++attempts;
     }
-    if (attempts < options_.max_attempts) hedge_timer.ArmAfter(loop_, options_.hedge_delay);
+    if (attempts < max_attempts) hedge_timer.ArmAfter(loop_, hedge_delay);
   }
 }
 

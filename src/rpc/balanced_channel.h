@@ -18,8 +18,14 @@
 // endpoint too (budget permitting); the first answer wins, the rest are
 // cancelled.
 //
+// The governance (endpoint set, pick, outcome records, retry and hedge
+// decisions) is mesh::EndpointPool<Channel>'s; this class says what an RPC
+// outcome means for it and sends the attempts.
+//
 // Endpoint set changes apply between calls: a removed endpoint's Channel
-// lives until its calls in flight end; they are not dropped.
+// lives until its calls in flight end; they are not dropped. Options can be
+// replaced while calls run (SetPolicy; mesh::PolicyWatcher pushes a
+// service's policy from the store): new calls follow them.
 //
 // Thread-safety: like Channel, one loop; call it there. Create from any
 // thread. Keep the shared_ptr while calls run.
@@ -32,11 +38,13 @@
 #include <string_view>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "mesh/balancer.h"
 #include "mesh/circuit_breaker.h"
 #include "mesh/discovery.h"
+#include "mesh/endpoint_pool.h"
+#include "mesh/endpoint_target.h"
 #include "mesh/outlier.h"
+#include "mesh/policy.h"
 #include "mesh/retry_budget.h"
 #include "net/event_loop.h"
 #include "net/task.h"
@@ -63,6 +71,15 @@ struct BalancedChannelOptions {
   // A call made before the source's first answer waits this long for it
   // (or until its deadline) before failing with UNAVAILABLE.
   Clock::duration wait_for_endpoints = std::chrono::seconds(5);
+  // Zero: none. The deadline of a call whose options bring none.
+  Clock::duration timeout = Clock::duration::zero();
+  // Zero: none. Each attempt ends after this long even when the call's
+  // deadline is further away (DEADLINE_EXCEEDED; retried for idempotent
+  // calls).
+  Clock::duration per_try_timeout = Clock::duration::zero();
+
+  // The governance part, as the pool takes it.
+  mesh::EndpointPoolOptions PoolOptions() const;
 };
 
 // One endpoint as the channel sees it (for /status and tests).
@@ -77,17 +94,7 @@ struct BalancedEndpointInfo {
   uint64_t failures = 0;
 };
 
-struct BalancedChannelStats {
-  uint64_t calls = 0;
-  uint64_t retries = 0;
-  uint64_t hedges = 0;
-  // Retries or hedges wanted but refused by the retry budget.
-  uint64_t budget_refusals = 0;
-  // Calls that found no endpoint to send to.
-  uint64_t no_endpoint = 0;
-  // Endpoint set updates applied.
-  uint64_t updates = 0;
-};
+using BalancedChannelStats = mesh::EndpointPoolStats;
 
 class BalancedChannel : public std::enable_shared_from_this<BalancedChannel>,
                         public StreamOpeners<BalancedChannel> {
@@ -129,22 +136,34 @@ class BalancedChannel : public std::enable_shared_from_this<BalancedChannel>,
   // public for tests and for callers that manage endpoints themselves).
   void UpdateEndpoints(std::vector<mesh::Endpoint> endpoints);
 
+  // Loop thread. Replaces the governance options (balancer, attempts,
+  // back-off, hedging, budget, breaker, outlier, timeouts); the channel
+  // options of connections already made stay. INVALID_ARGUMENT (and the
+  // old options stay) when they cannot work.
+  absl::Status SetPolicy(const mesh::EndpointPoolOptions& options);
+
+  // Loop thread. Follows `service`'s policy document in the store: every
+  // change the watcher accepts replaces the governance options (keeping
+  // the channel's wait_for_endpoints); deleting the document restores the
+  // options the channel was created with. The watcher must outlive the
+  // channel, and the channel is then destroyed on its loop.
+  void FollowPolicy(mesh::PolicyWatcher& watcher, const std::string& service);
+
   // Loop thread.
   std::vector<BalancedEndpointInfo> Endpoints();
-  const BalancedChannelStats& stats() const { return stats_; }
+  const BalancedChannelStats& stats() const { return pool_->stats(); }
+  const mesh::EndpointPoolOptions& policy() const { return pool_->options(); }
   std::string Describe() const;
 
  private:
-  struct Member;
+  using Pool = mesh::EndpointPool<Channel>;
+  using Member = Pool::Member;
   struct HedgeState;
-  struct EndpointWaiter;
-  BalancedChannel(net::EventLoop* loop, std::unique_ptr<mesh::Balancer> balancer,
-                  std::unique_ptr<mesh::EndpointSource> source, BalancedChannelOptions options);
+  BalancedChannel(net::EventLoop* loop, std::unique_ptr<Pool> pool,
+                  std::unique_ptr<mesh::EndpointSource> source);
 
-  std::shared_ptr<Member> Pick(uint64_t hash, const std::vector<std::shared_ptr<Member>>& tried);
-  net::Task<bool> WaitForEndpoints(Clock::time_point deadline);
-  // The call's deadline from its options.
-  static Clock::time_point DeadlineOf(const CallOptions& options);
+  // The call's deadline from its options (or the policy's timeout).
+  Clock::time_point DeadlineOf(const CallOptions& options) const;
   // Waits for the source's first set; false with *failure when none came.
   net::Task<bool> ReadyToCall(std::string_view method, Clock::time_point deadline,
                               CallResult* failure);
@@ -160,22 +179,16 @@ class BalancedChannel : public std::enable_shared_from_this<BalancedChannel>,
                                       std::shared_ptr<Member> member, std::string method,
                                       net::Buffer request, CallOptions options,
                                       Clock::time_point deadline, size_t index);
-  bool ShouldRetry(const CallResult& result, const CallOptions& options) const;
-  Clock::duration RetryBackoff(int retry, const CallResult& last);
   CallResult NoEndpoint(std::string_view method);
 
   net::EventLoop* loop_;
-  std::unique_ptr<mesh::Balancer> balancer_;
+  std::unique_ptr<Pool> pool_;
   std::unique_ptr<mesh::EndpointSource> source_;
   std::string source_description_;
-  BalancedChannelOptions options_;
-  mesh::RetryBudget budget_;
-  mesh::OutlierDetector outliers_;
-  absl::flat_hash_map<std::string, std::shared_ptr<Member>> members_;
-  bool have_endpoints_ = false;
-  std::vector<EndpointWaiter*> endpoint_waiters_;
-  uint64_t rng_state_;
-  BalancedChannelStats stats_;
+  // The options the channel was created with: what a deleted policy
+  // returns to.
+  mesh::EndpointPoolOptions own_options_;
+  std::unique_ptr<mesh::PolicyWatcher::Subscription> policy_subscription_;
 };
 
 }  // namespace capstan::rpc

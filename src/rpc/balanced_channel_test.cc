@@ -6,8 +6,10 @@
 
 #include "capstan/echo.capstan.h"
 #include "gtest/gtest.h"
+#include "mesh/discovery_hub.h"
 #include "net/block_on.h"
 #include "net/loop_group.h"
+#include "net/test_util.h"
 #include "rpc/test_echo.h"
 
 namespace capstan::rpc {
@@ -30,15 +32,6 @@ class ManualSource : public mesh::EndpointSource {
  private:
   std::shared_ptr<mesh::EndpointsCallback> callback_ = std::make_shared<mesh::EndpointsCallback>();
 };
-
-// A port nothing listens on (bound, then closed).
-int DeadPort() {
-  Server probe({});
-  EXPECT_TRUE(probe.Start().ok());
-  int port = probe.port();
-  probe.Shutdown(0s);
-  return port;
-}
 
 mesh::Endpoint Local(int port) {
   return mesh::ParseEndpoint("127.0.0.1:" + std::to_string(port)).value();
@@ -130,7 +123,8 @@ TEST_P(BalancedChannelTest, GeneratedClientSpreadsCallsOverEveryEndpoint) {
 TEST_P(BalancedChannelTest, CallsFailOverFromADeadEndpointAndItsBreakerOpens) {
   TestEcho& a = NewService("a");
   TestEcho& b = NewService("b");
-  mesh::Endpoint dead = Local(DeadPort());
+  net::testing::RefusingPort refusing;  // held for the whole test
+  mesh::Endpoint dead = Local(refusing.port());
   Connect(mesh::StaticEndpoints({Serve(&a), dead, Serve(&b)}),
           {.balancer = "round_robin", .breaker = {.consecutive_failures = 3}});
   for (int i = 0; i < 30; ++i) {
@@ -153,7 +147,8 @@ TEST_P(BalancedChannelTest, CallsFailOverFromADeadEndpointAndItsBreakerOpens) {
 TEST_P(BalancedChannelTest, StreamsAreBalancedAndOpenPastADeadEndpoint) {
   TestEcho& a = NewService("a");
   TestEcho& b = NewService("b");
-  Connect(mesh::StaticEndpoints({Serve(&a), Local(DeadPort()), Serve(&b)}),
+  net::testing::RefusingPort refusing;  // held for the whole test
+  Connect(mesh::StaticEndpoints({Serve(&a), Local(refusing.port()), Serve(&b)}),
           {.balancer = "round_robin"});
   std::map<std::string, int> served;
   for (int i = 0; i < 12; ++i) {
@@ -268,33 +263,69 @@ TEST_P(BalancedChannelTest, ShedCallsAreRetriedWithinTheRetryBudget) {
 TEST_P(BalancedChannelTest, ASlowAnswerIsHedgedToAnotherEndpoint) {
   TestEcho& slow = NewService("slow");
   TestEcho& fast = NewService("fast");
-  slow.extra_delay_us = 300'000;
+  // 'slow' answers nothing until the end: every call it gets must be
+  // hedged, and won by 'fast', however long 'fast' takes.
+  testing::Gate held;
+  slow.hold = &held;
   Connect(mesh::StaticEndpoints({Serve(&slow), Serve(&fast)}),
           {.balancer = "round_robin", .max_attempts = 2, .hedge_delay = 20ms});
-  int hedged = 0;
   for (int i = 0; i < 4; ++i) {
     auto r = Echo({.timeout = 10s});
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->served_by(), "fast");
   }
-  hedged = static_cast<int>(Stats().hedges);
-  EXPECT_EQ(hedged, slow.calls.load()) << "each call that went to 'slow' first was hedged";
+  int hedged = static_cast<int>(Stats().hedges);
+  EXPECT_EQ(hedged, slow.calls.load()) << "each call that went to 'slow' was hedged";
   EXPECT_GE(hedged, 1);
-  // The losing copies were cancelled: 'slow' was told (seen when its
-  // handlers wake).
-  for (int i = 0; i < 300 && slow.cancelled.load() < hedged; ++i) std::this_thread::sleep_for(10ms);
-  EXPECT_EQ(slow.cancelled.load(), hedged);
+  // The losing copies were cancelled: 'slow' has read their CANCELs while
+  // they are still held, and its handlers see it when they wake.
+  EXPECT_TRUE(net::testing::Eventually([&] { return slow.HeldCancelled() == hedged; }));
+  held.Open();
+  EXPECT_TRUE(net::testing::Eventually([&] { return slow.cancelled.load() == hedged; }));
+  slow.hold = nullptr;
 }
 
 TEST_P(BalancedChannelTest, TheDeadlineBoundsEveryAttempt) {
   TestEcho& a = NewService("a");
   TestEcho& b = NewService("b");
-  a.extra_delay_us = b.extra_delay_us = 3'000'000;
+  // Neither answers before the call has ended: it can only end at its
+  // deadline (a call that waited for them would never return).
+  testing::Gate held;
+  a.hold = b.hold = &held;
   Connect(mesh::StaticEndpoints({Serve(&a), Serve(&b)}), {.hedge_delay = 10ms});
-  auto start = Clock::now();
   auto r = Echo({.timeout = 100ms});
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
-  EXPECT_LT(Clock::now() - start, 2s) << "well before either server would answer";
+  held.Open();
+  a.hold = b.hold = nullptr;
+}
+
+TEST_P(BalancedChannelTest, ChannelsOfOneTargetShareTheHubsSource) {
+  TestEcho& a = NewService("a");
+  mesh::Endpoint endpoint = Serve(&a);
+  mesh::DiscoveryHub hub;
+  std::string target = "static:///" + endpoint.id;
+  auto source = hub.Source(target);
+  ASSERT_TRUE(source.ok()) << source.status();
+  Connect(*std::move(source), {});
+  auto other = net::RunOn(loop_, [&] {
+    return BalancedChannel::Create(loop_, hub.Source(target).value(), {}).value();
+  });
+  EXPECT_EQ(hub.sources(), 1u);
+  auto r = Echo({.timeout = 2s});
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto r2 = net::BlockOn(
+      loop_,
+      [](std::shared_ptr<BalancedChannel> channel) -> net::Task<absl::StatusOr<EchoResponse>> {
+        Client client(std::move(channel));
+        co_return co_await client.Echo(EchoRequest(), {.timeout = 2s});
+      }(other));
+  ASSERT_TRUE(r2.ok()) << r2.status();
+  EXPECT_EQ(a.calls, 2);
+  net::RunOn(loop_, [&] {
+    other.reset();
+    channel_.reset();
+  });
+  EXPECT_EQ(hub.sources(), 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, BalancedChannelTest,

@@ -10,6 +10,7 @@
 #include "net/block_on.h"
 #include "net/loop_group.h"
 #include "net/socket.h"
+#include "net/test_util.h"
 #include "net/wait_group.h"
 #include "rpc/channel.h"
 #include "rpc/server.h"
@@ -88,37 +89,70 @@ TEST_P(RpcTest, LargeMessagesCrossInBothDirections) {
   EXPECT_EQ(resp->payload(), req.payload());
 }
 
+// Echoes the payload (a call's index) once the gate of that index is open;
+// the last call's gate is never waited on. Handlers run on the server's
+// loop, the gates are opened from the client's.
+class GatedEcho : public Service {
+ public:
+  GatedEcho(std::vector<testing::Gate>* gates, int calls) : Service("capstan.echo.Echo") {
+    AddUnary<EchoRequest, EchoResponse>(
+        "Echo",
+        [gates, calls](ServerContext& ctx, const EchoRequest& req,
+                       EchoResponse* resp) -> net::Task<absl::Status> {
+          int index = std::stoi(req.payload());
+          if (index < calls - 1) co_await (*gates)[index].Wait(ctx.loop());
+          resp->set_payload(req.payload());
+          co_return absl::OkStatus();
+        });
+  }
+};
+
 TEST_P(RpcTest, ConcurrentCallsShareOneConnectionAndFinishOutOfOrder) {
   constexpr int kCalls = 50;
+  // Call i is answered only after call i + 1 was: the answers must arrive in
+  // the reverse of the order the calls were sent, on one connection, which
+  // only works if a pending call does not hold up the ones behind it.
+  std::vector<testing::Gate> gates(kCalls);
+  GatedEcho gated(&gates, kCalls);
+  auto server = StartServer(&gated);
+  auto ch = Channel::Create(loop_, "127.0.0.1", server->port(), {.caller = "rpc_test"});
   std::vector<std::string> order;
   std::vector<absl::Status> statuses(kCalls);
   net::BlockOn(
       loop_,
-      [](std::shared_ptr<Channel> ch, std::vector<std::string>* order,
-         std::vector<absl::Status>* statuses) -> net::Task<void> {
+      [](std::shared_ptr<Channel> ch, std::vector<testing::Gate>* gates,
+         std::vector<std::string>* order, std::vector<absl::Status>* statuses) -> net::Task<void> {
         net::WaitGroup done(ch->loop());
         for (int i = 0; i < kCalls; ++i) {
           done.Add();
-          ch->loop()->Spawn([](std::shared_ptr<Channel> ch, int i, std::vector<std::string>* order,
-                               absl::Status* status, net::WaitGroup* done) -> net::Task<void> {
+          ch->loop()->Spawn([](std::shared_ptr<Channel> ch, std::vector<testing::Gate>* gates,
+                               int i, std::vector<std::string>* order, absl::Status* status,
+                               net::WaitGroup* done) -> net::Task<void> {
             EchoRequest req;
             req.set_payload(std::to_string(i));
-            // Later calls answer sooner.
-            req.set_delay_us((kCalls - i) * 400);
-            auto r = co_await ch->Call<EchoRequest, EchoResponse>("capstan.echo.Echo/Echo", req);
+            // The deadline only bounds a broken run; no answer depends on it.
+            auto r = co_await ch->Call<EchoRequest, EchoResponse>("capstan.echo.Echo/Echo", req,
+                                                                  {.timeout = 60s});
             *status = r.status();
             if (r.ok()) order->push_back(r->payload());
+            // Whatever the outcome, let the call before this one finish.
+            if (i > 0) (*gates)[i - 1].Open();
             done->Done();
-          }(ch, i, order, &(*statuses)[i], &done));
+          }(ch, gates, i, order, &(*statuses)[i], &done));
         }
         co_await done.Wait();
-      }(channel_, &order, &statuses));
+      }(ch, &gates, &order, &statuses));
   for (const auto& st : statuses) EXPECT_TRUE(st.ok()) << st;
-  ASSERT_EQ(order.size(), static_cast<size_t>(kCalls));
-  EXPECT_EQ(order.front(), std::to_string(kCalls - 1));
-  EXPECT_EQ(order.back(), "0");
-  EXPECT_EQ(server_->stats().connections, 1);
-  EXPECT_EQ(server_->stats().calls_started, kCalls);
+  std::vector<std::string> reversed;
+  for (int i = kCalls - 1; i >= 0; --i) reversed.push_back(std::to_string(i));
+  EXPECT_EQ(order, reversed);
+  EXPECT_EQ(server->stats().connections, 1);
+  EXPECT_EQ(server->stats().calls_started, kCalls);
+  net::BlockOn(loop_, [](std::shared_ptr<Channel> c) -> net::Task<void> {
+    c->Close();
+    co_return;
+  }(std::move(ch)));
+  server->Shutdown(1s);
 }
 
 TEST_P(RpcTest, UnknownMethodsAreUnimplemented) {
@@ -137,13 +171,14 @@ TEST_P(RpcTest, HandlerErrorsReachTheCallerWithCodeAndMessage) {
 }
 
 TEST_P(RpcTest, ASlowHandlerMeetsTheCallersDeadline) {
-  EchoRequest req;
-  req.set_delay_us(2'000'000);
-  auto start = Clock::now();
-  auto r = Echo(req, {.timeout = 50ms});
+  // The handler answers only after the call has returned: the call can
+  // only end at its deadline (one that waited for the handler would hang).
+  testing::Gate held;
+  service_.hold = &held;
+  auto r = Echo(EchoRequest(), {.timeout = 50ms});
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
-  // The call ends at its deadline, not when the handler does.
-  EXPECT_LT(Clock::now() - start, 1900ms);
+  held.Open();
+  service_.hold = nullptr;
   // The connection stays usable; a late answer for the dead call is dropped.
   auto ok = Echo(EchoRequest(), {.timeout = 1s});
   EXPECT_TRUE(ok.ok()) << ok.status();
@@ -231,10 +266,10 @@ TEST_P(RpcTest, DeadlinesPropagateThroughAServerToItsOwnCalls) {
 }
 
 TEST_P(RpcTest, AnEndpointThatIsDownFailsFastAsNotProcessed) {
-  int port = server_->port();
-  server_->Shutdown(1s);
-  server_.reset();
-  auto ch = Channel::Create(loop_, "127.0.0.1", port);
+  // Held refusing for the whole test: a stopped server's port could be bound
+  // again by a test running in parallel.
+  net::testing::RefusingPort down;
+  auto ch = Channel::Create(loop_, "127.0.0.1", down.port());
   CallResult first = net::BlockOn(loop_, ch->CallBytes("capstan.echo.Echo/Echo", net::Buffer()));
   EXPECT_EQ(first.status.code(), absl::StatusCode::kUnavailable) << first.status;
   EXPECT_TRUE(first.not_processed);

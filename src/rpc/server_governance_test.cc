@@ -45,31 +45,38 @@ class GovernanceTest : public ::testing::Test {
     channel_ = Channel::Create(loop_, "127.0.0.1", server_->port());
   }
 
-  // Sends `n` calls at once (each asking for `delay_us`); returns their
-  // statuses in the order they finished.
-  std::vector<absl::Status> Burst(int n, int64_t delay_us) {
-    return net::BlockOn(
+  // Sends `n` calls at once; returns their statuses in the order they
+  // finished. The service holds every call it admits until `open_after`
+  // calls have finished: only calls answered without running (shed) can be
+  // among those, and if they queued behind the admitted ones the burst would
+  // end at the calls' deadline instead.
+  std::vector<absl::Status> Burst(int n, size_t open_after) {
+    testing::Gate gate;
+    service_.hold = &gate;
+    std::vector<absl::Status> finished = net::BlockOn(
         loop_,
-        [](net::EventLoop* loop, std::shared_ptr<Channel> channel, int n,
-           int64_t delay_us) -> net::Task<std::vector<absl::Status>> {
+        [](net::EventLoop* loop, std::shared_ptr<Channel> channel, int n, size_t open_after,
+           testing::Gate* gate) -> net::Task<std::vector<absl::Status>> {
           std::vector<absl::Status> finished;
           net::WaitGroup done(loop);
-          auto one = [](std::shared_ptr<Channel> channel, int64_t delay_us,
+          auto one = [](std::shared_ptr<Channel> channel, size_t open_after, testing::Gate* gate,
                         std::vector<absl::Status>* out, net::WaitGroup* done) -> net::Task<void> {
-            EchoRequest req;
-            req.set_delay_us(delay_us);
-            auto r =
-                co_await channel->Call<EchoRequest, EchoResponse>(kEcho, req, {.timeout = 10s});
+            auto r = co_await channel->Call<EchoRequest, EchoResponse>(kEcho, EchoRequest(),
+                                                                       {.timeout = 10s});
             out->push_back(r.status());
+            if (out->size() == open_after) gate->Open();
             done->Done();
           };
           for (int i = 0; i < n; ++i) {
             done.Add();
-            loop->StartOwned(one(channel, delay_us, &finished, &done));
+            loop->StartOwned(one(channel, open_after, gate, &finished, &done));
           }
           co_await done.Wait();
           co_return finished;
-        }(loop_, channel_, n, delay_us));
+        }(loop_, channel_, n, open_after, &gate));
+    gate.Open();  // in case fewer than `open_after` calls finished early
+    service_.hold = nullptr;
+    return finished;
   }
 
   absl::StatusOr<EchoResponse> Echo(EchoRequest req, MetadataList metadata = {}) {
@@ -87,7 +94,7 @@ class GovernanceTest : public ::testing::Test {
 
 TEST_F(GovernanceTest, AHardLimitShedsTheCallsOverItAtOnce) {
   StartServer({.adaptive_concurrency_limit = false, .max_concurrency = {{kEcho, 2}}});
-  std::vector<absl::Status> finished = Burst(10, 300'000);
+  std::vector<absl::Status> finished = Burst(10, /*open_after=*/8);
   ASSERT_EQ(finished.size(), 10u);
   for (size_t i = 0; i < 8; ++i) {
     EXPECT_EQ(finished[i].code(), absl::StatusCode::kResourceExhausted) << i << ": " << finished[i];
@@ -103,7 +110,7 @@ TEST_F(GovernanceTest, AHardLimitShedsTheCallsOverItAtOnce) {
 
 TEST_F(GovernanceTest, TheAdaptiveLimitIsOnByDefaultAndSheds) {
   StartServer({.adaptive_limit = {.initial_limit = 4, .min_limit = 4, .max_limit = 4}});
-  std::vector<absl::Status> finished = Burst(12, 200'000);
+  std::vector<absl::Status> finished = Burst(12, /*open_after=*/8);
   int shed = 0, ok = 0;
   for (const auto& st : finished) {
     if (st.code() == absl::StatusCode::kResourceExhausted) {

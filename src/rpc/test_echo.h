@@ -5,14 +5,54 @@
 #pragma once
 
 #include <atomic>
+#include <coroutine>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "capstan/echo.pb.h"
+#include "net/block_on.h"
 #include "rpc/channel.h"
 #include "rpc/server.h"
 
 namespace capstan::rpc::testing {
+
+// A gate handlers wait at until a test opens it: ordering by an explicit
+// signal instead of by delays. Handlers wait on their own loops; Open may
+// come from any thread and resumes each waiter by Post onto its loop.
+class Gate {
+ public:
+  auto Wait(net::EventLoop* loop) {
+    struct Awaiter {
+      Gate* gate;
+      net::EventLoop* loop;
+      bool await_ready() {
+        std::lock_guard lock(gate->mu_);
+        return gate->open_;
+      }
+      bool await_suspend(std::coroutine_handle<> h) {
+        std::lock_guard lock(gate->mu_);
+        if (gate->open_) return false;
+        gate->waiters_.emplace_back(loop, h);
+        return true;
+      }
+      void await_resume() {}
+    };
+    return Awaiter{this, loop};
+  }
+  void Open() {
+    std::lock_guard lock(mu_);
+    open_ = true;
+    for (auto [loop, h] : std::exchange(waiters_, {})) loop->Post([h] { h.resume(); });
+  }
+
+ private:
+  std::mutex mu_;
+  bool open_ = false;
+  std::vector<std::pair<net::EventLoop*, std::coroutine_handle<>>> waiters_;
+};
 
 class TestEcho : public Service {
  public:
@@ -44,6 +84,24 @@ class TestEcho : public Service {
   std::atomic<int> cancelled{0};
   std::atomic<int> forced_failure{0};  // a status code every call returns
   std::atomic<int64_t> extra_delay_us{0};
+  // When set, every call waits for it to open before answering.
+  std::atomic<Gate*> hold{nullptr};
+
+  // How many calls held at the gate their caller has cancelled by now (the
+  // server has read their CANCEL), read on each call's loop.
+  // REQUIRES: the gate is closed (the held calls' contexts are alive).
+  int HeldCancelled() {
+    std::vector<ServerContext*> held;
+    {
+      std::lock_guard lock(held_mu_);
+      held = held_;
+    }
+    int cancelled_now = 0;
+    for (ServerContext* ctx : held) {
+      net::RunOn(ctx->loop(), [&] { cancelled_now += ctx->cancelled() ? 1 : 0; });
+    }
+    return cancelled_now;
+  }
 
  private:
   net::Task<absl::Status> Handle(ServerContext& ctx, const echo::EchoRequest& req,
@@ -51,6 +109,15 @@ class TestEcho : public Service {
     calls++;
     int64_t delay = req.delay_us() + extra_delay_us.load();
     if (delay > 0) co_await ctx.loop()->Sleep(std::chrono::microseconds(delay));
+    if (Gate* gate = hold.load(); gate != nullptr) {
+      {
+        std::lock_guard lock(held_mu_);
+        held_.push_back(&ctx);
+      }
+      co_await gate->Wait(ctx.loop());
+      std::lock_guard lock(held_mu_);
+      std::erase(held_, &ctx);
+    }
     if (ctx.cancelled()) cancelled++;
     if (req.fail_code() != 0) {
       co_return absl::Status(static_cast<absl::StatusCode>(req.fail_code()), "asked to fail");
@@ -84,6 +151,8 @@ class TestEcho : public Service {
 
   std::string name_;
   std::shared_ptr<Channel>* downstream_;
+  std::mutex held_mu_;
+  std::vector<ServerContext*> held_;
 };
 
 }  // namespace capstan::rpc::testing
