@@ -328,20 +328,30 @@ TEST_P(RpcTest, CallsWaitingOnAConnectThatTimesOutFailWithTheirDeadline) {
 
 TEST_P(RpcTest, ShutdownLetsCallsInFlightFinishAndRefusesNewOnes) {
   ASSERT_TRUE(Echo(EchoRequest()).ok());  // connected
+  // The call is held at the server until the shutdown has begun, so it is
+  // in flight through the drain however slowly anything runs.
+  testing::Gate held;
+  service_.hold = &held;
   EchoRequest slow;
-  slow.set_delay_us(200'000);
   slow.set_payload("finished");
   std::promise<absl::StatusOr<EchoResponse>> result;
   loop_->Spawn([](std::shared_ptr<Channel> ch, EchoRequest req,
                   std::promise<absl::StatusOr<EchoResponse>>* out) -> net::Task<void> {
     out->set_value(co_await ch->Call<EchoRequest, EchoResponse>("capstan.echo.Echo/Echo", req));
   }(channel_, slow, &result));
-  // Wait (bounded) until the server runs the slow call, then shut down.
-  for (int i = 0; i < 2000 && server_->stats().calls_in_flight == 0; ++i) {
-    std::this_thread::sleep_for(1ms);
-  }
-  ASSERT_EQ(server_->stats().calls_in_flight, 1);
-  server_->Shutdown(5s);
+  ASSERT_TRUE(net::testing::Eventually([&] { return server_->stats().calls_in_flight == 1; }));
+  std::thread shutdown([this] { server_->Shutdown(30s); });
+  // The shutdown has begun once the client is refused: an unknown method
+  // (not held) is UNIMPLEMENTED before and UNAVAILABLE after GOAWAY.
+  EXPECT_TRUE(net::testing::Eventually([&] {
+    auto r = net::BlockOn(loop_, channel_->Call<EchoRequest, EchoResponse>(
+                                     "capstan.echo.Echo/Nope", EchoRequest(), {.timeout = 5s}));
+    return r.status().code() == absl::StatusCode::kUnavailable;
+  }));
+  EXPECT_EQ(server_->stats().calls_in_flight, 1) << "the held call is still running";
+  held.Open();
+  shutdown.join();
+  service_.hold = nullptr;
   auto r = result.get_future().get();
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->payload(), "finished");
