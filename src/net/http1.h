@@ -249,6 +249,7 @@ struct LineScan {
   size_t line_start = 0;      // offset of the line being scanned
   size_t first_line_end = 0;  // offset after the first line's LF; 0: none yet
   char last = 0;              // the byte at scanned - 1
+  size_t lines = 0;           // line ends seen
 };
 }  // namespace internal
 
@@ -306,9 +307,10 @@ class MessageParser {
  protected:
   MessageParser(const Limits& limits, bool request);
   virtual ~MessageParser() = default;
-  // Parses the head block (start line through the empty line, contiguous)
-  // into the subclass's head; sets framing_ and body_left_.
-  virtual bool ParseHead(Buffer raw) = 0;
+  // Parses the head block (start line through the empty line; `lines`
+  // line ends in all) into the subclass's head; sets framing_ and
+  // body_left_.
+  virtual bool ParseHead(Buffer raw, size_t lines) = 0;
   Event Fail(ErrorCode code, const char* reason);
   // Records an error from ParseHead; returns false for `return SetError(..)`.
   bool SetError(ErrorCode code, const char* reason);
@@ -338,7 +340,7 @@ class RequestParser final : public MessageParser {
   RequestHead& head() { return head_; }
 
  private:
-  bool ParseHead(Buffer raw) override;
+  bool ParseHead(Buffer raw, size_t lines) override;
   RequestHead head_;
 };
 
@@ -352,7 +354,7 @@ class ResponseParser final : public MessageParser {
   ResponseHead& head() { return head_; }
 
  private:
-  bool ParseHead(Buffer raw) override;
+  bool ParseHead(Buffer raw, size_t lines) override;
   ResponseHead head_;
 };
 
