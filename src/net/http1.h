@@ -38,7 +38,15 @@
 //    grammar or exceed Limits::max_chunk_extension_bytes, chunk data not
 //    followed by CRLF, trailers that break field rules or exceed
 //    Limits::max_trailer_bytes.
+//  - Responses: framed per RFC 9112 §6.3 given the request's method
+//    (ResponseParser::SetRequestMethod): no body for HEAD, 1xx, 204, 304;
+//    2xx to CONNECT and 101 switch protocols (head().switched_protocols, the
+//    remaining input is the tunnel's); chunked; Content-Length; otherwise
+//    (and for a Transfer-Encoding without chunked) until the server closes
+//    (Finish). Every response error carries status 502.
 // Leading empty lines before a request line are skipped (RFC 9112 §2.2).
+// Trailer fields are kept as received: a proxy drops the ones that must not
+// be trailers (framing, routing) before forwarding them.
 //
 // Serialization. WriteRequestHead / WriteResponseHead append a head (edited
 // or not: HeaderFields has Add/Remove/Set) to an output Buffer; AppendChunk
