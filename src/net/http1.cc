@@ -160,6 +160,7 @@ ScanResult ScanLines(const Buffer& input, internal::LineScan* scan, size_t max_s
       if (before != '\r' || lf == scan->line_start) return ScanResult::kBareLf;
       size_t line_len = lf - 1 - scan->line_start;
       scan->line_start = lf + 1;
+      ++scan->lines;
       if (on_line(line_len, lf + 1)) return ScanResult::kFound;
       from = k + 1;
     }
@@ -268,6 +269,12 @@ class Codec {
   // (the scan that found the block guarantees a LF only ever follows a CR).
   static bool ParseFieldLines(std::string_view text, size_t max_fields, HeaderFields* fields,
                               ErrorCode* code, const char** reason) {
+    // Fields are written in place into the array Adopt sized, then trimmed
+    // to the count: cheaper than a push_back (and its capacity checks) per
+    // field on the hot path.
+    auto& out = fields->fields_;
+    out.resize(out.capacity());
+    size_t n = 0;
     size_t pos = 0;
     while (true) {
       const void* hit = std::memchr(text.data() + pos, '\r', text.size() - pos);
@@ -279,7 +286,10 @@ class Codec {
       }
       std::string_view line = text.substr(pos, cr - pos);
       pos = cr + 2;
-      if (line.empty()) return true;
+      if (line.empty()) {
+        out.resize(n);
+        return true;
+      }
       if (IsOws(line[0])) {
         *code = ErrorCode::kObsFold;
         *reason = "field line starts with whitespace (obs-fold)";
@@ -303,18 +313,22 @@ class Codec {
         *reason = "control character in a field value";
         return false;
       }
-      if (fields->fields_.size() >= max_fields) {
+      if (n >= max_fields) {
         *code = ErrorCode::kHeaderTooLarge;
         *reason = "too many header fields";
         return false;
       }
-      fields->fields_.push_back({line.substr(0, i), value});
+      if (n == out.size()) out.resize(std::min(2 * n, max_fields));
+      out[n++] = {line.substr(0, i), value};
     }
   }
 
   // Makes `raw` the fields' storage (one slice) and returns its bytes.
-  static std::string_view Adopt(Buffer raw, HeaderFields* fields) {
+  // `lines` (the field lines the scan counted) sizes the field array once
+  // when the inline room is too small.
+  static std::string_view Adopt(Buffer raw, size_t lines, HeaderFields* fields) {
     fields->Clear();
+    fields->fields_.reserve(lines);
     fields->storage_ = std::move(raw);
     return fields->storage_.Flatten();
   }
@@ -562,8 +576,9 @@ Event ChunkedDecoder::Next(Buffer* input) {
           if (scan_.scanned < limits_.max_trailer_bytes) return Event{Event::kNeedMore, {}};
           return Fail(ErrorCode::kTrailerTooLarge, "trailer section too large");
         }
+        size_t lines = std::min(scan_.lines - 1, limits_.max_header_fields);
         scan_ = {};
-        std::string_view text = Codec::Adopt(input->Cut(end), &trailers_);
+        std::string_view text = Codec::Adopt(input->Cut(end), lines, &trailers_);
         ErrorCode code;
         const char* reason;
         if (!Codec::ParseFieldLines(text, limits_.max_header_fields, &trailers_, &code, &reason)) {
@@ -648,12 +663,14 @@ Event MessageParser::Next(Buffer* input) {
           if (scan_.scanned < max_scan) return Event{Event::kNeedMore, {}};
           return Fail(ErrorCode::kHeaderTooLarge, "header section too large");
         }
+        // Field lines: all lines but the start line and the empty one.
+        size_t lines = std::min(scan_.lines - 2, limits_.max_header_fields);
         scan_ = {};
         chunked_.Reset();
         body_bytes_ = 0;
         switched_ = false;
         informational_ = false;
-        if (!ParseHead(input->Cut(end))) return Event{Event::kError, {}};
+        if (!ParseHead(input->Cut(end), lines)) return Event{Event::kError, {}};
         switch (framing_) {
           case Framing::kNone:
             state_ = State::kEnd;
@@ -728,9 +745,9 @@ Event MessageParser::Finish(const Buffer& input) {
 
 // ---- RequestParser -------------------------------------------------------
 
-bool RequestParser::ParseHead(Buffer raw) {
+bool RequestParser::ParseHead(Buffer raw, size_t lines) {
   RequestHead& h = head_;
-  std::string_view text = Codec::Adopt(std::move(raw), &h.fields);
+  std::string_view text = Codec::Adopt(std::move(raw), lines, &h.fields);
   size_t line_len = text.find("\r\n");  // the scan guarantees one exists
   std::string_view line = text.substr(0, line_len);
   if (line.find('\r') != std::string_view::npos) {
@@ -881,9 +898,9 @@ void ResponseParser::SetRequestMethod(std::string_view method) {
   connect_request_ = method == "CONNECT";
 }
 
-bool ResponseParser::ParseHead(Buffer raw) {
+bool ResponseParser::ParseHead(Buffer raw, size_t lines) {
   ResponseHead& h = head_;
-  std::string_view text = Codec::Adopt(std::move(raw), &h.fields);
+  std::string_view text = Codec::Adopt(std::move(raw), lines, &h.fields);
   size_t line_len = text.find("\r\n");
   std::string_view line = text.substr(0, line_len);
   if (line.find('\r') != std::string_view::npos) {

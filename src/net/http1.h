@@ -38,7 +38,15 @@
 //    grammar or exceed Limits::max_chunk_extension_bytes, chunk data not
 //    followed by CRLF, trailers that break field rules or exceed
 //    Limits::max_trailer_bytes.
+//  - Responses: framed per RFC 9112 §6.3 given the request's method
+//    (ResponseParser::SetRequestMethod): no body for HEAD, 1xx, 204, 304;
+//    2xx to CONNECT and 101 switch protocols (head().switched_protocols, the
+//    remaining input is the tunnel's); chunked; Content-Length; otherwise
+//    (and for a Transfer-Encoding without chunked) until the server closes
+//    (Finish). Every response error carries status 502.
 // Leading empty lines before a request line are skipped (RFC 9112 §2.2).
+// Trailer fields are kept as received: a proxy drops the ones that must not
+// be trailers (framing, routing) before forwarding them.
 //
 // Serialization. WriteRequestHead / WriteResponseHead append a head (edited
 // or not: HeaderFields has Add/Remove/Set) to an output Buffer; AppendChunk
@@ -249,6 +257,7 @@ struct LineScan {
   size_t line_start = 0;      // offset of the line being scanned
   size_t first_line_end = 0;  // offset after the first line's LF; 0: none yet
   char last = 0;              // the byte at scanned - 1
+  size_t lines = 0;           // line ends seen
 };
 }  // namespace internal
 
@@ -306,9 +315,10 @@ class MessageParser {
  protected:
   MessageParser(const Limits& limits, bool request);
   virtual ~MessageParser() = default;
-  // Parses the head block (start line through the empty line, contiguous)
-  // into the subclass's head; sets framing_ and body_left_.
-  virtual bool ParseHead(Buffer raw) = 0;
+  // Parses the head block (start line through the empty line; `lines`
+  // line ends in all) into the subclass's head; sets framing_ and
+  // body_left_.
+  virtual bool ParseHead(Buffer raw, size_t lines) = 0;
   Event Fail(ErrorCode code, const char* reason);
   // Records an error from ParseHead; returns false for `return SetError(..)`.
   bool SetError(ErrorCode code, const char* reason);
@@ -338,7 +348,7 @@ class RequestParser final : public MessageParser {
   RequestHead& head() { return head_; }
 
  private:
-  bool ParseHead(Buffer raw) override;
+  bool ParseHead(Buffer raw, size_t lines) override;
   RequestHead head_;
 };
 
@@ -352,7 +362,7 @@ class ResponseParser final : public MessageParser {
   ResponseHead& head() { return head_; }
 
  private:
-  bool ParseHead(Buffer raw) override;
+  bool ParseHead(Buffer raw, size_t lines) override;
   ResponseHead head_;
 };
 

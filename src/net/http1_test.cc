@@ -142,6 +142,31 @@ TEST(Http1RequestTest, ParsesLineAndFieldsInOrderWithCaseInsensitiveLookup) {
   EXPECT_TRUE(h.keep_alive);
 }
 
+TEST(Http1RequestTest, ManyFieldsKeepTheirOrderPastTheInlineRoom) {
+  std::string input = "GET / HTTP/1.1\r\nHost: a\r\n";
+  for (int i = 0; i < 60; ++i)
+    input += "X-" + std::to_string(i) + ": v" + std::to_string(i) + "\r\n";
+  input += "\r\n";
+  for (size_t piece : {0, 1}) {
+    RequestParser parser;
+    Buffer in;
+    Event ev;
+    for (size_t at = 0; at < input.size() && ev.type != Event::kHead;) {
+      size_t n = piece == 0 ? input.size() : piece;
+      in.Append(std::string_view(input).substr(at, n));
+      at += n;
+      ev = parser.Next(&in);
+      ASSERT_NE(ev.type, Event::kError) << ErrorCodeName(parser.error().code);
+    }
+    ASSERT_EQ(ev.type, Event::kHead);
+    const HeaderFields& f = parser.head().fields;
+    ASSERT_EQ(f.size(), 61u);
+    EXPECT_EQ(f[60].name, "X-59");
+    EXPECT_EQ(f[60].value, "v59");
+    EXPECT_EQ(f.Get("x-17"), "v17");
+  }
+}
+
 TEST(Http1RequestTest, ContentLengthBodyIsCutFromTheInputWithoutCopy) {
   RequestParser parser;
   Buffer in("POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");

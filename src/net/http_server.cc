@@ -28,6 +28,9 @@ http1::Limits AdminLimits() {
 // the output without bound.
 constexpr size_t kMaxQueuedOutput = 1 << 20;
 
+// Bytes read ahead of the parser at most (a head's limits and some body).
+constexpr size_t kMaxInputBytes = 64 << 10;
+
 // What a lingering close reads and drops at most before closing anyway.
 constexpr size_t kMaxLingerBytes = 1 << 20;
 
@@ -154,6 +157,12 @@ Task<void> HttpServer::AcceptLoop() {
       continue;
     }
     std::erase_if(connections_, [](const std::weak_ptr<Socket>& weak) { return weak.expired(); });
+    if (connections_.size() >= kMaxConnections) {
+      socket->Close();
+      continue;
+    }
+    // A request is small: read no further ahead than the codec's limits.
+    socket->set_input_limit(kMaxInputBytes);
     connections_.push_back(socket);
     tasks_.fetch_add(1);
     socket->loop()->StartOwned(ServeConnection(std::move(socket)));

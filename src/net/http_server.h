@@ -48,6 +48,9 @@ class HttpServer {
   // A request (from its first byte, or from the previous answer on a
   // kept-alive connection) must arrive whole within this.
   static constexpr std::chrono::seconds kReadTimeout{5};
+  // Connections served at once; more are closed as they are accepted, so a
+  // flood of idle connections costs a bounded amount of memory.
+  static constexpr size_t kMaxConnections = 64;
 
   HttpServer() = default;
   ~HttpServer();

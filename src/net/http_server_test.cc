@@ -208,6 +208,22 @@ TEST_F(HttpServerTest, StopClosesIdleConnectionsAndReturns) {
   server_.Stop();  // idempotent
 }
 
+TEST_F(HttpServerTest, ConnectionsBeyondTheLimitAreClosed) {
+  std::vector<std::unique_ptr<Client>> held;
+  for (size_t i = 0; i < HttpServer::kMaxConnections; ++i) {
+    held.push_back(std::make_unique<Client>(server_.port()));
+    // An answer proves the server holds this connection.
+    held.back()->Send("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
+    ASSERT_EQ(held.back()->Read({"GET"}).size(), 1u) << i;
+  }
+  Client one_too_many(server_.port());
+  one_too_many.Send("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
+  EXPECT_TRUE(one_too_many.Read({"GET"}).empty());
+  // The held ones are still served.
+  held.front()->Send("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
+  EXPECT_EQ(held.front()->Read({"GET"}).size(), 1u);
+}
+
 TEST(HttpServerStartTest, ABoundPortSaysCannotListen) {
   HttpServer first;
   ASSERT_TRUE(first.Start("127.0.0.1", 0).ok());
