@@ -13,6 +13,7 @@
 #include "base/logging.h"
 #include "gateway/config.h"
 #include "gateway/gateway.h"
+#include "gateway/store_config.h"
 #include "net/loop_group.h"
 
 namespace capstan {
@@ -113,10 +114,27 @@ int RunGateway(const GatewayFlags& f) {
     return 1;
   }
   std::chrono::milliseconds drain = config->drain_timeout;
+  gateway::GatewayConfig base = *config;
   auto gw = gateway::Gateway::Start(std::move(config).value(), group->get());
   if (!gw.ok()) {
     std::cerr << "capstan gateway: " << gw.status().message() << "\n";
     return 1;
+  }
+  // Live configuration: documents under the store prefix, watched.
+  std::unique_ptr<gateway::StoreConfig> live;
+  if (!base.store.empty()) {
+    auto endpoints = gateway::StoreEndpointsOf(base.store);
+    if (!endpoints.ok()) {
+      std::cerr << "capstan gateway: " << endpoints.status().message() << "\n";
+      return 2;
+    }
+    auto store = client::Client::Connect({.endpoints = *endpoints});
+    if (!store.ok()) {
+      std::cerr << "capstan gateway: " << store.status().message() << "\n";
+      return 1;
+    }
+    live = gateway::StoreConfig::Start(gw->get(), base,
+                                       std::shared_ptr<client::Client>(std::move(store).value()));
   }
   // Tests and scripts read the bound ports from here.
   for (int port : (*gw)->ports()) std::cout << "listening on port " << port << "\n";
@@ -129,6 +147,12 @@ int RunGateway(const GatewayFlags& f) {
       CAPSTAN_LOG(info, "gateway: SIGHUP without --config: nothing to reload");
       continue;
     }
+    if (live != nullptr) {
+      CAPSTAN_LOG(info,
+                  "gateway: SIGHUP with live configuration: the store is the source; "
+                  "restart to change the file");
+      continue;
+    }
     auto next = gateway::LoadGatewayConfigFile(f.config);
     absl::Status st = next.ok() ? (*gw)->Reload(std::move(next).value()) : next.status();
     if (st.ok()) {
@@ -139,6 +163,7 @@ int RunGateway(const GatewayFlags& f) {
     }
   }
   CAPSTAN_LOG(info, "gateway: draining", "grace_ms", drain.count());
+  live.reset();
   (*gw)->Shutdown(drain);
   gw->reset();
   (*group)->Stop();

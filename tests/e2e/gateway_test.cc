@@ -368,5 +368,54 @@ TEST(GatewayE2E, HttpsWithSniAndAlpnServesBothProtocols) {
   EXPECT_EQ(untrusted.exit_code, 60) << untrusted.err;  // peer certificate cannot be authenticated
 }
 
+TEST(GatewayE2E, RoutesAndClustersFollowTheStoreLive) {
+  TempDir dir("gw_live");
+  Origin a(dir, "a");
+  Origin b(dir, "b");
+  StoreProcess store(StoreProcess::Kind::kCapstan, dir.path() + "/store");
+  ASSERT_TRUE(store.Start()) << store.Log();
+  std::string config = dir.path() + "/gateway.yaml";
+  int port = PickFreePort();
+  {
+    std::ofstream out(config);
+    out << "listeners: [{address: \"127.0.0.1:" << port << "\"}]\n"
+        << "store: store://" << store.endpoint() << "\n";
+  }
+  GatewayProcess gw(dir, {"--config", config});
+  auto server = [&](const std::string& path) {
+    CommandResult r = Curl({"--http1.1", "-sS", gw.url(path)});
+    std::smatch m;
+    if (std::regex_search(r.out, m, std::regex("\"server\": \"([a-z]+)\""))) return m[1].str();
+    return r.out;
+  };
+  EXPECT_EQ(server("/echo"), "no route\n");
+  // A cluster and a route arrive by etcdctl; the gateway follows.
+  ASSERT_EQ(Etcdctl(store.endpoint(), {"put", "/capstan/gateway/clusters/web",
+                                       "{\"name\": \"web\", \"endpoints\": [\"127.0.0.1:" +
+                                           std::to_string(a.port()) + "\"]}"})
+                .exit_code,
+            0);
+  ASSERT_EQ(
+      Etcdctl(store.endpoint(), {"put", "/capstan/gateway/routes/site",
+                                 "{\"name\": \"site\", \"routes\": [{\"cluster\": \"web\"}]}"})
+          .exit_code,
+      0);
+  EXPECT_TRUE(Eventually([&] { return server("/echo") == "a"; })) << server("/echo");
+  // A change of the cluster moves traffic.
+  Etcdctl(store.endpoint(),
+          {"put", "/capstan/gateway/clusters/web",
+           "{\"name\": \"web\", \"endpoints\": [\"127.0.0.1:" + std::to_string(b.port()) + "\"]}"});
+  EXPECT_TRUE(Eventually([&] { return server("/echo") == "b"; })) << server("/echo");
+  // A bad document is refused, named in the log; the last good one stays.
+  Etcdctl(store.endpoint(), {"put", "/capstan/gateway/clusters/web", "{\"name\": \"web\"}"});
+  EXPECT_TRUE(Eventually([&] {
+    return gw.process()->Log().find("key=/capstan/gateway/clusters/web") != std::string::npos;
+  })) << gw.process()->Log();
+  EXPECT_EQ(server("/echo"), "b");
+  // The store going away leaves the gateway serving what it has.
+  store.Kill();
+  EXPECT_EQ(server("/echo"), "b");
+}
+
 }  // namespace
 }  // namespace capstan::e2e
