@@ -1,0 +1,34 @@
+// The line protocol of `capstan experiments eval` (docs: the shared
+// experiments-eval-protocol.md): one JSON request per line in, one JSON answer
+// per line out, ops named after the GrowthBook JavaScript SDK's functions.
+//
+// Each request is independent and builds its own evaluation context. Every
+// non-blank line gets exactly one answer line, in order; a request that cannot
+// be answered gets {"error": "..."}; the request's "seq" is copied into the
+// answer.
+//
+// Thread-safety: HandleEvalRequest is reentrant (no shared state).
+//
+// Example:
+//   HandleEvalRequest(R"({"op":"hash","seed":"seed","value":"a","version":2})");
+//   // -> {"result":0.0505}
+#ifndef CAPSTAN_EXPERIMENTS_EVAL_PROTOCOL_H_
+#define CAPSTAN_EXPERIMENTS_EVAL_PROTOCOL_H_
+
+#include <iosfwd>
+#include <string>
+#include <string_view>
+
+namespace capstan::experiments {
+
+// Answers one request line (without its newline) with one JSON line (without
+// a newline).
+std::string HandleEvalRequest(std::string_view line);
+
+// Reads requests from `in` until EOF, answering each non-blank line on `out`
+// and flushing after every answer. Returns the process exit status (0).
+int RunEvalLoop(std::istream& in, std::ostream& out);
+
+}  // namespace capstan::experiments
+
+#endif  // CAPSTAN_EXPERIMENTS_EVAL_PROTOCOL_H_
