@@ -2,6 +2,7 @@
 //
 //   capstan store [flags]   a metadata store member speaking the etcd v3 API
 //   capstan dev             everything on localhost, data in ./data
+//   capstan experiments eval  GrowthBook evaluation, one JSON request per stdin line
 #include <signal.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 #include "bench/null_server.h"
 #include "bench/rpc_bench.h"
 #include "bench/store_bench.h"
+#include "experiments/eval_protocol.h"
 #include "store/server.h"
 
 namespace capstan {
@@ -233,6 +235,7 @@ struct Cli {
   CLI::App* bench_null_server = nullptr;
   CLI::App* bench_rpc = nullptr;
   CLI::App* bench_rpc_server = nullptr;
+  CLI::App* experiments_eval = nullptr;
 };
 
 struct BenchFlags {
@@ -361,6 +364,12 @@ Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags, BenchFlags* bench_fl
   cli.bench_rpc_server =
       bench->add_subcommand("rpc-server", "Serve the echo service with capstan RPC or gRPC C++.");
   AddBenchRpcServerFlags(cli.bench_rpc_server, bench_flags);
+  CLI::App* experiments = cli.app->add_subcommand("experiments", "The experiments engine.");
+  experiments->require_subcommand(1);
+  cli.experiments_eval = experiments->add_subcommand(
+      "eval",
+      "Evaluate GrowthBook payloads as the JavaScript SDK does: one JSON request per stdin "
+      "line, one JSON answer per stdout line (docs: experiments-eval-protocol.md).");
   return cli;
 }
 
@@ -413,6 +422,10 @@ int main(int argc, char** argv) {
   if (store_cmd->parsed()) return RunStore(store_flags, "store");
   if (dev_cmd->parsed()) return RunStore(dev_flags, "dev");
   if (cli.bench_store->parsed()) return RunBenchStore(bench_flags);
+  if (cli.experiments_eval->parsed()) {
+    std::ios::sync_with_stdio(false);  // nothing else in the process uses C stdio here
+    return experiments::RunEvalLoop(std::cin, std::cout);
+  }
   if (cli.bench_rpc->parsed()) {
     auto r = bench::RunRpcBench(bench_flags.rpc);
     if (!r.ok()) {
