@@ -63,6 +63,22 @@ std::optional<double> Hash(std::string_view seed, std::string_view value, int ve
   return std::nullopt;
 }
 
+std::optional<double> HashJsValues(const Json* seed, const Json& value, int version) {
+  if (version != 1 && version != 2) return std::nullopt;
+  // ToPrimitive gives a string for strings, arrays and objects.
+  auto stringish = [](const Json* v) {
+    return v != nullptr && (v->is_string() || v->is_array() || v->is_object());
+  };
+  if (!stringish(seed) && !stringish(&value)) {
+    // Numeric addition: the sum is a number and hashes as kFnvOfNonString.
+    if (version == 2) {
+      return static_cast<double>(Fnv1a32Utf16(std::to_string(kFnvOfNonString)) % 10000) / 10000;
+    }
+    return static_cast<double>(kFnvOfNonString % 1000) / 1000;
+  }
+  return Hash(JsToString(seed), JsToString(value), version);
+}
+
 std::vector<double> GetEqualWeights(int num_variations) {
   if (num_variations <= 0) return {};
   return std::vector<double>(num_variations, 1.0 / num_variations);

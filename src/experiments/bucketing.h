@@ -20,6 +20,8 @@
 #include <utility>
 #include <vector>
 
+#include "nlohmann/json.hpp"
+
 namespace capstan::experiments {
 
 using VariationRange = std::pair<double, double>;  // [start, end)
@@ -33,6 +35,17 @@ uint32_t Fnv1a32Utf16(std::string_view utf8);
 //   version 2: fnv(String(fnv(seed + value))) % 10000 / 10000
 // Any other version has no hash (std::nullopt).
 std::optional<double> Hash(std::string_view seed, std::string_view value, int version);
+
+// Fnv1a32Utf16 of a value that is not a string: the SDK reads `str.length`,
+// which a number does not have, so no unit is hashed.
+inline constexpr uint32_t kFnvOfNonString = 0x811c9dc5u;
+
+// hash() as the SDK calls it with JavaScript values: `seed + value` (or
+// `value + seed`) concatenates when either side is a string (arrays and
+// objects become strings), and otherwise adds numbers, whose hash is
+// kFnvOfNonString. `seed` may be null for undefined.
+std::optional<double> HashJsValues(const nlohmann::ordered_json* seed,
+                                   const nlohmann::ordered_json& value, int version);
 
 // 1/n for each of n variations; empty when n <= 0.
 std::vector<double> GetEqualWeights(int num_variations);

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "experiments/js_value.h"
 #include "gtest/gtest.h"
 
 namespace capstan::experiments {
@@ -29,6 +30,19 @@ TEST(HashTest, HashesUtf16CodeUnitsNotUtf8Bytes) {
 TEST(HashTest, UnknownVersionHasNoHash) {
   EXPECT_FALSE(Hash("x", "y", 3).has_value());
   EXPECT_FALSE(Hash("x", "y", 0).has_value());
+}
+
+// A filter without a seed hashes `undefined + 21`: numeric addition, so NaN,
+// whose FNV covers no code units. Found by the differential test; values
+// printed by the SDK.
+TEST(HashTest, NonStringOperandsAddAsNumbers) {
+  Json twenty_one = 21, twenty_one_string = "21", array = Json::parse("[1,2]"), five = 5;
+  Json null_value = nullptr, true_value = true;
+  EXPECT_EQ(HashJsValues(nullptr, twenty_one, 2), 0.2305);
+  EXPECT_EQ(HashJsValues(nullptr, twenty_one, 1), 0.261);
+  EXPECT_EQ(HashJsValues(nullptr, twenty_one_string, 2), 0.651);  // "undefined21"
+  EXPECT_EQ(HashJsValues(&five, array, 1), 0.097);                // "1,25"
+  EXPECT_EQ(HashJsValues(&null_value, true_value, 1), 0.261);     // null + true = 1
 }
 
 TEST(BucketRangesTest, CoverageKeepsEachStart) {

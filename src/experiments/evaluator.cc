@@ -174,8 +174,8 @@ bool GrowthBookEvaluator::IsFilteredOut(const Json& filters) {
   for (const Json& filter : filters) {
     HashAttribute hash = GetHashAttribute(Prop(filter, "attribute"), nullptr);
     if (!JsTruthy(hash.value)) return true;
-    std::optional<double> n = Hash(JsToString(Prop(filter, "seed")), JsToString(hash.value),
-                                   HashVersionOf(Prop(filter, "hashVersion"), 2));
+    std::optional<double> n = HashJsValues(Prop(filter, "seed"), hash.value,
+                                           HashVersionOf(Prop(filter, "hashVersion"), 2));
     if (!n.has_value()) return true;
     const Json* ranges = Prop(filter, "ranges");
     if (ranges == nullptr || !ranges->is_array()) {
@@ -193,7 +193,7 @@ bool GrowthBookEvaluator::IsFilteredOut(const Json& filters) {
   return false;
 }
 
-bool GrowthBookEvaluator::IsIncludedInRollout(const std::string& seed, const Json& rule) {
+bool GrowthBookEvaluator::IsIncludedInRollout(const Json& seed, const Json& rule) {
   const Json* range = Prop(rule, "range");
   const Json* coverage = Prop(rule, "coverage");
   if (!JsTruthy(range) && coverage == nullptr) return true;
@@ -201,7 +201,7 @@ bool GrowthBookEvaluator::IsIncludedInRollout(const std::string& seed, const Jso
   HashAttribute hash = GetHashAttribute(Prop(rule, "hashAttribute"), FallbackAttributeFor(rule));
   if (!JsTruthy(hash.value)) return false;
   std::optional<double> n =
-      Hash(seed, JsToString(hash.value), HashVersionOf(Prop(rule, "hashVersion"), 1));
+      HashJsValues(&seed, hash.value, HashVersionOf(Prop(rule, "hashVersion"), 1));
   if (!n.has_value()) return false;
   if (JsTruthy(range)) return InRangeJson(*n, *range);
   if (coverage != nullptr) {
@@ -369,7 +369,7 @@ Json GrowthBookEvaluator::EvalFeatureImpl(const std::string& id) {
         const Json* condition = Prop(rule, "condition");
         if (JsTruthy(condition) && !ConditionPasses(*condition)) continue;
         const Json* seed = Prop(rule, "seed");
-        if (!IsIncludedInRollout(JsTruthy(seed) ? JsToString(*seed) : id, rule)) continue;
+        if (!IsIncludedInRollout(JsTruthy(seed) ? *seed : Json(id), rule)) continue;
         return FeatureResult(Prop(rule, "force"), "force", Prop(rule, "id"));
       }
 
@@ -486,7 +486,8 @@ Json GrowthBookEvaluator::RunExperiment(Json& experiment, const Json& feature_id
     if (JsTruthy(filters)) {
       if (IsFilteredOut(*filters)) return not_in();
     } else if (JsTruthy(ns)) {
-      std::optional<double> n = Hash("__" + JsToString(Prop(*ns, "0")), JsToString(hash.value), 1);
+      Json ns_seed = "__" + JsToString(Prop(*ns, "0"));
+      std::optional<double> n = HashJsValues(&ns_seed, hash.value, 1);
       if (!n.has_value()) return not_in();
       Json number = *n;
       if (!(JsGreaterOrEqual(&number, Prop(*ns, "1")) && JsLessThan(&number, Prop(*ns, "2")))) {
@@ -518,10 +519,9 @@ Json GrowthBookEvaluator::RunExperiment(Json& experiment, const Json& feature_id
 
   // 9. The hash, and the variation whose range holds it.
   const Json* seed = Prop(experiment, "seed");
-  std::string seed_string =
-      JsTruthy(seed) ? JsToString(*seed) : (key_missing ? "undefined" : JsToString(key));
+  const Json* seed_or_key = JsTruthy(seed) ? seed : (key_missing ? nullptr : &key);
   std::optional<double> n =
-      Hash(seed_string, JsToString(hash.value), HashVersionOf(Prop(experiment, "hashVersion"), 1));
+      HashJsValues(seed_or_key, hash.value, HashVersionOf(Prop(experiment, "hashVersion"), 1));
   if (!n.has_value()) return not_in();
 
   if (!found_sticky_bucket) {

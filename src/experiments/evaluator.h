@@ -78,7 +78,7 @@ class GrowthBookEvaluator {
   const Json* FallbackAttributeFor(const Json& experiment_or_rule) const;
   bool ConditionPasses(const Json& condition);
   bool IsFilteredOut(const Json& filters);
-  bool IsIncludedInRollout(const std::string& seed, const Json& rule);
+  bool IsIncludedInRollout(const Json& seed, const Json& rule);
   void BuildContextualBanditExperiment(Json& experiment, const Json& bandit_ref);
   // {assigned variation or -1, version blocked}
   std::pair<int, bool> GetStickyBucketVariation(const Json& experiment);
