@@ -29,6 +29,8 @@ PACKAGES=(
   # tests and benchmarks: real peers and real clients
   libgtest-dev libgmock-dev libbenchmark-dev etcd-server etcd-client
   curl python3 procps psmisc iproute2 gnuplot-nox
+  # node runs the reference GrowthBook SDK (npm) in the experiments differential test
+  nodejs
 )
 
 missing=()
@@ -53,6 +55,14 @@ else
   trap '[ $created_policy -eq 1 ] && $SUDO rm -f '"$policy" EXIT
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# npm: Debian ships it as its own package, while NodeSource's nodejs bundles it
+# (and conflicts with Debian's npm), so install it only when the command is missing.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "install-deps: installing npm"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm
 fi
 
 # Whatever happened before (an older install, a package upgrade), make sure the
