@@ -38,20 +38,6 @@ bool ArrayIndexOf(const std::string& key, size_t size, size_t* index) {
   return true;
 }
 
-std::wstring Utf8ToWide(std::string_view s) {
-  std::wstring out;
-  std::u16string units = Utf8ToUtf16(s);
-  for (size_t i = 0; i < units.size(); ++i) {
-    char32_t c = units[i];
-    if (c >= 0xD800 && c < 0xDC00 && i + 1 < units.size()) {
-      c = 0x10000 + ((c - 0xD800) << 10) + (units[i + 1] - 0xDC00);
-      ++i;
-    }
-    out.push_back(static_cast<wchar_t>(c));
-  }
-  return out;
-}
-
 // isOperatorObject: an object whose keys all start with '$' (and has some).
 // Object.keys of null throws; of a string or array it lists indices, which
 // never start with '$'.
@@ -185,7 +171,7 @@ bool ConditionEvaluator::EvalConditionValue(const Json& condition, const Json& v
                                             bool insensitive) {
   if (condition.is_string()) {
     if (insensitive) {
-      return AsciiLowerCase(JsToString(value)) == AsciiLowerCase(condition.get<std::string>());
+      return JsLowerCase(JsToString(value)) == JsLowerCase(condition.get<std::string>());
     }
     return JsToString(value) == condition.get_ref<const std::string&>();
   }
@@ -237,7 +223,7 @@ bool ConditionEvaluator::IsIn(const Json& actual, const Json& expected, bool ins
   // Array.prototype.includes is SameValueZero, which is === for JSON values.
   auto equal = [&](const Json& a, const Json& b) {
     if (insensitive && a.is_string() && b.is_string()) {
-      return AsciiLowerCase(a.get<std::string>()) == AsciiLowerCase(b.get<std::string>());
+      return JsLowerCase(a.get<std::string>()) == JsLowerCase(b.get<std::string>());
     }
     return JsStrictEquals(&a, &b);
   };
@@ -278,23 +264,11 @@ bool ConditionEvaluator::RegexTest(const Json& pattern, const Json& actual, bool
   std::string cache_key = pattern.get<std::string>() + (insensitive ? "/i" : "");
   auto it = regex_cache_.find(cache_key);
   if (it == regex_cache_.end()) {
-    std::shared_ptr<std::wregex> compiled;
-    try {
-      auto flags = std::regex_constants::ECMAScript;
-      if (insensitive) flags |= std::regex_constants::icase;
-      compiled = std::make_shared<std::wregex>(Utf8ToWide(pattern.get<std::string>()), flags);
-    } catch (const std::regex_error&) {
-      compiled = nullptr;
-    }
-    it = regex_cache_.emplace(cache_key, std::move(compiled)).first;
+    it = regex_cache_.emplace(cache_key, JsRegex::Compile(pattern.get<std::string>(), insensitive))
+             .first;
   }
   if (it->second == nullptr) return false;
-  std::wstring subject = Utf8ToWide(JsToString(actual));
-  try {
-    return std::regex_search(subject, *it->second);
-  } catch (const std::regex_error&) {
-    return false;  // e.g. the matcher's complexity limit
-  }
+  return it->second->Test(JsToString(actual));
 }
 
 bool ConditionEvaluator::EvalOperator(const std::string& op, const Json& actual,

@@ -8,10 +8,10 @@
 // $regex $regexi $not $veq $vne $vgt $vgte $vlt $vlte $inGroup $notInGroup).
 //
 // Known differences from the SDK, all outside what GrowthBook's UI writes:
-//  * regular expressions run on std::wregex's ECMAScript grammar: no
-//    lookbehind, named groups or \u{...}, and `.` sees a supplementary character
-//    as one character where JavaScript sees two UTF-16 units;
-//  * case-insensitive operators fold ASCII letters only;
+//  * regular expressions: see js_regex.h (no lookbehind; a supplementary
+//    character is one character, not two UTF-16 units);
+//  * case-insensitive operators use each character's simple lower-case
+//    mapping (JavaScript applies the few multi-character ones too);
 //  * a dot path never resolves to inherited JavaScript properties
 //    ("constructor", "toString"), only to own keys, array indices and an
 //    array's "length".
@@ -28,10 +28,10 @@
 
 #include <deque>
 #include <memory>
-#include <regex>
 #include <string>
 #include <unordered_map>
 
+#include "experiments/js_regex.h"
 #include "experiments/js_value.h"
 
 namespace capstan::experiments {
@@ -68,7 +68,7 @@ class ConditionEvaluator {
   // hand out references; a deque keeps them stable.
   std::deque<Json> scratch_;
   // Compiled patterns, keyed by pattern plus "/i"; nullptr caches an invalid one.
-  std::unordered_map<std::string, std::shared_ptr<std::wregex>> regex_cache_;
+  std::unordered_map<std::string, std::unique_ptr<JsRegex>> regex_cache_;
 };
 
 }  // namespace capstan::experiments

@@ -83,8 +83,8 @@ int CompareUtf16(std::string_view a, std::string_view b);
 std::optional<std::string> JsonStringify(const Json* value);
 std::string JsonStringify(const Json& value);
 
-// ASCII-only String.prototype.toLowerCase. Non-ASCII letters are kept as they
-// are (JavaScript would lower-case them too): a documented difference.
+// String.prototype.toLowerCase for ASCII text (other bytes are kept; see
+// JsLowerCase in js_regex.h for the Unicode version).
 std::string AsciiLowerCase(std::string_view s);
 
 }  // namespace capstan::experiments

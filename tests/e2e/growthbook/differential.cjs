@@ -71,12 +71,20 @@ const VERSIONS = [
   "1.2.3", "v1.10.0-rc.1", "1.2", "2.0.0+build.5", "1.0.0-beta", "1.0.0", "10.0.0",
   "0.9.99", "1.2.3.4", "", "v", 1.5, 2, null, "1.0.0-rc.10", "1.0.0-rc.2",
 ];
-const STRINGS = ["a", "b", "abc", "ABC", "foo", "bar", "foobar", "", "10", "9", "1", "true", "null", "x y"];
+const STRINGS = [
+  "a", "b", "abc", "ABC", "foo", "bar", "foobar", "", "10", "9", "1", "true", "null", "x y",
+  "été", "ÉTÉ", "Ünïcödé", "a{", "p{L}", "\n", "a\u00a0b", "foo bar",
+];
 const GROUP_NAMES = ["g1", "g2", "g3", "missing"];
-// Patterns std::regex and JavaScript read the same way (see README.md).
+// Patterns: common ones, JavaScript's web-compatibility (Annex B) forms,
+// ones JavaScript rejects, and non-ASCII case folding. Lookbehind is left
+// out: std::regex has none (README.md).
 const REGEXES = [
   "^a", "c$", "^[0-9]+$", "us|uk", "^v?1\\.", "(foo|bar)+", "\\d{2,}", "^$", "a.c",
   "^.{3}$", "[", "(", "null", "^\\w+$", "o{2}", "^[A-Z]", "\\s", "[^a-z]", "/", "a\\/b",
+  "a{", "{", "}", "]", "\\p{L}", "[\\d-z]", "(?<n>o)\\k<n>", "x*+", "a{1}{2}", "a{2,1}", "[^]", "[]",
+  "\\cJ", "\\bfoo\\b", "é", "[à-ÿ]", "^\\s*$", "\\u0041", "\\x62", "(a)\\1", "\\1(a)", "\\8",
+  "[[:alpha:]]", "a*?", "(?:a|b){2}", "(?=a)", "(?!a)b", "\\W", "[\\s\\S]", "\\B",
 ];
 const OPS_BY_KIND = ["$eq", "$ne", "$lt", "$lte", "$gt", "$gte"];
 const VERSION_OPS = ["$veq", "$vne", "$vgt", "$vgte", "$vlt", "$vlte"];
