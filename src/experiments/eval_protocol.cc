@@ -1,5 +1,6 @@
 #include "experiments/eval_protocol.h"
 
+#include <algorithm>
 #include <istream>
 #include <ostream>
 #include <string>
@@ -199,9 +200,37 @@ std::string Dump(const Json& value) {
   return value.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
+// The deepest nesting of arrays and objects in a JSON text (strings skipped),
+// checked before parsing: evaluation recurses on nesting.
+size_t JsonNestingDepth(std::string_view text) {
+  size_t depth = 0, max_depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      max_depth = std::max(max_depth, ++depth);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return max_depth;
+}
+
 }  // namespace
 
 std::string HandleEvalRequest(std::string_view line) {
+  if (JsonNestingDepth(line) > kMaxRequestNesting) {
+    return Dump(Json::object(
+        {{"error", "request nested deeper than " + std::to_string(kMaxRequestNesting)}}));
+  }
   Json request;
   try {
     request = Json::parse(line);

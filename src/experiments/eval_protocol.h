@@ -15,11 +15,16 @@
 #ifndef CAPSTAN_EXPERIMENTS_EVAL_PROTOCOL_H_
 #define CAPSTAN_EXPERIMENTS_EVAL_PROTOCOL_H_
 
+#include <cstddef>
 #include <iosfwd>
 #include <string>
 #include <string_view>
 
 namespace capstan::experiments {
+
+// Requests nested deeper than this (arrays and objects) get an error answer:
+// evaluation recurses on nesting and must not run out of stack.
+inline constexpr size_t kMaxRequestNesting = 256;
 
 // Answers one request line (without its newline) with one JSON line (without
 // a newline).

@@ -56,6 +56,26 @@ TEST(EvalProtocolTest, CopiesSeqAndAnswersErrors) {
   EXPECT_TRUE(Json::parse(HandleEvalRequest(R"({"op":"feature"})")).contains("error"));
 }
 
+TEST(EvalProtocolTest, DeepNestingIsAnErrorNotAStackOverflow) {
+  std::string deep = R"({"op":"evalCondition","attributes":{},"savedGroups":{},"condition":)";
+  for (int i = 0; i < 100000; ++i) deep += R"({"$not":)";
+  deep += "{}";
+  for (int i = 0; i < 100000; ++i) deep += "}";
+  deep += "}";
+  EXPECT_TRUE(Json::parse(HandleEvalRequest(deep)).contains("error"));
+}
+
+TEST(EvalProtocolTest, LongPrerequisiteChainIsAnError) {
+  Json features = Json::object();
+  for (int i = 0; i < 1000; ++i) {
+    features["f" + std::to_string(i)] =
+        Json::parse(R"({"defaultValue":1,"rules":[{"parentConditions":[{"id":"f)" +
+                    std::to_string(i + 1) + R"(","condition":{}}],"force":2}]})");
+  }
+  Json request = {{"op", "feature"}, {"feature", "f0"}, {"context", {{"features", features}}}};
+  EXPECT_TRUE(Json::parse(HandleEvalRequest(request.dump())).contains("error"));
+}
+
 TEST(EvalProtocolTest, DecryptFailureIsNullNotAnError) {
   EXPECT_EQ(Json::parse(HandleEvalRequest(
                 R"({"op":"decrypt","encryptedString":"nodot","key":"AAAAAAAAAAAAAAAAAAAAAA=="})")),

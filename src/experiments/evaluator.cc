@@ -86,32 +86,37 @@ int ChooseVariationJson(double n, const Json& ranges) {
 
 }  // namespace
 
+namespace {
+
+// object[key] when present (and, with `need_object`, an object), else `fallback`.
+const Json& Member(const Json& object, const char* key, const Json& fallback,
+                   bool need_object = false) {
+  if (!object.is_object()) return fallback;
+  auto it = object.find(key);
+  if (it == object.end() || (need_object && !it->is_object())) return fallback;
+  return *it;
+}
+
+}  // namespace
+
 GrowthBookEvaluator::GrowthBookEvaluator(const Json& context)
-    : context_(context),
-      attributes_(context.is_object() && context.contains("attributes") &&
-                          context["attributes"].is_object()
-                      ? context["attributes"]
-                      : kEmptyObject),
-      features_(context.is_object() && context.contains("features") ? context["features"]
-                                                                    : kNullJson),
-      saved_groups_(context.is_object() && context.contains("savedGroups") &&
-                            JsTruthy(context["savedGroups"])
-                        ? context["savedGroups"]
+    : GrowthBookEvaluator(context, context) {}
+
+GrowthBookEvaluator::GrowthBookEvaluator(const Json& payload, const Json& user)
+    : context_(payload),
+      attributes_(Member(user, "attributes", kEmptyObject, /*need_object=*/true)),
+      features_(Member(payload, "features", kNullJson)),
+      saved_groups_(JsTruthy(Member(payload, "savedGroups", kNullJson))
+                        ? Member(payload, "savedGroups", kNullJson)
                         : kEmptyObject),
-      forced_variations_(context.is_object() && context.contains("forcedVariations") &&
-                                 context["forcedVariations"].is_object()
-                             ? context["forcedVariations"]
-                             : kEmptyObject),
-      contextual_bandits_(context.is_object() && context.contains("contextualBandits")
-                              ? context["contextualBandits"]
-                              : kNullJson),
-      enabled_(!(context.is_object() && context.contains("enabled") &&
-                 context["enabled"].is_boolean() && !context["enabled"].get<bool>())),
-      qa_mode_(context.is_object() && context.contains("qaMode") && JsTruthy(context["qaMode"])),
+      forced_variations_(Member(user, "forcedVariations", kEmptyObject, /*need_object=*/true)),
+      contextual_bandits_(Member(payload, "contextualBandits", kNullJson)),
+      enabled_(!(Member(user, "enabled", kNullJson).is_boolean() &&
+                 !Member(user, "enabled", kNullJson).get<bool>())),
+      qa_mode_(JsTruthy(Member(user, "qaMode", kNullJson))),
       conditions_(saved_groups_) {
-  if (context.is_object() && context.contains("url") && context["url"].is_string()) {
-    url_ = context["url"].get<std::string>();
-  }
+  const Json& url = Member(user, "url", kNullJson);
+  if (url.is_string()) url_ = url.get<std::string>();
 }
 
 void GrowthBookEvaluator::EnableStickyBucketing(Json assignment_docs) {
@@ -328,6 +333,11 @@ Json GrowthBookEvaluator::EvalFeatureImpl(const std::string& id) {
     return FeatureResult(&kNullJson, "cyclicPrerequisite", nullptr);
   }
   evaluated_features_.insert(id);
+  // JavaScript runs out of stack on a long enough chain too ("Maximum call
+  // stack size exceeded"); this bound keeps ours well inside the stack.
+  if (evaluated_features_.size() > kMaxPrerequisiteDepth) {
+    throw JsTypeError("prerequisite chain deeper than " + std::to_string(kMaxPrerequisiteDepth));
+  }
 
   const Json* feature = features_.is_object() ? Prop(features_, id) : nullptr;
   if (!JsTruthy(feature)) return FeatureResult(&kNullJson, "unknownFeature", nullptr);

@@ -38,7 +38,15 @@ namespace capstan::experiments {
 
 class GrowthBookEvaluator {
  public:
+  // Prerequisite chains longer than this fail the evaluation (as a too deep
+  // recursion fails in JavaScript, only sooner).
+  static constexpr size_t kMaxPrerequisiteDepth = 256;
+
   explicit GrowthBookEvaluator(const Json& context);
+  // The same with the payload part (features, savedGroups, contextualBandits,
+  // experiments) and the user part (attributes, url, forcedVariations, qaMode,
+  // enabled) in separate documents, so a shared payload is never copied.
+  GrowthBookEvaluator(const Json& payload, const Json& user);
 
   GrowthBookEvaluator(const GrowthBookEvaluator&) = delete;
   GrowthBookEvaluator& operator=(const GrowthBookEvaluator&) = delete;

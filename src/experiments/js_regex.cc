@@ -489,6 +489,7 @@ std::optional<std::wstring> TranslateJsPattern(const std::wstring& pattern) {
 }
 
 std::unique_ptr<JsRegex> JsRegex::Compile(std::string_view pattern_utf8, bool ignore_case) {
+  if (pattern_utf8.size() > kMaxPatternBytes) return nullptr;
   std::optional<std::wstring> translated = TranslateJsPattern(Utf8ToCodePoints(pattern_utf8));
   if (!translated.has_value()) return nullptr;
   try {
@@ -509,6 +510,7 @@ std::unique_ptr<JsRegex> JsRegex::Compile(std::string_view pattern_utf8, bool ig
 }
 
 bool JsRegex::Test(std::string_view subject_utf8) const {
+  if (subject_utf8.size() > kMaxSubjectBytes) return false;
   std::wstring subject = Utf8ToCodePoints(subject_utf8);
   try {
     return std::regex_search(subject, regex_);

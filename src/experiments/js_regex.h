@@ -37,6 +37,13 @@ namespace capstan::experiments {
 
 class JsRegex {
  public:
+  // Limits, because libstdc++'s matcher and compiler recurse once per subject
+  // character and per nesting level: past them a deep stack would overflow.
+  // A longer pattern counts as invalid and a longer subject as not matching
+  // (where JavaScript would still match).
+  static constexpr size_t kMaxPatternBytes = 1024;
+  static constexpr size_t kMaxSubjectBytes = 4096;
+
   // nullptr when JavaScript would throw a SyntaxError (or the pattern uses a
   // feature std::regex cannot express).
   static std::unique_ptr<JsRegex> Compile(std::string_view pattern_utf8, bool ignore_case);

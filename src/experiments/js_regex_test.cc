@@ -84,6 +84,14 @@ TEST(JsRegexTest, LookbehindIsRejectedNotMisread) {
   EXPECT_EQ(JsRegex::Compile("(?<=a)b", false), nullptr);
 }
 
+TEST(JsRegexTest, OverlongInputsAreRefusedNotOverflowed) {
+  EXPECT_EQ(JsRegex::Compile(std::string(JsRegex::kMaxPatternBytes + 1, 'a'), false), nullptr);
+  std::unique_ptr<JsRegex> any = JsRegex::Compile(".*", false);
+  ASSERT_NE(any, nullptr);
+  EXPECT_TRUE(any->Test(std::string(JsRegex::kMaxSubjectBytes, 'a')));
+  EXPECT_FALSE(any->Test(std::string(JsRegex::kMaxSubjectBytes + 1, 'a')));
+}
+
 TEST(JsLowerCaseTest, FoldsUnicodeLetters) {
   EXPECT_EQ(JsLowerCase("ABC"), "abc");
   EXPECT_EQ(JsLowerCase("\xC3\x89T\xC3\x89"), "\xC3\xA9t\xC3\xA9");  // ÉTÉ -> été

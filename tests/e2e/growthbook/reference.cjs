@@ -120,7 +120,7 @@ if (require.main === module) {
   // The SDK logs to the console; keep stdout for answers only.
   console.log = console.error;
   const rl = readline.createInterface({ input: process.stdin });
-  const queue = [];
+  // Answers are chained so they come out in request order.
   let chain = Promise.resolve();
   rl.on("line", (line) => {
     if (!line.trim()) return;
@@ -135,5 +135,4 @@ if (require.main === module) {
       process.stdout.write(JSON.stringify(await answer(req)) + "\n");
     });
   });
-  void queue;
 }
