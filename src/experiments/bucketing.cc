@@ -1,5 +1,6 @@
 #include "experiments/bucketing.h"
 
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -39,26 +40,43 @@ size_t SkipLeadingWhitespace(std::string_view s) {
 
 }  // namespace
 
-uint32_t Fnv1a32Utf16(std::string_view utf8) {
-  uint32_t hval = 0x811c9dc5u;
-  for (char16_t unit : Utf8ToUtf16(utf8)) {
+namespace {
+
+constexpr uint32_t kFnvOffsetBasis = 0x811c9dc5u;
+
+// Continues an FNV-1a state over the UTF-16 code units of `utf8`. FNV streams,
+// so hashing a + b is continuing a's state over b: no concatenation needed.
+uint32_t FnvContinue(uint32_t hval, std::string_view utf8) {
+  bool ascii = true;
+  for (char c : utf8) ascii &= static_cast<unsigned char>(c) < 0x80;
+  auto step = [&hval](uint32_t unit) {
     hval ^= unit;
     // The SDK's shift-and-add sum is this multiplication modulo 2^32.
     hval *= 16777619u;
+  };
+  if (ascii) {
+    for (char c : utf8) step(static_cast<unsigned char>(c));  // a byte is a code unit
+  } else {
+    for (char16_t unit : Utf8ToUtf16(utf8)) step(unit);
   }
   return hval;
 }
 
+}  // namespace
+
+uint32_t Fnv1a32Utf16(std::string_view utf8) { return FnvContinue(kFnvOffsetBasis, utf8); }
+
 std::optional<double> Hash(std::string_view seed, std::string_view value, int version) {
   if (version == 2) {
-    std::string first(seed);
-    first.append(value);
-    return static_cast<double>(Fnv1a32Utf16(std::to_string(Fnv1a32Utf16(first))) % 10000) / 10000;
+    uint32_t first = FnvContinue(FnvContinue(kFnvOffsetBasis, seed), value);
+    char digits[16];
+    auto end = std::to_chars(digits, digits + sizeof(digits), first).ptr;
+    return static_cast<double>(Fnv1a32Utf16(std::string_view(digits, end - digits)) % 10000) /
+           10000;
   }
   if (version == 1) {
-    std::string joined(value);
-    joined.append(seed);
-    return static_cast<double>(Fnv1a32Utf16(joined) % 1000) / 1000;
+    return static_cast<double>(FnvContinue(FnvContinue(kFnvOffsetBasis, value), seed) % 1000) /
+           1000;
   }
   return std::nullopt;
 }
