@@ -238,6 +238,10 @@ struct Cli {
   CLI::App* experiments_eval = nullptr;
 };
 
+struct ExperimentsFlags {
+  std::string engine = "reference";
+};
+
 struct BenchFlags {
   bench::StoreBenchOptions store;
   bench::NullServerOptions null_server;
@@ -336,7 +340,8 @@ int RunBenchStore(const BenchFlags& f) {
   return r->errors == 0 ? 0 : 1;
 }
 
-Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags, BenchFlags* bench_flags) {
+Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags, BenchFlags* bench_flags,
+            ExperimentsFlags* experiments_flags) {
   Cli cli;
   cli.app = std::make_unique<CLI::App>(
       "Capstan: metadata store, RPC framework, gateway and experiments in one binary.");
@@ -370,6 +375,12 @@ Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags, BenchFlags* bench_fl
       "eval",
       "Evaluate GrowthBook payloads as the JavaScript SDK does: one JSON request per stdin "
       "line, one JSON answer per stdout line (docs: experiments-eval-protocol.md).");
+  cli.experiments_eval
+      ->add_option("--engine", experiments_flags->engine,
+                   "reference: the JSON-walking evaluator; compiled: the in-process SDK's "
+                   "compiled payload where it applies (for testing that both agree).")
+      ->check(CLI::IsMember({"reference", "compiled"}))
+      ->capture_default_str();
   return cli;
 }
 
@@ -387,6 +398,7 @@ int main(int argc, char** argv) {
   StoreFlags store_flags;
   StoreFlags dev_flags;
   BenchFlags bench_flags;
+  ExperimentsFlags experiments_flags;
   dev_flags.name = "dev";
   dev_flags.data_dir = "./data";
   dev_flags.listen_metrics_urls = {"http://127.0.0.1:2381"};
@@ -403,7 +415,7 @@ int main(int argc, char** argv) {
     }
     std::vector<std::string> args(from_file->rbegin(), from_file->rend());
     args.push_back(argv[1]);  // the subcommand
-    Cli file_cli = MakeCli(&store_flags, &dev_flags, &bench_flags);
+    Cli file_cli = MakeCli(&store_flags, &dev_flags, &bench_flags, &experiments_flags);
     try {
       file_cli.app->parse(args);
     } catch (const CLI::ParseError& e) {
@@ -411,7 +423,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  Cli cli = MakeCli(&store_flags, &dev_flags, &bench_flags);
+  Cli cli = MakeCli(&store_flags, &dev_flags, &bench_flags, &experiments_flags);
   try {
     cli.app->parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -424,7 +436,9 @@ int main(int argc, char** argv) {
   if (cli.bench_store->parsed()) return RunBenchStore(bench_flags);
   if (cli.experiments_eval->parsed()) {
     std::ios::sync_with_stdio(false);  // nothing else in the process uses C stdio here
-    return experiments::RunEvalLoop(std::cin, std::cout);
+    experiments::EvalOptions options;
+    options.compiled_engine = experiments_flags.engine == "compiled";
+    return experiments::RunEvalLoop(std::cin, std::cout, options, &std::cerr);
   }
   if (cli.bench_rpc->parsed()) {
     auto r = bench::RunRpcBench(bench_flags.rpc);

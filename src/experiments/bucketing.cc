@@ -94,6 +94,9 @@ std::optional<double> HashJsValues(const Json* seed, const Json& value, int vers
     }
     return static_cast<double>(kFnvOfNonString % 1000) / 1000;
   }
+  if (seed != nullptr && seed->is_string() && value.is_string()) {
+    return Hash(seed->get_ref<const std::string&>(), value.get_ref<const std::string&>(), version);
+  }
   return Hash(JsToString(seed), JsToString(value), version);
 }
 

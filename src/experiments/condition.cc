@@ -7,20 +7,6 @@ namespace {
 
 const Json kNull = nullptr;
 
-std::vector<std::string> Split(const std::string& s, char separator) {
-  std::vector<std::string> parts;
-  size_t start = 0;
-  while (true) {
-    size_t pos = s.find(separator, start);
-    if (pos == std::string::npos) {
-      parts.push_back(s.substr(start));
-      return parts;
-    }
-    parts.push_back(s.substr(start, pos - start));
-    start = pos + 1;
-  }
-}
-
 bool IsAllDigits(const std::string& s) {
   if (s.empty()) return false;
   for (char c : s) {
@@ -145,17 +131,23 @@ bool ConditionEvaluator::Evaluate(const Json& attributes, const Json& condition)
 
 const Json& ConditionEvaluator::GetPath(const Json& object, const std::string& path) {
   const Json* current = &object;
-  for (const std::string& part : Split(path, '.')) {
+  std::string_view rest = path;
+  while (true) {
+    size_t dot = rest.find('.');
+    std::string_view part = rest.substr(0, dot);
     if (current->is_object()) {
-      auto it = current->find(part);
+      auto it = current->begin();
+      for (; it != current->end(); ++it) {
+        if (it.key() == part) break;
+      }
       if (it == current->end()) return kNull;
       current = &*it;
     } else if (current->is_array()) {
       size_t index;
       if (part == "length") {
-        scratch_.emplace_back(current->size());
-        current = &scratch_.back();
-      } else if (ArrayIndexOf(part, current->size(), &index)) {
+        scratch_.push_back(std::make_unique<Json>(current->size()));
+        current = scratch_.back().get();
+      } else if (ArrayIndexOf(std::string(part), current->size(), &index)) {
         current = &(*current)[index];
       } else {
         return kNull;
@@ -163,8 +155,9 @@ const Json& ConditionEvaluator::GetPath(const Json& object, const std::string& p
     } else {
       return kNull;
     }
+    if (dot == std::string_view::npos) return *current;
+    rest.remove_prefix(dot + 1);
   }
-  return *current;
 }
 
 bool ConditionEvaluator::EvalConditionValue(const Json& condition, const Json& value,
@@ -172,6 +165,9 @@ bool ConditionEvaluator::EvalConditionValue(const Json& condition, const Json& v
   if (condition.is_string()) {
     if (insensitive) {
       return JsLowerCase(JsToString(value)) == JsLowerCase(condition.get<std::string>());
+    }
+    if (value.is_string()) {
+      return value.get_ref<const std::string&>() == condition.get_ref<const std::string&>();
     }
     return JsToString(value) == condition.get_ref<const std::string&>();
   }

@@ -26,10 +26,10 @@
 #ifndef CAPSTAN_EXPERIMENTS_CONDITION_H_
 #define CAPSTAN_EXPERIMENTS_CONDITION_H_
 
-#include <deque>
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "experiments/js_regex.h"
 #include "experiments/js_value.h"
@@ -65,8 +65,9 @@ class ConditionEvaluator {
 
   const Json& saved_groups_;
   // Array lengths read through a path ("tags.length") live here so GetPath can
-  // hand out references; a deque keeps them stable.
-  std::deque<Json> scratch_;
+  // hand out references (held by pointer, so they stay put; an empty vector
+  // costs nothing to construct, which keeps an evaluator cheap to make).
+  std::vector<std::unique_ptr<Json>> scratch_;
   // Compiled patterns, keyed by pattern plus "/i"; nullptr caches an invalid one.
   std::unordered_map<std::string, std::unique_ptr<JsRegex>> regex_cache_;
 };

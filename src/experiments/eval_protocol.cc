@@ -11,6 +11,7 @@
 #include "experiments/decrypt.h"
 #include "experiments/evaluator.h"
 #include "experiments/js_value.h"
+#include "experiments/sdk.h"
 
 namespace capstan::experiments {
 namespace {
@@ -109,7 +110,7 @@ Json StickyBucket(const Json& request) {
   return out;
 }
 
-Json Dispatch(const Json& request) {
+Json Dispatch(const Json& request, const EvalOptions& options, bool* compiled_taken) {
   const std::string op = StringField(request, "op");
   if (op == "evalCondition") {
     const Json& groups = FieldOr(request, "savedGroups", kEmptyObject);
@@ -184,8 +185,30 @@ Json Dispatch(const Json& request) {
     return Result(plain.has_value() ? Json(*plain) : Json(nullptr));
   }
   if (op == "feature") {
-    GrowthBookEvaluator evaluator(Field(request, "context"));
-    return ValueOrError(evaluator.EvalFeature(StringField(request, "feature")));
+    const Json& context = Field(request, "context");
+    std::string feature = StringField(request, "feature");
+    if (options.compiled_engine) {
+      // The context's payload part becomes a FeaturePayload (compiled once),
+      // the rest describes the user, as a service would hold them.
+      Json payload = Json::object(), user = Json::object();
+      if (context.is_object()) {
+        for (auto it = context.begin(); it != context.end(); ++it) {
+          static const std::string_view kPayloadKeys[] = {"features", "savedGroups",
+                                                          "contextualBandits", "experiments"};
+          bool payload_key = false;
+          for (std::string_view k : kPayloadKeys) payload_key |= it.key() == k;
+          (payload_key ? payload : user)[it.key()] = it.value();
+        }
+      }
+      absl::StatusOr<std::shared_ptr<const FeaturePayload>> parsed =
+          FeaturePayload::FromJson(std::move(payload));
+      if (!parsed.ok()) throw BadRequest(std::string(parsed.status().message()));
+      if (compiled_taken != nullptr) *compiled_taken = (*parsed)->compiled().IsCompiled(feature);
+      GrowthBookClient client(*std::move(parsed));
+      return ValueOrError(client.EvalFeature(feature, user));
+    }
+    GrowthBookEvaluator evaluator(context);
+    return ValueOrError(evaluator.EvalFeature(feature));
   }
   if (op == "run") {
     GrowthBookEvaluator evaluator(Field(request, "context"));
@@ -226,7 +249,9 @@ size_t JsonNestingDepth(std::string_view text) {
 
 }  // namespace
 
-std::string HandleEvalRequest(std::string_view line) {
+std::string HandleEvalRequest(std::string_view line, const EvalOptions& options,
+                              bool* compiled_taken) {
+  if (compiled_taken != nullptr) *compiled_taken = false;
   if (JsonNestingDepth(line) > kMaxRequestNesting) {
     return Dump(Json::object(
         {{"error", "request nested deeper than " + std::to_string(kMaxRequestNesting)}}));
@@ -242,7 +267,7 @@ std::string HandleEvalRequest(std::string_view line) {
   Json response;
   try {
     if (!request.is_object()) throw BadRequest("request must be a JSON object");
-    response = Dispatch(request);
+    response = Dispatch(request, options, compiled_taken);
   } catch (const BadRequest& e) {
     response = Json::object({{"error", e.what()}});
   } catch (const JsTypeError& e) {
@@ -254,12 +279,20 @@ std::string HandleEvalRequest(std::string_view line) {
   return Dump(response);
 }
 
-int RunEvalLoop(std::istream& in, std::ostream& out) {
+int RunEvalLoop(std::istream& in, std::ostream& out, const EvalOptions& options,
+                std::ostream* log) {
   std::string line;
+  size_t compiled = 0;
   while (std::getline(in, line)) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    out << HandleEvalRequest(line) << '\n';
+    bool compiled_taken = false;
+    out << HandleEvalRequest(line, options, &compiled_taken) << '\n';
     out.flush();
+    if (compiled_taken) ++compiled;
+  }
+  if (options.compiled_engine && log != nullptr) {
+    *log << "capstan experiments eval: the compiled engine answered " << compiled
+         << " feature requests\n";
   }
   return 0;
 }

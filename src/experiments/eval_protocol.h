@@ -26,13 +26,25 @@ namespace capstan::experiments {
 // evaluation recurses on nesting and must not run out of stack.
 inline constexpr size_t kMaxRequestNesting = 256;
 
+struct EvalOptions {
+  // Answer `feature` requests through the in-process SDK (sdk.h), whose
+  // compiled payload takes the features it covers; the default answers with
+  // the reference evaluator. Both must give the same answers: the npm
+  // differential runs against each.
+  bool compiled_engine = false;
+};
+
 // Answers one request line (without its newline) with one JSON line (without
-// a newline).
-std::string HandleEvalRequest(std::string_view line);
+// a newline). `compiled_taken`, if given, is set to whether the compiled
+// engine answered.
+std::string HandleEvalRequest(std::string_view line, const EvalOptions& options = {},
+                              bool* compiled_taken = nullptr);
 
 // Reads requests from `in` until EOF, answering each non-blank line on `out`
-// and flushing after every answer. Returns the process exit status (0).
-int RunEvalLoop(std::istream& in, std::ostream& out);
+// and flushing after every answer; with the compiled engine, reports on
+// `log` how many feature requests it answered. Returns the exit status (0).
+int RunEvalLoop(std::istream& in, std::ostream& out, const EvalOptions& options = {},
+                std::ostream* log = nullptr);
 
 }  // namespace capstan::experiments
 

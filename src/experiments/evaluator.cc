@@ -328,6 +328,39 @@ Json GrowthBookEvaluator::ExperimentResult(const Json& experiment, Json variatio
   return out;
 }
 
+Json GrowthBookEvaluator::ExperimentFromRule(const Json& rule, const Json& variations,
+                                             const std::string& feature_id) {
+  Json experiment = Json::object();
+  experiment["variations"] = variations;
+  const Json* rule_key = Prop(rule, "key");
+  experiment["key"] = JsTruthy(rule_key) ? *rule_key : Json(feature_id);
+  if (Has(rule, "coverage")) experiment["coverage"] = *Prop(rule, "coverage");
+  auto copy_if_truthy = [&](const char* field) {
+    const Json* value = Prop(rule, field);
+    if (JsTruthy(value)) experiment[field] = *value;
+  };
+  auto copy_if_present = [&](const char* field) {
+    const Json* value = Prop(rule, field);
+    if (value != nullptr) experiment[field] = *value;
+  };
+  copy_if_truthy("weights");
+  copy_if_truthy("hashAttribute");
+  copy_if_truthy("fallbackAttribute");
+  copy_if_truthy("disableStickyBucketing");
+  copy_if_present("bucketVersion");
+  copy_if_present("minBucketVersion");
+  copy_if_truthy("namespace");
+  copy_if_truthy("meta");
+  copy_if_truthy("ranges");
+  copy_if_truthy("name");
+  copy_if_truthy("phase");
+  copy_if_truthy("seed");
+  copy_if_truthy("hashVersion");
+  copy_if_truthy("filters");
+  copy_if_truthy("condition");
+  return experiment;
+}
+
 Json GrowthBookEvaluator::EvalFeatureImpl(const std::string& id) {
   if (evaluated_features_.count(id) > 0) {
     return FeatureResult(&kNullJson, "cyclicPrerequisite", nullptr);
@@ -387,34 +420,7 @@ Json GrowthBookEvaluator::EvalFeatureImpl(const std::string& id) {
       if (variations == nullptr || variations->is_null()) variations = Prop(rule, "variations");
       if (!JsTruthy(variations)) continue;
 
-      Json experiment = Json::object();
-      experiment["variations"] = *variations;
-      const Json* rule_key = Prop(rule, "key");
-      experiment["key"] = JsTruthy(rule_key) ? *rule_key : Json(id);
-      if (Has(rule, "coverage")) experiment["coverage"] = *Prop(rule, "coverage");
-      auto copy_if_truthy = [&](const char* field) {
-        const Json* value = Prop(rule, field);
-        if (JsTruthy(value)) experiment[field] = *value;
-      };
-      auto copy_if_present = [&](const char* field) {
-        const Json* value = Prop(rule, field);
-        if (value != nullptr) experiment[field] = *value;
-      };
-      copy_if_truthy("weights");
-      copy_if_truthy("hashAttribute");
-      copy_if_truthy("fallbackAttribute");
-      copy_if_truthy("disableStickyBucketing");
-      copy_if_present("bucketVersion");
-      copy_if_present("minBucketVersion");
-      copy_if_truthy("namespace");
-      copy_if_truthy("meta");
-      copy_if_truthy("ranges");
-      copy_if_truthy("name");
-      copy_if_truthy("phase");
-      copy_if_truthy("seed");
-      copy_if_truthy("hashVersion");
-      copy_if_truthy("filters");
-      copy_if_truthy("condition");
+      Json experiment = ExperimentFromRule(rule, *variations, id);
       const Json* bandit_ref = Prop(rule, "contextualBanditRef");
       if (JsTruthy(bandit_ref)) BuildContextualBanditExperiment(experiment, *bandit_ref);
 

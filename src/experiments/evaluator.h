@@ -69,6 +69,12 @@ class GrowthBookEvaluator {
   // growthbook.run(experiment): the Result object.
   absl::StatusOr<Json> Run(const Json& experiment);
 
+  // The Experiment evalFeature builds from an experiment rule (before any
+  // contextual-bandit fields): {variations, key} plus the rule's fields the
+  // SDK copies. Throws JsTypeError where the SDK would throw.
+  static Json ExperimentFromRule(const Json& rule, const Json& variations,
+                                 const std::string& feature_id);
+
  private:
   struct HashAttribute {
     Json attribute;  // the attribute's name as given (usually a string)

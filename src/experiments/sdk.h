@@ -26,6 +26,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "experiments/compiled.h"
 #include "experiments/js_value.h"
 
 namespace capstan::experiments {
@@ -42,13 +43,20 @@ class FeaturePayload {
   // is noticed.
   static absl::StatusOr<std::shared_ptr<const FeaturePayload>> Parse(
       std::string_view json, std::string_view decryption_key = "");
+  // The same for a payload already parsed.
+  static absl::StatusOr<std::shared_ptr<const FeaturePayload>> FromJson(
+      Json document, std::string_view decryption_key = "");
 
   // The decrypted payload document.
   const Json& json() const { return json_; }
+  // The payload compiled for the fast path (features it does not cover are
+  // evaluated by the reference evaluator).
+  const CompiledPayload& compiled() const { return compiled_; }
 
  private:
-  explicit FeaturePayload(Json json) : json_(std::move(json)) {}
+  explicit FeaturePayload(Json json) : json_(std::move(json)), compiled_(json_) {}
   Json json_;
+  CompiledPayload compiled_;  // points into json_
 };
 
 class GrowthBookClient {
@@ -65,6 +73,11 @@ class GrowthBookClient {
   // optionally, "url", "forcedVariations", "qaMode" and "enabled". Returns the
   // SDK's FeatureResult; an error only for a payload the SDK would throw on.
   absl::StatusOr<Json> EvalFeature(const std::string& key, const Json& user) const;
+
+  // The hot path: is feature `key` on for a user with these attributes? Uses
+  // the compiled payload (no JSON is built) when the feature compiled, the
+  // reference evaluator otherwise; the answer is FeatureResult.on either way.
+  absl::StatusOr<bool> IsOn(const std::string& key, const Json& attributes) const;
 
   // growthbook.run(experiment) for `user`: the SDK's Result.
   absl::StatusOr<Json> Run(const Json& experiment, const Json& user) const;

@@ -7,6 +7,7 @@
 #include "benchmark/benchmark.h"
 #include "experiments/bucketing.h"
 #include "experiments/condition.h"
+#include "experiments/evaluator.h"
 #include "experiments/sdk.h"
 
 namespace capstan::experiments {
@@ -45,6 +46,27 @@ void BM_EvalFeature(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(client.EvalFeature(key, user));
 }
 BENCHMARK(BM_EvalFeature)->Arg(1)->Arg(10)->Arg(100);
+
+// The hot path: the compiled payload, no JSON result.
+void BM_IsOn(benchmark::State& state) {
+  int count = static_cast<int>(state.range(0));
+  GrowthBookClient client(Payload(count));
+  Json attributes = Json::parse(R"({"id":"user-123456","country":"US"})");
+  std::string key = "feature-" + std::to_string(count - 1);
+  for (auto _ : state) benchmark::DoNotOptimize(client.IsOn(key, attributes));
+}
+BENCHMARK(BM_IsOn)->Arg(1)->Arg(10)->Arg(100);
+
+// The reference evaluator on the same work, for comparison.
+void BM_ReferenceEvalFeature(benchmark::State& state) {
+  auto payload = Payload(1);
+  Json user = Json::parse(R"({"attributes":{"id":"user-123456","country":"US"}})");
+  for (auto _ : state) {
+    GrowthBookEvaluator evaluator(payload->json(), user);
+    benchmark::DoNotOptimize(evaluator.EvalFeature("feature-0"));
+  }
+}
+BENCHMARK(BM_ReferenceEvalFeature);
 
 void BM_EvalCondition(benchmark::State& state) {
   Json attributes = Json::parse(R"({"id":"u","country":"US","version":"2.3.1","age":31})");

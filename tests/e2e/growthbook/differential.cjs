@@ -6,7 +6,7 @@
 // compares the answers as JSON values. Then does the same for the
 // hand-written cases in edge_cases.jsonl.
 //
-//   node differential.cjs --capstan PATH [--seed N] [--cases N]
+//   node differential.cjs --capstan PATH [--seed N] [--cases N] [--engine reference|compiled]
 //
 // Exit status 0 when every answer agrees, 1 on any difference (the seed, the
 // request and both answers are printed so the case replays), 2 on misuse.
@@ -20,13 +20,14 @@ const readline = require("readline");
 const { answer } = require("./reference.cjs");
 
 function parseArgs(argv) {
-  const args = { seed: null, cases: 12000, capstan: null };
+  const args = { seed: null, cases: 12000, capstan: null, engine: "reference" };
   for (let i = 2; i < argv.length; i++) {
     const k = argv[i];
     const v = argv[++i];
     if (k === "--capstan") args.capstan = v;
     else if (k === "--seed") args.seed = Number(v);
     else if (k === "--cases") args.cases = Number(v);
+    else if (k === "--engine") args.engine = v;
     else {
       console.error("unknown argument " + k);
       process.exit(2);
@@ -487,8 +488,10 @@ function agree(expected, actual) {
   return deepEqual(expected, actual);
 }
 
-async function runCapstan(binary, lines) {
-  const child = spawn(binary, ["experiments", "eval"], { stdio: ["pipe", "pipe", "inherit"] });
+async function runCapstan(binary, engine, lines) {
+  const child = spawn(binary, ["experiments", "eval", "--engine", engine], {
+    stdio: ["pipe", "pipe", "inherit"],
+  });
   const answers = [];
   const rl = readline.createInterface({ input: child.stdout });
   rl.on("line", (line) => answers.push(line));
@@ -515,7 +518,7 @@ async function main() {
   const expected = [];
   for (const req of requests) expected.push(await answer(req));
   const lines = requests.map((q) => JSON.stringify(q));
-  const actual = await runCapstan(args.capstan, lines);
+  const actual = await runCapstan(args.capstan, args.engine, lines);
 
   const byOp = {};
   let failures = 0;
@@ -552,7 +555,7 @@ async function main() {
     }
   }
   const randomCount = args.cases;
-  process.stderr.write(`growthbook differential: seed ${args.seed}, ${randomCount} random + ${edges.length} hand-written cases\n`);
+  process.stderr.write(`growthbook differential (${args.engine} engine): seed ${args.seed}, ${randomCount} random + ${edges.length} hand-written cases\n`);
   for (const [op, s] of Object.entries(byOp).sort()) {
     const tags = Object.entries(s.tags || {}).sort().map(([t, c]) => `${t}: ${c}`).join(", ");
     process.stderr.write(`  ${op.padEnd(24)} ${s.agreed}/${s.total} agreed  (${tags})\n`);

@@ -2,7 +2,7 @@
 # The GrowthBook differential test: `capstan experiments eval` against the
 # real @growthbook/growthbook npm SDK (see differential.cjs).
 #
-#   run.sh CAPSTAN_BINARY [--cases N] [--seed N]
+#   run.sh CAPSTAN_BINARY [--cases N] [--seed N] [--engine reference|compiled]
 #
 # Installs the SDK pinned by package-lock.json into node_modules here (npm ci)
 # when it is missing or another version. Skips (exit 77) only when node itself
