@@ -7,6 +7,7 @@
 // hand-written cases in edge_cases.jsonl.
 //
 //   node differential.cjs --capstan PATH [--seed N] [--cases N] [--engine reference|compiled]
+//   node differential.cjs --dump FILE [--seed N] [--cases N]   (write the requests only)
 //
 // Exit status 0 when every answer agrees, 1 on any difference (the seed, the
 // request and both answers are printed so the case replays), 2 on misuse.
@@ -20,7 +21,7 @@ const readline = require("readline");
 const { answer } = require("./reference.cjs");
 
 function parseArgs(argv) {
-  const args = { seed: null, cases: 12000, capstan: null, engine: "reference" };
+  const args = { seed: null, cases: 12000, capstan: null, engine: "reference", dump: null };
   for (let i = 2; i < argv.length; i++) {
     const k = argv[i];
     const v = argv[++i];
@@ -28,12 +29,13 @@ function parseArgs(argv) {
     else if (k === "--seed") args.seed = Number(v);
     else if (k === "--cases") args.cases = Number(v);
     else if (k === "--engine") args.engine = v;
+    else if (k === "--dump") args.dump = v;
     else {
       console.error("unknown argument " + k);
       process.exit(2);
     }
   }
-  if (!args.capstan) {
+  if (!args.capstan && !args.dump) {
     console.error("usage: node differential.cjs --capstan PATH [--seed N] [--cases N]");
     process.exit(2);
   }
@@ -515,6 +517,11 @@ async function main() {
   const edges = fs.readFileSync(edgeFile, "utf8").split("\n").filter((l) => l.trim() && !l.startsWith("//"));
   for (const [i, line] of edges.entries()) requests.push({ ...JSON.parse(line), seq: args.cases + i });
 
+  if (args.dump) {
+    // The requests alone, one per line (for sanitizer or fuzz runs).
+    fs.writeFileSync(args.dump, requests.map((q) => JSON.stringify(q)).join("\n") + "\n");
+    return;
+  }
   const expected = [];
   for (const req of requests) expected.push(await answer(req));
   const lines = requests.map((q) => JSON.stringify(q));
