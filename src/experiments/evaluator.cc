@@ -130,6 +130,8 @@ absl::StatusOr<Json> GrowthBookEvaluator::EvalFeature(const std::string& key) {
     return EvalFeatureImpl(key);
   } catch (const JsTypeError& e) {
     return absl::InvalidArgumentError(std::string("TypeError: ") + e.what());
+  } catch (const Unsupported& e) {
+    return absl::UnimplementedError(e.what());
   } catch (const nlohmann::json::exception& e) {
     return absl::InvalidArgumentError(e.what());
   }
@@ -142,6 +144,8 @@ absl::StatusOr<Json> GrowthBookEvaluator::Run(const Json& experiment) {
     return RunExperiment(copy, kNullJson);
   } catch (const JsTypeError& e) {
     return absl::InvalidArgumentError(std::string("TypeError: ") + e.what());
+  } catch (const Unsupported& e) {
+    return absl::UnimplementedError(e.what());
   } catch (const nlohmann::json::exception& e) {
     return absl::InvalidArgumentError(e.what());
   }
@@ -464,6 +468,14 @@ Json GrowthBookEvaluator::RunExperiment(Json& experiment, const Json& feature_id
     experiment["contextualBandit"] = std::move(merged);
   }
 
+  // 2.6. URL targeting. The context has no URL patterns support beyond the
+  // cases decided without parsing a URL: an empty list targets nobody.
+  const Json* url_patterns = Prop(experiment, "urlPatterns");
+  if (JsTruthy(url_patterns)) {
+    if (url_patterns->is_array() && url_patterns->empty()) return not_in();
+    throw Unsupported("experiment.urlPatterns (URL targeting) is not supported");
+  }
+
   // 3. Query-string override; 4. forced variations.
   if (key.is_string()) {
     std::optional<int> forced =
@@ -531,6 +543,16 @@ Json GrowthBookEvaluator::RunExperiment(Json& experiment, const Json& feature_id
         }
       }
     }
+  }
+
+  // 8.1. Groups: the context defines none (the protocol has no "groups"), so
+  // any truthy `groups` excludes the user, as hasGroupOverlap does with {}.
+  if (!found_sticky_bucket && JsTruthy(Prop(experiment, "groups"))) return not_in();
+  // 8.2. Old-style URL targeting: without a URL the user is excluded; with
+  // one the SDK calls .test on the string, a TypeError.
+  if (JsTruthy(Prop(experiment, "url"))) {
+    if (url_.empty()) return not_in();
+    throw JsTypeError("urlRegex.test is not a function");
   }
 
   // 9. The hash, and the variation whose range holds it.

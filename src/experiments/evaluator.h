@@ -9,9 +9,10 @@
 // separate work and must agree with this one.)
 //
 // Context fields read: attributes, features, savedGroups, forcedVariations,
-// qaMode, enabled, url, contextualBandits. Not supported (rejected or ignored
-// as documented in README.md): forcedFeatureValues, overrides, groups, the
-// experiment fields `url`, `urlPatterns` and `include`.
+// qaMode, enabled, url, contextualBandits. Not read: forcedFeatureValues,
+// overrides and the context's groups (so an experiment's `groups` excludes
+// everyone, as in the SDK without them). An experiment's `urlPatterns` is
+// Unimplemented unless empty; an old-style `url` is decided as the SDK does.
 //
 // Thread-safety: an evaluator is single-threaded (it holds the evaluation
 // stack and a regex cache). Build one per request or per thread; the context
@@ -28,6 +29,7 @@
 
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -35,6 +37,13 @@
 #include "experiments/js_value.h"
 
 namespace capstan::experiments {
+
+// Thrown inside an evaluation that needs a feature this evaluator does not
+// have (URL-pattern targeting); the public calls return Unimplemented.
+class Unsupported : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 class GrowthBookEvaluator {
  public:
