@@ -5,8 +5,9 @@
 // This is the reference evaluator: it walks the JSON documents directly and
 // returns the SDK's FeatureResult and Result objects as JSON, which is what
 // `capstan experiments eval` and the differential test against the npm SDK
-// need. (A compiled, allocation-free form for the in-process SDK's hot path is
-// separate work and must agree with this one.)
+// need. The in-process SDK's fast path (compiled.h) covers the common forms
+// and falls back to this evaluator for the rest; the two must agree, which the
+// npm differential checks against each.
 //
 // Context fields read: attributes, features, savedGroups, forcedVariations,
 // qaMode, enabled, url, contextualBandits. Not read: forcedFeatureValues,
