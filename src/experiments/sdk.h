@@ -47,6 +47,10 @@ class FeaturePayload {
   static absl::StatusOr<std::shared_ptr<const FeaturePayload>> FromJson(
       Json document, std::string_view decryption_key = "");
 
+  // Not copyable or movable: compiled_ points into json_.
+  FeaturePayload(const FeaturePayload&) = delete;
+  FeaturePayload& operator=(const FeaturePayload&) = delete;
+
   // The decrypted payload document.
   const Json& json() const { return json_; }
   // The payload compiled for the fast path (features it does not cover are
