@@ -31,6 +31,8 @@ PACKAGES=(
   curl python3 procps psmisc iproute2 gnuplot-nox
   # the gateway's peers and load generators (bench/gateway-vs-nginx.sh, e2e tests)
   nginx haproxy wrk nghttp2-client
+  # node runs the reference GrowthBook SDK (npm) in the experiments differential test
+  nodejs
 )
 
 missing=()
@@ -55,6 +57,14 @@ else
   trap '[ $created_policy -eq 1 ] && $SUDO rm -f '"$policy" EXIT
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# npm: Debian ships it as its own package, while NodeSource's nodejs bundles it
+# (and conflicts with Debian's npm), so install it only when the command is missing.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "install-deps: installing npm"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm
 fi
 
 # Whatever happened before (an older install, a package upgrade), make sure the

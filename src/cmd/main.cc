@@ -2,6 +2,7 @@
 //
 //   capstan store [flags]   a metadata store member speaking the etcd v3 API
 //   capstan dev             everything on localhost, data in ./data
+//   capstan experiments eval  GrowthBook evaluation, one JSON request per stdin line
 #include <signal.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include "bench/null_server.h"
 #include "bench/rpc_bench.h"
 #include "bench/store_bench.h"
+#include "experiments/eval_protocol.h"
 #include "store/server.h"
 
 namespace capstan {
@@ -235,6 +237,11 @@ struct Cli {
   CLI::App* bench_null_server = nullptr;
   CLI::App* bench_rpc = nullptr;
   CLI::App* bench_rpc_server = nullptr;
+  CLI::App* experiments_eval = nullptr;
+};
+
+struct ExperimentsFlags {
+  std::string engine = "reference";
 };
 
 struct BenchFlags {
@@ -336,7 +343,7 @@ int RunBenchStore(const BenchFlags& f) {
 }
 
 Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags, BenchFlags* bench_flags,
-            GatewayFlags* gateway_flags) {
+            GatewayFlags* gateway_flags, ExperimentsFlags* experiments_flags) {
   Cli cli;
   cli.app = std::make_unique<CLI::App>(
       "Capstan: metadata store, RPC framework, gateway and experiments in one binary.");
@@ -367,6 +374,18 @@ Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags, BenchFlags* bench_fl
   cli.bench_rpc_server =
       bench->add_subcommand("rpc-server", "Serve the echo service with capstan RPC or gRPC C++.");
   AddBenchRpcServerFlags(cli.bench_rpc_server, bench_flags);
+  CLI::App* experiments = cli.app->add_subcommand("experiments", "The experiments engine.");
+  experiments->require_subcommand(1);
+  cli.experiments_eval = experiments->add_subcommand(
+      "eval",
+      "Evaluate GrowthBook payloads as the JavaScript SDK does: one JSON request per stdin "
+      "line, one JSON answer per stdout line (docs: experiments-eval-protocol.md).");
+  cli.experiments_eval
+      ->add_option("--engine", experiments_flags->engine,
+                   "reference: the JSON-walking evaluator; compiled: the in-process SDK's "
+                   "compiled payload where it applies (for testing that both agree).")
+      ->check(CLI::IsMember({"reference", "compiled"}))
+      ->capture_default_str();
   return cli;
 }
 
@@ -385,6 +404,7 @@ int main(int argc, char** argv) {
   StoreFlags dev_flags;
   BenchFlags bench_flags;
   GatewayFlags gateway_flags;
+  ExperimentsFlags experiments_flags;
   dev_flags.name = "dev";
   dev_flags.data_dir = "./data";
   dev_flags.listen_metrics_urls = {"http://127.0.0.1:2381"};
@@ -401,7 +421,8 @@ int main(int argc, char** argv) {
     }
     std::vector<std::string> args(from_file->rbegin(), from_file->rend());
     args.push_back(argv[1]);  // the subcommand
-    Cli file_cli = MakeCli(&store_flags, &dev_flags, &bench_flags, &gateway_flags);
+    Cli file_cli =
+        MakeCli(&store_flags, &dev_flags, &bench_flags, &gateway_flags, &experiments_flags);
     try {
       file_cli.app->parse(args);
     } catch (const CLI::ParseError& e) {
@@ -409,7 +430,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  Cli cli = MakeCli(&store_flags, &dev_flags, &bench_flags, &gateway_flags);
+  Cli cli = MakeCli(&store_flags, &dev_flags, &bench_flags, &gateway_flags, &experiments_flags);
   try {
     cli.app->parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -421,6 +442,12 @@ int main(int argc, char** argv) {
   if (dev_cmd->parsed()) return RunStore(dev_flags, "dev");
   if (cli.gateway->parsed()) return RunGateway(gateway_flags);
   if (cli.bench_store->parsed()) return RunBenchStore(bench_flags);
+  if (cli.experiments_eval->parsed()) {
+    std::ios::sync_with_stdio(false);  // nothing else in the process uses C stdio here
+    experiments::EvalOptions options;
+    options.compiled_engine = experiments_flags.engine == "compiled";
+    return experiments::RunEvalLoop(std::cin, std::cout, options, &std::cerr);
+  }
   if (cli.bench_rpc->parsed()) {
     auto r = bench::RunRpcBench(bench_flags.rpc);
     if (!r.ok()) {

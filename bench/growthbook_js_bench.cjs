@@ -1,0 +1,27 @@
+// The JavaScript side of bench/experiments-vs-js.sh: the @growthbook/growthbook
+// npm SDK evaluating the payload experiments_bench evaluates (one feature, an
+// experiment rule behind a $in condition), for the same user. Prints one JSON
+// line: {"ns_per_eval": ..., "evals": ...}.
+"use strict";
+const path = require("path");
+const sdk = path.join(__dirname, "..", "tests", "e2e", "growthbook", "node_modules",
+  "@growthbook", "growthbook", "dist", "cjs", "index.js");
+const { GrowthBook } = require(sdk);
+
+const features = {
+  "feature-0": {
+    defaultValue: "control",
+    rules: [{
+      id: "r", condition: { country: { $in: ["US", "CA"] } }, key: "exp", hashVersion: 2,
+      variations: ["control", "treatment"], weights: [0.5, 0.5], meta: [{ key: "0" }, { key: "1" }],
+    }],
+  },
+};
+const gb = new GrowthBook({ attributes: { id: "user-123456", country: "US" }, features });
+const evals = Number(process.argv[2] || 2000000);
+let on = 0;
+for (let i = 0; i < evals / 10; i++) on += gb.evalFeature("feature-0").on ? 1 : 0;  // warm up
+const start = process.hrtime.bigint();
+for (let i = 0; i < evals; i++) on += gb.evalFeature("feature-0").on ? 1 : 0;
+const ns = Number(process.hrtime.bigint() - start) / evals;
+process.stdout.write(JSON.stringify({ ns_per_eval: ns, evals, on }) + "\n");

@@ -1,0 +1,84 @@
+// Google Benchmark of GrowthBook evaluation (not a test): the assignment
+// primitives and whole evaluations through the in-process SDK.
+//
+//   build/release/src/experiments/experiments_bench
+#include <string>
+
+#include "benchmark/benchmark.h"
+#include "experiments/bucketing.h"
+#include "experiments/condition.h"
+#include "experiments/evaluator.h"
+#include "experiments/sdk.h"
+
+namespace capstan::experiments {
+namespace {
+
+void BM_HashV2(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(Hash("checkout-test", "user-123456", 2));
+}
+BENCHMARK(BM_HashV2);
+
+void BM_ChooseVariation(benchmark::State& state) {
+  std::vector<double> weights = {0.5, 0.3, 0.2};
+  auto ranges = GetBucketRanges(3, 0.8, &weights);
+  double n = 0.42;
+  for (auto _ : state) benchmark::DoNotOptimize(ChooseVariation(n, ranges));
+}
+BENCHMARK(BM_ChooseVariation);
+
+// A payload with `count` features, each one experiment rule with a condition.
+std::shared_ptr<const FeaturePayload> Payload(int count) {
+  Json features = Json::object();
+  for (int i = 0; i < count; ++i) {
+    features["feature-" + std::to_string(i)] = Json::parse(R"({"defaultValue":"control","rules":[
+        {"id":"r","condition":{"country":{"$in":["US","CA"]}},"key":"exp","hashVersion":2,
+         "variations":["control","treatment"],"weights":[0.5,0.5],
+         "meta":[{"key":"0"},{"key":"1"}]}]})");
+  }
+  return *FeaturePayload::Parse(Json{{"features", features}}.dump());
+}
+
+void BM_EvalFeature(benchmark::State& state) {
+  int count = static_cast<int>(state.range(0));
+  GrowthBookClient client(Payload(count));
+  Json user = Json::parse(R"({"attributes":{"id":"user-123456","country":"US"}})");
+  std::string key = "feature-" + std::to_string(count - 1);  // the last: worst lookup
+  for (auto _ : state) benchmark::DoNotOptimize(client.EvalFeature(key, user));
+}
+BENCHMARK(BM_EvalFeature)->Arg(1)->Arg(10)->Arg(100);
+
+// The hot path: the compiled payload, no JSON result.
+void BM_IsOn(benchmark::State& state) {
+  int count = static_cast<int>(state.range(0));
+  GrowthBookClient client(Payload(count));
+  Json attributes = Json::parse(R"({"id":"user-123456","country":"US"})");
+  std::string key = "feature-" + std::to_string(count - 1);
+  for (auto _ : state) benchmark::DoNotOptimize(client.IsOn(key, attributes));
+}
+BENCHMARK(BM_IsOn)->Arg(1)->Arg(10)->Arg(100);
+
+// The reference evaluator on the same work, for comparison.
+void BM_ReferenceEvalFeature(benchmark::State& state) {
+  auto payload = Payload(1);
+  Json user = Json::parse(R"({"attributes":{"id":"user-123456","country":"US"}})");
+  for (auto _ : state) {
+    GrowthBookEvaluator evaluator(payload->json(), user);
+    benchmark::DoNotOptimize(evaluator.EvalFeature("feature-0"));
+  }
+}
+BENCHMARK(BM_ReferenceEvalFeature);
+
+void BM_EvalCondition(benchmark::State& state) {
+  Json attributes = Json::parse(R"({"id":"u","country":"US","version":"2.3.1","age":31})");
+  Json condition = Json::parse(
+      R"({"country":{"$in":["US","CA"]},"age":{"$gte":18},"version":{"$vgte":"2.0.0"}})");
+  Json groups = Json::object();
+  ConditionEvaluator evaluator(groups);
+  for (auto _ : state) benchmark::DoNotOptimize(evaluator.Evaluate(attributes, condition));
+}
+BENCHMARK(BM_EvalCondition);
+
+}  // namespace
+}  // namespace capstan::experiments
+
+BENCHMARK_MAIN();

@@ -1,0 +1,580 @@
+// Differential test: `capstan experiments eval` against the real
+// @growthbook/growthbook SDK.
+//
+// Generates random, seeded GrowthBook payloads, attribute sets and requests of
+// every op, answers each with the SDK (reference.cjs) and with capstan, and
+// compares the answers as JSON values. Then does the same for the
+// hand-written cases in edge_cases.jsonl.
+//
+//   node differential.cjs --capstan PATH [--seed N] [--cases N] [--engine reference|compiled]
+//   node differential.cjs --dump FILE [--seed N] [--cases N]   (write the requests only)
+//
+// Exit status 0 when every answer agrees, 1 on any difference (the seed, the
+// request and both answers are printed so the case replays), 2 on misuse.
+"use strict";
+
+const { spawn } = require("child_process");
+const crypto = require("crypto");
+const fs = require("fs");
+const path = require("path");
+const readline = require("readline");
+const { answer } = require("./reference.cjs");
+
+function parseArgs(argv) {
+  const args = { seed: null, cases: 12000, capstan: null, engine: "reference", dump: null };
+  for (let i = 2; i < argv.length; i++) {
+    const k = argv[i];
+    const v = argv[++i];
+    if (k === "--capstan") args.capstan = v;
+    else if (k === "--seed") args.seed = Number(v);
+    else if (k === "--cases") args.cases = Number(v);
+    else if (k === "--engine") args.engine = v;
+    else if (k === "--dump") args.dump = v;
+    else {
+      console.error("unknown argument " + k);
+      process.exit(2);
+    }
+  }
+  if (!args.capstan && !args.dump) {
+    console.error("usage: node differential.cjs --capstan PATH [--seed N] [--cases N]");
+    process.exit(2);
+  }
+  if (args.seed === null || Number.isNaN(args.seed)) args.seed = Date.now() % 1000000007;
+  return args;
+}
+
+// mulberry32: a small seeded PRNG, so a seed replays the same cases.
+function makeRandom(seed) {
+  let a = seed >>> 0;
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const r = {
+    next,
+    int: (lo, hi) => lo + Math.floor(next() * (hi - lo + 1)),
+    chance: (p) => next() < p,
+    pick: (list) => list[Math.floor(next() * list.length)],
+    float: () => Math.round(next() * 1000) / 1000,
+  };
+  return r;
+}
+
+// ---- value pools ----------------------------------------------------------
+
+const ID_VALUES = [
+  "1", "2", "3", "abc", "user-17", "u_42", "日本", "😀x", "Ünïcödé", "", "0",
+  123, 0, 1.5, -7, 1e21, true, false, null, "  spaced ", "a.b", "1e3",
+];
+const COUNTRIES = ["US", "UK", "us", "DE", "FR", "", null, 1];
+const VERSIONS = [
+  "1.2.3", "v1.10.0-rc.1", "1.2", "2.0.0+build.5", "1.0.0-beta", "1.0.0", "10.0.0",
+  "0.9.99", "1.2.3.4", "", "v", 1.5, 2, null, "1.0.0-rc.10", "1.0.0-rc.2",
+];
+const STRINGS = [
+  "a", "b", "abc", "ABC", "foo", "bar", "foobar", "", "10", "9", "1", "true", "null", "x y",
+  "été", "ÉTÉ", "Ünïcödé", "a{", "p{L}", "\n", "a\u00a0b", "foo bar",
+];
+const GROUP_NAMES = ["g1", "g2", "g3", "missing"];
+// Patterns: common ones, JavaScript's web-compatibility (Annex B) forms,
+// ones JavaScript rejects, and non-ASCII case folding. Lookbehind is left
+// out: std::regex has none (README.md).
+const REGEXES = [
+  "^a", "c$", "^[0-9]+$", "us|uk", "^v?1\\.", "(foo|bar)+", "\\d{2,}", "^$", "a.c",
+  "^.{3}$", "[", "(", "null", "^\\w+$", "o{2}", "^[A-Z]", "\\s", "[^a-z]", "/", "a\\/b",
+  "a{", "{", "}", "]", "\\p{L}", "[\\d-z]", "(?<n>o)\\k<n>", "x*+", "a{1}{2}", "a{2,1}", "[^]", "[]",
+  "\\cJ", "\\bfoo\\b", "é", "[à-ÿ]", "^\\s*$", "\\u0041", "\\x62", "(a)\\1", "\\1(a)", "\\8",
+  "[[:alpha:]]", "a*?", "(?:a|b){2}", "(?=a)", "(?!a)b", "\\W", "[\\s\\S]", "\\B",
+];
+const OPS_BY_KIND = ["$eq", "$ne", "$lt", "$lte", "$gt", "$gte"];
+const VERSION_OPS = ["$veq", "$vne", "$vgt", "$vgte", "$vlt", "$vlte"];
+const FIELDS = ["age", "country", "tags", "version", "loggedIn", "company", "nested.a.b", "score", "missing", "tags.length", "tags.0", "id"];
+
+function randomScalar(r) {
+  switch (r.int(0, 7)) {
+    case 0: return r.int(-3, 30);
+    case 1: return r.float();
+    case 2: return r.pick(STRINGS);
+    case 3: return r.chance(0.5);
+    case 4: return null;
+    case 5: return String(r.int(0, 30));
+    case 6: return r.pick(VERSIONS);
+    default: return r.pick(COUNTRIES);
+  }
+}
+
+function randomValue(r, depth = 0) {
+  const k = r.int(0, depth > 1 ? 5 : 8);
+  if (k <= 5) return randomScalar(r);
+  if (k === 6) return Array.from({ length: r.int(0, 3) }, () => randomValue(r, depth + 1));
+  const o = {};
+  for (let i = r.int(0, 3); i > 0; i--) o[r.pick(["a", "b", "c", "1", "0"])] = randomValue(r, depth + 1);
+  return o;
+}
+
+function randomAttributes(r) {
+  const a = {};
+  if (r.chance(0.9)) a.id = r.pick(ID_VALUES);
+  if (r.chance(0.5)) a.deviceId = r.pick(["d1", "d2", "dev-9", "", 7]);
+  if (r.chance(0.3)) a.company = r.pick(["acme", "globex", "", null]);
+  if (r.chance(0.7)) a.age = r.pick([r.int(0, 80), String(r.int(0, 80)), null, "", "x", 18, 21]);
+  if (r.chance(0.7)) a.country = r.pick(COUNTRIES);
+  if (r.chance(0.5)) a.tags = Array.from({ length: r.int(0, 4) }, () => r.pick(STRINGS.concat([1, 2, null])));
+  if (r.chance(0.6)) a.version = r.pick(VERSIONS);
+  if (r.chance(0.5)) a.loggedIn = r.pick([true, false, 1, 0, "true", null]);
+  if (r.chance(0.3)) a.score = r.float() * 100;
+  if (r.chance(0.3)) a.nested = { a: { b: randomScalar(r) }, c: [1, 2] };
+  if (r.chance(0.1)) a.items = [{ x: 1 }, { x: r.int(0, 3) }, 0, null];
+  return a;
+}
+
+function randomSavedGroups(r) {
+  const g = {};
+  for (const name of ["g1", "g2", "g3"]) {
+    if (r.chance(0.8)) g[name] = Array.from({ length: r.int(0, 4) }, () => r.pick(ID_VALUES.concat(STRINGS)));
+  }
+  return g;
+}
+
+// ---- conditions -----------------------------------------------------------
+
+function randomOperatorCondition(r, depth) {
+  const c = {};
+  const n = r.int(1, 2);
+  for (let i = 0; i < n; i++) {
+    switch (r.int(0, 13)) {
+      case 0: case 1: c[r.pick(OPS_BY_KIND)] = randomScalar(r); break;
+      case 2: c[r.pick(VERSION_OPS)] = r.pick(VERSIONS); break;
+      case 3: c[r.pick(["$in", "$nin", "$ini", "$nini"])] = r.chance(0.9)
+        ? Array.from({ length: r.int(0, 4) }, () => randomScalar(r)) : randomScalar(r); break;
+      case 4: c[r.pick(["$all", "$alli"])] = Array.from({ length: r.int(0, 3) }, () => r.chance(0.8) ? r.pick(STRINGS) : { $gt: r.int(0, 3) }); break;
+      case 5: c.$exists = r.pick([true, false, 1, 0]); break;
+      case 6: c.$type = r.pick(["null", "array", "string", "number", "boolean", "object", "undefined"]); break;
+      case 7: c.$size = r.chance(0.5) ? r.int(0, 3) : { $gt: r.int(0, 2) }; break;
+      case 8: c[r.pick(["$regex", "$regexi"])] = r.chance(0.95) ? r.pick(REGEXES) : 5; break;
+      case 9: c.$not = depth < 2 ? randomOperatorCondition(r, depth + 1) : randomScalar(r); break;
+      case 10: c.$elemMatch = depth < 2 && r.chance(0.5) ? randomOperatorCondition(r, depth + 1) : { x: r.int(0, 3) }; break;
+      case 11: c[r.pick(["$inGroup", "$notInGroup"])] = r.pick(GROUP_NAMES); break;
+      case 12: c.$unknownOp = 1; break;
+      default: c.$eq = r.pick(STRINGS);
+    }
+  }
+  return c;
+}
+
+function randomCondition(r, depth = 0) {
+  const c = {};
+  const n = r.int(depth === 0 ? 0 : 1, 2);
+  for (let i = 0; i < n; i++) {
+    const k = r.int(0, 9);
+    if (k <= 4 || depth >= 2) {
+      const field = r.pick(FIELDS);
+      // Astral characters are only hashed, never matched by regexes (README.md).
+      let cond = r.chance(0.3) ? randomValue(r) : randomOperatorCondition(r, depth);
+      if (field === "id" && cond && typeof cond === "object" && ("$regex" in cond || "$regexi" in cond)) cond = { $exists: true };
+      c[field] = cond;
+    } else if (k === 5 || k === 6) {
+      c[r.pick(["$and", "$or", "$nor"])] = Array.from({ length: r.int(0, 3) }, () => randomCondition(r, depth + 1));
+    } else if (k === 7) {
+      c.$not = randomCondition(r, depth + 1);
+    } else if (k === 8) {
+      c.items = { $elemMatch: { x: r.int(0, 3) } };
+    } else {
+      c.country = r.pick(COUNTRIES);
+    }
+  }
+  return c;
+}
+
+// ---- features and experiments ---------------------------------------------
+
+const EXPERIMENT_KEYS = ["exp-a", "exp-b", "exp-c"];
+const HASH_ATTRIBUTES = ["id", "deviceId", "company", "age", "missing", ""];
+
+function randomWeights(r, n) {
+  if (r.chance(0.15)) return Array.from({ length: r.int(1, 4) }, () => r.float());
+  const raw = Array.from({ length: n }, () => r.next() + 0.01);
+  const sum = raw.reduce((a, b) => a + b, 0);
+  return raw.map((w) => Math.round((w / sum) * 1000) / 1000);
+}
+
+function randomRanges(r, n) {
+  const out = [];
+  let start = 0;
+  for (let i = 0; i < n; i++) {
+    const end = Math.min(1, start + Math.round(r.next() * 500) / 1000);
+    out.push([start, end]);
+    start = end;
+  }
+  return out;
+}
+
+function randomFilters(r) {
+  return Array.from({ length: r.int(0, 2) }, () => {
+    const f = { seed: r.pick(["s1", "s2", "ns"]), ranges: randomRanges(r, r.int(1, 2)) };
+    if (r.chance(0.5)) f.attribute = r.pick(HASH_ATTRIBUTES);
+    if (r.chance(0.3)) f.hashVersion = r.pick([1, 2, 3]);
+    if (r.chance(0.05)) delete f.seed;
+    return f;
+  });
+}
+
+function randomMeta(r, n) {
+  const m = Array.from({ length: n }, (_, i) => {
+    const e = {};
+    if (r.chance(0.8)) e.key = r.pick([String(i), "v" + i, "control", i === 0 ? "" : "t" + i]);
+    if (r.chance(0.4)) e.name = r.pick(["Control", "Treatment", ""]);
+    if (r.chance(0.15)) e.passthrough = r.pick([true, false]);
+    return e;
+  });
+  return m;
+}
+
+function randomParentConditions(r, featureIds) {
+  return Array.from({ length: r.int(1, 2) }, () => {
+    const p = { id: r.pick(featureIds.concat(["unknown"])) };
+    if (r.chance(0.9)) {
+      p.condition = r.pick([
+        { value: true }, { value: { $exists: true } }, { value: { $gt: 1 } }, { value: r.pick(STRINGS) },
+        { value: { $in: [1, 2, "a", true] } }, { value: { $eq: null } }, { value: { $type: "object" } },
+      ]);
+    }
+    if (r.chance(0.4)) p.gate = true;
+    return p;
+  });
+}
+
+// Optional experiment fields shared by experiment rules and `run` experiments.
+function addExperimentFields(r, e, n, featureIds) {
+  if (r.chance(0.4)) e.weights = randomWeights(r, n);
+  if (r.chance(0.4)) e.coverage = r.pick([0, 0.1, 0.5, 0.99, 1, 1.5, -0.2, r.float(), null]);
+  if (r.chance(0.4)) e.hashAttribute = r.pick(HASH_ATTRIBUTES);
+  if (r.chance(0.25)) e.fallbackAttribute = r.pick(["deviceId", "company", "missing"]);
+  if (r.chance(0.4)) e.hashVersion = r.pick([1, 2, 2, 3, 0]);
+  if (r.chance(0.25)) e.seed = r.pick(["s1", "seed", "", "exp-a"]);
+  if (r.chance(0.2)) e.namespace = [r.pick(["ns1", "ns2"]), r.pick([0, 0.2, 0.5]), r.pick([0.5, 0.8, 1])];
+  if (r.chance(0.2)) e.filters = randomFilters(r);
+  if (r.chance(0.15)) e.ranges = randomRanges(r, n);
+  if (r.chance(0.4)) e.meta = randomMeta(r, r.chance(0.95) ? n : n - 1);
+  if (r.chance(0.3)) e.condition = randomCondition(r);
+  if (r.chance(0.2)) e.name = r.pick(["Experiment", ""]);
+  if (r.chance(0.2)) e.phase = r.pick(["0", "1", ""]);
+  if (r.chance(0.2)) e.bucketVersion = r.pick([0, 1, 2]);
+  if (r.chance(0.15)) e.minBucketVersion = r.pick([0, 1, 2]);
+  if (r.chance(0.1)) e.disableStickyBucketing = r.pick([true, false]);
+  if (featureIds && r.chance(0.1)) e.parentConditions = randomParentConditions(r, featureIds);
+}
+
+function randomRule(r, featureIds, bandits) {
+  const rule = {};
+  if (r.chance(0.6)) rule.id = r.pick(["r1", "r2", "fr-x", ""]);
+  if (r.chance(0.15)) rule.parentConditions = randomParentConditions(r, featureIds);
+  if (r.chance(0.1)) rule.filters = randomFilters(r);
+  if (r.chance(0.05)) rule.foo = "junk";
+  const kind = r.int(0, 9);
+  if (kind <= 3) {
+    rule.force = randomValue(r);
+    if (r.chance(0.4)) rule.condition = randomCondition(r);
+    if (r.chance(0.35)) rule.coverage = r.pick([0, 0.3, 0.5, 1, r.float(), null]);
+    if (r.chance(0.15)) rule.range = randomRanges(r, 1)[0];
+    if (r.chance(0.3)) rule.hashAttribute = r.pick(HASH_ATTRIBUTES);
+    if (r.chance(0.15)) rule.fallbackAttribute = r.pick(["deviceId", "company"]);
+    if (r.chance(0.3)) rule.seed = r.pick(["s1", "seed", ""]);
+    if (r.chance(0.3)) rule.hashVersion = r.pick([1, 2, 3]);
+    return rule;
+  }
+  const n = r.chance(0.05) ? r.int(0, 1) : r.int(2, 4);
+  const variations = Array.from({ length: n }, () => randomValue(r));
+  if (kind === 9 && bandits.length) {
+    rule.contextualVariations = variations;
+    rule.contextualBanditRef = r.pick(bandits.concat(["missing-bandit"]));
+    if (r.chance(0.3)) rule.variations = variations.slice(0, 2);
+  } else {
+    rule.variations = variations;
+  }
+  if (r.chance(0.6)) rule.key = r.pick(EXPERIMENT_KEYS);
+  addExperimentFields(r, rule, n, null);
+  return rule;
+}
+
+function randomBandits(r) {
+  const out = {};
+  for (const ref of ["cb1", "cb2"]) {
+    if (!r.chance(0.6)) continue;
+    const def = {};
+    if (r.chance(0.7)) def.banditVersion = r.int(1, 5);
+    def.contexts = Array.from({ length: r.int(0, 3) }, (_, i) => {
+      const leaf = { leafId: i, weights: randomWeights(r, r.int(2, 4)) };
+      if (r.chance(0.8)) leaf.condition = randomCondition(r);
+      return leaf;
+    });
+    out[ref] = def;
+  }
+  return out;
+}
+
+function randomContext(r) {
+  const featureIds = Array.from({ length: r.int(1, 4) }, (_, i) => "f" + i);
+  const bandits = randomBandits(r);
+  const features = {};
+  for (const id of featureIds) {
+    const f = {};
+    if (r.chance(0.85)) f.defaultValue = randomValue(r);
+    if (r.chance(0.9)) f.rules = Array.from({ length: r.int(0, 4) }, () => randomRule(r, featureIds, Object.keys(bandits)));
+    features[id] = f;
+  }
+  const context = { attributes: randomAttributes(r), features };
+  if (r.chance(0.7)) context.savedGroups = randomSavedGroups(r);
+  if (Object.keys(bandits).length) context.contextualBandits = bandits;
+  if (r.chance(0.15)) {
+    context.forcedVariations = {};
+    context.forcedVariations[r.pick(EXPERIMENT_KEYS.concat(featureIds))] = r.pick([0, 1, 2, 5, -1]);
+  }
+  if (r.chance(0.08)) context.qaMode = r.pick([true, false]);
+  if (r.chance(0.08)) context.enabled = r.pick([true, false]);
+  if (r.chance(0.15)) {
+    const key = r.pick(EXPERIMENT_KEYS.concat(featureIds));
+    context.url = r.pick([
+      `https://example.com/?${key}=1`, `https://example.com/page?a=1&${key}=0#x`,
+      `/?${key}=7`, `https://example.com/?${key}`, "https://example.com/", "",
+    ]);
+  }
+  return { context, featureIds };
+}
+
+function randomExperiment(r) {
+  const n = r.chance(0.05) ? r.int(0, 1) : r.int(2, 4);
+  const e = { key: r.pick(EXPERIMENT_KEYS), variations: Array.from({ length: n }, () => randomValue(r)) };
+  addExperimentFields(r, e, n, ["f0", "f1"]);
+  if (r.chance(0.1)) e.active = r.pick([true, false]);
+  if (r.chance(0.1)) e.status = r.pick(["draft", "running", "stopped"]);
+  if (r.chance(0.08)) e.force = r.pick([0, 1, 5, -1]);
+  return e;
+}
+
+// Experiment rules of a context, as sticky bucketing keys them.
+function stickyCandidates(context) {
+  const out = [];
+  for (const [id, f] of Object.entries(context.features)) {
+    for (const rule of f.rules || []) {
+      if (!rule || !(rule.variations || rule.contextualVariations)) continue;
+      const metaKeys = (rule.meta || []).map((m) => m.key).filter(Boolean);
+      out.push({ key: rule.key || id, bucketVersion: rule.bucketVersion || 0, metaKeys });
+    }
+  }
+  return out;
+}
+
+// Sticky-bucket documents, mostly for the context's own experiments and
+// attribute values so that stored assignments are found and used.
+function randomStickyDocs(r, context) {
+  const docs = [];
+  const candidates = stickyCandidates(context);
+  for (let i = r.int(0, 3); i > 0; i--) {
+    const attributeName = r.pick(["id", "id", "deviceId", "company"]);
+    const raw = context.attributes[attributeName];
+    const attributeValue = r.chance(0.85) && raw !== undefined ? (typeof raw === "string" ? raw : JSON.stringify(raw)) : r.pick(["d1", "1", "x"]);
+    const assignments = {};
+    for (let j = r.int(0, 3); j > 0; j--) {
+      if (candidates.length && r.chance(0.8)) {
+        const c = r.pick(candidates);
+        const version = r.pick([c.bucketVersion, c.bucketVersion, 0, 1]);
+        assignments[`${c.key}__${version}`] = c.metaKeys.length && r.chance(0.85) ? r.pick(c.metaKeys) : r.pick(["0", "1", "zz"]);
+      } else {
+        assignments[`${r.pick(EXPERIMENT_KEYS.concat(["f0", "f1"]))}__${r.pick([0, 1, 2])}`] =
+          r.pick(["0", "1", "2", "v1", "control", "t1"]);
+      }
+    }
+    docs.push({ attributeName, attributeValue, assignments });
+  }
+  return docs;
+}
+
+// Encrypts `plain` as GrowthBook's payload encryption does.
+function encrypt(r, plain) {
+  const keyBytes = r.pick([16, 16, 24, 32]);
+  const key = crypto.createHash("sha256").update(String(r.next())).digest().subarray(0, keyBytes);
+  const iv = crypto.createHash("md5").update(String(r.next())).digest();
+  const cipher = crypto.createCipheriv(`aes-${keyBytes * 8}-cbc`, key, iv);
+  const ct = Buffer.concat([cipher.update(plain, "utf8"), cipher.final()]);
+  return { encryptedString: iv.toString("base64") + "." + ct.toString("base64"), key: key.toString("base64") };
+}
+
+function randomRequest(r) {
+  const k = r.next();
+  if (k < 0.42) {
+    const { context, featureIds } = randomContext(r);
+    return { op: "feature", context, feature: r.chance(0.95) ? r.pick(featureIds) : "nope" };
+  }
+  if (k < 0.6) {
+    const { context } = randomContext(r);
+    return { op: "run", context, experiment: randomExperiment(r) };
+  }
+  if (k < 0.74) {
+    return { op: "evalCondition", condition: randomCondition(r), attributes: randomAttributes(r), savedGroups: randomSavedGroups(r) };
+  }
+  if (k < 0.84) {
+    const { context, featureIds } = randomContext(r);
+    // Sticky bucketing finds assignments through variation keys: give most
+    // experiment rules complete meta.
+    for (const f of Object.values(context.features)) {
+      for (const rule of f.rules || []) {
+        const vs = rule.contextualVariations || rule.variations;
+        if (vs && !rule.meta && r.chance(0.7)) rule.meta = vs.map((_, i) => ({ key: r.pick([String(i), "v" + i]) }));
+      }
+    }
+    const docs = randomStickyDocs(r, context);
+    if (r.chance(0.2)) {
+      context.stickyBucketAssignmentDocs = {};
+      for (const d of randomStickyDocs(r, context)) context.stickyBucketAssignmentDocs[`${d.attributeName}||${d.attributeValue}`] = d;
+    }
+    return { op: "stickyBucket", context, stickyBucketStore: docs, feature: r.pick(featureIds) };
+  }
+  if (k < 0.88) {
+    return { op: "hash", seed: r.pick(STRINGS.concat(["exp-a", "__ns"])), value: String(r.pick(ID_VALUES)), version: r.pick([1, 2, 2, 3]) };
+  }
+  if (k < 0.9) {
+    const n = r.int(0, 4);
+    return { op: "getBucketRange", numVariations: n, coverage: r.pick([0, 0.5, 1, 1.2, -1, r.float()]), weights: r.chance(0.5) ? randomWeights(r, n) : null };
+  }
+  if (k < 0.91) {
+    return { op: "chooseVariation", n: r.float(), ranges: randomRanges(r, r.int(0, 3)) };
+  }
+  if (k < 0.92) {
+    return { op: "inNamespace", id: String(r.pick(ID_VALUES)), namespace: [r.pick(["ns1", "ns2"]), r.pick([0, 0.3]), r.pick([0.5, 1])] };
+  }
+  if (k < 0.93) return { op: "getEqualWeights", numVariations: r.int(-1, 6) };
+  if (k < 0.96) {
+    return { op: "versionCompare", v1: String(r.pick(VERSIONS)), operator: r.pick(VERSION_OPS), v2: String(r.pick(VERSIONS)) };
+  }
+  if (k < 0.98) {
+    const id = r.pick(EXPERIMENT_KEYS);
+    return {
+      op: "getQueryStringOverride", id, numVariations: r.int(1, 4),
+      url: r.pick([`https://a.com/?${id}=1`, `https://a.com/?x=2&${id}=2#h`, `/?${id}= 1`, `/?${id}=0x1`, `/?${id}=-0`, `/?${id}`, `/p?${id}=1?x`, "", "https://a.com/"]),
+    };
+  }
+  const e = encrypt(r, JSON.stringify(randomValue(r)));
+  switch (r.int(0, 5)) {
+    case 0: e.key = Buffer.alloc(r.pick([15, 16, 20])).toString("base64"); break;
+    case 1: e.encryptedString = e.encryptedString.replace(".", ""); break;
+    case 2: e.encryptedString = e.encryptedString.slice(0, -4); break;
+    case 3: e.encryptedString += "!"; break;
+    default: break;
+  }
+  return { op: "decrypt", ...e };
+}
+
+// ---- comparison -----------------------------------------------------------
+
+function deepEqual(a, b) {
+  if (a === b) return true;
+  if (typeof a === "number" && typeof b === "number") return a === b;
+  if (a === null || b === null || typeof a !== typeof b) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  if (Array.isArray(a)) return a.length === b.length && a.every((x, i) => deepEqual(x, b[i]));
+  if (typeof a === "object") {
+    const ka = Object.keys(a).sort();
+    const kb = Object.keys(b).sort();
+    return deepEqual(ka, kb) && ka.every((k) => deepEqual(a[k], b[k]));
+  }
+  return false;
+}
+
+// Both sides failing counts as agreement: the messages differ by language.
+function agree(expected, actual) {
+  if ("error" in expected || "error" in actual) return "error" in expected && "error" in actual;
+  return deepEqual(expected, actual);
+}
+
+async function runCapstan(binary, engine, lines) {
+  const child = spawn(binary, ["experiments", "eval", "--engine", engine], {
+    stdio: ["pipe", "pipe", "inherit"],
+  });
+  const answers = [];
+  const rl = readline.createInterface({ input: child.stdout });
+  rl.on("line", (line) => answers.push(line));
+  const exited = new Promise((resolve) => child.on("close", (code) => resolve(code)));
+  child.stdin.on("error", () => {});
+  child.stdin.end(lines.join("\n") + "\n");
+  const code = await exited;
+  if (code !== 0) throw new Error(`capstan experiments eval exited with status ${code}`);
+  return answers;
+}
+
+async function main() {
+  const args = parseArgs(process.argv);
+  // The SDK logs warnings (bad weights, unknown operators) to the console;
+  // this script reports through process.stderr only.
+  console.log = console.error = console.warn = () => {};
+  const r = makeRandom(args.seed);
+  const requests = [];
+  for (let i = 0; i < args.cases; i++) requests.push({ ...randomRequest(r), seq: i });
+  const edgeFile = path.join(__dirname, "edge_cases.jsonl");
+  const edges = fs.readFileSync(edgeFile, "utf8").split("\n").filter((l) => l.trim() && !l.startsWith("//"));
+  for (const [i, line] of edges.entries()) requests.push({ ...JSON.parse(line), seq: args.cases + i });
+
+  if (args.dump) {
+    // The requests alone, one per line (for sanitizer or fuzz runs).
+    fs.writeFileSync(args.dump, requests.map((q) => JSON.stringify(q)).join("\n") + "\n");
+    return;
+  }
+  const expected = [];
+  for (const req of requests) expected.push(await answer(req));
+  const lines = requests.map((q) => JSON.stringify(q));
+  const actual = await runCapstan(args.capstan, args.engine, lines);
+
+  const byOp = {};
+  let failures = 0;
+  for (let i = 0; i < requests.length; i++) {
+    const op = requests[i].op;
+    byOp[op] = byOp[op] || { agreed: 0, total: 0 };
+    byOp[op].total++;
+    let got;
+    try {
+      got = JSON.parse(actual[i]);
+    } catch (e) {
+      got = { unparsable: String(actual[i]) };
+    }
+    if (got.seq !== requests[i].seq) got = { missing_or_out_of_order: got };
+    if (agree(expected[i], got)) {
+      byOp[op].agreed++;
+      const e = expected[i];
+      // What the agreeing answers covered, so a run shows it was not all defaults.
+      const tag = "error" in e ? "error"
+        : op === "feature" ? "source=" + e.source
+        : op === "run" ? (e.inExperiment ? (e.hashUsed ? "in (hashed)" : "in (forced)") : "not in")
+        : op === "stickyBucket" ? (e.experimentResult && e.experimentResult.stickyBucketUsed ? "sticky used" : (e.experimentResult && e.experimentResult.inExperiment ? "newly assigned" : "no assignment"))
+        : "result=" + (typeof e.result === "boolean" || e.result === null ? String(e.result) : typeof e.result);
+      byOp[op].tags = byOp[op].tags || {};
+      byOp[op].tags[tag] = (byOp[op].tags[tag] || 0) + 1;
+      continue;
+    }
+    failures++;
+    if (failures <= 5) {
+      const where = i < args.cases ? `random case ${i}` : `edge case ${i - args.cases + 1} of edge_cases.jsonl`;
+      process.stderr.write(
+        `MISMATCH (${where}, seed ${args.seed})\n  request:  ${lines[i]}\n  sdk:      ${JSON.stringify(expected[i])}\n  capstan:  ${actual[i]}\n`,
+      );
+    }
+  }
+  const randomCount = args.cases;
+  process.stderr.write(`growthbook differential (${args.engine} engine): seed ${args.seed}, ${randomCount} random + ${edges.length} hand-written cases\n`);
+  for (const [op, s] of Object.entries(byOp).sort()) {
+    const tags = Object.entries(s.tags || {}).sort().map(([t, c]) => `${t}: ${c}`).join(", ");
+    process.stderr.write(`  ${op.padEnd(24)} ${s.agreed}/${s.total} agreed  (${tags})\n`);
+  }
+  if (failures) {
+    process.stderr.write(`FAILED: ${failures} answers differ. Replay with --seed ${args.seed}\n`);
+    process.exit(1);
+  }
+  process.stderr.write("all answers agree\n");
+}
+
+main().catch((e) => {
+  process.stderr.write(String(e && e.stack ? e.stack : e) + "\n");
+  process.exit(1);
+});
