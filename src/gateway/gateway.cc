@@ -78,9 +78,43 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(GatewayConfig config,
     }
     gw->listener_tls_.push_back(std::move(tls));
   }
+  metrics::Registry& reg = gw->metrics_.registry();
+  Gateway* raw_gw = gw.get();
+  reg.AddGaugeFunc(
+      "capstan_gateway_downstream_connections", "Client connections open now.",
+      [raw_gw] { return static_cast<double>(raw_gw->counters_.downstream_connections.load()); });
+  reg.AddGaugeFunc("capstan_gateway_bad_requests_total",
+                   "Requests refused by the codec (framing, limits); a counter.",
+                   [raw_gw] { return static_cast<double>(raw_gw->counters_.bad_requests.load()); });
+  if (!config.access_log.path.empty()) {
+    metrics::Counter* dropped =
+        reg.AddCounter("capstan_gateway_access_log_dropped_total",
+                       "Access log lines dropped because the writer fell behind.");
+    ASSIGN_OR_RETURN(gw->access_log_, AccessLog::Open(config.access_log.path, dropped));
+  }
+  std::string admin_address = config.admin_address;
   ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot,
                    gw->BuildSnapshot(std::move(config), nullptr));
   gw->Publish(snapshot);
+  if (!admin_address.empty()) {
+    auto where = mesh::ParseEndpoint(admin_address, /*allow_any_port=*/true);
+    if (!where.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("admin: ", std::string(where.status().message())));
+    }
+    gw->admin_ = std::make_unique<net::HttpServer>();
+    gw->admin_->Handle("/metrics", [raw_gw] {
+      return net::HttpResponse{.content_type = "text/plain; version=0.0.4; charset=utf-8",
+                               .body = raw_gw->metrics_.registry().RenderText()};
+    });
+    gw->admin_->Handle("/health", [] { return net::HttpResponse{.body = "ok\n"}; });
+    gw->admin_->Handle("/status", [raw_gw] {
+      return net::HttpResponse{.content_type = "application/json", .body = raw_gw->StatusJson()};
+    });
+    RETURN_IF_ERROR(gw->admin_->Start(where->host, where->port));
+    CAPSTAN_LOG(info, "gateway admin endpoint", "address",
+                mesh::FormatHostPort(where->host, gw->admin_->port()));
+  }
   const GatewayConfig& c = snapshot->config;
   for (size_t li = 0; li < c.listeners.size(); ++li) {
     auto endpoint = mesh::ParseEndpoint(c.listeners[li].address, /*allow_any_port=*/true);
@@ -137,6 +171,12 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Gateway::BuildSnapshot(GatewayCo
     }
     ASSIGN_OR_RETURN(std::shared_ptr<Cluster> cluster, Cluster::Create(cc, group_));
     snapshot->clusters.emplace(cc.name, std::move(cluster));
+  }
+  snapshot->route_stats.resize(snapshot->routes->route_count());
+  snapshot->routes->ForEachRoute(
+      [&](const Route& r) { snapshot->route_stats[r.index()] = metrics_.ForRoute(r.label()); });
+  for (const auto& [name, cluster] : snapshot->clusters) {
+    snapshot->cluster_stats[name] = metrics_.ForCluster(name);
   }
   snapshot->config = std::move(config);
   return std::shared_ptr<const Snapshot>(std::move(snapshot));
@@ -222,10 +262,17 @@ net::Task<void> Gateway::ServeConnection(LoopState* state, size_t listener_index
     }
   }
   if (ok) {
-    DownstreamContext context{state->loop,    state->index,   &state->snapshot,
-                              &counters_,     &draining_,     PeerAddress(socket->fd()),
-                              tls != nullptr, listener_index, std::move(control),
-                              state};
+    DownstreamContext context{.loop = state->loop,
+                              .loop_index = state->index,
+                              .snapshot = &state->snapshot,
+                              .counters = &counters_,
+                              .draining = &draining_,
+                              .client_address = PeerAddress(socket->fd()),
+                              .tls = tls != nullptr,
+                              .listener_index = listener_index,
+                              .control = std::move(control),
+                              .loop_state = state,
+                              .access_log = access_log_.get()};
     // The protocol: ALPN under TLS; in clear text the HTTP/2 connection
     // preface (prior knowledge) or else HTTP/1.1.
     bool http2 = false;
@@ -276,6 +323,7 @@ void Gateway::Shutdown(std::chrono::milliseconds grace) {
   if (shut_down_) return;
   shut_down_ = true;
   draining_ = true;
+  if (admin_ != nullptr) admin_->Stop();
   // 1. No new connections; idle keep-alive connections close, busy ones
   // answer their request with Connection: close.
   for (auto& state : loops_) {
@@ -321,6 +369,68 @@ void Gateway::Shutdown(std::chrono::milliseconds grace) {
     LoopState* raw = state.get();
     net::RunOn(raw->loop, [raw] { raw->snapshot.reset(); });
   }
+  access_log_.reset();  // what is buffered is written
+}
+
+std::string Gateway::StatusJson() {
+  std::shared_ptr<const Snapshot> snapshot;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    snapshot = current_;
+  }
+  if (snapshot == nullptr) return "{}\n";
+  std::string out = "{\"routes\": [";
+  bool first = true;
+  snapshot->routes->ForEachRoute([&](const Route& r) {
+    const RouteConfig& rc = r.config();
+    std::string action;
+    if (rc.cluster) {
+      action = absl::StrCat("\"cluster\": \"", JsonEscape(*rc.cluster), "\"");
+    } else if (!rc.split.empty()) {
+      action = "\"split\": [";
+      for (size_t i = 0; i < rc.split.size(); ++i) {
+        absl::StrAppend(&action, i ? ", " : "", "{\"cluster\": \"", JsonEscape(rc.split[i].cluster),
+                        "\", \"weight\": ", rc.split[i].weight, "}");
+      }
+      action += "]";
+    } else if (rc.redirect) {
+      action = "\"redirect\": true";
+    } else {
+      action = "\"direct_response\": true";
+    }
+    absl::StrAppend(&out, first ? "" : ", ", "{\"route\": \"", JsonEscape(r.label()), "\", ",
+                    action, "}");
+    first = false;
+  });
+  out += "], \"clusters\": [";
+  first = true;
+  for (const auto& [name, cluster] : snapshot->clusters) {
+    std::string endpoints;
+    // The first loop's view (each loop has its own breakers and pools).
+    net::RunOn(loops_.front()->loop, [&, c = cluster.get()] {
+      ClusterLoop& cl = c->on(0);
+      bool first_endpoint = true;
+      for (const auto& e : cl.endpoints()) {
+        absl::StrAppend(&endpoints, first_endpoint ? "" : ", ", "{\"endpoint\": \"",
+                        JsonEscape(e->endpoint.id), "\", \"weight\": ", e->endpoint.weight,
+                        ", \"breaker\": \"", mesh::CircuitBreaker::StateName(e->breaker.state()),
+                        "\"}");
+        first_endpoint = false;
+      }
+      absl::StrAppend(&endpoints, "], \"open_connections\": ", cl.open_connections(),
+                      ", \"idle_connections\": ", cl.idle_connections(),
+                      ", \"active_requests\": ", cl.active_requests);
+    });
+    absl::StrAppend(&out, first ? "" : ", ", "{\"cluster\": \"", JsonEscape(name),
+                    "\", \"source\": \"", JsonEscape(cluster->Describe()), "\", \"protocol\": \"",
+                    cluster->config().protocol, "\", \"balancer\": \"", cluster->config().balancer,
+                    "\", \"endpoints\": [", endpoints, "}");
+    first = false;
+  }
+  GatewayStats st = stats();
+  absl::StrAppend(&out, "], \"downstream_connections\": ", st.downstream_connections,
+                  ", \"requests\": ", st.requests, "}\n");
+  return out;
 }
 
 GatewayStats Gateway::stats() const {

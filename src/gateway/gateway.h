@@ -33,6 +33,8 @@
 #include "gateway/cluster.h"
 #include "gateway/config.h"
 #include "gateway/router.h"
+#include "gateway/stats.h"
+#include "net/http_server.h"
 #include "net/loop_group.h"
 #include "net/socket.h"
 #include "net/task.h"
@@ -53,6 +55,8 @@ struct Snapshot {
   GatewayConfig config;
   std::shared_ptr<const RouteTable> routes;
   absl::flat_hash_map<std::string, std::shared_ptr<Cluster>> clusters;
+  std::vector<RouteStats*> route_stats;  // by Route::index()
+  absl::flat_hash_map<std::string, ClusterStats*> cluster_stats;
 };
 
 struct GatewayStats {
@@ -82,7 +86,12 @@ class Gateway {
 
   // The bound ports, in listener order (port 0 in the config picks one).
   const std::vector<int>& ports() const { return ports_; }
+  // The admin endpoint's port (0: none).
+  int admin_port() const { return admin_ != nullptr ? admin_->port() : 0; }
   GatewayStats stats() const;
+  // /status: routes, clusters and their endpoints (breaker state, pooled
+  // connections) as JSON, read on the first loop.
+  std::string StatusJson();
 
   // ---- internals shared by the protocol handlers (loop threads)
   struct LoopState;
@@ -105,6 +114,9 @@ class Gateway {
   void TaskEnded();
 
   net::LoopGroup* group_;
+  GatewayMetrics metrics_;
+  std::unique_ptr<AccessLog> access_log_;
+  std::unique_ptr<net::HttpServer> admin_;
   std::vector<std::unique_ptr<LoopState>> loops_;
   std::vector<int> ports_;
   std::vector<std::shared_ptr<net::TlsContext>> listener_tls_;  // per listener, or null

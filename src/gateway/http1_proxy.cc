@@ -150,6 +150,7 @@ class Http1Exchange : public DownstreamExchange {
 
   net::Task<bool> SendBody(net::Buffer piece) override {
     if (head_request_) co_return true;
+    bytes_sent += piece.size();
     if (chunked_) {
       http1::AppendChunk(std::move(piece), &down_->output());
     } else {
@@ -183,6 +184,7 @@ class Http1Exchange : public DownstreamExchange {
     if (ctx_.draining->load(std::memory_order_relaxed)) request_.keep_alive = false;
     WriteLocalResponse(down_, code, body, !request_.keep_alive, extra_name, extra_value,
                        head_request_);
+    if (!head_request_) bytes_sent += body.size();
   }
 
  private:

@@ -143,6 +143,7 @@ class H2Exchange : public net::Http2Stream, public DownstreamExchange {
 
   net::Task<bool> SendBody(net::Buffer piece) override {
     if (session() == nullptr || response_ended_) co_return session() != nullptr;
+    bytes_sent += piece.size();
     if (!Write(std::move(piece))) {
       while (session() != nullptr && buffered_bytes() > 0 && !reset_) {
         co_await room_waiter_.Wait();
@@ -178,6 +179,7 @@ class H2Exchange : public net::Http2Stream, public DownstreamExchange {
     if (!end) {
       Write(net::Buffer(body));
       Http2Stream::End();
+      bytes_sent += body.size();
     }
     response_ended_ = true;
   }

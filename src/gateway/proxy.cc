@@ -7,8 +7,11 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "base/logging.h"
 #include "gateway/upstream_h2.h"
 
@@ -276,8 +279,14 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
     f.Set("x-forwarded-proto", ctx.tls ? "https" : "http");
     f.Set("x-forwarded-host", req.authority);
   }
-  if (!gc.request_id_header.empty() && !f.Get(gc.request_id_header)) {
-    f.Set(gc.request_id_header, NewRequestId());
+  if (!gc.request_id_header.empty()) {
+    std::optional<std::string_view> id = f.Get(gc.request_id_header);
+    if (id) {
+      x.request_id = std::string(*id);
+    } else {
+      x.request_id = NewRequestId();
+      f.Set(gc.request_id_header, x.request_id);
+    }
   }
   if (gc.add_via) f.Add("via", in.http2 ? "2 capstan" : "1.1 capstan");
   ApplyEdits(rc.request_headers, &f);
@@ -314,6 +323,12 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
   } else {
     hash = mesh::HashKey(ctx.client_address);
   }
+  ClusterStats* cstats = nullptr;
+  if (auto it = (*ctx.snapshot)->cluster_stats.find(cluster.name());
+      it != (*ctx.snapshot)->cluster_stats.end()) {
+    cstats = it->second;
+    cstats->requests->Inc();
+  }
   ++cl.active_requests;
   struct Active {
     ClusterLoop& cl;
@@ -330,6 +345,7 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
           x, 503, cl.has_endpoints() ? "no healthy upstream\n" : "no upstream endpoints\n");
     }
     tried.insert(endpoint.get());
+    x.upstream = endpoint->endpoint.id;
     bool last = attempt >= retry.max_attempts || !may_retry;
     if (h2_upstream) {
       Outcome r = co_await ForwardHttp2(ctx, x, route, cluster, endpoint, req.method, req.target,
@@ -348,6 +364,7 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
                                  "max_connections");
       }
       ctx.counters->connect_failures.fetch_add(1, std::memory_order_relaxed);
+      if (cstats != nullptr) cstats->connect_failures->Inc();
       endpoint->breaker.RecordFailure();
       CAPSTAN_LOG(debug, "gateway: upstream connect failed", "endpoint", endpoint->endpoint.id,
                   "error", std::string(conn.status().message()));
@@ -362,6 +379,7 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
     bool reusable = false;
     Outcome r = co_await ForwardHttp1(ctx, x, route, req, *conn, &reusable);
     cl.Release(std::move(*conn), reusable);
+    if (r != Outcome::kDone && cstats != nullptr) cstats->resets->Inc();
     if (r == Outcome::kRetry) {
       // The keep-alive race (an idle connection closed as we sent) is
       // retried on a fresh connection for requests safe to repeat; other
@@ -479,8 +497,57 @@ std::string_view ReasonPhrase(int status) {
   }
 }
 
+namespace {
+
+// One access log line (JSON) with the configured fields.
+std::string AccessLine(const GatewayConfig& gc, const DownstreamContext& ctx,
+                       const DownstreamExchange& x, const ProxyRequest& in, const Route* route,
+                       double millis) {
+  std::string line = "{";
+  bool first = true;
+  auto add = [&](std::string_view key, const std::string& json_value) {
+    absl::StrAppend(&line, first ? "\"" : ", \"", std::string(key), "\": ", json_value);
+    first = false;
+  };
+  auto str = [](std::string_view v) { return absl::StrCat("\"", JsonEscape(v), "\""); };
+  for (const std::string& field : gc.access_log.fields) {
+    if (field == "time") {
+      add(field, str(absl::FormatTime(absl::RFC3339_full, absl::Now(), absl::UTCTimeZone())));
+    } else if (field == "client") {
+      add(field, str(ctx.client_address));
+    } else if (field == "method") {
+      add(field, str(in.method));
+    } else if (field == "authority") {
+      add(field, str(in.authority));
+    } else if (field == "path") {
+      add(field, str(in.path));
+    } else if (field == "query") {
+      add(field, str(in.query));
+    } else if (field == "protocol") {
+      add(field, str(in.http2 ? "HTTP/2" : in.http10 ? "HTTP/1.0" : "HTTP/1.1"));
+    } else if (field == "status") {
+      add(field, absl::StrCat(x.status));
+    } else if (field == "bytes_sent") {
+      add(field, absl::StrCat(x.bytes_sent));
+    } else if (field == "duration_ms") {
+      add(field, absl::StrFormat("%.3f", millis));
+    } else if (field == "upstream") {
+      add(field, str(x.upstream));
+    } else if (field == "route") {
+      add(field, str(route != nullptr ? route->label() : ""));
+    } else if (field == "request_id") {
+      add(field, str(x.request_id));
+    }
+  }
+  line += "}";
+  return line;
+}
+
+}  // namespace
+
 net::Task<bool> HandleRequest(DownstreamContext& ctx, DownstreamExchange& x) {
   ctx.counters->requests.fetch_add(1, std::memory_order_relaxed);
+  auto started = std::chrono::steady_clock::now();
   std::shared_ptr<const Snapshot> snapshot = *ctx.snapshot;  // held for the request's life
   ProxyRequest& in = x.request();
   std::string host = NormalizeHost(in.authority);
@@ -514,6 +581,14 @@ net::Task<bool> HandleRequest(DownstreamContext& ctx, DownstreamExchange& x) {
     }
   }
   ctx.counters->CountStatus(x.status);
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (route != nullptr && route->index() < snapshot->route_stats.size()) {
+    snapshot->route_stats[route->index()]->Record(x.status, seconds);
+  }
+  if (ctx.access_log != nullptr) {
+    ctx.access_log->Write(AccessLine(snapshot->config, ctx, x, in, route, seconds * 1000));
+  }
   co_return keep;
 }
 

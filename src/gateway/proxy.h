@@ -14,6 +14,7 @@
 #include <string>
 
 #include "gateway/gateway.h"
+#include "gateway/stats.h"
 #include "net/buffer.h"
 #include "net/http1.h"
 #include "net/task.h"
@@ -36,6 +37,7 @@ struct DownstreamContext {
   // Per-loop state (upstream HTTP/2 sessions are shared by the loop's
   // connections).
   Gateway::LoopState* loop_state;
+  AccessLog* access_log;  // null: none
 };
 
 // The request as every protocol presents it.
@@ -89,6 +91,9 @@ class DownstreamExchange {
                          std::string_view extra_header_value = {}) = 0;
   bool response_started = false;
   int status = 0;
+  uint64_t bytes_sent = 0;  // response body bytes handed to the client
+  std::string upstream;     // the endpoint that answered, for the log
+  std::string request_id;
   // Set by the forwarding code while it waits on an upstream: the client
   // side calls it when the client goes away, so the wait ends at once.
   std::function<void()> cancel_upstream;

@@ -181,6 +181,11 @@ const std::string& Route::PickCluster(uint64_t draw) const {
   return config_.split[i].cluster;
 }
 
+std::string Route::label() const {
+  return absl::StrCat(virtual_host_, "/",
+                      config_.name.empty() ? absl::StrCat("#", index_) : config_.name);
+}
+
 std::string Route::RewritePath(std::string_view path) const {
   if (!config_.prefix_rewrite) return std::string(path);
   const RouteMatch& m = config_.match;
@@ -202,12 +207,14 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Build(
     const std::vector<VirtualHostConfig>& virtual_hosts) {
   auto table = std::shared_ptr<RouteTable>(new RouteTable());
   table->hosts_.reserve(virtual_hosts.size());
+  size_t next_index = 0;
   for (const VirtualHostConfig& vh : virtual_hosts) {
     Host host{vh.name, {}};
     host.routes.reserve(vh.routes.size());
     for (const RouteConfig& rc : vh.routes) {
       Route route(rc);
       route.virtual_host_ = vh.name;
+      route.index_ = next_index++;
       absl::Status st = route.Compile();
       if (!st.ok()) {
         return absl::InvalidArgumentError(absl::StrCat(

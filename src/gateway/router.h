@@ -59,6 +59,12 @@ class Route {
 
   const RouteConfig& config() const { return config_; }
   const std::string& virtual_host() const { return virtual_host_; }
+  // Position in the table (0..route_count()-1), for per-route state kept
+  // beside the table.
+  size_t index() const { return index_; }
+  // "virtual_host/route name" (or "/#N" for an unnamed route): the label of
+  // its metrics and log lines.
+  std::string label() const;
   // Whether the request matches (the host has been matched already).
   bool Matches(const RequestView& request) const;
   // For a forwarding route: the cluster for this request. A split picks by
@@ -76,6 +82,7 @@ class Route {
 
   RouteConfig config_;
   std::string virtual_host_;
+  size_t index_ = 0;
   std::unique_ptr<re2::RE2> path_regex_;
   std::vector<CompiledHeader> headers_;
   std::vector<CompiledQuery> query_;
@@ -92,6 +99,13 @@ class RouteTable {
   // The route for `request`, or null (404).
   const Route* Match(const RequestView& request) const;
   size_t route_count() const;
+  // Every route, in table order.
+  template <typename Fn>
+  void ForEachRoute(Fn fn) const {
+    for (const Host& h : hosts_) {
+      for (const Route& r : h.routes) fn(r);
+    }
+  }
 
  private:
   struct Host {

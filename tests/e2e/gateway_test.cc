@@ -417,5 +417,64 @@ TEST(GatewayE2E, RoutesAndClustersFollowTheStoreLive) {
   EXPECT_EQ(server("/echo"), "b");
 }
 
+TEST(GatewayE2E, MetricsStatusAndAccessLog) {
+  TempDir dir("gw_obs");
+  Origin origin(dir, "a");
+  std::string config = dir.path() + "/gateway.yaml";
+  std::string log = dir.path() + "/access.log";
+  int port = PickFreePort();
+  int admin = PickFreePort();
+  {
+    std::ofstream out(config);
+    out << "listeners: [{address: \"127.0.0.1:" << port << "\"}]\n"
+        << "admin: 127.0.0.1:" << admin << "\n"
+        << "access_log: {path: " << log << "}\n"
+        << "clusters: [{name: web, endpoints: [\"127.0.0.1:" << origin.port() << "\"]}]\n"
+        << "virtual_hosts: [{name: site, routes: [{name: api, match: {prefix: /echo}, cluster: "
+           "web},"
+        << " {name: other, direct_response: {status: 404, body: none}}]}]\n";
+  }
+  GatewayProcess gw(dir, {"--config", config});
+  for (int i = 0; i < 3; ++i) Curl({"--http1.1", gw.url("/echo?i=" + std::to_string(i))});
+  Curl({"--http2-prior-knowledge", gw.url("/nothing")});
+  std::string admin_url = "http://127.0.0.1:" + std::to_string(admin);
+  CommandResult metrics = Curl({admin_url + "/metrics"});
+  EXPECT_NE(metrics.out.find("capstan_gateway_requests_total{route=\"site/api\",code=\"2xx\"} 3"),
+            std::string::npos)
+      << metrics.out;
+  EXPECT_NE(metrics.out.find("capstan_gateway_requests_total{route=\"site/other\",code=\"4xx\"} 1"),
+            std::string::npos)
+      << metrics.out;
+  EXPECT_NE(metrics.out.find("capstan_gateway_upstream_requests_total{cluster=\"web\"} 3"),
+            std::string::npos)
+      << metrics.out;
+  EXPECT_NE(
+      metrics.out.find("capstan_gateway_request_duration_seconds_count{route=\"site/api\"} 3"),
+      std::string::npos)
+      << metrics.out;
+  CommandResult status = Curl({admin_url + "/status"});
+  EXPECT_NE(status.out.find("\"endpoint\": \"127.0.0.1:" + std::to_string(origin.port()) +
+                            "\", \"weight\": 1, \"breaker\": \"closed\""),
+            std::string::npos)
+      << status.out;
+  EXPECT_EQ(Curl({admin_url + "/health"}).out, "ok\n");
+  // The access log: one JSON line per request, written off the loops.
+  ASSERT_TRUE(Eventually([&] {
+    std::ifstream in(log);
+    int lines = 0;
+    std::string line;
+    while (std::getline(in, line)) ++lines;
+    return lines == 4;
+  }));
+  std::ifstream in(log);
+  std::string first;
+  std::getline(in, first);
+  EXPECT_NE(first.find("\"method\": \"GET\""), std::string::npos) << first;
+  EXPECT_NE(first.find("\"status\": 200"), std::string::npos) << first;
+  EXPECT_NE(first.find("\"route\": \"site/api\""), std::string::npos) << first;
+  EXPECT_NE(first.find("\"upstream\": \"127.0.0.1:"), std::string::npos) << first;
+  EXPECT_NE(first.find("\"request_id\": \""), std::string::npos) << first;
+}
+
 }  // namespace
 }  // namespace capstan::e2e
