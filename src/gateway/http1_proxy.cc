@@ -62,6 +62,7 @@ class Http1Exchange : public DownstreamExchange {
     request_.keep_alive = head.keep_alive && !ctx.draining->load(std::memory_order_relaxed);
     request_.expect_continue = head.expect_continue;
     request_.http10 = head.version == http1::Version::kHttp10;
+    request_.upgrade = head.upgrade;
     body_done_ = !request_.has_body;
     head_request_ = head.method == "HEAD";
   }
@@ -170,6 +171,8 @@ class Http1Exchange : public DownstreamExchange {
       down_->MarkWritten();
     }
   }
+
+  net::Socket* TunnelSocket() override { return down_; }
 
   void Abort() override {
     request_.keep_alive = false;

@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "base/logging.h"
 #include "gateway/upstream_h2.h"
+#include "net/wait_group.h"
 
 namespace capstan::gateway {
 namespace {
@@ -117,6 +118,39 @@ struct UpstreamRequest {
   bool chunked = false;  // HTTP/1.1 upstream: body length unknown
 };
 
+// Copies what `from` receives to `to` until `from` ends; then closes `to`
+// so the other direction ends too.
+net::Task<void> Pipe(net::Socket* from, net::Socket* to, net::WaitGroup* done) {
+  while (true) {
+    if (!from->input().empty()) {
+      to->output().Append(std::move(from->input()));
+      from->input().Clear();
+      to->MarkWritten();
+      if (to->pending_output() > kHighWater) {
+        absl::Status st = co_await to->Drained(kLowWater);
+        if (!st.ok()) break;
+      }
+    }
+    absl::Status st = co_await from->ReadMore();
+    if (!st.ok()) break;
+  }
+  // What was read leaves before the close (bounded by the caller's close).
+  auto drained = co_await to->Drained();
+  (void)drained;
+  to->Close();
+  from->Close();
+  if (done != nullptr) done->Done();
+}
+
+// A tunnel between the client and the upstream (after 101).
+net::Task<void> Tunnel(net::EventLoop* loop, net::Socket* down, net::Socket* up) {
+  net::WaitGroup upward(loop);
+  upward.Add();
+  loop->StartOwned(Pipe(down, up, &upward));
+  co_await Pipe(up, down, nullptr);
+  co_await upward.Wait();
+}
+
 // One attempt over HTTP/1.1: request out, response back. kRetry: nothing
 // of the request body was consumed and nothing received, so another
 // attempt is safe (policy decides whether it is made).
@@ -210,13 +244,33 @@ net::Task<Outcome> ForwardHttp1(DownstreamContext& ctx, DownstreamExchange& x, c
         http1::ResponseHead& h = rp.head();
         if (h.status >= 100 && h.status < 200 && !h.switched_protocols) break;  // interim
         x.status = h.status;
+        std::optional<std::string> upgrade_answer;
+        if (h.switched_protocols) {
+          if (std::optional<std::string_view> u = h.fields.Get("upgrade"))
+            upgrade_answer = std::string(*u);
+        }
         std::optional<uint64_t> length;
         if (h.framing == http1::Framing::kContentLength) length = h.content_length;
         has_body = h.framing != http1::Framing::kNone;
         RemoveHopByHop(&h.fields);
+        if (upgrade_answer) h.fields.Add("upgrade", *upgrade_answer);
         ApplyEdits(route.config().response_headers, &h.fields);
         if (ctx.snapshot->get()->config.add_via) h.fields.Add("via", "1.1 capstan");
         x.response_started = true;
+        if (h.switched_protocols && x.TunnelSocket() != nullptr && h.status == 101) {
+          // The upstream agreed to switch: from here on bytes pass as they
+          // are, both ways, until either side closes.
+          deadline.Cancel();
+          std::string out = "HTTP/1.1 101 Switching Protocols\r\n";
+          for (const auto& field : h.fields) {
+            absl::StrAppend(&out, std::string(field.name), ": ", std::string(field.value), "\r\n");
+          }
+          absl::StrAppend(&out, "connection: upgrade\r\n\r\n");
+          net::Socket* down = x.TunnelSocket();
+          down->Write(std::string_view(out));
+          co_await Tunnel(ctx.loop, down, up);
+          co_return Outcome::kFailed;  // the connection ends with the tunnel
+        }
         if (!x.SendHead(h.status, h.fields, has_body, length)) co_return Outcome::kFailed;
         break;
       }
@@ -266,7 +320,17 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
   req.authority = std::string(in.authority);
   req.fields = in.fields;
   http1::HeaderFields& f = *in.fields;
+  // A WebSocket (or other) upgrade keeps its Upgrade field, and becomes a
+  // tunnel when the upstream answers 101.
+  std::string upgrade;
+  if (in.upgrade && x.TunnelSocket() != nullptr) {
+    if (std::optional<std::string_view> u = f.Get("upgrade")) upgrade = std::string(*u);
+  }
   RemoveHopByHop(&f);
+  if (!upgrade.empty()) {
+    f.Add("connection", "upgrade");
+    f.Add("upgrade", upgrade);
+  }
   f.Remove("expect");  // 100-continue is answered here
   f.Remove("host");
   f.Remove("content-length");

@@ -53,9 +53,10 @@ struct ProxyRequest {
   std::optional<uint64_t> content_length;
   bool keep_alive = true;  // the client keeps the connection after this
   bool expect_continue = false;
-  bool http10 = false;  // the client speaks HTTP/1.0
-  bool http2 = false;   // the client speaks HTTP/2
-  bool grpc = false;    // content-type application/grpc...
+  bool http10 = false;   // the client speaks HTTP/1.0
+  bool http2 = false;    // the client speaks HTTP/2
+  bool grpc = false;     // content-type application/grpc...
+  bool upgrade = false;  // HTTP/1.1 Upgrade (WebSocket): a tunnel after 101
 };
 
 struct BodyEvent {
@@ -86,6 +87,9 @@ class DownstreamExchange {
   virtual void End(const net::http1::HeaderFields* trailers) = 0;
   // Abandons a response already started (the client sees a cut/reset).
   virtual void Abort() = 0;
+  // HTTP/1.1: the client's socket, for a tunnel after 101 Switching
+  // Protocols; null for HTTP/2 streams.
+  virtual net::Socket* TunnelSocket() { return nullptr; }
   // A whole response of the gateway's own.
   virtual void SendLocal(int status, std::string_view body, std::string_view extra_header_name = {},
                          std::string_view extra_header_value = {}) = 0;

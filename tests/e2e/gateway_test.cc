@@ -476,5 +476,40 @@ TEST(GatewayE2E, MetricsStatusAndAccessLog) {
   EXPECT_NE(first.find("\"request_id\": \""), std::string::npos) << first;
 }
 
+TEST(GatewayE2E, WebSocketUpgradeBecomesATunnel) {
+  TempDir dir("gw_ws");
+  Origin origin(dir, "a");
+  GatewayProcess gw(dir, {"--upstream", origin.url()});
+  // A WebSocket client (RFC 6455 handshake and masked frames) in Python.
+  std::string client = R"PY(
+import base64, os, socket, struct, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall(("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % key).encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    chunk = s.recv(1)
+    if not chunk: sys.exit("closed during the handshake: %r" % head)
+    head += chunk
+print(head.split(b"\r\n")[0].decode())
+for text in ["one", "two", "x" * 300]:
+    data, mask = text.encode(), os.urandom(4)
+    n = len(data)
+    hdr = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack(">H", n))
+    s.sendall(hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+    h = s.recv(2, socket.MSG_WAITALL)
+    n = h[1] & 0x7f
+    if n == 126: n = struct.unpack(">H", s.recv(2, socket.MSG_WAITALL))[0]
+    print(s.recv(n, socket.MSG_WAITALL).decode()[:40])
+s.sendall(b"\x88\x80" + os.urandom(4))
+)PY";
+  CommandResult r = RunCommand({"python3", "-c", client, std::to_string(gw.port())});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out,
+            "HTTP/1.1 101 Switching Protocols\na:one\na:two\na:" + std::string(38, 'x') + "\n")
+      << r.err;
+}
+
 }  // namespace
 }  // namespace capstan::e2e

@@ -11,9 +11,13 @@ http.server, keep-alive on). Prints "port N" once listening on 127.0.0.1.
   GET  /cut            starts a 1 MB response, sends 1000 bytes, closes
   GET  /status?code=N  answers status N
   GET  /health         200 "ok"
+  GET  /ws             a WebSocket (RFC 6455) echo: each text frame back,
+                       prefixed with this server's name
 """
+import base64
 import hashlib
 import json
+import struct
 import socket
 import sys
 import time
@@ -71,8 +75,41 @@ class Handler(BaseHTTPRequestHandler):
             info["body_sha256"] = hashlib.sha256(body).hexdigest()
         self._send(200, json.dumps(info).encode(), "application/json")
 
+    def _websocket(self):
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(
+            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        while True:
+            head = self.rfile.read(2)
+            if len(head) < 2:
+                return
+            opcode, length = head[0] & 0x0F, head[1] & 0x7F
+            if length == 126:
+                length = struct.unpack(">H", self.rfile.read(2))[0]
+            elif length == 127:
+                length = struct.unpack(">Q", self.rfile.read(8))[0]
+            mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+            data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(length)))
+            if opcode == 8:  # close
+                self.wfile.write(b"\x88\x00")
+                return
+            reply = (NAME + ":").encode() + data
+            frame = bytes([0x81]) + (bytes([len(reply)]) if len(reply) < 126
+                                     else bytes([126]) + struct.pack(">H", len(reply)))
+            self.wfile.write(frame + reply)
+            self.wfile.flush()
+
     def do_GET(self):
         url = urllib.parse.urlparse(self.path)
+        if url.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
+            self.close_connection = True
+            return self._websocket()
         q = dict(urllib.parse.parse_qsl(url.query))
         if url.path.startswith("/echo") or url.path == "/" or url.path.startswith("/api"):
             return self._echo()
