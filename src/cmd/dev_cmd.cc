@@ -161,8 +161,10 @@ DevServices::~DevServices() {
   // Out of the registry (the lease is revoked), then the service stops.
   registration_.reset();
   if (hello_ != nullptr) hello_->Stop();
+  bool stopped_any = hello_ != nullptr || gateway_port_ != 0;
   hello_.reset();
   store_.reset();
+  if (stopped_any) CAPSTAN_LOG(info, "dev: gateway and example service stopped");
 }
 
 }  // namespace capstan
