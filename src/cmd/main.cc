@@ -1,7 +1,8 @@
 // `capstan`: one binary, one subcommand per role (see README.md).
 //
 //   capstan store [flags]   a metadata store member speaking the etcd v3 API
-//   capstan dev             everything on localhost, data in ./data
+//   capstan dev             everything on localhost, data in ./data: a store member,
+//                           an example service and a gateway (dev_cmd.h)
 //   capstan experiments eval  GrowthBook evaluation, one JSON request per stdin line
 #include <signal.h>
 #include <unistd.h>
@@ -17,10 +18,11 @@
 #include "base/config.h"
 #include "base/logging.h"
 #include "base/signals.h"
-#include "cmd/gateway_cmd.h"
 #include "bench/null_server.h"
 #include "bench/rpc_bench.h"
 #include "bench/store_bench.h"
+#include "cmd/dev_cmd.h"
+#include "cmd/gateway_cmd.h"
 #include "experiments/eval_protocol.h"
 #include "store/server.h"
 
@@ -193,7 +195,8 @@ absl::StatusOr<store::StoreServerConfig> BuildConfig(const StoreFlags& f) {
   return cfg;
 }
 
-int RunStore(const StoreFlags& flags, const char* role) {
+// `dev`: the example service and the gateway run beside the member.
+int RunStore(const StoreFlags& flags, const char* role, const DevFlags* dev = nullptr) {
   if (!InitLogging(flags.log_level)) {
     std::cerr << "capstan " << role << ": --log-level \"" << flags.log_level
               << "\" is not one of trace, debug, info, warn, err\n";
@@ -211,9 +214,20 @@ int RunStore(const StoreFlags& flags, const char* role) {
     std::cerr << "capstan " << role << ": " << server.status().message() << "\n";
     return 1;
   }
+  std::unique_ptr<DevServices> services;
+  if (dev != nullptr) {
+    auto started = DevServices::Start(*dev, flags.listen_client_urls.front());
+    if (!started.ok()) {
+      std::cerr << "capstan " << role << ": " << started.status().message() << "\n";
+      (*server)->Shutdown();
+      return 1;
+    }
+    services = *std::move(started);
+  }
   CAPSTAN_LOG(info, "ready to serve client requests", "role", role);
   int sig = WaitForTerminationSignal();
   CAPSTAN_LOG(info, "shutting down", "signal", sig);
+  services.reset();  // they use the store: stopped before it
   (*server)->Shutdown();
   return 0;
 }
@@ -342,8 +356,9 @@ int RunBenchStore(const BenchFlags& f) {
   return r->errors == 0 ? 0 : 1;
 }
 
-Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags, BenchFlags* bench_flags,
-            GatewayFlags* gateway_flags, ExperimentsFlags* experiments_flags) {
+Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags, DevFlags* dev_extra_flags,
+            BenchFlags* bench_flags, GatewayFlags* gateway_flags,
+            ExperimentsFlags* experiments_flags) {
   Cli cli;
   cli.app = std::make_unique<CLI::App>(
       "Capstan: metadata store, RPC framework, gateway and experiments in one binary.");
@@ -353,8 +368,11 @@ Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags, BenchFlags* bench_fl
       "store", "Run a metadata store member that speaks the etcd v3 gRPC API.");
   AddStoreFlags(cli.store, store_flags, false);
   cli.dev = cli.app->add_subcommand(
-      "dev", "Run everything on localhost for development (for now: one store member).");
+      "dev",
+      "Run everything on localhost for development: a store member, an example HTTP service "
+      "registered in it and a gateway in front of that service.");
   AddStoreFlags(cli.dev, dev_flags, true);
+  AddDevFlags(cli.dev, dev_extra_flags);
   cli.gateway = cli.app->add_subcommand(
       "gateway", "Run the HTTP reverse proxy and load balancer (docs/gateway.md).");
   AddGatewayCommand(cli.gateway, gateway_flags);
@@ -402,6 +420,7 @@ int main(int argc, char** argv) {
 
   StoreFlags store_flags;
   StoreFlags dev_flags;
+  DevFlags dev_extra_flags;
   BenchFlags bench_flags;
   GatewayFlags gateway_flags;
   ExperimentsFlags experiments_flags;
@@ -421,8 +440,8 @@ int main(int argc, char** argv) {
     }
     std::vector<std::string> args(from_file->rbegin(), from_file->rend());
     args.push_back(argv[1]);  // the subcommand
-    Cli file_cli =
-        MakeCli(&store_flags, &dev_flags, &bench_flags, &gateway_flags, &experiments_flags);
+    Cli file_cli = MakeCli(&store_flags, &dev_flags, &dev_extra_flags, &bench_flags, &gateway_flags,
+                           &experiments_flags);
     try {
       file_cli.app->parse(args);
     } catch (const CLI::ParseError& e) {
@@ -430,7 +449,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  Cli cli = MakeCli(&store_flags, &dev_flags, &bench_flags, &gateway_flags, &experiments_flags);
+  Cli cli = MakeCli(&store_flags, &dev_flags, &dev_extra_flags, &bench_flags, &gateway_flags,
+                    &experiments_flags);
   try {
     cli.app->parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -439,7 +459,7 @@ int main(int argc, char** argv) {
   CLI::App* store_cmd = cli.store;
   CLI::App* dev_cmd = cli.dev;
   if (store_cmd->parsed()) return RunStore(store_flags, "store");
-  if (dev_cmd->parsed()) return RunStore(dev_flags, "dev");
+  if (dev_cmd->parsed()) return RunStore(dev_flags, "dev", &dev_extra_flags);
   if (cli.gateway->parsed()) return RunGateway(gateway_flags);
   if (cli.bench_store->parsed()) return RunBenchStore(bench_flags);
   if (cli.experiments_eval->parsed()) {
