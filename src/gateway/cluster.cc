@@ -6,6 +6,8 @@
 #include "absl/strings/str_join.h"
 #include "base/logging.h"
 #include "net/block_on.h"
+#include "net/http1.h"
+#include "net/wait_group.h"
 
 namespace capstan::gateway {
 
@@ -86,9 +88,25 @@ void ClusterLoop::Update(std::vector<mesh::Endpoint> endpoints) {
   balancer_->Update(raw);
 }
 
+void ClusterLoop::SetHealthy(const std::string& endpoint_id, bool healthy) {
+  if (healthy) {
+    unhealthy_.erase(endpoint_id);
+  } else {
+    unhealthy_.insert(endpoint_id);
+    CloseIdle(endpoint_id);
+  }
+}
+
 std::shared_ptr<mesh::EndpointState> ClusterLoop::Pick(
     uint64_t hash, const absl::flat_hash_set<const mesh::EndpointState*>& tried) {
   absl::flat_hash_set<const mesh::EndpointState*> exclude = tried;
+  size_t unhealthy = 0;
+  for (const auto& e : endpoints_) unhealthy += unhealthy_.contains(e->endpoint.id);
+  if (unhealthy < endpoints_.size()) {
+    for (const auto& e : endpoints_) {
+      if (unhealthy_.contains(e->endpoint.id)) exclude.insert(e.get());
+    }
+  }
   // An endpoint whose breaker refuses is passed over for this request (the
   // breaker's Allow admits half-open probes, so it is asked only of the
   // endpoint picked).
@@ -209,6 +227,11 @@ absl::StatusOr<std::shared_ptr<Cluster>> Cluster::Create(ClusterConfig config,
     cluster->loops_.push_back(std::make_unique<ClusterLoop>(group->loop(i), &cluster->config_));
   }
   cluster->source_ = std::move(source).value();
+  if (cluster->config_.health_check) {
+    net::EventLoop* first = group->loop(0);
+    std::weak_ptr<Cluster> checker_ref = cluster;
+    first->Post([checker_ref, first] { first->StartOwned(CheckHealth(checker_ref, first)); });
+  }
   std::weak_ptr<Cluster> weak = cluster;
   std::vector<net::EventLoop*> loops = cluster->event_loops_;
   cluster->source_->Start([weak, loops](std::vector<mesh::Endpoint> set) {
@@ -219,6 +242,96 @@ absl::StatusOr<std::shared_ptr<Cluster>> Cluster::Create(ClusterConfig config,
     }
   });
   return cluster;
+}
+
+namespace {
+
+// One probe: GET the health path; true when the status is in range.
+net::Task<bool> Probe(net::EventLoop* loop, mesh::Endpoint endpoint, HealthCheckConfig check) {
+  auto socket = co_await net::Socket::Connect(loop, endpoint.host, endpoint.port, check.timeout);
+  if (!socket.ok()) co_return false;
+  std::shared_ptr<net::Socket> s = *socket;
+  std::string host =
+      check.host.empty() ? mesh::FormatHostPort(endpoint.host, endpoint.port) : check.host;
+  s->Write(std::string_view(absl::StrCat("GET ", check.path, " HTTP/1.1\r\nHost: ", host,
+                                         "\r\nUser-Agent: capstan-health-check\r\n"
+                                         "Connection: close\r\n\r\n")));
+  bool timed_out = false;
+  net::Timer deadline([&timed_out, raw = s.get()] {
+    timed_out = true;
+    raw->Close();
+  });
+  deadline.ArmAfter(loop, check.timeout);
+  net::http1::ResponseParser parser;
+  bool healthy = false;
+  while (true) {
+    net::http1::Event ev = parser.Next(&s->input());
+    if (ev.type == net::http1::Event::kHead) {
+      int status = parser.head().status;
+      if (status >= 200) {
+        healthy = status >= check.expected_status_min && status <= check.expected_status_max;
+        break;
+      }
+      continue;
+    }
+    if (ev.type != net::http1::Event::kNeedMore) break;
+    absl::Status st = co_await s->ReadMore();
+    if (!st.ok()) break;
+  }
+  s->Close();
+  co_return healthy && !timed_out;
+}
+
+}  // namespace
+
+net::Task<void> Cluster::CheckHealth(std::weak_ptr<Cluster> weak, net::EventLoop* loop) {
+  // Consecutive results per endpoint id: > 0 successes, < 0 failures.
+  absl::flat_hash_map<std::string, int> streak;
+  absl::flat_hash_map<std::string, bool> state;  // as last posted (absent: healthy)
+  while (true) {
+    std::vector<mesh::Endpoint> endpoints;
+    HealthCheckConfig check;
+    {
+      std::shared_ptr<Cluster> cluster = weak.lock();
+      if (cluster == nullptr) co_return;
+      check = *cluster->config_.health_check;
+      for (const auto& e : cluster->on(0).endpoints()) endpoints.push_back(e->endpoint);
+    }
+    std::vector<bool> results(endpoints.size());
+    net::WaitGroup probes(loop);
+    for (size_t i = 0; i < endpoints.size(); ++i) {
+      probes.Add();
+      loop->StartOwned([](net::EventLoop* l, mesh::Endpoint e, HealthCheckConfig c,
+                          std::vector<bool>* out, size_t i,
+                          net::WaitGroup* done) -> net::Task<void> {
+        (*out)[i] = co_await Probe(l, std::move(e), std::move(c));
+        done->Done();
+      }(loop, endpoints[i], check, &results, i, &probes));
+    }
+    co_await probes.Wait();
+    std::shared_ptr<Cluster> cluster = weak.lock();
+    if (cluster == nullptr) co_return;
+    for (size_t i = 0; i < endpoints.size(); ++i) {
+      int& s = streak[endpoints[i].id];
+      s = results[i] ? std::max(s, 0) + 1 : std::min(s, 0) - 1;
+      bool was_healthy = !state.contains(endpoints[i].id) || state[endpoints[i].id];
+      bool now_healthy = was_healthy;
+      if (was_healthy && -s >= check.unhealthy_threshold) now_healthy = false;
+      if (!was_healthy && s >= check.healthy_threshold) now_healthy = true;
+      if (now_healthy == was_healthy) continue;
+      state[endpoints[i].id] = now_healthy;
+      CAPSTAN_LOG(info, "gateway: endpoint health changed", "cluster", cluster->name(), "endpoint",
+                  endpoints[i].id, "healthy", now_healthy);
+      for (size_t l = 0; l < cluster->event_loops_.size(); ++l) {
+        std::string id = endpoints[i].id;
+        cluster->event_loops_[l]->Post([weak, l, id, now_healthy] {
+          if (auto c = weak.lock()) c->loops_[l]->SetHealthy(id, now_healthy);
+        });
+      }
+    }
+    cluster.reset();
+    co_await loop->Sleep(check.interval);
+  }
 }
 
 Cluster::~Cluster() {

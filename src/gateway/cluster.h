@@ -74,6 +74,13 @@ class ClusterLoop {
   net::Task<absl::StatusOr<std::shared_ptr<net::Http2Session>>> AcquireHttp2(
       const std::shared_ptr<mesh::EndpointState>& endpoint);
 
+  // Active health checking (the cluster's checker posts each transition to
+  // every loop). An unhealthy endpoint is passed over, unless every
+  // endpoint is unhealthy: then all are used (Envoy's panic mode: better a
+  // chance than a certain 503).
+  void SetHealthy(const std::string& endpoint_id, bool healthy);
+  bool healthy(const std::string& endpoint_id) const { return !unhealthy_.contains(endpoint_id); }
+
   bool has_endpoints() const { return !endpoints_.empty(); }
   size_t endpoint_count() const { return endpoints_.size(); }
   const std::vector<std::shared_ptr<mesh::EndpointState>>& endpoints() const { return endpoints_; }
@@ -91,6 +98,7 @@ class ClusterLoop {
   std::unique_ptr<mesh::Balancer> balancer_;
   absl::flat_hash_map<std::string, std::vector<UpstreamConnection>> idle_;
   absl::flat_hash_map<std::string, std::shared_ptr<net::Http2Session>> http2_;
+  absl::flat_hash_set<std::string> unhealthy_;
   int open_connections_ = 0;
 };
 
@@ -114,6 +122,9 @@ class Cluster : public std::enable_shared_from_this<Cluster> {
 
  private:
   Cluster(ClusterConfig config) : config_(std::move(config)) {}
+  // Probes every endpoint (as loop 0 sees the set) each interval and posts
+  // transitions past the thresholds to every loop.
+  static net::Task<void> CheckHealth(std::weak_ptr<Cluster> weak, net::EventLoop* loop);
 
   ClusterConfig config_;
   std::vector<std::unique_ptr<ClusterLoop>> loops_;

@@ -414,7 +414,7 @@ std::string Gateway::StatusJson() {
         absl::StrAppend(&endpoints, first_endpoint ? "" : ", ", "{\"endpoint\": \"",
                         JsonEscape(e->endpoint.id), "\", \"weight\": ", e->endpoint.weight,
                         ", \"breaker\": \"", mesh::CircuitBreaker::StateName(e->breaker.state()),
-                        "\"}");
+                        "\", \"healthy\": ", cl.healthy(e->endpoint.id) ? "true" : "false", "}");
         first_endpoint = false;
       }
       absl::StrAppend(&endpoints, "], \"open_connections\": ", cl.open_connections(),

@@ -511,5 +511,39 @@ s.sendall(b"\x88\x80" + os.urandom(4))
       << r.err;
 }
 
+TEST(GatewayE2E, FailingHealthChecksTakeAnEndpointOutOfRotation) {
+  TempDir dir("gw_health");
+  Origin good(dir, "good");
+  Origin sick(dir, "sick");
+  std::string config = dir.path() + "/gateway.yaml";
+  int port = PickFreePort();
+  int admin = PickFreePort();
+  {
+    std::ofstream out(config);
+    out << "listeners: [{address: \"127.0.0.1:" << port << "\"}]\n"
+        << "admin: 127.0.0.1:" << admin << "\n"
+        << "clusters:\n  - name: web\n    endpoints: [\"127.0.0.1:" << good.port()
+        << "\", \"127.0.0.1:" << sick.port() << "\"]\n"
+        << "    health_check: {path: /health, interval: 100ms, timeout: 1s, "
+           "unhealthy_threshold: 2, healthy_threshold: 1}\n"
+        << "virtual_hosts: [{name: all, routes: [{cluster: web}]}]\n";
+  }
+  GatewayProcess gw(dir, {"--config", config});
+  std::string admin_url = "http://127.0.0.1:" + std::to_string(admin) + "/status";
+  // The checker marks the sick endpoint unhealthy...
+  ASSERT_TRUE(Eventually([&] {
+    return Curl({admin_url})
+               .out.find("\"127.0.0.1:" + std::to_string(sick.port()) +
+                         "\", \"weight\": 1, \"breaker\": \"closed\", \"healthy\": "
+                         "false") != std::string::npos;
+  })) << Curl({admin_url}).out;
+  // ... and from then on every request goes to the good one (round robin
+  // would otherwise alternate).
+  for (int i = 0; i < 10; ++i) {
+    CommandResult r = Curl({"--http1.1", gw.url("/echo")});
+    EXPECT_NE(r.out.find("\"server\": \"good\""), std::string::npos) << i << ": " << r.out;
+  }
+}
+
 }  // namespace
 }  // namespace capstan::e2e

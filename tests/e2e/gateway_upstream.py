@@ -114,7 +114,8 @@ class Handler(BaseHTTPRequestHandler):
         if url.path.startswith("/echo") or url.path == "/" or url.path.startswith("/api"):
             return self._echo()
         if url.path == "/health":
-            return self._send(200, b"ok")
+            # An origin named "sick*" fails its health checks but serves.
+            return self._send(503 if NAME.startswith("sick") else 200, b"ok")
         if url.path == "/big":
             n = int(q.get("bytes", "1024"))
             return self._send(200, bytes((i * 7) % 251 for i in range(n)), "application/octet-stream")
