@@ -1,14 +1,13 @@
 #include "mesh/policy.h"
 
-#include <condition_variable>
 #include <limits>
 #include <mutex>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/logging.h"
 #include "client/client.h"
+#include "client/prefix_watcher.h"
 #include "nlohmann/json.hpp"
 
 namespace capstan::mesh {
@@ -151,20 +150,6 @@ absl::Status ReadPolicy(Fields& f, EndpointPoolOptions* o) {
   return f.NothingElse();
 }
 
-// The first key after every key that starts with `prefix` (etcd's range_end
-// for a prefix).
-std::string PrefixEnd(std::string prefix) {
-  while (!prefix.empty()) {
-    auto last = static_cast<unsigned char>(prefix.back());
-    if (last < 0xff) {
-      prefix.back() = static_cast<char>(last + 1);
-      return prefix;
-    }
-    prefix.pop_back();
-  }
-  return std::string(1, '\0');
-}
-
 }  // namespace
 
 absl::StatusOr<EndpointPoolOptions> ParsePolicy(std::string_view json) {
@@ -209,100 +194,27 @@ class PolicyWatcher::SubscriptionImpl final : public PolicyWatcher::Subscription
 
 std::unique_ptr<PolicyWatcher> PolicyWatcher::Start(std::shared_ptr<client::Client> client,
                                                     PolicyWatcherOptions options) {
-  std::unique_ptr<PolicyWatcher> watcher(new PolicyWatcher(std::move(client), std::move(options)));
-  watcher->thread_ = std::thread([w = watcher.get()] { w->Run(); });
+  std::unique_ptr<PolicyWatcher> watcher(new PolicyWatcher(options.prefix));
+  watcher->watcher_ = client::PrefixWatcher::Start(
+      std::move(client),
+      {.prefix = std::move(options.prefix), .retry = options.retry, .what = "mesh policies"},
+      [w = watcher.get()](const std::vector<client::PrefixChange>& batch) { w->OnChange(batch); });
   return watcher;
 }
 
-PolicyWatcher::PolicyWatcher(std::shared_ptr<client::Client> client, PolicyWatcherOptions options)
-    : client_(std::move(client)), options_(std::move(options)) {}
+PolicyWatcher::PolicyWatcher(std::string prefix) : prefix_(std::move(prefix)) {}
 
-PolicyWatcher::~PolicyWatcher() {
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-  }
-  wake_.notify_all();
-  if (thread_.joinable()) thread_.join();
-}
+PolicyWatcher::~PolicyWatcher() { watcher_.reset(); }
 
-void PolicyWatcher::Run() {
-  bool first = true;
-  while (true) {
-    if (!first && Sleep(options_.retry)) return;
-    first = false;
-    etcdserverpb::RangeRequest list;
-    list.set_key(options_.prefix);
-    list.set_range_end(PrefixEnd(options_.prefix));
-    absl::StatusOr<etcdserverpb::RangeResponse> listed = client_->Range(list);
-    if (!listed.ok()) {
-      CAPSTAN_LOG(warn, "cannot list the mesh policies; keeping the last ones", "prefix",
-                  options_.prefix, "error", std::string(listed.status().message()));
-      continue;
-    }
-    {
-      std::lock_guard lock(mu_);
-      if (stopping_) return;
-      // Policies gone while the watch was down are deleted now.
-      absl::flat_hash_set<std::string> listed_keys;
-      for (const auto& kv : listed->kvs()) listed_keys.insert(kv.key());
-      std::vector<std::string> gone;
-      for (const auto& [service, policy] : policies_) {
-        if (!listed_keys.contains(options_.prefix + service)) gone.push_back(service);
-      }
-      for (const std::string& service : gone) Apply(options_.prefix + service, nullptr);
-      for (const auto& kv : listed->kvs()) Apply(kv.key(), &kv.value());
-      watch_broken_ = false;
-    }
-    etcdserverpb::WatchCreateRequest create;
-    create.set_key(options_.prefix);
-    create.set_range_end(PrefixEnd(options_.prefix));
-    create.set_start_revision(listed->header().revision() + 1);
-    std::unique_ptr<client::Watch> watch = client_->WatchAsync(
-        create,
-        [this](const etcdserverpb::WatchResponse& response) {
-          if (response.canceled()) {
-            Broken(response.compact_revision() > 0 ? "watch revision compacted"
-                                                   : response.cancel_reason());
-            return;
-          }
-          std::lock_guard lock(mu_);
-          for (const auto& event : response.events()) {
-            Apply(event.kv().key(),
-                  event.type() == mvccpb::Event::PUT ? &event.kv().value() : nullptr);
-          }
-        },
-        [this](absl::Status st) {
-          Broken(st.ok() ? "watch stream ended" : std::string(st.message()));
-        });
-    bool stopping;
-    {
-      std::unique_lock lock(mu_);
-      wake_.wait(lock, [&] { return stopping_ || watch_broken_; });
-      stopping = stopping_;
-    }
-    watch.reset();  // cancels and waits until no callback runs
-    if (stopping) return;
-  }
-}
-
-bool PolicyWatcher::Sleep(std::chrono::milliseconds d) {
-  std::unique_lock lock(mu_);
-  return wake_.wait_for(lock, d, [&] { return stopping_; });
-}
-
-void PolicyWatcher::Broken(std::string_view why) {
+void PolicyWatcher::OnChange(const std::vector<client::PrefixChange>& batch) {
   std::lock_guard lock(mu_);
-  if (!stopping_) {
-    CAPSTAN_LOG(info, "mesh policy watch broke; listing again", "prefix", options_.prefix, "reason",
-                std::string(why));
+  for (const client::PrefixChange& change : batch) {
+    Apply(change.key, change.value ? &*change.value : nullptr);
   }
-  watch_broken_ = true;
-  wake_.notify_all();
 }
 
 void PolicyWatcher::Apply(const std::string& key, const std::string* document) {
-  std::string service = key.substr(options_.prefix.size());
+  std::string service = key.substr(prefix_.size());
   if (document == nullptr) {
     if (policies_.erase(service) > 0) {
       CAPSTAN_LOG(info, "mesh policy removed; clients use their own options", "key", key);

@@ -24,7 +24,6 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -32,7 +31,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -43,7 +41,9 @@
 
 namespace capstan::client {
 class Client;
-}
+class PrefixWatcher;
+struct PrefixChange;
+}  // namespace capstan::client
 
 namespace capstan::mesh {
 
@@ -70,12 +70,13 @@ class PolicyWatcher {
   // options.
   using PolicyCallback = std::function<void(const std::optional<EndpointPoolOptions>&)>;
 
-  // Lists the prefix and watches it from the listed revision, on a thread
-  // of its own; lists again when the watch breaks.
+  // Follows the prefix with a client::PrefixWatcher (lists it, watches from
+  // the listed revision + 1, lists again after `retry` when the watch breaks;
+  // policies deleted meanwhile are removed then).
   static std::unique_ptr<PolicyWatcher> Start(std::shared_ptr<client::Client> client,
                                               PolicyWatcherOptions options = {});
-  // Stops the thread (waits for a listing in progress, bounded by the
-  // client's timeout). REQUIRES: every subscription destroyed.
+  // Stops the prefix watcher (waits for a listing in progress, bounded by
+  // the client's timeout). REQUIRES: every subscription destroyed.
   ~PolicyWatcher();
   PolicyWatcher(const PolicyWatcher&) = delete;
   PolicyWatcher& operator=(const PolicyWatcher&) = delete;
@@ -102,28 +103,24 @@ class PolicyWatcher {
     EndpointPoolOptions options;
   };
   class SubscriptionImpl;
-  PolicyWatcher(std::shared_ptr<client::Client> client, PolicyWatcherOptions options);
-  void Run();
-  bool Sleep(std::chrono::milliseconds d);
-  void Broken(std::string_view why);
+  explicit PolicyWatcher(std::string prefix);
+  // A batch from the prefix watcher (its listings and events, in order).
+  void OnChange(const std::vector<client::PrefixChange>& batch);
   // `document` null: the key was deleted.
   void Apply(const std::string& key, const std::string* document)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Notify(const std::string& service) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Unsubscribe(const std::string& service, const std::shared_ptr<Subscriber>& subscriber);
 
-  std::shared_ptr<client::Client> client_;
-  PolicyWatcherOptions options_;
+  const std::string prefix_;
   mutable std::mutex mu_;
-  std::condition_variable wake_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  bool watch_broken_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_map<std::string, Policy> policies_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::vector<std::shared_ptr<Subscriber>>> subscribers_
       ABSL_GUARDED_BY(mu_);
   uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t refused_ ABSL_GUARDED_BY(mu_) = 0;
-  std::thread thread_;
+  // Last: stopped first, so no batch runs while the rest is destroyed.
+  std::unique_ptr<client::PrefixWatcher> watcher_;
 };
 
 }  // namespace capstan::mesh

@@ -1,49 +1,29 @@
 #include "mesh/registry.h"
 
-#include <condition_variable>
-#include <mutex>
-
 #include "absl/container/btree_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/logging.h"
 #include "client/client.h"
+#include "client/prefix_watcher.h"
 #include "nlohmann/json.hpp"
 
 namespace capstan::mesh {
 
 namespace {
 
-// The first key after every key that starts with `prefix` (etcd's range_end
-// for a prefix).
-std::string PrefixEnd(std::string prefix) {
-  while (!prefix.empty()) {
-    auto last = static_cast<unsigned char>(prefix.back());
-    if (last < 0xff) {
-      prefix.back() = static_cast<char>(last + 1);
-      return prefix;
-    }
-    prefix.pop_back();
-  }
-  return std::string(1, '\0');
-}
-
 class StoreSource final : public EndpointSource {
  public:
   StoreSource(std::shared_ptr<client::Client> client, std::string prefix,
               StoreSourceOptions options)
       : client_(std::move(client)), directory_(RegistryDirectory(prefix)), options_(options) {}
-  ~StoreSource() override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stopping_ = true;
-    }
-    wake_.notify_all();
-    if (thread_.joinable()) thread_.join();
-  }
+  // Stops the watcher: no delivery runs after this returns.
+  ~StoreSource() override { watcher_.reset(); }
   void Start(EndpointsCallback on_update) override {
     on_update_ = std::move(on_update);
-    thread_ = std::thread([this] { Run(); });
+    watcher_ = client::PrefixWatcher::Start(
+        client_, {.prefix = directory_, .retry = options_.retry, .what = "service registry"},
+        [this](const std::vector<client::PrefixChange>& batch) { OnChange(batch); });
   }
   std::string Describe() const override {
     return absl::StrCat("store://", absl::StrJoin(client_->options().endpoints, ","), "/",
@@ -51,79 +31,19 @@ class StoreSource final : public EndpointSource {
   }
 
  private:
-  void Run() {
-    bool first = true;
-    while (true) {
-      if (!first && Sleep(options_.retry)) return;
-      first = false;
-      etcdserverpb::RangeRequest list;
-      list.set_key(directory_);
-      list.set_range_end(PrefixEnd(directory_));
-      absl::StatusOr<etcdserverpb::RangeResponse> listed = client_->Range(list);
-      if (!listed.ok()) {
-        CAPSTAN_LOG(warn, "cannot list the registry; keeping the last endpoints", "source",
-                    Describe(), "error", std::string(listed.status().message()));
-        continue;
-      }
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (stopping_) return;
-        endpoints_.clear();
-        for (const auto& kv : listed->kvs()) Apply(kv.key(), &kv.value());
-        watch_broken_ = false;
-        Deliver();
-      }
-      etcdserverpb::WatchCreateRequest create;
-      create.set_key(directory_);
-      create.set_range_end(PrefixEnd(directory_));
-      create.set_start_revision(listed->header().revision() + 1);
-      std::unique_ptr<client::Watch> watch = client_->WatchAsync(
-          create, [this](const etcdserverpb::WatchResponse& r) { OnWatch(r); },
-          [this](absl::Status st) {
-            Broken(st.ok() ? "watch stream ended" : std::string(st.message()));
-          });
-      bool stopping;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        wake_.wait(lock, [&] { return stopping_ || watch_broken_; });
-        stopping = stopping_;
-      }
-      watch.reset();  // cancels and waits until no callback runs
-      if (stopping) return;
-    }
-  }
-
-  // True when stopping.
-  bool Sleep(std::chrono::milliseconds d) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return wake_.wait_for(lock, d, [&] { return stopping_; });
-  }
-
-  void OnWatch(const etcdserverpb::WatchResponse& response) {
-    if (response.canceled()) {
-      Broken(response.compact_revision() > 0 ? "watch revision compacted"
-                                             : response.cancel_reason());
-      return;
-    }
-    if (response.events_size() == 0) return;  // created, progress
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& event : response.events()) {
-      Apply(event.kv().key(), event.type() == mvccpb::Event::PUT ? &event.kv().value() : nullptr);
+  // Runs on the watcher's threads, one batch at a time (the watcher
+  // serializes them), so endpoints_ needs no lock of its own. A listing's
+  // batch carries every key plus the deletions of those gone meanwhile, so
+  // the set after it is exactly the listing's. Every batch (an empty
+  // listing too) delivers the whole set.
+  void OnChange(const std::vector<client::PrefixChange>& batch) {
+    for (const client::PrefixChange& change : batch) {
+      Apply(change.key, change.value ? &*change.value : nullptr);
     }
     Deliver();
   }
 
-  void Broken(std::string_view why) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!stopping_) {
-      CAPSTAN_LOG(info, "registry watch broke; listing again", "source", Describe(), "reason",
-                  std::string(why));
-    }
-    watch_broken_ = true;
-    wake_.notify_all();
-  }
-
-  // REQUIRES: mu_ held. `value` null: the key was deleted.
+  // `value` null: the key was deleted.
   void Apply(const std::string& key, const std::string* value) {
     std::string id = key.substr(directory_.size());
     if (value == nullptr) {
@@ -140,8 +60,7 @@ class StoreSource final : public EndpointSource {
     endpoints_[id] = *std::move(e);
   }
 
-  // REQUIRES: mu_ held (so deliveries from the lister and the watch keep
-  // their order). The callback only hands the set on; it does not block.
+  // The callback only hands the set on; it does not block.
   void Deliver() {
     std::vector<Endpoint> set;
     set.reserve(endpoints_.size());
@@ -153,12 +72,8 @@ class StoreSource final : public EndpointSource {
   std::string directory_;
   StoreSourceOptions options_;
   EndpointsCallback on_update_;
-  std::mutex mu_;
-  std::condition_variable wake_;
-  bool stopping_ = false;
-  bool watch_broken_ = false;
-  absl::btree_map<std::string, Endpoint> endpoints_;
-  std::thread thread_;
+  absl::btree_map<std::string, Endpoint> endpoints_;  // by id; the watcher's batches only
+  std::unique_ptr<client::PrefixWatcher> watcher_;    // last: stops before the rest goes
 };
 
 }  // namespace

@@ -49,9 +49,11 @@ struct StoreSourceOptions {
   // (the last good set stays in use meanwhile).
   std::chrono::milliseconds retry{500};
 };
-// Lists the prefix, then watches it from the listed revision; re-lists when
-// the watch breaks (store restart, compaction). Keys whose value does not
-// decode are skipped with a warning.
+// Follows the prefix with a client::PrefixWatcher: lists it, then watches
+// from the listed revision + 1; lists again after `retry` when the watch
+// breaks (store restart, compaction), dropping instances gone meanwhile.
+// Every listing and every batch of events delivers the whole set. Keys whose
+// value does not decode are skipped with a warning.
 std::unique_ptr<EndpointSource> StoreEndpoints(std::shared_ptr<client::Client> client,
                                                std::string prefix, StoreSourceOptions options = {});
 
