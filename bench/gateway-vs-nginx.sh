@@ -351,37 +351,42 @@ perf_top() {  # DATA SORT [perf report args...]: the top lines, trailing columns
   perf report -i "$data" --stdio --sort "$sort" "$@" 2>/dev/null | grep -v '^#' \
     | grep -E '^ +[0-9.]+%' | sed -E 's/[ -]+$//' | head -30 || true
 }
-profile_perf() {  # EVENT: the 1 KiB keep-alive row, then the new-TLS-connection row
+# profile_perf EVENT: one recording per profiled row, each summarised as
+# self cost by symbol, share by binary, and inclusive cost by symbol.
+PROFILE_ROWS=(
+  "h1-1k-c50|http://127.0.0.1:PLAIN/1k"
+  "h1-64k-c50|http://127.0.0.1:PLAIN/64k"
+  "tls-new-conn-1k-c50|https://127.0.0.1:TLS/1k|Connection: close"
+)
+profile_perf() {
+  local spec row url header perf_pid
   start_proxy capstan
-  perf record -e "$1" -g -o "$WORK/perf.data" -p "$PROXY_PID" -- sleep "$PROFILE_SECONDS" >/dev/null 2>&1 &
-  local perf_pid=$!
-  taskset -c $LOAD_CORE wrk -t 1 -c 50 -d "${PROFILE_SECONDS}s" "http://127.0.0.1:$PLAIN_PORT/1k" >/dev/null 2>&1 || true
-  wait "$perf_pid" || true
-  perf record -e "$1" -g -o "$WORK/perf-tls.data" -p "$PROXY_PID" -- sleep "$PROFILE_SECONDS" >/dev/null 2>&1 &
-  perf_pid=$!
-  taskset -c $LOAD_CORE wrk -t 1 -c 50 -d "${PROFILE_SECONDS}s" -H "Connection: close" \
-    "https://127.0.0.1:$TLS_PORT/1k" >/dev/null 2>&1 || true
-  wait "$perf_pid" || true
+  : >"$PROFILE_TXT"
+  for spec in "${PROFILE_ROWS[@]}"; do
+    IFS='|' read -r row url header <<<"$spec"
+    url=${url/PLAIN/$PLAIN_PORT}; url=${url/TLS/$TLS_PORT}
+    perf record -e "$1" -g -o "$WORK/perf-$row.data" -p "$PROXY_PID" -- sleep "$PROFILE_SECONDS" >/dev/null 2>&1 &
+    perf_pid=$!
+    taskset -c $LOAD_CORE wrk -t 1 -c 50 -d "${PROFILE_SECONDS}s" ${header:+-H "$header"} "$url" >/dev/null 2>&1 || true
+    wait "$perf_pid" || true
+    {
+      echo "=== $row: self by symbol"
+      perf_top "$WORK/perf-$row.data" symbol --no-children
+      echo "=== $row: by binary"
+      perf_top "$WORK/perf-$row.data" dso --no-children | head -8
+      echo "=== $row: inclusive (children) by symbol"
+      perf_top "$WORK/perf-$row.data" symbol --children -g none
+    } >>"$PROFILE_TXT"
+  done
   stop_proxy
-  {
-    perf_top "$WORK/perf.data" symbol --no-children
-    echo "--- by binary (kernel vs capstan vs libraries), 1 KiB keep-alive"
-    perf_top "$WORK/perf.data" dso --no-children | head -8
-    echo "--- inclusive (children) by symbol, 1 KiB keep-alive"
-    perf_top "$WORK/perf.data" symbol --children -g none
-    echo "--- new TLS connection per request: self by symbol"
-    perf_top "$WORK/perf-tls.data" symbol --no-children
-    echo "--- new TLS connection per request: by binary"
-    perf_top "$WORK/perf-tls.data" dso --no-children | head -8
-  } >"$PROFILE_TXT"
 }
 PROFILER="none"
 if [[ " $PROXIES " == *" capstan "* ]]; then
   if command -v perf >/dev/null && perf stat -e instructions true 2>&1 | grep -E '[0-9] +instructions' >/dev/null; then
-    PROFILER="perf record -e cycles -g, ${PROFILE_SECONDS}s of wrk -c 50 on /1k"
+    PROFILER="perf record -e cycles -g, ${PROFILE_SECONDS}s of wrk -c 50 per profiled row"
     profile_perf cycles
   elif command -v perf >/dev/null && perf record -e cpu-clock -o "$WORK/perf-probe.data" -- true >/dev/null 2>&1; then
-    PROFILER="perf record -e cpu-clock -g (no hardware counters on this VM, so perf's software clock), ${PROFILE_SECONDS}s of wrk -c 50 on /1k; kernel and user stacks"
+    PROFILER="perf record -e cpu-clock -g (no hardware counters on this VM, so perf's software clock), ${PROFILE_SECONDS}s of wrk -c 50 per profiled row; kernel and user stacks"
     profile_perf cpu-clock
   elif command -v valgrind >/dev/null; then
     PROFILER="valgrind --tool=callgrind (user-space instructions only)"
@@ -396,7 +401,10 @@ if [[ " $PROXIES " == *" capstan "* ]]; then
       PROFILER="$PROFILER: the gateway did not start under valgrind"
     fi
     stop_proxy
-    callgrind_annotate --inclusive=no "$WORK/callgrind.out" 2>/dev/null | grep -E '^ *[0-9,]+ \(' | head -30 >"$PROFILE_TXT" || true
+    {
+      echo "=== h1-1k-c50: self by symbol (callgrind, instructions)"
+      callgrind_annotate --inclusive=no "$WORK/callgrind.out" 2>/dev/null | grep -E '^ *[0-9,]+ \(' | head -30 || true
+    } >"$PROFILE_TXT"
   fi
 fi
 

@@ -208,22 +208,19 @@ for t, m, v, _ in targets:
 # ---- profile
 prof = open(profile_path).read() if os.path.exists(profile_path) else ""
 out.append("\n## Where capstan's CPU goes\n")
-out.append(f"Profiler: {profiler}.\n")
-sections = re.split(r"^--- ", prof, flags=re.M)
-head = sections[0].strip()
-if head:
-    out.append("1 KiB keep-alive row, 50 connections: top symbols by self cost "
-               "(`[k]` kernel, `[.]` user space):\n")
-    out.append("```")
-    out.extend(l.rstrip() for l in head.splitlines()[:20])
-    out.append("```")
+out.append(f"Profiler: {profiler}. `[k]` kernel, `[.]` user space; inclusive costs are in "
+           "[gateway-profile.txt](gateway-profile.txt).")
+# gateway-profile.txt: "=== ROW: KIND" headers, each followed by perf's lines.
+sections = re.split(r"^=== ", prof, flags=re.M)
+labels = dict(ROWS)
 for sec in sections[1:]:
     title, _, body = sec.partition("\n")
-    if title.startswith("inclusive"):
+    row, _, kind = title.partition(": ")
+    if kind.startswith("inclusive"):
         continue  # kept in gateway-profile.txt
-    out.append(f"\n{title[0].upper() + title[1:]}:\n")
+    out.append(f"\n{labels.get(row, row)} — {kind}:\n")
     out.append("```")
-    out.extend(l.rstrip() for l in body.strip("\n").splitlines()[:20])
+    out.extend(l.rstrip() for l in body.strip("\n").splitlines()[:15])
     out.append("```")
 missed = [t for t in targets if t[2] == "**not met**"]
 if missed:
