@@ -73,8 +73,10 @@ wait_port() {  # PORT: until something accepts there (5 s)
 # ---- fixtures: bodies, a test CA and a server certificate (ECDSA P-256)
 mkdir -p "$WORK/www" "$WORK/tmp"
 chmod 755 "$WORK" "$WORK/www"  # nginx workers run as nobody when started by root
-head -c 1024 /dev/urandom | base64 -w 0 | head -c 1024 >"$WORK/www/1k"
-head -c 65536 /dev/urandom | base64 -w 0 | head -c 65536 >"$WORK/www/64k"
+# 3 random bytes make 4 base64 characters: exactly 1 KiB and 64 KiB (no
+# `| head`, whose early exit would be a SIGPIPE under pipefail).
+head -c 768 /dev/urandom | base64 -w 0 >"$WORK/www/1k"
+head -c 49152 /dev/urandom | base64 -w 0 >"$WORK/www/64k"
 (
   cd "$WORK"
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
