@@ -149,6 +149,7 @@ http {
     listen 127.0.0.1:$TLS_PORT ssl;
     listen 127.0.0.1:$H2C_PORT http2;
     ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;  # 1.22's default stops at TLSv1.2; the others negotiate 1.3
     location / {
       proxy_pass http://origin;
       proxy_http_version 1.1;
@@ -235,6 +236,12 @@ check_bodies() {  # SYSTEM
     cmp -s <(curl -sf --cacert "$WORK/ca.pem" "https://127.0.0.1:$TLS_PORT/$f") "$WORK/www/$f" || ok=false
   done
   echo "$ok"
+}
+# What a client negotiates with the proxy: "TLSv1.3 TLS_AES_256_GCM_SHA384 X25519".
+tls_params() {
+  echo | timeout 5 openssl s_client -connect "127.0.0.1:$TLS_PORT" -brief 2>&1 </dev/null \
+    | awk -F': ' '/^Protocol version/ {p=$2} /^Ciphersuite/ {c=$2} /^Server Temp Key/ {split($2, k, ","); t=k[1]}
+                  END {print p " " c " " t}' || true
 }
 h2_works() { cmp -s <(curl -sf --http2-prior-knowledge "http://127.0.0.1:$H2C_PORT/1k") "$WORK/www/1k"; }
 
@@ -324,7 +331,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for system in $PROXIES; do
     log "round $round/$ROUNDS: $system"
     start_proxy "$system"
-    record "$system" "$round" check "{\"bodies_ok\":$(check_bodies "$system")}"
+    record "$system" "$round" check "{\"bodies_ok\":$(check_bodies "$system"),\"tls\":\"$(tls_params)\"}"
     # Idle memory first, on a fresh process (after load, freed buffers would be reused).
     curl -s "http://127.0.0.1:$PLAIN_PORT/1k" >/dev/null || true
     run_idle "$system" "$round"

@@ -32,12 +32,14 @@ SHORT = {
 
 runs = defaultdict(list)  # (row, system) -> [result]
 checks = defaultdict(list)
+tls_params = {}
 for line in open(results_path):
     if not line.strip():
         continue
     r = json.loads(line)
     if r["row"] == "check":
         checks[r["system"]].append(r["result"].get("bodies_ok", False))
+        tls_params[r["system"]] = r["result"].get("tls", "")
     else:
         runs[(r["row"], r["system"])].append(r["result"])
 
@@ -102,8 +104,10 @@ out.append("- Each proxy runs ONE worker pinned to core 0 (`taskset -c 0`): `cap
            "three proxies; each proxy keeps idle upstream connections (nginx `keepalive 1024`, "
            "HAProxy's default `http-reuse safe`, capstan `max_idle_connections: 1024`), and nginx and "
            "HAProxy add `X-Forwarded-For` as capstan does. No access logs. TLS: a test CA and an "
-           "ECDSA P-256 certificate made with openssl in the temp dir, TLS 1.3, ALPN http/1.1; wrk "
-           "does not resume sessions, so the new-connection row is a full handshake per request.")
+           "ECDSA P-256 certificate made with openssl in the temp dir, ALPN http/1.1 (nginx is given "
+           "`ssl_protocols TLSv1.2 TLSv1.3`: 1.22's default stops at 1.2); wrk does not resume "
+           "sessions, so the new-connection row is a full handshake per request. Negotiated "
+           "(`openssl s_client`): " + "; ".join(f"{s} {p}" for s, p in tls_params.items()) + ".")
 out.append("- Proxies run in turn, interleaved over the rounds; the medians are shown. Before any "
            "timing, the 1 KiB and 64 KiB bodies fetched through each proxy (HTTP and HTTPS) are "
            "compared with the origin's files.")
