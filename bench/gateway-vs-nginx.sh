@@ -19,6 +19,11 @@
 #   bench/gateway-vs-nginx.sh            # full run (about 5 minutes)
 #   QUICK=1 bench/gateway-vs-nginx.sh    # quick look (about a minute)
 #
+# The report can be regenerated from the kept raw runs:
+#   python3 bench/gateway_report.py docs/benchmarks/gateway.jsonl docs/benchmarks/gateway.md \
+#     MACHINE COMMAND docs/benchmarks/gateway-profile.txt PROFILER VERSIONS
+# (the last run's values for those strings are in gateway.md's header).
+#
 # Everything runs on 127.0.0.1 ports picked here, inside a temp directory,
 # as child processes stopped at exit. Needs a release build
 # (cmake --build --preset release --target capstan) and the packages from
@@ -351,7 +356,8 @@ done
 # stacks, which is what shows the binding resource, so it is used first;
 # valgrind --tool=callgrind is the last resort. (Note: `capstan gateway`
 # under valgrind hangs at start-up, its io_uring loop never waking, and it
-# has no flag to choose epoll; callgrind is therefore given a time limit.)
+# has no flag to choose epoll; callgrind is therefore given a time limit:
+# three tries of wait_port, then SIGKILL.)
 PROFILE_TXT="$WORK/profile.txt"
 : >"$PROFILE_TXT"
 perf_top() {  # DATA SORT [perf report args...]: the top lines, trailing columns trimmed
@@ -400,7 +406,9 @@ if [[ " $PROXIES " == *" capstan "* ]]; then
   elif command -v valgrind >/dev/null; then
     PROFILER="valgrind --tool=callgrind (user-space instructions only)"
     write_configs
-    taskset -c $PROXY_CORE timeout 120 valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
+    # valgrind itself is the proxy's pid, so stop_proxy's SIGKILL reaches it (the
+    # gateway stuck at start-up under valgrind ignores SIGTERM).
+    taskset -c $PROXY_CORE valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
       "$CAPSTAN" gateway --threads 1 --config "$WORK/capstan.yaml" >"$WORK/callgrind.log" 2>&1 &
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
