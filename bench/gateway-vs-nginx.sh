@@ -17,7 +17,7 @@
 # gateway-cpu.png.
 #
 #   bench/gateway-vs-nginx.sh            # full run (about 5 minutes)
-#   QUICK=1 bench/gateway-vs-nginx.sh    # quick look (about a minute)
+#   QUICK=1 bench/gateway-vs-nginx.sh    # quick look (about 80 s)
 #
 # The report can be regenerated from the kept raw runs:
 #   python3 bench/gateway_report.py docs/benchmarks/gateway.jsonl docs/benchmarks/gateway.md \
@@ -35,7 +35,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CAPSTAN="${CAPSTAN:-$ROOT/build/release/src/cmd/capstan}"
 if [[ -n ${QUICK:-} ]]; then
   ROUNDS="${ROUNDS:-1}" DURATION="${DURATION:-2}" WARMUP="${WARMUP:-1}" IDLE_CONNS="${IDLE_CONNS:-1000}"
-  PROFILE_SECONDS="${PROFILE_SECONDS:-3}"
+  PROFILE_SECONDS="${PROFILE_SECONDS:-2}"
 else
   ROUNDS="${ROUNDS:-2}" DURATION="${DURATION:-5}" WARMUP="${WARMUP:-1}" IDLE_CONNS="${IDLE_CONNS:-3000}"
   PROFILE_SECONDS="${PROFILE_SECONDS:-5}"
