@@ -29,8 +29,9 @@ PACKAGES=(
   # tests and benchmarks: real peers and real clients
   libgtest-dev libgmock-dev libbenchmark-dev etcd-server etcd-client
   curl python3 procps psmisc iproute2 gnuplot-nox
-  # the gateway's peers and load generators (bench/gateway-vs-nginx.sh, e2e tests)
-  nginx haproxy wrk nghttp2-client
+  # the gateway's peers and load generators (bench/gateway-vs-nginx.sh, e2e tests),
+  # and the profiler the benchmarks use (perf record / perf stat)
+  nginx haproxy wrk nghttp2-client linux-perf
   # node runs the reference GrowthBook SDK (npm) in the experiments differential test
   nodejs
 )
