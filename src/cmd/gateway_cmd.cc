@@ -28,6 +28,10 @@ void AddGatewayCommand(CLI::App* cmd, GatewayFlags* f) {
                   "(repeat or separate with commas) or store://HOST:PORT/services/NAME.")
       ->delimiter(',');
   cmd->add_option("--threads", f->threads, "Event loops (default: one per CPU).");
+  cmd->add_option("--io-backend", f->io_backend,
+                  "auto (io_uring when allowed, else epoll), io_uring or epoll (e.g. under "
+                  "valgrind, which does not follow io_uring).")
+      ->capture_default_str();
 }
 
 namespace {
@@ -108,7 +112,14 @@ int RunGateway(const GatewayFlags& f) {
 
   int threads = f.threads > 0 ? f.threads
                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  auto group = net::LoopGroup::Start({.threads = threads, .name = "gateway"});
+  auto backend = net::ParseIoBackend(f.io_backend);
+  if (!backend.ok()) {
+    std::cerr << "capstan gateway: --io-backend: " << backend.status().message() << "\n";
+    return 2;
+  }
+  net::LoopGroupOptions loop_options{.threads = threads, .name = "gateway"};
+  loop_options.loop.backend = *backend;
+  auto group = net::LoopGroup::Start(loop_options);
   if (!group.ok()) {
     std::cerr << "capstan gateway: " << group.status().message() << "\n";
     return 1;

@@ -14,6 +14,7 @@ struct GatewayFlags {
   std::string listen;
   std::vector<std::string> upstreams;
   int threads = 0;
+  std::string io_backend = "auto";
 };
 
 void AddGatewayCommand(CLI::App* cmd, GatewayFlags* flags);
