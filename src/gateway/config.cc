@@ -67,6 +67,15 @@ class MapReader {
     String(key, &s);
     *out = std::move(s);
   }
+  void OptBool(const char* key, std::optional<bool>* out) {
+    if (!Has(key)) {
+      Get(key);
+      return;
+    }
+    bool value = false;
+    Bool(key, &value);
+    *out = value;
+  }
   void Bool(const char* key, bool* out) {
     YAML::Node n = Get(key);
     if (!ok() || !n.IsDefined() || n.IsNull()) return;
@@ -249,13 +258,7 @@ void ReadMatch(MapReader& r, RouteMatch* m) {
     h.OptString("exact", &hm.exact);
     h.OptString("prefix", &hm.prefix);
     h.OptString("regex", &hm.regex);
-    if (h.Has("present")) {
-      bool present = true;
-      h.Bool("present", &present);
-      hm.present = present;
-    } else {
-      h.Get("present");
-    }
+    h.OptBool("present", &hm.present);
     h.Bool("invert", &hm.invert);
     h.Check(ValidFieldName(hm.name), "name", "is not a valid header name");
     int kinds = hm.exact.has_value() + hm.prefix.has_value() + hm.regex.has_value() +
@@ -269,13 +272,7 @@ void ReadMatch(MapReader& r, RouteMatch* m) {
     q.String("name", &qm.name, /*required=*/true);
     q.OptString("exact", &qm.exact);
     q.OptString("regex", &qm.regex);
-    if (q.Has("present")) {
-      bool present = true;
-      q.Bool("present", &present);
-      qm.present = present;
-    } else {
-      q.Get("present");
-    }
+    q.OptBool("present", &qm.present);
     int kinds = qm.exact.has_value() + qm.regex.has_value() + qm.present.has_value();
     q.Check(kinds == 1, "name", "give exactly one of exact, regex and present");
     CheckRegex(q, "regex", qm.regex);
