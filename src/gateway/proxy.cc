@@ -200,7 +200,12 @@ net::Task<Outcome> ForwardHttp1(DownstreamContext& ctx, DownstreamExchange& x, c
   });
   if (route.config().timeout.count() > 0) deadline.ArmAfter(ctx.loop, route.config().timeout);
   // A client that goes away ends the wait (HTTP/2: its stream is reset).
-  x.cancel_upstream = [up] { up->Close(); };
+  // That is no failure of the upstream's: its breaker is not told.
+  bool client_gone = false;
+  x.cancel_upstream = [up, &client_gone] {
+    client_gone = true;
+    up->Close();
+  };
   struct ClearCancel {
     DownstreamExchange& x;
     ~ClearCancel() { x.cancel_upstream = nullptr; }
@@ -219,6 +224,10 @@ net::Task<Outcome> ForwardHttp1(DownstreamContext& ctx, DownstreamExchange& x, c
       }
       ev = rp.Finish(up->input());
       if (ev.type != http1::Event::kComplete) {
+        if (client_gone) {
+          conn.endpoint->breaker.RecordAbandoned();
+          co_return Outcome::kFailed;
+        }
         // The upstream went away (or timed out) before the response ended.
         conn.endpoint->breaker.RecordFailure();
         if (x.response_started) {

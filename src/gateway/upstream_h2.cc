@@ -159,7 +159,11 @@ net::Task<Outcome> ForwardHttp2(DownstreamContext& ctx, DownstreamExchange& x, c
   absl::Status st =
       (*session)->SubmitRequest(up, std::span(out.data(), out.size()), /*end_stream=*/!in.has_body);
   if (!st.ok()) co_return Outcome::kRetry;
-  x.cancel_upstream = [up] { up->Reset(NGHTTP2_CANCEL); };
+  bool client_gone = false;
+  x.cancel_upstream = [up, &client_gone] {
+    client_gone = true;
+    up->Reset(NGHTTP2_CANCEL);
+  };
   struct ClearCancel {
     DownstreamExchange& x;
     ~ClearCancel() { x.cancel_upstream = nullptr; }
@@ -211,6 +215,12 @@ net::Task<Outcome> ForwardHttp2(DownstreamContext& ctx, DownstreamExchange& x, c
     if (head_sent && up->ended_) {
       x.End(up->trailers_.empty() ? nullptr : &up->trailers_);
       endpoint->breaker.RecordSuccess();
+      break;
+    }
+    if (up->closed_ && client_gone) {
+      // The client went away: no failure of the upstream's.
+      endpoint->breaker.RecordAbandoned();
+      outcome = Outcome::kFailed;
       break;
     }
     if (up->closed_) {
