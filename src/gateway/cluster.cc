@@ -13,33 +13,91 @@ namespace capstan::gateway {
 
 // ---- ClusterLoop
 
-ClusterLoop::ClusterLoop(net::EventLoop* loop, const ClusterConfig* config)
-    : loop_(loop), config_(config) {
-  // "maglev" and friends take the request's hash; the name was checked when
-  // the cluster was created.
-  auto balancer = mesh::NewBalancer(config_->balancer);
-  balancer_ =
-      balancer.ok() ? std::move(balancer).value() : mesh::NewBalancer("round_robin").value();
-}
-
-ClusterLoop::~ClusterLoop() {
-  for (auto& [id, conns] : idle_) {
-    for (UpstreamConnection& c : conns) c.socket->Close();
+EndpointConnections::~EndpointConnections() {
+  for (UpstreamConnection& c : idle) {
+    c.socket->Close();
+    --*open_connections;
   }
-  for (auto& [id, session] : http2_) session->Close();
+  if (http2 != nullptr) http2->GoAway();  // ends once its streams end
 }
 
 namespace {
+
+mesh::EndpointPoolOptions PoolOptions(const ClusterConfig& config) {
+  mesh::EndpointPoolOptions o;
+  o.balancer = config.balancer;
+  o.outlier.enabled = config.outlier_detection;
+  // Retries are decided per route (RetryPolicy); the pool bounds them by
+  // its budget and back-off.
+  o.max_attempts = 10;
+  o.initial_retry_backoff = std::chrono::milliseconds(0);
+  o.wait_for_endpoints = std::chrono::milliseconds(0);
+  return o;
+}
+
 net::Task<void> DriveSession(std::shared_ptr<net::Http2Session> session) {
   co_await session->Run();
 }
+
 }  // namespace
 
+ClusterLoop::ClusterLoop(net::EventLoop* loop, const ClusterConfig* config)
+    : loop_(loop), config_(config) {
+  auto counter = open_connections_;
+  // The balancer name was checked when the cluster was created.
+  pool_ = EndpointPool::Create(loop, config_->name, PoolOptions(*config_),
+                               [counter](const mesh::Endpoint&) {
+                                 auto c = std::make_shared<EndpointConnections>();
+                                 c->open_connections = counter;
+                                 return c;
+                               })
+              .value();
+}
+
+ClusterLoop::~ClusterLoop() { pool_->Update({}); }
+
+void ClusterLoop::Update(std::vector<mesh::Endpoint> endpoints) {
+  pool_->Update(std::move(endpoints));
+}
+
+std::vector<std::shared_ptr<PooledEndpoint>> ClusterLoop::endpoints() const {
+  std::vector<std::shared_ptr<PooledEndpoint>> out;
+  for (const auto& [id, m] : pool_->members()) out.push_back(m);
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a->endpoint.id < b->endpoint.id; });
+  return out;
+}
+
+void ClusterLoop::SetHealthy(const std::string& endpoint_id, bool healthy) {
+  if (healthy) {
+    unhealthy_.erase(endpoint_id);
+    return;
+  }
+  unhealthy_.insert(endpoint_id);
+  auto it = pool_->members().find(endpoint_id);
+  if (it == pool_->members().end()) return;
+  EndpointConnections& c = *it->second->connection;
+  for (UpstreamConnection& conn : c.idle) {
+    conn.socket->Close();
+    --*open_connections_;
+  }
+  c.idle.clear();
+}
+
+std::shared_ptr<PooledEndpoint> ClusterLoop::Pick(
+    uint64_t hash, const std::vector<std::shared_ptr<PooledEndpoint>>& tried) {
+  if (unhealthy_.empty()) return pool_->Pick(hash, tried);
+  std::vector<std::shared_ptr<PooledEndpoint>> avoid = tried;
+  for (const auto& [id, m] : pool_->members()) {
+    if (unhealthy_.contains(id)) avoid.push_back(m);
+  }
+  return pool_->Pick(hash, avoid);
+}
+
 net::Task<absl::StatusOr<std::shared_ptr<net::Http2Session>>> ClusterLoop::AcquireHttp2(
-    const std::shared_ptr<mesh::EndpointState>& endpoint) {
-  const std::string& id = endpoint->endpoint.id;
-  auto it = http2_.find(id);
-  if (it != http2_.end() && it->second->CanOpenStream()) co_return it->second;
+    const std::shared_ptr<PooledEndpoint>& endpoint) {
+  EndpointConnections& c = *endpoint->connection;
+  if (c.http2 != nullptr && c.http2->CanOpenStream()) co_return c.http2;
   const mesh::Endpoint& e = endpoint->endpoint;
   auto socket = co_await net::Socket::Connect(loop_, e.host, e.port, config_->connect_timeout);
   if (!socket.ok()) co_return socket.status();
@@ -55,104 +113,38 @@ net::Task<absl::StatusOr<std::shared_ptr<net::Http2Session>>> ClusterLoop::Acqui
     co_return absl::UnavailableError("http2: cannot start a client session");
   }
   loop_->StartOwned(DriveSession(session));
-  auto previous = http2_.find(id);
-  if (previous != http2_.end() && previous->second != session) {
-    // The old session goes away once its streams end (it cannot take more).
-    if (previous->second->open_streams() == 0) previous->second->Close();
-  }
-  http2_[id] = session;
+  // A session that can take no more streams goes away once they end.
+  if (c.http2 != nullptr && c.http2 != session && c.http2->open_streams() == 0) c.http2->Close();
+  c.http2 = session;
   co_return session;
 }
 
-void ClusterLoop::Update(std::vector<mesh::Endpoint> endpoints) {
-  std::vector<std::shared_ptr<mesh::EndpointState>> next;
-  next.reserve(endpoints.size());
-  absl::flat_hash_set<std::string> ids;
-  for (mesh::Endpoint& e : endpoints) {
-    ids.insert(e.id);
-    auto it = std::find_if(endpoints_.begin(), endpoints_.end(),
-                           [&](const auto& s) { return s->endpoint.id == e.id; });
-    if (it != endpoints_.end() && (*it)->endpoint == e) {
-      next.push_back(*it);
-    } else {
-      next.push_back(std::make_shared<mesh::EndpointState>(std::move(e)));
-    }
-  }
-  for (const auto& old : endpoints_) {
-    if (!ids.contains(old->endpoint.id)) CloseIdle(old->endpoint.id);
-  }
-  endpoints_ = std::move(next);
-  std::vector<mesh::EndpointState*> raw;
-  raw.reserve(endpoints_.size());
-  for (const auto& e : endpoints_) raw.push_back(e.get());
-  balancer_->Update(raw);
-}
-
-void ClusterLoop::SetHealthy(const std::string& endpoint_id, bool healthy) {
-  if (healthy) {
-    unhealthy_.erase(endpoint_id);
-  } else {
-    unhealthy_.insert(endpoint_id);
-    CloseIdle(endpoint_id);
-  }
-}
-
-std::shared_ptr<mesh::EndpointState> ClusterLoop::Pick(
-    uint64_t hash, const absl::flat_hash_set<const mesh::EndpointState*>& tried) {
-  absl::flat_hash_set<const mesh::EndpointState*> exclude = tried;
-  size_t unhealthy = 0;
-  for (const auto& e : endpoints_) unhealthy += unhealthy_.contains(e->endpoint.id);
-  if (unhealthy < endpoints_.size()) {
-    for (const auto& e : endpoints_) {
-      if (unhealthy_.contains(e->endpoint.id)) exclude.insert(e.get());
-    }
-  }
-  // An endpoint whose breaker refuses is passed over for this request (the
-  // breaker's Allow admits half-open probes, so it is asked only of the
-  // endpoint picked).
-  for (size_t round = 0; round <= endpoints_.size(); ++round) {
-    mesh::PickContext context{hash, &exclude};
-    mesh::EndpointState* picked = balancer_->Pick(context);
-    if (picked == nullptr) return nullptr;
-    if (picked->breaker.Allow()) {
-      for (const auto& e : endpoints_) {
-        if (e.get() == picked) return e;
-      }
-      return nullptr;
-    }
-    exclude.insert(picked);
-  }
-  return nullptr;
-}
-
 net::Task<absl::StatusOr<UpstreamConnection>> ClusterLoop::Acquire(
-    std::shared_ptr<mesh::EndpointState> endpoint) {
-  auto it = idle_.find(endpoint->endpoint.id);
-  if (it != idle_.end()) {
-    auto now = loop_->now();
-    while (!it->second.empty()) {
-      UpstreamConnection conn = std::move(it->second.back());
-      it->second.pop_back();
-      bool expired =
-          config_->idle_timeout.count() > 0 && now - conn.idle_since > config_->idle_timeout;
-      // Closed by the upstream while idle, or holding bytes nobody asked
-      // for: not reusable.
-      if (conn.socket->closed() || !conn.socket->input().empty() || expired) {
-        conn.socket->Close();
-        --open_connections_;
-        continue;
-      }
-      co_return conn;
+    std::shared_ptr<PooledEndpoint> endpoint) {
+  std::vector<UpstreamConnection>& idle = endpoint->connection->idle;
+  auto now = loop_->now();
+  while (!idle.empty()) {
+    UpstreamConnection conn = std::move(idle.back());
+    idle.pop_back();
+    bool expired =
+        config_->idle_timeout.count() > 0 && now - conn.idle_since > config_->idle_timeout;
+    // Closed by the upstream while idle, or holding bytes nobody asked for:
+    // not reusable.
+    if (conn.socket->closed() || !conn.socket->input().empty() || expired) {
+      conn.socket->Close();
+      --*open_connections_;
+      continue;
     }
+    co_return conn;
   }
-  if (open_connections_ >= static_cast<int>(config_->limits.max_connections)) {
+  if (*open_connections_ >= static_cast<int>(config_->limits.max_connections)) {
     co_return absl::ResourceExhaustedError("max_connections");
   }
-  ++open_connections_;
+  ++*open_connections_;
   const mesh::Endpoint& e = endpoint->endpoint;
   auto socket = co_await net::Socket::Connect(loop_, e.host, e.port, config_->connect_timeout);
   if (!socket.ok()) {
-    --open_connections_;
+    --*open_connections_;
     co_return socket.status();
   }
   UpstreamConnection conn;
@@ -166,13 +158,15 @@ void ClusterLoop::Release(UpstreamConnection conn, bool reusable) {
   auto now = loop_->now();
   bool too_old = config_->max_connection_lifetime.count() > 0 &&
                  now - conn.created > config_->max_connection_lifetime;
-  bool known = std::any_of(endpoints_.begin(), endpoints_.end(),
-                           [&](const auto& e) { return e == conn.endpoint; });
-  std::vector<UpstreamConnection>& idle = idle_[conn.endpoint->endpoint.id];
-  if (!reusable || too_old || !known || conn.socket->closed() ||
+  // An endpoint that left the set (draining) keeps no idle connections.
+  auto it = pool_->members().find(conn.endpoint->endpoint.id);
+  bool current = it != pool_->members().end() && it->second == conn.endpoint;
+  std::vector<UpstreamConnection>& idle = conn.endpoint->connection->idle;
+  if (!reusable || too_old || !current || conn.socket->closed() ||
+      unhealthy_.contains(conn.endpoint->endpoint.id) ||
       idle.size() >= config_->max_idle_connections) {
     conn.socket->Close();
-    --open_connections_;
+    --*open_connections_;
     return;
   }
   conn.idle_since = now;
@@ -180,24 +174,9 @@ void ClusterLoop::Release(UpstreamConnection conn, bool reusable) {
   idle.push_back(std::move(conn));
 }
 
-void ClusterLoop::CloseIdle(const std::string& endpoint_id) {
-  auto h2 = http2_.find(endpoint_id);
-  if (h2 != http2_.end()) {
-    h2->second->GoAway();
-    http2_.erase(h2);
-  }
-  auto it = idle_.find(endpoint_id);
-  if (it == idle_.end()) return;
-  for (UpstreamConnection& c : it->second) {
-    c.socket->Close();
-    --open_connections_;
-  }
-  idle_.erase(it);
-}
-
 size_t ClusterLoop::idle_connections() const {
   size_t n = 0;
-  for (const auto& [id, conns] : idle_) n += conns.size();
+  for (const auto& [id, m] : pool_->members()) n += m->connection->idle.size();
   return n;
 }
 

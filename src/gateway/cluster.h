@@ -31,6 +31,7 @@
 #include "gateway/config.h"
 #include "mesh/balancer.h"
 #include "mesh/discovery.h"
+#include "mesh/endpoint_pool.h"
 #include "mesh/endpoint_target.h"
 #include "net/event_loop.h"
 #include "net/http2.h"
@@ -40,66 +41,81 @@
 
 namespace capstan::gateway {
 
+// What the pool keeps per endpoint: its idle HTTP/1.1 keep-alive
+// connections and its HTTP/2 session. Lives on the loop; closed when the
+// endpoint leaves the set and its last request ends.
+struct EndpointConnections;
+using EndpointPool = mesh::EndpointPool<EndpointConnections>;
+using PooledEndpoint = EndpointPool::Member;
+
 // One connection to an upstream endpoint.
 struct UpstreamConnection {
   std::shared_ptr<net::Socket> socket;
-  std::shared_ptr<mesh::EndpointState> endpoint;
+  std::shared_ptr<PooledEndpoint> endpoint;
   net::EventLoop::Clock::time_point created;
   net::EventLoop::Clock::time_point idle_since;
   uint64_t requests = 0;  // served on it so far (0: fresh)
 };
 
+struct EndpointConnections {
+  ~EndpointConnections();
+  std::vector<UpstreamConnection> idle;
+  std::shared_ptr<net::Http2Session> http2;
+  // The loop's count of open upstream connections (shared: an endpoint that
+  // drains may outlive its ClusterLoop).
+  std::shared_ptr<int> open_connections;
+};
+
+// A cluster's part on one loop: governance by mesh::EndpointPool (the
+// balancer's pick skipping open breakers and ejected outliers, outcome
+// recording, the retry budget and back-off), plus the gateway's own
+// connection handling per endpoint.
 class ClusterLoop {
  public:
   ClusterLoop(net::EventLoop* loop, const ClusterConfig* config);
   ~ClusterLoop();
 
-  // Replaces the endpoint set (states of endpoints that stay are kept;
-  // idle connections to endpoints that left are closed).
+  // Replaces the endpoint set (endpoints that stay keep their records and
+  // connections; those that left drain).
   void Update(std::vector<mesh::Endpoint> endpoints);
-  // An endpoint for a request: not in `tried`, breaker allowing calls.
-  // Null when none is left.
-  std::shared_ptr<mesh::EndpointState> Pick(
-      uint64_t hash, const absl::flat_hash_set<const mesh::EndpointState*>& tried);
+  // An endpoint for a request, not among `tried` unless every other is
+  // unusable. Unhealthy endpoints (active checks) count as tried, so they
+  // are used only when nothing else is (panic mode). Null when none.
+  std::shared_ptr<PooledEndpoint> Pick(uint64_t hash,
+                                       const std::vector<std::shared_ptr<PooledEndpoint>>& tried);
   // An idle connection to `endpoint` that is still open, else a new one
   // (within connect_timeout). Counts against limits.max_connections.
-  net::Task<absl::StatusOr<UpstreamConnection>> Acquire(
-      std::shared_ptr<mesh::EndpointState> endpoint);
+  net::Task<absl::StatusOr<UpstreamConnection>> Acquire(std::shared_ptr<PooledEndpoint> endpoint);
   // Gives a connection back after a request: kept idle when `reusable` and
   // within the pool's bounds, else closed.
   void Release(UpstreamConnection conn, bool reusable);
-  // HTTP/2 clusters: the loop's session to `endpoint` if it can take
-  // another stream, else a new one (connected, started and driven by a
-  // coroutine of its own until it ends).
+  // HTTP/2 clusters: the endpoint's session if it can take another stream,
+  // else a new one (connected, started and driven by a coroutine of its own
+  // until it ends).
   net::Task<absl::StatusOr<std::shared_ptr<net::Http2Session>>> AcquireHttp2(
-      const std::shared_ptr<mesh::EndpointState>& endpoint);
+      const std::shared_ptr<PooledEndpoint>& endpoint);
 
   // Active health checking (the cluster's checker posts each transition to
-  // every loop). An unhealthy endpoint is passed over, unless every
-  // endpoint is unhealthy: then all are used (Envoy's panic mode: better a
-  // chance than a certain 503).
+  // every loop).
   void SetHealthy(const std::string& endpoint_id, bool healthy);
   bool healthy(const std::string& endpoint_id) const { return !unhealthy_.contains(endpoint_id); }
 
-  bool has_endpoints() const { return !endpoints_.empty(); }
-  size_t endpoint_count() const { return endpoints_.size(); }
-  const std::vector<std::shared_ptr<mesh::EndpointState>>& endpoints() const { return endpoints_; }
+  EndpointPool& pool() { return *pool_; }
+  bool has_endpoints() const { return pool_->size() > 0; }
+  size_t endpoint_count() const { return pool_->size(); }
+  // The current set, ordered by id (for /status and the health checker).
+  std::vector<std::shared_ptr<PooledEndpoint>> endpoints() const;
   // Requests being forwarded now (for limits.max_requests).
   int active_requests = 0;
-  int open_connections() const { return open_connections_; }
+  int open_connections() const { return *open_connections_; }
   size_t idle_connections() const;
 
  private:
-  void CloseIdle(const std::string& endpoint_id);
-
   net::EventLoop* loop_;
   const ClusterConfig* config_;
-  std::vector<std::shared_ptr<mesh::EndpointState>> endpoints_;
-  std::unique_ptr<mesh::Balancer> balancer_;
-  absl::flat_hash_map<std::string, std::vector<UpstreamConnection>> idle_;
-  absl::flat_hash_map<std::string, std::shared_ptr<net::Http2Session>> http2_;
+  std::shared_ptr<int> open_connections_ = std::make_shared<int>(0);
+  std::unique_ptr<EndpointPool> pool_;
   absl::flat_hash_set<std::string> unhealthy_;
-  int open_connections_ = 0;
 };
 
 class Cluster : public std::enable_shared_from_this<Cluster> {

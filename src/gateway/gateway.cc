@@ -411,10 +411,13 @@ std::string Gateway::StatusJson() {
       ClusterLoop& cl = c->on(0);
       bool first_endpoint = true;
       for (const auto& e : cl.endpoints()) {
+        bool ejected = cl.pool().ejected(*e);
         absl::StrAppend(&endpoints, first_endpoint ? "" : ", ", "{\"endpoint\": \"",
                         JsonEscape(e->endpoint.id), "\", \"weight\": ", e->endpoint.weight,
                         ", \"breaker\": \"", mesh::CircuitBreaker::StateName(e->breaker.state()),
-                        "\", \"healthy\": ", cl.healthy(e->endpoint.id) ? "true" : "false", "}");
+                        "\", \"healthy\": ", cl.healthy(e->endpoint.id) ? "true" : "false",
+                        ", \"ejected\": ", ejected ? "true" : "false",
+                        ", \"ewma_ms\": ", e->ewma_latency_ns / 1e6, "}");
         first_endpoint = false;
       }
       absl::StrAppend(&endpoints, "], \"open_connections\": ", cl.open_connections(),

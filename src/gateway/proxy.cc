@@ -155,8 +155,10 @@ net::Task<void> Tunnel(net::EventLoop* loop, net::Socket* down, net::Socket* up)
 // of the request body was consumed and nothing received, so another
 // attempt is safe (policy decides whether it is made).
 net::Task<Outcome> ForwardHttp1(DownstreamContext& ctx, DownstreamExchange& x, const Route& route,
-                                UpstreamRequest& req, UpstreamConnection& conn, bool* reusable) {
+                                UpstreamRequest& req, UpstreamConnection& conn, bool* reusable,
+                                mesh::AttemptVerdict* verdict) {
   *reusable = false;
+  *verdict = mesh::AttemptVerdict::kAbandoned;
   net::Socket* up = conn.socket.get();
   ProxyRequest& in = x.request();
   {
@@ -224,12 +226,9 @@ net::Task<Outcome> ForwardHttp1(DownstreamContext& ctx, DownstreamExchange& x, c
       }
       ev = rp.Finish(up->input());
       if (ev.type != http1::Event::kComplete) {
-        if (client_gone) {
-          conn.endpoint->breaker.RecordAbandoned();
-          co_return Outcome::kFailed;
-        }
+        if (client_gone) co_return Outcome::kFailed;  // abandoned: no verdict
         // The upstream went away (or timed out) before the response ended.
-        conn.endpoint->breaker.RecordFailure();
+        *verdict = mesh::AttemptVerdict::kEndpointFailure;
         if (x.response_started) {
           x.Abort();
           co_return Outcome::kFailed;
@@ -290,12 +289,14 @@ net::Task<Outcome> ForwardHttp1(DownstreamContext& ctx, DownstreamExchange& x, c
       }
       case http1::Event::kComplete:
         x.End(has_body ? &rp.trailers() : nullptr);
-        conn.endpoint->breaker.RecordSuccess();
+        // A 5xx says something about the endpoint (breaker, outliers).
+        *verdict = x.status >= 500 ? mesh::AttemptVerdict::kEndpointFailure
+                                   : mesh::AttemptVerdict::kSuccess;
         *reusable =
             rp.head().keep_alive && rp.head().framing != http1::Framing::kUntilClose && !timed_out;
         co_return Outcome::kDone;
       case http1::Event::kError:
-        conn.endpoint->breaker.RecordFailure();
+        *verdict = mesh::AttemptVerdict::kEndpointFailure;
         CAPSTAN_LOG(warn, "gateway: bad response from upstream", "endpoint",
                     conn.endpoint->endpoint.id, "error", rp.error().reason);
         if (x.response_started) {
@@ -387,7 +388,7 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
 
   const RetryPolicy& retry = rc.retry;
   bool may_retry = retry.non_idempotent || IsIdempotent(req.method);
-  absl::flat_hash_set<const mesh::EndpointState*> tried;
+  std::vector<std::shared_ptr<PooledEndpoint>> tried;
   uint64_t hash = 0;
   const std::string& hash_on = cluster.config().hash_on;
   if (hash_on.starts_with("header:")) {
@@ -402,64 +403,86 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
     cstats = it->second;
     cstats->requests->Inc();
   }
+  mesh::EndpointPool<EndpointConnections>& pool = cl.pool();
   ++cl.active_requests;
   struct Active {
     ClusterLoop& cl;
     ~Active() { --cl.active_requests; }
   } active{cl};
-  for (int attempt = 1;; ++attempt) {
-    std::shared_ptr<mesh::EndpointState> endpoint = cl.Pick(hash, tried);
-    if (endpoint == nullptr && attempt > 1) {
-      // Every endpoint left has been tried: the failure seen is the answer.
-      co_return co_await Local(x, 502, "upstream unreachable\n");
+  // Whether another attempt may follow a failed one: the route's policy
+  // first, then the pool's retry budget and back-off (mesh decides).
+  auto another = [&](int attempt, bool allowed, bool not_processed) -> mesh::RetryDecision {
+    if (!allowed || attempt >= retry.max_attempts) return {};
+    mesh::RetryDecision d = pool.DecideRetry(attempt, /*retryable=*/true, not_processed,
+                                             mesh::PoolClock::time_point::max());
+    if (d.retry) {
+      pool.RecordRetry();
+      ctx.counters->retries.fetch_add(1, std::memory_order_relaxed);
     }
+    return d;
+  };
+  for (int attempt = 1;; ++attempt) {
+    std::shared_ptr<PooledEndpoint> endpoint = cl.Pick(hash, tried);
     if (endpoint == nullptr) {
       co_return co_await Local(
           x, 503, cl.has_endpoints() ? "no healthy upstream\n" : "no upstream endpoints\n");
     }
-    tried.insert(endpoint.get());
+    tried.push_back(endpoint);
     x.upstream = endpoint->endpoint.id;
-    bool last = attempt >= retry.max_attempts || !may_retry;
+    mesh::PoolClock::time_point started = pool.BeginAttempt(*endpoint);
     if (h2_upstream) {
+      mesh::AttemptVerdict verdict = mesh::AttemptVerdict::kAbandoned;
       Outcome r = co_await ForwardHttp2(ctx, x, route, cluster, endpoint, req.method, req.target,
-                                        req.authority, *req.fields);
-      if (r == Outcome::kRetry && !last) {
-        ctx.counters->retries.fetch_add(1, std::memory_order_relaxed);
-        continue;
+                                        req.authority, *req.fields, &verdict);
+      pool.EndAttempt(*endpoint, verdict, started);
+      if (r == Outcome::kRetry) {
+        mesh::RetryDecision d = another(attempt, may_retry, /*not_processed=*/true);
+        if (d.retry) continue;
+        co_return co_await Local(x, 502, "upstream unreachable\n");
       }
-      if (r == Outcome::kRetry) co_return co_await Local(x, 502, "upstream unreachable\n");
       co_return r == Outcome::kDone&& in.keep_alive;
     }
     auto conn = co_await cl.Acquire(endpoint);
     if (!conn.ok()) {
       if (conn.status().code() == absl::StatusCode::kResourceExhausted) {
+        pool.EndAttempt(*endpoint, mesh::AttemptVerdict::kAbandoned, started);
         co_return co_await Local(x, 503, "cluster overloaded\n", "x-capstan-overflow",
                                  "max_connections");
       }
+      pool.EndAttempt(*endpoint, mesh::AttemptVerdict::kEndpointFailure, started);
       ctx.counters->connect_failures.fetch_add(1, std::memory_order_relaxed);
       if (cstats != nullptr) cstats->connect_failures->Inc();
-      endpoint->breaker.RecordFailure();
       CAPSTAN_LOG(debug, "gateway: upstream connect failed", "endpoint", endpoint->endpoint.id,
                   "error", std::string(conn.status().message()));
       // Nothing was sent: a connect failure is safe to retry for any method.
-      if (RetryOn(retry, "connect-failure") && attempt < retry.max_attempts) {
-        ctx.counters->retries.fetch_add(1, std::memory_order_relaxed);
+      mesh::RetryDecision d =
+          another(attempt, RetryOn(retry, "connect-failure"), /*not_processed=*/true);
+      if (d.retry) {
+        if (d.backoff > mesh::PoolClock::duration::zero()) co_await ctx.loop->Sleep(d.backoff);
         continue;
       }
       co_return co_await Local(x, 502, "upstream unreachable\n");
     }
     bool reused = conn->requests > 0;
     bool reusable = false;
-    Outcome r = co_await ForwardHttp1(ctx, x, route, req, *conn, &reusable);
+    mesh::AttemptVerdict verdict = mesh::AttemptVerdict::kAbandoned;
+    Outcome r = co_await ForwardHttp1(ctx, x, route, req, *conn, &reusable, &verdict);
     cl.Release(std::move(*conn), reusable);
+    if (r == Outcome::kRetry && reused && IsIdempotent(req.method)) {
+      // The keep-alive race (an idle connection closed as we sent): the
+      // endpoint itself may be fine; a fresh connection, at once.
+      pool.EndAttempt(*endpoint, mesh::AttemptVerdict::kAbandoned, started);
+      tried.pop_back();
+      ctx.counters->retries.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    pool.EndAttempt(*endpoint, verdict, started);
     if (r != Outcome::kDone && cstats != nullptr) cstats->resets->Inc();
     if (r == Outcome::kRetry) {
-      // The keep-alive race (an idle connection closed as we sent) is
-      // retried on a fresh connection for requests safe to repeat; other
-      // resets by policy.
-      if ((reused && IsIdempotent(req.method)) || (RetryOn(retry, "reset") && !last)) {
-        ctx.counters->retries.fetch_add(1, std::memory_order_relaxed);
-        if (reused) tried.erase(endpoint.get());  // the endpoint itself may be fine
+      mesh::RetryDecision d = another(attempt, may_retry && RetryOn(retry, "reset"),
+                                      /*not_processed=*/false);
+      if (d.retry) {
+        if (d.backoff > mesh::PoolClock::duration::zero()) co_await ctx.loop->Sleep(d.backoff);
         continue;
       }
       co_return co_await Local(x, 502, "upstream closed the connection\n");

@@ -128,14 +128,16 @@ bool ConnectionSpecific(std::string_view name) {
 }  // namespace
 
 net::Task<Outcome> ForwardHttp2(DownstreamContext& ctx, DownstreamExchange& x, const Route& route,
-                                Cluster& cluster, std::shared_ptr<mesh::EndpointState> endpoint,
+                                Cluster& cluster, std::shared_ptr<PooledEndpoint> endpoint,
                                 const std::string& method, const std::string& target,
-                                const std::string& authority, http1::HeaderFields& fields) {
+                                const std::string& authority, http1::HeaderFields& fields,
+                                mesh::AttemptVerdict* verdict) {
+  *verdict = mesh::AttemptVerdict::kAbandoned;
   ClusterLoop& cl = cluster.on(ctx.loop_index);
   auto session = co_await cl.AcquireHttp2(endpoint);
   if (!session.ok()) {
     ctx.counters->connect_failures.fetch_add(1, std::memory_order_relaxed);
-    endpoint->breaker.RecordFailure();
+    *verdict = mesh::AttemptVerdict::kEndpointFailure;
     co_return Outcome::kRetry;
   }
   ProxyRequest& in = x.request();
@@ -214,18 +216,18 @@ net::Task<Outcome> ForwardHttp2(DownstreamContext& ctx, DownstreamExchange& x, c
     }
     if (head_sent && up->ended_) {
       x.End(up->trailers_.empty() ? nullptr : &up->trailers_);
-      endpoint->breaker.RecordSuccess();
+      *verdict = up->status_ >= 500 ? mesh::AttemptVerdict::kEndpointFailure
+                                    : mesh::AttemptVerdict::kSuccess;
       break;
     }
     if (up->closed_ && client_gone) {
-      // The client went away: no failure of the upstream's.
-      endpoint->breaker.RecordAbandoned();
+      // The client went away: no failure of the upstream's (abandoned).
       outcome = Outcome::kFailed;
       break;
     }
     if (up->closed_) {
       // Reset (or the connection lost) before the response ended.
-      endpoint->breaker.RecordFailure();
+      *verdict = mesh::AttemptVerdict::kEndpointFailure;
       if (head_sent) {
         x.Abort();
         outcome = Outcome::kFailed;

@@ -22,8 +22,9 @@ namespace capstan::gateway {
 // already edited. kRetry: the stream was never opened (connect failure, a
 // GOAWAY), so another attempt is safe.
 net::Task<Outcome> ForwardHttp2(DownstreamContext& ctx, DownstreamExchange& x, const Route& route,
-                                Cluster& cluster, std::shared_ptr<mesh::EndpointState> endpoint,
+                                Cluster& cluster, std::shared_ptr<PooledEndpoint> endpoint,
                                 const std::string& method, const std::string& target,
-                                const std::string& authority, net::http1::HeaderFields& fields);
+                                const std::string& authority, net::http1::HeaderFields& fields,
+                                mesh::AttemptVerdict* verdict);
 
 }  // namespace capstan::gateway
