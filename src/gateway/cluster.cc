@@ -41,8 +41,9 @@ net::Task<void> DriveSession(std::shared_ptr<net::Http2Session> session) {
 
 }  // namespace
 
-ClusterLoop::ClusterLoop(net::EventLoop* loop, const ClusterConfig* config)
-    : loop_(loop), config_(config) {
+ClusterLoop::ClusterLoop(net::EventLoop* loop, const ClusterConfig* config,
+                         std::shared_ptr<const net::TlsContext> tls)
+    : loop_(loop), config_(config), tls_(std::move(tls)) {
   auto counter = open_connections_;
   // The balancer name was checked when the cluster was created.
   pool_ = EndpointPool::Create(loop, config_->name, PoolOptions(*config_),
@@ -94,12 +95,26 @@ std::shared_ptr<PooledEndpoint> ClusterLoop::Pick(
   return pool_->Pick(hash, avoid);
 }
 
+net::Task<absl::StatusOr<std::shared_ptr<net::Socket>>> ClusterLoop::Connect(
+    const mesh::Endpoint& e) {
+  auto socket = co_await net::Socket::Connect(loop_, e.host, e.port, config_->connect_timeout);
+  if (!socket.ok() || tls_ == nullptr) co_return socket;
+  // The handshake runs as bytes flow; a failed one surfaces as the
+  // request's read error (502), naming the certificate problem in the log.
+  const std::string& name = config_->tls_server_name.empty() ? e.host : config_->tls_server_name;
+  absl::Status st = (*socket)->StartTls(tls_, net::TlsRole::kClient, name);
+  if (!st.ok()) {
+    (*socket)->Close();
+    co_return st;
+  }
+  co_return socket;
+}
+
 net::Task<absl::StatusOr<std::shared_ptr<net::Http2Session>>> ClusterLoop::AcquireHttp2(
     const std::shared_ptr<PooledEndpoint>& endpoint) {
   EndpointConnections& c = *endpoint->connection;
   if (c.http2 != nullptr && c.http2->CanOpenStream()) co_return c.http2;
-  const mesh::Endpoint& e = endpoint->endpoint;
-  auto socket = co_await net::Socket::Connect(loop_, e.host, e.port, config_->connect_timeout);
+  auto socket = co_await Connect(endpoint->endpoint);
   if (!socket.ok()) co_return socket.status();
   net::Http2Options options;
   options.max_concurrent_streams = 100;  // what it may push to us: nothing
@@ -141,8 +156,7 @@ net::Task<absl::StatusOr<UpstreamConnection>> ClusterLoop::Acquire(
     co_return absl::ResourceExhaustedError("max_connections");
   }
   ++*open_connections_;
-  const mesh::Endpoint& e = endpoint->endpoint;
-  auto socket = co_await net::Socket::Connect(loop_, e.host, e.port, config_->connect_timeout);
+  auto socket = co_await Connect(endpoint->endpoint);
   if (!socket.ok()) {
     --*open_connections_;
     co_return socket.status();
@@ -200,10 +214,24 @@ absl::StatusOr<std::shared_ptr<Cluster>> Cluster::Create(ClusterConfig config,
     return absl::InvalidArgumentError(
         absl::StrCat("cluster '", config.name, "': ", std::string(source.status().message())));
   }
+  std::shared_ptr<const net::TlsContext> tls;
+  if (config.tls) {
+    net::TlsClientOptions options;
+    options.ca_file = config.tls_ca_file;
+    options.verify = config.tls_verify;
+    options.alpn = {config.protocol == "h2" ? "h2" : "http/1.1"};
+    auto context = net::TlsContext::NewClient(options);
+    if (!context.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cluster '", config.name, "': ", std::string(context.status().message())));
+    }
+    tls = *context;
+  }
   std::shared_ptr<Cluster> cluster(new Cluster(std::move(config)));
   for (int i = 0; i < group->size(); ++i) {
     cluster->event_loops_.push_back(group->loop(i));
-    cluster->loops_.push_back(std::make_unique<ClusterLoop>(group->loop(i), &cluster->config_));
+    cluster->loops_.push_back(
+        std::make_unique<ClusterLoop>(group->loop(i), &cluster->config_, tls));
   }
   cluster->source_ = std::move(source).value();
   if (cluster->config_.health_check) {

@@ -38,6 +38,7 @@
 #include "net/loop_group.h"
 #include "net/socket.h"
 #include "net/task.h"
+#include "net/tls.h"
 
 namespace capstan::gateway {
 
@@ -72,7 +73,9 @@ struct EndpointConnections {
 // connection handling per endpoint.
 class ClusterLoop {
  public:
-  ClusterLoop(net::EventLoop* loop, const ClusterConfig* config);
+  // `tls`: the client context for `tls: true` clusters (else null).
+  ClusterLoop(net::EventLoop* loop, const ClusterConfig* config,
+              std::shared_ptr<const net::TlsContext> tls);
   ~ClusterLoop();
 
   // Replaces the endpoint set (endpoints that stay keep their records and
@@ -111,8 +114,12 @@ class ClusterLoop {
   size_t idle_connections() const;
 
  private:
+  // A connection to `e` (TLS started when the cluster wants it).
+  net::Task<absl::StatusOr<std::shared_ptr<net::Socket>>> Connect(const mesh::Endpoint& e);
+
   net::EventLoop* loop_;
   const ClusterConfig* config_;
+  std::shared_ptr<const net::TlsContext> tls_;
   std::shared_ptr<int> open_connections_ = std::make_shared<int>(0);
   std::unique_ptr<EndpointPool> pool_;
   absl::flat_hash_set<std::string> unhealthy_;

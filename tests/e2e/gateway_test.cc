@@ -545,5 +545,45 @@ TEST(GatewayE2E, FailingHealthChecksTakeAnEndpointOutOfRotation) {
   }
 }
 
+TEST(GatewayE2E, TlsToUpstreamsIsVerified) {
+  TempDir dir("gw_up_tls");
+  net::testing::TestCa ca(std::string(dir.path()) + "/ca");
+  net::testing::TestCert cert = ca.Issue("origin.test", {"DNS:origin.test"});
+  // The origin: another gateway answering over TLS by itself.
+  std::string origin_config = dir.path() + "/origin.yaml";
+  int origin_port = PickFreePort();
+  {
+    std::ofstream out(origin_config);
+    out << "listeners:\n  - address: \"127.0.0.1:" << origin_port << "\"\n"
+        << "    tls: {certificates: [{cert: " << cert.cert_file << ", key: " << cert.key_file
+        << "}]}\n"
+        << "virtual_hosts: [{name: all, routes: [{direct_response: {status: 200, body: "
+           "\"secret origin\"}}]}]\n";
+  }
+  TempDir origin_dir("gw_up_tls_origin");
+  GatewayProcess origin(origin_dir, {"--config", origin_config});
+  std::string config = dir.path() + "/gateway.yaml";
+  int port = PickFreePort();
+  auto write = [&](const std::string& server_name) {
+    std::ofstream out(config);
+    out << "listeners: [{address: \"127.0.0.1:" << port << "\"}]\n"
+        << "clusters: [{name: o, endpoints: [\"127.0.0.1:" << origin_port << "\"], tls: true, "
+        << "tls_ca_file: " << ca.ca_file() << ", tls_server_name: " << server_name << "}]\n"
+        << "virtual_hosts: [{name: all, routes: [{cluster: o}]}]\n";
+  };
+  write("origin.test");
+  {
+    GatewayProcess gw(dir, {"--config", config});
+    CommandResult r = Curl({"--http1.1", gw.url("/")});
+    EXPECT_EQ(r.out, "secret origin") << r.err;
+  }
+  // A name the certificate does not carry: refused (502), never sent.
+  write("impostor.test");
+  TempDir dir2("gw_up_tls_bad");
+  GatewayProcess gw(dir2, {"--config", config});
+  CommandResult r = Curl({"--http1.1", "-o", "/dev/null", "-w", "%{http_code}", gw.url("/")});
+  EXPECT_EQ(r.out, "502");
+}
+
 }  // namespace
 }  // namespace capstan::e2e
