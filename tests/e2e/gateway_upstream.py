@@ -11,16 +11,29 @@ http.server, keep-alive on). Prints "port N" once listening on 127.0.0.1.
   GET  /cut            starts a 1 MB response, sends 1000 bytes, closes
   GET  /status?code=N  answers status N
   GET  /health         200 "ok"
+  GET  /drip?bytes=N   a head with Content-Length N, 1000 bytes, then waits
+                       (for tests that kill the origin mid-response)
+  GET  /__requests     the request lines this process has parsed so far
+                       (every connection, every method; /__ paths left
+                       out), a JSON list
+  GET  /__reset        forgets them
+
+Any request's body (Content-Length or chunked) is read before answering, so
+the origin's framing is the standard's: bytes after a body are the next
+request, never part of this one.
 """
 import hashlib
 import json
 import socket
 import sys
+import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 NAME = sys.argv[1] if len(sys.argv) > 1 else "origin"
+SEEN = []
+SEEN_LOCK = threading.Lock()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -32,6 +45,13 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self):
         super().setup()
         self.count = 0
+
+    def parse_request(self):
+        ok = super().parse_request()
+        if ok and not self.path.startswith("/__"):
+            with SEEN_LOCK:
+                SEEN.append(self.requestline)
+        return ok
 
     def _send(self, status, body, content_type="text/plain", extra=None):
         self.send_response(status)
@@ -74,6 +94,15 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         url = urllib.parse.urlparse(self.path)
         q = dict(urllib.parse.parse_qsl(url.query))
+        if self.command != "HEAD":
+            self._read_body()
+        if url.path == "/__requests":
+            with SEEN_LOCK:
+                return self._send(200, json.dumps(SEEN).encode(), "application/json")
+        if url.path == "/__reset":
+            with SEEN_LOCK:
+                SEEN.clear()
+            return self._send(200, b"reset\n")
         if url.path.startswith("/echo") or url.path == "/" or url.path.startswith("/api"):
             return self._echo()
         if url.path == "/health":
@@ -101,6 +130,14 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
+            return
+        if url.path == "/drip":
+            self.send_response(200)
+            self.send_header("Content-Length", q.get("bytes", "1000000"))
+            self.end_headers()
+            self.wfile.write(b"d" * 1000)
+            self.wfile.flush()
+            time.sleep(60)
             return
         if url.path == "/status":
             return self._send(int(q.get("code", "200")), b"status\n")
