@@ -1,0 +1,864 @@
+// capstan gateway under abuse and faults, as a black box: a real `capstan
+// gateway` process in front of Python origins (gateway_upstream.py, which
+// lists the request lines it parsed at /__requests), attacked over raw
+// sockets with what real clients never send.
+//
+//   * request smuggling: a battery of ambiguous HTTP/1.1 framings, each
+//     refused (400/414/431/501/505 and the connection closed) or normalized,
+//     and the origin never sees a request the client did not send as one;
+//   * slowloris: 1500 connections holding partial heads; memory bounded,
+//     others served, every one closed by request_header_timeout;
+//   * HTTP/2 rapid reset (CVE-2023-44487) and CONTINUATION floods
+//     (CVE-2024-27316 / CVE-2024-28182 class): CPU and memory bounded, the
+//     abuser's connection closed, others served;
+//   * faults: an origin killed mid-response, a slow origin (504), an
+//     endpoint leaving the store's registry, the store going away.
+//
+// Bounds: every wait is bounded in time and every loop in count; the
+// numbers asserted for CPU and memory are generous (several times what a
+// sound implementation uses) so a loaded machine does not fail them, while
+// an unbounded one (buffering a flood, a task per reset stream) does.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gateway_harness.h"
+#include "gtest/gtest.h"
+#include "harness.h"
+
+namespace capstan::e2e {
+namespace {
+
+using namespace std::string_literals;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+std::string WriteConfig(const TempDir& dir, const std::string& text) {
+  std::string path = dir.path() + "/gateway.yaml";
+  std::ofstream(path) << text;
+  return path;
+}
+
+// A field of /proc/PID/status in kB (VmRSS, VmHWM), or -1.
+long ProcStatusKb(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stol(line.substr(field.size() + 1));
+  }
+  return -1;
+}
+
+// User + system CPU time the process has used, in milliseconds.
+long CpuMs(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return -1;
+  std::istringstream rest(stat.substr(paren + 2));
+  std::string field;
+  long utime = 0, stime = 0;
+  // After "pid (comm) ": state is field 3; utime and stime are 14 and 15.
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stol(field);
+    if (i == 15) stime = std::stol(field);
+  }
+  return (utime + stime) * 1000 / sysconf(_SC_CLK_TCK);
+}
+
+// The status code of a raw HTTP/1.1 answer, or 0.
+int StatusOf(const std::string& answer) {
+  if (answer.size() < 12 || answer.rfind("HTTP/1.", 0) != 0) return 0;
+  return std::atoi(answer.substr(9, 3).c_str());
+}
+
+// Which origin answered a GET /echo through the gateway ("a", "b"), or the
+// status line / error when none did.
+std::string ServerOf(int gateway_port) {
+  std::string answer = RawExchange(
+      gateway_port, "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", milliseconds(3000));
+  std::smatch m;
+  if (std::regex_search(answer, m, std::regex("\"server\": \"([a-z]+)\""))) return m[1].str();
+  return answer.substr(0, answer.find('\r'));
+}
+
+size_t CountOf(const std::string& haystack, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = haystack.find(needle); at != std::string::npos;
+       at = haystack.find(needle, at + needle.size()))
+    ++n;
+  return n;
+}
+
+// ---------------------------------------------------------------------------
+// 1. Ambiguous framing.
+
+struct FramingCase {
+  std::string name;
+  std::string bytes;
+  // Answers the gateway may give. 200 means "normalized and forwarded once".
+  std::vector<int> allowed;
+};
+
+// The request a smuggler hides in a body; its path carries the case's marker.
+std::string Inner(int i) {
+  return "GET /smuggled-" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+}
+
+std::vector<FramingCase> FramingBattery() {
+  std::vector<FramingCase> cases;
+  auto add = [&](std::string name, std::string head_fields, std::string body,
+                 std::vector<int> allowed, std::string request_line = "") {
+    int i = static_cast<int>(cases.size());
+    if (request_line.empty())
+      request_line = "POST /echo/case-" + std::to_string(i) + " HTTP/1.1";
+    // $I in the body stands for the inner request of this case.
+    // A request that may be forwarded asks for the close, so every exchange
+    // ends at EOF rather than at the receive timeout.
+    if (std::find(allowed.begin(), allowed.end(), 200) != allowed.end())
+      head_fields += head_fields.find('\r') == std::string::npos ? "Connection: close\n"
+                                                                  : "Connection: close\r\n";
+    for (size_t at; (at = body.find("$I")) != std::string::npos;) body.replace(at, 2, Inner(i));
+    for (size_t at; (at = head_fields.find("$N")) != std::string::npos;)
+      head_fields.replace(at, 2, std::to_string(Inner(i).size()));
+    for (size_t at; (at = head_fields.find("$C")) != std::string::npos;)
+      head_fields.replace(at, 2, std::to_string(5 + Inner(i).size()));
+    cases.push_back({std::move(name), request_line + "\r\n" + head_fields + "\r\n" + body,
+                     std::move(allowed)});
+  };
+  const std::vector<int> k400 = {400};
+  const std::vector<int> kOr200 = {400, 200};
+  const std::string chunked_inner = "0\r\n\r\n$I";
+  // CL.TE / TE.CL: both framings present, whatever their spelling.
+  add("CL.TE", "Host: x\r\nContent-Length: $C\r\nTransfer-Encoding: chunked\r\n", chunked_inner,
+      k400);
+  add("TE.CL", "Host: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n",
+      "27\r\n$I\r\n0\r\n\r\n", k400);
+  add("CL.TE uppercase CHUNKED", "Host: x\r\nContent-Length: $C\r\nTransfer-Encoding: CHUNKED\r\n",
+      chunked_inner, k400);
+  add("CL.TE lowercase name", "Host: x\r\nContent-Length: $C\r\ntransfer-encoding: chunked\r\n",
+      chunked_inner, k400);
+  add("CL.TE tab before value", "Host: x\r\nContent-Length: $C\r\nTransfer-Encoding:\tchunked\r\n",
+      chunked_inner, k400);
+  add("CL.TE no space", "Host: x\r\nContent-Length: $C\r\nTransfer-Encoding:chunked\r\n",
+      chunked_inner, k400);
+  add("CL.TE trailing space", "Host: x\r\nContent-Length: $C\r\nTransfer-Encoding: chunked \r\n",
+      chunked_inner, k400);
+  add("CL.TE vertical tab", "Host: x\r\nContent-Length: $C\r\nTransfer-Encoding:\x0b" "chunked\r\n",
+      chunked_inner, k400);
+  add("CL.TE identity", "Host: x\r\nContent-Length: $C\r\nTransfer-Encoding: identity\r\n",
+      chunked_inner, k400);
+  // TE.TE: codings other than one final chunked.
+  add("TE.TE duplicate with junk",
+      "Host: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n", chunked_inner, k400);
+  add("TE.TE chunked twice", "Host: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+      chunked_inner, k400);
+  add("TE chunked, identity", "Host: x\r\nTransfer-Encoding: chunked, identity\r\n", chunked_inner,
+      {400, 501});
+  add("TE xchunked", "Host: x\r\nTransfer-Encoding: xchunked\r\n", chunked_inner, {400, 501});
+  add("TE chunked-false", "Host: x\r\nTransfer-Encoding: chunked-false\r\n", chunked_inner,
+      {400, 501});
+  add("TE quoted", "Host: x\r\nTransfer-Encoding: \"chunked\"\r\n", chunked_inner, {400, 501});
+  add("TE space before colon", "Host: x\r\nTransfer-Encoding : chunked\r\n", chunked_inner, k400);
+  add("TE tab before colon", "Host: x\r\nTransfer-Encoding\t: chunked\r\n", chunked_inner, k400);
+  add("TE obs-fold", "Host: x\r\nTransfer-Encoding: identity\r\n chunked\r\n", chunked_inner, k400);
+  add("TE in HTTP/1.0", "Host: x\r\nTransfer-Encoding: chunked\r\n", chunked_inner, kOr200,
+      "POST /echo/case-" + std::to_string(cases.size()) + " HTTP/1.0");
+  add("TE in HTTP/1.0 with CL",
+      "Host: x\r\nTransfer-Encoding: chunked\r\nContent-Length: $C\r\n", chunked_inner, k400,
+      "POST /echo/case-" + std::to_string(cases.size()) + " HTTP/1.0");
+  // Content-Length spellings.
+  add("CL plus sign", "Host: x\r\nContent-Length: +5\r\n", "hello$I", k400);
+  add("CL hex", "Host: x\r\nContent-Length: 0x5\r\n", "hello$I", k400);
+  add("CL negative", "Host: x\r\nContent-Length: -1\r\n", "$I", k400);
+  add("CL empty", "Host: x\r\nContent-Length: \r\n", "$I", k400);
+  add("CL two numbers", "Host: x\r\nContent-Length: 5 5\r\n", "hello$I", k400);
+  add("CL comma list differing", "Host: x\r\nContent-Length: 5, $N\r\n", "hello$I", k400);
+  add("CL comma list equal", "Host: x\r\nContent-Length: 5, 5\r\n", "hello", kOr200);
+  add("CL differing duplicates", "Host: x\r\nContent-Length: 0\r\nContent-Length: $N\r\n", "$I",
+      k400);
+  add("CL equal duplicates", "Host: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n", "hello",
+      kOr200);
+  add("CL overflow", "Host: x\r\nContent-Length: 184467440737095516160\r\n", "$I", {400, 413});
+  add("CL space before colon", "Host: x\r\nContent-Length : $N\r\n", "$I", k400);
+  add("CL obs-fold", "Host: x\r\nContent-Length: 0\r\n $N\r\n", "$I", k400);
+  // Bytes that must never appear in a field.
+  add("NUL in value", "Host: x\r\nX-A: a\0b\r\nContent-Length: 0\r\n"s, "$I", k400);
+  add("bare CR in value", "Host: x\r\nX-A: a\rContent-Length: $N\r\n", "$I", k400);
+  add("bare LF hides TE", "Host: x\r\nX-A: a\nTransfer-Encoding: chunked\r\nContent-Length: $C\r\n",
+      chunked_inner, k400);
+  add("NUL in name", "Host: x\r\nX\0A: b\r\n"s, "", k400);
+  add("bad name characters", "Host: x\r\nX[A]: b\r\n", "", k400);
+  add("empty name", "Host: x\r\n: b\r\n", "", k400);
+  add("obs-fold plain field", "Host: x\r\nX-A: a\r\n b\r\n", "", k400);
+  // Host.
+  add("two Host", "Host: x\r\nHost: y\r\nContent-Length: 0\r\n", "$I", k400);
+  add("no Host in HTTP/1.1", "Content-Length: 0\r\n", "$I", k400);
+  add("Host comma list", "Host: x, y\r\nContent-Length: 0\r\n", "$I", k400);
+  add("absolute-form with a different Host", "Host: other.example\r\nContent-Length: 0\r\n", "",
+      kOr200, "GET http://x/echo/case-" + std::to_string(cases.size()) + " HTTP/1.1");
+  // Chunk sizes and extensions.
+  add("chunk size not hex", "Host: x\r\nTransfer-Encoding: chunked\r\n", "zz\r\n$I\r\n0\r\n\r\n",
+      k400);
+  add("chunk size 0x prefix", "Host: x\r\nTransfer-Encoding: chunked\r\n",
+      "0x5\r\nhello\r\n0\r\n\r\n$I", k400);
+  add("chunk size negative", "Host: x\r\nTransfer-Encoding: chunked\r\n", "-1\r\nhello\r\n0\r\n\r\n$I",
+      k400);
+  add("chunk size overflow", "Host: x\r\nTransfer-Encoding: chunked\r\n",
+      "10000000000000005\r\nhello\r\n0\r\n\r\n$I", k400);
+  add("chunk size overflow long", "Host: x\r\nTransfer-Encoding: chunked\r\n",
+      "ffffffffffffffffffffffffff5\r\nhello\r\n0\r\n\r\n$I", k400);
+  add("chunk data longer than size", "Host: x\r\nTransfer-Encoding: chunked\r\n",
+      "3\r\nhello\r\n0\r\n\r\n$I", k400);
+  add("chunk without CRLF after data", "Host: x\r\nTransfer-Encoding: chunked\r\n",
+      "5\r\nhelloXX0\r\n\r\n$I", k400);
+  add("chunk extension with bare LF", "Host: x\r\nTransfer-Encoding: chunked\r\n",
+      "5;a=\nb\r\nhello\r\n0\r\n\r\n$I", k400);
+  add("chunk extension with CR", "Host: x\r\nTransfer-Encoding: chunked\r\n",
+      "5;a=b\rc\r\nhello\r\n0\r\n\r\n$I", k400);
+  add("chunk extension 100 KiB", "Host: x\r\nTransfer-Encoding: chunked\r\n",
+      "5;" + std::string(100 << 10, 'e') + "\r\nhello\r\n0\r\n\r\n$I", {400, 413, 431});
+  add("chunk size with bare LF", "Host: x\r\nTransfer-Encoding: chunked\r\n",
+      "5\nhello\r\n0\r\n\r\n$I", k400);
+  add("trailer tries Content-Length", "Host: x\r\nTransfer-Encoding: chunked\r\n",
+      "5\r\nhello\r\n0\r\nContent-Length: 50\r\n\r\n", kOr200);
+  // Line endings and the request line.
+  add("bare LF line endings", "Host: x\nContent-Length: 0\n", "", kOr200);
+  add("request line two spaces", "Host: x\r\nContent-Length: 0\r\n", "$I", k400,
+      "POST  /echo/case-" + std::to_string(cases.size()) + " HTTP/1.1");
+  add("request line trailing space", "Host: x\r\nContent-Length: 0\r\n", "$I", k400,
+      "POST /echo/case-" + std::to_string(cases.size()) + " HTTP/1.1 ");
+  add("request line tab", "Host: x\r\nContent-Length: 0\r\n", "", kOr200,
+      "POST\t/echo/case-" + std::to_string(cases.size()) + " HTTP/1.1");
+  add("NUL in target", "Host: x\r\nContent-Length: 0\r\n", "", k400,
+      "POST /echo/case-" + std::to_string(cases.size()) + "\0x HTTP/1.1"s);
+  add("unknown version HTTP/2.7", "Host: x\r\n", "", {505},
+      "GET /echo/case-" + std::to_string(cases.size()) + " HTTP/2.7");
+  add("unknown version HTTP/3.0", "Host: x\r\n", "", {505},
+      "GET /echo/case-" + std::to_string(cases.size()) + " HTTP/3.0");
+  add("malformed version", "Host: x\r\n", "", {400, 505},
+      "GET /echo/case-" + std::to_string(cases.size()) + " HTTP/1.1x");
+  add("lowercase version", "Host: x\r\n", "", {400, 505},
+      "GET /echo/case-" + std::to_string(cases.size()) + " http/1.1");
+  // Limits.
+  add("request line over 8 KiB", "Host: x\r\n", "", {414},
+      "GET /echo/case-" + std::to_string(cases.size()) + "/" + std::string(9000, 'a') +
+          " HTTP/1.1");
+  add("header block over 64 KiB", "Host: x\r\nX-Big: " + std::string(70 << 10, 'b') + "\r\n", "",
+      {431});
+  {
+    std::string many = "Host: x\r\n";
+    for (int f = 0; f < 150; ++f) many += "X-F" + std::to_string(f) + ": v\r\n";
+    add("150 fields", many, "", {431});
+  }
+  return cases;
+}
+
+TEST(GatewayAbuse, AmbiguousFramingIsRefusedOrNormalizedAndNeverSmuggled) {
+  TempDir dir("gw_abuse_framing");
+  Origin origin(dir, "a");
+  GatewayProcess gw(dir, {"--upstream", origin.url()});
+  std::vector<FramingCase> cases = FramingBattery();
+  ASSERT_GE(cases.size(), 40u);
+  std::vector<int> statuses;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const FramingCase& c = cases[i];
+    // Not half-closed: the gateway drops a half-closed client's request
+    // (HalfClosedClientStillGetsItsAnswer below).
+    std::string answer = RawExchange(gw.port(), c.bytes, milliseconds(3000));
+    int status = StatusOf(answer);
+    statuses.push_back(status);
+    bool allowed = std::find(c.allowed.begin(), c.allowed.end(), status) != c.allowed.end();
+    EXPECT_TRUE(allowed) << "case " << i << " (" << c.name << "): answered " << status
+                         << "\n--- sent\n" << c.bytes.substr(0, 400) << "\n--- answer\n"
+                         << answer.substr(0, 400);
+    if (status >= 400) {
+      // Refused: the connection closes (RawExchange returned at EOF), and
+      // says so.
+      std::string lower = answer;
+      std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+      EXPECT_NE(lower.find("connection: close"), std::string::npos)
+          << "case " << i << " (" << c.name << ")\n" << answer.substr(0, 400);
+    }
+  }
+  std::map<int, int> by_status;
+  std::string normalized;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    ++by_status[statuses[i]];
+    if (statuses[i] == 200) normalized += " [" + cases[i].name + "]";
+  }
+  std::cout << cases.size() << " framings:";
+  for (auto [status, n] : by_status) std::cout << " " << n << "x" << status;
+  std::cout << "; forwarded once:" << normalized << "\n";
+  // A last request through the gateway, then the origin's own account.
+  EXPECT_EQ(ServerOf(gw.port()), "a");
+  std::string seen = origin.Requests();
+  EXPECT_EQ(seen.find("smuggled"), std::string::npos) << seen;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    size_t n = CountOf(seen, "/echo/case-" + std::to_string(i) + " ");
+    // Forwarded at most once, and only when the client got the origin's answer.
+    EXPECT_LE(n, 1u) << "case " << i << " (" << cases[i].name << ")\n" << seen;
+    if (statuses[i] != 200) {
+      EXPECT_EQ(n, 0u) << "case " << i << " (" << cases[i].name << ") was refused with "
+                       << statuses[i] << " but forwarded\n" << seen;
+    }
+  }
+}
+
+// A client may shut its sending side once its request is out (`nc -N`,
+// HTTP/1.0-style clients, some health checkers); it still reads the answer.
+TEST(GatewayAbuse, HalfClosedClientStillGetsItsAnswer) {
+  // GATEWAY BUG (reported; ServeHttp1 / ServeConnection): when the client's
+  // FIN arrives with (or right after) a complete request, the gateway stops
+  // at the failed ReadMore and closes without answering: nothing at all for
+  // a valid request (sometimes after forwarding it, so the origin did the
+  // work and the answer was thrown away) and no 400 for an invalid one.
+  // Reproduce:
+  //   python3 -c 'import socket; s=socket.create_connection(("127.0.0.1",8080));
+  //     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"); s.shutdown(socket.SHUT_WR);
+  //     print(s.recv(100))'          # prints b'' (nginx answers 200)
+  // Remove this skip when bytes read before the EOF are served.
+  GTEST_SKIP() << "gateway bug: a half-closed client gets no answer (see comment)";
+  TempDir dir("gw_abuse_half_close");
+  Origin origin(dir, "a");
+  GatewayProcess gw(dir, {"--upstream", origin.url()});
+  std::string ok = RawExchange(gw.port(), "GET /echo/half HTTP/1.1\r\nHost: x\r\n\r\n",
+                               milliseconds(3000), /*half_close=*/true);
+  EXPECT_EQ(StatusOf(ok), 200) << ok;
+  std::string bad = RawExchange(gw.port(), "GET /echo HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+                                milliseconds(3000), /*half_close=*/true);
+  EXPECT_EQ(StatusOf(bad), 400) << bad;
+}
+
+// ---------------------------------------------------------------------------
+// 2. Slowloris.
+
+// Raises the soft limit on open files toward `want` (children inherit it).
+void RaiseFileLimit(rlim_t want) {
+  rlimit lim{};
+  getrlimit(RLIMIT_NOFILE, &lim);
+  if (lim.rlim_cur < want) {
+    lim.rlim_cur = std::min(want, lim.rlim_max);
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+
+// Waits until every fd sees EOF or an error; returns how many did within
+// `timeout`. Closes them all.
+size_t WaitAllClosed(std::vector<int>& fds, milliseconds timeout) {
+  std::vector<pollfd> pfds;
+  for (int fd : fds) pfds.push_back({fd, POLLIN, 0});
+  size_t closed = 0;
+  auto deadline = Clock::now() + timeout;
+  char buf[4096];
+  while (closed < fds.size() && Clock::now() < deadline) {
+    int left = static_cast<int>(
+        std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count());
+    int n = poll(pfds.data(), pfds.size(), std::max(left, 1));
+    if (n <= 0) continue;
+    for (pollfd& p : pfds) {
+      if (p.fd < 0 || p.revents == 0) continue;
+      ssize_t r = recv(p.fd, buf, sizeof(buf), MSG_DONTWAIT);
+      if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+        ++closed;
+        p.fd = -1;
+      }
+    }
+  }
+  for (int fd : fds) close(fd);
+  fds.clear();
+  return closed;
+}
+
+constexpr int kSlowConnections = 1500;
+
+TEST(GatewayAbuse, SlowlorisHeadsAreBoundedInMemoryAndClosedByTheHeaderTimeout) {
+  RaiseFileLimit(3 * kSlowConnections + 256);
+  TempDir dir("gw_abuse_slowloris");
+  Origin origin(dir, "a");
+  int port = PickFreePort();
+  std::string config = WriteConfig(
+      dir, "listeners:\n  - address: 127.0.0.1:" + std::to_string(port) +
+               "\n    limits: {request_header_timeout: 3s}\n"
+               "clusters: [{name: o, endpoints: [" + origin.address() + "]}]\n"
+               "virtual_hosts: [{name: all, routes: [{cluster: o}]}]\n");
+  GatewayProcess gw(dir, {"--config", config});
+  pid_t pid = gw.process()->pid();
+  ASSERT_EQ(ServerOf(gw.port()), "a");
+  long rss_before = ProcStatusKb(pid, "VmRSS");
+  std::vector<int> fds;
+  auto start = Clock::now();
+  for (int i = 0; i < kSlowConnections && Clock::now() - start < std::chrono::seconds(10); ++i) {
+    int fd = ConnectLoopback(gw.port());
+    if (fd < 0) break;
+    fds.push_back(fd);
+    // A head that never ends: the request line and part of a field.
+    std::string partial = "GET /echo/slow-" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\nX-S";
+    (void)!send(fd, partial.data(), partial.size(), MSG_NOSIGNAL);
+  }
+  auto all_sent = Clock::now();
+  ASSERT_EQ(fds.size(), static_cast<size_t>(kSlowConnections));
+  // Others are served meanwhile, over both protocols.
+  EXPECT_EQ(ServerOf(gw.port()), "a");
+  CommandResult h2 =
+      Curl({"--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}", gw.url("/echo")});
+  EXPECT_EQ(h2.out, "200") << h2.err;
+  long rss_during = ProcStatusKb(pid, "VmRSS");
+  // Generous: 64 KiB a connection (a sound one needs a few KiB).
+  EXPECT_LT(rss_during - rss_before, 64L * kSlowConnections)
+      << "RSS before " << rss_before << " kB, with " << kSlowConnections << " slow heads "
+      << rss_during << " kB";
+  // Dripping a byte more does not extend the deadline (it runs from the
+  // head's first byte).
+  for (int fd : fds) (void)!send(fd, "x", 1, MSG_NOSIGNAL);
+  size_t closed = WaitAllClosed(fds, milliseconds(3000 + 5000));
+  auto took = Clock::now() - all_sent;
+  EXPECT_EQ(closed, static_cast<size_t>(kSlowConnections))
+      << "slow heads still open after "
+      << std::chrono::duration_cast<milliseconds>(took).count() << " ms";
+  // None of the partial heads reached the origin, and the gateway still serves.
+  EXPECT_EQ(origin.Requests().find("/echo/slow-"), std::string::npos);
+  EXPECT_EQ(ServerOf(gw.port()), "a");
+  std::cout << "slowloris: RSS " << rss_before << " kB -> " << rss_during << " kB with "
+            << kSlowConnections << " slow heads; all closed after "
+            << std::chrono::duration_cast<milliseconds>(took).count() << " ms\n";
+}
+
+// Connections that send nothing, or only the start of the HTTP/2 preface,
+// are closed by idle_timeout / request_header_timeout too.
+TEST(GatewayAbuse, SilentAndPrefacePrefixConnectionsAreClosedByTheTimeouts) {
+  // GATEWAY BUG (reported; src/gateway/gateway.cc Gateway::ServeConnection):
+  // on a clear-text listener with h2c (the default), the connection's first
+  // bytes are read by the preface sniffing loop, which has no timer: the
+  // idle_timeout and request_header_timeout timers are only armed inside
+  // ServeHttp1 / ServeHttp2. So a connection that sends nothing, or sends a
+  // prefix of "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" (e.g. "PRI * HTTP/2.0\r\n")
+  // and stops, is held forever: an unbounded slowloris. Reproduce:
+  //   capstan gateway --listen 127.0.0.1:8080 --upstream http://127.0.0.1:9000
+  //   (with limits {idle_timeout: 1s, request_header_timeout: 1s} in a config)
+  //   nc 127.0.0.1 8080            # send nothing: never closed
+  //   printf 'PRI * HTTP/2.0\r\n' | nc -q -1 127.0.0.1 8080   # never closed
+  // The same holds for a TLS listener whose client never finishes the
+  // handshake (StartTls / handshake_done has no timer either).
+  // Remove this skip when the sniffing loop runs under the header timer.
+  GTEST_SKIP() << "gateway bug: no timeout before the protocol is known (see comment)";
+  TempDir dir("gw_abuse_silent");
+  Origin origin(dir, "a");
+  int port = PickFreePort();
+  std::string config = WriteConfig(
+      dir, "listeners:\n  - address: 127.0.0.1:" + std::to_string(port) +
+               "\n    limits: {request_header_timeout: 1s, idle_timeout: 1s}\n"
+               "clusters: [{name: o, endpoints: [" + origin.address() + "]}]\n"
+               "virtual_hosts: [{name: all, routes: [{cluster: o}]}]\n");
+  GatewayProcess gw(dir, {"--config", config});
+  std::vector<int> fds;
+  for (int i = 0; i < 100; ++i) {
+    int fd = ConnectLoopback(gw.port());
+    ASSERT_GE(fd, 0);
+    fds.push_back(fd);
+    if (i % 2 == 1) (void)!send(fd, "PRI * HTTP/2.0\r\n", 16, MSG_NOSIGNAL);
+  }
+  EXPECT_EQ(WaitAllClosed(fds, milliseconds(1000 + 5000)), 100u);
+}
+
+// ---------------------------------------------------------------------------
+// 3 and 4. HTTP/2 floods, from a client of raw frames (no library would send
+// them).
+
+std::string H2Frame(uint8_t type, uint8_t flags, uint32_t stream, std::string_view payload) {
+  std::string f;
+  uint32_t len = static_cast<uint32_t>(payload.size());
+  f.push_back(static_cast<char>(len >> 16));
+  f.push_back(static_cast<char>(len >> 8));
+  f.push_back(static_cast<char>(len));
+  f.push_back(static_cast<char>(type));
+  f.push_back(static_cast<char>(flags));
+  f.push_back(static_cast<char>((stream >> 24) & 0x7f));
+  f.push_back(static_cast<char>(stream >> 16));
+  f.push_back(static_cast<char>(stream >> 8));
+  f.push_back(static_cast<char>(stream));
+  f.append(payload);
+  return f;
+}
+
+constexpr uint8_t kData = 0, kHeaders = 1, kRstStream = 3, kSettings = 4, kPing = 6, kGoaway = 7,
+                  kContinuation = 9;
+constexpr uint8_t kEndStream = 1, kAck = 1, kEndHeaders = 4;
+
+// HPACK integer with an n-bit prefix, the prefix's other bits in `first`.
+void HpackInt(std::string* out, uint8_t first, int prefix_bits, size_t v) {
+  size_t max = (1u << prefix_bits) - 1;
+  if (v < max) {
+    out->push_back(static_cast<char>(first | v));
+    return;
+  }
+  out->push_back(static_cast<char>(first | max));
+  v -= max;
+  while (v >= 128) {
+    out->push_back(static_cast<char>(v % 128 + 128));
+    v /= 128;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+// GET /echo http, :authority 127.0.0.1 — static-table indices and a
+// literal without indexing, so every block decodes the same.
+std::string RequestBlock() {
+  std::string b = "\x82\x86";  // :method GET, :scheme http
+  b += '\x04';                  // :path, literal value without indexing
+  HpackInt(&b, 0, 7, 5);
+  b += "/echo";
+  b += '\x01';  // :authority
+  HpackInt(&b, 0, 7, 9);
+  b += "127.0.0.1";
+  return b;
+}
+
+// A literal field with a new name, not indexed.
+std::string LiteralField(const std::string& name, const std::string& value) {
+  std::string b(1, '\0');
+  HpackInt(&b, 0, 7, name.size());
+  b += name;
+  HpackInt(&b, 0, 7, value.size());
+  b += value;
+  return b;
+}
+
+// A raw HTTP/2 client connection: the writer is the test's thread; a reader
+// thread reads everything the gateway sends and notes GOAWAY, PING ACK and
+// the end of the connection.
+class H2Abuser {
+ public:
+  explicit H2Abuser(int port) {
+    fd_ = ConnectLoopback(port);
+    timeval tv{0, 200 * 1000};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    timeval send_tv{2, 0};  // a gateway that stops reading: give up, bounded
+    setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &send_tv, sizeof(send_tv));
+    reader_ = std::thread([this] { Read(); });
+    Send(std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") + H2Frame(kSettings, 0, 0, ""));
+  }
+  ~H2Abuser() {
+    stop_ = true;
+    reader_.join();
+    if (fd_ >= 0) close(fd_);
+  }
+  bool ok() const { return fd_ >= 0; }
+  // False once the gateway refuses more (closed, reset, or stopped reading).
+  bool Send(const std::string& bytes) {
+    size_t off = 0;
+    while (off < bytes.size()) {
+      ssize_t n = send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      off += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  bool goaway() const { return goaway_; }
+  bool ended() const { return ended_; }
+  bool ping_acked() const { return ping_acked_; }
+
+ private:
+  void Read() {
+    std::string in;
+    char buf[16384];
+    while (!stop_ && !ended_) {
+      ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        ended_ = true;
+        break;
+      }
+      if (n < 0) continue;
+      in.append(buf, static_cast<size_t>(n));
+      while (in.size() >= 9) {
+        size_t len = (static_cast<uint8_t>(in[0]) << 16) | (static_cast<uint8_t>(in[1]) << 8) |
+                     static_cast<uint8_t>(in[2]);
+        if (in.size() < 9 + len) break;
+        uint8_t type = static_cast<uint8_t>(in[3]);
+        uint8_t flags = static_cast<uint8_t>(in[4]);
+        if (type == kGoaway) goaway_ = true;
+        if (type == kPing && (flags & kAck)) ping_acked_ = true;
+        in.erase(0, 9 + len);
+      }
+    }
+  }
+
+  int fd_ = -1;
+  std::thread reader_;
+  std::atomic<bool> stop_{false}, ended_{false}, goaway_{false}, ping_acked_{false};
+};
+
+std::string GatewayH2Status(const GatewayProcess& gw) {
+  return Curl({"--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
+               gw.url("/echo")})
+      .out;
+}
+
+TEST(GatewayAbuse, Http2RapidResetIsBoundedInCpuAndOthersAreServed) {
+  TempDir dir("gw_abuse_reset");
+  Origin origin(dir, "a");
+  GatewayProcess gw(dir, {"--upstream", origin.url()});
+  pid_t pid = gw.process()->pid();
+  ASSERT_EQ(GatewayH2Status(gw), "200");
+  long cpu_before = CpuMs(pid);
+  constexpr int kStreams = 20000;
+  constexpr int kBatch = 100;
+  H2Abuser abuser(gw.port());
+  ASSERT_TRUE(abuser.ok());
+  const std::string block = RequestBlock();
+  const std::string cancel("\0\0\0\x08", 4);  // CANCEL
+  int sent = 0;
+  auto start = Clock::now();
+  while (sent < kStreams && !abuser.ended() && Clock::now() - start < std::chrono::seconds(10)) {
+    std::string batch;
+    for (int i = 0; i < kBatch; ++i) {
+      uint32_t id = 2 * static_cast<uint32_t>(sent + i) + 1;
+      batch += H2Frame(kHeaders, kEndStream | kEndHeaders, id, block);
+      batch += H2Frame(kRstStream, 0, id, cancel);
+    }
+    if (!abuser.Send(batch)) break;
+    sent += kBatch;
+  }
+  // Everything sent has been processed once a PING after it is answered, or
+  // the gateway has closed the connection.
+  bool settled = false;
+  if (!abuser.ended() && abuser.Send(H2Frame(kPing, 0, 0, "flood-e!"))) {
+    settled = Eventually([&] { return abuser.ping_acked() || abuser.ended(); }, milliseconds(10000));
+  } else {
+    settled = Eventually([&] { return abuser.ended(); }, milliseconds(10000));
+  }
+  long cpu_used = CpuMs(pid) - cpu_before;
+  size_t forwarded = CountOf(origin.Requests(), "GET /echo ");
+  std::cout << "rapid reset: " << sent << " streams opened and reset; goaway " << abuser.goaway()
+            << ", closed " << abuser.ended() << ", gateway CPU " << cpu_used << " ms, "
+            << forwarded << " reached the origin\n";
+  EXPECT_TRUE(settled || abuser.goaway()) << "neither answered the PING nor closed";
+  // Generous: 250 µs of CPU per reset stream would be a gateway that
+  // forwards each one; a bounded one stops the abuser long before.
+  EXPECT_LT(cpu_used, 5000) << sent << " streams";
+  // The flood's amplification toward the origin is bounded too: streams
+  // reset at once still reach it until the abuser is stopped (nghttp2's
+  // reset rate limit, a burst of 1000), not one per stream sent.
+  EXPECT_LT(forwarded, 5000u) << sent << " streams";
+  // Others are served, over both protocols, and the gateway is alive.
+  EXPECT_EQ(GatewayH2Status(gw), "200");
+  EXPECT_EQ(ServerOf(gw.port()), "a");
+  EXPECT_TRUE(gw.process()->Running());
+}
+
+TEST(GatewayAbuse, Http2ContinuationFloodIsBoundedAndClosed) {
+  TempDir dir("gw_abuse_continuation");
+  Origin origin(dir, "a");
+  GatewayProcess gw(dir, {"--upstream", origin.url()});
+  pid_t pid = gw.process()->pid();
+  ASSERT_EQ(GatewayH2Status(gw), "200");
+  long rss_before = ProcStatusKb(pid, "VmRSS");
+  struct Flood {
+    const char* name;
+    std::string payload;  // of each CONTINUATION frame
+    int frames;
+  };
+  // 16 MiB of header fields in 1 KiB frames; then 200,000 empty frames
+  // (CPU only, nothing to buffer).
+  std::vector<Flood> floods = {
+      {"1 KiB fields", LiteralField("x-flood", std::string(1000, 'f')), 16 << 10},
+      {"empty frames", "", 200000},
+  };
+  for (const Flood& flood : floods) {
+    long cpu_before = CpuMs(pid);
+    H2Abuser abuser(gw.port());
+    ASSERT_TRUE(abuser.ok());
+    bool refused = !abuser.Send(H2Frame(kHeaders, kEndStream, 1, RequestBlock()));
+    int sent = 0;
+    auto start = Clock::now();
+    const std::string frame = H2Frame(kContinuation, 0, 1, flood.payload);
+    while (!refused && sent < flood.frames && !abuser.ended() &&
+           Clock::now() - start < std::chrono::seconds(10)) {
+      std::string batch;
+      for (int i = 0; i < 64; ++i) batch += frame;
+      refused = !abuser.Send(batch);
+      sent += 64;
+    }
+    bool closed = Eventually([&] { return abuser.ended(); }, milliseconds(5000));
+    long cpu_used = CpuMs(pid) - cpu_before;
+    long hwm = ProcStatusKb(pid, "VmHWM");
+    std::cout << "continuation flood (" << flood.name << "): " << sent
+              << " frames sent before the gateway refused more; goaway " << abuser.goaway()
+              << ", closed " << closed << "; CPU " << cpu_used << " ms; RSS " << rss_before
+              << " kB, peak " << hwm << " kB\n";
+    EXPECT_TRUE(closed) << flood.name << ": the abuser's connection is still open";
+    EXPECT_LT(hwm - rss_before, 64L << 10) << flood.name << ": peak RSS grew by "
+                                           << hwm - rss_before << " kB";
+    EXPECT_LT(cpu_used, 3000) << flood.name;
+    EXPECT_EQ(GatewayH2Status(gw), "200") << flood.name;
+  }
+  EXPECT_EQ(origin.Requests().find("flood"), std::string::npos);
+  EXPECT_TRUE(gw.process()->Running());
+}
+
+// ---------------------------------------------------------------------------
+// 5. Faults.
+
+TEST(GatewayFaults, UpstreamKilledMidResponseCutsTheClientAndNothingHangs) {
+  TempDir dir("gw_fault_kill");
+  Origin victim1(dir, "v");
+  Origin victim2(dir, "w");
+  Origin live(dir, "a");
+  int port = PickFreePort();
+  std::string config = WriteConfig(
+      dir, "listeners: [{address: 127.0.0.1:" + std::to_string(port) + "}]\n"
+           "clusters:\n"
+           "  - {name: v, endpoints: [" + victim1.address() + "]}\n"
+           "  - {name: w, endpoints: [" + victim2.address() + "]}\n"
+           "  - {name: live, endpoints: [" + live.address() + "]}\n"
+           "virtual_hosts:\n  - name: all\n    routes:\n"
+           "      - {match: {prefix: /drip1}, cluster: v, prefix_rewrite: /drip}\n"
+           "      - {match: {prefix: /drip2}, cluster: w, prefix_rewrite: /drip}\n"
+           "      - {cluster: live}\n");
+  GatewayProcess gw(dir, {"--config", config});
+  // HTTP/1.1: the head and the first 1000 bytes arrive, then the origin dies.
+  {
+    int fd = ConnectLoopback(gw.port());
+    ASSERT_GE(fd, 0);
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    std::string req = "GET /drip1?bytes=1000000 HTTP/1.1\r\nHost: x\r\n\r\n";
+    (void)!send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    std::string got;
+    char buf[4096];
+    ssize_t n = 0;
+    for (int i = 0; i < 100 && got.find("\r\n\r\n") == std::string::npos; ++i) {
+      if ((n = read(fd, buf, sizeof(buf))) <= 0) break;
+      got.append(buf, static_cast<size_t>(n));
+    }
+    ASSERT_EQ(StatusOf(got), 200) << got;
+    victim1.Kill();
+    auto killed = Clock::now();
+    int err = 0;
+    for (int i = 0; i < 1000; ++i) {
+      n = read(fd, buf, sizeof(buf));
+      if (n <= 0) {
+        err = n < 0 ? errno : 0;
+        break;
+      }
+      got.append(buf, static_cast<size_t>(n));
+    }
+    auto waited = Clock::now() - killed;
+    close(fd);
+    // EOF or a reset, not our 5 s receive timeout.
+    EXPECT_TRUE(n == 0 || (err != EAGAIN && err != EWOULDBLOCK)) << "read timed out: client hangs";
+    EXPECT_LT(waited, std::chrono::seconds(4));
+    EXPECT_LT(got.size() - got.find("\r\n\r\n") - 4, 1000000u) << "the cut went unnoticed";
+  }
+  // HTTP/2: curl sees its stream reset or the connection cut, and no hang.
+  {
+    CommandResult cut;
+    std::thread client([&] {
+      cut = Curl({"--http2-prior-knowledge", "-o", "/dev/null", gw.url("/drip2?bytes=1000000")});
+    });
+    bool reached = Eventually([&] { return victim2.Requests().find("/drip") != std::string::npos; },
+                              milliseconds(5000));
+    EXPECT_TRUE(reached);
+    victim2.Kill();
+    auto killed = Clock::now();
+    client.join();
+    EXPECT_NE(cut.exit_code, 0) << "an HTTP/2 client took a cut body as whole";
+    EXPECT_NE(cut.exit_code, 28) << "curl hit --max-time: the stream hangs";
+    EXPECT_NE(cut.exit_code, -1) << "curl hung";
+    EXPECT_LT(Clock::now() - killed, std::chrono::seconds(4));
+  }
+  // The gateway serves on: the live cluster answers; the dead one is 502.
+  EXPECT_EQ(ServerOf(gw.port()), "a");
+  EXPECT_EQ(Curl({"--http1.1", "-o", "/dev/null", "-w", "%{http_code}", gw.url("/drip1")}).out,
+            "502");
+  EXPECT_EQ(GatewayH2Status(gw), "200");
+}
+
+TEST(GatewayFaults, SlowUpstreamGets504AtTheRouteTimeout) {
+  TempDir dir("gw_fault_slow");
+  Origin origin(dir, "a");
+  int port = PickFreePort();
+  std::string config = WriteConfig(
+      dir, "listeners: [{address: 127.0.0.1:" + std::to_string(port) + "}]\n"
+           "clusters: [{name: o, endpoints: [" + origin.address() + "]}]\n"
+           "virtual_hosts: [{name: all, routes: [{match: {prefix: /slow}, cluster: o, "
+           "timeout: 500ms}, {cluster: o}]}]\n");
+  GatewayProcess gw(dir, {"--config", config});
+  for (const char* version : {"--http1.1", "--http2-prior-knowledge"}) {
+    auto start = Clock::now();
+    CommandResult r =
+        Curl({version, "-o", "/dev/null", "-w", "%{http_code}", gw.url("/slow?ms=5000")});
+    auto took = std::chrono::duration_cast<milliseconds>(Clock::now() - start);
+    EXPECT_EQ(r.out, "504") << version << " " << r.err;
+    EXPECT_GE(took.count(), 450) << version;
+    EXPECT_LT(took.count(), 2500) << version;
+  }
+  // Within the timeout the answer is the origin's.
+  EXPECT_EQ(Curl({"--http1.1", gw.url("/slow?ms=50")}).out, "slow");
+  EXPECT_EQ(ServerOf(gw.port()), "a");
+}
+
+TEST(GatewayFaults, EndpointLeavingTheRegistryGetsNoNewRequestsAndTheStoreGoingAwayIsSurvived) {
+  TempDir dir("gw_fault_registry");
+  Origin a(dir, "a");
+  Origin b(dir, "b");
+  StoreProcess store(StoreProcess::Kind::kCapstan, dir.path() + "/store");
+  ASSERT_TRUE(store.Start()) << store.Log();
+  for (Origin* o : {&a, &b}) {
+    std::string id = o == &a ? "a" : "b";
+    ASSERT_EQ(Etcdctl(store.endpoint(),
+                      {"put", "services/web/" + id, "{\"Addr\":\"" + o->address() + "\"}"})
+                  .exit_code,
+              0);
+  }
+  GatewayProcess gw(dir, {"--upstream", "store://" + store.endpoint() + "/services/web"});
+  // Both endpoints are in use.
+  bool both = Eventually(
+      [&] {
+        ServerOf(gw.port());
+        return a.Requests().find("/echo") != std::string::npos &&
+               b.Requests().find("/echo") != std::string::npos;
+      },
+      milliseconds(10000));
+  ASSERT_TRUE(both) << ServerOf(gw.port()) << "\n" << gw.process()->Log();
+  // b leaves the registry: within 1 s no new request reaches it.
+  ASSERT_EQ(Etcdctl(store.endpoint(), {"del", "services/web/b"}).exit_code, 0);
+  auto deleted = Clock::now();
+  bool gone = Eventually(
+      [&] {
+        for (int i = 0; i < 6; ++i) {
+          if (ServerOf(gw.port()) != "a") return false;
+        }
+        return true;
+      },
+      milliseconds(1000));
+  auto took = std::chrono::duration_cast<milliseconds>(Clock::now() - deleted);
+  EXPECT_TRUE(gone) << "requests still reach the removed endpoint after " << took.count()
+                    << " ms";
+  b.ResetRequests();
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(ServerOf(gw.port()), "a");
+  EXPECT_EQ(b.Requests(), "[]");
+  // The store goes away: the gateway serves on with what it knows.
+  store.Kill();
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(ServerOf(gw.port()), "a") << i;
+  EXPECT_EQ(GatewayH2Status(gw), "200");
+  EXPECT_TRUE(gw.process()->Running());
+}
+
+}  // namespace
+}  // namespace capstan::e2e
