@@ -517,13 +517,13 @@ void HpackInt(std::string* out, uint8_t first, int prefix_bits, size_t v) {
   out->push_back(static_cast<char>(v));
 }
 
-// GET /echo http, :authority 127.0.0.1 — static-table indices and a
+// GET `path` http, :authority 127.0.0.1 — static-table indices and a
 // literal without indexing, so every block decodes the same.
-std::string RequestBlock() {
+std::string RequestBlock(const std::string& path = "/echo") {
   std::string b = "\x82\x86";  // :method GET, :scheme http
   b += '\x04';                  // :path, literal value without indexing
-  HpackInt(&b, 0, 7, 5);
-  b += "/echo";
+  HpackInt(&b, 0, 7, path.size());
+  b += path;
   b += '\x01';  // :authority
   HpackInt(&b, 0, 7, 9);
   b += "127.0.0.1";
@@ -545,7 +545,8 @@ std::string LiteralField(const std::string& name, const std::string& value) {
 // the end of the connection.
 class H2Abuser {
  public:
-  explicit H2Abuser(int port) {
+  // `read`: false leaves the gateway's output unread until StartReading.
+  explicit H2Abuser(int port, bool read = true) : reading_(read) {
     fd_ = ConnectLoopback(port);
     timeval tv{0, 200 * 1000};
     setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -570,6 +571,7 @@ class H2Abuser {
     }
     return true;
   }
+  void StartReading() { reading_ = true; }
   bool goaway() const { return goaway_; }
   bool ended() const { return ended_; }
   bool ping_acked() const { return ping_acked_; }
@@ -578,6 +580,8 @@ class H2Abuser {
   void Read() {
     std::string in;
     char buf[16384];
+    // Bounded: the owner's destructor sets stop_.
+    while (!stop_ && !reading_) std::this_thread::sleep_for(milliseconds(5));
     while (!stop_ && !ended_) {
       ssize_t n = recv(fd_, buf, sizeof(buf), 0);
       if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
@@ -601,6 +605,7 @@ class H2Abuser {
 
   int fd_ = -1;
   std::thread reader_;
+  std::atomic<bool> reading_;
   std::atomic<bool> stop_{false}, ended_{false}, goaway_{false}, ping_acked_{false};
 };
 
@@ -791,6 +796,100 @@ TEST(GatewayAbuse, Http2ContinuationFloodIsBoundedAndClosed) {
     EXPECT_EQ(GatewayH2Status(gw), "200") << flood.name;
   }
   EXPECT_EQ(origin.Requests().find("flood"), std::string::npos);
+  EXPECT_TRUE(gw.process()->Running());
+}
+
+// A client that never reads: PING and SETTINGS frames whose ACKs it leaves
+// unread.
+TEST(GatewayAbuse, Http2PingAndSettingsFloodsAreBounded) {
+  TempDir dir("gw_abuse_h2_unread");
+  Origin origin(dir, "a");
+  GatewayProcess gw(dir, {"--upstream", origin.url()});
+  pid_t pid = gw.process()->pid();
+  ASSERT_EQ(GatewayH2Status(gw), "200");
+  long rss_before = ProcStatusKb(pid, "VmRSS");
+  // PING and SETTINGS floods: every frame asks for an ACK nobody reads.
+  for (uint8_t type : {kPing, kSettings}) {
+    long cpu_before = CpuMs(pid);
+    H2Abuser abuser(gw.port(), /*read=*/false);
+    ASSERT_TRUE(abuser.ok());
+    std::string frame = type == kPing ? H2Frame(kPing, 0, 0, "12345678")
+                                      : H2Frame(kSettings, 0, 0, std::string("\0\x03\0\0\0\x64", 6));
+    std::string batch;
+    for (int i = 0; i < 1000; ++i) batch += frame;
+    int sent = 0;
+    auto start = Clock::now();
+    while (sent < 200000 && Clock::now() - start < std::chrono::seconds(5) && abuser.Send(batch))
+      sent += 1000;
+    abuser.StartReading();
+    bool closed = Eventually([&] { return abuser.ended(); }, milliseconds(5000));
+    long cpu_used = CpuMs(pid) - cpu_before;
+    long hwm = ProcStatusKb(pid, "VmHWM");
+    std::cout << (type == kPing ? "PING" : "SETTINGS") << " flood: " << sent
+              << " frames sent; closed " << closed << ", goaway " << abuser.goaway() << "; CPU "
+              << cpu_used << " ms; peak RSS " << hwm << " kB (from " << rss_before << ")\n";
+    EXPECT_TRUE(closed);
+    EXPECT_LT(hwm - rss_before, 64L << 10);
+    EXPECT_LT(cpu_used, 3000);
+    EXPECT_EQ(GatewayH2Status(gw), "200");
+  }
+  EXPECT_TRUE(gw.process()->Running());
+}
+
+// A client that holds every stream at a zero window: the responses the
+// origin sends pile up in the gateway unless it stops reading the origin,
+// per stream and per connection.
+TEST(GatewayAbuse, Http2ZeroWindowClientIsBoundedInMemory) {
+  // GATEWAY BUG (reported; src/gateway/http2_proxy.cc with net::Http2Options
+  // stream_high_water_bytes): the hold-back is per stream only. One stream
+  // at a zero window costs the gateway about 5 MB of RSS (measured: 100 MB
+  // asked for, +4-7 MB held, the origin then held back), but nothing bounds
+  // the connection, so one client with max_concurrent_streams (100) streams
+  // of /zeros?bytes=4000000 makes the gateway's RSS grow by ~480 MB
+  // (measured: 39 MB -> 532 MB), and N such connections N times that.
+  // Reproduce with this test without the skip (prints the RSS), or any h2
+  // client that sends SETTINGS_INITIAL_WINDOW_SIZE=0 and opens 100 streams
+  // for a 4 MB resource, never reading. Expected: a per-connection budget
+  // for buffered response bytes (nginx holds proxy_buffers per stream, 64
+  // KiB by default), so the growth stays in the tens of MB.
+  // Remove this skip when the connection's buffered bytes are bounded.
+  GTEST_SKIP() << "gateway bug: ~5 MB buffered per zero-window stream, 100 per connection "
+                  "(see comment)";
+  TempDir dir("gw_abuse_h2_window");
+  Origin origin(dir, "a");
+  GatewayProcess gw(dir, {"--upstream", origin.url()});
+  pid_t pid = gw.process()->pid();
+  ASSERT_EQ(GatewayH2Status(gw), "200");
+  {
+    long rss_start = ProcStatusKb(pid, "VmRSS");
+    H2Abuser abuser(gw.port(), /*read=*/false);
+    ASSERT_TRUE(abuser.ok());
+    constexpr int kStreams = 100;  // the default max_concurrent_streams
+    // SETTINGS_INITIAL_WINDOW_SIZE 0.
+    std::string bytes = H2Frame(kSettings, 0, 0, std::string("\0\x04\0\0\0\0", 6));
+    for (int i = 0; i < kStreams; ++i)
+      bytes += H2Frame(kHeaders, kEndStream | kEndHeaders, 2 * i + 1,
+                       RequestBlock("/zeros?bytes=4000000"));
+    ASSERT_TRUE(abuser.Send(bytes));
+    // Wait until the origin has answered every stream (it writes 4 MB each
+    // into its socket; the gateway reads what it will), then look.
+    bool answered = Eventually(
+        [&] { return CountOf(origin.Requests(), "/zeros") >= static_cast<size_t>(kStreams); },
+        milliseconds(10000));
+    EXPECT_TRUE(answered) << CountOf(origin.Requests(), "/zeros");
+    // Once every stream has its response head, the gateway's reading of the
+    // origin has stopped at its high-water marks; sample RSS a few times.
+    long peak = 0;
+    for (int i = 0; i < 10; ++i) {
+      EXPECT_EQ(GatewayH2Status(gw), "200");  // others are served meanwhile
+      peak = std::max(peak, ProcStatusKb(pid, "VmRSS"));
+    }
+    std::cout << "zero-window client: " << kStreams << " streams of 4 MB; gateway RSS "
+              << rss_start << " kB -> " << peak << " kB\n";
+    // 100 streams x 4 MB = 400 MB if nothing held the origin back; a bound of
+    // 128 MiB is generous for a gateway that does.
+    EXPECT_LT(peak - rss_start, 128L << 10);
+  }
   EXPECT_TRUE(gw.process()->Running());
 }
 

@@ -11,6 +11,7 @@ http.server, keep-alive on). Prints "port N" once listening on 127.0.0.1.
   GET  /cut            starts a 1 MB response, sends 1000 bytes, closes
   GET  /status?code=N  answers status N
   GET  /health         200 "ok"
+  GET  /zeros?bytes=N  N bytes of "z" (Content-Length), cheap to make
   GET  /drip?bytes=N   a head with Content-Length N, 1000 bytes, then waits
                        (for tests that kill the origin mid-response)
   GET  /__requests     the request lines this process has parsed so far
@@ -131,6 +132,8 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
             return
+        if url.path == "/zeros":
+            return self._send(200, b"z" * int(q.get("bytes", "1024")), "application/octet-stream")
         if url.path == "/drip":
             self.send_response(200)
             self.send_header("Content-Length", q.get("bytes", "1000000"))
