@@ -552,15 +552,31 @@ class H2Abuser {
     setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     timeval send_tv{2, 0};  // a gateway that stops reading: give up, bounded
     setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &send_tv, sizeof(send_tv));
-    reader_ = std::thread([this] { Read(); });
     Send(std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") + H2Frame(kSettings, 0, 0, ""));
+    // The gateway's SETTINGS, read whole before anything else is sent: the
+    // session is running, so what follows is not read with the preface
+    // (Http2FirstFlightInOneWriteIsServed below).
+    std::string first;
+    char c;
+    auto deadline = Clock::now() + std::chrono::seconds(5);
+    size_t want = 9;
+    while (first.size() < want && Clock::now() < deadline) {
+      if (recv(fd_, &c, 1, 0) != 1) continue;  // 200 ms receive timeout
+      first.push_back(c);
+      if (first.size() == 9)
+        want = 9 + ((static_cast<uint8_t>(first[0]) << 16) |
+                    (static_cast<uint8_t>(first[1]) << 8) | static_cast<uint8_t>(first[2]));
+    }
+    started_ = first.size() == want && first.size() >= 9 && first[3] == kSettings;
+    reader_ = std::thread([this] { Read(); });
   }
   ~H2Abuser() {
     stop_ = true;
     reader_.join();
     if (fd_ >= 0) close(fd_);
   }
-  bool ok() const { return fd_ >= 0; }
+  // Connected, and the gateway's HTTP/2 session answered the preface.
+  bool ok() const { return fd_ >= 0 && started_; }
   // False once the gateway refuses more (closed, reset, or stopped reading).
   bool Send(const std::string& bytes) {
     size_t off = 0;
@@ -604,6 +620,7 @@ class H2Abuser {
   }
 
   int fd_ = -1;
+  bool started_ = false;
   std::thread reader_;
   std::atomic<bool> reading_;
   std::atomic<bool> stop_{false}, ended_{false}, goaway_{false}, ping_acked_{false};
@@ -613,6 +630,50 @@ std::string GatewayH2Status(const GatewayProcess& gw) {
   return Curl({"--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
                gw.url("/echo")})
       .out;
+}
+
+// A client's first flight in one write: the preface, SETTINGS and a request.
+// Clients that coalesce their writes (or a busy gateway that reads late)
+// deliver exactly that.
+TEST(GatewayAbuse, Http2FirstFlightInOneWriteIsServed) {
+  // GATEWAY BUG (reported; src/net/http2.cc Http2Session::Run with the
+  // preface sniffing in src/gateway/gateway.cc Gateway::ServeConnection):
+  // the sniffing loop reads the client's first bytes into the socket's
+  // input; ServeHttp2 then starts the session, whose Run() co_awaits
+  // ReadMore() *before* it feeds nghttp2 what is already buffered. A client
+  // that sent preface + SETTINGS + HEADERS in one write (and waits for its
+  // answer) is never answered: 0 of 20 tries, against 20 of 20 when the
+  // preface goes alone first. The same race made a rapid-reset run hang
+  // when the whole flood was read with the preface. Reproduce:
+  //   python3 - <<'PY'
+  //   import socket
+  //   f=lambda t,fl,s,p: len(p).to_bytes(3,"big")+bytes([t,fl])+s.to_bytes(4,"big")+p
+  //   s=socket.create_connection(("127.0.0.1",8080)); s.settimeout(3)
+  //   s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"+f(4,0,0,b"")
+  //             +f(1,5,1,b"\x82\x86\x84\x01\x09127.0.0.1"))
+  //   print(s.recv(1000))   # the SETTINGS only; no HEADERS for stream 1, ever
+  //   PY
+  // Remove this skip when Run() receives the buffered input before reading.
+  GTEST_SKIP() << "gateway bug: an HTTP/2 first flight in one write is never answered "
+                  "(see comment)";
+  TempDir dir("gw_abuse_h2_flight");
+  Origin origin(dir, "a");
+  GatewayProcess gw(dir, {"--upstream", origin.url()});
+  std::string flight = std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") +
+                       H2Frame(kSettings, 0, 0, "") +
+                       H2Frame(kHeaders, kEndStream | kEndHeaders, 1, RequestBlock());
+  for (int i = 0; i < 5; ++i) {
+    std::string answer = RawExchange(gw.port(), flight, milliseconds(2000));
+    // The response's HEADERS frame on stream 1, somewhere in the answer.
+    bool answered = false;
+    for (size_t at = 0; at + 9 <= answer.size();) {
+      size_t len = (static_cast<uint8_t>(answer[at]) << 16) |
+                   (static_cast<uint8_t>(answer[at + 1]) << 8) | static_cast<uint8_t>(answer[at + 2]);
+      if (answer[at + 3] == kHeaders && answer[at + 8] == 1) answered = true;
+      at += 9 + len;
+    }
+    EXPECT_TRUE(answered) << "try " << i << ": " << answer.size() << " bytes answered";
+  }
 }
 
 // Slowloris over HTTP/2: connections that open with the preface and then
