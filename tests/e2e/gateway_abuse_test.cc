@@ -346,6 +346,41 @@ TEST(GatewayAbuse, HalfClosedClientStillGetsItsAnswer) {
   EXPECT_EQ(StatusOf(bad), 400) << bad;
 }
 
+// The other direction: an origin whose response framing is ambiguous, or
+// that sends bytes after its response, must not get a response of its
+// choosing delivered to the gateway's next request on that pooled
+// connection (response queue poisoning).
+TEST(GatewayAbuse, UpstreamResponseFramingCannotPoisonThePool) {
+  TempDir dir("gw_abuse_response");
+  Origin origin(dir, "a");
+  GatewayProcess gw(dir, {"--upstream", origin.url()});
+  for (std::string kind : {"extra", "clte", "dupcl", "badchunk", "cl_plus"}) {
+    // Pipelined on one client connection: the second request is forwarded
+    // on the same loop, where the first one's upstream connection is pooled.
+    std::string answer = RawExchange(
+        gw.port(),
+        "GET /evil?kind=" + kind + " HTTP/1.1\r\nHost: x\r\n\r\n"
+        "GET /echo/after-" + kind + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        milliseconds(3000));
+    EXPECT_EQ(answer.find("INJECTED"), std::string::npos) << kind << "\n" << answer;
+    // The gateway refused the bad response (502), or passed a sound reading
+    // of it, or (the head already sent) cut the client off (0: an HTTP/1.1
+    // client sees the close before the body's end); the second request,
+    // when answered, is the origin's echo.
+    int first = StatusOf(answer);
+    EXPECT_TRUE(first == 200 || first == 502 || first == 0) << kind << "\n" << answer;
+    std::cout << "origin response " << kind << ": client saw " << first << ", "
+              << CountOf(answer, "HTTP/1.1 ") << " response(s), " << answer.size() << " bytes\n";
+    size_t second = answer.find("HTTP/1.1 ", 1);
+    if (second != std::string::npos) {
+      EXPECT_NE(answer.find("\"path\": \"/echo/after-" + kind + "\"", second), std::string::npos)
+          << kind << "\n" << answer;
+    }
+    // And a fresh client on either loop gets a true answer too.
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(ServerOf(gw.port()), "a") << kind;
+  }
+}
+
 // ---------------------------------------------------------------------------
 // 2. Slowloris.
 

@@ -12,6 +12,10 @@ http.server, keep-alive on). Prints "port N" once listening on 127.0.0.1.
   GET  /status?code=N  answers status N
   GET  /health         200 "ok"
   GET  /zeros?bytes=N  N bytes of "z" (Content-Length), cheap to make
+  GET  /evil?kind=K    a response with bad or ambiguous framing (raw bytes,
+                       connection kept open), most carrying a second,
+                       injected response "INJECTED" for a proxy that pools
+                       the connection: extra, clte, dupcl, badchunk, cl_plus
   GET  /drip?bytes=N   a head with Content-Length N, 1000 bytes, then waits
                        (for tests that kill the origin mid-response)
   GET  /__requests     the request lines this process has parsed so far
@@ -134,6 +138,21 @@ class Handler(BaseHTTPRequestHandler):
             return
         if url.path == "/zeros":
             return self._send(200, b"z" * int(q.get("bytes", "1024")), "application/octet-stream")
+        if url.path == "/evil":
+            injected = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nINJECTED"
+            raw = {
+                "extra": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + injected,
+                "clte": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + injected,
+                "dupcl": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                         b"Content-Length: 47\r\n\r\nok" + injected,
+                "badchunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            b"2\r\nok\r\nzz\r\n" + injected,
+                "cl_plus": b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok" + injected,
+            }[q.get("kind", "extra")]
+            self.wfile.write(raw)
+            self.wfile.flush()
+            return
         if url.path == "/drip":
             self.send_response(200)
             self.send_header("Content-Length", q.get("bytes", "1000000"))
