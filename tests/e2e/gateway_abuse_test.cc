@@ -607,6 +607,7 @@ class H2Abuser {
   }
   ~H2Abuser() {
     stop_ = true;
+    if (fd_ >= 0) shutdown(fd_, SHUT_RDWR);  // the reader's recv returns at once
     reader_.join();
     if (fd_ >= 0) close(fd_);
   }
@@ -626,6 +627,9 @@ class H2Abuser {
   bool goaway() const { return goaway_; }
   bool ended() const { return ended_; }
   bool ping_acked() const { return ping_acked_; }
+  // Stream 1 got response HEADERS / was reset.
+  bool stream1_answered() const { return stream1_answered_; }
+  bool stream1_reset() const { return stream1_reset_; }
 
  private:
   void Read() {
@@ -648,6 +652,11 @@ class H2Abuser {
         uint8_t type = static_cast<uint8_t>(in[3]);
         uint8_t flags = static_cast<uint8_t>(in[4]);
         if (type == kGoaway) goaway_ = true;
+        uint32_t stream = (static_cast<uint32_t>(static_cast<uint8_t>(in[5]) & 0x7f) << 24) |
+                          (static_cast<uint8_t>(in[6]) << 16) |
+                          (static_cast<uint8_t>(in[7]) << 8) | static_cast<uint8_t>(in[8]);
+        if (stream == 1 && type == kHeaders) stream1_answered_ = true;
+        if (stream == 1 && type == kRstStream) stream1_reset_ = true;
         if (type == kPing && (flags & kAck)) ping_acked_ = true;
         in.erase(0, 9 + len);
       }
@@ -659,12 +668,95 @@ class H2Abuser {
   std::thread reader_;
   std::atomic<bool> reading_;
   std::atomic<bool> stop_{false}, ended_{false}, goaway_{false}, ping_acked_{false};
+  std::atomic<bool> stream1_answered_{false}, stream1_reset_{false};
 };
 
 std::string GatewayH2Status(const GatewayProcess& gw) {
   return Curl({"--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
                gw.url("/echo")})
       .out;
+}
+
+// HTTP/2 to HTTP/1.1 downgrade smuggling (H2.CL, H2.TE, CRLF injection):
+// what HTTP/2 frames carry safely must not become two requests once the
+// gateway writes them as HTTP/1.1 to the origin.
+TEST(GatewayAbuse, Http2DowngradeCannotSmuggleIntoHttp1Upstreams) {
+  TempDir dir("gw_abuse_h2_downgrade");
+  Origin origin(dir, "a");
+  GatewayProcess gw(dir, {"--upstream", origin.url()});
+  const std::string inner = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+  auto block = [](const std::string& method, const std::string& path,
+                  std::vector<std::pair<std::string, std::string>> fields) {
+    std::string b;
+    b += '\x02';  // :method, literal without indexing
+    HpackInt(&b, 0, 7, method.size());
+    b += method;
+    b += "\x86";  // :scheme http
+    b += '\x04';  // :path
+    HpackInt(&b, 0, 7, path.size());
+    b += path;
+    b += '\x01';  // :authority
+    HpackInt(&b, 0, 7, 9);
+    b += "127.0.0.1";
+    for (auto& [name, value] : fields) b += LiteralField(name, value);
+    return b;
+  };
+  struct Attack {
+    std::string name;
+    std::string headers_block;
+    std::string data;  // sent as one DATA frame with END_STREAM when not empty
+  };
+  const std::string chunked_inner = "0\r\n\r\n" + inner;
+  std::vector<Attack> attacks = {
+      // The control: a sound request with a body is answered.
+      {"control", block("POST", "/echo/h2-0", {{"content-length", "5"}}), "hello"},
+      {"H2.TE", block("POST", "/echo/h2-1", {{"transfer-encoding", "chunked"}}), chunked_inner},
+      {"H2.CL", block("POST", "/echo/h2-2", {{"content-length", "0"}}), inner},
+      {"H2.CL short", block("POST", "/echo/h2-3", {{"content-length", "5"}}), "hello" + inner},
+      {"CRLF in a value", block("GET", "/echo/h2-4", {{"x-a", "b\r\nTransfer-Encoding: chunked"}}),
+       ""},
+      {"LF in a value", block("GET", "/echo/h2-5", {{"x-a", "b\n\n" + inner}}), ""},
+      {"CRLF in a name", block("GET", "/echo/h2-6", {{"x-a\r\nhost", "y"}}), ""},
+      {"colon in a name", block("GET", "/echo/h2-7", {{"x:a", "b"}}), ""},
+      {"uppercase name", block("GET", "/echo/h2-8", {{"X-A", "b"}}), ""},
+      {"space in :path",
+       block("GET", "/echo/h2-9 HTTP/1.1\r\nHost: x\r\n\r\nGET /smuggled", {}), ""},
+      {"space in :method", block("GET /smuggled HTTP/1.1\r\nX:", "/echo/h2-10", {}), ""},
+      {"CRLF in :authority",
+       block("GET", "/echo/h2-11", {{"host", "x\r\n\r\n" + inner}}), ""},
+      {"connection header", block("GET", "/echo/h2-12", {{"connection", "keep-alive"}}), ""},
+      {"upgrade header", block("GET", "/echo/h2-13", {{"upgrade", "h2c"}}), ""},
+      {"te: chunked", block("GET", "/echo/h2-14", {{"te", "chunked"}}), ""},
+  };
+  for (const Attack& a : attacks) {
+    H2Abuser abuser(gw.port());
+    ASSERT_TRUE(abuser.ok()) << a.name;
+    uint8_t flags = kEndHeaders | (a.data.empty() ? kEndStream : 0);
+    std::string bytes = H2Frame(kHeaders, flags, 1, a.headers_block);
+    if (!a.data.empty()) bytes += H2Frame(kData, kEndStream, 1, a.data);
+    abuser.Send(bytes);
+    bool done = Eventually(
+        [&] {
+          return abuser.stream1_answered() || abuser.stream1_reset() || abuser.goaway() ||
+                 abuser.ended();
+        },
+        milliseconds(5000));
+    EXPECT_TRUE(done) << a.name << ": stream 1 neither answered nor refused";
+    if (a.name == "control") {
+      EXPECT_TRUE(abuser.stream1_answered()) << "the control was refused";
+    }
+    std::cout << "h2 " << a.name << ": " << (abuser.stream1_answered() ? "answered" : "")
+              << (abuser.stream1_reset() ? " reset" : "") << (abuser.goaway() ? " goaway" : "")
+              << "\n";
+  }
+  // A last request through, then the origin's account: nothing smuggled,
+  // no request seen twice.
+  EXPECT_EQ(GatewayH2Status(gw), "200");
+  std::string seen = origin.Requests();
+  EXPECT_EQ(seen.find("smuggled"), std::string::npos) << seen;
+  for (size_t i = 0; i < attacks.size(); ++i) {
+    EXPECT_LE(CountOf(seen, "/echo/h2-" + std::to_string(i) + " "), 1u) << attacks[i].name << seen;
+  }
 }
 
 // A client's first flight in one write: the preface, SETTINGS and a request.
