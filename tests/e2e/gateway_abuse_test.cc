@@ -91,8 +91,9 @@ int StatusOf(const std::string& answer) {
 // Which origin answered a GET /echo through the gateway ("a", "b"), or the
 // status line / error when none did.
 std::string ServerOf(int gateway_port) {
-  std::string answer = RawExchange(
-      gateway_port, "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", milliseconds(3000));
+  std::string answer =
+      RawExchange(gateway_port, "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                  milliseconds(3000));
   std::smatch m;
   if (std::regex_search(answer, m, std::regex("\"server\": \"([a-z]+)\""))) return m[1].str();
   return answer.substr(0, answer.find('\r'));
@@ -126,21 +127,20 @@ std::vector<FramingCase> FramingBattery() {
   auto add = [&](std::string name, std::string head_fields, std::string body,
                  std::vector<int> allowed, std::string request_line = "") {
     int i = static_cast<int>(cases.size());
-    if (request_line.empty())
-      request_line = "POST /echo/case-" + std::to_string(i) + " HTTP/1.1";
+    if (request_line.empty()) request_line = "POST /echo/case-" + std::to_string(i) + " HTTP/1.1";
     // $I in the body stands for the inner request of this case.
     // A request that may be forwarded asks for the close, so every exchange
     // ends at EOF rather than at the receive timeout.
     if (std::find(allowed.begin(), allowed.end(), 200) != allowed.end())
       head_fields += head_fields.find('\r') == std::string::npos ? "Connection: close\n"
-                                                                  : "Connection: close\r\n";
+                                                                 : "Connection: close\r\n";
     for (size_t at; (at = body.find("$I")) != std::string::npos;) body.replace(at, 2, Inner(i));
     for (size_t at; (at = head_fields.find("$N")) != std::string::npos;)
       head_fields.replace(at, 2, std::to_string(Inner(i).size()));
     for (size_t at; (at = head_fields.find("$C")) != std::string::npos;)
       head_fields.replace(at, 2, std::to_string(5 + Inner(i).size()));
-    cases.push_back({std::move(name), request_line + "\r\n" + head_fields + "\r\n" + body,
-                     std::move(allowed)});
+    cases.push_back(
+        {std::move(name), request_line + "\r\n" + head_fields + "\r\n" + body, std::move(allowed)});
   };
   const std::vector<int> k400 = {400};
   const std::vector<int> kOr200 = {400, 200};
@@ -160,15 +160,18 @@ std::vector<FramingCase> FramingBattery() {
       chunked_inner, k400);
   add("CL.TE trailing space", "Host: x\r\nContent-Length: $C\r\nTransfer-Encoding: chunked \r\n",
       chunked_inner, k400);
-  add("CL.TE vertical tab", "Host: x\r\nContent-Length: $C\r\nTransfer-Encoding:\x0b" "chunked\r\n",
+  add("CL.TE vertical tab",
+      "Host: x\r\nContent-Length: $C\r\nTransfer-Encoding:\x0b"
+      "chunked\r\n",
       chunked_inner, k400);
   add("CL.TE identity", "Host: x\r\nContent-Length: $C\r\nTransfer-Encoding: identity\r\n",
       chunked_inner, k400);
   // TE.TE: codings other than one final chunked.
   add("TE.TE duplicate with junk",
       "Host: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n", chunked_inner, k400);
-  add("TE.TE chunked twice", "Host: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
-      chunked_inner, k400);
+  add("TE.TE chunked twice",
+      "Host: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", chunked_inner,
+      k400);
   add("TE chunked, identity", "Host: x\r\nTransfer-Encoding: chunked, identity\r\n", chunked_inner,
       {400, 501});
   add("TE xchunked", "Host: x\r\nTransfer-Encoding: xchunked\r\n", chunked_inner, {400, 501});
@@ -180,9 +183,8 @@ std::vector<FramingCase> FramingBattery() {
   add("TE obs-fold", "Host: x\r\nTransfer-Encoding: identity\r\n chunked\r\n", chunked_inner, k400);
   add("TE in HTTP/1.0", "Host: x\r\nTransfer-Encoding: chunked\r\n", chunked_inner, kOr200,
       "POST /echo/case-" + std::to_string(cases.size()) + " HTTP/1.0");
-  add("TE in HTTP/1.0 with CL",
-      "Host: x\r\nTransfer-Encoding: chunked\r\nContent-Length: $C\r\n", chunked_inner, k400,
-      "POST /echo/case-" + std::to_string(cases.size()) + " HTTP/1.0");
+  add("TE in HTTP/1.0 with CL", "Host: x\r\nTransfer-Encoding: chunked\r\nContent-Length: $C\r\n",
+      chunked_inner, k400, "POST /echo/case-" + std::to_string(cases.size()) + " HTTP/1.0");
   // Content-Length spellings.
   add("CL plus sign", "Host: x\r\nContent-Length: +5\r\n", "hello$I", k400);
   add("CL hex", "Host: x\r\nContent-Length: 0x5\r\n", "hello$I", k400);
@@ -218,8 +220,8 @@ std::vector<FramingCase> FramingBattery() {
       k400);
   add("chunk size 0x prefix", "Host: x\r\nTransfer-Encoding: chunked\r\n",
       "0x5\r\nhello\r\n0\r\n\r\n$I", k400);
-  add("chunk size negative", "Host: x\r\nTransfer-Encoding: chunked\r\n", "-1\r\nhello\r\n0\r\n\r\n$I",
-      k400);
+  add("chunk size negative", "Host: x\r\nTransfer-Encoding: chunked\r\n",
+      "-1\r\nhello\r\n0\r\n\r\n$I", k400);
   add("chunk size overflow", "Host: x\r\nTransfer-Encoding: chunked\r\n",
       "10000000000000005\r\nhello\r\n0\r\n\r\n$I", k400);
   add("chunk size overflow long", "Host: x\r\nTransfer-Encoding: chunked\r\n",
@@ -286,7 +288,8 @@ TEST(GatewayAbuse, AmbiguousFramingIsRefusedOrNormalizedAndNeverSmuggled) {
     statuses.push_back(status);
     bool allowed = std::find(c.allowed.begin(), c.allowed.end(), status) != c.allowed.end();
     EXPECT_TRUE(allowed) << "case " << i << " (" << c.name << "): answered " << status
-                         << "\n--- sent\n" << c.bytes.substr(0, 400) << "\n--- answer\n"
+                         << "\n--- sent\n"
+                         << c.bytes.substr(0, 400) << "\n--- answer\n"
                          << answer.substr(0, 400);
     if (status >= 400) {
       // Refused: the connection closes (RawExchange returned at EOF), and
@@ -294,7 +297,8 @@ TEST(GatewayAbuse, AmbiguousFramingIsRefusedOrNormalizedAndNeverSmuggled) {
       std::string lower = answer;
       std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
       EXPECT_NE(lower.find("connection: close"), std::string::npos)
-          << "case " << i << " (" << c.name << ")\n" << answer.substr(0, 400);
+          << "case " << i << " (" << c.name << ")\n"
+          << answer.substr(0, 400);
     }
   }
   std::map<int, int> by_status;
@@ -316,7 +320,8 @@ TEST(GatewayAbuse, AmbiguousFramingIsRefusedOrNormalizedAndNeverSmuggled) {
     EXPECT_LE(n, 1u) << "case " << i << " (" << cases[i].name << ")\n" << seen;
     if (statuses[i] != 200) {
       EXPECT_EQ(n, 0u) << "case " << i << " (" << cases[i].name << ") was refused with "
-                       << statuses[i] << " but forwarded\n" << seen;
+                       << statuses[i] << " but forwarded\n"
+                       << seen;
     }
   }
 }
@@ -357,11 +362,12 @@ TEST(GatewayAbuse, UpstreamResponseFramingCannotPoisonThePool) {
   for (std::string kind : {"extra", "clte", "dupcl", "badchunk", "cl_plus"}) {
     // Pipelined on one client connection: the second request is forwarded
     // on the same loop, where the first one's upstream connection is pooled.
-    std::string answer = RawExchange(
-        gw.port(),
-        "GET /evil?kind=" + kind + " HTTP/1.1\r\nHost: x\r\n\r\n"
-        "GET /echo/after-" + kind + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        milliseconds(3000));
+    std::string answer = RawExchange(gw.port(),
+                                     "GET /evil?kind=" + kind +
+                                         " HTTP/1.1\r\nHost: x\r\n\r\n"
+                                         "GET /echo/after-" +
+                                         kind + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                                     milliseconds(3000));
     EXPECT_EQ(answer.find("INJECTED"), std::string::npos) << kind << "\n" << answer;
     // The gateway refused the bad response (502), or passed a sound reading
     // of it, or (the head already sent) cut the client off (0: an HTTP/1.1
@@ -374,7 +380,8 @@ TEST(GatewayAbuse, UpstreamResponseFramingCannotPoisonThePool) {
     size_t second = answer.find("HTTP/1.1 ", 1);
     if (second != std::string::npos) {
       EXPECT_NE(answer.find("\"path\": \"/echo/after-" + kind + "\"", second), std::string::npos)
-          << kind << "\n" << answer;
+          << kind << "\n"
+          << answer;
     }
     // And a fresh client on either loop gets a true answer too.
     for (int i = 0; i < 4; ++i) EXPECT_EQ(ServerOf(gw.port()), "a") << kind;
@@ -403,8 +410,8 @@ size_t WaitAllClosed(std::vector<int>& fds, milliseconds timeout) {
   auto deadline = Clock::now() + timeout;
   char buf[4096];
   while (closed < fds.size() && Clock::now() < deadline) {
-    int left = static_cast<int>(
-        std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count());
+    int left =
+        static_cast<int>(std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count());
     int n = poll(pfds.data(), pfds.size(), std::max(left, 1));
     if (n <= 0) continue;
     for (pollfd& p : pfds) {
@@ -428,11 +435,13 @@ TEST(GatewayAbuse, SlowlorisHeadsAreBoundedInMemoryAndClosedByTheHeaderTimeout) 
   TempDir dir("gw_abuse_slowloris");
   Origin origin(dir, "a");
   int port = PickFreePort();
-  std::string config = WriteConfig(
-      dir, "listeners:\n  - address: 127.0.0.1:" + std::to_string(port) +
-               "\n    limits: {request_header_timeout: 3s}\n"
-               "clusters: [{name: o, endpoints: [" + origin.address() + "]}]\n"
-               "virtual_hosts: [{name: all, routes: [{cluster: o}]}]\n");
+  std::string config =
+      WriteConfig(dir, "listeners:\n  - address: 127.0.0.1:" + std::to_string(port) +
+                           "\n    limits: {request_header_timeout: 3s}\n"
+                           "clusters: [{name: o, endpoints: [" +
+                           origin.address() +
+                           "]}]\n"
+                           "virtual_hosts: [{name: all, routes: [{cluster: o}]}]\n");
   GatewayProcess gw(dir, {"--config", config});
   pid_t pid = gw.process()->pid();
   ASSERT_EQ(ServerOf(gw.port()), "a");
@@ -465,8 +474,8 @@ TEST(GatewayAbuse, SlowlorisHeadsAreBoundedInMemoryAndClosedByTheHeaderTimeout) 
   size_t closed = WaitAllClosed(fds, milliseconds(3000 + 5000));
   auto took = Clock::now() - all_sent;
   EXPECT_EQ(closed, static_cast<size_t>(kSlowConnections))
-      << "slow heads still open after "
-      << std::chrono::duration_cast<milliseconds>(took).count() << " ms";
+      << "slow heads still open after " << std::chrono::duration_cast<milliseconds>(took).count()
+      << " ms";
   // None of the partial heads reached the origin, and the gateway still serves.
   EXPECT_EQ(origin.Requests().find("/echo/slow-"), std::string::npos);
   EXPECT_EQ(ServerOf(gw.port()), "a");
@@ -496,11 +505,13 @@ TEST(GatewayAbuse, SilentAndPrefacePrefixConnectionsAreClosedByTheTimeouts) {
   TempDir dir("gw_abuse_silent");
   Origin origin(dir, "a");
   int port = PickFreePort();
-  std::string config = WriteConfig(
-      dir, "listeners:\n  - address: 127.0.0.1:" + std::to_string(port) +
-               "\n    limits: {request_header_timeout: 1s, idle_timeout: 1s}\n"
-               "clusters: [{name: o, endpoints: [" + origin.address() + "]}]\n"
-               "virtual_hosts: [{name: all, routes: [{cluster: o}]}]\n");
+  std::string config =
+      WriteConfig(dir, "listeners:\n  - address: 127.0.0.1:" + std::to_string(port) +
+                           "\n    limits: {request_header_timeout: 1s, idle_timeout: 1s}\n"
+                           "clusters: [{name: o, endpoints: [" +
+                           origin.address() +
+                           "]}]\n"
+                           "virtual_hosts: [{name: all, routes: [{cluster: o}]}]\n");
   GatewayProcess gw(dir, {"--config", config});
   std::vector<int> fds;
   for (int i = 0; i < 100; ++i) {
@@ -556,7 +567,7 @@ void HpackInt(std::string* out, uint8_t first, int prefix_bits, size_t v) {
 // literal without indexing, so every block decodes the same.
 std::string RequestBlock(const std::string& path = "/echo") {
   std::string b = "\x82\x86";  // :method GET, :scheme http
-  b += '\x04';                  // :path, literal value without indexing
+  b += '\x04';                 // :path, literal value without indexing
   HpackInt(&b, 0, 7, path.size());
   b += path;
   b += '\x01';  // :authority
@@ -599,8 +610,8 @@ class H2Abuser {
       if (recv(fd_, &c, 1, 0) != 1) continue;  // 200 ms receive timeout
       first.push_back(c);
       if (first.size() == 9)
-        want = 9 + ((static_cast<uint8_t>(first[0]) << 16) |
-                    (static_cast<uint8_t>(first[1]) << 8) | static_cast<uint8_t>(first[2]));
+        want = 9 + ((static_cast<uint8_t>(first[0]) << 16) | (static_cast<uint8_t>(first[1]) << 8) |
+                    static_cast<uint8_t>(first[2]));
     }
     started_ = first.size() == want && first.size() >= 9 && first[3] == kSettings;
     reader_ = std::thread([this] { Read(); });
@@ -653,8 +664,8 @@ class H2Abuser {
         uint8_t flags = static_cast<uint8_t>(in[4]);
         if (type == kGoaway) goaway_ = true;
         uint32_t stream = (static_cast<uint32_t>(static_cast<uint8_t>(in[5]) & 0x7f) << 24) |
-                          (static_cast<uint8_t>(in[6]) << 16) |
-                          (static_cast<uint8_t>(in[7]) << 8) | static_cast<uint8_t>(in[8]);
+                          (static_cast<uint8_t>(in[6]) << 16) | (static_cast<uint8_t>(in[7]) << 8) |
+                          static_cast<uint8_t>(in[8]);
         if (stream == 1 && type == kHeaders) stream1_answered_ = true;
         if (stream == 1 && type == kRstStream) stream1_reset_ = true;
         if (type == kPing && (flags & kAck)) ping_acked_ = true;
@@ -672,8 +683,7 @@ class H2Abuser {
 };
 
 std::string GatewayH2Status(const GatewayProcess& gw) {
-  return Curl({"--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
-               gw.url("/echo")})
+  return Curl({"--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}", gw.url("/echo")})
       .out;
 }
 
@@ -719,11 +729,10 @@ TEST(GatewayAbuse, Http2DowngradeCannotSmuggleIntoHttp1Upstreams) {
       {"CRLF in a name", block("GET", "/echo/h2-6", {{"x-a\r\nhost", "y"}}), ""},
       {"colon in a name", block("GET", "/echo/h2-7", {{"x:a", "b"}}), ""},
       {"uppercase name", block("GET", "/echo/h2-8", {{"X-A", "b"}}), ""},
-      {"space in :path",
-       block("GET", "/echo/h2-9 HTTP/1.1\r\nHost: x\r\n\r\nGET /smuggled", {}), ""},
+      {"space in :path", block("GET", "/echo/h2-9 HTTP/1.1\r\nHost: x\r\n\r\nGET /smuggled", {}),
+       ""},
       {"space in :method", block("GET /smuggled HTTP/1.1\r\nX:", "/echo/h2-10", {}), ""},
-      {"CRLF in :authority",
-       block("GET", "/echo/h2-11", {{"host", "x\r\n\r\n" + inner}}), ""},
+      {"CRLF in :authority", block("GET", "/echo/h2-11", {{"host", "x\r\n\r\n" + inner}}), ""},
       {"connection header", block("GET", "/echo/h2-12", {{"connection", "keep-alive"}}), ""},
       {"upgrade header", block("GET", "/echo/h2-13", {{"upgrade", "h2c"}}), ""},
       {"te: chunked", block("GET", "/echo/h2-14", {{"te", "chunked"}}), ""},
@@ -795,7 +804,8 @@ TEST(GatewayAbuse, Http2FirstFlightInOneWriteIsServed) {
     bool answered = false;
     for (size_t at = 0; at + 9 <= answer.size();) {
       size_t len = (static_cast<uint8_t>(answer[at]) << 16) |
-                   (static_cast<uint8_t>(answer[at + 1]) << 8) | static_cast<uint8_t>(answer[at + 2]);
+                   (static_cast<uint8_t>(answer[at + 1]) << 8) |
+                   static_cast<uint8_t>(answer[at + 2]);
       if (answer[at + 3] == kHeaders && answer[at + 8] == 1) answered = true;
       at += 9 + len;
     }
@@ -823,11 +833,13 @@ TEST(GatewayAbuse, Http2SlowlorisIsClosedByTheTimeouts) {
   TempDir dir("gw_abuse_h2_slow");
   Origin origin(dir, "a");
   int port = PickFreePort();
-  std::string config = WriteConfig(
-      dir, "listeners:\n  - address: 127.0.0.1:" + std::to_string(port) +
-               "\n    limits: {request_header_timeout: 1s, idle_timeout: 1s}\n"
-               "clusters: [{name: o, endpoints: [" + origin.address() + "]}]\n"
-               "virtual_hosts: [{name: all, routes: [{cluster: o}]}]\n");
+  std::string config =
+      WriteConfig(dir, "listeners:\n  - address: 127.0.0.1:" + std::to_string(port) +
+                           "\n    limits: {request_header_timeout: 1s, idle_timeout: 1s}\n"
+                           "clusters: [{name: o, endpoints: [" +
+                           origin.address() +
+                           "]}]\n"
+                           "virtual_hosts: [{name: all, routes: [{cluster: o}]}]\n");
   GatewayProcess gw(dir, {"--config", config});
   std::vector<int> fds;
   const std::string open =
@@ -861,13 +873,16 @@ TEST(GatewayAbuse, TlsHandshakeSlowlorisIsClosedByTheTimeouts) {
   net::testing::TestCert cert = ca.Issue("shop.test", {"DNS:shop.test"});
   Origin origin(dir, "a");
   int port = PickFreePort();
-  std::string config = WriteConfig(
-      dir, "listeners:\n  - address: 127.0.0.1:" + std::to_string(port) +
-               "\n    limits: {request_header_timeout: 1s, idle_timeout: 1s}\n"
-               "    tls: {certificates: [{cert: " + cert.cert_file + ", key: " + cert.key_file +
-               "}]}\n"
-               "clusters: [{name: o, endpoints: [" + origin.address() + "]}]\n"
-               "virtual_hosts: [{name: all, routes: [{cluster: o}]}]\n");
+  std::string config =
+      WriteConfig(dir, "listeners:\n  - address: 127.0.0.1:" + std::to_string(port) +
+                           "\n    limits: {request_header_timeout: 1s, idle_timeout: 1s}\n"
+                           "    tls: {certificates: [{cert: " +
+                           cert.cert_file + ", key: " + cert.key_file +
+                           "}]}\n"
+                           "clusters: [{name: o, endpoints: [" +
+                           origin.address() +
+                           "]}]\n"
+                           "virtual_hosts: [{name: all, routes: [{cluster: o}]}]\n");
   GatewayProcess gw(dir, {"--config", config});
   std::vector<int> fds;
   for (int i = 0; i < 100; ++i) {
@@ -878,9 +893,9 @@ TEST(GatewayAbuse, TlsHandshakeSlowlorisIsClosedByTheTimeouts) {
     if (i % 2 == 1) (void)!send(fd, "\x16\x03\x01\x02\x00", 5, MSG_NOSIGNAL);
   }
   std::string resolve = "shop.test:" + std::to_string(gw.port()) + ":127.0.0.1";
-  CommandResult r = Curl({"--cacert", ca.ca_file(), "--resolve", resolve, "-o", "/dev/null", "-w",
-                          "%{http_code}",
-                          "https://shop.test:" + std::to_string(gw.port()) + "/echo"});
+  CommandResult r =
+      Curl({"--cacert", ca.ca_file(), "--resolve", resolve, "-o", "/dev/null", "-w", "%{http_code}",
+            "https://shop.test:" + std::to_string(gw.port()) + "/echo"});
   EXPECT_EQ(r.out, "200") << r.err;
   EXPECT_EQ(WaitAllClosed(fds, milliseconds(1000 + 5000)), 100u);
 }
@@ -914,15 +929,16 @@ TEST(GatewayAbuse, Http2RapidResetIsBoundedInCpuAndOthersAreServed) {
   // the gateway has closed the connection.
   bool settled = false;
   if (!abuser.ended() && abuser.Send(H2Frame(kPing, 0, 0, "flood-e!"))) {
-    settled = Eventually([&] { return abuser.ping_acked() || abuser.ended(); }, milliseconds(10000));
+    settled =
+        Eventually([&] { return abuser.ping_acked() || abuser.ended(); }, milliseconds(10000));
   } else {
     settled = Eventually([&] { return abuser.ended(); }, milliseconds(10000));
   }
   long cpu_used = CpuMs(pid) - cpu_before;
   size_t forwarded = CountOf(origin.Requests(), "GET /echo ");
   std::cout << "rapid reset: " << sent << " streams opened and reset; goaway " << abuser.goaway()
-            << ", closed " << abuser.ended() << ", gateway CPU " << cpu_used << " ms, "
-            << forwarded << " reached the origin\n";
+            << ", closed " << abuser.ended() << ", gateway CPU " << cpu_used << " ms, " << forwarded
+            << " reached the origin\n";
   EXPECT_TRUE(settled || abuser.goaway()) << "neither answered the PING nor closed";
   // Generous: 250 µs of CPU per reset stream would be a gateway that
   // forwards each one; a bounded one stops the abuser long before.
@@ -978,8 +994,8 @@ TEST(GatewayAbuse, Http2ContinuationFloodIsBoundedAndClosed) {
               << ", closed " << closed << "; CPU " << cpu_used << " ms; RSS " << rss_before
               << " kB, peak " << hwm << " kB\n";
     EXPECT_TRUE(closed) << flood.name << ": the abuser's connection is still open";
-    EXPECT_LT(hwm - rss_before, 64L << 10) << flood.name << ": peak RSS grew by "
-                                           << hwm - rss_before << " kB";
+    EXPECT_LT(hwm - rss_before, 64L << 10)
+        << flood.name << ": peak RSS grew by " << hwm - rss_before << " kB";
     EXPECT_LT(cpu_used, 3000) << flood.name;
     EXPECT_EQ(GatewayH2Status(gw), "200") << flood.name;
   }
@@ -1001,8 +1017,9 @@ TEST(GatewayAbuse, Http2PingAndSettingsFloodsAreBounded) {
     long cpu_before = CpuMs(pid);
     H2Abuser abuser(gw.port(), /*read=*/false);
     ASSERT_TRUE(abuser.ok());
-    std::string frame = type == kPing ? H2Frame(kPing, 0, 0, "12345678")
-                                      : H2Frame(kSettings, 0, 0, std::string("\0\x03\0\0\0\x64", 6));
+    std::string frame = type == kPing
+                            ? H2Frame(kPing, 0, 0, "12345678")
+                            : H2Frame(kSettings, 0, 0, std::string("\0\x03\0\0\0\x64", 6));
     std::string batch;
     for (int i = 0; i < 1000; ++i) batch += frame;
     int sent = 0;
@@ -1072,8 +1089,8 @@ TEST(GatewayAbuse, Http2ZeroWindowClientIsBoundedInMemory) {
       EXPECT_EQ(GatewayH2Status(gw), "200");  // others are served meanwhile
       peak = std::max(peak, ProcStatusKb(pid, "VmRSS"));
     }
-    std::cout << "zero-window client: " << kStreams << " streams of 4 MB; gateway RSS "
-              << rss_start << " kB -> " << peak << " kB\n";
+    std::cout << "zero-window client: " << kStreams << " streams of 4 MB; gateway RSS " << rss_start
+              << " kB -> " << peak << " kB\n";
     // 100 streams x 4 MB = 400 MB if nothing held the origin back; a bound of
     // 128 MiB is generous for a gateway that does.
     EXPECT_LT(peak - rss_start, 128L << 10);
@@ -1090,16 +1107,23 @@ TEST(GatewayFaults, UpstreamKilledMidResponseCutsTheClientAndNothingHangs) {
   Origin victim2(dir, "w");
   Origin live(dir, "a");
   int port = PickFreePort();
-  std::string config = WriteConfig(
-      dir, "listeners: [{address: 127.0.0.1:" + std::to_string(port) + "}]\n"
-           "clusters:\n"
-           "  - {name: v, endpoints: [" + victim1.address() + "]}\n"
-           "  - {name: w, endpoints: [" + victim2.address() + "]}\n"
-           "  - {name: live, endpoints: [" + live.address() + "]}\n"
-           "virtual_hosts:\n  - name: all\n    routes:\n"
-           "      - {match: {prefix: /drip1}, cluster: v, prefix_rewrite: /drip}\n"
-           "      - {match: {prefix: /drip2}, cluster: w, prefix_rewrite: /drip}\n"
-           "      - {cluster: live}\n");
+  std::string config =
+      WriteConfig(dir, "listeners: [{address: 127.0.0.1:" + std::to_string(port) +
+                           "}]\n"
+                           "clusters:\n"
+                           "  - {name: v, endpoints: [" +
+                           victim1.address() +
+                           "]}\n"
+                           "  - {name: w, endpoints: [" +
+                           victim2.address() +
+                           "]}\n"
+                           "  - {name: live, endpoints: [" +
+                           live.address() +
+                           "]}\n"
+                           "virtual_hosts:\n  - name: all\n    routes:\n"
+                           "      - {match: {prefix: /drip1}, cluster: v, prefix_rewrite: /drip}\n"
+                           "      - {match: {prefix: /drip2}, cluster: w, prefix_rewrite: /drip}\n"
+                           "      - {cluster: live}\n");
   GatewayProcess gw(dir, {"--config", config});
   // HTTP/1.1: the head and the first 1000 bytes arrive, then the origin dies.
   {
@@ -1164,10 +1188,13 @@ TEST(GatewayFaults, SlowUpstreamGets504AtTheRouteTimeout) {
   Origin origin(dir, "a");
   int port = PickFreePort();
   std::string config = WriteConfig(
-      dir, "listeners: [{address: 127.0.0.1:" + std::to_string(port) + "}]\n"
-           "clusters: [{name: o, endpoints: [" + origin.address() + "]}]\n"
-           "virtual_hosts: [{name: all, routes: [{match: {prefix: /slow}, cluster: o, "
-           "timeout: 500ms}, {cluster: o}]}]\n");
+      dir, "listeners: [{address: 127.0.0.1:" + std::to_string(port) +
+               "}]\n"
+               "clusters: [{name: o, endpoints: [" +
+               origin.address() +
+               "]}]\n"
+               "virtual_hosts: [{name: all, routes: [{match: {prefix: /slow}, cluster: o, "
+               "timeout: 500ms}, {cluster: o}]}]\n");
   GatewayProcess gw(dir, {"--config", config});
   for (const char* version : {"--http1.1", "--http2-prior-knowledge"}) {
     auto start = Clock::now();
@@ -1218,8 +1245,7 @@ TEST(GatewayFaults, EndpointLeavingTheRegistryGetsNoNewRequestsAndTheStoreGoingA
       },
       milliseconds(1000));
   auto took = std::chrono::duration_cast<milliseconds>(Clock::now() - deleted);
-  EXPECT_TRUE(gone) << "requests still reach the removed endpoint after " << took.count()
-                    << " ms";
+  EXPECT_TRUE(gone) << "requests still reach the removed endpoint after " << took.count() << " ms";
   b.ResetRequests();
   for (int i = 0; i < 20; ++i) EXPECT_EQ(ServerOf(gw.port()), "a");
   EXPECT_EQ(b.Requests(), "[]");

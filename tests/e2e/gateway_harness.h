@@ -72,8 +72,8 @@ class Origin {
   // The request lines this origin has parsed (a JSON list, as text), asked
   // of it directly, not through the gateway.
   std::string Requests() const {
-    std::string answer = RawExchange(
-        port_, "GET /__requests HTTP/1.1\r\nHost: origin\r\nConnection: close\r\n\r\n");
+    std::string answer =
+        RawExchange(port_, "GET /__requests HTTP/1.1\r\nHost: origin\r\nConnection: close\r\n\r\n");
     size_t body = answer.find("\r\n\r\n");
     return body == std::string::npos ? answer : answer.substr(body + 4);
   }

@@ -10,8 +10,8 @@
 #include <string>
 #include <thread>
 
-#include "gtest/gtest.h"
 #include "gateway_harness.h"
+#include "gtest/gtest.h"
 #include "harness.h"
 #include "net/test_certs.h"
 
