@@ -13,6 +13,21 @@ http.server, keep-alive on). Prints "port N" once listening on 127.0.0.1.
   GET  /health         200 "ok"
   GET  /ws             a WebSocket (RFC 6455) echo: each text frame back,
                        prefixed with this server's name
+  GET  /zeros?bytes=N  N bytes of "z" (Content-Length), cheap to make
+  GET  /evil?kind=K    a response with bad or ambiguous framing (raw bytes,
+                       connection kept open), most carrying a second,
+                       injected response "INJECTED" for a proxy that pools
+                       the connection: extra, clte, dupcl, badchunk, cl_plus
+  GET  /drip?bytes=N   a head with Content-Length N, 1000 bytes, then waits
+                       (for tests that kill the origin mid-response)
+  GET  /__requests     the request lines this process has parsed so far
+                       (every connection, every method; /__ paths left
+                       out), a JSON list
+  GET  /__reset        forgets them
+
+Any request's body (Content-Length or chunked) is read before answering, so
+the origin's framing is the standard's: bytes after a body are the next
+request, never part of this one.
 """
 import base64
 import hashlib
@@ -20,11 +35,14 @@ import json
 import struct
 import socket
 import sys
+import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 NAME = sys.argv[1] if len(sys.argv) > 1 else "origin"
+SEEN = []
+SEEN_LOCK = threading.Lock()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -36,6 +54,13 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self):
         super().setup()
         self.count = 0
+
+    def parse_request(self):
+        ok = super().parse_request()
+        if ok and not self.path.startswith("/__"):
+            with SEEN_LOCK:
+                SEEN.append(self.requestline)
+        return ok
 
     def _send(self, status, body, content_type="text/plain", extra=None):
         self.send_response(status)
@@ -111,6 +136,15 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return self._websocket()
         q = dict(urllib.parse.parse_qsl(url.query))
+        if self.command != "HEAD":
+            self._read_body()
+        if url.path == "/__requests":
+            with SEEN_LOCK:
+                return self._send(200, json.dumps(SEEN).encode(), "application/json")
+        if url.path == "/__reset":
+            with SEEN_LOCK:
+                SEEN.clear()
+            return self._send(200, b"reset\n")
         if url.path.startswith("/echo") or url.path == "/" or url.path.startswith("/api"):
             return self._echo()
         if url.path == "/health":
@@ -139,6 +173,31 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
+            return
+        if url.path == "/zeros":
+            return self._send(200, b"z" * int(q.get("bytes", "1024")), "application/octet-stream")
+        if url.path == "/evil":
+            injected = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nINJECTED"
+            raw = {
+                "extra": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + injected,
+                "clte": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + injected,
+                "dupcl": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                         b"Content-Length: 47\r\n\r\nok" + injected,
+                "badchunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            b"2\r\nok\r\nzz\r\n" + injected,
+                "cl_plus": b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok" + injected,
+            }[q.get("kind", "extra")]
+            self.wfile.write(raw)
+            self.wfile.flush()
+            return
+        if url.path == "/drip":
+            self.send_response(200)
+            self.send_header("Content-Length", q.get("bytes", "1000000"))
+            self.end_headers()
+            self.wfile.write(b"d" * 1000)
+            self.wfile.flush()
+            time.sleep(60)
             return
         if url.path == "/status":
             return self._send(int(q.get("code", "200")), b"status\n")
