@@ -98,7 +98,11 @@ std::shared_ptr<PooledEndpoint> ClusterLoop::Pick(
 net::Task<absl::StatusOr<std::shared_ptr<net::Socket>>> ClusterLoop::Connect(
     const mesh::Endpoint& e) {
   auto socket = co_await net::Socket::Connect(loop_, e.host, e.port, config_->connect_timeout);
-  if (!socket.ok() || tls_ == nullptr) co_return socket;
+  if (!socket.ok()) co_return socket;
+  // The upstream is read no further ahead than this while the client side
+  // is slow: what a stuck client can make the gateway hold per request.
+  (*socket)->set_input_limit(256 << 10);
+  if (tls_ == nullptr) co_return socket;
   // The handshake runs as bytes flow; a failed one surfaces as the
   // request's read error (502), naming the certificate problem in the log.
   const std::string& name = config_->tls_server_name.empty() ? e.host : config_->tls_server_name;

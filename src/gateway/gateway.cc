@@ -277,6 +277,10 @@ net::Task<void> Gateway::ServeConnection(LoopState* state, size_t listener_index
     // preface (prior knowledge) or else HTTP/1.1.
     bool http2 = false;
     const ListenerConfig& lc = state->snapshot->config.listeners[listener_index];
+    // Until the protocol is known (the TLS handshake, the preface) the
+    // header timeout holds: silence or a dribble is closed (slowloris).
+    net::Timer sniff_timer([raw = socket.get()] { raw->Close(); });
+    sniff_timer.ArmAfter(state->loop, lc.limits.request_header_timeout);
     bool h2c = std::find(lc.protocols.begin(), lc.protocols.end(), "h2c") != lc.protocols.end();
     if (tls != nullptr || h2c) {
       static constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -299,6 +303,7 @@ net::Task<void> Gateway::ServeConnection(LoopState* state, size_t listener_index
         if (!st.ok()) break;
       }
     }
+    sniff_timer.Cancel();
     if (socket->closed()) {
       // Gone before a request (or a failed handshake).
     } else if (http2) {

@@ -37,11 +37,16 @@ class DownstreamSession;
 // One request/response: an HTTP/2 stream as the proxy sees it.
 class H2Exchange : public net::Http2Stream, public DownstreamExchange {
  public:
-  H2Exchange(DownstreamContext& ctx, size_t max_header_bytes)
+  H2Exchange(DownstreamContext& ctx, size_t max_header_bytes,
+             std::chrono::milliseconds header_timeout)
       : ctx_(ctx),
         max_header_bytes_(max_header_bytes),
         body_waiter_(ctx.loop),
-        room_waiter_(ctx.loop) {}
+        room_waiter_(ctx.loop) {
+    // A header block left unfinished (HEADERS without END_HEADERS, then
+    // silence) would hold nghttp2's partial block: the connection goes.
+    header_timer_.ArmAfter(ctx.loop, header_timeout);
+  }
 
   // ---- Http2Stream events
   bool OnHeader(HeadersKind kind, std::string_view name, std::string_view value) override {
@@ -78,6 +83,7 @@ class H2Exchange : public net::Http2Stream, public DownstreamExchange {
   }
   void OnWriteRoom() override { room_waiter_.Wake(); }
   void OnClose(uint32_t error_code) override {
+    header_timer_.Cancel();
     reset_ = error_code != NGHTTP2_NO_ERROR || !response_ended_;
     // A stream that closes before the client's body ended (the response
     // was complete first and the server stopped the rest) has no more body.
@@ -147,7 +153,7 @@ class H2Exchange : public net::Http2Stream, public DownstreamExchange {
     if (!Write(std::move(piece))) {
       while (session() != nullptr && buffered_bytes() > 0 && !reset_) {
         co_await room_waiter_.Wait();
-        if (buffered_bytes() < (256u << 10)) break;
+        if (buffered_bytes() < (64u << 10)) break;
       }
     }
     co_return session() != nullptr && !reset_;
@@ -218,10 +224,14 @@ class H2Exchange : public net::Http2Stream, public DownstreamExchange {
   bool response_ended_ = false;
   Waiter body_waiter_;
   Waiter room_waiter_;
+  net::Timer header_timer_{[this] {
+    if (net::Http2Session* s = session()) s->Close();
+  }};
 };
 
 void H2Exchange::OnHeaders(HeadersKind kind, bool end_stream) {
   if (kind != HeadersKind::kRequest) return;
+  header_timer_.Cancel();
   std::string_view target = path_;
   size_t q = target.find('?');
   request_.method = method_;
@@ -249,18 +259,22 @@ void H2Exchange::OnHeaders(HeadersKind kind, bool end_stream) {
 class DownstreamSession : public net::Http2Session {
  public:
   DownstreamSession(DownstreamContext& ctx, std::shared_ptr<net::Socket> socket,
-                    net::Http2Options options, size_t max_header_bytes)
+                    net::Http2Options options, size_t max_header_bytes,
+                    std::chrono::milliseconds header_timeout)
       : Http2Session(Role::kServer, std::move(socket), options),
         ctx_(ctx),
         max_header_bytes_(max_header_bytes),
+        header_timeout_(header_timeout),
         running_(ctx.loop) {}
 
   net::WaitGroup& running() { return running_; }
+  uint64_t streams_opened() const { return streams_opened_; }
 
  private:
   std::shared_ptr<net::Http2Stream> NewStream(int32_t) override {
     if (ctx_.draining->load(std::memory_order_relaxed)) return nullptr;
-    auto stream = std::make_shared<H2Exchange>(ctx_, max_header_bytes_);
+    ++streams_opened_;
+    auto stream = std::make_shared<H2Exchange>(ctx_, max_header_bytes_, header_timeout_);
     stream->running = &running_;
     return stream;
   }
@@ -270,6 +284,8 @@ class DownstreamSession : public net::Http2Session {
 
   DownstreamContext& ctx_;
   size_t max_header_bytes_;
+  std::chrono::milliseconds header_timeout_;
+  uint64_t streams_opened_ = 0;
   net::WaitGroup running_;
 };
 
@@ -283,14 +299,31 @@ net::Task<void> ServeHttp2(DownstreamContext& ctx, std::shared_ptr<net::Socket> 
   options.manual_flow_control = true;  // bodies flow at the upstream's pace
   options.stream_window_bytes = 256 << 10;
   options.connection_window_bytes = 4 << 20;
-  auto session =
-      std::make_shared<DownstreamSession>(ctx, socket, options, limits.max_header_list_bytes);
+  // Response bytes held per stream for a client that does not read (a zero
+  // window): the upstream is read no further than this ahead.
+  options.stream_high_water_bytes = 256 << 10;
+  auto session = std::make_shared<DownstreamSession>(
+      ctx, socket, options, limits.max_header_list_bytes, limits.request_header_timeout);
+  // A connection with no stream open and none opened for idle_timeout is
+  // closed (GOAWAY first), as an idle HTTP/1.1 keep-alive connection is.
+  uint64_t seen = ~0ull;
+  net::Timer idle_check([&] {
+    if (session->open_streams() == 0 && session->streams_opened() == seen) {
+      session->GoAway();
+      session->Close();
+      return;
+    }
+    seen = session->streams_opened();
+    idle_check.ArmAfter(ctx.loop, limits.idle_timeout);
+  });
+  idle_check.ArmAfter(ctx.loop, limits.idle_timeout);
   ctx.control->idle = false;
   std::weak_ptr<DownstreamSession> weak = session;
   ctx.control->drain = [weak] {
     if (auto s = weak.lock()) s->GoAway();
   };
   if (session->Start()) co_await session->Run();
+  idle_check.Cancel();
   ctx.control->drain = nullptr;
   // Handlers still forwarding see their streams closed; they end soon
   // (their upstream waits are cancelled) and must end before the context

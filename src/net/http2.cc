@@ -136,9 +136,15 @@ bool Http2Session::Start() {
 
 Task<void> Http2Session::Run() {
   Socket* socket = socket_.get();
+  // Bytes already received (whoever read ahead to tell the protocol) are
+  // the session's first: feed them before waiting for more.
+  bool first = !socket->input().empty();
   while (true) {
-    absl::Status st = co_await socket->ReadMore();
-    if (!st.ok()) break;
+    if (!first) {
+      absl::Status st = co_await socket->ReadMore();
+      if (!st.ok()) break;
+    }
+    first = false;
     bool ok = Receive();
     Send();
     if (!ok || !WantsIo()) break;

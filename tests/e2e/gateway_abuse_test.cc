@@ -501,7 +501,6 @@ TEST(GatewayAbuse, SilentAndPrefacePrefixConnectionsAreClosedByTheTimeouts) {
   // The same holds for a TLS listener whose client never finishes the
   // handshake (StartTls / handshake_done has no timer either).
   // Remove this skip when the sniffing loop runs under the header timer.
-  GTEST_SKIP() << "gateway bug: no timeout before the protocol is known (see comment)";
   TempDir dir("gw_abuse_silent");
   Origin origin(dir, "a");
   int port = PickFreePort();
@@ -790,8 +789,6 @@ TEST(GatewayAbuse, Http2FirstFlightInOneWriteIsServed) {
   //   print(s.recv(1000))   # the SETTINGS only; no HEADERS for stream 1, ever
   //   PY
   // Remove this skip when Run() receives the buffered input before reading.
-  GTEST_SKIP() << "gateway bug: an HTTP/2 first flight in one write is never answered "
-                  "(see comment)";
   TempDir dir("gw_abuse_h2_flight");
   Origin origin(dir, "a");
   GatewayProcess gw(dir, {"--upstream", origin.url()});
@@ -829,7 +826,6 @@ TEST(GatewayAbuse, Http2SlowlorisIsClosedByTheTimeouts) {
   //     s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\4\0\0\0\0\0"); time.sleep(30)'
   //   ss -tn state established '( sport = :8080 )'   # still there after 30 s
   // Remove this skip when ServeHttp2 closes idle and half-headed connections.
-  GTEST_SKIP() << "gateway bug: HTTP/2 connections have no idle or header timeout (see comment)";
   TempDir dir("gw_abuse_h2_slow");
   Origin origin(dir, "a");
   int port = PickFreePort();
@@ -867,7 +863,6 @@ TEST(GatewayAbuse, TlsHandshakeSlowlorisIsClosedByTheTimeouts) {
   //   python3 -c 'import socket,time; s=socket.create_connection(("127.0.0.1",8443));
   //     s.sendall(b"\x16\x03\x01\x02\x00"); time.sleep(30)'   # never closed
   // Remove this skip when the handshake runs under request_header_timeout.
-  GTEST_SKIP() << "gateway bug: no timeout on the TLS handshake (see comment)";
   TempDir dir("gw_abuse_tls_slow");
   net::testing::TestCa ca(dir.path() + "/ca");
   net::testing::TestCert cert = ca.Issue("shop.test", {"DNS:shop.test"});
@@ -1058,7 +1053,12 @@ TEST(GatewayAbuse, Http2ZeroWindowClientIsBoundedInMemory) {
   // for buffered response bytes (nginx holds proxy_buffers per stream, 64
   // KiB by default), so the growth stays in the tens of MB.
   // Remove this skip when the connection's buffered bytes are bounded.
-  GTEST_SKIP() << "gateway bug: ~5 MB buffered per zero-window stream, 100 per connection "
+  // Since: upstream sockets read at most 256 KiB ahead and a stream holds at
+  // most 256 KiB for its client: measured 532 -> ~170-200 MB for this test
+  // (1.6-1.9 MB per stream), still over the bound; where the rest sits is
+  // not yet found (the io_uring receive overshooting the input limit is the
+  // first suspect).
+  GTEST_SKIP() << "gateway bug: ~1.7 MB buffered per zero-window stream, 100 per connection "
                   "(see comment)";
   TempDir dir("gw_abuse_h2_window");
   Origin origin(dir, "a");
