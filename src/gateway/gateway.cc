@@ -59,25 +59,6 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(GatewayConfig config,
     state->index = i;
     gw->loops_.push_back(std::move(state));
   }
-  for (const ListenerConfig& l : config.listeners) {
-    std::shared_ptr<net::TlsContext> tls;
-    if (l.tls) {
-      net::TlsServerOptions options;
-      for (const TlsCertificate& c : l.tls->certificates) {
-        options.certificates.push_back({c.cert_file, c.key_file, c.server_names});
-      }
-      options.alpn = l.tls->alpn;
-      options.tls13_only = l.tls->min_version == "TLSv1.3";
-      options.session_tickets = l.tls->session_tickets;
-      auto context = net::TlsContext::NewServer(options);
-      if (!context.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("listener ", l.name, ": ", std::string(context.status().message())));
-      }
-      tls = *context;
-    }
-    gw->listener_tls_.push_back(std::move(tls));
-  }
   metrics::Registry& reg = gw->metrics_.registry();
   Gateway* raw_gw = gw.get();
   reg.AddGaugeFunc(
@@ -156,6 +137,28 @@ Gateway::~Gateway() { Shutdown(std::chrono::milliseconds(0)); }
 absl::StatusOr<std::shared_ptr<const Snapshot>> Gateway::BuildSnapshot(GatewayConfig config,
                                                                        const Snapshot* previous) {
   auto snapshot = std::make_shared<Snapshot>();
+  // TLS contexts are built anew (certificate files read again) with every
+  // snapshot: a reload picks up renewed certificates; connections keep the
+  // context they started with.
+  for (const ListenerConfig& l : config.listeners) {
+    std::shared_ptr<const net::TlsContext> tls;
+    if (l.tls) {
+      net::TlsServerOptions options;
+      for (const TlsCertificate& c : l.tls->certificates) {
+        options.certificates.push_back({c.cert_file, c.key_file, c.server_names});
+      }
+      options.alpn = l.tls->alpn;
+      options.tls13_only = l.tls->min_version == "TLSv1.3";
+      options.session_tickets = l.tls->session_tickets;
+      auto context = net::TlsContext::NewServer(options);
+      if (!context.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("listener ", l.name, ": ", std::string(context.status().message())));
+      }
+      tls = *context;
+    }
+    snapshot->listener_tls.push_back(std::move(tls));
+  }
   ASSIGN_OR_RETURN(snapshot->routes, RouteTable::Build(config.virtual_hosts));
   for (const ClusterConfig& cc : config.clusters) {
     // A cluster whose configuration is unchanged keeps its pools and
@@ -252,7 +255,8 @@ net::Task<void> Gateway::ServeConnection(LoopState* state, size_t listener_index
                                          std::shared_ptr<net::Socket> socket,
                                          std::shared_ptr<ConnectionControl> control) {
   counters_.downstream_connections.fetch_add(1, std::memory_order_relaxed);
-  const std::shared_ptr<net::TlsContext>& tls = listener_tls_[listener_index];
+  // The loop's snapshot holds the listener's current TLS context.
+  std::shared_ptr<const net::TlsContext> tls = state->snapshot->listener_tls[listener_index];
   bool ok = true;
   if (tls != nullptr) {
     absl::Status st = socket->StartTls(tls, net::TlsRole::kServer);

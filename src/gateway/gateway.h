@@ -56,6 +56,8 @@ struct Snapshot {
   std::shared_ptr<const RouteTable> routes;
   absl::flat_hash_map<std::string, std::shared_ptr<Cluster>> clusters;
   std::vector<RouteStats*> route_stats;  // by Route::index()
+  // Per listener: its TLS context, or null for clear text.
+  std::vector<std::shared_ptr<const net::TlsContext>> listener_tls;
   absl::flat_hash_map<std::string, ClusterStats*> cluster_stats;
 };
 
@@ -119,8 +121,7 @@ class Gateway {
   std::unique_ptr<net::HttpServer> admin_;
   std::vector<std::unique_ptr<LoopState>> loops_;
   std::vector<int> ports_;
-  std::vector<std::shared_ptr<net::TlsContext>> listener_tls_;  // per listener, or null
-  std::mutex mu_;                                               // guards current_ (Reload)
+  std::mutex mu_;  // guards current_ (Reload)
   std::shared_ptr<const Snapshot> current_;
   Counters counters_;
   bool shut_down_ = false;

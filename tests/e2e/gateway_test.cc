@@ -499,5 +499,42 @@ TEST(GatewayE2E, TlsToUpstreamsIsVerified) {
   EXPECT_EQ(r.out, "502");
 }
 
+TEST(GatewayE2E, SighupReloadsCertificatesWithoutARestart) {
+  TempDir dir("gw_cert_reload");
+  net::testing::TestCa ca(std::string(dir.path()) + "/ca");
+  net::testing::TestCert first = ca.Issue("shop.test", {"DNS:shop.test"}, "first");
+  net::testing::TestCert second = ca.Issue("shop.test", {"DNS:shop.test"}, "second");
+  std::string cert = dir.path() + "/live.pem", key = dir.path() + "/live.key";
+  auto install = [&](const net::testing::TestCert& c) {
+    ASSERT_EQ(RunCommand({"cp", c.cert_file, cert}).exit_code, 0);
+    ASSERT_EQ(RunCommand({"cp", c.key_file, key}).exit_code, 0);
+  };
+  install(first);
+  std::string config = dir.path() + "/gateway.yaml";
+  int port = PickFreePort();
+  {
+    std::ofstream out(config);
+    out << "listeners:\n  - address: \"127.0.0.1:" << port << "\"\n"
+        << "    tls: {certificates: [{cert: " << cert << ", key: " << key << "}]}\n"
+        << "virtual_hosts: [{name: all, routes: [{direct_response: {status: 200, body: ok}}]}]\n";
+  }
+  GatewayProcess gw(dir, {"--config", config});
+  // The serial number tells the two certificates apart.
+  auto serial_of = [&](const std::string& file) {
+    return RunCommand({"openssl", "x509", "-noout", "-serial", "-in", file}).out;
+  };
+  auto served_serial = [&] {
+    return RunCommand({"sh", "-c",
+                       "echo | openssl s_client -connect 127.0.0.1:" + std::to_string(gw.port()) +
+                           " -servername shop.test 2>/dev/null | openssl x509 -noout -serial"})
+        .out;
+  };
+  EXPECT_EQ(served_serial(), serial_of(first.cert_file));
+  install(second);
+  gw.process()->Signal(SIGHUP);
+  EXPECT_TRUE(Eventually([&] { return served_serial() == serial_of(second.cert_file); }))
+      << served_serial();
+}
+
 }  // namespace
 }  // namespace capstan::e2e
