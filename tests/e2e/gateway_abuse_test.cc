@@ -494,33 +494,27 @@ TEST(GatewayAbuse, SlowlorisHeadsAreBoundedInMemoryAndClosedByTheHeaderTimeout) 
             << std::chrono::duration_cast<milliseconds>(took).count() << " ms\n";
 }
 
+// A gateway configuration with both timeouts at 1 s in front of `origin`
+// (`listener_extra`: more lines for the listener, e.g. its TLS).
+std::string OneSecondTimeoutsConfig(const TempDir& dir, int port, const Origin& origin,
+                                    const std::string& listener_extra = "") {
+  return WriteConfig(dir, "listeners:\n  - address: 127.0.0.1:" + std::to_string(port) +
+                              "\n    limits: {request_header_timeout: 1s, idle_timeout: 1s}\n" +
+                              listener_extra + "clusters: [{name: o, endpoints: [" +
+                              origin.address() + "]}]\n" +
+                              "virtual_hosts: [{name: all, routes: [{cluster: o}]}]\n");
+}
+
 // Connections that send nothing, or only the start of the HTTP/2 preface,
 // are closed by idle_timeout / request_header_timeout too.
 TEST(GatewayAbuse, SilentAndPrefacePrefixConnectionsAreClosedByTheTimeouts) {
-  // GATEWAY BUG (reported; src/gateway/gateway.cc Gateway::ServeConnection):
-  // on a clear-text listener with h2c (the default), the connection's first
-  // bytes are read by the preface sniffing loop, which has no timer: the
-  // idle_timeout and request_header_timeout timers are only armed inside
-  // ServeHttp1 / ServeHttp2. So a connection that sends nothing, or sends a
-  // prefix of "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" (e.g. "PRI * HTTP/2.0\r\n")
-  // and stops, is held forever: an unbounded slowloris. Reproduce:
-  //   capstan gateway --listen 127.0.0.1:8080 --upstream http://127.0.0.1:9000
-  //   (with limits {idle_timeout: 1s, request_header_timeout: 1s} in a config)
-  //   nc 127.0.0.1 8080            # send nothing: never closed
-  //   printf 'PRI * HTTP/2.0\r\n' | nc -q -1 127.0.0.1 8080   # never closed
-  // The same holds for a TLS listener whose client never finishes the
-  // handshake (StartTls / handshake_done has no timer either).
-  // Remove this skip when the sniffing loop runs under the header timer.
+  // Regression: the protocol sniff (and the TLS handshake) once ran with no
+  // timer, so these were held forever; they now run under
+  // request_header_timeout (Gateway::ServeConnection).
   TempDir dir("gw_abuse_silent");
   Origin origin(dir, "a");
   int port = PickFreePort();
-  std::string config =
-      WriteConfig(dir, "listeners:\n  - address: 127.0.0.1:" + std::to_string(port) +
-                           "\n    limits: {request_header_timeout: 1s, idle_timeout: 1s}\n"
-                           "clusters: [{name: o, endpoints: [" +
-                           origin.address() +
-                           "]}]\n"
-                           "virtual_hosts: [{name: all, routes: [{cluster: o}]}]\n");
+  std::string config = OneSecondTimeoutsConfig(dir, port, origin);
   GatewayProcess gw(dir, {"--config", config});
   std::vector<int> fds;
   for (int i = 0; i < 100; ++i) {
@@ -781,24 +775,9 @@ TEST(GatewayAbuse, Http2DowngradeCannotSmuggleIntoHttp1Upstreams) {
 // Clients that coalesce their writes (or a busy gateway that reads late)
 // deliver exactly that.
 TEST(GatewayAbuse, Http2FirstFlightInOneWriteIsServed) {
-  // GATEWAY BUG (reported; src/net/http2.cc Http2Session::Run with the
-  // preface sniffing in src/gateway/gateway.cc Gateway::ServeConnection):
-  // the sniffing loop reads the client's first bytes into the socket's
-  // input; ServeHttp2 then starts the session, whose Run() co_awaits
-  // ReadMore() *before* it feeds nghttp2 what is already buffered. A client
-  // that sent preface + SETTINGS + HEADERS in one write (and waits for its
-  // answer) is never answered: 0 of 20 tries, against 20 of 20 when the
-  // preface goes alone first. The same race made a rapid-reset run hang
-  // when the whole flood was read with the preface. Reproduce:
-  //   python3 - <<'PY'
-  //   import socket
-  //   f=lambda t,fl,s,p: len(p).to_bytes(3,"big")+bytes([t,fl])+s.to_bytes(4,"big")+p
-  //   s=socket.create_connection(("127.0.0.1",8080)); s.settimeout(3)
-  //   s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"+f(4,0,0,b"")
-  //             +f(1,5,1,b"\x82\x86\x84\x01\x09127.0.0.1"))
-  //   print(s.recv(1000))   # the SETTINGS only; no HEADERS for stream 1, ever
-  //   PY
-  // Remove this skip when Run() receives the buffered input before reading.
+  // Regression: Http2Session::Run once waited for new bytes before feeding
+  // nghttp2 what the protocol sniff had already read, so a client that sent
+  // preface + SETTINGS + HEADERS in one write was never answered.
   TempDir dir("gw_abuse_h2_flight");
   Origin origin(dir, "a");
   GatewayProcess gw(dir, {"--upstream", origin.url()});
@@ -824,28 +803,13 @@ TEST(GatewayAbuse, Http2FirstFlightInOneWriteIsServed) {
 // idle, or leave a header block unfinished (HEADERS without END_HEADERS),
 // are closed by idle_timeout / request_header_timeout as HTTP/1.1 ones are.
 TEST(GatewayAbuse, Http2SlowlorisIsClosedByTheTimeouts) {
-  // GATEWAY BUG (reported; src/gateway/http2_proxy.cc ServeHttp2): an HTTP/2
-  // connection has no timer at all — neither limits.idle_timeout nor
-  // limits.request_header_timeout is armed — so a client that sends the
-  // preface and SETTINGS and then nothing, or a HEADERS frame without
-  // END_HEADERS and then nothing, holds its connection (and, for the second,
-  // nghttp2's partial header block) forever. Reproduce with this test
-  // without the skip, or:
-  //   capstan gateway --config g.yaml   # limits {idle_timeout: 1s, request_header_timeout: 1s}
-  //   python3 -c 'import socket,time; s=socket.create_connection(("127.0.0.1",8080));
-  //     s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\4\0\0\0\0\0"); time.sleep(30)'
-  //   ss -tn state established '( sport = :8080 )'   # still there after 30 s
-  // Remove this skip when ServeHttp2 closes idle and half-headed connections.
+  // Regression: HTTP/2 connections once had no timer at all; now an idle
+  // one closes after idle_timeout and an unfinished header block after
+  // request_header_timeout (http2_proxy.cc).
   TempDir dir("gw_abuse_h2_slow");
   Origin origin(dir, "a");
   int port = PickFreePort();
-  std::string config =
-      WriteConfig(dir, "listeners:\n  - address: 127.0.0.1:" + std::to_string(port) +
-                           "\n    limits: {request_header_timeout: 1s, idle_timeout: 1s}\n"
-                           "clusters: [{name: o, endpoints: [" +
-                           origin.address() +
-                           "]}]\n"
-                           "virtual_hosts: [{name: all, routes: [{cluster: o}]}]\n");
+  std::string config = OneSecondTimeoutsConfig(dir, port, origin);
   GatewayProcess gw(dir, {"--config", config});
   std::vector<int> fds;
   const std::string open =
@@ -865,29 +829,15 @@ TEST(GatewayAbuse, Http2SlowlorisIsClosedByTheTimeouts) {
 // Slowloris under TLS: a client that connects and never finishes its
 // handshake is closed too.
 TEST(GatewayAbuse, TlsHandshakeSlowlorisIsClosedByTheTimeouts) {
-  // GATEWAY BUG (reported; src/gateway/gateway.cc Gateway::ServeConnection):
-  // socket->StartTls and the loop waiting for handshake_done() run before
-  // ServeHttp1/ServeHttp2 arm any timer, so a TLS client that sends nothing,
-  // or the first bytes of a ClientHello, is held forever. Reproduce with this
-  // test without the skip, or against a TLS listener:
-  //   python3 -c 'import socket,time; s=socket.create_connection(("127.0.0.1",8443));
-  //     s.sendall(b"\x16\x03\x01\x02\x00"); time.sleep(30)'   # never closed
-  // Remove this skip when the handshake runs under request_header_timeout.
+  // Regression: the TLS handshake once ran before any timer was armed.
   TempDir dir("gw_abuse_tls_slow");
   net::testing::TestCa ca(dir.path() + "/ca");
   net::testing::TestCert cert = ca.Issue("shop.test", {"DNS:shop.test"});
   Origin origin(dir, "a");
   int port = PickFreePort();
-  std::string config =
-      WriteConfig(dir, "listeners:\n  - address: 127.0.0.1:" + std::to_string(port) +
-                           "\n    limits: {request_header_timeout: 1s, idle_timeout: 1s}\n"
-                           "    tls: {certificates: [{cert: " +
-                           cert.cert_file + ", key: " + cert.key_file +
-                           "}]}\n"
-                           "clusters: [{name: o, endpoints: [" +
-                           origin.address() +
-                           "]}]\n"
-                           "virtual_hosts: [{name: all, routes: [{cluster: o}]}]\n");
+  std::string config = OneSecondTimeoutsConfig(
+      dir, port, origin,
+      "    tls: {certificates: [{cert: " + cert.cert_file + ", key: " + cert.key_file + "}]}\n");
   GatewayProcess gw(dir, {"--config", config});
   std::vector<int> fds;
   for (int i = 0; i < 100; ++i) {
