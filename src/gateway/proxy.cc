@@ -1,6 +1,7 @@
 #include "gateway/proxy.h"
 
 #include <algorithm>
+#include <functional>
 #include <random>
 
 #include "absl/container/flat_hash_set.h"
@@ -80,6 +81,23 @@ bool RetryOn(const RetryPolicy& p, std::string_view condition) {
   return std::find(p.retry_on.begin(), p.retry_on.end(), condition) != p.retry_on.end();
 }
 
+// Whether the policy retries on some response status at all.
+bool RetriesOnStatus(const RetryPolicy& p) {
+  return RetryOn(p, "5xx") || RetryOn(p, "gateway-error") || RetryOn(p, "retriable-status");
+}
+
+// Whether `status` is one the policy retries on: any 5xx ("5xx"), 502/503/504
+// ("gateway-error"), or one listed in `statuses` ("retriable-status").
+bool RetryableStatus(const RetryPolicy& p, int status) {
+  if (RetryOn(p, "5xx") && status >= 500 && status <= 599) return true;
+  if (RetryOn(p, "gateway-error") && (status == 502 || status == 503 || status == 504)) {
+    return true;
+  }
+  return RetryOn(p, "retriable-status") &&
+         std::find(p.retriable_statuses.begin(), p.retriable_statuses.end(), status) !=
+             p.retriable_statuses.end();
+}
+
 // Reads the rest of a request body the gateway answered itself, so the
 // connection can carry the next request. False: close instead.
 net::Task<bool> DiscardBody(DownstreamExchange& x) {
@@ -156,7 +174,8 @@ net::Task<void> Tunnel(net::EventLoop* loop, net::Socket* down, net::Socket* up)
 // attempt is safe (policy decides whether it is made).
 net::Task<Outcome> ForwardHttp1(DownstreamContext& ctx, DownstreamExchange& x, const Route& route,
                                 UpstreamRequest& req, UpstreamConnection& conn, bool* reusable,
-                                mesh::AttemptVerdict* verdict) {
+                                mesh::AttemptVerdict* verdict,
+                                const std::function<bool(int)>& retry_on_status) {
   *reusable = false;
   *verdict = mesh::AttemptVerdict::kAbandoned;
   net::Socket* up = conn.socket.get();
@@ -251,6 +270,14 @@ net::Task<Outcome> ForwardHttp1(DownstreamContext& ctx, DownstreamExchange& x, c
       case http1::Event::kHead: {
         http1::ResponseHead& h = rp.head();
         if (h.status >= 100 && h.status < 200 && !h.switched_protocols) break;  // interim
+        // A status the route retries on, with an attempt left: this answer
+        // is dropped (nothing of it reached the client) and the caller tries
+        // again; the connection, its body unread, is not reused.
+        if (retry_on_status && retry_on_status(h.status)) {
+          *verdict = h.status >= 500 ? mesh::AttemptVerdict::kEndpointFailure
+                                     : mesh::AttemptVerdict::kRequestFailure;
+          co_return Outcome::kRetry;
+        }
         x.status = h.status;
         std::optional<std::string> upgrade_answer;
         if (h.switched_protocols) {
@@ -466,7 +493,24 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
     bool reused = conn->requests > 0;
     bool reusable = false;
     mesh::AttemptVerdict verdict = mesh::AttemptVerdict::kAbandoned;
-    Outcome r = co_await ForwardHttp1(ctx, x, route, req, *conn, &reusable, &verdict);
+    // Retries on a response status: only for a request that can be sent
+    // again whole (no body consumed) and while attempts and budget last.
+    bool status_retried = false;
+    std::function<bool(int)> retry_on_status;
+    if (RetriesOnStatus(retry) && !in.has_body && may_retry && attempt < retry.max_attempts) {
+      retry_on_status = [&, attempt](int status) {
+        if (!RetryableStatus(retry, status)) return false;
+        status_retried = another(attempt, true, /*not_processed=*/false).retry;
+        return status_retried;
+      };
+    }
+    Outcome r =
+        co_await ForwardHttp1(ctx, x, route, req, *conn, &reusable, &verdict, retry_on_status);
+    if (status_retried) {
+      cl.Release(std::move(*conn), /*reusable=*/false);
+      pool.EndAttempt(*endpoint, verdict, started);
+      continue;
+    }
     cl.Release(std::move(*conn), reusable);
     if (r == Outcome::kRetry && reused && IsIdempotent(req.method)) {
       // The keep-alive race (an idle connection closed as we sent): the

@@ -536,5 +536,33 @@ TEST(GatewayE2E, SighupReloadsCertificatesWithoutARestart) {
       << served_serial();
 }
 
+TEST(GatewayE2E, RetriesOnGatewayErrorsGoToAnotherEndpoint) {
+  TempDir dir("gw_retry_status");
+  Origin good(dir, "good");
+  Origin sick(dir, "sick");
+  std::string config = dir.path() + "/gateway.yaml";
+  int port = PickFreePort();
+  {
+    std::ofstream out(config);
+    out << "listeners: [{address: \"127.0.0.1:" << port << "\"}]\n"
+        << "clusters: [{name: web, endpoints: [\"127.0.0.1:" << good.port()
+        << "\", \"127.0.0.1:" << sick.port() << "\"], outlier_detection: false}]\n"
+        << "virtual_hosts: [{name: all, routes: [\n"
+        << "  {match: {prefix: /retried}, prefix_rewrite: /flaky, cluster: web,"
+        << "   retry: {on: [gateway-error], attempts: 2}},\n"
+        << "  {match: {prefix: /plain}, prefix_rewrite: /flaky, cluster: web}]}]\n";
+  }
+  GatewayProcess gw(dir, {"--config", config});
+  auto code = [&](const std::string& path) {
+    return Curl({"--http1.1", "-o", "/dev/null", "-w", "%{http_code}", gw.url(path)}).out;
+  };
+  // Without the policy, round robin hands the sick origin's 503s through.
+  int plain_503 = 0;
+  for (int i = 0; i < 8; ++i) plain_503 += code("/plain") == "503";
+  EXPECT_GT(plain_503, 0);
+  // With it, a 503 is retried on the other endpoint: every answer is 200.
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(code("/retried"), "200") << i;
+}
+
 }  // namespace
 }  // namespace capstan::e2e
