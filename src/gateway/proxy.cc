@@ -220,6 +220,14 @@ net::Task<Outcome> ForwardHttp1(DownstreamContext& ctx, DownstreamExchange& x, c
     up->Close();
   });
   if (route.config().timeout.count() > 0) deadline.ArmAfter(ctx.loop, route.config().timeout);
+  // The route's idle_timeout: the upstream may go quiet at most this long
+  // between bytes (a streaming response); then it is cut as a timeout.
+  const Duration idle_limit = route.config().idle_timeout;
+  net::Timer idle([&timed_out, up] {
+    timed_out = true;
+    up->Close();
+  });
+  if (idle_limit.count() > 0) idle.ArmAfter(ctx.loop, idle_limit);
   // A client that goes away ends the wait (HTTP/2: its stream is reset).
   // That is no failure of the upstream's: its breaker is not told.
   bool client_gone = false;
@@ -241,6 +249,7 @@ net::Task<Outcome> ForwardHttp1(DownstreamContext& ctx, DownstreamExchange& x, c
       absl::Status st = co_await up->ReadMore();
       if (st.ok()) {
         received_any = true;
+        if (idle_limit.count() > 0) idle.ArmAfter(ctx.loop, idle_limit);
         continue;
       }
       ev = rp.Finish(up->input());
@@ -296,6 +305,7 @@ net::Task<Outcome> ForwardHttp1(DownstreamContext& ctx, DownstreamExchange& x, c
           // The upstream agreed to switch: from here on bytes pass as they
           // are, both ways, until either side closes.
           deadline.Cancel();
+          idle.Cancel();
           std::string out = "HTTP/1.1 101 Switching Protocols\r\n";
           for (const auto& field : h.fields) {
             absl::StrAppend(&out, std::string(field.name), ": ", std::string(field.value), "\r\n");

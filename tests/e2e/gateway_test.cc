@@ -126,6 +126,7 @@ TEST(GatewayE2E, UpstreamFailuresGiveTheRightStatus) {
         << "    routes:\n"
         << "      - {match: {prefix: /dead}, cluster: dead}\n"
         << "      - {match: {prefix: /slow}, cluster: live, timeout: 300ms}\n"
+        << "      - {match: {prefix: /drip}, cluster: live, timeout: 30s, idle_timeout: 300ms}\n"
         << "      - {match: {path: /hello}, direct_response: {status: 200, body: hi}}\n"
         << "      - {match: {prefix: /old/}, redirect: {prefix_rewrite: /new/, status: 308}}\n"
         << "      - {match: {prefix: /}, cluster: live}\n";
@@ -138,6 +139,10 @@ TEST(GatewayE2E, UpstreamFailuresGiveTheRightStatus) {
   };
   EXPECT_EQ(status("/dead"), "502");
   EXPECT_EQ(status("/slow?ms=3000"), "504");
+  // A response that stops mid-body for longer than the route's idle
+  // timeout is cut (its head was sent: the client sees the short body).
+  CommandResult drip = Curl({"--http1.1", "-o", "/dev/null", gw.url("/drip?bytes=100000")});
+  EXPECT_EQ(drip.exit_code, 18) << drip.err;  // curl: transfer closed with data remaining
   EXPECT_EQ(status("/hello"), "200");
   CommandResult redirect = Curl({"--http1.1", "-i", gw.url("/old/page?q=1")});
   EXPECT_NE(redirect.out.find("HTTP/1.1 308"), std::string::npos) << redirect.out;
