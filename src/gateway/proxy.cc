@@ -372,6 +372,13 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
   std::string upgrade;
   if (in.upgrade && x.TunnelSocket() != nullptr) {
     if (std::optional<std::string_view> u = f.Get("upgrade")) upgrade = std::string(*u);
+    // "h2c" asks this hop to switch to HTTP/2; it is not the upstream's to
+    // answer. Not supported yet: the request is served over HTTP/1.1, which
+    // RFC 9110 §7.8 allows (the client must accept a non-101 answer).
+    if (absl::AsciiStrToLower(absl::string_view(upgrade.data(), upgrade.size())).find("h2c") !=
+        std::string::npos) {
+      upgrade.clear();
+    }
   }
   RemoveHopByHop(&f);
   if (!upgrade.empty()) {

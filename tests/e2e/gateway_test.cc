@@ -569,5 +569,19 @@ TEST(GatewayE2E, RetriesOnGatewayErrorsGoToAnotherEndpoint) {
   for (int i = 0; i < 8; ++i) EXPECT_EQ(code("/retried"), "200") << i;
 }
 
+TEST(GatewayE2E, AnH2cUpgradeIsNotForwardedUpstream) {
+  TempDir dir("gw_h2c_upgrade");
+  Origin origin(dir, "a");
+  GatewayProcess gw(dir, {"--upstream", origin.url()});
+  // curl asks to switch to HTTP/2 with Upgrade: h2c; that is this hop's
+  // business: the gateway answers over HTTP/1.1 and the origin never sees
+  // the Upgrade (it could otherwise answer 101 to a request it did not get).
+  CommandResult r = Curl({"--http2", "-w", "\n%{http_version}", gw.url("/echo")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(r.out.ends_with("\n1.1")) << r.out;
+  EXPECT_EQ(r.out.find("\"upgrade\""), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("http2-settings"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace capstan::e2e
