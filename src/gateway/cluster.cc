@@ -154,6 +154,7 @@ net::Task<absl::StatusOr<UpstreamConnection>> ClusterLoop::Acquire(
       --*open_connections_;
       continue;
     }
+    conn.endpoint = std::move(endpoint);
     co_return conn;
   }
   if (*open_connections_ >= static_cast<int>(config_->limits.max_connections)) {
@@ -189,6 +190,10 @@ void ClusterLoop::Release(UpstreamConnection conn, bool reusable) {
   }
   conn.idle_since = now;
   ++conn.requests;
+  // An idle connection does not hold its endpoint: the endpoint holds its
+  // idle connections, and the reverse would be a cycle that keeps an
+  // endpoint that left the set (and its sockets) alive forever.
+  conn.endpoint.reset();
   idle.push_back(std::move(conn));
 }
 

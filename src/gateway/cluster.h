@@ -52,7 +52,7 @@ using PooledEndpoint = EndpointPool::Member;
 // One connection to an upstream endpoint.
 struct UpstreamConnection {
   std::shared_ptr<net::Socket> socket;
-  std::shared_ptr<PooledEndpoint> endpoint;
+  std::shared_ptr<PooledEndpoint> endpoint;  // while in use; null while idle
   net::EventLoop::Clock::time_point created;
   net::EventLoop::Clock::time_point idle_since;
   uint64_t requests = 0;  // served on it so far (0: fresh)

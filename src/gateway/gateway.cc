@@ -378,6 +378,10 @@ void Gateway::Shutdown(std::chrono::milliseconds grace) {
     LoopState* raw = state.get();
     net::RunOn(raw->loop, [raw] { raw->snapshot.reset(); });
   }
+  // A cluster destroyed on one loop posts its other loops' parts (their
+  // pools, their sockets) to them: one more pass lets those run before the
+  // loops may stop.
+  for (auto& state : loops_) net::RunOn(state->loop, [] {});
   access_log_.reset();  // what is buffered is written
 }
 

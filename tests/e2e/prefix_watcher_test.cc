@@ -66,7 +66,7 @@ class PrefixWatcherTest : public ::testing::Test {
     dir_ = std::make_unique<TempDir>("capstan-prefix-watcher");
     store_ = std::make_unique<StoreProcess>(StoreProcess::Kind::kCapstan, DataDir());
     ASSERT_TRUE(store_->Start()) << store_->Log();
-    auto client = client::Client::Connect({.endpoints = {store_->endpoint()}, .timeout = 3000ms});
+    auto client = client::Client::Connect({.endpoints = {store_->endpoint()}, .timeout = 10000ms});
     ASSERT_TRUE(client.ok()) << client.status();
     client_ = *std::move(client);
   }
