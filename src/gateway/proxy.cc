@@ -228,6 +228,16 @@ net::Task<Outcome> ForwardHttp1(DownstreamContext& ctx, DownstreamExchange& x, c
     up->Close();
   });
   if (idle_limit.count() > 0) idle.ArmAfter(ctx.loop, idle_limit);
+  // The retry policy's per_try_timeout: this attempt's answer must start
+  // within it; past it the attempt is abandoned and, as a 504 would be,
+  // retried when the policy says so (else the client gets the 504).
+  const Duration per_try = route.config().retry.per_try_timeout;
+  bool per_try_expired = false;
+  net::Timer per_try_timer([&timed_out, &per_try_expired, up] {
+    timed_out = per_try_expired = true;
+    up->Close();
+  });
+  if (per_try.count() > 0) per_try_timer.ArmAfter(ctx.loop, per_try);
   // A client that goes away ends the wait (HTTP/2: its stream is reset).
   // That is no failure of the upstream's: its breaker is not told.
   bool client_gone = false;
@@ -261,6 +271,10 @@ net::Task<Outcome> ForwardHttp1(DownstreamContext& ctx, DownstreamExchange& x, c
           x.Abort();
           co_return Outcome::kFailed;
         }
+        if (per_try_expired && retry_on_status && retry_on_status(504)) {
+          *verdict = mesh::AttemptVerdict::kEndpointFailure;
+          co_return Outcome::kRetry;
+        }
         if (timed_out) {
           x.status = 504;
           x.SendLocal(504, "upstream timed out\n");
@@ -279,6 +293,7 @@ net::Task<Outcome> ForwardHttp1(DownstreamContext& ctx, DownstreamExchange& x, c
       case http1::Event::kHead: {
         http1::ResponseHead& h = rp.head();
         if (h.status >= 100 && h.status < 200 && !h.switched_protocols) break;  // interim
+        per_try_timer.Cancel();
         // A status the route retries on, with an attempt left: this answer
         // is dropped (nothing of it reached the client) and the caller tries
         // again; the connection, its body unread, is not reused.

@@ -555,6 +555,8 @@ TEST(GatewayE2E, RetriesOnGatewayErrorsGoToAnotherEndpoint) {
         << "virtual_hosts: [{name: all, routes: [\n"
         << "  {match: {prefix: /retried}, prefix_rewrite: /flaky, cluster: web,"
         << "   retry: {on: [gateway-error], attempts: 2}},\n"
+        << "  {match: {prefix: /per-try}, prefix_rewrite: /stall, cluster: web, timeout: 3s,"
+        << "   retry: {on: [gateway-error], attempts: 2, per_try_timeout: 300ms}},\n"
         << "  {match: {prefix: /plain}, prefix_rewrite: /flaky, cluster: web}]}]\n";
   }
   GatewayProcess gw(dir, {"--config", config});
@@ -567,6 +569,10 @@ TEST(GatewayE2E, RetriesOnGatewayErrorsGoToAnotherEndpoint) {
   EXPECT_GT(plain_503, 0);
   // With it, a 503 is retried on the other endpoint: every answer is 200.
   for (int i = 0; i < 8; ++i) EXPECT_EQ(code("/retried"), "200") << i;
+  // An attempt that does not answer within per_try_timeout is retried as a
+  // 504 would be: the stalled origin never holds a request to the route's
+  // whole timeout.
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(code("/per-try"), "200") << i;
 }
 
 TEST(GatewayE2E, AnH2cUpgradeIsNotForwardedUpstream) {

@@ -11,6 +11,7 @@ http.server, keep-alive on). Prints "port N" once listening on 127.0.0.1.
   GET  /cut            starts a 1 MB response, sends 1000 bytes, closes
   GET  /status?code=N  answers status N
   GET  /flaky          503 from an origin named "sick*", else 200 (its name)
+  GET  /stall          200 (its name), 10 s late from an origin named "sick*"
   GET  /health         200 "ok"
   GET  /ws             a WebSocket (RFC 6455) echo: each text frame back,
                        prefixed with this server's name
@@ -148,6 +149,11 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, b"reset\n")
         if url.path.startswith("/echo") or url.path == "/" or url.path.startswith("/api"):
             return self._echo()
+        if url.path == "/stall":
+            # 10 s late from an origin named "sick*", at once from the others.
+            if NAME.startswith("sick"):
+                time.sleep(10)
+            return self._send(200, NAME.encode())
         if url.path == "/flaky":
             # 503 from an origin named "sick*", 200 from the others.
             return self._send(503 if NAME.startswith("sick") else 200, NAME.encode())
