@@ -160,16 +160,8 @@ double JsParseInt(std::string_view input) {
   double value = 0;
   size_t digits = 0;
   for (char c : s) {
-    int d;
-    if (c >= '0' && c <= '9') {
-      d = c - '0';
-    } else if (c >= 'a' && c <= 'z') {
-      d = c - 'a' + 10;
-    } else if (c >= 'A' && c <= 'Z') {
-      d = c - 'A' + 10;
-    } else {
-      break;
-    }
+    int d = DigitValue(c);
+    if (d < 0) break;
     if (d >= radix) break;
     value = value * radix + d;
     ++digits;

@@ -4,6 +4,8 @@
 
 #include <memory>
 
+#include "experiments/js_value.h"
+
 namespace capstan::experiments {
 namespace {
 
@@ -14,24 +16,6 @@ int Base64Value(char c) {
   if (c == '+') return 62;
   if (c == '/') return 63;
   return -1;
-}
-
-void AppendCodePoint(char32_t cp, std::string* out) {
-  if (cp < 0x80) {
-    out->push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
 }
 
 }  // namespace
@@ -90,7 +74,7 @@ std::string DecodeUtf8Lossy(std::string_view bytes) {
         needed = 3;
         code_point = b & 0x7;
       } else {
-        AppendCodePoint(0xFFFD, &out);
+        AppendUtf8(0xFFFD, &out);
       }
       continue;
     }
@@ -100,7 +84,7 @@ std::string DecodeUtf8Lossy(std::string_view bytes) {
       needed = seen = 0;
       lower = 0x80;
       upper = 0xBF;
-      AppendCodePoint(0xFFFD, &out);
+      AppendUtf8(0xFFFD, &out);
       continue;
     }
     ++i;
@@ -108,12 +92,12 @@ std::string DecodeUtf8Lossy(std::string_view bytes) {
     upper = 0xBF;
     code_point = (code_point << 6) | (b & 0x3F);
     if (++seen == needed) {
-      AppendCodePoint(code_point, &out);
+      AppendUtf8(code_point, &out);
       code_point = 0;
       needed = seen = 0;
     }
   }
-  if (needed != 0) AppendCodePoint(0xFFFD, &out);
+  if (needed != 0) AppendUtf8(0xFFFD, &out);
   return out;
 }
 
