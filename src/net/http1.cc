@@ -243,6 +243,55 @@ void ParseTransferEncoding(std::string_view value, TransferCodings* te) {
   });
 }
 
+// What the fields that requests and responses share say about the body's
+// framing and the connection, gathered in the head's one pass over its
+// fields.
+struct FramingFields {
+  bool cl_seen = false, cl_canonical = true;
+  size_t cl_fields = 0;
+  uint64_t content_length = 0;
+  TransferCodings te;
+  bool close = false, keep_alive = false, connection_upgrade = false;
+};
+
+enum class FieldScan { kOther, kRead, kBadContentLength };
+
+// Reads `f` into `out` when it is Content-Length, Transfer-Encoding or
+// Connection.
+FieldScan ScanFramingField(const HeaderFields::Field& f, FramingFields* out) {
+  std::string_view n = f.name;
+  if (n.size() == 14 && EqualsNoCase(n, "content-length")) {
+    ++out->cl_fields;
+    if (!ParseContentLength(f.value, &out->content_length, &out->cl_canonical, &out->cl_seen)) {
+      return FieldScan::kBadContentLength;
+    }
+  } else if (n.size() == 17 && EqualsNoCase(n, "transfer-encoding")) {
+    ParseTransferEncoding(f.value, &out->te);
+  } else if (n.size() == 10 && EqualsNoCase(n, "connection")) {
+    ForEachListElement(f.value, [&](std::string_view e) {
+      out->close |= EqualsNoCase(e, "close");
+      out->keep_alive |= EqualsNoCase(e, "keep-alive");
+      out->connection_upgrade |= EqualsNoCase(e, "upgrade");
+      return true;
+    });
+  } else {
+    return FieldScan::kOther;
+  }
+  return FieldScan::kRead;
+}
+
+// Content-Length framing, once the length is known to be the message's:
+// equal duplicates and leading zeros leave one plain number in the fields,
+// so the next hop reads what this one did.
+void SetContentLength(const FramingFields& ff, HeaderFields* fields, Framing* framing,
+                      uint64_t* content_length) {
+  *framing = Framing::kContentLength;
+  *content_length = ff.content_length;
+  if (!ff.cl_canonical || ff.cl_fields > 1) {
+    fields->Set("Content-Length", fields->Own(std::to_string(ff.content_length)));
+  }
+}
+
 // Parses "HTTP/d.d".
 bool ParseVersion(std::string_view s, Version* v, ErrorCode* code) {
   if (s.size() != 8 || !s.starts_with("HTTP/") || !IsDigit(s[5]) || s[6] != '.' || !IsDigit(s[7])) {
@@ -819,31 +868,19 @@ bool RequestParser::ParseHead(Buffer raw, size_t lines) {
   // What the fields say about the message, in one pass.
   size_t hosts = 0;
   std::string_view host;
-  bool cl_seen = false, cl_canonical = true;
-  size_t cl_fields = 0;
-  uint64_t content_length = 0;
-  TransferCodings te;
-  bool close = false, keep_alive = false, connection_upgrade = false, has_upgrade = false;
+  FramingFields ff;
+  bool has_upgrade = false;
   h.expect_continue = false;
   for (const HeaderFields::Field& f : h.fields) {
+    FieldScan scan = ScanFramingField(f, &ff);
+    if (scan == FieldScan::kBadContentLength) {
+      return SetError(ErrorCode::kBadContentLength, "bad Content-Length");
+    }
+    if (scan == FieldScan::kRead) continue;
     std::string_view n = f.name;
     if (n.size() == 4 && EqualsNoCase(n, "host")) {
       ++hosts;
       host = f.value;
-    } else if (n.size() == 14 && EqualsNoCase(n, "content-length")) {
-      ++cl_fields;
-      if (!ParseContentLength(f.value, &content_length, &cl_canonical, &cl_seen)) {
-        return SetError(ErrorCode::kBadContentLength, "bad Content-Length");
-      }
-    } else if (n.size() == 17 && EqualsNoCase(n, "transfer-encoding")) {
-      ParseTransferEncoding(f.value, &te);
-    } else if (n.size() == 10 && EqualsNoCase(n, "connection")) {
-      ForEachListElement(f.value, [&](std::string_view e) {
-        close |= EqualsNoCase(e, "close");
-        keep_alive |= EqualsNoCase(e, "keep-alive");
-        connection_upgrade |= EqualsNoCase(e, "upgrade");
-        return true;
-      });
     } else if (n.size() == 6 && EqualsNoCase(n, "expect")) {
       h.expect_continue = EqualsNoCase(f.value, "100-continue");
     } else if (n.size() == 7 && EqualsNoCase(n, "upgrade")) {
@@ -861,31 +898,26 @@ bool RequestParser::ParseHead(Buffer raw, size_t lines) {
 
   // Framing (RFC 9112 §6.3), refusing every ambiguity.
   h.content_length = 0;
-  if (te.present) {
-    if (cl_seen || cl_fields > 0) {
+  if (ff.te.present) {
+    if (ff.cl_seen || ff.cl_fields > 0) {
       return SetError(ErrorCode::kConflictingFraming, "Content-Length with Transfer-Encoding");
     }
     if (!http11) return SetError(ErrorCode::kBadTransferEncoding, "Transfer-Encoding in HTTP/1.0");
-    if (!te.valid || te.chunked != 1 || !te.chunked_last) {
+    if (!ff.te.valid || ff.te.chunked != 1 || !ff.te.chunked_last) {
       return SetError(ErrorCode::kBadTransferEncoding, "Transfer-Encoding must end in chunked");
     }
     h.framing = Framing::kChunked;
-  } else if (cl_seen) {
-    if (content_length > limits_.max_body_bytes) {
+  } else if (ff.cl_seen) {
+    if (ff.content_length > limits_.max_body_bytes) {
       return SetError(ErrorCode::kBodyTooLarge, "body too large");
     }
-    h.framing = Framing::kContentLength;
-    h.content_length = content_length;
-    if (!cl_canonical || cl_fields > 1) {
-      // Equal duplicates or leading zeros: forward one plain number only.
-      h.fields.Set("Content-Length", h.fields.Own(std::to_string(content_length)));
-    }
+    SetContentLength(ff, &h.fields, &h.framing, &h.content_length);
   } else {
     h.framing = Framing::kNone;
   }
-  h.keep_alive = http11 ? !close : (keep_alive && !close);
+  h.keep_alive = http11 ? !ff.close : (ff.keep_alive && !ff.close);
   if (!http11) h.expect_continue = false;  // RFC 9110 §10.1.1
-  h.upgrade = http11 && has_upgrade && connection_upgrade;
+  h.upgrade = http11 && has_upgrade && ff.connection_upgrade;
   framing_ = h.framing;
   body_left_ = h.content_length;
   return true;
@@ -929,26 +961,10 @@ bool ResponseParser::ParseHead(Buffer raw, size_t lines) {
                               &code, &error_.reason)) {
     return SetError(code, error_.reason);
   }
-  bool cl_seen = false, cl_canonical = true;
-  size_t cl_fields = 0;
-  uint64_t content_length = 0;
-  TransferCodings te;
-  bool close = false, keep_alive = false;
+  FramingFields ff;
   for (const HeaderFields::Field& f : h.fields) {
-    std::string_view n = f.name;
-    if (n.size() == 14 && EqualsNoCase(n, "content-length")) {
-      ++cl_fields;
-      if (!ParseContentLength(f.value, &content_length, &cl_canonical, &cl_seen)) {
-        return SetError(ErrorCode::kBadContentLength, "bad Content-Length");
-      }
-    } else if (n.size() == 17 && EqualsNoCase(n, "transfer-encoding")) {
-      ParseTransferEncoding(f.value, &te);
-    } else if (n.size() == 10 && EqualsNoCase(n, "connection")) {
-      ForEachListElement(f.value, [&](std::string_view e) {
-        close |= EqualsNoCase(e, "close");
-        keep_alive |= EqualsNoCase(e, "keep-alive");
-        return true;
-      });
+    if (ScanFramingField(f, &ff) == FieldScan::kBadContentLength) {
+      return SetError(ErrorCode::kBadContentLength, "bad Content-Length");
     }
   }
   bool http11 = h.version == Version::kHttp11;
@@ -965,30 +981,26 @@ bool ResponseParser::ParseHead(Buffer raw, size_t lines) {
   } else if (connect_request_ && h.status < 300) {
     h.framing = Framing::kNone;
     h.switched_protocols = true;
-  } else if (te.present) {
-    if (cl_fields > 0) {
+  } else if (ff.te.present) {
+    if (ff.cl_fields > 0) {
       return SetError(ErrorCode::kConflictingFraming, "Content-Length with Transfer-Encoding");
     }
     if (!http11) return SetError(ErrorCode::kBadTransferEncoding, "Transfer-Encoding in HTTP/1.0");
-    if (!te.valid || te.chunked > 1 || (te.chunked == 1 && !te.chunked_last)) {
+    if (!ff.te.valid || ff.te.chunked > 1 || (ff.te.chunked == 1 && !ff.te.chunked_last)) {
       return SetError(ErrorCode::kBadTransferEncoding, "chunked must be the final coding, once");
     }
     // Without chunked the body runs until the server closes (§6.3 rule 4).
-    h.framing = te.chunked == 1 ? Framing::kChunked : Framing::kUntilClose;
-  } else if (cl_seen) {
-    if (content_length > limits_.max_body_bytes) {
+    h.framing = ff.te.chunked == 1 ? Framing::kChunked : Framing::kUntilClose;
+  } else if (ff.cl_seen) {
+    if (ff.content_length > limits_.max_body_bytes) {
       return SetError(ErrorCode::kBodyTooLarge, "body too large");
     }
-    h.framing = Framing::kContentLength;
-    h.content_length = content_length;
-    if (!cl_canonical || cl_fields > 1) {
-      h.fields.Set("Content-Length", h.fields.Own(std::to_string(content_length)));
-    }
+    SetContentLength(ff, &h.fields, &h.framing, &h.content_length);
   } else {
     h.framing = Framing::kUntilClose;
   }
-  h.keep_alive = (http11 ? !close : (keep_alive && !close)) && h.framing != Framing::kUntilClose &&
-                 !h.switched_protocols;
+  h.keep_alive = (http11 ? !ff.close : (ff.keep_alive && !ff.close)) &&
+                 h.framing != Framing::kUntilClose && !h.switched_protocols;
   switched_ = h.switched_protocols;
   framing_ = h.framing;
   body_left_ = h.content_length;
