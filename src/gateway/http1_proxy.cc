@@ -14,28 +14,12 @@ namespace http1 = net::http1;
 constexpr size_t kHighWater = 1 << 20;
 constexpr size_t kLowWater = 256 << 10;
 
-// "/a/b?x=1" -> path "/a/b", query "x=1"; an absolute-form target
-// ("http://h/a?x") gives its path part.
-void SplitTarget(const http1::RequestHead& head, std::string_view* path, std::string_view* query) {
-  std::string_view target = head.target;
-  if (head.target_form == http1::TargetForm::kAbsolute) {
-    size_t scheme_end = target.find("://");
-    size_t path_start =
-        scheme_end == std::string_view::npos ? target.size() : target.find('/', scheme_end + 3);
-    target =
-        path_start == std::string_view::npos ? std::string_view("/") : target.substr(path_start);
-  }
-  size_t q = target.find('?');
-  *path = target.substr(0, q);
-  *query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
-}
-
 // Writes a whole response of the gateway's own.
 void WriteLocalResponse(net::Socket* socket, int status, std::string_view body, bool close,
                         std::string_view extra_name = {}, std::string_view extra_value = {},
                         bool head_request = false) {
   std::string out =
-      absl::StrCat("HTTP/1.1 ", status, " ", std::string(ReasonPhrase(status)),
+      absl::StrCat("HTTP/1.1 ", status, " ", std::string(http1::ReasonPhrase(status)),
                    "\r\ncontent-type: text/plain\r\ncontent-length: ", body.size(), "\r\n");
   if (!extra_name.empty()) {
     absl::StrAppend(&out, std::string(extra_name), ": ", std::string(extra_value), "\r\n");
@@ -51,7 +35,7 @@ class Http1Exchange : public DownstreamExchange {
   Http1Exchange(DownstreamContext& ctx, net::Socket* down, http1::RequestParser* parser)
       : ctx_(ctx), down_(down), parser_(parser) {
     http1::RequestHead& head = parser_->head();
-    SplitTarget(head, &request_.path, &request_.query);
+    http1::SplitTarget(head, &request_.path, &request_.query);
     request_.method = head.method;
     request_.authority = head.authority;
     request_.asterisk = head.target_form == http1::TargetForm::kAsterisk;
@@ -117,7 +101,7 @@ class Http1Exchange : public DownstreamExchange {
     if (down_->closed()) return false;
     http1::ResponseHead head;
     head.status = code;
-    head.reason = ReasonPhrase(code);
+    head.reason = http1::ReasonPhrase(code);
     head.version = http1::Version::kHttp11;
     bool no_body = head_request_ || code == 204 || code == 304;
     if (has_body && !no_body) {

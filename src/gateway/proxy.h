@@ -112,7 +112,4 @@ enum class Outcome { kDone, kRetry, kFailed };
 // connection must close).
 net::Task<bool> HandleRequest(DownstreamContext& ctx, DownstreamExchange& x);
 
-// Reason phrase for a status ("Not Found"); "" when unknown.
-std::string_view ReasonPhrase(int status);
-
 }  // namespace capstan::gateway

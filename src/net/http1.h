@@ -377,5 +377,12 @@ void AppendChunk(Buffer&& piece, Buffer* out);
 void AppendLastChunk(const HeaderFields* trailers, Buffer* out);
 
 std::string_view ErrorCodeName(ErrorCode code);
+// The reason phrase of a status ("Not Found"); "" for one not listed (a
+// reason phrase may be empty).
+std::string_view ReasonPhrase(int status);
+// A request's target as path and query: origin-form "/a?x" and absolute-form
+// "http://h/a?x" both give "/a" and "x"; "http://h" and "http://h?x" give
+// "/"; "*" gives "*".
+void SplitTarget(const RequestHead& head, std::string_view* path, std::string_view* query);
 
 }  // namespace capstan::net::http1

@@ -817,3 +817,34 @@ TEST(Http1WriteTest, ChunksMoveBodySlicesAndDecodeBack) {
 
 }  // namespace
 }  // namespace capstan::net::http1
+
+namespace capstan::net::http1 {
+namespace {
+
+TEST(Http1TargetTest, SplitTargetGivesPathAndQueryForEveryForm) {
+  struct Case {
+    std::string_view request, path, query;
+  };
+  const Case cases[] = {
+      {"GET /a/b?x=1&y HTTP/1.1\r\nHost: h\r\n\r\n", "/a/b", "x=1&y"},
+      {"GET /plain HTTP/1.1\r\nHost: h\r\n\r\n", "/plain", ""},
+      {"GET http://h:80/a?x HTTP/1.1\r\nHost: h\r\n\r\n", "/a", "x"},
+      {"GET http://h HTTP/1.1\r\nHost: h\r\n\r\n", "/", ""},
+      {"GET http://h?x/y HTTP/1.1\r\nHost: h\r\n\r\n", "/", "x/y"},
+      {"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", "*", ""},
+  };
+  for (const Case& c : cases) {
+    RequestParser parser;
+    RequestHead head = ParseHead(c.request, &parser);
+    std::string_view path, query;
+    SplitTarget(head, &path, &query);
+    EXPECT_EQ(path, c.path) << c.request;
+    EXPECT_EQ(query, c.query) << c.request;
+  }
+  EXPECT_EQ(ReasonPhrase(404), "Not Found");
+  EXPECT_EQ(ReasonPhrase(431), "Request Header Fields Too Large");
+  EXPECT_EQ(ReasonPhrase(299), "");
+}
+
+}  // namespace
+}  // namespace capstan::net::http1

@@ -34,49 +34,11 @@ constexpr size_t kMaxInputBytes = 64 << 10;
 // What a lingering close reads and drops at most before closing anyway.
 constexpr size_t kMaxLingerBytes = 1 << 20;
 
-const char* Reason(int status) {
-  switch (status) {
-    case 200:
-      return "OK";
-    case 400:
-      return "Bad Request";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 413:
-      return "Content Too Large";
-    case 414:
-      return "URI Too Long";
-    case 431:
-      return "Request Header Fields Too Large";
-    case 503:
-      return "Service Unavailable";
-    case 505:
-      return "HTTP Version Not Supported";
-    default:
-      return "Error";
-  }
-}
-
-// The path of a request target, without its query: "/metrics" from
-// "/metrics?x=1" or from "http://host:9090/metrics".
-std::string_view PathOf(const http1::RequestHead& head) {
-  std::string_view target = head.target;
-  if (head.target_form == http1::TargetForm::kAbsolute) {
-    size_t authority = target.find("://") + 3;
-    size_t slash = target.find_first_of("/?", authority);
-    target = slash == std::string_view::npos ? "/" : target.substr(slash);
-    if (target.front() == '?') return "/";
-  }
-  return target.substr(0, target.find('?'));
-}
-
 void WriteResponse(Socket* socket, const HttpResponse& response, bool head_only, bool keep_alive,
                    bool http10) {
   http1::ResponseHead head;
   head.status = response.status;
-  head.reason = Reason(response.status);
+  head.reason = http1::ReasonPhrase(response.status);
   head.fields.Add("Content-Type", response.content_type);
   head.fields.Add("Content-Length", std::to_string(response.body.size()));
   if (!keep_alive) {
@@ -199,7 +161,9 @@ Task<void> HttpServer::ServeConnection(std::shared_ptr<Socket> socket) {
       case http1::Event::kHead: {
         const http1::RequestHead& head = parser.head();
         method = std::string(head.method);
-        path = std::string(PathOf(head));
+        std::string_view request_path, query;
+        http1::SplitTarget(head, &request_path, &query);
+        path = std::string(request_path);
         keep_alive = head.keep_alive;
         http10 = head.version == http1::Version::kHttp10;
         break;
