@@ -96,6 +96,9 @@ absl::Status Socket::ReadAwaiter::await_resume() {
     socket->input_grew_ = false;
     return absl::OkStatus();
   }
+  if (!socket->closed_ && socket->input_ended_) {
+    return absl::UnavailableError("connection closed by peer");
+  }
   return socket->error_;
 }
 
@@ -189,6 +192,10 @@ void Socket::OnReceived(size_t n) {
     if (*plain > 0) input_grew_ = true;
     if (tls_->peer_closed()) {
       if (reader_) loop_->Schedule(std::exchange(reader_, nullptr));
+      if (half_close_) {
+        input_ended_ = true;
+        return;
+      }
       Fail(absl::UnavailableError("connection closed by peer (TLS close_notify)"));
       return;
     }
@@ -200,6 +207,11 @@ void Socket::OnReceived(size_t n) {
 }
 
 void Socket::OnReceiveEnd(int err) {
+  if (err == 0 && half_close_) {
+    input_ended_ = true;
+    if (reader_) loop_->Schedule(std::exchange(reader_, nullptr));
+    return;
+  }
   if (err == 0) {
     Fail(absl::UnavailableError("connection closed by peer"));
   } else {
