@@ -85,6 +85,12 @@ Task<absl::StatusOr<std::shared_ptr<Socket>>> Socket::Connect(EventLoop* loop, s
   co_return s;
 }
 
+void Socket::set_input_limit(size_t bytes, bool exact) {
+  input_limit_ = bytes;
+  bool was_exact = std::exchange(exact_input_limit_, exact);
+  if (exact && !was_exact && receiving_ && !closed_) loop_->io()->InputLimitBecameExact(this);
+}
+
 void Socket::ReadAwaiter::await_suspend(std::coroutine_handle<> h) {
   socket->reader_ = h;
   // Receiving may have paused at the input limit; a waiting reader resumes it.

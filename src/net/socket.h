@@ -74,7 +74,13 @@ class Socket : public std::enable_shared_from_this<Socket> {
   Buffer& input() { return input_; }
   // Receiving pauses while input() holds this many bytes and nobody awaits
   // ReadMore (a reader waiting for a large frame always gets its bytes).
-  void set_input_limit(size_t bytes) { input_limit_ = bytes; }
+  // `exact`: the limit holds to within one receive buffer (16 KiB) on every
+  // engine. Without it io_uring's multishot receive may deliver what the
+  // kernel already had queued before the pause takes effect (up to the
+  // socket's receive buffer, megabytes on loopback); with it the socket is
+  // received one buffer at a time — a submission per 16 KiB — which suits
+  // sockets whose input is a bounded read-ahead (a proxy's upstream).
+  void set_input_limit(size_t bytes, bool exact = false);
   // With half-close on, the peer's end of sending (a FIN) ends the input
   // but not the socket: ReadMore returns UNAVAILABLE ("connection closed by
   // peer") once the bytes before it are consumed, and what is written still
@@ -177,6 +183,7 @@ class Socket : public std::enable_shared_from_this<Socket> {
   absl::Status error_;
   Buffer input_;
   size_t input_limit_ = 4 << 20;
+  bool exact_input_limit_ = false;
   bool input_grew_ = false;
   bool half_close_ = false;
   bool input_ended_ = false;
