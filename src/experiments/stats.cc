@@ -189,15 +189,20 @@ TTest WelchTTest(const ArmMoments& a, const ArmMoments& b, double alpha) {
 
 RelativeLift RelativeLiftTest(const ArmMoments& a, const ArmMoments& b, double alpha) {
   RelativeLift out;
-  if (a.mean == 0) return out;
   double variance_of_mean_a = a.variance / a.n;
   double variance_of_mean_b = b.variance / b.n;
+  // The absolute comparison's df is defined even where the lift is not.
   out.df = WelchDegreesOfFreedom(variance_of_mean_a, a.n, variance_of_mean_b, b.n);
+  if (a.mean == 0) return out;
   double mean_a_squared = a.mean * a.mean;
   out.lift = Finite((b.mean - a.mean) / std::fabs(a.mean));
   out.variance = Finite(variance_of_mean_b / mean_a_squared +
                         b.mean * b.mean * variance_of_mean_a / (mean_a_squared * mean_a_squared));
-  if (!out.lift.has_value() || !out.variance.has_value()) return RelativeLift{};
+  if (!out.lift.has_value() || !out.variance.has_value()) {
+    RelativeLift undefined;
+    undefined.df = out.df;
+    return undefined;
+  }
   out.se = std::sqrt(*out.variance);
   TTest test = TwoSidedTTest(*out.lift, *out.se, out.df, alpha);
   out.p_value = test.p_value;

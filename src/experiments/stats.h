@@ -96,8 +96,8 @@ TTest WelchTTest(const ArmMoments& a, const ArmMoments& b, double alpha);
 
 // Relative lift (b − a)/|a| with the delta method's variance
 // s_b²/(n_b·ā²) + b̄²·s_a²/(n_a·ā⁴), a t-based test with the absolute
-// comparison's Welch df, and a normal-based interval. Everything is nullopt
-// when ā = 0; the test parts are nullopt when the variance is 0.
+// comparison's Welch df, and a normal-based interval. Everything but df is
+// nullopt when ā = 0; the test parts are nullopt when the variance is 0.
 struct RelativeLift {
   std::optional<double> lift;
   std::optional<double> variance;

@@ -65,8 +65,8 @@ TEST(ArmFromSums, RejectsWhatCannotBeAnalysed) {
 
 TEST(RelativeLift, ZeroControlMeanIsUndefined) {
   RelativeLift lift = RelativeLiftTest(Arm(100, 0, 1), Arm(100, 0.2, 1), 0.05);
-  EXPECT_FALSE(lift.lift || lift.variance || lift.se || lift.df || lift.p_value || lift.ci ||
-               lift.ci_normal);
+  EXPECT_FALSE(lift.lift || lift.variance || lift.se || lift.p_value || lift.ci || lift.ci_normal);
+  EXPECT_TRUE(lift.df.has_value());
 }
 
 TEST(RelativeLift, NormalIntervalIsNarrowerThanTheT) {

@@ -139,9 +139,9 @@ def ref_relative_lift(req):
     n_a, m_a, v_a = arm_moments(req["a"])
     n_b, m_b, v_b = arm_moments(req["b"])
     keys = ["lift", "variance", "se", "df", "p_value", "ci", "ci_normal"]
-    if m_a == 0:
-        return {k: None for k in keys}
     df = welch_df(v_a / n_a, n_a, v_b / n_b, n_b)
+    if m_a == 0:
+        return dict({k: None for k in keys}, df=fnum(df))
     lift = (m_b - m_a) / abs(m_a)
     variance = v_b / (n_b * m_a**2) + m_b**2 * v_a / (n_a * m_a**4)
     se = math.sqrt(variance)
