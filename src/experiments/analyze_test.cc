@@ -109,6 +109,12 @@ TEST(AnalyzeErrors, NameTheField) {
            "post_pre_sum_of_products":1},
       "b":{"n":5,"post":{"sum":1,"sum_squares":1},"pre":{"sum":1,"sum_squares":1}}})"),
             "missing field: b.post_pre_sum_of_products");
+  EXPECT_EQ(ErrorOf(R"({"op":"cuped",
+      "a":{"n":5,"post":{"sum":1,"sum_squares":1},"pre":{"sum":1,"sum_squares":-1},
+           "post_pre_sum_of_products":1},
+      "b":{"n":5,"post":{"sum":1,"sum_squares":1},"pre":{"sum":1,"sum_squares":1},
+           "post_pre_sum_of_products":1}})"),
+            "a.pre.sum_squares must be >= 0");
   EXPECT_EQ(ErrorOf(R"({"op":"srm","counts":[1.5,2],"weights":[1,1]})"),
             "counts[0] must be an integer >= 0");
   EXPECT_EQ(ErrorOf(R"({"op":"srm","counts":[1,2],"weights":[1]})"),

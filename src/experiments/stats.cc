@@ -62,6 +62,14 @@ absl::Status CheckFinite(double x, const std::string& field) {
   return absl::OkStatus();
 }
 
+// A finite sum; a sum of squares must also be >= 0.
+absl::Status CheckSum(double value, std::string_view arm, std::string_view field) {
+  std::string name = FieldName(arm, field);
+  RETURN_IF_ERROR(CheckFinite(value, name));
+  if (field.ends_with("sum_squares") && value < 0) return InvalidField(name, "must be >= 0");
+  return absl::OkStatus();
+}
+
 std::optional<Interval> Around(double center, std::optional<double> halfwidth) {
   if (!halfwidth.has_value()) return std::nullopt;
   Interval ci{center - *halfwidth, center + *halfwidth};
@@ -225,9 +233,7 @@ absl::StatusOr<RatioMetric> RatioMetricTest(const RatioArmSums& a, const RatioAr
         {arm->denominator_sum, "denominator.sum"},
         {arm->denominator_sum_squares, "denominator.sum_squares"},
         {arm->sum_of_products, "sum_of_products"}};
-    for (const auto& [value, field] : fields) {
-      RETURN_IF_ERROR(CheckFinite(value, FieldName(name, field)));
-    }
+    for (const auto& [value, field] : fields) RETURN_IF_ERROR(CheckSum(value, name, field));
   }
   RatioMetric out;
   auto arm_result = [](const RatioArmSums& sums) {
@@ -287,9 +293,7 @@ absl::StatusOr<Cuped> CupedTest(const CupedArmSums& a, const CupedArmSums& b, do
         {arm->pre_sum, "pre.sum"},
         {arm->pre_sum_squares, "pre.sum_squares"},
         {arm->post_pre_sum_of_products, "post_pre_sum_of_products"}};
-    for (const auto& [value, field] : fields) {
-      RETURN_IF_ERROR(CheckFinite(value, FieldName(name, field)));
-    }
+    for (const auto& [value, field] : fields) RETURN_IF_ERROR(CheckSum(value, name, field));
   }
   Cuped out;
   // θ from the sums of both arms together (gbstats compute_theta).
