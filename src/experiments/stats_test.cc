@@ -167,3 +167,56 @@ TEST(Power, MinimumDetectableEffectHasTheAskedPower) {
 
 }  // namespace
 }  // namespace capstan::experiments::stats
+
+namespace capstan::experiments::stats {
+namespace {
+
+// GrowthBook's own expectations (gbstats tests/frequentist/test_tests.py,
+// rounded there to 5 decimals): the same inputs give the same answers here.
+constexpr double kGbstatsRounding = 5e-6;
+
+TEST(GbstatsParity, TwoSidedTTest) {
+  ArmMoments a = *ArmFromSums(3407, 1396.87, 52377.9767, "a");
+  ArmMoments b = *ArmFromSums(3461, 2422.7, 134698.29, "b");
+  // Relative (gbstats' default difference type).
+  RelativeLift lift = RelativeLiftTest(a, b, 0.05);
+  EXPECT_NEAR(*lift.lift, 0.70732, kGbstatsRounding);
+  EXPECT_NEAR(*lift.se, 0.37879, kGbstatsRounding);
+  EXPECT_NEAR(lift.ci->lower, -0.03526, kGbstatsRounding);
+  EXPECT_NEAR(lift.ci->upper, 1.44989, kGbstatsRounding);
+  EXPECT_NEAR(*lift.p_value, 0.06191, kGbstatsRounding);
+  // Absolute.
+  TTest welch = WelchTTest(a, b, 0.05);
+  EXPECT_NEAR(welch.estimate, 0.29, kGbstatsRounding);
+  EXPECT_NEAR(welch.se, 0.12478, kGbstatsRounding);
+  EXPECT_NEAR(welch.ci->lower, 0.04538, kGbstatsRounding);
+  EXPECT_NEAR(welch.ci->upper, 0.53462, kGbstatsRounding);
+  EXPECT_NEAR(*welch.p_value, 0.02016, kGbstatsRounding);
+}
+
+TEST(GbstatsParity, SequentialTwoSidedTTest) {
+  ArmMoments a = *ArmFromSums(3000, 1396.87, 52377.9767, "a");
+  ArmMoments b = *ArmFromSums(3461, 2422.7, 134698.29, "b");
+  absl::StatusOr<SequentialComparison> test = SequentialWelchTest(a, b, 0.05, 1000);
+  ASSERT_TRUE(test.ok());
+  EXPECT_NEAR(*test->relative.lift, 0.50336, kGbstatsRounding);
+  EXPECT_NEAR(*test->relative.se, 0.33341, kGbstatsRounding);
+  EXPECT_NEAR(test->relative.ci->lower, -0.55844, kGbstatsRounding);
+  EXPECT_NEAR(test->relative.ci->upper, 1.56516, kGbstatsRounding);
+  EXPECT_EQ(*test->relative.p_value, 1);
+
+  // Proportions: gbstats' variance is p(1 - p); default N* = 5000.
+  double p_a = 1396.0 / 3000, p_b = 2422.0 / 3461;
+  absl::StatusOr<SequentialComparison> proportions =
+      SequentialWelchTest(Arm(3000, p_a, p_a * (1 - p_a)), Arm(3461, p_b, p_b * (1 - p_b)), 0.05,
+                          kDefaultSequentialTuning);
+  ASSERT_TRUE(proportions.ok());
+  EXPECT_NEAR(*proportions->relative.lift, 0.50386, kGbstatsRounding);
+  EXPECT_NEAR(*proportions->relative.se, 0.03386, kGbstatsRounding);
+  EXPECT_NEAR(proportions->relative.ci->lower, 0.40098, kGbstatsRounding);
+  EXPECT_NEAR(proportions->relative.ci->upper, 0.60675, kGbstatsRounding);
+  EXPECT_NEAR(*proportions->relative.p_value, 0, kGbstatsRounding);
+}
+
+}  // namespace
+}  // namespace capstan::experiments::stats
