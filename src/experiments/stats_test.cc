@@ -194,6 +194,13 @@ TEST(GbstatsParity, TwoSidedTTest) {
   EXPECT_NEAR(*welch.p_value, 0.02016, kGbstatsRounding);
 }
 
+// gbstats tests/test_gbstats.py test_srm, rounded there to 9 decimals.
+TEST(GbstatsParity, CheckSrm) {
+  absl::StatusOr<Srm> srm = SrmTest(std::vector<double>{1000, 1200}, std::vector<double>{0.5, 0.5});
+  ASSERT_TRUE(srm.ok());
+  EXPECT_NEAR(*srm->p_value, 0.000020079, 5e-10);
+}
+
 TEST(GbstatsParity, SequentialTwoSidedTTest) {
   ArmMoments a = *ArmFromSums(3000, 1396.87, 52377.9767, "a");
   ArmMoments b = *ArmFromSums(3461, 2422.7, 134698.29, "b");
