@@ -55,7 +55,17 @@ ClusterLoop::ClusterLoop(net::EventLoop* loop, const ClusterConfig* config,
               .value();
 }
 
-ClusterLoop::~ClusterLoop() { pool_->Update({}); }
+ClusterLoop::~ClusterLoop() {
+  // Requests still waiting for a slot give up (they hold nothing of ours
+  // once resumed).
+  for (PendingRequest* waiting : pending_) {
+    waiting->give_up->Cancel();
+    waiting->timed_out = true;
+    loop_->Schedule(waiting->handle);
+  }
+  pending_.clear();
+  pool_->Update({});
+}
 
 void ClusterLoop::Update(std::vector<mesh::Endpoint> endpoints) {
   pool_->Update(std::move(endpoints));
@@ -141,29 +151,47 @@ net::Task<absl::StatusOr<std::shared_ptr<net::Http2Session>>> ClusterLoop::Acqui
 net::Task<absl::StatusOr<UpstreamConnection>> ClusterLoop::Acquire(
     std::shared_ptr<PooledEndpoint> endpoint) {
   std::vector<UpstreamConnection>& idle = endpoint->connection->idle;
-  auto now = loop_->now();
-  while (!idle.empty()) {
-    UpstreamConnection conn = std::move(idle.back());
-    idle.pop_back();
-    bool expired =
-        config_->idle_timeout.count() > 0 && now - conn.idle_since > config_->idle_timeout;
-    // Closed by the upstream while idle, or holding bytes nobody asked for:
-    // not reusable.
-    if (conn.socket->closed() || !conn.socket->input().empty() || expired) {
-      conn.socket->Close();
-      --*open_connections_;
-      continue;
+  while (true) {
+    auto now = loop_->now();
+    while (!idle.empty()) {
+      UpstreamConnection conn = std::move(idle.back());
+      idle.pop_back();
+      bool expired =
+          config_->idle_timeout.count() > 0 && now - conn.idle_since > config_->idle_timeout;
+      // Closed by the upstream while idle, or holding bytes nobody asked
+      // for: not reusable.
+      if (conn.socket->closed() || !conn.socket->input().empty() || expired) {
+        conn.socket->Close();
+        --*open_connections_;
+        continue;
+      }
+      conn.endpoint = std::move(endpoint);
+      co_return conn;
     }
-    conn.endpoint = std::move(endpoint);
-    co_return conn;
-  }
-  if (*open_connections_ >= static_cast<int>(config_->limits.max_connections)) {
-    co_return absl::ResourceExhaustedError("max_connections");
+    if (*open_connections_ < static_cast<int>(config_->limits.max_connections)) break;
+    if (CloseAnIdleConnection()) continue;
+    if (pending_.size() >= config_->limits.max_pending_requests) {
+      co_return absl::ResourceExhaustedError("max_pending_requests");
+    }
+    PendingRequest waiting;
+    net::Timer give_up([this, &waiting] {
+      auto it = std::find(pending_.begin(), pending_.end(), &waiting);
+      if (it == pending_.end()) return;  // already woken
+      pending_.erase(it);
+      waiting.timed_out = true;
+      loop_->Schedule(waiting.handle);
+    });
+    give_up.ArmAfter(loop_, config_->connect_timeout);
+    waiting.give_up = &give_up;
+    co_await PendingAwaiter{this, &waiting};
+    give_up.Cancel();
+    if (waiting.timed_out) co_return absl::ResourceExhaustedError("max_connections");
   }
   ++*open_connections_;
   auto socket = co_await Connect(endpoint->endpoint);
   if (!socket.ok()) {
     --*open_connections_;
+    WakeAPendingRequest();
     co_return socket.status();
   }
   UpstreamConnection conn;
@@ -186,6 +214,7 @@ void ClusterLoop::Release(UpstreamConnection conn, bool reusable) {
       idle.size() >= config_->max_idle_connections) {
     conn.socket->Close();
     --*open_connections_;
+    WakeAPendingRequest();
     return;
   }
   conn.idle_since = now;
@@ -195,6 +224,27 @@ void ClusterLoop::Release(UpstreamConnection conn, bool reusable) {
   // endpoint that left the set (and its sockets) alive forever.
   conn.endpoint.reset();
   idle.push_back(std::move(conn));
+  WakeAPendingRequest();
+}
+
+bool ClusterLoop::CloseAnIdleConnection() {
+  for (const auto& [id, member] : pool_->members()) {
+    std::vector<UpstreamConnection>& idle = member->connection->idle;
+    if (idle.empty()) continue;
+    // The oldest: the one most likely to be closed by the upstream anyway.
+    idle.front().socket->Close();
+    idle.erase(idle.begin());
+    --*open_connections_;
+    return true;
+  }
+  return false;
+}
+
+void ClusterLoop::WakeAPendingRequest() {
+  if (pending_.empty()) return;
+  PendingRequest* next = pending_.front();
+  pending_.pop_front();
+  loop_->Schedule(next->handle);
 }
 
 size_t ClusterLoop::idle_connections() const {

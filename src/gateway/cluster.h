@@ -21,6 +21,8 @@
 #pragma once
 
 #include <chrono>
+#include <coroutine>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -87,7 +89,12 @@ class ClusterLoop {
   std::shared_ptr<PooledEndpoint> Pick(uint64_t hash,
                                        const std::vector<std::shared_ptr<PooledEndpoint>>& tried);
   // An idle connection to `endpoint` that is still open, else a new one
-  // (within connect_timeout). Counts against limits.max_connections.
+  // (within connect_timeout). Counts against limits.max_connections: at the
+  // limit an idle connection to another endpoint is closed to make room;
+  // when every connection is busy the request waits (limits.
+  // max_pending_requests of them at most, each up to connect_timeout) for
+  // one to be released. RESOURCE_EXHAUSTED with the limit's name
+  // ("max_pending_requests", or "max_connections" after the wait) else.
   net::Task<absl::StatusOr<UpstreamConnection>> Acquire(std::shared_ptr<PooledEndpoint> endpoint);
   // Gives a connection back after a request: kept idle when `reusable` and
   // within the pool's bounds, else closed.
@@ -116,6 +123,28 @@ class ClusterLoop {
  private:
   // A connection to `e` (TLS started when the cluster wants it).
   net::Task<absl::StatusOr<std::shared_ptr<net::Socket>>> Connect(const mesh::Endpoint& e);
+  // Closes one idle connection (any endpoint's); false if there is none.
+  bool CloseAnIdleConnection();
+  // A connection was released or closed: the oldest waiting request looks
+  // again.
+  void WakeAPendingRequest();
+
+  // A request waiting for a connection slot (limits.max_pending_requests).
+  struct PendingRequest {
+    std::coroutine_handle<> handle;
+    net::Timer* give_up = nullptr;
+    bool timed_out = false;
+  };
+  struct PendingAwaiter {
+    ClusterLoop* cluster;
+    PendingRequest* request;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) {
+      request->handle = h;
+      cluster->pending_.push_back(request);
+    }
+    void await_resume() const noexcept {}
+  };
 
   net::EventLoop* loop_;
   const ClusterConfig* config_;
@@ -123,6 +152,7 @@ class ClusterLoop {
   std::shared_ptr<int> open_connections_ = std::make_shared<int>(0);
   std::unique_ptr<EndpointPool> pool_;
   absl::flat_hash_set<std::string> unhealthy_;
+  std::deque<PendingRequest*> pending_;
 };
 
 class Cluster : public std::enable_shared_from_this<Cluster> {

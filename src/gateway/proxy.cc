@@ -510,8 +510,10 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
     if (!conn.ok()) {
       if (conn.status().code() == absl::StatusCode::kResourceExhausted) {
         pool.EndAttempt(*endpoint, mesh::AttemptVerdict::kAbandoned, started);
-        co_return co_await Local(x, 503, "cluster overloaded\n", "x-capstan-overflow",
-                                 "max_connections");
+        // The limit's name: max_pending_requests, or max_connections when
+        // the wait for a busy pool's connection ran out.
+        std::string limit(conn.status().message());
+        co_return co_await Local(x, 503, "cluster overloaded\n", "x-capstan-overflow", limit);
       }
       pool.EndAttempt(*endpoint, mesh::AttemptVerdict::kEndpointFailure, started);
       ctx.counters->connect_failures.fetch_add(1, std::memory_order_relaxed);

@@ -107,14 +107,6 @@ std::string ServerOf(int gateway_port) {
   return answer.substr(0, answer.find('\r'));
 }
 
-size_t CountOf(const std::string& haystack, const std::string& needle) {
-  size_t n = 0;
-  for (size_t at = haystack.find(needle); at != std::string::npos;
-       at = haystack.find(needle, at + needle.size()))
-    ++n;
-  return n;
-}
-
 // ---------------------------------------------------------------------------
 // 1. Ambiguous framing.
 

@@ -86,14 +86,31 @@ class Origin {
   int port_ = 0;
 };
 
+// How many times `needle` occurs in `haystack` (without overlaps).
+inline size_t CountOf(const std::string& haystack, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = haystack.find(needle); at != std::string::npos;
+       at = haystack.find(needle, at + needle.size()))
+    ++n;
+  return n;
+}
+
 // A capstan gateway with the given flags (e.g. --upstream, or --config).
 class GatewayProcess {
  public:
   GatewayProcess(const TempDir& dir, std::vector<std::string> flags) {
     port_ = PickFreePort();
-    std::vector<std::string> argv = {CapstanBinary(), "gateway", "--threads", "2"};
+    std::vector<std::string> argv = {CapstanBinary(), "gateway"};
     bool has_config = false;
-    for (const auto& f : flags) has_config |= f == "--config";
+    bool has_threads = false;
+    for (const auto& f : flags) {
+      has_config |= f == "--config";
+      has_threads |= f == "--threads";
+    }
+    if (!has_threads) {
+      argv.push_back("--threads");
+      argv.push_back("2");
+    }
     if (!has_config) {
       argv.push_back("--listen");
       argv.push_back("127.0.0.1:" + std::to_string(port_));

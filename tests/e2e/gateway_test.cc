@@ -5,11 +5,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <regex>
 #include <string>
 #include <thread>
 
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "gateway_harness.h"
 #include "gtest/gtest.h"
 #include "harness.h"
@@ -157,6 +160,44 @@ TEST(GatewayE2E, UpstreamFailuresGiveTheRightStatus) {
   EXPECT_EQ(status("/echo"), "200");
   origin.Kill();
   EXPECT_EQ(status("/echo"), "502");
+}
+
+// A cluster's connection limits: at max_connections a request waits for a
+// busy connection (max_pending_requests of them at most), and the one past
+// that is answered 503 at once with the limit's name.
+TEST(GatewayE2E, ClusterOverflowWaitsThenAnswers503NamingTheLimit) {
+  TempDir dir("gw_overflow");
+  Origin origin(dir, "a");
+  int port = PickFreePort();
+  std::string config = dir.path() + "/gateway.yaml";
+  std::ofstream(config) << "listeners: [{address: 127.0.0.1:" << port << "}]\n"
+                        << "clusters:\n"
+                        << "  - name: tight\n"
+                        << "    endpoints: [127.0.0.1:" << origin.port() << "]\n"
+                        << "    connect_timeout: 5s\n"
+                        << "    limits: {max_connections: 1, max_pending_requests: 1}\n"
+                        << "virtual_hosts:\n"
+                        << "  - {name: all, routes: [{match: {prefix: /}, cluster: tight}]}\n";
+  // One loop: the limits are per loop.
+  GatewayProcess gw(dir, {"--config", config, "--threads", "1"});
+  // Three at once, each held 300 ms by the origin: the first has the one
+  // connection, the second waits for it (pending, up to connect_timeout:
+  // here 5 s), the third overflows.
+  CommandResult r =
+      Curl({"--parallel", "--parallel-immediate", "--parallel-max", "3", "-o", "/dev/null", "-o",
+            "/dev/null", "-o", "/dev/null", "-w", "%{http_code} %header{x-capstan-overflow}\n",
+            gw.url("/slow?ms=300"), gw.url("/slow?ms=300"), gw.url("/slow?ms=300")});
+  std::vector<std::string> lines;
+  for (absl::string_view line : absl::StrSplit(r.out, '\n', absl::SkipEmpty())) {
+    lines.emplace_back(absl::StripTrailingAsciiWhitespace(line));
+  }
+  std::sort(lines.begin(), lines.end());
+  ASSERT_EQ(lines.size(), 3u) << r.out << r.err;
+  EXPECT_EQ(lines[0], "200") << r.out;
+  EXPECT_EQ(lines[1], "200") << r.out;
+  EXPECT_EQ(lines[2], "503 max_pending_requests") << r.out;
+  // The origin saw two requests on one connection.
+  EXPECT_EQ(CountOf(origin.Requests(), "/slow"), 2u);
 }
 
 TEST(GatewayE2E, BadConfigurationIsRefusedWithItsLine) {
