@@ -296,6 +296,7 @@ ExperimentDoc ParseExperiment(ObjectReader& r, std::string_view id) {
     std::set<std::string> ids;
     int weighted = 0;
     double total = 0;
+    bool bad_weight = false;
     for (size_t i = 0; i < variants->size(); ++i) {
       ObjectReader v((*variants)[i], IndexPath("variants", i), r.errors());
       VariantDoc variant;
@@ -303,10 +304,12 @@ ExperimentDoc ParseExperiment(ObjectReader& r, std::string_view id) {
       if (!variant.id.empty() && !ids.insert(variant.id).second) {
         r.errors()->Add(v.Path("id"), "duplicate variant id");
       }
-      if (v.Get("weight") != nullptr) {
+      if (const Json* weight = v.Get("weight")) {
         ++weighted;
         variant.weight = v.Fraction("weight", 0);
         total += variant.weight;
+        // An invalid weight is reported once, not again as a wrong sum.
+        if (!weight->is_number() || variant.weight != weight->get<double>()) bad_weight = true;
       }
       if (const Json* parameters = v.Object("parameters")) variant.parameters = *parameters;
       v.String("description");
@@ -316,7 +319,7 @@ ExperimentDoc ParseExperiment(ObjectReader& r, std::string_view id) {
       for (VariantDoc& variant : doc.variants) variant.weight = 1.0 / doc.variants.size();
     } else if (weighted != static_cast<int>(doc.variants.size())) {
       r.errors()->Add("variants", "either every variant has a weight or none does");
-    } else if (std::abs(total - 1) > 1e-6) {
+    } else if (!bad_weight && std::abs(total - 1) > 1e-6) {
       r.errors()->Add("variants", absl::StrCat("weights must sum to 1 (they sum to ", total, ")"));
     }
   }
