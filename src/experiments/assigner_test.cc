@@ -235,6 +235,51 @@ TEST(AssignmentTest, AllowListWins) {
   EXPECT_EQ(*result.parameter("color"), "blue");
 }
 
+TEST(AssignmentTest, OnlyRunningAndLaunchedExperimentsTakeTraffic) {
+  auto in_state = [](const std::string& state) {
+    std::string launched = state == "launched" ? R"("launched_variant":"b",)" : "";
+    return Build(
+        {kDomain,
+         {"layers/l", R"({"id":"l","domain":"main"})"},
+         {"experiments/e", R"({"id":"e","layer":"l","state":")" + state + R"(",)" + launched +
+                               R"("variants":[{"id":"a"},{"id":"b"}],
+                                        "forced_variants":{"qa":"a"}})"}});
+  };
+  Json qa = {{"id", "qa"}};
+  for (const std::string state : {"draft", "running", "stopped", "launched"}) {
+    auto snapshot = in_state(state);
+    ASSERT_NE(snapshot, nullptr) << state;
+    EvaluationResult result;
+    int assigned = 0, launched = 0;
+    for (int i = 0; i < 1000; ++i) {
+      Json user = User(i);
+      snapshot->Evaluate(user, &result);
+      if (const Assignment* a = result.assignment("e")) {
+        ++assigned;
+        launched += a->launched && a->variant_id() == "b";
+      }
+    }
+    snapshot->Evaluate(qa, &result);
+    const Assignment* forced = result.assignment("e");
+    if (state == "draft") {
+      EXPECT_EQ(assigned, 0);
+      ASSERT_NE(forced, nullptr);  // the allow-list works before launch, for QA
+      EXPECT_TRUE(forced->forced);
+    } else if (state == "running") {
+      EXPECT_EQ(assigned, 1000);
+      ASSERT_NE(forced, nullptr);
+      EXPECT_EQ(forced->variant_id(), "a");
+    } else if (state == "stopped") {
+      EXPECT_EQ(assigned, 0);
+      EXPECT_EQ(forced, nullptr);
+    } else {
+      EXPECT_EQ(launched, 1000);  // everyone gets the launched variant
+      ASSERT_NE(forced, nullptr);
+      EXPECT_FALSE(forced->forced);
+    }
+  }
+}
+
 TEST(AssignmentTest, ConditionsWithSavedGroupsAndFallbackUnits) {
   Documents documents = {
       kDomain,

@@ -162,6 +162,11 @@ struct FlagValue {
 // snapshot, which must outlive the result's use (the Assigner keeps it alive).
 class EvaluationResult {
  public:
+  EvaluationResult() = default;
+  // Not copyable or movable: assignments hold views into unit_text_.
+  EvaluationResult(const EvaluationResult&) = delete;
+  EvaluationResult& operator=(const EvaluationResult&) = delete;
+
   const std::vector<Assignment>& assignments() const { return assignments_; }
   // The assignment in `experiment_id`, or nullptr.
   const Assignment* assignment(std::string_view experiment_id) const;
