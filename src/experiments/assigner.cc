@@ -24,22 +24,28 @@ Assigner::Assigner(std::shared_ptr<const ConfigSnapshot> snapshot)
       snapshot_(std::move(snapshot)) {}
 
 void Assigner::SetSnapshot(std::shared_ptr<const ConfigSnapshot> snapshot) {
-  MutexLock lock(&set_mu_);
-  snapshot_.store(std::move(snapshot), std::memory_order_release);
-  // After the store: a reader that sees the new generation loads at least
-  // this snapshot; one that saw the old generation reloads next time.
-  generation_.fetch_add(1, std::memory_order_acq_rel);
+  {
+    MutexLock lock(&mu_);
+    snapshot_.swap(snapshot);
+    generation_.fetch_add(1, std::memory_order_release);
+  }
+  // `snapshot` now holds the old one, released here, outside the lock.
 }
 
 std::shared_ptr<const ConfigSnapshot> Assigner::snapshot() const {
-  return snapshot_.load(std::memory_order_acquire);
+  ReaderMutexLock lock(&mu_);
+  return snapshot_;
 }
 
 void Assigner::Evaluate(const Json& attributes, EvaluationResult* result) const {
-  uint64_t generation = generation_.load(std::memory_order_acquire);
-  if (result->assigner_id_ != id_ || result->generation_ != generation) {
-    result->owner_ = snapshot_.load(std::memory_order_acquire);
-    result->generation_ = generation;
+  if (result->assigner_id_ != id_ ||
+      result->generation_ != generation_.load(std::memory_order_acquire)) {
+    std::shared_ptr<const ConfigSnapshot> previous;  // released after the lock
+    ReaderMutexLock lock(&mu_);
+    // The pair is read under the lock, so it matches: a swap after this
+    // changes the generation and the next call reloads.
+    previous = std::exchange(result->owner_, snapshot_);
+    result->generation_ = generation_.load(std::memory_order_relaxed);
     result->assigner_id_ = id_;
   }
   result->owner_->Evaluate(attributes, result);

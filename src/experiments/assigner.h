@@ -5,14 +5,16 @@
 // go through an ExposureLogger that logs each (unit, experiment, variant) once
 // within a bounded memory.
 //
-// Snapshot swap: SetSnapshot stores the new snapshot, then bumps a generation
-// counter. Evaluate compares the counter with the one the caller's
-// EvaluationResult last saw and only on a change loads the shared_ptr (which
-// libstdc++ guards with a lock) into the result; otherwise it uses the
+// Snapshot swap: SetSnapshot replaces the snapshot and bumps a generation
+// counter, both under a lock. Evaluate compares the counter with the one the
+// caller's EvaluationResult last saw and only on a change copies the
+// shared_ptr into the result (under the lock, shared); otherwise it uses the
 // snapshot the result already holds, so the steady state costs one atomic
-// load and touches no reference count. An evaluation in flight finishes on
-// the snapshot it started with; the old snapshot is freed when the last
-// result holding it moves on (or is destroyed).
+// load and touches neither the lock nor a reference count. (Not
+// std::atomic<shared_ptr>: libstdc++ 12's load releases its internal lock
+// with a relaxed store, which ThreadSanitizer rightly reports as a race.) An evaluation in flight
+// finishes on the snapshot it started with; the old snapshot is freed when the last result holding
+// it moves on (or is destroyed).
 //
 // Thread-safety: every method may be called from any thread at once; each
 // EvaluationResult belongs to one thread at a time.
@@ -57,8 +59,9 @@ class Assigner {
 
  private:
   const uint64_t id_;  // tells results of different assigners apart
-  Mutex set_mu_;       // one SetSnapshot at a time, so generations follow stores
-  std::atomic<std::shared_ptr<const ConfigSnapshot>> snapshot_;
+  mutable Mutex mu_;
+  std::shared_ptr<const ConfigSnapshot> snapshot_ ABSL_GUARDED_BY(mu_);
+  // Bumped under mu_ (exclusive) with every swap; read without it.
   std::atomic<uint64_t> generation_{1};
 };
 

@@ -278,6 +278,11 @@ TEST(SnapshotBuildTest, CrossReferencesAreChecked) {
                                   "forced_variants":{"u1":"a"}})"}}),
               HasSubstr("experiments/e2: forced_variants.u1: the unit is already forced"));
   EXPECT_THAT(SnapshotError({kDomain, kDomain}), HasSubstr("domains/main: defined twice"));
+  EXPECT_THAT(SnapshotError({kDomain,
+                             kLayer,
+                             {"/capstan/experiments/layers/twin",
+                              R"({"id":"twin","domain":"main","salt":"checkout"})"}}),
+              HasSubstr("layers/twin: salt: same as layer \"checkout\"'s"));
 }
 
 TEST(SnapshotBuildTest, ParseErrorsOfAllDocumentsAreReportedTogether) {

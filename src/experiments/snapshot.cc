@@ -98,6 +98,7 @@ class ConfigSnapshot::Builder {
   std::vector<std::string> errors_;
   StringMap<uint32_t> domain_index_;
   StringMap<uint32_t> layer_index_;
+  StringMap<std::string> layer_by_salt_;
   // Parameter -> owning layers, for the ownership rules.
   std::map<std::string, std::vector<uint32_t>> parameter_owners_;
   std::vector<const LayerDoc*> layer_docs_;
@@ -185,6 +186,14 @@ void ConfigSnapshot::Builder::BuildLayers() {
     }
     for (auto it = doc->parameters.begin(); it != doc->parameters.end(); ++it) {
       parameter_owners_[it.key()].push_back(index);
+    }
+    // Two layers hashing with one salt would bucket every unit identically:
+    // correlated, not orthogonal.
+    auto [same_salt, inserted] = layer_by_salt_.emplace(layer.salt, layer.id);
+    if (!inserted) {
+      Error(DocumentKind::kLayer, doc->id, "salt",
+            absl::StrCat("same as layer \"", same_salt->second,
+                         "\"'s (layers sharing a salt are not orthogonal)"));
     }
     layer_index_[layer.id] = index;
     s_->layers_.push_back(std::move(layer));
