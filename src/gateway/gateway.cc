@@ -317,7 +317,12 @@ net::Task<void> Gateway::ServeConnection(LoopState* state, size_t listener_index
     } else if (http2) {
       co_await ServeHttp2(context, socket);
     } else {
-      co_await ServeHttp1(context, socket);
+      std::optional<H2cUpgrade> upgrade;
+      co_await ServeHttp1(context, socket, &upgrade);
+      // Switched by an h2c upgrade: the same connection goes on as HTTP/2.
+      if (upgrade.has_value() && !socket->closed()) {
+        co_await ServeHttp2(context, socket, &*upgrade);
+      }
     }
   }
   socket->Close();

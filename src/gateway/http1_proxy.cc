@@ -1,6 +1,12 @@
 #include "gateway/http1_proxy.h"
 
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "base/logging.h"
 #include "net/http1.h"
 
@@ -184,9 +190,56 @@ class Http1Exchange : public DownstreamExchange {
   bool chunked_ = false;
 };
 
+// Whether `head` asks to continue as HTTP/2 in clear text and may (RFC 7540
+// §3.2: Upgrade names h2c, one HTTP2-Settings field; we switch only
+// requests without a body — the body would have to be read first — and
+// only on listeners that speak h2c). Fills `*out` for the switch.
+bool TakeH2cUpgrade(const http1::RequestHead& head, bool listener_speaks_h2c,
+                    std::optional<H2cUpgrade>* out) {
+  if (!listener_speaks_h2c || !head.upgrade || head.framing != http1::Framing::kNone ||
+      head.version != http1::Version::kHttp11) {
+    return false;
+  }
+  bool h2c = false;
+  for (const auto& f : head.fields) {
+    if (!absl::EqualsIgnoreCase(absl::string_view(f.name.data(), f.name.size()), "upgrade")) {
+      continue;
+    }
+    for (absl::string_view token :
+         absl::StrSplit(absl::string_view(f.value.data(), f.value.size()), ',')) {
+      h2c |= absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(token), "h2c");
+    }
+  }
+  if (!h2c || head.fields.Count("http2-settings") != 1) return false;
+  H2cUpgrade up;
+  up.settings = std::string(*head.fields.Get("http2-settings"));
+  up.head_request = head.method == "HEAD";
+  std::string_view path;
+  std::string_view query;
+  http1::SplitTarget(head, &path, &query);
+  std::string target(path.empty() ? "/" : path);
+  if (!query.empty()) absl::StrAppend(&target, "?", std::string(query));
+  up.fields.emplace_back(":method", std::string(head.method));
+  up.fields.emplace_back(":path", std::move(target));
+  up.fields.emplace_back(":authority", std::string(head.authority));
+  for (const auto& f : head.fields) {
+    std::string name = absl::AsciiStrToLower(absl::string_view(f.name.data(), f.name.size()));
+    // This hop's fields, and Host (now :authority).
+    if (name == "connection" || name == "upgrade" || name == "http2-settings" ||
+        name == "keep-alive" || name == "proxy-connection" || name == "te" ||
+        name == "transfer-encoding" || name == "host") {
+      continue;
+    }
+    up.fields.emplace_back(std::move(name), std::string(f.value));
+  }
+  *out = std::move(up);
+  return true;
+}
+
 }  // namespace
 
-net::Task<void> ServeHttp1(DownstreamContext& ctx, std::shared_ptr<net::Socket> socket) {
+net::Task<void> ServeHttp1(DownstreamContext& ctx, std::shared_ptr<net::Socket> socket,
+                           std::optional<H2cUpgrade>* upgrade) {
   net::Socket* down = socket.get();
   const GatewayConfig& first = (*ctx.snapshot)->config;
   const HttpLimits& limits = first.listeners[ctx.listener_index].limits;
@@ -196,6 +249,9 @@ net::Task<void> ServeHttp1(DownstreamContext& ctx, std::shared_ptr<net::Socket> 
   codec_limits.max_header_fields = limits.max_header_count;
   codec_limits.max_body_bytes = limits.max_body_bytes;
   http1::RequestParser parser(codec_limits);
+  bool speaks_h2c = std::find(first.listeners[ctx.listener_index].protocols.begin(),
+                              first.listeners[ctx.listener_index].protocols.end(),
+                              "h2c") != first.listeners[ctx.listener_index].protocols.end();
   // Idle keep-alive connections and slow request heads (slowloris) are
   // closed; a head must be complete within request_header_timeout of its
   // first byte.
@@ -229,6 +285,13 @@ net::Task<void> ServeHttp1(DownstreamContext& ctx, std::shared_ptr<net::Socket> 
     header_timer.Cancel();
     idle_timer.Cancel();
     ctx.control->idle = false;
+    if (!ctx.draining->load(std::memory_order_relaxed) &&
+        TakeH2cUpgrade(parser.head(), speaks_h2c, upgrade)) {
+      ctx.counters->CountStatus(101);
+      down->Write(std::string_view(
+          "HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"));
+      break;
+    }
     Http1Exchange exchange(ctx, down, &parser);
     bool keep = co_await HandleRequest(ctx, exchange);
     // The head's fields hold a slice of the block the request arrived in

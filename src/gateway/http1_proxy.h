@@ -14,6 +14,10 @@
 #pragma once
 
 #include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "gateway/proxy.h"
 #include "net/socket.h"
@@ -21,8 +25,21 @@
 
 namespace capstan::gateway {
 
+// An HTTP/1.1 request that asked to continue as HTTP/2 (`Upgrade: h2c`,
+// RFC 7540 §3.2) and was answered 101: the HTTP/2 connection's stream 1.
+struct H2cUpgrade {
+  std::string settings;  // the HTTP2-Settings field (base64url)
+  bool head_request = false;
+  // :method, :path, :authority, then the request's end-to-end fields
+  // (lowercase names).
+  std::vector<std::pair<std::string, std::string>> fields;
+};
+
 // Serves HTTP/1.1 requests on `socket` until the client or the gateway ends
-// the connection. Does not close the socket.
-net::Task<void> ServeHttp1(DownstreamContext& context, std::shared_ptr<net::Socket> socket);
+// the connection. Does not close the socket. When the listener speaks h2c
+// and a request without a body asks to upgrade, answers 101, fills
+// `*upgrade` and returns: the caller goes on with ServeHttp2.
+net::Task<void> ServeHttp1(DownstreamContext& context, std::shared_ptr<net::Socket> socket,
+                           std::optional<H2cUpgrade>* upgrade);
 
 }  // namespace capstan::gateway

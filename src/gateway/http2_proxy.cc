@@ -290,7 +290,8 @@ class DownstreamSession : public net::Http2Session {
 
 }  // namespace
 
-net::Task<void> ServeHttp2(DownstreamContext& ctx, std::shared_ptr<net::Socket> socket) {
+net::Task<void> ServeHttp2(DownstreamContext& ctx, std::shared_ptr<net::Socket> socket,
+                           const H2cUpgrade* upgrade) {
   const HttpLimits& limits = (*ctx.snapshot)->config.listeners[ctx.listener_index].limits;
   net::Http2Options options;
   options.max_concurrent_streams = limits.max_concurrent_streams;
@@ -322,7 +323,19 @@ net::Task<void> ServeHttp2(DownstreamContext& ctx, std::shared_ptr<net::Socket> 
   ctx.control->drain = [weak] {
     if (auto s = weak.lock()) s->GoAway();
   };
-  if (session->Start()) co_await session->Run();
+  bool started = session->Start();
+  if (started && upgrade != nullptr) {
+    absl::InlinedVector<net::HeaderField, 16> fields;
+    for (const auto& [name, value] : upgrade->fields) fields.push_back({name, value});
+    absl::Status st = session->AcceptUpgrade(upgrade->settings, upgrade->head_request,
+                                             std::span(fields.data(), fields.size()));
+    if (!st.ok()) {
+      CAPSTAN_LOG(debug, "gateway: h2c upgrade failed", "error", std::string(st.message()));
+      session->GoAway(NGHTTP2_PROTOCOL_ERROR);
+      session->Close();
+    }
+  }
+  if (started) co_await session->Run();
   idle_check.Cancel();
   ctx.control->drain = nullptr;
   // Handlers still forwarding see their streams closed; they end soon

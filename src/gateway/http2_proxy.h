@@ -13,6 +13,7 @@
 
 #include <memory>
 
+#include "gateway/http1_proxy.h"
 #include "gateway/proxy.h"
 #include "net/socket.h"
 #include "net/task.h"
@@ -21,6 +22,9 @@ namespace capstan::gateway {
 
 // Serves HTTP/2 on `socket` until the connection ends, then waits for every
 // stream's handler to finish. Does not close the socket.
-net::Task<void> ServeHttp2(DownstreamContext& context, std::shared_ptr<net::Socket> socket);
+// `upgrade`: the connection began as HTTP/1.1 and was switched (h2c
+// upgrade); its request is stream 1.
+net::Task<void> ServeHttp2(DownstreamContext& context, std::shared_ptr<net::Socket> socket,
+                           const H2cUpgrade* upgrade = nullptr);
 
 }  // namespace capstan::gateway

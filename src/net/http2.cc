@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/container/inlined_vector.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 
@@ -149,6 +150,39 @@ bool Http2Session::Start() {
                                         options_.connection_window_bytes);
   Send();
   return true;
+}
+
+absl::Status Http2Session::AcceptUpgrade(std::string_view settings, bool head_request,
+                                         std::span<const HeaderField> fields) {
+  std::string payload;
+  if (!absl::WebSafeBase64Unescape(absl::string_view(settings.data(), settings.size()), &payload)) {
+    return absl::InvalidArgumentError("HTTP2-Settings is not base64url");
+  }
+  int rv = nghttp2_session_upgrade2(session_, reinterpret_cast<const uint8_t*>(payload.data()),
+                                    payload.size(), head_request ? 1 : 0, nullptr);
+  if (rv != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("HTTP2-Settings refused: ", nghttp2_strerror(rv)));
+  }
+  std::shared_ptr<Http2Stream> stream = NewStream(1);
+  if (stream == nullptr) {
+    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, 1, NGHTTP2_REFUSED_STREAM);
+    return absl::OkStatus();
+  }
+  stream->session_ = this;
+  stream->stream_id_ = 1;
+  stream->block_kind_ = Http2Stream::HeadersKind::kRequest;
+  nghttp2_session_set_stream_user_data(session_, 1, stream.get());
+  streams_.emplace(1, stream);
+  for (const HeaderField& f : fields) {
+    if (!stream->OnHeader(Http2Stream::HeadersKind::kRequest, f.name, f.value)) {
+      nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, 1, NGHTTP2_REFUSED_STREAM);
+      return absl::OkStatus();
+    }
+  }
+  stream->OnHeaders(Http2Stream::HeadersKind::kRequest, /*end_stream=*/true);
+  if (!stream->closed_) stream->OnEndStream();
+  return absl::OkStatus();
 }
 
 Task<void> Http2Session::Run() {

@@ -205,6 +205,16 @@ class Http2Session {
   // the socket closes. REQUIRES: Start() returned true.
   Task<void> Run();
 
+  // Server side, after Start() and before Run(): an HTTP/1.1 request that
+  // asked to continue as HTTP/2 and was answered 101 (h2c upgrade, RFC 7540
+  // §3.2) becomes stream 1, already ended by the client. `settings` is its
+  // HTTP2-Settings field (base64url); `fields` are the request's, pseudo-
+  // headers first, given to a NewStream(1) stream as a HEADERS block with
+  // END_STREAM would be. INVALID_ARGUMENT for bad settings (the caller
+  // closes the connection).
+  absl::Status AcceptUpgrade(std::string_view settings, bool head_request,
+                             std::span<const HeaderField> fields);
+
   // Client side: opens a stream with the request `fields` (pseudo-headers
   // first). Unless `end_stream`, the body follows through stream->Write and
   // End. Fails when the peer's stream limit or GOAWAY forbids a new stream.

@@ -616,18 +616,40 @@ TEST(GatewayE2E, RetriesOnGatewayErrorsGoToAnotherEndpoint) {
   for (int i = 0; i < 4; ++i) EXPECT_EQ(code("/per-try"), "200") << i;
 }
 
-TEST(GatewayE2E, AnH2cUpgradeIsNotForwardedUpstream) {
+// h2c upgrade (RFC 7540 §3.2), as curl --http2 asks for it on http://: a
+// request without a body switches the connection to HTTP/2 and is answered
+// as its stream 1; one with a body is answered over HTTP/1.1. Either way
+// the Upgrade is this hop's business and never reaches the origin (it
+// could otherwise answer 101 to a request it did not get).
+TEST(GatewayE2E, H2cUpgradeSwitchesToHttp2AndIsNotForwarded) {
   TempDir dir("gw_h2c_upgrade");
   Origin origin(dir, "a");
   GatewayProcess gw(dir, {"--upstream", origin.url()});
-  // curl asks to switch to HTTP/2 with Upgrade: h2c; that is this hop's
-  // business: the gateway answers over HTTP/1.1 and the origin never sees
-  // the Upgrade (it could otherwise answer 101 to a request it did not get).
-  CommandResult r = Curl({"--http2", "-w", "\n%{http_version}", gw.url("/echo")});
+  CommandResult r = Curl({"--http2", "-w", "\n%{http_version}", gw.url("/echo?via=upgrade")});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(r.out.ends_with("\n1.1")) << r.out;
+  EXPECT_TRUE(r.out.ends_with("\n2")) << r.out;
+  EXPECT_NE(r.out.find("/echo?via=upgrade"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("\"upgrade\""), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("http2-settings"), std::string::npos) << r.out;
+  // Two requests on one connection: the upgraded stream 1, then stream 3
+  // over the same HTTP/2 connection.
+  CommandResult two = Curl({"--http2", "-w", "%{http_version} %{num_connects}\n", "-o", "/dev/null",
+                            gw.url("/echo/1"), "-o", "/dev/null", gw.url("/echo/2")});
+  ASSERT_EQ(two.exit_code, 0) << two.err;
+  EXPECT_EQ(two.out, "2 1\n2 0\n") << two.out;
+  // With a body: answered over HTTP/1.1, the body whole at the origin.
+  CommandResult post =
+      Curl({"--http2", "-d", "hello-body", "-w", "\n%{http_version}", gw.url("/echo")});
+  ASSERT_EQ(post.exit_code, 0) << post.err;
+  EXPECT_TRUE(post.out.ends_with("\n1.1")) << post.out;
+  EXPECT_NE(post.out.find("\"body_length\": 10,"), std::string::npos) << post.out;
+  EXPECT_EQ(post.out.find("http2-settings"), std::string::npos) << post.out;
+  // A bad HTTP2-Settings value closes the connection after the 101.
+  std::string bad = RawExchange(gw.port(),
+                                "GET /echo/bad-settings HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, "
+                                "HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: !!!\r\n\r\n");
+  EXPECT_TRUE(bad.starts_with("HTTP/1.1 101")) << bad;
+  EXPECT_EQ(CountOf(origin.Requests(), "/echo/bad-settings"), 0u);
 }
 
 }  // namespace
