@@ -14,6 +14,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -360,6 +361,46 @@ TEST_F(ExperimentsServiceE2E, AFeatureUpdateReachesEverySubscribedEvaluator) {
       percentile(all_ms, 1.0), percentile(write_ms, 0.5));
   RecordProperty("propagation_p50_ms", std::to_string(percentile(all_ms, 0.5)));
   RecordProperty("propagation_p99_ms", std::to_string(percentile(all_ms, 0.99)));
+}
+
+// The watcher's view follows puts and deletes made with any client; a value
+// that is not a JSON object is skipped, a bare spec (no envelope) is read.
+TEST_F(ExperimentsServiceE2E, TheWatcherFollowsTheStoreAndSkipsBadDocuments) {
+  const std::string prefix = "/capstan/experiments/config/";
+  ASSERT_TRUE(client_->Put(prefix + "features/bare", R"({"defaultValue": true})").ok());
+  ASSERT_TRUE(client_->Put(prefix + "features/garbage", "not json").ok());
+  auto watcher = experiments::ConfigWatcher::Start(client_);
+  ASSERT_TRUE(watcher->WaitUntilListed(10s));
+  std::mutex mu;
+  std::condition_variable cv;
+  std::shared_ptr<const experiments::ConfigSnapshot> last;
+  uint64_t id =
+      watcher->Subscribe([&](const std::shared_ptr<const experiments::ConfigSnapshot>& s) {
+        std::lock_guard lock(mu);
+        last = s;
+        cv.notify_all();
+      });
+  auto wait_until = [&](const std::function<bool(const experiments::ConfigSnapshot&)>& cond) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, 10s, [&] { return last != nullptr && cond(*last); });
+  };
+  ASSERT_TRUE(wait_until(
+      [](const experiments::ConfigSnapshot& s) { return s.Find("features", "bare") != nullptr; }));
+  EXPECT_EQ(watcher->snapshot()->Find("features", "garbage"), nullptr);
+  EXPECT_EQ(watcher->snapshot()->Find("features", "bare")->version, 0);
+
+  ASSERT_EQ(Put("/v1/features/api", R"({"defaultValue": 2})", {"X-Capstan-User: ann"}).status, 201);
+  ASSERT_TRUE(wait_until([](const experiments::ConfigSnapshot& s) {
+    const experiments::ConfigDocument* doc = s.Find("features", "api");
+    return doc != nullptr && doc->updated_by == "ann" && doc->version == 1;
+  }));
+  ASSERT_TRUE(client_->Delete(prefix + "features/bare").ok());
+  ASSERT_TRUE(wait_until([](const experiments::ConfigSnapshot& s) {
+    return s.Find("features", "bare") == nullptr && s.Find("features", "api") != nullptr;
+  }));
+  // History records are kept apart from the watched documents.
+  EXPECT_EQ(watcher->snapshot()->Of("history").size(), 0u);
+  watcher->Unsubscribe(id);
 }
 
 TEST_F(ExperimentsServiceE2E, UnknownClientKeysAre400AsInGrowthBook) {
