@@ -348,9 +348,17 @@ std::shared_ptr<const GrowthBookClient> GrowthBookEndpoints::ClientFor(
   return conn == nullptr ? nullptr : conn->client;
 }
 
-net::HttpResponse GrowthBookEndpoints::Features(const std::string& client_key) const {
+net::HttpResponse GrowthBookEndpoints::Features(const std::string& client_key,
+                                                std::string_view if_none_match) const {
   std::shared_ptr<const Connection> conn = Find(client_key);
   if (conn == nullptr) return InvalidApiKey();
+  if (!if_none_match.empty() &&
+      (if_none_match == "*" || if_none_match.find(conn->etag) != std::string_view::npos)) {
+    net::HttpResponse not_modified;
+    not_modified.status = 304;
+    not_modified.headers.emplace_back("ETag", conn->etag);
+    return not_modified;
+  }
   net::HttpResponse response = net::JsonResponse(200, conn->body);
   response.headers.emplace_back("ETag", conn->etag);
   response.headers.emplace_back("Cache-Control", "no-cache");

@@ -19,7 +19,8 @@
 // Endpoints (GrowthBook's back-end and proxy):
 //   GET  /api/features/{clientKey}  {"status":200,"features","experiments":[],"dateUpdated",
 //                                    "savedGroups"} (encrypted: "encryptedFeatures",
-//                                    "encryptedSavedGroups", "features": {}); an ETag
+//                                    "encryptedSavedGroups", "features": {}); an ETag,
+//                                    and 304 to an If-None-Match that still holds
 //   POST /api/eval/{clientKey}      body {attributes, forcedVariations, forcedFeatures, url};
 //                                    the payload with each feature reduced to its value for
 //                                    this user ({"defaultValue"}, plus a force rule with
@@ -36,6 +37,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "experiments/config_store.h"
@@ -64,7 +66,9 @@ class GrowthBookEndpoints {
   // Builds every connection's payload from `snapshot` and swaps them in.
   void OnSnapshot(const std::shared_ptr<const ConfigSnapshot>& snapshot);
 
-  net::HttpResponse Features(const std::string& client_key) const;
+  // `if_none_match`: the request's If-None-Match; the current ETag gives 304.
+  net::HttpResponse Features(const std::string& client_key,
+                             std::string_view if_none_match = "") const;
   net::HttpResponse RemoteEval(const std::string& client_key, const std::string& body) const;
 
   // The snapshot generation the served payloads come from.

@@ -118,9 +118,13 @@ TEST_F(EndpointsTest, FeaturesPayloadHasGrowthBooksShape) {
   EXPECT_FALSE(body["features"].contains("old"));
   EXPECT_EQ(body["features"]["checkout"]["rules"][0]["key"], "exp-checkout");
   EXPECT_EQ(endpoints_.generation(), 7u);
-  bool has_etag = false;
-  for (const auto& [name, value] : r.headers) has_etag |= name == "ETag" && !value.empty();
-  EXPECT_TRUE(has_etag);
+  std::string etag;
+  for (const auto& [name, value] : r.headers) {
+    if (name == "ETag") etag = value;
+  }
+  ASSERT_FALSE(etag.empty());
+  EXPECT_EQ(endpoints_.Features("sdk-all", etag).status, 304);
+  EXPECT_EQ(endpoints_.Features("sdk-all", "\"other\"").status, 200);
   // Projects and environments filter.
   Json web = Json::parse(endpoints_.Features("sdk-web").body);
   EXPECT_EQ(web["features"].size(), 1u);

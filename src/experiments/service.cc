@@ -152,8 +152,9 @@ ExperimentsService::~ExperimentsService() {
 
 void ExperimentsService::AddRoutes() {
   router_.Add("GET", "/api/features/{clientKey}",
-              [this](const net::HttpRequest&, const net::PathParams& p) {
-                return growthbook_.Features(p.at("clientKey"));
+              [this](const net::HttpRequest& r, const net::PathParams& p) {
+                return growthbook_.Features(p.at("clientKey"),
+                                            r.Header("If-None-Match").value_or(""));
               });
   router_.Add("POST", "/api/eval/{clientKey}",
               [this](const net::HttpRequest& r, const net::PathParams& p) {

@@ -59,17 +59,18 @@ void HttpServer::WriteResponse(Socket* socket, const HttpResponse& response, boo
   head.fields.Add("Content-Type", response.content_type);
   for (const auto& [name, value] : options_.default_headers) head.fields.Add(name, value);
   for (const auto& [name, value] : response.headers) head.fields.Add(name, value);
-  // RFC 9110 §8.6: no Content-Length in a 204 (a CORS preflight's answer).
-  if (response.status != 204) {
-    head.fields.Add("Content-Length", std::to_string(response.body.size()));
-  }
+  // 204 (a CORS preflight's answer) and 304 (Not Modified) have no body,
+  // and no Content-Length (RFC 9110 §8.6: a 304's would have to be the
+  // full answer's).
+  bool bodiless = response.status == 204 || response.status == 304;
+  if (!bodiless) head.fields.Add("Content-Length", std::to_string(response.body.size()));
   if (!keep_alive) {
     head.fields.Add("Connection", "close");
   } else if (http10) {
     head.fields.Add("Connection", "keep-alive");
   }
   http1::WriteResponseHead(head, &socket->output());
-  if (!head_only && response.status != 204) socket->output().Append(response.body);
+  if (!head_only && !bodiless) socket->output().Append(response.body);
   socket->MarkWritten();
 }
 

@@ -350,6 +350,16 @@ TEST_F(ExperimentsServiceE2E, AFeatureUpdateReachesEverySubscribedEvaluator) {
     Json payload = JsonOf(Http(port_, "GET", "/api/features/sdk-watch"));
     return payload.is_object() && payload["features"]["flag"]["defaultValue"] == kUpdates;
   }));
+  // Unchanged since the client's copy: 304, no body.
+  HttpAnswer served = Http(port_, "GET", "/api/features/sdk-watch");
+  size_t etag_at = served.head.find("ETag: ");
+  ASSERT_NE(etag_at, std::string::npos) << served.head;
+  std::string etag =
+      served.head.substr(etag_at + 6, served.head.find("\r\n", etag_at) - etag_at - 6);
+  HttpAnswer not_modified =
+      Http(port_, "GET", "/api/features/sdk-watch", "", {"If-None-Match: " + etag});
+  EXPECT_EQ(not_modified.status, 304) << not_modified.head;
+  EXPECT_TRUE(not_modified.body.empty());
   auto percentile = [](std::vector<double> v, double p) {
     std::sort(v.begin(), v.end());
     return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
