@@ -508,6 +508,9 @@ TEST_F(ExperimentsServiceE2E, TheUnmodifiedGrowthBookSdkEvaluatesFromTheService)
     if (!users[i].contains("forcedVariations")) {
       EXPECT_EQ(got["localTracked"], got["remoteTracked"]);
     }
+    // POST /api/eval's whole answer is what GrowthBook's back-end computes.
+    ASSERT_TRUE(got.contains("remoteEvalDiff"));
+    EXPECT_TRUE(got["remoteEvalDiff"].is_null()) << got["remoteEvalDiff"].dump(2);
     tracked += static_cast<int>(got["remoteTracked"].size());
     in_rollout += got["local"]["rollout"]["value"] == true ? 1 : 0;
   }
