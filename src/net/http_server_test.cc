@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -300,6 +302,45 @@ TEST_F(HttpServiceTest, ExpectContinueGetsA100First) {
   EXPECT_EQ(a[0].status, 100);
   EXPECT_EQ(a[1].status, 200);
   EXPECT_EQ(a[1].body, "POST /v1/a? - hi");
+}
+
+// With worker threads a handler may block (a store round trip): the loop
+// keeps serving other connections meanwhile.
+TEST(HttpServiceWorkersTest, ABlockedHandlerDoesNotStopOtherConnections) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false, released = false;
+  HttpServer server(HttpServerOptions{.worker_threads = 2});
+  server.HandleAll([&](const HttpRequest& r) {
+    if (r.path == "/wait") {
+      std::unique_lock lock(mu);
+      entered = true;
+      cv.notify_all();
+      cv.wait(lock, [&] { return released; });
+      return HttpResponse{.body = "waited"};
+    }
+    {
+      std::lock_guard lock(mu);
+      released = true;
+    }
+    cv.notify_all();
+    return HttpResponse{.body = "released"};
+  });
+  ASSERT_TRUE(server.Start("127.0.0.1", 0).ok());
+  Client waiting(server.port());
+  waiting.Send("GET /wait HTTP/1.1\r\nHost: a\r\n\r\n");
+  {
+    std::unique_lock lock(mu);  // the first handler is blocked before the second request
+    cv.wait(lock, [&] { return entered; });
+  }
+  Client releasing(server.port());
+  releasing.Send("GET /release HTTP/1.1\r\nHost: a\r\n\r\n");
+  std::vector<Answer> a = releasing.Read({"GET"});
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].body, "released");
+  a = waiting.Read({"GET"});
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].body, "waited");
 }
 
 TEST_F(HttpServiceTest, TheConnectionLimitIsConfigurable) {
