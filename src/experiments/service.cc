@@ -114,6 +114,12 @@ absl::StatusOr<std::unique_ptr<ExperimentsService>> ExperimentsService::Start(
     raw->growthbook_.OnSnapshot(snapshot);
   });
 
+  ServiceContext context{.store = svc->repository_.get(),
+                         .watcher = svc->watcher_.get(),
+                         .router = &svc->router_,
+                         .registry = &svc->registry_};
+  for (const ServiceExtension& extension : options.extensions) RETURN_IF_ERROR(extension(context));
+
   svc->server_ = std::make_unique<net::HttpServer>(
       net::HttpServerOptions{.name = "experiments",
                              .max_connections = options.max_connections,

@@ -26,6 +26,7 @@
 // Thread-safety: Start and the destructor from one thread.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -40,6 +41,20 @@
 
 namespace capstan::experiments {
 
+class ConfigWatcher;
+
+// What an extension of the service gets (the layered model, events,
+// statistics): it registers its document kinds, subscribes to the
+// configuration snapshot, adds routes and metrics. Everything stays valid
+// for the service's lifetime; the server is not serving yet.
+struct ServiceContext {
+  ConfigStore* store;
+  ConfigWatcher* watcher;
+  net::HttpRouter* router;
+  metrics::Registry* registry;
+};
+using ServiceExtension = std::function<absl::Status(const ServiceContext&)>;
+
 struct ServiceOptions {
   std::vector<std::string> store_endpoints;  // host:port
   std::string listen_host = "127.0.0.1";
@@ -49,6 +64,8 @@ struct ServiceOptions {
   uint64_t max_body_bytes = 1 << 20;
   size_t max_connections = 1024;
   int worker_threads = 4;
+  // Run in order before the server starts; an error stops Start.
+  std::vector<ServiceExtension> extensions;
 };
 
 class ExperimentsService {

@@ -100,6 +100,14 @@ HttpResponse JsonError(int status, std::string_view code, std::string_view messa
                                            ",\"message\":", JsonQuote(message), "}}"));
 }
 
+bool HttpRouter::MoreSpecific(const Route& a, const Route& b) {
+  for (size_t i = 0; i < a.segments.size() && i < b.segments.size(); ++i) {
+    bool a_literal = !IsParameter(a.segments[i]), b_literal = !IsParameter(b.segments[i]);
+    if (a_literal != b_literal) return a_literal;
+  }
+  return false;
+}
+
 void HttpRouter::Add(std::string_view method, std::string_view pattern, Handler handler) {
   Route route;
   route.method = std::string(method);
@@ -134,18 +142,30 @@ HttpResponse HttpRouter::Dispatch(const HttpRequest& request) const {
   if (method == "HEAD") method = "GET";
   std::vector<std::string> allowed;
   bool bad_encoding = false;
+  const Route* best = nullptr;
+  PathParams best_params;
   for (const Route& route : routes_) {
     PathParams params;
     if (!Match(route, segments, &params, &bad_encoding)) continue;
-    if (route.method == method) {
-      try {
-        return route.handler(request, params);
-      } catch (const std::exception& e) {
-        // A handler's bug answers this request, not the process.
-        return JsonError(500, "internal", e.what());
-      }
+    if (route.method != method) {
+      allowed.push_back(route.method);
+      continue;
     }
-    allowed.push_back(route.method);
+    // The most specific pattern wins: a literal segment beats a parameter at
+    // the first place they differ ("/v1/layers-count" over "/v1/{kind}"),
+    // whatever order they were added in.
+    if (best == nullptr || MoreSpecific(route, *best)) {
+      best = &route;
+      best_params = std::move(params);
+    }
+  }
+  if (best != nullptr) {
+    try {
+      return best->handler(request, best_params);
+    } catch (const std::exception& e) {
+      // A handler's bug answers this request, not the process.
+      return JsonError(500, "internal", e.what());
+    }
   }
   if (bad_encoding) return JsonError(400, "bad_path", "invalid percent-encoding in the path");
   if (allowed.empty()) {

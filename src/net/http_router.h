@@ -50,6 +50,8 @@ class HttpRouter {
   // fills `params` (decoded) or sets *bad_encoding.
   static bool Match(const Route& route, const std::vector<std::string_view>& segments,
                     PathParams* params, bool* bad_encoding);
+  // True when `a` has a literal segment where `b` first has a parameter.
+  static bool MoreSpecific(const Route& a, const Route& b);
   std::vector<Route> routes_;
 };
 

@@ -56,6 +56,19 @@ TEST_F(HttpRouterTest, MatchesMethodAndPatternWithDecodedParameters) {
             "\"put id=x kind=features\"\n");
 }
 
+TEST_F(HttpRouterTest, ALiteralSegmentBeatsAParameterWhateverTheOrder) {
+  router_.Add("GET", "/v1/kinds",
+              [](const HttpRequest&, const PathParams&) { return JsonResponse(200, "\"kinds\""); });
+  router_.Add("GET", "/v1/features/{id}/history", [](const HttpRequest&, const PathParams&) {
+    return JsonResponse(200, "\"feature history\"");
+  });
+  EXPECT_EQ(router_.Dispatch(Request("GET", "/v1/kinds")).body, "\"kinds\"\n");
+  EXPECT_EQ(router_.Dispatch(Request("GET", "/v1/features/x/history")).body,
+            "\"feature history\"\n");
+  EXPECT_EQ(router_.Dispatch(Request("GET", "/v1/layers/x/history")).body,
+            "\"history id=x kind=layers\"\n");
+}
+
 TEST_F(HttpRouterTest, UnknownPathsAre404AndWrongMethods405WithAllow) {
   HttpResponse missing = router_.Dispatch(Request("GET", "/api/features/"));
   EXPECT_EQ(missing.status, 404);  // an empty parameter does not match

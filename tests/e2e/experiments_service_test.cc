@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -23,6 +24,7 @@
 #include "client/client.h"
 #include "experiments/config_store.h"
 #include "experiments/growthbook_service.h"
+#include "experiments/service.h"
 #include "gtest/gtest.h"
 #include "harness.h"
 
@@ -411,6 +413,43 @@ TEST_F(ExperimentsServiceE2E, TheWatcherFollowsTheStoreAndSkipsBadDocuments) {
   // History records are kept apart from the watched documents.
   EXPECT_EQ(watcher->snapshot()->Of("history").size(), 0u);
   watcher->Unsubscribe(id);
+}
+
+// The extension point the layered model plugs into: a kind with its
+// validator, a subscriber and a route, on an in-process service.
+TEST_F(ExperimentsServiceE2E, ExtensionsAddKindsAndRoutes) {
+  std::atomic<size_t> layers_seen{0};
+  experiments::ServiceOptions options;
+  options.store_endpoints = {store_->endpoint()};
+  options.listen_port = 0;
+  options.prefix = "/capstan/experiments-ext/";
+  options.extensions.push_back([&](const experiments::ServiceContext& context) {
+    context.store->RegisterKind("layers", [](const std::string&, const Json& spec) {
+      if (!spec.contains("salt") || !spec["salt"].is_string()) {
+        return absl::InvalidArgumentError("salt: must be a string");
+      }
+      return absl::OkStatus();
+    });
+    context.watcher->Subscribe([&](const std::shared_ptr<const experiments::ConfigSnapshot>& s) {
+      layers_seen = s->Of("layers").size();
+    });
+    context.router->Add("GET", "/v1/layers-count",
+                        [&](const net::HttpRequest&, const net::PathParams&) {
+                          return net::JsonResponse(200, std::to_string(layers_seen.load()));
+                        });
+    return absl::OkStatus();
+  });
+  auto service = experiments::ExperimentsService::Start(std::move(options));
+  ASSERT_TRUE(service.ok()) << service.status();
+  int port = (*service)->port();
+  HttpAnswer invalid = Http(port, "PUT", "/v1/layers/checkout", R"({"salt": 1})");
+  EXPECT_EQ(invalid.status, 400);
+  EXPECT_EQ(JsonOf(invalid)["error"]["field"], "salt");
+  EXPECT_EQ(Http(port, "PUT", "/v1/layers/checkout", R"({"salt": "s1"})").status, 201);
+  EXPECT_TRUE(Eventually([&] { return Http(port, "GET", "/v1/layers-count").body == "1\n"; }));
+  EXPECT_EQ(Http(port, "GET", "/v1/layers/checkout/history").status, 200);
+  // The other service (another prefix) does not see it.
+  EXPECT_EQ(Http(port_, "GET", "/v1/layers/checkout").status, 400);  // unknown kind there
 }
 
 TEST_F(ExperimentsServiceE2E, UnknownClientKeysAre400AsInGrowthBook) {
