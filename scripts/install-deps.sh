@@ -34,6 +34,8 @@ PACKAGES=(
   nginx haproxy wrk nghttp2-client linux-perf
   # node runs the reference GrowthBook SDK (npm) in the experiments differential test
   nodejs
+  # reference statistics for the experiments statistics engine (tests/stats/reference.py)
+  python3-scipy python3-statsmodels
 )
 
 missing=()

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "experiments/analyze.h"
 #include "experiments/bucketing.h"
 #include "experiments/condition.h"
 #include "experiments/decrypt.h"
@@ -112,6 +113,8 @@ Json StickyBucket(const Json& request) {
 
 Json Dispatch(const Json& request, const EvalOptions& options, bool* compiled_taken) {
   const std::string op = StringField(request, "op");
+  // Section 6's statistics ops (welchTTest ... pAdjust), answered by analyze.h.
+  if (IsAnalyzeOp(op)) return ValueOrError(AnalyzeJson(request));
   if (op == "evalCondition") {
     const Json& groups = FieldOr(request, "savedGroups", kEmptyObject);
     ConditionEvaluator evaluator(groups.is_object() ? groups : kEmptyObject);

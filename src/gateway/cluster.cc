@@ -101,7 +101,7 @@ net::Task<absl::StatusOr<std::shared_ptr<net::Socket>>> ClusterLoop::Connect(
   if (!socket.ok()) co_return socket;
   // The upstream is read no further ahead than this while the client side
   // is slow: what a stuck client can make the gateway hold per request.
-  (*socket)->set_input_limit(256 << 10);
+  (*socket)->set_input_limit(64 << 10, /*exact=*/true);
   if (tls_ == nullptr) co_return socket;
   // The handshake runs as bytes flow; a failed one surfaces as the
   // request's read error (502), naming the certificate problem in the log.

@@ -257,6 +257,10 @@ net::Task<void> Gateway::ServeConnection(LoopState* state, size_t listener_index
   counters_.downstream_connections.fetch_add(1, std::memory_order_relaxed);
   // The loop's snapshot holds the listener's current TLS context.
   std::shared_ptr<const net::TlsContext> tls = state->snapshot->listener_tls[listener_index];
+  // An HTTP/1.1 client may send its request and shut its write side: it
+  // still gets the answer. (HTTP/2 has no half-close at this level; its
+  // session ends on the FIN once the bytes before it are read.)
+  socket->set_half_close(true);
   bool ok = true;
   if (tls != nullptr) {
     absl::Status st = socket->StartTls(tls, net::TlsRole::kServer);

@@ -150,11 +150,10 @@ class H2Exchange : public net::Http2Stream, public DownstreamExchange {
   net::Task<bool> SendBody(net::Buffer piece) override {
     if (session() == nullptr || response_ended_) co_return session() != nullptr;
     bytes_sent += piece.size();
-    if (!Write(std::move(piece))) {
-      while (session() != nullptr && buffered_bytes() > 0 && !reset_) {
-        co_await room_waiter_.Wait();
-        if (buffered_bytes() < (64u << 10)) break;
-      }
+    // Held back (the stream's or the connection's mark): OnWriteRoom or
+    // OnClose wakes us, once.
+    if (!Write(std::move(piece)) && session() != nullptr && !reset_) {
+      co_await room_waiter_.Wait();
     }
     co_return session() != nullptr && !reset_;
   }
@@ -299,9 +298,10 @@ net::Task<void> ServeHttp2(DownstreamContext& ctx, std::shared_ptr<net::Socket> 
   options.manual_flow_control = true;  // bodies flow at the upstream's pace
   options.stream_window_bytes = 256 << 10;
   options.connection_window_bytes = 4 << 20;
-  // Response bytes held per stream for a client that does not read (a zero
-  // window): the upstream is read no further than this ahead.
+  // Response bytes held for a client that does not read (a zero window),
+  // per stream and per connection: past them the upstream is not read.
   options.stream_high_water_bytes = 256 << 10;
+  options.connection_high_water_bytes = 4 << 20;
   auto session = std::make_shared<DownstreamSession>(
       ctx, socket, options, limits.max_header_list_bytes, limits.request_header_timeout);
   // A connection with no stream open and none opened for idle_timeout is

@@ -32,6 +32,10 @@ NvArray ToNv(std::span<const HeaderField> fields) {
 
 // ---- Http2Stream
 
+// What a stream may always hold, whatever the connection's total
+// (Http2Options::connection_high_water_bytes).
+constexpr size_t kConnectionShareFloor = 16 << 10;
+
 void Http2Stream::SendHeaders(std::span<const HeaderField> fields, bool end_stream) {
   if (session_ == nullptr || headers_sent_) return;
   headers_sent_ = true;
@@ -42,11 +46,24 @@ void Http2Stream::SendHeaders(std::span<const HeaderField> fields, bool end_stre
 
 bool Http2Stream::Write(Buffer data) {
   if (session_ == nullptr || ending_) return false;
+  session_->buffered_total_ += data.size();
   out_.Append(std::move(data));
   if (data_deferred_) session_->ResumeData(this);
   session_->ScheduleSend();
   if (out_.size() >= session_->options_.stream_high_water_bytes) {
     wants_room_ = true;
+    return false;
+  }
+  // A full connection holds back a stream only beyond a small share of its
+  // own, so streams whose peer reads keep moving while others sit at a zero
+  // window.
+  size_t connection_mark = session_->options_.connection_high_water_bytes;
+  if (connection_mark > 0 && session_->buffered_total_ >= connection_mark &&
+      out_.size() >= kConnectionShareFloor) {
+    if (!waits_connection_room_) {
+      waits_connection_room_ = true;
+      session_->waiting_for_connection_room_.push_back(weak_from_this());
+    }
     return false;
   }
   return true;
@@ -278,6 +295,7 @@ void Http2Session::CloseStream(Http2Stream* stream, uint32_t error_code) {
     nghttp2_session_set_stream_user_data(session_, stream->stream_id_, nullptr);
   stream->closed_ = true;
   stream->session_ = nullptr;
+  buffered_total_ -= stream->out_.size();
   stream->out_.Clear();
   stream->OnClose(error_code);
 }
@@ -399,9 +417,30 @@ int Http2Session::OnSendData(nghttp2_session*, nghttp2_frame*, const uint8_t* fr
   // No padding: we install no padding callback, so the header is 9 bytes.
   self->socket_->Write(AsView(framehd, 9));
   self->socket_->Write(stream->out_.Cut(length));
+  self->buffered_total_ -= length;
   size_t low_water = self->options_.stream_high_water_bytes / 4;
   if (stream->wants_room_ && stream->out_.size() <= low_water) {
     stream->wants_room_ = false;
+    self->room_.push_back(stream->weak_from_this());
+  }
+  if (self->waiting_for_connection_room_.empty()) return 0;
+  if (self->buffered_total_ <= self->options_.connection_high_water_bytes / 4) {
+    for (auto& weak : self->waiting_for_connection_room_) {
+      std::shared_ptr<Http2Stream> waiting = weak.lock();
+      if (waiting == nullptr || !waiting->waits_connection_room_) continue;
+      waiting->waits_connection_room_ = false;
+      self->room_.push_back(std::move(weak));
+    }
+    self->waiting_for_connection_room_.clear();
+  } else if (stream->waits_connection_room_ && stream->out_.size() < kConnectionShareFloor) {
+    // Its own share went out: it may write again. (The list holds at most
+    // one entry per open stream.)
+    stream->waits_connection_room_ = false;
+    std::erase_if(self->waiting_for_connection_room_,
+                  [stream](const std::weak_ptr<Http2Stream>& weak) {
+                    std::shared_ptr<Http2Stream> waiting = weak.lock();
+                    return waiting == nullptr || waiting.get() == stream;
+                  });
     self->room_.push_back(stream->weak_from_this());
   }
   return 0;

@@ -78,6 +78,14 @@ struct Http2Options {
   // A stream's Write returns false once this much output is queued on it;
   // OnWriteRoom follows when it falls to a quarter of it.
   size_t stream_high_water_bytes = 1 << 20;
+  // The same over all of the connection's streams: a Write returns false
+  // once the streams together hold this much and the stream itself holds
+  // at least 16 KiB; OnWriteRoom follows when the total falls to a quarter
+  // of it or the stream's own bytes fall below 16 KiB. A
+  // peer that opens many streams and reads none (a zero window) then holds
+  // back its producers at this bound, not at streams x the stream's mark.
+  // 0: no connection bound.
+  size_t connection_high_water_bytes = 0;
 };
 
 // One stream. Derive from it for the application's per-stream state; the
@@ -163,6 +171,7 @@ class Http2Stream : public std::enable_shared_from_this<Http2Stream> {
   bool trailers_ = false;
   bool data_deferred_ = false;
   bool wants_room_ = false;
+  bool waits_connection_room_ = false;
   bool final_response_ = false;  // client side: a non-1xx status arrived
   HeadersKind block_kind_ = HeadersKind::kRequest;
   Buffer out_;
@@ -183,6 +192,8 @@ class Http2Session {
   Socket* socket() const { return socket_.get(); }
   EventLoop* loop() const { return socket_->loop(); }
   const Http2Options& options() const { return options_; }
+  // Output queued on all streams and not yet framed.
+  size_t buffered_bytes() const { return buffered_total_; }
 
   // Creates the nghttp2 session and queues our SETTINGS (and, as a client,
   // the connection preface). False if nghttp2 could not be set up.
@@ -278,6 +289,10 @@ class Http2Session {
   absl::flat_hash_map<int32_t, std::shared_ptr<Http2Stream>> streams_;
   Timer send_timer_{[this] { Send(); }};
   std::vector<std::weak_ptr<Http2Stream>> room_;
+  // Output queued on all streams and not yet framed; the streams a full
+  // connection held back (Http2Options::connection_high_water_bytes).
+  size_t buffered_total_ = 0;
+  std::vector<std::weak_ptr<Http2Stream>> waiting_for_connection_room_;
   bool in_send_ = false;
   bool finished_ = false;
   bool peer_went_away_ = false;

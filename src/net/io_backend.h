@@ -40,6 +40,9 @@ class IoBackend {
   virtual void StartReceive(Socket* s) = 0;
   // Send the socket's pending output; called when no send is in flight.
   virtual void StartSend(Socket* s) = 0;
+  // The socket's input limit became exact (Socket::set_input_limit): a
+  // receive armed before that may deliver without bound and is re-armed.
+  virtual void InputLimitBecameExact(Socket* s) { (void)s; }
   virtual void StartConnect(Socket* s, const sockaddr_storage& addr, socklen_t len) = 0;
   // Stop all I/O on the socket; Socket::OnDetached runs once nothing of it is
   // in flight any more (possibly in a later turn), and then the fd closes.

@@ -85,6 +85,12 @@ Task<absl::StatusOr<std::shared_ptr<Socket>>> Socket::Connect(EventLoop* loop, s
   co_return s;
 }
 
+void Socket::set_input_limit(size_t bytes, bool exact) {
+  input_limit_ = bytes;
+  bool was_exact = std::exchange(exact_input_limit_, exact);
+  if (exact && !was_exact && receiving_ && !closed_) loop_->io()->InputLimitBecameExact(this);
+}
+
 void Socket::ReadAwaiter::await_suspend(std::coroutine_handle<> h) {
   socket->reader_ = h;
   // Receiving may have paused at the input limit; a waiting reader resumes it.
@@ -95,6 +101,9 @@ absl::Status Socket::ReadAwaiter::await_resume() {
   if (socket->input_grew_) {
     socket->input_grew_ = false;
     return absl::OkStatus();
+  }
+  if (!socket->closed_ && socket->input_ended_) {
+    return absl::UnavailableError("connection closed by peer");
   }
   return socket->error_;
 }
@@ -189,6 +198,10 @@ void Socket::OnReceived(size_t n) {
     if (*plain > 0) input_grew_ = true;
     if (tls_->peer_closed()) {
       if (reader_) loop_->Schedule(std::exchange(reader_, nullptr));
+      if (half_close_) {
+        input_ended_ = true;
+        return;
+      }
       Fail(absl::UnavailableError("connection closed by peer (TLS close_notify)"));
       return;
     }
@@ -200,6 +213,11 @@ void Socket::OnReceived(size_t n) {
 }
 
 void Socket::OnReceiveEnd(int err) {
+  if (err == 0 && half_close_) {
+    input_ended_ = true;
+    if (reader_) loop_->Schedule(std::exchange(reader_, nullptr));
+    return;
+  }
   if (err == 0) {
     Fail(absl::UnavailableError("connection closed by peer"));
   } else {

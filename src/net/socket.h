@@ -74,11 +74,28 @@ class Socket : public std::enable_shared_from_this<Socket> {
   Buffer& input() { return input_; }
   // Receiving pauses while input() holds this many bytes and nobody awaits
   // ReadMore (a reader waiting for a large frame always gets its bytes).
-  void set_input_limit(size_t bytes) { input_limit_ = bytes; }
+  // `exact`: the limit holds to within one receive buffer (16 KiB) on every
+  // engine. Without it io_uring's multishot receive may deliver what the
+  // kernel already had queued before the pause takes effect (up to the
+  // socket's receive buffer, megabytes on loopback); with it the socket is
+  // received one buffer at a time — a submission per 16 KiB — which suits
+  // sockets whose input is a bounded read-ahead (a proxy's upstream).
+  void set_input_limit(size_t bytes, bool exact = false);
+  // With half-close on, the peer's end of sending (a FIN) ends the input
+  // but not the socket: ReadMore returns UNAVAILABLE ("connection closed by
+  // peer") once the bytes before it are consumed, and what is written still
+  // leaves — so a client that sends a request and shuts its write side gets
+  // its answer (HTTP/1.1, RFC 9112 section 9.6). Off by default: the peer's
+  // FIN closes the socket. The owner closes a half-closed socket when done.
+  void set_half_close(bool on) { half_close_ = on; }
+  // The peer's FIN arrived on a half-close socket.
+  bool input_ended() const { return input_ended_; }
 
   struct ReadAwaiter {
     Socket* socket;
-    bool await_ready() const noexcept { return socket->closed_ || socket->input_grew_; }
+    bool await_ready() const noexcept {
+      return socket->closed_ || socket->input_grew_ || socket->input_ended_;
+    }
     void await_suspend(std::coroutine_handle<> h);
     absl::Status await_resume();
   };
@@ -142,7 +159,7 @@ class Socket : public std::enable_shared_from_this<Socket> {
 
   // ---- called by the backends
   bool WantsInput() const {
-    return !closed_ && (reader_ != nullptr || input_.size() < input_limit_);
+    return !closed_ && !input_ended_ && (reader_ != nullptr || input_.size() < input_limit_);
   }
   void OnReceived(size_t n);   // n bytes were appended to input_ (n > 0)
   void OnReceiveEnd(int err);  // 0: the peer closed; else -errno
@@ -166,7 +183,10 @@ class Socket : public std::enable_shared_from_this<Socket> {
   absl::Status error_;
   Buffer input_;
   size_t input_limit_ = 4 << 20;
+  bool exact_input_limit_ = false;
   bool input_grew_ = false;
+  bool half_close_ = false;
+  bool input_ended_ = false;
   Buffer output_;
   bool flush_marked_ = false;
   std::coroutine_handle<> reader_;

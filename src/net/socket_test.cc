@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "net/test_util.h"
 
@@ -191,6 +192,52 @@ TEST_P(SocketTest, BytesAndCloseThatArriveTogetherAreBothSeen) {
       }(loop_.get(), listener_.get(), &end, &got));
   EXPECT_EQ(got, "bye");
   EXPECT_EQ(end.code(), absl::StatusCode::kUnavailable) << end;
+}
+
+TEST_P(SocketTest, AHalfCloseSocketAnswersAfterThePeersFin) {
+  // The peer sends its request and shuts its write side (shutdown(SHUT_WR))
+  // before the loop first looks: the input ends after the request, and the
+  // answer written afterwards still reaches the peer.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(listener_->port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::write(fd, "question", 8), 8);
+  ASSERT_EQ(::shutdown(fd, SHUT_WR), 0);
+  absl::Status end;
+  bool closed_at_end = true;
+  RunToCompletion(*loop_,
+                  [](EventLoop* loop, Listener* listener, absl::Status* end,
+                     bool* closed_at_end) -> Task<void> {
+                    auto server = co_await listener->Accept();
+                    if (!server.ok()) co_return;
+                    Socket* s = server->get();
+                    s->set_half_close(true);
+                    Timer give_up([s] { s->Close(); });
+                    give_up.ArmAfter(loop, std::chrono::seconds(5));
+                    while (true) {
+                      absl::Status st = co_await s->ReadMore();
+                      if (!st.ok()) {
+                        *end = st;
+                        break;
+                      }
+                    }
+                    *closed_at_end = s->closed();
+                    EXPECT_TRUE(s->input_ended());
+                    s->Write(absl::StrCat("answer to ", s->input().ToString()));
+                    co_await s->Drained();
+                    s->Close();
+                  }(loop_.get(), listener_.get(), &end, &closed_at_end));
+  EXPECT_EQ(end.code(), absl::StatusCode::kUnavailable) << end;
+  EXPECT_FALSE(closed_at_end);
+  std::string answer;
+  char chunk[64];
+  ssize_t n;
+  while ((n = ::read(fd, chunk, sizeof(chunk))) > 0) answer.append(chunk, static_cast<size_t>(n));
+  ::close(fd);
+  EXPECT_EQ(answer, "answer to question");
 }
 
 TEST_P(SocketTest, ConnectToAClosedPortFailsWithTheReason) {

@@ -152,8 +152,13 @@ class UringBackend final : public IoBackend {
     s->receiving_ = true;
     s->cancel_requested_ = false;
     io_uring_sqe* sqe = GetSqe();
-    if (multishot_receive_) {
+    if (multishot_receive_ && !s->exact_input_limit_) {
       io_uring_prep_recv_multishot(sqe, s->fd_, nullptr, 0, 0);
+      sqe->flags |= IOSQE_BUFFER_SELECT;
+      sqe->buf_group = kBufferGroup;
+    } else if (multishot_receive_) {
+      // One provided buffer per submission: the input limit holds.
+      io_uring_prep_recv(sqe, s->fd_, nullptr, 0, 0);
       sqe->flags |= IOSQE_BUFFER_SELECT;
       sqe->buf_group = kBufferGroup;
     } else {
@@ -162,6 +167,22 @@ class UringBackend final : public IoBackend {
     }
     io_uring_sqe_set_data(sqe, &s->recv_op_);
     Busy(s);
+  }
+
+  // A multishot receive delivers whatever the kernel holds for the socket
+  // (its receive buffer: megabytes on loopback) before a cancel submitted
+  // after the first completion takes effect; cancelled now, before the
+  // peer has been sent anything to answer, it re-arms one buffer at a time.
+  void InputLimitBecameExact(Socket* s) override {
+    if (multishot_receive_) CancelReceive(s);
+  }
+
+  void CancelReceive(Socket* s) {
+    if (s->cancel_requested_) return;
+    s->cancel_requested_ = true;
+    io_uring_sqe* sqe = GetSqe();
+    io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(&s->recv_op_), 0);
+    io_uring_sqe_set_data64(sqe, 0);
   }
 
   void StartSend(Socket* s) override {
@@ -355,12 +376,9 @@ class UringBackend final : public IoBackend {
         s->OnReceived(static_cast<size_t>(res));
       }
       if (flags & IORING_CQE_F_BUFFER) RecycleBuffer(flags >> IORING_CQE_BUFFER_SHIFT);
-      if (more && !s->closed_ && !s->WantsInput() && !s->cancel_requested_) {
+      if (more && !s->closed_ && !s->WantsInput()) {
         // Input is at its limit and nobody reads: pause the receive.
-        s->cancel_requested_ = true;
-        io_uring_sqe* sqe = GetSqe();
-        io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(&s->recv_op_), 0);
-        io_uring_sqe_set_data64(sqe, 0);
+        CancelReceive(s);
       }
     } else if (res == 0) {
       if (!s->closed_) s->OnReceiveEnd(0);
