@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "client/client.h"
+#include "experiments/service.h"
 #include "gateway/config.h"
 #include "gateway/gateway.h"
 #include "gateway/store_config.h"
@@ -29,6 +30,10 @@ void AddDevFlags(CLI::App* cmd, DevFlags* f) {
                   absl::StrCat("Where the example HTTP service listens (host:port; port 0 picks "
                                "one), registered in the store under ",
                                kDevHelloService, "; empty: no example service."))
+      ->capture_default_str();
+  cmd->add_option("--experiments-listen", f->experiments_listen,
+                  "Where the experiments service (HTTP API, GrowthBook SDK endpoints) listens "
+                  "(host:port; port 0 picks one); empty: no experiments service.")
       ->capture_default_str();
 }
 
@@ -80,7 +85,10 @@ gateway::GatewayConfig DevGatewayConfig(const DevFlags& f, const std::string& st
 absl::StatusOr<std::unique_ptr<DevServices>> DevServices::Start(const DevFlags& flags,
                                                                 std::string_view store_url) {
   std::unique_ptr<DevServices> dev(new DevServices());
-  if (flags.gateway_listen.empty() && flags.hello_listen.empty()) return dev;
+  if (flags.gateway_listen.empty() && flags.hello_listen.empty() &&
+      flags.experiments_listen.empty()) {
+    return dev;
+  }
   if (flags.gateway_threads < 1 || flags.gateway_threads > 256) {
     return absl::InvalidArgumentError("--gateway-threads must be between 1 and 256");
   }
@@ -145,10 +153,28 @@ absl::StatusOr<std::unique_ptr<DevServices>> DevServices::Start(const DevFlags& 
     std::cout << "gateway listening on port " << dev->gateway_port_ << "\n";
     std::cout.flush();
   }
+  if (!flags.experiments_listen.empty()) {
+    absl::StatusOr<net::HostPort> listen =
+        net::ParseHostPort(flags.experiments_listen, /*allow_port_zero=*/true);
+    if (!listen.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--experiments-listen: ", std::string(listen.status().message())));
+    }
+    experiments::ServiceOptions options;
+    options.store_endpoints = {store};
+    options.listen_host = listen->host;
+    options.listen_port = listen->port;
+    options.worker_threads = 2;
+    ASSIGN_OR_RETURN(dev->experiments_, experiments::ExperimentsService::Start(options));
+    dev->experiments_port_ = dev->experiments_->port();
+    std::cout << "experiments listening on port " << dev->experiments_port_ << "\n";
+    std::cout.flush();
+  }
   return dev;
 }
 
 DevServices::~DevServices() {
+  experiments_.reset();
   // The gateway first: it stops accepting and finishes the requests it is
   // forwarding while the example service still answers them.
   live_.reset();

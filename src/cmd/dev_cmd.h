@@ -2,8 +2,10 @@
 // the member and its flags): an example HTTP/1.1 "hello" service registered
 // in the store under `services/hello`, and a gateway in front of it whose
 // cluster follows that registry entry and whose routes and clusters also
-// come live from the store (/capstan/gateway/...). All on localhost, in the
-// one process; stopped in order on SIGINT/SIGTERM.
+// come live from the store (/capstan/gateway/...); and the experiments
+// service (HTTP API and GrowthBook SDK endpoints, documents under
+// /capstan/experiments/). All on localhost, in the one process; stopped in
+// order on SIGINT/SIGTERM.
 //
 //   DevServices::Start(dev_flags, "http://127.0.0.1:2379")  // after the store is up
 //   ... WaitForTerminationSignal() ...
@@ -35,6 +37,9 @@ namespace gateway {
 class Gateway;
 class StoreConfig;
 }  // namespace gateway
+namespace experiments {
+class ExperimentsService;
+}
 
 struct DevFlags {
   // The gateway's listen address; empty: no gateway.
@@ -43,6 +48,8 @@ struct DevFlags {
   // The example service's listen address (port 0 picks a free one: the
   // gateway finds it in the registry); empty: no example service.
   std::string hello_listen = "127.0.0.1:0";
+  // The experiments service's listen address; empty: none.
+  std::string experiments_listen = "127.0.0.1:8090";
 };
 
 // The registry prefix of the example service, which the gateway's default
@@ -62,8 +69,9 @@ class DevServices {
   DevServices(const DevServices&) = delete;
   DevServices& operator=(const DevServices&) = delete;
 
-  int gateway_port() const { return gateway_port_; }  // 0: none
-  int hello_port() const { return hello_port_; }      // 0: none
+  int gateway_port() const { return gateway_port_; }          // 0: none
+  int hello_port() const { return hello_port_; }              // 0: none
+  int experiments_port() const { return experiments_port_; }  // 0: none
 
  private:
   DevServices() = default;
@@ -74,7 +82,9 @@ class DevServices {
   std::unique_ptr<net::LoopGroup> group_;
   std::unique_ptr<gateway::Gateway> gateway_;
   std::unique_ptr<gateway::StoreConfig> live_;
+  std::unique_ptr<experiments::ExperimentsService> experiments_;
   int gateway_port_ = 0;
+  int experiments_port_ = 0;
   int hello_port_ = 0;
 };
 

@@ -4,6 +4,7 @@
 //   capstan dev             everything on localhost, data in ./data: a store member,
 //                           an example service and a gateway (dev_cmd.h)
 //   capstan experiments eval  GrowthBook evaluation, one JSON request per stdin line
+//   capstan experiments serve the experiments HTTP API (experiments_cmd.h)
 #include <signal.h>
 #include <unistd.h>
 
@@ -22,6 +23,7 @@
 #include "bench/rpc_bench.h"
 #include "bench/store_bench.h"
 #include "cmd/dev_cmd.h"
+#include "cmd/experiments_cmd.h"
 #include "cmd/gateway_cmd.h"
 #include "experiments/eval_protocol.h"
 #include "store/server.h"
@@ -252,10 +254,12 @@ struct Cli {
   CLI::App* bench_rpc = nullptr;
   CLI::App* bench_rpc_server = nullptr;
   CLI::App* experiments_eval = nullptr;
+  CLI::App* experiments_serve = nullptr;
 };
 
 struct ExperimentsFlags {
   std::string engine = "reference";
+  ExperimentsServeFlags serve;
 };
 
 struct BenchFlags {
@@ -404,6 +408,7 @@ Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags, DevFlags* dev_extra_
                    "compiled payload where it applies (for testing that both agree).")
       ->check(CLI::IsMember({"reference", "compiled"}))
       ->capture_default_str();
+  cli.experiments_serve = AddExperimentsServeCommand(experiments, &experiments_flags->serve);
   return cli;
 }
 
@@ -468,6 +473,7 @@ int main(int argc, char** argv) {
     options.compiled_engine = experiments_flags.engine == "compiled";
     return experiments::RunEvalLoop(std::cin, std::cout, options, &std::cerr);
   }
+  if (cli.experiments_serve->parsed()) return RunExperimentsServe(experiments_flags.serve);
   if (cli.bench_rpc->parsed()) {
     auto r = bench::RunRpcBench(bench_flags.rpc);
     if (!r.ok()) {

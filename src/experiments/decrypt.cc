@@ -1,6 +1,7 @@
 #include "experiments/decrypt.h"
 
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include <memory>
 
@@ -99,6 +100,60 @@ std::string DecodeUtf8Lossy(std::string_view bytes) {
   }
   if (needed != 0) AppendUtf8(0xFFFD, &out);
   return out;
+}
+
+namespace {
+
+const EVP_CIPHER* CbcCipherFor(size_t key_bytes) {
+  switch (key_bytes) {
+    case 16:
+      return EVP_aes_128_cbc();
+    case 24:
+      return EVP_aes_192_cbc();
+    case 32:
+      return EVP_aes_256_cbc();
+    default:
+      return nullptr;
+  }
+}
+
+std::string Base64Encode(std::string_view bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(bytes.data()),
+                          static_cast<int>(bytes.size()));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+}  // namespace
+
+std::optional<std::string> EncryptPayload(std::string_view plaintext, std::string_view key_base64) {
+  std::optional<std::string> key = ForgivingBase64Decode(key_base64);
+  if (!key) return std::nullopt;
+  const EVP_CIPHER* cipher = CbcCipherFor(key->size());
+  if (cipher == nullptr) return std::nullopt;
+  unsigned char iv[16];
+  if (RAND_bytes(iv, sizeof(iv)) != 1) return std::nullopt;
+  std::unique_ptr<EVP_CIPHER_CTX, decltype(&EVP_CIPHER_CTX_free)> ctx(EVP_CIPHER_CTX_new(),
+                                                                      EVP_CIPHER_CTX_free);
+  if (ctx == nullptr ||
+      EVP_EncryptInit_ex(ctx.get(), cipher, nullptr,
+                         reinterpret_cast<const unsigned char*>(key->data()), iv) != 1) {
+    return std::nullopt;
+  }
+  std::string sealed(plaintext.size() + 16, '\0');
+  int written = 0, final_written = 0;
+  auto* out = reinterpret_cast<unsigned char*>(sealed.data());
+  if (EVP_EncryptUpdate(ctx.get(), out, &written,
+                        reinterpret_cast<const unsigned char*>(plaintext.data()),
+                        static_cast<int>(plaintext.size())) != 1 ||
+      EVP_EncryptFinal_ex(ctx.get(), out + written, &final_written) != 1) {
+    return std::nullopt;
+  }
+  sealed.resize(static_cast<size_t>(written + final_written));
+  return Base64Encode(std::string_view(reinterpret_cast<const char*>(iv), sizeof(iv))) + "." +
+         Base64Encode(sealed);
 }
 
 std::optional<std::string> DecryptPayload(std::string_view encrypted, std::string_view key_base64) {

@@ -1,5 +1,5 @@
-// Decryption of GrowthBook's encrypted payload fields (encryptedFeatures,
-// encryptedSavedGroups, ...), as util.ts `decrypt` does with WebCrypto.
+// Decryption (and, for the service, encryption) of GrowthBook's encrypted payload fields
+// (encryptedFeatures, encryptedSavedGroups, ...), as util.ts `decrypt` does with WebCrypto.
 //
 // Format: "<base64 IV>.<base64 ciphertext>", AES-CBC with PKCS#7 padding, the
 // key base64 (16, 24 or 32 bytes). Base64 is decoded as the browser's atob
@@ -23,6 +23,11 @@ namespace capstan::experiments {
 // The plaintext, or std::nullopt for any failure: bad base64, a missing ".",
 // a key that is not 16/24/32 bytes, an IV that is not 16 bytes, bad padding.
 std::optional<std::string> DecryptPayload(std::string_view encrypted, std::string_view key_base64);
+
+// The inverse, as GrowthBook's back-end encrypts a payload field for an SDK
+// connection: a random IV, "<base64 IV>.<base64 ciphertext>". std::nullopt
+// for a key that is not base64 of 16, 24 or 32 bytes.
+std::optional<std::string> EncryptPayload(std::string_view plaintext, std::string_view key_base64);
 
 // atob: forgiving base64 decoding; std::nullopt where atob throws.
 std::optional<std::string> ForgivingBase64Decode(std::string_view input);

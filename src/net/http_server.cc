@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cctype>
 
 #include "absl/strings/str_cat.h"
 #include "net/block_on.h"
@@ -11,16 +12,23 @@
 namespace capstan::net {
 namespace {
 
-// What an admin request may be: a GET with a short head. Bodies (allowed
-// by HTTP, useless here) are read and dropped up to the limit.
-http1::Limits AdminLimits() {
+// What a request may be: a short head and a body of at most
+// `max_body_bytes` (kept for HandleAll's handler, else dropped).
+http1::Limits RequestLimits(uint64_t max_body_bytes) {
   http1::Limits limits;
   limits.max_request_line_bytes = 8 << 10;
   limits.max_header_bytes = 16 << 10;
   limits.max_header_fields = 64;
-  limits.max_body_bytes = 64 << 10;
+  limits.max_body_bytes = max_body_bytes;
   limits.max_trailer_bytes = 4 << 10;
   return limits;
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
 }
 
 // Answers queued beyond this wait for the client to read them before more
@@ -34,30 +42,49 @@ constexpr size_t kMaxInputBytes = 64 << 10;
 // What a lingering close reads and drops at most before closing anyway.
 constexpr size_t kMaxLingerBytes = 1 << 20;
 
-void WriteResponse(Socket* socket, const HttpResponse& response, bool head_only, bool keep_alive,
-                   bool http10) {
+}  // namespace
+
+std::optional<std::string_view> HttpRequest::Header(std::string_view name) const {
+  for (const auto& [field, value] : headers) {
+    if (EqualsIgnoreCase(field, name)) return value;
+  }
+  return std::nullopt;
+}
+
+void HttpServer::WriteResponse(Socket* socket, const HttpResponse& response, bool head_only,
+                               bool keep_alive, bool http10) const {
   http1::ResponseHead head;
   head.status = response.status;
   head.reason = http1::ReasonPhrase(response.status);
   head.fields.Add("Content-Type", response.content_type);
-  head.fields.Add("Content-Length", std::to_string(response.body.size()));
+  for (const auto& [name, value] : options_.default_headers) head.fields.Add(name, value);
+  for (const auto& [name, value] : response.headers) head.fields.Add(name, value);
+  // 204 (a CORS preflight's answer) and 304 (Not Modified) have no body,
+  // and no Content-Length (RFC 9110 §8.6: a 304's would have to be the
+  // full answer's).
+  bool bodiless = response.status == 204 || response.status == 304;
+  if (!bodiless) head.fields.Add("Content-Length", std::to_string(response.body.size()));
   if (!keep_alive) {
     head.fields.Add("Connection", "close");
   } else if (http10) {
     head.fields.Add("Connection", "keep-alive");
   }
   http1::WriteResponseHead(head, &socket->output());
-  if (!head_only) socket->output().Append(response.body);
+  if (!head_only && !bodiless) socket->output().Append(response.body);
   socket->MarkWritten();
 }
 
-}  // namespace
+HttpServer::HttpServer(HttpServerOptions options) : options_(std::move(options)) {}
 
 HttpServer::~HttpServer() { Stop(); }
 
 absl::Status HttpServer::Start(const std::string& host, int port) {
   if (group_ != nullptr) return absl::FailedPreconditionError("HttpServer already started");
-  ASSIGN_OR_RETURN(group_, LoopGroup::Start({.threads = 1, .name = "http-admin"}));
+  if (fallback_ != nullptr && options_.worker_threads > 0) {
+    workers_ = std::make_unique<WorkerPool>(
+        WorkerPoolOptions{.threads = options_.worker_threads, .name = options_.name + "-work"});
+  }
+  ASSIGN_OR_RETURN(group_, LoopGroup::Start({.threads = 1, .name = options_.name}));
   EventLoop* loop = group_->loop(0);
   absl::Status st;
   RunOn(loop, [&] {
@@ -100,6 +127,7 @@ void HttpServer::Stop() {
     connections_.clear();
   });
   group_->Stop();
+  workers_.reset();  // idle: every connection waiting on it has ended
 }
 
 void HttpServer::TaskEnded() {
@@ -119,7 +147,7 @@ Task<void> HttpServer::AcceptLoop() {
       continue;
     }
     std::erase_if(connections_, [](const std::weak_ptr<Socket>& weak) { return weak.expired(); });
-    if (connections_.size() >= kMaxConnections) {
+    if (connections_.size() >= options_.max_connections) {
       socket->Close();
       continue;
     }
@@ -132,22 +160,24 @@ Task<void> HttpServer::AcceptLoop() {
   TaskEnded();
 }
 
-HttpResponse HttpServer::Dispatch(std::string_view method, std::string_view path) const {
-  if (method != "GET" && method != "HEAD")
-    return {405, "text/plain; charset=utf-8", "only GET is supported\n"};
+std::optional<HttpResponse> HttpServer::DispatchFixed(std::string_view method,
+                                                      std::string_view path) const {
   auto it = handlers_.find(std::string(path));
-  if (it == handlers_.end()) return {404, "text/plain; charset=utf-8", "not found\n"};
-  return it->second();
+  bool get = method == "GET" || method == "HEAD";
+  if (it != handlers_.end() && get) return it->second();
+  if (fallback_ != nullptr) return std::nullopt;
+  if (!get) return HttpResponse{405, "text/plain; charset=utf-8", "only GET is supported\n", {}};
+  return HttpResponse{404, "text/plain; charset=utf-8", "not found\n", {}};
 }
 
 Task<void> HttpServer::ServeConnection(std::shared_ptr<Socket> socket) {
   EventLoop* loop = socket->loop();
-  http1::RequestParser parser(AdminLimits());
+  http1::RequestParser parser(RequestLimits(options_.max_body_bytes));
   // Closing the socket wakes the reader: a request that does not arrive in
   // time ends the connection.
   Timer deadline([s = socket.get()] { s->Close(); });
-  deadline.ArmAfter(loop, kReadTimeout);
-  std::string method, path;
+  deadline.ArmAfter(loop, options_.read_timeout);
+  HttpRequest request;
   bool keep_alive = false, http10 = false;
   bool open = true;
   while (open && !stopping_) {
@@ -159,24 +189,51 @@ Task<void> HttpServer::ServeConnection(std::shared_ptr<Socket> socket) {
         break;
       }
       case http1::Event::kHead: {
-        const http1::RequestHead& head = parser.head();
-        method = std::string(head.method);
+        http1::RequestHead& head = parser.head();
+        request = HttpRequest{};
+        request.method = std::string(head.method);
         std::string_view request_path, query;
         http1::SplitTarget(head, &request_path, &query);
-        path = std::string(request_path);
+        request.path = std::string(request_path);
+        request.query = std::string(query);
+        if (fallback_ != nullptr) {
+          for (const http1::HeaderFields::Field& field : head.fields) {
+            request.headers.emplace_back(std::string(field.name), std::string(field.value));
+          }
+        }
         keep_alive = head.keep_alive;
         http10 = head.version == http1::Version::kHttp10;
+        // curl asks before sending a body over 1 KiB; the codec has already
+        // refused one whose Content-Length is over the limit.
+        if (head.expect_continue && !http10) {
+          socket->output().Append("HTTP/1.1 100 Continue\r\n\r\n");
+          socket->MarkWritten();
+        }
         break;
       }
       case http1::Event::kBody:
-        break;  // dropped: no endpoint here takes a body
+        // Kept only for HandleAll's handler; the codec bounds its size.
+        if (fallback_ != nullptr) request.body += event.body.ToString();
+        break;
       case http1::Event::kComplete: {
-        WriteResponse(socket.get(), Dispatch(method, path), method == "HEAD", keep_alive, http10);
+        std::optional<HttpResponse> response = DispatchFixed(request.method, request.path);
+        if (!response.has_value()) {
+          if (workers_ != nullptr) {
+            // The handler may block: it runs on a worker while this loop
+            // serves other connections; this one waits, keeping answers in
+            // order.
+            const HttpRequest& whole = request;
+            response = co_await workers_->Run(loop, [this, &whole] { return fallback_(whole); });
+          } else {
+            response = fallback_(request);
+          }
+        }
+        WriteResponse(socket.get(), *response, request.method == "HEAD", keep_alive, http10);
         if (!keep_alive) {
           open = false;
           break;
         }
-        deadline.ArmAfter(loop, kReadTimeout);
+        deadline.ArmAfter(loop, options_.read_timeout);
         if (socket->pending_output() > kMaxQueuedOutput) {
           absl::Status drained = co_await socket->Drained(kMaxQueuedOutput / 2);
           if (!drained.ok()) open = false;
@@ -185,9 +242,10 @@ Task<void> HttpServer::ServeConnection(std::shared_ptr<Socket> socket) {
       }
       case http1::Event::kError: {
         const http1::Error& error = parser.error();
-        WriteResponse(socket.get(),
-                      {error.status, "text/plain; charset=utf-8", std::string(error.reason) + "\n"},
-                      false, false, false);
+        WriteResponse(
+            socket.get(),
+            {error.status, "text/plain; charset=utf-8", std::string(error.reason) + "\n", {}},
+            false, false, false);
         open = false;
         break;
       }

@@ -1,5 +1,7 @@
 // The small HTTP/1.1 server for operational endpoints (/metrics, /health,
-// /status): GET and HEAD to fixed paths, answered by synchronous handlers.
+// /status) and small JSON services: GET and HEAD to fixed paths
+// (Handle), and, through HandleAll, any method with a bounded request body
+// (a service's API, usually behind an HttpRouter: http_router.h).
 // It runs on the runtime — a loop of its own (one thread), Listener and
 // Socket coroutines, the http1 codec — so it shares the code and limits of
 // every other server: keep-alive and pipelining (answers in order),
@@ -8,8 +10,11 @@
 // so a misbehaving scraper cannot hold a connection. Not a general-purpose
 // server: the gateway has its own.
 //
-// Thread-safety: Handle before Start; Start and Stop from one thread (not
-// the server's); handlers run on the server's loop thread, one at a time.
+// Thread-safety: Handle and HandleAll before Start; Start and Stop from one
+// thread (not the server's). Handle's handlers run on the server's loop
+// thread, one at a time. HandleAll's handler runs there too, or, with
+// `worker_threads` > 0, on a pool of that many threads (so it may block, e.g.
+// on a store round trip), several at once: it must then be thread-safe.
 //
 //   net::HttpServer admin;
 //   admin.Handle("/metrics", [&] { return net::HttpResponse{.body = registry.RenderText()}; });
@@ -25,13 +30,17 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
 #include "net/loop_group.h"
 #include "net/socket.h"
 #include "net/task.h"
+#include "net/worker_pool.h"
 
 namespace capstan::net {
 
@@ -39,26 +48,64 @@ struct HttpResponse {
   int status = 200;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
+  // Further fields (ETag, Allow, Access-Control-*); never framing fields
+  // (Content-Length, Transfer-Encoding, Connection): the server sets those.
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+// A whole request as HandleAll's handler sees it: the body read in full
+// (at most HttpServerOptions::max_body_bytes; more is answered 413).
+struct HttpRequest {
+  std::string method;
+  std::string path;   // as received (percent-encoded), without the query
+  std::string query;  // after '?', as received
+  std::vector<std::pair<std::string, std::string>> headers;  // in received order
+  std::string body;
+
+  // The first field named `name` (case-insensitive), if any.
+  std::optional<std::string_view> Header(std::string_view name) const;
+};
+
+struct HttpServerOptions {
+  // Names the loop's thread ("<name>-0") and the worker threads.
+  std::string name = "http-admin";
+  // Connections served at once; more are closed as they are accepted, so a
+  // flood of idle connections costs a bounded amount of memory.
+  size_t max_connections = 64;
+  // Request body bytes at most; past it the request is answered 413.
+  uint64_t max_body_bytes = 64 << 10;
+  // A request (from its first byte, or from the previous answer on a
+  // kept-alive connection) must arrive whole within this.
+  std::chrono::milliseconds read_timeout{5000};
+  // 0: HandleAll's handler runs on the loop thread and must not block. More:
+  // it runs on a pool of this many threads (a connection's requests stay in
+  // order; different connections run at once).
+  int worker_threads = 0;
+  // Fields added to every answer, the codec's error answers included (a
+  // service's CORS `Access-Control-Allow-Origin: *`).
+  std::vector<std::pair<std::string, std::string>> default_headers;
 };
 
 class HttpServer {
  public:
   using Handler = std::function<HttpResponse()>;
+  using RequestHandler = std::function<HttpResponse(const HttpRequest&)>;
 
-  // A request (from its first byte, or from the previous answer on a
-  // kept-alive connection) must arrive whole within this.
+  // The defaults of HttpServerOptions (the admin endpoints' limits).
   static constexpr std::chrono::seconds kReadTimeout{5};
-  // Connections served at once; more are closed as they are accepted, so a
-  // flood of idle connections costs a bounded amount of memory.
   static constexpr size_t kMaxConnections = 64;
 
-  HttpServer() = default;
+  HttpServer() : HttpServer(HttpServerOptions{}) {}
+  explicit HttpServer(HttpServerOptions options);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
   // REQUIRES: called before Start. `path` is matched exactly, query ignored.
   void Handle(const std::string& path, Handler handler) { handlers_[path] = std::move(handler); }
+  // REQUIRES: called before Start. Every request Handle's paths do not
+  // answer (another method, another path) goes to `handler`, whole.
+  void HandleAll(RequestHandler handler) { fallback_ = std::move(handler); }
   // Binds host:port (a numeric address or localhost; port 0 picks one) and
   // starts serving on a loop of the server's own. UNAVAILABLE ("cannot
   // listen on ...") when the address cannot be bound.
@@ -71,10 +118,17 @@ class HttpServer {
  private:
   Task<void> AcceptLoop();
   Task<void> ServeConnection(std::shared_ptr<Socket> socket);
-  HttpResponse Dispatch(std::string_view method, std::string_view path) const;
+  // The exact-path handler's answer, or nullopt when HandleAll's handler
+  // is to answer.
+  std::optional<HttpResponse> DispatchFixed(std::string_view method, std::string_view path) const;
+  void WriteResponse(Socket* socket, const HttpResponse& response, bool head_only, bool keep_alive,
+                     bool http10) const;
   void TaskEnded();
 
+  HttpServerOptions options_;
   std::map<std::string, Handler> handlers_;
+  RequestHandler fallback_;
+  std::unique_ptr<WorkerPool> workers_;
   int port_ = 0;
   std::unique_ptr<LoopGroup> group_;
   // Loop thread only.

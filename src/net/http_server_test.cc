@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -20,6 +22,7 @@ struct Answer {
   std::string content_type;
   std::string content_length;
   bool keep_alive = false;
+  std::string allow_origin;  // Access-Control-Allow-Origin
 };
 
 // A blocking client on 127.0.0.1, reading answers with the codec.
@@ -69,8 +72,12 @@ class Client {
       }
       if (ev.type == http1::Event::kHead) {
         const http1::ResponseHead& h = parser.head();
-        current = Answer{h.status, "", std::string(h.fields.Get("content-type").value_or("")),
-                         std::string(h.fields.Get("content-length").value_or("")), h.keep_alive};
+        current = Answer{h.status,
+                         "",
+                         std::string(h.fields.Get("content-type").value_or("")),
+                         std::string(h.fields.Get("content-length").value_or("")),
+                         h.keep_alive,
+                         std::string(h.fields.Get("access-control-allow-origin").value_or(""))};
       } else if (ev.type == http1::Event::kBody) {
         current.body += ev.body.ToString();
       } else if (ev.type == http1::Event::kComplete) {
@@ -232,6 +239,120 @@ TEST(HttpServerStartTest, ABoundPortSaysCannotListen) {
   EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(st.message().find("cannot listen on"), std::string::npos) << st;
   second.Stop();  // never started: nothing to do
+}
+
+// A service: HandleAll with bodies, workers, CORS and its own limits.
+class HttpServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = std::make_unique<HttpServer>(
+        HttpServerOptions{.name = "http-svc-test",
+                          .max_connections = 3,
+                          .max_body_bytes = 1000,
+                          .worker_threads = 2,
+                          .default_headers = {{"Access-Control-Allow-Origin", "*"}}});
+    server_->Handle("/health", [] { return HttpResponse{.body = "ok\n"}; });
+    server_->HandleAll([](const HttpRequest& r) {
+      HttpResponse answer;
+      answer.body = r.method + " " + r.path + "?" + r.query + " " +
+                    std::string(r.Header("x-user").value_or("-")) + " " + r.body;
+      return answer;
+    });
+    ASSERT_TRUE(server_->Start("127.0.0.1", 0).ok());
+  }
+
+  std::unique_ptr<HttpServer> server_;
+};
+
+TEST_F(HttpServiceTest, BodiesMethodsAndHeadersReachTheHandler) {
+  Client c(server_->port());
+  c.Send(
+      "POST /v1/a?x=1 HTTP/1.1\r\nHost: a\r\nX-User: ann\r\nContent-Length: 5\r\n\r\nhello"
+      "PUT /v1/b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+      "GET /health HTTP/1.1\r\nHost: a\r\n\r\n"
+      "POST /health HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+  std::vector<Answer> a = c.Read({"POST", "PUT", "GET", "POST"});
+  ASSERT_EQ(a.size(), 4u);
+  EXPECT_EQ(a[0].body, "POST /v1/a?x=1 ann hello");
+  EXPECT_EQ(a[1].body, "PUT /v1/b? - abcde");
+  EXPECT_EQ(a[2].body, "ok\n");              // the fixed GET handler first
+  EXPECT_EQ(a[3].body, "POST /health? - ");  // other methods go to HandleAll
+  for (const Answer& answer : a) EXPECT_EQ(answer.allow_origin, "*");
+  EXPECT_TRUE(a[3].keep_alive);
+}
+
+TEST_F(HttpServiceTest, ABodyOverTheLimitIs413WithCors) {
+  Client c(server_->port());
+  c.Send("POST /v1/a HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n" + std::string(1001, 'x'));
+  std::vector<Answer> a = c.Read({"POST"});
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].status, 413);
+  EXPECT_EQ(a[0].allow_origin, "*");
+  EXPECT_TRUE(c.ServerClosed());
+}
+
+TEST_F(HttpServiceTest, ExpectContinueGetsA100First) {
+  Client c(server_->port());
+  c.Send("POST /v1/a HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
+  c.Send("hi");
+  // This client counts the interim 100 as an answer of its own.
+  std::vector<Answer> a = c.Read({"POST", "POST"});
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a[0].status, 100);
+  EXPECT_EQ(a[1].status, 200);
+  EXPECT_EQ(a[1].body, "POST /v1/a? - hi");
+}
+
+// With worker threads a handler may block (a store round trip): the loop
+// keeps serving other connections meanwhile.
+TEST(HttpServiceWorkersTest, ABlockedHandlerDoesNotStopOtherConnections) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false, released = false;
+  HttpServer server(HttpServerOptions{.worker_threads = 2});
+  server.HandleAll([&](const HttpRequest& r) {
+    if (r.path == "/wait") {
+      std::unique_lock lock(mu);
+      entered = true;
+      cv.notify_all();
+      cv.wait(lock, [&] { return released; });
+      return HttpResponse{.body = "waited"};
+    }
+    {
+      std::lock_guard lock(mu);
+      released = true;
+    }
+    cv.notify_all();
+    return HttpResponse{.body = "released"};
+  });
+  ASSERT_TRUE(server.Start("127.0.0.1", 0).ok());
+  Client waiting(server.port());
+  waiting.Send("GET /wait HTTP/1.1\r\nHost: a\r\n\r\n");
+  {
+    std::unique_lock lock(mu);  // the first handler is blocked before the second request
+    cv.wait(lock, [&] { return entered; });
+  }
+  Client releasing(server.port());
+  releasing.Send("GET /release HTTP/1.1\r\nHost: a\r\n\r\n");
+  std::vector<Answer> a = releasing.Read({"GET"});
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].body, "released");
+  a = waiting.Read({"GET"});
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].body, "waited");
+}
+
+TEST_F(HttpServiceTest, TheConnectionLimitIsConfigurable) {
+  std::vector<std::unique_ptr<Client>> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(std::make_unique<Client>(server_->port()));
+    held.back()->Send("GET /health HTTP/1.1\r\nHost: a\r\n\r\n");
+    ASSERT_EQ(held.back()->Read({"GET"}).size(), 1u) << i;
+  }
+  Client one_too_many(server_->port());
+  one_too_many.Send("GET /health HTTP/1.1\r\nHost: a\r\n\r\n");
+  EXPECT_TRUE(one_too_many.Read({"GET"}).empty());
 }
 
 }  // namespace

@@ -46,6 +46,9 @@ class DevProcess {
       argv.push_back("--gateway-listen");
       argv.push_back("127.0.0.1:" + std::to_string(gateway_port_));
     }
+    // Never the fixed default port: tests run side by side.
+    argv.push_back("--experiments-listen");
+    argv.push_back("127.0.0.1:0");
     argv.insert(argv.end(), extra.begin(), extra.end());
     process_ = std::make_unique<Process>(argv, dir.path() + "/dev.log");
   }
@@ -85,6 +88,19 @@ TEST(DevE2E, GatewayServesTheRegisteredExampleAndFollowsRoutesFromTheStore) {
   DevProcess dev(dir, {});
   ASSERT_TRUE(dev.WaitReady()) << dev.process()->Log();
   EXPECT_NE(dev.process()->Log().find("gateway listening on port"), std::string::npos);
+  // The experiments service runs too, on the port it printed, and has listed
+  // its configuration from the store.
+  std::string log = dev.process()->Log();
+  size_t printed = log.find("experiments listening on port ");
+  ASSERT_NE(printed, std::string::npos) << log;
+  std::string experiments_health =
+      "http://127.0.0.1:" + std::to_string(std::stoi(log.substr(printed + 30))) + "/health";
+  CommandResult health;
+  EXPECT_TRUE(Eventually([&] {
+    health = Curl({"-s", experiments_health});
+    return health.exit_code == 0 && health.out.find("\"health\":\"true\"") != std::string::npos;
+  })) << health.out
+      << health.err;
 
   // curl through the gateway reaches the example service it found in the registry.
   CommandResult r;

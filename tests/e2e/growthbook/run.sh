@@ -24,24 +24,9 @@ if ! command -v node >/dev/null 2>&1; then
   exit 77
 fi
 
-# Both differential tests (reference and compiled engines) may start at once
-# under ctest -j: the install runs under a lock so only one npm ci touches
-# node_modules, and the other then finds it in place.
-install_if_needed() {
-  local wanted installed
-  wanted=$(cd "$here" && node -p \
-    'require("./package-lock.json").packages["node_modules/@growthbook/growthbook"].version')
-  installed=$(cd "$here" && node -p \
-    'try { require("./node_modules/@growthbook/growthbook/package.json").version } catch (e) { "" }')
-  if [ "$wanted" != "$installed" ]; then
-    echo "installing @growthbook/growthbook $wanted with npm ci" >&2
-    (cd "$here" && npm ci --no-audit --no-fund --loglevel=error >&2)
-  fi
-}
-exec 9>"$here/.npm-install.lock"
-flock 9
-install_if_needed
-flock -u 9
+# The SDK pinned by package-lock.json, installed once under a lock (both
+# differential tests may start at once under ctest -j).
+bash "$here/install.sh"
 
 exec node "$here/differential.cjs" --capstan "$capstan" \
   --seed "${GROWTHBOOK_DIFF_SEED:-20261207}" "$@"

@@ -1,0 +1,98 @@
+// `capstan experiments serve` (experiments_cmd.h).
+#include "cmd/experiments_cmd.h"
+
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "base/logging.h"
+#include "base/signals.h"
+#include "net/address.h"
+
+namespace capstan {
+
+CLI::App* AddExperimentsServeCommand(CLI::App* experiments, ExperimentsServeFlags* f) {
+  CLI::App* cmd = experiments->add_subcommand(
+      "serve",
+      "Serve the experiments HTTP API: configuration documents in the store (watched) and "
+      "GrowthBook's SDK endpoints /api/features/{clientKey} and /api/eval/{clientKey} "
+      "(docs/experiments.md).");
+  cmd->add_option("--store", f->store, "The store's endpoints (host:port, comma-separated).")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--listen", f->listen,
+                  "Where the HTTP API listens (host:port; port 0 picks one).")
+      ->capture_default_str();
+  cmd->add_option("--prefix", f->prefix, "The store prefix the documents live under (ends in /).")
+      ->capture_default_str();
+  cmd->add_option("--threads", f->threads,
+                  "Worker threads running API requests (a write waits for the store).")
+      ->capture_default_str();
+  cmd->add_option("--max-body-bytes", f->max_body_bytes,
+                  "Largest request body accepted; larger ones are answered 413.")
+      ->capture_default_str();
+  cmd->add_option("--max-connections", f->max_connections,
+                  "HTTP connections served at once; more are closed as they arrive.")
+      ->capture_default_str();
+  cmd->add_option("--log-level", f->log_level, "debug, info, warn or err.")->capture_default_str();
+  return cmd;
+}
+
+absl::StatusOr<experiments::ServiceOptions> ExperimentsServiceOptions(
+    const ExperimentsServeFlags& f) {
+  experiments::ServiceOptions options;
+  for (const std::string& endpoint : f.store) {
+    absl::StatusOr<net::HostPort> parsed = net::ParseHostPort(endpoint);
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--store ", endpoint, ": ", std::string(parsed.status().message())));
+    }
+    options.store_endpoints.push_back(endpoint);
+  }
+  absl::StatusOr<net::HostPort> listen = net::ParseHostPort(f.listen, /*allow_port_zero=*/true);
+  if (!listen.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--listen: ", std::string(listen.status().message())));
+  }
+  options.listen_host = listen->host;
+  options.listen_port = listen->port;
+  options.prefix = f.prefix;
+  if (f.threads < 1 || f.threads > 256) {
+    return absl::InvalidArgumentError("--threads must be between 1 and 256");
+  }
+  options.worker_threads = f.threads;
+  if (f.max_body_bytes < 1024 || f.max_body_bytes > (int64_t{64} << 20)) {
+    return absl::InvalidArgumentError(
+        "--max-body-bytes must be between 1024 and 67108864 (64 MiB)");
+  }
+  options.max_body_bytes = static_cast<uint64_t>(f.max_body_bytes);
+  if (f.max_connections < 1) return absl::InvalidArgumentError("--max-connections must be >= 1");
+  options.max_connections = static_cast<size_t>(f.max_connections);
+  return options;
+}
+
+int RunExperimentsServe(const ExperimentsServeFlags& f) {
+  if (!InitLogging(f.log_level)) {
+    std::cerr << "capstan experiments serve: --log-level \"" << f.log_level
+              << "\" is not one of trace, debug, info, warn, err\n";
+    return 2;
+  }
+  absl::StatusOr<experiments::ServiceOptions> options = ExperimentsServiceOptions(f);
+  if (!options.ok()) {
+    std::cerr << "capstan experiments serve: " << options.status().message() << "\n";
+    return 2;
+  }
+  auto service = experiments::ExperimentsService::Start(*std::move(options));
+  if (!service.ok()) {
+    std::cerr << "capstan experiments serve: " << service.status().message() << "\n";
+    return 1;
+  }
+  // Tests and scripts read the bound port from here.
+  std::cout << "experiments listening on port " << (*service)->port() << "\n";
+  std::cout.flush();
+  int sig = WaitForTerminationSignal();
+  CAPSTAN_LOG(info, "experiments: shutting down", "signal", sig);
+  service->reset();
+  return 0;
+}
+
+}  // namespace capstan

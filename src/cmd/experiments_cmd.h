@@ -1,0 +1,32 @@
+// `capstan experiments serve`: flags and entry point (experiments_cmd.cc).
+// The service itself is experiments::ExperimentsService (src/experiments/service.h).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "base/status.h"
+#include "experiments/service.h"
+
+namespace capstan {
+
+struct ExperimentsServeFlags {
+  std::vector<std::string> store{"127.0.0.1:2379"};
+  std::string listen = "127.0.0.1:8090";
+  std::string prefix = experiments::kDefaultConfigPrefix;
+  int threads = 4;
+  int64_t max_body_bytes = 1 << 20;
+  int max_connections = 1024;
+  std::string log_level = "info";
+};
+
+// Adds `serve` under `experiments`; returns it.
+CLI::App* AddExperimentsServeCommand(CLI::App* experiments, ExperimentsServeFlags* flags);
+// The service's options from the flags (INVALID_ARGUMENT naming the flag).
+absl::StatusOr<experiments::ServiceOptions> ExperimentsServiceOptions(
+    const ExperimentsServeFlags& flags);
+// Serves until SIGINT/SIGTERM; returns the exit code.
+int RunExperimentsServe(const ExperimentsServeFlags& flags);
+
+}  // namespace capstan

@@ -1,0 +1,107 @@
+// The `capstan experiments` service: the HTTP JSON API over the
+// configuration documents in the store and GrowthBook's SDK endpoints, on one
+// net::HttpServer (handlers on worker threads, since writes wait on the
+// store).
+//
+// Data flow: PUT /v1/features/x ─► ConfigStore::Put (validate, Txn with a
+// mod_revision compare + a history record) ─► store ─► watch ─► ConfigWatcher
+// (new immutable ConfigSnapshot) ─► subscribers: GrowthBookEndpoints rebuilds
+// each SDK connection's payload and swaps it in ─► GET /api/features/{key},
+// POST /api/eval/{key}. Readers never wait for writers.
+//
+// Endpoints (docs/experiments.md has examples):
+//   GET    /health, /metrics
+//   GET    /api/features/{clientKey}        POST /api/eval/{clientKey}
+//   GET    /v1/{kind}                       the documents of a kind: {"items": [...]}
+//   GET    /v1/{kind}/{id}                  one document (ETag: its revision)
+//   PUT    /v1/{kind}/{id}                  body: the spec; creates, or with ?revision=N
+//                                           (or If-Match: N) replaces revision N; 201 / 200
+//   DELETE /v1/{kind}/{id}[?revision=N]
+//   GET    /v1/{kind}/{id}/history          {"items": [...]} oldest first
+// Who made a change: the X-Capstan-User header, else "anonymous".
+// Errors: {"error": {"code", "message", "field"?, "currentRevision"?}} with
+// 400 (invalid; "field" names it), 404, 409 (conflict; "currentRevision"),
+// 413 (body over the limit), 503 (the store did not answer).
+//
+// Thread-safety: Start and the destructor from one thread.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/metrics.h"
+#include "base/status.h"
+#include "client/client.h"
+#include "experiments/config_store.h"
+#include "experiments/growthbook_service.h"
+#include "net/http_router.h"
+#include "net/http_server.h"
+
+namespace capstan::experiments {
+
+class ConfigWatcher;
+
+// What an extension of the service gets (the layered model, events,
+// statistics): it registers its document kinds, subscribes to the
+// configuration snapshot, adds routes and metrics. Everything stays valid
+// for the service's lifetime; the server is not serving yet.
+struct ServiceContext {
+  ConfigStore* store;
+  ConfigWatcher* watcher;
+  net::HttpRouter* router;
+  metrics::Registry* registry;
+};
+using ServiceExtension = std::function<absl::Status(const ServiceContext&)>;
+
+struct ServiceOptions {
+  std::vector<std::string> store_endpoints;  // host:port
+  std::string listen_host = "127.0.0.1";
+  int listen_port = 8090;  // 0 picks one
+  std::string prefix = kDefaultConfigPrefix;
+  // Request bodies at most (a feature document is a few KiB).
+  uint64_t max_body_bytes = 1 << 20;
+  size_t max_connections = 1024;
+  int worker_threads = 4;
+  // Run in order before the server starts; an error stops Start.
+  std::vector<ServiceExtension> extensions;
+};
+
+class ExperimentsService {
+ public:
+  // Connects to the store, starts the watch and serves. The first listing
+  // need not be in (the store may be down): /health says 503 until it is.
+  static absl::StatusOr<std::unique_ptr<ExperimentsService>> Start(ServiceOptions options);
+  ~ExperimentsService();
+  ExperimentsService(const ExperimentsService&) = delete;
+  ExperimentsService& operator=(const ExperimentsService&) = delete;
+
+  int port() const { return server_->port(); }
+  ConfigStore& store() { return *repository_; }
+  ConfigWatcher& watcher() { return *watcher_; }
+  const GrowthBookEndpoints& growthbook() const { return growthbook_; }
+
+ private:
+  ExperimentsService() = default;
+  void AddRoutes();
+  net::HttpResponse Put(const net::HttpRequest& request, const net::PathParams& params);
+  net::HttpResponse Delete(const net::HttpRequest& request, const net::PathParams& params);
+
+  ServiceOptions options_;
+  std::shared_ptr<client::Client> client_;
+  std::unique_ptr<ConfigStore> repository_;
+  GrowthBookEndpoints growthbook_;
+  metrics::Registry registry_;
+  metrics::Counter* requests_ = nullptr;
+  metrics::Counter* writes_ = nullptr;
+  metrics::Counter* conflicts_ = nullptr;
+  net::HttpRouter router_;
+  std::unique_ptr<ConfigWatcher> watcher_;
+  std::unique_ptr<net::HttpServer> server_;
+};
+
+// The HTTP answer for a ConfigStore error (see the table above).
+net::HttpResponse ErrorResponse(const absl::Status& status);
+
+}  // namespace capstan::experiments
