@@ -453,6 +453,11 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
   if (hash_on.starts_with("header:")) {
     std::optional<std::string_view> v = req.fields->Get(std::string_view(hash_on).substr(7));
     hash = mesh::HashKey(v ? *v : std::string_view());
+  } else if (hash_on.starts_with("cookie:")) {
+    // Without the cookie (a first visit) the client's address keeps the
+    // request on one endpoint all the same.
+    std::optional<std::string_view> v = req.fields->Cookie(std::string_view(hash_on).substr(7));
+    hash = mesh::HashKey(v ? *v : std::string_view(ctx.client_address));
   } else {
     hash = mesh::HashKey(ctx.client_address);
   }

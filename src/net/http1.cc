@@ -392,6 +392,31 @@ std::optional<std::string_view> HeaderFields::Get(std::string_view name) const {
   return std::nullopt;
 }
 
+std::optional<std::string_view> HeaderFields::Cookie(std::string_view name) const {
+  for (const Field& f : fields_) {
+    if (f.name.size() != 6 || !EqualsNoCase(f.name, "cookie")) continue;
+    std::string_view rest = f.value;
+    while (!rest.empty()) {
+      size_t end = rest.find(';');
+      std::string_view pair = rest.substr(0, end);
+      rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+      while (!pair.empty() && (pair.front() == ' ' || pair.front() == '\t')) pair.remove_prefix(1);
+      while (!pair.empty() && (pair.back() == ' ' || pair.back() == '\t')) pair.remove_suffix(1);
+      size_t eq = pair.find('=');
+      if (eq == std::string_view::npos) continue;
+      std::string_view key = pair.substr(0, eq);
+      while (!key.empty() && (key.back() == ' ' || key.back() == '\t')) key.remove_suffix(1);
+      if (key != name) continue;  // cookie names are case-sensitive
+      std::string_view value = pair.substr(eq + 1);
+      while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
+        value.remove_prefix(1);
+      }
+      return value;
+    }
+  }
+  return std::nullopt;
+}
+
 size_t HeaderFields::Count(std::string_view name) const {
   size_t n = 0;
   for (const Field& f : fields_) {

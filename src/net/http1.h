@@ -167,6 +167,10 @@ class HeaderFields {
 
   // The value of the first field named `name`, if any.
   std::optional<std::string_view> Get(std::string_view name) const;
+  // The value of cookie `name` from the Cookie fields (RFC 6265 §5.4: pairs
+  // separated by "; ", several Cookie fields as HTTP/2 sends them); the
+  // first occurrence, without surrounding quotes' removal.
+  std::optional<std::string_view> Cookie(std::string_view name) const;
   size_t Count(std::string_view name) const;
   // True when some field `name`, read as a comma-separated list, holds
   // `token` (case-insensitive): HasToken("Connection", "close").

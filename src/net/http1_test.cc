@@ -846,5 +846,20 @@ TEST(Http1TargetTest, SplitTargetGivesPathAndQueryForEveryForm) {
   EXPECT_EQ(ReasonPhrase(299), "");
 }
 
+TEST(Http1FieldsTest, CookieFindsANamedPairInEveryCookieField) {
+  HeaderFields fields;
+  fields.Add("Cookie", "theme=dark; session = abc123 ;lang=en");
+  fields.Add("cookie", "cart=7");
+  EXPECT_EQ(fields.Cookie("session"), "abc123");
+  EXPECT_EQ(fields.Cookie("theme"), "dark");
+  EXPECT_EQ(fields.Cookie("lang"), "en");
+  EXPECT_EQ(fields.Cookie("cart"), "7");              // from the second field
+  EXPECT_EQ(fields.Cookie("Session"), std::nullopt);  // names are case-sensitive
+  EXPECT_EQ(fields.Cookie("sess"), std::nullopt);
+  HeaderFields none;
+  none.Add("x-cookie", "session=1");
+  EXPECT_EQ(none.Cookie("session"), std::nullopt);
+}
+
 }  // namespace
 }  // namespace capstan::net::http1

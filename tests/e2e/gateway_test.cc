@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <fstream>
 #include <regex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -582,6 +583,39 @@ TEST(GatewayE2E, SighupReloadsCertificatesWithoutARestart) {
       << served_serial();
 }
 
+// Maglev on a cookie: one session's requests go to one endpoint, and
+// different sessions spread over the endpoints.
+TEST(GatewayE2E, MaglevOnACookieKeepsASessionOnOneEndpoint) {
+  TempDir dir("gw_maglev_cookie");
+  Origin a(dir, "a");
+  Origin b(dir, "b");
+  Origin c(dir, "c");
+  std::string config = dir.path() + "/gateway.yaml";
+  int port = PickFreePort();
+  std::ofstream(config) << "listeners: [{address: \"127.0.0.1:" << port << "\"}]\n"
+                        << "clusters: [{name: web, balancer: maglev, hash_on: \"cookie:session\", "
+                        << "endpoints: [" << a.address() << ", " << b.address() << ", "
+                        << c.address() << "]}]\n"
+                        << "virtual_hosts: [{name: all, routes: [{match: {prefix: /}, "
+                        << "cluster: web}]}]\n";
+  GatewayProcess gw(dir, {"--config", config});
+  auto server_for = [&](const std::string& cookie) {
+    std::string out =
+        Curl({"--http1.1", "-H", "Cookie: theme=dark; session=" + cookie, gw.url("/echo")}).out;
+    std::smatch m;
+    return std::regex_search(out, m, std::regex("\"server\": \"([a-z]+)\"")) ? m[1].str() : out;
+  };
+  std::set<std::string> servers;
+  for (int session = 0; session < 12; ++session) {
+    std::string key = "user-" + std::to_string(session);
+    std::string first = server_for(key);
+    for (int again = 0; again < 3; ++again) EXPECT_EQ(server_for(key), first) << key;
+    servers.insert(first);
+  }
+  // 12 sessions over 3 endpoints: all on one would be (1/3)^11.
+  EXPECT_GE(servers.size(), 2u);
+}
+
 TEST(GatewayE2E, RetriesOnGatewayErrorsGoToAnotherEndpoint) {
   TempDir dir("gw_retry_status");
   Origin good(dir, "good");
@@ -645,9 +679,10 @@ TEST(GatewayE2E, H2cUpgradeSwitchesToHttp2AndIsNotForwarded) {
   EXPECT_NE(post.out.find("\"body_length\": 10,"), std::string::npos) << post.out;
   EXPECT_EQ(post.out.find("http2-settings"), std::string::npos) << post.out;
   // A bad HTTP2-Settings value closes the connection after the 101.
-  std::string bad = RawExchange(gw.port(),
-                                "GET /echo/bad-settings HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, "
-                                "HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: !!!\r\n\r\n");
+  std::string bad =
+      RawExchange(gw.port(),
+                  "GET /echo/bad-settings HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, "
+                  "HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: !!!\r\n\r\n");
   EXPECT_TRUE(bad.starts_with("HTTP/1.1 101")) << bad;
   EXPECT_EQ(CountOf(origin.Requests(), "/echo/bad-settings"), 0u);
 }
