@@ -150,9 +150,29 @@ int RunGateway(const GatewayFlags& f) {
   // Tests and scripts read the bound ports from here.
   for (int port : (*gw)->ports()) std::cout << "listening on port " << port << "\n";
   std::cout.flush();
+  // Certificate files are looked at between signals; a change rebuilds the
+  // TLS contexts with the configuration in force (file or store).
+  gateway::CertificateFileWatch certificates(base);
+  std::chrono::milliseconds check = base.certificate_check_interval;
   while (true) {
     int sig = 0;
-    sigwait(&signals, &sig);
+    if (check.count() > 0 && certificates.files() > 0) {
+      timespec wait{.tv_sec = check.count() / 1000, .tv_nsec = (check.count() % 1000) * 1000000};
+      sig = sigtimedwait(&signals, nullptr, &wait);
+      if (sig < 0) {
+        if (!certificates.Changed()) continue;
+        absl::Status st = (*gw)->ReloadCertificates();
+        if (st.ok()) {
+          CAPSTAN_LOG(info, "gateway: certificate files changed; TLS contexts rebuilt");
+        } else {
+          CAPSTAN_LOG(err, "gateway: certificate reload refused; the previous ones stay", "error",
+                      std::string(st.message()));
+        }
+        continue;
+      }
+    } else {
+      sigwait(&signals, &sig);
+    }
     if (sig != SIGHUP) break;
     if (f.config.empty()) {
       CAPSTAN_LOG(info, "gateway: SIGHUP without --config: nothing to reload");

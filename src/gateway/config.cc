@@ -1,5 +1,7 @@
 #include "gateway/config.h"
 
+#include <sys/stat.h>
+
 #include <yaml-cpp/yaml.h>
 
 #include <fstream>
@@ -579,6 +581,7 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(std::string_view text, std::str
         r.Bool("x_forwarded", &c->add_x_forwarded);
         r.String("request_id_header", &c->request_id_header);
         r.Time("drain_timeout", &c->drain_timeout);
+        r.Time("certificate_check_interval", &c->certificate_check_interval);
       });
   if (!config.ok()) return config.status();
   absl::Status valid = ValidateGatewayConfig(*config);
@@ -640,6 +643,42 @@ absl::Status ValidateGatewayConfig(const GatewayConfig& config) {
     }
   }
   return absl::OkStatus();
+}
+
+CertificateFileWatch::CertificateFileWatch(const GatewayConfig& config) {
+  for (const ListenerConfig& l : config.listeners) {
+    if (!l.tls) continue;
+    for (const TlsCertificate& c : l.tls->certificates) {
+      files_.push_back(Look(c.cert_file));
+      files_.push_back(Look(c.key_file));
+    }
+  }
+  for (const ClusterConfig& c : config.clusters) {
+    if (!c.tls_ca_file.empty()) files_.push_back(Look(c.tls_ca_file));
+  }
+}
+
+CertificateFileWatch::Seen CertificateFileWatch::Look(const std::string& path) {
+  Seen seen;
+  seen.path = path;
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return seen;
+  seen.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  seen.size = static_cast<int64_t>(st.st_size);
+  seen.inode = static_cast<uint64_t>(st.st_ino);
+  return seen;
+}
+
+bool CertificateFileWatch::Changed() {
+  bool changed = false;
+  for (Seen& seen : files_) {
+    Seen now = Look(seen.path);
+    if (now.mtime_ns != seen.mtime_ns || now.size != seen.size || now.inode != seen.inode) {
+      changed = true;
+      seen = std::move(now);
+    }
+  }
+  return changed;
 }
 
 }  // namespace capstan::gateway

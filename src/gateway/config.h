@@ -235,6 +235,32 @@ struct GatewayConfig {
   bool add_x_forwarded = true;  // X-Forwarded-For, -Proto, -Host
   std::string request_id_header = "x-request-id";
   Duration drain_timeout{15000};  // SIGTERM: in-flight requests get this long
+  // How often the certificate, key and CA files are looked at; a change
+  // (time, size or inode: a renewal written in place or renamed over)
+  // rebuilds the TLS contexts as SIGHUP does. 0: only on SIGHUP.
+  Duration certificate_check_interval{5000};
+};
+
+// The certificate, key and CA files a configuration names (listeners'
+// certificates, clusters' tls_ca_file), each with what stat(2) said of it
+// when last looked at.
+class CertificateFileWatch {
+ public:
+  explicit CertificateFileWatch(const GatewayConfig& config);
+  // Whether any file differs (appeared, vanished, was rewritten) since the
+  // previous call or construction; remembers the new state.
+  bool Changed();
+  size_t files() const { return files_.size(); }
+
+ private:
+  struct Seen {
+    std::string path;
+    int64_t mtime_ns = -1;  // -1: missing
+    int64_t size = -1;
+    uint64_t inode = 0;
+  };
+  static Seen Look(const std::string& path);
+  std::vector<Seen> files_;
 };
 
 // Parses a whole file. `source` names it in errors.

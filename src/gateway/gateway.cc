@@ -197,7 +197,15 @@ void Gateway::Publish(std::shared_ptr<const Snapshot> snapshot) {
   }
 }
 
+absl::Status Gateway::ReloadCertificates() { return Reload(config()); }
+
+GatewayConfig Gateway::config() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return current_->config;
+}
+
 absl::Status Gateway::Reload(GatewayConfig config) {
+  std::lock_guard<std::mutex> reloading(reload_mu_);
   RETURN_IF_ERROR(ValidateGatewayConfig(config));
   std::shared_ptr<const Snapshot> previous;
   {

@@ -82,6 +82,11 @@ class Gateway {
   // Applies a new configuration to new requests. Listeners are fixed at
   // Start (a changed listener list is refused).
   absl::Status Reload(GatewayConfig config);
+  // Rebuilds the TLS contexts from the certificate files with the current
+  // configuration (what SIGHUP or a changed file asks for).
+  absl::Status ReloadCertificates();
+  // The configuration new requests use now.
+  GatewayConfig config() const;
   // Stops accepting, asks clients to go (Connection: close on the next
   // response), gives requests in flight `grace`, then closes everything.
   void Shutdown(std::chrono::milliseconds grace);
@@ -121,7 +126,10 @@ class Gateway {
   std::unique_ptr<net::HttpServer> admin_;
   std::vector<std::unique_ptr<LoopState>> loops_;
   std::vector<int> ports_;
-  std::mutex mu_;  // guards current_ (Reload)
+  // Held through a whole Reload, so a certificate reload cannot publish a
+  // configuration older than a concurrent live update's.
+  std::mutex reload_mu_;
+  mutable std::mutex mu_;  // guards current_
   std::shared_ptr<const Snapshot> current_;
   Counters counters_;
   bool shut_down_ = false;

@@ -563,7 +563,8 @@ TEST(GatewayE2E, SighupReloadsCertificatesWithoutARestart) {
     std::ofstream out(config);
     out << "listeners:\n  - address: \"127.0.0.1:" << port << "\"\n"
         << "    tls: {certificates: [{cert: " << cert << ", key: " << key << "}]}\n"
-        << "virtual_hosts: [{name: all, routes: [{direct_response: {status: 200, body: ok}}]}]\n";
+        << "virtual_hosts: [{name: all, routes: [{direct_response: {status: 200, body: ok}}]}]\n"
+        << "certificate_check_interval: 0\n";  // the signal alone
   }
   GatewayProcess gw(dir, {"--config", config});
   // The serial number tells the two certificates apart.
@@ -579,6 +580,48 @@ TEST(GatewayE2E, SighupReloadsCertificatesWithoutARestart) {
   EXPECT_EQ(served_serial(), serial_of(first.cert_file));
   install(second);
   gw.process()->Signal(SIGHUP);
+  EXPECT_TRUE(Eventually([&] { return served_serial() == serial_of(second.cert_file); }))
+      << served_serial();
+}
+
+// Renewed certificate files are picked up without a signal: the gateway
+// looks at them every certificate_check_interval. A half-written renewal
+// (the certificate before its key) is refused and the old pair kept.
+TEST(GatewayE2E, ChangedCertificateFilesAreServedWithoutASignal) {
+  TempDir dir("gw_cert_watch");
+  net::testing::TestCa ca(std::string(dir.path()) + "/ca");
+  net::testing::TestCert first = ca.Issue("shop.test", {"DNS:shop.test"}, "first");
+  net::testing::TestCert second = ca.Issue("shop.test", {"DNS:shop.test"}, "second");
+  std::string cert = dir.path() + "/live.pem", key = dir.path() + "/live.key";
+  ASSERT_EQ(RunCommand({"cp", first.cert_file, cert}).exit_code, 0);
+  ASSERT_EQ(RunCommand({"cp", first.key_file, key}).exit_code, 0);
+  std::string config = dir.path() + "/gateway.yaml";
+  int port = PickFreePort();
+  std::ofstream(config) << "listeners:\n  - address: \"127.0.0.1:" << port << "\"\n"
+                        << "    tls: {certificates: [{cert: " << cert << ", key: " << key << "}]}\n"
+                        << "virtual_hosts: [{name: all, routes: [{direct_response: "
+                        << "{status: 200, body: ok}}]}]\n"
+                        << "certificate_check_interval: 100ms\n";
+  GatewayProcess gw(dir, {"--config", config});
+  auto serial_of = [&](const std::string& file) {
+    return RunCommand({"openssl", "x509", "-noout", "-serial", "-in", file}).out;
+  };
+  auto served_serial = [&] {
+    return RunCommand({"sh", "-c",
+                       "echo | openssl s_client -connect 127.0.0.1:" + std::to_string(gw.port()) +
+                           " -servername shop.test 2>/dev/null | openssl x509 -noout -serial"})
+        .out;
+  };
+  EXPECT_EQ(served_serial(), serial_of(first.cert_file));
+  // The new certificate alone: it does not match the key, so the reload is
+  // refused and the first pair still served.
+  ASSERT_EQ(RunCommand({"cp", second.cert_file, cert}).exit_code, 0);
+  EXPECT_TRUE(Eventually([&] {
+    return gw.process()->Log().find("certificate reload refused") != std::string::npos;
+  })) << gw.process()->Log();
+  EXPECT_EQ(served_serial(), serial_of(first.cert_file));
+  // Then its key: the renewal is complete and served.
+  ASSERT_EQ(RunCommand({"cp", second.key_file, key}).exit_code, 0);
   EXPECT_TRUE(Eventually([&] { return served_serial() == serial_of(second.cert_file); }))
       << served_serial();
 }
