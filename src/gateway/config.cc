@@ -653,9 +653,8 @@ CertificateFileWatch::CertificateFileWatch(const GatewayConfig& config) {
       files_.push_back(Look(c.key_file));
     }
   }
-  for (const ClusterConfig& c : config.clusters) {
-    if (!c.tls_ca_file.empty()) files_.push_back(Look(c.tls_ca_file));
-  }
+  // Clusters' CA files are not watched: a reload keeps a cluster whose
+  // configuration is unchanged, with its TLS context (and pools).
 }
 
 CertificateFileWatch::Seen CertificateFileWatch::Look(const std::string& path) {

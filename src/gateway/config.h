@@ -235,15 +235,14 @@ struct GatewayConfig {
   bool add_x_forwarded = true;  // X-Forwarded-For, -Proto, -Host
   std::string request_id_header = "x-request-id";
   Duration drain_timeout{15000};  // SIGTERM: in-flight requests get this long
-  // How often the certificate, key and CA files are looked at; a change
+  // How often the listeners' certificate and key files are looked at; a change
   // (time, size or inode: a renewal written in place or renamed over)
   // rebuilds the TLS contexts as SIGHUP does. 0: only on SIGHUP.
   Duration certificate_check_interval{5000};
 };
 
-// The certificate, key and CA files a configuration names (listeners'
-// certificates, clusters' tls_ca_file), each with what stat(2) said of it
-// when last looked at.
+// The certificate and key files of a configuration's listeners, each with
+// what stat(2) said of it when last looked at.
 class CertificateFileWatch {
  public:
   explicit CertificateFileWatch(const GatewayConfig& config);
