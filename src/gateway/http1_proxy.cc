@@ -190,6 +190,17 @@ class Http1Exchange : public DownstreamExchange {
   bool chunked_ = false;
 };
 
+// One request whose head `parser` has read: proxied, answered. Its own
+// coroutine, so the exchange's state lives only while the request does,
+// not in the connection's frame for the connection's life. Whether the
+// connection may serve another (false too when the body was left unread).
+net::Task<bool> ServeRequest(DownstreamContext& ctx, net::Socket* down,
+                             http1::RequestParser* parser) {
+  Http1Exchange exchange(ctx, down, parser);
+  bool keep = co_await HandleRequest(ctx, exchange);
+  co_return keep&& exchange.body_done();
+}
+
 // Whether `head` asks to continue as HTTP/2 in clear text and may (RFC 7540
 // §3.2: Upgrade names h2c, one HTTP2-Settings field; we switch only
 // requests without a body — the body would have to be read first — and
@@ -248,7 +259,9 @@ net::Task<void> ServeHttp1(DownstreamContext& ctx, std::shared_ptr<net::Socket> 
   codec_limits.max_header_bytes = limits.max_header_bytes;
   codec_limits.max_header_fields = limits.max_header_count;
   codec_limits.max_body_bytes = limits.max_body_bytes;
-  http1::RequestParser parser(codec_limits);
+  // The parser (1.7 KB with its inline fields) exists while a request is
+  // being read or served; an idle keep-alive connection holds none.
+  std::unique_ptr<http1::RequestParser> parser;
   bool speaks_h2c = std::find(first.listeners[ctx.listener_index].protocols.begin(),
                               first.listeners[ctx.listener_index].protocols.end(),
                               "h2c") != first.listeners[ctx.listener_index].protocols.end();
@@ -260,7 +273,16 @@ net::Task<void> ServeHttp1(DownstreamContext& ctx, std::shared_ptr<net::Socket> 
   idle_timer.ArmAfter(ctx.loop, limits.idle_timeout);
   ctx.control->idle = true;
   while (true) {
-    http1::Event ev = parser.Next(&down->input());
+    if (parser == nullptr) {
+      if (down->input().empty()) {
+        if (ctx.draining->load(std::memory_order_relaxed)) break;
+        absl::Status st = co_await down->ReadMore();
+        if (!st.ok()) break;
+        continue;
+      }
+      parser = std::make_unique<http1::RequestParser>(codec_limits);
+    }
+    http1::Event ev = parser->Next(&down->input());
     if (ev.type == http1::Event::kNeedMore) {
       if (!down->input().empty() && !header_timer.armed()) {
         ctx.control->idle = false;
@@ -274,7 +296,7 @@ net::Task<void> ServeHttp1(DownstreamContext& ctx, std::shared_ptr<net::Socket> 
     }
     if (ev.type == http1::Event::kError) {
       ctx.counters->bad_requests.fetch_add(1, std::memory_order_relaxed);
-      const http1::Error& e = parser.error();
+      const http1::Error& e = parser->error();
       ctx.counters->CountStatus(e.status);
       WriteLocalResponse(down, e.status, absl::StrCat(e.reason, "\n"), /*close=*/true);
       break;
@@ -286,20 +308,23 @@ net::Task<void> ServeHttp1(DownstreamContext& ctx, std::shared_ptr<net::Socket> 
     idle_timer.Cancel();
     ctx.control->idle = false;
     if (!ctx.draining->load(std::memory_order_relaxed) &&
-        TakeH2cUpgrade(parser.head(), speaks_h2c, upgrade)) {
+        TakeH2cUpgrade(parser->head(), speaks_h2c, upgrade)) {
       ctx.counters->CountStatus(101);
       down->Write(std::string_view(
           "HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"));
       break;
     }
-    Http1Exchange exchange(ctx, down, &parser);
-    bool keep = co_await HandleRequest(ctx, exchange);
-    // The head's fields hold a slice of the block the request arrived in
-    // (16 KiB): let it go now, not when the next request comes, so an idle
-    // keep-alive connection costs little.
-    parser.head().fields.Clear();
-    // A body left half-read leaves the parser mid-message: close.
-    if (!keep || down->closed() || !exchange.body_done()) break;
+    bool keep = co_await ServeRequest(ctx, down, parser.get());
+    // (A body left half-read leaves the parser mid-message: keep is false.)
+    if (!keep || down->closed()) break;
+    // The message is over (the parser would only say kComplete next). With
+    // nothing pipelined behind it the parser goes, and with it the slice of
+    // the 16 KiB block the request's fields arrived in.
+    if (down->input().empty()) {
+      parser.reset();
+    } else {
+      parser->head().fields.Clear();
+    }
     idle_timer.ArmAfter(ctx.loop, limits.idle_timeout);
     ctx.control->idle = true;
   }

@@ -168,9 +168,11 @@ class EpollBackend final : public IoBackend {
 
   void SendSome(Socket* s) {
     while (!s->output_.empty()) {
+      // sendmsg is done with the iovecs when it returns: on the stack.
+      struct iovec iov[Socket::kMaxIov];
       msghdr msg{};
-      msg.msg_iov = s->send_iov_;
-      msg.msg_iovlen = static_cast<size_t>(s->output_.FillIovecs(s->send_iov_, Socket::kMaxIov));
+      msg.msg_iov = iov;
+      msg.msg_iovlen = static_cast<size_t>(s->output_.FillIovecs(iov, Socket::kMaxIov));
       ssize_t n = ::sendmsg(s->fd_, &msg, MSG_NOSIGNAL);
       if (n >= 0) {
         s->OnSent(static_cast<size_t>(n));

@@ -211,14 +211,24 @@ class Socket : public std::enable_shared_from_this<Socket> {
   // Keeps the socket alive while the kernel still holds pointers into it.
   std::shared_ptr<Socket> self_while_busy_;
   static constexpr int kMaxIov = 64;
-  struct iovec send_iov_[kMaxIov];
-  struct msghdr send_msg_ {};
+  // What the kernel reads while a send or a connect is in flight (io_uring:
+  // the iovecs and msghdr of the sendmsg, the connect's address). Held only
+  // then — from a per-loop free list for sends — so an idle socket is small
+  // (an idle keep-alive connection is mostly this object).
+  struct SendState {
+    struct iovec iov[kMaxIov];
+    struct msghdr msg;
+  };
+  struct ConnectState {
+    sockaddr_storage addr;
+    socklen_t len;
+  };
+  std::unique_ptr<SendState> send_state_;
+  std::unique_ptr<ConnectState> connect_state_;
   std::unique_ptr<char[]> recv_scratch_;  // io_uring without provided buffers
   IoOp recv_op_{IoOp::kReceive, this};
   IoOp send_op_{IoOp::kSend, this};
   IoOp connect_op_{IoOp::kConnect, this};
-  sockaddr_storage connect_addr_{};
-  socklen_t connect_addr_len_ = 0;
 };
 
 class Listener {

@@ -187,23 +187,30 @@ class UringBackend final : public IoBackend {
 
   void StartSend(Socket* s) override {
     s->sending_ = true;
-    s->send_msg_ = {};
-    s->send_msg_.msg_iov = s->send_iov_;
-    s->send_msg_.msg_iovlen =
-        static_cast<size_t>(s->output_.FillIovecs(s->send_iov_, Socket::kMaxIov));
+    if (s->send_state_ == nullptr) {
+      if (free_send_states_.empty()) {
+        s->send_state_ = std::make_unique<Socket::SendState>();
+      } else {
+        s->send_state_ = std::move(free_send_states_.back());
+        free_send_states_.pop_back();
+      }
+    }
+    Socket::SendState& st = *s->send_state_;
+    st.msg = {};
+    st.msg.msg_iov = st.iov;
+    st.msg.msg_iovlen = static_cast<size_t>(s->output_.FillIovecs(st.iov, Socket::kMaxIov));
     io_uring_sqe* sqe = GetSqe();
-    io_uring_prep_sendmsg(sqe, s->fd_, &s->send_msg_, MSG_NOSIGNAL);
+    io_uring_prep_sendmsg(sqe, s->fd_, &st.msg, MSG_NOSIGNAL);
     io_uring_sqe_set_data(sqe, &s->send_op_);
     Busy(s);
   }
 
   void StartConnect(Socket* s, const sockaddr_storage& addr, socklen_t len) override {
-    s->connect_addr_ = addr;
-    s->connect_addr_len_ = len;
+    s->connect_state_ = std::make_unique<Socket::ConnectState>(Socket::ConnectState{addr, len});
     s->connecting_ = true;
     io_uring_sqe* sqe = GetSqe();
-    io_uring_prep_connect(sqe, s->fd_, reinterpret_cast<sockaddr*>(&s->connect_addr_),
-                          s->connect_addr_len_);
+    io_uring_prep_connect(sqe, s->fd_, reinterpret_cast<sockaddr*>(&s->connect_state_->addr),
+                          s->connect_state_->len);
     io_uring_sqe_set_data(sqe, &s->connect_op_);
     Busy(s);
   }
@@ -335,6 +342,7 @@ class UringBackend final : public IoBackend {
       case IoOp::kConnect: {
         auto* s = static_cast<Socket*>(op->owner);
         s->connecting_ = false;
+        s->connect_state_.reset();
         s->OnConnected(res);
         Done(s);
         return;
@@ -409,6 +417,14 @@ class UringBackend final : public IoBackend {
     } else if (res != -ECANCELED && !s->closed_) {
       s->OnSendError(res);
     }
+    // Nothing in flight: the iovecs go back to the loop's list.
+    if (!s->sending_ && s->send_state_ != nullptr) {
+      if (free_send_states_.size() < kMaxFreeSendStates) {
+        free_send_states_.push_back(std::move(s->send_state_));
+      } else {
+        s->send_state_.reset();
+      }
+    }
     Done(s);
   }
 
@@ -425,6 +441,9 @@ class UringBackend final : public IoBackend {
   IoOp wake_op_{IoOp::kWake, nullptr};
   absl::flat_hash_set<AcceptOp*> accept_ops_;
   absl::flat_hash_set<Socket*> busy_;  // with I/O on the ring (kept alive by it)
+  // Send states of sockets with nothing in flight, for the next send.
+  static constexpr size_t kMaxFreeSendStates = 256;
+  std::vector<std::unique_ptr<Socket::SendState>> free_send_states_;
 };
 
 absl::StatusOr<std::unique_ptr<IoBackend>> NewUringBackend(const LoopOptions& options) {
