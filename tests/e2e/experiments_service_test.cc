@@ -287,7 +287,7 @@ class WatchingEvaluator {
  public:
   explicit WatchingEvaluator(std::shared_ptr<client::Client> client)
       : watcher_(experiments::ConfigWatcher::Start(std::move(client))) {
-    watcher_->Subscribe([this](const std::shared_ptr<const experiments::ConfigSnapshot>& s) {
+    watcher_->Subscribe([this](const std::shared_ptr<const experiments::DocumentSnapshot>& s) {
       endpoints_.OnSnapshot(s);
       auto gb = endpoints_.ClientFor("sdk-watch");
       if (gb == nullptr) return;
@@ -385,29 +385,29 @@ TEST_F(ExperimentsServiceE2E, TheWatcherFollowsTheStoreAndSkipsBadDocuments) {
   ASSERT_TRUE(watcher->WaitUntilListed(10s));
   std::mutex mu;
   std::condition_variable cv;
-  std::shared_ptr<const experiments::ConfigSnapshot> last;
+  std::shared_ptr<const experiments::DocumentSnapshot> last;
   uint64_t id =
-      watcher->Subscribe([&](const std::shared_ptr<const experiments::ConfigSnapshot>& s) {
+      watcher->Subscribe([&](const std::shared_ptr<const experiments::DocumentSnapshot>& s) {
         std::lock_guard lock(mu);
         last = s;
         cv.notify_all();
       });
-  auto wait_until = [&](const std::function<bool(const experiments::ConfigSnapshot&)>& cond) {
+  auto wait_until = [&](const std::function<bool(const experiments::DocumentSnapshot&)>& cond) {
     std::unique_lock lock(mu);
     return cv.wait_for(lock, 10s, [&] { return last != nullptr && cond(*last); });
   };
   ASSERT_TRUE(wait_until(
-      [](const experiments::ConfigSnapshot& s) { return s.Find("features", "bare") != nullptr; }));
+      [](const experiments::DocumentSnapshot& s) { return s.Find("features", "bare") != nullptr; }));
   EXPECT_EQ(watcher->snapshot()->Find("features", "garbage"), nullptr);
   EXPECT_EQ(watcher->snapshot()->Find("features", "bare")->version, 0);
 
   ASSERT_EQ(Put("/v1/features/api", R"({"defaultValue": 2})", {"X-Capstan-User: ann"}).status, 201);
-  ASSERT_TRUE(wait_until([](const experiments::ConfigSnapshot& s) {
+  ASSERT_TRUE(wait_until([](const experiments::DocumentSnapshot& s) {
     const experiments::ConfigDocument* doc = s.Find("features", "api");
     return doc != nullptr && doc->updated_by == "ann" && doc->version == 1;
   }));
   ASSERT_TRUE(client_->Delete(prefix + "features/bare").ok());
-  ASSERT_TRUE(wait_until([](const experiments::ConfigSnapshot& s) {
+  ASSERT_TRUE(wait_until([](const experiments::DocumentSnapshot& s) {
     return s.Find("features", "bare") == nullptr && s.Find("features", "api") != nullptr;
   }));
   // History records are kept apart from the watched documents.
@@ -430,7 +430,7 @@ TEST_F(ExperimentsServiceE2E, ExtensionsAddKindsAndRoutes) {
       }
       return absl::OkStatus();
     });
-    context.watcher->Subscribe([&](const std::shared_ptr<const experiments::ConfigSnapshot>& s) {
+    context.watcher->Subscribe([&](const std::shared_ptr<const experiments::DocumentSnapshot>& s) {
       layers_seen = s->Of("layers").size();
     });
     context.router->Add("GET", "/v1/layers-count",
