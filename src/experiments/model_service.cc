@@ -405,8 +405,7 @@ net::HttpResponse LayeredModelService::Analyze(const std::string& body) {
   if (!request.is_object()) return Invalid("(body): must be a JSON object with \"op\"");
   absl::StatusOr<Json> answer = AnalyzeJson(request);
   if (!answer.ok()) {
-    // The engine says "a.n must be ..." or "missing field: a.n": the
-    // service's errors say "<field>: <message>".
+    // The engine says "a.n must be ..." or "missing field: a.n".
     std::string message(answer.status().message());
     std::string field;
     constexpr std::string_view kMissing = "missing field: ";
@@ -418,7 +417,9 @@ net::HttpResponse LayeredModelService::Analyze(const std::string& body) {
     } else {
       field = message.substr(0, message.find(' '));
     }
-    return Invalid(absl::StrCat(field, ": ", message));
+    // The engine's message already names the field; "field" says which.
+    Json error = {{"code", "invalid"}, {"message", message}, {"field", field}};
+    return net::JsonResponse(400, Json{{"error", std::move(error)}}.dump());
   }
   return net::JsonResponse(200, answer->dump());
 }

@@ -582,7 +582,7 @@ TEST_F(ExperimentsServiceE2E, TheLayeredModelIsWrittenCheckedAndEvaluated) {
   EXPECT_EQ(JsonOf(delete_layer)["error"]["field"], "experiments/cta") << delete_layer.body;
 
   // Ramp 0.5 -> 1.0 in ten steps: everyone assigned stays in their variant.
-  std::vector<double> ramp_ms;
+  std::vector<double> ramp_ms, put_ms;  // PUT start -> evaluate sees it; the PUT alone
   std::map<std::string, std::string> previous = at_half;
   for (int step = 1; step <= 10; ++step) {
     double coverage_now = 0.5 + 0.05 * step;
@@ -593,6 +593,9 @@ TEST_F(ExperimentsServiceE2E, TheLayeredModelIsWrittenCheckedAndEvaluated) {
                           Experiment(R"("layer": "checkout", "state": "running", "coverage": )" +
                                      std::to_string(coverage_now)));
     ASSERT_EQ(ramp.status, 200) << ramp.body;
+    put_ms.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+            .count());
     revision = JsonOf(ramp)["revision"].get<int64_t>();
     ASSERT_TRUE(Eventually([&] {
       Json seen = JsonOf(Http(port_, "POST", "/v1/evaluate", units[0].dump()));
@@ -648,8 +651,10 @@ TEST_F(ExperimentsServiceE2E, TheLayeredModelIsWrittenCheckedAndEvaluated) {
 
   std::printf(
       "layered model propagation, API write -> /v1/evaluate sees it: create %.2f ms; "
-      "%zu ramp steps p50 %.2f ms, max %.2f ms\n",
-      create_ms, ramp_ms.size(), Percentile(ramp_ms, 0.5), Percentile(ramp_ms, 1.0));
+      "%zu ramp steps p50 %.2f ms, max %.2f ms (the PUT alone, write checks included: p50 %.2f "
+      "ms)\n",
+      create_ms, ramp_ms.size(), Percentile(ramp_ms, 0.5), Percentile(ramp_ms, 1.0),
+      Percentile(put_ms, 0.5));
   RecordProperty("layered_propagation_p50_ms", std::to_string(Percentile(ramp_ms, 0.5)));
 }
 
