@@ -319,7 +319,7 @@ absl::Status LayeredModelService::CheckWrite(DocumentKind kind, const std::strin
 }
 
 absl::StatusOr<Json> LayeredModelService::EvaluateUnit(const Json& unit, const std::string& field,
-                                                       bool log) {
+                                                       bool log, EvaluationResult* result) {
   if (!unit.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(field, ": must be an object"));  // a batch's
   }
@@ -328,13 +328,14 @@ absl::StatusOr<Json> LayeredModelService::EvaluateUnit(const Json& unit, const s
     return absl::InvalidArgumentError(
         absl::StrCat(field.empty() ? "" : field + ".", "attributes: must be an object"));
   }
-  EvaluationResult result;  // holds the snapshot it evaluated on
-  assigner_.Evaluate(*attributes, &result);
+  assigner_.Evaluate(*attributes, result);
   evaluations_->Inc();
-  if (log) exposures_.Log(result);
-  return result.ToJson();
+  if (log) exposures_.Log(*result);
+  return result->ToJson();
 }
 
+// "generation" is read before evaluating, so the answer was computed on that
+// configuration or a newer one: a client waiting for its write can rely on it.
 net::HttpResponse LayeredModelService::Evaluate(const std::string& body) {
   uint64_t generation;
   {
@@ -352,7 +353,8 @@ net::HttpResponse LayeredModelService::Evaluate(const std::string& body) {
     if (!it->is_boolean()) return Invalid("exposures: must be true or false");
     log = it->get<bool>();
   }
-  absl::StatusOr<Json> result = EvaluateUnit(request, "", log);
+  EvaluationResult evaluation;  // holds the snapshot it evaluated on
+  absl::StatusOr<Json> result = EvaluateUnit(request, "", log, &evaluation);
   if (!result.ok()) return ErrorResponse(result.status());
   (*result)["generation"] = generation;
   return net::JsonResponse(200, result->dump());
@@ -390,8 +392,10 @@ net::HttpResponse LayeredModelService::EvaluateBatch(const std::string& body) {
     return net::JsonResponse(413, Json{{"error", std::move(error)}}.dump());
   }
   Json results = Json::array();
+  EvaluationResult evaluation;  // reused: its vectors keep their capacity
   for (size_t i = 0; i < units->size(); ++i) {
-    absl::StatusOr<Json> result = EvaluateUnit((*units)[i], absl::StrCat("units[", i, "]"), log);
+    absl::StatusOr<Json> result =
+        EvaluateUnit((*units)[i], absl::StrCat("units[", i, "]"), log, &evaluation);
     if (!result.ok()) return ErrorResponse(result.status());
     results.push_back(*std::move(result));
   }

@@ -20,6 +20,8 @@
 //   POST /v1/evaluate        {"attributes": {...}, "exposures"?: bool}
 //                            -> {"assignments": [...], "parameters": {...},
 //                                "flags": {...}, "holdouts": [...], "generation": n}
+//                            (generation: the configuration the answer was
+//                            computed on, or an older one: a lower bound)
 //   POST /v1/evaluate/batch  {"units": [{"attributes": {...}}, ...]} (or the bare
 //                            array), at most max_batch_units (413 past it)
 //                            -> {"results": [...], "generation": n}
@@ -65,7 +67,7 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> BuildModelSnapshot(
 struct LayeredModelOptions {
   // Units in one POST /v1/evaluate/batch; more is answered 413.
   size_t max_batch_units = 1000;
-  // Slots of the exposure deduplication table (8 bytes each).
+  // Slots of the exposure deduplication table (8 bytes each: 8 MiB by default).
   size_t exposure_capacity = 1 << 20;
   // Where exposures go; default: the log at debug level (events and
   // aggregation are not built yet).
@@ -101,9 +103,10 @@ class LayeredModelService {
   LayeredModelService(const ServiceContext& context, LayeredModelOptions options);
   absl::Status CheckWrite(DocumentKind kind, const std::string& id, const Json* before,
                           const Json* after) const;
-  // Evaluates one unit's {"attributes": ...} into JSON; InvalidArgument
-  // naming `field` when it is not one.
-  absl::StatusOr<Json> EvaluateUnit(const Json& unit, const std::string& field, bool log);
+  // Evaluates one unit's {"attributes": ...} into JSON (through `result`,
+  // reused across a batch); InvalidArgument naming `field` when it is not one.
+  absl::StatusOr<Json> EvaluateUnit(const Json& unit, const std::string& field, bool log,
+                                    EvaluationResult* result);
 
   ServiceContext context_;
   LayeredModelOptions options_;
