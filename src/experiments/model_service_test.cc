@@ -4,8 +4,10 @@
 // and `capstan experiments serve` are in tests/e2e/experiments_service_test.cc.
 #include "experiments/model_service.h"
 
+#include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -226,6 +228,60 @@ TEST_F(LayeredModelServiceTest, BatchesAreBoundedAndErrorsNameTheUnit) {
   EXPECT_EQ(BodyOf(Post("/v1/evaluate", R"({"attrs": {}})"))["error"]["field"], "attributes");
   EXPECT_EQ(Post("/v1/evaluate", "{").status, 400);
   EXPECT_EQ(Post("/v1/evaluate/batch", R"({"units": 1})").status, 400);
+}
+
+// Evaluations on worker threads while the watcher's thread swaps models in
+// (and fails to build some): every answer comes from one whole good set.
+// Run under the tsan preset for the races.
+TEST_F(LayeredModelServiceTest, EvaluationsRunWhileModelsAreSwapped) {
+  const std::string half = R"({"layer": "checkout", "state": "running", "coverage": 0.5,
+      "variants": [{"id": "control"}, {"id": "green", "parameters": {"color": "green"}}]})";
+  const std::string full = R"({"layer": "checkout", "state": "running", "coverage": 1,
+      "variants": [{"id": "control"}, {"id": "green", "parameters": {"color": "green"}}]})";
+  auto set = [&](const std::string& experiment, uint64_t generation) {
+    return Documents({{"domains", "main", kDomain},
+                      {"layers", "checkout", kLayer},
+                      {"experiments", "e1", experiment}},
+                     generation);
+  };
+  model_->OnSnapshot(set(half, 1));
+  std::atomic<bool> stop{false};
+  std::atomic<int> answered{0}, wrong{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < 3; ++t) {
+    workers.emplace_back([&, t] {
+      for (int i = 0; !stop.load() || i < 50; ++i) {
+        net::HttpResponse r =
+            Post("/v1/evaluate/batch",
+                 Json::array({Json{{"attributes", {{"id", "u" + std::to_string(t * 1000 + i)}}}},
+                              Json{{"attributes", {{"id", "v" + std::to_string(i)}}}}})
+                     .dump());
+        Json body = Json::parse(r.body, nullptr, false);
+        // Parameters always agree with the assignment: never half a model.
+        for (const Json& result : body["results"]) {
+          bool green =
+              !result["assignments"].empty() && result["assignments"][0]["variant"] == "green";
+          if (result["parameters"]["color"] != (green ? "green" : "blue")) ++wrong;
+        }
+        if (r.status != 200) ++wrong;
+        ++answered;
+        model_->StatusJson();
+      }
+    });
+  }
+  for (uint64_t g = 2; g < 200; ++g) {
+    if (g % 3 == 0) {
+      model_->OnSnapshot(  // does not build: the layer is gone
+          Documents({{"domains", "main", kDomain}, {"experiments", "e1", half}}, g));
+    } else {
+      model_->OnSnapshot(set(g % 2 ? half : full, g));
+    }
+  }
+  stop = true;
+  for (std::thread& w : workers) w.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_GE(answered.load(), 150);
+  EXPECT_TRUE(model_->StatusJson()["ok"].get<bool>());
 }
 
 TEST_F(LayeredModelServiceTest, AnalyzeAnswersTheStatisticsEngine) {
