@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -107,6 +108,7 @@ class LayeredModelServiceTest : public ::testing::Test {
         .store = &store_, .watcher = nullptr, .router = &router_, .registry = &registry_};
     auto installed = LayeredModelService::Install(
         context, {.max_batch_units = 3, .exposure_sink = [this](const Exposure& e) {
+                    std::lock_guard lock(exposures_mu_);  // sinks run on any thread
                     exposures_.push_back(std::string(e.experiment) + "/" + std::string(e.unit));
                   }});
     ASSERT_TRUE(installed.ok()) << installed.status();
@@ -125,6 +127,7 @@ class LayeredModelServiceTest : public ::testing::Test {
   net::HttpRouter router_;
   metrics::Registry registry_;
   std::unique_ptr<LayeredModelService> model_;
+  std::mutex exposures_mu_;
   std::vector<std::string> exposures_;
 };
 
