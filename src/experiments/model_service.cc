@@ -285,6 +285,19 @@ absl::Status LayeredModelService::CheckWrite(DocumentKind kind, const std::strin
       }
     }
   }
+  // A running experiment that takes traffic is stopped before it goes:
+  // deleting it (and creating it again) would otherwise escape the frozen
+  // fields above. One that never made it into a model that built (written
+  // behind the API's back, say) may go: deleting it mends the set.
+  if (kind == DocumentKind::kExperiment && before != nullptr && after == nullptr) {
+    std::shared_ptr<const ConfigSnapshot> live = assigner_.snapshot();
+    int index = live->ExperimentIndex(id);
+    if (index >= 0 && live->experiments()[index].state == ExperimentState::kRunning) {
+      writes_refused_->Inc();
+      return absl::InvalidArgumentError(
+          "state: a running experiment cannot be deleted; stop it first (\"state\": \"stopped\")");
+    }
+  }
   // The cross-document checks, against the store as it is now (not the
   // watched copy, which may lag behind a write just answered).
   std::vector<ModelDocument> current;

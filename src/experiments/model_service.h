@@ -8,7 +8,8 @@
 //       write check (after the write's linearizable read): CheckExperimentUpdate
 //         against the stored experiment (frozen fields, IsLegalTransition), and
 //         ConfigSnapshot::Build over the store's model documents with this one
-//         replaced: a write that breaks a set that built is refused (400)
+//         replaced: a write that breaks a set that built is refused (400); a
+//         running experiment in the live model is not deleted (stop it first)
 //   ─► store ─► ConfigWatcher ─► OnSnapshot: ParseModelDocument every model
 //       document, ConfigSnapshot::Build; success ─► Assigner::SetSnapshot,
 //       failure ─► the last good snapshot stays, the error is logged and shown

@@ -615,6 +615,11 @@ TEST_F(ExperimentsServiceE2E, TheLayeredModelIsWrittenCheckedAndEvaluated) {
   }
   EXPECT_EQ(previous.size(), units.size());  // coverage 1: everyone
 
+  // Running experiments are stopped, not deleted.
+  HttpAnswer delete_running = Http(port_, "DELETE", "/v1/experiments/cta");
+  EXPECT_EQ(delete_running.status, 400) << delete_running.body;
+  EXPECT_EQ(JsonOf(delete_running)["error"]["field"], "state") << delete_running.body;
+
   // A bad set written behind the API's back never replaces the good one.
   const std::string prefix = "/capstan/experiments/config/";
   ASSERT_TRUE(client_
