@@ -37,8 +37,6 @@ std::string ErrorsAbout(const absl::Status& status, const std::string& name, boo
   for (std::string& line : ErrorLines(status)) {
     if (line.compare(0, own.size(), own) == 0) {
       kept.push_back(line.substr(own.size()));
-    } else if (line == name + ": ") {
-      continue;
     } else if (keep_others) {
       kept.push_back(std::move(line));
     }
