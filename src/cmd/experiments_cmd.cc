@@ -13,7 +13,8 @@ namespace capstan {
 CLI::App* AddExperimentsServeCommand(CLI::App* experiments, ExperimentsServeFlags* f) {
   CLI::App* cmd = experiments->add_subcommand(
       "serve",
-      "Serve the experiments HTTP API: configuration documents in the store (watched) and "
+      "Serve the experiments HTTP API: configuration documents in the store (watched), "
+      "the layered model's /v1/evaluate, /v1/evaluate/batch and /v1/analyze, and "
       "GrowthBook's SDK endpoints /api/features/{clientKey} and /api/eval/{clientKey} "
       "(docs/experiments.md).");
   cmd->add_option("--store", f->store, "The store's endpoints (host:port, comma-separated).")
@@ -29,6 +30,9 @@ CLI::App* AddExperimentsServeCommand(CLI::App* experiments, ExperimentsServeFlag
       ->capture_default_str();
   cmd->add_option("--max-body-bytes", f->max_body_bytes,
                   "Largest request body accepted; larger ones are answered 413.")
+      ->capture_default_str();
+  cmd->add_option("--max-batch-units", f->max_batch_units,
+                  "Units in one POST /v1/evaluate/batch; more are answered 413.")
       ->capture_default_str();
   cmd->add_option("--max-connections", f->max_connections,
                   "HTTP connections served at once; more are closed as they arrive.")
@@ -66,6 +70,10 @@ absl::StatusOr<experiments::ServiceOptions> ExperimentsServiceOptions(
   }
   options.max_body_bytes = static_cast<uint64_t>(f.max_body_bytes);
   if (f.max_connections < 1) return absl::InvalidArgumentError("--max-connections must be >= 1");
+  if (f.max_batch_units < 1 || f.max_batch_units > 100000) {
+    return absl::InvalidArgumentError("--max-batch-units must be between 1 and 100000");
+  }
+  options.max_batch_units = static_cast<size_t>(f.max_batch_units);
   options.max_connections = static_cast<size_t>(f.max_connections);
   return options;
 }

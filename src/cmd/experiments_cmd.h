@@ -17,6 +17,7 @@ struct ExperimentsServeFlags {
   std::string prefix = experiments::kDefaultConfigPrefix;
   int threads = 4;
   int64_t max_body_bytes = 1 << 20;
+  int64_t max_batch_units = 1000;
   int max_connections = 1024;
   std::string log_level = "info";
 };

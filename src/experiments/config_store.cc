@@ -107,6 +107,10 @@ void ConfigStore::RegisterKind(const std::string& kind, KindValidator validator)
   kinds_[kind] = std::move(validator);
 }
 
+void ConfigStore::SetWriteCheck(const std::string& kind, WriteCheck check) {
+  write_checks_[kind] = std::move(check);
+}
+
 bool ConfigStore::HasKind(std::string_view kind) const { return kinds_.find(kind) != kinds_.end(); }
 
 std::vector<std::string> ConfigStore::Kinds() const {
@@ -194,10 +198,19 @@ absl::StatusOr<ConfigDocument> ConfigStore::Put(const std::string& kind, const s
   }
   ConfigDocument doc;
   std::string now = Timestamp();
+  bool had_document = false;
   if (current != 0) {
     std::optional<Json> stored = ParseObject(got.kvs(0).value());
-    if (stored.has_value()) doc = ConfigDocument::FromStored(kind, id, std::move(*stored), 0);
-  } else {
+    if (stored.has_value()) {
+      doc = ConfigDocument::FromStored(kind, id, std::move(*stored), 0);
+      had_document = true;
+    }
+  }
+  if (auto check = write_checks_.find(kind); check != write_checks_.end()) {
+    if (absl::Status st = check->second(id, had_document ? &doc.spec : nullptr, &spec); !st.ok())
+      return st;
+  }
+  if (current == 0) {
     doc.created_by = user;
     doc.created_at = now;
   }
@@ -265,7 +278,11 @@ absl::Status ConfigStore::Delete(const std::string& kind, const std::string& id,
   }
   int64_t version = 0;
   if (std::optional<Json> stored = ParseObject(got.kvs(0).value()); stored.has_value()) {
-    version = ConfigDocument::FromStored(kind, id, std::move(*stored), 0).version;
+    ConfigDocument before = ConfigDocument::FromStored(kind, id, std::move(*stored), 0);
+    version = before.version;
+    if (auto check = write_checks_.find(kind); check != write_checks_.end()) {
+      if (absl::Status st = check->second(id, &before.spec, nullptr); !st.ok()) return st;
+    }
   }
   Json record = {{"op", "delete"},
                  {"user", user},
@@ -312,15 +329,15 @@ absl::StatusOr<std::vector<HistoryRecord>> ConfigStore::History(const std::strin
   return out;
 }
 
-// --- ConfigSnapshot / ConfigWatcher ---
+// --- DocumentSnapshot / ConfigWatcher ---
 
-const ConfigDocument* ConfigSnapshot::Find(std::string_view kind, std::string_view id) const {
+const ConfigDocument* DocumentSnapshot::Find(std::string_view kind, std::string_view id) const {
   const Documents& docs = Of(kind);
   auto it = docs.find(id);
   return it == docs.end() ? nullptr : it->second.get();
 }
 
-const ConfigSnapshot::Documents& ConfigSnapshot::Of(std::string_view kind) const {
+const DocumentSnapshot::Documents& DocumentSnapshot::Of(std::string_view kind) const {
   static const Documents kNone;
   auto it = kinds.find(kind);
   return it == kinds.end() ? kNone : it->second;
@@ -329,7 +346,7 @@ const ConfigSnapshot::Documents& ConfigSnapshot::Of(std::string_view kind) const
 std::unique_ptr<ConfigWatcher> ConfigWatcher::Start(std::shared_ptr<client::Client> client,
                                                     std::string prefix) {
   std::unique_ptr<ConfigWatcher> w(new ConfigWatcher(prefix + "config/"));
-  w->snapshot_.store(std::make_shared<const ConfigSnapshot>());
+  w->snapshot_.store(std::make_shared<const DocumentSnapshot>());
   w->watcher_ = client::PrefixWatcher::Start(
       std::move(client), {.prefix = w->prefix_, .what = "experiments configuration"},
       [raw = w.get()](const std::vector<client::PrefixChange>& batch) { raw->Apply(batch); });
@@ -340,7 +357,7 @@ ConfigWatcher::~ConfigWatcher() { watcher_.reset(); }
 
 void ConfigWatcher::Apply(const std::vector<client::PrefixChange>& batch) {
   // Copy on write: the maps are copied, the documents shared.
-  auto next = std::make_shared<ConfigSnapshot>(*snapshot_.load());
+  auto next = std::make_shared<DocumentSnapshot>(*snapshot_.load());
   for (const client::PrefixChange& change : batch) {
     std::string_view rest(change.key);
     rest.remove_prefix(prefix_.size());
@@ -367,7 +384,7 @@ void ConfigWatcher::Apply(const std::vector<client::PrefixChange>& batch) {
         ConfigDocument::FromStored(kind, id, std::move(*stored), 0));
   }
   next->generation += 1;
-  std::shared_ptr<const ConfigSnapshot> published = std::move(next);
+  std::shared_ptr<const DocumentSnapshot> published = std::move(next);
   std::lock_guard lock(mu_);
   snapshot_.store(published);
   listed_ = true;

@@ -1,6 +1,6 @@
 // Configuration documents in the store: the experiments service's
 // repository (ConfigStore) and the watched, immutable view every evaluator
-// reads (ConfigWatcher / ConfigSnapshot).
+// reads (ConfigWatcher / DocumentSnapshot).
 //
 // Layout under the prefix (default /capstan/experiments/):
 //   config/<kind>/<id>              the document: an envelope (ConfigDocument::ToStored)
@@ -30,14 +30,14 @@
 //                                    of a timed-out write unknown: read the history)
 //
 // Thread-safety: RegisterKind before use; every other method of ConfigStore
-// and ConfigWatcher may be called from any thread. ConfigSnapshot is
+// and ConfigWatcher may be called from any thread. DocumentSnapshot is
 // immutable.
 //
 //   ConfigStore repo(client, "/capstan/experiments/");
 //   repo.RegisterKind("features", ValidateFeature);
 //   auto doc = repo.Put("features", "checkout", spec, /*expected_revision=*/0, "alice");
 //   auto watcher = ConfigWatcher::Start(client, "/capstan/experiments/");
-//   watcher->Subscribe([](const std::shared_ptr<const ConfigSnapshot>& s) { ... });
+//   watcher->Subscribe([](const std::shared_ptr<const DocumentSnapshot>& s) { ... });
 #pragma once
 
 #include <atomic>
@@ -68,6 +68,15 @@ inline constexpr char kDefaultConfigPrefix[] = "/capstan/experiments/";
 // ("rules[1].coverage: must be a number").
 using KindValidator = std::function<absl::Status(const std::string& id, const Json& spec)>;
 
+// Checks a write against what it replaces, after the write's linearizable
+// read of the document (so inside its revision compare): `before` is the
+// current spec (nullptr: absent), `after` the new one (nullptr: a delete).
+// For rules that depend on the current document (a running experiment's
+// frozen fields) or on other documents (references). Same error contract as
+// KindValidator.
+using WriteCheck =
+    std::function<absl::Status(const std::string& id, const Json* before, const Json* after)>;
+
 struct ConfigDocument {
   std::string kind;
   std::string id;
@@ -97,6 +106,9 @@ class ConfigStore {
 
   // REQUIRES: before any other call.
   void RegisterKind(const std::string& kind, KindValidator validator);
+  // REQUIRES: `kind` registered, before any other call. Runs after the
+  // validator on Put, and on Delete.
+  void SetWriteCheck(const std::string& kind, WriteCheck check);
   bool HasKind(std::string_view kind) const;
   std::vector<std::string> Kinds() const;
 
@@ -127,6 +139,7 @@ class ConfigStore {
   std::string prefix_;
   std::function<absl::Time()> now_;
   std::map<std::string, KindValidator, std::less<>> kinds_;
+  std::map<std::string, WriteCheck, std::less<>> write_checks_;
 };
 
 // For an ABORTED / ALREADY_EXISTS from ConfigStore: the document's revision
@@ -138,7 +151,7 @@ std::optional<int64_t> CurrentRevisionOf(const absl::Status& status);
 bool IsValidDocumentId(std::string_view id);
 
 // Every configuration document at one moment: what evaluators read.
-struct ConfigSnapshot {
+struct DocumentSnapshot {
   using Documents = std::map<std::string, std::shared_ptr<const ConfigDocument>, std::less<>>;
   std::map<std::string, Documents, std::less<>> kinds;
   // Counts the snapshots a watcher has built (1: the first listing).
@@ -150,11 +163,11 @@ struct ConfigSnapshot {
 };
 
 // Follows <prefix>config/ with a client::PrefixWatcher and keeps the
-// current ConfigSnapshot; subscribers get each new one. A value that is not
+// current DocumentSnapshot; subscribers get each new one. A value that is not
 // a JSON object is skipped (logged): one bad document never hides the rest.
 class ConfigWatcher {
  public:
-  using Subscriber = std::function<void(const std::shared_ptr<const ConfigSnapshot>&)>;
+  using Subscriber = std::function<void(const std::shared_ptr<const DocumentSnapshot>&)>;
 
   static std::unique_ptr<ConfigWatcher> Start(std::shared_ptr<client::Client> client,
                                               std::string prefix = kDefaultConfigPrefix);
@@ -164,7 +177,7 @@ class ConfigWatcher {
   ConfigWatcher& operator=(const ConfigWatcher&) = delete;
 
   // The current snapshot (an empty one, generation 0, before the first listing).
-  std::shared_ptr<const ConfigSnapshot> snapshot() const { return snapshot_.load(); }
+  std::shared_ptr<const DocumentSnapshot> snapshot() const { return snapshot_.load(); }
   // Calls `subscriber` with the current snapshot now (if listed) and with every
   // new one, on the watcher's thread, one at a time: it must not block for
   // long or call the watcher. Returns an id for Unsubscribe.
@@ -178,7 +191,7 @@ class ConfigWatcher {
   void Apply(const std::vector<client::PrefixChange>& batch);
 
   std::string prefix_;  // <prefix>config/
-  std::atomic<std::shared_ptr<const ConfigSnapshot>> snapshot_;
+  std::atomic<std::shared_ptr<const DocumentSnapshot>> snapshot_;
   mutable std::mutex mu_;  // subscribers_, listed_; held while subscribers run
   mutable std::condition_variable listed_cv_;
   bool listed_ = false;

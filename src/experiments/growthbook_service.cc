@@ -247,7 +247,7 @@ void RegisterGrowthBookKinds(ConfigStore* store) {
   store->RegisterKind(kSdkConnectionsKind, ValidateSdkConnection);
 }
 
-Json BuildSdkPayload(const ConfigSnapshot& snapshot, const ConfigDocument& connection) {
+Json BuildSdkPayload(const DocumentSnapshot& snapshot, const ConfigDocument& connection) {
   const Json& conn = connection.spec;
   std::string environment = SpecString(conn, "environment", "production");
   std::vector<std::string> projects;
@@ -301,7 +301,7 @@ Json BuildSdkPayload(const ConfigSnapshot& snapshot, const ConfigDocument& conne
 
 GrowthBookEndpoints::GrowthBookEndpoints() { state_.store(std::make_shared<const State>()); }
 
-void GrowthBookEndpoints::OnSnapshot(const std::shared_ptr<const ConfigSnapshot>& snapshot) {
+void GrowthBookEndpoints::OnSnapshot(const std::shared_ptr<const DocumentSnapshot>& snapshot) {
   auto next = std::make_shared<State>();
   next->generation = snapshot->generation;
   for (const auto& [client_key, doc] : snapshot->Of(kSdkConnectionsKind)) {

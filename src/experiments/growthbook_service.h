@@ -58,13 +58,13 @@ void RegisterGrowthBookKinds(ConfigStore* store);
 
 // The SDK payload of one connection in `snapshot`, unencrypted:
 // {"status","features","experiments","dateUpdated","savedGroups"}.
-Json BuildSdkPayload(const ConfigSnapshot& snapshot, const ConfigDocument& connection);
+Json BuildSdkPayload(const DocumentSnapshot& snapshot, const ConfigDocument& connection);
 
 class GrowthBookEndpoints {
  public:
   GrowthBookEndpoints();
   // Builds every connection's payload from `snapshot` and swaps them in.
-  void OnSnapshot(const std::shared_ptr<const ConfigSnapshot>& snapshot);
+  void OnSnapshot(const std::shared_ptr<const DocumentSnapshot>& snapshot);
 
   // `if_none_match`: the request's If-None-Match; the current ETag gives 304.
   net::HttpResponse Features(const std::string& client_key,

@@ -69,7 +69,7 @@ TEST(ValidateOthersTest, SavedGroupsAndConnections) {
 class EndpointsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto snapshot = std::make_shared<ConfigSnapshot>();
+    auto snapshot = std::make_shared<DocumentSnapshot>();
     snapshot->generation = 7;
     snapshot->kinds["features"]["banner"] = Doc("features", "banner", Json::parse(R"({
         "defaultValue": "blue", "project": "web",

@@ -637,6 +637,10 @@ absl::StatusOr<ModelDocument> ParseModelDocument(std::string_view key, std::stri
   Json json = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (json.is_discarded())
     return absl::InvalidArgumentError(absl::StrCat(name, ": not valid JSON"));
+  // The service writes an envelope around the document (config_store.h).
+  if (json.is_object() && json.contains("kind") && json.contains("spec")) {
+    return ParseDocument(kind, id, json["spec"], revision);
+  }
   return ParseDocument(kind, id, json, revision);
 }
 

@@ -11,15 +11,18 @@
 // whole set (snapshot.h). The schemas, defaults and store layout are written
 // out in docs/experiments-model.md.
 //
-// Store layout: each object lives at `/capstan/experiments/<kind>/<id>`,
+// Store layout: the experiments service's (config_store.h): each object
+// lives at `<prefix>config/<kind>/<id>` (default prefix /capstan/experiments/),
 // kind one of domains, layers, experiments, holdouts, flags, groups, units;
-// the value is the JSON document, its version the store's mod_revision.
+// the value is the service's envelope {"kind","id","version",...,"spec"}
+// whose "spec" is the document (a bare document, written by hand, is read
+// too), its version the store's mod_revision.
 //
 // Thread-safety: pure functions over values.
 //
 // Example:
 //   absl::StatusOr<ModelDocument> doc = ParseModelDocument(
-//       "/capstan/experiments/layers/checkout", R"({"id":"checkout"})");
+//       "/capstan/experiments/config/layers/checkout", R"({"id":"checkout"})");
 //   const LayerDoc& layer = std::get<LayerDoc>(doc->object);
 #ifndef CAPSTAN_EXPERIMENTS_MODEL_H_
 #define CAPSTAN_EXPERIMENTS_MODEL_H_
@@ -39,14 +42,15 @@
 
 namespace capstan::experiments {
 
-// The prefix every model document's key starts with.
-inline constexpr std::string_view kModelPrefix = "/capstan/experiments/";
+// The prefix every model document's key starts with: the service's default
+// prefix (kDefaultConfigPrefix) + "config/".
+inline constexpr std::string_view kModelPrefix = "/capstan/experiments/config/";
 
 enum class DocumentKind { kUnitType, kDomain, kLayer, kExperiment, kHoldout, kSavedGroup, kFlag };
 
 // "units", "domains", "layers", "experiments", "holdouts", "groups", "flags".
 std::string_view DocumentKindDirectory(DocumentKind kind);
-// `/capstan/experiments/<kind>/<id>`.
+// `/capstan/experiments/config/<kind>/<id>`.
 std::string ModelDocumentKey(DocumentKind kind, std::string_view id);
 // The kind and id a key names, or InvalidArgument for a key outside the layout.
 absl::StatusOr<std::pair<DocumentKind, std::string>> ParseModelDocumentKey(std::string_view key);
@@ -191,7 +195,8 @@ struct ModelDocument {
 // Parses and validates the document stored at `key`. Errors are
 // InvalidArgument, one line per problem (up to kMaxReportedErrors), each
 // "<kind>/<id>: <field path>: <what is wrong>". The document's "id" must
-// equal the key's last segment.
+// equal the key's last segment. A service envelope (an object with "kind"
+// and "spec") is unwrapped: its "spec" is the document.
 absl::StatusOr<ModelDocument> ParseModelDocument(std::string_view key, std::string_view json,
                                                  int64_t revision = 0);
 absl::StatusOr<ModelDocument> ParseModelDocument(DocumentKind kind, const Json& json,

@@ -32,10 +32,10 @@ std::string SnapshotError(std::vector<std::pair<std::string, std::string>> docum
   return snapshot.ok() ? "" : std::string(snapshot.status().message());
 }
 
-const std::pair<std::string, std::string> kDomain = {"/capstan/experiments/domains/main",
+const std::pair<std::string, std::string> kDomain = {"/capstan/experiments/config/domains/main",
                                                      R"({"id":"main"})"};
 const std::pair<std::string, std::string> kLayer = {
-    "/capstan/experiments/layers/checkout",
+    "/capstan/experiments/config/layers/checkout",
     R"({"id":"checkout","domain":"main","parameters":{"color":"blue","size":1}})"};
 
 TEST(ModelKeyTest, RoundTripsEveryKind) {
@@ -48,15 +48,15 @@ TEST(ModelKeyTest, RoundTripsEveryKind) {
     EXPECT_EQ(parsed->first, kind);
     EXPECT_EQ(parsed->second, "a-1");
   }
-  EXPECT_EQ(ModelDocumentKey(DocumentKind::kLayer, "x"), "/capstan/experiments/layers/x");
-  EXPECT_FALSE(ParseModelDocumentKey("/capstan/experiments/widgets/x").ok());
-  EXPECT_FALSE(ParseModelDocumentKey("/capstan/experiments/layers/a/b").ok());
+  EXPECT_EQ(ModelDocumentKey(DocumentKind::kLayer, "x"), "/capstan/experiments/config/layers/x");
+  EXPECT_FALSE(ParseModelDocumentKey("/capstan/experiments/config/widgets/x").ok());
+  EXPECT_FALSE(ParseModelDocumentKey("/capstan/experiments/config/layers/a/b").ok());
   EXPECT_FALSE(ParseModelDocumentKey("/other/layers/x").ok());
-  EXPECT_FALSE(ParseModelDocumentKey("/capstan/experiments/layers/").ok());
+  EXPECT_FALSE(ParseModelDocumentKey("/capstan/experiments/config/layers/").ok());
 }
 
 TEST(ModelParseTest, ExperimentWithDefaults) {
-  auto doc = ParseModelDocument("/capstan/experiments/experiments/e1",
+  auto doc = ParseModelDocument("/capstan/experiments/config/experiments/e1",
                                 R"({"id":"e1","layer":"checkout",
                                     "variants":[{"id":"control"},{"id":"treatment"}]})",
                                 42);
@@ -74,49 +74,54 @@ TEST(ModelParseTest, ExperimentWithDefaults) {
 }
 
 TEST(ModelParseTest, ErrorsNameTheDocumentAndField) {
-  EXPECT_THAT(ErrorOf("/capstan/experiments/experiments/e1", R"({"id":"e1","layer":"checkout",
+  EXPECT_THAT(
+      ErrorOf("/capstan/experiments/config/experiments/e1", R"({"id":"e1","layer":"checkout",
       "variants":[{"id":"a","weight":0.5},{"id":"b","weight":1.5}]})"),
-              HasSubstr("experiments/e1: variants[1].weight: must be in [0,1]"));
-  EXPECT_THAT(ErrorOf("/capstan/experiments/experiments/e1", R"({"id":"e1","layer":"checkout",
+      HasSubstr("experiments/e1: variants[1].weight: must be in [0,1]"));
+  EXPECT_THAT(
+      ErrorOf("/capstan/experiments/config/experiments/e1", R"({"id":"e1","layer":"checkout",
       "variants":[{"id":"a","weight":0.5},{"id":"b","weight":0.4}]})"),
-              HasSubstr("experiments/e1: variants: weights must sum to 1"));
-  EXPECT_THAT(ErrorOf("/capstan/experiments/experiments/e1",
+      HasSubstr("experiments/e1: variants: weights must sum to 1"));
+  EXPECT_THAT(ErrorOf("/capstan/experiments/config/experiments/e1",
                       R"({"id":"e1","variants":[{"id":"a"}],"coverge":0.5})"),
               ::testing::AllOf(HasSubstr("experiments/e1: layer: required"),
                                HasSubstr("experiments/e1: coverge: unknown field")));
-  EXPECT_THAT(ErrorOf("/capstan/experiments/experiments/e1",
+  EXPECT_THAT(ErrorOf("/capstan/experiments/config/experiments/e1",
                       R"({"id":"e2","layer":"l","variants":[{"id":"a"}]})"),
               HasSubstr("experiments/e1: id: must equal the key's id \"e1\""));
-  EXPECT_THAT(ErrorOf("/capstan/experiments/experiments/e1",
+  EXPECT_THAT(ErrorOf("/capstan/experiments/config/experiments/e1",
                       R"({"id":"e1","layer":"l","range":[0.5,0.2],"variants":[{"id":"a"}]})"),
               HasSubstr("experiments/e1: range: must satisfy 0 <= start <= end <= 1"));
-  EXPECT_THAT(ErrorOf("/capstan/experiments/experiments/e1",
+  EXPECT_THAT(ErrorOf("/capstan/experiments/config/experiments/e1",
                       R"({"id":"e1","layer":"l","variants":[{"id":"a"},{"id":"a"}]})"),
               HasSubstr("experiments/e1: variants[1].id: duplicate variant id"));
-  EXPECT_THAT(ErrorOf("/capstan/experiments/experiments/e1",
+  EXPECT_THAT(ErrorOf("/capstan/experiments/config/experiments/e1",
                       R"({"id":"e1","layer":"l","variants":[{"id":"a"}],
                           "forced_variants":{"user-1":"zzz"}})"),
               HasSubstr("experiments/e1: forced_variants.user-1: names no variant"));
   EXPECT_THAT(
-      ErrorOf("/capstan/experiments/experiments/e1",
+      ErrorOf("/capstan/experiments/config/experiments/e1",
               R"({"id":"e1","layer":"l","variants":[{"id":"a"}],"condition":{"$or":null}})"),
       HasSubstr("experiments/e1: condition: invalid condition"));
-  EXPECT_THAT(ErrorOf("/capstan/experiments/layers/l", R"({"id":"l"})"),
+  EXPECT_THAT(ErrorOf("/capstan/experiments/config/layers/l", R"({"id":"l"})"),
               HasSubstr("layers/l: domain: required"));
-  EXPECT_THAT(ErrorOf("/capstan/experiments/layers/l", R"({"id":"l","launch":true,"domain":"d"})"),
-              HasSubstr("layers/l: domain: a launch layer covers all traffic"));
-  EXPECT_THAT(ErrorOf("/capstan/experiments/holdouts/h", R"({"id":"h","fraction":2})"),
+  EXPECT_THAT(
+      ErrorOf("/capstan/experiments/config/layers/l", R"({"id":"l","launch":true,"domain":"d"})"),
+      HasSubstr("layers/l: domain: a launch layer covers all traffic"));
+  EXPECT_THAT(ErrorOf("/capstan/experiments/config/holdouts/h", R"({"id":"h","fraction":2})"),
               HasSubstr("holdouts/h: fraction: must be in [0,1]"));
-  EXPECT_THAT(ErrorOf("/capstan/experiments/flags/f",
+  EXPECT_THAT(ErrorOf("/capstan/experiments/config/flags/f",
                       R"({"id":"f","rules":[{"type":"rollout","value":1}]})"),
               HasSubstr("flags/f: rules[0].coverage: required"));
-  EXPECT_THAT(ErrorOf("/capstan/experiments/flags/f", R"({"id":"f","rules":[{"type":"maybe"}]})"),
-              HasSubstr("flags/f: rules[0].type: must be force, rollout or experiment"));
-  EXPECT_THAT(ErrorOf("/capstan/experiments/layers/l", "{"), HasSubstr("layers/l: not valid JSON"));
   EXPECT_THAT(
-      ErrorOf("/capstan/experiments/layers/l", std::string(100, '[') + std::string(100, ']')),
-      HasSubstr("nested deeper than"));
-  EXPECT_THAT(ErrorOf("/capstan/experiments/units/u", R"({"id":"u"})"),
+      ErrorOf("/capstan/experiments/config/flags/f", R"({"id":"f","rules":[{"type":"maybe"}]})"),
+      HasSubstr("flags/f: rules[0].type: must be force, rollout or experiment"));
+  EXPECT_THAT(ErrorOf("/capstan/experiments/config/layers/l", "{"),
+              HasSubstr("layers/l: not valid JSON"));
+  EXPECT_THAT(ErrorOf("/capstan/experiments/config/layers/l",
+                      std::string(100, '[') + std::string(100, ']')),
+              HasSubstr("nested deeper than"));
+  EXPECT_THAT(ErrorOf("/capstan/experiments/config/units/u", R"({"id":"u"})"),
               HasSubstr("units/u: attribute: required"));
 }
 
@@ -150,28 +155,28 @@ TEST(LifecycleTest, HistoryMustFollowTheLifecycle) {
                  {"state":"running","by":"ann","at":"2026-12-02T10:00:00Z"},
                  {"state":"stopped","by":"bob","at":"2026-12-09T10:00:00Z"},
                  {"state":"launched","by":"bob","at":"2026-12-10T10:00:00Z"}]})";
-  auto doc = ParseModelDocument("/capstan/experiments/experiments/e1", good);
+  auto doc = ParseModelDocument("/capstan/experiments/config/experiments/e1", good);
   ASSERT_TRUE(doc.ok()) << doc.status();
   EXPECT_EQ(std::get<ExperimentDoc>(doc->object).history.size(), 4u);
 
   EXPECT_THAT(
-      ErrorOf("/capstan/experiments/experiments/e1",
+      ErrorOf("/capstan/experiments/config/experiments/e1",
               R"({"id":"e1","layer":"l","state":"running","variants":[{"id":"a"}],
       "history":[{"state":"draft","by":"ann","at":"t1"},{"state":"stopped","by":"ann","at":"t2"},
                  {"state":"running","by":"ann","at":"t3"}]})"),
       ::testing::AllOf(HasSubstr("history[1].state: illegal transition draft -> stopped"),
                        HasSubstr("history[2].state: illegal transition stopped -> running")));
-  EXPECT_THAT(ErrorOf("/capstan/experiments/experiments/e1",
+  EXPECT_THAT(ErrorOf("/capstan/experiments/config/experiments/e1",
                       R"({"id":"e1","layer":"l","state":"running","variants":[{"id":"a"}],
       "history":[{"state":"draft","by":"ann","at":"t1"}]})"),
               HasSubstr("history: its last entry must be the current state"));
-  EXPECT_THAT(ErrorOf("/capstan/experiments/experiments/e1",
+  EXPECT_THAT(ErrorOf("/capstan/experiments/config/experiments/e1",
                       R"({"id":"e1","layer":"l","state":"launched","variants":[{"id":"a"}]})"),
               HasSubstr("launched_variant: required when the state is launched"));
 }
 
 ExperimentDoc Experiment(std::string_view json) {
-  auto doc = ParseModelDocument("/capstan/experiments/experiments/e1", json);
+  auto doc = ParseModelDocument("/capstan/experiments/config/experiments/e1", json);
   EXPECT_TRUE(doc.ok()) << doc.status();
   return doc.ok() ? std::get<ExperimentDoc>(doc->object) : ExperimentDoc{};
 }
@@ -205,89 +210,89 @@ TEST(LifecycleTest, UpdatesKeepWhatAssignmentDependsOn) {
 TEST(SnapshotBuildTest, CrossReferencesAreChecked) {
   EXPECT_THAT(SnapshotError({kDomain,
                              kLayer,
-                             {"/capstan/experiments/experiments/e1",
+                             {"/capstan/experiments/config/experiments/e1",
                               R"({"id":"e1","layer":"nope","variants":[{"id":"a"}]})"}}),
               HasSubstr("experiments/e1: layer: names no layer \"nope\""));
   EXPECT_THAT(SnapshotError({kLayer}), HasSubstr("layers/checkout: domain: names no domain"));
   EXPECT_THAT(SnapshotError({kDomain,
                              kLayer,
-                             {"/capstan/experiments/experiments/e1",
+                             {"/capstan/experiments/config/experiments/e1",
                               R"({"id":"e1","layer":"checkout","variants":[{"id":"a",
                           "parameters":{"colour":"red"}}]})"}}),
               HasSubstr("experiments/e1: variants[0].parameters.colour: not a parameter of layer"));
   EXPECT_THAT(SnapshotError({kDomain,
                              kLayer,
-                             {"/capstan/experiments/experiments/e1",
+                             {"/capstan/experiments/config/experiments/e1",
                               R"({"id":"e1","layer":"checkout","state":"running","range":[0,0.5],
                                   "variants":[{"id":"a"}]})"},
-                             {"/capstan/experiments/experiments/e2",
+                             {"/capstan/experiments/config/experiments/e2",
                               R"({"id":"e2","layer":"checkout","state":"running","range":[0.4,1],
                                   "variants":[{"id":"a"}]})"}}),
               HasSubstr("experiments/e2: range: overlaps experiment \"e1\""));
   // A draft may overlap: it takes no traffic yet.
   EXPECT_EQ(SnapshotError({kDomain,
                            kLayer,
-                           {"/capstan/experiments/experiments/e1",
+                           {"/capstan/experiments/config/experiments/e1",
                             R"({"id":"e1","layer":"checkout","state":"running","range":[0,0.5],
                                 "variants":[{"id":"a"}]})"},
-                           {"/capstan/experiments/experiments/e2",
+                           {"/capstan/experiments/config/experiments/e2",
                             R"({"id":"e2","layer":"checkout","range":[0.4,1],
                                 "variants":[{"id":"a"}]})"}}),
             "");
   EXPECT_THAT(SnapshotError({kDomain,
                              kLayer,
-                             {"/capstan/experiments/layers/other",
+                             {"/capstan/experiments/config/layers/other",
                               R"({"id":"other","domain":"main","parameters":{"color":"blue"}})"}}),
               HasSubstr("parameters.color: already owned by layer"));
   EXPECT_THAT(SnapshotError({kDomain,
                              kLayer,
-                             {"/capstan/experiments/layers/launch",
+                             {"/capstan/experiments/config/layers/launch",
                               R"({"id":"launch","launch":true,"parameters":{"color":"red"}})"}}),
               HasSubstr("parameters.color: default differs"));
-  EXPECT_THAT(SnapshotError({{"/capstan/experiments/flags/a",
+  EXPECT_THAT(SnapshotError({{"/capstan/experiments/config/flags/a",
                               R"({"id":"a","prerequisites":[{"flag":"b","condition":{}}]})"},
-                             {"/capstan/experiments/flags/b",
+                             {"/capstan/experiments/config/flags/b",
                               R"({"id":"b","prerequisites":[{"flag":"a","condition":{}}]})"}}),
               HasSubstr("flags/a: prerequisites: form a cycle"));
-  EXPECT_THAT(SnapshotError({{"/capstan/experiments/flags/a",
+  EXPECT_THAT(SnapshotError({{"/capstan/experiments/config/flags/a",
                               R"({"id":"a","rules":[{"type":"experiment","experiment":"x",
                                   "values":{}}]})"}}),
               HasSubstr("flags/a: rules[0].experiment: names no experiment \"x\""));
   EXPECT_THAT(SnapshotError({kDomain,
                              kLayer,
-                             {"/capstan/experiments/experiments/e1",
+                             {"/capstan/experiments/config/experiments/e1",
                               R"({"id":"e1","layer":"checkout","variants":[{"id":"a"}],
                                   "condition":{"id":{"$inGroup":"beta"}}})"}}),
               HasSubstr("experiments/e1: condition: $inGroup names no saved group \"beta\""));
-  EXPECT_THAT(
-      SnapshotError(
-          {kDomain, {"/capstan/experiments/domains/second", R"({"id":"second","range":[0.5,1]})"}}),
-      HasSubstr("range: overlaps domain"));
+  EXPECT_THAT(SnapshotError({kDomain,
+                             {"/capstan/experiments/config/domains/second",
+                              R"({"id":"second","range":[0.5,1]})"}}),
+              HasSubstr("range: overlaps domain"));
   EXPECT_THAT(SnapshotError({kDomain,
                              kLayer,
-                             {"/capstan/experiments/holdouts/h",
+                             {"/capstan/experiments/config/holdouts/h",
                               R"({"id":"h","fraction":0.1,"layers":["nope"]})"}}),
               HasSubstr("holdouts/h: layers[0]: names no layer \"nope\""));
   EXPECT_THAT(SnapshotError({kDomain,
                              kLayer,
-                             {"/capstan/experiments/experiments/e1",
+                             {"/capstan/experiments/config/experiments/e1",
                               R"({"id":"e1","layer":"checkout","variants":[{"id":"a"}],
                                   "forced_variants":{"u1":"a"}})"},
-                             {"/capstan/experiments/experiments/e2",
+                             {"/capstan/experiments/config/experiments/e2",
                               R"({"id":"e2","layer":"checkout","variants":[{"id":"a"}],
                                   "forced_variants":{"u1":"a"}})"}}),
               HasSubstr("experiments/e2: forced_variants.u1: the unit is already forced"));
   EXPECT_THAT(SnapshotError({kDomain, kDomain}), HasSubstr("domains/main: defined twice"));
   EXPECT_THAT(SnapshotError({kDomain,
                              kLayer,
-                             {"/capstan/experiments/layers/twin",
+                             {"/capstan/experiments/config/layers/twin",
                               R"({"id":"twin","domain":"main","salt":"checkout"})"}}),
               HasSubstr("layers/twin: salt: same as layer \"checkout\"'s"));
 }
 
 TEST(SnapshotBuildTest, ParseErrorsOfAllDocumentsAreReportedTogether) {
-  std::string error = SnapshotError({{"/capstan/experiments/layers/a", R"({"id":"a"})"},
-                                     {"/capstan/experiments/layers/b", R"({"id":"b"})"}});
+  std::string error = SnapshotError({{"/capstan/experiments/config/layers/a", R"({"id":"a"})"},
+                                     {"/capstan/experiments/config/layers/b", R"({"id":"b"})"}});
   EXPECT_THAT(error, HasSubstr("layers/a: domain: required"));
   EXPECT_THAT(error, HasSubstr("layers/b: domain: required"));
 }

@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/logging.h"
+#include "experiments/model_service.h"
 
 namespace capstan::experiments {
 namespace {
@@ -110,7 +111,7 @@ absl::StatusOr<std::unique_ptr<ExperimentsService>> ExperimentsService::Start(
 
   svc->AddRoutes();
   svc->watcher_ = ConfigWatcher::Start(svc->client_, options.prefix);
-  svc->watcher_->Subscribe([raw](const std::shared_ptr<const ConfigSnapshot>& snapshot) {
+  svc->watcher_->Subscribe([raw](const std::shared_ptr<const DocumentSnapshot>& snapshot) {
     raw->growthbook_.OnSnapshot(snapshot);
   });
 
@@ -118,6 +119,11 @@ absl::StatusOr<std::unique_ptr<ExperimentsService>> ExperimentsService::Start(
                          .watcher = svc->watcher_.get(),
                          .router = &svc->router_,
                          .registry = &svc->registry_};
+  if (options.layered_model) {
+    ASSIGN_OR_RETURN(svc->layered_model_,
+                     LayeredModelService::Install(
+                         context, LayeredModelOptions{.max_batch_units = options.max_batch_units}));
+  }
   for (const ServiceExtension& extension : options.extensions) RETURN_IF_ERROR(extension(context));
 
   svc->server_ = std::make_unique<net::HttpServer>(
@@ -153,6 +159,7 @@ absl::StatusOr<std::unique_ptr<ExperimentsService>> ExperimentsService::Start(
 
 ExperimentsService::~ExperimentsService() {
   if (server_ != nullptr) server_->Stop();  // no handler runs after this
+  layered_model_.reset();                   // unsubscribes from the watcher
   watcher_.reset();
 }
 

@@ -5,7 +5,7 @@
 //
 // Data flow: PUT /v1/features/x ─► ConfigStore::Put (validate, Txn with a
 // mod_revision compare + a history record) ─► store ─► watch ─► ConfigWatcher
-// (new immutable ConfigSnapshot) ─► subscribers: GrowthBookEndpoints rebuilds
+// (new immutable DocumentSnapshot) ─► subscribers: GrowthBookEndpoints rebuilds
 // each SDK connection's payload and swaps it in ─► GET /api/features/{key},
 // POST /api/eval/{key}. Readers never wait for writers.
 //
@@ -42,6 +42,7 @@
 namespace capstan::experiments {
 
 class ConfigWatcher;
+class LayeredModelService;
 
 // What an extension of the service gets (the layered model, events,
 // statistics): it registers its document kinds, subscribes to the
@@ -64,6 +65,11 @@ struct ServiceOptions {
   uint64_t max_body_bytes = 1 << 20;
   size_t max_connections = 1024;
   int worker_threads = 4;
+  // The native layered model (model_service.h): its kinds, /v1/evaluate,
+  // /v1/evaluate/batch, /v1/analyze, /v1/status. Installed before `extensions`.
+  bool layered_model = true;
+  // Units in one POST /v1/evaluate/batch (more: 413).
+  size_t max_batch_units = 1000;
   // Run in order before the server starts; an error stops Start.
   std::vector<ServiceExtension> extensions;
 };
@@ -81,6 +87,8 @@ class ExperimentsService {
   ConfigStore& store() { return *repository_; }
   ConfigWatcher& watcher() { return *watcher_; }
   const GrowthBookEndpoints& growthbook() const { return growthbook_; }
+  // nullptr when ServiceOptions::layered_model is false.
+  LayeredModelService* layered_model() { return layered_model_.get(); }
 
  private:
   ExperimentsService() = default;
@@ -98,6 +106,7 @@ class ExperimentsService {
   metrics::Counter* conflicts_ = nullptr;
   net::HttpRouter router_;
   std::unique_ptr<ConfigWatcher> watcher_;
+  std::unique_ptr<LayeredModelService> layered_model_;  // subscribed to watcher_
   std::unique_ptr<net::HttpServer> server_;
 };
 

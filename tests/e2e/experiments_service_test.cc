@@ -4,7 +4,10 @@
 // update reaching subscribed evaluators by watch (the propagation time is
 // printed, not asserted), and the unmodified npm GrowthBook SDK pointed at
 // the service (GET /api/features, an encrypted connection, and remote
-// evaluation through POST /api/eval).
+// evaluation through POST /api/eval); the layered model served from the
+// store (write-time checks, evaluation matching the in-process Assigner, a
+// ramp that keeps assigned units, a bad set that never replaces a good one,
+// /v1/analyze; the propagation time printed, not asserted).
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -16,14 +19,17 @@
 #include <condition_variable>
 #include <csignal>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "client/client.h"
+#include "experiments/assigner.h"
 #include "experiments/config_store.h"
 #include "experiments/growthbook_service.h"
+#include "experiments/model_service.h"
 #include "experiments/service.h"
 #include "gtest/gtest.h"
 #include "harness.h"
@@ -91,7 +97,7 @@ class ExperimentsServiceE2E : public ::testing::Test {
     service_ = std::make_unique<Process>(
         std::vector<std::string>{CapstanBinary(), "experiments", "serve", "--store",
                                  store_->endpoint(), "--listen", "127.0.0.1:0", "--max-body-bytes",
-                                 "65536"},
+                                 "65536", "--max-batch-units", "500"},
         dir_->path() + "/service.log");
     const std::string printed = "experiments listening on port ";
     ASSERT_TRUE(Eventually([&] {
@@ -287,7 +293,7 @@ class WatchingEvaluator {
  public:
   explicit WatchingEvaluator(std::shared_ptr<client::Client> client)
       : watcher_(experiments::ConfigWatcher::Start(std::move(client))) {
-    watcher_->Subscribe([this](const std::shared_ptr<const experiments::ConfigSnapshot>& s) {
+    watcher_->Subscribe([this](const std::shared_ptr<const experiments::DocumentSnapshot>& s) {
       endpoints_.OnSnapshot(s);
       auto gb = endpoints_.ClientFor("sdk-watch");
       if (gb == nullptr) return;
@@ -385,29 +391,30 @@ TEST_F(ExperimentsServiceE2E, TheWatcherFollowsTheStoreAndSkipsBadDocuments) {
   ASSERT_TRUE(watcher->WaitUntilListed(10s));
   std::mutex mu;
   std::condition_variable cv;
-  std::shared_ptr<const experiments::ConfigSnapshot> last;
+  std::shared_ptr<const experiments::DocumentSnapshot> last;
   uint64_t id =
-      watcher->Subscribe([&](const std::shared_ptr<const experiments::ConfigSnapshot>& s) {
+      watcher->Subscribe([&](const std::shared_ptr<const experiments::DocumentSnapshot>& s) {
         std::lock_guard lock(mu);
         last = s;
         cv.notify_all();
       });
-  auto wait_until = [&](const std::function<bool(const experiments::ConfigSnapshot&)>& cond) {
+  auto wait_until = [&](const std::function<bool(const experiments::DocumentSnapshot&)>& cond) {
     std::unique_lock lock(mu);
     return cv.wait_for(lock, 10s, [&] { return last != nullptr && cond(*last); });
   };
-  ASSERT_TRUE(wait_until(
-      [](const experiments::ConfigSnapshot& s) { return s.Find("features", "bare") != nullptr; }));
+  ASSERT_TRUE(wait_until([](const experiments::DocumentSnapshot& s) {
+    return s.Find("features", "bare") != nullptr;
+  }));
   EXPECT_EQ(watcher->snapshot()->Find("features", "garbage"), nullptr);
   EXPECT_EQ(watcher->snapshot()->Find("features", "bare")->version, 0);
 
   ASSERT_EQ(Put("/v1/features/api", R"({"defaultValue": 2})", {"X-Capstan-User: ann"}).status, 201);
-  ASSERT_TRUE(wait_until([](const experiments::ConfigSnapshot& s) {
+  ASSERT_TRUE(wait_until([](const experiments::DocumentSnapshot& s) {
     const experiments::ConfigDocument* doc = s.Find("features", "api");
     return doc != nullptr && doc->updated_by == "ann" && doc->version == 1;
   }));
   ASSERT_TRUE(client_->Delete(prefix + "features/bare").ok());
-  ASSERT_TRUE(wait_until([](const experiments::ConfigSnapshot& s) {
+  ASSERT_TRUE(wait_until([](const experiments::DocumentSnapshot& s) {
     return s.Find("features", "bare") == nullptr && s.Find("features", "api") != nullptr;
   }));
   // History records are kept apart from the watched documents.
@@ -423,6 +430,7 @@ TEST_F(ExperimentsServiceE2E, ExtensionsAddKindsAndRoutes) {
   options.store_endpoints = {store_->endpoint()};
   options.listen_port = 0;
   options.prefix = "/capstan/experiments-ext/";
+  options.layered_model = false;  // its "layers" kind is the model's otherwise
   options.extensions.push_back([&](const experiments::ServiceContext& context) {
     context.store->RegisterKind("layers", [](const std::string&, const Json& spec) {
       if (!spec.contains("salt") || !spec["salt"].is_string()) {
@@ -430,7 +438,7 @@ TEST_F(ExperimentsServiceE2E, ExtensionsAddKindsAndRoutes) {
       }
       return absl::OkStatus();
     });
-    context.watcher->Subscribe([&](const std::shared_ptr<const experiments::ConfigSnapshot>& s) {
+    context.watcher->Subscribe([&](const std::shared_ptr<const experiments::DocumentSnapshot>& s) {
       layers_seen = s->Of("layers").size();
     });
     context.router->Add("GET", "/v1/layers-count",
@@ -449,7 +457,225 @@ TEST_F(ExperimentsServiceE2E, ExtensionsAddKindsAndRoutes) {
   EXPECT_TRUE(Eventually([&] { return Http(port, "GET", "/v1/layers-count").body == "1\n"; }));
   EXPECT_EQ(Http(port, "GET", "/v1/layers/checkout/history").status, 200);
   // The other service (another prefix) does not see it.
-  EXPECT_EQ(Http(port_, "GET", "/v1/layers/checkout").status, 400);  // unknown kind there
+  EXPECT_EQ(Http(port_, "GET", "/v1/layers/checkout").status, 404);  // the model's kind there
+}
+
+// --- The layered model (model_service.h) ---
+
+const char kCtaVariants[] = R"("variants": [{"id": "control", "parameters": {"color": "blue"}},
+                                           {"id": "green", "parameters": {"color": "green"}}])";
+
+std::string Experiment(const std::string& fields) {
+  return "{" + fields + ", " + kCtaVariants + "}";
+}
+
+// {"units": [{"attributes": {"id": "u<i>", "country": ...}}, ...]}
+Json Units(int count) {
+  Json units = Json::array();
+  for (int i = 0; i < count; ++i) {
+    units.push_back(
+        {{"attributes", {{"id", "u" + std::to_string(i)}, {"country", i % 2 ? "NL" : "US"}}}});
+  }
+  return units;
+}
+
+// unit id -> variant of experiment `experiment` (absent: not in it).
+std::map<std::string, std::string> VariantsOf(const Json& results, const std::string& experiment) {
+  std::map<std::string, std::string> out;
+  for (const Json& result : results) {
+    for (const Json& a : result["assignments"]) {
+      if (a["experiment"] == experiment && a.contains("variant")) out[a["unit"]] = a["variant"];
+    }
+  }
+  return out;
+}
+
+double Percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+}
+
+TEST_F(ExperimentsServiceE2E, TheLayeredModelIsWrittenCheckedAndEvaluated) {
+  const std::string layer_spec = R"({"domain": "main", "parameters": {"color": "blue"}})";
+  ASSERT_EQ(Put("/v1/domains/main", "{}").status, 201);
+  ASSERT_EQ(Put("/v1/layers/checkout", layer_spec).status, 201);
+
+  // Refused at write time: a dangling reference, a bad field, a bad id.
+  HttpAnswer dangling =
+      Put("/v1/experiments/ghost", Experiment(R"("layer": "nowhere", "state": "running")"));
+  EXPECT_EQ(dangling.status, 400) << dangling.body;
+  EXPECT_EQ(JsonOf(dangling)["error"]["field"], "layer") << dangling.body;
+  HttpAnswer coverage =
+      Put("/v1/experiments/cta", Experiment(R"("layer": "checkout", "coverage": 1.5)"));
+  EXPECT_EQ(coverage.status, 400);
+  EXPECT_EQ(JsonOf(coverage)["error"]["field"], "coverage") << coverage.body;
+  EXPECT_EQ(Put("/v1/layers/a:b", layer_spec).status, 400);
+
+  const std::string cta_fields = R"("layer": "checkout", "state": "running", "coverage": 0.5)";
+  auto before_create = std::chrono::steady_clock::now();
+  HttpAnswer created = Put("/v1/experiments/cta", Experiment(cta_fields));
+  ASSERT_EQ(created.status, 201) << created.body;
+  int64_t revision = JsonOf(created)["revision"].get<int64_t>();
+
+  // Evaluate sees the experiment (units u0..u199 by batch).
+  const Json units = Units(200);
+  Json batch;
+  ASSERT_TRUE(Eventually([&] {
+    batch = JsonOf(Http(port_, "POST", "/v1/evaluate/batch", Json{{"units", units}}.dump()));
+    return batch.is_object() && !VariantsOf(batch["results"], "cta").empty();
+  })) << batch.dump()
+      << service_->Log();
+  double create_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - before_create)
+          .count();
+  std::map<std::string, std::string> at_half = VariantsOf(batch["results"], "cta");
+  // About half the units (coverage 0.5), both variants.
+  EXPECT_GT(at_half.size(), 60u);
+  EXPECT_LT(at_half.size(), 140u);
+
+  // Deterministic: the same answers again, and one unit alone answers as in the batch.
+  Json again = JsonOf(Http(port_, "POST", "/v1/evaluate/batch", Json{{"units", units}}.dump()));
+  EXPECT_EQ(again["results"], batch["results"]);
+  HttpAnswer one = Http(port_, "POST", "/v1/evaluate", units[7].dump());
+  ASSERT_EQ(one.status, 200) << one.body;
+  EXPECT_EQ(JsonOf(one)["assignments"], batch["results"][7]["assignments"]);
+
+  // The in-process Assigner over the same documents assigns every unit alike.
+  std::vector<experiments::ModelDocument> documents;
+  for (auto [kind, id, spec] :
+       {std::tuple{experiments::DocumentKind::kDomain, "main", std::string("{}")},
+        std::tuple{experiments::DocumentKind::kLayer, "checkout", layer_spec},
+        std::tuple{experiments::DocumentKind::kExperiment, "cta", Experiment(cta_fields)}}) {
+    auto doc = experiments::ParseModelSpec(kind, id, Json::parse(spec));
+    ASSERT_TRUE(doc.ok()) << doc.status();
+    documents.push_back(*std::move(doc));
+  }
+  auto model = experiments::ConfigSnapshot::Build(std::move(documents));
+  ASSERT_TRUE(model.ok()) << model.status();
+  experiments::Assigner in_process(*model);
+  for (size_t i = 0; i < units.size(); ++i) {
+    experiments::EvaluationResult result;
+    in_process.Evaluate(units[i]["attributes"], &result);
+    Json expected = result.ToJson();
+    EXPECT_EQ(batch["results"][i]["assignments"], expected["assignments"]) << i;
+    EXPECT_EQ(batch["results"][i]["parameters"], expected["parameters"]) << i;
+  }
+
+  // Once running: frozen fields and the lifecycle are checked against the stored document.
+  const std::string at_revision = "/v1/experiments/cta?revision=" + std::to_string(revision);
+  HttpAnswer salt = Put(at_revision, Experiment(cta_fields + R"(, "salt": "new")"));
+  EXPECT_EQ(salt.status, 400);
+  EXPECT_EQ(JsonOf(salt)["error"]["field"], "salt") << salt.body;
+  HttpAnswer back_to_draft =
+      Put(at_revision, Experiment(R"("layer": "checkout", "state": "draft", "coverage": 0.5)"));
+  EXPECT_EQ(back_to_draft.status, 400);
+  EXPECT_EQ(JsonOf(back_to_draft)["error"]["field"], "state") << back_to_draft.body;
+  HttpAnswer shrink =
+      Put(at_revision, Experiment(R"("layer": "checkout", "state": "running", "coverage": 0.4)"));
+  EXPECT_EQ(shrink.status, 400);
+  EXPECT_EQ(JsonOf(shrink)["error"]["field"], "coverage") << shrink.body;
+  // A stale revision is still a conflict.
+  EXPECT_EQ(Put("/v1/experiments/cta?revision=1", Experiment(cta_fields)).status, 409);
+  // The layer cannot go while the experiment names it.
+  HttpAnswer delete_layer = Http(port_, "DELETE", "/v1/layers/checkout");
+  EXPECT_EQ(delete_layer.status, 400) << delete_layer.body;
+  EXPECT_EQ(JsonOf(delete_layer)["error"]["field"], "experiments/cta") << delete_layer.body;
+
+  // Ramp 0.5 -> 1.0 in ten steps: everyone assigned stays in their variant.
+  std::vector<double> ramp_ms, put_ms;  // PUT start -> evaluate sees it; the PUT alone
+  std::map<std::string, std::string> previous = at_half;
+  for (int step = 1; step <= 10; ++step) {
+    double coverage_now = 0.5 + 0.05 * step;
+    uint64_t generation_before =
+        JsonOf(Http(port_, "POST", "/v1/evaluate", units[0].dump()))["generation"].get<uint64_t>();
+    auto start = std::chrono::steady_clock::now();
+    HttpAnswer ramp = Put("/v1/experiments/cta?revision=" + std::to_string(revision),
+                          Experiment(R"("layer": "checkout", "state": "running", "coverage": )" +
+                                     std::to_string(coverage_now)));
+    ASSERT_EQ(ramp.status, 200) << ramp.body;
+    put_ms.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+            .count());
+    revision = JsonOf(ramp)["revision"].get<int64_t>();
+    ASSERT_TRUE(Eventually([&] {
+      Json seen = JsonOf(Http(port_, "POST", "/v1/evaluate", units[0].dump()));
+      return seen.is_object() && seen["generation"].get<uint64_t>() > generation_before;
+    }));
+    ramp_ms.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+            .count());
+    Json ramped = JsonOf(Http(port_, "POST", "/v1/evaluate/batch", Json{{"units", units}}.dump()));
+    std::map<std::string, std::string> now = VariantsOf(ramped["results"], "cta");
+    for (const auto& [unit, variant] : previous) {
+      ASSERT_TRUE(now.count(unit)) << unit << " left the experiment at coverage " << coverage_now;
+      EXPECT_EQ(now[unit], variant) << unit << " changed variant at coverage " << coverage_now;
+    }
+    EXPECT_GE(now.size(), previous.size());
+    previous = std::move(now);
+  }
+  EXPECT_EQ(previous.size(), units.size());  // coverage 1: everyone
+
+  // Running experiments are stopped, not deleted.
+  HttpAnswer delete_running = Http(port_, "DELETE", "/v1/experiments/cta");
+  EXPECT_EQ(delete_running.status, 400) << delete_running.body;
+  EXPECT_EQ(JsonOf(delete_running)["error"]["field"], "state") << delete_running.body;
+
+  // A bad set written behind the API's back never replaces the good one.
+  const std::string prefix = "/capstan/experiments/config/";
+  ASSERT_TRUE(client_
+                  ->Put(prefix + "experiments/ghost",
+                        Experiment(R"("id": "ghost", "layer": "nowhere", "state": "running")"))
+                  .ok());
+  Json status;
+  ASSERT_TRUE(Eventually([&] {
+    status = JsonOf(Http(port_, "GET", "/v1/status"));
+    return status.is_object() && status["model"].contains("error");
+  })) << status.dump();
+  EXPECT_FALSE(status["model"]["ok"].get<bool>());
+  EXPECT_EQ(status["model"]["error"]["document"], "experiments/ghost") << status.dump();
+  EXPECT_EQ(status["model"]["error"]["field"], "layer");
+  Json kept = JsonOf(Http(port_, "POST", "/v1/evaluate/batch", Json{{"units", units}}.dump()));
+  EXPECT_EQ(VariantsOf(kept["results"], "cta"), previous);
+  // Mended through the API (deleting the bad document is allowed: it mends).
+  ASSERT_EQ(Http(port_, "DELETE", "/v1/experiments/ghost").status, 200);
+  ASSERT_TRUE(Eventually([&] {
+    status = JsonOf(Http(port_, "GET", "/v1/status"));
+    return status.is_object() && status["model"]["ok"] == true;
+  })) << status.dump();
+
+  // Bounded batches; exposures counted once per unit.
+  HttpAnswer too_many =
+      Http(port_, "POST", "/v1/evaluate/batch", Json{{"units", Units(501)}}.dump());
+  EXPECT_EQ(too_many.status, 413) << too_many.body;
+  EXPECT_EQ(JsonOf(too_many)["error"]["limit"], 500);
+  std::string metrics = Http(port_, "GET", "/metrics").body;
+  EXPECT_NE(metrics.find("capstan_experiments_exposures_logged "), std::string::npos);
+  EXPECT_NE(metrics.find("capstan_experiments_exposures_deduplicated "), std::string::npos);
+  EXPECT_NE(metrics.find("capstan_experiments_model_build_failures_total 1"), std::string::npos)
+      << metrics;
+
+  std::printf(
+      "layered model propagation, API write -> /v1/evaluate sees it: create %.2f ms; "
+      "%zu ramp steps p50 %.2f ms, max %.2f ms (the PUT alone, write checks included: p50 %.2f "
+      "ms)\n",
+      create_ms, ramp_ms.size(), Percentile(ramp_ms, 0.5), Percentile(ramp_ms, 1.0),
+      Percentile(put_ms, 0.5));
+  RecordProperty("layered_propagation_p50_ms", std::to_string(Percentile(ramp_ms, 0.5)));
+}
+
+TEST_F(ExperimentsServiceE2E, AnalyzeAnswersAWelchTTest) {
+  HttpAnswer welch = Http(port_, "POST", "/v1/analyze", R"({"op": "welchTTest",
+      "a": {"n": 5000, "sum": 50000, "sum_squares": 520000},
+      "b": {"n": 5000, "sum": 50800, "sum_squares": 536000}})");
+  ASSERT_EQ(welch.status, 200) << welch.body;
+  Json answer = JsonOf(welch);
+  EXPECT_NEAR(answer["diff"].get<double>(), 0.16, 1e-9);
+  EXPECT_GT(answer["p_value"].get<double>(), 0.0);
+  EXPECT_LT(answer["p_value"].get<double>(), 1.0);
+  HttpAnswer bad = Http(port_, "POST", "/v1/analyze", R"({"op": "welchTTest",
+      "a": {"n": 1, "mean": 1, "variance": 1}, "b": {"n": 10, "mean": 1, "variance": 1}})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(JsonOf(bad)["error"]["field"], "a.n") << bad.body;
 }
 
 TEST_F(ExperimentsServiceE2E, UnknownClientKeysAre400AsInGrowthBook) {
