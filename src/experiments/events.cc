@@ -40,7 +40,7 @@ class LineDecoder {
     for (const auto& [name, value] : doc.items()) {
       bool known = false;
       for (std::string_view k : kKnownFields) known = known || name == k;
-      if (!known) return Fail(name, "unknown field");
+      if (!known) return Fail(name.empty() ? "(empty name)" : name, "unknown field");
     }
     const JsonValue* type = Find(doc, "type");
     if (type == nullptr) return Fail("type", "is required");

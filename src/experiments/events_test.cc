@@ -65,6 +65,8 @@ TEST(EventDecoder, ErrorsNameLineAndField) {
        1, "key"},
       {R"({"type":"exposure","key":"k","experiment":"e","unit":"u","variant":"v","ts":1,"x":2})", 1,
        "x"},
+      {R"({"type":"exposure","key":"k","experiment":"e","unit":"u","variant":"v","":1,"ts":1})", 1,
+       "(empty name)"},  // found by event_batch_fuzz
       {R"({"type":"exposure","key":"k","experiment":"e","unit":"u","variant":"v","metric":"m","ts":1})",
        1, "metric"},
       {R"({"type":"exposure","key":"k","experiment":"e","unit":"u","variant":"v","ts":-1})", 1,
