@@ -34,6 +34,7 @@ CLI::App* AddExperimentsServeCommand(CLI::App* experiments, ExperimentsServeFlag
                   "HTTP connections served at once; more are closed as they arrive.")
       ->capture_default_str();
   cmd->add_option("--log-level", f->log_level, "debug, info, warn or err.")->capture_default_str();
+  cmd->add_option("--events-dir", f->events_dir, "Event log directory; enables POST /v1/events.");
   return cmd;
 }
 
@@ -67,6 +68,8 @@ absl::StatusOr<experiments::ServiceOptions> ExperimentsServiceOptions(
   options.max_body_bytes = static_cast<uint64_t>(f.max_body_bytes);
   if (f.max_connections < 1) return absl::InvalidArgumentError("--max-connections must be >= 1");
   options.max_connections = static_cast<size_t>(f.max_connections);
+  if (!f.events_dir.empty())
+    options.extensions.push_back(experiments::MakeEventsExtension({.directory = f.events_dir}));
   return options;
 }
 

@@ -95,7 +95,7 @@ absl::StatusOr<JsonValue> ExperimentResults(std::string_view experiment, const E
     for (const std::string& name : order) {
       MetricSums m = sums_of(name, id);
       double n = static_cast<double>(sums.variants.at(name).units);
-      JsonValue row = {{"variant", name}, {"n", n}};
+      JsonValue row = {{"variant", name}, {"n", sums.variants.at(name).units}};
       if (id.kind == EventType::kRatio) {
         row["mean"] = m.den_sum != 0 ? JsonValue(m.sum / m.den_sum) : JsonValue(nullptr);
         row["numeratorSum"] = m.sum;
