@@ -64,7 +64,8 @@ ServiceExtension MakeEventsExtension(EventsOptions options) {
     ASSIGN_OR_RETURN(std::unique_ptr<EventStore> opened,
                      EventStore::Open({.directory = options.directory,
                                        .max_queued_events = options.max_queued_events,
-                                       .rebuild_on_open = options.rebuild_on_open}));
+                                       .rebuild_on_open = options.rebuild_on_open,
+                                       .before_group_write = options.before_group_write}));
     std::shared_ptr<EventStore> store = std::move(opened);
     CAPSTAN_LOG(info, "experiments: events enabled", "directory", options.directory, "log_sequence",
                 store->Stats().next_sequence);

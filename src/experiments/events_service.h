@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "experiments/event_store.h"
@@ -31,6 +32,7 @@ struct EventsOptions {
   int retry_after_seconds = 1;
   // Passed to the store (tests).
   bool rebuild_on_open = false;
+  std::function<void()> before_group_write;
 };
 
 // Opens the event store when the service starts and registers the routes and
