@@ -3,6 +3,8 @@
 // and rebuilt from the log), back-pressure, and the results document.
 #include "experiments/event_store.h"
 
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <future>
 #include <map>
@@ -231,6 +233,7 @@ TEST(EventStore, ConcurrentAppendsShareGroupCommitsAndCountOnce) {
     streams.push_back(RandomEvents(100 + static_cast<uint32_t>(t), 2000, 300, false));
     all.insert(all.end(), streams.back().begin(), streams.back().end());
   }
+  auto started = std::chrono::steady_clock::now();
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
@@ -245,6 +248,8 @@ TEST(EventStore, ConcurrentAppendsShareGroupCommitsAndCountOnce) {
     });
   }
   for (std::thread& t : threads) t.join();
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   ExpectSumsNear((*store)->Sums("e"), Naive(all, "e"));
   EventStoreStats stats = (*store)->Stats();
   std::set<std::string> distinct;
@@ -252,8 +257,10 @@ TEST(EventStore, ConcurrentAppendsShareGroupCommitsAndCountOnce) {
   EXPECT_EQ(stats.accepted, distinct.size());
   EXPECT_EQ(stats.accepted + stats.duplicates, all.size());
   EXPECT_EQ(stats.next_sequence, distinct.size());
-  std::printf("%zu batches in %llu group commits\n", all.size() / 50 + kThreads,
-              static_cast<unsigned long long>(stats.group_commits));
+  // Printed, not asserted: in-process Append with fsync, no HTTP or decoding.
+  std::printf("%zu batches in %llu group commits, %.0f events/s\n", all.size() / 50 + kThreads,
+              static_cast<unsigned long long>(stats.group_commits),
+              static_cast<double>(all.size()) / seconds);
 }
 
 TEST(EventStore, RefusesWhenThePipelineIsBehind) {
@@ -329,6 +336,41 @@ TEST(EventResults, ComparesEachVariantWithControl) {
   ASSERT_TRUE(results.ok());
   EXPECT_EQ((*results)["srm"]["status"], "ok");
   EXPECT_FALSE(ExperimentResults("e", sums, {.control = "nope"}).ok());
+}
+
+}  // namespace
+}  // namespace capstan::experiments
+
+namespace capstan::experiments {
+namespace {
+
+// A measurement, not a test (run with --gtest_also_run_disabled_tests
+// --gtest_filter='*Throughput*'): single-thread decode rate, and Append rate
+// with 5,000-event batches (about 1 MiB), with and without fsync.
+TEST(EventStore, DISABLED_Throughput) {
+  std::vector<Event> events = RandomEvents(1, 200000, 50000, false);
+  std::string body;
+  std::vector<std::string> bodies;
+  for (size_t i = 0; i < events.size(); ++i) {
+    body += EncodeEvent(events[i]) + "\n";
+    if ((i + 1) % 5000 == 0) bodies.push_back(std::move(body)), body.clear();
+  }
+  auto started = std::chrono::steady_clock::now();
+  std::vector<std::vector<Event>> batches;
+  for (const std::string& b : bodies) batches.push_back(*DecodeEventBatch(b));
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  std::printf("decode: %.0f events/s\n", static_cast<double>(events.size()) / seconds);
+  for (bool sync : {false, true}) {
+    TempDirectory dir;
+    auto store = EventStore::Open({.directory = dir.path(), .sync = sync});
+    ASSERT_TRUE(store.ok());
+    started = std::chrono::steady_clock::now();
+    for (const std::vector<Event>& batch : batches) ASSERT_TRUE((*store)->Append(batch).ok());
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    std::printf("append (sync=%d, 5000-event batches, one caller): %.0f events/s\n", sync,
+                static_cast<double>(events.size()) / seconds);
+  }
 }
 
 }  // namespace
