@@ -103,14 +103,30 @@ struct UnitTotals {
   double den = 0;
 };
 
-// Adds `sign` × the unit's contribution to the variant's sums.
-void AddContribution(MetricSums* sums, EventType kind, const UnitTotals& t, double sign) {
-  sums->sum += sign * t.x;
-  sums->sum_squares += sign * t.x * t.x;
+// Adds the unit's contribution to the variant's sums (a unit joining).
+void AddContribution(MetricSums* sums, EventType kind, const UnitTotals& t) {
+  sums->sum += t.x;
+  sums->sum_squares += t.x * t.x;
   if (kind == EventType::kRatio) {
-    sums->den_sum += sign * t.den;
-    sums->den_sum_squares += sign * t.den * t.den;
-    sums->products += sign * t.x * t.den;
+    sums->den_sum += t.den;
+    sums->den_sum_squares += t.den * t.den;
+    sums->products += t.x * t.den;
+  }
+}
+
+// Moves the unit's contribution from `before` to `after`. Differences of
+// squares as (a − b)(a + b) and products as a_x·Δden + b_den·Δx: no
+// cancellation between two large squares when a total grows by little.
+void UpdateContribution(MetricSums* sums, EventType kind, const UnitTotals& before,
+                        const UnitTotals& after) {
+  double dx = after.x - before.x;
+  sums->sum += dx;
+  sums->sum_squares += dx * (after.x + before.x);
+  if (kind == EventType::kRatio) {
+    double dden = after.den - before.den;
+    sums->den_sum += dden;
+    sums->den_sum_squares += dden * (after.den + before.den);
+    sums->products += after.x * dden + before.den * dx;
   }
 }
 
@@ -197,7 +213,7 @@ class EventStore::Group {
         VariantSums& v = sums->variants[event.variant];
         ++v.units;
         for (const auto& [id, totals] : unit->metrics) {
-          AddContribution(&v.metrics[id], id.kind, totals, +1);
+          AddContribution(&v.metrics[id], id.kind, totals);
         }
       } else if (unit->variant != event.variant) {
         ++conflicting_exposures_;
@@ -223,8 +239,7 @@ class EventStore::Group {
     }
     if (!unit->variant.empty()) {
       MetricSums& m = sums->variants[unit->variant].metrics[id];
-      AddContribution(&m, id.kind, before, -1);
-      AddContribution(&m, id.kind, totals, +1);
+      UpdateContribution(&m, id.kind, before, totals);
     }
     return true;
   }
