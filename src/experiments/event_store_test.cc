@@ -15,6 +15,7 @@
 #include "experiments/event_results.h"
 #include "experiments/stats.h"
 #include "gtest/gtest.h"
+#include "rocksdb/db.h"
 
 namespace capstan::experiments {
 namespace {
@@ -220,6 +221,31 @@ TEST(EventStore, AggregatesMatchNaiveRecomputationAndSurviveReopen) {
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(r->duplicates, 1u);
   }
+}
+
+TEST(EventStore, AnInterruptedRebuildIsRedoneOnOpen) {
+  TempDirectory dir;
+  std::vector<Event> events = RandomEvents(11, 2000, 100, /*conflicts=*/true);
+  {
+    auto store = EventStore::Open({.directory = dir.path()});
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->Append(events).ok());
+  }
+  {  // as a crash mid-rebuild leaves it: the marker set, derived state half gone
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir.path(), &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "mrebuilding", "").ok());
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "ae", R"({"variants":{}})").ok());
+    ASSERT_TRUE(db->DeleteRange(rocksdb::WriteOptions(), db->DefaultColumnFamily(), "u", "v").ok());
+  }
+  auto store = EventStore::Open({.directory = dir.path()});
+  ASSERT_TRUE(store.ok()) << store.status();
+  ExpectSumsNear((*store)->Sums("e"), Naive(events, "e"));
+  store->reset();
+  store = EventStore::Open({.directory = dir.path()});  // the marker is gone: restored
+  ASSERT_TRUE(store.ok()) << store.status();
+  ExpectSumsNear((*store)->Sums("e"), Naive(events, "e"));
 }
 
 TEST(EventStore, ConcurrentAppendsShareGroupCommitsAndCountOnce) {
