@@ -142,4 +142,9 @@ absl::StatusOr<JsonValue> ExperimentResults(std::string_view experiment, const E
   return out;
 }
 
+absl::StatusOr<JsonValue> Results(const EventStore& store, std::string_view experiment,
+                                  const ResultsOptions& options) {
+  return ExperimentResults(experiment, store.Sums(experiment), options);
+}
+
 }  // namespace capstan::experiments

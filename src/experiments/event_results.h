@@ -42,4 +42,8 @@ absl::StatusOr<nlohmann::ordered_json> ExperimentResults(std::string_view experi
                                                          const ExperimentSums& sums,
                                                          const ResultsOptions& options);
 
+// The experiment's results as of the store's last commit.
+absl::StatusOr<nlohmann::ordered_json> Results(const EventStore& store, std::string_view experiment,
+                                               const ResultsOptions& options = {});
+
 }  // namespace capstan::experiments

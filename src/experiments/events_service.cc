@@ -121,8 +121,7 @@ ServiceExtension MakeEventsExtension(EventsOptions options) {
                           absl::StatusOr<ResultsOptions> query = ParseResultsQuery(request.query);
                           if (!query.ok()) return ErrorResponse(query.status());
                           const std::string& id = params.at("id");
-                          absl::StatusOr<JsonValue> results =
-                              ExperimentResults(id, store->Sums(id), *query);
+                          absl::StatusOr<JsonValue> results = Results(*store, id, *query);
                           if (!results.ok()) return ErrorResponse(results.status());
                           return net::JsonResponse(200, results->dump());
                         });
