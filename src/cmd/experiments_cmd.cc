@@ -38,6 +38,7 @@ CLI::App* AddExperimentsServeCommand(CLI::App* experiments, ExperimentsServeFlag
                   "HTTP connections served at once; more are closed as they arrive.")
       ->capture_default_str();
   cmd->add_option("--log-level", f->log_level, "debug, info, warn or err.")->capture_default_str();
+  cmd->add_option("--events-dir", f->events_dir, "Event log directory; enables POST /v1/events.");
   return cmd;
 }
 
@@ -75,6 +76,8 @@ absl::StatusOr<experiments::ServiceOptions> ExperimentsServiceOptions(
   }
   options.max_batch_units = static_cast<size_t>(f.max_batch_units);
   options.max_connections = static_cast<size_t>(f.max_connections);
+  if (!f.events_dir.empty())
+    options.extensions.push_back(experiments::MakeEventsExtension({.directory = f.events_dir}));
   return options;
 }
 

@@ -7,6 +7,7 @@
 
 #include "CLI/CLI.hpp"
 #include "base/status.h"
+#include "experiments/events_service.h"
 #include "experiments/service.h"
 
 namespace capstan {
@@ -20,6 +21,9 @@ struct ExperimentsServeFlags {
   int64_t max_batch_units = 1000;
   int max_connections = 1024;
   std::string log_level = "info";
+  // Event ingestion (docs/experiments-events.md): the event database's
+  // directory; empty leaves POST /v1/events and the results endpoint out.
+  std::string events_dir;
 };
 
 // Adds `serve` under `experiments`; returns it.

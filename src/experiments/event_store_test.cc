@@ -1,0 +1,403 @@
+// EventStore: idempotency, the incremental aggregation against a naive
+// recomputation from the accepted events, recovery after reopening (restored
+// and rebuilt from the log), back-pressure, and the results document.
+#include "experiments/event_store.h"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "experiments/event_results.h"
+#include "experiments/stats.h"
+#include "gtest/gtest.h"
+#include "rocksdb/db.h"
+
+namespace capstan::experiments {
+namespace {
+
+class TempDirectory {
+ public:
+  TempDirectory() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "event_store_XXXXXX").string();
+    path_ = ::mkdtemp(pattern.data());
+  }
+  ~TempDirectory() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+Event Exposure(std::string key, std::string unit, std::string variant,
+               std::string experiment = "e") {
+  return Event{.type = EventType::kExposure,
+               .key = std::move(key),
+               .experiment = std::move(experiment),
+               .unit = std::move(unit),
+               .variant = std::move(variant)};
+}
+
+Event Metric(EventType type, std::string key, std::string unit, std::string metric, double value,
+             double denominator = 0) {
+  return Event{.type = type,
+               .key = std::move(key),
+               .experiment = "e",
+               .unit = std::move(unit),
+               .metric = std::move(metric),
+               .value = type == EventType::kConversion ? 0 : value,
+               .denominator = denominator};
+}
+
+// The aggregation recomputed from scratch: first occurrence of a key wins,
+// a unit joins the variant of its first exposure.
+ExperimentSums Naive(const std::vector<Event>& events, std::string_view experiment) {
+  std::set<std::string> keys;
+  struct Unit {
+    std::string variant;
+    std::map<MetricId, std::pair<double, double>> totals;
+  };
+  std::map<std::string, Unit> units;
+  for (const Event& e : events) {
+    if (e.experiment != experiment || !keys.insert(e.key).second) continue;
+    Unit& u = units[e.unit];
+    if (e.type == EventType::kExposure) {
+      if (u.variant.empty()) u.variant = e.variant;
+      continue;
+    }
+    auto& t = u.totals[MetricId{e.type, e.metric}];
+    if (e.type == EventType::kConversion) t.first = 1;
+    if (e.type == EventType::kValue) t.first += e.value;
+    if (e.type == EventType::kRatio) {
+      t.first += e.value;
+      t.second += e.denominator;
+    }
+  }
+  ExperimentSums sums;
+  for (const auto& [name, u] : units) {
+    if (u.variant.empty()) continue;
+    VariantSums& v = sums.variants[u.variant];
+    ++v.units;
+    for (const auto& [id, t] : u.totals) {
+      MetricSums& m = v.metrics[id];
+      m.sum += t.first;
+      m.sum_squares += t.first * t.first;
+      if (id.kind == EventType::kRatio) {
+        m.den_sum += t.second;
+        m.den_sum_squares += t.second * t.second;
+        m.products += t.first * t.second;
+      }
+    }
+  }
+  return sums;
+}
+
+void ExpectSumsNear(const ExperimentSums& got, const ExperimentSums& want) {
+  ASSERT_EQ(got.variants.size(), want.variants.size());
+  for (const auto& [name, w] : want.variants) {
+    ASSERT_TRUE(got.variants.contains(name)) << name;
+    const VariantSums& g = got.variants.at(name);
+    EXPECT_EQ(g.units, w.units) << name;
+    for (const auto& [id, wm] : w.metrics) {
+      auto it = g.metrics.find(id);
+      MetricSums gm = it == g.metrics.end() ? MetricSums{} : it->second;
+      auto near = [](double a, double b) { return std::abs(a - b) <= 1e-9 * (1 + std::abs(b)); };
+      EXPECT_TRUE(near(gm.sum, wm.sum)) << name << "/" << id.name << " " << gm.sum << " " << wm.sum;
+      EXPECT_TRUE(near(gm.sum_squares, wm.sum_squares)) << name << "/" << id.name;
+      EXPECT_TRUE(near(gm.den_sum, wm.den_sum)) << name << "/" << id.name;
+      EXPECT_TRUE(near(gm.den_sum_squares, wm.den_sum_squares)) << name << "/" << id.name;
+      EXPECT_TRUE(near(gm.products, wm.products)) << name << "/" << id.name;
+    }
+  }
+}
+
+// A reproducible stream over `units` units: exposures (some conflicting,
+// some repeated), metric events of every kind (some before the exposure),
+// and re-sent keys (identical events).
+std::vector<Event> RandomEvents(uint32_t seed, int count, int units, bool conflicts) {
+  std::mt19937 rng(seed);
+  std::vector<Event> events;
+  const char* variants[] = {"control", "b", "c"};
+  for (int i = 0; i < count; ++i) {
+    if (!events.empty() && rng() % 10 == 0) {  // a retry of an earlier event
+      events.push_back(events[rng() % events.size()]);
+      continue;
+    }
+    int unit = static_cast<int>(rng() % static_cast<uint32_t>(units));
+    std::string u = "u" + std::to_string(unit);
+    std::string key = "s" + std::to_string(seed) + "-" + std::to_string(i);
+    switch (rng() % 5) {
+      case 0: {
+        int variant = unit % 3;
+        if (conflicts && rng() % 8 == 0) variant = (variant + 1) % 3;
+        events.push_back(Exposure(key, u, variants[variant]));
+        break;
+      }
+      case 1:
+        events.push_back(Metric(EventType::kConversion, key, u, "buy", 0));
+        break;
+      case 2:
+        events.push_back(
+            Metric(EventType::kValue, key, u, "revenue", static_cast<double>(rng() % 10000) / 7));
+        break;
+      default:
+        events.push_back(Metric(EventType::kRatio, key, u, "ctr", static_cast<double>(rng() % 5),
+                                static_cast<double>(1 + rng() % 9)));
+        break;
+    }
+  }
+  return events;
+}
+
+TEST(EventStore, DeduplicatesAcrossAndWithinBatches) {
+  TempDirectory dir;
+  auto store = EventStore::Open({.directory = dir.path()});
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::vector<Event> first = {Exposure("k1", "u1", "control"), Exposure("k2", "u2", "b"),
+                              Metric(EventType::kValue, "k3", "u1", "rev", 5)};
+  absl::StatusOr<AppendResult> r = (*store)->Append(first);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 3u);
+  EXPECT_EQ(r->duplicates, 0u);
+  std::vector<Event> second = {Metric(EventType::kValue, "k3", "u1", "rev", 5),
+                               Metric(EventType::kValue, "k4", "u1", "rev", 1),
+                               Metric(EventType::kValue, "k4", "u1", "rev", 1)};
+  r = (*store)->Append(second);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 1u);
+  EXPECT_EQ(r->duplicates, 2u);
+  ExperimentSums sums = (*store)->Sums("e");
+  EXPECT_EQ(sums.variants["control"].units, 1u);
+  EXPECT_EQ(sums.variants["b"].units, 1u);
+  EXPECT_EQ((sums.variants["control"].metrics[{EventType::kValue, "rev"}].sum), 6);
+  EXPECT_EQ((*store)->Stats().next_sequence, 4u);
+  store->reset();
+  // The index is on disk: after reopening, the keys are still known.
+  store = EventStore::Open({.directory = dir.path()});
+  ASSERT_TRUE(store.ok()) << store.status();
+  r = (*store)->Append(first);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->accepted, 0u);
+  EXPECT_EQ(r->duplicates, 3u);
+}
+
+TEST(EventStore, AggregatesMatchNaiveRecomputationAndSurviveReopen) {
+  TempDirectory dir;
+  std::vector<Event> events = RandomEvents(7, 6000, 400, /*conflicts=*/true);
+  // Another experiment interleaved, to check experiments stay apart.
+  for (int i = 0; i < 50; ++i) {
+    events.push_back(Exposure("other-" + std::to_string(i), "u" + std::to_string(i), "x", "f"));
+  }
+  {
+    auto store = EventStore::Open({.directory = dir.path()});
+    ASSERT_TRUE(store.ok()) << store.status();
+    for (size_t at = 0; at < events.size(); at += 97) {
+      std::vector<Event> batch(
+          events.begin() + static_cast<std::ptrdiff_t>(at),
+          events.begin() + static_cast<std::ptrdiff_t>(std::min(events.size(), at + 97)));
+      ASSERT_TRUE((*store)->Append(std::move(batch)).ok());
+    }
+    ExpectSumsNear((*store)->Sums("e"), Naive(events, "e"));
+    ExpectSumsNear((*store)->Sums("f"), Naive(events, "f"));
+    EXPECT_GT((*store)->Stats().conflicting_exposures, 0u);
+  }
+  {  // restored from the aggregate records
+    auto store = EventStore::Open({.directory = dir.path()});
+    ASSERT_TRUE(store.ok()) << store.status();
+    ExpectSumsNear((*store)->Sums("e"), Naive(events, "e"));
+    ExpectSumsNear((*store)->Sums("f"), Naive(events, "f"));
+  }
+  {  // rebuilt from the log alone
+    auto store = EventStore::Open({.directory = dir.path(), .rebuild_on_open = true});
+    ASSERT_TRUE(store.ok()) << store.status();
+    ExpectSumsNear((*store)->Sums("e"), Naive(events, "e"));
+    ExpectSumsNear((*store)->Sums("f"), Naive(events, "f"));
+    // and the dedup index with it
+    absl::StatusOr<AppendResult> r = (*store)->Append({events.front()});
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->duplicates, 1u);
+  }
+}
+
+TEST(EventStore, AnInterruptedRebuildIsRedoneOnOpen) {
+  TempDirectory dir;
+  std::vector<Event> events = RandomEvents(11, 2000, 100, /*conflicts=*/true);
+  {
+    auto store = EventStore::Open({.directory = dir.path()});
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->Append(events).ok());
+  }
+  {  // as a crash mid-rebuild leaves it: the marker set, derived state half gone
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir.path(), &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "mrebuilding", "").ok());
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "ae", R"({"variants":{}})").ok());
+    ASSERT_TRUE(db->DeleteRange(rocksdb::WriteOptions(), db->DefaultColumnFamily(), "u", "v").ok());
+  }
+  auto store = EventStore::Open({.directory = dir.path()});
+  ASSERT_TRUE(store.ok()) << store.status();
+  ExpectSumsNear((*store)->Sums("e"), Naive(events, "e"));
+  store->reset();
+  store = EventStore::Open({.directory = dir.path()});  // the marker is gone: restored
+  ASSERT_TRUE(store.ok()) << store.status();
+  ExpectSumsNear((*store)->Sums("e"), Naive(events, "e"));
+}
+
+TEST(EventStore, ConcurrentAppendsShareGroupCommitsAndCountOnce) {
+  TempDirectory dir;
+  auto store = EventStore::Open({.directory = dir.path()});
+  ASSERT_TRUE(store.ok()) << store.status();
+  constexpr int kThreads = 8;
+  std::vector<std::vector<Event>> streams;
+  std::vector<Event> all;
+  for (int t = 0; t < kThreads; ++t) {
+    streams.push_back(RandomEvents(100 + static_cast<uint32_t>(t), 2000, 300, false));
+    all.insert(all.end(), streams.back().begin(), streams.back().end());
+  }
+  auto started = std::chrono::steady_clock::now();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const std::vector<Event>& mine = streams[static_cast<size_t>(t)];
+      for (size_t at = 0; at < mine.size(); at += 50) {
+        std::vector<Event> batch(
+            mine.begin() + static_cast<std::ptrdiff_t>(at),
+            mine.begin() + static_cast<std::ptrdiff_t>(std::min(mine.size(), at + 50)));
+        absl::StatusOr<AppendResult> r = (*store)->Append(std::move(batch));
+        EXPECT_TRUE(r.ok()) << r.status();
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  ExpectSumsNear((*store)->Sums("e"), Naive(all, "e"));
+  EventStoreStats stats = (*store)->Stats();
+  std::set<std::string> distinct;
+  for (const Event& e : all) distinct.insert(e.key);
+  EXPECT_EQ(stats.accepted, distinct.size());
+  EXPECT_EQ(stats.accepted + stats.duplicates, all.size());
+  EXPECT_EQ(stats.next_sequence, distinct.size());
+  // Printed, not asserted: in-process Append with fsync, no HTTP or decoding.
+  std::printf("%zu batches in %llu group commits, %.0f events/s\n", all.size() / 50 + kThreads,
+              static_cast<unsigned long long>(stats.group_commits),
+              static_cast<double>(all.size()) / seconds);
+}
+
+TEST(EventStore, RefusesWhenThePipelineIsBehind) {
+  TempDirectory dir;
+  std::promise<void> entered;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  bool first = true;
+  auto store = EventStore::Open(
+      {.directory = dir.path(), .max_queued_events = kMaxEventsPerBatch, .before_group_write = [&] {
+         if (!first) return;
+         first = false;
+         entered.set_value();
+         released.wait();
+       }});
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::vector<Event> big;
+  for (size_t i = 0; i < kMaxEventsPerBatch; ++i) {
+    big.push_back(Exposure("k" + std::to_string(i), "u" + std::to_string(i), "control"));
+  }
+  auto blocked = std::async(std::launch::async, [&] { return (*store)->Append(big); });
+  entered.get_future().wait();  // the writer holds the full batch
+  absl::StatusOr<AppendResult> refused = (*store)->Append({Exposure("x", "ux", "b")});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_EQ((*store)->Stats().queued_events, kMaxEventsPerBatch);
+  release.set_value();
+  absl::StatusOr<AppendResult> done = blocked.get();
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->accepted, kMaxEventsPerBatch);
+  absl::StatusOr<AppendResult> later = (*store)->Append({Exposure("x", "ux", "b")});
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_EQ(later->accepted, 1u);
+}
+
+TEST(EventResults, ComparesEachVariantWithControl) {
+  ExperimentSums sums;
+  // conversion: control 100/1000, b 130/1000; revenue; a ratio
+  sums.variants["control"].units = 1000;
+  sums.variants["control"].metrics[{EventType::kConversion, "buy"}] = {100, 100};
+  sums.variants["control"].metrics[{EventType::kRatio, "ctr"}] = {300, 500, 1000, 3000, 900};
+  sums.variants["b"].units = 1010;
+  sums.variants["b"].metrics[{EventType::kConversion, "buy"}] = {130, 130};
+  sums.variants["b"].metrics[{EventType::kRatio, "ctr"}] = {350, 1100, 1010, 3030, 1000};
+  absl::StatusOr<nlohmann::ordered_json> results = ExperimentResults("e", sums, {});
+  ASSERT_TRUE(results.ok()) << results.status();
+  const auto& r = *results;
+  EXPECT_EQ(r["control"], "control");
+  EXPECT_EQ(r["srm"]["status"], "ok");
+  ASSERT_EQ(r["metrics"].size(), 2u);
+  const auto& buy = r["metrics"][0];
+  EXPECT_EQ(buy["metric"], "buy");
+  EXPECT_EQ(buy["variants"][0]["variant"], "control");
+  EXPECT_DOUBLE_EQ(buy["variants"][0]["mean"].get<double>(), 0.1);
+  const auto& b = buy["variants"][1];
+  EXPECT_EQ(b["variant"], "b");
+  absl::StatusOr<stats::ArmMoments> ca = stats::ArmFromSums(1000, 100, 100, "a");
+  absl::StatusOr<stats::ArmMoments> cb = stats::ArmFromSums(1010, 130, 130, "b");
+  stats::TTest welch = stats::WelchTTest(*ca, *cb, 0.05);
+  EXPECT_DOUBLE_EQ(b["comparison"]["absolute"]["lift"].get<double>(), welch.estimate);
+  EXPECT_DOUBLE_EQ(b["comparison"]["absolute"]["pValue"].get<double>(), *welch.p_value);
+  EXPECT_TRUE(b["comparison"]["relative"]["ci"].is_array());
+  const auto& ctr = r["metrics"][1];
+  EXPECT_EQ(ctr["kind"], "ratio");
+  EXPECT_DOUBLE_EQ(ctr["variants"][0]["mean"].get<double>(), 0.3);
+  EXPECT_TRUE(ctr["variants"][1]["comparison"]["absolute"]["pValue"].is_number());
+  // A skewed split is flagged.
+  sums.variants["b"].units = 1300;
+  results = ExperimentResults("e", sums, {});
+  ASSERT_TRUE(results.ok());
+  EXPECT_EQ((*results)["srm"]["status"], "mismatch");
+  // ... unless those were the planned weights.
+  results = ExperimentResults("e", sums, {.weights = {{"control", 1000}, {"b", 1300}}});
+  ASSERT_TRUE(results.ok());
+  EXPECT_EQ((*results)["srm"]["status"], "ok");
+  EXPECT_FALSE(ExperimentResults("e", sums, {.control = "nope"}).ok());
+}
+
+}  // namespace
+}  // namespace capstan::experiments
+
+namespace capstan::experiments {
+namespace {
+
+// A measurement, not a test (run with --gtest_also_run_disabled_tests
+// --gtest_filter='*Throughput*'): single-thread decode rate, and Append rate
+// with 5,000-event batches (about 1 MiB), with and without fsync.
+TEST(EventStore, DISABLED_Throughput) {
+  std::vector<Event> events = RandomEvents(1, 200000, 50000, false);
+  std::string body;
+  std::vector<std::string> bodies;
+  for (size_t i = 0; i < events.size(); ++i) {
+    body += EncodeEvent(events[i]) + "\n";
+    if ((i + 1) % 5000 == 0) bodies.push_back(std::move(body)), body.clear();
+  }
+  auto started = std::chrono::steady_clock::now();
+  std::vector<std::vector<Event>> batches;
+  for (const std::string& b : bodies) batches.push_back(*DecodeEventBatch(b));
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  std::printf("decode: %.0f events/s\n", static_cast<double>(events.size()) / seconds);
+  for (bool sync : {false, true}) {
+    TempDirectory dir;
+    auto store = EventStore::Open({.directory = dir.path(), .sync = sync});
+    ASSERT_TRUE(store.ok());
+    started = std::chrono::steady_clock::now();
+    for (const std::vector<Event>& batch : batches) ASSERT_TRUE((*store)->Append(batch).ok());
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    std::printf("append (sync=%d, 5000-event batches, one caller): %.0f events/s\n", sync,
+                static_cast<double>(events.size()) / seconds);
+  }
+}
+
+}  // namespace
+}  // namespace capstan::experiments

@@ -1,0 +1,83 @@
+// Exposure and metric events, and the strict decoder of a batch of them sent
+// as JSON lines (POST /v1/events; docs/experiments-events.md has the format).
+//
+// One JSON object per line:
+//   {"type":"exposure","key":"k1","experiment":"checkout","unit":"u1","variant":"control","ts":1700000000000}
+//   {"type":"conversion","key":"k2","experiment":"checkout","unit":"u1","metric":"purchase","ts":...}
+//   {"type":"value","key":"k3","experiment":"checkout","unit":"u1","metric":"revenue","value":12.5,"ts":...}
+//   {"type":"ratio","key":"k4","experiment":"checkout","unit":"u1","metric":"ctr","numerator":3,"denominator":10,"ts":...}
+// `key` is the idempotency key: an event whose key was accepted before is
+// not counted again. `variant` is required on exposures and optional (and
+// ignored: units join their variant at exposure) on metric events.
+//
+// The decoder is strict: a batch with any bad line is refused whole, with an
+// error naming the line (1-based) and the field; unknown fields, wrong types,
+// fields that do not belong to the type, empty or oversized identifiers,
+// control characters, non-finite or out-of-range numbers are all errors.
+// Blank lines are skipped (they still count in line numbers).
+//
+// Thread-safety: every function is pure and reentrant.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace capstan::experiments {
+
+// Limits, documented in docs/experiments-events.md. A batch is at most
+// kMaxEventBatchBytes of body and kMaxEventsPerBatch events; a line at most
+// kMaxEventLineBytes; identifiers (key, experiment, unit, variant, metric)
+// 1..kMaxEventIdBytes bytes. Numbers are finite with |x| <= kMaxEventAbsValue
+// so that sums of squares stay finite; ts is integer milliseconds since the
+// epoch in [0, 2^53].
+inline constexpr size_t kMaxEventBatchBytes = 1 << 20;
+inline constexpr size_t kMaxEventsPerBatch = 10000;
+inline constexpr size_t kMaxEventLineBytes = 4096;
+inline constexpr size_t kMaxEventIdBytes = 128;
+inline constexpr double kMaxEventAbsValue = 1e15;
+inline constexpr int64_t kMaxEventTimestampMs = int64_t{1} << 53;
+
+enum class EventType : uint8_t { kExposure = 0, kConversion = 1, kValue = 2, kRatio = 3 };
+
+// "exposure", "conversion", "value", "ratio".
+std::string_view EventTypeName(EventType type);
+
+struct Event {
+  EventType type = EventType::kExposure;
+  std::string key;  // idempotency key
+  std::string experiment;
+  std::string unit;
+  std::string variant;     // exposures: the unit's variant; else optional, ignored
+  std::string metric;      // metric events only
+  double value = 0;        // value: the number; ratio: the numerator; else 0
+  double denominator = 0;  // ratio only
+  int64_t timestamp_ms = 0;
+
+  bool operator==(const Event&) const = default;
+};
+
+// Where a batch went wrong: line is 1-based (0 for the body as a whole),
+// field is the JSON field ("(line)" for the line itself, "(body)" for the
+// body).
+struct EventDecodeError {
+  size_t line = 0;
+  std::string field;
+  std::string message;
+};
+
+// Decodes a batch. On error returns InvalidArgument with the message
+// "line N: FIELD: what is wrong" (or "(body): ..."), and fills *error when
+// given.
+absl::StatusOr<std::vector<Event>> DecodeEventBatch(std::string_view body,
+                                                    EventDecodeError* error = nullptr);
+
+// The canonical JSON line of an event (no newline); DecodeEventBatch of it
+// gives the event back.
+std::string EncodeEvent(const Event& event);
+
+}  // namespace capstan::experiments

@@ -1,0 +1,42 @@
+// The event endpoints of `capstan experiments serve`, added to the service
+// through its ServiceExtension hook (service.h):
+//   POST /v1/events                     a batch of JSON-lines events (events.h);
+//                                       200 {"accepted", "duplicates"} once durable,
+//                                       400 naming the line and field, 429 with
+//                                       Retry-After when the pipeline is behind,
+//                                       503 when the write failed (retrying the
+//                                       same batch is safe: keys deduplicate)
+//   GET  /v1/experiments/{id}/results   per metric and variant n, mean, lift with
+//                                       CI, p-value; SRM status (event_results.h);
+//                                       ?control=NAME&alpha=0.05&weights=a:1,b:1
+//   GET  /v1/events/status              log sequence, accepted, duplicates, queue
+// Metrics: capstan_experiments_events_{accepted,duplicates,rejected_batches,
+// throttled_batches}_total, capstan_experiments_events_{queued,log_sequence}.
+// docs/experiments-events.md describes the format, limits and guarantees.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "experiments/event_store.h"
+#include "experiments/service.h"
+
+namespace capstan::experiments {
+
+struct EventsOptions {
+  // The event database's directory (RocksDB); created if missing.
+  std::string directory;
+  size_t max_queued_events = 100000;
+  // What a 429 asks the client to wait.
+  int retry_after_seconds = 1;
+  // Passed to the store (tests).
+  bool rebuild_on_open = false;
+  std::function<void()> before_group_write;
+};
+
+// Opens the event store when the service starts and registers the routes and
+// metrics. The store lives as long as the service's routes.
+ServiceExtension MakeEventsExtension(EventsOptions options);
+
+}  // namespace capstan::experiments

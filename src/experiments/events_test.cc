@@ -1,0 +1,127 @@
+// The event batch decoder: every kind decodes, the canonical line round-trips,
+// and each kind of bad input is refused with the line and field it names.
+#include "experiments/events.h"
+
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace capstan::experiments {
+namespace {
+
+TEST(EventDecoder, DecodesEveryTypeAndRoundTrips) {
+  std::string body =
+      R"({"type":"exposure","key":"k1","experiment":"e","unit":"u1","variant":"control","ts":1700000000000})"
+      "\n\n"
+      R"({"type":"conversion","key":"k2","experiment":"e","unit":"u1","metric":"buy","ts":1})"
+      "\r\n"
+      R"({"type":"value","key":"k3","experiment":"e","unit":"u1","variant":"b","metric":"rev","value":-2.5,"ts":2})"
+      "\n"
+      R"({"type":"ratio","key":"k4","experiment":"e","unit":"u1","metric":"ctr","numerator":3,"denominator":10,"ts":3})"
+      "\n";
+  absl::StatusOr<std::vector<Event>> events = DecodeEventBatch(body);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 4u);
+  EXPECT_EQ((*events)[0].type, EventType::kExposure);
+  EXPECT_EQ((*events)[0].variant, "control");
+  EXPECT_EQ((*events)[0].timestamp_ms, 1700000000000);
+  EXPECT_EQ((*events)[1].type, EventType::kConversion);
+  EXPECT_EQ((*events)[1].metric, "buy");
+  EXPECT_EQ((*events)[2].value, -2.5);
+  EXPECT_EQ((*events)[3].value, 3);
+  EXPECT_EQ((*events)[3].denominator, 10);
+  for (const Event& e : *events) {
+    absl::StatusOr<std::vector<Event>> again = DecodeEventBatch(EncodeEvent(e));
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(again->at(0), e) << EncodeEvent(e);
+  }
+}
+
+struct BadCase {
+  std::string body;
+  size_t line;
+  std::string field;
+};
+
+TEST(EventDecoder, ErrorsNameLineAndField) {
+  const std::string good =
+      R"({"type":"exposure","key":"k","experiment":"e","unit":"u","variant":"v","ts":1})";
+  const BadCase cases[] = {
+      {"", 0, "(body)"},
+      {"\n\n", 0, "(body)"},
+      {good + "\n{", 2, "(line)"},
+      {good + "\n[1]", 2, "(line)"},
+      {good + "\n" + good + "\n" + R"({"type":"exposure"})", 3, "key"},
+      {R"({"type":"click","key":"k","experiment":"e","unit":"u","ts":1})", 1, "type"},
+      {R"({"type":1})", 1, "type"},
+      {R"({"key":"k"})", 1, "type"},
+      {R"({"type":"exposure","key":"k","experiment":"e","unit":"u","ts":1})", 1, "variant"},
+      {R"({"type":"exposure","key":"k","experiment":"e","unit":"","variant":"v","ts":1})", 1,
+       "unit"},
+      {R"({"type":"exposure","key":"k","experiment":"e","unit":"a\u0000b","variant":"v","ts":1})",
+       1, "unit"},
+      {R"({"type":"exposure","key":")" + std::string(kMaxEventIdBytes + 1, 'x') +
+           R"(","experiment":"e","unit":"u","variant":"v","ts":1})",
+       1, "key"},
+      {R"({"type":"exposure","key":"k","experiment":"e","unit":"u","variant":"v","ts":1,"x":2})", 1,
+       "x"},
+      {R"({"type":"exposure","key":"k","experiment":"e","unit":"u","variant":"v","":1,"ts":1})", 1,
+       "(empty name)"},  // found by event_batch_fuzz
+      {R"({"type":"exposure","key":"k","experiment":"e","unit":"u","variant":"v","metric":"m","ts":1})",
+       1, "metric"},
+      {R"({"type":"exposure","key":"k","experiment":"e","unit":"u","variant":"v","ts":-1})", 1,
+       "ts"},
+      {R"({"type":"exposure","key":"k","experiment":"e","unit":"u","variant":"v","ts":1.5})", 1,
+       "ts"},
+      {R"({"type":"exposure","key":"k","experiment":"e","unit":"u","variant":"v"})", 1, "ts"},
+      {R"({"type":"conversion","key":"k","experiment":"e","unit":"u","ts":1})", 1, "metric"},
+      {R"({"type":"conversion","key":"k","experiment":"e","unit":"u","metric":"m","value":1,"ts":1})",
+       1, "value"},
+      {R"({"type":"value","key":"k","experiment":"e","unit":"u","metric":"m","ts":1})", 1, "value"},
+      {R"({"type":"value","key":"k","experiment":"e","unit":"u","metric":"m","value":"1","ts":1})",
+       1, "value"},
+      {R"({"type":"value","key":"k","experiment":"e","unit":"u","metric":"m","value":1e16,"ts":1})",
+       1, "value"},
+      {R"({"type":"ratio","key":"k","experiment":"e","unit":"u","metric":"m","numerator":1,"ts":1})",
+       1, "denominator"},
+      {R"({"type":"ratio","key":"k","experiment":"e","unit":"u","metric":"m","value":1,"numerator":1,"denominator":1,"ts":1})",
+       1, "value"},
+      {std::string("{\"type\":\"exposure\",\"key\":\"") + std::string(kMaxEventLineBytes, 'k') +
+           "\"}",
+       1, "(line)"},
+  };
+  for (const BadCase& c : cases) {
+    EventDecodeError error;
+    absl::StatusOr<std::vector<Event>> events = DecodeEventBatch(c.body, &error);
+    ASSERT_FALSE(events.ok()) << c.body;
+    EXPECT_EQ(events.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(error.line, c.line) << c.body << " -> " << events.status();
+    EXPECT_EQ(error.field, c.field) << c.body << " -> " << events.status();
+    if (c.line > 0) {
+      EXPECT_EQ(std::string(events.status().message())
+                    .rfind("line " + std::to_string(c.line) + ": " + c.field + ": ", 0),
+                0u)
+          << events.status();
+    }
+  }
+}
+
+TEST(EventDecoder, EnforcesBatchLimits) {
+  const std::string line =
+      R"({"type":"exposure","key":"k","experiment":"e","unit":"u","variant":"v","ts":1})"
+      "\n";
+  std::string at_limit;
+  for (size_t i = 0; i < kMaxEventsPerBatch; ++i) at_limit += line;
+  absl::StatusOr<std::vector<Event>> ok = DecodeEventBatch(at_limit);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->size(), kMaxEventsPerBatch);
+  EventDecodeError error;
+  EXPECT_FALSE(DecodeEventBatch(at_limit + line, &error).ok());
+  EXPECT_EQ(error.line, kMaxEventsPerBatch + 1);
+  EXPECT_EQ(error.field, "(line)");
+  EXPECT_FALSE(DecodeEventBatch(std::string(kMaxEventBatchBytes + 1, '\n'), &error).ok());
+  EXPECT_EQ(error.field, "(body)");
+}
+
+}  // namespace
+}  // namespace capstan::experiments
