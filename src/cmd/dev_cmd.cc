@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "client/client.h"
+#include "experiments/events_service.h"
 #include "experiments/service.h"
 #include "gateway/config.h"
 #include "gateway/gateway.h"
@@ -165,6 +166,10 @@ absl::StatusOr<std::unique_ptr<DevServices>> DevServices::Start(const DevFlags& 
     options.listen_host = listen->host;
     options.listen_port = listen->port;
     options.worker_threads = 2;
+    if (!flags.events_dir.empty()) {
+      options.extensions.push_back(
+          experiments::MakeEventsExtension({.directory = flags.events_dir}));
+    }
     ASSIGN_OR_RETURN(dev->experiments_, experiments::ExperimentsService::Start(options));
     dev->experiments_port_ = dev->experiments_->port();
     std::cout << "experiments listening on port " << dev->experiments_port_ << "\n";

@@ -50,6 +50,9 @@ struct DevFlags {
   std::string hello_listen = "127.0.0.1:0";
   // The experiments service's listen address; empty: none.
   std::string experiments_listen = "127.0.0.1:8090";
+  // Where the experiments service keeps its event log (POST /v1/events);
+  // set from the store's data directory; empty: no event ingestion.
+  std::string events_dir;
 };
 
 // The registry prefix of the example service, which the gateway's default

@@ -211,6 +211,7 @@ int RunStore(const StoreFlags& flags, const char* role, const DevFlags* dev = nu
   }
   // A member removed from its cluster stops, as etcd's does.
   cfg->store.on_removed = [] { ::kill(::getpid(), SIGTERM); };
+  std::string data_dir = cfg->store.data_dir;
   auto server = store::StoreServer::Start(*std::move(cfg));
   if (!server.ok()) {
     std::cerr << "capstan " << role << ": " << server.status().message() << "\n";
@@ -218,7 +219,10 @@ int RunStore(const StoreFlags& flags, const char* role, const DevFlags* dev = nu
   }
   std::unique_ptr<DevServices> services;
   if (dev != nullptr) {
-    auto started = DevServices::Start(*dev, flags.listen_client_urls.front());
+    // The event log sits beside the store's files, in its data directory.
+    DevFlags with_events = *dev;
+    with_events.events_dir = data_dir + "/experiments-events";
+    auto started = DevServices::Start(with_events, flags.listen_client_urls.front());
     if (!started.ok()) {
       std::cerr << "capstan " << role << ": " << started.status().message() << "\n";
       (*server)->Shutdown();

@@ -93,14 +93,21 @@ TEST(DevE2E, GatewayServesTheRegisteredExampleAndFollowsRoutesFromTheStore) {
   std::string log = dev.process()->Log();
   size_t printed = log.find("experiments listening on port ");
   ASSERT_NE(printed, std::string::npos) << log;
-  std::string experiments_health =
-      "http://127.0.0.1:" + std::to_string(std::stoi(log.substr(printed + 30))) + "/health";
+  std::string experiments =
+      "http://127.0.0.1:" + std::to_string(std::stoi(log.substr(printed + 30)));
+  std::string experiments_health = experiments + "/health";
   CommandResult health;
   EXPECT_TRUE(Eventually([&] {
     health = Curl({"-s", experiments_health});
     return health.exit_code == 0 && health.out.find("\"health\":\"true\"") != std::string::npos;
   })) << health.out
       << health.err;
+  // It ingests events, into a log in the store's data directory.
+  CommandResult events = Curl(
+      {"-s", "--data-binary",
+       R"({"type":"exposure","key":"dev-1","experiment":"e","unit":"u1","variant":"control","ts":1})",
+       experiments + "/v1/events"});
+  EXPECT_NE(events.out.find("\"accepted\":1"), std::string::npos) << events.out << events.err;
 
   // curl through the gateway reaches the example service it found in the registry.
   CommandResult r;
