@@ -384,6 +384,13 @@ class UringBackend final : public IoBackend {
         s->OnReceived(static_cast<size_t>(res));
       }
       if (flags & IORING_CQE_F_BUFFER) RecycleBuffer(flags >> IORING_CQE_BUFFER_SHIFT);
+      if (!more && s->exact_input_limit_ && !s->closed_ &&
+          static_cast<size_t>(res) == options_.recv_buffer_size) {
+        // One buffer per submission would cost a loop turn per 16 KiB; the
+        // buffer came back full, so the socket likely holds more: read it
+        // now, straight into the input, up to the limit.
+        ReadUpToLimit(s);
+      }
       if (more && !s->closed_ && !s->WantsInput()) {
         // Input is at its limit and nobody reads: pause the receive.
         CancelReceive(s);
@@ -404,6 +411,31 @@ class UringBackend final : public IoBackend {
     bool rearm = !s->closed_ && s->WantsInput();
     if (rearm) StartReceive(s);
     Done(s);
+  }
+
+  // For a socket whose input limit is exact: recv(2) without waiting until
+  // the kernel has nothing more or the input is at its limit.
+  void ReadUpToLimit(Socket* s) {
+    constexpr size_t kChunk = 64 << 10;
+    while (!s->closed_ && !s->input_ended_ && s->input_.size() < s->input_limit_) {
+      size_t room = std::min(kChunk, s->input_limit_ - s->input_.size());
+      std::span<char> space = s->receive_buffer().Reserve(room);
+      if (space.size() > room) space = space.first(room);
+      ssize_t n = ::recv(s->fd_, space.data(), space.size(), MSG_DONTWAIT);
+      if (n > 0) {
+        s->receive_buffer().Commit(static_cast<size_t>(n));
+        s->OnReceived(static_cast<size_t>(n));
+        if (static_cast<size_t>(n) < space.size()) return;
+        continue;
+      }
+      s->receive_buffer().Commit(0);
+      if (n == 0) {
+        s->OnReceiveEnd(0);
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        s->OnReceiveEnd(-errno);
+      }
+      return;
+    }
   }
 
   void OnSend(Socket* s, int res) {
