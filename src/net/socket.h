@@ -78,7 +78,8 @@ class Socket : public std::enable_shared_from_this<Socket> {
   // engine. Without it io_uring's multishot receive may deliver what the
   // kernel already had queued before the pause takes effect (up to the
   // socket's receive buffer, megabytes on loopback); with it the socket is
-  // received one buffer at a time — a submission per 16 KiB — which suits
+  // received one buffer at a time, and a buffer that comes back full is
+  // followed by recv(2) straight into the input up to the limit. Suits
   // sockets whose input is a bounded read-ahead (a proxy's upstream).
   void set_input_limit(size_t bytes, bool exact = false);
   // With half-close on, the peer's end of sending (a FIN) ends the input
