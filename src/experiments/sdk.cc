@@ -73,19 +73,55 @@ absl::StatusOr<std::shared_ptr<const FeaturePayload>> FeaturePayload::FromJson(
   return std::shared_ptr<const FeaturePayload>(new FeaturePayload(std::move(document)));
 }
 
-GrowthBookClient::GrowthBookClient() = default;
+namespace {
+
+std::atomic<uint64_t> next_client_id{1};
+
+// The payload a thread last used, with whose and which generation it is.
+struct CachedPayload {
+  uint64_t client_id = 0;
+  uint64_t generation = 0;
+  std::shared_ptr<const FeaturePayload> payload;
+};
+thread_local CachedPayload cached_payload;
+
+}  // namespace
+
+GrowthBookClient::GrowthBookClient() : GrowthBookClient(nullptr) {}
 
 GrowthBookClient::GrowthBookClient(std::shared_ptr<const FeaturePayload> payload)
-    : payload_(std::move(payload)) {}
+    : id_(next_client_id.fetch_add(1, std::memory_order_relaxed)), payload_(std::move(payload)) {}
 
 void GrowthBookClient::SetPayload(std::shared_ptr<const FeaturePayload> payload) {
-  payload_.store(std::move(payload));
+  {
+    MutexLock lock(&mu_);
+    payload_.swap(payload);
+    generation_.fetch_add(1, std::memory_order_release);
+  }
+  // `payload` holds the old one, released outside the lock.
 }
 
-std::shared_ptr<const FeaturePayload> GrowthBookClient::payload() const { return payload_.load(); }
+std::shared_ptr<const FeaturePayload> GrowthBookClient::payload() const {
+  ReaderMutexLock lock(&mu_);
+  return payload_;
+}
+
+std::shared_ptr<const FeaturePayload> GrowthBookClient::Current() const {
+  CachedPayload& cache = cached_payload;
+  if (cache.client_id != id_ || cache.generation != generation_.load(std::memory_order_acquire)) {
+    std::shared_ptr<const FeaturePayload> previous;  // released after the lock
+    ReaderMutexLock lock(&mu_);
+    // Read together under the lock: a swap after this moves the generation
+    // and the next call reloads.
+    previous = std::exchange(cache.payload, payload_);
+    cache.generation = generation_.load(std::memory_order_relaxed);
+    cache.client_id = id_;
+  }
+  return cache.payload;
+}
 
 absl::StatusOr<Json> GrowthBookClient::EvalFeature(const std::string& key, const Json& user) const {
-  std::shared_ptr<const FeaturePayload> payload = payload_.load();
+  std::shared_ptr<const FeaturePayload> payload = Current();
   if (payload != nullptr && AttributesOnly(user)) {
     const CompiledPayload& compiled = payload->compiled();
     ConditionEvaluator conditions(compiled.saved_groups());
@@ -102,7 +138,7 @@ absl::StatusOr<Json> GrowthBookClient::EvalFeature(const std::string& key, const
 }
 
 absl::StatusOr<bool> GrowthBookClient::IsOn(const std::string& key, const Json& attributes) const {
-  std::shared_ptr<const FeaturePayload> payload = payload_.load();
+  std::shared_ptr<const FeaturePayload> payload = Current();
   if (payload != nullptr && attributes.is_object()) {
     const CompiledPayload& compiled = payload->compiled();
     ConditionEvaluator conditions(compiled.saved_groups());
@@ -119,7 +155,7 @@ absl::StatusOr<bool> GrowthBookClient::IsOn(const std::string& key, const Json& 
 }
 
 absl::StatusOr<Json> GrowthBookClient::Run(const Json& experiment, const Json& user) const {
-  std::shared_ptr<const FeaturePayload> payload = payload_.load();
+  std::shared_ptr<const FeaturePayload> payload = Current();
   GrowthBookEvaluator evaluator(payload ? payload->json() : kEmptyPayload, user);
   return evaluator.Run(experiment);
 }

@@ -26,6 +26,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "base/mutex.h"
 #include "experiments/compiled.h"
 #include "experiments/js_value.h"
 
@@ -87,7 +88,18 @@ class GrowthBookClient {
   absl::StatusOr<Json> Run(const Json& experiment, const Json& user) const;
 
  private:
-  std::atomic<std::shared_ptr<const FeaturePayload>> payload_;
+  // The payload for this call: from a per-thread cache, refreshed under mu_
+  // when the generation moved. (Not std::atomic<std::shared_ptr>: libstdc++
+  // 12's lock bit inside it is invisible to ThreadSanitizer, which reports
+  // races, and the Assigner's readers saw stale values through it.) A
+  // thread keeps the payload it used last alive until its next call.
+  std::shared_ptr<const FeaturePayload> Current() const;
+
+  const uint64_t id_;  // tells the caches of different clients apart
+  mutable Mutex mu_;
+  std::shared_ptr<const FeaturePayload> payload_ ABSL_GUARDED_BY(mu_);
+  // Bumped under mu_ with every SetPayload; read without it.
+  std::atomic<uint64_t> generation_{1};
 };
 
 }  // namespace capstan::experiments
