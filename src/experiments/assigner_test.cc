@@ -35,6 +35,22 @@ void* operator new(size_t size) {
 // about a mismatched pair (-Wmismatched-new-delete): new here is malloc.
 [[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
 [[gnu::noinline]] void operator delete(void* p, size_t) noexcept { std::free(p); }
+// Every other replaceable form too, so that all of them allocate and free
+// with malloc: a form left to the library (or to AddressSanitizer's own
+// operator new) would be freed here by free(), a mismatch ASan aborts on
+// (std::stable_sort's nothrow temporary buffer is one).
+void* operator new[](size_t size) { return operator new(size); }
+void* operator new(size_t size, const std::nothrow_t&) noexcept {
+  if (counting_allocations) ++allocations;
+  return std::malloc(size == 0 ? 1 : size);
+}
+void* operator new[](size_t size, const std::nothrow_t& tag) noexcept {
+  return operator new(size, tag);
+}
+[[gnu::noinline]] void operator delete[](void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete[](void* p, size_t) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace capstan::experiments {
 namespace {
