@@ -50,6 +50,7 @@ EVAL_CONNS="${EVAL_CONNS:-32}"         # wrk connections, evaluation rows
 EVENT_CONNS="${EVENT_CONNS:-8}"        # wrk connections, ingestion row
 SERVICE_THREADS="${SERVICE_THREADS:-4}"
 WATCHERS="${WATCHERS:-10}"
+ROWS="${ROWS:-1 2 3 4 5}"              # which rows to run (debugging)
 OUT_MD="${OUT_MD:-$ROOT/docs/benchmarks/experiments.md}"
 OUT_JSONL="${OUT_JSONL:-${OUT_MD%.md}.jsonl}"
 SERVICE_CORE=0
@@ -99,9 +100,10 @@ api() {  # METHOD PORT PATH [BODY]: the body of a 2xx answer, or fail
 }
 
 # ---------------------------------------------------------------- row 1
-log "row 1: in-process evaluation, $ROUNDS round(s)"
+has_row() { [[ " $ROWS " == *" $1 "* ]]; }
+has_row 1 && log "row 1: in-process evaluation, $ROUNDS round(s)"
 FILTER='^(BM_LayeredEvaluate/(1|10|100)|BM_IsOn/1|BM_EvalFeature/1|BM_ReferenceEvalFeature|BM_HashV2)$'
-for round in $(seq "$ROUNDS"); do
+for round in $(has_row 1 && seq "$ROUNDS"); do
   capstan_json=$(taskset -c $LOAD_CORE "$BENCH" --benchmark_format=json --benchmark_filter="$FILTER" \
     --benchmark_min_time="$MIN_TIME" 2>/dev/null)
   js_json=$(taskset -c $LOAD_CORE node "$ROOT/bench/growthbook_js_bench.cjs" "$JS_EVALS")
@@ -163,32 +165,41 @@ wrk_row() {
   done
 }
 # ---------------------------------------------------------------- row 2
-log "row 2: remote evaluation"
-wrk_row evaluate evaluate /v1/evaluate "$EVAL_CONNS" '{"batch":1}'
-wrk_row gbeval gbeval /api/eval/sdk-bench "$EVAL_CONNS" '{"batch":1}'
+if has_row 2; then
+  log "row 2: remote evaluation"
+  wrk_row evaluate evaluate /v1/evaluate "$EVAL_CONNS" '{"batch":1}'
+  wrk_row gbeval gbeval /api/eval/sdk-bench "$EVAL_CONNS" '{"batch":1}'
+fi
 # ---------------------------------------------------------------- row 3
-log "row 3: event ingestion, $BATCH events per request"
-wrk_row events events /v1/events "$EVENT_CONNS" "{\"batch\":$BATCH}"
+has_row 3 && log "row 3: event ingestion, $BATCH events per request" &&
+  wrk_row events events /v1/events "$EVENT_CONNS" "{\"batch\":$BATCH}"
 # ---------------------------------------------------------------- row 4
-log "row 4: event-to-result latency, $PROBES probes"
-taskset -c $LOAD_CORE python3 "$ROOT/bench/experiments_probe.py" results "$SVC_PORT" probe-exp "$PROBES" >>"$RESULTS"
-log "  $(tail -1 "$RESULTS")"
+has_row 4 && log "row 4: event-to-result latency, $PROBES probes" &&
+  taskset -c $LOAD_CORE python3 "$ROOT/bench/experiments_probe.py" results "$SVC_PORT" probe-exp "$PROBES" >>"$RESULTS"
+has_row 4 && log "  $(tail -1 "$RESULTS")"
 kill $SVC_PID; wait $SVC_PID 2>/dev/null || true
 
 # ---------------------------------------------------------------- row 5
-log "row 5: config propagation to $WATCHERS instances, $PROBES changes"
-PORTS=()
-for i in $(seq "$WATCHERS"); do
-  port=$(free_port)
-  taskset -c $SERVICE_CORE "$CAPSTAN" experiments serve --store "127.0.0.1:$STORE_PORT" \
-    --listen "127.0.0.1:$port" --threads 1 >"$WORK/watcher-$i.log" 2>&1 &
-  PIDS+=($!)
-  PORTS+=("$port")
-done
-for port in "${PORTS[@]}"; do wait_health "$port" || { echo "a watcher did not start" >&2; exit 1; }; done
-taskset -c $LOAD_CORE python3 "$ROOT/bench/experiments_probe.py" propagate "${PORTS[0]}" bench-exp bench-layer \
-  "$PROBES" "${PORTS[@]}" >>"$RESULTS"
-log "  $(tail -1 "$RESULTS")"
+if has_row 5; then
+  log "row 5: config propagation to $WATCHERS instances, $PROBES changes"
+  PORTS=()
+  for i in $(seq "$WATCHERS"); do
+    port=$(free_port)
+    taskset -c $SERVICE_CORE "$CAPSTAN" experiments serve --store "127.0.0.1:$STORE_PORT" \
+      --listen "127.0.0.1:$port" --threads 1 >"$WORK/watcher-$i.log" 2>&1 &
+    PIDS+=($!)
+    PORTS+=("$port")
+  done
+  for port in "${PORTS[@]}"; do wait_health "$port" || { echo "a watcher did not start" >&2; exit 1; }; done
+  # The experiment whose coverage grows: its own layer, 5% to start.
+  api PUT "${PORTS[0]}" /v1/layers/prop-layer '{"domain": "main", "parameters": {"size": "m"}}' >/dev/null
+  api PUT "${PORTS[0]}" /v1/experiments/prop-exp '{"layer": "prop-layer", "state": "running", "coverage": 0.05,
+    "variants": [{"id": "control"}, {"id": "treatment", "parameters": {"size": "l"}}]}' >/dev/null
+  sleep 0.5
+  taskset -c $LOAD_CORE python3 "$ROOT/bench/experiments_probe.py" propagate "${PORTS[0]}" prop-exp prop-layer \
+    "$PROBES" "${PORTS[@]}" >>"$RESULTS"
+  log "  $(tail -1 "$RESULTS")"
+fi
 
 # ---------------------------------------------------------------- report
 CMDLINE="bench/experiments.sh"

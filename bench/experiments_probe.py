@@ -10,7 +10,9 @@
   experiments_probe.py propagate WRITER_PORT EXPERIMENT LAYER N PORT...
       Config propagation: N times, PUT the experiment with a larger coverage
       through WRITER_PORT, then poll POST /v1/evaluate on every PORT (one
-      thread each) until it answers with generation >= the PUT's revision.
+      thread each) until it answers with a generation past the one it answered
+      with before the PUT (each instance counts its own snapshots, and nothing
+      else writes meanwhile).
       Latency = PUT start to the last instance answering on it.
 """
 import http.client
@@ -81,16 +83,19 @@ def propagate(writer, experiment, layer, n, ports):
     spec = doc.get("spec", doc)
     coverage = float(spec.get("coverage", 0.05))
     step = (1.0 - coverage) / (n + 1)
-    target = [0]
+    target = [0] * len(ports)
+    probe_body = json.dumps({"attributes": {"id": "probe-unit"}, "exposures": False})
+    base_conns = [http.client.HTTPConnection("127.0.0.1", p, timeout=10) for p in ports]
     t0 = [0.0]
     go = [threading.Event() for _ in ports]
     done = [threading.Event() for _ in ports]
     seen = [0.0] * len(ports)
+    last = [None] * len(ports)
     stop = False
 
     def poller(k, port):
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        body = json.dumps({"attributes": {"id": "probe-unit"}, "exposures": False})
+        body = probe_body
         while True:
             go[k].wait()
             go[k].clear()
@@ -98,7 +103,8 @@ def propagate(writer, experiment, layer, n, ports):
                 return
             while True:
                 status, data = request(c, "POST", "/v1/evaluate", body)
-                if status == 200 and json.loads(data)["generation"] >= target[0]:
+                last[k] = (status, data[:300])
+                if status == 200 and json.loads(data)["generation"] > target[k]:
                     seen[k] = time.perf_counter()
                     break
                 time.sleep(0.0002)
@@ -112,19 +118,24 @@ def propagate(writer, experiment, layer, n, ports):
         coverage = min(1.0, coverage + step)
         body = json.dumps({"layer": layer, "state": "running", "coverage": round(coverage, 6),
                            "variants": [{"id": "control"},
-                                        {"id": "treatment", "parameters": {"color": "green"}}]})
+                                        {"id": "treatment", "parameters": {"size": "l"}}]})
+        for k, c in enumerate(base_conns):
+            status, data = request(c, "POST", "/v1/evaluate", probe_body)
+            if status != 200:
+                raise SystemExit(f"evaluate on {ports[k]}: {status} {data[:200]!r}")
+            target[k] = json.loads(data)["generation"]
         t0[0] = time.perf_counter()
         status, data = request(conn, "PUT", f"/v1/experiments/{experiment}?revision={revision}", body)
         t_put = time.perf_counter()
         if status not in (200, 201):
             raise SystemExit(f"put experiment: {status} {data[:300]!r}")
         revision = json.loads(data)["revision"]
-        target[0] = revision
         for e in go:
             e.set()
         for e in done:
             if not e.wait(30):
-                raise SystemExit("propagate: an instance did not answer on the new generation in 30 s")
+                raise SystemExit(f"propagate: not all instances answered past generations {target} "
+                                 f"in 30 s; last answers: {last}")
             e.clear()
         lat.append((max(seen) - t0[0]) * 1000)
         put_ms.append((t_put - t0[0]) * 1000)

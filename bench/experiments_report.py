@@ -47,7 +47,7 @@ def rate(x):
     return f"{x / 1e6:.2f} M" if x >= 1e6 else f"{x / 1e3:.1f} k"
 
 
-js_ns = med(r["js"]["ns_per_eval"] for r in inproc)
+js_ns = med(r["js"]["ns_per_eval"] for r in inproc) if inproc else None
 out = []
 w = out.append
 w("# Experiments benchmark\n")
@@ -60,13 +60,14 @@ w("* Raw lines: [`experiments.jsonl`](experiments.jsonl); regenerate this file w
 
 w("## Summary against the issue's targets\n")
 w("| row | measured | CPU | target | |\n| --- | ---: | ---: | --- | --- |")
-lay1 = bench_ns("BM_LayeredEvaluate/1")
-ison = bench_ns("BM_IsOn/1")
-evalf = bench_ns("BM_EvalFeature/1")
-w(f"| in-process, layered model, 1 running experiment | {rate(1e9 / lay1)} evals/s/core | {lay1:.0f} ns/eval | ≥ 5M/s/core | {verdict(1e9 / lay1 >= 5e6)} |")
-w(f"| in-process, GrowthBook `IsOn` (1 feature, experiment rule) | {rate(1e9 / ison)} evals/s/core | {ison:.0f} ns/eval | ≥ 5M/s/core | {verdict(1e9 / ison >= 5e6)} |")
-w(f"| in-process, GrowthBook `IsOn` vs JS SDK `evalFeature`, same payload and user | {js_ns / ison:.1f}× | | ≥ 20× | {verdict(js_ns / ison >= 20)} |")
-w(f"| in-process, GrowthBook `EvalFeature` (FeatureResult JSON) vs JS SDK `evalFeature` | {js_ns / evalf:.1f}× | | ≥ 20× | {verdict(js_ns / evalf >= 20)} |")
+if inproc:
+  lay1 = bench_ns("BM_LayeredEvaluate/1")
+  ison = bench_ns("BM_IsOn/1")
+  evalf = bench_ns("BM_EvalFeature/1")
+  w(f"| in-process, layered model, 1 running experiment | {rate(1e9 / lay1)} evals/s/core | {lay1:.0f} ns/eval | ≥ 5M/s/core | {verdict(1e9 / lay1 >= 5e6)} |")
+  w(f"| in-process, GrowthBook `IsOn` (1 feature, experiment rule) | {rate(1e9 / ison)} evals/s/core | {ison:.0f} ns/eval | ≥ 5M/s/core | {verdict(1e9 / ison >= 5e6)} |")
+  w(f"| in-process, GrowthBook `IsOn` vs JS SDK `evalFeature`, same payload and user | {js_ns / ison:.1f}× | | ≥ 20× | {verdict(js_ns / ison >= 20)} |")
+  w(f"| in-process, GrowthBook `EvalFeature` (FeatureResult JSON) vs JS SDK `evalFeature` | {js_ns / evalf:.1f}× | | ≥ 20× | {verdict(js_ns / evalf >= 20)} |")
 for row, name in (("evaluate", "remote `POST /v1/evaluate`"), ("gbeval", "remote `POST /api/eval/{clientKey}`")):
     r = wrk(row)
     if r:
@@ -82,32 +83,33 @@ if prop:
     w(f"| config propagation to {prop['instances']} evaluators, {prop['n']} changes | p99 {prop['p99_ms']:.1f} ms (p50 {prop['p50_ms']:.1f}, max {prop['max_ms']:.1f}) | | p99 ≤ 200 ms | {verdict(prop['p99_ms'] <= 200)} |")
 w("")
 
-w("## 1. In-process evaluation\n")
-w(f"`experiments_bench` (Google Benchmark) and node, each pinned to core 1, interleaved over {len(inproc)} round(s), medians. "
-  "Per core = 1 / CPU time per evaluation (Google Benchmark's cpu_time of the one benchmark thread).\n")
-w("Layered model (`BM_LayeredEvaluate/N`: one unit, N running 50/50 experiments each in its own layer, through the `Assigner`; 1024 distinct units cycled):\n")
-w("| running experiments | ns per evaluation (CPU) | evaluations/s/core | ns per assignment |\n| ---: | ---: | ---: | ---: |")
-for n in (1, 10, 100):
-    ns = bench_ns(f"BM_LayeredEvaluate/{n}")
-    w(f"| {n} | {ns:.0f} | {rate(1e9 / ns)} | {ns / n:.1f} |")
-w("")
-w("### GrowthBook payload against the GrowthBook JS SDK\n")
-w("One feature with one experiment rule behind a `$in` condition (hash v2, two weighted variations, meta), one user, "
-  "evaluated in a loop on one pinned core. Both sides are wall time here (Google Benchmark real time; node over "
-  f"{inproc[0]['js']['evals']} evaluations after warm-up), as in the earlier `bench/experiments-vs-js.sh`.\n")
-w("| evaluator | ns per evaluation | evaluations/s | vs JS SDK |\n| --- | ---: | ---: | ---: |")
-rows = [
-    ("Capstan `GrowthBookClient::IsOn` (compiled payload)", "BM_IsOn/1"),
-    ("Capstan `GrowthBookClient::EvalFeature` (compiled, FeatureResult JSON)", "BM_EvalFeature/1"),
-    ("Capstan reference evaluator (`GrowthBookEvaluator::EvalFeature`)", "BM_ReferenceEvalFeature"),
-]
-for name, bench in rows:
-    ns = bench_ns(bench, "real_time")
-    w(f"| {name} | {ns:.0f} | {rate(1e9 / ns)} | {js_ns / ns:.1f}x |")
-w(f"| @growthbook/growthbook `evalFeature` (node) | {js_ns:.0f} | {rate(1e9 / js_ns)} | 1.0x |")
-w(f"\nv2 hash alone: {bench_ns('BM_HashV2', 'real_time'):.0f} ns. `IsOn` answers the same decision as the JS "
-  "SDK's `evalFeature(...).on`; `EvalFeature` builds GrowthBook's full FeatureResult as JSON, which is where its "
-  "time goes.\n")
+if inproc:
+  w("## 1. In-process evaluation\n")
+  w(f"`experiments_bench` (Google Benchmark) and node, each pinned to core 1, interleaved over {len(inproc)} round(s), medians. "
+    "Per core = 1 / CPU time per evaluation (Google Benchmark's cpu_time of the one benchmark thread).\n")
+  w("Layered model (`BM_LayeredEvaluate/N`: one unit, N running 50/50 experiments each in its own layer, through the `Assigner`; 1024 distinct units cycled):\n")
+  w("| running experiments | ns per evaluation (CPU) | evaluations/s/core | ns per assignment |\n| ---: | ---: | ---: | ---: |")
+  for n in (1, 10, 100):
+      ns = bench_ns(f"BM_LayeredEvaluate/{n}")
+      w(f"| {n} | {ns:.0f} | {rate(1e9 / ns)} | {ns / n:.1f} |")
+  w("")
+  w("### GrowthBook payload against the GrowthBook JS SDK\n")
+  w("One feature with one experiment rule behind a `$in` condition (hash v2, two weighted variations, meta), one user, "
+    "evaluated in a loop on one pinned core. Both sides are wall time here (Google Benchmark real time; node over "
+    f"{inproc[0]['js']['evals']} evaluations after warm-up), as in the earlier `bench/experiments-vs-js.sh`.\n")
+  w("| evaluator | ns per evaluation | evaluations/s | vs JS SDK |\n| --- | ---: | ---: | ---: |")
+  rows = [
+      ("Capstan `GrowthBookClient::IsOn` (compiled payload)", "BM_IsOn/1"),
+      ("Capstan `GrowthBookClient::EvalFeature` (compiled, FeatureResult JSON)", "BM_EvalFeature/1"),
+      ("Capstan reference evaluator (`GrowthBookEvaluator::EvalFeature`)", "BM_ReferenceEvalFeature"),
+  ]
+  for name, bench in rows:
+      ns = bench_ns(bench, "real_time")
+      w(f"| {name} | {ns:.0f} | {rate(1e9 / ns)} | {js_ns / ns:.1f}x |")
+  w(f"| @growthbook/growthbook `evalFeature` (node) | {js_ns:.0f} | {rate(1e9 / js_ns)} | 1.0x |")
+  w(f"\nv2 hash alone: {bench_ns('BM_HashV2', 'real_time'):.0f} ns. `IsOn` answers the same decision as the JS "
+    "SDK's `evalFeature(...).on`; `EvalFeature` builds GrowthBook's full FeatureResult as JSON, which is where its "
+    "time goes.\n")
 
 w("## 2. Remote evaluation\n")
 w("One `capstan experiments serve` pinned to core 0 (`--threads` as in the command line), wrk on core 1 "
