@@ -2,16 +2,18 @@
 # The experiments benchmark of issue 17, all rows in one run:
 #  1. in-process evaluations/s per core: the layered model for 1, 10 and 100
 #     running experiments (experiments_bench BM_LayeredEvaluate/N), and the
-#     GrowthBook payload path (BM_IsOn/1, BM_EvalFeature/1) against the
-#     @growthbook/growthbook npm SDK (node, bench/growthbook_js_bench.cjs) on
-#     the same payload and user; both pinned to core 1, interleaved rounds;
+#     GrowthBook payload path (BM_IsOn/N, BM_EvalFeature/N: N features with an
+#     experiment rule each, the last evaluated) against the @growthbook/growthbook
+#     npm SDK (node, bench/growthbook_js_bench.cjs) on the same payload and
+#     user; both pinned to core 1, interleaved rounds;
 #  2. remote evaluation with wrk: POST /v1/evaluate (a domain, a layer, one
 #     running experiment) and POST /api/eval/{clientKey} (a feature with an
 #     experiment rule, an SDK connection), distinct units per request;
 #  3. event ingestion with wrk: POST /v1/events, BATCH events per request
 #     (half exposures, half value events), unique idempotency keys;
 #  4. event-to-result latency: a batch with a new metric, then
-#     GET /v1/experiments/{id}/results until it shows (bench/experiments_probe.py);
+#     GET /v1/experiments/{id}/results until it shows (bench/experiments_probe.py),
+#     with the service otherwise idle and again under row 3's ingestion load;
 #  5. config propagation: 10 `capstan experiments serve` on one store, an
 #     experiment's coverage changed through one of them, timed until all 10
 #     answer /v1/evaluate on the new generation.
@@ -43,7 +45,7 @@ if [[ -n ${QUICK:-} ]]; then
   JS_EVALS="${JS_EVALS:-300000}" MIN_TIME="${MIN_TIME:-0.1}" PROBES="${PROBES:-15}"
 else
   ROUNDS="${ROUNDS:-3}" DURATION="${DURATION:-5}" WARMUP="${WARMUP:-1}"
-  JS_EVALS="${JS_EVALS:-2000000}" MIN_TIME="${MIN_TIME:-0.5}" PROBES="${PROBES:-50}"
+  JS_EVALS="${JS_EVALS:-1000000}" MIN_TIME="${MIN_TIME:-0.5}" PROBES="${PROBES:-50}"
 fi
 BATCH="${BATCH:-1000}"                 # events per POST /v1/events
 EVAL_CONNS="${EVAL_CONNS:-32}"         # wrk connections, evaluation rows
@@ -102,18 +104,18 @@ api() {  # METHOD PORT PATH [BODY]: the body of a 2xx answer, or fail
 # ---------------------------------------------------------------- row 1
 has_row() { [[ " $ROWS " == *" $1 "* ]]; }
 has_row 1 && log "row 1: in-process evaluation, $ROUNDS round(s)"
-FILTER='^(BM_LayeredEvaluate/(1|10|100)|BM_IsOn/1|BM_EvalFeature/1|BM_ReferenceEvalFeature|BM_HashV2)$'
+FILTER='^(BM_LayeredEvaluate/(1|10|100)|BM_IsOn/(1|10|100)|BM_EvalFeature/(1|10|100)|BM_ReferenceEvalFeature|BM_HashV2)$'
 for round in $(has_row 1 && seq "$ROUNDS"); do
   capstan_json=$(taskset -c $LOAD_CORE "$BENCH" --benchmark_format=json --benchmark_filter="$FILTER" \
     --benchmark_min_time="$MIN_TIME" 2>/dev/null)
-  js_json=$(taskset -c $LOAD_CORE node "$ROOT/bench/growthbook_js_bench.cjs" "$JS_EVALS")
+  js_json=$(for n in 1 10 100; do taskset -c $LOAD_CORE node "$ROOT/bench/growthbook_js_bench.cjs" "$JS_EVALS" $n; done)
   python3 - "$round" "$capstan_json" "$js_json" >>"$RESULTS" <<'PY'
 import json, sys
 c = json.loads(sys.argv[2])
 print(json.dumps({"row": "inprocess", "round": int(sys.argv[1]),
   "capstan": [{k: b[k] for k in ("name", "real_time", "cpu_time", "iterations", "time_unit")}
               for b in c["benchmarks"]],
-  "js": json.loads(sys.argv[3])}))
+  "js": [json.loads(l) for l in sys.argv[3].splitlines() if l.strip()]}))
 PY
 done
 
@@ -174,9 +176,23 @@ fi
 has_row 3 && log "row 3: event ingestion, $BATCH events per request" &&
   wrk_row events events /v1/events "$EVENT_CONNS" "{\"batch\":$BATCH}"
 # ---------------------------------------------------------------- row 4
-has_row 4 && log "row 4: event-to-result latency, $PROBES probes" &&
-  taskset -c $LOAD_CORE python3 "$ROOT/bench/experiments_probe.py" results "$SVC_PORT" probe-exp "$PROBES" >>"$RESULTS"
-has_row 4 && log "  $(tail -1 "$RESULTS")"
+if has_row 4; then
+  log "row 4: event-to-result latency, $PROBES probes, idle and under ingestion load"
+  taskset -c $LOAD_CORE python3 "$ROOT/bench/experiments_probe.py" results "$SVC_PORT" probe-exp "$PROBES" \
+    event_to_result >>"$RESULTS"
+  log "  $(tail -1 "$RESULTS")"
+  # Again while wrk keeps row 3's load on (stopped when the probes are done).
+  XB_MODE=events XB_BATCH=$BATCH XB_RUN="load4" taskset -c $LOAD_CORE \
+    wrk -t 1 -c "$EVENT_CONNS" -d 120s -s "$ROOT/bench/experiments_wrk.lua" "http://127.0.0.1:$SVC_PORT/v1/events" \
+    >/dev/null 2>&1 &
+  LOAD_PID=$!
+  PIDS+=($LOAD_PID)
+  sleep 1
+  taskset -c $LOAD_CORE python3 "$ROOT/bench/experiments_probe.py" results "$SVC_PORT" probe-exp-load "$PROBES" \
+    event_to_result_loaded >>"$RESULTS"
+  kill $LOAD_PID 2>/dev/null || true; wait $LOAD_PID 2>/dev/null || true
+  log "  $(tail -1 "$RESULTS")"
+fi
 kill $SVC_PID; wait $SVC_PID 2>/dev/null || true
 
 # ---------------------------------------------------------------- row 5

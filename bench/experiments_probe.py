@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Latency probes for bench/experiments.sh; each prints one JSON line.
 
-  experiments_probe.py results PORT EXPERIMENT N
+  experiments_probe.py results PORT EXPERIMENT N [ROW_NAME]
       Event to result: N times, post a batch (an exposure of a new unit and a
       value event of a new metric for it) to /v1/events, then poll
       GET /v1/experiments/EXPERIMENT/results until that metric is there.
@@ -40,7 +40,7 @@ def request(conn, method, path, body=None):
     return r.status, data
 
 
-def results(port, experiment, n):
+def results(port, experiment, n, label="event_to_result"):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     run = uuid.uuid4().hex[:8]
     lat, polls = [], []
@@ -69,7 +69,7 @@ def results(port, experiment, n):
         lat.append((time.perf_counter() - t0) * 1000)
         polls.append(count)
     out = summary(lat)
-    out.update({"row": "event_to_result", "polls_max": max(polls)})
+    out.update({"row": label, "polls_max": max(polls)})
     print(json.dumps(out))
 
 
@@ -151,7 +151,7 @@ def propagate(writer, experiment, layer, n, ports):
 
 if __name__ == "__main__":
     if sys.argv[1] == "results":
-        results(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+        results(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), *sys.argv[5:6])
     elif sys.argv[1] == "propagate":
         propagate(int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]),
                   [int(p) for p in sys.argv[6:]])
