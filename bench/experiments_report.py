@@ -186,8 +186,8 @@ notes = [
     "(memtable inserts and lookups, Bloom probes: the dedup index, the per-unit state and the aggregates are written "
     "and read per event), 20% in nlohmann::json (parsing each line, serialising log records), 14% in memcmp/memmove, "
     "7% in malloc, 6% in the kernel, 6% in capstan::experiments' own code.",
-    "* `EvalFeature` builds GrowthBook's FeatureResult as JSON and is only about as fast as the JS SDK; the 20x is met "
-    "(at 1 and 10 features) by `IsOn`, the compiled path that answers the same decision without the JSON.",
+    "* `EvalFeature` builds GrowthBook's FeatureResult as JSON, which costs about as much as the JS SDK's whole "
+    "evaluation; the 20x can only rest on `IsOn`, the compiled path that answers the same decision without the JSON.",
     "* The issue sets no target for remote evaluation; row 2 reports it. Propagation runs its 10 evaluators as 10 "
     "processes on one core, which is harsher than 10 machines.",
 ]
