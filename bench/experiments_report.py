@@ -151,6 +151,10 @@ if ev:
       "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     w(f"| {ev['batch']} | {ev['rps']:.0f} | {ev['events_s']:.0f} | {ev['events_per_cpu_s']:.0f} | {ev['cpu_ns_per_event']:.0f} ns | "
       f"{ev['p50_ms']:.1f} ms | {ev['p99_ms']:.1f} ms | {ev['errors']} |")
+    per_round = [l for l in lines if l["row"] == "events"]
+    w("\nPer round, in order (the event database grows across them): " + ", ".join(
+        f"{r['requests'] * ev['batch'] / (r['duration_us'] / 1e6) / 1e3:.0f} k events/s at "
+        f"{r['service_cpu_us'] / r['duration_us'] * 100:.0f}% of a core" for r in per_round) + ".")
     w("")
 w("## 4. Event-to-result latency\n")
 if e2r or e2rl:
@@ -186,6 +190,9 @@ notes = [
     "(memtable inserts and lookups, Bloom probes: the dedup index, the per-unit state and the aggregates are written "
     "and read per event), 20% in nlohmann::json (parsing each line, serialising log records), 14% in memcmp/memmove, "
     "7% in malloc, 6% in the kernel, 6% in capstan::experiments' own code.",
+    "* In this run ingestion was CPU-bound (the service's core near 100% in every round; see row 3's per-round line). "
+    "When the rate falls from round to round, the cost per event is growing with the event database (every event "
+    "looks up its key and unit in RocksDB); that has not been investigated yet.",
     "* `EvalFeature` builds GrowthBook's FeatureResult as JSON, which costs about as much as the JS SDK's whole "
     "evaluation; the 20x can only rest on `IsOn`, the compiled path that answers the same decision without the JSON.",
     "* The issue sets no target for remote evaluation; row 2 reports it. Propagation runs its 10 evaluators as 10 "
