@@ -2,7 +2,9 @@
 # In-process GrowthBook evaluation: Capstan's SDK (experiments_bench, Google
 # Benchmark) against the @growthbook/growthbook npm SDK (node) on the same
 # payload and user, each pinned to core 1, interleaved over ROUNDS rounds,
-# medians reported. Writes docs/benchmarks/experiments.md.
+# medians reported. Prints its table (and writes it to OUT_MD, a temp file
+# unless given): bench/experiments.sh, which runs all of issue 17's rows,
+# owns docs/benchmarks/experiments.md and carries this comparison as a section.
 #
 #   bench/experiments-vs-js.sh            # about a minute
 #   ROUNDS=1 bench/experiments-vs-js.sh   # quick look
@@ -14,7 +16,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BENCH="${BENCH:-$ROOT/build/release/src/experiments/experiments_bench}"
 ROUNDS="${ROUNDS:-3}"
-OUT_MD="${OUT_MD:-$ROOT/docs/benchmarks/experiments.md}"
+OUT_MD="${OUT_MD:-$(mktemp /tmp/experiments-vs-js.XXXXXX.md)}"
 CORE=1
 
 [[ -x $BENCH ]] || { echo "experiments-vs-js: build experiments_bench first" >&2; exit 1; }

@@ -8,20 +8,25 @@ const sdk = path.join(__dirname, "..", "tests", "e2e", "growthbook", "node_modul
   "@growthbook", "growthbook", "dist", "cjs", "index.js");
 const { GrowthBook } = require(sdk);
 
-const features = {
-  "feature-0": {
+// argv[3]: how many such features (default 1); the last is evaluated, as
+// experiments_bench's BM_IsOn/N and BM_EvalFeature/N do.
+const count = Number(process.argv[3] || 1);
+const features = {};
+for (let i = 0; i < count; i++) {
+  features["feature-" + i] = {
     defaultValue: "control",
     rules: [{
       id: "r", condition: { country: { $in: ["US", "CA"] } }, key: "exp", hashVersion: 2,
       variations: ["control", "treatment"], weights: [0.5, 0.5], meta: [{ key: "0" }, { key: "1" }],
     }],
-  },
-};
+  };
+}
+const key = "feature-" + (count - 1);
 const gb = new GrowthBook({ attributes: { id: "user-123456", country: "US" }, features });
 const evals = Number(process.argv[2] || 2000000);
 let on = 0;
-for (let i = 0; i < evals / 10; i++) on += gb.evalFeature("feature-0").on ? 1 : 0;  // warm up
+for (let i = 0; i < evals / 10; i++) on += gb.evalFeature(key).on ? 1 : 0;  // warm up
 const start = process.hrtime.bigint();
-for (let i = 0; i < evals; i++) on += gb.evalFeature("feature-0").on ? 1 : 0;
+for (let i = 0; i < evals; i++) on += gb.evalFeature(key).on ? 1 : 0;
 const ns = Number(process.hrtime.bigint() - start) / evals;
-process.stdout.write(JSON.stringify({ ns_per_eval: ns, evals, on }) + "\n");
+process.stdout.write(JSON.stringify({ ns_per_eval: ns, evals, features: count, on }) + "\n");
