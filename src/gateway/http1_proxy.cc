@@ -253,7 +253,9 @@ net::Task<void> ServeHttp1(DownstreamContext& ctx, std::shared_ptr<net::Socket> 
                            std::optional<H2cUpgrade>* upgrade) {
   net::Socket* down = socket.get();
   const GatewayConfig& first = (*ctx.snapshot)->config;
-  const HttpLimits& limits = first.listeners[ctx.listener_index].limits;
+  // Copied: the snapshot `first` belongs to is replaced by a reload and may
+  // be gone while this connection lives.
+  const HttpLimits limits = first.listeners[ctx.listener_index].limits;
   http1::Limits codec_limits;
   codec_limits.max_request_line_bytes = limits.max_request_line_bytes;
   codec_limits.max_header_bytes = limits.max_header_bytes;

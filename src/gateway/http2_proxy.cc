@@ -292,7 +292,9 @@ class DownstreamSession : public net::Http2Session {
 
 net::Task<void> ServeHttp2(DownstreamContext& ctx, std::shared_ptr<net::Socket> socket,
                            const H2cUpgrade* upgrade) {
-  const HttpLimits& limits = (*ctx.snapshot)->config.listeners[ctx.listener_index].limits;
+  // Copied: a reload replaces the snapshot, which may be gone while this
+  // connection lives (its idle check reads the limits later).
+  const HttpLimits limits = (*ctx.snapshot)->config.listeners[ctx.listener_index].limits;
   net::Http2Options options;
   options.max_concurrent_streams = limits.max_concurrent_streams;
   options.max_header_list_bytes = static_cast<uint32_t>(limits.max_header_list_bytes);
