@@ -188,6 +188,11 @@ int RunGateway(const GatewayFlags& f) {
     absl::Status st = next.ok() ? (*gw)->Reload(std::move(next).value()) : next.status();
     if (st.ok()) {
       CAPSTAN_LOG(info, "gateway: configuration reloaded", "file", f.config);
+      // The reloaded file may name other certificate files, or another
+      // interval.
+      gateway::GatewayConfig now = (*gw)->config();
+      certificates = gateway::CertificateFileWatch(now);
+      check = now.certificate_check_interval;
     } else {
       CAPSTAN_LOG(err, "gateway: reload refused; the previous configuration stays", "error",
                   std::string(st.message()));
