@@ -14,6 +14,7 @@
 #include "gateway/http2_proxy.h"
 #include "mesh/discovery.h"
 #include "net/block_on.h"
+#include "net/http_router.h"
 #include "net/wait_group.h"
 
 namespace capstan::gateway {
@@ -415,12 +416,13 @@ std::string Gateway::StatusJson() {
     const RouteConfig& rc = r.config();
     std::string action;
     if (rc.cluster) {
-      action = absl::StrCat("\"cluster\": \"", JsonEscape(*rc.cluster), "\"");
+      action = absl::StrCat("\"cluster\": ", net::JsonQuote(*rc.cluster));
     } else if (!rc.split.empty()) {
       action = "\"split\": [";
       for (size_t i = 0; i < rc.split.size(); ++i) {
-        absl::StrAppend(&action, i ? ", " : "", "{\"cluster\": \"", JsonEscape(rc.split[i].cluster),
-                        "\", \"weight\": ", rc.split[i].weight, "}");
+        absl::StrAppend(&action, i ? ", " : "",
+                        "{\"cluster\": ", net::JsonQuote(rc.split[i].cluster),
+                        ", \"weight\": ", rc.split[i].weight, "}");
       }
       action += "]";
     } else if (rc.redirect) {
@@ -428,7 +430,7 @@ std::string Gateway::StatusJson() {
     } else {
       action = "\"direct_response\": true";
     }
-    absl::StrAppend(&out, first ? "" : ", ", "{\"route\": \"", JsonEscape(r.label()), "\", ",
+    absl::StrAppend(&out, first ? "" : ", ", "{\"route\": ", net::JsonQuote(r.label()), ", ",
                     action, "}");
     first = false;
   });
@@ -442,9 +444,10 @@ std::string Gateway::StatusJson() {
       bool first_endpoint = true;
       for (const auto& e : cl.endpoints()) {
         bool ejected = cl.pool().ejected(*e);
-        absl::StrAppend(&endpoints, first_endpoint ? "" : ", ", "{\"endpoint\": \"",
-                        JsonEscape(e->endpoint.id), "\", \"weight\": ", e->endpoint.weight,
-                        ", \"breaker\": \"", mesh::CircuitBreaker::StateName(e->breaker.state()),
+        absl::StrAppend(&endpoints, first_endpoint ? "" : ", ",
+                        "{\"endpoint\": ", net::JsonQuote(e->endpoint.id),
+                        ", \"weight\": ", e->endpoint.weight, ", \"breaker\": \"",
+                        mesh::CircuitBreaker::StateName(e->breaker.state()),
                         "\", \"healthy\": ", cl.healthy(e->endpoint.id) ? "true" : "false",
                         ", \"ejected\": ", ejected ? "true" : "false",
                         ", \"ewma_ms\": ", e->ewma_latency_ns / 1e6, "}");
@@ -454,8 +457,8 @@ std::string Gateway::StatusJson() {
                       ", \"idle_connections\": ", cl.idle_connections(),
                       ", \"active_requests\": ", cl.active_requests);
     });
-    absl::StrAppend(&out, first ? "" : ", ", "{\"cluster\": \"", JsonEscape(name),
-                    "\", \"source\": \"", JsonEscape(cluster->Describe()), "\", \"protocol\": \"",
+    absl::StrAppend(&out, first ? "" : ", ", "{\"cluster\": ", net::JsonQuote(name),
+                    ", \"source\": ", net::JsonQuote(cluster->Describe()), ", \"protocol\": \"",
                     cluster->config().protocol, "\", \"balancer\": \"", cluster->config().balancer,
                     "\", \"endpoints\": [", endpoints, "}");
     first = false;

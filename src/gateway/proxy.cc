@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "base/logging.h"
 #include "gateway/upstream_h2.h"
+#include "net/http_router.h"
 #include "net/wait_group.h"
 
 namespace capstan::gateway {
@@ -630,7 +631,7 @@ std::string AccessLine(const GatewayConfig& gc, const DownstreamContext& ctx,
     absl::StrAppend(&line, first ? "\"" : ", \"", std::string(key), "\": ", json_value);
     first = false;
   };
-  auto str = [](std::string_view v) { return absl::StrCat("\"", JsonEscape(v), "\""); };
+  auto str = [](std::string_view v) { return net::JsonQuote(v); };
   for (const std::string& field : gc.access_log.fields) {
     if (field == "time") {
       add(field, str(absl::FormatTime(absl::RFC3339_full, absl::Now(), absl::UTCTimeZone())));

@@ -97,7 +97,5 @@ class AccessLog {
   std::thread thread_;
 };
 
-// Escapes `s` as the inside of a JSON string.
-std::string JsonEscape(std::string_view s);
 
 }  // namespace capstan::gateway
