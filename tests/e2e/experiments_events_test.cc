@@ -29,45 +29,10 @@ namespace {
 using Json = nlohmann::json;
 using namespace std::chrono_literals;
 
-struct HttpAnswer {
-  int status = 0;  // 0: no answer (refused, reset, closed)
-  std::string body;
-  std::string head;
-};
-
+// Event batches are JSON lines.
 HttpAnswer Http(int port, const std::string& method, const std::string& target,
                 const std::string& body = "") {
-  HttpAnswer answer;
-  int fd = ConnectLoopback(port);
-  if (fd < 0) return answer;
-  timeval bound{30, 0};  // a hang fails the test instead of blocking it
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof(bound));
-  std::string request = method + " " + target +
-                        " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                        "Content-Type: application/x-ndjson\r\nContent-Length: " +
-                        std::to_string(body.size()) + "\r\n\r\n" + body;
-  std::string_view rest = request;
-  while (!rest.empty()) {
-    ssize_t n = ::send(fd, rest.data(), rest.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    rest.remove_prefix(static_cast<size_t>(n));
-  }
-  std::string received;
-  char buf[16384];
-  while (true) {
-    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    received.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  size_t end = received.find("\r\n\r\n");
-  if (received.size() < 12 || end == std::string::npos) return answer;
-  answer.status = std::stoi(received.substr(9, 3));
-  answer.head = received.substr(0, end);
-  answer.body = received.substr(end + 4);
-  return answer;
+  return HttpCall(port, method, target, body, {"Content-Type: application/x-ndjson"});
 }
 
 constexpr int kThreads = 6;

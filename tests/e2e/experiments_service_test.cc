@@ -40,52 +40,6 @@ namespace {
 using experiments::Json;
 using namespace std::chrono_literals;
 
-struct HttpAnswer {
-  int status = 0;
-  std::string body;
-  std::string head;  // status line and fields, as received
-};
-
-// One request on a fresh connection (Connection: close), read to the end.
-HttpAnswer Http(int port, const std::string& method, const std::string& target,
-                const std::string& body = "", const std::vector<std::string>& headers = {}) {
-  HttpAnswer answer;
-  int fd = ConnectLoopback(port);
-  if (fd < 0) return answer;
-  timeval bound{30, 0};  // a hang fails the test instead of blocking it
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof(bound));
-  std::string request =
-      method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
-  for (const std::string& h : headers) request += h + "\r\n";
-  if (!body.empty() || method == "PUT" || method == "POST") {
-    request +=
-        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
-  }
-  request += "\r\n" + body;
-  std::string_view rest = request;
-  while (!rest.empty()) {
-    ssize_t n = ::send(fd, rest.data(), rest.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    rest.remove_prefix(static_cast<size_t>(n));
-  }
-  std::string received;
-  char buf[16384];
-  while (true) {
-    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    received.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  size_t end = received.find("\r\n\r\n");
-  if (received.size() < 12 || end == std::string::npos) return answer;
-  answer.status = std::stoi(received.substr(9, 3));
-  answer.head = received.substr(0, end);
-  answer.body = received.substr(end + 4);
-  return answer;
-}
-
 Json JsonOf(const HttpAnswer& a) { return Json::parse(a.body, nullptr, false); }
 
 class ExperimentsServiceE2E : public ::testing::Test {
@@ -107,7 +61,7 @@ class ExperimentsServiceE2E : public ::testing::Test {
     size_t at = log.find(printed);
     ASSERT_NE(at, std::string::npos) << log;
     port_ = std::stoi(log.substr(at + printed.size()));
-    ASSERT_TRUE(Eventually([&] { return Http(port_, "GET", "/health").status == 200; }))
+    ASSERT_TRUE(Eventually([&] { return HttpCall(port_, "GET", "/health").status == 200; }))
         << service_->Log();
     auto client = client::Client::Connect({.endpoints = {store_->endpoint()}});
     ASSERT_TRUE(client.ok()) << client.status();
@@ -127,7 +81,7 @@ class ExperimentsServiceE2E : public ::testing::Test {
 
   HttpAnswer Put(const std::string& path, const std::string& body,
                  const std::vector<std::string>& headers = {}) {
-    return Http(port_, "PUT", path, body, headers);
+    return HttpCall(port_, "PUT", path, body, headers);
   }
 
   std::unique_ptr<TempDir> dir_;
@@ -146,7 +100,7 @@ TEST_F(ExperimentsServiceE2E, DocumentsAreCreatedReplacedValidatedDeletedAndKept
   EXPECT_EQ(doc["createdBy"], "ann");
   int64_t revision = doc["revision"].get<int64_t>();
 
-  HttpAnswer got = Http(port_, "GET", "/v1/features/banner");
+  HttpAnswer got = HttpCall(port_, "GET", "/v1/features/banner");
   ASSERT_EQ(got.status, 200);
   EXPECT_EQ(JsonOf(got)["spec"]["defaultValue"], "blue");
   EXPECT_NE(got.head.find("ETag: \"" + std::to_string(revision) + "\""), std::string::npos)
@@ -181,22 +135,22 @@ TEST_F(ExperimentsServiceE2E, DocumentsAreCreatedReplacedValidatedDeletedAndKept
   EXPECT_EQ(
       Put("/v1/features/big", R"({"defaultValue": ")" + std::string(70000, 'x') + "\"}").status,
       413);
-  EXPECT_EQ(Http(port_, "PATCH", "/v1/features/banner").status, 405);
+  EXPECT_EQ(HttpCall(port_, "PATCH", "/v1/features/banner").status, 405);
 
-  HttpAnswer listed = Http(port_, "GET", "/v1/features");
+  HttpAnswer listed = HttpCall(port_, "GET", "/v1/features");
   ASSERT_EQ(listed.status, 200);
   EXPECT_EQ(JsonOf(listed)["items"].size(), 1u);
 
   EXPECT_EQ(
-      Http(port_, "DELETE", "/v1/features/banner?revision=" + std::to_string(revision)).status,
+      HttpCall(port_, "DELETE", "/v1/features/banner?revision=" + std::to_string(revision)).status,
       409);
-  EXPECT_EQ(Http(port_, "DELETE", "/v1/features/banner?revision=" + std::to_string(second), "",
-                 {"X-Capstan-User: cy"})
+  EXPECT_EQ(HttpCall(port_, "DELETE", "/v1/features/banner?revision=" + std::to_string(second), "",
+                     {"X-Capstan-User: cy"})
                 .status,
             200);
-  EXPECT_EQ(Http(port_, "GET", "/v1/features/banner").status, 404);
+  EXPECT_EQ(HttpCall(port_, "GET", "/v1/features/banner").status, 404);
 
-  HttpAnswer history = Http(port_, "GET", "/v1/features/banner/history");
+  HttpAnswer history = HttpCall(port_, "GET", "/v1/features/banner/history");
   ASSERT_EQ(history.status, 200);
   Json items = JsonOf(history)["items"];
   ASSERT_EQ(items.size(), 3u) << history.body;
@@ -355,17 +309,17 @@ TEST_F(ExperimentsServiceE2E, AFeatureUpdateReachesEverySubscribedEvaluator) {
   }
   // The service's own SDK endpoint serves the last value too.
   ASSERT_TRUE(Eventually([&] {
-    Json payload = JsonOf(Http(port_, "GET", "/api/features/sdk-watch"));
+    Json payload = JsonOf(HttpCall(port_, "GET", "/api/features/sdk-watch"));
     return payload.is_object() && payload["features"]["flag"]["defaultValue"] == kUpdates;
   }));
   // Unchanged since the client's copy: 304, no body.
-  HttpAnswer served = Http(port_, "GET", "/api/features/sdk-watch");
+  HttpAnswer served = HttpCall(port_, "GET", "/api/features/sdk-watch");
   size_t etag_at = served.head.find("ETag: ");
   ASSERT_NE(etag_at, std::string::npos) << served.head;
   std::string etag =
       served.head.substr(etag_at + 6, served.head.find("\r\n", etag_at) - etag_at - 6);
   HttpAnswer not_modified =
-      Http(port_, "GET", "/api/features/sdk-watch", "", {"If-None-Match: " + etag});
+      HttpCall(port_, "GET", "/api/features/sdk-watch", "", {"If-None-Match: " + etag});
   EXPECT_EQ(not_modified.status, 304) << not_modified.head;
   EXPECT_TRUE(not_modified.body.empty());
   auto percentile = [](std::vector<double> v, double p) {
@@ -450,14 +404,14 @@ TEST_F(ExperimentsServiceE2E, ExtensionsAddKindsAndRoutes) {
   auto service = experiments::ExperimentsService::Start(std::move(options));
   ASSERT_TRUE(service.ok()) << service.status();
   int port = (*service)->port();
-  HttpAnswer invalid = Http(port, "PUT", "/v1/layers/checkout", R"({"salt": 1})");
+  HttpAnswer invalid = HttpCall(port, "PUT", "/v1/layers/checkout", R"({"salt": 1})");
   EXPECT_EQ(invalid.status, 400);
   EXPECT_EQ(JsonOf(invalid)["error"]["field"], "salt");
-  EXPECT_EQ(Http(port, "PUT", "/v1/layers/checkout", R"({"salt": "s1"})").status, 201);
-  EXPECT_TRUE(Eventually([&] { return Http(port, "GET", "/v1/layers-count").body == "1\n"; }));
-  EXPECT_EQ(Http(port, "GET", "/v1/layers/checkout/history").status, 200);
+  EXPECT_EQ(HttpCall(port, "PUT", "/v1/layers/checkout", R"({"salt": "s1"})").status, 201);
+  EXPECT_TRUE(Eventually([&] { return HttpCall(port, "GET", "/v1/layers-count").body == "1\n"; }));
+  EXPECT_EQ(HttpCall(port, "GET", "/v1/layers/checkout/history").status, 200);
   // The other service (another prefix) does not see it.
-  EXPECT_EQ(Http(port_, "GET", "/v1/layers/checkout").status, 404);  // the model's kind there
+  EXPECT_EQ(HttpCall(port_, "GET", "/v1/layers/checkout").status, 404);  // the model's kind there
 }
 
 // --- The layered model (model_service.h) ---
@@ -521,7 +475,7 @@ TEST_F(ExperimentsServiceE2E, TheLayeredModelIsWrittenCheckedAndEvaluated) {
   const Json units = Units(200);
   Json batch;
   ASSERT_TRUE(Eventually([&] {
-    batch = JsonOf(Http(port_, "POST", "/v1/evaluate/batch", Json{{"units", units}}.dump()));
+    batch = JsonOf(HttpCall(port_, "POST", "/v1/evaluate/batch", Json{{"units", units}}.dump()));
     return batch.is_object() && !VariantsOf(batch["results"], "cta").empty();
   })) << batch.dump()
       << service_->Log();
@@ -534,9 +488,9 @@ TEST_F(ExperimentsServiceE2E, TheLayeredModelIsWrittenCheckedAndEvaluated) {
   EXPECT_LT(at_half.size(), 140u);
 
   // Deterministic: the same answers again, and one unit alone answers as in the batch.
-  Json again = JsonOf(Http(port_, "POST", "/v1/evaluate/batch", Json{{"units", units}}.dump()));
+  Json again = JsonOf(HttpCall(port_, "POST", "/v1/evaluate/batch", Json{{"units", units}}.dump()));
   EXPECT_EQ(again["results"], batch["results"]);
-  HttpAnswer one = Http(port_, "POST", "/v1/evaluate", units[7].dump());
+  HttpAnswer one = HttpCall(port_, "POST", "/v1/evaluate", units[7].dump());
   ASSERT_EQ(one.status, 200) << one.body;
   EXPECT_EQ(JsonOf(one)["assignments"], batch["results"][7]["assignments"]);
 
@@ -577,7 +531,7 @@ TEST_F(ExperimentsServiceE2E, TheLayeredModelIsWrittenCheckedAndEvaluated) {
   // A stale revision is still a conflict.
   EXPECT_EQ(Put("/v1/experiments/cta?revision=1", Experiment(cta_fields)).status, 409);
   // The layer cannot go while the experiment names it.
-  HttpAnswer delete_layer = Http(port_, "DELETE", "/v1/layers/checkout");
+  HttpAnswer delete_layer = HttpCall(port_, "DELETE", "/v1/layers/checkout");
   EXPECT_EQ(delete_layer.status, 400) << delete_layer.body;
   EXPECT_EQ(JsonOf(delete_layer)["error"]["field"], "experiments/cta") << delete_layer.body;
 
@@ -587,7 +541,8 @@ TEST_F(ExperimentsServiceE2E, TheLayeredModelIsWrittenCheckedAndEvaluated) {
   for (int step = 1; step <= 10; ++step) {
     double coverage_now = 0.5 + 0.05 * step;
     uint64_t generation_before =
-        JsonOf(Http(port_, "POST", "/v1/evaluate", units[0].dump()))["generation"].get<uint64_t>();
+        JsonOf(HttpCall(port_, "POST", "/v1/evaluate", units[0].dump()))["generation"]
+            .get<uint64_t>();
     auto start = std::chrono::steady_clock::now();
     HttpAnswer ramp = Put("/v1/experiments/cta?revision=" + std::to_string(revision),
                           Experiment(R"("layer": "checkout", "state": "running", "coverage": )" +
@@ -598,13 +553,14 @@ TEST_F(ExperimentsServiceE2E, TheLayeredModelIsWrittenCheckedAndEvaluated) {
             .count());
     revision = JsonOf(ramp)["revision"].get<int64_t>();
     ASSERT_TRUE(Eventually([&] {
-      Json seen = JsonOf(Http(port_, "POST", "/v1/evaluate", units[0].dump()));
+      Json seen = JsonOf(HttpCall(port_, "POST", "/v1/evaluate", units[0].dump()));
       return seen.is_object() && seen["generation"].get<uint64_t>() > generation_before;
     }));
     ramp_ms.push_back(
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
             .count());
-    Json ramped = JsonOf(Http(port_, "POST", "/v1/evaluate/batch", Json{{"units", units}}.dump()));
+    Json ramped =
+        JsonOf(HttpCall(port_, "POST", "/v1/evaluate/batch", Json{{"units", units}}.dump()));
     std::map<std::string, std::string> now = VariantsOf(ramped["results"], "cta");
     for (const auto& [unit, variant] : previous) {
       ASSERT_TRUE(now.count(unit)) << unit << " left the experiment at coverage " << coverage_now;
@@ -616,7 +572,7 @@ TEST_F(ExperimentsServiceE2E, TheLayeredModelIsWrittenCheckedAndEvaluated) {
   EXPECT_EQ(previous.size(), units.size());  // coverage 1: everyone
 
   // Running experiments are stopped, not deleted.
-  HttpAnswer delete_running = Http(port_, "DELETE", "/v1/experiments/cta");
+  HttpAnswer delete_running = HttpCall(port_, "DELETE", "/v1/experiments/cta");
   EXPECT_EQ(delete_running.status, 400) << delete_running.body;
   EXPECT_EQ(JsonOf(delete_running)["error"]["field"], "state") << delete_running.body;
 
@@ -628,27 +584,27 @@ TEST_F(ExperimentsServiceE2E, TheLayeredModelIsWrittenCheckedAndEvaluated) {
                   .ok());
   Json status;
   ASSERT_TRUE(Eventually([&] {
-    status = JsonOf(Http(port_, "GET", "/v1/status"));
+    status = JsonOf(HttpCall(port_, "GET", "/v1/status"));
     return status.is_object() && status["model"].contains("error");
   })) << status.dump();
   EXPECT_FALSE(status["model"]["ok"].get<bool>());
   EXPECT_EQ(status["model"]["error"]["document"], "experiments/ghost") << status.dump();
   EXPECT_EQ(status["model"]["error"]["field"], "layer");
-  Json kept = JsonOf(Http(port_, "POST", "/v1/evaluate/batch", Json{{"units", units}}.dump()));
+  Json kept = JsonOf(HttpCall(port_, "POST", "/v1/evaluate/batch", Json{{"units", units}}.dump()));
   EXPECT_EQ(VariantsOf(kept["results"], "cta"), previous);
   // Mended through the API (deleting the bad document is allowed: it mends).
-  ASSERT_EQ(Http(port_, "DELETE", "/v1/experiments/ghost").status, 200);
+  ASSERT_EQ(HttpCall(port_, "DELETE", "/v1/experiments/ghost").status, 200);
   ASSERT_TRUE(Eventually([&] {
-    status = JsonOf(Http(port_, "GET", "/v1/status"));
+    status = JsonOf(HttpCall(port_, "GET", "/v1/status"));
     return status.is_object() && status["model"]["ok"] == true;
   })) << status.dump();
 
   // Bounded batches; exposures counted once per unit.
   HttpAnswer too_many =
-      Http(port_, "POST", "/v1/evaluate/batch", Json{{"units", Units(501)}}.dump());
+      HttpCall(port_, "POST", "/v1/evaluate/batch", Json{{"units", Units(501)}}.dump());
   EXPECT_EQ(too_many.status, 413) << too_many.body;
   EXPECT_EQ(JsonOf(too_many)["error"]["limit"], 500);
-  std::string metrics = Http(port_, "GET", "/metrics").body;
+  std::string metrics = HttpCall(port_, "GET", "/metrics").body;
   EXPECT_NE(metrics.find("capstan_experiments_exposures_logged "), std::string::npos);
   EXPECT_NE(metrics.find("capstan_experiments_exposures_deduplicated "), std::string::npos);
   EXPECT_NE(metrics.find("capstan_experiments_model_build_failures_total 1"), std::string::npos)
@@ -664,7 +620,7 @@ TEST_F(ExperimentsServiceE2E, TheLayeredModelIsWrittenCheckedAndEvaluated) {
 }
 
 TEST_F(ExperimentsServiceE2E, AnalyzeAnswersAWelchTTest) {
-  HttpAnswer welch = Http(port_, "POST", "/v1/analyze", R"({"op": "welchTTest",
+  HttpAnswer welch = HttpCall(port_, "POST", "/v1/analyze", R"({"op": "welchTTest",
       "a": {"n": 5000, "sum": 50000, "sum_squares": 520000},
       "b": {"n": 5000, "sum": 50800, "sum_squares": 536000}})");
   ASSERT_EQ(welch.status, 200) << welch.body;
@@ -672,20 +628,20 @@ TEST_F(ExperimentsServiceE2E, AnalyzeAnswersAWelchTTest) {
   EXPECT_NEAR(answer["diff"].get<double>(), 0.16, 1e-9);
   EXPECT_GT(answer["p_value"].get<double>(), 0.0);
   EXPECT_LT(answer["p_value"].get<double>(), 1.0);
-  HttpAnswer bad = Http(port_, "POST", "/v1/analyze", R"({"op": "welchTTest",
+  HttpAnswer bad = HttpCall(port_, "POST", "/v1/analyze", R"({"op": "welchTTest",
       "a": {"n": 1, "mean": 1, "variance": 1}, "b": {"n": 10, "mean": 1, "variance": 1}})");
   EXPECT_EQ(bad.status, 400);
   EXPECT_EQ(JsonOf(bad)["error"]["field"], "a.n") << bad.body;
 }
 
 TEST_F(ExperimentsServiceE2E, UnknownClientKeysAre400AsInGrowthBook) {
-  HttpAnswer features = Http(port_, "GET", "/api/features/sdk-nope");
+  HttpAnswer features = HttpCall(port_, "GET", "/api/features/sdk-nope");
   EXPECT_EQ(features.status, 400);
   EXPECT_EQ(JsonOf(features)["error"], "Invalid API Key");
-  EXPECT_EQ(Http(port_, "POST", "/api/eval/sdk-nope", "{}").status, 400);
+  EXPECT_EQ(HttpCall(port_, "POST", "/api/eval/sdk-nope", "{}").status, 400);
   HttpAnswer preflight =
-      Http(port_, "OPTIONS", "/api/eval/sdk-nope", "",
-           {"Origin: http://app.example", "Access-Control-Request-Method: POST"});
+      HttpCall(port_, "OPTIONS", "/api/eval/sdk-nope", "",
+               {"Origin: http://app.example", "Access-Control-Request-Method: POST"});
   EXPECT_EQ(preflight.status, 204);
   EXPECT_NE(preflight.head.find("Access-Control-Allow-Origin: *"), std::string::npos);
 }
@@ -725,7 +681,7 @@ TEST_F(ExperimentsServiceE2E, TheUnmodifiedGrowthBookSdkEvaluatesFromTheService)
             201);
   // The service has the last document before the SDK asks.
   ASSERT_TRUE(Eventually([&] {
-    Json payload = JsonOf(Http(port_, "GET", "/api/features/sdk-e2e"));
+    Json payload = JsonOf(HttpCall(port_, "GET", "/api/features/sdk-e2e"));
     return payload.is_object() && payload["features"].contains("rollout");
   }));
 

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -112,6 +113,49 @@ int PickPortOnce() {
 }
 
 int ConnectLoopback(int port) { return LoopbackSocket(port, &::connect); }
+
+HttpAnswer HttpCall(int port, const std::string& method, const std::string& target,
+                    const std::string& body, const std::vector<std::string>& headers) {
+  HttpAnswer answer;
+  int fd = ConnectLoopback(port);
+  if (fd < 0) return answer;
+  timeval bound{30, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof(bound));
+  std::string request =
+      method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
+  bool typed = false;
+  for (const std::string& h : headers) {
+    request += h + "\r\n";
+    typed |= h.size() >= 13 && strncasecmp(h.c_str(), "content-type:", 13) == 0;
+  }
+  if (!body.empty() || method == "PUT" || method == "POST") {
+    if (!typed) request += "Content-Type: application/json\r\n";
+    request += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  }
+  request += "\r\n" + body;
+  std::string_view rest = request;
+  while (!rest.empty()) {
+    ssize_t n = ::send(fd, rest.data(), rest.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    rest.remove_prefix(static_cast<size_t>(n));
+  }
+  std::string received;
+  char buf[16384];
+  while (true) {
+    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    received.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  size_t end = received.find("\r\n\r\n");
+  if (received.size() < 12 || end == std::string::npos) return answer;
+  answer.status = std::stoi(received.substr(9, 3));
+  answer.head = received.substr(0, end);
+  answer.body = received.substr(end + 4);
+  return answer;
+}
 
 TempDir::TempDir(const std::string& prefix) {
   std::string tmpl = (fs::temp_directory_path() / (prefix + "-XXXXXX")).string();

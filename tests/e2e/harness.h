@@ -18,6 +18,20 @@ int PickFreePort();
 // A TCP connection to 127.0.0.1:port (a blocking socket), or -1.
 int ConnectLoopback(int port);
 
+// An HTTP/1.1 answer as HttpCall reads it.
+struct HttpAnswer {
+  int status = 0;    // 0: no answer (refused, reset, closed)
+  std::string head;  // status line and fields, as received
+  std::string body;
+};
+
+// One request to 127.0.0.1:port on a fresh connection (Connection: close),
+// read to the end; a hang fails after 30 s instead of blocking the test. A
+// body (and any PUT or POST) is sent with its Content-Length and, unless
+// `headers` ("Name: value") names one, Content-Type: application/json.
+HttpAnswer HttpCall(int port, const std::string& method, const std::string& target,
+                    const std::string& body = "", const std::vector<std::string>& headers = {});
+
 // A temporary directory removed (recursively) on destruction.
 class TempDir {
  public:
