@@ -546,6 +546,20 @@ TEST(GatewayE2E, TlsToUpstreamsIsVerified) {
   EXPECT_EQ(r.out, "502");
 }
 
+// A certificate's serial number (openssl's "serial=..." line): it tells two
+// certificates for one name apart.
+std::string SerialOf(const std::string& cert_file) {
+  return RunCommand({"openssl", "x509", "-noout", "-serial", "-in", cert_file}).out;
+}
+
+// The serial of the certificate a TLS listener on `port` serves for `name`.
+std::string ServedSerial(int port, const std::string& name) {
+  return RunCommand({"sh", "-c",
+                     "echo | openssl s_client -connect 127.0.0.1:" + std::to_string(port) +
+                         " -servername " + name + " 2>/dev/null | openssl x509 -noout -serial"})
+      .out;
+}
+
 TEST(GatewayE2E, SighupReloadsCertificatesWithoutARestart) {
   TempDir dir("gw_cert_reload");
   net::testing::TestCa ca(std::string(dir.path()) + "/ca");
@@ -567,20 +581,11 @@ TEST(GatewayE2E, SighupReloadsCertificatesWithoutARestart) {
         << "certificate_check_interval: 0\n";  // the signal alone
   }
   GatewayProcess gw(dir, {"--config", config});
-  // The serial number tells the two certificates apart.
-  auto serial_of = [&](const std::string& file) {
-    return RunCommand({"openssl", "x509", "-noout", "-serial", "-in", file}).out;
-  };
-  auto served_serial = [&] {
-    return RunCommand({"sh", "-c",
-                       "echo | openssl s_client -connect 127.0.0.1:" + std::to_string(gw.port()) +
-                           " -servername shop.test 2>/dev/null | openssl x509 -noout -serial"})
-        .out;
-  };
-  EXPECT_EQ(served_serial(), serial_of(first.cert_file));
+  auto served_serial = [&] { return ServedSerial(gw.port(), "shop.test"); };
+  EXPECT_EQ(served_serial(), SerialOf(first.cert_file));
   install(second);
   gw.process()->Signal(SIGHUP);
-  EXPECT_TRUE(Eventually([&] { return served_serial() == serial_of(second.cert_file); }))
+  EXPECT_TRUE(Eventually([&] { return served_serial() == SerialOf(second.cert_file); }))
       << served_serial();
 }
 
@@ -603,26 +608,18 @@ TEST(GatewayE2E, ChangedCertificateFilesAreServedWithoutASignal) {
                         << "{status: 200, body: ok}}]}]\n"
                         << "certificate_check_interval: 100ms\n";
   GatewayProcess gw(dir, {"--config", config});
-  auto serial_of = [&](const std::string& file) {
-    return RunCommand({"openssl", "x509", "-noout", "-serial", "-in", file}).out;
-  };
-  auto served_serial = [&] {
-    return RunCommand({"sh", "-c",
-                       "echo | openssl s_client -connect 127.0.0.1:" + std::to_string(gw.port()) +
-                           " -servername shop.test 2>/dev/null | openssl x509 -noout -serial"})
-        .out;
-  };
-  EXPECT_EQ(served_serial(), serial_of(first.cert_file));
+  auto served_serial = [&] { return ServedSerial(gw.port(), "shop.test"); };
+  EXPECT_EQ(served_serial(), SerialOf(first.cert_file));
   // The new certificate alone: it does not match the key, so the reload is
   // refused and the first pair still served.
   ASSERT_EQ(RunCommand({"cp", second.cert_file, cert}).exit_code, 0);
   EXPECT_TRUE(Eventually([&] {
     return gw.process()->Log().find("certificate reload refused") != std::string::npos;
   })) << gw.process()->Log();
-  EXPECT_EQ(served_serial(), serial_of(first.cert_file));
+  EXPECT_EQ(served_serial(), SerialOf(first.cert_file));
   // Then its key: the renewal is complete and served.
   ASSERT_EQ(RunCommand({"cp", second.key_file, key}).exit_code, 0);
-  EXPECT_TRUE(Eventually([&] { return served_serial() == serial_of(second.cert_file); }))
+  EXPECT_TRUE(Eventually([&] { return served_serial() == SerialOf(second.cert_file); }))
       << served_serial();
 }
 
