@@ -488,11 +488,6 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
   };
   for (int attempt = 1;; ++attempt) {
     std::shared_ptr<PooledEndpoint> endpoint = cl.Pick(hash, tried);
-    // A retry prefers an endpoint not yet tried; when every usable one was,
-    // it goes to one of them again (as Envoy does) rather than answering
-    // 503 for a cluster that has endpoints — a single-endpoint cluster
-    // retries its endpoint after the back-off.
-    if (endpoint == nullptr && attempt > 1) endpoint = cl.Pick(hash, {});
     if (endpoint == nullptr) {
       co_return co_await Local(
           x, 503, cl.has_endpoints() ? "no healthy upstream\n" : "no upstream endpoints\n");
