@@ -163,7 +163,9 @@ ResultsOptions ResultsOptionsFromExperiment(const ExperimentDoc& experiment) {
 
 absl::StatusOr<JsonValue> ExperimentResults(std::string_view experiment, const ExperimentSums& sums,
                                             const ResultsOptions& options) {
-  RETURN_IF_ERROR(stats::ValidateAlpha(options.alpha));
+  if (!stats::ValidateAlpha(options.alpha).ok()) {
+    return absl::InvalidArgumentError("alpha: must be a number in (0, 1)");
+  }
   if (!std::isfinite(options.sequential_tuning) || !(options.sequential_tuning > 0)) {
     return absl::InvalidArgumentError("sequentialTuning: must be a finite number > 0");
   }

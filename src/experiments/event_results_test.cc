@@ -279,7 +279,7 @@ TEST(EventResultsTest, BadOptionsNameTheField) {
   };
   EXPECT_THAT(error({.control = "nope"}),
               HasSubstr("control: \"nope\" is not a variant of \"e\" (variants: control, t1, t2)"));
-  EXPECT_THAT(error({.alpha = 1}), HasSubstr("alpha"));
+  EXPECT_THAT(error({.alpha = 1}), HasSubstr("alpha: must be a number in (0, 1)"));
   EXPECT_THAT(error({.sequential = true, .sequential_tuning = 0}),
               HasSubstr("sequentialTuning: must be a finite number > 0"));
   EXPECT_THAT(error({.weights = {{"x", 1}}}), HasSubstr("weights:"));
