@@ -111,7 +111,9 @@ net::Task<absl::StatusOr<std::shared_ptr<net::Socket>>> ClusterLoop::Connect(
   if (!socket.ok()) co_return socket;
   // The upstream is read no further ahead than this while the client side
   // is slow: what a stuck client can make the gateway hold per request.
-  (*socket)->set_input_limit(64 << 10, /*exact=*/true);
+  // Exact from the start (no receive armed yet); each request then sets its
+  // client protocol's read-ahead (kUpstreamReadAheadFor*).
+  (*socket)->set_input_limit(kUpstreamReadAheadForHttp2, /*exact=*/true);
   if (tls_ == nullptr) co_return socket;
   // The handshake runs as bytes flow; a failed one surfaces as the
   // request's read error (502), naming the certificate problem in the log.

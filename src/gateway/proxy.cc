@@ -530,6 +530,9 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
       }
       co_return co_await Local(x, 502, "upstream unreachable\n");
     }
+    conn->socket->set_input_limit(
+        in.http2 ? kUpstreamReadAheadForHttp2 : kUpstreamReadAheadForHttp1,
+        /*exact=*/true);
     bool reused = conn->requests > 0;
     bool reusable = false;
     mesh::AttemptVerdict verdict = mesh::AttemptVerdict::kAbandoned;
