@@ -104,7 +104,7 @@ api() {  # METHOD PORT PATH [BODY]: the body of a 2xx answer, or fail
 # ---------------------------------------------------------------- row 1
 has_row() { [[ " $ROWS " == *" $1 "* ]]; }
 has_row 1 && log "row 1: in-process evaluation, $ROUNDS round(s)"
-FILTER='^(BM_LayeredEvaluate/(1|10|100)|BM_IsOn/(1|10|100)|BM_EvalFeature/(1|10|100)|BM_ReferenceEvalFeature|BM_HashV2)$'
+FILTER='^(BM_LayeredEvaluate/(1|10|100)|BM_IsOn/(1|10|100)|BM_EvalFeature/(1|10|100)|BM_EvalFeatureView/(1|10|100)|BM_ReferenceEvalFeature|BM_HashV2)$'
 for round in $(has_row 1 && seq "$ROUNDS"); do
   capstan_json=$(taskset -c $LOAD_CORE "$BENCH" --benchmark_format=json --benchmark_filter="$FILTER" \
     --benchmark_min_time="$MIN_TIME" 2>/dev/null)

@@ -100,6 +100,9 @@ std::optional<CompiledRule> CompileRule(const Json& rule, const std::string& fea
   }
   CompiledRule c;
   c.rule = &rule;
+  if (const Json* id = Find(rule, "id"); id != nullptr && id->is_string()) {
+    c.id = id->get_ref<const std::string&>();
+  }
   const Json* condition = Find(rule, "condition");
   if (JsTruthy(condition)) c.condition = condition;
   const Json* filters = Find(rule, "filters");
@@ -208,13 +211,13 @@ CompiledPayload::CompiledPayload(const Json& payload) {
 }
 
 bool CompiledPayload::IsCompiled(std::string_view feature) const {
-  return features_.find(std::string(feature)) != features_.end();
+  return features_.contains(absl::string_view(feature.data(), feature.size()));
 }
 
 std::optional<FastFeatureResult> CompiledPayload::Evaluate(std::string_view feature_id,
                                                            const Json& attributes,
                                                            ConditionEvaluator& conditions) const {
-  auto found = features_.find(std::string(feature_id));
+  auto found = features_.find(absl::string_view(feature_id.data(), feature_id.size()));
   if (found == features_.end()) return std::nullopt;
   const CompiledFeature& feature = found->second;
   FastFeatureResult result;

@@ -28,9 +28,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "experiments/bucketing.h"
 #include "experiments/condition.h"
 #include "experiments/js_value.h"
@@ -48,6 +48,7 @@ struct CompiledRule {
   enum class Kind { kForce, kExperiment };
   Kind kind = Kind::kForce;
   const Json* rule = nullptr;       // the rule document (its "id")
+  std::string_view id;              // `rule.id` when a truthy string, else ""
   const Json* condition = nullptr;  // nullptr when falsy
   std::vector<CompiledFilter> filters;
   bool has_filters = false;
@@ -108,7 +109,8 @@ class CompiledPayload {
 
  private:
   const Json* saved_groups_;
-  std::unordered_map<std::string, CompiledFeature> features_;
+  // Looked up by string_view without building a string.
+  absl::flat_hash_map<std::string, CompiledFeature> features_;
 };
 
 }  // namespace capstan::experiments

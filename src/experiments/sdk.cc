@@ -106,7 +106,7 @@ std::shared_ptr<const FeaturePayload> GrowthBookClient::payload() const {
   return payload_;
 }
 
-std::shared_ptr<const FeaturePayload> GrowthBookClient::Current() const {
+const std::shared_ptr<const FeaturePayload>& GrowthBookClient::Current() const {
   CachedPayload& cache = cached_payload;
   if (cache.client_id != id_ || cache.generation != generation_.load(std::memory_order_acquire)) {
     std::shared_ptr<const FeaturePayload> previous;  // released after the lock
@@ -121,7 +121,7 @@ std::shared_ptr<const FeaturePayload> GrowthBookClient::Current() const {
 }
 
 absl::StatusOr<Json> GrowthBookClient::EvalFeature(const std::string& key, const Json& user) const {
-  std::shared_ptr<const FeaturePayload> payload = Current();
+  const std::shared_ptr<const FeaturePayload>& payload = Current();
   if (payload != nullptr && AttributesOnly(user)) {
     const CompiledPayload& compiled = payload->compiled();
     ConditionEvaluator conditions(compiled.saved_groups());
@@ -137,8 +137,87 @@ absl::StatusOr<Json> GrowthBookClient::EvalFeature(const std::string& key, const
   return evaluator.EvalFeature(key);
 }
 
+namespace {
+
+std::string_view StringOf(const Json* j) {
+  if (j == nullptr || !j->is_string()) return {};
+  return j->get_ref<const std::string&>();
+}
+
+const Json* Member(const Json& object, const char* key) {
+  if (!object.is_object()) return nullptr;
+  auto it = object.find(key);
+  return it == object.end() ? nullptr : &*it;
+}
+
+// The reference evaluator's FeatureResult, kept for the view made of it.
+thread_local Json reference_result;
+
+}  // namespace
+
+absl::StatusOr<FeatureView> GrowthBookClient::EvalFeatureView(std::string_view key,
+                                                              const Json& attributes) const {
+  const std::shared_ptr<const FeaturePayload>& payload = Current();
+  FeatureView view;
+  if (payload != nullptr && attributes.is_object()) {
+    const CompiledPayload& compiled = payload->compiled();
+    ConditionEvaluator conditions(compiled.saved_groups());
+    try {
+      std::optional<FastFeatureResult> fast = compiled.Evaluate(key, attributes, conditions);
+      if (fast.has_value()) {
+        view.value = fast->value;
+        view.on = fast->on();
+        switch (fast->source) {
+          case FastFeatureResult::Source::kDefaultValue:
+            view.source = "defaultValue";
+            return view;
+          case FastFeatureResult::Source::kForce:
+            view.source = "force";
+            break;
+          case FastFeatureResult::Source::kExperiment:
+            view.source = "experiment";
+            break;
+        }
+        view.rule_id = fast->rule->id;
+        if (fast->source == FastFeatureResult::Source::kForce) return view;
+        view.experiment = &fast->rule->experiment;
+        view.variation_id = fast->variation;
+        view.variation_meta =
+            fast->rule->meta != nullptr ? &(*fast->rule->meta)[fast->variation] : nullptr;
+        view.bucket = fast->bucket;
+        view.hash_attribute = StringOf(&fast->rule->hash_attribute);
+        view.hash_value = fast->hash_value;
+        return view;
+      }
+    } catch (const JsTypeError& e) {
+      return absl::InvalidArgumentError(std::string("TypeError: ") + e.what());
+    }
+  }
+  absl::StatusOr<Json> result = EvalFeature(std::string(key), Json{{"attributes", attributes}});
+  if (!result.ok()) return result.status();
+  reference_result = *std::move(result);
+  const Json& r = reference_result;
+  view.value = &r["value"];
+  view.on = r.value("on", false);
+  view.source = StringOf(Member(r, "source"));
+  view.rule_id = StringOf(Member(r, "ruleId"));
+  if (const Json* er = Member(r, "experimentResult"); er != nullptr && er->is_object()) {
+    view.experiment = Member(r, "experiment");
+    view.variation_id = er->value("variationId", -1);
+    view.bucket = er->value("bucket", 0.0);
+    view.hash_attribute = StringOf(Member(*er, "hashAttribute"));
+    view.hash_value = Member(*er, "hashValue");
+    if (const Json* meta = view.experiment != nullptr ? Member(*view.experiment, "meta") : nullptr;
+        meta != nullptr && meta->is_array() && view.variation_id >= 0 &&
+        static_cast<size_t>(view.variation_id) < meta->size()) {
+      view.variation_meta = &(*meta)[static_cast<size_t>(view.variation_id)];
+    }
+  }
+  return view;
+}
+
 absl::StatusOr<bool> GrowthBookClient::IsOn(const std::string& key, const Json& attributes) const {
-  std::shared_ptr<const FeaturePayload> payload = Current();
+  const std::shared_ptr<const FeaturePayload>& payload = Current();
   if (payload != nullptr && attributes.is_object()) {
     const CompiledPayload& compiled = payload->compiled();
     ConditionEvaluator conditions(compiled.saved_groups());
@@ -155,7 +234,7 @@ absl::StatusOr<bool> GrowthBookClient::IsOn(const std::string& key, const Json& 
 }
 
 absl::StatusOr<Json> GrowthBookClient::Run(const Json& experiment, const Json& user) const {
-  std::shared_ptr<const FeaturePayload> payload = Current();
+  const std::shared_ptr<const FeaturePayload>& payload = Current();
   GrowthBookEvaluator evaluator(payload ? payload->json() : kEmptyPayload, user);
   return evaluator.Run(experiment);
 }

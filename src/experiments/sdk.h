@@ -64,6 +64,28 @@ class FeaturePayload {
   CompiledPayload compiled_;  // points into json_
 };
 
+// growthbook.evalFeature's FeatureResult as a typed view (GrowthBookClient::
+// EvalFeatureView): the same fields, pointing into the payload instead of
+// being copied into JSON.
+struct FeatureView {
+  const Json* value = nullptr;  // never null once evaluated (JSON null for none)
+  bool on = false;              // JavaScript truthiness of *value
+  // "defaultValue", "force", "experiment", "unknownFeature", "cyclicPrerequisite",
+  // "prerequisite", "override" — as the SDK's FeatureResult.source.
+  std::string_view source;
+  std::string_view rule_id;  // rule.id when a non-empty string, else ""
+  // With source "experiment": the rule's Experiment and the assignment
+  // (FeatureResult.experimentResult): the variation, its meta entry (whose
+  // "key", else the variation's index, is the result's key), the bucket, the
+  // attribute hashed and its value.
+  const Json* experiment = nullptr;
+  int variation_id = -1;
+  const Json* variation_meta = nullptr;
+  double bucket = 0;
+  std::string_view hash_attribute;
+  const Json* hash_value = nullptr;
+};
+
 class GrowthBookClient {
  public:
   // A client without a payload: every feature is unknown.
@@ -79,6 +101,13 @@ class GrowthBookClient {
   // SDK's FeatureResult; an error only for a payload the SDK would throw on.
   absl::StatusOr<Json> EvalFeature(const std::string& key, const Json& user) const;
 
+  // evalFeature(key) for a user with these attributes only, as a typed view
+  // (no JSON built, no allocation on the compiled path): what a service reads
+  // per request. The view points into this thread's current payload (or, for
+  // a feature the fast path does not cover, into a result kept per thread)
+  // and is valid until this thread's next call on any GrowthBookClient.
+  absl::StatusOr<FeatureView> EvalFeatureView(std::string_view key, const Json& attributes) const;
+
   // The hot path: is feature `key` on for a user with these attributes? Uses
   // the compiled payload (no JSON is built) when the feature compiled, the
   // reference evaluator otherwise; the answer is FeatureResult.on either way.
@@ -92,8 +121,10 @@ class GrowthBookClient {
   // when the generation moved. (Not std::atomic<std::shared_ptr>: libstdc++
   // 12's lock bit inside it is invisible to ThreadSanitizer, which reports
   // races, and the Assigner's readers saw stale values through it.) A
-  // thread keeps the payload it used last alive until its next call.
-  std::shared_ptr<const FeaturePayload> Current() const;
+  // thread keeps the payload it used last alive until its next call; the
+  // reference is to that per-thread copy (no reference count touched on
+  // the hot path), valid until this thread's next call.
+  const std::shared_ptr<const FeaturePayload>& Current() const;
 
   const uint64_t id_;  // tells the caches of different clients apart
   mutable Mutex mu_;

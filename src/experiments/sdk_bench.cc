@@ -47,6 +47,16 @@ void BM_EvalFeature(benchmark::State& state) {
 }
 BENCHMARK(BM_EvalFeature)->Arg(1)->Arg(10)->Arg(100);
 
+// The same FeatureResult as a typed view into the payload (no JSON built).
+void BM_EvalFeatureView(benchmark::State& state) {
+  int count = static_cast<int>(state.range(0));
+  GrowthBookClient client(Payload(count));
+  Json attributes = Json::parse(R"({"id":"user-123456","country":"US"})");
+  std::string key = "feature-" + std::to_string(count - 1);
+  for (auto _ : state) benchmark::DoNotOptimize(client.EvalFeatureView(key, attributes));
+}
+BENCHMARK(BM_EvalFeatureView)->Arg(1)->Arg(10)->Arg(100);
+
 // The hot path: the compiled payload, no JSON result.
 void BM_IsOn(benchmark::State& state) {
   int count = static_cast<int>(state.range(0));

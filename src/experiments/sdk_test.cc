@@ -35,6 +35,56 @@ TEST(GrowthBookClientTest, RunUsesTheUsersAttributes) {
   EXPECT_EQ((*result)["bucket"], 0.969);
 }
 
+// The typed view says what the FeatureResult JSON says, on the compiled path
+// and on the reference evaluator's (a parent condition is not compiled).
+TEST(GrowthBookClientTest, TheTypedViewAgreesWithTheFeatureResult) {
+  auto payload = FeaturePayload::Parse(R"({"features":{
+    "plain": {"defaultValue": {"color": "blue"}},
+    "forced": {"defaultValue": false, "rules": [
+      {"id": "fr", "condition": {"country": "US"}, "force": true, "coverage": 0.5}]},
+    "exp": {"defaultValue": "control", "rules": [
+      {"id": "er", "key": "exp-key", "hashVersion": 2, "variations": ["control", "treatment"],
+       "weights": [0.5, 0.5], "meta": [{"key": "c"}, {"key": "t", "name": "T"}]}]},
+    "child": {"defaultValue": 0, "rules": [
+      {"id": "cr", "parentConditions": [{"id": "plain", "condition": {"value.color": "blue"}}],
+       "key": "child-exp", "hashVersion": 2, "variations": [1, 2]}]}}})");
+  ASSERT_TRUE(payload.ok()) << payload.status();
+  ASSERT_FALSE((*payload)->compiled().IsCompiled("child"));
+  GrowthBookClient client(*payload);
+  int experiments = 0;
+  for (const char* feature : {"plain", "forced", "exp", "child", "missing"}) {
+    for (int u = 0; u < 40; ++u) {
+      Json attributes = {{"id", "user-" + std::to_string(u)}, {"country", u % 2 ? "US" : "CA"}};
+      absl::StatusOr<Json> full = client.EvalFeature(feature, Json{{"attributes", attributes}});
+      absl::StatusOr<FeatureView> view = client.EvalFeatureView(feature, attributes);
+      ASSERT_TRUE(full.ok() && view.ok());
+      SCOPED_TRACE(std::string(feature) + " " + attributes.dump());
+      EXPECT_EQ(*view->value, (*full)["value"]);
+      EXPECT_EQ(view->on, (*full)["on"].get<bool>());
+      EXPECT_EQ(view->source, (*full)["source"].get<std::string>());
+      EXPECT_EQ(view->rule_id, full->value("ruleId", std::string()));
+      if (!full->contains("experimentResult")) {
+        EXPECT_EQ(view->experiment, nullptr);
+        continue;
+      }
+      ++experiments;
+      const Json& result = (*full)["experimentResult"];
+      ASSERT_NE(view->experiment, nullptr);
+      EXPECT_EQ(*view->experiment, (*full)["experiment"]);
+      EXPECT_EQ(view->variation_id, result["variationId"].get<int>());
+      EXPECT_EQ(view->bucket, result["bucket"].get<double>());
+      EXPECT_EQ(view->hash_attribute, result["hashAttribute"].get<std::string>());
+      ASSERT_NE(view->hash_value, nullptr);
+      EXPECT_EQ(*view->hash_value, result["hashValue"]);
+      std::string key = view->variation_meta != nullptr && view->variation_meta->contains("key")
+                            ? (*view->variation_meta)["key"].get<std::string>()
+                            : std::to_string(view->variation_id);
+      EXPECT_EQ(key, result["key"].get<std::string>());
+    }
+  }
+  EXPECT_GT(experiments, 40);  // both experiment features assigned users
+}
+
 TEST(FeaturePayloadTest, DecryptsEncryptedFeatures) {
   // Encrypted by node's crypto (aes-128-cbc) as GrowthBook does.
   auto payload = FeaturePayload::Parse(
