@@ -344,7 +344,9 @@ net::Task<void> Gateway::ServeConnection(LoopState* state, size_t listener_index
     // The protocol: ALPN under TLS; in clear text the HTTP/2 connection
     // preface (prior knowledge) or else HTTP/1.1.
     bool http2 = false;
+    // Read before any await: `lc` belongs to a snapshot a reload may free.
     const ListenerConfig& lc = state->snapshot->config.listeners[listener_index];
+    idle_left = lc.limits.idle_timeout - lc.limits.idle_park_after;
     // Until the protocol is known (the TLS handshake, the preface) the
     // header timeout holds: silence or a dribble is closed (slowloris).
     net::Timer sniff_timer([raw = socket.get()] { raw->Close(); });
@@ -379,7 +381,6 @@ net::Task<void> Gateway::ServeConnection(LoopState* state, size_t listener_index
     } else {
       std::optional<H2cUpgrade> upgrade;
       co_await ServeHttp1(context, socket, &upgrade, &parked_fd);
-      idle_left = lc.limits.idle_timeout - lc.limits.idle_park_after;
       // Switched by an h2c upgrade: the same connection goes on as HTTP/2.
       if (upgrade.has_value() && !socket->closed()) {
         co_await ServeHttp2(context, socket, &*upgrade);

@@ -53,8 +53,8 @@ class IoBackend {
   // nothing of it is in flight any more, else Socket::OnReleaseReady runs
   // once the engine holds nothing (the receive cancelled or completed).
   virtual bool BeginRelease(Socket* s) = 0;
-  // Wait for the waiter's fd to be readable (or hung up); FdWaiter::Complete
-  // runs with the result. CancelPoll ends the wait early (-ECANCELED).
+  // Wait for the waiter's fd to be readable (or hung up); FdWaiter::Finish
+  // takes the result. CancelPoll ends the wait early (-ECANCELED).
   virtual void StartPoll(FdWaiter* w) = 0;
   virtual void CancelPoll(FdWaiter* w) = 0;
 
