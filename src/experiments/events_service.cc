@@ -69,65 +69,46 @@ ServiceExtension MakeEventsExtension(EventsOptions options) {
     std::shared_ptr<EventStore> store = std::move(opened);
     CAPSTAN_LOG(info, "experiments: events enabled", "directory", options.directory, "log_sequence",
                 store->Stats().next_sequence);
-    metrics::Registry& reg = *context.registry;
-    metrics::Counter* accepted = reg.AddCounter("capstan_experiments_events_accepted_total",
-                                                "Events written to the durable log.");
-    metrics::Counter* duplicates =
-        reg.AddCounter("capstan_experiments_events_duplicates_total",
-                       "Events whose idempotency key was accepted before (not counted again).");
-    metrics::Counter* rejected = reg.AddCounter("capstan_experiments_events_rejected_batches_total",
-                                                "Event batches refused as invalid (400).");
-    metrics::Counter* throttled =
-        reg.AddCounter("capstan_experiments_events_throttled_batches_total",
-                       "Event batches refused because the pipeline was behind (429).");
-    reg.AddGaugeFunc("capstan_experiments_events_queued", "Events queued or being written.",
-                     [store] { return static_cast<double>(store->Stats().queued_events); });
-    reg.AddGaugeFunc("capstan_experiments_events_log_sequence", "Events in the durable log.",
-                     [store] { return static_cast<double>(store->Stats().next_sequence); });
-
-    int retry_after = options.retry_after_seconds;
+    auto api = std::make_shared<EventsApi>(store, context.registry, options.retry_after_seconds);
+    if (options.on_open) options.on_open(api);
     context.router->Add(
-        "POST", "/v1/events",
-        [store, accepted, duplicates, rejected, throttled, retry_after](
-            const net::HttpRequest& request, const net::PathParams&) {
+        "POST", "/v1/events", [api](const net::HttpRequest& request, const net::PathParams&) {
           EventDecodeError decode_error;
           absl::StatusOr<std::vector<Event>> events = DecodeEventBatch(request.body, &decode_error);
           if (!events.ok()) {
-            rejected->Inc();
+            api->CountRejected();
             if (request.body.size() > kMaxEventBatchBytes) {
               return net::JsonError(413, "too_large", std::string(events.status().message()));
             }
             return InvalidBatch(decode_error, events.status());
           }
-          absl::StatusOr<AppendResult> result = store->Append(*std::move(events));
+          absl::StatusOr<AppendResult> result = api->Ingest(*std::move(events));
           if (!result.ok()) {
             if (absl::IsResourceExhausted(result.status())) {
-              throttled->Inc();
               net::HttpResponse response =
                   net::JsonError(429, "behind", std::string(result.status().message()));
-              response.headers.emplace_back("Retry-After", absl::StrCat(retry_after));
+              response.headers.emplace_back("Retry-After",
+                                            absl::StrCat(api->retry_after_seconds()));
               return response;
             }
             return net::JsonError(503, "unavailable", std::string(result.status().message()));
           }
-          accepted->Inc(result->accepted);
-          duplicates->Inc(result->duplicates);
           return net::JsonResponse(
               200,
               JsonValue{{"accepted", result->accepted}, {"duplicates", result->duplicates}}.dump());
         });
     context.router->Add("GET", "/v1/experiments/{id}/results",
-                        [store](const net::HttpRequest& request, const net::PathParams& params) {
+                        [api](const net::HttpRequest& request, const net::PathParams& params) {
                           absl::StatusOr<ResultsOptions> query = ParseResultsQuery(request.query);
                           if (!query.ok()) return ErrorResponse(query.status());
                           const std::string& id = params.at("id");
-                          absl::StatusOr<JsonValue> results = Results(*store, id, *query);
+                          absl::StatusOr<JsonValue> results = api->Results(id, *query);
                           if (!results.ok()) return ErrorResponse(results.status());
                           return net::JsonResponse(200, results->dump());
                         });
     context.router->Add(
-        "GET", "/v1/events/status", [store](const net::HttpRequest&, const net::PathParams&) {
-          EventStoreStats s = store->Stats();
+        "GET", "/v1/events/status", [api](const net::HttpRequest&, const net::PathParams&) {
+          EventStoreStats s = api->Stats();
           return net::JsonResponse(200, JsonValue{{"logSequence", s.next_sequence},
                                                   {"accepted", s.accepted},
                                                   {"duplicates", s.duplicates},

@@ -1,0 +1,73 @@
+#include "experiments/events_api.h"
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace capstan::experiments {
+
+absl::StatusOr<std::vector<Event>> CheckEvents(const std::vector<Event>& events,
+                                               EventDecodeError* error) {
+  EventDecodeError local;
+  EventDecodeError* e = error != nullptr ? error : &local;
+  // Counted before encoding, so an oversized batch costs nothing.
+  if (events.empty() || events.size() > kMaxEventsPerBatch) {
+    e->line = 0;
+    e->field = "(body)";
+    e->message = events.empty()
+                     ? std::string("has no events")
+                     : absl::StrCat("has ", events.size(), " events; at most ", kMaxEventsPerBatch);
+    return absl::InvalidArgumentError(absl::StrCat(e->field, ": ", e->message));
+  }
+  std::string lines;
+  for (const Event& event : events) {
+    lines += EncodeEvent(event);
+    lines += '\n';
+  }
+  return DecodeEventBatch(lines, e);
+}
+
+EventsApi::EventsApi(std::shared_ptr<EventStore> store, metrics::Registry* registry,
+                     int retry_after_seconds)
+    : store_(std::move(store)), retry_after_seconds_(retry_after_seconds) {
+  metrics::Registry& reg = *registry;
+  accepted_ = reg.AddCounter("capstan_experiments_events_accepted_total",
+                             "Events written to the durable log.");
+  duplicates_ =
+      reg.AddCounter("capstan_experiments_events_duplicates_total",
+                     "Events whose idempotency key was accepted before (not counted again).");
+  rejected_ = reg.AddCounter("capstan_experiments_events_rejected_batches_total",
+                             "Event batches refused as invalid (400).");
+  throttled_ = reg.AddCounter("capstan_experiments_events_throttled_batches_total",
+                              "Event batches refused because the pipeline was behind (429).");
+  std::shared_ptr<EventStore> s = store_;
+  reg.AddGaugeFunc("capstan_experiments_events_queued", "Events queued or being written.",
+                   [s] { return static_cast<double>(s->Stats().queued_events); });
+  reg.AddGaugeFunc("capstan_experiments_events_log_sequence", "Events in the durable log.",
+                   [s] { return static_cast<double>(s->Stats().next_sequence); });
+}
+
+absl::StatusOr<AppendResult> EventsApi::Ingest(std::vector<Event> events) {
+  absl::StatusOr<AppendResult> result = store_->Append(std::move(events));
+  if (!result.ok()) {
+    if (absl::IsResourceExhausted(result.status())) {
+      throttled_->Inc();
+      return absl::ResourceExhaustedError(
+          absl::StrCat(result.status().message(), "; retry after ", retry_after_seconds_, " s"));
+    }
+    return result.status();
+  }
+  accepted_->Inc(result->accepted);
+  duplicates_->Inc(result->duplicates);
+  return result;
+}
+
+void EventsApi::CountRejected() { rejected_->Inc(); }
+
+absl::StatusOr<nlohmann::ordered_json> EventsApi::Results(std::string_view experiment,
+                                                          const ResultsOptions& options) const {
+  return experiments::Results(*store_, experiment, options);
+}
+
+}  // namespace capstan::experiments
