@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/status.h"
 
 namespace capstan::experiments {
 
@@ -20,12 +21,34 @@ absl::StatusOr<std::vector<Event>> CheckEvents(const std::vector<Event>& events,
                      : absl::StrCat("has ", events.size(), " events; at most ", kMaxEventsPerBatch);
     return absl::InvalidArgumentError(absl::StrCat(e->field, ": ", e->message));
   }
+  // Decoded in pieces under the body limit: that limit is HTTP's (a typed
+  // batch is bounded by its count and the transport's message size).
+  std::vector<Event> checked;
+  checked.reserve(events.size());
   std::string lines;
-  for (const Event& event : events) {
-    lines += EncodeEvent(event);
+  size_t first = 0;  // index of the piece's first event
+  auto decode_piece = [&]() -> absl::Status {
+    absl::StatusOr<std::vector<Event>> piece = DecodeEventBatch(lines, e);
+    if (!piece.ok()) {
+      e->line += first;
+      return absl::InvalidArgumentError(
+          absl::StrCat("line ", e->line, ": ", e->field, ": ", e->message));
+    }
+    for (Event& event : *piece) checked.push_back(std::move(event));
+    lines.clear();
+    return absl::OkStatus();
+  };
+  for (size_t i = 0; i < events.size(); ++i) {
+    std::string line = EncodeEvent(events[i]);
+    if (!lines.empty() && lines.size() + line.size() + 1 > kMaxEventBatchBytes) {
+      RETURN_IF_ERROR(decode_piece());
+      first = i;
+    }
+    lines += line;
     lines += '\n';
   }
-  return DecodeEventBatch(lines, e);
+  RETURN_IF_ERROR(decode_piece());
+  return checked;
 }
 
 EventsApi::EventsApi(std::shared_ptr<EventStore> store, metrics::Registry* registry,

@@ -3,11 +3,13 @@
 // evaluation result says exactly what the HTTP API's JSON says.
 #include "experiments_rpc/rpc_service.h"
 
-#include <cmath>
+#include <filesystem>
+#include <future>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "experiments/events_service.h"
 #include "experiments/model.h"
 #include "experiments/snapshot.h"
 #include "experiments_rpc/client.h"
@@ -126,6 +128,12 @@ TEST(EventsFromProtoTest, ErrorsNameTheEventAndTheProtoField) {
     *too_many.add_events() = Exposure("k" + std::to_string(i), "u", "a");
   }
   EXPECT_EQ(ErrorOf(too_many), "events: has 10001 events; at most 10000");
+  // A full batch is over the JSON body limit: it is checked in pieces, and an
+  // error in a later piece still names its own event.
+  too_many.mutable_events()->RemoveLast();
+  EXPECT_TRUE(EventsFromProto(too_many).ok());
+  too_many.mutable_events(9000)->set_unit(std::string(129, 'u'));
+  EXPECT_EQ(ErrorOf(too_many), "events[9000].unit: must be 1 to 128 bytes");
 }
 
 // Documents keyed "<kind>/<id>".
@@ -181,6 +189,92 @@ TEST(UnitResultTest, TypedResultSaysWhatTheJsonSays) {
   EXPECT_TRUE(sources.count("FLAG_SOURCE_FORCE") && sources.count("FLAG_SOURCE_EXPERIMENT") &&
               sources.count("FLAG_SOURCE_DISABLED"))
       << sources.size();
+}
+
+// The event calls over a real RPC server, with the event store's writer held
+// so the pipeline is behind: RESOURCE_EXHAUSTED saying when to retry, then
+// the held batch answers once written. No configuration store is needed: the
+// event calls use only the EventsApi.
+TEST(IngestEventsTest, BackPressureIsResourceExhaustedWithARetryHint) {
+  std::string pattern =
+      (std::filesystem::temp_directory_path() / "experiments_rpc_XXXXXX").string();
+  const std::string dir = ::mkdtemp(pattern.data());
+  std::promise<void> entered;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  bool first = true;
+  std::shared_ptr<experiments::EventsApi> api;
+  net::HttpRouter router;
+  metrics::Registry registry;
+  experiments::ServiceContext context{
+      .store = nullptr, .watcher = nullptr, .router = &router, .registry = &registry};
+  absl::Status installed = experiments::MakeEventsExtension(
+      {.directory = dir + "/events",
+       .max_queued_events = experiments::kMaxEventsPerBatch,
+       .retry_after_seconds = 2,
+       .before_group_write =
+           [&] {
+             if (!first) return;
+             first = false;
+             entered.set_value();
+             released.wait();
+           },
+       .on_open = [&](std::shared_ptr<experiments::EventsApi> opened) { api = opened; }})(context);
+  ASSERT_TRUE(installed.ok()) << installed;
+  ASSERT_NE(api, nullptr);
+
+  net::WorkerPool pool({.threads = 2});
+  ExperimentsRpcService service(/*service=*/nullptr, api, &pool);
+  ExperimentsRpcService disabled(/*service=*/nullptr, nullptr, &pool);
+  rpc::Server server({});
+  server.AddService(&service);
+  ASSERT_TRUE(server.Start().ok());
+  auto client = ExperimentsRpcClient::Connect("127.0.0.1", server.port());
+  ASSERT_TRUE(client.ok()) << client.status();
+
+  v1::IngestEventsRequest full;
+  for (size_t i = 0; i < experiments::kMaxEventsPerBatch; ++i) {
+    *full.add_events() = Exposure("h" + std::to_string(i), "h" + std::to_string(i), "a");
+  }
+  auto held = std::async(std::launch::async, [&] { return (*client)->IngestEvents(full); });
+  // Bounded: a held call that failed instead says why.
+  std::future<void> entered_future = entered.get_future();
+  while (entered_future.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready) {
+    if (held.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+      release.set_value();
+      FAIL() << "the held batch was answered first: " << held.get().status();
+    }
+  }
+  v1::IngestEventsRequest one;
+  *one.add_events() = Exposure("x", "x", "a");
+  auto behind = (*client)->IngestEvents(one);
+  EXPECT_EQ(behind.status().code(), absl::StatusCode::kResourceExhausted) << behind.status();
+  EXPECT_NE(behind.status().message().find("retry after 2 s"), std::string::npos)
+      << behind.status();
+  release.set_value();
+  auto written = held.get();
+  ASSERT_TRUE(written.ok()) << written.status();
+  EXPECT_EQ(written->accepted(), experiments::kMaxEventsPerBatch);
+  auto after = (*client)->IngestEvents(one);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->accepted(), 1u);
+  EXPECT_NE(registry.RenderText().find("capstan_experiments_events_throttled_batches_total 1"),
+            std::string::npos);
+  client->reset();
+  server.Shutdown(std::chrono::seconds(1));
+
+  // Without an event store, the event calls say so.
+  rpc::Server off({});
+  off.AddService(&disabled);
+  ASSERT_TRUE(off.Start().ok());
+  auto off_client = ExperimentsRpcClient::Connect("127.0.0.1", off.port());
+  ASSERT_TRUE(off_client.ok());
+  EXPECT_EQ((*off_client)->IngestEvents(one).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  off_client->reset();
+  off.Shutdown(std::chrono::seconds(1));
+  api.reset();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
