@@ -17,8 +17,8 @@ CLI::App* AddExperimentsServeCommand(CLI::App* experiments, ExperimentsServeFlag
       "serve",
       "Serve the experiments HTTP API: configuration documents in the store (watched), "
       "the layered model's /v1/evaluate, /v1/evaluate/batch and /v1/analyze, and "
-      "GrowthBook's SDK endpoints /api/features/{clientKey} and /api/eval/{clientKey} "
-      "(docs/experiments.md).");
+      "GrowthBook's SDK endpoints /api/features/{clientKey} and /api/eval/{clientKey}; "
+      "with --rpc-listen, the same calls over Capstan RPC (docs/experiments.md).");
   cmd->add_option("--store", f->store, "The store's endpoints (host:port, comma-separated).")
       ->delimiter(',')
       ->capture_default_str();

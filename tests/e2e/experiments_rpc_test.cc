@@ -217,6 +217,23 @@ TEST_F(ExperimentsRpcE2E, DocumentsAndEvaluationOverRpcAnswerAsHttpDoes) {
   EXPECT_EQ(over.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(over.status().message(), "attributes_json: 501 units in one batch; at most 500");
 
+  // Analysis: the same answer and the same field-naming error as POST /v1/analyze.
+  const std::string welch =
+      R"({"op": "welchTTest", "a": {"n": 100, "mean": 1, "variance": 1},
+          "b": {"n": 100, "mean": 1.3, "variance": 1.2}})";
+  auto analysis = client_->Analyze(welch);
+  ASSERT_TRUE(analysis.ok()) << analysis.status();
+  HttpAnswer http_analysis = HttpCall(port_, "POST", "/v1/analyze", welch);
+  ASSERT_EQ(http_analysis.status, 200) << http_analysis.body;
+  EXPECT_EQ(Plain(*analysis), Plain(JsonOf(http_analysis)));
+  EXPECT_TRUE(analysis->contains("p_value")) << analysis->dump();
+  const std::string bad_n = R"({"op": "welchTTest", "a": {"n": 1, "mean": 1, "variance": 1},
+                                "b": {"n": 100, "mean": 1.3, "variance": 1.2}})";
+  auto bad_analysis = client_->Analyze(bad_n);
+  EXPECT_EQ(bad_analysis.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(JsonOf(HttpCall(port_, "POST", "/v1/analyze", bad_n))["error"]["message"],
+            std::string(bad_analysis.status().message()));
+
   auto status = client_->Status();
   ASSERT_TRUE(status.ok()) << status.status();
   EXPECT_TRUE(status->model().ok());
