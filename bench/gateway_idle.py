@@ -5,7 +5,7 @@
 
 Opens N connections to 127.0.0.1:PORT, sends one `GET /1k` on each and reads
 the whole answer (so each connection has served a request and sits idle in
-keep-alive, as a browser's does), waits for the proxy to settle, and prints
+keep-alive, as a browser's does), waits 3 s for the proxy to settle, and prints
 one JSON line: the proxy's RSS (VmRSS summed over PIDs) before and after,
 and the delta per connection. Connections that fail are counted, not fatal.
 """
@@ -63,7 +63,10 @@ for _ in range(n):
         socks.append(s)
     except OSError:
         failed += 1
-time.sleep(1.0)
+# Settle: longer than capstan's idle_park_after (250ms) and its allocator's
+# dirty-page decay (1s, src/cmd/jemalloc_conf.cc), so what is measured is
+# what idle connections hold, not the residue of opening them.
+time.sleep(3.0)
 after = rss_kb()
 # Still open? (a proxy that dropped them would flatter itself)
 still_open = 0

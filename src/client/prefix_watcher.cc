@@ -79,9 +79,11 @@ void PrefixWatcher::Run() {
       std::set<std::string> now;
       for (const auto& kv : listed->kvs()) now.insert(kv.key());
       for (const std::string& key : keys_) {
-        if (!now.contains(key)) batch.push_back({key, std::nullopt});
+        if (!now.contains(key)) batch.push_back({key, std::nullopt, listed->header().revision()});
       }
-      for (const auto& kv : listed->kvs()) batch.push_back({kv.key(), kv.value()});
+      for (const auto& kv : listed->kvs()) {
+        batch.push_back({kv.key(), kv.value(), kv.mod_revision()});
+      }
       keys_ = std::move(now);
       watch_broken_ = false;
       ++listings_;
@@ -107,10 +109,12 @@ void PrefixWatcher::Run() {
           for (const auto& event : response.events()) {
             if (event.type() == mvccpb::Event::PUT) {
               keys_.insert(event.kv().key());
-              batch.push_back({event.kv().key(), event.kv().value()});
+              batch.push_back({event.kv().key(), event.kv().value(), event.kv().mod_revision()});
             } else {
               keys_.erase(event.kv().key());
-              batch.push_back({event.kv().key(), std::nullopt});
+              batch.push_back({event.kv().key(), std::nullopt,
+                               event.kv().mod_revision() > 0 ? event.kv().mod_revision()
+                                                             : response.header().revision()});
             }
           }
           on_change_(batch);

@@ -22,6 +22,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -38,6 +39,10 @@ namespace capstan::client {
 struct PrefixChange {
   std::string key;
   std::optional<std::string> value;  // nullopt: the key was deleted
+  // The store revision of this change: the key's mod_revision for a put, the
+  // delete's revision (or, for a key found gone by a new listing, that
+  // listing's revision) for a deletion.
+  int64_t mod_revision = 0;
 };
 
 struct PrefixWatcherOptions {

@@ -1,5 +1,6 @@
 #include "experiments/config_store.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "absl/strings/cord.h"
@@ -359,6 +360,7 @@ void ConfigWatcher::Apply(const std::vector<client::PrefixChange>& batch) {
   // Copy on write: the maps are copied, the documents shared.
   auto next = std::make_shared<DocumentSnapshot>(*snapshot_.load());
   for (const client::PrefixChange& change : batch) {
+    next->revision = std::max(next->revision, change.mod_revision);
     std::string_view rest(change.key);
     rest.remove_prefix(prefix_.size());
     size_t slash = rest.find('/');
@@ -381,7 +383,7 @@ void ConfigWatcher::Apply(const std::vector<client::PrefixChange>& batch) {
       continue;
     }
     next->kinds[kind][id] = std::make_shared<const ConfigDocument>(
-        ConfigDocument::FromStored(kind, id, std::move(*stored), 0));
+        ConfigDocument::FromStored(kind, id, std::move(*stored), change.mod_revision));
   }
   next->generation += 1;
   std::shared_ptr<const DocumentSnapshot> published = std::move(next);

@@ -82,7 +82,7 @@ struct ConfigDocument {
   std::string id;
   Json spec;
   int64_t version = 0;   // 1 when created, +1 per update
-  int64_t revision = 0;  // the store's mod_revision; 0 where unknown (snapshots)
+  int64_t revision = 0;  // the store's mod_revision; 0 where unknown (a hand-built snapshot)
   std::string created_by, created_at, updated_by, updated_at;  // RFC 3339 UTC
 
   // The envelope kept in the store (no revision: the store keeps it).
@@ -156,6 +156,9 @@ struct DocumentSnapshot {
   std::map<std::string, Documents, std::less<>> kinds;
   // Counts the snapshots a watcher has built (1: the first listing).
   uint64_t generation = 0;
+  // The newest store revision among the changes applied so far (0: none):
+  // the snapshot holds every configuration change up to it.
+  int64_t revision = 0;
 
   const ConfigDocument* Find(std::string_view kind, std::string_view id) const;
   // The documents of `kind` (empty if none).

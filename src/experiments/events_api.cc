@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
+#include "experiments/model_service.h"
 
 namespace capstan::experiments {
 
@@ -51,9 +52,9 @@ absl::StatusOr<std::vector<Event>> CheckEvents(const std::vector<Event>& events,
   return checked;
 }
 
-EventsApi::EventsApi(std::shared_ptr<EventStore> store, metrics::Registry* registry,
-                     int retry_after_seconds)
-    : store_(std::move(store)), retry_after_seconds_(retry_after_seconds) {
+EventsApi::EventsApi(std::shared_ptr<EventStore> store, const ConfigWatcher* watcher,
+                     metrics::Registry* registry, int retry_after_seconds)
+    : store_(std::move(store)), watcher_(watcher), retry_after_seconds_(retry_after_seconds) {
   metrics::Registry& reg = *registry;
   accepted_ = reg.AddCounter("capstan_experiments_events_accepted_total",
                              "Events written to the durable log.");
@@ -88,9 +89,30 @@ absl::StatusOr<AppendResult> EventsApi::Ingest(std::vector<Event> events) {
 
 void EventsApi::CountRejected() { rejected_->Inc(); }
 
-absl::StatusOr<nlohmann::ordered_json> EventsApi::Results(std::string_view experiment,
-                                                          const ResultsOptions& options) const {
-  return experiments::Results(*store_, experiment, options);
+absl::StatusOr<nlohmann::ordered_json> EventsApi::Results(
+    std::string_view experiment, absl::FunctionRef<absl::Status(ResultsOptions*)> overrides) const {
+  ResultsOptions options;
+  std::string definition_error;
+  if (watcher_ != nullptr) {
+    std::shared_ptr<const DocumentSnapshot> documents = watcher_->snapshot();
+    if (const ConfigDocument* document =
+            documents->Find(DocumentKindDirectory(DocumentKind::kExperiment), experiment)) {
+      const std::string id(experiment);
+      absl::StatusOr<ModelDocument> parsed =
+          ParseModelSpec(DocumentKind::kExperiment, id, document->spec);
+      if (parsed.ok()) {
+        options = ResultsOptionsFromExperiment(std::get<ExperimentDoc>(parsed->object));
+      } else {
+        // Written behind the API's back: say so, and analyse the events alone.
+        definition_error = std::string(parsed.status().message());
+      }
+    }
+  }
+  RETURN_IF_ERROR(overrides(&options));
+  ASSIGN_OR_RETURN(nlohmann::ordered_json results,
+                   experiments::Results(*store_, experiment, options));
+  if (!definition_error.empty()) results["definitionError"] = definition_error;
+  return results;
 }
 
 }  // namespace capstan::experiments

@@ -17,8 +17,10 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "base/metrics.h"
+#include "experiments/config_store.h"
 #include "experiments/event_results.h"
 #include "experiments/event_store.h"
 #include "experiments/events.h"
@@ -37,8 +39,9 @@ absl::StatusOr<std::vector<Event>> CheckEvents(const std::vector<Event>& events,
 class EventsApi {
  public:
   // Registers the capstan_experiments_events_* metrics on `registry`.
-  EventsApi(std::shared_ptr<EventStore> store, metrics::Registry* registry,
-            int retry_after_seconds);
+  // `watcher` (may be null) gives the experiments' definitions for results.
+  EventsApi(std::shared_ptr<EventStore> store, const ConfigWatcher* watcher,
+            metrics::Registry* registry, int retry_after_seconds);
   EventsApi(const EventsApi&) = delete;
   EventsApi& operator=(const EventsApi&) = delete;
 
@@ -51,13 +54,20 @@ class EventsApi {
   void CountRejected();
   int retry_after_seconds() const { return retry_after_seconds_; }
 
-  // The experiment's results as of the last commit (event_results.h).
-  absl::StatusOr<nlohmann::ordered_json> Results(std::string_view experiment,
-                                                 const ResultsOptions& options) const;
+  // The experiment's results as of the last commit (event_results.h):
+  // analysed as the layered model defines it when the watched configuration
+  // has it (ResultsOptionsFromExperiment), else over the variants its events
+  // name; `overrides` (the HTTP query, the RPC request's fields) then change
+  // the options, and may refuse with InvalidArgument naming the field. A
+  // definition that does not parse is reported as "definitionError".
+  absl::StatusOr<nlohmann::ordered_json> Results(
+      std::string_view experiment,
+      absl::FunctionRef<absl::Status(ResultsOptions*)> overrides) const;
   EventStoreStats Stats() const { return store_->Stats(); }
 
  private:
   std::shared_ptr<EventStore> store_;
+  const ConfigWatcher* watcher_;
   int retry_after_seconds_;
   metrics::Counter* accepted_;
   metrics::Counter* duplicates_;

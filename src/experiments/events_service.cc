@@ -1,12 +1,15 @@
 #include "experiments/events_service.h"
 
+#include <cmath>
 #include <memory>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/logging.h"
 #include "experiments/event_results.h"
+#include "experiments/model_service.h"
 #include "net/http_router.h"
 
 namespace capstan::experiments {
@@ -21,9 +24,10 @@ net::HttpResponse InvalidBatch(const EventDecodeError& e, const absl::Status& st
   return net::JsonResponse(400, JsonValue{{"error", std::move(error)}}.dump());
 }
 
-// ?control=NAME&alpha=X&weights=a:1,b:2 (values percent-decoded).
-absl::StatusOr<ResultsOptions> ParseResultsQuery(std::string_view query) {
-  ResultsOptions options;
+// ?control=NAME&alpha=X&weights=a:1,b:2&correction=holm&sequential=true&sequentialTuning=N
+// (values percent-decoded) applied over `options` (the experiment's
+// definition, or the defaults).
+absl::Status ApplyResultsQuery(std::string_view query, ResultsOptions* options) {
   for (absl::string_view pair :
        absl::StrSplit(absl::string_view(query.data(), query.size()), '&', absl::SkipEmpty())) {
     size_t eq = pair.find('=');
@@ -34,27 +38,54 @@ absl::StatusOr<ResultsOptions> ParseResultsQuery(std::string_view query) {
       return absl::InvalidArgumentError(absl::StrCat(name, ": bad percent-encoding"));
     }
     if (name == "control") {
-      options.control = value;
+      options->control = value;
     } else if (name == "alpha") {
-      if (!absl::SimpleAtod(value, &options.alpha)) {
+      if (!absl::SimpleAtod(value, &options->alpha)) {
         return absl::InvalidArgumentError("alpha: must be a number in (0, 1)");
       }
     } else if (name == "weights") {
+      options->weights.clear();
       for (absl::string_view item : absl::StrSplit(value, ',', absl::SkipEmpty())) {
         size_t colon = item.rfind(':');
         double weight = 0;
         if (colon == absl::string_view::npos ||
-            !absl::SimpleAtod(item.substr(colon + 1), &weight) || !(weight >= 0)) {
+            !absl::SimpleAtod(item.substr(colon + 1), &weight) || !(weight >= 0) ||
+            !std::isfinite(weight)) {
           return absl::InvalidArgumentError(
               "weights: must be variant:weight pairs, comma-separated, weights >= 0");
         }
-        options.weights[std::string(item.substr(0, colon))] = weight;
+        options->weights[std::string(item.substr(0, colon))] = weight;
+      }
+    } else if (name == "correction") {
+      std::optional<PValueCorrection> correction = ParsePValueCorrection(value);
+      if (!correction.has_value()) {
+        return absl::InvalidArgumentError("correction: must be holm, bh or none");
+      }
+      options->correction = *correction;
+    } else if (name == "sequential") {
+      if (value != "true" && value != "false") {
+        return absl::InvalidArgumentError("sequential: must be true or false");
+      }
+      options->sequential = value == "true";
+    } else if (name == "sequentialTuning") {
+      if (!absl::SimpleAtod(value, &options->sequential_tuning)) {
+        return absl::InvalidArgumentError("sequentialTuning: must be a finite number > 0");
       }
     } else {
       return absl::InvalidArgumentError(absl::StrCat(name, ": unknown parameter"));
     }
   }
-  return options;
+  return absl::OkStatus();
+}
+
+// The results of experiment `id` (EventsApi::Results: the layered model's
+// definition when there is one), the query overriding it.
+net::HttpResponse ResultsResponse(const EventsApi& api, const std::string& id,
+                                  std::string_view query) {
+  absl::StatusOr<JsonValue> results =
+      api.Results(id, [&](ResultsOptions* options) { return ApplyResultsQuery(query, options); });
+  if (!results.ok()) return ErrorResponse(results.status());
+  return net::JsonResponse(200, results->dump());
 }
 
 }  // namespace
@@ -69,7 +100,8 @@ ServiceExtension MakeEventsExtension(EventsOptions options) {
     std::shared_ptr<EventStore> store = std::move(opened);
     CAPSTAN_LOG(info, "experiments: events enabled", "directory", options.directory, "log_sequence",
                 store->Stats().next_sequence);
-    auto api = std::make_shared<EventsApi>(store, context.registry, options.retry_after_seconds);
+    auto api = std::make_shared<EventsApi>(store, context.watcher, context.registry,
+                                           options.retry_after_seconds);
     if (options.on_open) options.on_open(api);
     context.router->Add(
         "POST", "/v1/events", [api](const net::HttpRequest& request, const net::PathParams&) {
@@ -99,12 +131,7 @@ ServiceExtension MakeEventsExtension(EventsOptions options) {
         });
     context.router->Add("GET", "/v1/experiments/{id}/results",
                         [api](const net::HttpRequest& request, const net::PathParams& params) {
-                          absl::StatusOr<ResultsOptions> query = ParseResultsQuery(request.query);
-                          if (!query.ok()) return ErrorResponse(query.status());
-                          const std::string& id = params.at("id");
-                          absl::StatusOr<JsonValue> results = api->Results(id, *query);
-                          if (!results.ok()) return ErrorResponse(results.status());
-                          return net::JsonResponse(200, results->dump());
+                          return ResultsResponse(*api, params.at("id"), request.query);
                         });
     context.router->Add(
         "GET", "/v1/events/status", [api](const net::HttpRequest&, const net::PathParams&) {

@@ -7,8 +7,13 @@
 //                                       503 when the write failed (retrying the
 //                                       same batch is safe: keys deduplicate)
 //   GET  /v1/experiments/{id}/results   per metric and variant n, mean, lift with
-//                                       CI, p-value; SRM status (event_results.h);
-//                                       ?control=NAME&alpha=0.05&weights=a:1,b:1
+//                                       CI, p-value and adjusted p-value; SRM status
+//                                       (event_results.h); control, variants, weights
+//                                       and analysis settings from the experiment's
+//                                       definition in the watched model when it has
+//                                       one; ?control=NAME&alpha=0.05&weights=a:1,b:1
+//                                       &correction=holm|bh|none&sequential=true
+//                                       &sequentialTuning=5000 override them
 //   GET  /v1/events/status              log sequence, accepted, duplicates, queue
 // Metrics: capstan_experiments_events_{accepted,duplicates,rejected_batches,
 // throttled_batches}_total, capstan_experiments_events_{queued,log_sequence}.

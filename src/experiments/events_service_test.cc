@@ -93,7 +93,7 @@ TEST_F(EventsEndpoints, AcceptsRefusesAndAnswersResults) {
   EXPECT_EQ(Call("GET", "/v1/experiments/e/results", "", "alpha=2").status, 400);
   EXPECT_EQ(Call("GET", "/v1/experiments/e/results", "", "weights=b").status, 400);
   EXPECT_EQ(Call("GET", "/v1/experiments/e/results", "", "color=red").status, 400);
-  EXPECT_EQ(Call("GET", "/v1/experiments/e/results", "", "control=nope").status, 404);
+  EXPECT_EQ(Call("GET", "/v1/experiments/e/results", "", "control=nope").status, 400);
 
   net::HttpResponse status = Call("GET", "/v1/events/status");
   ASSERT_EQ(status.status, 200);

@@ -351,6 +351,38 @@ ExperimentDoc ParseExperiment(ObjectReader& r, std::string_view id) {
     r.errors()->Add("launched_variant", "only a launched experiment has one");
   }
 
+  if (const Json* analysis = r.Object("analysis")) {
+    ObjectReader a(*analysis, "analysis", r.errors());
+    doc.analysis.control = a.String("control");
+    if (a.Get("control") != nullptr) {
+      bool known = false;
+      for (const VariantDoc& variant : doc.variants) known |= variant.id == doc.analysis.control;
+      if (!known) r.errors()->Add(a.Path("control"), "names no variant of this experiment");
+    }
+    doc.analysis.sequential = a.Bool("sequential", false);
+    if (const Json* alpha = a.Get("alpha")) {
+      if (alpha->is_number() && alpha->get<double>() > 0 && alpha->get<double>() < 1) {
+        doc.analysis.alpha = alpha->get<double>();
+      } else {
+        r.errors()->Add(a.Path("alpha"), "must be a number in (0, 1)");
+      }
+    }
+    std::string correction = a.String("correction", "holm");
+    if (std::optional<PValueCorrection> parsed = ParsePValueCorrection(correction)) {
+      doc.analysis.correction = *parsed;
+    } else {
+      r.errors()->Add(a.Path("correction"), "must be one of holm, bh, none");
+    }
+    if (const Json* tuning = a.Get("sequential_tuning")) {
+      if (tuning->is_number() && tuning->get<double>() > 0 &&
+          std::isfinite(tuning->get<double>())) {
+        doc.analysis.sequential_tuning = tuning->get<double>();
+      } else {
+        r.errors()->Add(a.Path("sequential_tuning"), "must be a number > 0");
+      }
+    }
+  }
+
   if (const Json* history = r.Array("history")) {
     ExperimentState previous = ExperimentState::kDraft;
     for (size_t i = 0; i < history->size(); ++i) {
@@ -527,6 +559,25 @@ std::string_view ExperimentStateName(ExperimentState state) {
     if (s == state) return name;
   }
   return "";
+}
+
+std::string_view PValueCorrectionName(PValueCorrection correction) {
+  switch (correction) {
+    case PValueCorrection::kHolm:
+      return "holm";
+    case PValueCorrection::kBenjaminiHochberg:
+      return "bh";
+    case PValueCorrection::kNone:
+      return "none";
+  }
+  return "holm";
+}
+
+std::optional<PValueCorrection> ParsePValueCorrection(std::string_view name) {
+  if (name == "holm") return PValueCorrection::kHolm;
+  if (name == "bh") return PValueCorrection::kBenjaminiHochberg;
+  if (name == "none") return PValueCorrection::kNone;
+  return std::nullopt;
 }
 
 std::optional<ExperimentState> ParseExperimentState(std::string_view name) {

@@ -116,6 +116,21 @@ struct HistoryEntry {
   std::string at;
 };
 
+// How the results endpoint (event_results.h) analyses the experiment; a
+// query parameter overrides each. The defaults are GrowthBook's.
+enum class PValueCorrection { kHolm, kBenjaminiHochberg, kNone };
+// "holm", "bh", "none".
+std::string_view PValueCorrectionName(PValueCorrection correction);
+std::optional<PValueCorrection> ParsePValueCorrection(std::string_view name);
+
+struct AnalysisDoc {
+  std::string control;  // a variant id; empty: the first variant
+  bool sequential = false;
+  double alpha = 0.05;
+  PValueCorrection correction = PValueCorrection::kHolm;
+  double sequential_tuning = 5000;  // N*, the total units the sequence is tightest at
+};
+
 struct ExperimentDoc {
   std::string id;
   std::string layer;
@@ -134,6 +149,7 @@ struct ExperimentDoc {
   std::vector<std::pair<std::string, std::string>> forced_variants;
   std::string launched_variant;  // required when launched
   std::vector<HistoryEntry> history;
+  AnalysisDoc analysis;
 };
 
 // Units held back from experiments: those whose Hash(salt, unit, 2) is below

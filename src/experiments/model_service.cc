@@ -129,6 +129,37 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> BuildModelSnapshot(
   return ConfigSnapshot::Build(std::move(parsed));
 }
 
+Json ExperimentLifecycle(const std::string& id, const std::vector<HistoryRecord>& history) {
+  Json transitions = Json::array();
+  Json state;  // null: absent (before creation, after a delete)
+  for (const HistoryRecord& entry : history) {
+    const Json& record = entry.record;
+    Json next;
+    auto document = record.find("document");
+    if (document != record.end() && document->is_object()) {
+      next = "draft";  // the model's default
+      auto spec = document->find("spec");
+      if (spec != document->end() && spec->is_object()) {
+        auto named = spec->find("state");
+        if (named != spec->end() && named->is_string()) next = *named;
+      }
+    }
+    if (next == state) continue;
+    auto field = [&](const char* name) {
+      auto it = record.find(name);
+      return it == record.end() ? Json() : *it;
+    };
+    transitions.push_back({{"from", state},
+                           {"to", next},
+                           {"by", field("user")},
+                           {"at", field("at")},
+                           {"version", field("version")},
+                           {"sequence", entry.sequence}});
+    state = std::move(next);
+  }
+  return {{"experiment", id}, {"state", state}, {"transitions", std::move(transitions)}};
+}
+
 LayeredModelService::LayeredModelService(const ServiceContext& context, LayeredModelOptions options)
     : context_(context),
       options_(std::move(options)),
@@ -190,6 +221,18 @@ absl::StatusOr<std::unique_ptr<LayeredModelService>> LayeredModelService::Instal
              });
   router.Add("POST", "/v1/analyze",
              [](const net::HttpRequest& r, const net::PathParams&) { return Analyze(r.body); });
+  router.Add("GET", "/v1/experiments/{id}/lifecycle",
+             [raw](const net::HttpRequest&, const net::PathParams& p) {
+               const std::string& id = p.at("id");
+               absl::StatusOr<std::vector<HistoryRecord>> history = raw->context_.store->History(
+                   std::string(DocumentKindDirectory(DocumentKind::kExperiment)), id);
+               if (!history.ok()) return ErrorResponse(history.status());
+               if (history->empty()) {
+                 return ErrorResponse(
+                     absl::NotFoundError(absl::StrCat("experiments/", id, " has no history")));
+               }
+               return net::JsonResponse(200, ExperimentLifecycle(id, *history).dump());
+             });
   router.Add("GET", "/v1/status", [raw](const net::HttpRequest&, const net::PathParams&) {
     return net::JsonResponse(200, Json{{"model", raw->StatusJson()}}.dump());
   });
@@ -249,6 +292,7 @@ Json LayeredModelService::StatusJson() const {
   Json out = {{"ok", last_error_.ok() && good_generation_ != 0},
               {"generation", good_generation_},
               {"seenGeneration", seen_generation_},
+              {"revision", model->revision()},
               {"layers", model->layers().size()},
               {"experiments", model->experiments().size()},
               {"holdouts", model->holdouts().size()},

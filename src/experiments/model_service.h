@@ -27,8 +27,16 @@
 //                            array), at most max_batch_units (413 past it)
 //                            -> {"results": [...], "generation": n}
 //   POST /v1/analyze         an AnalyzeJson request ({"op": "welchTTest", ...})
-//   GET  /v1/status          {"model": {"ok", "generation", "experiments", ...,
+//   GET  /v1/status          {"model": {"ok", "generation", "revision", "experiments", ...,
 //                                        "error"?: {"message","document","field",...}}}
+//                            (revision: the newest store revision among the
+//                            documents the model was built from)
+//   GET  /v1/experiments/{id}/lifecycle
+//                            the experiment's state changes from its change
+//                            history: {"experiment", "state", "transitions":
+//                            [{"from", "to", "by", "at", "version", "sequence"}]}
+//                            oldest first; "from" null at creation, "to" null
+//                            for a delete; 404 when it was never written
 // Errors as the service's (service.h): 400 naming the field, 413, 503 before
 // the first listing.
 //
@@ -64,6 +72,13 @@ absl::StatusOr<ModelDocument> ParseModelSpec(DocumentKind kind, const std::strin
 // ConfigSnapshot::Build. Errors name the document: "<kind>/<id>: <field>: ...".
 absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> BuildModelSnapshot(
     const DocumentSnapshot& documents);
+
+// The lifecycle view of an experiment's change history (ConfigStore::History
+// of "experiments"/`id`): the records that changed its state (a creation, an
+// update to another state, a delete), as GET /v1/experiments/{id}/lifecycle
+// answers. A record whose document does not parse counts as its "state" text,
+// or "draft" when it has none.
+Json ExperimentLifecycle(const std::string& id, const std::vector<HistoryRecord>& history);
 
 struct LayeredModelOptions {
   // Units in one POST /v1/evaluate/batch; more is answered 413.

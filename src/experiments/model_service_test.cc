@@ -83,6 +83,63 @@ TEST(ModelSpecTest, ModelKeysAreTheServiceLayoutAndEnvelopesAreUnwrapped) {
   EXPECT_EQ(std::get<LayerDoc>(parsed->object).domain, "main");
 }
 
+// A history record as ConfigStore writes it; `state` empty: a spec without
+// one; `deleted`: a delete record.
+HistoryRecord Record(int64_t sequence, const std::string& op, const std::string& user,
+                     const std::string& state, int version) {
+  Json document;
+  if (op != "delete") {
+    Json spec = {{"layer", "checkout"}, {"variants", Json::array({{{"id", "a"}}})}};
+    if (!state.empty()) spec["state"] = state;
+    document = {{"kind", "experiments"}, {"id", "e"}, {"version", version}, {"spec", spec}};
+  }
+  return {sequence, Json{{"op", op},
+                         {"user", user},
+                         {"at", "2026-12-07T05:00:0" + std::to_string(sequence) + "Z"},
+                         {"version", version},
+                         {"previousRevision", 0},
+                         {"document", document}}};
+}
+
+TEST(ExperimentLifecycleTest, StateChangesWithWhoAndWhen) {
+  std::vector<HistoryRecord> history = {
+      Record(1, "create", "ann", "", 1),          // no state: draft
+      Record(2, "update", "bob", "draft", 2),     // an edit, no change
+      Record(3, "update", "cy", "running", 3),    // started
+      Record(4, "update", "cy", "running", 4),    // coverage raised, say
+      Record(5, "update", "dee", "stopped", 5),   // stopped
+      Record(6, "delete", "eve", "", 6),          // gone
+      Record(7, "create", "fay", "launched", 1),  // a new life, launched
+  };
+  Json lifecycle = ExperimentLifecycle("e", history);
+  EXPECT_EQ(lifecycle["experiment"], "e");
+  EXPECT_EQ(lifecycle["state"], "launched");
+  const Json& t = lifecycle["transitions"];
+  ASSERT_EQ(t.size(), 5u) << lifecycle.dump();
+  EXPECT_EQ(t[0], Json({{"from", nullptr},
+                        {"to", "draft"},
+                        {"by", "ann"},
+                        {"at", "2026-12-07T05:00:01Z"},
+                        {"version", 1},
+                        {"sequence", 1}}));
+  EXPECT_EQ(t[1]["from"], "draft");
+  EXPECT_EQ(t[1]["to"], "running");
+  EXPECT_EQ(t[1]["by"], "cy");
+  EXPECT_EQ(t[1]["sequence"], 3);
+  EXPECT_EQ(t[2]["to"], "stopped");
+  EXPECT_EQ(t[2]["by"], "dee");
+  EXPECT_EQ(t[3]["from"], "stopped");
+  EXPECT_TRUE(t[3]["to"].is_null());
+  EXPECT_EQ(t[3]["by"], "eve");
+  EXPECT_TRUE(t[4]["from"].is_null());
+  EXPECT_EQ(t[4]["to"], "launched");
+
+  Json deleted = ExperimentLifecycle(
+      "e", {Record(1, "create", "ann", "running", 1), Record(2, "delete", "bob", "", 2)});
+  EXPECT_TRUE(deleted["state"].is_null());
+  EXPECT_EQ(deleted["transitions"].size(), 2u);
+}
+
 TEST(BuildModelSnapshotTest, CrossReferencesNameTheDocument) {
   auto good = BuildModelSnapshot(*Documents({{"domains", "main", kDomain},
                                              {"layers", "checkout", kLayer},

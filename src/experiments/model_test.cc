@@ -125,6 +125,40 @@ TEST(ModelParseTest, ErrorsNameTheDocumentAndField) {
               HasSubstr("units/u: attribute: required"));
 }
 
+TEST(ModelParseTest, ExperimentAnalysisSettings) {
+  auto defaults = ParseModelDocument("/capstan/experiments/config/experiments/e1",
+                                     R"({"id":"e1","layer":"l","variants":[{"id":"a"}]})");
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  const AnalysisDoc& d = std::get<ExperimentDoc>(defaults->object).analysis;
+  EXPECT_EQ(d.control, "");
+  EXPECT_FALSE(d.sequential);
+  EXPECT_DOUBLE_EQ(d.alpha, 0.05);
+  EXPECT_EQ(d.correction, PValueCorrection::kHolm);
+  EXPECT_DOUBLE_EQ(d.sequential_tuning, 5000);
+
+  auto set = ParseModelDocument("/capstan/experiments/config/experiments/e1",
+                                R"({"id":"e1","layer":"l","variants":[{"id":"a"},{"id":"b"}],
+                                    "analysis":{"control":"b","sequential":true,"alpha":0.1,
+                                                "correction":"bh","sequential_tuning":800}})");
+  ASSERT_TRUE(set.ok()) << set.status();
+  const AnalysisDoc& a = std::get<ExperimentDoc>(set->object).analysis;
+  EXPECT_EQ(a.control, "b");
+  EXPECT_TRUE(a.sequential);
+  EXPECT_DOUBLE_EQ(a.alpha, 0.1);
+  EXPECT_EQ(a.correction, PValueCorrection::kBenjaminiHochberg);
+  EXPECT_DOUBLE_EQ(a.sequential_tuning, 800);
+
+  std::string error = ErrorOf("/capstan/experiments/config/experiments/e1",
+                              R"({"id":"e1","layer":"l","variants":[{"id":"a"}],
+                                  "analysis":{"control":"z","alpha":1,"correction":"bonferroni",
+                                              "sequential_tuning":0,"sequental":true}})");
+  EXPECT_THAT(error, HasSubstr("experiments/e1: analysis.control: names no variant"));
+  EXPECT_THAT(error, HasSubstr("experiments/e1: analysis.alpha: must be a number in (0, 1)"));
+  EXPECT_THAT(error, HasSubstr("experiments/e1: analysis.correction: must be one of holm, bh"));
+  EXPECT_THAT(error, HasSubstr("experiments/e1: analysis.sequential_tuning: must be a number > 0"));
+  EXPECT_THAT(error, HasSubstr("experiments/e1: analysis.sequental: unknown field"));
+}
+
 TEST(ModelParseTest, OverloadWithoutKeyUsesTheDocumentsId) {
   auto doc = ParseModelDocument(DocumentKind::kLayer,
                                 Json::parse(R"({"id":"l","domain":"main","salt":"s"})"));

@@ -1,5 +1,7 @@
 #include "experiments_rpc/rpc_service.h"
 
+#include <cmath>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -292,18 +294,40 @@ net::Task<absl::Status> ExperimentsRpcService::GetResults(rpc::ServerContext&,
                                                           const v1::GetResultsRequest& request,
                                                           v1::GetResultsResponse* response) {
   if (events_ == nullptr) co_return EventsDisabled();
-  experiments::ResultsOptions options;
-  options.control = request.control();
-  if (request.alpha() != 0) options.alpha = request.alpha();
-  for (const auto& [variant, weight] : request.weights()) {
-    if (!(weight >= 0)) {
-      co_return absl::InvalidArgumentError(
-          absl::StrCat("weights[", variant, "]: must be a number >= 0"));
+  // The request's fields override the definition, as the HTTP query does.
+  auto overrides = [&request](experiments::ResultsOptions* options) -> absl::Status {
+    if (!request.control().empty()) options->control = request.control();
+    if (request.alpha() != 0) options->alpha = request.alpha();
+    if (!request.weights().empty()) {
+      options->weights.clear();
+      for (const auto& [variant, weight] : request.weights()) {
+        if (!(weight >= 0) || !std::isfinite(weight)) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("weights[", variant, "]: must be a finite number >= 0"));
+        }
+        options->weights[variant] = weight;
+      }
     }
-    options.weights[variant] = weight;
-  }
+    if (!request.correction().empty()) {
+      std::optional<experiments::PValueCorrection> correction =
+          experiments::ParsePValueCorrection(request.correction());
+      if (!correction.has_value()) {
+        return absl::InvalidArgumentError("correction: must be holm, bh or none");
+      }
+      options->correction = *correction;
+    }
+    if (!request.method().empty()) {
+      if (request.method() != "fixed" && request.method() != "sequential") {
+        return absl::InvalidArgumentError("method: must be fixed or sequential");
+      }
+      options->sequential = request.method() == "sequential";
+    }
+    if (request.sequential_tuning() != 0) options->sequential_tuning = request.sequential_tuning();
+    return absl::OkStatus();
+  };
   // Reads the published sums under a shared lock: cheap, on the loop.
-  absl::StatusOr<nlohmann::ordered_json> results = events_->Results(request.experiment(), options);
+  absl::StatusOr<nlohmann::ordered_json> results =
+      events_->Results(request.experiment(), overrides);
   if (!results.ok()) co_return results.status();
   response->set_results_json(results->dump());
   co_return absl::OkStatus();

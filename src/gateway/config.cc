@@ -479,6 +479,7 @@ void ReadListener(MapReader& r, ListenerConfig* l) {
     m.Bytes("max_body", &lim.max_body_bytes);
     m.Time("request_header_timeout", &lim.request_header_timeout);
     m.Time("idle_timeout", &lim.idle_timeout);
+    m.Time("idle_park_after", &lim.idle_park_after);
     m.Int("max_concurrent_streams", &lim.max_concurrent_streams, 1, 1 << 20);
     m.Bytes("max_header_list", &lim.max_header_list_bytes);
   });

@@ -43,11 +43,15 @@
 namespace capstan::gateway {
 
 // A downstream connection as the gateway's shutdown sees it (loop thread).
+// Lives in the connection's coroutine frame, linked into its loop's list.
 struct ConnectionControl {
+  net::Socket* socket = nullptr;
   bool idle = true;  // waiting for a request's first byte: close at once
   // Asks the connection to end gracefully (HTTP/2: GOAWAY); null for
   // HTTP/1.1, which answers its current request with Connection: close.
   std::function<void()> drain;
+  ConnectionControl* prev = nullptr;
+  ConnectionControl* next = nullptr;
 };
 
 // What every loop reads per request: immutable once published.
@@ -69,6 +73,7 @@ struct GatewayStats {
   uint64_t retries = 0;
   uint64_t bad_requests = 0;            // refused by the codec (framing, limits)
   uint64_t downstream_connections = 0;  // open now
+  uint64_t parked_connections = 0;      // of them: idle, kept as a bare fd
 };
 
 class Gateway {
@@ -106,6 +111,7 @@ class Gateway {
     std::atomic<uint64_t> requests{0}, s2xx{0}, s3xx{0}, s4xx{0}, s5xx{0};
     std::atomic<uint64_t> connect_failures{0}, resets{0}, retries{0}, bad_requests{0};
     std::atomic<uint64_t> downstream_connections{0};
+    std::atomic<uint64_t> parked_connections{0};  // of downstream_connections
     void CountStatus(int status);
   };
 
@@ -115,9 +121,15 @@ class Gateway {
                                                                 const Snapshot* previous);
   void Publish(std::shared_ptr<const Snapshot> snapshot);
   net::Task<void> AcceptLoop(LoopState* state, size_t listener_index, net::Listener* listener);
+  // `resumed`: a parked HTTP/1.1 connection coming back (counted already,
+  // clear text, no protocol to sniff).
   net::Task<void> ServeConnection(LoopState* state, size_t listener_index,
-                                  std::shared_ptr<net::Socket> socket,
-                                  std::shared_ptr<ConnectionControl> control);
+                                  std::shared_ptr<net::Socket> socket, bool resumed = false);
+  // Parking (see ParkedConnection in gateway.cc): an idle clear-text
+  // HTTP/1.1 connection is kept as its fd until bytes come back.
+  struct ParkedConnection;
+  void Park(LoopState* state, size_t listener_index, int fd, Duration idle_left);
+  static void OnParkedReady(net::FdWaiter* waiter, int result);
   void TaskEnded();
 
   net::LoopGroup* group_;

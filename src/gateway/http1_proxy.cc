@@ -250,7 +250,7 @@ bool TakeH2cUpgrade(const http1::RequestHead& head, bool listener_speaks_h2c,
 }  // namespace
 
 net::Task<void> ServeHttp1(DownstreamContext& ctx, std::shared_ptr<net::Socket> socket,
-                           std::optional<H2cUpgrade>* upgrade) {
+                           std::optional<H2cUpgrade>* upgrade, int* parked_fd) {
   net::Socket* down = socket.get();
   const GatewayConfig& first = (*ctx.snapshot)->config;
   // Copied: the snapshot `first` belongs to is replaced by a reload and may
@@ -269,16 +269,43 @@ net::Task<void> ServeHttp1(DownstreamContext& ctx, std::shared_ptr<net::Socket> 
                               "h2c") != first.listeners[ctx.listener_index].protocols.end();
   // Idle keep-alive connections and slow request heads (slowloris) are
   // closed; a head must be complete within request_header_timeout of its
-  // first byte.
-  net::Timer idle_timer([down] { down->Close(); });
+  // first byte. A clear-text connection idle for idle_park_after is first
+  // parked (its fd handed to the gateway, this coroutine ended); the
+  // gateway keeps the rest of the idle timeout.
+  const bool may_park = !ctx.tls && limits.idle_park_after > Duration(0) &&
+                        limits.idle_park_after < limits.idle_timeout;
+  bool park_due = false;
+  net::Timer idle_timer([down, &park_due, may_park] {
+    if (may_park && !park_due) {
+      park_due = true;
+      down->InterruptRead();
+    } else {
+      down->Close();
+    }
+  });
+  auto arm_idle = [&] {
+    park_due = false;
+    idle_timer.ArmAfter(ctx.loop, may_park ? limits.idle_park_after : limits.idle_timeout);
+    ctx.control->idle = true;
+  };
   net::Timer header_timer([down] { down->Close(); });
-  idle_timer.ArmAfter(ctx.loop, limits.idle_timeout);
-  ctx.control->idle = true;
+  arm_idle();
   while (true) {
     if (parser == nullptr) {
       if (down->input().empty()) {
         if (ctx.draining->load(std::memory_order_relaxed)) break;
         absl::Status st = co_await down->ReadMore();
+        if (st.code() == absl::StatusCode::kAborted && park_due) {
+          int fd = co_await down->Release();
+          if (fd >= 0) {
+            *parked_fd = fd;
+            co_return;
+          }
+          // Bytes beat the release: served; the idle timeout's rest still
+          // bounds the wait (park_due: the timer closes next).
+          idle_timer.ArmAfter(ctx.loop, limits.idle_timeout - limits.idle_park_after);
+          continue;
+        }
         if (!st.ok()) break;
         continue;
       }
@@ -327,8 +354,7 @@ net::Task<void> ServeHttp1(DownstreamContext& ctx, std::shared_ptr<net::Socket> 
     } else {
       parser->head().fields.Clear();
     }
-    idle_timer.ArmAfter(ctx.loop, limits.idle_timeout);
-    ctx.control->idle = true;
+    arm_idle();
   }
   // What was written leaves before the caller closes (bounded).
   net::Timer give_up([down] { down->Close(); });

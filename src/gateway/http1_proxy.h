@@ -38,8 +38,10 @@ struct H2cUpgrade {
 // Serves HTTP/1.1 requests on `socket` until the client or the gateway ends
 // the connection. Does not close the socket. When the listener speaks h2c
 // and a request without a body asks to upgrade, answers 101, fills
-// `*upgrade` and returns: the caller goes on with ServeHttp2.
+// `*upgrade` and returns: the caller goes on with ServeHttp2. When a
+// clear-text connection has been idle for `limits.idle_park_after`, releases
+// the socket's fd into `*parked_fd` and returns: the caller parks it.
 net::Task<void> ServeHttp1(DownstreamContext& context, std::shared_ptr<net::Socket> socket,
-                           std::optional<H2cUpgrade>* upgrade);
+                           std::optional<H2cUpgrade>* upgrade, int* parked_fd);
 
 }  // namespace capstan::gateway

@@ -33,7 +33,7 @@ struct DownstreamContext {
   bool tls;
   size_t listener_index;
   // How the gateway reaches the connection while it drains.
-  std::shared_ptr<ConnectionControl> control;
+  ConnectionControl* control;
   // Per-loop state (upstream HTTP/2 sessions are shared by the loop's
   // connections).
   Gateway::LoopState* loop_state;

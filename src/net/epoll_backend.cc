@@ -76,6 +76,24 @@ class EpollBackend final : public IoBackend {
     s->OnDetached();
   }
 
+  bool BeginRelease(Socket* s) override {
+    epoll_ctl(epfd_, EPOLL_CTL_DEL, s->fd_, nullptr);
+    s->receiving_ = false;
+    return true;
+  }
+
+  void StartPoll(FdWaiter* w) override {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
+    ev.data.ptr = &w->op_;
+    if (epoll_ctl(epfd_, EPOLL_CTL_ADD, w->fd_, &ev) != 0) w->Finish(-errno);
+  }
+
+  void CancelPoll(FdWaiter* w) override {
+    epoll_ctl(epfd_, EPOLL_CTL_DEL, w->fd_, nullptr);
+    w->Finish(-ECANCELED);
+  }
+
   void StartAccept(Listener* l) override {
     auto* op = new IoOp{IoOp::kAccept, l};
     l->accept_op_ = op;
@@ -105,6 +123,14 @@ class EpollBackend final : public IoBackend {
       case IoOp::kAccept:
         AcceptAll(static_cast<Listener*>(op->owner));
         return;
+      case IoOp::kPoll: {
+        // One-shot: the fd leaves the set, so it can join it again (as a
+        // Socket, or waiting once more).
+        auto* w = static_cast<FdWaiter*>(op->owner);
+        epoll_ctl(epfd_, EPOLL_CTL_DEL, w->fd_, nullptr);
+        w->Finish(static_cast<int>(ev.events));
+        return;
+      }
       default:
         break;
     }

@@ -16,6 +16,7 @@
 
 namespace capstan::net {
 
+class FdWaiter;
 class Listener;
 
 class IoBackend {
@@ -47,6 +48,15 @@ class IoBackend {
   // Stop all I/O on the socket; Socket::OnDetached runs once nothing of it is
   // in flight any more (possibly in a later turn), and then the fd closes.
   virtual void Detach(Socket* s) = 0;
+
+  // Parking (Socket::Release): stop receiving for a quiet socket; true when
+  // nothing of it is in flight any more, else Socket::OnReleaseReady runs
+  // once the engine holds nothing (the receive cancelled or completed).
+  virtual bool BeginRelease(Socket* s) = 0;
+  // Wait for the waiter's fd to be readable (or hung up); FdWaiter::Complete
+  // runs with the result. CancelPoll ends the wait early (-ECANCELED).
+  virtual void StartPoll(FdWaiter* w) = 0;
+  virtual void CancelPoll(FdWaiter* w) = 0;
 
   virtual void StartAccept(Listener* l) = 0;
   virtual void StopAccept(Listener* l) = 0;

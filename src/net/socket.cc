@@ -98,6 +98,7 @@ void Socket::ReadAwaiter::await_suspend(std::coroutine_handle<> h) {
 }
 
 absl::Status Socket::ReadAwaiter::await_resume() {
+  bool interrupted = std::exchange(socket->read_interrupted_, false);
   if (socket->input_grew_) {
     socket->input_grew_ = false;
     return absl::OkStatus();
@@ -105,7 +106,63 @@ absl::Status Socket::ReadAwaiter::await_resume() {
   if (!socket->closed_ && socket->input_ended_) {
     return absl::UnavailableError("connection closed by peer");
   }
+  if (interrupted && !socket->closed_) return absl::AbortedError("read interrupted");
   return socket->error_;
+}
+
+void Socket::InterruptRead() {
+  if (!reader_) return;
+  read_interrupted_ = true;
+  loop_->Schedule(std::exchange(reader_, nullptr));
+}
+
+bool Socket::ReleaseAwaiter::await_ready() {
+  if (!socket->Quiet()) return true;  // await_resume says -1
+  socket->releasing_ = true;
+  return socket->loop_->io()->BeginRelease(socket);
+}
+
+int Socket::ReleaseAwaiter::await_resume() {
+  Socket* s = socket;
+  if (!s->releasing_ || !s->Quiet()) {
+    // Bytes, the peer's FIN or an error came while the receive was being
+    // cancelled: the socket goes on.
+    s->releasing_ = false;
+    if (s->WantsInput() && !s->receiving_) s->loop_->io()->StartReceive(s);
+    return -1;
+  }
+  s->releasing_ = false;
+  int fd = std::exchange(s->fd_, -1);
+  s->closed_ = true;
+  s->detached_ = true;
+  s->error_ = absl::CancelledError("socket released (parked)");
+  return fd;
+}
+
+void Socket::OnReleaseReady() {
+  if (releaser_) loop_->Schedule(std::exchange(releaser_, nullptr));
+}
+
+void FdWaiter::Start() {
+  waiting_ = true;
+  cancelling_ = false;
+  finished_ = false;
+  loop_->io()->StartPoll(this);
+}
+
+void FdWaiter::Cancel() {
+  if (!waiting_ || cancelling_ || finished_) return;
+  cancelling_ = true;
+  loop_->io()->CancelPoll(this);
+}
+
+void FdWaiter::Finish(int result) {
+  if (finished_) return;
+  finished_ = true;
+  loop_->AtTurnEnd([this, result] {
+    waiting_ = false;
+    callback_(this, result);
+  });
 }
 
 void Socket::DrainAwaiter::await_suspend(std::coroutine_handle<> h) {
@@ -252,6 +309,7 @@ void Socket::Fail(absl::Status status) {
   if (reader_) loop_->Schedule(std::exchange(reader_, nullptr));
   if (drainer_) loop_->Schedule(std::exchange(drainer_, nullptr));
   if (connector_) loop_->Schedule(std::exchange(connector_, nullptr));
+  if (releaser_) loop_->Schedule(std::exchange(releaser_, nullptr));
   loop_->io()->Detach(this);
 }
 

@@ -44,7 +44,7 @@ enum class TlsRole : uint8_t;
 // A record the kernel hands back on completion (its address is io_uring's
 // user_data; epoll keeps one per registered fd).
 struct IoOp {
-  enum Kind : uint8_t { kReceive, kSend, kConnect, kAccept, kWake };
+  enum Kind : uint8_t { kReceive, kSend, kConnect, kAccept, kWake, kPoll };
   Kind kind;
   void* owner;
 };
@@ -101,9 +101,32 @@ class Socket : public std::enable_shared_from_this<Socket> {
     absl::Status await_resume();
   };
   // Waits until input() has grown since the previous ReadMore returned, or
-  // the socket stops. Returns OK when there are new bytes, else error().
-  // One reader at a time.
+  // the socket stops. Returns OK when there are new bytes, else error() —
+  // or ABORTED after InterruptRead. One reader at a time.
   ReadAwaiter ReadMore() { return ReadAwaiter{this}; }
+  // Resumes a reader waiting in ReadMore without bytes: it returns ABORTED
+  // ("read interrupted") and the socket stays open. For an owner with a
+  // decision to take on a timer (an idle connection about to be parked).
+  // Nothing happens when no reader waits.
+  void InterruptRead();
+
+  // ---- parking
+  // Hands the connected fd over without closing it, for a server that keeps
+  // an idle connection as a bare fd and an FdWaiter (about 160 bytes where a
+  // Socket and its coroutine frames take about 2 KB). Only a quiet socket
+  // can go: no TLS, nothing received and unconsumed, nothing left to send,
+  // no reader waiting. Completes with the fd once the engine holds nothing
+  // of the socket (io_uring: its armed receive cancelled); the Socket is
+  // then closed without closing the fd. Completes with -1 when the socket
+  // could not go — bytes or the peer's FIN came meanwhile, or it was not
+  // quiet — and the socket goes on as before (what arrived is in input()).
+  struct ReleaseAwaiter {
+    Socket* socket;
+    bool await_ready();
+    void await_suspend(std::coroutine_handle<> h) { socket->releaser_ = h; }
+    int await_resume();
+  };
+  ReleaseAwaiter Release() { return ReleaseAwaiter{this}; }
 
   // ---- writing
   // Queues bytes; they leave in the socket's flush at the end of the turn.
@@ -160,14 +183,21 @@ class Socket : public std::enable_shared_from_this<Socket> {
 
   // ---- called by the backends
   bool WantsInput() const {
-    return !closed_ && !input_ended_ && (reader_ != nullptr || input_.size() < input_limit_);
+    return !closed_ && !input_ended_ && !releasing_ &&
+           (reader_ != nullptr || input_.size() < input_limit_);
+  }
+  // Whether nothing stands in the way of Release (see there).
+  bool Quiet() const {
+    return !closed_ && !input_ended_ && tls_ == nullptr && input_.empty() &&
+           pending_output() == 0 && reader_ == nullptr && drainer_ == nullptr;
   }
   void OnReceived(size_t n);   // n bytes were appended to input_ (n > 0)
   void OnReceiveEnd(int err);  // 0: the peer closed; else -errno
   void OnSent(size_t n);
   void OnSendError(int err);
   void OnConnected(int err);
-  void OnDetached();  // the backend holds nothing of ours any more
+  void OnDetached();      // the backend holds nothing of ours any more
+  void OnReleaseReady();  // Release: the engine holds nothing of ours any more
   void Fail(absl::Status status);
   void Flush();  // from the loop, before it waits
   // Where the backends put received bytes: input_, or with TLS the
@@ -194,6 +224,9 @@ class Socket : public std::enable_shared_from_this<Socket> {
   std::coroutine_handle<> drainer_;
   size_t drain_at_most_ = 0;
   std::coroutine_handle<> connector_;
+  std::coroutine_handle<> releaser_;  // waits in Release for the engine
+  bool releasing_ = false;
+  bool read_interrupted_ = false;
   int connect_result_ = 0;
   uint64_t sends_ = 0;
   uint64_t receives_ = 0;
@@ -230,6 +263,53 @@ class Socket : public std::enable_shared_from_this<Socket> {
   IoOp recv_op_{IoOp::kReceive, this};
   IoOp send_op_{IoOp::kSend, this};
   IoOp connect_op_{IoOp::kConnect, this};
+};
+
+// Waits, without a Socket, for a connected fd to have something to read
+// (bytes, the peer's FIN, an error): what a server keeps of an idle
+// connection after Socket::Release. Embed it in the owner's record (the
+// callback gets this pointer back). One wait per Start.
+//
+// Thread-safety: loop thread only.
+class FdWaiter {
+ public:
+  // Runs on the loop thread, never inside Start or Cancel: `result` > 0
+  // (poll's revents) when the fd has something to read or hung up,
+  // -ECANCELED after Cancel, another -errno on an error. The wait is over
+  // when it runs; the callback may destroy the waiter.
+  using Callback = void (*)(FdWaiter* waiter, int result);
+  FdWaiter(EventLoop* loop, int fd, Callback callback)
+      : loop_(loop), fd_(fd), callback_(callback) {}
+  // REQUIRES: not waiting (the engine holds a pointer to it until the
+  // callback has run).
+  ~FdWaiter() = default;
+  FdWaiter(const FdWaiter&) = delete;
+  FdWaiter& operator=(const FdWaiter&) = delete;
+
+  void Start();
+  // Ends the wait early: the callback runs with -ECANCELED (in a later
+  // turn on io_uring, at the end of this turn on epoll) — or with the
+  // readiness that beat the cancel. Nothing happens when not waiting.
+  void Cancel();
+  bool waiting() const { return waiting_; }
+  int fd() const { return fd_; }
+  EventLoop* loop() const { return loop_; }
+
+ private:
+  friend class UringBackend;
+  friend class EpollBackend;
+  // From the engines, once per wait: the callback runs at the end of the
+  // turn (so a callback that starts a coroutine never runs inside the
+  // engine's completion loop).
+  void Finish(int result);
+
+  IoOp op_{IoOp::kPoll, this};
+  EventLoop* loop_;
+  int fd_;
+  bool waiting_ = false;     // from Start until the callback has run
+  bool cancelling_ = false;  // Cancel asked the engine
+  bool finished_ = false;    // the engine is done; the callback is scheduled
+  Callback callback_;
 };
 
 class Listener {

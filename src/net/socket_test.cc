@@ -317,6 +317,146 @@ TEST_P(SocketTest, CloseWakesAWaitingReaderAndFreesTheSocket) {
   EXPECT_TRUE(weak.expired());
 }
 
+// A raw client connected to the listener (blocking fd, for the test thread).
+int ConnectRaw(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// An FdWaiter whose callback resumes a coroutine.
+struct AwaitedWaiter : FdWaiter {
+  AwaitedWaiter(EventLoop* loop, int fd)
+      : FdWaiter(loop, fd, [](FdWaiter* w, int result) {
+          auto* self = static_cast<AwaitedWaiter*>(w);
+          self->result = result;
+          self->done = true;
+          if (self->waiter) self->loop()->Schedule(std::exchange(self->waiter, nullptr));
+        }) {}
+  bool await_ready() const noexcept { return done; }
+  void await_suspend(std::coroutine_handle<> h) { waiter = h; }
+  int await_resume() {
+    done = false;
+    return result;
+  }
+  int result = 0;
+  bool done = false;
+  std::coroutine_handle<> waiter;
+};
+
+TEST_P(SocketTest, AQuietSocketIsReleasedAsAnFdAndComesBackWhenBytesArrive) {
+  int client = ConnectRaw(listener_->port());
+  ASSERT_GE(client, 0);
+  ASSERT_EQ(::write(client, "one", 3), 3);
+  struct Seen {
+    std::string first, second;
+    int released_fd = -1;
+    bool closed_after_release = false;
+    int cancelled = 0, ready = 0;
+  } seen;
+  RunToCompletion(*loop_,
+                  [](EventLoop* loop, Listener* listener, int client, Seen* seen) -> Task<void> {
+                    auto server = co_await listener->Accept();
+                    if (!server.ok()) co_return;
+                    std::shared_ptr<Socket> s = *server;
+                    if (!(co_await ReadAtLeast(s.get(), 3)).ok()) co_return;
+                    seen->first = s->input().ToString();
+                    s->input().Consume(3);
+                    s->Write("ack");
+                    co_await s->Drained();
+                    int fd = co_await s->Release();
+                    seen->released_fd = fd;
+                    seen->closed_after_release = s->closed();
+                    s.reset();
+                    server->reset();
+                    if (fd < 0) co_return;
+                    // Waiting, cancelled: the callback says so and the fd stays open.
+                    AwaitedWaiter waiter(loop, fd);
+                    waiter.Start();
+                    waiter.Cancel();
+                    seen->cancelled = co_await waiter;
+                    // Waiting again: the client's next bytes end the wait...
+                    waiter.Start();
+                    EXPECT_EQ(::write(client, "two", 3), 3);
+                    seen->ready = co_await waiter;
+                    // ...and a Socket adopted on the fd reads them.
+                    std::shared_ptr<Socket> back = Socket::Adopt(loop, fd);
+                    if ((co_await ReadAtLeast(back.get(), 3)).ok())
+                      seen->second = back->input().ToString();
+                    back->Write("bye");
+                    co_await back->Drained();
+                    back->Close();
+                  }(loop_.get(), listener_.get(), client, &seen));
+  EXPECT_EQ(seen.first, "one");
+  EXPECT_GE(seen.released_fd, 0);
+  EXPECT_TRUE(seen.closed_after_release);
+  EXPECT_EQ(seen.cancelled, -ECANCELED);
+  EXPECT_GT(seen.ready, 0);
+  EXPECT_EQ(seen.second, "two");
+  char buf[16];
+  std::string got;
+  ssize_t n;
+  while ((n = ::read(client, buf, sizeof(buf))) > 0) got.append(buf, static_cast<size_t>(n));
+  ::close(client);
+  // The release closed nothing: the client saw both answers on one connection.
+  EXPECT_EQ(got, "ackbye");
+}
+
+TEST_P(SocketTest, ASocketWithUnreadBytesIsNotReleased) {
+  int client = ConnectRaw(listener_->port());
+  ASSERT_GE(client, 0);
+  ASSERT_EQ(::write(client, "unread", 6), 6);
+  int released = 0;
+  bool open_after = false;
+  std::string still_there;
+  RunToCompletion(*loop_,
+                  [](Listener* listener, int* released, bool* open_after,
+                     std::string* still_there) -> Task<void> {
+                    auto server = co_await listener->Accept();
+                    if (!server.ok()) co_return;
+                    Socket* s = server->get();
+                    if (!(co_await ReadAtLeast(s, 6)).ok()) co_return;
+                    *released = co_await s->Release();
+                    *open_after = !s->closed();
+                    *still_there = s->input().ToString();
+                    s->Close();
+                  }(listener_.get(), &released, &open_after, &still_there));
+  ::close(client);
+  EXPECT_EQ(released, -1);
+  EXPECT_TRUE(open_after);
+  EXPECT_EQ(still_there, "unread");
+}
+
+TEST_P(SocketTest, InterruptReadEndsTheWaitAndLeavesTheSocketOpen) {
+  int client = ConnectRaw(listener_->port());
+  ASSERT_GE(client, 0);
+  absl::Status interrupted;
+  std::string after;
+  RunToCompletion(*loop_,
+                  [](EventLoop* loop, Listener* listener, int client, absl::Status* interrupted,
+                     std::string* after) -> Task<void> {
+                    auto server = co_await listener->Accept();
+                    if (!server.ok()) co_return;
+                    Socket* s = server->get();
+                    Timer interrupt([s] { s->InterruptRead(); });
+                    interrupt.ArmAfter(loop, std::chrono::milliseconds(1));
+                    *interrupted = co_await s->ReadMore();
+                    EXPECT_EQ(::write(client, "late", 4), 4);
+                    if ((co_await ReadAtLeast(s, 4)).ok()) *after = s->input().ToString();
+                    s->Close();
+                  }(loop_.get(), listener_.get(), client, &interrupted, &after));
+  ::close(client);
+  EXPECT_EQ(interrupted.code(), absl::StatusCode::kAborted) << interrupted;
+  EXPECT_EQ(after, "late");
+}
+
 TEST_P(SocketTest, ClosingTheListenerEndsAWaitingAccept) {
   absl::Status result;
   RunToCompletion(*loop_, [](EventLoop* loop, Listener* listener, absl::Status* out) -> Task<void> {

@@ -9,6 +9,7 @@
 // ring or multishot receive -> one receive at a time into a socket's own
 // scratch buffer; no single-issuer/deferred task work -> a plain ring.
 #include <liburing.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -227,6 +228,25 @@ class UringBackend final : public IoBackend {
     io_uring_sqe_set_data64(sqe, 0);
   }
 
+  bool BeginRelease(Socket* s) override {
+    if (s->ops_in_flight_ == 0) return true;
+    if (s->receiving_) CancelReceive(s);
+    return false;
+  }
+
+  void StartPoll(FdWaiter* w) override {
+    io_uring_sqe* sqe = GetSqe();
+    io_uring_prep_poll_add(sqe, w->fd_, POLLIN | POLLRDHUP);
+    io_uring_sqe_set_data(sqe, &w->op_);
+  }
+
+  void CancelPoll(FdWaiter* w) override {
+    // The poll then completes with -ECANCELED (or with what beat this).
+    io_uring_sqe* sqe = GetSqe();
+    io_uring_prep_poll_remove(sqe, reinterpret_cast<uint64_t>(&w->op_));
+    io_uring_sqe_set_data64(sqe, 0);
+  }
+
   void StartAccept(Listener* l) override {
     auto* op = new AcceptOp(l);
     accept_ops_.insert(op);
@@ -267,6 +287,7 @@ class UringBackend final : public IoBackend {
   // Drops one in-flight count; the socket may be freed on return.
   void Done(Socket* s) {
     if (--s->ops_in_flight_ > 0) return;
+    if (s->releasing_) s->OnReleaseReady();
     if (s->closed_ && !s->detached_) s->OnDetached();
     busy_.erase(s);
     std::shared_ptr<Socket> release = std::move(s->self_while_busy_);
@@ -338,6 +359,9 @@ class UringBackend final : public IoBackend {
         return;
       case IoOp::kSend:
         OnSend(static_cast<Socket*>(op->owner), res);
+        return;
+      case IoOp::kPoll:
+        static_cast<FdWaiter*>(op->owner)->Finish(res);
         return;
       case IoOp::kConnect: {
         auto* s = static_cast<Socket*>(op->owner);

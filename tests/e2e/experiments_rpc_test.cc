@@ -303,13 +303,42 @@ TEST_F(ExperimentsRpcE2E, EventsIngestedOverRpcAreCountedOnceAndReadAsResults) {
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(refused.status().message(), "events[1].unit: must be 1 to 128 bytes");
 
+  // Results: an experiment known from its events only, then defined in the
+  // layered model (its variants and control read from the definition): RPC
+  // and HTTP answer the same document both times.
   v1::GetResultsRequest query;
   query.set_experiment("checkout");
-  auto results = client_->Results(query);
-  ASSERT_TRUE(results.ok()) << results.status();
+  auto from_events = client_->Results(query);
+  ASSERT_TRUE(from_events.ok()) << from_events.status();
+  EXPECT_EQ((*from_events)["source"], "events") << from_events->dump();
+  EXPECT_EQ(Plain(*from_events),
+            Plain(JsonOf(HttpCall(port_, "GET", "/v1/experiments/checkout/results"))));
+  ASSERT_TRUE(client_->Put("domains", "main", "{}", 0, "ann").ok());
+  ASSERT_TRUE(client_->Put("layers", "l", R"({"domain": "main"})", 0, "ann").ok());
+  ASSERT_TRUE(client_
+                  ->Put("experiments", "checkout", R"({"layer": "l", "state": "running",
+                  "variants": [{"id": "treatment"}, {"id": "control"}],
+                  "analysis": {"control": "control"}})",
+                        0, "ann")
+                  .ok());
+  absl::StatusOr<Json> results;
+  ASSERT_TRUE(Eventually([&] {
+    results = client_->Results(query);
+    return results.ok() && (*results)["source"] == "model";
+  })) << (results.ok() ? results->dump() : results.status().ToString());
   HttpAnswer http = HttpCall(port_, "GET", "/v1/experiments/checkout/results");
   ASSERT_EQ(http.status, 200) << http.body;
   EXPECT_EQ(Plain(*results), Plain(JsonOf(http)));
+  query.set_correction("bh");
+  query.set_method("sequential");
+  auto overridden = client_->Results(query);
+  ASSERT_TRUE(overridden.ok()) << overridden.status();
+  EXPECT_EQ(Plain(*overridden),
+            Plain(JsonOf(HttpCall(
+                port_, "GET", "/v1/experiments/checkout/results?correction=bh&sequential=true"))));
+  EXPECT_EQ((*overridden)["method"], "sequential");
+  query.set_correction("");
+  query.set_method("");
   std::map<std::string, uint64_t> units;
   for (const Json& v : (*results)["variants"]) units[v["variant"]] = v["units"].get<uint64_t>();
   EXPECT_EQ(units, (std::map<std::string, uint64_t>{{"control", 50}, {"treatment", 50}}))
