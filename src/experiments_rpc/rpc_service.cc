@@ -351,6 +351,7 @@ net::Task<absl::Status> ExperimentsRpcService::Status(rpc::ServerContext&, const
     out->set_ok(status.value("ok", false));
     out->set_generation(status.value("generation", uint64_t{0}));
     out->set_seen_generation(status.value("seenGeneration", uint64_t{0}));
+    out->set_revision(status.value("revision", int64_t{0}));
     out->set_layers(status.value("layers", uint64_t{0}));
     out->set_experiments(status.value("experiments", uint64_t{0}));
     out->set_holdouts(status.value("holdouts", uint64_t{0}));

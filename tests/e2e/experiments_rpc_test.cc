@@ -238,6 +238,10 @@ TEST_F(ExperimentsRpcE2E, DocumentsAndEvaluationOverRpcAnswerAsHttpDoes) {
   ASSERT_TRUE(status.ok()) << status.status();
   EXPECT_TRUE(status->model().ok());
   EXPECT_EQ(status->model().experiments(), 1u);
+  Json http_status = JsonOf(HttpCall(port_, "GET", "/v1/status"))["model"];
+  EXPECT_EQ(status->model().revision(), http_status["revision"].get<int64_t>());
+  EXPECT_EQ(status->model().generation(), http_status["generation"].get<uint64_t>());
+  EXPECT_GT(status->model().revision(), 0);
   EXPECT_TRUE(status->events().enabled());
 
   // Deleting: a running experiment is refused with the write check's message.
