@@ -16,7 +16,10 @@
 #     with the service otherwise idle and again under row 3's ingestion load;
 #  5. config propagation: 10 `capstan experiments serve` on one store, an
 #     experiment's coverage changed through one of them, timed until all 10
-#     answer /v1/evaluate on the new generation.
+#     answer /v1/evaluate on the new generation;
+#  6. the same service over Capstan RPC (--rpc-listen): Evaluate (one unit per
+#     call) and IngestEvents (BATCH typed events per call), driven by
+#     experiments_rpc_load (src/experiments_rpc/load_main.cc) on core 1.
 # The service under load (rows 2-4) is ONE process pinned to core 0
 # (`taskset -c 0`, --threads $SERVICE_THREADS, events in a RocksDB under the
 # temp dir); wrk, the store and the probes are pinned to core 1. Service CPU
@@ -33,13 +36,15 @@
 #
 # Everything listens on 127.0.0.1 ports picked here, data lives in a temp
 # directory, every process started here is stopped at exit. Needs a release
-# build (cmake --build --preset release --target capstan experiments_bench),
+# build (cmake --build --preset release --target capstan experiments_bench
+# experiments_rpc_load),
 # wrk, node and the npm SDK (tests/e2e/growthbook/run.sh installs it).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CAPSTAN="${CAPSTAN:-$ROOT/build/release/src/cmd/capstan}"
 BENCH="${BENCH:-$ROOT/build/release/src/experiments/experiments_bench}"
+RPC_LOAD="${RPC_LOAD:-$ROOT/build/release/src/experiments_rpc/experiments_rpc_load}"
 if [[ -n ${QUICK:-} ]]; then
   ROUNDS="${ROUNDS:-1}" DURATION="${DURATION:-2}" WARMUP="${WARMUP:-1}"
   JS_EVALS="${JS_EVALS:-300000}" MIN_TIME="${MIN_TIME:-0.1}" PROBES="${PROBES:-15}"
@@ -52,7 +57,8 @@ EVAL_CONNS="${EVAL_CONNS:-32}"         # wrk connections, evaluation rows
 EVENT_CONNS="${EVENT_CONNS:-8}"        # wrk connections, ingestion row
 SERVICE_THREADS="${SERVICE_THREADS:-4}"
 WATCHERS="${WATCHERS:-10}"
-ROWS="${ROWS:-1 2 3 4 5}"              # which rows to run (debugging)
+RPC_CONNS="${RPC_CONNS:-2}"            # connections the RPC rows' calls share (multiplexed)
+ROWS="${ROWS:-1 2 3 4 5 6}"            # which rows to run (debugging)
 OUT_MD="${OUT_MD:-$ROOT/docs/benchmarks/experiments.md}"
 OUT_JSONL="${OUT_JSONL:-${OUT_MD%.md}.jsonl}"
 SERVICE_CORE=0
@@ -61,8 +67,8 @@ LOAD_CORE=1
 for tool in taskset wrk curl node python3; do
   command -v $tool >/dev/null || { echo "experiments.sh: needs $tool" >&2; exit 1; }
 done
-[[ -x $CAPSTAN && -x $BENCH ]] || {
-  echo "experiments.sh: build first: cmake --build --preset release --target capstan experiments_bench" >&2; exit 1; }
+[[ -x $CAPSTAN && -x $BENCH && -x $RPC_LOAD ]] || {
+  echo "experiments.sh: build first: cmake --build --preset release --target capstan experiments_bench experiments_rpc_load" >&2; exit 1; }
 [[ -d $ROOT/tests/e2e/growthbook/node_modules/@growthbook ]] ||
   (cd "$ROOT/tests/e2e/growthbook" && npm ci --no-audit --no-fund --loglevel=error)
 if [[ $(nproc) -lt 2 ]]; then echo "experiments.sh: needs 2 cores (service and load apart)" >&2; exit 1; fi
@@ -125,10 +131,10 @@ taskset -c $LOAD_CORE "$CAPSTAN" store --name bench --data-dir "$WORK/store" \
   --listen-client-urls "http://127.0.0.1:$STORE_PORT" --listen-metrics-urls "http://127.0.0.1:$STORE_METRICS" \
   --initial-advertise-peer-urls "http://127.0.0.1:$STORE_PEER" >"$WORK/store.log" 2>&1 &
 PIDS+=($!)
-SVC_PORT=$(free_port)
+SVC_PORT=$(free_port); RPC_PORT=$(free_port)
 taskset -c $SERVICE_CORE "$CAPSTAN" experiments serve --store "127.0.0.1:$STORE_PORT" \
   --listen "127.0.0.1:$SVC_PORT" --threads "$SERVICE_THREADS" --events-dir "$WORK/events" \
-  >"$WORK/service.log" 2>&1 &
+  --rpc-listen "127.0.0.1:$RPC_PORT" >"$WORK/service.log" 2>&1 &
 SVC_PID=$!
 PIDS+=($SVC_PID)
 wait_health "$SVC_PORT" || { echo "experiments serve did not start:" >&2; tail -20 "$WORK"/{store,service}.log >&2; exit 1; }
@@ -192,6 +198,27 @@ if has_row 4; then
     event_to_result_loaded >>"$RESULTS"
   kill $LOAD_PID 2>/dev/null || true; wait $LOAD_PID 2>/dev/null || true
   log "  $(tail -1 "$RESULTS")"
+fi
+# ---------------------------------------------------------------- row 6
+# rpc_row ROW MODE WORKERS EXTRA_JSON: the load tool measures DURATION seconds
+# after WARMUP, and the service's CPU over them itself.
+rpc_row() {
+  local row=$1 mode=$2 workers=$3 extra=$4 round out json
+  for round in $(seq "$ROUNDS"); do
+    out=$(taskset -c $LOAD_CORE "$RPC_LOAD" --port "$RPC_PORT" --mode "$mode" --workers "$workers" \
+      --connections "$RPC_CONNS" --warmup "$WARMUP" --duration "$DURATION" --batch "$BATCH" \
+      --run "$row$round" --service-pid "$SVC_PID" 2>&1) || { echo "experiments_rpc_load failed: $out" >&2; exit 1; }
+    json=$(grep '^JSON ' <<<"$out" | sed 's/^JSON //')
+    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d.update(json.loads(sys.argv[2])); print(json.dumps(d))' \
+      "{\"row\":\"$row\",\"round\":$round,\"connections\":$workers,\"rpc_connections\":$RPC_CONNS}" \
+      "${json%\}},${extra#\{}" >>"$RESULTS"
+    log "  $row round $round: $(tail -1 "$RESULTS" | cut -c1-200)"
+  done
+}
+if has_row 6; then
+  log "row 6: over Capstan RPC: Evaluate, IngestEvents ($BATCH events per call)"
+  rpc_row rpc_evaluate evaluate "$EVAL_CONNS" '{"batch":1}'
+  rpc_row rpc_events ingest "$EVENT_CONNS" "{\"batch\":$BATCH}"
 fi
 kill $SVC_PID; wait $SVC_PID 2>/dev/null || true
 

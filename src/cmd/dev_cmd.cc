@@ -10,6 +10,7 @@
 #include "client/client.h"
 #include "experiments/events_service.h"
 #include "experiments/service.h"
+#include "experiments_rpc/rpc_service.h"
 #include "gateway/config.h"
 #include "gateway/gateway.h"
 #include "gateway/store_config.h"
@@ -35,6 +36,10 @@ void AddDevFlags(CLI::App* cmd, DevFlags* f) {
   cmd->add_option("--experiments-listen", f->experiments_listen,
                   "Where the experiments service (HTTP API, GrowthBook SDK endpoints) listens "
                   "(host:port; port 0 picks one); empty: no experiments service.")
+      ->capture_default_str();
+  cmd->add_option("--experiments-rpc-listen", f->experiments_rpc_listen,
+                  "Where the experiments service's Capstan RPC API listens (host:port; port 0 "
+                  "picks one, printed); empty: no RPC API.")
       ->capture_default_str();
 }
 
@@ -166,19 +171,37 @@ absl::StatusOr<std::unique_ptr<DevServices>> DevServices::Start(const DevFlags& 
     options.listen_host = listen->host;
     options.listen_port = listen->port;
     options.worker_threads = 2;
+    std::shared_ptr<experiments::EventsApi> events;
     if (!flags.events_dir.empty()) {
-      options.extensions.push_back(
-          experiments::MakeEventsExtension({.directory = flags.events_dir}));
+      options.extensions.push_back(experiments::MakeEventsExtension(
+          {.directory = flags.events_dir,
+           .on_open = [&events](std::shared_ptr<experiments::EventsApi> api) { events = api; }}));
     }
     ASSIGN_OR_RETURN(dev->experiments_, experiments::ExperimentsService::Start(options));
     dev->experiments_port_ = dev->experiments_->port();
     std::cout << "experiments listening on port " << dev->experiments_port_ << "\n";
     std::cout.flush();
+    if (!flags.experiments_rpc_listen.empty()) {
+      absl::StatusOr<net::HostPort> rpc_listen =
+          net::ParseHostPort(flags.experiments_rpc_listen, /*allow_port_zero=*/true);
+      if (!rpc_listen.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--experiments-rpc-listen: ", std::string(rpc_listen.status().message())));
+      }
+      ASSIGN_OR_RETURN(dev->experiments_rpc_,
+                       experiments_rpc::ExperimentsRpcServer::Start(
+                           dev->experiments_.get(), std::move(events),
+                           {.host = rpc_listen->host, .port = rpc_listen->port}));
+      dev->experiments_rpc_port_ = dev->experiments_rpc_->port();
+      std::cout << "experiments rpc listening on port " << dev->experiments_rpc_port_ << "\n";
+      std::cout.flush();
+    }
   }
   return dev;
 }
 
 DevServices::~DevServices() {
+  experiments_rpc_.reset();  // its calls use the service
   experiments_.reset();
   // The gateway first: it stops accepting and finishes the requests it is
   // forwarding while the example service still answers them.

@@ -40,6 +40,9 @@ class StoreConfig;
 namespace experiments {
 class ExperimentsService;
 }
+namespace experiments_rpc {
+class ExperimentsRpcServer;
+}
 
 struct DevFlags {
   // The gateway's listen address; empty: no gateway.
@@ -50,6 +53,10 @@ struct DevFlags {
   std::string hello_listen = "127.0.0.1:0";
   // The experiments service's listen address; empty: none.
   std::string experiments_listen = "127.0.0.1:8090";
+  // The experiments service's RPC API (proto/capstan/experiments.proto);
+  // port 0 picks one, printed as "experiments rpc listening on port N";
+  // empty: none. Only with the experiments service.
+  std::string experiments_rpc_listen = "127.0.0.1:0";
   // Where the experiments service keeps its event log (POST /v1/events);
   // set from the store's data directory; empty: no event ingestion.
   std::string events_dir;
@@ -72,9 +79,10 @@ class DevServices {
   DevServices(const DevServices&) = delete;
   DevServices& operator=(const DevServices&) = delete;
 
-  int gateway_port() const { return gateway_port_; }          // 0: none
-  int hello_port() const { return hello_port_; }              // 0: none
-  int experiments_port() const { return experiments_port_; }  // 0: none
+  int gateway_port() const { return gateway_port_; }                  // 0: none
+  int hello_port() const { return hello_port_; }                      // 0: none
+  int experiments_port() const { return experiments_port_; }          // 0: none
+  int experiments_rpc_port() const { return experiments_rpc_port_; }  // 0: none
 
  private:
   DevServices() = default;
@@ -86,8 +94,10 @@ class DevServices {
   std::unique_ptr<gateway::Gateway> gateway_;
   std::unique_ptr<gateway::StoreConfig> live_;
   std::unique_ptr<experiments::ExperimentsService> experiments_;
+  std::unique_ptr<experiments_rpc::ExperimentsRpcServer> experiments_rpc_;
   int gateway_port_ = 0;
   int experiments_port_ = 0;
+  int experiments_rpc_port_ = 0;
   int hello_port_ = 0;
 };
 

@@ -2,10 +2,12 @@
 #include "cmd/experiments_cmd.h"
 
 #include <iostream>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "base/signals.h"
+#include "experiments_rpc/rpc_service.h"
 #include "net/address.h"
 
 namespace capstan {
@@ -15,8 +17,8 @@ CLI::App* AddExperimentsServeCommand(CLI::App* experiments, ExperimentsServeFlag
       "serve",
       "Serve the experiments HTTP API: configuration documents in the store (watched), "
       "the layered model's /v1/evaluate, /v1/evaluate/batch and /v1/analyze, and "
-      "GrowthBook's SDK endpoints /api/features/{clientKey} and /api/eval/{clientKey} "
-      "(docs/experiments.md).");
+      "GrowthBook's SDK endpoints /api/features/{clientKey} and /api/eval/{clientKey}; "
+      "with --rpc-listen, the same calls over Capstan RPC (docs/experiments.md).");
   cmd->add_option("--store", f->store, "The store's endpoints (host:port, comma-separated).")
       ->delimiter(',')
       ->capture_default_str();
@@ -39,11 +41,18 @@ CLI::App* AddExperimentsServeCommand(CLI::App* experiments, ExperimentsServeFlag
       ->capture_default_str();
   cmd->add_option("--log-level", f->log_level, "debug, info, warn or err.")->capture_default_str();
   cmd->add_option("--events-dir", f->events_dir, "Event log directory; enables POST /v1/events.");
+  cmd->add_option("--rpc-listen", f->rpc_listen,
+                  "Where the Capstan RPC API (proto/capstan/experiments.proto) listens "
+                  "(host:port, e.g. 127.0.0.1:8091; port 0 picks one); empty: no RPC API.")
+      ->capture_default_str();
+  cmd->add_option("--rpc-threads", f->rpc_threads, "Event loops serving the RPC API.")
+      ->capture_default_str();
   return cmd;
 }
 
 absl::StatusOr<experiments::ServiceOptions> ExperimentsServiceOptions(
-    const ExperimentsServeFlags& f) {
+    const ExperimentsServeFlags& f,
+    std::function<void(std::shared_ptr<experiments::EventsApi>)> on_events_open) {
   experiments::ServiceOptions options;
   for (const std::string& endpoint : f.store) {
     absl::StatusOr<net::HostPort> parsed = net::ParseHostPort(endpoint);
@@ -76,8 +85,10 @@ absl::StatusOr<experiments::ServiceOptions> ExperimentsServiceOptions(
   }
   options.max_batch_units = static_cast<size_t>(f.max_batch_units);
   options.max_connections = static_cast<size_t>(f.max_connections);
-  if (!f.events_dir.empty())
-    options.extensions.push_back(experiments::MakeEventsExtension({.directory = f.events_dir}));
+  if (!f.events_dir.empty()) {
+    options.extensions.push_back(experiments::MakeEventsExtension(
+        {.directory = f.events_dir, .on_open = std::move(on_events_open)}));
+  }
   return options;
 }
 
@@ -87,11 +98,29 @@ int RunExperimentsServe(const ExperimentsServeFlags& f) {
               << "\" is not one of trace, debug, info, warn, err\n";
     return 2;
   }
-  absl::StatusOr<experiments::ServiceOptions> options = ExperimentsServiceOptions(f);
+  std::shared_ptr<experiments::EventsApi> events;
+  absl::StatusOr<experiments::ServiceOptions> options = ExperimentsServiceOptions(
+      f, [&events](std::shared_ptr<experiments::EventsApi> api) { events = std::move(api); });
   if (!options.ok()) {
     std::cerr << "capstan experiments serve: " << options.status().message() << "\n";
     return 2;
   }
+  std::optional<net::HostPort> rpc_listen;
+  if (!f.rpc_listen.empty()) {
+    absl::StatusOr<net::HostPort> parsed =
+        net::ParseHostPort(f.rpc_listen, /*allow_port_zero=*/true);
+    if (!parsed.ok()) {
+      std::cerr << "capstan experiments serve: --rpc-listen: " << parsed.status().message() << "\n";
+      return 2;
+    }
+    if (f.rpc_threads < 1 || f.rpc_threads > 256) {
+      std::cerr << "capstan experiments serve: --rpc-threads must be between 1 and 256\n";
+      return 2;
+    }
+    rpc_listen = *parsed;
+  }
+  const size_t max_message_bytes = options->max_body_bytes;
+  const int worker_threads = options->worker_threads;
   auto service = experiments::ExperimentsService::Start(*std::move(options));
   if (!service.ok()) {
     std::cerr << "capstan experiments serve: " << service.status().message() << "\n";
@@ -99,9 +128,27 @@ int RunExperimentsServe(const ExperimentsServeFlags& f) {
   }
   // Tests and scripts read the bound port from here.
   std::cout << "experiments listening on port " << (*service)->port() << "\n";
+  std::unique_ptr<experiments_rpc::ExperimentsRpcServer> rpc;
+  if (rpc_listen.has_value()) {
+    auto started =
+        experiments_rpc::ExperimentsRpcServer::Start(service->get(), std::move(events),
+                                                     {.host = rpc_listen->host,
+                                                      .port = rpc_listen->port,
+                                                      .threads = f.rpc_threads,
+                                                      .worker_threads = worker_threads,
+                                                      .max_message_bytes = max_message_bytes});
+    if (!started.ok()) {
+      std::cerr << "capstan experiments serve: --rpc-listen: " << started.status().message()
+                << "\n";
+      return 1;
+    }
+    rpc = *std::move(started);
+    std::cout << "experiments rpc listening on port " << rpc->port() << "\n";
+  }
   std::cout.flush();
   int sig = WaitForTerminationSignal();
   CAPSTAN_LOG(info, "experiments: shutting down", "signal", sig);
+  rpc.reset();  // its calls use the service
   service->reset();
   return 0;
 }

@@ -2,6 +2,8 @@
 // The service itself is experiments::ExperimentsService (src/experiments/service.h).
 #pragma once
 
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -24,13 +26,21 @@ struct ExperimentsServeFlags {
   // Event ingestion (docs/experiments-events.md): the event database's
   // directory; empty leaves POST /v1/events and the results endpoint out.
   std::string events_dir;
+  // The RPC API (proto/capstan/experiments.proto, src/experiments_rpc);
+  // empty (the default): none. Off by default so two services on one host
+  // (tests, several instances) never fight over a fixed port.
+  std::string rpc_listen;
+  int rpc_threads = 1;
 };
 
 // Adds `serve` under `experiments`; returns it.
 CLI::App* AddExperimentsServeCommand(CLI::App* experiments, ExperimentsServeFlags* flags);
 // The service's options from the flags (INVALID_ARGUMENT naming the flag).
+// `on_events_open` receives the event API once the event store is open (for
+// the RPC server to share).
 absl::StatusOr<experiments::ServiceOptions> ExperimentsServiceOptions(
-    const ExperimentsServeFlags& flags);
+    const ExperimentsServeFlags& flags,
+    std::function<void(std::shared_ptr<experiments::EventsApi>)> on_events_open = {});
 // Serves until SIGINT/SIGTERM; returns the exit code.
 int RunExperimentsServe(const ExperimentsServeFlags& flags);
 

@@ -78,31 +78,13 @@ absl::Status ApplyResultsQuery(std::string_view query, ResultsOptions* options) 
   return absl::OkStatus();
 }
 
-// The results of experiment `id`: analysed as the layered model defines it
-// when the watched configuration has it, else over the variants its events
-// name; the query overrides either.
-net::HttpResponse ResultsResponse(const EventStore& store, const ConfigWatcher* watcher,
-                                  const std::string& id, std::string_view query) {
-  ResultsOptions options;
-  std::string definition_error;
-  if (watcher != nullptr) {
-    std::shared_ptr<const DocumentSnapshot> documents = watcher->snapshot();
-    if (const ConfigDocument* document =
-            documents->Find(DocumentKindDirectory(DocumentKind::kExperiment), id)) {
-      absl::StatusOr<ModelDocument> parsed =
-          ParseModelSpec(DocumentKind::kExperiment, id, document->spec);
-      if (parsed.ok()) {
-        options = ResultsOptionsFromExperiment(std::get<ExperimentDoc>(parsed->object));
-      } else {
-        // Written behind the API's back: say so, and analyse the events alone.
-        definition_error = std::string(parsed.status().message());
-      }
-    }
-  }
-  if (absl::Status st = ApplyResultsQuery(query, &options); !st.ok()) return ErrorResponse(st);
-  absl::StatusOr<JsonValue> results = Results(store, id, options);
+// The results of experiment `id` (EventsApi::Results: the layered model's
+// definition when there is one), the query overriding it.
+net::HttpResponse ResultsResponse(const EventsApi& api, const std::string& id,
+                                  std::string_view query) {
+  absl::StatusOr<JsonValue> results =
+      api.Results(id, [&](ResultsOptions* options) { return ApplyResultsQuery(query, options); });
   if (!results.ok()) return ErrorResponse(results.status());
-  if (!definition_error.empty()) (*results)["definitionError"] = definition_error;
   return net::JsonResponse(200, results->dump());
 }
 
@@ -118,61 +100,42 @@ ServiceExtension MakeEventsExtension(EventsOptions options) {
     std::shared_ptr<EventStore> store = std::move(opened);
     CAPSTAN_LOG(info, "experiments: events enabled", "directory", options.directory, "log_sequence",
                 store->Stats().next_sequence);
-    metrics::Registry& reg = *context.registry;
-    metrics::Counter* accepted = reg.AddCounter("capstan_experiments_events_accepted_total",
-                                                "Events written to the durable log.");
-    metrics::Counter* duplicates =
-        reg.AddCounter("capstan_experiments_events_duplicates_total",
-                       "Events whose idempotency key was accepted before (not counted again).");
-    metrics::Counter* rejected = reg.AddCounter("capstan_experiments_events_rejected_batches_total",
-                                                "Event batches refused as invalid (400).");
-    metrics::Counter* throttled =
-        reg.AddCounter("capstan_experiments_events_throttled_batches_total",
-                       "Event batches refused because the pipeline was behind (429).");
-    reg.AddGaugeFunc("capstan_experiments_events_queued", "Events queued or being written.",
-                     [store] { return static_cast<double>(store->Stats().queued_events); });
-    reg.AddGaugeFunc("capstan_experiments_events_log_sequence", "Events in the durable log.",
-                     [store] { return static_cast<double>(store->Stats().next_sequence); });
-
-    int retry_after = options.retry_after_seconds;
+    auto api = std::make_shared<EventsApi>(store, context.watcher, context.registry,
+                                           options.retry_after_seconds);
+    if (options.on_open) options.on_open(api);
     context.router->Add(
-        "POST", "/v1/events",
-        [store, accepted, duplicates, rejected, throttled, retry_after](
-            const net::HttpRequest& request, const net::PathParams&) {
+        "POST", "/v1/events", [api](const net::HttpRequest& request, const net::PathParams&) {
           EventDecodeError decode_error;
           absl::StatusOr<std::vector<Event>> events = DecodeEventBatch(request.body, &decode_error);
           if (!events.ok()) {
-            rejected->Inc();
+            api->CountRejected();
             if (request.body.size() > kMaxEventBatchBytes) {
               return net::JsonError(413, "too_large", std::string(events.status().message()));
             }
             return InvalidBatch(decode_error, events.status());
           }
-          absl::StatusOr<AppendResult> result = store->Append(*std::move(events));
+          absl::StatusOr<AppendResult> result = api->Ingest(*std::move(events));
           if (!result.ok()) {
             if (absl::IsResourceExhausted(result.status())) {
-              throttled->Inc();
               net::HttpResponse response =
                   net::JsonError(429, "behind", std::string(result.status().message()));
-              response.headers.emplace_back("Retry-After", absl::StrCat(retry_after));
+              response.headers.emplace_back("Retry-After",
+                                            absl::StrCat(api->retry_after_seconds()));
               return response;
             }
             return net::JsonError(503, "unavailable", std::string(result.status().message()));
           }
-          accepted->Inc(result->accepted);
-          duplicates->Inc(result->duplicates);
           return net::JsonResponse(
               200,
               JsonValue{{"accepted", result->accepted}, {"duplicates", result->duplicates}}.dump());
         });
     context.router->Add("GET", "/v1/experiments/{id}/results",
-                        [store, watcher = context.watcher](const net::HttpRequest& request,
-                                                           const net::PathParams& params) {
-                          return ResultsResponse(*store, watcher, params.at("id"), request.query);
+                        [api](const net::HttpRequest& request, const net::PathParams& params) {
+                          return ResultsResponse(*api, params.at("id"), request.query);
                         });
     context.router->Add(
-        "GET", "/v1/events/status", [store](const net::HttpRequest&, const net::PathParams&) {
-          EventStoreStats s = store->Stats();
+        "GET", "/v1/events/status", [api](const net::HttpRequest&, const net::PathParams&) {
+          EventStoreStats s = api->Stats();
           return net::JsonResponse(200, JsonValue{{"logSequence", s.next_sequence},
                                                   {"accepted", s.accepted},
                                                   {"duplicates", s.duplicates},

@@ -22,9 +22,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "experiments/event_store.h"
+#include "experiments/events_api.h"
 #include "experiments/service.h"
 
 namespace capstan::experiments {
@@ -38,6 +40,9 @@ struct EventsOptions {
   // Passed to the store (tests).
   bool rebuild_on_open = false;
   std::function<void()> before_group_write;
+  // Called once the store is open with the API the routes use, for other
+  // transports (the RPC service, src/experiments_rpc) to share it.
+  std::function<void(std::shared_ptr<EventsApi>)> on_open;
 };
 
 // Opens the event store when the service starts and registers the routes and

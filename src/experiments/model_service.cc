@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -61,7 +62,7 @@ net::HttpResponse Invalid(std::string message) {
   return ErrorResponse(absl::InvalidArgumentError(std::move(message)));
 }
 
-Json ParseBody(const std::string& body) {
+Json ParseBody(std::string_view body) {
   return Json::parse(body, nullptr, /*allow_exceptions=*/false);
 }
 
@@ -373,32 +374,62 @@ absl::Status LayeredModelService::CheckWrite(DocumentKind kind, const std::strin
   return absl::InvalidArgumentError(problems);
 }
 
-absl::StatusOr<Json> LayeredModelService::EvaluateUnit(const Json& unit, const std::string& field,
-                                                       bool log, EvaluationResult* result) {
+absl::StatusOr<uint64_t> LayeredModelService::ServingGeneration() const {
+  MutexLock lock(&mu_);
+  if (good_generation_ == 0) return absl::UnavailableError("the layered model is not built yet");
+  return good_generation_;
+}
+
+absl::Status LayeredModelService::CheckBatchSize(size_t units, std::string_view field) const {
+  if (units <= options_.max_batch_units) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      Sv(field), ": ", units, " units in one batch; at most ", options_.max_batch_units));
+}
+
+absl::Status LayeredModelService::EvaluateAttributes(const Json& attributes, std::string_view field,
+                                                     bool log, EvaluationResult* result) {
+  if (!attributes.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(Sv(field), ": must be an object"));
+  }
+  assigner_.Evaluate(attributes, result);
+  evaluations_->Inc();
+  if (log) exposures_.Log(*result);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Json> LayeredModelService::ParseAttributes(std::string_view text,
+                                                          std::string_view field) {
+  Json attributes = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (attributes.is_discarded()) {
+    return absl::InvalidArgumentError(absl::StrCat(Sv(field), ": is not valid JSON"));
+  }
+  if (!attributes.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(Sv(field), ": must be an object"));
+  }
+  return attributes;
+}
+
+absl::StatusOr<Json> LayeredModelService::EvaluateUnitJson(const Json& unit,
+                                                           const std::string& field, bool log,
+                                                           EvaluationResult* result) {
   if (!unit.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(field, ": must be an object"));  // a batch's
   }
   auto attributes = unit.find("attributes");
-  if (attributes == unit.end() || !attributes->is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field.empty() ? "" : field + ".", "attributes: must be an object"));
+  const std::string attributes_field = absl::StrCat(field.empty() ? "" : field + ".", "attributes");
+  if (attributes == unit.end()) {
+    return absl::InvalidArgumentError(absl::StrCat(attributes_field, ": must be an object"));
   }
-  assigner_.Evaluate(*attributes, result);
-  evaluations_->Inc();
-  if (log) exposures_.Log(*result);
+  RETURN_IF_ERROR(EvaluateAttributes(*attributes, attributes_field, log, result));
   return result->ToJson();
 }
 
 // "generation" is read before evaluating, so the answer was computed on that
 // configuration or a newer one: a client waiting for its write can rely on it.
 net::HttpResponse LayeredModelService::Evaluate(const std::string& body) {
-  uint64_t generation;
-  {
-    MutexLock lock(&mu_);
-    generation = good_generation_;
-  }
-  if (generation == 0) {
-    return net::JsonError(503, "unavailable", "the layered model is not built yet");
+  absl::StatusOr<uint64_t> generation = ServingGeneration();
+  if (!generation.ok()) {
+    return net::JsonError(503, "unavailable", std::string(generation.status().message()));
   }
   Json request = ParseBody(body);
   if (request.is_discarded()) return Invalid("(body): is not valid JSON");
@@ -409,20 +440,16 @@ net::HttpResponse LayeredModelService::Evaluate(const std::string& body) {
     log = it->get<bool>();
   }
   EvaluationResult evaluation;  // holds the snapshot it evaluated on
-  absl::StatusOr<Json> result = EvaluateUnit(request, "", log, &evaluation);
+  absl::StatusOr<Json> result = EvaluateUnitJson(request, "", log, &evaluation);
   if (!result.ok()) return ErrorResponse(result.status());
-  (*result)["generation"] = generation;
+  (*result)["generation"] = *generation;
   return net::JsonResponse(200, result->dump());
 }
 
 net::HttpResponse LayeredModelService::EvaluateBatch(const std::string& body) {
-  uint64_t generation;
-  {
-    MutexLock lock(&mu_);
-    generation = good_generation_;
-  }
-  if (generation == 0) {
-    return net::JsonError(503, "unavailable", "the layered model is not built yet");
+  absl::StatusOr<uint64_t> generation = ServingGeneration();
+  if (!generation.ok()) {
+    return net::JsonError(503, "unavailable", std::string(generation.status().message()));
   }
   Json request = ParseBody(body);
   if (request.is_discarded()) return Invalid("(body): is not valid JSON");
@@ -438,10 +465,9 @@ net::HttpResponse LayeredModelService::EvaluateBatch(const std::string& body) {
     }
   }
   if (!units->is_array()) return Invalid("units: must be an array of {\"attributes\": {...}}");
-  if (units->size() > options_.max_batch_units) {
+  if (absl::Status size = CheckBatchSize(units->size(), "units"); !size.ok()) {
     Json error = {{"code", "too_many_units"},
-                  {"message", absl::StrCat(units->size(), " units in one batch; at most ",
-                                           options_.max_batch_units)},
+                  {"message", std::string(size.message())},
                   {"field", "units"},
                   {"limit", options_.max_batch_units}};
     return net::JsonResponse(413, Json{{"error", std::move(error)}}.dump());
@@ -450,19 +476,28 @@ net::HttpResponse LayeredModelService::EvaluateBatch(const std::string& body) {
   EvaluationResult evaluation;  // reused: its vectors keep their capacity
   for (size_t i = 0; i < units->size(); ++i) {
     absl::StatusOr<Json> result =
-        EvaluateUnit((*units)[i], absl::StrCat("units[", i, "]"), log, &evaluation);
+        EvaluateUnitJson((*units)[i], absl::StrCat("units[", i, "]"), log, &evaluation);
     if (!result.ok()) return ErrorResponse(result.status());
     results.push_back(*std::move(result));
   }
   return net::JsonResponse(
-      200, Json{{"results", std::move(results)}, {"generation", generation}}.dump());
+      200, Json{{"results", std::move(results)}, {"generation", *generation}}.dump());
+}
+
+absl::StatusOr<Json> LayeredModelService::AnalyzeText(std::string_view body) {
+  Json request = ParseBody(body);
+  if (request.is_discarded()) return absl::InvalidArgumentError("(body): is not valid JSON");
+  if (!request.is_object()) {
+    return absl::InvalidArgumentError("(body): must be a JSON object with \"op\"");
+  }
+  return AnalyzeJson(request);
 }
 
 net::HttpResponse LayeredModelService::Analyze(const std::string& body) {
-  Json request = ParseBody(body);
-  if (request.is_discarded()) return Invalid("(body): is not valid JSON");
-  if (!request.is_object()) return Invalid("(body): must be a JSON object with \"op\"");
-  absl::StatusOr<Json> answer = AnalyzeJson(request);
+  absl::StatusOr<Json> answer = AnalyzeText(body);
+  if (!answer.ok() && absl::StrContains(answer.status().message(), "(body): ")) {
+    return ErrorResponse(answer.status());
+  }
   if (!answer.ok()) {
     // The engine says "a.n must be ..." or "missing field: a.n".
     std::string message(answer.status().message());

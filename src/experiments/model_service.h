@@ -107,10 +107,31 @@ class LayeredModelService {
   // What GET /v1/status shows under "model".
   Json StatusJson() const;
 
+  // Transport-neutral steps of evaluation, shared by the HTTP handlers below
+  // and the RPC service (src/experiments_rpc): a handler checks the serving
+  // generation and the batch size, then evaluates each unit's attributes.
+  //
+  // The configuration generation answers are computed on now (or a newer
+  // one: read it before evaluating); Unavailable before the first build.
+  absl::StatusOr<uint64_t> ServingGeneration() const;
+  // InvalidArgument naming `field` when a batch has more than max_batch_units.
+  absl::Status CheckBatchSize(size_t units, std::string_view field) const;
+  size_t max_batch_units() const { return options_.max_batch_units; }
+  // Evaluates a unit into *result (reused across a batch) and logs its
+  // exposures when `log`. InvalidArgument "<field>: must be an object" when
+  // the attributes are not a JSON object.
+  absl::Status EvaluateAttributes(const Json& attributes, std::string_view field, bool log,
+                                  EvaluationResult* result);
+  // Attributes sent as JSON text: InvalidArgument naming `field` when it is
+  // not a JSON object.
+  static absl::StatusOr<Json> ParseAttributes(std::string_view text, std::string_view field);
+
   // The handlers, on a request's body (public for tests).
   net::HttpResponse Evaluate(const std::string& body);
   net::HttpResponse EvaluateBatch(const std::string& body);
   static net::HttpResponse Analyze(const std::string& body);
+  // What POST /v1/analyze computes from its body (AnalyzeJson), for both APIs.
+  static absl::StatusOr<Json> AnalyzeText(std::string_view body);
 
   // The watcher's subscriber (public for tests).
   void OnSnapshot(const std::shared_ptr<const DocumentSnapshot>& documents);
@@ -121,8 +142,8 @@ class LayeredModelService {
                           const Json* after) const;
   // Evaluates one unit's {"attributes": ...} into JSON (through `result`,
   // reused across a batch); InvalidArgument naming `field` when it is not one.
-  absl::StatusOr<Json> EvaluateUnit(const Json& unit, const std::string& field, bool log,
-                                    EvaluationResult* result);
+  absl::StatusOr<Json> EvaluateUnitJson(const Json& unit, const std::string& field, bool log,
+                                        EvaluationResult* result);
 
   ServiceContext context_;
   LayeredModelOptions options_;

@@ -214,13 +214,9 @@ net::HttpResponse ExperimentsService::Put(const net::HttpRequest& request,
   if (spec.is_discarded()) {
     return ErrorResponse(absl::InvalidArgumentError("(body): is not valid JSON"));
   }
-  absl::StatusOr<ConfigDocument> written = repository_->Put(
+  absl::StatusOr<ConfigDocument> written = PutDocument(
       params.at("kind"), params.at("id"), std::move(spec), expected.value_or(0), UserOf(request));
-  if (!written.ok()) {
-    if (CurrentRevisionOf(written.status()).has_value()) conflicts_->Inc();
-    return ErrorResponse(written.status());
-  }
-  writes_->Inc();
+  if (!written.ok()) return ErrorResponse(written.status());
   net::HttpResponse response =
       net::JsonResponse(written->version == 1 ? 201 : 200, written->ToApi().dump());
   response.headers.emplace_back("ETag", absl::StrCat("\"", written->revision, "\""));
@@ -233,15 +229,37 @@ net::HttpResponse ExperimentsService::Delete(const net::HttpRequest& request,
   if (expected == -1) {
     return ErrorResponse(absl::InvalidArgumentError("revision: must be a non-negative integer"));
   }
-  absl::Status st =
-      repository_->Delete(params.at("kind"), params.at("id"), expected, UserOf(request));
-  if (!st.ok()) {
-    if (CurrentRevisionOf(st).has_value()) conflicts_->Inc();
-    return ErrorResponse(st);
-  }
-  writes_->Inc();
+  absl::Status st = DeleteDocument(params.at("kind"), params.at("id"), expected, UserOf(request));
+  if (!st.ok()) return ErrorResponse(st);
   return net::JsonResponse(
       200, Json{{"deleted", true}, {"kind", params.at("kind")}, {"id", params.at("id")}}.dump());
+}
+
+absl::StatusOr<ConfigDocument> ExperimentsService::PutDocument(const std::string& kind,
+                                                               const std::string& id, Json spec,
+                                                               int64_t expected_revision,
+                                                               const std::string& user) {
+  absl::StatusOr<ConfigDocument> written = repository_->Put(
+      kind, id, std::move(spec), expected_revision, user.empty() ? "anonymous" : user);
+  if (!written.ok()) {
+    if (CurrentRevisionOf(written.status()).has_value()) conflicts_->Inc();
+    return written.status();
+  }
+  writes_->Inc();
+  return written;
+}
+
+absl::Status ExperimentsService::DeleteDocument(const std::string& kind, const std::string& id,
+                                                std::optional<int64_t> expected_revision,
+                                                const std::string& user) {
+  absl::Status st =
+      repository_->Delete(kind, id, expected_revision, user.empty() ? "anonymous" : user);
+  if (!st.ok()) {
+    if (CurrentRevisionOf(st).has_value()) conflicts_->Inc();
+    return st;
+  }
+  writes_->Inc();
+  return absl::OkStatus();
 }
 
 }  // namespace capstan::experiments

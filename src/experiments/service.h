@@ -28,6 +28,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -89,6 +90,16 @@ class ExperimentsService {
   const GrowthBookEndpoints& growthbook() const { return growthbook_; }
   // nullptr when ServiceOptions::layered_model is false.
   LayeredModelService* layered_model() { return layered_model_.get(); }
+
+  // The document writes of PUT and DELETE /v1/{kind}/{id}, counted in the
+  // service's metrics; the RPC API (src/experiments_rpc) calls them too.
+  // `expected_revision`: 0 creates; `user` empty is "anonymous". Errors as
+  // ConfigStore's (validators' and write checks' name the field).
+  absl::StatusOr<ConfigDocument> PutDocument(const std::string& kind, const std::string& id,
+                                             Json spec, int64_t expected_revision,
+                                             const std::string& user);
+  absl::Status DeleteDocument(const std::string& kind, const std::string& id,
+                              std::optional<int64_t> expected_revision, const std::string& user);
 
  private:
   ExperimentsService() = default;

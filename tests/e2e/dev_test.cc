@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "experiments_rpc/client.h"
 #include "gtest/gtest.h"
 #include "harness.h"
 
@@ -108,6 +109,25 @@ TEST(DevE2E, GatewayServesTheRegisteredExampleAndFollowsRoutesFromTheStore) {
        R"({"type":"exposure","key":"dev-1","experiment":"e","unit":"u1","variant":"control","ts":1})",
        experiments + "/v1/events"});
   EXPECT_NE(events.out.find("\"accepted\":1"), std::string::npos) << events.out << events.err;
+  // And serves its RPC API on the port it printed, on the same event log:
+  // the event just posted over HTTP is a duplicate over RPC.
+  printed = log.find("experiments rpc listening on port ");
+  ASSERT_NE(printed, std::string::npos) << log;
+  auto rpc = experiments_rpc::ExperimentsRpcClient::Connect(
+      "127.0.0.1",
+      std::stoi(log.substr(printed + std::string("experiments rpc listening on port ").size())));
+  ASSERT_TRUE(rpc.ok()) << rpc.status();
+  experiments::v1::IngestEventsRequest again;
+  experiments::v1::Event* event = again.add_events();
+  event->set_key("dev-1");
+  event->set_experiment("e");
+  event->set_unit("u1");
+  event->set_timestamp_ms(1);
+  event->mutable_exposure()->set_variant("control");
+  auto ingested = (*rpc)->IngestEvents(again);
+  ASSERT_TRUE(ingested.ok()) << ingested.status();
+  EXPECT_EQ(ingested->duplicates(), 1u);
+  rpc->reset();
 
   // curl through the gateway reaches the example service it found in the registry.
   CommandResult r;

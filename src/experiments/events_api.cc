@@ -1,0 +1,118 @@
+#include "experiments/events_api.h"
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+#include "experiments/model_service.h"
+
+namespace capstan::experiments {
+
+absl::StatusOr<std::vector<Event>> CheckEvents(const std::vector<Event>& events,
+                                               EventDecodeError* error) {
+  EventDecodeError local;
+  EventDecodeError* e = error != nullptr ? error : &local;
+  // Counted before encoding, so an oversized batch costs nothing.
+  if (events.empty() || events.size() > kMaxEventsPerBatch) {
+    e->line = 0;
+    e->field = "(body)";
+    e->message = events.empty()
+                     ? std::string("has no events")
+                     : absl::StrCat("has ", events.size(), " events; at most ", kMaxEventsPerBatch);
+    return absl::InvalidArgumentError(absl::StrCat(e->field, ": ", e->message));
+  }
+  // Decoded in pieces under the body limit: that limit is HTTP's (a typed
+  // batch is bounded by its count and the transport's message size).
+  std::vector<Event> checked;
+  checked.reserve(events.size());
+  std::string lines;
+  size_t first = 0;  // index of the piece's first event
+  auto decode_piece = [&]() -> absl::Status {
+    absl::StatusOr<std::vector<Event>> piece = DecodeEventBatch(lines, e);
+    if (!piece.ok()) {
+      e->line += first;
+      return absl::InvalidArgumentError(
+          absl::StrCat("line ", e->line, ": ", e->field, ": ", e->message));
+    }
+    for (Event& event : *piece) checked.push_back(std::move(event));
+    lines.clear();
+    return absl::OkStatus();
+  };
+  for (size_t i = 0; i < events.size(); ++i) {
+    std::string line = EncodeEvent(events[i]);
+    if (!lines.empty() && lines.size() + line.size() + 1 > kMaxEventBatchBytes) {
+      RETURN_IF_ERROR(decode_piece());
+      first = i;
+    }
+    lines += line;
+    lines += '\n';
+  }
+  RETURN_IF_ERROR(decode_piece());
+  return checked;
+}
+
+EventsApi::EventsApi(std::shared_ptr<EventStore> store, const ConfigWatcher* watcher,
+                     metrics::Registry* registry, int retry_after_seconds)
+    : store_(std::move(store)), watcher_(watcher), retry_after_seconds_(retry_after_seconds) {
+  metrics::Registry& reg = *registry;
+  accepted_ = reg.AddCounter("capstan_experiments_events_accepted_total",
+                             "Events written to the durable log.");
+  duplicates_ =
+      reg.AddCounter("capstan_experiments_events_duplicates_total",
+                     "Events whose idempotency key was accepted before (not counted again).");
+  rejected_ = reg.AddCounter("capstan_experiments_events_rejected_batches_total",
+                             "Event batches refused as invalid (400).");
+  throttled_ = reg.AddCounter("capstan_experiments_events_throttled_batches_total",
+                              "Event batches refused because the pipeline was behind (429).");
+  std::shared_ptr<EventStore> s = store_;
+  reg.AddGaugeFunc("capstan_experiments_events_queued", "Events queued or being written.",
+                   [s] { return static_cast<double>(s->Stats().queued_events); });
+  reg.AddGaugeFunc("capstan_experiments_events_log_sequence", "Events in the durable log.",
+                   [s] { return static_cast<double>(s->Stats().next_sequence); });
+}
+
+absl::StatusOr<AppendResult> EventsApi::Ingest(std::vector<Event> events) {
+  absl::StatusOr<AppendResult> result = store_->Append(std::move(events));
+  if (!result.ok()) {
+    if (absl::IsResourceExhausted(result.status())) {
+      throttled_->Inc();
+      return absl::ResourceExhaustedError(
+          absl::StrCat(result.status().message(), "; retry after ", retry_after_seconds_, " s"));
+    }
+    return result.status();
+  }
+  accepted_->Inc(result->accepted);
+  duplicates_->Inc(result->duplicates);
+  return result;
+}
+
+void EventsApi::CountRejected() { rejected_->Inc(); }
+
+absl::StatusOr<nlohmann::ordered_json> EventsApi::Results(
+    std::string_view experiment, absl::FunctionRef<absl::Status(ResultsOptions*)> overrides) const {
+  ResultsOptions options;
+  std::string definition_error;
+  if (watcher_ != nullptr) {
+    std::shared_ptr<const DocumentSnapshot> documents = watcher_->snapshot();
+    if (const ConfigDocument* document =
+            documents->Find(DocumentKindDirectory(DocumentKind::kExperiment), experiment)) {
+      const std::string id(experiment);
+      absl::StatusOr<ModelDocument> parsed =
+          ParseModelSpec(DocumentKind::kExperiment, id, document->spec);
+      if (parsed.ok()) {
+        options = ResultsOptionsFromExperiment(std::get<ExperimentDoc>(parsed->object));
+      } else {
+        // Written behind the API's back: say so, and analyse the events alone.
+        definition_error = std::string(parsed.status().message());
+      }
+    }
+  }
+  RETURN_IF_ERROR(overrides(&options));
+  ASSIGN_OR_RETURN(nlohmann::ordered_json results,
+                   experiments::Results(*store_, experiment, options));
+  if (!definition_error.empty()) results["definitionError"] = definition_error;
+  return results;
+}
+
+}  // namespace capstan::experiments

@@ -1,0 +1,408 @@
+#include "experiments_rpc/rpc_service.h"
+
+#include <cmath>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/logging.h"
+#include "experiments/config_store.h"
+#include "experiments/model_service.h"
+
+namespace capstan::experiments_rpc {
+namespace {
+
+using experiments::ConfigDocument;
+using experiments::Event;
+using experiments::EventDecodeError;
+using experiments::EventType;
+using experiments::Json;
+
+absl::Status EventsDisabled() {
+  return absl::FailedPreconditionError(
+      "event ingestion is off: the service runs without --events-dir");
+}
+
+// What a caller reacts to rides along as trailers too (the messages say it
+// for people): where a conflicting document is now, how long to back off.
+void AddErrorTrailers(rpc::ServerContext& context, const absl::Status& status,
+                      int retry_after_seconds = 0) {
+  if (std::optional<int64_t> current = experiments::CurrentRevisionOf(status)) {
+    context.AddTrailer("current-revision", std::to_string(*current));
+  }
+  if (absl::IsResourceExhausted(status) && retry_after_seconds > 0) {
+    context.AddTrailer("retry-after-ms", std::to_string(retry_after_seconds * 1000));
+  }
+}
+
+void ToProto(const ConfigDocument& doc, v1::Document* out) {
+  out->set_kind(doc.kind);
+  out->set_id(doc.id);
+  out->set_spec_json(doc.spec.dump());
+  out->set_version(doc.version);
+  out->set_revision(doc.revision);
+  out->set_created_by(doc.created_by);
+  out->set_created_at(doc.created_at);
+  out->set_updated_by(doc.updated_by);
+  out->set_updated_at(doc.updated_at);
+}
+
+// The proto path of a field the event decoder named (events.h's JSON names).
+std::string ProtoField(const Event& event, const std::string& field) {
+  if (field == "ts") return "timestamp_ms";
+  if (field == "variant") return event.type == EventType::kExposure ? "exposure.variant" : field;
+  const std::string kind(experiments::EventTypeName(event.type));
+  if (field == "metric") return kind + ".metric";
+  if (field == "value") return "value.value";
+  if (field == "numerator" || field == "denominator") return "ratio." + field;
+  return field;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<Event>> EventsFromProto(const v1::IngestEventsRequest& request) {
+  std::vector<Event> events;
+  events.reserve(static_cast<size_t>(request.events_size()));
+  for (int i = 0; i < request.events_size(); ++i) {
+    const v1::Event& in = request.events(i);
+    Event e;
+    e.key = in.key();
+    e.experiment = in.experiment();
+    e.unit = in.unit();
+    e.timestamp_ms = in.timestamp_ms();
+    if (in.timestamp_ms() < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("events[", i, "].timestamp_ms: must not be negative"));
+    }
+    switch (in.kind_case()) {
+      case v1::Event::kExposure:
+        if (!in.variant().empty()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("events[", i, "].variant: exposures carry theirs in exposure.variant"));
+        }
+        e.type = EventType::kExposure;
+        e.variant = in.exposure().variant();
+        break;
+      case v1::Event::kConversion:
+        e.type = EventType::kConversion;
+        e.metric = in.conversion().metric();
+        break;
+      case v1::Event::kValue:
+        e.type = EventType::kValue;
+        e.metric = in.value().metric();
+        e.value = in.value().value();
+        break;
+      case v1::Event::kRatio:
+        e.type = EventType::kRatio;
+        e.metric = in.ratio().metric();
+        e.value = in.ratio().numerator();
+        e.denominator = in.ratio().denominator();
+        break;
+      case v1::Event::KIND_NOT_SET:
+        return absl::InvalidArgumentError(absl::StrCat(
+            "events[", i, "].kind: must be one of exposure, conversion, value, ratio"));
+    }
+    if (e.type != EventType::kExposure) e.variant = in.variant();
+    events.push_back(std::move(e));
+  }
+  // The decoder's rules, through the decoder itself (CheckEvents).
+  EventDecodeError error;
+  absl::StatusOr<std::vector<Event>> checked = experiments::CheckEvents(events, &error);
+  if (checked.ok()) return checked;
+  if (error.line == 0) return absl::InvalidArgumentError(absl::StrCat("events: ", error.message));
+  const size_t index = error.line - 1;
+  const std::string field =
+      error.field == "(line)" ? "" : "." + ProtoField(events[index], error.field);
+  return absl::InvalidArgumentError(
+      absl::StrCat("events[", index, "]", field, ": ", error.message));
+}
+
+void ToProto(const experiments::EvaluationResult& result, v1::UnitResult* out) {
+  const experiments::ConfigSnapshot* snapshot = result.snapshot();
+  out->Clear();
+  if (snapshot == nullptr) return;
+  for (const experiments::Assignment& a : result.assignments()) {
+    v1::Assignment* item = out->add_assignments();
+    item->set_experiment(a.experiment->id);
+    item->set_layer(snapshot->layers()[a.experiment->layer].id);
+    item->set_unit(std::string(a.unit));
+    if (a.variant >= 0) item->set_variant(std::string(a.variant_id()));
+    if (a.holdout != nullptr) item->set_holdout(a.holdout->id);
+    item->set_forced(a.forced);
+    item->set_launched(a.launched);
+  }
+  auto& parameters = *out->mutable_parameters_json();
+  for (size_t i = 0; i < result.parameters().size(); ++i) {
+    if (result.parameters()[i] != nullptr) {
+      parameters[snapshot->parameter_names()[i]] = result.parameters()[i]->dump();
+    }
+  }
+  auto& flags = *out->mutable_flags();
+  for (size_t i = 0; i < result.flags().size(); ++i) {
+    const experiments::FlagValue& flag = result.flags()[i];
+    v1::FlagResult& item = flags[snapshot->flags()[i].id];
+    item.set_value_json(flag.value->dump());
+    // FlagSource numbers follow FlagValue::Source.
+    item.set_source(static_cast<v1::FlagSource>(static_cast<int>(flag.source)));
+  }
+  for (uint32_t h : result.holdouts()) out->add_holdouts(snapshot->holdouts()[h].id);
+}
+
+ExperimentsRpcService::ExperimentsRpcService(experiments::ExperimentsService* service,
+                                             std::shared_ptr<experiments::EventsApi> events,
+                                             net::WorkerPool* pool)
+    : service_(service), events_(std::move(events)), pool_(pool) {}
+
+net::Task<absl::Status> ExperimentsRpcService::Evaluate(rpc::ServerContext&,
+                                                        const v1::EvaluateRequest& request,
+                                                        v1::EvaluateResponse* response) {
+  experiments::LayeredModelService* model = service_->layered_model();
+  if (model == nullptr) co_return absl::UnimplementedError("the layered model is not served");
+  absl::StatusOr<uint64_t> generation = model->ServingGeneration();
+  if (!generation.ok()) co_return generation.status();
+  absl::StatusOr<Json> attributes = experiments::LayeredModelService::ParseAttributes(
+      request.attributes_json(), "attributes_json");
+  if (!attributes.ok()) co_return attributes.status();
+  experiments::EvaluationResult result;
+  absl::Status st =
+      model->EvaluateAttributes(*attributes, "attributes_json", !request.skip_exposures(), &result);
+  if (!st.ok()) co_return st;
+  ToProto(result, response->mutable_result());
+  response->set_generation(*generation);
+  co_return absl::OkStatus();
+}
+
+net::Task<absl::Status> ExperimentsRpcService::EvaluateBatch(
+    rpc::ServerContext&, const v1::EvaluateBatchRequest& request,
+    v1::EvaluateBatchResponse* response) {
+  experiments::LayeredModelService* model = service_->layered_model();
+  if (model == nullptr) co_return absl::UnimplementedError("the layered model is not served");
+  absl::StatusOr<uint64_t> generation = model->ServingGeneration();
+  if (!generation.ok()) co_return generation.status();
+  absl::Status size =
+      model->CheckBatchSize(static_cast<size_t>(request.attributes_json_size()), "attributes_json");
+  if (!size.ok()) co_return size;
+  experiments::EvaluationResult result;  // reused: its vectors keep their capacity
+  for (int i = 0; i < request.attributes_json_size(); ++i) {
+    const std::string field = absl::StrCat("attributes_json[", i, "]");
+    absl::StatusOr<Json> attributes =
+        experiments::LayeredModelService::ParseAttributes(request.attributes_json(i), field);
+    if (!attributes.ok()) co_return attributes.status();
+    absl::Status st =
+        model->EvaluateAttributes(*attributes, field, !request.skip_exposures(), &result);
+    if (!st.ok()) co_return st;
+    ToProto(result, response->add_results());
+  }
+  response->set_generation(*generation);
+  co_return absl::OkStatus();
+}
+
+net::Task<absl::Status> ExperimentsRpcService::GetDocument(rpc::ServerContext& context,
+                                                           const v1::GetDocumentRequest& request,
+                                                           v1::Document* response) {
+  absl::StatusOr<ConfigDocument> doc = co_await pool_->Run(
+      context.loop(), [&] { return service_->store().Get(request.kind(), request.id()); });
+  if (!doc.ok()) co_return doc.status();
+  ToProto(*doc, response);
+  co_return absl::OkStatus();
+}
+
+net::Task<absl::Status> ExperimentsRpcService::ListDocuments(
+    rpc::ServerContext& context, const v1::ListDocumentsRequest& request,
+    v1::ListDocumentsResponse* response) {
+  absl::StatusOr<std::vector<ConfigDocument>> docs =
+      co_await pool_->Run(context.loop(), [&] { return service_->store().List(request.kind()); });
+  if (!docs.ok()) co_return docs.status();
+  for (const ConfigDocument& doc : *docs) ToProto(doc, response->add_documents());
+  co_return absl::OkStatus();
+}
+
+net::Task<absl::Status> ExperimentsRpcService::PutDocument(rpc::ServerContext& context,
+                                                           const v1::PutDocumentRequest& request,
+                                                           v1::PutDocumentResponse* response) {
+  if (request.expected_revision() < 0) {
+    co_return absl::InvalidArgumentError("expected_revision: must be a non-negative integer");
+  }
+  Json spec = Json::parse(request.spec_json(), nullptr, /*allow_exceptions=*/false);
+  if (spec.is_discarded()) co_return absl::InvalidArgumentError("spec_json: is not valid JSON");
+  absl::StatusOr<ConfigDocument> written = co_await pool_->Run(context.loop(), [&] {
+    return service_->PutDocument(request.kind(), request.id(), std::move(spec),
+                                 request.expected_revision(), request.user());
+  });
+  if (!written.ok()) {
+    AddErrorTrailers(context, written.status());
+    co_return written.status();
+  }
+  ToProto(*written, response->mutable_document());
+  response->set_created(written->version == 1);
+  co_return absl::OkStatus();
+}
+
+net::Task<absl::Status> ExperimentsRpcService::DeleteDocument(
+    rpc::ServerContext& context, const v1::DeleteDocumentRequest& request,
+    v1::DeleteDocumentResponse*) {
+  if (request.expected_revision() < 0) {
+    co_return absl::InvalidArgumentError("expected_revision: must be a non-negative integer");
+  }
+  std::optional<int64_t> expected;
+  if (request.expected_revision() > 0) expected = request.expected_revision();
+  absl::Status st = co_await pool_->Run(context.loop(), [&] {
+    return service_->DeleteDocument(request.kind(), request.id(), expected, request.user());
+  });
+  if (!st.ok()) AddErrorTrailers(context, st);
+  co_return st;
+}
+
+net::Task<absl::Status> ExperimentsRpcService::GetHistory(rpc::ServerContext& context,
+                                                          const v1::HistoryRequest& request,
+                                                          v1::HistoryResponse* response) {
+  absl::StatusOr<std::vector<experiments::HistoryRecord>> history = co_await pool_->Run(
+      context.loop(), [&] { return service_->store().History(request.kind(), request.id()); });
+  if (!history.ok()) co_return history.status();
+  for (const experiments::HistoryRecord& record : *history) {
+    v1::HistoryEntry* entry = response->add_entries();
+    entry->set_sequence(record.sequence);
+    entry->set_record_json(record.record.dump());
+  }
+  co_return absl::OkStatus();
+}
+
+net::Task<absl::Status> ExperimentsRpcService::IngestEvents(rpc::ServerContext& context,
+                                                            const v1::IngestEventsRequest& request,
+                                                            v1::IngestEventsResponse* response) {
+  if (events_ == nullptr) co_return EventsDisabled();
+  absl::StatusOr<std::vector<Event>> events = EventsFromProto(request);
+  if (!events.ok()) {
+    events_->CountRejected();
+    co_return events.status();
+  }
+  // Append waits for the group commit's fsync: off the loop.
+  absl::StatusOr<experiments::AppendResult> result =
+      co_await pool_->Run(context.loop(), [&] { return events_->Ingest(*std::move(events)); });
+  if (!result.ok()) {
+    AddErrorTrailers(context, result.status(), events_->retry_after_seconds());
+    co_return result.status();
+  }
+  response->set_accepted(result->accepted);
+  response->set_duplicates(result->duplicates);
+  co_return absl::OkStatus();
+}
+
+net::Task<absl::Status> ExperimentsRpcService::GetResults(rpc::ServerContext&,
+                                                          const v1::GetResultsRequest& request,
+                                                          v1::GetResultsResponse* response) {
+  if (events_ == nullptr) co_return EventsDisabled();
+  // The request's fields override the definition, as the HTTP query does.
+  auto overrides = [&request](experiments::ResultsOptions* options) -> absl::Status {
+    if (!request.control().empty()) options->control = request.control();
+    if (request.alpha() != 0) options->alpha = request.alpha();
+    if (!request.weights().empty()) {
+      options->weights.clear();
+      for (const auto& [variant, weight] : request.weights()) {
+        if (!(weight >= 0) || !std::isfinite(weight)) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("weights[", variant, "]: must be a finite number >= 0"));
+        }
+        options->weights[variant] = weight;
+      }
+    }
+    if (!request.correction().empty()) {
+      std::optional<experiments::PValueCorrection> correction =
+          experiments::ParsePValueCorrection(request.correction());
+      if (!correction.has_value()) {
+        return absl::InvalidArgumentError("correction: must be holm, bh or none");
+      }
+      options->correction = *correction;
+    }
+    if (!request.method().empty()) {
+      if (request.method() != "fixed" && request.method() != "sequential") {
+        return absl::InvalidArgumentError("method: must be fixed or sequential");
+      }
+      options->sequential = request.method() == "sequential";
+    }
+    if (request.sequential_tuning() != 0) options->sequential_tuning = request.sequential_tuning();
+    return absl::OkStatus();
+  };
+  // Reads the published sums under a shared lock: cheap, on the loop.
+  absl::StatusOr<nlohmann::ordered_json> results =
+      events_->Results(request.experiment(), overrides);
+  if (!results.ok()) co_return results.status();
+  response->set_results_json(results->dump());
+  co_return absl::OkStatus();
+}
+
+net::Task<absl::Status> ExperimentsRpcService::Analyze(rpc::ServerContext&,
+                                                       const v1::AnalyzeRequest& request,
+                                                       v1::AnalyzeResponse* response) {
+  absl::StatusOr<Json> answer =
+      experiments::LayeredModelService::AnalyzeText(request.request_json());
+  if (!answer.ok()) co_return answer.status();
+  response->set_analysis_json(answer->dump());
+  co_return absl::OkStatus();
+}
+
+net::Task<absl::Status> ExperimentsRpcService::Status(rpc::ServerContext&, const v1::StatusRequest&,
+                                                      v1::StatusResponse* response) {
+  if (experiments::LayeredModelService* model = service_->layered_model(); model != nullptr) {
+    Json status = model->StatusJson();
+    v1::ModelStatus* out = response->mutable_model();
+    out->set_ok(status.value("ok", false));
+    out->set_generation(status.value("generation", uint64_t{0}));
+    out->set_seen_generation(status.value("seenGeneration", uint64_t{0}));
+    out->set_revision(status.value("revision", int64_t{0}));
+    out->set_layers(status.value("layers", uint64_t{0}));
+    out->set_experiments(status.value("experiments", uint64_t{0}));
+    out->set_holdouts(status.value("holdouts", uint64_t{0}));
+    out->set_flags(status.value("flags", uint64_t{0}));
+    out->set_parameters(status.value("parameters", uint64_t{0}));
+    if (auto error = status.find("error"); error != status.end()) {
+      out->set_error_message(error->value("message", ""));
+      out->set_error_document(error->value("document", ""));
+      out->set_error_field(error->value("field", ""));
+    }
+  }
+  v1::EventsStatus* events = response->mutable_events();
+  events->set_enabled(events_ != nullptr);
+  if (events_ != nullptr) {
+    experiments::EventStoreStats s = events_->Stats();
+    events->set_log_sequence(s.next_sequence);
+    events->set_accepted(s.accepted);
+    events->set_duplicates(s.duplicates);
+    events->set_queued_events(s.queued_events);
+  }
+  co_return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<ExperimentsRpcServer>> ExperimentsRpcServer::Start(
+    experiments::ExperimentsService* service, std::shared_ptr<experiments::EventsApi> events,
+    RpcServeOptions options) {
+  if (options.threads < 1 || options.worker_threads < 1) {
+    return absl::InvalidArgumentError("the RPC server needs at least one loop and one worker");
+  }
+  std::unique_ptr<ExperimentsRpcServer> server(new ExperimentsRpcServer());
+  server->pool_ = std::make_unique<net::WorkerPool>(
+      net::WorkerPoolOptions{.threads = options.worker_threads, .name = "exp-rpc-work"});
+  server->service_ =
+      std::make_unique<ExperimentsRpcService>(service, std::move(events), server->pool_.get());
+  server->server_ = std::make_unique<rpc::Server>(
+      rpc::ServerOptions{.host = options.host,
+                         .port = options.port,
+                         .threads = options.threads,
+                         // The frame carries metadata beside the message.
+                         .max_frame_size = options.max_message_bytes + rpc::kMaxMetaSize,
+                         .name = "exp-rpc"});
+  server->server_->AddService(server->service_.get());
+  RETURN_IF_ERROR(server->server_->Start());
+  CAPSTAN_LOG(info, "experiments: serving RPC", "port", server->server_->port());
+  return server;
+}
+
+ExperimentsRpcServer::~ExperimentsRpcServer() {
+  if (server_ != nullptr) server_->Shutdown(std::chrono::seconds(5));
+  // The pool finishes what is queued before the service goes.
+  pool_.reset();
+}
+
+}  // namespace capstan::experiments_rpc
