@@ -84,6 +84,9 @@ ServiceExtension MakeEventsExtension(EventsOptions options) {
                      [store] { return static_cast<double>(store->Stats().queued_events); });
     reg.AddGaugeFunc("capstan_experiments_events_log_sequence", "Events in the durable log.",
                      [store] { return static_cast<double>(store->Stats().next_sequence); });
+    reg.AddGaugeFunc("capstan_experiments_events_aggregated_sequence",
+                     "Events of the log reflected in the results.",
+                     [store] { return static_cast<double>(store->Stats().aggregated_sequence); });
 
     int retry_after = options.retry_after_seconds;
     context.router->Add(
@@ -132,7 +135,13 @@ ServiceExtension MakeEventsExtension(EventsOptions options) {
                                                   {"accepted", s.accepted},
                                                   {"duplicates", s.duplicates},
                                                   {"groupCommits", s.group_commits},
+                                                  {"aggregatedSequence", s.aggregated_sequence},
+                                                  {"checkpointSequence", s.checkpoint_sequence},
+                                                  {"checkpoints", s.checkpoints},
                                                   {"conflictingExposures", s.conflicting_exposures},
+                                                  {"heldEventsDropped", s.held_events_dropped},
+                                                  {"dedupKeys", s.dedup_keys},
+                                                  {"cachedUnits", s.cached_units},
                                                   {"queuedEvents", s.queued_events}}
                                             .dump());
         });
