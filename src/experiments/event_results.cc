@@ -25,6 +25,27 @@ JsonValue Side(const std::optional<double>& lift, const std::optional<stats::Int
   return {{"lift", OrNull(lift)}, {"ci", OrNull(ci)}, {"pValue", OrNull(p_value)}};
 }
 
+// CUPED for a conversion or value metric (treatment `m` against control
+// `c`), with the pre-exposure covariate the aggregation keeps
+// (event_store.h); null when no unit has a covariate (CUPED would change
+// nothing), an "error" when the test cannot be made (n < 2, ...).
+JsonValue CupedComparison(double control_n, const MetricSums& c, double n, const MetricSums& m,
+                          double alpha) {
+  if (c.covariate_sum_squares == 0 && m.covariate_sum_squares == 0) return nullptr;
+  absl::StatusOr<stats::Cuped> test = stats::CupedTest(
+      {control_n, c.sum, c.sum_squares, c.covariate_sum, c.covariate_sum_squares,
+       c.covariate_products},
+      {n, m.sum, m.sum_squares, m.covariate_sum, m.covariate_sum_squares, m.covariate_products},
+      alpha);
+  if (!test.ok()) return {{"error", std::string(test.status().message())}};
+  return {{"theta", test->theta},
+          {"absolute", Side(test->diff, test->ci, test->p_value)},
+          {"relative", Side(test->relative.lift, test->relative.ci, test->relative.p_value)},
+          {"varianceReduction",
+           {{"control", OrNull(test->a.variance_reduction)},
+            {"variant", OrNull(test->b.variance_reduction)}}}};
+}
+
 }  // namespace
 
 absl::StatusOr<JsonValue> ExperimentResults(std::string_view experiment, const ExperimentSums& sums,
@@ -127,6 +148,8 @@ absl::StatusOr<JsonValue> ExperimentResults(std::string_view experiment, const E
             stats::RelativeLift relative = stats::RelativeLiftTest(*a, *b, options.alpha);
             row["comparison"] = {{"absolute", Side(welch.estimate, welch.ci, welch.p_value)},
                                  {"relative", Side(relative.lift, relative.ci, relative.p_value)}};
+            JsonValue cuped = CupedComparison(control_n, control_sums, n, m, options.alpha);
+            if (!cuped.is_null()) row["comparison"]["cuped"] = std::move(cuped);
           } else {
             row["comparisonError"] = std::string((a.ok() ? b.status() : a.status()).message());
           }

@@ -12,7 +12,10 @@
 //    "metrics": [{"metric", "kind", "variants": [
 //        {"variant", "n", "mean", "variance"?,          ("mean" is Σnum/Σden for ratios)
 //         "comparison"?: {"absolute": {"lift", "ci": [lo, hi], "pValue"},
-//                         "relative": {"lift", "ci", "pValue"}}
+//                         "relative": {"lift", "ci", "pValue"},
+//                         "cuped"?: {"theta", "absolute", "relative",      (conversion and value
+//                                    "varianceReduction": {"control", "variant"}}  metrics with a
+//                                   | {"error"}}                          pre-period covariate)
 //         | "comparisonError": "why not (n < 2, ...)"}]}]}
 // Numbers that are undefined (a zero standard error, a zero control mean)
 // are null.

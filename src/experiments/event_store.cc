@@ -151,6 +151,21 @@ void UpdateCovariate(MetricSums* sums, double x, double before, double after) {
   sums->covariate_products += x * dc;
 }
 
+// A string as two independent 64-bit hashes (abseil's and libstdc++'s
+// murmur): two strings are taken for one only if both collide, about
+// n²/2^129 for n strings. In memory only (abseil's hash is seeded per process).
+struct Fingerprint {
+  uint64_t a;
+  uint64_t b;
+  bool operator==(const Fingerprint&) const = default;
+};
+struct FingerprintHash {
+  size_t operator()(const Fingerprint& f) const { return f.a; }
+};
+Fingerprint FingerprintOf(std::string_view s) {
+  return {absl::Hash<std::string_view>{}(s), std::hash<std::string_view>{}(s)};
+}
+
 }  // namespace
 
 void AppendLogRecordEvent(const Event& event, std::string* record) {
@@ -199,16 +214,15 @@ struct EventStore::LoggedGroup {
   std::vector<Event> events;
 };
 
-// The keys of the last `window` accepted events, as 128-bit fingerprints
-// (two independent 64-bit hashes: a false "duplicate" needs both to
-// collide, about n²/2^129 for n keys). Writer thread only.
+// The keys of the last `window` accepted events, as 128-bit fingerprints.
+// Writer thread only.
 class EventStore::DedupIndex {
  public:
   explicit DedupIndex(size_t window) : window_(window) {}
 
   // Whether the key is new; a new key is remembered (until RollBack or Trim).
   bool Insert(std::string_view key) {
-    Fingerprint f{absl::Hash<std::string_view>{}(key), std::hash<std::string_view>{}(key)};
+    Fingerprint f = FingerprintOf(key);
     if (!keys_.insert(f).second) return false;
     order_.push_back(f);
     return true;
@@ -230,14 +244,6 @@ class EventStore::DedupIndex {
   size_t size() const { return order_.size(); }
 
  private:
-  struct Fingerprint {
-    uint64_t a;
-    uint64_t b;
-    bool operator==(const Fingerprint&) const = default;
-  };
-  struct FingerprintHash {
-    size_t operator()(const Fingerprint& f) const { return f.a; }
-  };
   size_t window_;
   absl::flat_hash_set<Fingerprint, FingerprintHash> keys_;
   std::deque<Fingerprint> order_;  // oldest first
@@ -269,14 +275,12 @@ class EventStore::Aggregator {
       sums_[it->key().ToString().substr(1)] = std::move(sums);
     }
     RETURN_IF_ERROR(FromRocks(it->status(), "scan statistics"));
-    complete_ = true;
     for (it->Seek(std::string(1, kUnitPrefix)); it->Valid() && it->key()[0] == kUnitPrefix;
          it->Next()) {
-      if (units_.size() == options_.max_cached_units) {
-        // Too many to hold: read them when needed.
-        units_.clear();
-        complete_ = false;
-        break;
+      if (units_.size() >= options_.max_cached_units) {
+        // Too many to hold: read it when needed.
+        stored_only_.insert(FingerprintOf(it->key().ToStringView()));
+        continue;
       }
       UnitState state;
       RETURN_IF_ERROR(state.Decode(it->value().ToStringView(), it->key().ToStringView()));
@@ -341,9 +345,9 @@ class EventStore::Aggregator {
       // Every state is clean now; keep half the cache (arbitrary ones).
       for (auto it = units_.begin();
            it != units_.end() && units_.size() > options_.max_cached_units / 2;) {
+        stored_only_.insert(FingerprintOf(it->first));
         units_.erase(it++);
       }
-      complete_ = false;
     }
     return absl::OkStatus();
   }
@@ -352,7 +356,7 @@ class EventStore::Aggregator {
     sums_.clear();
     units_.clear();
     dirty_experiments_.clear();
-    complete_ = true;
+    stored_only_.clear();
     next_sequence_ = 0;
     since_checkpoint_ = 0;
     last_experiment_ = nullptr;
@@ -452,19 +456,23 @@ class EventStore::Aggregator {
     lookup_key_.append(event.experiment);
     lookup_key_.push_back('\0');
     lookup_key_.append(event.unit);
-    auto it = units_.find(lookup_key_);
-    if (it != units_.end()) return &it->second;
-    UnitState state;
-    if (!complete_) {
+    auto [it, inserted] = units_.try_emplace(lookup_key_);
+    UnitState* state = &it->second;
+    if (inserted && !stored_only_.empty() && stored_only_.contains(FingerprintOf(lookup_key_))) {
       std::string value;
       rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), lookup_key_, &value);
       if (s.ok()) {
-        RETURN_IF_ERROR(state.Decode(value, lookup_key_));
+        absl::Status decoded = state->Decode(value, lookup_key_);
+        if (!decoded.ok()) {
+          units_.erase(it);
+          return decoded;
+        }
       } else if (!s.IsNotFound()) {
+        units_.erase(it);
         return FromRocks(s, "read unit state");
       }
     }
-    return &units_.emplace(lookup_key_, std::move(state)).first->second;
+    return state;
   }
 
   ExperimentSums& SumsOf(const std::string& experiment) {
@@ -559,7 +567,10 @@ class EventStore::Aggregator {
   const EventStoreOptions& options_;
   std::map<std::string, ExperimentSums, std::less<>> sums_;
   absl::flat_hash_map<std::string, UnitState> units_;
-  bool complete_ = true;  // units_ holds every unit state there is
+  // The units whose state is in the database but not in units_ (evicted,
+  // or past the cache at open): only these are looked up there, so a new
+  // unit costs no read. About 20 bytes per unit.
+  absl::flat_hash_set<Fingerprint, FingerprintHash> stored_only_;
   absl::flat_hash_set<std::string> dirty_experiments_;
   uint64_t next_sequence_ = 0;  // of the log: the next event to aggregate
   uint64_t since_checkpoint_ = 0;

@@ -1,6 +1,9 @@
-// EventStore: idempotency, the incremental aggregation against a naive
-// recomputation from the accepted events, recovery after reopening (restored
-// and rebuilt from the log), back-pressure, and the results document.
+// EventStore: idempotency (and the dedup window), the incremental
+// aggregation against a naive recomputation from the accepted events
+// (outcome and CUPED covariate by timestamp), recovery after reopening
+// (checkpoint + replay, after a simulated crash, and rebuilt from the log),
+// back-pressure, and the results document (CUPED against an independent
+// computation).
 #include "experiments/event_store.h"
 
 #include <chrono>
@@ -33,63 +36,85 @@ class TempDirectory {
   std::string path_;
 };
 
-Event Exposure(std::string key, std::string unit, std::string variant,
-               std::string experiment = "e") {
+constexpr int64_t kDayMs = 24 * 3600 * 1000;
+constexpr int64_t kLookbackMs = 14 * kDayMs;  // EventStoreOptions' default
+
+Event Exposure(std::string key, std::string unit, std::string variant, std::string experiment = "e",
+               int64_t ts = 0) {
   return Event{.type = EventType::kExposure,
                .key = std::move(key),
                .experiment = std::move(experiment),
                .unit = std::move(unit),
-               .variant = std::move(variant)};
+               .variant = std::move(variant),
+               .timestamp_ms = ts};
 }
 
 Event Metric(EventType type, std::string key, std::string unit, std::string metric, double value,
-             double denominator = 0) {
+             double denominator = 0, int64_t ts = 0) {
   return Event{.type = type,
                .key = std::move(key),
                .experiment = "e",
                .unit = std::move(unit),
                .metric = std::move(metric),
                .value = type == EventType::kConversion ? 0 : value,
-               .denominator = denominator};
+               .denominator = denominator,
+               .timestamp_ms = ts};
 }
 
 // The aggregation recomputed from scratch: first occurrence of a key wins,
-// a unit joins the variant of its first exposure.
+// a unit joins the variant of its first exposure (and takes its ts); a
+// metric event at or after it is outcome, one in the lookback before it
+// (conversion, value) the covariate, older ones nothing.
 ExperimentSums Naive(const std::vector<Event>& events, std::string_view experiment) {
   std::set<std::string> keys;
   struct Unit {
     std::string variant;
-    std::map<MetricId, std::pair<double, double>> totals;
+    int64_t exposure_ms = 0;
+    std::vector<const Event*> metric_events;
   };
   std::map<std::string, Unit> units;
   for (const Event& e : events) {
     if (e.experiment != experiment || !keys.insert(e.key).second) continue;
     Unit& u = units[e.unit];
-    if (e.type == EventType::kExposure) {
-      if (u.variant.empty()) u.variant = e.variant;
-      continue;
-    }
-    auto& t = u.totals[MetricId{e.type, e.metric}];
-    if (e.type == EventType::kConversion) t.first = 1;
-    if (e.type == EventType::kValue) t.first += e.value;
-    if (e.type == EventType::kRatio) {
-      t.first += e.value;
-      t.second += e.denominator;
+    if (e.type != EventType::kExposure) {
+      u.metric_events.push_back(&e);
+    } else if (u.variant.empty()) {
+      u.variant = e.variant;
+      u.exposure_ms = e.timestamp_ms;
     }
   }
   ExperimentSums sums;
   for (const auto& [name, u] : units) {
     if (u.variant.empty()) continue;
+    struct Totals {
+      double x = 0, den = 0, c = 0;
+    };
+    std::map<MetricId, Totals> totals;
+    for (const Event* e : u.metric_events) {
+      bool outcome = e->timestamp_ms >= u.exposure_ms;
+      bool covariate = !outcome && e->type != EventType::kRatio &&
+                       e->timestamp_ms >= u.exposure_ms - kLookbackMs;
+      if (!outcome && !covariate) continue;
+      Totals& t = totals[MetricId{e->type, e->metric}];
+      double& target = outcome ? t.x : t.c;
+      if (e->type == EventType::kConversion) target = 1;
+      if (e->type != EventType::kConversion) target += e->value;
+      if (e->type == EventType::kRatio) t.den += e->denominator;
+    }
     VariantSums& v = sums.variants[u.variant];
     ++v.units;
-    for (const auto& [id, t] : u.totals) {
+    for (const auto& [id, t] : totals) {
       MetricSums& m = v.metrics[id];
-      m.sum += t.first;
-      m.sum_squares += t.first * t.first;
+      m.sum += t.x;
+      m.sum_squares += t.x * t.x;
       if (id.kind == EventType::kRatio) {
-        m.den_sum += t.second;
-        m.den_sum_squares += t.second * t.second;
-        m.products += t.first * t.second;
+        m.den_sum += t.den;
+        m.den_sum_squares += t.den * t.den;
+        m.products += t.x * t.den;
+      } else {
+        m.covariate_sum += t.c;
+        m.covariate_sum_squares += t.c * t.c;
+        m.covariate_products += t.x * t.c;
       }
     }
   }
@@ -111,13 +136,18 @@ void ExpectSumsNear(const ExperimentSums& got, const ExperimentSums& want) {
       EXPECT_TRUE(near(gm.den_sum, wm.den_sum)) << name << "/" << id.name;
       EXPECT_TRUE(near(gm.den_sum_squares, wm.den_sum_squares)) << name << "/" << id.name;
       EXPECT_TRUE(near(gm.products, wm.products)) << name << "/" << id.name;
+      EXPECT_TRUE(near(gm.covariate_sum, wm.covariate_sum)) << name << "/" << id.name;
+      EXPECT_TRUE(near(gm.covariate_sum_squares, wm.covariate_sum_squares))
+          << name << "/" << id.name;
+      EXPECT_TRUE(near(gm.covariate_products, wm.covariate_products)) << name << "/" << id.name;
     }
   }
 }
 
 // A reproducible stream over `units` units: exposures (some conflicting,
-// some repeated), metric events of every kind (some before the exposure),
-// and re-sent keys (identical events).
+// some repeated), metric events of every kind (some before the exposure in
+// arrival order; timestamps over 30 days, so outcome, covariate and too
+// old all occur), and re-sent keys (identical events).
 std::vector<Event> RandomEvents(uint32_t seed, int count, int units, bool conflicts) {
   std::mt19937 rng(seed);
   std::vector<Event> events;
@@ -130,23 +160,24 @@ std::vector<Event> RandomEvents(uint32_t seed, int count, int units, bool confli
     int unit = static_cast<int>(rng() % static_cast<uint32_t>(units));
     std::string u = "u" + std::to_string(unit);
     std::string key = "s" + std::to_string(seed) + "-" + std::to_string(i);
+    int64_t ts = static_cast<int64_t>(rng() % (30 * kDayMs));
     switch (rng() % 5) {
       case 0: {
         int variant = unit % 3;
         if (conflicts && rng() % 8 == 0) variant = (variant + 1) % 3;
-        events.push_back(Exposure(key, u, variants[variant]));
+        events.push_back(Exposure(key, u, variants[variant], "e", ts));
         break;
       }
       case 1:
-        events.push_back(Metric(EventType::kConversion, key, u, "buy", 0));
+        events.push_back(Metric(EventType::kConversion, key, u, "buy", 0, 0, ts));
         break;
       case 2:
-        events.push_back(
-            Metric(EventType::kValue, key, u, "revenue", static_cast<double>(rng() % 10000) / 7));
+        events.push_back(Metric(EventType::kValue, key, u, "revenue",
+                                static_cast<double>(rng() % 10000) / 7, 0, ts));
         break;
       default:
         events.push_back(Metric(EventType::kRatio, key, u, "ctr", static_cast<double>(rng() % 5),
-                                static_cast<double>(1 + rng() % 9)));
+                                static_cast<double>(1 + rng() % 9), ts));
         break;
     }
   }
@@ -257,6 +288,9 @@ TEST(EventStore, ConcurrentAppendsShareGroupCommitsAndCountOnce) {
   std::vector<Event> all;
   for (int t = 0; t < kThreads; ++t) {
     streams.push_back(RandomEvents(100 + static_cast<uint32_t>(t), 2000, 300, false));
+    // Units of their own: which exposure comes first (and its ts) then does
+    // not depend on how the threads interleave.
+    for (Event& e : streams.back()) e.unit = "t" + std::to_string(t) + "-" + e.unit;
     all.insert(all.end(), streams.back().begin(), streams.back().end());
   }
   auto started = std::chrono::steady_clock::now();
