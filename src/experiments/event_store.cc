@@ -709,6 +709,7 @@ absl::Status EventStore::Recover() {
   if (aggregator_->Dirty()) RETURN_IF_ERROR(aggregator_->Checkpoint());
   conflicting_exposures_.fetch_add(aggregator_->TakeConflictingExposures());
   held_events_dropped_.fetch_add(aggregator_->TakeHeldEventsDropped());
+  replayed_on_open_ = replayed;
   CAPSTAN_LOG(info, "events: opened", "directory", options_.directory, "log_events", next_sequence_,
               "replayed", replayed, "dedup_keys", dedup_->size());
   return absl::OkStatus();
@@ -927,6 +928,7 @@ EventStoreStats EventStore::Stats() const {
   stats.duplicates = duplicates_.load();
   stats.group_commits = group_commits_.load();
   stats.checkpoints = checkpoints_.load();
+  stats.replayed_on_open = replayed_on_open_;
   stats.conflicting_exposures = conflicting_exposures_.load();
   stats.held_events_dropped = held_events_dropped_.load();
   stats.dedup_keys = dedup_keys_.load();

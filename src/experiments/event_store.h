@@ -151,6 +151,7 @@ struct EventStoreStats {
   uint64_t duplicates = 0;           // since open
   uint64_t group_commits = 0;        // since open
   uint64_t checkpoints = 0;          // since open
+  uint64_t replayed_on_open = 0;     // events of the log after the checkpoint, replayed by Open
   uint64_t conflicting_exposures = 0;
   uint64_t held_events_dropped = 0;  // since open: past kMaxHeldEventsPerUnit
   uint64_t queued_events = 0;
@@ -229,6 +230,7 @@ class EventStore {
   std::atomic<uint64_t> duplicates_{0};
   std::atomic<uint64_t> group_commits_{0};
   std::atomic<uint64_t> checkpoints_{0};
+  uint64_t replayed_on_open_ = 0;  // set by Open
   std::atomic<uint64_t> conflicting_exposures_{0};
   std::atomic<uint64_t> held_events_dropped_{0};
   std::atomic<uint64_t> dedup_keys_{0};
