@@ -39,6 +39,9 @@ CLI::App* AddExperimentsServeCommand(CLI::App* experiments, ExperimentsServeFlag
       ->capture_default_str();
   cmd->add_option("--log-level", f->log_level, "debug, info, warn or err.")->capture_default_str();
   cmd->add_option("--events-dir", f->events_dir, "Event log directory; enables POST /v1/events.");
+  cmd->add_option("--events-checkpoint-events", f->events_checkpoint_events,
+                  "Events aggregated between two checkpoints of the event aggregation.")
+      ->capture_default_str();
   return cmd;
 }
 
@@ -77,7 +80,8 @@ absl::StatusOr<experiments::ServiceOptions> ExperimentsServiceOptions(
   options.max_batch_units = static_cast<size_t>(f.max_batch_units);
   options.max_connections = static_cast<size_t>(f.max_connections);
   if (!f.events_dir.empty())
-    options.extensions.push_back(experiments::MakeEventsExtension({.directory = f.events_dir}));
+    options.extensions.push_back(experiments::MakeEventsExtension(
+        {.directory = f.events_dir, .checkpoint_events = f.events_checkpoint_events}));
   return options;
 }
 

@@ -24,6 +24,7 @@ struct ExperimentsServeFlags {
   // Event ingestion (docs/experiments-events.md): the event database's
   // directory; empty leaves POST /v1/events and the results endpoint out.
   std::string events_dir;
+  size_t events_checkpoint_events = 250000;
 };
 
 // Adds `serve` under `experiments`; returns it.

@@ -864,6 +864,16 @@ void EventStore::AggregatorLoop() {
       if (status.ok()) {
         checkpoints_.fetch_add(1);
         checkpoint_sequence_.store(aggregator_->next_sequence());
+        // The checkpoint is not in the WAL: ask for the memtable holding it
+        // to be written out (in the background), so a crash replays about
+        // one checkpoint interval, not a whole memtable's worth.
+        rocksdb::FlushOptions flush;
+        flush.wait = false;
+        flush.allow_write_stall = true;
+        rocksdb::Status flushed = db_->Flush(flush);
+        if (!flushed.ok()) {
+          CAPSTAN_LOG(warn, "events: flush after a checkpoint failed", "error", flushed.ToString());
+        }
       }
     }
     conflicting_exposures_.fetch_add(aggregator_->TakeConflictingExposures());

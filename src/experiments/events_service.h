@@ -28,6 +28,8 @@ struct EventsOptions {
   // The event database's directory (RocksDB); created if missing.
   std::string directory;
   size_t max_queued_events = 100000;
+  // EventStoreOptions::checkpoint_events.
+  size_t checkpoint_events = 250000;
   // What a 429 asks the client to wait.
   int retry_after_seconds = 1;
   // Passed to the store (tests).
