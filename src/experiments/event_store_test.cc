@@ -431,7 +431,10 @@ TEST(EventStore, ReplaysTheLogAfterTheCheckpointWhenReopenedAfterACrash) {
     ASSERT_TRUE(store.ok()) << store.status();
     EventStoreStats stats = (*store)->Stats();
     if (reopen == 0) {
-      EXPECT_EQ(stats.replayed_on_open, stats.next_sequence - checkpoint_before_crash);
+      // From the last checkpoint, or an earlier one if the last one's
+      // memtable had not been flushed when the store closed (it is not in
+      // the WAL): never less.
+      EXPECT_GE(stats.replayed_on_open, stats.next_sequence - checkpoint_before_crash);
     }
     EXPECT_EQ(stats.aggregated_sequence, stats.next_sequence);
     ExpectSumsNear((*store)->Sums("e"), Naive(events, "e"));
