@@ -7,11 +7,15 @@
 //                                       503 when the write failed (retrying the
 //                                       same batch is safe: keys deduplicate)
 //   GET  /v1/experiments/{id}/results   per metric and variant n, mean, lift with
-//                                       CI, p-value; SRM status (event_results.h);
+//                                       CI, p-value, CUPED; SRM status
+//                                       (event_results.h), after the aggregation
+//                                       reached every acknowledged event;
 //                                       ?control=NAME&alpha=0.05&weights=a:1,b:1
-//   GET  /v1/events/status              log sequence, accepted, duplicates, queue
+//   GET  /v1/events/status              log, aggregation and checkpoint
+//                                       sequences, accepted, duplicates, queue
 // Metrics: capstan_experiments_events_{accepted,duplicates,rejected_batches,
-// throttled_batches}_total, capstan_experiments_events_{queued,log_sequence}.
+// throttled_batches}_total, capstan_experiments_events_{queued,log_sequence,
+// aggregated_sequence}.
 // docs/experiments-events.md describes the format, limits and guarantees.
 #pragma once
 
