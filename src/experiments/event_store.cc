@@ -9,6 +9,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -312,9 +313,9 @@ class EventStore::Aggregator {
     // (splice) from one key to the next instead of searching from the top:
     // random-order inserts were most of a checkpoint's CPU.
     std::vector<std::pair<std::string_view, UnitState*>> dirty;
-    for (auto& [key, unit] : units_) {
-      if (unit.dirty) dirty.emplace_back(key, &unit);
-    }
+    dirty.reserve(dirty_units_.size());
+    for (auto* entry : dirty_units_) dirty.emplace_back(entry->first, &entry->second);
+    dirty_units_.clear();
     std::sort(dirty.begin(), dirty.end());
     rocksdb::WriteBatch batch;
     std::string encoded;
@@ -355,6 +356,7 @@ class EventStore::Aggregator {
   void Clear() {
     sums_.clear();
     units_.clear();
+    dirty_units_.clear();
     dirty_experiments_.clear();
     stored_only_.clear();
     next_sequence_ = 0;
@@ -472,6 +474,10 @@ class EventStore::Aggregator {
         return FromRocks(s, "read unit state");
       }
     }
+    if (!state->dirty) {  // every caller changes it
+      state->dirty = true;
+      dirty_units_.push_back(&*it);
+    }
     return state;
   }
 
@@ -521,7 +527,6 @@ class EventStore::Aggregator {
 
   absl::Status Apply(const Event& event) {
     ASSIGN_OR_RETURN(UnitState * unit, LoadUnit(event));
-    unit->dirty = true;
     ExperimentSums& sums = SumsOf(event.experiment);
     if (event.type == EventType::kExposure) {
       if (!unit->variant.empty()) {
@@ -566,7 +571,9 @@ class EventStore::Aggregator {
   rocksdb::DB* db_;
   const EventStoreOptions& options_;
   std::map<std::string, ExperimentSums, std::less<>> sums_;
-  absl::flat_hash_map<std::string, UnitState> units_;
+  // Nodes: the dirty list points into it (and a rehash moves no state).
+  absl::node_hash_map<std::string, UnitState> units_;
+  std::vector<std::pair<const std::string, UnitState>*> dirty_units_;  // since the checkpoint
   // The units whose state is in the database but not in units_ (evicted,
   // or past the cache at open): only these are looked up there, so a new
   // unit costs no read. About 20 bytes per unit.
