@@ -316,6 +316,7 @@ class EventStore::Aggregator {
     dirty.reserve(dirty_units_.size());
     for (auto* entry : dirty_units_) dirty.emplace_back(entry->first, &entry->second);
     dirty_units_.clear();
+    last_unit_ = nullptr;  // the cache may be trimmed below
     std::sort(dirty.begin(), dirty.end());
     rocksdb::WriteBatch batch;
     std::string encoded;
@@ -357,6 +358,7 @@ class EventStore::Aggregator {
     sums_.clear();
     units_.clear();
     dirty_units_.clear();
+    last_unit_ = nullptr;
     dirty_experiments_.clear();
     stored_only_.clear();
     next_sequence_ = 0;
@@ -453,6 +455,16 @@ class EventStore::Aggregator {
   };
 
   absl::StatusOr<UnitState*> LoadUnit(const Event& event) {
+    // A unit's events often come together (an exposure and its first
+    // metric events): the last unit is found without a lookup.
+    if (last_unit_ != nullptr && last_unit_->second.dirty &&
+        lookup_key_.size() == 2 + event.experiment.size() + event.unit.size() &&
+        lookup_key_[1 + event.experiment.size()] == '\0' &&
+        std::string_view(lookup_key_).substr(2 + event.experiment.size()) == event.unit &&
+        std::string_view(lookup_key_).substr(1, event.experiment.size()) == event.experiment) {
+      return &last_unit_->second;
+    }
+    last_unit_ = nullptr;
     lookup_key_.clear();
     lookup_key_.push_back(kUnitPrefix);
     lookup_key_.append(event.experiment);
@@ -478,6 +490,7 @@ class EventStore::Aggregator {
       state->dirty = true;
       dirty_units_.push_back(&*it);
     }
+    last_unit_ = &*it;
     return state;
   }
 
@@ -574,6 +587,7 @@ class EventStore::Aggregator {
   // Nodes: the dirty list points into it (and a rehash moves no state).
   absl::node_hash_map<std::string, UnitState> units_;
   std::vector<std::pair<const std::string, UnitState>*> dirty_units_;  // since the checkpoint
+  std::pair<const std::string, UnitState>* last_unit_ = nullptr;       // lookup_key_'s entry
   // The units whose state is in the database but not in units_ (evicted,
   // or past the cache at open): only these are looked up there, so a new
   // unit costs no read. About 20 bytes per unit.
