@@ -968,6 +968,10 @@ EventStoreStats EventStore::Stats() const {
     std::lock_guard lock(queue_mutex_);
     stats.queued_events = queued_events_;
   }
+  {
+    std::lock_guard lock(aggregate_mutex_);
+    stats.aggregation_failed = aggregator_failed_;
+  }
   return stats;
 }
 

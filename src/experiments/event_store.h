@@ -115,11 +115,11 @@ struct EventStoreOptions {
   // Events in one group commit at most (a batch is never split).
   size_t max_group_events = 50000;
   // The dedup index remembers the keys of this many most recently accepted
-  // events (about 40 bytes each in memory). An older key sent again is new.
+  // events (about 50 bytes each in memory). An older key sent again is new.
   size_t dedup_window_keys = 10000000;
   // The aggregator checkpoints after this many events (and on close).
   size_t checkpoint_events = 250000;
-  // Per-unit states kept in memory at most after a checkpoint (about 150
+  // Per-unit states kept in memory at most after a checkpoint (about 300
   // bytes each); the others are read back from the database when needed.
   size_t max_cached_units = 2000000;
   // CUPED's pre-period: events this long before the exposure (14 days, as
@@ -157,6 +157,9 @@ struct EventStoreStats {
   uint64_t queued_events = 0;
   uint64_t dedup_keys = 0;    // keys in the in-memory dedup index
   uint64_t cached_units = 0;  // unit states in memory
+  // The aggregation stopped on an error (logged): Sums is stale and Append
+  // refuses; the next open replays the log.
+  bool aggregation_failed = false;
 };
 
 class EventStore {

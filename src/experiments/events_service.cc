@@ -124,6 +124,12 @@ ServiceExtension MakeEventsExtension(EventsOptions options) {
                         [store](const net::HttpRequest& request, const net::PathParams& params) {
                           absl::StatusOr<ResultsOptions> query = ParseResultsQuery(request.query);
                           if (!query.ok()) return ErrorResponse(query.status());
+                          if (store->Stats().aggregation_failed) {
+                            return net::JsonError(
+                                503, "unavailable",
+                                "the event aggregation stopped on an error (see the log); "
+                                "restart the service to replay the log");
+                          }
                           const std::string& id = params.at("id");
                           absl::StatusOr<JsonValue> results = Results(*store, id, *query);
                           if (!results.ok()) return ErrorResponse(results.status());
@@ -144,7 +150,8 @@ ServiceExtension MakeEventsExtension(EventsOptions options) {
                                                   {"heldEventsDropped", s.held_events_dropped},
                                                   {"dedupKeys", s.dedup_keys},
                                                   {"cachedUnits", s.cached_units},
-                                                  {"queuedEvents", s.queued_events}}
+                                                  {"queuedEvents", s.queued_events},
+                                                  {"aggregationFailed", s.aggregation_failed}}
                                             .dump());
         });
     return absl::OkStatus();
