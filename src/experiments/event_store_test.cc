@@ -477,6 +477,44 @@ TEST(EventStore, RemembersTheKeysOfTheDedupWindow) {
   }
 }
 
+// Many keys through a small window: the index's deletions (of the oldest
+// keys) keep every key of the window findable, across several batches and
+// a reopen.
+TEST(EventStore, TheDedupWindowSlidesOverManyKeys) {
+  TempDirectory dir;
+  constexpr int kKeys = 5000;
+  constexpr size_t kWindow = 400;
+  std::vector<Event> events;
+  for (int i = 0; i < kKeys; ++i) {
+    events.push_back(Exposure("key-" + std::to_string(i), "u" + std::to_string(i), "control"));
+  }
+  const EventStoreOptions options{.directory = dir.path(), .dedup_window_keys = kWindow};
+  {
+    auto store = EventStore::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    for (size_t at = 0; at < events.size(); at += 250) {
+      std::vector<Event> batch(events.begin() + static_cast<std::ptrdiff_t>(at),
+                               events.begin() + static_cast<std::ptrdiff_t>(at + 250));
+      absl::StatusOr<AppendResult> r = (*store)->Append(batch);
+      ASSERT_TRUE(r.ok());
+      ASSERT_EQ(r->accepted, 250u);
+      // The batch itself, again: all in the window.
+      r = (*store)->Append(std::move(batch));
+      ASSERT_TRUE(r.ok());
+      ASSERT_EQ(r->duplicates, 250u) << "at " << at;
+    }
+  }
+  auto store = EventStore::Open(options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::vector<Event> last(events.end() - static_cast<std::ptrdiff_t>(kWindow), events.end());
+  absl::StatusOr<AppendResult> r = (*store)->Append(last);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->duplicates, kWindow);
+  r = (*store)->Append({events.begin(), events.begin() + 100});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->accepted, 100u) << "past the window";
+}
+
 // Back-pressure on the aggregation: while it is max_unaggregated_events
 // behind, Append is refused (429); once it catches up, accepted again.
 TEST(EventStore, RefusesWhenTheAggregationIsBehind) {
