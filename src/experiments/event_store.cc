@@ -164,72 +164,8 @@ struct FingerprintHash {
   size_t operator()(const Fingerprint& f) const { return f.a; }
 };
 Fingerprint FingerprintOf(std::string_view s) {
-  // Never {0, 0}: FingerprintSet's empty slot.
-  return {absl::Hash<std::string_view>{}(s) | 1, std::hash<std::string_view>{}(s)};
+  return {absl::Hash<std::string_view>{}(s), std::hash<std::string_view>{}(s)};
 }
-
-// An open-addressing set of fingerprints (linear probing, at most half
-// full, deletion by backward shift). Beside abseil's set it costs one cache
-// line per lookup and takes a prefetch hint, which is what the writer's
-// dedup of a whole group needs: the lookups of a big set were its main cost.
-class FingerprintSet {
- public:
-  // Whether f was absent (it is now present).
-  bool Insert(const Fingerprint& f) {
-    if ((size_ + 1) * 2 > slots_.size()) Grow();
-    for (size_t i = f.a & mask_;; i = (i + 1) & mask_) {
-      if (Empty(slots_[i])) {
-        slots_[i] = f;
-        ++size_;
-        return true;
-      }
-      if (slots_[i] == f) return false;
-    }
-  }
-
-  void Erase(const Fingerprint& f) {
-    if (slots_.empty()) return;
-    size_t i = f.a & mask_;
-    for (;; i = (i + 1) & mask_) {
-      if (Empty(slots_[i])) return;
-      if (slots_[i] == f) break;
-    }
-    // Backward shift: move up every later entry of the run whose home slot
-    // is not cyclically within (i, j], so no lookup meets a hole early.
-    for (size_t j = (i + 1) & mask_; !Empty(slots_[j]); j = (j + 1) & mask_) {
-      size_t home = slots_[j].a & mask_;
-      bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
-      if (stays) continue;
-      slots_[i] = slots_[j];
-      i = j;
-    }
-    slots_[i] = Fingerprint{0, 0};
-    --size_;
-  }
-
-  void Prefetch(const Fingerprint& f) const {
-    if (!slots_.empty()) __builtin_prefetch(&slots_[f.a & mask_]);
-  }
-
-  size_t size() const { return size_; }
-
- private:
-  static bool Empty(const Fingerprint& f) { return f.a == 0 && f.b == 0; }
-
-  void Grow() {
-    std::vector<Fingerprint> old = std::move(slots_);
-    slots_.assign(std::max<size_t>(1024, old.size() * 2), Fingerprint{0, 0});
-    mask_ = slots_.size() - 1;
-    size_ = 0;
-    for (const Fingerprint& f : old) {
-      if (!Empty(f)) Insert(f);
-    }
-  }
-
-  std::vector<Fingerprint> slots_;  // a power of two in size
-  size_t mask_ = 0;
-  size_t size_ = 0;
-};
 
 }  // namespace
 
@@ -286,24 +222,23 @@ class EventStore::DedupIndex {
   explicit DedupIndex(size_t window) : window_(window) {}
 
   // Whether the key is new; a new key is remembered (until RollBack or Trim).
-  bool Insert(std::string_view key) { return Insert(FingerprintOf(key)); }
-  bool Insert(const Fingerprint& f) {
-    if (!keys_.Insert(f)) return false;
+  bool Insert(std::string_view key) {
+    Fingerprint f = FingerprintOf(key);
+    if (!keys_.insert(f).second) return false;
     order_.push_back(f);
     return true;
   }
-  void Prefetch(const Fingerprint& f) const { keys_.Prefetch(f); }
   // Forgets the last `n` inserted keys (their group was not written).
   void RollBack(size_t n) {
     for (; n > 0; --n) {
-      keys_.Erase(order_.back());
+      keys_.erase(order_.back());
       order_.pop_back();
     }
   }
   // Forgets the oldest keys past the window.
   void Trim() {
     while (order_.size() > window_) {
-      keys_.Erase(order_.front());
+      keys_.erase(order_.front());
       order_.pop_front();
     }
   }
@@ -311,7 +246,7 @@ class EventStore::DedupIndex {
 
  private:
   size_t window_;
-  FingerprintSet keys_;
+  absl::flat_hash_set<Fingerprint, FingerprintHash> keys_;
   std::deque<Fingerprint> order_;  // oldest first
 };
 
@@ -872,25 +807,10 @@ void EventStore::WriterLoop() {
     std::string record(kLogRecordHeader, '\0');
     record[0] = static_cast<char>(kLogRecordVersion);
     record.reserve(events * 64);
-    // The group's fingerprints first, so each lookup can be prefetched a
-    // few events ahead (the dedup set is far bigger than the caches).
-    constexpr size_t kPrefetchAhead = 8;
-    std::vector<Fingerprint> fingerprints;
-    fingerprints.reserve(events);
-    for (const auto& pending : taken) {
-      for (const Event& event : pending->events) fingerprints.push_back(FingerprintOf(event.key));
-    }
-    for (size_t i = 0; i < std::min(kPrefetchAhead, fingerprints.size()); ++i) {
-      dedup_->Prefetch(fingerprints[i]);
-    }
-    size_t at = 0;
     std::vector<AppendResult> results(taken.size());
     for (size_t i = 0; i < taken.size(); ++i) {
       for (Event& event : taken[i]->events) {
-        if (at + kPrefetchAhead < fingerprints.size()) {
-          dedup_->Prefetch(fingerprints[at + kPrefetchAhead]);
-        }
-        if (!dedup_->Insert(fingerprints[at++])) {
+        if (!dedup_->Insert(event.key)) {
           ++results[i].duplicates;
           continue;
         }
