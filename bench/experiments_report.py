@@ -212,14 +212,15 @@ notes = [
     "## Notes\n",
     "* The cores are shared with other work (the load average is in the header); rates move by 10-20% between runs, "
     "ratios and latencies less.",
-    "* Ingestion is far from 1M events/s per core. A `perf record -e cpu-clock -g` of the service during row 3's load "
-    "(taken by hand while this script was written, 2026-12-07, not part of the run) put about 34% of its CPU in RocksDB "
-    "(memtable inserts and lookups, Bloom probes: the dedup index, the per-unit state and the aggregates are written "
-    "and read per event), 20% in nlohmann::json (parsing each line, serialising log records), 14% in memcmp/memmove, "
-    "7% in malloc, 6% in the kernel, 6% in capstan::experiments' own code.",
-    "* In this run ingestion was CPU-bound (the service's core near 100% in every round; see row 3's per-round line). "
-    "When the rate falls from round to round, the cost per event is growing with the event database (every event "
-    "looks up its key and unit in RocksDB); that has not been investigated yet.",
+    "* Ingestion is below 1M events/s per core. Since the two-stage store (one log record per group commit, "
+    "dedup in memory, aggregation on its own thread with checkpoints) a `perf record -g -p PID` of the service "
+    "during row 3's load (by hand, 2026-12-07, not part of the run) splits its CPU as: aggregator thread 40% "
+    "(unit-state hash map and key hashing ~15%, checkpoint encoding, sorting and memtable inserts ~10%: every unit "
+    "in this load is new, so every unit's state is written once), writer thread 26% (the in-memory dedup set's "
+    "random accesses ~17%, key hashing 4%, the WAL write and its software CRC32C ~5%), RocksDB's background flush "
+    "and compaction 22%, HTTP workers and the JSON-lines decoder 11%.",
+    "* When the rate falls from round to round, the unit cache has reached its limit (2M units) and the dedup "
+    "set is growing (rehashes), besides RocksDB's compactions of a larger database.",
     "* `EvalFeature` builds GrowthBook's FeatureResult as JSON, which costs about as much as the JS SDK's whole "
     "evaluation; `EvalFeatureView` returns the same FeatureResult as a typed view (what a C++ service reads), and "
     "`IsOn` only the decision.",

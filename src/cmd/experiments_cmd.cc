@@ -41,6 +41,9 @@ CLI::App* AddExperimentsServeCommand(CLI::App* experiments, ExperimentsServeFlag
       ->capture_default_str();
   cmd->add_option("--log-level", f->log_level, "debug, info, warn or err.")->capture_default_str();
   cmd->add_option("--events-dir", f->events_dir, "Event log directory; enables POST /v1/events.");
+  cmd->add_option("--events-checkpoint-events", f->events_checkpoint_events,
+                  "Events aggregated between two checkpoints of the event aggregation.")
+      ->capture_default_str();
   cmd->add_option("--rpc-listen", f->rpc_listen,
                   "Where the Capstan RPC API (proto/capstan/experiments.proto) listens "
                   "(host:port, e.g. 127.0.0.1:8091; port 0 picks one); empty: no RPC API.")
@@ -86,8 +89,10 @@ absl::StatusOr<experiments::ServiceOptions> ExperimentsServiceOptions(
   options.max_batch_units = static_cast<size_t>(f.max_batch_units);
   options.max_connections = static_cast<size_t>(f.max_connections);
   if (!f.events_dir.empty()) {
-    options.extensions.push_back(experiments::MakeEventsExtension(
-        {.directory = f.events_dir, .on_open = std::move(on_events_open)}));
+    options.extensions.push_back(
+        experiments::MakeEventsExtension({.directory = f.events_dir,
+                                          .checkpoint_events = f.events_checkpoint_events,
+                                          .on_open = std::move(on_events_open)}));
   }
   return options;
 }

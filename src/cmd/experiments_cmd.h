@@ -31,6 +31,7 @@ struct ExperimentsServeFlags {
   // (tests, several instances) never fight over a fixed port.
   std::string rpc_listen;
   int rpc_threads = 1;
+  size_t events_checkpoint_events = 250000;
 };
 
 // Adds `serve` under `experiments`; returns it.

@@ -64,6 +64,32 @@ absl::StatusOr<Comparison> CompareMeans(double control_n, const MetricSums& cont
                     {relative.lift, relative.ci, relative.p_value, {}}};
 }
 
+// CUPED for a conversion or value metric (treatment `m` against control
+// `c`), with the pre-exposure covariate the aggregation keeps
+// (event_store.h); null when no unit has a covariate (CUPED would change
+// nothing), an "error" when the test cannot be made (n < 2, ...).
+JsonValue CupedComparison(double control_n, const MetricSums& c, double n, const MetricSums& m,
+                          double alpha) {
+  if (c.covariate_sum_squares == 0 && m.covariate_sum_squares == 0) return nullptr;
+  absl::StatusOr<stats::Cuped> test = stats::CupedTest(
+      {control_n, c.sum, c.sum_squares, c.covariate_sum, c.covariate_sum_squares,
+       c.covariate_products},
+      {n, m.sum, m.sum_squares, m.covariate_sum, m.covariate_sum_squares, m.covariate_products},
+      alpha);
+  if (!test.ok()) return {{"error", std::string(test.status().message())}};
+  // Not in a correction family: no pValueAdjusted.
+  auto side = [](const std::optional<double>& lift, const std::optional<stats::Interval>& ci,
+                 const std::optional<double>& p_value) -> JsonValue {
+    return {{"lift", OrNull(lift)}, {"ci", OrNull(ci)}, {"pValue", OrNull(p_value)}};
+  };
+  return {{"theta", test->theta},
+          {"absolute", side(test->diff, test->ci, test->p_value)},
+          {"relative", side(test->relative.lift, test->relative.ci, test->relative.p_value)},
+          {"varianceReduction",
+           {{"control", OrNull(test->a.variance_reduction)},
+            {"variant", OrNull(test->b.variance_reduction)}}}};
+}
+
 // The delta method on Σnum/Σden; sequential intervals come from the same
 // estimates and standard errors, as gbstats builds them for any test.
 absl::StatusOr<Comparison> CompareRatios(double control_n, const MetricSums& control, double n,
@@ -140,6 +166,7 @@ struct Row {
   uint64_t units = 0;
   JsonValue summary;  // mean, variance or the ratio's sums
   std::optional<Comparison> comparison;
+  JsonValue cuped;  // null: none (ratio metrics, no covariate, sequential)
   std::string comparison_error;
 };
 
@@ -295,6 +322,11 @@ absl::StatusOr<JsonValue> ExperimentResults(std::string_view experiment, const E
                 : CompareMeans(control_n, control_sums, n, m, name, options);
         if (comparison.ok()) {
           row.comparison = *comparison;
+          // CUPED is a fixed-horizon adjustment: not mixed into a
+          // sequential analysis's always-valid intervals.
+          if (id.kind != EventType::kRatio && !options.sequential) {
+            row.cuped = CupedComparison(control_n, control_sums, n, m, options.alpha);
+          }
         } else {
           row.comparison_error = std::string(comparison.status().message());
         }
@@ -322,6 +354,7 @@ absl::StatusOr<JsonValue> ExperimentResults(std::string_view experiment, const E
       if (row.comparison.has_value()) {
         r["comparison"] = {{"absolute", row.comparison->absolute.ToJson()},
                            {"relative", row.comparison->relative.ToJson()}};
+        if (!row.cuped.is_null()) r["comparison"]["cuped"] = row.cuped;
       } else if (!row.comparison_error.empty()) {
         r["comparisonError"] = row.comparison_error;
       }

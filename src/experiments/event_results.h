@@ -22,7 +22,11 @@
 //    "metrics": [{"metric", "kind", "variants": [
 //        {"variant", "n", "mean", "variance"?,          ("mean" is Σnum/Σden for ratios)
 //         "comparison"?: {"absolute": {"lift", "ci": [lo, hi], "pValue", "pValueAdjusted"},
-//                         "relative": {"lift", "ci", "pValue", "pValueAdjusted"}}
+//                         "relative": {"lift", "ci", "pValue", "pValueAdjusted"},
+//                         "cuped"?: {"theta", "absolute", "relative",      (conversion and value
+//                                    "varianceReduction": {"control", "variant"}}  metrics with a
+//                                   | {"error"}}                          pre-period covariate,
+//                                                                         fixed-horizon only)
 //         | "comparisonError": "why not (n < 2, ...)"}]}]}
 // Numbers that are undefined (a zero standard error, a zero control mean)
 // are null, never NaN.

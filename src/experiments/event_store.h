@@ -1,43 +1,49 @@
-// EventStore: the durable event log and the incremental aggregation behind
-// POST /v1/events and GET /v1/experiments/{id}/results, on one RocksDB
-// database of its own.
+// EventStore: the durable event log, the deduplication by idempotency key
+// and the incremental aggregation behind POST /v1/events and
+// GET /v1/experiments/{id}/results, on one RocksDB database of its own.
 //
-// Durability (docs/experiments-events.md): Append returns only after its
-// events, the idempotency keys, the per-unit state and the aggregates they
-// change are written in ONE rocksdb::WriteBatch with WriteOptions::sync
-// (the WAL is fsynced). One writer thread takes every batch queued while the
-// previous write was syncing and commits them together (group commit), so
-// concurrent callers share an fsync and each is answered after the sync that
-// covers it. Because log, dedup index and aggregates change atomically, a
-// kill -9 at any point leaves them consistent: an acknowledged event is in
-// the log and counted once; an unacknowledged one is either wholly there or
-// wholly absent (a retry with the same key is then a duplicate or new).
+// Two stages (docs/experiments-events.md has the whole story):
 //
-// Keys (one column family; the fields cannot hold NUL, the decoder refuses
+// 1. Acknowledged path (the writer thread). Append queues its batch; the
+//    writer takes every batch queued while the previous write was syncing
+//    (group commit), drops the events whose key it has seen (an in-memory
+//    index of the last `dedup_window_keys` accepted keys, rebuilt from the log
+//    on open), and writes the new events as ONE compact log record
+//    ("g" + the group's first sequence) with WriteOptions::sync. Each caller
+//    is answered after the fsync that covers its batch. Nothing else is
+//    written on this path.
+//
+// 2. Aggregation (the aggregator thread) applies each logged group, in log
+//    order, to per-unit state cached in memory and to the sufficient
+//    statistics; every `checkpoint_events` events it writes the dirty unit
+//    states, the statistics and the log position they reflect ("c") in one
+//    WriteBatch. Recovery = the checkpoint + a replay of the log records
+//    after it, so an event is counted once whatever the moment of a crash.
+//
+// Keys (one column family; identifiers cannot hold NUL, the decoder refuses
 // control characters):
-//   "l" + seq (8 bytes big-endian)          the event, as EncodeEvent's line
-//   "d" + idempotency key                   seq of the event that took the key
-//   "u" + experiment + NUL + unit           per-unit state: variant (empty until
-//                                           the exposure) and per-metric totals
-//   "a" + experiment                        the experiment's sufficient statistics (JSON)
-//   "m" + "rebuilding"                      set while RebuildFromLog runs
-// Dedup index: on disk, every accepted key is kept for the life of the
-// database (no TTL in this slice), so memory stays bounded (RocksDB's block
-// cache and memtables; the Bloom filter makes a miss cheap) and disk grows
-// by about key size + 20 bytes per event.
+//   "g" + seq (8 bytes big-endian)   a group of events with sequences seq.. (EncodeLogRecord)
+//   "c"                              checkpoint: next sequence to aggregate (8 bytes big-endian)
+//   "u" + experiment + NUL + unit    per-unit state as of the checkpoint
+//   "a" + experiment                 the experiment's statistics as of the checkpoint (JSON)
+//   "m" + "rebuilding"               (tests, older versions) forces a rebuild on open
 //
 // Aggregation: a unit joins the variant of its FIRST exposure (a later
 // exposure to another variant is counted in conflicting_exposures and
-// ignored). Per unit and metric the value is: conversion, 1 once the unit
-// converted (0/1); value, the sum of its values; ratio, the sums of
-// numerators and of denominators. Metric events before the exposure are
-// kept in the unit's state and join the variant when the exposure comes. Per
-// experiment × variant: units (exposed units) and, per metric, Σx, Σx² (and
-// for ratios Σnum, Σden, Σnum², Σden², Σnum·den) over the exposed units —
-// units without an event count as 0. Updated from the unit's old and new
-// totals, so one event costs O(1) aggregate work.
+// ignored); the exposure's ts is the unit's exposure time. A metric event
+// with ts >= the exposure time is OUTCOME: per unit and metric, conversion =
+// 1 once converted, value = the sum of values, ratio = the sums of
+// numerators and denominators. A conversion or value event with ts in
+// [exposure − cuped_lookback_ms, exposure) is the unit's PRE-PERIOD
+// COVARIATE for that metric (same rules: 0/1 or sum), used by CUPED; older
+// events (and pre-period ratio events) count in neither. Metric events that
+// arrive before the unit's exposure are held with the unit (at most
+// kMaxHeldEventsPerUnit) and classified when it comes. Per experiment ×
+// variant: units (exposed units) and per metric Σx, Σx² over the exposed
+// units (a unit without events counts as 0), for ratios Σnum, Σden, Σnum²,
+// Σden², Σnum·den, and for CUPED Σc, Σc², Σx·c. An event costs O(1).
 //
-// Thread-safety: Append and Sums from any number of threads.
+// Thread-safety: Append, Sums, Experiments and Stats from any number of threads.
 #pragma once
 
 #include <atomic>
@@ -63,6 +69,10 @@ class DB;
 
 namespace capstan::experiments {
 
+// Metric events held per unit while its exposure has not arrived; past it
+// they are left out of the aggregation (counted in held_events_dropped).
+inline constexpr size_t kMaxHeldEventsPerUnit = 1000;
+
 // A metric is its kind and name: "revenue" as a value and as a ratio are two.
 struct MetricId {
   EventType kind = EventType::kValue;  // never kExposure
@@ -71,13 +81,17 @@ struct MetricId {
 };
 
 // Over the exposed units of one variant. For conversion and value metrics
-// only sum and sum_squares are used.
+// only sum, sum_squares and the covariate sums are used.
 struct MetricSums {
   double sum = 0;          // Σx, or Σnum for ratios
   double sum_squares = 0;  // Σx², or Σnum²
   double den_sum = 0;      // Σden
   double den_sum_squares = 0;
   double products = 0;  // Σnum·den
+  // CUPED (conversion and value): c is the unit's pre-exposure value.
+  double covariate_sum = 0;          // Σc
+  double covariate_sum_squares = 0;  // Σc²
+  double covariate_products = 0;     // Σx·c
 };
 
 struct VariantSums {
@@ -94,15 +108,34 @@ struct EventStoreOptions {
   // Back-pressure: events queued or being written at most; Append past it
   // is refused with ResourceExhausted (HTTP 429). At least kMaxEventsPerBatch.
   size_t max_queued_events = 100000;
+  // Back-pressure: events logged but not yet aggregated at most; Append
+  // past it is refused with ResourceExhausted. Bounds the aggregation's
+  // queue (memory), how stale results can be and the replay after a crash.
+  size_t max_unaggregated_events = 1000000;
   // Events in one group commit at most (a batch is never split).
   size_t max_group_events = 50000;
+  // The dedup index remembers the keys of this many most recently accepted
+  // events (about 50 bytes each in memory). An older key sent again is new.
+  size_t dedup_window_keys = 10000000;
+  // The aggregator checkpoints after this many events (and on close).
+  size_t checkpoint_events = 250000;
+  // Per-unit states kept in memory at most after a checkpoint (about 300
+  // bytes each); the others are read back from the database when needed.
+  size_t max_cached_units = 2000000;
+  // CUPED's pre-period: events this long before the exposure (14 days, as
+  // GrowthBook's default lookback).
+  int64_t cuped_lookback_ms = int64_t{14} * 24 * 3600 * 1000;
   // fsync each group commit. Only tests that measure nothing durable turn it off.
   bool sync = true;
-  // Replay the log into fresh per-unit state and aggregates on open
-  // (also done when a previous rebuild was interrupted).
+  // Drop the aggregation and replay the whole log on open.
   bool rebuild_on_open = false;
+  // Tests: false leaves the aggregation since the last checkpoint unwritten
+  // on close, as a crash would (the next open replays it from the log).
+  bool checkpoint_on_close = true;
   // Tests: runs on the writer thread before each group is written.
   std::function<void()> before_group_write;
+  // Tests: runs on the aggregator thread before each group is aggregated.
+  std::function<void()> before_group_aggregate;
 };
 
 struct AppendResult {
@@ -111,67 +144,109 @@ struct AppendResult {
 };
 
 struct EventStoreStats {
-  uint64_t next_sequence = 0;  // log sequence the next event gets (events in the log)
-  uint64_t accepted = 0;       // since open
-  uint64_t duplicates = 0;     // since open
-  uint64_t group_commits = 0;  // since open
+  uint64_t next_sequence = 0;        // log sequence the next event gets (events in the log)
+  uint64_t aggregated_sequence = 0;  // events of the log reflected in Sums
+  uint64_t checkpoint_sequence = 0;  // events of the log reflected in the last checkpoint
+  uint64_t accepted = 0;             // since open
+  uint64_t duplicates = 0;           // since open
+  uint64_t group_commits = 0;        // since open
+  uint64_t checkpoints = 0;          // since open
+  uint64_t replayed_on_open = 0;     // events of the log after the checkpoint, replayed by Open
   uint64_t conflicting_exposures = 0;
+  uint64_t held_events_dropped = 0;  // since open: past kMaxHeldEventsPerUnit
   uint64_t queued_events = 0;
+  uint64_t dedup_keys = 0;    // keys in the in-memory dedup index
+  uint64_t cached_units = 0;  // unit states in memory
+  // The aggregation stopped on an error (logged): Sums is stale and Append
+  // refuses; the next open replays the log.
+  bool aggregation_failed = false;
 };
 
 class EventStore {
  public:
+  // Opens (creating) the database, rebuilds the dedup index from the log and
+  // replays the log after the last checkpoint: when it returns, Sums reflects
+  // every event in the log.
   static absl::StatusOr<std::unique_ptr<EventStore>> Open(EventStoreOptions options);
-  // Writes what is queued, then closes.
+  // Writes what is queued, aggregates it, checkpoints, then closes.
   ~EventStore();
   EventStore(const EventStore&) = delete;
   EventStore& operator=(const EventStore&) = delete;
 
-  // Blocks until the events are durable (or refused). ResourceExhausted when
-  // the queue is full, Unavailable when closing, Internal when the write
-  // failed (nothing of the batch is then stored or counted).
+  // Blocks until the events are durable in the log (or refused).
+  // ResourceExhausted when the queue is full or the aggregation is behind,
+  // Unavailable when closing, Internal when the write failed (nothing of the
+  // batch is then stored or counted) or the aggregation has stopped on an
+  // error.
   absl::StatusOr<AppendResult> Append(std::vector<Event> events);
 
-  // The experiment's statistics as of the last commit (empty if unknown).
+  // The experiment's statistics, reflecting every event acknowledged before
+  // the call (waits for the aggregator to get there: at most
+  // max_unaggregated_events behind). Empty if unknown.
   ExperimentSums Sums(std::string_view experiment) const;
   std::vector<std::string> Experiments() const;
   EventStoreStats Stats() const;
 
  private:
   struct Pending;
-  struct UnitState;
-  class Group;
+  struct LoggedGroup;
+  class Aggregator;
+  class DedupIndex;
 
-  EventStore() = default;
-  absl::Status Load();
-  absl::Status RebuildFromLog();
+  EventStore();
+  absl::Status Recover();
   void WriterLoop();
+  void AggregatorLoop();
+  // Waits until the aggregation has reached `sequence` (or stopped).
+  void AwaitAggregated(uint64_t sequence) const;
 
   EventStoreOptions options_;
   std::unique_ptr<rocksdb::DB> db_;
+  std::unique_ptr<DedupIndex> dedup_;       // writer thread only (and Open)
+  std::unique_ptr<Aggregator> aggregator_;  // state under sums_mutex_
+  uint64_t next_sequence_ = 0;              // writer thread only (and Open)
 
-  // Written only by the writer thread (and Open); readers hold sums_mutex_
-  // shared, the writer holds it exclusively to publish a commit.
+  // Readers of the statistics hold it shared; the aggregator holds it
+  // exclusively while it applies a group.
   mutable std::shared_mutex sums_mutex_;
-  std::map<std::string, ExperimentSums, std::less<>> sums_;
-  uint64_t next_sequence_ = 0;  // writer thread only
 
   mutable std::mutex queue_mutex_;
   std::condition_variable queue_cv_;
-  std::deque<std::unique_ptr<Pending>> queue_;
-  size_t queued_events_ = 0;  // queued or being written
+  std::deque<std::unique_ptr<Pending>> queue_;  // to the writer
+  size_t queued_events_ = 0;                    // queued or being written
   bool stopping_ = false;
   std::thread writer_;
 
+  // Logged groups on their way to the aggregator.
+  mutable std::mutex aggregate_mutex_;
+  mutable std::condition_variable aggregate_cv_;   // the aggregator waits for groups
+  mutable std::condition_variable aggregated_cv_;  // Sums waits for the aggregator
+  std::deque<std::unique_ptr<LoggedGroup>> logged_;
+  bool writer_done_ = false;  // no more groups will come
+  bool aggregator_failed_ = false;
+  std::thread aggregator_thread_;
+
   std::atomic<uint64_t> published_next_sequence_{0};
+  std::atomic<uint64_t> aggregated_sequence_{0};
+  std::atomic<uint64_t> checkpoint_sequence_{0};
   std::atomic<uint64_t> accepted_{0};
   std::atomic<uint64_t> duplicates_{0};
   std::atomic<uint64_t> group_commits_{0};
+  std::atomic<uint64_t> checkpoints_{0};
+  uint64_t replayed_on_open_ = 0;  // set by Open
   std::atomic<uint64_t> conflicting_exposures_{0};
+  std::atomic<uint64_t> held_events_dropped_{0};
+  std::atomic<uint64_t> dedup_keys_{0};
+  std::atomic<uint64_t> cached_units_{0};
 };
 
 // The sums as a JSON document and back (the "a" records).
 std::string EncodeExperimentSums(const ExperimentSums& sums);
 absl::StatusOr<ExperimentSums> DecodeExperimentSums(std::string_view text);
+
+// A log record: the events of one group, in sequence order, in a compact
+// binary form (docs/experiments-events.md, "Disk format").
+void AppendLogRecordEvent(const Event& event, std::string* record);
+absl::StatusOr<std::vector<Event>> DecodeLogRecord(std::string_view record);
 
 }  // namespace capstan::experiments

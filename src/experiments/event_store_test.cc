@@ -1,6 +1,9 @@
-// EventStore: idempotency, the incremental aggregation against a naive
-// recomputation from the accepted events, recovery after reopening (restored
-// and rebuilt from the log), back-pressure, and the results document.
+// EventStore: idempotency (and the dedup window), the incremental
+// aggregation against a naive recomputation from the accepted events
+// (outcome and CUPED covariate by timestamp), recovery after reopening
+// (checkpoint + replay, after a simulated crash, and rebuilt from the log),
+// back-pressure, and the results document (CUPED against an independent
+// computation).
 #include "experiments/event_store.h"
 
 #include <chrono>
@@ -33,63 +36,85 @@ class TempDirectory {
   std::string path_;
 };
 
-Event Exposure(std::string key, std::string unit, std::string variant,
-               std::string experiment = "e") {
+constexpr int64_t kDayMs = 24 * 3600 * 1000;
+constexpr int64_t kLookbackMs = 14 * kDayMs;  // EventStoreOptions' default
+
+Event Exposure(std::string key, std::string unit, std::string variant, std::string experiment = "e",
+               int64_t ts = 0) {
   return Event{.type = EventType::kExposure,
                .key = std::move(key),
                .experiment = std::move(experiment),
                .unit = std::move(unit),
-               .variant = std::move(variant)};
+               .variant = std::move(variant),
+               .timestamp_ms = ts};
 }
 
 Event Metric(EventType type, std::string key, std::string unit, std::string metric, double value,
-             double denominator = 0) {
+             double denominator = 0, int64_t ts = 0) {
   return Event{.type = type,
                .key = std::move(key),
                .experiment = "e",
                .unit = std::move(unit),
                .metric = std::move(metric),
                .value = type == EventType::kConversion ? 0 : value,
-               .denominator = denominator};
+               .denominator = denominator,
+               .timestamp_ms = ts};
 }
 
 // The aggregation recomputed from scratch: first occurrence of a key wins,
-// a unit joins the variant of its first exposure.
+// a unit joins the variant of its first exposure (and takes its ts); a
+// metric event at or after it is outcome, one in the lookback before it
+// (conversion, value) the covariate, older ones nothing.
 ExperimentSums Naive(const std::vector<Event>& events, std::string_view experiment) {
   std::set<std::string> keys;
   struct Unit {
     std::string variant;
-    std::map<MetricId, std::pair<double, double>> totals;
+    int64_t exposure_ms = 0;
+    std::vector<const Event*> metric_events;
   };
   std::map<std::string, Unit> units;
   for (const Event& e : events) {
     if (e.experiment != experiment || !keys.insert(e.key).second) continue;
     Unit& u = units[e.unit];
-    if (e.type == EventType::kExposure) {
-      if (u.variant.empty()) u.variant = e.variant;
-      continue;
-    }
-    auto& t = u.totals[MetricId{e.type, e.metric}];
-    if (e.type == EventType::kConversion) t.first = 1;
-    if (e.type == EventType::kValue) t.first += e.value;
-    if (e.type == EventType::kRatio) {
-      t.first += e.value;
-      t.second += e.denominator;
+    if (e.type != EventType::kExposure) {
+      u.metric_events.push_back(&e);
+    } else if (u.variant.empty()) {
+      u.variant = e.variant;
+      u.exposure_ms = e.timestamp_ms;
     }
   }
   ExperimentSums sums;
   for (const auto& [name, u] : units) {
     if (u.variant.empty()) continue;
+    struct Totals {
+      double x = 0, den = 0, c = 0;
+    };
+    std::map<MetricId, Totals> totals;
+    for (const Event* e : u.metric_events) {
+      bool outcome = e->timestamp_ms >= u.exposure_ms;
+      bool covariate = !outcome && e->type != EventType::kRatio &&
+                       e->timestamp_ms >= u.exposure_ms - kLookbackMs;
+      if (!outcome && !covariate) continue;
+      Totals& t = totals[MetricId{e->type, e->metric}];
+      double& target = outcome ? t.x : t.c;
+      if (e->type == EventType::kConversion) target = 1;
+      if (e->type != EventType::kConversion) target += e->value;
+      if (e->type == EventType::kRatio) t.den += e->denominator;
+    }
     VariantSums& v = sums.variants[u.variant];
     ++v.units;
-    for (const auto& [id, t] : u.totals) {
+    for (const auto& [id, t] : totals) {
       MetricSums& m = v.metrics[id];
-      m.sum += t.first;
-      m.sum_squares += t.first * t.first;
+      m.sum += t.x;
+      m.sum_squares += t.x * t.x;
       if (id.kind == EventType::kRatio) {
-        m.den_sum += t.second;
-        m.den_sum_squares += t.second * t.second;
-        m.products += t.first * t.second;
+        m.den_sum += t.den;
+        m.den_sum_squares += t.den * t.den;
+        m.products += t.x * t.den;
+      } else {
+        m.covariate_sum += t.c;
+        m.covariate_sum_squares += t.c * t.c;
+        m.covariate_products += t.x * t.c;
       }
     }
   }
@@ -111,13 +136,18 @@ void ExpectSumsNear(const ExperimentSums& got, const ExperimentSums& want) {
       EXPECT_TRUE(near(gm.den_sum, wm.den_sum)) << name << "/" << id.name;
       EXPECT_TRUE(near(gm.den_sum_squares, wm.den_sum_squares)) << name << "/" << id.name;
       EXPECT_TRUE(near(gm.products, wm.products)) << name << "/" << id.name;
+      EXPECT_TRUE(near(gm.covariate_sum, wm.covariate_sum)) << name << "/" << id.name;
+      EXPECT_TRUE(near(gm.covariate_sum_squares, wm.covariate_sum_squares))
+          << name << "/" << id.name;
+      EXPECT_TRUE(near(gm.covariate_products, wm.covariate_products)) << name << "/" << id.name;
     }
   }
 }
 
 // A reproducible stream over `units` units: exposures (some conflicting,
-// some repeated), metric events of every kind (some before the exposure),
-// and re-sent keys (identical events).
+// some repeated), metric events of every kind (some before the exposure in
+// arrival order; timestamps over 30 days, so outcome, covariate and too
+// old all occur), and re-sent keys (identical events).
 std::vector<Event> RandomEvents(uint32_t seed, int count, int units, bool conflicts) {
   std::mt19937 rng(seed);
   std::vector<Event> events;
@@ -130,23 +160,24 @@ std::vector<Event> RandomEvents(uint32_t seed, int count, int units, bool confli
     int unit = static_cast<int>(rng() % static_cast<uint32_t>(units));
     std::string u = "u" + std::to_string(unit);
     std::string key = "s" + std::to_string(seed) + "-" + std::to_string(i);
+    int64_t ts = static_cast<int64_t>(rng() % (30 * kDayMs));
     switch (rng() % 5) {
       case 0: {
         int variant = unit % 3;
         if (conflicts && rng() % 8 == 0) variant = (variant + 1) % 3;
-        events.push_back(Exposure(key, u, variants[variant]));
+        events.push_back(Exposure(key, u, variants[variant], "e", ts));
         break;
       }
       case 1:
-        events.push_back(Metric(EventType::kConversion, key, u, "buy", 0));
+        events.push_back(Metric(EventType::kConversion, key, u, "buy", 0, 0, ts));
         break;
       case 2:
-        events.push_back(
-            Metric(EventType::kValue, key, u, "revenue", static_cast<double>(rng() % 10000) / 7));
+        events.push_back(Metric(EventType::kValue, key, u, "revenue",
+                                static_cast<double>(rng() % 10000) / 7, 0, ts));
         break;
       default:
         events.push_back(Metric(EventType::kRatio, key, u, "ctr", static_cast<double>(rng() % 5),
-                                static_cast<double>(1 + rng() % 9)));
+                                static_cast<double>(1 + rng() % 9), ts));
         break;
     }
   }
@@ -257,6 +288,9 @@ TEST(EventStore, ConcurrentAppendsShareGroupCommitsAndCountOnce) {
   std::vector<Event> all;
   for (int t = 0; t < kThreads; ++t) {
     streams.push_back(RandomEvents(100 + static_cast<uint32_t>(t), 2000, 300, false));
+    // Units of their own: which exposure comes first (and its ts) then does
+    // not depend on how the threads interleave.
+    for (Event& e : streams.back()) e.unit = "t" + std::to_string(t) + "-" + e.unit;
     all.insert(all.end(), streams.back().begin(), streams.back().end());
   }
   auto started = std::chrono::steady_clock::now();
@@ -362,6 +396,232 @@ TEST(EventResults, ComparesEachVariantWithControl) {
   ASSERT_TRUE(results.ok());
   EXPECT_EQ((*results)["srm"]["status"], "ok");
   EXPECT_FALSE(ExperimentResults("e", sums, {.control = "nope"}).ok());
+}
+
+// A crash between the log append and the aggregation's checkpoint (as
+// checkpoint_on_close=false leaves the database: the log ahead of the last
+// checkpoint), with a small unit cache so states are evicted and read back:
+// the open replays the log after the checkpoint, and the results equal the
+// naive recomputation; keys accepted before the crash are still duplicates.
+TEST(EventStore, ReplaysTheLogAfterTheCheckpointWhenReopenedAfterACrash) {
+  TempDirectory dir;
+  std::vector<Event> events = RandomEvents(21, 8000, 500, /*conflicts=*/true);
+  const EventStoreOptions crashing{.directory = dir.path(),
+                                   .checkpoint_events = 700,
+                                   .max_cached_units = 60,
+                                   .checkpoint_on_close = false};
+  uint64_t checkpoint_before_crash = 0;
+  {
+    auto store = EventStore::Open(crashing);
+    ASSERT_TRUE(store.ok()) << store.status();
+    for (size_t at = 0; at < events.size(); at += 113) {
+      std::vector<Event> batch(
+          events.begin() + static_cast<std::ptrdiff_t>(at),
+          events.begin() + static_cast<std::ptrdiff_t>(std::min(events.size(), at + 113)));
+      ASSERT_TRUE((*store)->Append(std::move(batch)).ok());
+    }
+    ExpectSumsNear((*store)->Sums("e"), Naive(events, "e"));
+    EventStoreStats stats = (*store)->Stats();
+    EXPECT_GT(stats.checkpoints, 3u);
+    checkpoint_before_crash = stats.checkpoint_sequence;
+    ASSERT_LT(checkpoint_before_crash, stats.next_sequence) << "nothing left to replay";
+  }
+  for (int reopen = 0; reopen < 2; ++reopen) {  // and a crash right after the replay
+    auto store = EventStore::Open(crashing);
+    ASSERT_TRUE(store.ok()) << store.status();
+    EventStoreStats stats = (*store)->Stats();
+    if (reopen == 0) {
+      // From the last checkpoint, or an earlier one if the last one's
+      // memtable had not been flushed when the store closed (it is not in
+      // the WAL): never less.
+      EXPECT_GE(stats.replayed_on_open, stats.next_sequence - checkpoint_before_crash);
+    }
+    EXPECT_EQ(stats.aggregated_sequence, stats.next_sequence);
+    ExpectSumsNear((*store)->Sums("e"), Naive(events, "e"));
+    absl::StatusOr<AppendResult> again = (*store)->Append(events);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(again->accepted, 0u);
+    EXPECT_EQ(again->duplicates, events.size());
+  }
+}
+
+// The dedup index remembers the last dedup_window_keys keys, also across a
+// reopen (rebuilt from the log's tail); an older key sent again is new.
+TEST(EventStore, RemembersTheKeysOfTheDedupWindow) {
+  TempDirectory dir;
+  std::vector<Event> events;
+  for (int i = 0; i < 150; ++i) {
+    events.push_back(Exposure("k" + std::to_string(i), "u" + std::to_string(i), "control"));
+  }
+  const EventStoreOptions options{.directory = dir.path(), .dedup_window_keys = 100};
+  for (int round = 0; round < 2; ++round) {
+    auto store = EventStore::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    if (round == 0) {
+      for (size_t at = 0; at < events.size(); at += 30) {
+        ASSERT_TRUE((*store)
+                        ->Append({events.begin() + static_cast<std::ptrdiff_t>(at),
+                                  events.begin() + static_cast<std::ptrdiff_t>(at + 30)})
+                        .ok());
+      }
+    }
+    EXPECT_EQ((*store)->Stats().dedup_keys, 100u);
+    absl::StatusOr<AppendResult> recent = (*store)->Append({events.back(), events[50]});
+    ASSERT_TRUE(recent.ok());
+    EXPECT_EQ(recent->duplicates, 2u);
+    if (round == 1) {
+      absl::StatusOr<AppendResult> old = (*store)->Append({events[round]});
+      ASSERT_TRUE(old.ok());
+      EXPECT_EQ(old->accepted, 1u) << "k1 is past the window";
+    }
+  }
+}
+
+// Many keys through a small window: the index's deletions (of the oldest
+// keys) keep every key of the window findable, across several batches and
+// a reopen.
+TEST(EventStore, TheDedupWindowSlidesOverManyKeys) {
+  TempDirectory dir;
+  constexpr int kKeys = 5000;
+  constexpr size_t kWindow = 400;
+  std::vector<Event> events;
+  for (int i = 0; i < kKeys; ++i) {
+    events.push_back(Exposure("key-" + std::to_string(i), "u" + std::to_string(i), "control"));
+  }
+  const EventStoreOptions options{.directory = dir.path(), .dedup_window_keys = kWindow};
+  {
+    auto store = EventStore::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    for (size_t at = 0; at < events.size(); at += 250) {
+      std::vector<Event> batch(events.begin() + static_cast<std::ptrdiff_t>(at),
+                               events.begin() + static_cast<std::ptrdiff_t>(at + 250));
+      absl::StatusOr<AppendResult> r = (*store)->Append(batch);
+      ASSERT_TRUE(r.ok());
+      ASSERT_EQ(r->accepted, 250u);
+      // The batch itself, again: all in the window.
+      r = (*store)->Append(std::move(batch));
+      ASSERT_TRUE(r.ok());
+      ASSERT_EQ(r->duplicates, 250u) << "at " << at;
+    }
+  }
+  auto store = EventStore::Open(options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::vector<Event> last(events.end() - static_cast<std::ptrdiff_t>(kWindow), events.end());
+  absl::StatusOr<AppendResult> r = (*store)->Append(last);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->duplicates, kWindow);
+  r = (*store)->Append({events.begin(), events.begin() + 100});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->accepted, 100u) << "past the window";
+}
+
+// Back-pressure on the aggregation: while it is max_unaggregated_events
+// behind, Append is refused (429); once it catches up, accepted again.
+TEST(EventStore, RefusesWhenTheAggregationIsBehind) {
+  TempDirectory dir;
+  std::promise<void> entered;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  bool first = true;
+  auto store = EventStore::Open(
+      {.directory = dir.path(), .max_unaggregated_events = 10, .before_group_aggregate = [&] {
+         if (!first) return;
+         first = false;
+         entered.set_value();
+         released.wait();
+       }});
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::vector<Event> batch;
+  for (int i = 0; i < 10; ++i) {
+    batch.push_back(Exposure("k" + std::to_string(i), "u" + std::to_string(i), "control"));
+  }
+  ASSERT_TRUE((*store)->Append(batch).ok());  // logged and acknowledged
+  entered.get_future().wait();                // the aggregator holds it
+  absl::StatusOr<AppendResult> refused = (*store)->Append({Exposure("x", "ux", "b")});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  release.set_value();
+  EXPECT_EQ((*store)->Sums("e").variants["control"].units, 10u);  // waits for the aggregation
+  absl::StatusOr<AppendResult> later = (*store)->Append({Exposure("x", "ux", "b")});
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_EQ(later->accepted, 1u);
+}
+
+// CUPED end to end: units with a pre-period value of the metric (a day
+// before the exposure, sent before the exposure itself, so it is held and
+// classified later), an outcome correlated with it, and noise events that
+// must not count (older than the lookback). The results' variance
+// reduction and adjusted lift equal a computation from the per-unit values.
+TEST(EventResults, CupedFromTheStreamMatchesAnIndependentComputation) {
+  TempDirectory dir;
+  auto store = EventStore::Open({.directory = dir.path()});
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::mt19937 rng(5);
+  std::normal_distribution<double> pre_dist(10, 3), noise(0, 1);
+  const int64_t exposure_ms = 100 * kDayMs;
+  std::map<std::string, std::vector<std::pair<double, double>>> arms;  // variant: (x, y)
+  std::vector<Event> events;
+  for (int i = 0; i < 2000; ++i) {
+    std::string unit = "u" + std::to_string(i);
+    std::string variant = i % 2 == 0 ? "control" : "b";
+    double x = std::round(pre_dist(rng) * 100) / 100;
+    double y = std::round((0.8 * x + noise(rng) + (variant == "b" ? 0.3 : 0)) * 100) / 100;
+    arms[variant].emplace_back(x, y);
+    events.push_back(
+        Metric(EventType::kValue, "pre-" + unit, unit, "revenue", x, 0, exposure_ms - kDayMs));
+    events.push_back(Metric(EventType::kValue, "old-" + unit, unit, "revenue", 1000, 0,
+                            exposure_ms - 20 * kDayMs));
+    events.push_back(Exposure("x-" + unit, unit, variant, "e", exposure_ms));
+    events.push_back(
+        Metric(EventType::kValue, "post-" + unit, unit, "revenue", y, 0, exposure_ms + 3600000));
+  }
+  ASSERT_TRUE((*store)->Append(events).ok());
+  absl::StatusOr<nlohmann::ordered_json> results = Results(**store, "e", {});
+  ASSERT_TRUE(results.ok()) << results.status();
+  const nlohmann::ordered_json& row = (*results)["metrics"][0]["variants"][1];
+  ASSERT_EQ(row["variant"], "b");
+  ASSERT_TRUE(row["comparison"].contains("cuped")) << row.dump();
+  const nlohmann::ordered_json& cuped = row["comparison"]["cuped"];
+
+  // Independently: two-pass moments of the per-unit values.
+  auto mean = [](const std::vector<double>& v) {
+    double s = 0;
+    for (double d : v) s += d;
+    return s / static_cast<double>(v.size());
+  };
+  auto cov = [&](const std::vector<double>& a, const std::vector<double>& b) {
+    double ma = mean(a), mb = mean(b), s = 0;
+    for (size_t i = 0; i < a.size(); ++i) s += (a[i] - ma) * (b[i] - mb);
+    return s / static_cast<double>(a.size() - 1);
+  };
+  std::vector<double> all_x, all_y;
+  for (const auto& [name, units] : arms) {
+    for (auto [x, y] : units) all_x.push_back(x), all_y.push_back(y);
+  }
+  const double theta = cov(all_x, all_y) / cov(all_x, all_x);
+  EXPECT_NEAR(cuped["theta"].get<double>(), theta, 1e-9);
+  std::map<std::string, double> adjusted_mean;
+  for (const auto& [name, units] : arms) {
+    std::vector<double> x, y, adjusted;
+    for (auto [xi, yi] : units) {
+      x.push_back(xi);
+      y.push_back(yi);
+      adjusted.push_back(yi - theta * xi);
+    }
+    double reduction = 1 - cov(adjusted, adjusted) / cov(y, y);
+    EXPECT_GT(reduction, 0.5) << name;  // x explains most of y's variance
+    std::string side = name == "control" ? "control" : "variant";
+    EXPECT_NEAR(cuped["varianceReduction"][side].get<double>(), reduction, 1e-9) << name;
+    adjusted_mean[name] = mean(adjusted);
+  }
+  // θ·(x̄ − pooled x̄) shifts both arms by θ·pooled x̄ alike: the adjusted
+  // difference is the difference of the means of y − θx.
+  EXPECT_NEAR(cuped["absolute"]["lift"].get<double>(),
+              adjusted_mean["b"] - adjusted_mean["control"], 1e-9);
+  // Narrower than the unadjusted interval.
+  auto width = [](const nlohmann::ordered_json& ci) {
+    return ci[1].get<double>() - ci[0].get<double>();
+  };
+  EXPECT_LT(width(cuped["absolute"]["ci"]), width(row["comparison"]["absolute"]["ci"]));
 }
 
 }  // namespace

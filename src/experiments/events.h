@@ -76,6 +76,15 @@ struct EventDecodeError {
 absl::StatusOr<std::vector<Event>> DecodeEventBatch(std::string_view body,
                                                     EventDecodeError* error = nullptr);
 
+// One line (no newline) by each of the batch decoder's two paths, for the
+// differential test and the fuzzer. The fast path decodes only valid events
+// in the common shape (printable ASCII strings without escapes, no field
+// twice) and returns false for anything else; the reference decoder
+// (nlohmann::json) takes every valid line and words every error. Whenever
+// the fast path returns true, the reference gives the same event.
+bool DecodeEventLineFast(std::string_view line, Event* event);
+absl::StatusOr<Event> DecodeEventLineReference(std::string_view line);
+
 // The canonical JSON line of an event (no newline); DecodeEventBatch of it
 // gives the event back.
 std::string EncodeEvent(const Event& event);

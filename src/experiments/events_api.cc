@@ -70,6 +70,9 @@ EventsApi::EventsApi(std::shared_ptr<EventStore> store, const ConfigWatcher* wat
                    [s] { return static_cast<double>(s->Stats().queued_events); });
   reg.AddGaugeFunc("capstan_experiments_events_log_sequence", "Events in the durable log.",
                    [s] { return static_cast<double>(s->Stats().next_sequence); });
+  reg.AddGaugeFunc("capstan_experiments_events_aggregated_sequence",
+                   "Events of the log reflected in the results.",
+                   [s] { return static_cast<double>(s->Stats().aggregated_sequence); });
 }
 
 absl::StatusOr<AppendResult> EventsApi::Ingest(std::vector<Event> events) {
@@ -91,6 +94,11 @@ void EventsApi::CountRejected() { rejected_->Inc(); }
 
 absl::StatusOr<nlohmann::ordered_json> EventsApi::Results(
     std::string_view experiment, absl::FunctionRef<absl::Status(ResultsOptions*)> overrides) const {
+  if (store_->Stats().aggregation_failed) {
+    return absl::UnavailableError(
+        "the event aggregation stopped on an error (see the log); restart the service to replay "
+        "the log");
+  }
   ResultsOptions options;
   std::string definition_error;
   if (watcher_ != nullptr) {

@@ -95,6 +95,7 @@ ServiceExtension MakeEventsExtension(EventsOptions options) {
     ASSIGN_OR_RETURN(std::unique_ptr<EventStore> opened,
                      EventStore::Open({.directory = options.directory,
                                        .max_queued_events = options.max_queued_events,
+                                       .checkpoint_events = options.checkpoint_events,
                                        .rebuild_on_open = options.rebuild_on_open,
                                        .before_group_write = options.before_group_write}));
     std::shared_ptr<EventStore> store = std::move(opened);
@@ -140,8 +141,16 @@ ServiceExtension MakeEventsExtension(EventsOptions options) {
                                                   {"accepted", s.accepted},
                                                   {"duplicates", s.duplicates},
                                                   {"groupCommits", s.group_commits},
+                                                  {"aggregatedSequence", s.aggregated_sequence},
+                                                  {"checkpointSequence", s.checkpoint_sequence},
+                                                  {"checkpoints", s.checkpoints},
+                                                  {"replayedOnOpen", s.replayed_on_open},
                                                   {"conflictingExposures", s.conflicting_exposures},
-                                                  {"queuedEvents", s.queued_events}}
+                                                  {"heldEventsDropped", s.held_events_dropped},
+                                                  {"dedupKeys", s.dedup_keys},
+                                                  {"cachedUnits", s.cached_units},
+                                                  {"queuedEvents", s.queued_events},
+                                                  {"aggregationFailed", s.aggregation_failed}}
                                             .dump());
         });
     return absl::OkStatus();

@@ -7,16 +7,19 @@
 //                                       503 when the write failed (retrying the
 //                                       same batch is safe: keys deduplicate)
 //   GET  /v1/experiments/{id}/results   per metric and variant n, mean, lift with
-//                                       CI, p-value and adjusted p-value; SRM status
-//                                       (event_results.h); control, variants, weights
-//                                       and analysis settings from the experiment's
-//                                       definition in the watched model when it has
-//                                       one; ?control=NAME&alpha=0.05&weights=a:1,b:1
-//                                       &correction=holm|bh|none&sequential=true
-//                                       &sequentialTuning=5000 override them
-//   GET  /v1/events/status              log sequence, accepted, duplicates, queue
+//                                       CI, p-value and adjusted p-value, CUPED; SRM
+//                                       status (event_results.h), after the aggregation
+//                                       reached every acknowledged event; control,
+//                                       variants, weights and analysis settings from
+//                                       the experiment's definition in the watched
+//                                       model when it has one; ?control=NAME&alpha=0.05
+//                                       &weights=a:1,b:1&correction=holm|bh|none
+//                                       &sequential=true&sequentialTuning=5000 override them
+//   GET  /v1/events/status              log, aggregation and checkpoint
+//                                       sequences, accepted, duplicates, queue
 // Metrics: capstan_experiments_events_{accepted,duplicates,rejected_batches,
-// throttled_batches}_total, capstan_experiments_events_{queued,log_sequence}.
+// throttled_batches}_total, capstan_experiments_events_{queued,log_sequence,
+// aggregated_sequence}.
 // docs/experiments-events.md describes the format, limits and guarantees.
 #pragma once
 
@@ -35,6 +38,8 @@ struct EventsOptions {
   // The event database's directory (RocksDB); created if missing.
   std::string directory;
   size_t max_queued_events = 100000;
+  // EventStoreOptions::checkpoint_events.
+  size_t checkpoint_events = 250000;
   // What a 429 asks the client to wait.
   int retry_after_seconds = 1;
   // Passed to the store (tests).

@@ -14,17 +14,21 @@ namespace {
 
 using JsonValue = nlohmann::json;
 
-class EventsEndpoints : public ::testing::Test {
- protected:
-  void SetUp() override {
+// A temporary directory, removed when destroyed.
+struct TempDirectory {
+  TempDirectory() {
     std::string pattern =
         (std::filesystem::temp_directory_path() / "events_service_XXXXXX").string();
-    dir_ = ::mkdtemp(pattern.data());
+    path = ::mkdtemp(pattern.data());
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  ~TempDirectory() { std::filesystem::remove_all(path); }
+  std::string path;
+};
 
+class EventsEndpoints : public ::testing::Test {
+ protected:
   void Install(EventsOptions options) {
-    options.directory = dir_ + "/events";
+    options.directory = dir_.path + "/events";
     ServiceContext context{
         .store = nullptr, .watcher = nullptr, .router = &router_, .registry = &registry_};
     absl::Status st = MakeEventsExtension(std::move(options))(context);
@@ -51,7 +55,9 @@ class EventsEndpoints : public ::testing::Test {
     return body;
   }
 
-  std::string dir_;
+  // Declared first, destroyed last: the routes own the store, which
+  // checkpoints into the directory as it closes.
+  TempDirectory dir_;
   net::HttpRouter router_;
   metrics::Registry registry_;
 };

@@ -2,6 +2,7 @@
 // and each kind of bad input is refused with the line and field it names.
 #include "experiments/events.h"
 
+#include <random>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -121,6 +122,82 @@ TEST(EventDecoder, EnforcesBatchLimits) {
   EXPECT_EQ(error.field, "(line)");
   EXPECT_FALSE(DecodeEventBatch(std::string(kMaxEventBatchBytes + 1, '\n'), &error).ok());
   EXPECT_EQ(error.field, "(body)");
+}
+
+// The fast path decodes the common shape itself (it must not hand every line
+// to the reference decoder, or it is not the fast path).
+TEST(EventDecoder, FastPathTakesTheCommonShape) {
+  const std::string lines[] = {
+      R"({"type":"exposure","key":"k1","experiment":"e","unit":"u1","variant":"control","ts":1700000000000})",
+      R"( { "type" : "conversion" , "key":"k2","experiment":"e","unit":"u1","metric":"buy","ts":0 } )",
+      R"({"ts":2,"type":"value","key":"k3","experiment":"e","unit":"u1","variant":"b","metric":"rev","value":-2.5e-3})",
+      R"({"type":"ratio","key":"k4","experiment":"e","unit":"u1","metric":"ctr","numerator":3,"denominator":10.25,"ts":9007199254740992})",
+  };
+  for (const std::string& line : lines) {
+    Event fast;
+    ASSERT_TRUE(DecodeEventLineFast(line, &fast)) << line;
+    absl::StatusOr<Event> reference = DecodeEventLineReference(line);
+    ASSERT_TRUE(reference.ok()) << reference.status();
+    EXPECT_EQ(fast, *reference) << line;
+  }
+  // Outside its shape it declines, and the reference decides.
+  Event ignored;
+  for (
+      std::string_view line : {
+          R"({"type":"exposure","key":"k\u0031","experiment":"e","unit":"u","variant":"v","ts":1})",
+          R"({"type":"exposure","key":"k","key":"k2","experiment":"e","unit":"u","variant":"v","ts":1})",
+          R"({"type":"exposure","key":"ké","experiment":"e","unit":"u","variant":"v","ts":1})",
+          R"({"type":"value","key":"k","experiment":"e","unit":"u","metric":"m","value":1e16,"ts":1})",
+          R"({"type":"exposure","key":"k","experiment":"e","unit":"u","variant":"v","ts":1.0})",
+          R"({"type":"exposure","key":"k","experiment":"e","unit":"u","variant":"v","ts":01})",
+      }) {
+    EXPECT_FALSE(DecodeEventLineFast(line, &ignored)) << line;
+  }
+}
+
+// Differential: lines mutated at random (bytes replaced, inserted, deleted,
+// fields duplicated) never make the fast path accept what the reference
+// refuses, or decode to another event. The seed is printed on failure.
+TEST(EventDecoder, FastPathAgreesWithTheReferenceOnMutatedLines) {
+  const std::string seeds[] = {
+      R"({"type":"exposure","key":"k1","experiment":"e","unit":"u1","variant":"control","ts":1700000000000})",
+      R"({"type":"conversion","key":"k2","experiment":"e","unit":"u1","metric":"buy","ts":1})",
+      R"({"type":"value","key":"k3","experiment":"e","unit":"u1","variant":"b","metric":"rev","value":-2.5,"ts":2})",
+      R"({"type":"ratio","key":"k4","experiment":"e","unit":"u1","metric":"ctr","numerator":3,"denominator":10,"ts":3})",
+  };
+  const std::string alphabet = "{}[]:,\"\\ -+.eE0123456789tfnulx\t\r\x7f\xc3\xa9";
+  const uint32_t seed = std::random_device{}();
+  std::mt19937 rng(seed);
+  int fast_accepted = 0;
+  for (int i = 0; i < 200000; ++i) {
+    std::string line = seeds[rng() % 4];
+    int edits = 1 + static_cast<int>(rng() % 3);
+    for (int k = 0; k < edits; ++k) {
+      size_t at = rng() % (line.size() + 1);
+      char c = alphabet[rng() % alphabet.size()];
+      switch (rng() % 4) {
+        case 0:
+          if (at < line.size()) line[at] = c;
+          break;
+        case 1:
+          line.insert(line.begin() + static_cast<std::ptrdiff_t>(at), c);
+          break;
+        case 2:
+          if (at < line.size()) line.erase(at, 1);
+          break;
+        default:
+          line.insert(1, R"("key":"dup",)");
+          break;
+      }
+    }
+    Event fast;
+    if (!DecodeEventLineFast(line, &fast)) continue;
+    ++fast_accepted;
+    absl::StatusOr<Event> reference = DecodeEventLineReference(line);
+    ASSERT_TRUE(reference.ok()) << "seed " << seed << ": " << line << ": " << reference.status();
+    ASSERT_EQ(fast, *reference) << "seed " << seed << ": " << line;
+  }
+  EXPECT_GT(fast_accepted, 0);
 }
 
 }  // namespace

@@ -4,8 +4,11 @@
 // same directory, and every batch sent again with the same idempotency keys.
 // Checks: every acknowledged batch is found whole in the dedup index (its
 // re-send is all duplicates), the log holds each distinct event once, and the
-// results count each exposure and metric event exactly once. The ingestion
-// rate is printed, never asserted.
+// results count each exposure and metric event exactly once. The service
+// checkpoints its aggregation every kCheckpointEvents events, so the kill
+// lands between checkpoints: the restart loads the last one and replays the
+// log after it (checked in /v1/events/status). The ingestion rate is
+// printed, never asserted.
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -38,6 +41,7 @@ HttpAnswer Http(int port, const std::string& method, const std::string& target,
 constexpr int kThreads = 6;
 constexpr int kBatchesPerThread = 60;
 constexpr int kUnitsPerBatch = 100;  // each: one exposure and one "clicks" value of 1
+constexpr int kCheckpointEvents = 3000;
 
 // Batch b of thread t: exposures and metric events for its own units.
 std::string Batch(int t, int b) {
@@ -72,7 +76,8 @@ class ExperimentsEventsE2E : public ::testing::Test {
     service_ = std::make_unique<Process>(
         std::vector<std::string>{CapstanBinary(), "experiments", "serve", "--store",
                                  store_->endpoint(), "--listen", "127.0.0.1:0", "--threads", "8",
-                                 "--events-dir", dir_->path() + "/events"},
+                                 "--events-dir", dir_->path() + "/events",
+                                 "--events-checkpoint-events", std::to_string(kCheckpointEvents)},
         dir_->path() + "/" + log_name);
     const std::string printed = "experiments listening on port ";
     ASSERT_TRUE(Eventually(
@@ -162,6 +167,12 @@ TEST_F(ExperimentsEventsE2E, KillNineLosesNoAcknowledgedEventAndCountsNoneTwice)
   uint64_t logged = status["logSequence"].get<uint64_t>();
   EXPECT_GE(logged, static_cast<uint64_t>(acked_total) * events_per_batch) << status.dump();
   EXPECT_EQ(logged % events_per_batch, 0u) << "a batch was stored in part: " << status.dump();
+  // Open replayed the log after the last checkpoint that reached the disk.
+  EXPECT_EQ(status["aggregatedSequence"].get<uint64_t>(), logged) << status.dump();
+  EXPECT_LE(status["replayedOnOpen"].get<uint64_t>(), logged) << status.dump();
+  std::printf("restart: %llu events in the log, %llu replayed after the checkpoint\n",
+              static_cast<unsigned long long>(logged),
+              static_cast<unsigned long long>(status["replayedOnOpen"].get<uint64_t>()));
 
   // Phase 3: every batch again, same keys. Acknowledged ones are all
   // duplicates; the others are all new or all duplicates.
@@ -201,6 +212,9 @@ TEST_F(ExperimentsEventsE2E, KillNineLosesNoAcknowledgedEventAndCountsNoneTwice)
   EXPECT_EQ(status["logSequence"].get<uint64_t>(), distinct) << status.dump();
   Json results = Get("/v1/experiments/checkout/results");
   ASSERT_TRUE(results.is_object());
+  // The results waited for the aggregation to reach every acknowledged event.
+  status = Get("/v1/events/status");
+  EXPECT_EQ(status["aggregatedSequence"].get<uint64_t>(), distinct) << status.dump();
   uint64_t units = 0;
   for (const Json& v : results["variants"]) units += v["units"].get<uint64_t>();
   EXPECT_EQ(units, distinct / 2) << results.dump();
