@@ -56,7 +56,7 @@ class Responder {
     return AddSet(Section::kAuthority, zone_.origin(), *zone_.soa(), zone_.negative_ttl());
   }
 
-  // A and AAAA of an in-zone target name, once per name.
+  // Queues the A and AAAA of an in-zone target name, once per name.
   void AddAddresses(std::string_view target) {
     if (!IsSubdomain(target, zone_.origin())) return;
     char lower[kMaxNameWire];
@@ -65,13 +65,21 @@ class Responder {
     std::string_view key(lower, target.size());
     const ZoneNode* node = zone_.Find(key);
     if (node == nullptr) return;
-    for (const ZoneNode* seen : additional_done_) {
-      if (seen == node) return;
+    for (size_t i = 0; i < additional_count_; ++i) {
+      if (additional_done_[i] == node) return;
     }
     if (additional_count_ < kMaxAdditionalNames) additional_done_[additional_count_++] = node;
-    if (const RRset* a = node->Find(kTypeA)) AddSet(Section::kAdditional, node->owner, *a);
-    if (const RRset* aaaa = node->Find(kTypeAAAA)) {
-      AddSet(Section::kAdditional, node->owner, *aaaa);
+  }
+
+  // Writes the queued addresses: sections go out in order, so the
+  // additional section is written after the authority section is done.
+  void WriteAdditional() {
+    for (size_t i = 0; i < additional_count_; ++i) {
+      const ZoneNode* node = additional_done_[i];
+      if (const RRset* a = node->Find(kTypeA)) AddSet(Section::kAdditional, node->owner, *a);
+      if (const RRset* aaaa = node->Find(kTypeAAAA)) {
+        AddSet(Section::kAdditional, node->owner, *aaaa);
+      }
     }
   }
 
@@ -116,7 +124,12 @@ size_t SuffixOffsets(std::string_view lname, size_t apex_size, size_t* offsets) 
   return n;
 }
 
-enum class Outcome { kDone, kChase };
+// Copies a wire name lower-cased into buf (kMaxNameWire bytes).
+std::string_view LowerInto(std::string_view name, char* buf) {
+  std::memcpy(buf, name.data(), name.size());
+  LowerName(buf, name.size());
+  return std::string_view(buf, name.size());
+}
 
 }  // namespace
 
@@ -189,6 +202,9 @@ AnswerResult Answer(const ZoneSet& zones, std::string_view packet, Transport tra
   std::memcpy(lname_buf, lower_q, q.qname_len);
   std::string_view lname(lname_buf, q.qname_len);
   const size_t apex_size = zone->origin_lower().size();
+  const ZoneNode* visited[kMaxCnameChain + 1];
+  size_t visited_count = 0;
+  const ZoneNode* positive_node = nullptr;  // where the answer's data came from
   for (int link = 0; link <= kMaxCnameChain; ++link) {
     size_t offsets[128];
     size_t n = SuffixOffsets(lname, apex_size, offsets);
@@ -250,6 +266,7 @@ AnswerResult Answer(const ZoneSet& zones, std::string_view packet, Transport tra
         truncated = true;
       } else {
         r.AddAdditionalFor(*set);
+        positive_node = node;
       }
       break;
     }
@@ -261,8 +278,12 @@ AnswerResult Answer(const ZoneSet& zones, std::string_view packet, Transport tra
       }
       const std::string& target = cname->rdatas.front();
       if (!IsSubdomain(target, zone->origin()) || link == kMaxCnameChain) break;
-      std::memcpy(lname_buf, target.data(), target.size());
-      LowerName(lname_buf, target.size());
+      // A loop ends the chain where it closes (each name answered once).
+      visited[visited_count++] = node;
+      const ZoneNode* next = zone->Find(LowerInto(target, lname_buf));
+      bool seen = false;
+      for (size_t i = 0; i < visited_count; ++i) seen = seen || visited[i] == next;
+      if (seen) break;
       lname = std::string_view(lname_buf, target.size());
       name = target;
       continue;
@@ -271,6 +292,18 @@ AnswerResult Answer(const ZoneSet& zones, std::string_view packet, Transport tra
     if (!r.AddNegativeSoa()) truncated = true;
     break;
   }
+  if (positive_node != nullptr && !truncated) {
+    // The zone's NS RRset in the authority section with its addresses, as
+    // NSD and BIND do without minimal-responses (when it fits; never a
+    // reason to truncate), unless the answer is that RRset.
+    const ZoneNode* apex = zone->Find(zone->origin_lower());
+    const RRset* ns = apex != nullptr ? apex->Find(kTypeNS) : nullptr;
+    if (ns != nullptr && !(positive_node == apex && q.qtype == kTypeNS) &&
+        r.AddSet(Section::kAuthority, apex->owner, *ns)) {
+      r.AddAdditionalFor(*ns);
+    }
+  }
+  if (!truncated) r.WriteAdditional();
   if (truncated) {
     w.Rollback(after_question);
     w.SetFlag(kFlagTC);

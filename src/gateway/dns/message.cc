@@ -579,6 +579,11 @@ void MessageWriter::Rollback(const Mark& m) {
 
 bool MessageWriter::AddRecord(Section section, std::string_view owner, uint16_t type, uint32_t ttl,
                               std::string_view rdata, uint16_t klass) {
+  // Sections follow each other on the wire: a record for an earlier
+  // section after a later one has started would land in the wrong one.
+  for (int later = static_cast<int>(section) + 1; later < 3; ++later) {
+    if (counts_[later] != 0) return false;
+  }
   Mark m = mark();
   auto fail = [&] {
     Rollback(m);
