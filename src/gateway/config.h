@@ -223,19 +223,19 @@ struct AccessLogConfig {
 
 // ---- the DNS server (docs/gateway.md, "DNS")
 struct DnsConfig {
-  std::string listen;               // host:port for UDP and TCP (numeric host)
-  std::vector<std::string> zones;   // master files; each zone's apex is its SOA's owner
+  std::string listen;              // host:port for UDP and TCP (numeric host)
+  std::vector<std::string> zones;  // master files; each zone's apex is its SOA's owner
   // store://HOST:PORT[,HOST:PORT]/PREFIX: the discovery zone from the
   // registry under PREFIX; empty: none.
   std::string registry;
   std::string registry_zone = "svc.capstan.";
-  Duration registry_ttl{5000};      // TTL of the discovery records (whole seconds)
-  int udp_threads = 0;              // 0: one per event loop
-  int max_udp_payload = 1232;       // 512..4096
+  Duration registry_ttl{5000};  // TTL of the discovery records (whole seconds)
+  int udp_threads = 0;          // 0: one per event loop
+  int max_udp_payload = 1232;   // 512..4096
   int max_tcp_connections = 1024;
   Duration tcp_idle_timeout{10000};
-  int rate_limit = 0;               // UDP responses/s per client network; 0: off
-  int rate_limit_slip = 2;          // every Nth limited response goes out truncated
+  int rate_limit = 0;       // UDP responses/s per client network; 0: off
+  int rate_limit_slip = 2;  // every Nth limited response goes out truncated
   int line = 0;
 };
 
