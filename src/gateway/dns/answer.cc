@@ -45,7 +45,17 @@ class Responder {
         return false;
       }
     }
+    if (section == Section::kAnswer && answered_count_ < kMaxAnswered) {
+      answered_[answered_count_++] = &set;
+    }
     return true;
+  }
+  // An RRset already in the answer section is not repeated in additional.
+  bool Answered(const RRset* set) const {
+    for (size_t i = 0; i < answered_count_; ++i) {
+      if (answered_[i] == set) return true;
+    }
+    return false;
   }
   bool AddSet(Section section, std::string_view owner, const RRset& set) {
     return AddSet(section, owner, set, set.ttl);
@@ -76,9 +86,9 @@ class Responder {
   void WriteAdditional() {
     for (size_t i = 0; i < additional_count_; ++i) {
       const ZoneNode* node = additional_done_[i];
-      if (const RRset* a = node->Find(kTypeA)) AddSet(Section::kAdditional, node->owner, *a);
-      if (const RRset* aaaa = node->Find(kTypeAAAA)) {
-        AddSet(Section::kAdditional, node->owner, *aaaa);
+      for (uint16_t type : {kTypeA, kTypeAAAA}) {
+        const RRset* set = node->Find(type);
+        if (set != nullptr && !Answered(set)) AddSet(Section::kAdditional, node->owner, *set);
       }
     }
   }
@@ -105,6 +115,9 @@ class Responder {
 
  private:
   static constexpr size_t kMaxAdditionalNames = 16;
+  static constexpr size_t kMaxAnswered = kMaxCnameChain + 2;
+  const RRset* answered_[kMaxAnswered];
+  size_t answered_count_ = 0;
   const Zone& zone_;
   MessageWriter* w_;
   const ZoneNode* additional_done_[kMaxAdditionalNames];
