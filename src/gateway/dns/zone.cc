@@ -260,6 +260,55 @@ absl::StatusOr<uint32_t> Number(const std::string& s, uint32_t max, std::string_
   return v;
 }
 
+// The length of the uncompressed wire name at the start of `r`, or 0 when
+// there is none.
+size_t WireNameLength(std::string_view r) {
+  size_t pos = 0;
+  while (pos < r.size()) {
+    uint8_t len = static_cast<uint8_t>(r[pos]);
+    if (len > kMaxLabel) return 0;
+    pos += 1 + len;
+    if (len == 0) return pos <= kMaxNameWire ? pos : 0;
+  }
+  return 0;
+}
+
+// Rdata given in RFC 3597's generic form for a type we know must still
+// have that type's shape (the answer logic and the writer rely on it).
+absl::Status CheckRdataShape(uint16_t type, std::string_view r) {
+  auto bad = [&] {
+    return absl::InvalidArgumentError(
+        absl::StrCat(TypeName(type), ": the \\# rdata does not have this type's format"));
+  };
+  switch (type) {
+    case kTypeA:
+      return r.size() == 4 ? absl::OkStatus() : bad();
+    case kTypeAAAA:
+      return r.size() == 16 ? absl::OkStatus() : bad();
+    case kTypeNS:
+    case kTypeCNAME:
+    case kTypePTR:
+      return WireNameLength(r) == r.size() ? absl::OkStatus() : bad();
+    case kTypeMX:
+      return r.size() > 2 && WireNameLength(r.substr(2)) == r.size() - 2 ? absl::OkStatus() : bad();
+    case kTypeSRV:
+      return r.size() > 6 && WireNameLength(r.substr(6)) == r.size() - 6 ? absl::OkStatus() : bad();
+    case kTypeSOA: {
+      size_t n1 = WireNameLength(r);
+      size_t n2 = n1 == 0 ? 0 : WireNameLength(r.substr(n1));
+      return n1 != 0 && n2 != 0 && n1 + n2 + 20 == r.size() ? absl::OkStatus() : bad();
+    }
+    case kTypeTXT: {
+      if (r.empty()) return bad();
+      size_t pos = 0;
+      while (pos < r.size()) pos += 1 + static_cast<uint8_t>(r[pos]);
+      return pos == r.size() ? absl::OkStatus() : bad();
+    }
+    default:
+      return absl::OkStatus();
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> RdataFromText(uint16_t type, const std::vector<std::string>& t,
@@ -297,6 +346,7 @@ absl::StatusOr<std::string> RdataFromText(uint16_t type, const std::vector<std::
       }
       out.push_back(static_cast<char>(v));
     }
+    RETURN_IF_ERROR(CheckRdataShape(type, out));
     return out;
   }
   switch (type) {

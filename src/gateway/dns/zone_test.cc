@@ -90,6 +90,10 @@ TEST(DnsZone, ErrorsNameFileAndLine) {
   ExpectError("www 3600 A 1.2.3.4\n", "no SOA record");
   ExpectError("@ SOA ns h 1 2 3 4 5\nx CH A 1.2.3.4\n", "bad.zone:2: class CH");
   ExpectError(std::string(kSoa) + "t TXT \"" + std::string(256, 'x') + "\"\n", "longer than 255");
+  // Found by the fuzzer: a known type in RFC 3597's form must keep its shape.
+  ExpectError("@ SOA \\# 0\n", "bad.zone:1: SOA: the \\# rdata does not have this type's format");
+  ExpectError(std::string(kSoa) + "a A \\# 3 010203\n", "bad.zone:2: A: the \\#");
+  ExpectError(std::string(kSoa) + "m MX \\# 3 000a05\n", "bad.zone:2: MX: the \\#");
 }
 
 TEST(DnsZone, RfcTtlDefaults) {
