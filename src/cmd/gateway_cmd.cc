@@ -184,7 +184,7 @@ int RunGateway(const GatewayFlags& f) {
   // The DNS server, beside the proxy on the same loops.
   std::unique_ptr<gateway::dns::DnsService> dns;
   if (base.dns.has_value()) {
-    auto started = gateway::dns::DnsService::Start(*base.dns, group->get());
+    auto started = gateway::dns::DnsService::Start(base, group->get());
     if (!started.ok()) {
       std::cerr << "capstan gateway: " << started.status().message() << "\n";
       (*gw)->Shutdown(std::chrono::milliseconds(0));

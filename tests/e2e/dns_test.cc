@@ -381,5 +381,50 @@ TEST_F(DnsE2e, DiscoveryZoneFollowsTheRegistry) {
       << last_dig_;
 }
 
+TEST_F(DnsE2e, ZonesFromTheStore) {
+  if (!Installed("dig")) GTEST_SKIP() << "dig is not installed (scripts/install-deps.sh)";
+  TempDir data("capstan-dns-store");
+  StoreProcess store(StoreProcess::Kind::kCapstan, data.path());
+  ASSERT_TRUE(store.Start()) << store.Log();
+  int port = PickFreePort();
+  std::string config = dir_->path() + "/gateway.yaml";
+  std::ofstream(config) << "store: store://" << store.endpoint() << "\n"
+                        << "dns:\n  listen: 127.0.0.1:" << port << "\n  zones: [" << zone_file_
+                        << "]\n";
+  gateway_ = std::make_unique<Process>(
+      std::vector<std::string>{CapstanBinary(), "gateway", "--threads", "2", "--config", config},
+      dir_->path() + "/gateway.log");
+  ASSERT_TRUE(Eventually([&] {
+    return gateway_->Log().find("dns listening on port") != std::string::npos;
+  })) << gateway_->Log();
+  const std::string key = "/capstan/gateway/dns/zones/live.example.";
+  ASSERT_EQ(
+      Etcdctl(store.endpoint(), {"put", key, "@ 60 SOA ns host 1 2 3 4 5\nwww 60 A 192.0.2.80\n"})
+          .exit_code,
+      0);
+  auto www = [&] { return Dig(port, {"+short", "www.live.example", "A"}); };
+  ASSERT_TRUE(Eventually([&] { return www() == std::vector<std::string>{"192.0.2.80"}; }))
+      << last_dig_ << gateway_->Log();
+  // The file's zone is still served beside it.
+  EXPECT_EQ(Dig(port, {"+short", "ns1.example.com", "A"}), std::vector<std::string>{"192.0.2.1"});
+  // A document that does not parse is refused with its key and line; the
+  // last good version stays.
+  ASSERT_EQ(Etcdctl(store.endpoint(), {"put", key, "@ 60 SOA ns host 1 2 3 4 5\nwww A 1.2.3\n"})
+                .exit_code,
+            0);
+  ASSERT_TRUE(Eventually([&] {
+    return gateway_->Log().find("refusing a zone document") != std::string::npos;
+  })) << gateway_->Log();
+  EXPECT_NE(gateway_->Log().find(key + ":2: A: not an IPv4 address"), std::string::npos)
+      << gateway_->Log();
+  EXPECT_EQ(www(), std::vector<std::string>{"192.0.2.80"});
+  // Deleting the document removes the zone.
+  ASSERT_EQ(Etcdctl(store.endpoint(), {"del", key}).exit_code, 0);
+  ASSERT_TRUE(Eventually([&] {
+    Dig(port, {"www.live.example", "A"});
+    return last_dig_.find("status: REFUSED") != std::string::npos;
+  })) << last_dig_;
+}
+
 }  // namespace
 }  // namespace capstan::e2e

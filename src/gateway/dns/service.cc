@@ -7,8 +7,9 @@
 
 namespace capstan::gateway::dns {
 
-absl::StatusOr<std::unique_ptr<DnsService>> DnsService::Start(const DnsConfig& config,
+absl::StatusOr<std::unique_ptr<DnsService>> DnsService::Start(const GatewayConfig& gateway,
                                                               net::LoopGroup* loops) {
+  const DnsConfig& config = *gateway.dns;
   std::unique_ptr<DnsService> service(new DnsService());
   auto zones = std::make_shared<ZoneSet>();
   for (const std::string& file : config.zones) {
@@ -40,6 +41,17 @@ absl::StatusOr<std::unique_ptr<DnsService>> DnsService::Start(const DnsConfig& c
   options.rrl.responses_per_second = static_cast<uint32_t>(config.rate_limit);
   options.rrl.slip = static_cast<uint32_t>(config.rate_limit_slip);
   ASSIGN_OR_RETURN(service->server_, DnsServer::Start(options, loops, zones));
+  if (!gateway.store.empty()) {
+    ASSIGN_OR_RETURN(std::vector<std::string> endpoints, StoreEndpointsOf(gateway.store));
+    ASSIGN_OR_RETURN(std::unique_ptr<client::Client> client,
+                     client::Client::Connect({.endpoints = endpoints}));
+    service->store_zone_prefix_ = gateway.store_prefix + "dns/zones/";
+    DnsService* raw = service.get();
+    service->store_zones_watcher_ = client::PrefixWatcher::Start(
+        std::shared_ptr<client::Client>(std::move(client)),
+        {.prefix = service->store_zone_prefix_, .what = "DNS zones"},
+        [raw](const std::vector<client::PrefixChange>& batch) { raw->OnStoreZones(batch); });
+  }
   if (!config.registry.empty()) {
     // store://HOST:PORT[,HOST:PORT]/PREFIX
     std::string_view rest = config.registry;
@@ -70,14 +82,52 @@ absl::StatusOr<std::unique_ptr<DnsService>> DnsService::Start(const DnsConfig& c
 
 DnsService::~DnsService() {
   registry_.reset();
+  store_zones_watcher_.reset();
   if (server_ != nullptr) server_->Stop();
+}
+
+uint64_t DnsService::store_zones_refused() {
+  std::lock_guard lock(publish_mu_);
+  return store_zones_refused_;
 }
 
 void DnsService::Publish(std::shared_ptr<const Zone> discovery) {
   std::lock_guard lock(publish_mu_);
+  discovery_ = std::move(discovery);
+  PublishLocked();
+}
+
+void DnsService::OnStoreZones(const std::vector<client::PrefixChange>& batch) {
+  std::lock_guard lock(publish_mu_);
+  bool changed = false;
+  for (const client::PrefixChange& change : batch) {
+    if (!change.value) {
+      changed |= store_zones_.erase(change.key) > 0;
+      continue;
+    }
+    // The key's last part is the apex ("example.com." or "example.com").
+    std::string apex = change.key.substr(store_zone_prefix_.size());
+    if (!apex.ends_with('.')) apex += '.';
+    auto zone = ParseZone(*change.value, apex, change.key);
+    if (!zone.ok()) {
+      ++store_zones_refused_;
+      CAPSTAN_LOG(err, "dns: refusing a zone document; the previous version stays", "key",
+                  change.key, "error", std::string(zone.status().message()));
+      continue;
+    }
+    CAPSTAN_LOG(info, "dns: zone from the store", "key", change.key, "records",
+                (*zone)->record_count());
+    store_zones_[change.key] = std::shared_ptr<const Zone>(std::move(zone).value());
+    changed = true;
+  }
+  if (changed) PublishLocked();
+}
+
+void DnsService::PublishLocked() {
   auto zones = std::make_shared<ZoneSet>();
   for (const auto& z : static_zones_) zones->Add(z);
-  zones->Add(std::move(discovery));  // a registry zone shadows a file of the same apex
+  for (const auto& [key, z] : store_zones_) zones->Add(z);  // over a file's zone of the same apex
+  if (discovery_ != nullptr) zones->Add(discovery_);        // over both
   if (server_ != nullptr) server_->SetZones(std::move(zones));
 }
 
