@@ -141,8 +141,9 @@ void DnsServer::UdpThread(net::UdpSocket* socket) {
       }
       batch->SetReply(i, out, r.size);
     }
-    counters_.udp_queries.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     socket->Send(batch.get(), n);
+    // Counted once answered, so a reader that sees the count sees the answers sent.
+    counters_.udp_queries.fetch_add(static_cast<uint64_t>(n), std::memory_order_release);
   }
 }
 

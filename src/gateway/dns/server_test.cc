@@ -153,5 +153,53 @@ TEST_F(DnsServerTest, NewZonesAnswerTheNextQuery) {
   }
 }
 
+TEST(DnsServerRrl, LimitsABurstFromOneClient) {
+  auto loops = net::LoopGroup::Start({.threads = 1, .name = "dns-rrl"}).value();
+  DnsServerOptions options{.host = "127.0.0.1", .port = 0, .udp_threads = 1};
+  options.rrl = {.responses_per_second = 1, .slip = 2};
+  auto server = DnsServer::Start(options, loops.get(), Zones(kZone));
+  ASSERT_TRUE(server.ok()) << server.status();
+  // 20 queries at once from one address: one token, so at least 10 are
+  // limited (refill during the burst is 1 per second), half of those
+  // slipped as TC answers.
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in a = Local((*server)->port());
+  std::string q = BuildQuery(Wire("www.example.com."), kTypeA, 9);
+  for (int i = 0; i < 20; ++i) {
+    sendto(fd, q.data(), q.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while ((*server)->stats().udp_queries < 20 && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    poll(&p, 1, 50);  // bounded wait for the server's counter
+  }
+  DnsServerStats stats = (*server)->stats();
+  EXPECT_EQ(stats.udp_queries, 20u);
+  EXPECT_GE(stats.rrl_dropped + stats.rrl_slipped, 10u);
+  EXPECT_GE(stats.rrl_slipped, 5u);
+  // What arrived: full answers and TC answers without records.
+  int full = 0, truncated = 0;
+  char buf[4096];
+  while (true) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 200) != 1) break;
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    auto m = ParseMessage(std::string_view(buf, static_cast<size_t>(n)));
+    ASSERT_TRUE(m.ok());
+    if (m->flags & kFlagTC) {
+      EXPECT_TRUE(m->answers.empty());
+      ++truncated;
+    } else {
+      ++full;
+    }
+  }
+  close(fd);
+  EXPECT_EQ(static_cast<uint64_t>(truncated), stats.rrl_slipped);
+  EXPECT_EQ(static_cast<uint64_t>(full), 20 - stats.rrl_dropped - stats.rrl_slipped);
+  server->reset();
+  loops->Stop();
+}
+
 }  // namespace
 }  // namespace capstan::gateway::dns
