@@ -191,6 +191,7 @@ int RunGateway(const GatewayFlags& f) {
       return 1;
     }
     dns = std::move(started).value();
+    dns->server().RegisterMetrics(&(*gw)->metrics_registry());
     std::cout << "dns listening on port " << dns->port() << "\n";
   }
   // Live configuration: documents under the store prefix, watched.

@@ -94,9 +94,9 @@ std::shared_ptr<const ZoneSet> DnsServer::zones() const {
 }
 
 void DnsServer::Count(const AnswerResult& r) {
-  if (r.truncated) counters_.truncated.fetch_add(1, std::memory_order_relaxed);
-  if (r.rcode == kRcodeNxDomain) counters_.nxdomain.fetch_add(1, std::memory_order_relaxed);
-  if (r.rcode == kRcodeRefused) counters_.refused.fetch_add(1, std::memory_order_relaxed);
+  if (r.truncated) counters_->truncated.fetch_add(1, std::memory_order_relaxed);
+  if (r.rcode == kRcodeNxDomain) counters_->nxdomain.fetch_add(1, std::memory_order_relaxed);
+  if (r.rcode == kRcodeRefused) counters_->refused.fetch_add(1, std::memory_order_relaxed);
 }
 
 void DnsServer::UdpThread(net::UdpSocket* socket) {
@@ -131,10 +131,10 @@ void DnsServer::UdpThread(net::UdpSocket* socket) {
           case ResponseRateLimiter::Verdict::kSend:
             break;
           case ResponseRateLimiter::Verdict::kDrop:
-            counters_.rrl_dropped.fetch_add(1, std::memory_order_relaxed);
+            counters_->rrl_dropped.fetch_add(1, std::memory_order_relaxed);
             continue;
           case ResponseRateLimiter::Verdict::kSlip:
-            counters_.rrl_slipped.fetch_add(1, std::memory_order_relaxed);
+            counters_->rrl_slipped.fetch_add(1, std::memory_order_relaxed);
             r.size = TruncatedResponse(batch->datagram(i), out, reply_size);
             break;
         }
@@ -143,7 +143,7 @@ void DnsServer::UdpThread(net::UdpSocket* socket) {
     }
     socket->Send(batch.get(), n);
     // Counted once answered, so a reader that sees the count sees the answers sent.
-    counters_.udp_queries.fetch_add(static_cast<uint64_t>(n), std::memory_order_release);
+    counters_->udp_queries.fetch_add(static_cast<uint64_t>(n), std::memory_order_release);
   }
 }
 
@@ -153,7 +153,7 @@ net::Task<void> DnsServer::AcceptLoop(LoopState* state) {
     if (!accepted.ok()) break;  // closed by Stop
     std::shared_ptr<net::Socket> socket = std::move(accepted).value();
     if (tcp_connections_.load(std::memory_order_relaxed) >= options_.max_tcp_connections) {
-      counters_.tcp_connections_refused.fetch_add(1, std::memory_order_relaxed);
+      counters_->tcp_connections_refused.fetch_add(1, std::memory_order_relaxed);
       socket->Close();
       continue;
     }
@@ -196,7 +196,7 @@ net::Task<void> DnsServer::ServeTcp(LoopState* state, std::shared_ptr<net::Socke
     std::shared_ptr<const ZoneSet> zones = this->zones();
     AnswerResult r = Answer(*zones, query, Transport::kTcp, options_.answer, out.get() + 2);
     in.Consume(need - 2);
-    counters_.tcp_queries.fetch_add(1, std::memory_order_relaxed);
+    counters_->tcp_queries.fetch_add(1, std::memory_order_relaxed);
     if (r.size == 0) break;  // not a query: end the connection
     Count(r);
     out[0] = static_cast<uint8_t>(r.size >> 8);
@@ -223,11 +223,35 @@ void DnsServer::TaskEnded() {
 }
 
 DnsServerStats DnsServer::stats() const {
-  const Counters& c = counters_;
+  const Counters& c = *counters_;
   return DnsServerStats{c.udp_queries.load(), c.tcp_queries.load(),
                         c.truncated.load(),   c.nxdomain.load(),
                         c.refused.load(),     c.rrl_dropped.load(),
                         c.rrl_slipped.load(), c.tcp_connections_refused.load()};
+}
+
+void DnsServer::RegisterMetrics(metrics::Registry* registry) const {
+  std::shared_ptr<Counters> c = counters_;
+  auto add = [&](const char* name, const char* help, std::atomic<uint64_t> Counters::*field) {
+    registry->AddGaugeFunc(name, help,
+                           [c, field] { return static_cast<double>((*c.*field).load()); });
+  };
+  add("capstan_dns_udp_queries_total", "DNS queries received over UDP; a counter.",
+      &Counters::udp_queries);
+  add("capstan_dns_tcp_queries_total", "DNS queries received over TCP; a counter.",
+      &Counters::tcp_queries);
+  add("capstan_dns_truncated_total", "UDP answers sent truncated (TC); a counter.",
+      &Counters::truncated);
+  add("capstan_dns_nxdomain_total", "NXDOMAIN answers; a counter.", &Counters::nxdomain);
+  add("capstan_dns_refused_total", "REFUSED answers (no zone served); a counter.",
+      &Counters::refused);
+  add("capstan_dns_rate_limited_dropped_total",
+      "UDP answers dropped by response rate limiting; a counter.", &Counters::rrl_dropped);
+  add("capstan_dns_rate_limited_slipped_total",
+      "UDP answers sent truncated by response rate limiting; a counter.", &Counters::rrl_slipped);
+  add("capstan_dns_tcp_connections_refused_total",
+      "TCP connections closed at accept (max_tcp_connections); a counter.",
+      &Counters::tcp_connections_refused);
 }
 
 DnsServer::DnsServer(DnsServerOptions options, net::LoopGroup* loops)

@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/metrics.h"
 #include "base/status.h"
 #include "gateway/dns/answer.h"
 #include "gateway/dns/rrl.h"
@@ -75,6 +76,9 @@ class DnsServer {
   void SetZones(std::shared_ptr<const ZoneSet> zones);
   std::shared_ptr<const ZoneSet> zones() const;
   DnsServerStats stats() const;
+  // Adds the server's counters to a registry (capstan_dns_*); they stay
+  // readable after the server is gone (the registry shares them).
+  void RegisterMetrics(metrics::Registry* registry) const;
   // Idempotent.
   void Stop();
 
@@ -95,7 +99,8 @@ class DnsServer {
   DnsServerOptions options_;
   net::LoopGroup* loops_;
   int port_ = 0;
-  Counters counters_;
+  // Shared with the metrics registry, which may outlive the server.
+  std::shared_ptr<Counters> counters_ = std::make_shared<Counters>();
 
   mutable std::mutex zones_mu_;
   std::shared_ptr<const ZoneSet> zones_;  // guarded by zones_mu_

@@ -129,6 +129,13 @@ TEST_F(DnsServerTest, AnswersOverUdpAndTcp) {
   EXPECT_EQ(tcp[1].rcode(), kRcodeNxDomain);
   EXPECT_GE(server_->stats().udp_queries, 1u);
   EXPECT_EQ(server_->stats().tcp_queries, 2u);
+  // The counters on /metrics outlive the server.
+  metrics::Registry registry;
+  server_->RegisterMetrics(&registry);
+  server_.reset();
+  std::string page = registry.RenderText();
+  EXPECT_NE(page.find("capstan_dns_tcp_queries_total 2"), std::string::npos) << page;
+  EXPECT_NE(page.find("capstan_dns_nxdomain_total 1"), std::string::npos) << page;
 }
 
 TEST_F(DnsServerTest, TruncatedOverUdpCompleteOverTcp) {
