@@ -148,7 +148,7 @@ int RunGateway(const GatewayFlags& f) {
     }
     std::cout << "capstan gateway: configuration OK (" << config->listeners.size() << " listeners, "
               << config->virtual_hosts.size() << " virtual hosts, " << config->clusters.size()
-              << " clusters)\n";
+              << " clusters" << (config->dns.has_value() ? ", a DNS server" : "") << ")\n";
     return 0;
   }
   // SIGHUP reloads the file: taken by sigwait below, so blocked in every
