@@ -30,6 +30,19 @@ uint64_t MonotonicNs() {
 absl::StatusOr<std::unique_ptr<DnsServer>> DnsServer::Start(DnsServerOptions options,
                                                             net::LoopGroup* loops,
                                                             std::shared_ptr<const ZoneSet> zones) {
+  // With port 0 the UDP socket picks a port, and TCP may find it taken (a
+  // client's ephemeral port is from the same range): pick again.
+  int attempts = options.port == 0 ? 10 : 1;
+  absl::StatusOr<std::unique_ptr<DnsServer>> server;
+  for (int i = 0; i < attempts; ++i) {
+    server = StartOnce(options, loops, zones);
+    if (server.ok() || !absl::IsUnavailable(server.status())) break;
+  }
+  return server;
+}
+
+absl::StatusOr<std::unique_ptr<DnsServer>> DnsServer::StartOnce(
+    DnsServerOptions options, net::LoopGroup* loops, std::shared_ptr<const ZoneSet> zones) {
   if (options.udp_threads < 1) return absl::InvalidArgumentError("dns: udp_threads must be >= 1");
   if (options.answer.max_udp_payload < 512 || options.answer.max_udp_payload > 4096) {
     return absl::InvalidArgumentError("dns: max_udp_payload must be within 512..4096");

@@ -90,6 +90,9 @@ class DnsServer {
   struct LoopState;
 
   DnsServer(DnsServerOptions options, net::LoopGroup* loops);
+  static absl::StatusOr<std::unique_ptr<DnsServer>> StartOnce(DnsServerOptions options,
+                                                              net::LoopGroup* loops,
+                                                              std::shared_ptr<const ZoneSet> zones);
   void UdpThread(net::UdpSocket* socket);
   net::Task<void> AcceptLoop(LoopState* state);
   net::Task<void> ServeTcp(LoopState* state, std::shared_ptr<net::Socket> socket);
