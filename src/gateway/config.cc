@@ -593,6 +593,7 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(std::string_view text, std::str
             m.Time("registry_ttl", &d.registry_ttl);
             m.Int("udp_threads", &d.udp_threads, 0, 1024);
             m.Int("max_udp_payload", &d.max_udp_payload, 512, 4096);
+            m.Bool("minimal_responses", &d.minimal_responses);
             m.Int("max_tcp_connections", &d.max_tcp_connections, 1, 1 << 20);
             m.Time("tcp_idle_timeout", &d.tcp_idle_timeout);
             m.Int("rate_limit", &d.rate_limit, 0, 1 << 24);

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <regex>
 
@@ -252,13 +253,10 @@ class Nsd {
   std::unique_ptr<Process> process_;
 };
 
-TEST_F(DnsE2e, SameAnswersAsNsd) {
-  if (!Installed("nsd")) GTEST_SKIP() << "nsd is not installed (scripts/install-deps.sh)";
-  int port = StartGateway({"--dns-zone", zone_file_});
-  Nsd nsd(*dir_, zone_file_);
-  std::string probe = dns::BuildQuery(Wire("example.com."), dns::kTypeSOA, 1);
-  ASSERT_TRUE(Eventually([&] { return !Exchange(nsd.port(), probe, false).empty(); })) << nsd.Log();
-
+// Sends every query of a fixed set (names of each kind x types x with and
+// without EDNS, over UDP, plus the TCP answers that do not fit UDP) to both
+// servers and compares the normalized answers.
+void CompareAnswers(int port, int reference_port, const std::string& reference) {
   const std::vector<std::string> names = {
       "example.com.",
       "ns1.example.com.",
@@ -301,12 +299,12 @@ TEST_F(DnsE2e, SameAnswersAsNsd) {
       for (uint16_t edns : {uint16_t{0}, uint16_t{1232}}) {
         std::string q = dns::BuildQuery(Wire(name), type, id++, edns);
         std::string ours = Normalize(Exchange(port, q, false));
-        std::string theirs = Normalize(Exchange(nsd.port(), q, false));
+        std::string theirs = Normalize(Exchange(reference_port, q, false));
         ++compared;
         if (ours != theirs) {
           ++differences;
           ADD_FAILURE() << name << " " << dns::TypeName(type) << (edns ? " +edns" : "")
-                        << "\n ours:   " << ours << "\n nsd:    " << theirs;
+                        << "\n ours:   " << ours << "\n " << reference << ": " << theirs;
         }
       }
     }
@@ -315,16 +313,57 @@ TEST_F(DnsE2e, SameAnswersAsNsd) {
   for (uint16_t type : {dns::kTypeTXT, dns::kTypeA}) {
     std::string q = dns::BuildQuery(Wire("big.example.com."), type, id++);
     std::string ours = Normalize(Exchange(port, q, true));
-    std::string theirs = Normalize(Exchange(nsd.port(), q, true));
+    std::string theirs = Normalize(Exchange(reference_port, q, true));
     ++compared;
     if (ours != theirs) {
       ++differences;
-      ADD_FAILURE() << "TCP big " << dns::TypeName(type) << "\n ours: " << ours
-                    << "\n nsd:  " << theirs;
+      ADD_FAILURE() << "TCP big " << dns::TypeName(type) << "\n ours: " << ours << "\n "
+                    << reference << ": " << theirs;
     }
   }
   EXPECT_GE(compared, 200);
   EXPECT_EQ(differences, 0) << differences << " of " << compared << " answers differ";
+}
+
+TEST_F(DnsE2e, SameAnswersAsNsd) {
+  if (!Installed("nsd")) GTEST_SKIP() << "nsd is not installed (scripts/install-deps.sh)";
+  int port = StartGateway({"--dns-zone", zone_file_});
+  Nsd nsd(*dir_, zone_file_);
+  std::string probe = dns::BuildQuery(Wire("example.com."), dns::kTypeSOA, 1);
+  ASSERT_TRUE(Eventually([&] { return !Exchange(nsd.port(), probe, false).empty(); })) << nsd.Log();
+  CompareAnswers(port, nsd.port(), "nsd");
+}
+
+// Knot answers minimally (no NS in the authority section of positive
+// answers): compared with `minimal_responses: true`.
+TEST_F(DnsE2e, SameAnswersAsKnotWithMinimalResponses) {
+  if (!Installed("knotd")) GTEST_SKIP() << "knotd is not installed (scripts/install-deps.sh)";
+  int port = PickFreePort();
+  std::string config = dir_->path() + "/gateway.yaml";
+  std::ofstream(config) << "dns:\n  listen: 127.0.0.1:" << port << "\n  zones: [" << zone_file_
+                        << "]\n  minimal_responses: true\n";
+  gateway_ = std::make_unique<Process>(
+      std::vector<std::string>{CapstanBinary(), "gateway", "--threads", "2", "--config", config},
+      dir_->path() + "/gateway.log");
+  ASSERT_TRUE(Eventually([&] {
+    return gateway_->Log().find("dns listening on port") != std::string::npos;
+  })) << gateway_->Log();
+  int knot_port = PickFreePort();
+  std::string knot_dir = dir_->path() + "/knot";
+  std::filesystem::create_directories(knot_dir);
+  std::ofstream(knot_dir + "/knot.conf")
+      << "server:\n    rundir: \"" << knot_dir << "\"\n    listen: 127.0.0.1@" << knot_port
+      << "\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n"
+      << "database:\n    storage: \"" << knot_dir << "\"\n"
+      << "log:\n  - target: stderr\n    any: warning\n"
+      << "template:\n  - id: default\n    storage: \"" << knot_dir
+      << "\"\n    journal-content: none\n    zonefile-sync: -1\n"
+      << "zone:\n  - domain: example.com\n    file: \"" << zone_file_ << "\"\n";
+  // One process (threads): SIGKILL at the end leaves nothing behind.
+  Process knot({"knotd", "-c", knot_dir + "/knot.conf"}, dir_->path() + "/knot.log");
+  std::string probe = dns::BuildQuery(Wire("example.com."), dns::kTypeSOA, 1);
+  ASSERT_TRUE(Eventually([&] { return !Exchange(knot_port, probe, false).empty(); })) << knot.Log();
+  CompareAnswers(port, knot_port, "knot");
 }
 
 TEST_F(DnsE2e, DiscoveryZoneFollowsTheRegistry) {

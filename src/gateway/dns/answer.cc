@@ -305,7 +305,7 @@ AnswerResult Answer(const ZoneSet& zones, std::string_view packet, Transport tra
     if (!r.AddNegativeSoa()) truncated = true;
     break;
   }
-  if (positive_node != nullptr && !truncated) {
+  if (positive_node != nullptr && !truncated && !options.minimal_responses) {
     // The zone's NS RRset in the authority section with its addresses, as
     // NSD and BIND do without minimal-responses (when it fits; never a
     // reason to truncate), unless the answer is that RRset.

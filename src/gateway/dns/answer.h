@@ -13,6 +13,8 @@
 // - delegations: a referral (no AA) with the NS RRset in authority and glue
 //   in additional;
 // - ANY: one RRset of the name (RFC 8482 section 4.1, minimal responses);
+// - the zone's NS RRset in the authority section of positive answers
+//   unless minimal_responses is set;
 // - A/AAAA of in-zone NS, MX and SRV targets in the additional section when
 //   they fit (never the reason for TC);
 // - EDNS0: an OPT in every response to a query with one (our payload size,
@@ -60,6 +62,9 @@ struct AnswerOptions {
   // advertises (1232: no IP fragmentation on any common path, the DNS
   // flag day 2020 value).
   uint16_t max_udp_payload = 1232;
+  // Leave the zone's NS RRset (and its addresses) out of positive answers,
+  // as Knot does; off: NSD's and BIND's default shape.
+  bool minimal_responses = false;
 };
 
 struct AnswerResult {

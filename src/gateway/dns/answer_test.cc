@@ -85,6 +85,14 @@ TEST_F(DnsAnswer, PositiveWithAdditionalAddresses) {
   EXPECT_THAT(Texts(m.additional), ElementsAre("mail.example.com. 3600 A 192.0.2.2",
                                                "mail.example.com. 3600 AAAA 2001:db8::2",
                                                "ns1.example.com. 3600 A 192.0.2.1"));
+  // Minimal responses (Knot's shape) leave it out.
+  AnswerResult minimal = Answer(zones_, BuildQuery(Wire("example.com."), kTypeMX, 1),
+                                Transport::kUdp, {.minimal_responses = true}, out_);
+  auto mm = ParseMessage(std::string_view(reinterpret_cast<char*>(out_), minimal.size));
+  ASSERT_TRUE(mm.ok());
+  EXPECT_TRUE(mm->authority.empty());
+  EXPECT_THAT(Texts(mm->additional), ElementsAre("mail.example.com. 3600 A 192.0.2.2",
+                                                 "mail.example.com. 3600 AAAA 2001:db8::2"));
   // Not when the answer is that NS RRset.
   Message ns = Ask("example.com.", kTypeNS);
   EXPECT_TRUE(ns.authority.empty());

@@ -36,6 +36,7 @@ absl::StatusOr<std::unique_ptr<DnsService>> DnsService::Start(const GatewayConfi
   options.port = listen->port;
   options.udp_threads = config.udp_threads > 0 ? config.udp_threads : loops->size();
   options.answer.max_udp_payload = static_cast<uint16_t>(config.max_udp_payload);
+  options.answer.minimal_responses = config.minimal_responses;
   options.max_tcp_connections = static_cast<size_t>(config.max_tcp_connections);
   options.tcp_idle_timeout = config.tcp_idle_timeout;
   options.rrl.responses_per_second = static_cast<uint32_t>(config.rate_limit);
