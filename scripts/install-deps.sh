@@ -32,6 +32,9 @@ PACKAGES=(
   # the gateway's peers and load generators (bench/gateway-vs-nginx.sh, e2e tests),
   # and the profiler the benchmarks use (perf record / perf stat)
   nginx haproxy wrk nghttp2-client linux-perf
+  # the DNS server's peers, clients and load generator (tests/e2e/dns_test.cc,
+  # bench/dns-vs-nsd-knot.sh): dig, kdig, NSD, Knot, dnsperf
+  bind9-dnsutils knot-dnsutils nsd knot dnsperf
   # node runs the reference GrowthBook SDK (npm) in the experiments differential test
   nodejs
   # reference statistics for the experiments statistics engine (tests/stats/reference.py)
@@ -49,7 +52,7 @@ if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
 else
   echo "install-deps: installing ${#missing[@]} packages: ${missing[*]}"
-  # Keep postinst scripts from starting etcd/nginx as services while we install.
+  # Keep postinst scripts from starting etcd/nginx/nsd/knot as services while we install.
   policy=/usr/sbin/policy-rc.d
   created_policy=0
   if [ ! -e "$policy" ]; then
@@ -72,7 +75,7 @@ fi
 
 # Whatever happened before (an older install, a package upgrade), make sure the
 # test peers are not running as services holding our ports.
-for svc in etcd nginx haproxy; do
+for svc in etcd nginx haproxy nsd knot; do
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi

@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "base/logging.h"
 #include "gateway/config.h"
+#include "gateway/dns/service.h"
 #include "gateway/gateway.h"
 #include "gateway/store_config.h"
 #include "net/loop_group.h"
@@ -32,12 +33,24 @@ void AddGatewayCommand(CLI::App* cmd, GatewayFlags* f) {
                   "auto (io_uring when allowed, else epoll), io_uring or epoll (e.g. under "
                   "valgrind, which does not follow io_uring).")
       ->capture_default_str();
+  cmd->add_option("--dns-listen", f->dns_listen,
+                  "DNS server: UDP and TCP address, e.g. 127.0.0.1:5353 (docs/gateway.md, DNS).");
+  cmd->add_option("--dns-zone", f->dns_zones, "DNS server: a zone file (RFC 1035); repeat.");
+  cmd->add_option("--dns-registry", f->dns_registry,
+                  "DNS server: the discovery zone from the registry, store://HOST:PORT/PREFIX.");
+  cmd->add_option("--dns-registry-zone", f->dns_registry_zone,
+                  "DNS server: the discovery zone's name (default svc.capstan.).");
+  cmd->add_option("--dns-threads", f->dns_threads,
+                  "DNS server: UDP threads (default: one per event loop).");
 }
 
 namespace {
 
 // The configuration the quick-start flags describe.
 absl::StatusOr<gateway::GatewayConfig> QuickStartConfig(const GatewayFlags& f) {
+  if (f.upstreams.empty() && !f.dns_listen.empty() && f.listen.empty()) {
+    return gateway::GatewayConfig{};  // a DNS server alone
+  }
   if (f.upstreams.empty()) {
     return absl::InvalidArgumentError("give --config FILE, or --upstream URL for the quick start");
   }
@@ -79,12 +92,40 @@ absl::StatusOr<gateway::GatewayConfig> QuickStartConfig(const GatewayFlags& f) {
   return config;
 }
 
-absl::StatusOr<gateway::GatewayConfig> LoadConfig(const GatewayFlags& f) {
-  if (f.config.empty()) return QuickStartConfig(f);
-  if (!f.upstreams.empty() || !f.listen.empty()) {
-    return absl::InvalidArgumentError("--listen and --upstream are for use without --config");
+// The --dns-* flags over the configuration's dns section.
+absl::Status ApplyDnsFlags(const GatewayFlags& f, gateway::GatewayConfig* config) {
+  bool any = !f.dns_listen.empty() || !f.dns_zones.empty() || !f.dns_registry.empty() ||
+             !f.dns_registry_zone.empty() || f.dns_threads != 0;
+  if (!any) return absl::OkStatus();
+  gateway::DnsConfig dns = config->dns.value_or(gateway::DnsConfig{});
+  if (!f.dns_listen.empty()) dns.listen = f.dns_listen;
+  if (!f.dns_zones.empty()) dns.zones = f.dns_zones;
+  if (!f.dns_registry.empty()) dns.registry = f.dns_registry;
+  if (!f.dns_registry_zone.empty()) dns.registry_zone = f.dns_registry_zone;
+  if (f.dns_threads != 0) dns.udp_threads = f.dns_threads;
+  if (dns.listen.empty()) return absl::InvalidArgumentError("--dns-* flags need --dns-listen");
+  if (dns.zones.empty() && dns.registry.empty()) {
+    return absl::InvalidArgumentError("--dns-listen needs --dns-zone FILE or --dns-registry URL");
   }
-  return gateway::LoadGatewayConfigFile(f.config);
+  if (!dns.registry.empty() && !dns.registry.starts_with("store://")) {
+    return absl::InvalidArgumentError("--dns-registry must be store://HOST:PORT/PREFIX");
+  }
+  config->dns = std::move(dns);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<gateway::GatewayConfig> LoadConfig(const GatewayFlags& f) {
+  absl::StatusOr<gateway::GatewayConfig> config;
+  if (f.config.empty()) {
+    config = QuickStartConfig(f);
+  } else if (!f.upstreams.empty() || !f.listen.empty()) {
+    return absl::InvalidArgumentError("--listen and --upstream are for use without --config");
+  } else {
+    config = gateway::LoadGatewayConfigFile(f.config);
+  }
+  if (!config.ok()) return config;
+  RETURN_IF_ERROR(ApplyDnsFlags(f, &*config));
+  return config;
 }
 
 }  // namespace
@@ -96,9 +137,18 @@ int RunGateway(const GatewayFlags& f) {
     return 2;
   }
   if (f.validate) {
+    if (config->dns.has_value()) {
+      for (const std::string& file : config->dns->zones) {
+        auto zone = gateway::dns::LoadZoneFile(file);
+        if (!zone.ok()) {
+          std::cerr << "capstan gateway: " << zone.status().message() << "\n";
+          return 2;
+        }
+      }
+    }
     std::cout << "capstan gateway: configuration OK (" << config->listeners.size() << " listeners, "
               << config->virtual_hosts.size() << " virtual hosts, " << config->clusters.size()
-              << " clusters)\n";
+              << " clusters" << (config->dns.has_value() ? ", a DNS server" : "") << ")\n";
     return 0;
   }
   // SIGHUP reloads the file: taken by sigwait below, so blocked in every
@@ -130,6 +180,19 @@ int RunGateway(const GatewayFlags& f) {
   if (!gw.ok()) {
     std::cerr << "capstan gateway: " << gw.status().message() << "\n";
     return 1;
+  }
+  // The DNS server, beside the proxy on the same loops.
+  std::unique_ptr<gateway::dns::DnsService> dns;
+  if (base.dns.has_value()) {
+    auto started = gateway::dns::DnsService::Start(base, group->get());
+    if (!started.ok()) {
+      std::cerr << "capstan gateway: " << started.status().message() << "\n";
+      (*gw)->Shutdown(std::chrono::milliseconds(0));
+      return 1;
+    }
+    dns = std::move(started).value();
+    dns->server().RegisterMetrics(&(*gw)->metrics_registry());
+    std::cout << "dns listening on port " << dns->port() << "\n";
   }
   // Live configuration: documents under the store prefix, watched.
   std::unique_ptr<gateway::StoreConfig> live;
@@ -200,6 +263,7 @@ int RunGateway(const GatewayFlags& f) {
   }
   CAPSTAN_LOG(info, "gateway: draining", "grace_ms", drain.count());
   live.reset();
+  dns.reset();
   (*gw)->Shutdown(drain);
   gw->reset();
   (*group)->Stop();

@@ -15,6 +15,13 @@ struct GatewayFlags {
   std::vector<std::string> upstreams;
   int threads = 0;
   std::string io_backend = "auto";
+  // The DNS server (docs/gateway.md, "DNS"): these set or override the
+  // configuration's `dns:` section.
+  std::string dns_listen;
+  std::vector<std::string> dns_zones;
+  std::string dns_registry;
+  std::string dns_registry_zone;
+  int dns_threads = 0;
 };
 
 void AddGatewayCommand(CLI::App* cmd, GatewayFlags* flags);

@@ -583,6 +583,31 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(std::string_view text, std::str
         r.String("request_id_header", &c->request_id_header);
         r.Time("drain_timeout", &c->drain_timeout);
         r.Time("certificate_check_interval", &c->certificate_check_interval);
+        if (r.Has("dns")) {
+          r.Map("dns", [c](MapReader& m) {
+            DnsConfig d;
+            d.line = m.line();
+            m.String("listen", &d.listen, /*required=*/true);
+            m.StringList("zones", &d.zones);
+            m.String("registry", &d.registry);
+            m.String("registry_zone", &d.registry_zone);
+            m.Time("registry_ttl", &d.registry_ttl);
+            m.Int("udp_threads", &d.udp_threads, 0, 1024);
+            m.Int("max_udp_payload", &d.max_udp_payload, 512, 4096);
+            m.Bool("minimal_responses", &d.minimal_responses);
+            m.Int("max_tcp_connections", &d.max_tcp_connections, 1, 1 << 20);
+            m.Time("tcp_idle_timeout", &d.tcp_idle_timeout);
+            m.Int("rate_limit", &d.rate_limit, 0, 1 << 24);
+            m.Int("rate_limit_slip", &d.rate_limit_slip, 0, 100);
+            if (!d.registry.empty()) {
+              m.Check(d.registry.starts_with("store://"), "registry",
+                      "must be store://HOST:PORT/PREFIX");
+            }
+            m.Check(!d.zones.empty() || !d.registry.empty(), "zones",
+                    "give zone files, a registry, or both");
+            c->dns = std::move(d);
+          });
+        }
       });
   if (!config.ok()) return config.status();
   absl::Status valid = ValidateGatewayConfig(*config);

@@ -224,6 +224,25 @@ struct AccessLogConfig {
                                      "upstream", "route",  "request_id"};
 };
 
+// ---- the DNS server (docs/gateway.md, "DNS")
+struct DnsConfig {
+  std::string listen;              // host:port for UDP and TCP (numeric host)
+  std::vector<std::string> zones;  // master files; each zone's apex is its SOA's owner
+  // store://HOST:PORT[,HOST:PORT]/PREFIX: the discovery zone from the
+  // registry under PREFIX; empty: none.
+  std::string registry;
+  std::string registry_zone = "svc.capstan.";
+  Duration registry_ttl{5000};     // TTL of the discovery records (whole seconds)
+  int udp_threads = 0;             // 0: one per event loop
+  int max_udp_payload = 1232;      // 512..4096
+  bool minimal_responses = false;  // no NS in authority on positive answers (Knot's shape)
+  int max_tcp_connections = 1024;
+  Duration tcp_idle_timeout{10000};
+  int rate_limit = 0;       // UDP responses/s per client network; 0: off
+  int rate_limit_slip = 2;  // every Nth limited response goes out truncated
+  int line = 0;
+};
+
 struct GatewayConfig {
   std::vector<ListenerConfig> listeners;
   std::vector<VirtualHostConfig> virtual_hosts;
@@ -242,6 +261,7 @@ struct GatewayConfig {
   // (time, size or inode: a renewal written in place or renamed over)
   // rebuilds the TLS contexts as SIGHUP does. 0: only on SIGHUP.
   Duration certificate_check_interval{5000};
+  std::optional<DnsConfig> dns;
 };
 
 // The certificate and key files of a configuration's listeners, each with

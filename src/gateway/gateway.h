@@ -98,6 +98,9 @@ class Gateway {
 
   // The bound ports, in listener order (port 0 in the config picks one).
   const std::vector<int>& ports() const { return ports_; }
+  // The registry /metrics renders, for servers beside the proxy (the DNS
+  // server) to add their metrics to.
+  metrics::Registry& metrics_registry() { return metrics_.registry(); }
   // The admin endpoint's port (0: none).
   int admin_port() const { return admin_ != nullptr ? admin_->port() : 0; }
   GatewayStats stats() const;

@@ -41,6 +41,7 @@ void StoreConfig::OnChange(const std::vector<client::PrefixChange>& batch) {
   bool changed = false;
   for (const client::PrefixChange& change : batch) {
     std::string_view rest = std::string_view(change.key).substr(prefix.size());
+    if (rest.starts_with("dns/")) continue;  // the DNS server's own (gateway/dns/service.h)
     bool route = rest.starts_with("routes/");
     bool cluster = rest.starts_with("clusters/");
     if (!route && !cluster) {

@@ -1,0 +1,124 @@
+// DnsServer: answers DNS over UDP and TCP on one port from a ZoneSet that
+// can be replaced at any time (a zone reload, a registry change).
+//
+// UDP: one thread per `udp_threads`, each with its own socket on the port
+// (SO_REUSEPORT, the kernel spreads clients), receiving and sending up to 64
+// datagrams per system call (recvmmsg / sendmmsg). These are threads of
+// their own, not event-loop tasks: the loop's I/O engines drive stream
+// sockets only (net/udp_socket.h).
+// TCP: a listener on every loop of the group (SO_REUSEPORT), a coroutine
+// per connection reading length-prefixed queries (RFC 1035 section 4.2.2,
+// pipelined, answered in order; RFC 7766), closed after `tcp_idle_timeout`
+// without a query.
+//
+//   auto server = dns::DnsServer::Start({.host = "127.0.0.1", .port = 5353}, loops, zones);
+//   server->SetZones(new_zones);   // any thread; the next batch uses them
+//   server->Stop();                // joins the UDP threads, closes TCP
+//
+// Thread-safety: SetZones, stats and Stop from any thread. The zone set is
+// published under a mutex with a generation counter: each UDP thread looks
+// at the counter once per batch and copies the pointer only when it moved.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/metrics.h"
+#include "base/status.h"
+#include "gateway/dns/answer.h"
+#include "gateway/dns/rrl.h"
+#include "net/loop_group.h"
+#include "net/socket.h"
+#include "net/udp_socket.h"
+
+namespace capstan::gateway::dns {
+
+struct DnsServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 5353;  // 0 picks one (the same for UDP and TCP)
+  int udp_threads = 1;
+  AnswerOptions answer;
+  RrlOptions rrl;
+  // TCP connections open at once across the server; more are closed at
+  // accept.
+  size_t max_tcp_connections = 1024;
+  std::chrono::milliseconds tcp_idle_timeout{10000};
+};
+
+struct DnsServerStats {
+  uint64_t udp_queries = 0;
+  uint64_t tcp_queries = 0;
+  uint64_t truncated = 0;
+  uint64_t nxdomain = 0;
+  uint64_t refused = 0;
+  uint64_t rrl_dropped = 0;
+  uint64_t rrl_slipped = 0;
+  uint64_t tcp_connections_refused = 0;
+};
+
+class DnsServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<DnsServer>> Start(DnsServerOptions options,
+                                                          net::LoopGroup* loops,
+                                                          std::shared_ptr<const ZoneSet> zones);
+  ~DnsServer();
+  DnsServer(const DnsServer&) = delete;
+  DnsServer& operator=(const DnsServer&) = delete;
+
+  int port() const { return port_; }
+  void SetZones(std::shared_ptr<const ZoneSet> zones);
+  std::shared_ptr<const ZoneSet> zones() const;
+  DnsServerStats stats() const;
+  // Adds the server's counters to a registry (capstan_dns_*); they stay
+  // readable after the server is gone (the registry shares them).
+  void RegisterMetrics(metrics::Registry* registry) const;
+  // Idempotent.
+  void Stop();
+
+ private:
+  struct Counters {
+    std::atomic<uint64_t> udp_queries{0}, tcp_queries{0}, truncated{0}, nxdomain{0}, refused{0},
+        rrl_dropped{0}, rrl_slipped{0}, tcp_connections_refused{0};
+  };
+  struct LoopState;
+
+  DnsServer(DnsServerOptions options, net::LoopGroup* loops);
+  static absl::StatusOr<std::unique_ptr<DnsServer>> StartOnce(DnsServerOptions options,
+                                                              net::LoopGroup* loops,
+                                                              std::shared_ptr<const ZoneSet> zones);
+  void UdpThread(net::UdpSocket* socket);
+  net::Task<void> AcceptLoop(LoopState* state);
+  net::Task<void> ServeTcp(LoopState* state, std::shared_ptr<net::Socket> socket);
+  void Count(const AnswerResult& r);
+  void TaskEnded();
+
+  DnsServerOptions options_;
+  net::LoopGroup* loops_;
+  int port_ = 0;
+  // Shared with the metrics registry, which may outlive the server.
+  std::shared_ptr<Counters> counters_ = std::make_shared<Counters>();
+
+  mutable std::mutex zones_mu_;
+  std::shared_ptr<const ZoneSet> zones_;  // guarded by zones_mu_
+  std::atomic<uint64_t> zones_generation_{0};
+
+  std::unique_ptr<net::Waker> waker_;
+  std::vector<std::unique_ptr<net::UdpSocket>> udp_;
+  std::vector<std::thread> udp_threads_;
+  std::vector<std::unique_ptr<LoopState>> loop_states_;
+  std::atomic<size_t> tcp_connections_{0};
+
+  std::mutex tasks_mu_;
+  std::condition_variable tasks_done_;
+  int tasks_ = 0;  // guarded by tasks_mu_: accept loops and connections running
+  bool stopped_ = false;
+};
+
+}  // namespace capstan::gateway::dns
