@@ -486,9 +486,15 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
     }
     return d;
   };
+  // Why the previous attempt failed, when it reached (or tried to reach) an
+  // endpoint: a retry that then finds no endpoint to try (the one that
+  // failed now ejected or behind an open breaker) answers with that failure
+  // (502), not 503 — the request was tried, and that is what happened.
+  std::string_view last_failure;
   for (int attempt = 1;; ++attempt) {
     std::shared_ptr<PooledEndpoint> endpoint = cl.Pick(hash, tried);
     if (endpoint == nullptr) {
+      if (!last_failure.empty()) co_return co_await Local(x, 502, last_failure);
       co_return co_await Local(
           x, 503, cl.has_endpoints() ? "no healthy upstream\n" : "no upstream endpoints\n");
     }
@@ -502,6 +508,7 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
       pool.EndAttempt(*endpoint, verdict, started);
       if (r == Outcome::kRetry) {
         mesh::RetryDecision d = another(attempt, may_retry, /*not_processed=*/true);
+        last_failure = "upstream unreachable\n";
         if (d.retry) continue;
         co_return co_await Local(x, 502, "upstream unreachable\n");
       }
@@ -524,6 +531,7 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
       // Nothing was sent: a connect failure is safe to retry for any method.
       mesh::RetryDecision d =
           another(attempt, RetryOn(retry, "connect-failure"), /*not_processed=*/true);
+      last_failure = "upstream unreachable\n";
       if (d.retry) {
         if (d.backoff > mesh::PoolClock::duration::zero()) co_await ctx.loop->Sleep(d.backoff);
         continue;
@@ -561,6 +569,7 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
       pool.EndAttempt(*endpoint, mesh::AttemptVerdict::kAbandoned, started);
       tried.pop_back();
       ctx.counters->retries.fetch_add(1, std::memory_order_relaxed);
+      last_failure = "upstream closed the connection\n";
       continue;
     }
     pool.EndAttempt(*endpoint, verdict, started);
@@ -568,6 +577,7 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
     if (r == Outcome::kRetry) {
       mesh::RetryDecision d = another(attempt, may_retry && RetryOn(retry, "reset"),
                                       /*not_processed=*/false);
+      last_failure = "upstream closed the connection\n";
       if (d.retry) {
         if (d.backoff > mesh::PoolClock::duration::zero()) co_await ctx.loop->Sleep(d.backoff);
         continue;
