@@ -407,7 +407,11 @@ void ReadCluster(MapReader& r, ClusterConfig* c) {
                 c->discovery->starts_with("static:///"),
             "discovery", "must be store://HOST:PORT/PREFIX, dns:///NAME:PORT or static:///A,B");
   }
+  // Absent: left empty here and chosen by DefaultBalancers (maglev for a
+  // cluster only tcp listeners use, else round_robin).
+  c->balancer.clear();
   r.String("balancer", &c->balancer);
+  r.Check(!c->balancer.empty() || !r.Has("balancer"), "balancer", "must not be empty");
   r.String("hash_on", &c->hash_on);
   r.Check(c->hash_on == "client_address" || c->hash_on.starts_with("header:") ||
               c->hash_on.starts_with("cookie:"),
@@ -510,6 +514,25 @@ void ReadTcpListener(MapReader& r, TcpListenerConfig* t) {
   r.Bytes("buffer", &t->buffer_bytes);
   r.Check(t->buffer_bytes >= (4 << 10) && t->buffer_bytes <= (64 << 20), "buffer",
           "must be from 4KiB to 64MiB");
+}
+
+// Fills the balancer of clusters that did not name one: maglev (hashing the
+// client address) for a cluster that only tcp listeners use — a client keeps
+// its endpoint across connections and an endpoint-set change moves few
+// clients — else round_robin.
+void DefaultBalancers(GatewayConfig* config) {
+  std::set<std::string> l7, l4;
+  for (const VirtualHostConfig& vh : config->virtual_hosts) {
+    for (const RouteConfig& r : vh.routes) {
+      if (r.cluster) l7.insert(*r.cluster);
+      for (const WeightedCluster& w : r.split) l7.insert(w.cluster);
+    }
+  }
+  for (const TcpListenerConfig& t : config->tcp_listeners) l4.insert(t.cluster);
+  for (ClusterConfig& c : config->clusters) {
+    if (!c.balancer.empty()) continue;
+    c.balancer = l4.contains(c.name) && !l7.contains(c.name) ? "maglev" : "round_robin";
+  }
 }
 
 }  // namespace
@@ -617,6 +640,7 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(std::string_view text, std::str
         r.Time("certificate_check_interval", &c->certificate_check_interval);
       });
   if (!config.ok()) return config.status();
+  DefaultBalancers(&*config);
   absl::Status valid = ValidateGatewayConfig(*config);
   if (!valid.ok()) {
     return absl::InvalidArgumentError(
@@ -639,7 +663,9 @@ absl::StatusOr<VirtualHostConfig> ParseVirtualHostDocument(std::string_view text
 }
 
 absl::StatusOr<ClusterConfig> ParseClusterDocument(std::string_view text, std::string_view source) {
-  return ParseDocument<ClusterConfig>(text, source, ReadCluster);
+  absl::StatusOr<ClusterConfig> c = ParseDocument<ClusterConfig>(text, source, ReadCluster);
+  if (c.ok() && c->balancer.empty()) c->balancer = "round_robin";
+  return c;
 }
 
 absl::Status ValidateGatewayConfig(const GatewayConfig& config) {

@@ -192,7 +192,9 @@ struct ClusterConfig {
   // "dns:///NAME:PORT".
   std::vector<std::string> endpoints;
   std::optional<std::string> discovery;
-  std::string balancer = "round_robin";  // mesh balancer names; "maglev" hashes hash_on
+  // Mesh balancer names; "maglev" hashes hash_on. Absent: "maglev" for a
+  // cluster only tcp listeners name, else "round_robin".
+  std::string balancer = "round_robin";
   // For maglev: "header:NAME", "cookie:NAME" or "client_address".
   std::string hash_on = "client_address";
   std::string protocol = "http1";  // "http1" or "h2"
