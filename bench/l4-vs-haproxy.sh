@@ -98,7 +98,7 @@ tcp_listeners:
   - {name: cps, address: "127.0.0.1:$CPS_PORT", cluster: echo}
 drain_timeout: 1s
 EOF
-      taskset -c $PROXY_CORE "$CAPSTAN" gateway --config "$WORK/capstan.yaml" --threads 1 \
+      taskset -c $PROXY_CORE "$CAPSTAN" gateway --config "$WORK/capstan.yaml" --threads 1 ${CAPSTAN_FLAGS:-} \
         >"$WORK/capstan.log" 2>&1 &
       ;;
     haproxy | haproxy-splice)

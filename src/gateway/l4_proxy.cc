@@ -334,7 +334,7 @@ net::Task<void> L4Proxy::Serve(LoopState* state, size_t listener_index,
   conn.last_activity = loop->now();
   LinkFront(&state->connections, &conn);
   client->set_half_close(true);
-  client->set_input_limit(tc.buffer_bytes);
+  client->set_input_limit(tc.buffer_bytes, /*exact=*/true);
 
   std::shared_ptr<Cluster> cluster;
   if (auto it = snapshot->clusters.find(tc.cluster); it != snapshot->clusters.end()) {
@@ -377,7 +377,7 @@ net::Task<void> L4Proxy::Serve(LoopState* state, size_t listener_index,
   } else if (!client->closed()) {
     net::Socket* up = conn.upstream.get();
     up->set_half_close(true);
-    up->set_input_limit(tc.buffer_bytes);
+    up->set_input_limit(tc.buffer_bytes, /*exact=*/true);
     if (tc.proxy_protocol == "v1") {
       up->Write(ProxyProtocolV1(peer, local));
     } else if (tc.proxy_protocol == "v2") {
