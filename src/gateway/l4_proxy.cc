@@ -372,6 +372,9 @@ net::Task<void> L4Proxy::Serve(LoopState* state, size_t listener_index,
                   endpoint->endpoint.id, "error", std::string(socket.status().message()));
     }
   }
+  // Nor an old cluster (its source, its health checks): the endpoint is
+  // matched by id, host and port from now on.
+  cluster.reset();
   if (conn.upstream == nullptr) {
     if (!client->closed()) ls.no_endpoint->Inc();
   } else if (!client->closed()) {
