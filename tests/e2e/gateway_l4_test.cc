@@ -14,6 +14,7 @@
 #include <map>
 #include <random>
 #include <regex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -254,6 +255,38 @@ TEST(GatewayL4E2E, RetriesAFailedConnectOnAnotherEndpoint) {
   }
   EXPECT_GE(MetricValue(gw.Metrics(), "capstan_gateway_tcp_connect_failures_total{listener=\"t\"}"),
             1);
+}
+
+TEST(GatewayL4E2E, TcpHealthChecksMarkAnEndpointThatRefusesConnections) {
+  TempDir dir("gw_l4_health");
+  TcpOrigin origin(dir, "a");
+  int dead = PickFreePort();  // nothing listens there
+  int tcp_port = PickFreePort();
+  int admin_port = PickFreePort();
+  std::string config = dir.path() + "/gateway.yaml";
+  std::ofstream(config) << "listeners: [{address: 127.0.0.1:0}]\n"
+                        << "admin: 127.0.0.1:" << admin_port << "\n"
+                        << "clusters:\n  - {name: c, endpoints: [127.0.0.1:" << dead << ", "
+                        << origin.address() << "],\n"
+                        << "     health_check: {type: tcp, interval: 100ms, timeout: 500ms, "
+                           "unhealthy_threshold: 1, healthy_threshold: 1}}\n"
+                        << "tcp_listeners: [{address: 127.0.0.1:" << tcp_port << ", cluster: c}]\n";
+  GatewayProcess gw(dir, {"--config", config});
+  std::regex dead_unhealthy("\"endpoint\": \"127\\.0\\.0\\.1:" + std::to_string(dead) +
+                            "\"[^}]*\"healthy\": false");
+  std::regex origin_healthy("\"endpoint\": \"127\\.0\\.0\\.1:" + std::to_string(origin.port()) +
+                            "\"[^}]*\"healthy\": true");
+  std::string status;
+  EXPECT_TRUE(Eventually([&] {
+    status = HttpCall(admin_port, "GET", "/status").body;
+    return std::regex_search(status, dead_unhealthy);
+  })) << status;
+  EXPECT_TRUE(std::regex_search(status, origin_healthy)) << status;
+  // Connections go to the healthy endpoint only.
+  for (int i = 0; i < 4; ++i) {
+    Client c(tcp_port);
+    EXPECT_EQ(c.ReadLine(), "ORIGIN a\n");
+  }
 }
 
 TEST(GatewayL4E2E, ClosesAnIdleConnection) {
