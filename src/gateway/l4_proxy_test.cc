@@ -28,12 +28,12 @@ sockaddr_storage V6(const char* ip, uint16_t port) {
   return s;
 }
 
-TEST(ProxyProtocolV1, Tcp4) {
+TEST(L4ProxyProtocolV1, Tcp4) {
   EXPECT_EQ(ProxyProtocolV1(V4("192.168.0.1", 56324), V4("192.168.0.11", 443)),
             "PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n");
 }
 
-TEST(ProxyProtocolV1, Tcp6AtTheLongestFitsTheSpecsBound) {
+TEST(L4ProxyProtocolV1, Tcp6AtTheLongestFitsTheSpecsBound) {
   std::string line = ProxyProtocolV1(V6("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 65535),
                                      V6("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 65535));
   EXPECT_EQ(line,
@@ -42,7 +42,7 @@ TEST(ProxyProtocolV1, Tcp6AtTheLongestFitsTheSpecsBound) {
   EXPECT_LE(line.size(), 107u);  // the spec's worst case
 }
 
-TEST(ProxyProtocolV1, MixedOrOtherFamiliesAreUnknown) {
+TEST(L4ProxyProtocolV1, MixedOrOtherFamiliesAreUnknown) {
   EXPECT_EQ(ProxyProtocolV1(V4("10.0.0.1", 1), V6("::1", 2)), "PROXY UNKNOWN\r\n");
   sockaddr_storage unix_socket{};
   unix_socket.ss_family = AF_UNIX;
@@ -51,7 +51,7 @@ TEST(ProxyProtocolV1, MixedOrOtherFamiliesAreUnknown) {
 
 const std::string kSignature("\x0D\x0A\x0D\x0A\x00\x0D\x0A\x51\x55\x49\x54\x0A", 12);
 
-TEST(ProxyProtocolV2, Tcp4) {
+TEST(L4ProxyProtocolV2, Tcp4) {
   std::string h = ProxyProtocolV2(V4("192.168.0.1", 56324), V4("192.168.0.11", 443));
   std::string want = kSignature + std::string("\x21\x11\x00\x0C", 4) +
                      std::string("\xC0\xA8\x00\x01", 4) + std::string("\xC0\xA8\x00\x0B", 4) +
@@ -61,7 +61,7 @@ TEST(ProxyProtocolV2, Tcp4) {
   EXPECT_EQ(h.size(), 16u + 12u);
 }
 
-TEST(ProxyProtocolV2, Tcp6) {
+TEST(L4ProxyProtocolV2, Tcp6) {
   std::string h = ProxyProtocolV2(V6("2001:db8::1", 1234), V6("::1", 80));
   ASSERT_EQ(h.size(), 16u + 36u);
   EXPECT_EQ(h.substr(0, 12), kSignature);
@@ -71,7 +71,7 @@ TEST(ProxyProtocolV2, Tcp6) {
   EXPECT_EQ(h.substr(48, 4), std::string("\x04\xD2\x00\x50", 4));
 }
 
-TEST(ProxyProtocolV2, MixedFamiliesSayLocal) {
+TEST(L4ProxyProtocolV2, MixedFamiliesSayLocal) {
   std::string h = ProxyProtocolV2(V4("10.0.0.1", 1), V6("::1", 2));
   EXPECT_EQ(h, kSignature + std::string("\x20\x00\x00\x00", 4));
 }
