@@ -418,5 +418,58 @@ TEST(GatewayL4E2E, EstablishedConnectionsSurviveAnEndpointSetChange) {
             static_cast<double>(on_b.size()));
 }
 
+TEST(GatewayL4E2E, AnEndpointLeavingTheRegistryEndsOnlyItsConnections) {
+  TempDir dir("gw_l4_registry");
+  TcpOrigin a(dir, "a");
+  TcpOrigin b(dir, "b");
+  StoreProcess store(StoreProcess::Kind::kCapstan, dir.path() + "/store");
+  ASSERT_TRUE(store.Start()) << store.Log();
+  for (TcpOrigin* o : {&a, &b}) {
+    std::string id = o == &a ? "a" : "b";
+    ASSERT_EQ(Etcdctl(store.endpoint(),
+                      {"put", "services/tcp/" + id, "{\"Addr\":\"" + o->address() + "\"}"})
+                  .exit_code,
+              0);
+  }
+  int tcp_port = PickFreePort();
+  int admin_port = PickFreePort();
+  std::string config = dir.path() + "/gateway.yaml";
+  std::ofstream(config) << "listeners: [{address: 127.0.0.1:0}]\n"
+                        << "admin: 127.0.0.1:" << admin_port << "\n"
+                        << "clusters:\n  - {name: c, balancer: round_robin, discovery: \"store://"
+                        << store.endpoint() << "/services/tcp\"}\n"
+                        << "tcp_listeners: [{name: t, address: 127.0.0.1:" << tcp_port
+                        << ", cluster: c}]\n";
+  GatewayProcess gw(dir, {"--config", config});
+  // Connections until both endpoints hold some (the first ones may find no
+  // endpoint yet: closed without a greeting).
+  std::vector<std::unique_ptr<Client>> on_a, on_b;
+  for (int i = 0; i < 200 && (on_a.size() < 5 || on_b.size() < 5); ++i) {
+    auto c = std::make_unique<Client>(tcp_port);
+    std::string who = c->ReadLine();
+    if (who == "ORIGIN a\n") on_a.push_back(std::move(c));
+    if (who == "ORIGIN b\n") on_b.push_back(std::move(c));
+  }
+  ASSERT_GE(on_a.size(), 5u);
+  ASSERT_GE(on_b.size(), 5u);
+  // b leaves the registry: the source's update reaches every loop.
+  ASSERT_EQ(Etcdctl(store.endpoint(), {"del", "services/tcp/b"}).exit_code, 0);
+  for (auto& c : on_b) {
+    bool ended = false;
+    EXPECT_EQ(c->ReadToEnd(&ended), "");
+    EXPECT_TRUE(ended);
+  }
+  for (size_t i = 0; i < on_a.size(); ++i) {
+    std::string ping = "still here " + std::to_string(i) + "\n";
+    ASSERT_TRUE(on_a[i]->Send(ping));
+    EXPECT_EQ(on_a[i]->ReadLine(), ping);
+  }
+  std::string metrics = HttpCall(admin_port, "GET", "/metrics").body;
+  EXPECT_GE(MetricValue(metrics,
+                        "capstan_gateway_tcp_closed_total{listener=\"t\",reason="
+                        "\"endpoint_removed\"}"),
+            static_cast<double>(on_b.size()));
+}
+
 }  // namespace
 }  // namespace capstan::e2e
