@@ -69,6 +69,7 @@ ClusterLoop::~ClusterLoop() {
 
 void ClusterLoop::Update(std::vector<mesh::Endpoint> endpoints) {
   pool_->Update(std::move(endpoints));
+  if (on_update_) on_update_();
 }
 
 std::vector<std::shared_ptr<PooledEndpoint>> ClusterLoop::endpoints() const {
@@ -314,11 +315,16 @@ absl::StatusOr<std::shared_ptr<Cluster>> Cluster::Create(ClusterConfig config,
 
 namespace {
 
-// One probe: GET the health path; true when the status is in range.
+// One probe: GET the health path (true when the status is in range), or
+// for `type: tcp` a connection that opens.
 net::Task<bool> Probe(net::EventLoop* loop, mesh::Endpoint endpoint, HealthCheckConfig check) {
   auto socket = co_await net::Socket::Connect(loop, endpoint.host, endpoint.port, check.timeout);
   if (!socket.ok()) co_return false;
   std::shared_ptr<net::Socket> s = *socket;
+  if (check.type == "tcp") {  // the connection opened: healthy
+    s->Close();
+    co_return true;
+  }
   std::string host =
       check.host.empty() ? mesh::FormatHostPort(endpoint.host, endpoint.port) : check.host;
   s->Write(std::string_view(absl::StrCat("GET ", check.path, " HTTP/1.1\r\nHost: ", host,

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <coroutine>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -92,8 +93,11 @@ class ClusterLoop {
   ~ClusterLoop();
 
   // Replaces the endpoint set (endpoints that stay keep their records and
-  // connections; those that left drain).
+  // connections; those that left drain), then calls the on-update hook.
   void Update(std::vector<mesh::Endpoint> endpoints);
+  // Called on the loop after each Update: the L4 proxy closes the
+  // connections whose endpoint left (l4_proxy.h). One hook per loop part.
+  void set_on_update(std::function<void()> hook) { on_update_ = std::move(hook); }
   // An endpoint for a request, not among `tried` unless every other is
   // unusable. Unhealthy endpoints (active checks) count as tried, so they
   // are used only when nothing else is (panic mode). Null when none.
@@ -164,6 +168,7 @@ class ClusterLoop {
   std::unique_ptr<EndpointPool> pool_;
   absl::flat_hash_set<std::string> unhealthy_;
   std::deque<PendingRequest*> pending_;
+  std::function<void()> on_update_;
 };
 
 class Cluster : public std::enable_shared_from_this<Cluster> {

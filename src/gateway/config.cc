@@ -407,7 +407,11 @@ void ReadCluster(MapReader& r, ClusterConfig* c) {
                 c->discovery->starts_with("static:///"),
             "discovery", "must be store://HOST:PORT/PREFIX, dns:///NAME:PORT or static:///A,B");
   }
+  // Absent: left empty here and chosen by DefaultBalancers (maglev for a
+  // cluster only tcp listeners use, else round_robin).
+  c->balancer.clear();
   r.String("balancer", &c->balancer);
+  r.Check(!c->balancer.empty() || !r.Has("balancer"), "balancer", "must not be empty");
   r.String("hash_on", &c->hash_on);
   r.Check(c->hash_on == "client_address" || c->hash_on.starts_with("header:") ||
               c->hash_on.starts_with("cookie:"),
@@ -424,6 +428,8 @@ void ReadCluster(MapReader& r, ClusterConfig* c) {
   r.Time("max_connection_lifetime", &c->max_connection_lifetime);
   r.Map("health_check", [&](MapReader& m) {
     HealthCheckConfig h;
+    m.String("type", &h.type);
+    m.Check(h.type == "http" || h.type == "tcp", "type", "must be http or tcp");
     m.String("path", &h.path);
     m.String("host", &h.host);
     m.Time("interval", &h.interval);
@@ -483,6 +489,50 @@ void ReadListener(MapReader& r, ListenerConfig* l) {
     m.Int("max_concurrent_streams", &lim.max_concurrent_streams, 1, 1 << 20);
     m.Bytes("max_header_list", &lim.max_header_list_bytes);
   });
+}
+
+void ReadTcpListener(MapReader& r, TcpListenerConfig* t) {
+  t->line = r.line();
+  r.String("name", &t->name);
+  r.String("address", &t->address, /*required=*/true);
+  if (t->name.empty()) t->name = t->address;
+  r.String("cluster", &t->cluster, /*required=*/true);
+  r.String("proxy_protocol", &t->proxy_protocol);
+  r.Check(t->proxy_protocol == "none" || t->proxy_protocol == "v1" || t->proxy_protocol == "v2",
+          "proxy_protocol", "must be none, v1 or v2");
+  r.Int("connect_attempts", &t->connect_attempts, 1, 10);
+  if (r.Has("connect_timeout")) {
+    Duration d{0};
+    r.Time("connect_timeout", &d);
+    r.Check(d.count() > 0, "connect_timeout", "must be more than 0");
+    t->connect_timeout = d;
+  } else {
+    r.Get("connect_timeout");
+  }
+  r.Time("idle_timeout", &t->idle_timeout);
+  r.Int("max_connections", &t->max_connections, 1, 1 << 24);
+  r.Bytes("buffer", &t->buffer_bytes);
+  r.Check(t->buffer_bytes >= (4 << 10) && t->buffer_bytes <= (64 << 20), "buffer",
+          "must be from 4KiB to 64MiB");
+}
+
+// Fills the balancer of clusters that did not name one: maglev (hashing the
+// client address) for a cluster that only tcp listeners use — a client keeps
+// its endpoint across connections and an endpoint-set change moves few
+// clients — else round_robin.
+void DefaultBalancers(GatewayConfig* config) {
+  std::set<std::string> l7, l4;
+  for (const VirtualHostConfig& vh : config->virtual_hosts) {
+    for (const RouteConfig& r : vh.routes) {
+      if (r.cluster) l7.insert(*r.cluster);
+      for (const WeightedCluster& w : r.split) l7.insert(w.cluster);
+    }
+  }
+  for (const TcpListenerConfig& t : config->tcp_listeners) l4.insert(t.cluster);
+  for (ClusterConfig& c : config->clusters) {
+    if (!c.balancer.empty()) continue;
+    c.balancer = l4.contains(c.name) && !l7.contains(c.name) ? "maglev" : "round_robin";
+  }
 }
 
 }  // namespace
@@ -565,6 +615,11 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(std::string_view text, std::str
           ReadCluster(m, &cl);
           c->clusters.push_back(std::move(cl));
         });
+        r.List("tcp_listeners", [c](MapReader& m) {
+          TcpListenerConfig t;
+          ReadTcpListener(m, &t);
+          c->tcp_listeners.push_back(std::move(t));
+        });
         r.String("store", &c->store);
         r.String("store_prefix", &c->store_prefix);
         if (!c->store.empty()) {
@@ -610,6 +665,7 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(std::string_view text, std::str
         }
       });
   if (!config.ok()) return config.status();
+  DefaultBalancers(&*config);
   absl::Status valid = ValidateGatewayConfig(*config);
   if (!valid.ok()) {
     return absl::InvalidArgumentError(
@@ -632,7 +688,9 @@ absl::StatusOr<VirtualHostConfig> ParseVirtualHostDocument(std::string_view text
 }
 
 absl::StatusOr<ClusterConfig> ParseClusterDocument(std::string_view text, std::string_view source) {
-  return ParseDocument<ClusterConfig>(text, source, ReadCluster);
+  absl::StatusOr<ClusterConfig> c = ParseDocument<ClusterConfig>(text, source, ReadCluster);
+  if (c.ok() && c->balancer.empty()) c->balancer = "round_robin";
+  return c;
 }
 
 absl::Status ValidateGatewayConfig(const GatewayConfig& config) {
@@ -647,6 +705,18 @@ absl::Status ValidateGatewayConfig(const GatewayConfig& config) {
     if (!listeners.insert(l.address).second) {
       return absl::InvalidArgumentError(
           absl::StrCat("line ", l.line, ": two listeners on ", l.address));
+    }
+  }
+  for (const TcpListenerConfig& t : config.tcp_listeners) {
+    if (!listeners.insert(t.address).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("line ", t.line, ": two listeners on ", t.address));
+    }
+    // With live configuration a cluster may arrive from the store later.
+    if (!clusters.contains(t.cluster) && config.store.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("line ", t.line, ": tcp listener '", t.name,
+                                                     "' names cluster '", t.cluster,
+                                                     "', which is not defined"));
     }
   }
   for (const VirtualHostConfig& vh : config.virtual_hosts) {

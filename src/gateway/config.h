@@ -164,6 +164,9 @@ struct VirtualHostConfig {
 // ---- clusters
 
 struct HealthCheckConfig {
+  // "http": GET `path`, healthy on an expected status; "tcp": healthy when a
+  // TCP connection opens within `timeout` (for L4 clusters).
+  std::string type = "http";
   std::string path = "/health";
   std::string host;  // Host header; empty: the endpoint's address
   Duration interval{5000};
@@ -189,7 +192,9 @@ struct ClusterConfig {
   // "dns:///NAME:PORT".
   std::vector<std::string> endpoints;
   std::optional<std::string> discovery;
-  std::string balancer = "round_robin";  // mesh balancer names; "maglev" hashes hash_on
+  // Mesh balancer names; "maglev" hashes hash_on. Absent: "maglev" for a
+  // cluster only tcp listeners name, else "round_robin".
+  std::string balancer = "round_robin";
   // For maglev: "header:NAME", "cookie:NAME" or "client_address".
   std::string hash_on = "client_address";
   std::string protocol = "http1";  // "http1" or "h2"
@@ -214,6 +219,33 @@ inline bool ClusterConfigsEqual(ClusterConfig a, ClusterConfig b) {
   a.line = b.line = 0;
   return a == b;
 }
+
+// ---- L4 (TCP) listeners
+
+// A TCP listener whose connections are forwarded byte for byte to an
+// endpoint of a cluster (l4_proxy.h). The endpoint is picked once per
+// connection (the cluster's balancer; Maglev hashes the client address) and
+// kept for the connection's life.
+struct TcpListenerConfig {
+  std::string name;
+  std::string address;  // host:port
+  std::string cluster;  // one of `clusters:`
+  // Sent to the upstream before the client's bytes: "none", "v1" (text) or
+  // "v2" (binary).
+  std::string proxy_protocol = "none";
+  // Connection attempts, the first included; each retry goes to another
+  // endpoint (a connect failure only: nothing was sent yet).
+  int connect_attempts = 3;
+  std::optional<Duration> connect_timeout;  // none: the cluster's
+  Duration idle_timeout{3600000};           // no byte either way; 0: none
+  // Client connections open at once through this listener (all loops);
+  // past it a new connection is closed at once.
+  uint32_t max_connections = 10000;
+  // How far one direction is read ahead of a slow receiver.
+  size_t buffer_bytes = 256 << 10;
+  int line = 0;
+  bool operator==(const TcpListenerConfig&) const = default;
+};
 
 // ---- the whole
 
@@ -247,6 +279,7 @@ struct GatewayConfig {
   std::vector<ListenerConfig> listeners;
   std::vector<VirtualHostConfig> virtual_hosts;
   std::vector<ClusterConfig> clusters;
+  std::vector<TcpListenerConfig> tcp_listeners;
   // Where live configuration comes from: "store://HOST:PORT" (watched under
   // store_prefix); empty: the file alone.
   std::string store;

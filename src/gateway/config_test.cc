@@ -149,6 +149,54 @@ TEST(GatewayConfigTest, StoreDocumentsParseAlone) {
       << bad.status();
 }
 
+TEST(GatewayConfigTest, TcpListenersParseWithDefaultsAndMaglevForTheirClusters) {
+  auto config = ParseGatewayConfig(
+      "tcp_listeners:\n"
+      "  - {name: db, address: 127.0.0.1:5432, cluster: pg, proxy_protocol: v2,\n"
+      "     connect_timeout: 250ms, idle_timeout: 10m, max_connections: 5, buffer: 64KiB}\n"
+      "  - {address: 127.0.0.1:6379, cluster: both}\n"
+      "virtual_hosts: [{name: h, routes: [{cluster: both}]}]\n"
+      "clusters:\n"
+      "  - {name: pg, endpoints: [127.0.0.1:15432], health_check: {type: tcp}}\n"
+      "  - {name: both, endpoints: [127.0.0.1:16379]}\n",
+      "g.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->tcp_listeners.size(), 2u);
+  const TcpListenerConfig& db = config->tcp_listeners[0];
+  EXPECT_EQ(db.proxy_protocol, "v2");
+  EXPECT_EQ(db.connect_timeout, Duration(250));
+  EXPECT_EQ(db.idle_timeout, Duration(600000));
+  EXPECT_EQ(db.max_connections, 5u);
+  EXPECT_EQ(db.buffer_bytes, 64u << 10);
+  const TcpListenerConfig& cache = config->tcp_listeners[1];
+  EXPECT_EQ(cache.name, "127.0.0.1:6379");
+  EXPECT_EQ(cache.proxy_protocol, "none");
+  EXPECT_FALSE(cache.connect_timeout.has_value());
+  EXPECT_EQ(cache.connect_attempts, 3);
+  // Used by tcp listeners only: maglev; also by a route: round_robin.
+  EXPECT_EQ(config->clusters[0].balancer, "maglev");
+  EXPECT_EQ(config->clusters[0].health_check->type, "tcp");
+  EXPECT_EQ(config->clusters[1].balancer, "round_robin");
+}
+
+TEST(GatewayConfigTest, TcpListenerErrorsNameTheField) {
+  EXPECT_EQ(ErrorOf("tcp_listeners:\n  - {address: 127.0.0.1:1, cluster: a, proxy_protocol: v3}\n"
+                    "clusters: [{name: a, endpoints: [x:1]}]\n"),
+            "g.yaml:2: tcp_listeners[0].proxy_protocol: must be none, v1 or v2");
+  EXPECT_EQ(ErrorOf("tcp_listeners:\n  - {address: 127.0.0.1:1}\n"),
+            "g.yaml:2: tcp_listeners[0].cluster: is required");
+  EXPECT_NE(ErrorOf("tcp_listeners: [{name: t, address: 127.0.0.1:1, cluster: missing}]\n")
+                .find("tcp listener 't' names cluster 'missing', which is not defined"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("listeners: [{address: 127.0.0.1:1}]\n"
+                    "tcp_listeners: [{address: 127.0.0.1:1, cluster: a}]\n"
+                    "clusters: [{name: a, endpoints: [x:1]}]\n")
+                .find("two listeners on 127.0.0.1:1"),
+            std::string::npos);
+  EXPECT_EQ(ErrorOf("clusters: [{name: a, endpoints: [x:1], health_check: {type: udp}}]\n"),
+            "g.yaml:1: clusters[0].health_check.type: must be http or tcp");
+}
+
 TEST(ByteSizeTest, UnitsAndOverflow) {
   EXPECT_EQ(ParseByteSize("512").value(), 512u);
   EXPECT_EQ(ParseByteSize("64KiB").value(), 64u << 10);

@@ -12,6 +12,7 @@
 #include "base/logging.h"
 #include "gateway/http1_proxy.h"
 #include "gateway/http2_proxy.h"
+#include "gateway/l4_proxy.h"
 #include "mesh/discovery.h"
 #include "net/block_on.h"
 #include "net/http_router.h"
@@ -105,6 +106,9 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(GatewayConfig config,
     state->index = i;
     gw->loops_.push_back(std::move(state));
   }
+  std::vector<L4Proxy::LoopView> views;
+  for (auto& state : gw->loops_) views.push_back({state->loop, &state->snapshot});
+  gw->l4_ = std::make_unique<L4Proxy>(&gw->metrics_.registry(), std::move(views));
   metrics::Registry& reg = gw->metrics_.registry();
   Gateway* raw_gw = gw.get();
   reg.AddGaugeFunc(
@@ -177,12 +181,18 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(GatewayConfig config,
     CAPSTAN_LOG(info, "gateway listening", "listener", c.listeners[li].name, "address",
                 mesh::FormatHostPort(endpoint->host, port), "tls", c.listeners[li].tls.has_value());
   }
+  if (absl::Status st = gw->l4_->Start(c); !st.ok()) {
+    gw->Shutdown(std::chrono::milliseconds(0));
+    return st;
+  }
   return gw;
 }
 
 Gateway::Gateway(net::LoopGroup* group) : group_(group) {}
 
 Gateway::~Gateway() { Shutdown(std::chrono::milliseconds(0)); }
+
+const std::vector<int>& Gateway::tcp_ports() const { return l4_->ports(); }
 
 absl::StatusOr<std::shared_ptr<const Snapshot>> Gateway::BuildSnapshot(GatewayConfig config,
                                                                        const Snapshot* previous) {
@@ -243,7 +253,11 @@ void Gateway::Publish(std::shared_ptr<const Snapshot> snapshot) {
   for (auto& state : loops_) {
     LoopState* raw = state.get();
     // Synchronously, so that a Reload has reached every loop when it returns.
-    net::RunOn(raw->loop, [raw, snapshot] { raw->snapshot = snapshot; });
+    net::RunOn(raw->loop, [this, raw, snapshot] {
+      raw->snapshot = snapshot;
+      // Connections whose endpoint left are closed (connection tracking).
+      if (l4_ != nullptr) l4_->OnSnapshot(raw->index);
+    });
   }
 }
 
@@ -269,6 +283,16 @@ absl::Status Gateway::Reload(GatewayConfig config) {
     if (config.listeners[i].address != previous->config.listeners[i].address) {
       return absl::FailedPreconditionError(absl::StrCat(
           "listener ", config.listeners[i].name, ": the address cannot change without a restart"));
+    }
+  }
+  if (config.tcp_listeners.size() != previous->config.tcp_listeners.size()) {
+    return absl::FailedPreconditionError("tcp listeners cannot change without a restart");
+  }
+  for (size_t i = 0; i < config.tcp_listeners.size(); ++i) {
+    if (config.tcp_listeners[i].address != previous->config.tcp_listeners[i].address) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("tcp listener ", config.tcp_listeners[i].name,
+                       ": the address cannot change without a restart"));
     }
   }
   ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot,
@@ -443,6 +467,7 @@ void Gateway::Shutdown(std::chrono::milliseconds grace) {
   shut_down_ = true;
   draining_ = true;
   if (admin_ != nullptr) admin_->Stop();
+  if (l4_ != nullptr) l4_->StopAccepting();
   // 1. No new connections; idle keep-alive connections close, busy ones
   // answer their request with Connection: close.
   for (auto& state : loops_) {
@@ -460,11 +485,15 @@ void Gateway::Shutdown(std::chrono::milliseconds grace) {
       for (ParkedConnection* p = raw->parked; p != nullptr; p = p->next) p->Cancel();
     });
   }
-  // 2. Requests in flight get the grace period.
+  // 2. Requests in flight get the grace period; so do TCP connections.
+  auto deadline = std::chrono::steady_clock::now() + grace;
   {
     std::unique_lock<std::mutex> lock(drain_mu_);
-    drained_.wait_until(lock, std::chrono::steady_clock::now() + grace,
-                        [this] { return tasks_.load() == 0; });
+    drained_.wait_until(lock, deadline, [this] { return tasks_.load() == 0; });
+  }
+  if (l4_ != nullptr) {
+    l4_->WaitIdle(deadline);
+    l4_->CloseAll();
   }
   // 3. Whatever is left is closed; its coroutines end.
   for (auto& state : loops_) {
@@ -478,6 +507,7 @@ void Gateway::Shutdown(std::chrono::milliseconds grace) {
     std::unique_lock<std::mutex> lock(drain_mu_);
     drained_.wait(lock, [this] { return tasks_.load() == 0; });
   }
+  if (l4_ != nullptr) l4_->WaitIdle(std::chrono::steady_clock::time_point::max());
   // 4. Clusters (and their pools) go on their loops.
   {
     std::lock_guard<std::mutex> lock(mu_);

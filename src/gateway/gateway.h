@@ -42,6 +42,8 @@
 
 namespace capstan::gateway {
 
+class L4Proxy;  // l4_proxy.h
+
 // A downstream connection as the gateway's shutdown sees it (loop thread).
 // Lives in the connection's coroutine frame, linked into its loop's list.
 struct ConnectionControl {
@@ -80,7 +82,7 @@ class Gateway {
  public:
   static absl::StatusOr<std::unique_ptr<Gateway>> Start(GatewayConfig config,
                                                         net::LoopGroup* group);
-  ~Gateway();
+  ~Gateway();  // out of line: L4Proxy is incomplete here
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
 
@@ -101,6 +103,8 @@ class Gateway {
   // The registry /metrics renders, for servers beside the proxy (the DNS
   // server) to add their metrics to.
   metrics::Registry& metrics_registry() { return metrics_.registry(); }
+  // The bound ports of the tcp listeners (L4), in their order.
+  const std::vector<int>& tcp_ports() const;
   // The admin endpoint's port (0: none).
   int admin_port() const { return admin_ != nullptr ? admin_->port() : 0; }
   GatewayStats stats() const;
@@ -140,6 +144,8 @@ class Gateway {
   std::unique_ptr<AccessLog> access_log_;
   std::unique_ptr<net::HttpServer> admin_;
   std::vector<std::unique_ptr<LoopState>> loops_;
+  // The TCP listeners (after loops_: it reads their snapshots).
+  std::unique_ptr<L4Proxy> l4_;
   std::vector<int> ports_;
   // Held through a whole Reload, so a certificate reload cannot publish a
   // configuration older than a concurrent live update's.
