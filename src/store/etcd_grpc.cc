@@ -8,6 +8,7 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "store/errors.h"
 #include "store/kv_ops.h"
+#include "store/native_call.h"
 #include "store/validate.h"
 #include "store/watch.h"
 
@@ -18,56 +19,6 @@ using namespace etcdserverpb;
 using net::Buffer;
 using net::GrpcCall;
 using net::GrpcCallPtr;
-
-bool ParseFrom(Buffer& bytes, google::protobuf::MessageLite* msg) {
-  if (bytes.slice_count() <= 1) {
-    std::string_view s = bytes.empty() ? std::string_view() : bytes.slice(0);
-    return msg->ParseFromArray(s.data(), static_cast<int>(s.size()));
-  }
-  std::string_view flat = bytes.Flatten();
-  return msg->ParseFromArray(flat.data(), static_cast<int>(flat.size()));
-}
-
-// The reply as one framed gRPC message, serialized in place.
-Buffer Serialize(const google::protobuf::MessageLite& msg) {
-  size_t size = msg.ByteSizeLong();
-  return net::FrameGrpcMessage(size, [&](char* out) {
-    msg.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(out));
-  });
-}
-
-// Ends `call` with `resp` (header filled) or the error, from any thread.
-template <typename Resp>
-void Answer(Store* store, const GrpcCallPtr& call, const absl::Status& st, Resp* resp) {
-  if (!st.ok()) {
-    GrpcCall::FinishFromAnyThread(call, st, std::nullopt);
-    return;
-  }
-  store->FillHeader(resp->mutable_header());
-  GrpcCall::FinishFromAnyThread(call, absl::OkStatus(), Serialize(*resp));
-}
-
-// Proposes `entry`; the applied result answers the call.
-template <typename Resp>
-void ProposeAndAnswer(Store* store, const GrpcCallPtr& call, LogEntry entry) {
-  store->ProposeFromLoop(
-      std::move(entry),
-      [store, call](absl::Status st, google::protobuf::Message* msg) {
-        if (st.ok() && msg == nullptr) st = absl::InternalError("no apply result");
-        Answer(store, call, st, static_cast<Resp*>(msg));
-      },
-      call->loop());
-}
-
-// Parses the request of a unary call, or ends the call as gRPC does for a
-// message that does not parse.
-template <typename Req>
-bool ParseRequest(const GrpcCallPtr& call, Buffer& bytes, Req* req) {
-  if (ParseFrom(bytes, req)) return true;
-  call->Finish(absl::InternalError(
-      "grpc: error unmarshalling request: proto: cannot parse invalid wire-format data"));
-  return false;
-}
 
 void AddKv(Store* store, net::GrpcServer* server) {
   server->AddUnary("/etcdserverpb.KV/Range", [store](const GrpcCallPtr& call, Buffer bytes) {
@@ -499,9 +450,11 @@ class BridgeHandler : public net::GrpcStreamHandler {
 
 }  // namespace
 
-void AddNativeEtcdMethods(Store* store, net::GrpcServer* server) {
+void AddNativeEtcdMethods(Store* store, net::GrpcServer* server, net::WorkerPool* pool) {
   AddKv(store, server);
   AddWatch(store, server);
+  AddNativeCluster(store, server);
+  (void)pool;
 }
 
 void BridgeUnservedMethods(std::shared_ptr<grpc::Channel> channel, net::GrpcServer* server) {

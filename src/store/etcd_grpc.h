@@ -12,12 +12,14 @@
 
 #include "grpcpp/grpcpp.h"
 #include "net/grpc_server.h"
+#include "net/worker_pool.h"
 #include "store/store.h"
 
 namespace capstan::store {
 
-// Registers the native handlers of the etcd API on `server`.
-void AddNativeEtcdMethods(Store* store, net::GrpcServer* server);
+// Registers the native handlers of the etcd API on `server`; blocking work
+// (disk scans, checkpoints) runs on `pool`, which must outlive the calls.
+void AddNativeEtcdMethods(Store* store, net::GrpcServer* server, net::WorkerPool* pool);
 
 // Makes `server` hand every method it does not serve itself to `channel`
 // (the libgrpc++ server's in-process channel): messages, half-close,

@@ -13,12 +13,15 @@
 #include "etcd/etcdserverpb/rpc.grpc.pb.h"
 #include "net/address.h"
 #include "store/errors.h"
+#include "store/native_call.h"
 #include "store/services.h"
 
 namespace capstan::store {
 namespace {
 
 using namespace etcdserverpb;
+using net::Buffer;
+using net::GrpcCallPtr;
 namespace fs = std::filesystem;
 
 // Streams a snapshot of the backend: a tar archive of a RocksDB checkpoint,
@@ -254,16 +257,20 @@ class MaintenanceService final : public Maintenance::CallbackService {
   Store* store_;
 };
 
+// ---- Cluster, served natively on the client loops.
+//
 // Membership changes run on the leader (the Raft core takes them only
 // there); a follower forwards the request to the leader's client URL.
-class ClusterService final : public Cluster::CallbackService {
+class NativeCluster {
  public:
-  explicit ClusterService(Store* store) : store_(store) {}
+  explicit NativeCluster(Store* store) : store_(store) {}
 
-  grpc::ServerUnaryReactor* MemberList(grpc::CallbackServerContext* ctx, const MemberListRequest*,
-                                       MemberListResponse* resp) override {
+  void MemberList(const GrpcCallPtr& call, Buffer bytes) {
+    MemberListRequest req;
+    if (!ParseRequest(call, bytes, &req)) return;
+    MemberListResponse resp;
     for (const auto& m : store_->Members()) {
-      Member* out = resp->add_members();
+      Member* out = resp.add_members();
       *out = m;
       if (m.id() == store_->member_id() && m.name().empty()) {
         // This member has not published its attributes through the log yet
@@ -272,127 +279,125 @@ class ClusterService final : public Cluster::CallbackService {
         for (const auto& u : store_->options().advertise_client_urls) out->add_clienturls(u);
       }
     }
-    store_->FillHeader(resp->mutable_header(), 0);
-    auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
+    store_->FillHeader(resp.mutable_header(), 0);
+    Reply(call, resp);
   }
 
-  grpc::ServerUnaryReactor* MemberAdd(grpc::CallbackServerContext* ctx, const MemberAddRequest* req,
-                                      MemberAddResponse* resp) override {
-    auto* reactor = ctx->DefaultReactor();
-    if (Forward(reactor, req, resp, [](auto* a, auto* c, auto* q, auto* r, auto cb) {
-          a->MemberAdd(c, q, r, std::move(cb));
-        }))
-      return reactor;
-    if (req->peerurls().empty()) return Finish(reactor, ErrMemberBadUrls());
-    for (const auto& url : req->peerurls()) {
-      if (!url.starts_with("http://") || url.size() <= 7)
-        return Finish(reactor, ErrMemberBadUrls());
+  void MemberAdd(const GrpcCallPtr& call, Buffer bytes) {
+    auto req = std::make_shared<MemberAddRequest>();
+    if (!ParseRequest(call, bytes, req.get())) return;
+    if (Forward<MemberAddRequest, MemberAddResponse>(
+            call, req, [](auto* a, auto* c, auto* q, auto* r, auto cb) {
+              a->MemberAdd(c, q, r, std::move(cb));
+            })) {
+      return;
     }
-    if (PeerUrlInUse(req->peerurls(), 0)) return Finish(reactor, ErrPeerUrlExist());
+    if (req->peerurls().empty()) return call->Finish(ErrMemberBadUrls());
+    for (const auto& url : req->peerurls()) {
+      if (!url.starts_with("http://") || url.size() <= 7) return call->Finish(ErrMemberBadUrls());
+    }
+    if (PeerUrlInUse(req->peerurls(), 0)) return call->Finish(ErrPeerUrlExist());
     int learners = 0;
     for (const auto& m : store_->Members()) learners += m.islearner();
     if (req->islearner() && learners >= 1) {
-      return Finish(reactor, absl::FailedPreconditionError(
-                                 "etcdserver: too many learner members in cluster"));
+      return call->Finish(
+          absl::FailedPreconditionError("etcdserver: too many learner members in cluster"));
     }
     Member m;
     std::random_device rd;
     m.set_id(((static_cast<uint64_t>(rd()) << 32) ^ rd()) | 1);
     *m.mutable_peerurls() = req->peerurls();
     m.set_islearner(req->islearner());
-    ProposeChange(
+    ProposeChange<MemberAddResponse>(
         req->islearner() ? raft::ConfChange::Type::kAddLearner : raft::ConfChange::Type::kAddVoter,
-        m, reactor, resp, resp->mutable_member());
-    return reactor;
+        m, call, /*with_changed=*/true);
   }
 
-  grpc::ServerUnaryReactor* MemberRemove(grpc::CallbackServerContext* ctx,
-                                         const MemberRemoveRequest* req,
-                                         MemberRemoveResponse* resp) override {
-    auto* reactor = ctx->DefaultReactor();
-    if (Forward(reactor, req, resp, [](auto* a, auto* c, auto* q, auto* r, auto cb) {
-          a->MemberRemove(c, q, r, std::move(cb));
-        }))
-      return reactor;
-    auto member = Find(req->id());
-    if (!member) return Finish(reactor, ErrMemberNotFound());
-    ProposeChange(raft::ConfChange::Type::kRemove, *member, reactor, resp);
-    return reactor;
-  }
-
-  grpc::ServerUnaryReactor* MemberUpdate(grpc::CallbackServerContext* ctx,
-                                         const MemberUpdateRequest* req,
-                                         MemberUpdateResponse* resp) override {
-    auto* reactor = ctx->DefaultReactor();
-    if (Forward(reactor, req, resp, [](auto* a, auto* c, auto* q, auto* r, auto cb) {
-          a->MemberUpdate(c, q, r, std::move(cb));
-        }))
-      return reactor;
-    if (!Find(req->id())) return Finish(reactor, ErrMemberNotFound());
-    if (req->peerurls().empty()) return Finish(reactor, ErrMemberBadUrls());
-    if (PeerUrlInUse(req->peerurls(), req->id())) return Finish(reactor, ErrPeerUrlExist());
-    LogEntry entry;
-    *entry.mutable_member_update() = *req;
-    store_->Propose(std::move(entry),
-                    [this, reactor, resp](absl::Status st, google::protobuf::Message* msg) {
-                      if (st.ok() && msg != nullptr) {
-                        auto* list = static_cast<MemberListResponse*>(msg);
-                        *resp->mutable_members() = list->members();
-                        store_->FillHeader(resp->mutable_header(), 0);
-                      }
-                      reactor->Finish(ToGrpc(st));
-                    });
-    return reactor;
-  }
-
-  grpc::ServerUnaryReactor* MemberPromote(grpc::CallbackServerContext* ctx,
-                                          const MemberPromoteRequest* req,
-                                          MemberPromoteResponse* resp) override {
-    auto* reactor = ctx->DefaultReactor();
-    if (Forward(reactor, req, resp, [](auto* a, auto* c, auto* q, auto* r, auto cb) {
-          a->MemberPromote(c, q, r, std::move(cb));
-        })) {
-      return reactor;
+  void MemberRemove(const GrpcCallPtr& call, Buffer bytes) {
+    auto req = std::make_shared<MemberRemoveRequest>();
+    if (!ParseRequest(call, bytes, req.get())) return;
+    if (Forward<MemberRemoveRequest, MemberRemoveResponse>(
+            call, req, [](auto* a, auto* c, auto* q, auto* r, auto cb) {
+              a->MemberRemove(c, q, r, std::move(cb));
+            })) {
+      return;
     }
     auto member = Find(req->id());
-    if (!member) return Finish(reactor, ErrMemberNotFound());
-    if (!member->islearner()) return Finish(reactor, ErrMemberNotLearner());
+    if (!member) return call->Finish(ErrMemberNotFound());
+    ProposeChange<MemberRemoveResponse>(raft::ConfChange::Type::kRemove, *member, call, false);
+  }
+
+  void MemberUpdate(const GrpcCallPtr& call, Buffer bytes) {
+    auto req = std::make_shared<MemberUpdateRequest>();
+    if (!ParseRequest(call, bytes, req.get())) return;
+    if (Forward<MemberUpdateRequest, MemberUpdateResponse>(
+            call, req, [](auto* a, auto* c, auto* q, auto* r, auto cb) {
+              a->MemberUpdate(c, q, r, std::move(cb));
+            })) {
+      return;
+    }
+    if (!Find(req->id())) return call->Finish(ErrMemberNotFound());
+    if (req->peerurls().empty()) return call->Finish(ErrMemberBadUrls());
+    if (PeerUrlInUse(req->peerurls(), req->id())) return call->Finish(ErrPeerUrlExist());
+    LogEntry entry;
+    *entry.mutable_member_update() = std::move(*req);
+    store_->ProposeFromLoop(
+        std::move(entry),
+        [store = store_, call](absl::Status st, google::protobuf::Message* msg) {
+          MemberUpdateResponse resp;
+          if (st.ok() && msg != nullptr) {
+            auto* list = static_cast<MemberListResponse*>(msg);
+            *resp.mutable_members() = list->members();
+            store->FillHeader(resp.mutable_header(), 0);
+          }
+          AnswerAsIs(call, st, resp);
+        },
+        call->loop());
+  }
+
+  void MemberPromote(const GrpcCallPtr& call, Buffer bytes) {
+    auto req = std::make_shared<MemberPromoteRequest>();
+    if (!ParseRequest(call, bytes, req.get())) return;
+    if (Forward<MemberPromoteRequest, MemberPromoteResponse>(
+            call, req, [](auto* a, auto* c, auto* q, auto* r, auto cb) {
+              a->MemberPromote(c, q, r, std::move(cb));
+            })) {
+      return;
+    }
+    auto member = Find(req->id());
+    if (!member) return call->Finish(ErrMemberNotFound());
+    if (!member->islearner()) return call->Finish(ErrMemberNotLearner());
     // As etcd: promote only a learner that has caught up (90% of the leader's log).
     raft::NodeStatus status = store_->node()->Status();
     auto match = status.match.find(req->id());
     if (match == status.match.end() ||
         static_cast<double>(match->second) < 0.9 * static_cast<double>(status.committed)) {
-      return Finish(reactor, ErrLearnerNotReady());
+      return call->Finish(ErrLearnerNotReady());
     }
     member->set_islearner(false);
-    ProposeChange(raft::ConfChange::Type::kAddVoter, *member, reactor, resp);
-    return reactor;
+    ProposeChange<MemberPromoteResponse>(raft::ConfChange::Type::kAddVoter, *member, call, false);
   }
 
  private:
-  grpc::ServerUnaryReactor* Finish(grpc::ServerUnaryReactor* reactor, const absl::Status& st) {
-    reactor->Finish(ToGrpc(st));
-    return reactor;
-  }
-
   // Proposes a membership change and answers with the members after it; the
-  // changed member comes first in the applied reply and goes to `changed`
-  // for the responses that have that field.
+  // changed member comes first in the applied reply and goes to the
+  // response's `member` when it has one.
   template <typename Resp>
-  void ProposeChange(raft::ConfChange::Type type, const Member& member,
-                     grpc::ServerUnaryReactor* reactor, Resp* resp, Member* changed = nullptr) {
+  void ProposeChange(raft::ConfChange::Type type, const Member& member, const GrpcCallPtr& call,
+                     bool with_changed) {
     store_->ProposeConfChange(
         type, member,
-        [this, reactor, resp, changed](absl::Status st, google::protobuf::Message* msg) {
+        [store = store_, call, with_changed](absl::Status st, google::protobuf::Message* msg) {
+          Resp resp;
           if (st.ok() && msg != nullptr) {
             auto* list = static_cast<MemberListResponse*>(msg);
-            if (changed != nullptr) *changed = list->members(0);
-            for (int i = 1; i < list->members_size(); ++i) *resp->add_members() = list->members(i);
-            store_->FillHeader(resp->mutable_header(), 0);
+            if constexpr (std::is_same_v<Resp, MemberAddResponse>) {
+              if (with_changed) *resp.mutable_member() = list->members(0);
+            }
+            for (int i = 1; i < list->members_size(); ++i) *resp.add_members() = list->members(i);
+            store->FillHeader(resp.mutable_header(), 0);
           }
-          reactor->Finish(ToGrpc(st));
+          AnswerAsIs(call, st, resp);
         });
   }
 
@@ -414,10 +419,10 @@ class ClusterService final : public Cluster::CallbackService {
     return std::nullopt;
   }
 
-  // On a follower, sends the request to the leader's client URL and finishes
-  // with its answer. Returns false when this member is the leader.
+  // On a follower, sends the request to the leader's client URL and answers
+  // with the leader's answer. Returns false when this member is the leader.
   template <typename Req, typename Resp, typename Method>
-  bool Forward(grpc::ServerUnaryReactor* reactor, const Req* req, Resp* resp, Method method) {
+  bool Forward(const GrpcCallPtr& call, std::shared_ptr<Req> req, Method method) {
     raft::Node* node = store_->node();
     if (node->IsLeader()) return false;
     uint64_t leader = node->Leader();
@@ -426,7 +431,7 @@ class ClusterService final : public Cluster::CallbackService {
       if (m.id() == leader && !m.clienturls().empty()) target = m.clienturls(0);
     }
     if (leader == 0 || target.empty()) {
-      reactor->Finish(ToGrpc(ErrNoLeader()));
+      call->Finish(ErrNoLeader());
       return true;
     }
     std::shared_ptr<Cluster::Stub> stub;
@@ -441,9 +446,11 @@ class ClusterService final : public Cluster::CallbackService {
     }
     auto ctx = std::make_shared<grpc::ClientContext>();
     ctx->set_deadline(std::chrono::system_clock::now() + store_->options().request_timeout);
-    method(stub->async(), ctx.get(), req, resp,
-           std::function<void(grpc::Status)>(
-               [ctx, stub, reactor](grpc::Status st) { reactor->Finish(st); }));
+    auto resp = std::make_shared<Resp>();
+    method(stub->async(), ctx.get(), req.get(), resp.get(),
+           std::function<void(grpc::Status)>([ctx, stub, req, resp, call](grpc::Status st) {
+             AnswerAsIs(call, FromGrpc(st), *resp);
+           }));
     return true;
   }
 
@@ -458,8 +465,20 @@ std::unique_ptr<grpc::Service> NewMaintenanceService(Store* store) {
   return std::make_unique<MaintenanceService>(store);
 }
 
-std::unique_ptr<grpc::Service> NewClusterService(Store* store) {
-  return std::make_unique<ClusterService>(store);
+void AddNativeCluster(Store* store, net::GrpcServer* server) {
+  // Lives as long as the process's handlers (the server keeps copies of them).
+  auto cluster = std::make_shared<NativeCluster>(store);
+  auto add = [&](const char* name, void (NativeCluster::*fn)(const GrpcCallPtr&, Buffer)) {
+    server->AddUnary(std::string("/etcdserverpb.Cluster/") + name,
+                     [cluster, fn](const GrpcCallPtr& call, Buffer bytes) {
+                       ((*cluster).*fn)(call, std::move(bytes));
+                     });
+  };
+  add("MemberList", &NativeCluster::MemberList);
+  add("MemberAdd", &NativeCluster::MemberAdd);
+  add("MemberRemove", &NativeCluster::MemberRemove);
+  add("MemberUpdate", &NativeCluster::MemberUpdate);
+  add("MemberPromote", &NativeCluster::MemberPromote);
 }
 
 }  // namespace capstan::store

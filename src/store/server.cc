@@ -91,7 +91,6 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
   }
   services_.push_back(NewLeaseService(store_.get()));
   services_.push_back(NewMaintenanceService(store_.get()));
-  services_.push_back(NewClusterService(store_.get()));
   services_.push_back(NewLockService(store_.get()));
   services_.push_back(NewElectionService(store_.get()));
 
@@ -125,7 +124,10 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
   // the store; the transport rejects anything past that plus 512 KiB.
   server_options.max_receive_message_bytes = config.store.max_request_bytes + 512 * 1024;
   client_server_ = std::make_unique<net::GrpcServer>(server_options);
-  AddNativeEtcdMethods(store_.get(), client_server_.get());
+  // Blocking work of native handlers (checkpoints, hashes, defragmenting).
+  workers_ =
+      std::make_unique<net::WorkerPool>(net::WorkerPoolOptions{.threads = 2, .name = "store-work"});
+  AddNativeEtcdMethods(store_.get(), client_server_.get(), workers_.get());
   BridgeUnservedMethods(grpc_->InProcessChannel(bridge_args), client_server_.get());
   for (size_t i = 0; i < client.size(); ++i) {
     absl::StatusOr<int> port =
@@ -179,6 +181,9 @@ void StoreServer::Shutdown(std::chrono::milliseconds grace) {
   // Clients first (their calls in flight get the grace), then the services
   // behind the bridge, whose last reactions still reach the client loops.
   if (client_server_) client_server_->Shutdown(grace);
+  // Runs what is queued; the calls waiting on it resume on the loops, which
+  // still run.
+  workers_.reset();
   if (grpc_) {
     grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
     grpc_->Wait();

@@ -14,6 +14,7 @@
 #include "net/grpc_server.h"
 #include "net/http_server.h"
 #include "net/loop_group.h"
+#include "net/worker_pool.h"
 #include "store/peer.h"
 #include "store/store.h"
 
@@ -52,6 +53,7 @@ class StoreServer {
   // it does not serve natively go on to grpc_ over an in-process channel.
   std::unique_ptr<net::LoopGroup> client_loops_;
   std::unique_ptr<net::GrpcServer> client_server_;
+  std::unique_ptr<net::WorkerPool> workers_;
   std::unique_ptr<grpc::Server> grpc_;
   std::unique_ptr<grpc::Service> peer_service_;
   std::unique_ptr<grpc::Server> peer_grpc_;

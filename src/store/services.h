@@ -47,7 +47,6 @@ absl::Status FillTimeToLive(Store* store, const etcdserverpb::LeaseTimeToLiveReq
 
 std::unique_ptr<grpc::Service> NewLeaseService(Store* store);
 std::unique_ptr<grpc::Service> NewMaintenanceService(Store* store);
-std::unique_ptr<grpc::Service> NewClusterService(Store* store);
 std::unique_ptr<grpc::Service> NewLockService(Store* store);
 std::unique_ptr<grpc::Service> NewElectionService(Store* store);
 

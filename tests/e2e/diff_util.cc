@@ -17,6 +17,7 @@ Stubs::Stubs(const std::string& endpoint) {
   lease = etcdserverpb::Lease::NewStub(channel);
   watch = etcdserverpb::Watch::NewStub(channel);
   maintenance = etcdserverpb::Maintenance::NewStub(channel);
+  cluster = etcdserverpb::Cluster::NewStub(channel);
 }
 
 void NormalizeHeaders(Message* msg) {

@@ -19,6 +19,7 @@ struct Stubs {
   std::unique_ptr<etcdserverpb::Lease::Stub> lease;
   std::unique_ptr<etcdserverpb::Watch::Stub> watch;
   std::unique_ptr<etcdserverpb::Maintenance::Stub> maintenance;
+  std::unique_ptr<etcdserverpb::Cluster::Stub> cluster;
 };
 
 // Clears cluster_id, member_id and raft_term in every ResponseHeader inside msg.

@@ -431,6 +431,100 @@ TEST_F(DifferentialTest, CompactionAndLeases) {
   Leases();
 }
 
+TEST_F(DifferentialTest, ClusterMemberErrors) {
+  // Errors of membership changes on a one-member cluster (the IDs and URLs
+  // of real members differ between the two servers).
+  MemberRemoveRequest remove;
+  remove.set_id(12345);
+  Same<MemberRemoveResponse>("member remove unknown", [&](Stubs& s, MemberRemoveResponse* o) {
+    return s.cluster->MemberRemove(Ctx().get(), remove, o);
+  });
+  MemberUpdateRequest update;
+  update.set_id(12345);
+  update.add_peerurls("http://127.0.0.1:1");
+  Same<MemberUpdateResponse>("member update unknown", [&](Stubs& s, MemberUpdateResponse* o) {
+    return s.cluster->MemberUpdate(Ctx().get(), update, o);
+  });
+  MemberPromoteRequest promote;
+  promote.set_id(12345);
+  Same<MemberPromoteResponse>("member promote unknown", [&](Stubs& s, MemberPromoteResponse* o) {
+    return s.cluster->MemberPromote(Ctx().get(), promote, o);
+  });
+  MemberAddRequest add;  // no peer URLs
+  Same<MemberAddResponse>("member add without urls", [&](Stubs& s, MemberAddResponse* o) {
+    return s.cluster->MemberAdd(Ctx().get(), add, o);
+  });
+  // Each server's own member: promoting a voter fails the same way.
+  for (Stubs* s : {a_.get(), b_.get()}) {
+    MemberListResponse list;
+    grpc::Status st = s->cluster->MemberList(Ctx().get(), MemberListRequest(), &list);
+    ASSERT_TRUE(st.ok()) << StatusText(st);
+    ASSERT_EQ(list.members_size(), 1);
+    EXPECT_FALSE(list.members(0).name().empty());
+    EXPECT_EQ(list.members(0).clienturls_size(), 1);
+  }
+  MemberListResponse la, lb;
+  ASSERT_TRUE(a_->cluster->MemberList(Ctx().get(), MemberListRequest(), &la).ok());
+  ASSERT_TRUE(b_->cluster->MemberList(Ctx().get(), MemberListRequest(), &lb).ok());
+  MemberPromoteRequest pa, pb;
+  pa.set_id(la.members(0).id());
+  pb.set_id(lb.members(0).id());
+  MemberPromoteResponse ra, rb;
+  EXPECT_EQ(StatusText(a_->cluster->MemberPromote(Ctx().get(), pa, &ra)),
+            StatusText(b_->cluster->MemberPromote(Ctx().get(), pb, &rb)));
+}
+
+// Sends `ids` as renewals on one LeaseKeepAlive stream and returns the
+// responses (TTLs above zero as 1: the remaining time depends on timing),
+// then the stream's status after the client half-closes.
+std::pair<std::vector<LeaseKeepAliveResponse>, std::string> KeepAlive(
+    Stubs& stubs, const std::vector<int64_t>& ids) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  auto stream = stubs.lease->LeaseKeepAlive(&ctx);
+  std::vector<LeaseKeepAliveResponse> out;
+  for (int64_t id : ids) {
+    LeaseKeepAliveRequest req;
+    req.set_id(id);
+    if (!stream->Write(req)) break;
+    LeaseKeepAliveResponse resp;
+    if (!stream->Read(&resp)) break;
+    if (resp.ttl() > 0) resp.set_ttl(1);
+    NormalizeHeaders(&resp);
+    out.push_back(resp);
+  }
+  stream->WritesDone();
+  LeaseKeepAliveResponse extra;
+  while (stream->Read(&extra)) out.push_back(extra);  // none expected
+  return {out, StatusText(stream->Finish())};
+}
+
+TEST_F(DifferentialTest, LeaseKeepAliveStream) {
+  LeaseGrant(5, 100);
+  LeaseGrant(6, 100);
+  Put("held", "x", 5);
+  // Known, unknown (TTL 0 and no error), known again, another, revoked.
+  auto [ra, sa] = KeepAlive(*a_, {5, 99, 5, 6});
+  auto [rb, sb] = KeepAlive(*b_, {5, 99, 5, 6});
+  EXPECT_EQ(sa, sb);
+  ASSERT_EQ(ra.size(), 4u);
+  ASSERT_EQ(rb.size(), ra.size());
+  for (size_t i = 0; i < ra.size(); ++i) EXPECT_EQ(Diff(ra[i], rb[i]), "") << "response " << i;
+  LeaseRevoke(6);
+  std::tie(ra, sa) = KeepAlive(*a_, {6});
+  std::tie(rb, sb) = KeepAlive(*b_, {6});
+  EXPECT_EQ(sa, sb);
+  ASSERT_EQ(ra.size(), 1u);
+  ASSERT_EQ(rb.size(), 1u);
+  EXPECT_EQ(Diff(ra[0], rb[0]), "");
+  // An empty stream: closed by the client at once.
+  std::tie(ra, sa) = KeepAlive(*a_, {});
+  std::tie(rb, sb) = KeepAlive(*b_, {});
+  EXPECT_EQ(sa, sb);
+  EXPECT_TRUE(rb.empty());
+  TimeToLive(5, true);
+}
+
 TEST_F(DifferentialTest, RequestSizeLimits) {
   Put("big", std::string(1536 * 1024 - 100, 'x'));  // just fits
   Put("big", std::string(1536 * 1024 + 100, 'x'));  // etcd's "request is too large"
