@@ -454,6 +454,7 @@ void AddNativeEtcdMethods(Store* store, net::GrpcServer* server, net::WorkerPool
   AddKv(store, server);
   AddWatch(store, server);
   AddNativeCluster(store, server);
+  AddNativeLease(store, server);
   (void)pool;
 }
 
