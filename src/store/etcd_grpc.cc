@@ -455,7 +455,7 @@ void AddNativeEtcdMethods(Store* store, net::GrpcServer* server, net::WorkerPool
   AddWatch(store, server);
   AddNativeCluster(store, server);
   AddNativeLease(store, server);
-  (void)pool;
+  AddNativeMaintenance(store, server, pool);
 }
 
 void BridgeUnservedMethods(std::shared_ptr<grpc::Channel> channel, net::GrpcServer* server) {

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <coroutine>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -24,20 +25,30 @@ using net::Buffer;
 using net::GrpcCallPtr;
 namespace fs = std::filesystem;
 
-// Streams a snapshot of the backend: a tar archive of a RocksDB checkpoint,
-// followed by the SHA-256 of the archive. etcdctl's `snapshot save` checks for
-// exactly this trailer (the size is a multiple of 512 plus 32 bytes).
-class SnapshotReactor final : public grpc::ServerWriteReactor<SnapshotResponse> {
+// A snapshot of the backend as a stream of chunks: a tar archive of a
+// RocksDB checkpoint, followed by the SHA-256 of the archive. etcdctl's
+// `snapshot save` checks for exactly this trailer (the size is a multiple of
+// 512 plus 32 bytes). Open and Next read the disk: they run on a worker.
+class SnapshotReader {
  public:
-  SnapshotReactor(Store* store) : store_(store), md_(EVP_MD_CTX_new()) {
+  explicit SnapshotReader(Store* store) : store_(store), md_(EVP_MD_CTX_new()) {
     EVP_DigestInit_ex(md_, EVP_sha256(), nullptr);
+  }
+  ~SnapshotReader() {
+    if (!dir_.empty()) {
+      std::error_code ec;
+      fs::remove_all(dir_, ec);
+    }
+    EVP_MD_CTX_free(md_);
+  }
+
+  absl::Status Open() {
     static std::atomic<uint64_t> seq{0};
     dir_ = absl::StrCat(store_->options().data_dir, "/member/snapshot-", ::getpid(), "-", ++seq);
     absl::Status st = store_->Checkpoint(dir_);
     if (!st.ok()) {
       CAPSTAN_LOG(warn, "snapshot checkpoint failed", "error", st.ToString());
-      Finish(ToGrpc(st));
-      return;
+      return st;
     }
     for (const auto& e : fs::directory_iterator(dir_)) {
       if (e.is_regular_file()) files_.push_back({e.path().filename().string(), e.file_size()});
@@ -46,22 +57,53 @@ class SnapshotReactor final : public grpc::ServerWriteReactor<SnapshotResponse> 
     total_ += 1024 + 32;
     header_.set_revision(store_->mvcc()->current_rev());
     store_->FillHeader(&header_);
-    NextChunk();
+    return absl::OkStatus();
   }
 
-  void OnWriteDone(bool ok) override {
-    if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "snapshot stream write failed"));
-      return;
+  // The next ~64 KiB of the archive as a response, or nullopt at the end.
+  std::optional<SnapshotResponse> Next() {
+    constexpr size_t kChunk = 64 << 10;
+    std::string out;
+    while (out.size() < kChunk && !trailer_sent_) {
+      if (file_idx_ < files_.size()) {
+        const File& f = files_[file_idx_];
+        if (!in_file_) {
+          out += TarHeader(f.name, f.size);
+          in_.open(dir_ + "/" + f.name, std::ios::binary);
+          in_file_ = true;
+          file_off_ = 0;
+        }
+        size_t want = std::min<uint64_t>(kChunk, f.size - file_off_);
+        std::string buf(want, '\0');
+        in_.read(buf.data(), static_cast<std::streamsize>(want));
+        out += buf;
+        file_off_ += want;
+        if (file_off_ >= f.size) {
+          out.append((512 - f.size % 512) % 512, '\0');
+          in_.close();
+          in_file_ = false;
+          ++file_idx_;
+        }
+      } else {
+        out.append(1024, '\0');
+        EVP_DigestUpdate(md_, out.data(), out.size());
+        unsigned char digest[32];
+        unsigned len = 0;
+        EVP_DigestFinal_ex(md_, digest, &len);
+        hashed_ = true;
+        out.append(reinterpret_cast<char*>(digest), 32);
+        trailer_sent_ = true;
+      }
     }
-    NextChunk();
-  }
-
-  void OnDone() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-    EVP_MD_CTX_free(md_);
-    delete this;
+    if (out.empty()) return std::nullopt;
+    if (!hashed_) EVP_DigestUpdate(md_, out.data(), out.size());
+    sent_ += out.size();
+    SnapshotResponse response;
+    *response.mutable_header() = header_;
+    response.set_remaining_bytes(total_ - sent_);
+    response.set_blob(std::move(out));
+    response.set_version(kEtcdApiVersion);
+    return response;
   }
 
  private:
@@ -89,55 +131,6 @@ class SnapshotReactor final : public grpc::ServerWriteReactor<SnapshotResponse> 
     return h;
   }
 
-  // Fills the next ~64 KiB of the archive and writes it.
-  void NextChunk() {
-    constexpr size_t kChunk = 64 << 10;
-    std::string out;
-    while (out.size() < kChunk && !trailer_sent_) {
-      if (file_idx_ < files_.size()) {
-        const File& f = files_[file_idx_];
-        if (!in_file_) {
-          out += TarHeader(f.name, f.size);
-          in.open(dir_ + "/" + f.name, std::ios::binary);
-          in_file_ = true;
-          file_off_ = 0;
-        }
-        size_t want = std::min<uint64_t>(kChunk, f.size - file_off_);
-        std::string buf(want, '\0');
-        in.read(buf.data(), static_cast<std::streamsize>(want));
-        out += buf;
-        file_off_ += want;
-        if (file_off_ >= f.size) {
-          out.append((512 - f.size % 512) % 512, '\0');
-          in.close();
-          in_file_ = false;
-          ++file_idx_;
-        }
-      } else {
-        out.append(1024, '\0');
-        EVP_DigestUpdate(md_, out.data(), out.size());
-        unsigned char digest[32];
-        unsigned len = 0;
-        EVP_DigestFinal_ex(md_, digest, &len);
-        hashed_ = true;
-        out.append(reinterpret_cast<char*>(digest), 32);
-        trailer_sent_ = true;
-      }
-    }
-    if (out.empty()) {
-      Finish(grpc::Status::OK);
-      return;
-    }
-    if (!hashed_) EVP_DigestUpdate(md_, out.data(), out.size());
-    sent_ += out.size();
-    response_.Clear();
-    *response_.mutable_header() = header_;
-    response_.set_remaining_bytes(total_ - sent_);
-    response_.set_blob(std::move(out));
-    response_.set_version(kEtcdApiVersion);
-    StartWrite(&response_);
-  }
-
   Store* store_;
   EVP_MD_CTX* md_;
   std::string dir_;
@@ -145,117 +138,189 @@ class SnapshotReactor final : public grpc::ServerWriteReactor<SnapshotResponse> 
   size_t file_idx_ = 0;
   bool in_file_ = false;
   uint64_t file_off_ = 0;
-  std::ifstream in;
+  std::ifstream in_;
   uint64_t total_ = 0, sent_ = 0;
   bool trailer_sent_ = false, hashed_ = false;
   ResponseHeader header_;
-  SnapshotResponse response_;
 };
 
-class MaintenanceService final : public Maintenance::CallbackService {
- public:
-  explicit MaintenanceService(Store* store) : store_(store) {}
+// What a server-streaming coroutine shares with its call's handler (loop
+// thread only): whether the call is over, and the coroutine waiting for the
+// call's buffered output to drain.
+struct StreamState {
+  explicit StreamState(GrpcCallPtr c) : call(std::move(c)) {}
+  GrpcCallPtr call;
+  bool done = false;
+  std::coroutine_handle<> room_waiter;
 
-  grpc::ServerUnaryReactor* Alarm(grpc::CallbackServerContext* ctx, const AlarmRequest* req,
-                                  AlarmResponse* resp) override {
-    auto* reactor = ctx->DefaultReactor();
-    LogEntry entry;
-    *entry.mutable_alarm() = *req;
-    ProposeAndFinish(store_, std::move(entry), reactor, resp);
-    return reactor;
+  void Wake() {
+    if (room_waiter) call->loop()->Schedule(std::exchange(room_waiter, nullptr));
   }
+  // co_await: resumes once the call has room again or is over.
+  struct RoomAwaiter {
+    StreamState* state;
+    bool await_ready() const noexcept { return state->done; }
+    void await_suspend(std::coroutine_handle<> h) { state->room_waiter = h; }
+    void await_resume() const noexcept {}
+  };
+  RoomAwaiter Room() { return RoomAwaiter{this}; }
+};
 
-  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx, const StatusRequest*,
-                                   StatusResponse* resp) override {
-    *resp = store_->Status();
-    auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
-  }
-
-  grpc::ServerUnaryReactor* Defragment(grpc::CallbackServerContext* ctx, const DefragmentRequest*,
-                                       DefragmentResponse* resp) override {
-    auto* reactor = ctx->DefaultReactor();
-    absl::Status st = store_->Defragment();
-    store_->FillHeader(resp->mutable_header(), 0);
-    reactor->Finish(ToGrpc(st));
-    return reactor;
-  }
-
-  grpc::ServerUnaryReactor* Hash(grpc::CallbackServerContext* ctx, const HashRequest*,
-                                 HashResponse* resp) override {
-    resp->set_hash(store_->BackendHash());
-    store_->FillHeader(resp->mutable_header(), 0);
-    auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
-  }
-
-  grpc::ServerUnaryReactor* HashKV(grpc::CallbackServerContext* ctx, const HashKVRequest* req,
-                                   HashKVResponse* resp) override {
-    auto* reactor = ctx->DefaultReactor();
-    int64_t rev = req->revision() > 0 ? req->revision() : store_->mvcc()->current_rev();
-    int64_t compact = 0;
-    auto h = store_->mvcc()->HashKV(rev, &compact);
-    if (h.ok()) {
-      resp->set_hash(*h);
-      resp->set_compact_revision(compact);
-      resp->set_hash_revision(rev);
-      store_->FillHeader(resp->mutable_header(), 0);
-    }
-    reactor->Finish(ToGrpc(h.status()));
-    return reactor;
-  }
-
-  grpc::ServerWriteReactor<SnapshotResponse>* Snapshot(grpc::CallbackServerContext*,
-                                                       const SnapshotRequest*) override {
-    return new SnapshotReactor(store_);
-  }
-
-  grpc::ServerUnaryReactor* MoveLeader(grpc::CallbackServerContext* ctx,
-                                       const MoveLeaderRequest* req,
-                                       MoveLeaderResponse* resp) override {
-    auto* reactor = ctx->DefaultReactor();
-    raft::Node* node = store_->node();
-    absl::Status st;
-    raft::ConfState conf = store_->applier()->Conf();
-    if (!node->IsLeader()) {
-      st = ErrNotLeader();
-    } else if (req->targetid() == store_->member_id()) {
-      st = absl::OkStatus();  // already the leader
-    } else if (std::find(conf.voters.begin(), conf.voters.end(), req->targetid()) ==
-               conf.voters.end()) {
-      st = ErrBadLeaderTransferee();
-    } else {
-      st = node->TransferLeadership(req->targetid());
-      // The transfer is quick when the target is up to date: wait for it here
-      // (a rare admin call) for up to two election timeouts.
-      auto deadline = std::chrono::steady_clock::now() +
-                      2 * store_->options().heartbeat * store_->options().election_ticks;
-      while (st.ok() && node->Leader() != req->targetid()) {
-        if (std::chrono::steady_clock::now() >= deadline) {
-          st = ErrTimeout();
-          break;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+// Reads the snapshot on a worker a chunk at a time and writes it out on the
+// loop; a slow client pauses the reading (no snapshot piles up in memory).
+net::Task<void> StreamSnapshot(Store* store, net::WorkerPool* pool,
+                               std::shared_ptr<StreamState> state) {
+  net::EventLoop* loop = state->call->loop();
+  auto reader = std::make_unique<SnapshotReader>(store);
+  SnapshotReader* r = reader.get();
+  absl::Status st = co_await pool->Run(loop, [r] { return r->Open(); });
+  if (!st.ok()) {
+    state->call->Finish(st);
+  } else {
+    while (!state->done) {
+      std::optional<SnapshotResponse> chunk = co_await pool->Run(loop, [r] { return r->Next(); });
+      if (state->done) break;
+      if (!chunk) {
+        state->call->Finish(absl::OkStatus());
+        break;
       }
+      if (!state->call->WriteFramed(Serialize(*chunk))) co_await state->Room();
     }
-    store_->FillHeader(resp->mutable_header(), 0);
-    reactor->Finish(ToGrpc(st));
-    return reactor;
   }
+  // Removing the checkpoint touches the disk too.
+  co_await pool->Run(loop, [reader = std::move(reader)]() mutable { reader.reset(); });
+}
 
-  grpc::ServerUnaryReactor* Downgrade(grpc::CallbackServerContext* ctx, const DowngradeRequest*,
-                                      DowngradeResponse*) override {
-    auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(
-        grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "capstan: downgrade is not supported"));
-    return reactor;
+class SnapshotStream final : public net::GrpcStreamHandler {
+ public:
+  SnapshotStream(Store* store, net::WorkerPool* pool, GrpcCallPtr call)
+      : store_(store), pool_(pool), state_(std::make_shared<StreamState>(std::move(call))) {}
+
+  void OnMessage(Buffer bytes) override {
+    SnapshotRequest req;
+    if (started_) return;
+    if (!ParseFrom(bytes, &req)) {
+      state_->call->Finish(absl::InternalError(
+          "grpc: error unmarshalling request: proto: cannot parse invalid wire-format data"));
+      return;
+    }
+    started_ = true;
+    state_->call->loop()->StartOwned(StreamSnapshot(store_, pool_, state_));
+  }
+  void OnWriteRoom() override { state_->Wake(); }
+  void OnDone(bool) override {
+    state_->done = true;
+    state_->Wake();
   }
 
  private:
   Store* store_;
+  net::WorkerPool* pool_;
+  std::shared_ptr<StreamState> state_;
+  bool started_ = false;
 };
+
+// The rest of Maintenance, on the client loops; what reads or rewrites the
+// whole database runs on a worker.
+net::Task<void> Defragment(Store* store, net::WorkerPool* pool, GrpcCallPtr call) {
+  absl::Status st = co_await pool->Run(call->loop(), [store] { return store->Defragment(); });
+  if (!st.ok()) co_return call->Finish(st);
+  Reply(call, DefragmentResponse());  // etcd's has no header either
+}
+
+net::Task<void> Hash(Store* store, net::WorkerPool* pool, GrpcCallPtr call) {
+  uint32_t hash = co_await pool->Run(call->loop(), [store] { return store->BackendHash(); });
+  HashResponse resp;
+  resp.set_hash(hash);
+  store->FillHeader(resp.mutable_header(), 0);
+  Reply(call, resp);
+}
+
+net::Task<void> HashKV(Store* store, net::WorkerPool* pool, GrpcCallPtr call, int64_t rev) {
+  int64_t compact = 0;
+  absl::StatusOr<uint32_t> hash = co_await pool->Run(
+      call->loop(), [store, rev, &compact] { return store->mvcc()->HashKV(rev, &compact); });
+  if (!hash.ok()) co_return call->Finish(hash.status());
+  HashKVResponse resp;
+  resp.set_hash(*hash);
+  resp.set_compact_revision(compact);
+  resp.set_hash_revision(rev);
+  store->FillHeader(resp.mutable_header(), 0);
+  Reply(call, resp);
+}
+
+// The transfer is quick when the target is up to date: wait for it here (a
+// rare admin call) for up to two election timeouts, checking every 10 ms.
+net::Task<void> MoveLeader(Store* store, GrpcCallPtr call, uint64_t target) {
+  raft::Node* node = store->node();
+  absl::Status st;
+  raft::ConfState conf = store->applier()->Conf();
+  if (!node->IsLeader()) {
+    st = ErrNotLeader();
+  } else if (target == store->member_id()) {
+    st = absl::OkStatus();  // already the leader
+  } else if (std::find(conf.voters.begin(), conf.voters.end(), target) == conf.voters.end()) {
+    st = ErrBadLeaderTransferee();
+  } else {
+    st = node->TransferLeadership(target);
+    auto deadline = std::chrono::steady_clock::now() +
+                    2 * store->options().heartbeat * store->options().election_ticks;
+    while (st.ok() && node->Leader() != target && !call->done()) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        st = ErrTimeout();
+        break;
+      }
+      co_await call->loop()->Sleep(std::chrono::milliseconds(10));
+    }
+  }
+  if (!st.ok()) co_return call->Finish(st);
+  MoveLeaderResponse resp;
+  store->FillHeader(resp.mutable_header(), 0);
+  Reply(call, resp);
+}
+
+void AddMaintenance(Store* store, net::GrpcServer* server, net::WorkerPool* pool) {
+  const std::string svc = "/etcdserverpb.Maintenance/";
+  server->AddUnary(svc + "Alarm", [store](const GrpcCallPtr& call, Buffer bytes) {
+    LogEntry entry;
+    if (!ParseRequest(call, bytes, entry.mutable_alarm())) return;
+    ProposeAndAnswer<AlarmResponse>(store, call, std::move(entry));
+  });
+  server->AddUnary(svc + "Status", [store](const GrpcCallPtr& call, Buffer bytes) {
+    StatusRequest req;
+    if (!ParseRequest(call, bytes, &req)) return;
+    Reply(call, store->Status());
+  });
+  server->AddUnary(svc + "Defragment", [store, pool](const GrpcCallPtr& call, Buffer bytes) {
+    DefragmentRequest req;
+    if (!ParseRequest(call, bytes, &req)) return;
+    call->loop()->StartOwned(Defragment(store, pool, call));
+  });
+  server->AddUnary(svc + "Hash", [store, pool](const GrpcCallPtr& call, Buffer bytes) {
+    HashRequest req;
+    if (!ParseRequest(call, bytes, &req)) return;
+    call->loop()->StartOwned(Hash(store, pool, call));
+  });
+  server->AddUnary(svc + "HashKV", [store, pool](const GrpcCallPtr& call, Buffer bytes) {
+    HashKVRequest req;
+    if (!ParseRequest(call, bytes, &req)) return;
+    int64_t rev = req.revision() > 0 ? req.revision() : store->mvcc()->current_rev();
+    call->loop()->StartOwned(HashKV(store, pool, call, rev));
+  });
+  server->AddStream(svc + "Snapshot", [store, pool](const GrpcCallPtr& call) {
+    return std::make_unique<SnapshotStream>(store, pool, call);
+  });
+  server->AddUnary(svc + "MoveLeader", [store](const GrpcCallPtr& call, Buffer bytes) {
+    MoveLeaderRequest req;
+    if (!ParseRequest(call, bytes, &req)) return;
+    call->loop()->StartOwned(MoveLeader(store, call, req.targetid()));
+  });
+  server->AddUnary(svc + "Downgrade", [](const GrpcCallPtr& call, Buffer bytes) {
+    DowngradeRequest req;
+    if (!ParseRequest(call, bytes, &req)) return;
+    call->Finish(absl::UnimplementedError("capstan: downgrade is not supported"));
+  });
+}
 
 // ---- Cluster, served natively on the client loops.
 //
@@ -461,8 +526,8 @@ class NativeCluster {
 
 }  // namespace
 
-std::unique_ptr<grpc::Service> NewMaintenanceService(Store* store) {
-  return std::make_unique<MaintenanceService>(store);
+void AddNativeMaintenance(Store* store, net::GrpcServer* server, net::WorkerPool* pool) {
+  AddMaintenance(store, server, pool);
 }
 
 void AddNativeCluster(Store* store, net::GrpcServer* server) {

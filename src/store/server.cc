@@ -89,7 +89,6 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
       }
     }
   }
-  services_.push_back(NewMaintenanceService(store_.get()));
   services_.push_back(NewLockService(store_.get()));
   services_.push_back(NewElectionService(store_.get()));
 

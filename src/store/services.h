@@ -45,7 +45,6 @@ inline grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx,
 absl::Status FillTimeToLive(Store* store, const etcdserverpb::LeaseTimeToLiveRequest& req,
                             etcdserverpb::LeaseTimeToLiveResponse* resp);
 
-std::unique_ptr<grpc::Service> NewMaintenanceService(Store* store);
 std::unique_ptr<grpc::Service> NewLockService(Store* store);
 std::unique_ptr<grpc::Service> NewElectionService(Store* store);
 
