@@ -12,10 +12,10 @@
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "etcd/etcdserverpb/rpc.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
 #include "net/address.h"
 #include "store/errors.h"
 #include "store/native_call.h"
-#include "store/services.h"
 
 namespace capstan::store {
 namespace {

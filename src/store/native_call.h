@@ -84,5 +84,6 @@ bool ParseRequest(const net::GrpcCallPtr& call, net::Buffer& bytes, Req* req) {
 void AddNativeCluster(Store* store, net::GrpcServer* server);
 void AddNativeLease(Store* store, net::GrpcServer* server);
 void AddNativeMaintenance(Store* store, net::GrpcServer* server, net::WorkerPool* pool);
+void AddNativeConcurrency(Store* store, net::GrpcServer* server);
 
 }  // namespace capstan::store

@@ -18,6 +18,8 @@ Stubs::Stubs(const std::string& endpoint) {
   watch = etcdserverpb::Watch::NewStub(channel);
   maintenance = etcdserverpb::Maintenance::NewStub(channel);
   cluster = etcdserverpb::Cluster::NewStub(channel);
+  lock = v3lockpb::Lock::NewStub(channel);
+  election = v3electionpb::Election::NewStub(channel);
 }
 
 void NormalizeHeaders(Message* msg) {

@@ -5,6 +5,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "diff_util.h"
 #include "gtest/gtest.h"
@@ -590,6 +591,146 @@ TEST_F(DifferentialTest, MaintenanceAnswers) {
   EXPECT_EQ(StatusText(reader->Finish()), "OK");
   EXPECT_EQ(last_remaining, 0u);
   EXPECT_EQ(bytes % 512, 32u);  // tar blocks and the SHA-256 trailer
+}
+
+// Waits (bounded) until `key` exists or not on one server.
+bool WaitKey(Stubs& s, const std::string& key, bool present) {
+  for (int i = 0; i < 2000; ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    RangeRequest r;
+    r.set_key(key);
+    RangeResponse resp;
+    if (s.kv->Range(&ctx, r, &resp).ok() && (resp.count() > 0) == present) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+TEST_F(DifferentialTest, LockContention) {
+  LeaseGrant(0x70, 100);
+  LeaseGrant(0x80, 100);
+  LeaseGrant(0x90, 100);
+  v3lockpb::LockRequest first;
+  first.set_name("l");
+  first.set_lease(0x70);
+  Same<v3lockpb::LockResponse>("lock free", [&](Stubs& s, v3lockpb::LockResponse* o) {
+    return s.lock->Lock(Ctx().get(), first, o);
+  });
+  // A second holder waits in line on each server until the first unlocks.
+  struct Waiting {
+    grpc::ClientContext ctx;
+    v3lockpb::LockResponse resp;
+    grpc::Status status;
+    std::thread thread;
+    // A failed assertion returns early: end the call and the thread.
+    ~Waiting() {
+      if (!thread.joinable()) return;
+      ctx.TryCancel();
+      thread.join();
+    }
+  };
+  auto wait_for_lock = [](Stubs& s, int64_t lease, Waiting* w) {
+    w->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    w->thread = std::thread([&s, lease, w] {
+      v3lockpb::LockRequest req;
+      req.set_name("l");
+      req.set_lease(lease);
+      w->status = s.lock->Lock(&w->ctx, req, &w->resp);
+    });
+  };
+  Waiting second_a, second_b, third_a, third_b;
+  wait_for_lock(*a_, 0x80, &second_a);
+  wait_for_lock(*b_, 0x80, &second_b);
+  ASSERT_TRUE(WaitKey(*a_, "l/80", true));
+  ASSERT_TRUE(WaitKey(*b_, "l/80", true));
+  // A third, cancelled while it waits, leaves the line (its key is deleted).
+  wait_for_lock(*a_, 0x90, &third_a);
+  wait_for_lock(*b_, 0x90, &third_b);
+  ASSERT_TRUE(WaitKey(*a_, "l/90", true));
+  ASSERT_TRUE(WaitKey(*b_, "l/90", true));
+  third_a.ctx.TryCancel();
+  third_b.ctx.TryCancel();
+  third_a.thread.join();
+  third_b.thread.join();
+  EXPECT_EQ(StatusText(third_a.status), StatusText(third_b.status));
+  EXPECT_TRUE(WaitKey(*a_, "l/90", false));
+  EXPECT_TRUE(WaitKey(*b_, "l/90", false));
+
+  v3lockpb::UnlockRequest unlock;
+  unlock.set_key("l/70");
+  Same<v3lockpb::UnlockResponse>("unlock", [&](Stubs& s, v3lockpb::UnlockResponse* o) {
+    return s.lock->Unlock(Ctx().get(), unlock, o);
+  });
+  second_a.thread.join();
+  second_b.thread.join();
+  EXPECT_EQ(StatusText(second_a.status), StatusText(second_b.status));
+  NormalizeHeaders(&second_a.resp);
+  NormalizeHeaders(&second_b.resp);
+  EXPECT_EQ(Diff(second_a.resp, second_b.resp), "");
+  EXPECT_EQ(second_b.resp.key(), "l/80");
+  Range(R("l/", "l0"));
+}
+
+TEST_F(DifferentialTest, ElectionObserve) {
+  LeaseGrant(0x11, 100);
+  LeaseGrant(0x22, 100);
+  v3electionpb::LeaderRequest leader;
+  leader.set_name("e");
+  Same<v3electionpb::LeaderResponse>("leader of nobody", [&](Stubs& s, auto* o) {
+    return s.election->Leader(Ctx().get(), leader, o);
+  });
+  v3electionpb::CampaignRequest campaign;
+  campaign.set_name("e");
+  campaign.set_lease(0x11);
+  campaign.set_value("v1");
+  auto won = Same<v3electionpb::CampaignResponse>("campaign", [&](Stubs& s, auto* o) {
+    return s.election->Campaign(Ctx().get(), campaign, o);
+  });
+  Same<v3electionpb::LeaderResponse>(
+      "leader", [&](Stubs& s, auto* o) { return s.election->Leader(Ctx().get(), leader, o); });
+  // Observers on both servers see the same leaders, one message per change.
+  grpc::ClientContext ctx_a, ctx_b;
+  ctx_a.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  ctx_b.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  auto observe_a = a_->election->Observe(&ctx_a, leader);
+  auto observe_b = b_->election->Observe(&ctx_b, leader);
+  auto next_same = [&](const std::string& what) {
+    v3electionpb::LeaderResponse ra, rb;
+    ASSERT_TRUE(observe_a->Read(&ra)) << what;
+    ASSERT_TRUE(observe_b->Read(&rb)) << what;
+    NormalizeHeaders(&ra);
+    NormalizeHeaders(&rb);
+    EXPECT_EQ(Diff(ra, rb), "") << what;
+  };
+  next_same("the first leader");
+  v3electionpb::ProclaimRequest proclaim;
+  *proclaim.mutable_leader() = won.leader();
+  proclaim.set_value("v2");
+  Same<v3electionpb::ProclaimResponse>("proclaim", [&](Stubs& s, auto* o) {
+    return s.election->Proclaim(Ctx().get(), proclaim, o);
+  });
+  next_same("the proclaimed value");
+  Same<v3electionpb::ProclaimResponse>("proclaim without leader", [&](Stubs& s, auto* o) {
+    return s.election->Proclaim(Ctx().get(), v3electionpb::ProclaimRequest(), o);
+  });
+  v3electionpb::ResignRequest resign;
+  *resign.mutable_leader() = won.leader();
+  Same<v3electionpb::ResignResponse>(
+      "resign", [&](Stubs& s, auto* o) { return s.election->Resign(Ctx().get(), resign, o); });
+  Same<v3electionpb::ProclaimResponse>("proclaim after resigning", [&](Stubs& s, auto* o) {
+    return s.election->Proclaim(Ctx().get(), proclaim, o);
+  });
+  // A second campaigner becomes the leader; the observers see it.
+  campaign.set_lease(0x22);
+  campaign.set_value("w");
+  Same<v3electionpb::CampaignResponse>("second campaign", [&](Stubs& s, auto* o) {
+    return s.election->Campaign(Ctx().get(), campaign, o);
+  });
+  next_same("the second leader");
+  ctx_a.TryCancel();
+  ctx_b.TryCancel();
+  EXPECT_EQ(observe_a->Finish().error_code(), observe_b->Finish().error_code());
 }
 
 TEST_F(DifferentialTest, RequestSizeLimits) {
