@@ -2,48 +2,119 @@
 // the way etcd implements them (etcd runs its clientv3/concurrency recipes
 // against itself): a waiter puts a key under the name's prefix with its lease,
 // and holds the lock (or leadership) once every key created before it is gone.
-// These RPCs block while waiting: each call runs on a thread of its own (as
-// gRPC's synchronous server would run it), never on gRPC's callback threads,
-// and the server has no synchronous services (whose polling threads would
-// compete with the callback threads for every request).
-#include <condition_variable>
-#include <future>
-#include <thread>
+// A call that waits (Lock, Campaign, Observe) is a coroutine on the loop
+// that owns its connection: it proposes from the loop, reads local state
+// there, and parks until the revision moves on (Store::OnRevisionAbove) or
+// the client goes away. No thread is held while it waits.
+#include <coroutine>
 
 #include "absl/strings/str_format.h"
 #include "etcd/etcdserverpb/rpc.grpc.pb.h"
 #include "etcd/v3electionpb/v3election.grpc.pb.h"
 #include "etcd/v3lockpb/v3lock.grpc.pb.h"
 #include "store/errors.h"
-#include "store/services.h"
+#include "store/native_call.h"
 
 namespace capstan::store {
 namespace {
 
 using namespace etcdserverpb;
+using net::Buffer;
+using net::GrpcCallPtr;
 
+// What a waiting call's coroutine shares with the call's handler (loop
+// thread only): whether the call is over, and the coroutine parked until
+// something changes (a new revision, room to write, the end of the call).
+struct CallState {
+  CallState(Store* s, GrpcCallPtr c) : store(s), call(std::move(c)) {}
+  Store* store;
+  GrpcCallPtr call;
+  bool done = false;
+  std::coroutine_handle<> parked;
+
+  net::EventLoop* loop() const { return call->loop(); }
+  // Resumes the parked coroutine, if any, in this turn or the next. A
+  // wake-up that comes late (for an earlier wait) only makes it look again.
+  void Wake() {
+    if (parked) loop()->Schedule(std::exchange(parked, nullptr));
+  }
+};
+
+// co_await RevisionAbove{state, rev}: resumes once the store's revision is
+// above `rev` or the call is over.
+struct RevisionAbove {
+  std::shared_ptr<CallState> state;
+  int64_t rev;
+  bool await_ready() const { return state->done || state->store->mvcc()->current_rev() > rev; }
+  void await_suspend(std::coroutine_handle<> h) {
+    state->parked = h;
+    state->store->OnRevisionAbove(
+        rev, [state = state] { state->loop()->Post([state] { state->Wake(); }); });
+  }
+  void await_resume() const noexcept {}
+};
+
+// co_await Room{state}: resumes once the call can take more output or is over.
+struct Room {
+  std::shared_ptr<CallState> state;
+  bool await_ready() const { return state->done; }
+  void await_suspend(std::coroutine_handle<> h) { state->parked = h; }
+  void await_resume() const noexcept {}
+};
+
+// co_await Proposed<Resp>{store, loop, entry}: proposes from the loop and
+// resumes there with the applied result. The result lives apart from the
+// coroutine frame: a frame destroyed at shutdown is never written.
 template <typename Resp>
-absl::StatusOr<Resp> ProposeSync(Store* store, LogEntry entry) {
-  std::promise<absl::StatusOr<Resp>> promise;
-  auto future = promise.get_future();
-  store->Propose(std::move(entry), [&promise](absl::Status st, google::protobuf::Message* m) {
-    if (!st.ok()) {
-      promise.set_value(st);
-      return;
-    }
-    Resp r;
-    if (m != nullptr) r.Swap(static_cast<Resp*>(m));
-    promise.set_value(std::move(r));
-  });
-  return future.get();
-}
+struct Proposed {
+  struct Result {
+    absl::Status status;
+    Resp resp;
+  };
+  Proposed(Store* s, net::EventLoop* l, LogEntry e)
+      : store(s), loop(l), entry(std::move(e)), result(std::make_shared<Result>()) {}
 
-absl::StatusOr<TxnResponse> Txn(Store* store, TxnRequest req) {
+  Store* store;
+  net::EventLoop* loop;
+  LogEntry entry;
+  std::shared_ptr<Result> result;
+
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) {
+    store->ProposeFromLoop(
+        std::move(entry),
+        [result = result, loop = loop, h](absl::Status st, google::protobuf::Message* msg) {
+          result->status = st;
+          if (st.ok() && msg != nullptr) result->resp.Swap(static_cast<Resp*>(msg));
+          loop->Post([h] { h.resume(); });
+        },
+        loop);
+  }
+  absl::StatusOr<Resp> await_resume() {
+    if (!result->status.ok()) return result->status;
+    return std::move(result->resp);
+  }
+};
+
+net::Task<absl::StatusOr<TxnResponse>> Txn(Store* store, net::EventLoop* loop, TxnRequest req) {
   LogEntry e;
   *e.mutable_txn() = std::move(req);
-  ASSIGN_OR_RETURN(TxnResponse resp, ProposeSync<TxnResponse>(store, std::move(e)));
-  store->FillHeader(resp.mutable_header());
-  return resp;
+  // A named awaiter: GCC 12 mishandles an aggregate temporary that owns
+  // memory inside a co_await expression.
+  Proposed<TxnResponse> proposal(store, loop, std::move(e));
+  absl::StatusOr<TxnResponse> resp = co_await proposal;
+  if (resp.ok()) store->FillHeader(resp->mutable_header());
+  co_return resp;
+}
+
+net::Task<absl::StatusOr<DeleteRangeResponse>> Delete(Store* store, net::EventLoop* loop,
+                                                      std::string key) {
+  LogEntry e;
+  e.mutable_delete_range()->set_key(std::move(key));
+  Proposed<DeleteRangeResponse> proposal(store, loop, std::move(e));
+  absl::StatusOr<DeleteRangeResponse> resp = co_await proposal;
+  if (resp.ok()) store->FillHeader(resp->mutable_header());
+  co_return resp;
 }
 
 std::string PrefixEnd(const std::string& prefix) {
@@ -107,317 +178,252 @@ absl::StatusOr<RangeResponse> Get(Store* store, const RangeRequest& req) {
 
 // Waits until no key in prefix has a create revision <= max_create_rev
 // (etcd's waitDeletes). Returns the header of the read that saw none.
-absl::StatusOr<ResponseHeader> WaitDeletes(Store* store, grpc::ServerContextBase* ctx,
-                                           const std::string& prefix, int64_t max_create_rev) {
+net::Task<absl::StatusOr<ResponseHeader>> WaitDeletes(std::shared_ptr<CallState> state,
+                                                      std::string prefix, int64_t max_create_rev) {
   while (true) {
-    ASSIGN_OR_RETURN(RangeResponse r, Get(store, ByCreate(prefix, false, max_create_rev)));
-    if (r.kvs().empty()) return r.header();
-    int64_t seen = r.header().revision();
-    while (store->mvcc()->current_rev() <= seen) {
-      if (ctx->IsCancelled()) return absl::CancelledError("context canceled");
-      store->WaitRevisionAbove(seen,
-                               std::chrono::steady_clock::now() + std::chrono::milliseconds(100));
-    }
+    absl::StatusOr<RangeResponse> r = Get(state->store, ByCreate(prefix, false, max_create_rev));
+    if (!r.ok()) co_return r.status();
+    if (r->kvs().empty()) co_return r->header();
+    if (state->done) co_return absl::CancelledError("context canceled");
+    RevisionAbove moved{state, r->header().revision()};
+    co_await moved;
+    if (state->done) co_return absl::CancelledError("context canceled");
   }
 }
 
-// Threads for calls that block. Each call gets one, joined when it ends or
-// at the latest when the service is destroyed (after the server shut down,
-// which cancels the calls still waiting).
-class BlockingCalls {
- public:
-  ~BlockingCalls() {
-    std::vector<Call> all;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      all.swap(calls_);
-    }
-    for (auto& c : all) c.thread.join();
-  }
-
-  void Run(std::function<void()> fn) {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::erase_if(calls_, [](Call& c) {
-      if (!c.done->load()) return false;
-      c.thread.join();
-      return true;
-    });
-    auto done = std::make_shared<std::atomic<bool>>(false);
-    calls_.push_back({std::thread([fn = std::move(fn), done] {
-                        fn();
-                        done->store(true);
-                      }),
-                      done});
-  }
-
- private:
-  struct Call {
-    std::thread thread;
-    std::shared_ptr<std::atomic<bool>> done;
-  };
-  std::mutex mu_;
-  std::vector<Call> calls_;
-};
-
-// Runs `body` on its own thread and finishes the unary call with its status.
-template <typename Body>
-grpc::ServerUnaryReactor* RunBlocking(BlockingCalls* calls, grpc::CallbackServerContext* ctx,
-                                      Body body) {
-  auto* reactor = ctx->DefaultReactor();
-  calls->Run([reactor, body = std::move(body)]() mutable { reactor->Finish(body()); });
-  return reactor;
+// The error gRPC gives a request that does not parse.
+absl::Status Unparsable() {
+  return absl::InternalError(
+      "grpc: error unmarshalling request: proto: cannot parse invalid wire-format data");
 }
 
-class LockService final : public v3lockpb::Lock::CallbackService {
+// A call served by a coroutine (registered as a stream: the wire is the
+// same, and the handler hears when the client goes away). The coroutine
+// starts with the request and ends the call itself.
+class CoroutineCall final : public net::GrpcStreamHandler {
  public:
-  explicit LockService(Store* store) : store_(store) {}
+  using Body = net::Task<void> (*)(std::shared_ptr<CallState>, Buffer);
+  CoroutineCall(Store* store, GrpcCallPtr call, Body body)
+      : state_(std::make_shared<CallState>(store, std::move(call))), body_(body) {}
 
-  grpc::ServerUnaryReactor* Lock(grpc::CallbackServerContext* ctx, const v3lockpb::LockRequest* req,
-                                 v3lockpb::LockResponse* resp) override {
-    return RunBlocking(&calls_, ctx, [this, ctx, req, resp] { return DoLock(ctx, req, resp); });
+  void OnMessage(Buffer bytes) override {
+    if (started_) return;  // one request per call
+    started_ = true;
+    state_->loop()->StartOwned(body_(state_, std::move(bytes)));
   }
-
-  grpc::ServerUnaryReactor* Unlock(grpc::CallbackServerContext* ctx,
-                                   const v3lockpb::UnlockRequest* req,
-                                   v3lockpb::UnlockResponse* resp) override {
-    return RunBlocking(&calls_, ctx, [this, req, resp]() -> grpc::Status {
-      auto d = Delete(req->key());
-      if (!d.ok()) return ToGrpc(d.status());
-      *resp->mutable_header() = d->header();
-      return grpc::Status::OK;
-    });
+  void OnHalfClose() override {
+    if (!started_) state_->call->Finish(Unparsable());
+  }
+  void OnWriteRoom() override { state_->Wake(); }
+  void OnDone(bool) override {
+    state_->done = true;
+    state_->Wake();
   }
 
  private:
-  grpc::Status DoLock(grpc::ServerContextBase* ctx, const v3lockpb::LockRequest* req,
-                      v3lockpb::LockResponse* resp) {
-    std::string prefix = req->name() + "/";
-    std::string key = WaiterKey(req->name(), req->lease());
-    TxnRequest t = CreateOrGet(key, "", req->lease());
-    // Also fetch the current holder, to finish the uncontended case in one txn.
-    *t.add_success()->mutable_request_range() = ByCreate(prefix, true);
-    *t.add_failure()->mutable_request_range() = ByCreate(prefix, true);
-    auto tr = Txn(store_, t);
-    if (!tr.ok()) return ToGrpc(tr.status());
-    int64_t my_rev = tr->header().revision();
-    if (!tr->succeeded()) my_rev = tr->responses(0).response_range().kvs(0).create_revision();
-    const auto& owner = tr->responses(1).response_range().kvs();
-    if (owner.empty() || owner[0].create_revision() == my_rev) {
-      *resp->mutable_header() = tr->header();
-      resp->set_key(key);
-      return grpc::Status::OK;
-    }
-    auto hdr = WaitDeletes(store_, ctx, prefix, my_rev - 1);
-    if (!hdr.ok()) {
-      (void)Delete(key);  // give up our place in line; the lease ends it anyway
-      return ToGrpc(hdr.status());
-    }
-    *resp->mutable_header() = *hdr;
-    resp->set_key(key);
-    return grpc::Status::OK;
-  }
-
-  absl::StatusOr<DeleteRangeResponse> Delete(const std::string& key) {
-    LogEntry e;
-    e.mutable_delete_range()->set_key(key);
-    ASSIGN_OR_RETURN(DeleteRangeResponse r, ProposeSync<DeleteRangeResponse>(store_, e));
-    store_->FillHeader(r.mutable_header());
-    return r;
-  }
-
-  Store* store_;
-  BlockingCalls calls_;  // last: destroyed (joined) first
+  std::shared_ptr<CallState> state_;
+  Body body_;
+  bool started_ = false;
 };
 
-// A server stream written from a blocking thread: Write waits until gRPC has
-// taken the message. The thread's last act is Finish; gRPC deletes the
-// reactor in OnDone.
-class BlockingLeaderWriter final : public grpc::ServerWriteReactor<v3electionpb::LeaderResponse> {
- public:
-  bool Write(const v3electionpb::LeaderResponse& msg) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      msg_ = msg;
-      write_done_ = false;
+// ---- Lock
+
+net::Task<void> Lock(std::shared_ptr<CallState> state, Buffer bytes) {
+  v3lockpb::LockRequest req;
+  if (!ParseFrom(bytes, &req)) co_return state->call->Finish(Unparsable());
+  Store* store = state->store;
+  std::string prefix = req.name() + "/";
+  std::string key = WaiterKey(req.name(), req.lease());
+  TxnRequest t = CreateOrGet(key, "", req.lease());
+  // Also fetch the current holder, to finish the uncontended case in one txn.
+  *t.add_success()->mutable_request_range() = ByCreate(prefix, true);
+  *t.add_failure()->mutable_request_range() = ByCreate(prefix, true);
+  absl::StatusOr<TxnResponse> tr = co_await Txn(store, state->loop(), std::move(t));
+  if (!tr.ok()) co_return state->call->Finish(tr.status());
+  int64_t my_rev = tr->header().revision();
+  if (!tr->succeeded()) my_rev = tr->responses(0).response_range().kvs(0).create_revision();
+  v3lockpb::LockResponse resp;
+  resp.set_key(key);
+  const auto& owner = tr->responses(1).response_range().kvs();
+  if (owner.empty() || owner[0].create_revision() == my_rev) {
+    *resp.mutable_header() = tr->header();
+    co_return Reply(state->call, resp);
+  }
+  absl::StatusOr<ResponseHeader> header = co_await WaitDeletes(state, prefix, my_rev - 1);
+  if (!header.ok()) {
+    // Give up our place in line; the lease ends it anyway.
+    (void)co_await Delete(store, state->loop(), key);
+    co_return state->call->Finish(header.status());
+  }
+  *resp.mutable_header() = *header;
+  Reply(state->call, resp);
+}
+
+net::Task<void> Unlock(std::shared_ptr<CallState> state, Buffer bytes) {
+  v3lockpb::UnlockRequest req;
+  if (!ParseFrom(bytes, &req)) co_return state->call->Finish(Unparsable());
+  absl::StatusOr<DeleteRangeResponse> d = co_await Delete(state->store, state->loop(), req.key());
+  if (!d.ok()) co_return state->call->Finish(d.status());
+  v3lockpb::UnlockResponse resp;
+  *resp.mutable_header() = d->header();
+  Reply(state->call, resp);
+}
+
+// ---- Election
+
+absl::Status MissingLeader() { return absl::UnknownError("\"leader\" field must be provided"); }
+
+// Sets the leader key's value while it is still the same key (created at
+// rev); fails when leadership was lost.
+net::Task<absl::Status> SetLeaderValue(std::shared_ptr<CallState> state, std::string key,
+                                       int64_t rev, int64_t lease, std::string value,
+                                       ResponseHeader* header) {
+  TxnRequest t;
+  *t.add_compare() = CreateRevisionIs(key, rev);
+  auto* put = t.add_success()->mutable_request_put();
+  put->set_key(key);
+  put->set_value(std::move(value));
+  put->set_lease(lease);
+  absl::StatusOr<TxnResponse> tr = co_await Txn(state->store, state->loop(), std::move(t));
+  if (!tr.ok()) co_return tr.status();
+  if (!tr->succeeded()) co_return ErrElectionNotLeader();
+  if (header != nullptr) *header = tr->header();
+  co_return absl::OkStatus();
+}
+
+net::Task<absl::Status> DeleteLeaderKey(std::shared_ptr<CallState> state, std::string key,
+                                        int64_t rev, ResponseHeader* header) {
+  TxnRequest t;
+  *t.add_compare() = CreateRevisionIs(key, rev);
+  t.add_success()->mutable_request_delete_range()->set_key(key);
+  absl::StatusOr<TxnResponse> tr = co_await Txn(state->store, state->loop(), std::move(t));
+  if (!tr.ok()) co_return tr.status();
+  if (header != nullptr) *header = tr->header();
+  co_return absl::OkStatus();
+}
+
+net::Task<void> Campaign(std::shared_ptr<CallState> state, Buffer bytes) {
+  v3electionpb::CampaignRequest req;
+  if (!ParseFrom(bytes, &req)) co_return state->call->Finish(Unparsable());
+  std::string prefix = req.name() + "/";
+  std::string key = WaiterKey(req.name(), req.lease());
+  TxnRequest create = CreateOrGet(key, req.value(), req.lease());
+  absl::StatusOr<TxnResponse> tr = co_await Txn(state->store, state->loop(), std::move(create));
+  if (!tr.ok()) co_return state->call->Finish(tr.status());
+  int64_t leader_rev = tr->header().revision();
+  if (!tr->succeeded()) {
+    const auto& kv = tr->responses(0).response_range().kvs(0);
+    leader_rev = kv.create_revision();
+    if (kv.value() != req.value()) {
+      absl::Status st =
+          co_await SetLeaderValue(state, key, leader_rev, req.lease(), req.value(), nullptr);
+      if (!st.ok()) {
+        (void)co_await DeleteLeaderKey(state, key, leader_rev, nullptr);
+        co_return state->call->Finish(st);
+      }
     }
-    StartWrite(&msg_);  // outside the lock: the completion may run inline
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return write_done_; });
-    return write_ok_;
   }
-  void OnWriteDone(bool ok) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    write_ok_ = ok;
-    write_done_ = true;
-    cv_.notify_all();
+  absl::StatusOr<ResponseHeader> waited = co_await WaitDeletes(state, prefix, leader_rev - 1);
+  if (!waited.ok()) {
+    if (state->done) (void)co_await DeleteLeaderKey(state, key, leader_rev, nullptr);
+    co_return state->call->Finish(waited.status());
   }
-  void OnDone() override { delete this; }
+  v3electionpb::CampaignResponse resp;
+  *resp.mutable_header() = tr->header();
+  auto* leader = resp.mutable_leader();
+  leader->set_name(req.name());
+  leader->set_key(key);
+  leader->set_rev(leader_rev);
+  leader->set_lease(req.lease());
+  Reply(state->call, resp);
+}
 
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  v3electionpb::LeaderResponse msg_;
-  bool write_done_ = false;
-  bool write_ok_ = false;
-};
+net::Task<void> Proclaim(std::shared_ptr<CallState> state, Buffer bytes) {
+  v3electionpb::ProclaimRequest req;
+  if (!ParseFrom(bytes, &req)) co_return state->call->Finish(Unparsable());
+  if (!req.has_leader()) co_return state->call->Finish(MissingLeader());
+  const auto& l = req.leader();
+  v3electionpb::ProclaimResponse resp;
+  absl::Status st = co_await SetLeaderValue(state, l.key(), l.rev(), l.lease(), req.value(),
+                                            resp.mutable_header());
+  if (!st.ok()) co_return state->call->Finish(st);
+  Reply(state->call, resp);
+}
 
-class ElectionService final : public v3electionpb::Election::CallbackService {
- public:
-  explicit ElectionService(Store* store) : store_(store) {}
+net::Task<void> Resign(std::shared_ptr<CallState> state, Buffer bytes) {
+  v3electionpb::ResignRequest req;
+  if (!ParseFrom(bytes, &req)) co_return state->call->Finish(Unparsable());
+  if (!req.has_leader()) co_return state->call->Finish(MissingLeader());
+  v3electionpb::ResignResponse resp;
+  absl::Status st = co_await DeleteLeaderKey(state, req.leader().key(), req.leader().rev(),
+                                             resp.mutable_header());
+  if (!st.ok()) co_return state->call->Finish(st);
+  Reply(state->call, resp);
+}
 
-  grpc::ServerUnaryReactor* Campaign(grpc::CallbackServerContext* ctx,
-                                     const v3electionpb::CampaignRequest* req,
-                                     v3electionpb::CampaignResponse* resp) override {
-    return RunBlocking(&calls_, ctx, [this, ctx, req, resp] { return DoCampaign(ctx, req, resp); });
-  }
+// The current leader: the key under the name created first.
+absl::StatusOr<v3electionpb::LeaderResponse> CurrentLeader(Store* store, const std::string& name) {
+  ASSIGN_OR_RETURN(RangeResponse r, Get(store, ByCreate(name + "/", true)));
+  if (r.kvs().empty()) return ErrElectionNoLeader();
+  v3electionpb::LeaderResponse resp;
+  *resp.mutable_header() = r.header();
+  *resp.mutable_kv() = r.kvs(0);
+  return resp;
+}
 
-  grpc::ServerUnaryReactor* Proclaim(grpc::CallbackServerContext* ctx,
-                                     const v3electionpb::ProclaimRequest* req,
-                                     v3electionpb::ProclaimResponse* resp) override {
-    return RunBlocking(&calls_, ctx, [this, req, resp]() -> grpc::Status {
-      if (!req->has_leader()) return MissingLeader();
-      const auto& l = req->leader();
-      return ToGrpc(
-          SetLeaderValue(l.key(), l.rev(), l.lease(), req->value(), resp->mutable_header()));
-    });
-  }
-
-  grpc::ServerUnaryReactor* Leader(grpc::CallbackServerContext* ctx,
-                                   const v3electionpb::LeaderRequest* req,
-                                   v3electionpb::LeaderResponse* resp) override {
-    auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(DoLeader(req, resp));
-    return reactor;
-  }
-
-  grpc::ServerWriteReactor<v3electionpb::LeaderResponse>* Observe(
-      grpc::CallbackServerContext* ctx, const v3electionpb::LeaderRequest* req) override {
-    auto* writer = new BlockingLeaderWriter();
-    calls_.Run([this, ctx, req, writer] { writer->Finish(DoObserve(ctx, req, writer)); });
-    return writer;
-  }
-
-  grpc::ServerUnaryReactor* Resign(grpc::CallbackServerContext* ctx,
-                                   const v3electionpb::ResignRequest* req,
-                                   v3electionpb::ResignResponse* resp) override {
-    return RunBlocking(&calls_, ctx, [this, req, resp]() -> grpc::Status {
-      if (!req->has_leader()) return MissingLeader();
-      return ToGrpc(
-          DeleteLeaderKey(req->leader().key(), req->leader().rev(), resp->mutable_header()));
-    });
-  }
-
- private:
-  grpc::Status DoCampaign(grpc::ServerContextBase* ctx, const v3electionpb::CampaignRequest* req,
-                          v3electionpb::CampaignResponse* resp) {
-    std::string prefix = req->name() + "/";
-    std::string key = WaiterKey(req->name(), req->lease());
-    TxnRequest t = CreateOrGet(key, req->value(), req->lease());
-    auto tr = Txn(store_, t);
-    if (!tr.ok()) return ToGrpc(tr.status());
-    int64_t leader_rev = tr->header().revision();
-    if (!tr->succeeded()) {
-      const auto& kv = tr->responses(0).response_range().kvs(0);
-      leader_rev = kv.create_revision();
-      if (kv.value() != req->value()) {
-        absl::Status st = SetLeaderValue(key, leader_rev, req->lease(), req->value(), nullptr);
-        if (!st.ok()) {
-          (void)DeleteLeaderKey(key, leader_rev, nullptr);
-          return ToGrpc(st);
+// Sends the leader each time it changes (another key, or a new value),
+// until the client goes away.
+net::Task<void> Observe(std::shared_ptr<CallState> state, Buffer bytes) {
+  v3electionpb::LeaderRequest req;
+  if (!ParseFrom(bytes, &req)) co_return state->call->Finish(Unparsable());
+  std::string prefix = req.name() + "/";
+  std::string last_key;
+  int64_t last_mod = 0;
+  while (!state->done) {
+    absl::StatusOr<RangeResponse> r = Get(state->store, ByCreate(prefix, true));
+    if (!r.ok()) co_return state->call->Finish(r.status());
+    if (!r->kvs().empty()) {
+      const auto& kv = r->kvs(0);
+      if (kv.key() != last_key || kv.mod_revision() != last_mod) {
+        v3electionpb::LeaderResponse out;
+        *out.mutable_header() = r->header();
+        *out.mutable_kv() = kv;
+        last_key = kv.key();
+        last_mod = kv.mod_revision();
+        if (!state->call->WriteFramed(Serialize(out))) {
+          Room room{state};
+          co_await room;
         }
+        if (state->done) break;
       }
     }
-    auto waited = WaitDeletes(store_, ctx, prefix, leader_rev - 1);
-    if (!waited.ok()) {
-      if (ctx->IsCancelled()) (void)DeleteLeaderKey(key, leader_rev, nullptr);
-      return ToGrpc(waited.status());
-    }
-    *resp->mutable_header() = tr->header();
-    auto* leader = resp->mutable_leader();
-    leader->set_name(req->name());
-    leader->set_key(key);
-    leader->set_rev(leader_rev);
-    leader->set_lease(req->lease());
-    return grpc::Status::OK;
+    RevisionAbove moved{state, r->header().revision()};
+    co_await moved;
   }
-
-  grpc::Status DoLeader(const v3electionpb::LeaderRequest* req,
-                        v3electionpb::LeaderResponse* resp) {
-    auto r = Get(store_, ByCreate(req->name() + "/", true));
-    if (!r.ok()) return ToGrpc(r.status());
-    if (r->kvs().empty()) return ToGrpc(ErrElectionNoLeader());
-    *resp->mutable_header() = r->header();
-    *resp->mutable_kv() = r->kvs(0);
-    return grpc::Status::OK;
-  }
-
-  grpc::Status DoObserve(grpc::ServerContextBase* ctx, const v3electionpb::LeaderRequest* req,
-                         BlockingLeaderWriter* writer) {
-    std::string prefix = req->name() + "/";
-    std::string last_key;
-    int64_t last_mod = 0;
-    while (!ctx->IsCancelled()) {
-      auto r = Get(store_, ByCreate(prefix, true));
-      if (!r.ok()) return ToGrpc(r.status());
-      int64_t seen = r->header().revision();
-      if (!r->kvs().empty()) {
-        const auto& kv = r->kvs(0);
-        if (kv.key() != last_key || kv.mod_revision() != last_mod) {
-          v3electionpb::LeaderResponse out;
-          *out.mutable_header() = r->header();
-          *out.mutable_kv() = kv;
-          if (!writer->Write(out)) return grpc::Status::OK;
-          last_key = kv.key();
-          last_mod = kv.mod_revision();
-        }
-      }
-      while (!ctx->IsCancelled() && store_->mvcc()->current_rev() <= seen) {
-        store_->WaitRevisionAbove(
-            seen, std::chrono::steady_clock::now() + std::chrono::milliseconds(100));
-      }
-    }
-    return grpc::Status(grpc::StatusCode::CANCELLED, "context canceled");
-  }
-
-  static grpc::Status MissingLeader() {
-    return grpc::Status(grpc::StatusCode::UNKNOWN, "\"leader\" field must be provided");
-  }
-
-  absl::Status SetLeaderValue(const std::string& key, int64_t rev, int64_t lease,
-                              const std::string& value, ResponseHeader* header) {
-    TxnRequest t;
-    *t.add_compare() = CreateRevisionIs(key, rev);
-    auto* put = t.add_success()->mutable_request_put();
-    put->set_key(key);
-    put->set_value(value);
-    put->set_lease(lease);
-    ASSIGN_OR_RETURN(TxnResponse tr, Txn(store_, t));
-    if (!tr.succeeded()) return ErrElectionNotLeader();
-    if (header != nullptr) *header = tr.header();
-    return absl::OkStatus();
-  }
-
-  absl::Status DeleteLeaderKey(const std::string& key, int64_t rev, ResponseHeader* header) {
-    TxnRequest t;
-    *t.add_compare() = CreateRevisionIs(key, rev);
-    t.add_success()->mutable_request_delete_range()->set_key(key);
-    ASSIGN_OR_RETURN(TxnResponse tr, Txn(store_, t));
-    if (header != nullptr) *header = tr.header();
-    return absl::OkStatus();
-  }
-
-  Store* store_;
-  BlockingCalls calls_;  // last: destroyed (joined) first
-};
+  state->call->Finish(absl::CancelledError("context canceled"));  // nobody hears it
+}
 
 }  // namespace
 
-std::unique_ptr<grpc::Service> NewLockService(Store* store) {
-  return std::make_unique<LockService>(store);
-}
-
-std::unique_ptr<grpc::Service> NewElectionService(Store* store) {
-  return std::make_unique<ElectionService>(store);
+void AddNativeConcurrency(Store* store, net::GrpcServer* server) {
+  auto add = [&](std::string path, CoroutineCall::Body body) {
+    server->AddStream(std::move(path), [store, body](const GrpcCallPtr& call) {
+      return std::make_unique<CoroutineCall>(store, call, body);
+    });
+  };
+  add("/v3lockpb.Lock/Lock", &Lock);
+  add("/v3lockpb.Lock/Unlock", &Unlock);
+  add("/v3electionpb.Election/Campaign", &Campaign);
+  add("/v3electionpb.Election/Proclaim", &Proclaim);
+  add("/v3electionpb.Election/Resign", &Resign);
+  add("/v3electionpb.Election/Observe", &Observe);
+  server->AddUnary("/v3electionpb.Election/Leader", [store](const GrpcCallPtr& call, Buffer bytes) {
+    v3electionpb::LeaderRequest req;
+    if (!ParseRequest(call, bytes, &req)) return;
+    absl::StatusOr<v3electionpb::LeaderResponse> resp = CurrentLeader(store, req.name());
+    if (!resp.ok()) return call->Finish(resp.status());
+    Reply(call, *resp);
+  });
 }
 
 }  // namespace capstan::store

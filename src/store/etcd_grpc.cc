@@ -5,9 +5,9 @@
 #include <variant>
 
 #include "etcd/etcdserverpb/rpc.pb.h"
-#include "grpcpp/generic/generic_stub.h"
 #include "store/errors.h"
 #include "store/kv_ops.h"
+#include "store/native_call.h"
 #include "store/validate.h"
 #include "store/watch.h"
 
@@ -18,56 +18,6 @@ using namespace etcdserverpb;
 using net::Buffer;
 using net::GrpcCall;
 using net::GrpcCallPtr;
-
-bool ParseFrom(Buffer& bytes, google::protobuf::MessageLite* msg) {
-  if (bytes.slice_count() <= 1) {
-    std::string_view s = bytes.empty() ? std::string_view() : bytes.slice(0);
-    return msg->ParseFromArray(s.data(), static_cast<int>(s.size()));
-  }
-  std::string_view flat = bytes.Flatten();
-  return msg->ParseFromArray(flat.data(), static_cast<int>(flat.size()));
-}
-
-// The reply as one framed gRPC message, serialized in place.
-Buffer Serialize(const google::protobuf::MessageLite& msg) {
-  size_t size = msg.ByteSizeLong();
-  return net::FrameGrpcMessage(size, [&](char* out) {
-    msg.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(out));
-  });
-}
-
-// Ends `call` with `resp` (header filled) or the error, from any thread.
-template <typename Resp>
-void Answer(Store* store, const GrpcCallPtr& call, const absl::Status& st, Resp* resp) {
-  if (!st.ok()) {
-    GrpcCall::FinishFromAnyThread(call, st, std::nullopt);
-    return;
-  }
-  store->FillHeader(resp->mutable_header());
-  GrpcCall::FinishFromAnyThread(call, absl::OkStatus(), Serialize(*resp));
-}
-
-// Proposes `entry`; the applied result answers the call.
-template <typename Resp>
-void ProposeAndAnswer(Store* store, const GrpcCallPtr& call, LogEntry entry) {
-  store->ProposeFromLoop(
-      std::move(entry),
-      [store, call](absl::Status st, google::protobuf::Message* msg) {
-        if (st.ok() && msg == nullptr) st = absl::InternalError("no apply result");
-        Answer(store, call, st, static_cast<Resp*>(msg));
-      },
-      call->loop());
-}
-
-// Parses the request of a unary call, or ends the call as gRPC does for a
-// message that does not parse.
-template <typename Req>
-bool ParseRequest(const GrpcCallPtr& call, Buffer& bytes, Req* req) {
-  if (ParseFrom(bytes, req)) return true;
-  call->Finish(absl::InternalError(
-      "grpc: error unmarshalling request: proto: cannot parse invalid wire-format data"));
-  return false;
-}
 
 void AddKv(Store* store, net::GrpcServer* server) {
   server->AddUnary("/etcdserverpb.KV/Range", [store](const GrpcCallPtr& call, Buffer bytes) {
@@ -329,188 +279,15 @@ void AddWatch(Store* store, net::GrpcServer* server) {
   });
 }
 
-// ---- the bridge to libgrpc++
-
-grpc::ByteBuffer ToByteBuffer(Buffer& bytes) {
-  std::vector<grpc::Slice> slices;
-  slices.reserve(bytes.slice_count());
-  for (size_t i = 0; i < bytes.slice_count(); ++i) {
-    std::string_view s = bytes.slice(i);
-    slices.emplace_back(s.data(), s.size());
-  }
-  return grpc::ByteBuffer(slices.data(), slices.size());
-}
-
-Buffer FromByteBuffer(const grpc::ByteBuffer& bb) {
-  std::vector<grpc::Slice> slices;
-  (void)bb.Dump(&slices);
-  Buffer out;
-  for (auto& s : slices) {
-    out.Append(std::string_view(reinterpret_cast<const char*>(s.begin()), s.size()));
-  }
-  return out;
-}
-
-// Names a gRPC client may not set itself: the transport owns them.
-bool IsTransportHeader(std::string_view name) {
-  return name == "user-agent" || name == "content-type" || name == "te" ||
-         name.starts_with("grpc-") || name.starts_with(":");
-}
-
-// One bridged call: the client's side lives on a loop (the GrpcCall), the
-// backend's side is a libgrpc++ bidi call whose reactions run on gRPC's
-// threads. Messages to the backend queue here (one write in flight at a
-// time); messages from it go to the loop, and the next read waits while the
-// client is slow (Write returned false) so a large stream (a snapshot) does
-// not pile up in memory.
-//
-// Holds keep gRPC from ending the reactor while the loop may still start an
-// operation on it: one while more writes may come from the client, one per
-// message travelling to the loop until the next read is started.
-class BridgedCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
-                    public std::enable_shared_from_this<BridgedCall> {
- public:
-  explicit BridgedCall(GrpcCallPtr call) : call_(std::move(call)) {}
-
-  void Start(grpc::GenericStub* stub) {
-    for (const auto& [name, value] : call_->metadata()) {
-      if (!IsTransportHeader(name)) ctx_.AddMetadata(std::string(name), std::string(value));
-    }
-    self_ = shared_from_this();  // until OnDone
-    stub->PrepareBidiStreamingCall(&ctx_, call_->method(), {}, this);
-    AddHold();
-    write_held_ = true;
-    StartRead(&in_);
-    StartCall();
-  }
-
-  // ---- loop thread (the client's side)
-  void ToBackend(Buffer message) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!write_held_) return;  // the backend has finished
-    queue_.push_back(ToByteBuffer(message));
-    if (!writing_) WriteNextLocked();
-  }
-  void ClientHalfClosed() {
-    std::lock_guard<std::mutex> lock(mu_);
-    half_close_ = true;
-    if (!writing_) WriteNextLocked();
-  }
-  void ClientGone(bool cancelled) {
-    client_gone_ = true;
-    if (cancelled) ctx_.TryCancel();
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      ReleaseWritesLocked();
-    }
-    if (read_paused_) {
-      read_paused_ = false;
-      RemoveHold();
-    }
-  }
-  void ResumeReading() {
-    if (!read_paused_) return;
-    read_paused_ = false;
-    StartRead(&in_);
-    RemoveHold();
-  }
-
-  // ---- gRPC's threads (the backend's side)
-  void OnWriteDone(bool ok) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    writing_ = false;
-    if (!ok || backend_closed_) {
-      ReleaseWritesLocked();  // the call is ending; OnDone says how
-      return;
-    }
-    queue_.pop_front();
-    WriteNextLocked();
-  }
-  void OnReadDone(bool ok) override {
-    if (!ok) {
-      std::lock_guard<std::mutex> lock(mu_);
-      backend_closed_ = true;
-      if (!writing_) ReleaseWritesLocked();
-      return;
-    }
-    AddHold();
-    Buffer message = FromByteBuffer(in_);
-    call_->loop()->Post([self = shared_from_this(), message = std::move(message)]() mutable {
-      if (self->client_gone_) {
-        self->RemoveHold();
-        return;
-      }
-      if (self->call_->Write(std::move(message))) {
-        self->StartRead(&self->in_);
-        self->RemoveHold();
-      } else {
-        self->read_paused_ = true;  // OnWriteRoom resumes
-      }
-    });
-  }
-  void OnDone(const grpc::Status& status) override {
-    absl::Status st(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
-    call_->loop()->Post([self = std::move(self_), st] { self->call_->Finish(st); });
-  }
-
- private:
-  void WriteNextLocked() {
-    if (!write_held_) return;
-    if (!queue_.empty()) {
-      writing_ = true;
-      StartWrite(&queue_.front());
-    } else if (half_close_) {
-      StartWritesDone();
-      ReleaseWritesLocked();
-    }
-  }
-  void ReleaseWritesLocked() {
-    if (!write_held_) return;
-    write_held_ = false;
-    RemoveHold();
-  }
-
-  GrpcCallPtr call_;
-  grpc::ClientContext ctx_;
-  grpc::ByteBuffer in_;
-  std::shared_ptr<BridgedCall> self_;
-  std::mutex mu_;
-  std::deque<grpc::ByteBuffer> queue_;
-  bool write_held_ = false;
-  bool writing_ = false;
-  bool half_close_ = false;
-  bool backend_closed_ = false;
-  // Loop thread.
-  bool read_paused_ = false;
-  bool client_gone_ = false;
-};
-
-class BridgeHandler : public net::GrpcStreamHandler {
- public:
-  explicit BridgeHandler(std::shared_ptr<BridgedCall> bridge) : bridge_(std::move(bridge)) {}
-  void OnMessage(Buffer message) override { bridge_->ToBackend(std::move(message)); }
-  void OnHalfClose() override { bridge_->ClientHalfClosed(); }
-  void OnWriteRoom() override { bridge_->ResumeReading(); }
-  void OnDone(bool cancelled) override { bridge_->ClientGone(cancelled); }
-
- private:
-  std::shared_ptr<BridgedCall> bridge_;
-};
-
 }  // namespace
 
-void AddNativeEtcdMethods(Store* store, net::GrpcServer* server) {
+void AddNativeEtcdMethods(Store* store, net::GrpcServer* server, net::WorkerPool* pool) {
   AddKv(store, server);
   AddWatch(store, server);
-}
-
-void BridgeUnservedMethods(std::shared_ptr<grpc::Channel> channel, net::GrpcServer* server) {
-  auto stub = std::make_shared<grpc::GenericStub>(std::move(channel));
-  server->SetFallback([stub](const GrpcCallPtr& call) -> std::unique_ptr<net::GrpcStreamHandler> {
-    auto bridge = std::make_shared<BridgedCall>(call);
-    bridge->Start(stub.get());
-    return std::make_unique<BridgeHandler>(std::move(bridge));
-  });
+  AddNativeCluster(store, server);
+  AddNativeLease(store, server);
+  AddNativeMaintenance(store, server, pool);
+  AddNativeConcurrency(store, server);
 }
 
 }  // namespace capstan::store

@@ -2,87 +2,123 @@
 #include <mutex>
 #include <random>
 
+#include "capstan/peer.grpc.pb.h"
 #include "etcd/etcdserverpb/rpc.grpc.pb.h"
 #include "store/errors.h"
+#include "store/native_call.h"
 #include "store/services.h"
 
 namespace capstan::store {
 namespace {
 
 using namespace etcdserverpb;
+using net::Buffer;
+using net::GrpcCallPtr;
 
 // LeaseKeepAlive: one response per request, in order. The leader holds the
-// authoritative expiry times, so a follower forwards each renewal to it.
-class KeepAliveReactor final
-    : public grpc::ServerBidiReactor<LeaseKeepAliveRequest, LeaseKeepAliveResponse> {
+// authoritative expiry times, so a follower forwards each renewal to it
+// (one at a time, which keeps the order).
+class KeepAliveStream final : public net::GrpcStreamHandler {
  public:
-  explicit KeepAliveReactor(Store* store) : store_(store) { StartRead(&request_); }
+  KeepAliveStream(Store* store, GrpcCallPtr call)
+      : state_(std::make_shared<State>(store, std::move(call))) {}
 
-  void OnReadDone(bool ok) override {
-    if (!ok) {
-      Finish(grpc::Status::OK);
+  void OnMessage(Buffer bytes) override {
+    LeaseKeepAliveRequest req;
+    if (!ParseFrom(bytes, &req)) {
+      state_->call->Finish(
+          absl::InternalError("grpc: error unmarshalling request: proto: "
+                              "cannot parse invalid wire-format data"));
       return;
     }
-    response_.Clear();
-    if (store_->node()->IsLeader()) {
-      response_.set_id(request_.id());
-      auto ttl = store_->lessor()->Renew(request_.id());
-      response_.set_ttl(ttl.ok() ? *ttl : 0);  // 0 tells the client the lease is gone
-      store_->FillHeader(response_.mutable_header(), 0);
-      StartWrite(&response_);
+    state_->queue.push_back(std::move(req));
+    if (!state_->forwarding) Serve(state_);
+  }
+  // The client is done: finish once the renewals it sent are answered.
+  void OnHalfClose() override {
+    state_->half_closed = true;
+    if (!state_->forwarding) Serve(state_);
+  }
+  void OnDone(bool) override { state_->done = true; }
+
+ private:
+  // Loop thread only; shared with a forward in flight.
+  struct State {
+    State(Store* s, GrpcCallPtr c) : store(s), call(std::move(c)) {}
+    Store* store;
+    GrpcCallPtr call;
+    std::deque<LeaseKeepAliveRequest> queue;
+    bool forwarding = false;
+    bool half_closed = false;
+    bool done = false;
+  };
+
+  static void Serve(const std::shared_ptr<State>& state) {
+    Store* store = state->store;
+    while (!state->done && !state->queue.empty()) {
+      LeaseKeepAliveRequest& req = state->queue.front();
+      LeaseKeepAliveResponse resp;
+      if (store->node()->IsLeader()) {
+        resp.set_id(req.id());
+        auto ttl = store->lessor()->Renew(req.id());
+        resp.set_ttl(ttl.ok() ? *ttl : 0);  // 0 tells the client the lease is gone
+        store->FillHeader(resp.mutable_header(), 0);
+        state->queue.pop_front();
+        state->call->WriteFramed(Serialize(resp));
+        continue;
+      }
+      Forward(state);
       return;
     }
-    auto stub = store_->LeaderStub();
+    if (state->half_closed && !state->done) state->call->Finish(absl::OkStatus());
+  }
+
+  static void Forward(const std::shared_ptr<State>& state) {
+    Store* store = state->store;
+    auto stub = store->LeaderStub();
     if (!stub) {
-      Finish(ToGrpc(ErrNoLeader()));
+      state->call->Finish(ErrNoLeader());
       return;
     }
-    forward_ctx_ = std::make_unique<grpc::ClientContext>();
-    forward_ctx_->set_deadline(std::chrono::system_clock::now() +
-                               store_->options().request_timeout);
-    stub->async()->LeaseKeepAlive(forward_ctx_.get(), &request_, &response_,
-                                  [this](grpc::Status st) {
-                                    if (!st.ok()) {
-                                      Finish(st);
-                                      return;
-                                    }
-                                    store_->FillHeader(response_.mutable_header(), 0);
-                                    StartWrite(&response_);
+    struct Forwarded {
+      grpc::ClientContext ctx;
+      LeaseKeepAliveRequest req;
+      LeaseKeepAliveResponse resp;
+    };
+    auto fwd = std::make_shared<Forwarded>();
+    fwd->req = std::move(state->queue.front());
+    state->queue.pop_front();
+    fwd->ctx.set_deadline(std::chrono::system_clock::now() + store->options().request_timeout);
+    state->forwarding = true;
+    stub->async()->LeaseKeepAlive(&fwd->ctx, &fwd->req, &fwd->resp,
+                                  [state, fwd, stub](grpc::Status st) {
+                                    state->call->loop()->Post([state, fwd, st] {
+                                      state->forwarding = false;
+                                      if (state->done) return;
+                                      if (!st.ok()) {
+                                        state->call->Finish(FromGrpc(st));
+                                        return;
+                                      }
+                                      state->store->FillHeader(fwd->resp.mutable_header(), 0);
+                                      state->call->WriteFramed(Serialize(fwd->resp));
+                                      Serve(state);
+                                    });
                                   });
   }
 
-  void OnWriteDone(bool ok) override {
-    if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "keepalive stream write failed"));
-      return;
-    }
-    StartRead(&request_);
-  }
-
-  void OnDone() override { delete this; }
-
- private:
-  Store* store_;
-  LeaseKeepAliveRequest request_;
-  LeaseKeepAliveResponse response_;
-  std::unique_ptr<grpc::ClientContext> forward_ctx_;
+  std::shared_ptr<State> state_;
 };
 
-class LeaseService final : public Lease::CallbackService {
+class NativeLease {
  public:
-  explicit LeaseService(Store* store) : store_(store), rng_(std::random_device{}()) {}
+  explicit NativeLease(Store* store) : store_(store), rng_(std::random_device{}()) {}
 
-  grpc::ServerUnaryReactor* LeaseGrant(grpc::CallbackServerContext* ctx,
-                                       const LeaseGrantRequest* req,
-                                       LeaseGrantResponse* resp) override {
-    auto* reactor = ctx->DefaultReactor();
-    absl::Status st = store_->CheckQuota(64);
-    if (!st.ok()) {
-      reactor->Finish(ToGrpc(st));
-      return reactor;
-    }
+  void Grant(const GrpcCallPtr& call, Buffer bytes) {
     LogEntry entry;
-    *entry.mutable_lease_grant() = *req;
+    LeaseGrantRequest* req = entry.mutable_lease_grant();
+    if (!ParseRequest(call, bytes, req)) return;
+    absl::Status st = store_->CheckQuota(64);
+    if (!st.ok()) return call->Finish(st);
     if (req->id() == 0) {
       // The proposer picks the ID so that applying the entry is deterministic.
       std::lock_guard<std::mutex> lock(rng_mu_);
@@ -90,65 +126,51 @@ class LeaseService final : public Lease::CallbackService {
       do {
         id = static_cast<int64_t>(rng_() & 0x7fffffffffffffffull);
       } while (id == 0 || store_->lessor()->Exists(id));
-      entry.mutable_lease_grant()->set_id(id);
+      req->set_id(id);
     }
-    Propose(std::move(entry), reactor, resp);
-    return reactor;
+    ProposeAndAnswer<LeaseGrantResponse>(store_, call, std::move(entry));
   }
 
-  grpc::ServerUnaryReactor* LeaseRevoke(grpc::CallbackServerContext* ctx,
-                                        const LeaseRevokeRequest* req,
-                                        LeaseRevokeResponse* resp) override {
-    auto* reactor = ctx->DefaultReactor();
+  void Revoke(const GrpcCallPtr& call, Buffer bytes) {
     LogEntry entry;
-    *entry.mutable_lease_revoke() = *req;
-    Propose(std::move(entry), reactor, resp);
-    return reactor;
+    if (!ParseRequest(call, bytes, entry.mutable_lease_revoke())) return;
+    ProposeAndAnswer<LeaseRevokeResponse>(store_, call, std::move(entry));
   }
 
-  grpc::ServerBidiReactor<LeaseKeepAliveRequest, LeaseKeepAliveResponse>* LeaseKeepAlive(
-      grpc::CallbackServerContext*) override {
-    return new KeepAliveReactor(store_);
-  }
-
-  grpc::ServerUnaryReactor* LeaseTimeToLive(grpc::CallbackServerContext* ctx,
-                                            const LeaseTimeToLiveRequest* req,
-                                            LeaseTimeToLiveResponse* resp) override {
-    auto* reactor = ctx->DefaultReactor();
+  void TimeToLive(const GrpcCallPtr& call, Buffer bytes) {
+    struct Forwarded {
+      grpc::ClientContext ctx;
+      LeaseTimeToLiveRequest req;
+      LeaseTimeToLiveResponse resp;
+    };
+    auto fwd = std::make_shared<Forwarded>();
+    if (!ParseRequest(call, bytes, &fwd->req)) return;
     if (store_->node()->IsLeader()) {
-      reactor->Finish(ToGrpc(FillTimeToLive(store_, *req, resp)));
-      return reactor;
+      LeaseTimeToLiveResponse resp;
+      absl::Status st = FillTimeToLive(store_, fwd->req, &resp);
+      if (!st.ok()) return call->Finish(st);
+      return Reply(call, resp);
     }
     auto stub = store_->LeaderStub();
-    if (!stub) {
-      reactor->Finish(ToGrpc(ErrNoLeader()));
-      return reactor;
-    }
-    auto forward = std::make_shared<grpc::ClientContext>();
-    forward->set_deadline(std::chrono::system_clock::now() + store_->options().request_timeout);
-    stub->async()->LeaseTimeToLive(forward.get(), req, resp,
-                                   [this, forward, reactor, resp](grpc::Status st) {
-                                     if (st.ok()) store_->FillHeader(resp->mutable_header(), 0);
-                                     reactor->Finish(st);
+    if (!stub) return call->Finish(ErrNoLeader());
+    fwd->ctx.set_deadline(std::chrono::system_clock::now() + store_->options().request_timeout);
+    stub->async()->LeaseTimeToLive(&fwd->ctx, &fwd->req, &fwd->resp,
+                                   [store = store_, call, fwd, stub](grpc::Status st) {
+                                     if (st.ok()) store->FillHeader(fwd->resp.mutable_header(), 0);
+                                     AnswerAsIs(call, FromGrpc(st), fwd->resp);
                                    });
-    return reactor;
   }
 
-  grpc::ServerUnaryReactor* LeaseLeases(grpc::CallbackServerContext* ctx, const LeaseLeasesRequest*,
-                                        LeaseLeasesResponse* resp) override {
-    auto* reactor = ctx->DefaultReactor();
-    for (int64_t id : store_->lessor()->Leases()) resp->add_leases()->set_id(id);
-    store_->FillHeader(resp->mutable_header(), 0);
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
+  void Leases(const GrpcCallPtr& call, Buffer bytes) {
+    LeaseLeasesRequest req;
+    if (!ParseRequest(call, bytes, &req)) return;
+    LeaseLeasesResponse resp;
+    for (int64_t id : store_->lessor()->Leases()) resp.add_leases()->set_id(id);
+    store_->FillHeader(resp.mutable_header(), 0);
+    Reply(call, resp);
   }
 
  private:
-  template <typename Resp>
-  void Propose(LogEntry entry, grpc::ServerUnaryReactor* reactor, Resp* resp) {
-    ProposeAndFinish(store_, std::move(entry), reactor, resp);
-  }
-
   Store* store_;
   std::mutex rng_mu_;
   std::mt19937_64 rng_;
@@ -173,8 +195,21 @@ absl::Status FillTimeToLive(Store* store, const LeaseTimeToLiveRequest& req,
   return absl::OkStatus();
 }
 
-std::unique_ptr<grpc::Service> NewLeaseService(Store* store) {
-  return std::make_unique<LeaseService>(store);
+void AddNativeLease(Store* store, net::GrpcServer* server) {
+  auto lease = std::make_shared<NativeLease>(store);
+  auto add = [&](const char* name, void (NativeLease::*fn)(const GrpcCallPtr&, Buffer)) {
+    server->AddUnary(std::string("/etcdserverpb.Lease/") + name,
+                     [lease, fn](const GrpcCallPtr& call, Buffer bytes) {
+                       ((*lease).*fn)(call, std::move(bytes));
+                     });
+  };
+  add("LeaseGrant", &NativeLease::Grant);
+  add("LeaseRevoke", &NativeLease::Revoke);
+  add("LeaseTimeToLive", &NativeLease::TimeToLive);
+  add("LeaseLeases", &NativeLease::Leases);
+  server->AddStream("/etcdserverpb.Lease/LeaseKeepAlive", [store](const GrpcCallPtr& call) {
+    return std::make_unique<KeepAliveStream>(store, call);
+  });
 }
 
 }  // namespace capstan::store

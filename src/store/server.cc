@@ -7,7 +7,6 @@
 #include "base/logging.h"
 #include "net/address.h"
 #include "store/etcd_grpc.h"
-#include "store/services.h"
 
 namespace capstan::store {
 
@@ -89,26 +88,6 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
       }
     }
   }
-  services_.push_back(NewLeaseService(store_.get()));
-  services_.push_back(NewMaintenanceService(store_.get()));
-  services_.push_back(NewClusterService(store_.get()));
-  services_.push_back(NewLockService(store_.get()));
-  services_.push_back(NewElectionService(store_.get()));
-
-  // The libgrpc++ services listen on no port: the client server hands them
-  // the methods it does not serve itself.
-  grpc::ServerBuilder builder;
-  builder.SetMaxReceiveMessageSize(INT_MAX);
-  builder.SetMaxSendMessageSize(INT_MAX);
-  for (auto& s : services_) builder.RegisterService(s.get());
-  grpc_ = builder.BuildAndStart();
-  if (grpc_ == nullptr) {
-    Shutdown();
-    return absl::InternalError("cannot start the gRPC services");
-  }
-  grpc::ChannelArguments bridge_args;
-  bridge_args.SetMaxReceiveMessageSize(-1);
-  bridge_args.SetMaxSendMessageSize(-1);
 
   net::LoopGroupOptions loop_options;
   // On 2 cores one client loop beside the raft loop serves puts at 20 vs 25
@@ -125,8 +104,10 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
   // the store; the transport rejects anything past that plus 512 KiB.
   server_options.max_receive_message_bytes = config.store.max_request_bytes + 512 * 1024;
   client_server_ = std::make_unique<net::GrpcServer>(server_options);
-  AddNativeEtcdMethods(store_.get(), client_server_.get());
-  BridgeUnservedMethods(grpc_->InProcessChannel(bridge_args), client_server_.get());
+  // Blocking work of native handlers (checkpoints, hashes, defragmenting).
+  workers_ =
+      std::make_unique<net::WorkerPool>(net::WorkerPoolOptions{.threads = 2, .name = "store-work"});
+  AddNativeEtcdMethods(store_.get(), client_server_.get(), workers_.get());
   for (size_t i = 0; i < client.size(); ++i) {
     absl::StatusOr<int> port =
         client_server_->Listen(client_loops_.get(), client[i].host, client[i].port);
@@ -176,13 +157,11 @@ StoreServer::~StoreServer() { Shutdown(); }
 void StoreServer::Shutdown(std::chrono::milliseconds grace) {
   if (shut_down_) return;
   shut_down_ = true;
-  // Clients first (their calls in flight get the grace), then the services
-  // behind the bridge, whose last reactions still reach the client loops.
+  // Clients first (their calls in flight get the grace).
   if (client_server_) client_server_->Shutdown(grace);
-  if (grpc_) {
-    grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
-    grpc_->Wait();
-  }
+  // Runs what is queued; the calls waiting on it resume on the loops, which
+  // still run.
+  workers_.reset();
   if (client_loops_) client_loops_->Stop();
   if (peer_grpc_) {
     peer_grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));

@@ -14,6 +14,7 @@
 #include "net/grpc_server.h"
 #include "net/http_server.h"
 #include "net/loop_group.h"
+#include "net/worker_pool.h"
 #include "store/peer.h"
 #include "store/store.h"
 
@@ -47,12 +48,12 @@ class StoreServer {
 
   metrics::Registry metrics_;
   std::unique_ptr<Store> store_;
-  std::vector<std::unique_ptr<grpc::Service>> services_;
-  // Clients reach the API through client_server_ on client_loops_; methods
-  // it does not serve natively go on to grpc_ over an in-process channel.
+  // Clients reach the API through client_server_ on client_loops_ (every
+  // method native); members talk to each other through peer_grpc_
+  // (libgrpc++).
   std::unique_ptr<net::LoopGroup> client_loops_;
   std::unique_ptr<net::GrpcServer> client_server_;
-  std::unique_ptr<grpc::Server> grpc_;
+  std::unique_ptr<net::WorkerPool> workers_;
   std::unique_ptr<grpc::Service> peer_service_;
   std::unique_ptr<grpc::Server> peer_grpc_;
   std::unique_ptr<PeerTransport> transport_;

@@ -328,7 +328,7 @@ Store::~Store() { Stop(); }
 
 void Store::Stop() {
   if (stopping_.exchange(true)) return;
-  rev_cv_.notify_all();
+  RevisionMoved();
   {
     std::lock_guard<std::mutex> lock(bg_mu_);
     bg_cv_.notify_all();
@@ -568,10 +568,7 @@ void Store::ApplyBatch(const raft::CommittedBatch& batch) {
   uint64_t last = batch.entries.back().index;
   applied_ = last;
   if (applied_index_) applied_index_->Set(static_cast<int64_t>(last));
-  {
-    std::lock_guard<std::mutex> lock(rev_mu_);
-    rev_cv_.notify_all();
-  }
+  RevisionMoved();
   RunReads(last);
 }
 
@@ -608,10 +605,7 @@ absl::Status Store::RestoreSnapshot(const std::string& dir, const raft::AppliedS
     members_changed = on_members_changed_;
   }
   if (members_changed) members_changed();
-  {
-    std::lock_guard<std::mutex> lock(rev_mu_);
-    rev_cv_.notify_all();
-  }
+  RevisionMoved();
   RunReads(index);
   CAPSTAN_LOG(info, "restored from snapshot", "index", index, "revision", mvcc_->current_rev());
   return absl::OkStatus();
@@ -642,6 +636,33 @@ void Store::FillHeader(etcdserverpb::ResponseHeader* h, int64_t rev) const {
   h->set_member_id(member_id_);
   h->set_raft_term(node_ ? node_->Term() : 0);
   h->set_revision(rev != 0 ? rev : mvcc_->current_rev());
+}
+
+void Store::OnRevisionAbove(int64_t rev, std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lock(rev_mu_);
+    if (!stopping_.load() && mvcc_->current_rev() <= rev) {
+      rev_waiters_.emplace_back(rev, std::move(fn));
+      return;
+    }
+  }
+  fn();
+}
+
+void Store::RevisionMoved() {
+  std::vector<std::function<void()>> ready;
+  {
+    std::lock_guard<std::mutex> lock(rev_mu_);
+    rev_cv_.notify_all();
+    bool all = stopping_.load();
+    int64_t current = mvcc_->current_rev();
+    std::erase_if(rev_waiters_, [&](auto& w) {
+      if (!all && w.first >= current) return false;
+      ready.push_back(std::move(w.second));
+      return true;
+    });
+  }
+  for (auto& fn : ready) fn();
 }
 
 int64_t Store::WaitRevisionAbove(int64_t rev, std::chrono::steady_clock::time_point deadline) {

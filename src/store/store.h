@@ -102,6 +102,11 @@ class Store final : public raft::StateMachine {
   // Runs `then` (on a read thread) once this member has applied everything
   // committed before the call: a linearizable read point (ReadIndex).
   void LinearizableRead(std::function<void(absl::Status)> then);
+  // Runs `fn` once the current revision is above `rev`, or the store stops:
+  // on the caller's thread when it already is, else on the apply thread
+  // after the batch that passes it (so `fn` must be quick: post to a loop).
+  // A coroutine's wait for a change under a prefix (Lock, Election).
+  void OnRevisionAbove(int64_t rev, std::function<void()> fn);
   std::vector<etcdserverpb::Member> Members() const { return applier_->Members(); }
   // Whom to connect to: the applied member list, or, for a member that joined
   // an existing cluster and has not caught up yet, the list the peers gave it.
@@ -167,6 +172,9 @@ class Store final : public raft::StateMachine {
   void FailDropped(const absl::Status& st, std::vector<std::string> dropped);
   ApplyDone TakeWaiter(uint64_t request_id);
   void ProposeImpl(LogEntry entry, ApplyDone done, bool defer_wake);
+  // Wakes the threads and runs the OnRevisionAbove waiters the revision (or
+  // stopping) releases.
+  void RevisionMoved();
   // Past this many queued proposals a loop hands the round to the raft loop
   // and goes back to reading requests while the log syncs.
   static constexpr size_t kMaxEntriesDrivenByLoop = 1;
@@ -200,6 +208,8 @@ class Store final : public raft::StateMachine {
 
   std::mutex rev_mu_;
   std::condition_variable rev_cv_;  // signalled after every applied batch
+  // OnRevisionAbove's waiters: the revision each waits to pass.
+  std::vector<std::pair<int64_t, std::function<void()>>> rev_waiters_;  // GUARDED_BY(rev_mu_)
   std::mutex bg_mu_;
   std::condition_variable bg_cv_;  // wakes the background loop to stop
   std::atomic<bool> stopping_{false};

@@ -555,5 +555,88 @@ TEST(ClusterTest, EveryMemberRestartsWithItsData) {
   }
 }
 
+TEST(ClusterTest, LockWaitsAcrossMembersAndFollowersRenewInOrder) {
+  TempDir dir("capstan-cluster-lock");
+  Cluster c(dir.path());
+  ASSERT_TRUE(c.Start()) << c.Logs();
+  size_t leader = static_cast<size_t>(c.WaitForLeader(std::chrono::seconds(5)));
+  size_t f1 = (leader + 1) % c.size(), f2 = (leader + 2) % c.size();
+  Stubs on_f1(c.endpoint(f1)), on_f2(c.endpoint(f2)), on_leader(c.endpoint(leader));
+  auto ctx = [] {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    return ctx;
+  };
+  std::vector<int64_t> leases;
+  for (Stubs* s : {&on_f1, &on_f2}) {
+    LeaseGrantRequest grant;
+    grant.set_ttl(60);
+    LeaseGrantResponse granted;
+    ASSERT_TRUE(s->lease->LeaseGrant(ctx().get(), grant, &granted).ok()) << c.Logs();
+    leases.push_back(granted.id());
+  }
+  // Renewals through a follower come back one per request, in order.
+  {
+    auto stream_ctx = ctx();
+    auto stream = on_f2.lease->LeaseKeepAlive(stream_ctx.get());
+    for (int64_t id : {leases[0], int64_t{424242}, leases[1]}) {
+      LeaseKeepAliveRequest req;
+      req.set_id(id);
+      ASSERT_TRUE(stream->Write(req));
+    }
+    for (int64_t id : {leases[0], int64_t{424242}, leases[1]}) {
+      LeaseKeepAliveResponse resp;
+      ASSERT_TRUE(stream->Read(&resp));
+      EXPECT_EQ(resp.id(), id);
+      EXPECT_EQ(resp.ttl() > 0, id != 424242);
+    }
+    stream->WritesDone();
+    EXPECT_TRUE(stream->Finish().ok());
+  }
+  v3lockpb::LockRequest first;
+  first.set_name("cl");
+  first.set_lease(leases[0]);
+  v3lockpb::LockResponse held;
+  ASSERT_TRUE(on_f1.lock->Lock(ctx().get(), first, &held).ok()) << c.Logs();
+  // The second waits on another follower until the holder unlocks on the leader.
+  grpc::ClientContext second_ctx;
+  second_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  v3lockpb::LockResponse second;
+  grpc::Status second_status;
+  std::atomic<bool> second_done{false};
+  std::thread waiter([&] {
+    v3lockpb::LockRequest req;
+    req.set_name("cl");
+    req.set_lease(leases[1]);
+    second_status = on_f2.lock->Lock(&second_ctx, req, &second);
+    second_done = true;
+  });
+  struct Joiner {
+    std::thread* t;
+    grpc::ClientContext* ctx;
+    ~Joiner() {
+      ctx->TryCancel();
+      t->join();
+    }
+  } joiner{&waiter, &second_ctx};
+  // Its key is in line (visible on the leader) before the unlock.
+  ASSERT_TRUE(Eventually([&] {
+    RangeRequest r;
+    r.set_key("cl/");
+    r.set_range_end("cl0");
+    RangeResponse resp;
+    return on_leader.kv->Range(ctx().get(), r, &resp).ok() && resp.count() == 2;
+  }));
+  EXPECT_FALSE(second_done.load());
+  v3lockpb::UnlockRequest unlock;
+  unlock.set_key(held.key());
+  v3lockpb::UnlockResponse unlocked;
+  ASSERT_TRUE(on_leader.lock->Unlock(ctx().get(), unlock, &unlocked).ok());
+  ASSERT_TRUE(Eventually([&] { return second_done.load(); }));
+  EXPECT_TRUE(second_status.ok()) << StatusText(second_status);
+  EXPECT_GT(second.header().revision(), unlocked.header().revision() - 1);
+  EXPECT_NE(second.key(), held.key());
+}
+
 }  // namespace
 }  // namespace capstan::e2e

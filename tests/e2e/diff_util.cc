@@ -17,6 +17,9 @@ Stubs::Stubs(const std::string& endpoint) {
   lease = etcdserverpb::Lease::NewStub(channel);
   watch = etcdserverpb::Watch::NewStub(channel);
   maintenance = etcdserverpb::Maintenance::NewStub(channel);
+  cluster = etcdserverpb::Cluster::NewStub(channel);
+  lock = v3lockpb::Lock::NewStub(channel);
+  election = v3electionpb::Election::NewStub(channel);
 }
 
 void NormalizeHeaders(Message* msg) {

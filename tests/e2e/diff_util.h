@@ -6,6 +6,8 @@
 #include <string>
 
 #include "etcd/etcdserverpb/rpc.grpc.pb.h"
+#include "etcd/v3electionpb/v3election.grpc.pb.h"
+#include "etcd/v3lockpb/v3lock.grpc.pb.h"
 #include "google/protobuf/message.h"
 #include "grpcpp/grpcpp.h"
 #include "harness.h"
@@ -19,6 +21,9 @@ struct Stubs {
   std::unique_ptr<etcdserverpb::Lease::Stub> lease;
   std::unique_ptr<etcdserverpb::Watch::Stub> watch;
   std::unique_ptr<etcdserverpb::Maintenance::Stub> maintenance;
+  std::unique_ptr<etcdserverpb::Cluster::Stub> cluster;
+  std::unique_ptr<v3lockpb::Lock::Stub> lock;
+  std::unique_ptr<v3electionpb::Election::Stub> election;
 };
 
 // Clears cluster_id, member_id and raft_term in every ResponseHeader inside msg.

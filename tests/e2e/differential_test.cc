@@ -5,6 +5,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "diff_util.h"
 #include "gtest/gtest.h"
@@ -429,6 +430,307 @@ TEST_F(DifferentialTest, CompactionAndLeases) {
   LeaseRevoke(1);
   Range(R(kAll, kAll));
   Leases();
+}
+
+TEST_F(DifferentialTest, ClusterMemberErrors) {
+  // Errors of membership changes on a one-member cluster (the IDs and URLs
+  // of real members differ between the two servers).
+  MemberRemoveRequest remove;
+  remove.set_id(12345);
+  Same<MemberRemoveResponse>("member remove unknown", [&](Stubs& s, MemberRemoveResponse* o) {
+    return s.cluster->MemberRemove(Ctx().get(), remove, o);
+  });
+  MemberUpdateRequest update;
+  update.set_id(12345);
+  update.add_peerurls("http://127.0.0.1:1");
+  Same<MemberUpdateResponse>("member update unknown", [&](Stubs& s, MemberUpdateResponse* o) {
+    return s.cluster->MemberUpdate(Ctx().get(), update, o);
+  });
+  MemberPromoteRequest promote;
+  promote.set_id(12345);
+  Same<MemberPromoteResponse>("member promote unknown", [&](Stubs& s, MemberPromoteResponse* o) {
+    return s.cluster->MemberPromote(Ctx().get(), promote, o);
+  });
+  MemberAddRequest add;  // no peer URLs
+  Same<MemberAddResponse>("member add without urls", [&](Stubs& s, MemberAddResponse* o) {
+    return s.cluster->MemberAdd(Ctx().get(), add, o);
+  });
+  // Each server's own member: promoting a voter fails the same way.
+  for (Stubs* s : {a_.get(), b_.get()}) {
+    MemberListResponse list;
+    grpc::Status st = s->cluster->MemberList(Ctx().get(), MemberListRequest(), &list);
+    ASSERT_TRUE(st.ok()) << StatusText(st);
+    ASSERT_EQ(list.members_size(), 1);
+    EXPECT_FALSE(list.members(0).name().empty());
+    EXPECT_EQ(list.members(0).clienturls_size(), 1);
+  }
+  MemberListResponse la, lb;
+  ASSERT_TRUE(a_->cluster->MemberList(Ctx().get(), MemberListRequest(), &la).ok());
+  ASSERT_TRUE(b_->cluster->MemberList(Ctx().get(), MemberListRequest(), &lb).ok());
+  MemberPromoteRequest pa, pb;
+  pa.set_id(la.members(0).id());
+  pb.set_id(lb.members(0).id());
+  MemberPromoteResponse ra, rb;
+  EXPECT_EQ(StatusText(a_->cluster->MemberPromote(Ctx().get(), pa, &ra)),
+            StatusText(b_->cluster->MemberPromote(Ctx().get(), pb, &rb)));
+}
+
+// Sends `ids` as renewals on one LeaseKeepAlive stream and returns the
+// responses (TTLs above zero as 1: the remaining time depends on timing),
+// then the stream's status after the client half-closes.
+std::pair<std::vector<LeaseKeepAliveResponse>, std::string> KeepAlive(
+    Stubs& stubs, const std::vector<int64_t>& ids) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  auto stream = stubs.lease->LeaseKeepAlive(&ctx);
+  std::vector<LeaseKeepAliveResponse> out;
+  for (int64_t id : ids) {
+    LeaseKeepAliveRequest req;
+    req.set_id(id);
+    if (!stream->Write(req)) break;
+    LeaseKeepAliveResponse resp;
+    if (!stream->Read(&resp)) break;
+    if (resp.ttl() > 0) resp.set_ttl(1);
+    NormalizeHeaders(&resp);
+    out.push_back(resp);
+  }
+  stream->WritesDone();
+  LeaseKeepAliveResponse extra;
+  while (stream->Read(&extra)) out.push_back(extra);  // none expected
+  return {out, StatusText(stream->Finish())};
+}
+
+TEST_F(DifferentialTest, LeaseKeepAliveStream) {
+  LeaseGrant(5, 100);
+  LeaseGrant(6, 100);
+  Put("held", "x", 5);
+  // Known, unknown (TTL 0 and no error), known again, another, revoked.
+  auto [ra, sa] = KeepAlive(*a_, {5, 99, 5, 6});
+  auto [rb, sb] = KeepAlive(*b_, {5, 99, 5, 6});
+  EXPECT_EQ(sa, sb);
+  ASSERT_EQ(ra.size(), 4u);
+  ASSERT_EQ(rb.size(), ra.size());
+  for (size_t i = 0; i < ra.size(); ++i) EXPECT_EQ(Diff(ra[i], rb[i]), "") << "response " << i;
+  LeaseRevoke(6);
+  std::tie(ra, sa) = KeepAlive(*a_, {6});
+  std::tie(rb, sb) = KeepAlive(*b_, {6});
+  EXPECT_EQ(sa, sb);
+  ASSERT_EQ(ra.size(), 1u);
+  ASSERT_EQ(rb.size(), 1u);
+  EXPECT_EQ(Diff(ra[0], rb[0]), "");
+  // An empty stream: closed by the client at once.
+  std::tie(ra, sa) = KeepAlive(*a_, {});
+  std::tie(rb, sb) = KeepAlive(*b_, {});
+  EXPECT_EQ(sa, sb);
+  EXPECT_TRUE(rb.empty());
+  TimeToLive(5, true);
+}
+
+TEST_F(DifferentialTest, MaintenanceAnswers) {
+  Put("a", "1");
+  Put("b", "2");
+  StatusResponse st_a, st_b;
+  ASSERT_TRUE(a_->maintenance->Status(Ctx().get(), StatusRequest(), &st_a).ok());
+  ASSERT_TRUE(b_->maintenance->Status(Ctx().get(), StatusRequest(), &st_b).ok());
+  // The fields that describe the same state the same way (sizes, indexes
+  // and versions are the implementation's).
+  EXPECT_EQ(st_a.header().revision(), st_b.header().revision());
+  EXPECT_EQ(st_a.islearner(), st_b.islearner());
+  EXPECT_EQ(st_a.errors_size(), st_b.errors_size());
+  EXPECT_EQ(st_a.leader() == st_a.header().member_id(), st_b.leader() == st_b.header().member_id());
+  EXPECT_GT(st_b.dbsize(), 0);
+  EXPECT_GT(st_b.raftindex(), 0u);
+  AlarmRequest get;
+  get.set_action(AlarmRequest::GET);
+  // etcd 3.4 answers Alarm without a header, 3.5 with one.
+  auto no_header = [](AlarmResponse* o) { o->clear_header(); };
+  Same<AlarmResponse>(
+      "alarm get",
+      [&](Stubs& s, AlarmResponse* o) { return s.maintenance->Alarm(Ctx().get(), get, o); },
+      no_header);
+  AlarmRequest deactivate;
+  deactivate.set_action(AlarmRequest::DEACTIVATE);
+  deactivate.set_alarm(AlarmType::NOSPACE);
+  Same<AlarmResponse>(
+      "alarm deactivate none",
+      [&](Stubs& s, AlarmResponse* o) { return s.maintenance->Alarm(Ctx().get(), deactivate, o); },
+      no_header);
+  Same<DefragmentResponse>("defragment", [&](Stubs& s, DefragmentResponse* o) {
+    return s.maintenance->Defragment(Ctx().get(), DefragmentRequest(), o);
+  });
+  HashKVRequest hkv;
+  hkv.set_revision(100);  // a future revision
+  Same<HashKVResponse>("hashkv future", [&](Stubs& s, HashKVResponse* o) {
+    return s.maintenance->HashKV(Ctx().get(), hkv, o);
+  });
+  Compact(2);
+  hkv.set_revision(1);  // compacted
+  Same<HashKVResponse>("hashkv compacted", [&](Stubs& s, HashKVResponse* o) {
+    return s.maintenance->HashKV(Ctx().get(), hkv, o);
+  });
+  HashResponse ha, hb;
+  EXPECT_EQ(StatusText(a_->maintenance->Hash(Ctx().get(), HashRequest(), &ha)),
+            StatusText(b_->maintenance->Hash(Ctx().get(), HashRequest(), &hb)));
+  MoveLeaderRequest move;
+  move.set_targetid(12345);
+  Same<MoveLeaderResponse>("move leader to a stranger", [&](Stubs& s, MoveLeaderResponse* o) {
+    return s.maintenance->MoveLeader(Ctx().get(), move, o);
+  });
+  // A snapshot arrives whole: the remaining count goes down to zero.
+  grpc::ClientContext ctx;
+  auto reader = b_->maintenance->Snapshot(&ctx, SnapshotRequest());
+  SnapshotResponse chunk;
+  uint64_t bytes = 0, last_remaining = UINT64_MAX;
+  int chunks = 0;
+  while (reader->Read(&chunk) && chunks < 100000) {
+    bytes += chunk.blob().size();
+    EXPECT_LT(chunk.remaining_bytes(), last_remaining);
+    last_remaining = chunk.remaining_bytes();
+    ++chunks;
+  }
+  EXPECT_EQ(StatusText(reader->Finish()), "OK");
+  EXPECT_EQ(last_remaining, 0u);
+  EXPECT_EQ(bytes % 512, 32u);  // tar blocks and the SHA-256 trailer
+}
+
+// Waits (bounded) until `key` exists or not on one server.
+bool WaitKey(Stubs& s, const std::string& key, bool present) {
+  for (int i = 0; i < 2000; ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    RangeRequest r;
+    r.set_key(key);
+    RangeResponse resp;
+    if (s.kv->Range(&ctx, r, &resp).ok() && (resp.count() > 0) == present) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+TEST_F(DifferentialTest, LockContention) {
+  LeaseGrant(0x70, 100);
+  LeaseGrant(0x80, 100);
+  LeaseGrant(0x90, 100);
+  v3lockpb::LockRequest first;
+  first.set_name("l");
+  first.set_lease(0x70);
+  Same<v3lockpb::LockResponse>("lock free", [&](Stubs& s, v3lockpb::LockResponse* o) {
+    return s.lock->Lock(Ctx().get(), first, o);
+  });
+  // A second holder waits in line on each server until the first unlocks.
+  struct Waiting {
+    grpc::ClientContext ctx;
+    v3lockpb::LockResponse resp;
+    grpc::Status status;
+    std::thread thread;
+    // A failed assertion returns early: end the call and the thread.
+    ~Waiting() {
+      if (!thread.joinable()) return;
+      ctx.TryCancel();
+      thread.join();
+    }
+  };
+  auto wait_for_lock = [](Stubs& s, int64_t lease, Waiting* w) {
+    w->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    w->thread = std::thread([&s, lease, w] {
+      v3lockpb::LockRequest req;
+      req.set_name("l");
+      req.set_lease(lease);
+      w->status = s.lock->Lock(&w->ctx, req, &w->resp);
+    });
+  };
+  Waiting second_a, second_b, third_a, third_b;
+  wait_for_lock(*a_, 0x80, &second_a);
+  wait_for_lock(*b_, 0x80, &second_b);
+  ASSERT_TRUE(WaitKey(*a_, "l/80", true));
+  ASSERT_TRUE(WaitKey(*b_, "l/80", true));
+  // A third, cancelled while it waits, leaves the line (its key is deleted).
+  wait_for_lock(*a_, 0x90, &third_a);
+  wait_for_lock(*b_, 0x90, &third_b);
+  ASSERT_TRUE(WaitKey(*a_, "l/90", true));
+  ASSERT_TRUE(WaitKey(*b_, "l/90", true));
+  third_a.ctx.TryCancel();
+  third_b.ctx.TryCancel();
+  third_a.thread.join();
+  third_b.thread.join();
+  EXPECT_EQ(StatusText(third_a.status), StatusText(third_b.status));
+  EXPECT_TRUE(WaitKey(*a_, "l/90", false));
+  EXPECT_TRUE(WaitKey(*b_, "l/90", false));
+
+  v3lockpb::UnlockRequest unlock;
+  unlock.set_key("l/70");
+  Same<v3lockpb::UnlockResponse>("unlock", [&](Stubs& s, v3lockpb::UnlockResponse* o) {
+    return s.lock->Unlock(Ctx().get(), unlock, o);
+  });
+  second_a.thread.join();
+  second_b.thread.join();
+  EXPECT_EQ(StatusText(second_a.status), StatusText(second_b.status));
+  NormalizeHeaders(&second_a.resp);
+  NormalizeHeaders(&second_b.resp);
+  EXPECT_EQ(Diff(second_a.resp, second_b.resp), "");
+  EXPECT_EQ(second_b.resp.key(), "l/80");
+  Range(R("l/", "l0"));
+}
+
+TEST_F(DifferentialTest, ElectionObserve) {
+  LeaseGrant(0x11, 100);
+  LeaseGrant(0x22, 100);
+  v3electionpb::LeaderRequest leader;
+  leader.set_name("e");
+  Same<v3electionpb::LeaderResponse>("leader of nobody", [&](Stubs& s, auto* o) {
+    return s.election->Leader(Ctx().get(), leader, o);
+  });
+  v3electionpb::CampaignRequest campaign;
+  campaign.set_name("e");
+  campaign.set_lease(0x11);
+  campaign.set_value("v1");
+  auto won = Same<v3electionpb::CampaignResponse>("campaign", [&](Stubs& s, auto* o) {
+    return s.election->Campaign(Ctx().get(), campaign, o);
+  });
+  Same<v3electionpb::LeaderResponse>(
+      "leader", [&](Stubs& s, auto* o) { return s.election->Leader(Ctx().get(), leader, o); });
+  // Observers on both servers see the same leaders, one message per change.
+  grpc::ClientContext ctx_a, ctx_b;
+  ctx_a.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  ctx_b.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  auto observe_a = a_->election->Observe(&ctx_a, leader);
+  auto observe_b = b_->election->Observe(&ctx_b, leader);
+  auto next_same = [&](const std::string& what) {
+    v3electionpb::LeaderResponse ra, rb;
+    ASSERT_TRUE(observe_a->Read(&ra)) << what;
+    ASSERT_TRUE(observe_b->Read(&rb)) << what;
+    NormalizeHeaders(&ra);
+    NormalizeHeaders(&rb);
+    EXPECT_EQ(Diff(ra, rb), "") << what;
+  };
+  next_same("the first leader");
+  v3electionpb::ProclaimRequest proclaim;
+  *proclaim.mutable_leader() = won.leader();
+  proclaim.set_value("v2");
+  Same<v3electionpb::ProclaimResponse>("proclaim", [&](Stubs& s, auto* o) {
+    return s.election->Proclaim(Ctx().get(), proclaim, o);
+  });
+  next_same("the proclaimed value");
+  Same<v3electionpb::ProclaimResponse>("proclaim without leader", [&](Stubs& s, auto* o) {
+    return s.election->Proclaim(Ctx().get(), v3electionpb::ProclaimRequest(), o);
+  });
+  v3electionpb::ResignRequest resign;
+  *resign.mutable_leader() = won.leader();
+  Same<v3electionpb::ResignResponse>(
+      "resign", [&](Stubs& s, auto* o) { return s.election->Resign(Ctx().get(), resign, o); });
+  Same<v3electionpb::ProclaimResponse>("proclaim after resigning", [&](Stubs& s, auto* o) {
+    return s.election->Proclaim(Ctx().get(), proclaim, o);
+  });
+  // A second campaigner becomes the leader; the observers see it.
+  campaign.set_lease(0x22);
+  campaign.set_value("w");
+  Same<v3electionpb::CampaignResponse>("second campaign", [&](Stubs& s, auto* o) {
+    return s.election->Campaign(Ctx().get(), campaign, o);
+  });
+  next_same("the second leader");
+  ctx_a.TryCancel();
+  ctx_b.TryCancel();
+  EXPECT_EQ(observe_a->Finish().error_code(), observe_b->Finish().error_code());
 }
 
 TEST_F(DifferentialTest, RequestSizeLimits) {
