@@ -155,10 +155,11 @@ thread_local Json reference_result;
 
 }  // namespace
 
-absl::StatusOr<FeatureView> GrowthBookClient::EvalFeatureView(std::string_view key,
-                                                              const Json& attributes) const {
+absl::Status GrowthBookClient::EvalFeatureView(std::string_view key, const Json& attributes,
+                                               FeatureView* out) const {
   const std::shared_ptr<const FeaturePayload>& payload = Current();
-  FeatureView view;
+  FeatureView& view = *out;
+  view = FeatureView();
   if (payload != nullptr && attributes.is_object()) {
     const CompiledPayload& compiled = payload->compiled();
     ConditionEvaluator conditions(compiled.saved_groups());
@@ -170,7 +171,7 @@ absl::StatusOr<FeatureView> GrowthBookClient::EvalFeatureView(std::string_view k
         switch (fast->source) {
           case FastFeatureResult::Source::kDefaultValue:
             view.source = "defaultValue";
-            return view;
+            return absl::OkStatus();
           case FastFeatureResult::Source::kForce:
             view.source = "force";
             break;
@@ -179,7 +180,7 @@ absl::StatusOr<FeatureView> GrowthBookClient::EvalFeatureView(std::string_view k
             break;
         }
         view.rule_id = fast->rule->id;
-        if (fast->source == FastFeatureResult::Source::kForce) return view;
+        if (fast->source == FastFeatureResult::Source::kForce) return absl::OkStatus();
         view.experiment = &fast->rule->experiment;
         view.variation_id = fast->variation;
         view.variation_meta =
@@ -187,7 +188,7 @@ absl::StatusOr<FeatureView> GrowthBookClient::EvalFeatureView(std::string_view k
         view.bucket = fast->bucket;
         view.hash_attribute = StringOf(&fast->rule->hash_attribute);
         view.hash_value = fast->hash_value;
-        return view;
+        return absl::OkStatus();
       }
     } catch (const JsTypeError& e) {
       return absl::InvalidArgumentError(std::string("TypeError: ") + e.what());
@@ -213,7 +214,7 @@ absl::StatusOr<FeatureView> GrowthBookClient::EvalFeatureView(std::string_view k
       view.variation_meta = &(*meta)[static_cast<size_t>(view.variation_id)];
     }
   }
-  return view;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<bool> GrowthBookClient::IsOn(const std::string& key, const Json& attributes) const {

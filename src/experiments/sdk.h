@@ -106,7 +106,9 @@ class GrowthBookClient {
   // per request. The view points into this thread's current payload (or, for
   // a feature the fast path does not cover, into a result kept per thread)
   // and is valid until this thread's next call on any GrowthBookClient.
-  absl::StatusOr<FeatureView> EvalFeatureView(std::string_view key, const Json& attributes) const;
+  // Fills `*view` (an out-parameter: the hot path copies no StatusOr).
+  absl::Status EvalFeatureView(std::string_view key, const Json& attributes,
+                               FeatureView* view) const;
 
   // The hot path: is feature `key` on for a user with these attributes? Uses
   // the compiled payload (no JSON is built) when the feature compiled, the

@@ -53,7 +53,11 @@ void BM_EvalFeatureView(benchmark::State& state) {
   GrowthBookClient client(Payload(count));
   Json attributes = Json::parse(R"({"id":"user-123456","country":"US"})");
   std::string key = "feature-" + std::to_string(count - 1);
-  for (auto _ : state) benchmark::DoNotOptimize(client.EvalFeatureView(key, attributes));
+  FeatureView view;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(client.EvalFeatureView(key, attributes, &view));
+    benchmark::DoNotOptimize(view);
+  }
 }
 BENCHMARK(BM_EvalFeatureView)->Arg(1)->Arg(10)->Arg(100);
 

@@ -56,8 +56,10 @@ TEST(GrowthBookClientTest, TheTypedViewAgreesWithTheFeatureResult) {
     for (int u = 0; u < 40; ++u) {
       Json attributes = {{"id", "user-" + std::to_string(u)}, {"country", u % 2 ? "US" : "CA"}};
       absl::StatusOr<Json> full = client.EvalFeature(feature, Json{{"attributes", attributes}});
-      absl::StatusOr<FeatureView> view = client.EvalFeatureView(feature, attributes);
-      ASSERT_TRUE(full.ok() && view.ok());
+      FeatureView view_value;
+      absl::Status viewed = client.EvalFeatureView(feature, attributes, &view_value);
+      ASSERT_TRUE(full.ok() && viewed.ok());
+      const FeatureView* view = &view_value;
       SCOPED_TRACE(std::string(feature) + " " + attributes.dump());
       EXPECT_EQ(*view->value, (*full)["value"]);
       EXPECT_EQ(view->on, (*full)["on"].get<bool>());
