@@ -51,9 +51,14 @@ inline void AnswerAsIs(const net::GrpcCallPtr& call, const absl::Status& st,
 }
 
 // Ends `call` with `resp` (header filled) or the error, from any thread.
+// (`resp` may be null with an error: an apply that failed has no result.)
 template <typename Resp>
 void Answer(Store* store, const net::GrpcCallPtr& call, const absl::Status& st, Resp* resp) {
-  if (st.ok()) store->FillHeader(resp->mutable_header());
+  if (!st.ok()) {
+    net::GrpcCall::FinishFromAnyThread(call, st, std::nullopt);
+    return;
+  }
+  store->FillHeader(resp->mutable_header());
   AnswerAsIs(call, st, *resp);
 }
 
