@@ -29,6 +29,7 @@ void AddGatewayCommand(CLI::App* cmd, GatewayFlags* f) {
                   "(repeat or separate with commas) or store://HOST:PORT/services/NAME.")
       ->delimiter(',');
   cmd->add_option("--threads", f->threads, "Event loops (default: one per CPU).");
+  cmd->add_option("--log-level", f->log_level, "debug, info, warn or err.")->capture_default_str();
   cmd->add_option("--io-backend", f->io_backend,
                   "auto (io_uring when allowed, else epoll), io_uring or epoll (e.g. under "
                   "valgrind, which does not follow io_uring).")
@@ -131,6 +132,12 @@ absl::StatusOr<gateway::GatewayConfig> LoadConfig(const GatewayFlags& f) {
 }  // namespace
 
 int RunGateway(const GatewayFlags& f) {
+  // Before any thread logs: the logger (the store's format) is set up on
+  // this thread, not lazily by whichever loop logs first.
+  if (!InitLogging(f.log_level)) {
+    std::cerr << "capstan gateway: --log-level must be debug, info, warn or err\n";
+    return 2;
+  }
   auto config = LoadConfig(f);
   if (!config.ok()) {
     std::cerr << "capstan gateway: " << config.status().message() << "\n";

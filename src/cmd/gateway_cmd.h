@@ -15,6 +15,7 @@ struct GatewayFlags {
   std::vector<std::string> upstreams;
   int threads = 0;
   std::string io_backend = "auto";
+  std::string log_level = "info";
   // The DNS server (docs/gateway.md, "DNS"): these set or override the
   // configuration's `dns:` section.
   std::string dns_listen;

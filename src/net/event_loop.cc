@@ -79,10 +79,12 @@ absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::Create(const LoopOptions& 
 bool EventLoop::uses_provided_buffers() const { return io_->uses_provided_buffers(); }
 
 void EventLoop::Post(absl::AnyInvocable<void() &&> fn) {
-  {
-    MutexLock lock(&post_mu_);
-    posted_.push_back(std::move(fn));
-  }
+  // All of it under the lock the loop takes to run what was posted: the
+  // loop cannot run `fn` — which may end with this loop being destroyed
+  // (a call answered, its server shut down) — while this thread still
+  // reads io_ to wake it.
+  MutexLock lock(&post_mu_);
+  posted_.push_back(std::move(fn));
   has_posted_.store(true, std::memory_order_seq_cst);
   // Pairs with the loop's store of sleeping_ then load of has_posted_: one
   // of the two sides sees the other, so the wake-up is never lost.
