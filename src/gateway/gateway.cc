@@ -1,4 +1,5 @@
 #include "gateway/gateway.h"
+#include "gateway/intrusive_list.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -53,29 +54,6 @@ struct Gateway::ParkedConnection final : net::FdWaiter {
   ParkedConnection* prev = nullptr;
   ParkedConnection* next = nullptr;
 };
-
-namespace {
-
-template <typename Node>
-void LinkFront(Node** head, Node* node) {
-  node->prev = nullptr;
-  node->next = *head;
-  if (*head != nullptr) (*head)->prev = node;
-  *head = node;
-}
-
-template <typename Node>
-void Unlink(Node** head, Node* node) {
-  if (node->prev != nullptr) {
-    node->prev->next = node->next;
-  } else {
-    *head = node->next;
-  }
-  if (node->next != nullptr) node->next->prev = node->prev;
-  node->prev = node->next = nullptr;
-}
-
-}  // namespace
 
 void Gateway::Counters::CountStatus(int status) {
   switch (status / 100) {

@@ -11,6 +11,7 @@
 #include "base/logging.h"
 #include "gateway/cluster.h"
 #include "gateway/gateway.h"
+#include "gateway/intrusive_list.h"
 #include "mesh/balancer.h"
 #include "mesh/discovery.h"
 #include "net/block_on.h"
@@ -130,25 +131,6 @@ struct L4Proxy::ListenerState {
 };
 
 namespace {
-
-template <typename Node>
-void LinkFront(Node** head, Node* node) {
-  node->prev = nullptr;
-  node->next = *head;
-  if (*head != nullptr) (*head)->prev = node;
-  *head = node;
-}
-
-template <typename Node>
-void Unlink(Node** head, Node* node) {
-  if (node->prev != nullptr) {
-    node->prev->next = node->next;
-  } else {
-    *head = node->next;
-  }
-  if (node->next != nullptr) node->next->prev = node->prev;
-  node->prev = node->next = nullptr;
-}
 
 bool LocalAndPeer(int fd, sockaddr_storage* local, sockaddr_storage* peer) {
   socklen_t len = sizeof(*local);
