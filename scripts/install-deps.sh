@@ -39,6 +39,8 @@ PACKAGES=(
   nodejs
   # reference statistics for the experiments statistics engine (tests/stats/reference.py)
   python3-scipy python3-statsmodels
+  # tests/deploy/check_deploy.py reads the Kubernetes manifests
+  python3-yaml
 )
 
 missing=()
