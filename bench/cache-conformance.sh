@@ -101,8 +101,9 @@ ORIGIN_PORT=$(free_port)
 (cd "$SUITE" && exec env npm_config_protocol=http npm_config_port="$ORIGIN_PORT" \
   npm_config_pidfile="$WORK/origin.pid" node --import "file://$WORK/loopback.mjs" \
   test-engine/server/server.mjs) >"$WORK/origin.log" 2>&1 &
-bench_track $!
-wait_port "$ORIGIN_PORT" 10 || { echo "$NAME: the suite's origin did not start:" >&2; cat "$WORK/origin.log" >&2; exit 1; }
+ORIGIN_PID=$!
+bench_track "$ORIGIN_PID"
+wait_port "$ORIGIN_PORT" 10 "$ORIGIN_PID" || { echo "$NAME: the suite's origin did not start:" >&2; cat "$WORK/origin.log" >&2; exit 1; }
 log "origin (the suite's server.mjs) on 127.0.0.1:$ORIGIN_PORT; work dir $WORK"
 
 # The test index (groups, ids, kinds, dependencies) for the report.
@@ -209,7 +210,7 @@ start_impl() {  # IMPL -> PROXY_PID, PROXY_PORT; returns 1 (CAPSTAN_REASON set) 
   esac
   PROXY_PID=$!
   bench_track "$PROXY_PID"
-  if ! wait_port "$PROXY_PORT" 15; then
+  if ! wait_port "$PROXY_PORT" 15 "$PROXY_PID"; then
     if [[ $impl == capstan ]]; then
       CAPSTAN_REASON="\`capstan gateway --cache 256MiB\` did not start: $(grep -m1 -iE 'error|unknown|invalid' "$WORK/capstan.log" || head -1 "$WORK/capstan.log")"
       bench_stop "$PROXY_PID"

@@ -156,7 +156,7 @@ EOF
   esac
   CACHE_PID=$!
   bench_track "$CACHE_PID"
-  wait_port "$CACHE_PORT" 15 || {
+  wait_port "$CACHE_PORT" 15 "$CACHE_PID" || {
     echo "$NAME: $1 did not start:" >&2; cat "$WORK/$1".{log,err} 2>/dev/null >&2; exit 1; }
 }
 

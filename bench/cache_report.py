@@ -107,6 +107,8 @@ def render(results_path, machine, command, versions, date, note):
         if cap["status"] == "ok" and peers:
             best = cap["cpu_us_per_hit"] / min(peers)
             met = "yes" if best <= TARGET else "no"
+            if not all(p["verified"] for p in (cap, ngx, var) if p["status"] == "ok"):
+                met += " (but a row's hits were not verified: see above)"
             best_s = f"{best:.2f}×"
         else:
             best_s, met = "n/a", "n/a (capstan not available yet)" if cap["status"] != "ok" else "n/a"

@@ -11,7 +11,8 @@
 #   bench_stop PID         SIGTERM, wait up to 5 s, then SIGKILL
 #   bench_log MSG          timestamped line on stderr
 #   free_port              a free TCP port on 127.0.0.1
-#   wait_port PORT [S]     until something accepts on 127.0.0.1:PORT (S s, default 5)
+#   wait_port PORT [S] [PID]  until something accepts on 127.0.0.1:PORT (S s,
+#                          default 5; gives up as soon as PID, if given, has exited)
 #   proc_tree PID...       the processes and all their descendants
 #   cpu_ticks PID...       utime+stime (clock ticks) of the processes, their
 #                          threads and descendants (nginx's workers, varnishd's child)
@@ -88,10 +89,11 @@ bench_init() {  # NAME
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-wait_port() {  # PORT [SECONDS]
-  local tries=$((${2:-5} * 20))
-  for _ in $(seq 1 "$tries"); do
-    python3 -c "import socket; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null && return 0
+wait_port() {  # PORT [SECONDS] [PID]: gives up early once PID has exited
+  local deadline=$((SECONDS + ${2:-5}))
+  while ((SECONDS <= deadline)); do
+    if [[ -n ${3:-} ]] && ! kill -0 "$3" 2>/dev/null; then return 1; fi
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.05
   done
   return 1
