@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Turns the raw results of bench/cache-conformance.sh into Markdown.
 
-    python3 bench/cache_conformance_report.py docs/benchmarks/cache-conformance.json docs/benchmarks/cache.md
+    python3 bench/cache_conformance_report.py docs/benchmarks/cache-conformance.json docs/benchmarks/cache.md \
+        [SUITE_CLASSIFICATION.json]
 
 The input (written by bench/cache-conformance.sh) holds the command line, the
 date, the suite's revision, the suite's test index (groups, test ids, kinds,
@@ -21,6 +22,10 @@ as cache-tests.fyi shows them):
   dependency_fail  a test this one depends on did not pass, so it says nothing
   setup_fail, harness_fail, retry   the exchange itself went wrong
   untested         not run (browser-only tests)
+
+With SUITE_CLASSIFICATION.json (written by bench/cache-conformance.sh with the
+suite's own determineTestResult), every classification is checked against the
+suite's and the report is refused if one differs.
 
 Only the part between the conformance markers is rewritten; the rest of the
 Markdown file (the benchmark section of bench/cache-vs-nginx-varnish.sh) is
@@ -251,7 +256,8 @@ def splice(path, section):
         text = ("# HTTP cache: conformance and benchmarks\n\n"
                 "The HTTP cache of `capstan gateway` (issue 18, part 1) against nginx `proxy_cache` "
                 "and Varnish. Conformance: bench/cache-conformance.sh; hits per second and CPU "
-                "per hit: bench/cache-vs-nginx-varnish.sh.\n\n")
+                "per hit: bench/cache-vs-nginx-varnish.sh. Each script rewrites only its own "
+                "section.\n\n")
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
         tail = rest.split(END, 1)[1].lstrip("\n")
@@ -262,11 +268,32 @@ def splice(path, section):
         f.write(text)
 
 
+def check_against_suite(run, suite_classification):
+    """Every classification must equal the suite's own (SUITE.json: impl -> test id -> kind)."""
+    tests_by_id = {t["id"]: t for g in run["index"] for t in g["tests"]}
+    mismatches = []
+    for impl in run["implementations"]:
+        if impl["status"] != "ok":
+            continue
+        theirs = suite_classification.get(impl["name"], {})
+        memo = {}
+        for tid in tests_by_id:
+            ours = classify(tests_by_id, impl["results"], tid, memo)
+            if theirs.get(tid) != ours:
+                mismatches.append(f"{impl['name']} {tid}: suite says {theirs.get(tid)}, we say {ours}")
+    if mismatches:
+        sys.exit("cache_conformance_report: the classification differs from the suite's "
+                 "(test-engine/lib/results.mjs changed?):\n  " + "\n  ".join(mismatches[:20]))
+
+
 def main():
-    if len(sys.argv) != 3:
-        sys.exit("usage: cache_conformance_report.py RUN.json OUT.md")
+    if len(sys.argv) not in (3, 4):
+        sys.exit("usage: cache_conformance_report.py RUN.json OUT.md [SUITE_CLASSIFICATION.json]")
     with open(sys.argv[1], encoding="utf-8") as f:
         run = json.load(f)
+    if len(sys.argv) == 4:
+        with open(sys.argv[3], encoding="utf-8") as f:
+            check_against_suite(run, json.load(f))
     splice(sys.argv[2], render(run))
 
 
