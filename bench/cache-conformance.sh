@@ -228,13 +228,7 @@ version_of() {  # IMPL
   case $1 in
     nginx | nginx-plain) nginx -v 2>&1 | sed 's/.*: //' ;;
     varnish) varnishd -V 2>&1 | head -1 | sed 's/^varnishd (\(.*\))/\1/' ;;
-    capstan)
-      local rev
-      rev=$(git -C "$(dirname "$CAPSTAN")" rev-parse --short HEAD 2>/dev/null || echo unknown)
-      local branch
-      branch=$(git -C "$(dirname "$CAPSTAN")" rev-parse --abbrev-ref HEAD 2>/dev/null || echo "?")
-      echo "capstan $("$CAPSTAN" --version 2>/dev/null || echo '?') at $rev ($branch)"
-      ;;
+    capstan) capstan_describe "$CAPSTAN" ;;
     none) echo "-" ;;
   esac
 }

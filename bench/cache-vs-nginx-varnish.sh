@@ -202,13 +202,6 @@ r.update(status="ok", conns=int(sys.argv[2]), cpu_us=int(sys.argv[3]) * int(sys.
 print(json.dumps(r))' "$json" "$CONNS" "$((t1 - t0))" "$TICK_US" "$((o1 - o0))" "$body_ok" "$hit_before" "$hit_after")"
 }
 
-capstan_version() {
-  local rev branch
-  rev=$(git -C "$(dirname "$CAPSTAN")" rev-parse --short HEAD 2>/dev/null || echo unknown)
-  branch=$(git -C "$(dirname "$CAPSTAN")" rev-parse --abbrev-ref HEAD 2>/dev/null || echo "?")
-  echo "capstan $("$CAPSTAN" --version 2>/dev/null || echo '?') at $rev ($branch)"
-}
-
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 bench_log "work dir $WORK; origin on port $ORIGIN_PORT; ROUNDS=$ROUNDS DURATION=${DURATION}s CONNS=$CONNS"
 for round in $(seq 1 "$ROUNDS"); do
@@ -237,7 +230,7 @@ CMDLINE="ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS"
 CMDLINE="$CMDLINE bench/cache-vs-nginx-varnish.sh"
 # (wrk -v exits 1 after printing its version)
 VERSIONS="$(nginx -v 2>&1 | sed 's/.*: //'); $(varnishd -V 2>&1 | head -1 | sed 's/^varnishd (\(.*\))/\1/'); $( (wrk -v 2>&1 || true) | head -1 | cut -d' ' -f1-2)"
-[[ -x $CAPSTAN ]] && VERSIONS="$(capstan_version); $VERSIONS"
+[[ -x $CAPSTAN ]] && VERSIONS="$(capstan_describe "$CAPSTAN"); $VERSIONS"
 python3 "$ROOT/bench/cache_report.py" "$RESULTS" "$OUT_MD" \
   "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r); load average $LOADAVG_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (the cores are shared)" \
   "$CMDLINE" "$VERSIONS" "$(date -u '+%Y-%m-%d %H:%M UTC')" "$SMOKE_NOTE"

@@ -76,7 +76,8 @@ def render(results_path, machine, command, versions, date, note):
     out.append("- **CPU µs/hit** = (utime+stime of the cache's processes, threads and children from "
                "/proc/PID/stat, after minus before the run) / hits. req/s on 2 shared cores is bounded by "
                "core 1 (wrk and the origin) and by other work on the machine; CPU per hit is the figure "
-               "that holds.")
+               "that holds. Loopback TCP work done in softirq on core 0 is charged to whichever process "
+               "runs there, so mostly to the cache; /proc's ticks are 10 ms, so short runs are coarse.")
     out.append("")
     out.append("| object | cache | hits/s | CPU µs/hit | p99 ms | hits verified | origin requests during runs | errors |")
     out.append("|---|---|---|---|---|---|---|---|")

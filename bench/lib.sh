@@ -18,6 +18,8 @@
 #                          threads and descendants (nginx's workers, varnishd's child)
 #   CLK_TCK                clock ticks per second
 #   require_tools SCRIPT TOOL...  exit with a message naming the missing tool
+#   capstan_describe BINARY  "capstan VERSION at COMMIT (BRANCH)" of the tree the
+#                          binary was built in, "+ uncommitted changes" if any
 
 BENCH_PIDS=()
 CLK_TCK=$(getconf CLK_TCK)  # used by the scripts that source this file
@@ -97,4 +99,13 @@ wait_port() {  # PORT [SECONDS] [PID]: gives up early once PID has exited
     sleep 0.05
   done
   return 1
+}
+
+capstan_describe() {  # BINARY
+  local dir rev branch dirty=""
+  dir=$(dirname "$1")
+  rev=$(git -C "$dir" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  branch=$(git -C "$dir" rev-parse --abbrev-ref HEAD 2>/dev/null || echo "?")
+  [[ -n $(git -C "$dir" status --porcelain --untracked-files=no 2>/dev/null | head -1) ]] && dirty=" + uncommitted changes"
+  echo "capstan $("$1" --version 2>/dev/null || echo '?') at $rev ($branch)$dirty"
 }
