@@ -44,8 +44,9 @@
 # server.listen(port) binds every address; a preloaded module (written here)
 # makes it bind 127.0.0.1 only. Everything runs on 127.0.0.1 ports picked
 # here, inside a temp directory, as child processes stopped at exit.
-# A full run takes about one minute per implementation (five by default) (the suite pauses 3 s
-# in many tests, 25 tests at a time).
+# A full run takes about one minute per implementation, five by default (the
+# suite pauses 3 s in many tests and runs 25 tests at a time). The preload
+# needs node >= 18.18 (`node --import`).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
