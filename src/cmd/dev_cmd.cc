@@ -250,6 +250,32 @@ absl::StatusOr<std::unique_ptr<DevServices>> DevServices::Start(const DevFlags& 
   return dev;
 }
 
+void DevServices::PrintUrls(std::ostream& out, std::string_view store_endpoint,
+                            const std::vector<std::string>& metrics_urls) const {
+  auto url = [](int port, const char* path) {
+    return absl::StrCat("http://127.0.0.1:", port, path);
+  };
+  out << "\ncapstan dev is up:\n";
+  if (gateway_port_ != 0) {
+    out << "  gateway           " << url(gateway_port_, "/") << "   (splits v1/v2 by experiment "
+        << kDevExperiment << "; unit: X-User-Id or a cookie)\n";
+  }
+  if (hello_port_ != 0) out << "  example v1        " << url(hello_port_, "/") << "\n";
+  if (hello_v2_port_ != 0) out << "  example v2        " << url(hello_v2_port_, "/") << "\n";
+  if (experiments_port_ != 0) {
+    out << "  experiments API   " << url(experiments_port_, "/v1/")
+        << "   (GrowthBook SDKs: " << url(experiments_port_, "/api/features/{clientKey}") << ")\n";
+  }
+  if (experiments_rpc_port_ != 0) {
+    out << "  experiments RPC   127.0.0.1:" << experiments_rpc_port_ << "\n";
+  }
+  out << "  store             " << store_endpoint << "   (etcdctl --endpoints=" << store_endpoint
+      << ")\n";
+  for (const std::string& m : metrics_urls) out << "  store metrics     " << m << "/metrics\n";
+  out << "  walkthrough       README.md, \"Walkthrough\"\n\n";
+  out.flush();
+}
+
 DevServices::~DevServices() {
   // The gateway first: it stops accepting and finishes the requests it is
   // forwarding while the example services still answer them; then its

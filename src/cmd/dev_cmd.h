@@ -17,8 +17,10 @@
 #pragma once
 
 #include <memory>
+#include <ostream>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "base/status.h"
@@ -86,6 +88,10 @@ class DevServices {
   ~DevServices();
   DevServices(const DevServices&) = delete;
   DevServices& operator=(const DevServices&) = delete;
+
+  // The summary `make run` shows: where each part answers.
+  void PrintUrls(std::ostream& out, std::string_view store_endpoint,
+                 const std::vector<std::string>& metrics_urls) const;
 
   int gateway_port() const { return gateway_port_; }                  // 0: none
   int hello_port() const { return hello_port_; }                      // 0: none
