@@ -82,7 +82,7 @@ void PrefixWatcher::Run() {
         if (!now.contains(key)) batch.push_back({key, std::nullopt, listed->header().revision()});
       }
       for (const auto& kv : listed->kvs()) {
-        batch.push_back({kv.key(), kv.value(), kv.mod_revision()});
+        batch.push_back({kv.key(), kv.value(), kv.mod_revision(), kv.lease()});
       }
       keys_ = std::move(now);
       watch_broken_ = false;
@@ -109,7 +109,8 @@ void PrefixWatcher::Run() {
           for (const auto& event : response.events()) {
             if (event.type() == mvccpb::Event::PUT) {
               keys_.insert(event.kv().key());
-              batch.push_back({event.kv().key(), event.kv().value(), event.kv().mod_revision()});
+              batch.push_back({event.kv().key(), event.kv().value(), event.kv().mod_revision(),
+                               event.kv().lease()});
             } else {
               keys_.erase(event.kv().key());
               batch.push_back({event.kv().key(), std::nullopt,

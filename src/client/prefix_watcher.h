@@ -43,6 +43,9 @@ struct PrefixChange {
   // delete's revision (or, for a key found gone by a new listing, that
   // listing's revision) for a deletion.
   int64_t mod_revision = 0;
+  // A put's lease (0: none, or a deletion): a registry entry without one is
+  // not an instance's (mesh/registry.h), which the DNS discovery zone skips.
+  int64_t lease = 0;
 };
 
 struct PrefixWatcherOptions {

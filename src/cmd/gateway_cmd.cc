@@ -281,6 +281,15 @@ int RunGateway(const GatewayFlags& f) {
       sigwait(&signals, &sig);
     }
     if (sig != SIGHUP) break;
+    if (dns != nullptr && !base.dns->zones.empty()) {
+      absl::Status st = dns->ReloadZoneFiles();
+      if (st.ok()) {
+        CAPSTAN_LOG(info, "gateway: DNS zone files reloaded", "files", base.dns->zones.size());
+      } else {
+        CAPSTAN_LOG(err, "gateway: DNS zone files not reloaded; the previous ones stay", "error",
+                    std::string(st.message()));
+      }
+    }
     if (f.config.empty()) {
       CAPSTAN_LOG(info, "gateway: SIGHUP without --config: nothing to reload");
       continue;

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -325,6 +326,34 @@ void CompareAnswers(int port, int reference_port, const std::string& reference) 
   EXPECT_EQ(differences, 0) << differences << " of " << compared << " answers differ";
 }
 
+TEST_F(DnsE2e, SighupReloadsTheZoneFilesAllOrNothing) {
+  if (!Installed("dig")) GTEST_SKIP() << "dig is not installed (scripts/install-deps.sh)";
+  int port = StartGateway({"--dns-zone", zone_file_});
+  ASSERT_EQ(Dig(port, {"+short", "web.example.com", "A"}),
+            (std::vector<std::string>{"192.0.2.4", "192.0.2.5"}))
+      << last_dig_;
+  std::string changed(kZone);
+  changed.replace(changed.find("192.0.2.4"), 9, "192.0.2.9");
+  std::ofstream(zone_file_) << changed;
+  gateway_->Signal(SIGHUP);
+  ASSERT_TRUE(Eventually([&] {
+    return Dig(port, {"+short", "web.example.com", "A"}) ==
+           std::vector<std::string>{"192.0.2.9", "192.0.2.5"};
+  })) << last_dig_
+      << gateway_->Log();
+  // A file that does not parse: refused, logged with its line, the zone
+  // served before stays.
+  std::ofstream(zone_file_) << changed << "broken line here\n";
+  gateway_->Signal(SIGHUP);
+  ASSERT_TRUE(Eventually([&] {
+    return gateway_->Log().find("DNS zone files not reloaded") != std::string::npos;
+  })) << gateway_->Log();
+  EXPECT_NE(gateway_->Log().find(zone_file_ + ":"), std::string::npos) << gateway_->Log();
+  EXPECT_EQ(Dig(port, {"+short", "web.example.com", "A"}),
+            (std::vector<std::string>{"192.0.2.9", "192.0.2.5"}))
+      << last_dig_;
+}
+
 TEST_F(DnsE2e, SameAnswersAsNsd) {
   if (!Installed("nsd")) GTEST_SKIP() << "nsd is not installed (scripts/install-deps.sh)";
   int port = StartGateway({"--dns-zone", zone_file_});
@@ -403,14 +432,33 @@ TEST_F(DnsE2e, DiscoveryZoneFollowsTheRegistry) {
   EXPECT_EQ(Dig(port, {"+short", "i1.echo.svc.capstan", "TXT"}),
             std::vector<std::string>{R"("instance=i1" "addr=10.1.2.3:7000" "zone=eu")"})
       << last_dig_;
-  // A second instance, deregistered explicitly.
-  ASSERT_EQ(Etcdctl(store.endpoint(), {"put", "services/echo/i2", "10.1.2.4:7000"}).exit_code, 0);
-  ASSERT_TRUE(Eventually([&] { return a_records("echo.svc.capstan").size() == 2; })) << last_dig_;
-  ASSERT_EQ(Etcdctl(store.endpoint(), {"del", "services/echo/i2"}).exit_code, 0);
+  // A key without a lease is not an instance's (nothing would expire it):
+  // never served. Then a second instance, with a lease, deregistered
+  // explicitly. (Checks name i2's address, not a count: i1's 3 s lease may
+  // run out meanwhile on a loaded machine.)
+  ASSERT_EQ(Etcdctl(store.endpoint(), {"put", "services/echo/stray", "10.9.9.9:7000"}).exit_code,
+            0);
+  CommandResult lease2 = Etcdctl(store.endpoint(), {"lease", "grant", "600"});
+  ASSERT_TRUE(std::regex_search(lease2.out, m, std::regex("lease ([0-9a-f]+) granted")))
+      << lease2.out << lease2.err;
+  ASSERT_EQ(Etcdctl(store.endpoint(),
+                    {"put", "--lease=" + std::string(m[1]), "services/echo/i2", "10.1.2.4:7000"})
+                .exit_code,
+            0);
+  auto has = [](const std::vector<std::string>& records, const std::string& address) {
+    return std::find(records.begin(), records.end(), address) != records.end();
+  };
+  std::vector<std::string> records;
   ASSERT_TRUE(Eventually([&] {
-    return a_records("echo.svc.capstan") == std::vector<std::string>{"10.1.2.3"};
+    records = a_records("echo.svc.capstan");
+    return has(records, "10.1.2.4");
   })) << last_dig_;
-  // The lease expires (3 s TTL, never kept alive): the instance goes.
+  EXPECT_FALSE(has(records, "10.9.9.9")) << "the lease-less key is left out: " << last_dig_;
+  ASSERT_EQ(Etcdctl(store.endpoint(), {"del", "services/echo/i2"}).exit_code, 0);
+  ASSERT_TRUE(Eventually([&] { return !has(a_records("echo.svc.capstan"), "10.1.2.4"); }))
+      << last_dig_;
+  // The lease expires (3 s TTL, never kept alive): the instance goes, and
+  // with it the name (the lease-less key does not keep it alive).
   ASSERT_TRUE(Eventually(
       [&] {
         Dig(port, {"echo.svc.capstan", "A"});

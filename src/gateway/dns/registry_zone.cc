@@ -172,7 +172,9 @@ uint64_t RegistryZoneWatcher::rebuilds() const {
 // REQUIRES: mu_ held.
 void RegistryZoneWatcher::Apply(const std::vector<client::PrefixChange>& batch) {
   for (const client::PrefixChange& c : batch) {
-    if (c.value.has_value()) {
+    // Only instances with a live lease: a key put without one (by hand, or
+    // a leftover) would be served forever, since nothing expires it.
+    if (c.value.has_value() && c.lease != 0) {
       keys_[c.key] = *c.value;
     } else {
       keys_.erase(c.key);

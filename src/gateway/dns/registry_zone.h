@@ -21,9 +21,9 @@
 //
 // Only live instances appear: an instance key is attached to its lease, so
 // the store deletes it when the lease expires or is revoked, and the watch
-// delivers that deletion like any other change. The zone is rebuilt and
-// handed on after every batch of watch events (no polling), with a fresh
-// SOA serial.
+// delivers that deletion like any other change. A key written without a
+// lease is not an instance's and is left out (nothing would ever expire it). The zone is rebuilt
+// and handed on after every batch of watch events (no polling), with a fresh SOA serial.
 //
 // Thread-safety: BuildRegistryZone is a pure function. RegistryZoneWatcher
 // calls `on_zone` on the watcher's threads, one call at a time.

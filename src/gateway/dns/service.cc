@@ -7,25 +7,47 @@
 
 namespace capstan::gateway::dns {
 
-absl::StatusOr<std::unique_ptr<DnsService>> DnsService::Start(const GatewayConfig& gateway,
-                                                              net::LoopGroup* loops) {
-  const DnsConfig& config = *gateway.dns;
-  std::unique_ptr<DnsService> service(new DnsService());
-  auto zones = std::make_shared<ZoneSet>();
-  for (const std::string& file : config.zones) {
+namespace {
+
+// Every file, or the first error (naming the file and line): a reload
+// replaces all of them or none.
+absl::StatusOr<std::vector<std::shared_ptr<const Zone>>> LoadZoneFiles(
+    const std::vector<std::string>& files) {
+  std::vector<std::shared_ptr<const Zone>> loaded;
+  for (const std::string& file : files) {
     ASSIGN_OR_RETURN(std::unique_ptr<Zone> zone, LoadZoneFile(file));
     CAPSTAN_LOG(info, "dns: zone loaded", "file", file, "zone", NameToText(zone->origin()),
                 "records", zone->record_count());
     std::shared_ptr<const Zone> shared(std::move(zone));
-    for (const auto& z : service->static_zones_) {
+    for (const auto& z : loaded) {
       if (z->origin_lower() == shared->origin_lower()) {
         return absl::InvalidArgumentError(
             absl::StrCat(file, ": zone ", NameToText(shared->origin()), " is loaded twice"));
       }
     }
-    service->static_zones_.push_back(shared);
-    zones->Add(shared);
+    loaded.push_back(std::move(shared));
   }
+  return loaded;
+}
+
+}  // namespace
+
+absl::Status DnsService::ReloadZoneFiles() {
+  ASSIGN_OR_RETURN(std::vector<std::shared_ptr<const Zone>> loaded, LoadZoneFiles(zone_files_));
+  std::lock_guard lock(publish_mu_);
+  static_zones_ = std::move(loaded);
+  PublishLocked();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<DnsService>> DnsService::Start(const GatewayConfig& gateway,
+                                                              net::LoopGroup* loops) {
+  const DnsConfig& config = *gateway.dns;
+  std::unique_ptr<DnsService> service(new DnsService());
+  service->zone_files_ = config.zones;
+  ASSIGN_OR_RETURN(service->static_zones_, LoadZoneFiles(config.zones));
+  auto zones = std::make_shared<ZoneSet>();
+  for (const auto& z : service->static_zones_) zones->Add(z);
   auto listen = mesh::ParseEndpoint(config.listen, /*allow_any_port=*/true);
   if (!listen.ok()) {
     return absl::InvalidArgumentError(

@@ -1,8 +1,8 @@
 // DnsService: the gateway's DNS server as configured (config.h, DnsConfig):
 // the zone files loaded, zones kept as documents in the store, the
 // discovery zone followed in the registry, all served by one DnsServer.
-// Zone files are read once at start; store zones and the discovery zone
-// change with every watch event.
+// Zone files are read at start and again by ReloadZoneFiles (the gateway's
+// SIGHUP); store zones and the discovery zone change with every watch event.
 //
 // Store zones (with the gateway's `store:` set): one document per zone at
 // <store_prefix>dns/zones/<apex> (e.g. /capstan/gateway/dns/zones/example.com.)
@@ -37,6 +37,10 @@ class DnsService {
                                                            net::LoopGroup* loops);
   ~DnsService();
 
+  // Reads the zone files again; all of them replace the served ones, or, on
+  // an error (naming the file and line), none do and the old ones stay.
+  absl::Status ReloadZoneFiles();
+
   int port() const { return server_->port(); }
   uint64_t store_zones_refused();
   DnsServer& server() { return *server_; }
@@ -48,7 +52,8 @@ class DnsService {
   void PublishLocked();
   void OnStoreZones(const std::vector<client::PrefixChange>& batch);
 
-  std::vector<std::shared_ptr<const Zone>> static_zones_;
+  std::vector<std::string> zone_files_;
+  std::vector<std::shared_ptr<const Zone>> static_zones_;  // publish_mu_ once started
   std::unique_ptr<DnsServer> server_;
   std::string store_zone_prefix_;
   std::mutex publish_mu_;
