@@ -69,6 +69,9 @@ class DB;
 
 namespace capstan::experiments {
 
+class DedupWindow;      // event_store_dedup.h
+class EventAggregator;  // event_store_aggregator.h
+
 // Metric events held per unit while its exposure has not arrived; past it
 // they are left out of the aggregation (counted in held_events_dropped).
 inline constexpr size_t kMaxHeldEventsPerUnit = 1000;
@@ -190,8 +193,6 @@ class EventStore {
  private:
   struct Pending;
   struct LoggedGroup;
-  class Aggregator;
-  class DedupIndex;
 
   EventStore();
   absl::Status Recover();
@@ -202,8 +203,8 @@ class EventStore {
 
   EventStoreOptions options_;
   std::unique_ptr<rocksdb::DB> db_;
-  std::unique_ptr<DedupIndex> dedup_;       // writer thread only (and Open)
-  std::unique_ptr<Aggregator> aggregator_;  // state under sums_mutex_
+  std::unique_ptr<DedupWindow> dedup_;           // writer thread only (and Open)
+  std::unique_ptr<EventAggregator> aggregator_;  // state under sums_mutex_
   uint64_t next_sequence_ = 0;              // writer thread only (and Open)
 
   // Readers of the statistics hold it shared; the aggregator holds it
