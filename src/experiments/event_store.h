@@ -139,6 +139,9 @@ struct EventStoreOptions {
   std::function<void()> before_group_write;
   // Tests: runs on the aggregator thread before each group is aggregated.
   std::function<void()> before_group_aggregate;
+  // Tests: replaces the 64-bit hash the aggregator keys units by (XXH3 of
+  // "u" + experiment + NUL + unit), e.g. with one under which units collide.
+  uint64_t (*unit_hash)(std::string_view unit_key) = nullptr;
 };
 
 struct AppendResult {
@@ -205,7 +208,7 @@ class EventStore {
   std::unique_ptr<rocksdb::DB> db_;
   std::unique_ptr<DedupWindow> dedup_;           // writer thread only (and Open)
   std::unique_ptr<EventAggregator> aggregator_;  // state under sums_mutex_
-  uint64_t next_sequence_ = 0;              // writer thread only (and Open)
+  uint64_t next_sequence_ = 0;                   // writer thread only (and Open)
 
   // Readers of the statistics hold it shared; the aggregator holds it
   // exclusively while it applies a group.

@@ -32,7 +32,7 @@ constexpr uint64_t kUnitHashSeed = 0x756e69742d737461;
 // How many events ahead ApplyGroup prefetches a unit's table slot.
 constexpr size_t kPrefetchDistance = 8;
 
-uint64_t UnitHash(std::string_view key) {
+uint64_t DefaultUnitHash(std::string_view key) {
   return XXH3_64bits_withSeed(key.data(), key.size(), kUnitHashSeed);
 }
 
@@ -60,8 +60,8 @@ void AddContribution(MetricSums* sums, EventType kind, const Totals& t, double c
 // Differences of squares as (a − b)(a + b) and products as a_x·Δden +
 // b_den·Δx: no cancellation between two large squares when a total grows by
 // little.
-void UpdateContribution(MetricSums* sums, EventType kind, const Totals& before,
-                        const Totals& after, double covariate) {
+void UpdateContribution(MetricSums* sums, EventType kind, const Totals& before, const Totals& after,
+                        double covariate) {
   double dx = after.x - before.x;
   sums->sum += dx;
   sums->sum_squares += dx * (after.x + before.x);
@@ -104,7 +104,9 @@ struct EventAggregator::VariantSlot {
 };
 
 EventAggregator::EventAggregator(rocksdb::DB* db, const EventStoreOptions& options)
-    : db_(db), options_(options) {
+    : db_(db),
+      options_(options),
+      unit_hash_(options.unit_hash != nullptr ? options.unit_hash : &DefaultUnitHash) {
   slots_.assign(1024, Slot{0, 0});
 }
 
@@ -129,7 +131,7 @@ absl::Status EventAggregator::Load() {
   for (it->Seek(std::string(1, kUnitPrefix)); it->Valid() && it->key()[0] == kUnitPrefix;
        it->Next()) {
     std::string_view key = it->key().ToStringView();
-    uint64_t hash = UnitHash(key);
+    uint64_t hash = unit_hash_(key);
     if (states_.size() >= options_.max_cached_units) {
       stored_only_.insert(hash);  // too many to hold: read it when needed
       continue;
@@ -150,12 +152,12 @@ absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
   // the unit a few events ahead: the table is far larger than the caches.
   hashes_.resize(events.size());
   for (size_t i = 0; i < events.size(); ++i) {
-    hashes_[i] = UnitHash(BuildUnitKey(events[i]));
+    hashes_[i] = unit_hash_(BuildUnitKey(events[i]));
   }
   for (size_t i = 0; i < events.size(); ++i) {
     if (i + kPrefetchDistance < events.size()) {
-      __builtin_prefetch(&slots_[static_cast<size_t>(hashes_[i + kPrefetchDistance]) &
-                                 (slots_.size() - 1)]);
+      __builtin_prefetch(
+          &slots_[static_cast<size_t>(hashes_[i + kPrefetchDistance]) & (slots_.size() - 1)]);
     }
     RETURN_IF_ERROR(Apply(events[i], hashes_[i]));
   }
@@ -529,8 +531,8 @@ absl::Status EventAggregator::DecodeUnit(std::string_view data, UnitState* unit)
   for (uint32_t i = 0; ok && i < count; ++i) {
     uint8_t kind = 0;
     HeldEvent h;
-    ok = r.Raw(&kind) && kind >= 1 && kind <= 3 && r.ShortString(&name) &&
-         r.Raw(&h.timestamp_ms) && r.Raw(&h.value) && r.Raw(&h.denominator);
+    ok = r.Raw(&kind) && kind >= 1 && kind <= 3 && r.ShortString(&name) && r.Raw(&h.timestamp_ms) &&
+         r.Raw(&h.value) && r.Raw(&h.denominator);
     if (ok) {
       h.metric = MetricIndex(static_cast<EventType>(kind), name);
       unit->held.push_back(h);

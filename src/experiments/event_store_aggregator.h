@@ -115,6 +115,7 @@ class EventAggregator {
 
   rocksdb::DB* db_;
   const EventStoreOptions& options_;
+  uint64_t (*unit_hash_)(std::string_view);
   std::map<std::string, ExperimentSums, std::less<>> sums_;  // nodes are stable
 
   // Interned names. Experiments and variants point into sums_.

@@ -71,7 +71,8 @@ std::string EncodeExperimentSums(const ExperimentSums& sums) {
 }
 
 absl::StatusOr<ExperimentSums> DecodeExperimentSums(std::string_view text) {
-  nlohmann::ordered_json doc = nlohmann::ordered_json::parse(text.begin(), text.end(), nullptr, false);
+  nlohmann::ordered_json doc =
+      nlohmann::ordered_json::parse(text.begin(), text.end(), nullptr, false);
   auto corrupt = [] { return absl::DataLossError("event store: aggregate record is corrupt"); };
   if (doc.is_discarded() || !doc.is_object() || !doc.contains("variants")) return corrupt();
   ExperimentSums sums;
