@@ -118,12 +118,15 @@ struct EventStoreOptions {
   // Events in one group commit at most (a batch is never split).
   size_t max_group_events = 50000;
   // The dedup index remembers the keys of this many most recently accepted
-  // events (about 50 bytes each in memory). An older key sent again is new.
+  // events, as 64-bit fingerprints (about 21 bytes each in memory; a new key
+  // is taken for a duplicate with probability window/2^64, see
+  // event_store_dedup.h). An older key sent again is new.
   size_t dedup_window_keys = 10000000;
   // The aggregator checkpoints after this many events (and on close).
   size_t checkpoint_events = 250000;
-  // Per-unit states kept in memory at most after a checkpoint (about 300
-  // bytes each); the others are read back from the database when needed.
+  // Per-unit states kept in memory at most after a checkpoint (about 220
+  // bytes each with one or two metrics); the others are read back from the
+  // database when needed.
   size_t max_cached_units = 2000000;
   // CUPED's pre-period: events this long before the exposure (14 days, as
   // GrowthBook's default lookback).
