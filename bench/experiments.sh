@@ -59,6 +59,7 @@ SERVICE_THREADS="${SERVICE_THREADS:-4}"
 WATCHERS="${WATCHERS:-10}"
 RPC_CONNS="${RPC_CONNS:-2}"            # connections the RPC rows' calls share (multiplexed)
 ROWS="${ROWS:-1 2 3 4 5 6}"            # which rows to run (debugging)
+PERF_DATA="${PERF_DATA:-}"             # set: `perf record -g` the service over each measured wrk/RPC run, to $PERF_DATA.<row><round>
 OUT_MD="${OUT_MD:-$ROOT/docs/benchmarks/experiments.md}"
 OUT_JSONL="${OUT_JSONL:-${OUT_MD%.md}.jsonl}"
 SERVICE_CORE=0
@@ -69,7 +70,7 @@ for tool in taskset wrk curl node python3; do
 done
 [[ -x $CAPSTAN && -x $BENCH && -x $RPC_LOAD ]] || {
   echo "experiments.sh: build first: cmake --build --preset release --target capstan experiments_bench experiments_rpc_load" >&2; exit 1; }
-[[ -d $ROOT/tests/e2e/growthbook/node_modules/@growthbook ]] ||
+[[ " $ROWS " != *" 1 "* || -d $ROOT/tests/e2e/growthbook/node_modules/@growthbook ]] ||
   (cd "$ROOT/tests/e2e/growthbook" && npm ci --no-audit --no-fund --loglevel=error)
 if [[ $(nproc) -lt 2 ]]; then echo "experiments.sh: needs 2 cores (service and load apart)" >&2; exit 1; fi
 
@@ -155,6 +156,15 @@ check_gb=$(api POST $SVC_PORT /api/eval/sdk-bench '{"attributes": {"id": "u-1-1"
 [[ $check_eval == *bench-exp* && $check_gb == *feature-0* ]] || {
   echo "experiments.sh: unexpected answers: $check_eval / $check_gb" >&2; exit 1; }
 
+# perf_start ROW ROUND / perf_stop: with PERF_DATA set, profile the service over the measured run
+# (perf report -i $PERF_DATA.<row><round> --no-children shows what binds).
+PERF_PID=
+perf_start() {
+  [[ -n $PERF_DATA ]] || return 0
+  perf record -F 499 -g -p "$SVC_PID" -o "$PERF_DATA.$1$2" -- sleep "$DURATION" >/dev/null 2>&1 &
+  PERF_PID=$!
+}
+perf_stop() { [[ -z $PERF_PID ]] || wait "$PERF_PID" || true; PERF_PID=; }
 # wrk_row ROW MODE PATH CONNS EXTRA_JSON: WARMUP then DURATION seconds, service CPU over the latter.
 wrk_row() {
   local row=$1 mode=$2 path=$3 conns=$4 extra=$5 round before after out
@@ -162,9 +172,11 @@ wrk_row() {
     XB_MODE=$mode XB_BATCH=$BATCH XB_RUN="w$row$round" taskset -c $LOAD_CORE \
       wrk -t 1 -c "$conns" -d "${WARMUP}s" -s "$ROOT/bench/experiments_wrk.lua" "http://127.0.0.1:$SVC_PORT$path" >/dev/null 2>&1 || true
     before=$(ticks $SVC_PID)
+    perf_start "$row" "$round"
     out=$(XB_MODE=$mode XB_BATCH=$BATCH XB_RUN="m$row$round" taskset -c $LOAD_CORE \
       wrk -t 1 -c "$conns" -d "${DURATION}s" --latency -s "$ROOT/bench/experiments_wrk.lua" "http://127.0.0.1:$SVC_PORT$path" 2>&1)
     after=$(ticks $SVC_PID)
+    perf_stop
     json=$(grep '^JSON ' <<<"$out" | sed 's/^JSON //') || { echo "wrk failed: $out" >&2; exit 1; }
     python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d.update(json.loads(sys.argv[2])); print(json.dumps(d))' \
       "{\"row\":\"$row\",\"round\":$round,\"connections\":$conns,\"service_cpu_us\":$(((after - before) * TICK_US))}" \
@@ -205,9 +217,12 @@ fi
 rpc_row() {
   local row=$1 mode=$2 workers=$3 extra=$4 round out json
   for round in $(seq "$ROUNDS"); do
+    # The profile starts with the load tool's warm-up, so it covers some of it.
+    perf_start "$row" "$round"
     out=$(taskset -c $LOAD_CORE "$RPC_LOAD" --port "$RPC_PORT" --mode "$mode" --workers "$workers" \
       --connections "$RPC_CONNS" --warmup "$WARMUP" --duration "$DURATION" --batch "$BATCH" \
       --run "$row$round" --service-pid "$SVC_PID" 2>&1) || { echo "experiments_rpc_load failed: $out" >&2; exit 1; }
+    perf_stop
     json=$(grep '^JSON ' <<<"$out" | sed 's/^JSON //')
     python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d.update(json.loads(sys.argv[2])); print(json.dumps(d))' \
       "{\"row\":\"$row\",\"round\":$round,\"connections\":$workers,\"rpc_connections\":$RPC_CONNS}" \

@@ -212,22 +212,26 @@ notes = [
     "## Notes\n",
     "* The cores are shared with other work (the load average is in the header); rates move by 10-20% between runs, "
     "ratios and latencies less.",
-    "* Ingestion is below 1M events/s per core. Since the two-stage store (one log record per group commit, "
-    "dedup in memory, aggregation on its own thread with checkpoints) a `perf record -g -p PID` of the service "
-    "during row 3's load (by hand, 2026-12-07, not part of the run) splits its CPU as: aggregator thread 40% "
-    "(unit-state hash map and key hashing ~15%, checkpoint encoding, sorting and memtable inserts ~10%: every unit "
-    "in this load is new, so every unit's state is written once), writer thread 26% (the in-memory dedup set's "
-    "random accesses ~17%, key hashing 4%, the WAL write and its software CRC32C ~5%), RocksDB's background flush "
-    "and compaction 22%, HTTP workers and the JSON-lines decoder 11%.",
-    "* When the rate falls from round to round, the unit cache has reached its limit (2M units) and the dedup "
-    "set is growing (rehashes), besides RocksDB's compactions of a larger database.",
+    "* Ingestion is below 1M events/s per core. A `perf record -g -p PID` of the service during row 3's load "
+    "(`PERF_DATA=/tmp/p bench/experiments.sh` records one per measured run; 2026-12-07, measured under contention: "
+    "the shared 2-core machine at load average 15-24) splits its CPU as: aggregator thread ~33% (the checkpoint's "
+    "memtable inserts and key sort ~8%, the flat unit table ~7%: every unit in this load is new, so every unit's "
+    "state is written once), writer thread ~30% (the WAL's software CRC32C ~4%: Debian's RocksDB is built without "
+    "SSE4.2; the 64-bit fingerprint dedup window ~4%; page faults of its fresh pages until the window is full; "
+    "fsync), HTTP workers and the JSON-lines decoder ~27%, RocksDB's flush and compaction 9-30% (where a "
+    "compaction falls). Before the fingerprint window and the flat unit table the dedup set alone was 17% and the "
+    "unit map with its hashing 15%.",
+    "* When the rate falls from round to round, the unit cache has reached its limit (2M units), besides RocksDB's "
+    "compactions of a larger database.",
     "* `EvalFeature` builds GrowthBook's FeatureResult as JSON, which costs about as much as the JS SDK's whole "
     "evaluation; `EvalFeatureView` returns the same FeatureResult as a typed view (what a C++ service reads), and "
     "`IsOn` only the decision.",
-    "* Row 6's `IngestEvents` passes its typed events through the JSON-lines decoder (`CheckEvents`: each event "
-    "encoded as its line, then decoded) so that both APIs accept exactly the same events; that round trip is most "
-    "of its extra CPU per event over `POST /v1/events`. The decoder's checks as a function on a typed event, "
-    "called by both, would remove it.",
+    "* Row 6's `IngestEvents` checks its typed events with `CheckEvent`, the JSON-lines decoder's rules on a typed "
+    "event (no JSON in between); until 2026-12-07 it encoded each event as its line and decoded it again, which "
+    "held it at about half the HTTP rate. Interleaved A/B of rows 3 and 6 (`QUICK=1 DURATION=5`, two rounds each, "
+    "the binary before the change against after it, measured under contention at load average 22-24): "
+    "`POST /v1/events` 485-504k -> 634-684k events per CPU-second (~1.3x), `IngestEvents` 250-256k -> 539-552k "
+    "(~2.1x).",
     "* The issue sets no target for remote evaluation; row 2 reports it. Propagation runs its 10 evaluators as 10 "
     "processes on one core, which is harsher than 10 machines.",
 ]

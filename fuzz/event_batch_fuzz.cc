@@ -3,7 +3,8 @@
 // a crash, an exception or a hang; a decoded batch respects the limits, and
 // each event's canonical line decodes back to the same event. Per line, the
 // decoder's fast path agrees with the reference decoder whenever it decodes,
-// and the log record decoder (event_store.h) takes the bytes without harm.
+// and the log record decoder (event_store.h) takes the bytes without harm;
+// CheckEvent (the typed events' check) accepts every decoded event as is.
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
@@ -39,6 +40,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (event.type == ex::EventType::kExposure && event.variant.empty()) std::abort();
     auto again = ex::DecodeEventBatch(ex::EncodeEvent(event));
     if (!again.ok() || again->size() != 1 || !(again->front() == event)) std::abort();
+    // The typed check (the RPC path's) accepts every decoded event unchanged.
+    ex::Event typed = event;
+    if (!ex::CheckEvent(&typed, 1, &error) || !(typed == event)) std::abort();
   }
   return 0;
 }

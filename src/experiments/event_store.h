@@ -69,6 +69,9 @@ class DB;
 
 namespace capstan::experiments {
 
+class DedupWindow;      // event_store_dedup.h
+class EventAggregator;  // event_store_aggregator.h
+
 // Metric events held per unit while its exposure has not arrived; past it
 // they are left out of the aggregation (counted in held_events_dropped).
 inline constexpr size_t kMaxHeldEventsPerUnit = 1000;
@@ -115,12 +118,15 @@ struct EventStoreOptions {
   // Events in one group commit at most (a batch is never split).
   size_t max_group_events = 50000;
   // The dedup index remembers the keys of this many most recently accepted
-  // events (about 50 bytes each in memory). An older key sent again is new.
+  // events, as 64-bit fingerprints (about 21 bytes each in memory; a new key
+  // is taken for a duplicate with probability window/2^64, see
+  // event_store_dedup.h). An older key sent again is new.
   size_t dedup_window_keys = 10000000;
   // The aggregator checkpoints after this many events (and on close).
   size_t checkpoint_events = 250000;
-  // Per-unit states kept in memory at most after a checkpoint (about 300
-  // bytes each); the others are read back from the database when needed.
+  // Per-unit states kept in memory at most after a checkpoint (about 220
+  // bytes each with one or two metrics); the others are read back from the
+  // database when needed.
   size_t max_cached_units = 2000000;
   // CUPED's pre-period: events this long before the exposure (14 days, as
   // GrowthBook's default lookback).
@@ -136,6 +142,9 @@ struct EventStoreOptions {
   std::function<void()> before_group_write;
   // Tests: runs on the aggregator thread before each group is aggregated.
   std::function<void()> before_group_aggregate;
+  // Tests: replaces the 64-bit hash the aggregator keys units by (XXH3 of
+  // "u" + experiment + NUL + unit), e.g. with one under which units collide.
+  uint64_t (*unit_hash)(std::string_view unit_key) = nullptr;
 };
 
 struct AppendResult {
@@ -190,8 +199,6 @@ class EventStore {
  private:
   struct Pending;
   struct LoggedGroup;
-  class Aggregator;
-  class DedupIndex;
 
   EventStore();
   absl::Status Recover();
@@ -202,9 +209,9 @@ class EventStore {
 
   EventStoreOptions options_;
   std::unique_ptr<rocksdb::DB> db_;
-  std::unique_ptr<DedupIndex> dedup_;       // writer thread only (and Open)
-  std::unique_ptr<Aggregator> aggregator_;  // state under sums_mutex_
-  uint64_t next_sequence_ = 0;              // writer thread only (and Open)
+  std::unique_ptr<DedupWindow> dedup_;           // writer thread only (and Open)
+  std::unique_ptr<EventAggregator> aggregator_;  // state under sums_mutex_
+  uint64_t next_sequence_ = 0;                   // writer thread only (and Open)
 
   // Readers of the statistics hold it shared; the aggregator holds it
   // exclusively while it applies a group.

@@ -24,6 +24,61 @@ constexpr std::string_view kKnownFields[] = {"type",        "key",    "experimen
                                              "variant",     "metric", "value",      "numerator",
                                              "denominator", "ts"};
 
+// An identifier's rules, shared by the decoders and CheckEvent: 1 to
+// kMaxEventIdBytes bytes, no control characters. The store keys these with
+// NUL separators; control characters also make logs and results unreadable.
+// nullptr when fine, else what is wrong.
+const char* IdProblem(std::string_view s) {
+  if (s.empty() || s.size() > kMaxEventIdBytes) return "must be 1 to 128 bytes";
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) return "must not contain control characters";
+  }
+  return nullptr;
+}
+static_assert(kMaxEventIdBytes == 128, "IdProblem's message names the limit");
+
+bool ValidEventNumber(double d) { return std::isfinite(d) && std::fabs(d) <= kMaxEventAbsValue; }
+constexpr std::string_view kNumberProblem =
+    "must be a finite number with absolute value at most 1e15";
+constexpr std::string_view kTimestampTooLarge =
+    "must be at most 2^53 (milliseconds since the epoch)";
+
+// Whether `s` is well-formed UTF-8 (what a JSON text must be; CheckEvent
+// holds typed events to it too).
+bool ValidUtf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  while (p != end) {
+    unsigned char c = *p;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    size_t extra = 0;
+    uint32_t cp = 0;
+    if (c >= 0xc2 && c <= 0xdf) {
+      extra = 1, cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      extra = 2, cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      extra = 3, cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (static_cast<size_t>(end - p) <= extra) return false;
+    for (size_t i = 1; i <= extra; ++i) {
+      if ((p[i] & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    if ((extra == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (extra == 3 && (cp < 0x10000 || cp > 0x10ffff))) {
+      return false;
+    }
+    p += extra + 1;
+  }
+  return true;
+}
+
 class LineDecoder {
  public:
   LineDecoder(size_t line, EventDecodeError* error) : line_(line), error_(error) {}
@@ -95,7 +150,7 @@ class LineDecoder {
     if (ts->is_number_unsigned()) {
       uint64_t v = ts->get<uint64_t>();
       if (v > static_cast<uint64_t>(kMaxEventTimestampMs)) {
-        return Fail("ts", "must be at most 2^53 (milliseconds since the epoch)");
+        return Fail("ts", kTimestampTooLarge);
       }
       event->timestamp_ms = static_cast<int64_t>(v);
     } else if (ts->is_number_integer()) {
@@ -125,14 +180,7 @@ class LineDecoder {
     }
     if (!v->is_string()) return Fail(name, "must be a string");
     const std::string& s = v->get_ref<const std::string&>();
-    if (s.empty() || s.size() > kMaxEventIdBytes) {
-      return Fail(name, absl::StrCat("must be 1 to ", kMaxEventIdBytes, " bytes"));
-    }
-    for (unsigned char c : s) {
-      // The store keys these with NUL separators; control characters also
-      // make logs and results unreadable.
-      if (c < 0x20 || c == 0x7f) return Fail(name, "must not contain control characters");
-    }
+    if (const char* problem = IdProblem(s)) return Fail(name, problem);
     *out = s;
     return true;
   }
@@ -142,9 +190,7 @@ class LineDecoder {
     if (v == nullptr) return Fail(name, "is required");
     if (!v->is_number()) return Fail(name, "must be a number");
     double d = v->get<double>();
-    if (!std::isfinite(d) || std::fabs(d) > kMaxEventAbsValue) {
-      return Fail(name, "must be a finite number with absolute value at most 1e15");
-    }
+    if (!ValidEventNumber(d)) return Fail(name, kNumberProblem);
     *out = d;
     return true;
   }
@@ -438,6 +484,54 @@ absl::StatusOr<Event> DecodeEventLineReference(std::string_view line) {
   Event event;
   if (!decoder.Decode(line, &event)) return ErrorStatus(error);
   return event;
+}
+
+bool CheckEvent(Event* event, size_t line, EventDecodeError* error) {
+  auto fail = [&](std::string_view field, std::string_view message) {
+    error->line = line;
+    error->field = std::string(field);
+    error->message = std::string(message);
+    return false;
+  };
+  auto id = [&](std::string_view field, const std::string& value, bool required) {
+    if (value.empty() && !required) return true;
+    if (value.empty() && event->type == EventType::kExposure && field == "variant") {
+      return fail(field, "is required");
+    }
+    if (const char* problem = IdProblem(value)) return fail(field, problem);
+    if (!ValidUtf8(value)) return fail(field, "must be valid UTF-8");
+    return true;
+  };
+  const bool exposure = event->type == EventType::kExposure;
+  if (!id("key", event->key, true) || !id("experiment", event->experiment, true) ||
+      !id("unit", event->unit, true) || !id("variant", event->variant, exposure)) {
+    return false;
+  }
+  if (exposure) {
+    event->metric.clear();
+  } else if (!id("metric", event->metric, true)) {
+    return false;
+  }
+  switch (event->type) {
+    case EventType::kExposure:
+    case EventType::kConversion:
+      event->value = 0;
+      event->denominator = 0;
+      break;
+    case EventType::kValue:
+      if (!ValidEventNumber(event->value)) return fail("value", kNumberProblem);
+      event->denominator = 0;
+      break;
+    case EventType::kRatio:
+      if (!ValidEventNumber(event->value)) return fail("numerator", kNumberProblem);
+      if (!ValidEventNumber(event->denominator)) return fail("denominator", kNumberProblem);
+      break;
+  }
+  if (event->value == 0) event->value = 0;  // -0 is 0, as the decoder reads it
+  if (event->denominator == 0) event->denominator = 0;
+  if (event->timestamp_ms < 0) return fail("ts", "must not be negative");
+  if (event->timestamp_ms > kMaxEventTimestampMs) return fail("ts", kTimestampTooLarge);
+  return true;
 }
 
 std::string EncodeEvent(const Event& event) {

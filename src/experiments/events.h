@@ -85,6 +85,15 @@ absl::StatusOr<std::vector<Event>> DecodeEventBatch(std::string_view body,
 bool DecodeEventLineFast(std::string_view line, Event* event);
 absl::StatusOr<Event> DecodeEventLineReference(std::string_view line);
 
+// Checks a typed event (one that arrived without JSON, e.g. over RPC) by
+// the decoder's rules — the same limits and the same error words, with the
+// JSON field names ("ts", "numerator", ...) — and normalizes it as the
+// decoder would produce it (fields that do not belong to its type cleared).
+// Returns false and fills *error (line = `line`) on the first problem.
+// An event the decoder would accept as a line passes, and one it refuses
+// fails; events_test holds the two to that.
+bool CheckEvent(Event* event, size_t line, EventDecodeError* error);
+
 // The canonical JSON line of an event (no newline); DecodeEventBatch of it
 // gives the event back.
 std::string EncodeEvent(const Event& event);

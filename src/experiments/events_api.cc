@@ -9,11 +9,9 @@
 
 namespace capstan::experiments {
 
-absl::StatusOr<std::vector<Event>> CheckEvents(const std::vector<Event>& events,
-                                               EventDecodeError* error) {
+absl::StatusOr<std::vector<Event>> CheckEvents(std::vector<Event> events, EventDecodeError* error) {
   EventDecodeError local;
   EventDecodeError* e = error != nullptr ? error : &local;
-  // Counted before encoding, so an oversized batch costs nothing.
   if (events.empty() || events.size() > kMaxEventsPerBatch) {
     e->line = 0;
     e->field = "(body)";
@@ -22,34 +20,13 @@ absl::StatusOr<std::vector<Event>> CheckEvents(const std::vector<Event>& events,
                      : absl::StrCat("has ", events.size(), " events; at most ", kMaxEventsPerBatch);
     return absl::InvalidArgumentError(absl::StrCat(e->field, ": ", e->message));
   }
-  // Decoded in pieces under the body limit: that limit is HTTP's (a typed
-  // batch is bounded by its count and the transport's message size).
-  std::vector<Event> checked;
-  checked.reserve(events.size());
-  std::string lines;
-  size_t first = 0;  // index of the piece's first event
-  auto decode_piece = [&]() -> absl::Status {
-    absl::StatusOr<std::vector<Event>> piece = DecodeEventBatch(lines, e);
-    if (!piece.ok()) {
-      e->line += first;
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (!CheckEvent(&events[i], i + 1, e)) {
       return absl::InvalidArgumentError(
           absl::StrCat("line ", e->line, ": ", e->field, ": ", e->message));
     }
-    for (Event& event : *piece) checked.push_back(std::move(event));
-    lines.clear();
-    return absl::OkStatus();
-  };
-  for (size_t i = 0; i < events.size(); ++i) {
-    std::string line = EncodeEvent(events[i]);
-    if (!lines.empty() && lines.size() + line.size() + 1 > kMaxEventBatchBytes) {
-      RETURN_IF_ERROR(decode_piece());
-      first = i;
-    }
-    lines += line;
-    lines += '\n';
   }
-  RETURN_IF_ERROR(decode_piece());
-  return checked;
+  return events;
 }
 
 EventsApi::EventsApi(std::shared_ptr<EventStore> store, const ConfigWatcher* watcher,

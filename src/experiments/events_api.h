@@ -28,13 +28,11 @@
 namespace capstan::experiments {
 
 // Checks events that arrived typed (not as JSON lines) by the decoder's own
-// rules: each is encoded as its JSON line (EncodeEvent) and the batch goes
-// through DecodeEventBatch, so both APIs accept exactly the same events
-// (in pieces under kMaxEventBatchBytes, a limit of the JSON body only). On
-// error, *error's line is the event's 1-based position. An empty batch and
-// one over kMaxEventsPerBatch are refused ("(body)").
-absl::StatusOr<std::vector<Event>> CheckEvents(const std::vector<Event>& events,
-                                               EventDecodeError* error);
+// rules (CheckEvent, events.h: no JSON in between) and returns them
+// normalized as the decoder would. On error, *error's line is the event's
+// 1-based position. An empty batch and one over kMaxEventsPerBatch are
+// refused ("(body)").
+absl::StatusOr<std::vector<Event>> CheckEvents(std::vector<Event> events, EventDecodeError* error);
 
 class EventsApi {
  public:

@@ -63,6 +63,13 @@ std::string ProtoField(const Event& event, const std::string& field) {
 }  // namespace
 
 absl::StatusOr<std::vector<Event>> EventsFromProto(const v1::IngestEventsRequest& request) {
+  // Counted first, so an oversized batch costs nothing.
+  if (request.events_size() == 0) return absl::InvalidArgumentError("events: has no events");
+  if (static_cast<size_t>(request.events_size()) > experiments::kMaxEventsPerBatch) {
+    return absl::InvalidArgumentError(absl::StrCat("events: has ", request.events_size(),
+                                                   " events; at most ",
+                                                   experiments::kMaxEventsPerBatch));
+  }
   std::vector<Event> events;
   events.reserve(static_cast<size_t>(request.events_size()));
   for (int i = 0; i < request.events_size(); ++i) {
@@ -105,18 +112,15 @@ absl::StatusOr<std::vector<Event>> EventsFromProto(const v1::IngestEventsRequest
             "events[", i, "].kind: must be one of exposure, conversion, value, ratio"));
     }
     if (e.type != EventType::kExposure) e.variant = in.variant();
+    // The decoder's rules on the typed event (no JSON in between).
+    EventDecodeError error;
+    if (!experiments::CheckEvent(&e, static_cast<size_t>(i) + 1, &error)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("events[", i, "].", ProtoField(e, error.field), ": ", error.message));
+    }
     events.push_back(std::move(e));
   }
-  // The decoder's rules, through the decoder itself (CheckEvents).
-  EventDecodeError error;
-  absl::StatusOr<std::vector<Event>> checked = experiments::CheckEvents(events, &error);
-  if (checked.ok()) return checked;
-  if (error.line == 0) return absl::InvalidArgumentError(absl::StrCat("events: ", error.message));
-  const size_t index = error.line - 1;
-  const std::string field =
-      error.field == "(line)" ? "" : "." + ProtoField(events[index], error.field);
-  return absl::InvalidArgumentError(
-      absl::StrCat("events[", index, "]", field, ": ", error.message));
+  return events;
 }
 
 void ToProto(const experiments::EvaluationResult& result, v1::UnitResult* out) {

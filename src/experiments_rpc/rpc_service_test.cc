@@ -128,8 +128,8 @@ TEST(EventsFromProtoTest, ErrorsNameTheEventAndTheProtoField) {
     *too_many.add_events() = Exposure("k" + std::to_string(i), "u", "a");
   }
   EXPECT_EQ(ErrorOf(too_many), "events: has 10001 events; at most 10000");
-  // A full batch is over the JSON body limit: it is checked in pieces, and an
-  // error in a later piece still names its own event.
+  // A full batch (over HTTP's JSON body limit, which typed events do not
+  // pass through): an error far into it still names its own event.
   too_many.mutable_events()->RemoveLast();
   EXPECT_TRUE(EventsFromProto(too_many).ok());
   too_many.mutable_events(9000)->set_unit(std::string(129, 'u'));

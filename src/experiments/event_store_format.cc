@@ -1,0 +1,102 @@
+#include "experiments/event_store_format.h"
+
+#include <algorithm>
+
+#include "experiments/event_store.h"
+#include "nlohmann/json.hpp"
+
+namespace capstan::experiments {
+
+using event_format::AppendRaw;
+using event_format::AppendShortString;
+using event_format::kLogRecordHeader;
+using event_format::kLogRecordVersion;
+using event_format::LogRecordCount;
+using event_format::Reader;
+
+void AppendLogRecordEvent(const Event& event, std::string* record) {
+  record->push_back(static_cast<char>(event.type));
+  AppendShortString(record, event.key);
+  AppendShortString(record, event.experiment);
+  AppendShortString(record, event.unit);
+  AppendShortString(record, event.variant);
+  AppendShortString(record, event.metric);
+  AppendRaw(record, event.value);
+  AppendRaw(record, event.denominator);
+  AppendRaw(record, event.timestamp_ms);
+}
+
+absl::StatusOr<std::vector<Event>> DecodeLogRecord(std::string_view record) {
+  auto corrupt = [] { return absl::DataLossError("event store: log record is corrupt"); };
+  if (record.size() < kLogRecordHeader || static_cast<uint8_t>(record[0]) != kLogRecordVersion) {
+    return corrupt();
+  }
+  uint32_t count = LogRecordCount(record);
+  Reader r(record.substr(kLogRecordHeader));
+  std::vector<Event> events;
+  events.reserve(std::min<size_t>(count, kMaxEventsPerBatch));
+  for (uint32_t i = 0; i < count; ++i) {
+    Event& e = events.emplace_back();
+    uint8_t type = 0;
+    if (!r.Raw(&type) || type > 3 || !r.ShortString(&e.key) || !r.ShortString(&e.experiment) ||
+        !r.ShortString(&e.unit) || !r.ShortString(&e.variant) || !r.ShortString(&e.metric) ||
+        !r.Raw(&e.value) || !r.Raw(&e.denominator) || !r.Raw(&e.timestamp_ms)) {
+      return corrupt();
+    }
+    e.type = static_cast<EventType>(type);
+  }
+  if (!r.done()) return corrupt();
+  return events;
+}
+
+std::string EncodeExperimentSums(const ExperimentSums& sums) {
+  nlohmann::ordered_json variants = nlohmann::ordered_json::object();
+  for (const auto& [name, v] : sums.variants) {
+    nlohmann::ordered_json metrics = nlohmann::ordered_json::array();
+    for (const auto& [id, m] : v.metrics) {
+      metrics.push_back({{"kind", std::string(EventTypeName(id.kind))},
+                         {"metric", id.name},
+                         {"sum", m.sum},
+                         {"sumSquares", m.sum_squares},
+                         {"denSum", m.den_sum},
+                         {"denSumSquares", m.den_sum_squares},
+                         {"products", m.products},
+                         {"covariateSum", m.covariate_sum},
+                         {"covariateSumSquares", m.covariate_sum_squares},
+                         {"covariateProducts", m.covariate_products}});
+    }
+    variants[name] = {{"units", v.units}, {"metrics", std::move(metrics)}};
+  }
+  return nlohmann::ordered_json{{"variants", std::move(variants)}}.dump();
+}
+
+absl::StatusOr<ExperimentSums> DecodeExperimentSums(std::string_view text) {
+  nlohmann::ordered_json doc =
+      nlohmann::ordered_json::parse(text.begin(), text.end(), nullptr, false);
+  auto corrupt = [] { return absl::DataLossError("event store: aggregate record is corrupt"); };
+  if (doc.is_discarded() || !doc.is_object() || !doc.contains("variants")) return corrupt();
+  ExperimentSums sums;
+  try {
+    for (const auto& [name, v] : doc.at("variants").items()) {
+      VariantSums& variant = sums.variants[name];
+      variant.units = v.at("units").get<uint64_t>();
+      for (const nlohmann::ordered_json& m : v.at("metrics")) {
+        std::string kind = m.at("kind").get<std::string>();
+        MetricId id{kind == "conversion" ? EventType::kConversion
+                    : kind == "ratio"    ? EventType::kRatio
+                                         : EventType::kValue,
+                    m.at("metric").get<std::string>()};
+        variant.metrics[id] =
+            MetricSums{m.at("sum").get<double>(),           m.at("sumSquares").get<double>(),
+                       m.at("denSum").get<double>(),        m.at("denSumSquares").get<double>(),
+                       m.at("products").get<double>(),      m.value("covariateSum", 0.0),
+                       m.value("covariateSumSquares", 0.0), m.value("covariateProducts", 0.0)};
+      }
+    }
+  } catch (const nlohmann::json::exception&) {
+    return corrupt();
+  }
+  return sums;
+}
+
+}  // namespace capstan::experiments
