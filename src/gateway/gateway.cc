@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/logging.h"
+#include "gateway/edge/hooks.h"
 #include "gateway/http1_proxy.h"
 #include "gateway/http2_proxy.h"
 #include "gateway/l4_proxy.h"
@@ -198,6 +199,7 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Gateway::BuildSnapshot(GatewayCo
     snapshot->listener_tls.push_back(std::move(tls));
   }
   ASSIGN_OR_RETURN(snapshot->routes, RouteTable::Build(config.virtual_hosts));
+  RETURN_IF_ERROR(edge::BuildFunctions(config, previous, snapshot.get()));
   for (const ClusterConfig& cc : config.clusters) {
     // A cluster whose configuration is unchanged keeps its pools and
     // endpoint state.

@@ -32,6 +32,7 @@
 #include "base/status.h"
 #include "gateway/cluster.h"
 #include "gateway/config.h"
+#include "gateway/edge/vm.h"
 #include "gateway/router.h"
 #include "gateway/stats.h"
 #include "net/http_server.h"
@@ -65,6 +66,10 @@ struct Snapshot {
   // Per listener: its TLS context, or null for clear text.
   std::vector<std::shared_ptr<const net::TlsContext>> listener_tls;
   absl::flat_hash_map<std::string, ClusterStats*> cluster_stats;
+  // Edge functions by name, each version compiled once before it got here
+  // (edge/hooks.h); the limits every loop's VM applies.
+  absl::flat_hash_map<std::string, std::shared_ptr<const edge::FunctionSource>> edge_functions;
+  edge::Limits edge_limits;
 };
 
 struct GatewayStats {

@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/logging.h"
+#include "gateway/edge/hooks.h"
 #include "gateway/upstream_h2.h"
 #include "net/http_router.h"
 #include "net/wait_group.h"
@@ -316,6 +317,15 @@ net::Task<Outcome> ForwardHttp1(DownstreamContext& ctx, DownstreamExchange& x, c
         if (upgrade_answer) h.fields.Add("upgrade", *upgrade_answer);
         ApplyEdits(route.config().response_headers, &h.fields);
         if (ctx.snapshot->get()->config.add_via) h.fields.Add("via", "1.1 capstan");
+        if (x.edit_response && !h.switched_protocols && !x.edit_response(h.status, h.fields)) {
+          // The edge function's on_response failed: 500 instead of this
+          // answer, whose body is left unread (the connection is not reused).
+          *verdict = mesh::AttemptVerdict::kSuccess;
+          x.status = 500;
+          x.response_started = true;
+          x.SendLocal(500, "edge function failed\n");
+          co_return Outcome::kDone;
+        }
         x.response_started = true;
         if (h.switched_protocols && x.TunnelSocket() != nullptr && h.status == 101) {
           // The upstream agreed to switch: from here on bytes pass as they
@@ -686,15 +696,26 @@ net::Task<bool> HandleRequest(DownstreamContext& ctx, DownstreamExchange& x) {
   RequestView view{host, in.method, in.path, in.query, lookup};
   const Route* route = snapshot->routes->Match(view);
   bool keep;
+  // The route's edge function, on_request: it may edit the request, answer
+  // it, or choose the cluster (edge/hooks.h).
+  edge::RequestState edge_state;
+  std::optional<bool> edge_answered;
+  if (route != nullptr && route->config().edge_function) {
+    auto on_request = edge::RunOnRequest(ctx, x, *snapshot, *route, &edge_state);
+    edge_answered = co_await on_request;
+  }
+  const std::optional<std::string>& edge_cluster = edge_state.access.cluster;
   if (route == nullptr) {
     keep = co_await Local(x, 404, "no route\n");
+  } else if (edge_answered) {
+    keep = *edge_answered;
   } else if (route->config().max_body_bytes && in.content_length &&
              *in.content_length > *route->config().max_body_bytes) {
     x.status = 413;
     x.SendLocal(413, "request body too large\n");
     x.response_started = true;
     keep = false;
-  } else if (!route->config().cluster && route->config().split.empty()) {
+  } else if (!route->config().cluster && route->config().split.empty() && !edge_cluster) {
     keep = co_await AnswerLocally(ctx, x, *route);
   } else {
     uint64_t draw = RandomDraw();
@@ -702,7 +723,7 @@ net::Task<bool> HandleRequest(DownstreamContext& ctx, DownstreamExchange& x) {
       std::optional<std::string_view> unit = fields->Get(*route->config().split_hash_header);
       if (unit) draw = mesh::HashKey(*unit);
     }
-    const std::string& cluster_name = route->PickCluster(draw);
+    const std::string& cluster_name = edge_cluster ? *edge_cluster : route->PickCluster(draw);
     auto it = snapshot->clusters.find(cluster_name);
     if (it == snapshot->clusters.end()) {
       keep = co_await Local(x, 503, absl::StrCat("cluster ", cluster_name, " is not defined\n"));
@@ -718,6 +739,9 @@ net::Task<bool> HandleRequest(DownstreamContext& ctx, DownstreamExchange& x) {
   }
   if (ctx.access_log != nullptr) {
     ctx.access_log->Write(AccessLine(snapshot->config, ctx, x, in, route, seconds * 1000));
+  }
+  if (route != nullptr && route->config().edge_function) {
+    edge::RunOnLog(ctx, x, *snapshot, *route, edge_state, seconds);
   }
   co_return keep;
 }

@@ -101,6 +101,10 @@ class DownstreamExchange {
   // Set by the forwarding code while it waits on an upstream: the client
   // side calls it when the client goes away, so the wait ends at once.
   std::function<void()> cancel_upstream;
+  // Set while the route's edge function has an on_response phase: called
+  // with the response head (edits applied) before it is sent; false: the
+  // function failed, the caller answers 500 instead (edge/hooks.h).
+  std::function<bool(int status, net::http1::HeaderFields& fields)> edit_response;
 };
 
 // How one attempt to forward ended. kRetry: nothing of the request body was

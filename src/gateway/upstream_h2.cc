@@ -191,6 +191,14 @@ net::Task<Outcome> ForwardHttp2(DownstreamContext& ctx, DownstreamExchange& x, c
         uint64_t n;
         if (absl::SimpleAtoi(absl::string_view(cl_field->data(), cl_field->size()), &n)) length = n;
       }
+      if (x.edit_response && !x.edit_response(up->status_, up->headers_)) {
+        // The edge function's on_response failed: 500 instead.
+        up->Reset(NGHTTP2_CANCEL);
+        x.status = 500;
+        x.response_started = true;
+        x.SendLocal(500, "edge function failed\n");
+        break;
+      }
       x.status = up->status_;
       x.response_started = true;
       head_sent = true;
