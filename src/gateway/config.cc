@@ -416,6 +416,14 @@ void ReadEdgeFunction(MapReader& r, const std::string& name, std::string_view so
   if (!path.starts_with('/') && slash != std::string_view::npos) {
     path = absl::StrCat(std::string(source.substr(0, slash + 1)), path);
   }
+  // A regular file of at most 1 MiB (the engine's limit): never a device
+  // or a pipe that would not end.
+  struct stat st;
+  bool regular = ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  r.Check(regular, "file", absl::StrCat("cannot read ", path, " (not a regular file)"));
+  r.Check(!regular || st.st_size <= (1 << 20), "file",
+          absl::StrCat(path, " is larger than 1MiB"));
+  if (!r.ok()) return;
   std::ifstream in(path);
   std::stringstream text;
   if (in) text << in.rdbuf();

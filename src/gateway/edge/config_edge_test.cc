@@ -52,6 +52,9 @@ TEST(EdgeConfigTest, ReadsAFileBesideTheConfig) {
   auto missing = ParseGatewayConfig(std::string(kBase) + "edge_functions: {f: {file: nope.lua}}\n",
                                     dir + "/gw.yaml");
   EXPECT_THAT(missing.status().message(), HasSubstr("edge_functions.f.file: cannot read"));
+  auto device = ParseGatewayConfig(std::string(kBase) + "edge_functions: {f: {file: /dev/zero}}\n",
+                                   dir + "/gw.yaml");
+  EXPECT_THAT(device.status().message(), HasSubstr("not a regular file"));
   std::remove((dir + "/f.lua").c_str());
   std::remove(dir.c_str());
 }

@@ -210,7 +210,6 @@ absl::Status Vm::Init() {
   request_meta_ref_ = luaL_ref(L_, LUA_REGISTRYINDEX);
   response_meta_ref_ = request_meta_ref_;
   lua_gc(L_, LUA_GCCOLLECT, 0);
-  enforce_limit_ = true;
   return absl::OkStatus();
 }
 
@@ -218,6 +217,10 @@ absl::StatusOr<Vm::Cached*> Vm::Find(const FunctionSource& fn) {
   if (auto it = cache_.find(fn.version); it != cache_.end()) {
     lru_.splice(lru_.begin(), lru_, it->second.lru);
     return &it->second;
+  }
+  if (fn.source.size() > kMaxSourceBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("edge function '", fn.name, "': source larger than 1 MiB"));
   }
   if (!fn.source.empty() && fn.source[0] == LUA_SIGNATURE[0]) {
     return absl::InvalidArgumentError(
@@ -326,7 +329,12 @@ absl::Status Vm::Call(const FunctionSource& fn, int nargs) {
   if (budget > 0x7fffffff) budget = 0x7fffffff;
   if (budget == 0) budget = 1;
   lua_sethook(L_, &Vm::BudgetHook, LUA_MASKCOUNT, static_cast<int>(budget));
+  // The memory limit holds inside the protected call only: an allocation
+  // the gateway makes outside one (the arguments it builds) must not fail,
+  // or LuaJIT would panic (abort) instead of failing the request.
+  enforce_limit_ = true;
   int rc = lua_pcall(L_, nargs, 1, 0);
+  enforce_limit_ = false;
   lua_sethook(L_, nullptr, 0, 0);
   if (rc == 0) return absl::OkStatus();
   std::string message;

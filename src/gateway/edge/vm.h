@@ -42,8 +42,10 @@ namespace capstan::gateway::edge {
 
 struct Limits {
   // Everything the VM holds (compiled functions, their globals, the
-  // invocation's garbage): an allocation past this fails, the invocation
-  // ends with "not enough memory".
+  // invocation's garbage): an allocation a function makes past this fails,
+  // the invocation ends with "not enough memory". (What the gateway itself
+  // allocates in the VM outside a call — a phase's argument table — is
+  // never refused: a failure there would be a panic, not an error.)
   size_t memory_bytes = 32 << 20;
   // Lua VM instructions per invocation (one phase of one request).
   uint64_t instructions = 1'000'000;
@@ -161,7 +163,7 @@ class Vm {
   Limits limits_;
   lua_State* L_ = nullptr;
   size_t used_ = 0;
-  bool enforce_limit_ = false;  // off while the VM itself is set up
+  bool enforce_limit_ = false;  // on during a protected call only (Call)
   // The invocation in progress (null between invocations).
   const FunctionSource* current_fn_ = nullptr;
   RequestAccess* current_request_ = nullptr;
@@ -176,5 +178,7 @@ class Vm {
 
 // Compiled versions a Vm keeps at most (least recently used dropped).
 inline constexpr size_t kMaxCachedFunctions = 256;
+// A function's source, at most.
+inline constexpr size_t kMaxSourceBytes = 1 << 20;
 
 }  // namespace capstan::gateway::edge

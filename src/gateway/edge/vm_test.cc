@@ -140,6 +140,31 @@ TEST_F(EdgeVmTest, GlobalsThatFillTheVmResetIt) {
   EXPECT_TRUE(RunRequest("fine", "req.path = '/ok'").ok());
 }
 
+TEST_F(EdgeVmTest, AFullVmDoesNotPanicWhenTheGatewayBuildsArguments) {
+  // The function fills the VM to its limit and swallows the memory error:
+  // the invocation succeeds and leaves the VM full.
+  ASSERT_TRUE(RunRequest("fill",
+                         "hoard = {}\n"
+                         "pcall(function() while true do hoard[#hoard + 1] = "
+                         "string.rep('x', 4000) .. #hoard end end)")
+                  .ok());
+  EXPECT_GT(vm_->memory_used(), SmallLimits().memory_bytes - (64 << 10));
+  // Building the next request's table happens outside the protected call:
+  // it must not be refused (LuaJIT would panic). The next invocations fail
+  // or pass, but the process survives and the VM recovers.
+  for (int i = 0; i < 100; ++i) fields_.Add("x-h" + std::to_string(i), std::string(100, 'v'));
+  bool recovered = false;
+  for (int i = 0; i < 3 && !recovered; ++i)
+    recovered = RunRequest("other", "req.path = '/ok'").ok();
+  EXPECT_TRUE(recovered);
+}
+
+TEST(EdgeValidateTest, RefusesHugeSources) {
+  std::string source = "function on_log(i) end\n-- " + std::string(kMaxSourceBytes, 'x');
+  EXPECT_THAT(Validate(MakeSource("huge", source), SmallLimits()).message(),
+              HasSubstr("larger than 1 MiB"));
+}
+
 TEST_F(EdgeVmTest, ErrorsNameTheFunctionAndLine) {
   absl::Status st = RunRequest("named", "local x = nil\nreturn x.y");
   EXPECT_THAT(st.message(), HasSubstr("edge function 'named': named:3:"));
