@@ -117,6 +117,11 @@ TEST_F(EdgeE2E, RewritesRequestAndResponseHeaders) {
   EXPECT_NE(r.head.find("x-edge-response: status 200"), std::string::npos) << r.head;
   // Python's origin sends "Server: BaseHTTP/..."; on_response removed it.
   EXPECT_EQ(r.head.find("BaseHTTP"), std::string::npos) << r.head;
+  // The same over HTTP/2 (h2c prior knowledge): one request path for both.
+  CommandResult h2 = Curl({"--http2-prior-knowledge", "-i", gw_->url("/echo")});
+  EXPECT_NE(h2.out.find("HTTP/2 200"), std::string::npos) << h2.out;
+  EXPECT_NE(h2.out.find("x-edge-response: status 200"), std::string::npos) << h2.out;
+  EXPECT_NE(h2.out.find("[\"x-edge\", \"rewritten\"]"), std::string::npos) << h2.out;
   // The path rewrite reaches the origin.
   r = Get(gw_->url("/old"));
   EXPECT_NE(r.body.find("\"path\": \"/echo/new\""), std::string::npos) << r.body;
