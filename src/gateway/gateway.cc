@@ -100,6 +100,10 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(GatewayConfig config,
   reg.AddGaugeFunc("capstan_gateway_bad_requests_total",
                    "Requests refused by the codec (framing, limits); a counter.",
                    [raw_gw] { return static_cast<double>(raw_gw->counters_.bad_requests.load()); });
+  reg.AddGaugeFunc(
+      "capstan_gateway_edge_failures_total",
+      "Edge function invocations that failed (error, budget, memory, invalid edit); a counter.",
+      [raw_gw] { return static_cast<double>(raw_gw->counters_.edge_failures.load()); });
   if (!config.access_log.path.empty()) {
     metrics::Counter* dropped =
         reg.AddCounter("capstan_gateway_access_log_dropped_total",

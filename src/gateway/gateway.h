@@ -124,6 +124,7 @@ class Gateway {
     std::atomic<uint64_t> connect_failures{0}, resets{0}, retries{0}, bad_requests{0};
     std::atomic<uint64_t> downstream_connections{0};
     std::atomic<uint64_t> parked_connections{0};  // of downstream_connections
+    std::atomic<uint64_t> edge_failures{0};       // edge function invocations that failed
     void CountStatus(int status);
   };
 

@@ -86,8 +86,10 @@ class EdgeE2E : public ::testing::Test {
   void SetUp() override {
     std::string config = dir_.path() + "/gateway.yaml";
     int port = PickFreePort();
+    admin_ = PickFreePort();
     std::ofstream out(config);
     out << "listeners: [{address: \"127.0.0.1:" << port << "\"}]\n"
+        << "admin: 127.0.0.1:" << admin_ << "\n"
         << "clusters:\n"
         << "  - {name: a, endpoints: [\"" << a_.address() << "\"]}\n"
         << "  - {name: b, endpoints: [\"" << b_.address() << "\"]}\n"
@@ -104,6 +106,16 @@ class EdgeE2E : public ::testing::Test {
     gw_ = std::make_unique<GatewayProcess>(dir_, std::vector<std::string>{"--config", config});
   }
 
+  // The edge failures counter at /metrics.
+  std::string Failures() {
+    std::smatch m;
+    std::string metrics = Curl({"http://127.0.0.1:" + std::to_string(admin_) + "/metrics"}).out;
+    if (std::regex_search(metrics, m, std::regex("capstan_gateway_edge_failures_total ([0-9]+)")))
+      return m[1].str();
+    return metrics;
+  }
+
+  int admin_ = 0;
   TempDir dir_{"gw_edge"};
   Origin a_{dir_, "a"};
   Origin b_{dir_, "b"};
@@ -148,8 +160,10 @@ TEST_F(EdgeE2E, AnswersDirectly) {
 }
 
 TEST_F(EdgeE2E, RunawayLoopFailsThatRequestAlone) {
+  EXPECT_EQ(Failures(), "0");
   Answer r = Get(gw_->url("/echo/spin?spin=1"));
   EXPECT_EQ(r.status, 500);
+  EXPECT_EQ(Failures(), "1");
   EXPECT_EQ(r.body, "edge function failed\n");
   EXPECT_TRUE(Eventually([&] {
     std::string log = gw_->process()->Log();

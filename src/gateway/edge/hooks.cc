@@ -65,6 +65,7 @@ net::Task<std::optional<bool>> RunOnRequest(DownstreamContext& ctx, DownstreamEx
   const std::string& name = *route.config().edge_function;
   auto failed = [&](const absl::Status& st) -> std::optional<bool> {
     LogFailure(route, st, "on_request");
+    ctx.counters->edge_failures.fetch_add(1, std::memory_order_relaxed);
     x.status = 500;
     x.SendLocal(500, "edge function failed\n");
     x.response_started = true;
@@ -107,13 +108,16 @@ net::Task<std::optional<bool>> RunOnRequest(DownstreamContext& ctx, DownstreamEx
   }
   Phases phases = vm->Load(*state->fn).value_or(Phases{});
   if (phases.on_response) {
-    x.edit_response = [&snapshot, &route, fn = state->fn](int status,
-                                                          net::http1::HeaderFields& fields) {
+    x.edit_response = [&snapshot, &route, counters = ctx.counters, fn = state->fn](
+                          int status, net::http1::HeaderFields& fields) {
       Vm* loop_vm = LoopVm(snapshot.edge_limits);
       if (loop_vm == nullptr) return false;
       ResponseAccess response{.status = status, .headers = &fields};
       absl::Status st = loop_vm->OnResponse(*fn, response);
-      if (!st.ok()) LogFailure(route, st, "on_response");
+      if (!st.ok()) {
+        LogFailure(route, st, "on_response");
+        counters->edge_failures.fetch_add(1, std::memory_order_relaxed);
+      }
       return st.ok();
     };
   }
@@ -138,6 +142,7 @@ void RunOnLog(DownstreamContext& ctx, DownstreamExchange& x, const Snapshot& sna
                .request_id = x.request_id};
   absl::Status st = vm->OnLog(*state.fn, info);
   if (!st.ok()) {
+    ctx.counters->edge_failures.fetch_add(1, std::memory_order_relaxed);
     CAPSTAN_LOG(err, "edge function failed in on_log", "route", label, "error",
                 std::string(st.message()));
   }
