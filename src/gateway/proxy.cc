@@ -388,7 +388,9 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
   }
   UpstreamRequest req;
   req.method = std::string(in.method);
-  req.target = in.asterisk ? "*" : route.RewritePath(in.path);
+  req.target = in.asterisk         ? "*"
+               : in.path_from_edge ? std::string(in.path)
+                                   : route.RewritePath(in.path);
   if (!in.query.empty()) absl::StrAppend(&req.target, "?", std::string(in.query));
   req.authority = std::string(in.authority);
   req.fields = in.fields;

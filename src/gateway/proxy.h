@@ -57,6 +57,9 @@ struct ProxyRequest {
   bool http2 = false;    // the client speaks HTTP/2
   bool grpc = false;     // content-type application/grpc...
   bool upgrade = false;  // HTTP/1.1 Upgrade (WebSocket): a tunnel after 101
+  // An edge function set the path: it is sent as it is, without the
+  // route's prefix_rewrite (which is relative to what the route matched).
+  bool path_from_edge = false;
 };
 
 struct BodyEvent {

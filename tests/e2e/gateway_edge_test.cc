@@ -46,6 +46,7 @@ edge_functions:
       function on_request(req)
         req:set_header("x-edge", "rewritten")
         if req.path == "/old" then req.path = "/echo/new" end
+        if req.path == "/v1/moved" then req.path = "/echo/moved-by-edge" end
         if req:header("x-pick") == "b" then req.cluster = "b" end
       end
       function on_response(resp)
@@ -100,6 +101,8 @@ class EdgeE2E : public ::testing::Test {
         << "      - {match: {prefix: /echo/spin}, cluster: a, edge: {function: runaway}}\n"
         << "      - {match: {prefix: /echo/escape-ffi}, cluster: a, edge: {function: escape_ffi}}\n"
         << "      - {match: {prefix: /echo/escape}, cluster: a, edge: {function: escape}}\n"
+        << "      - {match: {prefix: /v1}, prefix_rewrite: /echo, cluster: a, "
+           "edge: {function: rewrite}}\n"
         << "      - {match: {prefix: /}, cluster: a, edge: {function: rewrite}}\n"
         << kFunctions;
     out.close();
@@ -137,6 +140,12 @@ TEST_F(EdgeE2E, RewritesRequestAndResponseHeaders) {
   // The path rewrite reaches the origin.
   r = Get(gw_->url("/old"));
   EXPECT_NE(r.body.find("\"path\": \"/echo/new\""), std::string::npos) << r.body;
+  // The route's prefix_rewrite applies to the client's path, not to one the
+  // function set.
+  r = Get(gw_->url("/v1/kept"));
+  EXPECT_NE(r.body.find("\"path\": \"/echo/kept\""), std::string::npos) << r.body;
+  r = Get(gw_->url("/v1/moved"));
+  EXPECT_NE(r.body.find("\"path\": \"/echo/moved-by-edge\""), std::string::npos) << r.body;
   // on_log ran and logged through the gateway's log.
   EXPECT_TRUE(Eventually([&] {
     return gw_->process()->Log().find("edge-log /echo 200") != std::string::npos;

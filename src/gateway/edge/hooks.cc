@@ -90,6 +90,7 @@ net::Task<std::optional<bool>> RunOnRequest(DownstreamContext& ctx, DownstreamEx
   absl::Status st = vm->OnRequest(*state->fn, access);
   if (!st.ok()) co_return failed(st);
   in.method = access.method;
+  in.path_from_edge = in.path != access.path;
   in.path = access.path;
   in.query = access.query;
   if (access.answer) {
