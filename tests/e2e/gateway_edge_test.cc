@@ -205,7 +205,8 @@ TEST(EdgeConfigE2E, BrokenFunctionInTheFileIsRefusedAtStart) {
         << "edge_functions:\n  bad:\n    source: |\n      function on_request(req)\n"
         << "        req:set_header(\n      end\n";
   }
-  CommandResult r = RunCommand({CapstanBinary(), "gateway", "--config", config});
+  // Bounded: a gateway that started anyway would otherwise never return.
+  CommandResult r = RunCommand({"timeout", "20", CapstanBinary(), "gateway", "--config", config});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE((r.out + r.err).find("edge function 'bad': bad:3:"), std::string::npos)
       << r.out << r.err;
