@@ -535,6 +535,9 @@ std::string Gateway::StatusJson() {
     } else {
       action = "\"direct_response\": true";
     }
+    if (rc.edge_function) {
+      absl::StrAppend(&action, ", \"edge_function\": ", net::JsonQuote(*rc.edge_function));
+    }
     absl::StrAppend(&out, first ? "" : ", ", "{\"route\": ", net::JsonQuote(r.label()), ", ",
                     action, "}");
     first = false;
@@ -566,6 +569,17 @@ std::string Gateway::StatusJson() {
                     ", \"source\": ", net::JsonQuote(cluster->Describe()), ", \"protocol\": \"",
                     cluster->config().protocol, "\", \"balancer\": \"", cluster->config().balancer,
                     "\", \"endpoints\": [", endpoints, "}");
+    first = false;
+  }
+  // Edge functions: the version live (hex) and, from the store, its revision.
+  out += "], \"edge_functions\": [";
+  first = true;
+  for (const EdgeFunctionConfig& f : snapshot->config.edge_functions) {
+    auto it = snapshot->edge_functions.find(f.name);
+    if (it == snapshot->edge_functions.end()) continue;
+    absl::StrAppend(&out, first ? "" : ", ", "{\"name\": ", net::JsonQuote(f.name),
+                    ", \"version\": \"", absl::Hex(it->second->version, absl::kZeroPad16),
+                    "\", \"store_revision\": ", f.store_revision, "}");
     first = false;
   }
   GatewayStats st = stats();

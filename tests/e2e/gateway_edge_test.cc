@@ -170,6 +170,10 @@ TEST_F(EdgeE2E, AnswersDirectly) {
 
 TEST_F(EdgeE2E, RunawayLoopFailsThatRequestAlone) {
   EXPECT_EQ(Failures(), "0");
+  // /status names the route's function and the versions live.
+  std::string status = Curl({"http://127.0.0.1:" + std::to_string(admin_) + "/status"}).out;
+  EXPECT_NE(status.find("\"edge_function\": \"runaway\""), std::string::npos) << status;
+  EXPECT_NE(status.find("{\"name\": \"runaway\", \"version\": \""), std::string::npos) << status;
   Answer r = Get(gw_->url("/echo/spin?spin=1"));
   EXPECT_EQ(r.status, 500);
   EXPECT_EQ(Failures(), "1");
