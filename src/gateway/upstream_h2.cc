@@ -191,6 +191,7 @@ net::Task<Outcome> ForwardHttp2(DownstreamContext& ctx, DownstreamExchange& x, c
         uint64_t n;
         if (absl::SimpleAtoi(absl::string_view(cl_field->data(), cl_field->size()), &n)) length = n;
       }
+      EditResponseHead(ctx, x, route, &up->headers_);
       if (x.edit_response && !x.edit_response(up->status_, up->headers_)) {
         // The edge function's on_response failed: 500 instead.
         up->Reset(NGHTTP2_CANCEL);
