@@ -23,7 +23,7 @@ PACKAGES=(
   libprotoc-dev libabsl-dev liburing-dev libnghttp2-dev libssl-dev libre2-dev openssl
   libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libsimdjson-dev
   libxxhash-dev libzstd-dev liblz4-dev libsnappy-dev libbz2-dev zlib1g-dev
-  libboost-math-dev libluajit-5.1-dev
+  libboost-math-dev
   # the allocator of the capstan binary (threads hand buffers to each other)
   libjemalloc-dev
   # tests and benchmarks: real peers and real clients
@@ -32,6 +32,12 @@ PACKAGES=(
   # the gateway's peers and load generators (bench/gateway-vs-nginx.sh, e2e tests),
   # and the profiler the benchmarks use (perf record / perf stat)
   nginx haproxy wrk nghttp2-client linux-perf
+  # LuaJIT for the gateway's edge functions, and nginx with the Lua module, their
+  # OpenResty-style peer (bench/edge-vs-openresty.sh runs the same Lua in
+  # access_by_lua and header_filter_by_lua). The OpenResty-maintained LuaJIT
+  # (libluajit2-5.1-*) because libnginx-mod-http-lua depends on it and it
+  # conflicts with Debian's other LuaJIT (libluajit-5.1-*): one of them only.
+  libluajit2-5.1-dev libnginx-mod-http-lua
   # the HTTP cache's peer (bench/cache-conformance.sh, bench/cache-vs-nginx-varnish.sh;
   # nginx proxy_cache is the other): varnishd, run in the foreground by the scripts
   varnish

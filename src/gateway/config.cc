@@ -146,6 +146,21 @@ class MapReader {
       if (!ok()) return;
     }
   }
+  // Calls `each(name, reader)` for every entry of the mapping at `key`
+  // whose values are mappings (name -> {...}).
+  void Entries(const char* key, const std::function<void(const std::string&, MapReader&)>& each) {
+    YAML::Node n = Get(key);
+    if (!ok() || !n.IsDefined() || n.IsNull()) return;
+    if (!n.IsMap()) return Fail(n, "must be a mapping of names to entries", key);
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      std::string name = it->first.Scalar();
+      MapReader r(it->second, absl::StrCat(Join(key), ".", name), source_, status_);
+      if (!ok()) return;
+      each(name, r);
+      r.Finish();
+      if (!ok()) return;
+    }
+  }
   // Calls `fill(reader)` on the mapping at `key` when it is there.
   bool Map(const char* key, const std::function<void(MapReader&)>& fill) {
     YAML::Node n = Get(key);
@@ -180,6 +195,7 @@ class MapReader {
 
  private:
   std::string Join(std::string_view key) const {
+    if (key.empty()) return path_;
     return path_.empty() ? std::string(key) : absl::StrCat(path_, ".", std::string(key));
   }
 
@@ -422,6 +438,43 @@ void ReadRoute(MapReader& r, RouteConfig* route) {
   }
   r.Map("request_headers", [&](MapReader& m) { ReadHeaderEdits(m, &route->request_headers); });
   r.Map("response_headers", [&](MapReader& m) { ReadHeaderEdits(m, &route->response_headers); });
+  r.Map("edge", [&](MapReader& m) {
+    std::string name;
+    m.String("function", &name, /*required=*/true);
+    m.Check(ValidEdgeFunctionName(name), "function", "is not a valid edge function name");
+    route->edge_function = std::move(name);
+  });
+}
+
+// An entry of `edge_functions:`; a relative `file` is read from the
+// directory of the configuration file (`source`).
+void ReadEdgeFunction(MapReader& r, const std::string& name, std::string_view source,
+                      EdgeFunctionConfig* fn) {
+  fn->name = name;
+  fn->line = r.line();
+  r.Check(ValidEdgeFunctionName(name), "", "is not a valid edge function name ([A-Za-z0-9_.-]+)");
+  r.String("source", &fn->source);
+  r.String("file", &fn->file);
+  r.Check(fn->source.empty() != fn->file.empty(), "source", "give exactly one of source and file");
+  if (!r.ok() || fn->file.empty()) return;
+  std::string path = fn->file;
+  size_t slash = source.rfind('/');
+  if (!path.starts_with('/') && slash != std::string_view::npos) {
+    path = absl::StrCat(std::string(source.substr(0, slash + 1)), path);
+  }
+  // A regular file of at most 1 MiB (the engine's limit): never a device
+  // or a pipe that would not end.
+  struct stat st;
+  bool regular = ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  r.Check(regular, "file", absl::StrCat("cannot read ", path, " (not a regular file)"));
+  r.Check(!regular || st.st_size <= (1 << 20), "file", absl::StrCat(path, " is larger than 1MiB"));
+  if (!r.ok()) return;
+  std::ifstream in(path);
+  std::stringstream text;
+  if (in) text << in.rdbuf();
+  r.Check(static_cast<bool>(in), "file", absl::StrCat("cannot read ", path));
+  fn->source = text.str();
+  fn->file = path;
 }
 
 void ReadVirtualHost(MapReader& r, VirtualHostConfig* vh) {
@@ -649,7 +702,7 @@ absl::StatusOr<T> ParseDocument(std::string_view text, std::string_view source, 
 
 absl::StatusOr<GatewayConfig> ParseGatewayConfig(std::string_view text, std::string_view source) {
   absl::StatusOr<GatewayConfig> config =
-      ParseDocument<GatewayConfig>(text, source, [](MapReader& r, GatewayConfig* c) {
+      ParseDocument<GatewayConfig>(text, source, [source](MapReader& r, GatewayConfig* c) {
         r.List("listeners", [c](MapReader& m) {
           ListenerConfig l;
           ReadListener(m, &l);
@@ -688,6 +741,16 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(std::string_view text, std::str
         r.String("request_id_header", &c->request_id_header);
         r.Time("drain_timeout", &c->drain_timeout);
         r.Time("certificate_check_interval", &c->certificate_check_interval);
+        r.Entries("edge_functions", [c, source](const std::string& name, MapReader& m) {
+          EdgeFunctionConfig fn;
+          ReadEdgeFunction(m, name, source, &fn);
+          c->edge_functions.push_back(std::move(fn));
+        });
+        r.Map("edge_limits", [c](MapReader& m) {
+          m.Bytes("memory", &c->edge_limits.memory_bytes);
+          m.Check(c->edge_limits.memory_bytes >= (1 << 20), "memory", "must be at least 1MiB");
+          m.Int("instructions", &c->edge_limits.instructions, 1000, 2000000000);
+        });
         if (r.Has("experiments")) {
           r.Map("experiments", [c](MapReader& m) {
             ExperimentsConfig e;
@@ -773,8 +836,22 @@ absl::StatusOr<ClusterConfig> ParseClusterDocument(std::string_view text, std::s
   return c;
 }
 
+bool ValidEdgeFunctionName(std::string_view name) {
+  if (name.empty() || name.size() > 128) return false;
+  for (char c : name) {
+    if (!absl::ascii_isalnum(c) && c != '_' && c != '.' && c != '-') return false;
+  }
+  return true;
+}
+
 absl::Status ValidateGatewayConfig(const GatewayConfig& config) {
-  std::set<std::string> clusters, hosts, listeners;
+  std::set<std::string> clusters, hosts, listeners, functions;
+  for (const EdgeFunctionConfig& f : config.edge_functions) {
+    if (!functions.insert(f.name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("line ", f.line, ": edge function '", f.name, "' is defined twice"));
+    }
+  }
   for (const ClusterConfig& c : config.clusters) {
     if (!clusters.insert(c.name).second) {
       return absl::InvalidArgumentError(
@@ -805,6 +882,12 @@ absl::Status ValidateGatewayConfig(const GatewayConfig& config) {
           absl::StrCat("line ", vh.line, ": virtual host '", vh.name, "' is defined twice"));
     }
     for (const RouteConfig& r : vh.routes) {
+      // With live configuration a function may arrive from the store later.
+      if (r.edge_function && !functions.contains(*r.edge_function) && config.store.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat("line ", r.line, ": route of '", vh.name,
+                                                       "' names edge function '", *r.edge_function,
+                                                       "', which is not defined"));
+      }
       std::vector<std::string> used;
       if (r.cluster) used.push_back(*r.cluster);
       for (const WeightedCluster& w : r.split) used.push_back(w.cluster);

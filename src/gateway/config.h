@@ -173,6 +173,9 @@ struct RouteConfig {
   std::optional<std::string> prefix_rewrite;  // replaces the matched prefix
   std::optional<std::string> host_rewrite;
   HeaderEdits request_headers, response_headers;
+  // `edge: {function: NAME}`: the edge function (edge_functions) run in
+  // this route's requests' phases (docs/gateway.md, "Edge functions").
+  std::optional<std::string> edge_function;
   int line = 0;
 };
 
@@ -298,6 +301,20 @@ struct DnsConfig {
   int line = 0;
 };
 
+// ---- edge functions (docs/gateway.md, "Edge functions"; src/gateway/edge/)
+struct EdgeFunctionConfig {
+  std::string name;            // [A-Za-z0-9_.-]+
+  std::string source;          // the Lua text (from `source:`, or read from `file:`)
+  std::string file;            // where the source was read from, if a file
+  int64_t store_revision = 0;  // from the store: the document's mod_revision
+  int line = 0;
+};
+
+struct EdgeLimitsConfig {
+  size_t memory_bytes = 32 << 20;     // per VM (one VM per event loop)
+  uint64_t instructions = 1'000'000;  // per invocation of one phase
+};
+
 // ---- experiments: the model routes split by, and where events go
 // (docs/gateway.md, "Experiment routing").
 struct ExperimentsConfig {
@@ -338,6 +355,8 @@ struct GatewayConfig {
   // rebuilds the TLS contexts as SIGHUP does. 0: only on SIGHUP.
   Duration certificate_check_interval{5000};
   std::optional<DnsConfig> dns;
+  std::vector<EdgeFunctionConfig> edge_functions;
+  EdgeLimitsConfig edge_limits;
   std::optional<ExperimentsConfig> experiments;
 };
 
@@ -371,6 +390,8 @@ absl::StatusOr<GatewayConfig> LoadGatewayConfigFile(const std::string& path);
 absl::StatusOr<VirtualHostConfig> ParseVirtualHostDocument(std::string_view text,
                                                            std::string_view source);
 absl::StatusOr<ClusterConfig> ParseClusterDocument(std::string_view text, std::string_view source);
+// Whether `name` may name an edge function ([A-Za-z0-9_.-]+, at most 128).
+bool ValidEdgeFunctionName(std::string_view name);
 
 // Cross-checks a whole configuration: names unique, every route's clusters
 // defined, listener addresses parse. (Parsing checks each part alone.)

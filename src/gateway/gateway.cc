@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/logging.h"
+#include "gateway/edge/hooks.h"
 #include "gateway/http1_proxy.h"
 #include "gateway/http2_proxy.h"
 #include "gateway/l4_proxy.h"
@@ -100,6 +101,10 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(GatewayConfig config, ne
   reg.AddGaugeFunc("capstan_gateway_bad_requests_total",
                    "Requests refused by the codec (framing, limits); a counter.",
                    [raw_gw] { return static_cast<double>(raw_gw->counters_.bad_requests.load()); });
+  reg.AddGaugeFunc(
+      "capstan_gateway_edge_failures_total",
+      "Edge function invocations that failed (error, budget, memory, invalid edit); a counter.",
+      [raw_gw] { return static_cast<double>(raw_gw->counters_.edge_failures.load()); });
   if (!config.access_log.path.empty()) {
     metrics::Counter* dropped =
         reg.AddCounter("capstan_gateway_access_log_dropped_total",
@@ -199,6 +204,7 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Gateway::BuildSnapshot(GatewayCo
     snapshot->listener_tls.push_back(std::move(tls));
   }
   ASSIGN_OR_RETURN(snapshot->routes, RouteTable::Build(config.virtual_hosts));
+  RETURN_IF_ERROR(edge::BuildFunctions(config, previous, snapshot.get()));
   for (const ClusterConfig& cc : config.clusters) {
     // A cluster whose configuration is unchanged keeps its pools and
     // endpoint state.
@@ -531,6 +537,9 @@ std::string Gateway::StatusJson() {
     } else {
       action = "\"direct_response\": true";
     }
+    if (rc.edge_function) {
+      absl::StrAppend(&action, ", \"edge_function\": ", net::JsonQuote(*rc.edge_function));
+    }
     absl::StrAppend(&out, first ? "" : ", ", "{\"route\": ", net::JsonQuote(r.label()), ", ",
                     action, "}");
     first = false;
@@ -562,6 +571,17 @@ std::string Gateway::StatusJson() {
                     ", \"source\": ", net::JsonQuote(cluster->Describe()), ", \"protocol\": \"",
                     cluster->config().protocol, "\", \"balancer\": \"", cluster->config().balancer,
                     "\", \"endpoints\": [", endpoints, "}");
+    first = false;
+  }
+  // Edge functions: the version live (hex) and, from the store, its revision.
+  out += "], \"edge_functions\": [";
+  first = true;
+  for (const EdgeFunctionConfig& f : snapshot->config.edge_functions) {
+    auto it = snapshot->edge_functions.find(f.name);
+    if (it == snapshot->edge_functions.end()) continue;
+    absl::StrAppend(&out, first ? "" : ", ", "{\"name\": ", net::JsonQuote(f.name),
+                    ", \"version\": \"", absl::Hex(it->second->version, absl::kZeroPad16),
+                    "\", \"store_revision\": ", f.store_revision, "}");
     first = false;
   }
   GatewayStats st = stats();

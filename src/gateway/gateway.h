@@ -32,6 +32,7 @@
 #include "base/status.h"
 #include "gateway/cluster.h"
 #include "gateway/config.h"
+#include "gateway/edge/vm.h"
 #include "gateway/router.h"
 #include "gateway/stats.h"
 #include "net/http_server.h"
@@ -66,6 +67,10 @@ struct Snapshot {
   // Per listener: its TLS context, or null for clear text.
   std::vector<std::shared_ptr<const net::TlsContext>> listener_tls;
   absl::flat_hash_map<std::string, ClusterStats*> cluster_stats;
+  // Edge functions by name, each version compiled once before it got here
+  // (edge/hooks.h); the limits every loop's VM applies.
+  absl::flat_hash_map<std::string, std::shared_ptr<const edge::FunctionSource>> edge_functions;
+  edge::Limits edge_limits;
 };
 
 struct GatewayStats {
@@ -122,6 +127,7 @@ class Gateway {
     std::atomic<uint64_t> connect_failures{0}, resets{0}, retries{0}, bad_requests{0};
     std::atomic<uint64_t> downstream_connections{0};
     std::atomic<uint64_t> parked_connections{0};  // of downstream_connections
+    std::atomic<uint64_t> edge_failures{0};       // edge function invocations that failed
     void CountStatus(int status);
   };
 

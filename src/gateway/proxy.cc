@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/logging.h"
+#include "gateway/edge/hooks.h"
 #include "gateway/experiment_routing.h"
 #include "gateway/upstream_h2.h"
 #include "net/http_router.h"
@@ -316,6 +317,15 @@ net::Task<Outcome> ForwardHttp1(DownstreamContext& ctx, DownstreamExchange& x, c
         RemoveHopByHop(&h.fields);
         if (upgrade_answer) h.fields.Add("upgrade", *upgrade_answer);
         EditResponseHead(ctx, x, route, &h.fields);
+        if (x.edit_response && !h.switched_protocols && !x.edit_response(h.status, h.fields)) {
+          // The edge function's on_response failed: 500 instead of this
+          // answer, whose body is left unread (the connection is not reused).
+          *verdict = mesh::AttemptVerdict::kSuccess;
+          x.status = 500;
+          x.response_started = true;
+          x.SendLocal(500, "edge function failed\n");
+          co_return Outcome::kDone;
+        }
         x.response_started = true;
         if (h.switched_protocols && x.TunnelSocket() != nullptr && h.status == 101) {
           // The upstream agreed to switch: from here on bytes pass as they
@@ -378,7 +388,9 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
   }
   UpstreamRequest req;
   req.method = std::string(in.method);
-  req.target = in.asterisk ? "*" : route.RewritePath(in.path);
+  req.target = in.asterisk         ? "*"
+               : in.path_from_edge ? std::string(in.path)
+                                   : route.RewritePath(in.path);
   if (!in.query.empty()) absl::StrAppend(&req.target, "?", std::string(in.query));
   req.authority = std::string(in.authority);
   req.fields = in.fields;
@@ -694,8 +706,19 @@ net::Task<bool> HandleRequest(DownstreamContext& ctx, DownstreamExchange& x) {
   const Route* route = snapshot->routes->Match(view);
   bool keep;
   ExperimentRouting::Decision experiment;  // a route splitting by experiment
+  // The route's edge function, on_request: it may edit the request, answer
+  // it, or choose the cluster (edge/hooks.h).
+  edge::RequestState edge_state;
+  std::optional<bool> edge_answered;
+  if (route != nullptr && route->config().edge_function) {
+    auto on_request = edge::RunOnRequest(ctx, x, *snapshot, *route, &edge_state);
+    edge_answered = co_await on_request;
+  }
+  const std::optional<std::string>& edge_cluster = edge_state.access.cluster;
   if (route == nullptr) {
     keep = co_await Local(x, 404, "no route\n");
+  } else if (edge_answered) {
+    keep = *edge_answered;
   } else if (route->config().max_body_bytes && in.content_length &&
              *in.content_length > *route->config().max_body_bytes) {
     x.status = 413;
@@ -703,11 +726,14 @@ net::Task<bool> HandleRequest(DownstreamContext& ctx, DownstreamExchange& x) {
     x.response_started = true;
     keep = false;
   } else if (!route->config().cluster && route->config().split.empty() &&
-             !route->config().experiment) {
+             !route->config().experiment && !edge_cluster) {
     keep = co_await AnswerLocally(ctx, x, *route);
   } else {
     const std::string* cluster = nullptr;
-    if (const std::optional<ExperimentRoute>& e = route->config().experiment; e.has_value()) {
+    if (edge_cluster) {
+      cluster = &*edge_cluster;  // the edge function chose
+    } else if (const std::optional<ExperimentRoute>& e = route->config().experiment;
+               e.has_value()) {
       cluster = &e->default_cluster;
       if (ctx.experiments != nullptr) {
         experiment = ctx.experiments->Assign(*e, fields);
@@ -745,6 +771,9 @@ net::Task<bool> HandleRequest(DownstreamContext& ctx, DownstreamExchange& x) {
   }
   if (ctx.access_log != nullptr) {
     ctx.access_log->Write(AccessLine(snapshot->config, ctx, x, in, route, seconds * 1000));
+  }
+  if (route != nullptr && route->config().edge_function) {
+    edge::RunOnLog(ctx, x, *snapshot, *route, edge_state, seconds);
   }
   co_return keep;
 }

@@ -64,6 +64,9 @@ struct ProxyRequest {
   bool http2 = false;    // the client speaks HTTP/2
   bool grpc = false;     // content-type application/grpc...
   bool upgrade = false;  // HTTP/1.1 Upgrade (WebSocket): a tunnel after 101
+  // An edge function set the path: it is sent as it is, without the
+  // route's prefix_rewrite (which is relative to what the route matched).
+  bool path_from_edge = false;
 };
 
 struct BodyEvent {
@@ -111,6 +114,10 @@ class DownstreamExchange {
   // Set by the forwarding code while it waits on an upstream: the client
   // side calls it when the client goes away, so the wait ends at once.
   std::function<void()> cancel_upstream;
+  // Set while the route's edge function has an on_response phase: called
+  // with the response head (edits applied) before it is sent; false: the
+  // function failed, the caller answers 500 instead (edge/hooks.h).
+  std::function<bool(int status, net::http1::HeaderFields& fields)> edit_response;
 };
 
 // How one attempt to forward ended. kRetry: nothing of the request body was

@@ -12,6 +12,7 @@
 //   capstan_gateway_upstream_resets_total{cluster}
 //   capstan_gateway_downstream_connections                 gauge
 //   capstan_gateway_bad_requests_total                     counter
+//   capstan_gateway_edge_failures_total                    counter (edge/hooks.h)
 //   capstan_gateway_access_log_dropped_total               counter
 //
 // The access log is JSON lines, one per request, written by a thread of its

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/logging.h"
+#include "gateway/edge/vm.h"
 
 namespace capstan::gateway {
 
@@ -44,9 +45,13 @@ void StoreConfig::OnChange(const std::vector<client::PrefixChange>& batch) {
     if (rest.starts_with("dns/")) continue;  // the DNS server's own (gateway/dns/service.h)
     bool route = rest.starts_with("routes/");
     bool cluster = rest.starts_with("clusters/");
+    if (rest.starts_with("functions/")) {
+      changed |= OnFunctionChange(change, rest.substr(10));
+      continue;
+    }
     if (!route && !cluster) {
-      CAPSTAN_LOG(warn, "gateway: ignoring a store key outside routes/ and clusters/", "key",
-                  change.key);
+      CAPSTAN_LOG(warn, "gateway: ignoring a store key outside routes/, clusters/ and functions/",
+                  "key", change.key);
       continue;
     }
     if (!change.value) {
@@ -88,6 +93,7 @@ void StoreConfig::OnChange(const std::vector<client::PrefixChange>& batch) {
   };
   for (const auto& [key, vh] : hosts_) upsert(merged.virtual_hosts, vh);
   for (const auto& [key, c] : clusters_) upsert(merged.clusters, c);
+  for (const auto& [key, f] : functions_) upsert(merged.edge_functions, f);
   absl::Status st = gateway_->Reload(std::move(merged));
   if (!st.ok()) {
     ++refused_;
@@ -97,7 +103,37 @@ void StoreConfig::OnChange(const std::vector<client::PrefixChange>& batch) {
   }
   ++applied_;
   CAPSTAN_LOG(info, "gateway: configuration from the store applied", "virtual_hosts", hosts_.size(),
-              "clusters", clusters_.size());
+              "clusters", clusters_.size(), "edge_functions", functions_.size());
+}
+
+bool StoreConfig::OnFunctionChange(const client::PrefixChange& change, std::string_view name) {
+  if (!change.value) return functions_.erase(change.key) > 0;
+  if (!ValidEdgeFunctionName(name)) {
+    ++refused_;
+    CAPSTAN_LOG(err, "gateway: refusing an edge function: the key's last part is not a valid name",
+                "key", change.key);
+    return false;
+  }
+  // Compiled before it goes live: a broken version is refused here, and the
+  // previous version of the key keeps running.
+  edge::FunctionSource fn = edge::MakeSource(std::string(name), *change.value);
+  absl::Status st =
+      edge::Validate(fn, edge::Limits{.memory_bytes = base_.edge_limits.memory_bytes,
+                                      .instructions = base_.edge_limits.instructions});
+  if (!st.ok()) {
+    ++refused_;
+    CAPSTAN_LOG(err, "gateway: refusing an edge function version; the previous one stays", "key",
+                change.key, "revision", change.mod_revision, "error", std::string(st.message()));
+    return false;
+  }
+  EdgeFunctionConfig f;
+  f.name = std::string(name);
+  f.source = std::move(fn.source);
+  f.store_revision = change.mod_revision;
+  functions_[change.key] = std::move(f);
+  CAPSTAN_LOG(info, "gateway: edge function version accepted", "function", std::string(name),
+              "revision", change.mod_revision);
+  return true;
 }
 
 }  // namespace capstan::gateway

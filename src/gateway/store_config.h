@@ -1,8 +1,9 @@
 // StoreConfig: the gateway's live configuration from the store. Virtual
 // hosts live one per key under `<prefix>routes/<name>` and clusters under
 // `<prefix>clusters/<name>` (YAML or JSON documents in the formats of
-// docs/gateway.md); they are merged over the file's configuration (a store
-// document replaces the file's entry of the same name) and the gateway is
+// docs/gateway.md), edge functions under `<prefix>functions/<name>` (the
+// Lua source as it is; compiled before it is accepted); they are merged over the file's
+// configuration (a store document replaces the file's entry of the same name) and the gateway is
 // reloaded on every change — requests in flight keep the snapshot they
 // started with.
 //
@@ -41,11 +42,15 @@ class StoreConfig {
  private:
   StoreConfig(Gateway* gateway, GatewayConfig base) : gateway_(gateway), base_(std::move(base)) {}
   void OnChange(const std::vector<client::PrefixChange>& batch);
+  // A document under functions/: the function's Lua source. Whether the
+  // set of functions changed.
+  bool OnFunctionChange(const client::PrefixChange& change, std::string_view name);
 
   Gateway* gateway_;
   GatewayConfig base_;
-  std::map<std::string, VirtualHostConfig> hosts_;  // by key
-  std::map<std::string, ClusterConfig> clusters_;   // by key
+  std::map<std::string, VirtualHostConfig> hosts_;       // by key
+  std::map<std::string, ClusterConfig> clusters_;        // by key
+  std::map<std::string, EdgeFunctionConfig> functions_;  // by key
   std::atomic<uint64_t> applied_{0}, refused_{0};
   std::unique_ptr<client::PrefixWatcher> watcher_;
 };

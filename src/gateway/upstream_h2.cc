@@ -191,11 +191,19 @@ net::Task<Outcome> ForwardHttp2(DownstreamContext& ctx, DownstreamExchange& x, c
         uint64_t n;
         if (absl::SimpleAtoi(absl::string_view(cl_field->data(), cl_field->size()), &n)) length = n;
       }
+      EditResponseHead(ctx, x, route, &up->headers_);
+      if (x.edit_response && !x.edit_response(up->status_, up->headers_)) {
+        // The edge function's on_response failed: 500 instead.
+        up->Reset(NGHTTP2_CANCEL);
+        x.status = 500;
+        x.response_started = true;
+        x.SendLocal(500, "edge function failed\n");
+        break;
+      }
       x.status = up->status_;
       x.response_started = true;
       head_sent = true;
       bool has_body = !(up->ended_ && up->body_.empty() && up->trailers_.empty());
-      EditResponseHead(ctx, x, route, &up->headers_);
       if (!x.SendHead(up->status_, up->headers_, has_body, length)) {
         up->Reset(NGHTTP2_CANCEL);
         outcome = Outcome::kFailed;
