@@ -131,6 +131,11 @@ struct HeaderEdits {
   std::vector<std::string> remove;
 };
 
+// A route's use of the HTTP cache (docs/gateway.md, "HTTP cache").
+struct RouteCacheConfig {
+  bool enabled = false;  // needs the top-level `cache:` section
+};
+
 struct RouteConfig {
   std::string name;
   RouteMatch match;
@@ -150,6 +155,7 @@ struct RouteConfig {
   std::optional<std::string> prefix_rewrite;  // replaces the matched prefix
   std::optional<std::string> host_rewrite;
   HeaderEdits request_headers, response_headers;
+  RouteCacheConfig cache;
   int line = 0;
 };
 
@@ -275,6 +281,22 @@ struct DnsConfig {
   int line = 0;
 };
 
+// ---- the HTTP cache (docs/gateway.md, "HTTP cache"): one per process,
+// used by the routes that say `cache: {enabled: true}`.
+struct CacheConfig {
+  size_t memory = size_t{256} << 20;         // the byte budget (read at start)
+  size_t max_object_size = size_t{8} << 20;  // larger responses pass uncached
+  std::string status_header = "x-cache";     // HIT, MISS, ...; empty: none
+  bool age_header = true;                    // Age on stored responses
+  // Response fields whose space- or comma-separated tokens tag an object
+  // for purge by tag.
+  std::vector<std::string> tag_headers = {"surrogate-key", "cache-tag"};
+  bool purge = true;  // POST/PURGE /cache/purge on the admin listener
+  // The cap on heuristic freshness (10% of the time since Last-Modified).
+  Duration heuristic_max{86400000};
+  int line = 0;
+};
+
 struct GatewayConfig {
   std::vector<ListenerConfig> listeners;
   std::vector<VirtualHostConfig> virtual_hosts;
@@ -295,6 +317,7 @@ struct GatewayConfig {
   // rebuilds the TLS contexts as SIGHUP does. 0: only on SIGHUP.
   Duration certificate_check_interval{5000};
   std::optional<DnsConfig> dns;
+  std::optional<CacheConfig> cache;
 };
 
 // The certificate and key files of a configuration's listeners, each with

@@ -98,6 +98,9 @@ class DownstreamExchange {
   uint64_t bytes_sent = 0;  // response body bytes handed to the client
   std::string upstream;     // the endpoint that answered, for the log
   std::string request_id;
+  // How the HTTP cache answered (HIT, MISS, STALE, ...), for the log; empty
+  // off cache routes.
+  std::string_view cache_status;
   // Set by the forwarding code while it waits on an upstream: the client
   // side calls it when the client goes away, so the wait ends at once.
   std::function<void()> cancel_upstream;
@@ -111,5 +114,11 @@ enum class Outcome { kDone, kRetry, kFailed };
 // another (HTTP/1.1 keep-alive; always true for an HTTP/2 stream unless the
 // connection must close).
 net::Task<bool> HandleRequest(DownstreamContext& ctx, DownstreamExchange& x);
+
+// Forwards to the route's cluster (what HandleRequest does for a forwarding
+// route); the HTTP cache calls it with an exchange of its own around the
+// client's. Returns keep-alive.
+net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Route& route,
+                        Cluster& cluster);
 
 }  // namespace capstan::gateway
