@@ -4,7 +4,7 @@
 Every response is shaped by the request's query: cc= (Cache-Control),
 etag=, lm= (Last-Modified, seconds before now), vary=, tag= (Surrogate-Key),
 delay= (seconds before answering, for coalescing), status=, size= (body
-bytes). It answers If-None-Match with 304 when the ETag matches. The body
+bytes), fail_after= (503 after that many fetches). It answers If-None-Match with 304 when the ETag matches. The body
 names the path and how many times it was fetched ("/a #3"), so a test can
 tell a cached answer from a new one; /__count?p=PATH answers the fetch
 count of PATH (all queries), /__304?p=PATH the 304s sent for it.
@@ -71,6 +71,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with lock:
             fetches[url.path] += 1
             n = fetches[url.path]
+        if "fail_after" in q and n > int(q["fail_after"]):
+            return self.reply(503, [("Cache-Control", "no-store")], b"down")
         body = ("%s #%d %s" % (url.path, n, self.headers.get(q.get("vary", "x-none"), ""))).encode()
         if "size" in q:
             body = (body * (int(q["size"]) // max(1, len(body)) + 1))[: int(q["size"])]

@@ -295,6 +295,33 @@ TEST_F(CacheTest, StaleWhileRevalidateRefreshesInTheBackground) {
   EXPECT_TRUE(Eventually([&] { return Get(url).body == "/s #2 "; }));
 }
 
+TEST_F(CacheTest, StaleIfErrorServesTheStoredResponse) {
+  // max-age=0 with validators absent: each request asks the origin, which
+  // fails after the first fetch; stale-if-error lets the stored one answer.
+  const std::string url = Url("/e?cc=max-age=0,stale-if-error=600&fail_after=1");
+  EXPECT_EQ(Get(url).body, "/e #1 ");
+  Answer stale = Get(url);
+  EXPECT_EQ(stale.status, 200);
+  EXPECT_EQ(stale.Header("x-cache"), "STALE");
+  EXPECT_EQ(stale.body, "/e #1 ");
+  EXPECT_EQ(origin_.Fetches("/e"), 2);
+  // Without stale-if-error the origin's error goes through.
+  const std::string strict = Url("/f?cc=max-age=0&fail_after=1");
+  Get(strict);
+  EXPECT_EQ(Get(strict).status, 503);
+}
+
+TEST_F(CacheTest, HeadMissIsNotStoredAsTheGetBody) {
+  const std::string url = Url("/h?cc=max-age=600");
+  Answer head = Get(url, {"-I"});
+  EXPECT_EQ(head.status, 200);
+  EXPECT_EQ(head.Header("x-cache"), "PASS");
+  Answer get = Get(url);
+  EXPECT_EQ(get.Header("x-cache"), "MISS");
+  EXPECT_EQ(get.body, "/h #2 ");
+  EXPECT_EQ(Get(url, {"-I"}).Header("x-cache"), "HIT");
+}
+
 TEST(CacheQuickStart, CacheFlagCachesEveryCacheableResponse) {
   TempDir dir("gw_cache_quick");
   CacheOrigin origin(dir);

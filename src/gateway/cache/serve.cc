@@ -555,6 +555,13 @@ net::Task<bool> ServeCached(DownstreamContext& ctx, DownstreamExchange& x, const
   const HttpCache::Counters& counters = cache->counters();
   ProxyRequest& in = x.request();
   std::string key = PrimaryKey(in.authority, in.path, in.query);
+  if (in.upgrade) {
+    // A WebSocket (or other) upgrade becomes a tunnel: the client's own
+    // exchange, which has the socket.
+    counters.passes->Inc();
+    auto forward = Forward(ctx, x, route, cluster);
+    co_return co_await forward;
+  }
   // Not cacheable by method: unsafe methods invalidate on success.
   if (in.method != "GET" && in.method != "HEAD") {
     counters.passes->Inc();
@@ -637,7 +644,8 @@ net::Task<bool> ServeCached(DownstreamContext& ctx, DownstreamExchange& x, const
       counters.misses->Inc();
     }
     FillExchange fetch(*cache, settings, &x, &in, std::move(original), request_cc, key, stored,
-                       verdict.staleness, std::move(fill), !request_cc.no_store, "MISS");
+                       verdict.staleness, std::move(fill),
+                       /*store=*/!head && !request_cc.no_store, "MISS");
     auto forward = Forward(ctx, fetch, route, cluster);
     bool keep = co_await forward;
     x.upstream = std::move(fetch.upstream);
