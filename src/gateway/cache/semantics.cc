@@ -65,6 +65,10 @@ bool HeuristicallyCacheableStatus(int status) {
   }
 }
 
+bool UnderstoodStatus(int status) {
+  return HeuristicallyCacheableStatus(status) || status == 302 || status == 303 || status == 307;
+}
+
 bool IsUnsafeMethod(std::string_view method) {
   return !(method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "TRACE");
 }
@@ -80,7 +84,14 @@ const char* WhyNotStorable(std::string_view method, const Fields& request,
   if (status < 200 || status > 599) return "status is not final";
   if (status == 206 || status == 304) return "partial or not-modified response";
   if (request_cc.no_store) return "request no-store";
-  if (response_cc.no_store) return "response no-store";
+  // must-understand (§5.2.2.3): a cache that understands the status code
+  // stores despite no-store (which is there for caches that do not).
+  if (response_cc.no_store && !(response_cc.must_understand && UnderstoodStatus(status))) {
+    return "response no-store";
+  }
+  if (response_cc.must_understand && !UnderstoodStatus(status)) {
+    return "must-understand with a status this cache does not understand";
+  }
   if (response_cc.private_) return "response private";
   if (request.Get("authorization") &&
       !(response_cc.must_revalidate || response_cc.public_ || response_cc.s_maxage)) {

@@ -39,6 +39,8 @@ struct FreshnessOptions {
 
 // Status codes RFC 9110 §15.1 makes heuristically cacheable.
 bool HeuristicallyCacheableStatus(int status);
+// Status codes whose caching rules this cache implements (must-understand).
+bool UnderstoodStatus(int status);
 // Methods whose success invalidates stored responses (RFC 9111 §4.4):
 // anything but GET, HEAD, OPTIONS and TRACE.
 bool IsUnsafeMethod(std::string_view method);

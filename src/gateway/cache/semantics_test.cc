@@ -45,6 +45,15 @@ TEST(Storable, Refusals) {
       nullptr);
 }
 
+TEST(Storable, MustUnderstandOverridesNoStoreForKnownStatus) {
+  Fields req;
+  EXPECT_EQ(Why(req, 200, Make({{"cache-control", "must-understand, no-store, max-age=60"}})),
+            nullptr);
+  EXPECT_NE(Why(req, 299, Make({{"cache-control", "must-understand, no-store, max-age=60"}})),
+            nullptr);
+  EXPECT_NE(Why(req, 299, Make({{"cache-control", "must-understand, max-age=60"}})), nullptr);
+}
+
 TEST(Storable, AuthorizationNeedsPermission) {
   Fields auth = Make({{"authorization", "Bearer x"}});
   EXPECT_NE(Why(auth, 200, Make({{"cache-control", "max-age=60"}})), nullptr);
