@@ -200,6 +200,17 @@ TEST_F(CacheTest, ConcurrentMissesMakeOneUpstreamFetch) {
   ASSERT_TRUE(
       std::regex_search(metrics, m, std::regex("capstan_gateway_cache_coalesced_total ([0-9]+)")));
   EXPECT_GE(std::stoi(m[1]), 1) << metrics << r.out;
+  // A response stored already stale (max-age=0) still answers the requests
+  // that waited for it: it is the origin's answer given after they asked.
+  std::vector<std::string> stale_args = {"-Z", "--parallel-immediate", "--parallel-max",
+                                         std::to_string(kClients)};
+  for (int i = 0; i < kClients; ++i) {
+    stale_args.push_back("-o");
+    stale_args.push_back("/dev/null");
+    stale_args.push_back(Url("/zero?cc=max-age=0&delay=1"));
+  }
+  Curl(stale_args);
+  EXPECT_EQ(origin_.Fetches("/zero"), 1);
   // A response that cannot be stored releases the waiters: each fetches.
   std::vector<std::string> nostore = {"-Z", "--parallel-immediate", "--parallel-max",
                                       std::to_string(kClients)};

@@ -137,6 +137,7 @@ class FillExchange final : public DownstreamExchange {
       updated->body = stale_->body.Share();
       Finalize(updated.get(), fields, request_time_, now, cache_, settings_);
       cache_.store().Insert(updated);
+      if (fill_ != nullptr) fill_->set_result(updated);
       revalidated_ = std::move(updated);
       result_ = Result::kRevalidated;
       swallow_ = true;
@@ -208,8 +209,11 @@ class FillExchange final : public DownstreamExchange {
       Finalize(capture_.get(), capture_->fields, request_time_, response_time_, cache_, settings_);
       // A response with an Age of its own: CorrectedInitialAge read it from
       // the fields before Finalize dropped it.
-      if (cache_.store().Insert(std::move(capture_))) cache_.counters().stores->Inc();
-      capture_.reset();
+      ObjectRef stored = std::move(capture_);
+      if (cache_.store().Insert(stored)) {
+        cache_.counters().stores->Inc();
+        if (fill_ != nullptr) fill_->set_result(std::move(stored));
+      }
     }
     ReleaseFill();
     if (!swallow_ && inner_ != nullptr) inner_->End(trailers);
@@ -628,7 +632,15 @@ net::Task<bool> ServeCached(DownstreamContext& ctx, DownstreamExchange& x, const
         counters.coalesced->Inc();
         auto wait = fill->Wait(ctx.loop);
         co_await wait;
+        ObjectRef produced = fill->result();
         fill.reset();
+        if (produced != nullptr && produced->MatchesVary(*in.fields) &&
+            !request_cc.only_if_cached) {
+          Verdict now = Evaluate(produced->times, produced->cc, request_cc, cache->Now());
+          counters.hits->Inc();
+          auto serve = ServeStored(x, *produced, now.age, "HIT", settings, *in.fields);
+          co_return co_await serve;
+        }
         // The leader stored a response (look it up again) or it could not;
         // after two waits this request fetches on its own.
         continue;

@@ -61,12 +61,24 @@ class Fill {
     void await_resume() const noexcept {}
   };
   Awaiter Wait(net::EventLoop* loop) { return Awaiter{this, loop}; }
+  // The response the fill stored or revalidated, if any: the waiters use
+  // it even when it is already stale (max-age=0, no-cache): it is the
+  // origin's answer given after they asked.
+  void set_result(ObjectRef result) {
+    std::lock_guard lock(mu_);
+    result_ = std::move(result);
+  }
+  ObjectRef result() {
+    std::lock_guard lock(mu_);
+    return result_;
+  }
 
  private:
   HttpCache* owner_;
   std::string key_;
   std::mutex mu_;
   bool done_ = false;
+  ObjectRef result_;
   std::vector<std::pair<net::EventLoop*, std::coroutine_handle<>>> waiters_;
 };
 
