@@ -42,7 +42,8 @@
 
 namespace capstan::gateway {
 
-class L4Proxy;  // l4_proxy.h
+class L4Proxy;            // l4_proxy.h
+class ExperimentRouting;  // experiment_routing.h
 namespace cache {
 class HttpCache;  // cache/serve.h
 }
@@ -85,8 +86,10 @@ struct GatewayStats {
 
 class Gateway {
  public:
-  static absl::StatusOr<std::unique_ptr<Gateway>> Start(GatewayConfig config,
-                                                        net::LoopGroup* group);
+  // `experiments` (may be null) assigns the requests of routes that split by
+  // experiment; it must outlive the gateway.
+  static absl::StatusOr<std::unique_ptr<Gateway>> Start(GatewayConfig config, net::LoopGroup* group,
+                                                        ExperimentRouting* experiments = nullptr);
   ~Gateway();  // out of line: L4Proxy is incomplete here
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
@@ -145,6 +148,7 @@ class Gateway {
   void TaskEnded();
 
   net::LoopGroup* group_;
+  ExperimentRouting* experiments_ = nullptr;
   GatewayMetrics metrics_;
   std::unique_ptr<AccessLog> access_log_;
   std::unique_ptr<net::HttpServer> admin_;
