@@ -8,7 +8,8 @@ bytes), fail_after= (503 after that many fetches). It answers If-None-Match with
 names the path and how many times it was fetched ("/a #3"), so a test can
 tell a cached answer from a new one; /__count?p=PATH answers the fetch
 count of PATH (all queries), /__304?p=PATH the 304s sent for it.
-Prints "port N" once listening on 127.0.0.1.
+With an argument NAME, responses carry X-Origin: NAME. Prints "port N"
+once listening on 127.0.0.1.
 """
 import collections
 import email.utils
@@ -21,6 +22,7 @@ import urllib.parse
 fetches = collections.Counter()
 not_modified = collections.Counter()
 lock = threading.Lock()
+ORIGIN_NAME = sys.argv[1] if len(sys.argv) > 1 else ""
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -77,6 +79,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if "size" in q:
             body = (body * (int(q["size"]) // max(1, len(body)) + 1))[: int(q["size"])]
         headers.append(("Content-Type", "text/plain"))
+        if ORIGIN_NAME:
+            headers.append(("X-Origin", ORIGIN_NAME))
         self.reply(int(q.get("status", "200")), headers, body)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = handle_any

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <memory>
 #include <regex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -20,11 +21,11 @@ namespace {
 
 class CacheOrigin {
  public:
-  explicit CacheOrigin(const TempDir& dir) {
-    process_ = std::make_unique<Process>(
-        std::vector<std::string>{
-            "python3", std::string(CAPSTAN_SOURCE_DIR) + "/tests/e2e/gateway_cache_origin.py"},
-        dir.path() + "/origin.log");
+  explicit CacheOrigin(const TempDir& dir, const std::string& name = "") {
+    std::vector<std::string> argv = {
+        "python3", std::string(CAPSTAN_SOURCE_DIR) + "/tests/e2e/gateway_cache_origin.py"};
+    if (!name.empty()) argv.push_back(name);
+    process_ = std::make_unique<Process>(argv, dir.path() + "/origin" + name + ".log");
     bool up = Eventually([&] {
       std::smatch m;
       std::string log = process_->Log();
@@ -331,6 +332,38 @@ TEST_F(CacheTest, HeadMissIsNotStoredAsTheGetBody) {
   EXPECT_EQ(get.Header("x-cache"), "MISS");
   EXPECT_EQ(get.body, "/h #2 ");
   EXPECT_EQ(Get(url, {"-I"}).Header("x-cache"), "HIT");
+}
+
+// A route that splits between clusters keeps one object per cluster: a
+// user sticky to one cluster never gets the other's stored answer.
+TEST(CacheSplit, EachClusterHasItsOwnObject) {
+  TempDir dir("gw_cache_split");
+  CacheOrigin a(dir, "a"), b(dir, "b");
+  std::string config = dir.path() + "/gateway.yaml";
+  int port = PickFreePort();
+  {
+    std::ofstream out(config);
+    out << "listeners: [{address: \"127.0.0.1:" << port << "\"}]\n"
+        << "cache: {memory: 16MiB}\n"
+        << "clusters: [{name: a, endpoints: [\"127.0.0.1:" << a.port() << "\"]},"
+        << " {name: b, endpoints: [\"127.0.0.1:" << b.port() << "\"]}]\n"
+        << "virtual_hosts: [{name: site, routes: [{match: {prefix: /}, cache: {enabled: true},"
+        << " split: [{cluster: a, weight: 1}, {cluster: b, weight: 1}],"
+        << " split_hash_header: x-user}]}]\n";
+  }
+  GatewayProcess gw(dir, {"--config", config});
+  std::set<std::string> seen;
+  for (int user = 0; user < 20; ++user) {
+    std::vector<std::string> header = {"-H", "x-user: u" + std::to_string(user)};
+    Answer first = Get(gw.url("/s?cc=max-age=600"), header);
+    Answer second = Get(gw.url("/s?cc=max-age=600"), header);
+    EXPECT_EQ(second.Header("x-origin"), first.Header("x-origin")) << "user " << user;
+    EXPECT_EQ(second.Header("x-cache"), "HIT");
+    seen.insert(first.Header("x-origin"));
+  }
+  EXPECT_EQ(seen, (std::set<std::string>{"a", "b"}));
+  EXPECT_EQ(a.Fetches("/s"), 1);
+  EXPECT_EQ(b.Fetches("/s"), 1);
 }
 
 TEST(CacheQuickStart, CacheFlagCachesEveryCacheableResponse) {

@@ -99,6 +99,9 @@ class FillExchange final : public DownstreamExchange {
         label_(label),
         request_time_(cache.Now()) {
     if (inner_ != nullptr) {
+      // Fields for this client alone (an experiment's new-unit cookie):
+      // Forward adds them to the head; they are kept out of the stored copy.
+      extra_response_fields = inner_->extra_response_fields;
       // The client side cancels through the exchange it knows: pass it on to
       // whatever the forwarding code set on this one.
       inner_->cancel_upstream = [this] {
@@ -133,7 +136,7 @@ class FillExchange final : public DownstreamExchange {
       updated->key = stale_->key;
       updated->vary = stale_->vary;
       updated->status = stale_->status;
-      updated->fields = MergeNotModified(stale_->fields, fields);
+      updated->fields = MergeNotModified(stale_->fields, Storable(fields));
       updated->body = stale_->body.Share();
       Finalize(updated.get(), fields, request_time_, now, cache_, settings_);
       cache_.store().Insert(updated);
@@ -168,7 +171,7 @@ class FillExchange final : public DownstreamExchange {
       capture_ = std::make_shared<StoredResponse>();
       capture_->key = key_;
       capture_->status = code;
-      capture_->fields = CopyFields(fields);
+      capture_->fields = Storable(fields);
       if (auto names = VaryNames(fields)) {
         for (const std::string& name : *names) {
           capture_->vary.emplace_back(name, NormalizedVaryValue(original_, name));
@@ -244,6 +247,19 @@ class FillExchange final : public DownstreamExchange {
   }
 
  private:
+  // `fields` without those meant for this client alone.
+  Fields Storable(const http1::HeaderFields& fields) const {
+    Fields out;
+    for (const auto& f : fields) {
+      bool for_this_client = false;
+      for (const auto& [name, value] : extra_response_fields) {
+        for_this_client |= f.name == name && f.value == value;
+      }
+      if (!for_this_client) out.Add(f.name, f.value);
+    }
+    return out;
+  }
+
   void ReleaseFill() {
     if (fill_ != nullptr) std::exchange(fill_, nullptr)->Complete();
   }
@@ -298,6 +314,7 @@ net::Task<bool> ServeStored(DownstreamExchange& x, const StoredResponse& obj, in
   Fields f = CopyFields(obj.fields);
   if (settings.age_header) f.Set("age", absl::StrCat(age));
   if (!settings.status_header.empty()) f.Set(settings.status_header, label);
+  for (const auto& [name, value] : x.extra_response_fields) f.Add(name, value);
   x.cache_status = label;
   x.response_started = true;
   const uint64_t length = obj.body.size();
@@ -538,6 +555,7 @@ net::HttpResponse HttpCache::HandlePurge(const net::HttpRequest& request) {
                           ? PrimaryKey(authority, target, {})
                           : PrimaryKey(authority, target.substr(0, q), target.substr(q + 1));
     purged += store_.Remove(key);
+    purged += store_.RemoveKeyPrefix(key + "#");  // the clusters of a split route
   } else if (!tag.empty()) {
     purged += store_.RemoveTag(tag);
   } else if (all) {
@@ -559,6 +577,11 @@ net::Task<bool> ServeCached(DownstreamContext& ctx, DownstreamExchange& x, const
   const HttpCache::Counters& counters = cache->counters();
   ProxyRequest& in = x.request();
   std::string key = PrimaryKey(in.authority, in.path, in.query);
+  if (!route.config().split.empty() || route.config().experiment) {
+    // A route that picks among clusters (weights, an experiment's variants):
+    // each cluster's answer is its own object.
+    absl::StrAppend(&key, "#", cluster.name());
+  }
   if (in.upgrade) {
     // A WebSocket (or other) upgrade becomes a tunnel: the client's own
     // exchange, which has the socket.

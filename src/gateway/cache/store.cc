@@ -138,6 +138,16 @@ size_t MemoryStore::Remove(const std::string& key) {
 }
 
 size_t MemoryStore::RemoveTag(const std::string& tag) {
+  return RemoveIf([&tag](const StoredResponse& v) {
+    return std::find(v.tags.begin(), v.tags.end(), tag) != v.tags.end();
+  });
+}
+
+size_t MemoryStore::RemoveKeyPrefix(const std::string& prefix) {
+  return RemoveIf([&prefix](const StoredResponse& v) { return v.key.starts_with(prefix); });
+}
+
+size_t MemoryStore::RemoveIf(const std::function<bool(const StoredResponse&)>& doomed) {
   size_t removed = 0;
   for (auto& shard_ptr : shards_) {
     Shard& shard = *shard_ptr;
@@ -146,16 +156,14 @@ size_t MemoryStore::RemoveTag(const std::string& tag) {
     for (auto it = shard.buckets.begin(); it != shard.buckets.end();) {
       Bucket& b = it->second;
       size_t before = b.variants.size();
-      auto tagged = [&](const ObjectRef& v) {
-        return std::find(v->tags.begin(), v->tags.end(), tag) != v->tags.end();
-      };
       for (const ObjectRef& v : b.variants) {
-        if (tagged(v)) {
+        if (doomed(*v)) {
           b.charge -= v->Charge();
           released.push_back(v);
         }
       }
-      b.variants.erase(std::remove_if(b.variants.begin(), b.variants.end(), tagged),
+      b.variants.erase(std::remove_if(b.variants.begin(), b.variants.end(),
+                                      [&](const ObjectRef& v) { return doomed(*v); }),
                        b.variants.end());
       size_t gone = before - b.variants.size();
       removed += gone;
@@ -165,8 +173,9 @@ size_t MemoryStore::RemoveTag(const std::string& tag) {
         shard.buckets.erase(it++);
       } else {
         if (gone > 0) {
+          // The smaller charge; nothing is evicted by a shrink.
           std::vector<uint64_t> evicted;
-          shard.policy->Insert(it->first, b.charge, &evicted);  // new charge
+          shard.policy->Insert(it->first, b.charge, &evicted);
         }
         ++it;
       }

@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -87,6 +88,9 @@ class MemoryStore {
   // Drops every object tagged `tag`; returns how many. Scans every shard
   // (an admin operation: ~1 ms per 100k objects).
   size_t RemoveTag(const std::string& tag);
+  // Drops every object whose primary key starts with `prefix`; returns how
+  // many. Scans every shard, like RemoveTag.
+  size_t RemoveKeyPrefix(const std::string& prefix);
   // Drops everything; returns how many objects.
   size_t Clear();
   StoreStats stats() const;
@@ -107,6 +111,8 @@ class MemoryStore {
   Shard& ShardFor(uint64_t hash) { return *shards_[hash % shards_.size()]; }
   // REQUIRES: shard.mu held.
   void DropBucket(Shard& shard, uint64_t hash);
+  // Drops the objects `doomed` selects, in every shard; returns how many.
+  size_t RemoveIf(const std::function<bool(const StoredResponse&)>& doomed);
 
   StoreOptions options_;
   std::vector<std::unique_ptr<Shard>> shards_;

@@ -79,6 +79,16 @@ TEST(MemoryStore, RemoveTag) {
   EXPECT_EQ(store.stats().bytes, 0u);
 }
 
+TEST(MemoryStore, RemoveKeyPrefix) {
+  MemoryStore store({.max_bytes = 1 << 20, .shards = 4});
+  store.Insert(Object("h/a#v1", 10));
+  store.Insert(Object("h/a#v2", 10));
+  store.Insert(Object("h/ab", 10));
+  EXPECT_EQ(store.RemoveKeyPrefix("h/a#"), 2u);
+  EXPECT_NE(store.Lookup("h/ab", Fields()), nullptr);
+  EXPECT_EQ(store.stats().objects, 1u);
+}
+
 // The policies themselves, on unit charges.
 class Policies : public ::testing::TestWithParam<EvictionKind> {};
 
