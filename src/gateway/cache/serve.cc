@@ -139,8 +139,11 @@ class FillExchange final : public DownstreamExchange {
       updated->fields = MergeNotModified(stale_->fields, Storable(fields));
       updated->body = stale_->body.Share();
       Finalize(updated.get(), fields, request_time_, now, cache_, settings_);
-      cache_.store().Insert(updated);
-      if (fill_ != nullptr) fill_->set_result(updated);
+      // A no-store request stores nothing, not even the 304's update.
+      if (!request_cc_.no_store) {
+        cache_.store().Insert(updated);
+        if (fill_ != nullptr) fill_->set_result(updated);
+      }
       revalidated_ = std::move(updated);
       result_ = Result::kRevalidated;
       swallow_ = true;
