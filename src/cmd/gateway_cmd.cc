@@ -103,6 +103,10 @@ absl::StatusOr<gateway::GatewayConfig> QuickStartConfig(const GatewayFlags& f) {
     cache.max_object_size = std::min(cache.max_object_size, cache.memory);
     config.cache = cache;
     route.cache.enabled = true;
+    // The origin's 5xx answers are content here (cacheable, or served
+    // stale-if-error), not a sign of a bad endpoint: with one origin,
+    // ejecting it would turn every request into a 503.
+    for (gateway::ClusterConfig& c : config.clusters) c.outlier_detection = false;
   }
   vh.routes.push_back(route);
   config.virtual_hosts.push_back(vh);
