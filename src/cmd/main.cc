@@ -231,6 +231,11 @@ int RunStore(const StoreFlags& flags, const char* role, const DevFlags* dev = nu
     services = *std::move(started);
   }
   CAPSTAN_LOG(info, "ready to serve client requests", "role", role);
+  if (services != nullptr) {
+    std::string endpoint = flags.listen_client_urls.front();
+    if (endpoint.starts_with("http://")) endpoint = endpoint.substr(7);
+    services->PrintUrls(std::cout, endpoint, flags.listen_metrics_urls);
+  }
   int sig = WaitForTerminationSignal();
   CAPSTAN_LOG(info, "shutting down", "signal", sig);
   services.reset();  // they use the store: stopped before it
