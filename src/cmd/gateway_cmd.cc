@@ -29,6 +29,9 @@ void AddGatewayCommand(CLI::App* cmd, GatewayFlags* f) {
                   "Quick start: where every request goes, round robin: http://HOST:PORT "
                   "(repeat or separate with commas) or store://HOST:PORT/services/NAME.")
       ->delimiter(',');
+  cmd->add_option("--cache", f->cache,
+                  "Quick start: an HTTP cache of this size in memory (e.g. 256MiB) for every "
+                  "cacheable response (docs/gateway.md, \"HTTP cache\").");
   cmd->add_option("--threads", f->threads, "Event loops (default: one per CPU).");
   cmd->add_option("--log-level", f->log_level, "debug, info, warn or err.")->capture_default_str();
   cmd->add_option("--io-backend", f->io_backend,
@@ -89,6 +92,22 @@ absl::StatusOr<gateway::GatewayConfig> QuickStartConfig(const GatewayFlags& f) {
   route.name = "all";
   route.match.prefix = "/";
   route.cluster = "upstream";
+  if (!f.cache.empty()) {
+    absl::StatusOr<size_t> bytes = gateway::ParseByteSize(f.cache);
+    if (!bytes.ok() || *bytes < (size_t{1} << 20)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--cache ", f.cache, ": must be a size of at least 1MiB, like 256MiB"));
+    }
+    gateway::CacheConfig cache;
+    cache.memory = *bytes;
+    cache.max_object_size = std::min(cache.max_object_size, cache.memory);
+    config.cache = cache;
+    route.cache.enabled = true;
+    // The origin's 5xx answers are content here (cacheable, or served
+    // stale-if-error), not a sign of a bad endpoint: with one origin,
+    // ejecting it would turn every request into a 503.
+    for (gateway::ClusterConfig& c : config.clusters) c.outlier_detection = false;
+  }
   vh.routes.push_back(route);
   config.virtual_hosts.push_back(vh);
   return config;
@@ -122,6 +141,9 @@ absl::StatusOr<gateway::GatewayConfig> LoadConfig(const GatewayFlags& f) {
     config = QuickStartConfig(f);
   } else if (!f.upstreams.empty() || !f.listen.empty()) {
     return absl::InvalidArgumentError("--listen and --upstream are for use without --config");
+  } else if (!f.cache.empty()) {
+    return absl::InvalidArgumentError(
+        "--cache is for the quick start; with --config use the cache: section");
   } else {
     config = gateway::LoadGatewayConfigFile(f.config);
   }

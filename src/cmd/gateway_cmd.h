@@ -14,6 +14,9 @@ struct GatewayFlags {
   std::string listen;
   std::vector<std::string> upstreams;
   int threads = 0;
+  // Quick start: cache every cacheable response in memory, this many bytes
+  // ("256MiB"); empty: no cache.
+  std::string cache;
   std::string io_backend = "auto";
   std::string log_level = "info";
   // The DNS server (docs/gateway.md, "DNS"): these set or override the

@@ -398,6 +398,7 @@ void ReadRoute(MapReader& r, RouteConfig* route) {
     for (const auto& w : route->split) total += w.weight;
     r.Check(total > 0, "split", "the weights must not all be 0");
   }
+  r.Map("cache", [&](MapReader& m) { m.Bool("enabled", &route->cache.enabled); });
   r.Time("timeout", &route->timeout);
   r.Time("idle_timeout", &route->idle_timeout);
   r.Map("retry", [&](MapReader& m) {
@@ -751,6 +752,27 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(std::string_view text, std::str
           m.Check(c->edge_limits.memory_bytes >= (1 << 20), "memory", "must be at least 1MiB");
           m.Int("instructions", &c->edge_limits.instructions, 1000, 2000000000);
         });
+        if (r.Has("cache")) {
+          r.Map("cache", [c](MapReader& m) {
+            CacheConfig k;
+            k.line = m.line();
+            m.Bytes("memory", &k.memory);
+            m.Bytes("max_object_size", &k.max_object_size);
+            m.Map("headers", [&k](MapReader& h) {
+              h.String("status", &k.status_header);
+              h.Bool("age", &k.age_header);
+              h.StringList("tags", &k.tag_headers);
+            });
+            m.Map("purge", [&k](MapReader& p) { p.Bool("enabled", &k.purge); });
+            m.Time("heuristic_max", &k.heuristic_max);
+            m.Check(k.memory >= (size_t{1} << 20), "memory", "must be at least 1MiB");
+            m.Check(k.max_object_size > 0 && k.max_object_size <= k.memory, "max_object_size",
+                    "must be more than 0 and at most memory");
+            k.status_header = absl::AsciiStrToLower(k.status_header);
+            for (std::string& t : k.tag_headers) t = absl::AsciiStrToLower(t);
+            c->cache = std::move(k);
+          });
+        }
         if (r.Has("experiments")) {
           r.Map("experiments", [c](MapReader& m) {
             ExperimentsConfig e;
@@ -887,6 +909,11 @@ absl::Status ValidateGatewayConfig(const GatewayConfig& config) {
         return absl::InvalidArgumentError(absl::StrCat("line ", r.line, ": route of '", vh.name,
                                                        "' names edge function '", *r.edge_function,
                                                        "', which is not defined"));
+      }
+      if (r.cache.enabled && !config.cache) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("line ", r.line, ": route of '", vh.name,
+                         "' enables cache, but there is no top-level cache: section"));
       }
       std::vector<std::string> used;
       if (r.cluster) used.push_back(*r.cluster);

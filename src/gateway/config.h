@@ -131,6 +131,11 @@ struct HeaderEdits {
   std::vector<std::string> remove;
 };
 
+// A route's use of the HTTP cache (docs/gateway.md, "HTTP cache").
+struct RouteCacheConfig {
+  bool enabled = false;  // needs the top-level `cache:` section
+};
+
 // A route that splits traffic by an experiment of the native layered model
 // (docs/gateway.md, "Experiment routing"): the unit is assigned in process
 // (experiment_routing.h) and sent to its variant's cluster.
@@ -176,6 +181,7 @@ struct RouteConfig {
   // `edge: {function: NAME}`: the edge function (edge_functions) run in
   // this route's requests' phases (docs/gateway.md, "Edge functions").
   std::optional<std::string> edge_function;
+  RouteCacheConfig cache;
   int line = 0;
 };
 
@@ -315,6 +321,22 @@ struct EdgeLimitsConfig {
   uint64_t instructions = 1'000'000;  // per invocation of one phase
 };
 
+// ---- the HTTP cache (docs/gateway.md, "HTTP cache"): one per process,
+// used by the routes that say `cache: {enabled: true}`.
+struct CacheConfig {
+  size_t memory = size_t{256} << 20;         // the byte budget (read at start)
+  size_t max_object_size = size_t{8} << 20;  // larger responses pass uncached
+  std::string status_header = "x-cache";     // HIT, MISS, ...; empty: none
+  bool age_header = true;                    // Age on stored responses
+  // Response fields whose space- or comma-separated tokens tag an object
+  // for purge by tag.
+  std::vector<std::string> tag_headers = {"surrogate-key", "cache-tag"};
+  bool purge = true;  // POST/PURGE /cache/purge on the admin listener
+  // The cap on heuristic freshness (10% of the time since Last-Modified).
+  Duration heuristic_max{86400000};
+  int line = 0;
+};
+
 // ---- experiments: the model routes split by, and where events go
 // (docs/gateway.md, "Experiment routing").
 struct ExperimentsConfig {
@@ -357,6 +379,7 @@ struct GatewayConfig {
   std::optional<DnsConfig> dns;
   std::vector<EdgeFunctionConfig> edge_functions;
   EdgeLimitsConfig edge_limits;
+  std::optional<CacheConfig> cache;
   std::optional<ExperimentsConfig> experiments;
 };
 

@@ -1,4 +1,5 @@
 #include "gateway/gateway.h"
+
 #include "gateway/intrusive_list.h"
 
 #include <arpa/inet.h>
@@ -12,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "base/logging.h"
 #include "gateway/edge/hooks.h"
+#include "gateway/cache/serve.h"
 #include "gateway/http1_proxy.h"
 #include "gateway/http2_proxy.h"
 #include "gateway/l4_proxy.h"
@@ -112,6 +114,8 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(GatewayConfig config, ne
     ASSIGN_OR_RETURN(gw->access_log_, AccessLog::Open(config.access_log.path, dropped));
   }
   std::string admin_address = config.admin_address;
+  if (config.cache) gw->cache_ = std::make_shared<cache::HttpCache>(*config.cache, &reg);
+  bool cache_purge = config.cache && config.cache->purge;
   ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot,
                    gw->BuildSnapshot(std::move(config), nullptr));
   gw->Publish(snapshot);
@@ -130,6 +134,13 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(GatewayConfig config, ne
     gw->admin_->Handle("/status", [raw_gw] {
       return net::HttpResponse{.content_type = "application/json", .body = raw_gw->StatusJson()};
     });
+    if (cache_purge) {
+      std::shared_ptr<cache::HttpCache> http_cache = gw->cache_;
+      gw->admin_->HandleAll([http_cache](const net::HttpRequest& r) {
+        if (r.path == "/cache/purge") return http_cache->HandlePurge(r);
+        return net::JsonError(404, "not_found", "no such path");
+      });
+    }
     RETURN_IF_ERROR(gw->admin_->Start(where->host, where->port));
     CAPSTAN_LOG(info, "gateway admin endpoint", "address",
                 mesh::FormatHostPort(where->host, gw->admin_->port()));
@@ -226,6 +237,7 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Gateway::BuildSnapshot(GatewayCo
   for (const auto& [name, cluster] : snapshot->clusters) {
     snapshot->cluster_stats[name] = metrics_.ForCluster(name);
   }
+  snapshot->cache = cache_;
   snapshot->config = std::move(config);
   return std::shared_ptr<const Snapshot>(std::move(snapshot));
 }

@@ -45,6 +45,9 @@ namespace capstan::gateway {
 
 class L4Proxy;            // l4_proxy.h
 class ExperimentRouting;  // experiment_routing.h
+namespace cache {
+class HttpCache;  // cache/serve.h
+}
 
 // A downstream connection as the gateway's shutdown sees it (loop thread).
 // Lives in the connection's coroutine frame, linked into its loop's list.
@@ -71,6 +74,8 @@ struct Snapshot {
   // (edge/hooks.h); the limits every loop's VM applies.
   absl::flat_hash_map<std::string, std::shared_ptr<const edge::FunctionSource>> edge_functions;
   edge::Limits edge_limits;
+  // The process's HTTP cache (made at Start from the `cache:` section), or null.
+  std::shared_ptr<cache::HttpCache> cache;
 };
 
 struct GatewayStats {
@@ -153,6 +158,7 @@ class Gateway {
   GatewayMetrics metrics_;
   std::unique_ptr<AccessLog> access_log_;
   std::unique_ptr<net::HttpServer> admin_;
+  std::shared_ptr<cache::HttpCache> cache_;  // set at Start, never changed
   std::vector<std::unique_ptr<LoopState>> loops_;
   // The TCP listeners (after loops_: it reads their snapshots).
   std::unique_ptr<L4Proxy> l4_;

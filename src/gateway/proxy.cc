@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/logging.h"
+#include "gateway/cache/serve.h"
 #include "gateway/edge/hooks.h"
 #include "gateway/experiment_routing.h"
 #include "gateway/upstream_h2.h"
@@ -376,7 +377,8 @@ net::Task<Outcome> ForwardHttp1(DownstreamContext& ctx, DownstreamExchange& x, c
   }
 }
 
-// Forwards to the route's cluster. Returns keep-alive.
+}  // namespace
+
 net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Route& route,
                         Cluster& cluster) {
   ProxyRequest& in = x.request();
@@ -600,6 +602,8 @@ net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Rou
   }
 }
 
+namespace {
+
 // A route that does not forward.
 net::Task<bool> AnswerLocally(DownstreamContext& ctx, DownstreamExchange& x, const Route& route) {
   const RouteConfig& rc = route.config();
@@ -679,6 +683,8 @@ std::string AccessLine(const GatewayConfig& gc, const DownstreamContext& ctx,
       add(field, str(route != nullptr ? route->label() : ""));
     } else if (field == "request_id") {
       add(field, str(x.request_id));
+    } else if (field == "cache") {
+      add(field, str(x.cache_status));
     }
   }
   line += "}";
@@ -755,6 +761,8 @@ net::Task<bool> HandleRequest(DownstreamContext& ctx, DownstreamExchange& x) {
     auto it = snapshot->clusters.find(cluster_name);
     if (it == snapshot->clusters.end()) {
       keep = co_await Local(x, 503, absl::StrCat("cluster ", cluster_name, " is not defined\n"));
+    } else if (snapshot->cache != nullptr && route->config().cache.enabled) {
+      keep = co_await cache::ServeCached(ctx, x, *route, *it->second, snapshot->cache);
     } else {
       keep = co_await Forward(ctx, x, *route, *it->second);
     }

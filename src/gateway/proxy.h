@@ -108,6 +108,9 @@ class DownstreamExchange {
   uint64_t bytes_sent = 0;  // response body bytes handed to the client
   std::string upstream;     // the endpoint that answered, for the log
   std::string request_id;
+  // How the HTTP cache answered (HIT, MISS, STALE, ...), for the log; empty
+  // off cache routes.
+  std::string_view cache_status;
   // Fields added to the response head from upstream (after the route's
   // response_headers edits), e.g. an experiment's Set-Cookie.
   std::vector<std::pair<std::string, std::string>> extra_response_fields;
@@ -133,5 +136,11 @@ void EditResponseHead(const DownstreamContext& ctx, const DownstreamExchange& x,
 // another (HTTP/1.1 keep-alive; always true for an HTTP/2 stream unless the
 // connection must close).
 net::Task<bool> HandleRequest(DownstreamContext& ctx, DownstreamExchange& x);
+
+// Forwards to the route's cluster (what HandleRequest does for a forwarding
+// route); the HTTP cache calls it with an exchange of its own around the
+// client's. Returns keep-alive.
+net::Task<bool> Forward(DownstreamContext& ctx, DownstreamExchange& x, const Route& route,
+                        Cluster& cluster);
 
 }  // namespace capstan::gateway
