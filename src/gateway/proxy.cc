@@ -711,10 +711,23 @@ net::Task<bool> HandleRequest(DownstreamContext& ctx, DownstreamExchange& x) {
   RequestView view{host, in.method, in.path, in.query, lookup};
   const Route* route = snapshot->routes->Match(view);
   bool keep;
-  ExperimentRouting::Decision experiment;  // a route splitting by experiment
+  // A route splitting by experiment: the unit is assigned first, so the
+  // route's edge function sees the assignment (req.experiment) and may
+  // still choose another cluster.
+  ExperimentRouting::Decision experiment;
+  edge::RequestState edge_state;
+  if (route != nullptr && route->config().experiment && ctx.experiments != nullptr) {
+    const ExperimentRoute& e = *route->config().experiment;
+    experiment = ctx.experiments->Assign(e, fields);
+    if (experiment.new_unit) {
+      x.extra_response_fields.emplace_back("set-cookie",
+                                           ctx.experiments->SetCookieValue(e, experiment));
+    }
+    edge_state.access.experiment_key = e.experiment;
+    edge_state.access.experiment_variant = experiment.variant;
+  }
   // The route's edge function, on_request: it may edit the request, answer
   // it, or choose the cluster (edge/hooks.h).
-  edge::RequestState edge_state;
   std::optional<bool> edge_answered;
   if (route != nullptr && route->config().edge_function) {
     auto on_request = edge::RunOnRequest(ctx, x, *snapshot, *route, &edge_state);
@@ -740,15 +753,7 @@ net::Task<bool> HandleRequest(DownstreamContext& ctx, DownstreamExchange& x) {
       cluster = &*edge_cluster;  // the edge function chose
     } else if (const std::optional<ExperimentRoute>& e = route->config().experiment;
                e.has_value()) {
-      cluster = &e->default_cluster;
-      if (ctx.experiments != nullptr) {
-        experiment = ctx.experiments->Assign(*e, fields);
-        cluster = experiment.cluster;
-        if (experiment.new_unit) {
-          x.extra_response_fields.emplace_back("set-cookie",
-                                               ctx.experiments->SetCookieValue(*e, experiment));
-        }
-      }
+      cluster = experiment.cluster != nullptr ? experiment.cluster : &e->default_cluster;
     } else {
       uint64_t draw = RandomDraw();
       if (route->config().split_hash_header) {

@@ -62,6 +62,15 @@ class GatewayExperimentE2E : public ::testing::Test {
                           << "  store: store://" << store_->endpoint() << "\n"
                           << "  events: http://127.0.0.1:" << service_port_ << "/v1/events\n"
                           << "  flush_interval: 100ms\n"
+                          << "edge_functions:\n"
+                          << "  tag:\n"
+                          << "    source: |\n"
+                          << "      function on_request(req)\n"
+                          << "        if req.experiment ~= nil then\n"
+                          << "          req:set_header('x-edge-saw', req.experiment.key .. '/' ..\n"
+                          << "                         req.experiment.variant)\n"
+                          << "        end\n"
+                          << "      end\n"
                           << "virtual_hosts:\n"
                           << "  - name: shop\n"
                           << "    domains: [\"*\"]\n"
@@ -72,6 +81,7 @@ class GatewayExperimentE2E : public ::testing::Test {
                           << "          unit_header: x-user-id\n"
                           << "          variants: {control: v1, treatment: v2}\n"
                           << "          default: v1\n"
+                          << "        edge: {function: tag}\n"
                           << "clusters:\n"
                           << "  - {name: v1, endpoints: [" << v1_->address() << "]}\n"
                           << "  - {name: v2, endpoints: [" << v2_->address() << "]}\n";
@@ -150,6 +160,8 @@ TEST_F(GatewayExperimentE2E, UnitsGoToTheirVariantsOriginAndTheResultsFillIn) {
     EXPECT_EQ(a.headers["x-capstan-experiment"], "checkout=" + want) << unit;
     EXPECT_EQ(a.headers["x-capstan-unit"], unit);
     EXPECT_EQ(a.server, want == "control" ? "v1" : "v2") << unit;
+    // The route's edge function saw the assignment (req.experiment).
+    EXPECT_EQ(a.headers["x-edge-saw"], "checkout/" + want) << unit;
     ++per_variant[want];
   }
   EXPECT_GT(per_variant["control"], 5);
