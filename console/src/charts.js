@@ -86,6 +86,9 @@ export function HistoryChart({ samples, metric, treatments, title }) {
       axes: [{}, { values: (u, vals) => vals.map((v) => fmtPercent(v, 0)), size: 60 }],
       legend: { live: true },
     }, data, container.current);
+    // One sample (or all within a minute) would make uPlot span years: show ±5 minutes.
+    const first = t[0], last = t[t.length - 1];
+    if (last - first < 60) plot.setScale('x', { min: first - 300, max: last + 300 });
     return () => plot.destroy();
   }, [samples, metric, treatments.join(',')]);
   if (samples.length === 0) return html`<p class="muted small">No samples yet: the service samples running experiments periodically.</p>`;

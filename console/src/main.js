@@ -5,7 +5,7 @@ import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import 'uplot/dist/uPlot.min.css';
 import './console.css';
-import { html } from './ui.js';
+import { html, markNavigated } from './ui.js';
 import { ExperimentsPage } from './pages/experiments.js';
 import { ExperimentPage } from './pages/experiment.js';
 import { ResultsPage } from './pages/results.js';
@@ -38,7 +38,7 @@ function route(path) {
 function App() {
   const [path, setPath] = useState(currentPath());
   useEffect(() => {
-    const onHash = () => setPath(currentPath());
+    const onHash = () => { markNavigated(); setPath(currentPath()); };
     window.addEventListener('hashchange', onHash);
     return () => window.removeEventListener('hashchange', onHash);
   }, []);

@@ -6,11 +6,15 @@ import htm from 'htm';
 
 export const html = htm.bind(h);
 
-// A page: its h1 takes focus when the page opens, so a screen reader
-// announces where a link led.
+// Set once the user navigated inside the console: from then on a page's h1
+// takes focus when it opens, so a screen reader announces where a link led.
+// (On the first load focus stays at the top, where the skip link is.)
+let navigated = false;
+export function markNavigated() { navigated = true; }
+
 export function Page({ title, actions, children }) {
   const heading = useRef(null);
-  useEffect(() => { heading.current && heading.current.focus(); }, [title]);
+  useEffect(() => { if (navigated && heading.current) heading.current.focus(); }, [title]);
   return html`<section class="page">
     <header class="page-header">
       <h1 tabindex="-1" ref=${heading}>${title}</h1>

@@ -161,8 +161,7 @@ export function ExperimentPage({ id }) {
   const actions = isNew ? null : html`<a class="button" href=${link(`/experiments/${encodeURIComponent(doc.id)}/results`)}>Results</a>`;
   return html`<${Page} title=${isNew ? 'New experiment' : doc.id} actions=${actions}>
     ${isNew ? null : html`<p class="meta">
-      <${StateBadge} state=${state} /> in layer <strong>${doc.spec.layer}</strong>
-      · revision ${doc.revision} · version ${doc.version} · last changed by ${doc.updatedBy || 'unknown'}</p>`}
+      <${StateBadge} state=${state} />${' in layer '}<strong>${doc.spec.layer}</strong>${` · revision ${doc.revision} · version ${doc.version} · last changed by ${doc.updatedBy || 'unknown'}`}</p>`}
     <${ConflictAlert} conflict=${conflict} />
     <${ErrorMessage} error=${error} />
     ${notice ? html`<${Alert} kind="success">${notice}</${Alert}>` : null}
@@ -217,7 +216,7 @@ export function ExperimentPage({ id }) {
             ${form.variants.map((v, i) => html`<tr>
               <td><input aria-label=${`Variant ${i + 1} id`} name=${`variant-${i}-id`} required value=${v.id} onInput=${setVariant(i, 'id')} aria-invalid=${invalid(`variants[${i}]`)} /></td>
               <td><input aria-label=${`Variant ${i + 1} weight`} name=${`variant-${i}-weight`} inputmode="decimal" value=${v.weight} onInput=${setVariant(i, 'weight')} /></td>
-              <td><input aria-label=${`Variant ${i + 1} parameters`} name=${`variant-${i}-parameters`} class="mono" placeholder='{"color": "green"}' value=${v.parameters} onInput=${setVariant(i, 'parameters')} /></td>
+              <td><input aria-label=${`Variant ${i + 1} parameters`} name=${`variant-${i}-parameters`} class="mono" placeholder='e.g. {"color": "green"}' value=${v.parameters} onInput=${setVariant(i, 'parameters')} /></td>
               <td>${form.variants.length > 1 ? html`<button type="button" class="button button-quiet" aria-label=${`Remove variant ${v.id || i + 1}`}
                   onClick=${() => setForm({ ...form, variants: form.variants.filter((_, j) => j !== i) })}>Remove</button>` : null}</td>
             </tr>`)}

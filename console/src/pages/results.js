@@ -82,8 +82,7 @@ export function ResultsPage({ id }) {
     <${ErrorMessage} error=${results.error} />
     ${!r && !results.error ? html`<p class="muted" role="status">Loading…</p>` : null}
     ${r ? html`
-      <p class="meta" aria-live="polite">Control <strong>${r.control ?? '—'}</strong> · ${r.method} analysis, alpha ${r.alpha}
-        · correction ${r.correction} · updated ${results.at ? results.at.toLocaleTimeString() : ''}</p>
+      <p class="meta">Control <strong>${r.control ?? '—'}</strong>${` · ${r.method} analysis, alpha ${r.alpha} · correction ${r.correction} · updated ${results.at ? results.at.toLocaleTimeString() : ''}`}</p>
       ${r.srm && r.srm.status === 'mismatch' ? html`<${Alert} kind="warning" title="Sample ratio mismatch">
         The units per variant do not match the planned split (χ² ${fmt(r.srm.chi2)}, p ${fmtP(r.srm.pValue)}).
         Assignment or logging is likely broken: do not trust these results until the cause is found.
