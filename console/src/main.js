@@ -10,11 +10,13 @@ import { ExperimentsPage } from './pages/experiments.js';
 import { ExperimentPage } from './pages/experiment.js';
 import { ResultsPage } from './pages/results.js';
 import { LayersPage, FlagsPage } from './pages/documents.js';
+import { SystemPage } from './pages/system.js';
 
 const NAV = [
   ['/experiments', 'Experiments'],
   ['/layers', 'Layers'],
   ['/flags', 'Flags'],
+  ['/system', 'System'],
 ];
 
 function currentPath() {
@@ -32,6 +34,7 @@ function route(path) {
   }
   if (parts[0] === 'layers' && parts.length === 1) return html`<${LayersPage} />`;
   if (parts[0] === 'flags' && parts.length === 1) return html`<${FlagsPage} />`;
+  if (parts[0] === 'system' && parts.length === 1) return html`<${SystemPage} />`;
   return html`<section class="page"><h1>Not found</h1><p>No page at <code>${path}</code>.</p></section>`;
 }
 

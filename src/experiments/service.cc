@@ -7,6 +7,7 @@
 #include "experiments/console_assets.h"
 #include "experiments/model_service.h"
 #include "experiments/results_history.h"
+#include "experiments/system_status.h"
 
 namespace capstan::experiments {
 namespace {
@@ -169,6 +170,7 @@ ExperimentsService::~ExperimentsService() {
 
 void ExperimentsService::AddRoutes() {
   AddConsoleRoutes(&router_);  // the web console at /console (console_assets.h)
+  AddSystemRoutes(&router_, options_.store_endpoints);  // its System page (system_status.h)
   router_.Add("GET", "/api/features/{clientKey}",
               [this](const net::HttpRequest& r, const net::PathParams& p) {
                 return growthbook_.Features(p.at("clientKey"),

@@ -20,6 +20,7 @@
 //   GET    /v1/{kind}/{id}/history          {"items": [...]} oldest first
 //   GET    /v1/experiments/{id}/results/history  results over time (results_history.h)
 //   GET    /console                         the web console (console_assets.h)
+//   GET    /v1/system/store                 the store's members and leader (system_status.h)
 // Who made a change: the X-Capstan-User header, else "anonymous".
 // Errors: {"error": {"code", "message", "field"?, "currentRevision"?}} with
 // 400 (invalid; "field" names it), 404, 409 (conflict; "currentRevision"),

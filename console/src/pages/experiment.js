@@ -226,10 +226,10 @@ export function ExperimentPage({ id }) {
       </fieldset>
 
       <${Field} id="exp-condition" label="Targeting condition (GrowthBook condition JSON; blank: everyone)" error=${invalid('condition')}>
-        <textarea id="exp-condition" name="condition" class="mono" rows="4" placeholder='{"country": {"$in": ["DE", "FR"]}}' value=${form.condition} onInput=${set('condition')} aria-invalid=${invalid('condition')}></textarea>
+        <textarea id="exp-condition" name="condition" class="mono" rows="4" placeholder='e.g. {"country": {"$in": ["DE", "FR"]}}' value=${form.condition} onInput=${set('condition')} aria-invalid=${invalid('condition')}></textarea>
       </${Field}>
       <${Field} id="exp-allow" label="Allow-list (one unit = variant per line)" hint="Applied while draft or running, for QA." error=${invalid('forced_variants')}>
-        <textarea id="exp-allow" name="allow-list" class="mono" rows="3" placeholder="user-17 = treatment" value=${form.allowList} onInput=${set('allowList')} aria-invalid=${invalid('forced_variants')} aria-describedby="exp-allow-hint"></textarea>
+        <textarea id="exp-allow" name="allow-list" class="mono" rows="3" placeholder="e.g. user-17 = treatment" value=${form.allowList} onInput=${set('allowList')} aria-invalid=${invalid('forced_variants')} aria-describedby="exp-allow-hint"></textarea>
       </${Field}>
       <div class="form-actions">
         <button type="submit" class="button button-primary" disabled=${busy}>${isNew ? 'Create experiment' : 'Save changes'}</button>

@@ -7,7 +7,8 @@
 //   → a script assigns 400 units (/v1/evaluate/batch) and posts their
 //     exposure and conversion events (POST /v1/events)
 //   → the results page shows every variant with the API's numbers, the lift
-//     chart and the lift-over-time chart
+//     chart and the lift-over-time chart; the layers page; the system page
+//     (the store's member as leader, its endpoint up)
 // Screenshots go to --artifacts DIR. Every wait has a deadline.
 //
 //   node console_e2e.mjs --capstan BIN --artifacts DIR [--chromium /usr/bin/chromium]
@@ -267,6 +268,27 @@ async function main() {
   const srmShown = (await bodyText()).includes('Sample ratio mismatch');
   check(srmShown === (api.srm.status === 'mismatch'), `SRM banner shown exactly when the API says mismatch (${api.srm.status})`);
   await shot('05-results');
+
+  // Layers: the layer with its experiment, reached through the navigation.
+  await page.locator('::-p-aria(Layers)').click();
+  await waitFor('the layers page', async () => (await h1()) === 'Layers');
+  const layerRow = await waitFor('the checkout layer row', () => page.$$eval('tbody tr', (rows) => {
+    const row = rows.find((r) => r.querySelector('th') && r.querySelector('th').textContent.trim() === 'checkout');
+    return row ? row.textContent : null;
+  }));
+  check(layerRow.includes('green-button') && layerRow.includes('main'), `layer row: ${layerRow}`);
+  check(await page.evaluate(() => document.activeElement.tagName) === 'H1', 'after navigation the page heading has focus');
+  await shot('06-layers');
+
+  // System: the store's one member, shown as the leader, and its endpoint up.
+  await page.locator('::-p-aria(System)').click();
+  await waitFor('the system page', async () => (await h1()) === 'System');
+  const members = await waitFor('the store members', () => page.$$eval('section[aria-labelledby="members-title"] tbody tr',
+    (rows) => (rows.length ? rows.map((r) => r.textContent) : null)));
+  check(members.length === 1 && members[0].includes('console-e2e') && members[0].includes('leader'), `members: ${members}`);
+  const endpointRow = await page.$eval('section[aria-labelledby="endpoints-title"] tbody tr', (r) => r.textContent);
+  check(endpointRow.includes(`127.0.0.1:${storePort}`) && endpointRow.includes('up'), `endpoint row: ${endpointRow}`);
+  await shot('07-system');
   check(pageErrors.length === 0, `no page errors: ${pageErrors.join(' | ')}`);
   log('PASS');
 }
