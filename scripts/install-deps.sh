@@ -44,8 +44,12 @@ PACKAGES=(
   # the DNS server's peers, clients and load generator (tests/e2e/dns_test.cc,
   # bench/dns-vs-nsd-knot.sh): dig, kdig, NSD, Knot, dnsperf
   bind9-dnsutils knot-dnsutils nsd knot dnsperf
-  # node runs the reference GrowthBook SDK (npm) in the experiments differential test
+  # node runs the reference GrowthBook SDK (npm) in the experiments differential test,
+  # and builds the web console (console/, npm + esbuild) at build time
   nodejs
+  # the web console's browser test (tests/e2e/console): headless Chromium driven by
+  # puppeteer-core from npm, which downloads no browser of its own
+  chromium
   # reference statistics for the experiments statistics engine (tests/stats/reference.py)
   python3-scipy python3-statsmodels
   # tests/deploy/check_deploy.py reads the Kubernetes manifests

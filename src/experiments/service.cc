@@ -4,7 +4,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/logging.h"
+#include "experiments/console_assets.h"
 #include "experiments/model_service.h"
+#include "experiments/results_history.h"
+#include "experiments/system_status.h"
 
 namespace capstan::experiments {
 namespace {
@@ -125,6 +128,7 @@ absl::StatusOr<std::unique_ptr<ExperimentsService>> ExperimentsService::Start(
                          context, LayeredModelOptions{.max_batch_units = options.max_batch_units}));
   }
   for (const ServiceExtension& extension : options.extensions) RETURN_IF_ERROR(extension(context));
+  svc->results_history_ = InstallResultsHistory(&svc->router_, svc->watcher_.get());
 
   svc->server_ = std::make_unique<net::HttpServer>(
       net::HttpServerOptions{.name = "experiments",
@@ -158,12 +162,15 @@ absl::StatusOr<std::unique_ptr<ExperimentsService>> ExperimentsService::Start(
 }
 
 ExperimentsService::~ExperimentsService() {
+  results_history_.reset();                 // its sampler dispatches into router_
   if (server_ != nullptr) server_->Stop();  // no handler runs after this
   layered_model_.reset();                   // unsubscribes from the watcher
   watcher_.reset();
 }
 
 void ExperimentsService::AddRoutes() {
+  AddConsoleRoutes(&router_);  // the web console at /console (console_assets.h)
+  AddSystemRoutes(&router_, options_.store_endpoints);  // its System page (system_status.h)
   router_.Add("GET", "/api/features/{clientKey}",
               [this](const net::HttpRequest& r, const net::PathParams& p) {
                 return growthbook_.Features(p.at("clientKey"),

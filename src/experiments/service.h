@@ -18,6 +18,9 @@
 //                                           (or If-Match: N) replaces revision N; 201 / 200
 //   DELETE /v1/{kind}/{id}[?revision=N]
 //   GET    /v1/{kind}/{id}/history          {"items": [...]} oldest first
+//   GET    /v1/experiments/{id}/results/history  results over time (results_history.h)
+//   GET    /console                         the web console (console_assets.h)
+//   GET    /v1/system/store                 the store's members and leader (system_status.h)
 // Who made a change: the X-Capstan-User header, else "anonymous".
 // Errors: {"error": {"code", "message", "field"?, "currentRevision"?}} with
 // 400 (invalid; "field" names it), 404, 409 (conflict; "currentRevision"),
@@ -44,6 +47,7 @@ namespace capstan::experiments {
 
 class ConfigWatcher;
 class LayeredModelService;
+class ResultsHistory;
 
 // What an extension of the service gets (the layered model, events,
 // statistics): it registers its document kinds, subscribes to the
@@ -118,6 +122,7 @@ class ExperimentsService {
   net::HttpRouter router_;
   std::unique_ptr<ConfigWatcher> watcher_;
   std::unique_ptr<LayeredModelService> layered_model_;  // subscribed to watcher_
+  std::unique_ptr<ResultsHistory> results_history_;     // samples through router_
   std::unique_ptr<net::HttpServer> server_;
 };
 
