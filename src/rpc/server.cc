@@ -551,8 +551,14 @@ void Server::CallDone() {
 }
 
 Server::Stats Server::stats() const {
-  return Stats{connections_.load(), in_flight_.load(), calls_started_.load(),
-               protocol_errors_.load(), calls_shed_.load()};
+  Stats stats{connections_.load(), in_flight_.load(), calls_started_.load(),
+              protocol_errors_.load(), calls_shed_.load()};
+  if (grpc_ != nullptr) {
+    net::GrpcServer::Stats grpc = grpc_->stats();
+    stats.connections += static_cast<int64_t>(grpc.connections);
+    stats.protocol_errors += static_cast<int64_t>(grpc.protocol_errors);
+  }
+  return stats;
 }
 
 void Server::Shutdown(Clock::duration grace) {

@@ -490,6 +490,7 @@ class Server {
   void Shutdown(Clock::duration grace = std::chrono::seconds(5));
 
   struct Stats {
+    // Capstan and gRPC connections alike.
     int64_t connections = 0;
     int64_t calls_in_flight = 0;
     int64_t calls_started = 0;
