@@ -39,6 +39,9 @@ PACKAGES=(
   nodejs
   # reference statistics for the experiments statistics engine (tests/stats/reference.py)
   python3-scipy python3-statsmodels
+  # a gRPC client in another language against the RPC port (tests/e2e/rpc_grpc_client.py);
+  # its message classes come from the system protoc at test time
+  python3-grpcio python3-protobuf
 )
 
 missing=()
