@@ -235,7 +235,19 @@ void GrpcCall::OnSendTrailers() {
   std::string message = PercentEncodeGrpcMessage(
       std::string_view(status_.message().data(), status_.message().size()));
   HeaderField fields[2] = {{"grpc-status", code}, {"grpc-message", message}};
-  SubmitTrailers(std::span(fields, message.empty() ? 1 : 2));
+  std::span<const HeaderField> status_fields(fields, message.empty() ? 1 : 2);
+  if (extra_trailers_.empty()) {
+    SubmitTrailers(status_fields);
+    return;
+  }
+  std::vector<HeaderField> all(status_fields.begin(), status_fields.end());
+  for (const auto& [name, value] : extra_trailers_) all.push_back({name, value});
+  SubmitTrailers(all);
+}
+
+void GrpcCall::AddTrailer(std::string_view name, std::string_view value) {
+  if (finishing_ || done_) return;
+  extra_trailers_.emplace_back(std::string(name), std::string(value));
 }
 
 bool GrpcCall::Write(Buffer message) {
@@ -279,7 +291,14 @@ void GrpcCall::Finish(const absl::Status& status) {
                            {"content-type", "application/grpc"},
                            {"grpc-status", code},
                            {"grpc-message", message}};
-  SendHeaders(std::span(fields, message.empty() ? 3 : 4), /*end_stream=*/true);
+  std::span<const HeaderField> status_fields(fields, message.empty() ? 3 : 4);
+  if (extra_trailers_.empty()) {
+    SendHeaders(status_fields, /*end_stream=*/true);
+    return;
+  }
+  std::vector<HeaderField> all(status_fields.begin(), status_fields.end());
+  for (const auto& [name, value] : extra_trailers_) all.push_back({name, value});
+  SendHeaders(all, /*end_stream=*/true);
 }
 
 void GrpcCall::FinishFromAnyThread(GrpcCallPtr call, absl::Status status,

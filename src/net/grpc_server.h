@@ -148,6 +148,9 @@ class GrpcCall : public Http2Stream {
   bool WriteFramed(Buffer framed);
   // Ends the call with `status` once the queued messages are sent.
   void Finish(const absl::Status& status);
+  // Trailing metadata sent with the status (before Finish; `name` in lower
+  // case, not a grpc- reserved one).
+  void AddTrailer(std::string_view name, std::string_view value);
   // Unary: one response message, then OK.
   void Reply(Buffer message) {
     Write(std::move(message));
@@ -206,6 +209,7 @@ class GrpcCall : public Http2Stream {
   int unary_messages_ = 0;
   std::unique_ptr<GrpcStreamHandler> handler_;
   std::unique_ptr<Timer> deadline_;
+  std::vector<std::pair<std::string, std::string>> extra_trailers_;
   std::chrono::steady_clock::time_point deadline_at_ = std::chrono::steady_clock::time_point::max();
 };
 
