@@ -5,6 +5,7 @@
 
 #include <array>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "mesh/discovery.h"
@@ -50,6 +51,16 @@ std::string_view ServerContext::Metadata(std::string_view key) const {
 
 ServerCall::~ServerCall() { internal::UnlinkGrpcBridge(this); }
 
+void ServerCall::FinishGrpc(const absl::Status& status) {
+  // HTTP/2 field names are lower case; gRPC reserves the grpc- ones.
+  for (const auto& [key, value] : context_.trailers_) {
+    std::string name = absl::AsciiStrToLower(key);
+    if (name.empty() || name.starts_with("grpc-") || name.starts_with(":")) continue;
+    grpc_call_->AddTrailer(name, value);
+  }
+  grpc_call_->Finish(status);
+}
+
 // Takes the call out of its connection's table; false when nobody waits for
 // the answer any more (cancelled, or the connection is gone).
 bool ServerCall::Detach() {
@@ -87,7 +98,7 @@ void ServerCall::Finish(const absl::Status& status, const google::protobuf::Mess
       grpc_call_->WriteFramed(
           net::FrameGrpcMessage(size, [&](char* dst) { SerializeTo(*message, size, dst); }));
     }
-    grpc_call_->Finish(status);
+    FinishGrpc(status);
     return;
   }
   net::Socket& socket = *connection_->socket;
@@ -107,7 +118,7 @@ void ServerCall::FinishBytes(const absl::Status& status, net::Buffer message) {
   if (!Detach()) return;
   if (grpc_call_ != nullptr) {
     if (status.ok()) grpc_call_->Write(std::move(message));
-    grpc_call_->Finish(status);
+    FinishGrpc(status);
     return;
   }
   net::Socket& socket = *connection_->socket;

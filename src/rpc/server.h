@@ -161,6 +161,8 @@ class ServerCall {
   // The client cancelled or went away: waiting reads and writes return.
   void Cancel();
   Meta ResponseMeta(const absl::Status& status) const;
+  // Over gRPC: the trailers the handler added, then the status.
+  void FinishGrpc(const absl::Status& status);
 
   ServerContext context_;
   net::Buffer request_;

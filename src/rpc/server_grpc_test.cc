@@ -39,6 +39,7 @@ class ProtocolCounter : public ServerInterceptor {
  public:
   absl::Status Before(ServerContext& context) override {
     (context.grpc() ? grpc_calls : capstan_calls)++;
+    context.AddTrailer("X-Served-Over", context.grpc() ? "grpc" : "capstan");
     if (context.Metadata("refuse") == "yes") return absl::PermissionDeniedError("refused by test");
     return absl::OkStatus();
   }
@@ -109,6 +110,11 @@ TEST_F(ServerGrpcTest, UnaryOverBothProtocolsOnOnePortWithMetadataAndDeadline) {
   EXPECT_EQ(response.payload(), "over grpc");
   EXPECT_EQ(response.served_by(), "one");
   EXPECT_EQ(response.caller(), "grpc-client");
+  // ServerContext::AddTrailer reaches the gRPC client's trailing metadata
+  // (the name in lower case, as HTTP/2 wants).
+  auto trailer = ctx.GetServerTrailingMetadata().find("x-served-over");
+  ASSERT_NE(trailer, ctx.GetServerTrailingMetadata().end());
+  EXPECT_EQ(std::string(trailer->second.data(), trailer->second.size()), "grpc");
   // grpc-timeout became the handler's deadline (the client rounds the
   // timeout it sends up to a coarser unit: it may exceed 5 s a little).
   EXPECT_GT(response.deadline_left_us(), 0);
@@ -148,6 +154,8 @@ TEST_F(ServerGrpcTest, AnInterceptorRefusalReachesTheGrpcClient) {
   grpc::Status st = echo_stub_->Echo(&ctx, EchoRequest(), &response);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(st.error_message(), "refused by test");
+  // A trailers-only answer carries the handler's trailers too.
+  EXPECT_EQ(ctx.GetServerTrailingMetadata().count("x-served-over"), 1u);
   EXPECT_EQ(echo_.calls.load(), 0);
   EXPECT_TRUE(Eventually([&] { return counter_->after.load() == 1; }));
 }
