@@ -350,7 +350,9 @@ net::Task<void> Server::ServeConnection(LoopState* state,
       }
     }
     if (TakesGrpc(socket)) {
-      ServeGrpc(std::move(conn->socket));
+      // A copy: the Connection (listed for Shutdown and /status until this
+      // coroutine ends) keeps a socket to look at.
+      ServeGrpc(conn->socket);
       co_return;
     }
   }

@@ -127,6 +127,7 @@ void UnlinkGrpcBridge(ServerCall* call) {
 }  // namespace internal
 
 void Server::AddBuiltinServices() {
+  if (!builtin_services_.empty()) return;  // a Start that failed added them
   if (options_.health_service) {
     builtin_services_.push_back(internal::NewHealthService(this));
     AddService(builtin_services_.back().get());
