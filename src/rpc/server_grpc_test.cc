@@ -287,6 +287,38 @@ TEST_F(ServerGrpcTest, UnknownMethodIsUnimplemented) {
   EXPECT_NE(st.error_message().find("Nope"), std::string::npos) << st.error_message();
 }
 
+class ServerGrpcQueueLimitTest : public ServerGrpcTest {
+ protected:
+  void SetUp() override {
+    ServerOptions options;
+    options.grpc_max_queued_bytes = 64 << 10;
+    Start(options);
+  }
+};
+
+TEST_F(ServerGrpcQueueLimitTest, AClientFarAheadOfTheHandlersReadsIsStopped) {
+  testing::Gate gate;
+  streams_.hold_consume = &gate;
+  grpc::ClientContext ctx;
+  echo::StreamSummary summary;
+  auto writer = streams_stub_->Consume(&ctx, &summary);
+  // 160 KB inside HTTP/2's 1 MiB window, none of it read by the handler.
+  // Writes may start failing once the server ended the call.
+  for (int i = 0; i < 10; ++i) {
+    Chunk chunk;
+    chunk.set_seq(i);
+    chunk.set_payload(std::string(16 << 10, 'q'));
+    if (!writer->Write(chunk)) break;
+  }
+  writer->WritesDone();
+  grpc::Status st = writer->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  EXPECT_NE(st.error_message().find("ahead of the handler's reads"), std::string::npos)
+      << st.error_message();
+  gate.Open();
+  EXPECT_TRUE(Eventually([&] { return server_->stats().calls_in_flight == 0; }));
+}
+
 class ServerGrpcLimitsTest : public ServerGrpcTest {
  protected:
   void SetUp() override {

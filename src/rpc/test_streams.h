@@ -8,6 +8,7 @@
 
 #include "capstan/echo.capstan.h"
 #include "rpc/server.h"
+#include "rpc/test_echo.h"
 
 namespace capstan::rpc::testing {
 
@@ -37,6 +38,8 @@ class TestStreams : public echo::StreamsServer {
 
   net::Task<absl::Status> Consume(ServerContext& context, ServerReader<Chunk>& reader,
                                   StreamSummary* summary) override {
+    // Held: the client's messages pile up unread until the gate opens.
+    if (Gate* gate = hold_consume.load(); gate != nullptr) co_await gate->Wait(context.loop());
     Chunk chunk;
     while (co_await reader.Read(&chunk)) {
       summary->set_chunks(summary->chunks() + 1);
@@ -56,6 +59,7 @@ class TestStreams : public echo::StreamsServer {
     co_return context.cancelled() ? absl::CancelledError("cancelled") : absl::OkStatus();
   }
 
+  std::atomic<Gate*> hold_consume{nullptr};
   std::atomic<int> produced{0};
   std::atomic<int> writes_refused{0};
   std::atomic<int> exchanges_ended{0};
