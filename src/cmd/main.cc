@@ -426,6 +426,9 @@ int main(int argc, char** argv) {
   // detector on: every lock gRPC takes then updates a global lock graph (a few
   // percent of the store's CPU in perf). Our own locks are checked by TSan.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  // Every subcommand logs in the store's logfmt, those without --log-level
+  // (bench servers, eval) included; a --log-level later only sets the level.
+  InitLogging("info");
 
   StoreFlags store_flags;
   StoreFlags dev_flags;
