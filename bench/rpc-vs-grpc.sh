@@ -3,12 +3,18 @@
 # callback API) side by side: each server pinned to core 0, its own client
 # library's load generator pinned to core 1, payloads 16 B / 1 KB / 16 KB,
 # concurrency 1 / 100 / 1000, plus 64 KB messages on one connection.
+# A third system, capstan-grpc, is the Capstan server spoken to in gRPC by
+# the gRPC C++ generator (the one the grpc rows use): Capstan serving gRPC
+# against gRPC C++ serving gRPC, same generator.
 # Interleaved over ROUNDS rounds, medians reported. Syscalls are counted on
 # the server with `perf stat -e raw_syscalls:sys_enter`. Writes
 # docs/benchmarks/rpc.md.
 #
 #   bench/rpc-vs-grpc.sh                    # full run (about 10 minutes)
 #   ROUNDS=1 DURATION=2 bench/rpc-vs-grpc.sh   # quick look
+#   SYSTEMS="grpc capstan-grpc" ROWS_ONLY="1024 100 1" ...   # a subset
+#     (systems: capstan, grpc, capstan-grpc; ROWS_ONLY: "payload conc conns",
+#     several separated by commas)
 #
 # Needs a release build (cmake --build --preset release) and linux-perf.
 set -euo pipefail
@@ -37,7 +43,12 @@ cleanup() {
 trap cleanup EXIT
 RESULTS="$WORK/results.jsonl"
 
-start_server() {  # SYSTEM
+SYSTEMS="${SYSTEMS:-capstan grpc capstan-grpc}"
+
+server_of() { [[ $1 == capstan-grpc ]] && echo capstan || echo "$1"; }  # the server process
+client_of() { [[ $1 == capstan-grpc ]] && echo grpc || echo "$1"; }     # the load generator
+
+start_server() {  # SERVER SYSTEM
   rm -f "$WORK/port"
   taskset -c $SERVER_CORE "$CAPSTAN" bench rpc-server --system "$1" --listen 127.0.0.1:0 \
     --port-file "$WORK/port" >"$WORK/server-$1.log" 2>&1 &
@@ -56,13 +67,13 @@ stop_server() {
 # run SYSTEM ROUND PAYLOAD CONCURRENCY CONNS
 run() {
   local system=$1 round=$2 payload=$3 conc=$4 conns=$5
-  start_server "$system"
+  start_server "$(server_of "$system")"
   # Syscalls over the measured window (after the warm-up).
   ( sleep "$WARMUP"; perf stat -x, -e raw_syscalls:sys_enter -p "$SERVER_PID" -- sleep "$DURATION" \
       2>"$WORK/perf.csv" >/dev/null ) &
   local perf_pid=$!
   local json
-  json=$(taskset -c $CLIENT_CORE "$CAPSTAN" bench rpc --system "$system" --target "127.0.0.1:$PORT" \
+  json=$(taskset -c $CLIENT_CORE "$CAPSTAN" bench rpc --system "$(client_of "$system")" --target "127.0.0.1:$PORT" \
     --concurrency "$conc" --conns "$conns" --payload "$payload" --warmup "$WARMUP" \
     --duration "$DURATION" --pid "$SERVER_PID" --server-core $SERVER_CORE --json) || true
   wait "$perf_pid" || true
@@ -80,12 +91,13 @@ ROWS=(
   "16384 1 1" "16384 100 1" "16384 1000 4"
   "65536 16 1"
 )
+if [[ -n ${ROWS_ONLY:-} ]]; then IFS=, read -r -a ROWS <<<"$ROWS_ONLY"; fi
 
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round/$ROUNDS" >&2
   for row in "${ROWS[@]}"; do
     read -r payload conc conns <<<"$row"
-    for system in capstan grpc; do run "$system" "$round" "$payload" "$conc" "$conns"; done
+    for system in $SYSTEMS; do run "$system" "$round" "$payload" "$conc" "$conns"; done
   done
 done
 

@@ -32,6 +32,9 @@ out.append("- Each server is pinned to core 0 (`taskset -c 0`), its own client l
            "generator (`capstan bench rpc --system ...`) to core 1. gRPC: Debian's libgrpc++ "
            "1.51, callback API on both sides, one channel per connection "
            "(`GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL`). Capstan: one event loop thread, io_uring.")
+out.append("- *capstan-grpc*: the Capstan server (same binary, same port) called in gRPC "
+           "(HTTP/2) by the gRPC C++ generator the *grpc* rows use: Capstan serving gRPC "
+           "against gRPC C++ serving gRPC, same client.")
 out.append("- Closed loop: `concurrency` calls in flight over `conns` connections. Medians over rounds.")
 out.append("- *QPS per server core* = calls per second of the server process's CPU time "
            "(utime+stime from /proc). *Busy-core QPS* = calls per second of core 0's whole busy "
@@ -41,9 +44,10 @@ out.append("| payload | conc | conns | system | QPS | p50 µs | p99 µs | p99.9 
            "| QPS per server core | busy-core QPS | syscalls/call | MB/s one way |")
 out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 ratios = []
+grpc_ratios = []
 for payload, conc, conns in rows:
     got = {}
-    for system in ("capstan", "grpc"):
+    for system in ("capstan", "grpc", "capstan-grpc"):
         rs = runs.get((payload, conc, conns, system), [])
         if not rs:
             continue
@@ -62,11 +66,26 @@ for payload, conc, conns in rows:
                        ratio(c["qps_per_server_core"], g["qps_per_server_core"]),
                        ratio(c["qps_per_busy_core"], g["qps_per_busy_core"]),
                        ratio(c["p99_us"], g["p99_us"]), c["errors"] + g["errors"]))
+    if "capstan-grpc" in got and "grpc" in got:
+        c, g = got["capstan-grpc"], got["grpc"]
+        grpc_ratios.append((payload, conc, conns, ratio(c["qps"], g["qps"]),
+                            ratio(c["server_cpu_us_per_call"], g["server_cpu_us_per_call"]),
+                            ratio(c["qps_per_server_core"], g["qps_per_server_core"]),
+                            ratio(c["p99_us"], g["p99_us"]), c["errors"] + g["errors"]))
 out.append("\n## Ratios (Capstan / gRPC)\n")
 out.append("| payload | conc | conns | QPS | QPS per server core | busy-core QPS | p99 (lower is better) | errors |")
 out.append("|---|---|---|---|---|---|---|---|")
 for r in ratios:
     out.append("| " + " | ".join(str(x) for x in r) + " |")
+
+if grpc_ratios:
+    out.append("\n## The gRPC protocol (Capstan serving gRPC / gRPC C++ serving gRPC, same generator)\n")
+    out.append("| payload | conc | conns | QPS | server µs/call (lower is better) | QPS per server core "
+               "| p99 (lower is better) | errors |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    for r in grpc_ratios:
+        out.append("| " + " | ".join(str(x) for x in r) + " |")
+
 
 def get(payload, conc, system, key):
     for (p, c, _, s), rs in runs.items():

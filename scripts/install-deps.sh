@@ -52,6 +52,9 @@ PACKAGES=(
   chromium
   # reference statistics for the experiments statistics engine (tests/stats/reference.py)
   python3-scipy python3-statsmodels
+  # a gRPC client in another language against the RPC port (tests/e2e/rpc_grpc_client.py);
+  # its message classes come from the system protoc at test time
+  python3-grpcio python3-protobuf
   # tests/deploy/check_deploy.py reads the Kubernetes manifests
   python3-yaml
 )

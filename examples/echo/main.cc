@@ -6,6 +6,9 @@
 //
 // `serve` prints "listening HOST:PORT" once it accepts calls and is
 // registered; SIGTERM or SIGINT deregisters it, then drains calls in flight.
+// gRPC clients reach the same port (HTTP/2 without TLS, "h2c"), e.g.
+//   grpcurl -plaintext 127.0.0.1:7001 list
+//   grpcurl -plaintext -d '{"message":"hi"}' 127.0.0.1:7001 capstan.examples.Echo/Echo
 #include <signal.h>
 
 #include <cstdio>
@@ -45,8 +48,54 @@ class EchoService : public EchoServer {
     if (request.sleep_ms() > 0) {
       co_await context.loop()->Sleep(std::chrono::milliseconds(request.sleep_ms()));
     }
+    if (context.cancelled()) co_return absl::CancelledError("the caller went away");
+    if (request.fail_code() != 0) {
+      co_return absl::Status(static_cast<absl::StatusCode>(request.fail_code()),
+                             absl::StrCat("asked to fail with code ", request.fail_code()));
+    }
     reply->set_message(request.message());
     reply->set_instance(instance_);
+    co_return absl::OkStatus();
+  }
+
+  net::Task<absl::Status> Count(rpc::ServerContext& context, const CountRequest& request,
+                                rpc::ServerWriter<EchoReply>& out) override {
+    EchoReply reply;
+    reply.set_instance(instance_);
+    for (uint32_t i = 0; i < request.count(); ++i) {
+      if (i > 0 && request.interval_ms() > 0) {
+        co_await context.loop()->Sleep(std::chrono::milliseconds(request.interval_ms()));
+      }
+      reply.set_message(absl::StrCat(request.message(), " ", i));
+      // False once the caller cancelled or its deadline passed: stop producing.
+      if (!co_await out.Write(reply)) co_return absl::CancelledError("the caller went away");
+    }
+    co_return absl::OkStatus();
+  }
+
+  net::Task<absl::Status> Collect(rpc::ServerContext& context, rpc::ServerReader<EchoRequest>& in,
+                                  EchoReply* reply) override {
+    EchoRequest request;
+    std::string joined;
+    while (co_await in.Read(&request)) {
+      absl::StrAppend(&joined, joined.empty() ? "" : " ", request.message());
+    }
+    if (context.cancelled()) co_return absl::CancelledError("the caller went away");
+    reply->set_message(joined);
+    reply->set_instance(instance_);
+    co_return absl::OkStatus();
+  }
+
+  net::Task<absl::Status> Chat(rpc::ServerContext& context,
+                               rpc::ServerReaderWriter<EchoRequest, EchoReply>& stream) override {
+    EchoRequest request;
+    EchoReply reply;
+    reply.set_instance(instance_);
+    while (co_await stream.Read(&request)) {
+      reply.set_message(request.message());
+      if (!co_await stream.Write(reply)) break;
+    }
+    if (context.cancelled()) co_return absl::CancelledError("the caller went away");
     co_return absl::OkStatus();
   }
 

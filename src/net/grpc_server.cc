@@ -144,6 +144,8 @@ void GrpcCall::Dispatch() {
       c->Finish(absl::DeadlineExceededError("context deadline exceeded"));
     });
     deadline_->ArmAfter(loop_, *timeout);
+    deadline_at_ = std::chrono::steady_clock::now() +
+                   std::chrono::duration_cast<std::chrono::steady_clock::duration>(*timeout);
   }
   if (route_ != nullptr && route_->second.unary) {
     unary_ = &route_->second.unary;
@@ -233,7 +235,19 @@ void GrpcCall::OnSendTrailers() {
   std::string message = PercentEncodeGrpcMessage(
       std::string_view(status_.message().data(), status_.message().size()));
   HeaderField fields[2] = {{"grpc-status", code}, {"grpc-message", message}};
-  SubmitTrailers(std::span(fields, message.empty() ? 1 : 2));
+  std::span<const HeaderField> status_fields(fields, message.empty() ? 1 : 2);
+  if (extra_trailers_.empty()) {
+    SubmitTrailers(status_fields);
+    return;
+  }
+  std::vector<HeaderField> all(status_fields.begin(), status_fields.end());
+  for (const auto& [name, value] : extra_trailers_) all.push_back({name, value});
+  SubmitTrailers(all);
+}
+
+void GrpcCall::AddTrailer(std::string_view name, std::string_view value) {
+  if (finishing_ || done_) return;
+  extra_trailers_.emplace_back(std::string(name), std::string(value));
 }
 
 bool GrpcCall::Write(Buffer message) {
@@ -277,7 +291,14 @@ void GrpcCall::Finish(const absl::Status& status) {
                            {"content-type", "application/grpc"},
                            {"grpc-status", code},
                            {"grpc-message", message}};
-  SendHeaders(std::span(fields, message.empty() ? 3 : 4), /*end_stream=*/true);
+  std::span<const HeaderField> status_fields(fields, message.empty() ? 3 : 4);
+  if (extra_trailers_.empty()) {
+    SendHeaders(status_fields, /*end_stream=*/true);
+    return;
+  }
+  std::vector<HeaderField> all(status_fields.begin(), status_fields.end());
+  for (const auto& [name, value] : extra_trailers_) all.push_back({name, value});
+  SendHeaders(all, /*end_stream=*/true);
 }
 
 void GrpcCall::FinishFromAnyThread(GrpcCallPtr call, absl::Status status,
@@ -309,14 +330,27 @@ void GrpcServer::AddStream(std::string path, GrpcStreamFactory factory) {
   methods_[std::move(path)].stream = std::move(factory);
 }
 
-absl::StatusOr<int> GrpcServer::Listen(LoopGroup* group, const std::string& host, int port) {
-  if (loops_.empty()) {
-    for (int i = 0; i < group->size(); ++i) {
-      auto state = std::make_unique<LoopState>();
-      state->loop = group->loop(i);
-      loops_.push_back(std::move(state));
+void GrpcServer::Attach(LoopGroup* group) {
+  if (!loops_.empty()) return;
+  for (int i = 0; i < group->size(); ++i) {
+    auto state = std::make_unique<LoopState>();
+    state->loop = group->loop(i);
+    loops_.push_back(std::move(state));
+  }
+}
+
+void GrpcServer::Serve(std::shared_ptr<Socket> socket) {
+  for (auto& state : loops_) {
+    if (state->loop == socket->loop()) {
+      ServeAccepted(state.get(), std::move(socket));
+      return;
     }
   }
+  socket->Close();  // not one of our loops: a caller's bug, but no leak
+}
+
+absl::StatusOr<int> GrpcServer::Listen(LoopGroup* group, const std::string& host, int port) {
+  Attach(group);
   for (auto& state : loops_) {
     LoopState* raw = state.get();
     absl::Status st;
@@ -340,13 +374,21 @@ Task<void> GrpcServer::AcceptLoop(LoopState* state, Listener* listener) {
   while (true) {
     auto accepted = co_await listener->Accept();
     if (!accepted.ok()) break;  // the listener closed
-    auto conn = std::make_shared<GrpcConnection>(this, std::move(accepted).value());
-    std::erase_if(state->connections, [](const auto& weak) { return weak.expired(); });
-    state->connections.push_back(conn);
-    tasks_.fetch_add(1);
-    state->loop->StartOwned(ServeConnection(std::move(conn)));
+    ServeAccepted(state, std::move(accepted).value());
   }
   TaskEnded();
+}
+
+void GrpcServer::ServeAccepted(LoopState* state, std::shared_ptr<Socket> socket) {
+  if (state->closed) {
+    socket->Close();
+    return;
+  }
+  auto conn = std::make_shared<GrpcConnection>(this, std::move(socket));
+  std::erase_if(state->connections, [](const auto& weak) { return weak.expired(); });
+  state->connections.push_back(conn);
+  tasks_.fetch_add(1);
+  state->loop->StartOwned(ServeConnection(std::move(conn)));
 }
 
 Task<void> GrpcServer::ServeConnection(std::shared_ptr<GrpcConnection> conn) {
@@ -382,6 +424,7 @@ void GrpcServer::Shutdown(std::chrono::milliseconds grace) {
   for (auto& state : loops_) {
     LoopState* raw = state.get();
     RunOn(raw->loop, [raw] {
+      raw->closed = true;
       for (auto& listener : raw->listeners) listener->Close();
       for (auto& weak : raw->connections) {
         if (auto conn = weak.lock()) conn->GoAway();

@@ -129,6 +129,9 @@ class GrpcCall : public Http2Stream {
     return metadata_.Find(name);
   }
   EventLoop* loop() const { return loop_; }
+  // When grpc-timeout ends the call (time_point::max() without one); set
+  // before the method's handler or factory runs.
+  std::chrono::steady_clock::time_point deadline() const { return deadline_at_; }
 
   // The call is over (finished and sent, reset, or its connection is gone).
   bool done() const { return done_; }
@@ -145,6 +148,9 @@ class GrpcCall : public Http2Stream {
   bool WriteFramed(Buffer framed);
   // Ends the call with `status` once the queued messages are sent.
   void Finish(const absl::Status& status);
+  // Trailing metadata sent with the status (before Finish; `name` in lower
+  // case, not a grpc- reserved one).
+  void AddTrailer(std::string_view name, std::string_view value);
   // Unary: one response message, then OK.
   void Reply(Buffer message) {
     Write(std::move(message));
@@ -203,6 +209,8 @@ class GrpcCall : public Http2Stream {
   int unary_messages_ = 0;
   std::unique_ptr<GrpcStreamHandler> handler_;
   std::unique_ptr<Timer> deadline_;
+  std::vector<std::pair<std::string, std::string>> extra_trailers_;
+  std::chrono::steady_clock::time_point deadline_at_ = std::chrono::steady_clock::time_point::max();
 };
 
 struct GrpcServerOptions {
@@ -237,6 +245,15 @@ class GrpcServer {
   // picks one. Returns the port. May be called for several addresses.
   absl::StatusOr<int> Listen(LoopGroup* group, const std::string& host, int port);
 
+  // For a server that shares its port with another protocol and hands over
+  // the connections that turn out to be HTTP/2 (rpc::Server): Attach takes
+  // the loops once (instead of Listen; from a thread that is not one of
+  // them), then Serve runs each connection, on its socket's loop. Bytes the
+  // caller read ahead to tell the protocol stay in socket->input() and are
+  // the session's first. After Shutdown began, Serve closes the socket.
+  void Attach(LoopGroup* group);
+  void Serve(std::shared_ptr<Socket> socket);
+
   // REQUIRES: the loop group is still running (stop it after this).
   // Stops accepting, sends GOAWAY, lets calls in flight finish for up to
   // `grace`, then cancels the rest and closes every connection. Idempotent.
@@ -258,9 +275,11 @@ class GrpcServer {
     EventLoop* loop = nullptr;
     std::vector<std::unique_ptr<Listener>> listeners;
     std::vector<std::weak_ptr<GrpcConnection>> connections;
+    bool closed = false;  // Shutdown began: no new connections
   };
 
   Task<void> AcceptLoop(LoopState* state, Listener* listener);
+  void ServeAccepted(LoopState* state, std::shared_ptr<Socket> socket);
   Task<void> ServeConnection(std::shared_ptr<GrpcConnection> conn);
   void TaskEnded();
   void OnCallEnded();

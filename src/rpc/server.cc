@@ -5,11 +5,13 @@
 
 #include <array>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "mesh/discovery.h"
 #include "net/address.h"
 #include "net/block_on.h"
+#include "net/grpc_server.h"
 #include "net/http_server.h"
 #include "net/socket.h"
 #include "rpc/server_internal.h"
@@ -47,7 +49,17 @@ std::string_view ServerContext::Metadata(std::string_view key) const {
   return {};
 }
 
-ServerCall::~ServerCall() = default;
+ServerCall::~ServerCall() { internal::UnlinkGrpcBridge(this); }
+
+void ServerCall::FinishGrpc(const absl::Status& status) {
+  // HTTP/2 field names are lower case; gRPC reserves the grpc- ones.
+  for (const auto& [key, value] : context_.trailers_) {
+    std::string name = absl::AsciiStrToLower(key);
+    if (name.empty() || name.starts_with("grpc-") || name.starts_with(":")) continue;
+    grpc_call_->AddTrailer(name, value);
+  }
+  grpc_call_->Finish(status);
+}
 
 // Takes the call out of its connection's table; false when nobody waits for
 // the answer any more (cancelled, or the connection is gone).
@@ -56,6 +68,10 @@ bool ServerCall::Detach() {
   finished_ = true;
   // A coroutine of the handler still waiting to read or write returns.
   if (stream_) stream_->End();
+  if (grpc_call_ != nullptr) {
+    internal::UnlinkGrpcBridge(this);
+    return !grpc_call_->done();
+  }
   Connection& conn = *connection_;
   auto it = conn.calls.find(stream_id_);
   if (it == conn.calls.end() || it->second != this) return false;
@@ -76,6 +92,15 @@ Meta ServerCall::ResponseMeta(const absl::Status& status) const {
 void ServerCall::Finish(const absl::Status& status, const google::protobuf::MessageLite* message) {
   if (!finished_) code_ = status.code();
   if (!Detach()) return;
+  if (grpc_call_ != nullptr) {
+    if (status.ok() && message != nullptr) {
+      size_t size = message->ByteSizeLong();
+      grpc_call_->WriteFramed(
+          net::FrameGrpcMessage(size, [&](char* dst) { SerializeTo(*message, size, dst); }));
+    }
+    FinishGrpc(status);
+    return;
+  }
   net::Socket& socket = *connection_->socket;
   Meta meta = ResponseMeta(status);
   if (status.ok() && message != nullptr) {
@@ -91,6 +116,11 @@ void ServerCall::Finish(const absl::Status& status, const google::protobuf::Mess
 void ServerCall::FinishBytes(const absl::Status& status, net::Buffer message) {
   if (!finished_) code_ = status.code();
   if (!Detach()) return;
+  if (grpc_call_ != nullptr) {
+    if (status.ok()) grpc_call_->Write(std::move(message));
+    FinishGrpc(status);
+    return;
+  }
   net::Socket& socket = *connection_->socket;
   bool has = status.ok();
   AppendFrame(&socket.output(), FrameType::kResponse, has ? frame_flags::kHasMessage : 0,
@@ -116,12 +146,27 @@ net::Task<bool> ServerCall::ReadBytes(net::Buffer* message) {
     co_await stream_->Readable();
   }
   if (stream_->ended()) co_return false;
+  if (grpc_call_ != nullptr) {
+    // HTTP/2 returned the credit as the bytes arrived.
+    stream_->TakeUnmetered(message);
+    co_return true;
+  }
   internal::SendCredit(*connection_->socket, stream_id_, stream_->Take(message));
   co_return true;
 }
 
 net::Task<bool> ServerCall::WriteWith(size_t size, absl::FunctionRef<void(char*)> write) {
   if (stream_ == nullptr) co_return false;
+  if (grpc_call_ != nullptr) {
+    while (stream_->write_blocked() && !stream_->ended()) co_await stream_->Writable(size);
+    if (stream_->ended() || grpc_call_->done()) co_return false;
+    // Queued either way; false says the call's output reached its high mark:
+    // the next write waits for the bridge's OnWriteRoom.
+    if (!grpc_call_->WriteFramed(net::FrameGrpcMessage(size, write))) {
+      stream_->SetWriteBlocked(true);
+    }
+    co_return true;
+  }
   while (true) {
     if (stream_->ended() || connection_->socket->closed()) co_return false;
     if (stream_->window().CanSend(size)) break;
@@ -149,6 +194,7 @@ Server::Server(ServerOptions options) : options_(std::move(options)) {}
 Server::~Server() { Shutdown(std::chrono::seconds(0)); }
 
 void Server::AddService(Service* service) {
+  service_names_.push_back(service->name());
   for (auto& [name, handler] : service->methods_) {
     auto m = std::make_unique<Method>();
     m->index = method_list_.size();
@@ -186,6 +232,7 @@ void Server::RegisterMetrics() {
 
 absl::Status Server::Start() {
   if (started_) return absl::FailedPreconditionError("server already started");
+  AddBuiltinServices();
   for (const auto& [name, limit] : options_.max_concurrency) {
     auto it = methods_.find(name);
     if (it == methods_.end()) {
@@ -213,7 +260,11 @@ absl::Status Server::Start() {
   ASSIGN_OR_RETURN(group_, net::LoopGroup::Start(group_options));
   // Bind on the first loop to learn the port (port 0 picks one), then the
   // others on the same port.
+  // Before the first connection: the gRPC side's routes are fixed then.
+  SetUpGrpc();
   int port = options_.port;
+  // Every loop's state exists before the first connection (a gRPC call finds
+  // its loop's state in loops_).
   for (int i = 0; i < group_->size(); ++i) {
     auto state = std::make_unique<LoopState>();
     state->loop = group_->loop(i);
@@ -225,6 +276,9 @@ absl::Status Server::Start() {
         m->limit->Add(state->limiters.back()->limit());
       }
     }
+    loops_.push_back(std::move(state));
+  }
+  for (auto& state : loops_) {
     LoopState* raw = state.get();
     absl::Status st;
     net::RunOn(raw->loop, [&] {
@@ -237,7 +291,6 @@ absl::Status Server::Start() {
       port = raw->listener->port();
       raw->loop->Spawn(AcceptLoop(raw));
     });
-    loops_.push_back(std::move(state));
     if (!st.ok()) {
       Shutdown(std::chrono::seconds(0));
       return st;
@@ -286,8 +339,24 @@ net::Task<void> Server::AcceptLoop(LoopState* state) {
 
 net::Task<void> Server::ServeConnection(LoopState* state,
                                         std::shared_ptr<ServerCall::Connection> conn) {
-  connections_.fetch_add(1, std::memory_order_relaxed);
   net::Socket& socket = *conn->socket;
+  if (grpc_ != nullptr) {
+    // The first byte tells the protocols apart: Capstan frames start with
+    // kMagic, HTTP/2 connections with the client preface ("PRI * HTTP/2.0").
+    while (socket.input().empty()) {
+      if (!(co_await socket.ReadMore()).ok()) {
+        socket.Close();
+        co_return;
+      }
+    }
+    if (TakesGrpc(socket)) {
+      // A copy: the Connection (listed for Shutdown and /status until this
+      // coroutine ends) keeps a socket to look at.
+      ServeGrpc(conn->socket);
+      co_return;
+    }
+  }
+  connections_.fetch_add(1, std::memory_order_relaxed);
   DecodeLimits limits{.max_frame_size = options_.max_frame_size};
   Frame frame;
   std::string error;
@@ -358,6 +427,59 @@ void Server::Reject(const std::shared_ptr<ServerCall::Connection>& conn, uint32_
   conn->socket->MarkWritten();
 }
 
+Server::LoopState* Server::StateOf(net::EventLoop* loop) {
+  for (auto& state : loops_) {
+    if (state->loop == loop) return state.get();
+  }
+  return nullptr;
+}
+
+absl::Status Server::Admit(LoopState* state, Method* m, bool deadline_passed,
+                           mesh::AdaptiveConcurrencyLimiter** limiter) {
+  *limiter = nullptr;
+  if (state->draining && !m->serves_while_draining) {
+    return absl::UnavailableError("server is shutting down (not processed; retry elsewhere)");
+  }
+  if (deadline_passed) {
+    m->Handled(absl::StatusCode::kDeadlineExceeded)->Inc();
+    return absl::DeadlineExceededError("deadline passed before the call started");
+  }
+  // Limits answer at once: a call over them is refused unprocessed, so the
+  // client may send it to another instance instead of waiting here.
+  auto shed = [&](std::string_view why) {
+    m->shed->Inc();
+    m->Handled(absl::StatusCode::kResourceExhausted)->Inc();
+    calls_shed_.fetch_add(1, std::memory_order_relaxed);
+    return absl::ResourceExhaustedError(
+        absl::StrCat(m->full_name, ": ", std::string(why), " (not processed; retry elsewhere)"));
+  };
+  if (m->max_concurrency > 0 && m->in_flight->Value() >= m->max_concurrency) {
+    return shed(absl::StrCat("max_concurrency ", m->max_concurrency, " reached"));
+  }
+  mesh::AdaptiveConcurrencyLimiter* adaptive = state->limiters.empty() || m->handler->streaming()
+                                                   ? nullptr
+                                                   : state->limiters[m->index].get();
+  if (adaptive != nullptr && !adaptive->TryAcquire()) {
+    return shed(absl::StrCat("adaptive concurrency limit ", adaptive->limit(), " reached"));
+  }
+  *limiter = adaptive;
+  return absl::OkStatus();
+}
+
+void Server::Launch(LoopState* state, std::unique_ptr<ServerCall> call, Method* m,
+                    mesh::AdaptiveConcurrencyLimiter* limiter) {
+  in_flight_.fetch_add(1, std::memory_order_relaxed);
+  calls_started_.fetch_add(1, std::memory_order_relaxed);
+  m->in_flight->Add(1);
+  // Runs inline until the handler first waits: a handler that answers at
+  // once has its response queued before the next frame is decoded.
+  state->loop->StartOwned(RunCall(std::move(call), m, limiter));
+  if (limiter != nullptr && limiter->limit() != state->published_limits[m->index]) {
+    m->limit->Add(limiter->limit() - state->published_limits[m->index]);
+    state->published_limits[m->index] = limiter->limit();
+  }
+}
+
 void Server::HandleRequest(LoopState* state, const std::shared_ptr<ServerCall::Connection>& conn,
                            Frame& frame) {
   auto reject = [&](absl::StatusCode code, std::string_view message) {
@@ -367,44 +489,25 @@ void Server::HandleRequest(LoopState* state, const std::shared_ptr<ServerCall::C
     reject(absl::StatusCode::kInvalidArgument, "stream id is 0 or already open");
     return;
   }
-  if (state->draining) {
-    reject(absl::StatusCode::kUnavailable,
-           "server is shutting down (not processed; retry elsewhere)");
-    return;
-  }
   auto method =
       methods_.find(absl::string_view(frame.meta.method.data(), frame.meta.method.size()));
   if (method == methods_.end()) {
+    if (state->draining) {
+      reject(absl::StatusCode::kUnavailable,
+             "server is shutting down (not processed; retry elsewhere)");
+      return;
+    }
     reject(absl::StatusCode::kUnimplemented,
            absl::StrCat("unknown method '", std::string(frame.meta.method), "'"));
     return;
   }
   Method* m = method->second;
-  if (frame.meta.timeout_us == 0) {
-    m->Handled(absl::StatusCode::kDeadlineExceeded)->Inc();
-    reject(absl::StatusCode::kDeadlineExceeded, "deadline passed before the call started");
-    return;
-  }
-  // Limits answer at once: a call over them is refused unprocessed, so the
-  // client may send it to another instance instead of waiting here.
-  auto shed = [&](std::string_view why) {
-    m->shed->Inc();
-    m->Handled(absl::StatusCode::kResourceExhausted)->Inc();
-    calls_shed_.fetch_add(1, std::memory_order_relaxed);
-    reject(absl::StatusCode::kResourceExhausted,
-           absl::StrCat(m->full_name, ": ", std::string(why), " (not processed; retry elsewhere)"));
-  };
-  if (m->max_concurrency > 0 && m->in_flight->Value() >= m->max_concurrency) {
-    shed(absl::StrCat("max_concurrency ", m->max_concurrency, " reached"));
+  mesh::AdaptiveConcurrencyLimiter* limiter = nullptr;
+  if (absl::Status refused = Admit(state, m, frame.meta.timeout_us == 0, &limiter); !refused.ok()) {
+    reject(refused.code(), std::string_view(refused.message().data(), refused.message().size()));
     return;
   }
   bool streaming = m->handler->streaming();
-  mesh::AdaptiveConcurrencyLimiter* limiter =
-      state->limiters.empty() || streaming ? nullptr : state->limiters[m->index].get();
-  if (limiter != nullptr && !limiter->TryAcquire()) {
-    shed(absl::StrCat("adaptive concurrency limit ", limiter->limit(), " reached"));
-    return;
-  }
   auto call = std::unique_ptr<ServerCall>(new ServerCall());
   call->stream_id_ = frame.stream_id;
   call->connection_ = conn;
@@ -424,16 +527,7 @@ void Server::HandleRequest(LoopState* state, const std::shared_ptr<ServerCall::C
   conn->calls[frame.stream_id] = call.get();
   conn->max_stream_id = std::max(conn->max_stream_id, frame.stream_id);
   conn->calls_started++;
-  in_flight_.fetch_add(1, std::memory_order_relaxed);
-  calls_started_.fetch_add(1, std::memory_order_relaxed);
-  m->in_flight->Add(1);
-  // Runs inline until the handler first waits: a handler that answers at
-  // once has its response queued before the next frame is decoded.
-  state->loop->StartOwned(RunCall(std::move(call), m, limiter));
-  if (limiter != nullptr && limiter->limit() != state->published_limits[m->index]) {
-    m->limit->Add(limiter->limit() - state->published_limits[m->index]);
-    state->published_limits[m->index] = limiter->limit();
-  }
+  Launch(state, std::move(call), m, limiter);
 }
 
 net::Task<void> Server::RunCall(std::unique_ptr<ServerCall> call, Method* method,
@@ -470,13 +564,21 @@ void Server::CallDone() {
 }
 
 Server::Stats Server::stats() const {
-  return Stats{connections_.load(), in_flight_.load(), calls_started_.load(),
-               protocol_errors_.load(), calls_shed_.load()};
+  Stats stats{connections_.load(), in_flight_.load(), calls_started_.load(),
+              protocol_errors_.load(), calls_shed_.load()};
+  if (grpc_ != nullptr) {
+    net::GrpcServer::Stats grpc = grpc_->stats();
+    stats.connections += static_cast<int64_t>(grpc.connections);
+    stats.protocol_errors += static_cast<int64_t>(grpc.protocol_errors);
+  }
+  return stats;
 }
 
 void Server::Shutdown(Clock::duration grace) {
   if (shut_down_ || group_ == nullptr) return;
   shut_down_ = true;
+  Clock::time_point deadline = Clock::now() + grace;
+  draining_.store(true, std::memory_order_release);
   // The admin page reads the loops: it stops before they do.
   if (admin_) admin_->Stop();
   // 1. No new connections or calls; clients hear GOAWAY.
@@ -495,10 +597,13 @@ void Server::Shutdown(Clock::duration grace) {
       }
     });
   }
+  // gRPC clients hear GOAWAY; their calls get the same grace, then their
+  // connections close (cancelling what still runs).
+  ShutdownGrpc(deadline);
   // 2. Let the calls in flight finish.
   {
     std::unique_lock<std::mutex> lock(drain_mu_);
-    drained_.wait_until(lock, Clock::now() + grace, [this] { return in_flight_.load() == 0; });
+    drained_.wait_until(lock, deadline, [this] { return in_flight_.load() == 0; });
   }
   if (in_flight_.load() > 0) {
     CAPSTAN_LOG(warn, "rpc server stopping with calls still running", "calls", in_flight_.load());

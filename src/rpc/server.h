@@ -55,12 +55,22 @@
 
 namespace capstan::net {
 class HttpServer;
-}
+class GrpcServer;
+class GrpcCall;
+}  // namespace capstan::net
 
 namespace capstan::rpc {
 
 using Clock = std::chrono::steady_clock;
 using MetadataList = std::vector<std::pair<std::string, std::string>>;
+
+class ServerCall;
+
+namespace internal {
+class StreamState;
+class GrpcCallBridge;
+void UnlinkGrpcBridge(ServerCall* call);
+}  // namespace internal
 
 // What a handler knows about its call.
 class ServerContext {
@@ -76,6 +86,8 @@ class ServerContext {
   // stopped waiting for in-flight calls.
   bool cancelled() const { return cancelled_; }
   net::EventLoop* loop() const { return loop_; }
+  // The call came over gRPC (HTTP/2) rather than Capstan's own framing.
+  bool grpc() const { return grpc_; }
   // Metadata sent back with the response.
   void AddTrailer(std::string key, std::string value) {
     trailers_.emplace_back(std::move(key), std::move(value));
@@ -84,19 +96,15 @@ class ServerContext {
  private:
   friend class ServerCall;
   friend class Server;
+  friend class internal::GrpcCallBridge;
   std::string method_;
   Clock::time_point deadline_ = Clock::time_point::max();
   MetadataList metadata_;
   MetadataList trailers_;
   bool cancelled_ = false;
+  bool grpc_ = false;
   net::EventLoop* loop_ = nullptr;
 };
-
-class ServerCall;
-
-namespace internal {
-class StreamState;
-}
 
 // One method's implementation behind a type-erased face.
 class MethodHandler {
@@ -108,6 +116,10 @@ class MethodHandler {
   // their own; their calls last as long as the stream, so the adaptive
   // limiter (which learns from unary latency) leaves them alone.
   virtual bool streaming() const { return false; }
+  // The handler reads the one request message the call opened with
+  // (call->request()): over gRPC the call starts once it has arrived.
+  // Otherwise it reads the client's messages as they come (ReadBytes).
+  virtual bool opens_with_request() const { return !streaming(); }
 };
 
 // A call in progress on the server (one per REQUEST frame).
@@ -141,17 +153,25 @@ class ServerCall {
 
  private:
   friend class Server;
+  friend class internal::GrpcCallBridge;
+  friend void internal::UnlinkGrpcBridge(ServerCall* call);
   struct Connection;
   ServerCall() = default;
   bool Detach();
   // The client cancelled or went away: waiting reads and writes return.
   void Cancel();
   Meta ResponseMeta(const absl::Status& status) const;
+  // Over gRPC: the trailers the handler added, then the status.
+  void FinishGrpc(const absl::Status& status);
 
   ServerContext context_;
   net::Buffer request_;
   bool request_has_message_ = false;
+  // The transport: a Capstan connection, or a gRPC call (HTTP/2 stream)
+  // with the bridge that feeds it its events.
   std::shared_ptr<Connection> connection_;
+  std::shared_ptr<net::GrpcCall> grpc_call_;
+  internal::GrpcCallBridge* grpc_bridge_ = nullptr;
   std::unique_ptr<internal::StreamState> stream_;
   absl::Status stream_error_;
   uint32_t stream_id_ = 0;
@@ -246,6 +266,7 @@ class ServerStreamingMethod final : public MethodHandler {
   explicit ServerStreamingMethod(ServerStreamingHandler<Request, Response> fn)
       : fn_(std::move(fn)) {}
   bool streaming() const override { return true; }
+  bool opens_with_request() const override { return true; }
   net::Task<void> Run(ServerCall* call) override {
     Request request;
     if (!ParseRequest(call, &request)) co_return;
@@ -421,6 +442,21 @@ struct ServerOptions {
   // "host:port" to serve GET /metrics (Prometheus) and /status on; empty:
   // no admin endpoint.
   std::string admin_address;
+  // gRPC clients (HTTP/2 with prior knowledge, "h2c") on the same port:
+  // a connection whose first bytes are HTTP/2's preface is served by
+  // net::GrpcServer, every method at "/package.Service/Method".
+  bool grpc = true;
+  // The gRPC health checking service (grpc.health.v1.Health), over both
+  // protocols: SERVING for "" and each service, NOT_SERVING once Shutdown
+  // begins.
+  bool health_service = true;
+  // gRPC server reflection (grpc.reflection.v1alpha and v1): lists the
+  // services and sends the file descriptors linked into the binary.
+  bool reflection_service = true;
+  // Over gRPC (whose HTTP/2 returns flow-control credit as bytes arrive),
+  // a streaming call whose client gets this far ahead of its handler's
+  // reads ends RESOURCE_EXHAUSTED.
+  size_t grpc_max_queued_bytes = 16 << 20;
 };
 
 class Server {
@@ -445,6 +481,10 @@ class Server {
   // limits, latency), connections and their calls in flight.
   std::string StatusText();
   net::IoBackendKind backend() const { return group_->backend(); }
+  // Shutdown has begun (the health service answers NOT_SERVING).
+  bool draining() const { return draining_.load(std::memory_order_acquire); }
+  // The names of the services served ("package.Service"), in order added.
+  const std::vector<std::string>& service_names() const { return service_names_; }
 
   // Stops accepting, tells every client GOAWAY, waits up to `grace` for the
   // calls in flight to finish, then closes every connection and stops the
@@ -452,6 +492,7 @@ class Server {
   void Shutdown(Clock::duration grace = std::chrono::seconds(5));
 
   struct Stats {
+    // Capstan and gRPC connections alike.
     int64_t connections = 0;
     int64_t calls_in_flight = 0;
     int64_t calls_started = 0;
@@ -462,9 +503,25 @@ class Server {
   Stats stats() const;
 
  private:
+  friend class internal::GrpcCallBridge;
   struct LoopState;
   struct Method;
   void RegisterMetrics();
+  // What every call passes before it runs, whatever its protocol: draining,
+  // an expired deadline, the hard and adaptive limits. OK (with *limiter
+  // the adaptive limiter to release, or null) or the status to answer.
+  absl::Status Admit(LoopState* state, Method* m, bool deadline_passed,
+                     mesh::AdaptiveConcurrencyLimiter** limiter);
+  // Counts the admitted call and runs it (inline until it first waits).
+  void Launch(LoopState* state, std::unique_ptr<ServerCall> call, Method* m,
+              mesh::AdaptiveConcurrencyLimiter* limiter);
+  LoopState* StateOf(net::EventLoop* loop);
+  // server_grpc.cc: the gRPC side (methods, built-in services, handover).
+  void AddBuiltinServices();
+  void SetUpGrpc();
+  bool TakesGrpc(net::Socket& socket) const;
+  void ServeGrpc(std::shared_ptr<net::Socket> socket);
+  void ShutdownGrpc(Clock::time_point deadline);
   void Reject(const std::shared_ptr<ServerCall::Connection>& conn, uint32_t stream_id,
               absl::StatusCode code, std::string_view message);
   net::Task<void> AcceptLoop(LoopState* state);
@@ -482,6 +539,10 @@ class Server {
   std::unique_ptr<metrics::Registry> own_metrics_;
   metrics::Registry* metrics_ = nullptr;
   std::unique_ptr<net::HttpServer> admin_;
+  std::unique_ptr<net::GrpcServer> grpc_;
+  std::vector<std::unique_ptr<Service>> builtin_services_;
+  std::vector<std::string> service_names_;
+  std::atomic<bool> draining_{false};
   Clock::time_point started_at_{};
   std::unique_ptr<net::LoopGroup> group_;
   std::vector<std::unique_ptr<LoopState>> loops_;

@@ -33,6 +33,9 @@ struct Server::Method {
   std::string full_name;
   MethodHandler* handler = nullptr;
   int max_concurrency = 0;
+  // Answered while the server drains (the health service says NOT_SERVING
+  // then rather than refusing).
+  bool serves_while_draining = false;
   metrics::Gauge* in_flight = nullptr;
   // Sum over loops of each loop's adaptive limit.
   metrics::Gauge* limit = nullptr;
@@ -55,5 +58,11 @@ struct Server::LoopState {
   std::vector<std::unique_ptr<mesh::AdaptiveConcurrencyLimiter>> limiters;
   std::vector<int> published_limits;
 };
+
+namespace internal {
+// server_grpc.cc: the call and the gRPC stream's bridge stop pointing at
+// each other (the call finished or is destroyed).
+void UnlinkGrpcBridge(ServerCall* call);
+}  // namespace internal
 
 }  // namespace capstan::rpc

@@ -41,6 +41,25 @@ class StreamState {
     Wake(reader_);
     return true;
   }
+  // A message from a transport with flow control of its own (gRPC over
+  // HTTP/2): queued outside the window. Returns the bytes now queued.
+  size_t DeliverUnmetered(net::Buffer payload) {
+    queued_unmetered_ += payload.size();
+    inbound_.push_back(std::move(payload));
+    Wake(reader_);
+    return queued_unmetered_;
+  }
+  void TakeUnmetered(net::Buffer* message) {
+    *message = std::move(inbound_.front());
+    inbound_.pop_front();
+    queued_unmetered_ -= message->size();
+  }
+  // Such a transport's writes wait while it says its output is full.
+  void SetWriteBlocked(bool blocked) {
+    write_blocked_ = blocked;
+    if (!blocked) Wake(writer_);
+  }
+  bool write_blocked() const { return write_blocked_; }
   void CloseInbound() {
     inbound_closed_ = true;
     Wake(reader_);
@@ -73,7 +92,9 @@ class StreamState {
   struct WritableAwaiter {
     StreamState* state;
     size_t size;
-    bool await_ready() const noexcept { return state->ended_ || state->window_.CanSend(size); }
+    bool await_ready() const noexcept {
+      return state->ended_ || (!state->write_blocked_ && state->window_.CanSend(size));
+    }
     void await_suspend(std::coroutine_handle<> h) noexcept { state->writer_ = h; }
     void await_resume() const noexcept {}
   };
@@ -107,6 +128,8 @@ class StreamState {
   std::coroutine_handle<> writer_;
   bool inbound_closed_ = false;
   bool ended_ = false;
+  bool write_blocked_ = false;
+  size_t queued_unmetered_ = 0;
 };
 
 // Returns `credit` bytes to the peer on stream `id` (nothing when there is

@@ -17,6 +17,7 @@
 #include "net/wait_group.h"
 #include "rpc/channel.h"
 #include "rpc/server.h"
+#include "rpc/test_streams.h"
 
 namespace capstan::rpc {
 namespace {
@@ -26,51 +27,7 @@ using echo::ProduceRequest;
 using echo::StreamSummary;
 using namespace std::chrono_literals;
 
-class TestStreams : public echo::StreamsServer {
- public:
-  net::Task<absl::Status> Produce(ServerContext& context, const ProduceRequest& request,
-                                  ServerWriter<Chunk>& writer) override {
-    Chunk chunk;
-    chunk.set_payload(std::string(static_cast<size_t>(request.size()), 'p'));
-    for (int i = 0; i < request.count(); ++i) {
-      chunk.set_seq(i);
-      if (!co_await writer.Write(chunk)) {
-        writes_refused++;
-        co_return absl::CancelledError("the caller went away");
-      }
-      produced++;
-    }
-    if (request.fail_code() != 0) {
-      co_return absl::Status(static_cast<absl::StatusCode>(request.fail_code()), "asked to fail");
-    }
-    co_return absl::OkStatus();
-  }
-
-  net::Task<absl::Status> Consume(ServerContext& context, ServerReader<Chunk>& reader,
-                                  StreamSummary* summary) override {
-    Chunk chunk;
-    while (co_await reader.Read(&chunk)) {
-      summary->set_chunks(summary->chunks() + 1);
-      summary->set_bytes(summary->bytes() + static_cast<int64_t>(chunk.payload().size()));
-      summary->set_seq_sum(summary->seq_sum() + chunk.seq());
-    }
-    co_return absl::OkStatus();
-  }
-
-  net::Task<absl::Status> Exchange(ServerContext& context,
-                                   ServerReaderWriter<Chunk, Chunk>& stream) override {
-    Chunk chunk;
-    while (co_await stream.Read(&chunk)) {
-      if (!co_await stream.Write(chunk)) break;
-    }
-    exchanges_ended++;
-    co_return context.cancelled() ? absl::CancelledError("cancelled") : absl::OkStatus();
-  }
-
-  std::atomic<int> produced{0};
-  std::atomic<int> writes_refused{0};
-  std::atomic<int> exchanges_ended{0};
-};
+using testing::TestStreams;
 
 using net::testing::Eventually;
 
