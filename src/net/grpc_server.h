@@ -44,6 +44,7 @@
 #include "net/loop_group.h"
 #include "net/socket.h"
 #include "net/task.h"
+#include "net/tls.h"
 
 namespace capstan::net {
 
@@ -129,6 +130,13 @@ class GrpcCall : public Http2Stream {
     return metadata_.Find(name);
   }
   EventLoop* loop() const { return loop_; }
+  // The Common Name of the client certificate the connection was opened
+  // with, or "" (clear text, or a TLS listener that asks for no client
+  // certificate). A listener asks only when its context has a client CA
+  // (TlsServerOptions::client_ca_file), and then refuses any certificate
+  // that CA did not sign: a non-empty name is always a verified one. The
+  // store's auth takes it as the user, as etcd does with --client-cert-auth.
+  const std::string& peer_common_name() const;
 
   // The call is over (finished and sent, reset, or its connection is gone).
   bool done() const { return done_; }
@@ -183,6 +191,9 @@ class GrpcCall : public Http2Stream {
 
   GrpcServer* server_;
   EventLoop* loop_;
+  // The connection's verified client identity (shared by its calls), or
+  // null in clear text.
+  std::shared_ptr<const std::string> peer_common_name_;
   // A registered method's entry (its name is the key), else the path as sent.
   const std::pair<const std::string, GrpcMethod>* route_ = nullptr;
   std::string path_;
@@ -235,7 +246,12 @@ class GrpcServer {
 
   // Listens on host:port on every loop of `group` (SO_REUSEPORT); port 0
   // picks one. Returns the port. May be called for several addresses.
-  absl::StatusOr<int> Listen(LoopGroup* group, const std::string& host, int port);
+  // With `tls`, every accepted connection starts TLS with the context it
+  // returns at that moment (so a reloaded certificate serves the next
+  // connection); the context should offer ALPN "h2". A client that fails
+  // the handshake (clear text, an untrusted certificate) is closed.
+  absl::StatusOr<int> Listen(LoopGroup* group, const std::string& host, int port,
+                             TlsContextSource tls = nullptr);
 
   // REQUIRES: the loop group is still running (stop it after this).
   // Stops accepting, sends GOAWAY, lets calls in flight finish for up to
@@ -247,6 +263,7 @@ class GrpcServer {
     uint64_t calls_active = 0;
     uint64_t calls_started = 0;
     uint64_t protocol_errors = 0;
+    uint64_t tls_refused = 0;  // accepted connections whose TLS did not start
   };
   Stats stats() const;
   const GrpcServerOptions& options() const { return options_; }
@@ -260,7 +277,7 @@ class GrpcServer {
     std::vector<std::weak_ptr<GrpcConnection>> connections;
   };
 
-  Task<void> AcceptLoop(LoopState* state, Listener* listener);
+  Task<void> AcceptLoop(LoopState* state, Listener* listener, TlsContextSource tls);
   Task<void> ServeConnection(std::shared_ptr<GrpcConnection> conn);
   void TaskEnded();
   void OnCallEnded();
@@ -277,6 +294,7 @@ class GrpcServer {
   std::atomic<uint64_t> calls_active_{0};
   std::atomic<uint64_t> calls_started_{0};
   std::atomic<uint64_t> protocol_errors_{0};
+  std::atomic<uint64_t> tls_refused_{0};
   // Accept loops and connections still running: Shutdown waits for none.
   std::atomic<int> tasks_{0};
   std::mutex drain_mu_;
