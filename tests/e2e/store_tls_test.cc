@@ -82,10 +82,12 @@ class StoreTlsTest : public ::testing::Test {
 
   // etcdctl against `endpoint` with TLS flags (`cert` null: no client
   // certificate).
+  // `refused`: the call is expected to fail, so it need not wait long.
   CommandResult Ctl(const std::string& endpoint, const std::string& ca, const Cert* cert,
-                    std::vector<std::string> args) {
-    std::vector<std::string> argv = {"etcdctl", "--endpoints=" + endpoint, "--dial-timeout=3s",
-                                     "--command-timeout=5s"};
+                    std::vector<std::string> args, bool refused = false) {
+    std::vector<std::string> argv = {"etcdctl", "--endpoints=" + endpoint,
+                                     refused ? "--dial-timeout=1s" : "--dial-timeout=3s",
+                                     refused ? "--command-timeout=2s" : "--command-timeout=5s"};
     if (!ca.empty()) argv.push_back("--cacert=" + ca);
     if (cert != nullptr) {
       argv.push_back("--cert=" + cert->cert);
@@ -151,14 +153,14 @@ TEST_F(StoreTlsTest, ClientCertAuthAdmitsAliceAndRefusesEveryoneElse) {
 
   // No client certificate, one from another CA, a client that does not
   // trust the server's CA, and clear text: all refused.
-  CommandResult no_cert = Ctl(endpoint, ca_->file(), nullptr, {"get", "k"});
+  CommandResult no_cert = Ctl(endpoint, ca_->file(), nullptr, {"get", "k"}, true);
   EXPECT_NE(no_cert.exit_code, 0) << no_cert.out;
-  CommandResult other = Ctl(endpoint, ca_->file(), &mallory_, {"get", "k"});
+  CommandResult other = Ctl(endpoint, ca_->file(), &mallory_, {"get", "k"}, true);
   EXPECT_NE(other.exit_code, 0) << other.out;
-  CommandResult wrong_ca = Ctl(endpoint, other_ca_->file(), &alice_, {"get", "k"});
+  CommandResult wrong_ca = Ctl(endpoint, other_ca_->file(), &alice_, {"get", "k"}, true);
   EXPECT_NE(wrong_ca.exit_code, 0) << wrong_ca.out;
   // (Debian's etcdctl 3.4 reports only "context deadline exceeded" then.)
-  CommandResult plain = Ctl(Url("http", client), "", nullptr, {"get", "k"});
+  CommandResult plain = Ctl(Url("http", client), "", nullptr, {"get", "k"}, true);
   EXPECT_NE(plain.exit_code, 0) << plain.out;
   EXPECT_EQ(plain.out, "");
   // The member is unharmed by them.
@@ -240,7 +242,7 @@ TEST_F(StoreTlsTest, AutoTlsServesASelfSignedCertificate) {
   EXPECT_EQ(get.exit_code, 0) << get.err;
   EXPECT_EQ(get.out, "1\n");
   // Without trusting it, a client refuses the server.
-  EXPECT_NE(Ctl(endpoint, ca_->file(), nullptr, {"get", "a"}).exit_code, 0);
+  EXPECT_NE(Ctl(endpoint, ca_->file(), nullptr, {"get", "a"}, true).exit_code, 0);
 }
 
 TEST_F(StoreTlsTest, ReplacedCertificateFilesServeTheNextConnections) {
@@ -270,6 +272,31 @@ TEST_F(StoreTlsTest, ReplacedCertificateFilesServeTheNextConnections) {
       << "still serving " << ServedSerial(client);
   CommandResult get = Ctl(endpoint, ca_->file(), &alice_, {"get", "x"});
   EXPECT_EQ(get.exit_code, 0) << get.err;
+}
+
+// The peer port (libgrpc++) reloads its certificate files too.
+TEST_F(StoreTlsTest, ReplacedPeerCertificateFilesServeTheNextConnections) {
+  Cert first = ca_->Issue("peer-a", "m", kLocalSan);
+  Cert second = ca_->Issue("peer-b", "m", kLocalSan);
+  std::string cert = dir_.path() + "/peer-live.pem", key = dir_.path() + "/peer-live.key";
+  std::filesystem::copy_file(first.cert, cert);
+  std::filesystem::copy_file(first.key, key);
+  int client = PickFreePort(), peer = PickFreePort();
+  Process* p = StartStore(
+      "peer-reload", {"--listen-client-urls", Url("http", client), "--initial-advertise-peer-urls",
+                      Url("https", peer), "--peer-cert-file", cert, "--peer-key-file", key,
+                      "--peer-trusted-ca-file", ca_->file(), "--peer-client-cert-auth"});
+  ASSERT_TRUE(WaitReady(p, Url("http", client), "", nullptr));
+  std::string wanted = RunCommand({"openssl", "x509", "-noout", "-serial", "-in", second.cert}).out;
+  ASSERT_TRUE(Eventually([&] { return ServedSerial(peer).find("serial=") == 0; }))
+      << "no certificate on the peer port";
+  ASSERT_NE(ServedSerial(peer), wanted);
+  std::filesystem::copy_file(second.key, key + ".new");
+  std::filesystem::copy_file(second.cert, cert + ".new");
+  std::filesystem::rename(key + ".new", key);
+  std::filesystem::rename(cert + ".new", cert);
+  EXPECT_TRUE(Eventually([&] { return ServedSerial(peer) == wanted; }, std::chrono::seconds(20)))
+      << "still serving " << ServedSerial(peer);
 }
 
 // Three members with TLS on the peer port and --peer-client-cert-auth: they
