@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <regex>
 
 #include "client/client.h"
 #include "gmock/gmock.h"
@@ -316,9 +317,16 @@ TEST_F(StoreTlsTest, PeerTlsClusterReplicatesAndRefusesAMemberFromAnotherCa) {
   }
   auto flags = [&](int i, const Cert& cert) {
     return std::vector<std::string>{"--listen-client-urls",
-                                    Url("http", client[i]),
+                                    Url("https", client[i]),
                                     "--advertise-client-urls",
-                                    Url("http", client[i]),
+                                    Url("https", client[i]),
+                                    "--cert-file",
+                                    server_.cert,
+                                    "--key-file",
+                                    server_.key,
+                                    "--trusted-ca-file",
+                                    ca_->file(),
+                                    "--client-cert-auth",
                                     "--initial-advertise-peer-urls",
                                     Url("https", peer[i]),
                                     "--listen-peer-urls",
@@ -345,13 +353,13 @@ TEST_F(StoreTlsTest, PeerTlsClusterReplicatesAndRefusesAMemberFromAnotherCa) {
   // A write through member 0 needs a leader and a quorum over TLS.
   ASSERT_TRUE(Eventually(
       [&] {
-        return Ctl(Url("http", client[0]), "", nullptr, {"put", "k", "v"}).exit_code == 0;
+        return Ctl(Url("https", client[0]), ca_->file(), &alice_, {"put", "k", "v"}).exit_code == 0;
       },
       std::chrono::seconds(30)));
   for (int i = 1; i < kMembers; ++i) {
     EXPECT_TRUE(Eventually(
         [&] {
-          return Ctl(Url("http", client[i]), "", nullptr,
+          return Ctl(Url("https", client[i]), ca_->file(), &alice_,
                      {"get", "k", "--print-value-only", "--consistency=s"})
                      .out == "v\n";
         },
@@ -362,7 +370,22 @@ TEST_F(StoreTlsTest, PeerTlsClusterReplicatesAndRefusesAMemberFromAnotherCa) {
 
   // The rogue: added to the membership, started with a certificate from
   // another CA (it trusts ours, so only the others' check can stop it).
-  CommandResult add = Ctl(Url("http", client[0]), "", nullptr,
+  // Sent to a follower, which forwards it to the leader's https client URL
+  // with its own certificate.
+  int follower = -1;
+  for (int i = 0; i < kMembers && follower < 0; ++i) {
+    std::string status =
+        Ctl(Url("https", client[i]), ca_->file(), &alice_, {"endpoint", "status", "-w", "json"})
+            .out;
+    std::smatch id, leader;
+    if (std::regex_search(status, id, std::regex("\"member_id\":([0-9]+)")) &&
+        std::regex_search(status, leader, std::regex("\"leader\":([0-9]+)")) &&
+        id[1] != leader[1]) {
+      follower = i;
+    }
+  }
+  ASSERT_GE(follower, 0) << "no member says it follows";
+  CommandResult add = Ctl(Url("https", client[follower]), ca_->file(), &alice_,
                           {"member", "add", "m3", "--peer-urls=" + Url("https", peer[3])});
   ASSERT_EQ(add.exit_code, 0) << add.err;
   Cert rogue = other_ca_->Issue("rogue", "m3", kLocalSan);
@@ -374,10 +397,11 @@ TEST_F(StoreTlsTest, PeerTlsClusterReplicatesAndRefusesAMemberFromAnotherCa) {
   // serves the cluster's data.
   EXPECT_NE(m3->Wait(std::chrono::seconds(90)), -1) << "the rogue member is still running";
   EXPECT_THAT(m3->Log(), HasSubstr("could not reach any other member"));
-  EXPECT_NE(Ctl(Url("http", client[3]), "", nullptr, {"get", "k", "--consistency=s"}).out,
-            "k\nv\n");
+  EXPECT_NE(
+      Ctl(Url("https", client[3]), ca_->file(), &alice_, {"get", "k", "--consistency=s"}, true).out,
+      "k\nv\n");
   // The cluster goes on.
-  EXPECT_EQ(Ctl(Url("http", client[1]), "", nullptr, {"put", "k2", "v2"}).exit_code, 0);
+  EXPECT_EQ(Ctl(Url("https", client[1]), ca_->file(), &alice_, {"put", "k2", "v2"}).exit_code, 0);
   for (Process* m : members) m->Signal(SIGTERM);
   for (Process* m : members) EXPECT_NE(m->Wait(std::chrono::seconds(15)), -1);
 }
