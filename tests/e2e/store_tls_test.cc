@@ -406,5 +406,40 @@ TEST_F(StoreTlsTest, PeerTlsClusterReplicatesAndRefusesAMemberFromAnotherCa) {
   for (Process* m : members) EXPECT_NE(m->Wait(std::chrono::seconds(15)), -1);
 }
 
+// --peer-auto-tls: members encrypt with self-signed certificates and do
+// not verify each other (etcd's meaning), and still form a cluster.
+TEST_F(StoreTlsTest, PeerAutoTlsClusterReplicates) {
+  constexpr int kMembers = 3;
+  std::vector<int> client(kMembers), peer(kMembers);
+  std::string initial;
+  for (int i = 0; i < kMembers; ++i) {
+    client[i] = PickFreePort();
+    peer[i] = PickFreePort();
+    if (!initial.empty()) initial += ",";
+    initial += "a" + std::to_string(i) + "=" + Url("https", peer[i]);
+  }
+  for (int i = 0; i < kMembers; ++i) {
+    StartStore("a" + std::to_string(i),
+               {"--listen-client-urls", Url("http", client[i]), "--initial-advertise-peer-urls",
+                Url("https", peer[i]), "--peer-auto-tls", "--initial-cluster", initial,
+                "--heartbeat-interval", "50", "--election-timeout", "500"});
+  }
+  ASSERT_TRUE(Eventually(
+      [&] {
+        return Ctl(Url("http", client[0]), "", nullptr, {"put", "k", "v"}).exit_code == 0;
+      },
+      std::chrono::seconds(30)));
+  EXPECT_TRUE(Eventually(
+      [&] {
+        return Ctl(Url("http", client[2]), "", nullptr,
+                   {"get", "k", "--print-value-only", "--consistency=s"})
+                   .out == "v\n";
+      },
+      std::chrono::seconds(20)));
+  EXPECT_TRUE(std::filesystem::exists(dir_.path() + "/a1/fixtures/peer/cert.pem"));
+  // The peer port speaks TLS only.
+  EXPECT_THAT(ServedSerial(peer[1]), HasSubstr("serial="));
+}
+
 }  // namespace
 }  // namespace capstan::e2e
