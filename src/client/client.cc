@@ -1,7 +1,9 @@
 #include "client/client.h"
 
+#include <fstream>
 #include <future>
 #include <mutex>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "net/address.h"
@@ -17,11 +19,35 @@ absl::Status FromGrpc(const grpc::Status& st) {
   return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
 }
 
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("client: cannot read ", what, " ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   if (options.endpoints.empty()) return absl::InvalidArgumentError("client: no endpoints given");
   if (options.channels < 1) return absl::InvalidArgumentError("client: channels must be >= 1");
+  if (options.cert_file.empty() != options.key_file.empty()) {
+    return absl::InvalidArgumentError("client: cert_file and key_file must be given together");
+  }
+  std::shared_ptr<grpc::ChannelCredentials> tls;
+  for (const std::string& ep : options.endpoints) {
+    if (!ep.starts_with("https://") || tls != nullptr) continue;
+    grpc::SslCredentialsOptions ssl;
+    if (!options.ca_file.empty()) {
+      ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem(options.ca_file, "CA file"));
+    }
+    if (!options.cert_file.empty()) {
+      ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadPem(options.cert_file, "certificate"));
+      ASSIGN_OR_RETURN(ssl.pem_private_key, ReadPem(options.key_file, "key"));
+    }
+    tls = grpc::SslCredentials(ssl);
+  }
   std::unique_ptr<Client> c(new Client(std::move(options)));
   for (int i = 0; i < c->options_.channels; ++i) {
     const std::string& ep =
@@ -31,8 +57,9 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
     args.SetInt("capstan.client.channel", i);
     args.SetMaxReceiveMessageSize(-1);
     Conn conn;
-    conn.channel =
-        grpc::CreateCustomChannel(net::GrpcTarget(ep), grpc::InsecureChannelCredentials(), args);
+    conn.channel = grpc::CreateCustomChannel(
+        net::GrpcTarget(ep), ep.starts_with("https://") ? tls : grpc::InsecureChannelCredentials(),
+        args);
     conn.kv = KV::NewStub(conn.channel);
     conn.lease = Lease::NewStub(conn.channel);
     conn.watch = etcdserverpb::Watch::NewStub(conn.channel);

@@ -31,9 +31,18 @@
 namespace capstan::client {
 
 struct ClientOptions {
-  std::vector<std::string> endpoints;  // host:port (http:// prefixes are accepted)
-  int channels = 1;                    // separate connections, round-robin
+  // host:port or http://host:port (clear text), https://host:port (TLS).
+  std::vector<std::string> endpoints;
+  int channels = 1;  // separate connections, round-robin
   std::chrono::milliseconds timeout{5000};
+  // TLS for https:// endpoints, as etcdctl's --cacert, --cert and --key:
+  // the CA bundle (PEM) the server's certificate must chain to (empty: the
+  // system's roots), and a client certificate and key (PEM) for servers
+  // that require one (--client-cert-auth). The server's name is checked
+  // against the endpoint's host.
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
 };
 
 template <typename Resp>

@@ -55,6 +55,8 @@ struct StoreFlags {
   std::string progress_notify_interval = "10m";
   std::string log_level = "info";
   std::string config_file;
+  store::TlsInfo client_tls;
+  store::TlsInfo peer_tls;
 };
 
 void AddStoreFlags(CLI::App* cmd, StoreFlags* f, bool dev) {
@@ -122,6 +124,28 @@ void AddStoreFlags(CLI::App* cmd, StoreFlags* f, bool dev) {
   cmd->add_option("--experimental-watch-progress-notify-interval", f->progress_notify_interval,
                   "How often watchers that asked for progress_notify get a progress response.")
       ->capture_default_str();
+  cmd->add_option("--cert-file", f->client_tls.cert_file,
+                  "TLS certificate (PEM) of the client port (https:// client and metrics URLs).");
+  cmd->add_option("--key-file", f->client_tls.key_file, "TLS private key (PEM) of --cert-file.");
+  cmd->add_option("--trusted-ca-file", f->client_tls.trusted_ca_file,
+                  "CA bundle (PEM) that client certificates must chain to.");
+  cmd->add_flag("--client-cert-auth", f->client_tls.client_cert_auth,
+                "Require a client certificate signed by --trusted-ca-file on the client port.");
+  cmd->add_flag("--auto-tls", f->client_tls.auto_tls,
+                "Without --cert-file: serve https:// client URLs with a self-signed certificate "
+                "made at start (for tests).");
+  cmd->add_option("--peer-cert-file", f->peer_tls.cert_file,
+                  "TLS certificate (PEM) of the peer port (https:// peer URLs); also presented "
+                  "to other members.");
+  cmd->add_option("--peer-key-file", f->peer_tls.key_file,
+                  "TLS private key (PEM) of --peer-cert-file.");
+  cmd->add_option("--peer-trusted-ca-file", f->peer_tls.trusted_ca_file,
+                  "CA bundle (PEM) that other members' certificates must chain to.");
+  cmd->add_flag("--peer-client-cert-auth", f->peer_tls.client_cert_auth,
+                "Refuse members without a certificate signed by --peer-trusted-ca-file.");
+  cmd->add_flag("--peer-auto-tls", f->peer_tls.auto_tls,
+                "Without --peer-cert-file: serve https:// peer URLs with a self-signed "
+                "certificate made at start, and do not verify other members' (for tests).");
   cmd->add_option("--log-level", f->log_level, "debug, info, warn or err.")->capture_default_str();
   cmd->add_option("--config-file", f->config_file,
                   "YAML file of flag-name: value pairs; command-line flags override it.");
@@ -133,6 +157,8 @@ absl::StatusOr<store::StoreServerConfig> BuildConfig(const StoreFlags& f) {
   cfg.store.data_dir = f.data_dir.empty() ? f.name + ".etcd" : f.data_dir;
   cfg.listen_client_urls = f.listen_client_urls;
   cfg.listen_metrics_urls = f.listen_metrics_urls;
+  cfg.client_tls = f.client_tls;
+  cfg.peer_tls = f.peer_tls;
   cfg.store.advertise_client_urls = f.advertise_client_urls;
   cfg.store.advertise_peer_urls = f.initial_advertise_peer_urls;
   cfg.listen_peer_urls = f.listen_peer_urls;

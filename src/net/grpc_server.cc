@@ -47,16 +47,31 @@ class GrpcConnection : public Http2Session {
   std::shared_ptr<Http2Stream> NewStream(int32_t) override {
     server_->calls_active_.fetch_add(1, std::memory_order_relaxed);
     server_->calls_started_.fetch_add(1, std::memory_order_relaxed);
-    return GrpcCallPtr(new GrpcCall(server_, loop()));
+    GrpcCallPtr call(new GrpcCall(server_, loop()));
+    // A stream's HEADERS were decrypted, so the handshake is done and the
+    // peer's certificate (if any) is known: read it once per connection.
+    if (socket()->tls() != nullptr) {
+      if (peer_common_name_ == nullptr) {
+        peer_common_name_ = std::make_shared<const std::string>(socket()->tls()->PeerCommonName());
+      }
+      call->peer_common_name_ = peer_common_name_;
+    }
+    return call;
   }
   void OnProtocolError() override {
     server_->protocol_errors_.fetch_add(1, std::memory_order_relaxed);
   }
 
   GrpcServer* server_;
+  std::shared_ptr<const std::string> peer_common_name_;
 };
 
 // ---- GrpcCall
+
+const std::string& GrpcCall::peer_common_name() const {
+  static const std::string kNone;
+  return peer_common_name_ != nullptr ? *peer_common_name_ : kNone;
+}
 
 GrpcCall::~GrpcCall() = default;
 
@@ -349,7 +364,8 @@ void GrpcServer::Serve(std::shared_ptr<Socket> socket) {
   socket->Close();  // not one of our loops: a caller's bug, but no leak
 }
 
-absl::StatusOr<int> GrpcServer::Listen(LoopGroup* group, const std::string& host, int port) {
+absl::StatusOr<int> GrpcServer::Listen(LoopGroup* group, const std::string& host, int port,
+                                       TlsContextSource tls) {
   Attach(group);
   for (auto& state : loops_) {
     LoopState* raw = state.get();
@@ -363,17 +379,29 @@ absl::StatusOr<int> GrpcServer::Listen(LoopGroup* group, const std::string& host
       port = (*listener)->port();
       raw->listeners.push_back(std::move(listener).value());
       tasks_.fetch_add(1);
-      raw->loop->StartOwned(AcceptLoop(raw, raw->listeners.back().get()));
+      raw->loop->StartOwned(AcceptLoop(raw, raw->listeners.back().get(), tls));
     });
     if (!st.ok()) return st;
   }
   return port;
 }
 
-Task<void> GrpcServer::AcceptLoop(LoopState* state, Listener* listener) {
+Task<void> GrpcServer::AcceptLoop(LoopState* state, Listener* listener, TlsContextSource tls) {
   while (true) {
     auto accepted = co_await listener->Accept();
     if (!accepted.ok()) break;  // the listener closed
+    if (tls != nullptr) {
+      std::shared_ptr<const TlsContext> context = tls();
+      absl::Status st = context == nullptr
+                            ? absl::UnavailableError("no TLS context")
+                            : (*accepted)->StartTls(std::move(context), TlsRole::kServer);
+      if (!st.ok()) {
+        tls_refused_.fetch_add(1, std::memory_order_relaxed);
+        CAPSTAN_LOG(warn, "grpc server: TLS did not start", "error", std::string(st.message()));
+        (*accepted)->Close();
+        continue;
+      }
+    }
     ServeAccepted(state, std::move(accepted).value());
   }
   TaskEnded();
@@ -456,7 +484,7 @@ void GrpcServer::Shutdown(std::chrono::milliseconds grace) {
 
 GrpcServer::Stats GrpcServer::stats() const {
   return Stats{connections_.load(), calls_active_.load(), calls_started_.load(),
-               protocol_errors_.load()};
+               protocol_errors_.load(), tls_refused_.load()};
 }
 
 }  // namespace capstan::net

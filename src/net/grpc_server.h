@@ -44,6 +44,7 @@
 #include "net/loop_group.h"
 #include "net/socket.h"
 #include "net/task.h"
+#include "net/tls.h"
 
 namespace capstan::net {
 
@@ -132,6 +133,13 @@ class GrpcCall : public Http2Stream {
   // When grpc-timeout ends the call (time_point::max() without one); set
   // before the method's handler or factory runs.
   std::chrono::steady_clock::time_point deadline() const { return deadline_at_; }
+  // The Common Name of the client certificate the connection was opened
+  // with, or "" (clear text, or a TLS listener that asks for no client
+  // certificate). A listener asks only when its context has a client CA
+  // (TlsServerOptions::client_ca_file), and then refuses any certificate
+  // that CA did not sign: a non-empty name is always a verified one. The
+  // store's auth takes it as the user, as etcd does with --client-cert-auth.
+  const std::string& peer_common_name() const;
 
   // The call is over (finished and sent, reset, or its connection is gone).
   bool done() const { return done_; }
@@ -189,6 +197,9 @@ class GrpcCall : public Http2Stream {
 
   GrpcServer* server_;
   EventLoop* loop_;
+  // The connection's verified client identity (shared by its calls), or
+  // null in clear text.
+  std::shared_ptr<const std::string> peer_common_name_;
   // A registered method's entry (its name is the key), else the path as sent.
   const std::pair<const std::string, GrpcMethod>* route_ = nullptr;
   std::string path_;
@@ -243,7 +254,12 @@ class GrpcServer {
 
   // Listens on host:port on every loop of `group` (SO_REUSEPORT); port 0
   // picks one. Returns the port. May be called for several addresses.
-  absl::StatusOr<int> Listen(LoopGroup* group, const std::string& host, int port);
+  // With `tls`, every accepted connection starts TLS with the context it
+  // returns at that moment (so a reloaded certificate serves the next
+  // connection); the context should offer ALPN "h2". A client that fails
+  // the handshake (clear text, an untrusted certificate) is closed.
+  absl::StatusOr<int> Listen(LoopGroup* group, const std::string& host, int port,
+                             TlsContextSource tls = nullptr);
 
   // For a server that shares its port with another protocol and hands over
   // the connections that turn out to be HTTP/2 (rpc::Server): Attach takes
@@ -264,6 +280,7 @@ class GrpcServer {
     uint64_t calls_active = 0;
     uint64_t calls_started = 0;
     uint64_t protocol_errors = 0;
+    uint64_t tls_refused = 0;  // accepted connections whose TLS did not start
   };
   Stats stats() const;
   const GrpcServerOptions& options() const { return options_; }
@@ -278,7 +295,7 @@ class GrpcServer {
     bool closed = false;  // Shutdown began: no new connections
   };
 
-  Task<void> AcceptLoop(LoopState* state, Listener* listener);
+  Task<void> AcceptLoop(LoopState* state, Listener* listener, TlsContextSource tls);
   void ServeAccepted(LoopState* state, std::shared_ptr<Socket> socket);
   Task<void> ServeConnection(std::shared_ptr<GrpcConnection> conn);
   void TaskEnded();
@@ -296,6 +313,7 @@ class GrpcServer {
   std::atomic<uint64_t> calls_active_{0};
   std::atomic<uint64_t> calls_started_{0};
   std::atomic<uint64_t> protocol_errors_{0};
+  std::atomic<uint64_t> tls_refused_{0};
   // Accept loops and connections still running: Shutdown waits for none.
   std::atomic<int> tasks_{0};
   std::mutex drain_mu_;

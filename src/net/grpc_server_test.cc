@@ -4,8 +4,11 @@
 #include "net/grpc_server.h"
 
 #include <condition_variable>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #include "grpcpp/generic/generic_stub.h"
@@ -14,6 +17,7 @@
 #include "net/block_on.h"
 #include "net/grpc_wire.h"
 #include "net/socket.h"
+#include "net/test_certs.h"
 #include "net/test_util.h"
 
 namespace capstan::net {
@@ -408,6 +412,73 @@ TEST_P(GrpcServerTest, ShutdownCancelsCallsPastTheGrace) {
 INSTANTIATE_TEST_SUITE_P(Engines, GrpcServerTest,
                          ::testing::Values(IoBackendKind::kIoUring, IoBackendKind::kEpoll),
                          testing::BackendName);
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// TLS on the listener: the gRPC C++ client with a certificate reaches the
+// handler, which sees the certificate's CN; without one, with one from
+// another CA, or in clear text, no call gets through.
+TEST(GrpcServerTlsTest, VerifiedClientNameReachesHandlersAndOthersAreRefused) {
+  testing::TestCa ca(std::filesystem::temp_directory_path() /
+                     ("capstan_grpc_tls_" + std::to_string(::getpid())));
+  testing::TestCa other_ca(std::filesystem::temp_directory_path() /
+                           ("capstan_grpc_tls_other_" + std::to_string(::getpid())));
+  testing::TestCert server_cert = ca.Issue("server", {"IP:127.0.0.1"});
+  testing::TestCert alice = ca.Issue("alice", {"DNS:alice"});
+  testing::TestCert mallory = other_ca.Issue("mallory", {"DNS:mallory"});
+
+  TlsServerOptions tls;
+  tls.certificates = {{server_cert.cert_file, server_cert.key_file, {}}};
+  tls.alpn = {"h2"};
+  tls.client_ca_file = ca.ca_file();
+  auto reloader = TlsReloader::Create(tls, std::chrono::seconds(1));
+  ASSERT_TRUE(reloader.ok()) << reloader.status();
+  auto group = LoopGroup::Start({.threads = 1, .name = "tls"}).value();
+  GrpcServer server;
+  server.AddUnary("/test.Svc/Who", [](const GrpcCallPtr& call, Buffer) {
+    call->Reply(Buffer(call->peer_common_name()));
+  });
+  auto port = server.Listen(group.get(), "127.0.0.1", 0, (*reloader)->Source());
+  ASSERT_TRUE(port.ok()) << port.status();
+  std::string target = "127.0.0.1:" + std::to_string(*port);
+
+  auto call = [&](std::shared_ptr<grpc::ChannelCredentials> creds, std::string* who) {
+    grpc::GenericStub stub(grpc::CreateChannel(target, creds));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    grpc::ByteBuffer in = ToByteBuffer("?"), out;
+    std::promise<grpc::Status> done;
+    stub.UnaryCall(&ctx, "/test.Svc/Who", {}, &in, &out,
+                   [&](grpc::Status st) { done.set_value(std::move(st)); });
+    grpc::Status st = done.get_future().get();
+    if (st.ok()) *who = FromByteBuffer(out);
+    return st;
+  };
+  auto creds = [&](const testing::TestCert* cert) {
+    grpc::SslCredentialsOptions o;
+    o.pem_root_certs = ReadFile(ca.ca_file());
+    if (cert != nullptr) {
+      o.pem_cert_chain = ReadFile(cert->cert_file);
+      o.pem_private_key = ReadFile(cert->key_file);
+    }
+    return grpc::SslCredentials(o);
+  };
+  std::string who;
+  grpc::Status st = call(creds(&alice), &who);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(who, "alice");
+  EXPECT_EQ(call(creds(nullptr), &who).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(call(creds(&mallory), &who).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(call(grpc::InsecureChannelCredentials(), &who).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  server.Shutdown(std::chrono::milliseconds(0));
+  group->Stop();
+}
 
 TEST(GrpcWireTest, TimeoutsParseInEveryUnit) {
   EXPECT_EQ(ParseGrpcTimeout("1S"), std::chrono::seconds(1));

@@ -151,6 +151,13 @@ Task<void> HttpServer::AcceptLoop() {
       socket->Close();
       continue;
     }
+    if (options_.tls != nullptr) {
+      std::shared_ptr<const TlsContext> context = options_.tls();
+      if (context == nullptr || !socket->StartTls(std::move(context), TlsRole::kServer).ok()) {
+        socket->Close();
+        continue;
+      }
+    }
     // A request is small: read no further ahead than the codec's limits.
     socket->set_input_limit(kMaxInputBytes);
     connections_.push_back(socket);

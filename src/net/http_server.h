@@ -40,6 +40,7 @@
 #include "net/loop_group.h"
 #include "net/socket.h"
 #include "net/task.h"
+#include "net/tls.h"
 #include "net/worker_pool.h"
 
 namespace capstan::net {
@@ -84,6 +85,10 @@ struct HttpServerOptions {
   // Fields added to every answer, the codec's error answers included (a
   // service's CORS `Access-Control-Allow-Origin: *`).
   std::vector<std::pair<std::string, std::string>> default_headers;
+  // HTTPS: each accepted connection starts TLS with the context this returns
+  // (offer ALPN "http/1.1" or none: the server speaks HTTP/1.1 only). Null:
+  // clear text.
+  TlsContextSource tls;
 };
 
 class HttpServer {

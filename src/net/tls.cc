@@ -1,12 +1,23 @@
 #include "net/tls.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <openssl/bn.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "base/logging.h"
 
 namespace capstan::net {
 namespace {
@@ -354,6 +365,174 @@ std::string TlsConnection::PeerCommonName() const {
   X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
   X509_free(cert);
   return cn;
+}
+
+std::string TlsConnection::PeerSerial() const {
+  X509* cert = SSL_get1_peer_certificate(ssl_);
+  if (cert == nullptr) return "";
+  std::string out;
+  if (BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr)) {
+    if (char* hex = BN_bn2hex(bn)) {
+      out = hex;
+      OPENSSL_free(hex);
+    }
+    BN_free(bn);
+  }
+  X509_free(cert);
+  return out;
+}
+
+// ---- TlsReloader
+
+absl::StatusOr<std::shared_ptr<TlsReloader>> TlsReloader::Create(
+    TlsServerOptions options, std::chrono::milliseconds check_interval) {
+  std::shared_ptr<TlsReloader> r(new TlsReloader());
+  r->options_ = std::move(options);
+  r->check_interval_ = check_interval;
+  r->fingerprint_ = r->Fingerprint();
+  ASSIGN_OR_RETURN(r->current_, TlsContext::NewServer(r->options_));
+  r->next_check_ = std::chrono::steady_clock::now() + check_interval;
+  return r;
+}
+
+std::string TlsReloader::Fingerprint() const {
+  std::string out;
+  auto add = [&out](const std::string& path) {
+    if (path.empty()) return;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+      absl::StrAppend(&out, path, ":missing;");
+      return;
+    }
+    absl::StrAppend(&out, path, ":", st.st_dev, ":", st.st_ino, ":", st.st_size, ":",
+                    st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec, ";");
+  };
+  for (const TlsCertificateFiles& files : options_.certificates) {
+    add(files.cert_file);
+    add(files.key_file);
+  }
+  add(options_.client_ca_file);
+  return out;
+}
+
+std::shared_ptr<const TlsContext> TlsReloader::Current() {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto now = std::chrono::steady_clock::now();
+  if (now < next_check_) return current_;
+  next_check_ = now + check_interval_;
+  std::string fingerprint = Fingerprint();
+  if (fingerprint == fingerprint_) return current_;
+  absl::StatusOr<std::shared_ptr<TlsContext>> rebuilt = TlsContext::NewServer(options_);
+  if (!rebuilt.ok()) {
+    // Left as it was: the next check tries again (the files may be halfway
+    // through being replaced).
+    CAPSTAN_LOG(warn, "tls: certificate files changed but cannot be loaded; keeping the old ones",
+                "error", std::string(rebuilt.status().message()));
+    return current_;
+  }
+  fingerprint_ = std::move(fingerprint);
+  current_ = *std::move(rebuilt);
+  ++reloads_;
+  CAPSTAN_LOG(info, "tls: certificate files reloaded", "cert",
+              options_.certificates.front().cert_file);
+  return current_;
+}
+
+TlsContextSource TlsReloader::Source() {
+  return [self = shared_from_this()] { return self->Current(); };
+}
+
+uint64_t TlsReloader::reloads() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return reloads_;
+}
+
+// ---- self-signed certificates
+
+namespace {
+
+absl::Status WritePem(const std::string& path, mode_t mode, bool key, void* object) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tls: cannot write ", path, ": ", std::strerror(errno)));
+  }
+  FILE* f = ::fdopen(fd, "w");
+  if (f == nullptr) {
+    ::close(fd);
+    return absl::InternalError(absl::StrCat("tls: fdopen ", path));
+  }
+  int ok = key ? PEM_write_PrivateKey(f, static_cast<EVP_PKEY*>(object), nullptr, nullptr, 0,
+                                      nullptr, nullptr)
+               : PEM_write_X509(f, static_cast<X509*>(object));
+  bool closed = std::fclose(f) == 0;
+  if (ok != 1 || !closed) return CtxError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status WriteSelfSignedCertificate(const SelfSignedOptions& options) {
+  if (options.hosts.empty()) {
+    return absl::InvalidArgumentError("tls: a self-signed certificate needs at least one host");
+  }
+  ERR_clear_error();
+  EVP_PKEY* key = EVP_EC_gen("P-256");
+  if (key == nullptr) return CtxError("cannot generate a P-256 key");
+  X509* cert = X509_new();
+  auto cleanup = [&] {
+    X509_free(cert);
+    EVP_PKEY_free(key);
+  };
+  if (cert == nullptr) {
+    EVP_PKEY_free(key);
+    return CtxError("X509_new");
+  }
+  X509_set_version(cert, 2);  // v3
+  // A random 64-bit positive serial: a regenerated certificate differs.
+  BIGNUM* serial = BN_new();
+  BN_rand(serial, 64, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY);
+  BN_to_ASN1_INTEGER(serial, X509_get_serialNumber(cert));
+  BN_free(serial);
+  X509_gmtime_adj(X509_getm_notBefore(cert), -3600);  // clocks a little behind
+  X509_gmtime_adj(X509_getm_notAfter(cert),
+                  std::chrono::duration_cast<std::chrono::seconds>(options.validity).count());
+  X509_set_pubkey(cert, key);
+  X509_NAME* name = X509_get_subject_name(cert);
+  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("capstan auto-tls"), -1, -1, 0);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>(options.hosts[0].c_str()), -1,
+                             -1, 0);
+  X509_set_issuer_name(cert, name);
+  std::string san;
+  for (const std::string& host : options.hosts) {
+    if (!san.empty()) san += ",";
+    san += (IsIpAddress(host) ? "IP:" : "DNS:") + host;
+  }
+  X509V3_CTX v3;
+  X509V3_set_ctx_nodb(&v3);
+  X509V3_set_ctx(&v3, cert, cert, nullptr, nullptr, 0);
+  for (auto [nid, value] : {std::pair<int, std::string>{NID_subject_alt_name, san},
+                            {NID_key_usage, "critical,digitalSignature,keyEncipherment"},
+                            {NID_ext_key_usage, "serverAuth,clientAuth"},
+                            {NID_basic_constraints, "critical,CA:FALSE"}}) {
+    X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &v3, nid, value.c_str());
+    if (ext == nullptr || X509_add_ext(cert, ext, -1) != 1) {
+      X509_EXTENSION_free(ext);
+      cleanup();
+      return CtxError(absl::StrCat("cannot add extension ", value));
+    }
+    X509_EXTENSION_free(ext);
+  }
+  if (X509_sign(cert, key, EVP_sha256()) == 0) {
+    cleanup();
+    return CtxError("cannot sign the certificate");
+  }
+  absl::Status st = WritePem(options.key_file, 0600, true, key);
+  if (st.ok()) st = WritePem(options.cert_file, 0644, false, cert);
+  cleanup();
+  return st;
 }
 
 }  // namespace capstan::net

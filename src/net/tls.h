@@ -25,7 +25,10 @@
 // every loop; a TlsConnection belongs to its socket's loop.
 #pragma once
 
+#include <chrono>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -132,6 +135,8 @@ class TlsConnection {
   bool session_reused() const;
   // The peer certificate's subject CN, or "" without one.
   std::string PeerCommonName() const;
+  // The peer certificate's serial number (hex), or "" without one.
+  std::string PeerSerial() const;
   SSL* ssl() const { return ssl_; }
 
  private:
@@ -149,5 +154,54 @@ class TlsConnection {
   bool handshake_done_ = false;
   bool peer_closed_ = false;
 };
+
+// Where a listener gets the server context for each connection it accepts
+// (called on the accepting loop; returns null to refuse the connection).
+using TlsContextSource = std::function<std::shared_ptr<const TlsContext>()>;
+
+// A server context built from files and rebuilt when they change, so a
+// certificate can be replaced without a restart: connections accepted after
+// the change use the new files, open ones keep what they started with.
+// Current() compares the files' identity (inode, size, modification time)
+// at most once per `check_interval`, on whichever thread asks; a rebuild
+// that fails (a half-written file, a key that does not match yet) keeps the
+// previous context, logs why and tries again at the next check.
+//
+// Thread-safety: every method may be called from any thread.
+class TlsReloader : public std::enable_shared_from_this<TlsReloader> {
+ public:
+  static absl::StatusOr<std::shared_ptr<TlsReloader>> Create(
+      TlsServerOptions options, std::chrono::milliseconds check_interval);
+
+  std::shared_ptr<const TlsContext> Current();
+  // Current() as a TlsContextSource (holds this reloader).
+  TlsContextSource Source();
+  // Successful rebuilds since creation.
+  uint64_t reloads() const;
+
+ private:
+  TlsReloader() = default;
+  // The identity of every file the context was built from.
+  std::string Fingerprint() const;
+
+  TlsServerOptions options_;
+  std::chrono::milliseconds check_interval_{0};
+  mutable std::mutex mu_;
+  std::shared_ptr<const TlsContext> current_;
+  std::string fingerprint_;
+  std::chrono::steady_clock::time_point next_check_;
+  uint64_t reloads_ = 0;
+};
+
+// Writes a new self-signed certificate and its private key (P-256, PEM; the
+// key file mode 0600), as etcd's --auto-tls does: for tests and for
+// encryption without authentication. `hosts` go into subjectAltName (IP
+// addresses as IP entries, the rest as DNS names); the first is also the CN.
+struct SelfSignedOptions {
+  std::string cert_file, key_file;
+  std::vector<std::string> hosts;
+  std::chrono::hours validity{24 * 365};
+};
+absl::Status WriteSelfSignedCertificate(const SelfSignedOptions& options);
 
 }  // namespace capstan::net

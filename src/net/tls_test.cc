@@ -284,6 +284,101 @@ TEST_P(TlsTest, OpensslClientTalksToTheServer) {
   }(this, loop_.get()));
 }
 
+// Handshakes with `server_tls` and returns the serial of the certificate the
+// server presented ("" when the handshake failed).
+Task<std::string> ServedSerial(EventLoop* loop, std::shared_ptr<const TlsContext> server_tls,
+                               std::shared_ptr<const TlsContext> client_tls) {
+  Connected c = co_await Connect(loop, std::move(server_tls), std::move(client_tls),
+                                 std::string("127.0.0.1"));
+  c.client->Write("x");
+  absl::Status st = co_await ReadAtLeast(c.server.get(), 1);
+  std::string serial = st.ok() ? c.client->tls()->PeerSerial() : "";
+  c.client->Close();
+  c.server->Close();
+  co_return serial;
+}
+
+std::string RunSerial(EventLoop& loop, Task<std::string> task) {
+  std::string out;
+  RunToCompletion(loop, [](Task<std::string> t, std::string* out) -> Task<void> {
+    std::string serial = co_await std::move(t);
+    *out = serial;
+  }(std::move(task), &out));
+  return out;
+}
+
+TEST_P(TlsTest, ReloaderServesReplacedCertificatesAndKeepsTheOldOnBadFiles) {
+  std::filesystem::path dir = ca_->dir() / (std::string("reload-") + IoBackendName(GetParam()));
+  std::filesystem::create_directories(dir);
+  std::string cert = (dir / "server.pem").string(), key = (dir / "server.key").string();
+  TestCert first =
+      ca_->Issue("first.test", {"IP:127.0.0.1"}, std::string("first-") + IoBackendName(GetParam()));
+  TestCert second = ca_->Issue("second.test", {"IP:127.0.0.1"},
+                               std::string("second-") + IoBackendName(GetParam()));
+  std::filesystem::copy_file(first.cert_file, cert);
+  std::filesystem::copy_file(first.key_file, key);
+  TlsServerOptions options;
+  options.certificates = {{cert, key, {}}};
+  options.alpn = {"h2"};
+  // A zero interval: every Current() looks at the files, so the test needs
+  // no waiting.
+  auto reloader = TlsReloader::Create(options, std::chrono::milliseconds(0));
+  ASSERT_TRUE(reloader.ok()) << reloader.status();
+  TlsContextSource source = (*reloader)->Source();
+  auto client = Client({"h2"});
+
+  std::string serial1 = RunSerial(*loop_, ServedSerial(loop_.get(), source(), client));
+  ASSERT_FALSE(serial1.empty());
+  EXPECT_EQ(RunSerial(*loop_, ServedSerial(loop_.get(), source(), client)), serial1);
+  EXPECT_EQ((*reloader)->reloads(), 0u);
+
+  // Half-replaced (the new certificate, the old key): the old pair serves.
+  std::filesystem::copy_file(second.cert_file, cert + ".tmp");
+  std::filesystem::rename(cert + ".tmp", cert);
+  EXPECT_EQ(RunSerial(*loop_, ServedSerial(loop_.get(), source(), client)), serial1);
+  EXPECT_EQ((*reloader)->reloads(), 0u);
+
+  // The key arrives: the next connection gets the new certificate.
+  std::filesystem::copy_file(second.key_file, key + ".tmp");
+  std::filesystem::rename(key + ".tmp", key);
+  std::string serial2 = RunSerial(*loop_, ServedSerial(loop_.get(), source(), client));
+  EXPECT_FALSE(serial2.empty());
+  EXPECT_NE(serial2, serial1);
+  EXPECT_EQ((*reloader)->reloads(), 1u);
+}
+
+TEST_P(TlsTest, SelfSignedCertificateServesAndVerifiesAgainstItself) {
+  std::filesystem::path dir = ca_->dir() / (std::string("self-") + IoBackendName(GetParam()));
+  std::filesystem::create_directories(dir);
+  SelfSignedOptions self;
+  self.cert_file = (dir / "cert.pem").string();
+  self.key_file = (dir / "key.pem").string();
+  self.hosts = {"127.0.0.1", "localhost"};
+  ASSERT_TRUE(WriteSelfSignedCertificate(self).ok());
+  EXPECT_EQ(std::filesystem::status(self.key_file).permissions() & std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  TlsServerOptions server;
+  server.certificates = {{self.cert_file, self.key_file, {}}};
+  auto server_tls = TlsContext::NewServer(server);
+  ASSERT_TRUE(server_tls.ok()) << server_tls.status();
+  TlsClientOptions trusting;
+  trusting.ca_file = self.cert_file;  // trusts exactly this certificate
+  auto client = TlsContext::NewClient(trusting);
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::string serial = RunSerial(*loop_, ServedSerial(loop_.get(), *server_tls, *client));
+  EXPECT_FALSE(serial.empty());
+  // A second one is another certificate (a new key and serial).
+  SelfSignedOptions other = self;
+  other.cert_file = (dir / "cert2.pem").string();
+  other.key_file = (dir / "key2.pem").string();
+  ASSERT_TRUE(WriteSelfSignedCertificate(other).ok());
+  server.certificates = {{other.cert_file, other.key_file, {}}};
+  auto other_tls = TlsContext::NewServer(server);
+  ASSERT_TRUE(other_tls.ok());
+  EXPECT_EQ(RunSerial(*loop_, ServedSerial(loop_.get(), *other_tls, *client)), "")
+      << "a client trusting the first certificate must refuse the second";
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, TlsTest,
                          ::testing::Values(IoBackendKind::kIoUring, IoBackendKind::kEpoll),
                          BackendName);

@@ -16,6 +16,7 @@
 #include "net/address.h"
 #include "store/errors.h"
 #include "store/native_call.h"
+#include "store/transport_security.h"
 
 namespace capstan::store {
 namespace {
@@ -359,7 +360,9 @@ class NativeCluster {
     }
     if (req->peerurls().empty()) return call->Finish(ErrMemberBadUrls());
     for (const auto& url : req->peerurls()) {
-      if (!url.starts_with("http://") || url.size() <= 7) return call->Finish(ErrMemberBadUrls());
+      bool http = url.starts_with("http://") && url.size() > 7;
+      bool https = url.starts_with("https://") && url.size() > 8;
+      if (!http && !https) return call->Finish(ErrMemberBadUrls());
     }
     if (PeerUrlInUse(req->peerurls(), 0)) return call->Finish(ErrPeerUrlExist());
     int learners = 0;
@@ -504,8 +507,9 @@ class NativeCluster {
       std::lock_guard<std::mutex> lock(mu_);
       auto& s = stubs_[target];
       if (!s) {
-        s = Cluster::NewStub(
-            grpc::CreateChannel(net::GrpcTarget(target), grpc::InsecureChannelCredentials()));
+        s = Cluster::NewStub(grpc::CreateChannel(
+            net::GrpcTarget(target),
+            ChannelCredentialsFor(target, store_->options().client_channel_credentials)));
       }
       stub = s;
     }

@@ -13,6 +13,7 @@
 #include "net/address.h"
 #include "store/errors.h"
 #include "store/services.h"
+#include "store/transport_security.h"
 
 namespace capstan::store {
 
@@ -24,7 +25,8 @@ constexpr size_t kMaxQueuedPerPeer = 8192;
 constexpr size_t kMaxBatchBytes = 16 << 20;
 constexpr size_t kSnapshotChunkBytes = 1 << 20;
 
-std::shared_ptr<grpc::Channel> PeerChannel(const std::string& target) {
+std::shared_ptr<grpc::Channel> PeerChannel(const std::string& target,
+                                           std::shared_ptr<grpc::ChannelCredentials> credentials) {
   grpc::ChannelArguments args;
   // A peer behind a dead link must be noticed even when nothing is being
   // written, so the stream breaks and the leader probes again after healing.
@@ -39,7 +41,7 @@ std::shared_ptr<grpc::Channel> PeerChannel(const std::string& target) {
   // Separate connections per peer channel: the message stream and unary
   // calls must not share fate with another member's channel.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(target, credentials, args);
 }
 
 }  // namespace
@@ -102,8 +104,9 @@ raft::Message FromProto(const capstan::peer::Message& m) {
 
 // ----- transport --------------------------------------------------------
 
-PeerTransport::PeerTransport(uint64_t self, uint64_t cluster_id, raft::Node* node)
-    : self_(self), cluster_id_(cluster_id), node_(node) {
+PeerTransport::PeerTransport(uint64_t self, uint64_t cluster_id, raft::Node* node,
+                             std::shared_ptr<grpc::ChannelCredentials> tls)
+    : self_(self), cluster_id_(cluster_id), node_(node), tls_(std::move(tls)) {
   // Test hook: CAPSTAN_TEST_PEER_DIAL="url=host:port,..." makes this member
   // dial those addresses instead of the peers' URLs, so a test can put a
   // fault-injecting proxy on every directed link (tests/e2e/cluster.h).
@@ -180,11 +183,13 @@ void PeerTransport::UpdatePeers(const std::vector<etcdserverpb::Member>& members
   {
     std::lock_guard<std::mutex> lock(mu_);
     std::map<uint64_t, std::string> want;
+    std::map<uint64_t, std::string> urls;
     for (const auto& m : members) {
       if (m.id() == self_ || m.peerurls().empty()) continue;
       std::string target = net::GrpcTarget(m.peerurls(0));
       if (auto o = dial_override_.find(target); o != dial_override_.end()) target = o->second;
       want[m.id()] = target;
+      urls[m.id()] = m.peerurls(0);
     }
     for (auto it = peers_.begin(); it != peers_.end();) {
       auto w = want.find(it->first);
@@ -200,7 +205,7 @@ void PeerTransport::UpdatePeers(const std::vector<etcdserverpb::Member>& members
       auto p = std::make_shared<Peer>();
       p->id = id;
       p->target = target;
-      p->channel = PeerChannel(target);
+      p->channel = PeerChannel(target, ChannelCredentialsFor(urls[id], tls_));
       p->stub = capstan::peer::Peer::NewStub(p->channel);
       peers_[id] = p;
       CAPSTAN_LOG(info, "peer added", "peer", absl::StrCat(absl::Hex(id)), "target", target);

@@ -35,7 +35,10 @@ namespace capstan::store {
 
 class PeerTransport final : public raft::Transport {
  public:
-  PeerTransport(uint64_t self, uint64_t cluster_id, raft::Node* node);
+  // `tls`: the credentials of channels to https peer URLs (null: clear
+  // text everywhere).
+  PeerTransport(uint64_t self, uint64_t cluster_id, raft::Node* node,
+                std::shared_ptr<grpc::ChannelCredentials> tls = nullptr);
   ~PeerTransport() override;
 
   // Sets the members to talk to (from the applied member list); peers no
@@ -79,6 +82,7 @@ class PeerTransport final : public raft::Transport {
   const uint64_t self_;
   const uint64_t cluster_id_;
   raft::Node* node_;
+  const std::shared_ptr<grpc::ChannelCredentials> tls_;
   std::mutex mu_;
   std::map<uint64_t, std::shared_ptr<Peer>> peers_;
   std::map<std::string, std::string> dial_override_;  // host:port -> host:port

@@ -1,5 +1,6 @@
 #include "store/server.h"
 
+#include <algorithm>
 #include <climits>
 
 #include "absl/strings/str_cat.h"
@@ -16,42 +17,79 @@ absl::StatusOr<std::unique_ptr<StoreServer>> StoreServer::Start(StoreServerConfi
   return server;
 }
 
-absl::Status StoreServer::Init(StoreServerConfig config) {
-  struct Listen {
-    std::string host;
-    int port;
-  };
-  std::vector<Listen> client, metrics, peer;
-  if (config.listen_peer_urls.empty()) config.listen_peer_urls = config.store.advertise_peer_urls;
-  for (const auto& url : config.listen_peer_urls) {
+namespace {
+
+struct Listen {
+  std::string host;
+  int port;
+  bool tls;
+};
+
+// Parses one flag's URLs; https needs that side's certificate, as etcd
+// says it.
+absl::Status ParseListenUrls(const std::vector<std::string>& urls, const std::string& flag,
+                             const std::string& side, const TlsInfo& tls, std::vector<Listen>* out,
+                             std::vector<std::string>* hosts) {
+  for (const auto& url : urls) {
     ASSIGN_OR_RETURN(net::Url parsed,
                      net::ParseUrl(url, {.require_port = true, .allow_port_zero = true}));
-    if (parsed.scheme != "http") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--listen-peer-urls: \"", url, "\": only http:// is supported (TLS is not yet)"));
-    }
-    peer.push_back({parsed.host, parsed.port});
-  }
-  for (const auto& url : config.listen_client_urls) {
-    ASSIGN_OR_RETURN(net::Url parsed,
-                     net::ParseUrl(url, {.require_port = true, .allow_port_zero = true}));
-    if (parsed.scheme != "http") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--listen-client-urls: \"", url, "\": only http:// is supported (TLS is not yet)"));
-    }
-    client.push_back({parsed.host, parsed.port});
-  }
-  for (const auto& url : config.listen_metrics_urls) {
-    ASSIGN_OR_RETURN(net::Url parsed,
-                     net::ParseUrl(url, {.require_port = true, .allow_port_zero = true}));
-    if (parsed.scheme != "http") {
+    if (parsed.scheme != "http" && parsed.scheme != "https") {
       return absl::InvalidArgumentError(
-          absl::StrCat("--listen-metrics-urls: \"", url, "\": only http:// is supported"));
+          absl::StrCat(flag, ": \"", url, "\": the scheme must be http or https"));
     }
-    metrics.push_back({parsed.host, parsed.port});
+    bool https = parsed.scheme == "https";
+    if (https && !tls.enabled()) {
+      std::string prefix = side == "peer" ? "peer-" : "";
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, ": TLS key/cert (--", prefix, "cert-file, --", prefix,
+                       "key-file) must be provided for ", side, " url ", url,
+                       " with HTTPS scheme (or --", prefix, "auto-tls)"));
+    }
+    if (out != nullptr) out->push_back({parsed.host, parsed.port, https});
+    if (hosts != nullptr && std::find(hosts->begin(), hosts->end(), parsed.host) == hosts->end()) {
+      hosts->push_back(parsed.host);
+    }
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status StoreServer::Init(StoreServerConfig config) {
+  std::vector<Listen> client, metrics, peer;
+  std::vector<std::string> client_hosts, peer_hosts;
+  if (config.listen_peer_urls.empty()) config.listen_peer_urls = config.store.advertise_peer_urls;
   if (config.store.advertise_client_urls.empty()) {
     config.store.advertise_client_urls = config.listen_client_urls;
+  }
+  RETURN_IF_ERROR(ParseListenUrls(config.listen_peer_urls, "--listen-peer-urls", "peer",
+                                  config.peer_tls, &peer, &peer_hosts));
+  RETURN_IF_ERROR(ParseListenUrls(config.store.advertise_peer_urls, "--initial-advertise-peer-urls",
+                                  "peer", config.peer_tls, nullptr, &peer_hosts));
+  RETURN_IF_ERROR(ParseListenUrls(config.listen_client_urls, "--listen-client-urls", "client",
+                                  config.client_tls, &client, &client_hosts));
+  RETURN_IF_ERROR(ParseListenUrls(config.store.advertise_client_urls, "--advertise-client-urls",
+                                  "client", config.client_tls, nullptr, &client_hosts));
+  RETURN_IF_ERROR(ParseListenUrls(config.listen_metrics_urls, "--listen-metrics-urls", "client",
+                                  config.client_tls, &metrics, &client_hosts));
+  // Certificates: checked (and, with auto TLS, made) before anything opens.
+  if (config.client_tls.enabled()) {
+    RETURN_IF_ERROR(ResolveTls(&config.client_tls, "", config.store.data_dir + "/fixtures/client",
+                               client_hosts));
+    ASSIGN_OR_RETURN(
+        client_tls_,
+        net::TlsReloader::Create(ServerTlsOptions(config.client_tls, {"h2"}), kTlsReloadCheck));
+    // The metrics listener speaks HTTP/1.1 only: its own ALPN.
+    ASSIGN_OR_RETURN(metrics_tls_,
+                     net::TlsReloader::Create(ServerTlsOptions(config.client_tls, {"http/1.1"}),
+                                              kTlsReloadCheck));
+    // Membership changes a follower forwards to the leader's client URL.
+    config.store.client_channel_credentials = GrpcChannelTlsCredentials(config.client_tls);
+  }
+  if (config.peer_tls.enabled()) {
+    RETURN_IF_ERROR(ResolveTls(&config.peer_tls, "peer-", config.store.data_dir + "/fixtures/peer",
+                               peer_hosts));
+    config.store.peer_channel_credentials = GrpcChannelTlsCredentials(config.peer_tls);
   }
 
   config.store.metrics = &metrics_;
@@ -60,7 +98,8 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
   // Peer traffic: the transport the node sends with, and the service that
   // receives from the other members.
   transport_ =
-      std::make_unique<PeerTransport>(store_->member_id(), store_->cluster_id(), store_->node());
+      std::make_unique<PeerTransport>(store_->member_id(), store_->cluster_id(), store_->node(),
+                                      config.store.peer_channel_credentials);
   store_->set_on_members_changed([this] { transport_->UpdatePeers(store_->PeerMembers()); });
   transport_->UpdatePeers(store_->PeerMembers());
   store_->set_peer_stubs([this](uint64_t id) { return transport_->StubFor(id); });
@@ -75,7 +114,9 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
     peer_ports_.assign(peer.size(), 0);
     for (size_t i = 0; i < peer.size(); ++i) {
       builder.AddListeningPort(absl::StrCat(peer[i].host, ":", peer[i].port),
-                               grpc::InsecureServerCredentials(), &peer_ports_[i]);
+                               peer[i].tls ? GrpcServerTlsCredentials(config.peer_tls)
+                                           : grpc::InsecureServerCredentials(),
+                               &peer_ports_[i]);
     }
     builder.RegisterService(peer_service_.get());
     peer_grpc_ = builder.BuildAndStart();
@@ -110,7 +151,8 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
   AddNativeEtcdMethods(store_.get(), client_server_.get(), workers_.get());
   for (size_t i = 0; i < client.size(); ++i) {
     absl::StatusOr<int> port =
-        client_server_->Listen(client_loops_.get(), client[i].host, client[i].port);
+        client_server_->Listen(client_loops_.get(), client[i].host, client[i].port,
+                               client[i].tls ? client_tls_->Source() : nullptr);
     if (!port.ok()) {
       Shutdown();
       return absl::UnavailableError(
@@ -121,7 +163,9 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
   }
 
   for (const auto& m : metrics) {
-    auto http = std::make_unique<net::HttpServer>();
+    net::HttpServerOptions http_options;
+    if (m.tls) http_options.tls = metrics_tls_->Source();
+    auto http = std::make_unique<net::HttpServer>(http_options);
     http->Handle("/metrics", [this] {
       return net::HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8",
                                metrics_.RenderText()};

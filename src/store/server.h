@@ -17,6 +17,7 @@
 #include "net/worker_pool.h"
 #include "store/peer.h"
 #include "store/store.h"
+#include "store/transport_security.h"
 
 namespace capstan::store {
 
@@ -28,6 +29,11 @@ struct StoreServerConfig {
   // Event loops serving clients (0: one per hardware thread but one, which
   // is left to the raft loop that writes and applies the log).
   int client_loops = 0;
+  // TLS of the client URLs (and of https metrics URLs) and of the peer
+  // URLs, as etcd's flags (transport_security.h). A URL's scheme decides
+  // whether its listener speaks TLS; https without a certificate is an error.
+  TlsInfo client_tls;
+  TlsInfo peer_tls;
 };
 
 class StoreServer {
@@ -61,6 +67,10 @@ class StoreServer {
   std::vector<std::unique_ptr<net::HttpServer>> http_;
   std::vector<int> client_ports_;
   std::vector<int> metrics_ports_;
+  // Server contexts of the https client and metrics listeners, rebuilt when
+  // the certificate files change.
+  std::shared_ptr<net::TlsReloader> client_tls_;
+  std::shared_ptr<net::TlsReloader> metrics_tls_;
   bool shut_down_ = false;
 };
 

@@ -24,6 +24,7 @@
 #include "grpcpp/grpcpp.h"
 #include "net/address.h"
 #include "store/errors.h"
+#include "store/transport_security.h"
 
 namespace capstan::store {
 namespace {
@@ -67,9 +68,9 @@ absl::StatusOr<std::vector<InitialMember>> ParseInitialCluster(const std::string
       return absl::InvalidArgumentError(absl::StrCat(
           "--initial-cluster: \"", part, "\" is not name=url (e.g. infra0=http://10.0.0.1:2380)"));
     }
-    if (!kv[1].starts_with("http://")) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--initial-cluster: ", kv[1], " must be an http:// URL (TLS is not supported yet)"));
+    if (!kv[1].starts_with("http://") && !kv[1].starts_with("https://")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--initial-cluster: ", kv[1], " must be an http:// or https:// URL"));
     }
     auto it = std::find_if(out.begin(), out.end(),
                            [&](const InitialMember& m) { return m.name == kv[0]; });
@@ -289,8 +290,8 @@ absl::Status Store::JoinExisting(const std::vector<InitialMember>& members, Memb
     for (const auto& m : members) {
       if (m.name == options_.name) continue;
       for (const auto& url : m.peer_urls) {
-        auto stub = capstan::peer::Peer::NewStub(
-            grpc::CreateChannel(net::GrpcTarget(url), grpc::InsecureChannelCredentials()));
+        auto stub = capstan::peer::Peer::NewStub(grpc::CreateChannel(
+            net::GrpcTarget(url), ChannelCredentialsFor(url, options_.peer_channel_credentials)));
         grpc::ClientContext ctx;
         ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
         etcdserverpb::MemberListResponse resp;
@@ -655,7 +656,9 @@ void Store::RevisionMoved() {
     std::lock_guard<std::mutex> lock(rev_mu_);
     rev_cv_.notify_all();
     bool all = stopping_.load();
-    int64_t current = mvcc_->current_rev();
+    // (No mvcc_ when Open failed before making it: Stop runs from the
+    // destructor then, with every waiter to wake and none registered.)
+    int64_t current = mvcc_ != nullptr ? mvcc_->current_rev() : 0;
     std::erase_if(rev_waiters_, [&](auto& w) {
       if (!all && w.first >= current) return false;
       ready.push_back(std::move(w.second));

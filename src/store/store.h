@@ -38,6 +38,10 @@
 #include "store/mvcc.h"
 #include "store/watch.h"
 
+namespace grpc {
+class ChannelCredentials;
+}  // namespace grpc
+
 namespace capstan::store {
 
 // The etcd API version Capstan implements and reports in Status.version.
@@ -68,6 +72,12 @@ struct StoreOptions {
   // Called once when this member sees its own removal applied (etcd exits
   // then: the member must not serve stale data).
   std::function<void()> on_removed;
+  // Credentials of the channels this member opens to https URLs: other
+  // members' peer URLs (joining a cluster, the Raft transport) and the
+  // leader's client URL (forwarded membership changes). Null: such URLs are
+  // dialled in clear text. Set by StoreServer from --peer-* and client TLS.
+  std::shared_ptr<grpc::ChannelCredentials> peer_channel_credentials;
+  std::shared_ptr<grpc::ChannelCredentials> client_channel_credentials;
 };
 
 // A parsed --initial-cluster entry.
