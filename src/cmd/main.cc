@@ -53,6 +53,9 @@ struct StoreFlags {
   int64_t heartbeat_ms = 100;
   int64_t election_ms = 1000;
   std::string progress_notify_interval = "10m";
+  std::string auth_token = "simple";
+  int64_t auth_token_ttl = 300;
+  int bcrypt_cost = 10;
   std::string log_level = "info";
   std::string config_file;
 };
@@ -121,6 +124,16 @@ void AddStoreFlags(CLI::App* cmd, StoreFlags* f, bool dev) {
       ->capture_default_str();
   cmd->add_option("--experimental-watch-progress-notify-interval", f->progress_notify_interval,
                   "How often watchers that asked for progress_notify get a progress response.")
+      ->capture_default_str();
+  cmd->add_option("--auth-token", f->auth_token,
+                  "Token type of the Auth API: \"simple\" (etcd's simple tokens; JWT is not "
+                  "supported yet).")
+      ->capture_default_str();
+  cmd->add_option("--auth-token-ttl", f->auth_token_ttl,
+                  "Seconds a simple token lives after its last use.")
+      ->capture_default_str();
+  cmd->add_option("--bcrypt-cost", f->bcrypt_cost,
+                  "bcrypt cost of password hashes (4 to 31; each step doubles the work).")
       ->capture_default_str();
   cmd->add_option("--log-level", f->log_level, "debug, info, warn or err.")->capture_default_str();
   cmd->add_option("--config-file", f->config_file,
@@ -194,6 +207,17 @@ absl::StatusOr<store::StoreServerConfig> BuildConfig(const StoreFlags& f) {
         "--experimental-watch-progress-notify-interval must be at least 100ms");
   }
   cfg.store.progress_notify_interval = std::chrono::milliseconds(*progress);
+  if (f.auth_token != "simple") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--auth-token: \"", f.auth_token,
+        "\" is not supported; only \"simple\" tokens are (JWT is not implemented yet)"));
+  }
+  if (f.auth_token_ttl < 1) return absl::InvalidArgumentError("--auth-token-ttl must be >= 1");
+  cfg.store.auth_token_ttl = std::chrono::seconds(f.auth_token_ttl);
+  if (f.bcrypt_cost < 4 || f.bcrypt_cost > 31) {
+    return absl::InvalidArgumentError("--bcrypt-cost must be between 4 and 31");
+  }
+  cfg.store.bcrypt_cost = f.bcrypt_cost;
   return cfg;
 }
 

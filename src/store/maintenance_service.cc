@@ -279,7 +279,7 @@ net::Task<void> MoveLeader(Store* store, GrpcCallPtr call, uint64_t target) {
   Reply(call, resp);
 }
 
-void AddMaintenance(Store* store, net::GrpcServer* server, net::WorkerPool* pool) {
+void AddMaintenance(Store* store, MethodTable* server, net::WorkerPool* pool) {
   const std::string svc = "/etcdserverpb.Maintenance/";
   server->AddUnary(svc + "Alarm", [store](const GrpcCallPtr& call, Buffer bytes) {
     LogEntry entry;
@@ -526,11 +526,11 @@ class NativeCluster {
 
 }  // namespace
 
-void AddNativeMaintenance(Store* store, net::GrpcServer* server, net::WorkerPool* pool) {
+void AddNativeMaintenance(Store* store, MethodTable* server, net::WorkerPool* pool) {
   AddMaintenance(store, server, pool);
 }
 
-void AddNativeCluster(Store* store, net::GrpcServer* server) {
+void AddNativeCluster(Store* store, MethodTable* server) {
   // Lives as long as the process's handlers (the server keeps copies of them).
   auto cluster = std::make_shared<NativeCluster>(store);
   auto add = [&](const char* name, void (NativeCluster::*fn)(const GrpcCallPtr&, Buffer)) {
