@@ -1,5 +1,6 @@
 #include "store/auth_gate.h"
 
+#include "base/logging.h"
 #include "etcd/etcdserverpb/rpc.pb.h"
 #include "store/native_call.h"
 #include "store/store.h"
@@ -69,6 +70,15 @@ class GatedStream final : public net::GrpcStreamHandler {
   bool refused_ = false;
 };
 
+// A method added without a policy would be refused to everyone once auth
+// is on: a programming error, caught at start (every e2e test starts one).
+void CheckHasPolicy(const std::string& path, const AuthPolicy* policy) {
+  if (policy != nullptr) return;
+  CAPSTAN_LOG(critical, "etcd API method has no auth policy (add it in auth_policy.cc)", "method",
+              path);
+  std::abort();
+}
+
 }  // namespace
 
 AuthGate::AuthGate(Store* store) : store_(store), policies_(MakeAuthPolicies()) {}
@@ -82,19 +92,22 @@ const AuthPolicy* AuthGate::PolicyFor(std::string_view path) const {
   return it == policies_.end() ? nullptr : &it->second;
 }
 
+absl::StatusOr<AuthInfo> ResolveIdentity(AuthStore* auth, std::optional<std::string_view> token,
+                                         bool via_gateway,
+                                         const std::optional<std::string>& common_name) {
+  if (token) return auth->InfoFromToken(*token);
+  // etcd ignores the certificate of its own gRPC gateway's requests.
+  if (!via_gateway && common_name && !common_name->empty()) return auth->InfoFromName(*common_name);
+  return AuthInfo{};
+}
+
 absl::StatusOr<AuthInfo> AuthGate::Identify(const net::GrpcCall& call) const {
-  AuthStore* auth = store_->auth();
   std::optional<std::string_view> token = call.FindMetadata("token");
   if (!token) token = call.FindMetadata("authorization");  // etcd's gRPC-gateway name
-  if (token) return auth->InfoFromToken(*token);
-  if (peer_name_) {
-    // etcd ignores the certificate of its own gRPC gateway's requests.
-    if (!call.FindMetadata("grpcgateway-accept")) {
-      std::optional<std::string> cn = peer_name_(call);
-      if (cn && !cn->empty()) return auth->InfoFromName(*cn);
-    }
-  }
-  return AuthInfo{};
+  bool via_gateway = call.FindMetadata("grpcgateway-accept").has_value();
+  std::optional<std::string> cn;
+  if (!token && !via_gateway && peer_name_) cn = peer_name_(call);
+  return ResolveIdentity(store_->auth(), token, via_gateway, cn);
 }
 
 std::vector<std::string> MethodTable::paths() const {
@@ -111,6 +124,7 @@ void MethodTable::InstallGated(std::shared_ptr<const AuthGate> gate, net::GrpcSe
       continue;
     }
     const AuthPolicy* policy = gate->PolicyFor(path);
+    CheckHasPolicy(path, policy);
     server->AddUnary(path, [gate, policy, handler = std::move(handler)](const GrpcCallPtr& call,
                                                                          Buffer bytes) {
       AuthStore* auth = gate->store()->auth();
@@ -126,6 +140,7 @@ void MethodTable::InstallGated(std::shared_ptr<const AuthGate> gate, net::GrpcSe
   }
   for (auto& [path, factory] : streams_) {
     const AuthPolicy* policy = gate->PolicyFor(path);
+    CheckHasPolicy(path, policy);
     bool watch = path == kWatchPath;
     server->AddStream(path, [gate, policy, watch, factory = std::move(factory)](
                                 const GrpcCallPtr& call) -> std::unique_ptr<net::GrpcStreamHandler> {

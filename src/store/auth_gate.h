@@ -83,6 +83,14 @@ class MethodTable {
   std::map<std::string, net::GrpcStreamFactory> streams_;
 };
 
+// Who a call is from, given what it carries: its token (wins; an unknown
+// or expired one is ErrInvalidAuthToken), whether it came through etcd's
+// gRPC gateway (whose certificate is not the user's), and its verified
+// client certificate's Common Name. Nobody (an empty user) otherwise.
+absl::StatusOr<AuthInfo> ResolveIdentity(AuthStore* auth, std::optional<std::string_view> token,
+                                         bool via_gateway,
+                                         const std::optional<std::string>& common_name);
+
 // The policies, by method path (auth_policy.cc).
 std::map<std::string, AuthPolicy, std::less<>> MakeAuthPolicies();
 
