@@ -511,6 +511,8 @@ class NativeCluster {
     }
     auto ctx = std::make_shared<grpc::ClientContext>();
     ctx->set_deadline(std::chrono::system_clock::now() + store_->options().request_timeout);
+    // The leader checks the caller again: its token is valid on every member.
+    if (auto token = call->FindMetadata("token")) ctx->AddMetadata("token", std::string(*token));
     auto resp = std::make_shared<Resp>();
     method(stub->async(), ctx.get(), req.get(), resp.get(),
            std::function<void(grpc::Status)>([ctx, stub, req, resp, call](grpc::Status st) {
