@@ -125,27 +125,29 @@ void MethodTable::InstallGated(std::shared_ptr<const AuthGate> gate, net::GrpcSe
     }
     const AuthPolicy* policy = gate->PolicyFor(path);
     CheckHasPolicy(path, policy);
-    server->AddUnary(path, [gate, policy, handler = std::move(handler)](const GrpcCallPtr& call,
-                                                                         Buffer bytes) {
-      AuthStore* auth = gate->store()->auth();
-      if (!auth->enabled()) return handler(call, std::move(bytes));
-      absl::StatusOr<AuthInfo> who = gate->Identify(*call);
-      if (!who.ok()) return call->Finish(who.status());
-      absl::Status st =
-          policy != nullptr ? (*policy)(gate->store(), *who, bytes) : ErrPermissionDenied();
-      if (!st.ok()) return call->Finish(st);
-      CallAuthScope scope(&*who);
-      handler(call, std::move(bytes));
-    });
+    server->AddUnary(
+        path, [gate, policy, handler = std::move(handler)](const GrpcCallPtr& call, Buffer bytes) {
+          AuthStore* auth = gate->store()->auth();
+          if (!auth->enabled()) return handler(call, std::move(bytes));
+          absl::StatusOr<AuthInfo> who = gate->Identify(*call);
+          if (!who.ok()) return call->Finish(who.status());
+          absl::Status st =
+              policy != nullptr ? (*policy)(gate->store(), *who, bytes) : ErrPermissionDenied();
+          if (!st.ok()) return call->Finish(st);
+          CallAuthScope scope(&*who);
+          handler(call, std::move(bytes));
+        });
   }
   for (auto& [path, factory] : streams_) {
     const AuthPolicy* policy = gate->PolicyFor(path);
     CheckHasPolicy(path, policy);
     bool watch = path == kWatchPath;
-    server->AddStream(path, [gate, policy, watch, factory = std::move(factory)](
-                                const GrpcCallPtr& call) -> std::unique_ptr<net::GrpcStreamHandler> {
-      return std::make_unique<GatedStream>(gate, policy, watch, call, factory(call));
-    });
+    server->AddStream(path,
+                      [gate, policy, watch, factory = std::move(factory)](
+                          const GrpcCallPtr& call) -> std::unique_ptr<net::GrpcStreamHandler> {
+                        return std::make_unique<GatedStream>(gate, policy, watch, call,
+                                                             factory(call));
+                      });
   }
   unary_.clear();
   streams_.clear();
@@ -157,9 +159,11 @@ uint64_t CheckedAuthRevision() {
 }
 
 absl::Status RecheckAuthRevision(Store* store, uint64_t checked) {
-  if (checked != 0 && store->auth()->enabled() && checked != store->auth()->revision()) {
-    return ErrAuthOldRevision();
-  }
+  if (!store->auth()->enabled()) return absl::OkStatus();
+  // checked == 0: auth was off when the call came and is on now (this
+  // member applied an enable while the read waited): the call was never
+  // checked, so it must not be answered; the client retries.
+  if (checked != store->auth()->revision()) return ErrAuthOldRevision();
   return absl::OkStatus();
 }
 

@@ -96,7 +96,9 @@ std::map<std::string, AuthPolicy, std::less<>> MakeAuthPolicies();
 
 // For reads that run after a wait (linearizable ranges, read-only txns):
 // the auth revision the current call was checked at (0: not checked), and
-// the check that it did not change meanwhile (etcd's doSerialize).
+// the check, after the wait, that the call's check still holds: the
+// revision did not move and auth was not enabled meanwhile (etcd checks
+// after its read index, in doSerialize; the gate checks before).
 uint64_t CheckedAuthRevision();
 absl::Status RecheckAuthRevision(Store* store, uint64_t checked);
 

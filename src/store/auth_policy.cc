@@ -201,26 +201,24 @@ std::map<std::string, AuthPolicy, std::less<>> MakeAuthPolicies() {
         if (r.action() == AlarmRequest::GET) return auth->CheckIdentified(who);
         return auth->CheckAdmin(who);
       });
-  for (const char* m :
-       {"Defragment", "Hash", "HashKV", "Snapshot", "MoveLeader", "Downgrade"}) {
+  for (const char* m : {"Defragment", "Hash", "HashKV", "Snapshot", "MoveLeader", "Downgrade"}) {
     p[std::string("/etcdserverpb.Maintenance/") + m] = Admin();
   }
   // ---- Auth (Authenticate and AuthStatus are open: AuthGate::IsOpen)
   for (const char* m : {"AuthEnable", "AuthDisable", "UserAdd", "UserList", "UserDelete",
                         "UserChangePassword", "UserGrantRole", "UserRevokeRole", "RoleAdd",
-                        "RoleList", "RoleDelete", "RoleGrantPermission",
-                        "RoleRevokePermission"}) {
+                        "RoleList", "RoleDelete", "RoleGrantPermission", "RoleRevokePermission"}) {
     p[std::string("/etcdserverpb.Auth/") + m] = Admin();
   }
   // A user may read itself and the roles it has.
-  p["/etcdserverpb.Auth/UserGet"] = Parsed<AuthUserGetRequest>(
-      [](Store*, AuthStore* auth, const AuthInfo& who, const auto& r) {
+  p["/etcdserverpb.Auth/UserGet"] =
+      Parsed<AuthUserGetRequest>([](Store*, AuthStore* auth, const AuthInfo& who, const auto& r) {
         absl::Status st = auth->CheckAdmin(who);
         if (!st.ok() && !who.user.empty() && r.name() == who.user) return absl::OkStatus();
         return st;
       });
-  p["/etcdserverpb.Auth/RoleGet"] = Parsed<AuthRoleGetRequest>(
-      [](Store*, AuthStore* auth, const AuthInfo& who, const auto& r) {
+  p["/etcdserverpb.Auth/RoleGet"] =
+      Parsed<AuthRoleGetRequest>([](Store*, AuthStore* auth, const AuthInfo& who, const auto& r) {
         absl::Status st = auth->CheckAdmin(who);
         if (!st.ok() && auth->HasRole(who.user, r.role())) return absl::OkStatus();
         return st;

@@ -18,7 +18,8 @@ using net::GrpcCallPtr;
 // co_await ReadIndex{store, loop}: resumes on `loop` once this member has
 // applied everything committed before (Store::LinearizableRead).
 struct ReadIndex {
-  ReadIndex(Store* s, net::EventLoop* l) : store(s), loop(l), st(std::make_shared<absl::Status>()) {}
+  ReadIndex(Store* s, net::EventLoop* l)
+      : store(s), loop(l), st(std::make_shared<absl::Status>()) {}
   Store* store;
   net::EventLoop* loop;
   std::shared_ptr<absl::Status> st;
@@ -94,8 +95,8 @@ net::Task<void> ProposeWithHash(Store* store, net::WorkerPool* pool, GrpcCallPtr
     int cost = store->auth()->options().bcrypt_cost;
     // Named, capturing by reference: GCC 12 miscompiles a temporary that
     // owns memory (a lambda holding a string) inside a co_await expression.
-    auto hashing =
-        pool->Run(call->loop(), [&password, cost] { return AuthStore::HashPassword(password, cost); });
+    auto hashing = pool->Run(call->loop(),
+                             [&password, cost] { return AuthStore::HashPassword(password, cost); });
     absl::StatusOr<std::string> made = co_await hashing;
     if (!made.ok()) co_return call->Finish(made.status());
     hashed = *std::move(made);
@@ -120,8 +121,8 @@ net::Task<void> Authenticate(Store* store, net::WorkerPool* pool, GrpcCallPtr ca
     absl::Status st = co_await read;
     if (!st.ok()) co_return call->Finish(st);
     AuthStore* auth = store->auth();
-    auto checking =
-        pool->Run(call->loop(), [auth, &req] { return auth->CheckPassword(req.name(), req.password()); });
+    auto checking = pool->Run(
+        call->loop(), [auth, &req] { return auth->CheckPassword(req.name(), req.password()); });
     absl::StatusOr<uint64_t> checked = co_await checking;
     if (!checked.ok()) co_return call->Finish(checked.status());
     LogEntry entry;
@@ -167,23 +168,30 @@ void AddNativeAuth(Store* store, MethodTable* methods, net::WorkerPool* pool) {
       call->loop()->StartOwned(ProposeAuth<Resp>(store, call, std::move(entry)));
     });
   };
-  change("AuthEnable", [](AuthRequest* a) { return a->mutable_enable(); }, AuthEnableResponse());
-  change("AuthDisable", [](AuthRequest* a) { return a->mutable_disable(); },
-         AuthDisableResponse());
-  change("UserDelete", [](AuthRequest* a) { return a->mutable_user_delete(); },
-         AuthUserDeleteResponse());
-  change("UserGrantRole", [](AuthRequest* a) { return a->mutable_user_grant_role(); },
-         AuthUserGrantRoleResponse());
-  change("UserRevokeRole", [](AuthRequest* a) { return a->mutable_user_revoke_role(); },
-         AuthUserRevokeRoleResponse());
-  change("RoleAdd", [](AuthRequest* a) { return a->mutable_role_add(); }, AuthRoleAddResponse());
-  change("RoleDelete", [](AuthRequest* a) { return a->mutable_role_delete(); },
-         AuthRoleDeleteResponse());
-  change("RoleGrantPermission", [](AuthRequest* a) { return a->mutable_role_grant_permission(); },
-         AuthRoleGrantPermissionResponse());
-  change("RoleRevokePermission",
-         [](AuthRequest* a) { return a->mutable_role_revoke_permission(); },
-         AuthRoleRevokePermissionResponse());
+  change(
+      "AuthEnable", [](AuthRequest* a) { return a->mutable_enable(); }, AuthEnableResponse());
+  change(
+      "AuthDisable", [](AuthRequest* a) { return a->mutable_disable(); }, AuthDisableResponse());
+  change(
+      "UserDelete", [](AuthRequest* a) { return a->mutable_user_delete(); },
+      AuthUserDeleteResponse());
+  change(
+      "UserGrantRole", [](AuthRequest* a) { return a->mutable_user_grant_role(); },
+      AuthUserGrantRoleResponse());
+  change(
+      "UserRevokeRole", [](AuthRequest* a) { return a->mutable_user_revoke_role(); },
+      AuthUserRevokeRoleResponse());
+  change(
+      "RoleAdd", [](AuthRequest* a) { return a->mutable_role_add(); }, AuthRoleAddResponse());
+  change(
+      "RoleDelete", [](AuthRequest* a) { return a->mutable_role_delete(); },
+      AuthRoleDeleteResponse());
+  change(
+      "RoleGrantPermission", [](AuthRequest* a) { return a->mutable_role_grant_permission(); },
+      AuthRoleGrantPermissionResponse());
+  change(
+      "RoleRevokePermission", [](AuthRequest* a) { return a->mutable_role_revoke_permission(); },
+      AuthRoleRevokePermissionResponse());
 
   methods->AddUnary(svc + "UserAdd", [store, pool](const GrpcCallPtr& call, Buffer bytes) {
     LogEntry entry;
@@ -196,15 +204,15 @@ void AddNativeAuth(Store* store, MethodTable* methods, net::WorkerPool* pool) {
     call->loop()->StartOwned(
         ProposeWithHash<AuthUserAddResponse>(store, pool, call, std::move(entry), hash));
   });
-  methods->AddUnary(svc + "UserChangePassword", [store, pool](const GrpcCallPtr& call,
-                                                              Buffer bytes) {
-    LogEntry entry;
-    AuthUserChangePasswordRequest* req = entry.mutable_auth()->mutable_user_change_password();
-    if (!ParseRequest(call, bytes, req)) return;
-    StampCaller(CallAuthScope::Current(), &entry);
-    call->loop()->StartOwned(
-        ProposeWithHash<AuthUserChangePasswordResponse>(store, pool, call, std::move(entry), true));
-  });
+  methods->AddUnary(
+      svc + "UserChangePassword", [store, pool](const GrpcCallPtr& call, Buffer bytes) {
+        LogEntry entry;
+        AuthUserChangePasswordRequest* req = entry.mutable_auth()->mutable_user_change_password();
+        if (!ParseRequest(call, bytes, req)) return;
+        StampCaller(CallAuthScope::Current(), &entry);
+        call->loop()->StartOwned(ProposeWithHash<AuthUserChangePasswordResponse>(
+            store, pool, call, std::move(entry), true));
+      });
   methods->AddUnary(svc + "Authenticate", [store, pool](const GrpcCallPtr& call, Buffer bytes) {
     AuthenticateRequest req;
     if (!ParseRequest(call, bytes, &req)) return;
@@ -222,25 +230,29 @@ void AddNativeAuth(Store* store, MethodTable* methods, net::WorkerPool* pool) {
     AuthUserGetRequest req;
     if (!ParseRequest(call, bytes, &req)) return;
     call->loop()->StartOwned(ReadAuth<AuthUserGetResponse>(
-        store, call, CheckedAuthRevision(), [req](AuthStore* a, AuthUserGetResponse* r) { return a->UserGet(req, r); }));
+        store, call, CheckedAuthRevision(),
+        [req](AuthStore* a, AuthUserGetResponse* r) { return a->UserGet(req, r); }));
   });
   methods->AddUnary(svc + "UserList", [store](const GrpcCallPtr& call, Buffer bytes) {
     AuthUserListRequest req;
     if (!ParseRequest(call, bytes, &req)) return;
     call->loop()->StartOwned(ReadAuth<AuthUserListResponse>(
-        store, call, CheckedAuthRevision(), [](AuthStore* a, AuthUserListResponse* r) { return a->UserList(r); }));
+        store, call, CheckedAuthRevision(),
+        [](AuthStore* a, AuthUserListResponse* r) { return a->UserList(r); }));
   });
   methods->AddUnary(svc + "RoleGet", [store](const GrpcCallPtr& call, Buffer bytes) {
     AuthRoleGetRequest req;
     if (!ParseRequest(call, bytes, &req)) return;
     call->loop()->StartOwned(ReadAuth<AuthRoleGetResponse>(
-        store, call, CheckedAuthRevision(), [req](AuthStore* a, AuthRoleGetResponse* r) { return a->RoleGet(req, r); }));
+        store, call, CheckedAuthRevision(),
+        [req](AuthStore* a, AuthRoleGetResponse* r) { return a->RoleGet(req, r); }));
   });
   methods->AddUnary(svc + "RoleList", [store](const GrpcCallPtr& call, Buffer bytes) {
     AuthRoleListRequest req;
     if (!ParseRequest(call, bytes, &req)) return;
     call->loop()->StartOwned(ReadAuth<AuthRoleListResponse>(
-        store, call, CheckedAuthRevision(), [](AuthStore* a, AuthRoleListResponse* r) { return a->RoleList(r); }));
+        store, call, CheckedAuthRevision(),
+        [](AuthStore* a, AuthRoleListResponse* r) { return a->RoleList(r); }));
   });
 }
 

@@ -225,8 +225,10 @@ class AuthStore {
 
   absl::Status CheckOp(const AuthInfo& who, std::string_view key, std::string_view range_end,
                        bool write) const;
-  void PutUser(const authpb::User& u, rocksdb::WriteBatch* batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void PutRole(const authpb::Role& r, rocksdb::WriteBatch* batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PutUser(const authpb::User& u, rocksdb::WriteBatch* batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PutRole(const authpb::Role& r, rocksdb::WriteBatch* batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Bumps the revision and rebuilds the permission cache.
   void CommitRevision(rocksdb::WriteBatch* batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RebuildPerms() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

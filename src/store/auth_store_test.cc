@@ -17,14 +17,14 @@ const std::string kFromKey(1, '\0');
 
 TEST(KeyIntervalSetTest, PointsPrefixesAndFromKey) {
   KeyIntervalSet s;
-  s.Add("foo", "");      // the key foo
+  s.Add("foo", "");       // the key foo
   s.Add("pre/", "pre0");  // prefix pre/
-  s.Add("z", kFromKey);  // z and after
+  s.Add("z", kFromKey);   // z and after
   s.Merge();
   EXPECT_TRUE(s.Covers("foo", ""));
   EXPECT_FALSE(s.Covers("fo", ""));
   EXPECT_FALSE(s.Covers("foo0", ""));
-  EXPECT_FALSE(s.Covers("foo", "fop"));  // foo* is more than foo
+  EXPECT_FALSE(s.Covers("foo", "fop"));                   // foo* is more than foo
   EXPECT_TRUE(s.Covers("foo", std::string("foo\0", 4)));  // exactly [foo, foo\0)
   EXPECT_TRUE(s.Covers("pre/a", ""));
   EXPECT_TRUE(s.Covers("pre/", "pre0"));
@@ -263,8 +263,8 @@ TEST_F(AuthStoreTest, TokensAndPasswords) {
 }
 
 TEST_F(AuthStoreTest, TokensExpireAfterTheirTtl) {
-  auth_ = std::make_unique<AuthStore>(backend_.get(),
-                                      AuthStore::Options{std::chrono::seconds(0), 4});
+  auth_ =
+      std::make_unique<AuthStore>(backend_.get(), AuthStore::Options{std::chrono::seconds(0), 4});
   ASSERT_TRUE(auth_->Load().ok());
   ASSERT_TRUE(AddUser("root", "pw").ok());
   ASSERT_TRUE(Grant("root", "root").ok());

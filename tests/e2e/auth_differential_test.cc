@@ -150,10 +150,13 @@ TEST_F(AuthDifferentialTest, EnableAndEnforce) {
   Same(as(alice, {"put", "zz", "x", "--prev-kv"}));  // write but no read
   Same(as(alice, {"get", "a", "--from-key"}));
   // Txn: every compare and every op is checked, on both branches.
-  Same(as(alice, {"txn", "--interactive=false"}), "value(\"foo\") = \"v2\"\n\nput foo v3\n\nget pre/a\n\n");
+  Same(as(alice, {"txn", "--interactive=false"}),
+       "value(\"foo\") = \"v2\"\n\nput foo v3\n\nget pre/a\n\n");
   Same(as(alice, {"txn", "--interactive=false"}), "value(\"bar\") = \"x\"\n\nput foo v4\n\n\n");
-  Same(as(alice, {"txn", "--interactive=false"}), "value(\"foo\") = \"v3\"\n\nput foo v4\n\nput bar x\n\n");
-  Same(as(alice, {"txn", "--interactive=false"}), "value(\"foo\") = \"v3\"\n\nget pre/a\n\nput pre/a x\n\n");
+  Same(as(alice, {"txn", "--interactive=false"}),
+       "value(\"foo\") = \"v3\"\n\nput foo v4\n\nput bar x\n\n");
+  Same(as(alice, {"txn", "--interactive=false"}),
+       "value(\"foo\") = \"v3\"\n\nget pre/a\n\nput pre/a x\n\n");
   // Admin calls need the root role.
   Same(as(alice, {"user", "list"}));
   Same(as(alice, {"role", "list"}));
@@ -199,16 +202,16 @@ class AuthAdvisoryTest : public ::testing::Test {
   void SetUp() override {
     server_ = std::make_unique<StoreProcess>(StoreProcess::Kind::kCapstan, dir_.path() + "/data");
     ASSERT_TRUE(server_->Start()) << server_->Log();
-    for (auto args : std::vector<std::vector<std::string>>{
-             {"user", "add", "root:rootpw"},
-             {"user", "add", "alice:alicepw"},
-             {"role", "add", "r"},
-             {"role", "grant-permission", "r", "readwrite", "a"},
-             {"role", "grant-permission", "r", "read", "w"},
-             {"user", "grant-role", "alice", "r"},
-             {"put", "a", "1"},
-             {"put", "secret", "s"},
-             {"auth", "enable"}}) {
+    for (auto args :
+         std::vector<std::vector<std::string>>{{"user", "add", "root:rootpw"},
+                                               {"user", "add", "alice:alicepw"},
+                                               {"role", "add", "r"},
+                                               {"role", "grant-permission", "r", "readwrite", "a"},
+                                               {"role", "grant-permission", "r", "read", "w"},
+                                               {"user", "grant-role", "alice", "r"},
+                                               {"put", "a", "1"},
+                                               {"put", "secret", "s"},
+                                               {"auth", "enable"}}) {
       CommandResult r = Etcdctl(server_->endpoint(), args);
       ASSERT_EQ(r.exit_code, 0) << ::testing::PrintToString(args) << r.err;
     }
