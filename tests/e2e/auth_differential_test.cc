@@ -373,5 +373,18 @@ TEST_F(AuthAdvisoryTest, AdminAndIdentityOnlyCalls) {
             "16: etcdserver: invalid auth token");
 }
 
+TEST(AuthFlags, BadAuthFlagsSayWhatIsWrong) {
+  auto r = RunCommand({CapstanBinary(), "store", "--auth-token",
+                       "jwt,pub-key=a.pem,priv-key=b.pem,sign-method=RS256"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--auth-token"), std::string::npos) << r.err;
+  r = RunCommand({CapstanBinary(), "store", "--auth-token-ttl", "0"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--auth-token-ttl must be >= 1"), std::string::npos) << r.err;
+  r = RunCommand({CapstanBinary(), "store", "--bcrypt-cost", "3"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--bcrypt-cost must be between 4 and 31"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace capstan::e2e
