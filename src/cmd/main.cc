@@ -53,6 +53,9 @@ struct StoreFlags {
   int64_t heartbeat_ms = 100;
   int64_t election_ms = 1000;
   std::string progress_notify_interval = "10m";
+  std::string auth_token = "simple";
+  int64_t auth_token_ttl = 300;
+  int bcrypt_cost = 10;
   std::string log_level = "info";
   std::string config_file;
   store::TlsInfo client_tls;
@@ -146,6 +149,16 @@ void AddStoreFlags(CLI::App* cmd, StoreFlags* f, bool dev) {
   cmd->add_flag("--peer-auto-tls", f->peer_tls.auto_tls,
                 "Without --peer-cert-file: serve https:// peer URLs with a self-signed "
                 "certificate made at start, and do not verify other members' (for tests).");
+  cmd->add_option("--auth-token", f->auth_token,
+                  "Token type of the Auth API: \"simple\" (etcd's simple tokens; JWT is not "
+                  "supported yet).")
+      ->capture_default_str();
+  cmd->add_option("--auth-token-ttl", f->auth_token_ttl,
+                  "Seconds a simple token lives after its last use.")
+      ->capture_default_str();
+  cmd->add_option("--bcrypt-cost", f->bcrypt_cost,
+                  "bcrypt cost of password hashes (4 to 31; each step doubles the work).")
+      ->capture_default_str();
   cmd->add_option("--log-level", f->log_level, "debug, info, warn or err.")->capture_default_str();
   cmd->add_option("--config-file", f->config_file,
                   "YAML file of flag-name: value pairs; command-line flags override it.");
@@ -220,6 +233,17 @@ absl::StatusOr<store::StoreServerConfig> BuildConfig(const StoreFlags& f) {
         "--experimental-watch-progress-notify-interval must be at least 100ms");
   }
   cfg.store.progress_notify_interval = std::chrono::milliseconds(*progress);
+  if (f.auth_token != "simple") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--auth-token: \"", f.auth_token,
+        "\" is not supported; only \"simple\" tokens are (JWT is not implemented yet)"));
+  }
+  if (f.auth_token_ttl < 1) return absl::InvalidArgumentError("--auth-token-ttl must be >= 1");
+  cfg.store.auth_token_ttl = std::chrono::seconds(f.auth_token_ttl);
+  if (f.bcrypt_cost < 4 || f.bcrypt_cost > 31) {
+    return absl::InvalidArgumentError("--bcrypt-cost must be between 4 and 31");
+  }
+  cfg.store.bcrypt_cost = f.bcrypt_cost;
   return cfg;
 }
 

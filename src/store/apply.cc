@@ -116,10 +116,12 @@ absl::Status ExecuteTxnPath(KvView& view, Mvcc::WriteTxn* txn, const TxnRequest&
 
 }  // namespace
 
-Applier::Applier(Backend* backend, Mvcc* mvcc, Lessor* lessor, WatchHub* hub)
-    : backend_(backend), mvcc_(mvcc), lessor_(lessor), hub_(hub) {}
+Applier::Applier(Backend* backend, Mvcc* mvcc, Lessor* lessor, WatchHub* hub,
+                 AuthStore::Options auth_options)
+    : backend_(backend), mvcc_(mvcc), lessor_(lessor), hub_(hub), auth_(backend, auth_options) {}
 
 absl::Status Applier::Restore() {
+  RETURN_IF_ERROR(auth_.Load());
   MutexLock lock(&alarms_mu_);
   auto v = backend_->Get(MetaKey(kMetaAlarms));
   if (!absl::IsNotFound(v.status())) {
@@ -353,11 +355,17 @@ void Applier::Apply(uint64_t index, uint64_t term, const LogEntry& entry, const 
   auto finish = [&](absl::Status st, google::protobuf::Message* resp) {
     if (!st.ok() && !absl::IsInvalidArgument(st) && !absl::IsNotFound(st) &&
         !absl::IsOutOfRange(st) && !absl::IsFailedPrecondition(st) &&
-        !absl::IsResourceExhausted(st)) {
+        !absl::IsResourceExhausted(st) && !absl::IsPermissionDenied(st)) {
       CAPSTAN_LOG(err, "apply failed", "index", index, "error", st.ToString());
     }
     if (done) done(std::move(st), resp);
   };
+  if (absl::Status denied = CheckAuthAtApply(entry); !denied.ok()) {
+    // Refused as a whole, like a request that failed validation.
+    absl::Status st = RecordApplied(index, term);
+    finish(st.ok() ? denied : st, nullptr);
+    return;
+  }
   // Runs one Apply* method with a response of its own type.
   auto run = [&](auto method, const auto& req, auto resp) {
     absl::Status st = (this->*method)(index, req, &resp);
@@ -392,8 +400,69 @@ void Applier::Apply(uint64_t index, uint64_t term, const LogEntry& entry, const 
     case LogEntry::kMemberUpdate:
       run(&Applier::ApplyMemberUpdate, entry.member_update(), etcdserverpb::MemberListResponse());
       break;
+    case LogEntry::kAuth:
+      ApplyAuth(index, entry, done);
+      break;
     default:
       finish(absl::InvalidArgumentError("unknown log entry"), nullptr);
+  }
+}
+
+void Applier::ApplyAuth(uint64_t index, const LogEntry& entry, const ApplyDone& done) {
+  rocksdb::WriteBatch batch;
+  auto resp = auth_.Apply(entry.auth(), index,
+                          entry.has_auth_header() ? &entry.auth_header() : nullptr, &batch);
+  RecordIndex(index, &batch);
+  absl::Status st = WriteBatch(&batch);
+  if (st.ok()) st = resp.status();
+  if (!st.ok()) {
+    if (done) done(st, nullptr);
+    return;
+  }
+  if (done) done(st, resp->get());
+}
+
+absl::Status Applier::CheckLeaseWritable(const AuthInfo& who, int64_t lease) const {
+  if (lease == 0 || auth_.IsAdmin(who.user)) return absl::OkStatus();
+  absl::StatusOr<std::vector<std::string>> keys = lessor_->Keys(lease);
+  if (!keys.ok()) return absl::OkStatus();  // no such lease: the apply says so
+  for (const auto& k : *keys) RETURN_IF_ERROR(auth_.CheckWrite(who, k, ""));
+  return absl::OkStatus();
+}
+
+absl::Status Applier::CheckAuthAtApply(const LogEntry& entry) const {
+  // Auth changes check their caller inside AuthStore::Apply.
+  if (!entry.has_auth_header() || entry.has_auth() || !auth_.enabled()) return absl::OkStatus();
+  AuthInfo who{entry.auth_header().username(), entry.auth_header().revision()};
+  if (who.user.empty()) return ErrUserEmpty();
+  if (who.revision < auth_.revision()) return ErrAuthOldRevision();
+  switch (entry.request_case()) {
+    case LogEntry::kPut:
+      // A lease with keys the user cannot write cannot take more keys: the
+      // user could not revoke it.
+      return CheckLeaseWritable(who, entry.put().lease());
+    case LogEntry::kLeaseRevoke:
+      return CheckLeaseWritable(who, entry.lease_revoke().id());
+    case LogEntry::kTxn: {
+      // Every put of the txn, on both branches and in nested txns.
+      std::vector<const TxnRequest*> pending{&entry.txn()};
+      while (!pending.empty()) {
+        const TxnRequest* t = pending.back();
+        pending.pop_back();
+        for (const auto* ops : {&t->success(), &t->failure()}) {
+          for (const auto& op : *ops) {
+            if (op.has_request_put()) {
+              RETURN_IF_ERROR(CheckLeaseWritable(who, op.request_put().lease()));
+            } else if (op.has_request_txn()) {
+              pending.push_back(&op.request_txn());
+            }
+          }
+        }
+      }
+      return absl::OkStatus();
+    }
+    default:
+      return absl::OkStatus();
   }
 }
 

@@ -17,6 +17,7 @@
 #include "etcd/etcdserverpb/rpc.pb.h"
 #include "google/protobuf/message.h"
 #include "raft/types.h"
+#include "store/auth_store.h"
 #include "store/lease.h"
 #include "store/mvcc.h"
 #include "store/watch.h"
@@ -29,7 +30,10 @@ using ApplyDone = std::function<void(absl::Status, google::protobuf::Message*)>;
 
 class Applier {
  public:
-  Applier(Backend* backend, Mvcc* mvcc, Lessor* lessor, WatchHub* hub);
+  Applier(Backend* backend, Mvcc* mvcc, Lessor* lessor, WatchHub* hub,
+          AuthStore::Options auth_options = {});
+
+  AuthStore* auth() { return &auth_; }
 
   // Loads alarms, members and the Raft membership persisted by earlier runs.
   absl::Status Restore();
@@ -85,6 +89,12 @@ class Applier {
   absl::Status WriteBatch(rocksdb::WriteBatch* batch);
   // Records a backend failure; returns the error every later entry gets.
   absl::Status Fail(const absl::Status& st);
+  void ApplyAuth(uint64_t index, const LogEntry& entry, const ApplyDone& done);
+  // What the auth header's user may do that depends on state at apply:
+  // the auth revision it was checked at, the keys of the leases it puts to
+  // or revokes (etcd's authApplierV3).
+  absl::Status CheckAuthAtApply(const LogEntry& entry) const;
+  absl::Status CheckLeaseWritable(const AuthInfo& who, int64_t lease) const;
   absl::Status ApplyMemberAttributes(uint64_t index, const etcdserverpb::Member& req,
                                      etcdserverpb::MemberListResponse* resp);
   absl::Status ApplyMemberUpdate(uint64_t index, const etcdserverpb::MemberUpdateRequest& req,
@@ -114,6 +124,7 @@ class Applier {
   uint64_t applied_term_ ABSL_GUARDED_BY(applied_mu_) = 0;
   uint64_t term_ = 0;  // of the entry being applied; apply thread only
   std::function<void()> on_members_changed_;
+  AuthStore auth_;
 };
 
 }  // namespace capstan::store

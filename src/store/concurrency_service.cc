@@ -405,7 +405,7 @@ net::Task<void> Observe(std::shared_ptr<CallState> state, Buffer bytes) {
 
 }  // namespace
 
-void AddNativeConcurrency(Store* store, net::GrpcServer* server) {
+void AddNativeConcurrency(Store* store, MethodTable* server) {
   auto add = [&](std::string path, CoroutineCall::Body body) {
     server->AddStream(std::move(path), [store, body](const GrpcCallPtr& call) {
       return std::make_unique<CoroutineCall>(store, call, body);

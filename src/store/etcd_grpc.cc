@@ -19,7 +19,7 @@ using net::Buffer;
 using net::GrpcCall;
 using net::GrpcCallPtr;
 
-void AddKv(Store* store, net::GrpcServer* server) {
+void AddKv(Store* store, MethodTable* server) {
   server->AddUnary("/etcdserverpb.KV/Range", [store](const GrpcCallPtr& call, Buffer bytes) {
     RangeRequest parsed;
     if (!ParseRequest(call, bytes, &parsed)) return;
@@ -31,11 +31,14 @@ void AddKv(Store* store, net::GrpcServer* server) {
       return Answer(store, call, st, &resp);
     }
     // Linearizable: read once this member has applied everything committed
-    // before the request arrived (ReadIndex), on any member.
+    // before the request arrived (ReadIndex), on any member. A permission
+    // change applied meanwhile voids the read (etcd's doSerialize).
     auto req = std::make_shared<RangeRequest>(std::move(parsed));
-    store->LinearizableRead([store, call, req](absl::Status st) {
+    uint64_t auth_rev = CheckedAuthRevision();
+    store->LinearizableRead([store, call, req, auth_rev](absl::Status st) {
       RangeResponse resp;
       if (st.ok()) st = store->applier()->Range(*req, &resp);
+      if (st.ok()) st = RecheckAuthRevision(store, auth_rev);
       Answer(store, call, st, &resp);
     });
   });
@@ -64,9 +67,11 @@ void AddKv(Store* store, net::GrpcServer* server) {
     if (st.ok() && IsTxnReadOnly(*req)) {
       // Read-only txns need no log entry (as in etcd), only a read index.
       auto shared = std::make_shared<TxnRequest>(std::move(*req));
-      store->LinearizableRead([store, call, shared](absl::Status st) {
+      uint64_t auth_rev = CheckedAuthRevision();
+      store->LinearizableRead([store, call, shared, auth_rev](absl::Status st) {
         TxnResponse resp;
         if (st.ok()) st = store->applier()->ReadOnlyTxn(*shared, &resp);
+        if (st.ok()) st = RecheckAuthRevision(store, auth_rev);
         Answer(store, call, st, &resp);
       });
       return;
@@ -273,7 +278,7 @@ class WatchStream final : public net::GrpcStreamHandler {
   bool stopped_ = false;
 };
 
-void AddWatch(Store* store, net::GrpcServer* server) {
+void AddWatch(Store* store, MethodTable* server) {
   server->AddStream("/etcdserverpb.Watch/Watch", [store](const GrpcCallPtr& call) {
     return std::make_unique<WatchStream>(store->watch_hub(), call);
   });
@@ -281,13 +286,20 @@ void AddWatch(Store* store, net::GrpcServer* server) {
 
 }  // namespace
 
-void AddNativeEtcdMethods(Store* store, net::GrpcServer* server, net::WorkerPool* pool) {
-  AddKv(store, server);
-  AddWatch(store, server);
-  AddNativeCluster(store, server);
-  AddNativeLease(store, server);
-  AddNativeMaintenance(store, server, pool);
-  AddNativeConcurrency(store, server);
+void AddNativeEtcdMethods(Store* store, net::GrpcServer* server, net::WorkerPool* pool,
+                          PeerNameSource peer_name) {
+  MethodTable methods;
+  AddKv(store, &methods);
+  AddWatch(store, &methods);
+  AddNativeCluster(store, &methods);
+  AddNativeLease(store, &methods);
+  AddNativeMaintenance(store, &methods, pool);
+  AddNativeConcurrency(store, &methods);
+  AddNativeAuth(store, &methods, pool);
+  // The one check point: every handler above reaches the server through the gate.
+  auto gate = std::make_shared<AuthGate>(store);
+  gate->set_peer_name_source(std::move(peer_name));
+  methods.InstallGated(std::move(gate), server);
 }
 
 }  // namespace capstan::store

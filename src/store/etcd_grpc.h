@@ -11,12 +11,17 @@
 
 #include "net/grpc_server.h"
 #include "net/worker_pool.h"
+#include "store/auth_gate.h"
 #include "store/store.h"
 
 namespace capstan::store {
 
-// Registers the native handlers of the etcd API on `server`; blocking work
-// (disk scans, checkpoints) runs on `pool`, which must outlive the calls.
-void AddNativeEtcdMethods(Store* store, net::GrpcServer* server, net::WorkerPool* pool);
+// Registers the native handlers of the etcd API on `server`, each behind
+// the auth gate (auth_gate.h); blocking work (disk scans, checkpoints,
+// bcrypt) runs on `pool`, which must outlive the calls. `peer_name` gives
+// a call's verified client certificate Common Name (the user when the call
+// has no token, as in etcd); null when the client port has no mTLS.
+void AddNativeEtcdMethods(Store* store, net::GrpcServer* server, net::WorkerPool* pool,
+                          PeerNameSource peer_name = nullptr);
 
 }  // namespace capstan::store

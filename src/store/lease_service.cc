@@ -195,7 +195,7 @@ absl::Status FillTimeToLive(Store* store, const LeaseTimeToLiveRequest& req,
   return absl::OkStatus();
 }
 
-void AddNativeLease(Store* store, net::GrpcServer* server) {
+void AddNativeLease(Store* store, MethodTable* server) {
   auto lease = std::make_shared<NativeLease>(store);
   auto add = [&](const char* name, void (NativeLease::*fn)(const GrpcCallPtr&, Buffer)) {
     server->AddUnary(std::string("/etcdserverpb.Lease/") + name,

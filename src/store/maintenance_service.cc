@@ -280,7 +280,7 @@ net::Task<void> MoveLeader(Store* store, GrpcCallPtr call, uint64_t target) {
   Reply(call, resp);
 }
 
-void AddMaintenance(Store* store, net::GrpcServer* server, net::WorkerPool* pool) {
+void AddMaintenance(Store* store, MethodTable* server, net::WorkerPool* pool) {
   const std::string svc = "/etcdserverpb.Maintenance/";
   server->AddUnary(svc + "Alarm", [store](const GrpcCallPtr& call, Buffer bytes) {
     LogEntry entry;
@@ -515,6 +515,8 @@ class NativeCluster {
     }
     auto ctx = std::make_shared<grpc::ClientContext>();
     ctx->set_deadline(std::chrono::system_clock::now() + store_->options().request_timeout);
+    // The leader checks the caller again: its token is valid on every member.
+    if (auto token = call->FindMetadata("token")) ctx->AddMetadata("token", std::string(*token));
     auto resp = std::make_shared<Resp>();
     method(stub->async(), ctx.get(), req.get(), resp.get(),
            std::function<void(grpc::Status)>([ctx, stub, req, resp, call](grpc::Status st) {
@@ -530,11 +532,11 @@ class NativeCluster {
 
 }  // namespace
 
-void AddNativeMaintenance(Store* store, net::GrpcServer* server, net::WorkerPool* pool) {
+void AddNativeMaintenance(Store* store, MethodTable* server, net::WorkerPool* pool) {
   AddMaintenance(store, server, pool);
 }
 
-void AddNativeCluster(Store* store, net::GrpcServer* server) {
+void AddNativeCluster(Store* store, MethodTable* server) {
   // Lives as long as the process's handlers (the server keeps copies of them).
   auto cluster = std::make_shared<NativeCluster>(store);
   auto add = [&](const char* name, void (NativeCluster::*fn)(const GrpcCallPtr&, Buffer)) {

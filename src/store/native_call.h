@@ -7,6 +7,7 @@
 #include "grpcpp/support/status.h"
 #include "net/grpc_server.h"
 #include "net/worker_pool.h"
+#include "store/auth_gate.h"
 #include "store/store.h"
 
 namespace capstan::store {
@@ -86,9 +87,12 @@ bool ParseRequest(const net::GrpcCallPtr& call, net::Buffer& bytes, Req* req) {
 
 // Registration of each service's native handlers (etcd_grpc.cc calls them).
 // Blocking work (disk scans, checkpoints, waits) goes to `pool`.
-void AddNativeCluster(Store* store, net::GrpcServer* server);
-void AddNativeLease(Store* store, net::GrpcServer* server);
-void AddNativeMaintenance(Store* store, net::GrpcServer* server, net::WorkerPool* pool);
-void AddNativeConcurrency(Store* store, net::GrpcServer* server);
+// They register into a MethodTable, which installs every handler behind
+// the auth gate (auth_gate.h).
+void AddNativeCluster(Store* store, MethodTable* server);
+void AddNativeLease(Store* store, MethodTable* server);
+void AddNativeMaintenance(Store* store, MethodTable* server, net::WorkerPool* pool);
+void AddNativeConcurrency(Store* store, MethodTable* server);
+void AddNativeAuth(Store* store, MethodTable* server, net::WorkerPool* pool);
 
 }  // namespace capstan::store

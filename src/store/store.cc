@@ -121,7 +121,9 @@ absl::Status Store::Init() {
   hub_ = std::make_unique<WatchHub>(
       mvcc_.get(), hub_opts,
       [this](etcdserverpb::ResponseHeader* h, int64_t rev) { FillHeader(h, rev); });
-  applier_ = std::make_unique<Applier>(backend_.get(), mvcc_.get(), lessor_.get(), hub_.get());
+  applier_ =
+      std::make_unique<Applier>(backend_.get(), mvcc_.get(), lessor_.get(), hub_.get(),
+                                AuthStore::Options{options_.auth_token_ttl, options_.bcrypt_cost});
   RETURN_IF_ERROR(applier_->Restore());
   applier_->set_on_members_changed([this] {
     std::function<void()> fn;
@@ -390,6 +392,12 @@ void Store::ProposeImpl(LogEntry entry, ApplyDone done, bool defer_wake) {
   }
   uint64_t id = request_nonce_ | (next_request_.fetch_add(1) & 0x0000ffffffffffffull);
   entry.set_request_id(id);
+  // A client's request proposed from its gated handler carries who asked,
+  // for the checks that only the applier can make (auth_gate.h).
+  if (const AuthInfo* who = CallAuthScope::Current(); who != nullptr && !entry.has_auth_header()) {
+    entry.mutable_auth_header()->set_username(who->user);
+    entry.mutable_auth_header()->set_revision(who->revision);
+  }
   std::string data = entry.SerializeAsString();
   if (data.size() > options_.max_request_bytes) {
     done(ErrRequestTooLarge(), nullptr);

@@ -69,6 +69,10 @@ struct StoreOptions {
   int election_ticks = 10;
   uint64_t snapshot_catchup_entries = 5000;
   uint64_t snapshot_count = 10000;  // applied entries between backend flushes + log compactions
+  // Auth (etcd's --auth-token-ttl, --bcrypt-cost): how long a simple token
+  // lives after its last use, and the bcrypt cost of new password hashes.
+  std::chrono::seconds auth_token_ttl{300};
+  int bcrypt_cost = 10;
   // Called once when this member sees its own removal applied (etcd exits
   // then: the member must not serve stale data).
   std::function<void()> on_removed;
@@ -156,6 +160,7 @@ class Store final : public raft::StateMachine {
   Applier* applier() { return applier_.get(); }
   Mvcc* mvcc() { return mvcc_.get(); }
   Lessor* lessor() { return lessor_.get(); }
+  AuthStore* auth() { return applier_->auth(); }
   WatchHub* watch_hub() { return hub_.get(); }
   const StoreOptions& options() const { return options_; }
   uint64_t member_id() const { return member_id_; }
