@@ -148,7 +148,15 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
   // Blocking work of native handlers (checkpoints, hashes, defragmenting).
   workers_ =
       std::make_unique<net::WorkerPool>(net::WorkerPoolOptions{.threads = 2, .name = "store-work"});
-  AddNativeEtcdMethods(store_.get(), client_server_.get(), workers_.get());
+  // With --client-cert-auth, the verified client certificate's Common Name
+  // is the user when a call carries no token, as etcd does (the name is
+  // empty on clear text and when the listener asks for no certificate).
+  AddNativeEtcdMethods(store_.get(), client_server_.get(), workers_.get(),
+                       [](const net::GrpcCall& call) -> std::optional<std::string> {
+                         const std::string& cn = call.peer_common_name();
+                         if (cn.empty()) return std::nullopt;
+                         return cn;
+                       });
   for (size_t i = 0; i < client.size(); ++i) {
     absl::StatusOr<int> port =
         client_server_->Listen(client_loops_.get(), client[i].host, client[i].port,
