@@ -1,6 +1,7 @@
 // `capstan`: one binary, one subcommand per role (see README.md).
 //
 //   capstan store [flags]   a metadata store member speaking the etcd v3 API
+//   capstan store snapshot save|status|restore  backups (store_snapshot_cmd.h)
 //   capstan dev             everything on localhost, data in ./data: a store member,
 //                           an example service and a gateway (dev_cmd.h)
 //   capstan experiments eval  GrowthBook evaluation, one JSON request per stdin line
@@ -25,6 +26,7 @@
 #include "cmd/dev_cmd.h"
 #include "cmd/experiments_cmd.h"
 #include "cmd/gateway_cmd.h"
+#include "cmd/store_snapshot_cmd.h"
 #include "experiments/eval_protocol.h"
 #include "store/server.h"
 
@@ -259,6 +261,9 @@ struct Cli {
   CLI::App* bench_rpc_server = nullptr;
   CLI::App* experiments_eval = nullptr;
   CLI::App* experiments_serve = nullptr;
+  // `store snapshot ...` (store_snapshot_cmd.h); its flags live with the Cli.
+  std::unique_ptr<StoreSnapshotFlags> store_snapshot_flags = std::make_unique<StoreSnapshotFlags>();
+  StoreSnapshotCommands store_snapshot;
 };
 
 struct ExperimentsFlags {
@@ -375,6 +380,7 @@ Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags, DevFlags* dev_extra_
   cli.store = cli.app->add_subcommand(
       "store", "Run a metadata store member that speaks the etcd v3 gRPC API.");
   AddStoreFlags(cli.store, store_flags, false);
+  cli.store_snapshot = AddStoreSnapshotCommands(cli.store, cli.store_snapshot_flags.get());
   cli.dev = cli.app->add_subcommand(
       "dev",
       "Run everything on localhost for development: a store member, an example HTTP service "
@@ -467,6 +473,9 @@ int main(int argc, char** argv) {
   }
   CLI::App* store_cmd = cli.store;
   CLI::App* dev_cmd = cli.dev;
+  if (cli.store_snapshot.snapshot->parsed()) {
+    return RunStoreSnapshot(cli.store_snapshot, *cli.store_snapshot_flags);
+  }
   if (store_cmd->parsed()) return RunStore(store_flags, "store");
   if (dev_cmd->parsed()) return RunStore(dev_flags, "dev", &dev_extra_flags);
   if (cli.gateway->parsed()) return RunGateway(gateway_flags);

@@ -173,12 +173,16 @@ net::Task<void> StreamSnapshot(Store* store, net::WorkerPool* pool,
   net::EventLoop* loop = state->call->loop();
   auto reader = std::make_unique<SnapshotReader>(store);
   SnapshotReader* r = reader.get();
-  absl::Status st = co_await pool->Run(loop, [r] { return r->Open(); });
+  // Each awaited task is named first: GCC 12 miscompiles a co_await of a
+  // temporary inside a larger expression (a second Snapshot call crashed).
+  auto open = pool->Run(loop, [r] { return r->Open(); });
+  absl::Status st = co_await open;
   if (!st.ok()) {
     state->call->Finish(st);
   } else {
     while (!state->done) {
-      std::optional<SnapshotResponse> chunk = co_await pool->Run(loop, [r] { return r->Next(); });
+      auto next = pool->Run(loop, [r] { return r->Next(); });
+      std::optional<SnapshotResponse> chunk = co_await next;
       if (state->done) break;
       if (!chunk) {
         state->call->Finish(absl::OkStatus());
@@ -188,7 +192,8 @@ net::Task<void> StreamSnapshot(Store* store, net::WorkerPool* pool,
     }
   }
   // Removing the checkpoint touches the disk too.
-  co_await pool->Run(loop, [reader = std::move(reader)]() mutable { reader.reset(); });
+  auto remove = pool->Run(loop, [reader = std::move(reader)]() mutable { reader.reset(); });
+  co_await remove;
 }
 
 class SnapshotStream final : public net::GrpcStreamHandler {

@@ -57,6 +57,15 @@ uint64_t ComputeMemberId(std::vector<std::string> peer_urls, const std::string& 
   return Sha256Prefix(absl::StrCat(absl::StrJoin(peer_urls, ""), token)) | 1;
 }
 
+uint64_t ComputeClusterId(const std::vector<InitialMember>& members, const std::string& token) {
+  std::vector<uint64_t> ids;
+  for (const auto& m : members) ids.push_back(m.id);
+  std::sort(ids.begin(), ids.end());
+  std::string seed;
+  for (uint64_t v : ids) PutFixed64BE(&seed, v);
+  return Sha256Prefix(seed + token) | 1;
+}
+
 absl::StatusOr<std::vector<InitialMember>> ParseInitialCluster(const std::string& spec,
                                                                const std::string& token) {
   std::vector<InitialMember> out;
@@ -240,13 +249,8 @@ absl::Status Store::InitIdentity(std::vector<raft::Entry>* bootstrap) {
   if (options_.initial_cluster_state == "existing") {
     RETURN_IF_ERROR(JoinExisting(members, &id));
   } else if (options_.initial_cluster_state == "new") {
-    std::vector<uint64_t> ids;
-    for (const auto& m : members) ids.push_back(m.id);
-    std::sort(ids.begin(), ids.end());
-    std::string seed;
-    for (uint64_t v : ids) PutFixed64BE(&seed, v);
     id.set_member_id(self->id);
-    id.set_cluster_id(Sha256Prefix(seed + options_.initial_cluster_token) | 1);
+    id.set_cluster_id(ComputeClusterId(members, options_.initial_cluster_token));
     // The initial membership: the same entries on every founding member.
     std::sort(members.begin(), members.end(),
               [](const InitialMember& a, const InitialMember& b) { return a.id < b.id; });

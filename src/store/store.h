@@ -82,6 +82,9 @@ absl::StatusOr<std::vector<InitialMember>> ParseInitialCluster(const std::string
 // etcd-style IDs derived from the peer URLs and the cluster token, so every
 // founding member computes the same ones.
 uint64_t ComputeMemberId(std::vector<std::string> peer_urls, const std::string& token);
+// The cluster ID the founding members of `members` compute (also what a
+// snapshot restore writes).
+uint64_t ComputeClusterId(const std::vector<InitialMember>& members, const std::string& token);
 
 class Store final : public raft::StateMachine {
  public:
