@@ -46,6 +46,7 @@ struct StoreFlags {
   std::string initial_cluster;
   std::string initial_cluster_state = "new";
   std::string initial_cluster_token = "etcd-cluster";
+  bool strict_reconfig_check = true;
   int64_t snapshot_catchup_entries = 5000;
   int64_t snapshot_count = 10000;
   int64_t quota_backend_bytes = 0;
@@ -89,6 +90,10 @@ void AddStoreFlags(CLI::App* cmd, StoreFlags* f, bool dev) {
       ->capture_default_str();
   cmd->add_option("--initial-cluster-token", f->initial_cluster_token,
                   "Makes member and cluster IDs unique to this cluster at bootstrap.")
+      ->capture_default_str();
+  cmd->add_option("--strict-reconfig-check", f->strict_reconfig_check,
+                  "Refuse membership changes that would leave too few started, reachable "
+                  "voters for a quorum (as etcd).")
       ->capture_default_str();
   cmd->add_option("--snapshot-count", f->snapshot_count,
                   "Applied entries after which the database is flushed and the log compacted.")
@@ -141,6 +146,7 @@ absl::StatusOr<store::StoreServerConfig> BuildConfig(const StoreFlags& f) {
   cfg.store.initial_cluster = f.initial_cluster;
   cfg.store.initial_cluster_state = f.initial_cluster_state;
   cfg.store.initial_cluster_token = f.initial_cluster_token;
+  cfg.store.strict_reconfig_check = f.strict_reconfig_check;
   if (f.initial_cluster_state != "new" && f.initial_cluster_state != "existing") {
     return absl::InvalidArgumentError(
         absl::StrCat("--initial-cluster-state must be \"new\" or \"existing\", not \"",

@@ -7,6 +7,7 @@
 #include "etcd/etcdserverpb/rpc.pb.h"
 #include "store/errors.h"
 #include "store/kv_ops.h"
+#include "store/learner_gate.h"
 #include "store/native_call.h"
 #include "store/validate.h"
 #include "store/watch.h"
@@ -288,6 +289,8 @@ void AddNativeEtcdMethods(Store* store, net::GrpcServer* server, net::WorkerPool
   AddNativeLease(store, server);
   AddNativeMaintenance(store, server, pool);
   AddNativeConcurrency(store, server);
+  // Last: it wraps every method added above.
+  InstallLearnerGate(store, server);
 }
 
 }  // namespace capstan::store
