@@ -377,6 +377,12 @@ absl::StatusOr<SnapshotStatus> ReadSnapshotStatus(const std::string& path, bool 
   status.has_hash = check.has_hash;
   status.hash_ok = check.hash_ok;
   status.total_size = check.file_bytes;
+  if (fs::is_directory(path)) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(path, ec)) {
+      if (e.is_regular_file()) status.total_size += e.file_size();
+    }
+  }
   int64_t live = 0;
   std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions()));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {

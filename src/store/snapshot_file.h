@@ -84,7 +84,7 @@ struct SnapshotStatus {
   int64_t total_keys = 0;  // every record in the database (history, leases, meta)
   int64_t live_keys = 0;   // keys visible at `revision`
   int64_t leases = 0;
-  uint64_t total_size = 0;  // bytes of the file
+  uint64_t total_size = 0;  // bytes of the file (of the files, for a directory)
 };
 // `path` is a snapshot file, or (skip_hash_check) the kv directory of a
 // stopped member.

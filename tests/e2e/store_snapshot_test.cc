@@ -194,6 +194,10 @@ TEST_F(StoreSnapshotTest, RefusesDamagedTruncatedAndExistingTargets) {
   std::string kv = dir_.path() + "/source/member/kv";
   EXPECT_THAT(Capstan({"restore", kv, "--data-dir", dir_.path() + "/k"}).err,
               HasSubstr("--skip-hash-check"));
+  auto dir_status = Capstan({"status", kv, "--skip-hash-check", "-w", "json"});
+  ASSERT_EQ(dir_status.exit_code, 0) << dir_status.err;
+  EXPECT_THAT(dir_status.out, HasSubstr("\"revision\":" + std::to_string(revision_)));
+  EXPECT_THAT(dir_status.out, HasSubstr("\"hashChecked\":false"));
   r = Capstan({"restore", kv, "--skip-hash-check", "--data-dir", dir_.path() + "/k"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   StoreProcess restored(StoreProcess::Kind::kCapstan, dir_.path() + "/k");
