@@ -22,18 +22,10 @@ capstan="$build/src/cmd/capstan"
 for tool in dnsperf nsd knotd taskset; do
   command -v "$tool" >/dev/null || { echo "missing $tool (scripts/install-deps.sh)" >&2; exit 1; }
 done
-WORK=$(mktemp -d /tmp/capstan-dns-bench.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+source "$here/bench/lib.sh"
+KEEP_WORK=${KEEP_WORK:-1}  # the logs stay for inspection (printed at the end)
+bench_init dns-bench
 
 # The zone: 1,000 hosts with A and AAAA, MX, CNAMEs, a wildcard.
 zone="$WORK/example.com.zone"
@@ -65,27 +57,6 @@ queries="$WORK/queries.txt"
   done
 } | shuf --random-source=<(yes) >"$queries"
 
-descendants() {  # the process and every process below it (NSD forks twice)
-  local pid
-  for pid in "$@"; do
-    echo "$pid"
-    descendants $(pgrep -P "$pid" 2>/dev/null || true)
-  done
-}
-
-cpu_ticks() {  # utime + stime of the processes, their threads and descendants
-  local total=0 pid t
-  for pid in $(descendants "$@"); do
-    for t in /proc/"$pid"/task/*/stat; do
-      [ -r "$t" ] || continue
-      # Fields after the command name, which may hold spaces ("nsd: server 1"):
-      # utime and stime are the 12th and 13th.
-      total=$((total + $(sed 's/.*) //' "$t" 2>/dev/null | awk '{print $12 + $13}' || echo 0)))
-    done
-  done
-  echo "$total"
-}
-
 wait_answer() {
   for _ in $(seq 100); do
     if dig +time=1 +tries=1 @127.0.0.1 -p "$1" example.com SOA 2>/dev/null | grep -q 'status: NOERROR'; then
@@ -103,7 +74,7 @@ measure() {  # name port pid...
   shift 2
   wait_answer "$port"
   local hz
-  hz=$(getconf CLK_TCK)
+  hz=$CLK_TCK
   local before after
   before=$(cpu_ticks "$@")
   taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$queries" -l "$secs" -q 200 -c 4 -T 1 \
@@ -147,8 +118,8 @@ EOF
 port=$(free_port)
 taskset -c 0 "$capstan" gateway --threads 1 --dns-threads 1 --dns-listen "127.0.0.1:$port" \
   --dns-zone "$zone" >"$WORK/capstan.log" 2>&1 &
-pids+=($!)
-measure "capstan gateway" "$port" "${pids[-1]}"
+bench_track $!
+measure "capstan gateway" "$port" "$!"
 
 # ---- NSD: one server process
 port=$(free_port)
@@ -176,8 +147,8 @@ zone:
   zonefile: "$zone"
 EOF
 taskset -c 0 nsd -d -c "$WORK/nsd/nsd.conf" >"$WORK/nsd.out" 2>&1 &
-pids+=($!)
-measure "NSD $(nsd -v 2>&1 | awk '/NSD version/ {print $3}')" "$port" "${pids[-1]}"
+bench_track $!
+measure "NSD $(nsd -v 2>&1 | awk '/NSD version/ {print $3}')" "$port" "$!"
 
 # ---- Knot: one UDP worker
 port=$(free_port)
@@ -204,8 +175,8 @@ zone:
     file: "$zone"
 EOF
 taskset -c 0 knotd -c "$WORK/knot/knot.conf" >"$WORK/knot.out" 2>&1 &
-pids+=($!)
-measure "Knot $(knotd -V 2>&1 | awk '{print $NF}')" "$port" "${pids[-1]}"
+bench_track $!
+measure "Knot $(knotd -V 2>&1 | awk '{print $NF}')" "$port" "$!"
 
 echo "| server | queries/s answered | server CPU (of 1 core) | CPU µs/query | queries per CPU-second | p50 µs at $rate q/s | p99 µs at $rate q/s |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"

@@ -51,29 +51,12 @@ done
 [[ -x $CAPSTAN ]] || { echo "gateway-vs-nginx: build first: cmake --build --preset release --target capstan" >&2; exit 1; }
 if [[ $(nproc) -lt 2 ]]; then echo "gateway-vs-nginx: needs 2 cores (proxy and load apart)" >&2; exit 1; fi
 
-WORK=$(mktemp -d /tmp/capstan-gateway-bench.XXXXXX)
-PIDS=()  # every process started here, stopped at exit
-cleanup() {
-  local p
-  for p in "${PIDS[@]:-}"; do [[ -n $p ]] && kill "$p" 2>/dev/null || true; done
-  sleep 0.2
-  for p in "${PIDS[@]:-}"; do [[ -n $p ]] && kill -9 "$p" 2>/dev/null || true; done
-  if [[ -n ${KEEP_WORK:-} ]]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_init gateway-bench
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
-log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {  # PORT: until something accepts there (5 s)
-  for _ in $(seq 1 100); do
-    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  return 1
-}
+log() { bench_log "$@"; }
 
 # ---- fixtures: bodies, a test CA and a server certificate (ECDSA P-256)
 mkdir -p "$WORK/www" "$WORK/tmp"
@@ -113,7 +96,7 @@ http {
 }
 EOF
 taskset -c $LOAD_CORE nginx -p "$WORK" -c "$WORK/origin.conf" -g 'daemon off;' 2>>"$WORK/origin.err" &
-PIDS+=($!)
+bench_track $!
 wait_port "$ORIGIN_PORT" || { echo "origin nginx did not start:" >&2; cat "$WORK/origin.err" >&2; exit 1; }
 
 # ---- the proxies. Each listens on three ports: HTTP/1.1 (PLAIN), h2c prior
@@ -204,16 +187,13 @@ start_proxy() {  # SYSTEM
       ;;
   esac
   PROXY_PID=$!
-  PIDS+=("$PROXY_PID")
+  bench_track "$PROXY_PID"
   wait_port "$PLAIN_PORT" && wait_port "$TLS_PORT" || {
     echo "$system did not start:" >&2; cat "$WORK/$system".{log,err} 2>/dev/null >&2; exit 1; }
 }
 
 stop_proxy() {
-  kill "$PROXY_PID" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$PROXY_PID" 2>/dev/null || true
-  wait "$PROXY_PID" 2>/dev/null || true
+  bench_stop "$PROXY_PID"
   PROXY_PID=""
 }
 
@@ -231,7 +211,7 @@ proxy_ticks() {
 core_busy() {  # busy jiffies of core 0 (everything but idle and iowait)
   awk -v c="cpu$PROXY_CORE" '$1 == c {print $2 + $3 + $4 + $7 + $8}' /proc/stat
 }
-TICK_US=$((1000000 / $(getconf CLK_TCK)))
+TICK_US=$((1000000 / CLK_TCK))
 
 # Bodies through the proxy must equal the files (before any timing).
 check_bodies() {  # SYSTEM
@@ -411,7 +391,7 @@ if [[ " $PROXIES " == *" capstan "* ]]; then
     taskset -c $PROXY_CORE valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
       "$CAPSTAN" gateway --threads 1 --config "$WORK/capstan.yaml" >"$WORK/callgrind.log" 2>&1 &
     PROXY_PID=$!
-    PIDS+=("$PROXY_PID")
+    bench_track "$PROXY_PID"
     if wait_port "$PLAIN_PORT" || wait_port "$PLAIN_PORT" || wait_port "$PLAIN_PORT"; then
       taskset -c $LOAD_CORE wrk -t 1 -c 50 -d "${PROFILE_SECONDS}s" "http://127.0.0.1:$PLAIN_PORT/1k" >/dev/null 2>&1 || true
     else

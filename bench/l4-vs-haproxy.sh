@@ -46,40 +46,22 @@ done
 [[ -x $CAPSTAN ]] || { echo "l4-vs-haproxy: build first: cmake --build --preset release --target capstan" >&2; exit 1; }
 if [[ $(nproc) -lt 2 ]]; then echo "l4-vs-haproxy: needs 2 cores (proxy and load apart)" >&2; exit 1; fi
 
-WORK=$(mktemp -d /tmp/capstan-l4-bench.XXXXXX)
-PIDS=()  # every process started here, stopped at exit
-cleanup() {
-  local p
-  for p in "${PIDS[@]:-}"; do [[ -n $p ]] && kill "$p" 2>/dev/null || true; done
-  sleep 0.2
-  for p in "${PIDS[@]:-}"; do [[ -n $p ]] && kill -9 "$p" 2>/dev/null || true; done
-  if [[ -n ${KEEP_WORK:-} ]]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {  # PORT: until something accepts there (5 s)
-  for _ in $(seq 1 100); do
-    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  return 1
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_init l4-bench
+log() { bench_log "$@"; }
 wait_file() {  # FILE: until it is not empty (5 s)
   for _ in $(seq 1 100); do [[ -s $1 ]] && return 0; sleep 0.05; done
   return 1
 }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-TICKS=$(getconf CLK_TCK)
+TICKS=$CLK_TCK
 
 cc -O2 -pthread -o "$WORK/l4_load" "$ROOT/bench/l4_load.c"
 LOAD="$WORK/l4_load"
 
 # ---- origins on core 1
-taskset -c $LOAD_CORE "$LOAD" sink "$WORK/sink.port" & PIDS+=($!)
-taskset -c $LOAD_CORE "$LOAD" echo "$WORK/echo.port" & PIDS+=($!)
+taskset -c $LOAD_CORE "$LOAD" sink "$WORK/sink.port" & bench_track $!
+taskset -c $LOAD_CORE "$LOAD" echo "$WORK/echo.port" & bench_track $!
 wait_file "$WORK/sink.port" && wait_file "$WORK/echo.port" || { echo "origins did not start" >&2; exit 1; }
 SINK_PORT=$(cat "$WORK/sink.port")
 ECHO_PORT=$(cat "$WORK/echo.port")
@@ -124,10 +106,10 @@ EOF
       ;;
   esac
   PROXY_PID=$!
-  PIDS+=($PROXY_PID)
+  bench_track "$PROXY_PID"
   wait_port "$STREAM_PORT" && wait_port "$CPS_PORT" || { echo "$1 did not start" >&2; cat "$WORK"/*.log >&2; exit 1; }
 }
-stop_proxy() { kill "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; }
+stop_proxy() { bench_stop "$PROXY_PID"; }
 
 RESULTS="$WORK/results.txt"
 : >"$RESULTS"

@@ -2,7 +2,7 @@
 # Installs every Debian package Capstan needs to build, test and benchmark.
 # Idempotent: packages already present are skipped, and apt-get update runs
 # only when something is missing. Peers installed for tests (etcd, nginx,
-# haproxy) are kept from starting as system services, because on a user's
+# haproxy, varnish) are kept from starting as system services, because on a user's
 # machine they would take the ports Capstan wants (2379 for etcd).
 set -euo pipefail
 
@@ -32,6 +32,9 @@ PACKAGES=(
   # the gateway's peers and load generators (bench/gateway-vs-nginx.sh, e2e tests),
   # and the profiler the benchmarks use (perf record / perf stat)
   nginx haproxy wrk nghttp2-client linux-perf
+  # the HTTP cache's peer (bench/cache-conformance.sh, bench/cache-vs-nginx-varnish.sh;
+  # nginx proxy_cache is the other): varnishd, run in the foreground by the scripts
+  varnish
   # the DNS server's peers, clients and load generator (tests/e2e/dns_test.cc,
   # bench/dns-vs-nsd-knot.sh): dig, kdig, NSD, Knot, dnsperf
   bind9-dnsutils knot-dnsutils nsd knot dnsperf
@@ -39,6 +42,8 @@ PACKAGES=(
   nodejs
   # reference statistics for the experiments statistics engine (tests/stats/reference.py)
   python3-scipy python3-statsmodels
+  # tests/deploy/check_deploy.py reads the Kubernetes manifests
+  python3-yaml
 )
 
 missing=()
@@ -52,7 +57,7 @@ if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
 else
   echo "install-deps: installing ${#missing[@]} packages: ${missing[*]}"
-  # Keep postinst scripts from starting etcd/nginx/nsd/knot as services while we install.
+  # Keep postinst scripts from starting etcd/nginx/nsd/knot/varnish as services while we install.
   policy=/usr/sbin/policy-rc.d
   created_policy=0
   if [ ! -e "$policy" ]; then
@@ -75,7 +80,7 @@ fi
 
 # Whatever happened before (an older install, a package upgrade), make sure the
 # test peers are not running as services holding our ports.
-for svc in etcd nginx haproxy nsd knot; do
+for svc in etcd nginx haproxy nsd knot varnish varnishncsa; do
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi

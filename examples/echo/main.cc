@@ -13,6 +13,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "base/logging.h"
 #include "base/signals.h"
 #include "client/client.h"
 #include "echo_example.capstan.h"
@@ -187,6 +188,9 @@ int main(int argc, char** argv) {
 
   CLI::App app("Capstan RPC example: an echo service registered in the store, and its client.");
   app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn or err.")
+      ->capture_default_str();
   ServeFlags serve;
   CLI::App* serve_cmd = app.add_subcommand("serve", "Run one instance of the service.");
   serve_cmd->add_option("--listen", serve.listen, "host:port to listen on (port 0: any free one).")
@@ -229,6 +233,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 3'600'000));
   call_cmd->add_option("--message", call.message, "What to echo.")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  // Logs in the same logfmt as capstan's own subcommands.
+  if (!capstan::InitLogging(log_level)) {
+    std::fprintf(stderr, "echo_example: --log-level \"%s\" is not a level\n", log_level.c_str());
+    return 2;
+  }
   if (serve_cmd->parsed()) return Serve(serve);
   return Call(call);
 }

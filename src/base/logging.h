@@ -4,8 +4,10 @@
 //   CAPSTAN_LOG(info, "wal opened", "dir", dir, "segments", n);
 // Levels are spdlog's: trace, debug, info, warn, err, critical.
 //
-// Thread-safe. InitLogging is called once by main; before it, logs go to
-// stderr at info level.
+// Thread-safe once initialised. Every main (capstan's, the examples', the
+// tools') calls InitLogging before it starts a thread, so no line is ever
+// written in spdlog's default pattern; calling it again later only changes
+// the level.
 #pragma once
 
 #include <sstream>
@@ -16,7 +18,8 @@
 
 namespace capstan {
 
-// level: trace|debug|info|warn|error. Returns false for an unknown level.
+// level: trace|debug|info|warn|err|critical|off. Returns false for an
+// unknown level.
 bool InitLogging(std::string_view level);
 
 namespace logging_internal {

@@ -12,6 +12,7 @@
 #include "experiments/service.h"
 #include "experiments_rpc/rpc_service.h"
 #include "gateway/config.h"
+#include "gateway/experiment_routing.h"
 #include "gateway/gateway.h"
 #include "gateway/store_config.h"
 #include "mesh/registry.h"
@@ -33,6 +34,11 @@ void AddDevFlags(CLI::App* cmd, DevFlags* f) {
                                "one), registered in the store under ",
                                kDevHelloService, "; empty: no example service."))
       ->capture_default_str();
+  cmd->add_option("--hello-v2-listen", f->hello_v2_listen,
+                  absl::StrCat("Where the example service's second version listens (host:port; "
+                               "port 0 picks one), registered under ",
+                               kDevHelloV2Service, "; empty: none."))
+      ->capture_default_str();
   cmd->add_option("--experiments-listen", f->experiments_listen,
                   "Where the experiments service (HTTP API, GrowthBook SDK endpoints) listens "
                   "(host:port; port 0 picks one); empty: no experiments service.")
@@ -50,18 +56,26 @@ std::string Reachable(const std::string& host) {
   return host.empty() || host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host;
 }
 
-// What the example service answers on "/".
-net::HttpResponse Hello(const std::string& host, int port) {
-  return net::HttpResponse{.body = absl::StrCat("hello from capstan dev: the example service at ",
-                                                net::FormatHostPort(host, port),
-                                                " (registered under ", kDevHelloService, ")\n")};
+// What a version of the example service answers on "/": which version, and
+// the experiment assignment the gateway sent along (none when reached
+// directly).
+net::HttpResponse HelloAnswer(const std::string& host, int port, const char* prefix,
+                              const char* version, const net::HttpRequest& request) {
+  std::optional<std::string_view> assignment = request.Header("x-capstan-experiment");
+  return net::HttpResponse{
+      .body = absl::StrCat(
+          "hello from capstan dev: the example service ", version, " at ",
+          net::FormatHostPort(host, port), " (registered under ", prefix, ")",
+          assignment ? absl::StrCat("; experiment ", std::string(*assignment)) : std::string(),
+          "\n")};
 }
 
 // The gateway of `capstan dev`: every request to the example service's
 // cluster, whose endpoints are the registry's; routes and clusters under
 // /capstan/gateway/ in the store are merged over this (a virtual host
 // document named "dev" replaces the default one).
-gateway::GatewayConfig DevGatewayConfig(const DevFlags& f, const std::string& store) {
+gateway::GatewayConfig DevGatewayConfig(const DevFlags& f, const std::string& store,
+                                        const std::string& events_url) {
   gateway::GatewayConfig config;
   gateway::ListenerConfig listener;
   listener.name = "dev";
@@ -71,10 +85,24 @@ gateway::GatewayConfig DevGatewayConfig(const DevFlags& f, const std::string& st
   cluster.name = "hello";
   cluster.discovery = absl::StrCat("store://", store, "/", kDevHelloService);
   config.clusters.push_back(cluster);
+  cluster.name = "hello-v2";
+  cluster.discovery = absl::StrCat("store://", store, "/", kDevHelloV2Service);
+  config.clusters.push_back(cluster);
   gateway::RouteConfig route;
   route.name = "hello";
   route.match.prefix = "/";
-  route.cluster = "hello";
+  // Split by experiment kDevExperiment: v1 and units in no variant to
+  // "hello", v2 to "hello-v2". The unit is X-User-Id, else a cookie.
+  gateway::ExperimentRoute split;
+  split.experiment = kDevExperiment;
+  split.variants = {{"v1", "hello"}, {"v2", "hello-v2"}};
+  split.default_cluster = "hello";
+  split.unit_header = "x-user-id";
+  route.experiment = split;
+  gateway::ExperimentsConfig experiments;
+  experiments.store = absl::StrCat("store://", store);
+  if (!events_url.empty()) experiments.events_url = events_url;
+  config.experiments = experiments;
   gateway::VirtualHostConfig vh;
   vh.name = "dev";
   vh.domains = {"*"};
@@ -88,10 +116,40 @@ gateway::GatewayConfig DevGatewayConfig(const DevFlags& f, const std::string& st
 
 }  // namespace
 
+absl::StatusOr<DevServices::Hello> DevServices::StartHello(const std::string& listen_flag,
+                                                           const char* flag, const char* prefix,
+                                                           const char* version,
+                                                           std::shared_ptr<client::Client> store) {
+  Hello hello;
+  if (listen_flag.empty()) return hello;
+  absl::StatusOr<net::HostPort> listen = net::ParseHostPort(listen_flag, /*allow_port_zero=*/true);
+  if (!listen.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": ", std::string(listen.status().message())));
+  }
+  hello.server = std::make_unique<net::HttpServer>();
+  std::string host = Reachable(listen->host);
+  net::HttpServer* server = hello.server.get();
+  // Handlers run on the server's loop, after Start has set the port.
+  hello.server->HandleAll([host, server, prefix, version](const net::HttpRequest& request) {
+    if (request.path == "/health") return net::HttpResponse{.body = "ok\n"};
+    return HelloAnswer(host, server->port(), prefix, version, request);
+  });
+  RETURN_IF_ERROR(hello.server->Start(listen->host, listen->port));
+  hello.port = hello.server->port();
+  ASSIGN_OR_RETURN(
+      hello.registration,
+      mesh::Registration::Start(
+          std::move(store), {.prefix = prefix, .endpoint = {.host = host, .port = hello.port}}));
+  CAPSTAN_LOG(info, "dev: example service serving", "version", version, "address",
+              net::FormatHostPort(host, hello.port), "key", hello.registration->key());
+  return hello;
+}
+
 absl::StatusOr<std::unique_ptr<DevServices>> DevServices::Start(const DevFlags& flags,
                                                                 std::string_view store_url) {
   std::unique_ptr<DevServices> dev(new DevServices());
-  if (flags.gateway_listen.empty() && flags.hello_listen.empty() &&
+  if (flags.gateway_listen.empty() && flags.hello_listen.empty() && flags.hello_v2_listen.empty() &&
       flags.experiments_listen.empty()) {
     return dev;
   }
@@ -120,45 +178,13 @@ absl::StatusOr<std::unique_ptr<DevServices>> DevServices::Start(const DevFlags& 
   }
   dev->store_ = std::shared_ptr<client::Client>(std::move(client).value());
 
-  if (!flags.hello_listen.empty()) {
-    absl::StatusOr<net::HostPort> listen =
-        net::ParseHostPort(flags.hello_listen, /*allow_port_zero=*/true);
-    if (!listen.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--hello-listen: ", std::string(listen.status().message())));
-    }
-    dev->hello_ = std::make_unique<net::HttpServer>();
-    std::string host = Reachable(listen->host);
-    net::HttpServer* server = dev->hello_.get();
-    // Handlers run on the server's loop, after Start has set the port.
-    dev->hello_->Handle("/", [host, server] { return Hello(host, server->port()); });
-    dev->hello_->Handle("/health", [] { return net::HttpResponse{.body = "ok\n"}; });
-    RETURN_IF_ERROR(dev->hello_->Start(listen->host, listen->port));
-    dev->hello_port_ = dev->hello_->port();
-    auto registration = mesh::Registration::Start(
-        dev->store_,
-        {.prefix = kDevHelloService, .endpoint = {.host = host, .port = dev->hello_port_}});
-    if (!registration.ok()) return registration.status();
-    dev->registration_ = std::move(registration).value();
-    CAPSTAN_LOG(info, "dev: example service serving", "address",
-                net::FormatHostPort(host, dev->hello_port_), "key", dev->registration_->key());
-  }
+  ASSIGN_OR_RETURN(dev->hello_, StartHello(flags.hello_listen, "--hello-listen", kDevHelloService,
+                                           "v1", dev->store_));
+  ASSIGN_OR_RETURN(dev->hello_v2_, StartHello(flags.hello_v2_listen, "--hello-v2-listen",
+                                              kDevHelloV2Service, "v2", dev->store_));
+  dev->hello_port_ = dev->hello_.port;
+  dev->hello_v2_port_ = dev->hello_v2_.port;
 
-  if (!flags.gateway_listen.empty()) {
-    gateway::GatewayConfig config = DevGatewayConfig(flags, store);
-    RETURN_IF_ERROR(gateway::ValidateGatewayConfig(config));
-    ASSIGN_OR_RETURN(dev->group_,
-                     net::LoopGroup::Start({.threads = flags.gateway_threads, .name = "gateway"}));
-    ASSIGN_OR_RETURN(dev->gateway_, gateway::Gateway::Start(config, dev->group_.get()));
-    dev->live_ = gateway::StoreConfig::Start(dev->gateway_.get(), config, dev->store_);
-    dev->gateway_port_ = dev->gateway_->ports().front();
-    CAPSTAN_LOG(info, "dev: gateway serving", "port", dev->gateway_port_, "cluster",
-                config.clusters.front().discovery.value_or(""), "live_config",
-                config.store + config.store_prefix);
-    // Tests and scripts read the bound port from here, as from `capstan gateway`.
-    std::cout << "gateway listening on port " << dev->gateway_port_ << "\n";
-    std::cout.flush();
-  }
   if (!flags.experiments_listen.empty()) {
     absl::StatusOr<net::HostPort> listen =
         net::ParseHostPort(flags.experiments_listen, /*allow_port_zero=*/true);
@@ -197,14 +223,63 @@ absl::StatusOr<std::unique_ptr<DevServices>> DevServices::Start(const DevFlags& 
       std::cout.flush();
     }
   }
+  if (!flags.gateway_listen.empty()) {
+    // The gateway's experiment events go to the experiments service beside
+    // it (when it ingests events).
+    std::string events_url =
+        dev->experiments_port_ != 0 && !flags.events_dir.empty()
+            ? absl::StrCat("http://127.0.0.1:", dev->experiments_port_, "/v1/events")
+            : "";
+    gateway::GatewayConfig config = DevGatewayConfig(flags, store, events_url);
+    RETURN_IF_ERROR(gateway::ValidateGatewayConfig(config));
+    ASSIGN_OR_RETURN(dev->experiment_routing_,
+                     gateway::ExperimentRouting::Start(*config.experiments, dev->store_));
+    ASSIGN_OR_RETURN(dev->group_,
+                     net::LoopGroup::Start({.threads = flags.gateway_threads, .name = "gateway"}));
+    ASSIGN_OR_RETURN(dev->gateway_, gateway::Gateway::Start(config, dev->group_.get(),
+                                                            dev->experiment_routing_.get()));
+    dev->live_ = gateway::StoreConfig::Start(dev->gateway_.get(), config, dev->store_);
+    dev->gateway_port_ = dev->gateway_->ports().front();
+    CAPSTAN_LOG(info, "dev: gateway serving", "port", dev->gateway_port_, "cluster",
+                config.clusters.front().discovery.value_or(""), "live_config",
+                config.store + config.store_prefix);
+    // Tests and scripts read the bound port from here, as from `capstan gateway`.
+    std::cout << "gateway listening on port " << dev->gateway_port_ << "\n";
+    std::cout.flush();
+  }
   return dev;
 }
 
+void DevServices::PrintUrls(std::ostream& out, std::string_view store_endpoint,
+                            const std::vector<std::string>& metrics_urls) const {
+  auto url = [](int port, const char* path) {
+    return absl::StrCat("http://127.0.0.1:", port, path);
+  };
+  out << "\ncapstan dev is up:\n";
+  if (gateway_port_ != 0) {
+    out << "  gateway           " << url(gateway_port_, "/") << "   (splits v1/v2 by experiment "
+        << kDevExperiment << "; unit: X-User-Id or a cookie)\n";
+  }
+  if (hello_port_ != 0) out << "  example v1        " << url(hello_port_, "/") << "\n";
+  if (hello_v2_port_ != 0) out << "  example v2        " << url(hello_v2_port_, "/") << "\n";
+  if (experiments_port_ != 0) {
+    out << "  experiments API   " << url(experiments_port_, "/v1/")
+        << "   (GrowthBook SDKs: " << url(experiments_port_, "/api/features/{clientKey}") << ")\n";
+  }
+  if (experiments_rpc_port_ != 0) {
+    out << "  experiments RPC   127.0.0.1:" << experiments_rpc_port_ << "\n";
+  }
+  out << "  store             " << store_endpoint << "   (etcdctl --endpoints=" << store_endpoint
+      << ")\n";
+  for (const std::string& m : metrics_urls) out << "  store metrics     " << m << "/metrics\n";
+  out << "  walkthrough       README.md, \"Walkthrough\"\n\n";
+  out.flush();
+}
+
 DevServices::~DevServices() {
-  experiments_rpc_.reset();  // its calls use the service
-  experiments_.reset();
   // The gateway first: it stops accepting and finishes the requests it is
-  // forwarding while the example service still answers them.
+  // forwarding while the example services still answer them; then its
+  // experiment events leave for the experiments service, still up.
   live_.reset();
   if (gateway_ != nullptr) {
     gateway_->Shutdown(std::chrono::seconds(5));
@@ -212,13 +287,18 @@ DevServices::~DevServices() {
   }
   if (group_ != nullptr) group_->Stop();
   group_.reset();
-  // Out of the registry (the lease is revoked), then the service stops.
-  registration_.reset();
-  if (hello_ != nullptr) hello_->Stop();
-  bool stopped_any = hello_ != nullptr || gateway_port_ != 0;
-  hello_.reset();
+  experiment_routing_.reset();
+  experiments_rpc_.reset();  // its calls use the service
+  experiments_.reset();
+  // Out of the registry (the lease is revoked), then the services stop.
+  bool stopped_any = hello_.server != nullptr || hello_v2_.server != nullptr || gateway_port_ != 0;
+  for (Hello* hello : {&hello_, &hello_v2_}) {
+    hello->registration.reset();
+    if (hello->server != nullptr) hello->server->Stop();
+    hello->server.reset();
+  }
   store_.reset();
-  if (stopped_any) CAPSTAN_LOG(info, "dev: gateway and example service stopped");
+  if (stopped_any) CAPSTAN_LOG(info, "dev: gateway and example services stopped");
 }
 
 }  // namespace capstan

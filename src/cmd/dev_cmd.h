@@ -1,11 +1,13 @@
 // `capstan dev`: what runs beside the store member (src/cmd/main.cc starts
-// the member and its flags): an example HTTP/1.1 "hello" service registered
-// in the store under `services/hello`, and a gateway in front of it whose
-// cluster follows that registry entry and whose routes and clusters also
-// come live from the store (/capstan/gateway/...); and the experiments
-// service (HTTP API and GrowthBook SDK endpoints, documents under
-// /capstan/experiments/). All on localhost, in the one process; stopped in
-// order on SIGINT/SIGTERM.
+// the member and its flags): two versions of an example HTTP/1.1 "hello"
+// service registered in the store under `services/hello` and
+// `services/hello-v2`; the experiments service (HTTP API and GrowthBook SDK
+// endpoints, documents under /capstan/experiments/, events); and a gateway
+// in front of the example whose route splits the two versions by
+// experiment `hello-v2` (assignments in process, events to the experiments
+// service), whose clusters follow the registry and whose routes and
+// clusters also come live from the store (/capstan/gateway/...). All on
+// localhost, in the one process; stopped in order on SIGINT/SIGTERM.
 //
 //   DevServices::Start(dev_flags, "http://127.0.0.1:2379")  // after the store is up
 //   ... WaitForTerminationSignal() ...
@@ -15,8 +17,10 @@
 #pragma once
 
 #include <memory>
+#include <ostream>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "base/status.h"
@@ -34,6 +38,7 @@ class HttpServer;
 class LoopGroup;
 }  // namespace net
 namespace gateway {
+class ExperimentRouting;
 class Gateway;
 class StoreConfig;
 }  // namespace gateway
@@ -51,6 +56,8 @@ struct DevFlags {
   // The example service's listen address (port 0 picks a free one: the
   // gateway finds it in the registry); empty: no example service.
   std::string hello_listen = "127.0.0.1:0";
+  // Its second version's (registered under kDevHelloV2Service); empty: none.
+  std::string hello_v2_listen = "127.0.0.1:0";
   // The experiments service's listen address; empty: none.
   std::string experiments_listen = "127.0.0.1:8090";
   // The experiments service's RPC API (proto/capstan/experiments.proto);
@@ -62,9 +69,12 @@ struct DevFlags {
   std::string events_dir;
 };
 
-// The registry prefix of the example service, which the gateway's default
-// route forwards to.
+// The registry prefixes of the example service's two versions. The
+// gateway's default route splits them by experiment kDevExperiment (variants
+// "v1" and "v2"); until that experiment exists and runs, everyone gets v1.
 inline constexpr char kDevHelloService[] = "services/hello";
+inline constexpr char kDevHelloV2Service[] = "services/hello-v2";
+inline constexpr char kDevExperiment[] = "hello-v2";
 
 void AddDevFlags(CLI::App* cmd, DevFlags* flags);
 
@@ -79,17 +89,33 @@ class DevServices {
   DevServices(const DevServices&) = delete;
   DevServices& operator=(const DevServices&) = delete;
 
+  // The summary `make run` shows: where each part answers.
+  void PrintUrls(std::ostream& out, std::string_view store_endpoint,
+                 const std::vector<std::string>& metrics_urls) const;
+
   int gateway_port() const { return gateway_port_; }                  // 0: none
   int hello_port() const { return hello_port_; }                      // 0: none
+  int hello_v2_port() const { return hello_v2_port_; }                // 0: none
   int experiments_port() const { return experiments_port_; }          // 0: none
   int experiments_rpc_port() const { return experiments_rpc_port_; }  // 0: none
 
  private:
   DevServices() = default;
 
+  // One version of the example service: its server and its registration.
+  struct Hello {
+    std::unique_ptr<net::HttpServer> server;
+    std::unique_ptr<mesh::Registration> registration;
+    int port = 0;
+  };
+  static absl::StatusOr<Hello> StartHello(const std::string& listen, const char* flag,
+                                          const char* prefix, const char* version,
+                                          std::shared_ptr<client::Client> store);
+
   std::shared_ptr<client::Client> store_;
-  std::unique_ptr<net::HttpServer> hello_;
-  std::unique_ptr<mesh::Registration> registration_;
+  Hello hello_, hello_v2_;
+  // Declared before the gateway: it outlives it (Gateway::Start's contract).
+  std::unique_ptr<gateway::ExperimentRouting> experiment_routing_;
   std::unique_ptr<net::LoopGroup> group_;
   std::unique_ptr<gateway::Gateway> gateway_;
   std::unique_ptr<gateway::StoreConfig> live_;
@@ -99,6 +125,7 @@ class DevServices {
   int experiments_port_ = 0;
   int experiments_rpc_port_ = 0;
   int hello_port_ = 0;
+  int hello_v2_port_ = 0;
 };
 
 }  // namespace capstan

@@ -13,6 +13,7 @@
 #include "base/logging.h"
 #include "gateway/config.h"
 #include "gateway/dns/service.h"
+#include "gateway/experiment_routing.h"
 #include "gateway/gateway.h"
 #include "gateway/store_config.h"
 #include "net/loop_group.h"
@@ -129,6 +130,30 @@ absl::StatusOr<gateway::GatewayConfig> LoadConfig(const GatewayFlags& f) {
   return config;
 }
 
+absl::StatusOr<std::unique_ptr<gateway::ExperimentRouting>> StartExperimentRouting(
+    const gateway::GatewayConfig& config) {
+  const gateway::ExperimentsConfig& e = *config.experiments;
+  std::string store = e.store.empty() ? config.store : e.store;
+  if (store.empty()) {
+    return absl::InvalidArgumentError(
+        "experiments.store (or the top-level store) is required: the model lives in the store");
+  }
+  ASSIGN_OR_RETURN(std::vector<std::string> endpoints, gateway::StoreEndpointsOf(store));
+  ASSIGN_OR_RETURN(std::unique_ptr<client::Client> client,
+                   client::Client::Connect({.endpoints = endpoints}));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<gateway::ExperimentRouting> routing,
+      gateway::ExperimentRouting::Start(e, std::shared_ptr<client::Client>(std::move(client))));
+  // Route by the store's model from the first request on; a store that is
+  // slow to answer does not stop the gateway (requests use the routes'
+  // default clusters until the listing arrives).
+  if (!routing->WaitUntilListed(std::chrono::seconds(5))) {
+    CAPSTAN_LOG(warn,
+                "gateway: the experiment model is not listed yet; default clusters until it is");
+  }
+  return routing;
+}
+
 }  // namespace
 
 int RunGateway(const GatewayFlags& f) {
@@ -183,7 +208,18 @@ int RunGateway(const GatewayFlags& f) {
   }
   std::chrono::milliseconds drain = config->drain_timeout;
   gateway::GatewayConfig base = *config;
-  auto gw = gateway::Gateway::Start(std::move(config).value(), group->get());
+  // Experiment routing: the model from the store (watched), events to the
+  // experiments service. Declared before the gateway, so it outlives it.
+  std::unique_ptr<gateway::ExperimentRouting> experiments;
+  if (base.experiments.has_value()) {
+    auto started = StartExperimentRouting(base);
+    if (!started.ok()) {
+      std::cerr << "capstan gateway: experiments: " << started.status().message() << "\n";
+      return started.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+    }
+    experiments = std::move(started).value();
+  }
+  auto gw = gateway::Gateway::Start(std::move(config).value(), group->get(), experiments.get());
   if (!gw.ok()) {
     std::cerr << "capstan gateway: " << gw.status().message() << "\n";
     return 1;
@@ -201,6 +237,7 @@ int RunGateway(const GatewayFlags& f) {
     dns->server().RegisterMetrics(&(*gw)->metrics_registry());
     std::cout << "dns listening on port " << dns->port() << "\n";
   }
+  if (experiments != nullptr) experiments->RegisterMetrics(&(*gw)->metrics_registry());
   // Live configuration: documents under the store prefix, watched.
   std::unique_ptr<gateway::StoreConfig> live;
   if (!base.store.empty()) {

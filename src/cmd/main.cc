@@ -239,6 +239,11 @@ int RunStore(const StoreFlags& flags, const char* role, const DevFlags* dev = nu
     services = *std::move(started);
   }
   CAPSTAN_LOG(info, "ready to serve client requests", "role", role);
+  if (services != nullptr) {
+    std::string endpoint = flags.listen_client_urls.front();
+    if (endpoint.starts_with("http://")) endpoint = endpoint.substr(7);
+    services->PrintUrls(std::cout, endpoint, flags.listen_metrics_urls);
+  }
   int sig = WaitForTerminationSignal();
   CAPSTAN_LOG(info, "shutting down", "signal", sig);
   services.reset();  // they use the store: stopped before it
@@ -438,6 +443,9 @@ int main(int argc, char** argv) {
   // detector on: every lock gRPC takes then updates a global lock graph (a few
   // percent of the store's CPU in perf). Our own locks are checked by TSan.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  // Every subcommand logs in the store's logfmt, those without --log-level
+  // (bench servers, eval) included; a --log-level later only sets the level.
+  InitLogging("info");
 
   StoreFlags store_flags;
   StoreFlags dev_flags;

@@ -156,6 +156,14 @@ class MapReader {
     r.Finish();
     return true;
   }
+  // The keys of this mapping, in order (for maps whose keys are names the
+  // user picks: an experiment's variants).
+  std::vector<std::string> Keys() const {
+    std::vector<std::string> keys;
+    if (!ok()) return keys;
+    for (auto it = node_.begin(); it != node_.end(); ++it) keys.push_back(it->first.Scalar());
+    return keys;
+  }
   // Refuses keys nobody read.
   void Finish() {
     if (!ok()) return;
@@ -282,6 +290,42 @@ void ReadMatch(MapReader& r, RouteMatch* m) {
   });
 }
 
+void ReadExperimentRoute(MapReader& m, RouteConfig* route) {
+  ExperimentRoute e;
+  m.String("id", &e.experiment, /*required=*/true);
+  m.Map("variants", [&](MapReader& v) {
+    for (const std::string& variant : v.Keys()) {
+      std::string cluster;
+      v.String(variant.c_str(), &cluster, /*required=*/true);
+      e.variants.emplace_back(variant, std::move(cluster));
+    }
+  });
+  m.Check(!e.variants.empty(), "variants", "name at least one variant's cluster");
+  m.String("default", &e.default_cluster, /*required=*/true);
+  m.String("unit_header", &e.unit_header);
+  m.Check(e.unit_header.empty() || ValidFieldName(e.unit_header), "unit_header",
+          "is not a valid header name");
+  e.unit_header = absl::AsciiStrToLower(e.unit_header);
+  m.String("unit_cookie", &e.unit_cookie);
+  m.Check(!e.unit_header.empty() || !e.unit_cookie.empty(), "unit_cookie",
+          "give unit_header, unit_cookie or both");
+  for (char c : e.unit_cookie) {
+    m.Check(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-',
+            "unit_cookie", "letters, digits, '_' and '-' only");
+  }
+  m.String("attribute", &e.attribute);
+  m.Check(!e.attribute.empty(), "attribute", "must not be empty");
+  m.Map("attribute_headers", [&](MapReader& a) {
+    for (const std::string& attribute : a.Keys()) {
+      std::string header;
+      a.String(attribute.c_str(), &header, /*required=*/true);
+      a.Check(ValidFieldName(header), attribute.c_str(), "is not a valid header name");
+      e.attribute_headers.emplace_back(attribute, absl::AsciiStrToLower(header));
+    }
+  });
+  route->experiment = std::move(e);
+}
+
 void ReadRoute(MapReader& r, RouteConfig* route) {
   route->line = r.line();
   r.String("name", &route->name);
@@ -327,10 +371,12 @@ void ReadRoute(MapReader& r, RouteConfig* route) {
     m.String("content_type", &d.content_type);
     route->direct_response = std::move(d);
   });
+  r.Map("experiment", [&](MapReader& m) { ReadExperimentRoute(m, route); });
   int actions = route->cluster.has_value() + !route->split.empty() + route->redirect.has_value() +
-                route->direct_response.has_value();
+                route->direct_response.has_value() + route->experiment.has_value();
   r.Check(actions == 1, "cluster",
-          "a route takes exactly one of cluster, split, redirect and direct_response");
+          "a route takes exactly one of cluster, split, experiment, redirect and "
+          "direct_response");
   if (!route->split.empty()) {
     uint64_t total = 0;
     for (const auto& w : route->split) total += w.weight;
@@ -526,6 +572,10 @@ void DefaultBalancers(GatewayConfig* config) {
     for (const RouteConfig& r : vh.routes) {
       if (r.cluster) l7.insert(*r.cluster);
       for (const WeightedCluster& w : r.split) l7.insert(w.cluster);
+      if (r.experiment) {
+        l7.insert(r.experiment->default_cluster);
+        for (const auto& [variant, cluster] : r.experiment->variants) l7.insert(cluster);
+      }
     }
   }
   for (const TcpListenerConfig& t : config->tcp_listeners) l4.insert(t.cluster);
@@ -638,6 +688,36 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(std::string_view text, std::str
         r.String("request_id_header", &c->request_id_header);
         r.Time("drain_timeout", &c->drain_timeout);
         r.Time("certificate_check_interval", &c->certificate_check_interval);
+        if (r.Has("experiments")) {
+          r.Map("experiments", [c](MapReader& m) {
+            ExperimentsConfig e;
+            e.line = m.line();
+            m.String("store", &e.store);
+            m.String("prefix", &e.prefix);
+            m.String("events", &e.events_url);
+            m.Int("batch_events", &e.batch_events, 1, 10000);
+            m.Time("flush_interval", &e.flush_interval);
+            m.Int("max_pending_batches", &e.max_pending_batches, 1, 1 << 16);
+            m.Int("exposure_dedup_slots", &e.exposure_dedup_slots, 8, size_t{1} << 30);
+            m.String("assignment_header", &e.assignment_header);
+            m.String("unit_header", &e.unit_header);
+            m.Time("cookie_max_age", &e.cookie_max_age);
+            e.assignment_header = absl::AsciiStrToLower(e.assignment_header);
+            e.unit_header = absl::AsciiStrToLower(e.unit_header);
+            if (!e.store.empty()) {
+              m.Check(e.store.starts_with("store://"), "store",
+                      "must be store://HOST:PORT[,HOST:PORT]");
+            }
+            m.Check(e.prefix.starts_with('/') && e.prefix.ends_with('/'), "prefix",
+                    "must start and end with '/'");
+            if (!e.events_url.empty()) {
+              m.Check(e.events_url.starts_with("http://"), "events",
+                      "must be http://HOST:PORT/PATH (the experiments service's /v1/events)");
+            }
+            m.Check(e.flush_interval.count() > 0, "flush_interval", "must be more than 0");
+            c->experiments = std::move(e);
+          });
+        }
         if (r.Has("dns")) {
           r.Map("dns", [c](MapReader& m) {
             DnsConfig d;
@@ -728,6 +808,16 @@ absl::Status ValidateGatewayConfig(const GatewayConfig& config) {
       std::vector<std::string> used;
       if (r.cluster) used.push_back(*r.cluster);
       for (const WeightedCluster& w : r.split) used.push_back(w.cluster);
+      if (r.experiment) {
+        // A route from the store is checked against the file's sections.
+        if (!config.experiments && config.store.empty()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "line ", r.line, ": route of '", vh.name, "' splits by experiment '",
+              r.experiment->experiment, "', which needs the top-level experiments section"));
+        }
+        used.push_back(r.experiment->default_cluster);
+        for (const auto& [variant, cluster] : r.experiment->variants) used.push_back(cluster);
+      }
       for (const std::string& name : used) {
         // With live configuration a cluster may arrive from the store later.
         if (!clusters.contains(name) && config.store.empty()) {

@@ -131,6 +131,28 @@ struct HeaderEdits {
   std::vector<std::string> remove;
 };
 
+// A route that splits traffic by an experiment of the native layered model
+// (docs/gateway.md, "Experiment routing"): the unit is assigned in process
+// (experiment_routing.h) and sent to its variant's cluster.
+struct ExperimentRoute {
+  std::string experiment;  // the experiment's id in the model
+  // Variant id -> cluster. A variant not listed goes to default_cluster.
+  std::vector<std::pair<std::string, std::string>> variants;
+  // Where a unit in no variant of the experiment goes (not running, outside
+  // its coverage or slice, held out, condition false).
+  std::string default_cluster;
+  // The unit: this request header (lowercase) when present, else the
+  // cookie; with neither, a new random id, set as the cookie on the
+  // response so an anonymous unit stays in its variant. Empty: not used.
+  std::string unit_header;
+  std::string unit_cookie = "capstan_uid";
+  // The model attribute the unit id is given as (the unit type's attribute).
+  std::string attribute = "id";
+  // More attributes from request headers (attribute -> lowercase header),
+  // for targeting conditions.
+  std::vector<std::pair<std::string, std::string>> attribute_headers;
+};
+
 struct RouteConfig {
   std::string name;
   RouteMatch match;
@@ -142,6 +164,7 @@ struct RouteConfig {
   std::optional<std::string> split_hash_header;
   std::optional<Redirect> redirect;
   std::optional<DirectResponse> direct_response;
+  std::optional<ExperimentRoute> experiment;
   // Forwarding options.
   Duration timeout{15000};   // whole response; 0: none
   Duration idle_timeout{0};  // between bytes of a streaming response; 0: none
@@ -275,6 +298,26 @@ struct DnsConfig {
   int line = 0;
 };
 
+// ---- experiments: the model routes split by, and where events go
+// (docs/gateway.md, "Experiment routing").
+struct ExperimentsConfig {
+  // store://HOST:PORT[,HOST:PORT] the model is read (and watched) from;
+  // empty: the gateway's `store`.
+  std::string store;
+  std::string prefix = "/capstan/experiments/";
+  // The experiments service's event endpoint (http://HOST:PORT/v1/events);
+  // empty: no events leave the gateway.
+  std::string events_url;
+  size_t batch_events = 500;              // events per POST
+  Duration flush_interval{1000};          // a partial batch waits at most this long
+  size_t max_pending_batches = 64;        // queued for sending; past it, batches are dropped
+  size_t exposure_dedup_slots = 1 << 20;  // 8 bytes each
+  std::string assignment_header = "x-capstan-experiment";  // "<experiment>=<variant>" upstream
+  std::string unit_header = "x-capstan-unit";              // the unit id upstream
+  Duration cookie_max_age{365LL * 24 * 3600 * 1000};
+  int line = 0;
+};
+
 struct GatewayConfig {
   std::vector<ListenerConfig> listeners;
   std::vector<VirtualHostConfig> virtual_hosts;
@@ -295,6 +338,7 @@ struct GatewayConfig {
   // rebuilds the TLS contexts as SIGHUP does. 0: only on SIGHUP.
   Duration certificate_check_interval{5000};
   std::optional<DnsConfig> dns;
+  std::optional<ExperimentsConfig> experiments;
 };
 
 // The certificate and key files of a configuration's listeners, each with

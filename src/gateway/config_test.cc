@@ -98,7 +98,7 @@ TEST(GatewayConfigTest, ErrorsNameTheFileLineAndField) {
 TEST(GatewayConfigTest, RoutesTakeExactlyOneActionAndNameDefinedClusters) {
   EXPECT_NE(ErrorOf("virtual_hosts: [{name: h, routes: [{cluster: a, direct_response: {}}]}]\n"
                     "clusters: [{name: a, endpoints: [x:1]}]\n")
-                .find("exactly one of cluster, split, redirect and direct_response"),
+                .find("exactly one of cluster, split, experiment, redirect and direct_response"),
             std::string::npos);
   EXPECT_NE(ErrorOf("virtual_hosts: [{name: h, routes: [{}]}]\n").find("exactly one of"),
             std::string::npos);
@@ -114,6 +114,65 @@ TEST(GatewayConfigTest, RoutesTakeExactlyOneActionAndNameDefinedClusters) {
                                  "virtual_hosts: [{name: h, routes: [{cluster: later}]}]\n",
                                  "g.yaml")
                   .ok());
+}
+
+TEST(GatewayConfigTest, AnExperimentRouteNamesItsVariantsClustersAndItsUnit) {
+  absl::StatusOr<GatewayConfig> c = ParseGatewayConfig(R"(
+experiments:
+  store: store://127.0.0.1:2379
+  events: http://127.0.0.1:8090/v1/events
+  batch_events: 100
+  flush_interval: 250ms
+virtual_hosts:
+  - name: shop
+    routes:
+      - experiment:
+          id: checkout
+          unit_header: X-User-Id
+          variants: {control: v1, treatment: v2}
+          default: v1
+          attribute_headers: {country: X-Country}
+clusters:
+  - {name: v1, endpoints: ["127.0.0.1:1"]}
+  - {name: v2, endpoints: ["127.0.0.1:2"]}
+)",
+                                                       "g.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const ExperimentRoute& e = *c->virtual_hosts[0].routes[0].experiment;
+  EXPECT_EQ(e.experiment, "checkout");
+  EXPECT_EQ(e.unit_header, "x-user-id");
+  EXPECT_EQ(e.unit_cookie, "capstan_uid");
+  EXPECT_EQ(e.variants, (std::vector<std::pair<std::string, std::string>>{{"control", "v1"},
+                                                                          {"treatment", "v2"}}));
+  EXPECT_EQ(e.default_cluster, "v1");
+  EXPECT_EQ(e.attribute_headers[0], (std::pair<std::string, std::string>{"country", "x-country"}));
+  EXPECT_EQ(c->experiments->batch_events, 100u);
+  EXPECT_EQ(c->experiments->flush_interval.count(), 250);
+
+  const std::string clusters = "clusters: [{name: v1, endpoints: ['x:1']}]\n";
+  const std::string section = "experiments: {store: 'store://127.0.0.1:1'}\n";
+  EXPECT_EQ(ErrorOf(section + "virtual_hosts: [{name: h, routes: [{experiment: {id: e, "
+                              "variants: {a: v1}}}]}]\n" + clusters),
+            "g.yaml:2: virtual_hosts[0].routes[0].experiment.default: is required");
+  EXPECT_NE(ErrorOf("virtual_hosts: [{name: h, routes: [{experiment: {id: e, variants: {a: v1}, "
+                    "default: v1}}]}]\n" + clusters)
+                .find("needs the top-level experiments section"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf(section + "virtual_hosts: [{name: h, routes: [{experiment: {id: e, "
+                              "variants: {a: nowhere}, default: v1}}]}]\n" + clusters)
+                .find("names cluster 'nowhere', which is not defined"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf(section + "virtual_hosts: [{name: h, routes: [{cluster: v1, experiment: "
+                              "{id: e, variants: {a: v1}, default: v1}}]}]\n" + clusters)
+                .find("exactly one of"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf(section + "virtual_hosts: [{name: h, routes: [{experiment: {id: e, "
+                              "variants: {a: v1}, default: v1, unit_cookie: 'a b'}}]}]\n" +
+                    clusters)
+                .find("unit_cookie: letters, digits"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("experiments: {events: 'https://x/v1/events'}\n").find("must be http://"),
+            std::string::npos);
 }
 
 TEST(GatewayConfigTest, HeaderEditsRefuseValuesThatWouldSplitAHeader) {

@@ -74,10 +74,11 @@ void Gateway::Counters::CountStatus(int status) {
   }
 }
 
-absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(GatewayConfig config,
-                                                        net::LoopGroup* group) {
+absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(GatewayConfig config, net::LoopGroup* group,
+                                                        ExperimentRouting* experiments) {
   RETURN_IF_ERROR(ValidateGatewayConfig(config));
   std::unique_ptr<Gateway> gw(new Gateway(group));
+  gw->experiments_ = experiments;
   for (int i = 0; i < group->size(); ++i) {
     auto state = std::make_unique<LoopState>();
     state->loop = group->loop(i);
@@ -342,7 +343,8 @@ net::Task<void> Gateway::ServeConnection(LoopState* state, size_t listener_index
                               .listener_index = listener_index,
                               .control = &control,
                               .loop_state = state,
-                              .access_log = access_log_.get()};
+                              .access_log = access_log_.get(),
+                              .experiments = experiments_};
     // The protocol: ALPN under TLS; in clear text the HTTP/2 connection
     // preface (prior knowledge) or else HTTP/1.1.
     bool http2 = false;

@@ -42,7 +42,8 @@
 
 namespace capstan::gateway {
 
-class L4Proxy;  // l4_proxy.h
+class L4Proxy;            // l4_proxy.h
+class ExperimentRouting;  // experiment_routing.h
 
 // A downstream connection as the gateway's shutdown sees it (loop thread).
 // Lives in the connection's coroutine frame, linked into its loop's list.
@@ -80,8 +81,10 @@ struct GatewayStats {
 
 class Gateway {
  public:
-  static absl::StatusOr<std::unique_ptr<Gateway>> Start(GatewayConfig config,
-                                                        net::LoopGroup* group);
+  // `experiments` (may be null) assigns the requests of routes that split by
+  // experiment; it must outlive the gateway.
+  static absl::StatusOr<std::unique_ptr<Gateway>> Start(GatewayConfig config, net::LoopGroup* group,
+                                                        ExperimentRouting* experiments = nullptr);
   ~Gateway();  // out of line: L4Proxy is incomplete here
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
@@ -140,6 +143,7 @@ class Gateway {
   void TaskEnded();
 
   net::LoopGroup* group_;
+  ExperimentRouting* experiments_ = nullptr;
   GatewayMetrics metrics_;
   std::unique_ptr<AccessLog> access_log_;
   std::unique_ptr<net::HttpServer> admin_;

@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/logging.h"
+#include "gateway/experiment_routing.h"
 #include "gateway/upstream_h2.h"
 #include "net/http_router.h"
 #include "net/wait_group.h"
@@ -314,8 +315,7 @@ net::Task<Outcome> ForwardHttp1(DownstreamContext& ctx, DownstreamExchange& x, c
         has_body = h.framing != http1::Framing::kNone;
         RemoveHopByHop(&h.fields);
         if (upgrade_answer) h.fields.Add("upgrade", *upgrade_answer);
-        ApplyEdits(route.config().response_headers, &h.fields);
-        if (ctx.snapshot->get()->config.add_via) h.fields.Add("via", "1.1 capstan");
+        EditResponseHead(ctx, x, route, &h.fields);
         x.response_started = true;
         if (h.switched_protocols && x.TunnelSocket() != nullptr && h.status == 101) {
           // The upstream agreed to switch: from here on bytes pass as they
@@ -675,6 +675,13 @@ std::string AccessLine(const GatewayConfig& gc, const DownstreamContext& ctx,
 
 }  // namespace
 
+void EditResponseHead(const DownstreamContext& ctx, const DownstreamExchange& x, const Route& route,
+                      http1::HeaderFields* fields) {
+  ApplyEdits(route.config().response_headers, fields);
+  if (ctx.snapshot->get()->config.add_via) fields->Add("via", "1.1 capstan");
+  for (const auto& [name, value] : x.extra_response_fields) fields->Add(name, value);
+}
+
 net::Task<bool> HandleRequest(DownstreamContext& ctx, DownstreamExchange& x) {
   ctx.counters->requests.fetch_add(1, std::memory_order_relaxed);
   auto started = std::chrono::steady_clock::now();
@@ -686,6 +693,7 @@ net::Task<bool> HandleRequest(DownstreamContext& ctx, DownstreamExchange& x) {
   RequestView view{host, in.method, in.path, in.query, lookup};
   const Route* route = snapshot->routes->Match(view);
   bool keep;
+  ExperimentRouting::Decision experiment;  // a route splitting by experiment
   if (route == nullptr) {
     keep = co_await Local(x, 404, "no route\n");
   } else if (route->config().max_body_bytes && in.content_length &&
@@ -694,15 +702,30 @@ net::Task<bool> HandleRequest(DownstreamContext& ctx, DownstreamExchange& x) {
     x.SendLocal(413, "request body too large\n");
     x.response_started = true;
     keep = false;
-  } else if (!route->config().cluster && route->config().split.empty()) {
+  } else if (!route->config().cluster && route->config().split.empty() &&
+             !route->config().experiment) {
     keep = co_await AnswerLocally(ctx, x, *route);
   } else {
-    uint64_t draw = RandomDraw();
-    if (route->config().split_hash_header) {
-      std::optional<std::string_view> unit = fields->Get(*route->config().split_hash_header);
-      if (unit) draw = mesh::HashKey(*unit);
+    const std::string* cluster = nullptr;
+    if (const std::optional<ExperimentRoute>& e = route->config().experiment; e.has_value()) {
+      cluster = &e->default_cluster;
+      if (ctx.experiments != nullptr) {
+        experiment = ctx.experiments->Assign(*e, fields);
+        cluster = experiment.cluster;
+        if (experiment.new_unit) {
+          x.extra_response_fields.emplace_back("set-cookie",
+                                               ctx.experiments->SetCookieValue(*e, experiment));
+        }
+      }
+    } else {
+      uint64_t draw = RandomDraw();
+      if (route->config().split_hash_header) {
+        std::optional<std::string_view> unit = fields->Get(*route->config().split_hash_header);
+        if (unit) draw = mesh::HashKey(*unit);
+      }
+      cluster = &route->PickCluster(draw);
     }
-    const std::string& cluster_name = route->PickCluster(draw);
+    const std::string& cluster_name = *cluster;
     auto it = snapshot->clusters.find(cluster_name);
     if (it == snapshot->clusters.end()) {
       keep = co_await Local(x, 503, absl::StrCat("cluster ", cluster_name, " is not defined\n"));
@@ -715,6 +738,10 @@ net::Task<bool> HandleRequest(DownstreamContext& ctx, DownstreamExchange& x) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   if (route != nullptr && route->index() < snapshot->route_stats.size()) {
     snapshot->route_stats[route->index()]->Record(x.status, seconds);
+  }
+  if (!experiment.variant.empty()) {
+    ctx.experiments->RecordOutcome(*route->config().experiment, experiment, x.status,
+                                   seconds * 1000, x.bytes_sent);
   }
   if (ctx.access_log != nullptr) {
     ctx.access_log->Write(AccessLine(snapshot->config, ctx, x, in, route, seconds * 1000));

@@ -12,6 +12,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "gateway/gateway.h"
 #include "gateway/stats.h"
@@ -20,6 +22,8 @@
 #include "net/task.h"
 
 namespace capstan::gateway {
+
+class ExperimentRouting;
 
 // What a downstream connection's handler needs from its gateway and loop.
 struct DownstreamContext {
@@ -38,6 +42,9 @@ struct DownstreamContext {
   // connections).
   Gateway::LoopState* loop_state;
   AccessLog* access_log;  // null: none
+  // Routes that split by experiment assign through it; null: none
+  // configured (such routes then use their default cluster).
+  ExperimentRouting* experiments = nullptr;
 };
 
 // The request as every protocol presents it.
@@ -98,6 +105,9 @@ class DownstreamExchange {
   uint64_t bytes_sent = 0;  // response body bytes handed to the client
   std::string upstream;     // the endpoint that answered, for the log
   std::string request_id;
+  // Fields added to the response head from upstream (after the route's
+  // response_headers edits), e.g. an experiment's Set-Cookie.
+  std::vector<std::pair<std::string, std::string>> extra_response_fields;
   // Set by the forwarding code while it waits on an upstream: the client
   // side calls it when the client goes away, so the wait ends at once.
   std::function<void()> cancel_upstream;
@@ -106,6 +116,11 @@ class DownstreamExchange {
 // How one attempt to forward ended. kRetry: nothing of the request body was
 // consumed and nothing received, so another attempt is safe.
 enum class Outcome { kDone, kRetry, kFailed };
+
+// The edits every upstream response head gets before it goes to the client:
+// the route's response_headers, Via, the exchange's extra fields.
+void EditResponseHead(const DownstreamContext& ctx, const DownstreamExchange& x, const Route& route,
+                      net::http1::HeaderFields* fields);
 
 // Routes and answers one request. Returns whether the downstream may carry
 // another (HTTP/1.1 keep-alive; always true for an HTTP/2 stream unless the

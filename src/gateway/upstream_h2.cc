@@ -195,6 +195,7 @@ net::Task<Outcome> ForwardHttp2(DownstreamContext& ctx, DownstreamExchange& x, c
       x.response_started = true;
       head_sent = true;
       bool has_body = !(up->ended_ && up->body_.empty() && up->trailers_.empty());
+      EditResponseHead(ctx, x, route, &up->headers_);
       if (!x.SendHead(up->status_, up->headers_, has_body, length)) {
         up->Reset(NGHTTP2_CANCEL);
         outcome = Outcome::kFailed;

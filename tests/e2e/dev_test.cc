@@ -203,5 +203,62 @@ TEST(DevE2E, PartsTurnOffAndSigintStopsCleanly) {
       << bad.process()->Log();
 }
 
+// The walkthrough's core (issue 19): the dev gateway splits the example
+// service's two versions by experiment "hello-v2"; until it exists everyone
+// gets v1; once it runs, units go to their variant's version, which sees
+// the assignment, and the gateway's exposures reach the results.
+TEST(DevE2E, TheGatewaySplitsTheTwoVersionsByTheDevExperiment) {
+  TempDir dir("dev_split");
+  DevProcess dev(dir, {});
+  ASSERT_TRUE(dev.WaitReady()) << dev.process()->Log();
+  std::string log = dev.process()->Log();
+  size_t printed = log.find("experiments listening on port ");
+  ASSERT_NE(printed, std::string::npos) << log;
+  std::string api = "http://127.0.0.1:" + std::to_string(std::stoi(log.substr(printed + 30)));
+
+  CommandResult before;
+  ASSERT_TRUE(Eventually([&] {
+    before = Curl({"-s", "-H", "X-User-Id: u1", dev.url("/")});
+    return before.out.starts_with("hello from capstan dev");
+  })) << before.out << before.err;
+  EXPECT_NE(before.out.find("service v1"), std::string::npos) << before.out;
+  EXPECT_NE(before.out.find("experiment hello-v2="), std::string::npos) << before.out;
+
+  auto put = [&](const std::string& path, const std::string& body) {
+    return Curl({"-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT", "-H",
+                 "Content-Type: application/json", "--data-binary", body, api + path})
+        .out;
+  };
+  ASSERT_EQ(put("/v1/domains/main", "{}"), "201");
+  ASSERT_EQ(put("/v1/layers/web", R"({"domain": "main"})"), "201");
+  // Everyone to v2: weight 0 for v1.
+  ASSERT_EQ(put("/v1/experiments/hello-v2", R"({"layer": "web", "state": "running",
+      "variants": [{"id": "v1", "weight": 0}, {"id": "v2", "weight": 1}]})"),
+            "201");
+  CommandResult after;
+  ASSERT_TRUE(Eventually([&] {
+    after = Curl({"-s", "-H", "X-User-Id: u1", dev.url("/")});
+    return after.out.find("service v2") != std::string::npos;
+  })) << after.out << after.err;
+  EXPECT_NE(after.out.find("experiment hello-v2=v2"), std::string::npos) << after.out;
+  for (int i = 0; i < 10; ++i) {
+    CommandResult r = Curl({"-s", "-H", "X-User-Id: user-" + std::to_string(i), dev.url("/")});
+    EXPECT_NE(r.out.find("service v2"), std::string::npos) << r.out;
+  }
+  // An anonymous visitor is given a unit in a cookie.
+  CommandResult anonymous = Curl({"-s", "-i", dev.url("/")});
+  EXPECT_NE(anonymous.out.find("set-cookie: capstan_uid="), std::string::npos) << anonymous.out;
+  // u1, user-0..9 and the anonymous unit: 12 units exposed to v2.
+  CommandResult results;
+  EXPECT_TRUE(Eventually(
+      [&] {
+        results = Curl({"-s", api + "/v1/experiments/hello-v2/results"});
+        return results.out.find(R"("variant":"v2","units":12)") != std::string::npos;
+      },
+      std::chrono::seconds(30)))
+      << results.out;
+  ExpectCleanStop(dev.process(), SIGTERM);
+}
+
 }  // namespace
 }  // namespace capstan::e2e

@@ -230,6 +230,25 @@ TEST_F(RpcDiscoveryTest, TheAdminEndpointServesMetricsAndStatusToCurl) {
   EXPECT_NE(status.out.find("connections 1,"), std::string::npos) << status.out;
 }
 
+// Issue 20, "one way to log": the example's log lines (written by the rpc
+// server it links) are in the store's logfmt, not spdlog's default
+// "[date] [info] ..." pattern.
+TEST_F(RpcDiscoveryTest, TheExampleLogsInTheStoresLogfmt) {
+  Instance& a = StartInstance("a");
+  ASSERT_TRUE(Eventually([&] {
+    return a.process->Log().find("rpc server listening") != std::string::npos;
+  })) << a.process->Log();
+  std::istringstream lines(a.process->Log());
+  static const std::regex kLogfmt(R"(^ts=\d{4}-\d\d-\d\dT[0-9:.]+Z level=[a-z]+ msg=.*)");
+  int logged = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("msg=") == std::string::npos) continue;  // the stdout lines
+    EXPECT_TRUE(std::regex_match(line, kLogfmt)) << line;
+    ++logged;
+  }
+  EXPECT_GE(logged, 1);
+}
+
 TEST_F(RpcDiscoveryTest, TheExampleClientFindsTheServiceThroughTheStore) {
   StartInstance("a");
   StartInstance("b");

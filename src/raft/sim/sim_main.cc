@@ -5,8 +5,8 @@
 #include <iostream>
 
 #include "CLI/CLI.hpp"
+#include "base/logging.h"
 #include "raft/sim/simulator.h"
-#include "spdlog/spdlog.h"
 
 int main(int argc, char** argv) {
   using namespace capstan::raft::sim;
@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
                "Inject the 'vote before persisting' bug.");
   app.add_flag("--verbose", o.verbose, "Log every step.");
   CLI11_PARSE(app, argc, argv);
-  spdlog::set_level(o.verbose ? spdlog::level::debug : spdlog::level::warn);
+  capstan::InitLogging(o.verbose ? "debug" : "warn");
   uint64_t first = seed != 0 ? seed : 1, last = seed != 0 ? seed : seeds;
   for (uint64_t s = first; s <= last; ++s) {
     o.seed = s;
