@@ -1,6 +1,7 @@
 // `capstan`: one binary, one subcommand per role (see README.md).
 //
 //   capstan store [flags]   a metadata store member speaking the etcd v3 API
+//   capstan store snapshot save|status|restore  backups (store_snapshot_cmd.h)
 //   capstan dev             everything on localhost, data in ./data: a store member,
 //                           an example service and a gateway (dev_cmd.h)
 //   capstan experiments eval  GrowthBook evaluation, one JSON request per stdin line
@@ -25,6 +26,7 @@
 #include "cmd/dev_cmd.h"
 #include "cmd/experiments_cmd.h"
 #include "cmd/gateway_cmd.h"
+#include "cmd/store_snapshot_cmd.h"
 #include "experiments/eval_protocol.h"
 #include "store/server.h"
 
@@ -44,6 +46,7 @@ struct StoreFlags {
   std::string initial_cluster;
   std::string initial_cluster_state = "new";
   std::string initial_cluster_token = "etcd-cluster";
+  bool strict_reconfig_check = true;
   int64_t snapshot_catchup_entries = 5000;
   int64_t snapshot_count = 10000;
   int64_t quota_backend_bytes = 0;
@@ -92,6 +95,10 @@ void AddStoreFlags(CLI::App* cmd, StoreFlags* f, bool dev) {
       ->capture_default_str();
   cmd->add_option("--initial-cluster-token", f->initial_cluster_token,
                   "Makes member and cluster IDs unique to this cluster at bootstrap.")
+      ->capture_default_str();
+  cmd->add_option("--strict-reconfig-check", f->strict_reconfig_check,
+                  "Refuse membership changes that would leave too few started, reachable "
+                  "voters for a quorum (as etcd).")
       ->capture_default_str();
   cmd->add_option("--snapshot-count", f->snapshot_count,
                   "Applied entries after which the database is flushed and the log compacted.")
@@ -178,6 +185,7 @@ absl::StatusOr<store::StoreServerConfig> BuildConfig(const StoreFlags& f) {
   cfg.store.initial_cluster = f.initial_cluster;
   cfg.store.initial_cluster_state = f.initial_cluster_state;
   cfg.store.initial_cluster_token = f.initial_cluster_token;
+  cfg.store.strict_reconfig_check = f.strict_reconfig_check;
   if (f.initial_cluster_state != "new" && f.initial_cluster_state != "existing") {
     return absl::InvalidArgumentError(
         absl::StrCat("--initial-cluster-state must be \"new\" or \"existing\", not \"",
@@ -314,6 +322,9 @@ struct Cli {
   CLI::App* bench_rpc_server = nullptr;
   CLI::App* experiments_eval = nullptr;
   CLI::App* experiments_serve = nullptr;
+  // `store snapshot ...` (store_snapshot_cmd.h); its flags live with the Cli.
+  std::unique_ptr<StoreSnapshotFlags> store_snapshot_flags = std::make_unique<StoreSnapshotFlags>();
+  StoreSnapshotCommands store_snapshot;
 };
 
 struct ExperimentsFlags {
@@ -430,6 +441,7 @@ Cli MakeCli(StoreFlags* store_flags, StoreFlags* dev_flags, DevFlags* dev_extra_
   cli.store = cli.app->add_subcommand(
       "store", "Run a metadata store member that speaks the etcd v3 gRPC API.");
   AddStoreFlags(cli.store, store_flags, false);
+  cli.store_snapshot = AddStoreSnapshotCommands(cli.store, cli.store_snapshot_flags.get());
   cli.dev = cli.app->add_subcommand(
       "dev",
       "Run everything on localhost for development: a store member, an example HTTP service "
@@ -525,6 +537,9 @@ int main(int argc, char** argv) {
   }
   CLI::App* store_cmd = cli.store;
   CLI::App* dev_cmd = cli.dev;
+  if (cli.store_snapshot.snapshot->parsed()) {
+    return RunStoreSnapshot(cli.store_snapshot, *cli.store_snapshot_flags);
+  }
   if (store_cmd->parsed()) return RunStore(store_flags, "store");
   if (dev_cmd->parsed()) return RunStore(dev_flags, "dev", &dev_extra_flags);
   if (cli.gateway->parsed()) return RunGateway(gateway_flags);

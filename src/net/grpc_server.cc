@@ -345,6 +345,15 @@ void GrpcServer::AddStream(std::string path, GrpcStreamFactory factory) {
   methods_[std::move(path)].stream = std::move(factory);
 }
 
+void GrpcServer::WrapMethods(
+    const std::function<GrpcUnaryHandler(const std::string& path, GrpcUnaryHandler)>& unary,
+    const std::function<GrpcStreamFactory(const std::string& path, GrpcStreamFactory)>& stream) {
+  for (auto& [path, method] : methods_) {
+    if (method.unary) method.unary = unary(path, std::move(method.unary));
+    if (method.stream) method.stream = stream(path, std::move(method.stream));
+  }
+}
+
 void GrpcServer::Attach(LoopGroup* group) {
   if (!loops_.empty()) return;
   for (int i = 0; i < group->size(); ++i) {

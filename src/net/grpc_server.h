@@ -251,6 +251,12 @@ class GrpcServer {
   void AddStream(std::string path, GrpcStreamFactory factory);
   // Handles every path not added (without it: UNIMPLEMENTED).
   void SetFallback(GrpcStreamFactory factory) { fallback_ = std::move(factory); }
+  // Replaces every handler added so far with what the wrappers make of it:
+  // a check every method passes (the store's learner gate). REQUIRES:
+  // before the first Listen.
+  void WrapMethods(
+      const std::function<GrpcUnaryHandler(const std::string& path, GrpcUnaryHandler)>& unary,
+      const std::function<GrpcStreamFactory(const std::string& path, GrpcStreamFactory)>& stream);
 
   // Listens on host:port on every loop of `group` (SO_REUSEPORT); port 0
   // picks one. Returns the port. May be called for several addresses.

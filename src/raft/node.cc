@@ -1,5 +1,6 @@
 #include "raft/node.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -276,11 +277,24 @@ void Node::ReadIndex(std::function<void(absl::Status, uint64_t)> done,
 
 void Node::Step(Message m) {
   if (m.to != options_.id) return;
+  auto now = std::chrono::steady_clock::now();
   {
     std::lock_guard<std::mutex> lock(mu_);
+    auto heard = std::find_if(last_heard_.begin(), last_heard_.end(),
+                              [&](const auto& e) { return e.first == m.from; });
+    if (heard == last_heard_.end()) {
+      last_heard_.emplace_back(m.from, now);
+    } else {
+      heard->second = now;
+    }
     inbox_.push_back(std::move(m));
   }
   cv_.notify_one();
+}
+
+std::map<uint64_t, std::chrono::steady_clock::time_point> Node::LastHeard() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {last_heard_.begin(), last_heard_.end()};
 }
 
 void Node::StepSnapshot(Message m, std::string dir) {

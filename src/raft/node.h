@@ -135,6 +135,10 @@ class Node {
 
   // From the transport.
   void Step(Message m);
+  // When a message from each member last arrived (members never heard from
+  // are absent): which peers are alive, for etcd's strict reconfiguration
+  // check.
+  std::map<uint64_t, std::chrono::steady_clock::time_point> LastHeard();
   // A snapshot received into `dir`, with the message that announced it.
   void StepSnapshot(Message m, std::string dir);
   void ReportUnreachable(uint64_t id);
@@ -198,6 +202,8 @@ class Node {
 
   NodeOptions options_;
   StateMachine* sm_;
+  // GUARDED_BY(mu_): set by Step; a handful of members, so a vector.
+  std::vector<std::pair<uint64_t, std::chrono::steady_clock::time_point>> last_heard_;
   std::atomic<Transport*> transport_{nullptr};
   std::unique_ptr<Raft> raft_;  // raft loop only
   std::unique_ptr<Wal> wal_;    // raft loop only

@@ -7,6 +7,7 @@
 #include "etcd/etcdserverpb/rpc.pb.h"
 #include "store/errors.h"
 #include "store/kv_ops.h"
+#include "store/learner_gate.h"
 #include "store/native_call.h"
 #include "store/validate.h"
 #include "store/watch.h"
@@ -300,6 +301,9 @@ void AddNativeEtcdMethods(Store* store, net::GrpcServer* server, net::WorkerPool
   auto gate = std::make_shared<AuthGate>(store);
   gate->set_peer_name_source(std::move(peer_name));
   methods.InstallGated(std::move(gate), server);
+  // After the gate: it wraps every method installed, so a learner refuses
+  // a call before auth looks at it.
+  InstallLearnerGate(store, server);
 }
 
 }  // namespace capstan::store

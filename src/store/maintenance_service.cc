@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
@@ -17,6 +18,7 @@
 #include "store/errors.h"
 #include "store/native_call.h"
 #include "store/transport_security.h"
+#include "store/reconfig_check.h"
 
 namespace capstan::store {
 namespace {
@@ -174,12 +176,16 @@ net::Task<void> StreamSnapshot(Store* store, net::WorkerPool* pool,
   net::EventLoop* loop = state->call->loop();
   auto reader = std::make_unique<SnapshotReader>(store);
   SnapshotReader* r = reader.get();
-  absl::Status st = co_await pool->Run(loop, [r] { return r->Open(); });
+  // Each awaited task is named first: GCC 12 miscompiles a co_await of a
+  // temporary inside a larger expression (a second Snapshot call crashed).
+  auto open = pool->Run(loop, [r] { return r->Open(); });
+  absl::Status st = co_await open;
   if (!st.ok()) {
     state->call->Finish(st);
   } else {
     while (!state->done) {
-      std::optional<SnapshotResponse> chunk = co_await pool->Run(loop, [r] { return r->Next(); });
+      auto next = pool->Run(loop, [r] { return r->Next(); });
+      std::optional<SnapshotResponse> chunk = co_await next;
       if (state->done) break;
       if (!chunk) {
         state->call->Finish(absl::OkStatus());
@@ -189,7 +195,8 @@ net::Task<void> StreamSnapshot(Store* store, net::WorkerPool* pool,
     }
   }
   // Removing the checkpoint touches the disk too.
-  co_await pool->Run(loop, [reader = std::move(reader)]() mutable { reader.reset(); });
+  auto remove = pool->Run(loop, [reader = std::move(reader)]() mutable { reader.reset(); });
+  co_await remove;
 }
 
 class SnapshotStream final : public net::GrpcStreamHandler {
@@ -371,6 +378,9 @@ class NativeCluster {
       return call->Finish(
           absl::FailedPreconditionError("etcdserver: too many learner members in cluster"));
     }
+    if (!req->islearner() && store_->options().strict_reconfig_check) {
+      if (absl::Status st = CheckAddVoter(store_->Members()); !st.ok()) return call->Finish(st);
+    }
     Member m;
     std::random_device rd;
     m.set_id(((static_cast<uint64_t>(rd()) << 32) ^ rd()) | 1);
@@ -392,6 +402,11 @@ class NativeCluster {
     }
     auto member = Find(req->id());
     if (!member) return call->Finish(ErrMemberNotFound());
+    if (store_->options().strict_reconfig_check) {
+      absl::Status st = CheckRemove(store_->Members(), req->id(), store_->member_id(),
+                                    ActiveMembers(std::chrono::seconds(5)));
+      if (!st.ok()) return call->Finish(st);
+    }
     ProposeChange<MemberRemoveResponse>(raft::ConfChange::Type::kRemove, *member, call, false);
   }
 
@@ -442,11 +457,25 @@ class NativeCluster {
         static_cast<double>(match->second) < 0.9 * static_cast<double>(status.committed)) {
       return call->Finish(ErrLearnerNotReady());
     }
+    if (store_->options().strict_reconfig_check) {
+      if (absl::Status st = CheckPromote(store_->Members()); !st.ok()) return call->Finish(st);
+    }
     member->set_islearner(false);
     ProposeChange<MemberPromoteResponse>(raft::ConfChange::Type::kAddVoter, *member, call, false);
   }
 
  private:
+  // This member and those it heard from within `window` (etcd: the peers
+  // its transport has been connected to for the health interval).
+  std::set<uint64_t> ActiveMembers(std::chrono::steady_clock::duration window) {
+    std::set<uint64_t> active{store_->member_id()};
+    auto since = std::chrono::steady_clock::now() - window;
+    for (const auto& [id, at] : store_->node()->LastHeard()) {
+      if (at >= since) active.insert(id);
+    }
+    return active;
+  }
+
   // Proposes a membership change and answers with the members after it; the
   // changed member comes first in the applied reply and goes to the
   // response's `member` when it has one.

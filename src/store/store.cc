@@ -58,6 +58,15 @@ uint64_t ComputeMemberId(std::vector<std::string> peer_urls, const std::string& 
   return Sha256Prefix(absl::StrCat(absl::StrJoin(peer_urls, ""), token)) | 1;
 }
 
+uint64_t ComputeClusterId(const std::vector<InitialMember>& members, const std::string& token) {
+  std::vector<uint64_t> ids;
+  for (const auto& m : members) ids.push_back(m.id);
+  std::sort(ids.begin(), ids.end());
+  std::string seed;
+  for (uint64_t v : ids) PutFixed64BE(&seed, v);
+  return Sha256Prefix(seed + token) | 1;
+}
+
 absl::StatusOr<std::vector<InitialMember>> ParseInitialCluster(const std::string& spec,
                                                                const std::string& token) {
   std::vector<InitialMember> out;
@@ -125,7 +134,9 @@ absl::Status Store::Init() {
       std::make_unique<Applier>(backend_.get(), mvcc_.get(), lessor_.get(), hub_.get(),
                                 AuthStore::Options{options_.auth_token_ttl, options_.bcrypt_cost});
   RETURN_IF_ERROR(applier_->Restore());
+  UpdateIsLearner();
   applier_->set_on_members_changed([this] {
+    UpdateIsLearner();
     std::function<void()> fn;
     {
       std::lock_guard<std::mutex> lock(stubs_mu_);
@@ -243,13 +254,8 @@ absl::Status Store::InitIdentity(std::vector<raft::Entry>* bootstrap) {
   if (options_.initial_cluster_state == "existing") {
     RETURN_IF_ERROR(JoinExisting(members, &id));
   } else if (options_.initial_cluster_state == "new") {
-    std::vector<uint64_t> ids;
-    for (const auto& m : members) ids.push_back(m.id);
-    std::sort(ids.begin(), ids.end());
-    std::string seed;
-    for (uint64_t v : ids) PutFixed64BE(&seed, v);
     id.set_member_id(self->id);
-    id.set_cluster_id(Sha256Prefix(seed + options_.initial_cluster_token) | 1);
+    id.set_cluster_id(ComputeClusterId(members, options_.initial_cluster_token));
     // The initial membership: the same entries on every founding member.
     std::sort(members.begin(), members.end(),
               [](const InitialMember& a, const InitialMember& b) { return a.id < b.id; });
@@ -325,6 +331,51 @@ absl::Status Store::JoinExisting(const std::vector<InitialMember>& members, Memb
   return absl::UnavailableError(absl::StrCat(
       "--initial-cluster-state=existing: could not reach any other member of --initial-cluster:",
       errors));
+}
+
+void Store::UpdateIsLearner() {
+  raft::ConfState conf = applier_->Conf();
+  auto has = [&](const std::vector<uint64_t>& ids) {
+    return std::find(ids.begin(), ids.end(), member_id_) != ids.end();
+  };
+  bool learner = has(conf.learners);
+  if (!learner && !has(conf.voters)) {
+    // Joined and not caught up yet: the list the peers gave at join says.
+    for (const auto& m : join_members_) {
+      if (m.id() == member_id_) learner = m.islearner();
+    }
+  }
+  is_learner_.store(learner, std::memory_order_relaxed);
+}
+
+bool Store::RemovedWhileAway() {
+  // Asked only after several election timeouts without a leader: a member
+  // removed while it was down never receives the entry that removed it (the
+  // leader stops replicating to it), so it would campaign forever. A
+  // majority of the other members saying it is not in the cluster settles
+  // it; one lagging peer cannot.
+  std::function<std::shared_ptr<capstan::peer::Peer::Stub>(uint64_t)> stubs;
+  {
+    std::lock_guard<std::mutex> lock(stubs_mu_);
+    stubs = peer_stubs_;
+  }
+  if (!stubs) return false;
+  int others = 0, absent = 0;
+  for (const auto& m : PeerMembers()) {
+    if (m.id() == member_id_) continue;
+    ++others;
+    auto stub = stubs(m.id());
+    if (!stub) continue;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    etcdserverpb::MemberListResponse resp;
+    if (!stub->Members(&ctx, capstan::peer::MembersRequest(), &resp).ok()) continue;
+    if (resp.header().cluster_id() != cluster_id_ || resp.members().empty()) continue;
+    bool listed = std::any_of(resp.members().begin(), resp.members().end(),
+                              [&](const etcdserverpb::Member& x) { return x.id() == member_id_; });
+    if (!listed) ++absent;
+  }
+  return others > 0 && absent > others / 2;
 }
 
 Store::~Store() { Stop(); }
@@ -608,6 +659,7 @@ absl::Status Store::RestoreSnapshot(const std::string& dir, const raft::AppliedS
   last_applied_term_ = term;
   if (applied_index_) applied_index_->Set(static_cast<int64_t>(index));
   hub_->Resync();
+  UpdateIsLearner();
   std::function<void()> members_changed;
   {
     std::lock_guard<std::mutex> lock(stubs_mu_);
@@ -726,6 +778,9 @@ uint32_t Store::BackendHash() const {
 void Store::BackgroundLoop() {
   auto last_flush = clock_->Now();
   uint64_t released = 0;
+  auto leaderless_since = clock_->Now();
+  auto last_removal_check = clock_->Now();
+  bool removed = false;
   while (!stopping_) {
     {
       std::unique_lock<std::mutex> lock(bg_mu_);
@@ -740,6 +795,25 @@ void Store::BackgroundLoop() {
         LogEntry e;
         e.mutable_lease_revoke()->set_id(id);
         Propose(std::move(e), [](absl::Status, google::protobuf::Message*) {});
+      }
+    }
+    // No leader for a long time: maybe this member was removed while away.
+    auto checked_at = clock_->Now();
+    std::chrono::nanoseconds election = options_.heartbeat * options_.election_ticks;
+    if (node_->Leader() != 0) {
+      leaderless_since = checked_at;
+    } else if (!removed && checked_at - leaderless_since >= 3 * election &&
+               checked_at - last_removal_check >=
+                   std::max<std::chrono::nanoseconds>(2 * election, std::chrono::seconds(1))) {
+      last_removal_check = checked_at;
+      if (RemovedWhileAway()) {
+        removed = true;
+        CAPSTAN_LOG(err,
+                    "this member was removed from the cluster while it was away (the other "
+                    "members no longer list it); shutting down. To bring it back, delete its "
+                    "data directory and add it again with etcdctl member add",
+                    "member_id", absl::StrCat(absl::Hex(member_id_)));
+        if (options_.on_removed) options_.on_removed();
       }
     }
     // Once there is a leader, publish this member's name and client URLs.

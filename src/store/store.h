@@ -65,6 +65,8 @@ struct StoreOptions {
   std::string initial_cluster;
   std::string initial_cluster_state = "new";
   std::string initial_cluster_token = "etcd-cluster";
+  // etcd's --strict-reconfig-check (reconfig_check.h).
+  bool strict_reconfig_check = true;
   std::chrono::milliseconds heartbeat{100};
   int election_ticks = 10;
   uint64_t snapshot_catchup_entries = 5000;
@@ -96,6 +98,9 @@ absl::StatusOr<std::vector<InitialMember>> ParseInitialCluster(const std::string
 // etcd-style IDs derived from the peer URLs and the cluster token, so every
 // founding member computes the same ones.
 uint64_t ComputeMemberId(std::vector<std::string> peer_urls, const std::string& token);
+// The cluster ID the founding members of `members` compute (also what a
+// snapshot restore writes).
+uint64_t ComputeClusterId(const std::vector<InitialMember>& members, const std::string& token);
 
 class Store final : public raft::StateMachine {
  public:
@@ -165,6 +170,9 @@ class Store final : public raft::StateMachine {
   const StoreOptions& options() const { return options_; }
   uint64_t member_id() const { return member_id_; }
   uint64_t cluster_id() const { return cluster_id_; }
+  // Whether this member is a learner (non-voting): it then refuses client
+  // requests as etcd's learners do (learner_gate.h). One atomic load.
+  bool IsLearner() const { return is_learner_.load(std::memory_order_relaxed); }
   // Why the member cannot serve writes ("" when it can).
   std::string Unhealthy() const;
 
@@ -230,6 +238,10 @@ class Store final : public raft::StateMachine {
   std::atomic<bool> stopping_{false};
   std::atomic<bool> nospace_raised_{false};
   std::atomic<bool> published_{false};
+  std::atomic<bool> is_learner_{false};  // from the applied membership
+  void UpdateIsLearner();
+  // Whether a majority of the other members say this one is not a member.
+  bool RemovedWhileAway();
   std::vector<etcdserverpb::Member> join_members_;  // set once in Init
   std::thread background_;
 
