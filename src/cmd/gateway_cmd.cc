@@ -105,8 +105,12 @@ absl::StatusOr<gateway::GatewayConfig> QuickStartConfig(const GatewayFlags& f) {
     route.cache.enabled = true;
     // The origin's 5xx answers are content here (cacheable, or served
     // stale-if-error), not a sign of a bad endpoint: with one origin,
-    // ejecting it would turn every request into a 503.
-    for (gateway::ClusterConfig& c : config.clusters) c.outlier_detection = false;
+    // ejecting it, or opening its breaker, would turn every request into a
+    // 503.
+    for (gateway::ClusterConfig& c : config.clusters) {
+      c.outlier_detection = false;
+      c.circuit_breaker = false;
+    }
   }
   vh.routes.push_back(route);
   config.virtual_hosts.push_back(vh);

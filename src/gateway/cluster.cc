@@ -1,5 +1,7 @@
 #include "gateway/cluster.h"
 
+#include <limits>
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -27,6 +29,11 @@ mesh::EndpointPoolOptions PoolOptions(const ClusterConfig& config) {
   mesh::EndpointPoolOptions o;
   o.balancer = config.balancer;
   o.outlier.enabled = config.outlier_detection;
+  if (!config.circuit_breaker) {
+    // Never opens: no run of failures is long enough, no error rate high enough.
+    o.breaker.consecutive_failures = std::numeric_limits<int>::max();
+    o.breaker.error_rate = 2.0;
+  }
   // Retries are decided per route (RetryPolicy); the pool bounds them by
   // its budget and back-off.
   o.max_attempts = 10;

@@ -548,6 +548,7 @@ void ReadCluster(MapReader& r, ClusterConfig* c) {
     m.Int("max_requests", &c->limits.max_requests, 1, 1 << 24);
   });
   r.Bool("outlier_detection", &c->outlier_detection);
+  r.Bool("circuit_breaker", &c->circuit_breaker);
 }
 
 void ReadListener(MapReader& r, ListenerConfig* l) {

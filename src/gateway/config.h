@@ -242,6 +242,10 @@ struct ClusterConfig {
   std::optional<HealthCheckConfig> health_check;
   ClusterLimits limits;
   bool outlier_detection = true;
+  // Each endpoint's circuit breaker (mesh: opens after consecutive failures
+  // or a high error rate, then probes). Off: an endpoint answering 5xx keeps
+  // being sent requests (an origin whose 5xx answers are content).
+  bool circuit_breaker = true;
   int line = 0;
   bool operator==(const ClusterConfig&) const = default;
 };

@@ -147,6 +147,11 @@ clusters:
   EXPECT_EQ(e.default_cluster, "v1");
   EXPECT_EQ(e.attribute_headers[0], (std::pair<std::string, std::string>{"country", "x-country"}));
   EXPECT_EQ(c->experiments->batch_events, 100u);
+  EXPECT_TRUE(c->clusters[0].circuit_breaker);
+  auto no_breaker = ParseGatewayConfig(
+      "clusters: [{name: a, endpoints: ['x:1'], circuit_breaker: false}]\n", "g.yaml");
+  ASSERT_TRUE(no_breaker.ok()) << no_breaker.status();
+  EXPECT_FALSE(no_breaker->clusters[0].circuit_breaker);
   EXPECT_EQ(c->experiments->flush_interval.count(), 250);
 
   const std::string clusters = "clusters: [{name: v1, endpoints: ['x:1']}]\n";
