@@ -30,9 +30,10 @@ mesh::EndpointPoolOptions PoolOptions(const ClusterConfig& config) {
   o.balancer = config.balancer;
   o.outlier.enabled = config.outlier_detection;
   if (!config.circuit_breaker) {
-    // Never opens: no run of failures is long enough, no error rate high enough.
+    // Never opens: no run of failures is long enough, and no window holds
+    // enough calls for the error rate to count.
     o.breaker.consecutive_failures = std::numeric_limits<int>::max();
-    o.breaker.error_rate = 2.0;
+    o.breaker.min_calls_for_rate = std::numeric_limits<int>::max();
   }
   // Retries are decided per route (RetryPolicy); the pool bounds them by
   // its budget and back-off.
