@@ -79,15 +79,8 @@ class ExperimentsEventsE2E : public ::testing::Test {
                                  "--events-dir", dir_->path() + "/events",
                                  "--events-checkpoint-events", std::to_string(kCheckpointEvents)},
         dir_->path() + "/" + log_name);
-    const std::string printed = "experiments listening on port ";
-    ASSERT_TRUE(Eventually(
-        [&] { return service_->Log().find(printed) != std::string::npos || !service_->Running(); },
-        30s))
-        << service_->Log();
-    std::string log = service_->Log();
-    size_t at = log.find(printed);
-    ASSERT_NE(at, std::string::npos) << log;
-    port_ = std::stoi(log.substr(at + printed.size()));
+    port_ = WaitForPrintedPort(*service_, "experiments listening on port ");
+    ASSERT_NE(port_, 0) << service_->Log();
   }
 
   Json Get(const std::string& path) {

@@ -42,18 +42,10 @@ class ExperimentsRpcE2E : public ::testing::Test {
                                  "127.0.0.1:0", "--max-batch-units", "500", "--events-dir",
                                  dir_->path() + "/events"},
         dir_->path() + "/service.log");
-    const std::string printed = "experiments rpc listening on port ";
-    ASSERT_TRUE(Eventually([&] {
-      return service_->Log().find(printed) != std::string::npos || !service_->Running();
-    })) << service_->Log();
-    std::string log = service_->Log();
-    size_t at = log.find(printed);
-    ASSERT_NE(at, std::string::npos) << log;
-    rpc_port_ = std::stoi(log.substr(at + printed.size()));
-    const std::string http_printed = "experiments listening on port ";
-    at = log.find(http_printed);
-    ASSERT_NE(at, std::string::npos) << log;
-    port_ = std::stoi(log.substr(at + http_printed.size()));
+    rpc_port_ = WaitForPrintedPort(*service_, "experiments rpc listening on port ");
+    ASSERT_NE(rpc_port_, 0) << service_->Log();
+    port_ = WaitForPrintedPort(*service_, "experiments listening on port ");
+    ASSERT_NE(port_, 0) << service_->Log();
     ASSERT_TRUE(Eventually([&] { return HttpCall(port_, "GET", "/health").status == 200; }))
         << service_->Log();
     auto client = ExperimentsRpcClient::Connect("127.0.0.1", rpc_port_);

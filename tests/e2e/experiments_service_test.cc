@@ -53,14 +53,8 @@ class ExperimentsServiceE2E : public ::testing::Test {
                                  store_->endpoint(), "--listen", "127.0.0.1:0", "--max-body-bytes",
                                  "65536", "--max-batch-units", "500"},
         dir_->path() + "/service.log");
-    const std::string printed = "experiments listening on port ";
-    ASSERT_TRUE(Eventually([&] {
-      return service_->Log().find(printed) != std::string::npos || !service_->Running();
-    })) << service_->Log();
-    std::string log = service_->Log();
-    size_t at = log.find(printed);
-    ASSERT_NE(at, std::string::npos) << log;
-    port_ = std::stoi(log.substr(at + printed.size()));
+    port_ = WaitForPrintedPort(*service_, "experiments listening on port ");
+    ASSERT_NE(port_, 0) << service_->Log();
     ASSERT_TRUE(Eventually([&] { return HttpCall(port_, "GET", "/health").status == 200; }))
         << service_->Log();
     auto client = client::Client::Connect({.endpoints = {store_->endpoint()}});

@@ -433,4 +433,21 @@ bool Eventually(const std::function<bool()>& cond, std::chrono::milliseconds tim
   return cond();
 }
 
+int WaitForPrintedPort(Process& process, const std::string& prefix,
+                       std::chrono::milliseconds timeout) {
+  int port = 0;
+  Eventually(
+      [&] {
+        std::string log = process.Log();
+        size_t at = log.find(prefix);
+        if (at != std::string::npos) {
+          port = std::atoi(log.c_str() + at + prefix.size());
+          return true;
+        }
+        return !process.Running();
+      },
+      timeout);
+  return port;
+}
+
 }  // namespace capstan::e2e

@@ -74,6 +74,12 @@ class Process {
   std::string log_path_;
 };
 
+// Waits until `process` prints "<prefix><port>" (e.g. "experiments
+// listening on port ") and returns the port; 0 when it exits or `timeout`
+// passes first (the caller's assertion then shows the log).
+int WaitForPrintedPort(Process& process, const std::string& prefix,
+                       std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
 // Path of the capstan binary under test.
 std::string CapstanBinary();
 
