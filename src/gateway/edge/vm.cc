@@ -557,7 +557,8 @@ const char* CheckEdit(std::string_view name, const std::string_view* value) {
 
 }  // namespace
 
-int Vm::ReqSetHeader(lua_State* L) {
+// set_header and add_header: the same checks, then replace or add.
+int Vm::SetOrAddHeader(lua_State* L, bool add) {
   Vm* vm = Self(L);
   net::http1::HeaderFields* fields = vm->CurrentFields(L);
   size_t nn = 0, vn = 0;
@@ -565,25 +566,19 @@ int Vm::ReqSetHeader(lua_State* L) {
   const char* value = luaL_checklstring(L, 3, &vn);
   std::string_view v(value, vn);
   if (const char* error = CheckEdit(std::string_view(name, nn), &v)) {
-    return luaL_error(L, "set_header('%s'): %s", name, error);
+    return luaL_error(L, "%s('%s'): %s", add ? "add_header" : "set_header", name, error);
   }
-  fields->Set(std::string_view(name, nn), v);
+  if (add) {
+    fields->Add(std::string_view(name, nn), v);
+  } else {
+    fields->Set(std::string_view(name, nn), v);
+  }
   return 0;
 }
 
-int Vm::ReqAddHeader(lua_State* L) {
-  Vm* vm = Self(L);
-  net::http1::HeaderFields* fields = vm->CurrentFields(L);
-  size_t nn = 0, vn = 0;
-  const char* name = luaL_checklstring(L, 2, &nn);
-  const char* value = luaL_checklstring(L, 3, &vn);
-  std::string_view v(value, vn);
-  if (const char* error = CheckEdit(std::string_view(name, nn), &v)) {
-    return luaL_error(L, "add_header('%s'): %s", name, error);
-  }
-  fields->Add(std::string_view(name, nn), v);
-  return 0;
-}
+int Vm::ReqSetHeader(lua_State* L) { return SetOrAddHeader(L, /*add=*/false); }
+
+int Vm::ReqAddHeader(lua_State* L) { return SetOrAddHeader(L, /*add=*/true); }
 
 int Vm::ReqRemoveHeader(lua_State* L) {
   Vm* vm = Self(L);

@@ -153,6 +153,7 @@ class Vm {
   static int ReqHeaders(lua_State* L);
   static int ReqSetHeader(lua_State* L);
   static int ReqAddHeader(lua_State* L);
+  static int SetOrAddHeader(lua_State* L, bool add);
   static int ReqRemoveHeader(lua_State* L);
   static int Respond(lua_State* L);
   static int Log(lua_State* L);
