@@ -266,6 +266,9 @@ void DevServices::PrintUrls(std::ostream& out, std::string_view store_endpoint,
     out << "  experiments API   " << url(experiments_port_, "/v1/")
         << "   (GrowthBook SDKs: " << url(experiments_port_, "/api/features/{clientKey}") << ")\n";
   }
+  if (experiments_port_ != 0) {
+    out << "  console           " << url(experiments_port_, "/console/") << "\n";
+  }
   if (experiments_rpc_port_ != 0) {
     out << "  experiments RPC   127.0.0.1:" << experiments_rpc_port_ << "\n";
   }

@@ -32,6 +32,7 @@ pid=$!
 until_ok 30 grep -qs "capstan dev is up" "$work/dev.log" || fail "capstan dev did not start"
 # Step 0: the URLs it prints.
 grep -q "gateway           http://127.0.0.1:$gw_port/" "$work/dev.log" || fail "no gateway URL printed"
+grep -q "console           http://127.0.0.1:[0-9]*/console/" "$work/dev.log" || fail "no console URL printed"
 api=$(sed -n 's|.*experiments API   \(http://127.0.0.1:[0-9]*\)/v1/.*|\1|p' "$work/dev.log")
 [ -n "$api" ] || fail "no experiments API URL printed"
 gw=http://127.0.0.1:$gw_port
