@@ -123,7 +123,13 @@ ExperimentRouting::Decision ExperimentRouting::Assign(const ExperimentRoute& rou
       d.new_unit = true;
     }
   }
-  if (d.unit.empty()) return d;  // no unit: the default cluster, no assignment
+  if (d.unit.empty()) {
+    // No unit: the default cluster, no assignment — and none a client
+    // claimed for itself reaches the upstream either.
+    if (!config_.unit_header.empty()) fields->Remove(config_.unit_header);
+    if (!config_.assignment_header.empty()) fields->Remove(config_.assignment_header);
+    return d;
+  }
 
   // The EvaluationResult is per thread and used before any suspension; the
   // attributes object is rebuilt per request (a few small strings).

@@ -118,10 +118,14 @@ TEST(ExperimentRouting, AUnitThatCannotTravelIsNotUsed) {
   route.unit_cookie.clear();
   net::http1::HeaderFields fields;
   fields.Add("x-user-id", "has space");
+  // A client claiming an assignment of its own does not get it upstream.
+  fields.Add("x-capstan-experiment", "checkout=b");
+  fields.Add("x-capstan-unit", "someone-else");
   ExperimentRouting::Decision d = routing->Assign(route, &fields);
   EXPECT_EQ(*d.cluster, "cluster-default");
   EXPECT_TRUE(d.variant.empty());
   EXPECT_FALSE(fields.Get("x-capstan-experiment").has_value());
+  EXPECT_FALSE(fields.Get("x-capstan-unit").has_value());
 }
 
 TEST(ExperimentRouting, UnitsInNoVariantGoToTheDefaultCluster) {
