@@ -12,8 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/logging.h"
-#include "gateway/edge/hooks.h"
 #include "gateway/cache/serve.h"
+#include "gateway/edge/hooks.h"
 #include "gateway/http1_proxy.h"
 #include "gateway/http2_proxy.h"
 #include "gateway/l4_proxy.h"
@@ -544,6 +544,16 @@ std::string Gateway::StatusJson() {
                         ", \"weight\": ", rc.split[i].weight, "}");
       }
       action += "]";
+    } else if (rc.experiment) {
+      const ExperimentRoute& e = *rc.experiment;
+      action =
+          absl::StrCat("\"experiment\": {\"id\": ", net::JsonQuote(e.experiment),
+                       ", \"default\": ", net::JsonQuote(e.default_cluster), ", \"variants\": {");
+      for (size_t i = 0; i < e.variants.size(); ++i) {
+        absl::StrAppend(&action, i ? ", " : "", net::JsonQuote(e.variants[i].first), ": ",
+                        net::JsonQuote(e.variants[i].second));
+      }
+      action += "}}";
     } else if (rc.redirect) {
       action = "\"redirect\": true";
     } else {

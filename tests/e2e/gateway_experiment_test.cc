@@ -50,7 +50,9 @@ class GatewayExperimentE2E : public ::testing::Test {
     v1_ = std::make_unique<Origin>(*dir_, "v1");
     v2_ = std::make_unique<Origin>(*dir_, "v2");
     std::string config = dir_->path() + "/gateway.yaml";
+    admin_port_ = PickFreePort();
     std::ofstream(config) << "listeners: [{address: \"127.0.0.1:0\"}]\n"
+                          << "admin: 127.0.0.1:" << admin_port_ << "\n"
                           << "experiments:\n"
                           << "  store: store://" << store_->endpoint() << "\n"
                           << "  events: http://127.0.0.1:" << service_port_ << "/v1/events\n"
@@ -134,6 +136,7 @@ class GatewayExperimentE2E : public ::testing::Test {
   std::unique_ptr<StoreProcess> store_;
   std::unique_ptr<Process> service_;
   int service_port_ = 0;
+  int admin_port_ = 0;
   std::unique_ptr<Origin> v1_, v2_;
   std::unique_ptr<GatewayProcess> gateway_;
 };
@@ -198,6 +201,12 @@ TEST_F(GatewayExperimentE2E, StoppingTheExperimentInTheStoreSendsEveryoneToTheDe
   ASSERT_TRUE(Eventually([&] {
     return Get({"-H", "x-user-id: probe"}).headers["x-capstan-experiment"] != "checkout=";
   })) << gateway_->process()->Log();
+  // The admin /status names the route's experiment and its clusters.
+  HttpAnswer status = HttpCall(admin_port_, "GET", "/status");
+  EXPECT_NE(status.body.find(R"("experiment": {"id": "checkout", "default": "v1", )"
+                             R"("variants": {"control": "v1", "treatment": "v2"}})"),
+            std::string::npos)
+      << status.body;
   HttpAnswer current = HttpCall(service_port_, "GET", "/v1/experiments/checkout");
   int64_t revision = Json::parse(current.body)["revision"].get<int64_t>();
   HttpAnswer stopped = Put("/v1/experiments/checkout?revision=" + std::to_string(revision),
