@@ -201,6 +201,48 @@ TEST_F(StoreTlsTest, ClientCertAuthAdmitsAliceAndRefusesEveryoneElse) {
   EXPECT_NE(p->Wait(std::chrono::seconds(15)), -1);
 }
 
+// With --client-cert-auth and auth enabled, a call without a token is the
+// user its verified certificate names (its Common Name), as etcd's: alice,
+// who may only read "a", reads "a" and is refused "b" and every write, all
+// without --user.
+TEST_F(StoreTlsTest, TheClientCertificatesCommonNameIsTheUserWithoutAToken) {
+  int client = PickFreePort(), peer = PickFreePort();
+  std::string endpoint = Url("https", client);
+  Process* p = StartStore(
+      "m", {"--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
+            "--initial-advertise-peer-urls", Url("http", peer), "--cert-file", server_.cert,
+            "--key-file", server_.key, "--trusted-ca-file", ca_->file(), "--client-cert-auth"});
+  ASSERT_TRUE(WaitReady(p, endpoint, ca_->file(), &alice_));
+  Cert root = ca_->Issue("root", "root", "DNS:root");
+  for (std::vector<std::string> args : {std::vector<std::string>{"role", "add", "root"},
+                                        {"user", "add", "root:rootpw"},
+                                        {"user", "grant-role", "root", "root"},
+                                        {"role", "add", "reader"},
+                                        {"role", "grant-permission", "reader", "read", "a"},
+                                        {"user", "add", "alice:alicepw"},
+                                        {"user", "grant-role", "alice", "reader"},
+                                        {"put", "a", "1"},
+                                        {"put", "b", "2"},
+                                        {"auth", "enable"}}) {
+    CommandResult r = Ctl(endpoint, ca_->file(), &root, args);
+    ASSERT_EQ(r.exit_code, 0) << args[0] << " " << args[1] << ": " << r.out << r.err;
+  }
+  CommandResult read_a = Ctl(endpoint, ca_->file(), &alice_, {"get", "a", "--print-value-only"});
+  EXPECT_EQ(read_a.exit_code, 0) << read_a.err;
+  EXPECT_EQ(read_a.out, "1\n");
+  CommandResult read_b = Ctl(endpoint, ca_->file(), &alice_, {"get", "b"}, true);
+  EXPECT_NE(read_b.exit_code, 0);
+  EXPECT_THAT(read_b.err, HasSubstr("permission denied"));
+  CommandResult write_a = Ctl(endpoint, ca_->file(), &alice_, {"put", "a", "x"}, true);
+  EXPECT_NE(write_a.exit_code, 0);
+  EXPECT_THAT(write_a.err, HasSubstr("permission denied"));
+  // root's certificate: root, who reads everything.
+  CommandResult root_b = Ctl(endpoint, ca_->file(), &root, {"get", "b", "--print-value-only"});
+  EXPECT_EQ(root_b.out, "2\n") << root_b.err;
+  p->Signal(SIGTERM);
+  EXPECT_NE(p->Wait(std::chrono::seconds(15)), -1);
+}
+
 TEST_F(StoreTlsTest, HttpsWithoutACertificateIsAnErrorNamingTheFlag) {
   int client = PickFreePort(), peer = PickFreePort();
   CommandResult r = RunCommand({CapstanBinary(), "store", "--data-dir", dir_.path() + "/x",
