@@ -27,15 +27,9 @@ class ExperimentsResultsE2E : public ::testing::Test {
     dir_ = std::make_unique<TempDir>("experiments_results");
     store_ = std::make_unique<StoreProcess>(StoreProcess::Kind::kCapstan, dir_->path() + "/store");
     ASSERT_TRUE(store_->Start()) << store_->Log();
-    service_ = std::make_unique<Process>(
-        std::vector<std::string>{CapstanBinary(), "experiments", "serve", "--store",
-                                 store_->endpoint(), "--listen", "127.0.0.1:0", "--events-dir",
-                                 dir_->path() + "/events"},
-        dir_->path() + "/service.log");
-    port_ = WaitForPrintedPort(*service_, "experiments listening on port ");
+    service_ = StartExperimentsService(store_->endpoint(), dir_->path(),
+                                       {"--events-dir", dir_->path() + "/events"}, &port_);
     ASSERT_NE(port_, 0) << service_->Log();
-    ASSERT_TRUE(Eventually([&] { return HttpCall(port_, "GET", "/health").status == 200; }, 30s))
-        << service_->Log();
   }
 
   void TearDown() override {

@@ -31,15 +31,9 @@ class GatewayExperimentE2E : public ::testing::Test {
     dir_ = std::make_unique<TempDir>("gateway_experiment");
     store_ = std::make_unique<StoreProcess>(StoreProcess::Kind::kCapstan, dir_->path() + "/store");
     ASSERT_TRUE(store_->Start()) << store_->Log();
-    service_ = std::make_unique<Process>(
-        std::vector<std::string>{CapstanBinary(), "experiments", "serve", "--store",
-                                 store_->endpoint(), "--listen", "127.0.0.1:0", "--events-dir",
-                                 dir_->path() + "/events"},
-        dir_->path() + "/service.log");
-    service_port_ = WaitForPrintedPort(*service_, "experiments listening on port ");
+    service_ = StartExperimentsService(store_->endpoint(), dir_->path(),
+                                       {"--events-dir", dir_->path() + "/events"}, &service_port_);
     ASSERT_NE(service_port_, 0) << service_->Log();
-    ASSERT_TRUE(
-        Eventually([&] { return HttpCall(service_port_, "GET", "/health").status == 200; }, 30s));
 
     ASSERT_EQ(Put("/v1/domains/main", "{}").status, 201);
     ASSERT_EQ(Put("/v1/layers/web", R"({"domain": "main"})").status, 201);

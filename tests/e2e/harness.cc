@@ -450,4 +450,19 @@ int WaitForPrintedPort(Process& process, const std::string& prefix,
   return port;
 }
 
+std::unique_ptr<Process> StartExperimentsService(const std::string& store_endpoint,
+                                                 const std::string& dir,
+                                                 const std::vector<std::string>& extra, int* port) {
+  std::vector<std::string> argv = {CapstanBinary(), "experiments", "serve",      "--store",
+                                   store_endpoint,  "--listen",    "127.0.0.1:0"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  auto service = std::make_unique<Process>(argv, dir + "/service.log");
+  *port = WaitForPrintedPort(*service, "experiments listening on port ");
+  if (*port != 0 && !Eventually([&] { return HttpCall(*port, "GET", "/health").status == 200; },
+                                std::chrono::seconds(30))) {
+    *port = 0;
+  }
+  return service;
+}
+
 }  // namespace capstan::e2e

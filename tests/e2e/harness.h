@@ -80,6 +80,14 @@ class Process {
 int WaitForPrintedPort(Process& process, const std::string& prefix,
                        std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
+// `capstan experiments serve` against the store at `store_endpoint`, on a
+// picked port, its log in `dir`/service.log, `extra` flags last; waits for
+// its printed port and for /health to answer 200. Sets *port (0 when it did
+// not come up: the caller asserts and shows the log).
+std::unique_ptr<Process> StartExperimentsService(const std::string& store_endpoint,
+                                                 const std::string& dir,
+                                                 const std::vector<std::string>& extra, int* port);
+
 // Path of the capstan binary under test.
 std::string CapstanBinary();
 
