@@ -79,6 +79,25 @@ void CheckHasPolicy(const std::string& path, const AuthPolicy* policy) {
   std::abort();
 }
 
+// Runs a unary handler for `who` if the method's policy lets it in.
+void RunChecked(const AuthGate& gate, const AuthPolicy* policy,
+                const net::GrpcUnaryHandler& handler, const GrpcCallPtr& call, const AuthInfo& who,
+                Buffer bytes) {
+  absl::Status st = policy != nullptr ? (*policy)(gate.store(), who, bytes) : ErrPermissionDenied();
+  if (!st.ok()) return call->Finish(st);
+  CallAuthScope scope(&who);
+  handler(call, std::move(bytes));
+}
+
+// The same, resolving who calls first (auth may have been turned off).
+void RunGated(const AuthGate& gate, const AuthPolicy* policy, const net::GrpcUnaryHandler& handler,
+              const GrpcCallPtr& call, Buffer bytes) {
+  if (!gate.store()->auth()->enabled()) return handler(call, std::move(bytes));
+  absl::StatusOr<AuthInfo> who = gate.Identify(*call);
+  if (!who.ok()) return call->Finish(who.status());
+  RunChecked(gate, policy, handler, call, *who, std::move(bytes));
+}
+
 }  // namespace
 
 AuthGate::AuthGate(Store* store) : store_(store), policies_(MakeAuthPolicies()) {}
@@ -125,18 +144,28 @@ void MethodTable::InstallGated(std::shared_ptr<const AuthGate> gate, net::GrpcSe
     }
     const AuthPolicy* policy = gate->PolicyFor(path);
     CheckHasPolicy(path, policy);
-    server->AddUnary(
-        path, [gate, policy, handler = std::move(handler)](const GrpcCallPtr& call, Buffer bytes) {
-          AuthStore* auth = gate->store()->auth();
-          if (!auth->enabled()) return handler(call, std::move(bytes));
-          absl::StatusOr<AuthInfo> who = gate->Identify(*call);
-          if (!who.ok()) return call->Finish(who.status());
-          absl::Status st =
-              policy != nullptr ? (*policy)(gate->store(), *who, bytes) : ErrPermissionDenied();
-          if (!st.ok()) return call->Finish(st);
-          CallAuthScope scope(&*who);
-          handler(call, std::move(bytes));
+    auto shared_handler = std::make_shared<net::GrpcUnaryHandler>(std::move(handler));
+    server->AddUnary(path, [gate, policy, shared_handler](const GrpcCallPtr& call, Buffer bytes) {
+      if (!gate->store()->auth()->enabled()) return (*shared_handler)(call, std::move(bytes));
+      absl::StatusOr<AuthInfo> who = gate->Identify(*call);
+      if (who.status() == ErrInvalidAuthToken()) {
+        // A token is assigned through the log: one issued by another member
+        // moments ago may not be applied here yet. Wait until this member
+        // has applied what was committed when the call came (etcd checks
+        // after its read index too), then resolve it once more.
+        auto held = std::make_shared<Buffer>(std::move(bytes));
+        gate->store()->LinearizableRead([gate, policy, shared_handler, call,
+                                         held](absl::Status st) {
+          call->loop()->Post([gate, policy, shared_handler, call, held, st] {
+            if (!st.ok()) return call->Finish(st);
+            RunGated(*gate, policy, *shared_handler, call, std::move(*held));
+          });
         });
+        return;
+      }
+      if (!who.ok()) return call->Finish(who.status());
+      RunChecked(*gate, policy, *shared_handler, call, *who, std::move(bytes));
+    });
   }
   for (auto& [path, factory] : streams_) {
     const AuthPolicy* policy = gate->PolicyFor(path);
