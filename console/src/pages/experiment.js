@@ -4,7 +4,7 @@
 // meanwhile) shows the conflict and reloads the latest version.
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError, getDoc, listDocs, putDoc } from '../api.js';
-import { Alert, ErrorMessage, Page, StateBadge, fmtPercent, html, link, useLoad } from '../ui.js';
+import { Alert, ConflictAlert, ErrorMessage, Field, Page, StateBadge, fmtPercent, html, link, useLoad } from '../ui.js';
 
 const FROZEN_NOTE = 'Fixed once the experiment has run: units keep their variants.';
 
@@ -66,22 +66,6 @@ function specFromForm(form, base) {
   });
   if (Object.keys(forced).length) spec.forced_variants = forced; else delete spec.forced_variants;
   return spec;
-}
-
-function Field({ id, label, hint, error, children }) {
-  return html`<div class=${'field' + (error ? ' field-invalid' : '')}>
-    <label for=${id}>${label}</label>
-    ${children}
-    ${hint ? html`<div class="hint" id=${id + '-hint'}>${hint}</div>` : null}
-  </div>`;
-}
-
-function ConflictAlert({ conflict }) {
-  if (!conflict) return null;
-  return html`<${Alert} kind="warning" title="Someone else changed this experiment">
-    Your change was not saved: the experiment is now at revision ${conflict.currentRevision ?? '?'}.
-    The latest version is loaded below; check it and apply your change again.
-  </${Alert}>`;
 }
 
 export function ExperimentPage({ id }) {
@@ -162,7 +146,7 @@ export function ExperimentPage({ id }) {
   return html`<${Page} title=${isNew ? 'New experiment' : doc.id} actions=${actions}>
     ${isNew ? null : html`<p class="meta">
       <${StateBadge} state=${state} />${' in layer '}<strong>${doc.spec.layer}</strong>${` · revision ${doc.revision} · version ${doc.version} · last changed by ${doc.updatedBy || 'unknown'}`}</p>`}
-    <${ConflictAlert} conflict=${conflict} />
+    <${ConflictAlert} conflict=${conflict} what="this experiment" />
     <${ErrorMessage} error=${error} />
     ${notice ? html`<${Alert} kind="success">${notice}</${Alert}>` : null}
 
