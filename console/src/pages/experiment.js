@@ -56,12 +56,19 @@ function specFromForm(form, base) {
     try { spec.condition = JSON.parse(form.condition); } catch (e) {
       throw fieldError('condition', `The targeting condition is not valid JSON (${e.message}).`);
     }
+    if (typeof spec.condition !== 'object' || spec.condition === null || Array.isArray(spec.condition)) {
+      throw fieldError('condition', 'The targeting condition must be a JSON object, e.g. {"country": "DE"}.');
+    }
   } else delete spec.condition;
   const forced = {};
   form.allowList.split('\n').forEach((line, i) => {
     if (!line.trim()) return;
     const m = line.match(/^\s*([^=]+?)\s*=\s*(\S+)\s*$/);
     if (!m) throw fieldError('forced_variants', `Allow-list line ${i + 1}: write "unit = variant".`);
+    if (!spec.variants.some((v) => v.id === m[2])) {
+      throw fieldError('forced_variants', `Allow-list line ${i + 1}: "${m[2]}" is not one of the variants (${spec.variants.map((v) => v.id).join(', ')}).`);
+    }
+    if (m[1] in forced) throw fieldError('forced_variants', `Allow-list line ${i + 1}: unit "${m[1]}" is listed twice.`);
     forced[m[1]] = m[2];
   });
   if (Object.keys(forced).length) spec.forced_variants = forced; else delete spec.forced_variants;
@@ -209,8 +216,9 @@ export function ExperimentPage({ id }) {
         <button type="button" class="button button-quiet" onClick=${() => setForm({ ...form, variants: [...form.variants, { id: '', weight: '', parameters: '' }] })}>Add variant</button>
       </fieldset>
 
-      <${Field} id="exp-condition" label="Targeting condition (GrowthBook condition JSON; blank: everyone)" error=${invalid('condition')}>
-        <textarea id="exp-condition" name="condition" class="mono" rows="4" placeholder='e.g. {"country": {"$in": ["DE", "FR"]}}' value=${form.condition} onInput=${set('condition')} aria-invalid=${invalid('condition')}></textarea>
+      <${Field} id="exp-condition" label="Targeting condition (GrowthBook condition JSON; blank: everyone)" error=${invalid('condition')}
+          hint=${'Only units whose attributes match get a variant; the others keep the layer\'s defaults. Operators: $eq $ne $in $nin $gt $lt $regex $exists $and $or $not, and $inGroup with a saved group.'}>
+        <textarea id="exp-condition" name="condition" class="mono" rows="4" placeholder='e.g. {"country": {"$in": ["DE", "FR"]}}' value=${form.condition} onInput=${set('condition')} aria-invalid=${invalid('condition')} aria-describedby="exp-condition-hint"></textarea>
       </${Field}>
       <${Field} id="exp-allow" label="Allow-list (one unit = variant per line)" hint="Applied while draft or running, for QA." error=${invalid('forced_variants')}>
         <textarea id="exp-allow" name="allow-list" class="mono" rows="3" placeholder="e.g. user-17 = treatment" value=${form.allowList} onInput=${set('allowList')} aria-invalid=${invalid('forced_variants')} aria-describedby="exp-allow-hint"></textarea>

@@ -95,6 +95,13 @@ async function main() {
   await waitFor('the layer list', () => page.$eval('#exp-layer', (e) => e.value === 'checkout'));
   await fillByLabel('Coverage (0–1)', '0.5');
   await page.locator('[aria-label="Variant 2 parameters"]').fill('{"button_color": "green"}');
+  // Targeting: every unit with an id (all the units below have one).
+  await fillByLabel('Targeting condition (GrowthBook condition JSON; blank: everyone)', '{"id": {"$exists": true}}');
+  // An allow-list naming a variant the experiment does not have is refused in the page.
+  await fillByLabel('Allow-list (one unit = variant per line)', 'qa-user = purple');
+  await page.locator('::-p-aria(Create experiment)').click();
+  await waitFor('the allow-list refused', async () => (await bodyText()).includes('Allow-list line 1: "purple" is not one of the variants (control, treatment)'));
+  check(await page.$eval('#exp-allow', (e) => e.getAttribute('aria-invalid')) === 'true', 'the allow-list is marked invalid');
   await fillByLabel('Allow-list (one unit = variant per line)', 'qa-user = treatment');
   await shot('02-new-experiment');
   await page.locator('::-p-aria(Create experiment)').click();
@@ -103,6 +110,7 @@ async function main() {
   check(doc.spec.layer === 'checkout' && doc.spec.coverage === 0.5, `created spec ${JSON.stringify(doc.spec)}`);
   check(doc.spec.variants[1].parameters.button_color === 'green', 'variant parameters saved');
   check(doc.spec.forced_variants['qa-user'] === 'treatment', 'allow-list saved');
+  check(JSON.stringify(doc.spec.condition) === '{"id":{"$exists":true}}', `condition saved: ${JSON.stringify(doc.spec.condition)}`);
   check(doc.updatedBy === 'console', `written as the console user (${doc.updatedBy})`);
 
   // Start, then ramp to everyone.
