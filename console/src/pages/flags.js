@@ -35,6 +35,11 @@ export function FlagsPage() {
   </${Page}>`;
 }
 
+// Focuses the element with `id` once the render that creates it is done.
+function focusSoon(id) {
+  setTimeout(() => { const el = document.getElementById(id); if (el) el.focus(); }, 0);
+}
+
 const json = (v) => (v === undefined ? '' : JSON.stringify(v));
 
 function ruleForm(rule) {
@@ -146,9 +151,9 @@ function RuleEditor({ rule, index, count, experiments, invalid, onChange, onMove
             onInput=${(ev) => onChange({ ...rule, values: { ...rule.values, [v]: ev.target.value } })} />
         </${Field}>`)}</div>` : null}`}
     <div class="rule-actions">
-      <button type="button" class="button button-quiet" disabled=${index === 0} onClick=${() => onMove(-1)} aria-label=${`Move rule ${n} up`}>Move up</button>
-      <button type="button" class="button button-quiet" disabled=${index === count - 1} onClick=${() => onMove(1)} aria-label=${`Move rule ${n} down`}>Move down</button>
-      <button type="button" class="button button-quiet" onClick=${onRemove} aria-label=${`Remove rule ${n}`}>Remove</button>
+      <button type="button" id=${`${p}-up`} class="button button-quiet" disabled=${index === 0} onClick=${() => onMove(-1)} aria-label=${`Move rule ${n} up`}>Move up</button>
+      <button type="button" id=${`${p}-down`} class="button button-quiet" disabled=${index === count - 1} onClick=${() => onMove(1)} aria-label=${`Move rule ${n} down`}>Move down</button>
+      <button type="button" id=${`${p}-remove`} class="button button-quiet" onClick=${onRemove} aria-label=${`Remove rule ${n}`}>Remove</button>
     </div>
   </fieldset>`;
 }
@@ -187,10 +192,22 @@ export function FlagPage({ id }) {
       ${form.rules.map((rule, i) => html`<${RuleEditor} key=${i} rule=${rule} index=${i} count=${form.rules.length}
         experiments=${experiments.data || []} invalid=${invalid}
         onChange=${(r) => setRules(form.rules.map((x, j) => (j === i ? r : x)))}
-        onMove=${(d) => { const rules = form.rules.slice(); [rules[i], rules[i + d]] = [rules[i + d], rules[i]]; setRules(rules); }}
-        onRemove=${() => setRules(form.rules.filter((_, j) => j !== i))} />`)}
+        onMove=${(d) => {
+          const rules = form.rules.slice();
+          [rules[i], rules[i + d]] = [rules[i + d], rules[i]];
+          setRules(rules);
+          // Focus follows the rule that moved (its same button, or the other
+          // one at the ends), so the keyboard user keeps their place.
+          const to = i + d;
+          focusSoon(d < 0 && to > 0 ? `rule-${to}-up` : d > 0 && to < rules.length - 1 ? `rule-${to}-down` : `rule-${to}-type`);
+        }}
+        onRemove=${() => {
+          setRules(form.rules.filter((_, j) => j !== i));
+          focusSoon(form.rules.length > 1 ? `rule-${Math.max(0, i - 1)}-type` : 'add-rule');
+        }} />`)}
       ${form.rules.length === 0 ? html`<p class="muted">No rules: every unit gets the default value.</p>` : null}
-      <div class="add-rule"><button type="button" class="button button-quiet" onClick=${() => setRules([...form.rules, ruleForm({ type: 'force' })])}>Add rule</button></div>
+      <div class="add-rule"><button type="button" id="add-rule" class="button button-quiet"
+        onClick=${() => { setRules([...form.rules, ruleForm({ type: 'force' })]); focusSoon(`rule-${form.rules.length}-type`); }}>Add rule</button></div>
       <${Field} id="flag-prerequisites" label=${'Prerequisites (JSON array of {"flag", "condition"}; blank: none)'} error=${invalid('prerequisites')}>
         <textarea id="flag-prerequisites" rows="2" class="mono" value=${form.prerequisites} onInput=${set('prerequisites')} aria-invalid=${invalid('prerequisites')}></textarea>
       </${Field}>

@@ -220,7 +220,10 @@ async function main() {
   await waitFor('the new flag form', async () => (await h1()) === 'New flag');
   await fillByLabel('Key', 'new-checkout');
   await fillByLabel('Default value (JSON)', 'false');
-  await page.locator('::-p-aria(Add rule)').click();
+  // Keyboard: Add rule with Enter puts focus on the new rule's first control.
+  await page.focus('#add-rule');
+  await page.keyboard.press('Enter');
+  await waitFor('focus on the new rule', () => page.evaluate(() => document.activeElement.id === 'rule-0-type'));
   await page.select('#rule-0-type', 'rollout');
   await fillByLabel('Rule 1 value (JSON)', 'true');
   await fillByLabel('Rule 1 coverage (0–1)', '0.25');
@@ -231,6 +234,15 @@ async function main() {
   await page.select('#rule-1-experiment', 'green-button');
   await fillByLabel('Rule 2 value for control (JSON; blank: next rule)', 'false');
   await fillByLabel('Rule 2 value for treatment (JSON; blank: next rule)', 'true');
+  // Moving a rule moves focus with it; moving it back restores the order.
+  await page.focus('#rule-1-up');
+  await page.keyboard.press('Enter');
+  await waitFor('rule 2 moved up, focus with it', () => page.evaluate(() =>
+    document.getElementById('rule-0-type').value === 'experiment' && document.activeElement.id === 'rule-0-type'));
+  await page.focus('#rule-0-down');
+  await page.keyboard.press('Enter');
+  await waitFor('the order restored', () => page.evaluate(() =>
+    document.getElementById('rule-0-type').value === 'rollout' && document.activeElement.id === 'rule-1-type'));
   // A value that is not JSON is refused in the page, naming the field.
   await fillByLabel('Default value (JSON)', 'nope');
   await page.locator('::-p-aria(Create flag)').click();
