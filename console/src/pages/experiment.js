@@ -4,6 +4,7 @@
 // meanwhile) shows the conflict and reloads the latest version.
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError, getDoc, listDocs, putDoc } from '../api.js';
+import { ConditionRows, rowsFromCondition, rowsFromText } from './condition.js';
 import { Alert, ConflictAlert, ErrorMessage, Field, Page, StateBadge, fmtPercent, html, link, useLoad } from '../ui.js';
 
 const FROZEN_NOTE = 'Fixed once the experiment has run: units keep their variants.';
@@ -20,6 +21,7 @@ function formFromSpec(id, spec) {
     })),
     coverage: String(spec.coverage ?? 1),
     condition: spec.condition ? JSON.stringify(spec.condition, null, 2) : '',
+    conditionRows: rowsFromCondition(spec.condition),
     allowList: Object.entries(spec.forced_variants || {}).map(([unit, variant]) => `${unit} = ${variant}`).join('\n'),
   };
 }
@@ -216,9 +218,11 @@ export function ExperimentPage({ id }) {
         <button type="button" class="button button-quiet" onClick=${() => setForm({ ...form, variants: [...form.variants, { id: '', weight: '', parameters: '' }] })}>Add variant</button>
       </fieldset>
 
+      <${ConditionRows} rows=${form.conditionRows} invalid=${invalid('condition')}
+        onChange=${(text, rows) => setForm({ ...form, condition: text, conditionRows: rows })} />
       <${Field} id="exp-condition" label="Targeting condition (GrowthBook condition JSON; blank: everyone)" error=${invalid('condition')}
           hint=${'Only units whose attributes match get a variant; the others keep the layer\'s defaults. Operators: $eq $ne $in $nin $gt $lt $regex $exists $and $or $not, and $inGroup with a saved group.'}>
-        <textarea id="exp-condition" name="condition" class="mono" rows="4" placeholder='e.g. {"country": {"$in": ["DE", "FR"]}}' value=${form.condition} onInput=${set('condition')} aria-invalid=${invalid('condition')} aria-describedby="exp-condition-hint"></textarea>
+        <textarea id="exp-condition" name="condition" class="mono" rows="4" placeholder='e.g. {"country": {"$in": ["DE", "FR"]}}' value=${form.condition} onInput=${(e) => setForm({ ...form, condition: e.target.value, conditionRows: rowsFromText(e.target.value) })} aria-invalid=${invalid('condition')} aria-describedby="exp-condition-hint"></textarea>
       </${Field}>
       <${Field} id="exp-allow" label="Allow-list (one unit = variant per line)" hint="Applied while draft or running, for QA." error=${invalid('forced_variants')}>
         <textarea id="exp-allow" name="allow-list" class="mono" rows="3" placeholder="e.g. user-17 = treatment" value=${form.allowList} onInput=${set('allowList')} aria-invalid=${invalid('forced_variants')} aria-describedby="exp-allow-hint"></textarea>

@@ -95,8 +95,23 @@ async function main() {
   await waitFor('the layer list', () => page.$eval('#exp-layer', (e) => e.value === 'checkout'));
   await fillByLabel('Coverage (0–1)', '0.5');
   await page.locator('[aria-label="Variant 2 parameters"]').fill('{"button_color": "green"}');
-  // Targeting: every unit with an id (all the units below have one).
-  await fillByLabel('Targeting condition (GrowthBook condition JSON; blank: everyone)', '{"id": {"$exists": true}}');
+  // Targeting, with the rows: every unit with an id (all the units below
+  // have one). A row first says country is one of DE, FR (the JSON follows),
+  // then is changed (keyboard: Add condition focuses the new row).
+  await page.focus('#add-condition');
+  await page.keyboard.press('Enter');
+  await waitFor('focus on the new condition', () => page.evaluate(() => document.activeElement.id === 'cond-0-attribute'));
+  await page.keyboard.type('country');
+  await page.select('[aria-label="Condition 1 operator"]', '$in');
+  await page.locator('[aria-label="Condition 1 value"]').fill('DE, FR');
+  await waitFor('the JSON to follow the row', () => page.$eval('#exp-condition', (e) => {
+    try { return JSON.stringify(JSON.parse(e.value)) === '{"country":{"$in":["DE","FR"]}}'; } catch { return false; }
+  }));
+  await page.locator('[aria-label="Condition 1 attribute"]').fill('id');
+  await page.select('[aria-label="Condition 1 operator"]', '$exists');
+  await waitFor('the JSON to follow the change', () => page.$eval('#exp-condition', (e) => {
+    try { return JSON.stringify(JSON.parse(e.value)) === '{"id":{"$exists":true}}'; } catch { return false; }
+  }));
   // An allow-list naming a variant the experiment does not have is refused in the page.
   await fillByLabel('Allow-list (one unit = variant per line)', 'qa-user = purple');
   await page.locator('::-p-aria(Create experiment)').click();
