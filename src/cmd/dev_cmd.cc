@@ -162,6 +162,7 @@ absl::StatusOr<std::unique_ptr<DevServices>> DevServices::Start(const DevFlags& 
   if (flags.gateway_threads < 1 || flags.gateway_threads > 256) {
     return absl::InvalidArgumentError("--gateway-threads must be between 1 and 256");
   }
+  std::string admin_host;  // where the gateway's admin endpoint listens
   if (!flags.gateway_listen.empty()) {
     absl::StatusOr<net::HostPort> listen =
         net::ParseHostPort(flags.gateway_listen, /*allow_port_zero=*/true);
@@ -176,6 +177,7 @@ absl::StatusOr<std::unique_ptr<DevServices>> DevServices::Start(const DevFlags& 
         return absl::InvalidArgumentError(
             absl::StrCat("--gateway-admin-listen: ", std::string(admin.status().message())));
       }
+      admin_host = admin->host;
     }
   }
   absl::StatusOr<net::Url> url = net::ParseUrl(store_url, {.require_port = true});
@@ -258,9 +260,8 @@ absl::StatusOr<std::unique_ptr<DevServices>> DevServices::Start(const DevFlags& 
     if (dev->gateway_admin_port_ != 0 && dev->experiments_ != nullptr) {
       // The service started first (the gateway sends it events); now it
       // can show this gateway on the console's Gateways page.
-      absl::StatusOr<net::HostPort> admin = net::ParseHostPort(flags.gateway_admin_listen, true);
       dev->experiments_->SetGatewayAdminUrls({absl::StrCat(
-          "http://", net::FormatHostPort(Reachable(admin->host), dev->gateway_admin_port_))});
+          "http://", net::FormatHostPort(Reachable(admin_host), dev->gateway_admin_port_))});
     }
     CAPSTAN_LOG(info, "dev: gateway serving", "port", dev->gateway_port_, "cluster",
                 config.clusters.front().discovery.value_or(""), "live_config",
