@@ -46,6 +46,12 @@ std::vector<std::string> Tags(const Fields& fields, const std::vector<std::strin
   return tags;
 }
 
+// RFC 9213 §3: targeted fields are forwarded unless configured away.
+void StripTargeted(const CacheConfig& settings, Fields* fields) {
+  if (!settings.strip_targeted_fields) return;
+  for (const std::string& name : settings.targeted_fields) fields->Remove(name);
+}
+
 const CacheConfig& Settings(const DownstreamContext& ctx) {
   static const CacheConfig kDefaults;
   const auto& c = (*ctx.snapshot)->config.cache;
@@ -61,7 +67,7 @@ bool HasClientConditions(const Fields& f) {
 // the response that just arrived (its Age and Date).
 void Finalize(StoredResponse* obj, const Fields& age_source, int64_t request_time,
               int64_t response_time, const HttpCache& cache, const CacheConfig& settings) {
-  obj->cc = ParseCacheControl(obj->fields);
+  obj->cc = ResponseCacheControl(obj->fields, settings.targeted_fields);
   obj->times.response_time = response_time;
   obj->times.corrected_initial_age = CorrectedInitialAge(age_source, request_time, response_time);
   obj->times.lifetime =
@@ -141,7 +147,7 @@ class FillExchange final : public DownstreamExchange {
       Finalize(updated.get(), fields, request_time_, now, cache_, settings_);
       // A no-store request stores nothing, not even the 304's update.
       if (!request_cc_.no_store) {
-        cache_.store().Insert(updated);
+        if (cache_.store().Insert(updated)) cache_.Stored(updated);
         if (fill_ != nullptr) fill_->set_result(updated);
       }
       revalidated_ = std::move(updated);
@@ -161,11 +167,12 @@ class FillExchange final : public DownstreamExchange {
     if (invalidate_ && code >= 200 && code < 400) {
       for (const std::string& k :
            InvalidationKeys(request_->authority, request_->path, request_->query, fields)) {
-        size_t n = cache_.store().Remove(k);
+        size_t n = cache_.RemoveKey(k);
         if (n > 0) cache_.counters().purged->Inc(n);
       }
     }
-    CacheControl response_cc = ParseCacheControl(fields);
+    if (stale_ != nullptr && code == 200 && request_->method == "HEAD") UpdateFromHead(fields, now);
+    CacheControl response_cc = ResponseCacheControl(fields, settings_.targeted_fields);
     bool storable =
         store_ &&
         WhyNotStorable("GET", original_, request_cc_, code, fields, response_cc) == nullptr &&
@@ -186,6 +193,7 @@ class FillExchange final : public DownstreamExchange {
     }
     if (inner_ == nullptr) return true;
     if (!settings_.status_header.empty()) fields.Set(settings_.status_header, label_);
+    StripTargeted(settings_, &fields);
     inner_->cache_status = label_;
     inner_->status = code;
     inner_->response_started = true;
@@ -218,6 +226,7 @@ class FillExchange final : public DownstreamExchange {
       ObjectRef stored = std::move(capture_);
       if (cache_.store().Insert(stored)) {
         cache_.counters().stores->Inc();
+        cache_.Stored(stored);
         if (fill_ != nullptr) fill_->set_result(std::move(stored));
       }
     }
@@ -250,6 +259,29 @@ class FillExchange final : public DownstreamExchange {
   }
 
  private:
+  // RFC 9111 §4.3.5: a 200 to a HEAD sent to validate a stored GET updates
+  // it like a 304 when their validators (ETag, Last-Modified) and
+  // Content-Length agree where both have them; else the stored response is
+  // no longer trusted (removed: the next GET fetches it again).
+  void UpdateFromHead(const http1::HeaderFields& fields, int64_t now) {
+    Fields head = Storable(fields);
+    if (!HeadResponseMatches(stale_->fields, stale_->body.size(), head)) {
+      size_t n = cache_.RemoveKey(stale_->key);
+      if (n > 0) cache_.counters().purged->Inc(n);
+      return;
+    }
+    if (request_cc_.no_store) return;
+    auto updated = std::make_shared<StoredResponse>();
+    updated->key = stale_->key;
+    updated->vary = stale_->vary;
+    updated->status = stale_->status;
+    updated->fields = MergeNotModified(stale_->fields, head);
+    updated->body = stale_->body.Share();
+    Finalize(updated.get(), fields, request_time_, now, cache_, settings_);
+    if (cache_.store().Insert(updated)) cache_.Stored(updated);
+    cache_.counters().head_updates->Inc();
+  }
+
   // `fields` without those meant for this client alone.
   Fields Storable(const http1::HeaderFields& fields) const {
     Fields out;
@@ -315,6 +347,7 @@ net::Task<bool> ServeStored(DownstreamExchange& x, const StoredResponse& obj, in
                             const Fields& request) {
   ProxyRequest& in = x.request();
   Fields f = CopyFields(obj.fields);
+  StripTargeted(settings, &f);
   if (settings.age_header) f.Set("age", absl::StrCat(age));
   if (!settings.status_header.empty()) f.Set(settings.status_header, label);
   for (const auto& [name, value] : x.extra_response_fields) f.Add(name, value);
@@ -470,6 +503,11 @@ HttpCache::HttpCache(const CacheConfig& config, metrics::Registry* registry)
   counters_.passes = counter("passes", "Requests on cache routes that bypassed the cache.");
   counters_.stores = counter("stores", "Responses stored.");
   counters_.purged = counter("purged", "Objects removed by purge or invalidation.");
+  counters_.head_updates =
+      counter("head_updates", "Stored GET responses updated by a 200 answer to a HEAD.");
+  counters_.disk_hits = counter("disk_hits", "Memory misses answered from the disk tier.");
+  counters_.disk_misses =
+      counter("disk_misses", "Memory misses the disk tier could not answer either.");
   MemoryStore* store = &store_;
   registry->AddGaugeFunc("capstan_gateway_cache_bytes", "Bytes held by the cache.",
                          [store] { return static_cast<double>(store->stats().bytes); });
@@ -480,6 +518,77 @@ HttpCache::HttpCache(const CacheConfig& config, metrics::Registry* registry)
                          [store] { return static_cast<double>(store->stats().evictions); });
   registry->AddGaugeFunc("capstan_gateway_cache_capacity_bytes", "The cache's memory budget.",
                          [bytes = config.memory] { return static_cast<double>(bytes); });
+}
+
+absl::StatusOr<std::shared_ptr<HttpCache>> HttpCache::Create(const CacheConfig& config,
+                                                             metrics::Registry* registry) {
+  auto cache = std::make_shared<HttpCache>(config, registry);
+  if (config.disk_path.empty()) return cache;
+  ASSIGN_OR_RETURN(cache->disk_,
+                   DiskStore::Open({.dir = config.disk_path, .max_bytes = config.disk_size}));
+  // Two readers: a disk read is a few hundred microseconds, and a miss that
+  // waits for one costs an origin fetch less.
+  cache->disk_readers_ =
+      std::make_unique<net::WorkerPool>(net::WorkerPoolOptions{.threads = 2, .name = "cache-disk"});
+  cache->RegisterDiskMetrics(registry);
+  return cache;
+}
+
+void HttpCache::RegisterDiskMetrics(metrics::Registry* registry) {
+  DiskStore* disk = disk_.get();
+  auto gauge = [registry, disk](const char* name, const char* help, auto field) {
+    registry->AddGaugeFunc(absl::StrCat("capstan_gateway_cache_disk_", name), help,
+                           [disk, field] { return static_cast<double>(field(disk->stats())); });
+  };
+  gauge("bytes", "Bytes of the disk tier's files.", [](const DiskStats& s) { return s.bytes; });
+  gauge("objects", "Responses held by the disk tier.",
+        [](const DiskStats& s) { return s.objects; });
+  gauge("writes_total", "Responses written to the disk tier; a counter.",
+        [](const DiskStats& s) { return s.writes; });
+  gauge("write_errors_total",
+        "Disk tier writes that failed (ENOSPC, EIO, ...) and were dropped; a counter.",
+        [](const DiskStats& s) { return s.write_errors; });
+  gauge("dropped_total", "Disk tier writes dropped because the write queue was full; a counter.",
+        [](const DiskStats& s) { return s.dropped; });
+  gauge("corrupt_total", "Torn or corrupt disk tier files found and removed; a counter.",
+        [](const DiskStats& s) { return s.corrupt; });
+  gauge("evictions_total", "Disk tier files removed to stay within its budget; a counter.",
+        [](const DiskStats& s) { return s.evictions; });
+  gauge("ready", "1 once the disk tier's start-up scan has ended.",
+        [](const DiskStats& s) { return s.ready ? 1 : 0; });
+  registry->AddGaugeFunc("capstan_gateway_cache_disk_capacity_bytes", "The disk tier's budget.",
+                         [bytes = disk->max_bytes()] { return static_cast<double>(bytes); });
+}
+
+net::Task<ObjectRef> HttpCache::LoadFromDisk(net::EventLoop* loop, const std::string& key,
+                                             const Fields& request, const CacheConfig& settings) {
+  uint64_t seq = disk_->Find(key, request);
+  if (seq == 0) {
+    counters_.disk_misses->Inc();
+    co_return nullptr;
+  }
+  DiskStore* disk = disk_.get();
+  auto read = disk_readers_->Run(loop, [disk, seq, &key] { return disk->Read(seq, key); });
+  std::shared_ptr<StoredResponse> loaded = co_await read;
+  if (loaded == nullptr || !loaded->MatchesVary(request)) {
+    counters_.disk_misses->Inc();
+    co_return nullptr;
+  }
+  loaded->cc = ResponseCacheControl(loaded->fields, settings.targeted_fields);
+  counters_.disk_hits->Inc();
+  ObjectRef object = std::move(loaded);
+  store_.Insert(object);  // back in memory: the next hit is a memory hit
+  co_return object;
+}
+
+void HttpCache::Stored(const ObjectRef& object) {
+  if (disk_ != nullptr) disk_->Write(object);
+}
+
+size_t HttpCache::RemoveKey(const std::string& key) {
+  size_t n = store_.Remove(key);
+  if (disk_ != nullptr) n = std::max(n, disk_->Remove(key));
+  return n;
 }
 
 std::shared_ptr<Fill> HttpCache::BeginFill(const std::string& key, bool* leader) {
@@ -557,12 +666,17 @@ net::HttpResponse HttpCache::HandlePurge(const net::HttpRequest& request) {
     std::string key = q == std::string_view::npos
                           ? PrimaryKey(authority, target, {})
                           : PrimaryKey(authority, target.substr(0, q), target.substr(q + 1));
-    purged += store_.Remove(key);
-    purged += store_.RemoveKeyPrefix(key + "#");  // the clusters of a split route
+    purged += RemoveKey(key);
+    // The clusters of a split route.
+    size_t split = store_.RemoveKeyPrefix(key + "#");
+    if (disk_ != nullptr) split = std::max(split, disk_->RemoveKeyPrefix(key + "#"));
+    purged += split;
   } else if (!tag.empty()) {
     purged += store_.RemoveTag(tag);
+    if (disk_ != nullptr) purged = std::max(purged, disk_->RemoveTag(tag));
   } else if (all) {
     purged += store_.Clear();
+    if (disk_ != nullptr) purged = std::max(purged, disk_->Clear());
   } else {
     return net::JsonError(400, "bad_request", "give url=, tag= or all=1");
   }
@@ -608,6 +722,10 @@ net::Task<bool> ServeCached(DownstreamContext& ctx, DownstreamExchange& x, const
   const bool head = in.method == "HEAD";
   for (int round = 0;; ++round) {
     ObjectRef stored = cache->store().Lookup(key, *in.fields);
+    if (stored == nullptr && cache->disk() != nullptr) {
+      auto load = cache->LoadFromDisk(ctx.loop, key, *in.fields, settings);
+      stored = co_await load;
+    }
     Verdict verdict;
     if (stored != nullptr) {
       verdict = Evaluate(stored->times, stored->cc, request_cc, cache->Now());
