@@ -171,7 +171,17 @@ class FillExchange final : public DownstreamExchange {
         if (n > 0) cache_.counters().purged->Inc(n);
       }
     }
-    if (stale_ != nullptr && code == 200 && request_->method == "HEAD") UpdateFromHead(fields, now);
+    if (stale_ != nullptr && code == 200 && request_->method == "HEAD") {
+      if (ObjectRef updated = UpdateFromHead(fields, now)) {
+        // Answered like a 304: the client gets the updated stored fields
+        // (those the HEAD did not repeat are kept).
+        revalidated_ = std::move(updated);
+        result_ = Result::kRevalidated;
+        swallow_ = true;
+        ReleaseFill();
+        return true;
+      }
+    }
     CacheControl response_cc = ResponseCacheControl(fields, settings_.targeted_fields);
     bool storable =
         store_ &&
@@ -262,15 +272,16 @@ class FillExchange final : public DownstreamExchange {
   // RFC 9111 §4.3.5: a 200 to a HEAD sent to validate a stored GET updates
   // it like a 304 when their validators (ETag, Last-Modified) and
   // Content-Length agree where both have them; else the stored response is
-  // no longer trusted (removed: the next GET fetches it again).
-  void UpdateFromHead(const http1::HeaderFields& fields, int64_t now) {
+  // no longer trusted (removed: the next GET fetches it again). Returns
+  // the updated response, or null.
+  ObjectRef UpdateFromHead(const http1::HeaderFields& fields, int64_t now) {
     Fields head = Storable(fields);
     if (!HeadResponseMatches(stale_->fields, stale_->body.size(), head)) {
       size_t n = cache_.RemoveKey(stale_->key);
       if (n > 0) cache_.counters().purged->Inc(n);
-      return;
+      return nullptr;
     }
-    if (request_cc_.no_store) return;
+    if (request_cc_.no_store) return nullptr;
     auto updated = std::make_shared<StoredResponse>();
     updated->key = stale_->key;
     updated->vary = stale_->vary;
@@ -280,6 +291,7 @@ class FillExchange final : public DownstreamExchange {
     Finalize(updated.get(), fields, request_time_, now, cache_, settings_);
     if (cache_.store().Insert(updated)) cache_.Stored(updated);
     cache_.counters().head_updates->Inc();
+    return updated;
   }
 
   // `fields` without those meant for this client alone.
