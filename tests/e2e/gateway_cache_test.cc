@@ -436,10 +436,13 @@ TEST(CacheDisk, StoredResponseSurvivesKill9) {
     return std::stod(m[1]);
   };
   const std::string body_path = "/d?cc=max-age=600&vary=Accept-Language&size=5000";
+  // The key holds the authority: the same Host for both processes (each
+  // listens on a port of its own).
+  const std::string kHost = "Host: cache.example";
   int admin = 0;
   auto gw = start(first_dir, &admin);
   ASSERT_TRUE(Eventually([&] { return metric(admin, "capstan_gateway_cache_disk_ready") == 1; }));
-  Answer miss = Get(gw->url(body_path), {"-H", "Accept-Language: en"});
+  Answer miss = Get(gw->url(body_path), {"-H", "Accept-Language: en", "-H", kHost});
   EXPECT_EQ(miss.Header("x-cache"), "MISS");
   ASSERT_EQ(miss.body.size(), 5000u);
   // Written off the request path: wait until the record is on disk.
@@ -450,7 +453,7 @@ TEST(CacheDisk, StoredResponseSurvivesKill9) {
   gw = start(second_dir, &admin);
   ASSERT_TRUE(Eventually([&] { return metric(admin, "capstan_gateway_cache_disk_ready") == 1; }));
   EXPECT_EQ(metric(admin, "capstan_gateway_cache_disk_objects"), 1);
-  Answer hit = Get(gw->url(body_path), {"-H", "Accept-Language: en"});
+  Answer hit = Get(gw->url(body_path), {"-H", "Accept-Language: en", "-H", kHost});
   EXPECT_EQ(hit.status, 200);
   EXPECT_EQ(hit.Header("x-cache"), "HIT");
   EXPECT_EQ(hit.body, miss.body);
@@ -459,7 +462,8 @@ TEST(CacheDisk, StoredResponseSurvivesKill9) {
   EXPECT_FALSE(hit.Header("age").empty());
   EXPECT_EQ(origin.Fetches("/d"), 1);
   // Another Vary value is another object: not on disk, fetched.
-  EXPECT_EQ(Get(gw->url(body_path), {"-H", "Accept-Language: fr"}).Header("x-cache"), "MISS");
+  EXPECT_EQ(Get(gw->url(body_path), {"-H", "Accept-Language: fr", "-H", kHost}).Header("x-cache"),
+            "MISS");
   EXPECT_EQ(origin.Fetches("/d"), 2);
   EXPECT_EQ(metric(admin, "capstan_gateway_cache_disk_hits_total"), 1);
   // A purge removes the disk copies too: after another restart, a miss.
