@@ -175,6 +175,14 @@ void DiskStore::Run() {
     if (queue_.empty()) break;  // stopping, and everything queued is done
     Job job = std::move(queue_.front());
     queue_.pop_front();
+    if (job.kind == Job::Kind::kWrite && stopping_) {
+      // Shutting down: what is not written yet is dropped (a slow disk must
+      // not hold the exit); purges' unlinks still run, or a purged object
+      // would come back at the next start.
+      pending_bytes_ -= job.pending_bytes;
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
     busy_ = true;
     if (job.kind == Job::Kind::kWrite) {
       pending_bytes_ -= job.pending_bytes;

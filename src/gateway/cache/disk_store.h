@@ -82,7 +82,8 @@ class DiskStore {
   // Creates the directory if needed, takes its lock and starts the writer
   // thread (which scans the directory first).
   static absl::StatusOr<std::unique_ptr<DiskStore>> Open(DiskStoreOptions options);
-  // Writes what is still queued, then stops the thread.
+  // Finishes the write under way and the queued unlinks (purges), drops the
+  // writes not started (counted), then stops the thread.
   ~DiskStore();
   DiskStore(const DiskStore&) = delete;
   DiskStore& operator=(const DiskStore&) = delete;
