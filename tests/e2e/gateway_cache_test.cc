@@ -445,14 +445,28 @@ TEST(CacheDisk, StoredResponseSurvivesKill9) {
   Answer miss = Get(gw->url(body_path), {"-H", "Accept-Language: en", "-H", kHost});
   EXPECT_EQ(miss.Header("x-cache"), "MISS");
   ASSERT_EQ(miss.body.size(), 5000u);
-  // Written off the request path: wait until the record is on disk.
-  ASSERT_TRUE(Eventually([&] { return metric(admin, "capstan_gateway_cache_disk_objects") == 1; }));
+  // A second object, whose file is damaged while no gateway runs.
+  const std::string damaged_path = "/t?cc=max-age=600&size=3000";
+  EXPECT_EQ(Get(gw->url(damaged_path), {"-H", kHost}).Header("x-cache"), "MISS");
+  // Written off the request path: wait until the records are on disk.
+  ASSERT_TRUE(Eventually([&] { return metric(admin, "capstan_gateway_cache_disk_objects") == 2; }));
   gw->process()->Kill();  // SIGKILL: nothing is flushed at exit
   gw.reset();
+  bool damaged = false;
+  for (const auto& e : std::filesystem::directory_iterator(disk)) {
+    std::fstream f(e.path(), std::ios::in | std::ios::out | std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    if (e.path().extension() != ".obj" || bytes.find("/t #1") == std::string::npos) continue;
+    f.clear();                   // past the end after the read
+    f.seekp(-1, std::ios::end);  // the body's last byte
+    f.put(bytes.back() == 'x' ? 'y' : 'x');
+    damaged = true;
+  }
+  ASSERT_TRUE(damaged);
 
   gw = start(second_dir, &admin);
   ASSERT_TRUE(Eventually([&] { return metric(admin, "capstan_gateway_cache_disk_ready") == 1; }));
-  EXPECT_EQ(metric(admin, "capstan_gateway_cache_disk_objects"), 1);
+  EXPECT_EQ(metric(admin, "capstan_gateway_cache_disk_objects"), 2);
   Answer hit = Get(gw->url(body_path), {"-H", "Accept-Language: en", "-H", kHost});
   EXPECT_EQ(hit.status, 200);
   EXPECT_EQ(hit.Header("x-cache"), "HIT");
@@ -466,10 +480,18 @@ TEST(CacheDisk, StoredResponseSurvivesKill9) {
             "MISS");
   EXPECT_EQ(origin.Fetches("/d"), 2);
   EXPECT_EQ(metric(admin, "capstan_gateway_cache_disk_hits_total"), 1);
+  // The damaged record is never served: its checksum fails, it is removed,
+  // and the origin answers.
+  Answer refetched = Get(gw->url(damaged_path), {"-H", kHost});
+  EXPECT_EQ(refetched.Header("x-cache"), "MISS");
+  EXPECT_EQ(refetched.body.substr(0, 5), "/t #2");
+  EXPECT_EQ(origin.Fetches("/t"), 2);
+  EXPECT_EQ(metric(admin, "capstan_gateway_cache_disk_corrupt_total"), 1);
   // A purge removes the disk copies too: after another restart, a miss.
   CommandResult purged =
       Curl({"-X", "POST", "http://127.0.0.1:" + std::to_string(admin) + "/cache/purge?all=1"});
-  EXPECT_TRUE(absl::StrContains(purged.out, "\"purged\": 2")) << purged.out;
+  // In memory: en (read back from disk), fr and /t's new copy.
+  EXPECT_TRUE(absl::StrContains(purged.out, "\"purged\": 3")) << purged.out;
   ASSERT_TRUE(Eventually([&] { return metric(admin, "capstan_gateway_cache_disk_objects") == 0; }));
   EXPECT_TRUE(Eventually([&] {
     for (const auto& e : std::filesystem::directory_iterator(disk)) {
