@@ -5,8 +5,10 @@
 #include "gateway/cache/disk_store.h"
 
 #include <cerrno>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 
 #include "base/crc32c.h"
 #include "base/test_dir.h"
@@ -243,6 +245,43 @@ TEST_F(DiskStoreTest, PurgesRemoveTheFiles) {
   EXPECT_EQ(CountFiles(dir_, ".obj"), 0u);
   EXPECT_EQ(store_->stats().objects, 0u);
   EXPECT_EQ(store_->stats().bytes, 0u);
+}
+
+// A purge that comes while its object is being written, or is still queued,
+// wins: nothing of it is left indexed or on disk afterwards.
+TEST_F(DiskStoreTest, PurgeWinsOverWritesUnderWayAndQueued) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool in_write = false, release = false;
+  // The writer thread stops inside its first write until the test says go.
+  Open(1 << 20, [&] {
+    std::unique_lock lock(mu);
+    if (!in_write) {
+      in_write = true;
+      cv.notify_all();
+      cv.wait_for(lock, kWait, [&] { return release; });
+    }
+    return 0;
+  });
+  store_->Write(MakeObject("h/under-way", "being written", {}, {"gone"}));
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, kWait, [&] { return in_write; }));
+  }
+  store_->Write(MakeObject("h/queued", "queued", {}, {"gone"}));
+  store_->Write(MakeObject("h/kept", "kept"));
+  EXPECT_EQ(store_->RemoveTag("gone"), 0u);  // nothing indexed yet
+  {
+    std::lock_guard lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  ASSERT_TRUE(store_->WaitIdle(kWait));
+  EXPECT_EQ(store_->Find("h/under-way", Request({})), 0u);
+  EXPECT_EQ(store_->Find("h/queued", Request({})), 0u);
+  EXPECT_EQ(Load("h/kept", Request({}))->body.ToString(), "kept");
+  EXPECT_EQ(CountFiles(dir_, ".obj"), 1u);
+  EXPECT_EQ(store_->stats().objects, 1u);
 }
 
 TEST(DiskRecord, EncodeDecodeAndEveryDamageIsRefused) {
