@@ -287,6 +287,7 @@ class FillExchange final : public DownstreamExchange {
     updated->body = stale_->body.Share();
     Finalize(updated.get(), fields, request_time_, now, cache_, settings_);
     if (cache_.store().Insert(updated)) cache_.Stored(updated);
+    if (fill_ != nullptr) fill_->set_result(updated);  // GETs waiting on this HEAD
     cache_.counters().head_updates->Inc();
     return updated;
   }
