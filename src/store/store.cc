@@ -497,6 +497,19 @@ void Store::ProposeConfChange(raft::ConfChange::Type type, const etcdserverpb::M
     done(ErrStopped(), nullptr);
     return;
   }
+  // A new leader takes no membership change until it has committed an
+  // entry of its term (raft refuses it until then). A read index waits for
+  // exactly that, so a change made just after an election waits one round
+  // trip instead of failing (etcd's would time out).
+  auto shared_done = std::make_shared<ApplyDone>(std::move(done));
+  LinearizableRead([this, type, member, shared_done](absl::Status st) {
+    if (!st.ok()) return (*shared_done)(st, nullptr);
+    ProposeConfChangeNow(type, member, std::move(*shared_done));
+  });
+}
+
+void Store::ProposeConfChangeNow(raft::ConfChange::Type type, const etcdserverpb::Member& member,
+                                 ApplyDone done) {
   uint64_t id = request_nonce_ | (next_request_.fetch_add(1) & 0x0000ffffffffffffull);
   ConfChangeContext ctx;
   ctx.set_request_id(id);

@@ -180,6 +180,9 @@ class Store final : public raft::StateMachine {
   void Stop();
 
  private:
+  // ProposeConfChange once this member has a leader that committed in its term.
+  void ProposeConfChangeNow(raft::ConfChange::Type type, const etcdserverpb::Member& member,
+                            ApplyDone done);
   explicit Store(StoreOptions options);
   absl::Status Init();
   // Decides this member's and the cluster's IDs at first start; fills the
