@@ -1,8 +1,10 @@
 // `capstan dev`'s example service and gateway (dev_cmd.h).
 #include "cmd/dev_cmd.h"
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -27,7 +29,10 @@ void AddDevFlags(CLI::App* cmd, DevFlags* f) {
                   "Where the gateway in front of the example service listens (host:port); "
                   "empty: no gateway.")
       ->capture_default_str();
-  cmd->add_option("--gateway-threads", f->gateway_threads, "The gateway's event loops.")
+  cmd->add_option("--threads", f->threads,
+                  "Event loops shared by every server of the process: the store's client and "
+                  "metrics ports, the gateway, the experiments service and its RPC API, the "
+                  "example services (0: one per core). Blocking work keeps its own threads.")
       ->capture_default_str();
   cmd->add_option("--gateway-admin-listen", f->gateway_admin_listen,
                   "Where the gateway's admin endpoint (/status, /metrics, /health) listens "
@@ -52,6 +57,17 @@ void AddDevFlags(CLI::App* cmd, DevFlags* f) {
                   "Where the experiments service's Capstan RPC API listens (host:port; port 0 "
                   "picks one, printed); empty: no RPC API.")
       ->capture_default_str();
+}
+
+absl::StatusOr<std::unique_ptr<net::LoopGroup>> StartDevLoops(const DevFlags& flags) {
+  if (flags.threads < 0 || flags.threads > 1024) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--threads must be between 0 (one per core) and 1024, not ", flags.threads));
+  }
+  int threads = flags.threads > 0
+                    ? flags.threads
+                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return net::LoopGroup::Start({.threads = threads, .name = "dev-loop"});
 }
 
 namespace {
@@ -125,7 +141,8 @@ gateway::GatewayConfig DevGatewayConfig(const DevFlags& f, const std::string& st
 absl::StatusOr<DevServices::Hello> DevServices::StartHello(const std::string& listen_flag,
                                                            const char* flag, const char* prefix,
                                                            const char* version,
-                                                           std::shared_ptr<client::Client> store) {
+                                                           std::shared_ptr<client::Client> store,
+                                                           net::LoopGroup* group) {
   Hello hello;
   if (listen_flag.empty()) return hello;
   absl::StatusOr<net::HostPort> listen = net::ParseHostPort(listen_flag, /*allow_port_zero=*/true);
@@ -133,7 +150,9 @@ absl::StatusOr<DevServices::Hello> DevServices::StartHello(const std::string& li
     return absl::InvalidArgumentError(
         absl::StrCat(flag, ": ", std::string(listen.status().message())));
   }
-  hello.server = std::make_unique<net::HttpServer>();
+  // Its one handler answers at once: it runs on the shared loop.
+  hello.server = std::make_unique<net::HttpServer>(
+      net::HttpServerOptions{.name = absl::StrCat("hello-", version), .group = group});
   std::string host = Reachable(listen->host);
   net::HttpServer* server = hello.server.get();
   // Handlers run on the server's loop, after Start has set the port.
@@ -153,14 +172,12 @@ absl::StatusOr<DevServices::Hello> DevServices::StartHello(const std::string& li
 }
 
 absl::StatusOr<std::unique_ptr<DevServices>> DevServices::Start(const DevFlags& flags,
-                                                                std::string_view store_url) {
+                                                                std::string_view store_url,
+                                                                net::LoopGroup* group) {
   std::unique_ptr<DevServices> dev(new DevServices());
   if (flags.gateway_listen.empty() && flags.hello_listen.empty() && flags.hello_v2_listen.empty() &&
       flags.experiments_listen.empty()) {
     return dev;
-  }
-  if (flags.gateway_threads < 1 || flags.gateway_threads > 256) {
-    return absl::InvalidArgumentError("--gateway-threads must be between 1 and 256");
   }
   std::string admin_host;  // where the gateway's admin endpoint listens
   if (!flags.gateway_listen.empty()) {
@@ -195,9 +212,9 @@ absl::StatusOr<std::unique_ptr<DevServices>> DevServices::Start(const DevFlags& 
   dev->store_ = std::shared_ptr<client::Client>(std::move(client).value());
 
   ASSIGN_OR_RETURN(dev->hello_, StartHello(flags.hello_listen, "--hello-listen", kDevHelloService,
-                                           "v1", dev->store_));
+                                           "v1", dev->store_, group));
   ASSIGN_OR_RETURN(dev->hello_v2_, StartHello(flags.hello_v2_listen, "--hello-v2-listen",
-                                              kDevHelloV2Service, "v2", dev->store_));
+                                              kDevHelloV2Service, "v2", dev->store_, group));
   dev->hello_port_ = dev->hello_.port;
   dev->hello_v2_port_ = dev->hello_v2_.port;
 
@@ -213,6 +230,7 @@ absl::StatusOr<std::unique_ptr<DevServices>> DevServices::Start(const DevFlags& 
     options.listen_host = listen->host;
     options.listen_port = listen->port;
     options.worker_threads = 2;
+    options.group = group;
     std::shared_ptr<experiments::EventsApi> events;
     if (!flags.events_dir.empty()) {
       options.extensions.push_back(experiments::MakeEventsExtension(
@@ -233,7 +251,7 @@ absl::StatusOr<std::unique_ptr<DevServices>> DevServices::Start(const DevFlags& 
       ASSIGN_OR_RETURN(dev->experiments_rpc_,
                        experiments_rpc::ExperimentsRpcServer::Start(
                            dev->experiments_.get(), std::move(events),
-                           {.host = rpc_listen->host, .port = rpc_listen->port}));
+                           {.host = rpc_listen->host, .port = rpc_listen->port, .group = group}));
       dev->experiments_rpc_port_ = dev->experiments_rpc_->port();
       std::cout << "experiments rpc listening on port " << dev->experiments_rpc_port_ << "\n";
       std::cout.flush();
@@ -250,10 +268,8 @@ absl::StatusOr<std::unique_ptr<DevServices>> DevServices::Start(const DevFlags& 
     RETURN_IF_ERROR(gateway::ValidateGatewayConfig(config));
     ASSIGN_OR_RETURN(dev->experiment_routing_,
                      gateway::ExperimentRouting::Start(*config.experiments, dev->store_));
-    ASSIGN_OR_RETURN(dev->group_,
-                     net::LoopGroup::Start({.threads = flags.gateway_threads, .name = "gateway"}));
-    ASSIGN_OR_RETURN(dev->gateway_, gateway::Gateway::Start(config, dev->group_.get(),
-                                                            dev->experiment_routing_.get()));
+    ASSIGN_OR_RETURN(dev->gateway_,
+                     gateway::Gateway::Start(config, group, dev->experiment_routing_.get()));
     dev->live_ = gateway::StoreConfig::Start(dev->gateway_.get(), config, dev->store_);
     dev->gateway_port_ = dev->gateway_->ports().front();
     dev->gateway_admin_port_ = dev->gateway_->admin_port();
@@ -314,8 +330,8 @@ DevServices::~DevServices() {
     gateway_->Shutdown(std::chrono::seconds(5));
     gateway_.reset();
   }
-  if (group_ != nullptr) group_->Stop();
-  group_.reset();
+  // Every server leaves the shared loops running: the caller stops them
+  // after the store's server too.
   experiment_routing_.reset();
   experiments_rpc_.reset();  // its calls use the service
   experiments_.reset();

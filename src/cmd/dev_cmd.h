@@ -8,10 +8,17 @@
 // service), whose clusters follow the registry and whose routes and
 // clusters also come live from the store (/capstan/gateway/...). All on
 // localhost, in the one process; stopped in order on SIGINT/SIGTERM.
+// Every server of the process, the store member's client port included,
+// runs on one LoopGroup (`--threads` loops) that the caller owns and stops
+// last; blocking work keeps its own threads (src/cmd/README.md lists them).
 //
-//   DevServices::Start(dev_flags, "http://127.0.0.1:2379")  // after the store is up
+//   auto loops = StartDevLoops(dev_flags).value();
+//   ... the store member with StoreServerConfig::client_group = loops.get() ...
+//   DevServices::Start(dev_flags, "http://127.0.0.1:2379", loops.get())  // after the store is up
 //   ... WaitForTerminationSignal() ...
 //   services.reset();                                       // before the store stops
+//   ... the store member shuts down ...
+//   loops.reset();                                          // stops the loops, last
 //
 // Thread-safety: Start and the destructor from one thread (not a loop's).
 #pragma once
@@ -52,7 +59,8 @@ class ExperimentsRpcServer;
 struct DevFlags {
   // The gateway's listen address; empty: no gateway.
   std::string gateway_listen = "127.0.0.1:8080";
-  int gateway_threads = 1;
+  // The event loops every server of the process shares (0: one per core).
+  int threads = 0;
   // The gateway's admin endpoint (/status, /metrics, /health; port 0 picks
   // one, printed); the console's Gateways page reads its /status. Empty: none.
   std::string gateway_admin_listen = "127.0.0.1:0";
@@ -81,12 +89,19 @@ inline constexpr char kDevExperiment[] = "hello-v2";
 
 void AddDevFlags(CLI::App* cmd, DevFlags* flags);
 
+// The loops every server of `capstan dev` runs on (--threads of them;
+// INVALID_ARGUMENT naming the flag when it is out of range).
+absl::StatusOr<std::unique_ptr<net::LoopGroup>> StartDevLoops(const DevFlags& flags);
+
 class DevServices {
  public:
   // `store_url`: the member's client URL (http://HOST:PORT; an unspecified
   // host such as 0.0.0.0 is reached on 127.0.0.1).
+  // `group`: the process's shared loops (StartDevLoops); every server here
+  // runs on them and leaves them running when it stops.
   static absl::StatusOr<std::unique_ptr<DevServices>> Start(const DevFlags& flags,
-                                                            std::string_view store_url);
+                                                            std::string_view store_url,
+                                                            net::LoopGroup* group);
   // Drains the gateway, deregisters and stops the example service.
   ~DevServices();
   DevServices(const DevServices&) = delete;
@@ -114,13 +129,13 @@ class DevServices {
   };
   static absl::StatusOr<Hello> StartHello(const std::string& listen, const char* flag,
                                           const char* prefix, const char* version,
-                                          std::shared_ptr<client::Client> store);
+                                          std::shared_ptr<client::Client> store,
+                                          net::LoopGroup* group);
 
   std::shared_ptr<client::Client> store_;
   Hello hello_, hello_v2_;
   // Declared before the gateway: it outlives it (Gateway::Start's contract).
   std::unique_ptr<gateway::ExperimentRouting> experiment_routing_;
-  std::unique_ptr<net::LoopGroup> group_;
   std::unique_ptr<gateway::Gateway> gateway_;
   std::unique_ptr<gateway::StoreConfig> live_;
   std::unique_ptr<experiments::ExperimentsService> experiments_;

@@ -28,6 +28,7 @@
 #include "cmd/gateway_cmd.h"
 #include "cmd/store_snapshot_cmd.h"
 #include "experiments/eval_protocol.h"
+#include "net/loop_group.h"
 #include "store/server.h"
 
 namespace capstan {
@@ -121,10 +122,14 @@ void AddStoreFlags(CLI::App* cmd, StoreFlags* f, bool dev) {
   cmd->add_option("--max-txn-ops", f->max_txn_ops,
                   "Most operations (compares, or ops per branch) in one txn.")
       ->capture_default_str();
-  cmd->add_option("--client-threads", f->client_threads,
-                  "Event-loop threads serving clients (0: one per CPU but one, which is left "
-                  "to the thread that writes and applies the log).")
-      ->capture_default_str();
+  // `capstan dev` serves clients on the loops every server of it shares
+  // (its --threads).
+  if (!dev) {
+    cmd->add_option("--client-threads", f->client_threads,
+                    "Event-loop threads serving clients (0: one per CPU but one, which is left "
+                    "to the thread that writes and applies the log).")
+        ->capture_default_str();
+  }
   cmd->add_option("--heartbeat-interval", f->heartbeat_ms,
                   "Raft heartbeat interval in milliseconds (also sets the minimum lease TTL).")
       ->capture_default_str();
@@ -270,6 +275,18 @@ int RunStore(const StoreFlags& flags, const char* role, const DevFlags* dev = nu
   // A member removed from its cluster stops, as etcd's does.
   cfg->store.on_removed = [] { ::kill(::getpid(), SIGTERM); };
   std::string data_dir = cfg->store.data_dir;
+  // `dev`: one set of event loops for every server of the process (the
+  // member's client port included); stopped after all of them.
+  std::unique_ptr<net::LoopGroup> dev_loops;
+  if (dev != nullptr) {
+    auto loops = StartDevLoops(*dev);
+    if (!loops.ok()) {
+      std::cerr << "capstan " << role << ": " << loops.status().message() << "\n";
+      return loops.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+    }
+    dev_loops = *std::move(loops);
+    cfg->client_group = dev_loops.get();
+  }
   auto server = store::StoreServer::Start(*std::move(cfg));
   if (!server.ok()) {
     std::cerr << "capstan " << role << ": " << server.status().message() << "\n";
@@ -282,10 +299,12 @@ int RunStore(const StoreFlags& flags, const char* role, const DevFlags* dev = nu
     // The event log sits beside the store's files, in its data directory.
     DevFlags with_events = *dev;
     with_events.events_dir = data_dir + "/experiments-events";
-    auto started = DevServices::Start(with_events, flags.listen_client_urls.front());
+    auto started =
+        DevServices::Start(with_events, flags.listen_client_urls.front(), dev_loops.get());
     if (!started.ok()) {
       std::cerr << "capstan " << role << ": " << started.status().message() << "\n";
       (*server)->Shutdown();
+      dev_loops.reset();
       return 1;
     }
     services = *std::move(started);
@@ -300,6 +319,8 @@ int RunStore(const StoreFlags& flags, const char* role, const DevFlags* dev = nu
   CAPSTAN_LOG(info, "shutting down", "signal", sig);
   services.reset();  // they use the store: stopped before it
   (*server)->Shutdown();
+  // Every server on the shared loops has stopped: the loops go last.
+  dev_loops.reset();
   return 0;
 }
 

@@ -137,6 +137,7 @@ absl::StatusOr<std::unique_ptr<ExperimentsService>> ExperimentsService::Start(
 
   svc->server_ = std::make_unique<net::HttpServer>(
       net::HttpServerOptions{.name = "experiments",
+                             .group = options.group,
                              .max_connections = options.max_connections,
                              .max_body_bytes = options.max_body_bytes,
                              .worker_threads = options.worker_threads,

@@ -73,6 +73,10 @@ struct ServiceOptions {
   uint64_t max_body_bytes = 1 << 20;
   size_t max_connections = 1024;
   int worker_threads = 4;
+  // Null: the HTTP server runs a loop of its own. Else it serves on a loop
+  // of this caller-owned group (net::HttpServerOptions::group), which must
+  // outlive the service and is left running when the service stops.
+  net::LoopGroup* group = nullptr;
   // The native layered model (model_service.h): its kinds, /v1/evaluate,
   // /v1/evaluate/batch, /v1/analyze, /v1/status. Installed before `extensions`.
   bool layered_model = true;

@@ -394,6 +394,7 @@ absl::StatusOr<std::unique_ptr<ExperimentsRpcServer>> ExperimentsRpcServer::Star
       rpc::ServerOptions{.host = options.host,
                          .port = options.port,
                          .threads = options.threads,
+                         .group = options.group,
                          // The frame carries metadata beside the message.
                          .max_frame_size = options.max_message_bytes + rpc::kMaxMetaSize,
                          .name = "exp-rpc"});

@@ -42,6 +42,10 @@ struct RpcServeOptions {
   int port = 8091;  // 0 picks one
   // Event loops serving calls.
   int threads = 1;
+  // Null: the server runs `threads` loops of its own. Else it serves on every
+  // loop of this caller-owned group (rpc::ServerOptions::group), which must
+  // outlive the server and is left running when it stops.
+  net::LoopGroup* group = nullptr;
   // Threads for calls that wait on the store or the event log's fsync;
   // concurrent IngestEvents calls beyond this wait in the pool's queue (the
   // server's adaptive limiter sheds them when they slow down).

@@ -79,13 +79,18 @@ HttpServer::HttpServer(HttpServerOptions options) : options_(std::move(options))
 HttpServer::~HttpServer() { Stop(); }
 
 absl::Status HttpServer::Start(const std::string& host, int port) {
-  if (group_ != nullptr) return absl::FailedPreconditionError("HttpServer already started");
+  if (loop_ != nullptr) return absl::FailedPreconditionError("HttpServer already started");
   if (fallback_ != nullptr && options_.worker_threads > 0) {
     workers_ = std::make_unique<WorkerPool>(
         WorkerPoolOptions{.threads = options_.worker_threads, .name = options_.name + "-work"});
   }
-  ASSIGN_OR_RETURN(group_, LoopGroup::Start({.threads = 1, .name = options_.name}));
-  EventLoop* loop = group_->loop(0);
+  if (options_.group != nullptr) {
+    loop_ = options_.group->PickLoop();
+  } else {
+    ASSIGN_OR_RETURN(own_group_, LoopGroup::Start({.threads = 1, .name = options_.name}));
+    loop_ = own_group_->loop(0);
+  }
+  EventLoop* loop = loop_;
   absl::Status st;
   RunOn(loop, [&] {
     absl::StatusOr<std::unique_ptr<Listener>> listener = Listener::Bind(loop, host, port);
@@ -99,8 +104,9 @@ absl::Status HttpServer::Start(const std::string& host, int port) {
     loop->StartOwned(AcceptLoop());
   });
   if (!st.ok()) {
-    group_->Stop();
-    group_.reset();
+    if (own_group_ != nullptr) own_group_->Stop();
+    own_group_.reset();
+    loop_ = nullptr;
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", host, ":", port, ": ", st.message()));
   }
@@ -108,9 +114,9 @@ absl::Status HttpServer::Start(const std::string& host, int port) {
 }
 
 void HttpServer::Stop() {
-  if (group_ == nullptr || stopped_) return;
+  if (loop_ == nullptr || stopped_) return;
   stopped_ = true;
-  EventLoop* loop = group_->loop(0);
+  EventLoop* loop = loop_;
   RunOn(loop, [this] {
     stopping_ = true;
     listener_->Close();
@@ -122,11 +128,14 @@ void HttpServer::Stop() {
     std::unique_lock<std::mutex> lock(tasks_mu_);
     tasks_done_.wait(lock, [this] { return tasks_.load() == 0; });
   }
+  // Also a barrier: the coroutines that just said they ended have returned
+  // (they ran on this loop), so nothing of the server is left on a shared
+  // loop.
   RunOn(loop, [this] {
     listener_.reset();
     connections_.clear();
   });
-  group_->Stop();
+  if (own_group_ != nullptr) own_group_->Stop();
   workers_.reset();  // idle: every connection waiting on it has ended
 }
 

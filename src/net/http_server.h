@@ -2,8 +2,9 @@
 // /status) and small JSON services: GET and HEAD to fixed paths
 // (Handle), and, through HandleAll, any method with a bounded request body
 // (a service's API, usually behind an HttpRouter: http_router.h).
-// It runs on the runtime — a loop of its own (one thread), Listener and
-// Socket coroutines, the http1 codec — so it shares the code and limits of
+// It runs on the runtime — a loop of its own (one thread), or one loop of a
+// caller's LoopGroup (HttpServerOptions::group), Listener and Socket
+// coroutines, the http1 codec — so it shares the code and limits of
 // every other server: keep-alive and pipelining (answers in order),
 // malformed requests answered with the codec's status (400, 414, 431, 505)
 // and the connection closed, a bounded request size, and a read deadline
@@ -11,10 +12,11 @@
 // server: the gateway has its own.
 //
 // Thread-safety: Handle and HandleAll before Start; Start and Stop from one
-// thread (not the server's). Handle's handlers run on the server's loop
-// thread, one at a time. HandleAll's handler runs there too, or, with
-// `worker_threads` > 0, on a pool of that many threads (so it may block, e.g.
-// on a store round trip), several at once: it must then be thread-safe.
+// thread (not the server's loop, nor any loop of its group). Handle's
+// handlers run on the server's loop thread, one at a time. HandleAll's
+// handler runs there too, or, with `worker_threads` > 0, on a pool of that
+// many threads (so it may block, e.g. on a store round trip), several at
+// once: it must then be thread-safe.
 //
 //   net::HttpServer admin;
 //   admin.Handle("/metrics", [&] { return net::HttpResponse{.body = registry.RenderText()}; });
@@ -70,6 +72,14 @@ struct HttpRequest {
 struct HttpServerOptions {
   // Names the loop's thread ("<name>-0") and the worker threads.
   std::string name = "http-admin";
+  // Null: the server runs a loop (a thread) of its own. Else it serves on one
+  // loop of this group (LoopGroup::PickLoop), which the caller owns: it must
+  // outlive the server, and Stop closes the server's listener and
+  // connections and waits for their coroutines but leaves the group running
+  // (the caller stops it after every server on it). Handle's handlers, and
+  // HandleAll's without worker_threads, then run on that shared loop: they
+  // must not block, nor wait on the group's loops (RunOn would deadlock).
+  LoopGroup* group = nullptr;
   // Connections served at once; more are closed as they are accepted, so a
   // flood of idle connections costs a bounded amount of memory.
   size_t max_connections = 64;
@@ -112,12 +122,12 @@ class HttpServer {
   // answer (another method, another path) goes to `handler`, whole.
   void HandleAll(RequestHandler handler) { fallback_ = std::move(handler); }
   // Binds host:port (a numeric address or localhost; port 0 picks one) and
-  // starts serving on a loop of the server's own. UNAVAILABLE ("cannot
-  // listen on ...") when the address cannot be bound.
+  // starts serving on a loop of the server's own (or of options.group).
+  // UNAVAILABLE ("cannot listen on ...") when the address cannot be bound.
   absl::Status Start(const std::string& host, int port);
   int port() const { return port_; }
   // Closes the listener and every connection, waits for their coroutines to
-  // end and stops the loop. Idempotent.
+  // end and stops the loop when it is the server's own. Idempotent.
   void Stop();
 
  private:
@@ -135,7 +145,9 @@ class HttpServer {
   RequestHandler fallback_;
   std::unique_ptr<WorkerPool> workers_;
   int port_ = 0;
-  std::unique_ptr<LoopGroup> group_;
+  // The loop served on (set by Start): own_group_'s, or one of options_.group.
+  std::unique_ptr<LoopGroup> own_group_;
+  EventLoop* loop_ = nullptr;
   // Loop thread only.
   std::unique_ptr<Listener> listener_;
   std::vector<std::weak_ptr<Socket>> connections_;

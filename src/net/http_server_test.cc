@@ -4,10 +4,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
+#include <future>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -353,6 +356,132 @@ TEST_F(HttpServiceTest, TheConnectionLimitIsConfigurable) {
   Client one_too_many(server_->port());
   one_too_many.Send("GET /health HTTP/1.1\r\nHost: a\r\n\r\n");
   EXPECT_TRUE(one_too_many.Read({"GET"}).empty());
+}
+
+}  // namespace
+}  // namespace capstan::net
+
+namespace capstan::net {
+namespace {
+
+// True when every loop of the group still runs posted work (bounded: a
+// stopped loop fails the test instead of hanging it).
+bool GroupRuns(LoopGroup* group) {
+  for (int i = 0; i < group->size(); ++i) {
+    auto ran = std::make_shared<std::promise<void>>();
+    std::future<void> done = ran->get_future();
+    group->loop(i)->Post([ran] { ran->set_value(); });
+    if (done.wait_for(std::chrono::seconds(10)) != std::future_status::ready) return false;
+  }
+  return true;
+}
+
+// Servers on a caller's group (HttpServerOptions::group) spread over its
+// loops, and Stop closes what each has there but leaves the loops running.
+TEST(HttpServerSharedLoopsTest, ServersShareTheGroupAndStopWithoutStoppingIt) {
+  auto started = LoopGroup::Start({.threads = 2, .name = "shared"});
+  ASSERT_TRUE(started.ok()) << started.status();
+  std::unique_ptr<LoopGroup> group = std::move(started).value();
+  // Which loop each server's handler ran on (-1: none of the group's).
+  auto loop_index = [g = group.get()] {
+    for (int i = 0; i < g->size(); ++i) {
+      if (g->loop(i)->InLoopThread()) return i;
+    }
+    return -1;
+  };
+  std::atomic<int> a_loop{-2}, b_loop{-2};
+  HttpServer a(HttpServerOptions{.name = "a", .group = group.get()});
+  a.Handle("/who", [&] {
+    a_loop = loop_index();
+    return HttpResponse{.body = "a"};
+  });
+  HttpServer b(HttpServerOptions{.name = "b", .group = group.get(), .worker_threads = 1});
+  b.HandleAll([&](const HttpRequest&) { return HttpResponse{.body = "b"}; });
+  b.Handle("/who", [&] {
+    b_loop = loop_index();
+    return HttpResponse{.body = "b"};
+  });
+  ASSERT_TRUE(a.Start("127.0.0.1", 0).ok());
+  ASSERT_TRUE(b.Start("127.0.0.1", 0).ok());
+  // Accepted once the exchange on a later connection (to_a) is done: the
+  // listener's queue is in order.
+  Client idle(a.port());
+  Client to_a(a.port()), to_b(b.port());
+  to_a.Send("GET /who HTTP/1.1\r\nHost: x\r\n\r\n");
+  to_b.Send("GET /who HTTP/1.1\r\nHost: x\r\n\r\nPOST /any HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::vector<Answer> from_a = to_a.Read({"GET"});
+  std::vector<Answer> from_b = to_b.Read({"GET", "POST"});
+  ASSERT_EQ(from_a.size(), 1u);
+  ASSERT_EQ(from_b.size(), 2u);
+  EXPECT_EQ(from_a[0].body, "a");
+  EXPECT_EQ(from_b[1].body, "b");  // HandleAll's answer, from b's worker
+  // One loop each (LoopGroup::PickLoop), both the group's.
+  EXPECT_EQ(a_loop.load(), 0);
+  EXPECT_EQ(b_loop.load(), 1);
+
+  a.Stop();
+  EXPECT_TRUE(to_a.ServerClosed());
+  EXPECT_TRUE(idle.ServerClosed());
+  EXPECT_FALSE(Client(a.port()).connected());  // the listener closed on a running loop
+  EXPECT_TRUE(GroupRuns(group.get()));
+  // b, on the same group, still serves.
+  to_b.Send("GET /who HTTP/1.1\r\nHost: x\r\n\r\n");
+  from_b = to_b.Read({"GET"});
+  ASSERT_EQ(from_b.size(), 1u);
+  EXPECT_EQ(from_b[0].body, "b");
+  b.Stop();
+  EXPECT_TRUE(to_b.ServerClosed());
+  EXPECT_TRUE(GroupRuns(group.get()));
+  // The caller stops the group after every server on it.
+  group->Stop();
+}
+
+// On a shared group a blocked HandleAll handler holds Stop until it
+// returns (its connection's coroutine resumes on the shared loop after it).
+TEST(HttpServerSharedLoopsTest, StopWaitsForAHandlerOnAWorker) {
+  auto started = LoopGroup::Start({.threads = 1, .name = "shared"});
+  ASSERT_TRUE(started.ok()) << started.status();
+  std::unique_ptr<LoopGroup> group = std::move(started).value();
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false, released = false;
+  auto server = std::make_unique<HttpServer>(
+      HttpServerOptions{.name = "held", .group = group.get(), .worker_threads = 1});
+  server->HandleAll([&](const HttpRequest&) {
+    std::unique_lock lock(mu);
+    entered = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return released; });
+    return HttpResponse{.body = "late"};
+  });
+  ASSERT_TRUE(server->Start("127.0.0.1", 0).ok());
+  Client c(server->port());
+  c.Send("GET /wait HTTP/1.1\r\nHost: x\r\n\r\n");
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return entered; }));
+  }
+  std::atomic<bool> stopped{false};
+  bool released_when_stopped = false;
+  std::thread stopper([&] {
+    server->Stop();
+    std::lock_guard lock(mu);
+    released_when_stopped = released;
+    stopped = true;
+  });
+  // The connection closes at once; Stop still waits for the handler.
+  EXPECT_TRUE(c.ServerClosed());
+  {
+    std::lock_guard lock(mu);
+    released = true;
+  }
+  cv.notify_all();
+  stopper.join();
+  EXPECT_TRUE(stopped.load());
+  EXPECT_TRUE(released_when_stopped);
+  server.reset();
+  EXPECT_TRUE(GroupRuns(group.get()));
+  group->Stop();
 }
 
 }  // namespace

@@ -253,11 +253,16 @@ absl::Status Server::Start() {
   metrics_ = options_.metrics != nullptr ? options_.metrics : own_metrics_.get();
   RegisterMetrics();
   started_at_ = Clock::now();
-  net::LoopGroupOptions group_options;
-  group_options.threads = options_.threads;
-  group_options.loop.backend = options_.backend;
-  group_options.name = options_.name;
-  ASSIGN_OR_RETURN(group_, net::LoopGroup::Start(group_options));
+  if (options_.group != nullptr) {
+    group_ = options_.group;
+  } else {
+    net::LoopGroupOptions group_options;
+    group_options.threads = options_.threads;
+    group_options.loop.backend = options_.backend;
+    group_options.name = options_.name;
+    ASSIGN_OR_RETURN(own_group_, net::LoopGroup::Start(group_options));
+    group_ = own_group_.get();
+  }
   // Bind on the first loop to learn the port (port 0 picks one), then the
   // others on the same port.
   // Before the first connection: the gRPC side's routes are fixed then.
@@ -289,6 +294,7 @@ absl::Status Server::Start() {
       }
       raw->listener = std::move(listener).value();
       port = raw->listener->port();
+      tasks_.fetch_add(1);
       raw->loop->Spawn(AcceptLoop(raw));
     });
     if (!st.ok()) {
@@ -318,14 +324,15 @@ absl::Status Server::Start() {
     }
   }
   CAPSTAN_LOG(info, "rpc server listening", "host", options_.host, "port", port_, "threads",
-              options_.threads, "io", net::IoBackendName(group_->backend()));
+              group_->size(), "shared_loops", own_group_ == nullptr, "io",
+              net::IoBackendName(group_->backend()));
   return absl::OkStatus();
 }
 
 net::Task<void> Server::AcceptLoop(LoopState* state) {
   while (true) {
     auto accepted = co_await state->listener->Accept();
-    if (!accepted.ok()) co_return;  // the listener closed
+    if (!accepted.ok()) break;  // the listener closed
     auto conn = std::make_shared<ServerCall::Connection>();
     conn->socket = std::move(accepted).value();
     conn->peer = PeerOf(conn->socket->fd());
@@ -333,8 +340,10 @@ net::Task<void> Server::AcceptLoop(LoopState* state) {
     // Connections that ended leave the list as new ones arrive.
     std::erase_if(state->connections, [](const auto& weak) { return weak.expired(); });
     state->connections.push_back(conn);
+    tasks_.fetch_add(1);
     state->loop->Spawn(ServeConnection(state, std::move(conn)));
   }
+  TaskEnded();
 }
 
 net::Task<void> Server::ServeConnection(LoopState* state,
@@ -346,6 +355,7 @@ net::Task<void> Server::ServeConnection(LoopState* state,
     while (socket.input().empty()) {
       if (!(co_await socket.ReadMore()).ok()) {
         socket.Close();
+        TaskEnded();
         co_return;
       }
     }
@@ -353,6 +363,7 @@ net::Task<void> Server::ServeConnection(LoopState* state,
       // A copy: the Connection (listed for Shutdown and /status until this
       // coroutine ends) keeps a socket to look at.
       ServeGrpc(conn->socket);
+      TaskEnded();
       co_return;
     }
   }
@@ -416,6 +427,7 @@ net::Task<void> Server::ServeConnection(LoopState* state,
   conn->calls.clear();
   socket.Close();
   connections_.fetch_sub(1, std::memory_order_relaxed);
+  TaskEnded();
 }
 
 void Server::Reject(const std::shared_ptr<ServerCall::Connection>& conn, uint32_t stream_id,
@@ -563,6 +575,13 @@ void Server::CallDone() {
   }
 }
 
+void Server::TaskEnded() {
+  if (tasks_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    std::lock_guard<std::mutex> lock(drain_mu_);
+    drained_.notify_all();
+  }
+}
+
 Server::Stats Server::stats() const {
   Stats stats{connections_.load(), in_flight_.load(), calls_started_.load(),
               protocol_errors_.load(), calls_shed_.load()};
@@ -628,7 +647,36 @@ void Server::Shutdown(Clock::duration grace) {
       raw->connections.clear();
     }(state.get()));
   }
-  group_->Stop();
+  if (own_group_ != nullptr) {
+    // The loops stop; a handler that ignored cancellation is destroyed with
+    // them.
+    own_group_->Stop();
+  } else {
+    AwaitQuiescence();
+  }
+}
+
+void Server::AwaitQuiescence() {
+  // Every connection is closed: accept loops and readers end at once, and
+  // each running call has been cancelled. A handler that ignores
+  // cancellation holds this up: the loops are not ours to stop, and the
+  // server may not go away while its coroutines still run on them.
+  std::unique_lock<std::mutex> lock(drain_mu_);
+  while (!drained_.wait_for(lock, std::chrono::seconds(5),
+                            [this] { return in_flight_.load() == 0 && tasks_.load() == 0; })) {
+    CAPSTAN_LOG(warn, "rpc server waiting for its handlers to return before it stops", "calls",
+                in_flight_.load(), "connections", tasks_.load());
+  }
+  lock.unlock();
+  // A barrier on each loop: whatever said it ended above has returned (it
+  // ran on that loop), and the listeners and lists go on their loop.
+  for (auto& state : loops_) {
+    LoopState* raw = state.get();
+    net::RunOn(raw->loop, [raw] {
+      raw->listener.reset();
+      raw->connections.clear();
+    });
+  }
 }
 
 }  // namespace capstan::rpc

@@ -425,6 +425,15 @@ struct ServerOptions {
   int port = 0;
   int threads = 1;
   net::IoBackendKind backend = net::IoBackendKind::kAuto;
+  // Null: Start runs a LoopGroup of its own (`threads` loops on `backend`).
+  // Else the server listens on every loop of this caller-owned group
+  // (`threads` and `backend` are then the group's): it must outlive the
+  // server; Shutdown closes the server's listeners and connections, ends its
+  // calls and waits for every coroutine of the server on the loops, but
+  // leaves the group running (the caller stops it after every server on
+  // it). The admin endpoint keeps a loop of its own (/status reads the
+  // serving loops).
+  net::LoopGroup* group = nullptr;
   // Largest frame accepted; a bigger one closes the connection.
   size_t max_frame_size = kDefaultMaxFrameSize;
   // Thread names are "<name>-<i>".
@@ -488,7 +497,9 @@ class Server {
 
   // Stops accepting, tells every client GOAWAY, waits up to `grace` for the
   // calls in flight to finish, then closes every connection and stops the
-  // loops. Idempotent.
+  // loops (on a caller's group: waits for the cancelled calls' handlers to
+  // return instead, however long they take, and leaves the loops running).
+  // Idempotent. REQUIRES: not called on one of the server's loops.
   void Shutdown(Clock::duration grace = std::chrono::seconds(5));
 
   struct Stats {
@@ -531,6 +542,10 @@ class Server {
   net::Task<void> RunCall(std::unique_ptr<ServerCall> call, Method* method,
                           mesh::AdaptiveConcurrencyLimiter* limiter);
   void CallDone();
+  void TaskEnded();
+  // On a caller's group: waits until every call and coroutine of the server
+  // has ended, then drops the per-loop state on its loops.
+  void AwaitQuiescence();
 
   ServerOptions options_;
   std::vector<std::unique_ptr<Method>> method_list_;
@@ -544,7 +559,9 @@ class Server {
   std::vector<std::string> service_names_;
   std::atomic<bool> draining_{false};
   Clock::time_point started_at_{};
-  std::unique_ptr<net::LoopGroup> group_;
+  // The loops served on: own_group_ (started by Start) or options_.group.
+  std::unique_ptr<net::LoopGroup> own_group_;
+  net::LoopGroup* group_ = nullptr;
   std::vector<std::unique_ptr<LoopState>> loops_;
   int port_ = 0;
   bool started_ = false;
@@ -555,7 +572,10 @@ class Server {
   std::atomic<int64_t> calls_started_{0};
   std::atomic<int64_t> protocol_errors_{0};
   std::atomic<int64_t> calls_shed_{0};
-  // Shutdown waits here for in_flight_ to reach zero.
+  // Accept loops and Capstan-protocol connections still running (on a
+  // caller's group, Shutdown waits for none).
+  std::atomic<int> tasks_{0};
+  // Shutdown waits here for in_flight_ (and tasks_) to reach zero.
   std::mutex drain_mu_;
   std::condition_variable drained_;
 };

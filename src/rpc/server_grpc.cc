@@ -157,7 +157,7 @@ void Server::SetUpGrpc() {
       return bridge;
     });
   }
-  grpc_->Attach(group_.get());
+  grpc_->Attach(group_);
 }
 
 bool Server::TakesGrpc(net::Socket& socket) const {

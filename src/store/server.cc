@@ -7,6 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "base/logging.h"
 #include "net/address.h"
+#include "net/block_on.h"
 #include "store/etcd_grpc.h"
 
 namespace capstan::store {
@@ -93,6 +94,9 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
   }
 
   config.store.metrics = &metrics_;
+  // Loops shared with other servers (the gateway's traffic) never wait on an
+  // fsync: the raft loop runs every round.
+  if (config.client_group != nullptr) config.store.loops_run_rounds = false;
   ASSIGN_OR_RETURN(store_, Store::Open(config.store));
 
   // Peer traffic: the transport the node sends with, and the service that
@@ -139,7 +143,12 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
           ? config.client_loops
           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) - 1);
   loop_options.name = "client";
-  ASSIGN_OR_RETURN(client_loops_, net::LoopGroup::Start(loop_options));
+  if (config.client_group != nullptr) {
+    client_loops_ = config.client_group;
+  } else {
+    ASSIGN_OR_RETURN(own_client_loops_, net::LoopGroup::Start(loop_options));
+    client_loops_ = own_client_loops_.get();
+  }
   net::GrpcServerOptions server_options;
   // Like etcd: requests up to max-request-bytes get a clear etcd error from
   // the store; the transport rejects anything past that plus 512 KiB.
@@ -159,7 +168,7 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
                        });
   for (size_t i = 0; i < client.size(); ++i) {
     absl::StatusOr<int> port =
-        client_server_->Listen(client_loops_.get(), client[i].host, client[i].port,
+        client_server_->Listen(client_loops_, client[i].host, client[i].port,
                                client[i].tls ? client_tls_->Source() : nullptr);
     if (!port.ok()) {
       Shutdown();
@@ -172,6 +181,10 @@ absl::Status StoreServer::Init(StoreServerConfig config) {
 
   for (const auto& m : metrics) {
     net::HttpServerOptions http_options;
+    // On a shared group the metrics share its loops (the handlers are quick
+    // and never wait on a loop); alone they keep a loop each, apart from
+    // the client loops' load.
+    http_options.group = config.client_group;
     if (m.tls) http_options.tls = metrics_tls_->Source();
     auto http = std::make_unique<net::HttpServer>(http_options);
     http->Handle("/metrics", [this] {
@@ -214,7 +227,11 @@ void StoreServer::Shutdown(std::chrono::milliseconds grace) {
   // Runs what is queued; the calls waiting on it resume on the loops, which
   // still run.
   workers_.reset();
-  if (client_loops_) client_loops_->Stop();
+  if (own_client_loops_) {
+    own_client_loops_->Stop();
+  } else {
+    FlushSharedLoops();
+  }
   if (peer_grpc_) {
     peer_grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
     peer_grpc_->Wait();
@@ -223,6 +240,16 @@ void StoreServer::Shutdown(std::chrono::milliseconds grace) {
   // The node sends through the transport until it stops: stop it first.
   if (store_) store_->Stop();
   if (transport_) transport_->Stop();
+  // Proposals the stopped store failed were answered by posting to the
+  // calls' loops: those answers run while the server still exists.
+  if (!own_client_loops_) FlushSharedLoops();
+}
+
+void StoreServer::FlushSharedLoops() {
+  if (client_loops_ == nullptr) return;
+  // Each loop runs posted functions in order: once this one has run, so
+  // has everything posted before it.
+  for (int i = 0; i < client_loops_->size(); ++i) net::RunOn(client_loops_->loop(i), [] {});
 }
 
 }  // namespace capstan::store

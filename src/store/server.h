@@ -29,6 +29,14 @@ struct StoreServerConfig {
   // Event loops serving clients (0: one per hardware thread but one, which
   // is left to the raft loop that writes and applies the log).
   int client_loops = 0;
+  // Null: the client port runs client_loops loops of its own. Else the
+  // client listeners and the metrics listeners serve on this caller-owned
+  // group (client_loops is then unused): it must outlive the server, and
+  // Shutdown closes what the server has on its loops and lets the answers
+  // still posted to them run, but leaves the group running (the caller
+  // stops it after every server on it). Raft, the applier, RocksDB and the
+  // blocking work of handlers keep their own threads either way.
+  net::LoopGroup* client_group = nullptr;
   // TLS of the client URLs (and of https metrics URLs) and of the peer
   // URLs, as etcd's flags (transport_security.h). A URL's scheme decides
   // whether its listener speaks TLS; https without a certificate is an error.
@@ -51,13 +59,20 @@ class StoreServer {
  private:
   StoreServer() = default;
   absl::Status Init(StoreServerConfig config);
+  // On a caller's group: runs what was posted to its loops so far (answers
+  // from the store and the worker pool to calls that are gone), so nothing
+  // posted by the server is left to run after it is destroyed.
+  void FlushSharedLoops();
 
   metrics::Registry metrics_;
   std::unique_ptr<Store> store_;
   // Clients reach the API through client_server_ on client_loops_ (every
   // method native); members talk to each other through peer_grpc_
   // (libgrpc++).
-  std::unique_ptr<net::LoopGroup> client_loops_;
+  // The loops the client port serves on: own_client_loops_ or the
+  // caller's StoreServerConfig::client_group.
+  std::unique_ptr<net::LoopGroup> own_client_loops_;
+  net::LoopGroup* client_loops_ = nullptr;
   std::unique_ptr<net::GrpcServer> client_server_;
   std::unique_ptr<net::WorkerPool> workers_;
   std::unique_ptr<grpc::Service> peer_service_;

@@ -427,8 +427,10 @@ void Store::ProposeFromLoop(LogEntry entry, ApplyDone done, net::EventLoop* loop
     // A round applies on the thread that runs it, fan-out included: with many
     // watchers that costs more than the hand-off it spares, and the loop
     // would encode every watcher's events before sending any of them.
+    // (0: never on this thread, only wake the raft loop.)
     bool many_watchers = hub_->watcher_count() > kMaxWatchersForDriving;
-    node_->DriveOrWake(many_watchers ? 0 : kMaxEntriesDrivenByLoop);
+    bool drive_here = options_.loops_run_rounds && !many_watchers;
+    node_->DriveOrWake(drive_here ? kMaxEntriesDrivenByLoop : 0);
   });
 }
 

@@ -71,6 +71,11 @@ struct StoreOptions {
   int election_ticks = 10;
   uint64_t snapshot_catchup_entries = 5000;
   uint64_t snapshot_count = 10000;  // applied entries between backend flushes + log compactions
+  // A lone voter's event loop that took a write may run the Raft round
+  // itself (append, fsync, apply: ProposeFromLoop). False: every round goes
+  // to the raft loop, so the event loops never wait on the disk — for loops
+  // shared with other servers (StoreServerConfig::client_group).
+  bool loops_run_rounds = true;
   // Auth (etcd's --auth-token-ttl, --bcrypt-cost): how long a simple token
   // lives after its last use, and the bcrypt cost of new password hashes.
   std::chrono::seconds auth_token_ttl{300};

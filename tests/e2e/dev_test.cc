@@ -38,8 +38,9 @@ class DevProcess {
         "http://127.0.0.1:" + std::to_string(PickFreePort()),
         "--initial-advertise-peer-urls",
         "http://127.0.0.1:" + std::to_string(PickFreePort()),
-        "--client-threads",
-        "1",
+        // The loops every server of the process shares.
+        "--threads",
+        "2",
     };
     bool gateway_given = false;
     for (const std::string& flag : extra) gateway_given |= flag == "--gateway-listen";
