@@ -6,6 +6,7 @@
 // loop.
 #include "etcd/etcdserverpb/rpc.pb.h"
 #include "store/auth_gate.h"
+#include "store/jwt.h"
 #include "store/native_call.h"
 #include "store/store.h"
 

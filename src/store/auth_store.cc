@@ -10,6 +10,7 @@
 #include "base/coding.h"
 #include "base/logging.h"
 #include "store/backend.h"
+#include "store/jwt.h"
 
 namespace capstan::store {
 namespace {

@@ -44,11 +44,11 @@
 #include "etcd/authpb/auth.pb.h"
 #include "etcd/etcdserverpb/rpc.pb.h"
 #include "rocksdb/write_batch.h"
-#include "store/jwt.h"
 
 namespace capstan::store {
 
 class Backend;
+class JwtTokenProvider;  // jwt.h
 
 // ---- etcd's auth errors (gRPC codes and exact messages: clients match them)
 inline absl::Status ErrRootUserNotExist() {

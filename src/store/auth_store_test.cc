@@ -6,6 +6,7 @@
 #include "gtest/gtest.h"
 #include "store/auth_gate.h"
 #include "store/backend.h"
+#include "store/jwt.h"
 
 namespace capstan::store {
 namespace {

@@ -441,6 +441,27 @@ absl::StatusOr<std::string> JwtTokenProvider::Sign(std::string_view user, uint64
 }
 
 absl::StatusOr<JwtClaims> JwtTokenProvider::Verify(std::string_view token, absl::Time now) const {
+  double now_s = absl::ToDoubleSeconds(now - absl::UnixEpoch());
+  {
+    MutexLock lock(&cache_mu_);
+    auto it = verified_.find(absl::string_view(token.data(), token.size()));
+    if (it != verified_.end()) {
+      if (now_s < it->second.expires) return it->second.claims;
+      verified_.erase(it);
+      return Invalid("expired");
+    }
+  }
+  ASSIGN_OR_RETURN(Verified v, VerifyUncached(token, now_s));
+  MutexLock lock(&cache_mu_);
+  // Emptied when full rather than kept in LRU order: a refill costs one
+  // signature check per client, and the bound is what matters.
+  if (verified_.size() >= kVerifiedCacheEntries) verified_.clear();
+  verified_.emplace(std::string(token), v);
+  return v.claims;
+}
+
+absl::StatusOr<JwtTokenProvider::Verified> JwtTokenProvider::VerifyUncached(std::string_view token,
+                                                                            double now_s) const {
   ASSIGN_OR_RETURN(Jws jws, ParseJwsCompact(token));
   // The header says which algorithm; it must be the configured one before
   // any key is touched (no "none", no HS256 under an RSA public key).
@@ -450,7 +471,8 @@ absl::StatusOr<JwtClaims> JwtTokenProvider::Verify(std::string_view token, absl:
   // A critical extension this code cannot honour (RFC 7515 §4.1.11).
   if (jws.header.Find("crit") != nullptr) return Invalid("header has \"crit\"");
   if (!VerifyBytes(jws.signing_input, jws.signature)) return Invalid("bad signature");
-  JwtClaims out;
+  Verified v;
+  JwtClaims& out = v.claims;
   std::optional<std::string_view> user = jws.claims.String("username");
   if (!user) return Invalid("no \"username\" string claim");
   out.username = std::string(*user);
@@ -460,7 +482,6 @@ absl::StatusOr<JwtClaims> JwtTokenProvider::Verify(std::string_view token, absl:
     return Invalid("no \"revision\" claim that is a whole number");
   }
   out.revision = static_cast<uint64_t>(*rev);
-  double now_s = absl::ToDoubleSeconds(now - absl::UnixEpoch());
   std::optional<double> exp = Number(jws.claims.Find("exp"));
   if (!exp) return Invalid("no \"exp\" number claim");
   if (!(now_s < *exp)) return Invalid("expired");
@@ -469,7 +490,8 @@ absl::StatusOr<JwtClaims> JwtTokenProvider::Verify(std::string_view token, absl:
     if (!at) return Invalid("\"nbf\" is not a number");
     if (now_s < *at) return Invalid("not valid yet (nbf)");
   }
-  return out;
+  v.expires = *exp;
+  return v;
 }
 
 absl::StatusOr<std::shared_ptr<const JwtTokenProvider>> ParseAuthTokenOption(

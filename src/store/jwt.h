@@ -20,7 +20,12 @@
 // unknown options and an RSA key under 2048 bits are refused at start, and
 // the JWS parser refuses duplicate JSON members and non-canonical base64.
 //
-// Thread-safety: immutable after Create; Sign and Verify from any thread.
+// Checking a signature costs 15 µs (RSA-2048) to 80 µs (Ed25519) of CPU,
+// more than a whole put: tokens that checked out are remembered (at most
+// kVerifiedCacheEntries, the cache is emptied when full) until their "exp",
+// so a client reusing its token pays a hash lookup per call.
+//
+// Thread-safety: Sign and Verify from any thread (the cache has its lock).
 #pragma once
 
 #include <map>
@@ -28,7 +33,9 @@
 #include <string>
 #include <string_view>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
+#include "base/mutex.h"
 #include "base/status.h"
 
 typedef struct evp_pkey_st EVP_PKEY;
@@ -49,6 +56,7 @@ class JwtTokenProvider {
   static constexpr char kPrivateKey[] = "priv-key";
   static constexpr char kTtl[] = "ttl";
   static constexpr absl::Duration kDefaultTtl = absl::Minutes(5);
+  static constexpr size_t kVerifiedCacheEntries = 4096;
 
   // Reads the key files named in `options`. Errors name the option and the
   // file (missing file, unknown sign-method, a key of the wrong type or
@@ -68,6 +76,11 @@ class JwtTokenProvider {
   absl::Duration ttl() const { return ttl_; }
   // Only a public key: tokens are checked, never issued.
   bool verify_only() const { return verify_only_; }
+  // For tests: tokens remembered as verified.
+  size_t verified_cache_size() const {
+    MutexLock lock(&cache_mu_);
+    return verified_.size();
+  }
 
   // A token for `user` at auth `revision`, expiring at now + ttl.
   // ErrVerifyOnly without a private key.
@@ -82,6 +95,11 @@ class JwtTokenProvider {
   enum class Family { kRsa, kRsaPss, kEcdsa, kEdDsa, kHmac };
   JwtTokenProvider() = default;
 
+  struct Verified {
+    JwtClaims claims;
+    double expires;  // the "exp" claim, Unix seconds
+  };
+  absl::StatusOr<Verified> VerifyUncached(std::string_view token, double now) const;
   absl::StatusOr<std::string> SignBytes(std::string_view input) const;
   bool VerifyBytes(std::string_view input, std::string_view signature) const;
 
@@ -93,6 +111,8 @@ class JwtTokenProvider {
   std::string hmac_key_;
   absl::Duration ttl_ = kDefaultTtl;
   bool verify_only_ = false;
+  mutable Mutex cache_mu_;
+  mutable absl::flat_hash_map<std::string, Verified> verified_ ABSL_GUARDED_BY(cache_mu_);
 };
 
 // etcd's ErrVerifyOnly; etcd has no gRPC code for it (clients see UNKNOWN).

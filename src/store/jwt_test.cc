@@ -130,6 +130,23 @@ TEST(JwtTest, ExpiresAtExp) {
   EXPECT_FALSE((*short_lived)->Verify(*token, kNow + absl::Seconds(10)).ok());
 }
 
+TEST(JwtTest, VerifiedTokensAreRememberedUntilExpAndTheCacheIsBounded) {
+  auto p = Make("HS256", "", "k");
+  auto token = p->Sign("alice", 1, kNow);
+  ASSERT_TRUE(token.ok());
+  EXPECT_TRUE(p->Verify(*token, kNow).ok());
+  EXPECT_EQ(p->verified_cache_size(), 1u);
+  EXPECT_TRUE(p->Verify(*token, kNow + absl::Seconds(1)).ok());   // from the cache
+  EXPECT_FALSE(p->Verify(*token, kNow + absl::Minutes(5)).ok());  // expired, cached or not
+  EXPECT_EQ(p->verified_cache_size(), 0u);
+  EXPECT_FALSE(p->Verify(*token + "x", kNow).ok());  // refusals are not remembered
+  EXPECT_EQ(p->verified_cache_size(), 0u);
+  for (size_t i = 0; i <= JwtTokenProvider::kVerifiedCacheEntries; ++i) {
+    ASSERT_TRUE(p->Verify(*p->Sign("u" + std::to_string(i), 1, kNow), kNow).ok());
+  }
+  EXPECT_LE(p->verified_cache_size(), JwtTokenProvider::kVerifiedCacheEntries);
+}
+
 TEST(JwtTest, AnotherKeyOrATamperedPayloadIsRefused) {
   auto ours = Make("RS256", RsaKey(0).pub, RsaKey(0).priv);
   auto theirs = Make("RS256", RsaKey(1).pub, RsaKey(1).priv);
