@@ -156,13 +156,13 @@ void MethodTable::InstallGated(std::shared_ptr<const AuthGate> gate, net::GrpcSe
         // after its read index too), then resolve it once more. Not for a
         // JWT: it is checked by its signature, no log entry can make it valid.
         auto held = std::make_shared<Buffer>(std::move(bytes));
-        gate->store()->LinearizableRead(
-            [gate, policy, shared_handler, call, held](absl::Status st) {
-              call->loop()->Post([gate, policy, shared_handler, call, held, st] {
-                if (!st.ok()) return call->Finish(st);
-                RunGated(*gate, policy, *shared_handler, call, std::move(*held));
-              });
-            });
+        gate->store()->LinearizableRead([gate, policy, shared_handler, call,
+                                         held](absl::Status st) {
+          call->loop()->Post([gate, policy, shared_handler, call, held, st] {
+            if (!st.ok()) return call->Finish(st);
+            RunGated(*gate, policy, *shared_handler, call, std::move(*held));
+          });
+        });
         return;
       }
       if (!who.ok()) return call->Finish(who.status());
