@@ -36,6 +36,10 @@
 #              SUITE_DIR, else a hash of its tests/ folder)
 #   OUT_MD, OUT_JSON  where the report and the raw results go
 #   RUN_TIMEOUT  seconds allowed for one implementation's run (default 600)
+#   KEEP_OTHERS  1: the implementations not in IMPLS keep their results from
+#              the existing OUT_JSON (e.g. IMPLS=capstan KEEP_OTHERS=1 reruns
+#              capstan's column alone, the peers' columns stay as measured
+#              before); the command line in the report says so
 #
 # The suite's runner is its CLI (test-engine/cli.mjs, what `npm run cli` runs)
 # with the base URL of the cache under test; its origin is
@@ -260,6 +264,24 @@ for impl in $IMPLS; do
 done
 
 CMDLINE="bench/cache-conformance.sh $1"
+if [[ ${KEEP_OTHERS:-0} == 1 && -f $OUT_JSON ]]; then
+  # The other implementations' results as the previous run recorded them,
+  # in the default order with the new ones.
+  python3 - "$OUT_JSON" "$IMPL_JSON" "$IMPLS_DEFAULT" <<'EOF'
+import json, sys
+previous_path, impls, order = sys.argv[1], sys.argv[2], sys.argv[3].split()
+previous = json.load(open(previous_path))
+fresh = [json.loads(line) for line in open(impls) if line.strip()]
+names = {i["name"] for i in fresh}
+kept = [dict(i, reused_from=previous.get("date", "?"))
+        for i in previous["implementations"] if i["name"] not in names]
+rank = lambda i: order.index(i["name"]) if i["name"] in order else len(order)
+with open(impls, "w") as f:
+    for i in sorted(fresh + kept, key=rank):
+        f.write(json.dumps(i) + "\n")
+EOF
+  CMDLINE="KEEP_OTHERS=1 $CMDLINE"
+fi
 [[ $IMPLS != "$IMPLS_DEFAULT" ]] && CMDLINE="IMPLS=\"$IMPLS\" $CMDLINE"
 [[ $CAPSTAN != "$ROOT/build/release/src/cmd/capstan" ]] && CMDLINE="CAPSTAN=$CAPSTAN $CMDLINE"
 python3 - "$WORK/index.json" "$IMPL_JSON" "$OUT_JSON" "$CMDLINE" "$SUITE_REV" \

@@ -134,6 +134,8 @@ def render(run):
     }
     for impl in impls:
         status = "" if impl["status"] == "ok" else f" — **not available yet**: {impl.get('reason', '')}"
+        if impl.get("reused_from"):
+            status += f" (results of the run of {impl['reused_from']}, KEEP_OTHERS=1)"
         out.append(f"| {impl['name']} | {impl['version']} | {config.get(impl['name'], '')}{status} |")
     out.append("")
     out.append("How to read: *passed* counts required and optimal tests that passed; *failed* are "

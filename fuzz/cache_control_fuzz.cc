@@ -1,7 +1,9 @@
 // Fuzz target: the HTTP cache's parsers and rules (gateway/cache): the input
 // is read as a Cache-Control value, an HTTP-date, a Range value and, line by
 // line ("name: value"), as request and response fields fed to the
-// storability, freshness, age, conditional, Vary and 304-merge rules.
+// storability, freshness, age, conditional, Vary, 304-merge and HEAD-update
+// rules; the value is also read as a targeted field (RFC 9213's Structured
+// Field Dictionary).
 // Invariants: no crash; every delta-seconds value in [0, 2^31]; a parsed
 // date formats and parses back to itself; a satisfiable range lies inside
 // the body; lifetimes and ages are never negative.
@@ -35,6 +37,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const auto* v : {&cc.max_age, &cc.s_maxage, &cc.stale_while_revalidate, &cc.stale_if_error,
                         &cc.max_stale, &cc.min_fresh}) {
     CheckDelta(*v);
+  }
+  CacheControl targeted;
+  if (cache::ParseTargetedCacheControl(input, &targeted)) {
+    Check(targeted.targeted && targeted.present);
+    for (const auto* v : {&targeted.max_age, &targeted.s_maxage, &targeted.stale_while_revalidate,
+                          &targeted.stale_if_error}) {
+      CheckDelta(*v);
+    }
   }
   if (std::optional<int64_t> t = cache::ParseHttpDate(input)) {
     if (*t >= 0 && *t < 253402300800LL) Check(cache::ParseHttpDate(cache::FormatHttpDate(*t)) == t);
@@ -75,6 +85,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (auto names = cache::VaryNames(response)) {
     for (const std::string& n : *names) (void)cache::NormalizedVaryValue(request, n);
   }
+  // RFC 9213: a targeted field chosen over Cache-Control (or not).
+  CacheControl chosen = cache::ResponseCacheControl(response, {"cdn-cache-control"});
+  Check(cache::FreshnessLifetime(200, response, chosen, now, {}) >= 0);
+  (void)cache::WhyNotStorable("GET", request, req_cc, 200, response, chosen);
+  (void)cache::HeadResponseMatches(response, 5, request);
   cache::Fields merged = cache::MergeNotModified(response, request);
   Check(merged.Count("content-length") == response.Count("content-length"));
   cache::Fields conditional;

@@ -2,7 +2,10 @@
 #include <fstream>
 #include <string>
 
+#include "base/crc32c.h"
 #include "capstan/store/internal.pb.h"
+#include "gateway/cache/disk_record.h"
+#include "gateway/cache/store.h"
 #include "raft/wal.h"
 #include "rpc/protocol.h"
 
@@ -96,6 +99,43 @@ int main(int argc, char** argv) {
     away.last_stream_id = 3;
     AppendFrame(&stream, FrameType::kGoAway, 0, 0, away, capstan::net::Buffer());
     write("rpc_frame/streaming", std::string("\x00", 1) + stream.ToString());
+  }
+
+  // The HTTP cache's disk records: a plain one, one with Vary values and
+  // tags, an empty body, a torn one and a damaged one.
+  {
+    namespace cache = capstan::gateway::cache;
+    auto record = [](const cache::StoredResponse& obj, uint64_t seq) {
+      std::string body = obj.body.ToString();
+      return cache::EncodeRecordPrefix(obj, seq, capstan::crc32c::Value(body)) + body;
+    };
+    cache::StoredResponse plain;
+    plain.key = "example.com/index.html";
+    plain.status = 200;
+    plain.fields.Add("content-type", "text/html");
+    plain.fields.Add("cache-control", "max-age=600");
+    plain.body.Append("<html>hello</html>");
+    plain.times = {1700000000, 2, 600};
+    plain.stored_at = 1700000000;
+    write("cache_disk_record/plain", record(plain, 1));
+    cache::StoredResponse varied;
+    varied.key = "example.com/api?q=1#blue";
+    varied.vary = {{"accept-language", "en"}, {"accept-encoding", "gzip"}};
+    varied.tags = {"news", "front"};
+    varied.status = 203;
+    varied.fields.Add("vary", "Accept-Language, Accept-Encoding");
+    varied.fields.Add("etag", "\"v7\"");
+    varied.body.Append(std::string(300, 'x'));
+    write("cache_disk_record/vary_tags", record(varied, 42));
+    cache::StoredResponse empty;
+    empty.key = "h/204";
+    empty.status = 204;
+    write("cache_disk_record/empty_body", record(empty, 3));
+    std::string torn = record(varied, 43);
+    write("cache_disk_record/torn", torn.substr(0, torn.size() - 50));
+    std::string damaged = record(plain, 5);
+    damaged[damaged.size() - 3] ^= 0x20;
+    write("cache_disk_record/damaged_body", damaged);
   }
   return 0;
 }

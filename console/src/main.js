@@ -9,13 +9,16 @@ import { html, markNavigated } from './ui.js';
 import { ExperimentsPage } from './pages/experiments.js';
 import { ExperimentPage } from './pages/experiment.js';
 import { ResultsPage } from './pages/results.js';
-import { LayersPage, FlagsPage } from './pages/documents.js';
+import { LayerPage, LayersPage } from './pages/layers.js';
+import { FlagPage, FlagsPage } from './pages/flags.js';
 import { SystemPage } from './pages/system.js';
+import { GatewaysPage } from './pages/gateways.js';
 
 const NAV = [
   ['/experiments', 'Experiments'],
   ['/layers', 'Layers'],
   ['/flags', 'Flags'],
+  ['/gateways', 'Gateways'],
   ['/system', 'System'],
 ];
 
@@ -32,8 +35,12 @@ function route(path) {
     if (parts.length === 2) return html`<${ExperimentPage} id=${parts[1]} key=${parts[1]} />`;
     if (parts.length === 3 && parts[2] === 'results') return html`<${ResultsPage} id=${parts[1]} key=${parts[1]} />`;
   }
-  if (parts[0] === 'layers' && parts.length === 1) return html`<${LayersPage} />`;
-  if (parts[0] === 'flags' && parts.length === 1) return html`<${FlagsPage} />`;
+  if (parts[0] === 'layers' || parts[0] === 'flags') {
+    const [List, One] = parts[0] === 'layers' ? [LayersPage, LayerPage] : [FlagsPage, FlagPage];
+    if (parts.length === 1) return html`<${List} />`;
+    if (parts.length === 2) return html`<${One} id=${parts[1] === 'new' ? null : parts[1]} key=${parts[1]} />`;
+  }
+  if (parts[0] === 'gateways' && parts.length === 1) return html`<${GatewaysPage} />`;
   if (parts[0] === 'system' && parts.length === 1) return html`<${SystemPage} />`;
   return html`<section class="page"><h1>Not found</h1><p>No page at <code>${path}</code>.</p></section>`;
 }

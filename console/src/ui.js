@@ -77,3 +77,38 @@ export function fmtP(p) {
 }
 
 export const link = (path) => `#${path}`;
+
+// A labelled form control with an optional hint (id + '-hint', for
+// aria-describedby) and the invalid style when the service named it.
+export function Field({ id, label, hint, error, children }) {
+  return html`<div class=${'field' + (error ? ' field-invalid' : '')}>
+    <label for=${id}>${label}</label>
+    ${children}
+    ${hint ? html`<div class="hint" id=${id + '-hint'}>${hint}</div>` : null}
+  </div>`;
+}
+
+// A write refused with 409: someone changed the document since it was
+// loaded. `what` names the document ("this experiment").
+export function ConflictAlert({ conflict, what }) {
+  if (!conflict) return null;
+  return html`<${Alert} kind="warning" title=${`Someone else changed ${what}`}>
+    Your change was not saved: ${what} is now at revision ${conflict.currentRevision ?? '?'}.
+    The latest version is loaded below; check it and apply your change again.
+  </${Alert}>`;
+}
+
+// `aria-invalid` for a control whose field (or a part of it: "rules[2]",
+// "rules.value") the last error named.
+export function invalidFor(error) {
+  const f = error && error.field;
+  return (name) => (f && (f === name || f.startsWith(name + '[') || f.startsWith(name + '.')) ? 'true' : undefined);
+}
+
+// Parses a JSON form field; an error names the field.
+export function parseJson(text, field, label, fallback) {
+  if (!text.trim()) return fallback;
+  try { return JSON.parse(text); } catch (e) {
+    throw Object.assign(new Error(`${label} is not valid JSON (${e.message}).`), { field });
+  }
+}

@@ -29,6 +29,11 @@ void AddDevFlags(CLI::App* cmd, DevFlags* f) {
       ->capture_default_str();
   cmd->add_option("--gateway-threads", f->gateway_threads, "The gateway's event loops.")
       ->capture_default_str();
+  cmd->add_option("--gateway-admin-listen", f->gateway_admin_listen,
+                  "Where the gateway's admin endpoint (/status, /metrics, /health) listens "
+                  "(host:port; port 0 picks one, printed); the console's Gateways page reads its "
+                  "/status. Empty: none.")
+      ->capture_default_str();
   cmd->add_option("--hello-listen", f->hello_listen,
                   absl::StrCat("Where the example HTTP service listens (host:port; port 0 picks "
                                "one), registered in the store under ",
@@ -81,6 +86,7 @@ gateway::GatewayConfig DevGatewayConfig(const DevFlags& f, const std::string& st
   listener.name = "dev";
   listener.address = f.gateway_listen;
   config.listeners.push_back(listener);
+  config.admin_address = f.gateway_admin_listen;
   gateway::ClusterConfig cluster;
   cluster.name = "hello";
   cluster.discovery = absl::StrCat("store://", store, "/", kDevHelloService);
@@ -156,12 +162,22 @@ absl::StatusOr<std::unique_ptr<DevServices>> DevServices::Start(const DevFlags& 
   if (flags.gateway_threads < 1 || flags.gateway_threads > 256) {
     return absl::InvalidArgumentError("--gateway-threads must be between 1 and 256");
   }
+  std::string admin_host;  // where the gateway's admin endpoint listens
   if (!flags.gateway_listen.empty()) {
     absl::StatusOr<net::HostPort> listen =
         net::ParseHostPort(flags.gateway_listen, /*allow_port_zero=*/true);
     if (!listen.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("--gateway-listen: ", std::string(listen.status().message())));
+    }
+    if (!flags.gateway_admin_listen.empty()) {
+      absl::StatusOr<net::HostPort> admin =
+          net::ParseHostPort(flags.gateway_admin_listen, /*allow_port_zero=*/true);
+      if (!admin.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--gateway-admin-listen: ", std::string(admin.status().message())));
+      }
+      admin_host = admin->host;
     }
   }
   absl::StatusOr<net::Url> url = net::ParseUrl(store_url, {.require_port = true});
@@ -240,6 +256,13 @@ absl::StatusOr<std::unique_ptr<DevServices>> DevServices::Start(const DevFlags& 
                                                             dev->experiment_routing_.get()));
     dev->live_ = gateway::StoreConfig::Start(dev->gateway_.get(), config, dev->store_);
     dev->gateway_port_ = dev->gateway_->ports().front();
+    dev->gateway_admin_port_ = dev->gateway_->admin_port();
+    if (dev->gateway_admin_port_ != 0 && dev->experiments_ != nullptr) {
+      // The service started first (the gateway sends it events); now it
+      // can show this gateway on the console's Gateways page.
+      dev->experiments_->SetGatewayAdminUrls({absl::StrCat(
+          "http://", net::FormatHostPort(Reachable(admin_host), dev->gateway_admin_port_))});
+    }
     CAPSTAN_LOG(info, "dev: gateway serving", "port", dev->gateway_port_, "cluster",
                 config.clusters.front().discovery.value_or(""), "live_config",
                 config.store + config.store_prefix);
@@ -259,6 +282,9 @@ void DevServices::PrintUrls(std::ostream& out, std::string_view store_endpoint,
   if (gateway_port_ != 0) {
     out << "  gateway           " << url(gateway_port_, "/") << "   (splits v1/v2 by experiment "
         << kDevExperiment << "; unit: X-User-Id or a cookie)\n";
+  }
+  if (gateway_admin_port_ != 0) {
+    out << "  gateway status    " << url(gateway_admin_port_, "/status") << "\n";
   }
   if (hello_port_ != 0) out << "  example v1        " << url(hello_port_, "/") << "\n";
   if (hello_v2_port_ != 0) out << "  example v2        " << url(hello_v2_port_, "/") << "\n";

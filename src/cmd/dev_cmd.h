@@ -53,6 +53,9 @@ struct DevFlags {
   // The gateway's listen address; empty: no gateway.
   std::string gateway_listen = "127.0.0.1:8080";
   int gateway_threads = 1;
+  // The gateway's admin endpoint (/status, /metrics, /health; port 0 picks
+  // one, printed); the console's Gateways page reads its /status. Empty: none.
+  std::string gateway_admin_listen = "127.0.0.1:0";
   // The example service's listen address (port 0 picks a free one: the
   // gateway finds it in the registry); empty: no example service.
   std::string hello_listen = "127.0.0.1:0";
@@ -94,6 +97,7 @@ class DevServices {
                  const std::vector<std::string>& metrics_urls) const;
 
   int gateway_port() const { return gateway_port_; }                  // 0: none
+  int gateway_admin_port() const { return gateway_admin_port_; }      // 0: none
   int hello_port() const { return hello_port_; }                      // 0: none
   int hello_v2_port() const { return hello_v2_port_; }                // 0: none
   int experiments_port() const { return experiments_port_; }          // 0: none
@@ -122,6 +126,7 @@ class DevServices {
   std::unique_ptr<experiments::ExperimentsService> experiments_;
   std::unique_ptr<experiments_rpc::ExperimentsRpcServer> experiments_rpc_;
   int gateway_port_ = 0;
+  int gateway_admin_port_ = 0;
   int experiments_port_ = 0;
   int experiments_rpc_port_ = 0;
   int hello_port_ = 0;

@@ -50,6 +50,15 @@ CLI::App* AddExperimentsServeCommand(CLI::App* experiments, ExperimentsServeFlag
       ->capture_default_str();
   cmd->add_option("--rpc-threads", f->rpc_threads, "Event loops serving the RPC API.")
       ->capture_default_str();
+  cmd->add_option("--gateway-admin", f->gateway_admin,
+                  "A gateway's admin endpoint (http://host:port, its `admin:` address) whose "
+                  "routes, clusters and endpoint health GET /v1/gateways and the console's "
+                  "Gateways page show; repeat for each gateway (at most 32). Default: none.")
+      ->take_all();
+  cmd->add_option("--gateway-timeout-ms", f->gateway_timeout_ms,
+                  "How long GET /v1/gateways waits for each gateway's /status; one that does "
+                  "not answer in time is shown as unreachable.")
+      ->capture_default_str();
   return cmd;
 }
 
@@ -88,6 +97,19 @@ absl::StatusOr<experiments::ServiceOptions> ExperimentsServiceOptions(
   }
   options.max_batch_units = static_cast<size_t>(f.max_batch_units);
   options.max_connections = static_cast<size_t>(f.max_connections);
+  if (f.gateway_admin.size() > experiments::kMaxGatewayAdmins) {
+    return absl::InvalidArgumentError(absl::StrCat("--gateway-admin: at most ",
+                                                   experiments::kMaxGatewayAdmins,
+                                                   " gateways (got ", f.gateway_admin.size(), ")"));
+  }
+  for (const std::string& admin : f.gateway_admin) {
+    ASSIGN_OR_RETURN(std::string url, experiments::ParseGatewayAdminUrl(admin));
+    options.gateway_admin_urls.push_back(std::move(url));
+  }
+  if (f.gateway_timeout_ms < 10 || f.gateway_timeout_ms > 60000) {
+    return absl::InvalidArgumentError("--gateway-timeout-ms must be between 10 and 60000");
+  }
+  options.gateway_fetch.timeout = std::chrono::milliseconds(f.gateway_timeout_ms);
   if (!f.events_dir.empty()) {
     options.extensions.push_back(
         experiments::MakeEventsExtension({.directory = f.events_dir,

@@ -32,6 +32,10 @@ struct ExperimentsServeFlags {
   std::string rpc_listen;
   int rpc_threads = 1;
   size_t events_checkpoint_events = 250000;
+  // Gateway admin endpoints (http://host:port) whose /status the console's
+  // Gateways page shows (GET /v1/gateways); repeatable; none by default.
+  std::vector<std::string> gateway_admin;
+  int gateway_timeout_ms = 2000;
 };
 
 // Adds `serve` under `experiments`; returns it.

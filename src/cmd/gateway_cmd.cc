@@ -32,6 +32,9 @@ void AddGatewayCommand(CLI::App* cmd, GatewayFlags* f) {
   cmd->add_option("--cache", f->cache,
                   "Quick start: an HTTP cache of this size in memory (e.g. 256MiB) for every "
                   "cacheable response (docs/gateway.md, \"HTTP cache\").");
+  cmd->add_option("--cache-disk", f->cache_disk,
+                  "Quick start, with --cache: the cache's disk tier, DIR:SIZE (e.g. "
+                  "/var/cache/capstan:10GiB); kept across restarts.");
   cmd->add_option("--threads", f->threads, "Event loops (default: one per CPU).");
   cmd->add_option("--log-level", f->log_level, "debug, info, warn or err.")->capture_default_str();
   cmd->add_option("--io-backend", f->io_backend,
@@ -92,6 +95,9 @@ absl::StatusOr<gateway::GatewayConfig> QuickStartConfig(const GatewayFlags& f) {
   route.name = "all";
   route.match.prefix = "/";
   route.cluster = "upstream";
+  if (!f.cache_disk.empty() && f.cache.empty()) {
+    return absl::InvalidArgumentError("--cache-disk needs --cache SIZE (the memory tier)");
+  }
   if (!f.cache.empty()) {
     absl::StatusOr<size_t> bytes = gateway::ParseByteSize(f.cache);
     if (!bytes.ok() || *bytes < (size_t{1} << 20)) {
@@ -101,6 +107,21 @@ absl::StatusOr<gateway::GatewayConfig> QuickStartConfig(const GatewayFlags& f) {
     gateway::CacheConfig cache;
     cache.memory = *bytes;
     cache.max_object_size = std::min(cache.max_object_size, cache.memory);
+    if (!f.cache_disk.empty()) {
+      // DIR:SIZE, split at the last colon (a directory may hold one).
+      size_t colon = f.cache_disk.rfind(':');
+      absl::StatusOr<size_t> disk_bytes =
+          colon == std::string::npos
+              ? absl::InvalidArgumentError("no size")
+              : gateway::ParseByteSize(std::string_view(f.cache_disk).substr(colon + 1));
+      if (colon == 0 || !disk_bytes.ok() || *disk_bytes < (size_t{1} << 20)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--cache-disk ", f.cache_disk,
+            ": must be DIR:SIZE with a size of at least 1MiB, like /var/cache/capstan:10GiB"));
+      }
+      cache.disk_path = f.cache_disk.substr(0, colon);
+      cache.disk_size = *disk_bytes;
+    }
     config.cache = cache;
     route.cache.enabled = true;
     // The origin's 5xx answers are content here (cacheable, or served
@@ -145,9 +166,9 @@ absl::StatusOr<gateway::GatewayConfig> LoadConfig(const GatewayFlags& f) {
     config = QuickStartConfig(f);
   } else if (!f.upstreams.empty() || !f.listen.empty()) {
     return absl::InvalidArgumentError("--listen and --upstream are for use without --config");
-  } else if (!f.cache.empty()) {
+  } else if (!f.cache.empty() || !f.cache_disk.empty()) {
     return absl::InvalidArgumentError(
-        "--cache is for the quick start; with --config use the cache: section");
+        "--cache and --cache-disk are for the quick start; with --config use the cache: section");
   } else {
     config = gateway::LoadGatewayConfigFile(f.config);
   }

@@ -17,6 +17,9 @@ struct GatewayFlags {
   // Quick start: cache every cacheable response in memory, this many bytes
   // ("256MiB"); empty: no cache.
   std::string cache;
+  // Quick start: the cache's disk tier, "DIR:SIZE" ("/var/cache/capstan:10GiB");
+  // needs --cache.
+  std::string cache_disk;
   std::string io_backend = "auto";
   std::string log_level = "info";
   // The DNS server (docs/gateway.md, "DNS"): these set or override the

@@ -275,7 +275,9 @@ int RunStore(const StoreFlags& flags, const char* role, const DevFlags* dev = nu
   auto server = store::StoreServer::Start(*std::move(cfg));
   if (!server.ok()) {
     std::cerr << "capstan " << role << ": " << server.status().message() << "\n";
-    return 1;
+    // A flag the server refuses (an https:// URL without a certificate) is
+    // a usage error like the ones BuildConfig finds.
+    return absl::IsInvalidArgument(server.status()) ? 2 : 1;
   }
   std::unique_ptr<DevServices> services;
   if (dev != nullptr) {

@@ -85,6 +85,11 @@ absl::StatusOr<std::unique_ptr<ExperimentsService>> ExperimentsService::Start(
     return absl::InvalidArgumentError(
         absl::StrCat("--prefix must end with '/' (got \"", options.prefix, "\")"));
   }
+  if (options.gateway_admin_urls.size() > kMaxGatewayAdmins) {
+    return absl::InvalidArgumentError(absl::StrCat("--gateway-admin: at most ", kMaxGatewayAdmins,
+                                                   " gateways (got ",
+                                                   options.gateway_admin_urls.size(), ")"));
+  }
   std::unique_ptr<ExperimentsService> svc(new ExperimentsService());
   svc->options_ = options;
   ASSIGN_OR_RETURN(std::unique_ptr<client::Client> client,
@@ -171,6 +176,8 @@ ExperimentsService::~ExperimentsService() {
 void ExperimentsService::AddRoutes() {
   AddConsoleRoutes(&router_);  // the web console at /console (console_assets.h)
   AddSystemRoutes(&router_, options_.store_endpoints);  // its System page (system_status.h)
+  gateways_->Set(options_.gateway_admin_urls);          // its Gateways page (gateway_status.h)
+  AddGatewayRoutes(&router_, gateways_, options_.gateway_fetch);
   router_.Add("GET", "/api/features/{clientKey}",
               [this](const net::HttpRequest& r, const net::PathParams& p) {
                 return growthbook_.Features(p.at("clientKey"),

@@ -21,6 +21,8 @@
 //   GET    /v1/experiments/{id}/results/history  results over time (results_history.h)
 //   GET    /console                         the web console (console_assets.h)
 //   GET    /v1/system/store                 the store's members and leader (system_status.h)
+//   GET    /v1/gateways                     each gateway's routes, clusters and endpoint
+//                                           health, from its admin /status (gateway_status.h)
 // Who made a change: the X-Capstan-User header, else "anonymous".
 // Errors: {"error": {"code", "message", "field"?, "currentRevision"?}} with
 // 400 (invalid; "field" names it), 404, 409 (conflict; "currentRevision"),
@@ -39,6 +41,7 @@
 #include "base/status.h"
 #include "client/client.h"
 #include "experiments/config_store.h"
+#include "experiments/gateway_status.h"
 #include "experiments/growthbook_service.h"
 #include "net/http_router.h"
 #include "net/http_server.h"
@@ -77,6 +80,11 @@ struct ServiceOptions {
   size_t max_batch_units = 1000;
   // Run in order before the server starts; an error stops Start.
   std::vector<ServiceExtension> extensions;
+  // The gateways GET /v1/gateways shows (admin endpoints, as
+  // ParseGatewayAdminUrl returns them; at most kMaxGatewayAdmins), and how
+  // long it waits for each.
+  std::vector<std::string> gateway_admin_urls;
+  GatewayFetchOptions gateway_fetch;
 };
 
 class ExperimentsService {
@@ -94,6 +102,9 @@ class ExperimentsService {
   const GrowthBookEndpoints& growthbook() const { return growthbook_; }
   // nullptr when ServiceOptions::layered_model is false.
   LayeredModelService* layered_model() { return layered_model_.get(); }
+  // Replaces the gateways GET /v1/gateways shows (ServiceOptions::
+  // gateway_admin_urls at start); any thread.
+  void SetGatewayAdminUrls(std::vector<std::string> urls) { gateways_->Set(std::move(urls)); }
 
   // The document writes of PUT and DELETE /v1/{kind}/{id}, counted in the
   // service's metrics; the RPC API (src/experiments_rpc) calls them too.
@@ -123,6 +134,7 @@ class ExperimentsService {
   std::unique_ptr<ConfigWatcher> watcher_;
   std::unique_ptr<LayeredModelService> layered_model_;  // subscribed to watcher_
   std::unique_ptr<ResultsHistory> results_history_;     // samples through router_
+  std::shared_ptr<GatewayDirectory> gateways_ = std::make_shared<GatewayDirectory>();
   std::unique_ptr<net::HttpServer> server_;
 };
 

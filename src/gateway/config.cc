@@ -766,11 +766,20 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(std::string_view text, std::str
             });
             m.Map("purge", [&k](MapReader& p) { p.Bool("enabled", &k.purge); });
             m.Time("heuristic_max", &k.heuristic_max);
+            m.Map("disk", [&k](MapReader& d) {
+              d.String("path", &k.disk_path);
+              d.Bytes("size", &k.disk_size);
+              d.Check(!k.disk_path.empty(), "path", "is required (the tier's directory)");
+              d.Check(k.disk_size >= (size_t{1} << 20), "size", "must be at least 1MiB");
+            });
+            m.StringList("targeted_fields", &k.targeted_fields);
+            m.Bool("strip_targeted_fields", &k.strip_targeted_fields);
             m.Check(k.memory >= (size_t{1} << 20), "memory", "must be at least 1MiB");
             m.Check(k.max_object_size > 0 && k.max_object_size <= k.memory, "max_object_size",
                     "must be more than 0 and at most memory");
             k.status_header = absl::AsciiStrToLower(k.status_header);
             for (std::string& t : k.tag_headers) t = absl::AsciiStrToLower(t);
+            for (std::string& t : k.targeted_fields) t = absl::AsciiStrToLower(t);
             c->cache = std::move(k);
           });
         }

@@ -338,6 +338,17 @@ struct CacheConfig {
   bool purge = true;  // POST/PURGE /cache/purge on the admin listener
   // The cap on heuristic freshness (10% of the time since Last-Modified).
   Duration heuristic_max{86400000};
+  // The disk tier (read at start): a directory and its byte budget; an
+  // empty path is none.
+  std::string disk_path;
+  size_t disk_size = 0;
+  // RFC 9213 targeted fields this cache obeys, in order: the first with a
+  // valid, non-empty value replaces Cache-Control and Expires for it. Empty:
+  // none (Cache-Control alone).
+  std::vector<std::string> targeted_fields = {"cdn-cache-control"};
+  // Remove the targeted fields from responses sent to clients (RFC 9213
+  // §3: forwarded by default, so that caches downstream can use them).
+  bool strip_targeted_fields = false;
   int line = 0;
 };
 

@@ -114,7 +114,9 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(GatewayConfig config, ne
     ASSIGN_OR_RETURN(gw->access_log_, AccessLog::Open(config.access_log.path, dropped));
   }
   std::string admin_address = config.admin_address;
-  if (config.cache) gw->cache_ = std::make_shared<cache::HttpCache>(*config.cache, &reg);
+  if (config.cache) {
+    ASSIGN_OR_RETURN(gw->cache_, cache::HttpCache::Create(*config.cache, &reg));
+  }
   bool cache_purge = config.cache && config.cache->purge;
   ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot,
                    gw->BuildSnapshot(std::move(config), nullptr));

@@ -128,6 +128,7 @@ struct L4Proxy::ListenerState {
   metrics::Counter* no_endpoint = nullptr;
   metrics::Counter* idle_closed = nullptr;
   metrics::Counter* endpoint_gone = nullptr;
+  metrics::Counter* cluster_full = nullptr;
 };
 
 namespace {
@@ -247,6 +248,10 @@ absl::Status L4Proxy::Start(const GatewayConfig& config) {
         registry_->AddCounter("capstan_gateway_tcp_closed_total",
                               "TCP connections the gateway closed, by L4 listener and reason.",
                               with("reason", "endpoint_removed"));
+    ls->cluster_full =
+        registry_->AddCounter("capstan_gateway_tcp_closed_total",
+                              "TCP connections the gateway closed, by L4 listener and reason.",
+                              with("reason", "cluster_max_connections"));
     listeners_.push_back(std::move(ls));
 
     auto endpoint = mesh::ParseEndpoint(tc.address, /*allow_any_port=*/true);
@@ -327,6 +332,19 @@ net::Task<void> L4Proxy::Serve(LoopState* state, size_t listener_index,
     cstats = it->second;
   }
   snapshot.reset();  // a long connection does not keep an old configuration alive
+  // A slot in the cluster's max_connections, held for the connection's life.
+  std::shared_ptr<std::atomic<int64_t>> cluster_slot;
+  if (cluster != nullptr) {
+    cluster_slot = ClusterConnections(tc.cluster);
+    if (cluster_slot->fetch_add(1, std::memory_order_relaxed) >=
+        static_cast<int64_t>(cluster->config().limits.max_connections)) {
+      cluster_slot->fetch_sub(1, std::memory_order_relaxed);
+      cluster_slot.reset();
+      cluster.reset();
+      ls.cluster_full->Inc();
+      client->Close();
+    }
+  }
   sockaddr_storage local{}, peer{};
   bool addressed = LocalAndPeer(client->fd(), &local, &peer);
   if (cluster != nullptr && addressed) {
@@ -390,8 +408,16 @@ net::Task<void> L4Proxy::Serve(LoopState* state, size_t listener_index,
   }
   Unlink(&state->connections, &conn);
   conn.Close();
+  if (cluster_slot != nullptr) cluster_slot->fetch_sub(1, std::memory_order_relaxed);
   ls.active.fetch_sub(1, std::memory_order_relaxed);
   TaskEnded();
+}
+
+std::shared_ptr<std::atomic<int64_t>> L4Proxy::ClusterConnections(const std::string& cluster) {
+  std::lock_guard<std::mutex> lock(cluster_connections_mu_);
+  std::shared_ptr<std::atomic<int64_t>>& count = cluster_connections_[cluster];
+  if (count == nullptr) count = std::make_shared<std::atomic<int64_t>>(0);
+  return count;
 }
 
 void L4Proxy::OnSnapshot(int i) {

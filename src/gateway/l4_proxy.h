@@ -22,6 +22,10 @@
 //  - passes a half-close on: the peer's FIN ends that direction once its
 //    bytes are sent, with shutdown(SHUT_WR) on the other socket; the other
 //    direction goes on until its own FIN. A reset ends both;
+//  - counts against its cluster's `limits.max_connections` (all loops and
+//    listeners together, as HAProxy's per-server maxconn and Envoy's
+//    cluster circuit breaker for tcp_proxy): past it the client is closed
+//    before any upstream connect, not queued;
 //  - is closed after `idle_timeout` without a byte either way;
 //  - keeps its endpoint for life (connection tracking). After a new
 //    configuration or an endpoint set update, a connection whose endpoint
@@ -37,6 +41,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -103,12 +108,17 @@ class L4Proxy {
   net::Task<void> Serve(LoopState* state, size_t listener_index,
                         std::shared_ptr<net::Socket> client);
   void TaskEnded();
+  // The count of TCP connections open to `cluster` now (all loops); kept
+  // by name, so it carries across configurations that keep the cluster.
+  std::shared_ptr<std::atomic<int64_t>> ClusterConnections(const std::string& cluster);
 
   std::vector<std::unique_ptr<LoopState>> loops_;
   std::vector<std::unique_ptr<ListenerState>> listeners_;
   metrics::Registry* registry_;
   std::vector<int> ports_;
   std::atomic<int> tasks_{0};
+  std::mutex cluster_connections_mu_;
+  std::map<std::string, std::shared_ptr<std::atomic<int64_t>>> cluster_connections_;
   std::mutex idle_mu_;
   std::condition_variable idle_;
 };

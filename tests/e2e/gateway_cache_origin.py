@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """An origin for the HTTP cache's black-box tests (gateway_cache_test.cc).
 
-Every response is shaped by the request's query: cc= (Cache-Control),
+Every response is shaped by the request's query: cc= (Cache-Control; the
+request field X-Origin-CC overrides it), cdn= (CDN-Cache-Control),
 etag=, lm= (Last-Modified, seconds before now), vary=, tag= (Surrogate-Key),
 delay= (seconds before answering, for coalescing), status=, size= (body
 bytes), fail_after= (503 after that many fetches). It answers If-None-Match with 304 when the ETag matches. The body
@@ -56,7 +57,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(float(q["delay"]))
         headers = []
         if "cc" in q:
-            headers.append(("Cache-Control", q["cc"]))
+            # X-Origin-CC (a request field, so that a HEAD and a GET of one URL
+            # can be answered differently) overrides cc=.
+            headers.append(("Cache-Control", self.headers.get("X-Origin-CC", q["cc"])))
+        if "cdn" in q:
+            headers.append(("CDN-Cache-Control", q["cdn"]))
         if "etag" in q:
             headers.append(("ETag", '"%s"' % q["etag"]))
         if "lm" in q:

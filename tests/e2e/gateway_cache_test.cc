@@ -2,6 +2,7 @@
 // (YAML config with a cache section and an admin listener, or the quick
 // start's --cache) in front of a Python origin that counts its fetches
 // (gateway_cache_origin.py), driven by curl.
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <regex>
@@ -364,6 +365,160 @@ TEST(CacheSplit, EachClusterHasItsOwnObject) {
   EXPECT_EQ(seen, (std::set<std::string>{"a", "b"}));
   EXPECT_EQ(a.Fetches("/s"), 1);
   EXPECT_EQ(b.Fetches("/s"), 1);
+}
+
+// RFC 9111 §4.3.5: a HEAD that validates a stale stored GET and gets a 200
+// updates the stored response's fields (here its freshness): the next GET is
+// a hit, without fetching the body again.
+TEST_F(CacheTest, HeadResponseUpdatesTheStoredGet) {
+  const std::string url = Url("/hu?cc=max-age=0");
+  Answer first = Get(url);
+  EXPECT_EQ(first.Header("x-cache"), "MISS");
+  EXPECT_EQ(Get(url).Header("x-cache"), "MISS");  // stale at once, no validator: fetched
+  EXPECT_EQ(origin_.Fetches("/hu"), 2);
+  Answer head = Get(url, {"-I", "-H", "X-Origin-CC: max-age=600"});
+  EXPECT_EQ(head.status, 200);
+  // Answered from the updated stored response, as after a 304.
+  EXPECT_EQ(head.Header("x-cache"), "REVALIDATED");
+  EXPECT_EQ(head.Header("cache-control"), "max-age=600");
+  Answer hit = Get(url);
+  EXPECT_EQ(hit.Header("x-cache"), "HIT");
+  EXPECT_EQ(hit.Header("cache-control"), "max-age=600");
+  EXPECT_EQ(hit.body, "/hu #2 ");        // the stored body, with the HEAD's fields
+  EXPECT_EQ(origin_.Fetches("/hu"), 3);  // the two GETs and the HEAD
+  std::string metrics = Curl({Admin("/metrics")}).out;
+  EXPECT_TRUE(absl::StrContains(metrics, "capstan_gateway_cache_head_updates_total 1")) << metrics;
+}
+
+// RFC 9213: CDN-Cache-Control decides for the gateway (here: store for 600
+// s despite Cache-Control: no-store) and is forwarded to the client.
+TEST_F(CacheTest, CdnCacheControlTakesPrecedence) {
+  const std::string url = Url("/cdn?cc=no-store&cdn=max-age=600");
+  Answer first = Get(url);
+  EXPECT_EQ(first.Header("x-cache"), "MISS");
+  EXPECT_EQ(first.Header("cdn-cache-control"), "max-age=600");
+  Answer hit = Get(url);
+  EXPECT_EQ(hit.Header("x-cache"), "HIT");
+  EXPECT_EQ(hit.Header("cache-control"), "no-store");
+  EXPECT_EQ(hit.Header("cdn-cache-control"), "max-age=600");
+  EXPECT_EQ(origin_.Fetches("/cdn"), 1);
+  // And the other way round: CDN-Cache-Control: no-store wins over max-age.
+  const std::string never = Url("/cdn-no?cc=max-age=600&cdn=no-store");
+  Get(never);
+  EXPECT_EQ(Get(never).Header("x-cache"), "MISS");
+  EXPECT_EQ(origin_.Fetches("/cdn-no"), 2);
+}
+
+// The disk tier: a response cached by one gateway process is a hit for the
+// next one on the same directory, after a kill -9, without the origin.
+TEST(CacheDisk, StoredResponseSurvivesKill9) {
+  TempDir dir("gw_cache_disk");
+  TempDir first_dir("gw_cache_disk_1"), second_dir("gw_cache_disk_2");
+  CacheOrigin origin(dir);
+  const std::string disk = dir.path() + "/disk";
+  auto start = [&](const TempDir& d, int* admin) {
+    std::string config = d.path() + "/gateway.yaml";
+    *admin = PickFreePort();
+    std::ofstream out(config);
+    out << "listeners: [{address: \"127.0.0.1:" << PickFreePort() << "\"}]\n"
+        << "admin: 127.0.0.1:" << *admin << "\n"
+        << "cache: {memory: 16MiB, disk: {path: " << disk << ", size: 64MiB}}\n"
+        << "clusters: [{name: web, endpoints: [\"127.0.0.1:" << origin.port() << "\"]}]\n"
+        << "virtual_hosts: [{name: site, routes: [{match: {prefix: /}, cluster: web,"
+        << " cache: {enabled: true}}]}]\n";
+    out.close();
+    return std::make_unique<GatewayProcess>(d, std::vector<std::string>{"--config", config});
+  };
+  auto metric = [](int admin, const std::string& name) {
+    std::string text = Curl({"http://127.0.0.1:" + std::to_string(admin) + "/metrics"}).out;
+    std::smatch m;
+    if (!std::regex_search(text, m, std::regex("\n" + name + " ([0-9.e+]+)"))) return -1.0;
+    return std::stod(m[1]);
+  };
+  const std::string body_path = "/d?cc=max-age=600&vary=Accept-Language&size=5000";
+  // The key holds the authority: the same Host for both processes (each
+  // listens on a port of its own).
+  const std::string kHost = "Host: cache.example";
+  int admin = 0;
+  auto gw = start(first_dir, &admin);
+  ASSERT_TRUE(Eventually([&] { return metric(admin, "capstan_gateway_cache_disk_ready") == 1; }));
+  Answer miss = Get(gw->url(body_path), {"-H", "Accept-Language: en", "-H", kHost});
+  EXPECT_EQ(miss.Header("x-cache"), "MISS");
+  ASSERT_EQ(miss.body.size(), 5000u);
+  // A second object, whose file is damaged while no gateway runs.
+  const std::string damaged_path = "/t?cc=max-age=600&size=3000";
+  EXPECT_EQ(Get(gw->url(damaged_path), {"-H", kHost}).Header("x-cache"), "MISS");
+  // Written off the request path: wait until the records are on disk.
+  ASSERT_TRUE(Eventually([&] { return metric(admin, "capstan_gateway_cache_disk_objects") == 2; }));
+  gw->process()->Kill();  // SIGKILL: nothing is flushed at exit
+  gw.reset();
+  bool damaged = false;
+  for (const auto& e : std::filesystem::directory_iterator(disk)) {
+    std::fstream f(e.path(), std::ios::in | std::ios::out | std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    if (e.path().extension() != ".obj" || bytes.find("/t #1") == std::string::npos) continue;
+    f.clear();                   // past the end after the read
+    f.seekp(-1, std::ios::end);  // the body's last byte
+    f.put(bytes.back() == 'x' ? 'y' : 'x');
+    damaged = true;
+  }
+  ASSERT_TRUE(damaged);
+
+  gw = start(second_dir, &admin);
+  ASSERT_TRUE(Eventually([&] { return metric(admin, "capstan_gateway_cache_disk_ready") == 1; }));
+  EXPECT_EQ(metric(admin, "capstan_gateway_cache_disk_objects"), 2);
+  Answer hit = Get(gw->url(body_path), {"-H", "Accept-Language: en", "-H", kHost});
+  EXPECT_EQ(hit.status, 200);
+  EXPECT_EQ(hit.Header("x-cache"), "HIT");
+  EXPECT_EQ(hit.body, miss.body);
+  EXPECT_EQ(hit.Header("vary"), "Accept-Language");
+  EXPECT_EQ(hit.Header("content-type"), "text/plain");
+  EXPECT_FALSE(hit.Header("age").empty());
+  EXPECT_EQ(origin.Fetches("/d"), 1);
+  // Another Vary value is another object: not on disk, fetched.
+  EXPECT_EQ(Get(gw->url(body_path), {"-H", "Accept-Language: fr", "-H", kHost}).Header("x-cache"),
+            "MISS");
+  EXPECT_EQ(origin.Fetches("/d"), 2);
+  EXPECT_EQ(metric(admin, "capstan_gateway_cache_disk_hits_total"), 1);
+  // The damaged record is never served: its checksum fails, it is removed,
+  // and the origin answers.
+  Answer refetched = Get(gw->url(damaged_path), {"-H", kHost});
+  EXPECT_EQ(refetched.Header("x-cache"), "MISS");
+  EXPECT_EQ(refetched.body.substr(0, 5), "/t #2");
+  EXPECT_EQ(origin.Fetches("/t"), 2);
+  EXPECT_EQ(metric(admin, "capstan_gateway_cache_disk_corrupt_total"), 1);
+  // A purge removes the disk copies too: after another restart, a miss.
+  CommandResult purged =
+      Curl({"-X", "POST", "http://127.0.0.1:" + std::to_string(admin) + "/cache/purge?all=1"});
+  // In memory: en (read back from disk), fr and /t's new copy.
+  EXPECT_TRUE(absl::StrContains(purged.out, "\"purged\": 3")) << purged.out;
+  ASSERT_TRUE(Eventually([&] { return metric(admin, "capstan_gateway_cache_disk_objects") == 0; }));
+  EXPECT_TRUE(Eventually([&] {
+    for (const auto& e : std::filesystem::directory_iterator(disk)) {
+      if (e.path().extension() == ".obj") return false;
+    }
+    return true;
+  }));
+}
+
+TEST(CacheQuickStart, CacheDiskFlagWritesToTheDirectory) {
+  TempDir dir("gw_cache_quick_disk");
+  CacheOrigin origin(dir);
+  const std::string disk = dir.path() + "/disk";
+  GatewayProcess gw(dir, {"--upstream", "http://127.0.0.1:" + std::to_string(origin.port()),
+                          "--cache", "32MiB", "--cache-disk", disk + ":16MiB"});
+  EXPECT_EQ(Get(gw.url("/qd?cc=max-age=600")).Header("x-cache"), "MISS");
+  EXPECT_TRUE(Eventually([&] {
+    if (!std::filesystem::exists(disk)) return false;
+    for (const auto& e : std::filesystem::directory_iterator(disk)) {
+      if (e.path().extension() == ".obj") return true;
+    }
+    return false;
+  }));
+  CommandResult bad = RunCommand({CapstanBinary(), "gateway", "--upstream", "http://127.0.0.1:9",
+                                  "--cache", "32MiB", "--cache-disk", disk, "--validate"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(bad.err + bad.out, "--cache-disk")) << bad.err << bad.out;
 }
 
 TEST(CacheQuickStart, CacheFlagCachesEveryCacheableResponse) {

@@ -133,6 +133,7 @@ struct L4Setup {
   std::vector<std::string> endpoints;
   std::string balancer = "round_robin";
   std::string listener_extra;  // more fields of the tcp listener, YAML flow style
+  std::string cluster_extra;   // more fields of cluster "c", YAML flow style
 };
 
 // A gateway config: one HTTP listener (the harness waits for it), an admin
@@ -146,8 +147,9 @@ std::string L4Config(int tcp_port, int admin_port, const L4Setup& s) {
          "\n"
          "clusters:\n"
          "  - {name: c, balancer: " +
-         s.balancer + ", endpoints: [" + endpoints +
-         "]}\n"
+         s.balancer + ", endpoints: [" + endpoints + "]" +
+         (s.cluster_extra.empty() ? "" : ", " + s.cluster_extra) +
+         "}\n"
          "tcp_listeners:\n"
          "  - {name: t, address: 127.0.0.1:" +
          std::to_string(tcp_port) + ", cluster: c" +
@@ -320,6 +322,34 @@ TEST(GatewayL4E2E, RefusesConnectionsPastTheListenersLimit) {
   }
   EXPECT_GE(MetricValue(gw.Metrics(), "capstan_gateway_tcp_refused_total{listener=\"t\"}"), 1);
   // One goes: there is room again.
+  first.reset();
+  EXPECT_TRUE(Eventually([&] {
+    Client again(gw.port());
+    return again.ReadLine() == "ORIGIN a\n";
+  }));
+}
+
+TEST(GatewayL4E2E, RefusesConnectionsPastTheClustersLimit) {
+  TempDir dir("gw_l4_cluster_limit");
+  TcpOrigin origin(dir, "a");
+  L4Gateway gw(dir,
+               {.endpoints = {origin.address()}, .cluster_extra = "limits: {max_connections: 1}"});
+  auto first = std::make_unique<Client>(gw.port());
+  EXPECT_EQ(first->ReadLine(), "ORIGIN a\n");
+  {
+    Client second(gw.port());  // the listener has room, the cluster has not
+    bool ended = false;
+    EXPECT_EQ(second.ReadToEnd(&ended), "");
+    EXPECT_TRUE(ended);
+  }
+  EXPECT_GE(MetricValue(gw.Metrics(),
+                        "capstan_gateway_tcp_closed_total{listener=\"t\",reason="
+                        "\"cluster_max_connections\"}"),
+            1);
+  EXPECT_EQ(MetricValue(gw.Metrics(), "capstan_gateway_tcp_refused_total{listener=\"t\"}"), 0);
+  // The first connection still works, and when it goes there is room again.
+  ASSERT_TRUE(first->Send("ping\n"));
+  EXPECT_EQ(first->ReadLine(), "ping\n");
   first.reset();
   EXPECT_TRUE(Eventually([&] {
     Client again(gw.port());

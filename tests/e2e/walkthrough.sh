@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's "Walkthrough", step by step, as a test: capstan dev on picked
-# ports (the README uses the defaults 8080/8090/2379), the same curl,
-# traffic.py and etcdctl commands, and a check after each step.
+# ports (the README uses the defaults 8080/8090/2379), the curl forms of the
+# steps (the console's are in tests/e2e/console/walkthrough_e2e.mjs), the
+# same traffic.py and etcdctl commands, and a check after each step.
 # Usage: walkthrough.sh CAPSTAN_BINARY SOURCE_DIR
 set -euo pipefail
 capstan=$1
@@ -33,21 +34,23 @@ until_ok 30 grep -qs "capstan dev is up" "$work/dev.log" || fail "capstan dev di
 # Step 0: the URLs it prints.
 grep -q "gateway           http://127.0.0.1:$gw_port/" "$work/dev.log" || fail "no gateway URL printed"
 grep -q "console           http://127.0.0.1:[0-9]*/console/" "$work/dev.log" || fail "no console URL printed"
+grep -q "gateway status    http://127.0.0.1:[0-9]*/status" "$work/dev.log" || fail "no gateway status URL printed"
 api=$(sed -n 's|.*experiments API   \(http://127.0.0.1:[0-9]*\)/v1/.*|\1|p' "$work/dev.log")
 [ -n "$api" ] || fail "no experiments API URL printed"
 gw=http://127.0.0.1:$gw_port
 export ETCDCTL_API=3
 store=127.0.0.1:$store_port
 
-# Step 1: before any experiment, everyone gets v1.
-until_ok 10 sh -c "curl -sf -H 'X-User-Id: alice' $gw/ | grep -q 'service v1'" || fail "step 1: v1 not served"
+# Before any experiment, everyone gets v1.
+until_ok 10 sh -c "curl -sf -H 'X-User-Id: alice' $gw/ | grep -q 'service v1'" || fail "before step 1: v1 not served"
 
-# Step 2: the experiment (README: three curl PUTs).
+# Step 1: the experiment (README: in the console, or these three curl PUTs).
 code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
-[ "$(code -X PUT "$api/v1/domains/main" -d '{}')" = 201 ] || fail "step 2: domain"
-[ "$(code -X PUT "$api/v1/layers/web" -d '{"domain": "main"}')" = 201 ] || fail "step 2: layer"
+[ "$(code -X PUT "$api/v1/domains/main" -d '{}')" = 201 ] || fail "step 1: domain"
+[ "$(code -X PUT "$api/v1/layers/web" -d '{"domain": "main"}')" = 201 ] || fail "step 1: layer"
 [ "$(code -X PUT "$api/v1/experiments/hello-v2" -d '{"layer": "web", "state": "running",
-  "variants": [{"id": "v1"}, {"id": "v2"}]}')" = 201 ] || fail "step 2: experiment"
+  "variants": [{"id": "v1"}, {"id": "v2"}]}')" = 201 ] || fail "step 1: experiment"
+# Step 2: the gateway splits.
 until_ok 10 sh -c "curl -sf -H 'X-User-Id: alice' $gw/ | grep -q 'experiment hello-v2=v'" ||
   fail "step 2: the gateway did not pick up the experiment"
 
@@ -76,7 +79,17 @@ sys.exit(0 if units.get("v1", 0) > 100 and units.get("v2", 0) > 100
 }
 until_ok 30 check_results || fail "step 4: results incomplete: $(curl -s "$api/v1/experiments/hello-v2/results" | head -c 2000)"
 
-# Step 5: a route from the store; the gateway follows.
+# Step 5: the gateway as the console's Gateways page reads it (GET
+# /v1/gateways: capstan dev's own gateway, both clusters with a healthy
+# endpoint); then a route from the store, and the gateway follows.
+curl -sf "$api/v1/gateways" | /usr/bin/python3 -c '
+import json, sys
+g = json.load(sys.stdin)["gateways"]
+assert len(g) == 1 and g[0]["ok"], g
+clusters = {c["cluster"]: c["endpoints"] for c in g[0]["status"]["clusters"]}
+assert all(len(clusters[c]) == 1 and clusters[c][0]["healthy"] for c in ("hello", "hello-v2")), clusters
+assert any(r["route"] == "dev/hello" and r["experiment"]["id"] == "hello-v2" for r in g[0]["status"]["routes"]), g
+' || fail "step 5: GET /v1/gateways: $(curl -s "$api/v1/gateways" | head -c 2000)"
 etcdctl --endpoints="$store" put /capstan/gateway/routes/dev '{"name": "dev", "domains": ["*"], "routes": [
   {"match": {"path": "/maintenance"}, "direct_response": {"status": 503, "body": "down for maintenance\n"}},
   {"experiment": {"id": "hello-v2", "unit_header": "x-user-id",

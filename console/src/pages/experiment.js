@@ -4,7 +4,8 @@
 // meanwhile) shows the conflict and reloads the latest version.
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError, getDoc, listDocs, putDoc } from '../api.js';
-import { Alert, ErrorMessage, Page, StateBadge, fmtPercent, html, link, useLoad } from '../ui.js';
+import { ConditionRows, rowsFromCondition, rowsFromText } from './condition.js';
+import { Alert, ConflictAlert, ErrorMessage, Field, Page, StateBadge, fmtPercent, html, link, useLoad } from '../ui.js';
 
 const FROZEN_NOTE = 'Fixed once the experiment has run: units keep their variants.';
 
@@ -20,6 +21,7 @@ function formFromSpec(id, spec) {
     })),
     coverage: String(spec.coverage ?? 1),
     condition: spec.condition ? JSON.stringify(spec.condition, null, 2) : '',
+    conditionRows: rowsFromCondition(spec.condition),
     allowList: Object.entries(spec.forced_variants || {}).map(([unit, variant]) => `${unit} = ${variant}`).join('\n'),
   };
 }
@@ -56,32 +58,23 @@ function specFromForm(form, base) {
     try { spec.condition = JSON.parse(form.condition); } catch (e) {
       throw fieldError('condition', `The targeting condition is not valid JSON (${e.message}).`);
     }
+    if (typeof spec.condition !== 'object' || spec.condition === null || Array.isArray(spec.condition)) {
+      throw fieldError('condition', 'The targeting condition must be a JSON object, e.g. {"country": "DE"}.');
+    }
   } else delete spec.condition;
   const forced = {};
   form.allowList.split('\n').forEach((line, i) => {
     if (!line.trim()) return;
     const m = line.match(/^\s*([^=]+?)\s*=\s*(\S+)\s*$/);
     if (!m) throw fieldError('forced_variants', `Allow-list line ${i + 1}: write "unit = variant".`);
+    if (!spec.variants.some((v) => v.id === m[2])) {
+      throw fieldError('forced_variants', `Allow-list line ${i + 1}: "${m[2]}" is not one of the variants (${spec.variants.map((v) => v.id).join(', ')}).`);
+    }
+    if (m[1] in forced) throw fieldError('forced_variants', `Allow-list line ${i + 1}: unit "${m[1]}" is listed twice.`);
     forced[m[1]] = m[2];
   });
   if (Object.keys(forced).length) spec.forced_variants = forced; else delete spec.forced_variants;
   return spec;
-}
-
-function Field({ id, label, hint, error, children }) {
-  return html`<div class=${'field' + (error ? ' field-invalid' : '')}>
-    <label for=${id}>${label}</label>
-    ${children}
-    ${hint ? html`<div class="hint" id=${id + '-hint'}>${hint}</div>` : null}
-  </div>`;
-}
-
-function ConflictAlert({ conflict }) {
-  if (!conflict) return null;
-  return html`<${Alert} kind="warning" title="Someone else changed this experiment">
-    Your change was not saved: the experiment is now at revision ${conflict.currentRevision ?? '?'}.
-    The latest version is loaded below; check it and apply your change again.
-  </${Alert}>`;
 }
 
 export function ExperimentPage({ id }) {
@@ -162,7 +155,7 @@ export function ExperimentPage({ id }) {
   return html`<${Page} title=${isNew ? 'New experiment' : doc.id} actions=${actions}>
     ${isNew ? null : html`<p class="meta">
       <${StateBadge} state=${state} />${' in layer '}<strong>${doc.spec.layer}</strong>${` · revision ${doc.revision} · version ${doc.version} · last changed by ${doc.updatedBy || 'unknown'}`}</p>`}
-    <${ConflictAlert} conflict=${conflict} />
+    <${ConflictAlert} conflict=${conflict} what="this experiment" />
     <${ErrorMessage} error=${error} />
     ${notice ? html`<${Alert} kind="success">${notice}</${Alert}>` : null}
 
@@ -225,8 +218,11 @@ export function ExperimentPage({ id }) {
         <button type="button" class="button button-quiet" onClick=${() => setForm({ ...form, variants: [...form.variants, { id: '', weight: '', parameters: '' }] })}>Add variant</button>
       </fieldset>
 
-      <${Field} id="exp-condition" label="Targeting condition (GrowthBook condition JSON; blank: everyone)" error=${invalid('condition')}>
-        <textarea id="exp-condition" name="condition" class="mono" rows="4" placeholder='e.g. {"country": {"$in": ["DE", "FR"]}}' value=${form.condition} onInput=${set('condition')} aria-invalid=${invalid('condition')}></textarea>
+      <${ConditionRows} rows=${form.conditionRows} invalid=${invalid('condition')}
+        onChange=${(text, rows) => setForm({ ...form, condition: text, conditionRows: rows })} />
+      <${Field} id="exp-condition" label="Targeting condition (GrowthBook condition JSON; blank: everyone)" error=${invalid('condition')}
+          hint=${'Only units whose attributes match get a variant; the others keep the layer\'s defaults. Operators: $eq $ne $in $nin $gt $lt $regex $exists $and $or $not, and $inGroup with a saved group.'}>
+        <textarea id="exp-condition" name="condition" class="mono" rows="4" placeholder='e.g. {"country": {"$in": ["DE", "FR"]}}' value=${form.condition} onInput=${(e) => setForm({ ...form, condition: e.target.value, conditionRows: rowsFromText(e.target.value) })} aria-invalid=${invalid('condition')} aria-describedby="exp-condition-hint"></textarea>
       </${Field}>
       <${Field} id="exp-allow" label="Allow-list (one unit = variant per line)" hint="Applied while draft or running, for QA." error=${invalid('forced_variants')}>
         <textarea id="exp-allow" name="allow-list" class="mono" rows="3" placeholder="e.g. user-17 = treatment" value=${form.allowList} onInput=${set('allowList')} aria-invalid=${invalid('forced_variants')} aria-describedby="exp-allow-hint"></textarea>

@@ -72,7 +72,7 @@ export function SystemPage() {
           </tbody>
         </table>
       </section>
-      <p class="small muted">The gateway's routes, clusters and endpoint health are not shown yet.</p>
+      <p class="small muted">The gateways' routes, clusters and endpoint health: <a href="#/gateways">Gateways</a>.</p>
     ` : null}
   </${Page}>`;
 }

@@ -70,5 +70,36 @@ TEST(CacheConfig, ErrorsNameTheField) {
   EXPECT_NE(big.status().message().find("max_object_size"), std::string_view::npos) << big.status();
 }
 
+TEST(CacheConfig, DiskTierAndTargetedFields) {
+  auto c = ParseGatewayConfig(std::string(kBase) + R"(
+cache:
+  disk: {path: /var/cache/capstan, size: 2GiB}
+  targeted_fields: [Capstan-Cache-Control, CDN-Cache-Control]
+  strip_targeted_fields: true
+)",
+                              "test.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->cache->disk_path, "/var/cache/capstan");
+  EXPECT_EQ(c->cache->disk_size, size_t{2} << 30);
+  EXPECT_EQ(c->cache->targeted_fields,
+            (std::vector<std::string>{"capstan-cache-control", "cdn-cache-control"}));
+  EXPECT_TRUE(c->cache->strip_targeted_fields);
+  auto defaults = ParseGatewayConfig(std::string(kBase) + "cache: {}\n", "test.yaml");
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_TRUE(defaults->cache->disk_path.empty());
+  EXPECT_EQ(defaults->cache->targeted_fields, (std::vector<std::string>{"cdn-cache-control"}));
+  EXPECT_FALSE(defaults->cache->strip_targeted_fields);
+  auto no_path =
+      ParseGatewayConfig(std::string(kBase) + "cache: {disk: {size: 1GiB}}\n", "test.yaml");
+  ASSERT_FALSE(no_path.ok());
+  EXPECT_NE(no_path.status().message().find("cache.disk.path"), std::string_view::npos)
+      << no_path.status();
+  auto small = ParseGatewayConfig(std::string(kBase) + "cache: {disk: {path: /x, size: 1KiB}}\n",
+                                  "test.yaml");
+  ASSERT_FALSE(small.ok());
+  EXPECT_NE(small.status().message().find("cache.disk.size"), std::string_view::npos)
+      << small.status();
+}
+
 }  // namespace
 }  // namespace capstan::gateway

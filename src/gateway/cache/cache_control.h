@@ -19,6 +19,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "net/http1.h"
 
@@ -50,6 +51,9 @@ struct CacheControl {
   bool only_if_cached = false;
   // Some directive was present at all.
   bool present = false;
+  // Read from a targeted field (RFC 9213, e.g. CDN-Cache-Control): it
+  // replaces Cache-Control and Expires, so Expires gives no freshness.
+  bool targeted = false;
 };
 
 // Reads one Cache-Control field value into *cc (several fields: call once
@@ -58,6 +62,19 @@ void ParseCacheControlInto(std::string_view value, CacheControl* cc);
 // Every Cache-Control field of `fields`, plus `Pragma: no-cache` as
 // `no-cache` when no Cache-Control field is present (RFC 9111 §5.4, requests).
 CacheControl ParseCacheControl(const net::http1::HeaderFields& fields, bool request = false);
+
+// RFC 9213: one targeted field's value (CDN-Cache-Control, ...), an RFC 8941
+// Dictionary: keys are lower-case, max-age / s-maxage / stale-while-revalidate
+// / stale-if-error are non-negative Integers (past 2^31: 2^31), the others
+// Booleans (a bare key is true), unknown keys are ignored. False, with *cc
+// untouched, when the value is not a valid Dictionary, is empty, or a known
+// directive has another type: the field is then ignored (§2.1).
+bool ParseTargetedCacheControl(std::string_view value, CacheControl* cc);
+// The response directives this cache obeys (RFC 9213 §2.1): those of the
+// first field in `targeted` (lower-case names, in order; several lines of
+// one field are one list) with a valid, non-empty value, else Cache-Control.
+CacheControl ResponseCacheControl(const net::http1::HeaderFields& fields,
+                                  const std::vector<std::string>& targeted);
 
 // An HTTP-date in any of the three forms RFC 9110 §5.6.7 makes recipients
 // accept (IMF-fixdate, RFC 850, asctime), as seconds since the Unix epoch.

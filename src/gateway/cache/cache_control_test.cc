@@ -110,6 +110,77 @@ TEST(HttpDate, Invalid) {
   EXPECT_FALSE(ParseHttpDate("Sun, 06 Nov 1994 08:49:37 GMT trailing"));
 }
 
+TEST(HttpDate, OneSpaceBetweenPartsOfFixdateAndRfc850) {
+  // cache-tests freshness-expires-invalid-multiple-spaces.
+  EXPECT_FALSE(ParseHttpDate("Thu, 18  Aug  2050 02:01:18 GMT"));
+  EXPECT_FALSE(ParseHttpDate("Sun,  06 Nov 1994 08:49:37 GMT"));
+  EXPECT_FALSE(ParseHttpDate("Sun, 06 Nov 1994  08:49:37 GMT"));
+  EXPECT_FALSE(ParseHttpDate("Sun, 06 Nov 1994 08:49:37  GMT"));
+  EXPECT_FALSE(ParseHttpDate("Sunday, 06-Nov-94  08:49:37 GMT"));
+  EXPECT_TRUE(ParseHttpDate("Thu, 18 Aug 2050 02:01:18 GMT"));
+}
+
+CacheControl Targeted(std::string_view v, bool* ok) {
+  CacheControl cc;
+  *ok = ParseTargetedCacheControl(v, &cc);
+  return cc;
+}
+
+TEST(TargetedCacheControl, StructuredDictionary) {
+  bool ok = false;
+  CacheControl cc = Targeted("max-age=3600, must-revalidate, private=?1, no-store=?0", &ok);
+  ASSERT_TRUE(ok);
+  EXPECT_TRUE(cc.targeted);
+  EXPECT_EQ(cc.max_age, 3600);
+  EXPECT_TRUE(cc.must_revalidate);
+  EXPECT_TRUE(cc.private_);
+  EXPECT_FALSE(cc.no_store);
+  // Extensions of any type are accepted and ignored.
+  cc = Targeted("foobar, max-age=60;p=1, x=\"s\", y=:YWJj:, z=(1 2.5 tok), w=?1, v=-3", &ok);
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(cc.max_age, 60);
+  // Past 2^31: 2^31 (cache-tests cdn-max-age-max-plus).
+  EXPECT_EQ(Targeted("max-age=99999999999", &ok).max_age, kMaxDeltaSeconds);
+  EXPECT_TRUE(ok);
+  // A repeated key: the last wins (a Dictionary), unlike Cache-Control.
+  EXPECT_EQ(Targeted("max-age=1, max-age=2", &ok).max_age, 2);
+}
+
+TEST(TargetedCacheControl, InvalidFieldsAreIgnored) {
+  bool ok = true;
+  for (std::string_view bad :
+       {"max-age=10000, &&&&&", "max-age=\"10000\"", "max-age =100", "max-age= 100", "MaX-aGe=3600",
+        "no-store=1", "max-age=-1", "max-age=1,", "", "   ", "max-age=1.5", "a=\"unterminated",
+        "max-age=1234567890123456"}) {
+    CacheControl cc;
+    cc.max_age = 7;
+    EXPECT_FALSE(ParseTargetedCacheControl(bad, &cc)) << bad;
+    EXPECT_EQ(cc.max_age, 7) << bad;  // untouched
+  }
+  (void)ok;
+}
+
+TEST(TargetedCacheControl, FirstValidFieldOfTheListWins) {
+  net::http1::HeaderFields f;
+  f.Add("cache-control", "max-age=5");
+  f.Add("capstan-cache-control", "max-age=\"bad\"");
+  f.Add("cdn-cache-control", "max-age=60");
+  f.Add("CDN-Cache-Control", "stale-if-error=30");  // a second line: one list
+  CacheControl cc = ResponseCacheControl(f, {"capstan-cache-control", "cdn-cache-control"});
+  EXPECT_TRUE(cc.targeted);
+  EXPECT_EQ(cc.max_age, 60);
+  EXPECT_EQ(cc.stale_if_error, 30);
+  f.Set("capstan-cache-control", "max-age=600");
+  EXPECT_EQ(ResponseCacheControl(f, {"capstan-cache-control", "cdn-cache-control"}).max_age, 600);
+  // None valid: Cache-Control.
+  net::http1::HeaderFields only_bad;
+  only_bad.Add("cache-control", "max-age=5");
+  only_bad.Add("cdn-cache-control", "&&&");
+  CacheControl fallback = ResponseCacheControl(only_bad, {"cdn-cache-control"});
+  EXPECT_FALSE(fallback.targeted);
+  EXPECT_EQ(fallback.max_age, 5);
+}
+
 TEST(HttpDate, FormatRoundTrips) {
   EXPECT_EQ(FormatHttpDate(784111777), "Sun, 06 Nov 1994 08:49:37 GMT");
   for (int64_t t : {0LL, 951782400LL, 1700000000LL, 4102444800LL}) {

@@ -74,7 +74,8 @@ bool IsUnsafeMethod(std::string_view method) {
 }
 
 bool HasExplicitFreshness(const Fields& response, const CacheControl& cc) {
-  return cc.s_maxage.has_value() || cc.max_age.has_value() || response.Get("expires").has_value();
+  return cc.s_maxage.has_value() || cc.max_age.has_value() ||
+         (!cc.targeted && response.Get("expires").has_value());
 }
 
 const char* WhyNotStorable(std::string_view method, const Fields& request,
@@ -105,12 +106,27 @@ const char* WhyNotStorable(std::string_view method, const Fields& request,
   return nullptr;
 }
 
+bool HeadResponseMatches(const Fields& stored, uint64_t stored_length, const Fields& head) {
+  for (std::string_view validator : {"etag", "last-modified"}) {
+    std::optional<std::string_view> received = head.Get(validator);
+    if (!received) continue;
+    std::optional<std::string_view> kept = stored.Get(validator);
+    if (!kept || Trim(*kept) != Trim(*received)) return false;
+  }
+  if (std::optional<std::string_view> length = head.Get("content-length")) {
+    std::optional<uint64_t> n = Digits(Trim(*length));
+    if (!n || *n != stored_length) return false;
+  }
+  return true;
+}
+
 int64_t FreshnessLifetime(int status, const Fields& response, const CacheControl& cc,
                           int64_t response_time, const FreshnessOptions& options) {
   if (cc.s_maxage) return *cc.s_maxage;
   if (cc.max_age) return *cc.max_age;
   int64_t date = DateField(response, "date").value_or(response_time);
-  if (response.Get("expires")) {
+  // A targeted field (RFC 9213) replaces Expires too.
+  if (!cc.targeted && response.Get("expires")) {
     std::optional<int64_t> expires = DateField(response, "expires");
     if (!expires) return 0;  // an invalid Expires: already expired (§5.3)
     return std::max<int64_t>(0, *expires - date);
@@ -129,7 +145,10 @@ int64_t FreshnessLifetime(int status, const Fields& response, const CacheControl
 int64_t CorrectedInitialAge(const Fields& response, int64_t request_time, int64_t response_time) {
   int64_t age_value = 0;
   if (std::optional<std::string_view> age = response.Get("age")) {
-    if (std::optional<uint64_t> d = Digits(Trim(*age))) {
+    // One value is allowed; of a list ("7200, 0") the first is the sender's
+    // (the first field line too, as Get gives it).
+    std::string_view first = age->substr(0, age->find(','));
+    if (std::optional<uint64_t> d = Digits(Trim(first))) {
       age_value = static_cast<int64_t>(std::min<uint64_t>(*d, kMaxDeltaSeconds));
     }
   }

@@ -119,6 +119,13 @@ void RemoveConditionals(Fields* request);
 // updated fields.
 Fields MergeNotModified(const Fields& stored, const Fields& not_modified);
 
+// RFC 9111 §4.3.5: whether a 200 answer to a HEAD may update a stored GET
+// response (of `stored_length` body bytes): the validators it carries (ETag,
+// Last-Modified) equal the stored ones, and its Content-Length, if any, is
+// the stored body's length. Otherwise the stored response is not to be
+// reused without validation.
+bool HeadResponseMatches(const Fields& stored, uint64_t stored_length, const Fields& head);
+
 // The client's conditionals against a stored 200 (RFC 9110 §13.1.2,
 // §13.1.3): true when the answer is 304 Not Modified. If-None-Match wins
 // over If-Modified-Since; weak comparison.

@@ -102,6 +102,53 @@ TEST(Age, CorrectedInitialAge) {
   EXPECT_EQ(CorrectedInitialAge(future, kNow, kNow), 0);
   EXPECT_EQ(CorrectedInitialAge(Make({{"age", "junk"}}), kNow, kNow), 0);
   EXPECT_EQ(CurrentAge(10, kNow, kNow + 5), 15);
+  // A list in one line: the first value counts (cache-tests age-parse-suffix
+  // and age-parse-prefix); of several lines, the first.
+  EXPECT_EQ(CorrectedInitialAge(Make({{"age", "7200, 0"}}), kNow, kNow), 7200);
+  EXPECT_EQ(CorrectedInitialAge(Make({{"age", "0, 7200"}}), kNow, kNow), 0);
+  EXPECT_EQ(CorrectedInitialAge(Make({{"age", "7200"}, {"age", "0"}}), kNow, kNow), 7200);
+}
+
+TEST(Freshness, TargetedFieldReplacesCacheControlAndExpires) {
+  // RFC 9213: CDN-Cache-Control's max-age, not Cache-Control's nor Expires.
+  Fields res = Make({{"cache-control", "max-age=1"},
+                     {"cdn-cache-control", "max-age=3600"},
+                     {"date", FormatHttpDate(kNow)},
+                     {"expires", FormatHttpDate(kNow + 10)}});
+  CacheControl cc = ResponseCacheControl(res, {"cdn-cache-control"});
+  EXPECT_TRUE(cc.targeted);
+  EXPECT_EQ(FreshnessLifetime(200, res, cc, kNow, {}), 3600);
+  // Without max-age in it, Expires does not give freshness either.
+  Fields no_age = Make({{"cdn-cache-control", "must-revalidate"},
+                        {"date", FormatHttpDate(kNow)},
+                        {"expires", FormatHttpDate(kNow + 10000)}});
+  CacheControl must = ResponseCacheControl(no_age, {"cdn-cache-control"});
+  EXPECT_EQ(FreshnessLifetime(200, no_age, must, kNow, {}), 0);
+  EXPECT_FALSE(HasExplicitFreshness(no_age, must));
+  // CDN-Cache-Control: no-store wins over a fresh Cache-Control, and the
+  // other way round (cache-tests cdn-no-store-cc-fresh, cdn-fresh-cc-nostore).
+  Fields no_store = Make({{"cache-control", "max-age=10000"}, {"cdn-cache-control", "no-store"}});
+  EXPECT_NE(WhyNotStorable("GET", Fields(), CacheControl{}, 200, no_store,
+                           ResponseCacheControl(no_store, {"cdn-cache-control"})),
+            nullptr);
+  Fields fresh = Make({{"cache-control", "no-store"}, {"cdn-cache-control", "max-age=10000"}});
+  EXPECT_EQ(WhyNotStorable("GET", Fields(), CacheControl{}, 200, fresh,
+                           ResponseCacheControl(fresh, {"cdn-cache-control"})),
+            nullptr);
+  // Not on the target list: Cache-Control alone.
+  EXPECT_TRUE(ResponseCacheControl(fresh, {}).no_store);
+}
+
+TEST(HeadUpdate, ValidatorsAndLengthMustAgree) {
+  Fields stored = Make({{"etag", "\"v1\""}, {"last-modified", FormatHttpDate(kNow - 100)}});
+  EXPECT_TRUE(HeadResponseMatches(stored, 5, Make({{"cache-control", "max-age=1000"}})));
+  EXPECT_TRUE(HeadResponseMatches(stored, 5, Make({{"etag", "\"v1\""}, {"content-length", "5"}})));
+  EXPECT_TRUE(
+      HeadResponseMatches(stored, 5, Make({{"last-modified", FormatHttpDate(kNow - 100)}})));
+  EXPECT_FALSE(HeadResponseMatches(stored, 5, Make({{"etag", "\"v2\""}})));
+  EXPECT_FALSE(HeadResponseMatches(stored, 5, Make({{"last-modified", FormatHttpDate(kNow)}})));
+  EXPECT_FALSE(HeadResponseMatches(stored, 5, Make({{"content-length", "6"}})));
+  EXPECT_FALSE(HeadResponseMatches(Fields(), 5, Make({{"etag", "\"v1\""}})));
 }
 
 Verdict Eval(std::string_view response_cc, std::string_view request_cc, int64_t lifetime,

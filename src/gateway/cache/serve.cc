@@ -1,9 +1,6 @@
 #include "gateway/cache/serve.h"
 
-#include <chrono>
-
 #include "absl/strings/ascii.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/logging.h"
@@ -46,6 +43,12 @@ std::vector<std::string> Tags(const Fields& fields, const std::vector<std::strin
   return tags;
 }
 
+// RFC 9213 §3: targeted fields are forwarded unless configured away.
+void StripTargeted(const CacheConfig& settings, Fields* fields) {
+  if (!settings.strip_targeted_fields) return;
+  for (const std::string& name : settings.targeted_fields) fields->Remove(name);
+}
+
 const CacheConfig& Settings(const DownstreamContext& ctx) {
   static const CacheConfig kDefaults;
   const auto& c = (*ctx.snapshot)->config.cache;
@@ -61,7 +64,7 @@ bool HasClientConditions(const Fields& f) {
 // the response that just arrived (its Age and Date).
 void Finalize(StoredResponse* obj, const Fields& age_source, int64_t request_time,
               int64_t response_time, const HttpCache& cache, const CacheConfig& settings) {
-  obj->cc = ParseCacheControl(obj->fields);
+  obj->cc = ResponseCacheControl(obj->fields, settings.targeted_fields);
   obj->times.response_time = response_time;
   obj->times.corrected_initial_age = CorrectedInitialAge(age_source, request_time, response_time);
   obj->times.lifetime =
@@ -141,7 +144,7 @@ class FillExchange final : public DownstreamExchange {
       Finalize(updated.get(), fields, request_time_, now, cache_, settings_);
       // A no-store request stores nothing, not even the 304's update.
       if (!request_cc_.no_store) {
-        cache_.store().Insert(updated);
+        if (cache_.store().Insert(updated)) cache_.Stored(updated);
         if (fill_ != nullptr) fill_->set_result(updated);
       }
       revalidated_ = std::move(updated);
@@ -161,11 +164,22 @@ class FillExchange final : public DownstreamExchange {
     if (invalidate_ && code >= 200 && code < 400) {
       for (const std::string& k :
            InvalidationKeys(request_->authority, request_->path, request_->query, fields)) {
-        size_t n = cache_.store().Remove(k);
+        size_t n = cache_.RemoveKey(k);
         if (n > 0) cache_.counters().purged->Inc(n);
       }
     }
-    CacheControl response_cc = ParseCacheControl(fields);
+    if (stale_ != nullptr && code == 200 && request_->method == "HEAD") {
+      if (ObjectRef updated = UpdateFromHead(fields, now)) {
+        // Answered like a 304: the client gets the updated stored fields
+        // (those the HEAD did not repeat are kept).
+        revalidated_ = std::move(updated);
+        result_ = Result::kRevalidated;
+        swallow_ = true;
+        ReleaseFill();
+        return true;
+      }
+    }
+    CacheControl response_cc = ResponseCacheControl(fields, settings_.targeted_fields);
     bool storable =
         store_ &&
         WhyNotStorable("GET", original_, request_cc_, code, fields, response_cc) == nullptr &&
@@ -186,6 +200,7 @@ class FillExchange final : public DownstreamExchange {
     }
     if (inner_ == nullptr) return true;
     if (!settings_.status_header.empty()) fields.Set(settings_.status_header, label_);
+    StripTargeted(settings_, &fields);
     inner_->cache_status = label_;
     inner_->status = code;
     inner_->response_started = true;
@@ -218,6 +233,7 @@ class FillExchange final : public DownstreamExchange {
       ObjectRef stored = std::move(capture_);
       if (cache_.store().Insert(stored)) {
         cache_.counters().stores->Inc();
+        cache_.Stored(stored);
         if (fill_ != nullptr) fill_->set_result(std::move(stored));
       }
     }
@@ -250,6 +266,32 @@ class FillExchange final : public DownstreamExchange {
   }
 
  private:
+  // RFC 9111 §4.3.5: a 200 to a HEAD sent to validate a stored GET updates
+  // it like a 304 when their validators (ETag, Last-Modified) and
+  // Content-Length agree where both have them; else the stored response is
+  // no longer trusted (removed: the next GET fetches it again). Returns
+  // the updated response, or null.
+  ObjectRef UpdateFromHead(const http1::HeaderFields& fields, int64_t now) {
+    Fields head = Storable(fields);
+    if (!HeadResponseMatches(stale_->fields, stale_->body.size(), head)) {
+      size_t n = cache_.RemoveKey(stale_->key);
+      if (n > 0) cache_.counters().purged->Inc(n);
+      return nullptr;
+    }
+    if (request_cc_.no_store) return nullptr;
+    auto updated = std::make_shared<StoredResponse>();
+    updated->key = stale_->key;
+    updated->vary = stale_->vary;
+    updated->status = stale_->status;
+    updated->fields = MergeNotModified(stale_->fields, head);
+    updated->body = stale_->body.Share();
+    Finalize(updated.get(), fields, request_time_, now, cache_, settings_);
+    if (cache_.store().Insert(updated)) cache_.Stored(updated);
+    if (fill_ != nullptr) fill_->set_result(updated);  // GETs waiting on this HEAD
+    cache_.counters().head_updates->Inc();
+    return updated;
+  }
+
   // `fields` without those meant for this client alone.
   Fields Storable(const http1::HeaderFields& fields) const {
     Fields out;
@@ -315,6 +357,7 @@ net::Task<bool> ServeStored(DownstreamExchange& x, const StoredResponse& obj, in
                             const Fields& request) {
   ProxyRequest& in = x.request();
   Fields f = CopyFields(obj.fields);
+  StripTargeted(settings, &f);
   if (settings.age_header) f.Set("age", absl::StrCat(age));
   if (!settings.status_header.empty()) f.Set(settings.status_header, label);
   for (const auto& [name, value] : x.extra_response_fields) f.Add(name, value);
@@ -421,155 +464,6 @@ void StartRefresh(DownstreamContext& ctx, const std::shared_ptr<const Snapshot>&
 
 }  // namespace
 
-// ---- Fill
-
-bool Fill::Awaiter::await_suspend(std::coroutine_handle<> h) {
-  std::lock_guard lock(fill->mu_);
-  if (fill->done_) return false;
-  fill->waiters_.emplace_back(loop, h);
-  return true;
-}
-
-void Fill::Complete() {
-  owner_->EndFill(key_, this);
-  std::vector<std::pair<net::EventLoop*, std::coroutine_handle<>>> waiters;
-  {
-    std::lock_guard lock(mu_);
-    if (done_) return;
-    done_ = true;
-    waiters.swap(waiters_);
-  }
-  for (auto& [loop, h] : waiters) {
-    loop->Post([loop = loop, h = h] { loop->Schedule(h); });
-  }
-}
-
-// ---- HttpCache
-
-HttpCache::HttpCache(const CacheConfig& config, metrics::Registry* registry)
-    : store_(StoreOptions{.max_bytes = config.memory}),
-      max_object_size_(std::min(config.max_object_size, store_.max_object_bytes())),
-      clock_([] {
-        return std::chrono::duration_cast<std::chrono::seconds>(
-                   std::chrono::system_clock::now().time_since_epoch())
-            .count();
-      }) {
-  freshness_.heuristic_max_seconds =
-      std::chrono::duration_cast<std::chrono::seconds>(config.heuristic_max).count();
-  auto counter = [registry](const char* name, const char* help) {
-    return registry->AddCounter(absl::StrCat("capstan_gateway_cache_", name, "_total"), help);
-  };
-  counters_.hits = counter("hits", "Requests answered from the cache (fresh).");
-  counters_.misses = counter("misses", "Cacheable requests forwarded to the origin.");
-  counters_.stale = counter(
-      "stale", "Stale responses served (max-stale, stale-while-revalidate, stale-if-error).");
-  counters_.revalidated =
-      counter("revalidated", "Stored responses the origin confirmed with 304 Not Modified.");
-  counters_.coalesced =
-      counter("coalesced", "Requests that waited for another request's fetch of the same key.");
-  counters_.passes = counter("passes", "Requests on cache routes that bypassed the cache.");
-  counters_.stores = counter("stores", "Responses stored.");
-  counters_.purged = counter("purged", "Objects removed by purge or invalidation.");
-  MemoryStore* store = &store_;
-  registry->AddGaugeFunc("capstan_gateway_cache_bytes", "Bytes held by the cache.",
-                         [store] { return static_cast<double>(store->stats().bytes); });
-  registry->AddGaugeFunc("capstan_gateway_cache_objects", "Responses held by the cache.",
-                         [store] { return static_cast<double>(store->stats().objects); });
-  registry->AddGaugeFunc("capstan_gateway_cache_evictions_total",
-                         "Objects evicted to stay within the memory budget; a counter.",
-                         [store] { return static_cast<double>(store->stats().evictions); });
-  registry->AddGaugeFunc("capstan_gateway_cache_capacity_bytes", "The cache's memory budget.",
-                         [bytes = config.memory] { return static_cast<double>(bytes); });
-}
-
-std::shared_ptr<Fill> HttpCache::BeginFill(const std::string& key, bool* leader) {
-  std::lock_guard lock(mu_);
-  std::weak_ptr<Fill>& slot = fills_[key];
-  if (std::shared_ptr<Fill> existing = slot.lock()) {
-    *leader = false;
-    return existing;
-  }
-  auto fill = std::make_shared<Fill>(this, key);
-  slot = fill;
-  *leader = true;
-  return fill;
-}
-
-void HttpCache::EndFill(const std::string& key, Fill* fill) {
-  std::lock_guard lock(mu_);
-  auto it = fills_.find(key);
-  if (it == fills_.end()) return;
-  std::shared_ptr<Fill> current = it->second.lock();
-  if (current == nullptr || current.get() == fill) fills_.erase(it);
-}
-
-bool HttpCache::BeginRefresh(const std::string& key) {
-  std::lock_guard lock(mu_);
-  return refreshing_.emplace(key, true).second;
-}
-
-void HttpCache::EndRefresh(const std::string& key) {
-  std::lock_guard lock(mu_);
-  refreshing_.erase(key);
-}
-
-net::HttpResponse HttpCache::HandlePurge(const net::HttpRequest& request) {
-  if (request.method != "POST" && request.method != "PURGE") {
-    net::HttpResponse r = net::JsonError(405, "method_not_allowed", "use POST or PURGE");
-    r.headers.emplace_back("allow", "POST, PURGE");
-    return r;
-  }
-  std::string url, tag;
-  bool all = false;
-  for (absl::string_view pair : absl::StrSplit(request.query, '&', absl::SkipEmpty())) {
-    std::pair<absl::string_view, absl::string_view> kv =
-        absl::StrSplit(pair, absl::MaxSplits('=', 1));
-    std::string value;
-    if (!net::PercentDecode(std::string_view(kv.second.data(), kv.second.size()), &value)) {
-      return net::JsonError(400, "bad_request", "bad percent-encoding in the query");
-    }
-    if (kv.first == "url") {
-      url = value;
-    } else if (kv.first == "tag") {
-      tag = value;
-    } else if (kv.first == "all") {
-      all = value == "1" || value == "true";
-    } else {
-      return net::JsonError(
-          400, "bad_request",
-          absl::StrCat("unknown parameter '", std::string(kv.first), "': use url=, tag= or all=1"));
-    }
-  }
-  size_t purged = 0;
-  if (!url.empty()) {
-    std::string_view u = url;
-    if (u.starts_with("http://")) {
-      u.remove_prefix(7);
-    } else if (u.starts_with("https://")) {
-      u.remove_prefix(8);
-    } else {
-      return net::JsonError(400, "bad_request", "url must be absolute: http://HOST[:PORT]/PATH");
-    }
-    size_t slash = u.find('/');
-    std::string_view authority = u.substr(0, slash);
-    std::string_view target = slash == std::string_view::npos ? "/" : u.substr(slash);
-    size_t q = target.find('?');
-    std::string key = q == std::string_view::npos
-                          ? PrimaryKey(authority, target, {})
-                          : PrimaryKey(authority, target.substr(0, q), target.substr(q + 1));
-    purged += store_.Remove(key);
-    purged += store_.RemoveKeyPrefix(key + "#");  // the clusters of a split route
-  } else if (!tag.empty()) {
-    purged += store_.RemoveTag(tag);
-  } else if (all) {
-    purged += store_.Clear();
-  } else {
-    return net::JsonError(400, "bad_request", "give url=, tag= or all=1");
-  }
-  counters_.purged->Inc(purged);
-  return net::JsonResponse(purged > 0 ? 200 : 404, absl::StrCat("{\"purged\": ", purged, "}\n"));
-}
-
 // ---- the request path
 
 net::Task<bool> ServeCached(DownstreamContext& ctx, DownstreamExchange& x, const Route& route,
@@ -608,6 +502,10 @@ net::Task<bool> ServeCached(DownstreamContext& ctx, DownstreamExchange& x, const
   const bool head = in.method == "HEAD";
   for (int round = 0;; ++round) {
     ObjectRef stored = cache->store().Lookup(key, *in.fields);
+    if (stored == nullptr && cache->disk() != nullptr) {
+      auto load = cache->LoadFromDisk(ctx.loop, key, *in.fields, settings);
+      stored = co_await load;
+    }
     Verdict verdict;
     if (stored != nullptr) {
       verdict = Evaluate(stored->times, stored->cc, request_cc, cache->Now());

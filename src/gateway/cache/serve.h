@@ -25,11 +25,13 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "base/metrics.h"
+#include "gateway/cache/disk_store.h"
 #include "gateway/cache/store.h"
 #include "gateway/config.h"
 #include "net/event_loop.h"
 #include "net/http_server.h"
 #include "net/task.h"
+#include "net/worker_pool.h"
 
 namespace capstan::gateway {
 
@@ -84,11 +86,27 @@ class Fill {
 
 class HttpCache {
  public:
+  // The cache `config` describes, with its disk tier when it has one (the
+  // directory is opened and locked here; its scan runs in the background).
+  static absl::StatusOr<std::shared_ptr<HttpCache>> Create(const CacheConfig& config,
+                                                           metrics::Registry* registry);
+  // Memory only (config.disk_path is not read).
   HttpCache(const CacheConfig& config, metrics::Registry* registry);
   HttpCache(const HttpCache&) = delete;
   HttpCache& operator=(const HttpCache&) = delete;
 
   MemoryStore& store() { return store_; }
+  // The disk tier, or null.
+  DiskStore* disk() { return disk_.get(); }
+  // A memory miss looked up on disk: read on a worker thread (the loop goes
+  // on), checked, put back in memory. Null when the disk has no match.
+  net::Task<ObjectRef> LoadFromDisk(net::EventLoop* loop, const std::string& key,
+                                    const Fields& request, const CacheConfig& settings);
+  // A stored (or revalidated) object: to the disk tier too, if any.
+  void Stored(const ObjectRef& object);
+  // Every variant of `key`, in memory and on disk; returns how many (the
+  // larger of the two counts: most objects are in both).
+  size_t RemoveKey(const std::string& key);
   // Seconds on the cache's clock (the system clock; tests may replace it).
   int64_t Now() const { return clock_(); }
   void set_clock(std::function<int64_t()> clock) { clock_ = std::move(clock); }
@@ -119,6 +137,9 @@ class HttpCache {
     metrics::Counter* passes;       // not cacheable by method or request (HEAD miss, no-store, ...)
     metrics::Counter* stores;       // responses stored
     metrics::Counter* purged;       // objects removed by purge or invalidation
+    metrics::Counter* head_updates;  // a HEAD's 200 updated a stored GET (RFC 9111 §4.3.5)
+    metrics::Counter* disk_hits;     // memory misses answered by the disk tier
+    metrics::Counter* disk_misses;   // memory misses the disk tier did not have either
   };
   const Counters& counters() const { return counters_; }
 
@@ -126,7 +147,12 @@ class HttpCache {
   friend class Fill;
   void EndFill(const std::string& key, Fill* fill);
 
+  void RegisterDiskMetrics(metrics::Registry* registry);
+
   MemoryStore store_;
+  std::unique_ptr<DiskStore> disk_;
+  // Disk reads (blocking) run here, never on a loop.
+  std::unique_ptr<net::WorkerPool> disk_readers_;
   size_t max_object_size_;
   FreshnessOptions freshness_;
   std::function<int64_t()> clock_;

@@ -8,95 +8,21 @@
 //     exposure and conversion events (POST /v1/events)
 //   → the results page shows every variant with the API's numbers, the lift
 //     chart and the lift-over-time chart; the layers page; the system page
-//     (the store's member as leader, its endpoint up)
+//     (the store's member as leader, its endpoint up); the gateways page with
+//     a gateway that does not answer; a flag created with rules in the
+//     form, a 409 on it shown; a layer created in a new domain, one edited
 // Screenshots go to --artifacts DIR. Every wait has a deadline.
 //
 //   node console_e2e.mjs --capstan BIN --artifacts DIR [--chromium /usr/bin/chromium]
-import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import puppeteer from 'puppeteer-core';
+import { Harness, check, freePort, http as request, log, logOf, openPage, parseArgs, portAnswers, waitFor } from './lib.mjs';
 
-const args = process.argv.slice(2);
-const opt = (name, fallback) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : fallback;
-};
-const capstan = opt('--capstan');
-const artifacts = opt('--artifacts', join(process.cwd(), 'console-e2e-artifacts'));
-const chromium = opt('--chromium', '/usr/bin/chromium');
-const keep = args.includes('--keep');
-if (!capstan) { console.error('usage: console_e2e.mjs --capstan BIN --artifacts DIR'); process.exit(2); }
-mkdirSync(artifacts, { recursive: true });
-
-const work = mkdtempSync(join(tmpdir(), 'capstan-console-e2e-'));
-const children = [];
-let browser = null;
-
-function log(...m) { console.log(`[console-e2e ${new Date().toISOString().slice(11, 23)}]`, ...m); }
-
-async function waitFor(what, fn, timeoutMs = 30000, everyMs = 100) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) { last = e; }
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${last.message})` : ''}`);
-}
-
-// A port that binds now, picked below the kernel's ephemeral range so an
-// outgoing connection does not take it before the server binds it.
-function freePort() {
-  return new Promise((resolve) => {
-    const tryOne = () => {
-      const port = 20000 + Math.floor(Math.random() * 12000);
-      const s = net.createServer();
-      s.once('error', tryOne);
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(port)));
-    };
-    tryOne();
-  });
-}
-
-function start(name, argv) {
-  const logFile = join(work, `${name}.log`);
-  const fd = openSync(logFile, 'a');
-  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', fd, fd] });
-  child.logFile = logFile;
-  child.exited = null;
-  child.on('exit', (code, signal) => { child.exited = { code, signal }; });
-  children.push(child);
-  return child;
-}
-const logOf = (child) => { try { return readFileSync(child.logFile, 'utf8'); } catch { return ''; } };
-
-async function stopAll() {
-  if (browser) await browser.close().catch(() => {});
-  for (const child of children.reverse()) {
-    if (child.exited) continue;
-    child.kill('SIGTERM');
-    try { await waitFor(`${child.spawnfile} to exit`, () => child.exited, 15000); } catch { child.kill('SIGKILL'); }
-  }
-}
-
+const { capstan, artifacts, chromium, keep } = parseArgs('console_e2e.mjs --capstan BIN --artifacts DIR');
+const harness = new Harness('console-e2e', artifacts);
+const work = harness.work;
+const start = (name, argv) => harness.start(name, argv);
 let base = '';
-async function http(method, path, body, headers = {}) {
-  const init = { method, headers: { 'X-Capstan-User': 'e2e-script', ...headers } };
-  if (body !== undefined) init.body = typeof body === 'string' ? body : JSON.stringify(body);
-  const r = await fetch(base + path, init);
-  const text = await r.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: r.status, headers: r.headers, text, json };
-}
-
-function check(cond, message) { if (!cond) throw new Error(`check failed: ${message}`); }
+const http = (method, path, body, headers) => request(base, method, path, body, headers);
 
 async function main() {
   // The store (a one-member capstan store) and the experiments service.
@@ -112,17 +38,18 @@ async function main() {
     await new Promise((r) => setTimeout(r, 0));
     const up = await waitFor('the store to listen or exit', async () => {
       if (store.exited) return 'exited';
-      return new Promise((resolve) => {
-        const s = net.connect(storePort, '127.0.0.1', () => { s.end(); resolve('up'); });
-        s.on('error', () => resolve(false));
-      });
+      return (await portAnswers(storePort)) && 'up';
     }, 30000);
     if (up === 'up') break;
     if (!/address already in use|cannot listen/i.test(logOf(store))) throw new Error(`the store exited:\n${logOf(store)}`);
     log('store port race, retrying');
   }
+  // A gateway admin address where nothing listens: the Gateways page shows
+  // it unreachable (capstan dev's walkthrough test shows a live one).
+  const deadGateway = `http://127.0.0.1:${await freePort()}`;
   const service = start('service', [capstan, 'experiments', 'serve', '--store', `127.0.0.1:${storePort}`,
-    '--listen', '127.0.0.1:0', '--events-dir', join(work, 'events')]);
+    '--listen', '127.0.0.1:0', '--events-dir', join(work, 'events'), '--gateway-admin', deadGateway,
+    '--gateway-timeout-ms', '500']);
   const port = await waitFor('the service to print its port', () => {
     if (service.exited) throw new Error(`the service exited:\n${logOf(service)}`);
     const m = logOf(service).match(/experiments listening on port (\d+)/);
@@ -148,32 +75,10 @@ async function main() {
   check((await http('PUT', '/v1/domains/main', {})).status === 201, 'domain created');
   check((await http('PUT', '/v1/layers/checkout', { domain: 'main', parameters: { button_color: 'blue' } })).status === 201, 'layer created');
 
-  browser = await puppeteer.launch({
-    executablePath: chromium,
-    headless: true,
-    args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', '--no-first-run'],
-  });
-  const page = await browser.newPage();
-  await page.setViewport({ width: 1280, height: 900 });
-  const pageErrors = [];
-  page.on('pageerror', (e) => pageErrors.push(e.message));
-  // The browser logs every non-2xx answer; the 409 of the conflict below is expected.
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !/status of 409/.test(m.text())) pageErrors.push(m.text());
-  });
-  page.on('response', (r) => { if (r.status() === 404) pageErrors.push(`404 for ${r.url()}`); });
-  const shot = (name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
-  const h1 = () => page.$eval('h1', (e) => e.textContent.trim()).catch(() => '');
-  const bodyText = () => page.evaluate(() => document.body.innerText);
-  // Fills the control whose <label> reads `text` exactly (so the test also
-  // checks that the control is labelled).
-  const fillByLabel = async (text, value) => {
-    const id = await waitFor(`a control labelled "${text}"`, () => page.evaluate((t) => {
-      const label = Array.from(document.querySelectorAll('label')).find((l) => l.textContent.trim() === t);
-      return label && label.control ? label.control.id : null;
-    }, text));
-    await page.locator(`#${id}`).fill(value);
-  };
+  const browser = await harness.launchBrowser(chromium);
+  // The browser logs every non-2xx answer; the 409s of the conflicts and the
+  // 400 of the refused domain below are expected.
+  const { page, errors: pageErrors, shot, h1, bodyText, fillByLabel } = await openPage(browser, artifacts, /status of (409|400)/);
 
   await page.goto(`${base}/console/`, { waitUntil: 'networkidle0', timeout: 30000 });
   await waitFor('the experiments page', async () => (await h1()) === 'Experiments');
@@ -190,6 +95,28 @@ async function main() {
   await waitFor('the layer list', () => page.$eval('#exp-layer', (e) => e.value === 'checkout'));
   await fillByLabel('Coverage (0–1)', '0.5');
   await page.locator('[aria-label="Variant 2 parameters"]').fill('{"button_color": "green"}');
+  // Targeting, with the rows: every unit with an id (all the units below
+  // have one). A row first says country is one of DE, FR (the JSON follows),
+  // then is changed (keyboard: Add condition focuses the new row).
+  await page.focus('#add-condition');
+  await page.keyboard.press('Enter');
+  await waitFor('focus on the new condition', () => page.evaluate(() => document.activeElement.id === 'cond-0-attribute'));
+  await page.keyboard.type('country');
+  await page.select('[aria-label="Condition 1 operator"]', '$in');
+  await page.locator('[aria-label="Condition 1 value"]').fill('DE, FR');
+  await waitFor('the JSON to follow the row', () => page.$eval('#exp-condition', (e) => {
+    try { return JSON.stringify(JSON.parse(e.value)) === '{"country":{"$in":["DE","FR"]}}'; } catch { return false; }
+  }));
+  await page.locator('[aria-label="Condition 1 attribute"]').fill('id');
+  await page.select('[aria-label="Condition 1 operator"]', '$exists');
+  await waitFor('the JSON to follow the change', () => page.$eval('#exp-condition', (e) => {
+    try { return JSON.stringify(JSON.parse(e.value)) === '{"id":{"$exists":true}}'; } catch { return false; }
+  }));
+  // An allow-list naming a variant the experiment does not have is refused in the page.
+  await fillByLabel('Allow-list (one unit = variant per line)', 'qa-user = purple');
+  await page.locator('::-p-aria(Create experiment)').click();
+  await waitFor('the allow-list refused', async () => (await bodyText()).includes('Allow-list line 1: "purple" is not one of the variants (control, treatment)'));
+  check(await page.$eval('#exp-allow', (e) => e.getAttribute('aria-invalid')) === 'true', 'the allow-list is marked invalid');
   await fillByLabel('Allow-list (one unit = variant per line)', 'qa-user = treatment');
   await shot('02-new-experiment');
   await page.locator('::-p-aria(Create experiment)').click();
@@ -198,6 +125,7 @@ async function main() {
   check(doc.spec.layer === 'checkout' && doc.spec.coverage === 0.5, `created spec ${JSON.stringify(doc.spec)}`);
   check(doc.spec.variants[1].parameters.button_color === 'green', 'variant parameters saved');
   check(doc.spec.forced_variants['qa-user'] === 'treatment', 'allow-list saved');
+  check(JSON.stringify(doc.spec.condition) === '{"id":{"$exists":true}}', `condition saved: ${JSON.stringify(doc.spec.condition)}`);
   check(doc.updatedBy === 'console', `written as the console user (${doc.updatedBy})`);
 
   // Start, then ramp to everyone.
@@ -289,19 +217,106 @@ async function main() {
   const endpointRow = await page.$eval('section[aria-labelledby="endpoints-title"] tbody tr', (r) => r.textContent);
   check(endpointRow.includes(`127.0.0.1:${storePort}`) && endpointRow.includes('up'), `endpoint row: ${endpointRow}`);
   await shot('07-system');
+
+  // Gateways: the one configured does not answer; shown as such, not as an error page.
+  await page.locator('::-p-aria(Gateways)').click();
+  await waitFor('the gateways page', async () => (await h1()) === 'Gateways');
+  const gatewayCard = await waitFor('the unreachable gateway', () => page.$$eval('section.card h2', (hs) => {
+    const h = hs.find((x) => x.textContent.includes('unreachable'));
+    return h ? h.textContent : null;
+  }));
+  check(gatewayCard.includes(deadGateway), `gateway card: ${gatewayCard}`);
+  await shot('08-gateway-unreachable');
+
+  // Flags: create one with a rollout rule and an experiment rule, all in the form.
+  await page.locator('::-p-aria(Flags)').click();
+  await waitFor('the flags page', async () => (await h1()) === 'Flags');
+  await page.locator('::-p-aria(New flag)').click();
+  await waitFor('the new flag form', async () => (await h1()) === 'New flag');
+  await fillByLabel('Key', 'new-checkout');
+  await fillByLabel('Default value (JSON)', 'false');
+  // Keyboard: Add rule with Enter puts focus on the new rule's first control.
+  await page.focus('#add-rule');
+  await page.keyboard.press('Enter');
+  await waitFor('focus on the new rule', () => page.evaluate(() => document.activeElement.id === 'rule-0-type'));
+  await page.select('#rule-0-type', 'rollout');
+  await fillByLabel('Rule 1 value (JSON)', 'true');
+  await fillByLabel('Rule 1 coverage (0–1)', '0.25');
+  await fillByLabel('Rule 1 condition (GrowthBook condition JSON; blank: every unit)', '{"country": "DE"}');
+  await page.locator('::-p-aria(Add rule)').click();
+  await page.select('#rule-1-type', 'experiment');
+  await waitFor('the experiment list in rule 2', () => page.$$eval('#rule-1-experiment option', (os) => os.some((o) => o.value === 'green-button')));
+  await page.select('#rule-1-experiment', 'green-button');
+  await fillByLabel('Rule 2 value for control (JSON; blank: next rule)', 'false');
+  await fillByLabel('Rule 2 value for treatment (JSON; blank: next rule)', 'true');
+  // Moving a rule moves focus with it; moving it back restores the order.
+  await page.focus('#rule-1-up');
+  await page.keyboard.press('Enter');
+  await waitFor('rule 2 moved up, focus with it', () => page.evaluate(() =>
+    document.getElementById('rule-0-type').value === 'experiment' && document.activeElement.id === 'rule-0-type'));
+  await page.focus('#rule-0-down');
+  await page.keyboard.press('Enter');
+  await waitFor('the order restored', () => page.evaluate(() =>
+    document.getElementById('rule-0-type').value === 'rollout' && document.activeElement.id === 'rule-1-type'));
+  // A value that is not JSON is refused in the page, naming the field.
+  await fillByLabel('Default value (JSON)', 'nope');
+  await page.locator('::-p-aria(Create flag)').click();
+  await waitFor('the invalid default named', async () => (await bodyText()).includes('The default value is not valid JSON'));
+  check(await page.$eval('#flag-default', (e) => e.getAttribute('aria-invalid')) === 'true', 'the default value is marked invalid');
+  await fillByLabel('Default value (JSON)', 'false');
+  await shot('09-new-flag');
+  await page.locator('::-p-aria(Create flag)').click();
+  await waitFor('the flag page', async () => (await h1()) === 'new-checkout');
+  let flag = (await http('GET', '/v1/flags/new-checkout')).json;
+  check(JSON.stringify(flag.spec.rules) === JSON.stringify([
+    { type: 'rollout', condition: { country: 'DE' }, value: true, coverage: 0.25 },
+    { type: 'experiment', experiment: 'green-button', values: { control: false, treatment: true } },
+  ]) && flag.spec.default_value === false && flag.spec.enabled === true, `flag spec ${JSON.stringify(flag.spec)}`);
+  // Edited behind the page's back, the page's save is a 409, shown.
+  const flagBehind = await http('PUT', `/v1/flags/new-checkout?revision=${flag.revision}`, { ...flag.spec, default_value: 'elsewhere' });
+  check(flagBehind.status === 200, `flag edit behind the page: ${flagBehind.status}`);
+  await fillByLabel('Rule 1 coverage (0–1)', '0.5');
+  await page.locator('::-p-aria(Save changes)').click();
+  await waitFor('the flag conflict', async () => (await bodyText()).includes('Someone else changed this flag'));
+  await waitFor('the reloaded default', () => page.$eval('#flag-default', (e) => e.value === '"elsewhere"'));
+  await fillByLabel('Rule 1 coverage (0–1)', '0.5');
+  await page.locator('::-p-aria(Save changes)').click();
+  await waitFor('the save', async () => (await bodyText()).includes('Saved.'));
+  flag = (await http('GET', '/v1/flags/new-checkout')).json;
+  check(flag.spec.rules[0].coverage === 0.5 && flag.spec.default_value === 'elsewhere', `flag after save ${JSON.stringify(flag.spec)}`);
+  await shot('10-flag-saved');
+
+  // Layers: a new layer; a domain that does not exist yet would be created
+  // with it, but a second domain covering every unit is refused (domains
+  // of a unit type must not overlap), and the page says so; then an edit
+  // of the existing layer.
+  await page.locator('::-p-aria(Layers)').click();
+  await waitFor('the layers page', async () => (await h1()) === 'Layers');
+  await page.locator('::-p-aria(New layer)').click();
+  await waitFor('the new layer form', async () => (await h1()) === 'New layer');
+  await fillByLabel('Id', 'search');
+  await fillByLabel('Domain', 'mobile');
+  await waitFor('the new-domain note', async () => (await bodyText()).includes('Domain "mobile" does not exist yet'));
+  await fillByLabel('Parameters and their defaults (JSON)', '{"ranker": "bm25"}');
+  await page.locator('::-p-aria(Create layer)').click();
+  await waitFor('the refused domain', async () => (await bodyText()).includes('Creating domain "mobile" for the layer: range: overlaps domain "main"'));
+  check(await page.$eval('#layer-domain', (e) => e.getAttribute('aria-invalid')) === 'true', 'the domain is marked invalid');
+  await fillByLabel('Domain', 'main');
+  await page.locator('::-p-aria(Create layer)').click();
+  await waitFor('the layer page', async () => (await h1()) === 'search');
+  check((await http('GET', '/v1/domains/mobile')).status === 404, 'no domain was created');
+  const search = (await http('GET', '/v1/layers/search')).json;
+  check(search.spec.domain === 'main' && search.spec.parameters.ranker === 'bm25', `layer ${JSON.stringify(search.spec)}`);
+  await page.goto(`${base}/console/#/layers/checkout`, { waitUntil: 'networkidle0', timeout: 30000 });
+  await waitFor('the checkout layer page', async () => (await h1()) === 'checkout');
+  await fillByLabel('Parameters and their defaults (JSON)', '{"button_color": "blue", "button_size": "m"}');
+  await page.locator('::-p-aria(Save changes)').click();
+  await waitFor('the layer save', async () => (await bodyText()).includes('Saved.'));
+  const checkout = (await http('GET', '/v1/layers/checkout')).json;
+  check(checkout.spec.parameters.button_size === 'm' && checkout.spec.domain === 'main', `layer edit ${JSON.stringify(checkout.spec)}`);
+  await shot('11-layer-edited');
   check(pageErrors.length === 0, `no page errors: ${pageErrors.join(' | ')}`);
   log('PASS');
 }
 
-let code = 0;
-try {
-  await main();
-} catch (e) {
-  code = 1;
-  console.error(`FAIL: ${e.stack || e}`);
-  for (const child of children) console.error(`--- ${child.logFile}\n${logOf(child).slice(-4000)}`);
-}
-await stopAll();
-if (!keep) rmSync(work, { recursive: true, force: true });
-console.log(code === 0 ? '1 passed, 0 failed' : '0 passed, 1 failed');
-process.exit(code);
+await harness.main(main, keep);

@@ -3,7 +3,8 @@
 # Chromium. Skips (exit 77) only when node or chromium is absent
 # (scripts/install-deps.sh installs both).
 #
-#   run.sh CAPSTAN_BINARY ARTIFACTS_DIR
+#   run.sh CAPSTAN_BINARY ARTIFACTS_DIR [SCRIPT.mjs [ARGS...]]
+# SCRIPT defaults to console_e2e.mjs; walkthrough_e2e.mjs takes --source DIR.
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: $0 CAPSTAN_BINARY ARTIFACTS_DIR" >&2
@@ -30,4 +31,8 @@ if [ "$wanted" != "$installed" ]; then
   (cd "$here" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
 flock -u 9
-exec node "$here/console_e2e.mjs" --capstan "$1" --artifacts "$2" --chromium "$chromium"
+capstan=$1
+artifacts=$2
+script=${3:-console_e2e.mjs}
+shift $(($# < 3 ? $# : 3))
+exec node "$here/$script" --capstan "$capstan" --artifacts "$artifacts" --chromium "$chromium" "$@"

@@ -7,7 +7,9 @@
 # Installs the SDK pinned by package-lock.json into node_modules here (npm ci)
 # when it is missing or another version. Skips (exit 77) only when node itself
 # is absent. GROWTHBOOK_DIFF_SEED picks another seed; the default is fixed so
-# that a CI failure replays as is.
+# that a CI failure replays as is. GROWTHBOOK_DIFF_CASES sets how many random
+# cases (default 12,000; the sanitizer presets run fewer, their binaries
+# being 10-50x slower).
 set -euo pipefail
 
 if [ $# -lt 1 ]; then
@@ -29,4 +31,4 @@ fi
 bash "$here/install.sh"
 
 exec node "$here/differential.cjs" --capstan "$capstan" \
-  --seed "${GROWTHBOOK_DIFF_SEED:-20261207}" "$@"
+  --seed "${GROWTHBOOK_DIFF_SEED:-20261207}" --cases "${GROWTHBOOK_DIFF_CASES:-12000}" "$@"
