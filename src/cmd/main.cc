@@ -29,6 +29,7 @@
 #include "cmd/store_snapshot_cmd.h"
 #include "experiments/eval_protocol.h"
 #include "net/loop_group.h"
+#include "store/jwt.h"
 #include "store/server.h"
 
 namespace capstan {
@@ -162,8 +163,9 @@ void AddStoreFlags(CLI::App* cmd, StoreFlags* f, bool dev) {
                 "Without --peer-cert-file: serve https:// peer URLs with a self-signed "
                 "certificate made at start, and do not verify other members' (for tests).");
   cmd->add_option("--auth-token", f->auth_token,
-                  "Token type of the Auth API: \"simple\" (etcd's simple tokens; JWT is not "
-                  "supported yet).")
+                  "Token type of the Auth API, as etcd's: \"simple\", or \"jwt,sign-method=M,"
+                  "priv-key=PATH,pub-key=PATH,ttl=5m\" (M: RS256/384/512, PS256/384/512, "
+                  "ES256/384/512, EdDSA, HS256/384/512; pub-key alone: verify only).")
       ->capture_default_str();
   cmd->add_option("--auth-token-ttl", f->auth_token_ttl,
                   "Seconds a simple token lives after its last use.")
@@ -246,11 +248,11 @@ absl::StatusOr<store::StoreServerConfig> BuildConfig(const StoreFlags& f) {
         "--experimental-watch-progress-notify-interval must be at least 100ms");
   }
   cfg.store.progress_notify_interval = std::chrono::milliseconds(*progress);
-  if (f.auth_token != "simple") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--auth-token: \"", f.auth_token,
-        "\" is not supported; only \"simple\" tokens are (JWT is not implemented yet)"));
+  auto jwt = store::ParseAuthTokenOption(f.auth_token);
+  if (!jwt.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--auth-token: ", jwt.status().message()));
   }
+  cfg.store.auth_jwt = *std::move(jwt);
   if (f.auth_token_ttl < 1) return absl::InvalidArgumentError("--auth-token-ttl must be >= 1");
   cfg.store.auth_token_ttl = std::chrono::seconds(f.auth_token_ttl);
   if (f.bcrypt_cost < 4 || f.bcrypt_cost > 31) {

@@ -2,9 +2,11 @@
 // applied by every member's AuthStore; reads answer from this member's
 // auth store after a read index (linearizable, like etcd's, whose reads of
 // the auth store go through the log). bcrypt (hashing a new password,
-// checking one) runs on the member's worker pool, never on a loop.
+// checking one) and JWT signing run on the member's worker pool, never on a
+// loop.
 #include "etcd/etcdserverpb/rpc.pb.h"
 #include "store/auth_gate.h"
+#include "store/jwt.h"
 #include "store/native_call.h"
 #include "store/store.h"
 
@@ -125,6 +127,9 @@ net::Task<void> Authenticate(Store* store, net::WorkerPool* pool, GrpcCallPtr ca
         call->loop(), [auth, &req] { return auth->CheckPassword(req.name(), req.password()); });
     absl::StatusOr<uint64_t> checked = co_await checking;
     if (!checked.ok()) co_return call->Finish(checked.status());
+    const JwtTokenProvider* jwt = auth->jwt();
+    // etcd fails the same way, after the password check (at apply).
+    if (jwt != nullptr && jwt->verify_only()) co_return call->Finish(ErrVerifyOnly());
     LogEntry entry;
     InternalAuthenticate* a = entry.mutable_auth()->mutable_authenticate();
     a->set_name(req.name());
@@ -136,6 +141,16 @@ net::Task<void> Authenticate(Store* store, net::WorkerPool* pool, GrpcCallPtr ca
     if (absl::IsInvalidArgument(st) && st == ErrAuthOldRevision() && attempt < 3) continue;
     if (!st.ok()) co_return call->Finish(st);
     auto* resp = static_cast<AuthenticateResponse*>(proposal.result->resp.get());
+    if (jwt != nullptr) {
+      // Applied: the revision is still the checked one. Signing (RSA: about
+      // a millisecond) runs on the pool, like bcrypt.
+      uint64_t revision = *checked;
+      auto signing = pool->Run(call->loop(),
+                               [jwt, &req, revision] { return jwt->Sign(req.name(), revision); });
+      absl::StatusOr<std::string> token = co_await signing;
+      if (!token.ok()) co_return call->Finish(token.status());
+      resp->set_token(*std::move(token));
+    }
     store->FillHeader(resp->mutable_header());
     co_return Reply(call, *resp);
   }

@@ -15,6 +15,10 @@
 // Simple tokens ("<16 letters>.<log index>", etcd's format) are assigned at
 // apply on every member, live `token_ttl` after their last use, and die
 // with their user's deletion or password change and with auth disable.
+// With `--auth-token jwt,...` (Options::jwt, jwt.h) tokens are instead
+// signed by the member that answers Authenticate and checked by signature
+// on any member: nothing about them is kept here, and they die with the
+// auth revision they name (any auth change) or their "exp".
 //
 // Passwords: bcrypt ("$2b$", cost 10 as etcd) through libcrypt's crypt_rn,
 // so hashes are interchangeable with etcd's Go bcrypt. Hashing and checking
@@ -44,6 +48,7 @@
 namespace capstan::store {
 
 class Backend;
+class JwtTokenProvider;  // jwt.h
 
 // ---- etcd's auth errors (gRPC codes and exact messages: clients match them)
 inline absl::Status ErrRootUserNotExist() {
@@ -156,6 +161,8 @@ class AuthStore {
   struct Options {
     std::chrono::seconds token_ttl{300};  // --auth-token-ttl
     int bcrypt_cost = 10;                 // --bcrypt-cost
+    // --auth-token jwt,...: JWT tokens; null: simple tokens.
+    std::shared_ptr<const JwtTokenProvider> jwt;
   };
   AuthStore(Backend* backend, Options options);
 
@@ -197,8 +204,14 @@ class AuthStore {
   absl::Status CheckIdentified(const AuthInfo& who) const;
 
   // ---- authentication
-  // Resolves a simple token and extends its life; ErrInvalidAuthToken else.
+  // Resolves a simple token and extends its life, or checks a JWT (its
+  // revision is the claim's: CheckRead/CheckWrite refuse it with
+  // ErrAuthOldRevision after an auth change); ErrInvalidAuthToken else.
   absl::StatusOr<AuthInfo> InfoFromToken(std::string_view token);
+  // JWT: a token this member cannot resolve now never will be (no log
+  // entry makes it valid), so waiting for a read index is useless.
+  bool tokens_self_contained() const { return options_.jwt != nullptr; }
+  const JwtTokenProvider* jwt() const { return options_.jwt.get(); }
   // An identity without a token (a client certificate's Common Name).
   AuthInfo InfoFromName(std::string_view user) const;
   // Checks `password` (bcrypt: slow, call it off the event loops). Returns

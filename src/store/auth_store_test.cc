@@ -6,6 +6,7 @@
 #include "gtest/gtest.h"
 #include "store/auth_gate.h"
 #include "store/backend.h"
+#include "store/jwt.h"
 
 namespace capstan::store {
 namespace {
@@ -273,6 +274,49 @@ TEST_F(AuthStoreTest, TokensExpireAfterTheirTtl) {
   ASSERT_TRUE(token.ok());
   // A TTL of zero: dead on arrival.
   EXPECT_EQ(auth_->InfoFromToken(*token).status(), ErrInvalidAuthToken());
+}
+
+// --auth-token jwt: the log entry of Authenticate issues nothing (the
+// answering member signs), any holder of the key resolves the token, and the
+// token names the auth revision it was issued at.
+TEST_F(AuthStoreTest, JwtTokensAreCheckedBySignatureAndRevision) {
+  auto jwt = JwtTokenProvider::FromKeys("HS256", "", "cluster secret");
+  ASSERT_TRUE(jwt.ok());
+  auth_ = std::make_unique<AuthStore>(backend_.get(),
+                                      AuthStore::Options{std::chrono::seconds(300), 4, *jwt});
+  ASSERT_TRUE(auth_->Load().ok());
+  EXPECT_TRUE(auth_->tokens_self_contained());
+  ASSERT_TRUE(AddUser("root", "pw").ok());
+  ASSERT_TRUE(Grant("root", "root").ok());
+  ASSERT_TRUE(AddUser("alice", "apw").ok());
+  ASSERT_TRUE(AddRole("r").ok());
+  ASSERT_TRUE(GrantPerm("r", authpb::Permission::READ, "foo", "").ok());
+  ASSERT_TRUE(Grant("alice", "r").ok());
+  ASSERT_TRUE(Enable().ok());
+  absl::StatusOr<std::string> applied = Login("alice", "apw");
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(*applied, "");  // signed by the caller, not at apply
+  EXPECT_EQ(auth_->token_count(), 0u);
+
+  auto token = (*jwt)->Sign("alice", auth_->revision());
+  ASSERT_TRUE(token.ok());
+  auto who = auth_->InfoFromToken(*token);
+  ASSERT_TRUE(who.ok()) << who.status();
+  EXPECT_EQ(who->user, "alice");
+  EXPECT_EQ(who->revision, auth_->revision());
+  EXPECT_TRUE(auth_->CheckRead(*who, "foo", "").ok());
+  EXPECT_EQ(auth_->CheckWrite(*who, "foo", ""), ErrPermissionDenied());
+  // Another cluster's key, garbage, a simple token: invalid.
+  auto other = JwtTokenProvider::FromKeys("HS256", "", "another secret");
+  EXPECT_EQ(auth_->InfoFromToken(*(*other)->Sign("alice", auth_->revision())).status(),
+            ErrInvalidAuthToken());
+  EXPECT_EQ(auth_->InfoFromToken("abcdefghijklmnop.12").status(), ErrInvalidAuthToken());
+  EXPECT_EQ(auth_->InfoFromToken("").status(), ErrInvalidAuthToken());
+  // Any auth change: the token still resolves, but its revision is old.
+  ASSERT_TRUE(AddRole("unrelated").ok());
+  who = auth_->InfoFromToken(*token);
+  ASSERT_TRUE(who.ok());
+  EXPECT_EQ(auth_->CheckRead(*who, "foo", ""), ErrAuthOldRevision());
 }
 
 TEST_F(AuthStoreTest, StatePersistsAndAdminIsRecheckedAtApply) {

@@ -130,9 +130,9 @@ absl::Status Store::Init() {
   hub_ = std::make_unique<WatchHub>(
       mvcc_.get(), hub_opts,
       [this](etcdserverpb::ResponseHeader* h, int64_t rev) { FillHeader(h, rev); });
-  applier_ =
-      std::make_unique<Applier>(backend_.get(), mvcc_.get(), lessor_.get(), hub_.get(),
-                                AuthStore::Options{options_.auth_token_ttl, options_.bcrypt_cost});
+  applier_ = std::make_unique<Applier>(
+      backend_.get(), mvcc_.get(), lessor_.get(), hub_.get(),
+      AuthStore::Options{options_.auth_token_ttl, options_.bcrypt_cost, options_.auth_jwt});
   RETURN_IF_ERROR(applier_->Restore());
   UpdateIsLearner();
   applier_->set_on_members_changed([this] {

@@ -80,6 +80,8 @@ struct StoreOptions {
   // lives after its last use, and the bcrypt cost of new password hashes.
   std::chrono::seconds auth_token_ttl{300};
   int bcrypt_cost = 10;
+  // --auth-token jwt,...: the JWT provider (jwt.h); null: simple tokens.
+  std::shared_ptr<const JwtTokenProvider> auth_jwt;
   // Called once when this member sees its own removal applied (etcd exits
   // then: the member must not serve stale data).
   std::function<void()> on_removed;

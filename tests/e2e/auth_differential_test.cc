@@ -377,7 +377,11 @@ TEST(AuthFlags, BadAuthFlagsSayWhatIsWrong) {
   auto r = RunCommand({CapstanBinary(), "store", "--auth-token",
                        "jwt,pub-key=a.pem,priv-key=b.pem,sign-method=RS256"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_NE(r.err.find("--auth-token"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--auth-token: pub-key: cannot read \"a.pem\""), std::string::npos) << r.err;
+  r = RunCommand({CapstanBinary(), "store", "--auth-token", "jwt,sign-method=XS256"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--auth-token: sign-method \"XS256\" is not one of"), std::string::npos)
+      << r.err;
   r = RunCommand({CapstanBinary(), "store", "--auth-token-ttl", "0"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("--auth-token-ttl must be >= 1"), std::string::npos) << r.err;
