@@ -6,7 +6,7 @@ build=${1:-build/fuzz}
 secs=${2:-60}
 here=$(cd "$(dirname "$0")" && pwd)
 for target in wal_record log_entry rpc_frame grpc_wire watch_scan http1_request http1_response \
-    http1_chunked gateway_config route_match growthbook_eval experiment_model event_batch \
+    http1_chunked gateway_config route_match growthbook_eval experiment_model event_batch event_log \
     dns_message dns_zone; do
   work="$here/corpus-$target"  # grows; not committed
   mkdir -p "$work"

@@ -1,16 +1,20 @@
 #include "experiments/event_store.h"
 
+#include <fcntl.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <future>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "base/status.h"
+#include "experiments/event_log.h"
 #include "experiments/event_store_aggregator.h"
 #include "experiments/event_store_dedup.h"
 #include "experiments/event_store_format.h"
@@ -32,11 +36,16 @@ using event_format::kOldLogPrefix;
 using event_format::kRebuildingKey;
 using event_format::kSumsPrefix;
 using event_format::kUnitPrefix;
-using event_format::LogKey;
 using event_format::LogRecordCount;
 using event_format::ReadBigEndian;
 
 namespace {
+
+// The log's segments, under the store's directory (beside RocksDB's files).
+constexpr char kLogDirectory[] = "events-log";
+// Where an older store's log records ("g" keys in RocksDB) are copied before
+// the copy is renamed to kLogDirectory.
+constexpr char kMigratingLogDirectory[] = "events-log.migrating";
 
 // Sums waits for the aggregator at most this long (it is at most
 // max_unaggregated_events behind, well under a second of work).
@@ -119,31 +128,26 @@ absl::Status EventStore::Recover() {
         "away and send the events again"));
   }
   RETURN_IF_ERROR(FromRocks(it->status(), "scan"));
+  it.reset();
 
-  // The end of the log.
-  it->SeekForPrev(std::string(1, static_cast<char>(kLogPrefix + 1)));
-  if (it->Valid() && IsLogKey(it->key().ToStringView())) {
-    next_sequence_ = ReadBigEndian(it->key().ToStringView().substr(1)) +
-                     LogRecordCount(it->value().ToStringView());
-  }
-  RETURN_IF_ERROR(FromRocks(it->status(), "find the end of the log"));
+  RETURN_IF_ERROR(MigrateRocksLog());
+  EventLogOptions log_options;
+  log_options.sync = options_.sync;
+  ASSIGN_OR_RETURN(
+      log_, EventLog::Open(absl::StrCat(options_.directory, "/", kLogDirectory), log_options));
+  next_sequence_ = log_->next_sequence();
 
-  // The dedup index: the keys of the last dedup_window_keys events. Back
-  // from the end to the record where the window starts, then forward.
-  uint64_t window_start = 0;
-  size_t counted = 0;
-  for (; it->Valid() && IsLogKey(it->key().ToStringView()); it->Prev()) {
-    window_start = ReadBigEndian(it->key().ToStringView().substr(1));
-    counted += LogRecordCount(it->value().ToStringView());
-    if (counted >= options_.dedup_window_keys) break;
-  }
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan the log"));
-  for (it->Seek(LogKey(window_start)); it->Valid() && IsLogKey(it->key().ToStringView());
-       it->Next()) {
-    ASSIGN_OR_RETURN(std::vector<Event> events, DecodeLogRecord(it->value().ToStringView()));
-    for (const Event& e : events) dedup_->Insert(DedupWindow::FingerprintOf(e.key));
-  }
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan the log"));
+  // The dedup index: the keys of the last dedup_window_keys events.
+  const uint64_t window_start =
+      next_sequence_ > options_.dedup_window_keys ? next_sequence_ - options_.dedup_window_keys : 0;
+  RETURN_IF_ERROR(
+      log_->Read(window_start, [&](uint64_t first, std::string_view record) -> absl::Status {
+        ASSIGN_OR_RETURN(std::vector<Event> events, DecodeLogRecord(record));
+        for (size_t i = first < window_start ? window_start - first : 0; i < events.size(); ++i) {
+          dedup_->Insert(DedupWindow::FingerprintOf(events[i].key));
+        }
+        return absl::OkStatus();
+      }));
 
   // The aggregation: the checkpoint, or nothing when rebuilding.
   rocksdb::WriteOptions sync_write;
@@ -175,15 +179,18 @@ absl::Status EventStore::Recover() {
                                             " but the log ends at ", next_sequence_));
   }
   uint64_t replayed = 0;
-  for (it->Seek(LogKey(from));
-       from < next_sequence_ && it->Valid() && IsLogKey(it->key().ToStringView()); it->Next()) {
-    uint64_t first = ReadBigEndian(it->key().ToStringView().substr(1));
-    ASSIGN_OR_RETURN(std::vector<Event> events, DecodeLogRecord(it->value().ToStringView()));
+  RETURN_IF_ERROR(log_->Read(from, [&](uint64_t first, std::string_view record) -> absl::Status {
+    if (first < from) {
+      return absl::DataLossError(absl::StrCat("event store: the checkpoint at event ", from,
+                                              " falls inside the log record of events ", first,
+                                              ".."));
+    }
+    ASSIGN_OR_RETURN(std::vector<Event> events, DecodeLogRecord(record));
     RETURN_IF_ERROR(aggregator_->ApplyGroup(first, events));
     replayed += events.size();
     if (aggregator_->CheckpointDue()) RETURN_IF_ERROR(aggregator_->Checkpoint());
-  }
-  RETURN_IF_ERROR(FromRocks(it->status(), "replay the log"));
+    return absl::OkStatus();
+  }));
   if (aggregator_->next_sequence() != next_sequence_) {
     return absl::DataLossError(absl::StrCat("event store: the log's records after event ", from,
                                             " do not reach its end (", next_sequence_, ")"));
@@ -195,6 +202,67 @@ absl::Status EventStore::Recover() {
   CAPSTAN_LOG(info, "events: opened", "directory", options_.directory, "log_events", next_sequence_,
               "replayed", replayed, "dedup_keys", dedup_->size());
   return absl::OkStatus();
+}
+
+// Stores written before the log had files of its own kept it in RocksDB as
+// "g" + first sequence records. They are copied, in order, into a log under
+// a temporary name, which is synced and renamed into place; then the "g"
+// records are deleted. A crash before the rename redoes the copy; one after
+// it only the deletion.
+absl::Status EventStore::MigrateRocksLog() {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  it->Seek(std::string(1, kLogPrefix));
+  const bool has_records = it->Valid() && IsLogKey(it->key().ToStringView());
+  RETURN_IF_ERROR(FromRocks(it->status(), "scan the log"));
+  const std::string target = absl::StrCat(options_.directory, "/", kLogDirectory);
+  const std::string migrating = absl::StrCat(options_.directory, "/", kMigratingLogDirectory);
+  std::error_code error;
+  std::filesystem::remove_all(migrating, error);
+  if (error) {
+    return absl::InternalError(
+        absl::StrCat("event store: remove ", migrating, ": ", error.message()));
+  }
+  if (!has_records) return absl::OkStatus();
+  if (!std::filesystem::exists(target)) {
+    CAPSTAN_LOG(info, "events: moving the log out of RocksDB into its own files", "directory",
+                options_.directory);
+    EventLogOptions log_options;
+    log_options.sync = options_.sync;
+    ASSIGN_OR_RETURN(std::unique_ptr<EventLog> log, EventLog::Open(migrating, log_options));
+    std::string framed;
+    for (; it->Valid() && IsLogKey(it->key().ToStringView()); it->Next()) {
+      const uint64_t first = ReadBigEndian(it->key().ToStringView().substr(1));
+      const std::string_view record = it->value().ToStringView();
+      if (first != log->next_sequence() || LogRecordCount(record) == 0) {
+        return absl::DataLossError(absl::StrCat("event store: the log record at event ", first,
+                                                " does not follow the one before (",
+                                                log->next_sequence(), ")"));
+      }
+      framed.assign(EventLog::kFrameBytes, '\0');
+      framed.append(record);
+      RETURN_IF_ERROR(log->Append(&framed, LogRecordCount(record)));
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "scan the log"));
+    log.reset();
+    std::filesystem::rename(migrating, target, error);
+    if (error) {
+      return absl::InternalError(
+          absl::StrCat("event store: rename ", migrating, ": ", error.message()));
+    }
+    int fd = ::open(options_.directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || ::fsync(fd) != 0) {
+      if (fd >= 0) ::close(fd);
+      return absl::InternalError(absl::StrCat("event store: fsync ", options_.directory));
+    }
+    ::close(fd);
+  }
+  it.reset();
+  rocksdb::WriteOptions sync_write;
+  sync_write.sync = true;
+  return FromRocks(
+      db_->DeleteRange(sync_write, db_->DefaultColumnFamily(), std::string(1, kLogPrefix),
+                       std::string(1, static_cast<char>(kLogPrefix + 1))),
+      "delete the log records moved out of RocksDB");
 }
 
 EventStore::~EventStore() {
@@ -267,8 +335,9 @@ void EventStore::WriterLoop() {
     auto group = std::make_unique<LoggedGroup>();
     group->first_sequence = next_sequence_;
     group->events.reserve(events);
-    std::string record(kLogRecordHeader, '\0');
-    record[0] = static_cast<char>(kLogRecordVersion);
+    // The log's frame, then the group record (version, count, events).
+    std::string record(EventLog::kFrameBytes + kLogRecordHeader, '\0');
+    record[EventLog::kFrameBytes] = static_cast<char>(kLogRecordVersion);
     record.reserve(events * 64);
     std::vector<AppendResult> results(taken.size());
     // Each key hashed once; the dedup table visited in one prefetching pass.
@@ -295,10 +364,8 @@ void EventStore::WriterLoop() {
     absl::Status status;
     if (accepted > 0) {
       uint32_t count = static_cast<uint32_t>(accepted);
-      std::memcpy(record.data() + 1, &count, 4);
-      rocksdb::WriteOptions write_options;
-      write_options.sync = options_.sync;
-      status = FromRocks(db_->Put(write_options, LogKey(next_sequence_), record), "write the log");
+      std::memcpy(record.data() + EventLog::kFrameBytes + 1, &count, 4);
+      status = log_->Append(&record, count);
     }
     if (status.ok()) {
       next_sequence_ += accepted;
