@@ -88,9 +88,6 @@ absl::StatusOr<std::unique_ptr<EventStore>> EventStore::Open(EventStoreOptions o
   db_options.compression = rocksdb::kLZ4Compression;
   db_options.compression_per_level = {rocksdb::kNoCompression, rocksdb::kNoCompression};
   db_options.compression_per_level.resize(db_options.num_levels, rocksdb::kLZ4Compression);
-  // Checkpoints write many unit states at once; a larger memtable flushes
-  // (and compacts) less often.
-  db_options.write_buffer_size = 128 << 20;
   rocksdb::BlockBasedTableOptions table;
   // Debian's RocksDB computes CRC32C in software; XXH3 block checksums cost
   // a fraction (table files keep the type they were written with, so older
@@ -423,16 +420,6 @@ void EventStore::AggregatorLoop() {
       if (status.ok()) {
         checkpoints_.fetch_add(1);
         checkpoint_sequence_.store(aggregator_->next_sequence());
-        // The checkpoint is not in the WAL: ask for the memtable holding it
-        // to be written out (in the background), so a crash replays about
-        // one checkpoint interval, not a whole memtable's worth.
-        rocksdb::FlushOptions flush;
-        flush.wait = false;
-        flush.allow_write_stall = true;
-        rocksdb::Status flushed = db_->Flush(flush);
-        if (!flushed.ok()) {
-          CAPSTAN_LOG(warn, "events: flush after a checkpoint failed", "error", flushed.ToString());
-        }
       }
     }
     conflicting_exposures_.fetch_add(aggregator_->TakeConflictingExposures());
@@ -454,8 +441,6 @@ void EventStore::AggregatorLoop() {
   lock.unlock();
   if (aggregator_->Dirty() && options_.checkpoint_on_close) {
     absl::Status status = aggregator_->Checkpoint();
-    // The checkpoints are not in the WAL: flush them to a table file.
-    if (status.ok()) status = FromRocks(db_->Flush(rocksdb::FlushOptions()), "flush checkpoint");
     if (status.ok()) {
       checkpoints_.fetch_add(1);
       checkpoint_sequence_.store(aggregator_->next_sequence());
