@@ -58,10 +58,12 @@ struct EventStore::Pending {
   std::promise<absl::StatusOr<AppendResult>> done;
 };
 
-// A group as logged: its events have sequences first_sequence.. in order.
+// A group as logged: its events have sequences first_sequence.. in order,
+// batch after batch. The callers' batch vectors are moved here whole (their
+// duplicates removed in place), not event by event.
 struct EventStore::LoggedGroup {
   uint64_t first_sequence = 0;
-  std::vector<Event> events;
+  std::vector<std::vector<Event>> batches;
 };
 
 EventStore::EventStore() = default;
@@ -314,6 +316,7 @@ void EventStore::WriterLoop() {
   pthread_setname_np(pthread_self(), "events-writer");
   std::vector<uint64_t> fingerprints;  // of the group's keys, reused
   std::vector<uint8_t> fresh;          // whether each key was new
+  std::string record;                  // the group's framed log record, reused
   std::unique_lock lock(queue_mutex_);
   while (true) {
     queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
@@ -331,9 +334,8 @@ void EventStore::WriterLoop() {
     if (options_.before_group_write) options_.before_group_write();
     auto group = std::make_unique<LoggedGroup>();
     group->first_sequence = next_sequence_;
-    group->events.reserve(events);
-    // The log's frame, then the group record (version, count, events).
-    std::string record(EventLog::kFrameBytes + kLogRecordHeader, '\0');
+    group->batches.reserve(taken.size());
+    record.assign(EventLog::kFrameBytes + kLogRecordHeader, '\0');
     record[EventLog::kFrameBytes] = static_cast<char>(kLogRecordVersion);
     record.reserve(events * 64);
     std::vector<AppendResult> results(taken.size());
@@ -346,18 +348,24 @@ void EventStore::WriterLoop() {
     }
     dedup_->InsertAll(fingerprints.data(), fingerprints.size(), &fresh);
     size_t position = 0;
+    size_t accepted = 0;
     for (size_t i = 0; i < taken.size(); ++i) {
-      for (Event& event : taken[i]->events) {
+      std::vector<Event>& batch = taken[i]->events;
+      size_t kept = 0;
+      for (size_t j = 0; j < batch.size(); ++j) {
         if (!fresh[position++]) {
           ++results[i].duplicates;
           continue;
         }
-        ++results[i].accepted;
-        AppendLogRecordEvent(event, &record);
-        group->events.push_back(std::move(event));
+        AppendLogRecordEvent(batch[j], &record);
+        if (kept != j) batch[kept] = std::move(batch[j]);
+        ++kept;
       }
+      results[i].accepted = kept;
+      accepted += kept;
+      batch.resize(kept);
+      if (kept > 0) group->batches.push_back(std::move(batch));
     }
-    const size_t accepted = group->events.size();
     absl::Status status;
     if (accepted > 0) {
       uint32_t count = static_cast<uint32_t>(accepted);
@@ -401,6 +409,7 @@ void EventStore::WriterLoop() {
 
 void EventStore::AggregatorLoop() {
   pthread_setname_np(pthread_self(), "events-aggr");
+  std::vector<const Event*> event_list;  // the group's events in log order, reused
   std::unique_lock lock(aggregate_mutex_);
   while (true) {
     aggregate_cv_.wait(lock, [&] { return writer_done_ || !logged_.empty(); });
@@ -410,10 +419,14 @@ void EventStore::AggregatorLoop() {
     lock.unlock();
 
     if (options_.before_group_aggregate) options_.before_group_aggregate();
+    event_list.clear();
+    for (const std::vector<Event>& batch : group->batches) {
+      for (const Event& event : batch) event_list.push_back(&event);
+    }
     absl::Status status;
     {
       std::unique_lock sums_lock(sums_mutex_);
-      status = aggregator_->ApplyGroup(group->first_sequence, group->events);
+      status = aggregator_->ApplyGroup(group->first_sequence, event_list);
     }
     if (status.ok() && aggregator_->CheckpointDue()) {
       status = aggregator_->Checkpoint();

@@ -146,6 +146,13 @@ absl::Status EventAggregator::Load() {
 
 absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
                                          const std::vector<Event>& events) {
+  event_list_.clear();
+  for (const Event& e : events) event_list_.push_back(&e);
+  return ApplyGroup(first_sequence, event_list_);
+}
+
+absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
+                                         const std::vector<const Event*>& events) {
   if (first_sequence != next_sequence_) {
     return absl::InternalError(absl::StrCat("event store: aggregating group at ", first_sequence,
                                             " but the aggregation is at ", next_sequence_));
@@ -154,14 +161,14 @@ absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
   // the unit a few events ahead: the table is far larger than the caches.
   hashes_.resize(events.size());
   for (size_t i = 0; i < events.size(); ++i) {
-    hashes_[i] = unit_hash_(BuildUnitKey(events[i]));
+    hashes_[i] = unit_hash_(BuildUnitKey(*events[i]));
   }
   for (size_t i = 0; i < events.size(); ++i) {
     if (i + kPrefetchDistance < events.size()) {
       __builtin_prefetch(
           &slots_[static_cast<size_t>(hashes_[i + kPrefetchDistance]) & (slots_.size() - 1)]);
     }
-    RETURN_IF_ERROR(Apply(events[i], hashes_[i]));
+    RETURN_IF_ERROR(Apply(*events[i], hashes_[i]));
   }
   next_sequence_ += events.size();
   since_checkpoint_ += events.size();
