@@ -4,6 +4,7 @@
 // header): DecodeLogFrame walks them without reading outside the buffer,
 // every frame it accepts lies inside it, and each accepted record goes
 // through DecodeLogRecord, which gives events or DataLoss, never a crash.
+// Seeds: fuzz/make_seeds.cc writes them with EventLog itself.
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
