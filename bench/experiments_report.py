@@ -237,6 +237,17 @@ notes = [
     " decoder. Before these changes (same profile, base binary): aggregator 37% (its checkpoint's "
     "memtable inserts, skiplist comparisons and sort ~17%), writer 22% (RocksDB's software CRC32C of the "
     "WAL ~3%, copying records into the memtable ~5%), RocksDB's flush and compaction ~20%.",
+    "* Longer runs tell a different story (`QUICK=1 DURATION=15 ROUNDS=3 ROWS=3`, 13-15M events and 7M "
+    "distinct units, every unit new): CPU per event rises from ~1.3-1.6 µs in the first round to ~2.3-3.0"
+    " µs in the next two, for the binary before these changes and after them alike (1st round 2.10 → "
+    "1.34-1.61 µs, rounds 2-3 2.96-3.61 → 2.31-3.01 µs, at load average 5-16). A profile of a later "
+    "round: RocksDB's compactions ~40% of the service's CPU (the unit states of an ever-growing set of "
+    "units, each checkpoint file spanning the whole key range, so each merge rewrites a whole level), the"
+    " unit cache's trimming past 2M units ~11% (TrimCache rebuilds the cache and faults in fresh pages). "
+    "Universal compaction instead of leveled made no difference (total CPU 26.0 vs 29.3 s, within the "
+    "noise). The quick figure above is a new service's first ~1.5M events; a workload whose units come "
+    "back writes far fewer new unit states. Next: evicting in place instead of rebuilding the cache, and "
+    "smaller unit states (variant and metric names interned) so compactions move fewer bytes.",
     "* When the rate falls from round to round, the unit cache has reached its limit (2M units), besides RocksDB's "
     "compactions of a larger database.",
     "* `EvalFeature` builds GrowthBook's FeatureResult as JSON, which costs about as much as the JS SDK's whole "
