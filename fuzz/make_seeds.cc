@@ -1,13 +1,34 @@
 // Writes the seed corpora under fuzz/corpus/ (run once; the files are committed).
+#include <stdlib.h>
+
+#include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include "base/crc32c.h"
 #include "capstan/store/internal.pb.h"
 #include "gateway/cache/disk_record.h"
 #include "gateway/cache/store.h"
+#include "experiments/event_log.h"
+#include "experiments/event_store.h"
+#include "experiments/event_store_format.h"
 #include "raft/wal.h"
 #include "rpc/protocol.h"
+
+// The size of the last frame of `records` (event_log.h's frames).
+size_t junk_size(const std::string& records) {
+  size_t offset = 0, last = 0;
+  while (offset + 8 <= records.size()) {
+    uint32_t length = 0;
+    std::memcpy(&length, records.data() + offset, 4);
+    if (length == 0) break;
+    last = 8 + length;
+    offset += last;
+  }
+  return last;
+}
 
 int main(int argc, char** argv) {
   std::string root = argc > 1 ? argv[1] : "fuzz/corpus";
@@ -136,6 +157,62 @@ int main(int argc, char** argv) {
     std::string damaged = record(plain, 5);
     damaged[damaged.size() - 3] ^= 0x20;
     write("cache_disk_record/damaged_body", damaged);
+  // event_log: a segment's records (after its header), written by EventLog.
+  {
+    namespace ex = capstan::experiments;
+    std::string dir = (std::filesystem::temp_directory_path() / "event_log_seeds_XXXXXX").string();
+    if (::mkdtemp(dir.data()) == nullptr) return 1;
+    auto framed = [](const std::vector<ex::Event>& events, std::string_view junk = {}) {
+      std::string f(ex::EventLog::kFrameBytes + ex::event_format::kLogRecordHeader, '\0');
+      f[ex::EventLog::kFrameBytes] = static_cast<char>(ex::event_format::kLogRecordVersion);
+      uint32_t count = events.empty() ? 1 : static_cast<uint32_t>(events.size());
+      std::memcpy(f.data() + ex::EventLog::kFrameBytes + 1, &count, 4);
+      for (const ex::Event& e : events) ex::AppendLogRecordEvent(e, &f);
+      f.append(junk);
+      return f;
+    };
+    std::vector<ex::Event> first = {{.type = ex::EventType::kExposure,
+                                     .key = "k1",
+                                     .experiment = "checkout",
+                                     .unit = "u1",
+                                     .variant = "control",
+                                     .timestamp_ms = 1700000000000},
+                                    {.type = ex::EventType::kValue,
+                                     .key = "k2",
+                                     .experiment = "checkout",
+                                     .unit = "u1",
+                                     .metric = "revenue",
+                                     .value = 12.5,
+                                     .timestamp_ms = 1700000001000}};
+    std::vector<ex::Event> second = {{.type = ex::EventType::kRatio,
+                                      .key = "k3",
+                                      .experiment = "checkout",
+                                      .unit = "u2",
+                                      .metric = "ctr",
+                                      .value = 3,
+                                      .denominator = 10,
+                                      .timestamp_ms = 1700000002000}};
+    {
+      auto log = ex::EventLog::Open(dir, {.preallocate_bytes = 0});
+      if (!log.ok()) return 1;
+      std::string a = framed(first), b = framed(second), junk = framed({}, "\x07junk");
+      if (!(*log)->Append(&a, 2).ok() || !(*log)->Append(&b, 1).ok() ||
+          !(*log)->Append(&junk, 1).ok()) {
+        return 1;
+      }
+    }
+    std::ifstream in(dir + "/00000000000000000000.log", std::ios::binary);
+    std::string segment((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::filesystem::remove_all(dir);
+    std::string records = segment.substr(ex::EventLog::kSegmentHeaderBytes);
+    const size_t two = records.size() - (junk_size(records));
+    write("event_log/two_records", records.substr(0, two) + std::string(16, '\0'));
+    write("event_log/torn_tail", records.substr(0, two - 10));
+    std::string bad = records.substr(0, two);
+    bad[30] ^= 1;
+    write("event_log/bad_checksum", bad);
+    write("event_log/bad_record_valid_frame", records.substr(two));
+    write("event_log/zeros", std::string(64, '\0'));
   }
   return 0;
 }

@@ -1,16 +1,20 @@
 #include "experiments/event_store.h"
 
+#include <fcntl.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <future>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "base/status.h"
+#include "experiments/event_log.h"
 #include "experiments/event_store_aggregator.h"
 #include "experiments/event_store_dedup.h"
 #include "experiments/event_store_format.h"
@@ -32,11 +36,16 @@ using event_format::kOldLogPrefix;
 using event_format::kRebuildingKey;
 using event_format::kSumsPrefix;
 using event_format::kUnitPrefix;
-using event_format::LogKey;
 using event_format::LogRecordCount;
 using event_format::ReadBigEndian;
 
 namespace {
+
+// The log's segments, under the store's directory (beside RocksDB's files).
+constexpr char kLogDirectory[] = "events-log";
+// Where an older store's log records ("g" keys in RocksDB) are copied before
+// the copy is renamed to kLogDirectory.
+constexpr char kMigratingLogDirectory[] = "events-log.migrating";
 
 // Sums waits for the aggregator at most this long (it is at most
 // max_unaggregated_events behind, well under a second of work).
@@ -49,10 +58,12 @@ struct EventStore::Pending {
   std::promise<absl::StatusOr<AppendResult>> done;
 };
 
-// A group as logged: its events have sequences first_sequence.. in order.
+// A group as logged: its events have sequences first_sequence.. in order,
+// batch after batch. The callers' batch vectors are moved here whole (their
+// duplicates removed in place), not event by event.
 struct EventStore::LoggedGroup {
   uint64_t first_sequence = 0;
-  std::vector<Event> events;
+  std::vector<std::vector<Event>> batches;
 };
 
 EventStore::EventStore() = default;
@@ -79,9 +90,6 @@ absl::StatusOr<std::unique_ptr<EventStore>> EventStore::Open(EventStoreOptions o
   db_options.compression = rocksdb::kLZ4Compression;
   db_options.compression_per_level = {rocksdb::kNoCompression, rocksdb::kNoCompression};
   db_options.compression_per_level.resize(db_options.num_levels, rocksdb::kLZ4Compression);
-  // Checkpoints write many unit states at once; a larger memtable flushes
-  // (and compacts) less often.
-  db_options.write_buffer_size = 128 << 20;
   rocksdb::BlockBasedTableOptions table;
   // Debian's RocksDB computes CRC32C in software; XXH3 block checksums cost
   // a fraction (table files keep the type they were written with, so older
@@ -119,31 +127,26 @@ absl::Status EventStore::Recover() {
         "away and send the events again"));
   }
   RETURN_IF_ERROR(FromRocks(it->status(), "scan"));
+  it.reset();
 
-  // The end of the log.
-  it->SeekForPrev(std::string(1, static_cast<char>(kLogPrefix + 1)));
-  if (it->Valid() && IsLogKey(it->key().ToStringView())) {
-    next_sequence_ = ReadBigEndian(it->key().ToStringView().substr(1)) +
-                     LogRecordCount(it->value().ToStringView());
-  }
-  RETURN_IF_ERROR(FromRocks(it->status(), "find the end of the log"));
+  RETURN_IF_ERROR(MigrateRocksLog());
+  EventLogOptions log_options;
+  log_options.sync = options_.sync;
+  ASSIGN_OR_RETURN(
+      log_, EventLog::Open(absl::StrCat(options_.directory, "/", kLogDirectory), log_options));
+  next_sequence_ = log_->next_sequence();
 
-  // The dedup index: the keys of the last dedup_window_keys events. Back
-  // from the end to the record where the window starts, then forward.
-  uint64_t window_start = 0;
-  size_t counted = 0;
-  for (; it->Valid() && IsLogKey(it->key().ToStringView()); it->Prev()) {
-    window_start = ReadBigEndian(it->key().ToStringView().substr(1));
-    counted += LogRecordCount(it->value().ToStringView());
-    if (counted >= options_.dedup_window_keys) break;
-  }
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan the log"));
-  for (it->Seek(LogKey(window_start)); it->Valid() && IsLogKey(it->key().ToStringView());
-       it->Next()) {
-    ASSIGN_OR_RETURN(std::vector<Event> events, DecodeLogRecord(it->value().ToStringView()));
-    for (const Event& e : events) dedup_->Insert(DedupWindow::FingerprintOf(e.key));
-  }
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan the log"));
+  // The dedup index: the keys of the last dedup_window_keys events.
+  const uint64_t window_start =
+      next_sequence_ > options_.dedup_window_keys ? next_sequence_ - options_.dedup_window_keys : 0;
+  RETURN_IF_ERROR(
+      log_->Read(window_start, [&](uint64_t first, std::string_view record) -> absl::Status {
+        ASSIGN_OR_RETURN(std::vector<Event> events, DecodeLogRecord(record));
+        for (size_t i = first < window_start ? window_start - first : 0; i < events.size(); ++i) {
+          dedup_->Insert(DedupWindow::FingerprintOf(events[i].key));
+        }
+        return absl::OkStatus();
+      }));
 
   // The aggregation: the checkpoint, or nothing when rebuilding.
   rocksdb::WriteOptions sync_write;
@@ -175,15 +178,18 @@ absl::Status EventStore::Recover() {
                                             " but the log ends at ", next_sequence_));
   }
   uint64_t replayed = 0;
-  for (it->Seek(LogKey(from));
-       from < next_sequence_ && it->Valid() && IsLogKey(it->key().ToStringView()); it->Next()) {
-    uint64_t first = ReadBigEndian(it->key().ToStringView().substr(1));
-    ASSIGN_OR_RETURN(std::vector<Event> events, DecodeLogRecord(it->value().ToStringView()));
+  RETURN_IF_ERROR(log_->Read(from, [&](uint64_t first, std::string_view record) -> absl::Status {
+    if (first < from) {
+      return absl::DataLossError(absl::StrCat("event store: the checkpoint at event ", from,
+                                              " falls inside the log record of events ", first,
+                                              ".."));
+    }
+    ASSIGN_OR_RETURN(std::vector<Event> events, DecodeLogRecord(record));
     RETURN_IF_ERROR(aggregator_->ApplyGroup(first, events));
     replayed += events.size();
     if (aggregator_->CheckpointDue()) RETURN_IF_ERROR(aggregator_->Checkpoint());
-  }
-  RETURN_IF_ERROR(FromRocks(it->status(), "replay the log"));
+    return absl::OkStatus();
+  }));
   if (aggregator_->next_sequence() != next_sequence_) {
     return absl::DataLossError(absl::StrCat("event store: the log's records after event ", from,
                                             " do not reach its end (", next_sequence_, ")"));
@@ -195,6 +201,67 @@ absl::Status EventStore::Recover() {
   CAPSTAN_LOG(info, "events: opened", "directory", options_.directory, "log_events", next_sequence_,
               "replayed", replayed, "dedup_keys", dedup_->size());
   return absl::OkStatus();
+}
+
+// Stores written before the log had files of its own kept it in RocksDB as
+// "g" + first sequence records. They are copied, in order, into a log under
+// a temporary name, which is synced and renamed into place; then the "g"
+// records are deleted. A crash before the rename redoes the copy; one after
+// it only the deletion.
+absl::Status EventStore::MigrateRocksLog() {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  it->Seek(std::string(1, kLogPrefix));
+  const bool has_records = it->Valid() && IsLogKey(it->key().ToStringView());
+  RETURN_IF_ERROR(FromRocks(it->status(), "scan the log"));
+  const std::string target = absl::StrCat(options_.directory, "/", kLogDirectory);
+  const std::string migrating = absl::StrCat(options_.directory, "/", kMigratingLogDirectory);
+  std::error_code error;
+  std::filesystem::remove_all(migrating, error);
+  if (error) {
+    return absl::InternalError(
+        absl::StrCat("event store: remove ", migrating, ": ", error.message()));
+  }
+  if (!has_records) return absl::OkStatus();
+  if (!std::filesystem::exists(target)) {
+    CAPSTAN_LOG(info, "events: moving the log out of RocksDB into its own files", "directory",
+                options_.directory);
+    EventLogOptions log_options;
+    log_options.sync = options_.sync;
+    ASSIGN_OR_RETURN(std::unique_ptr<EventLog> log, EventLog::Open(migrating, log_options));
+    std::string framed;
+    for (; it->Valid() && IsLogKey(it->key().ToStringView()); it->Next()) {
+      const uint64_t first = ReadBigEndian(it->key().ToStringView().substr(1));
+      const std::string_view record = it->value().ToStringView();
+      if (first != log->next_sequence() || LogRecordCount(record) == 0) {
+        return absl::DataLossError(absl::StrCat("event store: the log record at event ", first,
+                                                " does not follow the one before (",
+                                                log->next_sequence(), ")"));
+      }
+      framed.assign(EventLog::kFrameBytes, '\0');
+      framed.append(record);
+      RETURN_IF_ERROR(log->Append(&framed, LogRecordCount(record)));
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "scan the log"));
+    log.reset();
+    std::filesystem::rename(migrating, target, error);
+    if (error) {
+      return absl::InternalError(
+          absl::StrCat("event store: rename ", migrating, ": ", error.message()));
+    }
+    int fd = ::open(options_.directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || ::fsync(fd) != 0) {
+      if (fd >= 0) ::close(fd);
+      return absl::InternalError(absl::StrCat("event store: fsync ", options_.directory));
+    }
+    ::close(fd);
+  }
+  it.reset();
+  rocksdb::WriteOptions sync_write;
+  sync_write.sync = true;
+  return FromRocks(
+      db_->DeleteRange(sync_write, db_->DefaultColumnFamily(), std::string(1, kLogPrefix),
+                       std::string(1, static_cast<char>(kLogPrefix + 1))),
+      "delete the log records moved out of RocksDB");
 }
 
 EventStore::~EventStore() {
@@ -249,6 +316,7 @@ void EventStore::WriterLoop() {
   pthread_setname_np(pthread_self(), "events-writer");
   std::vector<uint64_t> fingerprints;  // of the group's keys, reused
   std::vector<uint8_t> fresh;          // whether each key was new
+  std::string record;                  // the group's framed log record, reused
   std::unique_lock lock(queue_mutex_);
   while (true) {
     queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
@@ -266,9 +334,9 @@ void EventStore::WriterLoop() {
     if (options_.before_group_write) options_.before_group_write();
     auto group = std::make_unique<LoggedGroup>();
     group->first_sequence = next_sequence_;
-    group->events.reserve(events);
-    std::string record(kLogRecordHeader, '\0');
-    record[0] = static_cast<char>(kLogRecordVersion);
+    group->batches.reserve(taken.size());
+    record.assign(EventLog::kFrameBytes + kLogRecordHeader, '\0');
+    record[EventLog::kFrameBytes] = static_cast<char>(kLogRecordVersion);
     record.reserve(events * 64);
     std::vector<AppendResult> results(taken.size());
     // Each key hashed once; the dedup table visited in one prefetching pass.
@@ -280,25 +348,29 @@ void EventStore::WriterLoop() {
     }
     dedup_->InsertAll(fingerprints.data(), fingerprints.size(), &fresh);
     size_t position = 0;
+    size_t accepted = 0;
     for (size_t i = 0; i < taken.size(); ++i) {
-      for (Event& event : taken[i]->events) {
+      std::vector<Event>& batch = taken[i]->events;
+      size_t kept = 0;
+      for (size_t j = 0; j < batch.size(); ++j) {
         if (!fresh[position++]) {
           ++results[i].duplicates;
           continue;
         }
-        ++results[i].accepted;
-        AppendLogRecordEvent(event, &record);
-        group->events.push_back(std::move(event));
+        AppendLogRecordEvent(batch[j], &record);
+        if (kept != j) batch[kept] = std::move(batch[j]);
+        ++kept;
       }
+      results[i].accepted = kept;
+      accepted += kept;
+      batch.resize(kept);
+      if (kept > 0) group->batches.push_back(std::move(batch));
     }
-    const size_t accepted = group->events.size();
     absl::Status status;
     if (accepted > 0) {
       uint32_t count = static_cast<uint32_t>(accepted);
-      std::memcpy(record.data() + 1, &count, 4);
-      rocksdb::WriteOptions write_options;
-      write_options.sync = options_.sync;
-      status = FromRocks(db_->Put(write_options, LogKey(next_sequence_), record), "write the log");
+      std::memcpy(record.data() + EventLog::kFrameBytes + 1, &count, 4);
+      status = log_->Append(&record, count);
     }
     if (status.ok()) {
       next_sequence_ += accepted;
@@ -337,6 +409,7 @@ void EventStore::WriterLoop() {
 
 void EventStore::AggregatorLoop() {
   pthread_setname_np(pthread_self(), "events-aggr");
+  std::vector<const Event*> event_list;  // the group's events in log order, reused
   std::unique_lock lock(aggregate_mutex_);
   while (true) {
     aggregate_cv_.wait(lock, [&] { return writer_done_ || !logged_.empty(); });
@@ -346,26 +419,20 @@ void EventStore::AggregatorLoop() {
     lock.unlock();
 
     if (options_.before_group_aggregate) options_.before_group_aggregate();
+    event_list.clear();
+    for (const std::vector<Event>& batch : group->batches) {
+      for (const Event& event : batch) event_list.push_back(&event);
+    }
     absl::Status status;
     {
       std::unique_lock sums_lock(sums_mutex_);
-      status = aggregator_->ApplyGroup(group->first_sequence, group->events);
+      status = aggregator_->ApplyGroup(group->first_sequence, event_list);
     }
     if (status.ok() && aggregator_->CheckpointDue()) {
       status = aggregator_->Checkpoint();
       if (status.ok()) {
         checkpoints_.fetch_add(1);
         checkpoint_sequence_.store(aggregator_->next_sequence());
-        // The checkpoint is not in the WAL: ask for the memtable holding it
-        // to be written out (in the background), so a crash replays about
-        // one checkpoint interval, not a whole memtable's worth.
-        rocksdb::FlushOptions flush;
-        flush.wait = false;
-        flush.allow_write_stall = true;
-        rocksdb::Status flushed = db_->Flush(flush);
-        if (!flushed.ok()) {
-          CAPSTAN_LOG(warn, "events: flush after a checkpoint failed", "error", flushed.ToString());
-        }
       }
     }
     conflicting_exposures_.fetch_add(aggregator_->TakeConflictingExposures());
@@ -387,8 +454,6 @@ void EventStore::AggregatorLoop() {
   lock.unlock();
   if (aggregator_->Dirty() && options_.checkpoint_on_close) {
     absl::Status status = aggregator_->Checkpoint();
-    // The checkpoints are not in the WAL: flush them to a table file.
-    if (status.ok()) status = FromRocks(db_->Flush(rocksdb::FlushOptions()), "flush checkpoint");
     if (status.ok()) {
       checkpoints_.fetch_add(1);
       checkpoint_sequence_.store(aggregator_->next_sequence());

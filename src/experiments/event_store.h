@@ -1,6 +1,6 @@
 // EventStore: the durable event log, the deduplication by idempotency key
 // and the incremental aggregation behind POST /v1/events and
-// GET /v1/experiments/{id}/results, on one RocksDB database of its own.
+// GET /v1/experiments/{id}/results, in one directory of its own.
 //
 // Two stages (docs/experiments-events.md has the whole story):
 //
@@ -8,25 +8,27 @@
 //    writer takes every batch queued while the previous write was syncing
 //    (group commit), drops the events whose key it has seen (an in-memory
 //    index of the last `dedup_window_keys` accepted keys, rebuilt from the log
-//    on open), and writes the new events as ONE compact log record
-//    ("g" + the group's first sequence) with WriteOptions::sync. Each caller
+//    on open), and appends the new events as ONE compact record to the log
+//    (event_log.h: segment files of its own, CRC-32C, fdatasync). Each caller
 //    is answered after the fsync that covers its batch. Nothing else is
 //    written on this path.
 //
 // 2. Aggregation (the aggregator thread) applies each logged group, in log
 //    order, to per-unit state cached in memory and to the sufficient
 //    statistics; every `checkpoint_events` events it writes the dirty unit
-//    states, the statistics and the log position they reflect ("c") in one
-//    WriteBatch. Recovery = the checkpoint + a replay of the log records
-//    after it, so an event is counted once whatever the moment of a crash.
+//    states, the statistics and the log position they reflect ("c") to
+//    RocksDB in one WriteBatch. Recovery = the checkpoint + a replay of the
+//    log records after it, so an event is counted once whatever the moment
+//    of a crash.
 //
-// Keys (one column family; identifiers cannot hold NUL, the decoder refuses
-// control characters):
-//   "g" + seq (8 bytes big-endian)   a group of events with sequences seq.. (EncodeLogRecord)
+// On disk, under `directory`: `events-log/` (the log's segments) and
+// RocksDB's files, with the keys (identifiers cannot hold NUL, the decoder
+// refuses control characters):
 //   "c"                              checkpoint: next sequence to aggregate (8 bytes big-endian)
 //   "u" + experiment + NUL + unit    per-unit state as of the checkpoint
 //   "a" + experiment                 the experiment's statistics as of the checkpoint (JSON)
 //   "m" + "rebuilding"               (tests, older versions) forces a rebuild on open
+//   "g" + seq (8 bytes big-endian)   (older versions) the log; Open moves it to events-log/
 //
 // Aggregation: a unit joins the variant of its FIRST exposure (a later
 // exposure to another variant is counted in conflicting_exposures and
@@ -70,6 +72,7 @@ class DB;
 namespace capstan::experiments {
 
 class DedupWindow;      // event_store_dedup.h
+class EventLog;         // event_log.h
 class EventAggregator;  // event_store_aggregator.h
 
 // Metric events held per unit while its exposure has not arrived; past it
@@ -202,6 +205,7 @@ class EventStore {
 
   EventStore();
   absl::Status Recover();
+  absl::Status MigrateRocksLog();
   void WriterLoop();
   void AggregatorLoop();
   // Waits until the aggregation has reached `sequence` (or stopped).
@@ -209,6 +213,7 @@ class EventStore {
 
   EventStoreOptions options_;
   std::unique_ptr<rocksdb::DB> db_;
+  std::unique_ptr<EventLog> log_;                // writer thread only (and Open)
   std::unique_ptr<DedupWindow> dedup_;           // writer thread only (and Open)
   std::unique_ptr<EventAggregator> aggregator_;  // state under sums_mutex_
   uint64_t next_sequence_ = 0;                   // writer thread only (and Open)

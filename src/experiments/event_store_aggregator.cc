@@ -1,6 +1,7 @@
 #include "experiments/event_store_aggregator.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <utility>
 
@@ -8,7 +9,7 @@
 #include "base/status.h"
 #include "experiments/event_store_format.h"
 #include "rocksdb/db.h"
-#include "rocksdb/write_batch.h"
+#include "rocksdb/sst_file_writer.h"
 #include "xxhash.h"
 
 namespace capstan::experiments {
@@ -17,6 +18,7 @@ using event_format::AppendBigEndian;
 using event_format::AppendRaw;
 using event_format::AppendShortString;
 using event_format::FromRocks;
+using event_format::kCheckpointFileName;
 using event_format::kCheckpointKey;
 using event_format::kSumsPrefix;
 using event_format::kUnitPrefix;
@@ -144,6 +146,13 @@ absl::Status EventAggregator::Load() {
 
 absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
                                          const std::vector<Event>& events) {
+  event_list_.clear();
+  for (const Event& e : events) event_list_.push_back(&e);
+  return ApplyGroup(first_sequence, event_list_);
+}
+
+absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
+                                         const std::vector<const Event*>& events) {
   if (first_sequence != next_sequence_) {
     return absl::InternalError(absl::StrCat("event store: aggregating group at ", first_sequence,
                                             " but the aggregation is at ", next_sequence_));
@@ -152,14 +161,14 @@ absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
   // the unit a few events ahead: the table is far larger than the caches.
   hashes_.resize(events.size());
   for (size_t i = 0; i < events.size(); ++i) {
-    hashes_[i] = unit_hash_(BuildUnitKey(events[i]));
+    hashes_[i] = unit_hash_(BuildUnitKey(*events[i]));
   }
   for (size_t i = 0; i < events.size(); ++i) {
     if (i + kPrefetchDistance < events.size()) {
       __builtin_prefetch(
           &slots_[static_cast<size_t>(hashes_[i + kPrefetchDistance]) & (slots_.size() - 1)]);
     }
-    RETURN_IF_ERROR(Apply(events[i], hashes_[i]));
+    RETURN_IF_ERROR(Apply(*events[i], hashes_[i]));
   }
   next_sequence_ += events.size();
   since_checkpoint_ += events.size();
@@ -167,37 +176,56 @@ absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
 }
 
 absl::Status EventAggregator::Checkpoint() {
-  // In key order the memtable's skiplist reuses its insertion point
-  // (splice) from one key to the next instead of searching from the top:
-  // random-order inserts were most of a checkpoint's CPU.
+  // The checkpoint is written as one sorted table file and ingested whole:
+  // no memtable (its skiplist inserts and key comparisons were most of a
+  // checkpoint's CPU), no flush that writes it a second time, and the
+  // checkpoint is durable (file synced, manifest written) when this
+  // returns. The keys go in sorted order: "a"... < "c" < "u"....
   std::sort(dirty_units_.begin(), dirty_units_.end(),
             [](const UnitState* a, const UnitState* b) { return a->key < b->key; });
-  rocksdb::WriteBatch batch;
+  std::sort(dirty_experiments_.begin(), dirty_experiments_.end(),
+            [](const ExperimentSlot* a, const ExperimentSlot* b) { return a->name < b->name; });
+  rocksdb::Options table_options = db_->GetOptions();
+  // Uncompressed, as the first levels are (SstFileWriter would otherwise
+  // take the last level's compression).
+  table_options.compression = rocksdb::kNoCompression;
+  table_options.compression_per_level.clear();
+  table_options.bottommost_compression = rocksdb::kDisableCompressionOption;
+  rocksdb::SstFileWriter writer(rocksdb::EnvOptions(), table_options);
+  const std::string path = absl::StrCat(options_.directory, "/", kCheckpointFileName);
+  RETURN_IF_ERROR(FromRocks(writer.Open(path), "create checkpoint file"));
+  auto fail = [&](const rocksdb::Status& s, const char* what) {
+    std::remove(path.c_str());
+    return FromRocks(s, what);
+  };
   std::string encoded;
-  for (UnitState* unit : dirty_units_) {
-    EncodeUnit(*unit, &encoded);
-    batch.Put(rocksdb::Slice(unit->key.data(), unit->key.size()), encoded);
-    unit->dirty = false;
-  }
-  dirty_units_.clear();
-  last_unit_ = nullptr;  // the cache may be trimmed below
   for (ExperimentSlot* experiment : dirty_experiments_) {
-    batch.Put(absl::StrCat(std::string(1, kSumsPrefix), experiment->name),
-              EncodeExperimentSums(*experiment->sums));
-    experiment->dirty = false;
+    rocksdb::Status s = writer.Put(absl::StrCat(std::string(1, kSumsPrefix), experiment->name),
+                                   EncodeExperimentSums(*experiment->sums));
+    if (!s.ok()) return fail(s, "write checkpoint");
   }
   std::string position;
   AppendBigEndian(&position, next_sequence_);
-  batch.Put(rocksdb::Slice(kCheckpointKey.data(), kCheckpointKey.size()), position);
-  // Without the WAL: a checkpoint lands whole in one memtable and becomes
-  // durable whole when that memtable is flushed; a crash before loses it
-  // whole, and the open replays from the previous one (the log records
-  // are in the WAL). That costs a longer replay (at most a memtable's
-  // worth of events) and saves writing every unit state twice.
-  rocksdb::WriteOptions write_options;
-  write_options.disableWAL = true;
-  RETURN_IF_ERROR(FromRocks(db_->Write(write_options, &batch), "write checkpoint"));
+  rocksdb::Status s =
+      writer.Put(rocksdb::Slice(kCheckpointKey.data(), kCheckpointKey.size()), position);
+  if (!s.ok()) return fail(s, "write checkpoint");
+  for (UnitState* unit : dirty_units_) {
+    EncodeUnit(*unit, &encoded);
+    s = writer.Put(rocksdb::Slice(unit->key.data(), unit->key.size()), encoded);
+    if (!s.ok()) return fail(s, "write checkpoint");
+  }
+  s = writer.Finish();
+  if (!s.ok()) return fail(s, "write checkpoint");
+  rocksdb::IngestExternalFileOptions ingest;
+  ingest.move_files = true;  // linked into the database, not copied
+  ingest.write_global_seqno = false;
+  s = db_->IngestExternalFile({path}, ingest);
+  if (!s.ok()) return fail(s, "ingest checkpoint");
+  for (UnitState* unit : dirty_units_) unit->dirty = false;
+  for (ExperimentSlot* experiment : dirty_experiments_) experiment->dirty = false;
+  dirty_units_.clear();
   dirty_experiments_.clear();
+  last_unit_ = nullptr;  // the cache may be trimmed below
   since_checkpoint_ = 0;
   if (states_.size() > options_.max_cached_units) TrimCache();
   return absl::OkStatus();

@@ -52,6 +52,7 @@ class EventAggregator {
   absl::Status Load();
   // Applies the events of the log group that starts at `first_sequence`.
   // REQUIRES: first_sequence == next_sequence() (groups in log order).
+  absl::Status ApplyGroup(uint64_t first_sequence, const std::vector<const Event*>& events);
   absl::Status ApplyGroup(uint64_t first_sequence, const std::vector<Event>& events);
   bool CheckpointDue() const { return since_checkpoint_ >= options_.checkpoint_events; }
   bool Dirty() const { return since_checkpoint_ > 0; }
@@ -140,7 +141,8 @@ class EventAggregator {
   std::vector<UnitState*> dirty_units_;  // since the checkpoint
   UnitState* last_unit_ = nullptr;
   std::string lookup_key_;
-  std::vector<uint64_t> hashes_;  // of the units of the group being applied
+  std::vector<uint64_t> hashes_;          // of the units of the group being applied
+  std::vector<const Event*> event_list_;  // ApplyGroup(vector<Event>)'s, reused
   // The units whose state is in the database but not in the cache (evicted,
   // or past the cache at open), by hash: only these are looked up there, so
   // a new unit costs no read.

@@ -23,6 +23,9 @@ inline constexpr char kSumsPrefix = 'a';
 inline constexpr char kOldLogPrefix = 'l';  // one record per event, before the checkpointed design
 inline constexpr std::string_view kCheckpointKey = "c";
 inline constexpr std::string_view kRebuildingKey = "mrebuilding";
+// The table file a checkpoint is written to before RocksDB ingests it
+// (moves it into the database); one left by a crash is garbage.
+inline constexpr char kCheckpointFileName[] = "checkpoint.sst.tmp";
 
 inline constexpr uint8_t kLogRecordVersion = 1;
 inline constexpr size_t kLogRecordHeader = 5;  // version, u32 event count

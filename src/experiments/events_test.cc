@@ -160,19 +160,47 @@ TEST(EventDecoder, FastPathTakesTheCommonShape) {
 // Differential: lines mutated at random (bytes replaced, inserted, deleted,
 // fields duplicated) never make the fast path accept what the reference
 // refuses, or decode to another event. The seed is printed on failure.
+// Every byte the fast path must not take in a string (quote, backslash,
+// control characters, DEL, non-ASCII), at every position of a 48-byte key:
+// in the first and second 16-byte block and in the tail the fast path scans
+// one byte at a time. Either it refuses the line or it agrees with the
+// reference decoder (a quote ends the key early, making another line).
+TEST(EventDecoder, FastPathJudgesEveryByteOfLongStrings) {
+  const std::string key(48, 'k');
+  for (unsigned char special : {'"', '\\', '\x01', '\x1f', '\x7f', '\x80', '\xc3', '\xff'}) {
+    for (size_t at = 0; at < key.size(); ++at) {
+      std::string mutated = key;
+      mutated[at] = static_cast<char>(special);
+      std::string line = R"({"type":"exposure","key":")" + mutated +
+                         R"(","experiment":"e","unit":"u1","variant":"control","ts":1})";
+      Event fast;
+      bool took = DecodeEventLineFast(line, &fast);
+      EXPECT_FALSE(took) << "byte " << int{special} << " at " << at;
+    }
+  }
+  Event fast;
+  ASSERT_TRUE(
+      DecodeEventLineFast(R"({"type":"exposure","key":")" + key +
+                              R"(","experiment":"e","unit":"u1","variant":"control","ts":1})",
+                          &fast));
+  EXPECT_EQ(fast.key, key);
+}
+
 TEST(EventDecoder, FastPathAgreesWithTheReferenceOnMutatedLines) {
   const std::string seeds[] = {
       R"({"type":"exposure","key":"k1","experiment":"e","unit":"u1","variant":"control","ts":1700000000000})",
       R"({"type":"conversion","key":"k2","experiment":"e","unit":"u1","metric":"buy","ts":1})",
       R"({"type":"value","key":"k3","experiment":"e","unit":"u1","variant":"b","metric":"rev","value":-2.5,"ts":2})",
       R"({"type":"ratio","key":"k4","experiment":"e","unit":"u1","metric":"ctr","numerator":3,"denominator":10,"ts":3})",
+      // Strings of 16 bytes and more (the fast path scans those 16 at a time).
+      R"({"type":"exposure","key":"key-0123456789abcdefghijklmnopqrstuvwxyz","experiment":"checkout-experiment-2026","unit":"user-0123456789-abcdef-0123456789","variant":"treatment-variant-b","ts":1700000000000})",
   };
   const std::string alphabet = "{}[]:,\"\\ -+.eE0123456789tfnulx\t\r\x7f\xc3\xa9";
   const uint32_t seed = std::random_device{}();
   std::mt19937 rng(seed);
   int fast_accepted = 0;
   for (int i = 0; i < 200000; ++i) {
-    std::string line = seeds[rng() % 4];
+    std::string line = seeds[rng() % std::size(seeds)];
     int edits = 1 + static_cast<int>(rng() % 3);
     for (int k = 0; k < edits; ++k) {
       size_t at = rng() % (line.size() + 1);
