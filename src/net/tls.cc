@@ -150,9 +150,17 @@ absl::StatusOr<std::shared_ptr<TlsContext>> TlsContext::NewClient(const TlsClien
     return CtxError("ALPN");
   }
   if (!options.cert_file.empty()) {
-    if (SSL_CTX_use_certificate_chain_file(ctx, options.cert_file.c_str()) != 1 ||
-        SSL_CTX_use_PrivateKey_file(ctx, options.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    if (SSL_CTX_use_certificate_chain_file(ctx, options.cert_file.c_str()) != 1) {
       return CtxError(absl::StrCat("cannot load client certificate ", options.cert_file));
+    }
+    // OpenSSL also checks here that the key is the certificate's.
+    if (SSL_CTX_use_PrivateKey_file(ctx, options.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+      return CtxError(absl::StrCat("cannot load client key ", options.key_file,
+                                   " or it does not match ", options.cert_file));
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+      return CtxError(
+          absl::StrCat("key ", options.key_file, " does not match ", options.cert_file));
     }
   }
   return context;
