@@ -566,13 +566,15 @@ net::Task<void> Channel::ReadLoop(std::weak_ptr<Channel> channel,
   }
   // TLS 1.3: a server refusing this client's certificate says so after the
   // client's side of the handshake is done, so the refusal ends the
-  // connection rather than the connect. Nothing sent on it ran.
+  // connection rather than the connect: with its alert (a TLS error here;
+  // nothing sent on the connection ran), or, when the alert could not be
+  // sent, by closing it. Either way the error names TLS.
   bool tls_refused = tls_failed && !conn->heard_from_server;
-  if (tls_refused) {
+  if (socket.tls() != nullptr && !conn->heard_from_server && !conn->pending.empty()) {
     ended = absl::UnavailableError(
         absl::StrCat("TLS to ", conn->endpoint,
-                     " refused by the server after the handshake (a client certificate it does "
-                     "not accept, or none?): ",
+                     " ended by the server after the handshake, before any answer (a client "
+                     "certificate it does not accept, or none?): ",
                      ended.message()));
   }
   if (auto ch = channel.lock()) ch->ConnectionEnded(conn.get());
