@@ -4,7 +4,11 @@
 // certificate's identity as handlers see it, gRPC C++ clients over TLS on
 // the same port, certificate reload and the options' checks. The CA and
 // certificates are made when the suite starts (net/test_certs.h).
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -319,6 +323,34 @@ TEST_P(ServerTlsTest, OptionalClientCertificate) {
   EXPECT_EQ(alice->payload(), "tls=1 cn=alice dns=alice.test uri=spiffe://capstan.test/alice");
   // One the CA did not sign is still refused.
   EXPECT_FALSE(Who(NewChannel(ClientTls(mallory_))).ok());
+}
+
+TEST_P(ServerTlsTest, ASilentServerIsAHandshakeTimeoutNotAHang) {
+  // A port that accepts connections (the kernel's backlog) and never says
+  // a word: the channel's TLS handshake gives up at its connect timeout.
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(fd, 8), 0);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  ChannelOptions options;
+  options.tls = ClientTls(nullptr);
+  options.connect_timeout = 200ms;
+  auto channel = net::RunOn(loop_, [&] {
+    channels_.push_back(Channel::Create(loop_, "127.0.0.1", ntohs(addr.sin_port), options));
+    return channels_.back();
+  });
+  auto reply = Who(channel);  // the call itself allows 5 s
+  ::close(fd);
+  ASSERT_FALSE(reply.ok());
+  EXPECT_EQ(reply.status().code(), absl::StatusCode::kUnavailable) << reply.status();
+  EXPECT_NE(reply.status().message().find("TLS handshake did not finish in time"),
+            std::string::npos)
+      << reply.status();
 }
 
 TEST_P(ServerTlsTest, ClearTextClientOnTlsPortFails) {
