@@ -582,10 +582,6 @@ net::Task<void> Channel::ReadLoop(std::weak_ptr<Channel> channel,
   socket.Close();
 }
 
-}  // namespace capstan::rpc
-
-namespace capstan::rpc {
-
 absl::StatusOr<std::shared_ptr<const net::TlsContext>> NewChannelTlsContext(
     const ChannelTlsOptions& options) {
   if (options.cert_file.empty() != options.key_file.empty()) {
