@@ -9,6 +9,9 @@
 // gRPC clients reach the same port (HTTP/2 without TLS, "h2c"), e.g.
 //   grpcurl -plaintext 127.0.0.1:7001 list
 //   grpcurl -plaintext -d '{"message":"hi"}' 127.0.0.1:7001 capstan.examples.Echo/Echo
+// With --tls-cert-file/--tls-key-file the port is TLS for both protocols
+// (--tls-client-ca-file and --tls-require-client-cert for mTLS); `call`
+// takes the client side's --tls-ca-file, --tls-cert-file, --tls-key-file.
 #include <signal.h>
 
 #include <cstdio>
@@ -55,6 +58,7 @@ class EchoService : public EchoServer {
     }
     reply->set_message(request.message());
     reply->set_instance(instance_);
+    reply->set_peer(context.peer_identity().common_name);
     co_return absl::OkStatus();
   }
 
@@ -111,6 +115,7 @@ struct ServeFlags {
   int ttl_seconds = 10;
   int threads = 1;
   std::string admin;
+  rpc::ServerTlsOptions tls;
 };
 
 int Serve(const ServeFlags& flags) {
@@ -126,6 +131,7 @@ int Serve(const ServeFlags& flags) {
   options.port = listen->port;
   options.threads = flags.threads;
   options.admin_address = flags.admin;
+  options.tls = flags.tls;
   rpc::Server server(options);
   server.AddService(&service);
   if (absl::Status st = server.Start(); !st.ok()) {
@@ -170,6 +176,7 @@ struct CallFlags {
   int count = 10;
   int timeout_ms = 1000;
   int sleep_ms = 0;
+  rpc::ChannelTlsOptions tls;
 };
 
 int Call(const CallFlags& flags) {
@@ -184,9 +191,12 @@ int Call(const CallFlags& flags) {
     return 1;
   }
   net::EventLoop* loop = (*loops)->loop(0);
-  auto channel = net::RunOn(loop, [&] {
-    return rpc::BalancedChannel::Create(loop, *std::move(source), {.balancer = flags.balancer});
-  });
+  rpc::BalancedChannelOptions options;
+  options.balancer = flags.balancer;
+  options.channel.tls = flags.tls;
+  options.channel.tls.enabled = !flags.tls.ca_file.empty() || !flags.tls.cert_file.empty();
+  auto channel = net::RunOn(
+      loop, [&] { return rpc::BalancedChannel::Create(loop, *std::move(source), options); });
   if (!channel.ok()) {
     std::fprintf(stderr, "%s\n", std::string(channel.status().message()).c_str());
     return 2;
@@ -209,8 +219,8 @@ int Call(const CallFlags& flags) {
                         .count();
           if (reply.ok()) {
             by_instance[reply->instance()]++;
-            std::printf("ok instance=%s latency_us=%lld\n", reply->instance().c_str(),
-                        static_cast<long long>(us));
+            std::printf("ok instance=%s peer=%s latency_us=%lld\n", reply->instance().c_str(),
+                        reply->peer().c_str(), static_cast<long long>(us));
           } else {
             ++failed;
             std::printf("error %s latency_us=%lld\n", reply.status().ToString().c_str(),
@@ -260,6 +270,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 256));
   serve_cmd->add_option("--admin", serve.admin,
                         "host:port for GET /metrics (Prometheus) and /status; none when empty.");
+  serve_cmd->add_option("--tls-cert-file", serve.tls.cert_file,
+                        "PEM certificate: the port serves TLS (both protocols).");
+  serve_cmd->add_option("--tls-key-file", serve.tls.key_file, "PEM key of --tls-cert-file.");
+  serve_cmd->add_option("--tls-client-ca-file", serve.tls.client_ca_file,
+                        "PEM CAs whose client certificates are accepted and verified.");
+  serve_cmd->add_flag("--tls-require-client-cert", serve.tls.require_client_cert,
+                      "Refuse clients without a certificate from --tls-client-ca-file (mTLS).");
   CallFlags call;
   CLI::App* call_cmd = app.add_subcommand("call", "Call the service and print each answer.");
   call_cmd
@@ -281,6 +298,13 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0, 3'600'000));
   call_cmd->add_option("--message", call.message, "What to echo.")->capture_default_str();
+  call_cmd->add_option("--tls-ca-file", call.tls.ca_file,
+                       "TLS to the servers, verified against these PEM CAs.");
+  call_cmd->add_option("--tls-cert-file", call.tls.cert_file,
+                       "Client certificate (PEM) for servers that require one; implies TLS.");
+  call_cmd->add_option("--tls-key-file", call.tls.key_file, "PEM key of --tls-cert-file.");
+  call_cmd->add_option("--tls-server-name", call.tls.server_name,
+                       "Name to verify in the servers' certificates (default: each host).");
   CLI11_PARSE(app, argc, argv);
   // Logs in the same logfmt as capstan's own subcommands.
   if (!capstan::InitLogging(log_level)) {

@@ -289,6 +289,8 @@ absl::StatusOr<std::shared_ptr<Cluster>> Cluster::Create(ClusterConfig config,
     net::TlsClientOptions options;
     options.ca_file = config.tls_ca_file;
     options.verify = config.tls_verify;
+    options.cert_file = config.tls_cert_file;
+    options.key_file = config.tls_key_file;
     options.alpn = {config.protocol == "h2" ? "h2" : "http/1.1"};
     auto context = net::TlsContext::NewClient(options);
     if (!context.ok()) {

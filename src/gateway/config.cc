@@ -522,6 +522,25 @@ void ReadCluster(MapReader& r, ClusterConfig* c) {
   r.String("tls_server_name", &c->tls_server_name);
   r.String("tls_ca_file", &c->tls_ca_file);
   r.Bool("tls_verify", &c->tls_verify);
+  r.String("tls_cert_file", &c->tls_cert_file);
+  r.String("tls_key_file", &c->tls_key_file);
+  if (!c->tls_cert_file.empty() || !c->tls_key_file.empty()) {
+    r.Check(!c->tls_cert_file.empty(), "tls_cert_file",
+            "tls_key_file needs tls_cert_file (the client certificate it belongs to)");
+    r.Check(!c->tls_key_file.empty(), "tls_key_file",
+            "tls_cert_file needs tls_key_file (the certificate's private key)");
+    r.Check(c->tls, r.Has("tls_cert_file") ? "tls_cert_file" : "tls_key_file",
+            "a client certificate needs tls: true");
+    // Unreadable files fail the load here, naming the field, rather than
+    // when the cluster is built.
+    for (auto [key, path] :
+         {std::pair<const char*, const std::string*>{"tls_cert_file", &c->tls_cert_file},
+          {"tls_key_file", &c->tls_key_file}}) {
+      if (!path->empty()) {
+        r.Check(static_cast<bool>(std::ifstream(*path)), key, absl::StrCat("cannot read ", *path));
+      }
+    }
+  }
   r.Time("connect_timeout", &c->connect_timeout);
   r.Int("max_idle_connections", &c->max_idle_connections, 0, 1 << 20);
   r.Time("idle_timeout", &c->idle_timeout);

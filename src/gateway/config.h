@@ -234,6 +234,11 @@ struct ClusterConfig {
   std::string tls_server_name;  // SNI and verification name; empty: the endpoint host
   std::string tls_ca_file;      // empty: the system's roots
   bool tls_verify = true;
+  // Client certificate and key (PEM) presented to upstreams that require
+  // one (mTLS); both or neither, and only with tls. Read when the cluster
+  // is built (at start, or when its configuration changes).
+  std::string tls_cert_file;
+  std::string tls_key_file;
   Duration connect_timeout{1000};
   // Upstream connections per loop and endpoint.
   uint32_t max_idle_connections = 64;

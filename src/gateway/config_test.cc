@@ -1,5 +1,9 @@
 #include "gateway/config.h"
 
+#include <cstdio>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace capstan::gateway {
@@ -156,23 +160,31 @@ clusters:
 
   const std::string clusters = "clusters: [{name: v1, endpoints: ['x:1']}]\n";
   const std::string section = "experiments: {store: 'store://127.0.0.1:1'}\n";
-  EXPECT_EQ(ErrorOf(section + "virtual_hosts: [{name: h, routes: [{experiment: {id: e, "
-                              "variants: {a: v1}}}]}]\n" + clusters),
+  EXPECT_EQ(ErrorOf(section +
+                    "virtual_hosts: [{name: h, routes: [{experiment: {id: e, "
+                    "variants: {a: v1}}}]}]\n" +
+                    clusters),
             "g.yaml:2: virtual_hosts[0].routes[0].experiment.default: is required");
   EXPECT_NE(ErrorOf("virtual_hosts: [{name: h, routes: [{experiment: {id: e, variants: {a: v1}, "
-                    "default: v1}}]}]\n" + clusters)
+                    "default: v1}}]}]\n" +
+                    clusters)
                 .find("needs the top-level experiments section"),
             std::string::npos);
-  EXPECT_NE(ErrorOf(section + "virtual_hosts: [{name: h, routes: [{experiment: {id: e, "
-                              "variants: {a: nowhere}, default: v1}}]}]\n" + clusters)
+  EXPECT_NE(ErrorOf(section +
+                    "virtual_hosts: [{name: h, routes: [{experiment: {id: e, "
+                    "variants: {a: nowhere}, default: v1}}]}]\n" +
+                    clusters)
                 .find("names cluster 'nowhere', which is not defined"),
             std::string::npos);
-  EXPECT_NE(ErrorOf(section + "virtual_hosts: [{name: h, routes: [{cluster: v1, experiment: "
-                              "{id: e, variants: {a: v1}, default: v1}}]}]\n" + clusters)
+  EXPECT_NE(ErrorOf(section +
+                    "virtual_hosts: [{name: h, routes: [{cluster: v1, experiment: "
+                    "{id: e, variants: {a: v1}, default: v1}}]}]\n" +
+                    clusters)
                 .find("exactly one of"),
             std::string::npos);
-  EXPECT_NE(ErrorOf(section + "virtual_hosts: [{name: h, routes: [{experiment: {id: e, "
-                              "variants: {a: v1}, default: v1, unit_cookie: 'a b'}}]}]\n" +
+  EXPECT_NE(ErrorOf(section +
+                    "virtual_hosts: [{name: h, routes: [{experiment: {id: e, "
+                    "variants: {a: v1}, default: v1, unit_cookie: 'a b'}}]}]\n" +
                     clusters)
                 .find("unit_cookie: letters, digits"),
             std::string::npos);
@@ -259,6 +271,48 @@ TEST(GatewayConfigTest, TcpListenerErrorsNameTheField) {
             std::string::npos);
   EXPECT_EQ(ErrorOf("clusters: [{name: a, endpoints: [x:1], health_check: {type: udp}}]\n"),
             "g.yaml:1: clusters[0].health_check.type: must be http or tcp");
+}
+
+TEST(GatewayConfigTest, ClusterClientCertificateForUpstreamMutualTls) {
+  // Files that exist (their content is the TLS context's business).
+  std::string cert = ::testing::TempDir() + "/gw_config_client.pem";
+  std::string key = ::testing::TempDir() + "/gw_config_client.key";
+  std::ofstream(cert) << "cert";
+  std::ofstream(key) << "key";
+  auto config = ParseGatewayConfig(
+      absl::StrCat("clusters:\n  - name: a\n    endpoints: [x:1]\n    tls: true\n"
+                   "    tls_cert_file: ",
+                   cert, "\n    tls_key_file: ", key, "\n"),
+      "g.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->clusters[0].tls_cert_file, cert);
+  EXPECT_EQ(config->clusters[0].tls_key_file, key);
+  // Defaults: no client certificate.
+  auto plain = ParseGatewayConfig("clusters: [{name: a, endpoints: [x:1], tls: true}]\n", "g.yaml");
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->clusters[0].tls_cert_file, "");
+  EXPECT_EQ(plain->clusters[0].tls_key_file, "");
+  // Each mistake names its field and line.
+  EXPECT_EQ(ErrorOf(absl::StrCat("clusters:\n  - name: a\n    endpoints: [x:1]\n    tls: true\n"
+                                 "    tls_cert_file: ",
+                                 cert, "\n")),
+            "g.yaml:2: clusters[0].tls_key_file: tls_cert_file needs tls_key_file (the "
+            "certificate's private key)");
+  EXPECT_EQ(ErrorOf(absl::StrCat("clusters:\n  - name: a\n    endpoints: [x:1]\n    tls: true\n"
+                                 "    tls_key_file: ",
+                                 key, "\n")),
+            "g.yaml:2: clusters[0].tls_cert_file: tls_key_file needs tls_cert_file (the client "
+            "certificate it belongs to)");
+  EXPECT_EQ(ErrorOf(absl::StrCat("clusters:\n  - name: a\n    endpoints: [x:1]\n"
+                                 "    tls_cert_file: ",
+                                 cert, "\n    tls_key_file: ", key, "\n")),
+            "g.yaml:4: clusters[0].tls_cert_file: a client certificate needs tls: true");
+  EXPECT_EQ(ErrorOf("clusters:\n  - name: a\n    endpoints: [x:1]\n    tls: true\n"
+                    "    tls_cert_file: /nonexistent/c.pem\n    tls_key_file: " +
+                    key + "\n"),
+            "g.yaml:5: clusters[0].tls_cert_file: cannot read /nonexistent/c.pem");
+  std::remove(cert.c_str());
+  std::remove(key.c_str());
 }
 
 TEST(ByteSizeTest, UnitsAndOverflow) {

@@ -51,10 +51,10 @@ class GrpcConnection : public Http2Session {
     // A stream's HEADERS were decrypted, so the handshake is done and the
     // peer's certificate (if any) is known: read it once per connection.
     if (socket()->tls() != nullptr) {
-      if (peer_common_name_ == nullptr) {
-        peer_common_name_ = std::make_shared<const std::string>(socket()->tls()->PeerCommonName());
+      if (peer_identity_ == nullptr) {
+        peer_identity_ = std::make_shared<const TlsPeerIdentity>(socket()->tls()->PeerIdentity());
       }
-      call->peer_common_name_ = peer_common_name_;
+      call->peer_identity_ = peer_identity_;
     }
     return call;
   }
@@ -63,14 +63,14 @@ class GrpcConnection : public Http2Session {
   }
 
   GrpcServer* server_;
-  std::shared_ptr<const std::string> peer_common_name_;
+  std::shared_ptr<const TlsPeerIdentity> peer_identity_;
 };
 
 // ---- GrpcCall
 
-const std::string& GrpcCall::peer_common_name() const {
-  static const std::string kNone;
-  return peer_common_name_ != nullptr ? *peer_common_name_ : kNone;
+const TlsPeerIdentity& GrpcCall::peer_identity() const {
+  static const TlsPeerIdentity kNone;
+  return peer_identity_ != nullptr ? *peer_identity_ : kNone;
 }
 
 GrpcCall::~GrpcCall() = default;

@@ -139,7 +139,14 @@ class GrpcCall : public Http2Stream {
   // (TlsServerOptions::client_ca_file), and then refuses any certificate
   // that CA did not sign: a non-empty name is always a verified one. The
   // store's auth takes it as the user, as etcd does with --client-cert-auth.
-  const std::string& peer_common_name() const;
+  const std::string& peer_common_name() const { return peer_identity().common_name; }
+  // The whole verified client certificate identity (CN, SAN DNS and URI
+  // names); empty as peer_common_name is.
+  const TlsPeerIdentity& peer_identity() const;
+  // The same, shared by the connection's calls (null without one).
+  const std::shared_ptr<const TlsPeerIdentity>& shared_peer_identity() const {
+    return peer_identity_;
+  }
 
   // The call is over (finished and sent, reset, or its connection is gone).
   bool done() const { return done_; }
@@ -199,7 +206,7 @@ class GrpcCall : public Http2Stream {
   EventLoop* loop_;
   // The connection's verified client identity (shared by its calls), or
   // null in clear text.
-  std::shared_ptr<const std::string> peer_common_name_;
+  std::shared_ptr<const TlsPeerIdentity> peer_identity_;
   // A registered method's entry (its name is the key), else the path as sent.
   const std::pair<const std::string, GrpcMethod>* route_ = nullptr;
   std::string path_;

@@ -221,6 +221,15 @@ absl::Status Socket::StartTls(std::shared_ptr<const TlsContext> context, TlsRole
   return absl::OkStatus();
 }
 
+bool Socket::HandshakeAwaiter::await_ready() const noexcept {
+  return socket->closed_ || socket->tls_ == nullptr || socket->tls_->handshake_done();
+}
+
+void Socket::HandshakeAwaiter::await_suspend(std::coroutine_handle<> h) {
+  socket->handshaker_ = h;
+  if (!socket->receiving_) socket->loop_->io()->StartReceive(socket);
+}
+
 Buffer& Socket::receive_buffer() { return tls_ != nullptr ? tls_->wire_input() : input_; }
 
 bool Socket::EncryptPending() {
@@ -253,6 +262,7 @@ void Socket::OnReceived(size_t n) {
       }
     }
     if (*plain > 0) input_grew_ = true;
+    if (handshaker_ && tls_->handshake_done()) loop_->Schedule(std::exchange(handshaker_, nullptr));
     if (tls_->peer_closed()) {
       if (reader_) loop_->Schedule(std::exchange(reader_, nullptr));
       if (half_close_) {
@@ -304,10 +314,14 @@ void Socket::Fail(absl::Status status) {
   if (closed_) return;
   closed_ = true;
   error_ = std::move(status);
-  output_.Clear();
+  // A send in flight (io_uring) points into output_: its bytes stay until
+  // the engine gives them back (OnDetached). Freed under the kernel, they
+  // went out as garbage in place of the TLS alert saying why.
+  if (!sending_) output_.Clear();
   if (plain_output_ != nullptr) plain_output_->Clear();
   if (reader_) loop_->Schedule(std::exchange(reader_, nullptr));
   if (drainer_) loop_->Schedule(std::exchange(drainer_, nullptr));
+  if (handshaker_) loop_->Schedule(std::exchange(handshaker_, nullptr));
   if (connector_) loop_->Schedule(std::exchange(connector_, nullptr));
   if (releaser_) loop_->Schedule(std::exchange(releaser_, nullptr));
   loop_->io()->Detach(this);
@@ -317,6 +331,7 @@ void Socket::Close() { Fail(absl::CancelledError("socket closed")); }
 
 void Socket::OnDetached() {
   detached_ = true;
+  output_.Clear();
   if (fd_ >= 0) {
     ::close(fd_);
     fd_ = -1;

@@ -170,6 +170,19 @@ class Socket : public std::enable_shared_from_this<Socket> {
                         std::string_view server_name = {});
   // The connection's TLS state (ALPN, SNI, peer), or null without TLS.
   const TlsConnection* tls() const { return tls_.get(); }
+  struct HandshakeAwaiter {
+    Socket* socket;
+    bool await_ready() const noexcept;
+    void await_suspend(std::coroutine_handle<> h);
+    absl::Status await_resume() const { return socket->error_; }
+  };
+  // Waits until the TLS handshake is done (OK) or the socket stopped (the
+  // error that stopped it: a failed handshake says why). OK at once without
+  // TLS. For a client that wants a handshake failure as a connect failure
+  // rather than as a lost connection. One waiter at a time. (TLS 1.3: a
+  // server refusing the client's certificate says so after the client's
+  // handshake is done, at the client's next read.)
+  HandshakeAwaiter TlsHandshake() { return HandshakeAwaiter{this}; }
 
   // Counters (loop thread).
   uint64_t sends() const { return sends_; }
@@ -222,6 +235,7 @@ class Socket : public std::enable_shared_from_this<Socket> {
   bool flush_marked_ = false;
   std::coroutine_handle<> reader_;
   std::coroutine_handle<> drainer_;
+  std::coroutine_handle<> handshaker_;  // waits in TlsHandshake
   size_t drain_at_most_ = 0;
   std::coroutine_handle<> connector_;
   std::coroutine_handle<> releaser_;  // waits in Release for the engine

@@ -102,7 +102,9 @@ absl::StatusOr<std::shared_ptr<TlsContext>> TlsContext::NewServer(const TlsServe
         return CtxError(absl::StrCat("cannot load client CAs ", options.client_ca_file));
       }
       SSL_CTX_set_client_CA_list(ctx, SSL_load_client_CA_file(options.client_ca_file.c_str()));
-      SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+      int mode = SSL_VERIFY_PEER;
+      if (options.require_client_certificate) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+      SSL_CTX_set_verify(ctx, mode, nullptr);
     }
     SSL_CTX_set_tlsext_servername_callback(ctx, &TlsContext::OnServerName);
     SSL_CTX_set_tlsext_servername_arg(ctx, context.get());
@@ -148,9 +150,17 @@ absl::StatusOr<std::shared_ptr<TlsContext>> TlsContext::NewClient(const TlsClien
     return CtxError("ALPN");
   }
   if (!options.cert_file.empty()) {
-    if (SSL_CTX_use_certificate_chain_file(ctx, options.cert_file.c_str()) != 1 ||
-        SSL_CTX_use_PrivateKey_file(ctx, options.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    if (SSL_CTX_use_certificate_chain_file(ctx, options.cert_file.c_str()) != 1) {
       return CtxError(absl::StrCat("cannot load client certificate ", options.cert_file));
+    }
+    // OpenSSL also checks here that the key is the certificate's.
+    if (SSL_CTX_use_PrivateKey_file(ctx, options.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+      return CtxError(absl::StrCat("cannot load client key ", options.key_file,
+                                   " or it does not match ", options.cert_file));
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+      return CtxError(
+          absl::StrCat("key ", options.key_file, " does not match ", options.cert_file));
     }
   }
   return context;
@@ -380,6 +390,33 @@ std::string TlsConnection::PeerSerial() const {
   }
   X509_free(cert);
   return out;
+}
+
+TlsPeerIdentity TlsConnection::PeerIdentity() const {
+  TlsPeerIdentity identity;
+  X509* cert = SSL_get1_peer_certificate(ssl_);
+  if (cert == nullptr) return identity;
+  char cn[256] = {0};
+  if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn)) > 0) {
+    identity.common_name = cn;
+  }
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  if (names != nullptr) {
+    for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
+      const GENERAL_NAME* name = sk_GENERAL_NAME_value(names, i);
+      if (name->type != GEN_DNS && name->type != GEN_URI) continue;
+      const ASN1_IA5STRING* text =
+          name->type == GEN_DNS ? name->d.dNSName : name->d.uniformResourceIdentifier;
+      std::string value(reinterpret_cast<const char*>(ASN1_STRING_get0_data(text)),
+                        static_cast<size_t>(ASN1_STRING_length(text)));
+      (name->type == GEN_DNS ? identity.dns_names : identity.uris).push_back(std::move(value));
+    }
+    GENERAL_NAMES_free(names);
+  }
+  X509_free(cert);
+  identity.serial = PeerSerial();
+  return identity;
 }
 
 // ---- TlsReloader

@@ -61,6 +61,9 @@ struct TlsServerOptions {
   // PEM bundle of CAs whose client certificates are accepted; empty: client
   // certificates are not asked for.
   std::string client_ca_file;
+  // With client_ca_file: a client without a certificate is refused (mTLS).
+  // Off, one is asked for and verified when sent, and a client may send none.
+  bool require_client_certificate = true;
 };
 
 struct TlsClientOptions {
@@ -100,6 +103,18 @@ class TlsContext {
   std::string alpn_wire_;  // length-prefixed protocol list
 };
 
+// Who the peer's certificate says it is. Empty without a certificate; a
+// certificate is only ever there verified (a server asks only with a client
+// CA and refuses what it did not sign; a client that verifies refuses the
+// rest), except on a client with verify off.
+struct TlsPeerIdentity {
+  std::string common_name;             // subject CN
+  std::vector<std::string> dns_names;  // subjectAltName DNS entries
+  std::vector<std::string> uris;       // subjectAltName URI entries (SPIFFE IDs)
+  std::string serial;                  // hex
+  bool empty() const { return common_name.empty() && dns_names.empty() && uris.empty(); }
+};
+
 // One connection's TLS state: ciphertext in from the wire, plaintext out to
 // the socket's input; plaintext in from writers, ciphertext out to the wire.
 class TlsConnection {
@@ -137,6 +152,9 @@ class TlsConnection {
   std::string PeerCommonName() const;
   // The peer certificate's serial number (hex), or "" without one.
   std::string PeerSerial() const;
+  // CN, SAN DNS and URI names and serial of the peer's certificate (empty
+  // without one). Complete once the handshake is done.
+  TlsPeerIdentity PeerIdentity() const;
   SSL* ssl() const { return ssl_; }
 
  private:

@@ -92,6 +92,11 @@ mesh::EndpointPoolOptions BalancedChannelOptions::PoolOptions() const {
 absl::StatusOr<std::shared_ptr<BalancedChannel>> BalancedChannel::Create(
     net::EventLoop* loop, std::unique_ptr<mesh::EndpointSource> source,
     BalancedChannelOptions options) {
+  // One TLS client context for every endpoint's channel, checked here so
+  // bad options fail Create rather than each call.
+  if (options.channel.tls.enabled && options.channel.tls.context == nullptr) {
+    ASSIGN_OR_RETURN(options.channel.tls.context, NewChannelTlsContext(options.channel.tls));
+  }
   absl::StatusOr<std::unique_ptr<Pool>> pool =
       Pool::Create(loop, source->Describe(), options.PoolOptions(),
                    [loop, channel_options = options.channel](const mesh::Endpoint& e) {

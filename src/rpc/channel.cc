@@ -1,8 +1,12 @@
 #include "rpc/channel.h"
 
+#include <fstream>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "net/socket.h"
+#include "net/tls.h"
 #include "rpc/stream_state.h"
 
 namespace capstan::rpc {
@@ -72,6 +76,9 @@ struct Channel::Connection {
   std::string endpoint;
   size_t max_frame_size = kDefaultMaxFrameSize;
   std::shared_ptr<net::Socket> socket;
+  // No frame came from the server yet (a connection it refused after the
+  // handshake ran none of the calls sent on it).
+  bool heard_from_server = false;
   absl::flat_hash_map<uint32_t, PendingCall*> pending;
   uint32_t next_stream_id = 1;
   bool going_away = false;
@@ -204,8 +211,22 @@ net::Task<absl::Status> Channel::EnsureConnected(Clock::time_point deadline) {
     timeout = deadline - now;
     deadline_bound = true;
   }
+  if (options_.tls.enabled && tls_context_ == nullptr) {
+    absl::StatusOr<std::shared_ptr<const net::TlsContext>> context =
+        options_.tls.context != nullptr ? options_.tls.context : NewChannelTlsContext(options_.tls);
+    // Bad options stay bad: no back-off, every call says why.
+    if (!context.ok()) co_return context.status();
+    tls_context_ = *std::move(context);
+  }
   connecting_ = true;
   auto socket = co_await net::Socket::Connect(loop_, host_, port_, timeout);
+  if (socket.ok() && tls_context_ != nullptr) {
+    absl::Status handshake = co_await HandshakeTls(**socket, now + timeout);
+    if (!handshake.ok()) {
+      (*socket)->Close();
+      socket = std::move(handshake);
+    }
+  }
   connecting_ = false;
   absl::Status result;
   if (closed_) {
@@ -235,6 +256,30 @@ net::Task<absl::Status> Channel::EnsureConnected(Clock::time_point deadline) {
   for (auto h : connect_waiters_) loop_->Schedule(h);
   connect_waiters_.clear();
   co_return result;
+}
+
+net::Task<absl::Status> Channel::HandshakeTls(net::Socket& socket, Clock::time_point give_up_at) {
+  const std::string& name = options_.tls.server_name.empty() ? host_ : options_.tls.server_name;
+  absl::Status st = socket.StartTls(tls_context_, net::TlsRole::kClient, name);
+  if (!st.ok()) {
+    co_return absl::UnavailableError(absl::StrCat("TLS did not start: ", st.message()));
+  }
+  bool timed_out = false;
+  net::Timer give_up([&socket, &timed_out] {
+    timed_out = true;
+    socket.Close();
+  });
+  give_up.Arm(loop_, give_up_at);
+  auto handshake = socket.TlsHandshake();
+  st = co_await handshake;
+  give_up.Cancel();
+  if (timed_out) {
+    co_return absl::DeadlineExceededError("TLS handshake did not finish in time");
+  }
+  if (!st.ok()) {
+    co_return absl::UnavailableError(absl::StrCat("TLS handshake failed: ", st.message()));
+  }
+  co_return absl::OkStatus();
 }
 
 net::Task<CallResult> Channel::CallBytes(std::string_view method, net::Buffer request,
@@ -451,6 +496,7 @@ net::Task<void> Channel::ReadLoop(std::weak_ptr<Channel> channel,
   Frame frame;
   std::string error;
   absl::Status ended;
+  bool tls_failed = false;  // the socket ended on a TLS error
   while (ended.ok()) {
     while (true) {
       DecodeStatus st = DecodeFrame(socket.input(), limits, &frame, &error);
@@ -462,6 +508,7 @@ net::Task<void> Channel::ReadLoop(std::weak_ptr<Channel> channel,
             absl::StrCat("protocol error from ", conn->endpoint, ": ", error));
         break;
       }
+      conn->heard_from_server = true;
       if (frame.type == FrameType::kResponse) {
         auto it = conn->pending.find(frame.stream_id);
         if (it == conn->pending.end()) continue;  // its deadline passed first
@@ -512,13 +559,55 @@ net::Task<void> Channel::ReadLoop(std::weak_ptr<Channel> channel,
     }
     absl::Status st = co_await socket.ReadMore();
     if (!st.ok()) {
+      tls_failed = socket.tls() != nullptr && absl::StartsWith(st.message(), "tls ");
       ended = absl::UnavailableError(
           absl::StrCat("connection to ", conn->endpoint, " lost: ", st.message()));
     }
   }
+  // TLS 1.3: a server refusing this client's certificate says so after the
+  // client's side of the handshake is done, so the refusal ends the
+  // connection rather than the connect: with its alert (a TLS error here;
+  // nothing sent on the connection ran), or, when the alert could not be
+  // sent, by closing it. Either way the error names TLS.
+  bool tls_refused = tls_failed && !conn->heard_from_server;
+  if (socket.tls() != nullptr && !conn->heard_from_server && !conn->pending.empty()) {
+    ended = absl::UnavailableError(
+        absl::StrCat("TLS to ", conn->endpoint,
+                     " ended by the server after the handshake, before any answer (a client "
+                     "certificate it does not accept, or none?): ",
+                     ended.message()));
+  }
   if (auto ch = channel.lock()) ch->ConnectionEnded(conn.get());
-  FailAll(*conn, ended, false);
+  FailAll(*conn, ended, tls_refused);
   socket.Close();
+}
+
+absl::StatusOr<std::shared_ptr<const net::TlsContext>> NewChannelTlsContext(
+    const ChannelTlsOptions& options) {
+  if (options.cert_file.empty() != options.key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "channel tls.cert_file and tls.key_file must be given together");
+  }
+  for (auto [field, path] :
+       {std::pair<const char*, const std::string*>{"ca_file", &options.ca_file},
+        {"cert_file", &options.cert_file},
+        {"key_file", &options.key_file}}) {
+    if (!path->empty() && !std::ifstream(*path)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("channel tls.", field, ": cannot read \"", *path, "\""));
+    }
+  }
+  net::TlsClientOptions client;
+  client.ca_file = options.ca_file;
+  client.verify = options.verify;
+  client.cert_file = options.cert_file;
+  client.key_file = options.key_file;
+  client.alpn = {"capstan-rpc"};
+  absl::StatusOr<std::shared_ptr<net::TlsContext>> context = net::TlsContext::NewClient(client);
+  if (!context.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("channel tls: ", context.status().message()));
+  }
+  return std::shared_ptr<const net::TlsContext>(*std::move(context));
 }
 
 }  // namespace capstan::rpc

@@ -41,7 +41,8 @@
 
 namespace capstan::net {
 class Socket;
-}
+class TlsContext;
+}  // namespace capstan::net
 
 namespace capstan::rpc {
 
@@ -80,6 +81,36 @@ struct CallOptions {
   uint64_t hash = 0;
 };
 
+// TLS to the server (docs/rpc-tls.md): rpc::Server with ServerOptions::tls,
+// or anything else speaking Capstan's protocol inside TLS.
+struct ChannelTlsOptions {
+  bool enabled = false;
+  // PEM bundle of the CAs the server's certificate must chain to; empty:
+  // the system's roots.
+  std::string ca_file;
+  // This client's certificate and key (PEM), for servers that require one
+  // (ServerTlsOptions::require_client_cert); both or neither.
+  std::string cert_file;
+  std::string key_file;
+  // Sent as SNI and verified against the server's certificate; empty: the
+  // host the channel connects to (an IP address is then matched against
+  // the certificate's IP entries).
+  std::string server_name;
+  // Off: encrypt but accept any server certificate (tests, --auto-tls
+  // style peers). Never off where the network is not trusted.
+  bool verify = true;
+  // The client context built from the fields above, to share between
+  // channels (BalancedChannel builds one for all its endpoints). Null: the
+  // channel builds its own at its first connect. Files are read when it is
+  // built: a renewed client certificate needs a new channel.
+  std::shared_ptr<const net::TlsContext> context;
+};
+
+// Checks `options` (naming the field at fault) and builds the client
+// context a channel's TLS connections use.
+absl::StatusOr<std::shared_ptr<const net::TlsContext>> NewChannelTlsContext(
+    const ChannelTlsOptions& options);
+
 struct ChannelOptions {
   Clock::duration connect_timeout = std::chrono::seconds(3);
   // After a failed connect, calls fail fast for this long (doubling up to
@@ -89,6 +120,9 @@ struct ChannelOptions {
   size_t max_frame_size = kDefaultMaxFrameSize;
   // Sent as the "caller" metadata entry when not empty.
   std::string caller;
+
+  // ---- TLS
+  ChannelTlsOptions tls;
 };
 
 // What a call learned besides its message.
@@ -322,6 +356,9 @@ class Channel : public std::enable_shared_from_this<Channel>, public StreamOpene
                                          absl::FunctionRef<void(char*)> write_payload,
                                          net::Buffer* payload);
   net::Task<absl::Status> EnsureConnected(Clock::time_point deadline);
+  // With TLS on: starts it on a new connection and waits for the handshake
+  // until `give_up_at`; the error names TLS and the endpoint.
+  net::Task<absl::Status> HandshakeTls(net::Socket& socket, Clock::time_point give_up_at);
   static net::Task<void> ReadLoop(std::weak_ptr<Channel> channel, std::shared_ptr<Connection> conn);
   static void FailAll(Connection& conn, const absl::Status& status, bool not_processed);
   void ConnectionEnded(Connection* conn);
@@ -338,6 +375,8 @@ class Channel : public std::enable_shared_from_this<Channel>, public StreamOpene
   Clock::time_point retry_after_{};
   Clock::duration backoff_{};
   bool closed_ = false;
+  // ChannelOptions::tls.context, or the one built at the first connect.
+  std::shared_ptr<const net::TlsContext> tls_context_;
 };
 
 }  // namespace capstan::rpc

@@ -49,6 +49,11 @@ std::string_view ServerContext::Metadata(std::string_view key) const {
   return {};
 }
 
+const net::TlsPeerIdentity& ServerContext::peer_identity() const {
+  static const net::TlsPeerIdentity kNone;
+  return peer_identity_ != nullptr ? *peer_identity_ : kNone;
+}
+
 ServerCall::~ServerCall() { internal::UnlinkGrpcBridge(this); }
 
 void ServerCall::FinishGrpc(const absl::Status& status) {
@@ -249,6 +254,7 @@ absl::Status Server::Start() {
     }
     it->second->max_concurrency = limit;
   }
+  RETURN_IF_ERROR(SetUpTls());
   if (options_.metrics == nullptr) own_metrics_ = std::make_unique<metrics::Registry>();
   metrics_ = options_.metrics != nullptr ? options_.metrics : own_metrics_.get();
   RegisterMetrics();
@@ -333,6 +339,7 @@ net::Task<void> Server::AcceptLoop(LoopState* state) {
   while (true) {
     auto accepted = co_await state->listener->Accept();
     if (!accepted.ok()) break;  // the listener closed
+    if (!StartTls(**accepted)) continue;
     auto conn = std::make_shared<ServerCall::Connection>();
     conn->socket = std::move(accepted).value();
     conn->peer = PeerOf(conn->socket->fd());
@@ -349,6 +356,15 @@ net::Task<void> Server::AcceptLoop(LoopState* state) {
 net::Task<void> Server::ServeConnection(LoopState* state,
                                         std::shared_ptr<ServerCall::Connection> conn) {
   net::Socket& socket = *conn->socket;
+  if (tls_ != nullptr) {
+    bool handshake_done = co_await FinishHandshake(socket);
+    if (!handshake_done) co_return;
+    // Once per connection: every call on it shares what the certificate says.
+    net::TlsPeerIdentity identity = socket.tls()->PeerIdentity();
+    if (!identity.serial.empty()) {
+      conn->peer_identity = std::make_shared<const net::TlsPeerIdentity>(std::move(identity));
+    }
+  }
   if (grpc_ != nullptr) {
     // The first byte tells the protocols apart: Capstan frames start with
     // kMagic, HTTP/2 connections with the client preface ("PRI * HTTP/2.0").
@@ -532,6 +548,8 @@ void Server::HandleRequest(LoopState* state, const std::shared_ptr<ServerCall::C
   ServerContext& ctx = call->context_;
   ctx.loop_ = state->loop;
   ctx.method_ = std::string(frame.meta.method);
+  ctx.tls_ = tls_ != nullptr;
+  ctx.peer_identity_ = conn->peer_identity;
   if (frame.meta.timeout_us > 0) {
     ctx.deadline_ = Clock::now() + std::chrono::microseconds(frame.meta.timeout_us);
   }
@@ -583,8 +601,8 @@ void Server::TaskEnded() {
 }
 
 Server::Stats Server::stats() const {
-  Stats stats{connections_.load(), in_flight_.load(), calls_started_.load(),
-              protocol_errors_.load(), calls_shed_.load()};
+  Stats stats{connections_.load(),     in_flight_.load(),  calls_started_.load(),
+              protocol_errors_.load(), calls_shed_.load(), tls_handshake_failures_.load()};
   if (grpc_ != nullptr) {
     net::GrpcServer::Stats grpc = grpc_->stats();
     stats.connections += static_cast<int64_t>(grpc.connections);

@@ -50,11 +50,13 @@
 #include "net/event_loop.h"
 #include "net/loop_group.h"
 #include "net/task.h"
+#include "net/tls.h"
 #include "rpc/protocol.h"
 #include "rpc/serialization.h"
 
 namespace capstan::net {
 class HttpServer;
+class Socket;
 class GrpcServer;
 class GrpcCall;
 }  // namespace capstan::net
@@ -88,6 +90,12 @@ class ServerContext {
   net::EventLoop* loop() const { return loop_; }
   // The call came over gRPC (HTTP/2) rather than Capstan's own framing.
   bool grpc() const { return grpc_; }
+  // The call came over TLS (ServerOptions::tls).
+  bool tls() const { return tls_; }
+  // Who the client's certificate says it is (subject CN, SAN DNS and URI
+  // names): verified against ServerTlsOptions::client_ca_file whenever it
+  // is not empty. Empty in clear text and when the client sent none.
+  const net::TlsPeerIdentity& peer_identity() const;
   // Metadata sent back with the response.
   void AddTrailer(std::string key, std::string value) {
     trailers_.emplace_back(std::move(key), std::move(value));
@@ -103,6 +111,9 @@ class ServerContext {
   MetadataList trailers_;
   bool cancelled_ = false;
   bool grpc_ = false;
+  bool tls_ = false;
+  // Shared by the calls of one connection; null without a certificate.
+  std::shared_ptr<const net::TlsPeerIdentity> peer_identity_;
   net::EventLoop* loop_ = nullptr;
 };
 
@@ -420,6 +431,31 @@ class ServerInterceptor {
   virtual void After(ServerContext& context, absl::StatusCode code, Clock::duration elapsed) {}
 };
 
+// TLS on the server's port (docs/rpc-tls.md). Both protocols run inside it:
+// after the handshake the first bytes tell Capstan frames from gRPC as in
+// clear text; ALPN offers "h2" (gRPC clients require it) and "capstan-rpc"
+// (what rpc::Channel asks for).
+struct ServerTlsOptions {
+  // PEM certificate (then its chain) and private key; both or neither.
+  // Empty: the port is clear text.
+  std::string cert_file;
+  std::string key_file;
+  // PEM bundle of the CAs whose client certificates are accepted; empty:
+  // no client certificate is asked for (ServerContext::peer_identity() is
+  // then always empty).
+  std::string client_ca_file;
+  // mTLS: a client without a certificate signed by client_ca_file is
+  // refused during the handshake. Off: one is asked for, verified when
+  // sent, and a client may send none. Needs client_ca_file.
+  bool require_client_cert = false;
+  // The three files are looked at again at most this often (at the next
+  // accepted connection); when they changed, new connections get the new
+  // certificate and open ones keep theirs. A rebuild that fails (a
+  // half-written file) keeps the previous certificate.
+  std::chrono::milliseconds reload_check = std::chrono::seconds(1);
+  bool enabled() const { return !cert_file.empty() || !key_file.empty(); }
+};
+
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 0;
@@ -466,6 +502,9 @@ struct ServerOptions {
   // a streaming call whose client gets this far ahead of its handler's
   // reads ends RESOURCE_EXHAUSTED.
   size_t grpc_max_queued_bytes = 16 << 20;
+
+  // ---- TLS (server_tls.cc)
+  ServerTlsOptions tls;
 };
 
 class Server {
@@ -510,6 +549,9 @@ class Server {
     int64_t protocol_errors = 0;
     // Calls refused by a concurrency limit (hard or adaptive).
     int64_t calls_shed = 0;
+    // Accepted connections whose TLS handshake failed (a client without
+    // an accepted certificate, no common protocol or version).
+    int64_t tls_handshake_failures = 0;
   };
   Stats stats() const;
 
@@ -533,6 +575,14 @@ class Server {
   bool TakesGrpc(net::Socket& socket) const;
   void ServeGrpc(std::shared_ptr<net::Socket> socket);
   void ShutdownGrpc(Clock::time_point deadline);
+  // server_tls.cc: checks ServerOptions::tls and loads the certificate.
+  absl::Status SetUpTls();
+  // Starts TLS on an accepted connection (when on); false: the connection
+  // could not start it and was closed.
+  bool StartTls(net::Socket& socket);
+  // Waits for the handshake; false (counted, the socket closed) when it
+  // failed.
+  net::Task<bool> FinishHandshake(net::Socket& socket);
   void Reject(const std::shared_ptr<ServerCall::Connection>& conn, uint32_t stream_id,
               absl::StatusCode code, std::string_view message);
   net::Task<void> AcceptLoop(LoopState* state);
@@ -575,6 +625,10 @@ class Server {
   // Accept loops and Capstan-protocol connections still running (on a
   // caller's group, Shutdown waits for none).
   std::atomic<int> tasks_{0};
+  // TLS: the server context, rebuilt when its files change; null in clear
+  // text.
+  std::shared_ptr<net::TlsReloader> tls_;
+  std::atomic<int64_t> tls_handshake_failures_{0};
   // Shutdown waits here for in_flight_ (and tasks_) to reach zero.
   std::mutex drain_mu_;
   std::condition_variable drained_;

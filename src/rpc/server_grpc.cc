@@ -102,6 +102,8 @@ class GrpcCallBridge final : public net::GrpcStreamHandler {
     ctx.method_ = method_->full_name;
     ctx.deadline_ = deadline;
     ctx.grpc_ = true;
+    ctx.tls_ = server_->tls_ != nullptr;
+    ctx.peer_identity_ = grpc_->shared_peer_identity();
     for (const auto& [name, value] : grpc_->metadata()) ctx.metadata_.emplace_back(name, value);
     call_ = call.get();
     server_->Launch(state_, std::move(call), method_, limiter);

@@ -25,6 +25,8 @@ struct ServerCall::Connection {
   std::string peer;
   Clock::time_point opened;
   uint64_t calls_started = 0;
+  // TLS: the client certificate's identity (null without one).
+  std::shared_ptr<const net::TlsPeerIdentity> peer_identity;
 };
 
 // A method as the server serves it: handler, limits, metrics.

@@ -39,6 +39,17 @@ std::string Server::StatusText() {
       "connections %d, calls in flight %d, calls started %d, shed %d, protocol errors %d\n",
       options_.host, port_, net::IoBackendName(group_->backend()), group_->size(), uptime.count(),
       s.connections, s.calls_in_flight, s.calls_started, s.calls_shed, s.protocol_errors);
+  if (tls_ != nullptr) {
+    const ServerTlsOptions& tls = options_.tls;
+    absl::StrAppendFormat(&out,
+                          "tls %s, client certificates %s, handshake failures %d, "
+                          "certificate reloads %d\n",
+                          tls.cert_file,
+                          tls.require_client_cert       ? "required"
+                          : !tls.client_ca_file.empty() ? "verified when sent"
+                                                        : "not asked for",
+                          s.tls_handshake_failures, tls_->reloads());
+  }
 
   absl::StrAppend(&out, "\nmethods\n");
   absl::StrAppendFormat(&out, "  %-44s %10s %8s %9s %12s %8s %9s %9s\n", "method", "calls",
