@@ -43,6 +43,7 @@ class GrpcConnection : public Http2Session {
     // which nghttp2 would reset). Dispatch checks what gRPC needs.
     h.http_messaging = false;
     h.stream_high_water_bytes = o.stream_high_water_bytes;
+    h.ping_ack_delay = o.ping_ack_delay;
     return h;
   }
 

@@ -240,6 +240,11 @@ struct GrpcServerOptions {
   // A streaming call's Write returns false from this much buffered output;
   // OnWriteRoom comes when it falls to a quarter of it.
   size_t stream_high_water_bytes = 1 << 20;
+  // A client's PING is acknowledged with the next answers on its connection,
+  // at most this much later (Http2Options::ping_ack_delay): gRPC clients
+  // ping once per round trip while calls flow, and an ACK sent alone is a
+  // write of its own for each. 0: at once.
+  std::chrono::microseconds ping_ack_delay{5000};
 };
 
 // Holds the answers that FinishFromAnyThread gets on this thread while it
