@@ -1,6 +1,13 @@
 #!/usr/bin/env python3
 """Turns bench/store-vs-etcd.sh results (JSON lines) into docs/benchmarks/store.md
-and a throughput-vs-clients plot (gnuplot)."""
+and a throughput-vs-clients plot (gnuplot).
+
+    store_report.py RESULTS OUT_MD SETTINGS [MODE [NOTE]]
+
+MODE "--only-clientv3": RESULTS hold only clientv3 rows; their section of OUT_MD
+(between the clientv3 markers) is replaced and the rest of the file kept. NOTE is
+a line printed with the clientv3 section (e.g. that the machine was shared)."""
+import datetime
 import json
 import os
 import platform
@@ -10,7 +17,11 @@ import sys
 from collections import defaultdict
 
 results_path, out_md, settings = sys.argv[1], sys.argv[2], sys.argv[3]
+mode = sys.argv[4] if len(sys.argv) > 4 else ""
+note = sys.argv[5] if len(sys.argv) > 5 else ""
 rows = [json.loads(l) for l in open(results_path) if l.strip()]
+CLIENTV3_BEGIN = "<!-- clientv3 rows: begin (bench/store-vs-etcd.sh writes this section) -->"
+CLIENTV3_END = "<!-- clientv3 rows: end -->"
 
 groups = defaultdict(list)  # (size, workload, clients, flags, system) -> results
 for r in rows:
@@ -58,7 +69,80 @@ lines.append("the members of a cluster); it holds whatever the load generator co
 lines.append("capstan / etcd: above 1 is better for throughput, below 1 is better for latency and CPU.\n")
 lines.append("| members | workload | clients | flags | capstan ops/s | etcd ops/s | ratio | capstan p99 ms | etcd p99 ms | ratio | capstan CPU µs/op | etcd CPU µs/op | ratio |")
 lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-keys = sorted({(k[0], k[1], k[2], k[3]) for k in groups if k[1] != "fill"}, key=lambda k: (k[0], k[1] != "put", k[1], k[3], k[2]))
+def is_clientv3(workload):
+    return workload.startswith("clientv3-")
+
+
+def clientv3_section():
+    """The clientv3 rows: medians, and the CPU ratio of each round on its own."""
+    ks = sorted({(k[0], k[1], k[2], k[3]) for k in groups if is_clientv3(k[1])},
+                key=lambda k: (k[0], k[1] != "clientv3-put", k[1], -k[2]))
+    if not ks:
+        return []
+    out = [CLIENTV3_BEGIN, "## Kubernetes' client: go.etcd.io/etcd/clientv3\n"]
+    out.append("The load generator is `bench/clientv3_load` (Go, `go.etcd.io/etcd/clientv3` 3.4 from")
+    out.append("Debian's golang-etcd-server-dev, the client Kubernetes' API server uses, with its")
+    out.append("keepalive settings): `--conns` clientv3.Client instances, one gRPC connection each,")
+    out.append("and `clients` goroutines over them with one request in flight each; 256 B values on")
+    out.append("1,000 keys. get is serializable; txn-create is Kubernetes' create (`If(CreateRevision")
+    out.append("== 0) Then(Put) Else(Get)`; once the 1,000 keys exist most calls take the Else branch).")
+    out.append("CPU/op is the servers' utime+stime from /proc over the measured operations (after a")
+    out.append("warm-up). The per-round column is capstan's CPU/op over etcd's in the same round: the")
+    out.append("two systems ran one after the other, so only ratios from one round share the")
+    out.append("machine's conditions.\n")
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out.append(f"- generated: {when}, {settings}")
+    if note:
+        out.append(f"- note: {note}")
+    out.append("- command: `ROWSETS=clientv3 bench/store-vs-etcd.sh` (or the full run), which runs per")
+    out.append("  system, member count, round and row: `build/clientv3_load --endpoints <members> --pid")
+    out.append("  <member pids> --workload <w> --clients <c> --total <n> --json --conns 10 --val-size 256")
+    out.append("  --keys 1000`\n")
+    out.append("| members | workload | clients | capstan ops/s | etcd ops/s | ratio | capstan p50 ms | etcd p50 ms "
+               "| capstan p99 ms | etcd p99 ms | capstan CPU µs/op | etcd CPU µs/op | ratio | ratio per round |")
+    out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for size, workload, clients, flags in ks:
+        c = summary((size, workload, clients, flags, "capstan"))
+        e = summary((size, workload, clients, flags, "etcd"))
+        per_round = []
+        by_round = defaultdict(dict)
+        for r in rows:
+            if (r["size"], r["workload"], r["clients"], r["flags"]) == (size, workload, clients, flags):
+                by_round[r["round"]][r["system"]] = r["result"]["server_cpu_us_per_op"]
+        for rnd in sorted(by_round):
+            cc, ee = by_round[rnd].get("capstan"), by_round[rnd].get("etcd")
+            per_round.append(f"{cc / ee:.2f}" if cc and ee else "-")
+
+        def ratio(a, b):
+            return f"{a / b:.2f}" if b else "-"
+        out.append(
+            f"| {size} | {workload[len('clientv3-'):]} | {clients} | {c['throughput']:.0f} | {e['throughput']:.0f} | "
+            f"{ratio(c['throughput'], e['throughput'])} | {c['p50_ms']:.2f} | {e['p50_ms']:.2f} | "
+            f"{c['p99_ms']:.2f} | {e['p99_ms']:.2f} | {c['server_cpu_us_per_op']:.1f} | "
+            f"{e['server_cpu_us_per_op']:.1f} | {ratio(c['server_cpu_us_per_op'], e['server_cpu_us_per_op'])} | "
+            f"{', '.join(per_round)} |")
+    errors = sum(r["result"]["errors"] for r in rows if is_clientv3(r["workload"]))
+    out.append(f"\nErrors across the clientv3 runs: {errors}.")
+    out.append(CLIENTV3_END + "\n")
+    return out
+
+
+if mode == "--only-clientv3":
+    section = "\n".join(clientv3_section())
+    old = open(out_md).read() if os.path.exists(out_md) else ""
+    if CLIENTV3_BEGIN in old and CLIENTV3_END in old:
+        head, rest = old.split(CLIENTV3_BEGIN, 1)
+        tail = rest.split(CLIENTV3_END, 1)[1].lstrip("\n")
+        new = head + section + "\n" + tail
+    elif "## Commands" in old:
+        head, tail = old.split("## Commands", 1)
+        new = head + section + "\n## Commands" + tail
+    else:
+        new = old + "\n" + section
+    open(out_md, "w").write(new)
+    sys.exit(0)
+
+keys = sorted({(k[0], k[1], k[2], k[3]) for k in groups if k[1] != "fill" and not is_clientv3(k[1])}, key=lambda k: (k[0], k[1] != "put", k[1], k[3], k[2]))
 plot = defaultdict(dict)  # size -> clients -> (cap, etcd)
 for size, workload, clients, flags in keys:
     c = summary((size, workload, clients, flags, "capstan"))
@@ -143,6 +227,7 @@ plot {', '.join(series)}
 subprocess.run(["gnuplot"], input=script, text=True, check=False)
 if os.path.exists(png):
     lines.append("![put throughput against client count](store-put-throughput.png)\n")
+lines.extend(clientv3_section())
 lines.append("## Commands\n")
 lines.append("```\nbench/store-vs-etcd.sh\n# which runs, per system, cluster size, round and row:\n"
              "capstan bench store --endpoints <members> --pid <member pids> --workload <w> --clients <c> "

@@ -32,6 +32,10 @@ PACKAGES=(
   # the gateway's peers and load generators (bench/gateway-vs-nginx.sh, e2e tests),
   # and the profiler the benchmarks use (perf record / perf stat)
   nginx haproxy wrk nghttp2-client linux-perf
+  # the Go etcd client Kubernetes uses (go.etcd.io/etcd/clientv3, 3.4 in bookworm)
+  # and the Go compiler that builds bench/clientv3_load, the clientv3-driven rows of
+  # bench/store-vs-etcd.sh (GO111MODULE=off GOPATH=/usr/share/gocode: no module proxy)
+  golang-go golang-etcd-server-dev
   # LuaJIT for the gateway's edge functions, and nginx with the Lua module, their
   # OpenResty-style peer (bench/edge-vs-openresty.sh runs the same Lua in
   # access_by_lua and header_filter_by_lua). The OpenResty-maintained LuaJIT

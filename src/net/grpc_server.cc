@@ -1,5 +1,7 @@
 #include "net/grpc_server.h"
 
+#include <algorithm>
+
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "base/coding.h"
@@ -41,6 +43,7 @@ class GrpcConnection : public Http2Session {
     // which nghttp2 would reset). Dispatch checks what gRPC needs.
     h.http_messaging = false;
     h.stream_high_water_bytes = o.stream_high_water_bytes;
+    h.ping_ack_delay = o.ping_ack_delay;
     return h;
   }
 
@@ -316,19 +319,70 @@ void GrpcCall::Finish(const absl::Status& status) {
   SendHeaders(all, /*end_stream=*/true);
 }
 
+namespace {
+
+struct HeldAnswer {
+  GrpcCallPtr call;
+  absl::Status status;
+  std::optional<Buffer> framed;
+};
+
+// This thread's open GrpcFinishBatch: how deep, and the answers it holds by
+// loop (a handful of loops, so a vector).
+struct FinishBatchState {
+  int depth = 0;
+  std::vector<std::pair<EventLoop*, std::vector<HeldAnswer>>> by_loop;
+};
+
+FinishBatchState& ThreadFinishBatch() {
+  thread_local FinishBatchState state;
+  return state;
+}
+
+void FinishOnLoop(GrpcCall* call, absl::Status status, std::optional<Buffer> framed) {
+  if (status.ok() && framed.has_value()) call->WriteFramed(std::move(*framed));
+  call->Finish(status);
+}
+
+}  // namespace
+
 void GrpcCall::FinishFromAnyThread(GrpcCallPtr call, absl::Status status,
                                    std::optional<Buffer> framed) {
-  auto finish = [](GrpcCall* c, absl::Status st, std::optional<Buffer> framed) {
-    if (st.ok() && framed.has_value()) c->WriteFramed(std::move(*framed));
-    c->Finish(st);
-  };
   if (call->loop_->InLoopThread()) {
-    finish(call.get(), std::move(status), std::move(framed));
+    FinishOnLoop(call.get(), std::move(status), std::move(framed));
     return;
   }
   EventLoop* loop = call->loop_;
-  loop->Post([call = std::move(call), status = std::move(status), framed = std::move(framed),
-              finish]() mutable { finish(call.get(), std::move(status), std::move(framed)); });
+  if (FinishBatchState& batch = ThreadFinishBatch(); batch.depth > 0) {
+    auto it = std::find_if(batch.by_loop.begin(), batch.by_loop.end(),
+                           [loop](const auto& entry) { return entry.first == loop; });
+    if (it == batch.by_loop.end()) {
+      batch.by_loop.emplace_back(loop, std::vector<HeldAnswer>());
+      it = batch.by_loop.end() - 1;
+    }
+    it->second.push_back(HeldAnswer{std::move(call), std::move(status), std::move(framed)});
+    return;
+  }
+  loop->Post(
+      [call = std::move(call), status = std::move(status), framed = std::move(framed)]() mutable {
+        FinishOnLoop(call.get(), std::move(status), std::move(framed));
+      });
+}
+
+GrpcFinishBatch::GrpcFinishBatch() { ++ThreadFinishBatch().depth; }
+
+GrpcFinishBatch::~GrpcFinishBatch() {
+  FinishBatchState& batch = ThreadFinishBatch();
+  if (--batch.depth > 0 || batch.by_loop.empty()) return;
+  std::vector<std::pair<EventLoop*, std::vector<HeldAnswer>>> by_loop;
+  by_loop.swap(batch.by_loop);
+  for (auto& [loop, answers] : by_loop) {
+    loop->Post([answers = std::move(answers)]() mutable {
+      for (HeldAnswer& a : answers) {
+        FinishOnLoop(a.call.get(), std::move(a.status), std::move(a.framed));
+      }
+    });
+  }
 }
 
 // ---- GrpcServer

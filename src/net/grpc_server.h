@@ -176,10 +176,13 @@ class GrpcCall : public Http2Stream {
   // Replies with `framed` (a message with its length prefix, from
   // FrameGrpcMessage; status OK) or fails with `status`, on the call's loop.
   // The call may be over by then; nothing is sent then.
+  // Inside a GrpcFinishBatch on this thread the answer waits for the end
+  // of the batch.
   static void FinishFromAnyThread(GrpcCallPtr call, absl::Status status,
                                   std::optional<Buffer> framed);
 
  private:
+  friend class GrpcFinishBatch;
   friend class GrpcConnection;
   GrpcCall(GrpcServer* server, EventLoop* loop) : server_(server), loop_(loop) {}
   GrpcCallPtr self() { return std::static_pointer_cast<GrpcCall>(shared_from_this()); }
@@ -244,6 +247,32 @@ struct GrpcServerOptions {
   // A streaming call's Write returns false from this much buffered output;
   // OnWriteRoom comes when it falls to a quarter of it.
   size_t stream_high_water_bytes = 1 << 20;
+  // A client's PING is acknowledged with the next answers on its connection,
+  // at most this much later (Http2Options::ping_ack_delay): gRPC clients
+  // ping once per round trip while calls flow, and an ACK sent alone is a
+  // write of its own for each. 0: at once.
+  std::chrono::microseconds ping_ack_delay{5000};
+};
+
+// Holds the answers that FinishFromAnyThread gets on this thread while it
+// lives, and hands each loop its share in one Post when it ends, in the
+// order they were given. A thread that finishes many calls at once (the
+// store's applier answers a whole committed batch) then wakes each loop
+// once, and the loop frames all of a connection's answers in one turn and
+// one write, where a Post per call could wake it, and flush, once per
+// call. Calls on the thread's own loop are finished at once, as without a
+// batch. Batches nest; the outermost one posts.
+//
+//   {
+//     GrpcFinishBatch batch;
+//     for (auto& [call, reply] : answers) GrpcCall::FinishFromAnyThread(call, ok, reply);
+//   }  // one Post per loop here
+class GrpcFinishBatch {
+ public:
+  GrpcFinishBatch();
+  ~GrpcFinishBatch();
+  GrpcFinishBatch(const GrpcFinishBatch&) = delete;
+  GrpcFinishBatch& operator=(const GrpcFinishBatch&) = delete;
 };
 
 class GrpcServer {

@@ -134,6 +134,7 @@ bool Http2Session::Start() {
   nghttp2_option_new(&option);
   if (!options_.http_messaging) nghttp2_option_set_no_http_messaging(option, 1);
   if (options_.manual_flow_control) nghttp2_option_set_no_auto_window_update(option, 1);
+  if (options_.ping_ack_delay.count() > 0) nghttp2_option_set_no_auto_ping_ack(option, 1);
   int rv = role_ == Role::kServer
                ? nghttp2_session_server_new2(&session_, Callbacks(), this, option)
                : nghttp2_session_client_new2(&session_, Callbacks(), this, option);
@@ -202,6 +203,7 @@ Task<void> Http2Session::Run() {
   }
   finished_ = true;
   send_timer_.Cancel();
+  ping_ack_timer_.Cancel();
   CloseAllStreams();
   // The last frames (replies, a GOAWAY saying why) leave, within a bound.
   Timer give_up([socket] { socket->Close(); });
@@ -237,6 +239,12 @@ bool Http2Session::Receive() {
 
 void Http2Session::Send() {
   if (in_send_ || session_ == nullptr || finished_) return;
+  // Held PING ACKs ride with whatever else is ready to leave now, or leave
+  // alone once their delay is up.
+  if (!held_ping_acks_.empty() &&
+      (ping_acks_due_ || streams_.empty() || nghttp2_session_want_write(session_) != 0)) {
+    SubmitHeldPingAcks();
+  }
   in_send_ = true;
   int rv = nghttp2_session_send(session_);
   in_send_ = false;
@@ -252,6 +260,15 @@ void Http2Session::Send() {
     std::shared_ptr<Http2Stream> stream = weak.lock();
     if (stream && !stream->closed_) stream->OnWriteRoom();
   }
+}
+
+void Http2Session::SubmitHeldPingAcks() {
+  for (const std::array<uint8_t, 8>& payload : held_ping_acks_) {
+    nghttp2_submit_ping(session_, NGHTTP2_FLAG_ACK, payload.data());
+  }
+  held_ping_acks_.clear();
+  ping_acks_due_ = false;
+  ping_ack_timer_.Cancel();
 }
 
 void Http2Session::GoAway(uint32_t error_code) {
@@ -383,6 +400,19 @@ int Http2Session::OnFrameRecv(nghttp2_session*, const nghttp2_frame* frame, void
   Http2Session* self = Self(user);
   if (frame->hd.type == NGHTTP2_GOAWAY) {
     self->peer_went_away_ = true;
+    return 0;
+  }
+  if (frame->hd.type == NGHTTP2_PING && (frame->hd.flags & NGHTTP2_FLAG_ACK) == 0 &&
+      self->options_.ping_ack_delay.count() > 0) {
+    // nghttp2 leaves the ACK to us (Start): held for the next frames.
+    std::array<uint8_t, 8> payload;
+    std::copy_n(frame->ping.opaque_data, payload.size(), payload.begin());
+    self->held_ping_acks_.push_back(payload);
+    if (self->held_ping_acks_.size() >= kMaxHeldPingAcks) {
+      self->ping_acks_due_ = true;
+    } else if (!self->ping_ack_timer_.armed()) {
+      self->ping_ack_timer_.ArmAfter(self->loop(), self->options_.ping_ack_delay);
+    }
     return 0;
   }
   if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;

@@ -30,6 +30,8 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include <array>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -86,6 +88,14 @@ struct Http2Options {
   // back its producers at this bound, not at streams x the stream's mark.
   // 0: no connection bound.
   size_t connection_high_water_bytes = 0;
+  // How long the ACK of a received PING may wait for other frames to leave
+  // with (0: sent at once, nghttp2's default). gRPC clients ping once per
+  // round trip while data flows (grpc-go's bandwidth-delay estimator); on a
+  // server whose answers come a little later, each ACK sent at once is a
+  // write of its own. Held, it leaves with the next frames the session
+  // sends, or alone when the delay is up. Held only while streams are open
+  // (their frames will follow), and at most 8 (more are sent at once).
+  std::chrono::microseconds ping_ack_delay{0};
 };
 
 // One stream. Derive from it for the application's per-stream state; the
@@ -237,6 +247,8 @@ class Http2Session {
   // The peer sent GOAWAY (client side: open no more streams here).
   bool peer_went_away() const { return peer_went_away_; }
   uint64_t protocol_errors() const { return protocol_errors_; }
+  // PING ACKs held for the next frames (Http2Options::ping_ack_delay).
+  size_t held_ping_acks() const { return held_ping_acks_.size(); }
 
   // ---- for Http2Stream
   // Sends what nghttp2 has ready in this turn, after the current callbacks
@@ -291,6 +303,8 @@ class Http2Session {
   void ResumeData(Http2Stream* stream);
   void CloseStream(Http2Stream* stream, uint32_t error_code);
   void CloseAllStreams();
+  // Queues the held PING ACKs in nghttp2 (they leave with this send).
+  void SubmitHeldPingAcks();
 
   Role role_;
   std::shared_ptr<Socket> socket_;
@@ -298,6 +312,14 @@ class Http2Session {
   nghttp2_session* session_ = nullptr;
   absl::flat_hash_map<int32_t, std::shared_ptr<Http2Stream>> streams_;
   Timer send_timer_{[this] { Send(); }};
+  // Payloads of PINGs not yet acknowledged, and when the oldest must be.
+  static constexpr size_t kMaxHeldPingAcks = 8;
+  std::vector<std::array<uint8_t, 8>> held_ping_acks_;
+  bool ping_acks_due_ = false;
+  Timer ping_ack_timer_{[this] {
+    ping_acks_due_ = true;
+    Send();
+  }};
   std::vector<std::weak_ptr<Http2Stream>> room_;
   // Output queued on all streams and not yet framed; the streams a full
   // connection held back (Http2Options::connection_high_water_bytes).

@@ -6,6 +6,7 @@
 #include "net/http2.h"
 
 #include <map>
+#include <span>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -370,6 +371,179 @@ TEST_P(Http2Test, ServerClosingTheConnectionCancelsClientStreams) {
     EXPECT_EQ(s->close_code_, static_cast<uint32_t>(NGHTTP2_CANCEL));
     EXPECT_FALSE(s->ended_);
     co_await p.Close();
+  }(loop_.get()));
+}
+
+// A raw HTTP/2 client for what Http2Session's client side does not send
+// (PING): frames written by hand, frames read back whole.
+struct RawFrame {
+  uint8_t type = 0;
+  uint8_t flags = 0;
+  uint32_t stream = 0;
+  std::string payload;
+};
+
+std::string EncodeFrame(uint8_t type, uint8_t flags, uint32_t stream, std::string_view payload) {
+  std::string f;
+  f.push_back(static_cast<char>(payload.size() >> 16));
+  f.push_back(static_cast<char>(payload.size() >> 8));
+  f.push_back(static_cast<char>(payload.size()));
+  f.push_back(static_cast<char>(type));
+  f.push_back(static_cast<char>(flags));
+  for (int shift = 24; shift >= 0; shift -= 8) f.push_back(static_cast<char>(stream >> shift));
+  f.append(payload);
+  return f;
+}
+
+// A request header block of HPACK literals (no indexing, no Huffman; every
+// string here is shorter than 127 bytes).
+std::string LiteralHeaderBlock(std::span<const HeaderField> fields) {
+  std::string block;
+  for (const HeaderField& f : fields) {
+    block.push_back('\0');
+    block.push_back(static_cast<char>(f.name.size()));
+    block.append(f.name);
+    block.push_back(static_cast<char>(f.value.size()));
+    block.append(f.value);
+  }
+  return block;
+}
+
+// Reads frames until one matches `want` (bounded: 5 s of reads); every frame
+// read is appended to `seen`.
+template <typename Want>
+Task<bool> ReadUntil(Socket* s, std::vector<RawFrame>* seen, Want want) {
+  auto give_up = EventLoop::Clock::now() + std::chrono::seconds(5);
+  std::string pending;
+  while (EventLoop::Clock::now() < give_up) {
+    pending += s->input().ToString();
+    s->input().Clear();
+    bool found = false;
+    while (pending.size() >= 9) {
+      size_t len = (size_t{static_cast<uint8_t>(pending[0])} << 16) |
+                   (size_t{static_cast<uint8_t>(pending[1])} << 8) |
+                   static_cast<uint8_t>(pending[2]);
+      if (pending.size() < 9 + len) break;
+      RawFrame f;
+      f.type = static_cast<uint8_t>(pending[3]);
+      f.flags = static_cast<uint8_t>(pending[4]);
+      for (int i = 5; i < 9; ++i) f.stream = (f.stream << 8) | static_cast<uint8_t>(pending[i]);
+      f.stream &= 0x7fffffffu;
+      f.payload = pending.substr(9, len);
+      pending.erase(0, 9 + len);
+      found = found || want(f);
+      seen->push_back(std::move(f));
+    }
+    if (found) co_return true;
+    auto more = co_await s->ReadMore();
+    if (!more.ok()) break;
+  }
+  ADD_FAILURE() << "the awaited frame did not come";
+  co_return false;
+}
+
+bool IsPingAck(const RawFrame& f, std::string_view payload) {
+  return f.type == NGHTTP2_PING && (f.flags & NGHTTP2_FLAG_ACK) != 0 && f.payload == payload;
+}
+
+// gRPC clients ping once per round trip while calls flow: with
+// ping_ack_delay the ACK waits for the next frames (the answer) instead of
+// costing a write of its own, and is sent at once when no stream is open.
+TEST_P(Http2Test, PingAckWaitsForTheNextFramesWhileStreamsAreOpen) {
+  RunToCompletion(*loop_, [](EventLoop* loop) -> Task<void> {
+    auto listener = Listener::Bind(loop, "127.0.0.1", 0);
+    EXPECT_TRUE(listener.ok()) << listener.status();
+    auto client = co_await Socket::Connect(loop, "127.0.0.1", (*listener)->port());
+    EXPECT_TRUE(client.ok()) << client.status();
+    auto accepted = co_await (*listener)->Accept();
+    EXPECT_TRUE(accepted.ok()) << accepted.status();
+    Http2Options options;
+    options.ping_ack_delay = std::chrono::hours(1);  // only the answer releases it
+    auto server = std::make_shared<EchoSession>(std::move(accepted).value(), options);
+    EXPECT_TRUE(server->Start());
+    WaitGroup running(loop);
+    running.Add();
+    loop->StartOwned(Pair::Drive(server, &running));
+    Socket* raw = client->get();
+    std::vector<RawFrame> seen;
+
+    raw->Write(std::string_view(NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN));
+    raw->Write(EncodeFrame(NGHTTP2_SETTINGS, 0, 0, ""));
+    (void)co_await ReadUntil(raw, &seen, [](const RawFrame& f) {
+      return f.type == NGHTTP2_SETTINGS && (f.flags & NGHTTP2_FLAG_ACK) != 0;
+    });
+
+    // No stream open: acknowledged at once, whatever the delay.
+    raw->Write(EncodeFrame(NGHTTP2_PING, 0, 0, "idleidle"));
+    bool idle_acked =
+        co_await ReadUntil(raw, &seen, [](const RawFrame& f) { return IsPingAck(f, "idleidle"); });
+    EXPECT_TRUE(idle_acked);
+
+    // A request the server holds, then a PING: the ACK waits...
+    raw->Write(EncodeFrame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 1,
+                           LiteralHeaderBlock(kHeld)));
+    raw->Write(EncodeFrame(NGHTTP2_PING, 0, 0, "pingpong"));
+    bool held = co_await Until(loop, [&] { return server->held_ping_acks() == 1; });
+    EXPECT_TRUE(held);
+    EXPECT_EQ(server->streams_.size(), 1u);
+    // ...for the answer, and leaves with it.
+    if (!server->streams_.empty()) {
+      HeaderField answer[] = {{":status", "204"}};
+      server->streams_[0]->SendHeaders(answer, /*end_stream=*/true);
+    }
+    seen.clear();
+    bool answered = co_await ReadUntil(
+        raw, &seen, [](const RawFrame& f) { return f.type == NGHTTP2_HEADERS && f.stream == 1; });
+    EXPECT_TRUE(answered);
+    bool acked = false;
+    for (const RawFrame& f : seen) acked = acked || IsPingAck(f, "pingpong");
+    if (!acked) {
+      acked = co_await ReadUntil(raw, &seen,
+                                 [](const RawFrame& f) { return IsPingAck(f, "pingpong"); });
+    }
+    EXPECT_TRUE(acked);
+    EXPECT_EQ(server->held_ping_acks(), 0u);
+
+    raw->Close();
+    server->Close();
+    co_await running.Wait();
+    (*listener)->Close();
+  }(loop_.get()));
+}
+
+// Held or not, an ACK leaves once the delay is up.
+TEST_P(Http2Test, HeldPingAckLeavesAloneWhenTheDelayIsUp) {
+  RunToCompletion(*loop_, [](EventLoop* loop) -> Task<void> {
+    auto listener = Listener::Bind(loop, "127.0.0.1", 0);
+    EXPECT_TRUE(listener.ok()) << listener.status();
+    auto client = co_await Socket::Connect(loop, "127.0.0.1", (*listener)->port());
+    EXPECT_TRUE(client.ok()) << client.status();
+    auto accepted = co_await (*listener)->Accept();
+    EXPECT_TRUE(accepted.ok()) << accepted.status();
+    Http2Options options;
+    options.ping_ack_delay = std::chrono::milliseconds(2);
+    auto server = std::make_shared<EchoSession>(std::move(accepted).value(), options);
+    EXPECT_TRUE(server->Start());
+    WaitGroup running(loop);
+    running.Add();
+    loop->StartOwned(Pair::Drive(server, &running));
+    Socket* raw = client->get();
+    std::vector<RawFrame> seen;
+    raw->Write(std::string_view(NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN));
+    raw->Write(EncodeFrame(NGHTTP2_SETTINGS, 0, 0, ""));
+    raw->Write(EncodeFrame(NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 1,
+                           LiteralHeaderBlock(kHeld)));
+    bool opened = co_await Until(loop, [&] { return server->streams_.size() == 1; });
+    EXPECT_TRUE(opened);
+    raw->Write(EncodeFrame(NGHTTP2_PING, 0, 0, "latelate"));
+    bool late_acked =
+        co_await ReadUntil(raw, &seen, [](const RawFrame& f) { return IsPingAck(f, "latelate"); });
+    EXPECT_TRUE(late_acked);
+    EXPECT_EQ(server->open_streams(), 1u);  // nothing else released it
+    raw->Close();
+    server->Close();
+    co_await running.Wait();
+    (*listener)->Close();
   }(loop_.get()));
 }
 

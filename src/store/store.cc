@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <optional>
 #include <random>
 #include <set>
 
@@ -23,6 +24,7 @@
 #include "capstan/peer.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "net/address.h"
+#include "net/grpc_server.h"
 #include "store/errors.h"
 #include "store/transport_security.h"
 
@@ -606,6 +608,10 @@ void Store::OnLeaderChange(uint64_t leader, uint64_t term) {
 }
 
 void Store::ApplyBatch(const raft::CommittedBatch& batch) {
+  // The batch's answers to calls of other threads' loops leave together
+  // when its entries are applied (before the watchers' fan-out): one
+  // wake-up and one write per connection for the batch, not one per call.
+  std::optional<net::GrpcFinishBatch> answers(std::in_place);
   for (const raft::Entry& e : batch.entries) {
     last_applied_term_ = e.term;
     if (e.type == raft::EntryType::kConfChange) {
@@ -639,6 +645,7 @@ void Store::ApplyBatch(const raft::CommittedBatch& batch) {
     }
     applier_->Apply(e.index, e.term, entry, TakeWaiter(entry.request_id()));
   }
+  answers.reset();
   if (batch.entries.empty()) return;
   uint64_t last = batch.entries.back().index;
   applied_ = last;
