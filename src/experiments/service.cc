@@ -85,6 +85,13 @@ absl::StatusOr<std::unique_ptr<ExperimentsService>> ExperimentsService::Start(
     return absl::InvalidArgumentError(
         absl::StrCat("--prefix must end with '/' (got \"", options.prefix, "\")"));
   }
+  if (options.streaming.max_subscribers > 0 &&
+      options.streaming.max_subscribers >= options.max_connections) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--sse-max-subscribers (", options.streaming.max_subscribers,
+                     ") must be below --max-connections (", options.max_connections,
+                     "): each subscriber holds a connection, and the API needs some too"));
+  }
   std::unique_ptr<ExperimentsService> svc(new ExperimentsService());
   svc->options_ = options;
   ASSIGN_OR_RETURN(std::unique_ptr<client::Client> client,
@@ -112,10 +119,19 @@ absl::StatusOr<std::unique_ptr<ExperimentsService>> ExperimentsService::Start(
                      return static_cast<double>(n);
                    });
 
+  svc->streams_ = std::make_unique<GrowthBookStreams>(&svc->growthbook_, options.streaming);
+  svc->growthbook_.set_streaming(svc->streams_->enabled());
+  reg.AddGaugeFunc("capstan_experiments_sse_subscribers",
+                   "GrowthBook streaming (GET /sub/{clientKey}) subscribers connected.",
+                   [raw] { return static_cast<double>(raw->streams_->subscribers()); });
+  svc->streams_->set_events_counter(
+      reg.AddCounter("capstan_experiments_sse_events_total",
+                     "GrowthBook streaming payload events sent (initial ones included)."));
   svc->AddRoutes();
   svc->watcher_ = ConfigWatcher::Start(svc->client_, options.prefix);
   svc->watcher_->Subscribe([raw](const std::shared_ptr<const DocumentSnapshot>& snapshot) {
     raw->growthbook_.OnSnapshot(snapshot);
+    raw->streams_->OnSnapshot();  // after the swap: it sends what Features now serves
   });
 
   ServiceContext context{.store = svc->repository_.get(),
@@ -130,14 +146,15 @@ absl::StatusOr<std::unique_ptr<ExperimentsService>> ExperimentsService::Start(
   for (const ServiceExtension& extension : options.extensions) RETURN_IF_ERROR(extension(context));
   svc->results_history_ = InstallResultsHistory(&svc->router_, svc->watcher_.get());
 
-  svc->server_ = std::make_unique<net::HttpServer>(
-      net::HttpServerOptions{.name = "experiments",
-                             .max_connections = options.max_connections,
-                             .max_body_bytes = options.max_body_bytes,
-                             .worker_threads = options.worker_threads,
-                             // GrowthBook's browser SDKs call from other origins.
-                             .default_headers = {{"Access-Control-Allow-Origin", "*"},
-                                                 {"Access-Control-Expose-Headers", "ETag"}}});
+  svc->server_ = std::make_unique<net::HttpServer>(net::HttpServerOptions{
+      .name = "experiments",
+      .max_connections = options.max_connections,
+      .max_body_bytes = options.max_body_bytes,
+      .worker_threads = options.worker_threads,
+      // GrowthBook's browser SDKs call from other origins,
+      // and read x-sse-support before they subscribe.
+      .default_headers = {{"Access-Control-Allow-Origin", "*"},
+                          {"Access-Control-Expose-Headers", "ETag, x-sse-support"}}});
   svc->server_->Handle("/metrics", [raw] {
     return net::HttpResponse{.content_type = "text/plain; version=0.0.4; charset=utf-8",
                              .body = raw->registry_.RenderText()};
@@ -176,6 +193,10 @@ void ExperimentsService::AddRoutes() {
                 return growthbook_.Features(p.at("clientKey"),
                                             r.Header("If-None-Match").value_or(""));
               });
+  router_.Add(
+      "GET", "/sub/{clientKey}", [this](const net::HttpRequest& r, const net::PathParams& p) {
+        return streams_->Subscribe(p.at("clientKey"), r.Header("Last-Event-ID").value_or(""));
+      });
   router_.Add("POST", "/api/eval/{clientKey}",
               [this](const net::HttpRequest& r, const net::PathParams& p) {
                 return growthbook_.RemoteEval(p.at("clientKey"), r.body);

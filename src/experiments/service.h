@@ -12,6 +12,8 @@
 // Endpoints (docs/experiments.md has examples):
 //   GET    /health, /metrics
 //   GET    /api/features/{clientKey}        POST /api/eval/{clientKey}
+//   GET    /sub/{clientKey}                 server-sent events: the payload on every change
+//                                           (growthbook_stream.h)
 //   GET    /v1/{kind}                       the documents of a kind: {"items": [...]}
 //   GET    /v1/{kind}/{id}                  one document (ETag: its revision)
 //   PUT    /v1/{kind}/{id}                  body: the spec; creates, or with ?revision=N
@@ -40,6 +42,7 @@
 #include "client/client.h"
 #include "experiments/config_store.h"
 #include "experiments/growthbook_service.h"
+#include "experiments/growthbook_stream.h"
 #include "net/http_router.h"
 #include "net/http_server.h"
 
@@ -75,6 +78,10 @@ struct ServiceOptions {
   bool layered_model = true;
   // Units in one POST /v1/evaluate/batch (more: 413).
   size_t max_batch_units = 1000;
+  // GET /sub/{clientKey} (GrowthBook streaming). Each subscriber holds one
+  // of max_connections, so keep max_subscribers below it (Start refuses
+  // otherwise); 0 turns streaming off.
+  GrowthBookStreamOptions streaming{.max_subscribers = 512};
   // Run in order before the server starts; an error stops Start.
   std::vector<ServiceExtension> extensions;
 };
@@ -92,6 +99,7 @@ class ExperimentsService {
   ConfigStore& store() { return *repository_; }
   ConfigWatcher& watcher() { return *watcher_; }
   const GrowthBookEndpoints& growthbook() const { return growthbook_; }
+  const GrowthBookStreams& streams() const { return *streams_; }
   // nullptr when ServiceOptions::layered_model is false.
   LayeredModelService* layered_model() { return layered_model_.get(); }
 
@@ -123,6 +131,7 @@ class ExperimentsService {
   std::unique_ptr<ConfigWatcher> watcher_;
   std::unique_ptr<LayeredModelService> layered_model_;  // subscribed to watcher_
   std::unique_ptr<ResultsHistory> results_history_;     // samples through router_
+  std::unique_ptr<GrowthBookStreams> streams_;          // outlives server_: streams call it
   std::unique_ptr<net::HttpServer> server_;
 };
 
