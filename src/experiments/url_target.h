@@ -4,20 +4,22 @@
 // The SDK parses the user's URL and each "simple" pattern with `new URL`
 // (a WHATWG URL parser: IDNA, IPv4 forms, percent-encoding sets, dot
 // segments, backslashes, ...). Capstan has no full WHATWG parser, so
-// UrlTargeted answers exactly for the inputs every GrowthBook UI produces —
-// http(s) URLs and patterns written with ASCII letters, digits and
-// `-._~/?#&=:*!$,;@` minus userinfo — and returns std::nullopt outside it (the evaluator then
-// reports Unimplemented rather than guess):
-//   * a URL or pattern holding another character (`%`, `+`, `\`, `'`,
-//     space, `[`, non-ASCII, ...) or an `@`;
+// UrlTargeted answers exactly on a subset, the inputs GrowthBook's UI
+// writes, and returns std::nullopt outside it (the evaluator then reports
+// Unimplemented rather than guess). Outside the subset:
+//   * a character other than ASCII letters, digits and `-._~/?#&=:*!$,;`
+//     (a space is allowed inside, not at either end): `%`, `+`, `\`, `'`,
+//     `@` (userinfo), `[`, non-ASCII, ...;
 //   * a scheme other than http/https, or one not followed by `//`;
-//   * a host whose last label is a number or starts with `0x` (IPv4
-//     forms), or a label starting with `xn--` (punycode);
-// Within it, what `new URL` does is done: relative input resolved against
+//   * a host with a space, whose last label is a number or starts with `0x`
+//     (IPv4 forms), or with a label starting with `xn--` (punycode);
+//   * targets that are not objects (JavaScript's coercions not followed).
+// Inside it, what `new URL` does is done: relative input resolved against
 // the SDK's bases (`https://_` for the URL, `https://_____` for a pattern),
 // host lower-cased, default port dropped, `.` / `..` path segments
-// resolved, an empty path made `/`, invalid input (an empty host, a bad
-// port) counted as no match — as the SDK's try/catch does.
+// resolved, an empty path made `/`, spaces in the path, query and fragment
+// percent-encoded; invalid input (an empty host, a bad port) is no match,
+// as the SDK's try/catch makes it.
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -45,8 +47,8 @@ struct SubsetUrl {
   std::string Href() const;
   std::string Origin() const { return scheme + "://" + host; }
 };
-// `new URL(input, base)`: the URL; an error string when JavaScript throws
-// (TypeError: Invalid URL); nullopt outside the subset.
+// `new URL(input, base)`: `valid` false where JavaScript throws (TypeError:
+// Invalid URL); `supported` false outside the subset.
 struct UrlParse {
   bool supported = true;
   bool valid = false;
