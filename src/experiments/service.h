@@ -7,7 +7,9 @@
 // mod_revision compare + a history record) ─► store ─► watch ─► ConfigWatcher
 // (new immutable DocumentSnapshot) ─► subscribers: GrowthBookEndpoints rebuilds
 // each SDK connection's payload and swaps it in ─► GET /api/features/{key},
-// POST /api/eval/{key}. Readers never wait for writers.
+// POST /api/eval/{key}; then GrowthBookStreams sends each changed payload to
+// the GET /sub/{key} subscribers (server-sent events). Readers never wait
+// for writers.
 //
 // Endpoints (docs/experiments.md has examples):
 //   GET    /health, /metrics

@@ -1,5 +1,5 @@
 // GrowthBook streaming against `capstan experiments serve`, with the
-// unmodified @growthbook/growthbook SDK (tests/e2e/experiments_service_test.cc
+// unmodified @growthbook/growthbook SDK (tests/e2e/experiments_streaming_test.cc
 // starts the service and creates the documents). Two SDK instances — one on a
 // plain SDK connection, one on an encrypted one — init with streaming: true;
 // node has no EventSource, so the SDK gets the `eventsource` package's. Then,
