@@ -215,6 +215,40 @@ void ExperimentsService::AddRoutes() {
     response.headers.emplace_back("ETag", absl::StrCat("\"", doc->revision, "\""));
     return response;
   });
+  router_.Add(
+      "POST", "/v1/experiments/{id}/{action}",
+      [this](const net::HttpRequest& r, const net::PathParams& p) {
+        std::optional<LifecycleAction> action = ParseLifecycleAction(p.at("action"));
+        if (!action.has_value()) {
+          return net::JsonError(404, "not_found",
+                                "no such lifecycle action (start, stop, launch, ramp)");
+        }
+        Json body = r.body.empty() ? Json::object()
+                                   : Json::parse(r.body, nullptr, /*allow_exceptions=*/false);
+        if (!body.is_object()) {
+          return ErrorResponse(absl::InvalidArgumentError("(body): must be a JSON object"));
+        }
+        std::optional<int64_t> expected = ExpectedRevision(r);
+        LifecycleChange change{
+            .action = *action, .expected_revision = expected.value_or(0), .user = UserOf(r)};
+        if (auto coverage = body.find("coverage"); coverage != body.end()) {
+          if (!coverage->is_number()) {
+            return ErrorResponse(absl::InvalidArgumentError("coverage: must be a number"));
+          }
+          change.coverage = coverage->get<double>();
+        }
+        if (auto variant = body.find("launched_variant"); variant != body.end()) {
+          if (!variant->is_string()) {
+            return ErrorResponse(absl::InvalidArgumentError("launched_variant: must be a string"));
+          }
+          change.launched_variant = variant->get<std::string>();
+        }
+        absl::StatusOr<ConfigDocument> written = ChangeLifecycle(p.at("id"), change);
+        if (!written.ok()) return ErrorResponse(written.status());
+        net::HttpResponse response = net::JsonResponse(200, written->ToApi().dump());
+        response.headers.emplace_back("ETag", absl::StrCat("\"", written->revision, "\""));
+        return response;
+      });
   router_.Add("PUT", "/v1/{kind}/{id}",
               [this](const net::HttpRequest& r, const net::PathParams& p) { return Put(r, p); });
   router_.Add("DELETE", "/v1/{kind}/{id}",
@@ -261,6 +295,47 @@ net::HttpResponse ExperimentsService::Delete(const net::HttpRequest& request,
   if (!st.ok()) return ErrorResponse(st);
   return net::JsonResponse(
       200, Json{{"deleted", true}, {"kind", params.at("kind")}, {"id", params.at("id")}}.dump());
+}
+
+std::optional<LifecycleAction> ParseLifecycleAction(std::string_view name) {
+  if (name == "start") return LifecycleAction::kStart;
+  if (name == "stop") return LifecycleAction::kStop;
+  if (name == "launch") return LifecycleAction::kLaunch;
+  if (name == "ramp") return LifecycleAction::kRamp;
+  return std::nullopt;
+}
+
+absl::StatusOr<ConfigDocument> ExperimentsService::ChangeLifecycle(const std::string& id,
+                                                                   const LifecycleChange& change) {
+  if (change.expected_revision < 0) {
+    return absl::InvalidArgumentError("revision: must be a non-negative integer");
+  }
+  if (change.action == LifecycleAction::kRamp && !(change.coverage > 0 && change.coverage <= 1)) {
+    return absl::InvalidArgumentError("coverage: a ramp needs a number in (0, 1]");
+  }
+  if (change.action == LifecycleAction::kLaunch && change.launched_variant.empty()) {
+    return absl::InvalidArgumentError("launched_variant: a launch names the variant it ships");
+  }
+  ASSIGN_OR_RETURN(ConfigDocument current, repository_->Get("experiments", id));
+  Json spec = current.spec;
+  if (!spec.is_object()) return absl::InvalidArgumentError("(document): is not a JSON object");
+  switch (change.action) {
+    case LifecycleAction::kStart:
+      spec["state"] = "running";
+      break;
+    case LifecycleAction::kStop:
+      spec["state"] = "stopped";
+      break;
+    case LifecycleAction::kLaunch:
+      spec["state"] = "launched";
+      spec["launched_variant"] = change.launched_variant;
+      break;
+    case LifecycleAction::kRamp:
+      spec["coverage"] = change.coverage;
+      break;
+  }
+  int64_t revision = change.expected_revision > 0 ? change.expected_revision : current.revision;
+  return PutDocument("experiments", id, std::move(spec), revision, change.user);
 }
 
 absl::StatusOr<ConfigDocument> ExperimentsService::PutDocument(const std::string& kind,

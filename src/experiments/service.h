@@ -37,6 +37,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/metrics.h"
@@ -65,6 +66,18 @@ struct ServiceContext {
   metrics::Registry* registry;
 };
 using ServiceExtension = std::function<absl::Status(const ServiceContext&)>;
+
+// A layered-model experiment's lifecycle step (ExperimentsService::ChangeLifecycle).
+enum class LifecycleAction { kStart, kStop, kLaunch, kRamp };
+// "start", "stop", "launch", "ramp"; nullopt for anything else.
+std::optional<LifecycleAction> ParseLifecycleAction(std::string_view name);
+struct LifecycleChange {
+  LifecycleAction action = LifecycleAction::kStart;
+  double coverage = -1;           // kRamp: the new coverage (only grows)
+  std::string launched_variant;   // kLaunch: the variant shipped
+  int64_t expected_revision = 0;  // 0: the revision just read
+  std::string user;
+};
 
 struct ServiceOptions {
   std::vector<std::string> store_endpoints;  // host:port
@@ -114,6 +127,14 @@ class ExperimentsService {
                                              const std::string& user);
   absl::Status DeleteDocument(const std::string& kind, const std::string& id,
                               std::optional<int64_t> expected_revision, const std::string& user);
+  // POST /v1/experiments/{id}/{start|stop|launch|ramp} and the RPC API's
+  // ChangeLifecycle: reads experiments/<id>, sets "state" (and "coverage"
+  // for a ramp, "launched_variant" for a launch), and writes it back through
+  // PutDocument at the revision read (or `expected_revision`): the same
+  // validators and write checks as PUT (legal transitions, coverage only
+  // grows on a running experiment), the history records who and when.
+  absl::StatusOr<ConfigDocument> ChangeLifecycle(const std::string& id,
+                                                 const LifecycleChange& change);
 
  private:
   ExperimentsService() = default;
