@@ -22,6 +22,7 @@
 //                                           (or If-Match: N) replaces revision N; 201 / 200
 //   DELETE /v1/{kind}/{id}[?revision=N]
 //   GET    /v1/{kind}/{id}/history          {"items": [...]} oldest first
+//   POST   /v1/experiments/{id}/{action}    start, stop, launch, ramp (ChangeLifecycle)
 //   GET    /v1/experiments/{id}/results/history  results over time (results_history.h)
 //   GET    /console                         the web console (console_assets.h)
 //   GET    /v1/system/store                 the store's members and leader (system_status.h)
