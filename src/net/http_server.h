@@ -81,9 +81,10 @@ struct HttpStreamOptions {
   std::function<void()> on_end;
 };
 
-// The write side of a streamed answer. Created by the handler (which may
-// write to it at once: the bytes wait until the head is out) and kept by
-// whoever produces the events.
+// The write side of a streamed answer. Created by the handler with
+// std::make_shared (writes post it to the loop), which may write to it at
+// once (the bytes wait until the head is out), and kept by whoever produces
+// the events.
 //
 // Thread-safety: Write, End and ended from any thread; writes from one
 // thread are sent in the order they were made.
