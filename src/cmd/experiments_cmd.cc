@@ -39,6 +39,14 @@ CLI::App* AddExperimentsServeCommand(CLI::App* experiments, ExperimentsServeFlag
   cmd->add_option("--max-connections", f->max_connections,
                   "HTTP connections served at once; more are closed as they arrive.")
       ->capture_default_str();
+  cmd->add_option("--sse-max-subscribers", f->sse_max_subscribers,
+                  "GrowthBook streaming (GET /sub/{clientKey}): subscribers at once, below "
+                  "--max-connections; more are answered 503. -1: half of --max-connections; "
+                  "0: streaming off.")
+      ->capture_default_str();
+  cmd->add_option("--sse-heartbeat-ms", f->sse_heartbeat_ms,
+                  "A comment is sent on a stream idle this long, so proxies keep it open.")
+      ->capture_default_str();
   cmd->add_option("--log-level", f->log_level, "debug, info, warn or err.")->capture_default_str();
   cmd->add_option("--events-dir", f->events_dir, "Event log directory; enables POST /v1/events.");
   cmd->add_option("--events-checkpoint-events", f->events_checkpoint_events,
@@ -110,6 +118,19 @@ absl::StatusOr<experiments::ServiceOptions> ExperimentsServiceOptions(
     return absl::InvalidArgumentError("--gateway-timeout-ms must be between 10 and 60000");
   }
   options.gateway_fetch.timeout = std::chrono::milliseconds(f.gateway_timeout_ms);
+  if (f.sse_max_subscribers < -1 || f.sse_max_subscribers >= f.max_connections) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--sse-max-subscribers must be -1 (half of --max-connections), 0 (off) or below "
+        "--max-connections (",
+        f.max_connections, "); got ", f.sse_max_subscribers));
+  }
+  options.streaming.max_subscribers = f.sse_max_subscribers == -1
+                                          ? static_cast<size_t>(f.max_connections / 2)
+                                          : static_cast<size_t>(f.sse_max_subscribers);
+  if (f.sse_heartbeat_ms < 100 || f.sse_heartbeat_ms > 3600000) {
+    return absl::InvalidArgumentError("--sse-heartbeat-ms must be between 100 and 3600000");
+  }
+  options.streaming.heartbeat_interval = std::chrono::milliseconds(f.sse_heartbeat_ms);
   if (!f.events_dir.empty()) {
     options.extensions.push_back(
         experiments::MakeEventsExtension({.directory = f.events_dir,

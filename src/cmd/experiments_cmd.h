@@ -31,6 +31,10 @@ struct ExperimentsServeFlags {
   // (tests, several instances) never fight over a fixed port.
   std::string rpc_listen;
   int rpc_threads = 1;
+  // GrowthBook streaming (GET /sub/{clientKey}): subscribers at once; -1:
+  // half of max_connections (512 with the defaults); 0: streaming off.
+  int64_t sse_max_subscribers = -1;
+  int64_t sse_heartbeat_ms = 20000;
   size_t events_checkpoint_events = 250000;
   // Gateway admin endpoints (http://host:port) whose /status the console's
   // Gateways page shows (GET /v1/gateways); repeatable; none by default.

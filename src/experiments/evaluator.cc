@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "experiments/bucketing.h"
+#include "experiments/url_target.h"
 
 namespace capstan::experiments {
 namespace {
@@ -468,12 +469,18 @@ Json GrowthBookEvaluator::RunExperiment(Json& experiment, const Json& feature_id
     experiment["contextualBandit"] = std::move(merged);
   }
 
-  // 2.6. URL targeting. The context has no URL patterns support beyond the
-  // cases decided without parsing a URL: an empty list targets nobody.
+  // 2.6. URL targeting (isURLTargeted, url_target.h): a truthy urlPatterns
+  // that is not an array has no targets the SDK can read, so targets nobody.
   const Json* url_patterns = Prop(experiment, "urlPatterns");
   if (JsTruthy(url_patterns)) {
-    if (url_patterns->is_array() && url_patterns->empty()) return not_in();
-    throw Unsupported("experiment.urlPatterns (URL targeting) is not supported");
+    if (!url_patterns->is_array()) return not_in();
+    std::optional<bool> targeted = UrlTargeted(url_, *url_patterns);
+    if (!targeted.has_value()) {
+      throw Unsupported(
+          "experiment.urlPatterns: the URL or a pattern is outside the supported subset "
+          "(http(s), ASCII letters, digits and -._~/?#&=:*!$,; only; no IPv4 or punycode hosts)");
+    }
+    if (!*targeted) return not_in();
   }
 
   // 3. Query-string override; 4. forced variations.

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "experiments/decrypt.h"
 #include "net/http_router.h"
 #include "xxhash.h"
@@ -301,7 +302,35 @@ Json BuildSdkPayload(const DocumentSnapshot& snapshot, const ConfigDocument& con
 
 GrowthBookEndpoints::GrowthBookEndpoints() { state_.store(std::make_shared<const State>()); }
 
+namespace {
+
+// `date` + 1 ms, in the same format (JavaScript's toISOString).
+std::string NextMillisecond(const std::string& date) {
+  absl::Time t;
+  std::string error;
+  if (!absl::ParseTime("%Y-%m-%d%ET%H:%M:%E*SZ", date, absl::UTCTimeZone(), &t, &error)) {
+    return date;
+  }
+  return absl::FormatTime("%Y-%m-%d%ET%H:%M:%E3SZ", t + absl::Milliseconds(1), absl::UTCTimeZone());
+}
+
+// The served payload's dateUpdated must move whenever its contents do, and
+// only then (see the header); `previous` is the connection's payload before.
+void KeepDateMoving(const Json& previous, Json* payload) {
+  const Json& before = previous.value("dateUpdated", Json(""));
+  const Json& now = (*payload)["dateUpdated"];
+  if (!before.is_string() || !now.is_string()) return;
+  if (now.get<std::string>() > before.get<std::string>()) return;
+  bool same = previous.value("features", Json()) == (*payload)["features"] &&
+              previous.value("savedGroups", Json()) == (*payload)["savedGroups"];
+  // Unchanged: the date it had (moved earlier by this rule, perhaps).
+  (*payload)["dateUpdated"] = same ? before : Json(NextMillisecond(before.get<std::string>()));
+}
+
+}  // namespace
+
 void GrowthBookEndpoints::OnSnapshot(const std::shared_ptr<const DocumentSnapshot>& snapshot) {
+  std::shared_ptr<const State> previous = state_.load();
   auto next = std::make_shared<State>();
   next->generation = snapshot->generation;
   for (const auto& [client_key, doc] : snapshot->Of(kSdkConnectionsKind)) {
@@ -310,6 +339,10 @@ void GrowthBookEndpoints::OnSnapshot(const std::shared_ptr<const DocumentSnapsho
     conn->document = doc->spec;
     conn->remote_eval = SpecBool(doc->spec, "remoteEvalEnabled", true);
     conn->payload = BuildSdkPayload(*snapshot, *doc);
+    if (auto before = previous->connections.find(client_key);
+        before != previous->connections.end()) {
+      KeepDateMoving(before->second->payload, &conn->payload);
+    }
     Json served = conn->payload;
     if (SpecBool(doc->spec, "encryptPayload", false)) {
       std::string key = SpecString(doc->spec, "encryptionKey");
@@ -357,12 +390,21 @@ net::HttpResponse GrowthBookEndpoints::Features(const std::string& client_key,
     net::HttpResponse not_modified;
     not_modified.status = 304;
     not_modified.headers.emplace_back("ETag", conn->etag);
+    if (streaming_) not_modified.headers.emplace_back("x-sse-support", "enabled");
     return not_modified;
   }
   net::HttpResponse response = net::JsonResponse(200, conn->body);
   response.headers.emplace_back("ETag", conn->etag);
   response.headers.emplace_back("Cache-Control", "no-cache");
+  if (streaming_) response.headers.emplace_back("x-sse-support", "enabled");
   return response;
+}
+
+std::optional<GrowthBookEndpoints::ServedPayload> GrowthBookEndpoints::Served(
+    const std::string& client_key) const {
+  std::shared_ptr<const Connection> conn = Find(client_key);
+  if (conn == nullptr) return std::nullopt;
+  return ServedPayload{conn->body, conn->etag};
 }
 
 net::HttpResponse GrowthBookEndpoints::RemoteEval(const std::string& client_key,

@@ -27,6 +27,15 @@
 //                                    "tracks" when an experiment assigned it), as
 //                                    GrowthBook's evaluateFeatures does
 //   unknown clientKey: 400 {"status":400,"error":"Invalid API Key"} (as GrowthBook)
+//   GET  /sub/{clientKey}           server-sent events (growthbook_stream.h); with streaming
+//                                    on, GET /api/features says so in `x-sse-support: enabled`,
+//                                    the header the SDK looks for before it subscribes
+//
+// dateUpdated: the newest updatedAt of the connection and of what its payload
+// holds; when the payload changed but that would not move it forward (a
+// feature deleted, two writes in one millisecond) it moves 1 ms past the
+// previous one. The SDK drops a payload whose dateUpdated it already has,
+// so a change must always move it.
 //
 // Thread-safety: validators are pure. GrowthBookEndpoints' handlers may run
 // on any number of threads while OnSnapshot swaps the per-connection
@@ -36,6 +45,7 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -71,6 +81,18 @@ class GrowthBookEndpoints {
                              std::string_view if_none_match = "") const;
   net::HttpResponse RemoteEval(const std::string& client_key, const std::string& body) const;
 
+  // Advertise streaming (x-sse-support) in GET /api/features' answers.
+  // REQUIRES: before serving.
+  void set_streaming(bool on) { streaming_ = on; }
+
+  // What GET /api/features/{clientKey} serves now (the body, encrypted if
+  // the connection asks, and its ETag); nullopt for an unknown key.
+  struct ServedPayload {
+    std::string body;
+    std::string etag;
+  };
+  std::optional<ServedPayload> Served(const std::string& client_key) const;
+
   // The snapshot generation the served payloads come from.
   uint64_t generation() const;
   // The evaluator for a connection (tests and in-process users): nullptr if unknown.
@@ -92,6 +114,7 @@ class GrowthBookEndpoints {
   std::shared_ptr<const Connection> Find(const std::string& client_key) const;
 
   std::atomic<std::shared_ptr<const State>> state_;
+  bool streaming_ = false;
 };
 
 }  // namespace capstan::experiments

@@ -90,6 +90,13 @@ absl::StatusOr<std::unique_ptr<ExperimentsService>> ExperimentsService::Start(
                                                    " gateways (got ",
                                                    options.gateway_admin_urls.size(), ")"));
   }
+  if (options.streaming.max_subscribers > 0 &&
+      options.streaming.max_subscribers >= options.max_connections) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--sse-max-subscribers (", options.streaming.max_subscribers,
+                     ") must be below --max-connections (", options.max_connections,
+                     "): each subscriber holds a connection, and the API needs some too"));
+  }
   std::unique_ptr<ExperimentsService> svc(new ExperimentsService());
   svc->options_ = options;
   ASSIGN_OR_RETURN(std::unique_ptr<client::Client> client,
@@ -117,10 +124,19 @@ absl::StatusOr<std::unique_ptr<ExperimentsService>> ExperimentsService::Start(
                      return static_cast<double>(n);
                    });
 
+  svc->streams_ = std::make_unique<GrowthBookStreams>(&svc->growthbook_, options.streaming);
+  svc->growthbook_.set_streaming(svc->streams_->enabled());
+  reg.AddGaugeFunc("capstan_experiments_sse_subscribers",
+                   "GrowthBook streaming (GET /sub/{clientKey}) subscribers connected.",
+                   [raw] { return static_cast<double>(raw->streams_->subscribers()); });
+  svc->streams_->set_events_counter(
+      reg.AddCounter("capstan_experiments_sse_events_total",
+                     "GrowthBook streaming payload events sent (initial ones included)."));
   svc->AddRoutes();
   svc->watcher_ = ConfigWatcher::Start(svc->client_, options.prefix);
   svc->watcher_->Subscribe([raw](const std::shared_ptr<const DocumentSnapshot>& snapshot) {
     raw->growthbook_.OnSnapshot(snapshot);
+    raw->streams_->OnSnapshot();  // after the swap: it sends what Features now serves
   });
 
   ServiceContext context{.store = svc->repository_.get(),
@@ -135,15 +151,16 @@ absl::StatusOr<std::unique_ptr<ExperimentsService>> ExperimentsService::Start(
   for (const ServiceExtension& extension : options.extensions) RETURN_IF_ERROR(extension(context));
   svc->results_history_ = InstallResultsHistory(&svc->router_, svc->watcher_.get());
 
-  svc->server_ = std::make_unique<net::HttpServer>(
-      net::HttpServerOptions{.name = "experiments",
-                             .group = options.group,
-                             .max_connections = options.max_connections,
-                             .max_body_bytes = options.max_body_bytes,
-                             .worker_threads = options.worker_threads,
-                             // GrowthBook's browser SDKs call from other origins.
-                             .default_headers = {{"Access-Control-Allow-Origin", "*"},
-                                                 {"Access-Control-Expose-Headers", "ETag"}}});
+  svc->server_ = std::make_unique<net::HttpServer>(net::HttpServerOptions{
+      .name = "experiments",
+      .group = options.group,
+      .max_connections = options.max_connections,
+      .max_body_bytes = options.max_body_bytes,
+      .worker_threads = options.worker_threads,
+      // GrowthBook's browser SDKs call from other origins,
+      // and read x-sse-support before they subscribe.
+      .default_headers = {{"Access-Control-Allow-Origin", "*"},
+                          {"Access-Control-Expose-Headers", "ETag, x-sse-support"}}});
   svc->server_->Handle("/metrics", [raw] {
     return net::HttpResponse{.content_type = "text/plain; version=0.0.4; charset=utf-8",
                              .body = raw->registry_.RenderText()};
@@ -184,6 +201,10 @@ void ExperimentsService::AddRoutes() {
                 return growthbook_.Features(p.at("clientKey"),
                                             r.Header("If-None-Match").value_or(""));
               });
+  router_.Add(
+      "GET", "/sub/{clientKey}", [this](const net::HttpRequest& r, const net::PathParams& p) {
+        return streams_->Subscribe(p.at("clientKey"), r.Header("Last-Event-ID").value_or(""));
+      });
   router_.Add("POST", "/api/eval/{clientKey}",
               [this](const net::HttpRequest& r, const net::PathParams& p) {
                 return growthbook_.RemoteEval(p.at("clientKey"), r.body);
@@ -202,6 +223,40 @@ void ExperimentsService::AddRoutes() {
     response.headers.emplace_back("ETag", absl::StrCat("\"", doc->revision, "\""));
     return response;
   });
+  router_.Add(
+      "POST", "/v1/experiments/{id}/{action}",
+      [this](const net::HttpRequest& r, const net::PathParams& p) {
+        std::optional<LifecycleAction> action = ParseLifecycleAction(p.at("action"));
+        if (!action.has_value()) {
+          return net::JsonError(404, "not_found",
+                                "no such lifecycle action (start, stop, launch, ramp)");
+        }
+        Json body = r.body.empty() ? Json::object()
+                                   : Json::parse(r.body, nullptr, /*allow_exceptions=*/false);
+        if (!body.is_object()) {
+          return ErrorResponse(absl::InvalidArgumentError("(body): must be a JSON object"));
+        }
+        std::optional<int64_t> expected = ExpectedRevision(r);
+        LifecycleChange change{
+            .action = *action, .expected_revision = expected.value_or(0), .user = UserOf(r)};
+        if (auto coverage = body.find("coverage"); coverage != body.end()) {
+          if (!coverage->is_number()) {
+            return ErrorResponse(absl::InvalidArgumentError("coverage: must be a number"));
+          }
+          change.coverage = coverage->get<double>();
+        }
+        if (auto variant = body.find("launched_variant"); variant != body.end()) {
+          if (!variant->is_string()) {
+            return ErrorResponse(absl::InvalidArgumentError("launched_variant: must be a string"));
+          }
+          change.launched_variant = variant->get<std::string>();
+        }
+        absl::StatusOr<ConfigDocument> written = ChangeLifecycle(p.at("id"), change);
+        if (!written.ok()) return ErrorResponse(written.status());
+        net::HttpResponse response = net::JsonResponse(200, written->ToApi().dump());
+        response.headers.emplace_back("ETag", absl::StrCat("\"", written->revision, "\""));
+        return response;
+      });
   router_.Add("PUT", "/v1/{kind}/{id}",
               [this](const net::HttpRequest& r, const net::PathParams& p) { return Put(r, p); });
   router_.Add("DELETE", "/v1/{kind}/{id}",
@@ -248,6 +303,47 @@ net::HttpResponse ExperimentsService::Delete(const net::HttpRequest& request,
   if (!st.ok()) return ErrorResponse(st);
   return net::JsonResponse(
       200, Json{{"deleted", true}, {"kind", params.at("kind")}, {"id", params.at("id")}}.dump());
+}
+
+std::optional<LifecycleAction> ParseLifecycleAction(std::string_view name) {
+  if (name == "start") return LifecycleAction::kStart;
+  if (name == "stop") return LifecycleAction::kStop;
+  if (name == "launch") return LifecycleAction::kLaunch;
+  if (name == "ramp") return LifecycleAction::kRamp;
+  return std::nullopt;
+}
+
+absl::StatusOr<ConfigDocument> ExperimentsService::ChangeLifecycle(const std::string& id,
+                                                                   const LifecycleChange& change) {
+  if (change.expected_revision < 0) {
+    return absl::InvalidArgumentError("revision: must be a non-negative integer");
+  }
+  if (change.action == LifecycleAction::kRamp && !(change.coverage > 0 && change.coverage <= 1)) {
+    return absl::InvalidArgumentError("coverage: a ramp needs a number in (0, 1]");
+  }
+  if (change.action == LifecycleAction::kLaunch && change.launched_variant.empty()) {
+    return absl::InvalidArgumentError("launched_variant: a launch names the variant it ships");
+  }
+  ASSIGN_OR_RETURN(ConfigDocument current, repository_->Get("experiments", id));
+  Json spec = current.spec;
+  if (!spec.is_object()) return absl::InvalidArgumentError("(document): is not a JSON object");
+  switch (change.action) {
+    case LifecycleAction::kStart:
+      spec["state"] = "running";
+      break;
+    case LifecycleAction::kStop:
+      spec["state"] = "stopped";
+      break;
+    case LifecycleAction::kLaunch:
+      spec["state"] = "launched";
+      spec["launched_variant"] = change.launched_variant;
+      break;
+    case LifecycleAction::kRamp:
+      spec["coverage"] = change.coverage;
+      break;
+  }
+  int64_t revision = change.expected_revision > 0 ? change.expected_revision : current.revision;
+  return PutDocument("experiments", id, std::move(spec), revision, change.user);
 }
 
 absl::StatusOr<ConfigDocument> ExperimentsService::PutDocument(const std::string& kind,

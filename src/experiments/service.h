@@ -7,17 +7,22 @@
 // mod_revision compare + a history record) ─► store ─► watch ─► ConfigWatcher
 // (new immutable DocumentSnapshot) ─► subscribers: GrowthBookEndpoints rebuilds
 // each SDK connection's payload and swaps it in ─► GET /api/features/{key},
-// POST /api/eval/{key}. Readers never wait for writers.
+// POST /api/eval/{key}; then GrowthBookStreams sends each changed payload to
+// the GET /sub/{key} subscribers (server-sent events). Readers never wait
+// for writers.
 //
 // Endpoints (docs/experiments.md has examples):
 //   GET    /health, /metrics
 //   GET    /api/features/{clientKey}        POST /api/eval/{clientKey}
+//   GET    /sub/{clientKey}                 server-sent events: the payload on every change
+//                                           (growthbook_stream.h)
 //   GET    /v1/{kind}                       the documents of a kind: {"items": [...]}
 //   GET    /v1/{kind}/{id}                  one document (ETag: its revision)
 //   PUT    /v1/{kind}/{id}                  body: the spec; creates, or with ?revision=N
 //                                           (or If-Match: N) replaces revision N; 201 / 200
 //   DELETE /v1/{kind}/{id}[?revision=N]
 //   GET    /v1/{kind}/{id}/history          {"items": [...]} oldest first
+//   POST   /v1/experiments/{id}/{action}    start, stop, launch, ramp (ChangeLifecycle)
 //   GET    /v1/experiments/{id}/results/history  results over time (results_history.h)
 //   GET    /console                         the web console (console_assets.h)
 //   GET    /v1/system/store                 the store's members and leader (system_status.h)
@@ -35,6 +40,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/metrics.h"
@@ -43,6 +49,7 @@
 #include "experiments/config_store.h"
 #include "experiments/gateway_status.h"
 #include "experiments/growthbook_service.h"
+#include "experiments/growthbook_stream.h"
 #include "net/http_router.h"
 #include "net/http_server.h"
 
@@ -64,6 +71,18 @@ struct ServiceContext {
 };
 using ServiceExtension = std::function<absl::Status(const ServiceContext&)>;
 
+// A layered-model experiment's lifecycle step (ExperimentsService::ChangeLifecycle).
+enum class LifecycleAction { kStart, kStop, kLaunch, kRamp };
+// "start", "stop", "launch", "ramp"; nullopt for anything else.
+std::optional<LifecycleAction> ParseLifecycleAction(std::string_view name);
+struct LifecycleChange {
+  LifecycleAction action = LifecycleAction::kStart;
+  double coverage = -1;           // kRamp: the new coverage (only grows)
+  std::string launched_variant;   // kLaunch: the variant shipped
+  int64_t expected_revision = 0;  // 0: the revision just read
+  std::string user;
+};
+
 struct ServiceOptions {
   std::vector<std::string> store_endpoints;  // host:port
   std::string listen_host = "127.0.0.1";
@@ -82,6 +101,10 @@ struct ServiceOptions {
   bool layered_model = true;
   // Units in one POST /v1/evaluate/batch (more: 413).
   size_t max_batch_units = 1000;
+  // GET /sub/{clientKey} (GrowthBook streaming). Each subscriber holds one
+  // of max_connections, so keep max_subscribers below it (Start refuses
+  // otherwise); 0 turns streaming off.
+  GrowthBookStreamOptions streaming{.max_subscribers = 512};
   // Run in order before the server starts; an error stops Start.
   std::vector<ServiceExtension> extensions;
   // The gateways GET /v1/gateways shows (admin endpoints, as
@@ -104,6 +127,7 @@ class ExperimentsService {
   ConfigStore& store() { return *repository_; }
   ConfigWatcher& watcher() { return *watcher_; }
   const GrowthBookEndpoints& growthbook() const { return growthbook_; }
+  const GrowthBookStreams& streams() const { return *streams_; }
   // nullptr when ServiceOptions::layered_model is false.
   LayeredModelService* layered_model() { return layered_model_.get(); }
   // Replaces the gateways GET /v1/gateways shows (ServiceOptions::
@@ -119,6 +143,14 @@ class ExperimentsService {
                                              const std::string& user);
   absl::Status DeleteDocument(const std::string& kind, const std::string& id,
                               std::optional<int64_t> expected_revision, const std::string& user);
+  // POST /v1/experiments/{id}/{start|stop|launch|ramp} and the RPC API's
+  // ChangeLifecycle: reads experiments/<id>, sets "state" (and "coverage"
+  // for a ramp, "launched_variant" for a launch), and writes it back through
+  // PutDocument at the revision read (or `expected_revision`): the same
+  // validators and write checks as PUT (legal transitions, coverage only
+  // grows on a running experiment), the history records who and when.
+  absl::StatusOr<ConfigDocument> ChangeLifecycle(const std::string& id,
+                                                 const LifecycleChange& change);
 
  private:
   ExperimentsService() = default;
@@ -139,6 +171,7 @@ class ExperimentsService {
   std::unique_ptr<LayeredModelService> layered_model_;  // subscribed to watcher_
   std::unique_ptr<ResultsHistory> results_history_;     // samples through router_
   std::shared_ptr<GatewayDirectory> gateways_ = std::make_shared<GatewayDirectory>();
+  std::unique_ptr<GrowthBookStreams> streams_;          // outlives server_: streams call it
   std::unique_ptr<net::HttpServer> server_;
 };
 

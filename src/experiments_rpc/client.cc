@@ -89,6 +89,12 @@ absl::StatusOr<v1::PutDocumentResponse> ExperimentsRpcClient::Put(const std::str
       "capstan.experiments.v1.Experiments/PutDocument", request);
 }
 
+absl::StatusOr<v1::PutDocumentResponse> ExperimentsRpcClient::ChangeLifecycle(
+    const v1::ChangeLifecycleRequest& request) {
+  return Call<v1::ChangeLifecycleRequest, v1::PutDocumentResponse>(
+      "capstan.experiments.v1.Experiments/ChangeLifecycle", request);
+}
+
 absl::Status ExperimentsRpcClient::Delete(const std::string& kind, const std::string& id,
                                           int64_t expected_revision, const std::string& user) {
   v1::DeleteDocumentRequest request;

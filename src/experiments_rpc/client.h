@@ -62,6 +62,9 @@ class ExperimentsRpcClient {
                                               int64_t expected_revision, const std::string& user);
   absl::Status Delete(const std::string& kind, const std::string& id, int64_t expected_revision,
                       const std::string& user);
+  // A layered-model experiment's lifecycle step (ChangeLifecycleRequest).
+  absl::StatusOr<v1::PutDocumentResponse> ChangeLifecycle(
+      const v1::ChangeLifecycleRequest& request);
   absl::StatusOr<std::vector<v1::HistoryEntry>> History(const std::string& kind,
                                                         const std::string& id);
 

@@ -244,6 +244,40 @@ net::Task<absl::Status> ExperimentsRpcService::PutDocument(rpc::ServerContext& c
   co_return absl::OkStatus();
 }
 
+net::Task<absl::Status> ExperimentsRpcService::ChangeLifecycle(
+    rpc::ServerContext& context, const v1::ChangeLifecycleRequest& request,
+    v1::PutDocumentResponse* response) {
+  experiments::LifecycleChange change{.coverage = request.coverage(),
+                                      .launched_variant = request.launched_variant(),
+                                      .expected_revision = request.expected_revision(),
+                                      .user = request.user()};
+  switch (request.action()) {
+    case v1::ChangeLifecycleRequest::START:
+      change.action = experiments::LifecycleAction::kStart;
+      break;
+    case v1::ChangeLifecycleRequest::STOP:
+      change.action = experiments::LifecycleAction::kStop;
+      break;
+    case v1::ChangeLifecycleRequest::LAUNCH:
+      change.action = experiments::LifecycleAction::kLaunch;
+      break;
+    case v1::ChangeLifecycleRequest::RAMP:
+      change.action = experiments::LifecycleAction::kRamp;
+      break;
+    default:
+      co_return absl::InvalidArgumentError("action: must be START, STOP, LAUNCH or RAMP");
+  }
+  absl::StatusOr<ConfigDocument> written = co_await pool_->Run(
+      context.loop(), [&] { return service_->ChangeLifecycle(request.id(), change); });
+  if (!written.ok()) {
+    AddErrorTrailers(context, written.status());
+    co_return written.status();
+  }
+  ToProto(*written, response->mutable_document());
+  response->set_created(false);
+  co_return absl::OkStatus();
+}
+
 net::Task<absl::Status> ExperimentsRpcService::DeleteDocument(
     rpc::ServerContext& context, const v1::DeleteDocumentRequest& request,
     v1::DeleteDocumentResponse*) {

@@ -77,6 +77,9 @@ class ExperimentsRpcService final : public v1::ExperimentsServer {
   net::Task<absl::Status> PutDocument(rpc::ServerContext& context,
                                       const v1::PutDocumentRequest& request,
                                       v1::PutDocumentResponse* response) override;
+  net::Task<absl::Status> ChangeLifecycle(rpc::ServerContext& context,
+                                          const v1::ChangeLifecycleRequest& request,
+                                          v1::PutDocumentResponse* response);
   net::Task<absl::Status> DeleteDocument(rpc::ServerContext& context,
                                          const v1::DeleteDocumentRequest& request,
                                          v1::DeleteDocumentResponse* response) override;

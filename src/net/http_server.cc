@@ -51,6 +51,109 @@ std::optional<std::string_view> HttpRequest::Header(std::string_view name) const
   return std::nullopt;
 }
 
+HttpStream::~HttpStream() = default;
+
+bool HttpStream::Write(std::string_view bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (ended_ || end_requested_) return false;
+  if (loop_ == nullptr) {
+    pending_.append(bytes);
+    return true;
+  }
+  loop_->Post(
+      [self = shared_from_this(), data = std::string(bytes)]() mutable { self->SendOnLoop(data); });
+  return true;
+}
+
+void HttpStream::End() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (ended_ || end_requested_) return;
+  end_requested_ = true;
+  if (loop_ != nullptr) loop_->Post([self = shared_from_this()] { self->FinishOnLoop(); });
+}
+
+bool HttpStream::ended() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ended_ || end_requested_;
+}
+
+void HttpStream::Attach(EventLoop* loop, std::shared_ptr<Socket> socket, bool chunked,
+                        size_t max_pending) {
+  socket_ = socket;
+  chunked_ = chunked;
+  max_pending_ = max_pending;
+  std::string pending;
+  bool end_requested = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    loop_ = loop;
+    pending.swap(pending_);
+    end_requested = end_requested_;
+  }
+  if (!pending.empty()) SendOnLoop(pending);
+  if (end_requested) FinishOnLoop();
+  if (options_.keepalive_interval.count() > 0 && !options_.keepalive_bytes.empty()) {
+    keepalive_ = std::make_unique<Timer>([this] { OnKeepaliveTimer(); });
+    keepalive_->ArmAfter(loop, options_.keepalive_interval);
+  }
+}
+
+void HttpStream::SendOnLoop(std::string_view bytes) {
+  std::shared_ptr<Socket> socket = socket_.lock();
+  if (socket == nullptr || socket->closed() || end_requested_on_loop_ || bytes.empty()) return;
+  if (socket->pending_output() > max_pending_) {
+    // The client reads slower than events come: end it rather than queue
+    // without bound (an SSE client reconnects and starts from the current
+    // state).
+    FinishOnLoop();
+    return;
+  }
+  if (chunked_) {
+    Buffer piece;
+    piece.Append(bytes);
+    http1::AppendChunk(std::move(piece), &socket->output());
+  } else {
+    socket->output().Append(bytes);
+  }
+  socket->MarkWritten();
+  wrote_since_tick_ = true;
+}
+
+void HttpStream::FinishOnLoop() {
+  if (end_requested_on_loop_) return;
+  end_requested_on_loop_ = true;
+  std::shared_ptr<Socket> socket = socket_.lock();
+  if (socket == nullptr || socket->closed()) return;
+  if (chunked_) {
+    http1::AppendLastChunk(nullptr, &socket->output());
+    socket->MarkWritten();
+  }
+  socket->InterruptRead();
+}
+
+void HttpStream::OnKeepaliveTimer() {
+  if (!wrote_since_tick_) SendOnLoop(options_.keepalive_bytes);
+  wrote_since_tick_ = false;
+  std::shared_ptr<Socket> socket = socket_.lock();
+  if (socket != nullptr && !socket->closed() && !end_requested_on_loop_) {
+    keepalive_->ArmAfter(socket->loop(), options_.keepalive_interval);
+  }
+}
+
+void HttpStream::Detach() {
+  keepalive_.reset();
+  std::function<void()> on_end;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (ended_) return;
+    ended_ = true;
+    loop_ = nullptr;
+    pending_.clear();
+    on_end = std::move(options_.on_end);
+  }
+  if (on_end) on_end();
+}
+
 void HttpServer::WriteResponse(Socket* socket, const HttpResponse& response, bool head_only,
                                bool keep_alive, bool http10) const {
   http1::ResponseHead head;
@@ -186,6 +289,35 @@ std::optional<HttpResponse> HttpServer::DispatchFixed(std::string_view method,
   return HttpResponse{404, "text/plain; charset=utf-8", "not found\n", {}};
 }
 
+Task<void> HttpServer::ServeStream(std::shared_ptr<Socket> socket, const HttpResponse& response,
+                                   bool head_only, bool http10) {
+  std::shared_ptr<HttpStream> stream = response.stream;
+  http1::ResponseHead head;
+  head.status = response.status;
+  head.reason = http1::ReasonPhrase(response.status);
+  head.fields.Add("Content-Type", response.content_type);
+  for (const auto& [name, value] : options_.default_headers) head.fields.Add(name, value);
+  for (const auto& [name, value] : response.headers) head.fields.Add(name, value);
+  // The connection serves nothing after this answer.
+  bool chunked = !http10 && !head_only;
+  if (chunked) head.fields.Add("Transfer-Encoding", "chunked");
+  head.fields.Add("Connection", "close");
+  http1::WriteResponseHead(head, &socket->output());
+  socket->MarkWritten();
+  if (!head_only && !stopping_) {
+    stream->Attach(socket->loop(), socket, chunked, options_.max_stream_pending_bytes);
+    // The client sends nothing more that matters; what it sends is dropped
+    // (the socket's input limit bounds each read). Its close, End (an
+    // interrupted read) or Stop (a closed socket) ends the loop.
+    while (!stream->end_requested_on_loop()) {
+      socket->input().Clear();
+      absl::Status read = co_await socket->ReadMore();
+      if (!read.ok() && !stream->end_requested_on_loop()) break;
+    }
+  }
+  stream->Detach();
+}
+
 Task<void> HttpServer::ServeConnection(std::shared_ptr<Socket> socket) {
   EventLoop* loop = socket->loop();
   http1::RequestParser parser(RequestLimits(options_.max_body_bytes));
@@ -243,6 +375,13 @@ Task<void> HttpServer::ServeConnection(std::shared_ptr<Socket> socket) {
           } else {
             response = fallback_(request);
           }
+        }
+        if (response->stream != nullptr) {
+          deadline.Cancel();
+          Task<void> streaming = ServeStream(socket, *response, request.method == "HEAD", http10);
+          co_await std::move(streaming);
+          open = false;
+          break;
         }
         WriteResponse(socket.get(), *response, request.method == "HEAD", keep_alive, http10);
         if (!keep_alive) {

@@ -11,6 +11,15 @@
 // so a misbehaving scraper cannot hold a connection. Not a general-purpose
 // server: the gateway has its own.
 //
+// Streamed answers (server-sent events): a handler may answer with an
+// HttpResponse whose `stream` is set. The head goes out without a
+// Content-Length (chunked for HTTP/1.1, until the close for HTTP/1.0), the
+// read deadline is lifted, and from then on whatever any thread writes to
+// the HttpStream is sent as it comes; the connection serves nothing else and
+// ends when the client goes away, the stream is ended, the client falls
+// `max_stream_pending_bytes` behind, or the server stops. A streamed
+// answer holds one of `max_connections` for as long as it lasts.
+//
 // Thread-safety: Handle and HandleAll before Start; Start and Stop from one
 // thread (not the server's loop, nor any loop of its group). Handle's
 // handlers run on the server's loop thread, one at a time. HandleAll's
@@ -47,6 +56,9 @@
 
 namespace capstan::net {
 
+class HttpServer;
+class HttpStream;
+
 struct HttpResponse {
   int status = 200;
   std::string content_type = "text/plain; charset=utf-8";
@@ -54,6 +66,74 @@ struct HttpResponse {
   // Further fields (ETag, Allow, Access-Control-*); never framing fields
   // (Content-Length, Transfer-Encoding, Connection): the server sets those.
   std::vector<std::pair<std::string, std::string>> headers;
+  // Set: the answer is streamed (see the banner) and `body` is ignored.
+  std::shared_ptr<HttpStream> stream;
+};
+
+struct HttpStreamOptions {
+  // When nothing was written for this long, `keepalive_bytes` are sent (an
+  // SSE comment), so proxies and clients with idle timeouts keep the stream
+  // open and a vanished client is noticed. 0: never.
+  std::chrono::milliseconds keepalive_interval{0};
+  std::string keepalive_bytes;
+  // Runs once when the stream has ended, whatever ended it (the client's
+  // close included), on the server's loop thread: it must not block. Also
+  // runs when the answer never started streaming (a HEAD request, a server
+  // stopping).
+  std::function<void()> on_end;
+};
+
+// The write side of a streamed answer. Created by the handler with
+// std::make_shared (writes post it to the loop), which may write to it at
+// once (the bytes wait until the head is out), and kept by whoever produces
+// the events.
+//
+// Thread-safety: Write, End and ended from any thread; writes from one
+// thread are sent in the order they were made.
+class HttpStream : public std::enable_shared_from_this<HttpStream> {
+ public:
+  explicit HttpStream(HttpStreamOptions options = {}) : options_(std::move(options)) {}
+  ~HttpStream();
+  HttpStream(const HttpStream&) = delete;
+  HttpStream& operator=(const HttpStream&) = delete;
+
+  // Queues `bytes` for the client. False once the stream has ended (the
+  // bytes are dropped): the producer should forget this stream.
+  bool Write(std::string_view bytes);
+  // Ends the answer (its last chunk) and then the connection. Idempotent.
+  void End();
+  bool ended() const;
+
+ private:
+  friend class HttpServer;
+  // Loop thread. The head is out: pending bytes follow, later writes are
+  // posted to `loop`. `max_pending`: output bytes queued past which the
+  // client is too slow and the stream ends.
+  void Attach(EventLoop* loop, std::shared_ptr<Socket> socket, bool chunked, size_t max_pending);
+  // Loop thread: appends `bytes` to the socket (or ends a stream too far behind).
+  void SendOnLoop(std::string_view bytes);
+  // Loop thread: the last chunk, then the reader is interrupted.
+  void FinishOnLoop();
+  // Loop thread, once, when the connection is done with the stream: runs on_end.
+  void Detach();
+  // Loop thread: true once End was asked (the connection loop stops reading).
+  bool end_requested_on_loop() const { return end_requested_on_loop_; }
+  // Loop thread: the keepalive timer fired.
+  void OnKeepaliveTimer();
+
+  HttpStreamOptions options_;
+  mutable std::mutex mu_;
+  EventLoop* loop_ = nullptr;   // GUARDED_BY(mu_): set by Attach, cleared by Detach
+  std::string pending_;         // GUARDED_BY(mu_): written before Attach
+  bool ended_ = false;          // GUARDED_BY(mu_)
+  bool end_requested_ = false;  // GUARDED_BY(mu_)
+  // Loop thread only.
+  std::weak_ptr<Socket> socket_;
+  bool chunked_ = false;
+  size_t max_pending_ = 0;
+  bool end_requested_on_loop_ = false;
+  bool wrote_since_tick_ = false;
+  std::unique_ptr<Timer> keepalive_;
 };
 
 // A whole request as HandleAll's handler sees it: the body read in full
@@ -95,6 +175,9 @@ struct HttpServerOptions {
   // Fields added to every answer, the codec's error answers included (a
   // service's CORS `Access-Control-Allow-Origin: *`).
   std::vector<std::pair<std::string, std::string>> default_headers;
+  // A streamed answer's output bytes not yet taken by the client at most;
+  // past it the client is too slow and its stream ends.
+  size_t max_stream_pending_bytes = 4 << 20;
   // HTTPS: each accepted connection starts TLS with the context this returns
   // (offer ALPN "http/1.1" or none: the server speaks HTTP/1.1 only). Null:
   // clear text.
@@ -133,6 +216,11 @@ class HttpServer {
  private:
   Task<void> AcceptLoop();
   Task<void> ServeConnection(std::shared_ptr<Socket> socket);
+  // The rest of a connection whose answer streams: the head, then the
+  // stream's bytes until one side ends it. Input is read and dropped (a
+  // client's close is how it leaves).
+  Task<void> ServeStream(std::shared_ptr<Socket> socket, const HttpResponse& response,
+                         bool head_only, bool http10);
   // The exact-path handler's answer, or nullopt when HandleAll's handler
   // is to answer.
   std::optional<HttpResponse> DispatchFixed(std::string_view method, std::string_view path) const;

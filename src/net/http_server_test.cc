@@ -6,8 +6,11 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <future>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -90,6 +93,38 @@ class Client {
     }
     return answers;
   }
+  // A streamed answer, read piece by piece: after the head, reads until
+  // `enough(body so far)` holds, the answer completes (*complete set) or the
+  // server closes. The parser persists across calls.
+  std::string ReadStream(const std::function<bool(const std::string&)>& enough,
+                         Answer* head = nullptr, bool* complete = nullptr) {
+    if (stream_parser_ == nullptr) {
+      stream_parser_ = std::make_unique<http1::ResponseParser>();
+      stream_parser_->SetRequestMethod("GET");
+    }
+    while (!enough(stream_body_)) {
+      http1::Event ev = stream_parser_->Next(&input_);
+      if (ev.type == http1::Event::kNeedMore) {
+        char buf[4096];
+        ssize_t n = Recv(buf, sizeof(buf));
+        if (n <= 0) break;
+        input_.Append(std::string_view(buf, static_cast<size_t>(n)));
+      } else if (ev.type == http1::Event::kHead && head != nullptr) {
+        const http1::ResponseHead& h = stream_parser_->head();
+        head->status = h.status;
+        head->content_type = std::string(h.fields.Get("content-type").value_or(""));
+        head->content_length = std::string(h.fields.Get("transfer-encoding").value_or(""));
+      } else if (ev.type == http1::Event::kBody) {
+        stream_body_ += ev.body.ToString();
+      } else if (ev.type == http1::Event::kComplete) {
+        if (complete != nullptr) *complete = true;
+        break;
+      } else if (ev.type == http1::Event::kError || ev.type == http1::Event::kClosed) {
+        break;
+      }
+    }
+    return stream_body_;
+  }
   // True when the server closed the connection (after any unread bytes).
   bool ServerClosed() {
     char buf[256];
@@ -112,6 +147,8 @@ class Client {
   int fd_ = -1;
   bool connected_ = false;
   Buffer input_;
+  std::unique_ptr<http1::ResponseParser> stream_parser_;
+  std::string stream_body_;
 };
 
 class HttpServerTest : public ::testing::Test {
@@ -356,6 +393,176 @@ TEST_F(HttpServiceTest, TheConnectionLimitIsConfigurable) {
   Client one_too_many(server_->port());
   one_too_many.Send("GET /health HTTP/1.1\r\nHost: a\r\n\r\n");
   EXPECT_TRUE(one_too_many.Read({"GET"}).empty());
+}
+
+// Streamed answers (server-sent events): a handler answers with an
+// HttpStream that other threads write to.
+class HttpStreamTest : public ::testing::Test {
+ protected:
+  void Start(HttpServerOptions options, HttpStreamOptions stream_options = {}) {
+    server_ = std::make_unique<HttpServer>(std::move(options));
+    server_->HandleAll([this, stream_options](const HttpRequest&) {
+      HttpStreamOptions with_end = stream_options;
+      with_end.on_end = [this] {
+        std::lock_guard lock(mu_);
+        ++ended_;
+        cv_.notify_all();
+      };
+      auto stream = std::make_shared<HttpStream>(std::move(with_end));
+      stream->Write("first\n");  // before the head is out: waits for it
+      {
+        std::lock_guard lock(mu_);
+        streams_.push_back(stream);
+        cv_.notify_all();
+      }
+      return HttpResponse{.content_type = "text/event-stream", .stream = stream};
+    });
+    ASSERT_TRUE(server_->Start("127.0.0.1", 0).ok());
+  }
+  std::shared_ptr<HttpStream> WaitForStream(size_t index) {
+    std::unique_lock lock(mu_);
+    bool there =
+        cv_.wait_for(lock, std::chrono::seconds(10), [&] { return streams_.size() > index; });
+    return there ? streams_[index] : nullptr;
+  }
+  bool WaitForEnded(int count) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(10), [&] { return ended_ >= count; });
+  }
+  int ended() {
+    std::lock_guard lock(mu_);
+    return ended_;
+  }
+  static std::function<bool(const std::string&)> Contains(std::string what) {
+    return [what](const std::string& body) { return body.find(what) != std::string::npos; };
+  }
+
+  std::unique_ptr<HttpServer> server_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::shared_ptr<HttpStream>> streams_;
+  int ended_ = 0;
+};
+
+TEST_F(HttpStreamTest, WritesFromAnotherThreadArriveAsTheyComeAndEndCompletesTheAnswer) {
+  Start(HttpServerOptions{.worker_threads = 1});
+  Client c(server_->port());
+  c.Send("GET /sub/a HTTP/1.1\r\nHost: a\r\n\r\n");
+  Answer head;
+  EXPECT_EQ(c.ReadStream(Contains("first\n"), &head), "first\n");
+  EXPECT_EQ(head.status, 200);
+  EXPECT_EQ(head.content_type, "text/event-stream");
+  EXPECT_EQ(head.content_length, "chunked");  // (the transfer coding, see ReadStream)
+  std::shared_ptr<HttpStream> stream = WaitForStream(0);
+  ASSERT_NE(stream, nullptr);
+  ASSERT_TRUE(stream->Write("second\n"));
+  EXPECT_EQ(c.ReadStream(Contains("second\n")), "first\nsecond\n");
+  EXPECT_EQ(ended(), 0);
+  stream->End();
+  EXPECT_FALSE(stream->Write("dropped\n"));
+  bool complete = false;
+  EXPECT_EQ(c.ReadStream([](const std::string&) { return false; }, nullptr, &complete),
+            "first\nsecond\n");
+  EXPECT_TRUE(complete);  // the last chunk came
+  EXPECT_TRUE(c.ServerClosed());
+  EXPECT_TRUE(WaitForEnded(1));
+}
+
+TEST_F(HttpStreamTest, TheClientsCloseEndsTheStreamAndRunsOnEndOnce) {
+  Start(HttpServerOptions{});
+  {
+    Client c(server_->port());
+    c.Send("GET /sub/a HTTP/1.1\r\nHost: a\r\n\r\n");
+    EXPECT_EQ(c.ReadStream(Contains("first\n")), "first\n");
+  }  // closed
+  ASSERT_TRUE(WaitForEnded(1));
+  std::shared_ptr<HttpStream> stream = WaitForStream(0);
+  ASSERT_NE(stream, nullptr);
+  EXPECT_TRUE(stream->ended());
+  EXPECT_FALSE(stream->Write("late\n"));
+  stream->End();  // idempotent, nothing runs again
+  EXPECT_EQ(ended(), 1);
+}
+
+TEST_F(HttpStreamTest, AnIdleStreamGetsKeepaliveBytes) {
+  Start(HttpServerOptions{}, HttpStreamOptions{.keepalive_interval = std::chrono::milliseconds(20),
+                                               .keepalive_bytes = ":\n\n"});
+  Client c(server_->port());
+  c.Send("GET /sub/a HTTP/1.1\r\nHost: a\r\n\r\n");
+  std::string body = c.ReadStream([](const std::string& b) { return b.size() >= 6 + 3 * 3; });
+  EXPECT_EQ(body, "first\n:\n\n:\n\n:\n\n");
+}
+
+TEST_F(HttpStreamTest, StopEndsStreamsAndReturns) {
+  Start(HttpServerOptions{});
+  Client c1(server_->port()), c2(server_->port());
+  c1.Send("GET /sub/a HTTP/1.1\r\nHost: a\r\n\r\n");
+  c2.Send("GET /sub/b HTTP/1.1\r\nHost: a\r\n\r\n");
+  EXPECT_EQ(c1.ReadStream(Contains("first\n")), "first\n");
+  EXPECT_EQ(c2.ReadStream(Contains("first\n")), "first\n");
+  server_->Stop();
+  EXPECT_EQ(ended(), 2);  // on_end ran before Stop returned
+  EXPECT_TRUE(c1.ServerClosed());
+  EXPECT_FALSE(WaitForStream(0)->Write("after stop\n"));
+}
+
+TEST_F(HttpStreamTest, HeadGetsTheHeadAndNoStream) {
+  Start(HttpServerOptions{});
+  Client c(server_->port());
+  c.Send("HEAD /sub/a HTTP/1.1\r\nHost: a\r\n\r\n");
+  std::vector<Answer> a = c.Read({"HEAD"});
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].content_type, "text/event-stream");
+  EXPECT_TRUE(WaitForEnded(1));
+  EXPECT_TRUE(c.ServerClosed());
+}
+
+TEST_F(HttpStreamTest, Http10GetsTheBodyUntilTheClose) {
+  Start(HttpServerOptions{});
+  Client c(server_->port());
+  c.Send("GET /sub/a HTTP/1.0\r\n\r\n");
+  EXPECT_EQ(c.ReadStream(Contains("first\n")), "first\n");
+  WaitForStream(0)->End();
+  EXPECT_TRUE(c.ServerClosed());  // close-delimited: no last chunk, the close ends it
+  EXPECT_TRUE(WaitForEnded(1));
+}
+
+TEST_F(HttpStreamTest, AClientThatDoesNotReadIsEndedPastThePendingLimit) {
+  Start(HttpServerOptions{.max_stream_pending_bytes = 256 << 10});
+  Client c(server_->port());
+  c.Send("GET /sub/a HTTP/1.1\r\nHost: a\r\n\r\n");
+  std::shared_ptr<HttpStream> stream = WaitForStream(0);
+  ASSERT_NE(stream, nullptr);
+  // The kernel's buffers take a few MiB on loopback before the server's
+  // output queues up; 64 MiB is far past both.
+  std::string piece(4 << 10, 'x');
+  for (int i = 0; i < 16384 && !stream->ended(); ++i) {
+    stream->Write(piece);
+    if (i % 16 == 15) {
+      std::unique_lock lock(mu_);  // let the loop catch up (bounded wait)
+      cv_.wait_for(lock, std::chrono::milliseconds(1), [&] { return ended_ > 0; });
+    }
+  }
+  EXPECT_TRUE(WaitForEnded(1));
+  EXPECT_TRUE(stream->ended());
+}
+
+TEST_F(HttpStreamTest, AClientThatReadsGetsMoreThanThePendingLimitOverTime) {
+  Start(HttpServerOptions{.max_stream_pending_bytes = 256 << 10});
+  Client c(server_->port());
+  c.Send("GET /sub/a HTTP/1.1\r\nHost: a\r\n\r\n");
+  std::shared_ptr<HttpStream> stream = WaitForStream(0);
+  ASSERT_NE(stream, nullptr);
+  std::string piece(4 << 10, 'y');
+  size_t expected = 6;                        // "first\n"
+  for (int batch = 0; batch < 16; ++batch) {  // 2 MiB in all, 128 KiB at a time
+    for (int i = 0; i < 32; ++i) ASSERT_TRUE(stream->Write(piece));
+    expected += 32 * piece.size();
+    ASSERT_EQ(c.ReadStream([&](const std::string& b) { return b.size() >= expected; }).size(),
+              expected);
+  }
+  EXPECT_FALSE(stream->ended());
+  EXPECT_EQ(ended(), 0);
 }
 
 }  // namespace

@@ -263,6 +263,87 @@ v1::Event Clicks(const std::string& unit, double value) {
   return e;
 }
 
+// The lifecycle over RPC (ChangeLifecycle) and HTTP (POST
+// /v1/experiments/{id}/{action}): the same checks as a PUT (illegal
+// transitions and a shrinking ramp name their field, a stale revision is a
+// conflict), and every step lands in the history with who made it.
+TEST_F(ExperimentsRpcE2E, TheLifecycleOverRpcAndHttpChecksAsAPutDoes) {
+  ASSERT_TRUE(client_->Put("domains", "main", "{}", 0, "ann").ok());
+  ASSERT_TRUE(client_
+                  ->Put("layers", "checkout", R"({"domain": "main", "parameters": {"color": "x"}})",
+                        0, "ann")
+                  .ok());
+  auto draft = client_->Put("experiments", "cta",
+                            Experiment(R"("layer": "checkout", "coverage": 0.2)"), 0, "ann");
+  ASSERT_TRUE(draft.ok()) << draft.status();
+  auto step = [&](v1::ChangeLifecycleRequest::Action action, double coverage = 0,
+                  std::string variant = "", int64_t revision = 0) {
+    v1::ChangeLifecycleRequest request;
+    request.set_id("cta");
+    request.set_action(action);
+    request.set_coverage(coverage);
+    request.set_launched_variant(variant);
+    request.set_expected_revision(revision);
+    request.set_user("rita");
+    return client_->ChangeLifecycle(request);
+  };
+  // Stop before it ran: draft -> stopped is not a transition.
+  auto early_stop = step(v1::ChangeLifecycleRequest::STOP);
+  ASSERT_EQ(early_stop.status().code(), absl::StatusCode::kInvalidArgument) << early_stop.status();
+  EXPECT_EQ(early_stop.status().message().substr(0, 7), "state: ") << early_stop.status();
+  auto started = step(v1::ChangeLifecycleRequest::START);
+  ASSERT_TRUE(started.ok()) << started.status();
+  Json spec = Json::parse(started->document().spec_json());
+  EXPECT_EQ(spec["state"], "running");
+  EXPECT_EQ(started->document().updated_by(), "rita");
+  // Ramp up, then a ramp down is refused naming coverage; a stale revision conflicts.
+  auto ramped = step(v1::ChangeLifecycleRequest::RAMP, 0.6);
+  ASSERT_TRUE(ramped.ok()) << ramped.status();
+  EXPECT_EQ(Json::parse(ramped->document().spec_json())["coverage"], 0.6);
+  auto shrink = step(v1::ChangeLifecycleRequest::RAMP, 0.3);
+  ASSERT_EQ(shrink.status().code(), absl::StatusCode::kInvalidArgument) << shrink.status();
+  EXPECT_EQ(shrink.status().message().substr(0, 10), "coverage: ") << shrink.status();
+  auto stale = step(v1::ChangeLifecycleRequest::RAMP, 0.9, "", started->document().revision());
+  EXPECT_EQ(stale.status().code(), absl::StatusCode::kAborted) << stale.status();
+  EXPECT_EQ(step(v1::ChangeLifecycleRequest::ACTION_UNSPECIFIED).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto no_variant = step(v1::ChangeLifecycleRequest::LAUNCH);
+  EXPECT_EQ(no_variant.status().message().substr(0, 18), "launched_variant: ")
+      << no_variant.status();
+
+  // The same over HTTP: the message and field as the RPC's.
+  HttpAnswer http_shrink =
+      HttpCall(port_, "POST", "/v1/experiments/cta/ramp", R"({"coverage": 0.3})");
+  EXPECT_EQ(http_shrink.status, 400);
+  EXPECT_EQ(JsonOf(http_shrink)["error"]["field"], "coverage") << http_shrink.body;
+  EXPECT_EQ(JsonOf(http_shrink)["error"]["message"], std::string(shrink.status().message()));
+  EXPECT_EQ(HttpCall(port_, "POST", "/v1/experiments/cta/pause", "{}").status, 404);
+  EXPECT_EQ(HttpCall(port_, "POST", "/v1/experiments/ghost/start", "{}").status, 404);
+  HttpAnswer stopped =
+      HttpCall(port_, "POST", "/v1/experiments/cta/stop", "", {"X-Capstan-User: sam"});
+  ASSERT_EQ(stopped.status, 200) << stopped.body;
+  EXPECT_EQ(JsonOf(stopped)["spec"]["state"], "stopped");
+  HttpAnswer launched = HttpCall(port_, "POST", "/v1/experiments/cta/launch",
+                                 R"({"launched_variant": "green"})", {"X-Capstan-User: sam"});
+  ASSERT_EQ(launched.status, 200) << launched.body;
+  EXPECT_EQ(JsonOf(launched)["spec"]["launched_variant"], "green");
+  EXPECT_EQ(step(v1::ChangeLifecycleRequest::START).status().code(),
+            absl::StatusCode::kInvalidArgument);  // nothing leaves launched
+
+  // Every step, who and when, in the lifecycle read from the history.
+  Json lifecycle = JsonOf(HttpCall(port_, "GET", "/v1/experiments/cta/lifecycle"));
+  ASSERT_TRUE(lifecycle.is_object()) << lifecycle;
+  EXPECT_EQ(lifecycle["state"], "launched");
+  std::vector<std::string> moves;
+  for (const Json& t : lifecycle["transitions"]) {
+    std::string from = t["from"].is_string() ? t["from"].get<std::string>() : "-";
+    moves.push_back(from + ">" + t["to"].get<std::string>() + " by " + t["by"].get<std::string>());
+  }
+  EXPECT_EQ(moves, (std::vector<std::string>{"->draft by ann", "draft>running by rita",
+                                             "running>stopped by sam", "stopped>launched by sam"}))
+      << lifecycle.dump();
+}
+
 TEST_F(ExperimentsRpcE2E, EventsIngestedOverRpcAreCountedOnceAndReadAsResults) {
   // Units u0..u99: half control, half treatment; clicks 1 (control) or 2.
   v1::IngestEventsRequest first, second;

@@ -7,7 +7,8 @@
 // evaluation through POST /api/eval); the layered model served from the
 // store (write-time checks, evaluation matching the in-process Assigner, a
 // ramp that keeps assigned units, a bad set that never replaces a good one,
-// /v1/analyze; the propagation time printed, not asserted).
+// /v1/analyze; the propagation time printed, not asserted). Streaming
+// (GET /sub/{clientKey}) is in experiments_streaming_test.cc.
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>

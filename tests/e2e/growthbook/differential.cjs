@@ -345,6 +345,32 @@ function randomContext(r) {
   return { context, featureIds };
 }
 
+// URL targeting (urlPatterns, isURLTargeted): URLs and patterns inside the
+// subset Capstan parses exactly (src/experiments/url_target.h): http(s),
+// ASCII, dot segments, ports, spaces in paths and queries, wildcards.
+const TARGET_URLS = [
+  "https://example.com/", "https://example.com/pricing", "https://Shop.Example.com/a/b?x=1&y=2#top",
+  "http://example.com:8080/pricing/", "https://example.com:443/a/../pricing", "/pricing?x=1",
+  "/a/b/", "", "https://other.org/pricing?x=", "//example.com/a b?q=x y", "https://example.com/a/./b#top",
+  "https://example.com/pricing?x=1&x=2", "pricing", "?x=1", "#top", "https://example.com?x=1",
+];
+const SIMPLE_PATTERNS = [
+  "https://example.com/pricing", "example.com/pricing", "*.example.com/*", "https://*.example.com/a/*",
+  "/pricing", "/a/*", "pricing", "example.com/*?x=1", "example.com/*?x=*", "/*#top", "", "*",
+  "example.com:8080/*", "https://", "example.com/*/b/", "other.org", "http://example.com/pricing/",
+  "*?x=2", "/a b", "example.com/a/../pricing", "EXAMPLE.com/Pricing", "*.org/*?x=", "//example.com/a",
+];
+const REGEX_PATTERNS = ["^https://example\\.com/", "pricing$", "^/a/", "\\?x=1", "example\\.(com|org)", "([", "^/$", "top"];
+function randomUrlPatterns(r) {
+  return Array.from({ length: r.int(0, 3) }, () => {
+    const regex = r.chance(0.3);
+    const target = { type: regex ? "regex" : "simple", pattern: r.pick(regex ? REGEX_PATTERNS : SIMPLE_PATTERNS) };
+    if (r.chance(0.02)) target.type = "other";
+    if (r.chance(0.4)) target.include = r.pick([true, false, false]);
+    return target;
+  });
+}
+
 function randomExperiment(r) {
   const n = r.chance(0.05) ? r.int(0, 1) : r.int(2, 4);
   const e = { key: r.pick(EXPERIMENT_KEYS), variations: Array.from({ length: n }, () => randomValue(r)) };
@@ -352,6 +378,7 @@ function randomExperiment(r) {
   if (r.chance(0.1)) e.active = r.pick([true, false]);
   if (r.chance(0.1)) e.status = r.pick(["draft", "running", "stopped"]);
   if (r.chance(0.08)) e.force = r.pick([0, 1, 5, -1]);
+  if (r.chance(0.25)) e.urlPatterns = r.chance(0.05) ? r.pick([{}, "abc", 5]) : randomUrlPatterns(r);
   return e;
 }
 
@@ -411,7 +438,13 @@ function randomRequest(r) {
   }
   if (k < 0.6) {
     const { context } = randomContext(r);
-    return { op: "run", context, experiment: randomExperiment(r) };
+    const experiment = randomExperiment(r);
+    // Targeting needs a URL in the subset (randomContext's may be outside).
+    if (experiment.urlPatterns) {
+      if (r.chance(0.85)) context.url = r.pick(TARGET_URLS);
+      else delete context.url;
+    }
+    return { op: "run", context, experiment };
   }
   if (k < 0.74) {
     return { op: "evalCondition", condition: randomCondition(r), attributes: randomAttributes(r), savedGroups: randomSavedGroups(r) };
