@@ -157,6 +157,8 @@ int main(int argc, char** argv) {
     std::string damaged = record(plain, 5);
     damaged[damaged.size() - 3] ^= 0x20;
     write("cache_disk_record/damaged_body", damaged);
+  }
+
   // event_log: a segment's records (after its header), written by EventLog.
   {
     namespace ex = capstan::experiments;
