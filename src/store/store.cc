@@ -296,6 +296,7 @@ absl::Status Store::JoinExisting(const std::vector<InitialMember>& members, Memb
   std::vector<std::string> mine = options_.advertise_peer_urls;
   std::sort(mine.begin(), mine.end());
   std::string errors;
+  bool not_listed = false;  // a member answered without this one in its list
   for (int attempt = 0; attempt < 10; ++attempt) {
     for (const auto& m : members) {
       if (m.name == options_.name) continue;
@@ -322,13 +323,19 @@ absl::Status Store::JoinExisting(const std::vector<InitialMember>& members, Memb
             return absl::OkStatus();
           }
         }
-        return absl::FailedPreconditionError(absl::StrCat(
-            "this member (peer URLs ", absl::StrJoin(mine, ","),
-            ") is not in the cluster's member list; add it first with `etcdctl member add ",
-            options_.name, " --peer-urls=", absl::StrJoin(mine, ","), "`"));
+        // This member may not have applied the `member add` yet (it is
+        // answered once the member that took it has): ask the others, and
+        // again after a pause, before saying it was never added.
+        not_listed = true;
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(500));  // peers may still be starting
+  }
+  if (not_listed) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "this member (peer URLs ", absl::StrJoin(mine, ","),
+        ") is not in the cluster's member list; add it first with `etcdctl member add ",
+        options_.name, " --peer-urls=", absl::StrJoin(mine, ","), "`"));
   }
   return absl::UnavailableError(absl::StrCat(
       "--initial-cluster-state=existing: could not reach any other member of --initial-cluster:",
