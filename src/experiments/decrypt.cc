@@ -5,6 +5,7 @@
 
 #include <memory>
 
+#include "base/utf8.h"
 #include "experiments/js_value.h"
 
 namespace capstan::experiments {
@@ -75,7 +76,7 @@ std::string DecodeUtf8Lossy(std::string_view bytes) {
         needed = 3;
         code_point = b & 0x7;
       } else {
-        AppendUtf8(0xFFFD, &out);
+        utf8::Append(0xFFFD, &out);
       }
       continue;
     }
@@ -85,7 +86,7 @@ std::string DecodeUtf8Lossy(std::string_view bytes) {
       needed = seen = 0;
       lower = 0x80;
       upper = 0xBF;
-      AppendUtf8(0xFFFD, &out);
+      utf8::Append(0xFFFD, &out);
       continue;
     }
     ++i;
@@ -93,12 +94,12 @@ std::string DecodeUtf8Lossy(std::string_view bytes) {
     upper = 0xBF;
     code_point = (code_point << 6) | (b & 0x3F);
     if (++seen == needed) {
-      AppendUtf8(code_point, &out);
+      utf8::Append(code_point, &out);
       code_point = 0;
       needed = seen = 0;
     }
   }
-  if (needed != 0) AppendUtf8(0xFFFD, &out);
+  if (needed != 0) utf8::Append(0xFFFD, &out);
   return out;
 }
 

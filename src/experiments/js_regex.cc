@@ -4,6 +4,7 @@
 #include <locale>
 #include <vector>
 
+#include "base/utf8.h"
 #include "experiments/js_value.h"
 
 namespace capstan::experiments {
@@ -460,7 +461,7 @@ std::string JsLowerCase(std::string_view utf8) {
   const auto& ctype = std::use_facet<std::ctype<wchar_t>>(CaseLocale());
   std::string out;
   for (wchar_t c : Utf8ToCodePoints(utf8))
-    AppendUtf8(static_cast<char32_t>(ctype.tolower(c)), &out);
+    utf8::Append(static_cast<char32_t>(ctype.tolower(c)), &out);
   return out;
 }
 

@@ -44,8 +44,6 @@ using Json = nlohmann::ordered_json;
 
 // UTF-8 to UTF-16 code units. Invalid bytes become U+FFFD.
 std::u16string Utf8ToUtf16(std::string_view utf8);
-// Appends the UTF-8 encoding of code point `cp`.
-void AppendUtf8(char32_t cp, std::string* out);
 // `c` as a digit of a base up to 36 ('0'-'9', then 'a'-'z' or 'A'-'Z' for
 // 10-35), or -1.
 int DigitValue(char c);

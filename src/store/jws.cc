@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
+#include "base/utf8.h"
 
 namespace capstan::store {
 namespace {
@@ -20,25 +21,6 @@ int DecodeChar(char c) {
 
 absl::Status Bad(std::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("JWS: ", std::string(what)));
-}
-
-// Appends the UTF-8 encoding of `cp` (a scalar value, not a surrogate).
-void AppendUtf8(uint32_t cp, std::string* out) {
-  if (cp < 0x80) {
-    out->push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
 }
 
 // Recursive descent over RFC 8259, depth-bounded.
@@ -291,7 +273,7 @@ class JsonParser {
             if (low < 0xDC00 || low > 0xDFFF) return Bad("JSON: lone high surrogate");
             cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
           }
-          AppendUtf8(cp, out);
+          utf8::Append(cp, out);
           break;
         }
         default:
