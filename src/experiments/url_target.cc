@@ -149,35 +149,8 @@ std::string JoinPath(const std::vector<std::string>& segments) {
   return out.empty() ? "/" : out;
 }
 
-// URLSearchParams(query).get(key) || "" over a raw query of the subset
-// (no '%' or '+', spaces encoded as %20 by EncodeSpaces).
-std::string SearchParam(const std::optional<std::string>& query, std::string_view key) {
-  if (!query.has_value()) return "";
-  std::string decoded;
-  for (size_t i = 0; i < query->size(); ++i) {
-    if (query->compare(i, 3, "%20") == 0) {
-      decoded += ' ';
-      i += 2;
-    } else {
-      decoded += (*query)[i];
-    }
-  }
-  size_t start = 0;
-  while (start <= decoded.size()) {
-    size_t amp = decoded.find('&', start);
-    std::string_view pair = std::string_view(decoded).substr(start, amp - start);
-    if (!pair.empty()) {
-      size_t eq = pair.find('=');
-      std::string_view name = pair.substr(0, eq);
-      if (name == key) return eq == std::string_view::npos ? "" : std::string(pair.substr(eq + 1));
-    }
-    if (amp == std::string::npos) break;
-    start = amp + 1;
-  }
-  return "";
-}
-
-// The query's name/value pairs in order (searchParams.forEach).
+// The query's name/value pairs in order (searchParams.forEach), over a raw
+// query of the subset (no '%' or '+', spaces encoded as %20 by EncodeSpaces).
 std::vector<std::pair<std::string, std::string>> SearchParams(
     const std::optional<std::string>& query) {
   std::vector<std::pair<std::string, std::string>> out;
@@ -204,6 +177,14 @@ std::vector<std::pair<std::string, std::string>> SearchParams(
     start = amp + 1;
   }
   return out;
+}
+
+// URLSearchParams(query).get(key) || "": the first pair named `key`.
+std::string SearchParam(const std::optional<std::string>& query, std::string_view key) {
+  for (auto& [name, value] : SearchParams(query)) {
+    if (name == key) return std::move(value);
+  }
+  return "";
 }
 
 // `^` + pattern + `$` with the `i` flag, where the pattern is literal text
