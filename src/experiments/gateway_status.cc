@@ -162,12 +162,12 @@ absl::StatusOr<std::string> ParseGatewayAdminUrl(std::string_view text) {
 }
 
 void GatewayDirectory::Set(std::vector<std::string> admin_urls) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   urls_ = std::move(admin_urls);
 }
 
 std::vector<std::string> GatewayDirectory::Get() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return urls_;
 }
 

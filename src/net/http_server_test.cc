@@ -399,6 +399,9 @@ TEST_F(HttpServiceTest, TheConnectionLimitIsConfigurable) {
 // HttpStream that other threads write to.
 class HttpStreamTest : public ::testing::Test {
  protected:
+  // The server first: its handlers and streams' on_end touch the members
+  // below, which are destroyed before server_ otherwise (TSan saw it).
+  void TearDown() override { server_.reset(); }
   void Start(HttpServerOptions options, HttpStreamOptions stream_options = {}) {
     server_ = std::make_unique<HttpServer>(std::move(options));
     server_->HandleAll([this, stream_options](const HttpRequest&) {
