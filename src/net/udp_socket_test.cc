@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <unistd.h>
 
@@ -189,6 +190,55 @@ TEST_P(UdpSocketTest, WritableEndsAtOnceWhileTheSendBufferHasRoom) {
                   }(socket_.get(), &first, &second));
   EXPECT_TRUE(first.ok()) << first;
   EXPECT_TRUE(second.ok()) << second;
+}
+
+TEST_P(UdpSocketTest, WritableWaitsWhileTheSendBufferIsFull) {
+  Client client(socket_->port());
+  client.Send("hello");  // for the client's address
+  // Fill the send buffer: a corked socket keeps what it is given charged to
+  // its buffer until uncorked, so past half of a small buffer the socket is
+  // not writable.
+  int fd = socket_->fd();
+  int small = 1;  // the kernel's minimum, a few KiB
+  ASSERT_EQ(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+  int on = 1;
+  ASSERT_EQ(setsockopt(fd, IPPROTO_UDP, UDP_CORK, &on, sizeof(on)), 0);
+  sockaddr_storage peer{};
+  socklen_t peer_len = sizeof(peer);
+  char first[16];
+  ASSERT_GT(recvfrom(fd, first, sizeof(first), 0, reinterpret_cast<sockaddr*>(&peer), &peer_len),
+            0);
+  std::string chunk(1000, 'x');
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_EQ(sendto(fd, chunk.data(), chunk.size(), MSG_DONTWAIT,
+                     reinterpret_cast<sockaddr*>(&peer), peer_len),
+              1000);
+  }
+  pollfd writable_now{fd, POLLOUT, 0};
+  ASSERT_EQ(poll(&writable_now, 1, 0), 0) << "the send buffer did not fill";
+  struct Seen {
+    bool uncorked = false;
+    bool uncorked_before_resume = false;
+    absl::Status writable = absl::UnknownError("not run");
+  } seen;
+  RunToCompletion(*loop_, [](EventLoop* loop, UdpSocket* socket, Seen* seen) -> Task<void> {
+    // Uncorking sends what is pending and frees the buffer; until then the
+    // wait must not end. (A wait that ended at once would resume long
+    // before this timer.)
+    Timer uncork([socket, seen] {
+      int off = 0;
+      setsockopt(socket->fd(), IPPROTO_UDP, UDP_CORK, &off, sizeof(off));
+      seen->uncorked = true;
+    });
+    uncork.ArmAfter(loop, std::chrono::milliseconds(50));
+    auto writable = socket->Writable();
+    seen->writable = co_await writable;
+    seen->uncorked_before_resume = seen->uncorked;
+  }(loop_.get(), socket_.get(), &seen));
+  EXPECT_TRUE(seen.writable.ok()) << seen.writable;
+  EXPECT_TRUE(seen.uncorked_before_resume);
+  // What was pending left as one datagram.
+  EXPECT_GE(client.Receive().size(), 1000u);
 }
 
 TEST_P(UdpSocketTest, SocketsOnOnePortWithReusePort) {
