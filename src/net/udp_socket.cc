@@ -5,6 +5,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include <cassert>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -74,6 +75,10 @@ absl::StatusOr<std::unique_ptr<UdpSocket>> UdpSocket::Bind(EventLoop* loop, cons
 }
 
 UdpSocket::~UdpSocket() {
+  // The engine still holds a waiter that is waiting: Close first, and let
+  // the awaiting coroutine see CANCELLED.
+  assert(!read_wait_->waiting());
+  assert(write_wait_ == nullptr || !write_wait_->waiting());
   if (writable_epoll_fd_ >= 0) close(writable_epoll_fd_);
   close(fd_);
 }

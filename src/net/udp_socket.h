@@ -19,17 +19,22 @@
 //     int n = socket->Receive(batch.get());
 //     if (n == 0) {
 //       auto readable = socket->Readable();
-//       if (!(co_await readable).ok()) break;   // CANCELLED after Close
+//       absl::Status st = co_await readable;
+//       if (!st.ok()) break;                     // CANCELLED after Close
 //       continue;
 //     }
 //     for (int i = 0; i < n; ++i) batch->SetReply(i, answer, size);
 //     socket->Send(batch.get(), n);
 //     while (batch->unsent() > 0) {              // the send buffer was full
 //       auto writable = socket->Writable();
-//       if (!(co_await writable).ok()) break;
+//       absl::Status room = co_await writable;
+//       if (!room.ok()) break;
 //       socket->SendMore(batch.get());
 //     }
-//     if (n == net::UdpBatch::kBatch) co_await loop->Yield();  // let the loop's others run
+//     if (n == net::UdpBatch::kBatch) {          // more may wait: let the loop's others run
+//       auto yield = loop->Yield();
+//       co_await yield;
+//     }
 //   }
 //
 // Thread-safety: Bind from any thread; everything else on the socket's
@@ -118,12 +123,14 @@ class UdpSocket {
   // none (or after Close). Resets every reply to none.
   int Receive(UdpBatch* batch);
   // Sends the replies set for datagrams [0, n) to their peers, as many per
-  // system call as the kernel takes; returns how many left. Stops when the
+  // system call as the kernel takes; returns how many it handed to the
+  // kernel. Stops when the
   // socket's send buffer is full, leaving `batch->unsent()` for SendMore
   // after Writable (or for the caller to drop). A reply the kernel refuses
   // for its own peer (unreachable, filtered) is skipped.
   int Send(UdpBatch* batch, int n);
-  // Continues a Send that stopped at a full buffer; returns how many left.
+  // Continues a Send that stopped at a full buffer; returns how many it
+  // handed to the kernel.
   int SendMore(UdpBatch* batch);
 
   // Ends the socket: waits in flight finish with CANCELLED (in a later
