@@ -10,6 +10,9 @@
 #      maximum, so queueing is not the measure) with dnsperf -v, which prints
 #      each query's latency -> p50, p99.
 # Usage: bench/dns-vs-nsd-knot.sh [BUILD_DIR] [SECS] [RATE]
+# Environment: BASELINE=PATH also measures another capstan binary (e.g. the
+# previous release) right before this one, for an A/B of the same run;
+# PEERS=0 leaves NSD and Knot out (a quick A/B while developing).
 # Output: a Markdown table on stdout (docs/benchmarks/dns.md), logs under
 # $WORK (kept for inspection).
 set -euo pipefail
@@ -114,12 +117,26 @@ EOF
   results+=("| $name | $qps | $cpu_share% | $us_per_query | $per_core | $p50 | $p99 |")
 }
 
-# ---- capstan
-port=$(free_port)
-taskset -c 0 "$capstan" gateway --threads 1 --dns-threads 1 --dns-listen "127.0.0.1:$port" \
-  --dns-zone "$zone" >"$WORK/capstan.log" 2>&1 &
-bench_track $!
-measure "capstan gateway" "$port" "$!"
+# ---- capstan: one event loop (UDP and TCP on it)
+run_capstan() {  # name binary
+  local port
+  port=$(free_port)
+  taskset -c 0 "$2" gateway --threads 1 --dns-listen "127.0.0.1:$port" \
+    --dns-zone "$zone" >"$WORK/$1.log" 2>&1 &
+  bench_track $!
+  measure "$1" "$port" "$!"
+  kill "$!" 2>/dev/null || true
+}
+if [ -n "${BASELINE:-}" ]; then
+  run_capstan "capstan baseline" "$BASELINE"
+fi
+run_capstan "capstan gateway" "$capstan"
+if [ "${PEERS:-1}" = 0 ]; then
+  echo "| server | queries/s answered | server CPU (of 1 core) | CPU µs/query | queries per CPU-second | p50 µs at $rate q/s | p99 µs at $rate q/s |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  printf '%s\n' "${results[@]}"
+  exit 0
+fi
 
 # ---- NSD: one server process
 port=$(free_port)

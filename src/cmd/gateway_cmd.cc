@@ -49,7 +49,8 @@ void AddGatewayCommand(CLI::App* cmd, GatewayFlags* f) {
   cmd->add_option("--dns-registry-zone", f->dns_registry_zone,
                   "DNS server: the discovery zone's name (default svc.capstan.).");
   cmd->add_option("--dns-threads", f->dns_threads,
-                  "DNS server: UDP threads (default: one per event loop).");
+                  "DNS server: how many event loops serve UDP, a socket each (default: all of "
+                  "--threads).");
 }
 
 namespace {

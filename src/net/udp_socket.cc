@@ -2,33 +2,38 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <poll.h>
-#include <sys/eventfd.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
+#include <cassert>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
 namespace capstan::net {
 
-absl::StatusOr<std::unique_ptr<Waker>> Waker::Create() {
-  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (fd < 0) return absl::InternalError(absl::StrCat("eventfd: ", std::strerror(errno)));
-  return std::unique_ptr<Waker>(new Waker(fd));
-}
+// One wait of a coroutine on the socket's fd (or, for writability, on the
+// private epoll fd). The engine runs the callback at the end of a turn, not
+// inside its completion loop, so resuming the coroutine there is safe and
+// saves the extra turn a Schedule would cost.
+struct UdpSocket::Wait final : FdWaiter {
+  Wait(EventLoop* loop, int fd) : FdWaiter(loop, fd, &Wait::OnReady) {}
+  static void OnReady(FdWaiter* waiter, int result) {
+    auto* self = static_cast<Wait*>(waiter);
+    self->result = result;
+    if (std::coroutine_handle<> h = std::exchange(self->awaiting, nullptr)) h.resume();
+  }
+  std::coroutine_handle<> awaiting;
+  int result = 0;
+};
 
-Waker::~Waker() { close(fd_); }
+UdpSocket::UdpSocket(EventLoop* loop, int fd, int port)
+    : loop_(loop), fd_(fd), port_(port), read_wait_(std::make_unique<Wait>(loop, fd)) {}
 
-void Waker::Wake() {
-  uint64_t one = 1;
-  ssize_t n = write(fd_, &one, sizeof(one));
-  (void)n;  // a full counter still wakes the reader
-}
-
-absl::StatusOr<std::unique_ptr<UdpSocket>> UdpSocket::Bind(const std::string& host, int port,
-                                                           bool reuse_port) {
+absl::StatusOr<std::unique_ptr<UdpSocket>> UdpSocket::Bind(EventLoop* loop, const std::string& host,
+                                                           int port, bool reuse_port) {
   sockaddr_storage addr{};
   socklen_t len = 0;
   int family = AF_INET;
@@ -66,22 +71,66 @@ absl::StatusOr<std::unique_ptr<UdpSocket>> UdpSocket::Bind(const std::string& ho
   getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &bound_len);
   int bound_port = family == AF_INET ? ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port)
                                      : ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
-  return std::unique_ptr<UdpSocket>(new UdpSocket(fd, bound_port));
+  return std::unique_ptr<UdpSocket>(new UdpSocket(loop, fd, bound_port));
 }
 
-UdpSocket::~UdpSocket() { close(fd_); }
+UdpSocket::~UdpSocket() {
+  // The engine still holds a waiter that is waiting: Close first, and let
+  // the awaiting coroutine see CANCELLED.
+  assert(!read_wait_->waiting());
+  assert(write_wait_ == nullptr || !write_wait_->waiting());
+  if (writable_epoll_fd_ >= 0) close(writable_epoll_fd_);
+  close(fd_);
+}
 
-bool UdpSocket::Wait(const Waker& waker, int timeout_ms) {
-  pollfd fds[2] = {{fd_, POLLIN, 0}, {waker.fd(), POLLIN, 0}};
-  while (true) {
-    int n = poll(fds, 2, timeout_ms);
-    if (n < 0 && errno == EINTR) continue;
-    if (fds[1].revents != 0) return false;
-    return true;
+UdpSocket::ReadyAwaiter UdpSocket::Readable() { return ReadyAwaiter{this, read_wait_.get(), {}}; }
+
+UdpSocket::ReadyAwaiter UdpSocket::Writable() {
+  absl::Status st = closed_ ? absl::OkStatus() : StartWritableWatch();
+  return ReadyAwaiter{this, write_wait_.get(), std::move(st)};
+}
+
+absl::Status UdpSocket::StartWritableWatch() {
+  if (writable_epoll_fd_ >= 0) return absl::OkStatus();
+  int epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (epfd < 0) return absl::InternalError(absl::StrCat("epoll_create1: ", std::strerror(errno)));
+  epoll_event ev{};
+  ev.events = EPOLLOUT;  // level-triggered: readable for as long as there is room
+  if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd_, &ev) != 0) {
+    int err = errno;
+    close(epfd);
+    return absl::InternalError(absl::StrCat("epoll_ctl: ", std::strerror(err)));
   }
+  writable_epoll_fd_ = epfd;
+  write_wait_ = std::make_unique<Wait>(loop_, epfd);
+  return absl::OkStatus();
+}
+
+void UdpSocket::ReadyAwaiter::await_suspend(std::coroutine_handle<> h) {
+  wait->awaiting = h;
+  wait->Start();
+}
+
+absl::Status UdpSocket::ReadyAwaiter::await_resume() {
+  if (!error.ok()) return error;
+  if (socket->closed_) return absl::CancelledError("UDP socket closed");
+  if (wait->result < 0) {
+    return absl::InternalError(absl::StrCat("UDP wait: ", std::strerror(-wait->result)));
+  }
+  return absl::OkStatus();
+}
+
+void UdpSocket::Close() {
+  if (closed_) return;
+  closed_ = true;
+  read_wait_->Cancel();
+  if (write_wait_ != nullptr) write_wait_->Cancel();
 }
 
 int UdpSocket::Receive(UdpBatch* b) {
+  b->tx_count = 0;
+  b->tx_next = 0;
+  if (closed_) return 0;
   for (int i = 0; i < UdpBatch::kBatch; ++i) {
     b->rx_iov[i] = {b->rx[i], UdpBatch::kMaxDatagram};
     msghdr& h = b->rx_msgs[i].msg_hdr;
@@ -96,6 +145,8 @@ int UdpSocket::Receive(UdpBatch* b) {
   while (true) {
     int n = recvmmsg(fd_, b->rx_msgs, UdpBatch::kBatch, MSG_DONTWAIT, nullptr);
     if (n < 0 && errno == EINTR) continue;
+    // EAGAIN: nothing waiting. Another error (an ICMP report queued for
+    // the socket) is taken by this call; the caller waits again.
     return n < 0 ? 0 : n;
   }
 }
@@ -113,18 +164,29 @@ int UdpSocket::Send(UdpBatch* b, int n) {
     h.msg_iovlen = 1;
     ++m;
   }
+  b->tx_count = m;
+  b->tx_next = 0;
+  return SendMore(b);
+}
+
+int UdpSocket::SendMore(UdpBatch* b) {
+  if (closed_) return 0;
   int sent = 0;
-  while (sent < m) {
-    int r = sendmmsg(fd_, b->tx_msgs + sent, static_cast<unsigned>(m - sent), MSG_DONTWAIT);
+  while (b->tx_next < b->tx_count) {
+    int r = sendmmsg(fd_, b->tx_msgs + b->tx_next, static_cast<unsigned>(b->tx_count - b->tx_next),
+                     MSG_DONTWAIT);
     if (r < 0) {
       if (errno == EINTR) continue;
-      // EAGAIN (the socket buffer is full) or an unreachable peer: drop
-      // this datagram and carry on with the rest.
-      ++sent;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;  // the buffer is full: wait
+      // An error of this datagram's own (an unreachable or filtered peer,
+      // ENOBUFS from a full device queue):
+      // skip it and carry on with the rest.
+      ++b->tx_next;
       continue;
     }
-    sent += r;
     if (r == 0) break;
+    b->tx_next += r;
+    sent += r;
   }
   return sent;
 }

@@ -8,14 +8,18 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <set>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -218,6 +222,81 @@ TEST_F(DnsE2e, DigSeesTheZone) {
                                   "+time=2", "+retry=0", "mail.example.com", "AAAA"});
     EXPECT_EQ(k.out, "2001:db8::3\n") << k.err;
   }
+}
+
+// DNS over UDP runs on the gateway's event loops (no threads of its own):
+// one loop answers a burst from several clients, and SIGTERM while queries
+// keep arriving ends the process cleanly.
+TEST_F(DnsE2e, UdpRunsOnTheGatewaysLoopsAndStopsUnderLoad) {
+  int port = PickFreePort();
+  gateway_ = std::make_unique<Process>(
+      std::vector<std::string>{CapstanBinary(), "gateway", "--threads", "1", "--dns-listen",
+                               absl::StrCat("127.0.0.1:", port), "--dns-zone", zone_file_},
+      dir_->path() + "/gateway.log");
+  ASSERT_TRUE(Eventually([&] {
+    return gateway_->Log().find("dns listening on port") != std::string::npos;
+  })) << gateway_->Log();
+  // 4 clients x 50 queries sent at once, then every answer read.
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  std::vector<int> fds;
+  for (int c = 0; c < 4; ++c) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    fds.push_back(fd);
+    for (int id = 0; id < 50; ++id) {
+      std::string q =
+          dns::BuildQuery(Wire("mail.example.com."), dns::kTypeAAAA, static_cast<uint16_t>(id));
+      ASSERT_EQ(sendto(fd, q.data(), q.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof(a)),
+                static_cast<ssize_t>(q.size()));
+    }
+  }
+  for (int fd : fds) {
+    std::set<uint16_t> ids;
+    char buf[4096];
+    while (ids.size() < 50) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 5000) != 1) break;
+      ssize_t n = recv(fd, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      auto m = dns::ParseMessage(std::string_view(buf, static_cast<size_t>(n)));
+      ASSERT_TRUE(m.ok()) << m.status();
+      EXPECT_EQ(m->answers.size(), 1u);
+      ids.insert(m->id);
+    }
+    EXPECT_EQ(ids.size(), 50u);
+    close(fd);
+  }
+  // The process's threads: the one event loop and library or blocking
+  // helpers, none for DNS over UDP (the threads version named them dns-udp).
+  std::vector<std::string> names;
+  for (const auto& task :
+       std::filesystem::directory_iterator(absl::StrCat("/proc/", gateway_->pid(), "/task"))) {
+    std::string name;
+    std::getline(std::ifstream(task.path() / "comm"), name);
+    names.push_back(name);
+  }
+  EXPECT_EQ(std::count(names.begin(), names.end(), "dns-udp"), 0) << absl::StrJoin(names, ",");
+  // SIGTERM while a client keeps sending (bounded): the process exits, 0.
+  std::atomic<bool> stop{false};
+  std::thread sender([&] {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+    std::string q = dns::BuildQuery(Wire("web.example.com."), dns::kTypeA, 1);
+    char sink[512];
+    for (int i = 0; i < 1'000'000 && !stop.load(); ++i) {
+      sendto(fd, q.data(), q.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+      while (recv(fd, sink, sizeof(sink), 0) > 0) {
+      }
+    }
+    close(fd);
+  });
+  gateway_->Signal(SIGTERM);
+  int status = gateway_->Wait(std::chrono::seconds(15));
+  stop = true;
+  sender.join();
+  ASSERT_NE(status, -1) << "still running 15 s after SIGTERM\n" << gateway_->Log();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << gateway_->Log();
 }
 
 // NSD serving the same zone file on its own port, with its own files.

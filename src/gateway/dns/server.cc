@@ -6,7 +6,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
-#include "base/thread_name.h"
 #include "net/block_on.h"
 
 namespace capstan::gateway::dns {
@@ -15,6 +14,15 @@ struct DnsServer::LoopState {
   net::EventLoop* loop = nullptr;
   std::unique_ptr<net::Listener> listener;
   std::vector<std::weak_ptr<net::Socket>> connections;
+};
+
+// One UDP socket and what its coroutine answers with; touched only on the
+// socket's loop (Start and Stop reach it through RunOn).
+struct DnsServer::UdpState {
+  std::unique_ptr<net::UdpSocket> socket;
+  std::unique_ptr<net::UdpBatch> batch = std::make_unique<net::UdpBatch>();
+  std::unique_ptr<uint8_t[]> replies;  // kBatch slots of max_udp_payload bytes
+  std::unique_ptr<ResponseRateLimiter> rrl;
 };
 
 namespace {
@@ -43,22 +51,26 @@ absl::StatusOr<std::unique_ptr<DnsServer>> DnsServer::Start(DnsServerOptions opt
 
 absl::StatusOr<std::unique_ptr<DnsServer>> DnsServer::StartOnce(
     DnsServerOptions options, net::LoopGroup* loops, std::shared_ptr<const ZoneSet> zones) {
-  if (options.udp_threads < 1) return absl::InvalidArgumentError("dns: udp_threads must be >= 1");
+  if (options.udp_sockets < 0) return absl::InvalidArgumentError("dns: udp_sockets must be >= 0");
   if (options.answer.max_udp_payload < 512 || options.answer.max_udp_payload > 4096) {
     return absl::InvalidArgumentError("dns: max_udp_payload must be within 512..4096");
   }
   std::unique_ptr<DnsServer> server(new DnsServer(std::move(options), loops));
   DnsServer* s = server.get();
   s->zones_ = zones != nullptr ? std::move(zones) : std::make_shared<const ZoneSet>();
-  ASSIGN_OR_RETURN(s->waker_, net::Waker::Create());
   const DnsServerOptions& o = s->options_;
+  int udp_sockets = o.udp_sockets == 0 ? loops->size() : std::min(o.udp_sockets, loops->size());
   // The first socket picks the port when asked for 0; the others and the
   // TCP listeners take the same.
   int port = o.port;
-  for (int i = 0; i < o.udp_threads; ++i) {
-    ASSIGN_OR_RETURN(auto udp, net::UdpSocket::Bind(o.host, port, /*reuse_port=*/true));
-    port = udp->port();
-    s->udp_.push_back(std::move(udp));
+  for (int i = 0; i < udp_sockets; ++i) {
+    auto state = std::make_unique<UdpState>();
+    ASSIGN_OR_RETURN(state->socket,
+                     net::UdpSocket::Bind(loops->loop(i), o.host, port, /*reuse_port=*/true));
+    port = state->socket->port();
+    state->replies.reset(new uint8_t[net::UdpBatch::kBatch * o.answer.max_udp_payload]);
+    state->rrl = std::make_unique<ResponseRateLimiter>(o.rrl);
+    s->udp_states_.push_back(std::move(state));
   }
   s->port_ = port;
   for (int i = 0; i < loops->size(); ++i) {
@@ -86,12 +98,17 @@ absl::StatusOr<std::unique_ptr<DnsServer>> DnsServer::StartOnce(
                                                  std::string(st.message())));
     }
   }
-  for (auto& udp : s->udp_) {
-    net::UdpSocket* raw = udp.get();
-    s->udp_threads_.emplace_back([s, raw] { s->UdpThread(raw); });
+  for (auto& state : s->udp_states_) {
+    UdpState* raw = state.get();
+    {
+      std::lock_guard lock(s->tasks_mu_);
+      ++s->tasks_;
+    }
+    net::EventLoop* loop = raw->socket->loop();
+    net::RunOn(loop, [s, raw, loop] { loop->StartOwned(s->ServeUdp(raw)); });
   }
   CAPSTAN_LOG(info, "dns server listening", "address", absl::StrCat(o.host, ":", port),
-              "udp_threads", o.udp_threads);
+              "udp_sockets", udp_sockets, "loops", loops->size());
   return server;
 }
 
@@ -112,20 +129,29 @@ void DnsServer::Count(const AnswerResult& r) {
   if (r.rcode == kRcodeRefused) counters_->refused.fetch_add(1, std::memory_order_relaxed);
 }
 
-void DnsServer::UdpThread(net::UdpSocket* socket) {
-  SetThreadName("dns-udp");
-  auto batch = std::make_unique<net::UdpBatch>();
+net::Task<void> DnsServer::ServeUdp(UdpState* state) {
+  net::UdpSocket* socket = state->socket.get();
+  net::UdpBatch* batch = state->batch.get();
+  ResponseRateLimiter& rrl = *state->rrl;
   const size_t reply_size = options_.answer.max_udp_payload;
-  std::unique_ptr<uint8_t[]> replies(new uint8_t[net::UdpBatch::kBatch * reply_size]);
-  ResponseRateLimiter rrl(options_.rrl);
   std::shared_ptr<const ZoneSet> zones;
   uint64_t generation = ~uint64_t{0};
-  while (true) {
-    int n = socket->Receive(batch.get());
-    if (n == 0) {
-      if (!socket->Wait(*waker_, -1)) break;
-      continue;
+  // A batch of fewer than 64 emptied the socket a moment ago: wait for it
+  // to be readable rather than ask recvmmsg again for nothing (a system call
+  // saved per wake-up at light load; the wait ends at once if more came).
+  bool drained = false;
+  while (!socket->closed()) {
+    if (drained) {
+      auto readable = socket->Readable();
+      absl::Status st = co_await readable;
+      if (!st.ok()) {
+        if (!socket->closed()) CAPSTAN_LOG(err, "dns udp: wait failed", "error", st.ToString());
+        break;
+      }
     }
+    int n = socket->Receive(batch);
+    drained = n < net::UdpBatch::kBatch;
+    if (n == 0) continue;
     uint64_t g = zones_generation_.load(std::memory_order_acquire);
     if (g != generation) {
       std::lock_guard lock(zones_mu_);
@@ -135,7 +161,7 @@ void DnsServer::UdpThread(net::UdpSocket* socket) {
     uint64_t now = rrl.enabled() ? MonotonicNs() : 0;
     for (int i = 0; i < n; ++i) {
       if (batch->truncated(i)) continue;  // larger than any query we answer
-      uint8_t* out = replies.get() + static_cast<size_t>(i) * reply_size;
+      uint8_t* out = state->replies.get() + static_cast<size_t>(i) * reply_size;
       AnswerResult r = Answer(*zones, batch->datagram(i), Transport::kUdp, options_.answer, out);
       if (r.size == 0) continue;
       Count(r);
@@ -154,10 +180,26 @@ void DnsServer::UdpThread(net::UdpSocket* socket) {
       }
       batch->SetReply(i, out, r.size);
     }
-    socket->Send(batch.get(), n);
+    socket->Send(batch, n);
+    // A full send buffer: wait for room rather than drop answers already
+    // computed (the kernel drains it at line rate).
+    while (batch->unsent() > 0) {
+      auto writable = socket->Writable();
+      absl::Status st = co_await writable;
+      if (!st.ok()) break;
+      socket->SendMore(batch);
+    }
     // Counted once answered, so a reader that sees the count sees the answers sent.
+    counters_->udp_batches.fetch_add(1, std::memory_order_relaxed);
     counters_->udp_queries.fetch_add(static_cast<uint64_t>(n), std::memory_order_release);
+    if (!drained) {
+      // More may be waiting: let the loop's other sockets and timers have
+      // this turn first.
+      auto yield = state->socket->loop()->Yield();
+      co_await yield;
+    }
   }
+  TaskEnded();
 }
 
 net::Task<void> DnsServer::AcceptLoop(LoopState* state) {
@@ -237,10 +279,10 @@ void DnsServer::TaskEnded() {
 
 DnsServerStats DnsServer::stats() const {
   const Counters& c = *counters_;
-  return DnsServerStats{c.udp_queries.load(), c.tcp_queries.load(),
-                        c.truncated.load(),   c.nxdomain.load(),
-                        c.refused.load(),     c.rrl_dropped.load(),
-                        c.rrl_slipped.load(), c.tcp_connections_refused.load()};
+  return DnsServerStats{
+      c.udp_queries.load(), c.udp_batches.load(), c.tcp_queries.load(),
+      c.truncated.load(),   c.nxdomain.load(),    c.refused.load(),
+      c.rrl_dropped.load(), c.rrl_slipped.load(), c.tcp_connections_refused.load()};
 }
 
 void DnsServer::RegisterMetrics(metrics::Registry* registry) const {
@@ -251,6 +293,9 @@ void DnsServer::RegisterMetrics(metrics::Registry* registry) const {
   };
   add("capstan_dns_udp_queries_total", "DNS queries received over UDP; a counter.",
       &Counters::udp_queries);
+  add("capstan_dns_udp_batches_total",
+      "recvmmsg calls that returned UDP queries (up to 64 each); a counter.",
+      &Counters::udp_batches);
   add("capstan_dns_tcp_queries_total", "DNS queries received over TCP; a counter.",
       &Counters::tcp_queries);
   add("capstan_dns_truncated_total", "UDP answers sent truncated (TC); a counter.",
@@ -275,9 +320,10 @@ DnsServer::~DnsServer() { Stop(); }
 void DnsServer::Stop() {
   if (stopped_) return;
   stopped_ = true;
-  if (waker_ != nullptr) waker_->Wake();
-  for (auto& t : udp_threads_) t.join();
-  udp_threads_.clear();
+  for (auto& state : udp_states_) {
+    UdpState* raw = state.get();
+    net::RunOn(raw->socket->loop(), [raw] { raw->socket->Close(); });
+  }
   for (auto& state : loop_states_) {
     LoopState* raw = state.get();
     net::RunOn(raw->loop, [raw] {
@@ -296,6 +342,12 @@ void DnsServer::Stop() {
     LoopState* raw = state.get();
     net::RunOn(raw->loop, [raw] { raw->listener.reset(); });
   }
+  // The sockets' waits ended with their coroutines; each closes on its loop.
+  for (auto& state : udp_states_) {
+    UdpState* raw = state.get();
+    net::RunOn(raw->socket->loop(), [raw] { raw->socket.reset(); });
+  }
+  udp_states_.clear();
 }
 
 }  // namespace capstan::gateway::dns

@@ -1,11 +1,15 @@
 // DnsServer: answers DNS over UDP and TCP on one port from a ZoneSet that
 // can be replaced at any time (a zone reload, a registry change).
 //
-// UDP: one thread per `udp_threads`, each with its own socket on the port
-// (SO_REUSEPORT, the kernel spreads clients), receiving and sending up to 64
-// datagrams per system call (recvmmsg / sendmmsg). These are threads of
-// their own, not event-loop tasks: the loop's I/O engines drive stream
-// sockets only (net/udp_socket.h).
+// Both run on the event loops of the group it is given (the gateway's), as
+// the HTTP and L4 listeners do: one runtime, one set of threads.
+// UDP: a socket per loop (`udp_sockets` of them, by default one for every
+// loop; SO_REUSEPORT, the kernel spreads clients), each served by a
+// coroutine on its loop that waits for the socket to be readable and then
+// takes up to 64 datagrams per system call (recvmmsg), answers them into a
+// per-socket buffer and sends the answers with one sendmmsg
+// (net/udp_socket.h). After a full batch it lets the loop's other work run
+// before the next.
 // TCP: a listener on every loop of the group (SO_REUSEPORT), a coroutine
 // per connection reading length-prefixed queries (RFC 1035 section 4.2.2,
 // pipelined, answered in order; RFC 7766), closed after `tcp_idle_timeout`
@@ -13,11 +17,12 @@
 //
 //   auto server = dns::DnsServer::Start({.host = "127.0.0.1", .port = 5353}, loops, zones);
 //   server->SetZones(new_zones);   // any thread; the next batch uses them
-//   server->Stop();                // joins the UDP threads, closes TCP
+//   server->Stop();                // closes UDP and TCP, waits for their coroutines
 //
 // Thread-safety: SetZones, stats and Stop from any thread. The zone set is
-// published under a mutex with a generation counter: each UDP thread looks
-// at the counter once per batch and copies the pointer only when it moved.
+// published under a mutex with a generation counter: each UDP coroutine
+// looks at the counter once per batch and copies the pointer only when it
+// moved.
 #pragma once
 
 #include <atomic>
@@ -27,7 +32,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "base/metrics.h"
@@ -43,7 +47,10 @@ namespace capstan::gateway::dns {
 struct DnsServerOptions {
   std::string host = "127.0.0.1";
   int port = 5353;  // 0 picks one (the same for UDP and TCP)
-  int udp_threads = 1;
+  // UDP sockets, one per loop from the first (0: one on every loop of the
+  // group; more than the loops is capped at the loops: a second socket on
+  // a loop adds no CPU).
+  int udp_sockets = 0;
   AnswerOptions answer;
   RrlOptions rrl;
   // TCP connections open at once across the server; more are closed at
@@ -54,6 +61,7 @@ struct DnsServerOptions {
 
 struct DnsServerStats {
   uint64_t udp_queries = 0;
+  uint64_t udp_batches = 0;  // recvmmsg calls that returned queries
   uint64_t tcp_queries = 0;
   uint64_t truncated = 0;
   uint64_t nxdomain = 0;
@@ -84,16 +92,17 @@ class DnsServer {
 
  private:
   struct Counters {
-    std::atomic<uint64_t> udp_queries{0}, tcp_queries{0}, truncated{0}, nxdomain{0}, refused{0},
-        rrl_dropped{0}, rrl_slipped{0}, tcp_connections_refused{0};
+    std::atomic<uint64_t> udp_queries{0}, udp_batches{0}, tcp_queries{0}, truncated{0}, nxdomain{0},
+        refused{0}, rrl_dropped{0}, rrl_slipped{0}, tcp_connections_refused{0};
   };
   struct LoopState;
+  struct UdpState;
 
   DnsServer(DnsServerOptions options, net::LoopGroup* loops);
   static absl::StatusOr<std::unique_ptr<DnsServer>> StartOnce(DnsServerOptions options,
                                                               net::LoopGroup* loops,
                                                               std::shared_ptr<const ZoneSet> zones);
-  void UdpThread(net::UdpSocket* socket);
+  net::Task<void> ServeUdp(UdpState* state);
   net::Task<void> AcceptLoop(LoopState* state);
   net::Task<void> ServeTcp(LoopState* state, std::shared_ptr<net::Socket> socket);
   void Count(const AnswerResult& r);
@@ -109,15 +118,13 @@ class DnsServer {
   std::shared_ptr<const ZoneSet> zones_;  // guarded by zones_mu_
   std::atomic<uint64_t> zones_generation_{0};
 
-  std::unique_ptr<net::Waker> waker_;
-  std::vector<std::unique_ptr<net::UdpSocket>> udp_;
-  std::vector<std::thread> udp_threads_;
+  std::vector<std::unique_ptr<UdpState>> udp_states_;
   std::vector<std::unique_ptr<LoopState>> loop_states_;
   std::atomic<size_t> tcp_connections_{0};
 
   std::mutex tasks_mu_;
   std::condition_variable tasks_done_;
-  int tasks_ = 0;  // guarded by tasks_mu_: accept loops and connections running
+  int tasks_ = 0;  // guarded by tasks_mu_: UDP servers, accept loops and connections running
   bool stopped_ = false;
 };
 

@@ -7,7 +7,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <map>
+#include <mutex>
 #include <thread>
 
 namespace capstan::gateway::dns {
@@ -102,7 +107,7 @@ class DnsServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     loops_ = net::LoopGroup::Start({.threads = 2, .name = "dns-test"}).value();
-    auto server = DnsServer::Start({.host = "127.0.0.1", .port = 0, .udp_threads = 2}, loops_.get(),
+    auto server = DnsServer::Start({.host = "127.0.0.1", .port = 0, .udp_sockets = 2}, loops_.get(),
                                    Zones(kZone));
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(server).value();
@@ -167,7 +172,7 @@ TEST_F(DnsServerTest, NewZonesAnswerTheNextQuery) {
 
 TEST(DnsServerRrl, LimitsABurstFromOneClient) {
   auto loops = net::LoopGroup::Start({.threads = 1, .name = "dns-rrl"}).value();
-  DnsServerOptions options{.host = "127.0.0.1", .port = 0, .udp_threads = 1};
+  DnsServerOptions options{.host = "127.0.0.1", .port = 0, .udp_sockets = 1};
   options.rrl = {.responses_per_second = 1, .slip = 2};
   auto server = DnsServer::Start(options, loops.get(), Zones(kZone));
   ASSERT_TRUE(server.ok()) << server.status();
@@ -210,6 +215,181 @@ TEST(DnsServerRrl, LimitsABurstFromOneClient) {
   EXPECT_EQ(static_cast<uint64_t>(truncated), stats.rrl_slipped);
   EXPECT_EQ(static_cast<uint64_t>(full), 20 - stats.rrl_dropped - stats.rrl_slipped);
   server->reset();
+  loops->Stop();
+}
+
+// Holds a loop's thread until released (bounded), so datagrams queue up
+// on its socket meanwhile.
+class LoopBlocker {
+ public:
+  explicit LoopBlocker(net::EventLoop* loop) {
+    loop->Post([this] {
+      std::unique_lock lock(mu_);
+      blocked_ = true;
+      cv_.notify_all();
+      cv_.wait_for(lock, std::chrono::seconds(10), [this] { return released_; });
+    });
+    std::unique_lock lock(mu_);
+    EXPECT_TRUE(cv_.wait_for(lock, std::chrono::seconds(5), [this] { return blocked_; }));
+  }
+  ~LoopBlocker() { Release(); }
+  void Release() {
+    std::lock_guard lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool blocked_ = false;
+  bool released_ = false;
+};
+
+// Waits (bounded) until the server has counted `n` UDP queries.
+bool WaitForUdpQueries(const DnsServer& server, uint64_t n) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (server.stats().udp_queries < n && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  return server.stats().udp_queries >= n;
+}
+
+// Every datagram waiting on fd (each wait bounded), parsed, by id.
+std::map<uint16_t, Message> ReceiveAnswers(int fd, size_t want) {
+  std::map<uint16_t, Message> got;
+  char buf[4096];
+  while (got.size() < want) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 5000) != 1) break;
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    auto m = ParseMessage(std::string_view(buf, static_cast<size_t>(n)));
+    EXPECT_TRUE(m.ok()) << m.status();
+    if (m.ok()) got[m->id] = *m;
+  }
+  return got;
+}
+
+TEST(DnsServerUdp, AQueuedBurstIsAnsweredInBatchesOfSixtyFourEachAnswerInItsOwnSlot) {
+  auto loops = net::LoopGroup::Start({.threads = 1, .name = "dns-burst"}).value();
+  auto server = DnsServer::Start({.host = "127.0.0.1", .port = 0}, loops.get(), Zones(kZone));
+  ASSERT_TRUE(server.ok()) << server.status();
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in a = Local((*server)->port());
+  // Three kinds interleaved, so a slot answered from another query's
+  // buffer would show: an A record, a TXT set too large for 512 bytes (TC,
+  // no records) and the same set asked with EDNS0 room for it (complete).
+  constexpr int kQueries = 130;
+  {
+    LoopBlocker blocker(loops->loop(0));
+    for (int id = 0; id < kQueries; ++id) {
+      std::string q = id % 3 == 0   ? BuildQuery(Wire("www.example.com."), kTypeA, id)
+                      : id % 3 == 1 ? BuildQuery(Wire("big.example.com."), kTypeTXT, id)
+                                    : BuildQuery(Wire("big.example.com."), kTypeTXT, id, 1232);
+      ASSERT_EQ(sendto(fd, q.data(), q.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof(a)),
+                static_cast<ssize_t>(q.size()));
+    }
+  }
+  std::map<uint16_t, Message> got = ReceiveAnswers(fd, kQueries);
+  close(fd);
+  ASSERT_EQ(got.size(), static_cast<size_t>(kQueries));
+  for (const auto& [id, m] : got) {
+    SCOPED_TRACE(id);
+    EXPECT_EQ(m.rcode(), kRcodeNoError);
+    if (id % 3 == 0) {
+      EXPECT_FALSE(m.flags & kFlagTC);
+      EXPECT_EQ(m.answers.size(), 1u);
+    } else if (id % 3 == 1) {
+      EXPECT_TRUE(m.flags & kFlagTC);
+      EXPECT_TRUE(m.answers.empty());
+    } else {
+      EXPECT_FALSE(m.flags & kFlagTC);
+      EXPECT_EQ(m.answers.size(), 6u);
+    }
+  }
+  ASSERT_TRUE(WaitForUdpQueries(**server, kQueries));
+  DnsServerStats stats = (*server)->stats();
+  EXPECT_EQ(stats.udp_queries, static_cast<uint64_t>(kQueries));
+  // All were queued when the loop came back: 64 + 64 + 2.
+  EXPECT_EQ(stats.udp_batches, 3u);
+  EXPECT_EQ(stats.truncated, static_cast<uint64_t>((kQueries + 1) / 3));
+  server->reset();
+  loops->Stop();
+}
+
+TEST_F(DnsServerTest, ManyClientsManyQueriesEveryOneAnswered) {
+  // Waves of 5 queries from each of 16 clients: 80 in flight at most, well
+  // within one socket's receive buffer (about 256 small datagrams by
+  // default), so none may be lost.
+  constexpr int kClients = 16, kWaves = 10, kPerWave = 5;
+  std::vector<int> fds;
+  for (int c = 0; c < kClients; ++c) fds.push_back(socket(AF_INET, SOCK_DGRAM, 0));
+  sockaddr_in a = Local(server_->port());
+  for (int wave = 0; wave < kWaves; ++wave) {
+    for (int fd : fds) {
+      for (int i = 0; i < kPerWave; ++i) {
+        int id = wave * kPerWave + i;
+        std::string q = BuildQuery(Wire(id % 2 == 0 ? "www.example.com." : "nope.example.com."),
+                                   kTypeA, static_cast<uint16_t>(id));
+        sendto(fd, q.data(), q.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+      }
+    }
+    for (int fd : fds) {
+      std::map<uint16_t, Message> got = ReceiveAnswers(fd, kPerWave);
+      ASSERT_EQ(got.size(), static_cast<size_t>(kPerWave)) << "wave " << wave;
+      for (const auto& [id, m] : got) {
+        EXPECT_EQ(m.rcode(), id % 2 == 0 ? kRcodeNoError : kRcodeNxDomain) << id;
+      }
+    }
+  }
+  for (int fd : fds) close(fd);
+  constexpr uint64_t kTotal = kClients * kWaves * kPerWave;
+  ASSERT_TRUE(WaitForUdpQueries(*server_, kTotal));
+  EXPECT_EQ(server_->stats().udp_queries, kTotal);
+  EXPECT_EQ(server_->stats().nxdomain, kTotal / 2);
+}
+
+TEST(DnsServerUdp, StopWhileQueriesAreInFlightClosesEverySocketAndLeavesTheLoopsServing) {
+  auto loops = net::LoopGroup::Start({.threads = 2, .name = "dns-stop"}).value();
+  auto server = DnsServer::Start({.host = "127.0.0.1", .port = 0}, loops.get(), Zones(kZone));
+  ASSERT_TRUE(server.ok()) << server.status();
+  int port = (*server)->port();
+  // A client that keeps sending (bounded) until told to stop, from several
+  // source ports so both loops' sockets are busy.
+  std::atomic<bool> stop_sending{false};
+  std::thread sender([port, &stop_sending] {
+    std::vector<int> fds;
+    for (int i = 0; i < 8; ++i) fds.push_back(socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0));
+    sockaddr_in a = Local(port);
+    std::string q = BuildQuery(Wire("www.example.com."), kTypeA, 7);
+    char sink[512];
+    for (int i = 0; i < 2'000'000 && !stop_sending.load(); ++i) {
+      int fd = fds[static_cast<size_t>(i) % fds.size()];
+      sendto(fd, q.data(), q.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+      while (recv(fd, sink, sizeof(sink), 0) > 0) {
+      }
+    }
+    for (int fd : fds) close(fd);
+  });
+  ASSERT_TRUE(WaitForUdpQueries(**server, 1000));
+  (*server)->Stop();
+  uint64_t at_stop = (*server)->stats().udp_queries;
+  // Every UDP socket is closed: the port binds without SO_REUSEPORT.
+  int probe = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in a = Local(port);
+  EXPECT_EQ(bind(probe, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0) << strerror(errno);
+  close(probe);
+  stop_sending = true;
+  sender.join();
+  EXPECT_EQ((*server)->stats().udp_queries, at_stop);
+  (*server)->Stop();  // idempotent
+  server->reset();
+  // The loops were left running and serve a new server.
+  auto again = DnsServer::Start({.host = "127.0.0.1", .port = 0}, loops.get(), Zones(kZone));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(AskUdp((*again)->port(), BuildQuery(Wire("www.example.com."), kTypeA, 5)).id, 5);
+  again->reset();
   loops->Stop();
 }
 

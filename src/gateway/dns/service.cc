@@ -56,7 +56,7 @@ absl::StatusOr<std::unique_ptr<DnsService>> DnsService::Start(const GatewayConfi
   DnsServerOptions options;
   options.host = listen->host;
   options.port = listen->port;
-  options.udp_threads = config.udp_threads > 0 ? config.udp_threads : loops->size();
+  options.udp_sockets = config.udp_threads;  // 0: one per loop; capped at the loops
   options.answer.max_udp_payload = static_cast<uint16_t>(config.max_udp_payload);
   options.answer.minimal_responses = config.minimal_responses;
   options.max_tcp_connections = static_cast<size_t>(config.max_tcp_connections);
