@@ -8,12 +8,13 @@
 #include <string>
 
 #include "base/crc32c.h"
+#include "capstan/experiments.pb.h"
 #include "capstan/store/internal.pb.h"
-#include "gateway/cache/disk_record.h"
-#include "gateway/cache/store.h"
 #include "experiments/event_log.h"
 #include "experiments/event_store.h"
 #include "experiments/event_store_format.h"
+#include "gateway/cache/disk_record.h"
+#include "gateway/cache/store.h"
 #include "raft/wal.h"
 #include "rpc/protocol.h"
 
@@ -215,6 +216,48 @@ int main(int argc, char** argv) {
     write("event_log/bad_checksum", bad);
     write("event_log/bad_record_valid_frame", records.substr(two));
     write("event_log/zeros", std::string(64, '\0'));
+  }
+  {
+    // IngestEvents requests: every kind in the common shape, then the shapes
+    // the fast path leaves to protobuf (fields out of order and twice, an
+    // unknown field, non-ASCII and bad identifiers, bad numbers), cut short.
+    namespace pb = capstan::experiments::v1;
+    pb::IngestEventsRequest request;
+    auto event = [&](const std::string& key) {
+      pb::Event* e = request.add_events();
+      e->set_key(key);
+      e->set_experiment("checkout");
+      e->set_unit("u1");
+      e->set_timestamp_ms(1700000000000);
+      return e;
+    };
+    event("k1")->mutable_exposure()->set_variant("control");
+    pb::Event* conversion = event("k2");
+    conversion->mutable_conversion()->set_metric("purchase");
+    conversion->set_variant("control");
+    pb::Event* value = event("k3");
+    value->mutable_value()->set_metric("revenue");
+    value->mutable_value()->set_value(12.5);
+    pb::Event* ratio = event("k4");
+    ratio->mutable_ratio()->set_metric("ctr");
+    ratio->mutable_ratio()->set_numerator(3);
+    ratio->mutable_ratio()->set_denominator(10);
+    const std::string kinds = request.SerializeAsString();
+    write("ingest_events/every_kind", kinds);
+    write("ingest_events/cut_short", kinds.substr(0, kinds.size() - 3));
+    pb::Event unit_again;
+    unit_again.set_unit("u2");
+    pb::Event first = request.events(0);
+    std::string reordered = unit_again.SerializeAsString() + first.SerializeAsString() +
+                            unit_again.SerializeAsString() + std::string("\x50\x07", 2);
+    write("ingest_events/reordered_twice_unknown",
+          std::string("\x0a", 1) + static_cast<char>(reordered.size()) + reordered);
+    request.mutable_events(0)->set_unit("caf\xc3\xa9");
+    request.mutable_events(1)->set_key(std::string(129, 'k'));
+    request.mutable_events(2)->mutable_value()->set_value(1e300);
+    request.mutable_events(3)->set_timestamp_ms(-1);
+    write("ingest_events/bad_fields", request.SerializeAsString());
+    write("ingest_events/empty", "");
   }
   return 0;
 }

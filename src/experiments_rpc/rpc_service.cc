@@ -16,8 +16,6 @@ namespace {
 
 using experiments::ConfigDocument;
 using experiments::Event;
-using experiments::EventDecodeError;
-using experiments::EventType;
 using experiments::Json;
 
 absl::Status EventsDisabled() {
@@ -49,79 +47,7 @@ void ToProto(const ConfigDocument& doc, v1::Document* out) {
   out->set_updated_at(doc.updated_at);
 }
 
-// The proto path of a field the event decoder named (events.h's JSON names).
-std::string ProtoField(const Event& event, const std::string& field) {
-  if (field == "ts") return "timestamp_ms";
-  if (field == "variant") return event.type == EventType::kExposure ? "exposure.variant" : field;
-  const std::string kind(experiments::EventTypeName(event.type));
-  if (field == "metric") return kind + ".metric";
-  if (field == "value") return "value.value";
-  if (field == "numerator" || field == "denominator") return "ratio." + field;
-  return field;
-}
-
 }  // namespace
-
-absl::StatusOr<std::vector<Event>> EventsFromProto(const v1::IngestEventsRequest& request) {
-  // Counted first, so an oversized batch costs nothing.
-  if (request.events_size() == 0) return absl::InvalidArgumentError("events: has no events");
-  if (static_cast<size_t>(request.events_size()) > experiments::kMaxEventsPerBatch) {
-    return absl::InvalidArgumentError(absl::StrCat("events: has ", request.events_size(),
-                                                   " events; at most ",
-                                                   experiments::kMaxEventsPerBatch));
-  }
-  std::vector<Event> events;
-  events.reserve(static_cast<size_t>(request.events_size()));
-  for (int i = 0; i < request.events_size(); ++i) {
-    const v1::Event& in = request.events(i);
-    Event e;
-    e.key = in.key();
-    e.experiment = in.experiment();
-    e.unit = in.unit();
-    e.timestamp_ms = in.timestamp_ms();
-    if (in.timestamp_ms() < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("events[", i, "].timestamp_ms: must not be negative"));
-    }
-    switch (in.kind_case()) {
-      case v1::Event::kExposure:
-        if (!in.variant().empty()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("events[", i, "].variant: exposures carry theirs in exposure.variant"));
-        }
-        e.type = EventType::kExposure;
-        e.variant = in.exposure().variant();
-        break;
-      case v1::Event::kConversion:
-        e.type = EventType::kConversion;
-        e.metric = in.conversion().metric();
-        break;
-      case v1::Event::kValue:
-        e.type = EventType::kValue;
-        e.metric = in.value().metric();
-        e.value = in.value().value();
-        break;
-      case v1::Event::kRatio:
-        e.type = EventType::kRatio;
-        e.metric = in.ratio().metric();
-        e.value = in.ratio().numerator();
-        e.denominator = in.ratio().denominator();
-        break;
-      case v1::Event::KIND_NOT_SET:
-        return absl::InvalidArgumentError(absl::StrCat(
-            "events[", i, "].kind: must be one of exposure, conversion, value, ratio"));
-    }
-    if (e.type != EventType::kExposure) e.variant = in.variant();
-    // The decoder's rules on the typed event (no JSON in between).
-    EventDecodeError error;
-    if (!experiments::CheckEvent(&e, static_cast<size_t>(i) + 1, &error)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("events[", i, "].", ProtoField(e, error.field), ": ", error.message));
-    }
-    events.push_back(std::move(e));
-  }
-  return events;
-}
 
 void ToProto(const experiments::EvaluationResult& result, v1::UnitResult* out) {
   const experiments::ConfigSnapshot* snapshot = result.snapshot();
@@ -157,7 +83,14 @@ void ToProto(const experiments::EvaluationResult& result, v1::UnitResult* out) {
 ExperimentsRpcService::ExperimentsRpcService(experiments::ExperimentsService* service,
                                              std::shared_ptr<experiments::EventsApi> events,
                                              net::WorkerPool* pool)
-    : service_(service), events_(std::move(events)), pool_(pool) {}
+    : service_(service), events_(std::move(events)), pool_(pool) {
+  // IngestEvents decodes its request's wire bytes itself (ingest_request.h).
+  SetUnaryBytesHandler<v1::IngestEventsResponse>(
+      "IngestEvents", [this](rpc::ServerContext& context, const net::Buffer& request,
+                             v1::IngestEventsResponse* response) {
+        return IngestEvents(context, request, response);
+      });
+}
 
 net::Task<absl::Status> ExperimentsRpcService::Evaluate(rpc::ServerContext&,
                                                         const v1::EvaluateRequest& request,
@@ -308,23 +241,52 @@ net::Task<absl::Status> ExperimentsRpcService::GetHistory(rpc::ServerContext& co
 }
 
 net::Task<absl::Status> ExperimentsRpcService::IngestEvents(rpc::ServerContext& context,
-                                                            const v1::IngestEventsRequest& request,
+                                                            const net::Buffer& request,
                                                             v1::IngestEventsResponse* response) {
-  if (events_ == nullptr) co_return EventsDisabled();
-  absl::StatusOr<std::vector<Event>> events = EventsFromProto(request);
-  if (!events.ok()) {
+  // One worker task decodes, checks and appends: the loop only moves bytes
+  // (as the HTTP path's loop does), and Append waits for the group commit's
+  // fsync, which a loop must not.
+  struct Outcome {
+    absl::Status refused;  // the request's own error (not counted when it did not parse)
+    bool unparsable = false;
+    absl::StatusOr<experiments::AppendResult> appended;
+  };
+  const bool enabled = events_ != nullptr;
+  Outcome outcome = co_await pool_->Run(context.loop(), [&] {
+    Outcome out;
+    // The decoder wants the message's bytes in one piece; a frame that came
+    // in several reads is copied together once (a memcpy per request).
+    std::string joined;
+    std::string_view bytes;
+    if (request.slice_count() == 1) {
+      bytes = request.slice(0);
+    } else {
+      joined.reserve(request.size());
+      for (size_t i = 0; i < request.slice_count(); ++i) joined += request.slice(i);
+      bytes = joined;
+    }
+    absl::StatusOr<std::vector<Event>> events = DecodeIngestEventsRequest(bytes, &out.unparsable);
+    if (!events.ok()) {
+      out.refused = events.status();
+    } else if (enabled) {
+      out.appended = events_->Ingest(*std::move(events));
+    }
+    return out;
+  });
+  // A request that does not parse is refused as the server refuses any
+  // (before the handler, so before "events are off").
+  if (outcome.unparsable) co_return outcome.refused;
+  if (!enabled) co_return EventsDisabled();
+  if (!outcome.refused.ok()) {
     events_->CountRejected();
-    co_return events.status();
+    co_return outcome.refused;
   }
-  // Append waits for the group commit's fsync: off the loop.
-  absl::StatusOr<experiments::AppendResult> result =
-      co_await pool_->Run(context.loop(), [&] { return events_->Ingest(*std::move(events)); });
-  if (!result.ok()) {
-    AddErrorTrailers(context, result.status(), events_->retry_after_seconds());
-    co_return result.status();
+  if (!outcome.appended.ok()) {
+    AddErrorTrailers(context, outcome.appended.status(), events_->retry_after_seconds());
+    co_return outcome.appended.status();
   }
-  response->set_accepted(result->accepted);
-  response->set_duplicates(result->duplicates);
+  response->set_accepted(outcome.appended->accepted);
+  response->set_duplicates(outcome.appended->duplicates);
   co_return absl::OkStatus();
 }
 

@@ -12,7 +12,7 @@
 // Threads: handlers run on the RPC server's loops. Evaluation is CPU only
 // (~µs per unit) and runs there; calls that wait on the store or on an
 // fsync (documents, IngestEvents) run on a WorkerPool of the server's own,
-// so a loop never blocks.
+// so a loop never blocks. IngestEvents decodes its request there too.
 //
 //   auto service = experiments::ExperimentsService::Start(options);   // HTTP
 //   auto rpc = experiments_rpc::ExperimentsRpcServer::Start(
@@ -30,6 +30,7 @@
 #include "experiments/events_api.h"
 #include "experiments/service.h"
 #include "experiments/snapshot.h"
+#include "experiments_rpc/ingest_request.h"
 #include "net/worker_pool.h"
 #include "rpc/server.h"
 
@@ -85,9 +86,11 @@ class ExperimentsRpcService final : public v1::ExperimentsServer {
                                          v1::DeleteDocumentResponse* response) override;
   net::Task<absl::Status> GetHistory(rpc::ServerContext& context, const v1::HistoryRequest& request,
                                      v1::HistoryResponse* response) override;
-  net::Task<absl::Status> IngestEvents(rpc::ServerContext& context,
-                                       const v1::IngestEventsRequest& request,
-                                       v1::IngestEventsResponse* response) override;
+  // From the request's serialized bytes (rpc::Service::SetUnaryBytesHandler
+  // replaces the generated typed method): decoded, checked and appended in
+  // one task on the pool (ingest_request.h).
+  net::Task<absl::Status> IngestEvents(rpc::ServerContext& context, const net::Buffer& request,
+                                       v1::IngestEventsResponse* response);
   net::Task<absl::Status> GetResults(rpc::ServerContext& context,
                                      const v1::GetResultsRequest& request,
                                      v1::GetResultsResponse* response) override;
@@ -119,11 +122,6 @@ class ExperimentsRpcServer {
   std::unique_ptr<ExperimentsRpcService> service_;
   std::unique_ptr<rpc::Server> server_;
 };
-
-// What a typed event becomes for the event store, and the proto field path
-// of a decoder error ("events[2].ratio.denominator: ...").
-absl::StatusOr<std::vector<experiments::Event>> EventsFromProto(
-    const v1::IngestEventsRequest& request);
 
 // Fills `out` from an evaluation (the HTTP API's ToJson, typed).
 void ToProto(const experiments::EvaluationResult& result, v1::UnitResult* out);

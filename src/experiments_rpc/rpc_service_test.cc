@@ -14,7 +14,10 @@
 #include "experiments/snapshot.h"
 #include "experiments_rpc/client.h"
 #include "gtest/gtest.h"
+#include "net/block_on.h"
+#include "net/loop_group.h"
 #include "nlohmann/json.hpp"
+#include "rpc/channel.h"
 
 namespace capstan::experiments_rpc {
 namespace {
@@ -273,6 +276,78 @@ TEST(IngestEventsTest, BackPressureIsResourceExhaustedWithARetryHint) {
             absl::StatusCode::kFailedPrecondition);
   off_client->reset();
   off.Shutdown(std::chrono::seconds(1));
+  api.reset();
+  std::filesystem::remove_all(dir);
+}
+
+// IngestEvents serves from its request's bytes (ingest_request.h) and answers
+// as the typed path did: accepted, then duplicates on a resend; a bad event
+// named by index and proto field and counted as a rejected batch; a payload
+// that is not an IngestEventsRequest refused in the server's words, not
+// counted.
+TEST(IngestEventsTest, TheBytesHandlerAnswersAsTheTypedPath) {
+  std::string pattern =
+      (std::filesystem::temp_directory_path() / "experiments_rpc_XXXXXX").string();
+  const std::string dir = ::mkdtemp(pattern.data());
+  std::shared_ptr<experiments::EventsApi> api;
+  net::HttpRouter router;
+  metrics::Registry registry;
+  experiments::ServiceContext context{
+      .store = nullptr, .watcher = nullptr, .router = &router, .registry = &registry};
+  absl::Status installed = experiments::MakeEventsExtension(
+      {.directory = dir + "/events",
+       .on_open = [&](std::shared_ptr<experiments::EventsApi> opened) { api = opened; }})(context);
+  ASSERT_TRUE(installed.ok()) << installed;
+  ASSERT_NE(api, nullptr);
+  net::WorkerPool pool({.threads = 2});
+  ExperimentsRpcService service(/*service=*/nullptr, api, &pool);
+  rpc::Server server({});
+  server.AddService(&service);
+  ASSERT_TRUE(server.Start().ok());
+  auto client = ExperimentsRpcClient::Connect("127.0.0.1", server.port());
+  ASSERT_TRUE(client.ok()) << client.status();
+
+  v1::IngestEventsRequest batch;
+  for (int i = 0; i < 300; ++i) {  // ~15 KB: more than one read on the server
+    *batch.add_events() = Exposure("key-" + std::to_string(i), "unit-" + std::to_string(i),
+                                   i % 2 == 0 ? "control" : "treatment");
+  }
+  *batch.add_events() = Ratio("ratio-1", 3, 10);
+  auto first = (*client)->IngestEvents(batch);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->accepted(), 301u);
+  EXPECT_EQ(first->duplicates(), 0u);
+  auto again = (*client)->IngestEvents(batch);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->accepted(), 0u);
+  EXPECT_EQ(again->duplicates(), 301u);
+
+  batch.mutable_events(7)->mutable_exposure()->set_variant(std::string(129, 'v'));
+  auto bad = (*client)->IngestEvents(batch);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.status().message(), "events[7].exposure.variant: must be 1 to 128 bytes");
+
+  // A Document's bytes: field 1 is its kind, "x", which is no Event.
+  v1::Document not_a_batch;
+  not_a_batch.set_kind("x");
+  auto loops = net::LoopGroup::Start({.threads = 1, .name = "client"});
+  ASSERT_TRUE(loops.ok());
+  absl::StatusOr<v1::IngestEventsResponse> unparsable =
+      net::BlockOn((*loops)->loop(0),
+                   [](net::EventLoop* loop, int port,
+                      v1::Document request) -> net::Task<absl::StatusOr<v1::IngestEventsResponse>> {
+                     auto channel = rpc::Channel::Create(loop, "127.0.0.1", port);
+                     co_return co_await channel->Call<v1::Document, v1::IngestEventsResponse>(
+                         "capstan.experiments.v1.Experiments/IngestEvents", request, {});
+                   }((*loops)->loop(0), server.port(), not_a_batch));
+  EXPECT_EQ(unparsable.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(unparsable.status().message(),
+            "request payload does not parse as capstan.experiments.v1.IngestEventsRequest");
+  (*loops)->Stop();
+  EXPECT_NE(registry.RenderText().find("capstan_experiments_events_rejected_batches_total 1\n"),
+            std::string::npos);
+  client->reset();
+  server.Shutdown(std::chrono::seconds(1));
   api.reset();
   std::filesystem::remove_all(dir);
 }

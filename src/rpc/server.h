@@ -246,6 +246,13 @@ template <typename Request, typename Response>
 using UnaryHandler =
     absl::AnyInvocable<net::Task<absl::Status>(ServerContext&, const Request&, Response*)>;
 
+// A unary handler given the request as it arrived: the serialized message
+// (protobuf wire format, possibly in several slices), not parsed. For a hot
+// method that decodes the wire format straight into its own types.
+template <typename Response>
+using UnaryBytesHandler =
+    absl::AnyInvocable<net::Task<absl::Status>(ServerContext&, const net::Buffer&, Response*)>;
+
 template <typename Request, typename Response>
 using ServerStreamingHandler = absl::AnyInvocable<net::Task<absl::Status>(
     ServerContext&, const Request&, ServerWriter<Response>&)>;
@@ -340,6 +347,21 @@ class UnaryMethod final : public MethodHandler {
   UnaryHandler<Request, Response> fn_;
 };
 
+template <typename Response>
+class UnaryBytesMethod final : public MethodHandler {
+ public:
+  explicit UnaryBytesMethod(UnaryBytesHandler<Response> fn) : fn_(std::move(fn)) {}
+  net::Task<void> Run(ServerCall* call) override {
+    Response response;
+    // The call, and its request, outlive the handler.
+    absl::Status status = co_await fn_(call->context(), call->request(), &response);
+    call->Finish(status, &response);
+  }
+
+ private:
+  UnaryBytesHandler<Response> fn_;
+};
+
 class GenericMethod final : public MethodHandler {
  public:
   explicit GenericMethod(GenericHandler fn) : fn_(std::move(fn)) {}
@@ -400,6 +422,25 @@ class Service {
     methods_.emplace_back(
         std::move(method),
         std::make_unique<internal::BidiStreamingMethod<Request, Response>>(std::move(fn)));
+  }
+  // Serves unary `method` with a handler given the request's serialized
+  // bytes (UnaryBytesHandler) instead of a parsed Request; the response is
+  // typed as usual, and limits, interceptors and metrics are unchanged. It
+  // replaces the method's handler when one is registered (a generated
+  // <Service>Server's constructor registers every method, so a subclass
+  // calls this in its own constructor), else adds it. The handler checks
+  // the bytes itself: a request that does not parse is its error to report.
+  // REQUIRES: before Server::AddService(this).
+  template <typename Response>
+  void SetUnaryBytesHandler(std::string method, UnaryBytesHandler<Response> fn) {
+    auto handler = std::make_unique<internal::UnaryBytesMethod<Response>>(std::move(fn));
+    for (auto& [name, existing] : methods_) {
+      if (name == method) {
+        existing = std::move(handler);
+        return;
+      }
+    }
+    methods_.emplace_back(std::move(method), std::move(handler));
   }
   // Raw bytes in and out: proxies and tools that carry messages they do not
   // parse.
