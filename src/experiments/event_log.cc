@@ -322,8 +322,7 @@ absl::StatusOr<std::vector<LogSegmentInfo>> EventLog::SegmentInfos() const {
     LogSegmentInfo info;
     info.first_sequence = segments[i].first_sequence;
     info.tail = i + 1 == segments.size();
-    info.end_sequence =
-        info.tail ? appended_sequence_.load() : segments[i + 1].first_sequence;
+    info.end_sequence = info.tail ? appended_sequence_.load() : segments[i + 1].first_sequence;
     info.bytes = static_cast<uint64_t>(st.st_size);
     info.modified = std::chrono::system_clock::time_point(
         std::chrono::duration_cast<std::chrono::system_clock::duration>(

@@ -82,10 +82,10 @@ absl::StatusOr<std::unique_ptr<EventStore>> EventStore::Open(EventStoreOptions o
   }
   if (options.segment_bytes < EventLog::kSegmentHeaderBytes + EventLog::kFrameBytes ||
       options.retention_check_interval <= std::chrono::milliseconds(0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "event store: segment_bytes must be at least ",
-        EventLog::kSegmentHeaderBytes + EventLog::kFrameBytes,
-        " and retention_check_interval positive"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("event store: segment_bytes must be at least ",
+                     EventLog::kSegmentHeaderBytes + EventLog::kFrameBytes,
+                     " and retention_check_interval positive"));
   }
   std::unique_ptr<EventStore> store(new EventStore());
   store->options_ = std::move(options);
@@ -177,11 +177,11 @@ absl::Status EventStore::Recover() {
   if (rebuild && log_start > 0) {
     // The removed segments' events exist only in the checkpoint: a rebuild
     // from what is left would silently drop them from every result.
-    return absl::FailedPreconditionError(absl::StrCat(
-        "event store: cannot rebuild the aggregation from the log in ", options_.directory,
-        "/", kLogDirectory, ": retention removed events 0..", log_start - 1,
-        " (the first retained event is ", log_start,
-        "); open without rebuild_on_open to recover from the last checkpoint"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("event store: cannot rebuild the aggregation from the log in ",
+                     options_.directory, "/", kLogDirectory, ": retention removed events 0..",
+                     log_start - 1, " (the first retained event is ", log_start,
+                     "); open without rebuild_on_open to recover from the last checkpoint"));
   }
   if (rebuild) {
     CAPSTAN_LOG(info, "events: rebuilding the aggregation from the log", "directory",
@@ -210,10 +210,10 @@ absl::Status EventStore::Recover() {
     // Retention removes only what a durable checkpoint covers: the
     // checkpoint was lost or replaced (RocksDB's files restored from an
     // older copy?).
-    return absl::DataLossError(absl::StrCat(
-        "event store: the checkpoint is at event ", from, " but the log in ", options_.directory,
-        "/", kLogDirectory, " starts at event ", log_start,
-        " (retention removed the events before it)"));
+    return absl::DataLossError(absl::StrCat("event store: the checkpoint is at event ", from,
+                                            " but the log in ", options_.directory, "/",
+                                            kLogDirectory, " starts at event ", log_start,
+                                            " (retention removed the events before it)"));
   }
   uint64_t replayed = 0;
   RETURN_IF_ERROR(log_->Read(from, [&](uint64_t first, std::string_view record) -> absl::Status {

@@ -197,8 +197,8 @@ struct EventStoreStats {
   uint64_t conflicting_exposures = 0;
   uint64_t held_events_dropped = 0;  // since open: past kMaxHeldEventsPerUnit
   uint64_t queued_events = 0;
-  uint64_t dedup_keys = 0;    // keys in the in-memory dedup index
-  uint64_t cached_units = 0;  // unit states in memory
+  uint64_t dedup_keys = 0;            // keys in the in-memory dedup index
+  uint64_t cached_units = 0;          // unit states in memory
   uint64_t log_first_sequence = 0;    // the first event still in the log (retention)
   uint64_t log_segments = 0;          // segment files in the log
   uint64_t log_bytes = 0;             // their headers and records
