@@ -11,6 +11,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "experiments/event_log.h"
@@ -359,6 +360,33 @@ TEST(EventStoreRetention, KeepsSegmentsYoungerThanTheRetention) {
   EXPECT_GT(*removed, 0u);
   stats = (*store)->Stats();
   EXPECT_EQ(stats.log_segments_removed, *removed);
+  ExpectOnlyCoveredRemoved(stats, options.dedup_window_keys);
+  ExpectCountedOnce(**store, 40);
+}
+
+// With no traffic (no checkpoint to prompt it) the aggregator still looks
+// every retention_check_interval, so segments age out of an idle store.
+TEST(EventStoreRetention, AnIdleStoreRemovesSegmentsAsTheyAge) {
+  TempDirectory dir;
+  std::atomic<int64_t> offset_hours{0};
+  EventStoreOptions options = SmallOptions(dir.path());
+  options.retention_ms = 3600 * 1000;
+  options.retention_check_interval = milliseconds(20);
+  options.wall_clock = [&] { return system_clock::now() + hours(offset_hours.load()); };
+  auto store = EventStore::Open(options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  for (int b = 0; b < 40; ++b) ASSERT_TRUE((*store)->Append(Batch(b)).ok());
+  ExpectCountedOnce(**store, 40);
+  EXPECT_EQ((*store)->Stats().log_segments_removed, 0u);
+  offset_hours = 2;  // an hour and more later, nothing sent meanwhile
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while ((*store)->Stats().log_segments_removed == 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(5));  // polling, bounded by the deadline
+  }
+  EventStoreStats stats = (*store)->Stats();
+  EXPECT_GT(stats.log_segments_removed, 0u);
+  EXPECT_GT(stats.log_first_sequence, 0u);
   ExpectOnlyCoveredRemoved(stats, options.dedup_window_keys);
   ExpectCountedOnce(**store, 40);
 }
