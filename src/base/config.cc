@@ -49,7 +49,8 @@ absl::StatusOr<int64_t> ParseDurationMillis(const std::string& text) {
     const char* suffix;
     int64_t millis;
   };
-  for (Unit u : {Unit{"ms", 1}, Unit{"s", 1000}, Unit{"m", 60'000}, Unit{"h", 3'600'000}}) {
+  for (Unit u : {Unit{"ms", 1}, Unit{"s", 1000}, Unit{"m", 60'000}, Unit{"h", 3'600'000},
+                 Unit{"d", 86'400'000}}) {
     std::string s(u.suffix);
     if (text.size() > s.size() && text.compare(text.size() - s.size(), s.size(), s) == 0) {
       int64_t n;
@@ -62,7 +63,7 @@ absl::StatusOr<int64_t> ParseDurationMillis(const std::string& text) {
   int64_t n;
   if (absl::SimpleAtoi(text, &n) && n >= 0) return n;
   return absl::InvalidArgumentError(
-      absl::StrCat("invalid duration \"", text, "\": use e.g. 500ms, 10s, 5m or 1h"));
+      absl::StrCat("invalid duration \"", text, "\": use e.g. 500ms, 10s, 5m, 1h or 7d"));
 }
 
 }  // namespace capstan

@@ -15,7 +15,7 @@ namespace capstan {
 // comma-separated values. Fails with a message naming the file and the key.
 absl::StatusOr<std::vector<std::string>> LoadConfigFileAsArgs(const std::string& path);
 
-// Parses durations like "500ms", "10s", "5m", "1h" (a bare number is
+// Parses durations like "500ms", "10s", "5m", "1h", "7d" (a bare number is
 // milliseconds). Fails on anything else.
 absl::StatusOr<int64_t> ParseDurationMillis(const std::string& text);
 

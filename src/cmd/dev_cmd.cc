@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "client/client.h"
+#include "cmd/experiments_cmd.h"
 #include "experiments/events_service.h"
 #include "experiments/service.h"
 #include "experiments_rpc/rpc_service.h"
@@ -57,6 +58,7 @@ void AddDevFlags(CLI::App* cmd, DevFlags* f) {
                   "Where the experiments service's Capstan RPC API listens (host:port; port 0 "
                   "picks one, printed); empty: no RPC API.")
       ->capture_default_str();
+  AddEventsRetentionFlags(cmd, &f->events_retention, &f->events_retention_bytes);
 }
 
 absl::StatusOr<std::unique_ptr<net::LoopGroup>> StartDevLoops(const DevFlags& flags) {
@@ -233,9 +235,12 @@ absl::StatusOr<std::unique_ptr<DevServices>> DevServices::Start(const DevFlags& 
     options.group = group;
     std::shared_ptr<experiments::EventsApi> events;
     if (!flags.events_dir.empty()) {
-      options.extensions.push_back(experiments::MakeEventsExtension(
-          {.directory = flags.events_dir,
-           .on_open = [&events](std::shared_ptr<experiments::EventsApi> api) { events = api; }}));
+      experiments::EventsOptions events_options{
+          .directory = flags.events_dir,
+          .on_open = [&events](std::shared_ptr<experiments::EventsApi> api) { events = api; }};
+      RETURN_IF_ERROR(ApplyEventsRetentionFlags(flags.events_retention,
+                                                flags.events_retention_bytes, &events_options));
+      options.extensions.push_back(experiments::MakeEventsExtension(std::move(events_options)));
     }
     ASSIGN_OR_RETURN(dev->experiments_, experiments::ExperimentsService::Start(options));
     dev->experiments_port_ = dev->experiments_->port();

@@ -78,6 +78,10 @@ struct DevFlags {
   // Where the experiments service keeps its event log (POST /v1/events);
   // set from the store's data directory; empty: no event ingestion.
   std::string events_dir;
+  // Its log's retention (--events-retention, --events-retention-bytes, as
+  // `capstan experiments serve`'s).
+  std::string events_retention = "7d";
+  std::string events_retention_bytes = "off";
 };
 
 // The registry prefixes of the example service's two versions. The

@@ -5,12 +5,54 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "base/config.h"
 #include "base/logging.h"
 #include "base/signals.h"
 #include "experiments_rpc/rpc_service.h"
+#include "gateway/config.h"
 #include "net/address.h"
 
 namespace capstan {
+
+void AddEventsRetentionFlags(CLI::App* cmd, std::string* retention, std::string* retention_bytes) {
+  cmd->add_option("--events-retention", *retention,
+                  "Event log retention: a log segment is removed once every event in it is in a "
+                  "durable checkpoint and outside the dedup window, and it was last written this "
+                  "long ago (e.g. 36h, 7d); off: no time limit.")
+      ->capture_default_str();
+  cmd->add_option("--events-retention-bytes", *retention_bytes,
+                  "Event log size cap (e.g. 20GiB): covered segments are removed, however young, "
+                  "while the log is larger; never below what the checkpoint and the dedup window "
+                  "need. off: no cap.")
+      ->capture_default_str();
+}
+
+absl::Status ApplyEventsRetentionFlags(const std::string& retention,
+                                       const std::string& retention_bytes,
+                                       experiments::EventsOptions* options) {
+  if (retention == "off") {
+    options->retention_ms = -1;
+  } else {
+    absl::StatusOr<int64_t> ms = ParseDurationMillis(retention);
+    if (!ms.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--events-retention: ", ms.status().message(), ", or off"));
+    }
+    options->retention_ms = *ms;
+  }
+  if (retention_bytes == "off") {
+    options->retention_bytes = 0;
+  } else {
+    absl::StatusOr<size_t> bytes = gateway::ParseByteSize(retention_bytes);
+    if (!bytes.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--events-retention-bytes: \"", retention_bytes,
+                       "\" is not a size like 512MiB or 20GiB (or off)"));
+    }
+    options->retention_bytes = *bytes;
+  }
+  return absl::OkStatus();
+}
 
 CLI::App* AddExperimentsServeCommand(CLI::App* experiments, ExperimentsServeFlags* f) {
   CLI::App* cmd = experiments->add_subcommand(
@@ -51,6 +93,16 @@ CLI::App* AddExperimentsServeCommand(CLI::App* experiments, ExperimentsServeFlag
   cmd->add_option("--events-dir", f->events_dir, "Event log directory; enables POST /v1/events.");
   cmd->add_option("--events-checkpoint-events", f->events_checkpoint_events,
                   "Events aggregated between two checkpoints of the event aggregation.")
+      ->capture_default_str();
+  AddEventsRetentionFlags(cmd, &f->events_retention, &f->events_retention_bytes);
+  cmd->add_option("--events-segment-bytes", f->events_segment_bytes,
+                  "Size of one event log segment file, the unit retention removes (at least "
+                  "64KiB).")
+      ->capture_default_str();
+  cmd->add_option("--events-dedup-window", f->events_dedup_window,
+                  "Idempotency keys remembered (the most recent accepted events, ~21 bytes each "
+                  "in memory): a re-sent event is recognized while fewer events than this were "
+                  "accepted after it.")
       ->capture_default_str();
   cmd->add_option("--rpc-listen", f->rpc_listen,
                   "Where the Capstan RPC API (proto/capstan/experiments.proto) listens "
@@ -132,10 +184,23 @@ absl::StatusOr<experiments::ServiceOptions> ExperimentsServiceOptions(
   }
   options.streaming.heartbeat_interval = std::chrono::milliseconds(f.sse_heartbeat_ms);
   if (!f.events_dir.empty()) {
-    options.extensions.push_back(
-        experiments::MakeEventsExtension({.directory = f.events_dir,
-                                          .checkpoint_events = f.events_checkpoint_events,
-                                          .on_open = std::move(on_events_open)}));
+    experiments::EventsOptions events{.directory = f.events_dir,
+                                      .checkpoint_events = f.events_checkpoint_events,
+                                      .on_open = std::move(on_events_open)};
+    RETURN_IF_ERROR(
+        ApplyEventsRetentionFlags(f.events_retention, f.events_retention_bytes, &events));
+    absl::StatusOr<size_t> segment_bytes = gateway::ParseByteSize(f.events_segment_bytes);
+    if (!segment_bytes.ok() || *segment_bytes < (64u << 10)) {
+      return absl::InvalidArgumentError(absl::StrCat("--events-segment-bytes: \"",
+                                                     f.events_segment_bytes,
+                                                     "\" is not a size of at least 64KiB"));
+    }
+    events.segment_bytes = *segment_bytes;
+    if (f.events_dedup_window < 1) {
+      return absl::InvalidArgumentError("--events-dedup-window must be at least 1");
+    }
+    events.dedup_window_keys = f.events_dedup_window;
+    options.extensions.push_back(experiments::MakeEventsExtension(std::move(events)));
   }
   return options;
 }

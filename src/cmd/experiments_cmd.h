@@ -36,6 +36,14 @@ struct ExperimentsServeFlags {
   int64_t sse_max_subscribers = -1;
   int64_t sse_heartbeat_ms = 20000;
   size_t events_checkpoint_events = 250000;
+  // Event log retention (docs/experiments-events.md, "Retention"): a
+  // duration ("off": no time limit), a size ("off" or 0: no cap), the
+  // segment size (the unit of removal), and the dedup window in keys (the
+  // horizon of exactly-once for re-sent events).
+  std::string events_retention = "7d";
+  std::string events_retention_bytes = "off";
+  std::string events_segment_bytes = "64MiB";
+  size_t events_dedup_window = 10000000;
   // Gateway admin endpoints (http://host:port) whose /status the console's
   // Gateways page shows (GET /v1/gateways); repeatable; none by default.
   std::vector<std::string> gateway_admin;
@@ -50,6 +58,13 @@ CLI::App* AddExperimentsServeCommand(CLI::App* experiments, ExperimentsServeFlag
 absl::StatusOr<experiments::ServiceOptions> ExperimentsServiceOptions(
     const ExperimentsServeFlags& flags,
     std::function<void(std::shared_ptr<experiments::EventsApi>)> on_events_open = {});
+// The event log's retention flags into `options` (INVALID_ARGUMENT naming
+// the flag); shared with `capstan dev`.
+absl::Status ApplyEventsRetentionFlags(const std::string& retention,
+                                       const std::string& retention_bytes,
+                                       experiments::EventsOptions* options);
+// Adds --events-retention and --events-retention-bytes (with their defaults).
+void AddEventsRetentionFlags(CLI::App* cmd, std::string* retention, std::string* retention_bytes);
 // Serves until SIGINT/SIGTERM; returns the exit code.
 int RunExperimentsServe(const ExperimentsServeFlags& flags);
 

@@ -152,6 +152,23 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(std::string directory,
   return log;
 }
 
+size_t SegmentsToRemove(const std::vector<LogSegmentInfo>& segments,
+                        const LogRetentionLimits& limits) {
+  uint64_t total = 0;
+  for (const LogSegmentInfo& segment : segments) total += segment.bytes;
+  size_t count = 0;
+  for (const LogSegmentInfo& segment : segments) {
+    if (segment.tail || segment.end_sequence > limits.removable_before) break;
+    const bool expired =
+        limits.max_age.has_value() && limits.now - segment.modified >= *limits.max_age;
+    const bool over_cap = limits.max_bytes > 0 && total > limits.max_bytes;
+    if (!expired && !over_cap) break;
+    total -= segment.bytes;
+    ++count;
+  }
+  return count;
+}
+
 absl::Status EventLog::Load() {
   DIR* dir = ::opendir(directory_.c_str());
   if (dir == nullptr) return ErrnoError("list", directory_);
@@ -179,9 +196,19 @@ absl::Status EventLog::Load() {
   std::sort(segments_.begin(), segments_.end(),
             [](const Segment& a, const Segment& b) { return a.first_sequence < b.first_sequence; });
   if (segments_.empty()) return StartSegment(0);
+  uint64_t sealed_bytes = 0;
+  for (size_t i = 0; i + 1 < segments_.size(); ++i) {
+    struct stat st {};
+    if (::stat(segments_[i].path.c_str(), &st) != 0) return ErrnoError("stat", segments_[i].path);
+    segments_[i].bytes = static_cast<uint64_t>(st.st_size);
+    sealed_bytes += segments_[i].bytes;
+  }
+  tail_path_ = segments_.back().path;
   size_t end_offset = 0;
   RETURN_IF_ERROR(ScanSegment(segments_.back(), /*last=*/true, UINT64_MAX, nullptr, &next_sequence_,
                               &end_offset));
+  appended_sequence_.store(next_sequence_);
+  retained_bytes_.store(sealed_bytes + end_offset);
   return OpenTail(end_offset);
 }
 
@@ -243,19 +270,87 @@ absl::Status EventLog::ScanSegment(
 
 absl::Status EventLog::Read(
     uint64_t from, const std::function<absl::Status(uint64_t, std::string_view)>& fn) const {
+  std::vector<Segment> segments;
+  {
+    std::lock_guard lock(segments_mutex_);
+    segments = segments_;
+  }
+  if (from < segments.front().first_sequence) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "event log: events before ", segments.front().first_sequence,
+        " were removed by retention; the log starts at event ", segments.front().first_sequence,
+        " (", segments.front().path, "), reading from ", from, " is not possible"));
+  }
   // The last segment that starts at or before `from`.
   size_t start = 0;
-  for (size_t i = 0; i < segments_.size(); ++i) {
-    if (segments_[i].first_sequence <= from) start = i;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    if (segments[i].first_sequence <= from) start = i;
   }
-  for (size_t i = start; i < segments_.size(); ++i) {
+  for (size_t i = start; i < segments.size(); ++i) {
     uint64_t next = 0;
-    RETURN_IF_ERROR(ScanSegment(segments_[i], /*last=*/false, from, &fn, &next, nullptr));
-    if (i + 1 < segments_.size() && segments_[i + 1].first_sequence != next) {
-      return Corrupt(segments_[i + 1].path, 0,
-                     absl::StrCat("segment starts at event ", segments_[i + 1].first_sequence,
+    RETURN_IF_ERROR(ScanSegment(segments[i], /*last=*/false, from, &fn, &next, nullptr));
+    if (i + 1 < segments.size() && segments[i + 1].first_sequence != next) {
+      return Corrupt(segments[i + 1].path, 0,
+                     absl::StrCat("segment starts at event ", segments[i + 1].first_sequence,
                                   " but the one before ends at ", next));
     }
+  }
+  return absl::OkStatus();
+}
+
+uint64_t EventLog::first_sequence() const {
+  std::lock_guard lock(segments_mutex_);
+  return segments_.front().first_sequence;
+}
+
+size_t EventLog::segment_count() const {
+  std::lock_guard lock(segments_mutex_);
+  return segments_.size();
+}
+
+absl::StatusOr<std::vector<LogSegmentInfo>> EventLog::SegmentInfos() const {
+  std::vector<Segment> segments;
+  {
+    std::lock_guard lock(segments_mutex_);
+    segments = segments_;
+  }
+  std::vector<LogSegmentInfo> infos;
+  infos.reserve(segments.size());
+  for (size_t i = 0; i < segments.size(); ++i) {
+    struct stat st {};
+    if (::stat(segments[i].path.c_str(), &st) != 0) return ErrnoError("stat", segments[i].path);
+    LogSegmentInfo info;
+    info.first_sequence = segments[i].first_sequence;
+    info.tail = i + 1 == segments.size();
+    info.end_sequence = info.tail ? appended_sequence_.load() : segments[i + 1].first_sequence;
+    info.bytes = static_cast<uint64_t>(st.st_size);
+    info.modified = std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            std::chrono::seconds(st.st_mtim.tv_sec) +
+            std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+    infos.push_back(info);
+  }
+  return infos;
+}
+
+absl::Status EventLog::RemoveOldestSegments(size_t count) {
+  std::lock_guard removal(removal_mutex_);
+  for (size_t i = 0; i < count; ++i) {
+    Segment oldest;
+    {
+      std::lock_guard lock(segments_mutex_);
+      if (segments_.size() <= 1) break;  // the tail stays
+      oldest = segments_.front();
+    }
+    // Oldest first, each unlink made durable before the next: a crash
+    // leaves the log contiguous (Read checks that segments follow each other).
+    if (::unlink(oldest.path.c_str()) != 0 && errno != ENOENT) {
+      return ErrnoError("remove", oldest.path);
+    }
+    if (options_.sync) RETURN_IF_ERROR(SyncDirectory(directory_));
+    std::lock_guard lock(segments_mutex_);
+    segments_.erase(segments_.begin());
+    retained_bytes_.fetch_sub(oldest.bytes);
   }
   return absl::OkStatus();
 }
@@ -279,14 +374,22 @@ absl::Status EventLog::StartSegment(uint64_t first_sequence) {
   }
   if (tail_fd_ >= 0) ::close(tail_fd_);
   tail_fd_ = fd;
+  tail_path_ = segment.path;
+  {
+    std::lock_guard lock(segments_mutex_);
+    // The segment before is sealed at its last record (Append truncated it).
+    if (!segments_.empty()) segments_.back().bytes = tail_offset_;
+    segments_.push_back(std::move(segment));
+  }
   tail_offset_ = tail_allocated_ = kSegmentHeaderBytes;
   next_sequence_ = first_sequence;
-  segments_.push_back(std::move(segment));
+  appended_sequence_.store(first_sequence);
+  retained_bytes_.fetch_add(kSegmentHeaderBytes);
   return absl::OkStatus();
 }
 
 absl::Status EventLog::OpenTail(size_t end_offset) {
-  const std::string& path = segments_.back().path;
+  const std::string& path = tail_path_;
   tail_fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (tail_fd_ < 0) return ErrnoError("open", path);
   // Drops a torn record and the preallocated zeros: the file ends at its
@@ -306,7 +409,7 @@ absl::Status EventLog::Preallocate(size_t needed) {
   static const std::string kZeros(256 << 10, '\0');
   for (size_t at = tail_allocated_; at < target;) {
     size_t n = std::min(kZeros.size(), target - at);
-    RETURN_IF_ERROR(WriteAll(tail_fd_, kZeros.data(), n, at, segments_.back().path));
+    RETURN_IF_ERROR(WriteAll(tail_fd_, kZeros.data(), n, at, tail_path_));
     at += n;
   }
   tail_allocated_ = target;
@@ -333,7 +436,7 @@ absl::Status EventLog::Append(std::string* framed, uint32_t count) {
   if (tail_offset_ > kSegmentHeaderBytes &&
       tail_offset_ + framed->size() > options_.segment_bytes) {
     // Roll: the finished segment ends at its last record (no zeros after).
-    const std::string& path = segments_.back().path;
+    const std::string& path = tail_path_;
     if (::ftruncate(tail_fd_, static_cast<off_t>(tail_offset_)) != 0) {
       s = ErrnoError("truncate", path);
     } else if (options_.sync && ::fdatasync(tail_fd_) != 0) {
@@ -342,9 +445,9 @@ absl::Status EventLog::Append(std::string* framed, uint32_t count) {
     if (s.ok()) s = StartSegment(next_sequence_);
   }
   if (s.ok()) s = Preallocate(tail_offset_ + framed->size());
-  if (s.ok()) s = WriteAll(tail_fd_, p, framed->size(), tail_offset_, segments_.back().path);
+  if (s.ok()) s = WriteAll(tail_fd_, p, framed->size(), tail_offset_, tail_path_);
   if (s.ok() && options_.sync && ::fdatasync(tail_fd_) != 0) {
-    s = ErrnoError("fdatasync", segments_.back().path);
+    s = ErrnoError("fdatasync", tail_path_);
   }
   if (!s.ok()) {
     failed_ = true;
@@ -352,6 +455,8 @@ absl::Status EventLog::Append(std::string* framed, uint32_t count) {
   }
   tail_offset_ += framed->size();
   next_sequence_ += count;
+  appended_sequence_.store(next_sequence_);
+  retained_bytes_.fetch_add(framed->size());
   return absl::OkStatus();
 }
 

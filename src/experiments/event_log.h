@@ -36,15 +36,29 @@
 //  - New segments are written under a temporary name, synced and renamed,
 //    then the directory is synced: a segment with its final name always has
 //    a whole header.
+//  - Retention (RemoveOldestSegments) removes whole segments from the front,
+//    never the one being appended to, oldest first and syncing the directory
+//    after each, so whatever a crash leaves is a contiguous suffix of the log.
+//    The log then starts at first_sequence() > 0; Read from before it fails
+//    with FailedPrecondition naming the first retained event. Which segments
+//    may go (covered by a durable checkpoint, outside the dedup window, old
+//    or over the size cap) is the store's decision: SegmentsToRemove.
 //
 // Thread-safety: Append from one thread (the store's writer); Read while no
-// Append runs (Open and recovery) or from that same thread.
+// Append runs (Open and recovery) or from that same thread. SegmentInfos,
+// RemoveOldestSegments, first_sequence, retained_bytes and segment_count
+// from any thread (the segment list is under a mutex; the tail is the
+// writer's).
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -74,6 +88,37 @@ enum class LogFrameResult {
 LogFrameResult DecodeLogFrame(std::string_view buffer, uint64_t* first_sequence,
                               std::string_view* record, size_t* consumed);
 
+// A segment as retention sees it (EventLog::SegmentInfos), oldest first.
+struct LogSegmentInfo {
+  uint64_t first_sequence = 0;  // its first event
+  uint64_t end_sequence = 0;    // one past its last event
+  uint64_t bytes = 0;           // its file's size
+  // The file's modification time: when its last record was written (a
+  // sealed segment is not written again).
+  std::chrono::system_clock::time_point modified;
+  bool tail = false;  // the segment being appended to: never removed
+};
+
+struct LogRetentionLimits {
+  // Only segments whose events are all below this may go: the store passes
+  // min(durable checkpoint, next sequence - dedup window).
+  uint64_t removable_before = 0;
+  // A covered segment goes once it was last written at least this long ago;
+  // nullopt: no time limit.
+  std::optional<std::chrono::milliseconds> max_age;
+  // A covered segment goes, however young, while the log is larger than
+  // this; 0: no size cap.
+  uint64_t max_bytes = 0;
+  std::chrono::system_clock::time_point now;
+};
+
+// How many of `segments`' oldest to remove under `limits`: the longest
+// prefix of segments that are each covered (end_sequence <=
+// removable_before, not the tail) and either older than max_age or needed to
+// bring the total under max_bytes. A prefix, so the log never has a hole.
+size_t SegmentsToRemove(const std::vector<LogSegmentInfo>& segments,
+                        const LogRetentionLimits& limits);
+
 class EventLog {
  public:
   // Bytes an Append buffer starts with, reserved for the frame (length,
@@ -102,13 +147,25 @@ class EventLog {
   absl::Status Read(uint64_t from,
                     const std::function<absl::Status(uint64_t, std::string_view)>& fn) const;
 
-  size_t segment_count() const { return segments_.size(); }
+  // The first event still in the log: 0 until retention removed a segment.
+  uint64_t first_sequence() const;
+  // Every segment, oldest first, with its size and modification time (one
+  // stat each; an I/O error names the file).
+  absl::StatusOr<std::vector<LogSegmentInfo>> SegmentInfos() const;
+  // Removes the `count` oldest segments (fewer if only the tail would be
+  // left): unlink and directory sync per segment, oldest first. REQUIRES:
+  // the caller has decided they are no longer needed (SegmentsToRemove).
+  absl::Status RemoveOldestSegments(size_t count);
+  // Bytes of the segments' headers and records (not the zeros written ahead).
+  uint64_t retained_bytes() const { return retained_bytes_.load(std::memory_order_relaxed); }
+  size_t segment_count() const;
   const std::string& directory() const { return directory_; }
 
  private:
   struct Segment {
     uint64_t first_sequence;
     std::string path;
+    uint64_t bytes = 0;  // sealed segments: the file's size; the tail: unused
   };
 
   EventLog(std::string directory, EventLogOptions options);
@@ -125,7 +182,13 @@ class EventLog {
 
   std::string directory_;
   EventLogOptions options_;
-  std::vector<Segment> segments_;
+  // Appended to by the writer (a roll), erased from the front by retention.
+  mutable std::mutex segments_mutex_;
+  std::vector<Segment> segments_;  // guarded by segments_mutex_ (Open: alone)
+  std::mutex removal_mutex_;       // one RemoveOldestSegments at a time
+  std::string tail_path_;          // the last segment's path (writer thread)
+  std::atomic<uint64_t> retained_bytes_{0};
+  std::atomic<uint64_t> appended_sequence_{0};  // next_sequence_, for other threads
   int tail_fd_ = -1;
   size_t tail_offset_ = 0;     // where the next record goes in the tail segment
   size_t tail_allocated_ = 0;  // the tail segment's file size (zeros past tail_offset_)

@@ -80,6 +80,13 @@ absl::StatusOr<std::unique_ptr<EventStore>> EventStore::Open(EventStoreOptions o
         "event store: dedup_window_keys, checkpoint_events and max_unaggregated_events must be "
         "positive, cuped_lookback_ms not negative");
   }
+  if (options.segment_bytes < EventLog::kSegmentHeaderBytes + EventLog::kFrameBytes ||
+      options.retention_check_interval <= std::chrono::milliseconds(0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("event store: segment_bytes must be at least ",
+                     EventLog::kSegmentHeaderBytes + EventLog::kFrameBytes,
+                     " and retention_check_interval positive"));
+  }
   std::unique_ptr<EventStore> store(new EventStore());
   store->options_ = std::move(options);
   rocksdb::Options db_options;
@@ -132,13 +139,26 @@ absl::Status EventStore::Recover() {
   RETURN_IF_ERROR(MigrateRocksLog());
   EventLogOptions log_options;
   log_options.sync = options_.sync;
+  log_options.segment_bytes = options_.segment_bytes;
   ASSIGN_OR_RETURN(
       log_, EventLog::Open(absl::StrCat(options_.directory, "/", kLogDirectory), log_options));
   next_sequence_ = log_->next_sequence();
+  const uint64_t log_start = log_->first_sequence();
 
   // The dedup index: the keys of the last dedup_window_keys events.
-  const uint64_t window_start =
+  // Retention keeps them (it removes only segments older than the window),
+  // unless the window was made larger since: then it holds what is left.
+  uint64_t window_start =
       next_sequence_ > options_.dedup_window_keys ? next_sequence_ - options_.dedup_window_keys : 0;
+  if (window_start < log_start) {
+    if (window_start > 0 || log_start > 0) {
+      CAPSTAN_LOG(warn,
+                  "events: the dedup window is larger than what retention kept of the log; keys "
+                  "of removed events are not remembered",
+                  "window_keys", options_.dedup_window_keys, "log_start", log_start);
+    }
+    window_start = log_start;
+  }
   RETURN_IF_ERROR(
       log_->Read(window_start, [&](uint64_t first, std::string_view record) -> absl::Status {
         ASSIGN_OR_RETURN(std::vector<Event> events, DecodeLogRecord(record));
@@ -154,6 +174,15 @@ absl::Status EventStore::Recover() {
   std::string marker;
   bool rebuild =
       options_.rebuild_on_open || db_->Get(rocksdb::ReadOptions(), kRebuildingKey, &marker).ok();
+  if (rebuild && log_start > 0) {
+    // The removed segments' events exist only in the checkpoint: a rebuild
+    // from what is left would silently drop them from every result.
+    return absl::FailedPreconditionError(
+        absl::StrCat("event store: cannot rebuild the aggregation from the log in ",
+                     options_.directory, "/", kLogDirectory, ": retention removed events 0..",
+                     log_start - 1, " (the first retained event is ", log_start,
+                     "); open without rebuild_on_open to recover from the last checkpoint"));
+  }
   if (rebuild) {
     CAPSTAN_LOG(info, "events: rebuilding the aggregation from the log", "directory",
                 options_.directory);
@@ -176,6 +205,15 @@ absl::Status EventStore::Recover() {
   if (from > next_sequence_) {
     return absl::DataLossError(absl::StrCat("event store: the checkpoint is at event ", from,
                                             " but the log ends at ", next_sequence_));
+  }
+  if (from < log_start) {
+    // Retention removes only what a durable checkpoint covers: the
+    // checkpoint was lost or replaced (RocksDB's files restored from an
+    // older copy?).
+    return absl::DataLossError(absl::StrCat("event store: the checkpoint is at event ", from,
+                                            " but the log in ", options_.directory, "/",
+                                            kLogDirectory, " starts at event ", log_start,
+                                            " (retention removed the events before it)"));
   }
   uint64_t replayed = 0;
   RETURN_IF_ERROR(log_->Read(from, [&](uint64_t first, std::string_view record) -> absl::Status {
@@ -410,9 +448,23 @@ void EventStore::WriterLoop() {
 void EventStore::AggregatorLoop() {
   pthread_setname_np(pthread_self(), "events-aggr");
   std::vector<const Event*> event_list;  // the group's events in log order, reused
+  // Retention runs after each checkpoint and at least every
+  // retention_check_interval (for time-based removal while idle).
+  RunRetention();
+  auto last_retention = std::chrono::steady_clock::now();
+  auto retention_due = [&] {
+    return std::chrono::steady_clock::now() - last_retention >= options_.retention_check_interval;
+  };
   std::unique_lock lock(aggregate_mutex_);
   while (true) {
-    aggregate_cv_.wait(lock, [&] { return writer_done_ || !logged_.empty(); });
+    if (!aggregate_cv_.wait_for(lock, options_.retention_check_interval,
+                                [&] { return writer_done_ || !logged_.empty(); })) {
+      lock.unlock();
+      RunRetention();
+      last_retention = std::chrono::steady_clock::now();
+      lock.lock();
+      continue;
+    }
     if (logged_.empty()) break;  // the writer is done and everything is aggregated
     std::unique_ptr<LoggedGroup> group = std::move(logged_.front());
     logged_.pop_front();
@@ -428,12 +480,18 @@ void EventStore::AggregatorLoop() {
       std::unique_lock sums_lock(sums_mutex_);
       status = aggregator_->ApplyGroup(group->first_sequence, event_list);
     }
+    bool checkpointed = false;
     if (status.ok() && aggregator_->CheckpointDue()) {
       status = aggregator_->Checkpoint();
       if (status.ok()) {
         checkpoints_.fetch_add(1);
         checkpoint_sequence_.store(aggregator_->next_sequence());
+        checkpointed = true;
       }
+    }
+    if (status.ok() && (checkpointed || retention_due())) {
+      RunRetention();
+      last_retention = std::chrono::steady_clock::now();
     }
     conflicting_exposures_.fetch_add(aggregator_->TakeConflictingExposures());
     held_events_dropped_.fetch_add(aggregator_->TakeHeldEventsDropped());
@@ -471,6 +529,36 @@ void EventStore::AwaitAggregated(uint64_t sequence) const {
   });
 }
 
+absl::StatusOr<size_t> EventStore::EnforceRetention() {
+  std::lock_guard lock(retention_mutex_);
+  LogRetentionLimits limits;
+  // Covered: in the durable checkpoint, and outside the dedup window (the
+  // window is rebuilt from the log on open, so its events must stay).
+  const uint64_t next = published_next_sequence_.load();
+  const uint64_t window_start =
+      next > options_.dedup_window_keys ? next - options_.dedup_window_keys : 0;
+  limits.removable_before = std::min(checkpoint_sequence_.load(), window_start);
+  if (options_.retention_ms >= 0) limits.max_age = std::chrono::milliseconds(options_.retention_ms);
+  limits.max_bytes = options_.retention_bytes;
+  limits.now = options_.wall_clock ? options_.wall_clock() : std::chrono::system_clock::now();
+  ASSIGN_OR_RETURN(std::vector<LogSegmentInfo> segments, log_->SegmentInfos());
+  const size_t count = SegmentsToRemove(segments, limits);
+  if (count == 0) return 0;
+  RETURN_IF_ERROR(log_->RemoveOldestSegments(count));
+  log_segments_removed_.fetch_add(count);
+  CAPSTAN_LOG(info, "events: retention removed log segments", "segments", count,
+              "first_retained_event", log_->first_sequence(), "log_bytes", log_->retained_bytes());
+  return count;
+}
+
+void EventStore::RunRetention() {
+  absl::StatusOr<size_t> removed = EnforceRetention();
+  if (!removed.ok()) {
+    CAPSTAN_LOG(warn, "events: log retention failed (retried later)", "error",
+                removed.status().ToString());
+  }
+}
+
 ExperimentSums EventStore::Sums(std::string_view experiment) const {
   AwaitAggregated(published_next_sequence_.load());
   std::shared_lock lock(sums_mutex_);
@@ -500,6 +588,10 @@ EventStoreStats EventStore::Stats() const {
   stats.held_events_dropped = held_events_dropped_.load();
   stats.dedup_keys = dedup_keys_.load();
   stats.cached_units = cached_units_.load();
+  stats.log_first_sequence = log_->first_sequence();
+  stats.log_segments = log_->segment_count();
+  stats.log_bytes = log_->retained_bytes();
+  stats.log_segments_removed = log_segments_removed_.load();
   {
     std::lock_guard lock(queue_mutex_);
     stats.queued_events = queued_events_;

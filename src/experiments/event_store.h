@@ -21,6 +21,17 @@
 //    log records after it, so an event is counted once whatever the moment
 //    of a crash.
 //
+// 3. Retention (EnforceRetention, run by the aggregator after each
+//    checkpoint and every retention_check_interval): a log segment is
+//    removed once every event in it is in a durable checkpoint AND outside
+//    the dedup window (dedup_window_keys newer events follow it), AND it is
+//    older than retention_ms or the log is over retention_bytes. So a crash
+//    at any point replays only what is still in the log, and the dedup index
+//    rebuilt on open has every key it had before. A log that no longer
+//    starts at event 0 cannot be rebuilt (rebuild_on_open is refused, naming
+//    the first retained event): the checkpoint is then the only record of
+//    the removed events.
+//
 // On disk, under `directory`: `events-log/` (the log's segments) and
 // RocksDB's files, with the keys (identifiers cannot hold NUL, the decoder
 // refuses control characters):
@@ -49,6 +60,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -136,7 +148,22 @@ struct EventStoreOptions {
   int64_t cuped_lookback_ms = int64_t{14} * 24 * 3600 * 1000;
   // fsync each group commit. Only tests that measure nothing durable turn it off.
   bool sync = true;
-  // Drop the aggregation and replay the whole log on open.
+  // Log retention (see 3. above; docs/experiments-events.md, "Retention").
+  // A covered segment is removed once it was last written this long ago;
+  // negative: no time limit. 7 days, as Kafka's default.
+  int64_t retention_ms = int64_t{7} * 24 * 3600 * 1000;
+  // A covered segment is removed, however young, while the log is larger
+  // than this; 0: no cap. Never below what the checkpoint and the dedup
+  // window still need (about 60 bytes per event of the window).
+  uint64_t retention_bytes = 0;
+  // The log's segment size (EventLogOptions::segment_bytes): the unit of
+  // removal.
+  size_t segment_bytes = 64 << 20;
+  // How often retention looks at the log between checkpoints.
+  std::chrono::milliseconds retention_check_interval = std::chrono::minutes(1);
+  // Drop the aggregation and replay the whole log on open. Refused
+  // (FailedPrecondition naming the first retained event) once retention
+  // removed the log's first segment.
   bool rebuild_on_open = false;
   // Tests: false leaves the aggregation since the last checkpoint unwritten
   // on close, as a crash would (the next open replays it from the log).
@@ -148,6 +175,9 @@ struct EventStoreOptions {
   // Tests: replaces the 64-bit hash the aggregator keys units by (XXH3 of
   // "u" + experiment + NUL + unit), e.g. with one under which units collide.
   uint64_t (*unit_hash)(std::string_view unit_key) = nullptr;
+  // Tests: the wall clock segment ages are measured with (default:
+  // std::chrono::system_clock::now; a segment's age is from its file's mtime).
+  std::function<std::chrono::system_clock::time_point()> wall_clock;
 };
 
 struct AppendResult {
@@ -167,8 +197,12 @@ struct EventStoreStats {
   uint64_t conflicting_exposures = 0;
   uint64_t held_events_dropped = 0;  // since open: past kMaxHeldEventsPerUnit
   uint64_t queued_events = 0;
-  uint64_t dedup_keys = 0;    // keys in the in-memory dedup index
-  uint64_t cached_units = 0;  // unit states in memory
+  uint64_t dedup_keys = 0;            // keys in the in-memory dedup index
+  uint64_t cached_units = 0;          // unit states in memory
+  uint64_t log_first_sequence = 0;    // the first event still in the log (retention)
+  uint64_t log_segments = 0;          // segment files in the log
+  uint64_t log_bytes = 0;             // their headers and records
+  uint64_t log_segments_removed = 0;  // since open, by retention
   // The aggregation stopped on an error (logged): Sums is stale and Append
   // refuses; the next open replays the log.
   bool aggregation_failed = false;
@@ -199,6 +233,11 @@ class EventStore {
   std::vector<std::string> Experiments() const;
   EventStoreStats Stats() const;
 
+  // Removes the log segments retention allows (3. above) and returns how
+  // many. Runs on its own after checkpoints and periodically; public for
+  // tests and tools. Any thread.
+  absl::StatusOr<size_t> EnforceRetention();
+
  private:
   struct Pending;
   struct LoggedGroup;
@@ -210,10 +249,14 @@ class EventStore {
   void AggregatorLoop();
   // Waits until the aggregation has reached `sequence` (or stopped).
   void AwaitAggregated(uint64_t sequence) const;
+  // EnforceRetention, errors logged (retention failing loses nothing).
+  void RunRetention();
 
   EventStoreOptions options_;
   std::unique_ptr<rocksdb::DB> db_;
-  std::unique_ptr<EventLog> log_;                // writer thread only (and Open)
+  // Append and Read: the writer thread only (and Open); retention and Stats
+  // use its thread-safe calls (event_log.h).
+  std::unique_ptr<EventLog> log_;
   std::unique_ptr<DedupWindow> dedup_;           // writer thread only (and Open)
   std::unique_ptr<EventAggregator> aggregator_;  // state under sums_mutex_
   uint64_t next_sequence_ = 0;                   // writer thread only (and Open)
@@ -250,6 +293,8 @@ class EventStore {
   std::atomic<uint64_t> held_events_dropped_{0};
   std::atomic<uint64_t> dedup_keys_{0};
   std::atomic<uint64_t> cached_units_{0};
+  std::atomic<uint64_t> log_segments_removed_{0};
+  std::mutex retention_mutex_;  // one EnforceRetention at a time
 };
 
 // The sums as a JSON document and back (the "a" records).

@@ -50,6 +50,18 @@ EventsApi::EventsApi(std::shared_ptr<EventStore> store, const ConfigWatcher* wat
   reg.AddGaugeFunc("capstan_experiments_events_aggregated_sequence",
                    "Events of the log reflected in the results.",
                    [s] { return static_cast<double>(s->Stats().aggregated_sequence); });
+  // Retention (event_store.h, "3."): what the log holds and what it dropped.
+  reg.AddGaugeFunc("capstan_experiments_events_log_first_sequence",
+                   "The first event still in the durable log (retention removed those before).",
+                   [s] { return static_cast<double>(s->Stats().log_first_sequence); });
+  reg.AddGaugeFunc("capstan_experiments_events_log_segments", "Segment files in the durable log.",
+                   [s] { return static_cast<double>(s->Stats().log_segments); });
+  reg.AddGaugeFunc("capstan_experiments_events_log_bytes",
+                   "Bytes of the durable log's segments (headers and records).",
+                   [s] { return static_cast<double>(s->Stats().log_bytes); });
+  reg.AddGaugeFunc("capstan_experiments_events_log_segments_removed_total",
+                   "Log segments removed by retention since the service started.",
+                   [s] { return static_cast<double>(s->Stats().log_segments_removed); });
 }
 
 absl::StatusOr<AppendResult> EventsApi::Ingest(std::vector<Event> events) {

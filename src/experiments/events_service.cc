@@ -95,7 +95,11 @@ ServiceExtension MakeEventsExtension(EventsOptions options) {
     ASSIGN_OR_RETURN(std::unique_ptr<EventStore> opened,
                      EventStore::Open({.directory = options.directory,
                                        .max_queued_events = options.max_queued_events,
+                                       .dedup_window_keys = options.dedup_window_keys,
                                        .checkpoint_events = options.checkpoint_events,
+                                       .retention_ms = options.retention_ms,
+                                       .retention_bytes = options.retention_bytes,
+                                       .segment_bytes = options.segment_bytes,
                                        .rebuild_on_open = options.rebuild_on_open,
                                        .before_group_write = options.before_group_write}));
     std::shared_ptr<EventStore> store = std::move(opened);
@@ -150,6 +154,10 @@ ServiceExtension MakeEventsExtension(EventsOptions options) {
                                                   {"dedupKeys", s.dedup_keys},
                                                   {"cachedUnits", s.cached_units},
                                                   {"queuedEvents", s.queued_events},
+                                                  {"logFirstSequence", s.log_first_sequence},
+                                                  {"logSegments", s.log_segments},
+                                                  {"logBytes", s.log_bytes},
+                                                  {"logSegmentsRemoved", s.log_segments_removed},
                                                   {"aggregationFailed", s.aggregation_failed}}
                                             .dump());
         });

@@ -16,10 +16,12 @@
 //                                       &weights=a:1,b:1&correction=holm|bh|none
 //                                       &sequential=true&sequentialTuning=5000 override them
 //   GET  /v1/events/status              log, aggregation and checkpoint
-//                                       sequences, accepted, duplicates, queue
+//                                       sequences, accepted, duplicates, queue,
+//                                       the log's first retained event, segments
+//                                       and bytes
 // Metrics: capstan_experiments_events_{accepted,duplicates,rejected_batches,
-// throttled_batches}_total, capstan_experiments_events_{queued,log_sequence,
-// aggregated_sequence}.
+// throttled_batches,log_segments_removed}_total, capstan_experiments_events_{queued,
+// log_sequence,aggregated_sequence,log_first_sequence,log_segments,log_bytes}.
 // docs/experiments-events.md describes the format, limits and guarantees.
 #pragma once
 
@@ -40,6 +42,12 @@ struct EventsOptions {
   size_t max_queued_events = 100000;
   // EventStoreOptions::checkpoint_events.
   size_t checkpoint_events = 250000;
+  // EventStoreOptions' dedup window and log retention (--events-dedup-window,
+  // --events-retention, --events-retention-bytes, --events-segment-bytes).
+  size_t dedup_window_keys = 10000000;
+  int64_t retention_ms = int64_t{7} * 24 * 3600 * 1000;  // < 0: no time limit
+  uint64_t retention_bytes = 0;                          // 0: no size cap
+  size_t segment_bytes = 64 << 20;
   // What a 429 asks the client to wait.
   int retry_after_seconds = 1;
   // Passed to the store (tests).
