@@ -477,8 +477,8 @@ absl::StatusOr<CupedRatio> CupedRatioTest(const CupedRatioArmSums& a, const Cupe
   if (defined && pa.mean_d0 != 0 && pb.mean_d0 != 0 && out.pooled_pre_ratio.has_value()) {
     double var_pre = Bilinear(pa.h, pa.covariance, pa.h) + Bilinear(pb.h, pb.covariance, pb.h);
     double cov = Bilinear(pa.g, pa.covariance, pa.h) + Bilinear(pb.g, pb.covariance, pb.h);
-    double var_pre_terms = BilinearMagnitude(pa.h, pa.covariance, pa.h) +
-                           BilinearMagnitude(pb.h, pb.covariance, pb.h);
+    double var_pre_terms =
+        BilinearMagnitude(pa.h, pa.covariance, pa.h) + BilinearMagnitude(pb.h, pb.covariance, pb.h);
     if (var_pre > kCancelledVariance * var_pre_terms) out.theta = cov / var_pre;
     if (!std::isfinite(out.theta) || std::fabs(out.theta) < kNegligibleTheta) out.theta = 0;
   }
@@ -488,9 +488,12 @@ absl::StatusOr<CupedRatio> CupedRatioTest(const CupedRatioArmSums& a, const Cupe
     if (p.mean_d0 != 0) arm.pre_ratio = Finite(p.mean_m0 / p.mean_d0);
     if (p.mean_d == 0) return arm;
     arm.ratio = Finite(p.mean_m / p.mean_d);
-    arm.adjusted_ratio = arm.ratio;
-    if (theta != 0)
-      arm.adjusted_ratio = *arm.ratio - theta * (*arm.pre_ratio - *out.pooled_pre_ratio);
+    if (!arm.ratio.has_value()) return arm;
+    if (theta == 0) {
+      arm.adjusted_ratio = arm.ratio;
+    } else if (arm.pre_ratio.has_value() && out.pooled_pre_ratio.has_value()) {
+      arm.adjusted_ratio = Finite(*arm.ratio - theta * (*arm.pre_ratio - *out.pooled_pre_ratio));
+    }
     // Quadratic forms of a covariance matrix are >= 0: below is rounding.
     double unadjusted = std::max(Bilinear(p.g, p.covariance, p.g), 0.0);
     Vector4 adjusted_gradient = Combine(p.g, -theta, p.h);
