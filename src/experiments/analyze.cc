@@ -118,6 +118,38 @@ absl::StatusOr<stats::CupedArmSums> CupedArm(const Json& request, const char* na
   return sums;
 }
 
+// ratioMetric's arm plus "pre" (the same shape without n: the pre-period
+// numerator and denominator) and "post_pre_sum_of_products" (Σ of each
+// post-period variable times each pre-period one).
+absl::StatusOr<stats::CupedRatioArmSums> CupedRatioArm(const Json& request, const char* name) {
+  ASSIGN_OR_RETURN(const Json* arm, ObjectField(request, name, ""));
+  stats::CupedRatioArmSums sums;
+  ASSIGN_OR_RETURN(sums.n, NumberField(*arm, "n", name));
+  RETURN_IF_ERROR(
+      Sums(*arm, "numerator", name, sums.post.numerator_sum, sums.post.numerator_sum_squares));
+  RETURN_IF_ERROR(Sums(*arm, "denominator", name, sums.post.denominator_sum,
+                       sums.post.denominator_sum_squares));
+  ASSIGN_OR_RETURN(sums.post.sum_of_products, NumberField(*arm, "sum_of_products", name));
+  const std::string pre_path = Path(name, "pre");
+  ASSIGN_OR_RETURN(const Json* pre, ObjectField(*arm, "pre", name));
+  RETURN_IF_ERROR(
+      Sums(*pre, "numerator", pre_path, sums.pre.numerator_sum, sums.pre.numerator_sum_squares));
+  RETURN_IF_ERROR(Sums(*pre, "denominator", pre_path, sums.pre.denominator_sum,
+                       sums.pre.denominator_sum_squares));
+  ASSIGN_OR_RETURN(sums.pre.sum_of_products, NumberField(*pre, "sum_of_products", pre_path));
+  const std::string cross_path = Path(name, "post_pre_sum_of_products");
+  ASSIGN_OR_RETURN(const Json* cross, ObjectField(*arm, "post_pre_sum_of_products", name));
+  ASSIGN_OR_RETURN(sums.numerator_pre_numerator,
+                   NumberField(*cross, "numerator_numerator", cross_path));
+  ASSIGN_OR_RETURN(sums.numerator_pre_denominator,
+                   NumberField(*cross, "numerator_denominator", cross_path));
+  ASSIGN_OR_RETURN(sums.denominator_pre_numerator,
+                   NumberField(*cross, "denominator_numerator", cross_path));
+  ASSIGN_OR_RETURN(sums.denominator_pre_denominator,
+                   NumberField(*cross, "denominator_denominator", cross_path));
+  return sums;
+}
+
 // ---- writing the answer: undefined and non-finite numbers are null ----
 
 Json Number(std::optional<double> value) {
@@ -233,6 +265,37 @@ absl::StatusOr<Json> CupedOp(const Json& request) {
   return out;
 }
 
+absl::StatusOr<Json> CupedRatioOp(const Json& request) {
+  ASSIGN_OR_RETURN(stats::CupedRatioArmSums a, CupedRatioArm(request, "a"));
+  ASSIGN_OR_RETURN(stats::CupedRatioArmSums b, CupedRatioArm(request, "b"));
+  ASSIGN_OR_RETURN(double alpha, Alpha(request));
+  ASSIGN_OR_RETURN(stats::CupedRatio cuped, stats::CupedRatioTest(a, b, alpha));
+  auto arm_json = [](const stats::CupedRatioArm& arm) {
+    Json out = Json::object();
+    out["ratio"] = Number(arm.ratio);
+    out["pre_ratio"] = Number(arm.pre_ratio);
+    out["adjusted_ratio"] = Number(arm.adjusted_ratio);
+    out["unit_variance"] = Number(arm.unit_variance);
+    out["adjusted_unit_variance"] = Number(arm.adjusted_unit_variance);
+    out["variance"] = Number(arm.variance);
+    out["variance_reduction"] = Number(arm.variance_reduction);
+    return out;
+  };
+  Json out = Json::object();
+  out["theta"] = Number(cuped.theta);
+  out["pooled_pre_ratio"] = Number(cuped.pooled_pre_ratio);
+  out["a"] = arm_json(cuped.a);
+  out["b"] = arm_json(cuped.b);
+  out["diff"] = Number(cuped.diff);
+  out["diff_se"] = Number(cuped.diff_se);
+  out["df"] = Number(cuped.df);
+  out["t"] = Number(cuped.t);
+  out["p_value"] = Number(cuped.p_value);
+  out["ci"] = Range(cuped.ci);
+  out["relative"] = RelativeJson(cuped.relative);
+  return out;
+}
+
 absl::StatusOr<Json> SrmOp(const Json& request) {
   ASSIGN_OR_RETURN(std::vector<double> counts, NumberArray(request, "counts"));
   ASSIGN_OR_RETURN(std::vector<double> weights, NumberArray(request, "weights"));
@@ -307,6 +370,7 @@ constexpr Op kOps[] = {
     {"relativeLift", RelativeLiftOp},
     {"ratioMetric", RatioMetricOp},
     {"cuped", CupedOp},
+    {"cupedRatio", CupedRatioOp},
     {"srm", SrmOp},
     {"pAdjust", PAdjustOp},
     {"sequentialTTest", SequentialTTestOp},

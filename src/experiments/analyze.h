@@ -11,6 +11,16 @@
 //                 sum_of_products}; alpha
 //   cuped         a, b: {n, post: {sum, sum_squares}, pre: {...},
 //                 post_pre_sum_of_products}; alpha
+//   cupedRatio    a, b: ratioMetric's arm plus "pre": {numerator: {sum,
+//                 sum_squares}, denominator: {...}, sum_of_products} and
+//                 "post_pre_sum_of_products": {numerator_numerator,
+//                 numerator_denominator, denominator_numerator,
+//                 denominator_denominator} (Σ post × pre); alpha
+//                 -> {theta, pooled_pre_ratio, a: {ratio, pre_ratio,
+//                 adjusted_ratio, unit_variance, adjusted_unit_variance,
+//                 variance, variance_reduction}, b, diff, diff_se, df, t,
+//                 p_value, ci, relative} (stats.h CupedRatioTest; CUPED for
+//                 ratio metrics, as GrowthBook's regression-adjusted ratios)
 //   srm           counts (int[]), weights (number[], any scale)
 //   pAdjust       p_values (number[])
 // and two of Capstan's own, outside the protocol's table:

@@ -115,6 +115,31 @@ TEST(AnalyzeErrors, NameTheField) {
       "b":{"n":5,"post":{"sum":1,"sum_squares":1},"pre":{"sum":1,"sum_squares":1},
            "post_pre_sum_of_products":1}})"),
             "a.pre.sum_squares must be >= 0");
+  const std::string ratio_arm =
+      R"("n":5,"numerator":{"sum":1,"sum_squares":1},"denominator":{"sum":2,"sum_squares":4},)"
+      R"("sum_of_products":2)";
+  const std::string pre =
+      R"("pre":{"numerator":{"sum":1,"sum_squares":1},"denominator":{"sum":3,"sum_squares":9},)"
+      R"("sum_of_products":3})";
+  const std::string cross =
+      R"("post_pre_sum_of_products":{"numerator_numerator":1,"numerator_denominator":3,)"
+      R"("denominator_numerator":2,"denominator_denominator":6})";
+  const std::string arm_a = "{" + ratio_arm + "," + pre + "," + cross + "}";
+  EXPECT_EQ(
+      ErrorOf(R"({"op":"cupedRatio","a":)" + arm_a + R"(,"b":{)" + ratio_arm + "," + pre + "}}"),
+      "missing field: b.post_pre_sum_of_products");
+  EXPECT_EQ(ErrorOf(R"({"op":"cupedRatio","a":)" + arm_a + R"(,"b":{)" + ratio_arm + "," + cross +
+                    R"(,"pre":{"numerator":{"sum":1,"sum_squares":1},"sum_of_products":1}}})"),
+            "missing field: b.pre.denominator");
+  EXPECT_EQ(
+      ErrorOf(R"({"op":"cupedRatio","a":)" + arm_a + R"(,"b":{)" + ratio_arm + "," + pre +
+              R"(,"post_pre_sum_of_products":{"numerator_numerator":1,"numerator_denominator":3,)"
+              R"("denominator_numerator":"2","denominator_denominator":6}}})"),
+      "b.post_pre_sum_of_products.denominator_numerator must be a number");
+  EXPECT_EQ(ErrorOf(R"({"op":"cupedRatio","a":)" + arm_a + R"(,"b":{)" + ratio_arm + "," + cross +
+                    R"(,"pre":{"numerator":{"sum":1,"sum_squares":-1},"denominator":{"sum":3,)"
+                    R"("sum_squares":9},"sum_of_products":3}}})"),
+            "b.pre.numerator.sum_squares must be >= 0");
   EXPECT_EQ(ErrorOf(R"({"op":"srm","counts":[1.5,2],"weights":[1,1]})"),
             "counts[0] must be an integer >= 0");
   EXPECT_EQ(ErrorOf(R"({"op":"srm","counts":[1,2],"weights":[1]})"),
@@ -154,6 +179,7 @@ TEST(AnalyzeRobustness, ExtremeNumbersNeverThrowNorGiveNaN) {
       R"({"op":"sequentialTTest","a":{"n":10,"mean":1,"variance":2},"b":{"n":12,"mean":1.5,"variance":3},"sequential_tuning_parameter":5000})",
       R"({"op":"ratioMetric","a":{"n":10,"numerator":{"sum":5,"sum_squares":8},"denominator":{"sum":20,"sum_squares":50},"sum_of_products":12},"b":{"n":10,"numerator":{"sum":6,"sum_squares":9},"denominator":{"sum":21,"sum_squares":52},"sum_of_products":14}})",
       R"({"op":"cuped","a":{"n":10,"post":{"sum":5,"sum_squares":8},"pre":{"sum":20,"sum_squares":50},"post_pre_sum_of_products":12},"b":{"n":10,"post":{"sum":6,"sum_squares":9},"pre":{"sum":21,"sum_squares":52},"post_pre_sum_of_products":14}})",
+      R"({"op":"cupedRatio","a":{"n":10,"numerator":{"sum":5,"sum_squares":8},"denominator":{"sum":20,"sum_squares":50},"sum_of_products":12,"pre":{"numerator":{"sum":4,"sum_squares":6},"denominator":{"sum":18,"sum_squares":40},"sum_of_products":9},"post_pre_sum_of_products":{"numerator_numerator":5,"numerator_denominator":11,"denominator_numerator":10,"denominator_denominator":41}},"b":{"n":10,"numerator":{"sum":6,"sum_squares":9},"denominator":{"sum":21,"sum_squares":52},"sum_of_products":14,"pre":{"numerator":{"sum":5,"sum_squares":7},"denominator":{"sum":19,"sum_squares":45},"sum_of_products":11},"post_pre_sum_of_products":{"numerator_numerator":6,"numerator_denominator":12,"denominator_numerator":11,"denominator_denominator":44}}})",
       R"({"op":"srm","counts":[510,490],"weights":[1,1]})",
       R"({"op":"pAdjust","p_values":[0.01,0.5]})",
       R"({"op":"power","variance":1,"n_per_arm":100,"alpha":0.05,"power":0.8})",

@@ -90,6 +90,47 @@ JsonValue CupedComparison(double control_n, const MetricSums& c, double n, const
             {"variant", OrNull(test->b.variance_reduction)}}}};
 }
 
+// CUPED for a ratio metric (GrowthBook's regression-adjusted ratio,
+// stats.h CupedRatioTest) with each unit's pre-period numerator and
+// denominator sums; null when no unit has a pre-period, an "error" when the
+// test cannot be made. The same JSON as CupedComparison.
+JsonValue CupedRatioComparison(double control_n, const MetricSums& c, double n, const MetricSums& m,
+                               double alpha) {
+  auto no_covariate = [](const MetricSums& s) {
+    return s.covariate_sum_squares == 0 && s.covariate_den_sum_squares == 0;
+  };
+  if (no_covariate(c) && no_covariate(m)) return nullptr;
+  auto arm = [](double units, const MetricSums& s) {
+    stats::CupedRatioArmSums arm;
+    arm.n = units;
+    arm.post = {units, s.sum, s.sum_squares, s.den_sum, s.den_sum_squares, s.products};
+    arm.pre = {units,
+               s.covariate_sum,
+               s.covariate_sum_squares,
+               s.covariate_den_sum,
+               s.covariate_den_sum_squares,
+               s.covariate_num_den_products};
+    arm.numerator_pre_numerator = s.covariate_products;
+    arm.numerator_pre_denominator = s.covariate_den_products;
+    arm.denominator_pre_numerator = s.den_covariate_products;
+    arm.denominator_pre_denominator = s.den_covariate_den_products;
+    return arm;
+  };
+  absl::StatusOr<stats::CupedRatio> test =
+      stats::CupedRatioTest(arm(control_n, c), arm(n, m), alpha);
+  if (!test.ok()) return {{"error", std::string(test.status().message())}};
+  auto side = [](const std::optional<double>& lift, const std::optional<stats::Interval>& ci,
+                 const std::optional<double>& p_value) -> JsonValue {
+    return {{"lift", OrNull(lift)}, {"ci", OrNull(ci)}, {"pValue", OrNull(p_value)}};
+  };
+  return {{"theta", test->theta},
+          {"absolute", side(test->diff, test->ci, test->p_value)},
+          {"relative", side(test->relative.lift, test->relative.ci, test->relative.p_value)},
+          {"varianceReduction",
+           {{"control", OrNull(test->a.variance_reduction)},
+            {"variant", OrNull(test->b.variance_reduction)}}}};
+}
+
 // The delta method on Σnum/Σden; sequential intervals come from the same
 // estimates and standard errors, as gbstats builds them for any test.
 absl::StatusOr<Comparison> CompareRatios(double control_n, const MetricSums& control, double n,
@@ -166,7 +207,7 @@ struct Row {
   uint64_t units = 0;
   JsonValue summary;  // mean, variance or the ratio's sums
   std::optional<Comparison> comparison;
-  JsonValue cuped;  // null: none (ratio metrics, no covariate, sequential)
+  JsonValue cuped;  // null: none (no covariate, sequential)
   std::string comparison_error;
 };
 
@@ -324,8 +365,10 @@ absl::StatusOr<JsonValue> ExperimentResults(std::string_view experiment, const E
           row.comparison = *comparison;
           // CUPED is a fixed-horizon adjustment: not mixed into a
           // sequential analysis's always-valid intervals.
-          if (id.kind != EventType::kRatio && !options.sequential) {
-            row.cuped = CupedComparison(control_n, control_sums, n, m, options.alpha);
+          if (!options.sequential) {
+            row.cuped = id.kind == EventType::kRatio
+                            ? CupedRatioComparison(control_n, control_sums, n, m, options.alpha)
+                            : CupedComparison(control_n, control_sums, n, m, options.alpha);
           }
         } else {
           row.comparison_error = std::string(comparison.status().message());

@@ -23,10 +23,12 @@
 //        {"variant", "n", "mean", "variance"?,          ("mean" is Σnum/Σden for ratios)
 //         "comparison"?: {"absolute": {"lift", "ci": [lo, hi], "pValue", "pValueAdjusted"},
 //                         "relative": {"lift", "ci", "pValue", "pValueAdjusted"},
-//                         "cuped"?: {"theta", "absolute", "relative",      (conversion and value
-//                                    "varianceReduction": {"control", "variant"}}  metrics with a
-//                                   | {"error"}}                          pre-period covariate,
-//                                                                         fixed-horizon only)
+//                         "cuped"?: {"theta", "absolute", "relative",      (metrics with a
+//                                    "varianceReduction": {"control", "variant"}}  pre-period
+//                                   | {"error"}}                          covariate, fixed-horizon
+//                                                                         only; for ratios the
+//                                                                         regression-adjusted
+//                                                                         ratio)
 //         | "comparisonError": "why not (n < 2, ...)"}]}]}
 // Numbers that are undefined (a zero standard error, a zero control mean)
 // are null, never NaN.

@@ -46,15 +46,18 @@
 // ignored); the exposure's ts is the unit's exposure time. A metric event
 // with ts >= the exposure time is OUTCOME: per unit and metric, conversion =
 // 1 once converted, value = the sum of values, ratio = the sums of
-// numerators and denominators. A conversion or value event with ts in
+// numerators and denominators. A metric event with ts in
 // [exposure − cuped_lookback_ms, exposure) is the unit's PRE-PERIOD
-// COVARIATE for that metric (same rules: 0/1 or sum), used by CUPED; older
-// events (and pre-period ratio events) count in neither. Metric events that
+// COVARIATE for that metric (same rules: 0/1, sum, or for ratios the sums
+// of numerators and denominators), used by CUPED; older events count in
+// neither. Metric events that
 // arrive before the unit's exposure are held with the unit (at most
 // kMaxHeldEventsPerUnit) and classified when it comes. Per experiment ×
 // variant: units (exposed units) and per metric Σx, Σx² over the exposed
 // units (a unit without events counts as 0), for ratios Σnum, Σden, Σnum²,
-// Σden², Σnum·den, and for CUPED Σc, Σc², Σx·c. An event costs O(1).
+// Σden², Σnum·den, and for CUPED Σc, Σc², Σx·c (for ratios also the
+// pre-period denominator's Σc_den, Σc_den² and its products with num, den
+// and c, and Σden·c). An event costs O(1).
 //
 // Thread-safety: Append, Sums, Experiments and Stats from any number of threads.
 #pragma once
@@ -106,10 +109,18 @@ struct MetricSums {
   double den_sum = 0;      // Σden
   double den_sum_squares = 0;
   double products = 0;  // Σnum·den
-  // CUPED (conversion and value): c is the unit's pre-exposure value.
+  // CUPED: c is the unit's pre-exposure value (for ratios its pre-period
+  // numerator, and x its numerator).
   double covariate_sum = 0;          // Σc
   double covariate_sum_squares = 0;  // Σc²
   double covariate_products = 0;     // Σx·c
+  // CUPED for ratios: c_den is the unit's pre-period denominator.
+  double covariate_den_sum = 0;           // Σc_den
+  double covariate_den_sum_squares = 0;   // Σc_den²
+  double covariate_num_den_products = 0;  // Σc·c_den
+  double covariate_den_products = 0;      // Σx·c_den (numerator × pre denominator)
+  double den_covariate_products = 0;      // Σden·c
+  double den_covariate_den_products = 0;  // Σden·c_den
 };
 
 struct VariantSums {

@@ -38,23 +38,27 @@ uint64_t DefaultUnitHash(std::string_view key) {
   return XXH3_64bits_withSeed(key.data(), key.size(), kUnitHashSeed);
 }
 
-// One unit's outcome totals for a metric.
-struct Totals {
-  double x = 0;
-  double den = 0;
-};
-
-void AddContribution(MetricSums* sums, EventType kind, const Totals& t, double covariate) {
+// `covariate`: the unit's pre-period value (x) and, for ratios, its
+// pre-period denominator (den).
+void AddContribution(MetricSums* sums, EventType kind, const MetricTotals& t,
+                     const MetricTotals& covariate) {
+  const double c = covariate.x;
   sums->sum += t.x;
   sums->sum_squares += t.x * t.x;
+  sums->covariate_sum += c;
+  sums->covariate_sum_squares += c * c;
+  sums->covariate_products += t.x * c;
   if (kind == EventType::kRatio) {
+    const double c_den = covariate.den;
     sums->den_sum += t.den;
     sums->den_sum_squares += t.den * t.den;
     sums->products += t.x * t.den;
-  } else {
-    sums->covariate_sum += covariate;
-    sums->covariate_sum_squares += covariate * covariate;
-    sums->covariate_products += t.x * covariate;
+    sums->covariate_den_sum += c_den;
+    sums->covariate_den_sum_squares += c_den * c_den;
+    sums->covariate_num_den_products += c * c_den;
+    sums->covariate_den_products += t.x * c_den;
+    sums->den_covariate_products += t.den * c;
+    sums->den_covariate_den_products += t.den * c_den;
   }
 }
 
@@ -62,28 +66,47 @@ void AddContribution(MetricSums* sums, EventType kind, const Totals& t, double c
 // Differences of squares as (a − b)(a + b) and products as a_x·Δden +
 // b_den·Δx: no cancellation between two large squares when a total grows by
 // little.
-void UpdateContribution(MetricSums* sums, EventType kind, const Totals& before, const Totals& after,
-                        double covariate) {
+void UpdateContribution(MetricSums* sums, EventType kind, const MetricTotals& before,
+                        const MetricTotals& after, const MetricTotals& covariate) {
   double dx = after.x - before.x;
   sums->sum += dx;
   sums->sum_squares += dx * (after.x + before.x);
+  sums->covariate_products += dx * covariate.x;
   if (kind == EventType::kRatio) {
     double dden = after.den - before.den;
     sums->den_sum += dden;
     sums->den_sum_squares += dden * (after.den + before.den);
     sums->products += after.x * dden + before.den * dx;
-  } else {
-    sums->covariate_products += dx * covariate;
+    sums->covariate_den_products += dx * covariate.den;
+    sums->den_covariate_products += dden * covariate.x;
+    sums->den_covariate_den_products += dden * covariate.den;
   }
 }
 
-// Moves the unit's covariate from `before` to `after` (x its outcome).
-void UpdateCovariate(MetricSums* sums, double x, double before, double after) {
-  double dc = after - before;
+// Moves the unit's covariate from `before` to `after` (`outcome` its
+// outcome totals), as UpdateContribution does the outcome.
+void UpdateCovariate(MetricSums* sums, EventType kind, const MetricTotals& outcome,
+                     const MetricTotals& before, const MetricTotals& after) {
+  double dc = after.x - before.x;
   sums->covariate_sum += dc;
-  sums->covariate_sum_squares += dc * (after + before);
-  sums->covariate_products += x * dc;
+  sums->covariate_sum_squares += dc * (after.x + before.x);
+  sums->covariate_products += outcome.x * dc;
+  if (kind == EventType::kRatio) {
+    double dc_den = after.den - before.den;
+    sums->covariate_den_sum += dc_den;
+    sums->covariate_den_sum_squares += dc_den * (after.den + before.den);
+    sums->covariate_num_den_products += after.x * dc_den + before.den * dc;
+    sums->covariate_den_products += outcome.x * dc_den;
+    sums->den_covariate_products += outcome.den * dc;
+    sums->den_covariate_den_products += outcome.den * dc_den;
+  }
 }
+
+// A ratio metric's pre-period totals live in the unit's state as a metric
+// of their own, named after it with this suffix (a NUL: no event's metric
+// can hold one), so the unit record's format is unchanged; it never has
+// statistics of its own (its totals go into its metric's).
+constexpr std::string_view kPrePeriodSuffix("\0pre", 4);
 
 std::string_view ExperimentOfUnitKey(std::string_view key) {
   size_t nul = key.find('\0', 1);
@@ -292,14 +315,39 @@ uint32_t EventAggregator::MetricIndex(EventType kind, std::string_view name) {
   metric_lookup_.append(name);
   auto [it, inserted] =
       metric_index_.try_emplace(metric_lookup_, static_cast<uint32_t>(metrics_.size()));
-  if (inserted) metrics_.push_back(MetricId{kind, std::string(name)});
+  const uint32_t index = it->second;
+  if (inserted) {
+    metrics_.push_back(MetricId{kind, std::string(name)});
+    pre_period_metric_.push_back(0);
+    if (kind == EventType::kRatio && name.ends_with(kPrePeriodSuffix)) {
+      pre_period_metric_[index] = kIsPrePeriod;
+      // Decoding a unit state may meet the pre-period entry first.
+      const uint32_t outcome =
+          MetricIndex(kind, std::string(name.substr(0, name.size() - kPrePeriodSuffix.size())));
+      pre_period_metric_[outcome] = index + 1;
+    }
+  }
   last_metric_kind_ = kind;
   last_metric_name_.assign(name);
-  last_metric_ = it->second;
+  last_metric_ = index;
   return last_metric_;
 }
 
+uint32_t EventAggregator::PrePeriodMetric(uint32_t ratio_metric) {
+  if (pre_period_metric_[ratio_metric] == 0) {
+    std::string name = metrics_[ratio_metric].name;
+    name.append(kPrePeriodSuffix);
+    MetricIndex(EventType::kRatio, name);  // sets pre_period_metric_
+  }
+  return pre_period_metric_[ratio_metric] - 1;
+}
+
+bool EventAggregator::IsPrePeriodMetric(uint32_t metric) const {
+  return pre_period_metric_[metric] == kIsPrePeriod;
+}
+
 MetricSums* EventAggregator::SumsOf(VariantSlot* variant, uint32_t metric) {
+  if (IsPrePeriodMetric(metric)) return nullptr;  // counted in its ratio's
   if (variant->by_metric.size() <= metric) variant->by_metric.resize(metric + 1, nullptr);
   MetricSums*& sums = variant->by_metric[metric];
   if (sums == nullptr) sums = &variant->sums->metrics[metrics_[metric]];
@@ -434,39 +482,68 @@ absl::StatusOr<EventAggregator::UnitState*> EventAggregator::FindUnit(const Even
 
 // ---- aggregation ----
 
-void EventAggregator::ApplyMetric(UnitState* unit, uint32_t metric, int64_t ts, double value,
-                                  double denominator) {
-  const EventType kind = metrics_[metric].kind;
-  const bool outcome = ts >= unit->exposure_ms;
-  if (!outcome &&
-      (kind == EventType::kRatio || ts < unit->exposure_ms - options_.cuped_lookback_ms)) {
-    return;  // before the pre-period, or a ratio's pre-period: counted nowhere
-  }
-  UnitMetric* m = nullptr;
+EventAggregator::UnitMetric* EventAggregator::FindMetric(UnitState* unit, uint32_t metric) {
   for (UnitMetric& candidate : unit->metrics) {
-    if (candidate.metric == metric) {
-      m = &candidate;
-      break;
-    }
+    if (candidate.metric == metric) return &candidate;
   }
+  return nullptr;
+}
+
+EventAggregator::UnitMetric* EventAggregator::FindOrAddMetric(UnitState* unit, uint32_t metric) {
+  UnitMetric* m = FindMetric(unit, metric);
   if (m == nullptr) {
     m = &unit->metrics.emplace_back();
     m->metric = metric;
   }
+  return m;
+}
+
+MetricTotals EventAggregator::CovariateOf(UnitState* unit, const UnitMetric& m) {
+  if (metrics_[m.metric].kind != EventType::kRatio) return {m.covariate, 0};
+  const uint32_t pre_index = pre_period_metric_[m.metric];
+  const UnitMetric* pre =
+      pre_index == 0 || pre_index == kIsPrePeriod ? nullptr : FindMetric(unit, pre_index - 1);
+  return pre == nullptr ? MetricTotals{} : MetricTotals{pre->x, pre->den};
+}
+
+void EventAggregator::ApplyMetric(UnitState* unit, uint32_t metric, int64_t ts, double value,
+                                  double denominator) {
+  const EventType kind = metrics_[metric].kind;
+  const bool outcome = ts >= unit->exposure_ms;
+  if (!outcome && ts < unit->exposure_ms - options_.cuped_lookback_ms) {
+    return;  // before the pre-period: counted nowhere
+  }
+  if (kind == EventType::kRatio && !outcome) {
+    // The pre-period entry first: adding it may move the vector's elements.
+    UnitMetric* pre = FindOrAddMetric(unit, PrePeriodMetric(metric));
+    const MetricTotals before{pre->x, pre->den};
+    pre->x += value;
+    pre->den += denominator;
+    const MetricTotals after{pre->x, pre->den};
+    UnitMetric* m = FindOrAddMetric(unit, metric);  // counts the unit as 0 if it has no outcome
+    if (unit->variant != nullptr && m->sums == nullptr) m->sums = SumsOf(unit->variant, metric);
+    if (m->sums != nullptr) UpdateCovariate(m->sums, kind, {m->x, m->den}, before, after);
+    return;
+  }
+  UnitMetric* m = FindOrAddMetric(unit, metric);
   if (unit->variant != nullptr && m->sums == nullptr) m->sums = SumsOf(unit->variant, metric);
   if (outcome) {
-    Totals before{m->x, m->den};
+    MetricTotals before{m->x, m->den};
     if (kind == EventType::kConversion) {
       m->x = 1;
     } else {
       m->x += value;
       m->den += denominator;
     }
-    if (m->sums != nullptr) UpdateContribution(m->sums, kind, before, {m->x, m->den}, m->covariate);
+    if (m->sums != nullptr) {
+      UpdateContribution(m->sums, kind, before, {m->x, m->den}, CovariateOf(unit, *m));
+    }
   } else {
     double before = m->covariate;
     m->covariate = kind == EventType::kConversion ? 1 : m->covariate + value;
-    if (m->sums != nullptr) UpdateCovariate(m->sums, m->x, before, m->covariate);
+    if (m->sums != nullptr) {
+      UpdateCovariate(m->sums, kind, {m->x, 0}, {before, 0}, {m->covariate, 0});
+    }
   }
 }
 
@@ -489,7 +566,8 @@ absl::Status EventAggregator::Apply(const Event& event, uint64_t unit_hash) {
     ++variant->sums->units;
     for (UnitMetric& m : unit->metrics) {
       m.sums = SumsOf(variant, m.metric);
-      AddContribution(m.sums, metrics_[m.metric].kind, {m.x, m.den}, m.covariate);
+      if (m.sums == nullptr) continue;  // a ratio's pre-period: in its ratio's contribution
+      AddContribution(m.sums, metrics_[m.metric].kind, {m.x, m.den}, CovariateOf(unit, m));
     }
     return absl::OkStatus();
   }

@@ -40,6 +40,13 @@
 
 namespace capstan::experiments {
 
+// One unit's totals for a metric: its outcome (x: 0/1, a sum, or Σnum; den:
+// a ratio's Σden), or a ratio's pre-period covariate in the same shape.
+struct MetricTotals {
+  double x = 0;
+  double den = 0;
+};
+
 class EventAggregator {
  public:
   EventAggregator(rocksdb::DB* db, const EventStoreOptions& options);
@@ -108,7 +115,17 @@ class EventAggregator {
   ExperimentSlot* Experiment(std::string_view name);
   VariantSlot* Variant(ExperimentSlot* experiment, std::string_view name);
   uint32_t MetricIndex(EventType kind, std::string_view name);
+  // null for a ratio's pre-period entry (kPrePeriodSuffix in the .cc).
   MetricSums* SumsOf(VariantSlot* variant, uint32_t metric);
+  // The interned entry holding a ratio metric's pre-period totals (x = Σnum,
+  // den = Σden before the exposure), and whether `metric` is one.
+  uint32_t PrePeriodMetric(uint32_t ratio_metric);
+  bool IsPrePeriodMetric(uint32_t metric) const;
+  UnitMetric* FindMetric(UnitState* unit, uint32_t metric);
+  UnitMetric* FindOrAddMetric(UnitState* unit, uint32_t metric);
+  // The unit's CUPED covariate for `m`: {c, 0}, or for a ratio its
+  // pre-period {Σnum, Σden}.
+  MetricTotals CovariateOf(UnitState* unit, const UnitMetric& m);
   void ApplyMetric(UnitState* unit, uint32_t metric, int64_t ts, double value, double denominator);
   void EncodeUnit(const UnitState& unit, std::string* out) const;
   absl::Status DecodeUnit(std::string_view data, UnitState* unit);
@@ -125,6 +142,10 @@ class EventAggregator {
   std::deque<VariantSlot> variant_slots_;
   std::vector<MetricId> metrics_;
   absl::flat_hash_map<std::string, uint32_t> metric_index_;  // kind byte + name
+  // By interned metric: for a ratio metric its pre-period entry's index + 1
+  // (0: none yet), for a pre-period entry kIsPrePeriod.
+  static constexpr uint32_t kIsPrePeriod = UINT32_MAX;
+  std::vector<uint32_t> pre_period_metric_;
   ExperimentSlot* last_experiment_ = nullptr;
   EventType last_metric_kind_ = EventType::kExposure;
   std::string last_metric_name_;

@@ -64,6 +64,16 @@ std::string EncodeExperimentSums(const ExperimentSums& sums) {
                          {"covariateSum", m.covariate_sum},
                          {"covariateSumSquares", m.covariate_sum_squares},
                          {"covariateProducts", m.covariate_products}});
+      if (id.kind == EventType::kRatio) {
+        // Added with CUPED for ratios; older records lack them (read as 0).
+        nlohmann::ordered_json& record = metrics.back();
+        record["covariateDenSum"] = m.covariate_den_sum;
+        record["covariateDenSumSquares"] = m.covariate_den_sum_squares;
+        record["covariateNumDenProducts"] = m.covariate_num_den_products;
+        record["covariateDenProducts"] = m.covariate_den_products;
+        record["denCovariateProducts"] = m.den_covariate_products;
+        record["denCovariateDenProducts"] = m.den_covariate_den_products;
+      }
     }
     variants[name] = {{"units", v.units}, {"metrics", std::move(metrics)}};
   }
@@ -86,11 +96,18 @@ absl::StatusOr<ExperimentSums> DecodeExperimentSums(std::string_view text) {
                     : kind == "ratio"    ? EventType::kRatio
                                          : EventType::kValue,
                     m.at("metric").get<std::string>()};
-        variant.metrics[id] =
+        MetricSums& sums_of_metric = variant.metrics[id];
+        sums_of_metric =
             MetricSums{m.at("sum").get<double>(),           m.at("sumSquares").get<double>(),
                        m.at("denSum").get<double>(),        m.at("denSumSquares").get<double>(),
                        m.at("products").get<double>(),      m.value("covariateSum", 0.0),
                        m.value("covariateSumSquares", 0.0), m.value("covariateProducts", 0.0)};
+        sums_of_metric.covariate_den_sum = m.value("covariateDenSum", 0.0);
+        sums_of_metric.covariate_den_sum_squares = m.value("covariateDenSumSquares", 0.0);
+        sums_of_metric.covariate_num_den_products = m.value("covariateNumDenProducts", 0.0);
+        sums_of_metric.covariate_den_products = m.value("covariateDenProducts", 0.0);
+        sums_of_metric.den_covariate_products = m.value("denCovariateProducts", 0.0);
+        sums_of_metric.den_covariate_den_products = m.value("denCovariateDenProducts", 0.0);
       }
     }
   } catch (const nlohmann::json::exception&) {

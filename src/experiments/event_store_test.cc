@@ -67,7 +67,8 @@ Event Metric(EventType type, std::string key, std::string unit, std::string metr
 // The aggregation recomputed from scratch: first occurrence of a key wins,
 // a unit joins the variant of its first exposure (and takes its ts); a
 // metric event at or after it is outcome, one in the lookback before it
-// (conversion, value) the covariate, older ones nothing.
+// the covariate (for ratios its numerator and denominator), older ones
+// nothing.
 ExperimentSums Naive(const std::vector<Event>& events, std::string_view experiment) {
   std::set<std::string> keys;
   struct Unit {
@@ -90,19 +91,18 @@ ExperimentSums Naive(const std::vector<Event>& events, std::string_view experime
   for (const auto& [name, u] : units) {
     if (u.variant.empty()) continue;
     struct Totals {
-      double x = 0, den = 0, c = 0;
+      double x = 0, den = 0, c = 0, c_den = 0;
     };
     std::map<MetricId, Totals> totals;
     for (const Event* e : u.metric_events) {
       bool outcome = e->timestamp_ms >= u.exposure_ms;
-      bool covariate = !outcome && e->type != EventType::kRatio &&
-                       e->timestamp_ms >= u.exposure_ms - kLookbackMs;
+      bool covariate = !outcome && e->timestamp_ms >= u.exposure_ms - kLookbackMs;
       if (!outcome && !covariate) continue;
       Totals& t = totals[MetricId{e->type, e->metric}];
       double& target = outcome ? t.x : t.c;
       if (e->type == EventType::kConversion) target = 1;
       if (e->type != EventType::kConversion) target += e->value;
-      if (e->type == EventType::kRatio) t.den += e->denominator;
+      if (e->type == EventType::kRatio) (outcome ? t.den : t.c_den) += e->denominator;
     }
     VariantSums& v = sums.variants[u.variant];
     ++v.units;
@@ -110,14 +110,19 @@ ExperimentSums Naive(const std::vector<Event>& events, std::string_view experime
       MetricSums& m = v.metrics[id];
       m.sum += t.x;
       m.sum_squares += t.x * t.x;
+      m.covariate_sum += t.c;
+      m.covariate_sum_squares += t.c * t.c;
+      m.covariate_products += t.x * t.c;
       if (id.kind == EventType::kRatio) {
         m.den_sum += t.den;
         m.den_sum_squares += t.den * t.den;
         m.products += t.x * t.den;
-      } else {
-        m.covariate_sum += t.c;
-        m.covariate_sum_squares += t.c * t.c;
-        m.covariate_products += t.x * t.c;
+        m.covariate_den_sum += t.c_den;
+        m.covariate_den_sum_squares += t.c_den * t.c_den;
+        m.covariate_num_den_products += t.c * t.c_den;
+        m.covariate_den_products += t.x * t.c_den;
+        m.den_covariate_products += t.den * t.c;
+        m.den_covariate_den_products += t.den * t.c_den;
       }
     }
   }
@@ -143,6 +148,18 @@ void ExpectSumsNear(const ExperimentSums& got, const ExperimentSums& want) {
       EXPECT_TRUE(near(gm.covariate_sum_squares, wm.covariate_sum_squares))
           << name << "/" << id.name;
       EXPECT_TRUE(near(gm.covariate_products, wm.covariate_products)) << name << "/" << id.name;
+      const std::pair<double, double> ratio_covariate[] = {
+          {gm.covariate_den_sum, wm.covariate_den_sum},
+          {gm.covariate_den_sum_squares, wm.covariate_den_sum_squares},
+          {gm.covariate_num_den_products, wm.covariate_num_den_products},
+          {gm.covariate_den_products, wm.covariate_den_products},
+          {gm.den_covariate_products, wm.den_covariate_products},
+          {gm.den_covariate_den_products, wm.den_covariate_den_products}};
+      for (size_t i = 0; i < std::size(ratio_covariate); ++i) {
+        EXPECT_TRUE(near(ratio_covariate[i].first, ratio_covariate[i].second))
+            << name << "/" << id.name << " ratio covariate sum " << i << ": "
+            << ratio_covariate[i].first << " vs " << ratio_covariate[i].second;
+      }
     }
   }
 }

@@ -1,6 +1,7 @@
 #include "experiments/stats.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <numeric>
 #include <string>
@@ -354,6 +355,184 @@ absl::StatusOr<Cuped> CupedTest(const CupedArmSums& a, const CupedArmSums& b, do
             (a.n * mean_a_squared);
     out.relative = Relative(Finite(out.diff / std::fabs(mean_a)), Finite(std::max(variance, 0.0)),
                             out.df, alpha);
+  }
+  return out;
+}
+
+namespace {
+
+// (M, D, M0, D0) of one unit: a gradient over their means, and their 4×4
+// sample covariance matrix.
+using Vector4 = std::array<double, 4>;
+using Matrix4 = std::array<Vector4, 4>;
+
+Matrix4 CupedRatioCovariance(const CupedRatioArmSums& s) {
+  const double sums[4] = {s.post.numerator_sum, s.post.denominator_sum, s.pre.numerator_sum,
+                          s.pre.denominator_sum};
+  const double squares[4] = {s.post.numerator_sum_squares, s.post.denominator_sum_squares,
+                             s.pre.numerator_sum_squares, s.pre.denominator_sum_squares};
+  // products[i][j] = Σ v_i·v_j for i < j.
+  double products[4][4] = {};
+  products[0][1] = s.post.sum_of_products;
+  products[0][2] = s.numerator_pre_numerator;
+  products[0][3] = s.numerator_pre_denominator;
+  products[1][2] = s.denominator_pre_numerator;
+  products[1][3] = s.denominator_pre_denominator;
+  products[2][3] = s.pre.sum_of_products;
+  Matrix4 covariance{};
+  for (int i = 0; i < 4; ++i) {
+    covariance[i][i] = SampleVarianceFromSums(s.n, sums[i], squares[i]);
+    for (int j = i + 1; j < 4; ++j) {
+      covariance[i][j] = covariance[j][i] =
+          SampleCovarianceFromSums(s.n, sums[i], sums[j], products[i][j]);
+    }
+  }
+  return covariance;
+}
+
+// xᵀ·m·y.
+double Bilinear(const Vector4& x, const Matrix4& m, const Vector4& y) {
+  double total = 0;
+  for (int i = 0; i < 4; ++i) {
+    for (int j = 0; j < 4; ++j) total += x[i] * m[i][j] * y[j];
+  }
+  return total;
+}
+
+// Σ|x_i·m_ij·y_j|: the size of the terms Bilinear cancels.
+double BilinearMagnitude(const Vector4& x, const Matrix4& m, const Vector4& y) {
+  double total = 0;
+  for (int i = 0; i < 4; ++i) {
+    for (int j = 0; j < 4; ++j) total += std::fabs(x[i] * m[i][j] * y[j]);
+  }
+  return total;
+}
+
+// A pre-period ratio equal in every unit (M0 = c·D0) has delta-method
+// variance 0, which the sums give as a cancellation's rounding: below this
+// fraction of the terms it is 0, else θ would be rounding over rounding.
+constexpr double kCancelledVariance = 1e-9;
+
+Vector4 Combine(const Vector4& x, double scale_y, const Vector4& y, double scale_x = 1) {
+  Vector4 out;
+  for (int i = 0; i < 4; ++i) out[i] = scale_x * x[i] + scale_y * y[i];
+  return out;
+}
+
+// gbstats leaves the adjustment out when |θ| is below this
+// (create_theta_adjusted_statistics): the answer is then the ratio's own.
+constexpr double kNegligibleTheta = 1e-8;
+
+}  // namespace
+
+absl::StatusOr<CupedRatio> CupedRatioTest(const CupedRatioArmSums& a, const CupedRatioArmSums& b,
+                                          double alpha) {
+  RETURN_IF_ERROR(ValidateAlpha(alpha));
+  for (const auto& [arm, name] : {std::pair{&a, "a"}, std::pair{&b, "b"}}) {
+    RETURN_IF_ERROR(CheckN(arm->n, name));
+    const std::pair<double, const char*> fields[] = {
+        {arm->post.numerator_sum, "numerator.sum"},
+        {arm->post.numerator_sum_squares, "numerator.sum_squares"},
+        {arm->post.denominator_sum, "denominator.sum"},
+        {arm->post.denominator_sum_squares, "denominator.sum_squares"},
+        {arm->post.sum_of_products, "sum_of_products"},
+        {arm->pre.numerator_sum, "pre.numerator.sum"},
+        {arm->pre.numerator_sum_squares, "pre.numerator.sum_squares"},
+        {arm->pre.denominator_sum, "pre.denominator.sum"},
+        {arm->pre.denominator_sum_squares, "pre.denominator.sum_squares"},
+        {arm->pre.sum_of_products, "pre.sum_of_products"},
+        {arm->numerator_pre_numerator, "post_pre_sum_of_products.numerator_numerator"},
+        {arm->numerator_pre_denominator, "post_pre_sum_of_products.numerator_denominator"},
+        {arm->denominator_pre_numerator, "post_pre_sum_of_products.denominator_numerator"},
+        {arm->denominator_pre_denominator, "post_pre_sum_of_products.denominator_denominator"}};
+    for (const auto& [value, field] : fields) RETURN_IF_ERROR(CheckSum(value, name, field));
+  }
+  // Per arm: the means, Λ, and the gradients of R (g) and of R0 (h) over
+  // the means of (M, D, M0, D0); a zero denominator mean leaves its
+  // gradient 0 and its ratio undefined.
+  struct Parts {
+    double mean_m, mean_d, mean_m0, mean_d0;
+    Matrix4 covariance;
+    Vector4 g{}, h{};
+  };
+  auto parts_of = [](const CupedRatioArmSums& s) {
+    Parts p{s.post.numerator_sum / s.n,
+            s.post.denominator_sum / s.n,
+            s.pre.numerator_sum / s.n,
+            s.pre.denominator_sum / s.n,
+            CupedRatioCovariance(s),
+            {},
+            {}};
+    if (p.mean_d != 0) p.g = {1 / p.mean_d, -p.mean_m / (p.mean_d * p.mean_d), 0, 0};
+    if (p.mean_d0 != 0) p.h = {0, 0, 1 / p.mean_d0, -p.mean_m0 / (p.mean_d0 * p.mean_d0)};
+    return p;
+  };
+  const Parts pa = parts_of(a), pb = parts_of(b);
+  CupedRatio out;
+  const double pre_denominator = a.pre.denominator_sum + b.pre.denominator_sum;
+  if (pre_denominator != 0) {
+    out.pooled_pre_ratio = Finite((a.pre.numerator_sum + b.pre.numerator_sum) / pre_denominator);
+  }
+  const bool defined = pa.mean_d != 0 && pb.mean_d != 0;
+  if (defined && pa.mean_d0 != 0 && pb.mean_d0 != 0 && out.pooled_pre_ratio.has_value()) {
+    double var_pre = Bilinear(pa.h, pa.covariance, pa.h) + Bilinear(pb.h, pb.covariance, pb.h);
+    double cov = Bilinear(pa.g, pa.covariance, pa.h) + Bilinear(pb.g, pb.covariance, pb.h);
+    double var_pre_terms =
+        BilinearMagnitude(pa.h, pa.covariance, pa.h) + BilinearMagnitude(pb.h, pb.covariance, pb.h);
+    if (var_pre > kCancelledVariance * var_pre_terms) out.theta = cov / var_pre;
+    if (!std::isfinite(out.theta) || std::fabs(out.theta) < kNegligibleTheta) out.theta = 0;
+  }
+  const double theta = out.theta;
+  auto arm_result = [&](const Parts& p, double n) {
+    CupedRatioArm arm;
+    if (p.mean_d0 != 0) arm.pre_ratio = Finite(p.mean_m0 / p.mean_d0);
+    if (p.mean_d == 0) return arm;
+    arm.ratio = Finite(p.mean_m / p.mean_d);
+    if (!arm.ratio.has_value()) return arm;
+    if (theta == 0) {
+      arm.adjusted_ratio = arm.ratio;
+    } else if (arm.pre_ratio.has_value() && out.pooled_pre_ratio.has_value()) {
+      arm.adjusted_ratio = Finite(*arm.ratio - theta * (*arm.pre_ratio - *out.pooled_pre_ratio));
+    }
+    // Quadratic forms of a covariance matrix are >= 0: below is rounding.
+    double unadjusted = std::max(Bilinear(p.g, p.covariance, p.g), 0.0);
+    Vector4 adjusted_gradient = Combine(p.g, -theta, p.h);
+    double adjusted = std::max(Bilinear(adjusted_gradient, p.covariance, adjusted_gradient), 0.0);
+    arm.unit_variance = Finite(unadjusted);
+    arm.adjusted_unit_variance = Finite(adjusted);
+    arm.variance = Finite(adjusted / n);
+    if (unadjusted > 0) arm.variance_reduction = Finite(1 - adjusted / unadjusted);
+    return arm;
+  };
+  out.a = arm_result(pa, a.n);
+  out.b = arm_result(pb, b.n);
+  if (!defined || !out.a.adjusted_ratio || !out.b.adjusted_ratio || !out.a.variance ||
+      !out.b.variance) {
+    return out;
+  }
+  out.diff = Finite(*out.b.adjusted_ratio - *out.a.adjusted_ratio);
+  out.diff_se = Finite(std::sqrt(*out.a.variance + *out.b.variance));
+  if (!out.diff || !out.diff_se) return out;
+  out.df = WelchDegreesOfFreedom(*out.a.variance, a.n, *out.b.variance, b.n);
+  TTest test = TwoSidedTTest(*out.diff, *out.diff_se, out.df, alpha);
+  out.t = test.t;
+  out.p_value = test.p_value;
+  out.ci = test.ci;
+  // Relative: L = (A_b − A_a)/|R_a| with A = R − θ·R0. Over control's
+  // means, ∇L = −(g_a − θ·h_a)/|R_a| − (A_b − A_a)·sign(R_a)·g_a/R_a²; over
+  // treatment's, (g_b − θ·h_b)/|R_a|.
+  const double ratio_a = *out.a.ratio;
+  if (ratio_a != 0) {
+    const double scale = std::fabs(ratio_a);
+    const double sign = ratio_a > 0 ? 1 : -1;
+    Vector4 control =
+        Combine(Combine(pa.g, -theta, pa.h), -*out.diff * sign / (scale * scale), pa.g, -1 / scale);
+    Vector4 treatment = Combine(pb.g, -theta, pb.h, 1);
+    for (double& x : treatment) x /= scale;
+    double variance = Bilinear(control, pa.covariance, control) / a.n +
+                      Bilinear(treatment, pb.covariance, treatment) / b.n;
+    out.relative =
+        Relative(Finite(*out.diff / scale), Finite(std::max(variance, 0.0)), out.df, alpha);
   }
   return out;
 }

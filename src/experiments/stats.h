@@ -178,6 +178,56 @@ struct Cuped {
 };
 absl::StatusOr<Cuped> CupedTest(const CupedArmSums& a, const CupedArmSums& b, double alpha);
 
+// CUPED for ratio metrics (GrowthBook's regression-adjusted ratio,
+// gbstats' RegressionAdjustedRatioStatistic): per unit a post-period
+// numerator M and denominator D and a pre-period M0 and D0; each arm's
+// estimate is R − θ·R0 with R = ΣM/ΣD and R0 = ΣM0/ΣD0, its variance by the
+// delta method over the 4×4 sample covariance matrix Λ of (M, D, M0, D0):
+// ∇ᵀΛ∇/n with ∇ = (1/μ_D, −μ_M/μ_D², −θ/μ_D0, θ·μ_M0/μ_D0²). θ minimises
+// the variance of the difference: the sum over both arms of the delta
+// method's cov(R, R0) over the sum of its var(R0) (unit variances, not
+// weighted by n, as gbstats' compute_theta_regression_adjusted_ratio).
+struct CupedRatioArmSums {
+  double n = 0;
+  RatioArmSums post;                       // M and D (post.n is not read)
+  RatioArmSums pre;                        // M0 and D0 (pre.n is not read)
+  double numerator_pre_numerator = 0;      // Σ M·M0
+  double numerator_pre_denominator = 0;    // Σ M·D0
+  double denominator_pre_numerator = 0;    // Σ D·M0
+  double denominator_pre_denominator = 0;  // Σ D·D0
+};
+struct CupedRatioArm {
+  std::optional<double> ratio;                   // R = μ_M/μ_D
+  std::optional<double> pre_ratio;               // R0 = μ_M0/μ_D0
+  std::optional<double> adjusted_ratio;          // R − θ·(R0 − pooled_pre_ratio)
+  std::optional<double> unit_variance;           // the unadjusted ratio's (θ = 0)
+  std::optional<double> adjusted_unit_variance;  // ∇ᵀΛ∇
+  std::optional<double> variance;                // adjusted_unit_variance / n
+  std::optional<double> variance_reduction;      // 1 − adjusted/unadjusted; nullopt if that is 0
+};
+struct CupedRatio {
+  double theta = 0;
+  std::optional<double> pooled_pre_ratio;  // (ΣM0_a + ΣM0_b)/(ΣD0_a + ΣD0_b)
+  CupedRatioArm a;
+  CupedRatioArm b;
+  std::optional<double> diff;
+  std::optional<double> diff_se;
+  std::optional<double> df;
+  std::optional<double> t;
+  std::optional<double> p_value;
+  std::optional<Interval> ci;
+  // lift = diff/|R_a| (R_a unadjusted), variance by the delta method over
+  // both arms' (M, D, M0, D0) (gbstats' frequentist_variance_relative_cuped_ratio).
+  RelativeTest relative;
+};
+// InvalidArgument naming the field for input that cannot be analysed. A
+// post-period denominator mean of 0 makes that arm's ratio, and so the
+// comparison, undefined (nullopt), as in RatioMetricTest. θ = 0 (the
+// unadjusted ratio analysis) when either arm's pre-period denominator mean
+// is 0 or the pre-period ratios have no variance.
+absl::StatusOr<CupedRatio> CupedRatioTest(const CupedRatioArmSums& a, const CupedRatioArmSums& b,
+                                          double alpha);
+
 // Sample ratio mismatch: Pearson's χ² of the counts against N·w_i/Σw. Arms with
 // weight 0 get expected count 0 and are left out of χ² and of df (arms with
 // weight > 0, minus 1). chi2 is nullopt when N = 0; p_value when chi2 is or

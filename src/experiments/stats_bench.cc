@@ -30,6 +30,26 @@ void BM_Cuped(benchmark::State& state) {
 }
 BENCHMARK(BM_Cuped);
 
+// Clicks per session with a pre-period: 1000 units per arm.
+void BM_CupedRatio(benchmark::State& state) {
+  CupedRatioArmSums a{1000,
+                      {1000, 1200, 2900, 4000, 20000, 6100},
+                      {1000, 1150, 2800, 3900, 19500, 5800},
+                      2200,
+                      5000,
+                      4700,
+                      16000};
+  CupedRatioArmSums b{1000,
+                      {1000, 1300, 3200, 4000, 20100, 6600},
+                      {1000, 1160, 2850, 3950, 19800, 5900},
+                      2350,
+                      5200,
+                      4650,
+                      16100};
+  for (auto _ : state) benchmark::DoNotOptimize(CupedRatioTest(a, b, 0.05));
+}
+BENCHMARK(BM_CupedRatio);
+
 void BM_SequentialWelch(benchmark::State& state) {
   for (auto _ : state) {
     benchmark::DoNotOptimize(SequentialWelchTest(kControl, kTreatment, 0.05, 5000));

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <vector>
 
@@ -95,6 +96,98 @@ TEST(RatioMetric, ZeroDenominatorIsUndefinedNotAnError) {
   EXPECT_FALSE(ratio->a.ratio.has_value());
   EXPECT_TRUE(ratio->b.ratio.has_value());
   EXPECT_FALSE(ratio->diff || ratio->p_value || ratio->relative.lift);
+}
+
+// Sums of a CUPED-ratio arm from per-unit (M, D, M0, D0).
+CupedRatioArmSums CupedRatioSums(const std::vector<std::array<double, 4>>& units) {
+  CupedRatioArmSums s;
+  for (const auto& [m, d, m0, d0] : units) {
+    s.n += 1;
+    s.post.numerator_sum += m;
+    s.post.numerator_sum_squares += m * m;
+    s.post.denominator_sum += d;
+    s.post.denominator_sum_squares += d * d;
+    s.post.sum_of_products += m * d;
+    s.pre.numerator_sum += m0;
+    s.pre.numerator_sum_squares += m0 * m0;
+    s.pre.denominator_sum += d0;
+    s.pre.denominator_sum_squares += d0 * d0;
+    s.pre.sum_of_products += m0 * d0;
+    s.numerator_pre_numerator += m * m0;
+    s.numerator_pre_denominator += m * d0;
+    s.denominator_pre_numerator += d * m0;
+    s.denominator_pre_denominator += d * d0;
+  }
+  s.post.n = s.pre.n = s.n;
+  return s;
+}
+
+TEST(CupedRatio, AConstantPreRatioGivesTheUnadjustedRatioAnalysis) {
+  // M0 = 0.5·D0 in every unit: R0 has no variance (θ = 0 despite the
+  // rounding in the sums).
+  CupedRatioArmSums a =
+      CupedRatioSums({{1, 3, 1.5, 3}, {2, 4, 0.5, 1}, {0, 2, 2, 4}, {3, 5, 1, 2}, {1, 1, 3.5, 7}});
+  CupedRatioArmSums b =
+      CupedRatioSums({{2, 3, 1, 2}, {2, 2, 2.5, 5}, {1, 4, 0.5, 1}, {4, 5, 3, 6}, {0, 1, 1.5, 3}});
+  absl::StatusOr<CupedRatio> cuped = CupedRatioTest(a, b, 0.05);
+  ASSERT_TRUE(cuped.ok()) << cuped.status();
+  EXPECT_EQ(cuped->theta, 0);
+  absl::StatusOr<RatioMetric> plain = RatioMetricTest(a.post, b.post, 0.05);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_DOUBLE_EQ(*cuped->diff, *plain->diff);
+  EXPECT_DOUBLE_EQ(*cuped->diff_se, *plain->diff_se);
+  EXPECT_DOUBLE_EQ(*cuped->p_value, *plain->p_value);
+  EXPECT_DOUBLE_EQ(*cuped->relative.lift, *plain->relative.lift);
+  EXPECT_NEAR(*cuped->relative.se, *plain->relative.se, 1e-12);
+  EXPECT_EQ(*cuped->a.variance_reduction, 0);
+}
+
+TEST(CupedRatio, ACorrelatedCovariateNarrowsTheInterval) {
+  // M tracks M0 unit by unit; D and D0 vary independently of them.
+  std::vector<std::array<double, 4>> control, treatment;
+  for (int i = 0; i < 40; ++i) {
+    double propensity = 0.1 + 0.02 * (i % 10);
+    double d0 = 2 + i % 3, d = 2 + (i * 7) % 4;
+    control.push_back({propensity * d + 0.01 * (i % 3), d, propensity * d0, d0});
+    treatment.push_back({1.2 * propensity * d + 0.01 * (i % 5), d, propensity * d0, d0});
+  }
+  absl::StatusOr<CupedRatio> cuped =
+      CupedRatioTest(CupedRatioSums(control), CupedRatioSums(treatment), 0.05);
+  ASSERT_TRUE(cuped.ok());
+  EXPECT_GT(cuped->theta, 0);
+  EXPECT_GT(*cuped->a.variance_reduction, 0.5);
+  EXPECT_GT(*cuped->b.variance_reduction, 0.5);
+  absl::StatusOr<RatioMetric> plain =
+      RatioMetricTest(CupedRatioSums(control).post, CupedRatioSums(treatment).post, 0.05);
+  ASSERT_TRUE(plain.ok() && plain->ci && cuped->ci);
+  EXPECT_LT(cuped->ci->upper - cuped->ci->lower, 0.7 * (plain->ci->upper - plain->ci->lower));
+  // Both arms had the same pre-period: the adjustment moves neither.
+  EXPECT_DOUBLE_EQ(*cuped->diff, *plain->diff);
+}
+
+TEST(CupedRatio, ZeroDenominatorsAreUndefinedNotErrors) {
+  CupedRatioArmSums a = CupedRatioSums({{1, 0, 1, 2}, {2, 0, 2, 3}, {0, 0, 1, 1}});
+  CupedRatioArmSums b = CupedRatioSums({{1, 2, 1, 2}, {2, 3, 2, 3}, {1, 1, 0, 1}});
+  absl::StatusOr<CupedRatio> cuped = CupedRatioTest(a, b, 0.05);
+  ASSERT_TRUE(cuped.ok());
+  EXPECT_FALSE(cuped->a.ratio || cuped->diff || cuped->p_value || cuped->relative.lift);
+  EXPECT_TRUE(cuped->b.ratio.has_value());
+  EXPECT_EQ(cuped->theta, 0);
+  // A zero pre-period denominator: no adjustment, the ratio analysis.
+  CupedRatioArmSums no_pre = CupedRatioSums({{1, 1, 0, 0}, {2, 3, 0, 0}, {0, 2, 0, 0}});
+  cuped = CupedRatioTest(no_pre, b, 0.05);
+  ASSERT_TRUE(cuped.ok());
+  EXPECT_EQ(cuped->theta, 0);
+  EXPECT_FALSE(cuped->a.pre_ratio.has_value());
+  EXPECT_TRUE(cuped->pooled_pre_ratio.has_value());  // b has a pre-period
+  absl::StatusOr<RatioMetric> plain = RatioMetricTest(no_pre.post, b.post, 0.05);
+  ASSERT_TRUE(plain.ok() && cuped->diff.has_value());
+  EXPECT_DOUBLE_EQ(*cuped->diff, *plain->diff);
+  EXPECT_EQ(CupedRatioTest(CupedRatioSums({{1, 1, 1, 1}}), b, 0.05).status().message(),
+            "a.n must be a finite number >= 2");
+  b.numerator_pre_denominator = NAN;
+  EXPECT_EQ(CupedRatioTest(a, b, 0.05).status().message(),
+            "b.post_pre_sum_of_products.numerator_denominator must be a finite number");
 }
 
 TEST(Srm, FlagsBelowOneInAThousand) {

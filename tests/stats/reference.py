@@ -241,6 +241,57 @@ def ref_cuped(req, raw):
             "p_value": p, "ci": ci, "relative": relative}
 
 
+def ref_cuped_ratio(req, raw):
+    """From the raw (M, D, M0, D0) arrays of each arm. Written independently of
+    the engine's 4x4 delta-method matrix: each ratio is linearised per unit
+    (R = mean(M)/mean(D) has influence (M - R*D)/mean(D)), so every delta-method
+    variance is numpy's sample variance of a per-unit linear combination. theta
+    is gbstats': the sum over arms of cov(R, R0) over the sum of var(R0)."""
+    alpha = req.get("alpha", 0.05)
+    arms = {}
+    for name in ("a", "b"):
+        m, d, m0, d0 = raw[name]
+        ratio, pre_ratio = np.mean(m) / np.mean(d), np.mean(m0) / np.mean(d0)
+        arms[name] = {"n": len(m), "R": ratio, "R0": pre_ratio,
+                      "L": (m - ratio * d) / np.mean(d), "L0": (m0 - pre_ratio * d0) / np.mean(d0)}
+    var_pre = sum(np.var(arms[k]["L0"], ddof=1) for k in arms)
+    cov = sum(np.cov(arms[k]["L"], arms[k]["L0"], ddof=1)[0, 1] for k in arms)
+    theta = cov / var_pre if var_pre > 0 else 0.0
+    if abs(theta) < 1e-8:
+        theta = 0.0
+    pooled_pre = ((np.sum(raw["a"][2]) + np.sum(raw["b"][2])) /
+                  (np.sum(raw["a"][3]) + np.sum(raw["b"][3])))
+    out = {"theta": fnum(theta), "pooled_pre_ratio": fnum(pooled_pre)}
+    for name in ("a", "b"):
+        arm = arms[name]
+        unadjusted = np.var(arm["L"], ddof=1)
+        arm["IA"] = arm["L"] - theta * arm["L0"]  # influence of R - theta*R0
+        adjusted = np.var(arm["IA"], ddof=1)
+        arm["A"] = arm["R"] - theta * (arm["R0"] - pooled_pre)
+        arm["var"] = adjusted / arm["n"]
+        out[name] = {"ratio": fnum(arm["R"]), "pre_ratio": fnum(arm["R0"]),
+                     "adjusted_ratio": fnum(arm["A"]), "unit_variance": fnum(unadjusted),
+                     "adjusted_unit_variance": fnum(adjusted), "variance": fnum(arm["var"]),
+                     "variance_reduction": fnum(1 - adjusted / unadjusted) if unadjusted > 0
+                     else None}
+    a, b = arms["a"], arms["b"]
+    diff = b["A"] - a["A"]
+    diff_se = math.sqrt(a["var"] + b["var"])
+    df = welch_df(a["var"], a["n"], b["var"], b["n"])
+    t, p, ci = t_test(diff, diff_se, df, alpha)
+    out.update({"diff": fnum(diff), "diff_se": fnum(diff_se), "df": fnum(df), "t": t,
+                "p_value": p, "ci": ci})
+    if a["R"] == 0:
+        out["relative"] = relative_part(None, None, None, alpha)
+    else:
+        # (A_b - A_a)/|R_a|: control's influence moves both A_a and |R_a|.
+        scale = abs(a["R"])
+        control = -a["IA"] / scale - diff * np.sign(a["R"]) * a["L"] / scale**2
+        variance = np.var(control, ddof=1) / a["n"] + np.var(b["IA"] / scale, ddof=1) / b["n"]
+        out["relative"] = relative_part(diff / scale, variance, df, alpha)
+    return out
+
+
 def ref_srm(req):
     counts = np.array(req["counts"], dtype=float)
     weights = np.array(req["weights"], dtype=float)
@@ -443,6 +494,59 @@ def cases():
     raw = {"a": (rng.normal(1.0, 1.0, 30), np.full(30, 2.0)),
            "b": (rng.normal(1.2, 1.0, 35), np.full(35, 2.0))}
     add(cuped_request(raw), ref_cuped(cuped_request(raw), raw))
+
+    # CUPED for ratio metrics from raw (M, D, M0, D0) units: clicks over
+    # sessions, with each unit's pre-period clicks and sessions.
+    def cuped_ratio_request(raw, alpha=None):
+        req = {"op": "cupedRatio"}
+        for name in ("a", "b"):
+            m, d, m0, d0 = raw[name]
+            req[name] = {"n": len(m), "numerator": sums_of(m), "denominator": sums_of(d),
+                         "sum_of_products": float(np.sum(m * d)),
+                         "pre": {"numerator": sums_of(m0), "denominator": sums_of(d0),
+                                 "sum_of_products": float(np.sum(m0 * d0))},
+                         "post_pre_sum_of_products": {
+                             "numerator_numerator": float(np.sum(m * m0)),
+                             "numerator_denominator": float(np.sum(m * d0)),
+                             "denominator_numerator": float(np.sum(d * m0)),
+                             "denominator_denominator": float(np.sum(d * d0))}}
+        if alpha is not None:
+            req["alpha"] = alpha
+        return req
+
+    ratio_rng = np.random.default_rng(20261208)  # its own: the cases after it keep theirs
+
+    def clicks_and_sessions(n, lift):
+        # A per-unit propensity that persists from the pre-period into the
+        # post-period is what makes the covariate informative.
+        propensity = np.clip(ratio_rng.normal(0.3, 0.1, n), 0.01, 0.95)
+        d0 = ratio_rng.poisson(3.0, n) + 1.0
+        m0 = ratio_rng.binomial(d0.astype(int), propensity).astype(float)
+        d = ratio_rng.poisson(3.0, n) + 1.0
+        m = ratio_rng.binomial(d.astype(int), np.clip(propensity * (1 + lift), 0, 1)).astype(float)
+        return m, d, m0, d0
+
+    for n_a, n_b, lift, alpha in [(500, 520, 0.05, None), (40, 35, 0.3, 0.1),
+                                  (50000, 50000, 0.01, None)]:
+        raw = {"a": clicks_and_sessions(n_a, 0.0), "b": clicks_and_sessions(n_b, lift)}
+        req = cuped_ratio_request(raw, alpha)
+        add(req, ref_cuped_ratio(req, raw))
+    # Revenue per order with a negative control ratio (the relative lift's
+    # sign), and a pre-period ratio equal in every unit (theta = 0: the
+    # unadjusted ratio analysis).
+    raw = {}
+    for name, n, shift in (("a", 60, 0.0), ("b", 70, 0.5)):
+        d0 = ratio_rng.poisson(2.0, n) + 1.0
+        m0 = -2.0 * d0 + ratio_rng.normal(0, 1, n)
+        d = ratio_rng.poisson(2.0, n) + 1.0
+        m = (-2.0 + shift) * d + 0.7 * (m0 + 2.0 * d0) + ratio_rng.normal(0, 1, n)
+        raw[name] = (m, d, m0, d0)
+    add(cuped_ratio_request(raw), ref_cuped_ratio(cuped_ratio_request(raw), raw))
+    raw = {}
+    for name, n in (("a", 30), ("b", 32)):
+        m, d, _, d0 = clicks_and_sessions(n, 0.1)
+        raw[name] = (m, d, 0.5 * d0, d0)
+    add(cuped_ratio_request(raw), ref_cuped_ratio(cuped_ratio_request(raw), raw))
 
     # SRM.
     for counts, weights in [([510, 490], [1, 1]), ([1000, 1100, 950], [0.3, 0.4, 0.3]),
