@@ -25,6 +25,8 @@ constexpr char kSdkAnswers[] = R"jsonl(
 ["the control variation is in the experiment without a redirect",{"attributes":{"id":"7"},"url":"https://shop.example.com/landing","experiments":[{"key":"landing","urlPatterns":[{"type":"simple","pattern":"https://shop.example.com/landing"}],"weights":[0.95,0.05],"variations":[{},{"urlRedirect":"https://shop.example.com/landing-b"}]}]},{"result":[{"inExperiment":true,"urlWithParams":""}]}]
 ["IPv4 and userinfo in the current URL",{"attributes":{"id":"7"},"url":"https://u:p@0x7f.1:8443/landing?a=1","experiments":[{"key":"landing","urlPatterns":[{"type":"simple","pattern":"127.0.0.1:8443/landing"}],"weights":[0.05,0.95],"variations":[{},{"urlRedirect":"https://shop.example.com/landing-b"}],"persistQueryString":true}]},{"result":[{"inExperiment":true,"urlRedirect":"https://shop.example.com/landing-b","urlWithParams":"https://shop.example.com/landing-b?a=1"}]}]
 ["an experiment without variations throws",{"attributes":{"id":"7"},"url":"https://shop.example.com/landing","experiments":[{"key":"broken","urlPatterns":[{"type":"simple","pattern":"*"}]}]},{"error":"Cannot read properties of undefined (reading 'some')"}]
+["a prerequisite feature experiment is a tracking call too, and the first redirect experiment stops the run",{"attributes":{"id":"7"},"url":"https://shop.example.com/landing","features":{"gate":{"defaultValue":false,"rules":[{"key":"gate-exp","variations":[false,true],"weights":[0.05,0.95]}]}},"experiments":[{"key":"landing","urlPatterns":[{"type":"simple","pattern":"https://shop.example.com/landing"}],"weights":[0.05,0.95],"variations":[{},{"urlRedirect":"https://shop.example.com/landing-b"}],"parentConditions":[{"id":"gate","condition":{"value":true}}]},{"key":"landing","urlPatterns":[{"type":"simple","pattern":"*"}],"weights":[0.05,0.95],"variations":[{},{"urlRedirect":"https://shop.example.com/landing-c"}]}]},{"result":[{"inExperiment":true,"urlWithParams":"https://shop.example.com/landing-b"},{"inExperiment":true,"urlRedirect":"https://shop.example.com/landing-b","urlWithParams":"https://shop.example.com/landing-b"}]}]
+["a force rule tracks of remote evaluation are tracking calls",{"attributes":{"id":"7"},"url":"https://shop.example.com/landing","features":{"gate":{"defaultValue":false,"rules":[{"force":true,"tracks":[{"experiment":{"key":"remote"},"result":{"hashAttribute":"id","hashValue":"7","variationId":1,"inExperiment":true,"value":{"urlRedirect":"https://x.org/"}}}]}]}},"experiments":[{"key":"landing","urlPatterns":[{"type":"simple","pattern":"*"}],"weights":[0.05,0.95],"variations":[{},{"urlRedirect":"https://shop.example.com/landing-b"}],"parentConditions":[{"id":"gate","condition":{"value":true}}]}]},{"result":[{"inExperiment":true,"urlRedirect":"https://x.org/","urlWithParams":""},{"inExperiment":true,"urlRedirect":"https://shop.example.com/landing-b","urlWithParams":""}]}]
 )jsonl";
 
 TEST(UrlRedirectTest, AnswersAsTheSdk) {
@@ -45,7 +47,7 @@ TEST(UrlRedirectTest, AnswersAsTheSdk) {
     ASSERT_TRUE(got.ok()) << c[0] << ": " << got.status();
     EXPECT_EQ(*got, c[2]["result"]) << c[0];
   }
-  EXPECT_GE(cases, 16u);
+  EXPECT_GE(cases, 18u);
 }
 
 TEST(UrlRedirectTest, MergeQueryStringsAsUtilTs) {

@@ -372,10 +372,28 @@ const SIMPLE_PATTERNS = [
 ];
 const REGEX_PATTERNS = ["^https://example\\.com/", "pricing$", "^/a/", "\\?x=1", "example\\.(com|org)", "([", "^/$", "top",
   "^https://user:pw@", "caf%C3%A9", "^/pricing\\?", "//example", "a/b", "127\\.0\\.0\\.1", "\\[::1\\]"];
+// URLs and simple patterns composed from parts (url_differential.cjs tests
+// the parser alone on wilder ones; these stay clear of IDNA hosts).
+const URL_HOSTS = ["example.com", "Example.COM", "shop.example.com", "a.example.com.", "127.0.0.1", "0x7f.1", "[::1]", "other.org", "%65xample.com"];
+const URL_PATHS = ["", "/", "/pricing", "/Pricing/", "/a/b", "/a/../pricing", "/%70ricing", "/caf\u00e9", "/a b", "/a\\b", "/a/./b/", "//x"];
+const URL_QUERIES = ["", "", "?x=1", "?x=2&x=1", "?x=%31", "?x=a+b", "?y=&x=", "?x=\u00e9t\u00e9", "?X=1", "?x=1%0A2", "?utm=1#top", "?x"];
+const URL_TAILS = ["", "", "#top", "#Top", "#"];
+function randomTargetUrl(r) {
+  const scheme = r.pick(["https://", "https://", "http://", "//", "HTTPS://", "https:\\\\", "https://user:pw@"]);
+  const rel = r.chance(0.2);
+  return (rel ? "" : scheme + r.pick(URL_HOSTS) + r.pick(["", "", ":443", ":8080", ":80"])) + r.pick(URL_PATHS) + r.pick(URL_QUERIES) + r.pick(URL_TAILS);
+}
+function randomSimplePattern(r) {
+  const host = r.pick(["", "", "example.com", "*.example.com", "*", "https://example.com", "127.0.0.1", "[::1]", "EXAMPLE.com:8080", "http://*"]);
+  const path = r.pick(["", "/", "/pricing", "/*", "/a/*", "/PRICING/", "/a b", "/caf\u00e9*", "/%70ricing", "*"]);
+  const query = r.pick(["", "", "?x=1", "?x=*", "?x=", "?x=a b", "?x=\u00c9T\u00c9", "?x=1*2", "?y=*&x=2"]);
+  return host + path + query + r.pick(["", "", "#top", "#*"]);
+}
 function randomUrlPatterns(r) {
   return Array.from({ length: r.int(0, 3) }, () => {
     const regex = r.chance(0.3);
     const target = { type: regex ? "regex" : "simple", pattern: r.pick(regex ? REGEX_PATTERNS : SIMPLE_PATTERNS) };
+    if (!regex && r.chance(0.4)) target.pattern = randomSimplePattern(r);
     if (r.chance(0.02)) target.type = "other";
     if (r.chance(0.4)) target.include = r.pick([true, false, false]);
     return target;
@@ -509,7 +527,7 @@ function randomRequest(r) {
     const experiment = randomExperiment(r);
     // Targeting needs a URL from the targeting pool (randomContext's are few).
     if (experiment.urlPatterns) {
-      if (r.chance(0.85)) context.url = r.pick(TARGET_URLS);
+      if (r.chance(0.85)) context.url = r.chance(0.4) ? randomTargetUrl(r) : r.pick(TARGET_URLS);
       else delete context.url;
     }
     return { op: "run", context, experiment };
