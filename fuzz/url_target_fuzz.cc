@@ -8,7 +8,8 @@
 // serialize/parse round trip for special URLs), and so does what
 // MergeQueryStrings returns when it parsed; the search parameters'
 // serialization parses back to the same pairs; an excluding target targets
-// a URL exactly when its including twin does not (one target each).
+// a URL exactly when its including twin does not (one target each); the
+// simple patterns' glob route and the SDK's regex give the same answer.
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -24,6 +25,7 @@ namespace {
 using capstan::experiments::Json;
 using capstan::experiments::MergeQueryStrings;
 using capstan::experiments::ParseWhatwgUrl;
+using capstan::experiments::SimpleUrlPartMatches;
 using capstan::experiments::Unsupported;
 using capstan::experiments::UrlParseResult;
 using capstan::experiments::UrlPatternBase;
@@ -64,6 +66,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::optional<bool> out = UrlTargeted(url, exclude);
     Check(in.has_value() == out.has_value());
     if (in.has_value()) Check(*in != *out);
+  }
+  // The glob route (plain ASCII) and the SDK's regex agree.
+  if (url.size() <= 256 && pattern.size() <= 256) {
+    for (bool is_path : {false, true}) {
+      std::optional<bool> fast = SimpleUrlPartMatches(url, pattern, is_path);
+      std::optional<bool> regex = SimpleUrlPartMatches(url, pattern, is_path, true);
+      if (fast.has_value() && regex.has_value()) Check(*fast == *regex);
+    }
   }
   try {
     Json merged = MergeQueryStrings(url, Json(pattern));

@@ -2,6 +2,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "experiments/js_regex.h"
 
@@ -10,11 +11,87 @@ namespace {
 
 enum class Match { kNo, kYes, kUnsupported };
 
-// _evalSimpleUrlPart: "^" + pattern escaped, "_____" as ".*" (a `.` stops at
-// line terminators, spelled out so no regex engine's idea of `.` matters),
-// "$", case-insensitive; for a path one leading and one trailing '/' of the
-// escaped pattern dropped and made optional around it.
-Match SimplePartMatches(std::string_view actual, std::string_view pattern, bool is_path) {
+// Plain ASCII without line terminators: what the fast route below takes.
+bool IsPlainAscii(std::string_view s) {
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) >= 0x80 || c == '\n' || c == '\r') return false;
+  }
+  return true;
+}
+
+bool AsciiEqualFold(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i] >= 'A' && a[i] <= 'Z' ? static_cast<char>(a[i] | 0x20) : a[i];
+    char y = b[i] >= 'A' && b[i] <= 'Z' ? static_cast<char>(b[i] | 0x20) : b[i];
+    if (x != y) return false;
+  }
+  return true;
+}
+
+size_t AsciiFindFold(std::string_view haystack, std::string_view needle, size_t from) {
+  for (size_t i = from; i + needle.size() <= haystack.size(); ++i) {
+    if (AsciiEqualFold(haystack.substr(i, needle.size()), needle)) return i;
+  }
+  return std::string_view::npos;
+}
+
+// The fast route, for plain ASCII on both sides: there JavaScript's `i` flag
+// folds exactly the ASCII letters and `.` matches every character, so the
+// regex is a glob: literal pieces around unrestricted wildcards, matched
+// greedily (the leftmost place for each middle piece is never worse).
+bool GlobMatches(std::string_view s, const std::vector<std::string_view>& pieces) {
+  if (pieces.size() == 1) return AsciiEqualFold(s, pieces[0]);
+  std::string_view first = pieces.front(), last = pieces.back();
+  if (s.size() < first.size() + last.size()) return false;
+  if (!AsciiEqualFold(s.substr(0, first.size()), first)) return false;
+  if (!AsciiEqualFold(s.substr(s.size() - last.size()), last)) return false;
+  std::string_view middle = s.substr(first.size(), s.size() - first.size() - last.size());
+  size_t at = 0;
+  for (size_t i = 1; i + 1 < pieces.size(); ++i) {
+    size_t found = AsciiFindFold(middle, pieces[i], at);
+    if (found == std::string_view::npos) return false;
+    at = found + pieces[i].size();
+  }
+  return true;
+}
+
+Match GlobRoute(std::string_view actual, std::string_view pattern, bool is_path) {
+  if (is_path) {
+    // The escaped pattern's one leading and one trailing '/' (escaping adds
+    // none at either end, so they are the pattern's own).
+    bool trailing = pattern.size() >= 2 && pattern.back() == '/';
+    if (!pattern.empty() && pattern.front() == '/') pattern.remove_prefix(1);
+    if (trailing) pattern.remove_suffix(1);
+  }
+  std::vector<std::string_view> pieces;  // split at each non-overlapping "_____"
+  size_t start = 0;
+  while (true) {
+    size_t wildcard = pattern.find("_____", start);
+    pieces.push_back(pattern.substr(
+        start, wildcard == std::string_view::npos ? std::string_view::npos : wildcard - start));
+    if (wildcard == std::string_view::npos) break;
+    start = wildcard + 5;
+  }
+  if (!is_path) return GlobMatches(actual, pieces) ? Match::kYes : Match::kNo;
+  // \/? around the body: try the subject with and without each slash.
+  for (int lead = 0; lead < 2; ++lead) {
+    if (lead == 1 && (actual.empty() || actual.front() != '/')) continue;
+    std::string_view a = lead == 1 ? actual.substr(1) : actual;
+    for (int trail = 0; trail < 2; ++trail) {
+      if (trail == 1 && (a.empty() || a.back() != '/')) continue;
+      if (GlobMatches(trail == 1 ? a.substr(0, a.size() - 1) : a, pieces)) return Match::kYes;
+    }
+  }
+  return Match::kNo;
+}
+
+// _evalSimpleUrlPart as the SDK writes it: "^" + pattern escaped, "_____"
+// as ".*" (a `.` stops at line terminators, spelled out so no regex engine's
+// idea of `.` matters), "$", case-insensitive; for a path one leading and
+// one trailing '/' of the escaped pattern dropped and made optional around
+// it. Compiled per call, so only for what the glob route cannot take.
+Match RegexRoute(std::string_view actual, std::string_view pattern, bool is_path) {
   std::string escaped;
   for (size_t i = 0; i < pattern.size();) {
     if (pattern.compare(i, 5, "_____") == 0) {
@@ -56,6 +133,14 @@ Match SimplePartMatches(std::string_view actual, std::string_view pattern, bool 
   std::unique_ptr<JsRegex> regex = JsRegex::Compile("^" + escaped + "$", /*ignore_case=*/true);
   if (regex == nullptr) return Match::kUnsupported;  // only a pattern past its size limit
   return regex->Test(actual) ? Match::kYes : Match::kNo;
+}
+
+Match SimplePartMatches(std::string_view actual, std::string_view pattern, bool is_path,
+                        bool force_regex = false) {
+  if (!force_regex && IsPlainAscii(actual) && IsPlainAscii(pattern)) {
+    return GlobRoute(actual, pattern, is_path);
+  }
+  return RegexRoute(actual, pattern, is_path);
 }
 
 // _evalSimpleUrlTarget.
@@ -137,6 +222,13 @@ Match EvalTarget(const UrlParseResult& actual, const Json& target) {
 WhatwgUrl ParseBase(std::string_view href) { return ParseWhatwgUrl(href).url; }
 
 }  // namespace
+
+std::optional<bool> SimpleUrlPartMatches(std::string_view actual, std::string_view pattern,
+                                         bool is_path, bool force_regex) {
+  Match m = SimplePartMatches(actual, pattern, is_path, force_regex);
+  if (m == Match::kUnsupported) return std::nullopt;
+  return m == Match::kYes;
+}
 
 const WhatwgUrl& UrlTargetBase() {
   static const WhatwgUrl base = ParseBase("https://_");

@@ -16,8 +16,9 @@
 //
 // std::nullopt (the evaluator answers Unimplemented rather than guess):
 // the URL or a simple pattern is outside whatwg_url.h (IDNA hosts, `file:`
-// and non-special schemes); a URL part compared with a simple pattern is
-// longer than JsRegex::kMaxSubjectBytes (4 KB); `targets` is an object with
+// and non-special schemes); a URL part that is not plain ASCII (a decoded
+// query value) compared with a simple pattern, or an href tested by a regex
+// pattern, is longer than JsRegex::kMaxSubjectBytes (4 KB); `targets` is an object with
 // a `length` key (JavaScript would read it as array-like).
 // An element that is null throws JsTypeError, as `targets[i].type` throws.
 //
@@ -35,6 +36,14 @@ namespace capstan::experiments {
 // isURLTargeted(url, targets); `targets` is any JSON value (the SDK reads
 // `.length` and `[i]` of whatever it is given).
 std::optional<bool> UrlTargeted(std::string_view url, const Json& targets);
+
+// _evalSimpleUrlPart(actual, pattern, isPath) with the pattern's `*`
+// already `_____`. Plain ASCII (no line terminators) on both sides takes a
+// glob route, anything else (or `force_regex`) the SDK's regular expression
+// on JsRegex; the two must agree where both apply (url_target_fuzz and
+// url_target_test check it). nullopt: past JsRegex's limits.
+std::optional<bool> SimpleUrlPartMatches(std::string_view actual, std::string_view pattern,
+                                         bool is_path, bool force_regex = false);
 
 // The bases the SDK resolves against: "https://_" for the user's URL and
 // "https://_____" for a simple pattern.

@@ -115,15 +115,48 @@ TEST(UrlTargetTest, UnimplementedOnlyWhereTheParserIs) {
           .has_value());
   // An array-like object would be read through its `length`.
   EXPECT_FALSE(UrlTargeted("https://a.com/", Json::parse(R"({"length": 1})")).has_value());
-  // A URL part longer than JsRegex's subject limit.
+  // Past JsRegex's subject limit: a non-ASCII query value compared by a
+  // simple pattern, an href tested by a regex. Plain ASCII parts take the
+  // glob route, which has no limit.
   std::string long_path = "https://a.com/" + std::string(JsRegex::kMaxSubjectBytes, 'a');
-  EXPECT_FALSE(UrlTargeted(long_path, any).has_value());
+  EXPECT_TRUE(UrlTargeted(long_path, any).value());
   EXPECT_FALSE(
       UrlTargeted(long_path, Json::parse(R"([{"type": "regex", "pattern": "^h"}])")).has_value());
+  std::string long_query = "https://a.com/?q=";
+  for (size_t i = 0; i < JsRegex::kMaxSubjectBytes / 2 + 1; ++i) long_query += "\xc3\xa9";
+  EXPECT_FALSE(UrlTargeted(long_query, Json::parse(R"([{"type": "simple", "pattern": "*?q=*"}])"))
+                   .has_value());
   // What used to be outside the subset is answered.
   EXPECT_TRUE(UrlTargeted("https://10.0.0.1/%41", any).value());
   // A null target throws, as `targets[i].type` does.
   EXPECT_THROW(UrlTargeted("https://a.com/", Json::parse("[null]")), JsTypeError);
+}
+
+TEST(UrlTargetTest, GlobRouteAgreesWithTheSdksRegex) {
+  // Plain ASCII parts skip the regex; the SDK's regex (the other route)
+  // must give the same answer on them.
+  const char* subjects[] = {"",      "/",     "//",        "/a/b/", "/A/b", "a.b",   "a_b",
+                            "ab",    "/a/_b", "x?y*z",     "#top",  "#",    "a%2Fb", "/(",
+                            "[::1]", "a..b",  "www.A.com", "/a//",  "_____"};
+  const char* patterns[] = {"",       "/",           "//",    "/a/b",    "a/b/",          "_____",
+                            "a_____", "_____b/",     "/A/B/", "a._____", "x?y*z",         "#top",
+                            "#TOP",   "_____/_____", "(",     "[::1]",   "a_____._____b", "______"};
+  size_t compared = 0;
+  for (const char* subject : subjects) {
+    for (const char* pattern : patterns) {
+      for (bool is_path : {false, true}) {
+        std::optional<bool> glob = SimpleUrlPartMatches(subject, pattern, is_path);
+        std::optional<bool> regex = SimpleUrlPartMatches(subject, pattern, is_path, true);
+        ASSERT_TRUE(glob.has_value() && regex.has_value());
+        EXPECT_EQ(*glob, *regex) << subject << " vs " << pattern << " path " << is_path;
+        ++compared;
+      }
+    }
+  }
+  EXPECT_EQ(compared, 19u * 18u * 2u);
+  // A line terminator in the subject stops a wildcard (regex route).
+  EXPECT_FALSE(SimpleUrlPartMatches("a\nb", "a_____", false).value());
+  EXPECT_TRUE(SimpleUrlPartMatches("a\nb", "a\n_____", false).value());
 }
 
 }  // namespace
