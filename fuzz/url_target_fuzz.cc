@@ -43,7 +43,7 @@ void CheckRoundTrip(std::string_view input, const WhatwgUrl* base) {
   if (!first.ok()) return;
   std::string href = first.url.Href();
   UrlParseResult again = ParseWhatwgUrl(href);
-  Check(again.ok() && again.url.Href() == href);
+  Check(again.ok() && again.url.Href() == href);  // punycode hosts included
   UrlSearchParams params = UrlSearchParams::Parse(first.url.query.value_or(""));
   UrlSearchParams reparsed = UrlSearchParams::Parse(params.Serialize());
   Check(reparsed.pairs() == params.pairs());

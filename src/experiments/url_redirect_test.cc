@@ -72,11 +72,12 @@ TEST(UrlRedirectTest, ErrorsWhereTheSdkThrows) {
   EXPECT_EQ(error(R"({"experiments": [null]})").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(error(R"({"experiments": [{"key": "k"}]})").code(), absl::StatusCode::kInvalidArgument);
   // An IDNA host is not guessed at.
-  EXPECT_EQ(error(R"({"url": "https://b\u00fccher.de/", "attributes": {"id": "1"},
+  EXPECT_EQ(
+      error(R"({"url": "https://\u0441\u0430\u0439\u0442.\u0440\u0444/", "attributes": {"id": "1"},
       "experiments": [{"key": "k", "urlPatterns": [{"type": "simple", "pattern": "*"}],
                        "variations": [{}, {"urlRedirect": "https://a.com/"}]}]})")
-                .code(),
-            absl::StatusCode::kUnimplemented);
+          .code(),
+      absl::StatusCode::kUnimplemented);
   EXPECT_TRUE(UrlRedirect(Json::parse(R"({"experiments": []})"))->empty());
 }
 

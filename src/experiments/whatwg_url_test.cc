@@ -100,16 +100,34 @@ TEST(WhatwgUrlTest, GettersAsTheUrlObjectHasThem) {
 }
 
 TEST(WhatwgUrlTest, SaysWhatItDoesNotParse) {
-  // IDNA hosts, punycode labels, file: and non-special schemes.
-  for (const char* input :
-       {"https://b\xc3\xbc"
-        "cher.de/",
-        "https://xn--bcher-kva.de/", "https://XN--a.com/", "https://a%C3%A9.com/",
-        "file:///etc/passwd", "mailto:a@b.c", "blob:https://a.com/x", "h+x://a/"}) {
+  // IDNA hosts beyond Latin-1, punycode labels, file: and non-special schemes.
+  for (const char* input : {"https://\xd1\x81\xd0\xb0\xd0\xb9\xd1\x82.\xd1\x80\xd1\x84/",
+                            "https://a\xe3\x80\x82"
+                            "b/",
+                            "https://xn--p1ai/", "https://XN--a.com/", "https://a%E2%80%8D.com/",
+                            "https://a\xc3\x97"
+                            "b.com/",
+                            "https://\xc2\xaa.com/", "file:///etc/passwd", "mailto:a@b.c",
+                            "blob:https://a.com/x", "h+x://a/"}) {
     EXPECT_EQ(ParseWhatwgUrl(input).status, UrlParseResult::kUnsupported) << input;
   }
   // A non-ASCII path or query is fine: only hosts need IDNA.
   EXPECT_TRUE(ParseWhatwgUrl("https://a.com/caf\xc3\xa9?q=\xc3\xa9").ok());
+  // Latin-1 letters in a host are mapped and punycoded as node does.
+  EXPECT_EQ(ParseWhatwgUrl("https://B\xc3\x9c"
+                           "cher.de/")
+                .url.Host(),
+            "xn--bcher-kva.de");
+  EXPECT_EQ(ParseWhatwgUrl("https://stra\xc3\x9f"
+                           "e.de/")
+                .url.Host(),
+            "xn--strae-oqa.de");
+  EXPECT_EQ(ParseWhatwgUrl("https://%C3%A9cole.FR/").url.Host(), "xn--cole-9oa.fr");
+  EXPECT_EQ(ParseWhatwgUrl("https://XN--BCHER-KVA.de/").url.Host(), "xn--bcher-kva.de");
+  EXPECT_EQ(ParseWhatwgUrl("https://\xc3\xb1"
+                           "and\xc3\xba.com/")
+                .url.Host(),
+            "xn--and-6ma2c.com");
 }
 
 TEST(WhatwgUrlTest, SearchParamsAsUrlSearchParams) {

@@ -348,8 +348,8 @@ function randomContext(r) {
 // URL targeting (urlPatterns, isURLTargeted): URLs and patterns as users
 // write them and as the WHATWG parser's corner cases make them (ports,
 // userinfo, IPv4/IPv6 hosts, percent-escapes, backslashes, dot segments,
-// spaces, non-ASCII paths and queries, wildcards). Not IDNA hosts, which
-// Capstan answers Unimplemented (src/experiments/whatwg_url.h).
+// spaces, non-ASCII paths and queries, wildcards, Latin-1 hosts). Not other
+// IDNA hosts, which Capstan answers Unimplemented (src/experiments/whatwg_url.h).
 const TARGET_URLS = [
   "https://example.com/", "https://example.com/pricing", "https://Shop.Example.com/a/b?x=1&y=2#top",
   "http://example.com:8080/pricing/", "https://example.com:443/a/../pricing", "/pricing?x=1",
@@ -360,6 +360,7 @@ const TARGET_URLS = [
   "https://example.com/a%2Fb?x=%31", "https://EXAMPLE.com./pricing", "https://example.com/A/B?X=1", "https://example.com/a?x=%0A1",
   "https://ex ample.com/", "https://example.com:99999/", "http://[1::2::3]/", "https://example.com/a?x=1#Top", "https://example.com/%2e%2E/pricing",
   "ws://example.com/pricing", "ftp://example.com/pricing", "  https://example.com/pricing\t", "https://example.com/pricing?x=1;y=2",
+  "https://B\u00fccher.de/pricing", "https://%C3%A9cole.fr/a/b", "https://xn--bcher-kva.de/x",
 ];
 const SIMPLE_PATTERNS = [
   "https://example.com/pricing", "example.com/pricing", "*.example.com/*", "https://*.example.com/a/*",
@@ -369,6 +370,7 @@ const SIMPLE_PATTERNS = [
   "127.0.0.1:8443/*", "[::1]/a/*", "example.com/café*", "*?q=été", "example.com/*?x=a b", "example.com/%7Euser/*",
   "example.com/a%2Fb", "*?x=1*", "https://user@example.com/pricing", "example.com/(a)+[b]/$^", "*.example.com./*", "*?x=*1",
   "example.com\\pricing", "*#Top", "?x=", "/a/b/c/../..", "0x7f.1/*", "*://example.com/*",
+  "b\u00fccher.de/*", "*.fr/a/*", "\u00c9COLE.fr/*", "xn--bcher-kva.de/*",
 ];
 const REGEX_PATTERNS = ["^https://example\\.com/", "pricing$", "^/a/", "\\?x=1", "example\\.(com|org)", "([", "^/$", "top",
   "^https://user:pw@", "caf%C3%A9", "^/pricing\\?", "//example", "a/b", "127\\.0\\.0\\.1", "\\[::1\\]"];
