@@ -13,6 +13,7 @@
 #include "experiments/evaluator.h"
 #include "experiments/js_value.h"
 #include "experiments/sdk.h"
+#include "experiments/url_redirect.h"
 
 namespace capstan::experiments {
 namespace {
@@ -218,6 +219,11 @@ Json Dispatch(const Json& request, const EvalOptions& options, bool* compiled_ta
     return ValueOrError(evaluator.Run(Field(request, "experiment")));
   }
   if (op == "stickyBucket") return StickyBucket(request);
+  if (op == "urlRedirect") {
+    absl::StatusOr<Json> entries = UrlRedirect(Field(request, "context"));
+    if (!entries.ok()) return ValueOrError(entries.status());
+    return Result(*std::move(entries));
+  }
   throw BadRequest("unknown op: " + op);
 }
 

@@ -56,6 +56,25 @@ TEST(EvalProtocolTest, CopiesSeqAndAnswersErrors) {
   EXPECT_TRUE(Json::parse(HandleEvalRequest(R"({"op":"feature"})")).contains("error"));
 }
 
+TEST(EvalProtocolTest, AnswersUrlRedirect) {
+  // The protocol's answer shape (the flow itself: url_redirect_test.cc).
+  Json answer = Json::parse(HandleEvalRequest(
+      R"({"op":"urlRedirect","seq":9,"context":{"attributes":{"id":"7"},
+          "url":"https://shop.example.com/landing?utm=mail",
+          "experiments":[{"key":"landing","weights":[0.05,0.95],"persistQueryString":true,
+            "urlPatterns":[{"type":"simple","pattern":"https://shop.example.com/landing"}],
+            "variations":[{},{"urlRedirect":"https://shop.example.com/landing-b"}]}]}})"));
+  EXPECT_EQ(answer, Json::parse(R"({"result":[{"inExperiment":true,
+      "urlRedirect":"https://shop.example.com/landing-b",
+      "urlWithParams":"https://shop.example.com/landing-b?utm=mail"}],"seq":9})"));
+  EXPECT_EQ(Json::parse(HandleEvalRequest(R"({"op":"urlRedirect","context":{}})")),
+            Json::parse(R"({"result":[]})"));
+  EXPECT_TRUE(Json::parse(HandleEvalRequest(R"({"op":"urlRedirect"})")).contains("error"));
+  EXPECT_TRUE(
+      Json::parse(HandleEvalRequest(R"({"op":"urlRedirect","context":{"experiments":[null]}})"))
+          .contains("error"));
+}
+
 TEST(EvalProtocolTest, DeepNestingIsAnErrorNotAStackOverflow) {
   std::string deep = R"({"op":"evalCondition","attributes":{},"savedGroups":{},"condition":)";
   for (int i = 0; i < 100000; ++i) deep += R"({"$not":)";

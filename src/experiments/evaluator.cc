@@ -418,6 +418,14 @@ Json GrowthBookEvaluator::EvalFeatureImpl(const std::string& id) {
         if (JsTruthy(condition) && !ConditionPasses(*condition)) continue;
         const Json* seed = Prop(rule, "seed");
         if (!IsIncludedInRollout(JsTruthy(seed) ? *seed : Json(id), rule)) continue;
+        // Remotely evaluated experiments' tracking calls (rule.tracks.forEach).
+        const Json* tracks = Prop(rule, "tracks");
+        if (tracking_calls_ != nullptr && JsTruthy(tracks)) {
+          if (!tracks->is_array()) throw JsTypeError("rule.tracks.forEach is not a function");
+          for (const Json& track : *tracks) {
+            RecordTrackingCall(Prop(track, "experiment"), Prop(track, "result"));
+          }
+        }
         return FeatureResult(Prop(rule, "force"), "force", Prop(rule, "id"));
       }
 
@@ -469,16 +477,15 @@ Json GrowthBookEvaluator::RunExperiment(Json& experiment, const Json& feature_id
     experiment["contextualBandit"] = std::move(merged);
   }
 
-  // 2.6. URL targeting (isURLTargeted, url_target.h): a truthy urlPatterns
-  // that is not an array has no targets the SDK can read, so targets nobody.
+  // 2.6. URL targeting (isURLTargeted, url_target.h) for a truthy urlPatterns.
   const Json* url_patterns = Prop(experiment, "urlPatterns");
   if (JsTruthy(url_patterns)) {
-    if (!url_patterns->is_array()) return not_in();
     std::optional<bool> targeted = UrlTargeted(url_, *url_patterns);
     if (!targeted.has_value()) {
       throw Unsupported(
-          "experiment.urlPatterns: the URL or a pattern is outside the supported subset "
-          "(http(s), ASCII letters, digits and -._~/?#&=:*!$,; only; no IPv4 or punycode hosts)");
+          "experiment.urlPatterns: the URL or a pattern is outside what Capstan's WHATWG URL "
+          "parser supports (IDNA hosts beyond Latin-1, file: and non-http(s)/ws(s)/ftp schemes, URL "
+          "parts over 4 KB; see src/experiments/whatwg_url.h)");
     }
     if (!*targeted) return not_in();
   }
@@ -609,7 +616,20 @@ Json GrowthBookEvaluator::RunExperiment(Json& experiment, const Json& feature_id
   if (sticky_bucketing_ && !JsTruthy(Prop(experiment, "disableStickyBucketing"))) {
     SaveStickyBucketAssignment(hash, experiment, result["key"]);
   }
+  // 14. The tracking call.
+  if (tracking_calls_ != nullptr) RecordTrackingCall(&experiment, &result);
   return result;
+}
+
+void GrowthBookEvaluator::RecordTrackingCall(const Json* experiment, const Json* result) {
+  // getExperimentDedupeKey reads the result's fields, then the experiment's key.
+  if (result == nullptr || experiment == nullptr) {
+    throw JsTypeError("Cannot read properties of undefined (reading 'hashAttribute')");
+  }
+  std::string key = JsToString(Prop(*result, "hashAttribute")) +
+                    JsToString(Prop(*result, "hashValue")) + JsToString(Prop(*experiment, "key")) +
+                    JsToString(Prop(*result, "variationId"));
+  tracking_calls_->push_back({std::move(key), *result});
 }
 
 // ---- Sticky bucketing -------------------------------------------------------

@@ -13,7 +13,8 @@
 // qaMode, enabled, url, contextualBandits. Not read: forcedFeatureValues,
 // overrides and the context's groups (so an experiment's `groups` excludes
 // everyone, as in the SDK without them). An experiment's `urlPatterns` is
-// Unimplemented unless empty; an old-style `url` is decided as the SDK does.
+// decided by url_target.h (Unimplemented only outside whatwg_url.h's URLs);
+// an old-style `url` is decided as the SDK does.
 //
 // Thread-safety: an evaluator is single-threaded (it holds the evaluation
 // stack and a regex cache). Build one per request or per thread; the context
@@ -32,6 +33,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "experiments/condition.h"
@@ -40,7 +42,7 @@
 namespace capstan::experiments {
 
 // Thrown inside an evaluation that needs a feature this evaluator does not
-// have (URL-pattern targeting); the public calls return Unimplemented.
+// have (a URL outside whatwg_url.h); the public calls return Unimplemented.
 class Unsupported : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
@@ -72,6 +74,18 @@ class GrowthBookEvaluator {
   // (the SDK's deriveStickyBucketIdentifierAttributes), with the value each
   // document is keyed by: {name: toString(value)}.
   Json StickyBucketAttributes() const;
+
+  // The SDK's tracking calls (core.ts onExperimentViewed), for the redirect
+  // flow (url_redirect.h): once set, every run that reaches the SDK's step 14
+  // (hashed into the experiment, also inside features evaluated as
+  // prerequisites) and each entry of an applied force rule's `tracks`
+  // (remote evaluation) is appended, in evaluation order, with the SDK's
+  // dedupe key (hashAttribute + hashValue + experiment key + variationId).
+  struct TrackingCall {
+    std::string dedupe_key;
+    Json result;
+  };
+  void RecordTrackingCalls(std::vector<TrackingCall>* calls) { tracking_calls_ = calls; }
 
   // growthbook.evalFeature(key): the FeatureResult object.
   absl::StatusOr<Json> EvalFeature(const std::string& key);
@@ -109,6 +123,7 @@ class GrowthBookEvaluator {
   Json GetStickyBucketAssignments(const Json* hash_attribute, const Json* fallback_attribute);
   void SaveStickyBucketAssignment(const HashAttribute& hash, const Json& experiment,
                                   const Json& variation_key);
+  void RecordTrackingCall(const Json* experiment, const Json* result);
 
   const Json& context_;
   const Json& attributes_;
@@ -124,6 +139,7 @@ class GrowthBookEvaluator {
   // ctx.stack.evaluatedFeatures: the features on the current prerequisite path.
   std::set<std::string> evaluated_features_;
   ConditionEvaluator conditions_;
+  std::vector<TrackingCall>* tracking_calls_ = nullptr;  // not owned; null: not recorded
 };
 
 }  // namespace capstan::experiments

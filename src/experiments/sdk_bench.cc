@@ -9,6 +9,9 @@
 #include "experiments/condition.h"
 #include "experiments/evaluator.h"
 #include "experiments/sdk.h"
+#include "experiments/url_redirect.h"
+#include "experiments/url_target.h"
+#include "experiments/whatwg_url.h"
 
 namespace capstan::experiments {
 namespace {
@@ -91,6 +94,35 @@ void BM_EvalCondition(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(evaluator.Evaluate(attributes, condition));
 }
 BENCHMARK(BM_EvalCondition);
+
+// URL targeting and redirects (whatwg_url.h, url_target.h, url_redirect.h).
+void BM_ParseWhatwgUrl(benchmark::State& state) {
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(
+        ParseWhatwgUrl("https://Shop.Example.com:443/a/../landing?utm=mail&x=a%20b#top"));
+  }
+}
+BENCHMARK(BM_ParseWhatwgUrl);
+
+void BM_UrlTargetedSimple(benchmark::State& state) {
+  Json targets = Json::parse(
+      R"([{"type": "simple", "pattern": "shop.example.com/landing*?utm=*"},
+          {"type": "simple", "pattern": "shop.example.com/landing/admin", "include": false}])");
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(UrlTargeted("https://shop.example.com/landing?utm=mail&x=1", targets));
+  }
+}
+BENCHMARK(BM_UrlTargetedSimple);
+
+void BM_UrlRedirect(benchmark::State& state) {
+  Json context = Json::parse(R"({"attributes": {"id": "7"},
+      "url": "https://shop.example.com/landing?utm=mail",
+      "experiments": [{"key": "landing", "weights": [0.05, 0.95], "persistQueryString": true,
+        "urlPatterns": [{"type": "simple", "pattern": "https://shop.example.com/landing"}],
+        "variations": [{}, {"urlRedirect": "https://shop.example.com/landing-b"}]}]})");
+  for (auto _ : state) benchmark::DoNotOptimize(UrlRedirect(context));
+}
+BENCHMARK(BM_UrlRedirect);
 
 }  // namespace
 }  // namespace capstan::experiments

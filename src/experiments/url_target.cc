@@ -1,6 +1,7 @@
 #include "experiments/url_target.h"
 
-#include <cctype>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "experiments/js_regex.h"
@@ -8,402 +9,260 @@
 namespace capstan::experiments {
 namespace {
 
-bool IsAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+enum class Match { kNo, kYes, kUnsupported };
 
-// The characters of the subset (see the header); a space only inside.
-bool InSubset(std::string_view s) {
-  if (!s.empty() && (s.front() == ' ' || s.back() == ' ')) return false;
+// Plain ASCII without line terminators: what the fast route below takes.
+bool IsPlainAscii(std::string_view s) {
   for (char c : s) {
-    if (IsAlpha(c) || IsDigit(c)) continue;
-    switch (c) {
-      case '-':
-      case '.':
-      case '_':
-      case '~':
-      case '/':
-      case '?':
-      case '#':
-      case '&':
-      case '=':
-      case ':':
-      case '*':
-      case '!':
-      case '$':
-      case ',':
-      case ';':
-      case ' ':
-        continue;
-      default:
-        return false;
-    }
+    if (static_cast<unsigned char>(c) >= 0x80 || c == '\n' || c == '\r') return false;
   }
   return true;
 }
 
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-// The only character of the subset a component percent-encodes.
-std::string EncodeSpaces(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c == ' ') {
-      out += "%20";
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
-// Parses the authority (host[:port]) of a special URL: false when
-// JavaScript throws; *supported false outside the subset.
-bool ParseHost(std::string_view authority, const std::string& scheme, std::string* out,
-               bool* supported) {
-  std::string_view host = authority, port;
-  size_t colon = authority.find(':');
-  if (colon != std::string_view::npos) {
-    host = authority.substr(0, colon);
-    port = authority.substr(colon + 1);
-  }
-  if (host.empty()) return false;
-  if (host.find(' ') != std::string_view::npos) {
-    *supported = false;
-    return false;
-  }
-  std::string lower = Lower(host);
-  // IPv4 forms and punycode are outside the subset.
-  std::vector<std::string_view> labels;
-  size_t start = 0;
-  while (true) {
-    size_t dot = lower.find('.', start);
-    labels.push_back(std::string_view(lower).substr(start, dot - start));
-    if (dot == std::string::npos) break;
-    start = dot + 1;
-  }
-  std::string_view last = labels.back();
-  if (last.empty() && labels.size() > 1) last = labels[labels.size() - 2];
-  bool all_digits = !last.empty();
-  for (char c : last) all_digits &= IsDigit(c);
-  if (all_digits || last.substr(0, 2) == "0x") {
-    *supported = false;
-    return false;
-  }
-  for (std::string_view label : labels) {
-    if (label.substr(0, 4) == "xn--") {
-      *supported = false;
-      return false;
-    }
-  }
-  *out = lower;
-  if (!port.empty()) {
-    uint32_t value = 0;
-    for (char c : port) {
-      if (!IsDigit(c)) return false;
-      value = value * 10 + static_cast<uint32_t>(c - '0');
-      if (value > 65535) return false;
-    }
-    bool is_default = (scheme == "https" && value == 443) || (scheme == "http" && value == 80);
-    if (!is_default) *out += ":" + std::to_string(value);
+bool AsciiEqualFold(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i] >= 'A' && a[i] <= 'Z' ? static_cast<char>(a[i] | 0x20) : a[i];
+    char y = b[i] >= 'A' && b[i] <= 'Z' ? static_cast<char>(b[i] | 0x20) : b[i];
+    if (x != y) return false;
   }
   return true;
 }
 
-// The path state from `input` onto `path` (segments); dot segments resolved.
-void ParsePath(std::string_view input, std::vector<std::string>* path) {
-  size_t start = 0;
-  while (true) {
-    size_t slash = input.find('/', start);
-    std::string_view segment = input.substr(start, slash - start);
-    bool last = slash == std::string_view::npos;
-    if (segment == "..") {
-      if (!path->empty()) path->pop_back();
-      if (last) path->push_back("");
-    } else if (segment == ".") {
-      if (last) path->push_back("");
-    } else {
-      path->push_back(EncodeSpaces(segment));
-    }
-    if (last) break;
-    start = slash + 1;
+size_t AsciiFindFold(std::string_view haystack, std::string_view needle, size_t from) {
+  for (size_t i = from; i + needle.size() <= haystack.size(); ++i) {
+    if (AsciiEqualFold(haystack.substr(i, needle.size()), needle)) return i;
   }
+  return std::string_view::npos;
 }
 
-// Splits what follows the path: ?query and #fragment.
-void ParseTail(std::string_view rest, SubsetUrl* url) {
-  size_t hash = rest.find('#');
-  if (hash != std::string_view::npos) {
-    url->fragment = EncodeSpaces(rest.substr(hash + 1));
-    rest = rest.substr(0, hash);
+// The fast route, for plain ASCII on both sides: there JavaScript's `i` flag
+// folds exactly the ASCII letters and `.` matches every character, so the
+// regex is a glob: literal pieces around unrestricted wildcards, matched
+// greedily (the leftmost place for each middle piece is never worse).
+bool GlobMatches(std::string_view s, const std::vector<std::string_view>& pieces) {
+  if (pieces.size() == 1) return AsciiEqualFold(s, pieces[0]);
+  std::string_view first = pieces.front(), last = pieces.back();
+  if (s.size() < first.size() + last.size()) return false;
+  if (!AsciiEqualFold(s.substr(0, first.size()), first)) return false;
+  if (!AsciiEqualFold(s.substr(s.size() - last.size()), last)) return false;
+  std::string_view middle = s.substr(first.size(), s.size() - first.size() - last.size());
+  size_t at = 0;
+  for (size_t i = 1; i + 1 < pieces.size(); ++i) {
+    size_t found = AsciiFindFold(middle, pieces[i], at);
+    if (found == std::string_view::npos) return false;
+    at = found + pieces[i].size();
   }
-  if (!rest.empty() && rest.front() == '?') url->query = EncodeSpaces(rest.substr(1));
+  return true;
 }
 
-std::string JoinPath(const std::vector<std::string>& segments) {
-  std::string out;
-  for (const std::string& s : segments) out += "/" + s;
-  return out.empty() ? "/" : out;
-}
-
-// The query's name/value pairs in order (searchParams.forEach), over a raw
-// query of the subset (no '%' or '+', spaces encoded as %20 by EncodeSpaces).
-std::vector<std::pair<std::string, std::string>> SearchParams(
-    const std::optional<std::string>& query) {
-  std::vector<std::pair<std::string, std::string>> out;
-  if (!query.has_value()) return out;
-  std::string decoded;
-  for (size_t i = 0; i < query->size(); ++i) {
-    if (query->compare(i, 3, "%20") == 0) {
-      decoded += ' ';
-      i += 2;
-    } else {
-      decoded += (*query)[i];
-    }
-  }
-  size_t start = 0;
-  while (start <= decoded.size()) {
-    size_t amp = decoded.find('&', start);
-    std::string_view pair = std::string_view(decoded).substr(start, amp - start);
-    if (!pair.empty()) {
-      size_t eq = pair.find('=');
-      out.emplace_back(std::string(pair.substr(0, eq)),
-                       eq == std::string_view::npos ? "" : std::string(pair.substr(eq + 1)));
-    }
-    if (amp == std::string::npos) break;
-    start = amp + 1;
-  }
-  return out;
-}
-
-// URLSearchParams(query).get(key) || "": the first pair named `key`.
-std::string SearchParam(const std::optional<std::string>& query, std::string_view key) {
-  for (auto& [name, value] : SearchParams(query)) {
-    if (name == key) return std::move(value);
-  }
-  return "";
-}
-
-// `^` + pattern + `$` with the `i` flag, where the pattern is literal text
-// whose each non-overlapping "_____" is `.*` (_evalSimpleUrlPart); `is_path`
-// strips one leading and one trailing '/' of the pattern and makes them
-// optional around it.
-bool SimplePartMatches(std::string_view actual, std::string pattern, bool is_path) {
-  // Tokens: literal runs and wildcards, as the regex replace cuts them.
-  std::vector<std::string> literals(1);  // literal, wildcard, literal, ...
-  for (size_t i = 0; i < pattern.size();) {
-    if (pattern.compare(i, 5, "_____") == 0) {
-      literals.emplace_back();
-      i += 5;
-    } else {
-      literals.back() += pattern[i++];
-    }
-  }
+Match GlobRoute(std::string_view actual, std::string_view pattern, bool is_path) {
   if (is_path) {
-    // escaped.replace(/(^\/|\/$)/g, ""): on the whole escaped string (a
-    // wildcard is ".*" there, so a '/' next to one is still at an end only
-    // when its literal is the first or last).
-    if (!literals.front().empty() && literals.front().front() == '/') {
-      literals.front().erase(0, 1);
-    }
-    if (!literals.back().empty() && literals.back().back() == '/') literals.back().pop_back();
+    // The escaped pattern's one leading and one trailing '/' (escaping adds
+    // none at either end, so they are the pattern's own).
+    bool trailing = pattern.size() >= 2 && pattern.back() == '/';
+    if (!pattern.empty() && pattern.front() == '/') pattern.remove_prefix(1);
+    if (trailing) pattern.remove_suffix(1);
   }
-  std::string subject = Lower(actual);
-  for (std::string& literal : literals) literal = Lower(literal);
-  // Try the optional slashes around the body.
-  auto body_matches = [&](std::string_view s) {
-    // Glob match: literals[0] .* literals[1] .* ... literals[n], anchored.
-    if (literals.size() == 1) return s == literals[0];
-    const std::string& first = literals.front();
-    const std::string& last = literals.back();
-    if (s.size() < first.size() + last.size()) return false;
-    if (s.substr(0, first.size()) != first) return false;
-    if (s.substr(s.size() - last.size()) != last) return false;
-    std::string_view middle = s.substr(first.size(), s.size() - first.size() - last.size());
-    size_t at = 0;
-    for (size_t i = 1; i + 1 < literals.size(); ++i) {
-      size_t found = middle.find(literals[i], at);
-      if (found == std::string_view::npos) return false;
-      at = found + literals[i].size();
-    }
-    return true;
-  };
-  if (!is_path) return body_matches(subject);
-  std::string_view s = subject;
+  std::vector<std::string_view> pieces;  // split at each non-overlapping "_____"
+  size_t start = 0;
+  while (true) {
+    size_t wildcard = pattern.find("_____", start);
+    pieces.push_back(pattern.substr(
+        start, wildcard == std::string_view::npos ? std::string_view::npos : wildcard - start));
+    if (wildcard == std::string_view::npos) break;
+    start = wildcard + 5;
+  }
+  if (!is_path) return GlobMatches(actual, pieces) ? Match::kYes : Match::kNo;
+  // \/? around the body: try the subject with and without each slash.
   for (int lead = 0; lead < 2; ++lead) {
-    if (lead == 1 && (s.empty() || s.front() != '/')) continue;
-    std::string_view a = lead == 1 ? s.substr(1) : s;
+    if (lead == 1 && (actual.empty() || actual.front() != '/')) continue;
+    std::string_view a = lead == 1 ? actual.substr(1) : actual;
     for (int trail = 0; trail < 2; ++trail) {
       if (trail == 1 && (a.empty() || a.back() != '/')) continue;
-      if (body_matches(trail == 1 ? a.substr(0, a.size() - 1) : a)) return true;
+      if (GlobMatches(trail == 1 ? a.substr(0, a.size() - 1) : a, pieces)) return Match::kYes;
     }
   }
-  return false;
+  return Match::kNo;
 }
 
-// _evalSimpleUrlTarget; nullopt outside the subset.
-std::optional<bool> SimpleTarget(const SubsetUrl& actual, const std::string& pattern) {
-  std::string rewritten = pattern;
-  size_t delimiter = rewritten.find_first_of(":/?");
-  if (rewritten.substr(0, delimiter).find('.') != std::string::npos) {
-    rewritten = "https://" + rewritten;
+// _evalSimpleUrlPart as the SDK writes it: "^" + pattern escaped, "_____"
+// as ".*" (a `.` stops at line terminators, spelled out so no regex engine's
+// idea of `.` matters), "$", case-insensitive; for a path one leading and
+// one trailing '/' of the escaped pattern dropped and made optional around
+// it. Compiled per call, so only for what the glob route cannot take.
+Match RegexRoute(std::string_view actual, std::string_view pattern, bool is_path) {
+  std::string escaped;
+  for (size_t i = 0; i < pattern.size();) {
+    if (pattern.compare(i, 5, "_____") == 0) {
+      escaped += R"([^\n\r\u2028\u2029]*)";
+      i += 5;
+      continue;
+    }
+    char c = pattern[i++];
+    switch (c) {
+      case '*':
+      case '.':
+      case '+':
+      case '?':
+      case '^':
+      case '$':
+      case '{':
+      case '}':
+      case '(':
+      case ')':
+      case '|':
+      case '[':
+      case ']':
+      case '\\':
+        escaped += '\\';
+        break;
+      default:
+        break;
+    }
+    escaped += c;
   }
-  std::string wild;
-  for (char c : rewritten) {
+  if (is_path) {
+    // escaped.replace(/(^\/|\/$)/g, ""): a lone "/" is removed once.
+    bool trailing = escaped.size() >= 2 && escaped.back() == '/';
+    if (!escaped.empty() && escaped.front() == '/') escaped.erase(0, 1);
+    if (trailing) escaped.pop_back();
+    escaped = R"(\/?)" + escaped + R"(\/?)";
+  }
+  if (actual.size() > JsRegex::kMaxSubjectBytes) return Match::kUnsupported;
+  std::unique_ptr<JsRegex> regex = JsRegex::Compile("^" + escaped + "$", /*ignore_case=*/true);
+  if (regex == nullptr) return Match::kUnsupported;  // only a pattern past its size limit
+  return regex->Test(actual) ? Match::kYes : Match::kNo;
+}
+
+Match SimplePartMatches(std::string_view actual, std::string_view pattern, bool is_path,
+                        bool force_regex = false) {
+  if (!force_regex && IsPlainAscii(actual) && IsPlainAscii(pattern)) {
+    return GlobRoute(actual, pattern, is_path);
+  }
+  return RegexRoute(actual, pattern, is_path);
+}
+
+// _evalSimpleUrlTarget.
+Match SimpleTarget(const WhatwgUrl& actual, std::string_view pattern) {
+  // pattern.replace(/^([^:/?]*)\./i, "https://$1."): a '.' before any of
+  // ":/?" means a host without a scheme.
+  std::string rewritten;
+  size_t delimiter = pattern.find_first_of(":/?");
+  if (pattern.substr(0, delimiter).find('.') != std::string_view::npos) rewritten = "https://";
+  for (char c : pattern) {
     if (c == '*') {
-      wild += "_____";
+      rewritten += "_____";
     } else {
-      wild += c;
+      rewritten += c;
     }
   }
-  static const SubsetUrl kPatternBase{"https", "_____", "/", std::nullopt, std::nullopt};
-  UrlParse expected = ParseSubsetUrl(wild, kPatternBase);
-  if (!expected.supported) return std::nullopt;
-  if (!expected.valid) return false;
-  const SubsetUrl& e = expected.url;
-  if (!SimplePartMatches(actual.host, e.host, false)) return false;
-  if (!SimplePartMatches(actual.path, e.path, true)) return false;
-  if (e.fragment.has_value() && !e.fragment->empty()) {
-    std::string actual_hash =
-        actual.fragment.has_value() && !actual.fragment->empty() ? "#" + *actual.fragment : "";
-    if (!SimplePartMatches(actual_hash, "#" + *e.fragment, false)) return false;
+  UrlParseResult expected = ParseWhatwgUrl(rewritten, &UrlPatternBase());
+  if (expected.status == UrlParseResult::kUnsupported) return Match::kUnsupported;
+  if (!expected.ok()) return Match::kNo;
+  const WhatwgUrl& e = expected.url;
+  Match m = SimplePartMatches(actual.Host(), e.Host(), false);
+  if (m != Match::kYes) return m;
+  m = SimplePartMatches(actual.Pathname(), e.Pathname(), true);
+  if (m != Match::kYes) return m;
+  if (std::string hash = e.Hash(); !hash.empty()) {
+    m = SimplePartMatches(actual.Hash(), hash, false);
+    if (m != Match::kYes) return m;
   }
-  for (const auto& [key, value] : SearchParams(e.query)) {
-    if (!SimplePartMatches(SearchParam(actual.query, key), value, false)) return false;
+  UrlSearchParams expected_params = UrlSearchParams::Parse(e.query.value_or(""));
+  if (expected_params.pairs().empty()) return Match::kYes;
+  UrlSearchParams actual_params = UrlSearchParams::Parse(actual.query.value_or(""));
+  for (const auto& [key, value] : expected_params.pairs()) {
+    const std::string* got = actual_params.Get(key);
+    m = SimplePartMatches(got == nullptr ? std::string_view() : *got, value, false);
+    if (m != Match::kYes) return m;
   }
-  return true;
+  return Match::kYes;
 }
+
+// getUrlRegExp: every '/' after a character other than '\' escaped (the
+// global replace consumes that character, so "a//" becomes "a\//").
+std::string EscapeSlashes(std::string_view pattern) {
+  std::string out;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    out += pattern[i];
+    if (pattern[i] != '\\' && i + 1 < pattern.size() && pattern[i + 1] == '/') {
+      out += "\\/";
+      ++i;
+    }
+  }
+  return out;
+}
+
+// _evalURLTarget for one target object.
+Match EvalTarget(const UrlParseResult& actual, const Json& target) {
+  if (actual.status == UrlParseResult::kUnsupported) return Match::kUnsupported;
+  if (!actual.ok()) return Match::kNo;  // new URL threw: caught, false
+  auto type = target.find("type");
+  auto pattern = target.find("pattern");
+  if (type == target.end() || !type->is_string()) return Match::kNo;
+  // A pattern that is not a string throws inside the SDK's try: false.
+  if (pattern == target.end() || !pattern->is_string()) return Match::kNo;
+  const std::string& p = pattern->get_ref<const std::string&>();
+  if (*type == "regex") {
+    std::unique_ptr<JsRegex> regex = JsRegex::Compile(EscapeSlashes(p), /*ignore_case=*/false);
+    if (regex == nullptr) return Match::kNo;
+    std::string href = actual.url.Href();
+    // JsRegex does not match past its subject limit, where JavaScript might.
+    if (href.size() > JsRegex::kMaxSubjectBytes) return Match::kUnsupported;
+    return regex->Test(href) ||
+                   regex->Test(std::string_view(href).substr(actual.url.Origin().size()))
+               ? Match::kYes
+               : Match::kNo;
+  }
+  if (*type == "simple") return SimpleTarget(actual.url, p);
+  return Match::kNo;
+}
+
+WhatwgUrl ParseBase(std::string_view href) { return ParseWhatwgUrl(href).url; }
 
 }  // namespace
 
-std::string SubsetUrl::Href() const {
-  std::string out = Origin() + path;
-  if (query.has_value()) out += "?" + *query;
-  if (fragment.has_value()) out += "#" + *fragment;
-  return out;
+std::optional<bool> SimpleUrlPartMatches(std::string_view actual, std::string_view pattern,
+                                         bool is_path, bool force_regex) {
+  Match m = SimplePartMatches(actual, pattern, is_path, force_regex);
+  if (m == Match::kUnsupported) return std::nullopt;
+  return m == Match::kYes;
 }
 
-UrlParse ParseSubsetUrl(std::string_view input, const SubsetUrl& base) {
-  UrlParse result;
-  if (!InSubset(input) || input.find('@') != std::string_view::npos) {
-    result.supported = false;
-    return result;
-  }
-  SubsetUrl& url = result.url;
-  // A scheme: ALPHA *(ALPHA / DIGIT / "-" / ".") ":".
-  size_t colon = std::string_view::npos;
-  if (!input.empty() && IsAlpha(input[0])) {
-    size_t i = 1;
-    while (i < input.size() &&
-           (IsAlpha(input[i]) || IsDigit(input[i]) || input[i] == '-' || input[i] == '.')) {
-      ++i;
-    }
-    if (i < input.size() && input[i] == ':') colon = i;
-  }
-  std::string_view rest;
-  if (colon != std::string_view::npos) {
-    url.scheme = Lower(input.substr(0, colon));
-    rest = input.substr(colon + 1);
-    if ((url.scheme != "http" && url.scheme != "https") || rest.substr(0, 2) != "//") {
-      result.supported = false;
-      return result;
-    }
-  } else if (input.substr(0, 2) == "//") {
-    url.scheme = base.scheme;
-    rest = input;
-  } else {
-    // Relative to the base: a path, a query or a fragment.
-    url.scheme = base.scheme;
-    url.host = base.host;
-    std::vector<std::string> path;
-    if (input.empty() || input[0] == '?' || input[0] == '#') {
-      url.path = base.path;
-      url.query = base.query;
-      if (input.empty()) {
-        result.valid = true;
-        return result;
-      }
-      url.fragment.reset();
-      if (input[0] == '?') url.query.reset();
-      ParseTail(input, &url);
-      result.valid = true;
-      return result;
-    }
-    size_t end = input.find_first_of("?#");
-    std::string_view path_part = input.substr(0, end);
-    if (path_part.front() != '/') {
-      // Merged with the base's directory: the base path is "/" here.
-      ParsePath(path_part, &path);
-    } else {
-      ParsePath(path_part.substr(1), &path);
-    }
-    url.path = JoinPath(path);
-    if (end != std::string_view::npos) ParseTail(input.substr(end), &url);
-    result.valid = true;
-    return result;
-  }
-  // Special authority ignore slashes: every '/' before the host.
-  size_t i = 0;
-  while (i < rest.size() && rest[i] == '/') ++i;
-  rest = rest.substr(i);
-  size_t end = rest.find_first_of("/?#");
-  std::string_view authority = rest.substr(0, end);
-  bool supported = true;
-  if (!ParseHost(authority, url.scheme, &url.host, &supported)) {
-    result.supported = supported;
-    return result;
-  }
-  rest = end == std::string_view::npos ? std::string_view() : rest.substr(end);
-  size_t tail = rest.find_first_of("?#");
-  std::string_view path_part = rest.substr(0, tail);
-  std::vector<std::string> path;
-  ParsePath(path_part.empty() ? std::string_view() : path_part.substr(1), &path);
-  url.path = JoinPath(path);
-  if (tail != std::string_view::npos) ParseTail(rest.substr(tail), &url);
-  result.valid = true;
-  return result;
+const WhatwgUrl& UrlTargetBase() {
+  static const WhatwgUrl base = ParseBase("https://_");
+  return base;
+}
+
+const WhatwgUrl& UrlPatternBase() {
+  static const WhatwgUrl base = ParseBase("https://_____");
+  return base;
 }
 
 std::optional<bool> UrlTargeted(std::string_view url, const Json& targets) {
-  if (!targets.is_array()) return std::nullopt;
-  if (targets.empty()) return false;
-  static const SubsetUrl kUrlBase{"https", "_", "/", std::nullopt, std::nullopt};
-  UrlParse actual = ParseSubsetUrl(url, kUrlBase);
-  if (!actual.supported) return std::nullopt;
+  // `!targets.length`: a string's characters have no `type` (no match, an
+  // include rule each); other non-arrays have no length.
+  if (targets.is_string()) return false;
+  if (targets.is_object() && targets.contains("length")) return std::nullopt;
+  if (!targets.is_array() || targets.empty()) return false;
+  UrlParseResult actual = ParseWhatwgUrl(url, &UrlTargetBase());
   bool has_include_rules = false, included = false;
   for (const Json& target : targets) {
-    if (!target.is_object()) return std::nullopt;
-    auto type = target.find("type");
-    auto pattern = target.find("pattern");
-    bool match = false;
-    if (type != target.end() && type->is_string() && pattern != target.end() &&
-        pattern->is_string() && actual.valid) {
-      const std::string& p = pattern->get_ref<const std::string&>();
-      if (*type == "regex") {
-        // getUrlRegExp escapes unescaped '/', which changes no meaning.
-        std::unique_ptr<JsRegex> regex = JsRegex::Compile(p, /*ignore_case=*/false);
-        if (regex != nullptr) {
-          std::string href = actual.url.Href();
-          match = regex->Test(href) || regex->Test(href.substr(actual.url.Origin().size()));
-        }
-      } else if (*type == "simple") {
-        std::optional<bool> simple = SimpleTarget(actual.url, p);
-        if (!simple.has_value()) return std::nullopt;
-        match = *simple;
-      }
-    } else if (type == target.end() || pattern == target.end() || !pattern->is_string() ||
-               !type->is_string()) {
-      return std::nullopt;  // JavaScript's coercions of other shapes: not followed
+    if (target.is_null()) throw JsTypeError("Cannot read properties of null (reading 'type')");
+    Match match = Match::kNo;
+    if (actual.status == UrlParseResult::kUnsupported) return std::nullopt;
+    if (target.is_object()) {
+      match = EvalTarget(actual, target);
+      if (match == Match::kUnsupported) return std::nullopt;
     }
-    auto include = target.find("include");
-    if (include != target.end() && include->is_boolean() && !include->get<bool>()) {
-      if (match) return false;
+    auto include = target.is_object() ? target.find("include") : target.end();
+    if (target.is_object() && include != target.end() && include->is_boolean() &&
+        !include->get<bool>()) {
+      if (match == Match::kYes) return false;
     } else {
       has_include_rules = true;
-      if (match) included = true;
+      if (match == Match::kYes) included = true;
     }
   }
   return included || !has_include_rules;

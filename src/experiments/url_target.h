@@ -1,59 +1,53 @@
-// GrowthBook's URL targeting (`urlPatterns` of an experiment: the SDK's
-// isURLTargeted) on a subset of WHATWG URLs that is parsed exactly.
+// GrowthBook's URL targeting: the SDK's isURLTargeted (util.ts), which an
+// experiment's `urlPatterns` goes through in runExperiment and the redirect
+// flow (url_redirect.h) goes through again for the redirect's own URL.
 //
-// The SDK parses the user's URL and each "simple" pattern with `new URL`
-// (a WHATWG URL parser: IDNA, IPv4 forms, percent-encoding sets, dot
-// segments, backslashes, ...). Capstan has no full WHATWG parser, so
-// UrlTargeted answers exactly on a subset, the inputs GrowthBook's UI
-// writes, and returns std::nullopt outside it (the evaluator then reports
-// Unimplemented rather than guess). Outside the subset:
-//   * a character other than ASCII letters, digits and `-._~/?#&=:*!$,;`
-//     (a space is allowed inside, not at either end): `%`, `+`, `\`, `'`,
-//     `@` (userinfo), `[`, non-ASCII, ...;
-//   * a scheme other than http/https, or one not followed by `//`;
-//   * a host with a space, whose last label is a number or starts with `0x`
-//     (IPv4 forms), or with a label starting with `xn--` (punycode);
-//   * targets that are not objects (JavaScript's coercions not followed).
-// Inside it, what `new URL` does is done: relative input resolved against
-// the SDK's bases (`https://_` for the URL, `https://_____` for a pattern),
-// host lower-cased, default port dropped, `.` / `..` path segments
-// resolved, an empty path made `/`, spaces in the path, query and fragment
-// percent-encoded; invalid input (an empty host, a bad port) is no match,
-// as the SDK's try/catch makes it.
+// The SDK parses the user's URL with `new URL(url, "https://_")` and each
+// "simple" pattern (a missing scheme before a dotted host made `https://`,
+// `*` made `_____`) with `new URL(pattern, "https://_____")`; whatwg_url.h
+// does both. A simple pattern then compares host, path (leading/trailing
+// slash optional), hash (only if the pattern has one) and each of the
+// pattern's query parameters (`searchParams.get`) as anchored,
+// case-insensitive JavaScript regular expressions in which the literal text
+// is escaped and `_____` is `.*`; those run on JsRegex (js_regex.h), built
+// exactly as the SDK builds them. A "regex" pattern is getUrlRegExp's
+// RegExp (its `/` escaping changes no meaning) tested on the href and on the
+// href after the origin.
+//
+// std::nullopt (the evaluator answers Unimplemented rather than guess):
+// the URL or a simple pattern is outside whatwg_url.h (hosts needing IDNA
+// beyond Latin-1, `file:` and non-special schemes); a URL part that is not plain ASCII (a decoded
+// query value) compared with a simple pattern, or an href tested by a regex
+// pattern, is longer than JsRegex::kMaxSubjectBytes (4 KB); `targets` is an object with
+// a `length` key (JavaScript would read it as array-like).
+// An element that is null throws JsTypeError, as `targets[i].type` throws.
 //
 // Thread-safety: pure functions.
 #pragma once
 
 #include <optional>
-#include <string>
 #include <string_view>
 
 #include "experiments/js_value.h"
+#include "experiments/whatwg_url.h"
 
 namespace capstan::experiments {
 
-// isURLTargeted(url, targets): `targets` is the experiment's urlPatterns
-// (an array of {"type": "simple" | "regex", "pattern", "include"?}).
-// nullopt: outside the supported subset (see above).
+// isURLTargeted(url, targets); `targets` is any JSON value (the SDK reads
+// `.length` and `[i]` of whatever it is given).
 std::optional<bool> UrlTargeted(std::string_view url, const Json& targets);
 
-// A parsed URL of the subset (exposed for tests).
-struct SubsetUrl {
-  std::string scheme;                   // "http" or "https"
-  std::string host;                     // lower-case, with ":port" unless the default
-  std::string path;                     // starts with '/'
-  std::optional<std::string> query;     // without '?'; nullopt: none
-  std::optional<std::string> fragment;  // without '#'
-  std::string Href() const;
-  std::string Origin() const { return scheme + "://" + host; }
-};
-// `new URL(input, base)`: `valid` false where JavaScript throws (TypeError:
-// Invalid URL); `supported` false outside the subset.
-struct UrlParse {
-  bool supported = true;
-  bool valid = false;
-  SubsetUrl url;
-};
-UrlParse ParseSubsetUrl(std::string_view input, const SubsetUrl& base);
+// _evalSimpleUrlPart(actual, pattern, isPath) with the pattern's `*`
+// already `_____`. Plain ASCII (no line terminators) on both sides takes a
+// glob route, anything else (or `force_regex`) the SDK's regular expression
+// on JsRegex; the two must agree where both apply (url_target_fuzz and
+// url_target_test check it). nullopt: past JsRegex's limits.
+std::optional<bool> SimpleUrlPartMatches(std::string_view actual, std::string_view pattern,
+                                         bool is_path, bool force_regex = false);
+
+// The bases the SDK resolves against: "https://_" for the user's URL and
+// "https://_____" for a simple pattern.
+const WhatwgUrl& UrlTargetBase();
+const WhatwgUrl& UrlPatternBase();
 
 }  // namespace capstan::experiments

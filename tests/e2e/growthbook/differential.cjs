@@ -345,26 +345,57 @@ function randomContext(r) {
   return { context, featureIds };
 }
 
-// URL targeting (urlPatterns, isURLTargeted): URLs and patterns inside the
-// subset Capstan parses exactly (src/experiments/url_target.h): http(s),
-// ASCII, dot segments, ports, spaces in paths and queries, wildcards.
+// URL targeting (urlPatterns, isURLTargeted): URLs and patterns as users
+// write them and as the WHATWG parser's corner cases make them (ports,
+// userinfo, IPv4/IPv6 hosts, percent-escapes, backslashes, dot segments,
+// spaces, non-ASCII paths and queries, wildcards, Latin-1 hosts). Not other
+// IDNA hosts, which Capstan answers Unimplemented (src/experiments/whatwg_url.h).
 const TARGET_URLS = [
   "https://example.com/", "https://example.com/pricing", "https://Shop.Example.com/a/b?x=1&y=2#top",
   "http://example.com:8080/pricing/", "https://example.com:443/a/../pricing", "/pricing?x=1",
   "/a/b/", "", "https://other.org/pricing?x=", "//example.com/a b?q=x y", "https://example.com/a/./b#top",
   "https://example.com/pricing?x=1&x=2", "pricing", "?x=1", "#top", "https://example.com?x=1",
+  "https://user:pw@example.com/pricing", "https://127.0.0.1:8443/a", "http://0x7f.1/pricing", "https://[::1]/a/b",
+  "https://example.com/%7Euser/caf%C3%A9?q=%C3%A9t%C3%A9", "https://example.com/café?q=été&x=a+b", "https:\\\\example.com\\a\\b",
+  "https://example.com/a%2Fb?x=%31", "https://EXAMPLE.com./pricing", "https://example.com/A/B?X=1", "https://example.com/a?x=%0A1",
+  "https://ex ample.com/", "https://example.com:99999/", "http://[1::2::3]/", "https://example.com/a?x=1#Top", "https://example.com/%2e%2E/pricing",
+  "ws://example.com/pricing", "ftp://example.com/pricing", "  https://example.com/pricing\t", "https://example.com/pricing?x=1;y=2",
+  "https://B\u00fccher.de/pricing", "https://%C3%A9cole.fr/a/b", "https://xn--bcher-kva.de/x",
 ];
 const SIMPLE_PATTERNS = [
   "https://example.com/pricing", "example.com/pricing", "*.example.com/*", "https://*.example.com/a/*",
   "/pricing", "/a/*", "pricing", "example.com/*?x=1", "example.com/*?x=*", "/*#top", "", "*",
   "example.com:8080/*", "https://", "example.com/*/b/", "other.org", "http://example.com/pricing/",
   "*?x=2", "/a b", "example.com/a/../pricing", "EXAMPLE.com/Pricing", "*.org/*?x=", "//example.com/a",
+  "127.0.0.1:8443/*", "[::1]/a/*", "example.com/café*", "*?q=été", "example.com/*?x=a b", "example.com/%7Euser/*",
+  "example.com/a%2Fb", "*?x=1*", "https://user@example.com/pricing", "example.com/(a)+[b]/$^", "*.example.com./*", "*?x=*1",
+  "example.com\\pricing", "*#Top", "?x=", "/a/b/c/../..", "0x7f.1/*", "*://example.com/*",
+  "b\u00fccher.de/*", "*.fr/a/*", "\u00c9COLE.fr/*", "xn--bcher-kva.de/*",
 ];
-const REGEX_PATTERNS = ["^https://example\\.com/", "pricing$", "^/a/", "\\?x=1", "example\\.(com|org)", "([", "^/$", "top"];
+const REGEX_PATTERNS = ["^https://example\\.com/", "pricing$", "^/a/", "\\?x=1", "example\\.(com|org)", "([", "^/$", "top",
+  "^https://user:pw@", "caf%C3%A9", "^/pricing\\?", "//example", "a/b", "127\\.0\\.0\\.1", "\\[::1\\]"];
+// URLs and simple patterns composed from parts (url_differential.cjs tests
+// the parser alone on wilder ones; these stay clear of IDNA hosts).
+const URL_HOSTS = ["example.com", "Example.COM", "shop.example.com", "a.example.com.", "127.0.0.1", "0x7f.1", "[::1]", "other.org", "%65xample.com"];
+const URL_PATHS = ["", "/", "/pricing", "/Pricing/", "/a/b", "/a/../pricing", "/%70ricing", "/caf\u00e9", "/a b", "/a\\b", "/a/./b/", "//x"];
+const URL_QUERIES = ["", "", "?x=1", "?x=2&x=1", "?x=%31", "?x=a+b", "?y=&x=", "?x=\u00e9t\u00e9", "?X=1", "?x=1%0A2", "?utm=1#top", "?x"];
+const URL_TAILS = ["", "", "#top", "#Top", "#"];
+function randomTargetUrl(r) {
+  const scheme = r.pick(["https://", "https://", "http://", "//", "HTTPS://", "https:\\\\", "https://user:pw@"]);
+  const rel = r.chance(0.2);
+  return (rel ? "" : scheme + r.pick(URL_HOSTS) + r.pick(["", "", ":443", ":8080", ":80"])) + r.pick(URL_PATHS) + r.pick(URL_QUERIES) + r.pick(URL_TAILS);
+}
+function randomSimplePattern(r) {
+  const host = r.pick(["", "", "example.com", "*.example.com", "*", "https://example.com", "127.0.0.1", "[::1]", "EXAMPLE.com:8080", "http://*"]);
+  const path = r.pick(["", "/", "/pricing", "/*", "/a/*", "/PRICING/", "/a b", "/caf\u00e9*", "/%70ricing", "*"]);
+  const query = r.pick(["", "", "?x=1", "?x=*", "?x=", "?x=a b", "?x=\u00c9T\u00c9", "?x=1*2", "?y=*&x=2"]);
+  return host + path + query + r.pick(["", "", "#top", "#*"]);
+}
 function randomUrlPatterns(r) {
   return Array.from({ length: r.int(0, 3) }, () => {
     const regex = r.chance(0.3);
     const target = { type: regex ? "regex" : "simple", pattern: r.pick(regex ? REGEX_PATTERNS : SIMPLE_PATTERNS) };
+    if (!regex && r.chance(0.4)) target.pattern = randomSimplePattern(r);
     if (r.chance(0.02)) target.type = "other";
     if (r.chance(0.4)) target.include = r.pick([true, false, false]);
     return target;
@@ -379,6 +410,54 @@ function randomExperiment(r) {
   if (r.chance(0.1)) e.status = r.pick(["draft", "running", "stopped"]);
   if (r.chance(0.08)) e.force = r.pick([0, 1, 5, -1]);
   if (r.chance(0.25)) e.urlPatterns = r.chance(0.05) ? r.pick([{}, "abc", 5]) : randomUrlPatterns(r);
+  return e;
+}
+
+// URL-redirect auto experiments (the urlRedirect op): current URLs, redirect
+// destinations (absolute, relative, invalid, with and without queries that
+// persistQueryString merges) and the patterns that target the original page.
+const REDIRECT_FROM = [
+  "https://www.example.com/home", "https://www.example.com/home?color=blue&food=sushi",
+  "http://www.example.com/home?a=1&a=2#top", "https://www.example.com/home?q=x+y&e=%C3%A9&s=a%20b",
+  "/home", "", "https://www.example.com/other", "https://Example.com:443/home/", "https://www.example.com/home?utm=1&x=",
+  "https://www.example.com/home?color=red&&=v&k", "https://www.example.com/home-new?color=blue", "https://www.example.com/home?%zz=1&é=ü",
+];
+const REDIRECT_TO = [
+  "https://www.example.com/home-new", "https://www.example.com/home-new?color=red", "https://other.org/landing?x=1#frag",
+  "https://www.example.com/home", "http://www.example.com/home?color=blue", "/relative", "", "not a url",
+  "https://www.example.com/new?a=b c&d", "https://www.example.com/new?", "https://www.example.com/new#h", "https://WWW.example.com:443/home-new/",
+  "https://www.example.com/new?q=%41+b&x=%", 5, "https://www.example.com/home?color=blue&food=sushi",
+];
+const REDIRECT_PATTERNS = [
+  { type: "simple", pattern: "https://www.example.com/home" }, { type: "simple", pattern: "www.example.com/home*" },
+  { type: "simple", pattern: "/home" }, { type: "regex", pattern: "home$" }, { type: "simple", pattern: "*" },
+  { type: "simple", pattern: "www.example.com/home", include: false }, { type: "regex", pattern: "^https://www\\.example\\.com/home-new" },
+  { type: "simple", pattern: "*?color=blue" },
+];
+
+function randomAutoExperiment(r) {
+  const kind = r.int(0, 9);
+  const n = r.chance(0.1) ? 1 : r.int(2, 3);
+  let variations;
+  if (kind <= 6) {
+    variations = Array.from({ length: n }, (_, i) => {
+      if (i === 0 && r.chance(0.6)) return r.pick([{}, { urlRedirect: "" }]);
+      if (r.chance(0.05)) return r.pick([null, 3, "x", []]);
+      const v = { urlRedirect: r.chance(0.5) ? r.pick(REDIRECT_TO.slice(0, 3)) : r.pick(REDIRECT_TO) };
+      if (r.chance(0.1)) v.css = ".a{}";
+      return v;
+    });
+  } else if (kind <= 8) {
+    variations = Array.from({ length: n }, (_, i) => (i === 0 ? {} : r.pick([{ css: "x" }, { js: "" }, { domMutations: [{ selector: "h1" }] }, { domMutations: [] }])));
+  } else {
+    variations = Array.from({ length: n }, () => randomValue(r));
+  }
+  const e = { key: r.pick(["redir-a", "redir-b", "exp-a"]), variations };
+  if (r.chance(0.9)) e.urlPatterns = Array.from({ length: r.int(1, 2) }, () => r.pick(REDIRECT_PATTERNS));
+  if (r.chance(0.5)) e.persistQueryString = r.pick([true, true, false]);
+  if (r.chance(0.05)) e.manual = true;
+  if (r.chance(0.25)) addExperimentFields(r, e, n, ["f0", "f1"]);
+  if (r.chance(0.05)) e.active = false;
   return e;
 }
 
@@ -436,12 +515,21 @@ function randomRequest(r) {
     const { context, featureIds } = randomContext(r);
     return { op: "feature", context, feature: r.chance(0.95) ? r.pick(featureIds) : "nope" };
   }
+  if (k < 0.47) {
+    const { context } = randomContext(r);
+    context.url = r.chance(0.6) ? r.pick(REDIRECT_FROM.slice(0, 4)) : r.pick(REDIRECT_FROM);
+    if (r.chance(0.05)) delete context.url;
+    if (r.chance(0.8)) context.attributes.id = "u" + r.int(0, 99);
+    if (r.chance(0.7)) delete context.forcedVariations;
+    context.experiments = r.chance(0.02) ? r.pick([{}, "x", [null]]) : Array.from({ length: r.chance(0.05) ? 0 : r.int(1, 3) }, () => randomAutoExperiment(r));
+    return { op: "urlRedirect", context };
+  }
   if (k < 0.6) {
     const { context } = randomContext(r);
     const experiment = randomExperiment(r);
-    // Targeting needs a URL in the subset (randomContext's may be outside).
+    // Targeting needs a URL from the targeting pool (randomContext's are few).
     if (experiment.urlPatterns) {
-      if (r.chance(0.85)) context.url = r.pick(TARGET_URLS);
+      if (r.chance(0.85)) context.url = r.chance(0.4) ? randomTargetUrl(r) : r.pick(TARGET_URLS);
       else delete context.url;
     }
     return { op: "run", context, experiment };
@@ -580,6 +668,7 @@ async function main() {
       const tag = "error" in e ? "error"
         : op === "feature" ? "source=" + e.source
         : op === "run" ? (e.inExperiment ? (e.hashUsed ? "in (hashed)" : "in (forced)") : "not in")
+        : op === "urlRedirect" ? (e.result.length === 0 ? "nothing tracked" : e.result.some((x) => x.urlWithParams) ? "redirected" : "tracked, no redirect")
         : op === "stickyBucket" ? (e.experimentResult && e.experimentResult.stickyBucketUsed ? "sticky used" : (e.experimentResult && e.experimentResult.inExperiment ? "newly assigned" : "no assignment"))
         : "result=" + (typeof e.result === "boolean" || e.result === null ? String(e.result) : typeof e.result);
       byOp[op].tags = byOp[op].tags || {};

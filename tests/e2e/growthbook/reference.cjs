@@ -95,6 +95,21 @@ async function answerRequest(req) {
         stickyBucketAssignmentDocs: gb.getStickyBucketAssignmentDocs(),
       };
     }
+    case "urlRedirect": {
+      // The SDK runs auto experiments in its constructor (no navigate
+      // function in node: the redirect is only recorded); the answer is what
+      // the SDK's own json.test.ts reads back from it.
+      const options = sdkOptions(req.context);
+      if (req.context && "experiments" in req.context) options.experiments = req.context.experiments;
+      const gb = new GrowthBook(options);
+      return {
+        result: gb.getDeferredTrackingCalls().map((c) => ({
+          inExperiment: c.result.inExperiment,
+          urlRedirect: c.result.value.urlRedirect,
+          urlWithParams: gb.getRedirectUrl(),
+        })),
+      };
+    }
     default:
       return { error: "unknown op: " + req.op };
   }
