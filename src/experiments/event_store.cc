@@ -34,8 +34,10 @@ using event_format::kLogRecordHeader;
 using event_format::kLogRecordVersion;
 using event_format::kOldLogPrefix;
 using event_format::kRebuildingKey;
+using event_format::kDictionaryPrefix;
 using event_format::kSumsPrefix;
 using event_format::kUnitPrefix;
+using event_format::kUnitStatePrefix;
 using event_format::LogRecordCount;
 using event_format::ReadBigEndian;
 
@@ -160,7 +162,7 @@ absl::Status EventStore::Recover() {
     // One atomic batch: a crash after it replays from the start, and the
     // replay's own checkpoints are consistent like any other.
     rocksdb::WriteBatch clear;
-    for (char prefix : {kUnitPrefix, kSumsPrefix}) {
+    for (char prefix : {kUnitPrefix, kUnitStatePrefix, kDictionaryPrefix, kSumsPrefix}) {
       clear.DeleteRange(std::string(1, prefix), std::string(1, static_cast<char>(prefix + 1)));
     }
     clear.Delete(kCheckpointKey);

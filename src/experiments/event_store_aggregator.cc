@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/logging.h"
 #include "base/status.h"
 #include "experiments/event_store_format.h"
 #include "rocksdb/db.h"
@@ -15,16 +16,25 @@
 namespace capstan::experiments {
 
 using event_format::AppendBigEndian;
-using event_format::AppendRaw;
-using event_format::AppendShortString;
+using event_format::DictionaryKey;
 using event_format::FromRocks;
+using event_format::kChangedUnitsFileName;
 using event_format::kCheckpointFileName;
 using event_format::kCheckpointKey;
+using event_format::kCheckpointLayout1Size;
+using event_format::kCheckpointLayout2Size;
+using event_format::kDictionaryPrefix;
+using event_format::kMetricDictionary;
+using event_format::kNewUnitsFileName;
 using event_format::kSumsPrefix;
 using event_format::kUnitPrefix;
+using event_format::kUnitStatePrefix;
 using event_format::kUnitStateVersion;
+using event_format::kVariantDictionary;
 using event_format::ReadBigEndian;
 using event_format::Reader;
+using event_format::UnitRecord;
+using event_format::UnitStateKey;
 
 namespace {
 
@@ -101,6 +111,7 @@ struct EventAggregator::ExperimentSlot {
 
 struct EventAggregator::VariantSlot {
   std::string name;
+  uint32_t name_id = 0;  // in variant_names_ (the dictionary)
   VariantSums* sums = nullptr;
   std::vector<MetricSums*> by_metric;  // by interned metric; null until used
 };
@@ -116,10 +127,17 @@ EventAggregator::~EventAggregator() = default;
 
 absl::Status EventAggregator::Load() {
   std::string value;
+  bool layout1 = true;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), kCheckpointKey, &value);
   if (s.ok()) {
-    if (value.size() != 8) return absl::DataLossError("event store: checkpoint is corrupt");
+    if (value.size() != kCheckpointLayout1Size && value.size() != kCheckpointLayout2Size) {
+      return absl::DataLossError("event store: checkpoint is corrupt");
+    }
     next_sequence_ = ReadBigEndian(value);
+    if (value.size() == kCheckpointLayout2Size) {
+      layout1 = false;
+      next_unit_id_ = unit_id_on_disk_ = ReadBigEndian(std::string_view(value).substr(8));
+    }
   } else if (!s.IsNotFound()) {
     return FromRocks(s, "read checkpoint");
   }
@@ -130,18 +148,137 @@ absl::Status EventAggregator::Load() {
     sums_[it->key().ToString().substr(1)] = std::move(sums);
   }
   RETURN_IF_ERROR(FromRocks(it->status(), "scan statistics"));
-  for (it->Seek(std::string(1, kUnitPrefix)); it->Valid() && it->key()[0] == kUnitPrefix;
+  if (layout1) return MigrateLayout1(it.get());
+  RETURN_IF_ERROR(LoadDictionary(it.get()));
+  // A crash after the migration's ingestion and before its range deletion
+  // leaves layout-1 states behind: they are superseded.
+  it->Seek(std::string(1, kUnitPrefix));
+  if (it->Valid() && it->key()[0] == kUnitPrefix) {
+    rocksdb::WriteOptions sync_write;
+    sync_write.sync = true;
+    RETURN_IF_ERROR(FromRocks(db_->DeleteRange(sync_write, db_->DefaultColumnFamily(),
+                                               std::string(1, kUnitPrefix),
+                                               std::string(1, kUnitPrefix + 1)),
+                              "delete layout-1 unit states"));
+  }
+  UnitRecord record;
+  for (it->Seek(std::string(1, kUnitStatePrefix)); it->Valid() && it->key()[0] == kUnitStatePrefix;
        it->Next()) {
-    std::string_view key = it->key().ToStringView();
-    uint64_t hash = unit_hash_(key);
+    rocksdb::Slice key = it->key();
+    if (key.size() != 9) return absl::DataLossError("event store: a unit state key is corrupt");
+    const uint64_t id = ReadBigEndian(std::string_view(key.data() + 1, 8));
+    if (!event_format::DecodeUnitRecord(it->value().ToStringView(), &record)) {
+      return absl::DataLossError(
+          absl::StrCat("event store: the unit state with id ", id, " is corrupt"));
+    }
+    lookup_key_.assign(1, kUnitPrefix);
+    lookup_key_.append(record.key);
+    const uint64_t hash = unit_hash_(lookup_key_);
     if (states_.size() >= options_.max_cached_units) {
-      stored_only_.insert(hash);  // too many to hold: read it when needed
+      RememberStored(hash, id);  // too many to hold: read it when needed
       continue;
     }
-    UnitState* unit = InsertUnit(key, hash);
-    RETURN_IF_ERROR(DecodeUnit(it->value().ToStringView(), unit));
+    RETURN_IF_ERROR(FromRecord(record, InsertUnit(lookup_key_, hash, id)));
   }
   return FromRocks(it->status(), "scan unit states");
+}
+
+absl::Status EventAggregator::LoadDictionary(rocksdb::Iterator* it) {
+  auto corrupt = [](std::string_view what) {
+    return absl::DataLossError(absl::StrCat("event store: the ", std::string(what), " dictionary is corrupt"));
+  };
+  for (it->Seek(std::string(1, kDictionaryPrefix));
+       it->Valid() && it->key()[0] == kDictionaryPrefix; it->Next()) {
+    std::string_view key = it->key().ToStringView();
+    std::string_view name = it->value().ToStringView();
+    if (key.size() != 6) return corrupt("name");
+    const uint32_t id = event_format::ReadBigEndian32(key.substr(2));
+    if (key[1] == kMetricDictionary) {
+      // Ids are dense and in order: the metric index is the id.
+      if (name.empty() || name[0] < 1 || name[0] > 3 || id != metrics_.size()) {
+        return corrupt("metric");
+      }
+      const uint32_t index = MetricIndex(static_cast<EventType>(name[0]), name.substr(1));
+      if (index != id) return corrupt("metric");
+    } else if (key[1] == kVariantDictionary) {
+      if (id != variant_names_.size() || VariantNameId(name) != id) return corrupt("variant");
+    } else {
+      return corrupt("name");
+    }
+  }
+  metrics_on_disk_ = metrics_.size();
+  variant_names_on_disk_ = variant_names_.size();
+  return FromRocks(it->status(), "scan the dictionary");
+}
+
+absl::Status EventAggregator::MigrateLayout1(rocksdb::Iterator* it) {
+  it->Seek(std::string(1, kUnitPrefix));
+  if (!it->Valid() || it->key()[0] != kUnitPrefix) {
+    // Nothing in layout 1 (a new store): the first checkpoint writes layout 2.
+    return FromRocks(it->status(), "scan unit states");
+  }
+  CAPSTAN_LOG(info, "events: rewriting the unit states in layout 2", "directory",
+              options_.directory);
+  // Streamed: the states past the cache are decoded into `scratch` and
+  // written, never held.
+  const std::string units_path = absl::StrCat(options_.directory, "/", kNewUnitsFileName);
+  rocksdb::SstFileWriter writer(rocksdb::EnvOptions(), CheckpointTableOptions());
+  RETURN_IF_ERROR(FromRocks(writer.Open(units_path), "create the migration's table file"));
+  std::string encoded;
+  UnitState scratch;
+  for (; it->Valid() && it->key()[0] == kUnitPrefix; it->Next()) {
+    std::string_view key = it->key().ToStringView();
+    const uint64_t hash = unit_hash_(key);
+    const uint64_t id = next_unit_id_++;
+    UnitState* unit = &scratch;
+    if (states_.size() < options_.max_cached_units) {
+      unit = InsertUnit(key, hash, id);
+    } else {
+      scratch.metrics.clear();
+      scratch.held.clear();
+      scratch.variant = nullptr;
+      scratch.key = key;
+      scratch.id = id;
+      RememberStored(hash, id);
+    }
+    absl::Status decoded = DecodeLayout1Unit(it->value().ToStringView(), unit);
+    if (decoded.ok()) {
+      EncodeUnit(*unit, &encoded);
+      decoded = FromRocks(writer.Put(UnitStateKey(id), encoded), "write the migration");
+    }
+    if (!decoded.ok()) {
+      std::remove(units_path.c_str());
+      return decoded;
+    }
+  }
+  absl::Status status = FromRocks(it->status(), "scan unit states");
+  if (status.ok()) status = FromRocks(writer.Finish(), "write the migration");
+  const std::string meta_path = absl::StrCat(options_.directory, "/", kCheckpointFileName);
+  if (status.ok()) status = WriteMetaFile(meta_path);
+  if (status.ok()) {
+    rocksdb::IngestExternalFileOptions ingest;
+    ingest.move_files = true;
+    ingest.write_global_seqno = false;
+    status = FromRocks(db_->IngestExternalFile({meta_path, units_path}, ingest),
+                       "ingest the migration");
+  }
+  if (!status.ok()) {
+    std::remove(units_path.c_str());
+    std::remove(meta_path.c_str());
+    return status;
+  }
+  // Layout 2 is on disk ("c" says so): the "u" states are garbage now, and
+  // a crash before this deletion has Load delete them.
+  rocksdb::WriteOptions sync_write;
+  sync_write.sync = true;
+  RETURN_IF_ERROR(FromRocks(
+      db_->DeleteRange(sync_write, db_->DefaultColumnFamily(), std::string(1, kUnitPrefix),
+                       std::string(1, kUnitPrefix + 1)),
+      "delete layout-1 unit states"));
+  for (ExperimentSlot* experiment : dirty_experiments_) experiment->dirty = false;
+  dirty_experiments_.clear();
+  unit_id_on_disk_ = next_unit_id_;
+  return absl::OkStatus();
 }
 
 absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
@@ -176,58 +313,116 @@ absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
 }
 
 absl::Status EventAggregator::Checkpoint() {
-  // The checkpoint is written as one sorted table file and ingested whole:
-  // no memtable (its skiplist inserts and key comparisons were most of a
-  // checkpoint's CPU), no flush that writes it a second time, and the
-  // checkpoint is durable (file synced, manifest written) when this
-  // returns. The keys go in sorted order: "a"... < "c" < "u"....
+  // A checkpoint is up to three sorted table files ingested in one atomic
+  // step: no memtable (its skiplist inserts and key comparisons were most of
+  // a checkpoint's CPU), no flush writing it a second time, and durable
+  // (files synced, manifest written) when this returns.
+  // - the meta file: statistics "a", position "c", new dictionary names "d";
+  // - the units new since the last checkpoint: their ids are above every
+  //   "s" key on disk, so RocksDB puts the file in the last level, where no
+  //   compaction rewrites it (the units' states are most of the bytes);
+  // - the units of earlier checkpoints that changed: merged by compactions
+  //   like any update.
   std::sort(dirty_units_.begin(), dirty_units_.end(),
-            [](const UnitState* a, const UnitState* b) { return a->key < b->key; });
-  std::sort(dirty_experiments_.begin(), dirty_experiments_.end(),
-            [](const ExperimentSlot* a, const ExperimentSlot* b) { return a->name < b->name; });
-  rocksdb::Options table_options = db_->GetOptions();
-  // Uncompressed, as the first levels are (SstFileWriter would otherwise
-  // take the last level's compression).
-  table_options.compression = rocksdb::kNoCompression;
-  table_options.compression_per_level.clear();
-  table_options.bottommost_compression = rocksdb::kDisableCompressionOption;
-  rocksdb::SstFileWriter writer(rocksdb::EnvOptions(), table_options);
-  const std::string path = absl::StrCat(options_.directory, "/", kCheckpointFileName);
-  RETURN_IF_ERROR(FromRocks(writer.Open(path), "create checkpoint file"));
-  auto fail = [&](const rocksdb::Status& s, const char* what) {
-    std::remove(path.c_str());
-    return FromRocks(s, what);
-  };
-  std::string encoded;
-  for (ExperimentSlot* experiment : dirty_experiments_) {
-    rocksdb::Status s = writer.Put(absl::StrCat(std::string(1, kSumsPrefix), experiment->name),
-                                   EncodeExperimentSums(*experiment->sums));
-    if (!s.ok()) return fail(s, "write checkpoint");
+            [](const UnitState* a, const UnitState* b) { return a->id < b->id; });
+  auto first_new = std::partition_point(dirty_units_.begin(), dirty_units_.end(),
+                                        [&](const UnitState* u) { return u->id < unit_id_on_disk_; });
+  std::vector<UnitState*> changed(dirty_units_.begin(), first_new);
+  std::vector<UnitState*> added(first_new, dirty_units_.end());
+  std::vector<std::string> paths = {absl::StrCat(options_.directory, "/", kCheckpointFileName)};
+  absl::Status status = WriteMetaFile(paths.back());
+  if (status.ok() && !added.empty()) {
+    paths.push_back(absl::StrCat(options_.directory, "/", kNewUnitsFileName));
+    status = WriteUnitsFile(paths.back(), added);
   }
-  std::string position;
-  AppendBigEndian(&position, next_sequence_);
-  rocksdb::Status s =
-      writer.Put(rocksdb::Slice(kCheckpointKey.data(), kCheckpointKey.size()), position);
-  if (!s.ok()) return fail(s, "write checkpoint");
-  for (UnitState* unit : dirty_units_) {
-    EncodeUnit(*unit, &encoded);
-    s = writer.Put(rocksdb::Slice(unit->key.data(), unit->key.size()), encoded);
-    if (!s.ok()) return fail(s, "write checkpoint");
+  if (status.ok() && !changed.empty()) {
+    paths.push_back(absl::StrCat(options_.directory, "/", kChangedUnitsFileName));
+    status = WriteUnitsFile(paths.back(), changed);
   }
-  s = writer.Finish();
-  if (!s.ok()) return fail(s, "write checkpoint");
-  rocksdb::IngestExternalFileOptions ingest;
-  ingest.move_files = true;  // linked into the database, not copied
-  ingest.write_global_seqno = false;
-  s = db_->IngestExternalFile({path}, ingest);
-  if (!s.ok()) return fail(s, "ingest checkpoint");
+  if (status.ok()) {
+    rocksdb::IngestExternalFileOptions ingest;
+    ingest.move_files = true;  // linked into the database, not copied
+    ingest.write_global_seqno = false;
+    status = FromRocks(db_->IngestExternalFile(paths, ingest), "ingest checkpoint");
+  }
+  if (!status.ok()) {
+    for (const std::string& path : paths) std::remove(path.c_str());
+    return status;
+  }
   for (UnitState* unit : dirty_units_) unit->dirty = false;
   for (ExperimentSlot* experiment : dirty_experiments_) experiment->dirty = false;
   dirty_units_.clear();
   dirty_experiments_.clear();
+  metrics_on_disk_ = metrics_.size();
+  variant_names_on_disk_ = variant_names_.size();
+  unit_id_on_disk_ = next_unit_id_;
   last_unit_ = nullptr;  // the cache may be trimmed below
   since_checkpoint_ = 0;
   if (states_.size() > options_.max_cached_units) TrimCache();
+  return absl::OkStatus();
+}
+
+rocksdb::Options EventAggregator::CheckpointTableOptions() const {
+  rocksdb::Options table_options = db_->GetOptions();
+  // Uncompressed (SstFileWriter would otherwise take the last level's
+  // compression): LZ4 cost more CPU than the smaller files saved.
+  table_options.compression = rocksdb::kNoCompression;
+  table_options.compression_per_level.clear();
+  table_options.bottommost_compression = rocksdb::kDisableCompressionOption;
+  return table_options;
+}
+
+absl::Status EventAggregator::WriteMetaFile(const std::string& path) {
+  std::sort(dirty_experiments_.begin(), dirty_experiments_.end(),
+            [](const ExperimentSlot* a, const ExperimentSlot* b) { return a->name < b->name; });
+  rocksdb::SstFileWriter writer(rocksdb::EnvOptions(), CheckpointTableOptions());
+  RETURN_IF_ERROR(FromRocks(writer.Open(path), "create checkpoint file"));
+  // Keys in order: "a"... < "c" < "dm"... < "dv"...
+  rocksdb::Status s;
+  for (size_t i = 0; s.ok() && i < dirty_experiments_.size(); ++i) {
+    s = writer.Put(absl::StrCat(std::string(1, kSumsPrefix), dirty_experiments_[i]->name),
+                   EncodeExperimentSums(*dirty_experiments_[i]->sums));
+  }
+  std::string position;
+  AppendBigEndian(&position, next_sequence_);
+  AppendBigEndian(&position, next_unit_id_);
+  if (s.ok()) s = writer.Put(rocksdb::Slice(kCheckpointKey.data(), kCheckpointKey.size()), position);
+  std::string name;
+  for (size_t id = metrics_on_disk_; s.ok() && id < metrics_.size(); ++id) {
+    name.assign(1, static_cast<char>(metrics_[id].kind));
+    name.append(metrics_[id].name);
+    s = writer.Put(DictionaryKey(kMetricDictionary, static_cast<uint32_t>(id)), name);
+  }
+  for (size_t id = variant_names_on_disk_; s.ok() && id < variant_names_.size(); ++id) {
+    s = writer.Put(DictionaryKey(kVariantDictionary, static_cast<uint32_t>(id)),
+                   variant_names_[id]);
+  }
+  if (s.ok()) s = writer.Finish();
+  if (!s.ok()) {
+    std::remove(path.c_str());
+    return FromRocks(s, "write checkpoint");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EventAggregator::WriteUnitsFile(const std::string& path,
+                                             const std::vector<UnitState*>& units) {
+  rocksdb::SstFileWriter writer(rocksdb::EnvOptions(), CheckpointTableOptions());
+  RETURN_IF_ERROR(FromRocks(writer.Open(path), "create checkpoint file"));
+  rocksdb::Status s;
+  std::string key(1, kUnitStatePrefix);
+  std::string encoded;
+  for (size_t i = 0; s.ok() && i < units.size(); ++i) {
+    key.resize(1);
+    AppendBigEndian(&key, units[i]->id);
+    EncodeUnit(*units[i], &encoded);
+    s = writer.Put(key, encoded);
+  }
+  if (s.ok()) s = writer.Finish();
+  if (!s.ok()) {
+    std::remove(path.c_str());
+    return FromRocks(s, "write checkpoint");
+  }
   return absl::OkStatus();
 }
 
@@ -245,6 +440,13 @@ void EventAggregator::Clear() {
   dirty_units_.clear();
   last_unit_ = nullptr;
   stored_only_.clear();
+  stored_collisions_.clear();
+  metrics_.clear();
+  metric_index_.clear();
+  variant_names_.clear();
+  variant_name_index_.clear();
+  metrics_on_disk_ = variant_names_on_disk_ = 0;
+  next_unit_id_ = unit_id_on_disk_ = 1;
   next_sequence_ = 0;
   since_checkpoint_ = 0;
 }
@@ -279,9 +481,17 @@ EventAggregator::VariantSlot* EventAggregator::Variant(ExperimentSlot* experimen
   }
   VariantSlot& slot = variant_slots_.emplace_back();
   slot.name = std::string(name);
+  slot.name_id = VariantNameId(name);
   slot.sums = &experiment->sums->variants[slot.name];
   experiment->variants.push_back(&slot);
   return &slot;
+}
+
+uint32_t EventAggregator::VariantNameId(std::string_view name) {
+  auto [it, inserted] = variant_name_index_.try_emplace(
+      absl::string_view(name.data(), name.size()), static_cast<uint32_t>(variant_names_.size()));
+  if (inserted) variant_names_.emplace_back(name);
+  return it->second;
 }
 
 uint32_t EventAggregator::MetricIndex(EventType kind, std::string_view name) {
@@ -322,7 +532,8 @@ std::string_view EventAggregator::CopyKey(std::string_view key) {
   return std::string_view(at, key.size());
 }
 
-EventAggregator::UnitState* EventAggregator::InsertUnit(std::string_view key, uint64_t hash) {
+EventAggregator::UnitState* EventAggregator::InsertUnit(std::string_view key, uint64_t hash,
+                                                        uint64_t id) {
   if ((states_.size() + 1) * 2 > slots_.size()) GrowTable();
   size_t mask = slots_.size() - 1;
   size_t i = static_cast<size_t>(hash) & mask;
@@ -330,6 +541,7 @@ EventAggregator::UnitState* EventAggregator::InsertUnit(std::string_view key, ui
   UnitState& state = states_.emplace_back();
   state.key = CopyKey(key);
   state.hash = hash;
+  state.id = id;
   slots_[i] = Slot{hash, static_cast<uint32_t>(states_.size())};
   return &state;
 }
@@ -362,7 +574,7 @@ void EventAggregator::TrimCache() {
   for (size_t n = 0; n < states_.size(); ++n) {
     UnitState& state = states_[n];
     if (n < drop) {
-      stored_only_.insert(state.hash);
+      RememberStored(state.hash, state.id);
       continue;
     }
     state.key = CopyKey(state.key);  // old_chunks still hold the bytes
@@ -409,27 +621,75 @@ absl::StatusOr<EventAggregator::UnitState*> EventAggregator::FindUnit(const Even
       break;
     }
   }
-  if (unit == nullptr) {
-    unit = InsertUnit(lookup_key_, hash);
-    if (!stored_only_.empty() && stored_only_.contains(hash)) {
-      std::string value;
-      rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), lookup_key_, &value);
-      if (s.ok()) {
-        RETURN_IF_ERROR(DecodeUnit(value, unit));
-      } else if (!s.IsNotFound()) {
-        return FromRocks(s, "read unit state");
-      }
-      // The unit stays in the cache (empty if NotFound: a hash collision
-      // with an evicted unit); stored_only_ keeps the hash, which may be
-      // another's.
-    }
+  if (unit == nullptr && !stored_only_.empty()) {
+    ASSIGN_OR_RETURN(unit, ReadStoredUnit(lookup_key_, hash));
   }
+  if (unit == nullptr) unit = InsertUnit(lookup_key_, hash, next_unit_id_++);
   if (!unit->dirty) {  // every caller changes it
     unit->dirty = true;
     dirty_units_.push_back(unit);
   }
   last_unit_ = unit;
   return unit;
+}
+
+absl::StatusOr<EventAggregator::UnitState*> EventAggregator::ReadStoredUnit(std::string_view key,
+                                                                            uint64_t hash) {
+  auto it = stored_only_.find(hash);
+  if (it == stored_only_.end()) return nullptr;
+  absl::InlinedVector<uint64_t, 1> ids = {it->second};
+  auto [first, last] = stored_collisions_.equal_range(hash);
+  for (auto c = first; c != last; ++c) ids.push_back(c->second);
+  std::string value;
+  UnitRecord record;
+  for (uint64_t id : ids) {
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), UnitStateKey(id), &value);
+    if (!s.ok()) {
+      // Evicted units were checkpointed first: their state must be there.
+      return s.IsNotFound()
+                 ? absl::DataLossError(
+                       absl::StrCat("event store: the unit state with id ", id, " is missing"))
+                 : FromRocks(s, "read unit state");
+    }
+    if (!event_format::DecodeUnitRecord(value, &record)) return CorruptUnit(key);
+    if (record.key != key.substr(1)) continue;  // another unit with the same hash
+    ForgetStored(hash, id);
+    UnitState* unit = InsertUnit(key, hash, id);
+    RETURN_IF_ERROR(FromRecord(record, unit));
+    return unit;
+  }
+  return nullptr;
+}
+
+void EventAggregator::RememberStored(uint64_t hash, uint64_t id) {
+  auto [it, inserted] = stored_only_.try_emplace(hash, id);
+  if (inserted || it->second == id) return;
+  auto [first, last] = stored_collisions_.equal_range(hash);
+  for (auto c = first; c != last; ++c) {
+    if (c->second == id) return;
+  }
+  stored_collisions_.emplace(hash, id);
+}
+
+void EventAggregator::ForgetStored(uint64_t hash, uint64_t id) {
+  auto it = stored_only_.find(hash);
+  if (it == stored_only_.end()) return;
+  auto [first, last] = stored_collisions_.equal_range(hash);
+  if (it->second == id) {
+    if (first == last) {
+      stored_only_.erase(it);
+    } else {
+      it->second = first->second;
+      stored_collisions_.erase(first);
+    }
+    return;
+  }
+  for (auto c = first; c != last; ++c) {
+    if (c->second == id) {
+      stored_collisions_.erase(c);
+      return;
+    }
+  }
 }
 
 // ---- aggregation ----
@@ -506,38 +766,46 @@ absl::Status EventAggregator::Apply(const Event& event, uint64_t unit_hash) {
   return absl::OkStatus();
 }
 
-// ---- unit state records ("u"), version 2 ----
+// ---- unit states ----
+
+void EventAggregator::EncodeUnit(const UnitState& unit, std::string* encoded) const {
+  event_format::EncodeUnitRecord(unit.key, unit.variant == nullptr ? 0 : unit.variant->name_id + 1,
+                                 unit.exposure_ms, unit.metrics, unit.held, encoded);
+}
+
+absl::Status EventAggregator::FromRecord(const UnitRecord& record, UnitState* unit) {
+  if (record.variant > variant_names_.size()) return CorruptUnit(unit->key);
+  unit->exposure_ms = record.exposure_ms;
+  for (const event_format::UnitRecordMetric& m : record.metrics) {
+    if (m.metric >= metrics_.size()) return CorruptUnit(unit->key);
+    unit->metrics.push_back(UnitMetric{m.metric, m.x, m.den, m.covariate, nullptr});
+  }
+  for (const event_format::UnitRecordHeld& h : record.held) {
+    if (h.metric >= metrics_.size()) return CorruptUnit(unit->key);
+    unit->held.push_back(HeldEvent{h.metric, h.timestamp_ms, h.value, h.denominator});
+  }
+  if (record.variant != 0) {
+    // The checkpoint that wrote this state counted the unit in its
+    // variant's statistics: find them again.
+    unit->variant =
+        Variant(Experiment(ExperimentOfUnitKey(unit->key)), variant_names_[record.variant - 1]);
+    for (UnitMetric& m : unit->metrics) m.sums = SumsOf(unit->variant, m.metric);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EventAggregator::CorruptUnit(std::string_view unit_key) const {
+  std::string name_text(unit_key.substr(1));
+  std::replace(name_text.begin(), name_text.end(), '\0', '/');
+  return absl::DataLossError(
+      absl::StrCat("event store: unit state of \"", name_text, "\" is corrupt"));
+}
+
+// Layout 1's unit state records ("u" + experiment + NUL + unit), version 2:
 //   u8 version, short string variant ("" before the exposure), i64 exposure_ms,
 //   u32 n, n × (u8 kind, short string metric, f64 x, f64 den, f64 covariate),
 //   u32 m, m × (u8 kind, short string metric, i64 ts, f64 value, f64 denominator)
-
-void EventAggregator::EncodeUnit(const UnitState& unit, std::string* encoded) const {
-  std::string& out = *encoded;
-  out.clear();
-  out.push_back(static_cast<char>(kUnitStateVersion));
-  AppendShortString(&out, unit.variant == nullptr ? std::string_view() : unit.variant->name);
-  AppendRaw(&out, unit.exposure_ms);
-  AppendRaw(&out, static_cast<uint32_t>(unit.metrics.size()));
-  for (const UnitMetric& m : unit.metrics) {
-    const MetricId& id = metrics_[m.metric];
-    out.push_back(static_cast<char>(id.kind));
-    AppendShortString(&out, id.name);
-    AppendRaw(&out, m.x);
-    AppendRaw(&out, m.den);
-    AppendRaw(&out, m.covariate);
-  }
-  AppendRaw(&out, static_cast<uint32_t>(unit.held.size()));
-  for (const HeldEvent& h : unit.held) {
-    const MetricId& id = metrics_[h.metric];
-    out.push_back(static_cast<char>(id.kind));
-    AppendShortString(&out, id.name);
-    AppendRaw(&out, h.timestamp_ms);
-    AppendRaw(&out, h.value);
-    AppendRaw(&out, h.denominator);
-  }
-}
-
-absl::Status EventAggregator::DecodeUnit(std::string_view data, UnitState* unit) {
+absl::Status EventAggregator::DecodeLayout1Unit(std::string_view data, UnitState* unit) {
   Reader r(data);
   uint8_t version = 0;
   uint32_t count = 0;
@@ -566,19 +834,12 @@ absl::Status EventAggregator::DecodeUnit(std::string_view data, UnitState* unit)
       unit->held.push_back(h);
     }
   }
-  if (ok && r.done()) {
-    if (!variant.empty()) {
-      // The checkpoint that wrote this state counted the unit in its
-      // variant's statistics: find them again.
-      unit->variant = Variant(Experiment(ExperimentOfUnitKey(unit->key)), variant);
-      for (UnitMetric& m : unit->metrics) m.sums = SumsOf(unit->variant, m.metric);
-    }
-    return absl::OkStatus();
+  if (!ok || !r.done()) return CorruptUnit(unit->key);
+  if (!variant.empty()) {
+    unit->variant = Variant(Experiment(ExperimentOfUnitKey(unit->key)), variant);
+    for (UnitMetric& m : unit->metrics) m.sums = SumsOf(unit->variant, m.metric);
   }
-  std::string name_text(unit->key.substr(1));
-  std::replace(name_text.begin(), name_text.end(), '\0', '/');
-  return absl::DataLossError(
-      absl::StrCat("event store: unit state of \"", name_text, "\" is corrupt"));
+  return absl::OkStatus();
 }
 
 }  // namespace capstan::experiments
