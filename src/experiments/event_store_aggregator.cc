@@ -156,10 +156,10 @@ absl::Status EventAggregator::Load() {
   if (it->Valid() && it->key()[0] == kUnitPrefix) {
     rocksdb::WriteOptions sync_write;
     sync_write.sync = true;
-    RETURN_IF_ERROR(FromRocks(db_->DeleteRange(sync_write, db_->DefaultColumnFamily(),
-                                               std::string(1, kUnitPrefix),
-                                               std::string(1, kUnitPrefix + 1)),
-                              "delete layout-1 unit states"));
+    RETURN_IF_ERROR(
+        FromRocks(db_->DeleteRange(sync_write, db_->DefaultColumnFamily(),
+                                   std::string(1, kUnitPrefix), std::string(1, kUnitPrefix + 1)),
+                  "delete layout-1 unit states"));
   }
   UnitRecord record;
   for (it->Seek(std::string(1, kUnitStatePrefix)); it->Valid() && it->key()[0] == kUnitStatePrefix;
@@ -185,7 +185,8 @@ absl::Status EventAggregator::Load() {
 
 absl::Status EventAggregator::LoadDictionary(rocksdb::Iterator* it) {
   auto corrupt = [](std::string_view what) {
-    return absl::DataLossError(absl::StrCat("event store: the ", std::string(what), " dictionary is corrupt"));
+    return absl::DataLossError(
+        absl::StrCat("event store: the ", std::string(what), " dictionary is corrupt"));
   };
   for (it->Seek(std::string(1, kDictionaryPrefix));
        it->Valid() && it->key()[0] == kDictionaryPrefix; it->Next()) {
@@ -259,8 +260,8 @@ absl::Status EventAggregator::MigrateLayout1(rocksdb::Iterator* it) {
     rocksdb::IngestExternalFileOptions ingest;
     ingest.move_files = true;
     ingest.write_global_seqno = false;
-    status = FromRocks(db_->IngestExternalFile({meta_path, units_path}, ingest),
-                       "ingest the migration");
+    status =
+        FromRocks(db_->IngestExternalFile({meta_path, units_path}, ingest), "ingest the migration");
   }
   if (!status.ok()) {
     std::remove(units_path.c_str());
@@ -271,10 +272,10 @@ absl::Status EventAggregator::MigrateLayout1(rocksdb::Iterator* it) {
   // a crash before this deletion has Load delete them.
   rocksdb::WriteOptions sync_write;
   sync_write.sync = true;
-  RETURN_IF_ERROR(FromRocks(
-      db_->DeleteRange(sync_write, db_->DefaultColumnFamily(), std::string(1, kUnitPrefix),
-                       std::string(1, kUnitPrefix + 1)),
-      "delete layout-1 unit states"));
+  RETURN_IF_ERROR(
+      FromRocks(db_->DeleteRange(sync_write, db_->DefaultColumnFamily(),
+                                 std::string(1, kUnitPrefix), std::string(1, kUnitPrefix + 1)),
+                "delete layout-1 unit states"));
   for (ExperimentSlot* experiment : dirty_experiments_) experiment->dirty = false;
   dirty_experiments_.clear();
   unit_id_on_disk_ = next_unit_id_;
@@ -325,8 +326,9 @@ absl::Status EventAggregator::Checkpoint() {
   //   like any update.
   std::sort(dirty_units_.begin(), dirty_units_.end(),
             [](const UnitState* a, const UnitState* b) { return a->id < b->id; });
-  auto first_new = std::partition_point(dirty_units_.begin(), dirty_units_.end(),
-                                        [&](const UnitState* u) { return u->id < unit_id_on_disk_; });
+  auto first_new =
+      std::partition_point(dirty_units_.begin(), dirty_units_.end(),
+                           [&](const UnitState* u) { return u->id < unit_id_on_disk_; });
   std::vector<UnitState*> changed(dirty_units_.begin(), first_new);
   std::vector<UnitState*> added(first_new, dirty_units_.end());
   std::vector<std::string> paths = {absl::StrCat(options_.directory, "/", kCheckpointFileName)};
@@ -386,7 +388,8 @@ absl::Status EventAggregator::WriteMetaFile(const std::string& path) {
   std::string position;
   AppendBigEndian(&position, next_sequence_);
   AppendBigEndian(&position, next_unit_id_);
-  if (s.ok()) s = writer.Put(rocksdb::Slice(kCheckpointKey.data(), kCheckpointKey.size()), position);
+  if (s.ok())
+    s = writer.Put(rocksdb::Slice(kCheckpointKey.data(), kCheckpointKey.size()), position);
   std::string name;
   for (size_t id = metrics_on_disk_; s.ok() && id < metrics_.size(); ++id) {
     name.assign(1, static_cast<char>(metrics_[id].kind));
@@ -646,10 +649,9 @@ absl::StatusOr<EventAggregator::UnitState*> EventAggregator::ReadStoredUnit(std:
     rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), UnitStateKey(id), &value);
     if (!s.ok()) {
       // Evicted units were checkpointed first: their state must be there.
-      return s.IsNotFound()
-                 ? absl::DataLossError(
-                       absl::StrCat("event store: the unit state with id ", id, " is missing"))
-                 : FromRocks(s, "read unit state");
+      return s.IsNotFound() ? absl::DataLossError(absl::StrCat(
+                                  "event store: the unit state with id ", id, " is missing"))
+                            : FromRocks(s, "read unit state");
     }
     if (!event_format::DecodeUnitRecord(value, &record)) return CorruptUnit(key);
     if (record.key != key.substr(1)) continue;  // another unit with the same hash

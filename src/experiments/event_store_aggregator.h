@@ -103,7 +103,7 @@ class EventAggregator {
   struct UnitState {
     std::string_view key;  // "u" + experiment + NUL + unit, in the key arena
     uint64_t hash = 0;
-    uint64_t id = 0;  // its state's key on disk: "s" + id
+    uint64_t id = 0;                 // its state's key on disk: "s" + id
     VariantSlot* variant = nullptr;  // null until the exposure
     int64_t exposure_ms = 0;
     absl::InlinedVector<UnitMetric, 2> metrics;

@@ -65,9 +65,8 @@ bool DecodeUnitRecord(std::string_view data, UnitRecord* out) {
   for (uint64_t i = 0; i < count; ++i) {
     UnitRecordMetric& m = out->metrics.emplace_back();
     uint8_t tags = 0;
-    if (!r.Varint32(&m.metric) || !r.Raw(&tags) || (tags >> 6) != 0 ||
-        !r.Number(tags & 3, &m.x) || !r.Number((tags >> 2) & 3, &m.den) ||
-        !r.Number((tags >> 4) & 3, &m.covariate)) {
+    if (!r.Varint32(&m.metric) || !r.Raw(&tags) || (tags >> 6) != 0 || !r.Number(tags & 3, &m.x) ||
+        !r.Number((tags >> 2) & 3, &m.den) || !r.Number((tags >> 4) & 3, &m.covariate)) {
       return false;
     }
   }

@@ -45,9 +45,9 @@ inline constexpr char kNewUnitsFileName[] = "checkpoint-new-units.sst.tmp";
 inline constexpr char kChangedUnitsFileName[] = "checkpoint-changed-units.sst.tmp";
 
 inline constexpr uint8_t kLogRecordVersion = 1;
-inline constexpr size_t kLogRecordHeader = 5;  // version, u32 event count
-inline constexpr uint8_t kUnitStateVersion = 2;    // under "u" keys (layout 1)
-inline constexpr uint8_t kUnitRecordVersion = 3;   // under "s" keys (layout 2)
+inline constexpr size_t kLogRecordHeader = 5;     // version, u32 event count
+inline constexpr uint8_t kUnitStateVersion = 2;   // under "u" keys (layout 1)
+inline constexpr uint8_t kUnitRecordVersion = 3;  // under "s" keys (layout 2)
 // "c": the next log sequence to aggregate (layout 1, 8 bytes), then the
 // next unit id (layout 2, 16 bytes).
 inline constexpr size_t kCheckpointLayout1Size = 8;
