@@ -6,14 +6,15 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <vector>
 
 #include "base/crc32c.h"
 #include "capstan/store/internal.pb.h"
-#include "gateway/cache/disk_record.h"
-#include "gateway/cache/store.h"
 #include "experiments/event_log.h"
 #include "experiments/event_store.h"
 #include "experiments/event_store_format.h"
+#include "gateway/cache/disk_record.h"
+#include "gateway/cache/store.h"
 #include "raft/wal.h"
 #include "rpc/protocol.h"
 
@@ -215,6 +216,25 @@ int main(int argc, char** argv) {
     write("event_log/bad_checksum", bad);
     write("event_log/bad_record_valid_frame", records.substr(two));
     write("event_log/zeros", std::string(64, '\0'));
+  }
+
+  // unit_record: unit state records (the value under an "s" key).
+  {
+    namespace format = capstan::experiments::event_format;
+    std::vector<format::UnitRecordMetric> metrics = {
+        {0, 3, 0, 0}, {1, 12.5, 0, -2}, {2, 4, 10, 0}, {7, -0.0, 1e300, 9007199254740992.0}};
+    std::vector<format::UnitRecordHeld> held = {{0, 1700000000000, 2.5, 0}, {2, -5, 1, 3}};
+    std::vector<format::UnitRecordMetric> no_metrics;
+    std::vector<format::UnitRecordHeld> none;
+    std::string record;
+    format::EncodeUnitRecord(std::string("ucheckout\0u1", 12), 2, 1700000000000, metrics, none,
+                             &record);
+    write("unit_record/exposed", record);
+    write("unit_record/torn", record.substr(0, record.size() - 3));
+    format::EncodeUnitRecord(std::string("ucheckout\0u2", 12), 0, 0, no_metrics, held, &record);
+    write("unit_record/held", record);
+    format::EncodeUnitRecord(std::string("ucheckout\0u3", 12), 1, -7, metrics, held, &record);
+    write("unit_record/both", record);
   }
   return 0;
 }
