@@ -440,6 +440,7 @@ void EventStore::AggregatorLoop() {
     conflicting_exposures_.fetch_add(aggregator_->TakeConflictingExposures());
     held_events_dropped_.fetch_add(aggregator_->TakeHeldEventsDropped());
     cached_units_.store(aggregator_->cached_units());
+    units_read_back_.store(aggregator_->units_read_back());
     group.reset();  // its memory, outside the lock
 
     lock.lock();
@@ -502,6 +503,7 @@ EventStoreStats EventStore::Stats() const {
   stats.held_events_dropped = held_events_dropped_.load();
   stats.dedup_keys = dedup_keys_.load();
   stats.cached_units = cached_units_.load();
+  stats.units_read_back = units_read_back_.load();
   {
     std::lock_guard lock(queue_mutex_);
     stats.queued_events = queued_events_;

@@ -174,7 +174,7 @@ absl::Status EventAggregator::Load() {
     lookup_key_.assign(1, kUnitPrefix);
     lookup_key_.append(record.key);
     const uint64_t hash = unit_hash_(lookup_key_);
-    if (states_.size() >= options_.max_cached_units) {
+    if (cached_units() >= options_.max_cached_units) {
       RememberStored(hash, id);  // too many to hold: read it when needed
       continue;
     }
@@ -232,7 +232,7 @@ absl::Status EventAggregator::MigrateLayout1(rocksdb::Iterator* it) {
     const uint64_t hash = unit_hash_(key);
     const uint64_t id = next_unit_id_++;
     UnitState* unit = &scratch;
-    if (states_.size() < options_.max_cached_units) {
+    if (cached_units() < options_.max_cached_units) {
       unit = InsertUnit(key, hash, id);
     } else {
       scratch.metrics.clear();
@@ -303,8 +303,11 @@ absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
   }
   for (size_t i = 0; i < events.size(); ++i) {
     if (i + kPrefetchDistance < events.size()) {
-      __builtin_prefetch(
-          &slots_[static_cast<size_t>(hashes_[i + kPrefetchDistance]) & (slots_.size() - 1)]);
+      const uint64_t ahead = hashes_[i + kPrefetchDistance];
+      __builtin_prefetch(&slots_[static_cast<size_t>(ahead) & (slots_.size() - 1)]);
+      // A unit not in the cache is looked up among the evicted ones: a miss
+      // in a map of millions too.
+      if (!stored_only_.empty()) stored_only_.prefetch(ahead);
     }
     RETURN_IF_ERROR(Apply(*events[i], hashes_[i]));
   }
@@ -360,7 +363,7 @@ absl::Status EventAggregator::Checkpoint() {
   unit_id_on_disk_ = next_unit_id_;
   last_unit_ = nullptr;  // the cache may be trimmed below
   since_checkpoint_ = 0;
-  if (states_.size() > options_.max_cached_units) TrimCache();
+  if (cached_units() > options_.max_cached_units) EvictUnits();
   return absl::OkStatus();
 }
 
@@ -438,8 +441,11 @@ void EventAggregator::Clear() {
   dirty_experiments_.clear();
   slots_.assign(1024, Slot{0, 0});
   states_.clear();
+  free_states_.clear();
+  clock_hand_ = 0;
   key_chunks_.clear();
   key_chunk_used_ = key_chunk_size_ = 0;
+  key_bytes_allocated_ = key_bytes_live_ = 0;
   dirty_units_.clear();
   last_unit_ = nullptr;
   stored_only_.clear();
@@ -532,21 +538,43 @@ std::string_view EventAggregator::CopyKey(std::string_view key) {
   char* at = key_chunks_.back().get() + key_chunk_used_;
   std::memcpy(at, key.data(), key.size());
   key_chunk_used_ += key.size();
+  key_bytes_allocated_ += key.size();
   return std::string_view(at, key.size());
 }
 
 EventAggregator::UnitState* EventAggregator::InsertUnit(std::string_view key, uint64_t hash,
                                                         uint64_t id) {
-  if ((states_.size() + 1) * 2 > slots_.size()) GrowTable();
+  if ((cached_units() + 1) * 2 > slots_.size()) GrowTable();
   size_t mask = slots_.size() - 1;
   size_t i = static_cast<size_t>(hash) & mask;
   while (slots_[i].index != 0) i = (i + 1) & mask;
-  UnitState& state = states_.emplace_back();
-  state.key = CopyKey(key);
-  state.hash = hash;
-  state.id = id;
-  slots_[i] = Slot{hash, static_cast<uint32_t>(states_.size())};
-  return &state;
+  uint32_t index = 0;
+  UnitState* state = nullptr;
+  if (free_states_.empty()) {
+    state = &states_.emplace_back();
+    index = static_cast<uint32_t>(states_.size() - 1);
+  } else {
+    // An evicted unit's state, cleared by EvictUnits; its key bytes are
+    // reused when the new key fits.
+    index = free_states_.back();
+    free_states_.pop_back();
+    state = &states_[index];
+    state->free = false;
+  }
+  if (state->key_capacity >= key.size()) {
+    char* at = const_cast<char*>(state->key.data());
+    std::memcpy(at, key.data(), key.size());
+    state->key = std::string_view(at, key.size());
+  } else {
+    state->key = CopyKey(key);
+    state->key_capacity = static_cast<uint32_t>(key.size());
+  }
+  key_bytes_live_ += key.size();
+  state->hash = hash;
+  state->id = id;
+  state->referenced = false;  // an event in a later checkpoint period spares it once
+  slots_[i] = Slot{hash, index + 1};
+  return state;
 }
 
 void EventAggregator::GrowTable() {
@@ -561,33 +589,64 @@ void EventAggregator::GrowTable() {
   slots_ = std::move(grown);
 }
 
-void EventAggregator::TrimCache() {
-  // Every state is clean (just checkpointed). Keep the most recently
-  // inserted half; remember the others by hash. Rebuilt from scratch, so
-  // the key arena is compacted too.
+void EventAggregator::EraseSlot(const UnitState& state, uint32_t index) {
+  const size_t mask = slots_.size() - 1;
+  size_t i = static_cast<size_t>(state.hash) & mask;
+  while (slots_[i].index != index + 1) i = (i + 1) & mask;  // it is there
+  // Backward-shift deletion: each later entry of the probe run whose home
+  // is not between the hole and itself moves into the hole.
+  for (size_t j = (i + 1) & mask; slots_[j].index != 0; j = (j + 1) & mask) {
+    size_t home = static_cast<size_t>(slots_[j].hash) & mask;
+    if (((j - home) & mask) >= ((j - i) & mask)) {
+      slots_[i] = slots_[j];
+      i = j;
+    }
+  }
+  slots_[i] = Slot{0, 0};
+}
+
+void EventAggregator::EvictUnits() {
+  // In place: the states stay where they are (no new pages to fault in, no
+  // table rebuilt); a CLOCK hand sweeps them, sparing once each unit used
+  // since its last pass.
   const size_t keep = options_.max_cached_units / 2;
-  const size_t drop = states_.size() - std::min(keep, states_.size());
-  std::deque<UnitState> kept;
+  while (cached_units() > keep) {
+    if (clock_hand_ >= states_.size()) clock_hand_ = 0;
+    const uint32_t index = static_cast<uint32_t>(clock_hand_++);
+    UnitState& state = states_[index];
+    if (state.free) continue;
+    if (state.referenced) {
+      state.referenced = false;
+      continue;
+    }
+    RememberStored(state.hash, state.id);
+    EraseSlot(state, index);
+    key_bytes_live_ -= state.key.size();
+    state.free = true;
+    state.variant = nullptr;
+    state.exposure_ms = 0;
+    state.metrics.clear();
+    state.held = std::vector<HeldEvent>();
+    free_states_.push_back(index);
+  }
+  MaybeCompactKeys();
+}
+
+void EventAggregator::MaybeCompactKeys() {
+  if (key_bytes_allocated_ <= 2 * key_bytes_live_ + kKeyChunkMax) return;
   std::vector<std::unique_ptr<char[]>> old_chunks = std::move(key_chunks_);
   key_chunks_.clear();
   key_chunk_used_ = key_chunk_size_ = 0;
-  size_t capacity = 1024;
-  while (capacity < 2 * (keep + 1)) capacity *= 2;
-  slots_.assign(capacity, Slot{0, 0});
-  for (size_t n = 0; n < states_.size(); ++n) {
-    UnitState& state = states_[n];
-    if (n < drop) {
-      RememberStored(state.hash, state.id);
-      continue;
+  key_bytes_allocated_ = 0;
+  for (UnitState& state : states_) {
+    if (state.free) {
+      state.key = std::string_view();
+      state.key_capacity = 0;
+    } else {
+      state.key = CopyKey(state.key);  // old_chunks still hold the bytes
+      state.key_capacity = static_cast<uint32_t>(state.key.size());
     }
-    state.key = CopyKey(state.key);  // old_chunks still hold the bytes
-    UnitState& moved = kept.emplace_back(std::move(state));
-    size_t mask = slots_.size() - 1;
-    size_t i = static_cast<size_t>(moved.hash) & mask;
-    while (slots_[i].index != 0) i = (i + 1) & mask;
-    slots_[i] = Slot{moved.hash, static_cast<uint32_t>(kept.size())};
   }
-  states_ = std::move(kept);
 }
 
 std::string_view EventAggregator::BuildUnitKey(const Event& event) {
@@ -610,7 +669,7 @@ absl::StatusOr<EventAggregator::UnitState*> EventAggregator::FindUnit(const Even
       last_unit_->key.substr(2 + event.experiment.size()) == event.unit &&
       last_unit_->key[1 + event.experiment.size()] == '\0' &&
       last_unit_->key.substr(1, event.experiment.size()) == event.experiment) {
-    return last_unit_;
+    return last_unit_;  // dirty already: touched since the checkpoint
   }
   BuildUnitKey(event);
 
@@ -621,6 +680,9 @@ absl::StatusOr<EventAggregator::UnitState*> EventAggregator::FindUnit(const Even
     UnitState& candidate = states_[slots_[i].index - 1];
     if (candidate.key == lookup_key_) {  // equal hashes of different keys: keep probing
       unit = &candidate;
+      // In use: touched again after the checkpoint period it was last
+      // touched in (a second event in the same period does not count).
+      if (!unit->dirty) unit->referenced = true;
       break;
     }
   }
@@ -656,6 +718,7 @@ absl::StatusOr<EventAggregator::UnitState*> EventAggregator::ReadStoredUnit(std:
     if (!event_format::DecodeUnitRecord(value, &record)) return CorruptUnit(key);
     if (record.key != key.substr(1)) continue;  // another unit with the same hash
     ForgetStored(hash, id);
+    ++units_read_back_;
     UnitState* unit = InsertUnit(key, hash, id);
     RETURN_IF_ERROR(FromRecord(record, unit));
     return unit;

@@ -79,7 +79,8 @@ class EventAggregator {
   void Clear();
 
   uint64_t next_sequence() const { return next_sequence_; }
-  size_t cached_units() const { return states_.size(); }
+  size_t cached_units() const { return states_.size() - free_states_.size(); }
+  uint64_t units_read_back() const { return units_read_back_; }
   uint64_t TakeConflictingExposures() { return std::exchange(conflicting_exposures_, 0); }
   uint64_t TakeHeldEventsDropped() { return std::exchange(held_events_dropped_, 0); }
   const std::map<std::string, ExperimentSums, std::less<>>& sums() const { return sums_; }
@@ -108,7 +109,10 @@ class EventAggregator {
     int64_t exposure_ms = 0;
     absl::InlinedVector<UnitMetric, 2> metrics;
     std::vector<HeldEvent> held;  // metric events before the exposure arrived
+    uint32_t key_capacity = 0;    // bytes at key.data() a reuse of this state may overwrite
     bool dirty = false;
+    bool referenced = false;  // used since the clock hand last passed (EvictUnits)
+    bool free = false;        // evicted: in free_states_
   };
   struct Slot {
     uint64_t hash;
@@ -136,7 +140,15 @@ class EventAggregator {
   absl::Status WriteMetaFile(const std::string& path);
   rocksdb::Options CheckpointTableOptions() const;
   void GrowTable();
-  void TrimCache();
+  // Evicts clean units, least recently used first as a CLOCK approximates
+  // it, until max_cached_units / 2 are cached; in place: their states go
+  // to free_states_ for reuse and their slots are deleted from the table.
+  // REQUIRES: no dirty unit (just checkpointed).
+  void EvictUnits();
+  void EraseSlot(const UnitState& state, uint32_t index);
+  // Rewrites the live keys into fresh chunks when evicted keys hold most
+  // of the arena.
+  void MaybeCompactKeys();
   ExperimentSlot* Experiment(std::string_view name);
   VariantSlot* Variant(ExperimentSlot* experiment, std::string_view name);
   uint32_t MetricIndex(EventType kind, std::string_view name);
@@ -177,9 +189,13 @@ class EventAggregator {
   // The unit cache.
   std::vector<Slot> slots_;  // a power of two, at most half full
   std::deque<UnitState> states_;
+  std::vector<uint32_t> free_states_;  // indices into states_ of evicted units
+  size_t clock_hand_ = 0;              // into states_
   std::vector<std::unique_ptr<char[]>> key_chunks_;
   size_t key_chunk_used_ = 0;
   size_t key_chunk_size_ = 0;
+  size_t key_bytes_allocated_ = 0;       // in key_chunks_
+  size_t key_bytes_live_ = 0;            // of the cached units' keys
   std::vector<UnitState*> dirty_units_;  // since the checkpoint
   UnitState* last_unit_ = nullptr;
   std::string lookup_key_;
@@ -199,6 +215,7 @@ class EventAggregator {
   uint64_t since_checkpoint_ = 0;
   uint64_t conflicting_exposures_ = 0;
   uint64_t held_events_dropped_ = 0;
+  uint64_t units_read_back_ = 0;
 };
 
 }  // namespace capstan::experiments

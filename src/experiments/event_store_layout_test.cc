@@ -3,7 +3,8 @@
 // unit keys, names inline; written here byte for byte as the earlier code
 // wrote it) rewritten on open and aggregating on from there, an interrupted
 // rewrite's leftovers dropped, and new units' table files placed in the
-// last level (no compaction rewrites them).
+// last level (no compaction rewrites them), and eviction from the unit
+// cache keeping the units in use.
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -376,6 +377,60 @@ TEST(EventStoreLayout, NewUnitsGoToTheLastLevel) {
     EXPECT_EQ(f.level, db->NumberLevels() - 1) << f.name;
   }
   EXPECT_GE(unit_files, 10u);
+}
+
+// Eviction keeps the units in use: hot units sent an event in every batch
+// stay cached while a stream of new units passes through a cache of 50
+// (evicted in place, their table slots deleted), so none is ever read back;
+// the units that were evicted are read back when they come again, and the
+// sums stay exact throughout.
+TEST(EventStoreLayout, EvictionKeepsTheUnitsInUse) {
+  TempDirectory dir;
+  std::vector<Event> events;
+  const EventStoreOptions options{
+      .directory = dir.path(), .checkpoint_events = 60, .max_cached_units = 50};
+  auto store = EventStore::Open(options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto send = [&](std::vector<Event> batch) {
+    events.insert(events.end(), batch.begin(), batch.end());
+    ASSERT_TRUE((*store)->Append(std::move(batch)).ok());
+    (void)(*store)->Sums("e");  // waits for the aggregation (and its checkpoint)
+  };
+  for (int round = 0; round < 40; ++round) {
+    std::vector<Event> batch;
+    for (int hot = 0; hot < 5; ++hot) {
+      std::string unit = "hot-" + std::to_string(hot);
+      if (round == 0) batch.push_back(Exposure("x" + unit, unit, "a"));
+      batch.push_back(
+          Metric(EventType::kValue, "v" + unit + "-" + std::to_string(round), unit, "m", round));
+    }
+    for (int i = 0; i < 30; ++i) {
+      std::string unit = "cold-" + std::to_string(round) + "-" + std::to_string(i);
+      batch.push_back(Exposure("x" + unit, unit, i % 2 ? "a" : "b"));
+      batch.push_back(Metric(EventType::kValue, "v" + unit, unit, "m", i));
+    }
+    send(std::move(batch));
+    if (HasFatalFailure()) return;
+  }
+  EventStoreStats stats = (*store)->Stats();
+  EXPECT_GE(stats.checkpoints, 20u);
+  EXPECT_LE(stats.cached_units, 50u + 35u);
+  EXPECT_EQ(stats.units_read_back, 0u) << "a unit in use was evicted";
+  ExpectSumsNear((*store)->Sums("e"), Naive(events, "e"));
+  // The first rounds' cold units come again: read back, and counted on.
+  std::vector<Event> again;
+  for (int i = 0; i < 30; ++i) {
+    std::string unit = "cold-0-" + std::to_string(i);
+    again.push_back(Metric(EventType::kValue, "again" + unit, unit, "m", 100));
+  }
+  send(std::move(again));
+  if (HasFatalFailure()) return;
+  EXPECT_EQ((*store)->Stats().units_read_back, 30u);
+  ExpectSumsNear((*store)->Sums("e"), Naive(events, "e"));
+  store->reset();
+  store = EventStore::Open(options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  ExpectSumsNear((*store)->Sums("e"), Naive(events, "e"));
 }
 
 }  // namespace
