@@ -612,15 +612,6 @@ void EventAggregator::EvictUnits() {
   const size_t keep = options_.max_cached_units / 2;
   while (cached_units() > keep) {
     if (clock_hand_ >= states_.size()) clock_hand_ = 0;
-    if (clock_hand_ + kPrefetchDistance < states_.size()) {
-      // Both tables are far larger than the caches: fetch ahead the slot
-      // and the map entry an eviction a few states on will touch.
-      const UnitState& ahead = states_[clock_hand_ + kPrefetchDistance];
-      if (!ahead.free && !ahead.referenced) {
-        __builtin_prefetch(&slots_[static_cast<size_t>(ahead.hash) & (slots_.size() - 1)]);
-        stored_only_.prefetch(ahead.hash);
-      }
-    }
     const uint32_t index = static_cast<uint32_t>(clock_hand_++);
     UnitState& state = states_[index];
     if (state.free) continue;
