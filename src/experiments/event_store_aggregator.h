@@ -15,9 +15,13 @@
 //   one is remembered, so a run of one metric costs no lookup); a unit's
 //   variant is a pointer to its variant's record, which caches the
 //   statistics of each metric by that index;
-// - units evicted from the cache (past max_cached_units after a checkpoint)
-//   are remembered by their 64-bit hash and unit id only; a new unit whose
-//   hash matches one costs a read that finds another unit's key.
+// - past max_cached_units after a checkpoint, units are evicted in place
+//   down to half of it: a CLOCK hand over the states spares once each unit
+//   sent an event in a later checkpoint period than the one it came in (or
+//   was last spared in); evicted states are reused by new units and their
+//   slots deleted from the table (backward shift). Evicted units are
+//   remembered by their 64-bit hash and unit id only; a new unit whose hash
+//   matches one costs a read that finds another unit's key.
 //
 // On disk (layout 2) a unit's state is keyed by its unit id, given in order
 // of first appearance, and refers to its variant and metrics by dictionary
