@@ -91,7 +91,19 @@ class EventAggregator {
 
  private:
   struct VariantSlot;
-  struct ExperimentSlot;
+  struct ExperimentSlot {
+    std::string name;
+    ExperimentSums* sums = nullptr;
+    std::vector<VariantSlot*> variants;  // few: found by a linear scan
+    bool dirty = false;                  // since the checkpoint
+  };
+
+  struct VariantSlot {
+    std::string name;
+    uint32_t name_id = 0;  // in variant_names_ (the dictionary)
+    VariantSums* sums = nullptr;
+    std::vector<MetricSums*> by_metric;  // by interned metric; null until used
+  };
   struct UnitMetric {
     uint32_t metric = 0;  // interned (metrics_)
     double x = 0;         // outcome: 0/1, the sum of values, or Σnum
