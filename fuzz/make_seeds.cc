@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <vector>
 
 #include "base/crc32c.h"
 #include "capstan/experiments.pb.h"
@@ -258,6 +259,25 @@ int main(int argc, char** argv) {
     request.mutable_events(3)->set_timestamp_ms(-1);
     write("ingest_events/bad_fields", request.SerializeAsString());
     write("ingest_events/empty", "");
+  }
+
+  // unit_record: unit state records (the value under an "s" key).
+  {
+    namespace format = capstan::experiments::event_format;
+    std::vector<format::UnitRecordMetric> metrics = {
+        {0, 3, 0, 0}, {1, 12.5, 0, -2}, {2, 4, 10, 0}, {7, -0.0, 1e300, 9007199254740992.0}};
+    std::vector<format::UnitRecordHeld> held = {{0, 1700000000000, 2.5, 0}, {2, -5, 1, 3}};
+    std::vector<format::UnitRecordMetric> no_metrics;
+    std::vector<format::UnitRecordHeld> none;
+    std::string record;
+    format::EncodeUnitRecord(std::string("ucheckout\0u1", 12), 2, 1700000000000, metrics, none,
+                             &record);
+    write("unit_record/exposed", record);
+    write("unit_record/torn", record.substr(0, record.size() - 3));
+    format::EncodeUnitRecord(std::string("ucheckout\0u2", 12), 0, 0, no_metrics, held, &record);
+    write("unit_record/held", record);
+    format::EncodeUnitRecord(std::string("ucheckout\0u3", 12), 1, -7, metrics, held, &record);
+    write("unit_record/both", record);
   }
   return 0;
 }

@@ -29,6 +29,7 @@ using event_format::AppendBigEndian;
 using event_format::FromRocks;
 using event_format::IsLogKey;
 using event_format::kCheckpointKey;
+using event_format::kDictionaryPrefix;
 using event_format::kLogPrefix;
 using event_format::kLogRecordHeader;
 using event_format::kLogRecordVersion;
@@ -36,6 +37,7 @@ using event_format::kOldLogPrefix;
 using event_format::kRebuildingKey;
 using event_format::kSumsPrefix;
 using event_format::kUnitPrefix;
+using event_format::kUnitStatePrefix;
 using event_format::LogRecordCount;
 using event_format::ReadBigEndian;
 
@@ -189,7 +191,7 @@ absl::Status EventStore::Recover() {
     // One atomic batch: a crash after it replays from the start, and the
     // replay's own checkpoints are consistent like any other.
     rocksdb::WriteBatch clear;
-    for (char prefix : {kUnitPrefix, kSumsPrefix}) {
+    for (char prefix : {kUnitPrefix, kUnitStatePrefix, kDictionaryPrefix, kSumsPrefix}) {
       clear.DeleteRange(std::string(1, prefix), std::string(1, static_cast<char>(prefix + 1)));
     }
     clear.Delete(kCheckpointKey);
@@ -496,6 +498,7 @@ void EventStore::AggregatorLoop() {
     conflicting_exposures_.fetch_add(aggregator_->TakeConflictingExposures());
     held_events_dropped_.fetch_add(aggregator_->TakeHeldEventsDropped());
     cached_units_.store(aggregator_->cached_units());
+    units_read_back_.store(aggregator_->units_read_back());
     group.reset();  // its memory, outside the lock
 
     lock.lock();
@@ -592,6 +595,7 @@ EventStoreStats EventStore::Stats() const {
   stats.log_segments = log_->segment_count();
   stats.log_bytes = log_->retained_bytes();
   stats.log_segments_removed = log_segments_removed_.load();
+  stats.units_read_back = units_read_back_.load();
   {
     std::lock_guard lock(queue_mutex_);
     stats.queued_events = queued_events_;

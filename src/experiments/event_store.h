@@ -17,9 +17,8 @@
 //    order, to per-unit state cached in memory and to the sufficient
 //    statistics; every `checkpoint_events` events it writes the dirty unit
 //    states, the statistics and the log position they reflect ("c") to
-//    RocksDB in one WriteBatch. Recovery = the checkpoint + a replay of the
-//    log records after it, so an event is counted once whatever the moment
-//    of a crash.
+//    RocksDB as table files ingested in one atomic step. Recovery = the checkpoint + a replay of
+//    the log records after it, so an event is counted once whatever the moment of a crash.
 //
 // 3. Retention (EnforceRetention, run by the aggregator after each
 //    checkpoint and every retention_check_interval): a log segment is
@@ -35,9 +34,14 @@
 // On disk, under `directory`: `events-log/` (the log's segments) and
 // RocksDB's files, with the keys (identifiers cannot hold NUL, the decoder
 // refuses control characters):
-//   "c"                              checkpoint: next sequence to aggregate (8 bytes big-endian)
-//   "u" + experiment + NUL + unit    per-unit state as of the checkpoint
+//   "c"                              checkpoint: next sequence to aggregate, next unit id
+//                                    (8 bytes big-endian each)
+//   "s" + unit id (8 bytes BE)       per-unit state as of the checkpoint (its key inside);
+//                                    ids in order of first appearance, so new units append
+//   "dm" / "dv" + id (4 bytes BE)    the metric / variant names unit states refer to by id
 //   "a" + experiment                 the experiment's statistics as of the checkpoint (JSON)
+//   "u" + experiment + NUL + unit    (layout 1, older versions) per-unit state; Open rewrites
+//                                    these as "s" and "d" records
 //   "m" + "rebuilding"               (tests, older versions) forces a rebuild on open
 //   "g" + seq (8 bytes big-endian)   (older versions) the log; Open moves it to events-log/
 //
@@ -214,6 +218,9 @@ struct EventStoreStats {
   uint64_t log_segments = 0;          // segment files in the log
   uint64_t log_bytes = 0;             // their headers and records
   uint64_t log_segments_removed = 0;  // since open, by retention
+  // Since open: unit states read back from the database (evicted from the
+  // cache, or past it at open, and then sent an event).
+  uint64_t units_read_back = 0;
   // The aggregation stopped on an error (logged): Sums is stale and Append
   // refuses; the next open replays the log.
   bool aggregation_failed = false;
@@ -306,6 +313,7 @@ class EventStore {
   std::atomic<uint64_t> cached_units_{0};
   std::atomic<uint64_t> log_segments_removed_{0};
   std::mutex retention_mutex_;  // one EnforceRetention at a time
+  std::atomic<uint64_t> units_read_back_{0};
 };
 
 // The sums as a JSON document and back (the "a" records).

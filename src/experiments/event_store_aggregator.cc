@@ -1,30 +1,18 @@
 #include "experiments/event_store_aggregator.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "experiments/event_store_format.h"
-#include "rocksdb/db.h"
-#include "rocksdb/sst_file_writer.h"
+#include "rocksdb/options.h"
 #include "xxhash.h"
 
 namespace capstan::experiments {
 
-using event_format::AppendBigEndian;
-using event_format::AppendRaw;
-using event_format::AppendShortString;
-using event_format::FromRocks;
-using event_format::kCheckpointFileName;
-using event_format::kCheckpointKey;
-using event_format::kSumsPrefix;
 using event_format::kUnitPrefix;
-using event_format::kUnitStateVersion;
-using event_format::ReadBigEndian;
-using event_format::Reader;
 
 namespace {
 
@@ -108,25 +96,7 @@ void UpdateCovariate(MetricSums* sums, EventType kind, const MetricTotals& outco
 // statistics of its own (its totals go into its metric's).
 constexpr std::string_view kPrePeriodSuffix("\0pre", 4);
 
-std::string_view ExperimentOfUnitKey(std::string_view key) {
-  size_t nul = key.find('\0', 1);
-  return key.substr(1, nul == std::string_view::npos ? std::string_view::npos : nul - 1);
-}
-
 }  // namespace
-
-struct EventAggregator::ExperimentSlot {
-  std::string name;
-  ExperimentSums* sums = nullptr;
-  std::vector<VariantSlot*> variants;  // few: found by a linear scan
-  bool dirty = false;                  // since the checkpoint
-};
-
-struct EventAggregator::VariantSlot {
-  std::string name;
-  VariantSums* sums = nullptr;
-  std::vector<MetricSums*> by_metric;  // by interned metric; null until used
-};
 
 EventAggregator::EventAggregator(rocksdb::DB* db, const EventStoreOptions& options)
     : db_(db),
@@ -136,36 +106,6 @@ EventAggregator::EventAggregator(rocksdb::DB* db, const EventStoreOptions& optio
 }
 
 EventAggregator::~EventAggregator() = default;
-
-absl::Status EventAggregator::Load() {
-  std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), kCheckpointKey, &value);
-  if (s.ok()) {
-    if (value.size() != 8) return absl::DataLossError("event store: checkpoint is corrupt");
-    next_sequence_ = ReadBigEndian(value);
-  } else if (!s.IsNotFound()) {
-    return FromRocks(s, "read checkpoint");
-  }
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
-  for (it->Seek(std::string(1, kSumsPrefix)); it->Valid() && it->key()[0] == kSumsPrefix;
-       it->Next()) {
-    ASSIGN_OR_RETURN(ExperimentSums sums, DecodeExperimentSums(it->value().ToStringView()));
-    sums_[it->key().ToString().substr(1)] = std::move(sums);
-  }
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan statistics"));
-  for (it->Seek(std::string(1, kUnitPrefix)); it->Valid() && it->key()[0] == kUnitPrefix;
-       it->Next()) {
-    std::string_view key = it->key().ToStringView();
-    uint64_t hash = unit_hash_(key);
-    if (states_.size() >= options_.max_cached_units) {
-      stored_only_.insert(hash);  // too many to hold: read it when needed
-      continue;
-    }
-    UnitState* unit = InsertUnit(key, hash);
-    RETURN_IF_ERROR(DecodeUnit(it->value().ToStringView(), unit));
-  }
-  return FromRocks(it->status(), "scan unit states");
-}
 
 absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
                                          const std::vector<Event>& events) {
@@ -188,69 +128,16 @@ absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
   }
   for (size_t i = 0; i < events.size(); ++i) {
     if (i + kPrefetchDistance < events.size()) {
-      __builtin_prefetch(
-          &slots_[static_cast<size_t>(hashes_[i + kPrefetchDistance]) & (slots_.size() - 1)]);
+      const uint64_t ahead = hashes_[i + kPrefetchDistance];
+      __builtin_prefetch(&slots_[static_cast<size_t>(ahead) & (slots_.size() - 1)]);
+      // A unit not in the cache is looked up among the evicted ones: a miss
+      // in a map of millions too.
+      if (!stored_only_.empty()) stored_only_.prefetch(ahead);
     }
     RETURN_IF_ERROR(Apply(*events[i], hashes_[i]));
   }
   next_sequence_ += events.size();
   since_checkpoint_ += events.size();
-  return absl::OkStatus();
-}
-
-absl::Status EventAggregator::Checkpoint() {
-  // The checkpoint is written as one sorted table file and ingested whole:
-  // no memtable (its skiplist inserts and key comparisons were most of a
-  // checkpoint's CPU), no flush that writes it a second time, and the
-  // checkpoint is durable (file synced, manifest written) when this
-  // returns. The keys go in sorted order: "a"... < "c" < "u"....
-  std::sort(dirty_units_.begin(), dirty_units_.end(),
-            [](const UnitState* a, const UnitState* b) { return a->key < b->key; });
-  std::sort(dirty_experiments_.begin(), dirty_experiments_.end(),
-            [](const ExperimentSlot* a, const ExperimentSlot* b) { return a->name < b->name; });
-  rocksdb::Options table_options = db_->GetOptions();
-  // Uncompressed, as the first levels are (SstFileWriter would otherwise
-  // take the last level's compression).
-  table_options.compression = rocksdb::kNoCompression;
-  table_options.compression_per_level.clear();
-  table_options.bottommost_compression = rocksdb::kDisableCompressionOption;
-  rocksdb::SstFileWriter writer(rocksdb::EnvOptions(), table_options);
-  const std::string path = absl::StrCat(options_.directory, "/", kCheckpointFileName);
-  RETURN_IF_ERROR(FromRocks(writer.Open(path), "create checkpoint file"));
-  auto fail = [&](const rocksdb::Status& s, const char* what) {
-    std::remove(path.c_str());
-    return FromRocks(s, what);
-  };
-  std::string encoded;
-  for (ExperimentSlot* experiment : dirty_experiments_) {
-    rocksdb::Status s = writer.Put(absl::StrCat(std::string(1, kSumsPrefix), experiment->name),
-                                   EncodeExperimentSums(*experiment->sums));
-    if (!s.ok()) return fail(s, "write checkpoint");
-  }
-  std::string position;
-  AppendBigEndian(&position, next_sequence_);
-  rocksdb::Status s =
-      writer.Put(rocksdb::Slice(kCheckpointKey.data(), kCheckpointKey.size()), position);
-  if (!s.ok()) return fail(s, "write checkpoint");
-  for (UnitState* unit : dirty_units_) {
-    EncodeUnit(*unit, &encoded);
-    s = writer.Put(rocksdb::Slice(unit->key.data(), unit->key.size()), encoded);
-    if (!s.ok()) return fail(s, "write checkpoint");
-  }
-  s = writer.Finish();
-  if (!s.ok()) return fail(s, "write checkpoint");
-  rocksdb::IngestExternalFileOptions ingest;
-  ingest.move_files = true;  // linked into the database, not copied
-  ingest.write_global_seqno = false;
-  s = db_->IngestExternalFile({path}, ingest);
-  if (!s.ok()) return fail(s, "ingest checkpoint");
-  for (UnitState* unit : dirty_units_) unit->dirty = false;
-  for (ExperimentSlot* experiment : dirty_experiments_) experiment->dirty = false;
-  dirty_units_.clear();
-  dirty_experiments_.clear();
-  last_unit_ = nullptr;  // the cache may be trimmed below
-  since_checkpoint_ = 0;
-  if (states_.size() > options_.max_cached_units) TrimCache();
   return absl::OkStatus();
 }
 
@@ -263,11 +150,21 @@ void EventAggregator::Clear() {
   dirty_experiments_.clear();
   slots_.assign(1024, Slot{0, 0});
   states_.clear();
+  free_states_.clear();
+  clock_hand_ = 0;
   key_chunks_.clear();
   key_chunk_used_ = key_chunk_size_ = 0;
+  key_bytes_allocated_ = key_bytes_live_ = 0;
   dirty_units_.clear();
   last_unit_ = nullptr;
   stored_only_.clear();
+  stored_collisions_.clear();
+  metrics_.clear();
+  metric_index_.clear();
+  variant_names_.clear();
+  variant_name_index_.clear();
+  metrics_on_disk_ = variant_names_on_disk_ = 0;
+  next_unit_id_ = unit_id_on_disk_ = 1;
   next_sequence_ = 0;
   since_checkpoint_ = 0;
 }
@@ -302,9 +199,17 @@ EventAggregator::VariantSlot* EventAggregator::Variant(ExperimentSlot* experimen
   }
   VariantSlot& slot = variant_slots_.emplace_back();
   slot.name = std::string(name);
+  slot.name_id = VariantNameId(name);
   slot.sums = &experiment->sums->variants[slot.name];
   experiment->variants.push_back(&slot);
   return &slot;
+}
+
+uint32_t EventAggregator::VariantNameId(std::string_view name) {
+  auto [it, inserted] = variant_name_index_.try_emplace(
+      absl::string_view(name.data(), name.size()), static_cast<uint32_t>(variant_names_.size()));
+  if (inserted) variant_names_.emplace_back(name);
+  return it->second;
 }
 
 uint32_t EventAggregator::MetricIndex(EventType kind, std::string_view name) {
@@ -367,19 +272,43 @@ std::string_view EventAggregator::CopyKey(std::string_view key) {
   char* at = key_chunks_.back().get() + key_chunk_used_;
   std::memcpy(at, key.data(), key.size());
   key_chunk_used_ += key.size();
+  key_bytes_allocated_ += key.size();
   return std::string_view(at, key.size());
 }
 
-EventAggregator::UnitState* EventAggregator::InsertUnit(std::string_view key, uint64_t hash) {
-  if ((states_.size() + 1) * 2 > slots_.size()) GrowTable();
+EventAggregator::UnitState* EventAggregator::InsertUnit(std::string_view key, uint64_t hash,
+                                                        uint64_t id) {
+  if ((cached_units() + 1) * 2 > slots_.size()) GrowTable();
   size_t mask = slots_.size() - 1;
   size_t i = static_cast<size_t>(hash) & mask;
   while (slots_[i].index != 0) i = (i + 1) & mask;
-  UnitState& state = states_.emplace_back();
-  state.key = CopyKey(key);
-  state.hash = hash;
-  slots_[i] = Slot{hash, static_cast<uint32_t>(states_.size())};
-  return &state;
+  uint32_t index = 0;
+  UnitState* state = nullptr;
+  if (free_states_.empty()) {
+    state = &states_.emplace_back();
+    index = static_cast<uint32_t>(states_.size() - 1);
+  } else {
+    // An evicted unit's state, cleared by EvictUnits; its key bytes are
+    // reused when the new key fits.
+    index = free_states_.back();
+    free_states_.pop_back();
+    state = &states_[index];
+    state->free = false;
+  }
+  if (state->key_capacity >= key.size()) {
+    char* at = const_cast<char*>(state->key.data());
+    std::memcpy(at, key.data(), key.size());
+    state->key = std::string_view(at, key.size());
+  } else {
+    state->key = CopyKey(key);
+    state->key_capacity = static_cast<uint32_t>(key.size());
+  }
+  key_bytes_live_ += key.size();
+  state->hash = hash;
+  state->id = id;
+  state->referenced = false;  // an event in a later checkpoint period spares it once
+  slots_[i] = Slot{hash, index + 1};
+  return state;
 }
 
 void EventAggregator::GrowTable() {
@@ -394,33 +323,64 @@ void EventAggregator::GrowTable() {
   slots_ = std::move(grown);
 }
 
-void EventAggregator::TrimCache() {
-  // Every state is clean (just checkpointed). Keep the most recently
-  // inserted half; remember the others by hash. Rebuilt from scratch, so
-  // the key arena is compacted too.
+void EventAggregator::EraseSlot(const UnitState& state, uint32_t index) {
+  const size_t mask = slots_.size() - 1;
+  size_t i = static_cast<size_t>(state.hash) & mask;
+  while (slots_[i].index != index + 1) i = (i + 1) & mask;  // it is there
+  // Backward-shift deletion: each later entry of the probe run whose home
+  // is not between the hole and itself moves into the hole.
+  for (size_t j = (i + 1) & mask; slots_[j].index != 0; j = (j + 1) & mask) {
+    size_t home = static_cast<size_t>(slots_[j].hash) & mask;
+    if (((j - home) & mask) >= ((j - i) & mask)) {
+      slots_[i] = slots_[j];
+      i = j;
+    }
+  }
+  slots_[i] = Slot{0, 0};
+}
+
+void EventAggregator::EvictUnits() {
+  // In place: the states stay where they are (no new pages to fault in, no
+  // table rebuilt); a CLOCK hand sweeps them, sparing once each unit used
+  // since its last pass.
   const size_t keep = options_.max_cached_units / 2;
-  const size_t drop = states_.size() - std::min(keep, states_.size());
-  std::deque<UnitState> kept;
+  while (cached_units() > keep) {
+    if (clock_hand_ >= states_.size()) clock_hand_ = 0;
+    const uint32_t index = static_cast<uint32_t>(clock_hand_++);
+    UnitState& state = states_[index];
+    if (state.free) continue;
+    if (state.referenced) {
+      state.referenced = false;
+      continue;
+    }
+    RememberStored(state.hash, state.id);
+    EraseSlot(state, index);
+    key_bytes_live_ -= state.key.size();
+    state.free = true;
+    state.variant = nullptr;
+    state.exposure_ms = 0;
+    state.metrics.clear();
+    state.held = std::vector<HeldEvent>();
+    free_states_.push_back(index);
+  }
+  MaybeCompactKeys();
+}
+
+void EventAggregator::MaybeCompactKeys() {
+  if (key_bytes_allocated_ <= 2 * key_bytes_live_ + kKeyChunkMax) return;
   std::vector<std::unique_ptr<char[]>> old_chunks = std::move(key_chunks_);
   key_chunks_.clear();
   key_chunk_used_ = key_chunk_size_ = 0;
-  size_t capacity = 1024;
-  while (capacity < 2 * (keep + 1)) capacity *= 2;
-  slots_.assign(capacity, Slot{0, 0});
-  for (size_t n = 0; n < states_.size(); ++n) {
-    UnitState& state = states_[n];
-    if (n < drop) {
-      stored_only_.insert(state.hash);
-      continue;
+  key_bytes_allocated_ = 0;
+  for (UnitState& state : states_) {
+    if (state.free) {
+      state.key = std::string_view();
+      state.key_capacity = 0;
+    } else {
+      state.key = CopyKey(state.key);  // old_chunks still hold the bytes
+      state.key_capacity = static_cast<uint32_t>(state.key.size());
     }
-    state.key = CopyKey(state.key);  // old_chunks still hold the bytes
-    UnitState& moved = kept.emplace_back(std::move(state));
-    size_t mask = slots_.size() - 1;
-    size_t i = static_cast<size_t>(moved.hash) & mask;
-    while (slots_[i].index != 0) i = (i + 1) & mask;
-    slots_[i] = Slot{moved.hash, static_cast<uint32_t>(kept.size())};
   }
-  states_ = std::move(kept);
 }
 
 std::string_view EventAggregator::BuildUnitKey(const Event& event) {
@@ -443,7 +403,7 @@ absl::StatusOr<EventAggregator::UnitState*> EventAggregator::FindUnit(const Even
       last_unit_->key.substr(2 + event.experiment.size()) == event.unit &&
       last_unit_->key[1 + event.experiment.size()] == '\0' &&
       last_unit_->key.substr(1, event.experiment.size()) == event.experiment) {
-    return last_unit_;
+    return last_unit_;  // dirty already: touched since the checkpoint
   }
   BuildUnitKey(event);
 
@@ -454,24 +414,16 @@ absl::StatusOr<EventAggregator::UnitState*> EventAggregator::FindUnit(const Even
     UnitState& candidate = states_[slots_[i].index - 1];
     if (candidate.key == lookup_key_) {  // equal hashes of different keys: keep probing
       unit = &candidate;
+      // In use: touched again after the checkpoint period it was last
+      // touched in (a second event in the same period does not count).
+      if (!unit->dirty) unit->referenced = true;
       break;
     }
   }
-  if (unit == nullptr) {
-    unit = InsertUnit(lookup_key_, hash);
-    if (!stored_only_.empty() && stored_only_.contains(hash)) {
-      std::string value;
-      rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), lookup_key_, &value);
-      if (s.ok()) {
-        RETURN_IF_ERROR(DecodeUnit(value, unit));
-      } else if (!s.IsNotFound()) {
-        return FromRocks(s, "read unit state");
-      }
-      // The unit stays in the cache (empty if NotFound: a hash collision
-      // with an evicted unit); stored_only_ keeps the hash, which may be
-      // another's.
-    }
+  if (unit == nullptr && !stored_only_.empty()) {
+    ASSIGN_OR_RETURN(unit, ReadStoredUnit(lookup_key_, hash));
   }
+  if (unit == nullptr) unit = InsertUnit(lookup_key_, hash, next_unit_id_++);
   if (!unit->dirty) {  // every caller changes it
     unit->dirty = true;
     dirty_units_.push_back(unit);
@@ -582,81 +534,6 @@ absl::Status EventAggregator::Apply(const Event& event, uint64_t unit_hash) {
   }
   ApplyMetric(unit, metric, event.timestamp_ms, event.value, event.denominator);
   return absl::OkStatus();
-}
-
-// ---- unit state records ("u"), version 2 ----
-//   u8 version, short string variant ("" before the exposure), i64 exposure_ms,
-//   u32 n, n × (u8 kind, short string metric, f64 x, f64 den, f64 covariate),
-//   u32 m, m × (u8 kind, short string metric, i64 ts, f64 value, f64 denominator)
-
-void EventAggregator::EncodeUnit(const UnitState& unit, std::string* encoded) const {
-  std::string& out = *encoded;
-  out.clear();
-  out.push_back(static_cast<char>(kUnitStateVersion));
-  AppendShortString(&out, unit.variant == nullptr ? std::string_view() : unit.variant->name);
-  AppendRaw(&out, unit.exposure_ms);
-  AppendRaw(&out, static_cast<uint32_t>(unit.metrics.size()));
-  for (const UnitMetric& m : unit.metrics) {
-    const MetricId& id = metrics_[m.metric];
-    out.push_back(static_cast<char>(id.kind));
-    AppendShortString(&out, id.name);
-    AppendRaw(&out, m.x);
-    AppendRaw(&out, m.den);
-    AppendRaw(&out, m.covariate);
-  }
-  AppendRaw(&out, static_cast<uint32_t>(unit.held.size()));
-  for (const HeldEvent& h : unit.held) {
-    const MetricId& id = metrics_[h.metric];
-    out.push_back(static_cast<char>(id.kind));
-    AppendShortString(&out, id.name);
-    AppendRaw(&out, h.timestamp_ms);
-    AppendRaw(&out, h.value);
-    AppendRaw(&out, h.denominator);
-  }
-}
-
-absl::Status EventAggregator::DecodeUnit(std::string_view data, UnitState* unit) {
-  Reader r(data);
-  uint8_t version = 0;
-  uint32_t count = 0;
-  std::string_view variant;
-  std::string_view name;
-  bool ok = r.Raw(&version) && version == kUnitStateVersion && r.ShortString(&variant) &&
-            r.Raw(&unit->exposure_ms) && r.Raw(&count);
-  for (uint32_t i = 0; ok && i < count; ++i) {
-    uint8_t kind = 0;
-    UnitMetric m;
-    ok = r.Raw(&kind) && kind >= 1 && kind <= 3 && r.ShortString(&name) && r.Raw(&m.x) &&
-         r.Raw(&m.den) && r.Raw(&m.covariate);
-    if (ok) {
-      m.metric = MetricIndex(static_cast<EventType>(kind), name);
-      unit->metrics.push_back(m);
-    }
-  }
-  ok = ok && r.Raw(&count);
-  for (uint32_t i = 0; ok && i < count; ++i) {
-    uint8_t kind = 0;
-    HeldEvent h;
-    ok = r.Raw(&kind) && kind >= 1 && kind <= 3 && r.ShortString(&name) && r.Raw(&h.timestamp_ms) &&
-         r.Raw(&h.value) && r.Raw(&h.denominator);
-    if (ok) {
-      h.metric = MetricIndex(static_cast<EventType>(kind), name);
-      unit->held.push_back(h);
-    }
-  }
-  if (ok && r.done()) {
-    if (!variant.empty()) {
-      // The checkpoint that wrote this state counted the unit in its
-      // variant's statistics: find them again.
-      unit->variant = Variant(Experiment(ExperimentOfUnitKey(unit->key)), variant);
-      for (UnitMetric& m : unit->metrics) m.sums = SumsOf(unit->variant, m.metric);
-    }
-    return absl::OkStatus();
-  }
-  std::string name_text(unit->key.substr(1));
-  std::replace(name_text.begin(), name_text.end(), '\0', '/');
-  return absl::DataLossError(
-      absl::StrCat("event store: unit state of \"", name_text, "\" is corrupt"));
 }
 
 }  // namespace capstan::experiments

@@ -49,6 +49,44 @@ absl::StatusOr<std::vector<Event>> DecodeLogRecord(std::string_view record) {
   return events;
 }
 
+namespace event_format {
+
+bool DecodeUnitRecord(std::string_view data, UnitRecord* out) {
+  Reader r(data);
+  uint64_t key_size = 0, exposure = 0, count = 0;
+  uint8_t version = 0;
+  if (!r.Varint(&key_size) || key_size > data.size() || !r.Bytes(key_size, &out->key) ||
+      !r.Raw(&version) || version != kUnitRecordVersion || !r.Varint32(&out->variant) ||
+      !r.Varint(&exposure) || !r.Varint(&count) || count > data.size()) {
+    return false;
+  }
+  out->exposure_ms = UnZigZag(exposure);
+  out->metrics.clear();
+  for (uint64_t i = 0; i < count; ++i) {
+    UnitRecordMetric& m = out->metrics.emplace_back();
+    uint8_t tags = 0;
+    if (!r.Varint32(&m.metric) || !r.Raw(&tags) || (tags >> 6) != 0 || !r.Number(tags & 3, &m.x) ||
+        !r.Number((tags >> 2) & 3, &m.den) || !r.Number((tags >> 4) & 3, &m.covariate)) {
+      return false;
+    }
+  }
+  out->held.clear();
+  if (!r.Varint(&count) || count > kMaxHeldEventsPerUnit) return false;
+  for (uint64_t i = 0; i < count; ++i) {
+    UnitRecordHeld& h = out->held.emplace_back();
+    uint64_t ts = 0;
+    uint8_t tags = 0;
+    if (!r.Varint32(&h.metric) || !r.Varint(&ts) || !r.Raw(&tags) || (tags >> 4) != 0 ||
+        !r.Number(tags & 3, &h.value) || !r.Number((tags >> 2) & 3, &h.denominator)) {
+      return false;
+    }
+    h.timestamp_ms = UnZigZag(ts);
+  }
+  return r.done();
+}
+
+}  // namespace event_format
+
 std::string EncodeExperimentSums(const ExperimentSums& sums) {
   nlohmann::ordered_json variants = nlohmann::ordered_json::object();
   for (const auto& [name, v] : sums.variants) {

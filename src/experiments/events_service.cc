@@ -153,6 +153,7 @@ ServiceExtension MakeEventsExtension(EventsOptions options) {
                                                   {"heldEventsDropped", s.held_events_dropped},
                                                   {"dedupKeys", s.dedup_keys},
                                                   {"cachedUnits", s.cached_units},
+                                                  {"unitsReadBack", s.units_read_back},
                                                   {"queuedEvents", s.queued_events},
                                                   {"logFirstSequence", s.log_first_sequence},
                                                   {"logSegments", s.log_segments},
