@@ -252,7 +252,12 @@ TEST_P(GatewayL4E2E, MovesALargeTransferToASlowReaderOnTheConfiguredPath) {
     ssize_t n;
     while ((n = read(c.fd(), buf, sizeof(buf))) > 0) back.append(buf, static_cast<size_t>(n));
     sender.join();
-    ASSERT_EQ(back.size(), data.size() + std::string("EOF a\n").size());
+    size_t same = 0;
+    while (same < back.size() && same < data.size() && back[same] == data[same]) ++same;
+    ASSERT_EQ(back.size(), data.size() + std::string("EOF a\n").size())
+        << "first difference at " << same << ", ends with "
+        << back.substr(back.size() >= 6 ? back.size() - 6 : 0) << "\norigin: " << origin.process()->Log()
+        << "\ngateway: " << gw.process().process()->Log();
     EXPECT_TRUE(back.compare(0, data.size(), data) == 0) << "echo differs";
     EXPECT_EQ(back.substr(data.size()), "EOF a\n");
   }
