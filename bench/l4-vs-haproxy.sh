@@ -147,7 +147,7 @@ done
 
 # ---- report
 MACHINE="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), kernel $(uname -r); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-VERSIONS="capstan $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(haproxy -v 2>/dev/null | head -1)"
+VERSIONS="capstan $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(haproxy -v 2>/dev/null | sed -n 1p)"
 COMMAND="$0 (ROUNDS=$ROUNDS DURATION=$DURATION CONC=$CONC WRITE_SIZE=$WRITE_SIZE SPLICE_PIPE=$SPLICE_PIPE HAPROXY_PIPESIZE=${HAPROXY_PIPESIZE:-default} PROXIES=\"$PROXIES\")"
 python3 - "$RESULTS" "$OUT_MD" "$TICKS" "$MACHINE" "$VERSIONS" "$COMMAND" <<'PY'
 import statistics, sys
