@@ -7,13 +7,17 @@
 # generator and the origins are pinned to core 1.
 #
 # Rows:
-#   stream     one connection, 256 KiB writes for DURATION s through the proxy
-#              to the sink: GB/s, and the proxy's CPU seconds per GB moved
+#   stream     one connection, WRITE_SIZE writes (256 KiB) for DURATION s
+#              through the proxy to the sink: GB/s, and the proxy's CPU
+#              seconds per GB moved
 #   cps        CONC connections at a time, each: connect, 64 bytes echoed,
 #              close: connections/s and the proxy's CPU µs per connection
-# Proxies: capstan (copy path: received blocks moved as buffer slices),
-# haproxy (default: recv/send through its buffers), haproxy-splice
-# (`option splice-auto`: kernel splice(2) through pipes).
+# Proxies: capstan (`splice: off`, the copy path: received blocks moved as
+# buffer slices), capstan-splice (`splice: on`: splice(2) through a pipe of
+# SPLICE_PIPE bytes per direction, 64KiB), haproxy (default: recv/send
+# through its buffers), haproxy-splice (`option splice-auto`: kernel
+# splice(2) through pipes; HAPROXY_PIPESIZE sets `tune.pipesize`, default
+# the kernel's 64 KiB).
 # Proxy CPU comes from /proc/PID/stat (utime+stime) before and after each
 # run. Proxies are interleaved over ROUNDS rounds; medians reported. Writes
 # docs/benchmarks/l4.md (OUT_MD) with the command line and the machine.
@@ -35,7 +39,10 @@ else
   ROUNDS="${ROUNDS:-3}" DURATION="${DURATION:-4}"
 fi
 CONC="${CONC:-8}"
-PROXIES="${PROXIES:-capstan haproxy haproxy-splice}"
+PROXIES="${PROXIES:-capstan capstan-splice haproxy haproxy-splice}"
+WRITE_SIZE="${WRITE_SIZE:-262144}"
+SPLICE_PIPE="${SPLICE_PIPE:-64KiB}"
+HAPROXY_PIPESIZE="${HAPROXY_PIPESIZE:-}"
 OUT_MD="${OUT_MD:-$ROOT/docs/benchmarks/l4.md}"
 PROXY_CORE=0
 LOAD_CORE=1
@@ -70,25 +77,29 @@ ECHO_PORT=$(cat "$WORK/echo.port")
 start_proxy() {  # NAME: starts it on core 0; sets PROXY_PID, STREAM_PORT, CPS_PORT
   STREAM_PORT=$(free_port); CPS_PORT=$(free_port)
   case $1 in
-    capstan)
+    capstan | capstan-splice)
+      local splice="splice: off"
+      [[ $1 == capstan-splice ]] && splice="splice: on, splice_pipe: $SPLICE_PIPE"
       cat >"$WORK/capstan.yaml" <<EOF
 clusters:
   - {name: sink, endpoints: ["127.0.0.1:$SINK_PORT"]}
   - {name: echo, endpoints: ["127.0.0.1:$ECHO_PORT"]}
 tcp_listeners:
-  - {name: stream, address: "127.0.0.1:$STREAM_PORT", cluster: sink}
-  - {name: cps, address: "127.0.0.1:$CPS_PORT", cluster: echo}
+  - {name: stream, address: "127.0.0.1:$STREAM_PORT", cluster: sink, $splice}
+  - {name: cps, address: "127.0.0.1:$CPS_PORT", cluster: echo, $splice}
 drain_timeout: 1s
 EOF
       taskset -c $PROXY_CORE "$CAPSTAN" gateway --config "$WORK/capstan.yaml" --threads 1 ${CAPSTAN_FLAGS:-} \
         >"$WORK/capstan.log" 2>&1 &
       ;;
     haproxy | haproxy-splice)
-      local splice=""
+      local splice="" pipesize=""
       [[ $1 == haproxy-splice ]] && splice="option splice-auto"
+      [[ -n $HAPROXY_PIPESIZE ]] && pipesize="tune.pipesize $HAPROXY_PIPESIZE"
       cat >"$WORK/haproxy.cfg" <<EOF
 global
   nbthread 1
+  $pipesize
 defaults
   mode tcp
   timeout connect 5s
@@ -118,7 +129,7 @@ for round in $(seq 1 "$ROUNDS"); do
     start_proxy "$proxy"
     # stream
     before=$(cpu_ticks "$PROXY_PID")
-    out=$(taskset -c $LOAD_CORE "$LOAD" stream "$STREAM_PORT" "$DURATION")
+    out=$(taskset -c $LOAD_CORE "$LOAD" stream "$STREAM_PORT" "$DURATION" "$WRITE_SIZE")
     after=$(cpu_ticks "$PROXY_PID")
     read -r _ bytes _ secs <<<"$out"
     echo "$proxy stream $bytes $secs $((after - before))" >>"$RESULTS"
@@ -136,8 +147,8 @@ done
 
 # ---- report
 MACHINE="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), kernel $(uname -r); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-VERSIONS="capstan $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(haproxy -v 2>/dev/null | head -1)"
-COMMAND="$0 (ROUNDS=$ROUNDS DURATION=$DURATION CONC=$CONC PROXIES=\"$PROXIES\")"
+VERSIONS="capstan $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(haproxy -v 2>/dev/null | sed -n 1p)"
+COMMAND="$0 (ROUNDS=$ROUNDS DURATION=$DURATION CONC=$CONC WRITE_SIZE=$WRITE_SIZE SPLICE_PIPE=$SPLICE_PIPE HAPROXY_PIPESIZE=${HAPROXY_PIPESIZE:-default} PROXIES=\"$PROXIES\")"
 python3 - "$RESULTS" "$OUT_MD" "$TICKS" "$MACHINE" "$VERSIONS" "$COMMAND" <<'PY'
 import statistics, sys
 results, out_md, ticks, machine, versions, command = sys.argv[1:7]

@@ -3,7 +3,9 @@
 //
 //   l4_load sink PORT_FILE          origin: reads and discards; port written to PORT_FILE
 //   l4_load echo PORT_FILE          origin: echoes
-//   l4_load stream PORT SECONDS     one connection sending 256 KiB writes for SECONDS;
+//   l4_load stream PORT SECONDS [WRITE_BYTES]
+//                                   one connection sending WRITE_BYTES writes (default
+//                                   256 KiB, at most 16 MiB) for SECONDS;
 //                                   prints "bytes N seconds S"
 //   l4_load cps PORT SECONDS CONC   CONC threads, each: connect, send 64 bytes, read
 //                                   the 64-byte echo, close (RST: SO_LINGER 0, so the
@@ -88,19 +90,21 @@ static int origin(const char* port_file, int echo) {
   }
 }
 
-static int stream(int port, double seconds) {
+static int stream(int port, double seconds, size_t write_bytes) {
+  if (write_bytes < 1 || write_bytes > (16u << 20)) return 2;
   int fd = connect_to(port);
   if (fd < 0) {
     perror("stream: connect");
     return 1;
   }
-  static char buf[262144];
-  memset(buf, 'x', sizeof(buf));
+  char* buf = malloc(write_bytes);
+  if (buf == NULL) return 1;
+  memset(buf, 'x', write_bytes);
   double start = now_seconds(), end = start + seconds, t = start;
   unsigned long long bytes = 0;
   while (t < end) {
     for (int i = 0; i < 16; ++i) {
-      ssize_t w = write(fd, buf, sizeof(buf));
+      ssize_t w = write(fd, buf, write_bytes);
       if (w <= 0) {
         perror("stream: write");
         return 1;
@@ -171,7 +175,10 @@ static int cps(int port, double seconds, int conc) {
 int main(int argc, char** argv) {
   if (argc >= 3 && strcmp(argv[1], "sink") == 0) return origin(argv[2], 0);
   if (argc >= 3 && strcmp(argv[1], "echo") == 0) return origin(argv[2], 1);
-  if (argc >= 4 && strcmp(argv[1], "stream") == 0) return stream(atoi(argv[2]), atof(argv[3]));
+  if (argc >= 4 && strcmp(argv[1], "stream") == 0) {
+    size_t write_bytes = argc >= 5 ? (size_t)atol(argv[4]) : 262144;
+    return stream(atoi(argv[2]), atof(argv[3]), write_bytes);
+  }
   if (argc >= 5 && strcmp(argv[1], "cps") == 0) {
     return cps(atoi(argv[2]), atof(argv[3]), atoi(argv[4]));
   }

@@ -568,6 +568,9 @@ void ReadCluster(MapReader& r, ClusterConfig* c) {
   });
   r.Bool("outlier_detection", &c->outlier_detection);
   r.Bool("circuit_breaker", &c->circuit_breaker);
+  r.String("splice", &c->splice);
+  r.Check(c->splice == "auto" || c->splice == "on" || c->splice == "off", "splice",
+          "must be auto, on or off");
 }
 
 void ReadListener(MapReader& r, ListenerConfig* l) {
@@ -634,6 +637,14 @@ void ReadTcpListener(MapReader& r, TcpListenerConfig* t) {
   r.Bytes("buffer", &t->buffer_bytes);
   r.Check(t->buffer_bytes >= (4 << 10) && t->buffer_bytes <= (64 << 20), "buffer",
           "must be from 4KiB to 64MiB");
+  r.OptString("splice", &t->splice);
+  if (t->splice) {
+    r.Check(*t->splice == "auto" || *t->splice == "on" || *t->splice == "off", "splice",
+            "must be auto, on or off");
+  }
+  r.Bytes("splice_pipe", &t->splice_pipe_bytes);
+  r.Check(t->splice_pipe_bytes >= (4 << 10) && t->splice_pipe_bytes <= (1 << 20), "splice_pipe",
+          "must be from 4KiB to 1MiB (fs.pipe-max-size's default)");
 }
 
 // Fills the balancer of clusters that did not name one: maglev (hashing the

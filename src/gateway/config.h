@@ -251,6 +251,12 @@ struct ClusterConfig {
   // or a high error rate, then probes). Off: an endpoint answering 5xx keeps
   // being sent requests (an origin whose 5xx answers are content).
   bool circuit_breaker = true;
+  // How tcp listeners forward to this cluster (L7 routes ignore it): "on"
+  // moves bytes with splice(2) through pipes, never through user space;
+  // "off" copies them through the loop's buffers; "auto" is the gateway's
+  // choice (kSpliceAutoMeans in l4_proxy.h, chosen by measurement: see
+  // docs/benchmarks/l4.md). A tcp listener's own `splice` wins.
+  std::string splice = "auto";
   int line = 0;
   bool operator==(const ClusterConfig&) const = default;
 };
@@ -284,6 +290,12 @@ struct TcpListenerConfig {
   uint32_t max_connections = 10000;
   // How far one direction is read ahead of a slow receiver.
   size_t buffer_bytes = 256 << 10;
+  // "auto", "on" or "off" (ClusterConfig::splice); none: the cluster's.
+  std::optional<std::string> splice;
+  // With splice: each direction's pipe (F_SETPIPE_SZ; the kernel rounds up
+  // to pages and caps it at fs.pipe-max-size, 1 MiB by default), which is
+  // then that direction's read-ahead instead of `buffer_bytes`.
+  size_t splice_pipe_bytes = 64 << 10;
   int line = 0;
   bool operator==(const TcpListenerConfig&) const = default;
 };

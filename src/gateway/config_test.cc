@@ -255,6 +255,36 @@ TEST(GatewayConfigTest, TcpListenersParseWithDefaultsAndMaglevForTheirClusters) 
   EXPECT_EQ(config->clusters[1].balancer, "round_robin");
 }
 
+TEST(GatewayConfigTest, SpliceComesFromTheListenerElseTheCluster) {
+  auto config = ParseGatewayConfig(
+      "tcp_listeners:\n"
+      "  - {name: own, address: 127.0.0.1:1, cluster: big, splice: off, splice_pipe: 256KiB}\n"
+      "  - {name: inherits, address: 127.0.0.1:2, cluster: big}\n"
+      "  - {name: default, address: 127.0.0.1:3, cluster: plain}\n"
+      "clusters:\n"
+      "  - {name: big, endpoints: [127.0.0.1:10], splice: on}\n"
+      "  - {name: plain, endpoints: [127.0.0.1:11]}\n",
+      "g.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->tcp_listeners[0].splice, "off");
+  EXPECT_EQ(config->tcp_listeners[0].splice_pipe_bytes, 256u << 10);
+  EXPECT_FALSE(config->tcp_listeners[1].splice.has_value());
+  EXPECT_EQ(config->tcp_listeners[1].splice_pipe_bytes, 64u << 10);
+  EXPECT_EQ(config->clusters[0].splice, "on");
+  EXPECT_EQ(config->clusters[1].splice, "auto");
+  // A cluster from the store carries it too.
+  auto stored = ParseClusterDocument(
+      R"({"name": "shop", "endpoints": ["127.0.0.1:9000"], "splice": "off"})", "k");
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->splice, "off");
+  auto bad = ParseClusterDocument(
+      R"({"name": "shop", "endpoints": ["127.0.0.1:9000"], "splice": "yes"})", "k");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(std::string(bad.status().message()).find("splice: must be auto, on or off"),
+            std::string::npos)
+      << bad.status();
+}
+
 TEST(GatewayConfigTest, TcpListenerErrorsNameTheField) {
   EXPECT_EQ(ErrorOf("tcp_listeners:\n  - {address: 127.0.0.1:1, cluster: a, proxy_protocol: v3}\n"
                     "clusters: [{name: a, endpoints: [x:1]}]\n"),
@@ -271,6 +301,15 @@ TEST(GatewayConfigTest, TcpListenerErrorsNameTheField) {
             std::string::npos);
   EXPECT_EQ(ErrorOf("clusters: [{name: a, endpoints: [x:1], health_check: {type: udp}}]\n"),
             "g.yaml:1: clusters[0].health_check.type: must be http or tcp");
+  EXPECT_EQ(ErrorOf("tcp_listeners:\n  - {address: 127.0.0.1:1, cluster: a, splice: always}\n"
+                    "clusters: [{name: a, endpoints: [x:1]}]\n"),
+            "g.yaml:2: tcp_listeners[0].splice: must be auto, on or off");
+  EXPECT_EQ(ErrorOf("tcp_listeners:\n  - {address: 127.0.0.1:1, cluster: a, splice_pipe: 2MiB}\n"
+                    "clusters: [{name: a, endpoints: [x:1]}]\n"),
+            "g.yaml:2: tcp_listeners[0].splice_pipe: must be from 4KiB to 1MiB "
+            "(fs.pipe-max-size's default)");
+  EXPECT_EQ(ErrorOf("clusters: [{name: a, endpoints: [x:1], splice: maybe}]\n"),
+            "g.yaml:1: clusters[0].splice: must be auto, on or off");
 }
 
 TEST(GatewayConfigTest, ClusterClientCertificateForUpstreamMutualTls) {

@@ -4,6 +4,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -12,6 +14,7 @@
 #include "gateway/cluster.h"
 #include "gateway/gateway.h"
 #include "gateway/intrusive_list.h"
+#include "gateway/l4_splice.h"
 #include "mesh/balancer.h"
 #include "mesh/discovery.h"
 #include "net/block_on.h"
@@ -100,12 +103,15 @@ struct L4Proxy::Connection {
   std::string cluster;
   mesh::Endpoint endpoint;  // the one it went to, for life
   net::EventLoop::Clock::time_point last_activity;
+  // While the splice relay owns the fds (the sockets are released then).
+  SpliceRelay* relay = nullptr;
   Connection* prev = nullptr;
   Connection* next = nullptr;
 
   void Close() {
     client->Close();
     if (upstream != nullptr) upstream->Close();
+    if (relay != nullptr) relay->Close();
   }
 };
 
@@ -115,6 +121,7 @@ struct L4Proxy::LoopState {
   const std::shared_ptr<const Snapshot>* snapshot = nullptr;
   std::vector<std::unique_ptr<net::Listener>> listeners;
   Connection* connections = nullptr;
+  PipePool pipes;  // the splice relays' spare pipes
 };
 
 struct L4Proxy::ListenerState {
@@ -129,6 +136,8 @@ struct L4Proxy::ListenerState {
   metrics::Counter* idle_closed = nullptr;
   metrics::Counter* endpoint_gone = nullptr;
   metrics::Counter* cluster_full = nullptr;
+  metrics::Counter* spliced = nullptr;
+  metrics::Counter* splice_fallbacks = nullptr;
 };
 
 namespace {
@@ -184,7 +193,38 @@ net::Task<void> Pump(net::Socket* from, net::Socket* to, size_t buffer_bytes,
   done->Done();
 }
 
+// Moves what `from` received to `to` (the copy path's move, for the bytes
+// that came before the splice hand-over).
+void MoveInput(net::Socket* from, net::Socket* to, metrics::Counter* bytes,
+               net::EventLoop::Clock::time_point* last_activity) {
+  net::Buffer& in = from->input();
+  if (in.empty() || to->closed()) return;
+  size_t n = in.size();
+  to->Write(in.Cut(n));
+  bytes->Inc(n);
+  *last_activity = from->loop()->now();
+}
+
+// Hand-over attempts before a connection whose sockets never go quiet (a
+// client that keeps sending while the upstream keeps answering) stays on
+// the copy path.
+constexpr int kHandOverAttempts = 4;
+
+std::shared_ptr<net::Socket> Readopt(net::EventLoop* loop, int fd, size_t input_limit) {
+  std::shared_ptr<net::Socket> s = net::Socket::Adopt(loop, fd);
+  s->set_half_close(true);
+  s->set_input_limit(input_limit, /*exact=*/true);
+  return s;
+}
+
 }  // namespace
+
+bool WantsSplice(const TcpListenerConfig& listener, const std::string& cluster_splice) {
+  const std::string& mode = listener.splice.value_or(cluster_splice);
+  if (mode == "on") return true;
+  if (mode == "off") return false;
+  return kSpliceAutoMeans;
+}
 
 L4Proxy::L4Proxy(metrics::Registry* registry, std::vector<LoopView> loops) : registry_(registry) {
   for (size_t i = 0; i < loops.size(); ++i) {
@@ -252,6 +292,12 @@ absl::Status L4Proxy::Start(const GatewayConfig& config) {
         registry_->AddCounter("capstan_gateway_tcp_closed_total",
                               "TCP connections the gateway closed, by L4 listener and reason.",
                               with("reason", "cluster_max_connections"));
+    ls->spliced = registry_->AddCounter(
+        "capstan_gateway_tcp_spliced_total",
+        "TCP connections whose bytes moved with splice(2), counted when they end.", l);
+    ls->splice_fallbacks = registry_->AddCounter(
+        "capstan_gateway_tcp_splice_fallbacks_total",
+        "TCP connections that asked for splice and stayed on the copy path.", l);
     listeners_.push_back(std::move(ls));
 
     auto endpoint = mesh::ParseEndpoint(tc.address, /*allow_any_port=*/true);
@@ -331,6 +377,7 @@ net::Task<void> L4Proxy::Serve(LoopState* state, size_t listener_index,
   if (auto it = snapshot->cluster_stats.find(tc.cluster); it != snapshot->cluster_stats.end()) {
     cstats = it->second;
   }
+  const bool splice = WantsSplice(tc, cluster != nullptr ? cluster->config().splice : "auto");
   snapshot.reset();  // a long connection does not keep an old configuration alive
   // A slot in the cluster's max_connections, held for the connection's life.
   std::shared_ptr<std::atomic<int64_t>> cluster_slot;
@@ -397,13 +444,21 @@ net::Task<void> L4Proxy::Serve(LoopState* state, size_t listener_index,
       idle.Arm(loop, quiet_until);
     });
     if (tc.idle_timeout.count() > 0) idle.ArmAfter(loop, tc.idle_timeout);
-    net::WaitGroup done(loop);
-    done.Add(2);
-    loop->StartOwned(
-        Pump(up, client.get(), tc.buffer_bytes, ls.bytes_out, &conn.last_activity, &done));
-    loop->StartOwned(
-        Pump(client.get(), up, tc.buffer_bytes, ls.bytes_in, &conn.last_activity, &done));
-    co_await done.Wait();
+    bool served = false;
+    if (splice) {
+      net::Task<bool> handover = SpliceConnection(state, ls, tc, &conn);
+      served = co_await handover;
+    }
+    if (!served) {
+      // The hand-over may have put new Sockets in conn.
+      net::Socket* c = conn.client.get();
+      net::Socket* u = conn.upstream.get();
+      net::WaitGroup done(loop);
+      done.Add(2);
+      loop->StartOwned(Pump(u, c, tc.buffer_bytes, ls.bytes_out, &conn.last_activity, &done));
+      loop->StartOwned(Pump(c, u, tc.buffer_bytes, ls.bytes_in, &conn.last_activity, &done));
+      co_await done.Wait();
+    }
     idle.Cancel();
   }
   Unlink(&state->connections, &conn);
@@ -411,6 +466,63 @@ net::Task<void> L4Proxy::Serve(LoopState* state, size_t listener_index,
   if (cluster_slot != nullptr) cluster_slot->fetch_sub(1, std::memory_order_relaxed);
   ls.active.fetch_sub(1, std::memory_order_relaxed);
   TaskEnded();
+}
+
+net::Task<bool> L4Proxy::SpliceConnection(LoopState* state, ListenerState& ls,
+                                          const TcpListenerConfig& tc, Connection* conn) {
+  net::EventLoop* loop = state->loop;
+  for (int attempt = 0; attempt < kHandOverAttempts; ++attempt) {
+    net::Socket* client = conn->client.get();
+    net::Socket* up = conn->upstream.get();
+    // What came while connecting (a request, a greeting) and the PROXY
+    // header leave the copy way; the sockets must be quiet to go.
+    MoveInput(client, up, ls.bytes_in, &conn->last_activity);
+    MoveInput(up, client, ls.bytes_out, &conn->last_activity);
+    absl::Status st = co_await up->Drained(0);
+    if (!st.ok()) co_return true;  // closed: the connection is over
+    st = co_await client->Drained(0);
+    if (!st.ok()) co_return true;
+    if (!client->input().empty() || !up->input().empty()) continue;
+    // A FIN already: the copy path passes it on.
+    if (client->input_ended() || up->input_ended()) break;
+    auto release_client = client->Release();
+    int client_fd = co_await release_client;
+    if (client_fd < 0) {
+      if (client->closed()) co_return true;
+      continue;  // bytes came meanwhile
+    }
+    auto release_upstream = up->Release();
+    int upstream_fd = co_await release_upstream;
+    if (upstream_fd < 0) {
+      conn->client = Readopt(loop, client_fd, tc.buffer_bytes);
+      if (up->closed()) co_return true;
+      continue;
+    }
+    SpliceRelay relay(loop, &state->pipes, tc.splice_pipe_bytes,
+                      {.from = client_fd, .to = upstream_fd, .bytes = ls.bytes_in},
+                      {.from = upstream_fd, .to = client_fd, .bytes = ls.bytes_out},
+                      &conn->last_activity);
+    conn->relay = &relay;
+    net::Task<SpliceRelay::End> run = relay.Run();
+    SpliceRelay::End end = co_await run;
+    conn->relay = nullptr;
+    if (end == SpliceRelay::End::kDone) {
+      ::close(client_fd);
+      ::close(upstream_fd);
+      ls.spliced->Inc();
+      co_return true;
+    }
+    // No pipes, or splice refused these sockets: nothing moved, so the
+    // copy path takes over where the hand-over left them.
+    CAPSTAN_LOG(debug, "gateway tcp: splice not possible, copying", "listener", tc.name, "reason",
+                end == SpliceRelay::End::kNoPipes ? "no pipes" : "splice refused the sockets");
+    conn->client = Readopt(loop, client_fd, tc.buffer_bytes);
+    conn->upstream = Readopt(loop, upstream_fd, tc.buffer_bytes);
+    ls.splice_fallbacks->Inc();
+    co_return false;
+  }
+  ls.splice_fallbacks->Inc();
+  co_return false;
 }
 
 std::shared_ptr<std::atomic<int64_t>> L4Proxy::ClusterConnections(const std::string& cluster) {

@@ -76,5 +76,18 @@ TEST(L4ProxyProtocolV2, MixedFamiliesSayLocal) {
   EXPECT_EQ(h, kSignature + std::string("\x20\x00\x00\x00", 4));
 }
 
+TEST(L4SpliceMode, TheListenersChoiceWinsElseTheClustersAndAutoIsTheMeasuredDefault) {
+  TcpListenerConfig listener;
+  EXPECT_TRUE(WantsSplice(listener, "on"));
+  EXPECT_FALSE(WantsSplice(listener, "off"));
+  EXPECT_EQ(WantsSplice(listener, "auto"), kSpliceAutoMeans);
+  listener.splice = "off";
+  EXPECT_FALSE(WantsSplice(listener, "on"));
+  listener.splice = "on";
+  EXPECT_TRUE(WantsSplice(listener, "off"));
+  listener.splice = "auto";
+  EXPECT_EQ(WantsSplice(listener, "off"), kSpliceAutoMeans);
+}
+
 }  // namespace
 }  // namespace capstan::gateway

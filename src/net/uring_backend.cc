@@ -470,6 +470,19 @@ class UringBackend final : public IoBackend {
         // What was written while this send was in flight leaves now.
         if (!s->output_.empty()) StartSend(s);
       }
+    } else if (res == -EAGAIN && !s->closed_) {
+      // Not an error: a send the kernel polled once and that would still
+      // block is punted to its worker threads, where the socket's
+      // O_NONBLOCK answers EAGAIN (a slow reader with a full send buffer).
+      // Wait for room, then send again: a POLLOUT poll linked before the
+      // sendmsg (its own completion is ignored, like a cancel's); both in
+      // one submission, or the link would not hold.
+      if (io_uring_sq_space_left(&ring_) < 2) io_uring_submit(&ring_);
+      io_uring_sqe* poll = GetSqe();
+      io_uring_prep_poll_add(poll, s->fd_, POLLOUT);
+      poll->flags |= IOSQE_IO_LINK;
+      io_uring_sqe_set_data64(poll, 0);
+      StartSend(s);
     } else if (res != -ECANCELED && !s->closed_) {
       s->OnSendError(res);
     }

@@ -137,8 +137,9 @@ struct L4Setup {
 };
 
 // A gateway config: one HTTP listener (the harness waits for it), an admin
-// endpoint, and one tcp listener on `tcp_port` to cluster "c".
-std::string L4Config(int tcp_port, int admin_port, const L4Setup& s) {
+// endpoint, and one tcp listener on `tcp_port` to cluster "c", forwarding
+// with `splice` (on, off) .
+std::string L4Config(int tcp_port, int admin_port, const std::string& splice, const L4Setup& s) {
   std::string endpoints;
   for (const auto& e : s.endpoints) endpoints += (endpoints.empty() ? "" : ", ") + e;
   return "listeners: [{address: 127.0.0.1:0}]\n"
@@ -152,13 +153,14 @@ std::string L4Config(int tcp_port, int admin_port, const L4Setup& s) {
          "}\n"
          "tcp_listeners:\n"
          "  - {name: t, address: 127.0.0.1:" +
-         std::to_string(tcp_port) + ", cluster: c" +
+         std::to_string(tcp_port) + ", cluster: c, splice: " + splice +
          (s.listener_extra.empty() ? "" : ", " + s.listener_extra) + "}\n";
 }
 
 class L4Gateway {
  public:
-  L4Gateway(const TempDir& dir, const L4Setup& setup) : dir_(dir) {
+  L4Gateway(const TempDir& dir, std::string splice, const L4Setup& setup)
+      : dir_(dir), splice_(std::move(splice)) {
     tcp_port_ = PickFreePort();
     admin_port_ = PickFreePort();
     config_ = dir.path() + "/gateway.yaml";
@@ -166,7 +168,7 @@ class L4Gateway {
     gw_ = std::make_unique<GatewayProcess>(dir, std::vector<std::string>{"--config", config_});
   }
   void Write(const L4Setup& setup) {
-    std::ofstream(config_) << L4Config(tcp_port_, admin_port_, setup);
+    std::ofstream(config_) << L4Config(tcp_port_, admin_port_, splice_, setup);
   }
   // Rewrites the file and asks for a reload; waits until the log says so.
   bool Reload(const L4Setup& setup) {
@@ -182,11 +184,16 @@ class L4Gateway {
 
  private:
   const TempDir& dir_;
+  std::string splice_;
   int tcp_port_ = 0;
   int admin_port_ = 0;
   std::string config_;
   std::unique_ptr<GatewayProcess> gw_;
 };
+
+// Every test runs on both data paths: `splice: off` (the loop's buffers)
+// and `splice: on` (splice(2) through pipes, l4_splice.h).
+class GatewayL4E2E : public ::testing::TestWithParam<std::string> {};
 
 // The value of a metric line that starts with `series` (0 when absent).
 double MetricValue(const std::string& text, const std::string& series) {
@@ -195,10 +202,10 @@ double MetricValue(const std::string& text, const std::string& series) {
   return std::stod(text.substr(at + series.size() + 2));
 }
 
-TEST(GatewayL4E2E, ForwardsMegabytesBothWaysAndPassesTheClientsHalfClose) {
+TEST_P(GatewayL4E2E, ForwardsMegabytesBothWaysAndPassesTheClientsHalfClose) {
   TempDir dir("gw_l4_bytes");
   TcpOrigin origin(dir, "a");
-  L4Gateway gw(dir, {.endpoints = {origin.address()}});
+  L4Gateway gw(dir, GetParam(), {.endpoints = {origin.address()}});
   Client c(gw.port());
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c.ReadLine(), "ORIGIN a\n");
@@ -223,10 +230,63 @@ TEST(GatewayL4E2E, ForwardsMegabytesBothWaysAndPassesTheClientsHalfClose) {
   EXPECT_GE(MetricValue(m, "capstan_gateway_tcp_connections_total{listener=\"t\"}"), 1);
 }
 
-TEST(GatewayL4E2E, PassesTheUpstreamsHalfCloseAndKeepsForwardingTheClientsBytes) {
+// Which path carried the bytes shows in the counters: with splice on, the
+// connection went through the splice relay (and did not fall back); with it
+// off, never. 24 MiB each way against a reader taking 4 KiB at a time, so
+// the pipes and socket buffers fill and drain many times.
+TEST_P(GatewayL4E2E, MovesALargeTransferToASlowReaderOnTheConfiguredPath) {
+  TempDir dir("gw_l4_slow_reader");
+  TcpOrigin origin(dir, "a");
+  L4Gateway gw(dir, GetParam(), {.endpoints = {origin.address()}});
+  {
+    Client c(gw.port());
+    ASSERT_TRUE(c.ok());
+    EXPECT_EQ(c.ReadLine(), "ORIGIN a\n");
+    std::string data = RandomBytes(24 << 20, 11);
+    std::thread sender([&] {
+      c.Send(data);
+      c.ShutWrite();
+    });
+    std::string back;
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(c.fd(), buf, sizeof(buf))) > 0) back.append(buf, static_cast<size_t>(n));
+    sender.join();
+    size_t same = 0;
+    while (same < back.size() && same < data.size() && back[same] == data[same]) ++same;
+    ASSERT_EQ(back.size(), data.size() + std::string("EOF a\n").size())
+        << "first difference at " << same << ", ends with "
+        << back.substr(back.size() >= 6 ? back.size() - 6 : 0) << "\norigin: " << origin.process()->Log()
+        << "\ngateway: " << gw.process().process()->Log();
+    EXPECT_TRUE(back.compare(0, data.size(), data) == 0) << "echo differs";
+    EXPECT_EQ(back.substr(data.size()), "EOF a\n");
+  }
+  const std::string spliced = "capstan_gateway_tcp_spliced_total{listener=\"t\"}";
+  const std::string fallbacks = "capstan_gateway_tcp_splice_fallbacks_total{listener=\"t\"}";
+  if (GetParam() == "on") {
+    // Counted when the connection ends (the gateway sees both FINs).
+    std::string m;
+    EXPECT_TRUE(Eventually([&] {
+      m = gw.Metrics();
+      return MetricValue(m, spliced) >= 1;
+    })) << m;
+    EXPECT_EQ(MetricValue(m, fallbacks), 0);
+  } else {
+    std::string m = gw.Metrics();
+    EXPECT_EQ(MetricValue(m, spliced), 0);
+    EXPECT_EQ(MetricValue(m, fallbacks), 0);
+  }
+  std::string m = gw.Metrics();
+  EXPECT_GE(MetricValue(m, "capstan_gateway_tcp_bytes_total{listener=\"t\",direction=\"in\"}"),
+            static_cast<double>(24 << 20));
+  EXPECT_GE(MetricValue(m, "capstan_gateway_tcp_bytes_total{listener=\"t\",direction=\"out\"}"),
+            static_cast<double>(24 << 20));
+}
+
+TEST_P(GatewayL4E2E, PassesTheUpstreamsHalfCloseAndKeepsForwardingTheClientsBytes) {
   TempDir dir("gw_l4_upstream_half");
   TcpOrigin origin(dir, "a", /*shut_first=*/true);
-  L4Gateway gw(dir, {.endpoints = {origin.address()}});
+  L4Gateway gw(dir, GetParam(), {.endpoints = {origin.address()}});
   Client c(gw.port());
   ASSERT_TRUE(c.ok());
   // The origin's greeting, then its end of sending...
@@ -242,12 +302,13 @@ TEST(GatewayL4E2E, PassesTheUpstreamsHalfCloseAndKeepsForwardingTheClientsBytes)
   })) << origin.process()->Log();
 }
 
-TEST(GatewayL4E2E, RetriesAFailedConnectOnAnotherEndpoint) {
+TEST_P(GatewayL4E2E, RetriesAFailedConnectOnAnotherEndpoint) {
   TempDir dir("gw_l4_retry");
   TcpOrigin origin(dir, "a");
   int dead = PickFreePort();  // nothing listens there
-  L4Gateway gw(dir, {.endpoints = {"127.0.0.1:" + std::to_string(dead), origin.address()},
-                     .listener_extra = "connect_attempts: 2"});
+  L4Gateway gw(dir, GetParam(),
+               {.endpoints = {"127.0.0.1:" + std::to_string(dead), origin.address()},
+                .listener_extra = "connect_attempts: 2"});
   // Round robin sends some connections to the dead endpoint first: each
   // still reaches the origin.
   for (int i = 0; i < 6; ++i) {
@@ -259,7 +320,7 @@ TEST(GatewayL4E2E, RetriesAFailedConnectOnAnotherEndpoint) {
             1);
 }
 
-TEST(GatewayL4E2E, TcpHealthChecksMarkAnEndpointThatRefusesConnections) {
+TEST_P(GatewayL4E2E, TcpHealthChecksMarkAnEndpointThatRefusesConnections) {
   TempDir dir("gw_l4_health");
   TcpOrigin origin(dir, "a");
   int dead = PickFreePort();  // nothing listens there
@@ -272,7 +333,8 @@ TEST(GatewayL4E2E, TcpHealthChecksMarkAnEndpointThatRefusesConnections) {
                         << origin.address() << "],\n"
                         << "     health_check: {type: tcp, interval: 100ms, timeout: 500ms, "
                            "unhealthy_threshold: 1, healthy_threshold: 1}}\n"
-                        << "tcp_listeners: [{address: 127.0.0.1:" << tcp_port << ", cluster: c}]\n";
+                        << "tcp_listeners: [{address: 127.0.0.1:" << tcp_port
+                        << ", cluster: c, splice: " << GetParam() << "}]\n";
   GatewayProcess gw(dir, {"--config", config});
   std::regex dead_unhealthy("\"endpoint\": \"127\\.0\\.0\\.1:" + std::to_string(dead) +
                             "\"[^}]*\"healthy\": false");
@@ -291,10 +353,11 @@ TEST(GatewayL4E2E, TcpHealthChecksMarkAnEndpointThatRefusesConnections) {
   }
 }
 
-TEST(GatewayL4E2E, ClosesAnIdleConnection) {
+TEST_P(GatewayL4E2E, ClosesAnIdleConnection) {
   TempDir dir("gw_l4_idle");
   TcpOrigin origin(dir, "a");
-  L4Gateway gw(dir, {.endpoints = {origin.address()}, .listener_extra = "idle_timeout: 300ms"});
+  L4Gateway gw(dir, GetParam(),
+               {.endpoints = {origin.address()}, .listener_extra = "idle_timeout: 300ms"});
   Client c(gw.port());
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c.ReadLine(), "ORIGIN a\n");
@@ -306,10 +369,11 @@ TEST(GatewayL4E2E, ClosesAnIdleConnection) {
             1);
 }
 
-TEST(GatewayL4E2E, RefusesConnectionsPastTheListenersLimit) {
+TEST_P(GatewayL4E2E, RefusesConnectionsPastTheListenersLimit) {
   TempDir dir("gw_l4_limit");
   TcpOrigin origin(dir, "a");
-  L4Gateway gw(dir, {.endpoints = {origin.address()}, .listener_extra = "max_connections: 2"});
+  L4Gateway gw(dir, GetParam(),
+               {.endpoints = {origin.address()}, .listener_extra = "max_connections: 2"});
   auto first = std::make_unique<Client>(gw.port());
   Client second(gw.port());
   EXPECT_EQ(first->ReadLine(), "ORIGIN a\n");
@@ -329,10 +393,10 @@ TEST(GatewayL4E2E, RefusesConnectionsPastTheListenersLimit) {
   }));
 }
 
-TEST(GatewayL4E2E, RefusesConnectionsPastTheClustersLimit) {
+TEST_P(GatewayL4E2E, RefusesConnectionsPastTheClustersLimit) {
   TempDir dir("gw_l4_cluster_limit");
   TcpOrigin origin(dir, "a");
-  L4Gateway gw(dir,
+  L4Gateway gw(dir, GetParam(),
                {.endpoints = {origin.address()}, .cluster_extra = "limits: {max_connections: 1}"});
   auto first = std::make_unique<Client>(gw.port());
   EXPECT_EQ(first->ReadLine(), "ORIGIN a\n");
@@ -357,10 +421,11 @@ TEST(GatewayL4E2E, RefusesConnectionsPastTheClustersLimit) {
   }));
 }
 
-TEST(GatewayL4E2E, SendsProxyProtocolV1) {
+TEST_P(GatewayL4E2E, SendsProxyProtocolV1) {
   TempDir dir("gw_l4_ppv1");
   TcpOrigin origin(dir, "a");
-  L4Gateway gw(dir, {.endpoints = {origin.address()}, .listener_extra = "proxy_protocol: v1"});
+  L4Gateway gw(dir, GetParam(),
+               {.endpoints = {origin.address()}, .listener_extra = "proxy_protocol: v1"});
   Client c(gw.port());
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c.ReadLine(), "ORIGIN a\n");
@@ -371,10 +436,11 @@ TEST(GatewayL4E2E, SendsProxyProtocolV1) {
   EXPECT_EQ(c.ReadExactly(5), "hello");
 }
 
-TEST(GatewayL4E2E, SendsProxyProtocolV2) {
+TEST_P(GatewayL4E2E, SendsProxyProtocolV2) {
   TempDir dir("gw_l4_ppv2");
   TcpOrigin origin(dir, "a");
-  L4Gateway gw(dir, {.endpoints = {origin.address()}, .listener_extra = "proxy_protocol: v2"});
+  L4Gateway gw(dir, GetParam(),
+               {.endpoints = {origin.address()}, .listener_extra = "proxy_protocol: v2"});
   Client c(gw.port());
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c.ReadLine(), "ORIGIN a\n");
@@ -389,11 +455,11 @@ TEST(GatewayL4E2E, SendsProxyProtocolV2) {
   EXPECT_EQ(destination_port, gw.port());
 }
 
-TEST(GatewayL4E2E, MaglevKeepsOneClientAddressOnOneEndpoint) {
+TEST_P(GatewayL4E2E, MaglevKeepsOneClientAddressOnOneEndpoint) {
   TempDir dir("gw_l4_maglev");
   TcpOrigin a(dir, "a");
   TcpOrigin b(dir, "b");
-  L4Gateway gw(dir, {.endpoints = {a.address(), b.address()}, .balancer = "maglev"});
+  L4Gateway gw(dir, GetParam(), {.endpoints = {a.address(), b.address()}, .balancer = "maglev"});
   std::set<std::string> seen;
   for (int i = 0; i < 10; ++i) {
     Client c(gw.port());
@@ -404,11 +470,11 @@ TEST(GatewayL4E2E, MaglevKeepsOneClientAddressOnOneEndpoint) {
   EXPECT_EQ(seen.size(), 1u);
 }
 
-TEST(GatewayL4E2E, EstablishedConnectionsSurviveAnEndpointSetChange) {
+TEST_P(GatewayL4E2E, EstablishedConnectionsSurviveAnEndpointSetChange) {
   TempDir dir("gw_l4_tracking");
   TcpOrigin a(dir, "a");
   TcpOrigin b(dir, "b");
-  L4Gateway gw(dir, {.endpoints = {a.address(), b.address()}});
+  L4Gateway gw(dir, GetParam(), {.endpoints = {a.address(), b.address()}});
   std::vector<std::unique_ptr<Client>> on_a, on_b;
   for (int i = 0; i < 20; ++i) {
     auto c = std::make_unique<Client>(gw.port());
@@ -448,7 +514,7 @@ TEST(GatewayL4E2E, EstablishedConnectionsSurviveAnEndpointSetChange) {
             static_cast<double>(on_b.size()));
 }
 
-TEST(GatewayL4E2E, AnEndpointLeavingTheRegistryEndsOnlyItsConnections) {
+TEST_P(GatewayL4E2E, AnEndpointLeavingTheRegistryEndsOnlyItsConnections) {
   TempDir dir("gw_l4_registry");
   TcpOrigin a(dir, "a");
   TcpOrigin b(dir, "b");
@@ -469,7 +535,7 @@ TEST(GatewayL4E2E, AnEndpointLeavingTheRegistryEndsOnlyItsConnections) {
                         << "clusters:\n  - {name: c, balancer: round_robin, discovery: \"store://"
                         << store.endpoint() << "/services/tcp\"}\n"
                         << "tcp_listeners: [{name: t, address: 127.0.0.1:" << tcp_port
-                        << ", cluster: c}]\n";
+                        << ", cluster: c, splice: " << GetParam() << "}]\n";
   GatewayProcess gw(dir, {"--config", config});
   // Connections until both endpoints hold some (the first ones may find no
   // endpoint yet: closed without a greeting).
@@ -500,6 +566,9 @@ TEST(GatewayL4E2E, AnEndpointLeavingTheRegistryEndsOnlyItsConnections) {
                         "\"endpoint_removed\"}"),
             static_cast<double>(on_b.size()));
 }
+
+INSTANTIATE_TEST_SUITE_P(DataPaths, GatewayL4E2E, ::testing::Values("off", "on"),
+                         [](const auto& info) { return "splice_" + info.param; });
 
 }  // namespace
 }  // namespace capstan::e2e
