@@ -14,24 +14,13 @@
 
 #include "experiments/event_results.h"
 #include "experiments/event_store.h"
+#include "experiments/event_store_test_util.h"
 #include "gtest/gtest.h"
 
 namespace capstan::experiments {
 namespace {
 
-class TempDirectory {
- public:
-  TempDirectory() {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "event_cuped_ratio_XXXXXX").string();
-    path_ = ::mkdtemp(pattern.data());
-  }
-  ~TempDirectory() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using event_store_testing::TempDirectory;
 
 constexpr int64_t kDayMs = 24 * 3600 * 1000;
 constexpr int64_t kExposureMs = 100 * kDayMs;

@@ -17,6 +17,7 @@
 #include "experiments/event_log.h"
 #include "experiments/event_store.h"
 #include "experiments/event_store_format.h"
+#include "experiments/event_store_test_util.h"
 #include "gtest/gtest.h"
 
 namespace capstan::experiments {
@@ -26,19 +27,7 @@ using std::chrono::hours;
 using std::chrono::milliseconds;
 using std::chrono::system_clock;
 
-class TempDirectory {
- public:
-  TempDirectory() {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "event_retention_XXXXXX").string();
-    path_ = ::mkdtemp(pattern.data());
-  }
-  ~TempDirectory() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using event_store_testing::TempDirectory;
 
 // ---- SegmentsToRemove -------------------------------------------------------
 

@@ -1,5 +1,6 @@
 // Helpers shared by the event store's tests (event_store_test.cc,
-// event_store_layout_test.cc): a temporary directory, event builders, the
+// event_store_layout_test.cc, event_store_retention_test.cc,
+// event_cuped_ratio_test.cc): a temporary directory, event builders, the
 // aggregation recomputed naively from the accepted events, and a
 // reproducible random event stream.
 #pragma once
