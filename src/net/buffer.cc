@@ -63,6 +63,9 @@ Buffer Buffer::ShareRange(size_t offset, size_t n) const {
 }
 
 void Buffer::Clear() {
+  // A reservation never committed (a reader that failed half-way) gives its
+  // block back too: the destructor comes here.
+  if (reserved_block_ != nullptr) Commit(0);
   for (const Slice& s : slices_) Unref(s.block);
   slices_.clear();
   size_ = 0;

@@ -86,6 +86,24 @@ TEST(BufferTest, ReserveCommitWritesInPlace) {
   EXPECT_EQ(b.ToString(), "abcdefg");
 }
 
+TEST(BufferTest, AReservationNeverCommittedIsFreedWithTheBuffer) {
+  // LeakSanitizer (make test-asan) fails this test if the block stays.
+  {
+    Buffer fresh;
+    fresh.Reserve(5000, 5000);
+  }
+  Buffer b;
+  b.Append("ab");
+  b.Reserve(1 << 16);  // a block of its own
+  b.Clear();
+  EXPECT_EQ(b.size(), 0u);
+  b.Append("cd");
+  b.Reserve(4);  // the tail of the last block
+  b.Clear();
+  b.Append("ef");
+  EXPECT_EQ(b.ToString(), "ef");
+}
+
 TEST(BufferTest, PeekFlattenAndIovecs) {
   Buffer b;
   b.Append(std::string(Buffer::kDefaultBlockSize, 'a'));
