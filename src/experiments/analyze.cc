@@ -210,6 +210,20 @@ absl::StatusOr<Json> RelativeLiftOp(const Json& request) {
   return out;
 }
 
+// The comparison every delta-method test answers with (ratio, CUPED, CUPED
+// for ratios): the difference B - A, its standard error, degrees of freedom,
+// t, p-value, CI and the relative lift.
+template <typename Comparison>
+void PutComparison(const Comparison& c, Json* out) {
+  (*out)["diff"] = Number(c.diff);
+  (*out)["diff_se"] = Number(c.diff_se);
+  (*out)["df"] = Number(c.df);
+  (*out)["t"] = Number(c.t);
+  (*out)["p_value"] = Number(c.p_value);
+  (*out)["ci"] = Range(c.ci);
+  (*out)["relative"] = RelativeJson(c.relative);
+}
+
 absl::StatusOr<Json> RatioMetricOp(const Json& request) {
   ASSIGN_OR_RETURN(stats::RatioArmSums a, RatioArm(request, "a"));
   ASSIGN_OR_RETURN(stats::RatioArmSums b, RatioArm(request, "b"));
@@ -226,13 +240,7 @@ absl::StatusOr<Json> RatioMetricOp(const Json& request) {
   Json out = Json::object();
   out["a"] = arm_json(ratio.a);
   out["b"] = arm_json(ratio.b);
-  out["diff"] = Number(ratio.diff);
-  out["diff_se"] = Number(ratio.diff_se);
-  out["df"] = Number(ratio.df);
-  out["t"] = Number(ratio.t);
-  out["p_value"] = Number(ratio.p_value);
-  out["ci"] = Range(ratio.ci);
-  out["relative"] = RelativeJson(ratio.relative);
+  PutComparison(ratio, &out);
   return out;
 }
 
@@ -255,13 +263,7 @@ absl::StatusOr<Json> CupedOp(const Json& request) {
   out["pooled_pre_mean"] = Number(cuped.pooled_pre_mean);
   out["a"] = arm_json(cuped.a);
   out["b"] = arm_json(cuped.b);
-  out["diff"] = Number(cuped.diff);
-  out["diff_se"] = Number(cuped.diff_se);
-  out["df"] = Number(cuped.df);
-  out["t"] = Number(cuped.t);
-  out["p_value"] = Number(cuped.p_value);
-  out["ci"] = Range(cuped.ci);
-  out["relative"] = RelativeJson(cuped.relative);
+  PutComparison(cuped, &out);
   return out;
 }
 
@@ -286,13 +288,7 @@ absl::StatusOr<Json> CupedRatioOp(const Json& request) {
   out["pooled_pre_ratio"] = Number(cuped.pooled_pre_ratio);
   out["a"] = arm_json(cuped.a);
   out["b"] = arm_json(cuped.b);
-  out["diff"] = Number(cuped.diff);
-  out["diff_se"] = Number(cuped.diff_se);
-  out["df"] = Number(cuped.df);
-  out["t"] = Number(cuped.t);
-  out["p_value"] = Number(cuped.p_value);
-  out["ci"] = Range(cuped.ci);
-  out["relative"] = RelativeJson(cuped.relative);
+  PutComparison(cuped, &out);
   return out;
 }
 

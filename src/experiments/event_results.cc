@@ -64,6 +64,23 @@ absl::StatusOr<Comparison> CompareMeans(double control_n, const MetricSums& cont
                     {relative.lift, relative.ci, relative.p_value, {}}};
 }
 
+// A CUPED result (stats::Cuped or stats::CupedRatio) as the results JSON:
+// theta, absolute and relative lift with CI and p-value, and each arm's
+// variance reduction. Not in a correction family: no pValueAdjusted.
+template <typename CupedResult>
+JsonValue CupedJson(const CupedResult& test) {
+  auto side = [](const std::optional<double>& lift, const std::optional<stats::Interval>& ci,
+                 const std::optional<double>& p_value) -> JsonValue {
+    return {{"lift", OrNull(lift)}, {"ci", OrNull(ci)}, {"pValue", OrNull(p_value)}};
+  };
+  return {{"theta", test.theta},
+          {"absolute", side(test.diff, test.ci, test.p_value)},
+          {"relative", side(test.relative.lift, test.relative.ci, test.relative.p_value)},
+          {"varianceReduction",
+           {{"control", OrNull(test.a.variance_reduction)},
+            {"variant", OrNull(test.b.variance_reduction)}}}};
+}
+
 // CUPED for a conversion or value metric (treatment `m` against control
 // `c`), with the pre-exposure covariate the aggregation keeps
 // (event_store.h); null when no unit has a covariate (CUPED would change
@@ -77,17 +94,7 @@ JsonValue CupedComparison(double control_n, const MetricSums& c, double n, const
       {n, m.sum, m.sum_squares, m.covariate_sum, m.covariate_sum_squares, m.covariate_products},
       alpha);
   if (!test.ok()) return {{"error", std::string(test.status().message())}};
-  // Not in a correction family: no pValueAdjusted.
-  auto side = [](const std::optional<double>& lift, const std::optional<stats::Interval>& ci,
-                 const std::optional<double>& p_value) -> JsonValue {
-    return {{"lift", OrNull(lift)}, {"ci", OrNull(ci)}, {"pValue", OrNull(p_value)}};
-  };
-  return {{"theta", test->theta},
-          {"absolute", side(test->diff, test->ci, test->p_value)},
-          {"relative", side(test->relative.lift, test->relative.ci, test->relative.p_value)},
-          {"varianceReduction",
-           {{"control", OrNull(test->a.variance_reduction)},
-            {"variant", OrNull(test->b.variance_reduction)}}}};
+  return CupedJson(*test);
 }
 
 // CUPED for a ratio metric (GrowthBook's regression-adjusted ratio,
@@ -119,16 +126,7 @@ JsonValue CupedRatioComparison(double control_n, const MetricSums& c, double n, 
   absl::StatusOr<stats::CupedRatio> test =
       stats::CupedRatioTest(arm(control_n, c), arm(n, m), alpha);
   if (!test.ok()) return {{"error", std::string(test.status().message())}};
-  auto side = [](const std::optional<double>& lift, const std::optional<stats::Interval>& ci,
-                 const std::optional<double>& p_value) -> JsonValue {
-    return {{"lift", OrNull(lift)}, {"ci", OrNull(ci)}, {"pValue", OrNull(p_value)}};
-  };
-  return {{"theta", test->theta},
-          {"absolute", side(test->diff, test->ci, test->p_value)},
-          {"relative", side(test->relative.lift, test->relative.ci, test->relative.p_value)},
-          {"varianceReduction",
-           {{"control", OrNull(test->a.variance_reduction)},
-            {"variant", OrNull(test->b.variance_reduction)}}}};
+  return CupedJson(*test);
 }
 
 // The delta method on Σnum/Σden; sequential intervals come from the same
