@@ -173,12 +173,13 @@ if e2r or e2rl:
       "`/v1/events`, then `GET /v1/experiments/{id}/results` polled (0.5 ms apart) until the new metric is in it. "
       "Latency is the POST's start to the first answer showing it. Run twice after row 3 (the event database holds "
       "its events): with the service otherwise idle, and while wrk keeps row 3's load on (its 1000-event batches "
-      "share the group commit with the probe's).\n")
-    w("| | probes | p50 | p90 | p99 | max | result requests per probe (max) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+      "share the group commit with the probe's). A probe answered 429 (back-pressure: aggregation behind) waits "
+      "`Retry-After` and posts again, as a client would; its latency counts from the acknowledged POST.\n")
+    w("| | probes | p50 | p90 | p99 | max | result requests per probe (max) | POSTs refused with 429 |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for p_, what in ((e2r, "idle"), (e2rl, "under ingestion load")):
         if p_:
             w(f"| {what} | {p_['n']} | {p_['p50_ms']:.2f} ms | {p_['p90_ms']:.2f} ms | {p_['p99_ms']:.2f} ms | "
-              f"{p_['max_ms']:.2f} ms | {p_['polls_max']} |")
+              f"{p_['max_ms']:.2f} ms | {p_['polls_max']} | {p_.get('refused_429', 0)} |")
     w("\nResults reflect a batch as soon as it is acknowledged, so the first results request after the POST already shows it.\n")
 w("## 5. Config propagation\n")
 if prop:
