@@ -340,11 +340,7 @@ absl::StatusOr<AppendResult> EventStore::Append(std::vector<Event> events) {
       return absl::ResourceExhaustedError(
           absl::StrCat("event pipeline is behind: ", queued_events_, " events queued"));
     }
-    uint64_t behind = published_next_sequence_.load() - aggregated_sequence_.load();
-    if (behind >= options_.max_unaggregated_events) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("event aggregation is behind: ", behind, " events not yet aggregated"));
-    }
+    RETURN_IF_ERROR(Admit());
     queued_events_ += n;
     queue_.push_back(std::move(pending));
   }
@@ -530,6 +526,15 @@ void EventStore::AwaitAggregated(uint64_t sequence) const {
   aggregated_cv_.wait_for(lock, kAggregationWaitLimit, [&] {
     return aggregator_failed_ || aggregated_sequence_.load() >= sequence;
   });
+}
+
+absl::Status EventStore::Admit() const {
+  uint64_t behind = published_next_sequence_.load() - aggregated_sequence_.load();
+  if (behind >= options_.max_unaggregated_events) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("event aggregation is behind: ", behind, " events not yet aggregated"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<size_t> EventStore::EnforceRetention() {

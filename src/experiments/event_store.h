@@ -243,6 +243,10 @@ class EventStore {
   // batch is then stored or counted) or the aggregation has stopped on an
   // error.
   absl::StatusOr<AppendResult> Append(std::vector<Event> events);
+  // ResourceExhausted while the aggregation is max_unaggregated_events
+  // behind (Append would refuse any batch), else OK; lock-free, so a caller
+  // can refuse a batch before it spends CPU decoding it.
+  absl::Status Admit() const;
 
   // The experiment's statistics, reflecting every event acknowledged before
   // the call (waits for the aggregator to get there: at most

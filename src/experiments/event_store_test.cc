@@ -531,10 +531,13 @@ TEST(EventStore, RefusesWhenTheAggregationIsBehind) {
   }
   ASSERT_TRUE((*store)->Append(batch).ok());  // logged and acknowledged
   entered.get_future().wait();                // the aggregator holds it
+  // Admit says so before any batch is decoded (the endpoints ask it first).
+  EXPECT_EQ((*store)->Admit().code(), absl::StatusCode::kResourceExhausted);
   absl::StatusOr<AppendResult> refused = (*store)->Append({Exposure("x", "ux", "b")});
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
   release.set_value();
   EXPECT_EQ((*store)->Sums("e").variants["control"].units, 10u);  // waits for the aggregation
+  EXPECT_TRUE((*store)->Admit().ok());
   absl::StatusOr<AppendResult> later = (*store)->Append({Exposure("x", "ux", "b")});
   ASSERT_TRUE(later.ok()) << later.status();
   EXPECT_EQ(later->accepted, 1u);

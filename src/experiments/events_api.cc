@@ -64,14 +64,21 @@ EventsApi::EventsApi(std::shared_ptr<EventStore> store, const ConfigWatcher* wat
                    [s] { return static_cast<double>(s->Stats().log_segments_removed); });
 }
 
+absl::Status EventsApi::Throttled(const absl::Status& status) {
+  throttled_->Inc();
+  return absl::ResourceExhaustedError(
+      absl::StrCat(status.message(), "; retry after ", retry_after_seconds_, " s"));
+}
+
+absl::Status EventsApi::Admit() {
+  absl::Status status = store_->Admit();
+  return status.ok() ? status : Throttled(status);
+}
+
 absl::StatusOr<AppendResult> EventsApi::Ingest(std::vector<Event> events) {
   absl::StatusOr<AppendResult> result = store_->Append(std::move(events));
   if (!result.ok()) {
-    if (absl::IsResourceExhausted(result.status())) {
-      throttled_->Inc();
-      return absl::ResourceExhaustedError(
-          absl::StrCat(result.status().message(), "; retry after ", retry_after_seconds_, " s"));
-    }
+    if (absl::IsResourceExhausted(result.status())) return Throttled(result.status());
     return result.status();
   }
   accepted_->Inc(result->accepted);

@@ -48,6 +48,10 @@ class EventsApi {
   // message says so), Unavailable / Internal when the write failed (the same
   // batch may be sent again: keys deduplicate).
   absl::StatusOr<AppendResult> Ingest(std::vector<Event> events);
+  // Ingest's ResourceExhausted for any batch while the aggregation is
+  // behind, answered before the batch is decoded (shedding load costs no
+  // decoding); OK when a batch would be taken.
+  absl::Status Admit();
   // A batch refused before Ingest (invalid, too large), for the metrics.
   void CountRejected();
   int retry_after_seconds() const { return retry_after_seconds_; }
@@ -64,6 +68,9 @@ class EventsApi {
   EventStoreStats Stats() const { return store_->Stats(); }
 
  private:
+  // Counts a throttled batch; the status names when to retry.
+  absl::Status Throttled(const absl::Status& status);
+
   std::shared_ptr<EventStore> store_;
   const ConfigWatcher* watcher_;
   int retry_after_seconds_;

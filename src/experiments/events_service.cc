@@ -110,6 +110,14 @@ ServiceExtension MakeEventsExtension(EventsOptions options) {
     if (options.on_open) options.on_open(api);
     context.router->Add(
         "POST", "/v1/events", [api](const net::HttpRequest& request, const net::PathParams&) {
+          auto too_many = [&api](const absl::Status& status) {
+            net::HttpResponse response =
+                net::JsonError(429, "behind", std::string(status.message()));
+            response.headers.emplace_back("Retry-After", absl::StrCat(api->retry_after_seconds()));
+            return response;
+          };
+          // Behind: refused before the batch is decoded.
+          if (absl::Status admitted = api->Admit(); !admitted.ok()) return too_many(admitted);
           EventDecodeError decode_error;
           absl::StatusOr<std::vector<Event>> events = DecodeEventBatch(request.body, &decode_error);
           if (!events.ok()) {
@@ -121,13 +129,7 @@ ServiceExtension MakeEventsExtension(EventsOptions options) {
           }
           absl::StatusOr<AppendResult> result = api->Ingest(*std::move(events));
           if (!result.ok()) {
-            if (absl::IsResourceExhausted(result.status())) {
-              net::HttpResponse response =
-                  net::JsonError(429, "behind", std::string(result.status().message()));
-              response.headers.emplace_back("Retry-After",
-                                            absl::StrCat(api->retry_after_seconds()));
-              return response;
-            }
+            if (absl::IsResourceExhausted(result.status())) return too_many(result.status());
             return net::JsonError(503, "unavailable", std::string(result.status().message()));
           }
           return net::JsonResponse(

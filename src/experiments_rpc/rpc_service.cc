@@ -254,6 +254,13 @@ net::Task<absl::Status> ExperimentsRpcService::IngestEvents(rpc::ServerContext& 
   const bool enabled = events_ != nullptr;
   Outcome outcome = co_await pool_->Run(context.loop(), [&] {
     Outcome out;
+    if (enabled) {
+      // Behind: refused before the request is decoded (load shed cheaply).
+      if (absl::Status admitted = events_->Admit(); !admitted.ok()) {
+        out.appended = admitted;
+        return out;
+      }
+    }
     // The decoder wants the message's bytes in one piece; a frame that came
     // in several reads is copied together once (a memcpy per request).
     std::string joined;
