@@ -192,7 +192,7 @@ if prop:
       f"the PUT alone p50 {prop['put_p50_ms']:.1f} ms, p99 {prop['put_p99_ms']:.1f} ms.\n")
 if wrk("rpc_evaluate") or wrk("rpc_events"):
     w("## 6. Over Capstan RPC\n")
-    w("The same service process as rows 2-4 (`--rpc-listen`), driven by `experiments_rpc_load` on core 1: workers "
+    w("The service of rows 2-4 (`--rpc-listen`), restarted before this row on a fresh event store (the same configuration, from the store), driven by `experiments_rpc_load` on core 1: workers "
       "on one event loop keep calls in flight over a few multiplexed connections (rpc_connections). `Evaluate` takes "
       "one unit's attributes as JSON text and answers typed assignments; `IngestEvents` takes typed events (half "
       "exposures, half value events, unique keys). Service CPU is measured by the tool over the measured seconds.\n")
