@@ -242,8 +242,8 @@ notes = [
     "(452-611k → 1013-1046k events per CPU-second, ~1.6-2.2×); `IngestEvents` 2058-2265 → 1357-1420 "
     "ns/event (442-486k → 704-737k, ~1.5×). Per step (interleaved A/B pairs, same conditions): the log of"
     " its own ~1.1× on HTTP and ~1.25× on RPC; the checkpoint as an ingested table file ~1.35× on both; "
-    "moving batch vectors whole instead of events one by one was within the noise. A full run on a quiet "
-    "machine is still to be done by the lead.",
+    "moving batch vectors whole instead of events one by one was within the noise. The full run "
+    "at the top of this file came later, on a quieter machine.",
     "* Where the CPU goes now (`perf record -g -p PID` of the service over row 3, `PERF_DATA=/tmp/p`, "
     "same conditions): aggregator thread ~33% (the unit table and the sums ~12%, sorting the checkpoint's"
     " unit states by key ~5%, context switches ~5%, page faults of the growing unit table ~2%), writer "
