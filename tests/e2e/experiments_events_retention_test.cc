@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "experiments_events_util.h"
 #include "gtest/gtest.h"
 #include "harness.h"
 #include "nlohmann/json.hpp"
@@ -24,42 +25,20 @@ namespace {
 using Json = nlohmann::json;
 using namespace std::chrono_literals;
 
-HttpAnswer Http(int port, const std::string& method, const std::string& target,
-                const std::string& body = "") {
-  return HttpCall(port, method, target, body, {"Content-Type: application/x-ndjson"});
-}
-
 constexpr int kThreads = 4;
 constexpr int kBatchesPerThread = 60;
 constexpr int kUnitsPerBatch = 100;  // each: one exposure and one "clicks" value of 1
 constexpr int kEventsPerBatch = 2 * kUnitsPerBatch;
 
 std::string Batch(int phase, int t, int b) {
-  std::string body;
-  for (int i = 0; i < kUnitsPerBatch; ++i) {
-    std::string unit = "p" + std::to_string(phase) + "t" + std::to_string(t) + "-b" +
-                       std::to_string(b) + "-u" + std::to_string(i);
-    std::string variant = i % 2 == 0 ? "control" : "treatment";
-    body += R"({"type":"exposure","key":"x-)" + unit + R"(","experiment":"checkout","unit":")" +
-            unit + R"(","variant":")" + variant + R"(","ts":1700000000000})" + "\n";
-    body += R"({"type":"value","key":"v-)" + unit + R"(","experiment":"checkout","unit":")" + unit +
-            R"(","metric":"clicks","value":1,"ts":1700000000001})" + "\n";
-  }
-  return body;
+  return EventBatch(
+      "p" + std::to_string(phase) + "t" + std::to_string(t) + "-b" + std::to_string(b),
+      kUnitsPerBatch);
 }
 
-class ExperimentsEventsRetentionE2E : public ::testing::Test {
+class ExperimentsEventsRetentionE2E : public ExperimentsEventsFixture {
  protected:
-  void SetUp() override {
-    dir_ = std::make_unique<TempDir>("experiments_events_retention");
-    store_ = std::make_unique<StoreProcess>(StoreProcess::Kind::kCapstan, dir_->path() + "/store");
-    ASSERT_TRUE(store_->Start()) << store_->Log();
-  }
-
-  void TearDown() override {
-    if (service_ != nullptr) service_->Kill();
-    if (store_ != nullptr) store_->Stop();
-  }
+  ExperimentsEventsRetentionE2E() : ExperimentsEventsFixture("experiments_events_retention") {}
 
   std::vector<std::string> Argv(const std::vector<std::string>& overrides) {
     std::vector<std::string> argv = {CapstanBinary(),
@@ -102,7 +81,7 @@ class ExperimentsEventsRetentionE2E : public ::testing::Test {
   }
 
   Json Status() {
-    HttpAnswer a = Http(port_, "GET", "/v1/events/status");
+    HttpAnswer a = EventsHttp(port_, "GET", "/v1/events/status");
     EXPECT_EQ(a.status, 200) << a.body;
     return Json::parse(a.body, nullptr, false);
   }
@@ -120,7 +99,7 @@ class ExperimentsEventsRetentionE2E : public ::testing::Test {
         for (int b = 0; b < kBatchesPerThread; ++b) {
           HttpAnswer a;
           for (int attempt = 0; attempt < 100; ++attempt) {  // bounded; 429 asks to come back
-            a = Http(port_, "POST", "/v1/events", Batch(phase, t, b));
+            a = EventsHttp(port_, "POST", "/v1/events", Batch(phase, t, b));
             if (a.status != 429) break;
           }
           if (a.status != 200) break;  // the service is gone
@@ -130,11 +109,6 @@ class ExperimentsEventsRetentionE2E : public ::testing::Test {
       });
     }
   }
-
-  std::unique_ptr<TempDir> dir_;
-  std::unique_ptr<StoreProcess> store_;
-  std::unique_ptr<Process> service_;
-  int port_ = 0;
 };
 
 TEST_F(ExperimentsEventsRetentionE2E, RemovesCoveredSegmentsAndSurvivesKillNine) {
@@ -195,7 +169,7 @@ TEST_F(ExperimentsEventsRetentionE2E, RemovesCoveredSegmentsAndSurvivesKillNine)
 
   // Every logged event counted exactly once, including those whose
   // segments are gone.
-  HttpAnswer a = Http(port_, "GET", "/v1/experiments/checkout/results");
+  HttpAnswer a = EventsHttp(port_, "GET", "/v1/experiments/checkout/results");
   ASSERT_EQ(a.status, 200) << a.body;
   Json results = Json::parse(a.body, nullptr, false);
   uint64_t units = 0;

@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "experiments_events_util.h"
 #include "gtest/gtest.h"
 #include "harness.h"
 #include "nlohmann/json.hpp"
@@ -32,12 +33,6 @@ namespace {
 using Json = nlohmann::json;
 using namespace std::chrono_literals;
 
-// Event batches are JSON lines.
-HttpAnswer Http(int port, const std::string& method, const std::string& target,
-                const std::string& body = "") {
-  return HttpCall(port, method, target, body, {"Content-Type: application/x-ndjson"});
-}
-
 constexpr int kThreads = 6;
 constexpr int kBatchesPerThread = 60;
 constexpr int kUnitsPerBatch = 100;  // each: one exposure and one "clicks" value of 1
@@ -45,31 +40,12 @@ constexpr int kCheckpointEvents = 3000;
 
 // Batch b of thread t: exposures and metric events for its own units.
 std::string Batch(int t, int b) {
-  std::string body;
-  for (int i = 0; i < kUnitsPerBatch; ++i) {
-    std::string unit =
-        "t" + std::to_string(t) + "-b" + std::to_string(b) + "-u" + std::to_string(i);
-    std::string variant = i % 2 == 0 ? "control" : "treatment";
-    body += R"({"type":"exposure","key":"x-)" + unit + R"(","experiment":"checkout","unit":")" +
-            unit + R"(","variant":")" + variant + R"(","ts":1700000000000})" + "\n";
-    body += R"({"type":"value","key":"v-)" + unit + R"(","experiment":"checkout","unit":")" + unit +
-            R"(","metric":"clicks","value":1,"ts":1700000000001})" + "\n";
-  }
-  return body;
+  return EventBatch("t" + std::to_string(t) + "-b" + std::to_string(b), kUnitsPerBatch);
 }
 
-class ExperimentsEventsE2E : public ::testing::Test {
+class ExperimentsEventsE2E : public ExperimentsEventsFixture {
  protected:
-  void SetUp() override {
-    dir_ = std::make_unique<TempDir>("experiments_events");
-    store_ = std::make_unique<StoreProcess>(StoreProcess::Kind::kCapstan, dir_->path() + "/store");
-    ASSERT_TRUE(store_->Start()) << store_->Log();
-  }
-
-  void TearDown() override {
-    if (service_ != nullptr) service_->Kill();
-    if (store_ != nullptr) store_->Stop();
-  }
+  ExperimentsEventsE2E() : ExperimentsEventsFixture("experiments_events") {}
 
   // Starts the service on the events directory; sets port_.
   void StartService(const std::string& log_name) {
@@ -84,15 +60,10 @@ class ExperimentsEventsE2E : public ::testing::Test {
   }
 
   Json Get(const std::string& path) {
-    HttpAnswer a = Http(port_, "GET", path);
+    HttpAnswer a = EventsHttp(port_, "GET", path);
     EXPECT_EQ(a.status, 200) << path << " " << a.body;
     return Json::parse(a.body, nullptr, false);
   }
-
-  std::unique_ptr<TempDir> dir_;
-  std::unique_ptr<StoreProcess> store_;
-  std::unique_ptr<Process> service_;
-  int port_ = 0;
 };
 
 TEST_F(ExperimentsEventsE2E, KillNineLosesNoAcknowledgedEventAndCountsNoneTwice) {
@@ -114,7 +85,7 @@ TEST_F(ExperimentsEventsE2E, KillNineLosesNoAcknowledgedEventAndCountsNoneTwice)
   for (int t = 0; t < kThreads; ++t) {
     clients.emplace_back([&, t] {
       for (int b = 0; b < kBatchesPerThread; ++b) {
-        HttpAnswer a = Http(port_, "POST", "/v1/events", batches[t][b]);
+        HttpAnswer a = EventsHttp(port_, "POST", "/v1/events", batches[t][b]);
         if (a.status == 429) {  // behind: this batch is simply not acknowledged
           throttled.fetch_add(1);
           continue;
@@ -177,7 +148,7 @@ TEST_F(ExperimentsEventsE2E, KillNineLosesNoAcknowledgedEventAndCountsNoneTwice)
       for (int b = 0; b < kBatchesPerThread; ++b) {
         HttpAnswer a;
         for (int attempt = 0; attempt < 100; ++attempt) {  // bounded; 429 asks to come back
-          a = Http(port_, "POST", "/v1/events", batches[t][b]);
+          a = EventsHttp(port_, "POST", "/v1/events", batches[t][b]);
           if (a.status != 429) break;
         }
         ASSERT_EQ(a.status, 200) << a.body;
@@ -228,17 +199,17 @@ TEST_F(ExperimentsEventsE2E, KillNineLosesNoAcknowledgedEventAndCountsNoneTwice)
 TEST_F(ExperimentsEventsE2E, BadBatchesAreRefusedWithTheLineAndField) {
   ASSERT_NO_FATAL_FAILURE(StartService("service.log"));
   HttpAnswer bad =
-      Http(port_, "POST", "/v1/events",
-           R"({"type":"exposure","key":"k","experiment":"e","unit":"u","variant":"v","ts":1})"
-           "\n"
-           R"({"type":"value","key":"k2","experiment":"e","unit":"u","metric":"m","ts":1})");
+      EventsHttp(port_, "POST", "/v1/events",
+                 R"({"type":"exposure","key":"k","experiment":"e","unit":"u","variant":"v","ts":1})"
+                 "\n"
+                 R"({"type":"value","key":"k2","experiment":"e","unit":"u","metric":"m","ts":1})");
   EXPECT_EQ(bad.status, 400) << bad.body;
   Json error = Json::parse(bad.body, nullptr, false)["error"];
   EXPECT_EQ(error["line"], 2) << bad.body;
   EXPECT_EQ(error["field"], "value") << bad.body;
   // Nothing of a refused batch is stored.
   EXPECT_EQ(Get("/v1/events/status")["logSequence"], 0) << bad.body;
-  HttpAnswer unknown = Http(port_, "GET", "/v1/experiments/none/results");
+  HttpAnswer unknown = EventsHttp(port_, "GET", "/v1/experiments/none/results");
   EXPECT_EQ(unknown.status, 200) << unknown.body;
   EXPECT_EQ(Json::parse(unknown.body, nullptr, false)["srm"]["status"], "insufficient_data");
 }
