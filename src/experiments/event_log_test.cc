@@ -11,40 +11,14 @@
 
 #include "experiments/event_store.h"
 #include "experiments/event_store_format.h"
+#include "experiments/event_store_test_util.h"
 #include "gtest/gtest.h"
 
 namespace capstan::experiments {
 namespace {
 
-class TempDirectory {
- public:
-  TempDirectory() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "event_log_XXXXXX").string();
-    path_ = ::mkdtemp(pattern.data());
-  }
-  ~TempDirectory() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// A framed group record of `count` events whose keys start with `tag`.
-std::string Framed(const std::string& tag, uint32_t count) {
-  std::string framed(EventLog::kFrameBytes + event_format::kLogRecordHeader, '\0');
-  framed[EventLog::kFrameBytes] = static_cast<char>(event_format::kLogRecordVersion);
-  std::memcpy(framed.data() + EventLog::kFrameBytes + 1, &count, 4);
-  for (uint32_t i = 0; i < count; ++i) {
-    AppendLogRecordEvent(Event{.type = EventType::kExposure,
-                               .key = tag + "-" + std::to_string(i),
-                               .experiment = "e",
-                               .unit = "u" + std::to_string(i),
-                               .variant = "control",
-                               .timestamp_ms = 1},
-                         &framed);
-  }
-  return framed;
-}
+using event_store_testing::Framed;
+using event_store_testing::TempDirectory;
 
 struct Seen {
   uint64_t first;

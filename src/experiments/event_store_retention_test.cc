@@ -27,6 +27,7 @@ using std::chrono::hours;
 using std::chrono::milliseconds;
 using std::chrono::system_clock;
 
+using event_store_testing::Framed;
 using event_store_testing::TempDirectory;
 
 // ---- SegmentsToRemove -------------------------------------------------------
@@ -75,23 +76,6 @@ TEST(SegmentsToRemove, OnlyACoveredPrefixOlderThanTheRetentionOrOverTheCap) {
 }
 
 // ---- EventLog after removal ------------------------------------------------
-
-// A framed group record of `count` events whose keys start with `tag`.
-std::string Framed(const std::string& tag, uint32_t count) {
-  std::string framed(EventLog::kFrameBytes + event_format::kLogRecordHeader, '\0');
-  framed[EventLog::kFrameBytes] = static_cast<char>(event_format::kLogRecordVersion);
-  std::memcpy(framed.data() + EventLog::kFrameBytes + 1, &count, 4);
-  for (uint32_t i = 0; i < count; ++i) {
-    AppendLogRecordEvent(Event{.type = EventType::kExposure,
-                               .key = tag + "-" + std::to_string(i),
-                               .experiment = "e",
-                               .unit = "u" + std::to_string(i),
-                               .variant = "control",
-                               .timestamp_ms = 1},
-                         &framed);
-  }
-  return framed;
-}
 
 // Every record's first sequence from `from`, or the error.
 absl::StatusOr<std::vector<uint64_t>> Firsts(const EventLog& log, uint64_t from) {

@@ -1,13 +1,14 @@
 // Helpers shared by the event store's tests (event_store_test.cc,
 // event_store_layout_test.cc, event_store_retention_test.cc,
-// event_cuped_ratio_test.cc): a temporary directory, event builders, the
-// aggregation recomputed naively from the accepted events, and a
-// reproducible random event stream.
+// event_cuped_ratio_test.cc, event_log_test.cc): a temporary directory, a
+// framed log record, event builders, the aggregation recomputed naively from
+// the accepted events, and a reproducible random event stream.
 #pragma once
 
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -15,7 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "experiments/event_log.h"
 #include "experiments/event_store.h"
+#include "experiments/event_store_format.h"
 #include "gtest/gtest.h"
 
 namespace capstan::experiments::event_store_testing {
@@ -32,6 +35,23 @@ class TempDirectory {
  private:
   std::string path_;
 };
+
+// A framed group record of `count` events whose keys start with `tag`.
+inline std::string Framed(const std::string& tag, uint32_t count) {
+  std::string framed(EventLog::kFrameBytes + event_format::kLogRecordHeader, '\0');
+  framed[EventLog::kFrameBytes] = static_cast<char>(event_format::kLogRecordVersion);
+  std::memcpy(framed.data() + EventLog::kFrameBytes + 1, &count, 4);
+  for (uint32_t i = 0; i < count; ++i) {
+    AppendLogRecordEvent(Event{.type = EventType::kExposure,
+                               .key = tag + "-" + std::to_string(i),
+                               .experiment = "e",
+                               .unit = "u" + std::to_string(i),
+                               .variant = "control",
+                               .timestamp_ms = 1},
+                         &framed);
+  }
+  return framed;
+}
 
 constexpr int64_t kDayMs = 24 * 3600 * 1000;
 constexpr int64_t kLookbackMs = 14 * kDayMs;  // EventStoreOptions' default
