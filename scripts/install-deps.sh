@@ -24,6 +24,9 @@ PACKAGES=(
   libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libsimdjson-dev
   libxxhash-dev libzstd-dev liblz4-dev libsnappy-dev libbz2-dev zlib1g-dev
   libboost-math-dev
+  # ICU: the UTS #46 (IDNA) mapping and Unicode properties for internationalized URL
+  # hosts in GrowthBook URL targeting (src/experiments/idna.cc); the library node links
+  libicu-dev
   # the allocator of the capstan binary (threads hand buffers to each other)
   libjemalloc-dev
   # tests and benchmarks: real peers and real clients

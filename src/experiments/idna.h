@@ -1,27 +1,46 @@
-// The part of IDNA (UTS #46, non-transitional, as the WHATWG URL Standard's
-// "domain to ASCII" runs it) that needs no Unicode tables, for whatwg_url.h:
-// hosts of ASCII and the Latin-1 letters U+00C0-U+00FF (not U+00D7 and
-// U+00F7). Their UTS #46 mapping is their lower case (U+00DF and U+00FF map
-// to themselves); they are NFC and left-to-right as they stand, so no other
-// rule applies. Punycode is RFC 3492.
+// IDNA for whatwg_url.h: the URL Standard's "domain to ASCII" (beStrict
+// false) as node's `new URL` runs it, UTS #46 ToASCII with CheckHyphens
+// off, CheckBidi and CheckJoiners on, UseSTD3ASCIIRules off,
+// non-transitional processing and VerifyDnsLength off.
 //
-// Thread-safety: pure functions.
+// The data is ICU's: its "uts46" normalizer is the UTS #46 mapping table
+// and NFC of Unicode 15.0 (ICU 72; node's table is IDNA 15.0 too): case
+// folding of every script, full-width and ideographic dots, compatibility
+// forms, ignored code points; disallowed ones fail. The rules are node's
+// where node departs from the letter of UTS #46 (the differential
+// tests/e2e/growthbook/url_differential.cjs holds them to it):
+//   - an all-ASCII host is only lower-cased; a label that is ASCII and not
+//     "xn--" is never validated, even in a bidi domain name;
+//   - an "xn--" label must decode to a non-empty label that the mapping and
+//     NFC leave unchanged and that is valid; it may decode to ASCII only
+//     ("xn--a-" is a host), and is kept as written (lower case);
+//   - validity: no leading combining mark; ContextJ decided by the first
+//     joiner (a virama before it accepts the whole label); the RFC 5893
+//     bidi rule only for labels with a right-to-left character, the last
+//     character of such a label starting left-to-right unchecked;
+//   - the properties those rules read (combining marks, viramas, bidi
+//     classes) are Unicode 13's, and joining types a fixed subset
+//     (idna.cc).
+// Punycode is RFC 3492 with its 2^31 - 1 overflow limit.
+//
+// Thread-safety: pure functions (ICU's normalizer is immutable, shared).
 #pragma once
 
-#include <optional>
 #include <string>
 #include <string_view>
 
 namespace capstan::experiments {
 
-// A lower-cased (ASCII) domain, UTF-8, to ASCII: each label with a Latin-1
-// letter becomes "xn--" + its punycode. nullopt for anything else (invalid
-// UTF-8, other scripts, full-width dots, combining marks).
-std::optional<std::string> Latin1DomainToAscii(std::string_view utf8);
+struct IdnaResult {
+  enum Status { kOk, kFailure, kUnsupported };
+  Status status = kFailure;  // kFailure: the URL parser fails ("Invalid URL")
+  std::string ascii;         // kOk: the domain as ASCII (punycode labels)
+};
 
-// An "xn--" label (lower-case) that decodes to ASCII and at least one
-// Latin-1 letter as Latin1DomainToAscii leaves them and is that label's own
-// encoding; false for other labels (not validated here).
-bool IsLatin1PunycodeLabel(std::string_view label);
+// domain: percent-decoded UTF-8 (invalid bytes are U+FFFD and so invalid),
+// already known to be non-ASCII or to have an "xn--" label. The caller
+// checks forbidden domain code points and IPv4 afterwards. kUnsupported
+// only if ICU's UTS #46 data cannot be loaded.
+IdnaResult DomainToAscii(std::string_view domain);
 
 }  // namespace capstan::experiments

@@ -104,11 +104,17 @@ TEST(UrlTargetTest, AnswersAsTheSdkOnHandWrittenCases) {
 
 TEST(UrlTargetTest, UnimplementedOnlyWhereTheParserIs) {
   Json any = Json::parse(R"([{"type": "simple", "pattern": "*"}])");
-  // IDNA hosts and non-special schemes, in the URL or in a simple pattern.
-  EXPECT_FALSE(UrlTargeted("https://\xd1\x80\xd1\x84.\xd1\x80\xd1\x84/", any).has_value());
+  // Non-special schemes, in the URL or in a simple pattern; internationalized
+  // hosts are parsed (idna.h).
+  EXPECT_TRUE(UrlTargeted("https://\xd1\x80\xd1\x84.\xd1\x80\xd1\x84/", any).value());
+  EXPECT_TRUE(
+      UrlTargeted(
+          "https://xn--p1ai.xn--p1ai/",
+          Json::parse(R"([{"type": "simple", "pattern": "https://\u0440\u0444.\u0440\u0444"}])"))
+          .value());
   EXPECT_FALSE(UrlTargeted("mailto:a@b.c", any).has_value());
   EXPECT_FALSE(
-      UrlTargeted("https://a.com/", Json::parse(R"([{"type": "simple", "pattern": "xn--a.com"}])"))
+      UrlTargeted("https://a.com/", Json::parse(R"([{"type": "simple", "pattern": "h+x://a/"}])"))
           .has_value());
   // An array-like object would be read through its `length`.
   EXPECT_FALSE(UrlTargeted("https://a.com/", Json::parse(R"({"length": 1})")).has_value());

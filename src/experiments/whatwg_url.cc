@@ -311,17 +311,14 @@ UrlParseResult::Status ParseHost(std::string_view input, std::string* out) {
     ascii &= static_cast<unsigned char>(c) < 0x80;
     c = Lower(c);
   }
-  for (std::string_view label : SplitDots(domain)) {
-    // A punycode label is valid when it spells a label of the Latin-1 part
-    // of IDNA as that part writes it; other ones are not validated here.
-    if (label.substr(0, 4) == "xn--" && !IsLatin1PunycodeLabel(label)) {
-      return UrlParseResult::kUnsupported;
-    }
-  }
-  if (!ascii) {
-    std::optional<std::string> encoded = Latin1DomainToAscii(domain);
-    if (!encoded.has_value()) return UrlParseResult::kUnsupported;  // the rest of IDNA
-    domain = std::move(*encoded);
+  // ASCII without an "xn--" label needs no IDNA: lower case is its answer.
+  bool punycode = false;
+  for (std::string_view label : SplitDots(domain)) punycode |= label.substr(0, 4) == "xn--";
+  if (!ascii || punycode) {
+    IdnaResult idna = DomainToAscii(domain);
+    if (idna.status == IdnaResult::kUnsupported) return UrlParseResult::kUnsupported;
+    if (idna.status != IdnaResult::kOk) return UrlParseResult::kFailure;
+    domain = std::move(idna.ascii);
   }
   if (domain.empty()) return UrlParseResult::kFailure;
   for (char c : domain) {
