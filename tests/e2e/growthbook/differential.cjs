@@ -348,8 +348,8 @@ function randomContext(r) {
 // URL targeting (urlPatterns, isURLTargeted): URLs and patterns as users
 // write them and as the WHATWG parser's corner cases make them (ports,
 // userinfo, IPv4/IPv6 hosts, percent-escapes, backslashes, dot segments,
-// spaces, non-ASCII paths and queries, wildcards, Latin-1 hosts). Not other
-// IDNA hosts, which Capstan answers Unimplemented (src/experiments/whatwg_url.h).
+// spaces, non-ASCII paths and queries, wildcards, internationalized hosts of
+// other scripts, full-width and ideographic dots, invalid ones).
 const TARGET_URLS = [
   "https://example.com/", "https://example.com/pricing", "https://Shop.Example.com/a/b?x=1&y=2#top",
   "http://example.com:8080/pricing/", "https://example.com:443/a/../pricing", "/pricing?x=1",
@@ -361,6 +361,10 @@ const TARGET_URLS = [
   "https://ex ample.com/", "https://example.com:99999/", "http://[1::2::3]/", "https://example.com/a?x=1#Top", "https://example.com/%2e%2E/pricing",
   "ws://example.com/pricing", "ftp://example.com/pricing", "  https://example.com/pricing\t", "https://example.com/pricing?x=1;y=2",
   "https://B\u00fccher.de/pricing", "https://%C3%A9cole.fr/a/b", "https://xn--bcher-kva.de/x",
+  "https://\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444/pricing", "https://xn--e1afmkfd.xn--p1ai/a/b?x=1",
+  "https://\u4f8b\u3048\u3002\u30c6\u30b9\u30c8/pricing", "https://\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45\uff0e\uff43\uff4f\uff4d/pricing",
+  "https://\u03a3\u03af\u03c3\u03c5\u03c6\u03bf\u03c2.gr/a", "https://a\u200db.com/pricing", "https://xn--a.com/", "https://\ud83d\ude00.example.com/a/b",
+  "https://\u0645\u062b\u0627\u0644.\u0625\u062e\u062a\u0628\u0627\u0631/?x=1", "https://\u0301a.com/",
 ];
 const SIMPLE_PATTERNS = [
   "https://example.com/pricing", "example.com/pricing", "*.example.com/*", "https://*.example.com/a/*",
@@ -371,12 +375,15 @@ const SIMPLE_PATTERNS = [
   "example.com/a%2Fb", "*?x=1*", "https://user@example.com/pricing", "example.com/(a)+[b]/$^", "*.example.com./*", "*?x=*1",
   "example.com\\pricing", "*#Top", "?x=", "/a/b/c/../..", "0x7f.1/*", "*://example.com/*",
   "b\u00fccher.de/*", "*.fr/a/*", "\u00c9COLE.fr/*", "xn--bcher-kva.de/*",
+  "\u041f\u0420\u0418\u041c\u0415\u0420.\u0440\u0444/*", "*.xn--p1ai/*", "xn--e1afmkfd.xn--p1ai/pricing", "\u4f8b\u3048.\u30c6\u30b9\u30c8/*",
+  "\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com/pricing", "https://\u03c3\u03af\u03c3\u03c5\u03c6\u03bf\u03c2.gr/*", "a\u200db.com/*", "*.\u0440\u0444/a/*",
 ];
 const REGEX_PATTERNS = ["^https://example\\.com/", "pricing$", "^/a/", "\\?x=1", "example\\.(com|org)", "([", "^/$", "top",
   "^https://user:pw@", "caf%C3%A9", "^/pricing\\?", "//example", "a/b", "127\\.0\\.0\\.1", "\\[::1\\]"];
 // URLs and simple patterns composed from parts (url_differential.cjs tests
-// the parser alone on wilder ones; these stay clear of IDNA hosts).
-const URL_HOSTS = ["example.com", "Example.COM", "shop.example.com", "a.example.com.", "127.0.0.1", "0x7f.1", "[::1]", "other.org", "%65xample.com"];
+// the parser alone on wilder ones).
+const URL_HOSTS = ["example.com", "Example.COM", "shop.example.com", "a.example.com.", "127.0.0.1", "0x7f.1", "[::1]", "other.org", "%65xample.com",
+  "\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444", "xn--e1afmkfd.xn--p1ai", "\u0415xample.com", "\uff45xample\u3002com"];
 const URL_PATHS = ["", "/", "/pricing", "/Pricing/", "/a/b", "/a/../pricing", "/%70ricing", "/caf\u00e9", "/a b", "/a\\b", "/a/./b/", "//x"];
 const URL_QUERIES = ["", "", "?x=1", "?x=2&x=1", "?x=%31", "?x=a+b", "?y=&x=", "?x=\u00e9t\u00e9", "?X=1", "?x=1%0A2", "?utm=1#top", "?x"];
 const URL_TAILS = ["", "", "#top", "#Top", "#"];
@@ -386,7 +393,8 @@ function randomTargetUrl(r) {
   return (rel ? "" : scheme + r.pick(URL_HOSTS) + r.pick(["", "", ":443", ":8080", ":80"])) + r.pick(URL_PATHS) + r.pick(URL_QUERIES) + r.pick(URL_TAILS);
 }
 function randomSimplePattern(r) {
-  const host = r.pick(["", "", "example.com", "*.example.com", "*", "https://example.com", "127.0.0.1", "[::1]", "EXAMPLE.com:8080", "http://*"]);
+  const host = r.pick(["", "", "example.com", "*.example.com", "*", "https://example.com", "127.0.0.1", "[::1]", "EXAMPLE.com:8080", "http://*",
+    "\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444", "*.xn--p1ai", "\uff45xample.com"]);
   const path = r.pick(["", "/", "/pricing", "/*", "/a/*", "/PRICING/", "/a b", "/caf\u00e9*", "/%70ricing", "*"]);
   const query = r.pick(["", "", "?x=1", "?x=*", "?x=", "?x=a b", "?x=\u00c9T\u00c9", "?x=1*2", "?y=*&x=2"]);
   return host + path + query + r.pick(["", "", "#top", "#*"]);
@@ -421,12 +429,14 @@ const REDIRECT_FROM = [
   "http://www.example.com/home?a=1&a=2#top", "https://www.example.com/home?q=x+y&e=%C3%A9&s=a%20b",
   "/home", "", "https://www.example.com/other", "https://Example.com:443/home/", "https://www.example.com/home?utm=1&x=",
   "https://www.example.com/home?color=red&&=v&k", "https://www.example.com/home-new?color=blue", "https://www.example.com/home?%zz=1&é=ü",
+  "https://\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444/home?color=blue", "https://www\uff0eexample\u3002com/home",
 ];
 const REDIRECT_TO = [
   "https://www.example.com/home-new", "https://www.example.com/home-new?color=red", "https://other.org/landing?x=1#frag",
   "https://www.example.com/home", "http://www.example.com/home?color=blue", "/relative", "", "not a url",
   "https://www.example.com/new?a=b c&d", "https://www.example.com/new?", "https://www.example.com/new#h", "https://WWW.example.com:443/home-new/",
   "https://www.example.com/new?q=%41+b&x=%", 5, "https://www.example.com/home?color=blue&food=sushi",
+  "https://\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444/new?x=1", "https://a\u200db.com/new",
 ];
 const REDIRECT_PATTERNS = [
   { type: "simple", pattern: "https://www.example.com/home" }, { type: "simple", pattern: "www.example.com/home*" },
