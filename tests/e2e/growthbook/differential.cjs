@@ -410,6 +410,8 @@ function randomUrlPatterns(r) {
   });
 }
 
+const OLD_STYLE_URLS = ["^/pricing", "pricing", "", ".*", "/a/", "([", 0, 5, true, false, null, {}, [], ["pricing"], { test: 1 }];
+
 function randomExperiment(r) {
   const n = r.chance(0.05) ? r.int(0, 1) : r.int(2, 4);
   const e = { key: r.pick(EXPERIMENT_KEYS), variations: Array.from({ length: n }, () => randomValue(r)) };
@@ -418,6 +420,9 @@ function randomExperiment(r) {
   if (r.chance(0.1)) e.status = r.pick(["draft", "running", "stopped"]);
   if (r.chance(0.08)) e.force = r.pick([0, 1, 5, -1]);
   if (r.chance(0.25)) e.urlPatterns = r.chance(0.05) ? r.pick([{}, "abc", 5]) : randomUrlPatterns(r);
+  // Old-style `url` (a RegExp in the SDK's types; JSON can only give other
+  // types, on which the SDK's urlIsValid calls .test).
+  if (r.chance(0.06)) e.url = r.pick(OLD_STYLE_URLS);
   return e;
 }
 
@@ -468,6 +473,7 @@ function randomAutoExperiment(r) {
   if (r.chance(0.05)) e.manual = true;
   if (r.chance(0.25)) addExperimentFields(r, e, n, ["f0", "f1"]);
   if (r.chance(0.05)) e.active = false;
+  if (r.chance(0.05)) e.url = r.pick(OLD_STYLE_URLS);
   return e;
 }
 
