@@ -1,6 +1,8 @@
 // An experiment's results, polled: SRM warning, units per variant, per
-// metric a table (n, mean, lift with CI, p-value, corrected p-value) and a
-// forest plot of the lifts, and the cumulative lift over time.
+// metric a table (n, mean, lift with CI, p-value, corrected p-value; with a
+// pre-period covariate also the CUPED-adjusted lift and its variance
+// reduction) and a forest plot of the lifts, and the cumulative lift over
+// time.
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { getResults, getResultsHistory } from '../api.js';
 import { HistoryChart, LiftChart } from '../charts.js';
@@ -36,6 +38,22 @@ function Comparison({ side }) {
     <td class="num">${fmtP(side.pValueAdjusted)}</td>`;
 }
 
+// CUPED (comparison.cuped, present when some unit has a pre-period value of
+// the metric): the adjusted lift with its CI and p-value, and how much of
+// the per-unit variance the covariate removed in the variant (and in the
+// control, for this comparison). An arm pair CUPED could not compare shows
+// the API's reason.
+function CupedCells({ cuped }) {
+  if (!cuped) return html`<td class="num muted">—</td><td class="num muted">—</td>`;
+  if (cuped.error) return html`<td class="num muted" colspan="2">${cuped.error}</td>`;
+  const rel = cuped.relative || {};
+  const reduction = cuped.varianceReduction || {};
+  return html`<td class="num cuped-lift">${fmtPercent(rel.lift)}
+      <span class="ci">[${rel.ci ? `${fmtPercent(rel.ci[0])}, ${fmtPercent(rel.ci[1])}` : '—'}] p ${fmtP(rel.pValue)}</span></td>
+    <td class="num variance-reduction">${fmtPercent(reduction.variant, 1)}
+      <span class="ci">control ${fmtPercent(reduction.control, 1)}</span></td>`;
+}
+
 function MetricResults({ metric, results, history }) {
   const alpha = results.alpha ?? 0.05;
   const treatments = metric.variants.filter((v) => v.variant !== results.control);
@@ -45,14 +63,17 @@ function MetricResults({ metric, results, history }) {
     return { variant: v.variant, lift: rel ? rel.lift : null, ci: rel ? rel.ci : null, significant: p !== null && p < alpha };
   });
   const captionId = `metric-${metric.metric.replace(/[^A-Za-z0-9_-]/g, "-")}`;
+  const withCuped = treatments.some((v) => v.comparison && v.comparison.cuped);
   return html`<section class="card metric" aria-labelledby=${captionId}>
     <h3 id=${captionId}>${metric.metric} <span class="muted small">(${metric.kind})</span></h3>
     <table class="table">
-      <caption class="visually-hidden">${metric.metric}: per variant n, mean, relative lift with its ${Math.round((1 - alpha) * 100)}% interval, p-value and corrected p-value</caption>
+      <caption class="visually-hidden">${metric.metric}: per variant n, mean, relative lift with its ${Math.round((1 - alpha) * 100)}% interval, p-value and corrected p-value${withCuped ? ', the CUPED-adjusted lift and the variance reduction' : ''}</caption>
       <thead><tr>
         <th scope="col">Variant</th><th scope="col" class="num">n</th><th scope="col" class="num">Mean</th>
         <th scope="col" class="num">Lift [${Math.round((1 - alpha) * 100)}% CI]</th><th scope="col" class="num">p-value</th>
         <th scope="col" class="num">Corrected p (${results.correction})</th>
+        ${withCuped ? html`<th scope="col" class="num">CUPED lift [${Math.round((1 - alpha) * 100)}% CI]</th>
+          <th scope="col" class="num" title="1 − the CUPED-adjusted per-unit variance over the unadjusted one">Variance reduction</th>` : null}
       </tr></thead>
       <tbody>
         ${metric.variants.map((v) => html`<tr>
@@ -62,6 +83,9 @@ function MetricResults({ metric, results, history }) {
           ${v.variant === results.control ? html`<td class="num muted">baseline</td><td></td><td></td>`
             : v.comparisonError ? html`<td class="num muted" colspan="3">${v.comparisonError}</td>`
             : html`<${Comparison} side=${v.comparison && v.comparison.relative} />`}
+          ${!withCuped ? null
+            : v.variant === results.control || !v.comparison ? html`<td></td><td></td>`
+            : html`<${CupedCells} cuped=${v.comparison.cuped} />`}
         </tr>`)}
       </tbody>
     </table>

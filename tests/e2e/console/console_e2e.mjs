@@ -5,8 +5,10 @@
 //   → in the console: create an experiment (labelled controls), ramp it,
 //     start it, see a 409 conflict shown and the page reloaded
 //   → a script assigns 400 units (/v1/evaluate/batch) and posts their
-//     exposure and conversion events (POST /v1/events)
-//   → the results page shows every variant with the API's numbers, the lift
+//     exposure and conversion events (POST /v1/events), some purchases a day
+//     before the exposure (the CUPED covariate)
+//   → the results page shows every variant with the API's numbers, the
+//     CUPED-adjusted lift and variance reduction, the lift
 //     chart and the lift-over-time chart; the layers page; the system page
 //     (the store's member as leader, its endpoint up); the gateways page with
 //     a gateway that does not answer; a flag created with rules in the
@@ -160,9 +162,16 @@ async function main() {
     if (!a) return;
     counts[a.variant] = (counts[a.variant] || 0) + 1;
     lines.push(JSON.stringify({ type: 'exposure', key: `x-${i}`, experiment: 'green-button', unit: units[i], variant: a.variant, ts: now }));
+    // A unit's propensity to buy: below 10 (control) or 30 (treatment) it
+    // converts; below 20, in either variant, it also bought the day before
+    // the exposure (the CUPED covariate, balanced across the variants).
+    const propensity = (i * 7919) % 100;
     const rate = a.variant === 'treatment' ? 0.3 : 0.1;
-    if ((i * 7919) % 100 < rate * 100) {
+    if (propensity < rate * 100) {
       lines.push(JSON.stringify({ type: 'conversion', key: `c-${i}`, experiment: 'green-button', unit: units[i], metric: 'purchase', ts: now + 1000 }));
+    }
+    if (propensity < 20) {
+      lines.push(JSON.stringify({ type: 'conversion', key: `p-${i}`, experiment: 'green-button', unit: units[i], metric: 'purchase', ts: now - 86400000 }));
     }
   });
   check(counts.control > 50 && counts.treatment > 50, `both variants assigned: ${JSON.stringify(counts)}`);
@@ -191,6 +200,18 @@ async function main() {
   const treatmentRow = metricRows.find((r) => r[0].startsWith('treatment'));
   const lift = purchase.variants.find((v) => v.variant === 'treatment').comparison.relative.lift;
   check(treatmentRow[3].startsWith(`${(lift * 100).toFixed(2)}%`), `treatment lift ${treatmentRow[3]} shows ${lift}`);
+  // CUPED: the adjusted lift and the variance reduction the API computed.
+  const cuped = purchase.variants.find((v) => v.variant === 'treatment').comparison.cuped;
+  check(cuped && !cuped.error && cuped.varianceReduction.variant > 0, `the API has CUPED with a variance reduction: ${JSON.stringify(cuped)}`);
+  const headers = await page.$$eval('#metric-purchase ~ table thead th', (ths) => ths.map((t) => t.textContent.trim()));
+  const cupedColumn = headers.findIndex((h) => h.startsWith('CUPED lift ['));
+  check(cupedColumn > 0 && headers.includes('Variance reduction'), `CUPED columns: ${JSON.stringify(headers)}`);
+  const reductionCell = treatmentRow[headers.indexOf('Variance reduction')];
+  check(reductionCell.startsWith(`${(cuped.varianceReduction.variant * 100).toFixed(1)}%`) &&
+    reductionCell.includes(`control ${(cuped.varianceReduction.control * 100).toFixed(1)}%`),
+    `treatment variance reduction ${reductionCell} shows ${JSON.stringify(cuped.varianceReduction)}`);
+  const cupedCell = treatmentRow[cupedColumn];
+  check(cupedCell.startsWith(`${(cuped.relative.lift * 100).toFixed(2)}%`), `treatment CUPED lift ${cupedCell} shows ${cuped.relative.lift}`);
   await waitFor('the lift chart', () => page.$('svg.lift-chart circle'));
   await waitFor('the lift-over-time chart', () => page.$('.uplot canvas'), 30000, 250);
   const srmShown = (await bodyText()).includes('Sample ratio mismatch');
