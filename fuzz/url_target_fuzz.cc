@@ -83,7 +83,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       Check(again.ok() && again.url.Href() == merged.get<std::string>());
     }
   } catch (const Unsupported&) {
-    // IDNA hosts and non-special schemes: reported, not guessed.
+    // file: and non-special schemes: reported, not guessed.
   }
   return 0;
 }

@@ -484,7 +484,7 @@ Json GrowthBookEvaluator::RunExperiment(Json& experiment, const Json& feature_id
     if (!targeted.has_value()) {
       throw Unsupported(
           "experiment.urlPatterns: the URL or a pattern is outside what Capstan's WHATWG URL "
-          "parser supports (IDNA hosts beyond Latin-1, file: and non-http(s)/ws(s)/ftp schemes, URL "
+          "parser supports (file: and non-http(s)/ws(s)/ftp schemes, URL "
           "parts over 4 KB; see src/experiments/whatwg_url.h)");
     }
     if (!*targeted) return not_in();

@@ -160,7 +160,7 @@ absl::StatusOr<Json> UrlRedirect(const Json& context) {
         if (!same_page.has_value()) {
           throw Unsupported(
               "urlRedirect: the redirect URL or a pattern is outside the "
-              "supported WHATWG URL subset (IDNA hosts beyond Latin-1, non-special schemes)");
+              "supported WHATWG URL subset (file: and non-special schemes)");
         }
         if (!*same_page) redirected_url = std::move(target);
       }

@@ -15,8 +15,8 @@
 // href after the origin.
 //
 // std::nullopt (the evaluator answers Unimplemented rather than guess):
-// the URL or a simple pattern is outside whatwg_url.h (hosts needing IDNA
-// beyond Latin-1, `file:` and non-special schemes); a URL part that is not plain ASCII (a decoded
+// the URL or a simple pattern is outside whatwg_url.h (`file:` and
+// non-special schemes); a URL part that is not plain ASCII (a decoded
 // query value) compared with a simple pattern, or an href tested by a regex
 // pattern, is longer than JsRegex::kMaxSubjectBytes (4 KB); `targets` is an object with
 // a `length` key (JavaScript would read it as array-like).

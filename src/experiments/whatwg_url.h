@@ -13,16 +13,14 @@
 // `.`/`..` path segments (also as `%2e`) resolved; each component
 // percent-encoded with its own encode set, non-ASCII as UTF-8.
 //
-// Internationalized hosts: the part of IDNA (UTS #46, non-transitional) that
-// needs no Unicode tables is done: ASCII plus the Latin-1 letters
-// U+00C0-U+00FF (not U+00D7, U+00F7) lower-cased and each such label
-// punycoded ("bücher.de" is "xn--bcher-kva.de"), and "xn--" labels that
-// decode to such a label (so every host this parser writes parses again).
+// Internationalized hosts: IDNA (UTS #46 ToASCII) as node's `new URL` does
+// it, in idna.h: every script mapped, normalized and punycoded ("bücher.de"
+// is "xn--bcher-kva.de", "例え。テスト" is "xn--r8jz45g.xn--zckzah"), full-width
+// and ideographic dots, "xn--" labels checked; every host this parser
+// writes parses again to itself.
 //
-// Not done (kUnsupported, so a caller can say so instead of guessing):
-// other non-ASCII hosts (other scripts, full-width dots, combining marks:
-// the UTS #46 mapping table and NFC), other "xn--" labels, the `file:`
-// scheme and non-special schemes (`mailto:`, `data:`, `blob:`, ...),
+// Not done (kUnsupported, so a caller can say so instead of guessing): the
+// `file:` scheme and non-special schemes (`mailto:`, `data:`, `blob:`, ...),
 // including relative input against such a base.
 //
 // Thread-safety: pure functions.
