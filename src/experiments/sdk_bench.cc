@@ -104,6 +104,25 @@ void BM_ParseWhatwgUrl(benchmark::State& state) {
 }
 BENCHMARK(BM_ParseWhatwgUrl);
 
+// The same URL with an internationalized host (Cyrillic, an ideographic
+// dot), through idna.h; and one whose host is already punycode (checked).
+void BM_ParseWhatwgUrlIdnaHost(benchmark::State& state) {
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(ParseWhatwgUrl(
+        "https://\xd0\x9f\xd1\x80\xd0\xb8\xd0\xbc\xd0\xb5\xd1\x80\xe3\x80\x82\xd1\x80\xd1\x84:"
+        "443/a/../landing?utm=mail&x=a%20b#top"));
+  }
+}
+BENCHMARK(BM_ParseWhatwgUrlIdnaHost);
+
+void BM_ParseWhatwgUrlPunycodeHost(benchmark::State& state) {
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(
+        ParseWhatwgUrl("https://xn--e1afmkfd.xn--p1ai:443/a/../landing?utm=mail&x=a%20b#top"));
+  }
+}
+BENCHMARK(BM_ParseWhatwgUrlPunycodeHost);
+
 void BM_UrlTargetedSimple(benchmark::State& state) {
   Json targets = Json::parse(
       R"([{"type": "simple", "pattern": "shop.example.com/landing*?utm=*"},
