@@ -406,6 +406,11 @@ function randomUrlPatterns(r) {
     if (!regex && r.chance(0.4)) target.pattern = randomSimplePattern(r);
     if (r.chance(0.02)) target.type = "other";
     if (r.chance(0.4)) target.include = r.pick([true, false, false]);
+    // A pattern that is not a string (getUrlRegExp and the simple route call
+    // .replace on it inside a try: no match), or an element that is not a
+    // target object (null throws reading .type; others match nothing).
+    if (r.chance(0.04)) target.pattern = r.pick([5, null, ["^/"], {}, true, 0, ["pricing"]]);
+    if (r.chance(0.02)) return r.pick([null, "abc", 5, [], {}, true]);
     return target;
   });
 }
