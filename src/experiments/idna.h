@@ -1,7 +1,8 @@
 // IDNA for whatwg_url.h: the URL Standard's "domain to ASCII" (beStrict
-// false) as node's `new URL` runs it, UTS #46 ToASCII with CheckHyphens
-// off, CheckBidi and CheckJoiners on, UseSTD3ASCIIRules off,
-// non-transitional processing and VerifyDnsLength off.
+// false) as node's `new URL` runs it (node 20, its URL parser Ada 2.9):
+// UTS #46 ToASCII with CheckHyphens off, CheckBidi and CheckJoiners on,
+// UseSTD3ASCIIRules off, non-transitional processing and VerifyDnsLength
+// off.
 //
 // The data is ICU's: its "uts46" normalizer is the UTS #46 mapping table
 // and NFC of Unicode 15.0 (ICU 72; node's table is IDNA 15.0 too): case
@@ -9,8 +10,9 @@
 // forms, ignored code points; disallowed ones fail. The rules are node's
 // where node departs from the letter of UTS #46 (the differential
 // tests/e2e/growthbook/url_differential.cjs holds them to it):
-//   - an all-ASCII host is only lower-cased; a label that is ASCII and not
-//     "xn--" is never validated, even in a bidi domain name;
+//   - an all-ASCII host is only lower-cased and its "xn--" labels checked;
+//     a label that is ASCII and not "xn--" is never validated, even in a
+//     bidi domain name ("-a.\u0628" is a host);
 //   - an "xn--" label must decode to a non-empty label that the mapping and
 //     NFC leave unchanged and that is valid; it may decode to ASCII only
 //     ("xn--a-" is a host), and is kept as written (lower case);
@@ -24,6 +26,9 @@
 // Punycode is RFC 3492 with its 2^31 - 1 overflow limit.
 //
 // Thread-safety: pure functions (ICU's normalizer is immutable, shared).
+//
+// Example:
+//   DomainToAscii("Пример。рф").ascii  // "xn--e1afmkfd.xn--p1ai"
 #pragma once
 
 #include <string>
