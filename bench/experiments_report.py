@@ -276,7 +276,11 @@ notes = [
     "fdatasyncs for 1066 batches with 8 calls in flight. The batch size (1000 events per call) is the same in "
     "both rows, and the load generators run on core 1, outside the figure. The same binary resending at once "
     "(`IGNORE_RETRY_AFTER=1`, not saturated either) gave 953 / 939 / 728 k (HTTP) and 1099 / 902 / 652 k (RPC) "
-    "events per CPU-second: on this shared machine a round moves by ±20%.",
+    "events per CPU-second: on this shared machine a round moves by ±20%. `ROWS=6 bench/experiments.sh` alone, "
+    "twice (load average 11-13, not saturated, nothing refused): `IngestEvents` 1190 / 1149 / 991 k and "
+    "1162 / 1115 / 1022 k events per CPU-second. Not tried here: saturation (the service never had a whole core, "
+    "so the aggregation never fell behind and nothing was refused); the next full run on a quiet machine shows "
+    "what the back-off and the refusal on the loop give there.",
     "* Longer runs (`ROWS=3 DURATION=15 ROUNDS=3`, every unit new): rounds 2-3 cost 1.1-1.5 µs per event "
     "after the layout change against 1.9-3.4 µs before it (interleaved A/B at load average 11-22); the 1M "
     "target holds for a fresh service, not yet over tens of millions of new units. A Bloom filter in front "
