@@ -182,7 +182,6 @@ Json UnitResultToJson(const v1::UnitResult& result) {
   return out;
 }
 
-
 std::optional<std::chrono::milliseconds> RetryAfterOf(const absl::Status& status) {
   if (!absl::IsResourceExhausted(status)) return std::nullopt;
   constexpr std::string_view kHint = "retry after ";
