@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "net/block_on.h"
 #include "rpc/channel.h"
 
@@ -179,6 +180,26 @@ Json UnitResultToJson(const v1::UnitResult& result) {
   for (const std::string& h : result.holdouts()) holdouts.push_back(h);
   out["holdouts"] = std::move(holdouts);
   return out;
+}
+
+std::optional<std::chrono::milliseconds> RetryAfterOf(const absl::Status& status) {
+  if (!absl::IsResourceExhausted(status)) return std::nullopt;
+  constexpr std::string_view kHint = "retry after ";
+  std::string_view message(status.message().data(), status.message().size());
+  size_t at = message.rfind(kHint);
+  if (at == std::string_view::npos) return std::nullopt;
+  std::string_view rest = message.substr(at + kHint.size());
+  size_t digits = 0;
+  while (digits < rest.size() && absl::ascii_isdigit(static_cast<unsigned char>(rest[digits]))) {
+    ++digits;
+  }
+  int seconds = 0;
+  // At most an hour: a larger figure is not a hint this service gives.
+  if (digits == 0 || rest.substr(digits) != " s" ||
+      !absl::SimpleAtoi(absl::string_view(rest.data(), digits), &seconds) || seconds > 3600) {
+    return std::nullopt;
+  }
+  return std::chrono::milliseconds(int64_t{seconds} * 1000);
 }
 
 }  // namespace capstan::experiments_rpc

@@ -23,6 +23,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -88,5 +89,12 @@ class ExperimentsRpcClient {
 // "flags", "holdouts"}, as EvaluationResult::ToJson writes it): for
 // comparing the two APIs and for callers that want JSON.
 experiments::Json UnitResultToJson(const v1::UnitResult& result);
+
+// How long a RESOURCE_EXHAUSTED answer (IngestEvents while the event
+// pipeline is behind) asks the caller to wait before sending again: the
+// message's "retry after N s" (EventsApi's wording; the retry-after-ms
+// trailer carries the same number, which rpc::Channel does not hand to
+// callers). nullopt for any other status, or one without the hint.
+std::optional<std::chrono::milliseconds> RetryAfterOf(const absl::Status& status);
 
 }  // namespace capstan::experiments_rpc

@@ -60,21 +60,44 @@ inline bool ReadLengthDelimited(const uint8_t*& p, const uint8_t* end, std::stri
   return true;
 }
 
+// Whether eight bytes hold one outside printable ASCII (0x20-0x7e). Exact
+// about whether there is one (not about which): a byte below 0x20 leaves
+// its high bit set in x - 0x20 where x's own is clear; one above 0x7e has
+// it set in x + 1 or in x (carries only start from bytes already caught).
+inline bool HasNonPrintable(uint64_t x) {
+  constexpr uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr uint64_t kHighBits = 0x8080808080808080ULL;
+  const uint64_t below_space = (x - kOnes * 0x20) & ~x & kHighBits;
+  const uint64_t above_tilde = ((x + kOnes) | x) & kHighBits;
+  return (below_space | above_tilde) != 0;
+}
+
+// Whether every byte of `s` is printable ASCII, eight at a time: GCC at -O2
+// does not vectorize the byte loop (a profile of the service showed it as
+// half of the decoder's time).
+inline bool AllPrintableAscii(std::string_view s) {
+  size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t x;
+    std::memcpy(&x, s.data() + i, 8);
+    if (HasNonPrintable(x)) return false;
+  }
+  if (i == s.size()) return true;
+  uint64_t tail = 0x6161616161616161ULL;  // 'a's where the string has no bytes
+  std::memcpy(&tail, s.data() + i, s.size() - i);
+  return !HasNonPrintable(tail);
+}
+
 // An identifier CheckEvent accepts, of the shape the fast path takes: 1 to
 // kMaxEventIdBytes bytes of printable ASCII (so valid UTF-8, as proto3 wants,
 // and free of control characters, as CheckEvent wants). Copied once, into
 // the Event.
 inline bool ReadId(const uint8_t*& p, const uint8_t* end, std::string* out) {
   std::string_view s;
-  if (!ReadLengthDelimited(p, end, &s) || s.empty() || s.size() > experiments::kMaxEventIdBytes) {
+  if (!ReadLengthDelimited(p, end, &s) || s.empty() || s.size() > experiments::kMaxEventIdBytes ||
+      !AllPrintableAscii(s)) {
     return false;
   }
-  unsigned outside = 0;  // no early exit: the loop vectorizes
-  for (char ch : s) {
-    auto c = static_cast<unsigned char>(ch);
-    outside |= static_cast<unsigned>(c < 0x20) | static_cast<unsigned>(c >= 0x7f);
-  }
-  if (outside != 0) return false;
   out->assign(s.data(), s.size());
   return true;
 }
@@ -262,12 +285,16 @@ bool DecodeIngestEventsFast(std::string_view bytes, std::vector<Event>* events) 
   // No events, or too many: EventsFromProto words those errors.
   if (count == 0 || count > experiments::kMaxEventsPerBatch) return false;
   events->clear();
-  events->resize(count);
+  // Each Event built where it is filled, while its cache lines are hot (a
+  // resize first would write the batch's ~200 KB twice).
+  events->reserve(count);
   const uint8_t* p = begin;
-  for (Event& e : *events) {
+  for (size_t i = 0; i < count; ++i) {
     std::string_view body;
     ++p;  // the 0x0a the count pass saw
-    if (!ReadLengthDelimited(p, end, &body) || !ReadEvent(body, &e)) return false;
+    if (!ReadLengthDelimited(p, end, &body) || !ReadEvent(body, &events->emplace_back())) {
+      return false;
+    }
   }
   return true;
 }

@@ -366,6 +366,34 @@ TEST(IngestRequestTest, TheBatchLimitIsTheReferences) {
   EXPECT_EQ(decoded.status().message(), "events: has 10001 events; at most 10000");
 }
 
+// The fast path's printable-ASCII check (eight bytes at a time) against the
+// reference for every byte value at every position of identifiers of 1 to
+// 20 bytes (so in a full word, in the tail, and at their edges), in each
+// identifier field.
+TEST(IngestRequestTest, EveryByteAtEveryPositionOfAnIdentifierAnswersAsTheReference) {
+  for (size_t length = 1; length <= 20; ++length) {
+    for (size_t at = 0; at < length; ++at) {
+      for (int byte = 0; byte < 256; ++byte) {
+        std::string id(length, 'a');
+        id[at] = static_cast<char>(byte);
+        for (int field = 0; field < 4; ++field) {
+          v1::IngestEventsRequest request;
+          v1::Event* e = request.add_events();
+          e->set_key(field == 0 ? id : "k");
+          e->set_experiment(field == 1 ? id : "x");
+          e->set_unit(field == 2 ? id : "u");
+          e->mutable_exposure()->set_variant(field == 3 ? id : "v");
+          const bool printable = byte >= 0x20 && byte < 0x7f;
+          std::vector<Event> fast;
+          EXPECT_EQ(DecodeIngestEventsFast(request.SerializeAsString(), &fast), printable)
+              << "length " << length << " at " << at << " byte " << byte << " field " << field;
+          if (!printable && byte < 0x80) ExpectSameAsReference(request.SerializeAsString());
+        }
+      }
+    }
+  }
+}
+
 // Identifiers outside printable ASCII are not the fast path's; they are
 // still decoded (valid UTF-8) or refused (control characters) as the
 // reference does.

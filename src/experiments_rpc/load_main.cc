@@ -4,9 +4,15 @@
 // seconds, and print one JSON line with the fields wrk's script prints
 // (bench/experiments_wrk.lua), so the report reads both alike:
 //   {"requests", "duration_us", "p50_us", "p90_us", "p99_us", "max_us",
-//    "status_errors", ..., "service_cpu_us", "first_error"}
-// service_cpu_us is the server's utime+stime (/proc/PID/stat, --service-pid)
-// over the measured seconds only.
+//    "status_errors", "refused", ..., "service_cpu_us", "first_error"}
+// requests counts the calls answered OK within the measured seconds,
+// status_errors the other failed ones, refused those answered
+// RESOURCE_EXHAUSTED (the service is behind). A refused worker waits the
+// time the answer asks for ("retry after N s", EventsApi's wording; 100 ms
+// without one) before its next call, as a client should, so a saturation run
+// measures accepted events and not the cost of refusing
+// (--ignore-retry-after resends at once). service_cpu_us is the server's
+// utime+stime (/proc/PID/stat, --service-pid) over the measured seconds only.
 //
 //   experiments_rpc_load --port 8091 --mode evaluate --workers 32
 //   experiments_rpc_load --port 8091 --mode ingest --workers 8 --batch 1000 --run r1
@@ -22,6 +28,7 @@
 #include "CLI/CLI.hpp"
 #include "bench/measure.h"
 #include "capstan/experiments.capstan.h"
+#include "experiments_rpc/client.h"
 #include "net/block_on.h"
 #include "net/loop_group.h"
 #include "net/wait_group.h"
@@ -45,12 +52,14 @@ struct Flags {
   std::string run = "r";  // idempotency key prefix: unique per run
   int service_pid = 0;
   std::string experiment = "bench-exp";
+  bool ignore_retry_after = false;
 };
 
 struct Shared {
   LatencyHistogram latency;
   std::atomic<int64_t> calls{0};
-  std::atomic<int64_t> errors{0};
+  std::atomic<int64_t> errors{0};   // measured, other than refused
+  std::atomic<int64_t> refused{0};  // measured, RESOURCE_EXHAUSTED
   std::atomic<bool> measuring{false};
   std::atomic<bool> stop{false};
   std::mutex mu;
@@ -79,8 +88,18 @@ void FillBatch(const Flags& f, int worker, int64_t call, v1::IngestEventsRequest
   }
 }
 
-net::Task<void> Worker(std::shared_ptr<rpc::Channel> channel, const Flags* f, int worker,
-                       Shared* shared, net::WaitGroup* done) {
+// Waits `delay` on the loop, in short steps so a stop is seen soon.
+net::Task<void> BackOff(net::EventLoop* loop, std::chrono::milliseconds delay, Shared* shared) {
+  constexpr std::chrono::milliseconds kStep{50};
+  while (delay.count() > 0 && !shared->stop.load(std::memory_order_relaxed)) {
+    std::chrono::milliseconds step = std::min(delay, kStep);
+    co_await loop->Sleep(step);
+    delay -= step;
+  }
+}
+
+net::Task<void> Worker(net::EventLoop* loop, std::shared_ptr<rpc::Channel> channel, const Flags* f,
+                       int worker, Shared* shared, net::WaitGroup* done) {
   v1::ExperimentsClient client(channel);
   v1::EvaluateRequest evaluate;
   v1::IngestEventsRequest ingest;
@@ -98,14 +117,23 @@ net::Task<void> Worker(std::shared_ptr<rpc::Channel> channel, const Flags* f, in
       auto response = co_await client.Evaluate(evaluate, {.timeout = std::chrono::seconds(10)});
       status = response.status();
     }
-    if (!status.ok()) {
-      if (shared->errors.fetch_add(1) == 0) {
-        std::lock_guard lock(shared->mu);
-        shared->first_error = status.ToString();
+    const bool measuring = shared->measuring.load(std::memory_order_relaxed);
+    if (absl::IsResourceExhausted(status)) {
+      if (measuring) shared->refused.fetch_add(1, std::memory_order_relaxed);
+      if (!f->ignore_retry_after) {
+        std::chrono::milliseconds wait =
+            RetryAfterOf(status).value_or(std::chrono::milliseconds(100));
+        co_await BackOff(loop, wait, shared);
       }
       continue;
     }
-    if (shared->measuring.load(std::memory_order_relaxed)) {
+    if (!status.ok()) {
+      if (measuring) shared->errors.fetch_add(1, std::memory_order_relaxed);
+      std::lock_guard lock(shared->mu);
+      if (shared->first_error.empty()) shared->first_error = status.ToString();
+      continue;
+    }
+    if (measuring) {
       shared->latency.Add(NowMicros() - start);
       shared->calls.fetch_add(1, std::memory_order_relaxed);
     }
@@ -121,7 +149,8 @@ net::Task<void> Load(net::EventLoop* loop, const Flags* f, Shared* shared) {
   net::WaitGroup done(loop);
   for (int i = 0; i < f->workers; ++i) {
     done.Add();
-    loop->Spawn(Worker(channels[static_cast<size_t>(i) % channels.size()], f, i, shared, &done));
+    loop->Spawn(
+        Worker(loop, channels[static_cast<size_t>(i) % channels.size()], f, i, shared, &done));
   }
   co_await done.Wait();
   for (auto& c : channels) c->Close();
@@ -142,6 +171,8 @@ int Main(int argc, char** argv) {
   app.add_option("--run", f.run, "Idempotency key prefix (unique per run).");
   app.add_option("--service-pid", f.service_pid, "The server's pid, for its CPU time.");
   app.add_option("--experiment", f.experiment, "The experiment events are for.");
+  app.add_flag("--ignore-retry-after", f.ignore_retry_after,
+               "Resend at once after RESOURCE_EXHAUSTED (saturation runs).");
   CLI11_PARSE(app, argc, argv);
 
   auto loops = net::LoopGroup::Start({.name = "exp-load"});
@@ -176,6 +207,7 @@ int Main(int argc, char** argv) {
                         {"p99_us", static_cast<int64_t>(shared.latency.PercentileMs(0.99) * 1e3)},
                         {"max_us", static_cast<int64_t>(shared.latency.PercentileMs(1.0) * 1e3)},
                         {"status_errors", shared.errors.load()},
+                        {"refused", shared.refused.load()},
                         {"read_errors", 0},
                         {"write_errors", 0},
                         {"timeouts", 0},

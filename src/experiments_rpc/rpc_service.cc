@@ -252,15 +252,18 @@ net::Task<absl::Status> ExperimentsRpcService::IngestEvents(rpc::ServerContext& 
     absl::StatusOr<experiments::AppendResult> appended;
   };
   const bool enabled = events_ != nullptr;
+  if (enabled) {
+    // Behind: refused on the loop, before the hand-off and the decoding (two
+    // atomic loads), so shedding a batch costs no thread switch: at
+    // saturation, with callers that resend at once, refusals otherwise took
+    // the core the aggregation needs to catch up.
+    if (absl::Status admitted = events_->Admit(); !admitted.ok()) {
+      AddErrorTrailers(context, admitted, events_->retry_after_seconds());
+      co_return admitted;
+    }
+  }
   Outcome outcome = co_await pool_->Run(context.loop(), [&] {
     Outcome out;
-    if (enabled) {
-      // Behind: refused before the request is decoded (load shed cheaply).
-      if (absl::Status admitted = events_->Admit(); !admitted.ok()) {
-        out.appended = admitted;
-        return out;
-      }
-    }
     // The decoder wants the message's bytes in one piece; a frame that came
     // in several reads is copied together once (a memcpy per request).
     std::string joined;

@@ -7,6 +7,7 @@
 #include <future>
 #include <limits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "experiments/events_service.h"
@@ -194,6 +195,23 @@ TEST(UnitResultTest, TypedResultSaysWhatTheJsonSays) {
       << sources.size();
 }
 
+// RetryAfterOf reads the hint only from a RESOURCE_EXHAUSTED message that
+// ends with it, in whole seconds.
+TEST(RetryAfterOfTest, ReadsTheHintOfResourceExhaustedOnly) {
+  EXPECT_EQ(RetryAfterOf(absl::ResourceExhaustedError("queue is full; retry after 3 s")),
+            std::chrono::milliseconds(3000));
+  EXPECT_EQ(RetryAfterOf(absl::ResourceExhaustedError("behind; retry after 0 s")),
+            std::chrono::milliseconds(0));
+  EXPECT_EQ(RetryAfterOf(absl::UnavailableError("behind; retry after 3 s")), std::nullopt);
+  EXPECT_EQ(RetryAfterOf(absl::ResourceExhaustedError("too many calls")), std::nullopt);
+  EXPECT_EQ(RetryAfterOf(absl::ResourceExhaustedError("retry after s")), std::nullopt);
+  EXPECT_EQ(RetryAfterOf(absl::ResourceExhaustedError("retry after 3 ms")), std::nullopt);
+  EXPECT_EQ(RetryAfterOf(absl::ResourceExhaustedError("retry after -3 s")), std::nullopt);
+  EXPECT_EQ(RetryAfterOf(absl::ResourceExhaustedError("retry after 99999999999999 s")),
+            std::nullopt);
+  EXPECT_EQ(RetryAfterOf(absl::OkStatus()), std::nullopt);
+}
+
 // The event calls over a real RPC server, with the event store's writer held
 // so the pipeline is behind: RESOURCE_EXHAUSTED saying when to retry, then
 // the held batch answers once written. No configuration store is needed: the
@@ -254,6 +272,8 @@ TEST(IngestEventsTest, BackPressureIsResourceExhaustedWithARetryHint) {
   EXPECT_EQ(behind.status().code(), absl::StatusCode::kResourceExhausted) << behind.status();
   EXPECT_NE(behind.status().message().find("retry after 2 s"), std::string::npos)
       << behind.status();
+  // What the load tool and other C++ callers back off by.
+  EXPECT_EQ(RetryAfterOf(behind.status()), std::chrono::milliseconds(2000)) << behind.status();
   release.set_value();
   auto written = held.get();
   ASSERT_TRUE(written.ok()) << written.status();
@@ -349,6 +369,112 @@ TEST(IngestEventsTest, TheBytesHandlerAnswersAsTheTypedPath) {
   client->reset();
   server.Shutdown(std::chrono::seconds(1));
   api.reset();
+  std::filesystem::remove_all(dir);
+}
+
+// While the aggregation is behind, IngestEvents is refused on the RPC loop
+// before its bytes reach the worker pool (the pool's only thread is busy
+// here, so an answer that needed it would time out) and before they are
+// decoded (bytes that are no batch get the refusal too): shedding load at
+// saturation costs no thread switch.
+TEST(IngestEventsTest, RefusedOnTheLoopWhileTheAggregationIsBehind) {
+  std::string pattern =
+      (std::filesystem::temp_directory_path() / "experiments_rpc_XXXXXX").string();
+  const std::string dir = ::mkdtemp(pattern.data());
+  std::promise<void> aggregating;
+  std::promise<void> release_aggregation;
+  std::shared_future<void> aggregation_released = release_aggregation.get_future().share();
+  bool first = true;
+  auto store = experiments::EventStore::Open(
+      {.directory = dir + "/events", .max_unaggregated_events = 10, .before_group_aggregate = [&] {
+         if (!first) return;
+         first = false;
+         aggregating.set_value();
+         aggregation_released.wait();
+       }});
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::shared_ptr<experiments::EventStore> shared_store = *std::move(store);
+  metrics::Registry registry;
+  auto api = std::make_shared<experiments::EventsApi>(shared_store, /*watcher=*/nullptr, &registry,
+                                                      /*retry_after_seconds=*/3);
+  std::vector<experiments::Event> ten;
+  for (int i = 0; i < 10; ++i) {
+    experiments::Event e;
+    e.key = "k" + std::to_string(i);
+    e.experiment = "checkout";
+    e.unit = "u" + std::to_string(i);
+    e.variant = "a";
+    e.timestamp_ms = 1700000000000;
+    ten.push_back(std::move(e));
+  }
+  ASSERT_TRUE(api->Ingest(std::move(ten)).ok());  // durable; the aggregator holds it
+  aggregating.get_future().wait();
+
+  // The pool's one thread, held until the refusals are in.
+  net::WorkerPool pool({.threads = 1});
+  auto loops = net::LoopGroup::Start({.threads = 1, .name = "holder"});
+  ASSERT_TRUE(loops.ok());
+  std::promise<void> holding;
+  std::promise<void> release_pool;
+  std::shared_future<void> pool_released = release_pool.get_future().share();
+  net::EventLoop* holder_loop = (*loops)->loop(0);
+  holder_loop->Post([&] {
+    holder_loop->Spawn([](net::WorkerPool* pool, net::EventLoop* loop, std::promise<void>* holding,
+                          std::shared_future<void> released) -> net::Task<void> {
+      co_await pool->Run(loop, [&] {
+        holding->set_value();
+        released.wait();
+      });
+    }(&pool, holder_loop, &holding, pool_released));
+  });
+  holding.get_future().wait();
+
+  ExperimentsRpcService service(/*service=*/nullptr, api, &pool);
+  rpc::Server server({});
+  server.AddService(&service);
+  ASSERT_TRUE(server.Start().ok());
+  auto client = ExperimentsRpcClient::Connect("127.0.0.1", server.port(),
+                                              {.timeout = std::chrono::milliseconds(3000)});
+  ASSERT_TRUE(client.ok()) << client.status();
+  v1::IngestEventsRequest one;
+  *one.add_events() = Exposure("x", "x", "a");
+  auto behind = (*client)->IngestEvents(one);
+  EXPECT_EQ(behind.status().code(), absl::StatusCode::kResourceExhausted) << behind.status();
+  EXPECT_EQ(RetryAfterOf(behind.status()), std::chrono::milliseconds(3000)) << behind.status();
+  // Not decoded: a Document's bytes are refused alike, not as unparsable.
+  v1::Document not_a_batch;
+  not_a_batch.set_kind("x");
+  absl::StatusOr<v1::IngestEventsResponse> garbage =
+      net::BlockOn(holder_loop,
+                   [](net::EventLoop* loop, int port,
+                      v1::Document request) -> net::Task<absl::StatusOr<v1::IngestEventsResponse>> {
+                     auto channel = rpc::Channel::Create(loop, "127.0.0.1", port);
+                     auto answer = co_await channel->Call<v1::Document, v1::IngestEventsResponse>(
+                         "capstan.experiments.v1.Experiments/IngestEvents", request,
+                         {.timeout = std::chrono::seconds(3)});
+                     channel->Close();
+                     co_return answer;
+                   }(holder_loop, server.port(), not_a_batch));
+  EXPECT_EQ(garbage.status().code(), absl::StatusCode::kResourceExhausted) << garbage.status();
+  EXPECT_NE(registry.RenderText().find("capstan_experiments_events_throttled_batches_total 2"),
+            std::string::npos);
+
+  // Caught up: the same call goes through the (released) pool and is taken.
+  release_pool.set_value();
+  release_aggregation.set_value();
+  absl::StatusOr<v1::IngestEventsResponse> taken;
+  for (int attempt = 0; attempt < 100; ++attempt) {  // bounded: the aggregation catches up
+    taken = (*client)->IngestEvents(one);
+    if (!absl::IsResourceExhausted(taken.status())) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a client's back-off
+  }
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  EXPECT_EQ(taken->accepted(), 1u);
+  client->reset();
+  server.Shutdown(std::chrono::seconds(1));
+  (*loops)->Stop();
+  api.reset();
+  shared_store.reset();
   std::filesystem::remove_all(dir);
 }
 
