@@ -181,6 +181,18 @@ TEST(ClusterTest, LeaderKilledUnderWriteLoadLosesNothingAndStaysLinearizable) {
     return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
   };
   std::vector<std::thread> clients;
+  // A failed ASSERT returns early: the clients stop and are joined on every
+  // way out (a joinable std::thread destroyed would terminate the test).
+  struct JoinClients {
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& clients;
+    ~JoinClients() {
+      stop = true;
+      for (auto& t : clients) {
+        if (t.joinable()) t.join();
+      }
+    }
+  } join_clients{stop, clients};
   for (int cl = 0; cl < 6; ++cl) {
     clients.emplace_back([&, cl] {
       std::mt19937 rng(static_cast<uint32_t>(cl));
@@ -230,11 +242,15 @@ TEST(ClusterTest, LeaderKilledUnderWriteLoadLosesNothingAndStaysLinearizable) {
       }
     });
   }
+  // Generous: under TSan on a loaded CI machine 200 writes (with an
+  // election after start) took longer than the default 10 s.
   auto wait_for_acks = [&](size_t n) {
-    return Eventually([&] {
-      std::lock_guard<std::mutex> lock(mu);
-      return acked.size() >= n;
-    });
+    return Eventually(
+        [&] {
+          std::lock_guard<std::mutex> lock(mu);
+          return acked.size() >= n;
+        },
+        std::chrono::seconds(60));
   };
   ASSERT_TRUE(wait_for_acks(200)) << c.Logs();
   size_t acked_before_kill;
@@ -256,6 +272,7 @@ TEST(ClusterTest, LeaderKilledUnderWriteLoadLosesNothingAndStaysLinearizable) {
   ASSERT_TRUE(wait_for_acks(acked_before_kill + 200)) << "writes did not resume\n" << c.Logs();
   stop = true;
   for (auto& t : clients) t.join();
+  clients.clear();
 
   ASSERT_TRUE(c.StartMember(static_cast<size_t>(leader))) << c.Log(static_cast<size_t>(leader));
   ASSERT_GE(c.WaitForLeader(std::chrono::seconds(10)), 0);
