@@ -319,7 +319,7 @@ struct DnsConfig {
   std::string registry_zone = "svc.capstan.";
   Duration registry_ttl{5000};       // TTL of the discovery records (whole seconds)
   int udp_threads = 0;               // 0: one per event loop
-  int udp_answer_slice = 16;         // UDP answers sent every this many queries of a batch (1..64)
+  int udp_answer_slice = 64;         // UDP answers sent every this many queries of a batch (1..64)
   bool udp_latency_metrics = false;  // per-query wait quantiles in /metrics (diagnosis)
   int max_udp_payload = 1232;        // 512..4096
   bool minimal_responses = false;    // no NS in authority on positive answers (Knot's shape)

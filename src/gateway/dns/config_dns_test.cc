@@ -27,7 +27,7 @@ dns:
   EXPECT_EQ(d.rate_limit, 100);
   EXPECT_EQ(d.rate_limit_slip, 2);
   EXPECT_EQ(d.max_udp_payload, 1232);
-  EXPECT_EQ(d.udp_answer_slice, 16);
+  EXPECT_EQ(d.udp_answer_slice, 64);
   EXPECT_FALSE(d.udp_latency_metrics);
   auto tuned = ParseGatewayConfig(
       "dns:\n  listen: 127.0.0.1:53\n  zones: [a]\n  udp_answer_slice: 4\n"

@@ -7,13 +7,11 @@
 // loop; SO_REUSEPORT, the kernel spreads clients), each served by a
 // coroutine on its loop that waits for the socket to be readable and then
 // takes up to 64 datagrams per system call (recvmmsg), answers them into a
-// per-socket buffer and sends the answers with one sendmmsg
-// (net/udp_socket.h). After a full batch it lets the loop's other work run
-// before the next.
-// TCP: a listener on every loop of the group (SO_REUSEPORT), a coroutine
-// per connection reading length-prefixed queries (RFC 1035 section 4.2.2,
-// pipelined, answered in order; RFC 7766), closed after `tcp_idle_timeout`
-// without a query.
+// per-socket buffer and sends the answers with one sendmmsg (or one per
+// `udp_answer_slice` queries; net/udp_socket.h). After a full batch it lets the loop's other work
+// run before the next. TCP: a listener on every loop of the group (SO_REUSEPORT), a coroutine per
+// connection reading length-prefixed queries (RFC 1035 section 4.2.2, pipelined, answered in order;
+// RFC 7766), closed after `tcp_idle_timeout` without a query.
 //
 //   auto server = dns::DnsServer::Start({.host = "127.0.0.1", .port = 5353}, loops, zones);
 //   server->SetZones(new_zones);   // any thread; the next batch uses them
@@ -53,10 +51,13 @@ struct DnsServerOptions {
   // a loop adds no CPU).
   int udp_sockets = 0;
   // Answers of a UDP batch go out every this many queries (1..64) instead
-  // of all after the whole batch: under a burst the first query of a full
-  // batch of 64 does not wait for the other 63 to be answered. A batch no
-  // larger than this is one sendmmsg, as before.
-  int udp_answer_slice = 16;
+  // of all after the whole batch, so under a burst the first query of a
+  // full batch does not wait for the other 63 to be answered. Each slice is
+  // a sendmmsg and a wake-up of the clients it reaches: 16 costs about 8%
+  // more CPU per query than 64 on loopback and made no difference to the
+  // p99 measured (docs/benchmarks/dns.md), hence the default of one
+  // sendmmsg per batch.
+  int udp_answer_slice = 64;
   // Measures, per UDP query, how long it waited in the socket before it was
   // read (from the kernel's arrival time, SO_TIMESTAMPNS) and how long the
   // server took from reading it to handing its answer to the kernel;
