@@ -12,10 +12,11 @@
 #   2. latency: a fixed offered load ($RATE q/s, far below every server's
 #      maximum, so the server's own queueing is not the measure) with
 #      dnsperf -v, which prints each query's latency -> p50, p99, p99.9.
-#      With RT=1 (the default) the server's threads and dnsperf run
-#      SCHED_FIFO for this phase only (chrt), so the other work of a shared
-#      machine does not preempt them: without it, the p99 of all three
-#      servers measures how long they waited for a CPU behind compilers.
+#      With RT=1 (the default) the server's threads run SCHED_FIFO for this
+#      phase only (chrt; servers block on their sockets, they do not spin)
+#      and dnsperf at nice -19, so the other work of a shared machine does
+#      not delay them: without it, the p99 of all three servers measures
+#      how long they waited for a CPU behind compilers.
 #      The run-queue wait of the server and of dnsperf during the phase
 #      (/proc/PID/task/*/schedstat) is reported, to show what was left.
 # With MEASURE=1 (the default) each round ends with a further capstan, with
@@ -31,7 +32,13 @@
 #   VARIANTS="NAME:KEY=VALUE,... ..."  more capstan configurations, each
 #                      KEY a dns: option (udp_answer_slice=64) or io=epoll
 #   PEERS=0            leaves NSD and Knot out (a quick A/B while developing)
-#   RT=0               no SCHED_FIFO in the latency phase
+#   RT=0               no SCHED_FIFO (servers) / nice -19 (dnsperf) in the latency phase
+#   RT=2               dnsperf SCHED_FIFO too: the client's own scheduling
+#                      leaves the measurement, but dnsperf's sender spins at
+#                      a fixed rate, so it holds CPU 1 (up to the kernel's RT
+#                      limit, 95%) for each latency phase, and it has been
+#                      seen to hang there (its receiver starved): each
+#                      dnsperf is killed $SECS + 30 s after it starts
 #   MEASURE=0          no server-side latency breakdown
 # Output: a Markdown table per round and one of the medians on stdout
 # (docs/benchmarks/dns.md), logs under $WORK (kept for inspection).
@@ -46,7 +53,7 @@ capstan="$build/src/cmd/capstan"
 [ -x "$capstan" ] || capstan="$build/capstan"
 # shellcheck source=bench/lib.sh
 source "$here/bench/lib.sh"
-require_tools "$0" dnsperf nsd knotd taskset chrt curl dig
+require_tools "$0" dnsperf nsd knotd taskset chrt timeout curl dig
 py=/usr/bin/python3
 KEEP_WORK=${KEEP_WORK:-1}  # the logs stay for inspection (printed at the end)
 bench_init dns-bench
@@ -108,7 +115,7 @@ run_delay_ns() {
 set_policy() {  # fifo|other PID...
   local policy=$1 tid
   shift
-  [ "$rt" = 1 ] || return 0
+  [ "$rt" != 0 ] || return 0
   for tid in $(threads_of "$@"); do
     if [ "$policy" = fifo ]; then chrt -f -p 10 "$tid" 2>/dev/null || true; else chrt -o -p 0 "$tid" 2>/dev/null || true; fi
   done
@@ -137,8 +144,8 @@ measure() {  # round name
   if [ "${phases_of[$name]}" = both ]; then
     local before after sent
     before=$(cpu_ticks "${pids[@]}")
-    taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$queries" -l "$secs" -q 200 -c 4 -T 1 \
-      >"$tag.throughput.txt" 2>&1
+    timeout -s KILL $((secs + 30)) taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$queries" \
+      -l "$secs" -q 200 -c 4 -T 1 >"$tag.throughput.txt" 2>&1 || true
     after=$(cpu_ticks "${pids[@]}")
     qps=$(awk '/Queries per second:/ {printf "%\047.0f", $4}' "$tag.throughput.txt")
     sent=$(awk '/Queries completed:/ {print $3}' "$tag.throughput.txt")
@@ -151,9 +158,13 @@ measure() {  # round name
   set_policy fifo "${pids[@]}"
   local server_wait0 server_wait1
   server_wait0=$(run_delay_ns "${pids[@]}")
+  # dnsperf itself is not SCHED_FIFO: its sender can spin, and a FIFO
+  # thread that spins never lets its receiver (same CPU, same priority)
+  # run. The highest CFS weight instead, and a deadline in any case.
   local prio=()
-  [ "$rt" = 1 ] && prio=(chrt -f 10)
-  "${prio[@]}" taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$queries" -l "$secs" -Q "$rate" \
+  [ "$rt" = 1 ] && prio=(nice -n -19)
+  [ "$rt" = 2 ] && prio=(chrt -f 10)
+  "${prio[@]}" timeout -s KILL $((secs + 30)) taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$queries" -l "$secs" -Q "$rate" \
     -c 4 -T 1 -v >"$tag.latency.txt" 2>&1 &
   local perf_pid=$!
   # dnsperf's own run-queue wait, read just before it exits (polled).
