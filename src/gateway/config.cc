@@ -853,6 +853,8 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(std::string_view text, std::str
             m.String("registry_zone", &d.registry_zone);
             m.Time("registry_ttl", &d.registry_ttl);
             m.Int("udp_threads", &d.udp_threads, 0, 1024);
+            m.Int("udp_answer_slice", &d.udp_answer_slice, 1, 64);
+            m.Bool("udp_latency_metrics", &d.udp_latency_metrics);
             m.Int("max_udp_payload", &d.max_udp_payload, 512, 4096);
             m.Bool("minimal_responses", &d.minimal_responses);
             m.Int("max_tcp_connections", &d.max_tcp_connections, 1, 1 << 20);

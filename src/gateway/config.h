@@ -317,10 +317,12 @@ struct DnsConfig {
   // registry under PREFIX; empty: none.
   std::string registry;
   std::string registry_zone = "svc.capstan.";
-  Duration registry_ttl{5000};     // TTL of the discovery records (whole seconds)
-  int udp_threads = 0;             // 0: one per event loop
-  int max_udp_payload = 1232;      // 512..4096
-  bool minimal_responses = false;  // no NS in authority on positive answers (Knot's shape)
+  Duration registry_ttl{5000};       // TTL of the discovery records (whole seconds)
+  int udp_threads = 0;               // 0: one per event loop
+  int udp_answer_slice = 64;         // UDP answers sent every this many queries of a batch (1..64)
+  bool udp_latency_metrics = false;  // per-query wait quantiles in /metrics (diagnosis)
+  int max_udp_payload = 1232;        // 512..4096
+  bool minimal_responses = false;    // no NS in authority on positive answers (Knot's shape)
   int max_tcp_connections = 1024;
   Duration tcp_idle_timeout{10000};
   int rate_limit = 0;       // UDP responses/s per client network; 0: off

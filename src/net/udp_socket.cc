@@ -127,6 +127,31 @@ void UdpSocket::Close() {
   if (write_wait_ != nullptr) write_wait_->Cancel();
 }
 
+static_assert(UdpBatch::kControl >= CMSG_SPACE(sizeof(timespec)));
+
+int64_t UdpBatch::arrival_ns(int i) const {
+  const msghdr& h = rx_msgs[i].msg_hdr;
+  if (h.msg_control == nullptr) return 0;
+  for (const cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr;
+       c = CMSG_NXTHDR(const_cast<msghdr*>(&h), const_cast<cmsghdr*>(c))) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+      timespec ts;
+      std::memcpy(&ts, CMSG_DATA(c), sizeof(ts));
+      return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+    }
+  }
+  return 0;
+}
+
+absl::Status UdpSocket::EnableArrivalTimes() {
+  int one = 1;
+  if (setsockopt(fd_, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one)) != 0) {
+    return absl::InternalError(absl::StrCat("SO_TIMESTAMPNS: ", std::strerror(errno)));
+  }
+  arrival_times_ = true;
+  return absl::OkStatus();
+}
+
 int UdpSocket::Receive(UdpBatch* b) {
   b->tx_count = 0;
   b->tx_next = 0;
@@ -139,6 +164,10 @@ int UdpSocket::Receive(UdpBatch* b) {
     h.msg_namelen = sizeof(sockaddr_storage);
     h.msg_iov = &b->rx_iov[i];
     h.msg_iovlen = 1;
+    if (arrival_times_) {
+      h.msg_control = b->rx_control[i];
+      h.msg_controllen = UdpBatch::kControl;
+    }
     b->rx_msgs[i].msg_len = 0;
     b->reply_size[i] = 0;
   }
@@ -151,9 +180,10 @@ int UdpSocket::Receive(UdpBatch* b) {
   }
 }
 
-int UdpSocket::Send(UdpBatch* b, int n) {
+int UdpSocket::Send(UdpBatch* b, int begin, int end) {
+  assert(b->unsent() == 0);
   int m = 0;
-  for (int i = 0; i < n; ++i) {
+  for (int i = begin; i < end; ++i) {
     if (b->reply_size[i] == 0) continue;
     b->tx_iov[m] = {const_cast<uint8_t*>(b->reply_data[i]), b->reply_size[i]};
     msghdr& h = b->tx_msgs[m].msg_hdr;

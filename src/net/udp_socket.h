@@ -70,6 +70,9 @@ struct UdpBatch {
     return {rx[i], static_cast<size_t>(rx_msgs[i].msg_len)};
   }
   bool truncated(int i) const { return (rx_msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0; }
+  // When the kernel queued datagram i on the socket (CLOCK_REALTIME, ns),
+  // with UdpSocket::EnableArrivalTimes; 0 without.
+  int64_t arrival_ns(int i) const;
   const sockaddr_storage& peer(int i) const { return peers[i]; }
   // The reply to datagram i: `size` bytes at `data` (memory that outlives
   // the sending of this batch); size 0 sends nothing.
@@ -80,11 +83,16 @@ struct UdpBatch {
   // Replies that Send / SendMore have not handed to the kernel yet because
   // its buffer was full.
   int unsent() const { return tx_count - tx_next; }
+  // Gives up on the unsent replies (the socket closed while waiting).
+  void DropUnsent() { tx_next = tx_count; }
 
   char rx[kBatch][kMaxDatagram];
   sockaddr_storage peers[kBatch];
   iovec rx_iov[kBatch];
   mmsghdr rx_msgs[kBatch];
+  // The arrival time's control message (SO_TIMESTAMPNS), when enabled.
+  static constexpr size_t kControl = 64;  // >= CMSG_SPACE(sizeof(timespec))
+  alignas(cmsghdr) char rx_control[kBatch][kControl];
   const uint8_t* reply_data[kBatch];
   size_t reply_size[kBatch];
   iovec tx_iov[kBatch];
@@ -122,13 +130,21 @@ class UdpSocket {
   // Receives the datagrams waiting, up to kBatch, without blocking; 0 when
   // none (or after Close). Resets every reply to none.
   int Receive(UdpBatch* batch);
+  // Every datagram received from now on carries the time the kernel queued
+  // it (UdpBatch::arrival_ns), for measuring how long queries wait before
+  // they are read. Costs a timestamp per packet in the kernel and a control
+  // message per datagram: for measurement, off by default.
+  absl::Status EnableArrivalTimes();
   // Sends the replies set for datagrams [0, n) to their peers, as many per
   // system call as the kernel takes; returns how many it handed to the
-  // kernel. Stops when the
-  // socket's send buffer is full, leaving `batch->unsent()` for SendMore
+  // kernel. Stops when the socket's send buffer is full, leaving `batch->unsent()` for SendMore
   // after Writable (or for the caller to drop). A reply the kernel refuses
   // for its own peer (unreachable, filtered) is skipped.
-  int Send(UdpBatch* batch, int n);
+  int Send(UdpBatch* batch, int n) { return Send(batch, 0, n); }
+  // The same for the replies of datagrams [begin, end) only: a server that
+  // answers a large batch can send the first answers before computing the
+  // rest. REQUIRES: the previous slice is all sent (`unsent() == 0`).
+  int Send(UdpBatch* batch, int begin, int end);
   // Continues a Send that stopped at a full buffer; returns how many it
   // handed to the kernel.
   int SendMore(UdpBatch* batch);
@@ -148,6 +164,7 @@ class UdpSocket {
   int fd_;
   int port_;
   bool closed_ = false;
+  bool arrival_times_ = false;
   // Writability through the engine: a private epoll instance that watches
   // the socket for EPOLLOUT (level-triggered) becomes readable exactly when
   // the socket is writable, and an FdWaiter waits for that. Made on the

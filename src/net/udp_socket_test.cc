@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <poll.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <set>
@@ -135,6 +136,63 @@ TEST_P(UdpSocketTest, ABurstIsTakenSixtyFourDatagramsPerCall) {
   EXPECT_EQ(got.size(), static_cast<size_t>(kSent));
   EXPECT_EQ(got.count("re:d0"), 1u);
   EXPECT_EQ(got.count("re:d99"), 1u);
+}
+
+TEST_P(UdpSocketTest, ASliceOfTheBatchIsSentOnItsOwn) {
+  Client client(socket_->port());
+  for (int i = 0; i < 4; ++i) client.Send(absl::StrCat("d", i));
+  std::vector<int> sent;
+  RunToCompletion(*loop_,
+                  [](UdpSocket* socket, UdpBatch* batch, std::vector<int>* sent) -> Task<void> {
+                    auto readable = socket->Readable();
+                    if (!(co_await readable).ok()) co_return;
+                    int n = socket->Receive(batch);
+                    EXPECT_EQ(n, 4);
+                    if (n != 4) co_return;
+                    std::vector<std::string> replies;
+                    ReplyToAll(batch, n, &replies);
+                    // Out of order on purpose: each call sends its slice and nothing else.
+                    sent->push_back(socket->Send(batch, 1, 3));
+                    sent->push_back(socket->Send(batch, 3, 4));
+                    sent->push_back(socket->Send(batch, 0, 1));
+                  }(socket_.get(), batch_.get(), &sent));
+  EXPECT_EQ(sent, (std::vector<int>{2, 1, 1}));
+  std::vector<std::string> got;
+  for (int i = 0; i < 4; ++i) got.push_back(client.Receive());
+  EXPECT_EQ(got, (std::vector<std::string>{"re:d1", "re:d2", "re:d3", "re:d0"}));
+}
+
+int64_t RealtimeNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+TEST_P(UdpSocketTest, ArrivalTimesOnlyWhenEnabled) {
+  Client client(socket_->port());
+  struct Seen {
+    int64_t without = -1, with = -1, sent_at = 0, read_at = 0;
+  } seen;
+  client.Send("before");
+  RunToCompletion(*loop_,
+                  [](UdpSocket* socket, UdpBatch* batch, Client* client, Seen* seen) -> Task<void> {
+                    auto readable = socket->Readable();
+                    if (!(co_await readable).ok()) co_return;
+                    if (socket->Receive(batch) != 1) co_return;
+                    seen->without = batch->arrival_ns(0);
+                    EXPECT_TRUE(socket->EnableArrivalTimes().ok());
+                    seen->sent_at = RealtimeNs();
+                    client->Send("after");
+                    auto again = socket->Readable();
+                    if (!(co_await again).ok()) co_return;
+                    if (socket->Receive(batch) != 1) co_return;
+                    seen->read_at = RealtimeNs();
+                    seen->with = batch->arrival_ns(0);
+                  }(socket_.get(), batch_.get(), &client, &seen));
+  EXPECT_EQ(seen.without, 0);
+  // The kernel stamped it between our send and our read.
+  EXPECT_GE(seen.with, seen.sent_at);
+  EXPECT_LE(seen.with, seen.read_at);
 }
 
 TEST_P(UdpSocketTest, RepliesWithNoBytesAreNotSent) {

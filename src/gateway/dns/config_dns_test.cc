@@ -27,6 +27,15 @@ dns:
   EXPECT_EQ(d.rate_limit, 100);
   EXPECT_EQ(d.rate_limit_slip, 2);
   EXPECT_EQ(d.max_udp_payload, 1232);
+  EXPECT_EQ(d.udp_answer_slice, 64);
+  EXPECT_FALSE(d.udp_latency_metrics);
+  auto tuned = ParseGatewayConfig(
+      "dns:\n  listen: 127.0.0.1:53\n  zones: [a]\n  udp_answer_slice: 4\n"
+      "  udp_latency_metrics: true\n",
+      "gw.yaml");
+  ASSERT_TRUE(tuned.ok()) << tuned.status();
+  EXPECT_EQ(tuned->dns->udp_answer_slice, 4);
+  EXPECT_TRUE(tuned->dns->udp_latency_metrics);
   auto none = ParseGatewayConfig("admin: 127.0.0.1:9901\n", "gw.yaml");
   ASSERT_TRUE(none.ok()) << none.status();
   EXPECT_FALSE(none->dns.has_value());
@@ -46,6 +55,10 @@ TEST(DnsConfig, RefusesWhatIsInvalid) {
               "dns.registry: must be store://");
   ExpectError("dns:\n  listen: 127.0.0.1:53\n  zones: [a]\n  max_udp_payload: 100\n",
               "dns.max_udp_payload");
+  ExpectError("dns:\n  listen: 127.0.0.1:53\n  zones: [a]\n  udp_answer_slice: 0\n",
+              "dns.udp_answer_slice");
+  ExpectError("dns:\n  listen: 127.0.0.1:53\n  zones: [a]\n  udp_answer_slice: 65\n",
+              "dns.udp_answer_slice");
   ExpectError("dns:\n  listen: 127.0.0.1:53\n  zones: [a]\n  colour: blue\n", "colour");
 }
 

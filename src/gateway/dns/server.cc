@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -23,6 +24,8 @@ struct DnsServer::UdpState {
   std::unique_ptr<net::UdpBatch> batch = std::make_unique<net::UdpBatch>();
   std::unique_ptr<uint8_t[]> replies;  // kBatch slots of max_udp_payload bytes
   std::unique_ptr<ResponseRateLimiter> rrl;
+  // With udp_latency_metrics: this socket's histograms (in the counters).
+  Counters::UdpLatencyHistograms* latency = nullptr;
 };
 
 namespace {
@@ -31,6 +34,13 @@ uint64_t MonotonicNs() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000 + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// The clock of the kernel's SO_TIMESTAMPNS arrival times.
+int64_t RealtimeNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
 }  // namespace
@@ -52,6 +62,10 @@ absl::StatusOr<std::unique_ptr<DnsServer>> DnsServer::Start(DnsServerOptions opt
 absl::StatusOr<std::unique_ptr<DnsServer>> DnsServer::StartOnce(
     DnsServerOptions options, net::LoopGroup* loops, std::shared_ptr<const ZoneSet> zones) {
   if (options.udp_sockets < 0) return absl::InvalidArgumentError("dns: udp_sockets must be >= 0");
+  if (options.udp_answer_slice < 1 || options.udp_answer_slice > net::UdpBatch::kBatch) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dns: udp_answer_slice must be within 1..", net::UdpBatch::kBatch));
+  }
   if (options.answer.max_udp_payload < 512 || options.answer.max_udp_payload > 4096) {
     return absl::InvalidArgumentError("dns: max_udp_payload must be within 512..4096");
   }
@@ -70,6 +84,11 @@ absl::StatusOr<std::unique_ptr<DnsServer>> DnsServer::StartOnce(
     port = state->socket->port();
     state->replies.reset(new uint8_t[net::UdpBatch::kBatch * o.answer.max_udp_payload]);
     state->rrl = std::make_unique<ResponseRateLimiter>(o.rrl);
+    if (o.udp_latency_metrics) {
+      RETURN_IF_ERROR(state->socket->EnableArrivalTimes());
+      s->counters_->udp_latency.push_back(std::make_unique<Counters::UdpLatencyHistograms>());
+      state->latency = s->counters_->udp_latency.back().get();
+    }
     s->udp_states_.push_back(std::move(state));
   }
   s->port_ = port;
@@ -129,11 +148,36 @@ void DnsServer::Count(const AnswerResult& r) {
   if (r.rcode == kRcodeRefused) counters_->refused.fetch_add(1, std::memory_order_relaxed);
 }
 
+void DnsServer::AnswerUdp(UdpState* state, const ZoneSet& zones, int i, uint64_t now) {
+  net::UdpBatch* batch = state->batch.get();
+  if (batch->truncated(i)) return;  // larger than any query we answer
+  const size_t reply_size = options_.answer.max_udp_payload;
+  uint8_t* out = state->replies.get() + static_cast<size_t>(i) * reply_size;
+  AnswerResult r = Answer(zones, batch->datagram(i), Transport::kUdp, options_.answer, out);
+  if (r.size == 0) return;
+  Count(r);
+  ResponseRateLimiter& rrl = *state->rrl;
+  if (rrl.enabled()) {
+    switch (rrl.Check(batch->peer(i), now)) {
+      case ResponseRateLimiter::Verdict::kSend:
+        break;
+      case ResponseRateLimiter::Verdict::kDrop:
+        counters_->rrl_dropped.fetch_add(1, std::memory_order_relaxed);
+        return;
+      case ResponseRateLimiter::Verdict::kSlip:
+        counters_->rrl_slipped.fetch_add(1, std::memory_order_relaxed);
+        r.size = TruncatedResponse(batch->datagram(i), out, reply_size);
+        break;
+    }
+  }
+  batch->SetReply(i, out, r.size);
+}
+
 net::Task<void> DnsServer::ServeUdp(UdpState* state) {
   net::UdpSocket* socket = state->socket.get();
   net::UdpBatch* batch = state->batch.get();
-  ResponseRateLimiter& rrl = *state->rrl;
-  const size_t reply_size = options_.answer.max_udp_payload;
+  const int slice = options_.udp_answer_slice;
+  Counters::UdpLatencyHistograms* latency = state->latency;
   std::shared_ptr<const ZoneSet> zones;
   uint64_t generation = ~uint64_t{0};
   // A batch of fewer than 64 emptied the socket a moment ago: wait for it
@@ -152,42 +196,39 @@ net::Task<void> DnsServer::ServeUdp(UdpState* state) {
     int n = socket->Receive(batch);
     drained = n < net::UdpBatch::kBatch;
     if (n == 0) continue;
+    int64_t read_at = latency != nullptr ? RealtimeNs() : 0;
     uint64_t g = zones_generation_.load(std::memory_order_acquire);
     if (g != generation) {
       std::lock_guard lock(zones_mu_);
       zones = zones_;
       generation = zones_generation_.load(std::memory_order_relaxed);
     }
-    uint64_t now = rrl.enabled() ? MonotonicNs() : 0;
-    for (int i = 0; i < n; ++i) {
-      if (batch->truncated(i)) continue;  // larger than any query we answer
-      uint8_t* out = state->replies.get() + static_cast<size_t>(i) * reply_size;
-      AnswerResult r = Answer(*zones, batch->datagram(i), Transport::kUdp, options_.answer, out);
-      if (r.size == 0) continue;
-      Count(r);
-      if (rrl.enabled()) {
-        switch (rrl.Check(batch->peer(i), now)) {
-          case ResponseRateLimiter::Verdict::kSend:
-            break;
-          case ResponseRateLimiter::Verdict::kDrop:
-            counters_->rrl_dropped.fetch_add(1, std::memory_order_relaxed);
-            continue;
-          case ResponseRateLimiter::Verdict::kSlip:
-            counters_->rrl_slipped.fetch_add(1, std::memory_order_relaxed);
-            r.size = TruncatedResponse(batch->datagram(i), out, reply_size);
-            break;
+    uint64_t now = state->rrl->enabled() ? MonotonicNs() : 0;
+    // Answer a slice, send it, answer the next: the first answers of a
+    // large batch leave before the last are computed.
+    for (int begin = 0; begin < n && !socket->closed(); begin += slice) {
+      int end = std::min(n, begin + slice);
+      for (int i = begin; i < end; ++i) AnswerUdp(state, *zones, i, now);
+      socket->Send(batch, begin, end);
+      // A full send buffer: wait for room rather than drop answers already
+      // computed (the kernel drains it at line rate).
+      while (batch->unsent() > 0) {
+        auto writable = socket->Writable();
+        absl::Status st = co_await writable;
+        if (!st.ok()) {
+          batch->DropUnsent();  // closed: nothing more goes out
+          break;
+        }
+        socket->SendMore(batch);
+      }
+      if (latency != nullptr) {
+        int64_t sent_at = RealtimeNs();
+        for (int i = begin; i < end; ++i) {
+          int64_t arrived = batch->arrival_ns(i);
+          if (arrived != 0) latency->socket_wait.Record(read_at - arrived);
+          latency->in_server.Record(sent_at - read_at);
         }
       }
-      batch->SetReply(i, out, r.size);
-    }
-    socket->Send(batch, n);
-    // A full send buffer: wait for room rather than drop answers already
-    // computed (the kernel drains it at line rate).
-    while (batch->unsent() > 0) {
-      auto writable = socket->Writable();
-      absl::Status st = co_await writable;
-      if (!st.ok()) break;
-      socket->SendMore(batch);
     }
     // Counted once answered, so a reader that sees the count sees the answers sent.
     counters_->udp_batches.fetch_add(1, std::memory_order_relaxed);
@@ -277,6 +318,25 @@ void DnsServer::TaskEnded() {
   if (--tasks_ == 0) tasks_done_.notify_all();
 }
 
+DnsUdpLatency DnsServer::Counters::UdpLatency() const {
+  std::vector<const LatencyHistogram*> socket_wait, in_server;
+  for (const auto& h : udp_latency) {
+    socket_wait.push_back(&h->socket_wait);
+    in_server.push_back(&h->in_server);
+  }
+  DnsUdpLatency l;
+  for (const LatencyHistogram* h : in_server) l.count += h->count();
+  l.socket_wait_p50 = LatencyHistogram::Quantile(socket_wait, 0.5);
+  l.socket_wait_p99 = LatencyHistogram::Quantile(socket_wait, 0.99);
+  l.socket_wait_p999 = LatencyHistogram::Quantile(socket_wait, 0.999);
+  l.in_server_p50 = LatencyHistogram::Quantile(in_server, 0.5);
+  l.in_server_p99 = LatencyHistogram::Quantile(in_server, 0.99);
+  l.in_server_p999 = LatencyHistogram::Quantile(in_server, 0.999);
+  return l;
+}
+
+DnsUdpLatency DnsServer::udp_latency() const { return counters_->UdpLatency(); }
+
 DnsServerStats DnsServer::stats() const {
   const Counters& c = *counters_;
   return DnsServerStats{
@@ -310,6 +370,29 @@ void DnsServer::RegisterMetrics(metrics::Registry* registry) const {
   add("capstan_dns_tcp_connections_refused_total",
       "TCP connections closed at accept (max_tcp_connections); a counter.",
       &Counters::tcp_connections_refused);
+  if (c->udp_latency.empty()) return;
+  const char* help =
+      "udp_latency_metrics: quantiles of a UDP query's wait in the socket before it was read "
+      "(part=socket, from the kernel's arrival time) and of the time from reading it to its "
+      "answer handed to the kernel (part=server); a gauge.";
+  struct Series {
+    const char* part;
+    const char* quantile;
+    double DnsUdpLatency::*field;
+  };
+  static constexpr Series kSeries[] = {
+      {"socket", "0.5", &DnsUdpLatency::socket_wait_p50},
+      {"socket", "0.99", &DnsUdpLatency::socket_wait_p99},
+      {"socket", "0.999", &DnsUdpLatency::socket_wait_p999},
+      {"server", "0.5", &DnsUdpLatency::in_server_p50},
+      {"server", "0.99", &DnsUdpLatency::in_server_p99},
+      {"server", "0.999", &DnsUdpLatency::in_server_p999},
+  };
+  for (const Series& series : kSeries) {
+    registry->AddGaugeFunc("capstan_dns_udp_latency_microseconds", help,
+                           [c, field = series.field] { return c->UdpLatency().*field; },
+                           {{"part", series.part}, {"quantile", series.quantile}});
+  }
 }
 
 DnsServer::DnsServer(DnsServerOptions options, net::LoopGroup* loops)

@@ -7,13 +7,11 @@
 // loop; SO_REUSEPORT, the kernel spreads clients), each served by a
 // coroutine on its loop that waits for the socket to be readable and then
 // takes up to 64 datagrams per system call (recvmmsg), answers them into a
-// per-socket buffer and sends the answers with one sendmmsg
-// (net/udp_socket.h). After a full batch it lets the loop's other work run
-// before the next.
-// TCP: a listener on every loop of the group (SO_REUSEPORT), a coroutine
-// per connection reading length-prefixed queries (RFC 1035 section 4.2.2,
-// pipelined, answered in order; RFC 7766), closed after `tcp_idle_timeout`
-// without a query.
+// per-socket buffer and sends the answers with one sendmmsg (or one per
+// `udp_answer_slice` queries; net/udp_socket.h). After a full batch it lets the loop's other work
+// run before the next. TCP: a listener on every loop of the group (SO_REUSEPORT), a coroutine per
+// connection reading length-prefixed queries (RFC 1035 section 4.2.2, pipelined, answered in order;
+// RFC 7766), closed after `tcp_idle_timeout` without a query.
 //
 //   auto server = dns::DnsServer::Start({.host = "127.0.0.1", .port = 5353}, loops, zones);
 //   server->SetZones(new_zones);   // any thread; the next batch uses them
@@ -37,6 +35,7 @@
 #include "base/metrics.h"
 #include "base/status.h"
 #include "gateway/dns/answer.h"
+#include "gateway/dns/latency.h"
 #include "gateway/dns/rrl.h"
 #include "net/loop_group.h"
 #include "net/socket.h"
@@ -51,12 +50,36 @@ struct DnsServerOptions {
   // group; more than the loops is capped at the loops: a second socket on
   // a loop adds no CPU).
   int udp_sockets = 0;
+  // Answers of a UDP batch go out every this many queries (1..64) instead
+  // of all after the whole batch, so under a burst the first query of a
+  // full batch does not wait for the other 63 to be answered. Each slice is
+  // a sendmmsg and a wake-up of the clients it reaches: 16 costs about 8%
+  // more CPU per query than 64 on loopback and made no difference to the
+  // p99 measured (docs/benchmarks/dns.md), hence the default of one
+  // sendmmsg per batch.
+  int udp_answer_slice = 64;
+  // Measures, per UDP query, how long it waited in the socket before it was
+  // read (from the kernel's arrival time, SO_TIMESTAMPNS) and how long the
+  // server took from reading it to handing its answer to the kernel;
+  // quantiles in /metrics (capstan_dns_udp_latency_microseconds). Costs a
+  // little CPU per query: off by default, for diagnosing tail latency.
+  bool udp_latency_metrics = false;
   AnswerOptions answer;
   RrlOptions rrl;
   // TCP connections open at once across the server; more are closed at
   // accept.
   size_t max_tcp_connections = 1024;
   std::chrono::milliseconds tcp_idle_timeout{10000};
+};
+
+// Quantiles in microseconds of the udp_latency_metrics measurement, over
+// every UDP socket; zero when off.
+struct DnsUdpLatency {
+  uint64_t count = 0;
+  // Arrival in the socket (kernel time) to the recvmmsg that read it.
+  double socket_wait_p50 = 0, socket_wait_p99 = 0, socket_wait_p999 = 0;
+  // recvmmsg returned to the sendmmsg that carried the answer returned.
+  double in_server_p50 = 0, in_server_p99 = 0, in_server_p999 = 0;
 };
 
 struct DnsServerStats {
@@ -84,6 +107,7 @@ class DnsServer {
   void SetZones(std::shared_ptr<const ZoneSet> zones);
   std::shared_ptr<const ZoneSet> zones() const;
   DnsServerStats stats() const;
+  DnsUdpLatency udp_latency() const;
   // Adds the server's counters to a registry (capstan_dns_*); they stay
   // readable after the server is gone (the registry shares them).
   void RegisterMetrics(metrics::Registry* registry) const;
@@ -94,6 +118,13 @@ class DnsServer {
   struct Counters {
     std::atomic<uint64_t> udp_queries{0}, udp_batches{0}, tcp_queries{0}, truncated{0}, nxdomain{0},
         refused{0}, rrl_dropped{0}, rrl_slipped{0}, tcp_connections_refused{0};
+    // udp_latency_metrics: one pair per UDP socket (written by its loop),
+    // made before the sockets serve and not resized after.
+    struct UdpLatencyHistograms {
+      LatencyHistogram socket_wait, in_server;
+    };
+    std::vector<std::unique_ptr<UdpLatencyHistograms>> udp_latency;
+    DnsUdpLatency UdpLatency() const;
   };
   struct LoopState;
   struct UdpState;
@@ -103,6 +134,9 @@ class DnsServer {
                                                               net::LoopGroup* loops,
                                                               std::shared_ptr<const ZoneSet> zones);
   net::Task<void> ServeUdp(UdpState* state);
+  // Answers datagram i of the socket's batch into its reply slot (or
+  // leaves it without a reply: not a query, rate limited).
+  void AnswerUdp(UdpState* state, const ZoneSet& zones, int i, uint64_t now);
   net::Task<void> AcceptLoop(LoopState* state);
   net::Task<void> ServeTcp(LoopState* state, std::shared_ptr<net::Socket> socket);
   void Count(const AnswerResult& r);

@@ -57,6 +57,8 @@ absl::StatusOr<std::unique_ptr<DnsService>> DnsService::Start(const GatewayConfi
   options.host = listen->host;
   options.port = listen->port;
   options.udp_sockets = config.udp_threads;  // 0: one per loop; capped at the loops
+  options.udp_answer_slice = config.udp_answer_slice;
+  options.udp_latency_metrics = config.udp_latency_metrics;
   options.answer.max_udp_payload = static_cast<uint16_t>(config.max_udp_payload);
   options.answer.minimal_responses = config.minimal_responses;
   options.max_tcp_connections = static_cast<size_t>(config.max_tcp_connections);
