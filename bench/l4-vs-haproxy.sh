@@ -14,7 +14,9 @@
 #              close: connections/s and the proxy's CPU µs per connection
 # Proxies: capstan (`splice: off`, the copy path: received blocks moved as
 # buffer slices), capstan-splice (`splice: on`: splice(2) through a pipe of
-# SPLICE_PIPE bytes per direction, 64KiB), haproxy (default: recv/send
+# SPLICE_PIPE bytes per direction, 64KiB), capstan-auto (`splice: auto`, the
+# default: the copy path for the first SPLICE_AFTER bytes, 64KiB, then
+# splice), haproxy (default: recv/send
 # through its buffers), haproxy-splice (`option splice-auto`: kernel
 # splice(2) through pipes; HAPROXY_PIPESIZE sets `tune.pipesize`, default
 # the kernel's 64 KiB).
@@ -39,9 +41,10 @@ else
   ROUNDS="${ROUNDS:-3}" DURATION="${DURATION:-4}"
 fi
 CONC="${CONC:-8}"
-PROXIES="${PROXIES:-capstan capstan-splice haproxy haproxy-splice}"
+PROXIES="${PROXIES:-capstan capstan-auto capstan-splice haproxy haproxy-splice}"
 WRITE_SIZE="${WRITE_SIZE:-262144}"
 SPLICE_PIPE="${SPLICE_PIPE:-64KiB}"
+SPLICE_AFTER="${SPLICE_AFTER:-64KiB}"
 HAPROXY_PIPESIZE="${HAPROXY_PIPESIZE:-}"
 OUT_MD="${OUT_MD:-$ROOT/docs/benchmarks/l4.md}"
 PROXY_CORE=0
@@ -77,9 +80,10 @@ ECHO_PORT=$(cat "$WORK/echo.port")
 start_proxy() {  # NAME: starts it on core 0; sets PROXY_PID, STREAM_PORT, CPS_PORT
   STREAM_PORT=$(free_port); CPS_PORT=$(free_port)
   case $1 in
-    capstan | capstan-splice)
+    capstan | capstan-splice | capstan-auto)
       local splice="splice: off"
       [[ $1 == capstan-splice ]] && splice="splice: on, splice_pipe: $SPLICE_PIPE"
+      [[ $1 == capstan-auto ]] && splice="splice: auto, splice_pipe: $SPLICE_PIPE, splice_after: $SPLICE_AFTER"
       cat >"$WORK/capstan.yaml" <<EOF
 clusters:
   - {name: sink, endpoints: ["127.0.0.1:$SINK_PORT"]}
@@ -148,7 +152,7 @@ done
 # ---- report
 MACHINE="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), kernel $(uname -r); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 VERSIONS="capstan $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(haproxy -v 2>/dev/null | sed -n 1p)"
-COMMAND="$0 (ROUNDS=$ROUNDS DURATION=$DURATION CONC=$CONC WRITE_SIZE=$WRITE_SIZE SPLICE_PIPE=$SPLICE_PIPE HAPROXY_PIPESIZE=${HAPROXY_PIPESIZE:-default} PROXIES=\"$PROXIES\")"
+COMMAND="$0 (ROUNDS=$ROUNDS DURATION=$DURATION CONC=$CONC WRITE_SIZE=$WRITE_SIZE SPLICE_PIPE=$SPLICE_PIPE SPLICE_AFTER=$SPLICE_AFTER HAPROXY_PIPESIZE=${HAPROXY_PIPESIZE:-default} PROXIES=\"$PROXIES\")"
 python3 - "$RESULTS" "$OUT_MD" "$TICKS" "$MACHINE" "$VERSIONS" "$COMMAND" <<'PY'
 import statistics, sys
 results, out_md, ticks, machine, versions, command = sys.argv[1:7]

@@ -33,8 +33,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev etcd-server etcd-client
   curl python3 procps psmisc iproute2 gnuplot-nox
   # the gateway's peers and load generators (bench/gateway-vs-nginx.sh, e2e tests),
-  # and the profiler the benchmarks use (perf record / perf stat)
-  nginx haproxy wrk nghttp2-client linux-perf
+  # and the profilers the benchmarks use (perf record / perf stat; strace -c counts
+  # system calls per connection in bench/l4-conn-profile.sh)
+  nginx haproxy wrk nghttp2-client linux-perf strace
   # the Go etcd client Kubernetes uses (go.etcd.io/etcd/clientv3, 3.4 in bookworm)
   # and the Go compiler that builds bench/clientv3_load, the clientv3-driven rows of
   # bench/store-vs-etcd.sh (GO111MODULE=off GOPATH=/usr/share/gocode: no module proxy)

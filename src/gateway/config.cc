@@ -645,6 +645,8 @@ void ReadTcpListener(MapReader& r, TcpListenerConfig* t) {
   r.Bytes("splice_pipe", &t->splice_pipe_bytes);
   r.Check(t->splice_pipe_bytes >= (4 << 10) && t->splice_pipe_bytes <= (1 << 20), "splice_pipe",
           "must be from 4KiB to 1MiB (fs.pipe-max-size's default)");
+  r.Bytes("splice_after", &t->splice_after_bytes);
+  r.Check(t->splice_after_bytes <= (size_t{1} << 30), "splice_after", "must be at most 1GiB");
 }
 
 // Fills the balancer of clusters that did not name one: maglev (hashing the

@@ -253,8 +253,8 @@ struct ClusterConfig {
   bool circuit_breaker = true;
   // How tcp listeners forward to this cluster (L7 routes ignore it): "on"
   // moves bytes with splice(2) through pipes, never through user space;
-  // "off" copies them through the loop's buffers; "auto" is the gateway's
-  // choice (kSpliceAutoMeans in l4_proxy.h, chosen by measurement: see
+  // "off" copies them through the loop's buffers; "auto" copies the first
+  // TcpListenerConfig::splice_after_bytes and splices the rest (measured:
   // docs/benchmarks/l4.md). A tcp listener's own `splice` wins.
   std::string splice = "auto";
   int line = 0;
@@ -296,6 +296,10 @@ struct TcpListenerConfig {
   // to pages and caps it at fs.pipe-max-size, 1 MiB by default), which is
   // then that direction's read-ahead instead of `buffer_bytes`.
   size_t splice_pipe_bytes = 64 << 10;
+  // With splice auto: a connection starts on the copy path and moves to
+  // splice once it has relayed this many bytes (both directions); 0: at
+  // once, as `on`. Short connections never pay for the hand-over.
+  size_t splice_after_bytes = 64 << 10;
   int line = 0;
   bool operator==(const TcpListenerConfig&) const = default;
 };

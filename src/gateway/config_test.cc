@@ -258,7 +258,8 @@ TEST(GatewayConfigTest, TcpListenersParseWithDefaultsAndMaglevForTheirClusters) 
 TEST(GatewayConfigTest, SpliceComesFromTheListenerElseTheCluster) {
   auto config = ParseGatewayConfig(
       "tcp_listeners:\n"
-      "  - {name: own, address: 127.0.0.1:1, cluster: big, splice: off, splice_pipe: 256KiB}\n"
+      "  - {name: own, address: 127.0.0.1:1, cluster: big, splice: off, splice_pipe: 256KiB,"
+      " splice_after: 1MiB}\n"
       "  - {name: inherits, address: 127.0.0.1:2, cluster: big}\n"
       "  - {name: default, address: 127.0.0.1:3, cluster: plain}\n"
       "clusters:\n"
@@ -270,6 +271,8 @@ TEST(GatewayConfigTest, SpliceComesFromTheListenerElseTheCluster) {
   EXPECT_EQ(config->tcp_listeners[0].splice_pipe_bytes, 256u << 10);
   EXPECT_FALSE(config->tcp_listeners[1].splice.has_value());
   EXPECT_EQ(config->tcp_listeners[1].splice_pipe_bytes, 64u << 10);
+  EXPECT_EQ(config->tcp_listeners[0].splice_after_bytes, 1u << 20);
+  EXPECT_EQ(config->tcp_listeners[1].splice_after_bytes, 64u << 10);
   EXPECT_EQ(config->clusters[0].splice, "on");
   EXPECT_EQ(config->clusters[1].splice, "auto");
   // A cluster from the store carries it too.
@@ -308,6 +311,12 @@ TEST(GatewayConfigTest, TcpListenerErrorsNameTheField) {
                     "clusters: [{name: a, endpoints: [x:1]}]\n"),
             "g.yaml:2: tcp_listeners[0].splice_pipe: must be from 4KiB to 1MiB "
             "(fs.pipe-max-size's default)");
+  EXPECT_EQ(ErrorOf("tcp_listeners:\n  - {address: 127.0.0.1:1, cluster: a, splice_after: 2GiB}\n"
+                    "clusters: [{name: a, endpoints: [x:1]}]\n"),
+            "g.yaml:2: tcp_listeners[0].splice_after: must be at most 1GiB");
+  EXPECT_EQ(ErrorOf("tcp_listeners:\n  - {address: 127.0.0.1:1, cluster: a, splice_after: lots}\n"
+                    "clusters: [{name: a, endpoints: [x:1]}]\n"),
+            "g.yaml:2: tcp_listeners[0].splice_after: must be a size like 512, 64KiB, 16MiB");
   EXPECT_EQ(ErrorOf("clusters: [{name: a, endpoints: [x:1], splice: maybe}]\n"),
             "g.yaml:1: clusters[0].splice: must be auto, on or off");
 }

@@ -18,7 +18,6 @@
 #include "mesh/balancer.h"
 #include "mesh/discovery.h"
 #include "net/block_on.h"
-#include "net/wait_group.h"
 
 namespace capstan::gateway {
 
@@ -97,22 +96,14 @@ std::string ProxyProtocolV2(const sockaddr_storage& source, const sockaddr_stora
 // A forwarded connection, in its Serve frame, linked into its loop's list
 // (for the sweep after endpoint changes and for the shutdown).
 struct L4Proxy::Connection {
-  std::shared_ptr<net::Socket> client;
-  std::shared_ptr<net::Socket> upstream;  // null until connected
+  RelayedPair pair;  // pair.upstream is null until connected
   ListenerState* listener = nullptr;
   std::string cluster;
   mesh::Endpoint endpoint;  // the one it went to, for life
-  net::EventLoop::Clock::time_point last_activity;
-  // While the splice relay owns the fds (the sockets are released then).
-  SpliceRelay* relay = nullptr;
   Connection* prev = nullptr;
   Connection* next = nullptr;
 
-  void Close() {
-    client->Close();
-    if (upstream != nullptr) upstream->Close();
-    if (relay != nullptr) relay->Close();
-  }
+  void Close() { pair.Close(); }
 };
 
 struct L4Proxy::LoopState {
@@ -142,88 +133,24 @@ struct L4Proxy::ListenerState {
 
 namespace {
 
-bool LocalAndPeer(int fd, sockaddr_storage* local, sockaddr_storage* peer) {
-  socklen_t len = sizeof(*local);
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(local), &len) != 0) return false;
-  len = sizeof(*peer);
+bool PeerAddress(int fd, sockaddr_storage* peer) {
+  socklen_t len = sizeof(*peer);
   return getpeername(fd, reinterpret_cast<sockaddr*>(peer), &len) == 0;
 }
 
-// Copies `from`'s input to `to` until `from` ends. The peer's FIN (a
-// half-close socket's input_ended) is passed on as shutdown(SHUT_WR) once
-// what came before it has left; anything else (a reset, a local close)
-// closes both sockets so the other direction ends too.
-net::Task<void> Pump(net::Socket* from, net::Socket* to, size_t buffer_bytes,
-                     metrics::Counter* bytes, net::EventLoop::Clock::time_point* last_activity,
-                     net::WaitGroup* done) {
-  bool peer_finished = false;
-  while (true) {
-    net::Buffer& in = from->input();
-    if (!in.empty() && !to->closed()) {
-      size_t n = in.size();
-      to->Write(in.Cut(n));
-      bytes->Inc(n);
-      *last_activity = from->loop()->now();
-      // The receiver is slow: stop reading (the input limit then stops
-      // the kernel's reads too) until it has taken half.
-      if (to->pending_output() >= buffer_bytes) {
-        absl::Status st = co_await to->Drained(buffer_bytes / 2);
-        if (!st.ok()) break;
-      }
-    }
-    if (to->closed()) break;
-    absl::Status st = co_await from->ReadMore();
-    if (!st.ok()) {
-      if (!from->input().empty()) continue;  // bytes that came with the end
-      peer_finished = from->input_ended() && !from->closed();
-      break;
-    }
-  }
-  if (peer_finished && !to->closed()) {
-    absl::Status st = co_await to->Drained(0);
-    if (st.ok()) {
-      ::shutdown(to->fd(), SHUT_WR);
-    } else {
-      from->Close();
-    }
-  } else {
-    from->Close();
-    to->Close();
-  }
-  done->Done();
-}
-
-// Moves what `from` received to `to` (the copy path's move, for the bytes
-// that came before the splice hand-over).
-void MoveInput(net::Socket* from, net::Socket* to, metrics::Counter* bytes,
-               net::EventLoop::Clock::time_point* last_activity) {
-  net::Buffer& in = from->input();
-  if (in.empty() || to->closed()) return;
-  size_t n = in.size();
-  to->Write(in.Cut(n));
-  bytes->Inc(n);
-  *last_activity = from->loop()->now();
-}
-
-// Hand-over attempts before a connection whose sockets never go quiet (a
-// client that keeps sending while the upstream keeps answering) stays on
-// the copy path.
-constexpr int kHandOverAttempts = 4;
-
-std::shared_ptr<net::Socket> Readopt(net::EventLoop* loop, int fd, size_t input_limit) {
-  std::shared_ptr<net::Socket> s = net::Socket::Adopt(loop, fd);
-  s->set_half_close(true);
-  s->set_input_limit(input_limit, /*exact=*/true);
-  return s;
+bool LocalAddress(int fd, sockaddr_storage* local) {
+  socklen_t len = sizeof(*local);
+  return getsockname(fd, reinterpret_cast<sockaddr*>(local), &len) == 0;
 }
 
 }  // namespace
 
-bool WantsSplice(const TcpListenerConfig& listener, const std::string& cluster_splice) {
+RelayPolicy::Mode RelayModeFor(const TcpListenerConfig& listener,
+                               const std::string& cluster_splice) {
   const std::string& mode = listener.splice.value_or(cluster_splice);
-  if (mode == "on") return true;
-  if (mode == "off") return false;
-  return kSpliceAutoMeans;
+  if (mode == "on") return RelayPolicy::Mode::kSplice;
+  if (mode == "off") return RelayPolicy::Mode::kCopy;
+  return RelayPolicy::Mode::kSpliceAfter;
 }
 
 L4Proxy::L4Proxy(metrics::Registry* registry, std::vector<LoopView> loops) : registry_(registry) {
@@ -316,6 +243,9 @@ absl::Status L4Proxy::Start(const GatewayConfig& config) {
           return;
         }
         port = (*listener)->port();
+        // Accepted sockets start as the relay wants them: no receive to
+        // cancel and re-arm for the exact input limit.
+        (*listener)->set_accepted_setup(RelaySocketSetup(tc.buffer_bytes));
         raw->listeners.push_back(std::move(listener).value());
         tasks_.fetch_add(1);
         raw->loop->StartOwned(AcceptLoop(raw, li, raw->listeners.back().get()));
@@ -359,30 +289,40 @@ net::Task<void> L4Proxy::Serve(LoopState* state, size_t listener_index,
   ListenerState& ls = *listeners_[listener_index];
   net::EventLoop* loop = state->loop;
   std::shared_ptr<const Snapshot> snapshot = *state->snapshot;
-  const TcpListenerConfig tc = snapshot->config.tcp_listeners[listener_index];
+  const TcpListenerConfig& tc_now = snapshot->config.tcp_listeners[listener_index];
   Connection conn;
-  conn.client = client;
+  conn.pair.client = client;
   conn.listener = &ls;
-  conn.cluster = tc.cluster;
-  conn.last_activity = loop->now();
+  conn.cluster = tc_now.cluster;
+  conn.pair.last_activity = loop->now();
   LinkFront(&state->connections, &conn);
+  // The listener set them up at Start; a reload may have changed `buffer`
+  // (no system call either way: the limit was exact already).
   client->set_half_close(true);
-  client->set_input_limit(tc.buffer_bytes, /*exact=*/true);
+  client->set_input_limit(tc_now.buffer_bytes, /*exact=*/true);
 
   std::shared_ptr<Cluster> cluster;
-  if (auto it = snapshot->clusters.find(tc.cluster); it != snapshot->clusters.end()) {
+  if (auto it = snapshot->clusters.find(tc_now.cluster); it != snapshot->clusters.end()) {
     cluster = it->second;
   }
   ClusterStats* cstats = nullptr;
-  if (auto it = snapshot->cluster_stats.find(tc.cluster); it != snapshot->cluster_stats.end()) {
+  if (auto it = snapshot->cluster_stats.find(tc_now.cluster); it != snapshot->cluster_stats.end()) {
     cstats = it->second;
   }
-  const bool splice = WantsSplice(tc, cluster != nullptr ? cluster->config().splice : "auto");
+  RelayPolicy policy;
+  policy.mode = RelayModeFor(tc_now, cluster != nullptr ? cluster->config().splice : "auto");
+  policy.splice_after = tc_now.splice_after_bytes;
+  policy.buffer_bytes = tc_now.buffer_bytes;
+  policy.splice_pipe_bytes = tc_now.splice_pipe_bytes;
+  const std::string proxy_protocol = tc_now.proxy_protocol;
+  const int connect_attempts = tc_now.connect_attempts;
+  const Duration idle_timeout = tc_now.idle_timeout;
+  const std::optional<Duration> connect_timeout = tc_now.connect_timeout;
   snapshot.reset();  // a long connection does not keep an old configuration alive
   // A slot in the cluster's max_connections, held for the connection's life.
   std::shared_ptr<std::atomic<int64_t>> cluster_slot;
   if (cluster != nullptr) {
-    cluster_slot = ClusterConnections(tc.cluster);
+    cluster_slot = ClusterConnections(conn.cluster);
     if (cluster_slot->fetch_add(1, std::memory_order_relaxed) >=
         static_cast<int64_t>(cluster->config().limits.max_connections)) {
       cluster_slot->fetch_sub(1, std::memory_order_relaxed);
@@ -392,50 +332,55 @@ net::Task<void> L4Proxy::Serve(LoopState* state, size_t listener_index,
       client->Close();
     }
   }
+  // The client's address: Maglev's key and the PROXY header's source. The
+  // listener's address only for the PROXY header (one system call each,
+  // not paid when nothing needs them).
   sockaddr_storage local{}, peer{};
-  bool addressed = LocalAndPeer(client->fd(), &local, &peer);
+  bool addressed = true;
+  const bool hashes = cluster != nullptr && cluster->config().balancer == "maglev";
+  if (hashes || proxy_protocol != "none") addressed = PeerAddress(client->fd(), &peer);
+  if (addressed && proxy_protocol != "none") addressed = LocalAddress(client->fd(), &local);
   if (cluster != nullptr && addressed) {
     ClusterLoop& cl = cluster->on(state->index);
-    uint64_t hash = mesh::HashKey(AddressText(peer));
-    Duration timeout = tc.connect_timeout.value_or(cluster->config().connect_timeout);
+    uint64_t hash = hashes ? mesh::HashKey(AddressText(peer)) : 0;
+    Duration timeout = connect_timeout.value_or(cluster->config().connect_timeout);
     std::vector<std::shared_ptr<PooledEndpoint>> tried;
-    for (int attempt = 1; attempt <= tc.connect_attempts && !client->closed(); ++attempt) {
+    for (int attempt = 1; attempt <= connect_attempts && !client->closed(); ++attempt) {
       std::shared_ptr<PooledEndpoint> endpoint = cl.Pick(hash, tried);
       if (endpoint == nullptr) break;
       tried.push_back(endpoint);
       mesh::PoolClock::time_point started = cl.pool().BeginAttempt(*endpoint);
-      auto socket = co_await net::Socket::Connect(loop, endpoint->endpoint.host,
-                                                  endpoint->endpoint.port, timeout);
+      auto connect = net::Socket::Connect(loop, endpoint->endpoint.host, endpoint->endpoint.port,
+                                          timeout, RelaySocketSetup(policy.buffer_bytes));
+      auto socket = co_await connect;
       if (socket.ok()) {
         cl.pool().EndAttempt(*endpoint, mesh::AttemptVerdict::kSuccess, started);
-        conn.upstream = std::move(socket).value();
+        conn.pair.upstream = std::move(socket).value();
         conn.endpoint = endpoint->endpoint;
         break;
       }
       cl.pool().EndAttempt(*endpoint, mesh::AttemptVerdict::kEndpointFailure, started);
       ls.connect_failures->Inc();
       if (cstats != nullptr) cstats->connect_failures->Inc();
-      CAPSTAN_LOG(debug, "gateway tcp: connect failed", "listener", tc.name, "endpoint",
+      CAPSTAN_LOG(debug, "gateway tcp: connect failed", "listener", ls.name, "endpoint",
                   endpoint->endpoint.id, "error", std::string(socket.status().message()));
     }
   }
   // Nor an old cluster (its source, its health checks): the endpoint is
   // matched by id, host and port from now on.
   cluster.reset();
-  if (conn.upstream == nullptr) {
+  if (conn.pair.upstream == nullptr) {
     if (!client->closed()) ls.no_endpoint->Inc();
   } else if (!client->closed()) {
-    net::Socket* up = conn.upstream.get();
-    up->set_half_close(true);
-    up->set_input_limit(tc.buffer_bytes, /*exact=*/true);
-    if (tc.proxy_protocol == "v1") {
+    net::Socket* up = conn.pair.upstream.get();
+    if (proxy_protocol == "v1") {
       up->Write(ProxyProtocolV1(peer, local));
-    } else if (tc.proxy_protocol == "v2") {
+    } else if (proxy_protocol == "v2") {
       up->Write(ProxyProtocolV2(peer, local));
     }
-    conn.last_activity = loop->now();
+    conn.pair.last_activity = loop->now();
     net::Timer idle([&] {
-      auto quiet_until = conn.last_activity + tc.idle_timeout;
+      auto quiet_until = conn.pair.last_activity + idle_timeout;
       if (loop->now() >= quiet_until) {
         ls.idle_closed->Inc();
         conn.Close();
@@ -443,22 +388,13 @@ net::Task<void> L4Proxy::Serve(LoopState* state, size_t listener_index,
       }
       idle.Arm(loop, quiet_until);
     });
-    if (tc.idle_timeout.count() > 0) idle.ArmAfter(loop, tc.idle_timeout);
-    bool served = false;
-    if (splice) {
-      net::Task<bool> handover = SpliceConnection(state, ls, tc, &conn);
-      served = co_await handover;
-    }
-    if (!served) {
-      // The hand-over may have put new Sockets in conn.
-      net::Socket* c = conn.client.get();
-      net::Socket* u = conn.upstream.get();
-      net::WaitGroup done(loop);
-      done.Add(2);
-      loop->StartOwned(Pump(u, c, tc.buffer_bytes, ls.bytes_out, &conn.last_activity, &done));
-      loop->StartOwned(Pump(c, u, tc.buffer_bytes, ls.bytes_in, &conn.last_activity, &done));
-      co_await done.Wait();
-    }
+    if (idle_timeout.count() > 0) idle.ArmAfter(loop, idle_timeout);
+    RelayCounters counters{.bytes_in = ls.bytes_in,
+                           .bytes_out = ls.bytes_out,
+                           .spliced = ls.spliced,
+                           .splice_fallbacks = ls.splice_fallbacks};
+    auto relay = RelayPair(loop, &state->pipes, policy, counters, &conn.pair);
+    co_await relay;
     idle.Cancel();
   }
   Unlink(&state->connections, &conn);
@@ -466,63 +402,6 @@ net::Task<void> L4Proxy::Serve(LoopState* state, size_t listener_index,
   if (cluster_slot != nullptr) cluster_slot->fetch_sub(1, std::memory_order_relaxed);
   ls.active.fetch_sub(1, std::memory_order_relaxed);
   TaskEnded();
-}
-
-net::Task<bool> L4Proxy::SpliceConnection(LoopState* state, ListenerState& ls,
-                                          const TcpListenerConfig& tc, Connection* conn) {
-  net::EventLoop* loop = state->loop;
-  for (int attempt = 0; attempt < kHandOverAttempts; ++attempt) {
-    net::Socket* client = conn->client.get();
-    net::Socket* up = conn->upstream.get();
-    // What came while connecting (a request, a greeting) and the PROXY
-    // header leave the copy way; the sockets must be quiet to go.
-    MoveInput(client, up, ls.bytes_in, &conn->last_activity);
-    MoveInput(up, client, ls.bytes_out, &conn->last_activity);
-    absl::Status st = co_await up->Drained(0);
-    if (!st.ok()) co_return true;  // closed: the connection is over
-    st = co_await client->Drained(0);
-    if (!st.ok()) co_return true;
-    if (!client->input().empty() || !up->input().empty()) continue;
-    // A FIN already: the copy path passes it on.
-    if (client->input_ended() || up->input_ended()) break;
-    auto release_client = client->Release();
-    int client_fd = co_await release_client;
-    if (client_fd < 0) {
-      if (client->closed()) co_return true;
-      continue;  // bytes came meanwhile
-    }
-    auto release_upstream = up->Release();
-    int upstream_fd = co_await release_upstream;
-    if (upstream_fd < 0) {
-      conn->client = Readopt(loop, client_fd, tc.buffer_bytes);
-      if (up->closed()) co_return true;
-      continue;
-    }
-    SpliceRelay relay(loop, &state->pipes, tc.splice_pipe_bytes,
-                      {.from = client_fd, .to = upstream_fd, .bytes = ls.bytes_in},
-                      {.from = upstream_fd, .to = client_fd, .bytes = ls.bytes_out},
-                      &conn->last_activity);
-    conn->relay = &relay;
-    net::Task<SpliceRelay::End> run = relay.Run();
-    SpliceRelay::End end = co_await run;
-    conn->relay = nullptr;
-    if (end == SpliceRelay::End::kDone) {
-      ::close(client_fd);
-      ::close(upstream_fd);
-      ls.spliced->Inc();
-      co_return true;
-    }
-    // No pipes, or splice refused these sockets: nothing moved, so the
-    // copy path takes over where the hand-over left them.
-    CAPSTAN_LOG(debug, "gateway tcp: splice not possible, copying", "listener", tc.name, "reason",
-                end == SpliceRelay::End::kNoPipes ? "no pipes" : "splice refused the sockets");
-    conn->client = Readopt(loop, client_fd, tc.buffer_bytes);
-    conn->upstream = Readopt(loop, upstream_fd, tc.buffer_bytes);
-    ls.splice_fallbacks->Inc();
-    co_return false;
-  }
-  ls.splice_fallbacks->Inc();
-  co_return false;
 }
 
 std::shared_ptr<std::atomic<int64_t>> L4Proxy::ClusterConnections(const std::string& cluster) {
@@ -549,7 +428,7 @@ void L4Proxy::Sweep(int i) {
   const std::shared_ptr<const Snapshot>& snapshot = *state.snapshot;
   if (snapshot == nullptr) return;
   for (Connection* c = state.connections; c != nullptr; c = c->next) {
-    if (c->upstream == nullptr) continue;  // still connecting: it picks from the new set
+    if (c->pair.upstream == nullptr) continue;  // still connecting: it picks from the new set
     bool stays = false;
     if (auto it = snapshot->clusters.find(c->cluster); it != snapshot->clusters.end()) {
       ClusterLoop& cl = it->second->on(i);

@@ -27,15 +27,17 @@
 //    cluster circuit breaker for tcp_proxy): past it the client is closed
 //    before any upstream connect, not queued;
 //  - is closed after `idle_timeout` without a byte either way;
-//  - with `splice: on` (the listener's, else its cluster's; `auto` means
-//    kSpliceAutoMeans) moves its bytes with splice(2) once both sockets
-//    are quiet (l4_splice.h): what arrived while connecting, a greeting
-//    or a first request, goes the copy way, then both fds leave the
-//    loop's engine for a SpliceRelay. Where that cannot happen (bytes keep
-//    arriving during the hand-over, a FIN came first, no pipe could be
-//    made, splice refuses the sockets) the connection stays on the copy
-//    path (capstan_gateway_tcp_splice_fallbacks_total). Everything above
-//    holds on both paths;
+//  - with `splice: on` (the listener's, else its cluster's) moves its
+//    bytes with splice(2) once both sockets are quiet (l4_relay.h,
+//    l4_splice.h): what arrived while connecting, a greeting or a first
+//    request, goes the copy way, then both fds leave the loop's engine for
+//    a SpliceRelay; with `splice: auto` (the default) it copies until it
+//    has relayed `splice_after` bytes, then does the same. Where that
+//    cannot happen (bytes keep arriving during the hand-over, a FIN came
+//    first, no pipe could be made, splice refuses the sockets) the
+//    connection stays on the copy path
+//    (capstan_gateway_tcp_splice_fallbacks_total). Everything above holds
+//    on every path;
 //  - keeps its endpoint for life (connection tracking). After a new
 //    configuration or an endpoint set update, a connection whose endpoint
 //    left its cluster (or whose cluster is gone) is closed at once; the
@@ -59,6 +61,7 @@
 #include "base/metrics.h"
 #include "base/status.h"
 #include "gateway/config.h"
+#include "gateway/l4_relay.h"
 #include "net/event_loop.h"
 #include "net/socket.h"
 #include "net/task.h"
@@ -75,17 +78,12 @@ struct Snapshot;
 std::string ProxyProtocolV1(const sockaddr_storage& source, const sockaddr_storage& destination);
 std::string ProxyProtocolV2(const sockaddr_storage& source, const sockaddr_storage& destination);
 
-// What `splice: auto` means: splice. Measured (docs/benchmarks/l4.md,
-// "splice or copy"): on loopback the splice relay moved a stream for
-// 0.6x the copy path's CPU per GB (0.45x with 4 MiB writes and 1 MiB
-// pipes), and cost about 8 % more CPU per short connection (the
-// hand-over); L4 traffic is mostly bytes.
-inline constexpr bool kSpliceAutoMeans = true;
-
-// Whether a tcp listener's connections go through the splice relay: the
-// listener's `splice`, else its cluster's (`cluster_splice`), with auto
-// resolved.
-bool WantsSplice(const TcpListenerConfig& listener, const std::string& cluster_splice);
+// How a tcp listener's connections move their bytes (l4_relay.h): the
+// listener's `splice`, else its cluster's (`cluster_splice`): `off` copies,
+// `on` splices from the start, `auto` copies the first `splice_after` bytes
+// and splices the rest (measured: docs/benchmarks/l4.md, "splice or copy").
+RelayPolicy::Mode RelayModeFor(const TcpListenerConfig& listener,
+                               const std::string& cluster_splice);
 
 class L4Proxy {
  public:
@@ -128,11 +126,6 @@ class L4Proxy {
   net::Task<void> AcceptLoop(LoopState* state, size_t listener_index, net::Listener* listener);
   net::Task<void> Serve(LoopState* state, size_t listener_index,
                         std::shared_ptr<net::Socket> client);
-  // The splice path of a connected pair (see the class comment): true when
-  // the connection was served (or ended during the hand-over), false when
-  // it stays on the copy path (conn's sockets are then live Sockets again).
-  net::Task<bool> SpliceConnection(LoopState* state, ListenerState& ls, const TcpListenerConfig& tc,
-                                   Connection* conn);
   void TaskEnded();
   // The count of TCP connections open to `cluster` now (all loops); kept
   // by name, so it carries across configurations that keep the cluster.

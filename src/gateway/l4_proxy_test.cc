@@ -76,17 +76,19 @@ TEST(L4ProxyProtocolV2, MixedFamiliesSayLocal) {
   EXPECT_EQ(h, kSignature + std::string("\x20\x00\x00\x00", 4));
 }
 
-TEST(L4SpliceMode, TheListenersChoiceWinsElseTheClustersAndAutoIsTheMeasuredDefault) {
+TEST(L4SpliceMode, TheListenersChoiceWinsElseTheClustersAndAutoSplicesAfterAThreshold) {
+  using Mode = RelayPolicy::Mode;
   TcpListenerConfig listener;
-  EXPECT_TRUE(WantsSplice(listener, "on"));
-  EXPECT_FALSE(WantsSplice(listener, "off"));
-  EXPECT_EQ(WantsSplice(listener, "auto"), kSpliceAutoMeans);
+  EXPECT_EQ(RelayModeFor(listener, "on"), Mode::kSplice);
+  EXPECT_EQ(RelayModeFor(listener, "off"), Mode::kCopy);
+  EXPECT_EQ(RelayModeFor(listener, "auto"), Mode::kSpliceAfter);
   listener.splice = "off";
-  EXPECT_FALSE(WantsSplice(listener, "on"));
+  EXPECT_EQ(RelayModeFor(listener, "on"), Mode::kCopy);
   listener.splice = "on";
-  EXPECT_TRUE(WantsSplice(listener, "off"));
+  EXPECT_EQ(RelayModeFor(listener, "off"), Mode::kSplice);
   listener.splice = "auto";
-  EXPECT_EQ(WantsSplice(listener, "off"), kSpliceAutoMeans);
+  EXPECT_EQ(RelayModeFor(listener, "off"), Mode::kSpliceAfter);
+  EXPECT_EQ(listener.splice_after_bytes, 64u << 10);
 }
 
 }  // namespace

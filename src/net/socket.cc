@@ -35,24 +35,40 @@ Socket::~Socket() {
 }
 
 std::shared_ptr<Socket> Socket::Adopt(EventLoop* loop, int fd) {
-  int flags = fcntl(fd, F_GETFL, 0);
-  if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-  SetNoDelay(fd);
+  return Adopt(loop, fd, SocketSetup{});
+}
+
+std::shared_ptr<Socket> Socket::Adopt(EventLoop* loop, int fd, const SocketSetup& setup) {
+  if (!setup.known_nonblocking) {
+    int flags = fcntl(fd, F_GETFL, 0);
+    if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  }
+  if (setup.no_delay) SetNoDelay(fd);
   std::shared_ptr<Socket> s(new Socket(loop, fd));
+  s->ApplySetup(setup);
   loop->io()->Attach(s.get());
-  loop->io()->StartReceive(s.get());
+  // An input limit of 0 starts the socket paused (a reader resumes it).
+  if (s->WantsInput()) loop->io()->StartReceive(s.get());
   return s;
+}
+
+void Socket::ApplySetup(const SocketSetup& setup) {
+  input_limit_ = setup.input_limit;
+  exact_input_limit_ = setup.exact_input_limit;
+  half_close_ = setup.half_close;
 }
 
 Task<absl::StatusOr<std::shared_ptr<Socket>>> Socket::Connect(EventLoop* loop, std::string host,
                                                               int port,
-                                                              EventLoop::Clock::duration timeout) {
+                                                              EventLoop::Clock::duration timeout,
+                                                              SocketSetup setup) {
   sockaddr_storage addr;
   socklen_t len;
   if (absl::Status st = ResolveAddress(host, port, &addr, &len); !st.ok()) co_return st;
   int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) co_return ErrnoStatus("socket", errno);
   std::shared_ptr<Socket> s(new Socket(loop, fd));
+  s->ApplySetup(setup);
   loop->io()->Attach(s.get());
   struct Awaiter {
     Socket* s;
@@ -80,7 +96,7 @@ Task<absl::StatusOr<std::shared_ptr<Socket>>> Socket::Connect(EventLoop* loop, s
     s->Fail(st);
     co_return st;
   }
-  SetNoDelay(fd);
+  if (setup.no_delay) SetNoDelay(fd);
   loop->io()->StartReceive(s.get());
   co_return s;
 }
@@ -347,6 +363,9 @@ absl::StatusOr<std::unique_ptr<Listener>> Listener::Bind(EventLoop* loop, const 
   if (fd < 0) return ErrnoStatus("socket", errno);
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  // Accepted sockets inherit it (Linux copies the listener's TCP state):
+  // one setsockopt per listener instead of one per connection.
+  SetNoDelay(fd);
   if (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
     int err = errno;
     ::close(fd);
@@ -409,7 +428,12 @@ absl::StatusOr<std::shared_ptr<Socket>> Listener::AcceptAwaiter::await_resume() 
   if (listener->accepted_.empty()) return absl::CancelledError("listener closed");
   int fd = listener->accepted_.front();
   listener->accepted_.pop_front();
-  return Socket::Adopt(listener->loop_, fd);
+  // Both engines accept with SOCK_NONBLOCK; TCP_NODELAY came from the
+  // listener.
+  SocketSetup setup = listener->accepted_setup_;
+  setup.known_nonblocking = true;
+  setup.no_delay = false;
+  return Socket::Adopt(listener->loop_, fd, setup);
 }
 
 }  // namespace capstan::net

@@ -49,15 +49,33 @@ struct IoOp {
   void* owner;
 };
 
+// How a new socket starts: set before its first receive is armed, so an
+// exact input limit costs no cancelled multishot receive (io_uring) and a
+// proxy's connection no extra system call (see set_input_limit,
+// set_half_close).
+struct SocketSetup {
+  // 0: nothing is received until a reader waits in ReadMore.
+  size_t input_limit = 4 << 20;
+  bool exact_input_limit = false;
+  bool half_close = false;
+  // TCP_NODELAY (setsockopt). An accepted socket inherits it from its
+  // listener, which sets it: Listener's sockets never pay this call.
+  bool no_delay = true;
+  // The fd is O_NONBLOCK already (accept4/socket with SOCK_NONBLOCK, or a
+  // fd Release gave back): Adopt skips its fcntl check.
+  bool known_nonblocking = false;
+};
+
 class Socket : public std::enable_shared_from_this<Socket> {
  public:
   // Takes ownership of a connected fd.
   static std::shared_ptr<Socket> Adopt(EventLoop* loop, int fd);
+  static std::shared_ptr<Socket> Adopt(EventLoop* loop, int fd, const SocketSetup& setup);
   // Connects to host:port; the result is ready for reading and writing.
   // A positive timeout bounds the handshake (DEADLINE_EXCEEDED after it).
   static Task<absl::StatusOr<std::shared_ptr<Socket>>> Connect(
       EventLoop* loop, std::string host, int port,
-      EventLoop::Clock::duration timeout = std::chrono::seconds(10));
+      EventLoop::Clock::duration timeout = std::chrono::seconds(10), SocketSetup setup = {});
   ~Socket();
   Socket(const Socket&) = delete;
   Socket& operator=(const Socket&) = delete;
@@ -211,6 +229,7 @@ class Socket : public std::enable_shared_from_this<Socket> {
   void OnConnected(int err);
   void OnDetached();      // the backend holds nothing of ours any more
   void OnReleaseReady();  // Release: the engine holds nothing of ours any more
+  void ApplySetup(const SocketSetup& setup);
   void Fail(absl::Status status);
   void Flush();  // from the loop, before it waits
   // Where the backends put received bytes: input_, or with TLS the
@@ -347,6 +366,9 @@ class Listener {
   };
   // The next connection; CANCELLED after Close.
   AcceptAwaiter Accept() { return AcceptAwaiter{this}; }
+  // How accepted sockets start (input limit, half-close) before their
+  // first receive; TCP_NODELAY comes from the listener (inherited).
+  void set_accepted_setup(const SocketSetup& setup) { accepted_setup_ = setup; }
   void Close();
 
  private:
@@ -361,6 +383,7 @@ class Listener {
   int port_;
   bool closed_ = false;
   std::deque<int> accepted_;
+  SocketSetup accepted_setup_;
   std::coroutine_handle<> acceptor_;
   // The backend's record of the armed accept; it outlives the Listener when
   // the kernel still holds it (io_uring cancels asynchronously).
