@@ -41,6 +41,9 @@ using event_format::UnitStateKey;
 
 namespace {
 
+// How many events ahead ReadBackGroup prefetches the stored units' map.
+constexpr size_t kReadBackPrefetchDistance = 8;
+
 std::string_view ExperimentOfUnitKey(std::string_view key) {
   size_t nul = key.find('\0', 1);
   return key.substr(1, nul == std::string_view::npos ? std::string_view::npos : nul - 1);
@@ -321,32 +324,71 @@ absl::Status EventAggregator::WriteUnitsFile(const std::string& path,
   return absl::OkStatus();
 }
 
-absl::StatusOr<EventAggregator::UnitState*> EventAggregator::ReadStoredUnit(std::string_view key,
-                                                                            uint64_t hash) {
-  auto it = stored_only_.find(hash);
-  if (it == stored_only_.end()) return nullptr;
-  absl::InlinedVector<uint64_t, 1> ids = {it->second};
-  auto [first, last] = stored_collisions_.equal_range(hash);
-  for (auto c = first; c != last; ++c) ids.push_back(c->second);
-  std::string value;
-  UnitRecord record;
-  for (uint64_t id : ids) {
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), UnitStateKey(id), &value);
-    if (!s.ok()) {
-      // Evicted units were checkpointed first: their state must be there.
-      return s.IsNotFound() ? absl::DataLossError(absl::StrCat(
-                                  "event store: the unit state with id ", id, " is missing"))
-                            : FromRocks(s, "read unit state");
+absl::Status EventAggregator::ReadBackGroup(const std::vector<const Event*>& events) {
+  // Which events' units may be evicted ones: their hash is among the stored
+  // units' (a new unit's hash rarely is, so it costs no read).
+  read_back_wanted_.clear();
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (i + kReadBackPrefetchDistance < events.size()) {
+      stored_only_.prefetch(hashes_[i + kReadBackPrefetchDistance]);
     }
-    if (!event_format::DecodeUnitRecord(value, &record)) return CorruptUnit(key);
-    if (record.key != key.substr(1)) continue;  // another unit with the same hash
-    ForgetStored(hash, id);
-    ++units_read_back_;
-    UnitState* unit = InsertUnit(key, hash, id);
-    RETURN_IF_ERROR(FromRecord(record, unit));
-    return unit;
+    auto it = stored_only_.find(hashes_[i]);
+    if (it == stored_only_.end()) continue;
+    read_back_wanted_.push_back({i, it->second});
+    if (!stored_collisions_.empty()) {
+      auto [first, last] = stored_collisions_.equal_range(hashes_[i]);
+      for (auto c = first; c != last; ++c) read_back_wanted_.push_back({i, c->second});
+    }
   }
-  return nullptr;
+  if (read_back_wanted_.empty()) return absl::OkStatus();
+  // One MultiGet of the distinct ids in key order: RocksDB walks each
+  // table file once for the whole batch instead of once per unit.
+  read_back_ids_.clear();
+  for (const auto& [event, id] : read_back_wanted_) read_back_ids_.push_back(id);
+  std::sort(read_back_ids_.begin(), read_back_ids_.end());
+  read_back_ids_.erase(std::unique(read_back_ids_.begin(), read_back_ids_.end()),
+                       read_back_ids_.end());
+  const size_t n = read_back_ids_.size();
+  read_back_keys_.resize(n);
+  std::vector<rocksdb::Slice> keys(n);
+  std::vector<rocksdb::PinnableSlice> values(n);
+  std::vector<rocksdb::Status> statuses(n);
+  for (size_t k = 0; k < n; ++k) {
+    read_back_keys_[k] = UnitStateKey(read_back_ids_[k]);
+    keys[k] = read_back_keys_[k];
+  }
+  db_->MultiGet(rocksdb::ReadOptions(), db_->DefaultColumnFamily(), n, keys.data(), values.data(),
+                statuses.data(), /*sorted_input=*/true);
+  std::vector<UnitRecord> records(n);
+  std::vector<uint8_t> loaded(n, 0);
+  for (size_t k = 0; k < n; ++k) {
+    if (!statuses[k].ok()) {
+      // Evicted units were checkpointed first: their state must be there.
+      return statuses[k].IsNotFound()
+                 ? absl::DataLossError(absl::StrCat("event store: the unit state with id ",
+                                                    read_back_ids_[k], " is missing"))
+                 : FromRocks(statuses[k], "read unit states");
+    }
+    if (!event_format::DecodeUnitRecord(values[k].ToStringView(), &records[k])) {
+      return absl::DataLossError(
+          absl::StrCat("event store: the unit state with id ", read_back_ids_[k], " is corrupt"));
+    }
+  }
+  // In event order, each unit whose stored key is the event's: into the
+  // cache (once); a stored unit that only shares a hash stays where it is.
+  for (const auto& [event, id] : read_back_wanted_) {
+    const size_t k =
+        static_cast<size_t>(std::lower_bound(read_back_ids_.begin(), read_back_ids_.end(), id) -
+                            read_back_ids_.begin());
+    if (loaded[k]) continue;
+    const std::string_view key = BuildUnitKey(*events[event]);
+    if (records[k].key != key.substr(1)) continue;  // another unit with the same hash
+    loaded[k] = 1;
+    ForgetStored(hashes_[event], id);
+    ++units_read_back_;
+    RETURN_IF_ERROR(FromRecord(records[k], InsertUnit(key, hashes_[event], id)));
+  }
+  return absl::OkStatus();
 }
 
 void EventAggregator::RememberStored(uint64_t hash, uint64_t id) {
