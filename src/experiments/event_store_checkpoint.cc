@@ -332,6 +332,11 @@ absl::Status EventAggregator::ReadBackGroup(const std::vector<const Event*>& eve
     if (i + kReadBackPrefetchDistance < events.size()) {
       stored_only_.prefetch(hashes_[i + kReadBackPrefetchDistance]);
     }
+    // A unit's events often come together: it was looked up just before.
+    if (i > 0 && hashes_[i] == hashes_[i - 1] && events[i]->unit == events[i - 1]->unit &&
+        events[i]->experiment == events[i - 1]->experiment) {
+      continue;
+    }
     auto it = stored_only_.find(hashes_[i]);
     if (it == stored_only_.end()) continue;
     read_back_wanted_.push_back({i, it->second});
