@@ -219,13 +219,19 @@ absl::Status EventAggregator::Checkpoint() {
   //   compaction rewrites it (the units' states are most of the bytes);
   // - the units of earlier checkpoints that changed: merged by compactions
   //   like any update.
-  std::sort(dirty_units_.begin(), dirty_units_.end(),
-            [](const UnitState* a, const UnitState* b) { return a->id < b->id; });
-  auto first_new =
-      std::partition_point(dirty_units_.begin(), dirty_units_.end(),
-                           [&](const UnitState* u) { return u->id < unit_id_on_disk_; });
-  std::vector<UnitState*> changed(dirty_units_.begin(), first_new);
-  std::vector<UnitState*> added(first_new, dirty_units_.end());
+  // New units became dirty as they were created, so they come in id order:
+  // only the changed ones need sorting (a sort of millions was ~3% of a
+  // long run's aggregation).
+  std::vector<UnitState*> changed;
+  std::vector<UnitState*> added;
+  for (UnitState* unit : dirty_units_) {
+    (unit->id < unit_id_on_disk_ ? changed : added).push_back(unit);
+  }
+  auto by_id = [](const UnitState* a, const UnitState* b) { return a->id < b->id; };
+  std::sort(changed.begin(), changed.end(), by_id);
+  if (!std::is_sorted(added.begin(), added.end(), by_id)) {
+    std::sort(added.begin(), added.end(), by_id);
+  }
   std::vector<std::string> paths = {absl::StrCat(options_.directory, "/", kCheckpointFileName)};
   absl::Status status = WriteMetaFile(paths.back());
   if (status.ok() && !added.empty()) {
