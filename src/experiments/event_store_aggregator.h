@@ -21,7 +21,10 @@
 //   was last spared in); evicted states are reused by new units and their
 //   slots deleted from the table (backward shift). Evicted units are
 //   remembered by their 64-bit hash and unit id only; a new unit whose hash
-//   matches one costs a read that finds another unit's key.
+//   matches one costs a read that finds another unit's key;
+// - the evicted units a group's events refer to are read back before the
+//   group is applied, all in one sorted MultiGet (ReadBackGroup), so the
+//   per-event path never waits on RocksDB.
 //
 // On disk (layout 2) a unit's state is keyed by its unit id, given in order
 // of first appearance, and refers to its variant and metrics by dictionary
