@@ -368,7 +368,12 @@ absl::Status EventAggregator::ReadBackGroup(const std::vector<const Event*>& eve
     read_back_keys_[k] = UnitStateKey(read_back_ids_[k]);
     keys[k] = read_back_keys_[k];
   }
-  db_->MultiGet(rocksdb::ReadOptions(), db_->DefaultColumnFamily(), n, keys.data(), values.data(),
+  rocksdb::ReadOptions read_options;
+  // Each state is read once and then lives in the unit cache: its block in
+  // RocksDB's block cache would only be a copy that pushes others out
+  // (the table files are mmapped, so an uncompressed block is read in place).
+  read_options.fill_cache = false;
+  db_->MultiGet(read_options, db_->DefaultColumnFamily(), n, keys.data(), values.data(),
                 statuses.data(), /*sorted_input=*/true);
   std::vector<UnitRecord> records(n);
   std::vector<uint8_t> loaded(n, 0);
