@@ -107,7 +107,7 @@ CLI::App* AddExperimentsServeCommand(CLI::App* experiments, ExperimentsServeFlag
   cmd->add_option("--events-max-cached-units", f->events_max_cached_units,
                   "Unit states kept in memory after a checkpoint (~220 bytes each); the others "
                   "are read back from the database when their unit sends an event. Size it to "
-                  "the units active at once: a read back costs several microseconds.")
+                  "the units active at once: a read back costs 10-20 microseconds of CPU.")
       ->capture_default_str();
   cmd->add_option("--rpc-listen", f->rpc_listen,
                   "Where the Capstan RPC API (proto/capstan/experiments.proto) listens "
