@@ -35,6 +35,10 @@
 #
 #   bench/experiments.sh            # full run (about 3 minutes)
 #   QUICK=1 bench/experiments.sh    # quick look (about 60 s)
+#   UNITS=30000000 ROWS=3 DURATION=60 bench/experiments.sh
+#                                   # row 3 over a space of 30M units (see
+#                                   # experiments_wrk.lua); EVENTS_CACHE= sets the
+#                                   # service's --events-max-cached-units
 #
 # Regenerate the report from the raw lines:
 #   python3 bench/experiments_report.py docs/benchmarks/experiments.jsonl docs/benchmarks/experiments.md
@@ -65,6 +69,8 @@ WATCHERS="${WATCHERS:-10}"
 RPC_CONNS="${RPC_CONNS:-2}"            # connections the RPC rows' calls share (multiplexed)
 ROWS="${ROWS:-1 2 3 4 5 6}"            # which rows to run (debugging)
 IGNORE_RETRY_AFTER="${IGNORE_RETRY_AFTER:-}"  # 1: ingestion load resends refused batches at once
+UNITS="${UNITS:-}"                     # row 3: units drawn in turn from a space of this many (unset: every unit new)
+EVENTS_CACHE="${EVENTS_CACHE:-}"       # the service's --events-max-cached-units (unset: its default)
 PERF_DATA="${PERF_DATA:-}"             # set: `perf record -g` the service over each measured wrk/RPC run, to $PERF_DATA.<row><round>
 OUT_MD="${OUT_MD:-$ROOT/docs/benchmarks/experiments.md}"
 OUT_JSONL="${OUT_JSONL:-${OUT_MD%.md}.jsonl}"
@@ -142,7 +148,8 @@ SVC_PORT=$(free_port); RPC_PORT=$(free_port)
 start_service() {  # EVENTS_DIR: the service on SERVICE_CORE, events in a directory of its own
   taskset -c $SERVICE_CORE "$CAPSTAN" experiments serve --store "127.0.0.1:$STORE_PORT" \
     --listen "127.0.0.1:$SVC_PORT" --threads "$SERVICE_THREADS" --events-dir "$1" \
-    --rpc-listen "127.0.0.1:$RPC_PORT" >>"$WORK/service.log" 2>&1 &
+    --rpc-listen "127.0.0.1:$RPC_PORT" ${EVENTS_CACHE:+--events-max-cached-units "$EVENTS_CACHE"} \
+    >>"$WORK/service.log" 2>&1 &
   SVC_PID=$!
   PIDS+=($SVC_PID)
   wait_health "$SVC_PORT" || { echo "experiments serve did not start:" >&2; tail -20 "$WORK"/{store,service}.log >&2; exit 1; }
@@ -178,11 +185,11 @@ perf_stop() { [[ -z $PERF_PID ]] || wait "$PERF_PID" || true; PERF_PID=; }
 wrk_row() {
   local row=$1 mode=$2 path=$3 conns=$4 extra=$5 round before after out
   for round in $(seq "$ROUNDS"); do
-    XB_MODE=$mode XB_BATCH=$BATCH XB_RUN="w$row$round" XB_IGNORE_RETRY_AFTER=$IGNORE_RETRY_AFTER taskset -c $LOAD_CORE \
+    XB_MODE=$mode XB_BATCH=$BATCH XB_RUN="w$row$round" XB_IGNORE_RETRY_AFTER=$IGNORE_RETRY_AFTER XB_UNITS=${UNITS:-0} taskset -c $LOAD_CORE \
       wrk -t 1 -c "$conns" -d "${WARMUP}s" -s "$ROOT/bench/experiments_wrk.lua" "http://127.0.0.1:$SVC_PORT$path" >/dev/null 2>&1 || true
     before=$(ticks $SVC_PID)
     perf_start "$row" "$round"
-    out=$(XB_MODE=$mode XB_BATCH=$BATCH XB_RUN="m$row$round" XB_IGNORE_RETRY_AFTER=$IGNORE_RETRY_AFTER taskset -c $LOAD_CORE \
+    out=$(XB_MODE=$mode XB_BATCH=$BATCH XB_RUN="m$row$round" XB_IGNORE_RETRY_AFTER=$IGNORE_RETRY_AFTER XB_UNITS=${UNITS:-0} taskset -c $LOAD_CORE \
       wrk -t 1 -c "$conns" -d "${DURATION}s" --latency -s "$ROOT/bench/experiments_wrk.lua" "http://127.0.0.1:$SVC_PORT$path" 2>&1)
     after=$(ticks $SVC_PID)
     perf_stop
@@ -280,7 +287,7 @@ CMDLINE="bench/experiments.sh"
 python3 - "$RESULTS" >>"$RESULTS.meta" <<PY
 import json
 print(json.dumps({"row": "meta",
-  "command": "$CMDLINE  (ROUNDS=$ROUNDS DURATION=${DURATION}s WARMUP=${WARMUP}s BATCH=$BATCH EVAL_CONNS=$EVAL_CONNS EVENT_CONNS=$EVENT_CONNS SERVICE_THREADS=$SERVICE_THREADS WATCHERS=$WATCHERS PROBES=$PROBES JS_EVALS=$JS_EVALS MIN_TIME=${MIN_TIME}s)",
+  "command": "$CMDLINE  (${UNITS:+UNITS=$UNITS }${EVENTS_CACHE:+EVENTS_CACHE=$EVENTS_CACHE }ROUNDS=$ROUNDS DURATION=${DURATION}s WARMUP=${WARMUP}s BATCH=$BATCH EVAL_CONNS=$EVAL_CONNS EVENT_CONNS=$EVENT_CONNS SERVICE_THREADS=$SERVICE_THREADS WATCHERS=$WATCHERS PROBES=$PROBES JS_EVALS=$JS_EVALS MIN_TIME=${MIN_TIME}s)",
   "machine": "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r), $(free -g | awk '/Mem:/ {print $2}') GiB; load average $LOADAVG_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (the cores are shared)",
   "versions": "$(node --version) node, @growthbook/growthbook $(node -p "require('$ROOT/tests/e2e/growthbook/node_modules/@growthbook/growthbook/package.json').version"), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)",
   "commit": "$(git -C "$ROOT" rev-parse --short HEAD)",

@@ -4,7 +4,11 @@
 --   events    POST /v1/events     XB_BATCH events per request (half exposures,
 --             half value events of the same units), every idempotency key
 --             unique: XB_RUN (one per wrk run) .. thread id .. request counter.
--- Units cycle over 100,000 per thread. At the end prints one JSON line
+-- XB_UNITS (events mode): the units are drawn from a space of that many,
+-- in order ("u0", "u1", ... then again from "u0"; the variant is the unit
+-- number's parity), so the distinct units grow to XB_UNITS and then come
+-- back, each after all the others (the unit cache's worst order); unset,
+-- every unit is new. Evaluations: units cycle over 100,000 per thread. At the end prints one JSON line
 -- (prefix "JSON ") with the counts and latency percentiles.
 -- In events mode a 429 answer (the service is behind) pauses every
 -- connection of the thread for its Retry-After seconds, as a client should,
@@ -15,6 +19,7 @@ local mode = os.getenv("XB_MODE") or "evaluate"
 local batch = tonumber(os.getenv("XB_BATCH") or "1000")
 local run = os.getenv("XB_RUN") or tostring(os.time())
 local experiment = os.getenv("XB_EXPERIMENT") or "bench-exp"
+local unit_space = tonumber(os.getenv("XB_UNITS") or "0")
 
 local threads = {}
 function setup(thread)
@@ -31,12 +36,18 @@ request = function()
   if mode == "events" then
     local prefix = run .. "-" .. tid .. "-" .. counter .. "-"
     local lines = {}
-    for i = 1, math.floor(batch / 2) do
-      local unit = prefix .. i
-      lines[#lines + 1] = '{"type":"exposure","key":"x' .. unit .. '","experiment":"' .. experiment ..
-        '","unit":"' .. unit .. '","variant":"' .. ((i % 2 == 0) and "control" or "treatment") ..
+    local half = math.floor(batch / 2)
+    for i = 1, half do
+      local key = prefix .. i
+      local unit, parity = key, i % 2
+      if unit_space > 0 then
+        local n = ((counter - 1) * half + i - 1) % unit_space
+        unit, parity = "u" .. n, n % 2
+      end
+      lines[#lines + 1] = '{"type":"exposure","key":"x' .. key .. '","experiment":"' .. experiment ..
+        '","unit":"' .. unit .. '","variant":"' .. ((parity == 0) and "control" or "treatment") ..
         '","ts":1700000000000}'
-      lines[#lines + 1] = '{"type":"value","key":"v' .. unit .. '","experiment":"' .. experiment ..
+      lines[#lines + 1] = '{"type":"value","key":"v' .. key .. '","experiment":"' .. experiment ..
         '","unit":"' .. unit .. '","metric":"revenue","value":' .. (i % 7) .. ',"ts":1700000001000}'
     end
     return wrk.format(nil, nil, nil, table.concat(lines, "\n"))

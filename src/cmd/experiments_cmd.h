@@ -44,6 +44,7 @@ struct ExperimentsServeFlags {
   std::string events_retention_bytes = "off";
   std::string events_segment_bytes = "64MiB";
   size_t events_dedup_window = 10000000;
+  size_t events_max_cached_units = 2000000;
   // Gateway admin endpoints (http://host:port) whose /status the console's
   // Gateways page shows (GET /v1/gateways); repeatable; none by default.
   std::vector<std::string> gateway_admin;

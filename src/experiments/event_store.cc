@@ -107,6 +107,10 @@ absl::StatusOr<std::unique_ptr<EventStore>> EventStore::Open(EventStoreOptions o
   // Unit states read back after the cache was trimmed: mostly misses.
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   db_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  // Evicted units read back are random point reads over files the page
+  // cache holds: mapped, a read is a memory access, where pread cost a
+  // system call, a copy and the kernel's readahead of pages nobody wants.
+  db_options.allow_mmap_reads = true;
   db_options.memtable_whole_key_filtering = true;
   db_options.memtable_prefix_bloom_size_ratio = 0.1;
   rocksdb::DB* raw = nullptr;

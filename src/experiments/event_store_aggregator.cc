@@ -126,13 +126,11 @@ absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
   for (size_t i = 0; i < events.size(); ++i) {
     hashes_[i] = unit_hash_(BuildUnitKey(*events[i]));
   }
+  if (!stored_only_.empty()) RETURN_IF_ERROR(ReadBackGroup(events));
   for (size_t i = 0; i < events.size(); ++i) {
     if (i + kPrefetchDistance < events.size()) {
       const uint64_t ahead = hashes_[i + kPrefetchDistance];
       __builtin_prefetch(&slots_[static_cast<size_t>(ahead) & (slots_.size() - 1)]);
-      // A unit not in the cache is looked up among the evicted ones: a miss
-      // in a map of millions too.
-      if (!stored_only_.empty()) stored_only_.prefetch(ahead);
     }
     RETURN_IF_ERROR(Apply(*events[i], hashes_[i]));
   }
@@ -420,9 +418,7 @@ absl::StatusOr<EventAggregator::UnitState*> EventAggregator::FindUnit(const Even
       break;
     }
   }
-  if (unit == nullptr && !stored_only_.empty()) {
-    ASSIGN_OR_RETURN(unit, ReadStoredUnit(lookup_key_, hash));
-  }
+  // Not cached: a new unit (ReadBackGroup brought the evicted ones back).
   if (unit == nullptr) unit = InsertUnit(lookup_key_, hash, next_unit_id_++);
   if (!unit->dirty) {  // every caller changes it
     unit->dirty = true;

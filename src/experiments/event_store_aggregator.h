@@ -21,7 +21,10 @@
 //   was last spared in); evicted states are reused by new units and their
 //   slots deleted from the table (backward shift). Evicted units are
 //   remembered by their 64-bit hash and unit id only; a new unit whose hash
-//   matches one costs a read that finds another unit's key.
+//   matches one costs a read that finds another unit's key;
+// - the evicted units a group's events refer to are read back before the
+//   group is applied, all in one sorted MultiGet (ReadBackGroup), so the
+//   per-event path never waits on RocksDB.
 //
 // On disk (layout 2) a unit's state is keyed by its unit id, given in order
 // of first appearance, and refers to its variant and metrics by dictionary
@@ -147,9 +150,10 @@ class EventAggregator {
   std::string_view BuildUnitKey(const Event& event);
   absl::StatusOr<UnitState*> FindUnit(const Event& event, uint64_t hash);
   UnitState* InsertUnit(std::string_view key, uint64_t hash, uint64_t id);
-  // The state of an evicted unit with this hash and key, read back into the
-  // cache; null if none (a new unit).
-  absl::StatusOr<UnitState*> ReadStoredUnit(std::string_view key, uint64_t hash);
+  // Reads the evicted units the group's events refer to back into the
+  // cache, in one sorted MultiGet, before any event is applied (so FindUnit
+  // never reads). REQUIRES: hashes_ holds the events' unit hashes.
+  absl::Status ReadBackGroup(const std::vector<const Event*>& events);
   void RememberStored(uint64_t hash, uint64_t id);
   void ForgetStored(uint64_t hash, uint64_t id);
   absl::Status LoadDictionary(rocksdb::Iterator* it);
@@ -238,6 +242,11 @@ class EventAggregator {
   std::string lookup_key_;
   std::vector<uint64_t> hashes_;          // of the units of the group being applied
   std::vector<const Event*> event_list_;  // ApplyGroup(vector<Event>)'s, reused
+  // ReadBackGroup's, reused: (event index, stored unit id) per candidate,
+  // the distinct ids sorted, and their keys.
+  std::vector<std::pair<size_t, uint64_t>> read_back_wanted_;
+  std::vector<uint64_t> read_back_ids_;
+  std::vector<std::string> read_back_keys_;
   // The units whose state is in the database but not in the cache (evicted,
   // or past the cache at open): hash → unit id. Only these are looked up
   // there, so a new unit costs no read. Further units with a hash already

@@ -41,6 +41,9 @@ using event_format::UnitStateKey;
 
 namespace {
 
+// How many events ahead ReadBackGroup prefetches the stored units' map.
+constexpr size_t kReadBackPrefetchDistance = 8;
+
 std::string_view ExperimentOfUnitKey(std::string_view key) {
   size_t nul = key.find('\0', 1);
   return key.substr(1, nul == std::string_view::npos ? std::string_view::npos : nul - 1);
@@ -216,13 +219,19 @@ absl::Status EventAggregator::Checkpoint() {
   //   compaction rewrites it (the units' states are most of the bytes);
   // - the units of earlier checkpoints that changed: merged by compactions
   //   like any update.
-  std::sort(dirty_units_.begin(), dirty_units_.end(),
-            [](const UnitState* a, const UnitState* b) { return a->id < b->id; });
-  auto first_new =
-      std::partition_point(dirty_units_.begin(), dirty_units_.end(),
-                           [&](const UnitState* u) { return u->id < unit_id_on_disk_; });
-  std::vector<UnitState*> changed(dirty_units_.begin(), first_new);
-  std::vector<UnitState*> added(first_new, dirty_units_.end());
+  // New units became dirty as they were created, so they come in id order:
+  // only the changed ones need sorting (a sort of millions was ~3% of a
+  // long run's aggregation).
+  std::vector<UnitState*> changed;
+  std::vector<UnitState*> added;
+  for (UnitState* unit : dirty_units_) {
+    (unit->id < unit_id_on_disk_ ? changed : added).push_back(unit);
+  }
+  auto by_id = [](const UnitState* a, const UnitState* b) { return a->id < b->id; };
+  std::sort(changed.begin(), changed.end(), by_id);
+  if (!std::is_sorted(added.begin(), added.end(), by_id)) {
+    std::sort(added.begin(), added.end(), by_id);
+  }
   std::vector<std::string> paths = {absl::StrCat(options_.directory, "/", kCheckpointFileName)};
   absl::Status status = WriteMetaFile(paths.back());
   if (status.ok() && !added.empty()) {
@@ -321,32 +330,81 @@ absl::Status EventAggregator::WriteUnitsFile(const std::string& path,
   return absl::OkStatus();
 }
 
-absl::StatusOr<EventAggregator::UnitState*> EventAggregator::ReadStoredUnit(std::string_view key,
-                                                                            uint64_t hash) {
-  auto it = stored_only_.find(hash);
-  if (it == stored_only_.end()) return nullptr;
-  absl::InlinedVector<uint64_t, 1> ids = {it->second};
-  auto [first, last] = stored_collisions_.equal_range(hash);
-  for (auto c = first; c != last; ++c) ids.push_back(c->second);
-  std::string value;
-  UnitRecord record;
-  for (uint64_t id : ids) {
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), UnitStateKey(id), &value);
-    if (!s.ok()) {
-      // Evicted units were checkpointed first: their state must be there.
-      return s.IsNotFound() ? absl::DataLossError(absl::StrCat(
-                                  "event store: the unit state with id ", id, " is missing"))
-                            : FromRocks(s, "read unit state");
+absl::Status EventAggregator::ReadBackGroup(const std::vector<const Event*>& events) {
+  // Which events' units may be evicted ones: their hash is among the stored
+  // units' (a new unit's hash rarely is, so it costs no read).
+  read_back_wanted_.clear();
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (i + kReadBackPrefetchDistance < events.size()) {
+      stored_only_.prefetch(hashes_[i + kReadBackPrefetchDistance]);
     }
-    if (!event_format::DecodeUnitRecord(value, &record)) return CorruptUnit(key);
-    if (record.key != key.substr(1)) continue;  // another unit with the same hash
-    ForgetStored(hash, id);
-    ++units_read_back_;
-    UnitState* unit = InsertUnit(key, hash, id);
-    RETURN_IF_ERROR(FromRecord(record, unit));
-    return unit;
+    // A unit's events often come together: it was looked up just before.
+    if (i > 0 && hashes_[i] == hashes_[i - 1] && events[i]->unit == events[i - 1]->unit &&
+        events[i]->experiment == events[i - 1]->experiment) {
+      continue;
+    }
+    auto it = stored_only_.find(hashes_[i]);
+    if (it == stored_only_.end()) continue;
+    read_back_wanted_.push_back({i, it->second});
+    if (!stored_collisions_.empty()) {
+      auto [first, last] = stored_collisions_.equal_range(hashes_[i]);
+      for (auto c = first; c != last; ++c) read_back_wanted_.push_back({i, c->second});
+    }
   }
-  return nullptr;
+  if (read_back_wanted_.empty()) return absl::OkStatus();
+  // One MultiGet of the distinct ids in key order: RocksDB walks each
+  // table file once for the whole batch instead of once per unit.
+  read_back_ids_.clear();
+  for (const auto& [event, id] : read_back_wanted_) read_back_ids_.push_back(id);
+  std::sort(read_back_ids_.begin(), read_back_ids_.end());
+  read_back_ids_.erase(std::unique(read_back_ids_.begin(), read_back_ids_.end()),
+                       read_back_ids_.end());
+  const size_t n = read_back_ids_.size();
+  read_back_keys_.resize(n);
+  std::vector<rocksdb::Slice> keys(n);
+  std::vector<rocksdb::PinnableSlice> values(n);
+  std::vector<rocksdb::Status> statuses(n);
+  for (size_t k = 0; k < n; ++k) {
+    read_back_keys_[k] = UnitStateKey(read_back_ids_[k]);
+    keys[k] = read_back_keys_[k];
+  }
+  rocksdb::ReadOptions read_options;
+  // Each state is read once and then lives in the unit cache: its block in
+  // RocksDB's block cache would only be a copy that pushes others out
+  // (the table files are mmapped, so an uncompressed block is read in place).
+  read_options.fill_cache = false;
+  db_->MultiGet(read_options, db_->DefaultColumnFamily(), n, keys.data(), values.data(),
+                statuses.data(), /*sorted_input=*/true);
+  std::vector<UnitRecord> records(n);
+  std::vector<uint8_t> loaded(n, 0);
+  for (size_t k = 0; k < n; ++k) {
+    if (!statuses[k].ok()) {
+      // Evicted units were checkpointed first: their state must be there.
+      return statuses[k].IsNotFound()
+                 ? absl::DataLossError(absl::StrCat("event store: the unit state with id ",
+                                                    read_back_ids_[k], " is missing"))
+                 : FromRocks(statuses[k], "read unit states");
+    }
+    if (!event_format::DecodeUnitRecord(values[k].ToStringView(), &records[k])) {
+      return absl::DataLossError(
+          absl::StrCat("event store: the unit state with id ", read_back_ids_[k], " is corrupt"));
+    }
+  }
+  // In event order, each unit whose stored key is the event's: into the
+  // cache (once); a stored unit that only shares a hash stays where it is.
+  for (const auto& [event, id] : read_back_wanted_) {
+    const size_t k =
+        static_cast<size_t>(std::lower_bound(read_back_ids_.begin(), read_back_ids_.end(), id) -
+                            read_back_ids_.begin());
+    if (loaded[k]) continue;
+    const std::string_view key = BuildUnitKey(*events[event]);
+    if (records[k].key != key.substr(1)) continue;  // another unit with the same hash
+    loaded[k] = 1;
+    ForgetStored(hashes_[event], id);
+    ++units_read_back_;
+    RETURN_IF_ERROR(FromRecord(records[k], InsertUnit(key, hashes_[event], id)));
+  }
+  return absl::OkStatus();
 }
 
 void EventAggregator::RememberStored(uint64_t hash, uint64_t id) {

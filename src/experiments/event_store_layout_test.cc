@@ -433,5 +433,65 @@ TEST(EventStoreLayout, EvictionKeepsTheUnitsInUse) {
   ExpectSumsNear((*store)->Sums("e"), Naive(events, "e"));
 }
 
+// Evicted units are read back in one MultiGet per group, before the group
+// is applied: a batch whose events come back to many evicted units, each
+// several times and not in a row, and to new units whose 64-bit hash equals
+// an evicted one's (OneHash: all of them), counts every event once, reads
+// each evicted unit back once, and survives a crash.
+uint64_t OneUnitHash(std::string_view) { return 7; }
+
+TEST(EventStoreLayout, EvictedUnitsComeBackTogetherInOneGroup) {
+  for (auto* hash : {static_cast<uint64_t (*)(std::string_view)>(nullptr), &OneUnitHash}) {
+    TempDirectory dir;
+    const EventStoreOptions options{.directory = dir.path(),
+                                    .checkpoint_events = 50,
+                                    .max_cached_units = 20,
+                                    .checkpoint_on_close = false,
+                                    .unit_hash = hash};
+    std::vector<Event> events;
+    {
+      auto store = EventStore::Open(options);
+      ASSERT_TRUE(store.ok()) << store.status();
+      auto send = [&](std::vector<Event> batch) {
+        events.insert(events.end(), batch.begin(), batch.end());
+        ASSERT_TRUE((*store)->Append(std::move(batch)).ok());
+        (void)(*store)->Sums("e");  // aggregated, and checkpointed when due
+      };
+      // 100 units in batches of 10: all but the last ones evicted.
+      for (int round = 0; round < 10; ++round) {
+        std::vector<Event> batch;
+        for (int i = 0; i < 10; ++i) {
+          std::string unit = "u" + std::to_string(round * 10 + i);
+          batch.push_back(Exposure("x" + unit, unit, i % 2 ? "a" : "b"));
+          batch.push_back(Metric(EventType::kValue, "v" + unit, unit, "m", i + 1));
+        }
+        send(std::move(batch));
+        if (HasFatalFailure()) return;
+      }
+      const uint64_t read_back_before = (*store)->Stats().units_read_back;
+      // The first 40 units three times each, interleaved, and 5 new units.
+      std::vector<Event> again;
+      for (int pass = 0; pass < 3; ++pass) {
+        for (int u = 0; u < 40; ++u) {
+          std::string unit = "u" + std::to_string(u);
+          again.push_back(Metric(EventType::kValue, "again-" + std::to_string(pass) + "-" + unit,
+                                 unit, "m", 10));
+        }
+        std::string fresh = "new" + std::to_string(pass);
+        again.push_back(Exposure("x" + fresh, fresh, "a"));
+        again.push_back(Metric(EventType::kValue, "v" + fresh, fresh, "m", 3));
+      }
+      send(std::move(again));
+      if (HasFatalFailure()) return;
+      EventStoreStats stats = (*store)->Stats();
+      EXPECT_EQ(stats.units_read_back - read_back_before, 40u) << "each evicted unit once";
+      ExpectSumsNear((*store)->Sums("e"), Naive(events, "e"));
+    }  // closed without a final checkpoint, as a crash would
+    auto store = EventStore::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    ExpectSumsNear((*store)->Sums("e"), Naive(events, "e"));
+  }
+}
+
 }  // namespace
 }  // namespace capstan::experiments

@@ -6,6 +6,11 @@
 // 1e9 / cpu_ns_per_event is events per second per core (the benchmark's
 // own copying of the batches left out).
 //   build/release/src/experiments/events_bench --benchmark_filter=Append
+//
+// With UNITS set it runs the "many units" mode instead (events_bench_units.cc):
+// one long Append run until UNITS distinct units were seen, a line of CPU
+// per event for each REPORT_UNITS of them.
+//   UNITS=30000000 RETURNING=0.5 build/release/src/experiments/events_bench
 #include <sys/resource.h>
 #include <time.h>
 
@@ -20,6 +25,7 @@
 #include "experiments/events.h"
 
 namespace capstan::experiments {
+int RunManyUnits();  // events_bench_units.cc
 namespace {
 
 double ThreadCpuSeconds() {
@@ -122,4 +128,11 @@ BENCHMARK(BM_Append)->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecon
 }  // namespace
 }  // namespace capstan::experiments
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  if (std::getenv("UNITS") != nullptr) return capstan::experiments::RunManyUnits();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -97,6 +97,7 @@ ServiceExtension MakeEventsExtension(EventsOptions options) {
                                        .max_queued_events = options.max_queued_events,
                                        .dedup_window_keys = options.dedup_window_keys,
                                        .checkpoint_events = options.checkpoint_events,
+                                       .max_cached_units = options.max_cached_units,
                                        .retention_ms = options.retention_ms,
                                        .retention_bytes = options.retention_bytes,
                                        .segment_bytes = options.segment_bytes,

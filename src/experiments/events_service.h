@@ -48,6 +48,8 @@ struct EventsOptions {
   int64_t retention_ms = int64_t{7} * 24 * 3600 * 1000;  // < 0: no time limit
   uint64_t retention_bytes = 0;                          // 0: no size cap
   size_t segment_bytes = 64 << 20;
+  // EventStoreOptions::max_cached_units (--events-max-cached-units).
+  size_t max_cached_units = 2000000;
   // What a 429 asks the client to wait.
   int retry_after_seconds = 1;
   // Passed to the store (tests).

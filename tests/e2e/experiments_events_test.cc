@@ -7,8 +7,12 @@
 // results count each exposure and metric event exactly once. The service
 // checkpoints its aggregation every kCheckpointEvents events, so the kill
 // lands between checkpoints: the restart loads the last one and replays the
-// log after it (checked in /v1/events/status). The ingestion rate is
-// printed, never asserted.
+// log after it (checked in /v1/events/status). The unit cache holds
+// kMaxCachedUnits of the 36,000 units, so the checkpoints evict and the
+// restart loads only the first states; at the end the units of an early
+// batch of each thread send one more event each, so their states are read
+// back from the database (unitsReadBack), and are counted on exactly. The
+// ingestion rate is printed, never asserted.
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -37,6 +41,7 @@ constexpr int kThreads = 6;
 constexpr int kBatchesPerThread = 60;
 constexpr int kUnitsPerBatch = 100;  // each: one exposure and one "clicks" value of 1
 constexpr int kCheckpointEvents = 3000;
+constexpr int kMaxCachedUnits = 1000;
 
 // Batch b of thread t: exposures and metric events for its own units.
 std::string Batch(int t, int b) {
@@ -53,7 +58,8 @@ class ExperimentsEventsE2E : public ExperimentsEventsFixture {
         std::vector<std::string>{CapstanBinary(), "experiments", "serve", "--store",
                                  store_->endpoint(), "--listen", "127.0.0.1:0", "--threads", "8",
                                  "--events-dir", dir_->path() + "/events",
-                                 "--events-checkpoint-events", std::to_string(kCheckpointEvents)},
+                                 "--events-checkpoint-events", std::to_string(kCheckpointEvents),
+                                 "--events-max-cached-units", std::to_string(kMaxCachedUnits)},
         dir_->path() + "/" + log_name);
     port_ = WaitForPrintedPort(*service_, "experiments listening on port ");
     ASSERT_NE(port_, 0) << service_->Log();
@@ -189,6 +195,43 @@ TEST_F(ExperimentsEventsE2E, KillNineLosesNoAcknowledgedEventAndCountsNoneTwice)
     clicks += v["mean"].get<double>() * v["n"].get<double>();
   }
   EXPECT_DOUBLE_EQ(clicks, static_cast<double>(distinct / 2));
+
+  // Phase 4: the units of batch kReturningBatch of every thread (long
+  // evicted, or past the cache at the restart) come back with one more
+  // click each: read back, counted once, no new units.
+  constexpr int kReturningBatch = 5;
+  const uint64_t read_back_before = status["unitsReadBack"].get<uint64_t>();
+  for (int t = 0; t < kThreads; ++t) {
+    std::string body;
+    for (int i = 0; i < kUnitsPerBatch; ++i) {
+      std::string unit = "t" + std::to_string(t) + "-b" + std::to_string(kReturningBatch) + "-u" +
+                         std::to_string(i);
+      body += R"({"type":"value","key":"again-)" + unit + R"(","experiment":"checkout","unit":")" +
+              unit + R"(","metric":"clicks","value":1,"ts":1700000000002})" + "\n";
+    }
+    HttpAnswer a;
+    for (int attempt = 0; attempt < 100; ++attempt) {  // bounded; 429 asks to come back
+      a = EventsHttp(port_, "POST", "/v1/events", body);
+      if (a.status != 429) break;
+    }
+    ASSERT_EQ(a.status, 200) << a.body;
+  }
+  results = Get("/v1/experiments/checkout/results");
+  ASSERT_TRUE(results.is_object());
+  units = 0;
+  for (const Json& v : results["variants"]) units += v["units"].get<uint64_t>();
+  EXPECT_EQ(units, distinct / 2) << results.dump();
+  clicks = 0;
+  for (const Json& v : results["metrics"][0]["variants"]) {
+    clicks += v["mean"].get<double>() * v["n"].get<double>();
+  }
+  EXPECT_NEAR(clicks, static_cast<double>(distinct / 2 + kThreads * kUnitsPerBatch), 1e-6);
+  status = Get("/v1/events/status");
+  const uint64_t read_back = status["unitsReadBack"].get<uint64_t>() - read_back_before;
+  EXPECT_GT(read_back, 0u) << status.dump();
+  EXPECT_LE(read_back, static_cast<uint64_t>(kThreads * kUnitsPerBatch)) << status.dump();
+  std::printf("phase 4: %d units came back, %llu of them read back from the database\n",
+              kThreads * kUnitsPerBatch, static_cast<unsigned long long>(read_back));
 
   service_->Signal(SIGTERM);
   int wait = service_->Wait(30s);
