@@ -228,11 +228,20 @@ class LoopBlocker {
       blocked_ = true;
       cv_.notify_all();
       cv_.wait_for(lock, std::chrono::seconds(10), [this] { return released_; });
+      left_ = true;
+      cv_.notify_all();
     });
     std::unique_lock lock(mu_);
     EXPECT_TRUE(cv_.wait_for(lock, std::chrono::seconds(5), [this] { return blocked_; }));
   }
-  ~LoopBlocker() { Release(); }
+  // Waits (bounded) for the loop to have left the blocker: the posted task
+  // uses this object until then (TSan saw the stack reused under it).
+  ~LoopBlocker() {
+    Release();
+    std::unique_lock lock(mu_);
+    EXPECT_TRUE(
+        cv_.wait_for(lock, std::chrono::seconds(15), [this] { return left_ || !blocked_; }));
+  }
   void Release() {
     std::lock_guard lock(mu_);
     released_ = true;
@@ -244,6 +253,7 @@ class LoopBlocker {
   std::condition_variable cv_;
   bool blocked_ = false;
   bool released_ = false;
+  bool left_ = false;
 };
 
 // Waits (bounded) until the server has counted `n` UDP queries.
