@@ -13,6 +13,7 @@
 
 #include "experiments/sequential.h"
 #include "experiments/stats.h"
+#include "experiments/stats_test_util.h"
 
 namespace capstan::experiments::stats {
 namespace {
@@ -154,29 +155,14 @@ TEST(Simulation, CupedRatioIntervalsCoverAndReduceVariance) {
     CupedRatioArmSums arms[2];
     for (int arm = 0; arm < 2; ++arm) {
       CupedRatioArmSums& s = arms[arm];
-      s.n = kUnitsPerArm;
       for (int i = 0; i < kUnitsPerArm; ++i) {
         const double propensity = kBaseRate + 0.1 * normal.Next();
         const double d0 = 3 + 0.5 * normal.Next();
         const double m0 = propensity * d0 + 0.2 * normal.Next();
         const double d = 3 + 0.5 * normal.Next();
         const double m = propensity * (arm == 1 ? 1 + kLift : 1) * d + 0.2 * normal.Next();
-        s.post.numerator_sum += m;
-        s.post.numerator_sum_squares += m * m;
-        s.post.denominator_sum += d;
-        s.post.denominator_sum_squares += d * d;
-        s.post.sum_of_products += m * d;
-        s.pre.numerator_sum += m0;
-        s.pre.numerator_sum_squares += m0 * m0;
-        s.pre.denominator_sum += d0;
-        s.pre.denominator_sum_squares += d0 * d0;
-        s.pre.sum_of_products += m0 * d0;
-        s.numerator_pre_numerator += m * m0;
-        s.numerator_pre_denominator += m * d0;
-        s.denominator_pre_numerator += d * m0;
-        s.denominator_pre_denominator += d * d0;
+        testing::AddCupedRatioUnit(&s, m, d, m0, d0);
       }
-      s.post.n = s.pre.n = s.n;
     }
     absl::StatusOr<CupedRatio> test = CupedRatioTest(arms[0], arms[1], kAlpha);
     ASSERT_TRUE(test.ok() && test->ci.has_value() && test->relative.ci.has_value());

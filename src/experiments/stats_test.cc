@@ -8,6 +8,7 @@
 
 #include "experiments/power.h"
 #include "experiments/sequential.h"
+#include "experiments/stats_test_util.h"
 
 namespace capstan::experiments::stats {
 namespace {
@@ -101,24 +102,7 @@ TEST(RatioMetric, ZeroDenominatorIsUndefinedNotAnError) {
 // Sums of a CUPED-ratio arm from per-unit (M, D, M0, D0).
 CupedRatioArmSums CupedRatioSums(const std::vector<std::array<double, 4>>& units) {
   CupedRatioArmSums s;
-  for (const auto& [m, d, m0, d0] : units) {
-    s.n += 1;
-    s.post.numerator_sum += m;
-    s.post.numerator_sum_squares += m * m;
-    s.post.denominator_sum += d;
-    s.post.denominator_sum_squares += d * d;
-    s.post.sum_of_products += m * d;
-    s.pre.numerator_sum += m0;
-    s.pre.numerator_sum_squares += m0 * m0;
-    s.pre.denominator_sum += d0;
-    s.pre.denominator_sum_squares += d0 * d0;
-    s.pre.sum_of_products += m0 * d0;
-    s.numerator_pre_numerator += m * m0;
-    s.numerator_pre_denominator += m * d0;
-    s.denominator_pre_numerator += d * m0;
-    s.denominator_pre_denominator += d * d0;
-  }
-  s.post.n = s.pre.n = s.n;
+  for (const auto& [m, d, m0, d0] : units) testing::AddCupedRatioUnit(&s, m, d, m0, d0);
   return s;
 }
 
