@@ -1,5 +1,6 @@
 #include "experiments/url_redirect.h"
 
+#include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 
 namespace capstan::experiments {
@@ -30,14 +31,9 @@ constexpr char kSdkAnswers[] = R"jsonl(
 )jsonl";
 
 TEST(UrlRedirectTest, AnswersAsTheSdk) {
-  std::string_view all = kSdkAnswers;
-  size_t start = 0, cases = 0;
-  while (start < all.size()) {
-    size_t end = all.find('\n', start);
-    std::string_view line = all.substr(start, end == std::string_view::npos ? end : end - start);
-    start = end == std::string_view::npos ? all.size() : end + 1;
-    if (line.empty()) continue;
-    Json c = Json::parse(line);
+  size_t cases = 0;
+  for (absl::string_view line : absl::StrSplit(kSdkAnswers, '\n', absl::SkipEmpty())) {
+    Json c = Json::parse(line.begin(), line.end());
     ++cases;
     absl::StatusOr<Json> got = UrlRedirect(c[1]);
     if (c[2].contains("error")) {

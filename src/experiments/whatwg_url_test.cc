@@ -1,5 +1,6 @@
 #include "experiments/whatwg_url.h"
 
+#include "absl/strings/str_split.h"
 #include "experiments/js_value.h"
 #include "gtest/gtest.h"
 
@@ -61,14 +62,9 @@ constexpr char kNodeAnswers[] = R"jsonl(
 ["https://a.com/%zz%41",null,"https://a.com/%zz%41"])jsonl";
 
 TEST(WhatwgUrlTest, ParsesAsNodeDoes) {
-  std::string_view all = kNodeAnswers;
-  size_t start = 0, cases = 0;
-  while (start < all.size()) {
-    size_t end = all.find('\n', start);
-    std::string_view line = all.substr(start, end == std::string_view::npos ? end : end - start);
-    start = end == std::string_view::npos ? all.size() : end + 1;
-    if (line.empty()) continue;
-    Json c = Json::parse(line);
+  size_t cases = 0;
+  for (absl::string_view line : absl::StrSplit(kNodeAnswers, '\n', absl::SkipEmpty())) {
+    Json c = Json::parse(line.begin(), line.end());
     ++cases;
     UrlParseResult base;
     if (c[1].is_string()) {

@@ -3,13 +3,13 @@
 // evaluation result says exactly what the HTTP API's JSON says.
 #include "experiments_rpc/rpc_service.h"
 
-#include <filesystem>
 #include <future>
 #include <limits>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "experiments/event_store_test_util.h"
 #include "experiments/events_service.h"
 #include "experiments/model.h"
 #include "experiments/snapshot.h"
@@ -25,6 +25,7 @@ namespace {
 
 using experiments::EventType;
 using experiments::Json;
+using experiments::event_store_testing::TempDirectory;
 
 v1::Event Exposure(const std::string& key, const std::string& unit, const std::string& variant) {
   v1::Event e;
@@ -217,9 +218,9 @@ TEST(RetryAfterOfTest, ReadsTheHintOfResourceExhaustedOnly) {
 // the held batch answers once written. No configuration store is needed: the
 // event calls use only the EventsApi.
 TEST(IngestEventsTest, BackPressureIsResourceExhaustedWithARetryHint) {
-  std::string pattern =
-      (std::filesystem::temp_directory_path() / "experiments_rpc_XXXXXX").string();
-  const std::string dir = ::mkdtemp(pattern.data());
+  // Removed on every way out, after what uses it (declared first).
+  TempDirectory temp;
+  const std::string& dir = temp.path();
   std::promise<void> entered;
   std::promise<void> release;
   std::shared_future<void> released = release.get_future().share();
@@ -297,7 +298,6 @@ TEST(IngestEventsTest, BackPressureIsResourceExhaustedWithARetryHint) {
   off_client->reset();
   off.Shutdown(std::chrono::seconds(1));
   api.reset();
-  std::filesystem::remove_all(dir);
 }
 
 // IngestEvents serves from its request's bytes (ingest_request.h) and answers
@@ -306,9 +306,9 @@ TEST(IngestEventsTest, BackPressureIsResourceExhaustedWithARetryHint) {
 // that is not an IngestEventsRequest refused in the server's words, not
 // counted.
 TEST(IngestEventsTest, TheBytesHandlerAnswersAsTheTypedPath) {
-  std::string pattern =
-      (std::filesystem::temp_directory_path() / "experiments_rpc_XXXXXX").string();
-  const std::string dir = ::mkdtemp(pattern.data());
+  // Removed on every way out, after what uses it (declared first).
+  TempDirectory temp;
+  const std::string& dir = temp.path();
   std::shared_ptr<experiments::EventsApi> api;
   net::HttpRouter router;
   metrics::Registry registry;
@@ -369,7 +369,6 @@ TEST(IngestEventsTest, TheBytesHandlerAnswersAsTheTypedPath) {
   client->reset();
   server.Shutdown(std::chrono::seconds(1));
   api.reset();
-  std::filesystem::remove_all(dir);
 }
 
 // While the aggregation is behind, IngestEvents is refused on the RPC loop
@@ -378,9 +377,9 @@ TEST(IngestEventsTest, TheBytesHandlerAnswersAsTheTypedPath) {
 // decoded (bytes that are no batch get the refusal too): shedding load at
 // saturation costs no thread switch.
 TEST(IngestEventsTest, RefusedOnTheLoopWhileTheAggregationIsBehind) {
-  std::string pattern =
-      (std::filesystem::temp_directory_path() / "experiments_rpc_XXXXXX").string();
-  const std::string dir = ::mkdtemp(pattern.data());
+  // Removed on every way out, after what uses it (declared first).
+  TempDirectory temp;
+  const std::string& dir = temp.path();
   std::promise<void> aggregating;
   std::promise<void> release_aggregation;
   std::shared_future<void> aggregation_released = release_aggregation.get_future().share();
@@ -475,7 +474,6 @@ TEST(IngestEventsTest, RefusedOnTheLoopWhileTheAggregationIsBehind) {
   (*loops)->Stop();
   api.reset();
   shared_store.reset();
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
