@@ -19,6 +19,7 @@ const fs = require("fs");
 const path = require("path");
 const readline = require("readline");
 const { answer } = require("./reference.cjs");
+const { makeRandom } = require("./random.cjs");
 
 function parseArgs(argv) {
   const args = { seed: null, cases: 12000, capstan: null, engine: "reference", dump: null };
@@ -41,26 +42,6 @@ function parseArgs(argv) {
   }
   if (args.seed === null || Number.isNaN(args.seed)) args.seed = Date.now() % 1000000007;
   return args;
-}
-
-// mulberry32: a small seeded PRNG, so a seed replays the same cases.
-function makeRandom(seed) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const r = {
-    next,
-    int: (lo, hi) => lo + Math.floor(next() * (hi - lo + 1)),
-    chance: (p) => next() < p,
-    pick: (list) => list[Math.floor(next() * list.length)],
-    float: () => Math.round(next() * 1000) / 1000,
-  };
-  return r;
 }
 
 // ---- value pools ----------------------------------------------------------

@@ -23,6 +23,7 @@ process.noDeprecation = true;
 const punycode = require("punycode");
 const url = require("url");
 const readline = require("readline");
+const { makeRandom } = require("./random.cjs");
 
 function parseArgs(argv) {
   const args = { probe: null, seed: 20261207, cases: 20000, intl: 20000 };
@@ -43,18 +44,6 @@ function parseArgs(argv) {
     process.exit(2);
   }
   return args;
-}
-
-function makeRandom(seed) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return { next, chance: (p) => next() < p, pick: (l) => l[Math.floor(next() * l.length)], int: (lo, hi) => lo + Math.floor(next() * (hi - lo + 1)) };
 }
 
 const SCHEMES = ["https:", "https:", "http:", "HTTP:", "hTtPs:", "ws:", "wss:", "ftp:", "", "", "file:", "mailto:", "h+x:"];
