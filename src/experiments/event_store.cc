@@ -53,19 +53,23 @@ constexpr char kMigratingLogDirectory[] = "events-log.migrating";
 // max_unaggregated_events behind, well under a second of work).
 constexpr auto kAggregationWaitLimit = std::chrono::seconds(30);
 
+// Log record buffers the aggregator hands back to the writer: the groups in
+// flight between the two are few (the writer waits on fsync).
+constexpr size_t kSpareRecords = 4;
+
 }  // namespace
 
 struct EventStore::Pending {
-  std::vector<Event> events;
+  std::span<const EventRef> events;  // the caller's: alive until `done` is set
   std::promise<absl::StatusOr<AppendResult>> done;
 };
 
-// A group as logged: its events have sequences first_sequence.. in order,
-// batch after batch. The callers' batch vectors are moved here whole (their
-// duplicates removed in place), not event by event.
+// A group as logged: its log record (framed, as EventLog::Append took it),
+// whose events have sequences first_sequence.. in order. The aggregator reads
+// the events out of it: the record is the only copy the store makes of them.
 struct EventStore::LoggedGroup {
   uint64_t first_sequence = 0;
-  std::vector<std::vector<Event>> batches;
+  std::string record;
 };
 
 EventStore::EventStore() = default;
@@ -165,9 +169,10 @@ absl::Status EventStore::Recover() {
     }
     window_start = log_start;
   }
+  std::vector<EventRef> events;  // of one record, reused
   RETURN_IF_ERROR(
       log_->Read(window_start, [&](uint64_t first, std::string_view record) -> absl::Status {
-        ASSIGN_OR_RETURN(std::vector<Event> events, DecodeLogRecord(record));
+        RETURN_IF_ERROR(DecodeLogRecordRefs(record, &events));
         for (size_t i = first < window_start ? window_start - first : 0; i < events.size(); ++i) {
           dedup_->Insert(DedupWindow::FingerprintOf(events[i].key));
         }
@@ -228,7 +233,7 @@ absl::Status EventStore::Recover() {
                                               " falls inside the log record of events ", first,
                                               ".."));
     }
-    ASSIGN_OR_RETURN(std::vector<Event> events, DecodeLogRecord(record));
+    RETURN_IF_ERROR(DecodeLogRecordRefs(record, &events));
     RETURN_IF_ERROR(aggregator_->ApplyGroup(first, events));
     replayed += events.size();
     if (aggregator_->CheckpointDue()) RETURN_IF_ERROR(aggregator_->Checkpoint());
@@ -323,12 +328,19 @@ EventStore::~EventStore() {
   if (aggregator_thread_.joinable()) aggregator_thread_.join();
 }
 
-absl::StatusOr<AppendResult> EventStore::Append(std::vector<Event> events) {
+absl::StatusOr<AppendResult> EventStore::Append(const std::vector<Event>& events) {
+  std::vector<EventRef> refs;
+  refs.reserve(events.size());
+  for (const Event& event : events) refs.push_back(RefOf(event));
+  return Append(refs);
+}
+
+absl::StatusOr<AppendResult> EventStore::Append(std::span<const EventRef> events) {
   if (events.empty()) return AppendResult{};
   auto pending = std::make_unique<Pending>();
   std::future<absl::StatusOr<AppendResult>> done = pending->done.get_future();
   size_t n = events.size();
-  pending->events = std::move(events);
+  pending->events = events;
   {
     std::lock_guard lock(queue_mutex_);
     if (stopping_) return absl::UnavailableError("event store: closing");
@@ -356,7 +368,7 @@ void EventStore::WriterLoop() {
   pthread_setname_np(pthread_self(), "events-writer");
   std::vector<uint64_t> fingerprints;  // of the group's keys, reused
   std::vector<uint8_t> fresh;          // whether each key was new
-  std::string record;                  // the group's framed log record, reused
+  std::string record;  // the group's framed log record (a buffer the aggregator gave back)
   std::unique_lock lock(queue_mutex_);
   while (true) {
     queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
@@ -374,7 +386,6 @@ void EventStore::WriterLoop() {
     if (options_.before_group_write) options_.before_group_write();
     auto group = std::make_unique<LoggedGroup>();
     group->first_sequence = next_sequence_;
-    group->batches.reserve(taken.size());
     record.assign(EventLog::kFrameBytes + kLogRecordHeader, '\0');
     record[EventLog::kFrameBytes] = static_cast<char>(kLogRecordVersion);
     record.reserve(events * 64);
@@ -382,7 +393,7 @@ void EventStore::WriterLoop() {
     // Each key hashed once; the dedup table visited in one prefetching pass.
     fingerprints.clear();
     for (const auto& pending : taken) {
-      for (const Event& event : pending->events) {
+      for (const EventRef& event : pending->events) {
         fingerprints.push_back(DedupWindow::FingerprintOf(event.key));
       }
     }
@@ -390,21 +401,17 @@ void EventStore::WriterLoop() {
     size_t position = 0;
     size_t accepted = 0;
     for (size_t i = 0; i < taken.size(); ++i) {
-      std::vector<Event>& batch = taken[i]->events;
       size_t kept = 0;
-      for (size_t j = 0; j < batch.size(); ++j) {
+      for (const EventRef& event : taken[i]->events) {
         if (!fresh[position++]) {
           ++results[i].duplicates;
           continue;
         }
-        AppendLogRecordEvent(batch[j], &record);
-        if (kept != j) batch[kept] = std::move(batch[j]);
+        AppendLogRecordEvent(event, &record);
         ++kept;
       }
       results[i].accepted = kept;
       accepted += kept;
-      batch.resize(kept);
-      if (kept > 0) group->batches.push_back(std::move(batch));
     }
     absl::Status status;
     if (accepted > 0) {
@@ -421,9 +428,16 @@ void EventStore::WriterLoop() {
         duplicates_.fetch_add(r.duplicates);
       }
       if (accepted > 0) {
+        group->record = std::move(record);
         {
           std::lock_guard aggregate_lock(aggregate_mutex_);
           logged_.push_back(std::move(group));
+          // The next group's buffer: one the aggregator is done with, whose
+          // pages are mapped already (a fresh one of a few MB costs page faults).
+          if (!spare_records_.empty()) {
+            record = std::move(spare_records_.back());
+            spare_records_.pop_back();
+          }
         }
         aggregate_cv_.notify_one();
       }
@@ -449,7 +463,7 @@ void EventStore::WriterLoop() {
 
 void EventStore::AggregatorLoop() {
   pthread_setname_np(pthread_self(), "events-aggr");
-  std::vector<const Event*> event_list;  // the group's events in log order, reused
+  std::vector<EventRef> events;  // the group's, in log order (into its record), reused
   // Retention runs after each checkpoint and at least every
   // retention_check_interval (for time-based removal while idle).
   RunRetention();
@@ -473,14 +487,11 @@ void EventStore::AggregatorLoop() {
     lock.unlock();
 
     if (options_.before_group_aggregate) options_.before_group_aggregate();
-    event_list.clear();
-    for (const std::vector<Event>& batch : group->batches) {
-      for (const Event& event : batch) event_list.push_back(&event);
-    }
-    absl::Status status;
-    {
+    absl::Status status =
+        DecodeLogRecordRefs(std::string_view(group->record).substr(EventLog::kFrameBytes), &events);
+    if (status.ok()) {
       std::unique_lock sums_lock(sums_mutex_);
-      status = aggregator_->ApplyGroup(group->first_sequence, event_list);
+      status = aggregator_->ApplyGroup(group->first_sequence, events);
     }
     bool checkpointed = false;
     if (status.ok() && aggregator_->CheckpointDue()) {
@@ -499,9 +510,8 @@ void EventStore::AggregatorLoop() {
     held_events_dropped_.fetch_add(aggregator_->TakeHeldEventsDropped());
     cached_units_.store(aggregator_->cached_units());
     units_read_back_.store(aggregator_->units_read_back());
-    group.reset();  // its memory, outside the lock
-
     lock.lock();
+    if (spare_records_.size() < kSpareRecords) spare_records_.push_back(std::move(group->record));
     if (!status.ok()) {
       // What is logged stays in the log: the next open replays it.
       CAPSTAN_LOG(err, "events: aggregation stopped", "error", status.ToString());

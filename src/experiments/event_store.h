@@ -76,6 +76,7 @@
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <utility>
@@ -239,12 +240,15 @@ class EventStore {
   EventStore(const EventStore&) = delete;
   EventStore& operator=(const EventStore&) = delete;
 
-  // Blocks until the events are durable in the log (or refused).
+  // Blocks until the events are durable in the log (or refused); what the
+  // events refer to must live until then (the log record is the store's
+  // only copy of them).
   // ResourceExhausted when the queue is full or the aggregation is behind,
   // Unavailable when closing, Internal when the write failed (nothing of the
   // batch is then stored or counted) or the aggregation has stopped on an
   // error.
-  absl::StatusOr<AppendResult> Append(std::vector<Event> events);
+  absl::StatusOr<AppendResult> Append(std::span<const EventRef> events);
+  absl::StatusOr<AppendResult> Append(const std::vector<Event>& events);
   // ResourceExhausted while the aggregation is max_unaggregated_events
   // behind (Append would refuse any batch), else OK; lock-free, so a caller
   // can refuse a batch before it spends CPU decoding it.
@@ -301,7 +305,8 @@ class EventStore {
   mutable std::condition_variable aggregate_cv_;   // the aggregator waits for groups
   mutable std::condition_variable aggregated_cv_;  // Sums waits for the aggregator
   std::deque<std::unique_ptr<LoggedGroup>> logged_;
-  bool writer_done_ = false;  // no more groups will come
+  std::vector<std::string> spare_records_;  // the aggregator's, back to the writer
+  bool writer_done_ = false;                // no more groups will come
   bool aggregator_failed_ = false;
   std::thread aggregator_thread_;
 
@@ -328,7 +333,10 @@ absl::StatusOr<ExperimentSums> DecodeExperimentSums(std::string_view text);
 
 // A log record: the events of one group, in sequence order, in a compact
 // binary form (docs/experiments-events.md, "Disk format").
+void AppendLogRecordEvent(const EventRef& event, std::string* record);
 void AppendLogRecordEvent(const Event& event, std::string* record);
+// *events (replaced) refer to `record`.
+absl::Status DecodeLogRecordRefs(std::string_view record, std::vector<EventRef>* events);
 absl::StatusOr<std::vector<Event>> DecodeLogRecord(std::string_view record);
 
 }  // namespace capstan::experiments

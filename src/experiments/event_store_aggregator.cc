@@ -110,12 +110,12 @@ EventAggregator::~EventAggregator() = default;
 absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
                                          const std::vector<Event>& events) {
   event_list_.clear();
-  for (const Event& e : events) event_list_.push_back(&e);
+  for (const Event& e : events) event_list_.push_back(RefOf(e));
   return ApplyGroup(first_sequence, event_list_);
 }
 
 absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
-                                         const std::vector<const Event*>& events) {
+                                         std::span<const EventRef> events) {
   if (first_sequence != next_sequence_) {
     return absl::InternalError(absl::StrCat("event store: aggregating group at ", first_sequence,
                                             " but the aggregation is at ", next_sequence_));
@@ -124,7 +124,7 @@ absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
   // the unit a few events ahead: the table is far larger than the caches.
   hashes_.resize(events.size());
   for (size_t i = 0; i < events.size(); ++i) {
-    hashes_[i] = unit_hash_(BuildUnitKey(*events[i]));
+    hashes_[i] = unit_hash_(BuildUnitKey(events[i]));
   }
   if (!stored_only_.empty()) RETURN_IF_ERROR(ReadBackGroup(events));
   for (size_t i = 0; i < events.size(); ++i) {
@@ -132,7 +132,7 @@ absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
       const uint64_t ahead = hashes_[i + kPrefetchDistance];
       __builtin_prefetch(&slots_[static_cast<size_t>(ahead) & (slots_.size() - 1)]);
     }
-    RETURN_IF_ERROR(Apply(*events[i], hashes_[i]));
+    RETURN_IF_ERROR(Apply(events[i], hashes_[i]));
   }
   next_sequence_ += events.size();
   since_checkpoint_ += events.size();
@@ -381,7 +381,7 @@ void EventAggregator::MaybeCompactKeys() {
   }
 }
 
-std::string_view EventAggregator::BuildUnitKey(const Event& event) {
+std::string_view EventAggregator::BuildUnitKey(const EventRef& event) {
   lookup_key_.resize(2 + event.experiment.size() + event.unit.size());
   char* p = lookup_key_.data();
   *p++ = kUnitPrefix;
@@ -392,7 +392,7 @@ std::string_view EventAggregator::BuildUnitKey(const Event& event) {
   return lookup_key_;
 }
 
-absl::StatusOr<EventAggregator::UnitState*> EventAggregator::FindUnit(const Event& event,
+absl::StatusOr<EventAggregator::UnitState*> EventAggregator::FindUnit(const EventRef& event,
                                                                       uint64_t hash) {
   // A unit's events often come together (an exposure and its first metric
   // events): the last unit is found without a lookup.
@@ -495,7 +495,7 @@ void EventAggregator::ApplyMetric(UnitState* unit, uint32_t metric, int64_t ts, 
   }
 }
 
-absl::Status EventAggregator::Apply(const Event& event, uint64_t unit_hash) {
+absl::Status EventAggregator::Apply(const EventRef& event, uint64_t unit_hash) {
   ASSIGN_OR_RETURN(UnitState * unit, FindUnit(event, unit_hash));
   ExperimentSlot* experiment = Experiment(event.experiment);
   if (event.type == EventType::kExposure) {

@@ -43,6 +43,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -81,7 +82,7 @@ class EventAggregator {
   absl::Status Load();
   // Applies the events of the log group that starts at `first_sequence`.
   // REQUIRES: first_sequence == next_sequence() (groups in log order).
-  absl::Status ApplyGroup(uint64_t first_sequence, const std::vector<const Event*>& events);
+  absl::Status ApplyGroup(uint64_t first_sequence, std::span<const EventRef> events);
   absl::Status ApplyGroup(uint64_t first_sequence, const std::vector<Event>& events);
   bool CheckpointDue() const { return since_checkpoint_ >= options_.checkpoint_events; }
   bool Dirty() const { return since_checkpoint_ > 0; }
@@ -145,15 +146,15 @@ class EventAggregator {
     uint32_t index;  // into states_, plus one; 0 is empty
   };
 
-  absl::Status Apply(const Event& event, uint64_t unit_hash);
+  absl::Status Apply(const EventRef& event, uint64_t unit_hash);
   // "u" + experiment + NUL + unit, in lookup_key_.
-  std::string_view BuildUnitKey(const Event& event);
-  absl::StatusOr<UnitState*> FindUnit(const Event& event, uint64_t hash);
+  std::string_view BuildUnitKey(const EventRef& event);
+  absl::StatusOr<UnitState*> FindUnit(const EventRef& event, uint64_t hash);
   UnitState* InsertUnit(std::string_view key, uint64_t hash, uint64_t id);
   // Reads the evicted units the group's events refer to back into the
   // cache, in one sorted MultiGet, before any event is applied (so FindUnit
   // never reads). REQUIRES: hashes_ holds the events' unit hashes.
-  absl::Status ReadBackGroup(const std::vector<const Event*>& events);
+  absl::Status ReadBackGroup(std::span<const EventRef> events);
   void RememberStored(uint64_t hash, uint64_t id);
   void ForgetStored(uint64_t hash, uint64_t id);
   absl::Status LoadDictionary(rocksdb::Iterator* it);
@@ -240,8 +241,8 @@ class EventAggregator {
   std::vector<UnitState*> dirty_units_;  // since the checkpoint
   UnitState* last_unit_ = nullptr;
   std::string lookup_key_;
-  std::vector<uint64_t> hashes_;          // of the units of the group being applied
-  std::vector<const Event*> event_list_;  // ApplyGroup(vector<Event>)'s, reused
+  std::vector<uint64_t> hashes_;      // of the units of the group being applied
+  std::vector<EventRef> event_list_;  // ApplyGroup(vector<Event>)'s, reused
   // ReadBackGroup's, reused: (event index, stored unit id) per candidate,
   // the distinct ids sorted, and their keys.
   std::vector<std::pair<size_t, uint64_t>> read_back_wanted_;

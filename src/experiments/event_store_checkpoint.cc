@@ -330,7 +330,7 @@ absl::Status EventAggregator::WriteUnitsFile(const std::string& path,
   return absl::OkStatus();
 }
 
-absl::Status EventAggregator::ReadBackGroup(const std::vector<const Event*>& events) {
+absl::Status EventAggregator::ReadBackGroup(std::span<const EventRef> events) {
   // Which events' units may be evicted ones: their hash is among the stored
   // units' (a new unit's hash rarely is, so it costs no read).
   read_back_wanted_.clear();
@@ -339,8 +339,8 @@ absl::Status EventAggregator::ReadBackGroup(const std::vector<const Event*>& eve
       stored_only_.prefetch(hashes_[i + kReadBackPrefetchDistance]);
     }
     // A unit's events often come together: it was looked up just before.
-    if (i > 0 && hashes_[i] == hashes_[i - 1] && events[i]->unit == events[i - 1]->unit &&
-        events[i]->experiment == events[i - 1]->experiment) {
+    if (i > 0 && hashes_[i] == hashes_[i - 1] && events[i].unit == events[i - 1].unit &&
+        events[i].experiment == events[i - 1].experiment) {
       continue;
     }
     auto it = stored_only_.find(hashes_[i]);
@@ -397,7 +397,7 @@ absl::Status EventAggregator::ReadBackGroup(const std::vector<const Event*>& eve
         static_cast<size_t>(std::lower_bound(read_back_ids_.begin(), read_back_ids_.end(), id) -
                             read_back_ids_.begin());
     if (loaded[k]) continue;
-    const std::string_view key = BuildUnitKey(*events[event]);
+    const std::string_view key = BuildUnitKey(events[event]);
     if (records[k].key != key.substr(1)) continue;  // another unit with the same hash
     loaded[k] = 1;
     ForgetStored(hashes_[event], id);

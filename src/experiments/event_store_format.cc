@@ -1,6 +1,7 @@
 #include "experiments/event_store_format.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "experiments/event_store.h"
 #include "nlohmann/json.hpp"
@@ -14,29 +15,41 @@ using event_format::kLogRecordVersion;
 using event_format::LogRecordCount;
 using event_format::Reader;
 
-void AppendLogRecordEvent(const Event& event, std::string* record) {
-  record->push_back(static_cast<char>(event.type));
-  AppendShortString(record, event.key);
-  AppendShortString(record, event.experiment);
-  AppendShortString(record, event.unit);
-  AppendShortString(record, event.variant);
-  AppendShortString(record, event.metric);
-  AppendRaw(record, event.value);
-  AppendRaw(record, event.denominator);
-  AppendRaw(record, event.timestamp_ms);
+void AppendLogRecordEvent(const EventRef& event, std::string* record) {
+  // Sized once and written in place: the writer encodes every event of a
+  // group here, and appending field by field checked the capacity 14 times.
+  const size_t at = record->size();
+  record->resize(at + 1 + 5 + event.key.size() + event.experiment.size() + event.unit.size() +
+                 event.variant.size() + event.metric.size() + 3 * 8);
+  char* p = record->data() + at;
+  *p++ = static_cast<char>(event.type);
+  for (std::string_view s :
+       {event.key, event.experiment, event.unit, event.variant, event.metric}) {
+    *p++ = static_cast<char>(s.size());  // identifiers are at most 128 bytes
+    std::memcpy(p, s.data(), s.size());
+    p += s.size();
+  }
+  std::memcpy(p, &event.value, 8);
+  std::memcpy(p + 8, &event.denominator, 8);
+  std::memcpy(p + 16, &event.timestamp_ms, 8);
 }
 
-absl::StatusOr<std::vector<Event>> DecodeLogRecord(std::string_view record) {
+void AppendLogRecordEvent(const Event& event, std::string* record) {
+  AppendLogRecordEvent(RefOf(event), record);
+}
+
+absl::Status DecodeLogRecordRefs(std::string_view record, std::vector<EventRef>* events) {
   auto corrupt = [] { return absl::DataLossError("event store: log record is corrupt"); };
+  events->clear();
   if (record.size() < kLogRecordHeader || static_cast<uint8_t>(record[0]) != kLogRecordVersion) {
     return corrupt();
   }
-  uint32_t count = LogRecordCount(record);
+  const uint32_t count = LogRecordCount(record);
   Reader r(record.substr(kLogRecordHeader));
-  std::vector<Event> events;
-  events.reserve(std::min<size_t>(count, kMaxEventsPerBatch));
+  // An event takes at least 30 bytes: a corrupt count cannot make this reserve much.
+  events->reserve(std::min<size_t>(count, record.size() / 30 + 1));
   for (uint32_t i = 0; i < count; ++i) {
-    Event& e = events.emplace_back();
+    EventRef& e = events->emplace_back();
     uint8_t type = 0;
     if (!r.Raw(&type) || type > 3 || !r.ShortString(&e.key) || !r.ShortString(&e.experiment) ||
         !r.ShortString(&e.unit) || !r.ShortString(&e.variant) || !r.ShortString(&e.metric) ||
@@ -46,6 +59,16 @@ absl::StatusOr<std::vector<Event>> DecodeLogRecord(std::string_view record) {
     e.type = static_cast<EventType>(type);
   }
   if (!r.done()) return corrupt();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<Event>> DecodeLogRecord(std::string_view record) {
+  std::vector<EventRef> refs;
+  absl::Status status = DecodeLogRecordRefs(record, &refs);
+  if (!status.ok()) return status;
+  std::vector<Event> events;
+  events.reserve(refs.size());
+  for (const EventRef& ref : refs) events.push_back(EventOf(ref));
   return events;
 }
 

@@ -543,6 +543,53 @@ TEST(EventStore, RefusesWhenTheAggregationIsBehind) {
   EXPECT_EQ(later->accepted, 1u);
 }
 
+// Append takes events that refer to the caller's memory (a request's body)
+// and keeps no reference to it once it returns: the aggregation, which runs
+// later, reads the store's own copy. Scribbling over the caller's bytes
+// while the aggregator is held must not change what it counts.
+TEST(EventStore, KeepsNoReferenceToTheCallersEventsAfterAppend) {
+  TempDirectory dir;
+  std::promise<void> entered;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  bool first = true;
+  auto store = EventStore::Open({.directory = dir.path(), .before_group_aggregate = [&] {
+                                   if (!first) return;
+                                   first = false;
+                                   entered.set_value();
+                                   released.wait();
+                                 }});
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::string body =
+      "{\"type\":\"exposure\",\"key\":\"k1\",\"experiment\":\"checkout\",\"unit\":\"u1\","
+      "\"variant\":\"treatment\",\"ts\":1700000000000}\n"
+      "{\"type\":\"value\",\"key\":\"k2\",\"experiment\":\"checkout\",\"unit\":\"u1\","
+      "\"metric\":\"revenue\",\"value\":4.5,\"ts\":1700000001000}";
+  EventBatchRefs batch;
+  ASSERT_TRUE(DecodeEventBatchRefs(body, &batch).ok());
+  ASSERT_EQ(batch.events.size(), 2u);
+  EXPECT_TRUE(batch.slow_lines.empty());
+  EXPECT_EQ(static_cast<size_t>(batch.events[0].unit.data() - body.data()),
+            body.find("u1"));  // into the body
+  absl::StatusOr<AppendResult> appended = (*store)->Append(batch.events);
+  ASSERT_TRUE(appended.ok()) << appended.status();
+  EXPECT_EQ(appended->accepted, 2u);
+  entered.get_future().wait();  // the group is logged; the aggregator holds it
+  std::fill(body.begin(), body.end(), 'X');
+  body = std::string();  // and gone
+  release.set_value();
+  ExperimentSums sums = (*store)->Sums("checkout");
+  ASSERT_EQ(sums.variants.size(), 1u);
+  const VariantSums& treatment = sums.variants["treatment"];
+  EXPECT_EQ(treatment.units, 1u);
+  ASSERT_EQ(treatment.metrics.count(MetricId{EventType::kValue, "revenue"}), 1u);
+  EXPECT_EQ(treatment.metrics.at(MetricId{EventType::kValue, "revenue"}).sum, 4.5);
+  // The duplicate check read the store's copy too.
+  appended = (*store)->Append({Exposure("k1", "u1", "treatment")});
+  ASSERT_TRUE(appended.ok());
+  EXPECT_EQ(appended->duplicates, 1u);
+}
+
 // CUPED end to end: units with a pre-period value of the metric (a day
 // before the exposure, sent before the exposure itself, so it is held and
 // classified later), an outcome correlated with it, and noise events that

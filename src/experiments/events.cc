@@ -7,6 +7,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/ascii_swar.h"
+#include "base/status.h"
 #include "nlohmann/json.hpp"
 
 namespace capstan::experiments {
@@ -208,7 +210,7 @@ class LineDecoder {
 class FastLineDecoder {
  public:
   // Whether the line was a valid event (then *event holds it).
-  static bool Decode(std::string_view text, Event* event) {
+  static bool Decode(std::string_view text, EventRef* event) {
     FastLineDecoder d(text);
     return d.Parse(event);
   }
@@ -239,6 +241,13 @@ class FastLineDecoder {
   bool String(std::string_view* out) {
     if (p_ == end_ || *p_ != '"') return false;
     const char* start = ++p_;
+    // Eight bytes at a time while none ends the string or is one the byte
+    // loop below would stop at.
+    while (end_ - p_ >= 8) {
+      const uint64_t x = swar::Load8(p_);
+      if (swar::HasNonPrintable(x) || swar::HasByte(x, '"') || swar::HasByte(x, '\\')) break;
+      p_ += 8;
+    }
     while (p_ != end_) {
       unsigned char c = static_cast<unsigned char>(*p_);
       if (c == '"') {
@@ -327,7 +336,7 @@ class FastLineDecoder {
     return std::isfinite(d) && std::fabs(d) <= kMaxEventAbsValue;
   }
 
-  bool Parse(Event* event) {
+  bool Parse(EventRef* event) {
     std::string_view strings[kValue] = {};  // type .. metric
     double numbers[3] = {};                 // value, numerator, denominator
     int64_t ts = 0;
@@ -394,11 +403,11 @@ class FastLineDecoder {
     for (int i = 0; i < 3; ++i) {
       if (!ValidNumber(numbers[i])) return false;
     }
-    event->key.assign(strings[kKey]);
-    event->experiment.assign(strings[kExperiment]);
-    event->unit.assign(strings[kUnit]);
-    event->variant.assign(strings[kVariant]);
-    event->metric.assign(strings[kMetric]);
+    event->key = strings[kKey];
+    event->experiment = strings[kExperiment];
+    event->unit = strings[kUnit];
+    event->variant = strings[kVariant];
+    event->metric = strings[kMetric];
     event->value =
         event->type == EventType::kRatio ? numbers[kNumerator - kValue] : numbers[kValue - kValue];
     event->denominator = numbers[kDenominator - kValue];
@@ -431,8 +440,25 @@ std::string_view EventTypeName(EventType type) {
   return "exposure";
 }
 
-absl::StatusOr<std::vector<Event>> DecodeEventBatch(std::string_view body,
-                                                    EventDecodeError* error) {
+EventRef RefOf(const Event& event) {
+  return EventRef{event.type,   event.key,   event.experiment,  event.unit,        event.variant,
+                  event.metric, event.value, event.denominator, event.timestamp_ms};
+}
+
+Event EventOf(const EventRef& ref) {
+  return Event{ref.type,
+               std::string(ref.key),
+               std::string(ref.experiment),
+               std::string(ref.unit),
+               std::string(ref.variant),
+               std::string(ref.metric),
+               ref.value,
+               ref.denominator,
+               ref.timestamp_ms};
+}
+
+absl::Status DecodeEventBatchRefs(std::string_view body, EventBatchRefs* batch,
+                                  EventDecodeError* error) {
   EventDecodeError local;
   EventDecodeError* e = error != nullptr ? error : &local;
   auto fail_body = [&](std::string_view message) {
@@ -441,10 +467,11 @@ absl::StatusOr<std::vector<Event>> DecodeEventBatch(std::string_view body,
     e->message = std::string(message);
     return ErrorStatus(*e);
   };
+  batch->clear();
   if (body.size() > kMaxEventBatchBytes) {
     return fail_body(absl::StrCat("is over ", kMaxEventBatchBytes, " bytes"));
   }
-  std::vector<Event> events;
+  std::vector<EventRef>& events = batch->events;
   events.reserve(std::min(kMaxEventsPerBatch, body.size() / 64 + 1));
   size_t line = 0;
   while (!body.empty()) {
@@ -464,18 +491,32 @@ absl::StatusOr<std::vector<Event>> DecodeEventBatch(std::string_view body,
                    absl::StrCat("is past the batch limit of ", kMaxEventsPerBatch, " events"));
       return ErrorStatus(*e);
     }
-    Event& event = events.emplace_back();
+    EventRef& event = events.emplace_back();
     if (!FastLineDecoder::Decode(text, &event)) {
-      event = Event{};
-      if (!decoder.Decode(text, &event)) return ErrorStatus(*e);
+      Event& slow = batch->slow_lines.emplace_back();
+      if (!decoder.Decode(text, &slow)) return ErrorStatus(*e);
+      event = RefOf(slow);  // deque: its address stays
     }
   }
   if (events.empty()) return fail_body("has no events");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<Event>> DecodeEventBatch(std::string_view body,
+                                                    EventDecodeError* error) {
+  EventBatchRefs batch;
+  RETURN_IF_ERROR(DecodeEventBatchRefs(body, &batch, error));
+  std::vector<Event> events;
+  events.reserve(batch.events.size());
+  for (const EventRef& ref : batch.events) events.push_back(EventOf(ref));
   return events;
 }
 
 bool DecodeEventLineFast(std::string_view line, Event* event) {
-  return FastLineDecoder::Decode(line, event);
+  EventRef ref;
+  if (!FastLineDecoder::Decode(line, &ref)) return false;
+  *event = EventOf(ref);
+  return true;
 }
 
 absl::StatusOr<Event> DecodeEventLineReference(std::string_view line) {
@@ -486,14 +527,18 @@ absl::StatusOr<Event> DecodeEventLineReference(std::string_view line) {
   return event;
 }
 
-bool CheckEvent(Event* event, size_t line, EventDecodeError* error) {
+namespace {
+
+// Event and EventRef alike (their fields have the same names).
+template <typename E>
+bool CheckEventFields(E* event, size_t line, EventDecodeError* error) {
   auto fail = [&](std::string_view field, std::string_view message) {
     error->line = line;
     error->field = std::string(field);
     error->message = std::string(message);
     return false;
   };
-  auto id = [&](std::string_view field, const std::string& value, bool required) {
+  auto id = [&](std::string_view field, std::string_view value, bool required) {
     if (value.empty() && !required) return true;
     if (value.empty() && event->type == EventType::kExposure && field == "variant") {
       return fail(field, "is required");
@@ -508,7 +553,7 @@ bool CheckEvent(Event* event, size_t line, EventDecodeError* error) {
     return false;
   }
   if (exposure) {
-    event->metric.clear();
+    event->metric = {};
   } else if (!id("metric", event->metric, true)) {
     return false;
   }
@@ -532,6 +577,16 @@ bool CheckEvent(Event* event, size_t line, EventDecodeError* error) {
   if (event->timestamp_ms < 0) return fail("ts", "must not be negative");
   if (event->timestamp_ms > kMaxEventTimestampMs) return fail("ts", kTimestampTooLarge);
   return true;
+}
+
+}  // namespace
+
+bool CheckEvent(Event* event, size_t line, EventDecodeError* error) {
+  return CheckEventFields(event, line, error);
+}
+
+bool CheckEvent(EventRef* event, size_t line, EventDecodeError* error) {
+  return CheckEventFields(event, line, error);
 }
 
 std::string EncodeEvent(const Event& event) {

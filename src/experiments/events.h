@@ -21,6 +21,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -61,6 +62,41 @@ struct Event {
   bool operator==(const Event&) const = default;
 };
 
+// The same event with its strings elsewhere — in a request's bytes, in an
+// Event, in a log record: the ingestion path's form (decoding a batch into
+// these copies no string and allocates nothing per event). Valid while what
+// it refers to lives.
+struct EventRef {
+  EventType type = EventType::kExposure;
+  std::string_view key;
+  std::string_view experiment;
+  std::string_view unit;
+  std::string_view variant;
+  std::string_view metric;
+  double value = 0;
+  double denominator = 0;
+  int64_t timestamp_ms = 0;
+
+  bool operator==(const EventRef&) const = default;
+};
+
+EventRef RefOf(const Event& event);
+Event EventOf(const EventRef& ref);
+
+// A batch decoded for the ingestion path: `events` refer to the body they
+// were decoded from (the caller keeps it alive) and, for the rare line the
+// fast path declines (escapes, non-ASCII text, fields in an unusual shape),
+// to the event the reference decoder made of it, kept in `slow_lines`.
+struct EventBatchRefs {
+  std::vector<EventRef> events;
+  std::deque<Event> slow_lines;
+
+  void clear() {
+    events.clear();
+    slow_lines.clear();
+  }
+};
+
 // Where a batch went wrong: line is 1-based (0 for the body as a whole),
 // field is the JSON field ("(line)" for the line itself, "(body)" for the
 // body).
@@ -75,6 +111,9 @@ struct EventDecodeError {
 // given.
 absl::StatusOr<std::vector<Event>> DecodeEventBatch(std::string_view body,
                                                     EventDecodeError* error = nullptr);
+// The same decoding into *batch (replaced), referring to `body`.
+absl::Status DecodeEventBatchRefs(std::string_view body, EventBatchRefs* batch,
+                                  EventDecodeError* error = nullptr);
 
 // One line (no newline) by each of the batch decoder's two paths, for the
 // differential test and the fuzzer. The fast path decodes only valid events
@@ -93,6 +132,7 @@ absl::StatusOr<Event> DecodeEventLineReference(std::string_view line);
 // An event the decoder would accept as a line passes, and one it refuses
 // fails; events_test holds the two to that.
 bool CheckEvent(Event* event, size_t line, EventDecodeError* error);
+bool CheckEvent(EventRef* event, size_t line, EventDecodeError* error);
 
 // The canonical JSON line of an event (no newline); DecodeEventBatch of it
 // gives the event back.

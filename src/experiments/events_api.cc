@@ -75,8 +75,8 @@ absl::Status EventsApi::Admit() {
   return status.ok() ? status : Throttled(status);
 }
 
-absl::StatusOr<AppendResult> EventsApi::Ingest(std::vector<Event> events) {
-  absl::StatusOr<AppendResult> result = store_->Append(std::move(events));
+absl::StatusOr<AppendResult> EventsApi::Ingest(std::span<const EventRef> events) {
+  absl::StatusOr<AppendResult> result = store_->Append(events);
   if (!result.ok()) {
     if (absl::IsResourceExhausted(result.status())) return Throttled(result.status());
     return result.status();
@@ -84,6 +84,13 @@ absl::StatusOr<AppendResult> EventsApi::Ingest(std::vector<Event> events) {
   accepted_->Inc(result->accepted);
   duplicates_->Inc(result->duplicates);
   return result;
+}
+
+absl::StatusOr<AppendResult> EventsApi::Ingest(const std::vector<Event>& events) {
+  std::vector<EventRef> refs;
+  refs.reserve(events.size());
+  for (const Event& event : events) refs.push_back(RefOf(event));
+  return Ingest(refs);
 }
 
 void EventsApi::CountRejected() { rejected_->Inc(); }

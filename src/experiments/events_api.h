@@ -7,13 +7,16 @@
 //
 //   std::shared_ptr<EventsApi> api = ...;            // from MakeEventsExtension's on_open
 //   absl::StatusOr<std::vector<Event>> events = CheckEvents(std::move(typed), &error);
-//   absl::StatusOr<AppendResult> r = api->Ingest(*std::move(events));
+//   absl::StatusOr<AppendResult> r = api->Ingest(*events);
+// (the services' own paths decode into EventRefs that point into the
+// request and Ingest those: no event's strings are copied before the log).
 //
 // Thread-safety: every method from any thread at once.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -47,7 +50,9 @@ class EventsApi {
   // when the pipeline is behind (retry after retry_after_seconds(); the
   // message says so), Unavailable / Internal when the write failed (the same
   // batch may be sent again: keys deduplicate).
-  absl::StatusOr<AppendResult> Ingest(std::vector<Event> events);
+  // The events' strings must live until it returns (EventStore::Append).
+  absl::StatusOr<AppendResult> Ingest(std::span<const EventRef> events);
+  absl::StatusOr<AppendResult> Ingest(const std::vector<Event>& events);
   // Ingest's ResourceExhausted for any batch while the aggregation is
   // behind, answered before the batch is decoded (shedding load costs no
   // decoding); OK when a batch would be taken.

@@ -157,9 +157,41 @@ TEST(EventDecoder, FastPathTakesTheCommonShape) {
   }
 }
 
-// Differential: lines mutated at random (bytes replaced, inserted, deleted,
-// fields duplicated) never make the fast path accept what the reference
-// refuses, or decode to another event. The seed is printed on failure.
+// The ingestion path's decoding: events refer to the body (fast path) or to
+// the events the reference decoder made of the lines it declined, and say
+// what DecodeEventBatch says.
+TEST(EventDecoder, BatchRefsReferToTheBodyOrToTheirSlowLines) {
+  const std::string body =
+      R"({"type":"exposure","key":"k1","experiment":"e","unit":"u1","variant":"control","ts":1})"
+      "\n\n"
+      R"({"type":"value","key":"k\u0032","experiment":"e","unit":"u1","metric":"m","value":2,"ts":3})"
+      "\r\n"
+      R"({"type":"conversion","key":"k3","experiment":"e","unit":"u2","metric":"buy","ts":4})";
+  EventBatchRefs batch;
+  ASSERT_TRUE(DecodeEventBatchRefs(body, &batch).ok());
+  ASSERT_EQ(batch.events.size(), 3u);
+  ASSERT_EQ(batch.slow_lines.size(), 1u);  // the escaped key
+  auto in_body = [&](std::string_view s) {
+    return s.data() >= body.data() && s.data() + s.size() <= body.data() + body.size();
+  };
+  EXPECT_TRUE(in_body(batch.events[0].key) && in_body(batch.events[0].variant));
+  EXPECT_EQ(batch.events[1].key, "k2");
+  EXPECT_EQ(batch.events[1].key.data(), batch.slow_lines[0].key.data());
+  EXPECT_TRUE(in_body(batch.events[2].metric));
+  absl::StatusOr<std::vector<Event>> events = DecodeEventBatch(body);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), batch.events.size());
+  for (size_t i = 0; i < events->size(); ++i) EXPECT_EQ((*events)[i], EventOf(batch.events[i]));
+  // Reused for the next batch; an error leaves nothing to refer to.
+  EventDecodeError error;
+  absl::Status bad = DecodeEventBatchRefs(R"({"type":"exposure"})", &batch, &error);
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(error.line, 1u);
+  ASSERT_TRUE(DecodeEventBatchRefs(body.substr(0, body.find('\n')), &batch).ok());
+  EXPECT_EQ(batch.events.size(), 1u);
+  EXPECT_TRUE(batch.slow_lines.empty());
+}
+
 // Every byte the fast path must not take in a string (quote, backslash,
 // control characters, DEL, non-ASCII), at every position of a 48-byte key:
 // in the first and second 16-byte block and in the tail the fast path scans
@@ -186,6 +218,9 @@ TEST(EventDecoder, FastPathJudgesEveryByteOfLongStrings) {
   EXPECT_EQ(fast.key, key);
 }
 
+// Differential: lines mutated at random (bytes replaced, inserted, deleted,
+// fields duplicated) never make the fast path accept what the reference
+// refuses, or decode to another event. The seed is printed on failure.
 TEST(EventDecoder, FastPathAgreesWithTheReferenceOnMutatedLines) {
   const std::string seeds[] = {
       R"({"type":"exposure","key":"k1","experiment":"e","unit":"u1","variant":"control","ts":1700000000000})",

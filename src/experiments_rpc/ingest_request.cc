@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/ascii_swar.h"
 
 namespace capstan::experiments_rpc {
 namespace {
@@ -16,6 +17,7 @@ namespace {
 namespace v1 = ::capstan::experiments::v1;
 using experiments::Event;
 using experiments::EventDecodeError;
+using experiments::EventRef;
 using experiments::EventType;
 
 // The proto path of a field the event decoder named (events.h's JSON names).
@@ -60,45 +62,29 @@ inline bool ReadLengthDelimited(const uint8_t*& p, const uint8_t* end, std::stri
   return true;
 }
 
-// Whether eight bytes hold one outside printable ASCII (0x20-0x7e). Exact
-// about whether there is one (not about which): a byte below 0x20 leaves
-// its high bit set in x - 0x20 where x's own is clear; one above 0x7e has
-// it set in x + 1 or in x (carries only start from bytes already caught).
-inline bool HasNonPrintable(uint64_t x) {
-  constexpr uint64_t kOnes = 0x0101010101010101ULL;
-  constexpr uint64_t kHighBits = 0x8080808080808080ULL;
-  const uint64_t below_space = (x - kOnes * 0x20) & ~x & kHighBits;
-  const uint64_t above_tilde = ((x + kOnes) | x) & kHighBits;
-  return (below_space | above_tilde) != 0;
-}
-
-// Whether every byte of `s` is printable ASCII, eight at a time: GCC at -O2
-// does not vectorize the byte loop (a profile of the service showed it as
-// half of the decoder's time).
+// Whether every byte of `s` is printable ASCII, eight at a time.
 inline bool AllPrintableAscii(std::string_view s) {
   size_t i = 0;
   for (; i + 8 <= s.size(); i += 8) {
-    uint64_t x;
-    std::memcpy(&x, s.data() + i, 8);
-    if (HasNonPrintable(x)) return false;
+    if (swar::HasNonPrintable(swar::Load8(s.data() + i))) return false;
   }
   if (i == s.size()) return true;
   uint64_t tail = 0x6161616161616161ULL;  // 'a's where the string has no bytes
   std::memcpy(&tail, s.data() + i, s.size() - i);
-  return !HasNonPrintable(tail);
+  return !swar::HasNonPrintable(tail);
 }
 
 // An identifier CheckEvent accepts, of the shape the fast path takes: 1 to
 // kMaxEventIdBytes bytes of printable ASCII (so valid UTF-8, as proto3 wants,
-// and free of control characters, as CheckEvent wants). Copied once, into
-// the Event.
-inline bool ReadId(const uint8_t*& p, const uint8_t* end, std::string* out) {
+// and free of control characters, as CheckEvent wants), referred to where
+// it is in the request's bytes.
+inline bool ReadId(const uint8_t*& p, const uint8_t* end, std::string_view* out) {
   std::string_view s;
   if (!ReadLengthDelimited(p, end, &s) || s.empty() || s.size() > experiments::kMaxEventIdBytes ||
       !AllPrintableAscii(s)) {
     return false;
   }
-  out->assign(s.data(), s.size());
+  *out = s;
   return true;
 }
 
@@ -116,7 +102,7 @@ inline bool ReadNumber(const uint8_t*& p, const uint8_t* end, double* out) {
 // The oneof's message: field 1 (Exposure.variant or the metric) into *id,
 // required; then up to `numbers` doubles, fields 2 and 3 (Value.value;
 // Ratio.numerator, Ratio.denominator), optional (absent is 0, as proto3's).
-bool ReadKind(std::string_view body, int numbers, std::string* id, double* first = nullptr,
+bool ReadKind(std::string_view body, int numbers, std::string_view* id, double* first = nullptr,
               double* second = nullptr) {
   const auto* p = reinterpret_cast<const uint8_t*>(body.data());
   const auto* end = p + body.size();
@@ -140,8 +126,8 @@ bool ReadKind(std::string_view body, int numbers, std::string* id, double* first
 }
 
 // One Event message, parsed and checked as EventsFromProto would, into *e
-// (a default Event).
-bool ReadEvent(std::string_view body, Event* e) {
+// (a default EventRef, then referring to `body`).
+bool ReadEvent(std::string_view body, EventRef* e) {
   const auto* p = reinterpret_cast<const uint8_t*>(body.data());
   const auto* end = p + body.size();
   uint32_t seen = 0;  // bit N: field N was read (each at most once)
@@ -272,7 +258,7 @@ absl::StatusOr<std::vector<Event>> EventsFromProto(const v1::IngestEventsRequest
   return events;
 }
 
-bool DecodeIngestEventsFast(std::string_view bytes, std::vector<Event>* events) {
+bool DecodeIngestEventsFast(std::string_view bytes, std::vector<EventRef>* events) {
   const auto* begin = reinterpret_cast<const uint8_t*>(bytes.data());
   const auto* end = begin + bytes.size();
   // First the events' count (what the limit and the vector need): the
@@ -285,8 +271,8 @@ bool DecodeIngestEventsFast(std::string_view bytes, std::vector<Event>* events) 
   // No events, or too many: EventsFromProto words those errors.
   if (count == 0 || count > experiments::kMaxEventsPerBatch) return false;
   events->clear();
-  // Each Event built where it is filled, while its cache lines are hot (a
-  // resize first would write the batch's ~200 KB twice).
+  // Each event built where it is filled, while its cache lines are hot (a
+  // resize first would write the batch's ~100 KB twice).
   events->reserve(count);
   const uint8_t* p = begin;
   for (size_t i = 0; i < count; ++i) {
@@ -299,18 +285,42 @@ bool DecodeIngestEventsFast(std::string_view bytes, std::vector<Event>* events) 
   return true;
 }
 
-absl::StatusOr<std::vector<Event>> DecodeIngestEventsRequest(std::string_view bytes,
-                                                             bool* unparsable) {
+bool DecodeIngestEventsFast(std::string_view bytes, std::vector<Event>* events) {
+  std::vector<EventRef> refs;
+  if (!DecodeIngestEventsFast(bytes, &refs)) return false;
+  events->clear();
+  for (const EventRef& ref : refs) events->push_back(experiments::EventOf(ref));
+  return true;
+}
+
+absl::Status DecodeIngestEventsRequest(std::string_view bytes, IngestEventsBatch* batch,
+                                       bool* unparsable) {
   if (unparsable != nullptr) *unparsable = false;
-  std::vector<Event> events;
-  if (DecodeIngestEventsFast(bytes, &events)) return events;
+  batch->owned.clear();
+  if (DecodeIngestEventsFast(bytes, &batch->events)) return absl::OkStatus();
+  batch->events.clear();
   v1::IngestEventsRequest request;
   if (bytes.size() > static_cast<size_t>(INT_MAX) ||
       !request.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     if (unparsable != nullptr) *unparsable = true;
     return absl::InvalidArgumentError("request payload does not parse as " + request.GetTypeName());
   }
-  return EventsFromProto(request);
+  absl::StatusOr<std::vector<Event>> events = EventsFromProto(request);
+  if (!events.ok()) return events.status();
+  batch->owned = *std::move(events);
+  for (const Event& event : batch->owned) batch->events.push_back(experiments::RefOf(event));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<Event>> DecodeIngestEventsRequest(std::string_view bytes,
+                                                             bool* unparsable) {
+  IngestEventsBatch batch;
+  absl::Status status = DecodeIngestEventsRequest(bytes, &batch, unparsable);
+  if (!status.ok()) return status;
+  std::vector<Event> events;
+  events.reserve(batch.events.size());
+  for (const EventRef& ref : batch.events) events.push_back(experiments::EventOf(ref));
+  return events;
 }
 
 }  // namespace capstan::experiments_rpc

@@ -275,11 +275,13 @@ net::Task<absl::Status> ExperimentsRpcService::IngestEvents(rpc::ServerContext& 
       for (size_t i = 0; i < request.slice_count(); ++i) joined += request.slice(i);
       bytes = joined;
     }
-    absl::StatusOr<std::vector<Event>> events = DecodeIngestEventsRequest(bytes, &out.unparsable);
-    if (!events.ok()) {
-      out.refused = events.status();
+    // The events refer to `bytes` (or to batch.owned) until Ingest returns.
+    IngestEventsBatch batch;
+    absl::Status decoded = DecodeIngestEventsRequest(bytes, &batch, &out.unparsable);
+    if (!decoded.ok()) {
+      out.refused = decoded;
     } else if (enabled) {
-      out.appended = events_->Ingest(*std::move(events));
+      out.appended = events_->Ingest(batch.events);
     }
     return out;
   });
