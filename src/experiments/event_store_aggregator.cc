@@ -21,6 +21,8 @@ constexpr size_t kKeyChunkMax = 4 << 20;
 constexpr uint64_t kUnitHashSeed = 0x756e69742d737461;
 // How many events ahead ApplyGroup prefetches a unit's table slot.
 constexpr size_t kPrefetchDistance = 8;
+// Units EvictUnits picks (and prefetches the table entries of) at a time.
+constexpr size_t kEvictBatch = 16;
 
 uint64_t DefaultUnitHash(std::string_view key) {
   return XXH3_64bits_withSeed(key.data(), key.size(), kUnitHashSeed);
@@ -340,26 +342,40 @@ void EventAggregator::EraseSlot(const UnitState& state, uint32_t index) {
 void EventAggregator::EvictUnits() {
   // In place: the states stay where they are (no new pages to fault in, no
   // table rebuilt); a CLOCK hand sweeps them, sparing once each unit used
-  // since its last pass.
+  // since its last pass. Victims are taken kEvictBatch at a time and their
+  // table slot and stored-unit entry prefetched before any is erased: both
+  // tables are far larger than the caches, so each is a miss.
   const size_t keep = options_.max_cached_units / 2;
+  const size_t mask = slots_.size() - 1;
+  uint32_t victims[kEvictBatch];
   while (cached_units() > keep) {
-    if (clock_hand_ >= states_.size()) clock_hand_ = 0;
-    const uint32_t index = static_cast<uint32_t>(clock_hand_++);
-    UnitState& state = states_[index];
-    if (state.free) continue;
-    if (state.referenced) {
-      state.referenced = false;
-      continue;
+    const size_t want = std::min(kEvictBatch, cached_units() - keep);
+    size_t n = 0;
+    while (n < want) {
+      if (clock_hand_ >= states_.size()) clock_hand_ = 0;
+      const uint32_t index = static_cast<uint32_t>(clock_hand_++);
+      UnitState& state = states_[index];
+      if (state.free) continue;
+      if (state.referenced) {
+        state.referenced = false;
+        continue;
+      }
+      state.free = true;  // taken: a hand that comes round again skips it
+      victims[n++] = index;
+      __builtin_prefetch(&slots_[static_cast<size_t>(state.hash) & mask]);
+      stored_only_.prefetch(state.hash);
     }
-    RememberStored(state.hash, state.id);
-    EraseSlot(state, index);
-    key_bytes_live_ -= state.key.size();
-    state.free = true;
-    state.variant = nullptr;
-    state.exposure_ms = 0;
-    state.metrics.clear();
-    state.held = std::vector<HeldEvent>();
-    free_states_.push_back(index);
+    for (size_t i = 0; i < n; ++i) {
+      UnitState& state = states_[victims[i]];
+      RememberStored(state.hash, state.id);
+      EraseSlot(state, victims[i]);
+      key_bytes_live_ -= state.key.size();
+      state.variant = nullptr;
+      state.exposure_ms = 0;
+      state.metrics.clear();
+      state.held = std::vector<HeldEvent>();
+      free_states_.push_back(victims[i]);
+    }
   }
   MaybeCompactKeys();
 }
