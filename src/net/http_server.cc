@@ -36,6 +36,10 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
 // the output without bound.
 constexpr size_t kMaxQueuedOutput = 1 << 20;
 
+// A request body's space reserved from its Content-Length at most, before
+// its bytes arrive (larger ones grow as they come).
+constexpr uint64_t kMaxBodyReserve = 1 << 20;
+
 // Bytes read ahead of the parser at most (a head's limits and some body).
 constexpr size_t kMaxInputBytes = 64 << 10;
 
@@ -349,6 +353,10 @@ Task<void> HttpServer::ServeConnection(std::shared_ptr<Socket> socket) {
             request.headers.emplace_back(std::string(field.name), std::string(field.value));
           }
         }
+        if (fallback_ != nullptr && head.framing == http1::Framing::kContentLength) {
+          // What the client announced, up to a cap: the bytes have not come yet.
+          request.body.reserve(std::min<uint64_t>(head.content_length, kMaxBodyReserve));
+        }
         keep_alive = head.keep_alive;
         http10 = head.version == http1::Version::kHttp10;
         // curl asks before sending a body over 1 KiB; the codec has already
@@ -361,7 +369,13 @@ Task<void> HttpServer::ServeConnection(std::shared_ptr<Socket> socket) {
       }
       case http1::Event::kBody:
         // Kept only for HandleAll's handler; the codec bounds its size.
-        if (fallback_ != nullptr) request.body += event.body.ToString();
+        // Appended slice by slice into the space reserved at the head: one
+        // copy out of the socket's buffer (a temporary string made two).
+        if (fallback_ != nullptr) {
+          for (size_t i = 0; i < event.body.slice_count(); ++i) {
+            request.body.append(event.body.slice(i));
+          }
+        }
         break;
       case http1::Event::kComplete: {
         std::optional<HttpResponse> response = DispatchFixed(request.method, request.path);
