@@ -1,7 +1,5 @@
 #include "experiments/event_store_dedup.h"
 
-#include <sys/mman.h>
-
 #include <cstdlib>
 #include <new>
 
@@ -18,27 +16,15 @@ constexpr uint64_t kFingerprintSeed = 0x636170737461'6e65;
 // memory latency, few enough to stay in L1.
 constexpr size_t kPrefetchDistance = 16;
 
-// The kernel's zero pages, touched only as slots fill; huge pages asked for
-// (transparent huge pages in "madvise" mode), since every access is random.
-uint64_t* ZeroedArray(size_t bytes) {
-  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) throw std::bad_alloc();
-  (void)madvise(p, bytes, MADV_HUGEPAGE);  // advice: fine if refused
-  return static_cast<uint64_t*>(p);
-}
-
 }  // namespace
-
-void DedupWindow::Free::operator()(uint64_t* p) const { munmap(p, bytes); }
 
 DedupWindow::DedupWindow(size_t window) : window_(window < 1 ? 1 : window) {
   size_t capacity = 16;
   while (capacity * 3 < window_ * 4) capacity *= 2;  // at most 3/4 full
-  slots_ = std::unique_ptr<uint64_t[], Free>(ZeroedArray(capacity * sizeof(uint64_t)),
-                                             Free{capacity * sizeof(uint64_t)});
+  // The kernel's zero pages, touched only as slots fill (ZeroedArray).
+  slots_ = ZeroedArray<uint64_t>(capacity);
   mask_ = capacity - 1;
-  ring_ = std::unique_ptr<uint64_t[], Free>(ZeroedArray(window_ * sizeof(uint64_t)),
-                                            Free{window_ * sizeof(uint64_t)});
+  ring_ = ZeroedArray<uint64_t>(window_);
 }
 
 uint64_t DedupWindow::FingerprintOf(std::string_view key) {

@@ -28,6 +28,8 @@
 #include <string_view>
 #include <vector>
 
+#include "base/zeroed_array.h"
+
 namespace capstan::experiments {
 
 class DedupWindow {
@@ -61,11 +63,6 @@ class DedupWindow {
   size_t memory_bytes() const { return (mask_ + 1 + window_) * sizeof(uint64_t); }
 
  private:
-  struct Free {
-    size_t bytes;
-    void operator()(uint64_t* p) const;
-  };
-
   // 0 marks an empty slot; a fingerprint of 0 is stored as 1.
   static uint64_t Stored(uint64_t fingerprint) { return fingerprint == 0 ? 1 : fingerprint; }
   size_t Home(uint64_t stored) const { return static_cast<size_t>(stored) & mask_; }
@@ -73,11 +70,11 @@ class DedupWindow {
 
   size_t window_;
   // Linear probing, no tombstones (backward-shift delete).
-  std::unique_ptr<uint64_t[], Free> slots_;
+  ZeroedArray<uint64_t> slots_;
   size_t mask_ = 0;
   // The remembered fingerprints in insertion order: ring_[ring_head_] is
   // the oldest, ring_[(ring_head_ + size_ - 1) % window_] the newest.
-  std::unique_ptr<uint64_t[], Free> ring_;
+  ZeroedArray<uint64_t> ring_;
   size_t ring_head_ = 0;
   size_t size_ = 0;
 };
