@@ -156,8 +156,9 @@ struct EventStoreOptions {
   // The aggregator checkpoints after this many events (and on close).
   size_t checkpoint_events = 250000;
   // Per-unit states kept in memory at most after a checkpoint (about 220
-  // bytes each with one or two metrics; an evicted unit keeps ~27 bytes, its
-  // hash and id); the others are read back from the database when needed,
+  // bytes each with one or two metrics; an evicted unit keeps its 16-byte
+  // slot in the unit table, which is kept at most half full: 32-64 bytes);
+  // the others are read back from the database when needed,
   // a group's all in one MultiGet (~12-20 us of CPU per unit read back, so
   // size it to the units active at once; --events-max-cached-units).
   size_t max_cached_units = 2000000;

@@ -21,6 +21,8 @@ constexpr size_t kKeyChunkMax = 4 << 20;
 constexpr uint64_t kUnitHashSeed = 0x756e69742d737461;
 // How many events ahead ApplyGroup prefetches a unit's table slot.
 constexpr size_t kPrefetchDistance = 8;
+// The unit table's first size (slots; it doubles as units come).
+constexpr size_t kInitialSlots = 1024;
 // Units EvictUnits picks (and prefetches the table entries of) at a time.
 constexpr size_t kEvictBatch = 16;
 
@@ -104,7 +106,7 @@ EventAggregator::EventAggregator(rocksdb::DB* db, const EventStoreOptions& optio
     : db_(db),
       options_(options),
       unit_hash_(options.unit_hash != nullptr ? options.unit_hash : &DefaultUnitHash) {
-  slots_.assign(1024, Slot{0, 0});
+  slots_ = ZeroedArray<Slot>(kInitialSlots);
 }
 
 EventAggregator::~EventAggregator() = default;
@@ -128,7 +130,7 @@ absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
   for (size_t i = 0; i < events.size(); ++i) {
     hashes_[i] = unit_hash_(BuildUnitKey(events[i]));
   }
-  if (!stored_only_.empty()) RETURN_IF_ERROR(ReadBackGroup(events));
+  if (stored_units_ > 0) RETURN_IF_ERROR(ReadBackGroup(events));
   for (size_t i = 0; i < events.size(); ++i) {
     if (i + kPrefetchDistance < events.size()) {
       const uint64_t ahead = hashes_[i + kPrefetchDistance];
@@ -148,7 +150,8 @@ void EventAggregator::Clear() {
   variant_slots_.clear();
   last_experiment_ = nullptr;
   dirty_experiments_.clear();
-  slots_.assign(1024, Slot{0, 0});
+  slots_ = ZeroedArray<Slot>(kInitialSlots);
+  stored_units_ = 0;
   states_.clear();
   free_states_.clear();
   clock_hand_ = 0;
@@ -157,8 +160,6 @@ void EventAggregator::Clear() {
   key_bytes_allocated_ = key_bytes_live_ = 0;
   dirty_units_.clear();
   last_unit_ = nullptr;
-  stored_only_.clear();
-  stored_collisions_.clear();
   metrics_.clear();
   metric_index_.clear();
   variant_names_.clear();
@@ -276,12 +277,30 @@ std::string_view EventAggregator::CopyKey(std::string_view key) {
   return std::string_view(at, key.size());
 }
 
+void EventAggregator::ReserveSlot() {
+  if ((cached_units() + stored_units_ + 1) * 2 > slots_.size()) GrowTable();
+}
+
 EventAggregator::UnitState* EventAggregator::InsertUnit(std::string_view key, uint64_t hash,
                                                         uint64_t id) {
-  if ((cached_units() + 1) * 2 > slots_.size()) GrowTable();
-  size_t mask = slots_.size() - 1;
+  ReserveSlot();
+  const size_t mask = slots_.size() - 1;
   size_t i = static_cast<size_t>(hash) & mask;
-  while (slots_[i].index != 0) i = (i + 1) & mask;
+  while (slots_[i].ref != 0) i = (i + 1) & mask;
+  return CacheAt(i, key, hash, id);
+}
+
+void EventAggregator::InsertStored(uint64_t hash, uint64_t id) {
+  ReserveSlot();
+  const size_t mask = slots_.size() - 1;
+  size_t i = static_cast<size_t>(hash) & mask;
+  while (slots_[i].ref != 0) i = (i + 1) & mask;
+  slots_[i] = Slot{hash, kStoredRef | id};
+  ++stored_units_;
+}
+
+EventAggregator::UnitState* EventAggregator::CacheAt(size_t slot, std::string_view key,
+                                                     uint64_t hash, uint64_t id) {
   uint32_t index = 0;
   UnitState* state = nullptr;
   if (free_states_.empty()) {
@@ -307,44 +326,30 @@ EventAggregator::UnitState* EventAggregator::InsertUnit(std::string_view key, ui
   state->hash = hash;
   state->id = id;
   state->referenced = false;  // an event in a later checkpoint period spares it once
-  slots_[i] = Slot{hash, index + 1};
+  if ((slots_[slot].ref & kStoredRef) != 0) --stored_units_;  // read back
+  slots_[slot] = Slot{hash, uint64_t{index} + 1};
   return state;
 }
 
 void EventAggregator::GrowTable() {
-  std::vector<Slot> grown(slots_.size() * 2, Slot{0, 0});
+  ZeroedArray<Slot> grown(slots_.size() * 2);  // zero: every slot empty
   size_t mask = grown.size() - 1;
   for (const Slot& slot : slots_) {
-    if (slot.index == 0) continue;
+    if (slot.ref == 0) continue;
     size_t i = static_cast<size_t>(slot.hash) & mask;
-    while (grown[i].index != 0) i = (i + 1) & mask;
+    while (grown[i].ref != 0) i = (i + 1) & mask;
     grown[i] = slot;
   }
   slots_ = std::move(grown);
 }
 
-void EventAggregator::EraseSlot(const UnitState& state, uint32_t index) {
-  const size_t mask = slots_.size() - 1;
-  size_t i = static_cast<size_t>(state.hash) & mask;
-  while (slots_[i].index != index + 1) i = (i + 1) & mask;  // it is there
-  // Backward-shift deletion: each later entry of the probe run whose home
-  // is not between the hole and itself moves into the hole.
-  for (size_t j = (i + 1) & mask; slots_[j].index != 0; j = (j + 1) & mask) {
-    size_t home = static_cast<size_t>(slots_[j].hash) & mask;
-    if (((j - home) & mask) >= ((j - i) & mask)) {
-      slots_[i] = slots_[j];
-      i = j;
-    }
-  }
-  slots_[i] = Slot{0, 0};
-}
-
 void EventAggregator::EvictUnits() {
   // In place: the states stay where they are (no new pages to fault in, no
-  // table rebuilt); a CLOCK hand sweeps them, sparing once each unit used
-  // since its last pass. Victims are taken kEvictBatch at a time and their
-  // table slot and stored-unit entry prefetched before any is erased: both
-  // tables are far larger than the caches, so each is a miss.
+  // table rebuilt), and each unit's slot becomes a stored slot where it is;
+  // a CLOCK hand sweeps the states, sparing once each unit used since its
+  // last pass. Victims are taken kEvictBatch at a time and their slots
+  // prefetched before any is rewritten: the table is far larger than the
+  // caches, so each is a miss.
   const size_t keep = options_.max_cached_units / 2;
   const size_t mask = slots_.size() - 1;
   uint32_t victims[kEvictBatch];
@@ -362,19 +367,20 @@ void EventAggregator::EvictUnits() {
       }
       state.free = true;  // taken: a hand that comes round again skips it
       victims[n++] = index;
-      __builtin_prefetch(&slots_[static_cast<size_t>(state.hash) & mask]);
-      stored_only_.prefetch(state.hash);
+      __builtin_prefetch(&slots_[static_cast<size_t>(state.hash) & mask], 1);
     }
-    for (size_t i = 0; i < n; ++i) {
-      UnitState& state = states_[victims[i]];
-      RememberStored(state.hash, state.id);
-      EraseSlot(state, victims[i]);
+    for (size_t v = 0; v < n; ++v) {
+      UnitState& state = states_[victims[v]];
+      size_t i = static_cast<size_t>(state.hash) & mask;
+      while (slots_[i].ref != uint64_t{victims[v]} + 1) i = (i + 1) & mask;  // it is there
+      slots_[i].ref = kStoredRef | state.id;
+      ++stored_units_;
       key_bytes_live_ -= state.key.size();
       state.variant = nullptr;
       state.exposure_ms = 0;
       state.metrics.clear();
       state.held = std::vector<HeldEvent>();
-      free_states_.push_back(victims[i]);
+      free_states_.push_back(victims[v]);
     }
   }
   MaybeCompactKeys();
@@ -423,9 +429,11 @@ absl::StatusOr<EventAggregator::UnitState*> EventAggregator::FindUnit(const Even
 
   UnitState* unit = nullptr;
   const size_t mask = slots_.size() - 1;
-  for (size_t i = static_cast<size_t>(hash) & mask; slots_[i].index != 0; i = (i + 1) & mask) {
-    if (slots_[i].hash != hash) continue;
-    UnitState& candidate = states_[slots_[i].index - 1];
+  for (size_t i = static_cast<size_t>(hash) & mask; slots_[i].ref != 0; i = (i + 1) & mask) {
+    // A stored slot with this hash is another unit's (ReadBackGroup brought
+    // this one back if it was stored).
+    if (slots_[i].hash != hash || (slots_[i].ref & kStoredRef) != 0) continue;
+    UnitState& candidate = states_[slots_[i].ref - 1];
     if (candidate.key == lookup_key_) {  // equal hashes of different keys: keep probing
       unit = &candidate;
       // In use: touched again after the checkpoint period it was last

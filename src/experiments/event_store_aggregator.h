@@ -18,10 +18,12 @@
 // - past max_cached_units after a checkpoint, units are evicted in place
 //   down to half of it: a CLOCK hand over the states spares once each unit
 //   sent an event in a later checkpoint period than the one it came in (or
-//   was last spared in); evicted states are reused by new units and their
-//   slots deleted from the table (backward shift). Evicted units are
-//   remembered by their 64-bit hash and unit id only; a new unit whose hash
-//   matches one costs a read that finds another unit's key;
+//   was last spared in); evicted states are reused by new units. An evicted
+//   unit keeps its slot in the table, which then holds its unit id instead
+//   of its state (a "stored" slot): one write where the slot is, and the
+//   lookup that finds a unit cached, stored or new is the same one probe.
+//   A new unit whose hash matches a stored one costs a read that finds
+//   another unit's key;
 // - the evicted units a group's events refer to are read back before the
 //   group is applied, all in one sorted MultiGet (ReadBackGroup), so the
 //   per-event path never waits on RocksDB.
@@ -52,6 +54,7 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/zeroed_array.h"
 #include "experiments/event_store.h"
 #include "experiments/event_store_format.h"
 
@@ -143,20 +146,29 @@ class EventAggregator {
   };
   struct Slot {
     uint64_t hash;
-    uint32_t index;  // into states_, plus one; 0 is empty
+    // 0: empty; kStoredRef | unit id: a unit whose state is only in the
+    // database (evicted, or past the cache at open); else its state's
+    // index in states_, plus one.
+    uint64_t ref;
   };
+  static constexpr uint64_t kStoredRef = uint64_t{1} << 63;
 
   absl::Status Apply(const EventRef& event, uint64_t unit_hash);
   // "u" + experiment + NUL + unit, in lookup_key_.
   std::string_view BuildUnitKey(const EventRef& event);
   absl::StatusOr<UnitState*> FindUnit(const EventRef& event, uint64_t hash);
   UnitState* InsertUnit(std::string_view key, uint64_t hash, uint64_t id);
+  // A unit whose state is in the database only, as a stored slot.
+  void InsertStored(uint64_t hash, uint64_t id);
+  // Gives slots_[slot] (empty, or the unit's stored slot) a state: a free
+  // one, or a new one. The caller fills it.
+  UnitState* CacheAt(size_t slot, std::string_view key, uint64_t hash, uint64_t id);
+  // Grows the table if one more slot would make it over half full.
+  void ReserveSlot();
   // Reads the evicted units the group's events refer to back into the
   // cache, in one sorted MultiGet, before any event is applied (so FindUnit
   // never reads). REQUIRES: hashes_ holds the events' unit hashes.
   absl::Status ReadBackGroup(std::span<const EventRef> events);
-  void RememberStored(uint64_t hash, uint64_t id);
-  void ForgetStored(uint64_t hash, uint64_t id);
   absl::Status LoadDictionary(rocksdb::Iterator* it);
   // Layout 1 → 2: every "u" state re-keyed and re-encoded, then the "u"
   // range deleted. REQUIRES: the position and statistics are loaded.
@@ -170,10 +182,9 @@ class EventAggregator {
   void GrowTable();
   // Evicts clean units, least recently used first as a CLOCK approximates
   // it, until max_cached_units / 2 are cached; in place: their states go
-  // to free_states_ for reuse and their slots are deleted from the table.
+  // to free_states_ for reuse and their slots become stored slots.
   // REQUIRES: no dirty unit (just checkpointed).
   void EvictUnits();
-  void EraseSlot(const UnitState& state, uint32_t index);
   // Rewrites the live keys into fresh chunks when evicted keys hold most
   // of the arena.
   void MaybeCompactKeys();
@@ -229,7 +240,9 @@ class EventAggregator {
   size_t variant_names_on_disk_ = 0;
 
   // The unit cache.
-  std::vector<Slot> slots_;  // a power of two, at most half full
+  // Every unit of the store, cached or stored: a power of two, at most half full.
+  ZeroedArray<Slot> slots_;
+  size_t stored_units_ = 0;  // stored slots in slots_
   std::deque<UnitState> states_;
   std::vector<uint32_t> free_states_;  // indices into states_ of evicted units
   size_t clock_hand_ = 0;              // into states_
@@ -243,18 +256,16 @@ class EventAggregator {
   std::string lookup_key_;
   std::vector<uint64_t> hashes_;      // of the units of the group being applied
   std::vector<EventRef> event_list_;  // ApplyGroup(vector<Event>)'s, reused
-  // ReadBackGroup's, reused: (event index, stored unit id) per candidate,
-  // the distinct ids sorted, and their keys.
-  std::vector<std::pair<size_t, uint64_t>> read_back_wanted_;
+  // ReadBackGroup's, reused: a candidate per stored slot an event's hash
+  // matched, the distinct ids sorted, and their keys.
+  struct ReadBackCandidate {
+    size_t event;
+    uint64_t id;
+    size_t slot;
+  };
+  std::vector<ReadBackCandidate> read_back_wanted_;
   std::vector<uint64_t> read_back_ids_;
   std::vector<std::string> read_back_keys_;
-  // The units whose state is in the database but not in the cache (evicted,
-  // or past the cache at open): hash → unit id. Only these are looked up
-  // there, so a new unit costs no read. Further units with a hash already
-  // in stored_only_ (64-bit collisions; tests force them) are in
-  // stored_collisions_.
-  absl::flat_hash_map<uint64_t, uint64_t> stored_only_;
-  std::multimap<uint64_t, uint64_t> stored_collisions_;
   uint64_t next_unit_id_ = 1;
   uint64_t unit_id_on_disk_ = 1;  // next_unit_id_ as of the last checkpoint
 

@@ -101,7 +101,7 @@ absl::Status EventAggregator::Load() {
     lookup_key_.append(record.key);
     const uint64_t hash = unit_hash_(lookup_key_);
     if (cached_units() >= options_.max_cached_units) {
-      RememberStored(hash, id);  // too many to hold: read it when needed
+      InsertStored(hash, id);  // too many to hold: read it when needed
       continue;
     }
     RETURN_IF_ERROR(FromRecord(record, InsertUnit(lookup_key_, hash, id)));
@@ -166,7 +166,7 @@ absl::Status EventAggregator::MigrateLayout1(rocksdb::Iterator* it) {
       scratch.variant = nullptr;
       scratch.key = key;
       scratch.id = id;
-      RememberStored(hash, id);
+      InsertStored(hash, id);
     }
     absl::Status decoded = DecodeLayout1Unit(it->value().ToStringView(), unit);
     if (decoded.ok()) {
@@ -331,31 +331,41 @@ absl::Status EventAggregator::WriteUnitsFile(const std::string& path,
 }
 
 absl::Status EventAggregator::ReadBackGroup(std::span<const EventRef> events) {
-  // Which events' units may be evicted ones: their hash is among the stored
-  // units' (a new unit's hash rarely is, so it costs no read).
+  // Which events' units may be stored ones: a stored slot with their hash
+  // (a new unit's hash rarely matches one, so it costs no read), and no
+  // cached unit with their key.
   read_back_wanted_.clear();
+  const size_t mask = slots_.size() - 1;
   for (size_t i = 0; i < events.size(); ++i) {
     if (i + kReadBackPrefetchDistance < events.size()) {
-      stored_only_.prefetch(hashes_[i + kReadBackPrefetchDistance]);
+      __builtin_prefetch(
+          &slots_[static_cast<size_t>(hashes_[i + kReadBackPrefetchDistance]) & mask]);
     }
     // A unit's events often come together: it was looked up just before.
     if (i > 0 && hashes_[i] == hashes_[i - 1] && events[i].unit == events[i - 1].unit &&
         events[i].experiment == events[i - 1].experiment) {
       continue;
     }
-    auto it = stored_only_.find(hashes_[i]);
-    if (it == stored_only_.end()) continue;
-    read_back_wanted_.push_back({i, it->second});
-    if (!stored_collisions_.empty()) {
-      auto [first, last] = stored_collisions_.equal_range(hashes_[i]);
-      for (auto c = first; c != last; ++c) read_back_wanted_.push_back({i, c->second});
+    const uint64_t hash = hashes_[i];
+    const size_t first_candidate = read_back_wanted_.size();
+    for (size_t slot = static_cast<size_t>(hash) & mask; slots_[slot].ref != 0;
+         slot = (slot + 1) & mask) {
+      if (slots_[slot].hash != hash) continue;
+      const uint64_t ref = slots_[slot].ref;
+      if ((ref & kStoredRef) != 0) {
+        read_back_wanted_.push_back({i, ref & ~kStoredRef, slot});
+      } else if (states_[ref - 1].key == BuildUnitKey(events[i])) {
+        // Cached: the stored slots with its hash are other units'.
+        read_back_wanted_.resize(first_candidate);
+        break;
+      }
     }
   }
   if (read_back_wanted_.empty()) return absl::OkStatus();
   // One MultiGet of the distinct ids in key order: RocksDB walks each
   // table file once for the whole batch instead of once per unit.
   read_back_ids_.clear();
-  for (const auto& [event, id] : read_back_wanted_) read_back_ids_.push_back(id);
+  for (const ReadBackCandidate& c : read_back_wanted_) read_back_ids_.push_back(c.id);
   std::sort(read_back_ids_.begin(), read_back_ids_.end());
   read_back_ids_.erase(std::unique(read_back_ids_.begin(), read_back_ids_.end()),
                        read_back_ids_.end());
@@ -392,50 +402,20 @@ absl::Status EventAggregator::ReadBackGroup(std::span<const EventRef> events) {
   }
   // In event order, each unit whose stored key is the event's: into the
   // cache (once); a stored unit that only shares a hash stays where it is.
-  for (const auto& [event, id] : read_back_wanted_) {
+  for (const ReadBackCandidate& c : read_back_wanted_) {
     const size_t k =
-        static_cast<size_t>(std::lower_bound(read_back_ids_.begin(), read_back_ids_.end(), id) -
+        static_cast<size_t>(std::lower_bound(read_back_ids_.begin(), read_back_ids_.end(), c.id) -
                             read_back_ids_.begin());
     if (loaded[k]) continue;
-    const std::string_view key = BuildUnitKey(events[event]);
+    const std::string_view key = BuildUnitKey(events[c.event]);
     if (records[k].key != key.substr(1)) continue;  // another unit with the same hash
     loaded[k] = 1;
-    ForgetStored(hashes_[event], id);
     ++units_read_back_;
-    RETURN_IF_ERROR(FromRecord(records[k], InsertUnit(key, hashes_[event], id)));
+    // Its stored slot becomes its cached one, where it is (nothing in
+    // between moves slots: the count of units does not change).
+    RETURN_IF_ERROR(FromRecord(records[k], CacheAt(c.slot, key, hashes_[c.event], c.id)));
   }
   return absl::OkStatus();
-}
-
-void EventAggregator::RememberStored(uint64_t hash, uint64_t id) {
-  auto [it, inserted] = stored_only_.try_emplace(hash, id);
-  if (inserted || it->second == id) return;
-  auto [first, last] = stored_collisions_.equal_range(hash);
-  for (auto c = first; c != last; ++c) {
-    if (c->second == id) return;
-  }
-  stored_collisions_.emplace(hash, id);
-}
-
-void EventAggregator::ForgetStored(uint64_t hash, uint64_t id) {
-  auto it = stored_only_.find(hash);
-  if (it == stored_only_.end()) return;
-  auto [first, last] = stored_collisions_.equal_range(hash);
-  if (it->second == id) {
-    if (first == last) {
-      stored_only_.erase(it);
-    } else {
-      it->second = first->second;
-      stored_collisions_.erase(first);
-    }
-    return;
-  }
-  for (auto c = first; c != last; ++c) {
-    if (c->second == id) {
-      stored_collisions_.erase(c);
-      return;
-    }
-  }
 }
 
 // ---- unit states ----
