@@ -235,6 +235,19 @@ notes = [
     "## Notes\n",
     "* The cores are shared with other work (the load average is in the header); rates move by 10-20% between runs, "
     "ratios and latencies less.",
+    "* Ingestion without copies (2026-12-07, late): events are decoded as `EventRef`s that point into the request "
+    "(JSON lines and IngestEvents alike), the writer encodes the group's log record straight from them, and the "
+    "aggregator reads the events back out of that record, so no event string is copied before the log and "
+    "nothing is allocated per event; the JSON fast path scans strings eight bytes at a time; evicted units keep "
+    "their slot in the unit table instead of an entry in a map of their own; the HTTP server reads a body in one "
+    "copy. Interleaved A/B of row 3 on a quiet machine (`ROWS=3 ROUNDS=3`, base `1554f4b` against the copy-free "
+    "path, twice): rounds 1/2/3 1131/876/796 and 1136/945/830 k events per CPU-second against 1001/649/704 and "
+    "983/813/653. Both ingestion rows now meet 1M per CPU-second on the median of their rounds; the third round "
+    "of a fresh service (10-16M events, 5-8M units, the dedup window filling, the unit table doubling) is still "
+    "at 0.9-1.0M. Row 6 now starts after rows 3-4's event files are deleted and synced: with them left behind "
+    "`IngestEvents` measured 886/724/920 k in a full run against 1.1-1.7M for row 6 alone. On this machine (a "
+    "fresh VM) memory touched for the first time costs ~0.5-0.7 GB/s of zeroing (after warming: ~1.9), so "
+    "rounds in which a big table doubles lose 10-15% to page faults.",
     "* Ingestion and back-pressure (2026-12-07, branch `ingest-rpc2`): the load of rows 3, 4 and 6 now honours "
     "`Retry-After` (a refused sender pauses for it; `IGNORE_RETRY_AFTER=1` resends at once) and the tables count "
     "accepted batches only, with the refused ones in their own column. Until then wrk's `requests`, which count "
