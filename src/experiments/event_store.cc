@@ -31,6 +31,7 @@ using event_format::IsLogKey;
 using event_format::kCheckpointKey;
 using event_format::kDictionaryPrefix;
 using event_format::kLogPrefix;
+using event_format::kLogRecordEventFixedBytes;
 using event_format::kLogRecordHeader;
 using event_format::kLogRecordVersion;
 using event_format::kOldLogPrefix;
@@ -388,15 +389,19 @@ void EventStore::WriterLoop() {
     group->first_sequence = next_sequence_;
     record.assign(EventLog::kFrameBytes + kLogRecordHeader, '\0');
     record[EventLog::kFrameBytes] = static_cast<char>(kLogRecordVersion);
-    record.reserve(events * 64);
+
     std::vector<AppendResult> results(taken.size());
     // Each key hashed once; the dedup table visited in one prefetching pass.
     fingerprints.clear();
+    size_t record_bytes = record.size();  // at most: duplicates are left out
     for (const auto& pending : taken) {
       for (const EventRef& event : pending->events) {
         fingerprints.push_back(DedupWindow::FingerprintOf(event.key));
+        record_bytes += kLogRecordEventFixedBytes + event.key.size() + event.experiment.size() +
+                        event.unit.size() + event.variant.size() + event.metric.size();
       }
     }
+    record.reserve(record_bytes);
     dedup_->InsertAll(fingerprints.data(), fingerprints.size(), &fresh);
     size_t position = 0;
     size_t accepted = 0;

@@ -19,8 +19,9 @@ void AppendLogRecordEvent(const EventRef& event, std::string* record) {
   // Sized once and written in place: the writer encodes every event of a
   // group here, and appending field by field checked the capacity 14 times.
   const size_t at = record->size();
-  record->resize(at + 1 + 5 + event.key.size() + event.experiment.size() + event.unit.size() +
-                 event.variant.size() + event.metric.size() + 3 * 8);
+  record->resize(at + event_format::kLogRecordEventFixedBytes + event.key.size() +
+                 event.experiment.size() + event.unit.size() + event.variant.size() +
+                 event.metric.size());
   char* p = record->data() + at;
   *p++ = static_cast<char>(event.type);
   for (std::string_view s :
@@ -46,8 +47,9 @@ absl::Status DecodeLogRecordRefs(std::string_view record, std::vector<EventRef>*
   }
   const uint32_t count = LogRecordCount(record);
   Reader r(record.substr(kLogRecordHeader));
-  // An event takes at least 30 bytes: a corrupt count cannot make this reserve much.
-  events->reserve(std::min<size_t>(count, record.size() / 30 + 1));
+  // A corrupt count cannot make this reserve much.
+  events->reserve(
+      std::min<size_t>(count, record.size() / event_format::kLogRecordEventFixedBytes + 1));
   for (uint32_t i = 0; i < count; ++i) {
     EventRef& e = events->emplace_back();
     uint8_t type = 0;

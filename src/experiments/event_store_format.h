@@ -45,7 +45,10 @@ inline constexpr char kNewUnitsFileName[] = "checkpoint-new-units.sst.tmp";
 inline constexpr char kChangedUnitsFileName[] = "checkpoint-changed-units.sst.tmp";
 
 inline constexpr uint8_t kLogRecordVersion = 1;
-inline constexpr size_t kLogRecordHeader = 5;     // version, u32 event count
+inline constexpr size_t kLogRecordHeader = 5;  // version, u32 event count
+// An event in a log record, besides its five identifiers' bytes: the type,
+// a length byte per identifier, value, denominator and ts (8 bytes each).
+inline constexpr size_t kLogRecordEventFixedBytes = 1 + 5 + 3 * 8;
 inline constexpr uint8_t kUnitStateVersion = 2;   // under "u" keys (layout 1)
 inline constexpr uint8_t kUnitRecordVersion = 3;  // under "s" keys (layout 2)
 // "c": the next log sequence to aggregate (layout 1, 8 bytes), then the
