@@ -285,28 +285,21 @@ TEST(EventStore, ConcurrentAppendsShareGroupCommitsAndCountOnce) {
 
 TEST(EventStore, RefusesWhenThePipelineIsBehind) {
   TempDirectory dir;
-  std::promise<void> entered;
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  bool first = true;
-  auto store = EventStore::Open(
-      {.directory = dir.path(), .max_queued_events = kMaxEventsPerBatch, .before_group_write = [&] {
-         if (!first) return;
-         first = false;
-         entered.set_value();
-         released.wait();
-       }});
+  FirstCallGate gate;
+  auto store = EventStore::Open({.directory = dir.path(),
+                                 .max_queued_events = kMaxEventsPerBatch,
+                                 .before_group_write = gate.Hook()});
   ASSERT_TRUE(store.ok()) << store.status();
   std::vector<Event> big;
   for (size_t i = 0; i < kMaxEventsPerBatch; ++i) {
     big.push_back(Exposure("k" + std::to_string(i), "u" + std::to_string(i), "control"));
   }
   auto blocked = std::async(std::launch::async, [&] { return (*store)->Append(big); });
-  entered.get_future().wait();  // the writer holds the full batch
+  gate.WaitEntered();  // the writer holds the full batch
   absl::StatusOr<AppendResult> refused = (*store)->Append({Exposure("x", "ux", "b")});
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
   EXPECT_EQ((*store)->Stats().queued_events, kMaxEventsPerBatch);
-  release.set_value();
+  gate.Release();
   absl::StatusOr<AppendResult> done = blocked.get();
   ASSERT_TRUE(done.ok()) << done.status();
   EXPECT_EQ(done->accepted, kMaxEventsPerBatch);
@@ -513,29 +506,22 @@ TEST(EventStore, TheDedupWindowSlidesOverManyKeys) {
 // behind, Append is refused (429); once it catches up, accepted again.
 TEST(EventStore, RefusesWhenTheAggregationIsBehind) {
   TempDirectory dir;
-  std::promise<void> entered;
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  bool first = true;
-  auto store = EventStore::Open(
-      {.directory = dir.path(), .max_unaggregated_events = 10, .before_group_aggregate = [&] {
-         if (!first) return;
-         first = false;
-         entered.set_value();
-         released.wait();
-       }});
+  FirstCallGate gate;
+  auto store = EventStore::Open({.directory = dir.path(),
+                                 .max_unaggregated_events = 10,
+                                 .before_group_aggregate = gate.Hook()});
   ASSERT_TRUE(store.ok()) << store.status();
   std::vector<Event> batch;
   for (int i = 0; i < 10; ++i) {
     batch.push_back(Exposure("k" + std::to_string(i), "u" + std::to_string(i), "control"));
   }
   ASSERT_TRUE((*store)->Append(batch).ok());  // logged and acknowledged
-  entered.get_future().wait();                // the aggregator holds it
+  gate.WaitEntered();                         // the aggregator holds it
   // Admit says so before any batch is decoded (the endpoints ask it first).
   EXPECT_EQ((*store)->Admit().code(), absl::StatusCode::kResourceExhausted);
   absl::StatusOr<AppendResult> refused = (*store)->Append({Exposure("x", "ux", "b")});
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
-  release.set_value();
+  gate.Release();
   EXPECT_EQ((*store)->Sums("e").variants["control"].units, 10u);  // waits for the aggregation
   EXPECT_TRUE((*store)->Admit().ok());
   absl::StatusOr<AppendResult> later = (*store)->Append({Exposure("x", "ux", "b")});
@@ -549,16 +535,8 @@ TEST(EventStore, RefusesWhenTheAggregationIsBehind) {
 // while the aggregator is held must not change what it counts.
 TEST(EventStore, KeepsNoReferenceToTheCallersEventsAfterAppend) {
   TempDirectory dir;
-  std::promise<void> entered;
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  bool first = true;
-  auto store = EventStore::Open({.directory = dir.path(), .before_group_aggregate = [&] {
-                                   if (!first) return;
-                                   first = false;
-                                   entered.set_value();
-                                   released.wait();
-                                 }});
+  FirstCallGate gate;
+  auto store = EventStore::Open({.directory = dir.path(), .before_group_aggregate = gate.Hook()});
   ASSERT_TRUE(store.ok()) << store.status();
   std::string body =
       "{\"type\":\"exposure\",\"key\":\"k1\",\"experiment\":\"checkout\",\"unit\":\"u1\","
@@ -574,10 +552,10 @@ TEST(EventStore, KeepsNoReferenceToTheCallersEventsAfterAppend) {
   absl::StatusOr<AppendResult> appended = (*store)->Append(batch.events);
   ASSERT_TRUE(appended.ok()) << appended.status();
   EXPECT_EQ(appended->accepted, 2u);
-  entered.get_future().wait();  // the group is logged; the aggregator holds it
+  gate.WaitEntered();  // the group is logged; the aggregator holds it
   std::fill(body.begin(), body.end(), 'X');
   body = std::string();  // and gone
-  release.set_value();
+  gate.Release();
   ExperimentSums sums = (*store)->Sums("checkout");
   ASSERT_EQ(sums.variants.size(), 1u);
   const VariantSums& treatment = sums.variants["treatment"];

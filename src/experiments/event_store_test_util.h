@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <functional>
+#include <future>
 #include <map>
 #include <random>
 #include <set>
@@ -34,6 +36,29 @@ class TempDirectory {
 
  private:
   std::string path_;
+};
+
+// Holds the first call of a store hook (before_group_write,
+// before_group_aggregate) until Release: the test sees the pipeline stopped
+// at that point (WaitEntered) and acts meanwhile. Later calls pass through.
+class FirstCallGate {
+ public:
+  std::function<void()> Hook() {
+    return [this] {
+      if (!first_) return;
+      first_ = false;
+      entered_.set_value();
+      released_.wait();
+    };
+  }
+  void WaitEntered() { entered_.get_future().wait(); }
+  void Release() { release_.set_value(); }
+
+ private:
+  bool first_ = true;  // the hook's thread only
+  std::promise<void> entered_;
+  std::promise<void> release_;
+  std::shared_future<void> released_ = release_.get_future().share();
 };
 
 // A framed group record of `count` events whose keys start with `tag`.

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <future>
 
+#include "experiments/event_store_test_util.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -112,29 +113,21 @@ TEST_F(EventsEndpoints, AcceptsRefusesAndAnswersResults) {
 }
 
 TEST_F(EventsEndpoints, AnswersTooManyRequestsWhileThePipelineIsBehind) {
-  std::promise<void> entered;
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  bool first = true;
+  event_store_testing::FirstCallGate gate;
   ASSERT_NO_FATAL_FAILURE(Install({.max_queued_events = kMaxEventsPerBatch,
                                    .retry_after_seconds = 2,
-                                   .before_group_write = [&] {
-                                     if (!first) return;
-                                     first = false;
-                                     entered.set_value();
-                                     released.wait();
-                                   }}));
+                                   .before_group_write = gate.Hook()}));
   auto held = std::async(std::launch::async, [&] {
     return Call("POST", "/v1/events", Exposures(static_cast<int>(kMaxEventsPerBatch), "h"));
   });
-  entered.get_future().wait();
+  gate.WaitEntered();
   net::HttpResponse behind = Call("POST", "/v1/events", Exposures(1, "x"));
   EXPECT_EQ(behind.status, 429) << behind.body;
   bool retry_after = false;
   for (const auto& [name, value] : behind.headers)
     retry_after |= name == "Retry-After" && value == "2";
   EXPECT_TRUE(retry_after);
-  release.set_value();
+  gate.Release();
   EXPECT_EQ(held.get().status, 200);
   EXPECT_EQ(Call("POST", "/v1/events", Exposures(1, "x")).status, 200);
   EXPECT_NE(registry_.RenderText().find("capstan_experiments_events_throttled_batches_total 1"),
