@@ -527,11 +527,7 @@ absl::StatusOr<Event> DecodeEventLineReference(std::string_view line) {
   return event;
 }
 
-namespace {
-
-// Event and EventRef alike (their fields have the same names).
-template <typename E>
-bool CheckEventFields(E* event, size_t line, EventDecodeError* error) {
+bool CheckEvent(Event* event, size_t line, EventDecodeError* error) {
   auto fail = [&](std::string_view field, std::string_view message) {
     error->line = line;
     error->field = std::string(field);
@@ -553,7 +549,7 @@ bool CheckEventFields(E* event, size_t line, EventDecodeError* error) {
     return false;
   }
   if (exposure) {
-    event->metric = {};
+    event->metric.clear();
   } else if (!id("metric", event->metric, true)) {
     return false;
   }
@@ -577,16 +573,6 @@ bool CheckEventFields(E* event, size_t line, EventDecodeError* error) {
   if (event->timestamp_ms < 0) return fail("ts", "must not be negative");
   if (event->timestamp_ms > kMaxEventTimestampMs) return fail("ts", kTimestampTooLarge);
   return true;
-}
-
-}  // namespace
-
-bool CheckEvent(Event* event, size_t line, EventDecodeError* error) {
-  return CheckEventFields(event, line, error);
-}
-
-bool CheckEvent(EventRef* event, size_t line, EventDecodeError* error) {
-  return CheckEventFields(event, line, error);
 }
 
 std::string EncodeEvent(const Event& event) {

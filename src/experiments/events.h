@@ -132,7 +132,6 @@ absl::StatusOr<Event> DecodeEventLineReference(std::string_view line);
 // An event the decoder would accept as a line passes, and one it refuses
 // fails; events_test holds the two to that.
 bool CheckEvent(Event* event, size_t line, EventDecodeError* error);
-bool CheckEvent(EventRef* event, size_t line, EventDecodeError* error);
 
 // The canonical JSON line of an event (no newline); DecodeEventBatch of it
 // gives the event back.
