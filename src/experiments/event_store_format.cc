@@ -27,6 +27,7 @@ void AppendLogRecordEvent(const EventRef& event, std::string* record) {
   for (std::string_view s :
        {event.key, event.experiment, event.unit, event.variant, event.metric}) {
     *p++ = static_cast<char>(s.size());  // identifiers are at most 128 bytes
+    if (s.empty()) continue;             // an absent one's data() may be null
     std::memcpy(p, s.data(), s.size());
     p += s.size();
   }
