@@ -100,9 +100,9 @@ CLI::App* AddExperimentsServeCommand(CLI::App* experiments, ExperimentsServeFlag
                   "64KiB).")
       ->capture_default_str();
   cmd->add_option("--events-dedup-window", f->events_dedup_window,
-                  "Idempotency keys remembered (the most recent accepted events, ~21 bytes each "
-                  "in memory): a re-sent event is recognized while fewer events than this were "
-                  "accepted after it.")
+                  "Idempotency keys remembered (at least this many of the most recent accepted "
+                  "events, up to twice as many; ~26 bytes per window key in memory): a re-sent "
+                  "event is recognized while fewer events than this were accepted after it.")
       ->capture_default_str();
   cmd->add_option("--events-max-cached-units", f->events_max_cached_units,
                   "Unit states kept in memory after a checkpoint (~220 bytes each); the others "

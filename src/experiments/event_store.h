@@ -148,10 +148,11 @@ struct EventStoreOptions {
   size_t max_unaggregated_events = 1000000;
   // Events in one group commit at most (a batch is never split).
   size_t max_group_events = 50000;
-  // The dedup index remembers the keys of this many most recently accepted
-  // events, as 64-bit fingerprints (about 21 bytes each in memory; a new key
-  // is taken for a duplicate with probability window/2^64, see
-  // event_store_dedup.h). An older key sent again is new.
+  // The dedup index remembers the keys of at least this many most recently
+  // accepted events (up to twice as many: two generations), as 64-bit
+  // fingerprints (two tables at most 3/4 full: 256 MiB for 10M; a new key
+  // is taken for a duplicate with probability at most 2 x window / 2^64, see
+  // event_store_dedup.h). A key older than that sent again is new.
   size_t dedup_window_keys = 10000000;
   // The aggregator checkpoints after this many events (and on close).
   size_t checkpoint_events = 250000;

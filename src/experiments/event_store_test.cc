@@ -452,7 +452,15 @@ TEST(EventStore, RemembersTheKeysOfTheDedupWindow) {
                         .ok());
       }
     }
-    EXPECT_EQ((*store)->Stats().dedup_keys, 100u);
+    // At least the window (up to twice it: DedupWindow's generations); on
+    // open, rebuilt from the log's last 100 events.
+    const uint64_t remembered = (*store)->Stats().dedup_keys;
+    if (round == 0) {
+      EXPECT_GE(remembered, 100u);
+      EXPECT_LT(remembered, 200u);
+    } else {
+      EXPECT_EQ(remembered, 100u);
+    }
     absl::StatusOr<AppendResult> recent = (*store)->Append({events.back(), events[50]});
     ASSERT_TRUE(recent.ok());
     EXPECT_EQ(recent->duplicates, 2u);
@@ -464,9 +472,9 @@ TEST(EventStore, RemembersTheKeysOfTheDedupWindow) {
   }
 }
 
-// Many keys through a small window: the index's deletions (of the oldest
-// keys) keep every key of the window findable, across several batches and
-// a reopen.
+// Many keys through a small window: the index's generations turn over many
+// times and keep every key of the window findable, across several batches
+// and a reopen.
 TEST(EventStore, TheDedupWindowSlidesOverManyKeys) {
   TempDirectory dir;
   constexpr int kKeys = 5000;
