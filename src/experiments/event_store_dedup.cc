@@ -52,6 +52,7 @@ bool DedupWindow::Insert(uint64_t fingerprint) {
     if (g.slots[i] == stored) return false;
   }
   g.slots[i] = stored;
+  g.written = true;
   if (++g.size == window_) TurnOver();
   return true;
 }
@@ -60,8 +61,10 @@ void DedupWindow::TurnOver() {
   current_ = 1 - current_;
   Generation& emptied = current();
   // Written over in place: a fresh mapping would fault every page in again.
-  std::fill(emptied.slots.begin(), emptied.slots.end(), uint64_t{0});
+  // One never written (the first turnover's) is the kernel's zeros still.
+  if (emptied.written) std::fill(emptied.slots.begin(), emptied.slots.end(), uint64_t{0});
   emptied.size = 0;
+  emptied.written = false;
 }
 
 void DedupWindow::InsertAll(const uint64_t* fingerprints, size_t n, std::vector<uint8_t>* fresh) {

@@ -75,6 +75,7 @@ class DedupWindow {
   struct Generation {
     ZeroedArray<uint64_t> slots;
     size_t size = 0;
+    bool written = false;  // since it was last emptied (RollBack may leave it empty but written)
   };
 
   // 0 marks an empty slot; a fingerprint of 0 is stored as 1.
