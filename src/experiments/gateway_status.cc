@@ -121,7 +121,7 @@ absl::StatusOr<std::string> GetStatusBody(const net::Url& url, const GatewayFetc
           return absl::ResourceExhaustedError(
               absl::StrCat("/status answer over ", options.max_answer_bytes, " bytes"));
         }
-        body += ev.body.ToString();
+        ev.body.AppendTo(&body);
         continue;
       case net::http1::Event::kComplete:
         return body;

@@ -234,6 +234,10 @@ std::string Buffer::ToString() const {
   return out;
 }
 
+void Buffer::AppendTo(std::string* out) const {
+  for (size_t i = 0; i < slices_.size(); ++i) out->append(slice(i));
+}
+
 std::string_view Buffer::Peek(size_t n, std::string* scratch) const {
   if (n == 0) return {};
   const Slice& first = slices_.front();

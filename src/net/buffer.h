@@ -80,6 +80,9 @@ class Buffer {
   // Copies up to n bytes starting at `offset` into out; returns the count.
   size_t CopyTo(char* out, size_t n, size_t offset = 0) const;
   std::string ToString() const;
+  // Appends the bytes to *out, slice by slice (one copy; `out += ToString()`
+  // made a temporary of them first).
+  void AppendTo(std::string* out) const;
   // The first n bytes as one contiguous view: without copying when they sit
   // in one slice, else copied into *scratch. REQUIRES: n <= size().
   std::string_view Peek(size_t n, std::string* scratch) const;

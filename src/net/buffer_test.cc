@@ -21,6 +21,23 @@ TEST(BufferTest, AppendCutConsumeKeepBytesInOrder) {
   EXPECT_EQ(b.ToString(), "world");
 }
 
+// AppendTo adds every slice, in order, after what the string held.
+TEST(BufferTest, AppendToAddsEverySliceInOrder) {
+  Buffer b;
+  b.Append(std::string(Buffer::kDefaultBlockSize - 3, 'a'));
+  b.Append("bcdefg");  // spills into a second block
+  Buffer other("xyz");
+  b.Append(std::move(other));
+  ASSERT_GE(b.slice_count(), 2u);
+  std::string out = "head:";
+  b.AppendTo(&out);
+  const std::string expected =
+      "head:" + std::string(Buffer::kDefaultBlockSize - 3, 'a') + "bcdefg" + "xyz";
+  EXPECT_EQ(out, expected);
+  Buffer().AppendTo(&out);  // empty: nothing added
+  EXPECT_EQ(out, expected);
+}
+
 TEST(BufferTest, CutSharesBlocksAndOwnersExtendWithoutOverwriting) {
   Buffer b;
   b.Append("abc");

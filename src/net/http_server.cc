@@ -369,13 +369,8 @@ Task<void> HttpServer::ServeConnection(std::shared_ptr<Socket> socket) {
       }
       case http1::Event::kBody:
         // Kept only for HandleAll's handler; the codec bounds its size.
-        // Appended slice by slice into the space reserved at the head: one
-        // copy out of the socket's buffer (a temporary string made two).
-        if (fallback_ != nullptr) {
-          for (size_t i = 0; i < event.body.slice_count(); ++i) {
-            request.body.append(event.body.slice(i));
-          }
-        }
+        // Into the space reserved at the head, in one copy.
+        if (fallback_ != nullptr) event.body.AppendTo(&request.body);
         break;
       case http1::Event::kComplete: {
         std::optional<HttpResponse> response = DispatchFixed(request.method, request.path);
