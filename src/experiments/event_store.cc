@@ -330,10 +330,7 @@ EventStore::~EventStore() {
 }
 
 absl::StatusOr<AppendResult> EventStore::Append(const std::vector<Event>& events) {
-  std::vector<EventRef> refs;
-  refs.reserve(events.size());
-  for (const Event& event : events) refs.push_back(RefOf(event));
-  return Append(refs);
+  return Append(RefsOf(events));
 }
 
 absl::StatusOr<AppendResult> EventStore::Append(std::span<const EventRef> events) {

@@ -112,13 +112,6 @@ EventAggregator::EventAggregator(rocksdb::DB* db, const EventStoreOptions& optio
 EventAggregator::~EventAggregator() = default;
 
 absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
-                                         const std::vector<Event>& events) {
-  event_list_.clear();
-  for (const Event& e : events) event_list_.push_back(RefOf(e));
-  return ApplyGroup(first_sequence, event_list_);
-}
-
-absl::Status EventAggregator::ApplyGroup(uint64_t first_sequence,
                                          std::span<const EventRef> events) {
   if (first_sequence != next_sequence_) {
     return absl::InternalError(absl::StrCat("event store: aggregating group at ", first_sequence,
@@ -277,25 +270,21 @@ std::string_view EventAggregator::CopyKey(std::string_view key) {
   return std::string_view(at, key.size());
 }
 
-void EventAggregator::ReserveSlot() {
+size_t EventAggregator::EmptySlotFor(uint64_t hash) {
   if ((cached_units() + stored_units_ + 1) * 2 > slots_.size()) GrowTable();
+  const size_t mask = slots_.size() - 1;
+  size_t i = static_cast<size_t>(hash) & mask;
+  while (slots_[i].ref != 0) i = (i + 1) & mask;
+  return i;
 }
 
 EventAggregator::UnitState* EventAggregator::InsertUnit(std::string_view key, uint64_t hash,
                                                         uint64_t id) {
-  ReserveSlot();
-  const size_t mask = slots_.size() - 1;
-  size_t i = static_cast<size_t>(hash) & mask;
-  while (slots_[i].ref != 0) i = (i + 1) & mask;
-  return CacheAt(i, key, hash, id);
+  return CacheAt(EmptySlotFor(hash), key, hash, id);
 }
 
 void EventAggregator::InsertStored(uint64_t hash, uint64_t id) {
-  ReserveSlot();
-  const size_t mask = slots_.size() - 1;
-  size_t i = static_cast<size_t>(hash) & mask;
-  while (slots_[i].ref != 0) i = (i + 1) & mask;
-  slots_[i] = Slot{hash, kStoredRef | id};
+  slots_[EmptySlotFor(hash)] = Slot{hash, kStoredRef | id};
   ++stored_units_;
 }
 

@@ -86,7 +86,6 @@ class EventAggregator {
   // Applies the events of the log group that starts at `first_sequence`.
   // REQUIRES: first_sequence == next_sequence() (groups in log order).
   absl::Status ApplyGroup(uint64_t first_sequence, std::span<const EventRef> events);
-  absl::Status ApplyGroup(uint64_t first_sequence, const std::vector<Event>& events);
   bool CheckpointDue() const { return since_checkpoint_ >= options_.checkpoint_events; }
   bool Dirty() const { return since_checkpoint_ > 0; }
   // Writes the dirty unit states, statistics and new dictionary names with
@@ -163,8 +162,9 @@ class EventAggregator {
   // Gives slots_[slot] (empty, or the unit's stored slot) a state: a free
   // one, or a new one. The caller fills it.
   UnitState* CacheAt(size_t slot, std::string_view key, uint64_t hash, uint64_t id);
-  // Grows the table if one more slot would make it over half full.
-  void ReserveSlot();
+  // The empty slot a new entry with `hash` goes in, the table grown first
+  // if one more entry would make it over half full.
+  size_t EmptySlotFor(uint64_t hash);
   // Reads the evicted units the group's events refer to back into the
   // cache, in one sorted MultiGet, before any event is applied (so FindUnit
   // never reads). REQUIRES: hashes_ holds the events' unit hashes.
@@ -254,8 +254,7 @@ class EventAggregator {
   std::vector<UnitState*> dirty_units_;  // since the checkpoint
   UnitState* last_unit_ = nullptr;
   std::string lookup_key_;
-  std::vector<uint64_t> hashes_;      // of the units of the group being applied
-  std::vector<EventRef> event_list_;  // ApplyGroup(vector<Event>)'s, reused
+  std::vector<uint64_t> hashes_;  // of the units of the group being applied
   // ReadBackGroup's, reused: a candidate per stored slot an event's hash
   // matched, the distinct ids sorted, and their keys.
   struct ReadBackCandidate {

@@ -69,10 +69,7 @@ absl::StatusOr<std::vector<Event>> DecodeLogRecord(std::string_view record) {
   std::vector<EventRef> refs;
   absl::Status status = DecodeLogRecordRefs(record, &refs);
   if (!status.ok()) return status;
-  std::vector<Event> events;
-  events.reserve(refs.size());
-  for (const EventRef& ref : refs) events.push_back(EventOf(ref));
-  return events;
+  return EventsOf(refs);
 }
 
 namespace event_format {

@@ -457,6 +457,20 @@ Event EventOf(const EventRef& ref) {
                ref.timestamp_ms};
 }
 
+std::vector<EventRef> RefsOf(const std::vector<Event>& events) {
+  std::vector<EventRef> refs;
+  refs.reserve(events.size());
+  for (const Event& event : events) refs.push_back(RefOf(event));
+  return refs;
+}
+
+std::vector<Event> EventsOf(std::span<const EventRef> refs) {
+  std::vector<Event> events;
+  events.reserve(refs.size());
+  for (const EventRef& ref : refs) events.push_back(EventOf(ref));
+  return events;
+}
+
 absl::Status DecodeEventBatchRefs(std::string_view body, EventBatchRefs* batch,
                                   EventDecodeError* error) {
   EventDecodeError local;
@@ -506,10 +520,7 @@ absl::StatusOr<std::vector<Event>> DecodeEventBatch(std::string_view body,
                                                     EventDecodeError* error) {
   EventBatchRefs batch;
   RETURN_IF_ERROR(DecodeEventBatchRefs(body, &batch, error));
-  std::vector<Event> events;
-  events.reserve(batch.events.size());
-  for (const EventRef& ref : batch.events) events.push_back(EventOf(ref));
-  return events;
+  return EventsOf(batch.events);
 }
 
 bool DecodeEventLineFast(std::string_view line, Event* event) {

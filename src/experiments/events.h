@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -82,6 +83,9 @@ struct EventRef {
 
 EventRef RefOf(const Event& event);
 Event EventOf(const EventRef& ref);
+// The same for a whole batch (tests, tools, the reference paths).
+std::vector<EventRef> RefsOf(const std::vector<Event>& events);
+std::vector<Event> EventsOf(std::span<const EventRef> refs);
 
 // A batch decoded for the ingestion path: `events` refer to the body they
 // were decoded from (the caller keeps it alive) and, for the rare line the

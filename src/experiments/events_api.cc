@@ -86,13 +86,6 @@ absl::StatusOr<AppendResult> EventsApi::Ingest(std::span<const EventRef> events)
   return result;
 }
 
-absl::StatusOr<AppendResult> EventsApi::Ingest(const std::vector<Event>& events) {
-  std::vector<EventRef> refs;
-  refs.reserve(events.size());
-  for (const Event& event : events) refs.push_back(RefOf(event));
-  return Ingest(refs);
-}
-
 void EventsApi::CountRejected() { rejected_->Inc(); }
 
 absl::StatusOr<nlohmann::ordered_json> EventsApi::Results(

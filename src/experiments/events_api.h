@@ -7,7 +7,7 @@
 //
 //   std::shared_ptr<EventsApi> api = ...;            // from MakeEventsExtension's on_open
 //   absl::StatusOr<std::vector<Event>> events = CheckEvents(std::move(typed), &error);
-//   absl::StatusOr<AppendResult> r = api->Ingest(*events);
+//   absl::StatusOr<AppendResult> r = api->Ingest(RefsOf(*events));
 // (the services' own paths decode into EventRefs that point into the
 // request and Ingest those: no event's strings are copied before the log).
 //
@@ -52,7 +52,6 @@ class EventsApi {
   // batch may be sent again: keys deduplicate).
   // The events' strings must live until it returns (EventStore::Append).
   absl::StatusOr<AppendResult> Ingest(std::span<const EventRef> events);
-  absl::StatusOr<AppendResult> Ingest(const std::vector<Event>& events);
   // Ingest's ResourceExhausted for any batch while the aggregation is
   // behind, answered before the batch is decoded (shedding load costs no
   // decoding); OK when a batch would be taken.

@@ -194,9 +194,10 @@ TEST(EventDecoder, BatchRefsReferToTheBodyOrToTheirSlowLines) {
 
 // Every byte the fast path must not take in a string (quote, backslash,
 // control characters, DEL, non-ASCII), at every position of a 48-byte key:
-// in the first and second 16-byte block and in the tail the fast path scans
-// one byte at a time. Either it refuses the line or it agrees with the
-// reference decoder (a quote ends the key early, making another line).
+// at each of them inside an 8-byte word the fast path scans whole (the byte
+// loop takes over from the word holding it). Either it refuses the line or
+// it agrees with the reference decoder (a quote ends the key early, making
+// another line).
 TEST(EventDecoder, FastPathJudgesEveryByteOfLongStrings) {
   const std::string key(48, 'k');
   for (unsigned char special : {'"', '\\', '\x01', '\x1f', '\x7f', '\x80', '\xc3', '\xff'}) {

@@ -288,8 +288,7 @@ bool DecodeIngestEventsFast(std::string_view bytes, std::vector<EventRef>* event
 bool DecodeIngestEventsFast(std::string_view bytes, std::vector<Event>* events) {
   std::vector<EventRef> refs;
   if (!DecodeIngestEventsFast(bytes, &refs)) return false;
-  events->clear();
-  for (const EventRef& ref : refs) events->push_back(experiments::EventOf(ref));
+  *events = experiments::EventsOf(refs);
   return true;
 }
 
@@ -308,7 +307,7 @@ absl::Status DecodeIngestEventsRequest(std::string_view bytes, IngestEventsBatch
   absl::StatusOr<std::vector<Event>> events = EventsFromProto(request);
   if (!events.ok()) return events.status();
   batch->owned = *std::move(events);
-  for (const Event& event : batch->owned) batch->events.push_back(experiments::RefOf(event));
+  batch->events = experiments::RefsOf(batch->owned);
   return absl::OkStatus();
 }
 
@@ -317,10 +316,7 @@ absl::StatusOr<std::vector<Event>> DecodeIngestEventsRequest(std::string_view by
   IngestEventsBatch batch;
   absl::Status status = DecodeIngestEventsRequest(bytes, &batch, unparsable);
   if (!status.ok()) return status;
-  std::vector<Event> events;
-  events.reserve(batch.events.size());
-  for (const EventRef& ref : batch.events) events.push_back(experiments::EventOf(ref));
-  return events;
+  return experiments::EventsOf(batch.events);
 }
 
 }  // namespace capstan::experiments_rpc

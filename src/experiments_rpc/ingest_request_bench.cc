@@ -42,7 +42,7 @@ std::string Batch(int events) {
 void BM_DecodeIngestEventsFast(benchmark::State& state) {
   const std::string bytes = Batch(static_cast<int>(state.range(0)));
   for (auto _ : state) {
-    std::vector<experiments::Event> events;
+    std::vector<experiments::EventRef> events;  // as the service decodes: into the bytes
     if (!DecodeIngestEventsFast(bytes, &events)) state.SkipWithError("not the common shape");
     benchmark::DoNotOptimize(events.data());
   }

@@ -406,7 +406,7 @@ TEST(IngestEventsTest, RefusedOnTheLoopWhileTheAggregationIsBehind) {
     e.timestamp_ms = 1700000000000;
     ten.push_back(std::move(e));
   }
-  ASSERT_TRUE(api->Ingest(ten).ok());  // durable; the aggregator holds it
+  ASSERT_TRUE(api->Ingest(experiments::RefsOf(ten)).ok());  // durable; the aggregator holds it
   aggregating.get_future().wait();
 
   // The pool's one thread, held until the refusals are in.
