@@ -41,6 +41,10 @@ void AddGatewayCommand(CLI::App* cmd, GatewayFlags* f) {
                   "auto (io_uring when allowed, else epoll), io_uring or epoll (e.g. under "
                   "valgrind, which does not follow io_uring).")
       ->capture_default_str();
+  cmd->add_option("--io-splice", f->io_splice,
+                  "Send large cached bodies (64 KiB and up, clear text) to the client with "
+                  "vmsplice/splice instead of copying them (docs/gateway.md, \"HTTP cache\").")
+      ->capture_default_str();
   cmd->add_option("--dns-listen", f->dns_listen,
                   "DNS server: UDP and TCP address, e.g. 127.0.0.1:5353 (docs/gateway.md, DNS).");
   cmd->add_option("--dns-zone", f->dns_zones, "DNS server: a zone file (RFC 1035); repeat.");
@@ -249,6 +253,7 @@ int RunGateway(const GatewayFlags& f) {
   }
   net::LoopGroupOptions loop_options{.threads = threads, .name = "gateway"};
   loop_options.loop.backend = *backend;
+  loop_options.loop.splice_mapped = f.io_splice;
   auto group = net::LoopGroup::Start(loop_options);
   if (!group.ok()) {
     std::cerr << "capstan gateway: " << group.status().message() << "\n";

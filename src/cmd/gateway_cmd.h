@@ -21,6 +21,7 @@ struct GatewayFlags {
   // needs --cache.
   std::string cache_disk;
   std::string io_backend = "auto";
+  bool io_splice = true;
   std::string log_level = "info";
   // The DNS server (docs/gateway.md, "DNS"): these set or override the
   // configuration's `dns:` section.

@@ -28,48 +28,7 @@ struct NextTurn {
   void await_resume() const noexcept {}
 };
 
-void ClosePipe(const SplicePipe& pipe) {
-  if (pipe.read_fd >= 0) ::close(pipe.read_fd);
-  if (pipe.write_fd >= 0) ::close(pipe.write_fd);
-}
-
 }  // namespace
-
-// ---- PipePool
-
-PipePool::~PipePool() {
-  for (const SplicePipe& p : spare_) ClosePipe(p);
-}
-
-bool PipePool::Get(size_t bytes, SplicePipe* pipe) {
-  if (!spare_.empty()) {
-    *pipe = spare_.back();
-    spare_.pop_back();
-  } else {
-    int fds[2];
-    if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return false;
-    pipe->read_fd = fds[0];
-    pipe->write_fd = fds[1];
-    pipe->capacity = 0;
-  }
-  if (pipe->capacity != bytes) {
-    // Refused (EPERM past fs.pipe-max-size or the user's soft limit of
-    // pipe pages): the pipe keeps the size it has.
-    ::fcntl(pipe->write_fd, F_SETPIPE_SZ, static_cast<int>(bytes));
-    int granted = ::fcntl(pipe->write_fd, F_GETPIPE_SZ);
-    pipe->capacity = granted > 0 ? static_cast<size_t>(granted) : 4096;
-  }
-  return true;
-}
-
-void PipePool::Put(SplicePipe pipe, bool empty) {
-  if (pipe.read_fd < 0) return;
-  if (empty && spare_.size() < max_spare_) {
-    spare_.push_back(pipe);
-  } else {
-    ClosePipe(pipe);
-  }
-}
 
 // ---- SpliceRelay
 

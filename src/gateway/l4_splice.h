@@ -3,7 +3,7 @@
 //
 // L4Proxy hands a connection over once both sockets are quiet (their fds
 // released from the loop's engine, net::Socket::Release); the relay then
-// owns the two fds. Per direction: a pipe (from the loop's PipePool, sized
+// owns the two fds. Per direction: a pipe (from the loop's net::PipePool, sized
 // with F_SETPIPE_SZ), nonblocking splice(SPLICE_F_MOVE|SPLICE_F_NONBLOCK)
 // from the source socket into the pipe and from the pipe into the
 // destination, retried after every readiness edge of either socket
@@ -31,40 +31,13 @@
 #include "base/metrics.h"
 #include "net/event_loop.h"
 #include "net/fd_readiness.h"
+#include "net/pipe_pool.h"
 #include "net/task.h"
 
 namespace capstan::gateway {
 
-// A pipe's two ends and its capacity (what F_SETPIPE_SZ granted).
-struct SplicePipe {
-  int read_fd = -1;
-  int write_fd = -1;
-  size_t capacity = 0;
-};
-
-// A loop's spare pipes: a relay takes two and gives them back empty, so a
-// connection costs no pipe2/fcntl once the pool is warm. Holds at most
-// `max_spare` pipes (each holds no memory while empty, but two fds).
-class PipePool {
- public:
-  explicit PipePool(size_t max_spare = 64) : max_spare_(max_spare) {}
-  ~PipePool();
-  PipePool(const PipePool&) = delete;
-  PipePool& operator=(const PipePool&) = delete;
-
-  // A pipe of (about) `bytes`: the kernel rounds up to pages and may grant
-  // less (fs.pipe-max-size, or the user's pipe-user-pages-soft when many
-  // pipes are large); `capacity` says what was granted. False when no pipe
-  // could be made (fd limit).
-  bool Get(size_t bytes, SplicePipe* pipe);
-  // Back to the pool when `empty` and there is room; closed otherwise.
-  void Put(SplicePipe pipe, bool empty);
-  size_t spare() const { return spare_.size(); }
-
- private:
-  size_t max_spare_;
-  std::vector<SplicePipe> spare_;
-};
+using net::PipePool;
+using net::SplicePipe;
 
 class SpliceRelay {
  public:

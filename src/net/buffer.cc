@@ -1,5 +1,8 @@
 #include "net/buffer.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -13,11 +16,55 @@ Buffer::Block* Buffer::NewBlock(size_t capacity) {
   new (&b->refs) std::atomic<int32_t>(1);
   new (&b->used) std::atomic<uint32_t>(0);
   b->capacity = static_cast<uint32_t>(capacity);
+  b->flags = 0;
   return b;
 }
 
+namespace {
+
+size_t MappedBytes(size_t capacity, size_t header) {
+  static const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  return (header + capacity + page - 1) / page * page;
+}
+
+}  // namespace
+
 void Buffer::Unref(Block* b) {
-  if (b->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) std::free(b);
+  if (b->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  if ((b->flags & kMapped) != 0) {
+    ::munmap(b, MappedBytes(b->capacity, sizeof(Block)));
+  } else {
+    std::free(b);
+  }
+}
+
+Buffer::Block* Buffer::NewMappedBlock(size_t capacity) {
+  void* memory = ::mmap(nullptr, MappedBytes(capacity, sizeof(Block)), PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (memory == MAP_FAILED) throw std::bad_alloc();
+  Block* b = static_cast<Block*>(memory);
+  new (&b->refs) std::atomic<int32_t>(1);
+  new (&b->used) std::atomic<uint32_t>(0);
+  b->capacity = static_cast<uint32_t>(capacity);
+  b->flags = kMapped;
+  return b;
+}
+
+std::span<char> Buffer::ReserveMapped(size_t n) {
+  Block* b = NewMappedBlock(n);
+  b->used.store(b->capacity, std::memory_order_relaxed);
+  reserved_block_ = b;
+  reserved_extends_ = false;
+  return {b->data, n};
+}
+
+Buffer Buffer::MappedCopy(const Buffer& data) {
+  Buffer out;
+  if (data.empty()) return out;
+  std::span<char> space = out.ReserveMapped(data.size());
+  data.CopyTo(space.data(), data.size());
+  out.Commit(data.size());
+  return out;
 }
 
 Buffer::Buffer(Buffer&& other) noexcept : slices_(std::move(other.slices_)), size_(other.size_) {

@@ -89,6 +89,22 @@ class Buffer {
   // Makes the whole buffer one slice (copying if it is not already).
   std::string_view Flatten();
 
+  // A copy of `data` in one block of its own whose pages come from mmap and
+  // go back to the kernel with munmap, never to the allocator: nothing else
+  // is ever written where these bytes are. So the kernel may keep
+  // references to the pages past the Buffer's life (vmsplice into a socket:
+  // Socket sends such slices without copying them, see socket.h) and still
+  // send these bytes. Costs a system call pair per copy and rounds up to
+  // pages: for large bodies stored once and sent many times (the HTTP
+  // cache's), not for per-request data.
+  static Buffer MappedCopy(const Buffer& data);
+  // Reserve for such a block of exactly n bytes (n > 0), always a new
+  // slice; Commit as after Reserve. For bytes read from elsewhere (a file)
+  // straight into a mapped block.
+  std::span<char> ReserveMapped(size_t n);
+  // Whether slice i lies in such a block.
+  bool slice_mapped(size_t i) const { return (slices_[i].block->flags & kMapped) != 0; }
+
   // Fills up to max iovecs with the buffer's slices from the start; returns
   // how many were filled.
   int FillIovecs(struct iovec* iov, int max) const;
@@ -100,8 +116,10 @@ class Buffer {
     // slice ends at `used` may claim more by moving it forward.
     std::atomic<uint32_t> used;
     uint32_t capacity;
+    uint32_t flags;  // kMapped
     char data[];
   };
+  static constexpr uint32_t kMapped = 1;
   struct Slice {
     Block* block;
     uint32_t offset;
@@ -109,6 +127,7 @@ class Buffer {
   };
 
   static Block* NewBlock(size_t capacity);
+  static Block* NewMappedBlock(size_t capacity);
   static void Ref(Block* b) { b->refs.fetch_add(1, std::memory_order_relaxed); }
   static void Unref(Block* b);
   // Tries to extend the last slice by up to `want` bytes in place; returns

@@ -4,6 +4,7 @@
 #include "base/logging.h"
 #include "net/io_backend.h"
 #include "net/socket.h"
+#include "net/splice_sender.h"
 
 namespace capstan::net {
 
@@ -63,6 +64,7 @@ absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::Create(const LoopOptions& 
   std::unique_ptr<EventLoop> loop;
   if (options.backend != IoBackendKind::kEpoll) {
     loop.reset(new EventLoop(IoBackendKind::kIoUring));
+    loop->splice_mapped_ = options.splice_mapped;
     auto uring = NewUringBackend(options);
     if (uring.ok()) {
       loop->io_ = std::move(uring).value();
@@ -72,8 +74,17 @@ absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::Create(const LoopOptions& 
     CAPSTAN_LOG(info, "io_uring unavailable, using epoll", "reason", uring.status().ToString());
   }
   loop.reset(new EventLoop(IoBackendKind::kEpoll));
+  loop->splice_mapped_ = options.splice_mapped;
   ASSIGN_OR_RETURN(loop->io_, NewEpollBackend());
   return loop;
+}
+
+SpliceSender* EventLoop::splice_sender() {
+  if (!splice_sender_tried_) {
+    splice_sender_tried_ = true;
+    if (splice_mapped_) splice_sender_ = SpliceSender::Create();
+  }
+  return splice_sender_.get();
 }
 
 bool EventLoop::uses_provided_buffers() const { return io_->uses_provided_buffers(); }

@@ -50,11 +50,16 @@ struct LoopOptions {
   // count (a power of two) and size of each.
   unsigned recv_buffer_count = 512;
   unsigned recv_buffer_size = 16 * 1024;
+  // Sockets send large slices of mapped blocks (Buffer::MappedCopy) through
+  // a pipe, without copying them (net/splice_sender.h). Off: by copy, as
+  // everything else.
+  bool splice_mapped = true;
 };
 
 class IoBackend;
 class Socket;
 class EventLoop;
+class SpliceSender;
 
 // A timer on a loop: armed with a deadline, fires its callback once on the
 // loop thread unless cancelled first. Embed it in the object it serves (no
@@ -150,6 +155,9 @@ class EventLoop {
   // Sockets with output written this turn; flushed before the loop waits.
   void MarkForFlush(Socket* socket);
   IoBackend* io() { return io_.get(); }
+  // The loop's sender of mapped slices (made on first use); null when the
+  // path is off or unavailable (net/splice_sender.h). Loop thread only.
+  SpliceSender* splice_sender();
 
   // Counters for tests and the status page (loop thread).
   struct Stats {
@@ -176,6 +184,9 @@ class EventLoop {
 
   IoBackendKind backend_kind_;
   std::unique_ptr<IoBackend> io_;
+  bool splice_mapped_ = true;
+  bool splice_sender_tried_ = false;
+  std::unique_ptr<SpliceSender> splice_sender_;
   // Declared after io_: destroyed first, while the engine still exists for
   // the sockets and timers the parked frames release.
   DetachedList detached_;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/logging.h"
 #include "net/io_backend.h"
+#include "net/splice_sender.h"
 #include "net/tls.h"
 
 namespace capstan::net {
@@ -214,7 +215,23 @@ void Socket::Flush() {
   if (closed_ || sending_) return;
   if (tls_ != nullptr && !EncryptPending()) return;
   if (output_.empty()) return;
+  if (tls_ == nullptr && SpliceSender::Wants(output_)) {
+    SendSpliced();
+    if (closed_ || output_.empty()) return;
+  }
   loop_->io()->StartSend(this);
+}
+
+void Socket::SendSpliced() {
+  SpliceSender* sender = loop_->splice_sender();
+  if (sender == nullptr) return;
+  ssize_t n = sender->Send(fd_, output_);
+  if (n < 0) {
+    OnSendError(static_cast<int>(n));
+  } else if (n > 0) {
+    spliced_bytes_ += static_cast<uint64_t>(n);
+    OnSent(static_cast<size_t>(n));
+  }
 }
 
 absl::Status Socket::StartTls(std::shared_ptr<const TlsContext> context, TlsRole role,

@@ -205,6 +205,8 @@ class Socket : public std::enable_shared_from_this<Socket> {
   // Counters (loop thread).
   uint64_t sends() const { return sends_; }
   uint64_t receives() const { return receives_; }
+  // Bytes that left through the loop's splice path (mapped slices).
+  uint64_t spliced_bytes() const { return spliced_bytes_; }
 
  private:
   friend class UringBackend;
@@ -232,6 +234,10 @@ class Socket : public std::enable_shared_from_this<Socket> {
   void ApplySetup(const SocketSetup& setup);
   void Fail(absl::Status status);
   void Flush();  // from the loop, before it waits
+  // Without TLS, output that holds a large mapped slice (Buffer::MappedCopy)
+  // leaves through the loop's SpliceSender, its pages by reference; what
+  // that path does not take goes on by the engine's send.
+  void SendSpliced();
   // Where the backends put received bytes: input_, or with TLS the
   // ciphertext buffer that OnReceived decrypts into input_.
   Buffer& receive_buffer();
@@ -263,6 +269,7 @@ class Socket : public std::enable_shared_from_this<Socket> {
   int connect_result_ = 0;
   uint64_t sends_ = 0;
   uint64_t receives_ = 0;
+  uint64_t spliced_bytes_ = 0;
   std::unique_ptr<TlsConnection> tls_;
   Buffer* plain_output_ = nullptr;  // tls_'s plaintext, when TLS is on
 

@@ -17,8 +17,7 @@
 
 namespace capstan::net::testing {
 
-inline std::unique_ptr<EventLoop> NewLoop(IoBackendKind kind) {
-  LoopOptions options;
+inline std::unique_ptr<EventLoop> NewLoop(IoBackendKind kind, LoopOptions options = {}) {
   options.backend = kind;
   auto loop = EventLoop::Create(options);
   if (!loop.ok()) return nullptr;

@@ -268,6 +268,31 @@ TEST_F(CacheTest, RangesAndHeadFromTheStoredResponse) {
   EXPECT_EQ(origin_.Fetches("/big"), 1);
 }
 
+// Bodies from 64 KiB up are stored in mapped blocks and leave by
+// vmsplice/splice (net/splice_sender.h): whole, as ranges, and to a reader
+// slower than the socket's buffers (the part the socket does not take goes
+// on by copy), every byte must be the origin's.
+TEST_F(CacheTest, LargeBodiesLeaveIntactWholeAsRangesAndToSlowReaders) {
+  const std::string url = Url("/large?cc=max-age=600&size=300000");
+  Answer first = Get(url);
+  ASSERT_EQ(first.body.size(), 300000u);
+  for (int i = 0; i < 5; ++i) {
+    Answer hit = Get(url);
+    EXPECT_EQ(hit.Header("x-cache"), "HIT");
+    EXPECT_EQ(hit.body, first.body) << "hit " << i;
+  }
+  Answer part = Get(url, {"-H", "Range: bytes=1000-200999"});
+  EXPECT_EQ(part.status, 206);
+  EXPECT_EQ(part.body, first.body.substr(1000, 200000));
+  Answer slow = Get(url, {"--limit-rate", "2M"});
+  EXPECT_EQ(slow.Header("x-cache"), "HIT");
+  EXPECT_EQ(slow.body, first.body);
+  // Several responses on one connection: each body follows its own head.
+  CommandResult twice = Curl({"-s", url, url});
+  EXPECT_TRUE(twice.out == first.body + first.body) << twice.out.size() << " bytes";
+  EXPECT_EQ(origin_.Fetches("/large"), 1);
+}
+
 TEST_F(CacheTest, UnsafeMethodInvalidates) {
   const std::string url = Url("/i?cc=max-age=600");
   Get(url);

@@ -17,6 +17,7 @@
 #include "base/crc32c.h"
 #include "base/logging.h"
 #include "gateway/cache/disk_record.h"
+#include "net/splice_sender.h"
 
 namespace capstan::gateway::cache {
 namespace {
@@ -442,8 +443,11 @@ std::shared_ptr<StoredResponse> DiskStore::Read(uint64_t seq, const std::string&
     status = absl::DataLossError("sequence or key mismatch");
   }
   if (status.ok() && head.body_len > 0) {
-    // Straight into the one block the stored body lives in.
-    std::span<char> span = obj->body.Reserve(head.body_len, head.body_len);
+    // Straight into the one block the stored body lives in: a mapped one
+    // for a body that hits send without copying (net/splice_sender.h).
+    std::span<char> span = head.body_len >= net::SpliceSender::kMinSliceBytes
+                               ? obj->body.ReserveMapped(head.body_len)
+                               : obj->body.Reserve(head.body_len, head.body_len);
     if (!ReadAt(fd, span.data(), head.body_len, kRecordHeadBytes + head.meta_len)) {
       status = absl::DataLossError("short read");
     } else if (crc32c::Value(std::string_view(span.data(), head.body_len)) != head.body_crc) {

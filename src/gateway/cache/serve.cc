@@ -6,6 +6,7 @@
 #include "base/logging.h"
 #include "gateway/proxy.h"
 #include "net/http_router.h"
+#include "net/splice_sender.h"
 
 namespace capstan::gateway::cache {
 namespace {
@@ -20,7 +21,10 @@ Fields CopyFields(const Fields& from) {
 
 // One contiguous block of exactly the body's size: the stored copy (made
 // once per store, never per hit) does not pin the socket's larger blocks.
+// A large body goes into a mapped block, which a hit in clear text sends
+// without copying (net/splice_sender.h).
 net::Buffer Compact(const net::Buffer& body) {
+  if (body.size() >= net::SpliceSender::kMinSliceBytes) return net::Buffer::MappedCopy(body);
   net::Buffer out;
   if (body.empty()) return out;
   std::span<char> span = out.Reserve(body.size(), body.size());

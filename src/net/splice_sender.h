@@ -1,0 +1,83 @@
+// SpliceSender: a socket's output sent through a pipe so that large slices
+// of mapped blocks (Buffer::MappedCopy: the HTTP cache's stored bodies)
+// reach the socket without being copied.
+//
+// A send with sendmsg(2) copies every byte into the socket's buffers; for a
+// 100 KiB cached body that copy is the largest single cost of a hit. Here
+// the bytes before a mapped slice are written into the pipe (a copy, as
+// sendmsg would make: they are the response's head, a few hundred bytes),
+// the mapped slice is vmspliced into it (the pipe references its pages),
+// and one splice(2) moves the lot to the socket, where the socket buffers
+// go on referencing the pages. That is safe only because a mapped block's
+// pages are never written again nor reused while the kernel holds them
+// (munmap frees them only when the last reference goes): it is why only
+// mapped slices go this way.
+//
+// The pipe is a staging area, empty again when Send returns: what the
+// socket would not take is discarded from the pipe (splice to /dev/null, no
+// copy) and stays in the caller's buffer, which goes on by the ordinary
+// path. So one pipe serves every socket of a loop, and a slow reader costs
+// nothing here.
+//
+// splice(2) cannot be told MSG_NOSIGNAL, so this path is used only in a
+// process that ignores SIGPIPE (capstan does: base/signals.h); elsewhere
+// Create returns null and sockets send by copy.
+//
+// Thread-safety: one per loop; loop thread only.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "net/buffer.h"
+#include "net/pipe_pool.h"
+
+namespace capstan::net {
+
+class SpliceSender {
+ public:
+  // Slices smaller than this go by copy: below it one sendmsg costs less
+  // than the three system calls (write, vmsplice, splice) of this path.
+  static constexpr size_t kMinSliceBytes = 64 * 1024;
+  // The pipe's size asked for: what one round moves (fs.pipe-max-size
+  // allows 1 MiB by default; a smaller grant only means more rounds).
+  static constexpr size_t kPipeBytes = 1 << 20;
+
+  // Null when the path cannot be used: SIGPIPE is not ignored, or no pipe
+  // could be made.
+  static std::unique_ptr<SpliceSender> Create();
+  ~SpliceSender();
+  SpliceSender(const SpliceSender&) = delete;
+  SpliceSender& operator=(const SpliceSender&) = delete;
+
+  // Whether `out` holds a slice for this path: mapped and at least
+  // kMinSliceBytes, among the first slices a sendmsg would take.
+  static bool Wants(const Buffer& out);
+
+  // Sends the bytes of `out` up to the end of its last such slice to the
+  // nonblocking TCP socket `fd`, without consuming them from `out`. Returns
+  // how many bytes the socket took (0 when it would take none now), or
+  // -errno when the socket failed before taking any. The bytes after that
+  // count are still the caller's to send.
+  ssize_t Send(int fd, const Buffer& out);
+
+  // Counters (loop thread): sends that took bytes, and the bytes.
+  uint64_t sends() const { return sends_; }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  SpliceSender(SplicePipe pipe, int null_fd) : pipe_(pipe), null_fd_(null_fd) {}
+  // Empties the pipe of `n` bytes that will not be sent; false when it
+  // could not (the pipe is replaced then).
+  bool Discard(size_t n);
+
+  SplicePipe pipe_;
+  int null_fd_;
+  uint64_t sends_ = 0;
+  uint64_t bytes_ = 0;
+};
+
+}  // namespace capstan::net
