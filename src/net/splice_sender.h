@@ -4,20 +4,21 @@
 //
 // A send with sendmsg(2) copies every byte into the socket's buffers; for a
 // 100 KiB cached body that copy is the largest single cost of a hit. Here
-// the bytes before a mapped slice are written into the pipe (a copy, as
-// sendmsg would make: they are the response's head, a few hundred bytes),
-// the mapped slice is vmspliced into it (the pipe references its pages),
-// and one splice(2) moves the lot to the socket, where the socket buffers
-// go on referencing the pages. That is safe only because a mapped block's
-// pages are never written again nor reused while the kernel holds them
-// (munmap frees them only when the last reference goes): it is why only
-// mapped slices go this way.
+// the bytes before a mapped slice (the response's head, a few hundred
+// bytes) are sent with sendmsg as usual, and the mapped slice is vmspliced
+// into a pipe (the pipe references its pages) and spliced from there into
+// the socket, whose buffers go on referencing the pages. That is safe only
+// because a mapped block's pages are never written again nor reused while
+// the kernel holds them (munmap frees them only when the last reference
+// goes): it is why only mapped slices go this way. (Writing the head into
+// the pipe too, so that one splice sends both, was measured and costs more
+// per hit on loopback: docs/benchmarks/cache.md.)
 //
-// The pipe is a staging area, empty again when Send returns: what the
-// socket would not take is discarded from the pipe (splice to /dev/null, no
-// copy) and stays in the caller's buffer, which goes on by the ordinary
-// path. So one pipe serves every socket of a loop, and a slow reader costs
-// nothing here.
+// The pipe is empty again before anything else is sent: what the socket
+// would not take is discarded from the pipe (splice to /dev/null, no copy)
+// and stays in the caller's buffer, which goes on by the ordinary path. So
+// one pipe serves every socket of a loop, and a slow reader costs nothing
+// here.
 //
 // splice(2) cannot be told MSG_NOSIGNAL, so this path is used only in a
 // process that ignores SIGPIPE (capstan does: base/signals.h); elsewhere
@@ -40,7 +41,7 @@ namespace capstan::net {
 class SpliceSender {
  public:
   // Slices smaller than this go by copy: below it one sendmsg costs less
-  // than the three system calls (write, vmsplice, splice) of this path.
+  // than the three system calls (sendmsg, vmsplice, splice) of this path.
   static constexpr size_t kMinSliceBytes = 64 * 1024;
   // The pipe's size asked for: what one round moves (fs.pipe-max-size
   // allows 1 MiB by default; a smaller grant only means more rounds).
