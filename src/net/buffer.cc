@@ -41,7 +41,7 @@ void Buffer::Unref(Block* b) {
 Buffer::Block* Buffer::NewMappedBlock(size_t capacity) {
   void* memory = ::mmap(nullptr, MappedBytes(capacity, sizeof(Block)), PROT_READ | PROT_WRITE,
                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (memory == MAP_FAILED) throw std::bad_alloc();
+  if (memory == MAP_FAILED) return nullptr;
   Block* b = static_cast<Block*>(memory);
   new (&b->refs) std::atomic<int32_t>(1);
   new (&b->used) std::atomic<uint32_t>(0);
@@ -52,6 +52,9 @@ Buffer::Block* Buffer::NewMappedBlock(size_t capacity) {
 
 std::span<char> Buffer::ReserveMapped(size_t n) {
   Block* b = NewMappedBlock(n);
+  // Out of mappings (vm.max_map_count) or memory: an ordinary block, sent
+  // by copy, rather than no block.
+  if (b == nullptr) b = NewBlock(n);
   b->used.store(b->capacity, std::memory_order_relaxed);
   reserved_block_ = b;
   reserved_extends_ = false;

@@ -100,7 +100,10 @@ class Buffer {
   static Buffer MappedCopy(const Buffer& data);
   // Reserve for such a block of exactly n bytes (n > 0), always a new
   // slice; Commit as after Reserve. For bytes read from elsewhere (a file)
-  // straight into a mapped block.
+  // straight into a mapped block. Both fall back to an ordinary block when
+  // mmap fails (vm.max_map_count reached: 65530 mappings by default, one
+  // per block unless the kernel merges neighbours); its slices are then
+  // sent by copy.
   std::span<char> ReserveMapped(size_t n);
   // Whether slice i lies in such a block.
   bool slice_mapped(size_t i) const { return (slices_[i].block->flags & kMapped) != 0; }
