@@ -59,6 +59,11 @@ struct TcpPair {
     ::close(sender);
     ::close(receiver);
   }
+  // The sender's send buffer and the receiver's receive buffer.
+  void SetBufferSizes(int bytes) const {
+    ::setsockopt(sender, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+    ::setsockopt(receiver, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+  }
   std::string Read(size_t n) const {
     std::string got(n, '\0');
     size_t have = 0;
@@ -139,8 +144,7 @@ TEST(SpliceSenderTest, BodyLargerThanThePipeGoesInRounds) {
   auto sender = SpliceSender::Create();
   ASSERT_NE(sender, nullptr);
   TcpPair pair;
-  int sndbuf = 16 << 20;
-  ::setsockopt(pair.sender, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+  pair.SetBufferSizes(16 << 20);
   const std::string body = Pattern(3 * SpliceSender::kPipeBytes + 12345, 'A');
   std::string got;
   Buffer out = Mapped(body);
@@ -166,9 +170,7 @@ TEST(SpliceSenderTest, APartialSendLeavesNothingInThePipe) {
   auto sender = SpliceSender::Create();
   ASSERT_NE(sender, nullptr);
   TcpPair slow;
-  int small = 16 << 10;
-  ::setsockopt(slow.sender, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
-  ::setsockopt(slow.receiver, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  slow.SetBufferSizes(16 << 10);
   const std::string body = Pattern(900000, 'a');
   Buffer out("head ");
   out.Append(Mapped(body));
@@ -193,9 +195,7 @@ TEST(SpliceSenderTest, BytesInFlightOutliveTheBuffer) {
   auto sender = SpliceSender::Create();
   ASSERT_NE(sender, nullptr);
   TcpPair pair;
-  int big = 4 << 20;
-  ::setsockopt(pair.sender, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
-  ::setsockopt(pair.receiver, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+  pair.SetBufferSizes(4 << 20);
   const std::string body = Pattern(512 << 10, 'a');
   ssize_t sent;
   {
