@@ -6,6 +6,9 @@
 #
 # One worker on one core each, pinned to core 0 (`taskset -c 0`):
 #   capstan  gateway --threads 1 --cache 256MiB (the quick start)
+#   capstan-copy  the same with --io-splice=false: large bodies copied into
+#            the socket instead of spliced (net/splice_sender.h), to show
+#            what the splice path is worth in the same run
 #   nginx    worker_processes 1; proxy_cache in a keys_zone, its files on
 #            /dev/shm (tmpfs, so no disk in the path, as Varnish's malloc
 #            storage and capstan's memory cache); sendfile on
@@ -43,7 +46,7 @@ source "$ROOT/bench/lib.sh"
 NAME="cache-vs-nginx-varnish"
 CAPSTAN="${CAPSTAN:-$ROOT/build/release/src/cmd/capstan}"
 ROUNDS="${ROUNDS:-3}" DURATION="${DURATION:-5}" WARMUP="${WARMUP:-1}" CONNS="${CONNS:-50}"
-CACHES="${CACHES:-capstan nginx varnish}"
+CACHES="${CACHES:-capstan capstan-copy nginx varnish}"
 OUT_MD="${OUT_MD:-$ROOT/docs/benchmarks/cache.md}"
 OUT_JSONL="${OUT_JSONL:-$ROOT/docs/benchmarks/cache-bench.jsonl}"
 SMOKE_NOTE="${SMOKE_NOTE:-}"  # a line for the report, e.g. that this was a smoke run
@@ -111,6 +114,14 @@ start_cache() {  # NAME -> CACHE_PID, CACHE_PORT; 1 when not available (CAPSTAN_
       taskset -c $CACHE_CORE "$CAPSTAN" gateway --threads 1 --listen "127.0.0.1:$CACHE_PORT" \
         --upstream "http://127.0.0.1:$ORIGIN_PORT" --cache 256MiB >"$WORK/capstan.log" 2>&1 &
       ;;
+    capstan-copy)
+      capstan_has_cache || return 1
+      "$CAPSTAN" gateway --help 2>&1 | grep -q -- '--io-splice' \
+        || { CAPSTAN_REASON="this capstan binary has no \`gateway --io-splice\` flag"; return 1; }
+      taskset -c $CACHE_CORE "$CAPSTAN" gateway --threads 1 --listen "127.0.0.1:$CACHE_PORT" \
+        --upstream "http://127.0.0.1:$ORIGIN_PORT" --cache 256MiB --io-splice=false \
+        >"$WORK/capstan-copy.log" 2>&1 &
+      ;;
     nginx)
       local cache_dir=${SHM_DIR:-$WORK}/nginx-cache
       rm -rf "$cache_dir" && mkdir -p "$cache_dir" && chmod 755 "$cache_dir"
@@ -165,7 +176,7 @@ hit_evidence() {  # CACHE OBJECT
   local headers
   headers=$(curl -s -D - -o /dev/null "http://127.0.0.1:$CACHE_PORT/$2" | tr -d '\r')
   case $1 in
-    capstan) grep -i '^x-cache:' <<<"$headers" | grep -qi hit && grep -i '^x-cache:' <<<"$headers" ;;
+    capstan | capstan-copy) grep -i '^x-cache:' <<<"$headers" | grep -qi hit && grep -i '^x-cache:' <<<"$headers" ;;
     nginx) grep -i '^x-cache-status: hit' <<<"$headers" ;;
     varnish) grep -iE '^x-varnish: [0-9]+ [0-9]+' <<<"$headers" ;;
   esac
@@ -225,7 +236,7 @@ done
 
 cp "$RESULTS" "$OUT_JSONL"
 CMDLINE="ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS"
-[[ $CACHES != "capstan nginx varnish" ]] && CMDLINE="$CMDLINE CACHES=\"$CACHES\""
+[[ $CACHES != "capstan capstan-copy nginx varnish" ]] && CMDLINE="$CMDLINE CACHES=\"$CACHES\""
 [[ $CAPSTAN != "$ROOT/build/release/src/cmd/capstan" ]] && CMDLINE="$CMDLINE CAPSTAN=$CAPSTAN"
 CMDLINE="$CMDLINE bench/cache-vs-nginx-varnish.sh"
 # (wrk -v exits 1 after printing its version)

@@ -19,7 +19,7 @@ from collections import defaultdict
 
 BEGIN = "<!-- benchmark:begin (bench/cache_report.py) -->"
 END = "<!-- benchmark:end -->"
-CACHES = ("capstan", "nginx", "varnish")
+CACHES = ("capstan", "capstan-copy", "nginx", "varnish")
 ROWS = [("1k", "1 KiB object"), ("100k", "100 KiB object")]
 TARGET = 0.6  # capstan's CPU per hit <= 0.6x the better peer's (issue 18)
 
@@ -62,7 +62,9 @@ def render(results_path, machine, command, versions, date, note):
     out.append(f"- Date: {date}")
     out.append(f"- Machine: {machine}")
     out.append(f"- Versions: {versions}")
-    out.append("- One worker on one core each, pinned to core 0: `capstan gateway --threads 1 --cache 256MiB`; "
+    out.append("- One worker on one core each, pinned to core 0: `capstan gateway --threads 1 --cache 256MiB` "
+               "(capstan-copy: the same with `--io-splice=false`, large bodies copied into the socket "
+               "rather than spliced); "
                "nginx `worker_processes 1`, `proxy_cache` with its files on /dev/shm (tmpfs), sendfile on; "
                "Varnish `-s malloc,256m -p thread_pools=1 -p thread_pool_min=5 -p thread_pool_max=CONNS` "
                "(one pool, the minimum; 5 threads, the minimum; at most one thread per client connection, "
@@ -95,10 +97,10 @@ def render(results_path, machine, command, versions, date, note):
     out.append("")
     out.append(f"### Ratios (CPU per hit: lower is better; target: capstan ≤ {TARGET}× the better peer)")
     out.append("")
-    out.append("| object | capstan / nginx | capstan / varnish | capstan / better peer | target met |")
-    out.append("|---|---|---|---|---|")
+    out.append("| object | capstan / nginx | capstan / varnish | capstan / better peer | target met | capstan / capstan-copy |")
+    out.append("|---|---|---|---|---|---|")
     for row, label in ROWS:
-        cap, ngx, var = (S[(row, c)] for c in CACHES)
+        cap, copy, ngx, var = (S[(row, c)] for c in CACHES)
         def ratio(peer):
             if cap["status"] != "ok" or peer["status"] != "ok" or not peer["cpu_us_per_hit"]:
                 return None
@@ -114,7 +116,7 @@ def render(results_path, machine, command, versions, date, note):
         else:
             best_s, met = "n/a", "n/a (capstan not available yet)" if cap["status"] != "ok" else "n/a"
         fmt = lambda r: f"{r:.2f}×" if r is not None else "n/a"
-        out.append(f"| {label} | {fmt(r_ngx)} | {fmt(r_var)} | {best_s} | {met} |")
+        out.append(f"| {label} | {fmt(r_ngx)} | {fmt(r_var)} | {best_s} | {met} | {fmt(ratio(copy))} |")
     out.append("")
     evid = [f"{c}: `{S[('1k', c)]['evidence']}`" for c in CACHES
             if S[("1k", c)]["status"] == "ok" and S[("1k", c)]["evidence"]]
