@@ -20,6 +20,7 @@
 #include "mesh/discovery.h"
 #include "net/block_on.h"
 #include "net/http_router.h"
+#include "net/splice_sender.h"
 #include "net/wait_group.h"
 
 namespace capstan::gateway {
@@ -103,6 +104,10 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Start(GatewayConfig config, ne
   reg.AddGaugeFunc("capstan_gateway_bad_requests_total",
                    "Requests refused by the codec (framing, limits); a counter.",
                    [raw_gw] { return static_cast<double>(raw_gw->counters_.bad_requests.load()); });
+  reg.AddGaugeFunc("capstan_gateway_spliced_bytes_total",
+                   "Response bytes sent with vmsplice/splice instead of copied (cached bodies "
+                   "of 64 KiB and more to clear-text HTTP/1.1 clients); a counter.",
+                   [] { return static_cast<double>(net::SpliceSender::ProcessBytes()); });
   reg.AddGaugeFunc(
       "capstan_gateway_edge_failures_total",
       "Edge function invocations that failed (error, budget, memory, invalid edit); a counter.",

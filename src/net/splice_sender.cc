@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 
 namespace capstan::net {
 
@@ -16,6 +17,8 @@ namespace {
 // How far into a buffer Wants and Send look: what one sendmsg would take
 // (Socket::kMaxIov).
 constexpr size_t kMaxSlices = 64;
+
+std::atomic<uint64_t> process_bytes{0};
 
 bool SigpipeIgnored() {
   struct sigaction current {};
@@ -51,6 +54,8 @@ SpliceSender::~SpliceSender() {
   ClosePipe(pipe_);
   ::close(null_fd_);
 }
+
+uint64_t SpliceSender::ProcessBytes() { return process_bytes.load(std::memory_order_relaxed); }
 
 bool SpliceSender::Wants(const Buffer& out) { return EndOfSpliceable(out) > 0; }
 
@@ -132,6 +137,7 @@ ssize_t SpliceSender::Send(int fd, const Buffer& out) {
   if (sent > 0) {
     ++sends_;
     bytes_ += sent;
+    process_bytes.fetch_add(sent, std::memory_order_relaxed);
   }
   return static_cast<ssize_t>(sent);
 }

@@ -68,6 +68,9 @@ class SpliceSender {
   // Counters (loop thread): sends that took bytes, and the bytes.
   uint64_t sends() const { return sends_; }
   uint64_t bytes() const { return bytes_; }
+  // The bytes every sender of the process sent (any thread; a server's
+  // metrics page shows it).
+  static uint64_t ProcessBytes();
 
  private:
   SpliceSender(SplicePipe pipe, int null_fd) : pipe_(pipe), null_fd_(null_fd) {}

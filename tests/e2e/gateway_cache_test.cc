@@ -291,6 +291,13 @@ TEST_F(CacheTest, LargeBodiesLeaveIntactWholeAsRangesAndToSlowReaders) {
   CommandResult twice = Curl({"-s", url, url});
   EXPECT_TRUE(twice.out == first.body + first.body) << twice.out.size() << " bytes";
   EXPECT_EQ(origin_.Fetches("/large"), 1);
+  // And they did leave by splice: at least the five whole hits.
+  std::smatch m;
+  std::string metrics = Curl({Admin("/metrics")}).out;
+  ASSERT_TRUE(
+      std::regex_search(metrics, m, std::regex("capstan_gateway_spliced_bytes_total ([0-9.e+]+)")))
+      << metrics;
+  EXPECT_GE(std::stod(m[1]), 5 * 300000.0);
 }
 
 TEST_F(CacheTest, UnsafeMethodInvalidates) {
