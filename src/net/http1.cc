@@ -5,169 +5,30 @@
 #include <cstring>
 
 #include "absl/strings/ascii.h"
+#include "net/http1_internal.h"
 
 namespace capstan::net::http1 {
+
+using internal::AllAre;
+using internal::EqualsNoCase;
+using internal::ForEachListElement;
+using internal::Is;
+using internal::IsDigit;
+using internal::IsFieldValue;
+using internal::IsOws;
+using internal::IsToken;
+using internal::kHexChar;
+using internal::kHostChar;
+using internal::kTargetChar;
+using internal::kTokenChar;
+using internal::kValueChar;
+using internal::MakeError;
+using internal::ScanLines;
+using internal::ScanResult;
+using internal::StatusFor;
+using internal::TrimOws;
+
 namespace {
-
-// Byte classes, one table lookup per byte.
-enum : uint8_t {
-  kTokenChar = 1,   // tchar (RFC 9110 §5.6.2)
-  kValueChar = 2,   // field-vchar, SP, HTAB (obs-text included)
-  kTargetChar = 4,  // visible ASCII other than '#'
-  kHostChar = 8,    // reg-name: unreserved, sub-delims, '%'
-  kHexChar = 16,
-};
-
-constexpr std::array<uint8_t, 256> MakeClasses() {
-  std::array<uint8_t, 256> t{};
-  for (int c = 0; c < 256; ++c) {
-    bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-    bool digit = c >= '0' && c <= '9';
-    uint8_t v = 0;
-    if (alpha || digit ||
-        (c != 0 && std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) !=
-                       std::string_view::npos)) {
-      v |= kTokenChar;
-    }
-    if (c == '\t' || (c >= 0x20 && c != 0x7f)) v |= kValueChar;
-    if (c > 0x20 && c < 0x7f && c != '#') v |= kTargetChar;
-    if (alpha || digit ||
-        (c != 0 && std::string_view("-._~!$&'()*+,;=%").find(static_cast<char>(c)) !=
-                       std::string_view::npos)) {
-      v |= kHostChar;
-    }
-    if (digit || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')) v |= kHexChar;
-    t[c] = v;
-  }
-  return t;
-}
-constexpr std::array<uint8_t, 256> kClasses = MakeClasses();
-
-bool Is(char c, uint8_t cls) { return (kClasses[static_cast<uint8_t>(c)] & cls) != 0; }
-
-bool AllAre(std::string_view s, uint8_t cls) {
-  for (char c : s) {
-    if (!Is(c, cls)) return false;
-  }
-  return true;
-}
-
-// field-value bytes, eight at a time: a word with no byte below 0x20 and no
-// DEL is valid as a whole; one that has some (HTAB is the legal case) is
-// checked byte by byte. Values are most of a head's bytes.
-bool IsFieldValue(std::string_view s) {
-  constexpr uint64_t kOnes = 0x0101010101010101ull;
-  constexpr uint64_t kHighs = 0x8080808080808080ull;
-  size_t i = 0;
-  for (; i + 8 <= s.size(); i += 8) {
-    uint64_t w;
-    std::memcpy(&w, s.data() + i, 8);
-    uint64_t below_space = (w - kOnes * 0x20) & ~w & kHighs;
-    uint64_t del = w ^ (kOnes * 0x7f);
-    uint64_t is_del = (del - kOnes) & ~del & kHighs;
-    if ((below_space | is_del) != 0 && !AllAre(s.substr(i, 8), kValueChar)) return false;
-  }
-  return AllAre(s.substr(i), kValueChar);
-}
-
-bool IsToken(std::string_view s) { return !s.empty() && AllAre(s, kTokenChar); }
-
-// ASCII case-insensitive equality (field names, tokens).
-bool EqualsNoCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (absl::ascii_tolower(static_cast<unsigned char>(a[i])) !=
-        absl::ascii_tolower(static_cast<unsigned char>(b[i]))) {
-      return false;
-    }
-  }
-  return true;
-}
-
-bool IsDigit(char c) { return c >= '0' && c <= '9'; }
-bool IsOws(char c) { return c == ' ' || c == '\t'; }
-
-std::string_view TrimOws(std::string_view s) {
-  while (!s.empty() && IsOws(s.front())) s.remove_prefix(1);
-  while (!s.empty() && IsOws(s.back())) s.remove_suffix(1);
-  return s;
-}
-
-// Calls fn(element) for each comma-separated element of a list value,
-// trimmed of OWS (empty elements included); stops early when fn returns false.
-template <typename Fn>
-bool ForEachListElement(std::string_view value, Fn&& fn) {
-  while (true) {
-    size_t comma = value.find(',');
-    if (!fn(TrimOws(value.substr(0, comma)))) return false;
-    if (comma == std::string_view::npos) return true;
-    value.remove_prefix(comma + 1);
-  }
-}
-
-int StatusFor(ErrorCode code, bool request) {
-  if (!request) return 502;
-  switch (code) {
-    case ErrorCode::kRequestLineTooLong:
-      return 414;
-    case ErrorCode::kHeaderTooLarge:
-    case ErrorCode::kTrailerTooLarge:
-      return 431;
-    case ErrorCode::kBodyTooLarge:
-      return 413;
-    case ErrorCode::kUnsupportedVersion:
-      return 505;
-    default:
-      return 400;
-  }
-}
-
-Error MakeError(ErrorCode code, const char* reason, bool request) {
-  return Error{code, StatusFor(code, request), reason};
-}
-
-enum class ScanResult { kNeedMore, kFound, kBareLf };
-
-// Resumes scanning `input` for line ends (CRLF) from where `scan` stopped.
-// At each line end calls on_line(line_len, end) with `end` the offset after
-// its LF; a true return stops the scan there (kFound). A LF without a CR
-// before it is kBareLf. Scans at most `max_scan` bytes in all.
-template <typename OnLine>
-ScanResult ScanLines(const Buffer& input, internal::LineScan* scan, size_t max_scan,
-                     OnLine&& on_line) {
-  size_t base = 0;
-  size_t limit = std::min(input.size(), max_scan);
-  for (size_t i = 0; i < input.slice_count() && scan->scanned < limit; ++i) {
-    std::string_view s = input.slice(i);
-    if (base + s.size() <= scan->scanned) {
-      base += s.size();
-      continue;
-    }
-    size_t from = scan->scanned - base;
-    size_t to = std::min(s.size(), limit - base);
-    while (from < to) {
-      const void* hit = std::memchr(s.data() + from, '\n', to - from);
-      if (hit == nullptr) {
-        scan->last = s[to - 1];
-        scan->scanned = base + to;
-        break;
-      }
-      size_t k = static_cast<const char*>(hit) - s.data();
-      char before = k > 0 ? s[k - 1] : scan->last;
-      size_t lf = base + k;
-      scan->scanned = lf + 1;
-      scan->last = '\n';
-      if (before != '\r' || lf == scan->line_start) return ScanResult::kBareLf;
-      size_t line_len = lf - 1 - scan->line_start;
-      scan->line_start = lf + 1;
-      ++scan->lines;
-      if (on_line(line_len, lf + 1)) return ScanResult::kFound;
-      from = k + 1;
-    }
-    base += s.size();
-  }
-  return ScanResult::kNeedMore;
-}
 
 // Host / authority (RFC 3986 §3.2.2): reg-name or IPv4 or [IPv6], then an
 // optional (or required) ":port".
@@ -311,78 +172,6 @@ bool ParseVersion(std::string_view s, Version* v, ErrorCode* code) {
 
 }  // namespace
 
-// The parts that touch HeaderFields' insides.
-class Codec {
- public:
-  // Parses field lines from `text`, each ending in CRLF, the last one empty
-  // (the scan that found the block guarantees a LF only ever follows a CR).
-  static bool ParseFieldLines(std::string_view text, size_t max_fields, HeaderFields* fields,
-                              ErrorCode* code, const char** reason) {
-    // Fields are written in place into the array Adopt sized, then trimmed
-    // to the count: cheaper than a push_back (and its capacity checks) per
-    // field on the hot path.
-    auto& out = fields->fields_;
-    out.resize(out.capacity());
-    size_t n = 0;
-    size_t pos = 0;
-    while (true) {
-      const void* hit = std::memchr(text.data() + pos, '\r', text.size() - pos);
-      size_t cr = hit == nullptr ? text.size() : static_cast<const char*>(hit) - text.data();
-      if (cr + 1 >= text.size() || text[cr + 1] != '\n') {
-        *code = ErrorCode::kBadLineEnding;
-        *reason = "bare CR in a field line";
-        return false;
-      }
-      std::string_view line = text.substr(pos, cr - pos);
-      pos = cr + 2;
-      if (line.empty()) {
-        out.resize(n);
-        return true;
-      }
-      if (IsOws(line[0])) {
-        *code = ErrorCode::kObsFold;
-        *reason = "field line starts with whitespace (obs-fold)";
-        return false;
-      }
-      size_t i = 0;
-      while (i < line.size() && Is(line[i], kTokenChar)) ++i;
-      if (i == line.size() || i == 0 || line[i] != ':') {
-        if (i > 0 && i < line.size() && IsOws(line[i])) {
-          *code = ErrorCode::kWhitespaceBeforeColon;
-          *reason = "whitespace between field name and colon";
-        } else {
-          *code = ErrorCode::kBadFieldName;
-          *reason = "invalid field name";
-        }
-        return false;
-      }
-      std::string_view value = TrimOws(line.substr(i + 1));
-      if (!IsFieldValue(value)) {
-        *code = ErrorCode::kBadFieldValue;
-        *reason = "control character in a field value";
-        return false;
-      }
-      if (n >= max_fields) {
-        *code = ErrorCode::kHeaderTooLarge;
-        *reason = "too many header fields";
-        return false;
-      }
-      if (n == out.size()) out.resize(std::min(2 * n, max_fields));
-      out[n++] = {line.substr(0, i), value};
-    }
-  }
-
-  // Makes `raw` the fields' storage (one slice) and returns its bytes.
-  // `lines` (the field lines the scan counted) sizes the field array once
-  // when the inline room is too small.
-  static std::string_view Adopt(Buffer raw, size_t lines, HeaderFields* fields) {
-    fields->Clear();
-    fields->fields_.reserve(lines);
-    fields->storage_ = std::move(raw);
-    return fields->storage_.Flatten();
-  }
-};
-
 // ---- HeaderFields --------------------------------------------------------
 
 std::optional<std::string_view> HeaderFields::Get(std::string_view name) const {
@@ -496,178 +285,6 @@ char* HeaderFields::WriteTo(char* out) const {
     *out++ = '\n';
   }
   return out;
-}
-
-// ---- ChunkedDecoder ------------------------------------------------------
-
-void ChunkedDecoder::Reset() {
-  state_ = State::kSize;
-  chunk_left_ = 0;
-  body_bytes_ = 0;
-  extension_bytes_ = 0;
-  scan_ = {};
-  trailers_.Clear();
-}
-
-Event ChunkedDecoder::Fail(ErrorCode code, const char* reason) {
-  error_ = MakeError(code, reason, request_);
-  state_ = State::kError;
-  return Event{Event::kError, {}};
-}
-
-Event ChunkedDecoder::Next(Buffer* input) {
-  while (true) {
-    switch (state_) {
-      case State::kSize: {
-        // chunk-size [ chunk-ext ] CRLF: at most 16 digits and what is left
-        // of the extension budget.
-        size_t max_line = 16 + (limits_.max_chunk_extension_bytes - extension_bytes_) + 2;
-        size_t line_end = 0;
-        ScanResult r = ScanLines(*input, &scan_, max_line, [&](size_t, size_t end) {
-          line_end = end;
-          return true;
-        });
-        if (r == ScanResult::kBareLf)
-          return Fail(ErrorCode::kBadLineEnding, "bare LF in chunk line");
-        if (r == ScanResult::kNeedMore) {
-          if (scan_.scanned < max_line) return Event{Event::kNeedMore, {}};
-          // No line end within the budget: say which part is at fault.
-          std::string_view head = input->Peek(std::min<size_t>(input->size(), 17), &scratch_);
-          size_t digits = 0;
-          while (digits < head.size() && Is(head[digits], kHexChar)) ++digits;
-          if (digits > 16 || digits == 0) return Fail(ErrorCode::kBadChunkSize, "bad chunk size");
-          return Fail(ErrorCode::kChunkExtensionTooLong, "chunk extensions too long");
-        }
-        std::string_view line = input->Peek(line_end, &scratch_);
-        line.remove_suffix(2);
-        scan_ = {};
-        size_t digits = 0;
-        uint64_t size = 0;
-        while (digits < line.size() && Is(line[digits], kHexChar)) {
-          char c = line[digits];
-          int v = IsDigit(c) ? c - '0' : (absl::ascii_tolower(c) - 'a' + 10);
-          size = (size << 4) | static_cast<uint64_t>(v);
-          ++digits;
-        }
-        if (digits == 0 || digits > 16) return Fail(ErrorCode::kBadChunkSize, "bad chunk size");
-        std::string_view ext = line.substr(digits);
-        if (!ext.empty() && !IsOws(ext[0]) && ext[0] != ';') {
-          return Fail(ErrorCode::kBadChunkSize, "bad chunk size");
-        }
-        extension_bytes_ += ext.size();
-        if (extension_bytes_ > limits_.max_chunk_extension_bytes) {
-          return Fail(ErrorCode::kChunkExtensionTooLong, "chunk extensions too long");
-        }
-        // chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )
-        size_t p = 0;
-        auto skip_bws = [&] {
-          while (p < ext.size() && IsOws(ext[p])) ++p;
-        };
-        auto token = [&] {
-          size_t start = p;
-          while (p < ext.size() && Is(ext[p], kTokenChar)) ++p;
-          return p > start;
-        };
-        while (p < ext.size()) {
-          skip_bws();
-          if (p == ext.size() || ext[p] != ';') {
-            return Fail(ErrorCode::kBadChunkExtension, "bad chunk extension");
-          }
-          ++p;
-          skip_bws();
-          if (!token()) return Fail(ErrorCode::kBadChunkExtension, "bad chunk extension");
-          size_t after_name = p;
-          skip_bws();
-          if (p < ext.size() && ext[p] == '=') {
-            ++p;
-            skip_bws();
-            if (p < ext.size() && ext[p] == '"') {
-              ++p;
-              bool closed = false;
-              while (p < ext.size()) {
-                char c = ext[p];
-                if (c == '"') {
-                  closed = true;
-                  ++p;
-                  break;
-                }
-                if (c == '\\') {
-                  if (p + 1 >= ext.size() || !Is(ext[p + 1], kValueChar)) break;
-                  p += 2;
-                  continue;
-                }
-                if (!Is(c, kValueChar)) break;
-                ++p;
-              }
-              if (!closed) return Fail(ErrorCode::kBadChunkExtension, "bad chunk extension");
-            } else if (!token()) {
-              return Fail(ErrorCode::kBadChunkExtension, "bad chunk extension");
-            }
-          } else {
-            p = after_name;  // BWS belongs to the next ";" (or is trailing: an error)
-          }
-        }
-        input->Consume(line_end);
-        if (size == 0) {
-          state_ = State::kTrailers;
-          continue;
-        }
-        if (size > limits_.max_body_bytes - body_bytes_ || body_bytes_ > limits_.max_body_bytes) {
-          return Fail(ErrorCode::kBodyTooLarge, "body too large");
-        }
-        chunk_left_ = size;
-        state_ = State::kData;
-        continue;
-      }
-      case State::kData: {
-        if (input->empty()) return Event{Event::kNeedMore, {}};
-        size_t n = static_cast<size_t>(std::min<uint64_t>(chunk_left_, input->size()));
-        chunk_left_ -= n;
-        body_bytes_ += n;
-        if (chunk_left_ == 0) state_ = State::kDataEnd;
-        return Event{Event::kBody, input->Cut(n)};
-      }
-      case State::kDataEnd: {
-        if (input->empty()) return Event{Event::kNeedMore, {}};
-        std::string_view crlf = input->Peek(std::min<size_t>(2, input->size()), &scratch_);
-        if (crlf[0] != '\r' || (crlf.size() == 2 && crlf[1] != '\n')) {
-          return Fail(ErrorCode::kBadChunkData, "chunk data not followed by CRLF");
-        }
-        if (crlf.size() < 2) return Event{Event::kNeedMore, {}};
-        input->Consume(2);
-        state_ = State::kSize;
-        continue;
-      }
-      case State::kTrailers: {
-        size_t end = 0;
-        ScanResult r =
-            ScanLines(*input, &scan_, limits_.max_trailer_bytes, [&](size_t len, size_t e) {
-              end = e;
-              return len == 0;
-            });
-        if (r == ScanResult::kBareLf) return Fail(ErrorCode::kBadLineEnding, "bare LF in trailers");
-        if (r == ScanResult::kNeedMore) {
-          if (scan_.scanned < limits_.max_trailer_bytes) return Event{Event::kNeedMore, {}};
-          return Fail(ErrorCode::kTrailerTooLarge, "trailer section too large");
-        }
-        size_t lines = std::min(scan_.lines - 1, limits_.max_header_fields);
-        scan_ = {};
-        std::string_view text = Codec::Adopt(input->Cut(end), lines, &trailers_);
-        ErrorCode code;
-        const char* reason;
-        if (!Codec::ParseFieldLines(text, limits_.max_header_fields, &trailers_, &code, &reason)) {
-          if (code == ErrorCode::kHeaderTooLarge) code = ErrorCode::kTrailerTooLarge;
-          return Fail(code, reason);
-        }
-        state_ = State::kSize;
-        body_bytes_ = 0;
-        extension_bytes_ = 0;
-        return Event{Event::kComplete, {}};
-      }
-      case State::kError:
-        return Event{Event::kError, {}};
-    }
-  }
 }
 
 // ---- MessageParser -------------------------------------------------------
