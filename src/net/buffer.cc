@@ -9,15 +9,19 @@
 
 namespace capstan::net {
 
-Buffer::Block* Buffer::NewBlock(size_t capacity) {
-  void* memory = std::malloc(sizeof(Block) + capacity);
-  if (memory == nullptr) throw std::bad_alloc();
+Buffer::Block* Buffer::InitBlock(void* memory, size_t capacity, uint32_t flags) {
   Block* b = static_cast<Block*>(memory);
   new (&b->refs) std::atomic<int32_t>(1);
   new (&b->used) std::atomic<uint32_t>(0);
   b->capacity = static_cast<uint32_t>(capacity);
-  b->flags = 0;
+  b->flags = flags;
   return b;
+}
+
+Buffer::Block* Buffer::NewBlock(size_t capacity) {
+  void* memory = std::malloc(sizeof(Block) + capacity);
+  if (memory == nullptr) throw std::bad_alloc();
+  return InitBlock(memory, capacity, 0);
 }
 
 namespace {
@@ -42,12 +46,7 @@ Buffer::Block* Buffer::NewMappedBlock(size_t capacity) {
   void* memory = ::mmap(nullptr, MappedBytes(capacity, sizeof(Block)), PROT_READ | PROT_WRITE,
                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (memory == MAP_FAILED) return nullptr;
-  Block* b = static_cast<Block*>(memory);
-  new (&b->refs) std::atomic<int32_t>(1);
-  new (&b->used) std::atomic<uint32_t>(0);
-  b->capacity = static_cast<uint32_t>(capacity);
-  b->flags = kMapped;
-  return b;
+  return InitBlock(memory, capacity, kMapped);
 }
 
 std::span<char> Buffer::ReserveMapped(size_t n) {
@@ -55,10 +54,7 @@ std::span<char> Buffer::ReserveMapped(size_t n) {
   // Out of mappings (vm.max_map_count) or memory: an ordinary block, sent
   // by copy, rather than no block.
   if (b == nullptr) b = NewBlock(n);
-  b->used.store(b->capacity, std::memory_order_relaxed);
-  reserved_block_ = b;
-  reserved_extends_ = false;
-  return {b->data, n};
+  return ReserveNewBlock(b);
 }
 
 Buffer Buffer::MappedCopy(const Buffer& data) {
@@ -186,7 +182,11 @@ std::span<char> Buffer::Reserve(size_t min, size_t block_size) {
       }
     }
   }
-  Block* b = NewBlock(std::max(block_size, min));
+  return ReserveNewBlock(NewBlock(std::max(block_size, min)));
+}
+
+std::span<char> Buffer::ReserveNewBlock(Block* b) {
+  // All of it claimed until Commit says how much was written.
   b->used.store(b->capacity, std::memory_order_relaxed);
   reserved_block_ = b;
   reserved_extends_ = false;

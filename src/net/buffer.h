@@ -129,8 +129,12 @@ class Buffer {
     uint32_t length;
   };
 
+  static Block* InitBlock(void* memory, size_t capacity, uint32_t flags);
   static Block* NewBlock(size_t capacity);
+  // Null when mmap fails.
   static Block* NewMappedBlock(size_t capacity);
+  // Reserve's span in a fresh block (a new slice at Commit).
+  std::span<char> ReserveNewBlock(Block* b);
   static void Ref(Block* b) { b->refs.fetch_add(1, std::memory_order_relaxed); }
   static void Unref(Block* b);
   // Tries to extend the last slice by up to `want` bytes in place; returns

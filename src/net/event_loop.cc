@@ -49,7 +49,8 @@ void Timer::Cancel() {
 
 // ---- EventLoop
 
-EventLoop::EventLoop(IoBackendKind kind) : backend_kind_(kind), now_(Clock::now()) {
+EventLoop::EventLoop(IoBackendKind kind, bool splice_mapped)
+    : backend_kind_(kind), splice_mapped_(splice_mapped), now_(Clock::now()) {
   thread_id_.store(std::this_thread::get_id());
 }
 
@@ -63,8 +64,7 @@ EventLoop::~EventLoop() {
 absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::Create(const LoopOptions& options) {
   std::unique_ptr<EventLoop> loop;
   if (options.backend != IoBackendKind::kEpoll) {
-    loop.reset(new EventLoop(IoBackendKind::kIoUring));
-    loop->splice_mapped_ = options.splice_mapped;
+    loop.reset(new EventLoop(IoBackendKind::kIoUring, options.splice_mapped));
     auto uring = NewUringBackend(options);
     if (uring.ok()) {
       loop->io_ = std::move(uring).value();
@@ -73,8 +73,7 @@ absl::StatusOr<std::unique_ptr<EventLoop>> EventLoop::Create(const LoopOptions& 
     if (options.backend == IoBackendKind::kIoUring) return uring.status();
     CAPSTAN_LOG(info, "io_uring unavailable, using epoll", "reason", uring.status().ToString());
   }
-  loop.reset(new EventLoop(IoBackendKind::kEpoll));
-  loop->splice_mapped_ = options.splice_mapped;
+  loop.reset(new EventLoop(IoBackendKind::kEpoll, options.splice_mapped));
   ASSIGN_OR_RETURN(loop->io_, NewEpollBackend());
   return loop;
 }

@@ -168,7 +168,7 @@ class EventLoop {
 
  private:
   friend class Timer;
-  explicit EventLoop(IoBackendKind kind);
+  EventLoop(IoBackendKind kind, bool splice_mapped);
 
   void RunReady();
   void RunPosted();
@@ -184,7 +184,7 @@ class EventLoop {
 
   IoBackendKind backend_kind_;
   std::unique_ptr<IoBackend> io_;
-  bool splice_mapped_ = true;
+  bool splice_mapped_;
   bool splice_sender_tried_ = false;
   std::unique_ptr<SpliceSender> splice_sender_;
   // Declared after io_: destroyed first, while the engine still exists for

@@ -5,6 +5,26 @@
 
 namespace capstan::net {
 
+namespace {
+
+// Refused (EPERM past fs.pipe-max-size or the user's soft limit of pipe
+// pages): the pipe keeps the size it has.
+void ResizePipe(size_t bytes, SplicePipe* pipe) {
+  ::fcntl(pipe->write_fd, F_SETPIPE_SZ, static_cast<int>(bytes));
+  int granted = ::fcntl(pipe->write_fd, F_GETPIPE_SZ);
+  pipe->capacity = granted > 0 ? static_cast<size_t>(granted) : 4096;
+}
+
+}  // namespace
+
+bool OpenPipe(size_t bytes, SplicePipe* pipe) {
+  int fds[2];
+  if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return false;
+  *pipe = SplicePipe{fds[0], fds[1], 0};
+  ResizePipe(bytes, pipe);
+  return true;
+}
+
 void ClosePipe(const SplicePipe& pipe) {
   if (pipe.read_fd >= 0) ::close(pipe.read_fd);
   if (pipe.write_fd >= 0) ::close(pipe.write_fd);
@@ -15,23 +35,10 @@ PipePool::~PipePool() {
 }
 
 bool PipePool::Get(size_t bytes, SplicePipe* pipe) {
-  if (!spare_.empty()) {
-    *pipe = spare_.back();
-    spare_.pop_back();
-  } else {
-    int fds[2];
-    if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return false;
-    pipe->read_fd = fds[0];
-    pipe->write_fd = fds[1];
-    pipe->capacity = 0;
-  }
-  if (pipe->capacity != bytes) {
-    // Refused (EPERM past fs.pipe-max-size or the user's soft limit of
-    // pipe pages): the pipe keeps the size it has.
-    ::fcntl(pipe->write_fd, F_SETPIPE_SZ, static_cast<int>(bytes));
-    int granted = ::fcntl(pipe->write_fd, F_GETPIPE_SZ);
-    pipe->capacity = granted > 0 ? static_cast<size_t>(granted) : 4096;
-  }
+  if (spare_.empty()) return OpenPipe(bytes, pipe);
+  *pipe = spare_.back();
+  spare_.pop_back();
+  if (pipe->capacity != bytes) ResizePipe(bytes, pipe);
   return true;
 }
 

@@ -18,6 +18,9 @@ struct SplicePipe {
   size_t capacity = 0;
 };
 
+// A new pipe of (about) `bytes` (see PipePool::Get); false when none could
+// be made (fd limit).
+bool OpenPipe(size_t bytes, SplicePipe* pipe);
 void ClosePipe(const SplicePipe& pipe);
 
 // A loop's spare pipes: a relay takes two and gives them back empty, so a

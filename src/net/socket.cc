@@ -229,7 +229,6 @@ void Socket::SendSpliced() {
   if (n < 0) {
     OnSendError(static_cast<int>(n));
   } else if (n > 0) {
-    spliced_bytes_ += static_cast<uint64_t>(n);
     OnSent(static_cast<size_t>(n));
   }
 }

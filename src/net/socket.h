@@ -205,8 +205,6 @@ class Socket : public std::enable_shared_from_this<Socket> {
   // Counters (loop thread).
   uint64_t sends() const { return sends_; }
   uint64_t receives() const { return receives_; }
-  // Bytes that left through the loop's splice path (mapped slices).
-  uint64_t spliced_bytes() const { return spliced_bytes_; }
 
  private:
   friend class UringBackend;
@@ -269,7 +267,6 @@ class Socket : public std::enable_shared_from_this<Socket> {
   int connect_result_ = 0;
   uint64_t sends_ = 0;
   uint64_t receives_ = 0;
-  uint64_t spliced_bytes_ = 0;
   std::unique_ptr<TlsConnection> tls_;
   Buffer* plain_output_ = nullptr;  // tls_'s plaintext, when TLS is on
 

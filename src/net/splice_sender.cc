@@ -41,9 +41,8 @@ std::unique_ptr<SpliceSender> SpliceSender::Create() {
   if (!SigpipeIgnored()) return nullptr;
   int null_fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
   if (null_fd < 0) return nullptr;
-  PipePool maker(/*max_spare=*/0);
   SplicePipe pipe;
-  if (!maker.Get(kPipeBytes, &pipe)) {
+  if (!OpenPipe(kPipeBytes, &pipe)) {
     ::close(null_fd);
     return nullptr;
   }
@@ -134,29 +133,22 @@ ssize_t SpliceSender::Send(int fd, const Buffer& out) {
     advance(static_cast<size_t>(n));
     if (static_cast<size_t>(n) < wanted) break;  // the socket is full
   }
-  if (sent > 0) {
-    ++sends_;
-    bytes_ += sent;
-    process_bytes.fetch_add(sent, std::memory_order_relaxed);
-  }
+  if (sent > 0) process_bytes.fetch_add(sent, std::memory_order_relaxed);
   return static_cast<ssize_t>(sent);
 }
 
-bool SpliceSender::Discard(size_t n) {
+void SpliceSender::Discard(size_t n) {
   while (n > 0) {
     ssize_t d = ::splice(pipe_.read_fd, nullptr, null_fd_, nullptr, n, SPLICE_F_NONBLOCK);
     if (d < 0 && errno == EINTR) continue;
     if (d <= 0) break;
     n -= static_cast<size_t>(d);
   }
-  if (n == 0) return true;
+  if (n == 0) return;
   // Bytes that cannot be drained would go out with the next send: the pipe
   // is replaced (without a new one, Send sends nothing from now on).
   ClosePipe(pipe_);
-  pipe_ = SplicePipe{};
-  PipePool maker(/*max_spare=*/0);
-  if (!maker.Get(kPipeBytes, &pipe_)) pipe_ = SplicePipe{};
-  return false;
+  if (!OpenPipe(kPipeBytes, &pipe_)) pipe_ = SplicePipe{};
 }
 
 }  // namespace capstan::net

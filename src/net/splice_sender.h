@@ -65,23 +65,18 @@ class SpliceSender {
   // count are still the caller's to send.
   ssize_t Send(int fd, const Buffer& out);
 
-  // Counters (loop thread): sends that took bytes, and the bytes.
-  uint64_t sends() const { return sends_; }
-  uint64_t bytes() const { return bytes_; }
   // The bytes every sender of the process sent (any thread; a server's
   // metrics page shows it).
   static uint64_t ProcessBytes();
 
  private:
   SpliceSender(SplicePipe pipe, int null_fd) : pipe_(pipe), null_fd_(null_fd) {}
-  // Empties the pipe of `n` bytes that will not be sent; false when it
-  // could not (the pipe is replaced then).
-  bool Discard(size_t n);
+  // Empties the pipe of `n` bytes that will not be sent; a pipe that cannot
+  // be emptied is replaced.
+  void Discard(size_t n);
 
   SplicePipe pipe_;
   int null_fd_;
-  uint64_t sends_ = 0;
-  uint64_t bytes_ = 0;
 };
 
 }  // namespace capstan::net
