@@ -10,13 +10,10 @@
 namespace capstan::net::http1 {
 
 using internal::AllAre;
-using internal::EqualsNoCase;
-using internal::ForEachListElement;
 using internal::Is;
 using internal::IsDigit;
 using internal::IsFieldValue;
 using internal::IsOws;
-using internal::IsToken;
 using internal::kHexChar;
 using internal::kHostChar;
 using internal::kTargetChar;
@@ -29,6 +26,32 @@ using internal::StatusFor;
 using internal::TrimOws;
 
 namespace {
+
+bool IsToken(std::string_view s) { return !s.empty() && AllAre(s, kTokenChar); }
+
+// ASCII case-insensitive equality (field names, tokens).
+bool EqualsNoCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (absl::ascii_tolower(static_cast<unsigned char>(a[i])) !=
+        absl::ascii_tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Calls fn(element) for each comma-separated element of a list value,
+// trimmed of OWS (empty elements included); stops early when fn returns false.
+template <typename Fn>
+bool ForEachListElement(std::string_view value, Fn&& fn) {
+  while (true) {
+    size_t comma = value.find(',');
+    if (!fn(TrimOws(value.substr(0, comma)))) return false;
+    if (comma == std::string_view::npos) return true;
+    value.remove_prefix(comma + 1);
+  }
+}
 
 // Host / authority (RFC 3986 §3.2.2): reg-name or IPv4 or [IPv6], then an
 // optional (or required) ":port".

@@ -75,20 +75,6 @@ inline bool IsFieldValue(std::string_view s) {
   return AllAre(s.substr(i), kValueChar);
 }
 
-inline bool IsToken(std::string_view s) { return !s.empty() && AllAre(s, kTokenChar); }
-
-// ASCII case-insensitive equality (field names, tokens).
-inline bool EqualsNoCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (absl::ascii_tolower(static_cast<unsigned char>(a[i])) !=
-        absl::ascii_tolower(static_cast<unsigned char>(b[i]))) {
-      return false;
-    }
-  }
-  return true;
-}
-
 inline bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 inline bool IsOws(char c) { return c == ' ' || c == '\t'; }
 
@@ -96,18 +82,6 @@ inline std::string_view TrimOws(std::string_view s) {
   while (!s.empty() && IsOws(s.front())) s.remove_prefix(1);
   while (!s.empty() && IsOws(s.back())) s.remove_suffix(1);
   return s;
-}
-
-// Calls fn(element) for each comma-separated element of a list value,
-// trimmed of OWS (empty elements included); stops early when fn returns false.
-template <typename Fn>
-inline bool ForEachListElement(std::string_view value, Fn&& fn) {
-  while (true) {
-    size_t comma = value.find(',');
-    if (!fn(TrimOws(value.substr(0, comma)))) return false;
-    if (comma == std::string_view::npos) return true;
-    value.remove_prefix(comma + 1);
-  }
 }
 
 inline int StatusFor(ErrorCode code, bool request) {
