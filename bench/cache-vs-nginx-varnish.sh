@@ -17,6 +17,11 @@
 #            Varnish serves each request in flight on its own worker thread
 #            and fewer threads than connections would queue requests
 #            (with every thread pinned to core 0 it is still one core)
+#   floor-sendfile, floor-splice  not caches: bench/send_floor.c, a bare
+#            epoll loop that answers each GET with one send of a fixed head
+#            and one sendfile from a memfd (nginx's way) or one vmsplice +
+#            splice (capstan's way). What no server on this kernel can spend
+#            less than; the report gives every cache's CPU per hit against it.
 # The load generator (wrk -t 1 -c CONNS) and the origin share core 1.
 #
 # Each cache is warmed (one request per object, then WARMUP s of wrk), and
@@ -24,7 +29,10 @@
 # word (capstan: X-Cache says HIT; nginx: X-Cache-Status: HIT, the
 # $upstream_cache_status header added for this; Varnish: X-Varnish carries
 # two ids) and the origin's access log must not grow during the timed run
-# (`origin_requests` in the results). CPU per hit = (utime+stime of the cache's
+# (`origin_requests` in the results); the floor's evidence is its own header.
+# TCP segments per hit (Tcp OutSegs of /proc/net/snmp, both directions of
+# loopback, machine-wide) show whether two servers made the kernel do the same
+# work. CPU per hit = (utime+stime of the cache's
 # processes, threads and children, from /proc/PID/stat, after minus before) /
 # requests answered. Caches run in turn, interleaved over ROUNDS rounds;
 # medians reported by bench/cache_report.py into the benchmark section of
@@ -46,7 +54,7 @@ source "$ROOT/bench/lib.sh"
 NAME="cache-vs-nginx-varnish"
 CAPSTAN="${CAPSTAN:-$ROOT/build/release/src/cmd/capstan}"
 ROUNDS="${ROUNDS:-3}" DURATION="${DURATION:-5}" WARMUP="${WARMUP:-1}" CONNS="${CONNS:-50}"
-CACHES="${CACHES:-capstan capstan-copy nginx varnish}"
+CACHES="${CACHES:-capstan capstan-copy nginx varnish floor-sendfile floor-splice}"
 OUT_MD="${OUT_MD:-$ROOT/docs/benchmarks/cache.md}"
 OUT_JSONL="${OUT_JSONL:-$ROOT/docs/benchmarks/cache-bench.jsonl}"
 SMOKE_NOTE="${SMOKE_NOTE:-}"  # a line for the report, e.g. that this was a smoke run
@@ -54,7 +62,7 @@ CACHE_CORE=0
 LOAD_CORE=1
 OBJECTS="1k 100k"
 
-require_tools "$NAME" taskset nginx varnishd wrk curl python3
+require_tools "$NAME" taskset nginx varnishd wrk curl python3 cc
 if [[ $(nproc) -lt 2 ]]; then echo "$NAME: needs 2 cores (cache and load apart)" >&2; exit 1; fi
 
 bench_init "$NAME"
@@ -69,6 +77,7 @@ trap cleanup_all EXIT
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
 TICK_US=$((1000000 / CLK_TCK))
+cc -O2 -o "$WORK/send_floor" "$ROOT/bench/send_floor.c"
 
 # ---- the origin (core 1): fixed bodies, cacheable for an hour, access log counted
 mkdir -p "$WORK/www" "$WORK/tmp"
@@ -154,6 +163,9 @@ http {
 EOF
       taskset -c $CACHE_CORE nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' 2>>"$WORK/nginx.err" &
       ;;
+    floor-sendfile | floor-splice)
+      taskset -c $CACHE_CORE "$WORK/send_floor" "${1#floor-}" "$CACHE_PORT" "$WORK/www" >"$WORK/$1.log" 2>&1 &
+      ;;
     varnish)
       rm -rf "$WORK/varnish" && mkdir -p "$WORK/varnish" && chmod 755 "$WORK/varnish"
       printf 'vcl 4.1;\nbackend origin { .host = "127.0.0.1"; .port = "%s"; }\n' "$ORIGIN_PORT" \
@@ -179,7 +191,12 @@ hit_evidence() {  # CACHE OBJECT
     capstan | capstan-copy) grep -i '^x-cache:' <<<"$headers" | grep -qi hit && grep -i '^x-cache:' <<<"$headers" ;;
     nginx) grep -i '^x-cache-status: hit' <<<"$headers" ;;
     varnish) grep -iE '^x-varnish: [0-9]+ [0-9]+' <<<"$headers" ;;
+    floor-*) grep -i '^x-served-by: send_floor' <<<"$headers" ;;
   esac
+}
+
+tcp_out_segments() {  # Tcp OutSegs from /proc/net/snmp
+  awk '/^Tcp:/ { if (!n) { for (i = 1; i <= NF; i++) if ($i == "OutSegs") col = i; n = 1 } else print $col }' /proc/net/snmp
 }
 
 record() {  # CACHE ROUND ROW JSON
@@ -189,14 +206,14 @@ record() {  # CACHE ROUND ROW JSON
 
 run_row() {  # CACHE ROUND OBJECT
   local cache=$1 round=$2 object=$3 url="http://127.0.0.1:$CACHE_PORT/$3"
-  local body_ok=false hit_before hit_after t0 t1 o0 o1 out json
+  local body_ok=false hit_before hit_after t0 t1 o0 o1 s0 s1 out json
   cmp -s <(curl -sf "$url") "$WORK/www/$object" && body_ok=true
   taskset -c $LOAD_CORE wrk -t 1 -c "$CONNS" -d "${WARMUP}s" "$url" >/dev/null 2>&1 || true
   hit_before=$(hit_evidence "$cache" "$object" || true)
-  t0=$(cpu_ticks "$CACHE_PID"); o0=$(origin_requests)
+  t0=$(cpu_ticks "$CACHE_PID"); o0=$(origin_requests); s0=$(tcp_out_segments)
   out=$(taskset -c $LOAD_CORE wrk -t 1 -c "$CONNS" -d "${DURATION}s" --latency \
     -s "$ROOT/bench/gateway_wrk.lua" "$url" 2>&1) || true
-  t1=$(cpu_ticks "$CACHE_PID"); o1=$(origin_requests)
+  t1=$(cpu_ticks "$CACHE_PID"); o1=$(origin_requests); s1=$(tcp_out_segments)
   hit_after=$(hit_evidence "$cache" "$object" || true)
   json=$(grep '^JSON ' <<<"$out" | sed 's/^JSON //') || true
   if [[ -z $json ]]; then
@@ -209,8 +226,9 @@ import json, sys
 r = json.loads(sys.argv[1])
 r.update(status="ok", conns=int(sys.argv[2]), cpu_us=int(sys.argv[3]) * int(sys.argv[4]),
          origin_requests=int(sys.argv[5]), body_ok=sys.argv[6] == "true",
-         hit_before=sys.argv[7], hit_after=sys.argv[8])
-print(json.dumps(r))' "$json" "$CONNS" "$((t1 - t0))" "$TICK_US" "$((o1 - o0))" "$body_ok" "$hit_before" "$hit_after")"
+         hit_before=sys.argv[7], hit_after=sys.argv[8], tcp_segments=int(sys.argv[9]))
+print(json.dumps(r))' "$json" "$CONNS" "$((t1 - t0))" "$TICK_US" "$((o1 - o0))" "$body_ok" "$hit_before" \
+    "$hit_after" "$((s1 - s0))")"
 }
 
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -236,7 +254,7 @@ done
 
 cp "$RESULTS" "$OUT_JSONL"
 CMDLINE="ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS"
-[[ $CACHES != "capstan capstan-copy nginx varnish" ]] && CMDLINE="$CMDLINE CACHES=\"$CACHES\""
+[[ $CACHES != "capstan capstan-copy nginx varnish floor-sendfile floor-splice" ]] && CMDLINE="$CMDLINE CACHES=\"$CACHES\""
 [[ $CAPSTAN != "$ROOT/build/release/src/cmd/capstan" ]] && CMDLINE="$CMDLINE CAPSTAN=$CAPSTAN"
 CMDLINE="$CMDLINE bench/cache-vs-nginx-varnish.sh"
 # (wrk -v exits 1 after printing its version)

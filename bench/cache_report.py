@@ -20,6 +20,8 @@ from collections import defaultdict
 BEGIN = "<!-- benchmark:begin (bench/cache_report.py) -->"
 END = "<!-- benchmark:end -->"
 CACHES = ("capstan", "capstan-copy", "nginx", "varnish")
+# Not caches: bench/send_floor.c, the least a server can spend on this kernel
+FLOORS = ("floor-sendfile", "floor-splice")
 ROWS = [("1k", "1 KiB object"), ("100k", "100 KiB object")]
 TARGET = 0.6  # capstan's CPU per hit <= 0.6x the better peer's (issue 18)
 
@@ -43,6 +45,8 @@ def summarise(results):
         "verified": all(r.get("body_ok") and r.get("hit_before") and r.get("hit_after") for r in ok),
         "evidence": ok[-1].get("hit_after", ""),
         "errors": errors,
+        "segments_per_hit": (med(lambda r: r["tcp_segments"] / r["requests"])
+                             if all("tcp_segments" in r for r in ok) else None),
     }
 
 
@@ -52,7 +56,7 @@ def render(results_path, machine, command, versions, date, note):
         if line.strip():
             r = json.loads(line)
             runs[(r["row"], r["cache"])].append(r["result"])
-    S = {(row, c): summarise(runs.get((row, c), [])) for row, _ in ROWS for c in CACHES}
+    S = {(row, c): summarise(runs.get((row, c), [])) for row, _ in ROWS for c in CACHES + FLOORS}
 
     out = [BEGIN, "", "## Benchmark: hits per second and CPU per hit", ""]
     if note:
@@ -70,7 +74,11 @@ def render(results_path, machine, command, versions, date, note):
                "(one pool, the minimum; 5 threads, the minimum; at most one thread per client connection, "
                "because Varnish serves each request in flight on its own thread; all on core 0). The load "
                "generator (wrk -t 1) and the origin (one nginx worker serving the files with "
-               "`Cache-Control: max-age=3600`) share core 1.")
+               "`Cache-Control: max-age=3600`) share core 1. "
+               "floor-sendfile and floor-splice are not caches: bench/send_floor.c, one thread with "
+               "an epoll loop that answers each GET with one `send` of a fixed ~300-byte head and the "
+               "body by one `sendfile` from a memfd (nginx's way) or one `vmsplice` + `splice` "
+               "(capstan's way). No server on this kernel can answer for less.")
     out.append("- Every cache is warmed first; a row counts only if the body equals the origin's file, "
                "a request before and after the timed run is a hit by the cache's own headers (capstan "
                "`X-Cache`, nginx `X-Cache-Status` from `$upstream_cache_status`, Varnish's two "
@@ -79,32 +87,40 @@ def render(results_path, machine, command, versions, date, note):
                "/proc/PID/stat, after minus before the run) / hits. req/s on 2 shared cores is bounded by "
                "core 1 (wrk and the origin) and by other work on the machine; CPU per hit is the figure "
                "that holds. Loopback TCP work done in softirq on core 0 is charged to whichever process "
-               "runs there, so mostly to the cache; /proc's ticks are 10 ms, so short runs are coarse.")
+               "runs there, so mostly to the cache; /proc's ticks are 10 ms, so short runs are coarse. "
+               "**TCP segments/hit**: Tcp OutSegs of /proc/net/snmp over the run (machine-wide, both "
+               "directions of loopback) per hit: equal counts mean the kernel did the same work.")
     out.append("")
-    out.append("| object | cache | hits/s | CPU µs/hit | p99 ms | hits verified | origin requests during runs | errors |")
-    out.append("|---|---|---|---|---|---|---|---|")
+    out.append("| object | cache | hits/s | CPU µs/hit | TCP segments/hit | p99 ms | hits verified | "
+               "origin requests during runs | errors |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
     for row, label in ROWS:
-        for c in CACHES:
+        for c in CACHES + FLOORS:
             m = S[(row, c)]
             if m["status"] == "ok":
-                out.append(f"| {label} | {c} | {m['hits_per_s']:.0f} | {m['cpu_us_per_hit']:.1f} | "
+                segs = f"{m['segments_per_hit']:.2f}" if m["segments_per_hit"] is not None else "n/a"
+                out.append(f"| {label} | {c} | {m['hits_per_s']:.0f} | {m['cpu_us_per_hit']:.1f} | {segs} | "
                            f"{m['p99_ms']:.2f} | {'yes' if m['verified'] else '**no**'} | "
                            f"{m['origin_requests']} | {m['errors']} |")
             elif m["status"] == "not available":
-                out.append(f"| {label} | {c} | not available yet | | | | | {m['reason']} |")
+                out.append(f"| {label} | {c} | not available yet | | | | | | {m['reason']} |")
             elif m["status"] != "missing":
-                out.append(f"| {label} | {c} | FAILED | | | | | see the run's log |")
+                out.append(f"| {label} | {c} | FAILED | | | | | | see the run's log |")
     out.append("")
     out.append(f"### Ratios (CPU per hit: lower is better; target: capstan ≤ {TARGET}× the better peer)")
     out.append("")
-    out.append("| object | capstan / nginx | capstan / varnish | capstan / better peer | target met | capstan / capstan-copy |")
-    out.append("|---|---|---|---|---|---|")
+    out.append("| object | capstan / nginx | capstan / varnish | capstan / better peer | target met | "
+               "capstan / capstan-copy | capstan / floor | floor / better peer |")
+    out.append("|---|---|---|---|---|---|---|---|")
     for row, label in ROWS:
         cap, copy, ngx, var = (S[(row, c)] for c in CACHES)
-        def ratio(peer):
-            if cap["status"] != "ok" or peer["status"] != "ok" or not peer["cpu_us_per_hit"]:
+        floors = [S[(row, f)] for f in FLOORS if S[(row, f)]["status"] == "ok" and S[(row, f)]["cpu_us_per_hit"]]
+        floor = min(floors, key=lambda f: f["cpu_us_per_hit"]) if floors else {"status": "missing"}
+
+        def ratio(peer, of=cap):
+            if of["status"] != "ok" or peer["status"] != "ok" or not peer["cpu_us_per_hit"]:
                 return None
-            return cap["cpu_us_per_hit"] / peer["cpu_us_per_hit"]
+            return of["cpu_us_per_hit"] / peer["cpu_us_per_hit"]
         r_ngx, r_var = ratio(ngx), ratio(var)
         peers = [p["cpu_us_per_hit"] for p in (ngx, var) if p["status"] == "ok" and p["cpu_us_per_hit"]]
         if cap["status"] == "ok" and peers:
@@ -116,7 +132,14 @@ def render(results_path, machine, command, versions, date, note):
         else:
             best_s, met = "n/a", "n/a (capstan not available yet)" if cap["status"] != "ok" else "n/a"
         fmt = lambda r: f"{r:.2f}×" if r is not None else "n/a"
-        out.append(f"| {label} | {fmt(r_ngx)} | {fmt(r_var)} | {best_s} | {met} | {fmt(ratio(copy))} |")
+        ok_peers = [p for p in (ngx, var) if p["status"] == "ok" and p["cpu_us_per_hit"]]
+        better = min(ok_peers, key=lambda p: p["cpu_us_per_hit"]) if ok_peers else {"status": "missing"}
+        out.append(f"| {label} | {fmt(r_ngx)} | {fmt(r_var)} | {best_s} | {met} | {fmt(ratio(copy))} | "
+                   f"{fmt(ratio(floor))} | {fmt(ratio(better, of=floor))} |")
+    out.append("")
+    out.append("The floor is the cheaper of floor-sendfile and floor-splice. *floor / better peer* is the "
+               "lowest ratio any server could reach in this run: when it is above the target, the target "
+               "asks for less than the kernel's own work for the same packets.")
     out.append("")
     evid = [f"{c}: `{S[('1k', c)]['evidence']}`" for c in CACHES
             if S[("1k", c)]["status"] == "ok" and S[("1k", c)]["evidence"]]
