@@ -193,7 +193,21 @@ class EpollBackend final : public IoBackend {
   }
 
   void SendSome(Socket* s) {
+    bool splice = true;
     while (!s->output_.empty()) {
+      if (splice) {
+        Socket::SpliceResult r = s->SendSpliced();
+        if (s->detached_) return;  // failed: closed
+        if (r == Socket::SpliceResult::kSocketFull) {
+          // A short splice left SOCK_NOSPACE set, as EAGAIN does: EPOLLOUT
+          // comes when there is room, and continues here.
+          s->writable_ = false;
+          return;
+        }
+        if (r == Socket::SpliceResult::kSent) continue;
+        splice = false;  // the rest by copy
+        if (s->output_.empty()) break;
+      }
       // sendmsg is done with the iovecs when it returns: on the stack.
       struct iovec iov[Socket::kMaxIov];
       msghdr msg{};

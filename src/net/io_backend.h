@@ -40,6 +40,8 @@ class IoBackend {
   // Receive into the socket's input until it has enough (Socket::WantsInput).
   virtual void StartReceive(Socket* s) = 0;
   // Send the socket's pending output; called when no send is in flight.
+  // What the splice path wants (Socket::SendSpliced) goes that way first,
+  // and again each time the socket becomes writable, until none is left.
   virtual void StartSend(Socket* s) = 0;
   // The socket's input limit became exact (Socket::set_input_limit): a
   // receive armed before that may deliver without bound and is re-armed.

@@ -215,22 +215,22 @@ void Socket::Flush() {
   if (closed_ || sending_) return;
   if (tls_ != nullptr && !EncryptPending()) return;
   if (output_.empty()) return;
-  if (tls_ == nullptr && SpliceSender::Wants(output_)) {
-    SendSpliced();
-    if (closed_ || output_.empty()) return;
-  }
   loop_->io()->StartSend(this);
 }
 
-void Socket::SendSpliced() {
+Socket::SpliceResult Socket::SendSpliced() {
+  if (tls_ != nullptr || !SpliceSender::Wants(output_)) return SpliceResult::kCopy;
   SpliceSender* sender = loop_->splice_sender();
-  if (sender == nullptr) return;
-  ssize_t n = sender->Send(fd_, output_);
+  if (sender == nullptr) return SpliceResult::kCopy;
+  bool socket_full = false;
+  ssize_t n = sender->Send(fd_, output_, &socket_full);
   if (n < 0) {
     OnSendError(static_cast<int>(n));
-  } else if (n > 0) {
-    OnSent(static_cast<size_t>(n));
+    return SpliceResult::kCopy;
   }
+  if (n > 0) OnSent(static_cast<size_t>(n));
+  if (socket_full) return SpliceResult::kSocketFull;
+  return n > 0 ? SpliceResult::kSent : SpliceResult::kCopy;
 }
 
 absl::Status Socket::StartTls(std::shared_ptr<const TlsContext> context, TlsRole role,

@@ -44,7 +44,7 @@ enum class TlsRole : uint8_t;
 // A record the kernel hands back on completion (its address is io_uring's
 // user_data; epoll keeps one per registered fd).
 struct IoOp {
-  enum Kind : uint8_t { kReceive, kSend, kConnect, kAccept, kWake, kPoll };
+  enum Kind : uint8_t { kReceive, kSend, kConnect, kAccept, kWake, kPoll, kWritable };
   Kind kind;
   void* owner;
 };
@@ -232,10 +232,16 @@ class Socket : public std::enable_shared_from_this<Socket> {
   void ApplySetup(const SocketSetup& setup);
   void Fail(absl::Status status);
   void Flush();  // from the loop, before it waits
-  // Without TLS, output that holds a large mapped slice (Buffer::MappedCopy)
-  // leaves through the loop's SpliceSender, its pages by reference; what
-  // that path does not take goes on by the engine's send.
-  void SendSpliced();
+  // Called by the engines' sends first. Without TLS, output that holds a
+  // mapped slice (Buffer::MappedCopy, SpliceSender::Wants) leaves through the
+  // loop's SpliceSender, its pages by reference. kSocketFull: the socket
+  // takes no more now; the engine waits until it is writable and sends
+  // again, so the rest of the body goes the same way. kCopy: what is left
+  // goes by the engine's send (there was nothing for this path, or it
+  // refused). kSent: some left, and there may be more for this path. The
+  // socket may be closed on return (the send failed).
+  enum class SpliceResult { kCopy, kSent, kSocketFull };
+  SpliceResult SendSpliced();
   // Where the backends put received bytes: input_, or with TLS the
   // ciphertext buffer that OnReceived decrypts into input_.
   Buffer& receive_buffer();
@@ -300,6 +306,7 @@ class Socket : public std::enable_shared_from_this<Socket> {
   IoOp recv_op_{IoOp::kReceive, this};
   IoOp send_op_{IoOp::kSend, this};
   IoOp connect_op_{IoOp::kConnect, this};
+  IoOp writable_op_{IoOp::kWritable, this};  // io_uring: waits to splice more
 };
 
 // Waits, without a Socket, for a connected fd to have something to read

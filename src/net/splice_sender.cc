@@ -30,7 +30,9 @@ size_t EndOfSpliceable(const Buffer& out) {
   size_t end = 0;
   size_t n = std::min(out.slice_count(), kMaxSlices);
   for (size_t i = 0; i < n; ++i) {
-    if (out.slice_mapped(i) && out.slice(i).size() >= SpliceSender::kMinSliceBytes) end = i + 1;
+    if (out.slice_mapped(i) && (i == 0 || out.slice(i).size() >= SpliceSender::kMinSliceBytes)) {
+      end = i + 1;
+    }
   }
   return end;
 }
@@ -58,7 +60,9 @@ uint64_t SpliceSender::ProcessBytes() { return process_bytes.load(std::memory_or
 
 bool SpliceSender::Wants(const Buffer& out) { return EndOfSpliceable(out) > 0; }
 
-ssize_t SpliceSender::Send(int fd, const Buffer& out) {
+ssize_t SpliceSender::Send(int fd, const Buffer& out, bool* socket_full) {
+  bool full = false;
+  if (socket_full != nullptr) *socket_full = false;
   size_t end = EndOfSpliceable(out);
   if (end == 0 || pipe_.read_fd < 0) return 0;
   size_t sent = 0;
@@ -125,14 +129,21 @@ ssize_t SpliceSender::Send(int fd, const Buffer& out) {
       if (left_in_pipe > 0) Discard(left_in_pipe);
     }
     if (n < 0) {
-      if (err == EAGAIN || err == EWOULDBLOCK) break;
+      if (err == EAGAIN || err == EWOULDBLOCK) {
+        full = true;
+        break;
+      }
       if (sent > 0) break;  // the error comes back with the next send
       return -err;
     }
     sent += static_cast<size_t>(n);
     advance(static_cast<size_t>(n));
-    if (static_cast<size_t>(n) < wanted) break;  // the socket is full
+    if (static_cast<size_t>(n) < wanted) {
+      full = true;
+      break;
+    }
   }
+  if (socket_full != nullptr) *socket_full = full;
   if (sent > 0) process_bytes.fetch_add(sent, std::memory_order_relaxed);
   return static_cast<ssize_t>(sent);
 }

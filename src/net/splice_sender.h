@@ -16,9 +16,9 @@
 //
 // The pipe is empty again before anything else is sent: what the socket
 // would not take is discarded from the pipe (splice to /dev/null, no copy)
-// and stays in the caller's buffer, which goes on by the ordinary path. So
-// one pipe serves every socket of a loop, and a slow reader costs nothing
-// here.
+// and stays in the caller's buffer; the engine sends it again, by this path,
+// when the socket is writable (Socket::SendSpliced). So one pipe serves
+// every socket of a loop, and a slow reader holds nothing here.
 //
 // splice(2) cannot be told MSG_NOSIGNAL, so this path is used only in a
 // process that ignores SIGPIPE (capstan does: base/signals.h); elsewhere
@@ -54,16 +54,21 @@ class SpliceSender {
   SpliceSender(const SpliceSender&) = delete;
   SpliceSender& operator=(const SpliceSender&) = delete;
 
-  // Whether `out` holds a slice for this path: mapped and at least
-  // kMinSliceBytes, among the first slices a sendmsg would take.
+  // Whether `out` holds a slice for this path among the first slices a
+  // sendmsg would take: mapped and at least kMinSliceBytes, or mapped and
+  // first (the rest of a body the socket took only part of: it goes on as
+  // it began, not by copy).
   static bool Wants(const Buffer& out);
 
   // Sends the bytes of `out` up to the end of its last such slice to the
   // nonblocking TCP socket `fd`, without consuming them from `out`. Returns
   // how many bytes the socket took (0 when it would take none now), or
   // -errno when the socket failed before taking any. The bytes after that
-  // count are still the caller's to send.
-  ssize_t Send(int fd, const Buffer& out);
+  // count are still the caller's to send. *socket_full says why it stopped
+  // short: true when the socket would take no more now (wait until it is
+  // writable, then call again), false when this path refused the rest
+  // (send it by copy).
+  ssize_t Send(int fd, const Buffer& out, bool* socket_full = nullptr);
 
   // The bytes every sender of the process sent (any thread; a server's
   // metrics page shows it).

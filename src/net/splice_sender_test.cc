@@ -106,13 +106,17 @@ TEST(MappedCopyTest, IsOneMappedSliceWithTheSameBytes) {
   EXPECT_TRUE(Buffer::MappedCopy(Buffer()).empty());
 }
 
-TEST(SpliceSenderTest, WantsOnlyLargeMappedSlices) {
-  Buffer small = Mapped(Pattern(SpliceSender::kMinSliceBytes - 1, 'a'));
-  EXPECT_FALSE(SpliceSender::Wants(small));
+TEST(SpliceSenderTest, WantsLargeMappedSlicesAndTheRestOfOne) {
   EXPECT_FALSE(SpliceSender::Wants(Buffer(Pattern(SpliceSender::kMinSliceBytes * 2, 'a'))));
-  Buffer out("head");
-  out.Append(Mapped(Pattern(SpliceSender::kMinSliceBytes, 'a')));
-  EXPECT_TRUE(SpliceSender::Wants(out));
+  Buffer small_after_head("head");
+  small_after_head.Append(Mapped(Pattern(SpliceSender::kMinSliceBytes - 1, 'a')));
+  EXPECT_FALSE(SpliceSender::Wants(small_after_head));
+  Buffer large_after_head("head");
+  large_after_head.Append(Mapped(Pattern(SpliceSender::kMinSliceBytes, 'a')));
+  EXPECT_TRUE(SpliceSender::Wants(large_after_head));
+  // What is left of a body the socket took only part of goes on as it began.
+  large_after_head.Consume(4 + SpliceSender::kMinSliceBytes - 100);
+  EXPECT_TRUE(SpliceSender::Wants(large_after_head));
 }
 
 TEST(SpliceSenderTest, NotMadeWhileSigpipeKillsTheProcess) {
@@ -232,8 +236,10 @@ class SocketSpliceTest : public ::testing::TestWithParam<IoBackendKind> {
  protected:
   // Returns what the client received; *spliced: the bytes the process sent
   // by splice meanwhile (the test's only sender).
+  // buffer_bytes: when not 0, the server's send buffer and the client's
+  // receive buffer, so the socket takes the body a piece at a time.
   std::string Exchange(bool splice_mapped, const std::string& head, const std::string& body,
-                       const std::string& tail, uint64_t* spliced) {
+                       const std::string& tail, uint64_t* spliced, int buffer_bytes = 0) {
     LoopOptions options;
     options.splice_mapped = splice_mapped;
     auto loop = testing::NewLoop(GetParam(), options);
@@ -243,24 +249,31 @@ class SocketSpliceTest : public ::testing::TestWithParam<IoBackendKind> {
     std::string got;
     size_t want = head.size() + body.size() + tail.size();
     uint64_t before = SpliceSender::ProcessBytes();
-    RunToCompletion(*loop,
-                    [](EventLoop* loop, Listener* listener, Buffer mapped, const std::string* head,
-                       const std::string* tail, size_t want, std::string* got) -> Task<void> {
-                      auto client = co_await Socket::Connect(loop, "127.0.0.1", listener->port());
-                      auto server = co_await listener->Accept();
-                      if (!client.ok() || !server.ok()) co_return;
-                      (*server)->Write(*head);
-                      (*server)->Write(std::move(mapped));
-                      (*server)->Write(*tail);
-                      while ((*client)->input().size() < want) {
-                        absl::Status read = co_await (*client)->ReadMore();
-                        if (!read.ok()) break;
-                      }
-                      co_await (*server)->Drained();
-                      *got = (*client)->input().ToString();
-                      (*server)->Close();
-                      (*client)->Close();
-                    }(loop.get(), listener->get(), Mapped(body), &head, &tail, want, &got));
+    RunToCompletion(
+        *loop,
+        [](EventLoop* loop, Listener* listener, Buffer mapped, const std::string* head,
+           const std::string* tail, size_t want, int buffer_bytes, std::string* got) -> Task<void> {
+          auto client = co_await Socket::Connect(loop, "127.0.0.1", listener->port());
+          auto server = co_await listener->Accept();
+          if (!client.ok() || !server.ok()) co_return;
+          if (buffer_bytes != 0) {
+            ::setsockopt((*server)->fd(), SOL_SOCKET, SO_SNDBUF, &buffer_bytes,
+                         sizeof(buffer_bytes));
+            ::setsockopt((*client)->fd(), SOL_SOCKET, SO_RCVBUF, &buffer_bytes,
+                         sizeof(buffer_bytes));
+          }
+          (*server)->Write(*head);
+          (*server)->Write(std::move(mapped));
+          (*server)->Write(*tail);
+          while ((*client)->input().size() < want) {
+            absl::Status read = co_await (*client)->ReadMore();
+            if (!read.ok()) break;
+          }
+          co_await (*server)->Drained();
+          *got = (*client)->input().ToString();
+          (*server)->Close();
+          (*client)->Close();
+        }(loop.get(), listener->get(), Mapped(body), &head, &tail, want, buffer_bytes, &got));
     *spliced = SpliceSender::ProcessBytes() - before;
     (*listener)->Close();
     return got;
@@ -276,6 +289,17 @@ TEST_P(SocketSpliceTest, MappedBodyLeavesWithoutACopyInOrder) {
   EXPECT_EQ(spliced, head.size() + body.size());
   EXPECT_EQ(Exchange(false, head, body, tail, &spliced), head + body + tail);
   EXPECT_EQ(spliced, 0u);
+}
+
+// A body the socket takes a piece at a time (small buffers: a slow reader)
+// goes on by splice once there is room again, not by the engine's copy.
+TEST_P(SocketSpliceTest, TheRestOfABodyTheSocketTookPartOfIsSplicedToo) {
+  const std::string head = "HTTP/1.1 200 OK\r\ncontent-length: 2000000\r\n\r\n";
+  const std::string body = Pattern(2000000, 'k');
+  const std::string tail = "HTTP/1.1 304 Not Modified\r\n\r\n";
+  uint64_t spliced = 0;
+  EXPECT_EQ(Exchange(true, head, body, tail, &spliced, 16384), head + body + tail);
+  EXPECT_EQ(spliced, head.size() + body.size());
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, SocketSpliceTest,

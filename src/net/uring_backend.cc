@@ -187,6 +187,25 @@ class UringBackend final : public IoBackend {
   }
 
   void StartSend(Socket* s) override {
+    Socket::SpliceResult spliced = s->SendSpliced();
+    while (spliced == Socket::SpliceResult::kSent) spliced = s->SendSpliced();
+    if (s->closed_ || s->output_.empty()) return;
+    s->sending_ = true;
+    if (spliced == Socket::SpliceResult::kSocketFull) {
+      // Splice the rest too once there is room, rather than let a sendmsg
+      // copy it (a slow reader's large body would otherwise go mostly by
+      // copy).
+      io_uring_sqe* sqe = GetSqe();
+      io_uring_prep_poll_add(sqe, s->fd_, POLLOUT);
+      io_uring_sqe_set_data(sqe, &s->writable_op_);
+      Busy(s);
+      return;
+    }
+    SubmitSendmsg(s);
+  }
+
+  // The output by sendmsg (a copy), from the socket's send state.
+  void SubmitSendmsg(Socket* s) {
     s->sending_ = true;
     if (s->send_state_ == nullptr) {
       if (free_send_states_.empty()) {
@@ -360,6 +379,20 @@ class UringBackend final : public IoBackend {
       case IoOp::kSend:
         OnSend(static_cast<Socket*>(op->owner), res);
         return;
+      case IoOp::kWritable: {
+        auto* s = static_cast<Socket*>(op->owner);
+        s->sending_ = false;
+        if (!s->closed_) {
+          if (res >= 0) {
+            // Writable, or an error the send will report.
+            if (!s->output_.empty()) StartSend(s);
+          } else if (res != -ECANCELED) {
+            s->OnSendError(res);
+          }
+        }
+        Done(s);
+        return;
+      }
       case IoOp::kPoll:
         static_cast<FdWaiter*>(op->owner)->Finish(res);
         return;
@@ -482,7 +515,7 @@ class UringBackend final : public IoBackend {
       io_uring_prep_poll_add(poll, s->fd_, POLLOUT);
       poll->flags |= IOSQE_IO_LINK;
       io_uring_sqe_set_data64(poll, 0);
-      StartSend(s);
+      SubmitSendmsg(s);
     } else if (res != -ECANCELED && !s->closed_) {
       s->OnSendError(res);
     }

@@ -95,7 +95,7 @@ class CacheTest : public ::testing::Test {
     out << "listeners: [{address: \"127.0.0.1:" << port << "\"}]\n"
         << "admin: 127.0.0.1:" << admin_ << "\n"
         << "access_log: {path: " << log_ << ", fields: [method, path, status, cache, upstream]}\n"
-        << "cache: {memory: 16MiB, max_object_size: 1MiB}\n"
+        << "cache: {memory: 128MiB, max_object_size: 8MiB}\n"
         << "clusters: [{name: web, endpoints: [\"127.0.0.1:" << origin_.port() << "\"]}]\n"
         << "virtual_hosts: [{name: site, routes: [\n"
         << "  {match: {prefix: /nocache/}, cluster: web},\n"
@@ -287,17 +287,27 @@ TEST_F(CacheTest, LargeBodiesLeaveIntactWholeAsRangesAndToSlowReaders) {
   Answer slow = Get(url, {"--limit-rate", "2M"});
   EXPECT_EQ(slow.Header("x-cache"), "HIT");
   EXPECT_EQ(slow.body, first.body);
+  // A body far larger than the socket takes at once, read slowly: the
+  // socket fills again and again, and each time the rest goes on by splice.
+  const std::string huge_url = Url("/large?cc=max-age=600&size=7000000");
+  Answer huge = Get(huge_url);
+  ASSERT_EQ(huge.body.size(), 7000000u);
+  Answer huge_slow = Get(huge_url, {"--limit-rate", "40M"});
+  EXPECT_EQ(huge_slow.Header("x-cache"), "HIT");
+  EXPECT_TRUE(huge_slow.body == huge.body) << huge_slow.body.size() << " bytes";
   // Several responses on one connection: each body follows its own head.
   CommandResult twice = Curl({"-s", url, url});
   EXPECT_TRUE(twice.out == first.body + first.body) << twice.out.size() << " bytes";
-  EXPECT_EQ(origin_.Fetches("/large"), 1);
-  // And they did leave by splice: at least the five whole hits.
+  EXPECT_EQ(origin_.Fetches("/large"), 2);
+  // And they did leave by splice, every byte of the hits' bodies: the five
+  // whole hits, the range, the slow readers' (whose sockets took them a
+  // piece at a time) and the two on one connection.
   std::smatch m;
   std::string metrics = Curl({Admin("/metrics")}).out;
   ASSERT_TRUE(
       std::regex_search(metrics, m, std::regex("capstan_gateway_spliced_bytes_total ([0-9.e+]+)")))
       << metrics;
-  EXPECT_GE(std::stod(m[1]), 5 * 300000.0);
+  EXPECT_GE(std::stod(m[1]), 5 * 300000.0 + 200000 + 300000 + 7000000 + 2 * 300000);
 }
 
 TEST_F(CacheTest, UnsafeMethodInvalidates) {
