@@ -136,8 +136,10 @@ TEST(SpliceSenderTest, SendsHeadAndMappedBodyAndLeavesTheRestToTheCaller) {
   out.Append(Mapped(body));
   out.Append("next response's head");
   uint64_t before = SpliceSender::ProcessBytes();
-  ssize_t sent = sender->Send(pair.sender, out);
+  bool full = true;
+  ssize_t sent = sender->Send(pair.sender, out, &full);
   ASSERT_EQ(sent, static_cast<ssize_t>(head.size() + body.size()));
+  EXPECT_FALSE(full);  // it stopped where this path's part of the output ends
   EXPECT_EQ(pair.Read(head.size() + body.size()), head + body);
   EXPECT_EQ(SpliceSender::ProcessBytes() - before, head.size() + body.size());
 }
@@ -177,9 +179,11 @@ TEST(SpliceSenderTest, APartialSendLeavesNothingInThePipe) {
   const std::string body = Pattern(900000, 'a');
   Buffer out("head ");
   out.Append(Mapped(body));
-  ssize_t sent = sender->Send(slow.sender, out);
+  bool full = false;
+  ssize_t sent = sender->Send(slow.sender, out, &full);
   ASSERT_GE(sent, 0);
   EXPECT_LT(static_cast<size_t>(sent), out.size());
+  EXPECT_TRUE(full);
   EXPECT_EQ(slow.Read(static_cast<size_t>(sent)), out.ToString().substr(0, sent));
   EXPECT_EQ(slow.Queued(), 0u);
 
