@@ -20,8 +20,9 @@
 #   floor-sendfile, floor-splice  not caches: bench/send_floor.c, a bare
 #            epoll loop that answers each GET with one send of a fixed head
 #            and one sendfile from a memfd (nginx's way) or one vmsplice +
-#            splice (capstan's way). What no server on this kernel can spend
-#            less than; the report gives every cache's CPU per hit against it.
+#            splice (capstan's way): about the least a server on this kernel
+#            can spend (only receiving the request could cost less); the
+#            report gives every cache's CPU per hit against it.
 # The load generator (wrk -t 1 -c CONNS) and the origin share core 1.
 #
 # Each cache is warmed (one request per object, then WARMUP s of wrk), and

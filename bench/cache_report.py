@@ -78,7 +78,9 @@ def render(results_path, machine, command, versions, date, note):
                "floor-sendfile and floor-splice are not caches: bench/send_floor.c, one thread with "
                "an epoll loop that answers each GET with one `send` of a fixed ~300-byte head and the "
                "body by one `sendfile` from a memfd (nginx's way) or one `vmsplice` + `splice` "
-               "(capstan's way). No server on this kernel can answer for less.")
+               "(capstan's way). Every server makes the same sending calls; a server can save only on "
+               "receiving the request (the floor's `read` and `epoll_wait`) and on what it does between "
+               "the calls.")
     out.append("- Every cache is warmed first; a row counts only if the body equals the origin's file, "
                "a request before and after the timed run is a hit by the cache's own headers (capstan "
                "`X-Cache`, nginx `X-Cache-Status` from `$upstream_cache_status`, Varnish's two "
@@ -137,9 +139,10 @@ def render(results_path, machine, command, versions, date, note):
         out.append(f"| {label} | {fmt(r_ngx)} | {fmt(r_var)} | {best_s} | {met} | {fmt(ratio(copy))} | "
                    f"{fmt(ratio(floor))} | {fmt(ratio(better, of=floor))} |")
     out.append("")
-    out.append("The floor is the cheaper of floor-sendfile and floor-splice. *floor / better peer* is the "
-               "lowest ratio any server could reach in this run: when it is above the target, the target "
-               "asks for less than the kernel's own work for the same packets.")
+    out.append("The floor is the cheaper of floor-sendfile and floor-splice. *floor / better peer* is about "
+               "the lowest ratio a server could reach in this run (less only by receiving the request more "
+               "cheaply than `read` + `epoll_wait`): when it is above the target, the target asks for about "
+               "the kernel's own work for the same packets, or less.")
     out.append("")
     evid = [f"{c}: `{S[('1k', c)]['evidence']}`" for c in CACHES
             if S[("1k", c)]["status"] == "ok" and S[("1k", c)]["evidence"]]

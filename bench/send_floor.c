@@ -1,5 +1,5 @@
-// The floor under bench/cache-vs-nginx-varnish.sh: the least a server on
-// this kernel can spend to answer a keep-alive GET for a file it holds in
+// The floor under bench/cache-vs-nginx-varnish.sh: about the least a server
+// on this kernel can spend to answer a keep-alive GET for a file it holds in
 // memory. Built by the script with `cc -O2`; one thread, level-triggered
 // epoll, no parsing beyond finding the request's end and its path, no date,
 // no logging, no cache lookup. Per request: one read, the response head with
@@ -13,7 +13,8 @@
 //                                          as /NAME on 127.0.0.1:PORT
 //
 // Whatever a cache does on top of this (parsing, lookup, headers, events) is
-// what it can save; the kernel's work is the same for every server. Requests
+// what it can save; the sending calls are the same for every server, and
+// only receiving the request (here read + epoll_wait) could cost less. Requests
 // for unknown paths, bad requests and requests of over 4 KiB get the
 // connection closed.
 #define _GNU_SOURCE
