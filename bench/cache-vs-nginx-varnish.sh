@@ -55,7 +55,8 @@ source "$ROOT/bench/lib.sh"
 NAME="cache-vs-nginx-varnish"
 CAPSTAN="${CAPSTAN:-$ROOT/build/release/src/cmd/capstan}"
 ROUNDS="${ROUNDS:-3}" DURATION="${DURATION:-5}" WARMUP="${WARMUP:-1}" CONNS="${CONNS:-50}"
-CACHES="${CACHES:-capstan capstan-copy nginx varnish floor-sendfile floor-splice}"
+ALL_CACHES="capstan capstan-copy nginx varnish floor-sendfile floor-splice"
+CACHES="${CACHES:-$ALL_CACHES}"
 OUT_MD="${OUT_MD:-$ROOT/docs/benchmarks/cache.md}"
 OUT_JSONL="${OUT_JSONL:-$ROOT/docs/benchmarks/cache-bench.jsonl}"
 SMOKE_NOTE="${SMOKE_NOTE:-}"  # a line for the report, e.g. that this was a smoke run
@@ -255,7 +256,7 @@ done
 
 cp "$RESULTS" "$OUT_JSONL"
 CMDLINE="ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS"
-[[ $CACHES != "capstan capstan-copy nginx varnish floor-sendfile floor-splice" ]] && CMDLINE="$CMDLINE CACHES=\"$CACHES\""
+[[ $CACHES != "$ALL_CACHES" ]] && CMDLINE="$CMDLINE CACHES=\"$CACHES\""
 [[ $CAPSTAN != "$ROOT/build/release/src/cmd/capstan" ]] && CMDLINE="$CMDLINE CAPSTAN=$CAPSTAN"
 CMDLINE="$CMDLINE bench/cache-vs-nginx-varnish.sh"
 # (wrk -v exits 1 after printing its version)

@@ -204,7 +204,6 @@ class EpollBackend final : public IoBackend {
           s->writable_ = false;
           return;
         }
-        if (r == Socket::SpliceResult::kSent) continue;
         splice = false;  // the rest by copy
         if (s->output_.empty()) break;
       }

@@ -219,18 +219,20 @@ void Socket::Flush() {
 }
 
 Socket::SpliceResult Socket::SendSpliced() {
-  if (tls_ != nullptr || !SpliceSender::Wants(output_)) return SpliceResult::kCopy;
-  SpliceSender* sender = loop_->splice_sender();
-  if (sender == nullptr) return SpliceResult::kCopy;
-  bool socket_full = false;
-  ssize_t n = sender->Send(fd_, output_, &socket_full);
-  if (n < 0) {
-    OnSendError(static_cast<int>(n));
-    return SpliceResult::kCopy;
+  SpliceSender* sender = nullptr;
+  while (tls_ == nullptr && SpliceSender::Wants(output_)) {
+    if (sender == nullptr && (sender = loop_->splice_sender()) == nullptr) break;
+    bool socket_full = false;
+    ssize_t n = sender->Send(fd_, output_, &socket_full);
+    if (n < 0) {
+      OnSendError(static_cast<int>(n));
+      break;
+    }
+    if (n > 0) OnSent(static_cast<size_t>(n));
+    if (socket_full) return SpliceResult::kSocketFull;
+    if (n == 0) break;  // refused
   }
-  if (n > 0) OnSent(static_cast<size_t>(n));
-  if (socket_full) return SpliceResult::kSocketFull;
-  return n > 0 ? SpliceResult::kSent : SpliceResult::kCopy;
+  return SpliceResult::kRestByCopy;
 }
 
 absl::Status Socket::StartTls(std::shared_ptr<const TlsContext> context, TlsRole role,

@@ -234,13 +234,13 @@ class Socket : public std::enable_shared_from_this<Socket> {
   void Flush();  // from the loop, before it waits
   // Called by the engines' sends first. Without TLS, output that holds a
   // mapped slice (Buffer::MappedCopy, SpliceSender::Wants) leaves through the
-  // loop's SpliceSender, its pages by reference. kSocketFull: the socket
-  // takes no more now; the engine waits until it is writable and sends
-  // again, so the rest of the body goes the same way. kCopy: what is left
-  // goes by the engine's send (there was nothing for this path, or it
-  // refused). kSent: some left, and there may be more for this path. The
-  // socket may be closed on return (the send failed).
-  enum class SpliceResult { kCopy, kSent, kSocketFull };
+  // loop's SpliceSender, its pages by reference, for as long as the socket
+  // takes it. kSocketFull: the socket takes no more now; the engine waits
+  // until it is writable and sends again, so the rest of the body goes the
+  // same way. kRestByCopy: what is left (if anything) goes by the engine's
+  // send: there was nothing more for this path, or it refused. The socket
+  // may be closed on return (the send failed).
+  enum class SpliceResult { kRestByCopy, kSocketFull };
   SpliceResult SendSpliced();
   // Where the backends put received bytes: input_, or with TLS the
   // ciphertext buffer that OnReceived decrypts into input_.

@@ -188,7 +188,6 @@ class UringBackend final : public IoBackend {
 
   void StartSend(Socket* s) override {
     Socket::SpliceResult spliced = s->SendSpliced();
-    while (spliced == Socket::SpliceResult::kSent) spliced = s->SendSpliced();
     if (s->closed_ || s->output_.empty()) return;
     s->sending_ = true;
     if (spliced == Socket::SpliceResult::kSocketFull) {
